@@ -55,6 +55,10 @@ typedef struct orc_dev_config {
     /* softnic: comma-separated network interface names ("lo,eth0");
      * NULL or "" means every interface that is up and has an IPv4 address. */
     const char       *soft_ifaces;
+    /* verbs: GID table index used as the source GID of connections and
+     * published in the packed address (RoCE: pick the RoCEv2 entry of the
+     * wanted IP address). 0 when zero-initialised; at most 255. */
+    unsigned          verbs_gid_index;
 } orc_dev_config_t;
 
 #define ORC_DEV_NAME_MAX 64
