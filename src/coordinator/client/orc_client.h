@@ -151,6 +151,58 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
                                   size_t *length_p);
 orc_cl_status_t orc_client_kv_delete(orc_client_t *client, const char *key);
 
+/* ---------------------------------------------------------------------------
+ * Additions (compatible with everything above)
+ * ------------------------------------------------------------------------- */
+
+/*
+ * Human-readable detail of the last call that failed in the calling thread
+ * (method, path, HTTP status, orcd's "error"/"detail"). Never holds the
+ * token. Valid until the next call from the same thread.
+ */
+const char *orc_client_last_error(void);
+
+/*
+ * Fill params->url, ->job and ->token from ORC_COORDINATOR_URL, ORC_JOB and
+ * ORC_TOKEN (or the first line of the file named by ORC_TOKEN_FILE), for the
+ * fields not already set in params->field_mask. The strings point into the
+ * environment, except a token read from a file: *token_buf_p is then
+ * malloc'ed (else NULL); keep it until orc_client_create() returned, then
+ * free() it.
+ */
+orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
+                                           char **token_buf_p);
+/* First line of a token file, whitespace-trimmed; *token_p: free() it */
+orc_cl_status_t orc_client_read_token_file(const char *path, char **token_p);
+
+/* GET /healthz: ORC_CL_OK if orcd answers {"status": "ok"} */
+orc_cl_status_t orc_client_health(orc_client_t *client);
+
+/* One keep-alive of any node of the job, now (register does this itself) */
+orc_cl_status_t orc_client_keepalive(orc_client_t *client, uint64_t node_id);
+
+/* One node; *node_p: free with orc_client_nodes_free(*node_p, 1) */
+orc_cl_status_t orc_client_node_get(orc_client_t *client, uint64_t node_id,
+                                    orc_node_info_t **node_p);
+
+/*
+ * kv put whose key is attached to the lease of node_id (deleted with the
+ * node); node_id 0 is the same as orc_client_kv_put().
+ */
+orc_cl_status_t orc_client_kv_put_node(orc_client_t *client, const char *key,
+                                       const void *value, size_t length,
+                                       uint64_t node_id);
+
+/*
+ * Base64 (RFC 4648, padded) as used for kv values. encode: malloc'ed
+ * NUL-terminated text or NULL (no memory). decode: 0 and a malloc'ed buffer
+ * (NUL-terminated beyond *length_p), -1 on malformed or non-canonical
+ * input, -2 without memory.
+ */
+char *orc_client_b64_encode(const void *data, size_t length);
+int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
+                          size_t *length_p);
+
 #ifdef __cplusplus
 }
 #endif

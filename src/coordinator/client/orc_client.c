@@ -1,0 +1,1750 @@
+/*
+ * orc coordinator client library: libcurl for HTTP, jansson for JSON.
+ * See orc_client.h for the contract of every call.
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "orc_client.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ORC_CLIENT_DEFAULT_TIMEOUT_MS 5000
+#define ORC_CLIENT_NAME_MAX           128
+#define ORC_CLIENT_REPLY_MAX          (64u * 1024 * 1024)
+#define ORC_CLIENT_POOL_MAX           256
+#define ORC_CLIENT_KA_RETRY_MS        250
+#define ORC_CLIENT_ERRBUF_LEN         512
+
+/* Detail of the last failed call, per thread (orc_client_last_error()) */
+static __thread char orc_client_errbuf[ORC_CLIENT_ERRBUF_LEN];
+
+static pthread_once_t orc_client_global_once = PTHREAD_ONCE_INIT;
+static CURLcode orc_client_global_status     = CURLE_FAILED_INIT;
+
+/*
+ * A node registered through this client, with its keep-alive thread.
+ * Locking: `lost`, `stop`, `ttl_sec` and the list linkage are protected by
+ * client->nodes_lock; `cond` is waited on with that lock held. `thread` is
+ * written once by register and joined once by whoever unlinks the node
+ * (deregister or destroy), outside the lock.
+ */
+typedef struct orc_client_node {
+    struct orc_client_node *next;
+    orc_client_t           *client;
+    uint64_t                id;
+    unsigned                ttl_sec;
+    int                     lost;
+    int                     stop;
+    pthread_cond_t          cond;
+    pthread_t               thread;
+} orc_client_node_t;
+
+/*
+ * Client. Immutable after create except:
+ *  - pool/pool_count: idle curl handles, protected by pool_lock;
+ *  - nodes: registered nodes, protected by nodes_lock.
+ */
+struct orc_client {
+    char               *url;        /* base URL, no trailing '/' */
+    char               *job;
+    int                 timeout_ms;
+    void              (*log)(void *arg, const char *message);
+    void               *log_arg;
+    char               *ca_file;
+    struct curl_slist  *headers;    /* read-only once built; holds the token */
+
+    pthread_mutex_t     pool_lock;
+    CURL               *pool[ORC_CLIENT_POOL_MAX];
+    unsigned            pool_count;
+
+    pthread_mutex_t     nodes_lock;
+    orc_client_node_t  *nodes;
+};
+
+/* Growable reply buffer */
+typedef struct orc_client_buf {
+    char   *data;
+    size_t  length;
+    size_t  capacity;
+    int     overflow;
+} orc_client_buf_t;
+
+
+const char *orc_cl_status_str(orc_cl_status_t status)
+{
+    switch (status) {
+    case ORC_CL_OK:               return "success";
+    case ORC_CL_ERR_INVALID:      return "invalid argument";
+    case ORC_CL_ERR_NO_MEMORY:    return "out of memory";
+    case ORC_CL_ERR_UNREACHABLE:  return "coordinator unreachable";
+    case ORC_CL_ERR_TIMEOUT:      return "timed out";
+    case ORC_CL_ERR_NOT_FOUND:    return "not found";
+    case ORC_CL_ERR_UNAUTHORIZED: return "unauthorized (missing or bad token)";
+    case ORC_CL_ERR_FORBIDDEN:    return "forbidden (token of another job)";
+    case ORC_CL_ERR_CONFLICT:     return "conflict";
+    case ORC_CL_ERR_GONE:         return "lease expired";
+    case ORC_CL_ERR_TOO_LARGE:    return "request too large";
+    case ORC_CL_ERR_BUSY:         return "coordinator busy (limit hit)";
+    case ORC_CL_ERR_PROTOCOL:     return "protocol error";
+    }
+    return "unknown status";
+}
+
+const char *orc_client_last_error(void)
+{
+    return orc_client_errbuf;
+}
+
+static void orc_client_set_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static void orc_client_set_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(orc_client_errbuf, sizeof(orc_client_errbuf), fmt, ap);
+    va_end(ap);
+}
+
+static void orc_client_log(orc_client_t *client, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void orc_client_log(orc_client_t *client, const char *fmt, ...)
+{
+    char message[ORC_CLIENT_ERRBUF_LEN];
+    va_list ap;
+
+    if (client->log == NULL) {
+        return;
+    }
+
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    client->log(client->log_arg, message);
+}
+
+static uint64_t orc_client_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------------ base64 */
+
+static const char orc_client_b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *orc_client_b64_encode(const void *data, size_t length)
+{
+    const unsigned char *in = data;
+    size_t out_len          = 4 * ((length + 2) / 3);
+    char *out, *p;
+    uint32_t v;
+    size_t i;
+
+    if (length > (SIZE_MAX / 4) * 3 - 3) {
+        return NULL;
+    }
+
+    out = malloc(out_len + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    p = out;
+    for (i = 0; i + 2 < length; i += 3) {
+        v    = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+        *p++ = orc_client_b64_alphabet[(v >> 18) & 63];
+        *p++ = orc_client_b64_alphabet[(v >> 12) & 63];
+        *p++ = orc_client_b64_alphabet[(v >> 6) & 63];
+        *p++ = orc_client_b64_alphabet[v & 63];
+    }
+
+    if (i < length) {
+        v = (uint32_t)in[i] << 16;
+        if (i + 1 < length) {
+            v |= (uint32_t)in[i + 1] << 8;
+        }
+        *p++ = orc_client_b64_alphabet[(v >> 18) & 63];
+        *p++ = orc_client_b64_alphabet[(v >> 12) & 63];
+        *p++ = (i + 1 < length) ? orc_client_b64_alphabet[(v >> 6) & 63] : '=';
+        *p++ = '=';
+    }
+
+    *p = '\0';
+    return out;
+}
+
+static int orc_client_b64_value(char c)
+{
+    if ((c >= 'A') && (c <= 'Z')) {
+        return c - 'A';
+    } else if ((c >= 'a') && (c <= 'z')) {
+        return c - 'a' + 26;
+    } else if ((c >= '0') && (c <= '9')) {
+        return c - '0' + 52;
+    } else if (c == '+') {
+        return 62;
+    } else if (c == '/') {
+        return 63;
+    }
+    return -1;
+}
+
+int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
+                          size_t *length_p)
+{
+    unsigned char *out;
+    size_t i, out_len, pad;
+    int v[4], k;
+
+    if ((text_len % 4) != 0) {
+        return -1;
+    }
+
+    pad = 0;
+    if ((text_len > 0) && (text[text_len - 1] == '=')) {
+        pad = ((text_len > 1) && (text[text_len - 2] == '=')) ? 2 : 1;
+    }
+
+    out_len = (text_len / 4) * 3 - pad;
+    out     = malloc(out_len + 1); /* +1: never malloc(0), and NUL-terminate */
+    if (out == NULL) {
+        return -2;
+    }
+
+    for (i = 0; i < text_len; i += 4) {
+        for (k = 0; k < 4; ++k) {
+            if ((text[i + k] == '=') && (i + 4 == text_len) &&
+                (k >= 4 - (int)pad)) {
+                v[k] = 0;
+                continue;
+            }
+            v[k] = orc_client_b64_value(text[i + k]);
+            if (v[k] < 0) {
+                free(out);
+                return -1;
+            }
+        }
+
+        out[(i / 4) * 3] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
+        if ((i / 4) * 3 + 1 < out_len) {
+            out[(i / 4) * 3 + 1] = (unsigned char)(((v[1] & 15) << 4) |
+                                                   (v[2] >> 2));
+        }
+        if ((i / 4) * 3 + 2 < out_len) {
+            out[(i / 4) * 3 + 2] = (unsigned char)(((v[2] & 3) << 6) | v[3]);
+        }
+    }
+
+    /* canonical encoding only: the bits dropped by the padding are zero */
+    if (((pad == 1) && ((v[2] & 3) != 0)) ||
+        ((pad == 2) && ((v[1] & 15) != 0))) {
+        free(out);
+        return -1;
+    }
+
+    out[out_len] = '\0';
+    *data_p      = out;
+    *length_p    = out_len;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ names */
+
+static int orc_client_name_char_ok(char c)
+{
+    return ((c >= 'A') && (c <= 'Z')) || ((c >= 'a') && (c <= 'z')) ||
+           ((c >= '0') && (c <= '9')) || (c == '.') || (c == '_') ||
+           (c == '-');
+}
+
+/* Job names: 1..128 of [A-Za-z0-9._-]; kv keys may also hold '/' */
+static int orc_client_name_valid(const char *name, int is_key)
+{
+    size_t len, i;
+
+    if (name == NULL) {
+        return 0;
+    }
+
+    len = strlen(name);
+    if ((len == 0) || (len > ORC_CLIENT_NAME_MAX)) {
+        return 0;
+    }
+
+    for (i = 0; i < len; ++i) {
+        if (!orc_client_name_char_ok(name[i]) &&
+            !(is_key && (name[i] == '/'))) {
+            return 0;
+        }
+    }
+
+    if (is_key && ((name[0] == '/') || (strstr(name, "..") != NULL))) {
+        return 0;
+    }
+
+    return 1;
+}
+
+/* ------------------------------------------------------------------ setup */
+
+static void orc_client_global_init(void)
+{
+    orc_client_global_status = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+orc_cl_status_t orc_client_read_token_file(const char *path, char **token_p)
+{
+    char buf[1024];
+    size_t len;
+    FILE *file;
+
+    file = fopen(path, "r");
+    if (file == NULL) {
+        orc_client_set_error("cannot open token file '%s': %m", path);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (fgets(buf, sizeof(buf), file) == NULL) {
+        orc_client_set_error("token file '%s' is empty", path);
+        fclose(file);
+        return ORC_CL_ERR_INVALID;
+    }
+    fclose(file);
+
+    len = strlen(buf);
+    while ((len > 0) && ((buf[len - 1] == '\n') || (buf[len - 1] == '\r') ||
+                         (buf[len - 1] == ' ') || (buf[len - 1] == '\t'))) {
+        buf[--len] = '\0';
+    }
+
+    if (len == 0) {
+        orc_client_set_error("token file '%s' has an empty first line", path);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    *token_p = strdup(buf);
+    memset(buf, 0, sizeof(buf));
+    return (*token_p == NULL) ? ORC_CL_ERR_NO_MEMORY : ORC_CL_OK;
+}
+
+orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
+                                           char **token_buf_p)
+{
+    const char *value;
+    orc_cl_status_t status;
+
+    *token_buf_p = NULL;
+
+    value = getenv(ORC_CLIENT_ENV_URL);
+    if (!(params->field_mask & ORC_CLIENT_PARAM_FIELD_URL) && (value != NULL) &&
+        (value[0] != '\0')) {
+        params->url         = value;
+        params->field_mask |= ORC_CLIENT_PARAM_FIELD_URL;
+    }
+
+    value = getenv(ORC_CLIENT_ENV_JOB);
+    if (!(params->field_mask & ORC_CLIENT_PARAM_FIELD_JOB) && (value != NULL) &&
+        (value[0] != '\0')) {
+        params->job         = value;
+        params->field_mask |= ORC_CLIENT_PARAM_FIELD_JOB;
+    }
+
+    if (params->field_mask & ORC_CLIENT_PARAM_FIELD_TOKEN) {
+        return ORC_CL_OK;
+    }
+
+    value = getenv(ORC_CLIENT_ENV_TOKEN);
+    if ((value != NULL) && (value[0] != '\0')) {
+        params->token       = value;
+        params->field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
+        return ORC_CL_OK;
+    }
+
+    value = getenv(ORC_CLIENT_ENV_TOKEN_FILE);
+    if ((value != NULL) && (value[0] != '\0')) {
+        status = orc_client_read_token_file(value, token_buf_p);
+        if (status != ORC_CL_OK) {
+            return status;
+        }
+        params->token       = *token_buf_p;
+        params->field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
+    }
+
+    return ORC_CL_OK;
+}
+
+orc_cl_status_t orc_client_create(const orc_client_params_t *params,
+                                  orc_client_t **client_p)
+{
+    const char *url   = ORC_CLIENT_DEFAULT_URL;
+    const char *job   = ORC_CLIENT_DEFAULT_JOB;
+    const char *token = NULL;
+    struct curl_slist *headers;
+    orc_client_t *client;
+    char *auth;
+    size_t len;
+
+    if ((params == NULL) || (client_p == NULL)) {
+        orc_client_set_error("params and client_p are required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    pthread_once(&orc_client_global_once, orc_client_global_init);
+    if (orc_client_global_status != CURLE_OK) {
+        orc_client_set_error("curl_global_init failed: %s",
+                             curl_easy_strerror(orc_client_global_status));
+        return ORC_CL_ERR_NO_MEMORY;
+    }
+
+    if ((params->field_mask & ORC_CLIENT_PARAM_FIELD_URL) &&
+        (params->url != NULL)) {
+        url = params->url;
+    }
+    if ((params->field_mask & ORC_CLIENT_PARAM_FIELD_JOB) &&
+        (params->job != NULL)) {
+        job = params->job;
+    }
+    if ((params->field_mask & ORC_CLIENT_PARAM_FIELD_TOKEN) &&
+        (params->token != NULL) && (params->token[0] != '\0')) {
+        token = params->token;
+    }
+
+    if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
+        orc_client_set_error("coordinator url '%s' must start with http:// or "
+                             "https://", url);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (!orc_client_name_valid(job, 0)) {
+        orc_client_set_error("invalid job name '%s': 1..%d characters of "
+                             "[A-Za-z0-9._-]", job, ORC_CLIENT_NAME_MAX);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if ((token != NULL) && (strpbrk(token, "\r\n") != NULL)) {
+        orc_client_set_error("the token contains a line break");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if ((params->field_mask & ORC_CLIENT_PARAM_FIELD_TIMEOUT) &&
+        (params->timeout_ms <= 0)) {
+        orc_client_set_error("timeout_ms must be > 0 (got %d)",
+                             params->timeout_ms);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    client = calloc(1, sizeof(*client));
+    if (client == NULL) {
+        goto err;
+    }
+
+    client->url = strdup(url);
+    client->job = strdup(job);
+    if ((client->url == NULL) || (client->job == NULL)) {
+        goto err_free;
+    }
+
+    len = strlen(client->url);
+    while ((len > 0) && (client->url[len - 1] == '/')) {
+        client->url[--len] = '\0';
+    }
+
+    client->timeout_ms = (params->field_mask & ORC_CLIENT_PARAM_FIELD_TIMEOUT) ?
+                         params->timeout_ms : ORC_CLIENT_DEFAULT_TIMEOUT_MS;
+    if (params->field_mask & ORC_CLIENT_PARAM_FIELD_LOG) {
+        client->log     = params->log;
+        client->log_arg = params->log_arg;
+    }
+    if ((params->field_mask & ORC_CLIENT_PARAM_FIELD_CA_FILE) &&
+        (params->ca_file != NULL)) {
+        client->ca_file = strdup(params->ca_file);
+        if (client->ca_file == NULL) {
+            goto err_free;
+        }
+    }
+
+    headers = curl_slist_append(NULL, "Content-Type: application/json");
+    if (headers == NULL) {
+        goto err_free;
+    }
+    client->headers = headers;
+
+    /* no "Expect: 100-continue" round trip for larger bodies */
+    headers = curl_slist_append(client->headers, "Expect:");
+    if (headers == NULL) {
+        goto err_free;
+    }
+    client->headers = headers;
+
+    if (token != NULL) {
+        len  = strlen(token) + sizeof("Authorization: Bearer ");
+        auth = malloc(len);
+        if (auth == NULL) {
+            goto err_free;
+        }
+        snprintf(auth, len, "Authorization: Bearer %s", token);
+        headers = curl_slist_append(client->headers, auth);
+        memset(auth, 0, len);
+        free(auth);
+        if (headers == NULL) {
+            goto err_free;
+        }
+        client->headers = headers;
+    }
+
+    pthread_mutex_init(&client->pool_lock, NULL);
+    pthread_mutex_init(&client->nodes_lock, NULL);
+    *client_p = client;
+    return ORC_CL_OK;
+
+err_free:
+    curl_slist_free_all(client->headers);
+    free(client->ca_file);
+    free(client->job);
+    free(client->url);
+    free(client);
+err:
+    orc_client_set_error("out of memory creating the client");
+    return ORC_CL_ERR_NO_MEMORY;
+}
+
+/* ------------------------------------------------------------------ HTTP */
+
+static CURL *orc_client_handle_get(orc_client_t *client)
+{
+    CURL *curl = NULL;
+
+    pthread_mutex_lock(&client->pool_lock);
+    if (client->pool_count > 0) {
+        curl = client->pool[--client->pool_count];
+    }
+    pthread_mutex_unlock(&client->pool_lock);
+
+    if (curl != NULL) {
+        /* keeps the handle's live connections */
+        curl_easy_reset(curl);
+        return curl;
+    }
+
+    return curl_easy_init();
+}
+
+static void orc_client_handle_put(orc_client_t *client, CURL *curl, int reuse)
+{
+    if (reuse) {
+        pthread_mutex_lock(&client->pool_lock);
+        if (client->pool_count < ORC_CLIENT_POOL_MAX) {
+            client->pool[client->pool_count++] = curl;
+            curl                               = NULL;
+        }
+        pthread_mutex_unlock(&client->pool_lock);
+    }
+
+    if (curl != NULL) {
+        curl_easy_cleanup(curl);
+    }
+}
+
+static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
+                                  void *arg)
+{
+    orc_client_buf_t *buf = arg;
+    size_t length         = size * nmemb;
+    size_t capacity;
+    char *data;
+
+    if (length > ORC_CLIENT_REPLY_MAX - buf->length) {
+        buf->overflow = 1;
+        return 0; /* aborts the transfer */
+    }
+
+    if (buf->length + length + 1 > buf->capacity) {
+        capacity = (buf->capacity == 0) ? 1024 : buf->capacity;
+        while (capacity < buf->length + length + 1) {
+            capacity *= 2;
+        }
+        data = realloc(buf->data, capacity);
+        if (data == NULL) {
+            buf->overflow = 1;
+            return 0;
+        }
+        buf->data     = data;
+        buf->capacity = capacity;
+    }
+
+    memcpy(buf->data + buf->length, ptr, length);
+    buf->length            += length;
+    buf->data[buf->length]  = '\0';
+    return length;
+}
+
+static orc_cl_status_t orc_client_http_status_map(long code)
+{
+    switch (code) {
+    case 400: return ORC_CL_ERR_INVALID;
+    case 401: return ORC_CL_ERR_UNAUTHORIZED;
+    case 403: return ORC_CL_ERR_FORBIDDEN;
+    case 404: return ORC_CL_ERR_NOT_FOUND;
+    case 409: return ORC_CL_ERR_CONFLICT;
+    case 410: return ORC_CL_ERR_GONE;
+    case 413: return ORC_CL_ERR_TOO_LARGE;
+    case 429: return ORC_CL_ERR_BUSY;
+    case 503: return ORC_CL_ERR_BUSY; /* shutting down: retry later */
+    default:  return ORC_CL_ERR_PROTOCOL;
+    }
+}
+
+static orc_cl_status_t orc_client_curl_status_map(CURLcode rc, CURL *curl)
+{
+    double connect_time = 0;
+
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return ORC_CL_ERR_UNREACHABLE;
+    case CURLE_OPERATION_TIMEDOUT:
+        /* a connect that never completed means nobody answered at all */
+        curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME, &connect_time);
+        return (connect_time > 0) ? ORC_CL_ERR_TIMEOUT :
+                                    ORC_CL_ERR_UNREACHABLE;
+    case CURLE_OUT_OF_MEMORY:
+        return ORC_CL_ERR_NO_MEMORY;
+    case CURLE_URL_MALFORMAT:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+        return ORC_CL_ERR_INVALID;
+    default:
+        return ORC_CL_ERR_PROTOCOL;
+    }
+}
+
+/* Record orcd's {"error","detail"} reply (or the bare status) as the error */
+static void orc_client_error_from_reply(const char *method, const char *path,
+                                        long code, const orc_client_buf_t *buf)
+{
+    const char *error = NULL, *detail = NULL;
+    json_t *reply;
+
+    reply = (buf->length > 0) ? json_loadb(buf->data, buf->length, 0, NULL) :
+                                NULL;
+    if (json_is_object(reply)) {
+        error  = json_string_value(json_object_get(reply, "error"));
+        detail = json_string_value(json_object_get(reply, "detail"));
+    }
+
+    orc_client_set_error("%s %s: HTTP %ld%s%s%s%s", method, path, code,
+                         (error != NULL) ? " " : "",
+                         (error != NULL) ? error : "",
+                         (detail != NULL) ? ": " : "",
+                         (detail != NULL) ? detail : "");
+    json_decref(reply);
+}
+
+/*
+ * One request. `path` starts with '/'; `body` (may be NULL) is sent as JSON;
+ * `wait_ms` extends the timeout for long-polls. On a 2xx reply, *reply_p (if
+ * not NULL) gets the parsed JSON object (strictly: anything else is a
+ * protocol error). *code_p (if not NULL) gets the HTTP status whenever one was
+ * received, else 0.
+ */
+static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
+                                          const char *method, const char *path,
+                                          const char *body, int wait_ms,
+                                          int req_timeout_ms, long *code_p,
+                                          json_t **reply_p)
+{
+    orc_client_buf_t buf = {0};
+    char url[1024];
+    json_error_t jerr;
+    orc_cl_status_t status;
+    long timeout_ms;
+    json_t *reply;
+    long code = 0;
+    CURLcode rc;
+    CURL *curl;
+    int reuse;
+
+    if (code_p != NULL) {
+        *code_p = 0;
+    }
+
+    if (snprintf(url, sizeof(url), "%s%s", client->url, path) >=
+        (int)sizeof(url)) {
+        orc_client_set_error("%s %s: url too long", method, path);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    curl = orc_client_handle_get(client);
+    if (curl == NULL) {
+        orc_client_set_error("%s %s: cannot create a curl handle", method,
+                             path);
+        return ORC_CL_ERR_NO_MEMORY;
+    }
+
+    if (req_timeout_ms <= 0) {
+        req_timeout_ms = client->timeout_ms;
+    }
+    timeout_ms = (long)req_timeout_ms + ((wait_ms > 0) ? wait_ms : 0);
+
+    curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)req_timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, client->headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, orc_client_write_cb);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (client->ca_file != NULL) {
+        curl_easy_setopt(curl, CURLOPT_CAINFO, client->ca_file);
+    }
+
+    if (!strcmp(method, "GET")) {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+        if (body != NULL) {
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                             (curl_off_t)strlen(body));
+        } else if (strcmp(method, "DELETE")) {
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
+            curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
+        }
+    }
+
+    rc = curl_easy_perform(curl);
+    if (rc != CURLE_OK) {
+        if (buf.overflow) {
+            status = ORC_CL_ERR_PROTOCOL;
+            orc_client_set_error("%s %s: reply larger than %u bytes", method,
+                                 path, ORC_CLIENT_REPLY_MAX);
+        } else {
+            status = orc_client_curl_status_map(rc, curl);
+            orc_client_set_error("%s %s%s: %s", method, client->url, path,
+                                 curl_easy_strerror(rc));
+        }
+        orc_client_handle_put(client, curl, 0);
+        goto out;
+    }
+
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+    reuse = 1;
+    orc_client_handle_put(client, curl, reuse);
+
+    if (code_p != NULL) {
+        *code_p = code;
+    }
+
+    if ((code < 200) || (code > 299)) {
+        orc_client_error_from_reply(method, path, code, &buf);
+        status = orc_client_http_status_map(code);
+        goto out;
+    }
+
+    status = ORC_CL_OK;
+    if (reply_p == NULL) {
+        goto out;
+    }
+
+    reply = json_loadb((buf.data != NULL) ? buf.data : "", buf.length,
+                       JSON_REJECT_DUPLICATES, &jerr);
+    if (reply == NULL) {
+        orc_client_set_error("%s %s: malformed JSON reply: %s (line %d)",
+                             method, path, jerr.text, jerr.line);
+        status = ORC_CL_ERR_PROTOCOL;
+        goto out;
+    }
+
+    if (!json_is_object(reply)) {
+        orc_client_set_error("%s %s: reply is not a JSON object", method, path);
+        json_decref(reply);
+        status = ORC_CL_ERR_PROTOCOL;
+        goto out;
+    }
+
+    *reply_p = reply;
+
+out:
+    free(buf.data);
+    return status;
+}
+
+static orc_cl_status_t orc_client_http(orc_client_t *client, const char *method,
+                                       const char *path, const char *body,
+                                       int wait_ms, long *code_p,
+                                       json_t **reply_p)
+{
+    return orc_client_http_ex(client, method, path, body, wait_ms, 0, code_p,
+                              reply_p);
+}
+
+/* Parse `text` as one JSON object (caller input); INVALID otherwise */
+static orc_cl_status_t orc_client_parse_object(const char *what,
+                                               const char *text,
+                                               json_t **object_p)
+{
+    json_error_t jerr;
+    json_t *object;
+
+    if (text == NULL) {
+        orc_client_set_error("%s: missing JSON object", what);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    object = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (object == NULL) {
+        orc_client_set_error("%s: malformed JSON: %s (column %d)", what,
+                             jerr.text, jerr.column);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (!json_is_object(object)) {
+        orc_client_set_error("%s: must be a JSON object", what);
+        json_decref(object);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    *object_p = object;
+    return ORC_CL_OK;
+}
+
+/* Serialise `object` (reference stolen) compactly */
+static orc_cl_status_t orc_client_dump(json_t *object, char **text_p)
+{
+    char *text;
+
+    if (object == NULL) {
+        orc_client_set_error("out of memory building a request");
+        return ORC_CL_ERR_NO_MEMORY;
+    }
+
+    text = json_dumps(object, JSON_COMPACT);
+    json_decref(object);
+    if (text == NULL) {
+        orc_client_set_error("out of memory serialising JSON");
+        return ORC_CL_ERR_NO_MEMORY;
+    }
+
+    *text_p = text;
+    return ORC_CL_OK;
+}
+
+/* Integer field >= min (and present), strictly typed */
+static int orc_client_get_uint(json_t *object, const char *key, uint64_t min,
+                               uint64_t *value_p)
+{
+    json_t *value = json_object_get(object, key);
+
+    if (!json_is_integer(value) || (json_integer_value(value) < 0) ||
+        ((uint64_t)json_integer_value(value) < min)) {
+        return 0;
+    }
+
+    *value_p = (uint64_t)json_integer_value(value);
+    return 1;
+}
+
+static void orc_client_wait_str(int wait_ms, char *buf, size_t size)
+{
+    snprintf(buf, size, "%d.%03d", wait_ms / 1000, wait_ms % 1000);
+}
+
+/* ------------------------------------------------------------------ health */
+
+orc_cl_status_t orc_client_health(orc_client_t *client)
+{
+    orc_cl_status_t status;
+    json_t *reply = NULL;
+    const char *text;
+
+    if (client == NULL) {
+        orc_client_set_error("client is NULL");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    status = orc_client_http(client, "GET", "/healthz", NULL, 0, NULL, &reply);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    text = json_string_value(json_object_get(reply, "status"));
+    if ((text == NULL) || strcmp(text, "ok")) {
+        orc_client_set_error("GET /healthz: status is not \"ok\"");
+        status = ORC_CL_ERR_PROTOCOL;
+    }
+
+    json_decref(reply);
+    return status;
+}
+
+/* ------------------------------------------------------------------ nodes */
+
+static int orc_client_timedwait_ms(pthread_cond_t *cond, pthread_mutex_t *lock,
+                                   uint64_t deadline_ms)
+{
+    struct timespec ts;
+
+    ts.tv_sec  = (time_t)(deadline_ms / 1000);
+    ts.tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
+    return pthread_cond_timedwait(cond, lock, &ts);
+}
+
+static orc_cl_status_t orc_client_keepalive_once(orc_client_t *client,
+                                                 uint64_t node_id,
+                                                 int timeout_ms,
+                                                 unsigned *ttl_p)
+{
+    char path[256];
+    orc_cl_status_t status;
+    json_t *reply = NULL;
+    uint64_t ttl;
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64 "/keepalive",
+             client->job, node_id);
+    status = orc_client_http_ex(client, "PUT", path, NULL, 0, timeout_ms, NULL,
+                                &reply);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    if (orc_client_get_uint(reply, "ttl", 1, &ttl) && (ttl <= UINT_MAX)) {
+        *ttl_p = (unsigned)ttl;
+    }
+
+    json_decref(reply);
+    return ORC_CL_OK;
+}
+
+orc_cl_status_t orc_client_keepalive(orc_client_t *client, uint64_t node_id)
+{
+    unsigned ttl;
+
+    if ((client == NULL) || (node_id == 0)) {
+        orc_client_set_error("keepalive: client and node id are required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    return orc_client_keepalive_once(client, node_id, 0, &ttl);
+}
+
+static void *orc_client_keepalive_thread(void *arg)
+{
+    orc_client_node_t *node = arg;
+    orc_client_t *client    = node->client;
+    uint64_t last_ok_ms     = orc_client_now_ms();
+    uint64_t interval_ms, deadline_ms, now_ms;
+    orc_cl_status_t status;
+    int failing             = 0;
+    int timeout_ms;
+    unsigned ttl;
+
+    pthread_mutex_lock(&client->nodes_lock);
+    while (!node->stop) {
+        interval_ms = (uint64_t)node->ttl_sec * 1000 / 3;
+        if (interval_ms == 0) {
+            interval_ms = 1;
+        }
+        if (failing && (interval_ms > ORC_CLIENT_KA_RETRY_MS)) {
+            interval_ms = ORC_CLIENT_KA_RETRY_MS;
+        }
+
+        deadline_ms = orc_client_now_ms() + interval_ms;
+        while (!node->stop && (orc_client_now_ms() < deadline_ms)) {
+            orc_client_timedwait_ms(&node->cond, &client->nodes_lock,
+                                    deadline_ms);
+        }
+        if (node->stop) {
+            break;
+        }
+
+        /* a stalled orcd must not hold us past the lease */
+        ttl        = node->ttl_sec;
+        timeout_ms = (int)((uint64_t)ttl * 1000 / 3);
+        if ((timeout_ms <= 0) || (timeout_ms > client->timeout_ms)) {
+            timeout_ms = client->timeout_ms;
+        }
+        pthread_mutex_unlock(&client->nodes_lock);
+        status = orc_client_keepalive_once(client, node->id, timeout_ms, &ttl);
+        now_ms = orc_client_now_ms();
+        pthread_mutex_lock(&client->nodes_lock);
+
+        if (status == ORC_CL_OK) {
+            if (failing) {
+                orc_client_log(client, "node %" PRIu64 ": keep-alive "
+                               "recovered", node->id);
+            }
+            failing       = 0;
+            last_ok_ms    = now_ms;
+            node->ttl_sec = ttl;
+        } else if ((status == ORC_CL_ERR_GONE) ||
+                   (status == ORC_CL_ERR_NOT_FOUND)) {
+            node->lost = 1;
+            orc_client_log(client, "node %" PRIu64 ": lease lost: %s",
+                           node->id, orc_client_last_error());
+            break;
+        } else if (now_ms - last_ok_ms >= (uint64_t)node->ttl_sec * 1000) {
+            node->lost = 1;
+            orc_client_log(client, "node %" PRIu64 ": lease lost, no "
+                           "keep-alive succeeded for %u s: %s", node->id,
+                           node->ttl_sec, orc_client_last_error());
+            break;
+        } else if (!failing) {
+            failing = 1;
+            orc_client_log(client, "node %" PRIu64 ": keep-alive failed "
+                           "(%s), retrying: %s", node->id,
+                           orc_cl_status_str(status), orc_client_last_error());
+        }
+    }
+    pthread_mutex_unlock(&client->nodes_lock);
+    return NULL;
+}
+
+orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
+                                    int64_t pid, const char *labels_json,
+                                    unsigned ttl_sec, uint64_t *node_id_p)
+{
+    char path[256];
+    orc_client_node_t *node;
+    json_t *request, *labels, *reply = NULL;
+    uint64_t id, ttl;
+    orc_cl_status_t status;
+    pthread_condattr_t attr;
+    const char *key;
+    json_t *value;
+    char *body;
+    int ret;
+
+    if ((client == NULL) || (host == NULL) || (host[0] == '\0') ||
+        (node_id_p == NULL)) {
+        orc_client_set_error("register: client, host and node_id_p are "
+                             "required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (labels_json != NULL) {
+        status = orc_client_parse_object("register: labels", labels_json,
+                                         &labels);
+        if (status != ORC_CL_OK) {
+            return status;
+        }
+        json_object_foreach(labels, key, value) {
+            if (!json_is_string(value)) {
+                orc_client_set_error("register: label '%s' is not a string",
+                                     key);
+                json_decref(labels);
+                return ORC_CL_ERR_INVALID;
+            }
+        }
+    } else {
+        labels = json_object();
+    }
+
+    request = json_pack("{s:s, s:I, s:o}", "host", host, "pid", (json_int_t)pid,
+                        "labels", labels);
+    if ((request != NULL) && (ttl_sec > 0)) {
+        json_object_set_new(request, "ttl", json_integer(ttl_sec));
+    }
+
+    status = orc_client_dump(request, &body);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
+    status = orc_client_http(client, "POST", path, body, 0, NULL, &reply);
+    free(body);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    if (!orc_client_get_uint(reply, "id", 1, &id) ||
+        !orc_client_get_uint(reply, "ttl", 1, &ttl) || (ttl > UINT_MAX)) {
+        orc_client_set_error("POST %s: reply lacks a valid id/ttl", path);
+        json_decref(reply);
+        return ORC_CL_ERR_PROTOCOL;
+    }
+    json_decref(reply);
+
+    node = calloc(1, sizeof(*node));
+    if (node == NULL) {
+        orc_client_set_error("register: out of memory");
+        status = ORC_CL_ERR_NO_MEMORY;
+        goto err_delete;
+    }
+
+    node->client  = client;
+    node->id      = id;
+    node->ttl_sec = (unsigned)ttl;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&node->cond, &attr);
+    pthread_condattr_destroy(&attr);
+
+    pthread_mutex_lock(&client->nodes_lock);
+    ret = pthread_create(&node->thread, NULL, orc_client_keepalive_thread,
+                         node);
+    if (ret != 0) {
+        pthread_mutex_unlock(&client->nodes_lock);
+        orc_client_set_error("register: cannot start the keep-alive thread: "
+                             "%s", strerror(ret));
+        status = ORC_CL_ERR_NO_MEMORY;
+        goto err_free_node;
+    }
+    node->next    = client->nodes;
+    client->nodes = node;
+    pthread_mutex_unlock(&client->nodes_lock);
+
+    *node_id_p = id;
+    return ORC_CL_OK;
+
+err_free_node:
+    pthread_cond_destroy(&node->cond);
+    free(node);
+err_delete:
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64, client->job,
+             id);
+    orc_client_http(client, "DELETE", path, NULL, 0, NULL, NULL);
+    return status;
+}
+
+/* Unlink a node and stop its keep-alive thread; NULL if not ours */
+static orc_client_node_t *orc_client_node_detach(orc_client_t *client,
+                                                 uint64_t node_id)
+{
+    orc_client_node_t **pp, *node = NULL;
+
+    pthread_mutex_lock(&client->nodes_lock);
+    for (pp = &client->nodes; *pp != NULL; pp = &(*pp)->next) {
+        if ((*pp)->id == node_id) {
+            node       = *pp;
+            *pp        = node->next;
+            node->stop = 1;
+            pthread_cond_signal(&node->cond);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&client->nodes_lock);
+
+    if (node != NULL) {
+        pthread_join(node->thread, NULL);
+        pthread_cond_destroy(&node->cond);
+    }
+
+    return node;
+}
+
+orc_cl_status_t orc_client_deregister(orc_client_t *client, uint64_t node_id)
+{
+    orc_client_node_t *node;
+    char path[256];
+
+    if ((client == NULL) || (node_id == 0)) {
+        orc_client_set_error("deregister: client and node id are required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    node = orc_client_node_detach(client, node_id);
+    free(node);
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64, client->job,
+             node_id);
+    return orc_client_http(client, "DELETE", path, NULL, 0, NULL, NULL);
+}
+
+int orc_client_node_lost(orc_client_t *client, uint64_t node_id)
+{
+    orc_client_node_t *node;
+    int lost = 0;
+
+    if (client == NULL) {
+        return 0;
+    }
+
+    pthread_mutex_lock(&client->nodes_lock);
+    for (node = client->nodes; node != NULL; node = node->next) {
+        if (node->id == node_id) {
+            lost = node->lost;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&client->nodes_lock);
+    return lost;
+}
+
+void orc_client_destroy(orc_client_t *client)
+{
+    orc_client_node_t *node;
+    unsigned i;
+
+    if (client == NULL) {
+        return;
+    }
+
+    /* nodes still registered: stop keeping them alive and leave the job */
+    while (client->nodes != NULL) {
+        node = client->nodes;
+        orc_client_deregister(client, node->id);
+    }
+
+    for (i = 0; i < client->pool_count; ++i) {
+        curl_easy_cleanup(client->pool[i]);
+    }
+
+    pthread_mutex_destroy(&client->nodes_lock);
+    pthread_mutex_destroy(&client->pool_lock);
+    curl_slist_free_all(client->headers);
+    free(client->ca_file);
+    free(client->job);
+    free(client->url);
+    free(client);
+}
+
+/* ------------------------------------------------------------------ endpoints */
+
+orc_cl_status_t orc_client_endpoint_put(orc_client_t *client, uint64_t node_id,
+                                        const char *endpoint_json)
+{
+    char path[256];
+    orc_cl_status_t status;
+    json_t *object;
+    char *body;
+
+    if ((client == NULL) || (node_id == 0)) {
+        orc_client_set_error("endpoint_put: client and node id are required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    status = orc_client_parse_object("endpoint_put", endpoint_json, &object);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    status = orc_client_dump(object, &body);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64 "/rdma/endpoint",
+             client->job, node_id);
+    status = orc_client_http(client, "PUT", path, body, 0, NULL, NULL);
+    free(body);
+    return status;
+}
+
+orc_cl_status_t orc_client_endpoint_get(orc_client_t *client, uint64_t node_id,
+                                        char **endpoint_json_p)
+{
+    char path[256];
+    orc_cl_status_t status;
+    json_t *reply = NULL;
+
+    if ((client == NULL) || (node_id == 0) || (endpoint_json_p == NULL)) {
+        orc_client_set_error("endpoint_get: client, node id and "
+                             "endpoint_json_p are required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64 "/rdma/endpoint",
+             client->job, node_id);
+    status = orc_client_http(client, "GET", path, NULL, 0, NULL, &reply);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    return orc_client_dump(reply, endpoint_json_p);
+}
+
+/* ------------------------------------------------------------------ listing */
+
+static void orc_client_node_info_clear(orc_node_info_t *info)
+{
+    free((char*)info->host);
+    free((char*)info->labels_json);
+    free((char*)info->endpoint_json);
+    memset(info, 0, sizeof(*info));
+}
+
+static orc_cl_status_t orc_client_node_info_parse(json_t *object,
+                                                  orc_node_info_t *info)
+{
+    json_t *host, *pid, *labels, *endpoint, *value;
+    const char *key;
+
+    memset(info, 0, sizeof(*info));
+
+    host     = json_object_get(object, "host");
+    pid      = json_object_get(object, "pid");
+    labels   = json_object_get(object, "labels");
+    endpoint = json_object_get(object, "endpoint");
+
+    if (!json_is_object(object) ||
+        !orc_client_get_uint(object, "id", 1, &info->id) ||
+        !json_is_string(host) || !json_is_integer(pid) ||
+        ((labels != NULL) && !json_is_object(labels)) ||
+        ((endpoint != NULL) && !json_is_object(endpoint) &&
+         !json_is_null(endpoint))) {
+        orc_client_set_error("node object with missing or mistyped fields "
+                             "(id, host, pid, labels, endpoint)");
+        return ORC_CL_ERR_PROTOCOL;
+    }
+
+    if (labels != NULL) {
+        json_object_foreach(labels, key, value) {
+            if (!json_is_string(value)) {
+                orc_client_set_error("node %" PRIu64 ": label '%s' is not a "
+                                     "string", info->id, key);
+                return ORC_CL_ERR_PROTOCOL;
+            }
+        }
+    }
+
+    info->pid         = json_integer_value(pid);
+    info->host        = strdup(json_string_value(host));
+    info->labels_json = (labels != NULL) ?
+                        json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS) :
+                        strdup("{}");
+    if (json_is_object(endpoint)) {
+        info->endpoint_json = json_dumps(endpoint, JSON_COMPACT);
+        if (info->endpoint_json == NULL) {
+            goto err_nomem;
+        }
+    }
+
+    if ((info->host == NULL) || (info->labels_json == NULL)) {
+        goto err_nomem;
+    }
+
+    return ORC_CL_OK;
+
+err_nomem:
+    orc_client_node_info_clear(info);
+    orc_client_set_error("out of memory parsing a node");
+    return ORC_CL_ERR_NO_MEMORY;
+}
+
+void orc_client_nodes_free(orc_node_info_t *nodes, size_t count)
+{
+    size_t i;
+
+    if (nodes == NULL) {
+        return;
+    }
+
+    for (i = 0; i < count; ++i) {
+        orc_client_node_info_clear(&nodes[i]);
+    }
+    free(nodes);
+}
+
+orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
+                                      int wait_ms, orc_node_info_t **nodes_p,
+                                      size_t *count_p, uint64_t *index_p)
+{
+    char path[320], wait[32];
+    orc_node_info_t *nodes;
+    orc_cl_status_t status;
+    json_t *reply = NULL, *array;
+    uint64_t reply_index;
+    size_t i, count;
+
+    if ((client == NULL) || (nodes_p == NULL) || (count_p == NULL) ||
+        (wait_ms < 0)) {
+        orc_client_set_error("nodes_list: client, nodes_p and count_p are "
+                             "required, wait_ms >= 0");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (wait_ms > 0) {
+        orc_client_wait_str(wait_ms, wait, sizeof(wait));
+        snprintf(path, sizeof(path), "/v1/jobs/%s/nodes?index=%" PRIu64
+                 "&wait=%s", client->job, index, wait);
+    } else {
+        snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
+    }
+
+    status = orc_client_http(client, "GET", path, NULL, wait_ms, NULL, &reply);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    array = json_object_get(reply, "nodes");
+    if (!json_is_array(array) ||
+        !orc_client_get_uint(reply, "index", 0, &reply_index)) {
+        orc_client_set_error("GET %s: reply lacks nodes[] or index", path);
+        status = ORC_CL_ERR_PROTOCOL;
+        goto out;
+    }
+
+    count = json_array_size(array);
+    nodes = calloc(count + 1, sizeof(*nodes));
+    if (nodes == NULL) {
+        orc_client_set_error("nodes_list: out of memory");
+        status = ORC_CL_ERR_NO_MEMORY;
+        goto out;
+    }
+
+    for (i = 0; i < count; ++i) {
+        status = orc_client_node_info_parse(json_array_get(array, i),
+                                            &nodes[i]);
+        if (status != ORC_CL_OK) {
+            orc_client_nodes_free(nodes, i);
+            goto out;
+        }
+    }
+
+    *nodes_p = nodes;
+    *count_p = count;
+    if (index_p != NULL) {
+        *index_p = reply_index;
+    }
+
+out:
+    json_decref(reply);
+    return status;
+}
+
+orc_cl_status_t orc_client_node_get(orc_client_t *client, uint64_t node_id,
+                                    orc_node_info_t **node_p)
+{
+    char path[256];
+    orc_node_info_t *node;
+    orc_cl_status_t status;
+    json_t *reply = NULL;
+
+    if ((client == NULL) || (node_id == 0) || (node_p == NULL)) {
+        orc_client_set_error("node_get: client, node id and node_p are "
+                             "required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64, client->job,
+             node_id);
+    status = orc_client_http(client, "GET", path, NULL, 0, NULL, &reply);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    node = calloc(1, sizeof(*node));
+    if (node == NULL) {
+        orc_client_set_error("node_get: out of memory");
+        status = ORC_CL_ERR_NO_MEMORY;
+        goto out;
+    }
+
+    status = orc_client_node_info_parse(reply, node);
+    if (status != ORC_CL_OK) {
+        free(node);
+        goto out;
+    }
+
+    *node_p = node;
+
+out:
+    json_decref(reply);
+    return status;
+}
+
+/* ------------------------------------------------------------------ mailbox */
+
+orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
+                                     uint64_t from, const char *body_json,
+                                     uint64_t *seq_p)
+{
+    char path[256];
+    orc_cl_status_t status;
+    json_t *object, *request, *reply = NULL;
+    uint64_t seq;
+    char *body;
+
+    if ((client == NULL) || (dst == 0)) {
+        orc_client_set_error("mbox_send: client and destination are required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    status = orc_client_parse_object("mbox_send", body_json, &object);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    request = json_pack("{s:o}", "body", object);
+    if ((request != NULL) && (from != 0)) {
+        json_object_set_new(request, "from", json_integer((json_int_t)from));
+    }
+
+    status = orc_client_dump(request, &body);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64 "/mailbox",
+             client->job, dst);
+    status = orc_client_http(client, "POST", path, body, 0, NULL, &reply);
+    free(body);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    if (!orc_client_get_uint(reply, "seq", 1, &seq)) {
+        orc_client_set_error("POST %s: reply lacks a valid seq", path);
+        status = ORC_CL_ERR_PROTOCOL;
+    } else if (seq_p != NULL) {
+        *seq_p = seq;
+    }
+
+    json_decref(reply);
+    return status;
+}
+
+void orc_client_mbox_free(orc_mbox_msg_t *msgs, size_t count)
+{
+    size_t i;
+
+    if (msgs == NULL) {
+        return;
+    }
+
+    for (i = 0; i < count; ++i) {
+        free((char*)msgs[i].body_json);
+    }
+    free(msgs);
+}
+
+orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
+                                     uint64_t after, int wait_ms,
+                                     orc_mbox_msg_t **msgs_p, size_t *count_p)
+{
+    char path[320], wait[32];
+    orc_cl_status_t status;
+    json_t *reply = NULL, *array, *item, *body, *from;
+    orc_mbox_msg_t *msgs;
+    uint64_t prev_seq;
+    size_t i, count;
+
+    if ((client == NULL) || (node_id == 0) || (msgs_p == NULL) ||
+        (count_p == NULL) || (wait_ms < 0)) {
+        orc_client_set_error("mbox_recv: client, node id, msgs_p and count_p "
+                             "are required, wait_ms >= 0");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    orc_client_wait_str(wait_ms, wait, sizeof(wait));
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64
+             "/mailbox?after=%" PRIu64 "&wait=%s", client->job, node_id,
+             after, wait);
+    status = orc_client_http(client, "GET", path, NULL, wait_ms, NULL, &reply);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    array = json_object_get(reply, "messages");
+    if (!json_is_array(array)) {
+        orc_client_set_error("GET %s: reply lacks messages[]", path);
+        status = ORC_CL_ERR_PROTOCOL;
+        goto out;
+    }
+
+    count = json_array_size(array);
+    msgs  = calloc(count + 1, sizeof(*msgs));
+    if (msgs == NULL) {
+        orc_client_set_error("mbox_recv: out of memory");
+        status = ORC_CL_ERR_NO_MEMORY;
+        goto out;
+    }
+
+    prev_seq = after;
+    for (i = 0; i < count; ++i) {
+        item = json_array_get(array, i);
+        body = json_object_get(item, "body");
+        from = json_object_get(item, "from");
+        if (!json_is_object(item) ||
+            !orc_client_get_uint(item, "seq", 1, &msgs[i].seq) ||
+            (msgs[i].seq <= prev_seq) || !json_is_object(body) ||
+            ((from != NULL) && !json_is_null(from) &&
+             !orc_client_get_uint(item, "from", 0, &msgs[i].from))) {
+            orc_client_set_error("GET %s: message %zu is malformed or out of "
+                                 "order", path, i);
+            orc_client_mbox_free(msgs, i);
+            status = ORC_CL_ERR_PROTOCOL;
+            goto out;
+        }
+
+        prev_seq          = msgs[i].seq;
+        msgs[i].body_json = json_dumps(body, JSON_COMPACT);
+        if (msgs[i].body_json == NULL) {
+            orc_client_set_error("mbox_recv: out of memory");
+            orc_client_mbox_free(msgs, i);
+            status = ORC_CL_ERR_NO_MEMORY;
+            goto out;
+        }
+    }
+
+    *msgs_p  = msgs;
+    *count_p = count;
+
+out:
+    json_decref(reply);
+    return status;
+}
+
+/* ------------------------------------------------------------------ kv */
+
+orc_cl_status_t orc_client_kv_put_node(orc_client_t *client, const char *key,
+                                       const void *value, size_t length,
+                                       uint64_t node_id)
+{
+    char path[320];
+    orc_cl_status_t status;
+    json_t *request;
+    char *b64, *body;
+
+    if ((client == NULL) || ((value == NULL) && (length > 0))) {
+        orc_client_set_error("kv_put: client and value are required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (!orc_client_name_valid(key, 1)) {
+        orc_client_set_error("kv_put: invalid key: 1..%d characters of "
+                             "[A-Za-z0-9._-/], no '..', no leading '/'",
+                             ORC_CLIENT_NAME_MAX);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    b64 = orc_client_b64_encode((value != NULL) ? value : "", length);
+    if (b64 == NULL) {
+        orc_client_set_error("kv_put: out of memory");
+        return ORC_CL_ERR_NO_MEMORY;
+    }
+
+    request = json_pack("{s:{s:s}}", "value", "b64", b64);
+    free(b64);
+    if ((request != NULL) && (node_id != 0)) {
+        json_object_set_new(request, "node", json_integer((json_int_t)node_id));
+    }
+
+    status = orc_client_dump(request, &body);
+    if (status != ORC_CL_OK) {
+        return status;
+    }
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s", client->job, key);
+    status = orc_client_http(client, "PUT", path, body, 0, NULL, NULL);
+    free(body);
+    return status;
+}
+
+orc_cl_status_t orc_client_kv_put(orc_client_t *client, const char *key,
+                                  const void *value, size_t length)
+{
+    return orc_client_kv_put_node(client, key, value, length, 0);
+}
+
+orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
+                                  int wait_ms, void **value_p,
+                                  size_t *length_p)
+{
+    char path[320], wait[32];
+    orc_cl_status_t status;
+    json_t *reply = NULL, *value, *b64;
+    int ret;
+
+    if ((client == NULL) || (value_p == NULL) || (length_p == NULL) ||
+        (wait_ms < 0)) {
+        orc_client_set_error("kv_get: client, value_p and length_p are "
+                             "required, wait_ms >= 0");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (!orc_client_name_valid(key, 1)) {
+        orc_client_set_error("kv_get: invalid key: 1..%d characters of "
+                             "[A-Za-z0-9._-/], no '..', no leading '/'",
+                             ORC_CLIENT_NAME_MAX);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (wait_ms > 0) {
+        orc_client_wait_str(wait_ms, wait, sizeof(wait));
+        snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s?wait=%s", client->job,
+                 key, wait);
+    } else {
+        snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s", client->job, key);
+    }
+
+    status = orc_client_http(client, "GET", path, NULL, wait_ms, NULL, &reply);
+    if (status != ORC_CL_OK) {
+        if ((status == ORC_CL_ERR_NOT_FOUND) && (wait_ms > 0)) {
+            orc_client_set_error("GET %s: key did not appear within %d ms",
+                                 path, wait_ms);
+            return ORC_CL_ERR_TIMEOUT;
+        }
+        return status;
+    }
+
+    value = json_object_get(reply, "value");
+    b64   = json_object_get(value, "b64");
+    if (!json_is_object(value) || (json_object_size(value) != 1) ||
+        !json_is_string(b64)) {
+        orc_client_set_error("GET %s: value is not {\"b64\": \"...\"}", path);
+        status = ORC_CL_ERR_PROTOCOL;
+        goto out;
+    }
+
+    ret = orc_client_b64_decode(json_string_value(b64), json_string_length(b64),
+                                value_p, length_p);
+    if (ret == -2) {
+        orc_client_set_error("kv_get: out of memory");
+        status = ORC_CL_ERR_NO_MEMORY;
+    } else if (ret != 0) {
+        orc_client_set_error("GET %s: value is not valid base64", path);
+        status = ORC_CL_ERR_PROTOCOL;
+    }
+
+out:
+    json_decref(reply);
+    return status;
+}
+
+orc_cl_status_t orc_client_kv_delete(orc_client_t *client, const char *key)
+{
+    char path[320];
+
+    if (client == NULL) {
+        orc_client_set_error("kv_delete: client is required");
+        return ORC_CL_ERR_INVALID;
+    }
+
+    if (!orc_client_name_valid(key, 1)) {
+        orc_client_set_error("kv_delete: invalid key: 1..%d characters of "
+                             "[A-Za-z0-9._-/], no '..', no leading '/'",
+                             ORC_CLIENT_NAME_MAX);
+        return ORC_CL_ERR_INVALID;
+    }
+
+    snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s", client->job, key);
+    return orc_client_http(client, "DELETE", path, NULL, 0, NULL, NULL);
+}
