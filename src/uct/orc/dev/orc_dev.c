@@ -104,7 +104,7 @@ orc_dev_t *orc_dev_open(const orc_dev_config_t *config, const char *name)
     static const orc_dev_config_t default_config;
     orc_dev_info_t *list;
     orc_dev_t *dev;
-    int i, count, ret;
+    int i, count, ret, err;
 
     if (name == NULL) {
         errno = EINVAL;
@@ -122,14 +122,18 @@ orc_dev_t *orc_dev_open(const orc_dev_config_t *config, const char *name)
     }
 
     dev = NULL;
-    errno = ENODEV;
+    err = ENODEV;
     for (i = 0; i < count; ++i) {
         if (!strcmp(list[i].name, name)) {
             dev = orc_dev_backend_ops(list[i].backend)->open(config, name);
+            err = errno;
             break;
         }
     }
     orc_dev_list_free(list);
+    if (dev == NULL) {
+        errno = err; /* the backend's reason, not whatever free() left */
+    }
     return dev;
 }
 
