@@ -9,13 +9,52 @@
 #include "verbs/orc_verbs_addr.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 
 #include <set>
 #include <string>
 
+/*
+ * ibv_get_device_list() failure injection: this definition interposes on
+ * libibverbs' for the whole test binary (liborcdev is linked statically).
+ * With ibv_fail_errno == 0 it forwards to the real function.
+ */
+static int ibv_fail_errno = 0;
+
+struct ibv_device **ibv_get_device_list(int *num_devices)
+{
+    typedef struct ibv_device **(*list_fn_t)(int*);
+    static list_fn_t real_fn = NULL;
+
+    if (ibv_fail_errno != 0) {
+        if (num_devices != NULL) {
+            *num_devices = 0;
+        }
+        errno = (ibv_fail_errno < 0) ? 0 : ibv_fail_errno;
+        return NULL;
+    }
+
+    if (real_fn == NULL) {
+        real_fn = (list_fn_t)dlsym(RTLD_NEXT, "ibv_get_device_list");
+        if (real_fn == NULL) {
+            ADD_FAILURE() << "dlsym(ibv_get_device_list): " << dlerror();
+            errno = ENOSYS;
+            return NULL;
+        }
+    }
+    return real_fn(num_devices);
+}
+
 namespace {
+
+/* Makes ibv_get_device_list() fail with @err (-1: errno left 0) */
+class ibv_list_failure {
+public:
+    explicit ibv_list_failure(int err) { ibv_fail_errno = err; }
+    ~ibv_list_failure() { ibv_fail_errno = 0; }
+};
 
 /* Names of the verbs devices libibverbs reports, or why there are none */
 struct ibv_names {
@@ -391,4 +430,73 @@ TEST(verbs_addr, decode_rejects_malformed)
     /* the untouched IB address still decodes */
     EXPECT_EQ(0, decode(good, sizeof(good), IBV_LINK_LAYER_INFINIBAND, &ah));
     EXPECT_EQ(0x20, ah.dlid);
+}
+
+TEST(verbs_list, enosys_is_no_devices)
+{
+    ibv_list_failure failure(ENOSYS);
+    orc_dev_config_t config;
+    orc_dev_info_t *list = NULL;
+    int count            = -1;
+
+    ASSERT_EQ(0, orc_dev_verbs_ops.list(NULL, &list, &count));
+    EXPECT_EQ(0, count);
+    EXPECT_EQ(NULL, list);
+
+    memset(&config, 0, sizeof(config));
+    config.backend = ORC_DEV_BACKEND_VERBS;
+    count          = -1;
+    ASSERT_EQ(0, orc_dev_list(&config, &list, &count));
+    EXPECT_EQ(0, count);
+
+    errno = 0;
+    EXPECT_EQ(NULL, orc_dev_verbs_ops.open(&config, "mlx5_0"));
+    EXPECT_EQ(ENODEV, errno);
+}
+
+TEST(verbs_list, other_errors_are_errors)
+{
+    orc_dev_config_t config;
+    orc_dev_info_t *list;
+    int count;
+
+    memset(&config, 0, sizeof(config));
+    for (orc_dev_backend_t backend :
+         {ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_AUTO}) {
+        ibv_list_failure failure(EACCES);
+
+        config.backend = backend;
+        list           = (orc_dev_info_t*)&config;
+        count          = -1;
+        /* a real failure of libibverbs is reported, not taken for "no
+         * devices" (auto does not silently fall through to softnic) */
+        EXPECT_EQ(EACCES, orc_dev_list(&config, &list, &count))
+                << orc_dev_backend_name(backend);
+        EXPECT_EQ(NULL, list);
+        EXPECT_EQ(0, count);
+
+        errno = 0;
+        EXPECT_EQ(NULL, orc_dev_open(&config, "mlx5_0"));
+        EXPECT_EQ(EACCES, errno);
+    }
+
+    ibv_list_failure failure(ENOMEM);
+    errno = 0;
+    EXPECT_EQ(NULL, orc_dev_verbs_ops.open(NULL, "mlx5_0"));
+    EXPECT_EQ(ENOMEM, errno);
+}
+
+TEST(verbs_list, failure_without_errno_is_eio)
+{
+    ibv_list_failure failure(-1);
+    orc_dev_info_t *list = NULL;
+    int count            = -1;
+
+    EXPECT_EQ(EIO, orc_dev_verbs_ops.list(NULL, &list, &count));
+    EXPECT_EQ(0, count);
+    EXPECT_EQ(NULL, list);
+
+    errno = 0;
+    EXPECT_EQ(NULL, orc_dev_verbs_ops.open(NULL, "mlx5_0"));
+    EXPECT_EQ(EIO, errno);
 }

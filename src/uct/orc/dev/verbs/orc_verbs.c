@@ -283,7 +283,7 @@ static orc_dev_t *orc_verbs_dev_open(const orc_dev_config_t *config,
     errno   = 0;
     ib_list = ibv_get_device_list(&num);
     if (ib_list == NULL) {
-        errno = ((errno == ENOSYS) || (errno == 0)) ? ENODEV : errno;
+        errno = (errno == ENOSYS) ? ENODEV : ((errno > 0) ? errno : EIO);
         return NULL;
     }
 
