@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-namespace {
+namespace
+{
 
 typedef void (*orc_test_fn_t)(void);
 
@@ -22,7 +23,7 @@ typedef void (*orc_test_fn_t)(void);
 bool no_verbs_devices()
 {
     struct ibv_device **list;
-    int num = 0;
+    int                 num = 0;
 
     list = ibv_get_device_list(&num);
     if (list == NULL) {
@@ -32,13 +33,12 @@ bool no_verbs_devices()
     return num == 0;
 }
 
-orc_dev_config_t make_config(orc_dev_backend_t backend,
-                             const char *soft_ifaces)
+orc_dev_config_t make_config(orc_dev_backend_t backend, const char *soft_ifaces)
 {
     orc_dev_config_t config;
 
     memset(&config, 0, sizeof(config));
-    config.backend     = backend;
+    config.backend = backend;
     config.soft_ifaces = soft_ifaces;
     return config;
 }
@@ -56,45 +56,45 @@ TEST(dev_backend, names)
 
 TEST(dev_backend, parse_round_trip)
 {
-    const orc_dev_backend_t all[] = {ORC_DEV_BACKEND_AUTO,
-                                     ORC_DEV_BACKEND_VERBS,
-                                     ORC_DEV_BACKEND_SOFT};
+    const orc_dev_backend_t all[] = {
+        ORC_DEV_BACKEND_AUTO, ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT};
 
     for (orc_dev_backend_t backend : all) {
         orc_dev_backend_t parsed = (orc_dev_backend_t)99;
-        ASSERT_EQ(0, orc_dev_backend_parse(orc_dev_backend_name(backend),
-                                           &parsed));
+        ASSERT_EQ(
+            0, orc_dev_backend_parse(orc_dev_backend_name(backend), &parsed));
         EXPECT_EQ(backend, parsed);
     }
 }
 
 TEST(dev_backend, parse_invalid)
 {
-    const char *bad[] = {"", "Verbs", "SOFT", "soft ", " auto", "softnic",
-                         "verb", "unknown", "rxe", NULL};
+    const char *bad[] = {"",        "Verbs", "SOFT",    "soft ", " auto",
+                         "softnic", "verb",  "unknown", "rxe",   NULL};
 
     for (const char *str : bad) {
         orc_dev_backend_t parsed = (orc_dev_backend_t)99;
         EXPECT_EQ(EINVAL, orc_dev_backend_parse(str, &parsed))
-                << (str ? str : "(null)");
+            << (str ? str : "(null)");
         EXPECT_EQ((orc_dev_backend_t)99, parsed) << "changed on error";
     }
 }
 
-class dev_ops_table : public ::testing::TestWithParam<orc_dev_backend_t> {
-protected:
+class dev_ops_table : public ::testing::TestWithParam<orc_dev_backend_t>
+{
+  protected:
     const orc_dev_ops_t *ops() const
     {
-        return (GetParam() == ORC_DEV_BACKEND_VERBS) ? &orc_dev_verbs_ops :
-                                                       &orc_dev_soft_ops;
+        return (GetParam() == ORC_DEV_BACKEND_VERBS) ? &orc_dev_verbs_ops
+                                                     : &orc_dev_soft_ops;
     }
 };
 
 TEST_P(dev_ops_table, every_slot_filled)
 {
     const size_t first = offsetof(orc_dev_ops_t, list);
-    const size_t nslots = (sizeof(orc_dev_ops_t) - first) /
-                          sizeof(orc_test_fn_t);
+    const size_t nslots =
+        (sizeof(orc_dev_ops_t) - first) / sizeof(orc_test_fn_t);
     std::vector<orc_test_fn_t> slots(nslots);
 
     /* the table is size_t followed only by function pointers, so new slots
@@ -102,7 +102,7 @@ TEST_P(dev_ops_table, every_slot_filled)
     ASSERT_EQ(sizeof(orc_dev_ops_t), first + nslots * sizeof(orc_test_fn_t));
     ASSERT_EQ(sizeof(orc_dev_ops_t), ops()->size);
 
-    memcpy(slots.data(), (const char*)ops() + first,
+    memcpy(slots.data(), (const char *)ops() + first,
            nslots * sizeof(orc_test_fn_t));
     for (size_t i = 0; i < nslots; ++i) {
         EXPECT_NE((orc_test_fn_t)NULL, slots[i]) << "slot " << i;
@@ -113,20 +113,18 @@ TEST_P(dev_ops_table, every_slot_filled)
     EXPECT_EQ((orc_test_fn_t)ops()->post_recv, slots[nslots - 1]);
 }
 
-INSTANTIATE_TEST_SUITE_P(backends, dev_ops_table,
-                         ::testing::Values(ORC_DEV_BACKEND_VERBS,
-                                           ORC_DEV_BACKEND_SOFT),
-                         [](const ::testing::TestParamInfo<orc_dev_backend_t>
-                                    &info) {
-                             return std::string(
-                                     orc_dev_backend_name(info.param));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    backends, dev_ops_table,
+    ::testing::Values(ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT),
+    [](const ::testing::TestParamInfo<orc_dev_backend_t> &info) {
+        return std::string(orc_dev_backend_name(info.param));
+    });
 
 TEST(dev_select, invalid_backend_is_einval)
 {
     orc_dev_config_t config = make_config((orc_dev_backend_t)7, "lo");
-    orc_dev_info_t *list    = (orc_dev_info_t*)&config; /* must be reset */
-    int count               = -1;
+    orc_dev_info_t  *list = (orc_dev_info_t *)&config; /* must be reset */
+    int              count = -1;
 
     EXPECT_EQ(EINVAL, orc_dev_list(&config, &list, &count));
     EXPECT_EQ(NULL, list);
@@ -144,8 +142,8 @@ TEST(dev_select, invalid_backend_is_einval)
 TEST(dev_select, forced_verbs_gives_zero_devices)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_VERBS, "lo");
-    orc_dev_info_t *list    = NULL;
-    int count               = -1;
+    orc_dev_info_t  *list = NULL;
+    int              count = -1;
 
     if (!no_verbs_devices()) {
         GTEST_SKIP() << "this machine has verbs devices";
@@ -164,8 +162,8 @@ TEST(dev_select, forced_verbs_gives_zero_devices)
 TEST(dev_select, auto_falls_through_to_soft)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_AUTO, "lo");
-    orc_dev_info_t *list    = NULL;
-    int count               = -1;
+    orc_dev_info_t  *list = NULL;
+    int              count = -1;
 
     if (!no_verbs_devices()) {
         GTEST_SKIP() << "this machine has verbs devices: auto picks verbs";
@@ -173,14 +171,14 @@ TEST(dev_select, auto_falls_through_to_soft)
 
     ASSERT_EQ(0, orc_dev_list(&config, &list, &count));
     ASSERT_EQ(1, count);
-    ASSERT_NE((orc_dev_info_t*)NULL, list);
+    ASSERT_NE((orc_dev_info_t *)NULL, list);
     EXPECT_STREQ("soft_lo", list[0].name);
     EXPECT_EQ(ORC_DEV_BACKEND_SOFT, list[0].backend);
     EXPECT_EQ(1, list[0].num_ports);
     orc_dev_list_free(list);
 
     /* zero-initialised config (NULL too) is auto over every interface */
-    list  = NULL;
+    list = NULL;
     count = -1;
     ASSERT_EQ(0, orc_dev_list(NULL, &list, &count));
     ASSERT_GE(count, 1);
@@ -196,14 +194,14 @@ TEST(dev_select, auto_falls_through_to_soft)
 TEST(dev_select, auto_open_gives_soft_device)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_AUTO, "lo");
-    orc_dev_t *dev;
+    orc_dev_t       *dev;
 
     if (!no_verbs_devices()) {
         GTEST_SKIP() << "this machine has verbs devices: auto picks verbs";
     }
 
     dev = orc_dev_open(&config, "soft_lo");
-    ASSERT_NE((orc_dev_t*)NULL, dev) << strerror(errno);
+    ASSERT_NE((orc_dev_t *)NULL, dev) << strerror(errno);
     EXPECT_EQ(ORC_DEV_BACKEND_SOFT, dev->backend);
     EXPECT_EQ(&orc_dev_soft_ops, dev->ops);
     EXPECT_STREQ("soft_lo", dev->name);
@@ -212,16 +210,15 @@ TEST(dev_select, auto_open_gives_soft_device)
 
 TEST(dev_select, open_unknown_name_is_enodev)
 {
-    const orc_dev_backend_t all[] = {ORC_DEV_BACKEND_AUTO,
-                                     ORC_DEV_BACKEND_VERBS,
-                                     ORC_DEV_BACKEND_SOFT};
+    const orc_dev_backend_t all[] = {
+        ORC_DEV_BACKEND_AUTO, ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT};
 
     for (orc_dev_backend_t backend : all) {
         orc_dev_config_t config = make_config(backend, "lo");
 
         errno = 0;
         EXPECT_EQ(NULL, orc_dev_open(&config, "orc_no_such_dev"))
-                << orc_dev_backend_name(backend);
+            << orc_dev_backend_name(backend);
         EXPECT_EQ(ENODEV, errno) << orc_dev_backend_name(backend);
     }
 
@@ -235,8 +232,8 @@ TEST(dev_select, open_unknown_name_is_enodev)
 TEST(dev_select, forced_soft_lists_soft_devices)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_SOFT, "lo");
-    orc_dev_info_t *list    = NULL;
-    int count               = -1;
+    orc_dev_info_t  *list = NULL;
+    int              count = -1;
 
     ASSERT_EQ(0, orc_dev_list(&config, &list, &count));
     ASSERT_EQ(1, count);

@@ -25,7 +25,7 @@ static int ibv_fail_errno = 0;
 
 struct ibv_device **ibv_get_device_list(int *num_devices)
 {
-    typedef struct ibv_device **(*list_fn_t)(int*);
+    typedef struct ibv_device **(*list_fn_t)(int *);
     static list_fn_t real_fn = NULL;
 
     if (ibv_fail_errno != 0) {
@@ -47,13 +47,21 @@ struct ibv_device **ibv_get_device_list(int *num_devices)
     return real_fn(num_devices);
 }
 
-namespace {
+namespace
+{
 
 /* Makes ibv_get_device_list() fail with @err (-1: errno left 0) */
-class ibv_list_failure {
-public:
-    explicit ibv_list_failure(int err) { ibv_fail_errno = err; }
-    ~ibv_list_failure() { ibv_fail_errno = 0; }
+class ibv_list_failure
+{
+  public:
+    explicit ibv_list_failure(int err)
+    {
+        ibv_fail_errno = err;
+    }
+    ~ibv_list_failure()
+    {
+        ibv_fail_errno = 0;
+    }
 };
 
 /* Names of the verbs devices libibverbs reports, or why there are none */
@@ -64,12 +72,12 @@ struct ibv_names {
 
 ibv_names ibv_device_names()
 {
-    ibv_names result;
+    ibv_names           result;
     struct ibv_device **list;
-    int i, num = 0;
+    int                 i, num = 0;
 
-    errno      = 0;
-    list       = ibv_get_device_list(&num);
+    errno = 0;
+    list = ibv_get_device_list(&num);
     result.err = (list == NULL) ? errno : 0;
     if (list != NULL) {
         for (i = 0; i < num; ++i) {
@@ -83,10 +91,10 @@ ibv_names ibv_device_names()
 union ibv_gid make_gid(uint64_t prefix, uint64_t iid)
 {
     union ibv_gid gid;
-    int i;
+    int           i;
 
     for (i = 0; i < 8; ++i) {
-        gid.raw[i]     = (uint8_t)(prefix >> (56 - 8 * i));
+        gid.raw[i] = (uint8_t)(prefix >> (56 - 8 * i));
         gid.raw[8 + i] = (uint8_t)(iid >> (56 - 8 * i));
     }
     return gid;
@@ -98,8 +106,8 @@ orc_verbs_port_addr_t roce_addr()
     orc_verbs_port_addr_t addr;
 
     memset(&addr, 0, sizeof(addr));
-    addr.gid        = make_gid(0, 0x0000ffffc6120001ull);
-    addr.lid        = 0;
+    addr.gid = make_gid(0, 0x0000ffffc6120001ull);
+    addr.lid = 0;
     addr.link_layer = IBV_LINK_LAYER_ETHERNET;
     return addr;
 }
@@ -109,8 +117,8 @@ orc_verbs_port_addr_t ib_addr(uint16_t lid)
     orc_verbs_port_addr_t addr;
 
     memset(&addr, 0, sizeof(addr));
-    addr.gid        = make_gid(0xfe80000000000000ull, 0x0002c90300a1b2c3ull);
-    addr.lid        = lid;
+    addr.gid = make_gid(0xfe80000000000000ull, 0x0002c90300a1b2c3ull);
+    addr.lid = lid;
     addr.link_layer = IBV_LINK_LAYER_INFINIBAND;
     return addr;
 }
@@ -141,9 +149,9 @@ int decode(const uint8_t *buf, size_t len, uint8_t local_link_layer,
 
 TEST(verbs_list, no_kernel_rdma_means_zero_devices)
 {
-    ibv_names ibv       = ibv_device_names();
+    ibv_names       ibv = ibv_device_names();
     orc_dev_info_t *list = NULL;
-    int count            = -1;
+    int             count = -1;
 
     ASSERT_EQ(0, orc_dev_verbs_ops.list(NULL, &list, &count));
     if (ibv.names.empty()) {
@@ -168,8 +176,8 @@ TEST(verbs_list, no_kernel_rdma_means_zero_devices)
 TEST(verbs_list, forced_verbs_backend_lists_only_verbs_devices)
 {
     orc_dev_config_t config;
-    orc_dev_info_t *list = NULL;
-    int count            = -1;
+    orc_dev_info_t  *list = NULL;
+    int              count = -1;
 
     memset(&config, 0, sizeof(config));
     config.backend = ORC_DEV_BACKEND_VERBS;
@@ -210,7 +218,7 @@ TEST(verbs_open, bad_arguments_are_einval)
     orc_dev_config_t config;
 
     memset(&config, 0, sizeof(config));
-    config.backend         = ORC_DEV_BACKEND_VERBS;
+    config.backend = ORC_DEV_BACKEND_VERBS;
     config.verbs_gid_index = 256; /* sgid_index is 8 bits */
 
     errno = 0;
@@ -226,16 +234,15 @@ TEST(verbs_open, bad_arguments_are_einval)
 TEST(verbs_addr, len_matches_wire_format)
 {
     /* tag, link layer, LID, GID */
-    EXPECT_EQ(1u + 1u + 2u + sizeof(union ibv_gid),
-              (size_t)ORC_VERBS_ADDR_LEN);
+    EXPECT_EQ(1u + 1u + 2u + sizeof(union ibv_gid), (size_t)ORC_VERBS_ADDR_LEN);
     EXPECT_EQ((size_t)ORC_VERBS_ADDR_LEN, orc_dev_verbs_ops.addr_len(NULL, 1));
 }
 
 TEST(verbs_addr, roce_round_trip)
 {
     orc_verbs_port_addr_t addr = roce_addr();
-    uint8_t buf[ORC_VERBS_ADDR_LEN];
-    struct ibv_ah_attr ah      = poisoned_ah();
+    uint8_t               buf[ORC_VERBS_ADDR_LEN];
+    struct ibv_ah_attr    ah = poisoned_ah();
 
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
     EXPECT_EQ(ORC_DEV_BACKEND_VERBS, buf[0]);
@@ -259,8 +266,8 @@ TEST(verbs_addr, roce_round_trip)
 TEST(verbs_addr, ib_round_trip_with_gid_is_global)
 {
     orc_verbs_port_addr_t addr = ib_addr(0x1234);
-    uint8_t buf[ORC_VERBS_ADDR_LEN + 8];
-    struct ibv_ah_attr ah      = poisoned_ah();
+    uint8_t               buf[ORC_VERBS_ADDR_LEN + 8];
+    struct ibv_ah_attr    ah = poisoned_ah();
 
     /* a larger buffer is fine for packing; the address is ADDR_LEN bytes */
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
@@ -280,8 +287,8 @@ TEST(verbs_addr, ib_round_trip_with_gid_is_global)
 TEST(verbs_addr, ib_round_trip_without_gid_is_local)
 {
     orc_verbs_port_addr_t addr = ib_addr(7);
-    uint8_t buf[ORC_VERBS_ADDR_LEN];
-    struct ibv_ah_attr ah      = poisoned_ah();
+    uint8_t               buf[ORC_VERBS_ADDR_LEN];
+    struct ibv_ah_attr    ah = poisoned_ah();
 
     memset(&addr.gid, 0, sizeof(addr.gid));
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
@@ -295,8 +302,8 @@ TEST(verbs_addr, ib_round_trip_without_gid_is_local)
 TEST(verbs_addr, unspecified_link_layer_packs_as_ib)
 {
     orc_verbs_port_addr_t addr = ib_addr(9);
-    uint8_t buf[ORC_VERBS_ADDR_LEN];
-    struct ibv_ah_attr ah      = poisoned_ah();
+    uint8_t               buf[ORC_VERBS_ADDR_LEN];
+    struct ibv_ah_attr    ah = poisoned_ah();
 
     addr.link_layer = IBV_LINK_LAYER_UNSPECIFIED;
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
@@ -307,7 +314,7 @@ TEST(verbs_addr, unspecified_link_layer_packs_as_ib)
 
 TEST(verbs_addr, encode_rejects_unreachable_port)
 {
-    uint8_t buf[ORC_VERBS_ADDR_LEN];
+    uint8_t               buf[ORC_VERBS_ADDR_LEN];
     orc_verbs_port_addr_t addr;
 
     addr = roce_addr();
@@ -326,14 +333,14 @@ TEST(verbs_addr, encode_rejects_unreachable_port)
     addr = ib_addr(0xbfff); /* highest unicast LID */
     EXPECT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
 
-    addr            = roce_addr();
+    addr = roce_addr();
     addr.link_layer = 7; /* not a link layer */
     EXPECT_EQ(EINVAL, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
 }
 
 TEST(verbs_addr, decode_rejects_softnic_address)
 {
-    uint8_t buf[64];
+    uint8_t            buf[64];
     struct ibv_ah_attr ah = poisoned_ah();
 
     /* whatever follows a softnic tag, and whatever its length */
@@ -341,7 +348,7 @@ TEST(verbs_addr, decode_rejects_softnic_address)
     buf[0] = ORC_DEV_BACKEND_SOFT;
     for (size_t len = 1; len <= sizeof(buf); ++len) {
         EXPECT_EQ(EHOSTUNREACH, decode(buf, len, IBV_LINK_LAYER_ETHERNET, &ah))
-                << len;
+            << len;
     }
     EXPECT_TRUE(ah_is_poisoned(ah));
 }
@@ -349,7 +356,7 @@ TEST(verbs_addr, decode_rejects_softnic_address)
 TEST(verbs_addr, decode_rejects_other_link_layer)
 {
     orc_verbs_port_addr_t roce = roce_addr(), ib = ib_addr(0x10);
-    uint8_t roce_buf[ORC_VERBS_ADDR_LEN], ib_buf[ORC_VERBS_ADDR_LEN];
+    uint8_t            roce_buf[ORC_VERBS_ADDR_LEN], ib_buf[ORC_VERBS_ADDR_LEN];
     struct ibv_ah_attr ah = poisoned_ah();
 
     ASSERT_EQ(0, orc_verbs_addr_encode(&roce, roce_buf, sizeof(roce_buf)));
@@ -359,33 +366,32 @@ TEST(verbs_addr, decode_rejects_other_link_layer)
                                    IBV_LINK_LAYER_INFINIBAND, &ah));
     EXPECT_EQ(EHOSTUNREACH, decode(roce_buf, sizeof(roce_buf),
                                    IBV_LINK_LAYER_UNSPECIFIED, &ah));
-    EXPECT_EQ(EHOSTUNREACH, decode(ib_buf, sizeof(ib_buf),
-                                   IBV_LINK_LAYER_ETHERNET, &ah));
+    EXPECT_EQ(EHOSTUNREACH,
+              decode(ib_buf, sizeof(ib_buf), IBV_LINK_LAYER_ETHERNET, &ah));
     EXPECT_TRUE(ah_is_poisoned(ah));
 }
 
 TEST(verbs_addr, decode_rejects_malformed)
 {
     orc_verbs_port_addr_t addr = roce_addr();
-    uint8_t good[ORC_VERBS_ADDR_LEN], buf[ORC_VERBS_ADDR_LEN + 1];
-    struct ibv_ah_attr ah      = poisoned_ah();
-    size_t len;
-    unsigned tag;
+    uint8_t               good[ORC_VERBS_ADDR_LEN], buf[ORC_VERBS_ADDR_LEN + 1];
+    struct ibv_ah_attr    ah = poisoned_ah();
+    size_t                len;
+    unsigned              tag;
 
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, good, sizeof(good)));
 
-    EXPECT_EQ(EINVAL, decode(NULL, sizeof(good), IBV_LINK_LAYER_ETHERNET,
-                             &ah));
+    EXPECT_EQ(EINVAL, decode(NULL, sizeof(good), IBV_LINK_LAYER_ETHERNET, &ah));
 
     /* every truncation, and trailing bytes */
     for (len = 0; len < sizeof(good); ++len) {
         EXPECT_EQ(EINVAL, decode(good, len, IBV_LINK_LAYER_ETHERNET, &ah))
-                << len;
+            << len;
     }
     memcpy(buf, good, sizeof(good));
     buf[sizeof(good)] = 0;
-    EXPECT_EQ(EINVAL, decode(buf, sizeof(good) + 1, IBV_LINK_LAYER_ETHERNET,
-                             &ah));
+    EXPECT_EQ(EINVAL,
+              decode(buf, sizeof(good) + 1, IBV_LINK_LAYER_ETHERNET, &ah));
 
     /* every tag byte other than verbs (softnic: unreachable, not malformed) */
     for (tag = 0; tag <= 0xff; ++tag) {
@@ -396,7 +402,7 @@ TEST(verbs_addr, decode_rejects_malformed)
         buf[0] = (uint8_t)tag;
         EXPECT_EQ((tag == ORC_DEV_BACKEND_SOFT) ? EHOSTUNREACH : EINVAL,
                   decode(buf, sizeof(good), IBV_LINK_LAYER_ETHERNET, &ah))
-                << tag;
+            << tag;
     }
 
     /* link layer byte: UNSPECIFIED and unknown values */
@@ -419,11 +425,11 @@ TEST(verbs_addr, decode_rejects_malformed)
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, good, sizeof(good)));
     memcpy(buf, good, sizeof(good));
     buf[2] = buf[3] = 0;
-    EXPECT_EQ(EINVAL, decode(buf, sizeof(good), IBV_LINK_LAYER_INFINIBAND,
-                             &ah));
+    EXPECT_EQ(EINVAL,
+              decode(buf, sizeof(good), IBV_LINK_LAYER_INFINIBAND, &ah));
     buf[2] = 0xc0;
-    EXPECT_EQ(EINVAL, decode(buf, sizeof(good), IBV_LINK_LAYER_INFINIBAND,
-                             &ah));
+    EXPECT_EQ(EINVAL,
+              decode(buf, sizeof(good), IBV_LINK_LAYER_INFINIBAND, &ah));
 
     EXPECT_TRUE(ah_is_poisoned(ah));
 
@@ -436,8 +442,8 @@ TEST(verbs_list, enosys_is_no_devices)
 {
     ibv_list_failure failure(ENOSYS);
     orc_dev_config_t config;
-    orc_dev_info_t *list = NULL;
-    int count            = -1;
+    orc_dev_info_t  *list = NULL;
+    int              count = -1;
 
     ASSERT_EQ(0, orc_dev_verbs_ops.list(NULL, &list, &count));
     EXPECT_EQ(0, count);
@@ -445,7 +451,7 @@ TEST(verbs_list, enosys_is_no_devices)
 
     memset(&config, 0, sizeof(config));
     config.backend = ORC_DEV_BACKEND_VERBS;
-    count          = -1;
+    count = -1;
     ASSERT_EQ(0, orc_dev_list(&config, &list, &count));
     EXPECT_EQ(0, count);
 
@@ -457,8 +463,8 @@ TEST(verbs_list, enosys_is_no_devices)
 TEST(verbs_list, other_errors_are_errors)
 {
     orc_dev_config_t config;
-    orc_dev_info_t *list;
-    int count;
+    orc_dev_info_t  *list;
+    int              count;
 
     memset(&config, 0, sizeof(config));
     for (orc_dev_backend_t backend :
@@ -466,12 +472,12 @@ TEST(verbs_list, other_errors_are_errors)
         ibv_list_failure failure(EACCES);
 
         config.backend = backend;
-        list           = (orc_dev_info_t*)&config;
-        count          = -1;
+        list = (orc_dev_info_t *)&config;
+        count = -1;
         /* a real failure of libibverbs is reported, not taken for "no
          * devices" (auto does not silently fall through to softnic) */
         EXPECT_EQ(EACCES, orc_dev_list(&config, &list, &count))
-                << orc_dev_backend_name(backend);
+            << orc_dev_backend_name(backend);
         EXPECT_EQ(NULL, list);
         EXPECT_EQ(0, count);
 
@@ -489,8 +495,8 @@ TEST(verbs_list, other_errors_are_errors)
 TEST(verbs_list, failure_without_errno_is_eio)
 {
     ibv_list_failure failure(-1);
-    orc_dev_info_t *list = NULL;
-    int count            = -1;
+    orc_dev_info_t  *list = NULL;
+    int              count = -1;
 
     EXPECT_EQ(EIO, orc_dev_verbs_ops.list(NULL, &list, &count));
     EXPECT_EQ(0, count);

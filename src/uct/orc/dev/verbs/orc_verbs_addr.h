@@ -25,7 +25,7 @@
 extern "C" {
 #endif
 
-#define ORC_VERBS_ADDR_LEN       20
+#define ORC_VERBS_ADDR_LEN 20
 
 /* GRH hop limit put into the ah_attr of a global (GRH / RoCE) address. */
 #define ORC_VERBS_ADDR_HOP_LIMIT 64
@@ -53,9 +53,9 @@ int orc_verbs_addr_encode(const orc_verbs_port_addr_t *addr, void *buf,
  * (wrong length, unknown tag or link layer, unreachable LID/GID).
  * On error *ah_attr is not modified.
  */
-int orc_verbs_addr_decode(const void *buf, size_t len,
-                          uint8_t local_link_layer, uint8_t port_num,
-                          uint8_t sgid_index, struct ibv_ah_attr *ah_attr);
+int orc_verbs_addr_decode(const void *buf, size_t len, uint8_t local_link_layer,
+                          uint8_t port_num, uint8_t sgid_index,
+                          struct ibv_ah_attr *ah_attr);
 
 #ifdef __cplusplus
 }
