@@ -1,0 +1,831 @@
+/*
+ * liborcclient against a scripted HTTP server (libmicrohttpd in this
+ * process): request shapes, HTTP status mapping, strict reply parsing,
+ * timeouts, unreachable servers and the keep-alive thread. No orcd needed.
+ */
+#include "orc_client.h"
+
+#include <gtest/gtest.h>
+#include <microhttpd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+struct fake_request {
+    std::string method;
+    std::string url;   /* path and query */
+    std::string body;
+    std::string auth;  /* Authorization header, "" if none */
+};
+
+struct fake_reply {
+    unsigned    code;
+    std::string body;
+};
+
+/*
+ * Scripted server. Routes are "METHOD path?query" -> reply; unknown routes
+ * get 404. Locking: `lock` protects routes and requests; `cond` signals
+ * each recorded request.
+ */
+class fake_server {
+public:
+    fake_server()
+    {
+        m_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+                                    MHD_USE_THREAD_PER_CONNECTION |
+                                    MHD_USE_ERROR_LOG,
+                                    0, NULL, NULL, &fake_server::handler, this,
+                                    MHD_OPTION_SOCK_ADDR, loopback_any(),
+                                    MHD_OPTION_END);
+        if (m_daemon != NULL) {
+            m_port = MHD_get_daemon_info(m_daemon,
+                                         MHD_DAEMON_INFO_BIND_PORT)->port;
+        }
+    }
+
+    ~fake_server()
+    {
+        stop();
+    }
+
+    void stop()
+    {
+        if (m_daemon != NULL) {
+            MHD_stop_daemon(m_daemon);
+            m_daemon = NULL;
+        }
+    }
+
+    bool ok() const
+    {
+        return m_daemon != NULL;
+    }
+
+    std::string url() const
+    {
+        return "http://127.0.0.1:" + std::to_string(m_port);
+    }
+
+    void route(const std::string &key, unsigned code, const std::string &body)
+    {
+        std::lock_guard<std::mutex> guard(m_lock);
+        m_routes[key] = fake_reply{code, body};
+    }
+
+    std::vector<fake_request> requests()
+    {
+        std::lock_guard<std::mutex> guard(m_lock);
+        return m_requests;
+    }
+
+    size_t count(const std::string &key)
+    {
+        std::lock_guard<std::mutex> guard(m_lock);
+        size_t n = 0;
+        for (const auto &r : m_requests) {
+            n += ((r.method + " " + r.url) == key);
+        }
+        return n;
+    }
+
+    /* wait (bounded) until `key` was requested at least n times */
+    bool wait_count(const std::string &key, size_t n, int timeout_ms)
+    {
+        auto deadline = steady::now() + std::chrono::milliseconds(timeout_ms);
+        std::unique_lock<std::mutex> guard(m_lock);
+        for (;;) {
+            size_t have = 0;
+            for (const auto &r : m_requests) {
+                have += ((r.method + " " + r.url) == key);
+            }
+            if (have >= n) {
+                return true;
+            }
+            if (m_cond.wait_until(guard, deadline) ==
+                std::cv_status::timeout) {
+                return false;
+            }
+        }
+    }
+
+private:
+    static const struct sockaddr *loopback_any()
+    {
+        static struct sockaddr_in sin;
+        sin.sin_family      = AF_INET;
+        sin.sin_port        = 0;
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        return (const struct sockaddr*)&sin;
+    }
+
+    struct conn_state {
+        std::string body;
+    };
+
+    static void collect_query(std::string *query, const char *key,
+                              const char *value)
+    {
+        *query += (query->empty() ? "?" : "&");
+        *query += key;
+        if (value != NULL) {
+            *query += "=";
+            *query += value;
+        }
+    }
+
+    static enum MHD_Result query_iter(void *cls, enum MHD_ValueKind kind,
+                                      const char *key, const char *value)
+    {
+        (void)kind;
+        collect_query(static_cast<std::string*>(cls), key, value);
+        return MHD_YES;
+    }
+
+    static enum MHD_Result handler(void *cls, struct MHD_Connection *conn,
+                                   const char *url, const char *method,
+                                   const char *version, const char *data,
+                                   size_t *data_size, void **con_cls)
+    {
+        fake_server *self = static_cast<fake_server*>(cls);
+        conn_state *state = static_cast<conn_state*>(*con_cls);
+        (void)version;
+
+        if (state == NULL) {
+            *con_cls = new conn_state();
+            return MHD_YES;
+        }
+        if (*data_size > 0) {
+            state->body.append(data, *data_size);
+            *data_size = 0;
+            return MHD_YES;
+        }
+
+        std::string query;
+        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_iter,
+                                  &query);
+        const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                       "Authorization");
+        fake_request req{method, std::string(url) + query, state->body,
+                         (auth != NULL) ? auth : ""};
+        delete state;
+        *con_cls = NULL;
+
+        fake_reply reply{404, "{\"error\":\"not_found\",\"detail\":\"no "
+                              "such route\"}"};
+        {
+            std::lock_guard<std::mutex> guard(self->m_lock);
+            auto it = self->m_routes.find(req.method + " " + req.url);
+            if (it != self->m_routes.end()) {
+                reply = it->second;
+            }
+            self->m_requests.push_back(req);
+        }
+        self->m_cond.notify_all();
+
+        struct MHD_Response *resp = MHD_create_response_from_buffer(
+                reply.body.size(), (void*)reply.body.data(),
+                MHD_RESPMEM_MUST_COPY);
+        MHD_add_response_header(resp, "Content-Type", "application/json");
+        enum MHD_Result ret = MHD_queue_response(conn, reply.code, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+
+    struct MHD_Daemon                 *m_daemon = NULL;
+    uint16_t                           m_port   = 0;
+    std::mutex                         m_lock;
+    std::condition_variable            m_cond;
+    std::map<std::string, fake_reply>  m_routes;
+    std::vector<fake_request>          m_requests;
+};
+
+const char *TOKEN = "s3cret-token-value";
+
+class client_unit : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_TRUE(m_server.ok());
+        m_client = make_client(m_server.url(), 2000);
+        ASSERT_NE(nullptr, m_client);
+    }
+
+    void TearDown() override
+    {
+        orc_client_destroy(m_client);
+    }
+
+    orc_client_t *make_client(const std::string &url, int timeout_ms)
+    {
+        orc_client_params_t params = {};
+        params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+                            ORC_CLIENT_PARAM_FIELD_JOB |
+                            ORC_CLIENT_PARAM_FIELD_TOKEN |
+                            ORC_CLIENT_PARAM_FIELD_TIMEOUT |
+                            ORC_CLIENT_PARAM_FIELD_LOG;
+        params.url        = url.c_str();
+        params.job        = "jobA";
+        params.token      = TOKEN;
+        params.timeout_ms = timeout_ms;
+        params.log        = log_cb;
+        params.log_arg    = this;
+        orc_client_t *client = NULL;
+        EXPECT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+        return client;
+    }
+
+    static void log_cb(void *arg, const char *message)
+    {
+        client_unit *self = static_cast<client_unit*>(arg);
+        std::lock_guard<std::mutex> guard(self->m_log_lock);
+        self->m_log.push_back(message);
+    }
+
+    std::vector<std::string> logs()
+    {
+        std::lock_guard<std::mutex> guard(m_log_lock);
+        return m_log;
+    }
+
+    fake_server               m_server;
+    orc_client_t             *m_client = NULL;
+    std::mutex                m_log_lock;
+    std::vector<std::string>  m_log;
+};
+
+/* poll a condition, bounded */
+template <typename F> bool eventually(F cond, int timeout_ms)
+{
+    auto deadline = steady::now() + std::chrono::milliseconds(timeout_ms);
+    while (steady::now() < deadline) {
+        if (cond()) {
+            return true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return cond();
+}
+
+} // namespace
+
+TEST(client_basic, status_strings)
+{
+    for (int s = ORC_CL_OK; s >= ORC_CL_ERR_PROTOCOL; --s) {
+        const char *text = orc_cl_status_str((orc_cl_status_t)s);
+        ASSERT_NE(nullptr, text);
+        EXPECT_STRNE("unknown status", text) << s;
+    }
+    EXPECT_STREQ("unknown status", orc_cl_status_str((orc_cl_status_t)-99));
+}
+
+TEST(client_basic, base64_vectors)
+{
+    const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
+                           "Zm9vYmFy"};
+    for (size_t i = 0; i < 7; ++i) {
+        char *text = orc_client_b64_encode(plain[i], strlen(plain[i]));
+        ASSERT_NE(nullptr, text);
+        EXPECT_STREQ(coded[i], text);
+        free(text);
+
+        void *data;
+        size_t length;
+        ASSERT_EQ(0, orc_client_b64_decode(coded[i], strlen(coded[i]), &data,
+                                           &length));
+        EXPECT_EQ(strlen(plain[i]), length);
+        EXPECT_EQ(0, memcmp(plain[i], data, length));
+        free(data);
+    }
+
+    unsigned char all[256];
+    for (int i = 0; i < 256; ++i) {
+        all[i] = (unsigned char)(255 - i);
+    }
+    for (size_t len = 0; len <= sizeof(all); len += 37) {
+        char *text = orc_client_b64_encode(all, len);
+        void *data;
+        size_t length;
+        ASSERT_EQ(0, orc_client_b64_decode(text, strlen(text), &data,
+                                           &length));
+        ASSERT_EQ(len, length);
+        EXPECT_EQ(0, memcmp(all, data, len));
+        free(data);
+        free(text);
+    }
+}
+
+TEST(client_basic, base64_rejects_malformed)
+{
+    const char *bad[] = {"Zg=", "Zm9v!A==", "Zh==", "Zm9=", "=Zm9", "Zg==Zg==",
+                         "Z===", "Zm 9v"};
+    for (const char *text : bad) {
+        void *data = NULL;
+        size_t length;
+        EXPECT_EQ(-1, orc_client_b64_decode(text, strlen(text), &data,
+                                            &length)) << text;
+        EXPECT_EQ(nullptr, data);
+    }
+}
+
+TEST(client_basic, create_validates)
+{
+    orc_client_params_t params = {};
+    orc_client_t *client       = NULL;
+
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL;
+    params.url        = "ftp://127.0.0.1:7411";
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
+
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_JOB;
+    params.job        = "bad/job";
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
+    params.job = "";
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
+    std::string longname(129, 'a');
+    params.job = longname.c_str();
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
+
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_TIMEOUT;
+    params.timeout_ms = 0;
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
+
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_TOKEN;
+    params.token      = "abc\r\nX-Evil: 1";
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
+
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(NULL, &client));
+    EXPECT_EQ(nullptr, client);
+
+    params.field_mask = 0;
+    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+    orc_client_destroy(client);
+    orc_client_destroy(NULL);
+}
+
+TEST(client_basic, params_from_env)
+{
+    char path[] = "/tmp/orc-token-XXXXXX";
+    int fd      = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(17, write(fd, "file-token-1234\r\n", 17));
+    close(fd);
+
+    setenv(ORC_CLIENT_ENV_URL, "http://127.0.0.1:9", 1);
+    setenv(ORC_CLIENT_ENV_JOB, "envjob", 1);
+    unsetenv(ORC_CLIENT_ENV_TOKEN);
+    setenv(ORC_CLIENT_ENV_TOKEN_FILE, path, 1);
+
+    orc_client_params_t params = {};
+    char *buf                  = NULL;
+    ASSERT_EQ(ORC_CL_OK, orc_client_params_from_env(&params, &buf));
+    EXPECT_STREQ("http://127.0.0.1:9", params.url);
+    EXPECT_STREQ("envjob", params.job);
+    ASSERT_NE(nullptr, buf);
+    EXPECT_STREQ("file-token-1234", params.token);
+    free(buf);
+
+    /* explicit fields win; ORC_TOKEN wins over the file */
+    setenv(ORC_CLIENT_ENV_TOKEN, "env-token-5678", 1);
+    params            = {};
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_JOB;
+    params.job        = "mine";
+    ASSERT_EQ(ORC_CL_OK, orc_client_params_from_env(&params, &buf));
+    EXPECT_STREQ("mine", params.job);
+    EXPECT_STREQ("env-token-5678", params.token);
+    EXPECT_EQ(nullptr, buf);
+
+    /* unreadable token file: a clear error naming the file, no crash */
+    unsetenv(ORC_CLIENT_ENV_TOKEN);
+    unlink(path);
+    params = {};
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_params_from_env(&params, &buf));
+    EXPECT_NE(nullptr, strstr(orc_client_last_error(), path));
+
+    unsetenv(ORC_CLIENT_ENV_URL);
+    unsetenv(ORC_CLIENT_ENV_JOB);
+    unsetenv(ORC_CLIENT_ENV_TOKEN_FILE);
+}
+
+TEST_F(client_unit, register_request_shape_and_deregister)
+{
+    m_server.route("POST /v1/jobs/jobA/nodes", 201,
+                   "{\"id\": 7, \"ttl\": 30, \"index\": 3}");
+    m_server.route("DELETE /v1/jobs/jobA/nodes/7", 204, "");
+
+    uint64_t id = 0;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "hostA", 4242,
+                                             "{\"rank\": \"3\"}", 30, &id));
+    EXPECT_EQ(7u, id);
+    EXPECT_EQ(0, orc_client_node_lost(m_client, id));
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
+
+    auto reqs = m_server.requests();
+    ASSERT_EQ(2u, reqs.size());
+    EXPECT_EQ("POST", reqs[0].method);
+    EXPECT_EQ(std::string("Bearer ") + TOKEN, reqs[0].auth);
+    EXPECT_NE(std::string::npos, reqs[0].body.find("\"host\":\"hostA\""));
+    EXPECT_NE(std::string::npos, reqs[0].body.find("\"pid\":4242"));
+    EXPECT_NE(std::string::npos, reqs[0].body.find("\"ttl\":30"));
+    EXPECT_NE(std::string::npos,
+              reqs[0].body.find("\"labels\":{\"rank\":\"3\"}"));
+    EXPECT_EQ("DELETE", reqs[1].method);
+    EXPECT_EQ("/v1/jobs/jobA/nodes/7", reqs[1].url);
+}
+
+TEST_F(client_unit, register_rejects_bad_labels_locally)
+{
+    uint64_t id;
+    EXPECT_EQ(ORC_CL_ERR_INVALID,
+              orc_client_register(m_client, "h", 1, "[1]", 0, &id));
+    EXPECT_EQ(ORC_CL_ERR_INVALID,
+              orc_client_register(m_client, "h", 1, "{\"a\": 1}", 0, &id));
+    EXPECT_EQ(ORC_CL_ERR_INVALID,
+              orc_client_register(m_client, "h", 1, "{bad", 0, &id));
+    EXPECT_EQ(ORC_CL_ERR_INVALID,
+              orc_client_register(m_client, "", 1, NULL, 0, &id));
+    EXPECT_EQ(0u, m_server.requests().size());
+}
+
+TEST_F(client_unit, http_status_mapping_and_error_text)
+{
+    const struct {
+        unsigned        code;
+        orc_cl_status_t status;
+    } cases[] = {
+        {400, ORC_CL_ERR_INVALID},      {401, ORC_CL_ERR_UNAUTHORIZED},
+        {403, ORC_CL_ERR_FORBIDDEN},    {404, ORC_CL_ERR_NOT_FOUND},
+        {409, ORC_CL_ERR_CONFLICT},     {410, ORC_CL_ERR_GONE},
+        {413, ORC_CL_ERR_TOO_LARGE},    {429, ORC_CL_ERR_BUSY},
+        {503, ORC_CL_ERR_BUSY},         {500, ORC_CL_ERR_PROTOCOL},
+        {302, ORC_CL_ERR_PROTOCOL},
+    };
+
+    for (const auto &c : cases) {
+        m_server.route("PUT /v1/jobs/jobA/nodes/9/rdma/endpoint", c.code,
+                       "{\"error\": \"e" + std::to_string(c.code) +
+                       "\", \"detail\": \"because\"}");
+        EXPECT_EQ(c.status, orc_client_endpoint_put(m_client, 9,
+                                                    "{\"qpn\": 1}"))
+            << c.code;
+        std::string err = orc_client_last_error();
+        EXPECT_NE(std::string::npos, err.find(std::to_string(c.code))) << err;
+        EXPECT_NE(std::string::npos, err.find("because")) << err;
+        EXPECT_EQ(std::string::npos, err.find(TOKEN)) << err;
+    }
+}
+
+TEST_F(client_unit, endpoint_roundtrip_and_local_validation)
+{
+    m_server.route("PUT /v1/jobs/jobA/nodes/3/rdma/endpoint", 200, "{}");
+    m_server.route("GET /v1/jobs/jobA/nodes/3/rdma/endpoint", 200,
+                   "{\"gid\": \"fe80::1\", \"qpn\": 17}");
+
+    EXPECT_EQ(ORC_CL_OK, orc_client_endpoint_put(m_client, 3,
+                                                 "{\"gid\":\"fe80::1\"}"));
+    EXPECT_EQ("{\"gid\":\"fe80::1\"}", m_server.requests().back().body);
+
+    char *json = NULL;
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_get(m_client, 3, &json));
+    EXPECT_STREQ("{\"gid\":\"fe80::1\",\"qpn\":17}", json);
+    free(json);
+
+    size_t before = m_server.requests().size();
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_endpoint_put(m_client, 3, "[]"));
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_endpoint_put(m_client, 3, "{"));
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_endpoint_put(m_client, 0, "{}"));
+    EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_endpoint_put(m_client, 3, NULL));
+    EXPECT_EQ(before, m_server.requests().size());
+}
+
+TEST_F(client_unit, strict_reply_parsing)
+{
+    uint64_t id;
+    const char *bad_register[] = {
+        "{\"id\": \"7\", \"ttl\": 30}", "{\"id\": 7}", "{\"id\": 0, \"ttl\": 3}",
+        "{\"id\": -1, \"ttl\": 3}",     "[7]",        "not json",
+        "{\"id\": 7, \"id\": 8, \"ttl\": 3}", "",
+    };
+    for (const char *body : bad_register) {
+        m_server.route("POST /v1/jobs/jobA/nodes", 201, body);
+        EXPECT_EQ(ORC_CL_ERR_PROTOCOL,
+                  orc_client_register(m_client, "h", 1, NULL, 0, &id))
+            << body;
+    }
+
+    orc_node_info_t *nodes;
+    size_t count;
+    const char *bad_list[] = {
+        "{\"index\": 1, \"nodes\": {}}",
+        "{\"nodes\": []}",
+        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
+        "\"pid\": \"1\"}]}",
+        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": 5, \"pid\": 1}]}",
+        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", \"pid\": 1, "
+        "\"endpoint\": 3}]}",
+        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", \"pid\": 1, "
+        "\"labels\": {\"a\": 1}}]}",
+        "{\"index\": 1, \"nodes\": [7]}",
+    };
+    for (const char *body : bad_list) {
+        m_server.route("GET /v1/jobs/jobA/nodes", 200, body);
+        EXPECT_EQ(ORC_CL_ERR_PROTOCOL,
+                  orc_client_nodes_list(m_client, 0, 0, &nodes, &count, NULL))
+            << body;
+    }
+
+    orc_mbox_msg_t *msgs;
+    const char *bad_mbox[] = {
+        "{\"messages\": {}}",
+        "{\"messages\": [{\"seq\": 2, \"body\": {}}, {\"seq\": 2, "
+        "\"body\": {}}]}",
+        "{\"messages\": [{\"seq\": 1, \"body\": []}]}",
+        "{\"messages\": [{\"seq\": 1, \"from\": \"x\", \"body\": {}}]}",
+        "{\"messages\": [{\"body\": {}}]}",
+    };
+    for (const char *body : bad_mbox) {
+        m_server.route("GET /v1/jobs/jobA/nodes/4/mailbox?after=0&wait=0.000",
+                       200, body);
+        EXPECT_EQ(ORC_CL_ERR_PROTOCOL,
+                  orc_client_mbox_recv(m_client, 4, 0, 0, &msgs, &count))
+            << body;
+    }
+
+    void *value;
+    size_t length;
+    const char *bad_kv[] = {
+        "{\"key\": \"k\", \"value\": \"plain\"}",
+        "{\"key\": \"k\", \"value\": {\"b64\": \"@@@@\"}}",
+        "{\"key\": \"k\", \"value\": {\"b64\": 5}}",
+        "{\"key\": \"k\", \"value\": {\"b64\": \"AA==\", \"x\": 1}}",
+        "{\"key\": \"k\"}",
+    };
+    for (const char *body : bad_kv) {
+        m_server.route("GET /v1/jobs/jobA/kv/k", 200, body);
+        EXPECT_EQ(ORC_CL_ERR_PROTOCOL,
+                  orc_client_kv_get(m_client, "k", 0, &value, &length))
+            << body;
+    }
+}
+
+TEST_F(client_unit, nodes_list_parses_and_waits)
+{
+    m_server.route("GET /v1/jobs/jobA/nodes?index=5&wait=1.250", 200,
+                   "{\"index\": 9, \"nodes\": ["
+                   "{\"id\": 1, \"host\": \"a\", \"pid\": 10, \"labels\": "
+                   "{\"k\": \"v\"}, \"ttl\": 10, \"endpoint\": {\"x\": 1}, "
+                   "\"index\": 4},"
+                   "{\"id\": 2, \"host\": \"b\", \"pid\": 11, \"endpoint\": "
+                   "null}]}");
+
+    orc_node_info_t *nodes = NULL;
+    size_t count           = 0;
+    uint64_t index         = 0;
+    ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(m_client, 5, 1250, &nodes,
+                                               &count, &index));
+    ASSERT_EQ(2u, count);
+    EXPECT_EQ(9u, index);
+    EXPECT_EQ(1u, nodes[0].id);
+    EXPECT_STREQ("a", nodes[0].host);
+    EXPECT_EQ(10, nodes[0].pid);
+    EXPECT_STREQ("{\"k\":\"v\"}", nodes[0].labels_json);
+    EXPECT_STREQ("{\"x\":1}", nodes[0].endpoint_json);
+    EXPECT_STREQ("{}", nodes[1].labels_json);
+    EXPECT_EQ(nullptr, nodes[1].endpoint_json);
+    orc_client_nodes_free(nodes, count);
+}
+
+TEST_F(client_unit, mailbox_send_and_recv)
+{
+    m_server.route("POST /v1/jobs/jobA/nodes/4/mailbox", 201, "{\"seq\": 12}");
+    uint64_t seq = 0;
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, 4, 2, "{\"qpn\": 5}",
+                                              &seq));
+    EXPECT_EQ(12u, seq);
+    EXPECT_EQ("{\"body\":{\"qpn\":5},\"from\":2}",
+              m_server.requests().back().body);
+
+    m_server.route("GET /v1/jobs/jobA/nodes/4/mailbox?after=11&wait=0.500",
+                   200,
+                   "{\"messages\": [{\"seq\": 12, \"from\": 2, \"body\": "
+                   "{\"qpn\": 5}}, {\"seq\": 14, \"body\": {}}], "
+                   "\"last_seq\": 14}");
+    orc_mbox_msg_t *msgs = NULL;
+    size_t count         = 0;
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, 4, 11, 500, &msgs,
+                                              &count));
+    ASSERT_EQ(2u, count);
+    EXPECT_EQ(12u, msgs[0].seq);
+    EXPECT_EQ(2u, msgs[0].from);
+    EXPECT_STREQ("{\"qpn\":5}", msgs[0].body_json);
+    EXPECT_EQ(14u, msgs[1].seq);
+    EXPECT_EQ(0u, msgs[1].from);
+    orc_client_mbox_free(msgs, count);
+
+    EXPECT_EQ(ORC_CL_ERR_INVALID,
+              orc_client_mbox_send(m_client, 4, 0, "\"str\"", NULL));
+}
+
+TEST_F(client_unit, kv_base64_and_wait_mapping)
+{
+    m_server.route("PUT /v1/jobs/jobA/kv/app/w1", 200, "{\"index\": 3}");
+    const unsigned char bytes[] = {0, 1, 2, 0xff, 'x'};
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_kv_put(m_client, "app/w1", bytes, sizeof(bytes)));
+    EXPECT_EQ("{\"value\":{\"b64\":\"AAEC/3g=\"}}",
+              m_server.requests().back().body);
+
+    m_server.route("GET /v1/jobs/jobA/kv/app/w1", 200,
+                   "{\"key\": \"app/w1\", \"value\": {\"b64\": \"AAEC/3g=\"}, "
+                   "\"index\": 3}");
+    void *value   = NULL;
+    size_t length = 0;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_kv_get(m_client, "app/w1", 0, &value, &length));
+    ASSERT_EQ(sizeof(bytes), length);
+    EXPECT_EQ(0, memcmp(bytes, value, length));
+    free(value);
+
+    /* absent: NOT_FOUND without a wait, TIMEOUT after one */
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_get(m_client, "nope", 0, &value, &length));
+    EXPECT_EQ(ORC_CL_ERR_TIMEOUT,
+              orc_client_kv_get(m_client, "nope", 1500, &value, &length));
+    EXPECT_EQ("/v1/jobs/jobA/kv/nope?wait=1.500",
+              m_server.requests().back().url);
+
+    m_server.route("DELETE /v1/jobs/jobA/kv/app/w1", 204, "");
+    EXPECT_EQ(ORC_CL_OK, orc_client_kv_delete(m_client, "app/w1"));
+
+    /* keys that could escape the route never leave the process */
+    size_t before = m_server.requests().size();
+    const char *bad_keys[] = {"", "/abs", "a/../b", "a b", "a?b", "a%2f",
+                              "k#1"};
+    for (const char *key : bad_keys) {
+        EXPECT_EQ(ORC_CL_ERR_INVALID,
+                  orc_client_kv_put(m_client, key, "v", 1)) << key;
+        EXPECT_EQ(ORC_CL_ERR_INVALID,
+                  orc_client_kv_get(m_client, key, 0, &value, &length)) << key;
+        EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_kv_delete(m_client, key))
+            << key;
+    }
+    EXPECT_EQ(before, m_server.requests().size());
+}
+
+TEST_F(client_unit, keepalive_runs_until_deregister)
+{
+    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 5, \"ttl\": 1}");
+    m_server.route("PUT /v1/jobs/jobA/nodes/5/keepalive", 200,
+                   "{\"id\": 5, \"ttl\": 1}");
+    m_server.route("DELETE /v1/jobs/jobA/nodes/5", 204, "");
+
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
+    /* interval ~ttl/3: several keep-alives within ~2 TTLs */
+    ASSERT_TRUE(m_server.wait_count("PUT /v1/jobs/jobA/nodes/5/keepalive", 4,
+                                    2500));
+    EXPECT_EQ(0, orc_client_node_lost(m_client, id));
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
+
+    /* no keep-alive after deregister returned */
+    size_t n = m_server.count("PUT /v1/jobs/jobA/nodes/5/keepalive");
+    EXPECT_FALSE(m_server.wait_count("PUT /v1/jobs/jobA/nodes/5/keepalive",
+                                     n + 1, 700));
+    EXPECT_EQ(1u, m_server.count("DELETE /v1/jobs/jobA/nodes/5"));
+}
+
+TEST_F(client_unit, keepalive_gone_marks_lost)
+{
+    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 6, \"ttl\": 1}");
+    m_server.route("PUT /v1/jobs/jobA/nodes/6/keepalive", 410,
+                   "{\"error\": \"gone\", \"detail\": \"lease expired\"}");
+
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
+    EXPECT_TRUE(eventually([&] { return orc_client_node_lost(m_client, id); },
+                           3000));
+    /* one attempt, then the thread stops */
+    EXPECT_EQ(1u, m_server.count("PUT /v1/jobs/jobA/nodes/6/keepalive"));
+    bool logged = false;
+    for (const auto &line : logs()) {
+        logged |= (line.find("lost") != std::string::npos);
+        EXPECT_EQ(std::string::npos, line.find(TOKEN));
+    }
+    EXPECT_TRUE(logged);
+}
+
+TEST_F(client_unit, keepalive_unreachable_marks_lost_after_ttl)
+{
+    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 8, \"ttl\": 1}");
+    m_server.route("PUT /v1/jobs/jobA/nodes/8/keepalive", 200,
+                   "{\"id\": 8, \"ttl\": 1}");
+
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
+    ASSERT_TRUE(m_server.wait_count("PUT /v1/jobs/jobA/nodes/8/keepalive", 1,
+                                    2000));
+    auto stopped = steady::now();
+    m_server.stop();
+
+    EXPECT_TRUE(eventually([&] { return orc_client_node_lost(m_client, id); },
+                           4000));
+    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+            steady::now() - stopped).count();
+    /* not before a TTL without a successful keep-alive (less the interval
+     * that had already passed), and not much after */
+    EXPECT_GE(elapsed, 500);
+    EXPECT_LE(elapsed, 2500);
+}
+
+TEST(client_net, unreachable_is_fast)
+{
+    /* a port bound but not listening: connection refused */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    struct sockaddr_in sin = {};
+    sin.sin_family         = AF_INET;
+    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(fd, (struct sockaddr*)&sin, sizeof(sin)));
+    socklen_t len = sizeof(sin);
+    ASSERT_EQ(0, getsockname(fd, (struct sockaddr*)&sin, &len));
+
+    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+    orc_client_params_t params = {};
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+                        ORC_CLIENT_PARAM_FIELD_TIMEOUT;
+    params.url        = url.c_str();
+    params.timeout_ms = 1000;
+    orc_client_t *client;
+    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+
+    auto start = steady::now();
+    uint64_t id;
+    void *value;
+    size_t length;
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
+              orc_client_register(client, "h", 1, NULL, 0, &id));
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
+              orc_client_kv_get(client, "k", 5000, &value, &length));
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE, orc_client_health(client));
+    EXPECT_LT(steady::now() - start, std::chrono::milliseconds(1000));
+    orc_client_destroy(client);
+    close(fd);
+}
+
+TEST(client_net, silent_server_times_out)
+{
+    /* listening but never accepting: the connect succeeds, no reply comes */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    struct sockaddr_in sin = {};
+    sin.sin_family         = AF_INET;
+    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(fd, (struct sockaddr*)&sin, sizeof(sin)));
+    ASSERT_EQ(0, listen(fd, 16));
+    socklen_t len = sizeof(sin);
+    ASSERT_EQ(0, getsockname(fd, (struct sockaddr*)&sin, &len));
+
+    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+    orc_client_params_t params = {};
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+                        ORC_CLIENT_PARAM_FIELD_TIMEOUT;
+    params.url        = url.c_str();
+    params.timeout_ms = 300;
+    orc_client_t *client;
+    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+
+    auto start = steady::now();
+    EXPECT_EQ(ORC_CL_ERR_TIMEOUT, orc_client_health(client));
+    auto t1 = steady::now();
+    EXPECT_GE(t1 - start, std::chrono::milliseconds(250));
+    EXPECT_LT(t1 - start, std::chrono::milliseconds(1500));
+
+    /* a long-poll's wait extends the timeout */
+    orc_mbox_msg_t *msgs;
+    size_t count;
+    EXPECT_EQ(ORC_CL_ERR_TIMEOUT,
+              orc_client_mbox_recv(client, 1, 0, 400, &msgs, &count));
+    auto t2 = steady::now();
+    EXPECT_GE(t2 - t1, std::chrono::milliseconds(650));
+    EXPECT_LT(t2 - t1, std::chrono::milliseconds(2000));
+    orc_client_destroy(client);
+    close(fd);
+}
