@@ -1,0 +1,744 @@
+/*
+ * softnic_bench: softnic WRITE/READ latency and bandwidth between two
+ * processes, printed beside references measured in the same run:
+ *
+ *   same host      raw process_vm_writev/readv between the same processes
+ *   two namespaces a plain TCP stream between the same two namespaces
+ *
+ * Every figure is printed as a ratio against its reference, with the goals
+ * of issue 2 §5 marked PASS/MISS. This is a benchmark, not a test: it
+ * always exits 0 when it could measure (1 when it could not).
+ *
+ * Usage: softnic_bench [-d seconds] [-a netns -b netns [-i ip_b]]
+ *   -d  duration of each bandwidth measurement (default 1.0 s)
+ *   -a/-b  run the cross-namespace part between these two existing network
+ *          namespaces, each with an interface "orc0" (see softnic-bench.sh)
+ *   -i  address of orc0 in namespace b (default 198.18.0.2)
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "orc_dev.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BENCH_BUF_LEN    (2u << 20)
+#define BENCH_LAT_ITERS  20000
+#define BENCH_LAT_WARMUP 2000
+#define BENCH_DEPTH      8
+#define BENCH_ADDR_MAX   256
+
+/* What the target tells the initiator (over a socketpair). */
+typedef struct bench_info {
+    pid_t    pid;
+    uint64_t addr;
+    uint32_t rkey;
+    uint32_t qpn;
+    uint32_t dev_addr_len;
+    uint8_t  dev_addr[BENCH_ADDR_MAX];
+    uint16_t tcp_port;
+} bench_info_t;
+
+typedef struct bench_ep {
+    orc_dev_t *dev;
+    orc_pd_t  *pd;
+    orc_cq_t  *cq;
+    orc_mr_t  *mr;
+    orc_qp_t  *qp;
+    uint8_t   *buf;
+} bench_ep_t;
+
+/* Result slots, filled by the initiator and printed by the parent. */
+enum {
+    R_SH_W_LAT,
+    R_SH_R_LAT,
+    R_SH_W_64K,
+    R_SH_W_1M,
+    R_SH_R_64K,
+    R_SH_R_1M,
+    R_CMA_W_LAT,
+    R_CMA_R_LAT,
+    R_CMA_W_64K,
+    R_CMA_W_1M,
+    R_CMA_R_64K,
+    R_CMA_R_1M,
+    R_NS_W_LAT,
+    R_NS_R_LAT,
+    R_NS_W_64K,
+    R_NS_W_1M,
+    R_NS_R_64K,
+    R_NS_R_1M,
+    R_TCP_64K,
+    R_TCP_1M,
+    R_LAST
+};
+
+static double bench_duration = 1.0;
+
+static double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int bench_full_io(int fd, void *buf, size_t len, int do_write)
+{
+    size_t  done = 0;
+    ssize_t r;
+
+    while (done < len) {
+        r = do_write ? write(fd, (char *)buf + done, len - done)
+                     : read(fd, (char *)buf + done, len - done);
+        if (r <= 0) {
+            if ((r < 0) && (errno == EINTR)) {
+                continue;
+            }
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+static void bench_ep_close(bench_ep_t *ep)
+{
+    if (ep->qp != NULL)
+        orc_qp_destroy(ep->qp);
+    if (ep->mr != NULL)
+        orc_mr_dereg(ep->mr);
+    if (ep->cq != NULL)
+        orc_cq_destroy(ep->cq);
+    if (ep->pd != NULL)
+        orc_pd_dealloc(ep->pd);
+    if (ep->dev != NULL)
+        orc_dev_close(ep->dev);
+    if (ep->buf != NULL)
+        munmap(ep->buf, BENCH_BUF_LEN);
+}
+
+static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
+                         bench_info_t *info)
+{
+    orc_dev_config_t   cfg = {ORC_DEV_BACKEND_SOFT, ifaces};
+    orc_qp_init_attr_t qp_attr;
+    size_t             len;
+
+    memset(ep, 0, sizeof(*ep));
+    memset(info, 0, sizeof(*info));
+    ep->buf = mmap(NULL, BENCH_BUF_LEN, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (ep->buf == MAP_FAILED) {
+        ep->buf = NULL;
+        fprintf(stderr, "mmap: %m\n");
+        return -1;
+    }
+    ep->dev = orc_dev_open(&cfg, dev);
+    if (ep->dev == NULL) {
+        fprintf(stderr, "orc_dev_open(%s): %m\n", dev);
+        goto err_close;
+    }
+    ep->pd = orc_pd_alloc(ep->dev);
+    ep->cq = (ep->pd == NULL)
+                 ? NULL
+                 : orc_cq_create(ep->dev, 4 * BENCH_DEPTH, NULL, NULL);
+    if (ep->cq == NULL) {
+        fprintf(stderr, "pd/cq: %m\n");
+        goto err_close;
+    }
+    ep->mr = orc_mr_reg(ep->pd, ep->buf, BENCH_BUF_LEN,
+                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                            IBV_ACCESS_REMOTE_READ);
+    if (ep->mr == NULL) {
+        fprintf(stderr, "orc_mr_reg: %m\n");
+        goto err_close;
+    }
+    memset(&qp_attr, 0, sizeof(qp_attr));
+    qp_attr.send_cq = ep->cq;
+    qp_attr.recv_cq = ep->cq;
+    qp_attr.cap.max_send_wr = 2 * BENCH_DEPTH;
+    qp_attr.cap.max_recv_wr = 1;
+    qp_attr.cap.max_send_sge = 1;
+    qp_attr.cap.max_recv_sge = 1;
+    qp_attr.qp_type = IBV_QPT_RC;
+    ep->qp = orc_qp_create(ep->pd, &qp_attr);
+    if (ep->qp == NULL) {
+        fprintf(stderr, "orc_qp_create: %m\n");
+        goto err_close;
+    }
+    len = orc_dev_addr_len(ep->dev, 1);
+    if ((len == 0) || (len > BENCH_ADDR_MAX) ||
+        orc_dev_addr_pack(ep->dev, 1, info->dev_addr, len)) {
+        fprintf(stderr, "cannot pack the device address (len %zu)\n", len);
+        goto err_close;
+    }
+    info->pid = getpid();
+    info->addr = (uintptr_t)ep->buf;
+    info->rkey = ep->mr->rkey;
+    info->qpn = ep->qp->qp_num;
+    info->dev_addr_len = (uint32_t)len;
+    return 0;
+
+err_close:
+    bench_ep_close(ep);
+    return -1;
+}
+
+static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
+{
+    struct ibv_port_attr port;
+    struct ibv_qp_attr   a;
+    int                  ret;
+
+    memset(&a, 0, sizeof(a));
+    a.qp_state = IBV_QPS_INIT;
+    a.port_num = 1;
+    a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+    ret = orc_qp_modify(ep->qp, &a,
+                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                            IBV_QP_ACCESS_FLAGS);
+    if (ret == 0) {
+        ret = orc_dev_query_port(ep->dev, 1, &port);
+    }
+    if (ret == 0) {
+        memset(&a, 0, sizeof(a));
+        ret = orc_dev_addr_unpack(ep->dev, 1, peer->dev_addr,
+                                  peer->dev_addr_len, &a.ah_attr);
+    }
+    if (ret == 0) {
+        a.qp_state = IBV_QPS_RTR;
+        a.path_mtu = port.active_mtu;
+        a.dest_qp_num = peer->qpn;
+        a.max_dest_rd_atomic = BENCH_DEPTH;
+        a.min_rnr_timer = 12;
+        ret =
+            orc_qp_modify(ep->qp, &a,
+                          IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+                              IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                              IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+    }
+    if (ret == 0) {
+        memset(&a, 0, sizeof(a));
+        a.qp_state = IBV_QPS_RTS;
+        a.timeout = 14;
+        a.retry_cnt = 7;
+        a.rnr_retry = 7;
+        a.max_rd_atomic = BENCH_DEPTH;
+        ret = orc_qp_modify(ep->qp, &a,
+                            IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
+                                IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                                IBV_QP_MAX_QP_RD_ATOMIC);
+    }
+    if (ret != 0) {
+        fprintf(stderr, "connecting the QP failed: %s\n", strerror(ret));
+        return -1;
+    }
+    return 0;
+}
+
+static int bench_post(bench_ep_t *ep, const bench_info_t *peer,
+                      enum ibv_wr_opcode op, size_t size)
+{
+    struct ibv_sge     sge = {(uintptr_t)ep->buf, (uint32_t)size, ep->mr->lkey};
+    struct ibv_send_wr wr, *bad;
+
+    memset(&wr, 0, sizeof(wr));
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = op;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.wr.rdma.remote_addr = peer->addr;
+    wr.wr.rdma.rkey = peer->rkey;
+    return orc_post_send(ep->qp, &wr, &bad);
+}
+
+/* Poll for up to max completions, bounded by 10 s without progress. */
+static int bench_poll(bench_ep_t *ep, int max)
+{
+    struct ibv_wc wc[BENCH_DEPTH];
+    double        deadline = bench_now() + 10;
+    int           n, i;
+
+    for (;;) {
+        n = orc_cq_poll(ep->cq, max, wc);
+        if (n < 0) {
+            fprintf(stderr, "orc_cq_poll: %s\n", strerror(-n));
+            return -1;
+        }
+        for (i = 0; i < n; ++i) {
+            if (wc[i].status != IBV_WC_SUCCESS) {
+                fprintf(stderr, "completion error: %s\n",
+                        ibv_wc_status_str(wc[i].status));
+                return -1;
+            }
+        }
+        if (n > 0) {
+            return n;
+        }
+        if (bench_now() > deadline) {
+            fprintf(stderr, "no completion within 10 s\n");
+            return -1;
+        }
+    }
+}
+
+/* Average microseconds of post + poll to completion of one WR. */
+static double bench_soft_lat(bench_ep_t *ep, const bench_info_t *peer,
+                             enum ibv_wr_opcode op)
+{
+    double t0 = 0;
+    int    i;
+
+    for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS; ++i) {
+        if (i == BENCH_LAT_WARMUP) {
+            t0 = bench_now();
+        }
+        if (bench_post(ep, peer, op, 8) || (bench_poll(ep, 1) != 1)) {
+            return -1;
+        }
+    }
+    return (bench_now() - t0) * 1e6 / BENCH_LAT_ITERS;
+}
+
+/* MB/s with BENCH_DEPTH WRs in flight. */
+static double bench_soft_bw(bench_ep_t *ep, const bench_info_t *peer,
+                            enum ibv_wr_opcode op, size_t size)
+{
+    int      inflight = 0, n;
+    uint64_t done = 0;
+    double   t0, end, t1;
+
+    /* warmup */
+    for (n = 0; n < 8; ++n) {
+        if (bench_post(ep, peer, op, size) || (bench_poll(ep, 1) != 1)) {
+            return -1;
+        }
+    }
+    t0 = bench_now();
+    end = t0 + bench_duration;
+    do {
+        while (inflight < BENCH_DEPTH) {
+            if (bench_post(ep, peer, op, size)) {
+                return -1;
+            }
+            ++inflight;
+        }
+        n = bench_poll(ep, inflight);
+        if (n < 0) {
+            return -1;
+        }
+        inflight -= n;
+        done += (uint64_t)n;
+    } while (bench_now() < end);
+    while (inflight > 0) {
+        n = bench_poll(ep, inflight);
+        if (n < 0) {
+            return -1;
+        }
+        inflight -= n;
+        done += (uint64_t)n;
+    }
+    t1 = bench_now();
+    return done * (double)size / (t1 - t0) / 1e6;
+}
+
+static ssize_t bench_cma(pid_t pid, void *local, uint64_t remote, size_t size,
+                         int do_write)
+{
+    struct iovec l = {local, size};
+    struct iovec r = {(void *)(uintptr_t)remote, size};
+
+    return do_write ? process_vm_writev(pid, &l, 1, &r, 1, 0)
+                    : process_vm_readv(pid, &l, 1, &r, 1, 0);
+}
+
+static double bench_cma_lat(bench_ep_t *ep, const bench_info_t *peer,
+                            int do_write)
+{
+    double t0 = 0;
+    int    i;
+
+    for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS; ++i) {
+        if (i == BENCH_LAT_WARMUP) {
+            t0 = bench_now();
+        }
+        if (bench_cma(peer->pid, ep->buf, peer->addr, 8, do_write) != 8) {
+            fprintf(stderr, "process_vm_%sv: %m\n",
+                    do_write ? "write" : "read");
+            return -1;
+        }
+    }
+    return (bench_now() - t0) * 1e6 / BENCH_LAT_ITERS;
+}
+
+static double bench_cma_bw(bench_ep_t *ep, const bench_info_t *peer,
+                           size_t size, int do_write)
+{
+    uint64_t done = 0;
+    double   t0 = bench_now(), end = t0 + bench_duration;
+
+    do {
+        if (bench_cma(peer->pid, ep->buf, peer->addr, size, do_write) !=
+            (ssize_t)size) {
+            fprintf(stderr, "process_vm_%sv: %m\n",
+                    do_write ? "write" : "read");
+            return -1;
+        }
+        ++done;
+    } while (bench_now() < end);
+    return done * (double)size / (bench_now() - t0) / 1e6;
+}
+
+/* TCP stream of size-byte writes for the duration; the sink answers with
+ * the byte count at EOF, so the time covers delivery. */
+static double bench_tcp_bw(const char *ip, uint16_t port, size_t size,
+                           uint8_t *buf)
+{
+    struct sockaddr_in sa;
+    uint64_t           sent = 0, got = 0;
+    double             t0, end;
+    int                fd, one = 1;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    if ((fd < 0) || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        fprintf(stderr, "tcp connect %s:%u: %m\n", ip, port);
+        goto err;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    t0 = bench_now();
+    end = t0 + bench_duration;
+    do {
+        if (bench_full_io(fd, buf, size, 1)) {
+            fprintf(stderr, "tcp send: %m\n");
+            goto err;
+        }
+        sent += size;
+    } while (bench_now() < end);
+    shutdown(fd, SHUT_WR);
+    if (bench_full_io(fd, &got, sizeof(got), 0) || (got != sent)) {
+        fprintf(stderr, "tcp sink got %llu of %llu bytes\n",
+                (unsigned long long)got, (unsigned long long)sent);
+        goto err;
+    }
+    close(fd);
+    return sent / (bench_now() - t0) / 1e6;
+
+err:
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* Accept streams, one at a time, until the control socket closes. */
+static void bench_tcp_sink(int lfd, int ctl)
+{
+    static uint8_t buf[1 << 20];
+    fd_set         rd;
+    uint64_t       got;
+    ssize_t        r;
+    int            fd, maxfd;
+
+    for (;;) {
+        FD_ZERO(&rd);
+        FD_SET(lfd, &rd);
+        FD_SET(ctl, &rd);
+        maxfd = (lfd > ctl) ? lfd : ctl;
+        if (select(maxfd + 1, &rd, NULL, NULL, NULL) < 0) {
+            return;
+        }
+        if (FD_ISSET(ctl, &rd)) {
+            return; /* the initiator is done (or gone) */
+        }
+        fd = accept(lfd, NULL, NULL);
+        if (fd < 0) {
+            return;
+        }
+        got = 0;
+        while ((r = read(fd, buf, sizeof(buf))) > 0) {
+            got += (uint64_t)r;
+        }
+        bench_full_io(fd, &got, sizeof(got), 1);
+        close(fd);
+    }
+}
+
+static int bench_setns(const char *ns)
+{
+    char path[256];
+    int  fd;
+
+    if (ns == NULL) {
+        return 0;
+    }
+    snprintf(path, sizeof(path), "/run/netns/%s", ns);
+    fd = open(path, O_RDONLY);
+    if ((fd < 0) || setns(fd, CLONE_NEWNET)) {
+        fprintf(stderr, "setns %s: %m\n", path);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Target: serve one QP (and a TCP sink if tcp_ip) until ctl closes. */
+static int bench_target(int ctl, const char *dev, const char *ifaces,
+                        const char *tcp_ip)
+{
+    struct sockaddr_in sa;
+    socklen_t          salen = sizeof(sa);
+    bench_info_t       mine, peer;
+    bench_ep_t         ep;
+    char               c;
+    int                lfd = -1;
+
+    if (bench_ep_open(&ep, dev, ifaces, &mine)) {
+        return 1;
+    }
+    if (tcp_ip != NULL) {
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        memset(&sa, 0, sizeof(sa));
+        sa.sin_family = AF_INET;
+        inet_pton(AF_INET, tcp_ip, &sa.sin_addr);
+        if ((lfd < 0) || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) ||
+            listen(lfd, 4) ||
+            getsockname(lfd, (struct sockaddr *)&sa, &salen)) {
+            fprintf(stderr, "tcp listen on %s: %m\n", tcp_ip);
+            return 1;
+        }
+        mine.tcp_port = ntohs(sa.sin_port);
+    }
+    if (bench_full_io(ctl, &mine, sizeof(mine), 1) ||
+        bench_full_io(ctl, &peer, sizeof(peer), 0) ||
+        bench_ep_connect(&ep, &peer) || bench_full_io(ctl, "r", 1, 1)) {
+        return 1;
+    }
+    /* From here on the target never calls the library: softnic serves. */
+    if (lfd >= 0) {
+        bench_tcp_sink(lfd, ctl);
+    } else {
+        while (read(ctl, &c, 1) > 0) {
+        }
+    }
+    bench_ep_close(&ep);
+    return 0;
+}
+
+/* Initiator: connect to the target, measure, write results to out. */
+static int bench_initiator(int ctl, int out, const char *dev,
+                           const char *ifaces, int cross, const char *tcp_ip)
+{
+    double       res[R_LAST];
+    bench_info_t mine, peer;
+    bench_ep_t   ep;
+    int          base = cross ? R_NS_W_LAT : R_SH_W_LAT;
+    char         c;
+    int          i;
+
+    for (i = 0; i < R_LAST; ++i) {
+        res[i] = -1;
+    }
+    if (bench_ep_open(&ep, dev, ifaces, &mine) ||
+        bench_full_io(ctl, &peer, sizeof(peer), 0) ||
+        bench_full_io(ctl, &mine, sizeof(mine), 1) ||
+        bench_ep_connect(&ep, &peer) || bench_full_io(ctl, &c, 1, 0)) {
+        return 1;
+    }
+    memset(ep.buf, 0x5a, BENCH_BUF_LEN);
+    res[base + 0] = bench_soft_lat(&ep, &peer, IBV_WR_RDMA_WRITE);
+    res[base + 1] = bench_soft_lat(&ep, &peer, IBV_WR_RDMA_READ);
+    res[base + 2] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_WRITE, 65536);
+    res[base + 3] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_WRITE, 1 << 20);
+    res[base + 4] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_READ, 65536);
+    res[base + 5] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_READ, 1 << 20);
+    if (!cross) {
+        res[R_CMA_W_LAT] = bench_cma_lat(&ep, &peer, 1);
+        res[R_CMA_R_LAT] = bench_cma_lat(&ep, &peer, 0);
+        res[R_CMA_W_64K] = bench_cma_bw(&ep, &peer, 65536, 1);
+        res[R_CMA_W_1M] = bench_cma_bw(&ep, &peer, 1 << 20, 1);
+        res[R_CMA_R_64K] = bench_cma_bw(&ep, &peer, 65536, 0);
+        res[R_CMA_R_1M] = bench_cma_bw(&ep, &peer, 1 << 20, 0);
+    } else {
+        res[R_TCP_64K] = bench_tcp_bw(tcp_ip, peer.tcp_port, 65536, ep.buf);
+        res[R_TCP_1M] = bench_tcp_bw(tcp_ip, peer.tcp_port, 1 << 20, ep.buf);
+    }
+    bench_ep_close(&ep);
+    return bench_full_io(out, res, sizeof(res), 1) ? 1 : 0;
+}
+
+/* Fork target and initiator (in the given namespaces), collect results. */
+static int bench_run(const char *ns_a, const char *ns_b, const char *dev,
+                     const char *ifaces, const char *tcp_ip, double *res)
+{
+    double part[R_LAST];
+    int    ctl[2], out[2], status, ok = 1, i;
+    pid_t  target, initiator;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, ctl) || pipe(out)) {
+        perror("socketpair/pipe");
+        return -1;
+    }
+    target = fork();
+    if (target == 0) {
+        close(ctl[0]);
+        close(out[0]);
+        close(out[1]);
+        _exit(bench_setns(ns_b) ? 1
+                                : bench_target(ctl[1], dev, ifaces, tcp_ip));
+    }
+    initiator = fork();
+    if (initiator == 0) {
+        close(ctl[1]);
+        close(out[0]);
+        _exit(bench_setns(ns_a) ? 1
+                                : bench_initiator(ctl[0], out[1], dev, ifaces,
+                                                  tcp_ip != NULL, tcp_ip));
+    }
+    close(ctl[0]);
+    close(ctl[1]);
+    close(out[1]);
+    if (bench_full_io(out[0], part, sizeof(part), 0)) {
+        fprintf(stderr, "%s: the initiator produced no results\n", dev);
+        ok = 0;
+    }
+    close(out[0]);
+    waitpid(initiator, &status, 0);
+    waitpid(target, &status, 0);
+    if (!ok) {
+        return -1;
+    }
+    for (i = 0; i < R_LAST; ++i) {
+        if (part[i] >= 0) {
+            res[i] = part[i];
+        }
+    }
+    return 0;
+}
+
+static void bench_row(const char *name, double soft, double ref,
+                      const char *ref_name, int higher_better, double goal)
+{
+    char   goal_str[32] = "";
+    double ratio;
+
+    if ((soft < 0) || (ref <= 0)) {
+        printf("%-24s %12s %12s %-13s %7s\n", name, (soft < 0) ? "n/a" : "",
+               "n/a", ref_name, "");
+        return;
+    }
+    ratio = soft / ref;
+    if (goal > 0) {
+        snprintf(goal_str, sizeof(goal_str), "%s %.1fx %s",
+                 higher_better ? ">=" : "<=", goal,
+                 (higher_better ? (ratio >= goal) : (ratio <= goal)) ? "PASS"
+                                                                     : "MISS");
+    }
+    printf("%-24s %12.2f %12.2f %-13s %6.2fx  %s\n", name, soft, ref, ref_name,
+           ratio, goal_str);
+}
+
+int main(int argc, char **argv)
+{
+    const char *ns_a = NULL, *ns_b = NULL, *ip_b = "198.18.0.2";
+    double      res[R_LAST];
+    int         opt, i;
+
+    while ((opt = getopt(argc, argv, "d:a:b:i:h")) != -1) {
+        switch (opt) {
+        case 'd':
+            bench_duration = atof(optarg);
+            if ((bench_duration <= 0) || (bench_duration > 30)) {
+                fprintf(stderr, "-d: duration must be in (0, 30] s\n");
+                return 1;
+            }
+            break;
+        case 'a':
+            ns_a = optarg;
+            break;
+        case 'b':
+            ns_b = optarg;
+            break;
+        case 'i':
+            ip_b = optarg;
+            break;
+        default:
+            fprintf(stderr,
+                    "usage: %s [-d seconds] [-a netns -b netns "
+                    "[-i ip_b]]\n",
+                    argv[0]);
+            return 1;
+        }
+    }
+    if ((ns_a == NULL) != (ns_b == NULL)) {
+        fprintf(stderr, "-a and -b go together\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    for (i = 0; i < R_LAST; ++i) {
+        res[i] = -1;
+    }
+    if (bench_run(NULL, NULL, "soft_lo", "lo", NULL, res)) {
+        return 1;
+    }
+    if ((ns_a != NULL) &&
+        bench_run(ns_a, ns_b, "soft_orc0", "orc0", ip_b, res)) {
+        return 1;
+    }
+
+    printf("\nsoftnic benchmark (latency in us, lower is better; bandwidth "
+           "in MB/s,\n%d WRs in flight; each bandwidth figure over %.1f s)\n\n",
+           BENCH_DEPTH, bench_duration);
+    printf("%-24s %12s %12s %-13s %7s  %s\n", "measure", "softnic", "reference",
+           "(reference)", "ratio", "goal");
+    bench_row("same-host WRITE 8B lat", res[R_SH_W_LAT], res[R_CMA_W_LAT],
+              "CMA writev", 0, 2.0);
+    bench_row("same-host READ 8B lat", res[R_SH_R_LAT], res[R_CMA_R_LAT],
+              "CMA readv", 0, 0);
+    bench_row("same-host WRITE 64KiB", res[R_SH_W_64K], res[R_CMA_W_64K],
+              "CMA writev", 1, 0);
+    bench_row("same-host WRITE 1MiB", res[R_SH_W_1M], res[R_CMA_W_1M],
+              "CMA writev", 1, 0.9);
+    bench_row("same-host READ 64KiB", res[R_SH_R_64K], res[R_CMA_R_64K],
+              "CMA readv", 1, 0);
+    bench_row("same-host READ 1MiB", res[R_SH_R_1M], res[R_CMA_R_1M],
+              "CMA readv", 1, 0.9);
+    if (ns_a != NULL) {
+        printf("%-24s %12.2f %12s\n", "cross-ns WRITE 8B lat", res[R_NS_W_LAT],
+               "");
+        printf("%-24s %12.2f %12s\n", "cross-ns READ 8B lat", res[R_NS_R_LAT],
+               "");
+        bench_row("cross-ns WRITE 64KiB", res[R_NS_W_64K], res[R_TCP_64K],
+                  "TCP stream", 1, 0);
+        bench_row("cross-ns WRITE 1MiB", res[R_NS_W_1M], res[R_TCP_1M],
+                  "TCP stream", 1, 0.8);
+        bench_row("cross-ns READ 64KiB", res[R_NS_R_64K], res[R_TCP_64K],
+                  "TCP stream", 1, 0);
+        bench_row("cross-ns READ 1MiB", res[R_NS_R_1M], res[R_TCP_1M],
+                  "TCP stream", 1, 0);
+    } else {
+        printf("(cross-namespace part skipped: run softnic-bench.sh as root "
+               "for it)\n");
+    }
+    return 0;
+}

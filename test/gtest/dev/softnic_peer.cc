@@ -1,0 +1,1015 @@
+/*
+ * softnic_peer: the helper process of the softnic test suite.
+ *
+ * Started by test_softnic with fork/exec (possibly inside a network
+ * namespace), it owns one softnic device and executes commands read, one line
+ * each, from the socket given as argv[1]; each command gets exactly one reply
+ * line (see softnic_util.h). Between commands the process is blocked in
+ * read() on that socket and never calls into the device layer, which is what
+ * the one-sided tests rely on.
+ *
+ * Every wait is bounded (timeout= in milliseconds, default 10 s).
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "orc_dev.h"
+#include "softnic_util.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+using namespace softnic_test;
+
+namespace
+{
+
+struct peer_mr {
+    uint8_t  *base; /* mapping: guard | region | guard */
+    size_t    map_len;
+    size_t    guard;
+    uint8_t  *buf; /* the registered region */
+    size_t    len;
+    orc_mr_t *mr; /* NULL after dereg (the memory stays mapped) */
+};
+
+struct peer {
+    int                       fd;
+    orc_dev_t                *dev;
+    orc_pd_t                 *pd;
+    orc_cq_t                 *scq;
+    orc_cq_t                 *rcq;
+    orc_srq_t                *srq;
+    std::map<int, peer_mr>    mrs;
+    std::map<int, orc_qp_t *> qps;
+    std::string               inbuf;
+};
+
+peer g_peer;
+
+const uint8_t GUARD_BYTE = 0xA5;
+
+double now_ms()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+uint64_t num(const kv_t &kv, const char *key, uint64_t def)
+{
+    kv_t::const_iterator it = kv.find(key);
+    if (it == kv.end()) {
+        return def;
+    }
+    return strtoull(it->second.c_str(), NULL, 0);
+}
+
+bool has(const kv_t &kv, const char *key)
+{
+    return kv.find(key) != kv.end();
+}
+
+std::string str(const kv_t &kv, const char *key, const char *def)
+{
+    kv_t::const_iterator it = kv.find(key);
+    return (it == kv.end()) ? def : it->second;
+}
+
+std::string fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+std::string fmt(const char *f, ...)
+{
+    char    buf[512];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(buf, sizeof(buf), f, ap);
+    va_end(ap);
+    return buf;
+}
+
+std::string err(int e, const char *what)
+{
+    return fmt("ERR errno=%d what=%s", e, what);
+}
+
+int parse_access(const std::string &s)
+{
+    int                access = 0;
+    std::string        tok;
+    std::istringstream in(s);
+    while (std::getline(in, tok, ',')) {
+        if (tok == "LW")
+            access |= IBV_ACCESS_LOCAL_WRITE;
+        else if (tok == "RW")
+            access |= IBV_ACCESS_REMOTE_WRITE;
+        else if (tok == "RR")
+            access |= IBV_ACCESS_REMOTE_READ;
+        else if (tok == "RA")
+            access |= IBV_ACCESS_REMOTE_ATOMIC;
+        else if (!tok.empty())
+            access |= (int)strtol(tok.c_str(), NULL, 0);
+    }
+    return access;
+}
+
+int parse_send_flags(const std::string &s)
+{
+    int flags = 0;
+    for (char c : s) {
+        if (c == 'S')
+            flags |= IBV_SEND_SIGNALED;
+        if (c == 'F')
+            flags |= IBV_SEND_FENCE;
+        if (c == 'I')
+            flags |= IBV_SEND_INLINE;
+        if (c == 'E')
+            flags |= IBV_SEND_SOLICITED;
+    }
+    return flags;
+}
+
+bool parse_opcode(const std::string &s, ibv_wr_opcode *op)
+{
+    static const std::map<std::string, ibv_wr_opcode> ops = {
+        {"WRITE", IBV_WR_RDMA_WRITE},
+        {"WRITE_IMM", IBV_WR_RDMA_WRITE_WITH_IMM},
+        {"READ", IBV_WR_RDMA_READ},
+        {"SEND", IBV_WR_SEND},
+        {"SEND_IMM", IBV_WR_SEND_WITH_IMM},
+        {"FADD", IBV_WR_ATOMIC_FETCH_AND_ADD},
+        {"CAS", IBV_WR_ATOMIC_CMP_AND_SWP},
+    };
+    auto it = ops.find(s);
+    if (it == ops.end()) {
+        return false;
+    }
+    *op = it->second;
+    return true;
+}
+
+peer_mr *find_mr(const kv_t &kv, const char *key = "mr")
+{
+    auto it = g_peer.mrs.find((int)num(kv, key, 0));
+    return (it == g_peer.mrs.end()) ? NULL : &it->second;
+}
+
+orc_qp_t *find_qp(const kv_t &kv)
+{
+    auto it = g_peer.qps.find((int)num(kv, "qp", 0));
+    return (it == g_peer.qps.end()) ? NULL : it->second;
+}
+
+std::string wc_str(const ibv_wc &wc)
+{
+    return fmt("wc=%" PRIu64 ":%d:%d:%u:%u:%u", (uint64_t)wc.wr_id,
+               (int)wc.status, (int)wc.opcode, wc.byte_len,
+               (unsigned)wc.imm_data, (unsigned)wc.wc_flags);
+}
+
+/* Poll until n completions or timeout; completions appended to out. */
+int poll_n(orc_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out)
+{
+    double deadline = now_ms() + timeout_ms;
+    ibv_wc wc[16];
+    int    got = 0, idle = 0;
+
+    while (got < n) {
+        int ret = orc_cq_poll(cq, std::min(16, n - got), wc);
+        if (ret < 0) {
+            return ret;
+        }
+        for (int i = 0; i < ret; ++i) {
+            out->push_back(wc[i]);
+        }
+        got += ret;
+        if (ret > 0) {
+            idle = 0;
+            continue;
+        }
+        if (now_ms() > deadline) {
+            break;
+        }
+        if (++idle > 64) {
+            /* Backoff so that a few peers fit on two cores. */
+            struct timespec ts = {0, 20000};
+            nanosleep(&ts, NULL);
+        } else {
+            sched_yield();
+        }
+    }
+    return got;
+}
+
+orc_cq_t *cq_by_name(const kv_t &kv)
+{
+    return (str(kv, "cq", "send") == "recv") ? g_peer.rcq : g_peer.scq;
+}
+
+std::string cmd_open(const kv_t &kv)
+{
+    orc_dev_config_t cfg = {};
+    std::string      ifaces = str(kv, "ifaces", "lo");
+    std::string      name = str(kv, "dev", "soft_lo");
+    int              cqe = (int)num(kv, "cqe", 8192);
+
+    cfg.backend = ORC_DEV_BACKEND_SOFT;
+    cfg.soft_ifaces = ifaces.c_str();
+    g_peer.dev = orc_dev_open(&cfg, name.c_str());
+    if (g_peer.dev == NULL) {
+        return err(errno, "dev_open");
+    }
+    g_peer.pd = orc_pd_alloc(g_peer.dev);
+    if (g_peer.pd == NULL) {
+        return err(errno, "pd_alloc");
+    }
+    g_peer.scq = orc_cq_create(g_peer.dev, cqe, NULL, NULL);
+    g_peer.rcq = orc_cq_create(g_peer.dev, cqe, NULL, NULL);
+    if ((g_peer.scq == NULL) || (g_peer.rcq == NULL)) {
+        return err(errno, "cq_create");
+    }
+    return "OK";
+}
+
+std::string cmd_mr(const kv_t &kv)
+{
+    int     id = (int)num(kv, "id", 0);
+    size_t  len = num(kv, "len", 4096);
+    size_t  guard = num(kv, "guard", 0);
+    size_t  offset = num(kv, "regoff", 0); /* register at buf+regoff */
+    int     access = parse_access(str(kv, "access", "LW,RW,RR,RA"));
+    peer_mr m;
+
+    if (g_peer.mrs.count(id)) {
+        return err(EEXIST, "mr_id");
+    }
+    m.guard = guard;
+    m.map_len = len + 2 * guard + offset;
+    m.base = (uint8_t *)mmap(NULL, m.map_len, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m.base == MAP_FAILED) {
+        return err(errno, "mmap");
+    }
+    memset(m.base, GUARD_BYTE, m.map_len);
+    m.buf = m.base + guard + offset;
+    m.len = len;
+    memset(m.buf, 0, len);
+    m.mr = orc_mr_reg(g_peer.pd, m.buf, len, access);
+    if (m.mr == NULL) {
+        int e = errno;
+        munmap(m.base, m.map_len);
+        return err(e, "mr_reg");
+    }
+    g_peer.mrs[id] = m;
+    return fmt("OK addr=0x%" PRIxPTR " rkey=%u lkey=%u", (uintptr_t)m.buf,
+               m.mr->rkey, m.mr->lkey);
+}
+
+std::string cmd_dereg(const kv_t &kv)
+{
+    peer_mr *m = find_mr(kv, "id");
+    if ((m == NULL) || (m->mr == NULL)) {
+        return err(ENOENT, "mr");
+    }
+    int ret = orc_mr_dereg(m->mr);
+    if (ret) {
+        return err(ret, "mr_dereg");
+    }
+    m->mr = NULL;
+    return "OK";
+}
+
+/* fill/check id= off= len= seed= [count= stride=]: region j gets seed+j. */
+std::string cmd_fill_check(const kv_t &kv, bool check)
+{
+    peer_mr *m = find_mr(kv, "id");
+    if (m == NULL) {
+        return err(ENOENT, "mr");
+    }
+    size_t   off = num(kv, "off", 0), len = num(kv, "len", m->len);
+    uint32_t seed = (uint32_t)num(kv, "seed", 1);
+    size_t   count = num(kv, "count", 1), stride = num(kv, "stride", len);
+    for (size_t j = 0; j < count; ++j) {
+        size_t o = off + j * stride;
+        if (o + len > m->len) {
+            return err(ERANGE, "range");
+        }
+        for (size_t i = 0; i < len; ++i) {
+            uint8_t want = pattern_byte(seed + (uint32_t)j, i);
+            if (!check) {
+                m->buf[o + i] = want;
+            } else if (m->buf[o + i] != want) {
+                return fmt("ERR mismatch region=%zu off=%zu want=%u got=%u", j,
+                           o + i, want, m->buf[o + i]);
+            }
+        }
+    }
+    return "OK";
+}
+
+std::string cmd_guardcheck(const kv_t &kv)
+{
+    peer_mr *m = find_mr(kv, "id");
+    if (m == NULL) {
+        return err(ENOENT, "mr");
+    }
+    for (uint8_t *p = m->base; p < m->base + m->map_len; ++p) {
+        if ((p >= m->buf) && (p < m->buf + m->len)) {
+            continue;
+        }
+        if (*p != GUARD_BYTE) {
+            return fmt("ERR guard_modified off=%td", p - m->buf);
+        }
+    }
+    return "OK";
+}
+
+std::string cmd_get_set64(const kv_t &kv, bool set)
+{
+    peer_mr *m = find_mr(kv, "id");
+    size_t   off = num(kv, "off", 0);
+    if ((m == NULL) || (off + 8 > m->len)) {
+        return err(ENOENT, "mr");
+    }
+    volatile uint64_t *p = (volatile uint64_t *)(m->buf + off);
+    if (set) {
+        *p = num(kv, "val", 0);
+        return "OK";
+    }
+    return fmt("OK val=%" PRIu64, (uint64_t)*p);
+}
+
+std::string cmd_srq(const kv_t &kv)
+{
+    ibv_srq_init_attr attr = {};
+    attr.attr.max_wr = (uint32_t)num(kv, "max_wr", 1024);
+    attr.attr.max_sge = 1;
+    g_peer.srq = orc_srq_create(g_peer.pd, &attr);
+    return (g_peer.srq == NULL) ? err(errno, "srq_create") : "OK";
+}
+
+std::string cmd_qp(const kv_t &kv)
+{
+    int                id = (int)num(kv, "id", 0);
+    orc_qp_init_attr_t attr = {};
+
+    attr.send_cq = g_peer.scq;
+    attr.recv_cq = g_peer.rcq;
+    attr.srq = num(kv, "srq", 0) ? g_peer.srq : NULL;
+    attr.cap.max_send_wr = (uint32_t)num(kv, "sq", 512);
+    attr.cap.max_recv_wr = attr.srq ? 0 : (uint32_t)num(kv, "rq", 512);
+    attr.cap.max_send_sge = 2;
+    attr.cap.max_recv_sge = 2;
+    attr.cap.max_inline_data = 64;
+    attr.qp_type = IBV_QPT_RC;
+    attr.sq_sig_all = (int)num(kv, "sig_all", 0);
+
+    orc_qp_t *qp = orc_qp_create(g_peer.pd, &attr);
+    if (qp == NULL) {
+        return err(errno, "qp_create");
+    }
+    g_peer.qps[id] = qp;
+
+    size_t               alen = orc_dev_addr_len(g_peer.dev, 1);
+    std::vector<uint8_t> addr(alen ? alen : 1);
+    int ret = orc_dev_addr_pack(g_peer.dev, 1, addr.data(), alen);
+    if (ret) {
+        return err(ret, "addr_pack");
+    }
+    return fmt("OK qpn=%u addr=", qp->qp_num) + to_hex(addr.data(), alen);
+}
+
+std::string cmd_connect(const kv_t &kv)
+{
+    orc_qp_t            *qp = find_qp(kv);
+    std::vector<uint8_t> addr;
+    ibv_qp_attr          a;
+    ibv_port_attr        port;
+    int                  ret;
+
+    if ((qp == NULL) || !from_hex(str(kv, "addr", ""), &addr)) {
+        return err(EINVAL, "connect_args");
+    }
+
+    memset(&a, 0, sizeof(a));
+    a.qp_state = IBV_QPS_INIT;
+    a.pkey_index = 0;
+    a.port_num = 1;
+    a.qp_access_flags = parse_access(str(kv, "access", "LW,RW,RR,RA"));
+    ret = orc_qp_modify(qp, &a,
+                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                            IBV_QP_ACCESS_FLAGS);
+    if (ret) {
+        return err(ret, "modify_init");
+    }
+
+    ret = orc_dev_query_port(g_peer.dev, 1, &port);
+    if (ret) {
+        return err(ret, "query_port");
+    }
+    memset(&a, 0, sizeof(a));
+    ret = orc_dev_addr_unpack(g_peer.dev, 1, addr.data(), addr.size(),
+                              &a.ah_attr);
+    if (ret) {
+        return err(ret, "addr_unpack");
+    }
+    a.qp_state = IBV_QPS_RTR;
+    a.path_mtu = port.active_mtu;
+    a.dest_qp_num = (uint32_t)num(kv, "qpn", 0);
+    a.rq_psn = (uint32_t)num(kv, "rpsn", 0);
+    a.max_dest_rd_atomic = (uint8_t)num(kv, "rd_atomic", 16);
+    a.min_rnr_timer = (uint8_t)num(kv, "min_rnr", 12);
+    ret = orc_qp_modify(qp, &a,
+                        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+                            IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                            IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+    if (ret) {
+        return err(ret, "modify_rtr");
+    }
+
+    memset(&a, 0, sizeof(a));
+    a.qp_state = IBV_QPS_RTS;
+    a.sq_psn = (uint32_t)num(kv, "spsn", 0);
+    a.timeout = (uint8_t)num(kv, "timeout", 14);
+    a.retry_cnt = (uint8_t)num(kv, "retry", 7);
+    a.rnr_retry = (uint8_t)num(kv, "rnr_retry", 7);
+    a.max_rd_atomic = (uint8_t)num(kv, "rd_atomic", 16);
+    ret = orc_qp_modify(qp, &a,
+                        IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
+                            IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                            IBV_QP_MAX_QP_RD_ATOMIC);
+    if (ret) {
+        return err(ret, "modify_rts");
+    }
+    return "OK";
+}
+
+/*
+ * post qp= op= mr= off= len= raddr= rkey= flags= wr= [imm= cmp= swap= add=
+ *      lkey= laddr= nsge= count= stride= rstride= siglast=]
+ * count>1 posts a chain of count WRs (wr, wr+1, ...), local offset advancing
+ * by stride and remote address by rstride; siglast=1 signals only the last.
+ */
+std::string cmd_post(const kv_t &kv)
+{
+    orc_qp_t     *qp = find_qp(kv);
+    peer_mr      *m = find_mr(kv);
+    ibv_wr_opcode op;
+
+    if ((qp == NULL) || !parse_opcode(str(kv, "op", ""), &op)) {
+        return err(EINVAL, "post_args");
+    }
+    size_t                   count = num(kv, "count", 1);
+    size_t                   len = num(kv, "len", 8);
+    size_t                   off = num(kv, "off", 0);
+    size_t                   stride = num(kv, "stride", 0);
+    size_t                   rstride = num(kv, "rstride", 0);
+    int                      nsge = (int)num(kv, "nsge", 1);
+    int                      flags = parse_send_flags(str(kv, "flags", "S"));
+    bool                     siglast = num(kv, "siglast", 0);
+    std::vector<ibv_send_wr> wrs(count);
+    std::vector<ibv_sge>     sges(count);
+
+    for (size_t j = 0; j < count; ++j) {
+        ibv_send_wr &wr = wrs[j];
+        ibv_sge     &sge = sges[j];
+        memset(&wr, 0, sizeof(wr));
+        sge.addr = has(kv, "laddr")
+                       ? num(kv, "laddr", 0)
+                       : (m ? (uintptr_t)(m->buf + off + j * stride) : 0);
+        sge.length = (uint32_t)len;
+        sge.lkey = has(kv, "lkey") ? (uint32_t)num(kv, "lkey", 0)
+                                   : ((m && m->mr) ? m->mr->lkey : 0);
+        wr.wr_id = num(kv, "wr", 0) + j;
+        wr.sg_list = &sge;
+        wr.num_sge = nsge;
+        wr.opcode = op;
+        wr.send_flags = flags;
+        if (siglast && (j + 1 < count)) {
+            wr.send_flags &= ~IBV_SEND_SIGNALED;
+        }
+        wr.imm_data = htonl((uint32_t)num(kv, "imm", 0));
+        if ((op == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
+            (op == IBV_WR_ATOMIC_CMP_AND_SWP)) {
+            wr.wr.atomic.remote_addr = num(kv, "raddr", 0) + j * rstride;
+            wr.wr.atomic.rkey = (uint32_t)num(kv, "rkey", 0);
+            wr.wr.atomic.compare_add = (op == IBV_WR_ATOMIC_FETCH_AND_ADD)
+                                           ? num(kv, "add", 1)
+                                           : num(kv, "cmp", 0);
+            wr.wr.atomic.swap = num(kv, "swap", 0);
+        } else {
+            wr.wr.rdma.remote_addr = num(kv, "raddr", 0) + j * rstride;
+            wr.wr.rdma.rkey = (uint32_t)num(kv, "rkey", 0);
+        }
+        wr.next = (j + 1 < count) ? &wrs[j + 1] : NULL;
+    }
+
+    ibv_send_wr *bad = NULL;
+    int          ret = orc_post_send(qp, wrs.data(), &bad);
+    if (ret) {
+        return err(ret, "post_send") +
+               fmt(" bad=%td", bad ? (bad - wrs.data()) : (ptrdiff_t)-1);
+    }
+    return "OK";
+}
+
+/* recv qp= mr= off= len= wr= [count= stride= srq=1] */
+std::string cmd_recv(const kv_t &kv)
+{
+    peer_mr  *m = find_mr(kv);
+    bool      to_srq = num(kv, "srq", 0);
+    orc_qp_t *qp = find_qp(kv);
+    size_t    count = num(kv, "count", 1), len = num(kv, "len", 64);
+    size_t    off = num(kv, "off", 0), stride = num(kv, "stride", len);
+    std::vector<ibv_recv_wr> wrs(count);
+    std::vector<ibv_sge>     sges(count);
+
+    if ((m == NULL) || (to_srq ? (g_peer.srq == NULL) : (qp == NULL))) {
+        return err(EINVAL, "recv_args");
+    }
+    for (size_t j = 0; j < count; ++j) {
+        memset(&wrs[j], 0, sizeof(wrs[j]));
+        sges[j].addr = (uintptr_t)(m->buf + off + j * stride);
+        sges[j].length = (uint32_t)len;
+        sges[j].lkey = m->mr ? m->mr->lkey : 0;
+        wrs[j].wr_id = num(kv, "wr", 0) + j;
+        wrs[j].sg_list = &sges[j];
+        wrs[j].num_sge = 1;
+        wrs[j].next = (j + 1 < count) ? &wrs[j + 1] : NULL;
+    }
+    ibv_recv_wr *bad = NULL;
+    int          ret = to_srq ? orc_post_srq_recv(g_peer.srq, wrs.data(), &bad)
+                              : orc_post_recv(qp, wrs.data(), &bad);
+    return ret ? err(ret, "post_recv") : "OK";
+}
+
+/* poll cq=send|recv n= timeout= [then a "check" of id= off= len= seed=
+ * count= stride= if check=1] */
+std::string cmd_poll(const kv_t &kv)
+{
+    std::vector<ibv_wc> wcs;
+    double              t0 = now_ms();
+    int                 ret = poll_n(cq_by_name(kv), (int)num(kv, "n", 1),
+                                     (double)num(kv, "timeout", 10000), &wcs);
+    double              elapsed = now_ms() - t0;
+    if (ret < 0) {
+        return err(-ret, "cq_poll");
+    }
+    std::string check_res = "";
+    if (num(kv, "check", 0)) {
+        /* Right after the completion, before anything else. */
+        check_res = cmd_fill_check(kv, true);
+    }
+    std::string out = fmt("OK n=%d ms=%.3f", ret, elapsed);
+    if (!check_res.empty()) {
+        out += (check_res == "OK") ? " check=ok" : " check=bad";
+    }
+    for (const ibv_wc &wc : wcs) {
+        out += " " + wc_str(wc);
+    }
+    return out;
+}
+
+std::string cmd_query(const kv_t &kv)
+{
+    orc_qp_t          *qp = find_qp(kv);
+    ibv_qp_attr        a;
+    orc_qp_init_attr_t init;
+    if (qp == NULL) {
+        return err(EINVAL, "qp");
+    }
+    memset(&a, 0, sizeof(a));
+    int ret = orc_qp_query(qp, &a, IBV_QP_STATE, &init);
+    return ret ? err(ret, "qp_query") : fmt("OK state=%d", (int)a.qp_state);
+}
+
+std::string cmd_modify(const kv_t &kv)
+{
+    orc_qp_t   *qp = find_qp(kv);
+    ibv_qp_attr a;
+    if (qp == NULL) {
+        return err(EINVAL, "qp");
+    }
+    memset(&a, 0, sizeof(a));
+    std::string s = str(kv, "state", "ERR");
+    a.qp_state = (s == "RESET") ? IBV_QPS_RESET : IBV_QPS_ERR;
+    int ret = orc_qp_modify(qp, &a, IBV_QP_STATE);
+    return ret ? err(ret, "qp_modify") : "OK";
+}
+
+std::string cmd_destroyqp(const kv_t &kv)
+{
+    orc_qp_t *qp = find_qp(kv);
+    if (qp == NULL) {
+        return err(EINVAL, "qp");
+    }
+    int ret = orc_qp_destroy(qp);
+    if (ret) {
+        return err(ret, "qp_destroy");
+    }
+    g_peer.qps.erase((int)num(kv, "qp", 0));
+    return "OK";
+}
+
+/*
+ * atomics qp= op=FADD|CAS mr= off= raddr= rkey= n= [inflight=]
+ * FADD: n fetch-adds of 1, replies with every fetched value.
+ * CAS:  n successful increments by compare-and-swap, replies with the
+ *       number of attempts.
+ */
+std::string cmd_atomics(const kv_t &kv)
+{
+    orc_qp_t   *qp = find_qp(kv);
+    peer_mr    *m = find_mr(kv);
+    size_t      n = num(kv, "n", 100);
+    bool        cas = str(kv, "op", "FADD") == "CAS";
+    size_t      off = num(kv, "off", 0);
+    std::string vals;
+    uint64_t    guess = 0, tries = 0, done = 0;
+
+    if ((qp == NULL) || (m == NULL) || (off + 8 > m->len)) {
+        return err(EINVAL, "atomics_args");
+    }
+    double             deadline = now_ms() + (double)num(kv, "timeout", 60000);
+    volatile uint64_t *res = (volatile uint64_t *)(m->buf + off);
+    while (done < n) {
+        if ((now_ms() > deadline) || (tries > n * 1000)) {
+            return fmt("ERR timeout done=%" PRIu64, done);
+        }
+        ibv_sge     sge = {(uintptr_t)res, 8, m->mr->lkey};
+        ibv_send_wr wr, *bad;
+        memset(&wr, 0, sizeof(wr));
+        wr.wr_id = tries;
+        wr.sg_list = &sge;
+        wr.num_sge = 1;
+        wr.opcode =
+            cas ? IBV_WR_ATOMIC_CMP_AND_SWP : IBV_WR_ATOMIC_FETCH_AND_ADD;
+        wr.send_flags = IBV_SEND_SIGNALED;
+        wr.wr.atomic.remote_addr = num(kv, "raddr", 0);
+        wr.wr.atomic.rkey = (uint32_t)num(kv, "rkey", 0);
+        wr.wr.atomic.compare_add = cas ? guess : 1;
+        wr.wr.atomic.swap = guess + 1;
+        *res = 0xdeadbeefdeadbeefull;
+        int ret = orc_post_send(qp, &wr, &bad);
+        if (ret) {
+            return err(ret, "post_send");
+        }
+        ++tries;
+        std::vector<ibv_wc> wcs;
+        ret = poll_n(g_peer.scq, 1, 10000, &wcs);
+        if (ret != 1) {
+            return fmt("ERR no_completion done=%" PRIu64, done);
+        }
+        if (wcs[0].status != IBV_WC_SUCCESS) {
+            return fmt("ERR status=%d done=%" PRIu64, wcs[0].status, done);
+        }
+        uint64_t v = *res;
+        if (!cas) {
+            vals += fmt("%" PRIu64 ",", v);
+            ++done;
+        } else if (v == guess) {
+            ++done;
+            guess = guess + 1;
+        } else {
+            guess = v;
+        }
+    }
+    return cas ? fmt("OK tries=%" PRIu64, tries) : "OK vals=" + vals;
+}
+
+/* Local sockets in LISTEN state, from /proc/self/net/tcp and fd links. */
+std::string cmd_listeners()
+{
+    std::set<unsigned long> inodes;
+    DIR                    *d = opendir("/proc/self/fd");
+    if (d == NULL) {
+        return err(errno, "opendir");
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char path[300], link[128];
+        snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+        ssize_t l = readlink(path, link, sizeof(link) - 1);
+        if (l <= 0) {
+            continue;
+        }
+        link[l] = 0;
+        unsigned long ino;
+        if (sscanf(link, "socket:[%lu]", &ino) == 1) {
+            inodes.insert(ino);
+        }
+    }
+    closedir(d);
+
+    std::string out = "OK";
+    FILE       *f = fopen("/proc/self/net/tcp", "r");
+    if (f == NULL) {
+        return err(errno, "fopen");
+    }
+    char line[512];
+    int  count = 0;
+    while (fgets(line, sizeof(line), f)) {
+        unsigned      ip, port, st;
+        unsigned long ino;
+        if (sscanf(line,
+                   " %*d: %x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu",
+                   &ip, &port, &st, &ino) != 4) {
+            continue;
+        }
+        if ((st != 0x0A) || !inodes.count(ino)) {
+            continue;
+        }
+        struct in_addr in;
+        in.s_addr = ip;
+        out += fmt(" l%d=%s:%u", count++, inet_ntoa(in), port);
+    }
+    fclose(f);
+    return out + fmt(" count=%d", count);
+}
+
+int raw_connect(const std::string &host, unsigned port)
+{
+    struct sockaddr_in sa = {};
+    int                fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, host.c_str(), &sa.sin_addr);
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send bytes (ignoring a peer that closes on us), then close. If
+ * wait_close, wait (bounded) for the other side to react first. */
+bool raw_session(const std::string &host, unsigned port,
+                 const std::vector<uint8_t> &data, bool wait_close,
+                 size_t *sent_total)
+{
+    int fd = raw_connect(host, port);
+    if (fd < 0) {
+        return false;
+    }
+    size_t sent = 0;
+    while (sent < data.size()) {
+        ssize_t r =
+            send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+        if (r <= 0) {
+            break;
+        }
+        sent += (size_t)r;
+    }
+    *sent_total += sent;
+    if (wait_close) {
+        shutdown(fd, SHUT_WR);
+        char buf[4096];
+        /* bounded by SO_RCVTIMEO and by count */
+        for (int i = 0; i < 256; ++i) {
+            if (recv(fd, buf, sizeof(buf), 0) <= 0) {
+                break;
+            }
+        }
+    }
+    close(fd);
+    return true;
+}
+
+/*
+ * raw host= port= case=connect_close|short|garbage|oversized|lying|hex
+ * A hostile TCP client: it knows nothing of the wire format except that
+ * frames probably start with a header holding lengths and a QPN. "hex"
+ * sends data= verbatim (frames crafted by the test).
+ */
+std::string cmd_raw(const kv_t &kv)
+{
+    std::string host = str(kv, "host", "127.0.0.1");
+    unsigned    port = (unsigned)num(kv, "port", 0);
+    std::string c = str(kv, "case", "garbage");
+    size_t      sent = 0;
+    int         sessions = 0;
+    unsigned    rnd = (unsigned)num(kv, "seed", 1);
+
+    if (c == "connect_close") {
+        for (int i = 0; i < 16; ++i) {
+            sessions += raw_session(host, port, {}, false, &sent);
+        }
+    } else if (c == "short") {
+        for (size_t l = 1; l < 24; ++l) {
+            std::vector<uint8_t> d(l, (uint8_t)l);
+            sessions += raw_session(host, port, d, false, &sent);
+        }
+    } else if (c == "garbage") {
+        for (int s = 0; s < 8; ++s) {
+            std::vector<uint8_t> d(65536);
+            for (auto &b : d) {
+                b = (uint8_t)rand_r(&rnd);
+            }
+            sessions += raw_session(host, port, d, true, &sent);
+        }
+    } else if (c == "oversized") {
+        std::vector<uint8_t> d(4 << 20, 0xff);
+        sessions += raw_session(host, port, d, true, &sent);
+        std::vector<uint8_t> d2(4 << 20, 0x7f);
+        sessions += raw_session(host, port, d2, true, &sent);
+    } else if (c == "lying") {
+        static const uint32_t vals[] = {0xffffffffu, 0x7fffffffu, 0x10000000u,
+                                        0x00100000u, 0x1000u,     64u,
+                                        1u};
+        for (size_t k = 0; k < 64; k += 4) {
+            for (uint32_t v : vals) {
+                std::vector<uint8_t> d(80, (k & 4) ? 0x01 : 0x00);
+                memcpy(&d[k], &v, 4);
+                sessions += raw_session(host, port, d, true, &sent);
+            }
+        }
+    } else if (c == "hex") {
+        std::vector<uint8_t> d;
+        if (!from_hex(str(kv, "data", ""), &d)) {
+            return err(EINVAL, "hex");
+        }
+        sessions += raw_session(host, port, d, true, &sent);
+    } else {
+        return err(EINVAL, "case");
+    }
+    return fmt("OK sessions=%d sent=%zu", sessions, sent);
+}
+
+/* Spin without calling the library until a byte arrives on the command
+ * socket (checked with a zero-timeout poll every few million iterations). */
+std::string cmd_spin_until_command()
+{
+    volatile uint64_t x = 1;
+    double            deadline = now_ms() + 120000;
+    struct pollfd     pfd = {g_peer.fd, POLLIN, 0};
+    while (now_ms() < deadline) {
+        for (int i = 0; i < (1 << 20); ++i) {
+            x = x * 6364136223846793005ull + 1;
+        }
+        if ((poll(&pfd, 1, 0) > 0) || !g_peer.inbuf.empty()) {
+            break;
+        }
+    }
+    return "";
+}
+
+std::string dispatch(const std::string &line, bool *quit)
+{
+    std::string cmd;
+    kv_t        kv;
+    parse_line(line, &cmd, &kv, NULL);
+
+    if (cmd == "ping")
+        return fmt("OK pong pid=%d", (int)getpid());
+    if (cmd == "open")
+        return cmd_open(kv);
+    if (cmd == "mr")
+        return cmd_mr(kv);
+    if (cmd == "dereg")
+        return cmd_dereg(kv);
+    if (cmd == "fill")
+        return cmd_fill_check(kv, false);
+    if (cmd == "check")
+        return cmd_fill_check(kv, true);
+    if (cmd == "guardcheck")
+        return cmd_guardcheck(kv);
+    if (cmd == "get64")
+        return cmd_get_set64(kv, false);
+    if (cmd == "set64")
+        return cmd_get_set64(kv, true);
+    if (cmd == "srq")
+        return cmd_srq(kv);
+    if (cmd == "qp")
+        return cmd_qp(kv);
+    if (cmd == "connect")
+        return cmd_connect(kv);
+    if (cmd == "post")
+        return cmd_post(kv);
+    if (cmd == "recv")
+        return cmd_recv(kv);
+    if (cmd == "poll")
+        return cmd_poll(kv);
+    if (cmd == "query")
+        return cmd_query(kv);
+    if (cmd == "modify")
+        return cmd_modify(kv);
+    if (cmd == "destroyqp")
+        return cmd_destroyqp(kv);
+    if (cmd == "atomics")
+        return cmd_atomics(kv);
+    if (cmd == "listeners")
+        return cmd_listeners();
+    if (cmd == "raw")
+        return cmd_raw(kv);
+    if (cmd == "kill") {
+        raise(SIGKILL);
+    }
+    if (cmd == "exit") {
+        *quit = true;
+        return "OK";
+    }
+    return err(EINVAL, "unknown_command");
+}
+
+bool reply(const std::string &s)
+{
+    std::string l = s + "\n";
+    size_t      off = 0;
+    while (off < l.size()) {
+        ssize_t r = write(g_peer.fd, l.data() + off, l.size() - off);
+        if (r <= 0) {
+            return false;
+        }
+        off += (size_t)r;
+    }
+    return true;
+}
+
+void cleanup()
+{
+    for (auto &q : g_peer.qps) {
+        orc_qp_destroy(q.second);
+    }
+    if (g_peer.srq)
+        orc_srq_destroy(g_peer.srq);
+    for (auto &m : g_peer.mrs) {
+        if (m.second.mr)
+            orc_mr_dereg(m.second.mr);
+    }
+    if (g_peer.scq)
+        orc_cq_destroy(g_peer.scq);
+    if (g_peer.rcq)
+        orc_cq_destroy(g_peer.rcq);
+    if (g_peer.pd)
+        orc_pd_dealloc(g_peer.pd);
+    if (g_peer.dev)
+        orc_dev_close(g_peer.dev);
+}
+
+} /* namespace */
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <command socket fd>\n", argv[0]);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    g_peer.fd = atoi(argv[1]);
+
+    bool quit = false;
+    char buf[65536];
+    while (!quit) {
+        size_t nl = g_peer.inbuf.find('\n');
+        if (nl == std::string::npos) {
+            /* Idle: blocked in read(), never in the device layer. */
+            ssize_t r = read(g_peer.fd, buf, sizeof(buf));
+            if (r <= 0) {
+                break; /* the test went away */
+            }
+            g_peer.inbuf.append(buf, (size_t)r);
+            continue;
+        }
+        std::string line = g_peer.inbuf.substr(0, nl);
+        g_peer.inbuf.erase(0, nl + 1);
+        if (line == "spin") {
+            /* reply first, then spin until the next command arrives */
+            if (!reply("OK spinning"))
+                break;
+            cmd_spin_until_command();
+            continue;
+        }
+        if (!reply(dispatch(line, &quit))) {
+            break;
+        }
+    }
+    cleanup();
+    return 0;
+}

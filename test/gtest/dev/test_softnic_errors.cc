@@ -1,0 +1,214 @@
+/*
+ * softnic error semantics across two processes (same host and two hosts):
+ * flushing in posting order once a QP is in ERR, and dead peers (killed
+ * process, unreachable host) completing outstanding WRs with
+ * IBV_WC_RETRY_EXC_ERR within a bound derived from timeout and retry_cnt.
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "softnic_harness.h"
+
+#include <cmath>
+#include <string>
+
+using namespace softnic_test;
+
+namespace
+{
+
+class softnic_errors : public softnic_topo
+{
+  protected:
+    void SetUp() override
+    {
+        softnic_topo::SetUp();
+        if (IsSkipped() || HasFatalFailure())
+            return;
+        m_a = &spawn('a');
+        m_b = &spawn('b');
+        ASSERT_FALSE(HasFailure());
+        m_la = reg_mr(*m_a, 1, 1 << 20);
+        m_rb = reg_mr(*m_b, 1, 1 << 20);
+        ASSERT_FALSE(HasFailure());
+    }
+
+    std::string remote(uint64_t off = 0) const
+    {
+        return " raddr=" + std::to_string(m_rb.addr + off) +
+               " rkey=" + std::to_string(m_rb.rkey);
+    }
+
+    /* IB: the local ACK timeout is 4.096 us * 2^timeout, retried
+     * retry_cnt times. */
+    static double retry_bound_ms(const conn_opts &o)
+    {
+        return 4.096e-3 * std::pow(2.0, o.timeout) * (o.retry + 1);
+    }
+
+    void dead_peer(bool kill_process, bool delete_link);
+
+    peer_proc *m_a = nullptr, *m_b = nullptr;
+    mr_t       m_la, m_rb;
+};
+
+TEST_P(softnic_errors, flush_in_posting_order)
+{
+    conn_opts ob;
+    ob.min_rnr = 1;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, conn_opts(), ob));
+    ASSERT_OK(m_a->cmd("recv qp=0 mr=1 off=0 len=256 wr=100 count=3"));
+    /* the SEND has no receive and rnr_retry is 7: it stays outstanding,
+     * and so does everything posted behind it */
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=1 flags=S"));
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=2 flags=" + remote()));
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=3 flags=S" + remote(64)));
+    ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 off=4096 len=64 wr=4 flags=" +
+                       remote(128)));
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=5 flags=" + remote(192)));
+    std::vector<wc_t> early = poll(*m_a, "send", 1, 500);
+    EXPECT_EQ(0u, early.size())
+        << "a WR completed while the SEND before it waits for a receive: wr "
+        << (early.empty() ? 0 : early[0].wr_id);
+
+    ASSERT_OK(m_a->cmd("modify qp=0 state=ERR"));
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=6 flags=" + remote()));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=7 flags=S"));
+    ASSERT_OK(m_a->cmd("recv qp=0 mr=1 off=8192 len=256 wr=103"));
+
+    std::vector<wc_t> s = poll(*m_a, "send", 7);
+    ASSERT_EQ(7u, s.size()) << "every outstanding and later WR, signaled or "
+                               "not, must complete";
+    for (size_t i = 0; i < s.size(); ++i) {
+        EXPECT_EQ(i + 1, s[i].wr_id) << "posting order";
+        EXPECT_EQ(IBV_WC_WR_FLUSH_ERR, s[i].status)
+            << "wr " << s[i].wr_id << ": " << wc_status_name(s[i].status);
+    }
+    std::vector<wc_t> r = poll(*m_a, "recv", 4);
+    ASSERT_EQ(4u, r.size());
+    for (size_t i = 0; i < r.size(); ++i) {
+        EXPECT_EQ(100 + i, r[i].wr_id) << "posting order";
+        EXPECT_EQ(IBV_WC_WR_FLUSH_ERR, r[i].status)
+            << wc_status_name(r[i].status);
+    }
+    /* nothing twice */
+    EXPECT_EQ(0u, poll(*m_a, "send", 1, 200).size());
+    EXPECT_EQ(0u, poll(*m_a, "recv", 1, 200).size());
+    /* the peer saw none of the flushed data */
+    reply_t g = m_b->cmd("get64 id=1 off=64");
+    EXPECT_EQ(0u, g.u("val"));
+}
+
+TEST_P(softnic_errors, flush_srq_receives_stay_posted)
+{
+    /* receives posted to an SRQ belong to the SRQ, not to a QP in ERR:
+     * another QP still consumes them */
+    ASSERT_OK(m_b->cmd("srq max_wr=16"));
+    ASSERT_NO_FATAL_FAILURE(
+        connect(*m_a, 0, *m_b, 0, conn_opts(), conn_opts(), true));
+    ASSERT_NO_FATAL_FAILURE(
+        connect(*m_a, 1, *m_b, 1, conn_opts(), conn_opts(), true));
+    ASSERT_OK(m_b->cmd("recv srq=1 mr=1 len=256 wr=40 count=2"));
+    ASSERT_OK(m_b->cmd("modify qp=0 state=ERR"));
+    wc_t wc = post_wait(*m_a, "qp=1 op=SEND mr=1 len=32 wr=1");
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    std::vector<wc_t> r = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, r.size());
+    EXPECT_EQ(40u, r[0].wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, r[0].status) << wc_status_name(r[0].status);
+}
+
+void softnic_errors::dead_peer(bool kill_process, bool delete_link)
+{
+    conn_opts oa, ob;
+    oa.timeout = 12; /* 16.8 ms */
+    oa.retry = 3;
+    ob.min_rnr = 1;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa, ob));
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=1" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+
+    /* outstanding before the peer dies: a SEND stuck in RNR (rnr_retry 7) */
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=2"));
+    if (kill_process) {
+        m_b->kill9();
+        ASSERT_FALSE(m_b->alive());
+    } else {
+        ASSERT_TRUE(m_ns->cut_link(delete_link));
+    }
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 len=4096 wr=3 flags=" + remote()));
+    ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 len=4096 wr=4" + remote()));
+
+    /* generous slack on top of the protocol bound */
+    double  bound_ms = 2 * retry_bound_ms(oa) + 5000;
+    reply_t r = m_a->cmd("poll cq=send n=3 timeout=" +
+                         std::to_string((int)bound_ms + 20000));
+    ASSERT_TRUE(r.ok) << r.line;
+    ASSERT_EQ(3u, r.wcs.size())
+        << "outstanding WRs never completed: " << r.line;
+    double ms = strtod(r.s("ms").c_str(), NULL);
+    EXPECT_LE(ms, bound_ms) << "dead peer detected too late";
+    EXPECT_EQ(2u, r.wcs[0].wr_id);
+    EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, r.wcs[0].status)
+        << wc_status_name(r.wcs[0].status);
+    for (size_t i = 1; i < r.wcs.size(); ++i) {
+        EXPECT_EQ(2 + i, r.wcs[i].wr_id);
+        EXPECT_TRUE((r.wcs[i].status == IBV_WC_RETRY_EXC_ERR) ||
+                    (r.wcs[i].status == IBV_WC_WR_FLUSH_ERR))
+            << wc_status_name(r.wcs[i].status);
+    }
+    reply_t st = m_a->cmd("query qp=0");
+    EXPECT_EQ(IBV_QPS_ERR, (int)st.u("state")) << st.line;
+    EXPECT_OK(m_a->cmd("ping"));
+}
+
+TEST_P(softnic_errors, dead_peer_killed)
+{
+    dead_peer(true, false);
+}
+
+TEST_P(softnic_errors, dead_peer_host_unreachable_link_deleted)
+{
+    if (!two_hosts()) {
+        GTEST_SKIP() << "an unreachable host needs the two_hosts topology";
+    }
+    dead_peer(false, true);
+}
+
+TEST_P(softnic_errors, dead_peer_host_unreachable_link_down)
+{
+    if (!two_hosts()) {
+        GTEST_SKIP() << "an unreachable host needs the two_hosts topology";
+    }
+    dead_peer(false, false);
+}
+
+TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
+{
+    /* the peer dies while nothing is outstanding; the next WR fails */
+    conn_opts oa;
+    oa.timeout = 12;
+    oa.retry = 3;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
+    m_b->kill9();
+    double bound_ms = 2 * retry_bound_ms(oa) + 5000;
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=1" + remote()));
+    reply_t r = m_a->cmd("poll cq=send n=1 timeout=" +
+                         std::to_string((int)bound_ms + 20000));
+    ASSERT_EQ(1u, r.wcs.size()) << r.line;
+    EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, r.wcs[0].status)
+        << wc_status_name(r.wcs[0].status);
+    EXPECT_LE(strtod(r.s("ms").c_str(), NULL), bound_ms);
+}
+
+INSTANTIATE_TEST_SUITE_P(topo, softnic_errors,
+                         ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
+                         topology_name);
+
+} /* namespace */

@@ -1,0 +1,500 @@
+/*
+ * softnic, in-process tests: the RC QP state machine with the IB
+ * specification's required/allowed attribute masks, and thread safety of
+ * create/modify/destroy while another thread posts.
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "orc_dev.h"
+#include "softnic_harness.h"
+
+#include <errno.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace softnic_test;
+
+namespace
+{
+
+const int RTR_REQ = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+                    IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                    IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER;
+const int RTS_REQ = IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
+                    IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                    IBV_QP_MAX_QP_RD_ATOMIC;
+const int INIT_REQ =
+    IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS;
+
+double now_ms()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+class softnic_local : public ::testing::Test
+{
+  protected:
+    void SetUp() override
+    {
+        orc_dev_config_t cfg = {};
+        cfg.backend = ORC_DEV_BACKEND_SOFT;
+        cfg.soft_ifaces = "lo";
+        m_dev = orc_dev_open(&cfg, "soft_lo");
+        ASSERT_NE(nullptr, m_dev)
+            << "orc_dev_open(soft_lo): " << strerror(errno);
+        m_pd = orc_pd_alloc(m_dev);
+        ASSERT_NE(nullptr, m_pd) << strerror(errno);
+        m_cq = orc_cq_create(m_dev, 4096, NULL, NULL);
+        ASSERT_NE(nullptr, m_cq) << strerror(errno);
+        ASSERT_EQ(0, orc_dev_query_port(m_dev, 1, &m_port));
+        size_t len = orc_dev_addr_len(m_dev, 1);
+        ASSERT_GT(len, 0u);
+        m_addr.resize(len);
+        ASSERT_EQ(0, orc_dev_addr_pack(m_dev, 1, m_addr.data(), len));
+    }
+
+    void TearDown() override
+    {
+        for (orc_qp_t *qp : m_qps) {
+            EXPECT_EQ(0, orc_qp_destroy(qp));
+        }
+        if (m_cq) {
+            EXPECT_EQ(0, orc_cq_destroy(m_cq));
+        }
+        if (m_pd) {
+            EXPECT_EQ(0, orc_pd_dealloc(m_pd));
+        }
+        if (m_dev) {
+            EXPECT_EQ(0, orc_dev_close(m_dev));
+        }
+    }
+
+    orc_qp_t *new_qp(orc_cq_t *cq = NULL)
+    {
+        orc_qp_init_attr_t attr = {};
+        attr.send_cq = cq ? cq : m_cq;
+        attr.recv_cq = cq ? cq : m_cq;
+        attr.cap.max_send_wr = 64;
+        attr.cap.max_recv_wr = 64;
+        attr.cap.max_send_sge = 1;
+        attr.cap.max_recv_sge = 1;
+        attr.qp_type = IBV_QPT_RC;
+        orc_qp_t *qp = orc_qp_create(m_pd, &attr);
+        EXPECT_NE(nullptr, qp) << strerror(errno);
+        return qp;
+    }
+
+    orc_qp_t *tracked_qp()
+    {
+        orc_qp_t *qp = new_qp();
+        if (qp)
+            m_qps.push_back(qp);
+        return qp;
+    }
+
+    /* Every attribute a valid RC transition could use, filled in. */
+    void fill_attr(ibv_qp_attr *a, ibv_qp_state state, uint32_t dest_qpn)
+    {
+        memset(a, 0, sizeof(*a));
+        a->qp_state = state;
+        a->pkey_index = 0;
+        a->port_num = 1;
+        a->qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+        ASSERT_EQ(0, orc_dev_addr_unpack(m_dev, 1, m_addr.data(), m_addr.size(),
+                                         &a->ah_attr));
+        a->path_mtu = m_port.active_mtu;
+        a->dest_qp_num = dest_qpn;
+        a->rq_psn = 0;
+        a->max_dest_rd_atomic = 1;
+        a->min_rnr_timer = 12;
+        a->sq_psn = 0;
+        a->timeout = 14;
+        a->retry_cnt = 7;
+        a->rnr_retry = 7;
+        a->max_rd_atomic = 1;
+    }
+
+    int modify(orc_qp_t *qp, ibv_qp_state state, int mask, uint32_t dest = 0)
+    {
+        ibv_qp_attr a;
+        fill_attr(&a, state, dest ? dest : qp->qp_num);
+        return orc_qp_modify(qp, &a, mask);
+    }
+
+    int state(orc_qp_t *qp)
+    {
+        ibv_qp_attr        a;
+        orc_qp_init_attr_t init;
+        memset(&a, 0, sizeof(a));
+        int ret = orc_qp_query(qp, &a, IBV_QP_STATE, &init);
+        EXPECT_EQ(0, ret) << "qp_query: " << strerror(ret);
+        return ret ? -1 : (int)a.qp_state;
+    }
+
+    /* Bring a fresh QP to the given state through the legal path. */
+    void bring_to(orc_qp_t *qp, ibv_qp_state target, uint32_t dest = 0)
+    {
+        if (target == IBV_QPS_RESET)
+            return;
+        if (target == IBV_QPS_ERR) {
+            ASSERT_EQ(0, modify(qp, IBV_QPS_ERR, IBV_QP_STATE));
+            return;
+        }
+        ASSERT_EQ(0, modify(qp, IBV_QPS_INIT, INIT_REQ, dest));
+        if (target == IBV_QPS_INIT)
+            return;
+        ASSERT_EQ(0, modify(qp, IBV_QPS_RTR, RTR_REQ, dest));
+        if (target == IBV_QPS_RTR)
+            return;
+        ASSERT_EQ(0, modify(qp, IBV_QPS_RTS, RTS_REQ, dest));
+    }
+
+    orc_dev_t              *m_dev = nullptr;
+    orc_pd_t               *m_pd = nullptr;
+    orc_cq_t               *m_cq = nullptr;
+    ibv_port_attr           m_port;
+    std::vector<uint8_t>    m_addr;
+    std::vector<orc_qp_t *> m_qps;
+};
+
+const char *state_name(int s)
+{
+    static const char *names[] = {"RESET", "INIT", "RTR", "RTS",
+                                  "SQD",   "SQE",  "ERR"};
+    return ((s >= 0) && (s < 7)) ? names[s] : "?";
+}
+
+TEST_F(softnic_local, qp_state_legal_path)
+{
+    orc_qp_t *qp = tracked_qp();
+    ASSERT_NE(nullptr, qp);
+    EXPECT_EQ(IBV_QPS_RESET, state(qp));
+    ASSERT_EQ(0, modify(qp, IBV_QPS_INIT, INIT_REQ));
+    EXPECT_EQ(IBV_QPS_INIT, state(qp));
+
+    /* INIT->INIT may change the access flags */
+    ibv_qp_attr        a;
+    orc_qp_init_attr_t init;
+    fill_attr(&a, IBV_QPS_INIT, qp->qp_num);
+    a.qp_access_flags = IBV_ACCESS_REMOTE_READ;
+    ASSERT_EQ(0, orc_qp_modify(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS));
+    memset(&a, 0, sizeof(a));
+    ASSERT_EQ(0,
+              orc_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
+    EXPECT_EQ(IBV_QPS_INIT, a.qp_state);
+    EXPECT_EQ(IBV_ACCESS_REMOTE_READ, a.qp_access_flags);
+
+    ASSERT_EQ(0, modify(qp, IBV_QPS_RTR, RTR_REQ));
+    EXPECT_EQ(IBV_QPS_RTR, state(qp));
+    /* optional attributes of INIT->RTR are accepted too */
+    ASSERT_EQ(0, modify(qp, IBV_QPS_RTS, RTS_REQ | IBV_QP_MIN_RNR_TIMER));
+    EXPECT_EQ(IBV_QPS_RTS, state(qp));
+    ASSERT_EQ(
+        0, modify(qp, IBV_QPS_RTS,
+                  IBV_QP_STATE | IBV_QP_MIN_RNR_TIMER | IBV_QP_ACCESS_FLAGS));
+    EXPECT_EQ(IBV_QPS_RTS, state(qp));
+
+    memset(&a, 0, sizeof(a));
+    ASSERT_EQ(0, orc_qp_query(qp, &a,
+                              IBV_QP_STATE | IBV_QP_DEST_QPN | IBV_QP_TIMEOUT |
+                                  IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY,
+                              &init));
+    EXPECT_EQ(qp->qp_num, a.dest_qp_num);
+    EXPECT_EQ(14, a.timeout);
+    EXPECT_EQ(7, a.retry_cnt);
+    EXPECT_EQ(7, a.rnr_retry);
+    EXPECT_EQ(IBV_QPT_RC, init.qp_type);
+}
+
+struct transition_t {
+    ibv_qp_state from, to;
+    int          required;
+};
+
+const transition_t transitions[] = {
+    {IBV_QPS_RESET, IBV_QPS_INIT, INIT_REQ},
+    {IBV_QPS_INIT, IBV_QPS_RTR, RTR_REQ},
+    {IBV_QPS_RTR, IBV_QPS_RTS, RTS_REQ},
+};
+
+TEST_F(softnic_local, qp_state_missing_required_attr)
+{
+    for (const transition_t &t : transitions) {
+        for (int bit = 1; bit < (1 << 21); bit <<= 1) {
+            if (!(t.required & bit) || (bit == IBV_QP_STATE)) {
+                continue;
+            }
+            orc_qp_t *qp = tracked_qp();
+            ASSERT_NE(nullptr, qp);
+            ASSERT_NO_FATAL_FAILURE(bring_to(qp, t.from));
+            EXPECT_EQ(EINVAL, modify(qp, t.to, t.required & ~bit))
+                << state_name(t.from) << "->" << state_name(t.to)
+                << " without mask bit 0x" << std::hex << bit;
+            EXPECT_EQ(t.from, state(qp))
+                << "failed modify changed the state, missing bit 0x" << std::hex
+                << bit;
+            /* and the QP is still usable */
+            EXPECT_EQ(0, modify(qp, t.to, t.required))
+                << state_name(t.from) << "->" << state_name(t.to);
+        }
+    }
+}
+
+TEST_F(softnic_local, qp_state_disallowed_attr)
+{
+    struct {
+        ibv_qp_state from, to;
+        int          mask;
+    } cases[] = {
+        {IBV_QPS_RESET, IBV_QPS_INIT, INIT_REQ | IBV_QP_SQ_PSN},
+        {IBV_QPS_RESET, IBV_QPS_INIT, INIT_REQ | IBV_QP_DEST_QPN},
+        {IBV_QPS_RESET, IBV_QPS_INIT, INIT_REQ | IBV_QP_AV},
+        {IBV_QPS_INIT, IBV_QPS_INIT, IBV_QP_STATE | IBV_QP_PATH_MTU},
+        {IBV_QPS_INIT, IBV_QPS_RTR, RTR_REQ | IBV_QP_SQ_PSN},
+        {IBV_QPS_INIT, IBV_QPS_RTR, RTR_REQ | IBV_QP_TIMEOUT},
+        {IBV_QPS_INIT, IBV_QPS_RTR, RTR_REQ | IBV_QP_RETRY_CNT},
+        {IBV_QPS_INIT, IBV_QPS_RTR, RTR_REQ | IBV_QP_RNR_RETRY},
+        {IBV_QPS_RTR, IBV_QPS_RTS, RTS_REQ | IBV_QP_DEST_QPN},
+        {IBV_QPS_RTR, IBV_QPS_RTS, RTS_REQ | IBV_QP_PATH_MTU},
+        {IBV_QPS_RTR, IBV_QPS_RTS, RTS_REQ | IBV_QP_RQ_PSN},
+        {IBV_QPS_RTR, IBV_QPS_RTS, RTS_REQ | IBV_QP_AV},
+        {IBV_QPS_RTS, IBV_QPS_RTS, IBV_QP_STATE | IBV_QP_DEST_QPN},
+        {IBV_QPS_RTS, IBV_QPS_RTS, IBV_QP_STATE | IBV_QP_AV},
+        {IBV_QPS_RTS, IBV_QPS_RTS,
+         IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_RQ_PSN},
+    };
+    for (auto &c : cases) {
+        orc_qp_t *qp = tracked_qp();
+        ASSERT_NE(nullptr, qp);
+        ASSERT_NO_FATAL_FAILURE(bring_to(qp, c.from));
+        EXPECT_EQ(EINVAL, modify(qp, c.to, c.mask))
+            << state_name(c.from) << "->" << state_name(c.to) << " with mask 0x"
+            << std::hex << c.mask;
+        EXPECT_EQ(c.from, state(qp));
+    }
+
+    /* A rejected modify changes nothing, not even the valid attributes
+     * that came with it. */
+    orc_qp_t *qp = tracked_qp();
+    ASSERT_NE(nullptr, qp);
+    ASSERT_NO_FATAL_FAILURE(bring_to(qp, IBV_QPS_INIT));
+    ibv_qp_attr        a;
+    orc_qp_init_attr_t init;
+    fill_attr(&a, IBV_QPS_INIT, qp->qp_num);
+    a.qp_access_flags = IBV_ACCESS_REMOTE_ATOMIC;
+    EXPECT_EQ(EINVAL,
+              orc_qp_modify(
+                  qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS | IBV_QP_SQ_PSN));
+    memset(&a, 0, sizeof(a));
+    ASSERT_EQ(0,
+              orc_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
+    EXPECT_EQ(IBV_QPS_INIT, a.qp_state);
+    EXPECT_EQ(IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ,
+              a.qp_access_flags);
+}
+
+TEST_F(softnic_local, qp_state_illegal_transitions)
+{
+    struct {
+        ibv_qp_state from, to;
+        int          mask;
+    } cases[] = {
+        {IBV_QPS_RESET, IBV_QPS_RTR, RTR_REQ},
+        {IBV_QPS_RESET, IBV_QPS_RTR, RTR_REQ | INIT_REQ},
+        {IBV_QPS_RESET, IBV_QPS_RTS, RTS_REQ},
+        {IBV_QPS_RESET, IBV_QPS_RTS, RTS_REQ | RTR_REQ | INIT_REQ},
+        {IBV_QPS_INIT, IBV_QPS_RTS, RTS_REQ},
+        {IBV_QPS_RTR, IBV_QPS_INIT, IBV_QP_STATE},
+        {IBV_QPS_RTR, IBV_QPS_RTR, IBV_QP_STATE},
+        {IBV_QPS_RTS, IBV_QPS_INIT, IBV_QP_STATE},
+        {IBV_QPS_RTS, IBV_QPS_RTR, RTR_REQ},
+        {IBV_QPS_ERR, IBV_QPS_INIT, INIT_REQ},
+        {IBV_QPS_ERR, IBV_QPS_RTR, RTR_REQ},
+        {IBV_QPS_ERR, IBV_QPS_RTS, RTS_REQ},
+    };
+    for (auto &c : cases) {
+        orc_qp_t *qp = tracked_qp();
+        ASSERT_NE(nullptr, qp);
+        ASSERT_NO_FATAL_FAILURE(bring_to(qp, c.from));
+        EXPECT_EQ(EINVAL, modify(qp, c.to, c.mask))
+            << state_name(c.from) << "->" << state_name(c.to);
+        EXPECT_EQ(c.from, state(qp)) << "after rejected " << state_name(c.from)
+                                     << "->" << state_name(c.to);
+    }
+}
+
+TEST_F(softnic_local, qp_state_to_err_and_reset_from_every_state)
+{
+    const ibv_qp_state states[] = {IBV_QPS_RESET, IBV_QPS_INIT, IBV_QPS_RTR,
+                                   IBV_QPS_RTS};
+    for (ibv_qp_state s : states) {
+        orc_qp_t *qp = tracked_qp();
+        ASSERT_NE(nullptr, qp);
+        ASSERT_NO_FATAL_FAILURE(bring_to(qp, s));
+        EXPECT_EQ(0, modify(qp, IBV_QPS_ERR, IBV_QP_STATE))
+            << state_name(s) << "->ERR";
+        EXPECT_EQ(IBV_QPS_ERR, state(qp));
+        EXPECT_EQ(0, modify(qp, IBV_QPS_RESET, IBV_QP_STATE)) << "ERR->RESET";
+        EXPECT_EQ(IBV_QPS_RESET, state(qp));
+        /* a reset QP walks the path again */
+        ASSERT_NO_FATAL_FAILURE(bring_to(qp, IBV_QPS_RTS));
+        EXPECT_EQ(IBV_QPS_RTS, state(qp));
+
+        orc_qp_t *qp2 = tracked_qp();
+        ASSERT_NE(nullptr, qp2);
+        ASSERT_NO_FATAL_FAILURE(bring_to(qp2, s));
+        EXPECT_EQ(0, modify(qp2, IBV_QPS_RESET, IBV_QP_STATE))
+            << state_name(s) << "->RESET";
+        EXPECT_EQ(IBV_QPS_RESET, state(qp2));
+    }
+}
+
+/*
+ * Thread safety: several threads create QP pairs, connect them to each
+ * other, move data, and destroy them, while another thread keeps posting on
+ * a long-lived QP pair of the same device.
+ */
+TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
+{
+    const int                nthreads = 3, iters = 20;
+    const size_t             len = 4096;
+    std::atomic<bool>        stop(false);
+    std::atomic<int>         errors(0);
+    std::vector<std::string> msgs(nthreads + 1);
+
+    auto wait_one = [](orc_cq_t *cq, ibv_wc *wc) {
+        double deadline = now_ms() + 10000;
+        while (now_ms() < deadline) {
+            int n = orc_cq_poll(cq, 1, wc);
+            if (n != 0)
+                return n;
+            std::this_thread::yield();
+        }
+        return 0;
+    };
+
+    auto pair_up = [&](orc_qp_t *a, orc_qp_t *b) {
+        return modify(a, IBV_QPS_INIT, INIT_REQ) ||
+               modify(b, IBV_QPS_INIT, INIT_REQ) ||
+               modify(a, IBV_QPS_RTR, RTR_REQ, b->qp_num) ||
+               modify(b, IBV_QPS_RTR, RTR_REQ, a->qp_num) ||
+               modify(a, IBV_QPS_RTS, RTS_REQ, b->qp_num) ||
+               modify(b, IBV_QPS_RTS, RTS_REQ, a->qp_num);
+    };
+
+    auto write_once = [&](orc_qp_t *qp, orc_cq_t *cq, orc_mr_t *mr,
+                          uint32_t seed, std::string *msg) {
+        uint8_t *src = (uint8_t *)mr->addr, *dst = src + len;
+        for (size_t i = 0; i < len; ++i) {
+            src[i] = pattern_byte(seed, i);
+        }
+        ibv_sge     sge = {(uintptr_t)src, (uint32_t)len, mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        wr.wr_id = seed;
+        wr.sg_list = &sge;
+        wr.num_sge = 1;
+        wr.opcode = IBV_WR_RDMA_WRITE;
+        wr.send_flags = IBV_SEND_SIGNALED;
+        wr.wr.rdma.remote_addr = (uintptr_t)dst;
+        wr.wr.rdma.rkey = mr->rkey;
+        int ret = orc_post_send(qp, &wr, &bad);
+        if (ret) {
+            *msg = "post_send: " + std::string(strerror(ret));
+            return false;
+        }
+        ibv_wc wc;
+        if (wait_one(cq, &wc) != 1 || wc.status != IBV_WC_SUCCESS) {
+            *msg = "write did not complete successfully";
+            return false;
+        }
+        if (memcmp(src, dst, len)) {
+            *msg = "data not placed";
+            return false;
+        }
+        return true;
+    };
+
+    std::vector<orc_mr_t *>           mrs;
+    std::vector<std::vector<uint8_t>> bufs(nthreads + 1,
+                                           std::vector<uint8_t>(2 * len));
+    for (auto &b : bufs) {
+        orc_mr_t *mr =
+            orc_mr_reg(m_pd, b.data(), b.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                           IBV_ACCESS_REMOTE_READ);
+        ASSERT_NE(nullptr, mr) << strerror(errno);
+        mrs.push_back(mr);
+    }
+
+    /* the long-lived poster */
+    orc_cq_t *pcq = orc_cq_create(m_dev, 256, NULL, NULL);
+    ASSERT_NE(nullptr, pcq);
+    orc_qp_t *pa = new_qp(pcq), *pb = new_qp(pcq);
+    ASSERT_TRUE(pa && pb);
+    ASSERT_EQ(0, pair_up(pa, pb));
+    std::atomic<int> posted(0);
+    std::thread      poster([&] {
+        uint32_t seed = 1;
+        while (!stop.load()) {
+            if (!write_once(pa, pcq, mrs[nthreads], seed++, &msgs[nthreads])) {
+                ++errors;
+                return;
+            }
+            ++posted;
+        }
+    });
+
+    std::vector<std::thread> workers;
+    for (int t = 0; t < nthreads; ++t) {
+        workers.emplace_back([&, t] {
+            orc_cq_t *cq = orc_cq_create(m_dev, 64, NULL, NULL);
+            if (cq == NULL) {
+                msgs[t] = "cq_create failed";
+                ++errors;
+                return;
+            }
+            for (int i = 0; (i < iters) && !errors.load(); ++i) {
+                orc_qp_t *a = new_qp(cq), *b = new_qp(cq);
+                if (!a || !b || pair_up(a, b)) {
+                    msgs[t] = "create/connect failed";
+                    ++errors;
+                } else if (!write_once(a, cq, mrs[t], 1000 * t + i, &msgs[t])) {
+                    ++errors;
+                }
+                if ((a && orc_qp_destroy(a)) || (b && orc_qp_destroy(b))) {
+                    msgs[t] = "qp_destroy failed";
+                    ++errors;
+                }
+            }
+            orc_cq_destroy(cq);
+        });
+    }
+    for (auto &w : workers) {
+        w.join();
+    }
+    stop = true;
+    poster.join();
+
+    for (int t = 0; t <= nthreads; ++t) {
+        EXPECT_TRUE(msgs[t].empty()) << "thread " << t << ": " << msgs[t];
+    }
+    EXPECT_EQ(0, errors.load());
+    EXPECT_GT(posted.load(), 0);
+    EXPECT_EQ(0, orc_qp_destroy(pa));
+    EXPECT_EQ(0, orc_qp_destroy(pb));
+    EXPECT_EQ(0, orc_cq_destroy(pcq));
+    for (orc_mr_t *mr : mrs) {
+        EXPECT_EQ(0, orc_mr_dereg(mr));
+    }
+}
+
+} /* namespace */

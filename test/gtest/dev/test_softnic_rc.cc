@@ -1,0 +1,341 @@
+/*
+ * softnic RC semantics across two processes (same host and two hosts):
+ * placement at completion, ordering, fence, receive consumption with
+ * byte_len/imm_data, RNR retry, and one-sidedness.
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "softnic_harness.h"
+
+#include <arpa/inet.h>
+
+#include <string>
+
+using namespace softnic_test;
+
+namespace
+{
+
+const size_t BIG = 4 << 20;
+
+class softnic_rc : public softnic_topo
+{
+  protected:
+    void SetUp() override
+    {
+        softnic_topo::SetUp();
+        if (IsSkipped() || HasFatalFailure())
+            return;
+        m_a = &spawn('a');
+        m_b = &spawn('b');
+        ASSERT_FALSE(HasFailure());
+        m_la = reg_mr(*m_a, 1, BIG);
+        m_rb = reg_mr(*m_b, 1, BIG, "LW,RW,RR,RA", 4096);
+        ASSERT_FALSE(HasFailure());
+    }
+
+    std::string remote(uint64_t off = 0) const
+    {
+        return " raddr=" + std::to_string(m_rb.addr + off) +
+               " rkey=" + std::to_string(m_rb.rkey);
+    }
+
+    void send_recv(bool srq);
+
+    peer_proc *m_a = nullptr, *m_b = nullptr;
+    mr_t       m_la, m_rb;
+};
+
+TEST_P(softnic_rc, write_completion_means_placed)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    const size_t sizes[] = {1, 8, 4096, 65536, 1 << 20, BIG};
+    uint32_t     seed = 100;
+    for (size_t len : sizes) {
+        for (int rep = 0; rep < 3; ++rep, ++seed) {
+            std::string l = std::to_string(len), s = std::to_string(seed);
+            ASSERT_OK(m_a->cmd("fill id=1 len=" + l + " seed=" + s));
+            wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 wr=" + s +
+                                          " len=" + l + remote());
+            ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+            EXPECT_EQ(IBV_WC_RDMA_WRITE, wc.opcode);
+            /* the target looks right after the completion message */
+            EXPECT_OK(m_b->cmd("check id=1 len=" + l + " seed=" + s))
+                << "WRITE of " << len << " bytes completed before placement";
+        }
+    }
+    EXPECT_OK(m_b->cmd("guardcheck id=1"));
+}
+
+TEST_P(softnic_rc, read_returns_target_data)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    const size_t sizes[] = {8, 4096, 1 << 20, BIG};
+    uint32_t     seed = 200;
+    for (size_t len : sizes) {
+        std::string l = std::to_string(len), s = std::to_string(seed++);
+        ASSERT_OK(m_b->cmd("fill id=1 len=" + l + " seed=" + s));
+        wc_t wc = post_wait(*m_a, "qp=0 op=READ mr=1 wr=1 len=" + l + remote());
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+        EXPECT_EQ(IBV_WC_RDMA_READ, wc.opcode);
+        EXPECT_OK(m_a->cmd("check id=1 len=" + l + " seed=" + s));
+    }
+}
+
+TEST_P(softnic_rc, send_after_writes_sees_writes)
+{
+    const int    nw = 16;
+    const size_t len = 256 * 1024;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_b->cmd("mr id=2 len=4096"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=64 wr=77"));
+    ASSERT_OK(m_a->cmd("fill id=1 len=" + std::to_string(len) +
+                       " count=16 seed=300"));
+    /* B waits for the receive and checks every WRITE's data at once */
+    ASSERT_TRUE(m_b->send("poll cq=recv n=1 timeout=20000 check=1 id=1 len=" +
+                          std::to_string(len) + " count=16 seed=300"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags= wr=1 count=16 len=" +
+                       std::to_string(len) + " stride=" + std::to_string(len) +
+                       " rstride=" + std::to_string(len) + remote()));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=32 wr=100"));
+    reply_t r = m_b->recv();
+    ASSERT_TRUE(r.ok) << r.line;
+    ASSERT_EQ(1u, r.wcs.size()) << r.line;
+    EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[0].status);
+    EXPECT_EQ("ok", r.s("check"))
+        << "the SEND was received before the " << nw << " WRITEs before it "
+        << "were visible";
+    std::vector<wc_t> wcs = poll(*m_a, "send", 1);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ(100u, wcs[0].wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
+}
+
+TEST_P(softnic_rc, writes_to_one_address_last_wins)
+{
+    const int    n = 64;
+    const size_t len = 16384;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_a->cmd("fill id=1 len=" + std::to_string(len) +
+                       " count=64 seed=500"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S siglast=1 wr=1 "
+                       "count=64 len=" +
+                       std::to_string(len) + " stride=" + std::to_string(len) +
+                       " rstride=0" + remote()));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 1);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ((uint64_t)n, wcs[0].wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
+    EXPECT_OK(m_b->cmd("check id=1 len=" + std::to_string(len) +
+                       " seed=" + std::to_string(500 + n - 1)))
+        << "an earlier WRITE to the same address landed after the last one";
+}
+
+TEST_P(softnic_rc, fenced_write_after_read_reads_old_value)
+{
+    const size_t len = 1 << 20;
+    std::string  l = std::to_string(len);
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    for (int rep = 0; rep < 5; ++rep) {
+        std::string so = std::to_string(600 + 2 * rep);
+        std::string sn = std::to_string(601 + 2 * rep);
+        ASSERT_OK(m_b->cmd("fill id=1 len=" + l + " seed=" + so));
+        ASSERT_OK(m_a->cmd("fill id=1 off=" + l + " len=" + l + " seed=" + sn));
+        ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 off=0 len=" + l + " wr=1" +
+                           remote()));
+        ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=SF off=" + l +
+                           " len=" + l + " wr=2" + remote()));
+        std::vector<wc_t> wcs = poll(*m_a, "send", 2);
+        ASSERT_EQ(2u, wcs.size());
+        EXPECT_EQ(1u, wcs[0].wr_id);
+        EXPECT_EQ(2u, wcs[1].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[1].status);
+        EXPECT_OK(m_a->cmd("check id=1 off=0 len=" + l + " seed=" + so))
+            << "READ returned data of the fenced WRITE posted after it";
+        EXPECT_OK(m_b->cmd("check id=1 len=" + l + " seed=" + sn));
+    }
+}
+
+void softnic_rc::send_recv(bool srq)
+{
+    if (srq) {
+        ASSERT_OK(m_b->cmd("srq max_wr=64"));
+    }
+    ASSERT_NO_FATAL_FAILURE(
+        connect(*m_a, 0, *m_b, 0, conn_opts(), conn_opts(), srq));
+    ASSERT_OK(m_b->cmd("mr id=2 len=65536"));
+    ASSERT_OK(m_b->cmd(std::string("recv qp=0 mr=2 len=1024 wr=10 count=5 ") +
+                       (srq ? "srq=1" : "")));
+    ASSERT_OK(m_a->cmd("fill id=1 off=0 len=100 seed=700"));
+    ASSERT_OK(m_a->cmd("fill id=1 off=4096 len=200 seed=701"));
+    ASSERT_OK(m_a->cmd("fill id=1 off=8192 len=64 seed=702"));
+    ASSERT_OK(m_a->cmd("fill id=1 off=12288 len=40 seed=703"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 off=0 len=100 wr=1"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND_IMM mr=1 off=4096 len=200 wr=2 "
+                       "imm=305419896"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE_IMM mr=1 off=8192 len=64 wr=3 "
+                       "imm=51966" +
+                       remote(128)));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 off=12288 len=40 wr=4 "
+                       "flags=SI"));
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE_IMM len=0 nsge=0 wr=5 imm=7" + remote()));
+
+    std::vector<wc_t> s = poll(*m_a, "send", 5);
+    ASSERT_EQ(5u, s.size());
+    const int sops[] = {IBV_WC_SEND, IBV_WC_SEND, IBV_WC_RDMA_WRITE,
+                        IBV_WC_SEND, IBV_WC_RDMA_WRITE};
+    for (int i = 0; i < 5; ++i) {
+        EXPECT_EQ((uint64_t)i + 1, s[i].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, s[i].status) << wc_status_name(s[i].status);
+        EXPECT_EQ(sops[i], s[i].opcode) << "send completion " << i;
+    }
+
+    std::vector<wc_t> r = poll(*m_b, "recv", 5);
+    ASSERT_EQ(5u, r.size());
+    struct {
+        int      opcode;
+        uint32_t len;
+        bool     imm;
+        uint32_t imm_val;
+    } want[] = {
+        {IBV_WC_RECV, 100, false, 0},
+        {IBV_WC_RECV, 200, true, 305419896},
+        {IBV_WC_RECV_RDMA_WITH_IMM, 64, true, 51966},
+        {IBV_WC_RECV, 40, false, 0},
+        {IBV_WC_RECV_RDMA_WITH_IMM, 0, true, 7},
+    };
+    for (int i = 0; i < 5; ++i) {
+        SCOPED_TRACE("receive completion " + std::to_string(i));
+        EXPECT_EQ((uint64_t)10 + i, r[i].wr_id) << "receives consumed in order";
+        EXPECT_EQ(IBV_WC_SUCCESS, r[i].status) << wc_status_name(r[i].status);
+        EXPECT_EQ(want[i].opcode, r[i].opcode);
+        EXPECT_EQ(want[i].len, r[i].byte_len);
+        EXPECT_EQ(want[i].imm, !!(r[i].flags & IBV_WC_WITH_IMM));
+        if (want[i].imm) {
+            EXPECT_EQ(htonl(want[i].imm_val), r[i].imm);
+        }
+    }
+    EXPECT_OK(m_b->cmd("check id=2 off=0 len=100 seed=700"));
+    EXPECT_OK(m_b->cmd("check id=2 off=1024 len=200 seed=701"));
+    EXPECT_OK(m_b->cmd("check id=1 off=128 len=64 seed=702"));
+    EXPECT_OK(m_b->cmd("check id=2 off=3072 len=40 seed=703"));
+    /* the WRITE_WITH_IMM data went to its address, not to the receive */
+    reply_t g = m_b->cmd("get64 id=2 off=2048");
+    EXPECT_EQ(0u, g.u("val"));
+}
+
+TEST_P(softnic_rc, send_and_write_imm_consume_qp_receives)
+{
+    send_recv(false);
+}
+
+TEST_P(softnic_rc, send_and_write_imm_consume_srq_receives)
+{
+    send_recv(true);
+}
+
+TEST_P(softnic_rc, send_larger_than_receive_fails)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_b->cmd("mr id=2 len=4096 guard=4096"));
+    ASSERT_OK(m_b->cmd("fill id=2 seed=3"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=64 wr=1"));
+    wc_t wc = post_wait(*m_a, "qp=0 op=SEND mr=1 len=128 wr=1");
+    EXPECT_NE(IBV_WC_SUCCESS, wc.status);
+    std::vector<wc_t> r = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, r.size());
+    EXPECT_EQ(IBV_WC_LOC_LEN_ERR, r[0].status) << wc_status_name(r[0].status);
+    EXPECT_OK(m_b->cmd("check id=2 off=64 len=4032 seed=3"));
+    EXPECT_OK(m_b->cmd("guardcheck id=2"));
+}
+
+TEST_P(softnic_rc, rnr_retry_exceeded)
+{
+    conn_opts oa, ob;
+    oa.rnr_retry = 1;
+    ob.min_rnr = 1; /* 0.01 ms */
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa, ob));
+    wc_t wc = post_wait(*m_a, "qp=0 op=SEND mr=1 len=64 wr=1");
+    EXPECT_EQ(IBV_WC_RNR_RETRY_EXC_ERR, wc.status) << wc_status_name(wc.status);
+    reply_t st = m_a->cmd("query qp=0");
+    EXPECT_EQ(IBV_QPS_ERR, (int)st.u("state")) << st.line;
+}
+
+TEST_P(softnic_rc, rnr_retry_then_receive_posted)
+{
+    /* rnr_retry 7 is infinite: with a 0.01 ms RNR timer any finite count
+     * would long be exhausted after 1 s without a completion */
+    conn_opts ob;
+    ob.min_rnr = 1;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, conn_opts(), ob));
+    ASSERT_OK(m_a->cmd("fill id=1 len=512 seed=800"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=512 wr=1"));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 1, 1000);
+    EXPECT_EQ(0u, wcs.size())
+        << "SEND with no receive completed (status "
+        << (wcs.empty() ? "" : wc_status_name(wcs[0].status))
+        << ") although rnr_retry=7";
+    ASSERT_OK(m_b->cmd("mr id=2 len=4096"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=4096 wr=9"));
+    wcs = poll(*m_a, "send", 1);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status) << wc_status_name(wcs[0].status);
+    std::vector<wc_t> r = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, r.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, r[0].status);
+    EXPECT_EQ(512u, r[0].byte_len);
+    EXPECT_OK(m_b->cmd("check id=2 len=512 seed=800"));
+}
+
+/* One-sided: B never calls the library while A's READ/WRITE/atomics
+ * complete; first while B is blocked in read() on its command socket
+ * (B is sent nothing), then while B spins in a busy loop. */
+TEST_P(softnic_rc, one_sided_target_blocked_or_busy)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_b->cmd("fill id=1 off=8192 len=4096 seed=900"));
+    ASSERT_OK(m_b->cmd("set64 id=1 off=0 val=40"));
+
+    for (int phase = 0; phase < 2; ++phase) {
+        SCOPED_TRACE(phase ? "target busy-looping" : "target blocked in read");
+        if (phase == 1) {
+            ASSERT_OK(m_b->cmd("spin"));
+        }
+        uint32_t    seed = 910 + phase;
+        std::string s = std::to_string(seed);
+        ASSERT_OK(m_a->cmd("fill id=1 off=65536 len=65536 seed=" + s));
+        wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 off=65536 len=65536 "
+                                  "wr=1" +
+                                      remote(65536));
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+        wc = post_wait(*m_a, "qp=0 op=READ mr=1 off=131072 len=4096 wr=2" +
+                                 remote(8192));
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+        EXPECT_OK(m_a->cmd("check id=1 off=131072 len=4096 seed=900"));
+        wc = post_wait(*m_a,
+                       "qp=0 op=FADD mr=1 off=0 len=8 add=2 wr=3" + remote(0));
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+        reply_t g = m_a->cmd("get64 id=1 off=0");
+        EXPECT_EQ(40u + 2 * phase, g.u("val")) << "fetch-add result";
+        wc = post_wait(*m_a, "qp=0 op=CAS mr=1 off=0 len=8 cmp=" +
+                                 std::to_string(42 + 2 * phase) +
+                                 " swap=" + std::to_string(42 + 2 * phase) +
+                                 " wr=4" + remote(0));
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+        /* B wakes up (ends the spin) only now and checks */
+        EXPECT_OK(m_b->cmd("ping"));
+        EXPECT_OK(m_b->cmd("check id=1 off=65536 len=65536 seed=" + s));
+    }
+    reply_t g = m_b->cmd("get64 id=1 off=0");
+    EXPECT_EQ(44u, g.u("val"));
+}
+
+INSTANTIATE_TEST_SUITE_P(topo, softnic_rc,
+                         ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
+                         topology_name);
+
+} /* namespace */
