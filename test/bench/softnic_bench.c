@@ -138,10 +138,13 @@ static void bench_ep_close(bench_ep_t *ep)
 static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
                          bench_info_t *info)
 {
-    orc_dev_config_t   cfg = {ORC_DEV_BACKEND_SOFT, ifaces};
+    orc_dev_config_t   cfg;
     orc_qp_init_attr_t qp_attr;
     size_t             len;
 
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.backend     = ORC_DEV_BACKEND_SOFT;
+    cfg.soft_ifaces = ifaces;
     memset(ep, 0, sizeof(*ep));
     memset(info, 0, sizeof(*info));
     ep->buf = mmap(NULL, BENCH_BUF_LEN, PROT_READ | PROT_WRITE,
