@@ -1,0 +1,133 @@
+/*
+ * orcd request router: the whole HTTP/JSON API (README "orcd API") as a pure
+ * function of (method, path, query, Authorization, body) -> response, on top
+ * of the store. No sockets here: orcd_http.c feeds it from libmicrohttpd,
+ * the fuzz harness and the unit tests call it directly.
+ *
+ * Blocking queries: a request that may block returns both the answer to send
+ * if nothing happens (empty mailbox, unchanged list, 404 for a missing key)
+ * and a watch spec (key range and start revision) plus the wait time. The
+ * caller watches the store; on an event or at the deadline it calls
+ * orcd_api_handle() again (may_block = 0 once the deadline passed) and sends
+ * the newest answer.
+ */
+#ifndef ORCD_API_H_
+#define ORCD_API_H_
+
+#include "orcd.h"
+#include "coordinator/store/orc_store.h"
+
+#include <stdatomic.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum orcd_route {
+    ORCD_ROUTE_UNKNOWN,
+    ORCD_ROUTE_HEALTHZ,
+    ORCD_ROUTE_METRICS,
+    ORCD_ROUTE_NODES,     /* GET list, POST register */
+    ORCD_ROUTE_NODE,      /* GET, DELETE */
+    ORCD_ROUTE_KEEPALIVE, /* PUT */
+    ORCD_ROUTE_ENDPOINT,  /* GET, POST, PUT */
+    ORCD_ROUTE_MAILBOX,   /* GET, POST */
+    ORCD_ROUTE_KV,        /* GET, PUT, DELETE */
+    ORCD_ROUTE_LAST
+} orcd_route_t;
+
+typedef struct orcd_query_arg {
+    const char *key;
+    const char *value; /* may be NULL ("?wait") */
+} orcd_query_arg_t;
+
+#define ORCD_MAX_QUERY_ARGS 16
+
+typedef struct orcd_request {
+    const char             *method;
+    const char             *path;          /* without the query string */
+    const orcd_query_arg_t *args;
+    size_t                  nargs;
+    const char             *authorization; /* header value or NULL */
+    const char             *body;
+    size_t                  body_len;
+    int                     may_block;
+} orcd_request_t;
+
+typedef struct orcd_response {
+    unsigned      status;
+    char         *body;          /* malloc'd, body_len bytes */
+    size_t        body_len;
+    const char   *content_type;  /* static */
+    const char   *allow;         /* static; set with 405 */
+    unsigned      retry_after;   /* s; set with 429/503 */
+    int           has_index;
+    uint64_t      index;         /* X-Orc-Index */
+    int           www_authenticate;
+    orcd_route_t  route;
+    /* blocking: set only if the request may block */
+    int           block;
+    char         *watch_key;     /* malloc'd */
+    char         *watch_end;     /* malloc'd or NULL (single key) */
+    uint64_t      watch_rev;
+    double        wait;          /* seconds, already capped at max_wait */
+} orcd_response_t;
+
+/*
+ * Counters shared by the router and the HTTP layer. All fields are atomics
+ * updated with relaxed ordering (statistics only; nothing synchronises on
+ * them).
+ */
+#define ORCD_STATUS_SLOTS  16
+#define ORCD_LATENCY_SLOTS 15
+typedef struct orcd_metrics {
+    _Atomic uint64_t requests[ORCD_ROUTE_LAST][ORCD_STATUS_SLOTS];
+    _Atomic uint64_t latency[ORCD_ROUTE_LAST][ORCD_LATENCY_SLOTS];
+    _Atomic uint64_t latency_sum_us[ORCD_ROUTE_LAST];
+    _Atomic int64_t  connections;
+    _Atomic int64_t  long_polls;
+    _Atomic uint64_t long_polls_rejected;
+} orcd_metrics_t;
+
+typedef struct orcd_api orcd_api_t;
+
+/* Takes ownership of cfg (heap-allocated); the store stays the caller's. */
+int  orcd_api_create(orcd_config_t *cfg, orc_store_t *store,
+                     orcd_api_t **api_p);
+void orcd_api_destroy(orcd_api_t *api);
+/* Replace the configuration (SIGHUP): takes ownership of cfg, frees the old
+ * one once no request uses it any more. */
+void orcd_api_set_config(orcd_api_t *api, orcd_config_t *cfg);
+/* Run fn with the current configuration (read-locked). */
+void orcd_api_with_config(orcd_api_t *api,
+                          void (*fn)(const orcd_config_t *cfg, void *arg),
+                          void *arg);
+orcd_metrics_t *orcd_api_metrics(orcd_api_t *api);
+orc_store_t *orcd_api_store(orcd_api_t *api);
+
+/*
+ * Checks that need only the request line and headers: route, method, auth,
+ * Content-Length (content_length < 0: unknown/chunked). Returns 1 with resp
+ * filled if the request is rejected, 0 if it may proceed; *max_body_p gets
+ * the largest body this request may carry.
+ */
+int  orcd_api_precheck(orcd_api_t *api, const orcd_request_t *req,
+                       long long content_length, size_t *max_body_p,
+                       orcd_response_t *resp);
+/* Full handling. Always fills resp (status 500 on internal failure). */
+void orcd_api_handle(orcd_api_t *api, const orcd_request_t *req,
+                     orcd_response_t *resp);
+void orcd_api_response_free(orcd_response_t *resp);
+/* Fill resp with a JSON error. */
+void orcd_api_error(orcd_response_t *resp, unsigned status, const char *code,
+                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Account one finished request. */
+void orcd_api_record(orcd_api_t *api, orcd_route_t route, unsigned status,
+                     double seconds);
+const char *orcd_route_name(orcd_route_t route);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

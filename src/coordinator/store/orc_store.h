@@ -1,0 +1,200 @@
+/*
+ * orc store: the key-value interface orcd keeps its state in.
+ *
+ * Shaped exactly like etcd v3 so an etcd-backed implementation can replace
+ * the in-memory one without orcd noticing:
+ *  - one store-wide revision, starting at 1; every transaction that writes
+ *    something bumps it by exactly 1 and all its writes carry that revision;
+ *  - per key: create_rev (revision that created it), mod_rev (revision of its
+ *    last write), version (number of writes since creation, 1 after create;
+ *    deleting resets, re-creating starts at 1 again), lease (0 = none);
+ *  - ranges are [key, range_end) in byte order; range_end NULL means the
+ *    single key, orc_store_prefix_end() turns a prefix into a range_end;
+ *  - leases have a TTL in seconds; keep-alive restarts the TTL; revoking a
+ *    lease or letting it expire deletes every key attached to it in one
+ *    revision; a lease past its deadline is gone even before a reaper ran;
+ *  - transactions: all compares hold -> all ops applied atomically, else
+ *    nothing (ORC_STORE_ECOMPARE);
+ *  - watches: fire once for the first event at or after start_rev on a key in
+ *    [key, range_end); if such an event is already in the retained history
+ *    (or the history was compacted past start_rev) watch_create reports
+ *    ORC_STORE_FIRED instead of registering.
+ *
+ * All functions are thread-safe. Watch callbacks run on the thread that made
+ * the change (or the lease reaper), while the store's internal lock is held:
+ * they must be short and must not call back into the store.
+ */
+#ifndef ORC_STORE_H_
+#define ORC_STORE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum orc_store_status {
+    ORC_STORE_OK       = 0,
+    ORC_STORE_FIRED    = 1,  /* watch_create: condition already met */
+    ORC_STORE_ENOENT   = -1, /* no such key, lease or watch (incl. expired) */
+    ORC_STORE_ECOMPARE = -2, /* transaction compare failed */
+    ORC_STORE_EINVAL   = -3,
+    ORC_STORE_ENOMEM   = -4,
+    ORC_STORE_EIO      = -5, /* snapshot file error (logged by the store) */
+    ORC_STORE_ENOTSUP  = -6, /* not offered by this implementation */
+} orc_store_status_t;
+
+const char *orc_store_status_str(int status);
+
+/* One key-value pair as returned by range (owned by the result). */
+typedef struct orc_store_kv {
+    char     *key;
+    char     *value;     /* value_len bytes, plus a NUL for convenience */
+    size_t    value_len;
+    uint64_t  create_rev;
+    uint64_t  mod_rev;
+    uint64_t  version;
+    uint64_t  lease;
+} orc_store_kv_t;
+
+typedef struct orc_store_range_result {
+    orc_store_kv_t *kvs;
+    size_t          count;    /* entries in kvs */
+    size_t          total;    /* keys in the range (>= count with a limit) */
+    uint64_t        revision; /* store revision the range was read at */
+} orc_store_range_result_t;
+
+enum {
+    ORC_STORE_RANGE_COUNT_ONLY = 1u << 0, /* fill total only */
+    ORC_STORE_RANGE_KEYS_ONLY  = 1u << 1, /* no values */
+};
+
+typedef enum orc_store_cmp_target {
+    ORC_STORE_CMP_VERSION,
+    ORC_STORE_CMP_CREATE,
+    ORC_STORE_CMP_MOD,
+    ORC_STORE_CMP_LEASE,
+} orc_store_cmp_target_t;
+
+typedef enum orc_store_cmp_result {
+    ORC_STORE_CMP_EQUAL,
+    ORC_STORE_CMP_NOT_EQUAL,
+    ORC_STORE_CMP_GREATER,
+    ORC_STORE_CMP_LESS,
+} orc_store_cmp_result_t;
+
+/* Compare of one key's metadata; an absent key has all fields 0. */
+typedef struct orc_store_cmp {
+    const char             *key;
+    orc_store_cmp_target_t  target;
+    orc_store_cmp_result_t  result;
+    uint64_t                value;
+} orc_store_cmp_t;
+
+typedef enum orc_store_op_type {
+    ORC_STORE_OP_PUT,
+    ORC_STORE_OP_DELETE_RANGE,
+} orc_store_op_type_t;
+
+typedef struct orc_store_op {
+    orc_store_op_type_t  type;
+    const char          *key;
+    const char          *range_end; /* DELETE_RANGE only; NULL: one key */
+    const void          *value;     /* PUT only */
+    size_t               value_len;
+    uint64_t             lease;     /* PUT only; must exist (else ENOENT) */
+} orc_store_op_t;
+
+typedef struct orc_store_txn_result {
+    uint64_t revision;   /* revision after the transaction */
+    size_t   failed_cmp; /* on ECOMPARE: index of the first failing compare */
+    size_t   deleted;    /* keys removed by DELETE_RANGE ops */
+} orc_store_txn_result_t;
+
+typedef struct orc_store_stats {
+    uint64_t revision;
+    uint64_t keys;
+    uint64_t bytes;          /* sum of key and value lengths */
+    uint64_t leases;
+    uint64_t leases_expired; /* leases deleted by expiry since start */
+    uint64_t watches;
+} orc_store_stats_t;
+
+/* Called once, store lock held; rev = revision of the event that fired it. */
+typedef void (*orc_store_watch_cb_t)(void *arg, uint64_t rev);
+
+typedef struct orc_store orc_store_t;
+
+/*
+ * The seam: one ops table per implementation, every slot populated (slots an
+ * implementation does not offer point at orc_store_unsupported_*).
+ */
+typedef struct orc_store_ops {
+    const char *name;
+    int  (*range)(orc_store_t *store, const char *key, const char *range_end,
+                  unsigned flags, size_t limit,
+                  orc_store_range_result_t *result);
+    int  (*txn)(orc_store_t *store, const orc_store_cmp_t *cmps, size_t ncmp,
+                const orc_store_op_t *ops, size_t nops,
+                orc_store_txn_result_t *result);
+    int  (*lease_grant)(orc_store_t *store, int64_t ttl, uint64_t *id_p);
+    int  (*lease_keepalive)(orc_store_t *store, uint64_t id, int64_t *ttl_p);
+    int  (*lease_revoke)(orc_store_t *store, uint64_t id);
+    /* remaining seconds (rounded up) and granted TTL */
+    int  (*lease_ttl)(orc_store_t *store, uint64_t id, int64_t *remaining_p,
+                      int64_t *granted_p);
+    int  (*watch_create)(orc_store_t *store, const char *key,
+                         const char *range_end, uint64_t start_rev,
+                         orc_store_watch_cb_t cb, void *arg, uint64_t *id_p);
+    /* ORC_STORE_OK: cancelled, the callback will never run;
+     * ORC_STORE_ENOENT: it already ran (or never existed) */
+    int  (*watch_cancel)(orc_store_t *store, uint64_t id);
+    uint64_t (*revision)(orc_store_t *store);
+    void (*stats)(orc_store_t *store, orc_store_stats_t *stats);
+    /* Durable copy of the whole state (atomic: temp file + rename) and its
+     * restore into an empty store; restored leases get a fresh full TTL. */
+    int  (*snapshot_save)(orc_store_t *store, const char *path);
+    int  (*snapshot_load)(orc_store_t *store, const char *path);
+    void (*close)(orc_store_t *store);
+} orc_store_ops_t;
+
+/* Base of every implementation (first member, called super). */
+struct orc_store {
+    const orc_store_ops_t *ops;
+};
+
+/* In-memory implementation (orc_store_mem.c). Its reaper thread expires
+ * leases within about reap_ms of their deadline. */
+int orc_store_mem_open(unsigned reap_ms, orc_store_t **store_p);
+
+/* Helpers (orc_store.c) */
+void orc_store_range_result_free(orc_store_range_result_t *result);
+/* range_end for "every key starting with prefix"; caller frees;
+ * "\0" (the whole keyspace) for an empty prefix or all 0xff bytes */
+char *orc_store_prefix_end(const char *prefix);
+int  orc_store_put(orc_store_t *store, const char *key, const void *value,
+                   size_t value_len, uint64_t lease, uint64_t *rev_p);
+/* one key; ENOENT if absent; fills kv (free with orc_store_kv_free) */
+int  orc_store_get(orc_store_t *store, const char *key, orc_store_kv_t *kv,
+                   uint64_t *rev_p);
+int  orc_store_delete(orc_store_t *store, const char *key,
+                      const char *range_end, size_t *deleted_p,
+                      uint64_t *rev_p);
+void orc_store_kv_free(orc_store_kv_t *kv);
+
+/* Slots for implementations that lack snapshots */
+int orc_store_unsupported_snapshot(orc_store_t *store, const char *path);
+
+static inline void orc_store_close(orc_store_t *store)
+{
+    if (store != NULL) {
+        store->ops->close(store);
+    }
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
