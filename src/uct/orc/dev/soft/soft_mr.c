@@ -1,0 +1,323 @@
+/*
+ * softnic protection domains and memory regions. The MR table lives in
+ * shared memory (/dev/shm/orc_soft.<pidns>.<pid>.<instance>) so that
+ * same-host initiators check rkeys themselves before a CMA copy, and see a
+ * deregistration at once. Entry layout and seqlock: see softnic.h.
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "softnic.h"
+
+#include <dirent.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define ORC_SOFT_MR_TABLE_SIZE (ORC_SOFT_MAX_MR * sizeof(orc_soft_mr_entry_t))
+#define ORC_SOFT_SHM_PREFIX    "orc_soft."
+
+static void orc_soft_shm_name(char *buf, size_t size, uint64_t pid_ns,
+                              pid_t pid, uint32_t id)
+{
+    snprintf(buf, size, "/" ORC_SOFT_SHM_PREFIX "%llu.%d.%u",
+             (unsigned long long)pid_ns, (int)pid, id);
+}
+
+/* Remove tables left behind by killed processes of our pid namespace. */
+static void orc_soft_shm_reap(uint64_t pid_ns)
+{
+    unsigned long long ns;
+    char name[300];
+    struct dirent *de;
+    unsigned id;
+    DIR *dir;
+    int pid;
+
+    dir = opendir("/dev/shm");
+    if (dir == NULL) {
+        return;
+    }
+    while ((de = readdir(dir)) != NULL) {
+        if ((sscanf(de->d_name, ORC_SOFT_SHM_PREFIX "%llu.%d.%u", &ns, &pid,
+                    &id) != 3) || (ns != pid_ns) || (pid <= 0)) {
+            continue;
+        }
+        if ((kill(pid, 0) < 0) && (errno == ESRCH)) {
+            snprintf(name, sizeof(name), "/%s", de->d_name);
+            shm_unlink(name);
+        }
+    }
+    closedir(dir);
+}
+
+int orc_soft_mr_table_init(orc_soft_inst_t *inst)
+{
+    uint64_t pid_ns = le64toh(inst->host.pid_ns);
+    int fd, ret;
+
+    orc_soft_shm_reap(pid_ns);
+    orc_soft_shm_name(inst->shm_name, sizeof(inst->shm_name), pid_ns,
+                      inst->pid, inst->id);
+    fd = shm_open(inst->shm_name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ret = errno;
+        orc_soft_log(NULL, "shm_open(%s) failed: %m", inst->shm_name);
+        return ret;
+    }
+    if (ftruncate(fd, ORC_SOFT_MR_TABLE_SIZE) < 0) {
+        ret = errno;
+        orc_soft_log(NULL, "ftruncate(%s) failed: %m", inst->shm_name);
+        goto err_unlink;
+    }
+    inst->mrs = mmap(NULL, ORC_SOFT_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_SHARED, fd, 0);
+    if (inst->mrs == MAP_FAILED) {
+        ret = errno;
+        orc_soft_log(NULL, "mmap(%s) failed: %m", inst->shm_name);
+        inst->mrs = NULL;
+        goto err_unlink;
+    }
+    inst->mr_gen = calloc(ORC_SOFT_MAX_MR, sizeof(*inst->mr_gen));
+    if (inst->mr_gen == NULL) {
+        ret = ENOMEM;
+        goto err_unmap;
+    }
+    close(fd);
+    return 0;
+
+err_unmap:
+    munmap(inst->mrs, ORC_SOFT_MR_TABLE_SIZE);
+    inst->mrs = NULL;
+err_unlink:
+    shm_unlink(inst->shm_name);
+    close(fd);
+    return ret;
+}
+
+void orc_soft_mr_table_cleanup(orc_soft_inst_t *inst)
+{
+    free(inst->mr_gen);
+    munmap(inst->mrs, ORC_SOFT_MR_TABLE_SIZE);
+    shm_unlink(inst->shm_name);
+}
+
+const orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
+                                                 uint32_t id)
+{
+    char name[64];
+    void *table;
+    int fd;
+
+    orc_soft_shm_name(name, sizeof(name), pid_ns, pid, id);
+    fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) {
+        return NULL;
+    }
+    table = mmap(NULL, ORC_SOFT_MR_TABLE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    return (table == MAP_FAILED) ? NULL : table;
+}
+
+void orc_soft_mr_table_unmap(const orc_soft_mr_entry_t *table)
+{
+    if (table != NULL) {
+        munmap((void *)table, ORC_SOFT_MR_TABLE_SIZE);
+    }
+}
+
+int orc_soft_mr_read(const orc_soft_mr_entry_t *table, uint32_t key,
+                     orc_soft_mr_snap_t *snap)
+{
+    uint32_t index = key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1);
+    const orc_soft_mr_entry_t *e;
+    uint32_t seq;
+    int spins;
+
+    if ((key == 0) || (index == 0) || (index >= ORC_SOFT_MAX_MR)) {
+        return -1;
+    }
+    e = &table[index];
+    for (spins = 0; spins < 1000000; ++spins) {
+        snap->seq = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE);
+        if (snap->seq & 1) {
+            sched_yield();
+            continue;
+        }
+        snap->key    = __atomic_load_n(&e->key, __ATOMIC_RELAXED);
+        snap->addr   = __atomic_load_n(&e->addr, __ATOMIC_RELAXED);
+        snap->length = __atomic_load_n(&e->length, __ATOMIC_RELAXED);
+        snap->access = __atomic_load_n(&e->access, __ATOMIC_RELAXED);
+        snap->pdn    = __atomic_load_n(&e->pdn, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
+        if (seq == snap->seq) {
+            return (snap->key == key) ? 0 : -1;
+        }
+    }
+    return -1; /* a writer died in the middle: treat as invalid */
+}
+
+int orc_soft_mr_still_valid(const orc_soft_mr_entry_t *table,
+                            const orc_soft_mr_snap_t *snap)
+{
+    uint32_t index = snap->key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1);
+
+    return __atomic_load_n(&table[index].seq, __ATOMIC_SEQ_CST) == snap->seq;
+}
+
+int orc_soft_mr_check(const orc_soft_mr_entry_t *table, uint32_t key,
+                      uint32_t pdn, uint64_t addr, uint64_t len, int access,
+                      orc_soft_mr_snap_t *snap)
+{
+    if (orc_soft_mr_read(table, key, snap) != 0) {
+        return -1;
+    }
+    if ((snap->pdn != pdn) || (addr < snap->addr) ||
+        (len > snap->length) || (addr - snap->addr > snap->length - len) ||
+        ((snap->access & access) != (uint32_t)access)) {
+        return -1;
+    }
+    return 0;
+}
+
+int orc_soft_mr_busy_begin(orc_soft_inst_t *inst,
+                           const orc_soft_mr_snap_t *snap)
+{
+    int index = (int)(snap->key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1));
+
+    __atomic_store_n(&inst->busy_mr, index, __ATOMIC_SEQ_CST);
+    if (!orc_soft_mr_still_valid(inst->mrs, snap)) {
+        __atomic_store_n(&inst->busy_mr, -1, __ATOMIC_RELEASE);
+        return -1;
+    }
+    return 0;
+}
+
+void orc_soft_mr_busy_end(orc_soft_inst_t *inst)
+{
+    __atomic_store_n(&inst->busy_mr, -1, __ATOMIC_RELEASE);
+}
+
+orc_pd_t *orc_soft_pd_alloc(orc_dev_t *dev)
+{
+    orc_soft_inst_t *inst = orc_soft_inst(dev);
+    orc_soft_pd_t *pd;
+
+    pd = calloc(1, sizeof(*pd));
+    if (pd == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    pd->super.dev = dev;
+    pthread_mutex_lock(&inst->lock);
+    pd->pdn = inst->next_pdn++;
+    pthread_mutex_unlock(&inst->lock);
+    return &pd->super;
+}
+
+int orc_soft_pd_dealloc(orc_pd_t *pd)
+{
+    free(pd);
+    return 0;
+}
+
+/* mr_lock held */
+static void orc_soft_mr_entry_write(orc_soft_mr_entry_t *e, uint32_t key,
+                                    uint64_t addr, uint64_t length,
+                                    uint32_t access, uint32_t pdn)
+{
+    uint32_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
+
+    __atomic_store_n(&e->seq, seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    __atomic_store_n(&e->key, key, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->addr, addr, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->length, length, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->access, access, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->pdn, pdn, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->seq, seq + 2, __ATOMIC_SEQ_CST);
+}
+
+orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
+                          int access)
+{
+    static const int supported = IBV_ACCESS_LOCAL_WRITE |
+                                 IBV_ACCESS_REMOTE_WRITE |
+                                 IBV_ACCESS_REMOTE_READ |
+                                 IBV_ACCESS_REMOTE_ATOMIC |
+                                 IBV_ACCESS_RELAXED_ORDERING;
+    orc_soft_inst_t *inst = orc_soft_inst(pd->dev);
+    orc_soft_mr_t *mr;
+    uint32_t index, key;
+    uint16_t gen;
+
+    if ((addr == NULL) || (length == 0) || (length > ORC_SOFT_MAX_MSG) ||
+        (access & ~supported) ||
+        ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) &&
+         !(access & IBV_ACCESS_LOCAL_WRITE))) {
+        errno = EINVAL;
+        return NULL;
+    }
+
+    mr = calloc(1, sizeof(*mr));
+    if (mr == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+
+    pthread_mutex_lock(&inst->mr_lock);
+    for (index = 1; index < ORC_SOFT_MAX_MR; ++index) {
+        if (inst->mrs[index].key == 0) {
+            break;
+        }
+    }
+    if (index == ORC_SOFT_MAX_MR) {
+        pthread_mutex_unlock(&inst->mr_lock);
+        free(mr);
+        errno = ENOMEM;
+        return NULL;
+    }
+    gen = ++inst->mr_gen[index];
+    if (gen == 0) {
+        gen = ++inst->mr_gen[index];
+    }
+    key = ((uint32_t)gen << ORC_SOFT_KEY_INDEX_BITS) | index;
+    orc_soft_mr_entry_write(&inst->mrs[index], key, (uintptr_t)addr, length,
+                            access, ((orc_soft_pd_t *)pd)->pdn);
+    pthread_mutex_unlock(&inst->mr_lock);
+
+    mr->super.pd     = pd;
+    mr->super.addr   = addr;
+    mr->super.length = length;
+    mr->super.access = access;
+    mr->super.lkey   = key;
+    mr->super.rkey   = key;
+    mr->index        = (int)index;
+    return &mr->super;
+}
+
+int orc_soft_mr_dereg(orc_mr_t *mr)
+{
+    orc_soft_inst_t *inst = orc_soft_inst(mr->pd->dev);
+    orc_soft_mr_t *smr    = (orc_soft_mr_t *)mr;
+
+    pthread_mutex_lock(&inst->mr_lock);
+    orc_soft_mr_entry_write(&inst->mrs[smr->index], 0, 0, 0, 0, 0);
+    pthread_mutex_unlock(&inst->mr_lock);
+
+    /* the service thread may be inside one syscall/memcpy on this region */
+    while (__atomic_load_n(&inst->busy_mr, __ATOMIC_SEQ_CST) == smr->index) {
+        sched_yield();
+    }
+    free(smr);
+    return 0;
+}

@@ -1,0 +1,1100 @@
+/*
+ * softnic RC queue pairs: state machine, send queue engine (in-order
+ * completion, fence, retry/rewind, flush), the same-host CMA fast path, and
+ * shared receive queues. Locking contract: softnic.h (orc_soft_qp).
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "softnic.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+/* A per-attempt timeout below this would fire on a healthy but descheduled
+ * peer of a loaded machine; hardware has no such floor, softnic does. */
+#define ORC_SOFT_MIN_TIMEOUT_NS (20ull * 1000 * 1000)
+
+/* IB spec table 45 (RNR timer field), in microseconds */
+static const uint32_t orc_soft_rnr_us[32] = {
+    655360, 10,    20,    30,    40,    60,     80,     120,
+    160,    240,   320,   480,   640,   960,    1280,   1920,
+    2560,   3840,  5120,  7680,  10240, 15360,  20480,  30720,
+    40960,  61440, 81920, 122880, 163840, 245760, 327680, 491520
+};
+
+uint64_t orc_soft_rnr_timer_ns(uint8_t timer)
+{
+    return orc_soft_rnr_us[timer & 31] * 1000ull;
+}
+
+uint64_t orc_soft_qp_timeout_ns(const orc_soft_qp_t *qp)
+{
+    uint64_t ns;
+
+    if (qp->attr.timeout == 0) {
+        return 0; /* infinite, as in the IB spec */
+    }
+    ns = 4096ull << qp->attr.timeout;
+    return (ns < ORC_SOFT_MIN_TIMEOUT_NS) ? ORC_SOFT_MIN_TIMEOUT_NS : ns;
+}
+
+/* ---- receive queues ---------------------------------------------------- */
+
+static int orc_soft_rq_init(orc_soft_rq_t *rq, uint32_t size)
+{
+    rq->ring = calloc((size > 0) ? size : 1, sizeof(*rq->ring));
+    if (rq->ring == NULL) {
+        return ENOMEM;
+    }
+    rq->size  = size;
+    rq->head  = 0;
+    rq->count = 0;
+    return 0;
+}
+
+static int orc_soft_rq_push(orc_soft_rq_t *rq, const struct ibv_recv_wr *wr,
+                            uint32_t max_sge)
+{
+    orc_soft_recv_t *recv;
+
+    if ((wr->num_sge < 0) || ((uint32_t)wr->num_sge > max_sge) ||
+        ((wr->num_sge > 0) && (wr->sg_list == NULL))) {
+        return EINVAL;
+    }
+    if (rq->count == rq->size) {
+        return ENOMEM;
+    }
+    recv          = &rq->ring[(rq->head + rq->count) % rq->size];
+    recv->wr_id   = wr->wr_id;
+    recv->num_sge = wr->num_sge;
+    memcpy(recv->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
+    ++rq->count;
+    return 0;
+}
+
+static int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv)
+{
+    if (rq->count == 0) {
+        return -1;
+    }
+    *recv    = rq->ring[rq->head];
+    rq->head = (rq->head + 1) % rq->size;
+    --rq->count;
+    return 0;
+}
+
+int orc_soft_qp_has_recv(orc_soft_qp_t *qp)
+{
+    int ret;
+
+    if (qp->srq == NULL) {
+        return qp->rq.count > 0;
+    }
+    pthread_mutex_lock(&qp->srq->lock);
+    ret = qp->srq->rq.count > 0;
+    pthread_mutex_unlock(&qp->srq->lock);
+    return ret;
+}
+
+int orc_soft_qp_pop_recv(orc_soft_qp_t *qp, orc_soft_recv_t *recv)
+{
+    int ret;
+
+    if (qp->srq == NULL) {
+        return orc_soft_rq_pop(&qp->rq, recv);
+    }
+    pthread_mutex_lock(&qp->srq->lock);
+    ret = orc_soft_rq_pop(&qp->srq->rq, recv);
+    pthread_mutex_unlock(&qp->srq->lock);
+    return ret;
+}
+
+/* ---- completions ------------------------------------------------------- */
+
+static enum ibv_wc_opcode orc_soft_wc_opcode(uint8_t opcode)
+{
+    switch (opcode) {
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+        return IBV_WC_RDMA_WRITE;
+    case IBV_WR_RDMA_READ:
+        return IBV_WC_RDMA_READ;
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+        return IBV_WC_COMP_SWAP;
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+        return IBV_WC_FETCH_ADD;
+    default:
+        return IBV_WC_SEND;
+    }
+}
+
+static void orc_soft_qp_push_send_wc(orc_soft_qp_t *qp,
+                                     const orc_soft_wqe_t *wqe)
+{
+    struct ibv_wc wc;
+
+    memset(&wc, 0, sizeof(wc));
+    wc.wr_id    = wqe->wr_id;
+    wc.status   = (enum ibv_wc_status)wqe->status;
+    wc.opcode   = orc_soft_wc_opcode(wqe->opcode);
+    wc.byte_len = wqe->length;
+    wc.qp_num   = qp->super.qp_num;
+    orc_soft_cq_push(qp->send_cq, &wc, 0);
+}
+
+static void orc_soft_qp_push_recv_flush(orc_soft_qp_t *qp, uint64_t wr_id)
+{
+    struct ibv_wc wc;
+
+    memset(&wc, 0, sizeof(wc));
+    wc.wr_id  = wr_id;
+    wc.status = IBV_WC_WR_FLUSH_ERR;
+    wc.opcode = IBV_WC_RECV;
+    wc.qp_num = qp->super.qp_num;
+    orc_soft_cq_push(qp->recv_cq, &wc, 0);
+}
+
+void orc_soft_qp_complete(orc_soft_qp_t *qp)
+{
+    orc_soft_wqe_t *wqe;
+
+    while (qp->sq_head != qp->sq_tail) {
+        wqe = &qp->sq[qp->sq_head % qp->sq_size];
+        if (wqe->state != ORC_SOFT_WQE_DONE) {
+            break;
+        }
+        if (wqe->signaled || (wqe->status != IBV_WC_SUCCESS)) {
+            orc_soft_qp_push_send_wc(qp, wqe);
+        }
+        if (qp->sq_tx == qp->sq_head) {
+            ++qp->sq_tx; /* completed without transmission */
+            qp->tx_off = 0;
+        }
+        ++qp->sq_head;
+        if ((wqe->status != IBV_WC_SUCCESS) && (qp->state != IBV_QPS_ERR)) {
+            orc_soft_qp_to_error(qp);
+        }
+    }
+}
+
+void orc_soft_qp_fail_oldest(orc_soft_qp_t *qp, enum ibv_wc_status status)
+{
+    orc_soft_wqe_t *wqe;
+    uint32_t i;
+
+    for (i = qp->sq_head; i != qp->sq_tail; ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state != ORC_SOFT_WQE_DONE) {
+            if (wqe->state == ORC_SOFT_WQE_SENT) {
+                --qp->sent_out;
+            }
+            wqe->state  = ORC_SOFT_WQE_DONE;
+            wqe->status = status;
+            return;
+        }
+    }
+}
+
+/* Reset the retry/transmit state and the connection of the QP. */
+static void orc_soft_qp_drop_conn(orc_soft_qp_t *qp)
+{
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+
+    if (qp->conn_id != 0) {
+        orc_soft_svc_drop_conn(inst, qp->conn_id);
+    }
+    qp->conn_id    = 0;
+    qp->conn       = NULL;
+    qp->conn_fd    = -1;
+    qp->conn_state = ORC_SOFT_CONN_NONE;
+    qp->same_host  = 0;
+    qp->tx_blocked = 0;
+    if (qp->peer_mrs != NULL) {
+        orc_soft_mr_table_unmap(qp->peer_mrs);
+        qp->peer_mrs = NULL;
+    }
+}
+
+void orc_soft_qp_to_error(orc_soft_qp_t *qp)
+{
+    orc_soft_recv_t recv;
+    orc_soft_wqe_t *wqe;
+    uint32_t i;
+
+    qp->state = IBV_QPS_ERR;
+    for (i = qp->sq_head; i != qp->sq_tail; ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state != ORC_SOFT_WQE_DONE) {
+            wqe->state  = ORC_SOFT_WQE_DONE;
+            wqe->status = IBV_WC_WR_FLUSH_ERR;
+        }
+    }
+    qp->sq_tx          = qp->sq_tail;
+    qp->tx_off         = 0;
+    qp->sent_out       = 0;
+    qp->rd_atomic_out  = 0;
+    qp->rewind_pending = 0;
+    qp->hold_until_ns  = 0;
+    orc_soft_qp_drop_conn(qp);
+
+    while (orc_soft_rq_pop(&qp->rq, &recv) == 0) {
+        orc_soft_qp_push_recv_flush(qp, recv.wr_id);
+    }
+    orc_soft_qp_complete(qp);
+}
+
+/* ---- transmission ------------------------------------------------------ */
+
+static int orc_soft_wqe_is_rd_atomic(const orc_soft_wqe_t *wqe)
+{
+    return (wqe->opcode == IBV_WR_RDMA_READ) ||
+           (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
+           (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
+}
+
+static void orc_soft_qp_apply_rewind(orc_soft_qp_t *qp)
+{
+    orc_soft_wqe_t *wqe;
+    uint32_t i;
+
+    for (i = qp->rewind_to; i != qp->sq_tx; ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state == ORC_SOFT_WQE_SENT) {
+            wqe->state      = ORC_SOFT_WQE_QUEUED;
+            wqe->done_bytes = 0;
+            --qp->sent_out;
+            qp->rd_atomic_out -= orc_soft_wqe_is_rd_atomic(wqe);
+        }
+    }
+    qp->sq_tx          = qp->rewind_to;
+    qp->rewind_pending = 0;
+}
+
+void orc_soft_qp_tx(orc_soft_qp_t *qp)
+{
+    orc_soft_wqe_t *wqe;
+    uint64_t now = 0;
+    int ret;
+
+    if (qp->state != IBV_QPS_RTS) {
+        return;
+    }
+    if (qp->conn_state == ORC_SOFT_CONN_FAILED) {
+        if (qp->sq_head != qp->sq_tail) {
+            orc_soft_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+            orc_soft_qp_complete(qp);
+        }
+        return;
+    }
+    if (qp->conn_state != ORC_SOFT_CONN_READY) {
+        return;
+    }
+
+    for (;;) {
+        if (qp->rewind_pending && (qp->tx_off == 0)) {
+            orc_soft_qp_apply_rewind(qp);
+        }
+        if (qp->sq_tx == qp->sq_tail) {
+            break;
+        }
+        wqe = &qp->sq[qp->sq_tx % qp->sq_size];
+        if (qp->tx_off == 0) {
+            if (wqe->state == ORC_SOFT_WQE_DONE) {
+                break; /* failed locally: nothing after it may start */
+            }
+            if (qp->hold_until_ns != 0) {
+                now = orc_soft_now_ns();
+                if (now < qp->hold_until_ns) {
+                    break;
+                }
+                qp->hold_until_ns = 0;
+            }
+            if (wqe->fence && (qp->rd_atomic_out > 0)) {
+                break;
+            }
+            if (!wqe->has_seq) {
+                wqe->seq     = qp->tx_seq++;
+                wqe->has_seq = 1;
+            }
+            if (qp->sent_out == 0) {
+                qp->last_progress_ns = (now != 0) ? now : orc_soft_now_ns();
+            }
+        }
+        ret = orc_soft_wire_send_req(qp, wqe);
+        if (ret < 0) {
+            return; /* the QP was moved to ERR */
+        }
+        if (ret == 0) {
+            orc_soft_svc_want_tx(qp);
+            break;
+        }
+        wqe->state = ORC_SOFT_WQE_SENT;
+        qp->tx_off = 0;
+        ++qp->sq_tx;
+        ++qp->sent_out;
+        qp->rd_atomic_out += orc_soft_wqe_is_rd_atomic(wqe);
+    }
+}
+
+uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now)
+{
+    uint64_t next = 0, limit, timeout;
+
+    if (qp->state != IBV_QPS_RTS) {
+        return 0;
+    }
+    if (qp->hold_until_ns != 0) {
+        if (now >= qp->hold_until_ns) {
+            orc_soft_qp_tx(qp);
+        }
+        if (qp->hold_until_ns != 0) {
+            next = qp->hold_until_ns;
+        }
+    }
+    if ((qp->sent_out > 0) ||
+        ((qp->conn_state == ORC_SOFT_CONN_CONNECTING) &&
+         (qp->sq_head != qp->sq_tail))) {
+        timeout = orc_soft_qp_timeout_ns(qp);
+        if (timeout != 0) {
+            limit = qp->last_progress_ns + timeout * (qp->attr.retry_cnt + 1);
+            if (now >= limit) {
+                orc_soft_log(orc_soft_qp_inst(qp), "qp 0x%x: transport retry "
+                             "counter exceeded", qp->super.qp_num);
+                orc_soft_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+                orc_soft_qp_complete(qp);
+            } else if ((next == 0) || (limit < next)) {
+                next = limit;
+            }
+        }
+    }
+    return next;
+}
+
+/* ---- same-host fast path ----------------------------------------------- */
+
+/* QP lock held. Execute an RDMA WRITE/READ by one CMA call. Returns the
+ * completion status, or -1 if the CMA path is not usable (EPERM). */
+static int orc_soft_qp_cma(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe)
+{
+    struct iovec local[ORC_SOFT_MAX_SGE], remote;
+    orc_soft_mr_snap_t snap;
+    size_t done = 0, skip;
+    unsigned i, n, first;
+    ssize_t ret;
+    int access  = (wqe->opcode == IBV_WR_RDMA_WRITE) ?
+                  IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ;
+
+    if (wqe->length == 0) {
+        return IBV_WC_SUCCESS;
+    }
+    if (orc_soft_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
+                          wqe->length, access, &snap) != 0) {
+        return IBV_WC_REM_ACCESS_ERR;
+    }
+
+    if (wqe->is_inline) {
+        local[0].iov_base = (void *)wqe->inline_data;
+        local[0].iov_len  = wqe->length;
+        n = 1;
+    } else {
+        for (i = 0, n = 0; i < wqe->num_sge; ++i) {
+            if (wqe->sge[i].length > 0) {
+                local[n].iov_base = (void *)(uintptr_t)wqe->sge[i].addr;
+                local[n].iov_len  = wqe->sge[i].length;
+                ++n;
+            }
+        }
+    }
+
+    while (done < wqe->length) {
+        /* skip what was moved already (a partial transfer is rare) */
+        for (first = 0, skip = done; skip >= local[first].iov_len; ++first) {
+            skip -= local[first].iov_len;
+        }
+        local[first].iov_base = (char *)local[first].iov_base + skip;
+        local[first].iov_len -= skip;
+        remote.iov_base = (void *)(uintptr_t)(wqe->raddr + done);
+        remote.iov_len  = wqe->length - done;
+        if (access == IBV_ACCESS_REMOTE_WRITE) {
+            ret = process_vm_writev(qp->peer_pid, &local[first], n - first,
+                                    &remote, 1, 0);
+        } else {
+            ret = process_vm_readv(qp->peer_pid, &local[first], n - first,
+                                   &remote, 1, 0);
+        }
+        local[first].iov_base = (char *)local[first].iov_base - skip;
+        local[first].iov_len += skip;
+        if (ret < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == EPERM) {
+                orc_soft_log(orc_soft_qp_inst(qp), "qp 0x%x: CMA to pid %d "
+                             "not permitted, using TCP", qp->super.qp_num,
+                             (int)qp->peer_pid);
+                return -1;
+            }
+            return (errno == ESRCH) ? IBV_WC_RETRY_EXC_ERR :
+                                      IBV_WC_REM_ACCESS_ERR;
+        }
+        if (ret == 0) {
+            return IBV_WC_REM_ACCESS_ERR;
+        }
+        done += ret;
+    }
+
+    if ((access == IBV_ACCESS_REMOTE_READ) &&
+        !orc_soft_mr_still_valid(qp->peer_mrs, &snap)) {
+        return IBV_WC_REM_ACCESS_ERR; /* deregistered during the copy */
+    }
+    return IBV_WC_SUCCESS;
+}
+
+/* ---- post send / recv -------------------------------------------------- */
+
+static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
+                              orc_soft_wqe_t *wqe)
+{
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    orc_soft_mr_snap_t snap;
+    uint64_t length = 0;
+    int i, local_access;
+
+    switch (wr->opcode) {
+    case IBV_WR_RDMA_WRITE:
+    case IBV_WR_RDMA_WRITE_WITH_IMM:
+    case IBV_WR_SEND:
+    case IBV_WR_SEND_WITH_IMM:
+    case IBV_WR_RDMA_READ:
+        break;
+    case IBV_WR_ATOMIC_CMP_AND_SWP:
+    case IBV_WR_ATOMIC_FETCH_AND_ADD:
+        if ((wr->num_sge != 1) || (wr->sg_list[0].length != 8) ||
+            (wr->send_flags & IBV_SEND_INLINE)) {
+            return EINVAL;
+        }
+        break;
+    default:
+        return EINVAL;
+    }
+    if ((wr->num_sge < 0) ||
+        ((uint32_t)wr->num_sge > qp->init_attr.cap.max_send_sge) ||
+        ((wr->num_sge > 0) && (wr->sg_list == NULL))) {
+        return EINVAL;
+    }
+    for (i = 0; i < wr->num_sge; ++i) {
+        length += wr->sg_list[i].length;
+    }
+    if (length > ORC_SOFT_MAX_MSG) {
+        return EINVAL;
+    }
+
+    memset(wqe, 0, offsetof(orc_soft_wqe_t, sge));
+    wqe->wr_id     = wr->wr_id;
+    wqe->opcode    = wr->opcode;
+    wqe->state     = ORC_SOFT_WQE_QUEUED;
+    wqe->status    = IBV_WC_SUCCESS;
+    wqe->signaled  = qp->init_attr.sq_sig_all ||
+                     (wr->send_flags & IBV_SEND_SIGNALED);
+    wqe->fence     = !!(wr->send_flags & IBV_SEND_FENCE);
+    wqe->solicited = !!(wr->send_flags & IBV_SEND_SOLICITED);
+    wqe->num_sge   = wr->num_sge;
+    wqe->length    = (uint32_t)length;
+    wqe->imm       = wr->imm_data;
+    if ((wr->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
+        (wr->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) {
+        wqe->rkey        = wr->wr.atomic.rkey;
+        wqe->raddr       = wr->wr.atomic.remote_addr;
+        wqe->compare_add = wr->wr.atomic.compare_add;
+        wqe->swap        = wr->wr.atomic.swap;
+    } else if ((wr->opcode != IBV_WR_SEND) &&
+               (wr->opcode != IBV_WR_SEND_WITH_IMM)) {
+        wqe->rkey  = wr->wr.rdma.rkey;
+        wqe->raddr = wr->wr.rdma.remote_addr;
+    }
+
+    if ((wr->send_flags & IBV_SEND_INLINE) && (length > 0)) {
+        if ((wr->opcode == IBV_WR_RDMA_READ) ||
+            (length > qp->init_attr.cap.max_inline_data)) {
+            return EINVAL;
+        }
+        for (i = 0, length = 0; i < wr->num_sge; ++i) {
+            memcpy(wqe->inline_data + length,
+                   (void *)(uintptr_t)wr->sg_list[i].addr,
+                   wr->sg_list[i].length);
+            length += wr->sg_list[i].length;
+        }
+        wqe->is_inline = 1;
+        return 0;
+    }
+
+    memcpy(wqe->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
+    local_access = ((wr->opcode == IBV_WR_RDMA_READ) ||
+                    (wr->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
+                    (wr->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) ?
+                   IBV_ACCESS_LOCAL_WRITE : 0;
+    for (i = 0; i < wr->num_sge; ++i) {
+        if ((wr->sg_list[i].length > 0) &&
+            (orc_soft_mr_check(inst->mrs, wr->sg_list[i].lkey, qp->pdn,
+                               wr->sg_list[i].addr, wr->sg_list[i].length,
+                               local_access, &snap) != 0)) {
+            wqe->state  = ORC_SOFT_WQE_DONE;
+            wqe->status = IBV_WC_LOC_PROT_ERR;
+            break;
+        }
+    }
+    return 0;
+}
+
+int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
+                       struct ibv_send_wr **bad_wr)
+{
+    orc_soft_qp_t *qp = (orc_soft_qp_t *)qp_h;
+    orc_soft_wqe_t *wqe, flushed;
+    int ret = 0, status;
+
+    pthread_mutex_lock(&qp->lock);
+    for (; wr != NULL; wr = wr->next) {
+        if (qp->state == IBV_QPS_ERR) {
+            /* completes at once, flushed, in posting order */
+            ret = orc_soft_wqe_build(qp, wr, &flushed);
+            if (ret != 0) {
+                break;
+            }
+            flushed.status = IBV_WC_WR_FLUSH_ERR;
+            orc_soft_qp_push_send_wc(qp, &flushed);
+            continue;
+        }
+        if (qp->state != IBV_QPS_RTS) {
+            ret = EINVAL;
+            break;
+        }
+        if (qp->sq_tail - qp->sq_head == qp->sq_size) {
+            ret = ENOMEM;
+            break;
+        }
+        wqe = &qp->sq[qp->sq_tail % qp->sq_size];
+        ret = orc_soft_wqe_build(qp, wr, wqe);
+        if (ret != 0) {
+            break;
+        }
+        if (qp->sq_head == qp->sq_tail) {
+            qp->last_progress_ns = orc_soft_now_ns();
+        }
+
+        /* same host, nothing outstanding: WRITE/READ right here */
+        if ((wqe->state == ORC_SOFT_WQE_QUEUED) && qp->same_host &&
+            (qp->sq_head == qp->sq_tail) && !qp->rewind_pending &&
+            (qp->conn_state == ORC_SOFT_CONN_READY) &&
+            ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
+             (wqe->opcode == IBV_WR_RDMA_READ))) {
+            status = orc_soft_qp_cma(qp, wqe);
+            if (status >= 0) {
+                wqe->state  = ORC_SOFT_WQE_DONE;
+                wqe->status = status;
+            } else {
+                qp->same_host = 0;
+            }
+        }
+        ++qp->sq_tail;
+        if (qp->sq_head + 1 == qp->sq_tail) {
+            orc_soft_qp_complete(qp);
+        }
+    }
+    if (ret != 0) {
+        *bad_wr = wr;
+    }
+    orc_soft_qp_tx(qp);
+    orc_soft_qp_complete(qp);
+    pthread_mutex_unlock(&qp->lock);
+    return ret;
+}
+
+int orc_soft_post_recv(orc_qp_t *qp_h, struct ibv_recv_wr *wr,
+                       struct ibv_recv_wr **bad_wr)
+{
+    orc_soft_qp_t *qp = (orc_soft_qp_t *)qp_h;
+    int ret = 0;
+
+    pthread_mutex_lock(&qp->lock);
+    for (; wr != NULL; wr = wr->next) {
+        if ((qp->srq != NULL) || (qp->state == IBV_QPS_RESET)) {
+            ret = EINVAL;
+            break;
+        }
+        if ((wr->num_sge < 0) ||
+            ((uint32_t)wr->num_sge > qp->init_attr.cap.max_recv_sge)) {
+            ret = EINVAL;
+            break;
+        }
+        if (qp->state == IBV_QPS_ERR) {
+            orc_soft_qp_push_recv_flush(qp, wr->wr_id);
+            continue;
+        }
+        ret = orc_soft_rq_push(&qp->rq, wr, qp->init_attr.cap.max_recv_sge);
+        if (ret != 0) {
+            break;
+        }
+    }
+    if (ret != 0) {
+        *bad_wr = wr;
+    }
+    pthread_mutex_unlock(&qp->lock);
+    return ret;
+}
+
+/* ---- create / destroy / query ------------------------------------------ */
+
+orc_soft_qp_t *orc_soft_qp_find(orc_soft_inst_t *inst, uint32_t qpn)
+{
+    orc_soft_qp_t *qp;
+
+    for (qp = inst->qps; qp != NULL; qp = qp->next) {
+        if (qp->super.qp_num == qpn) {
+            return qp;
+        }
+    }
+    return NULL;
+}
+
+static void orc_soft_qp_reset_attr(orc_soft_qp_t *qp)
+{
+    memset(&qp->attr, 0, sizeof(qp->attr));
+    qp->attr.path_mtu           = IBV_MTU_4096;
+    qp->attr.port_num           = 1;
+    qp->attr.qp_state           = IBV_QPS_RESET;
+    qp->attr.path_mig_state     = IBV_MIG_MIGRATED;
+}
+
+orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
+{
+    orc_soft_inst_t *inst = orc_soft_inst(pd->dev);
+    orc_soft_qp_t *qp;
+    struct ibv_qp_cap *cap = &attr->cap;
+
+    if ((attr->qp_type != IBV_QPT_RC) || (attr->send_cq == NULL) ||
+        (attr->recv_cq == NULL) || (attr->send_cq->dev != pd->dev) ||
+        (attr->recv_cq->dev != pd->dev) ||
+        ((attr->srq != NULL) && (attr->srq->pd->dev != pd->dev)) ||
+        (cap->max_send_wr > ORC_SOFT_MAX_QP_WR) ||
+        (cap->max_send_sge > ORC_SOFT_MAX_SGE) ||
+        (cap->max_inline_data > ORC_SOFT_MAX_INLINE) ||
+        ((attr->srq == NULL) && ((cap->max_recv_wr > ORC_SOFT_MAX_QP_WR) ||
+                                 (cap->max_recv_sge > ORC_SOFT_MAX_SGE)))) {
+        errno = EINVAL;
+        return NULL;
+    }
+
+    qp = calloc(1, sizeof(*qp));
+    if (qp == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    qp->sq_size = (cap->max_send_wr > 0) ? cap->max_send_wr : 1;
+    qp->sq      = calloc(qp->sq_size, sizeof(*qp->sq));
+    if (qp->sq == NULL) {
+        goto err_free_qp;
+    }
+    if (orc_soft_rq_init(&qp->rq, (attr->srq == NULL) ?
+                                  cap->max_recv_wr : 0) != 0) {
+        goto err_free_sq;
+    }
+
+    pthread_mutex_init(&qp->lock, NULL);
+    qp->super.pd         = pd;
+    qp->super.qp_context = attr->qp_context;
+    qp->init_attr        = *attr;
+    if (attr->srq != NULL) {
+        qp->init_attr.cap.max_recv_wr  = 0;
+        qp->init_attr.cap.max_recv_sge = 0;
+    }
+    qp->pdn     = ((orc_soft_pd_t *)pd)->pdn;
+    qp->send_cq = (orc_soft_cq_t *)attr->send_cq;
+    qp->recv_cq = (orc_soft_cq_t *)attr->recv_cq;
+    qp->srq     = (orc_soft_srq_t *)attr->srq;
+    qp->state   = IBV_QPS_RESET;
+    qp->conn_fd = -1;
+    orc_soft_qp_reset_attr(qp);
+
+    pthread_mutex_lock(&inst->lock);
+    if (inst->num_qps >= ORC_SOFT_MAX_QP) {
+        pthread_mutex_unlock(&inst->lock);
+        errno = ENOMEM;
+        goto err_destroy;
+    }
+    do {
+        qp->super.qp_num = inst->next_qpn;
+        inst->next_qpn   = (inst->next_qpn + 1) & 0xffffff;
+        if (inst->next_qpn < 0x100) {
+            inst->next_qpn = 0x100;
+        }
+    } while (orc_soft_qp_find(inst, qp->super.qp_num) != NULL);
+    qp->next   = inst->qps;
+    inst->qps  = qp;
+    ++inst->num_qps;
+    ++qp->send_cq->num_qps;
+    ++qp->recv_cq->num_qps;
+    if (qp->srq != NULL) {
+        ++qp->srq->num_qps;
+    }
+    pthread_mutex_unlock(&inst->lock);
+
+    attr->cap = qp->init_attr.cap;
+    return &qp->super;
+
+err_destroy:
+    pthread_mutex_destroy(&qp->lock);
+    free(qp->rq.ring);
+err_free_sq:
+    free(qp->sq);
+err_free_qp:
+    free(qp);
+    if (errno != EINVAL) {
+        errno = ENOMEM;
+    }
+    return NULL;
+}
+
+int orc_soft_qp_destroy(orc_qp_t *qp_h)
+{
+    orc_soft_qp_t *qp     = (orc_soft_qp_t *)qp_h;
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    orc_soft_qp_t **pp;
+
+    pthread_mutex_lock(&inst->lock);
+    for (pp = &inst->qps; (*pp != NULL) && (*pp != qp); pp = &(*pp)->next) {
+    }
+    if (*pp == NULL) {
+        pthread_mutex_unlock(&inst->lock);
+        return EINVAL;
+    }
+    *pp = qp->next;
+    --inst->num_qps;
+    --qp->send_cq->num_qps;
+    --qp->recv_cq->num_qps;
+    if (qp->srq != NULL) {
+        --qp->srq->num_qps;
+    }
+    pthread_mutex_unlock(&inst->lock);
+
+    pthread_mutex_lock(&qp->lock);
+    qp->state = IBV_QPS_RESET;
+    orc_soft_qp_drop_conn(qp);
+    pthread_mutex_unlock(&qp->lock);
+
+    /* after this the service thread holds no reference to the QP */
+    orc_soft_svc_forget_qp(inst, qp);
+
+    pthread_mutex_destroy(&qp->lock);
+    free(qp->rq.ring);
+    free(qp->sq);
+    free(qp);
+    return 0;
+}
+
+int orc_soft_qp_query(orc_qp_t *qp_h, struct ibv_qp_attr *attr, int attr_mask,
+                      orc_qp_init_attr_t *init_attr)
+{
+    orc_soft_qp_t *qp = (orc_soft_qp_t *)qp_h;
+
+    (void)attr_mask; /* everything is returned, as libibverbs providers do */
+    pthread_mutex_lock(&qp->lock);
+    *attr              = qp->attr;
+    attr->qp_state     = qp->state;
+    attr->cur_qp_state = qp->state;
+    attr->cap          = qp->init_attr.cap;
+    if (init_attr != NULL) {
+        *init_attr = qp->init_attr;
+    }
+    pthread_mutex_unlock(&qp->lock);
+    return 0;
+}
+
+/* ---- modify: the RC state machine --------------------------------------- */
+
+#define ORC_SOFT_QP_PATH_OPT (IBV_QP_ALT_PATH | IBV_QP_PATH_MIG_STATE)
+
+/* Required and optional attribute masks of an RC transition (IB spec
+ * 11.2.5 / ibv_modify_qp(3)); returns -1 for an illegal transition. */
+static int orc_soft_qp_trans(enum ibv_qp_state cur, enum ibv_qp_state next,
+                             int *req_p, int *opt_p)
+{
+    *req_p = IBV_QP_STATE;
+    *opt_p = 0;
+    if ((next == IBV_QPS_RESET) || (next == IBV_QPS_ERR)) {
+        return 0; /* from any state */
+    }
+    switch (cur) {
+    case IBV_QPS_RESET:
+        if (next != IBV_QPS_INIT) {
+            return -1;
+        }
+        *req_p |= IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS;
+        return 0;
+    case IBV_QPS_INIT:
+        if (next == IBV_QPS_INIT) {
+            *req_p = 0;
+            *opt_p = IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                     IBV_QP_ACCESS_FLAGS;
+            return 0;
+        }
+        if (next != IBV_QPS_RTR) {
+            return -1;
+        }
+        *req_p |= IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+                  IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC |
+                  IBV_QP_MIN_RNR_TIMER;
+        *opt_p = IBV_QP_ALT_PATH | IBV_QP_ACCESS_FLAGS | IBV_QP_PKEY_INDEX;
+        return 0;
+    case IBV_QPS_RTR:
+        if (next != IBV_QPS_RTS) {
+            return -1;
+        }
+        *req_p |= IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+                  IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC;
+        *opt_p = IBV_QP_CUR_STATE | IBV_QP_ACCESS_FLAGS |
+                 IBV_QP_MIN_RNR_TIMER | ORC_SOFT_QP_PATH_OPT;
+        return 0;
+    case IBV_QPS_RTS:
+        if (next != IBV_QPS_RTS) {
+            return -1;
+        }
+        *req_p = 0;
+        *opt_p = IBV_QP_STATE | IBV_QP_CUR_STATE | IBV_QP_ACCESS_FLAGS |
+                 IBV_QP_MIN_RNR_TIMER | ORC_SOFT_QP_PATH_OPT;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+static int orc_soft_qp_check_values(const orc_soft_qp_t *qp,
+                                    const struct ibv_qp_attr *attr, int mask)
+{
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                         0xff, 0xff};
+    const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                       IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
+
+    if ((mask & IBV_QP_CUR_STATE) && (attr->cur_qp_state != qp->state)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_PKEY_INDEX) && (attr->pkey_index != 0)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_PORT) && (attr->port_num != 1)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_ACCESS_FLAGS) &&
+        (attr->qp_access_flags & ~(unsigned)access)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_AV) &&
+        (!attr->ah_attr.is_global || (attr->ah_attr.dlid == 0) ||
+         (attr->ah_attr.port_num != 1) ||
+         memcmp(attr->ah_attr.grh.dgid.raw, v4mapped, sizeof(v4mapped)))) {
+        return -1;
+    }
+    if ((mask & IBV_QP_PATH_MTU) &&
+        ((attr->path_mtu < IBV_MTU_256) || (attr->path_mtu > IBV_MTU_4096))) {
+        return -1;
+    }
+    if ((mask & IBV_QP_DEST_QPN) && (attr->dest_qp_num > 0xffffff)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_RQ_PSN) && (attr->rq_psn > 0xffffff)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_SQ_PSN) && (attr->sq_psn > 0xffffff)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_MAX_DEST_RD_ATOMIC) &&
+        (attr->max_dest_rd_atomic > ORC_SOFT_MAX_RD_ATOMIC)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_MAX_QP_RD_ATOMIC) &&
+        (attr->max_rd_atomic > ORC_SOFT_MAX_RD_ATOMIC)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_MIN_RNR_TIMER) && (attr->min_rnr_timer > 31)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_TIMEOUT) && (attr->timeout > 31)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_RETRY_CNT) && (attr->retry_cnt > 7)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_RNR_RETRY) && (attr->rnr_retry > 7)) {
+        return -1;
+    }
+    if ((mask & IBV_QP_PATH_MIG_STATE) &&
+        (attr->path_mig_state > IBV_MIG_ARMED)) {
+        return -1;
+    }
+    return 0;
+}
+
+static void orc_soft_qp_apply_attr(orc_soft_qp_t *qp,
+                                   const struct ibv_qp_attr *attr, int mask)
+{
+#define ORC_SOFT_QP_SET(_flag, _field) \
+    if (mask & (_flag)) { \
+        qp->attr._field = attr->_field; \
+    }
+    ORC_SOFT_QP_SET(IBV_QP_PKEY_INDEX, pkey_index);
+    ORC_SOFT_QP_SET(IBV_QP_PORT, port_num);
+    ORC_SOFT_QP_SET(IBV_QP_ACCESS_FLAGS, qp_access_flags);
+    ORC_SOFT_QP_SET(IBV_QP_AV, ah_attr);
+    ORC_SOFT_QP_SET(IBV_QP_PATH_MTU, path_mtu);
+    ORC_SOFT_QP_SET(IBV_QP_DEST_QPN, dest_qp_num);
+    ORC_SOFT_QP_SET(IBV_QP_RQ_PSN, rq_psn);
+    ORC_SOFT_QP_SET(IBV_QP_SQ_PSN, sq_psn);
+    ORC_SOFT_QP_SET(IBV_QP_MAX_DEST_RD_ATOMIC, max_dest_rd_atomic);
+    ORC_SOFT_QP_SET(IBV_QP_MAX_QP_RD_ATOMIC, max_rd_atomic);
+    ORC_SOFT_QP_SET(IBV_QP_MIN_RNR_TIMER, min_rnr_timer);
+    ORC_SOFT_QP_SET(IBV_QP_TIMEOUT, timeout);
+    ORC_SOFT_QP_SET(IBV_QP_RETRY_CNT, retry_cnt);
+    ORC_SOFT_QP_SET(IBV_QP_RNR_RETRY, rnr_retry);
+    ORC_SOFT_QP_SET(IBV_QP_PATH_MIG_STATE, path_mig_state);
+    if (mask & IBV_QP_ALT_PATH) {
+        qp->attr.alt_ah_attr    = attr->alt_ah_attr;
+        qp->attr.alt_pkey_index = attr->alt_pkey_index;
+        qp->attr.alt_port_num   = attr->alt_port_num;
+        qp->attr.alt_timeout    = attr->alt_timeout;
+    }
+#undef ORC_SOFT_QP_SET
+}
+
+static void orc_soft_qp_reset(orc_soft_qp_t *qp)
+{
+    orc_soft_qp_drop_conn(qp);
+    qp->state = IBV_QPS_RESET;
+    orc_soft_qp_reset_attr(qp);
+    qp->sq_head = qp->sq_tx = qp->sq_tail = 0;
+    qp->tx_seq         = 0;
+    qp->tx_off         = 0;
+    qp->sent_out       = 0;
+    qp->rd_atomic_out  = 0;
+    qp->rewind_pending = 0;
+    qp->hold_until_ns  = 0;
+    qp->rnr_count      = 0;
+    qp->retry_count    = 0;
+    qp->rq.head        = 0;
+    qp->rq.count       = 0;
+}
+
+int orc_soft_qp_modify(orc_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
+{
+    orc_soft_qp_t *qp     = (orc_soft_qp_t *)qp_h;
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    enum ibv_qp_state next;
+    int req, opt, ret = 0;
+
+    pthread_mutex_lock(&qp->lock);
+    next = (mask & IBV_QP_STATE) ? attr->qp_state : qp->state;
+    if ((next > IBV_QPS_ERR) ||
+        (orc_soft_qp_trans(qp->state, next, &req, &opt) != 0) ||
+        ((mask & req) != req) || (mask & ~(req | opt)) ||
+        (orc_soft_qp_check_values(qp, attr, mask) != 0)) {
+        ret = EINVAL;
+        goto out;
+    }
+
+    if (next == IBV_QPS_RESET) {
+        orc_soft_qp_reset(qp);
+        goto out;
+    }
+    if (next == IBV_QPS_ERR) {
+        if (qp->state != IBV_QPS_ERR) {
+            orc_soft_qp_to_error(qp);
+        }
+        goto out;
+    }
+
+    orc_soft_qp_apply_attr(qp, attr, mask);
+    if ((qp->state == IBV_QPS_INIT) && (next == IBV_QPS_RTR)) {
+        /* the service thread connects; RTR does not wait for it */
+        qp->state      = IBV_QPS_RTR;
+        qp->conn_state = ORC_SOFT_CONN_CONNECTING;
+        ret = orc_soft_svc_connect(inst, qp);
+        if (ret != 0) {
+            qp->conn_state = ORC_SOFT_CONN_FAILED;
+            ret            = 0; /* surfaces as RETRY_EXC on the first WR */
+        }
+        goto out;
+    }
+    qp->state = next;
+    orc_soft_qp_tx(qp);
+
+out:
+    pthread_mutex_unlock(&qp->lock);
+    return ret;
+}
+
+/* ---- shared receive queues --------------------------------------------- */
+
+orc_srq_t *orc_soft_srq_create(orc_pd_t *pd, struct ibv_srq_init_attr *attr)
+{
+    orc_soft_srq_t *srq;
+
+    if ((attr->attr.max_wr == 0) || (attr->attr.max_wr > ORC_SOFT_MAX_QP_WR) ||
+        (attr->attr.max_sge > ORC_SOFT_MAX_SGE) || (attr->attr.srq_limit != 0)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    srq = calloc(1, sizeof(*srq));
+    if (srq == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (orc_soft_rq_init(&srq->rq, attr->attr.max_wr) != 0) {
+        free(srq);
+        errno = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_init(&srq->lock, NULL);
+    srq->super.pd          = pd;
+    srq->super.srq_context = attr->srq_context;
+    srq->max_sge           = attr->attr.max_sge;
+    return &srq->super;
+}
+
+int orc_soft_srq_destroy(orc_srq_t *srq_h)
+{
+    orc_soft_srq_t *srq   = (orc_soft_srq_t *)srq_h;
+    orc_soft_inst_t *inst = orc_soft_inst(srq_h->pd->dev);
+
+    pthread_mutex_lock(&inst->lock);
+    if (srq->num_qps > 0) {
+        pthread_mutex_unlock(&inst->lock);
+        return EBUSY;
+    }
+    pthread_mutex_unlock(&inst->lock);
+    pthread_mutex_destroy(&srq->lock);
+    free(srq->rq.ring);
+    free(srq);
+    return 0;
+}
+
+int orc_soft_post_srq_recv(orc_srq_t *srq_h, struct ibv_recv_wr *wr,
+                           struct ibv_recv_wr **bad_wr)
+{
+    orc_soft_srq_t *srq = (orc_soft_srq_t *)srq_h;
+    int ret = 0;
+
+    pthread_mutex_lock(&srq->lock);
+    for (; wr != NULL; wr = wr->next) {
+        ret = orc_soft_rq_push(&srq->rq, wr, srq->max_sge);
+        if (ret != 0) {
+            *bad_wr = wr;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&srq->lock);
+    return ret;
+}

@@ -1,0 +1,1862 @@
+/*
+ * softnic wire protocol and service thread.
+ *
+ * Connection = one TCP stream from an initiator QP to its destination QP's
+ * softnic instance. After connect, the initiator sends HELLO and the target
+ * answers HELLO_ACK (orc_soft_hello_t, 64 bytes each). Then the initiator
+ * sends requests (orc_soft_req_t, 48 bytes, followed by `length` payload
+ * bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target answers each
+ * in order with a response (orc_soft_rsp_t, 32 bytes; READ_DATA responses
+ * are followed by `length` payload bytes, at most ORC_SOFT_CHUNK).
+ * All integers are little-endian.
+ *
+ * Requests carry a per-connection sequence number. The target executes only
+ * the request with the expected sequence and silently drops (drains) any
+ * other: after an RNR or "not ready" NAK the initiator rewinds and resends
+ * from the NAKed request (go-back-N, as IB does), so dropping what follows a
+ * NAK keeps execution in posting order.
+ *
+ * Every header field is validated; a malformed frame, an unexpected response
+ * or a lying length closes the connection (initiator side: the oldest WR
+ * fails with IBV_WC_RETRY_EXC_ERR, the QP goes to ERR). Payload bytes are
+ * only ever written to ranges that passed the MR check, each syscall or copy
+ * bracketed by orc_soft_mr_busy_begin/end so deregistration takes effect.
+ *
+ * Threads: all functions here except orc_soft_wire_send_req,
+ * orc_soft_svc_want_tx and the command posters run on the service thread,
+ * which alone owns the connection objects (orc_soft_conn_t).
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "softnic.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define ORC_SOFT_HELLO_MAGIC   0x4f524348u /* "ORCH" */
+#define ORC_SOFT_WIRE_VERSION  1
+#define ORC_SOFT_RBUF_SIZE     (64 * 1024)
+#define ORC_SOFT_DIRECT_MIN    (16 * 1024) /* recv straight into memory */
+#define ORC_SOFT_TICK_NS       (20ull * 1000 * 1000)
+#define ORC_SOFT_FRAMES_PER_EV 64
+
+enum {
+    ORC_SOFT_HELLO     = 1,
+    ORC_SOFT_HELLO_ACK = 2
+};
+
+typedef struct orc_soft_hello {
+    uint32_t           magic;
+    uint16_t           version;
+    uint16_t           type;
+    uint32_t           qpn_or_status; /* HELLO: src QPN; ACK: errno */
+    uint32_t           qpn_or_pdn;    /* HELLO: dst QPN; ACK: PD of dst QP */
+    orc_soft_host_id_t host;
+    uint32_t           pid;
+    uint32_t           inst_id;
+} __attribute__((packed)) orc_soft_hello_t;
+
+/* request opcodes */
+enum {
+    ORC_SOFT_OP_WRITE = 1,
+    ORC_SOFT_OP_WRITE_IMM,
+    ORC_SOFT_OP_SEND,
+    ORC_SOFT_OP_SEND_IMM,
+    ORC_SOFT_OP_READ,
+    ORC_SOFT_OP_CSWAP,
+    ORC_SOFT_OP_FADD,
+    ORC_SOFT_OP_LAST
+};
+
+#define ORC_SOFT_REQ_F_SOLICITED 0x1
+
+typedef struct orc_soft_req {
+    uint8_t  op;
+    uint8_t  flags;
+    uint16_t reserved;
+    uint32_t seq;
+    uint32_t length;
+    uint32_t rkey;
+    uint64_t raddr;
+    uint64_t compare_add;
+    uint64_t swap;
+    uint32_t imm;       /* as in ibv_send_wr: network order, not swapped */
+    uint32_t reserved2;
+} __attribute__((packed)) orc_soft_req_t;
+
+/* response types */
+enum {
+    ORC_SOFT_RSP_ACK = 1,
+    ORC_SOFT_RSP_NAK,
+    ORC_SOFT_RSP_READ_DATA,
+    ORC_SOFT_RSP_ATOMIC,
+    ORC_SOFT_RSP_LAST
+};
+
+/* NAK codes */
+enum {
+    ORC_SOFT_NAK_RNR = 1,      /* no receive posted: retry after rnr_timer */
+    ORC_SOFT_NAK_NOT_READY,    /* target QP not in RTR/RTS, or not ours */
+    ORC_SOFT_NAK_REM_ACCESS,
+    ORC_SOFT_NAK_REM_INV_REQ,
+    ORC_SOFT_NAK_REM_OP,
+    ORC_SOFT_NAK_LAST
+};
+
+typedef struct orc_soft_rsp {
+    uint8_t  type;
+    uint8_t  code;      /* NAK code */
+    uint8_t  rnr_timer; /* NAK RNR: the responder's min_rnr_timer */
+    uint8_t  reserved;
+    uint32_t seq;
+    uint32_t length;    /* READ_DATA payload bytes */
+    uint32_t offset;    /* READ_DATA offset in the READ */
+    uint64_t value;     /* ATOMIC: original value */
+    uint64_t reserved2;
+} __attribute__((packed)) orc_soft_rsp_t;
+
+typedef enum {
+    ORC_SOFT_CMD_CONNECT,
+    ORC_SOFT_CMD_DROP,
+    ORC_SOFT_CMD_FORGET
+} orc_soft_cmd_type_t;
+
+struct orc_soft_cmd {
+    struct orc_soft_cmd *next;
+    orc_soft_cmd_type_t  type;
+    orc_soft_qp_t       *qp;
+    uint64_t             conn_id;
+    int                  on_stack; /* FORGET: owned by the waiting caller */
+};
+
+/* Where payload bytes go: up to ORC_SOFT_MAX_SGE checked local segments,
+ * or nowhere (discard). */
+typedef struct orc_soft_sink {
+    int                num;
+    int                cur;
+    uint64_t           cur_off;  /* offset in segment cur */
+    int                failed;   /* a region went away: discard the rest */
+    struct {
+        uint64_t           addr;
+        uint64_t           len;
+        orc_soft_mr_snap_t snap;
+    } seg[ORC_SOFT_MAX_SGE];
+} orc_soft_sink_t;
+
+enum {
+    ORC_SOFT_ROLE_INI = 1,
+    ORC_SOFT_ROLE_TGT
+};
+
+enum {
+    ORC_SOFT_CS_CONNECTING = 1, /* INI: waiting for connect() */
+    ORC_SOFT_CS_HELLO,          /* waiting for HELLO / HELLO_ACK */
+    ORC_SOFT_CS_READY,
+    ORC_SOFT_CS_CLOSING         /* TGT: flush obuf, then close */
+};
+
+enum {
+    ORC_SOFT_RX_HDR = 0,
+    ORC_SOFT_RX_PAYLOAD
+};
+
+/*
+ * A connection. Owned by the service thread: only it reads or writes these
+ * fields, except that an initiator QP's posting threads write to fd (under
+ * the QP lock, once the QP lists the connection as READY) and change its
+ * epoll registration (orc_soft_svc_want_tx).
+ */
+struct orc_soft_conn {
+    orc_soft_conn_t *next;
+    uint64_t         id;
+    int              fd;
+    int              role;
+    int              state;
+    uint32_t         events;      /* current epoll interest */
+    orc_soft_qp_t   *qp;          /* INI: owner; TGT: the target QP */
+    uint32_t         peer_qpn;    /* TGT: the initiator QPN */
+    uint32_t         expected_seq;/* TGT */
+
+    uint8_t         *rbuf;
+    uint32_t         rpos, rlen;
+    int              rx_state;
+    union {
+        orc_soft_req_t req;
+        orc_soft_rsp_t rsp;
+    } hdr;
+    uint32_t         pay_left;
+    orc_soft_sink_t  sink;
+    int              drop;        /* TGT: request dropped or answered */
+    /* TGT: SEND / WRITE_IMM being received */
+    int              have_recv;
+    orc_soft_recv_t  recv;
+    /* INI: READ_DATA being received for WQE at SQ counter rd_index */
+    uint32_t         rd_index;
+
+    uint8_t         *obuf;
+    uint32_t         opos, olen, ocap;
+
+    /* TGT: READ being answered */
+    int                rd_active;
+    uint32_t           rd_seq;
+    orc_soft_mr_snap_t rd_snap;
+    uint64_t           rd_addr;
+    uint32_t           rd_total, rd_off;
+};
+
+static char orc_soft_listen_tag, orc_soft_cmd_tag;
+
+static void orc_soft_conn_close(orc_soft_inst_t *inst, orc_soft_conn_t *conn);
+
+/* ---- commands ----------------------------------------------------------- */
+
+static void orc_soft_svc_post(orc_soft_inst_t *inst, struct orc_soft_cmd *cmd,
+                              uint64_t *ticket_p)
+{
+    uint64_t one = 1;
+    ssize_t ret;
+
+    cmd->next = NULL;
+    pthread_mutex_lock(&inst->cmd_lock);
+    if (inst->cmd_tail == NULL) {
+        inst->cmd_head = cmd;
+    } else {
+        inst->cmd_tail->next = cmd;
+    }
+    inst->cmd_tail = cmd;
+    if (ticket_p != NULL) {
+        *ticket_p = ++inst->cmd_posted;
+    } else {
+        ++inst->cmd_posted;
+    }
+    pthread_mutex_unlock(&inst->cmd_lock);
+    ret = write(inst->cmd_fd, &one, sizeof(one));
+    (void)ret; /* an eventfd write fails only when the counter saturates */
+}
+
+void orc_soft_svc_wake(orc_soft_inst_t *inst)
+{
+    uint64_t one = 1;
+    ssize_t ret;
+
+    ret = write(inst->cmd_fd, &one, sizeof(one));
+    (void)ret;
+}
+
+int orc_soft_svc_connect(orc_soft_inst_t *inst, orc_soft_qp_t *qp)
+{
+    struct orc_soft_cmd *cmd = calloc(1, sizeof(*cmd));
+
+    if (cmd == NULL) {
+        return ENOMEM;
+    }
+    cmd->type = ORC_SOFT_CMD_CONNECT;
+    cmd->qp   = qp;
+    orc_soft_svc_post(inst, cmd, NULL);
+    return 0;
+}
+
+void orc_soft_svc_drop_conn(orc_soft_inst_t *inst, uint64_t conn_id)
+{
+    struct orc_soft_cmd *cmd = calloc(1, sizeof(*cmd));
+
+    /* without memory the connection lingers until the service thread
+     * notices that its QP no longer lists it */
+    if (cmd != NULL) {
+        cmd->type    = ORC_SOFT_CMD_DROP;
+        cmd->conn_id = conn_id;
+        orc_soft_svc_post(inst, cmd, NULL);
+    }
+}
+
+void orc_soft_svc_forget_qp(orc_soft_inst_t *inst, orc_soft_qp_t *qp)
+{
+    struct orc_soft_cmd cmd;
+    uint64_t ticket;
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type     = ORC_SOFT_CMD_FORGET;
+    cmd.qp       = qp;
+    cmd.on_stack = 1;
+    orc_soft_svc_post(inst, &cmd, &ticket);
+    pthread_mutex_lock(&inst->cmd_lock);
+    while (inst->cmd_done < ticket) {
+        pthread_cond_wait(&inst->cmd_cond, &inst->cmd_lock);
+    }
+    pthread_mutex_unlock(&inst->cmd_lock);
+}
+
+/* ---- epoll helpers ----------------------------------------------------- */
+
+static void orc_soft_conn_set_events(orc_soft_inst_t *inst,
+                                     orc_soft_conn_t *conn, uint32_t events)
+{
+    struct epoll_event ev;
+
+    if (conn->events == events) {
+        return;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = events;
+    ev.data.ptr = conn;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_MOD, conn->fd, &ev) == 0) {
+        conn->events = events;
+    }
+}
+
+void orc_soft_svc_want_tx(orc_soft_qp_t *qp)
+{
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    struct epoll_event ev;
+
+    if (qp->tx_blocked || (qp->conn == NULL)) {
+        return;
+    }
+    qp->tx_blocked = 1;
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = EPOLLIN | EPOLLOUT;
+    ev.data.ptr = qp->conn;
+    /* conn->events is the service thread's; it re-reads the real interest
+     * from tx_blocked under the QP lock */
+    epoll_ctl(inst->epoll_fd, EPOLL_CTL_MOD, qp->conn_fd, &ev);
+}
+
+/* ---- sinks ------------------------------------------------------------- */
+
+/* Build a sink over [offset, offset + len) of a scatter list, checking every
+ * segment against the local MR table (LOCAL_WRITE, pdn). Returns 0 or -1. */
+static int orc_soft_sink_from_sges(orc_soft_inst_t *inst, orc_soft_sink_t *sink,
+                                   const struct ibv_sge *sge, int num_sge,
+                                   uint32_t pdn, uint64_t offset, uint64_t len)
+{
+    uint64_t take;
+    int i;
+
+    memset(sink, 0, sizeof(*sink));
+    for (i = 0; (i < num_sge) && (len > 0); ++i) {
+        if (offset >= sge[i].length) {
+            offset -= sge[i].length;
+            continue;
+        }
+        take = sge[i].length - offset;
+        if (take > len) {
+            take = len;
+        }
+        if (orc_soft_mr_check(inst->mrs, sge[i].lkey, pdn,
+                              sge[i].addr + offset, take,
+                              IBV_ACCESS_LOCAL_WRITE,
+                              &sink->seg[sink->num].snap) != 0) {
+            return -1;
+        }
+        sink->seg[sink->num].addr = sge[i].addr + offset;
+        sink->seg[sink->num].len  = take;
+        ++sink->num;
+        len   -= take;
+        offset = 0;
+    }
+    return (len == 0) ? 0 : -1;
+}
+
+static void orc_soft_sink_advance(orc_soft_sink_t *sink, uint64_t n)
+{
+    sink->cur_off += n;
+    if (sink->cur_off == sink->seg[sink->cur].len) {
+        ++sink->cur;
+        sink->cur_off = 0;
+    }
+}
+
+/* Copy n buffered bytes into the sink (or drop them). */
+static void orc_soft_sink_put(orc_soft_inst_t *inst, orc_soft_sink_t *sink,
+                              const uint8_t *data, uint64_t n)
+{
+    uint64_t take;
+
+    while ((n > 0) && !sink->failed && (sink->cur < sink->num)) {
+        take = sink->seg[sink->cur].len - sink->cur_off;
+        if (take > n) {
+            take = n;
+        }
+        if (orc_soft_mr_busy_begin(inst, &sink->seg[sink->cur].snap) != 0) {
+            sink->failed = 1;
+            break;
+        }
+        memcpy((void *)(uintptr_t)(sink->seg[sink->cur].addr + sink->cur_off),
+               data, take);
+        orc_soft_mr_busy_end(inst);
+        orc_soft_sink_advance(sink, take);
+        data += take;
+        n    -= take;
+    }
+}
+
+/* recv() at most max bytes straight into the sink (or the scratch buffer
+ * when discarding). Returns recv()'s result. */
+static ssize_t orc_soft_sink_recv(orc_soft_inst_t *inst, int fd,
+                                  orc_soft_sink_t *sink, uint64_t max)
+{
+    uint64_t take;
+    ssize_t ret;
+
+    if (sink->failed || (sink->cur >= sink->num)) {
+        take = (max < ORC_SOFT_CHUNK) ? max : ORC_SOFT_CHUNK;
+        return recv(fd, inst->scratch, take, MSG_DONTWAIT);
+    }
+    take = sink->seg[sink->cur].len - sink->cur_off;
+    if (take > max) {
+        take = max;
+    }
+    if (orc_soft_mr_busy_begin(inst, &sink->seg[sink->cur].snap) != 0) {
+        sink->failed = 1;
+        take = (max < ORC_SOFT_CHUNK) ? max : ORC_SOFT_CHUNK;
+        return recv(fd, inst->scratch, take, MSG_DONTWAIT);
+    }
+    ret = recv(fd,
+               (void *)(uintptr_t)(sink->seg[sink->cur].addr + sink->cur_off),
+               take, MSG_DONTWAIT);
+    orc_soft_mr_busy_end(inst);
+    if (ret > 0) {
+        orc_soft_sink_advance(sink, ret);
+    }
+    return ret;
+}
+
+/* ---- output (service-thread frames) ------------------------------------ */
+
+/* Send data (header + optional payload) on a target connection; what the
+ * socket does not take is copied to obuf. Returns 0 or -1 (dead). */
+static int orc_soft_conn_out(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
+                             const void *hdr, size_t hdr_len,
+                             const void *payload, size_t payload_len)
+{
+    struct iovec iov[2];
+    struct msghdr msg;
+    size_t total = hdr_len + payload_len, need;
+    ssize_t ret  = 0;
+    uint8_t *tmp;
+
+    if (conn->olen == conn->opos) {
+        conn->opos = conn->olen = 0;
+        iov[0].iov_base = (void *)hdr;
+        iov[0].iov_len  = hdr_len;
+        iov[1].iov_base = (void *)payload;
+        iov[1].iov_len  = payload_len;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov    = iov;
+        msg.msg_iovlen = (payload_len > 0) ? 2 : 1;
+        do {
+            ret = sendmsg(conn->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while ((ret < 0) && (errno == EINTR));
+        if (ret < 0) {
+            if ((errno != EAGAIN) && (errno != EWOULDBLOCK)) {
+                return -1;
+            }
+            ret = 0;
+        }
+        if ((size_t)ret == total) {
+            return 0;
+        }
+    }
+
+    need = conn->olen + total - ret;
+    if (need > conn->ocap) {
+        tmp = realloc(conn->obuf, need);
+        if (tmp == NULL) {
+            return -1;
+        }
+        conn->obuf = tmp;
+        conn->ocap = need;
+    }
+    if ((size_t)ret < hdr_len) {
+        memcpy(conn->obuf + conn->olen, (const uint8_t *)hdr + ret,
+               hdr_len - ret);
+        conn->olen += hdr_len - ret;
+        ret = 0;
+    } else {
+        ret -= hdr_len;
+    }
+    memcpy(conn->obuf + conn->olen, (const uint8_t *)payload + ret,
+           payload_len - ret);
+    conn->olen += payload_len - ret;
+    orc_soft_conn_set_events(inst, conn, EPOLLOUT);
+    return 0;
+}
+
+/* Returns 1 when obuf is empty, 0 when still pending, -1 when dead. */
+static int orc_soft_conn_flush(orc_soft_conn_t *conn)
+{
+    ssize_t ret;
+
+    while (conn->opos < conn->olen) {
+        ret = send(conn->fd, conn->obuf + conn->opos, conn->olen - conn->opos,
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (ret < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
+        }
+        conn->opos += ret;
+    }
+    conn->opos = conn->olen = 0;
+    return 1;
+}
+
+static int orc_soft_tgt_rsp(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
+                            uint8_t type, uint8_t code, uint32_t seq,
+                            uint64_t value)
+{
+    orc_soft_rsp_t rsp;
+
+    memset(&rsp, 0, sizeof(rsp));
+    rsp.type  = type;
+    rsp.code  = code;
+    rsp.seq   = htole32(seq);
+    rsp.value = htole64(value);
+    if ((type == ORC_SOFT_RSP_NAK) && (code == ORC_SOFT_NAK_RNR)) {
+        pthread_mutex_lock(&conn->qp->lock);
+        rsp.rnr_timer = conn->qp->attr.min_rnr_timer;
+        pthread_mutex_unlock(&conn->qp->lock);
+    }
+    return orc_soft_conn_out(inst, conn, &rsp, sizeof(rsp), NULL, 0);
+}
+
+/* Answer the READ in progress, chunk by chunk, while the socket takes it. */
+static int orc_soft_tgt_read_pump(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_rsp_t rsp;
+    uint32_t chunk;
+    int ret;
+
+    while (conn->rd_active && (conn->olen == conn->opos)) {
+        chunk = conn->rd_total - conn->rd_off;
+        if (chunk > ORC_SOFT_CHUNK) {
+            chunk = ORC_SOFT_CHUNK;
+        }
+        memset(&rsp, 0, sizeof(rsp));
+        rsp.type   = ORC_SOFT_RSP_READ_DATA;
+        rsp.seq    = htole32(conn->rd_seq);
+        rsp.length = htole32(chunk);
+        rsp.offset = htole32(conn->rd_off);
+        if ((chunk > 0) && (orc_soft_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
+            conn->rd_active = 0;
+            return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_NAK,
+                                    ORC_SOFT_NAK_REM_ACCESS, conn->rd_seq, 0);
+        }
+        ret = orc_soft_conn_out(inst, conn, &rsp, sizeof(rsp),
+                                (void *)(uintptr_t)(conn->rd_addr +
+                                                    conn->rd_off),
+                                chunk);
+        if (chunk > 0) {
+            orc_soft_mr_busy_end(inst);
+        }
+        if (ret != 0) {
+            return -1;
+        }
+        conn->rd_off += chunk;
+        if (conn->rd_off == conn->rd_total) {
+            conn->rd_active = 0;
+        }
+    }
+    return 0;
+}
+
+/* ---- target side: requests ---------------------------------------------- */
+
+static void orc_soft_tgt_push_recv_wc(orc_soft_qp_t *qp,
+                                      const orc_soft_recv_t *recv,
+                                      enum ibv_wc_status status,
+                                      enum ibv_wc_opcode opcode,
+                                      uint32_t byte_len, int with_imm,
+                                      uint32_t imm, uint32_t src_qp,
+                                      int solicited)
+{
+    struct ibv_wc wc;
+
+    memset(&wc, 0, sizeof(wc));
+    wc.wr_id    = recv->wr_id;
+    wc.status   = status;
+    wc.opcode   = opcode;
+    wc.byte_len = byte_len;
+    wc.qp_num   = qp->super.qp_num;
+    wc.src_qp   = src_qp;
+    if (with_imm) {
+        wc.wc_flags = IBV_WC_WITH_IMM;
+        wc.imm_data = imm;
+    }
+    orc_soft_cq_push(qp->recv_cq, &wc, solicited);
+}
+
+/* Put a receive taken for an unfinished message back at the queue head. */
+static void orc_soft_tgt_unpop_recv(orc_soft_qp_t *qp,
+                                    const orc_soft_recv_t *recv)
+{
+    orc_soft_rq_t *rq;
+
+    if (qp->srq != NULL) {
+        pthread_mutex_lock(&qp->srq->lock);
+        rq = &qp->srq->rq;
+    } else {
+        rq = &qp->rq;
+    }
+    if (rq->count < rq->size) {
+        rq->head           = (rq->head + rq->size - 1) % rq->size;
+        rq->ring[rq->head] = *recv;
+        ++rq->count;
+    }
+    if (qp->srq != NULL) {
+        pthread_mutex_unlock(&qp->srq->lock);
+    }
+}
+
+static int orc_soft_req_has_payload(uint8_t op)
+{
+    return (op == ORC_SOFT_OP_WRITE) || (op == ORC_SOFT_OP_WRITE_IMM) ||
+           (op == ORC_SOFT_OP_SEND) || (op == ORC_SOFT_OP_SEND_IMM);
+}
+
+/* Decide what to do with a request; returns -1 to close the connection.
+ * On return, conn->pay_left/sink say where the payload goes, and responses
+ * that do not depend on the payload were sent. */
+static int orc_soft_tgt_req(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_req_t *req = &conn->hdr.req;
+    orc_soft_qp_t *qp   = conn->qp;
+    orc_soft_mr_snap_t snap;
+    uint64_t value, raddr;
+    uint32_t length, seq;
+    int nak = 0, access;
+
+    /* validate and convert */
+    req->seq         = le32toh(req->seq);
+    req->length      = le32toh(req->length);
+    req->rkey        = le32toh(req->rkey);
+    req->raddr       = le64toh(req->raddr);
+    req->compare_add = le64toh(req->compare_add);
+    req->swap        = le64toh(req->swap);
+    if ((req->op == 0) || (req->op >= ORC_SOFT_OP_LAST) ||
+        (req->flags & ~ORC_SOFT_REQ_F_SOLICITED) || (req->reserved != 0) ||
+        (req->reserved2 != 0) || (req->length > ORC_SOFT_MAX_MSG) ||
+        (((req->op == ORC_SOFT_OP_CSWAP) || (req->op == ORC_SOFT_OP_FADD)) &&
+         (req->length != 8))) {
+        orc_soft_log(inst, "malformed request (op %u flags 0x%x length %u) "
+                     "from qp 0x%x", req->op, req->flags, req->length,
+                     conn->peer_qpn);
+        return -1;
+    }
+    length = req->length;
+    seq    = req->seq;
+    raddr  = req->raddr;
+
+    memset(&conn->sink, 0, sizeof(conn->sink));
+    conn->sink.failed = 1; /* discard unless a sink is set up below */
+    conn->pay_left    = orc_soft_req_has_payload(req->op) ? length : 0;
+    conn->have_recv   = 0;
+    conn->drop        = 1;
+
+    if (seq != conn->expected_seq) {
+        return 0; /* after a NAK: dropped until the resend arrives */
+    }
+
+    pthread_mutex_lock(&qp->lock);
+    if (((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) ||
+        (qp->attr.dest_qp_num != conn->peer_qpn)) {
+        nak = ORC_SOFT_NAK_NOT_READY;
+        goto out_nak;
+    }
+
+    switch (req->op) {
+    case ORC_SOFT_OP_WRITE_IMM:
+    case ORC_SOFT_OP_SEND:
+    case ORC_SOFT_OP_SEND_IMM:
+        if (orc_soft_qp_pop_recv(qp, &conn->recv) != 0) {
+            nak = ORC_SOFT_NAK_RNR;
+            goto out_nak;
+        }
+        conn->have_recv = 1;
+        if (req->op == ORC_SOFT_OP_WRITE_IMM) {
+            goto write;
+        }
+        if (orc_soft_sink_from_sges(inst, &conn->sink, conn->recv.sge,
+                                    conn->recv.num_sge, qp->pdn, 0,
+                                    length) != 0) {
+            /* too long for the receive, or a bad lkey: the receive
+             * completes in error and the responder QP goes to ERR */
+            uint64_t room = 0;
+            int i;
+
+            for (i = 0; i < conn->recv.num_sge; ++i) {
+                room += conn->recv.sge[i].length;
+            }
+            orc_soft_tgt_push_recv_wc(qp, &conn->recv,
+                                      (room < length) ? IBV_WC_LOC_LEN_ERR :
+                                                        IBV_WC_LOC_PROT_ERR,
+                                      IBV_WC_RECV, 0, 0, 0, conn->peer_qpn,
+                                      0);
+            nak = (room < length) ? ORC_SOFT_NAK_REM_INV_REQ :
+                                    ORC_SOFT_NAK_REM_OP;
+            conn->have_recv = 0;
+            memset(&conn->sink, 0, sizeof(conn->sink));
+            conn->sink.failed = 1;
+            orc_soft_qp_to_error(qp);
+            goto out_nak;
+        }
+        break;
+    case ORC_SOFT_OP_WRITE:
+write:
+        if (length == 0) {
+            memset(&conn->sink, 0, sizeof(conn->sink));
+            break;
+        }
+        if (orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
+                              IBV_ACCESS_REMOTE_WRITE, &snap) != 0) {
+            if (conn->have_recv) {
+                orc_soft_tgt_unpop_recv(qp, &conn->recv);
+                conn->have_recv = 0;
+            }
+            nak = ORC_SOFT_NAK_REM_ACCESS;
+            goto out_nak;
+        }
+        memset(&conn->sink, 0, sizeof(conn->sink));
+        conn->sink.num         = 1;
+        conn->sink.seg[0].addr = raddr;
+        conn->sink.seg[0].len  = length;
+        conn->sink.seg[0].snap = snap;
+        break;
+    case ORC_SOFT_OP_READ:
+        if ((length > 0) &&
+            (orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
+                               IBV_ACCESS_REMOTE_READ, &snap) != 0)) {
+            nak = ORC_SOFT_NAK_REM_ACCESS;
+            goto out_nak;
+        }
+        pthread_mutex_unlock(&qp->lock);
+        ++conn->expected_seq;
+        conn->rd_active = 1;
+        conn->rd_seq    = seq;
+        conn->rd_snap   = snap;
+        conn->rd_addr   = raddr;
+        conn->rd_total  = length;
+        conn->rd_off    = 0;
+        return orc_soft_tgt_read_pump(inst, conn);
+    default: /* atomics */
+        if (raddr & 7) {
+            nak = ORC_SOFT_NAK_REM_INV_REQ;
+            goto out_nak;
+        }
+        access = IBV_ACCESS_REMOTE_ATOMIC;
+        if ((orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, 8,
+                               access, &snap) != 0) ||
+            (orc_soft_mr_busy_begin(inst, &snap) != 0)) {
+            nak = ORC_SOFT_NAK_REM_ACCESS;
+            goto out_nak;
+        }
+        if (req->op == ORC_SOFT_OP_FADD) {
+            value = __atomic_fetch_add((uint64_t *)(uintptr_t)raddr,
+                                       req->compare_add, __ATOMIC_SEQ_CST);
+        } else {
+            value = req->compare_add;
+            __atomic_compare_exchange_n((uint64_t *)(uintptr_t)raddr, &value,
+                                        req->swap, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST);
+        }
+        orc_soft_mr_busy_end(inst);
+        pthread_mutex_unlock(&qp->lock);
+        ++conn->expected_seq;
+        return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_ATOMIC, 0, seq,
+                                value);
+    }
+    pthread_mutex_unlock(&qp->lock);
+    return 0; /* payload next; answered when it is complete */
+
+out_nak:
+    pthread_mutex_unlock(&qp->lock);
+    if ((nak != ORC_SOFT_NAK_RNR) && (nak != ORC_SOFT_NAK_NOT_READY)) {
+        ++conn->expected_seq; /* executed (in error) */
+    }
+    return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_NAK, nak, seq, 0);
+}
+
+/* The payload of the current request is complete. */
+static int orc_soft_tgt_req_done(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_req_t *req = &conn->hdr.req;
+    orc_soft_qp_t *qp   = conn->qp;
+    int imm             = (req->op == ORC_SOFT_OP_WRITE_IMM) ||
+                          (req->op == ORC_SOFT_OP_SEND_IMM);
+    int failed          = conn->sink.failed;
+
+    if (conn->drop) {
+        return 0; /* dropped, or answered when the header arrived */
+    }
+    ++conn->expected_seq;
+
+    pthread_mutex_lock(&qp->lock);
+    if (conn->have_recv) {
+        conn->have_recv = 0;
+        if ((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) {
+            /* the QP left RTR/RTS meanwhile: the receive is flushed */
+            orc_soft_tgt_push_recv_wc(qp, &conn->recv, IBV_WC_WR_FLUSH_ERR,
+                                      IBV_WC_RECV, 0, 0, 0, conn->peer_qpn, 0);
+            pthread_mutex_unlock(&qp->lock);
+            --conn->expected_seq;
+            return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_NAK,
+                                    ORC_SOFT_NAK_NOT_READY, req->seq, 0);
+        }
+        if (failed) {
+            orc_soft_tgt_push_recv_wc(qp, &conn->recv, IBV_WC_LOC_PROT_ERR,
+                                      IBV_WC_RECV, 0, 0, 0, conn->peer_qpn, 0);
+            orc_soft_qp_to_error(qp);
+        } else {
+            orc_soft_tgt_push_recv_wc(qp, &conn->recv, IBV_WC_SUCCESS,
+                                      (req->op == ORC_SOFT_OP_WRITE_IMM) ?
+                                      IBV_WC_RECV_RDMA_WITH_IMM : IBV_WC_RECV,
+                                      req->length, imm, req->imm,
+                                      conn->peer_qpn,
+                                      req->flags & ORC_SOFT_REQ_F_SOLICITED);
+        }
+    }
+    pthread_mutex_unlock(&qp->lock);
+
+    if (failed) {
+        return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_NAK,
+                                (req->op == ORC_SOFT_OP_WRITE) ?
+                                ORC_SOFT_NAK_REM_ACCESS : ORC_SOFT_NAK_REM_OP,
+                                req->seq, 0);
+    }
+    return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_ACK, 0, req->seq, 0);
+}
+
+/* ---- initiator side: responses ----------------------------------------- */
+
+/* QP lock held: the WQE a response must belong to (oldest SENT one). */
+static orc_soft_wqe_t *orc_soft_ini_wqe(orc_soft_qp_t *qp, uint32_t *index_p)
+{
+    orc_soft_wqe_t *wqe;
+    uint32_t i;
+
+    for (i = qp->sq_head; i != qp->sq_tx; ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state == ORC_SOFT_WQE_SENT) {
+            *index_p = i;
+            return wqe;
+        }
+    }
+    return NULL;
+}
+
+/* QP lock held */
+static void orc_soft_ini_finish(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe,
+                                enum ibv_wc_status status)
+{
+    wqe->state  = ORC_SOFT_WQE_DONE;
+    wqe->status = status;
+    --qp->sent_out;
+    if ((wqe->opcode == IBV_WR_RDMA_READ) ||
+        (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
+        (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) {
+        --qp->rd_atomic_out;
+    }
+}
+
+/* QP lock held: retry the WQE at index after a NAK */
+static void orc_soft_ini_rewind(orc_soft_qp_t *qp, uint32_t index,
+                                uint64_t delay_ns)
+{
+    qp->rewind_pending = 1;
+    qp->rewind_to      = index;
+    qp->hold_until_ns  = orc_soft_now_ns() + delay_ns;
+}
+
+/* Handle a response header; returns -1 to fail the connection. */
+static int orc_soft_ini_rsp(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_rsp_t *rsp = &conn->hdr.rsp;
+    orc_soft_qp_t *qp   = conn->qp;
+    orc_soft_mr_snap_t snap;
+    orc_soft_wqe_t *wqe;
+    uint64_t delay;
+    uint32_t index;
+    int ret = 0, op_ok;
+
+    rsp->seq    = le32toh(rsp->seq);
+    rsp->length = le32toh(rsp->length);
+    rsp->offset = le32toh(rsp->offset);
+    rsp->value  = le64toh(rsp->value);
+    memset(&conn->sink, 0, sizeof(conn->sink));
+    conn->sink.failed = 1;
+    conn->pay_left    = 0;
+    if ((rsp->type == 0) || (rsp->type >= ORC_SOFT_RSP_LAST) ||
+        (rsp->reserved != 0) || (rsp->reserved2 != 0) ||
+        ((rsp->type == ORC_SOFT_RSP_NAK) &&
+         ((rsp->code == 0) || (rsp->code >= ORC_SOFT_NAK_LAST))) ||
+        (rsp->length > ORC_SOFT_CHUNK) ||
+        ((rsp->type != ORC_SOFT_RSP_READ_DATA) && (rsp->length != 0))) {
+        orc_soft_log(inst, "malformed response (type %u code %u length %u)",
+                     rsp->type, rsp->code, rsp->length);
+        return -1;
+    }
+
+    pthread_mutex_lock(&qp->lock);
+    wqe = orc_soft_ini_wqe(qp, &index);
+    if ((wqe == NULL) || (wqe->seq != rsp->seq)) {
+        orc_soft_log(inst, "qp 0x%x: unexpected response seq %u",
+                     qp->super.qp_num, rsp->seq);
+        ret = -1;
+        goto out;
+    }
+    qp->last_progress_ns = orc_soft_now_ns();
+
+    switch (rsp->type) {
+    case ORC_SOFT_RSP_ACK:
+        op_ok = (wqe->opcode == IBV_WR_RDMA_WRITE) ||
+                (wqe->opcode == IBV_WR_RDMA_WRITE_WITH_IMM) ||
+                (wqe->opcode == IBV_WR_SEND) ||
+                (wqe->opcode == IBV_WR_SEND_WITH_IMM);
+        if (!op_ok) {
+            ret = -1;
+            goto out;
+        }
+        qp->rnr_count = qp->retry_count = 0;
+        orc_soft_ini_finish(qp, wqe, IBV_WC_SUCCESS);
+        break;
+    case ORC_SOFT_RSP_ATOMIC:
+        if ((wqe->opcode != IBV_WR_ATOMIC_CMP_AND_SWP) &&
+            (wqe->opcode != IBV_WR_ATOMIC_FETCH_AND_ADD)) {
+            ret = -1;
+            goto out;
+        }
+        qp->rnr_count = qp->retry_count = 0;
+        if ((orc_soft_mr_check(inst->mrs, wqe->sge[0].lkey, qp->pdn,
+                               wqe->sge[0].addr, 8, IBV_ACCESS_LOCAL_WRITE,
+                               &snap) != 0) ||
+            (orc_soft_mr_busy_begin(inst, &snap) != 0)) {
+            orc_soft_ini_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
+            break;
+        }
+        memcpy((void *)(uintptr_t)wqe->sge[0].addr, &rsp->value, 8);
+        orc_soft_mr_busy_end(inst);
+        orc_soft_ini_finish(qp, wqe, IBV_WC_SUCCESS);
+        break;
+    case ORC_SOFT_RSP_READ_DATA:
+        if ((wqe->opcode != IBV_WR_RDMA_READ) ||
+            (rsp->offset != wqe->done_bytes) ||
+            (rsp->length > wqe->length - wqe->done_bytes) ||
+            ((rsp->length == 0) && (wqe->length != 0))) {
+            ret = -1;
+            goto out;
+        }
+        qp->rnr_count = qp->retry_count = 0;
+        if (rsp->length == 0) {
+            orc_soft_ini_finish(qp, wqe, IBV_WC_SUCCESS);
+            break;
+        }
+        conn->pay_left = rsp->length;
+        conn->rd_index = index;
+        if (orc_soft_sink_from_sges(inst, &conn->sink, wqe->sge, wqe->num_sge,
+                                    qp->pdn, rsp->offset, rsp->length) != 0) {
+            memset(&conn->sink, 0, sizeof(conn->sink));
+            conn->sink.failed = 1;
+            conn->sink.num    = 1; /* marks "failed", see ini_read_done */
+        }
+        break;
+    default: /* NAK */
+        switch (rsp->code) {
+        case ORC_SOFT_NAK_RNR:
+            ++qp->rnr_count;
+            if ((qp->attr.rnr_retry != 7) &&
+                (qp->rnr_count > qp->attr.rnr_retry)) {
+                orc_soft_ini_finish(qp, wqe, IBV_WC_RNR_RETRY_EXC_ERR);
+                break;
+            }
+            orc_soft_ini_rewind(qp, index,
+                                orc_soft_rnr_timer_ns(rsp->rnr_timer & 31));
+            break;
+        case ORC_SOFT_NAK_NOT_READY:
+            ++qp->retry_count;
+            if (qp->retry_count > qp->attr.retry_cnt) {
+                orc_soft_ini_finish(qp, wqe, IBV_WC_RETRY_EXC_ERR);
+                break;
+            }
+            delay = orc_soft_qp_timeout_ns(qp);
+            orc_soft_ini_rewind(qp, index, (delay != 0) ? delay :
+                                           ORC_SOFT_TICK_NS);
+            break;
+        case ORC_SOFT_NAK_REM_ACCESS:
+            orc_soft_ini_finish(qp, wqe, IBV_WC_REM_ACCESS_ERR);
+            break;
+        case ORC_SOFT_NAK_REM_INV_REQ:
+            orc_soft_ini_finish(qp, wqe, IBV_WC_REM_INV_REQ_ERR);
+            break;
+        default:
+            orc_soft_ini_finish(qp, wqe, IBV_WC_REM_OP_ERR);
+            break;
+        }
+        break;
+    }
+    orc_soft_qp_complete(qp);
+    orc_soft_qp_tx(qp);
+out:
+    pthread_mutex_unlock(&qp->lock);
+    return ret;
+}
+
+/* READ_DATA payload complete */
+static int orc_soft_ini_read_done(orc_soft_conn_t *conn)
+{
+    orc_soft_rsp_t *rsp = &conn->hdr.rsp;
+    orc_soft_qp_t *qp   = conn->qp;
+    orc_soft_wqe_t *wqe;
+    uint32_t index;
+
+    pthread_mutex_lock(&qp->lock);
+    if (qp->conn_id != conn->id) {
+        pthread_mutex_unlock(&qp->lock);
+        return -1;
+    }
+    wqe = orc_soft_ini_wqe(qp, &index);
+    if ((wqe != NULL) && (index == conn->rd_index) &&
+        (wqe->seq == rsp->seq)) {
+        if (conn->sink.failed) {
+            orc_soft_ini_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
+        } else {
+            wqe->done_bytes += rsp->length;
+            if (wqe->done_bytes == wqe->length) {
+                orc_soft_ini_finish(qp, wqe, IBV_WC_SUCCESS);
+            }
+        }
+        orc_soft_qp_complete(qp);
+        orc_soft_qp_tx(qp);
+    }
+    pthread_mutex_unlock(&qp->lock);
+    return 0;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static orc_soft_conn_t *orc_soft_conn_new(orc_soft_inst_t *inst, int fd,
+                                          int role, uint32_t events)
+{
+    struct epoll_event ev;
+    orc_soft_conn_t *conn;
+    int one = 1;
+
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return NULL;
+    }
+    conn->rbuf = malloc(ORC_SOFT_RBUF_SIZE);
+    if (conn->rbuf == NULL) {
+        free(conn);
+        return NULL;
+    }
+    conn->id     = ++inst->next_conn_id;
+    conn->fd     = fd;
+    conn->role   = role;
+    conn->events = events;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = events;
+    ev.data.ptr = conn;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        orc_soft_log(inst, "epoll_ctl(ADD) failed: %m");
+        free(conn->rbuf);
+        free(conn);
+        return NULL;
+    }
+    conn->next  = inst->conns;
+    inst->conns = conn;
+    return conn;
+}
+
+static void orc_soft_conn_close(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_conn_t **pp;
+
+    for (pp = &inst->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == conn) {
+            *pp = conn->next;
+            break;
+        }
+    }
+    if ((conn->role == ORC_SOFT_ROLE_TGT) && conn->have_recv &&
+        (conn->qp != NULL)) {
+        pthread_mutex_lock(&conn->qp->lock);
+        orc_soft_tgt_unpop_recv(conn->qp, &conn->recv);
+        pthread_mutex_unlock(&conn->qp->lock);
+    }
+    epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    close(conn->fd);
+    free(conn->rbuf);
+    free(conn->obuf);
+    free(conn);
+}
+
+/* An initiator connection died or misbehaved: fail the QP's oldest WR. */
+static void orc_soft_ini_fail(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_qp_t *qp = conn->qp;
+
+    pthread_mutex_lock(&qp->lock);
+    if (qp->conn_id == conn->id) {
+        orc_soft_log(inst, "qp 0x%x: connection to qp 0x%x lost",
+                     qp->super.qp_num, qp->attr.dest_qp_num);
+        qp->conn_id    = 0;
+        qp->conn       = NULL;
+        qp->conn_fd    = -1;
+        qp->conn_state = ORC_SOFT_CONN_FAILED;
+        qp->tx_blocked = 0;
+        if (qp->sq_head != qp->sq_tail) {
+            orc_soft_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+            orc_soft_qp_complete(qp);
+        }
+    }
+    pthread_mutex_unlock(&qp->lock);
+    orc_soft_conn_close(inst, conn);
+}
+
+static void orc_soft_conn_fail(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    if (conn->role == ORC_SOFT_ROLE_INI) {
+        orc_soft_ini_fail(inst, conn);
+    } else {
+        orc_soft_conn_close(inst, conn);
+    }
+}
+
+int orc_soft_wire_send_req(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe)
+{
+    static const uint8_t ops[] = {
+        [IBV_WR_RDMA_WRITE]           = ORC_SOFT_OP_WRITE,
+        [IBV_WR_RDMA_WRITE_WITH_IMM]  = ORC_SOFT_OP_WRITE_IMM,
+        [IBV_WR_SEND]                 = ORC_SOFT_OP_SEND,
+        [IBV_WR_SEND_WITH_IMM]        = ORC_SOFT_OP_SEND_IMM,
+        [IBV_WR_RDMA_READ]            = ORC_SOFT_OP_READ,
+        [IBV_WR_ATOMIC_CMP_AND_SWP]   = ORC_SOFT_OP_CSWAP,
+        [IBV_WR_ATOMIC_FETCH_AND_ADD] = ORC_SOFT_OP_FADD,
+    };
+    struct iovec iov[ORC_SOFT_MAX_SGE + 1];
+    struct msghdr msg;
+    orc_soft_req_t req;
+    size_t skip = qp->tx_off, total = sizeof(req);
+    unsigned n = 0, i;
+    ssize_t ret;
+
+    memset(&req, 0, sizeof(req));
+    req.op          = ops[wqe->opcode];
+    req.flags       = wqe->solicited ? ORC_SOFT_REQ_F_SOLICITED : 0;
+    req.seq         = htole32(wqe->seq);
+    req.length      = htole32(wqe->length);
+    req.rkey        = htole32(wqe->rkey);
+    req.raddr       = htole64(wqe->raddr);
+    req.compare_add = htole64(wqe->compare_add);
+    req.swap        = htole64(wqe->swap);
+    req.imm         = wqe->imm;
+
+    iov[n].iov_base = &req;
+    iov[n].iov_len  = sizeof(req);
+    ++n;
+    if (orc_soft_req_has_payload(req.op) && (wqe->length > 0)) {
+        if (wqe->is_inline) {
+            iov[n].iov_base = (void *)wqe->inline_data;
+            iov[n].iov_len  = wqe->length;
+            ++n;
+        } else {
+            for (i = 0; i < wqe->num_sge; ++i) {
+                if (wqe->sge[i].length > 0) {
+                    iov[n].iov_base = (void *)(uintptr_t)wqe->sge[i].addr;
+                    iov[n].iov_len  = wqe->sge[i].length;
+                    ++n;
+                }
+            }
+        }
+        total += wqe->length;
+    }
+
+    /* skip what an earlier call sent */
+    for (i = 0; (i < n) && (skip >= iov[i].iov_len); ++i) {
+        skip -= iov[i].iov_len;
+    }
+    iov[i].iov_base = (char *)iov[i].iov_base + skip;
+    iov[i].iov_len -= skip;
+
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov    = &iov[i];
+    msg.msg_iovlen = n - i;
+    do {
+        ret = sendmsg(qp->conn_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while ((ret < 0) && (errno == EINTR));
+    if (ret < 0) {
+        if ((errno == EAGAIN) || (errno == EWOULDBLOCK)) {
+            return 0;
+        }
+        orc_soft_log(orc_soft_qp_inst(qp), "qp 0x%x: send failed: %m",
+                     qp->super.qp_num);
+        orc_soft_svc_drop_conn(orc_soft_qp_inst(qp), qp->conn_id);
+        qp->conn_id    = 0;
+        qp->conn       = NULL;
+        qp->conn_fd    = -1;
+        qp->conn_state = ORC_SOFT_CONN_FAILED;
+        orc_soft_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+        orc_soft_qp_complete(qp);
+        return -1;
+    }
+    qp->tx_off += ret;
+    return (qp->tx_off == total) ? 1 : 0;
+}
+
+/* ---- handshake ---------------------------------------------------------- */
+
+static void orc_soft_hello_fill(orc_soft_inst_t *inst, orc_soft_hello_t *h,
+                                uint16_t type, uint32_t a, uint32_t b)
+{
+    memset(h, 0, sizeof(*h));
+    h->magic         = htole32(ORC_SOFT_HELLO_MAGIC);
+    h->version       = htole16(ORC_SOFT_WIRE_VERSION);
+    h->type          = htole16(type);
+    h->qpn_or_status = htole32(a);
+    h->qpn_or_pdn    = htole32(b);
+    h->host          = inst->host;
+    h->pid           = htole32((uint32_t)inst->pid);
+    h->inst_id       = htole32(inst->id);
+}
+
+static int orc_soft_hello_valid(const orc_soft_hello_t *h, uint16_t type)
+{
+    return (le32toh(h->magic) == ORC_SOFT_HELLO_MAGIC) &&
+           (le16toh(h->version) == ORC_SOFT_WIRE_VERSION) &&
+           (le16toh(h->type) == type);
+}
+
+/* TGT: a HELLO arrived. Returns -1 to close. */
+static int orc_soft_tgt_hello(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
+                              const orc_soft_hello_t *h)
+{
+    orc_soft_hello_t ack;
+    orc_soft_qp_t *qp;
+    uint32_t pdn = 0;
+
+    if (!orc_soft_hello_valid(h, ORC_SOFT_HELLO)) {
+        orc_soft_log(inst, "malformed hello");
+        return -1;
+    }
+    pthread_mutex_lock(&inst->lock);
+    qp = orc_soft_qp_find(inst, le32toh(h->qpn_or_pdn));
+    if (qp != NULL) {
+        pdn = qp->pdn;
+    }
+    pthread_mutex_unlock(&inst->lock);
+
+    if (qp == NULL) {
+        orc_soft_log(inst, "hello for unknown qp 0x%x",
+                     le32toh(h->qpn_or_pdn));
+        orc_soft_hello_fill(inst, &ack, ORC_SOFT_HELLO_ACK, ENOENT, 0);
+        orc_soft_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
+        conn->state = ORC_SOFT_CS_CLOSING;
+        orc_soft_conn_set_events(inst, conn, EPOLLOUT);
+        return 0;
+    }
+    conn->qp       = qp;
+    conn->peer_qpn = le32toh(h->qpn_or_status) & 0xffffff;
+    conn->state    = ORC_SOFT_CS_READY;
+    orc_soft_hello_fill(inst, &ack, ORC_SOFT_HELLO_ACK, 0, pdn);
+    return orc_soft_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
+}
+
+/* INI: the HELLO_ACK arrived. Returns -1 to fail. */
+static int orc_soft_ini_hello_ack(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
+                                  const orc_soft_hello_t *h)
+{
+    orc_soft_qp_t *qp = conn->qp;
+    const orc_soft_mr_entry_t *table = NULL;
+    int same_host;
+
+    if (!orc_soft_hello_valid(h, ORC_SOFT_HELLO_ACK) ||
+        (le32toh(h->qpn_or_status) != 0)) {
+        orc_soft_log(inst, "qp 0x%x: connection refused by the peer (%u)",
+                     qp->super.qp_num, le32toh(h->qpn_or_status));
+        return -1;
+    }
+    same_host = !inst->no_cma &&
+                !memcmp(&h->host, &inst->host, sizeof(h->host));
+    if (same_host) {
+        table = orc_soft_mr_table_map(le64toh(h->host.pid_ns),
+                                      (pid_t)le32toh(h->pid),
+                                      le32toh(h->inst_id));
+        same_host = (table != NULL);
+    }
+
+    pthread_mutex_lock(&qp->lock);
+    if (qp->conn_id != conn->id) {
+        pthread_mutex_unlock(&qp->lock);
+        orc_soft_mr_table_unmap(table);
+        orc_soft_conn_close(inst, conn);
+        return 0;
+    }
+    conn->state    = ORC_SOFT_CS_READY;
+    qp->conn_state = ORC_SOFT_CONN_READY;
+    qp->conn_fd    = conn->fd;
+    qp->same_host  = same_host;
+    qp->peer_mrs   = table;
+    qp->peer_pid   = (pid_t)le32toh(h->pid);
+    qp->peer_pdn   = le32toh(h->qpn_or_pdn);
+    orc_soft_qp_tx(qp);
+    pthread_mutex_unlock(&qp->lock);
+    return 1;
+}
+
+/* ---- receive path ------------------------------------------------------ */
+
+/* Make at least `need` bytes available in rbuf. Returns 1 when there,
+ * 0 when the socket is empty, -1 on EOF/error. */
+static int orc_soft_conn_fill(orc_soft_conn_t *conn, uint32_t need)
+{
+    ssize_t ret;
+
+    if (conn->rlen - conn->rpos >= need) {
+        return 1;
+    }
+    if (conn->rpos > 0) {
+        memmove(conn->rbuf, conn->rbuf + conn->rpos, conn->rlen - conn->rpos);
+        conn->rlen -= conn->rpos;
+        conn->rpos  = 0;
+    }
+    do {
+        ret = recv(conn->fd, conn->rbuf + conn->rlen,
+                   ORC_SOFT_RBUF_SIZE - conn->rlen, MSG_DONTWAIT);
+    } while ((ret < 0) && (errno == EINTR));
+    if (ret == 0) {
+        return -1;
+    }
+    if (ret < 0) {
+        return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
+    }
+    conn->rlen += ret;
+    return (conn->rlen - conn->rpos >= need) ? 1 : 0;
+}
+
+/* Consume payload bytes; returns 1 when complete, 0 when waiting, -1 dead */
+static int orc_soft_conn_payload(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    uint32_t avail, take;
+    ssize_t ret;
+
+    while (conn->pay_left > 0) {
+        avail = conn->rlen - conn->rpos;
+        if (avail > 0) {
+            take = (avail < conn->pay_left) ? avail : conn->pay_left;
+            orc_soft_sink_put(inst, &conn->sink, conn->rbuf + conn->rpos,
+                              take);
+            conn->rpos     += take;
+            conn->pay_left -= take;
+            continue;
+        }
+        conn->rpos = conn->rlen = 0;
+        if (conn->pay_left >= ORC_SOFT_DIRECT_MIN) {
+            ret = orc_soft_sink_recv(inst, conn->fd, &conn->sink,
+                                     conn->pay_left);
+            if (ret > 0) {
+                conn->pay_left -= ret;
+                continue;
+            }
+        } else {
+            ret = recv(conn->fd, conn->rbuf, ORC_SOFT_RBUF_SIZE, MSG_DONTWAIT);
+            if (ret > 0) {
+                conn->rlen = ret;
+                continue;
+            }
+        }
+        if (ret == 0) {
+            return -1;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
+    }
+    return 1;
+}
+
+/* Process input on a connection. Returns -1 when it must be failed. */
+static int orc_soft_conn_rx(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_hello_t hello;
+    uint32_t hdr_len;
+    int frames, ret;
+
+    for (frames = 0; frames < ORC_SOFT_FRAMES_PER_EV; ++frames) {
+        if (conn->state == ORC_SOFT_CS_CLOSING) {
+            return 0;
+        }
+        /* back-pressure: answer before reading more requests */
+        if ((conn->role == ORC_SOFT_ROLE_TGT) &&
+            ((conn->olen > conn->opos) || conn->rd_active)) {
+            return 0;
+        }
+        if (conn->state == ORC_SOFT_CS_HELLO) {
+            ret = orc_soft_conn_fill(conn, sizeof(hello));
+            if (ret <= 0) {
+                return ret;
+            }
+            memcpy(&hello, conn->rbuf + conn->rpos, sizeof(hello));
+            conn->rpos += sizeof(hello);
+            ret = (conn->role == ORC_SOFT_ROLE_TGT) ?
+                  orc_soft_tgt_hello(inst, conn, &hello) :
+                  orc_soft_ini_hello_ack(inst, conn, &hello);
+            if (ret < 0) {
+                return -1;
+            }
+            if ((conn->role == ORC_SOFT_ROLE_INI) && (ret == 0)) {
+                return 1; /* closed: stale */
+            }
+            continue;
+        }
+
+        if (conn->rx_state == ORC_SOFT_RX_HDR) {
+            hdr_len = (conn->role == ORC_SOFT_ROLE_TGT) ?
+                      sizeof(orc_soft_req_t) : sizeof(orc_soft_rsp_t);
+            ret = orc_soft_conn_fill(conn, hdr_len);
+            if (ret <= 0) {
+                return ret;
+            }
+            memcpy(&conn->hdr, conn->rbuf + conn->rpos, hdr_len);
+            conn->rpos += hdr_len;
+            if (conn->role == ORC_SOFT_ROLE_TGT) {
+                ret = orc_soft_tgt_req(inst, conn);
+            } else {
+                ret = orc_soft_ini_rsp(inst, conn);
+            }
+            if (ret < 0) {
+                return -1;
+            }
+            conn->rx_state = ORC_SOFT_RX_PAYLOAD;
+        }
+
+        ret = orc_soft_conn_payload(inst, conn);
+        if (ret <= 0) {
+            return ret;
+        }
+        conn->rx_state = ORC_SOFT_RX_HDR;
+        if (conn->role == ORC_SOFT_ROLE_TGT) {
+            if (orc_soft_req_has_payload(conn->hdr.req.op) &&
+                (orc_soft_tgt_req_done(inst, conn) < 0)) {
+                return -1;
+            }
+        } else if ((conn->hdr.rsp.type == ORC_SOFT_RSP_READ_DATA) &&
+                   (conn->hdr.rsp.length > 0)) {
+            if (orc_soft_ini_read_done(conn) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void orc_soft_svc_accept(orc_soft_inst_t *inst)
+{
+    orc_soft_conn_t *conn;
+    int fd, i;
+
+    for (i = 0; i < 16; ++i) {
+        fd = accept4(inst->listen_fd, NULL, NULL,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if ((errno != EAGAIN) && (errno != EWOULDBLOCK) &&
+                (errno != EINTR)) {
+                orc_soft_log(inst, "accept failed: %m");
+            }
+            return;
+        }
+        conn = orc_soft_conn_new(inst, fd, ORC_SOFT_ROLE_TGT, EPOLLIN);
+        if (conn == NULL) {
+            close(fd);
+            continue;
+        }
+        conn->state = ORC_SOFT_CS_HELLO;
+    }
+}
+
+static void orc_soft_svc_connect_qp(orc_soft_inst_t *inst, orc_soft_qp_t *qp)
+{
+    struct sockaddr_in local, remote;
+    orc_soft_hello_t hello;
+    orc_soft_conn_t *conn;
+    int fd, ret;
+
+    pthread_mutex_lock(&qp->lock);
+    if ((qp->conn_state != ORC_SOFT_CONN_CONNECTING) || (qp->conn_id != 0)) {
+        pthread_mutex_unlock(&qp->lock);
+        return;
+    }
+    memset(&remote, 0, sizeof(remote));
+    remote.sin_family = AF_INET;
+    remote.sin_port   = htons(qp->attr.ah_attr.dlid);
+    memcpy(&remote.sin_addr, &qp->attr.ah_attr.grh.dgid.raw[12], 4);
+    orc_soft_hello_fill(inst, &hello, ORC_SOFT_HELLO, qp->super.qp_num,
+                        qp->attr.dest_qp_num);
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        orc_soft_log(inst, "socket() failed: %m");
+        goto err;
+    }
+    memset(&local, 0, sizeof(local));
+    local.sin_family = AF_INET;
+    local.sin_addr   = inst->ip;
+    if ((remote.sin_addr.s_addr & htonl(0xff000000)) != htonl(0x7f000000)) {
+        /* leave through this device's address (not for loopback peers) */
+        if (bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0) {
+            orc_soft_log(inst, "bind() failed: %m");
+            goto err_close;
+        }
+    }
+    ret = connect(fd, (struct sockaddr *)&remote, sizeof(remote));
+    if ((ret < 0) && (errno != EINPROGRESS)) {
+        orc_soft_log(inst, "qp 0x%x: connect() failed: %m", qp->super.qp_num);
+        goto err_close;
+    }
+    conn = orc_soft_conn_new(inst, fd, ORC_SOFT_ROLE_INI, EPOLLOUT);
+    if (conn == NULL) {
+        goto err_close;
+    }
+    conn->qp    = qp;
+    conn->state = ORC_SOFT_CS_CONNECTING;
+    qp->conn_id = conn->id;
+    qp->conn    = conn;
+    /* the HELLO waits in obuf until the connection is up */
+    conn->obuf  = malloc(sizeof(hello));
+    if (conn->obuf == NULL) {
+        qp->conn_id = 0;
+        qp->conn    = NULL;
+        orc_soft_conn_close(inst, conn);
+        goto err;
+    }
+    memcpy(conn->obuf, &hello, sizeof(hello));
+    conn->ocap = conn->olen = sizeof(hello);
+    pthread_mutex_unlock(&qp->lock);
+    return;
+
+err_close:
+    close(fd);
+err:
+    qp->conn_state = ORC_SOFT_CONN_FAILED;
+    orc_soft_qp_tx(qp); /* fails queued WRs, if any */
+    pthread_mutex_unlock(&qp->lock);
+}
+
+static void orc_soft_svc_commands(orc_soft_inst_t *inst)
+{
+    struct orc_soft_cmd *cmd, *next;
+    orc_soft_conn_t *conn, *conn_next;
+    uint64_t count = 0, value;
+    ssize_t ret;
+
+    ret = read(inst->cmd_fd, &value, sizeof(value));
+    (void)ret;
+    pthread_mutex_lock(&inst->cmd_lock);
+    cmd            = inst->cmd_head;
+    inst->cmd_head = inst->cmd_tail = NULL;
+    pthread_mutex_unlock(&inst->cmd_lock);
+
+    for (; cmd != NULL; cmd = next) {
+        next = cmd->next;
+        ++count;
+        switch (cmd->type) {
+        case ORC_SOFT_CMD_CONNECT:
+            orc_soft_svc_connect_qp(inst, cmd->qp);
+            break;
+        case ORC_SOFT_CMD_DROP:
+            for (conn = inst->conns; conn != NULL; conn = conn->next) {
+                if (conn->id == cmd->conn_id) {
+                    orc_soft_conn_close(inst, conn);
+                    break;
+                }
+            }
+            break;
+        case ORC_SOFT_CMD_FORGET:
+            for (conn = inst->conns; conn != NULL; conn = conn_next) {
+                conn_next = conn->next;
+                if (conn->qp == cmd->qp) {
+                    conn->have_recv = 0; /* the QP is going away */
+                    orc_soft_conn_close(inst, conn);
+                }
+            }
+            break;
+        }
+        if (!cmd->on_stack) {
+            free(cmd);
+        }
+    }
+
+    pthread_mutex_lock(&inst->cmd_lock);
+    inst->cmd_done += count;
+    pthread_cond_broadcast(&inst->cmd_cond);
+    pthread_mutex_unlock(&inst->cmd_lock);
+}
+
+static void orc_soft_svc_writable(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
+{
+    orc_soft_qp_t *qp = conn->qp;
+    int err = 0, ret;
+    socklen_t len = sizeof(err);
+
+    if (conn->state == ORC_SOFT_CS_CONNECTING) {
+        if ((getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) ||
+            (err != 0)) {
+            errno = err;
+            orc_soft_log(inst, "qp 0x%x: connect failed: %m",
+                         qp->super.qp_num);
+            orc_soft_ini_fail(inst, conn);
+            return;
+        }
+        conn->state = ORC_SOFT_CS_HELLO;
+    }
+
+    if (conn->olen > conn->opos) {
+        ret = orc_soft_conn_flush(conn);
+        if (ret < 0) {
+            orc_soft_conn_fail(inst, conn);
+            return;
+        }
+        if (ret == 0) {
+            return;
+        }
+    }
+    if (conn->state == ORC_SOFT_CS_CLOSING) {
+        orc_soft_conn_close(inst, conn);
+        return;
+    }
+
+    if ((conn->role == ORC_SOFT_ROLE_INI) &&
+        (conn->state == ORC_SOFT_CS_READY)) {
+        pthread_mutex_lock(&qp->lock);
+        if (qp->conn_id != conn->id) {
+            pthread_mutex_unlock(&qp->lock);
+            orc_soft_conn_close(inst, conn);
+            return;
+        }
+        qp->tx_blocked = 0;
+        orc_soft_qp_tx(qp);
+        if (!qp->tx_blocked && (qp->conn_id == conn->id)) {
+            conn->events = EPOLLIN | EPOLLOUT; /* force the MOD */
+            orc_soft_conn_set_events(inst, conn, EPOLLIN);
+        }
+        pthread_mutex_unlock(&qp->lock);
+        return;
+    }
+
+    if (conn->role == ORC_SOFT_ROLE_TGT) {
+        if (orc_soft_tgt_read_pump(inst, conn) < 0) {
+            orc_soft_conn_close(inst, conn);
+            return;
+        }
+        if ((conn->olen > conn->opos) || conn->rd_active) {
+            return;
+        }
+    }
+    orc_soft_conn_set_events(inst, conn, EPOLLIN);
+    /* requests may be waiting in rbuf already */
+    if (orc_soft_conn_rx(inst, conn) < 0) {
+        orc_soft_conn_fail(inst, conn);
+    }
+}
+
+static void orc_soft_svc_event(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
+                               uint32_t events)
+{
+    orc_soft_qp_t *qp;
+    int stale;
+
+    if (conn->role == ORC_SOFT_ROLE_INI) {
+        qp = conn->qp;
+        pthread_mutex_lock(&qp->lock);
+        stale = (qp->conn_id != conn->id);
+        pthread_mutex_unlock(&qp->lock);
+        if (stale) {
+            orc_soft_conn_close(inst, conn);
+            return;
+        }
+    }
+
+    if (events & EPOLLOUT) {
+        orc_soft_svc_writable(inst, conn);
+        return; /* the connection may be gone; EPOLLIN comes again */
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (orc_soft_conn_rx(inst, conn) < 0) {
+            orc_soft_conn_fail(inst, conn);
+        }
+    }
+}
+
+static int orc_soft_svc_conn_alive(orc_soft_inst_t *inst,
+                                   orc_soft_conn_t *conn)
+{
+    orc_soft_conn_t *c;
+
+    for (c = inst->conns; c != NULL; c = c->next) {
+        if (c == conn) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static uint64_t orc_soft_svc_timers(orc_soft_inst_t *inst)
+{
+    uint64_t now = orc_soft_now_ns(), next = 0, t;
+    orc_soft_qp_t *qp;
+
+    pthread_mutex_lock(&inst->lock);
+    for (qp = inst->qps; qp != NULL; qp = qp->next) {
+        pthread_mutex_lock(&qp->lock);
+        t = orc_soft_qp_timers(qp, now);
+        pthread_mutex_unlock(&qp->lock);
+        if ((t != 0) && ((next == 0) || (t < next))) {
+            next = t;
+        }
+    }
+    pthread_mutex_unlock(&inst->lock);
+    return next;
+}
+
+static void *orc_soft_svc_thread(void *arg)
+{
+    orc_soft_inst_t *inst = arg;
+    struct epoll_event events[64];
+    uint64_t next = 0, now, last_timers = 0;
+    int n, i, timeout_ms;
+    orc_soft_conn_t *conn;
+
+    while (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
+        now = orc_soft_now_ns();
+        if ((now - last_timers >= 1000000ull) || ((next != 0) && (now >= next))) {
+            next        = orc_soft_svc_timers(inst);
+            last_timers = now;
+        }
+        timeout_ms = ORC_SOFT_TICK_NS / 1000000;
+        if ((next != 0) && (next - now < ORC_SOFT_TICK_NS)) {
+            timeout_ms = (next <= now) ? 0 :
+                         (int)((next - now + 999999) / 1000000);
+        }
+        n = epoll_wait(inst->epoll_fd, events, 64, timeout_ms);
+        for (i = 0; i < n; ++i) {
+            if (events[i].data.ptr == &orc_soft_listen_tag) {
+                orc_soft_svc_accept(inst);
+            } else if (events[i].data.ptr == &orc_soft_cmd_tag) {
+                orc_soft_svc_commands(inst);
+            } else {
+                conn = events[i].data.ptr;
+                /* an earlier event of this batch may have closed it */
+                if (orc_soft_svc_conn_alive(inst, conn)) {
+                    orc_soft_svc_event(inst, conn, events[i].events);
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+int orc_soft_svc_start(orc_soft_inst_t *inst)
+{
+    struct sockaddr_in addr;
+    struct epoll_event ev;
+    socklen_t len = sizeof(addr);
+    int ret, one = 1;
+
+    inst->scratch = malloc(ORC_SOFT_CHUNK);
+    if (inst->scratch == NULL) {
+        return ENOMEM;
+    }
+
+    inst->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
+                                      SOCK_CLOEXEC, 0);
+    if (inst->listen_fd < 0) {
+        ret = errno;
+        orc_soft_log(inst, "socket() failed: %m");
+        goto err_free;
+    }
+    setsockopt(inst->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr   = inst->ip;
+    if ((bind(inst->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) ||
+        (listen(inst->listen_fd, 128) < 0) ||
+        (getsockname(inst->listen_fd, (struct sockaddr *)&addr, &len) < 0)) {
+        ret = errno;
+        orc_soft_log(NULL, "%s: cannot listen on %s: %m", inst->super.name,
+                     inet_ntoa(inst->ip));
+        goto err_close_listen;
+    }
+    inst->listen_port = ntohs(addr.sin_port);
+
+    inst->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (inst->epoll_fd < 0) {
+        ret = errno;
+        goto err_close_listen;
+    }
+    inst->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (inst->cmd_fd < 0) {
+        ret = errno;
+        goto err_close_epoll;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = EPOLLIN;
+    ev.data.ptr = &orc_soft_listen_tag;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->listen_fd, &ev) < 0) {
+        ret = errno;
+        goto err_close_cmd;
+    }
+    ev.data.ptr = &orc_soft_cmd_tag;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->cmd_fd, &ev) < 0) {
+        ret = errno;
+        goto err_close_cmd;
+    }
+
+    ret = pthread_create(&inst->thread, NULL, orc_soft_svc_thread, inst);
+    if (ret != 0) {
+        goto err_close_cmd;
+    }
+    inst->thread_started = 1;
+    return 0;
+
+err_close_cmd:
+    close(inst->cmd_fd);
+err_close_epoll:
+    close(inst->epoll_fd);
+err_close_listen:
+    close(inst->listen_fd);
+err_free:
+    free(inst->scratch);
+    return ret;
+}
+
+void orc_soft_svc_stop(orc_soft_inst_t *inst)
+{
+    if (inst->thread_started) {
+        __atomic_store_n(&inst->stopping, 1, __ATOMIC_RELEASE);
+        orc_soft_svc_wake(inst);
+        pthread_join(inst->thread, NULL);
+    }
+    while (inst->conns != NULL) {
+        orc_soft_conn_close(inst, inst->conns);
+    }
+    close(inst->cmd_fd);
+    close(inst->epoll_fd);
+    close(inst->listen_fd);
+    free(inst->scratch);
+}

@@ -1,0 +1,455 @@
+/*
+ * softnic: a userspace RDMA NIC with verbs (RC) semantics. Internal types and
+ * contracts of the "soft" backend of the orc device layer (orc_dev.h).
+ *
+ * Model
+ * -----
+ * Every orc_dev_open() of a soft device creates one softnic *instance* in the
+ * calling process: a service thread, a TCP listener bound to the interface's
+ * IPv4 address (ephemeral port) and a memory-region table in shared memory
+ * (/dev/shm/orc_soft.<pid>.<instance>), readable by same-host peers.
+ *
+ * Every connected RC QP owns one outgoing TCP connection ("initiator
+ * connection") to the softnic instance of its destination QP, opened by the
+ * service thread when the QP reaches RTR (so RTR never blocks). Requests of
+ * the QP travel on it in posting order, the target's service thread executes
+ * them in order and answers on the same connection. The peer's QP, in turn,
+ * owns its own connection to us ("target connection" on our side). A
+ * connection therefore serves exactly one (initiator QP, target QP) pair.
+ *
+ * Same host (equal boot id, pid namespace and network namespace, exchanged in
+ * the connection handshake) and an idle send queue: RDMA WRITE and READ are
+ * executed in the posting thread by one process_vm_writev/readv call, after
+ * checking the target's MR table in shared memory. All other operations
+ * (SEND, WRITE_WITH_IMM, atomics) and any WRITE/READ posted while an earlier
+ * WR is still outstanding go through the connection, so an operation is never
+ * overtaken by a later one of the same QP. SENDs and receive completions use
+ * the TCP (loopback) control connection, not shared-memory rings.
+ *
+ * Wire protocol: see soft_wire.c. Every header field is validated; a bad
+ * frame closes the connection (initiator side: the QP goes to ERR with
+ * IBV_WC_RETRY_EXC_ERR / flush, like a dead peer; target side: the peer sees
+ * a dead connection).
+ *
+ * Memory-region deregistration guarantee: after orc_mr_dereg() returns, no
+ * operation *started after that moment* touches the region: same-host
+ * initiators re-read the seqlocked shared-memory entry before each copy, and
+ * this process's service thread announces the region it is about to touch
+ * (orc_soft_inst_t.busy_mr) so that dereg waits for an in-flight syscall or
+ * memcpy (never for a peer). A same-host CMA WRITE whose check passed before
+ * dereg returned may still land during the dereg call, as a DMA would on
+ * hardware; a READ that raced with dereg completes with REM_ACCESS_ERR.
+ *
+ * Environment (read once when a device is opened):
+ *   ORC_SOFT_LOG=1       log connection and QP errors to stderr
+ *   ORC_SOFT_NO_CMA=1    never use the same-host CMA path (everything on TCP)
+ *
+ * Address: orc_dev_addr_pack() writes orc_soft_addr_t (below). Unpacking fills
+ * ah_attr with is_global=1, grh.dgid = the peer GID (::ffff:a.b.c.d),
+ * dlid = the peer listener's TCP port (host order), port_num = 1.
+ */
+#ifndef ORC_SOFTNIC_H_
+#define ORC_SOFTNIC_H_
+
+#include "orc_dev.h"
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define ORC_SOFT_PREFIX          "soft_"
+#define ORC_SOFT_ADDR_MAGIC      0x534f4643u /* "SOFC" */
+#define ORC_SOFT_MAX_MR          16384       /* entries in the MR table */
+#define ORC_SOFT_MAX_QP          4096
+#define ORC_SOFT_MAX_QP_WR       4096
+#define ORC_SOFT_MAX_SGE         8
+#define ORC_SOFT_MAX_INLINE      256
+#define ORC_SOFT_MAX_CQE         (1 << 20)
+#define ORC_SOFT_MAX_MSG         (1u << 30)
+#define ORC_SOFT_MAX_RD_ATOMIC   16
+#define ORC_SOFT_CHUNK           (256 * 1024) /* READ response chunk */
+#define ORC_SOFT_KEY_INDEX_BITS  16
+
+/* Host identity: equal on two instances <=> CMA and /dev/shm are usable. */
+typedef struct orc_soft_host_id {
+    uint8_t  boot_id[16];
+    uint64_t pid_ns;  /* inode of /proc/self/ns/pid */
+    uint64_t net_ns;  /* inode of /proc/self/ns/net */
+    uint64_t mnt_ns;  /* inode of /proc/self/ns/mnt */
+} orc_soft_host_id_t;
+
+/* Packed device address (little-endian fields). */
+typedef struct orc_soft_addr {
+    uint8_t            backend;   /* ORC_DEV_BACKEND_SOFT */
+    uint8_t            version;   /* 1 */
+    uint16_t           tcp_port;
+    uint32_t           magic;     /* ORC_SOFT_ADDR_MAGIC */
+    uint8_t            gid[16];
+    orc_soft_host_id_t host;
+} __attribute__((packed)) orc_soft_addr_t;
+
+/*
+ * One entry of the MR table, in shared memory. Seqlock: the owner process
+ * (holding orc_soft_inst_t.mr_lock) makes seq odd, writes the fields, makes
+ * seq even (release). Readers (any process) load seq (acquire), the fields,
+ * then seq again and retry if it changed or was odd. key == 0: free entry.
+ * All field accesses use __atomic builtins (relaxed) because other processes
+ * read them concurrently.
+ */
+typedef struct orc_soft_mr_entry {
+    uint32_t seq;
+    uint32_t key;     /* lkey == rkey: (generation << 16) | index */
+    uint64_t addr;
+    uint64_t length;
+    uint32_t access;
+    uint32_t pdn;
+} orc_soft_mr_entry_t;
+
+/* A consistent copy of an entry. */
+typedef struct orc_soft_mr_snap {
+    uint32_t seq;
+    uint32_t key;
+    uint64_t addr;
+    uint64_t length;
+    uint32_t access;
+    uint32_t pdn;
+} orc_soft_mr_snap_t;
+
+typedef struct orc_soft_inst orc_soft_inst_t;
+typedef struct orc_soft_conn orc_soft_conn_t;
+typedef struct orc_soft_qp orc_soft_qp_t;
+
+/*
+ * A soft device handle = one softnic instance.
+ * Immutable after open: ifname, ip, gid, host, pid, id, listen_port, mrs.
+ * lock protects: qp list, pdn/qpn counters, use counts. mr_lock serialises
+ * MR table writers (reg/dereg) of this process. busy_mr is written only by
+ * the service thread (seq_cst), read by dereg (see header comment).
+ */
+struct orc_soft_inst {
+    orc_dev_t            super;
+    char                 ifname[32];
+    struct in_addr       ip;
+    union ibv_gid        gid;
+    orc_soft_host_id_t   host;
+    pid_t                pid;
+    uint32_t             id;           /* per-process instance number */
+    uint16_t             listen_port;
+    int                  listen_fd;
+    int                  epoll_fd;
+    int                  cmd_fd;       /* eventfd waking the service thread */
+    pthread_t            thread;
+    int                  thread_started;
+    int                  stopping;     /* service thread: exit */
+    int                  no_cma;
+    int                  log;
+
+    pthread_mutex_t      lock;
+    orc_soft_qp_t       *qps;          /* all QPs of the instance */
+    uint32_t             next_qpn;
+    uint32_t             next_pdn;
+    int                  num_qps;
+    /* commands for the service thread: cmd_lock (a leaf lock, may be taken
+     * under any other lock) protects the queue and cmd_done; cmd_cond is
+     * signalled when cmd_done advances */
+    pthread_mutex_t      cmd_lock;
+    struct orc_soft_cmd *cmd_head, *cmd_tail;
+    pthread_cond_t       cmd_cond;
+    uint64_t             cmd_posted;
+    uint64_t             cmd_done;
+    uint64_t             next_conn_id; /* service thread only */
+
+    /* MR table */
+    pthread_mutex_t      mr_lock;
+    char                 shm_name[64];
+    orc_soft_mr_entry_t *mrs;          /* shared memory, ORC_SOFT_MAX_MR */
+    uint16_t            *mr_gen;       /* per entry generation, private */
+    int                  busy_mr;      /* entry index the service thread is
+                                          touching, or -1 */
+
+    orc_soft_conn_t     *conns;        /* service thread only */
+    uint8_t             *scratch;      /* service thread only, CHUNK bytes */
+};
+
+typedef struct orc_soft_pd {
+    orc_pd_t super;
+    uint32_t pdn;
+} orc_soft_pd_t;
+
+typedef struct orc_soft_mr {
+    orc_mr_t super;
+    int      index;
+} orc_soft_mr_t;
+
+/*
+ * Completion channel. The pipe carries one orc_soft_cq_t pointer per event.
+ * num_cqs under the instance lock.
+ */
+typedef struct orc_soft_channel {
+    orc_comp_channel_t super;
+    int                wfd;
+    int                num_cqs;
+} orc_soft_channel_t;
+
+/*
+ * CQ: a ring of ibv_wc. lock protects ring, head, count, armed, overrun.
+ * Producers: posting threads and the service thread; consumer: cq_poll.
+ * Lock order: QP lock -> SRQ lock -> CQ lock.
+ */
+typedef struct orc_soft_cq {
+    orc_cq_t        super;
+    pthread_mutex_t lock;
+    struct ibv_wc  *ring;
+    int             size;      /* ring capacity */
+    int             head;
+    int             count;
+    int             armed;     /* 0, 1 = any, 2 = solicited only */
+    int             overrun;
+    unsigned        events;    /* delivered events, under lock */
+    unsigned        acked;
+    int             num_qps;   /* QPs using the CQ, under instance lock */
+} orc_soft_cq_t;
+
+/* A posted receive (RQ or SRQ). */
+typedef struct orc_soft_recv {
+    uint64_t      wr_id;
+    int           num_sge;
+    struct ibv_sge sge[ORC_SOFT_MAX_SGE];
+} orc_soft_recv_t;
+
+/* Bounded FIFO of receives. */
+typedef struct orc_soft_rq {
+    orc_soft_recv_t *ring;
+    uint32_t         size;
+    uint32_t         head;
+    uint32_t         count;
+} orc_soft_rq_t;
+
+/* SRQ: lock protects rq and limit. */
+typedef struct orc_soft_srq {
+    orc_srq_t       super;
+    pthread_mutex_t lock;
+    orc_soft_rq_t   rq;
+    uint32_t        max_sge;
+    int             num_qps;  /* under instance lock */
+} orc_soft_srq_t;
+
+typedef enum orc_soft_wqe_state {
+    ORC_SOFT_WQE_QUEUED = 0, /* not transmitted yet */
+    ORC_SOFT_WQE_SENT,       /* transmitted, waiting for the answer */
+    ORC_SOFT_WQE_DONE        /* status final, waiting to complete in order */
+} orc_soft_wqe_state_t;
+
+/* A send WQE: a private copy of the ibv_send_wr. */
+typedef struct orc_soft_wqe {
+    uint64_t             wr_id;
+    uint32_t             seq;        /* request sequence on the wire */
+    uint8_t              opcode;     /* enum ibv_wr_opcode */
+    uint8_t              state;
+    uint8_t              status;     /* enum ibv_wc_status when DONE */
+    uint8_t              signaled;
+    uint8_t              fence;
+    uint8_t              solicited;
+    uint8_t              num_sge;
+    uint8_t              is_inline;
+    uint32_t             length;     /* total bytes */
+    uint32_t             imm;        /* network order */
+    uint32_t             rkey;
+    uint64_t             raddr;
+    uint64_t             compare_add;
+    uint64_t             swap;
+    uint32_t             done_bytes; /* READ: bytes received so far */
+    uint8_t              has_seq;    /* seq assigned (transmitted once) */
+    struct ibv_sge       sge[ORC_SOFT_MAX_SGE];
+    uint8_t              inline_data[ORC_SOFT_MAX_INLINE];
+} orc_soft_wqe_t;
+
+/*
+ * RC QP.
+ * lock protects every field below it (state, attributes, queues, tx and
+ * retry state, connection fields). It is taken by posting threads,
+ * modify/query, and the service thread (responses, connection setup,
+ * timers, target-side execution). Lock order: instance lock -> QP lock ->
+ * SRQ lock -> CQ lock. A thread holding a QP lock never waits for the
+ * service thread.
+ */
+struct orc_soft_qp {
+    orc_qp_t            super;
+    orc_soft_qp_t      *next;          /* instance list, instance lock */
+    pthread_mutex_t     lock;
+    enum ibv_qp_state   state;
+    struct ibv_qp_attr  attr;          /* current attributes */
+    orc_qp_init_attr_t  init_attr;     /* with the actual caps */
+    uint32_t            pdn;
+    orc_soft_cq_t      *send_cq;
+    orc_soft_cq_t      *recv_cq;
+    orc_soft_srq_t     *srq;
+    orc_soft_rq_t       rq;            /* own receive queue if srq == NULL */
+
+    /* Send queue: WQEs [sq_head, sq_tail) in posting order (free-running
+     * counters, index % sq_size). [sq_head, sq_tx) are transmitted (SENT) or
+     * DONE, [sq_tx, sq_tail) are QUEUED or failed locally (DONE). */
+    orc_soft_wqe_t     *sq;
+    uint32_t            sq_size;
+    uint32_t            sq_head, sq_tx, sq_tail;
+    uint32_t            tx_seq;        /* next wire sequence to assign */
+    uint32_t            tx_off;        /* bytes of sq[sq_tx]'s frame sent */
+    int                 tx_blocked;    /* EPOLLOUT requested */
+    int                 rd_atomic_out; /* READ/atomics SENT, not DONE */
+    int                 sent_out;      /* WQEs SENT, not DONE */
+
+    /* retry state (RNR and not-ready NAKs) and the transport timer */
+    int                 rewind_pending; /* go back to rewind_to at the next
+                                           frame boundary */
+    uint32_t            rewind_to;      /* SQ counter */
+    uint64_t            hold_until_ns;  /* no new frame before (0: none) */
+    int                 rnr_count;
+    int                 retry_count;
+    uint64_t            last_progress_ns;
+
+    /* initiator connection; conn_fd valid only when conn_state == READY */
+    int                 conn_state;    /* ORC_SOFT_CONN_* */
+    int                 conn_fd;
+    uint64_t            conn_id;       /* service thread's conn, 0: none */
+    orc_soft_conn_t    *conn;          /* valid while conn_id != 0 */
+    int                 same_host;     /* peer reachable by CMA */
+    pid_t               peer_pid;
+    uint32_t            peer_pdn;
+    const orc_soft_mr_entry_t *peer_mrs; /* peer's table, read-only map */
+};
+
+enum {
+    ORC_SOFT_CONN_NONE = 0,
+    ORC_SOFT_CONN_CONNECTING,
+    ORC_SOFT_CONN_READY,
+    ORC_SOFT_CONN_FAILED
+};
+
+/* The ops (soft_ops.c puts them in orc_dev_soft_ops) */
+int orc_soft_dev_list(const orc_dev_config_t *config, orc_dev_info_t **list_p,
+                      int *count_p);
+orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
+                             const char *name);
+int orc_soft_dev_close(orc_dev_t *dev);
+int orc_soft_dev_query(orc_dev_t *dev, struct ibv_device_attr *attr);
+int orc_soft_dev_query_port(orc_dev_t *dev, uint8_t port_num,
+                            struct ibv_port_attr *attr);
+int orc_soft_dev_query_gid(orc_dev_t *dev, uint8_t port_num, int index,
+                           union ibv_gid *gid);
+size_t orc_soft_dev_addr_len(orc_dev_t *dev, uint8_t port_num);
+int orc_soft_dev_addr_pack(orc_dev_t *dev, uint8_t port_num, void *buf,
+                           size_t len);
+int orc_soft_dev_addr_unpack(orc_dev_t *dev, uint8_t port_num,
+                             const void *buf, size_t len,
+                             struct ibv_ah_attr *ah_attr);
+orc_pd_t *orc_soft_pd_alloc(orc_dev_t *dev);
+int orc_soft_pd_dealloc(orc_pd_t *pd);
+orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
+                          int access);
+int orc_soft_mr_dereg(orc_mr_t *mr);
+orc_comp_channel_t *orc_soft_channel_create(orc_dev_t *dev);
+int orc_soft_channel_destroy(orc_comp_channel_t *channel);
+orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
+                             orc_comp_channel_t *channel);
+int orc_soft_cq_destroy(orc_cq_t *cq);
+int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc);
+int orc_soft_cq_req_notify(orc_cq_t *cq, int solicited_only);
+int orc_soft_cq_get_event(orc_comp_channel_t *channel, orc_cq_t **cq_p,
+                          void **cq_context_p);
+void orc_soft_cq_ack_events(orc_cq_t *cq, unsigned int nevents);
+orc_srq_t *orc_soft_srq_create(orc_pd_t *pd, struct ibv_srq_init_attr *attr);
+int orc_soft_srq_destroy(orc_srq_t *srq);
+int orc_soft_post_srq_recv(orc_srq_t *srq, struct ibv_recv_wr *wr,
+                           struct ibv_recv_wr **bad_wr);
+orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr);
+int orc_soft_qp_modify(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask);
+int orc_soft_qp_query(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask,
+                      orc_qp_init_attr_t *init_attr);
+int orc_soft_qp_destroy(orc_qp_t *qp);
+int orc_soft_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
+                       struct ibv_send_wr **bad_wr);
+int orc_soft_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,
+                       struct ibv_recv_wr **bad_wr);
+
+/* Instance helpers (soft_dev.c) */
+uint64_t orc_soft_now_ns(void);
+void orc_soft_log(orc_soft_inst_t *inst, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* MR table (soft_mr.c) */
+int orc_soft_mr_table_init(orc_soft_inst_t *inst);
+void orc_soft_mr_table_cleanup(orc_soft_inst_t *inst);
+int orc_soft_mr_read(const orc_soft_mr_entry_t *table, uint32_t key,
+                     orc_soft_mr_snap_t *snap);
+int orc_soft_mr_still_valid(const orc_soft_mr_entry_t *table,
+                            const orc_soft_mr_snap_t *snap);
+/* 0 or an ibv_wc_status: check [addr, addr+len) against key in table. */
+int orc_soft_mr_check(const orc_soft_mr_entry_t *table, uint32_t key,
+                      uint32_t pdn, uint64_t addr, uint64_t len, int access,
+                      orc_soft_mr_snap_t *snap);
+/* Service thread: announce/stop touching a local MR; returns 0 if the entry
+ * is still the one in snap (then the region may be touched until end). */
+int orc_soft_mr_busy_begin(orc_soft_inst_t *inst,
+                           const orc_soft_mr_snap_t *snap);
+void orc_soft_mr_busy_end(orc_soft_inst_t *inst);
+const orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
+                                                 uint32_t id);
+void orc_soft_mr_table_unmap(const orc_soft_mr_entry_t *table);
+
+/* CQ (soft_cq.c) */
+void orc_soft_cq_push(orc_soft_cq_t *cq, const struct ibv_wc *wc,
+                      int solicited);
+
+/* QP (soft_qp.c); "QP lock held" where noted */
+orc_soft_qp_t *orc_soft_qp_find(orc_soft_inst_t *inst, uint32_t qpn);
+/* QP lock held: move to ERR, flush both queues, drop the connection */
+void orc_soft_qp_to_error(orc_soft_qp_t *qp);
+/* QP lock held: transmit what may be transmitted */
+void orc_soft_qp_tx(orc_soft_qp_t *qp);
+/* QP lock held: emit the completions of DONE WQEs at the head, in order */
+void orc_soft_qp_complete(orc_soft_qp_t *qp);
+/* QP lock held: the oldest unfinished WQE fails with status; the QP goes to
+ * ERR when it completes */
+void orc_soft_qp_fail_oldest(orc_soft_qp_t *qp, enum ibv_wc_status status);
+/* QP lock held: the QP's receive queue or SRQ is non-empty */
+int orc_soft_qp_has_recv(orc_soft_qp_t *qp);
+/* QP lock held: take the next receive of the QP's RQ or SRQ */
+int orc_soft_qp_pop_recv(orc_soft_qp_t *qp, orc_soft_recv_t *recv);
+/* per-attempt transport timeout, 0 = infinite */
+uint64_t orc_soft_qp_timeout_ns(const orc_soft_qp_t *qp);
+uint64_t orc_soft_rnr_timer_ns(uint8_t timer);
+/* QP lock held: service-thread timer work; returns the next deadline (ns,
+ * 0 = none) */
+uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now);
+
+/* Service thread and wire (soft_wire.c) */
+int orc_soft_svc_start(orc_soft_inst_t *inst);
+void orc_soft_svc_stop(orc_soft_inst_t *inst);
+/* Ask the service thread to connect qp (async). */
+int orc_soft_svc_connect(orc_soft_inst_t *inst, orc_soft_qp_t *qp);
+/* Make the service thread drop every reference to qp; waits. Call without
+ * holding any lock. */
+void orc_soft_svc_forget_qp(orc_soft_inst_t *inst, orc_soft_qp_t *qp);
+/* Ask the service thread to close connection conn_id (async). */
+void orc_soft_svc_drop_conn(orc_soft_inst_t *inst, uint64_t conn_id);
+/* Wake the service thread (timers changed). */
+void orc_soft_svc_wake(orc_soft_inst_t *inst);
+/* QP lock held: ask for EPOLLOUT on the QP's connection. */
+void orc_soft_svc_want_tx(orc_soft_qp_t *qp);
+/* QP lock held: write the request frame of wqe from qp->tx_off on.
+ * Returns 1 when the frame is complete, 0 when the socket is full (tx_off
+ * advanced), -1 when the connection failed. */
+int orc_soft_wire_send_req(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe);
+
+static inline orc_soft_inst_t *orc_soft_inst(orc_dev_t *dev)
+{
+    return (orc_soft_inst_t *)dev;
+}
+
+static inline orc_soft_inst_t *orc_soft_qp_inst(orc_soft_qp_t *qp)
+{
+    return orc_soft_inst(qp->super.pd->dev);
+}
+
+#endif /* ORC_SOFTNIC_H_ */
