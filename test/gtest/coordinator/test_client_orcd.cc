@@ -1,0 +1,727 @@
+/*
+ * liborcclient against the real orcd (started as a child on a free loopback
+ * port): every call's success and error mapping, leases and keep-alive,
+ * blocking queries, mailbox delivery across reconnects, auth isolation,
+ * concurrency, and the orc_hello example pairing two UCP processes by name.
+ */
+#include "test_client_orcd.h"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+
+using namespace orc_test;
+
+namespace {
+
+/* Short TTLs for lease tests, a small mailbox for the 429 test, auth on */
+const char *ORCD_CONFIG =
+    "ttl:\n"
+    "  min: 1\n"
+    "  default: 10\n"
+    "limits:\n"
+    "  mailbox_depth: 600\n"
+    "auth:\n"
+    "  enabled: true\n"
+    "  tokens:\n"
+    "    jobA: token-of-job-a-123\n"
+    "    jobB: token-of-job-b-456\n";
+
+const char *TOKEN_A = "token-of-job-a-123";
+const char *TOKEN_B = "token-of-job-b-456";
+
+class client_orcd : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_TRUE(m_orcd.start(ORCD_CONFIG)) << m_orcd.error();
+        m_client = m_orcd.client("jobA", TOKEN_A);
+        ASSERT_NE(nullptr, m_client);
+    }
+
+    void TearDown() override
+    {
+        orc_client_destroy(m_client);
+    }
+
+    bool node_listed(orc_client_t *client, uint64_t id, uint64_t *index_p)
+    {
+        orc_node_info_t *nodes;
+        size_t count;
+        EXPECT_EQ(ORC_CL_OK, orc_client_nodes_list(client, 0, 0, &nodes,
+                                                   &count, index_p));
+        bool found = false;
+        for (size_t i = 0; i < count; ++i) {
+            found |= (nodes[i].id == id);
+        }
+        orc_client_nodes_free(nodes, count);
+        return found;
+    }
+
+    /* block on the membership until `id` is gone (true) or timeout_ms */
+    bool wait_node_gone(orc_client_t *client, uint64_t id, int timeout_ms)
+    {
+        auto t0 = steady::now();
+        uint64_t index;
+        bool present = node_listed(client, id, &index);
+        while (present && (ms_since(t0) < timeout_ms)) {
+            orc_node_info_t *nodes;
+            size_t count;
+            int left = timeout_ms - (int)ms_since(t0);
+            if (orc_client_nodes_list(client, index, (left > 0) ? left : 1,
+                                      &nodes, &count, &index) != ORC_CL_OK) {
+                return false;
+            }
+            present = false;
+            for (size_t i = 0; i < count; ++i) {
+                present |= (nodes[i].id == id);
+            }
+            orc_client_nodes_free(nodes, count);
+        }
+        return !present;
+    }
+
+    orcd_child    m_orcd;
+    orc_client_t *m_client = NULL;
+};
+
+} // namespace
+
+TEST_F(client_orcd, health)
+{
+    EXPECT_EQ(ORC_CL_OK, orc_client_health(m_client));
+}
+
+TEST_F(client_orcd, register_list_get_deregister)
+{
+    uint64_t id1, id2, index;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "host-1", 111,
+                                             "{\"rank\":\"0\"}", 30, &id1));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_register(m_client, "host-2", 222, NULL, 0, &id2));
+    EXPECT_NE(id1, id2);
+
+    orc_node_info_t *nodes;
+    size_t count;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(m_client, 0, 0, &nodes, &count, &index));
+    ASSERT_EQ(2u, count);
+    EXPECT_GT(index, 0u);
+    std::map<uint64_t, std::string> hosts;
+    for (size_t i = 0; i < count; ++i) {
+        hosts[nodes[i].id] = nodes[i].host;
+        EXPECT_EQ(nullptr, nodes[i].endpoint_json);
+    }
+    orc_client_nodes_free(nodes, count);
+    EXPECT_EQ("host-1", hosts[id1]);
+    EXPECT_EQ("host-2", hosts[id2]);
+
+    orc_node_info_t *node;
+    ASSERT_EQ(ORC_CL_OK, orc_client_node_get(m_client, id1, &node));
+    EXPECT_EQ(id1, node->id);
+    EXPECT_STREQ("host-1", node->host);
+    EXPECT_EQ(111, node->pid);
+    EXPECT_STREQ("{\"rank\":\"0\"}", node->labels_json);
+    orc_client_nodes_free(node, 1);
+
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id1));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND, orc_client_node_get(m_client, id1, &node));
+    EXPECT_FALSE(node_listed(m_client, id1, &index));
+    EXPECT_TRUE(node_listed(m_client, id2, &index));
+    /* a second deregister: the node is unknown now */
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND, orc_client_deregister(m_client, id1));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_node_get(m_client, 999999, &node));
+}
+
+TEST_F(client_orcd, endpoint_put_get_and_errors)
+{
+    uint64_t id;
+    char *json = NULL;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_register(m_client, "h", 1, NULL, 0, &id));
+
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_endpoint_get(m_client, id, &json));
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_put(m_client, id,
+                                                 "{\"qpn\":7,\"gid\":\"g\"}"));
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_get(m_client, id, &json));
+    EXPECT_NE(nullptr, strstr(json, "\"qpn\":7"));
+    free(json);
+
+    /* replace */
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_put(m_client, id,
+                                                 "{\"qpn\":8}"));
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_get(m_client, id, &json));
+    EXPECT_STREQ("{\"qpn\":8}", json);
+    free(json);
+
+    /* listed with the node */
+    orc_node_info_t *node;
+    ASSERT_EQ(ORC_CL_OK, orc_client_node_get(m_client, id, &node));
+    EXPECT_STREQ("{\"qpn\":8}", node->endpoint_json);
+    orc_client_nodes_free(node, 1);
+
+    /* unknown node; record over the 4 KiB endpoint limit */
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_endpoint_put(m_client, 987654, "{\"a\":1}"));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_endpoint_get(m_client, 987654, &json));
+    std::string big = "{\"pad\":\"" + std::string(5000, 'x') + "\"}";
+    EXPECT_EQ(ORC_CL_ERR_TOO_LARGE,
+              orc_client_endpoint_put(m_client, id, big.c_str()));
+    /* and over the 64 KiB body limit */
+    std::string huge = "{\"pad\":\"" + std::string(70000, 'x') + "\"}";
+    EXPECT_EQ(ORC_CL_ERR_TOO_LARGE,
+              orc_client_endpoint_put(m_client, id, huge.c_str()));
+}
+
+TEST_F(client_orcd, keepalive_keeps_node_past_ttl_and_deregister_removes)
+{
+    uint64_t id, index;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
+    ASSERT_TRUE(node_listed(m_client, id, &index));
+
+    /* for 2.5 TTLs, block on the membership: the node never leaves */
+    auto t0 = steady::now();
+    while (ms_since(t0) < 2500) {
+        orc_node_info_t *nodes;
+        size_t count;
+        int left = 2500 - (int)ms_since(t0);
+        ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(m_client, index,
+                                                   (left > 0) ? left : 1,
+                                                   &nodes, &count, &index));
+        bool present = false;
+        for (size_t i = 0; i < count; ++i) {
+            present |= (nodes[i].id == id);
+        }
+        orc_client_nodes_free(nodes, count);
+        ASSERT_TRUE(present) << "after " << ms_since(t0) << " ms";
+    }
+    EXPECT_EQ(0, orc_client_node_lost(m_client, id));
+
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
+    EXPECT_FALSE(node_listed(m_client, id, &index));
+    orc_cl_status_t ka = orc_client_keepalive(m_client, id);
+    EXPECT_TRUE((ka == ORC_CL_ERR_NOT_FOUND) || (ka == ORC_CL_ERR_GONE))
+        << orc_cl_status_str(ka);
+}
+
+TEST_F(client_orcd, node_deleted_elsewhere_is_reported_lost)
+{
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
+
+    orc_client_t *other = m_orcd.client("jobA", TOKEN_A);
+    ASSERT_NE(nullptr, other);
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(other, id));
+    orc_client_destroy(other);
+
+    auto t0 = steady::now();
+    while (!orc_client_node_lost(m_client, id) && (ms_since(t0) < 3000)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(1, orc_client_node_lost(m_client, id));
+}
+
+TEST_F(client_orcd, stalled_keepalive_node_expires_and_is_reported_lost)
+{
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
+
+    /* orcd stops answering for more than the TTL: keep-alives time out */
+    m_orcd.pause();
+    auto t0 = steady::now();
+    while (!orc_client_node_lost(m_client, id) && (ms_since(t0) < 4000)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    int64_t lost_after = ms_since(t0);
+    m_orcd.resume();
+
+    EXPECT_EQ(1, orc_client_node_lost(m_client, id));
+    EXPECT_GE(lost_after, 600);
+    /* the keep-alive thread gave up, so orcd lets the lease expire */
+    EXPECT_TRUE(wait_node_gone(m_client, id, 5000));
+    EXPECT_EQ(ORC_CL_ERR_GONE, orc_client_keepalive(m_client, id));
+}
+
+TEST_F(client_orcd, killed_process_node_expires)
+{
+    /* orcctl register keeps a node alive in the foreground; SIGKILL it */
+    child reg;
+    ASSERT_TRUE(reg.start({builddir() + "/orcctl", "--url", m_orcd.url(),
+                           "--job", "jobA", "--token", TOKEN_A, "--json",
+                           "register", "doomed-host", "--ttl", "1"}));
+    std::string line;
+    ASSERT_TRUE(reg.read_line(&line, 10000));
+    uint64_t id = strtoull(line.c_str() + line.find(':') + 1, NULL, 10);
+    ASSERT_GT(id, 0u) << line;
+
+    uint64_t index;
+    ASSERT_TRUE(node_listed(m_client, id, &index));
+    reg.kill_wait();
+
+    auto t0 = steady::now();
+    EXPECT_TRUE(wait_node_gone(m_client, id, 6000));
+    EXPECT_GE(ms_since(t0), 300); /* not before the lease ran out */
+    EXPECT_EQ(ORC_CL_ERR_GONE, orc_client_keepalive(m_client, id));
+    char *json;
+    orc_cl_status_t st = orc_client_endpoint_get(m_client, id, &json);
+    EXPECT_TRUE((st == ORC_CL_ERR_NOT_FOUND) || (st == ORC_CL_ERR_GONE));
+}
+
+TEST_F(client_orcd, nodes_list_blocks_until_change_or_timeout)
+{
+    uint64_t index, id;
+    orc_node_info_t *nodes;
+    size_t count;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(m_client, 0, 0, &nodes, &count, &index));
+    orc_client_nodes_free(nodes, count);
+
+    /* nothing changes: returns at the wait with the same index */
+    auto t0 = steady::now();
+    uint64_t index2;
+    ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(m_client, index, 400, &nodes,
+                                               &count, &index2));
+    orc_client_nodes_free(nodes, count);
+    EXPECT_GE(ms_since(t0), 350);
+    EXPECT_LT(ms_since(t0), 3000);
+    EXPECT_EQ(index, index2);
+
+    /* a registration wakes the waiter long before its 10 s wait */
+    std::atomic<int> woke{0};
+    uint64_t seen_index = 0;
+    size_t seen_count   = 0;
+    std::thread waiter([&] {
+        orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
+        orc_node_info_t *n;
+        size_t k;
+        if (orc_client_nodes_list(c, index, 10000, &n, &k, &seen_index) ==
+            ORC_CL_OK) {
+            seen_count = k;
+            orc_client_nodes_free(n, k);
+            woke = 1;
+        }
+        orc_client_destroy(c);
+    });
+    t0 = steady::now();
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
+    waiter.join();
+    EXPECT_EQ(1, woke.load());
+    EXPECT_LT(ms_since(t0), 5000);
+    EXPECT_GT(seen_index, index);
+    EXPECT_EQ(1u, seen_count);
+}
+
+TEST_F(client_orcd, kv_put_get_delete_and_wait)
+{
+    const unsigned char value[] = {0, 'o', 'r', 'c', 0xff, '\n'};
+    void *got;
+    size_t length;
+
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_get(m_client, "app/rank0", 0, &got, &length));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "app/rank0", value,
+                                           sizeof(value)));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_kv_get(m_client, "app/rank0", 0, &got, &length));
+    ASSERT_EQ(sizeof(value), length);
+    EXPECT_EQ(0, memcmp(value, got, length));
+    free(got);
+
+    /* an empty value is a value */
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "empty", NULL, 0));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(m_client, "empty", 0, &got,
+                                           &length));
+    EXPECT_EQ(0u, length);
+    free(got);
+
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_delete(m_client, "app/rank0"));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_get(m_client, "app/rank0", 0, &got, &length));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND, orc_client_kv_delete(m_client,
+                                                         "app/rank0"));
+
+    /* the wait expires: TIMEOUT, after about the wait */
+    auto t0 = steady::now();
+    EXPECT_EQ(ORC_CL_ERR_TIMEOUT,
+              orc_client_kv_get(m_client, "late", 400, &got, &length));
+    EXPECT_GE(ms_since(t0), 350);
+    EXPECT_LT(ms_since(t0), 3000);
+
+    /* a put wakes a waiter long before its 10 s wait */
+    std::string seen;
+    orc_cl_status_t wstatus = ORC_CL_ERR_PROTOCOL;
+    std::thread waiter([&] {
+        orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
+        void *v;
+        size_t l;
+        wstatus = orc_client_kv_get(c, "late", 10000, &v, &l);
+        if (wstatus == ORC_CL_OK) {
+            seen.assign((char*)v, l);
+            free(v);
+        }
+        orc_client_destroy(c);
+    });
+    t0 = steady::now();
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "late", "here", 4));
+    waiter.join();
+    EXPECT_EQ(ORC_CL_OK, wstatus);
+    EXPECT_EQ("here", seen);
+    EXPECT_LT(ms_since(t0), 5000);
+}
+
+TEST_F(client_orcd, kv_attached_to_node_goes_with_it)
+{
+    uint64_t id;
+    void *got;
+    size_t length;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_kv_put_node(m_client, "owned", "x", 1, id));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(m_client, "owned", 0, &got,
+                                           &length));
+    free(got);
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_get(m_client, "owned", 0, &got, &length));
+}
+
+TEST_F(client_orcd, mailbox_cursor_retry_and_ack)
+{
+    uint64_t a, b, seq;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "a", 1, NULL, 0, &a));
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
+
+    for (int i = 1; i <= 5; ++i) {
+        std::string body = "{\"n\":" + std::to_string(i) + "}";
+        ASSERT_EQ(ORC_CL_OK,
+                  orc_client_mbox_send(m_client, b, a, body.c_str(), &seq));
+        EXPECT_EQ((uint64_t)i, seq);
+    }
+
+    orc_mbox_msg_t *msgs;
+    size_t count;
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 0, 0, &msgs,
+                                              &count));
+    ASSERT_EQ(5u, count);
+    EXPECT_EQ(1u, msgs[0].seq);
+    EXPECT_EQ(a, msgs[0].from);
+    EXPECT_STREQ("{\"n\":1}", msgs[0].body_json);
+    orc_client_mbox_free(msgs, count);
+
+    /* a retry with the same cursor (the reply was "lost") gets them again */
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 0, 0, &msgs,
+                                              &count));
+    EXPECT_EQ(5u, count);
+    orc_client_mbox_free(msgs, count);
+
+    /* cursor 3 acknowledges 1..3: even a reader from 0 now sees 4, 5 */
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 3, 0, &msgs,
+                                              &count));
+    ASSERT_EQ(2u, count);
+    EXPECT_EQ(4u, msgs[0].seq);
+    orc_client_mbox_free(msgs, count);
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 0, 0, &msgs,
+                                              &count));
+    ASSERT_EQ(2u, count);
+    EXPECT_EQ(4u, msgs[0].seq);
+    EXPECT_EQ(5u, msgs[1].seq);
+    orc_client_mbox_free(msgs, count);
+
+    /* empty long-poll returns after its wait */
+    auto t0 = steady::now();
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 5, 300, &msgs,
+                                              &count));
+    EXPECT_EQ(0u, count);
+    EXPECT_GE(ms_since(t0), 250);
+    orc_client_mbox_free(msgs, count);
+
+    /* unknown destination */
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_mbox_send(m_client, 424242, a, "{}", &seq));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_mbox_recv(m_client, 424242, 0, 0, &msgs, &count));
+    /* over the 4 KiB message limit */
+    std::string big = "{\"pad\":\"" + std::string(5000, 'x') + "\"}";
+    EXPECT_EQ(ORC_CL_ERR_TOO_LARGE,
+              orc_client_mbox_send(m_client, b, a, big.c_str(), &seq));
+}
+
+TEST_F(client_orcd, mailbox_full_is_busy)
+{
+    uint64_t b, seq = 0;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
+    orc_cl_status_t status = ORC_CL_OK;
+    int sent = 0;
+    while ((status == ORC_CL_OK) && (sent < 1000)) {
+        status = orc_client_mbox_send(m_client, b, 0, "{}", &seq);
+        sent += (status == ORC_CL_OK);
+    }
+    EXPECT_EQ(ORC_CL_ERR_BUSY, status);
+    EXPECT_EQ(600, sent); /* mailbox_depth in the test config */
+
+    /* acknowledging frees room */
+    orc_mbox_msg_t *msgs;
+    size_t count;
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, seq, 0, &msgs,
+                                              &count));
+    orc_client_mbox_free(msgs, count);
+    EXPECT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, b, 0, "{}", &seq));
+}
+
+/*
+ * A producer sends N messages while the consumer long-polls, dropping its
+ * client (and so its connections) every few batches and re-reading some
+ * batches as if a reply had been lost: every message arrives, in order,
+ * exactly once past the cursor.
+ */
+TEST_F(client_orcd, mailbox_no_loss_across_reconnects)
+{
+    const int N = 400;
+    uint64_t a, b;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "a", 1, NULL, 0, &a));
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
+
+    std::atomic<int> send_errors{0};
+    std::thread producer([&] {
+        orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
+        for (int i = 1; i <= N; ++i) {
+            std::string body = "{\"n\":" + std::to_string(i) + "}";
+            if (orc_client_mbox_send(c, b, a, body.c_str(), NULL) !=
+                ORC_CL_OK) {
+                ++send_errors;
+            }
+        }
+        orc_client_destroy(c);
+    });
+
+    std::vector<int> received;
+    uint64_t cursor = 0;
+    int batches     = 0;
+    orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
+    auto t0         = steady::now();
+    while (((int)received.size() < N) && (ms_since(t0) < 30000)) {
+        orc_mbox_msg_t *msgs;
+        size_t count;
+        ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(c, b, cursor, 2000, &msgs,
+                                                  &count));
+        ++batches;
+        if ((batches % 3) == 0) {
+            /* pretend this reply was lost: retry with the same cursor */
+            orc_client_mbox_free(msgs, count);
+            continue;
+        }
+        for (size_t i = 0; i < count; ++i) {
+            ASSERT_GT(msgs[i].seq, cursor);
+            cursor = msgs[i].seq;
+            received.push_back(atoi(strchr(msgs[i].body_json, ':') + 1));
+        }
+        orc_client_mbox_free(msgs, count);
+        if ((batches % 4) == 0) {
+            orc_client_destroy(c); /* reconnect */
+            c = m_orcd.client("jobA", TOKEN_A);
+        }
+    }
+    orc_client_destroy(c);
+    producer.join();
+
+    EXPECT_EQ(0, send_errors.load());
+    ASSERT_EQ((size_t)N, received.size());
+    for (int i = 0; i < N; ++i) {
+        ASSERT_EQ(i + 1, received[i]);
+    }
+}
+
+TEST_F(client_orcd, auth_isolation_between_jobs)
+{
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "secret", "A", 1));
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
+
+    orc_client_t *b = m_orcd.client("jobB", TOKEN_B);
+    void *got;
+    size_t length;
+    /* job B has its own space */
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_get(b, "secret", 0, &got, &length));
+    orc_node_info_t *nodes;
+    size_t count;
+    ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(b, 0, 0, &nodes, &count, NULL));
+    EXPECT_EQ(0u, count);
+    orc_client_nodes_free(nodes, count);
+    orc_client_destroy(b);
+
+    /* B's token on job A: forbidden; no token or a wrong one: 401 */
+    orc_client_t *cross = m_orcd.client("jobA", TOKEN_B);
+    EXPECT_EQ(ORC_CL_ERR_FORBIDDEN,
+              orc_client_kv_get(cross, "secret", 0, &got, &length));
+    EXPECT_EQ(ORC_CL_ERR_FORBIDDEN,
+              orc_client_register(cross, "h", 1, NULL, 0, &id));
+    EXPECT_EQ(std::string::npos,
+              std::string(orc_client_last_error()).find(TOKEN_B));
+    orc_client_destroy(cross);
+
+    orc_client_t *anon = m_orcd.client("jobA");
+    EXPECT_EQ(ORC_CL_ERR_UNAUTHORIZED,
+              orc_client_kv_get(anon, "secret", 0, &got, &length));
+    EXPECT_EQ(ORC_CL_OK, orc_client_health(anon)); /* /healthz: no auth */
+    orc_client_destroy(anon);
+
+    orc_client_t *wrong = m_orcd.client("jobA", "not-a-valid-token-999");
+    EXPECT_EQ(ORC_CL_ERR_UNAUTHORIZED,
+              orc_client_kv_put(wrong, "secret", "B", 1));
+    EXPECT_EQ(std::string::npos, std::string(orc_client_last_error())
+                                         .find("not-a-valid-token-999"));
+    orc_client_destroy(wrong);
+
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_kv_get(m_client, "secret", 0, &got, &length));
+    EXPECT_EQ(0, memcmp("A", got, 1));
+    free(got);
+}
+
+TEST_F(client_orcd, concurrent_threads_lose_nothing)
+{
+    const int THREADS = 12, PER = 60;
+    uint64_t sink;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_register(m_client, "sink", 1, NULL, 0, &sink));
+
+    /* one shared client used by every thread at once */
+    std::atomic<int> errors{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < THREADS; ++t) {
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < PER; ++i) {
+                std::string key  = "t" + std::to_string(t) + "/k" +
+                                   std::to_string(i);
+                std::string body = "{\"t\":" + std::to_string(t) + ",\"i\":" +
+                                   std::to_string(i) + "}";
+                if ((orc_client_kv_put(m_client, key.c_str(), key.data(),
+                                       key.size()) != ORC_CL_OK) ||
+                    (orc_client_mbox_send(m_client, sink, 0, body.c_str(),
+                                          NULL) != ORC_CL_OK)) {
+                    ++errors;
+                }
+            }
+        });
+    }
+
+    std::set<std::string> bodies;
+    uint64_t cursor = 0;
+    auto t0         = steady::now();
+    while ((bodies.size() < (size_t)(THREADS * PER)) &&
+           (ms_since(t0) < 30000)) {
+        orc_mbox_msg_t *msgs;
+        size_t count;
+        ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, sink, cursor, 2000,
+                                                  &msgs, &count));
+        for (size_t i = 0; i < count; ++i) {
+            EXPECT_TRUE(bodies.insert(msgs[i].body_json).second)
+                << "duplicate " << msgs[i].body_json;
+            cursor = msgs[i].seq;
+        }
+        orc_client_mbox_free(msgs, count);
+    }
+    for (auto &th : threads) {
+        th.join();
+    }
+
+    EXPECT_EQ(0, errors.load());
+    EXPECT_EQ((size_t)(THREADS * PER), bodies.size());
+    for (int t = 0; t < THREADS; ++t) {
+        for (int i = 0; i < PER; i += 7) {
+            std::string key = "t" + std::to_string(t) + "/k" +
+                              std::to_string(i);
+            void *got;
+            size_t length;
+            ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(m_client, key.c_str(), 0,
+                                                   &got, &length));
+            EXPECT_EQ(key, std::string((char*)got, length));
+            free(got);
+        }
+    }
+}
+
+TEST_F(client_orcd, unreachable_after_orcd_exits)
+{
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
+    EXPECT_EQ(0, m_orcd.terminate()); /* graceful: exit 0 */
+
+    orc_client_t *c = m_orcd.client("jobA", TOKEN_A, 1000);
+    auto t0         = steady::now();
+    void *got;
+    size_t length;
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
+              orc_client_kv_get(c, "k", 5000, &got, &length));
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE, orc_client_health(c));
+    EXPECT_LT(ms_since(t0), 1000);
+    orc_client_destroy(c);
+    /* m_client's destroy tries to deregister: bounded by its timeout */
+}
+
+/* ------------------------------------------------------------------ UCP */
+
+TEST(client_ucp_hello, two_processes_pair_by_name)
+{
+    orcd_child orcd;
+    ASSERT_TRUE(orcd.start()) << orcd.error();
+
+    std::string hello = builddir() + "/contrib/examples/orc_hello";
+    std::vector<std::string> env = {
+        "ORC_COORDINATOR_URL=" + orcd.url(), "ORC_JOB=hello-test",
+        "UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo", "UCX_WARN_UNUSED_ENV_VARS=n",
+    };
+
+    child alice, bob;
+    ASSERT_TRUE(alice.start({hello, "--name", "alice", "--peer", "bob",
+                             "--timeout", "30"}, env, true));
+    ASSERT_TRUE(bob.start({hello, "--name", "bob", "--peer", "alice",
+                           "--timeout", "30"}, env, true));
+
+    pid_t pid_a = alice.pid(), pid_b = bob.pid();
+    std::string out_a, out_b;
+    int rc_b = bob.wait_exit(40000, &out_b);
+    int rc_a = alice.wait_exit(40000, &out_a);
+    EXPECT_EQ(0, rc_a) << out_a;
+    EXPECT_EQ(0, rc_b) << out_b;
+    EXPECT_NE(std::string::npos,
+              out_a.find("orc_hello alice: received 'hello from bob (pid " +
+                         std::to_string(pid_b) + ")'"))
+        << out_a;
+    EXPECT_NE(std::string::npos,
+              out_b.find("orc_hello bob: received 'hello from alice (pid " +
+                         std::to_string(pid_a) + ")'"))
+        << out_b;
+
+    /* both names were withdrawn when they finished */
+    orc_client_t *c = orcd.client("hello-test");
+    void *got;
+    size_t length;
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_get(c, "ucp/alice", 0, &got, &length));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_get(c, "ucp/bob", 0, &got, &length));
+    orc_client_destroy(c);
+}
+
+TEST(client_ucp_hello, peer_never_appears_times_out)
+{
+    orcd_child orcd;
+    ASSERT_TRUE(orcd.start()) << orcd.error();
+
+    std::string out;
+    auto t0 = steady::now();
+    int rc  = run({builddir() + "/contrib/examples/orc_hello", "--name",
+                   "lonely", "--peer", "nobody", "--timeout", "1"},
+                  {"ORC_COORDINATOR_URL=" + orcd.url(), "ORC_JOB=hello-test",
+                   "UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo"},
+                  &out, 20000, true);
+    EXPECT_EQ(1, rc) << out;
+    EXPECT_NE(std::string::npos, out.find("timed out")) << out;
+    EXPECT_LT(ms_since(t0), 15000);
+}
