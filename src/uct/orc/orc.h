@@ -1,0 +1,481 @@
+/*
+ * orc UCT transport: RC queue pairs over the orc device layer (verbs or
+ * softnic), paired through the coordinator orcd instead of an address swap.
+ *
+ * Objects:
+ *   uct_orc_md_t     one per device: the device, a PD, the registration cache
+ *   uct_orc_iface_t  one per device port: CQs, SRQ, coordinator node, agent
+ *   uct_orc_ep_t     one initiator RC QP to a peer iface (connect-to-iface)
+ *   uct_orc_agent_t  the pairing agent (orc_agent.c): threads that talk to
+ *                    orcd and connect QPs; never touches UCT objects
+ *
+ * Wire format of a SEND (every SEND lands in the receiver's SRQ):
+ *   uct_orc_hdr_t, then the AM payload (am_short: the 64-bit header first).
+ * A credit grant is a SEND with UCT_ORC_HDR_FLAG_CREDIT and no payload.
+ */
+#ifndef UCT_ORC_H_
+#define UCT_ORC_H_
+
+#include "orc_compat.h"
+
+#include "orc_client.h"
+#include "orc_dev.h"
+
+#include <ucs/datastruct/khash.h>
+#include <ucs/datastruct/list.h>
+#include <ucs/datastruct/mpool.h>
+#include <ucs/datastruct/queue.h>
+#include <ucs/memory/rcache.h>
+#include <uct/base/uct_md.h>
+
+#include <pthread.h>
+
+#define UCT_ORC_TL_NAME          "orc"
+#define UCT_ORC_CONFIG_PREFIX    "ORC_"
+#define UCT_ORC_MAX_SGE          8     /* cap on sges per work request */
+#define UCT_ORC_GRANT_SLOTS      3     /* SRQ slots an ep reserves for the
+                                          credit grants sent back to it */
+#define UCT_ORC_MAX_CREDITS      UINT16_MAX
+#define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
+
+
+/* ------------------------------------------------------------------ md */
+
+typedef struct uct_orc_md_config {
+    uct_md_config_t        super;
+    int                    backend;     /* orc_dev_backend_t */
+    char                  *soft_ifaces;
+    int                    rcache_enable; /* UCS_YES/NO/TRY */
+    uct_md_rcache_config_t rcache;
+} uct_orc_md_config_t;
+
+extern ucs_config_field_t uct_orc_md_config_table[];
+extern const char *uct_orc_backend_names[];
+
+typedef struct uct_orc_md {
+    uct_md_t               super;
+    orc_dev_t             *dev;
+    orc_pd_t              *pd;
+    ucs_rcache_t          *rcache;  /* NULL: register every call directly */
+    double                 reg_cost_overhead; /* seconds per registration */
+    struct ibv_device_attr dev_attr;
+    orc_dev_config_t       dev_config;
+    char                  *soft_ifaces; /* owned copy for dev_config */
+} uct_orc_md_t;
+
+/* Memory handle: an rcache region (or a plain region when the cache is off)
+ * holding the device MR. */
+typedef struct uct_orc_memh {
+    ucs_rcache_region_t    super;
+    orc_mr_t              *mr;
+    int                    cached;
+} uct_orc_memh_t;
+
+/* Packed remote key */
+typedef struct uct_orc_rkey {
+    uint32_t               rkey;
+} UCS_S_PACKED uct_orc_rkey_t;
+
+extern uct_component_t uct_orc_component;
+
+ucs_status_t uct_orc_md_dev_config(uct_orc_md_config_t *config,
+                                   orc_dev_config_t *dev_config);
+
+/* Register/deregister a buffer directly (mpool chunks use this). */
+orc_mr_t *uct_orc_md_reg_direct(uct_orc_md_t *md, void *addr, size_t length);
+
+
+/* ------------------------------------------------------------ config */
+
+typedef struct uct_orc_iface_config {
+    uct_iface_config_t     super;
+    char                  *coordinator;
+    char                  *job;
+    char                  *token;
+    char                  *token_file;
+    unsigned               tx_queue_len;
+    unsigned               rx_queue_len;
+    unsigned               am_credits;
+    size_t                 max_inline;
+    size_t                 seg_size;
+    double                 pair_timeout;
+    double                 coordinator_wait;
+    unsigned               lease_ttl;
+    unsigned               qp_timeout;  /* IB encoding: 4.096us * 2^n */
+    unsigned               retry_count;
+    unsigned               rnr_retry;
+    double                 latency_overhead; /* reserved for tuning output */
+} uct_orc_iface_config_t;
+
+extern ucs_config_field_t uct_orc_iface_config_table[];
+
+
+/* -------------------------------------------------------------- wire */
+
+enum {
+    UCT_ORC_HDR_FLAG_CREDIT = UCS_BIT(0) /* explicit credit grant */
+};
+
+typedef struct uct_orc_hdr {
+    uint8_t                am_id;
+    uint8_t                flags;
+    uint16_t               credits;      /* credits granted by this message */
+    uint32_t               reserved;
+} UCS_S_PACKED uct_orc_hdr_t;
+
+/* UCT's release descriptor overlays the wire header after it was parsed */
+_Static_assert(sizeof(uct_orc_hdr_t) >= sizeof(uct_recv_desc_t*),
+               "the release descriptor must fit over the header");
+
+typedef struct uct_orc_iface_addr {
+    uint64_t               node_id;
+} UCS_S_PACKED uct_orc_iface_addr_t;
+
+typedef struct uct_orc_dev_addr {
+    uint8_t                backend;   /* orc_dev_backend_t */
+    uint32_t               domain;    /* hash of coordinator URL and job */
+} UCS_S_PACKED uct_orc_dev_addr_t;
+
+
+/* ------------------------------------------------- pairing agent */
+
+typedef enum uct_orc_agent_event_type {
+    UCT_ORC_AGENT_EV_EP_CONNECTED, /* initiator QP is RTS */
+    UCT_ORC_AGENT_EV_EP_FAILED,    /* pairing failed: status */
+    UCT_ORC_AGENT_EV_PASSIVE_ADDED /* a passive QP serves a peer's ep */
+} uct_orc_agent_event_type_t;
+
+typedef struct uct_orc_agent_event {
+    ucs_queue_elem_t           queue;
+    uct_orc_agent_event_type_t type;
+    uint64_t                   conn_id;   /* EP_*: the ep's connection id */
+    ucs_status_t               status;    /* EP_FAILED */
+    unsigned                   credits;   /* EP_CONNECTED / PASSIVE_ADDED */
+    orc_qp_t                  *qp;        /* PASSIVE_ADDED */
+    uint64_t                   peer_node; /* PASSIVE_ADDED */
+} uct_orc_agent_event_t;
+
+/*
+ * A pairing in progress of one initiator ep, owned by the agent.
+ * Created by uct_orc_agent_pair() on the UCT thread, completed or failed by
+ * the agent threads, removed by uct_orc_agent_cancel() (ep destroyed).
+ * Protected by uct_orc_agent_t::lock; the QP is modified only under it.
+ */
+typedef struct uct_orc_agent_pairing {
+    ucs_list_link_t            list;
+    uint64_t                   conn_id;
+    uint64_t                   peer_node;
+    orc_qp_t                  *qp;
+    uint32_t                   psn;
+    ucs_time_t                 deadline;
+    int                        sent;  /* the request reached the mailbox */
+} uct_orc_agent_pairing_t;
+
+typedef struct uct_orc_agent_params {
+    orc_client_t              *client;
+    uint64_t                   node_id;
+    orc_dev_t                 *dev;
+    uint8_t                    port;
+    orc_pd_t                  *pd;
+    orc_cq_t                  *send_cq;
+    orc_cq_t                  *recv_cq;
+    orc_srq_t                 *srq;
+    struct ibv_qp_cap          qp_cap;
+    enum ibv_mtu               mtu;
+    uint8_t                    max_rd_atomic;
+    unsigned                   qp_timeout;
+    unsigned                   retry_count;
+    unsigned                   rnr_retry;
+    unsigned                   am_credits;
+    unsigned                   rx_budget;      /* SRQ slots to hand out */
+    ucs_time_t                 pair_timeout;
+} uct_orc_agent_params_t;
+
+/*
+ * The pairing agent of one iface: two threads.
+ *  - rx: long-polls the node's mailbox; answers pairing requests by creating
+ *    a passive QP (bound to the iface's SRQ and CQs) and connecting it;
+ *    completes initiator QPs on replies.
+ *  - tx: posts the pairing requests queued by uct_ep_create (so ep creation
+ *    never blocks on HTTP) and fails pairings past their deadline.
+ * Results reach the iface only through the event queue, drained by
+ * uct_orc_agent_poll() from the iface's progress; every push also signals
+ * event_fd, which is part of the iface's wakeup fd.
+ *
+ * Locking: `lock` protects pairings, tx_queue, events, rx_budget and
+ * stopping; `tx_cond` (with `lock`) wakes the tx thread. Device-layer calls
+ * are thread-safe; QPs of pairings are modified only with `lock` held, so
+ * uct_orc_agent_cancel() can destroy them safely after unlinking.
+ */
+typedef struct uct_orc_agent {
+    uct_orc_agent_params_t     params;
+    char                      *dev_addr_hex;  /* our packed device address */
+    pthread_mutex_t            lock;
+    pthread_cond_t             tx_cond;
+    ucs_list_link_t            pairings;      /* uct_orc_agent_pairing_t */
+    ucs_queue_head_t           events;        /* uct_orc_agent_event_t */
+    unsigned                   rx_budget;
+    int                        stopping;
+    int                        event_fd;      /* eventfd, counts pushes */
+    pthread_t                  rx_thread;
+    pthread_t                  tx_thread;
+    int                        threads_started;
+} uct_orc_agent_t;
+
+ucs_status_t uct_orc_agent_start(uct_orc_agent_t *agent,
+                                 const uct_orc_agent_params_t *params);
+void uct_orc_agent_stop(uct_orc_agent_t *agent);
+/* Reserve/release SRQ slots from the shared receive budget */
+int uct_orc_agent_rx_reserve(uct_orc_agent_t *agent, unsigned count);
+void uct_orc_agent_rx_release(uct_orc_agent_t *agent, unsigned count);
+/* Queue a pairing request of an initiator QP (state INIT) */
+ucs_status_t uct_orc_agent_pair(uct_orc_agent_t *agent, uint64_t conn_id,
+                                uint64_t peer_node, orc_qp_t *qp,
+                                uint32_t psn);
+/* Create an RC QP bound to the iface's CQs and SRQ, in state INIT; *psn_p
+ * is its initial send PSN. Thread-safe. */
+orc_qp_t *uct_orc_agent_qp_create(uct_orc_agent_t *agent, uint32_t *psn_p);
+/* Free the lock and condition after uct_orc_agent_stop() and a last poll */
+void uct_orc_agent_destroy_sync(uct_orc_agent_t *agent);
+/* Forget a pairing (ep destroyed). Returns after the agent stopped using
+ * the QP. */
+void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id);
+/* Move all queued events to *queue (the caller frees them with ucs_free) */
+int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue);
+/* Whether events are waiting */
+int uct_orc_agent_has_events(uct_orc_agent_t *agent);
+
+
+/* -------------------------------------------------------------- iface */
+
+typedef struct uct_orc_ep uct_orc_ep_t;
+
+typedef enum uct_orc_op_type {
+    UCT_ORC_OP_PUT,         /* no local completion work */
+    UCT_ORC_OP_GET_BCOPY,   /* unpack from the bounce buffer */
+    UCT_ORC_OP_GET_ZCOPY,
+    UCT_ORC_OP_AM,
+    UCT_ORC_OP_ATOMIC_POST, /* result discarded */
+    UCT_ORC_OP_ATOMIC_FETCH,/* 64-bit result copied out */
+    UCT_ORC_OP_SWAP,        /* compare-swap loop until it swapped */
+    UCT_ORC_OP_CHECK,       /* ep_check probe */
+    UCT_ORC_OP_FLUSH,       /* marker in the ep's tx queue */
+    UCT_ORC_OP_GRANT        /* credit grant on a passive QP */
+} uct_orc_op_type_t;
+
+/*
+ * One work request (or a flush marker). wr_id of the posted WR points here.
+ * Ops of an ep sit in ep->txq in issue order; flush markers complete when
+ * every op before them completed. When the ep is destroyed with ops in
+ * flight, they are orphaned (ep = NULL) and freed when their CQE arrives.
+ */
+typedef struct uct_orc_op {
+    ucs_queue_elem_t       queue;
+    uint8_t                type;
+    uint8_t                done;
+    uint32_t               lkey;   /* of data[], bounce buffers only */
+    uct_orc_ep_t          *ep;
+    uct_completion_t      *comp;
+    union {
+        struct {
+            uct_unpack_callback_t cb;
+            void                 *arg;
+            size_t                length;
+        } get;
+        struct {
+            uint64_t             *result;
+            uint64_t              compare;
+            uint64_t              swap;
+            uint64_t              remote_addr;
+            uint32_t              rkey;
+            unsigned              retries;
+        } atomic;
+    };
+    /* bounce buffers only: aligned, registered data */
+    char                   data[] UCS_V_ALIGNED(64);
+} uct_orc_op_t;
+
+/* Receive descriptor posted to the SRQ */
+typedef struct uct_orc_rx_desc {
+    uint32_t               lkey;
+    uint32_t               reserved;
+    char                   data[] UCS_V_ALIGNED(64);
+} uct_orc_rx_desc_t;
+
+/*
+ * A passive QP: serves one initiator ep of a peer. The peer sends AMs on it;
+ * this side returns credits on it. Owned by the iface (after the agent
+ * handed it over).
+ */
+typedef struct uct_orc_passive {
+    ucs_list_link_t        list;
+    orc_qp_t              *qp;
+    uint64_t               peer_node;
+    unsigned               credits;      /* granted to the peer at pairing */
+    unsigned               credits_owed; /* consumed, not yet returned */
+    unsigned               sq_avail;
+    int                    failed;
+    ucs_list_link_t        grant_list;   /* in iface->grant_pending */
+    int                    grant_queued;
+} uct_orc_passive_t;
+
+/* qp number -> owner (ep or passive) */
+typedef struct uct_orc_qp_owner {
+    uct_orc_ep_t          *ep;      /* initiator QP */
+    uct_orc_passive_t     *passive; /* passive QP */
+} uct_orc_qp_owner_t;
+
+KHASH_MAP_INIT_INT(uct_orc_qp, uct_orc_qp_owner_t);
+KHASH_MAP_INIT_INT64(uct_orc_conn, uct_orc_ep_t*);
+
+typedef struct uct_orc_iface {
+    uct_base_iface_t       super;
+    uct_orc_md_t          *md;
+    uint8_t                port;
+    struct ibv_port_attr   port_attr;
+    orc_comp_channel_t    *channel;
+    orc_cq_t              *send_cq;
+    orc_cq_t              *recv_cq;
+    orc_srq_t             *srq;
+    ucs_mpool_t            tx_mp;      /* bounce buffers (registered) */
+    ucs_mpool_t            op_mp;      /* ops without data */
+    ucs_mpool_t            rx_mp;      /* receive buffers (registered) */
+    unsigned               rx_posted;
+    unsigned               tx_cq_avail;/* send CQ entries not in use */
+    int                    event_fd;   /* epoll: channel fd + agent fd */
+    orc_client_t          *client;
+    uint64_t               node_id;
+    uint32_t               domain;
+    uct_orc_agent_t        agent;
+    int                    agent_started;
+    uint64_t               next_conn_id;
+    khash_t(uct_orc_qp)    qp_hash;
+    khash_t(uct_orc_conn)  conn_hash;
+    ucs_list_link_t        ep_list;
+    ucs_list_link_t        passive_list;
+    ucs_list_link_t        grant_pending; /* passives owing a grant */
+    ucs_list_link_t        pending_eps;   /* eps with pending requests */
+    ucs_list_link_t        failed_eps;    /* eps whose error is not yet
+                                             reported */
+    unsigned               fence_beat;
+    struct {
+        unsigned           tx_queue_len;
+        unsigned           rx_queue_len;
+        unsigned           am_credits;
+        size_t             seg_size;
+        size_t             max_inline;
+        size_t             max_iov;
+        unsigned           max_rd_atomic;
+        int                has_stash;
+    } config;
+    struct ibv_wc          stash_wc;   /* CQE consumed by event_arm */
+    int                    stash_is_send;
+} uct_orc_iface_t;
+
+UCS_CLASS_DECLARE(uct_orc_iface_t, uct_md_h, uct_worker_h,
+                  const uct_iface_params_t*, const uct_iface_config_t*);
+UCS_CLASS_DECLARE_NEW_FUNC(uct_orc_iface_t, uct_iface_t, uct_md_h,
+                           uct_worker_h, const uct_iface_params_t*,
+                           const uct_iface_config_t*);
+
+ucs_status_t uct_orc_query_devices(uct_md_h md,
+                                   uct_tl_device_resource_t **devices_p,
+                                   unsigned *num_devices_p);
+
+/* Post one WR on a QP of this iface, accounting for CQ space */
+int uct_orc_iface_has_tx(uct_orc_iface_t *iface);
+void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface,
+                                    uct_orc_ep_t *ep);
+void uct_orc_iface_ep_failed(uct_orc_iface_t *iface, uct_orc_ep_t *ep,
+                             ucs_status_t status);
+
+
+/* ----------------------------------------------------------------- ep */
+
+typedef enum uct_orc_ep_state {
+    UCT_ORC_EP_PAIRING,
+    UCT_ORC_EP_CONNECTED,
+    UCT_ORC_EP_FAILED
+} uct_orc_ep_state_t;
+
+struct uct_orc_ep {
+    uct_base_ep_t          super;
+    ucs_list_link_t        list;          /* iface->ep_list */
+    ucs_list_link_t        pending_list;  /* iface->pending_eps */
+    ucs_list_link_t        failed_list;   /* iface->failed_eps */
+    int                    in_pending_list;
+    int                    in_failed_list;
+    uct_orc_ep_state_t     state;
+    ucs_status_t           status;        /* sticky error once FAILED */
+    int                    err_reported;
+    uint64_t               conn_id;
+    uint64_t               peer_node;
+    orc_qp_t              *qp;
+    unsigned               sq_avail;
+    unsigned               credits;       /* AM sends allowed */
+    unsigned               fence_beat;
+    int                    rx_reserved;   /* grant slots taken from budget */
+    ucs_queue_head_t       txq;           /* uct_orc_op_t in issue order */
+    ucs_queue_head_t       pending_q;
+};
+
+UCS_CLASS_DECLARE(uct_orc_ep_t, const uct_ep_params_t*);
+UCS_CLASS_DECLARE_NEW_FUNC(uct_orc_ep_t, uct_ep_t, const uct_ep_params_t*);
+UCS_CLASS_DECLARE_DELETE_FUNC(uct_orc_ep_t, uct_ep_t);
+
+ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
+                                  unsigned length, uint64_t remote_addr,
+                                  uct_rkey_t rkey);
+ssize_t uct_orc_ep_put_bcopy(uct_ep_h tl_ep, uct_pack_callback_t pack_cb,
+                             void *arg, uint64_t remote_addr, uct_rkey_t rkey);
+ucs_status_t uct_orc_ep_put_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
+                                  size_t iovcnt, uint64_t remote_addr,
+                                  uct_rkey_t rkey, uct_completion_t *comp);
+ucs_status_t uct_orc_ep_get_bcopy(uct_ep_h tl_ep,
+                                  uct_unpack_callback_t unpack_cb, void *arg,
+                                  size_t length, uint64_t remote_addr,
+                                  uct_rkey_t rkey, uct_completion_t *comp);
+ucs_status_t uct_orc_ep_get_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
+                                  size_t iovcnt, uint64_t remote_addr,
+                                  uct_rkey_t rkey, uct_completion_t *comp);
+ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
+                                 const void *payload, unsigned length);
+ucs_status_t uct_orc_ep_am_short_iov(uct_ep_h tl_ep, uint8_t id,
+                                     const uct_iov_t *iov, size_t iovcnt);
+ssize_t uct_orc_ep_am_bcopy(uct_ep_h tl_ep, uint8_t id,
+                            uct_pack_callback_t pack_cb, void *arg,
+                            unsigned flags);
+ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id,
+                                 const void *header, unsigned header_length,
+                                 const uct_iov_t *iov, size_t iovcnt,
+                                 unsigned flags, uct_completion_t *comp);
+ucs_status_t uct_orc_ep_atomic64_post(uct_ep_h tl_ep, unsigned opcode,
+                                      uint64_t value, uint64_t remote_addr,
+                                      uct_rkey_t rkey);
+ucs_status_t uct_orc_ep_atomic64_fetch(uct_ep_h tl_ep, unsigned opcode,
+                                       uint64_t value, uint64_t *result,
+                                       uint64_t remote_addr, uct_rkey_t rkey,
+                                       uct_completion_t *comp);
+ucs_status_t uct_orc_ep_atomic_cswap64(uct_ep_h tl_ep, uint64_t compare,
+                                       uint64_t swap, uint64_t remote_addr,
+                                       uct_rkey_t rkey, uint64_t *result,
+                                       uct_completion_t *comp);
+ucs_status_t uct_orc_ep_pending_add(uct_ep_h tl_ep, uct_pending_req_t *req,
+                                    unsigned flags);
+void uct_orc_ep_pending_purge(uct_ep_h tl_ep, uct_pending_purge_callback_t cb,
+                              void *arg);
+ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
+                              uct_completion_t *comp);
+ucs_status_t uct_orc_ep_fence(uct_ep_h tl_ep, unsigned flags);
+ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
+                              uct_completion_t *comp);
+
+/* Called by the iface */
+void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits);
+void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status);
+void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status);
+void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits);
+void uct_orc_ep_dispatch_pending(uct_orc_ep_t *ep);
+ucs_status_t uct_orc_wc_status(enum ibv_wc_status status);
+
+#endif /* UCT_ORC_H_ */

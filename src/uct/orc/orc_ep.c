@@ -1,0 +1,1059 @@
+/*
+ * orc endpoint: one initiator RC QP towards a peer iface.
+ *
+ * put = RDMA WRITE, get = RDMA READ, am = SEND into the peer's SRQ (credit
+ * flow control: the peer grants credits when pairing and returns them with
+ * explicit grants), atomics = verbs 64-bit fetch-add / compare-swap.
+ * Until pairing completes every operation returns UCS_ERR_NO_RESOURCE; after
+ * a failure every operation returns the failure status.
+ */
+#include "orc.h"
+
+#include <ucs/debug/log.h>
+#include <ucs/debug/memtrack_int.h>
+#include <ucs/sys/string.h>
+#include <ucs/type/class.h>
+#include <uct/base/uct_iov.inl>
+
+#include <string.h>
+
+ucs_status_t uct_orc_wc_status(enum ibv_wc_status status)
+{
+    switch (status) {
+    case IBV_WC_SUCCESS:
+        return UCS_OK;
+    case IBV_WC_RETRY_EXC_ERR:
+    case IBV_WC_RNR_RETRY_EXC_ERR:
+        return UCS_ERR_ENDPOINT_TIMEOUT;
+    case IBV_WC_REM_ACCESS_ERR:
+    case IBV_WC_LOC_PROT_ERR:
+        return UCS_ERR_CONNECTION_RESET;
+    default:
+        return UCS_ERR_CONNECTION_RESET;
+    }
+}
+
+static UCS_F_ALWAYS_INLINE uct_orc_iface_t *uct_orc_ep_iface(uct_orc_ep_t *ep)
+{
+    return ucs_derived_of(ep->super.super.iface, uct_orc_iface_t);
+}
+
+/* Resources for one WR: connected, a send queue slot and a CQ entry */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_check_res(uct_orc_ep_t *ep, uct_orc_iface_t *iface)
+{
+    if (ucs_unlikely(ep->state != UCT_ORC_EP_CONNECTED)) {
+        return (ep->state == UCT_ORC_EP_FAILED) ? ep->status :
+                                                  UCS_ERR_NO_RESOURCE;
+    }
+    if (ucs_unlikely((ep->sq_avail == 0) || (iface->tx_cq_avail == 0))) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+    return UCS_OK;
+}
+
+static UCS_F_ALWAYS_INLINE uct_orc_op_t *
+uct_orc_ep_get_op(uct_orc_iface_t *iface, ucs_mpool_t *mp, uint8_t type,
+                  uct_completion_t *comp)
+{
+    uct_orc_op_t *op = ucs_mpool_get_inline(mp);
+
+    if (ucs_unlikely(op == NULL)) {
+        return NULL;
+    }
+    op->type = type;
+    op->done = 0;
+    op->comp = comp;
+    op->ep   = NULL;
+    return op;
+}
+
+/* Post a WR for op; on success op joins the ep's tx queue (unless requeue
+ * is 0: a retried swap keeps its place) */
+static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                                    uct_orc_op_t *op, struct ibv_send_wr *wr,
+                                    int enqueue)
+{
+    struct ibv_send_wr *bad_wr;
+    int ret;
+
+    wr->wr_id       = (uintptr_t)op;
+    wr->next        = NULL;
+    wr->send_flags |= IBV_SEND_SIGNALED;
+    if (ep->fence_beat != iface->fence_beat) {
+        wr->send_flags |= IBV_SEND_FENCE;
+        ep->fence_beat  = iface->fence_beat;
+    }
+
+    ret = orc_post_send(ep->qp, wr, &bad_wr);
+    if (ucs_unlikely(ret != 0)) {
+        ucs_error("orc: qp 0x%x: failed to post opcode %d: %s",
+                  ep->qp->qp_num, wr->opcode, strerror(ret));
+        return UCS_ERR_IO_ERROR;
+    }
+
+    --ep->sq_avail;
+    --iface->tx_cq_avail;
+    op->ep = ep;
+    if (enqueue) {
+        ucs_queue_push(&ep->txq, &op->queue);
+    }
+    return UCS_OK;
+}
+
+static size_t uct_orc_ep_iov_to_sge(const uct_iov_t *iov, size_t iovcnt,
+                                    struct ibv_sge *sge, int *num_sge_p)
+{
+    size_t total = 0, i, length;
+    int num_sge  = *num_sge_p;
+
+    for (i = 0; i < iovcnt; ++i) {
+        length = uct_iov_get_length(&iov[i]);
+        if (length == 0) {
+            continue;
+        }
+        sge[num_sge].addr   = (uintptr_t)iov[i].buffer;
+        sge[num_sge].length = length;
+        sge[num_sge].lkey   = (iov[i].memh == UCT_MEM_HANDLE_NULL) ? 0 :
+                              ((uct_orc_memh_t*)iov[i].memh)->mr->lkey;
+        ++num_sge;
+        total += length;
+    }
+
+    *num_sge_p = num_sge;
+    return total;
+}
+
+/* ------------------------------------------------------------------- put */
+
+ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
+                                  unsigned length, uint64_t remote_addr,
+                                  uct_rkey_t rkey)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_send_wr wr;
+    struct ibv_sge sge;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    UCT_CHECK_LENGTH(length, 0, iface->config.max_inline, "put_short");
+    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    op = uct_orc_ep_get_op(iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL);
+    if (ucs_unlikely(op == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+
+    memcpy(op->data, buffer, length);
+    sge.addr                = (uintptr_t)op->data;
+    sge.length              = length;
+    sge.lkey                = op->lkey;
+    wr.sg_list              = &sge;
+    wr.num_sge              = (length > 0) ? 1 : 0;
+    wr.opcode               = IBV_WR_RDMA_WRITE;
+    wr.send_flags           = 0;
+    wr.wr.rdma.remote_addr  = remote_addr;
+    wr.wr.rdma.rkey         = (uint32_t)rkey;
+
+    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        ucs_mpool_put_inline(op);
+        return status;
+    }
+    UCT_TL_EP_STAT_OP(&ep->super, PUT, SHORT, length);
+    return UCS_OK;
+}
+
+ssize_t uct_orc_ep_put_bcopy(uct_ep_h tl_ep, uct_pack_callback_t pack_cb,
+                             void *arg, uint64_t remote_addr, uct_rkey_t rkey)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_send_wr wr;
+    struct ibv_sge sge;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+    size_t length;
+
+    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    op = uct_orc_ep_get_op(iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL);
+    if (ucs_unlikely(op == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+
+    length = pack_cb(op->data, arg);
+    ucs_assertv(length <= iface->config.seg_size, "length=%zu", length);
+    sge.addr                = (uintptr_t)op->data;
+    sge.length              = length;
+    sge.lkey                = op->lkey;
+    wr.sg_list              = &sge;
+    wr.num_sge              = (length > 0) ? 1 : 0;
+    wr.opcode               = IBV_WR_RDMA_WRITE;
+    wr.send_flags           = 0;
+    wr.wr.rdma.remote_addr  = remote_addr;
+    wr.wr.rdma.rkey         = (uint32_t)rkey;
+
+    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        ucs_mpool_put_inline(op);
+        return status;
+    }
+    UCT_TL_EP_STAT_OP(&ep->super, PUT, BCOPY, length);
+    return length;
+}
+
+static ucs_status_t uct_orc_ep_rdma_zcopy(uct_orc_ep_t *ep, int is_read,
+                                          const uct_iov_t *iov, size_t iovcnt,
+                                          uint64_t remote_addr,
+                                          uct_rkey_t rkey,
+                                          uct_completion_t *comp)
+{
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_sge sge[UCT_ORC_MAX_SGE];
+    struct ibv_send_wr wr;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+    int num_sge = 0;
+
+    UCT_CHECK_IOV_SIZE(iovcnt, iface->config.max_iov,
+                       is_read ? "orc_ep_get_zcopy" : "orc_ep_put_zcopy");
+    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    op = uct_orc_ep_get_op(iface, &iface->op_mp,
+                           is_read ? UCT_ORC_OP_GET_ZCOPY : UCT_ORC_OP_PUT,
+                           comp);
+    if (ucs_unlikely(op == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+
+    uct_orc_ep_iov_to_sge(iov, iovcnt, sge, &num_sge);
+    wr.sg_list              = sge;
+    wr.num_sge              = num_sge;
+    wr.opcode               = is_read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
+    wr.send_flags           = 0;
+    wr.wr.rdma.remote_addr  = remote_addr;
+    wr.wr.rdma.rkey         = (uint32_t)rkey;
+
+    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        ucs_mpool_put_inline(op);
+        return status;
+    }
+    return UCS_INPROGRESS;
+}
+
+ucs_status_t uct_orc_ep_put_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
+                                  size_t iovcnt, uint64_t remote_addr,
+                                  uct_rkey_t rkey, uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    ucs_status_t status;
+
+    status = uct_orc_ep_rdma_zcopy(ep, 0, iov, iovcnt, remote_addr, rkey,
+                                   comp);
+    UCT_TL_EP_STAT_OP_IF_SUCCESS(status, &ep->super, PUT, ZCOPY,
+                                 uct_iov_total_length(iov, iovcnt));
+    return status;
+}
+
+/* ------------------------------------------------------------------- get */
+
+ucs_status_t uct_orc_ep_get_bcopy(uct_ep_h tl_ep,
+                                  uct_unpack_callback_t unpack_cb, void *arg,
+                                  size_t length, uint64_t remote_addr,
+                                  uct_rkey_t rkey, uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_send_wr wr;
+    struct ibv_sge sge;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    UCT_CHECK_LENGTH(length, 0, iface->config.seg_size, "get_bcopy");
+    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    op = uct_orc_ep_get_op(iface, &iface->tx_mp, UCT_ORC_OP_GET_BCOPY, comp);
+    if (ucs_unlikely(op == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+
+    op->get.cb              = unpack_cb;
+    op->get.arg             = arg;
+    op->get.length          = length;
+    sge.addr                = (uintptr_t)op->data;
+    sge.length              = length;
+    sge.lkey                = op->lkey;
+    wr.sg_list              = &sge;
+    wr.num_sge              = (length > 0) ? 1 : 0;
+    wr.opcode               = IBV_WR_RDMA_READ;
+    wr.send_flags           = 0;
+    wr.wr.rdma.remote_addr  = remote_addr;
+    wr.wr.rdma.rkey         = (uint32_t)rkey;
+
+    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        ucs_mpool_put_inline(op);
+        return status;
+    }
+    UCT_TL_EP_STAT_OP(&ep->super, GET, BCOPY, length);
+    return UCS_INPROGRESS;
+}
+
+ucs_status_t uct_orc_ep_get_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
+                                  size_t iovcnt, uint64_t remote_addr,
+                                  uct_rkey_t rkey, uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    ucs_status_t status;
+
+    status = uct_orc_ep_rdma_zcopy(ep, 1, iov, iovcnt, remote_addr, rkey,
+                                   comp);
+    UCT_TL_EP_STAT_OP_IF_SUCCESS(status, &ep->super, GET, ZCOPY,
+                                 uct_iov_total_length(iov, iovcnt));
+    return status;
+}
+
+/* -------------------------------------------------------------------- am */
+
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_am_prepare(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id,
+                      ucs_mpool_t *mp, uct_completion_t *comp,
+                      uct_orc_op_t **op_p)
+{
+    ucs_status_t status;
+    uct_orc_hdr_t *hdr;
+    uct_orc_op_t *op;
+
+    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    if (ucs_unlikely(ep->credits == 0)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+    op = uct_orc_ep_get_op(iface, mp, UCT_ORC_OP_AM, comp);
+    if (ucs_unlikely(op == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+
+    hdr           = (uct_orc_hdr_t*)op->data;
+    hdr->am_id    = id;
+    hdr->flags    = 0;
+    hdr->credits  = 0;
+    hdr->reserved = 0;
+    *op_p         = op;
+    return UCS_OK;
+}
+
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_am_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
+                   struct ibv_sge *sge, int num_sge)
+{
+    struct ibv_send_wr wr;
+    ucs_status_t status;
+
+    wr.sg_list    = sge;
+    wr.num_sge    = num_sge;
+    wr.opcode     = IBV_WR_SEND;
+    wr.send_flags = 0;
+
+    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        ucs_mpool_put_inline(op);
+        return status;
+    }
+    --ep->credits;
+    return UCS_OK;
+}
+
+ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
+                                 const void *payload, unsigned length)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_sge sge;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    UCT_CHECK_AM_ID(id);
+    UCT_CHECK_LENGTH(sizeof(header) + length, 0,
+                     ucs_min(iface->config.max_inline,
+                             iface->config.seg_size - sizeof(uct_orc_hdr_t)),
+                     "am_short");
+    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, &op);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    uct_am_short_fill_data(op->data + sizeof(uct_orc_hdr_t), header, payload,
+                           length);
+    sge.addr   = (uintptr_t)op->data;
+    sge.length = sizeof(uct_orc_hdr_t) + sizeof(header) + length;
+    sge.lkey   = op->lkey;
+    status     = uct_orc_ep_am_post(ep, iface, op, &sge, 1);
+    if (ucs_likely(status == UCS_OK)) {
+        UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, sizeof(header) + length);
+    }
+    return status;
+}
+
+ucs_status_t uct_orc_ep_am_short_iov(uct_ep_h tl_ep, uint8_t id,
+                                     const uct_iov_t *iov, size_t iovcnt)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    size_t length          = uct_iov_total_length(iov, iovcnt);
+    struct ibv_sge sge;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    UCT_CHECK_AM_ID(id);
+    UCT_CHECK_LENGTH(length, 0,
+                     ucs_min(iface->config.max_inline,
+                             iface->config.seg_size - sizeof(uct_orc_hdr_t)),
+                     "am_short_iov");
+    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, &op);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    {
+        char *p = op->data + sizeof(uct_orc_hdr_t);
+        size_t i, len;
+
+        for (i = 0; i < iovcnt; ++i) {
+            len = uct_iov_get_length(&iov[i]);
+            memcpy(p, iov[i].buffer, len);
+            p += len;
+        }
+    }
+    sge.addr   = (uintptr_t)op->data;
+    sge.length = sizeof(uct_orc_hdr_t) + length;
+    sge.lkey   = op->lkey;
+    status     = uct_orc_ep_am_post(ep, iface, op, &sge, 1);
+    if (ucs_likely(status == UCS_OK)) {
+        UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, length);
+    }
+    return status;
+}
+
+ssize_t uct_orc_ep_am_bcopy(uct_ep_h tl_ep, uint8_t id,
+                            uct_pack_callback_t pack_cb, void *arg,
+                            unsigned flags)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_sge sge;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+    size_t length;
+
+    UCT_CHECK_AM_ID(id);
+    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, &op);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    length = pack_cb(op->data + sizeof(uct_orc_hdr_t), arg);
+    ucs_assertv(length <= iface->config.seg_size - sizeof(uct_orc_hdr_t),
+                "length=%zu", length);
+    sge.addr   = (uintptr_t)op->data;
+    sge.length = sizeof(uct_orc_hdr_t) + length;
+    sge.lkey   = op->lkey;
+    status     = uct_orc_ep_am_post(ep, iface, op, &sge, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    UCT_TL_EP_STAT_OP(&ep->super, AM, BCOPY, length);
+    return length;
+}
+
+ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id,
+                                 const void *header, unsigned header_length,
+                                 const uct_iov_t *iov, size_t iovcnt,
+                                 unsigned flags, uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_sge sge[UCT_ORC_MAX_SGE];
+    ucs_status_t status;
+    uct_orc_op_t *op;
+    int num_sge;
+
+    UCT_CHECK_AM_ID(id);
+    UCT_CHECK_IOV_SIZE(iovcnt, iface->config.max_iov - 1, "orc_ep_am_zcopy");
+    UCT_CHECK_LENGTH(header_length, 0, ucs_min(128, iface->config.seg_size -
+                                                    sizeof(uct_orc_hdr_t)),
+                     "am_zcopy header");
+    UCT_CHECK_LENGTH(header_length + uct_iov_total_length(iov, iovcnt), 0,
+                     iface->config.seg_size - sizeof(uct_orc_hdr_t),
+                     "am_zcopy");
+    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, comp, &op);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    memcpy(op->data + sizeof(uct_orc_hdr_t), header, header_length);
+    sge[0].addr   = (uintptr_t)op->data;
+    sge[0].length = sizeof(uct_orc_hdr_t) + header_length;
+    sge[0].lkey   = op->lkey;
+    num_sge       = 1;
+    uct_orc_ep_iov_to_sge(iov, iovcnt, sge, &num_sge);
+
+    status = uct_orc_ep_am_post(ep, iface, op, sge, num_sge);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    UCT_TL_EP_STAT_OP(&ep->super, AM, ZCOPY,
+                      header_length + uct_iov_total_length(iov, iovcnt));
+    return UCS_INPROGRESS;
+}
+
+/* --------------------------------------------------------------- atomics */
+
+/* Re-post the compare-swap of a swap that lost a race (keeps its place in
+ * the tx queue) */
+static ucs_status_t uct_orc_ep_swap_retry(uct_orc_ep_t *ep,
+                                          uct_orc_iface_t *iface,
+                                          uct_orc_op_t *op)
+{
+    struct ibv_send_wr wr;
+    struct ibv_sge sge;
+
+    sge.addr                 = (uintptr_t)op->data;
+    sge.length               = sizeof(uint64_t);
+    sge.lkey                 = op->lkey;
+    wr.sg_list               = &sge;
+    wr.num_sge               = 1;
+    wr.send_flags            = 0;
+    wr.opcode                = IBV_WR_ATOMIC_CMP_AND_SWP;
+    wr.wr.atomic.remote_addr = op->atomic.remote_addr;
+    wr.wr.atomic.rkey        = op->atomic.rkey;
+    wr.wr.atomic.compare_add = op->atomic.compare;
+    wr.wr.atomic.swap        = op->atomic.swap;
+    return uct_orc_ep_post(ep, iface, op, &wr, 0);
+}
+
+static ucs_status_t uct_orc_ep_atomic(uct_orc_ep_t *ep, uint8_t type,
+                                      int is_cswap, uint64_t compare_add,
+                                      uint64_t swap, uint64_t remote_addr,
+                                      uct_rkey_t rkey, uint64_t *result,
+                                      uct_completion_t *comp)
+{
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_send_wr wr;
+    struct ibv_sge sge;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    if (ucs_unlikely(remote_addr % sizeof(uint64_t))) {
+        ucs_error("orc: 64-bit atomic at unaligned remote address 0x%" PRIx64,
+                  remote_addr);
+        return UCS_ERR_INVALID_PARAM;
+    }
+    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    op = uct_orc_ep_get_op(iface, &iface->tx_mp, type, comp);
+    if (ucs_unlikely(op == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+
+    op->atomic.result      = result;
+    op->atomic.compare     = compare_add;
+    op->atomic.swap        = swap;
+    op->atomic.remote_addr = remote_addr;
+    op->atomic.rkey        = (uint32_t)rkey;
+    op->atomic.retries     = 0;
+
+    sge.addr                 = (uintptr_t)op->data;
+    sge.length               = sizeof(uint64_t);
+    sge.lkey                 = op->lkey;
+    wr.sg_list               = &sge;
+    wr.num_sge               = 1;
+    wr.send_flags            = 0;
+    wr.wr.atomic.remote_addr = remote_addr;
+    wr.wr.atomic.rkey        = (uint32_t)rkey;
+    wr.wr.atomic.compare_add = compare_add;
+    wr.wr.atomic.swap        = swap;
+    wr.opcode                = is_cswap ? IBV_WR_ATOMIC_CMP_AND_SWP :
+                                          IBV_WR_ATOMIC_FETCH_AND_ADD;
+
+    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        ucs_mpool_put_inline(op);
+        return status;
+    }
+    UCT_TL_EP_STAT_ATOMIC(&ep->super);
+    return UCS_OK;
+}
+
+ucs_status_t uct_orc_ep_atomic64_post(uct_ep_h tl_ep, unsigned opcode,
+                                      uint64_t value, uint64_t remote_addr,
+                                      uct_rkey_t rkey)
+{
+    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
+
+    if (opcode != UCT_ATOMIC_OP_ADD) {
+        return UCS_ERR_UNSUPPORTED;
+    }
+    return uct_orc_ep_atomic(ep, UCT_ORC_OP_ATOMIC_POST, 0, value, 0,
+                             remote_addr, rkey, NULL, NULL);
+}
+
+ucs_status_t uct_orc_ep_atomic64_fetch(uct_ep_h tl_ep, unsigned opcode,
+                                       uint64_t value, uint64_t *result,
+                                       uint64_t remote_addr, uct_rkey_t rkey,
+                                       uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    ucs_status_t status;
+
+    switch (opcode) {
+    case UCT_ATOMIC_OP_ADD:
+        status = uct_orc_ep_atomic(ep, UCT_ORC_OP_ATOMIC_FETCH, 0, value, 0,
+                                   remote_addr, rkey, result, comp);
+        break;
+    case UCT_ATOMIC_OP_SWAP:
+        /* First guess 0; each failed attempt retries with the value seen */
+        status = uct_orc_ep_atomic(ep, UCT_ORC_OP_SWAP, 1, 0, value,
+                                   remote_addr, rkey, result, comp);
+        break;
+    default:
+        return UCS_ERR_UNSUPPORTED;
+    }
+    return (status == UCS_OK) ? UCS_INPROGRESS : status;
+}
+
+ucs_status_t uct_orc_ep_atomic_cswap64(uct_ep_h tl_ep, uint64_t compare,
+                                       uint64_t swap, uint64_t remote_addr,
+                                       uct_rkey_t rkey, uint64_t *result,
+                                       uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    ucs_status_t status;
+
+    status = uct_orc_ep_atomic(ep, UCT_ORC_OP_ATOMIC_FETCH, 1, compare, swap,
+                               remote_addr, rkey, result, comp);
+    return (status == UCS_OK) ? UCS_INPROGRESS : status;
+}
+
+/* ------------------------------------------------------------ completion */
+
+static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep)
+{
+    ucs_status_t status = (ep->state == UCT_ORC_EP_FAILED) ? ep->status :
+                                                             UCS_OK;
+    uct_orc_op_t *op;
+
+    while (!ucs_queue_is_empty(&ep->txq)) {
+        op = ucs_queue_head_elem_non_empty(&ep->txq, uct_orc_op_t, queue);
+        if (op->type == UCT_ORC_OP_FLUSH) {
+            ucs_queue_pull_non_empty(&ep->txq);
+            uct_invoke_completion(op->comp, status);
+            ucs_mpool_put(op);
+        } else if (op->done) {
+            ucs_queue_pull_non_empty(&ep->txq);
+            ucs_mpool_put(op);
+        } else {
+            break;
+        }
+    }
+}
+
+void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
+{
+    uct_orc_ep_t *ep       = op->ep;
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    uint64_t value;
+
+    if (status == UCS_OK) {
+        switch (op->type) {
+        case UCT_ORC_OP_GET_BCOPY:
+            op->get.cb(op->get.arg, op->data, op->get.length);
+            break;
+        case UCT_ORC_OP_ATOMIC_FETCH:
+            memcpy(op->atomic.result, op->data, sizeof(uint64_t));
+            break;
+        case UCT_ORC_OP_SWAP:
+            memcpy(&value, op->data, sizeof(value));
+            if (value == op->atomic.compare) {
+                /* this attempt exchanged: value is the old one */
+                *op->atomic.result = value;
+                break;
+            }
+            if (++op->atomic.retries < UCT_ORC_SWAP_MAX_RETRY) {
+                op->atomic.compare = value;
+                status = uct_orc_ep_check_res(ep, iface);
+                if ((status == UCS_OK) &&
+                    (uct_orc_ep_swap_retry(ep, iface, op) == UCS_OK)) {
+                    return; /* stays in the tx queue, not done */
+                }
+                if (status == UCS_OK) {
+                    status = UCS_ERR_IO_ERROR;
+                }
+                /* no send resources right now is not expected: a slot was
+                 * just freed by this completion */
+            } else {
+                ucs_error("orc: swap at 0x%" PRIx64 " lost %u compare-swap "
+                          "races", op->atomic.remote_addr,
+                          op->atomic.retries);
+                status = UCS_ERR_IO_ERROR;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+
+    if (op->comp != NULL) {
+        uct_invoke_completion(op->comp, status);
+    }
+    op->done = 1;
+    uct_orc_ep_txq_advance(ep);
+    if (!ucs_queue_is_empty(&ep->pending_q)) {
+        uct_orc_iface_schedule_pending(iface, ep);
+    }
+}
+
+/* ------------------------------------------------------- pending & flush */
+
+ucs_status_t uct_orc_ep_pending_add(uct_ep_h tl_ep, uct_pending_req_t *req,
+                                    unsigned flags)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+
+    if ((ep->state == UCT_ORC_EP_CONNECTED) && (ep->sq_avail > 0) &&
+        (iface->tx_cq_avail > 0) && (ep->credits > 0) &&
+        ucs_queue_is_empty(&ep->pending_q)) {
+        return UCS_ERR_BUSY;
+    }
+
+    uct_pending_req_queue_push(&ep->pending_q, req);
+    if (ep->state == UCT_ORC_EP_CONNECTED) {
+        uct_orc_iface_schedule_pending(iface, ep);
+    }
+    UCT_TL_EP_STAT_PEND(&ep->super);
+    return UCS_OK;
+}
+
+void uct_orc_ep_pending_purge(uct_ep_h tl_ep, uct_pending_purge_callback_t cb,
+                              void *arg)
+{
+    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_pending_req_priv_queue_t *priv;
+
+    uct_pending_queue_purge(priv, &ep->pending_q, 1, cb, arg);
+    if (ep->in_pending_list) {
+        ucs_list_del(&ep->pending_list);
+        ep->in_pending_list = 0;
+    }
+}
+
+void uct_orc_ep_dispatch_pending(uct_orc_ep_t *ep)
+{
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    uct_pending_req_priv_queue_t *priv;
+
+    if (ep->state != UCT_ORC_EP_CONNECTED) {
+        return;
+    }
+
+    uct_pending_queue_dispatch(priv, &ep->pending_q,
+                               (ep->state == UCT_ORC_EP_CONNECTED) &&
+                               (ep->sq_avail > 0) &&
+                               (iface->tx_cq_avail > 0));
+
+    /* blocked by the shared CQ: no completion of ours will wake us */
+    if (!ucs_queue_is_empty(&ep->pending_q) && (iface->tx_cq_avail == 0)) {
+        uct_orc_iface_schedule_pending(iface, ep);
+    }
+}
+
+ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
+                              uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    uct_orc_op_t *op;
+
+    if (ep->state == UCT_ORC_EP_FAILED) {
+        return ep->status;
+    }
+
+    if (ucs_queue_is_empty(&ep->txq)) {
+        UCT_TL_EP_STAT_FLUSH(&ep->super);
+        return UCS_OK;
+    }
+
+    if (comp != NULL) {
+        op = uct_orc_ep_get_op(iface, &iface->op_mp, UCT_ORC_OP_FLUSH, comp);
+        if (op == NULL) {
+            return UCS_ERR_NO_RESOURCE;
+        }
+        op->ep = ep;
+        ucs_queue_push(&ep->txq, &op->queue);
+    }
+    UCT_TL_EP_STAT_FLUSH_WAIT(&ep->super);
+    return UCS_INPROGRESS;
+}
+
+ucs_status_t uct_orc_ep_fence(uct_ep_h tl_ep, unsigned flags)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+
+    /* the next WR waits for earlier READs and atomics (IBV_SEND_FENCE);
+     * RC keeps everything else in order already */
+    ep->fence_beat = iface->fence_beat - 1;
+    UCT_TL_EP_STAT_FENCE(&ep->super);
+    return UCS_OK;
+}
+
+ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
+                              uct_completion_t *comp)
+{
+    uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_send_wr wr;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    UCT_EP_KEEPALIVE_CHECK_PARAM(flags, comp);
+
+    if (ep->state != UCT_ORC_EP_CONNECTED) {
+        /* failed: already reported; pairing: bounded by PAIR_TIMEOUT */
+        return UCS_OK;
+    }
+
+    status = uct_orc_ep_check_res(ep, iface);
+    if (status != UCS_OK) {
+        return status;
+    }
+    op = uct_orc_ep_get_op(iface, &iface->op_mp, UCT_ORC_OP_CHECK, NULL);
+    if (op == NULL) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+
+    /* A zero-length WRITE needs no remote buffer but a live peer QP: a dead
+     * peer turns it into RETRY_EXC (or an access error) and the ep fails. */
+    wr.sg_list             = NULL;
+    wr.num_sge             = 0;
+    wr.opcode              = IBV_WR_RDMA_WRITE;
+    wr.send_flags          = 0;
+    wr.wr.rdma.remote_addr = 0;
+    wr.wr.rdma.rkey        = 0;
+    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    if (status != UCS_OK) {
+        ucs_mpool_put(op);
+    }
+    return status;
+}
+
+/* ------------------------------------------------------- state changes */
+
+void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits)
+{
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+
+    if (ep->state != UCT_ORC_EP_PAIRING) {
+        return;
+    }
+
+    ep->state    = UCT_ORC_EP_CONNECTED;
+    ep->credits  = credits;
+    ep->sq_avail = iface->config.tx_queue_len;
+    ucs_debug("orc: ep %p connected to node %" PRIu64 ": qp 0x%x, %u credits",
+              ep, ep->peer_node, ep->qp->qp_num, credits);
+    uct_orc_iface_schedule_pending(iface, ep);
+}
+
+void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
+{
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+
+    if (ep->state == UCT_ORC_EP_FAILED) {
+        return;
+    }
+
+    ucs_debug("orc: ep %p to node %" PRIu64 " failed: %s", ep, ep->peer_node,
+              ucs_status_string(status));
+    ep->state  = UCT_ORC_EP_FAILED;
+    ep->status = status;
+    if (ep->in_pending_list) {
+        ucs_list_del(&ep->pending_list);
+        ep->in_pending_list = 0;
+    }
+    /* flush markers with nothing before them complete now */
+    uct_orc_ep_txq_advance(ep);
+    uct_orc_iface_ep_failed(iface, ep, status);
+}
+
+void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits)
+{
+    ep->credits += credits;
+    if (!ucs_queue_is_empty(&ep->pending_q)) {
+        uct_orc_iface_schedule_pending(uct_orc_ep_iface(ep), ep);
+    }
+}
+
+/* ------------------------------------------------------- create/destroy */
+
+UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(params->iface, uct_orc_iface_t);
+    const uct_orc_dev_addr_t *dev_addr;
+    const uct_orc_iface_addr_t *iface_addr;
+    uct_orc_qp_owner_t *owner;
+    ucs_status_t status;
+    khiter_t it;
+    uint32_t psn;
+    int ret;
+
+    UCS_CLASS_CALL_SUPER_INIT(uct_base_ep_t, &iface->super);
+
+    if (!(params->field_mask & UCT_EP_PARAM_FIELD_DEV_ADDR) ||
+        !(params->field_mask & UCT_EP_PARAM_FIELD_IFACE_ADDR)) {
+        ucs_error("orc: uct_ep_create() needs the peer's device and "
+                  "interface address");
+        return UCS_ERR_INVALID_PARAM;
+    }
+
+    dev_addr   = (const uct_orc_dev_addr_t*)params->dev_addr;
+    iface_addr = (const uct_orc_iface_addr_t*)params->iface_addr;
+    if ((dev_addr->backend != iface->md->dev->backend) ||
+        (dev_addr->domain != iface->domain) || (iface_addr->node_id == 0)) {
+        ucs_debug("orc: node %" PRIu64 " is unreachable (backend %d domain "
+                  "0x%x)", iface_addr->node_id, dev_addr->backend,
+                  dev_addr->domain);
+        return UCS_ERR_UNREACHABLE;
+    }
+
+    self->state      = UCT_ORC_EP_PAIRING;
+    self->status     = UCS_OK;
+    self->peer_node  = iface_addr->node_id;
+    self->fence_beat = iface->fence_beat;
+    ucs_queue_head_init(&self->txq);
+    ucs_queue_head_init(&self->pending_q);
+
+    if (!uct_orc_agent_rx_reserve(&iface->agent, UCT_ORC_GRANT_SLOTS)) {
+        ucs_error("orc: no receive buffers left for another endpoint "
+                  "(raise UCX_ORC_RX_QUEUE_LEN)");
+        return UCS_ERR_NO_RESOURCE;
+    }
+    self->rx_reserved = UCT_ORC_GRANT_SLOTS;
+
+    self->qp = uct_orc_agent_qp_create(&iface->agent, &psn);
+    if (self->qp == NULL) {
+        status = UCS_ERR_IO_ERROR;
+        goto err_release;
+    }
+
+    self->conn_id = ++iface->next_conn_id;
+    it = kh_put(uct_orc_conn, &iface->conn_hash, self->conn_id, &ret);
+    if (ret < 0) {
+        status = UCS_ERR_NO_MEMORY;
+        goto err_destroy_qp;
+    }
+    kh_val(&iface->conn_hash, it) = self;
+
+    it = kh_put(uct_orc_qp, &iface->qp_hash, self->qp->qp_num, &ret);
+    if (ret < 0) {
+        status = UCS_ERR_NO_MEMORY;
+        goto err_del_conn;
+    }
+    owner          = &kh_val(&iface->qp_hash, it);
+    owner->ep      = self;
+    owner->passive = NULL;
+
+    status = uct_orc_agent_pair(&iface->agent, self->conn_id, self->peer_node,
+                                self->qp, psn);
+    if (status != UCS_OK) {
+        goto err_del_qp;
+    }
+
+    ucs_list_add_tail(&iface->ep_list, &self->list);
+    ucs_debug("orc: ep %p: qp 0x%x pairing with node %" PRIu64, self,
+              self->qp->qp_num, self->peer_node);
+    return UCS_OK;
+
+err_del_qp:
+    kh_del(uct_orc_qp, &iface->qp_hash,
+           kh_get(uct_orc_qp, &iface->qp_hash, self->qp->qp_num));
+err_del_conn:
+    kh_del(uct_orc_conn, &iface->conn_hash,
+           kh_get(uct_orc_conn, &iface->conn_hash, self->conn_id));
+err_destroy_qp:
+    orc_qp_destroy(self->qp);
+err_release:
+    uct_orc_agent_rx_release(&iface->agent, self->rx_reserved);
+    return status;
+}
+
+UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
+{
+    uct_orc_iface_t *iface = uct_orc_ep_iface(self);
+    uct_orc_op_t *op;
+    khiter_t it;
+    int ret;
+
+    /* after this the agent no longer touches our QP */
+    uct_orc_agent_cancel(&iface->agent, self->conn_id);
+
+    ucs_list_del(&self->list);
+    if (self->in_pending_list) {
+        ucs_list_del(&self->pending_list);
+    }
+    if (self->in_failed_list) {
+        ucs_list_del(&self->failed_list);
+    }
+    if (!ucs_queue_is_empty(&self->pending_q)) {
+        ucs_warn("orc: ep %p destroyed with pending requests", self);
+    }
+
+    /* ops in flight are orphaned: their CQEs (if any) free them */
+    ucs_queue_for_each_extract(op, &self->txq, queue, 1) {
+        if (op->type == UCT_ORC_OP_FLUSH) {
+            uct_invoke_completion(op->comp, UCS_ERR_CANCELED);
+            ucs_mpool_put(op);
+        } else if (op->done) {
+            ucs_mpool_put(op);
+        } else {
+            op->ep   = NULL;
+            op->comp = NULL;
+        }
+    }
+
+    it = kh_get(uct_orc_conn, &iface->conn_hash, self->conn_id);
+    if (it != kh_end(&iface->conn_hash)) {
+        kh_del(uct_orc_conn, &iface->conn_hash, it);
+    }
+    it = kh_get(uct_orc_qp, &iface->qp_hash, self->qp->qp_num);
+    if (it != kh_end(&iface->qp_hash)) {
+        kh_del(uct_orc_qp, &iface->qp_hash, it);
+    }
+
+    ret = orc_qp_destroy(self->qp);
+    if (ret != 0) {
+        ucs_warn("orc: failed to destroy qp 0x%x: %s", self->qp->qp_num,
+                 strerror(ret));
+    }
+    uct_orc_agent_rx_release(&iface->agent, self->rx_reserved);
+}
+
+UCS_CLASS_DEFINE(uct_orc_ep_t, uct_base_ep_t);
+UCS_CLASS_DEFINE_NEW_FUNC(uct_orc_ep_t, uct_ep_t, const uct_ep_params_t*);
+UCS_CLASS_DEFINE_DELETE_FUNC(uct_orc_ep_t, uct_ep_t);

@@ -1,0 +1,1604 @@
+/*
+ * orc interface: one per device port. Owns the CQs, the SRQ and its receive
+ * buffers, the coordinator node of this iface and its pairing agent.
+ */
+#include "orc.h"
+
+#include <ucs/arch/cpu.h>
+#include <ucs/debug/log.h>
+#include <ucs/debug/memtrack_int.h>
+#include <ucs/sys/string.h>
+#include <ucs/sys/sys.h>
+#include <ucs/time/time.h>
+#include <ucs/type/class.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define UCT_ORC_IFACE_POLL_BATCH 16
+#define UCT_ORC_CLIENT_TIMEOUT_MS 3000
+
+ucs_config_field_t uct_orc_iface_config_table[] = {
+    {"", "", NULL, ucs_offsetof(uct_orc_iface_config_t, super),
+     UCS_CONFIG_TYPE_TABLE(uct_iface_config_table)},
+
+    {"COORDINATOR", ORC_CLIENT_DEFAULT_URL,
+     "URL of the orcd coordinator that pairs orc endpoints\n"
+     "(http://host:port or https://host:port).",
+     ucs_offsetof(uct_orc_iface_config_t, coordinator),
+     UCS_CONFIG_TYPE_STRING},
+
+    {"JOB", ORC_CLIENT_DEFAULT_JOB,
+     "Job the interfaces register in; only interfaces of the same job and\n"
+     "coordinator reach each other.",
+     ucs_offsetof(uct_orc_iface_config_t, job), UCS_CONFIG_TYPE_STRING},
+
+    {"TOKEN", "",
+     "Bearer token of the job for orcd (empty: none, or UCX_ORC_TOKEN_FILE).",
+     ucs_offsetof(uct_orc_iface_config_t, token), UCS_CONFIG_TYPE_STRING},
+
+    {"TOKEN_FILE", "",
+     "File holding the job's token (first line); used when UCX_ORC_TOKEN is\n"
+     "empty.",
+     ucs_offsetof(uct_orc_iface_config_t, token_file),
+     UCS_CONFIG_TYPE_STRING},
+
+    {"COORDINATOR_WAIT", "0",
+     "How long interface open waits for orcd to become reachable, in\n"
+     "seconds (e.g. 30s, 1m). 0: fail at once when orcd is unreachable.",
+     ucs_offsetof(uct_orc_iface_config_t, coordinator_wait),
+     UCS_CONFIG_TYPE_TIME},
+
+    {"LEASE_TTL", "10",
+     "Lease of this interface's node in orcd, in seconds (kept alive in the\n"
+     "background; peers see the node expire this long after a crash).",
+     ucs_offsetof(uct_orc_iface_config_t, lease_ttl), UCS_CONFIG_TYPE_UINT},
+
+    {"TX_QUEUE_LEN", "256",
+     "Send queue length of each queue pair (1..16384).",
+     ucs_offsetof(uct_orc_iface_config_t, tx_queue_len),
+     UCS_CONFIG_TYPE_UINT},
+
+    {"RX_QUEUE_LEN", "1024",
+     "Receive buffers posted to the interface's shared receive queue\n"
+     "(16..65536). Every endpoint a peer opens to this interface is granted\n"
+     "AM_CREDITS of them, and every own endpoint reserves 3 for credit grants.",
+     ucs_offsetof(uct_orc_iface_config_t, rx_queue_len),
+     UCS_CONFIG_TYPE_UINT},
+
+    {"AM_CREDITS", "32",
+     "Active messages an endpoint may have in flight before the receiver\n"
+     "returns credits (1..65535, at most RX_QUEUE_LEN).",
+     ucs_offsetof(uct_orc_iface_config_t, am_credits), UCS_CONFIG_TYPE_UINT},
+
+    {"MAX_INLINE", "128",
+     "Largest put_short / am_short message, in bytes (0..SEG_SIZE-8).",
+     ucs_offsetof(uct_orc_iface_config_t, max_inline),
+     UCS_CONFIG_TYPE_MEMUNITS},
+
+    {"SEG_SIZE", "8k",
+     "Size of bounce and receive buffers: the largest bcopy operation and\n"
+     "active message (256..1M).",
+     ucs_offsetof(uct_orc_iface_config_t, seg_size),
+     UCS_CONFIG_TYPE_MEMUNITS},
+
+    {"PAIR_TIMEOUT", "10s",
+     "How long an endpoint waits for the peer's pairing reply before it\n"
+     "fails with UCS_ERR_ENDPOINT_TIMEOUT.",
+     ucs_offsetof(uct_orc_iface_config_t, pair_timeout),
+     UCS_CONFIG_TYPE_TIME},
+
+    {"TIMEOUT", "14",
+     "Queue pair transport timeout, IB encoding 4.096us * 2^N (1..31).",
+     ucs_offsetof(uct_orc_iface_config_t, qp_timeout), UCS_CONFIG_TYPE_UINT},
+
+    {"RETRY_COUNT", "7",
+     "Queue pair transport retries before RETRY_EXC (0..7).",
+     ucs_offsetof(uct_orc_iface_config_t, retry_count), UCS_CONFIG_TYPE_UINT},
+
+    {"RNR_RETRY", "7",
+     "Queue pair receiver-not-ready retries (0..7, 7 = infinite).",
+     ucs_offsetof(uct_orc_iface_config_t, rnr_retry), UCS_CONFIG_TYPE_UINT},
+
+    {NULL}
+};
+
+/* --------------------------------------------------------------- devices */
+
+ucs_status_t uct_orc_query_devices(uct_md_h tl_md,
+                                   uct_tl_device_resource_t **devices_p,
+                                   unsigned *num_devices_p)
+{
+    uct_orc_md_t *md = ucs_derived_of(tl_md, uct_orc_md_t);
+    uct_tl_device_resource_t *devices;
+    unsigned num_ports, i;
+
+    num_ports = md->dev_attr.phys_port_cnt;
+    if (num_ports == 0) {
+        *devices_p     = NULL;
+        *num_devices_p = 0;
+        return UCS_OK;
+    }
+
+    devices = ucs_calloc(num_ports, sizeof(*devices), "orc devices");
+    if (devices == NULL) {
+        return UCS_ERR_NO_MEMORY;
+    }
+
+    for (i = 0; i < num_ports; ++i) {
+        ucs_snprintf_zero(devices[i].name, sizeof(devices[i].name), "%s:%u",
+                          md->dev->name, i + 1);
+        devices[i].type       = UCT_DEVICE_TYPE_NET;
+        devices[i].sys_device = UCS_SYS_DEVICE_ID_UNKNOWN;
+    }
+
+    *devices_p     = devices;
+    *num_devices_p = num_ports;
+    return UCS_OK;
+}
+
+/* ---------------------------------------------------- registered mpools */
+
+/* Chunks of the tx/rx pools are registered as a whole; the MR sits in a
+ * header before the chunk. */
+typedef struct uct_orc_chunk_hdr {
+    orc_mr_t *mr;
+} UCS_V_ALIGNED(64) uct_orc_chunk_hdr_t;
+
+static ucs_status_t uct_orc_mp_chunk_alloc(ucs_mpool_t *mp, size_t *size_p,
+                                           void **chunk_p)
+{
+    uct_orc_iface_t *iface = *(uct_orc_iface_t**)ucs_mpool_priv(mp);
+    uct_orc_chunk_hdr_t *hdr;
+    size_t size;
+
+    size = ucs_align_up(*size_p + sizeof(*hdr), ucs_get_page_size());
+    if (ucs_posix_memalign((void**)&hdr, ucs_get_page_size(), size,
+                           "orc chunk") != 0) {
+        return UCS_ERR_NO_MEMORY;
+    }
+
+    hdr->mr = uct_orc_md_reg_direct(iface->md, hdr, size);
+    if (hdr->mr == NULL) {
+        ucs_error("orc: %s: failed to register a buffer chunk of %zu bytes: %m",
+                  iface->md->dev->name, size);
+        ucs_free(hdr);
+        return UCS_ERR_IO_ERROR;
+    }
+
+    *size_p  = size - sizeof(*hdr);
+    *chunk_p = hdr + 1;
+    return UCS_OK;
+}
+
+static void uct_orc_mp_chunk_release(ucs_mpool_t *mp, void *chunk)
+{
+    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t*)chunk - 1;
+    int ret;
+
+    ret = orc_mr_dereg(hdr->mr);
+    if (ret != 0) {
+        ucs_warn("orc: failed to deregister a buffer chunk: %s",
+                 strerror(ret));
+    }
+    ucs_free(hdr);
+}
+
+static void uct_orc_tx_obj_init(ucs_mpool_t *mp, void *obj, void *chunk)
+{
+    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t*)chunk - 1;
+    uct_orc_op_t *op         = obj;
+
+    op->lkey = hdr->mr->lkey;
+}
+
+static void uct_orc_rx_obj_init(ucs_mpool_t *mp, void *obj, void *chunk)
+{
+    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t*)chunk - 1;
+    uct_orc_rx_desc_t *desc  = obj;
+
+    desc->lkey = hdr->mr->lkey;
+}
+
+static ucs_mpool_ops_t uct_orc_tx_mp_ops = {
+    .chunk_alloc   = uct_orc_mp_chunk_alloc,
+    .chunk_release = uct_orc_mp_chunk_release,
+    .obj_init      = uct_orc_tx_obj_init,
+    .obj_cleanup   = NULL,
+    .obj_str       = NULL
+};
+
+static ucs_mpool_ops_t uct_orc_rx_mp_ops = {
+    .chunk_alloc   = uct_orc_mp_chunk_alloc,
+    .chunk_release = uct_orc_mp_chunk_release,
+    .obj_init      = uct_orc_rx_obj_init,
+    .obj_cleanup   = NULL,
+    .obj_str       = NULL
+};
+
+static ucs_mpool_ops_t uct_orc_op_mp_ops = {
+    .chunk_alloc   = ucs_mpool_chunk_malloc,
+    .chunk_release = ucs_mpool_chunk_free,
+    .obj_init      = NULL,
+    .obj_cleanup   = NULL,
+    .obj_str       = NULL
+};
+
+/* -------------------------------------------------------------- receive */
+
+static void uct_orc_iface_release_desc(uct_recv_desc_t *self, void *desc)
+{
+    uct_orc_rx_desc_t *rx_desc = ucs_container_of(
+            UCS_PTR_BYTE_OFFSET(desc, -(ptrdiff_t)sizeof(uct_orc_hdr_t)),
+            uct_orc_rx_desc_t, data);
+
+    ucs_mpool_put(rx_desc);
+}
+
+static uct_recv_desc_t uct_orc_release_desc = {
+    .cb = uct_orc_iface_release_desc
+};
+
+static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
+                                            uct_orc_rx_desc_t *desc)
+{
+    struct ibv_recv_wr wr, *bad_wr;
+    struct ibv_sge sge;
+    int ret;
+
+    if (desc == NULL) {
+        desc = ucs_mpool_get(&iface->rx_mp);
+        if (desc == NULL) {
+            ucs_error("orc: out of receive buffers");
+            return UCS_ERR_NO_MEMORY;
+        }
+    }
+
+    sge.addr   = (uintptr_t)desc->data;
+    sge.length = iface->config.seg_size;
+    sge.lkey   = desc->lkey;
+    wr.wr_id   = (uintptr_t)desc;
+    wr.next    = NULL;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+
+    ret = orc_post_srq_recv(iface->srq, &wr, &bad_wr);
+    if (ret != 0) {
+        ucs_error("orc: failed to post a receive buffer: %s", strerror(ret));
+        ucs_mpool_put(desc);
+        return UCS_ERR_IO_ERROR;
+    }
+
+    ++iface->rx_posted;
+    return UCS_OK;
+}
+
+static uct_orc_qp_owner_t *uct_orc_iface_qp_owner(uct_orc_iface_t *iface,
+                                                  uint32_t qp_num)
+{
+    khiter_t it = kh_get(uct_orc_qp, &iface->qp_hash, qp_num);
+
+    return (it == kh_end(&iface->qp_hash)) ? NULL :
+           &kh_val(&iface->qp_hash, it);
+}
+
+static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface);
+
+static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
+                                     uct_orc_passive_t *passive)
+{
+    struct ibv_send_wr wr, *bad_wr;
+    struct ibv_sge sge;
+    uct_orc_hdr_t *hdr;
+    uct_orc_op_t *op;
+    unsigned credits;
+    int ret;
+
+    if (passive->failed || (passive->credits_owed == 0)) {
+        return;
+    }
+
+    op = NULL;
+    if ((passive->sq_avail > 0) && (iface->tx_cq_avail > 0)) {
+        op = ucs_mpool_get(&iface->tx_mp);
+    }
+    if (op == NULL) {
+        if (!passive->grant_queued) {
+            ucs_list_add_tail(&iface->grant_pending, &passive->grant_list);
+            passive->grant_queued = 1;
+        }
+        return;
+    }
+
+    credits      = ucs_min(passive->credits_owed, UCT_ORC_MAX_CREDITS);
+    op->type     = UCT_ORC_OP_GRANT;
+    op->ep       = NULL;
+    op->comp     = NULL;
+    op->get.arg  = passive;
+    hdr          = (uct_orc_hdr_t*)op->data;
+    hdr->am_id   = 0;
+    hdr->flags   = UCT_ORC_HDR_FLAG_CREDIT;
+    hdr->credits = credits;
+    hdr->reserved = 0;
+
+    sge.addr          = (uintptr_t)hdr;
+    sge.length        = sizeof(*hdr);
+    sge.lkey          = op->lkey;
+    wr.wr_id          = (uintptr_t)op;
+    wr.next           = NULL;
+    wr.sg_list        = &sge;
+    wr.num_sge        = 1;
+    wr.opcode         = IBV_WR_SEND;
+    wr.send_flags     = IBV_SEND_SIGNALED;
+
+    ret = orc_post_send(passive->qp, &wr, &bad_wr);
+    if (ret != 0) {
+        ucs_debug("orc: qp 0x%x: failed to send a credit grant: %s",
+                  passive->qp->qp_num, strerror(ret));
+        passive->failed = 1;
+        ucs_mpool_put(op);
+        return;
+    }
+
+    --passive->sq_avail;
+    --iface->tx_cq_avail;
+    passive->credits_owed -= credits;
+}
+
+static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
+{
+    uct_orc_rx_desc_t *desc = (uct_orc_rx_desc_t*)(uintptr_t)wc->wr_id;
+    uct_orc_qp_owner_t *owner;
+    uct_orc_hdr_t hdr;
+    ucs_status_t status;
+    void *payload;
+
+    --iface->rx_posted;
+
+    owner = uct_orc_iface_qp_owner(iface, wc->qp_num);
+    if (owner == NULL) {
+        /* a passive QP whose hand-off we have not drained yet */
+        uct_orc_iface_drain_agent(iface);
+        owner = uct_orc_iface_qp_owner(iface, wc->qp_num);
+    }
+
+    if (wc->status != IBV_WC_SUCCESS) {
+        ucs_debug("orc: receive on qp 0x%x failed: %s", wc->qp_num,
+                  ibv_wc_status_str(wc->status));
+        if ((owner != NULL) && (owner->ep != NULL)) {
+            uct_orc_ep_set_failed(owner->ep, uct_orc_wc_status(wc->status));
+        } else if ((owner != NULL) && (owner->passive != NULL)) {
+            owner->passive->failed = 1;
+        }
+        uct_orc_iface_post_recv(iface, desc);
+        return;
+    }
+
+    if (wc->byte_len < sizeof(hdr)) {
+        ucs_warn("orc: qp 0x%x: dropping a runt message of %u bytes",
+                 wc->qp_num, wc->byte_len);
+        uct_orc_iface_post_recv(iface, desc);
+        return;
+    }
+
+    memcpy(&hdr, desc->data, sizeof(hdr));
+    if (hdr.flags & UCT_ORC_HDR_FLAG_CREDIT) {
+        uct_orc_iface_post_recv(iface, desc);
+        if ((owner != NULL) && (owner->ep != NULL)) {
+            uct_orc_ep_add_credits(owner->ep, hdr.credits);
+        }
+        return;
+    }
+
+    if ((owner == NULL) || (owner->passive == NULL) ||
+        (hdr.am_id >= UCT_AM_ID_MAX)) {
+        ucs_warn("orc: dropping a message of %u bytes on unknown qp 0x%x",
+                 wc->byte_len, wc->qp_num);
+        uct_orc_iface_post_recv(iface, desc);
+        return;
+    }
+
+    payload = UCS_PTR_BYTE_OFFSET(desc->data, sizeof(hdr));
+    uct_recv_desc(payload) = &uct_orc_release_desc;
+    uct_iface_trace_am(&iface->super, UCT_AM_TRACE_TYPE_RECV, hdr.am_id,
+                       payload, wc->byte_len - sizeof(hdr), "RX: qp 0x%x",
+                       wc->qp_num);
+    status = uct_iface_invoke_am(&iface->super, hdr.am_id, payload,
+                                 wc->byte_len - sizeof(hdr),
+                                 UCT_CB_PARAM_FLAG_DESC);
+    /* The handler kept the buffer: post a fresh one, the SRQ stays full */
+    uct_orc_iface_post_recv(iface, (status == UCS_OK) ? desc : NULL);
+
+    ++owner->passive->credits_owed;
+    if (owner->passive->credits_owed >=
+        ucs_max(1, owner->passive->credits / 2)) {
+        uct_orc_iface_send_grant(iface, owner->passive);
+    }
+}
+
+static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
+{
+    uct_orc_op_t *op = (uct_orc_op_t*)(uintptr_t)wc->wr_id;
+    uct_orc_passive_t *passive;
+    ucs_status_t status;
+
+    ++iface->tx_cq_avail;
+    status = (wc->status == IBV_WC_SUCCESS) ? UCS_OK :
+             uct_orc_wc_status(wc->status);
+
+    if (op->type == UCT_ORC_OP_GRANT) {
+        passive = op->get.arg;
+        ++passive->sq_avail;
+        if (status != UCS_OK) {
+            ucs_debug("orc: credit grant on qp 0x%x failed: %s",
+                      passive->qp->qp_num, ibv_wc_status_str(wc->status));
+            passive->failed = 1;
+        }
+        ucs_mpool_put(op);
+        return;
+    }
+
+    if (op->ep == NULL) {
+        /* the ep was destroyed with this op in flight */
+        ucs_mpool_put(op);
+        return;
+    }
+
+    ++op->ep->sq_avail;
+    if ((status != UCS_OK) && (op->ep->state != UCT_ORC_EP_FAILED)) {
+        ucs_debug("orc: ep %p qp 0x%x: %s", op->ep, op->ep->qp->qp_num,
+                  ibv_wc_status_str(wc->status));
+        uct_orc_ep_set_failed(op->ep, status);
+    }
+    uct_orc_ep_op_completed(op, status);
+}
+
+static unsigned uct_orc_iface_poll_cq(uct_orc_iface_t *iface, int is_send)
+{
+    struct ibv_wc wc[UCT_ORC_IFACE_POLL_BATCH];
+    int i, n;
+
+    n = orc_cq_poll(is_send ? iface->send_cq : iface->recv_cq,
+                    UCT_ORC_IFACE_POLL_BATCH, wc);
+    if (n < 0) {
+        ucs_error("orc: failed to poll the %s completion queue: %s",
+                  is_send ? "send" : "receive", strerror(-n));
+        return 0;
+    }
+
+    for (i = 0; i < n; ++i) {
+        if (is_send) {
+            uct_orc_iface_handle_tx(iface, &wc[i]);
+        } else {
+            uct_orc_iface_handle_rx(iface, &wc[i]);
+        }
+    }
+    return n;
+}
+
+/* ------------------------------------------------------- agent hand-off */
+
+static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
+                                      uct_orc_agent_event_t *ev)
+{
+    uct_orc_passive_t *passive;
+    uct_orc_qp_owner_t *owner;
+    khiter_t it;
+    int ret;
+
+    passive = ucs_calloc(1, sizeof(*passive), "orc passive");
+    if (passive == NULL) {
+        ucs_error("orc: no memory for a passive connection");
+        goto err;
+    }
+
+    passive->qp        = ev->qp;
+    passive->peer_node = ev->peer_node;
+    passive->credits   = ev->credits;
+    passive->sq_avail  = iface->config.tx_queue_len;
+
+    it = kh_put(uct_orc_qp, &iface->qp_hash, ev->qp->qp_num, &ret);
+    if (ret < 0) {
+        ucs_error("orc: no memory for the qp table");
+        goto err_free;
+    }
+    owner          = &kh_val(&iface->qp_hash, it);
+    owner->ep      = NULL;
+    owner->passive = passive;
+    ucs_list_add_tail(&iface->passive_list, &passive->list);
+    ucs_debug("orc: qp 0x%x serves node %" PRIu64 " with %u credits",
+              ev->qp->qp_num, ev->peer_node, ev->credits);
+    return;
+
+err_free:
+    ucs_free(passive);
+err:
+    orc_qp_destroy(ev->qp);
+    uct_orc_agent_rx_release(&iface->agent, ev->credits);
+}
+
+static void uct_orc_iface_handle_event(uct_orc_iface_t *iface,
+                                       uct_orc_agent_event_t *ev)
+{
+    uct_orc_ep_t *ep;
+    khiter_t it;
+
+    if (ev->type == UCT_ORC_AGENT_EV_PASSIVE_ADDED) {
+        uct_orc_iface_add_passive(iface, ev);
+        return;
+    }
+
+    it = kh_get(uct_orc_conn, &iface->conn_hash, ev->conn_id);
+    if (it == kh_end(&iface->conn_hash)) {
+        return; /* the ep is gone */
+    }
+
+    ep = kh_val(&iface->conn_hash, it);
+    if (ev->type == UCT_ORC_AGENT_EV_EP_CONNECTED) {
+        uct_orc_ep_connected(ep, ev->credits);
+    } else {
+        uct_orc_ep_set_failed(ep, ev->status);
+    }
+}
+
+static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface)
+{
+    ucs_queue_head_t events;
+    uct_orc_agent_event_t *ev;
+    unsigned count;
+
+    if (!uct_orc_agent_has_events(&iface->agent)) {
+        return 0;
+    }
+
+    ucs_queue_head_init(&events);
+    count = uct_orc_agent_poll(&iface->agent, &events);
+    ucs_queue_for_each_extract(ev, &events, queue, 1) {
+        uct_orc_iface_handle_event(iface, ev);
+        ucs_free(ev);
+    }
+    return count;
+}
+
+/* ------------------------------------------------------------- progress */
+
+int uct_orc_iface_has_tx(uct_orc_iface_t *iface)
+{
+    return iface->tx_cq_avail > 0;
+}
+
+void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface, uct_orc_ep_t *ep)
+{
+    if (!ep->in_pending_list && !ucs_queue_is_empty(&ep->pending_q)) {
+        ucs_list_add_tail(&iface->pending_eps, &ep->pending_list);
+        ep->in_pending_list = 1;
+    }
+}
+
+void uct_orc_iface_ep_failed(uct_orc_iface_t *iface, uct_orc_ep_t *ep,
+                             ucs_status_t status)
+{
+    if (!ep->in_failed_list && !ep->err_reported) {
+        ucs_list_add_tail(&iface->failed_eps, &ep->failed_list);
+        ep->in_failed_list = 1;
+    }
+}
+
+static unsigned uct_orc_iface_dispatch_pending(uct_orc_iface_t *iface)
+{
+    uct_orc_passive_t *passive;
+    uct_orc_ep_t *ep;
+    unsigned count = 0;
+    ucs_list_link_t eps;
+
+    while (!ucs_list_is_empty(&iface->grant_pending) &&
+           (iface->tx_cq_avail > 0)) {
+        passive = ucs_list_extract_head(&iface->grant_pending,
+                                        uct_orc_passive_t, grant_list);
+        passive->grant_queued = 0;
+        uct_orc_iface_send_grant(iface, passive);
+        if (passive->grant_queued) {
+            break;
+        }
+    }
+
+    if (ucs_list_is_empty(&iface->pending_eps)) {
+        return 0;
+    }
+
+    /* Detach the list: a request may re-schedule its ep */
+    ucs_list_head_init(&eps);
+    ucs_list_splice_tail(&eps, &iface->pending_eps);
+    ucs_list_head_init(&iface->pending_eps);
+    while (!ucs_list_is_empty(&eps)) {
+        ep = ucs_list_extract_head(&eps, uct_orc_ep_t, pending_list);
+        ep->in_pending_list = 0;
+        uct_orc_ep_dispatch_pending(ep);
+        ++count;
+    }
+    return count;
+}
+
+static void uct_orc_iface_report_failures(uct_orc_iface_t *iface)
+{
+    ucs_status_t status, cb_status;
+    uct_orc_ep_t *ep;
+
+    while (!ucs_list_is_empty(&iface->failed_eps)) {
+        ep = ucs_list_extract_head(&iface->failed_eps, uct_orc_ep_t,
+                                   failed_list);
+        ep->in_failed_list = 0;
+        ep->err_reported   = 1;
+        status             = ep->status;
+        /* The handler may destroy the ep: do not touch it afterwards */
+        cb_status = uct_iface_handle_ep_err(&iface->super.super,
+                                            &ep->super.super, status);
+        ucs_log(uct_base_iface_failure_log_level(&iface->super, cb_status,
+                                                 status),
+                "orc: endpoint to node %s failed: %s",
+                "(peer)", ucs_status_string(status));
+    }
+}
+
+static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    unsigned count;
+
+    count  = uct_orc_iface_drain_agent(iface);
+    if (iface->config.has_stash) {
+        iface->config.has_stash = 0;
+        if (iface->stash_is_send) {
+            uct_orc_iface_handle_tx(iface, &iface->stash_wc);
+        } else {
+            uct_orc_iface_handle_rx(iface, &iface->stash_wc);
+        }
+        ++count;
+    }
+    count += uct_orc_iface_poll_cq(iface, 0);
+    count += uct_orc_iface_poll_cq(iface, 1);
+    count += uct_orc_iface_dispatch_pending(iface);
+    if (!ucs_list_is_empty(&iface->failed_eps)) {
+        uct_orc_iface_report_failures(iface);
+        ++count;
+    }
+    return count;
+}
+
+/* --------------------------------------------------------------- events */
+
+static ucs_status_t uct_orc_iface_event_fd_get(uct_iface_h tl_iface,
+                                               int *fd_p)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+
+    *fd_p = iface->event_fd;
+    return UCS_OK;
+}
+
+static ucs_status_t uct_orc_iface_arm_cq(uct_orc_iface_t *iface, int is_send)
+{
+    orc_cq_t *cq = is_send ? iface->send_cq : iface->recv_cq;
+    int ret, n;
+
+    ret = orc_cq_req_notify(cq, 0);
+    if (ret != 0) {
+        ucs_error("orc: failed to arm the %s completion queue: %s",
+                  is_send ? "send" : "receive", strerror(ret));
+        return UCS_ERR_IO_ERROR;
+    }
+
+    /* A completion that arrived before the request raises no event */
+    if (iface->config.has_stash) {
+        return UCS_ERR_BUSY;
+    }
+    n = orc_cq_poll(cq, 1, &iface->stash_wc);
+    if (n > 0) {
+        iface->config.has_stash = 1;
+        iface->stash_is_send    = is_send;
+        return UCS_ERR_BUSY;
+    }
+    return UCS_OK;
+}
+
+static ucs_status_t uct_orc_iface_event_arm(uct_iface_h tl_iface,
+                                            unsigned events)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    void *cq_context;
+    orc_cq_t *cq;
+    uint64_t value;
+    ucs_status_t status;
+    unsigned nacks;
+    ssize_t ret;
+
+    /* Consume the wakeups that brought us here */
+    for (nacks = 0; nacks < 1024; ++nacks) {
+        if (orc_cq_get_event(iface->channel, &cq, &cq_context) != 0) {
+            break;
+        }
+        orc_cq_ack_events(cq, 1);
+    }
+    do {
+        ret = read(iface->agent.event_fd, &value, sizeof(value));
+    } while ((ret < 0) && (errno == EINTR));
+
+    if (uct_orc_agent_has_events(&iface->agent) ||
+        !ucs_list_is_empty(&iface->failed_eps) ||
+        !ucs_list_is_empty(&iface->pending_eps) ||
+        !ucs_list_is_empty(&iface->grant_pending) ||
+        iface->config.has_stash) {
+        return UCS_ERR_BUSY;
+    }
+
+    status = uct_orc_iface_arm_cq(iface, 0);
+    if (status != UCS_OK) {
+        return status;
+    }
+    return uct_orc_iface_arm_cq(iface, 1);
+}
+
+/* ---------------------------------------------------------------- query */
+
+static ucs_status_t uct_orc_iface_query(uct_iface_h tl_iface,
+                                        uct_iface_attr_t *attr)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    size_t hdr             = sizeof(uct_orc_hdr_t);
+    size_t max_msg         = iface->port_attr.max_msg_sz;
+    int soft               = iface->md->dev->backend == ORC_DEV_BACKEND_SOFT;
+    int has_atomics        = iface->md->dev_attr.atomic_cap != IBV_ATOMIC_NONE;
+
+    uct_base_iface_query(&iface->super, attr);
+
+    if (max_msg == 0) {
+        max_msg = UCS_GBYTE;
+    }
+
+    attr->cap.put.max_short       = iface->config.max_inline;
+    attr->cap.put.max_bcopy       = iface->config.seg_size;
+    attr->cap.put.min_zcopy       = 0;
+    attr->cap.put.max_zcopy       = max_msg;
+    attr->cap.put.opt_zcopy_align = UCS_SYS_PCI_MAX_PAYLOAD;
+    attr->cap.put.align_mtu       = ucs_max(256, 128 << iface->port_attr.active_mtu);
+    attr->cap.put.max_iov         = iface->config.max_iov;
+
+    attr->cap.get.max_bcopy       = iface->config.seg_size;
+    attr->cap.get.min_zcopy       = 0;
+    attr->cap.get.max_zcopy       = max_msg;
+    attr->cap.get.opt_zcopy_align = UCS_SYS_PCI_MAX_PAYLOAD;
+    attr->cap.get.align_mtu       = attr->cap.put.align_mtu;
+    attr->cap.get.max_iov         = iface->config.max_iov;
+
+    attr->cap.am.max_short        = ucs_min(iface->config.max_inline,
+                                            iface->config.seg_size - hdr);
+    attr->cap.am.max_bcopy        = iface->config.seg_size - hdr;
+    attr->cap.am.min_zcopy        = 0;
+    attr->cap.am.max_zcopy        = iface->config.seg_size - hdr;
+    attr->cap.am.opt_zcopy_align  = UCS_SYS_PCI_MAX_PAYLOAD;
+    attr->cap.am.align_mtu        = attr->cap.put.align_mtu;
+    attr->cap.am.max_hdr          = ucs_min(128, iface->config.seg_size - hdr);
+    attr->cap.am.max_iov          = iface->config.max_iov - 1;
+
+    attr->cap.flags = UCT_IFACE_FLAG_AM_SHORT | UCT_IFACE_FLAG_AM_BCOPY |
+                      UCT_IFACE_FLAG_AM_ZCOPY | UCT_IFACE_FLAG_PUT_SHORT |
+                      UCT_IFACE_FLAG_PUT_BCOPY | UCT_IFACE_FLAG_PUT_ZCOPY |
+                      UCT_IFACE_FLAG_GET_BCOPY | UCT_IFACE_FLAG_GET_ZCOPY |
+                      UCT_IFACE_FLAG_PENDING | UCT_IFACE_FLAG_CB_SYNC |
+                      UCT_IFACE_FLAG_CONNECT_TO_IFACE |
+                      UCT_IFACE_FLAG_ERRHANDLE_PEER_FAILURE |
+                      UCT_IFACE_FLAG_EP_CHECK;
+    attr->cap.event_flags = UCT_IFACE_FLAG_EVENT_SEND_COMP |
+                            UCT_IFACE_FLAG_EVENT_RECV |
+                            UCT_IFACE_FLAG_EVENT_FD;
+
+    if (has_atomics) {
+        /* Native 64-bit verbs atomics: fetch-add and compare-swap. Swap is
+         * a compare-swap retried with the value the previous attempt
+         * returned: the attempt that succeeds exchanges atomically, so the
+         * result is exact. No 32-bit atomics: verbs has none. */
+        attr->cap.flags              |= UCT_IFACE_FLAG_ATOMIC_DEVICE;
+        attr->cap.atomic64.op_flags   = UCS_BIT(UCT_ATOMIC_OP_ADD);
+        attr->cap.atomic64.fop_flags  = UCS_BIT(UCT_ATOMIC_OP_ADD) |
+                                        UCS_BIT(UCT_ATOMIC_OP_SWAP) |
+                                        UCS_BIT(UCT_ATOMIC_OP_CSWAP);
+    }
+
+    attr->device_addr_len = sizeof(uct_orc_dev_addr_t);
+    attr->iface_addr_len  = sizeof(uct_orc_iface_addr_t);
+    attr->ep_addr_len     = 0;
+    attr->max_conn_priv   = 0;
+
+    if (soft) {
+        /* softnic on one host: shared-memory rings for SENDs, single-copy
+         * CMA for READ/WRITE (see softnic's own measurements) */
+        attr->overhead           = 200e-9;
+        attr->latency            = ucs_linear_func_make(2e-6, 0);
+        attr->bandwidth.dedicated = 0;
+        attr->bandwidth.shared   = 6000.0 * UCS_MBYTE;
+        attr->priority           = 0;
+    } else {
+        /* a verbs HCA: ~1us wire latency, link rate from the port */
+        attr->overhead           = 75e-9;
+        attr->latency            = ucs_linear_func_make(1.2e-6, 1e-9);
+        attr->bandwidth.dedicated = 0;
+        attr->bandwidth.shared   = 10000.0 * UCS_MBYTE;
+        attr->priority           = 10;
+    }
+    return UCS_OK;
+}
+
+static ucs_status_t uct_orc_iface_get_device_address(uct_iface_h tl_iface,
+                                                     uct_device_addr_t *addr)
+{
+    uct_orc_iface_t *iface       = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    uct_orc_dev_addr_t *dev_addr = (uct_orc_dev_addr_t*)addr;
+
+    dev_addr->backend = iface->md->dev->backend;
+    dev_addr->domain  = iface->domain;
+    return UCS_OK;
+}
+
+static ucs_status_t uct_orc_iface_get_address(uct_iface_h tl_iface,
+                                              uct_iface_addr_t *addr)
+{
+    uct_orc_iface_t *iface           = ucs_derived_of(tl_iface,
+                                                      uct_orc_iface_t);
+    uct_orc_iface_addr_t *iface_addr = (uct_orc_iface_addr_t*)addr;
+
+    iface_addr->node_id = iface->node_id;
+    return UCS_OK;
+}
+
+static int uct_orc_iface_is_reachable(const uct_iface_h tl_iface,
+                                      const uct_device_addr_t *addr,
+                                      const uct_iface_addr_t *iface_addr)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    const uct_orc_dev_addr_t *dev_addr = (const uct_orc_dev_addr_t*)addr;
+
+    /* Same backend (a softnic QP cannot talk to an HCA) and the same
+     * coordinator domain (node ids are only meaningful there) */
+    return (dev_addr != NULL) &&
+           (dev_addr->backend == iface->md->dev->backend) &&
+           (dev_addr->domain == iface->domain) &&
+           ((iface_addr == NULL) ||
+            (((const uct_orc_iface_addr_t*)iface_addr)->node_id != 0));
+}
+
+static ucs_status_t uct_orc_iface_flush(uct_iface_h tl_iface, unsigned flags,
+                                        uct_completion_t *comp)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    uct_orc_ep_t *ep;
+
+    if (comp != NULL) {
+        return UCS_ERR_UNSUPPORTED;
+    }
+
+    ucs_list_for_each(ep, &iface->ep_list, list) {
+        if ((ep->state != UCT_ORC_EP_FAILED) && !ucs_queue_is_empty(&ep->txq)) {
+            UCT_TL_IFACE_STAT_FLUSH_WAIT(&iface->super);
+            return UCS_INPROGRESS;
+        }
+    }
+    UCT_TL_IFACE_STAT_FLUSH(&iface->super);
+    return UCS_OK;
+}
+
+static ucs_status_t uct_orc_iface_fence(uct_iface_h tl_iface, unsigned flags)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+
+    ++iface->fence_beat;
+    UCT_TL_IFACE_STAT_FENCE(&iface->super);
+    return UCS_OK;
+}
+
+/* ------------------------------------------------------------ open/close */
+
+static uint32_t uct_orc_domain_hash(const char *url, const char *job)
+{
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    const char *p;
+
+    for (p = url; *p != '\0'; ++p) {
+        hash = (hash ^ (uint8_t)*p) * 16777619u;
+    }
+    hash = (hash ^ '\n') * 16777619u;
+    for (p = job; *p != '\0'; ++p) {
+        hash = (hash ^ (uint8_t)*p) * 16777619u;
+    }
+    return hash;
+}
+
+static ucs_status_t uct_orc_iface_check_config(uct_orc_iface_config_t *config)
+{
+#define UCT_ORC_CHECK_RANGE(_field, _name, _min, _max)                        \
+    if (((config->_field) < (_min)) || ((config->_field) > (_max))) {         \
+        ucs_error("orc: invalid UCX_ORC_" _name "=%lu: allowed values are "    \
+                  "%lu..%lu", (unsigned long)(config->_field),                \
+                  (unsigned long)(_min), (unsigned long)(_max));              \
+        return UCS_ERR_INVALID_PARAM;                                         \
+    }
+
+    UCT_ORC_CHECK_RANGE(tx_queue_len, "TX_QUEUE_LEN", 1, 16384);
+    UCT_ORC_CHECK_RANGE(rx_queue_len, "RX_QUEUE_LEN", 16, 65536);
+    UCT_ORC_CHECK_RANGE(am_credits, "AM_CREDITS", 1,
+                        ucs_min(UCT_ORC_MAX_CREDITS, config->rx_queue_len));
+    UCT_ORC_CHECK_RANGE(seg_size, "SEG_SIZE", 256, UCS_MBYTE);
+    UCT_ORC_CHECK_RANGE(max_inline, "MAX_INLINE", 0,
+                        config->seg_size - sizeof(uct_orc_hdr_t));
+    UCT_ORC_CHECK_RANGE(qp_timeout, "TIMEOUT", 1, 31);
+    UCT_ORC_CHECK_RANGE(retry_count, "RETRY_COUNT", 0, 7);
+    UCT_ORC_CHECK_RANGE(rnr_retry, "RNR_RETRY", 0, 7);
+    UCT_ORC_CHECK_RANGE(lease_ttl, "LEASE_TTL", 1, 3600);
+#undef UCT_ORC_CHECK_RANGE
+
+    if (!(config->pair_timeout > 0)) {
+        ucs_error("orc: invalid UCX_ORC_PAIR_TIMEOUT=%g s: must be positive",
+                  config->pair_timeout);
+        return UCS_ERR_INVALID_PARAM;
+    }
+    if (!(config->coordinator_wait >= 0)) {
+        ucs_error("orc: invalid UCX_ORC_COORDINATOR_WAIT=%g s: must be 0 or "
+                  "positive", config->coordinator_wait);
+        return UCS_ERR_INVALID_PARAM;
+    }
+    if (strncmp(config->coordinator, "http://", 7) &&
+        strncmp(config->coordinator, "https://", 8)) {
+        ucs_error("orc: invalid UCX_ORC_COORDINATOR='%s': allowed values are "
+                  "http://host:port or https://host:port", config->coordinator);
+        return UCS_ERR_INVALID_PARAM;
+    }
+    if (config->job[0] == '\0') {
+        ucs_error("orc: invalid UCX_ORC_JOB='': allowed values are 1..128 "
+                  "characters of [A-Za-z0-9._-]");
+        return UCS_ERR_INVALID_PARAM;
+    }
+    return UCS_OK;
+}
+
+static void uct_orc_client_log(void *arg, const char *message)
+{
+    ucs_warn("orc: coordinator: %s", message);
+}
+
+static ucs_status_t uct_orc_read_token(const char *path, char **token_p)
+{
+    char buf[4096];
+    size_t len;
+    FILE *file;
+
+    file = fopen(path, "r");
+    if (file == NULL) {
+        ucs_error("orc: cannot open UCX_ORC_TOKEN_FILE '%s': %m", path);
+        return UCS_ERR_INVALID_PARAM;
+    }
+    if (fgets(buf, sizeof(buf), file) == NULL) {
+        buf[0] = '\0';
+    }
+    fclose(file);
+
+    len = strcspn(buf, "\r\n");
+    buf[len] = '\0';
+    if (len == 0) {
+        ucs_error("orc: UCX_ORC_TOKEN_FILE '%s' holds no token", path);
+        return UCS_ERR_INVALID_PARAM;
+    }
+
+    *token_p = ucs_strdup(buf, "orc token");
+    return (*token_p == NULL) ? UCS_ERR_NO_MEMORY : UCS_OK;
+}
+
+static ucs_status_t uct_orc_iface_hex(const void *buf, size_t len,
+                                      char **hex_p)
+{
+    const uint8_t *p = buf;
+    char *hex;
+    size_t i;
+
+    hex = ucs_malloc(2 * len + 1, "orc hex");
+    if (hex == NULL) {
+        return UCS_ERR_NO_MEMORY;
+    }
+    for (i = 0; i < len; ++i) {
+        snprintf(hex + 2 * i, 3, "%02x", p[i]);
+    }
+    hex[2 * len] = '\0';
+    *hex_p       = hex;
+    return UCS_OK;
+}
+
+/* Register this iface as a node of the job and publish its endpoint */
+static ucs_status_t uct_orc_iface_join(uct_orc_iface_t *iface,
+                                       uct_orc_iface_config_t *config,
+                                       const char *dev_name)
+{
+    orc_client_params_t params = {0};
+    char labels[256], host[256], *token = NULL, *hex = NULL, *endpoint;
+    ucs_time_t deadline;
+    orc_cl_status_t cl_status;
+    ucs_status_t status;
+    uint8_t addr[256];
+    size_t addr_len;
+    int ret;
+
+    if (config->token[0] != '\0') {
+        token = ucs_strdup(config->token, "orc token");
+        if (token == NULL) {
+            return UCS_ERR_NO_MEMORY;
+        }
+    } else if (config->token_file[0] != '\0') {
+        status = uct_orc_read_token(config->token_file, &token);
+        if (status != UCS_OK) {
+            return status;
+        }
+    }
+
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB |
+                        ORC_CLIENT_PARAM_FIELD_TIMEOUT |
+                        ORC_CLIENT_PARAM_FIELD_LOG;
+    params.url        = config->coordinator;
+    params.job        = config->job;
+    params.timeout_ms = UCT_ORC_CLIENT_TIMEOUT_MS;
+    params.log        = uct_orc_client_log;
+    params.log_arg    = iface;
+    if (token != NULL) {
+        params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
+        params.token       = token;
+    }
+
+    cl_status = orc_client_create(&params, &iface->client);
+    ucs_free(token);
+    if (cl_status != ORC_CL_OK) {
+        ucs_error("orc: cannot create the coordinator client for %s: %s",
+                  config->coordinator, orc_cl_status_str(cl_status));
+        return UCS_ERR_INVALID_PARAM;
+    }
+
+    if (gethostname(host, sizeof(host)) != 0) {
+        ucs_strncpy_zero(host, "unknown", sizeof(host));
+    }
+    host[sizeof(host) - 1] = '\0';
+    snprintf(labels, sizeof(labels),
+             "{\"transport\":\"orc\",\"device\":\"%s\"}", dev_name);
+
+    deadline = ucs_get_time() + ucs_time_from_sec(config->coordinator_wait);
+    for (;;) {
+        cl_status = orc_client_register(iface->client, host, getpid(), labels,
+                                        config->lease_ttl, &iface->node_id);
+        if ((cl_status != ORC_CL_ERR_UNREACHABLE) &&
+            (cl_status != ORC_CL_ERR_TIMEOUT)) {
+            break;
+        }
+        if (ucs_get_time() >= deadline) {
+            break;
+        }
+        usleep(100000);
+    }
+
+    if (cl_status != ORC_CL_OK) {
+        if ((cl_status == ORC_CL_ERR_UNREACHABLE) ||
+            (cl_status == ORC_CL_ERR_TIMEOUT)) {
+            ucs_error("orc: coordinator orcd at %s is unreachable (%s): start "
+                      "orcd (contrib/orc-run does), set UCX_ORC_COORDINATOR, "
+                      "or UCX_ORC_COORDINATOR_WAIT to wait for it",
+                      config->coordinator, orc_cl_status_str(cl_status));
+            status = UCS_ERR_UNREACHABLE;
+        } else {
+            ucs_error("orc: cannot register with orcd at %s as a node of job "
+                      "'%s': %s", config->coordinator, config->job,
+                      orc_cl_status_str(cl_status));
+            status = UCS_ERR_REJECTED;
+        }
+        goto err_destroy_client;
+    }
+
+    addr_len = orc_dev_addr_len(iface->md->dev, iface->port);
+    if ((addr_len == 0) || (addr_len > sizeof(addr))) {
+        ucs_error("orc: %s: unexpected device address length %zu", dev_name,
+                  addr_len);
+        status = UCS_ERR_IO_ERROR;
+        goto err_deregister;
+    }
+    ret = orc_dev_addr_pack(iface->md->dev, iface->port, addr, addr_len);
+    if (ret != 0) {
+        ucs_error("orc: %s: failed to pack the device address: %s", dev_name,
+                  strerror(ret));
+        status = UCS_ERR_IO_ERROR;
+        goto err_deregister;
+    }
+    status = uct_orc_iface_hex(addr, addr_len, &hex);
+    if (status != UCS_OK) {
+        goto err_deregister;
+    }
+
+    ret = asprintf(&endpoint,
+                   "{\"transport\":\"orc\",\"backend\":\"%s\",\"device\":\"%s\","
+                   "\"port\":%u,\"mtu\":%d,\"addr\":\"%s\",\"pid\":%d}",
+                   orc_dev_backend_name(iface->md->dev->backend),
+                   iface->md->dev->name, iface->port,
+                   (int)iface->port_attr.active_mtu, hex, (int)getpid());
+    if (ret < 0) {
+        status = UCS_ERR_NO_MEMORY;
+        goto err_free_hex;
+    }
+
+    cl_status = orc_client_endpoint_put(iface->client, iface->node_id,
+                                        endpoint);
+    free(endpoint);
+    if (cl_status != ORC_CL_OK) {
+        ucs_error("orc: cannot publish the endpoint record of node %" PRIu64
+                  " at %s: %s", iface->node_id, config->coordinator,
+                  orc_cl_status_str(cl_status));
+        status = UCS_ERR_IO_ERROR;
+        goto err_free_hex;
+    }
+
+    iface->agent.dev_addr_hex = hex;
+    iface->domain = uct_orc_domain_hash(config->coordinator, config->job);
+    ucs_debug("orc: %s is node %" PRIu64 " of job '%s' at %s", dev_name,
+              iface->node_id, config->job, config->coordinator);
+    return UCS_OK;
+
+err_free_hex:
+    ucs_free(hex);
+err_deregister:
+    orc_client_deregister(iface->client, iface->node_id);
+err_destroy_client:
+    orc_client_destroy(iface->client);
+    iface->client = NULL;
+    return status;
+}
+
+static void uct_orc_iface_leave(uct_orc_iface_t *iface)
+{
+    orc_cl_status_t cl_status;
+
+    cl_status = orc_client_deregister(iface->client, iface->node_id);
+    if ((cl_status != ORC_CL_OK) && (cl_status != ORC_CL_ERR_NOT_FOUND) &&
+        (cl_status != ORC_CL_ERR_GONE)) {
+        ucs_debug("orc: failed to deregister node %" PRIu64 ": %s",
+                  iface->node_id, orc_cl_status_str(cl_status));
+    }
+    orc_client_destroy(iface->client);
+}
+
+static ucs_status_t uct_orc_iface_create_event_fd(uct_orc_iface_t *iface)
+{
+    struct epoll_event event = {0};
+    int flags;
+
+    flags = fcntl(iface->channel->fd, F_GETFL);
+    if ((flags < 0) ||
+        (fcntl(iface->channel->fd, F_SETFL, flags | O_NONBLOCK) < 0)) {
+        ucs_error("orc: failed to make the completion channel non-blocking: "
+                  "%m");
+        return UCS_ERR_IO_ERROR;
+    }
+
+    iface->event_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (iface->event_fd < 0) {
+        ucs_error("orc: epoll_create1() failed: %m");
+        return UCS_ERR_IO_ERROR;
+    }
+
+    event.events = EPOLLIN;
+    event.data.fd = iface->channel->fd;
+    if (epoll_ctl(iface->event_fd, EPOLL_CTL_ADD, iface->channel->fd,
+                  &event) < 0) {
+        ucs_error("orc: epoll_ctl(completion channel) failed: %m");
+        goto err_close;
+    }
+
+    return UCS_OK;
+
+err_close:
+    close(iface->event_fd);
+    iface->event_fd = -1;
+    return UCS_ERR_IO_ERROR;
+}
+
+static ucs_status_t uct_orc_iface_add_agent_fd(uct_orc_iface_t *iface)
+{
+    struct epoll_event event = {0};
+
+    event.events  = EPOLLIN;
+    event.data.fd = iface->agent.event_fd;
+    if (epoll_ctl(iface->event_fd, EPOLL_CTL_ADD, iface->agent.event_fd,
+                  &event) < 0) {
+        ucs_error("orc: epoll_ctl(agent eventfd) failed: %m");
+        return UCS_ERR_IO_ERROR;
+    }
+    return UCS_OK;
+}
+
+static ucs_status_t uct_orc_iface_parse_port(const char *dev_name,
+                                             const char *md_dev,
+                                             uint8_t *port_p)
+{
+    const char *colon = strrchr(dev_name, ':');
+    char *end;
+    unsigned long port;
+
+    if ((colon == NULL) || ((size_t)(colon - dev_name) != strlen(md_dev)) ||
+        strncmp(dev_name, md_dev, colon - dev_name)) {
+        ucs_error("orc: invalid device '%s': expected %s:<port>", dev_name,
+                  md_dev);
+        return UCS_ERR_NO_DEVICE;
+    }
+
+    port = strtoul(colon + 1, &end, 10);
+    if ((*end != '\0') || (port == 0) || (port > 255)) {
+        ucs_error("orc: invalid port in device '%s'", dev_name);
+        return UCS_ERR_NO_DEVICE;
+    }
+
+    *port_p = port;
+    return UCS_OK;
+}
+
+static uct_iface_ops_t uct_orc_iface_ops;
+static uct_iface_internal_ops_t uct_orc_iface_internal_ops =
+        UCT_ORC_COMPAT_INTERNAL_OPS_INIT;
+
+UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
+                           uct_worker_h worker,
+                           const uct_iface_params_t *params,
+                           const uct_iface_config_t *tl_config)
+{
+    uct_orc_iface_config_t *config = ucs_derived_of(tl_config,
+                                                    uct_orc_iface_config_t);
+    uct_orc_md_t *md               = ucs_derived_of(tl_md, uct_orc_md_t);
+    uct_orc_agent_params_t agent_params;
+    struct ibv_srq_init_attr srq_attr;
+    ucs_status_t status;
+    unsigned i, send_cqe;
+    int ret;
+
+    UCS_CLASS_CALL_SUPER_INIT(uct_base_iface_t,
+                              UCT_ORC_COMPAT_BASE_IFACE_INIT_ARGS(
+                                      &uct_orc_iface_ops,
+                                      &uct_orc_iface_internal_ops, tl_md,
+                                      worker, params, tl_config));
+
+    self->md       = md;
+    self->event_fd = -1;
+    ucs_list_head_init(&self->ep_list);
+    ucs_list_head_init(&self->passive_list);
+    ucs_list_head_init(&self->grant_pending);
+    ucs_list_head_init(&self->pending_eps);
+    ucs_list_head_init(&self->failed_eps);
+    kh_init_inplace(uct_orc_qp, &self->qp_hash);
+    kh_init_inplace(uct_orc_conn, &self->conn_hash);
+
+    if (!(params->field_mask & UCT_IFACE_PARAM_FIELD_OPEN_MODE) ||
+        !(params->open_mode & UCT_IFACE_OPEN_MODE_DEVICE)) {
+        ucs_error("orc: only UCT_IFACE_OPEN_MODE_DEVICE is supported");
+        status = UCS_ERR_UNSUPPORTED;
+        goto err;
+    }
+
+    status = uct_orc_iface_check_config(config);
+    if (status != UCS_OK) {
+        goto err;
+    }
+
+    status = uct_orc_iface_parse_port(params->mode.device.dev_name,
+                                      md->dev->name, &self->port);
+    if (status != UCS_OK) {
+        goto err;
+    }
+
+    ret = orc_dev_query_port(md->dev, self->port, &self->port_attr);
+    if (ret != 0) {
+        ucs_error("orc: failed to query %s: %s", params->mode.device.dev_name,
+                  strerror(ret));
+        status = UCS_ERR_NO_DEVICE;
+        goto err;
+    }
+    if (self->port_attr.state != IBV_PORT_ACTIVE) {
+        ucs_error("orc: %s is not active (state %d)",
+                  params->mode.device.dev_name, self->port_attr.state);
+        status = UCS_ERR_NO_DEVICE;
+        goto err;
+    }
+
+    self->config.tx_queue_len = config->tx_queue_len;
+    self->config.rx_queue_len = config->rx_queue_len;
+    self->config.am_credits   = config->am_credits;
+    self->config.seg_size     = config->seg_size;
+    self->config.max_inline   = config->max_inline;
+    self->config.max_iov      = ucs_max(2, ucs_min(UCT_ORC_MAX_SGE,
+                                                   md->dev_attr.max_sge));
+    self->config.max_rd_atomic = ucs_max(1, ucs_min(16,
+                                         md->dev_attr.max_qp_rd_atom));
+
+    self->channel = orc_comp_channel_create(md->dev);
+    if (self->channel == NULL) {
+        ucs_error("orc: %s: failed to create a completion channel: %m",
+                  md->dev->name);
+        status = UCS_ERR_IO_ERROR;
+        goto err;
+    }
+
+    send_cqe = ucs_min(config->tx_queue_len * 8, 65536);
+    if ((md->dev_attr.max_cqe > 0) && (send_cqe > (unsigned)md->dev_attr.max_cqe)) {
+        send_cqe = md->dev_attr.max_cqe;
+    }
+    self->send_cq = orc_cq_create(md->dev, send_cqe, self, self->channel);
+    if (self->send_cq == NULL) {
+        ucs_error("orc: %s: failed to create a send CQ of %u entries: %m",
+                  md->dev->name, send_cqe);
+        status = UCS_ERR_IO_ERROR;
+        goto err_destroy_channel;
+    }
+    self->tx_cq_avail = ucs_min((unsigned)self->send_cq->cqe, send_cqe);
+
+    self->recv_cq = orc_cq_create(md->dev, config->rx_queue_len + 64, self,
+                                  self->channel);
+    if (self->recv_cq == NULL) {
+        ucs_error("orc: %s: failed to create a receive CQ: %m",
+                  md->dev->name);
+        status = UCS_ERR_IO_ERROR;
+        goto err_destroy_send_cq;
+    }
+
+    memset(&srq_attr, 0, sizeof(srq_attr));
+    srq_attr.attr.max_wr  = config->rx_queue_len;
+    srq_attr.attr.max_sge = 1;
+    self->srq = orc_srq_create(md->pd, &srq_attr);
+    if (self->srq == NULL) {
+        ucs_error("orc: %s: failed to create a shared receive queue of %u: %m",
+                  md->dev->name, config->rx_queue_len);
+        status = UCS_ERR_IO_ERROR;
+        goto err_destroy_recv_cq;
+    }
+
+    status = ucs_mpool_init(&self->tx_mp, sizeof(uct_orc_iface_t*),
+                            sizeof(uct_orc_op_t) + config->seg_size, 0, 64,
+                            128, UINT_MAX, &uct_orc_tx_mp_ops, "orc_tx");
+    if (status != UCS_OK) {
+        goto err_destroy_srq;
+    }
+    *(uct_orc_iface_t**)ucs_mpool_priv(&self->tx_mp) = self;
+
+    status = ucs_mpool_init(&self->rx_mp, sizeof(uct_orc_iface_t*),
+                            sizeof(uct_orc_rx_desc_t) + config->seg_size, 0,
+                            64, 128, UINT_MAX, &uct_orc_rx_mp_ops, "orc_rx");
+    if (status != UCS_OK) {
+        goto err_cleanup_tx_mp;
+    }
+    *(uct_orc_iface_t**)ucs_mpool_priv(&self->rx_mp) = self;
+
+    status = ucs_mpool_init(&self->op_mp, 0, sizeof(uct_orc_op_t), 0, 64,
+                            256, UINT_MAX, &uct_orc_op_mp_ops, "orc_ops");
+    if (status != UCS_OK) {
+        goto err_cleanup_rx_mp;
+    }
+
+    for (i = 0; i < config->rx_queue_len; ++i) {
+        status = uct_orc_iface_post_recv(self, NULL);
+        if (status != UCS_OK) {
+            goto err_cleanup_op_mp;
+        }
+    }
+
+    status = uct_orc_iface_create_event_fd(self);
+    if (status != UCS_OK) {
+        goto err_cleanup_op_mp;
+    }
+
+    status = uct_orc_iface_join(self, config, params->mode.device.dev_name);
+    if (status != UCS_OK) {
+        goto err_close_event_fd;
+    }
+
+    memset(&agent_params, 0, sizeof(agent_params));
+    agent_params.client               = self->client;
+    agent_params.node_id              = self->node_id;
+    agent_params.dev                  = md->dev;
+    agent_params.port                 = self->port;
+    agent_params.pd                   = md->pd;
+    agent_params.send_cq              = self->send_cq;
+    agent_params.recv_cq              = self->recv_cq;
+    agent_params.srq                  = self->srq;
+    agent_params.qp_cap.max_send_wr   = config->tx_queue_len;
+    agent_params.qp_cap.max_recv_wr   = 0;
+    agent_params.qp_cap.max_send_sge  = self->config.max_iov;
+    agent_params.qp_cap.max_recv_sge  = 1;
+    agent_params.qp_cap.max_inline_data = 0;
+    agent_params.mtu                  = self->port_attr.active_mtu;
+    agent_params.max_rd_atomic        = self->config.max_rd_atomic;
+    agent_params.qp_timeout           = config->qp_timeout;
+    agent_params.retry_count          = config->retry_count;
+    agent_params.rnr_retry            = config->rnr_retry;
+    agent_params.am_credits           = config->am_credits;
+    agent_params.rx_budget            = config->rx_queue_len;
+    agent_params.pair_timeout         = ucs_time_from_sec(config->pair_timeout);
+
+    status = uct_orc_agent_start(&self->agent, &agent_params);
+    if (status != UCS_OK) {
+        goto err_leave;
+    }
+    self->agent_started = 1;
+
+    status = uct_orc_iface_add_agent_fd(self);
+    if (status != UCS_OK) {
+        goto err_stop_agent;
+    }
+
+    ucs_debug("orc: opened %s: node %" PRIu64 ", %u receive buffers of %zu "
+              "bytes", params->mode.device.dev_name, self->node_id,
+              config->rx_queue_len, config->seg_size);
+    return UCS_OK;
+
+err_stop_agent:
+    uct_orc_agent_stop(&self->agent);
+    uct_orc_agent_destroy_sync(&self->agent);
+    self->agent_started = 0;
+err_leave:
+    ucs_free(self->agent.dev_addr_hex);
+    self->agent.dev_addr_hex = NULL;
+    uct_orc_iface_leave(self);
+err_close_event_fd:
+    close(self->event_fd);
+err_cleanup_op_mp:
+    ucs_mpool_cleanup(&self->op_mp, 0);
+err_cleanup_rx_mp:
+    /* posted receive buffers die with the SRQ below */
+    orc_srq_destroy(self->srq);
+    self->srq = NULL;
+    ucs_mpool_cleanup(&self->rx_mp, 0);
+err_cleanup_tx_mp:
+    ucs_mpool_cleanup(&self->tx_mp, 0);
+err_destroy_srq:
+    if (self->srq != NULL) {
+        orc_srq_destroy(self->srq);
+    }
+err_destroy_recv_cq:
+    orc_cq_destroy(self->recv_cq);
+err_destroy_send_cq:
+    orc_cq_destroy(self->send_cq);
+err_destroy_channel:
+    orc_comp_channel_destroy(self->channel);
+err:
+    kh_destroy_inplace(uct_orc_qp, &self->qp_hash);
+    kh_destroy_inplace(uct_orc_conn, &self->conn_hash);
+    return status;
+}
+
+UCS_CLASS_CLEANUP_FUNC(uct_orc_iface_t)
+{
+    uct_orc_passive_t *passive, *tmp;
+    ucs_queue_head_t events;
+    uct_orc_agent_event_t *ev;
+    int ret;
+
+    if (!ucs_list_is_empty(&self->ep_list)) {
+        ucs_warn("orc: closing an interface with %zu endpoints still open",
+                 ucs_list_length(&self->ep_list));
+    }
+
+    uct_base_iface_progress_disable(&self->super.super,
+                                    UCT_PROGRESS_SEND | UCT_PROGRESS_RECV);
+
+    /* Stop the agent first: it creates QPs bound to our SRQ and CQs */
+    uct_orc_agent_stop(&self->agent);
+    ucs_queue_head_init(&events);
+    uct_orc_agent_poll(&self->agent, &events);
+    ucs_queue_for_each_extract(ev, &events, queue, 1) {
+        if (ev->type == UCT_ORC_AGENT_EV_PASSIVE_ADDED) {
+            orc_qp_destroy(ev->qp);
+        }
+        ucs_free(ev);
+    }
+    uct_orc_agent_destroy_sync(&self->agent);
+
+    ucs_list_for_each_safe(passive, tmp, &self->passive_list, list) {
+        ret = orc_qp_destroy(passive->qp);
+        if (ret != 0) {
+            ucs_warn("orc: failed to destroy qp 0x%x: %s",
+                     passive->qp->qp_num, strerror(ret));
+        }
+        ucs_free(passive);
+    }
+
+    uct_orc_iface_leave(self);
+    ucs_free(self->agent.dev_addr_hex);
+    close(self->event_fd);
+
+    orc_srq_destroy(self->srq);
+    orc_cq_destroy(self->recv_cq);
+    orc_cq_destroy(self->send_cq);
+    orc_comp_channel_destroy(self->channel);
+    /* In-flight ops of destroyed eps never completed: no leak check */
+    ucs_mpool_cleanup(&self->op_mp, 0);
+    ucs_mpool_cleanup(&self->rx_mp, 0);
+    ucs_mpool_cleanup(&self->tx_mp, 0);
+    kh_destroy_inplace(uct_orc_qp, &self->qp_hash);
+    kh_destroy_inplace(uct_orc_conn, &self->conn_hash);
+}
+
+UCS_CLASS_DEFINE(uct_orc_iface_t, uct_base_iface_t);
+UCS_CLASS_DEFINE_NEW_FUNC(uct_orc_iface_t, uct_iface_t, uct_md_h,
+                                 uct_worker_h, const uct_iface_params_t*,
+                                 const uct_iface_config_t*);
+static UCS_CLASS_DEFINE_DELETE_FUNC(uct_orc_iface_t, uct_iface_t);
+
+static uct_iface_ops_t uct_orc_iface_ops = {
+    .ep_put_short             = uct_orc_ep_put_short,
+    .ep_put_bcopy             = uct_orc_ep_put_bcopy,
+    .ep_put_zcopy             = uct_orc_ep_put_zcopy,
+    .ep_get_short             = (uct_ep_get_short_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_get_bcopy             = uct_orc_ep_get_bcopy,
+    .ep_get_zcopy             = uct_orc_ep_get_zcopy,
+    .ep_am_short              = uct_orc_ep_am_short,
+    .ep_am_short_iov          = uct_orc_ep_am_short_iov,
+    .ep_am_bcopy              = uct_orc_ep_am_bcopy,
+    .ep_am_zcopy              = uct_orc_ep_am_zcopy,
+    .ep_atomic_cswap64        = uct_orc_ep_atomic_cswap64,
+    .ep_atomic_cswap32        = (uct_ep_atomic_cswap32_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_atomic32_post         = (uct_ep_atomic32_post_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_atomic64_post         = uct_orc_ep_atomic64_post,
+    .ep_atomic32_fetch        = (uct_ep_atomic32_fetch_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_atomic64_fetch        = uct_orc_ep_atomic64_fetch,
+    .ep_tag_eager_short       = (uct_ep_tag_eager_short_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_tag_eager_bcopy       = (uct_ep_tag_eager_bcopy_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_tag_eager_zcopy       = (uct_ep_tag_eager_zcopy_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_tag_rndv_zcopy        = (uct_ep_tag_rndv_zcopy_func_t)
+                                    ucs_empty_function_return_ptr_no_resource,
+    .ep_tag_rndv_cancel       = (uct_ep_tag_rndv_cancel_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_tag_rndv_request      = (uct_ep_tag_rndv_request_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .iface_tag_recv_zcopy     = (uct_iface_tag_recv_zcopy_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .iface_tag_recv_cancel    = (uct_iface_tag_recv_cancel_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_pending_add           = uct_orc_ep_pending_add,
+    .ep_pending_purge         = uct_orc_ep_pending_purge,
+    .ep_flush                 = uct_orc_ep_flush,
+    .ep_fence                 = uct_orc_ep_fence,
+    .ep_check                 = uct_orc_ep_check,
+    .ep_create                = UCS_CLASS_NEW_FUNC_NAME(uct_orc_ep_t),
+    .ep_connect               = (uct_ep_connect_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_disconnect            = (uct_ep_disconnect_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .cm_ep_conn_notify        = (uct_cm_ep_conn_notify_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_destroy               = UCS_CLASS_DELETE_FUNC_NAME(uct_orc_ep_t),
+    .ep_get_address           = (uct_ep_get_address_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .ep_connect_to_ep         = (uct_ep_connect_to_ep_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .iface_accept             = (uct_iface_accept_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .iface_reject             = (uct_iface_reject_func_t)
+                                    ucs_empty_function_return_unsupported,
+    .iface_flush              = uct_orc_iface_flush,
+    .iface_fence              = uct_orc_iface_fence,
+    .iface_progress_enable    = uct_base_iface_progress_enable,
+    .iface_progress_disable   = uct_base_iface_progress_disable,
+    .iface_progress           = uct_orc_iface_progress,
+    .iface_event_fd_get       = uct_orc_iface_event_fd_get,
+    .iface_event_arm          = uct_orc_iface_event_arm,
+    .iface_close              = UCS_CLASS_DELETE_FUNC_NAME(uct_orc_iface_t),
+    .iface_query              = uct_orc_iface_query,
+    .iface_get_device_address = uct_orc_iface_get_device_address,
+    .iface_get_address        = uct_orc_iface_get_address,
+    .iface_is_reachable       = uct_orc_iface_is_reachable
+};
