@@ -778,6 +778,7 @@ write:
                                 value);
     }
     pthread_mutex_unlock(&qp->lock);
+    conn->drop = 0;
     return 0; /* payload next; answered when it is complete */
 
 out_nak:
