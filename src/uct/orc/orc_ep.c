@@ -942,6 +942,9 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
         return UCS_ERR_UNREACHABLE;
     }
 
+    /* UCS classes are not zero-allocated */
+    memset(UCS_PTR_BYTE_OFFSET(self, sizeof(self->super)), 0,
+           sizeof(*self) - sizeof(self->super));
     self->state      = UCT_ORC_EP_PAIRING;
     self->status     = UCS_OK;
     self->peer_node  = iface_addr->node_id;

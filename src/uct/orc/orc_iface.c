@@ -1267,6 +1267,9 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
                                       &uct_orc_iface_internal_ops, tl_md,
                                       worker, params, tl_config));
 
+    /* UCS classes are not zero-allocated */
+    memset(UCS_PTR_BYTE_OFFSET(self, sizeof(self->super)), 0,
+           sizeof(*self) - sizeof(self->super));
     self->md       = md;
     self->event_fd = -1;
     ucs_list_head_init(&self->ep_list);
