@@ -28,9 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ORC_HELLO_TAG      0x6f7263ull
-#define ORC_HELLO_MSG_MAX  256
-#define ORC_HELLO_KEY_MAX  160
+#define ORC_HELLO_TAG     0x6f7263ull
+#define ORC_HELLO_MSG_MAX 256
+#define ORC_HELLO_KEY_MAX 160
 
 typedef struct orc_hello_req {
     int          done;
@@ -52,7 +52,7 @@ static void orc_hello_send_cb(void *request, ucs_status_t status, void *arg)
 
     (void)request;
     req->status = status;
-    req->done   = 1;
+    req->done = 1;
 }
 
 static void orc_hello_recv_cb(void *request, ucs_status_t status,
@@ -63,7 +63,7 @@ static void orc_hello_recv_cb(void *request, ucs_status_t status,
     (void)request;
     req->status = status;
     req->length = info->length;
-    req->done   = 1;
+    req->done = 1;
 }
 
 /* Progress until `req` completes or the deadline passes */
@@ -109,11 +109,11 @@ static int orc_hello_barrier(orc_client_t *client, ucp_worker_h worker,
                              const char *key, const char *expect,
                              double deadline)
 {
-    double next_poll = 0;
+    double          next_poll = 0;
     orc_cl_status_t status;
-    size_t length;
-    void *value;
-    int match;
+    size_t          length;
+    void           *value;
+    int             match;
 
     while (orc_hello_now() < deadline) {
         ucp_worker_progress(worker);
@@ -123,8 +123,8 @@ static int orc_hello_barrier(orc_client_t *client, ucp_worker_h worker,
 
         status = orc_client_kv_get(client, key, 0, &value, &length);
         if (status == ORC_CL_OK) {
-            match = (length == strlen(expect)) &&
-                    !memcmp(value, expect, length);
+            match =
+                (length == strlen(expect)) && !memcmp(value, expect, length);
             free(value);
             if (match) {
                 return 0;
@@ -148,42 +148,45 @@ static void orc_hello_usage(FILE *out)
             "  Publishes this UCP worker under NAME in orcd, connects to the\n"
             "  worker published as PEER (waiting up to S seconds, default 30)\n"
             "  and exchanges a greeting. orcd URL/job/token from\n"
-            "  " ORC_CLIENT_ENV_URL ", " ORC_CLIENT_ENV_JOB ", "
-            ORC_CLIENT_ENV_TOKEN " / " ORC_CLIENT_ENV_TOKEN_FILE ".\n");
+            "  " ORC_CLIENT_ENV_URL ", " ORC_CLIENT_ENV_JOB
+            ", " ORC_CLIENT_ENV_TOKEN " / " ORC_CLIENT_ENV_TOKEN_FILE ".\n");
 }
 
 int main(int argc, char **argv)
 {
     static const struct option long_opts[] = {
-        {"name",    required_argument, NULL, 'n'},
-        {"peer",    required_argument, NULL, 'p'},
+        {"name", required_argument, NULL, 'n'},
+        {"peer", required_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'},
-        {"help",    no_argument,       NULL, 'h'},
-        {NULL, 0, NULL, 0}
-    };
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     orc_client_params_t cl_params = {0};
-    const char *name = NULL, *peer = NULL;
-    char msg[ORC_HELLO_MSG_MAX], rx[ORC_HELLO_MSG_MAX + 1];
-    char key[ORC_HELLO_KEY_MAX];
+    const char         *name = NULL, *peer = NULL;
+    char                msg[ORC_HELLO_MSG_MAX], rx[ORC_HELLO_MSG_MAX + 1];
+    char                key[ORC_HELLO_KEY_MAX];
     ucp_request_param_t req_param;
     ucp_worker_params_t worker_params;
-    orc_hello_req_t send_req, recv_req, close_req;
-    ucp_params_t ucp_params;
-    orc_client_t *client;
-    ucp_context_h context;
-    ucp_worker_h worker;
-    char *token_buf;
-    void *send_request, *recv_request, *close_request;
-    double timeout = 30, deadline;
-    orc_cl_status_t cl_status;
-    ucs_status_t status;
-    ucp_ep_h ep;
-    int c, ret = 1;
+    orc_hello_req_t     send_req, recv_req, close_req;
+    ucp_params_t        ucp_params;
+    orc_client_t       *client;
+    ucp_context_h       context;
+    ucp_worker_h        worker;
+    char               *token_buf;
+    void               *send_request, *recv_request, *close_request;
+    double              timeout = 30, deadline;
+    orc_cl_status_t     cl_status;
+    ucs_status_t        status;
+    ucp_ep_h            ep;
+    int                 c, ret = 1;
 
     while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
         switch (c) {
-        case 'n': name = optarg; break;
-        case 'p': peer = optarg; break;
+        case 'n':
+            name = optarg;
+            break;
+        case 'p':
+            peer = optarg;
+            break;
         case 't':
             timeout = strtod(optarg, NULL);
             if (!(timeout > 0) || (timeout > 3600)) {
@@ -222,7 +225,7 @@ int main(int argc, char **argv)
 
     memset(&ucp_params, 0, sizeof(ucp_params));
     ucp_params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    ucp_params.features   = UCP_FEATURE_TAG;
+    ucp_params.features = UCP_FEATURE_TAG;
     status = ucp_init(&ucp_params, NULL, &context);
     if (status != UCS_OK) {
         fprintf(stderr, "orc_hello: ucp_init: %s\n", ucs_status_string(status));
@@ -230,7 +233,7 @@ int main(int argc, char **argv)
     }
 
     memset(&worker_params, 0, sizeof(worker_params));
-    worker_params.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
     status = ucp_worker_create(context, &worker_params, &worker);
     if (status != UCS_OK) {
@@ -256,26 +259,26 @@ int main(int argc, char **argv)
 
     memset(&recv_req, 0, sizeof(recv_req));
     memset(&req_param, 0, sizeof(req_param));
-    req_param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                             UCP_OP_ATTR_FIELD_USER_DATA;
-    req_param.cb.recv      = orc_hello_recv_cb;
-    req_param.user_data    = &recv_req;
+    req_param.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    req_param.cb.recv = orc_hello_recv_cb;
+    req_param.user_data = &recv_req;
     recv_request = ucp_tag_recv_nbx(worker, rx, ORC_HELLO_MSG_MAX,
                                     ORC_HELLO_TAG, (ucp_tag_t)-1, &req_param);
 
     memset(&send_req, 0, sizeof(send_req));
     memset(&req_param, 0, sizeof(req_param));
-    req_param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                             UCP_OP_ATTR_FIELD_USER_DATA;
-    req_param.cb.send      = orc_hello_send_cb;
-    req_param.user_data    = &send_req;
-    send_request = ucp_tag_send_nbx(ep, msg, strlen(msg), ORC_HELLO_TAG,
-                                    &req_param);
+    req_param.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    req_param.cb.send = orc_hello_send_cb;
+    req_param.user_data = &send_req;
+    send_request =
+        ucp_tag_send_nbx(ep, msg, strlen(msg), ORC_HELLO_TAG, &req_param);
 
-    if ((orc_hello_wait(worker, send_request, &send_req, deadline,
-                        "send") != UCS_OK) ||
-        (orc_hello_wait(worker, recv_request, &recv_req, deadline,
-                        "receive") != UCS_OK)) {
+    if ((orc_hello_wait(worker, send_request, &send_req, deadline, "send") !=
+         UCS_OK) ||
+        (orc_hello_wait(worker, recv_request, &recv_req, deadline, "receive") !=
+         UCS_OK)) {
         goto out_ep;
     }
 
@@ -300,10 +303,10 @@ int main(int argc, char **argv)
 out_ep:
     memset(&close_req, 0, sizeof(close_req));
     memset(&req_param, 0, sizeof(req_param));
-    req_param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK |
-                             UCP_OP_ATTR_FIELD_USER_DATA;
-    req_param.cb.send      = orc_hello_send_cb;
-    req_param.user_data    = &close_req;
+    req_param.op_attr_mask =
+        UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    req_param.cb.send = orc_hello_send_cb;
+    req_param.user_data = &close_req;
     close_request = ucp_ep_close_nbx(ep, &req_param);
     if (UCS_PTR_IS_PTR(close_request)) {
         while (!close_req.done && (orc_hello_now() < deadline + 5)) {

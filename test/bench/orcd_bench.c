@@ -36,14 +36,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ORC_BENCH_MAX_CLIENTS   256
-#define ORC_BENCH_MAX_CELLS     16
-#define ORC_BENCH_SAMPLES_MAX   (1u << 18) /* per thread */
-#define ORC_BENCH_POLL_WAIT_MS  1000
-#define ORC_BENCH_GOAL_P99_MS   10.0
-#define ORC_BENCH_GOAL_FETCH    20000.0
-#define ORC_BENCH_GOAL_PAIR     2000.0
-#define ORC_BENCH_GOAL_CLIENTS  64
+#define ORC_BENCH_MAX_CLIENTS  256
+#define ORC_BENCH_MAX_CELLS    16
+#define ORC_BENCH_SAMPLES_MAX  (1u << 18) /* per thread */
+#define ORC_BENCH_POLL_WAIT_MS 1000
+#define ORC_BENCH_GOAL_P99_MS  10.0
+#define ORC_BENCH_GOAL_FETCH   20000.0
+#define ORC_BENCH_GOAL_PAIR    2000.0
+#define ORC_BENCH_GOAL_CLIENTS 64
 
 typedef enum {
     ORC_BENCH_HEALTHZ,
@@ -55,9 +55,8 @@ typedef enum {
 
 static const char *orc_bench_test_names[] = {"healthz", "fetch", "publish",
                                              "pair"};
-static const char *orc_bench_test_labels[] = {"healthz", "endpoint fetch",
-                                              "endpoint publish",
-                                              "pairing round trip"};
+static const char *orc_bench_test_labels[] = {
+    "healthz", "endpoint fetch", "endpoint publish", "pairing round trip"};
 
 /* Per-thread results; written only by its thread, read after join */
 typedef struct orc_bench_worker {
@@ -69,7 +68,7 @@ typedef struct orc_bench_worker {
     int              responder; /* pair: this thread is B */
     uint64_t         ops;
     uint64_t         errors;
-    uint32_t        *samples;   /* latency in us */
+    uint32_t        *samples; /* latency in us */
     size_t           nsamples;
     char             first_error[256];
 } orc_bench_worker_t;
@@ -80,13 +79,13 @@ typedef struct orc_bench_worker {
  * an atomic flag set by the main thread to end responders.
  */
 typedef struct orc_bench_run {
-    const char      *url;
-    const char      *job;
-    const char      *token;
-    int              timeout_ms;
-    uint64_t         start_ns;
-    uint64_t         end_ns;
-    atomic_int       stop;
+    const char *url;
+    const char *job;
+    const char *token;
+    int         timeout_ms;
+    uint64_t    start_ns;
+    uint64_t    end_ns;
+    atomic_int  stop;
 } orc_bench_run_t;
 
 static orc_bench_run_t orc_bench_run;
@@ -102,17 +101,18 @@ static uint64_t orc_bench_now_ns(void)
 static orc_client_t *orc_bench_client(void)
 {
     orc_client_params_t params = {0};
-    orc_cl_status_t status;
-    orc_client_t *client;
+    orc_cl_status_t     status;
+    orc_client_t       *client;
 
-    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB |
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+                        ORC_CLIENT_PARAM_FIELD_JOB |
                         ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url        = orc_bench_run.url;
-    params.job        = orc_bench_run.job;
+    params.url = orc_bench_run.url;
+    params.job = orc_bench_run.job;
     params.timeout_ms = orc_bench_run.timeout_ms;
     if (orc_bench_run.token != NULL) {
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
-        params.token       = orc_bench_run.token;
+        params.token = orc_bench_run.token;
     }
 
     status = orc_client_create(&params, &client);
@@ -143,23 +143,22 @@ static void orc_bench_record(orc_bench_worker_t *w, uint64_t t0, uint64_t t1,
 
 static void orc_bench_initiator(orc_bench_worker_t *w)
 {
-    uint64_t cursor = 0, i = 0, t0;
+    uint64_t        cursor = 0, i = 0, t0;
     orc_mbox_msg_t *msgs;
     orc_cl_status_t status;
-    char body[64];
-    size_t count;
-    int got;
+    char            body[64];
+    size_t          count;
+    int             got;
 
     while (orc_bench_now_ns() < orc_bench_run.end_ns) {
         snprintf(body, sizeof(body), "{\"req\":%" PRIu64 "}", ++i);
-        t0     = orc_bench_now_ns();
-        status = orc_client_mbox_send(w->client, w->peer, w->node, body,
-                                      NULL);
-        got    = 0;
+        t0 = orc_bench_now_ns();
+        status = orc_client_mbox_send(w->client, w->peer, w->node, body, NULL);
+        got = 0;
         while ((status == ORC_CL_OK) && !got) {
-            status = orc_client_mbox_recv(w->client, w->node, cursor,
-                                          ORC_BENCH_POLL_WAIT_MS, &msgs,
-                                          &count);
+            status =
+                orc_client_mbox_recv(w->client, w->node, cursor,
+                                     ORC_BENCH_POLL_WAIT_MS, &msgs, &count);
             if (status != ORC_CL_OK) {
                 break;
             }
@@ -167,7 +166,7 @@ static void orc_bench_initiator(orc_bench_worker_t *w)
                 status = ORC_CL_ERR_TIMEOUT; /* the reply never came */
             } else {
                 cursor = msgs[count - 1].seq;
-                got    = 1;
+                got = 1;
             }
             orc_client_mbox_free(msgs, count);
         }
@@ -183,11 +182,11 @@ static void orc_bench_initiator(orc_bench_worker_t *w)
 
 static void orc_bench_responder(orc_bench_worker_t *w)
 {
-    uint64_t cursor = 0;
+    uint64_t        cursor = 0;
     orc_mbox_msg_t *msgs;
     orc_cl_status_t status;
-    size_t i, count;
-    int done = 0;
+    size_t          i, count;
+    int             done = 0;
 
     while (!done && !atomic_load(&orc_bench_run.stop)) {
         status = orc_client_mbox_recv(w->client, w->node, cursor,
@@ -223,14 +222,14 @@ static void orc_bench_responder(orc_bench_worker_t *w)
 static void *orc_bench_thread(void *arg)
 {
     orc_bench_worker_t *w = arg;
-    struct timespec start;
-    char endpoint[160];
-    orc_cl_status_t status;
-    uint64_t t0, seq = 0;
-    char *json;
+    struct timespec     start;
+    char                endpoint[160];
+    orc_cl_status_t     status;
+    uint64_t            t0, seq = 0;
+    char               *json;
 
     /* all threads start together */
-    start.tv_sec  = (time_t)(orc_bench_run.start_ns / 1000000000ull);
+    start.tv_sec = (time_t)(orc_bench_run.start_ns / 1000000000ull);
     start.tv_nsec = (long)(orc_bench_run.start_ns % 1000000000ull);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &start, NULL) != 0) {
     }
@@ -259,7 +258,8 @@ static void *orc_bench_thread(void *arg)
         default:
             snprintf(endpoint, sizeof(endpoint),
                      "{\"backend\":\"soft\",\"qpn\":%" PRIu64 ",\"gid\":"
-                     "\"::ffff:127.0.0.1\",\"mtu\":4096}", ++seq);
+                     "\"::ffff:127.0.0.1\",\"mtu\":4096}",
+                     ++seq);
             status = orc_client_endpoint_put(w->client, w->node, endpoint);
             break;
         }
@@ -273,7 +273,7 @@ static void *orc_bench_thread(void *arg)
 
 static int orc_bench_cmp_u32(const void *a, const void *b)
 {
-    uint32_t x = *(const uint32_t*)a, y = *(const uint32_t*)b;
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 
     return (x > y) - (x < y);
 }
@@ -287,17 +287,17 @@ typedef struct orc_bench_result {
     uint64_t         errors;
 } orc_bench_result_t;
 
-static int orc_bench_cell(orc_bench_test_t test, int clients,
-                          double duration, orc_bench_result_t *result)
+static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
+                          orc_bench_result_t *result)
 {
     int nthreads = (test == ORC_BENCH_PAIR) ? 2 * clients : clients;
     orc_bench_worker_t *workers;
-    uint32_t *all;
-    size_t total = 0, k;
-    uint64_t ops = 0, errors = 0, finished;
-    char endpoint[128];
-    orc_cl_status_t status;
-    int i, ret = -1;
+    uint32_t           *all;
+    size_t              total = 0, k;
+    uint64_t            ops = 0, errors = 0, finished;
+    char                endpoint[128];
+    orc_cl_status_t     status;
+    int                 i, ret = -1;
 
     workers = calloc(nthreads, sizeof(*workers));
     if (workers == NULL) {
@@ -305,10 +305,10 @@ static int orc_bench_cell(orc_bench_test_t test, int clients,
     }
 
     for (i = 0; i < nthreads; ++i) {
-        workers[i].test    = test;
-        workers[i].client  = orc_bench_client();
-        workers[i].samples = malloc(ORC_BENCH_SAMPLES_MAX *
-                                    sizeof(*workers[i].samples));
+        workers[i].test = test;
+        workers[i].client = orc_bench_client();
+        workers[i].samples =
+            malloc(ORC_BENCH_SAMPLES_MAX * sizeof(*workers[i].samples));
         if ((workers[i].client == NULL) || (workers[i].samples == NULL)) {
             goto out;
         }
@@ -316,16 +316,18 @@ static int orc_bench_cell(orc_bench_test_t test, int clients,
             continue;
         }
         /* a long TTL: the keep-alive thread must not matter here */
-        status = orc_client_register(workers[i].client, "orcd-bench", getpid(),
-                                     "{\"role\":\"bench\"}", 300,
-                                     &workers[i].node);
+        status =
+            orc_client_register(workers[i].client, "orcd-bench", getpid(),
+                                "{\"role\":\"bench\"}", 300, &workers[i].node);
         if (status != ORC_CL_OK) {
             fprintf(stderr, "orcd_bench: register: %s (%s)\n",
                     orc_cl_status_str(status), orc_client_last_error());
             goto out;
         }
-        snprintf(endpoint, sizeof(endpoint), "{\"backend\":\"soft\",\"qpn\":"
-                 "%d,\"mtu\":4096}", i);
+        snprintf(endpoint, sizeof(endpoint),
+                 "{\"backend\":\"soft\",\"qpn\":"
+                 "%d,\"mtu\":4096}",
+                 i);
         status = orc_client_endpoint_put(workers[i].client, workers[i].node,
                                          endpoint);
         if (status != ORC_CL_OK) {
@@ -337,15 +339,14 @@ static int orc_bench_cell(orc_bench_test_t test, int clients,
 
     if (test == ORC_BENCH_PAIR) {
         for (i = 0; i < clients; ++i) {
-            workers[i].peer                = workers[clients + i].node;
+            workers[i].peer = workers[clients + i].node;
             workers[clients + i].responder = 1;
         }
     }
 
     atomic_store(&orc_bench_run.stop, 0);
     orc_bench_run.start_ns = orc_bench_now_ns() + 200000000ull;
-    orc_bench_run.end_ns   = orc_bench_run.start_ns +
-                             (uint64_t)(duration * 1e9);
+    orc_bench_run.end_ns = orc_bench_run.start_ns + (uint64_t)(duration * 1e9);
 
     for (i = 0; i < nthreads; ++i) {
         if (pthread_create(&workers[i].thread, NULL, orc_bench_thread,
@@ -367,14 +368,16 @@ static int orc_bench_cell(orc_bench_test_t test, int clients,
 
     for (i = 0; i < nthreads; ++i) {
         if (!workers[i].responder) {
-            ops   += workers[i].ops;
+            ops += workers[i].ops;
             total += workers[i].nsamples;
         }
         errors += workers[i].errors;
         if (workers[i].errors > 0) {
-            fprintf(stderr, "orcd_bench: %s x%d thread %d: %" PRIu64
-                    " errors, first: %s\n", orc_bench_test_names[test],
-                    clients, i, workers[i].errors, workers[i].first_error);
+            fprintf(stderr,
+                    "orcd_bench: %s x%d thread %d: %" PRIu64
+                    " errors, first: %s\n",
+                    orc_bench_test_names[test], clients, i, workers[i].errors,
+                    workers[i].first_error);
         }
     }
 
@@ -383,18 +386,17 @@ static int orc_bench_cell(orc_bench_test_t test, int clients,
         goto out;
     }
     for (i = 0, k = 0; i < clients; ++i) {
-        memcpy(all + k, workers[i].samples,
-               workers[i].nsamples * sizeof(*all));
+        memcpy(all + k, workers[i].samples, workers[i].nsamples * sizeof(*all));
         k += workers[i].nsamples;
     }
     qsort(all, total, sizeof(*all), orc_bench_cmp_u32);
 
-    result->test    = test;
+    result->test = test;
     result->clients = clients;
-    result->rate    = ops / ((finished - orc_bench_run.start_ns) * 1e-9);
-    result->p50_ms  = (total > 0) ? all[total / 2] / 1000.0 : 0;
-    result->p99_ms  = (total > 0) ? all[(total * 99) / 100] / 1000.0 : 0;
-    result->errors  = errors;
+    result->rate = ops / ((finished - orc_bench_run.start_ns) * 1e-9);
+    result->p50_ms = (total > 0) ? all[total / 2] / 1000.0 : 0;
+    result->p99_ms = (total > 0) ? all[(total * 99) / 100] / 1000.0 : 0;
+    result->errors = errors;
     free(all);
     ret = 0;
 
@@ -410,22 +412,21 @@ out:
 
 static void orc_bench_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: orcd_bench [--url URL] [--job J] [--token T] "
-            "[--duration S]\n"
-            "                  [--clients 1,16,64] "
-            "[--tests healthz,fetch,publish,pair]\n"
-            "  URL/job/token default to " ORC_CLIENT_ENV_URL ", "
-            ORC_CLIENT_ENV_JOB ", " ORC_CLIENT_ENV_TOKEN
-            " (else " ORC_CLIENT_DEFAULT_URL ", job \"bench\").\n"
-            "  Each cell runs S seconds (default 5).\n");
+    fprintf(out, "usage: orcd_bench [--url URL] [--job J] [--token T] "
+                 "[--duration S]\n"
+                 "                  [--clients 1,16,64] "
+                 "[--tests healthz,fetch,publish,pair]\n"
+                 "  URL/job/token default to " ORC_CLIENT_ENV_URL
+                 ", " ORC_CLIENT_ENV_JOB ", " ORC_CLIENT_ENV_TOKEN
+                 " (else " ORC_CLIENT_DEFAULT_URL ", job \"bench\").\n"
+                 "  Each cell runs S seconds (default 5).\n");
 }
 
 static int orc_bench_parse_clients(char *text, int *clients, int *n_p)
 {
     char *tok, *save = NULL, *end;
-    long value;
-    int n = 0;
+    long  value;
+    int   n = 0;
 
     for (tok = strtok_r(text, ",", &save); tok != NULL;
          tok = strtok_r(NULL, ",", &save)) {
@@ -444,7 +445,7 @@ static int orc_bench_parse_clients(char *text, int *clients, int *n_p)
 static int orc_bench_parse_tests(char *text, int *tests)
 {
     char *tok, *save = NULL;
-    int t, any = 0;
+    int   t, any = 0;
 
     memset(tests, 0, ORC_BENCH_LAST * sizeof(*tests));
     for (tok = strtok_r(text, ",", &save); tok != NULL;
@@ -465,34 +466,39 @@ static int orc_bench_parse_tests(char *text, int *tests)
 int main(int argc, char **argv)
 {
     static const struct option long_opts[] = {
-        {"url",      required_argument, NULL, 'u'},
-        {"job",      required_argument, NULL, 'j'},
-        {"token",    required_argument, NULL, 't'},
+        {"url", required_argument, NULL, 'u'},
+        {"job", required_argument, NULL, 'j'},
+        {"token", required_argument, NULL, 't'},
         {"duration", required_argument, NULL, 'd'},
-        {"clients",  required_argument, NULL, 'c'},
-        {"tests",    required_argument, NULL, 'T'},
-        {"help",     no_argument,       NULL, 'h'},
-        {NULL, 0, NULL, 0}
-    };
-    int clients[ORC_BENCH_MAX_CELLS] = {1, 16, 64};
-    int tests[ORC_BENCH_LAST]        = {1, 1, 1, 1};
-    orc_bench_result_t results[ORC_BENCH_LAST][ORC_BENCH_MAX_CELLS];
-    int nclients = 3, failed = 0, t, c, ret, pass;
-    double duration = 5, healthz_rate, goal_rate;
+        {"clients", required_argument, NULL, 'c'},
+        {"tests", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    int                 clients[ORC_BENCH_MAX_CELLS] = {1, 16, 64};
+    int                 tests[ORC_BENCH_LAST] = {1, 1, 1, 1};
+    orc_bench_result_t  results[ORC_BENCH_LAST][ORC_BENCH_MAX_CELLS];
+    int                 nclients = 3, failed = 0, t, c, ret, pass;
+    double              duration = 5, healthz_rate, goal_rate;
     orc_bench_result_t *r;
-    char goal[64];
-    orc_client_t *probe;
+    char                goal[64];
+    orc_client_t       *probe;
 
-    orc_bench_run.url        = getenv(ORC_CLIENT_ENV_URL);
-    orc_bench_run.job        = getenv(ORC_CLIENT_ENV_JOB);
-    orc_bench_run.token      = getenv(ORC_CLIENT_ENV_TOKEN);
+    orc_bench_run.url = getenv(ORC_CLIENT_ENV_URL);
+    orc_bench_run.job = getenv(ORC_CLIENT_ENV_JOB);
+    orc_bench_run.token = getenv(ORC_CLIENT_ENV_TOKEN);
     orc_bench_run.timeout_ms = 10000;
 
     while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
         switch (c) {
-        case 'u': orc_bench_run.url   = optarg; break;
-        case 'j': orc_bench_run.job   = optarg; break;
-        case 't': orc_bench_run.token = optarg; break;
+        case 'u':
+            orc_bench_run.url = optarg;
+            break;
+        case 'j':
+            orc_bench_run.job = optarg;
+            break;
+        case 't':
+            orc_bench_run.token = optarg;
+            break;
         case 'd':
             duration = strtod(optarg, NULL);
             if (!(duration > 0) || (duration > 600)) {
@@ -502,16 +508,17 @@ int main(int argc, char **argv)
             break;
         case 'c':
             if (orc_bench_parse_clients(optarg, clients, &nclients) < 0) {
-                fprintf(stderr, "orcd_bench: --clients: a comma-separated "
-                        "list of 1..%d (at most %d)\n", ORC_BENCH_MAX_CLIENTS,
-                        ORC_BENCH_MAX_CELLS);
+                fprintf(stderr,
+                        "orcd_bench: --clients: a comma-separated "
+                        "list of 1..%d (at most %d)\n",
+                        ORC_BENCH_MAX_CLIENTS, ORC_BENCH_MAX_CELLS);
                 return 1;
             }
             break;
         case 'T':
             if (orc_bench_parse_tests(optarg, tests) < 0) {
                 fprintf(stderr, "orcd_bench: --tests: a comma-separated list "
-                        "of healthz, fetch, publish, pair\n");
+                                "of healthz, fetch, publish, pair\n");
                 return 1;
             }
             break;
@@ -572,12 +579,13 @@ int main(int argc, char **argv)
             continue;
         }
         for (c = 0; c < nclients; ++c) {
-            r            = &results[t][c];
+            r = &results[t][c];
             healthz_rate = results[ORC_BENCH_HEALTHZ][c].rate;
-            goal_rate    = 0;
+            goal_rate = 0;
             if (clients[c] == ORC_BENCH_GOAL_CLIENTS) {
-                goal_rate = (t == ORC_BENCH_FETCH) ? ORC_BENCH_GOAL_FETCH :
-                            (t == ORC_BENCH_PAIR)  ? ORC_BENCH_GOAL_PAIR : 0;
+                goal_rate = (t == ORC_BENCH_FETCH)  ? ORC_BENCH_GOAL_FETCH
+                            : (t == ORC_BENCH_PAIR) ? ORC_BENCH_GOAL_PAIR
+                                                    : 0;
             }
             if (t == ORC_BENCH_HEALTHZ) {
                 snprintf(goal, sizeof(goal), "(reference)");
@@ -593,10 +601,13 @@ int main(int argc, char **argv)
                 pass = (r->p99_ms < ORC_BENCH_GOAL_P99_MS) && (r->errors == 0);
             }
             printf("%-20s %7d %11.0f %9.3f %9.3f %10.2f %7" PRIu64
-                   "  %-26s %s\n", orc_bench_test_labels[t], r->clients,
-                   r->rate, r->p50_ms, r->p99_ms,
-                   (healthz_rate > 0) ? r->rate / healthz_rate : 0, r->errors,
-                   goal, (pass < 0) ? "-" : pass ? "PASS" : "MISS");
+                   "  %-26s %s\n",
+                   orc_bench_test_labels[t], r->clients, r->rate, r->p50_ms,
+                   r->p99_ms, (healthz_rate > 0) ? r->rate / healthz_rate : 0,
+                   r->errors, goal,
+                   (pass < 0) ? "-"
+                   : pass     ? "PASS"
+                              : "MISS");
             failed |= (r->errors > 0);
         }
     }

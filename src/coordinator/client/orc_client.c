@@ -32,7 +32,7 @@
 static __thread char orc_client_errbuf[ORC_CLIENT_ERRBUF_LEN];
 
 static pthread_once_t orc_client_global_once = PTHREAD_ONCE_INIT;
-static CURLcode orc_client_global_status     = CURLE_FAILED_INIT;
+static CURLcode       orc_client_global_status = CURLE_FAILED_INIT;
 
 /*
  * A node registered through this client, with its keep-alive thread.
@@ -58,47 +58,59 @@ typedef struct orc_client_node {
  *  - nodes: registered nodes, protected by nodes_lock.
  */
 struct orc_client {
-    char               *url;        /* base URL, no trailing '/' */
-    char               *job;
-    int                 timeout_ms;
-    void              (*log)(void *arg, const char *message);
-    void               *log_arg;
-    char               *ca_file;
-    struct curl_slist  *headers;    /* read-only once built; holds the token */
+    char *url; /* base URL, no trailing '/' */
+    char *job;
+    int   timeout_ms;
+    void (*log)(void *arg, const char *message);
+    void              *log_arg;
+    char              *ca_file;
+    struct curl_slist *headers; /* read-only once built; holds the token */
 
-    pthread_mutex_t     pool_lock;
-    CURL               *pool[ORC_CLIENT_POOL_MAX];
-    unsigned            pool_count;
+    pthread_mutex_t pool_lock;
+    CURL           *pool[ORC_CLIENT_POOL_MAX];
+    unsigned        pool_count;
 
-    pthread_mutex_t     nodes_lock;
-    orc_client_node_t  *nodes;
+    pthread_mutex_t    nodes_lock;
+    orc_client_node_t *nodes;
 };
 
 /* Growable reply buffer */
 typedef struct orc_client_buf {
-    char   *data;
-    size_t  length;
-    size_t  capacity;
-    int     overflow;
+    char  *data;
+    size_t length;
+    size_t capacity;
+    int    overflow;
 } orc_client_buf_t;
-
 
 const char *orc_cl_status_str(orc_cl_status_t status)
 {
     switch (status) {
-    case ORC_CL_OK:               return "success";
-    case ORC_CL_ERR_INVALID:      return "invalid argument";
-    case ORC_CL_ERR_NO_MEMORY:    return "out of memory";
-    case ORC_CL_ERR_UNREACHABLE:  return "coordinator unreachable";
-    case ORC_CL_ERR_TIMEOUT:      return "timed out";
-    case ORC_CL_ERR_NOT_FOUND:    return "not found";
-    case ORC_CL_ERR_UNAUTHORIZED: return "unauthorized (missing or bad token)";
-    case ORC_CL_ERR_FORBIDDEN:    return "forbidden (token of another job)";
-    case ORC_CL_ERR_CONFLICT:     return "conflict";
-    case ORC_CL_ERR_GONE:         return "lease expired";
-    case ORC_CL_ERR_TOO_LARGE:    return "request too large";
-    case ORC_CL_ERR_BUSY:         return "coordinator busy (limit hit)";
-    case ORC_CL_ERR_PROTOCOL:     return "protocol error";
+    case ORC_CL_OK:
+        return "success";
+    case ORC_CL_ERR_INVALID:
+        return "invalid argument";
+    case ORC_CL_ERR_NO_MEMORY:
+        return "out of memory";
+    case ORC_CL_ERR_UNREACHABLE:
+        return "coordinator unreachable";
+    case ORC_CL_ERR_TIMEOUT:
+        return "timed out";
+    case ORC_CL_ERR_NOT_FOUND:
+        return "not found";
+    case ORC_CL_ERR_UNAUTHORIZED:
+        return "unauthorized (missing or bad token)";
+    case ORC_CL_ERR_FORBIDDEN:
+        return "forbidden (token of another job)";
+    case ORC_CL_ERR_CONFLICT:
+        return "conflict";
+    case ORC_CL_ERR_GONE:
+        return "lease expired";
+    case ORC_CL_ERR_TOO_LARGE:
+        return "request too large";
+    case ORC_CL_ERR_BUSY:
+        return "coordinator busy (limit hit)";
+    case ORC_CL_ERR_PROTOCOL:
+        return "protocol error";
     }
     return "unknown status";
 }
@@ -125,7 +137,7 @@ static void orc_client_log(orc_client_t *client, const char *fmt, ...)
 
 static void orc_client_log(orc_client_t *client, const char *fmt, ...)
 {
-    char message[ORC_CLIENT_ERRBUF_LEN];
+    char    message[ORC_CLIENT_ERRBUF_LEN];
     va_list ap;
 
     if (client->log == NULL) {
@@ -154,10 +166,10 @@ static const char orc_client_b64_alphabet[] =
 char *orc_client_b64_encode(const void *data, size_t length)
 {
     const unsigned char *in = data;
-    size_t out_len          = 4 * ((length + 2) / 3);
-    char *out, *p;
-    uint32_t v;
-    size_t i;
+    size_t               out_len = 4 * ((length + 2) / 3);
+    char                *out, *p;
+    uint32_t             v;
+    size_t               i;
 
     if (length > (SIZE_MAX / 4) * 3 - 3) {
         return NULL;
@@ -170,7 +182,7 @@ char *orc_client_b64_encode(const void *data, size_t length)
 
     p = out;
     for (i = 0; i + 2 < length; i += 3) {
-        v    = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+        v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
         *p++ = orc_client_b64_alphabet[(v >> 18) & 63];
         *p++ = orc_client_b64_alphabet[(v >> 12) & 63];
         *p++ = orc_client_b64_alphabet[(v >> 6) & 63];
@@ -212,8 +224,8 @@ int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
                           size_t *length_p)
 {
     unsigned char *out;
-    size_t i, out_len, pad;
-    int v[4], k;
+    size_t         i, out_len, pad;
+    int            v[4], k;
 
     if ((text_len % 4) != 0) {
         return -1;
@@ -225,7 +237,7 @@ int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
     }
 
     out_len = (text_len / 4) * 3 - pad;
-    out     = malloc(out_len + 1); /* +1: never malloc(0), and NUL-terminate */
+    out = malloc(out_len + 1); /* +1: never malloc(0), and NUL-terminate */
     if (out == NULL) {
         return -2;
     }
@@ -246,8 +258,8 @@ int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
 
         out[(i / 4) * 3] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
         if ((i / 4) * 3 + 1 < out_len) {
-            out[(i / 4) * 3 + 1] = (unsigned char)(((v[1] & 15) << 4) |
-                                                   (v[2] >> 2));
+            out[(i / 4) * 3 + 1] =
+                (unsigned char)(((v[1] & 15) << 4) | (v[2] >> 2));
         }
         if ((i / 4) * 3 + 2 < out_len) {
             out[(i / 4) * 3 + 2] = (unsigned char)(((v[2] & 3) << 6) | v[3]);
@@ -262,8 +274,8 @@ int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
     }
 
     out[out_len] = '\0';
-    *data_p      = out;
-    *length_p    = out_len;
+    *data_p = out;
+    *length_p = out_len;
     return 0;
 }
 
@@ -272,8 +284,7 @@ int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
 static int orc_client_name_char_ok(char c)
 {
     return ((c >= 'A') && (c <= 'Z')) || ((c >= 'a') && (c <= 'z')) ||
-           ((c >= '0') && (c <= '9')) || (c == '.') || (c == '_') ||
-           (c == '-');
+           ((c >= '0') && (c <= '9')) || (c == '.') || (c == '_') || (c == '-');
 }
 
 /* Job names: 1..128 of [A-Za-z0-9._-]; kv keys may also hold '/' */
@@ -313,9 +324,9 @@ static void orc_client_global_init(void)
 
 orc_cl_status_t orc_client_read_token_file(const char *path, char **token_p)
 {
-    char buf[1024];
+    char   buf[1024];
     size_t len;
-    FILE *file;
+    FILE  *file;
 
     file = fopen(path, "r");
     if (file == NULL) {
@@ -347,9 +358,9 @@ orc_cl_status_t orc_client_read_token_file(const char *path, char **token_p)
 }
 
 orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
-                                           char **token_buf_p)
+                                           char               **token_buf_p)
 {
-    const char *value;
+    const char     *value;
     orc_cl_status_t status;
 
     *token_buf_p = NULL;
@@ -357,14 +368,14 @@ orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
     value = getenv(ORC_CLIENT_ENV_URL);
     if (!(params->field_mask & ORC_CLIENT_PARAM_FIELD_URL) && (value != NULL) &&
         (value[0] != '\0')) {
-        params->url         = value;
+        params->url = value;
         params->field_mask |= ORC_CLIENT_PARAM_FIELD_URL;
     }
 
     value = getenv(ORC_CLIENT_ENV_JOB);
     if (!(params->field_mask & ORC_CLIENT_PARAM_FIELD_JOB) && (value != NULL) &&
         (value[0] != '\0')) {
-        params->job         = value;
+        params->job = value;
         params->field_mask |= ORC_CLIENT_PARAM_FIELD_JOB;
     }
 
@@ -374,7 +385,7 @@ orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
 
     value = getenv(ORC_CLIENT_ENV_TOKEN);
     if ((value != NULL) && (value[0] != '\0')) {
-        params->token       = value;
+        params->token = value;
         params->field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
         return ORC_CL_OK;
     }
@@ -385,7 +396,7 @@ orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
         if (status != ORC_CL_OK) {
             return status;
         }
-        params->token       = *token_buf_p;
+        params->token = *token_buf_p;
         params->field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
     }
 
@@ -393,15 +404,15 @@ orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
 }
 
 orc_cl_status_t orc_client_create(const orc_client_params_t *params,
-                                  orc_client_t **client_p)
+                                  orc_client_t             **client_p)
 {
-    const char *url   = ORC_CLIENT_DEFAULT_URL;
-    const char *job   = ORC_CLIENT_DEFAULT_JOB;
-    const char *token = NULL;
+    const char        *url = ORC_CLIENT_DEFAULT_URL;
+    const char        *job = ORC_CLIENT_DEFAULT_JOB;
+    const char        *token = NULL;
     struct curl_slist *headers;
-    orc_client_t *client;
-    char *auth;
-    size_t len;
+    orc_client_t      *client;
+    char              *auth;
+    size_t             len;
 
     if ((params == NULL) || (client_p == NULL)) {
         orc_client_set_error("params and client_p are required");
@@ -430,13 +441,15 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
 
     if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
         orc_client_set_error("coordinator url '%s' must start with http:// or "
-                             "https://", url);
+                             "https://",
+                             url);
         return ORC_CL_ERR_INVALID;
     }
 
     if (!orc_client_name_valid(job, 0)) {
         orc_client_set_error("invalid job name '%s': 1..%d characters of "
-                             "[A-Za-z0-9._-]", job, ORC_CLIENT_NAME_MAX);
+                             "[A-Za-z0-9._-]",
+                             job, ORC_CLIENT_NAME_MAX);
         return ORC_CL_ERR_INVALID;
     }
 
@@ -468,10 +481,11 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
         client->url[--len] = '\0';
     }
 
-    client->timeout_ms = (params->field_mask & ORC_CLIENT_PARAM_FIELD_TIMEOUT) ?
-                         params->timeout_ms : ORC_CLIENT_DEFAULT_TIMEOUT_MS;
+    client->timeout_ms = (params->field_mask & ORC_CLIENT_PARAM_FIELD_TIMEOUT)
+                             ? params->timeout_ms
+                             : ORC_CLIENT_DEFAULT_TIMEOUT_MS;
     if (params->field_mask & ORC_CLIENT_PARAM_FIELD_LOG) {
-        client->log     = params->log;
+        client->log = params->log;
         client->log_arg = params->log_arg;
     }
     if ((params->field_mask & ORC_CLIENT_PARAM_FIELD_CA_FILE) &&
@@ -496,7 +510,7 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
     client->headers = headers;
 
     if (token != NULL) {
-        len  = strlen(token) + sizeof("Authorization: Bearer ");
+        len = strlen(token) + sizeof("Authorization: Bearer ");
         auth = malloc(len);
         if (auth == NULL) {
             goto err_free;
@@ -554,7 +568,7 @@ static void orc_client_handle_put(orc_client_t *client, CURL *curl, int reuse)
         pthread_mutex_lock(&client->pool_lock);
         if (client->pool_count < ORC_CLIENT_POOL_MAX) {
             client->pool[client->pool_count++] = curl;
-            curl                               = NULL;
+            curl = NULL;
         }
         pthread_mutex_unlock(&client->pool_lock);
     }
@@ -568,9 +582,9 @@ static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
                                   void *arg)
 {
     orc_client_buf_t *buf = arg;
-    size_t length         = size * nmemb;
-    size_t capacity;
-    char *data;
+    size_t            length = size * nmemb;
+    size_t            capacity;
+    char             *data;
 
     if (length > ORC_CLIENT_REPLY_MAX - buf->length) {
         buf->overflow = 1;
@@ -587,29 +601,39 @@ static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
             buf->overflow = 1;
             return 0;
         }
-        buf->data     = data;
+        buf->data = data;
         buf->capacity = capacity;
     }
 
     memcpy(buf->data + buf->length, ptr, length);
-    buf->length            += length;
-    buf->data[buf->length]  = '\0';
+    buf->length += length;
+    buf->data[buf->length] = '\0';
     return length;
 }
 
 static orc_cl_status_t orc_client_http_status_map(long code)
 {
     switch (code) {
-    case 400: return ORC_CL_ERR_INVALID;
-    case 401: return ORC_CL_ERR_UNAUTHORIZED;
-    case 403: return ORC_CL_ERR_FORBIDDEN;
-    case 404: return ORC_CL_ERR_NOT_FOUND;
-    case 409: return ORC_CL_ERR_CONFLICT;
-    case 410: return ORC_CL_ERR_GONE;
-    case 413: return ORC_CL_ERR_TOO_LARGE;
-    case 429: return ORC_CL_ERR_BUSY;
-    case 503: return ORC_CL_ERR_BUSY; /* shutting down: retry later */
-    default:  return ORC_CL_ERR_PROTOCOL;
+    case 400:
+        return ORC_CL_ERR_INVALID;
+    case 401:
+        return ORC_CL_ERR_UNAUTHORIZED;
+    case 403:
+        return ORC_CL_ERR_FORBIDDEN;
+    case 404:
+        return ORC_CL_ERR_NOT_FOUND;
+    case 409:
+        return ORC_CL_ERR_CONFLICT;
+    case 410:
+        return ORC_CL_ERR_GONE;
+    case 413:
+        return ORC_CL_ERR_TOO_LARGE;
+    case 429:
+        return ORC_CL_ERR_BUSY;
+    case 503:
+        return ORC_CL_ERR_BUSY; /* shutting down: retry later */
+    default:
+        return ORC_CL_ERR_PROTOCOL;
     }
 }
 
@@ -630,8 +654,7 @@ static orc_cl_status_t orc_client_curl_status_map(CURLcode rc, CURL *curl)
     case CURLE_OPERATION_TIMEDOUT:
         /* a connect that never completed means nobody answered at all */
         curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME, &connect_time);
-        return (connect_time > 0) ? ORC_CL_ERR_TIMEOUT :
-                                    ORC_CL_ERR_UNREACHABLE;
+        return (connect_time > 0) ? ORC_CL_ERR_TIMEOUT : ORC_CL_ERR_UNREACHABLE;
     case CURLE_OUT_OF_MEMORY:
         return ORC_CL_ERR_NO_MEMORY;
     case CURLE_URL_MALFORMAT:
@@ -647,20 +670,19 @@ static void orc_client_error_from_reply(const char *method, const char *path,
                                         long code, const orc_client_buf_t *buf)
 {
     const char *error = NULL, *detail = NULL;
-    json_t *reply;
+    json_t     *reply;
 
-    reply = (buf->length > 0) ? json_loadb(buf->data, buf->length, 0, NULL) :
-                                NULL;
+    reply =
+        (buf->length > 0) ? json_loadb(buf->data, buf->length, 0, NULL) : NULL;
     if (json_is_object(reply)) {
-        error  = json_string_value(json_object_get(reply, "error"));
+        error = json_string_value(json_object_get(reply, "error"));
         detail = json_string_value(json_object_get(reply, "detail"));
     }
 
-    orc_client_set_error("%s %s: HTTP %ld%s%s%s%s", method, path, code,
-                         (error != NULL) ? " " : "",
-                         (error != NULL) ? error : "",
-                         (detail != NULL) ? ": " : "",
-                         (detail != NULL) ? detail : "");
+    orc_client_set_error(
+        "%s %s: HTTP %ld%s%s%s%s", method, path, code,
+        (error != NULL) ? " " : "", (error != NULL) ? error : "",
+        (detail != NULL) ? ": " : "", (detail != NULL) ? detail : "");
     json_decref(reply);
 }
 
@@ -678,15 +700,15 @@ static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
                                           json_t **reply_p)
 {
     orc_client_buf_t buf = {0};
-    char url[1024];
-    json_error_t jerr;
-    orc_cl_status_t status;
-    long timeout_ms;
-    json_t *reply;
-    long code = 0;
-    CURLcode rc;
-    CURL *curl;
-    int reuse;
+    char             url[1024];
+    json_error_t     jerr;
+    orc_cl_status_t  status;
+    long             timeout_ms;
+    json_t          *reply;
+    long             code = 0;
+    CURLcode         rc;
+    CURL            *curl;
+    int              reuse;
 
     if (code_p != NULL) {
         *code_p = 0;
@@ -805,12 +827,11 @@ static orc_cl_status_t orc_client_http(orc_client_t *client, const char *method,
 }
 
 /* Parse `text` as one JSON object (caller input); INVALID otherwise */
-static orc_cl_status_t orc_client_parse_object(const char *what,
-                                               const char *text,
-                                               json_t **object_p)
+static orc_cl_status_t
+orc_client_parse_object(const char *what, const char *text, json_t **object_p)
 {
     json_error_t jerr;
-    json_t *object;
+    json_t      *object;
 
     if (text == NULL) {
         orc_client_set_error("%s: missing JSON object", what);
@@ -880,8 +901,8 @@ static void orc_client_wait_str(int wait_ms, char *buf, size_t size)
 orc_cl_status_t orc_client_health(orc_client_t *client)
 {
     orc_cl_status_t status;
-    json_t *reply = NULL;
-    const char *text;
+    json_t         *reply = NULL;
+    const char     *text;
 
     if (client == NULL) {
         orc_client_set_error("client is NULL");
@@ -910,20 +931,20 @@ static int orc_client_timedwait_ms(pthread_cond_t *cond, pthread_mutex_t *lock,
 {
     struct timespec ts;
 
-    ts.tv_sec  = (time_t)(deadline_ms / 1000);
+    ts.tv_sec = (time_t)(deadline_ms / 1000);
     ts.tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
     return pthread_cond_timedwait(cond, lock, &ts);
 }
 
 static orc_cl_status_t orc_client_keepalive_once(orc_client_t *client,
-                                                 uint64_t node_id,
-                                                 int timeout_ms,
-                                                 unsigned *ttl_p)
+                                                 uint64_t      node_id,
+                                                 int           timeout_ms,
+                                                 unsigned     *ttl_p)
 {
-    char path[256];
+    char            path[256];
     orc_cl_status_t status;
-    json_t *reply = NULL;
-    uint64_t ttl;
+    json_t         *reply = NULL;
+    uint64_t        ttl;
 
     snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64 "/keepalive",
              client->job, node_id);
@@ -956,13 +977,13 @@ orc_cl_status_t orc_client_keepalive(orc_client_t *client, uint64_t node_id)
 static void *orc_client_keepalive_thread(void *arg)
 {
     orc_client_node_t *node = arg;
-    orc_client_t *client    = node->client;
-    uint64_t last_ok_ms     = orc_client_now_ms();
-    uint64_t interval_ms, deadline_ms, now_ms;
-    orc_cl_status_t status;
-    int failing             = 0;
-    int timeout_ms;
-    unsigned ttl;
+    orc_client_t      *client = node->client;
+    uint64_t           last_ok_ms = orc_client_now_ms();
+    uint64_t           interval_ms, deadline_ms, now_ms;
+    orc_cl_status_t    status;
+    int                failing = 0;
+    int                timeout_ms;
+    unsigned           ttl;
 
     pthread_mutex_lock(&client->nodes_lock);
     while (!node->stop) {
@@ -984,7 +1005,7 @@ static void *orc_client_keepalive_thread(void *arg)
         }
 
         /* a stalled orcd must not hold us past the lease */
-        ttl        = node->ttl_sec;
+        ttl = node->ttl_sec;
         timeout_ms = (int)((uint64_t)ttl * 1000 / 3);
         if ((timeout_ms <= 0) || (timeout_ms > client->timeout_ms)) {
             timeout_ms = client->timeout_ms;
@@ -996,29 +1017,34 @@ static void *orc_client_keepalive_thread(void *arg)
 
         if (status == ORC_CL_OK) {
             if (failing) {
-                orc_client_log(client, "node %" PRIu64 ": keep-alive "
-                               "recovered", node->id);
+                orc_client_log(client,
+                               "node %" PRIu64 ": keep-alive "
+                               "recovered",
+                               node->id);
             }
-            failing       = 0;
-            last_ok_ms    = now_ms;
+            failing = 0;
+            last_ok_ms = now_ms;
             node->ttl_sec = ttl;
         } else if ((status == ORC_CL_ERR_GONE) ||
                    (status == ORC_CL_ERR_NOT_FOUND)) {
             node->lost = 1;
-            orc_client_log(client, "node %" PRIu64 ": lease lost: %s",
-                           node->id, orc_client_last_error());
+            orc_client_log(client, "node %" PRIu64 ": lease lost: %s", node->id,
+                           orc_client_last_error());
             break;
         } else if (now_ms - last_ok_ms >= (uint64_t)node->ttl_sec * 1000) {
             node->lost = 1;
-            orc_client_log(client, "node %" PRIu64 ": lease lost, no "
-                           "keep-alive succeeded for %u s: %s", node->id,
-                           node->ttl_sec, orc_client_last_error());
+            orc_client_log(client,
+                           "node %" PRIu64 ": lease lost, no "
+                           "keep-alive succeeded for %u s: %s",
+                           node->id, node->ttl_sec, orc_client_last_error());
             break;
         } else if (!failing) {
             failing = 1;
-            orc_client_log(client, "node %" PRIu64 ": keep-alive failed "
-                           "(%s), retrying: %s", node->id,
-                           orc_cl_status_str(status), orc_client_last_error());
+            orc_client_log(client,
+                           "node %" PRIu64 ": keep-alive failed "
+                           "(%s), retrying: %s",
+                           node->id, orc_cl_status_str(status),
+                           orc_client_last_error());
         }
     }
     pthread_mutex_unlock(&client->nodes_lock);
@@ -1029,16 +1055,16 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
                                     int64_t pid, const char *labels_json,
                                     unsigned ttl_sec, uint64_t *node_id_p)
 {
-    char path[256];
+    char               path[256];
     orc_client_node_t *node;
-    json_t *request, *labels, *reply = NULL;
-    uint64_t id, ttl;
-    orc_cl_status_t status;
+    json_t            *request, *labels, *reply = NULL;
+    uint64_t           id, ttl;
+    orc_cl_status_t    status;
     pthread_condattr_t attr;
-    const char *key;
-    json_t *value;
-    char *body;
-    int ret;
+    const char        *key;
+    json_t            *value;
+    char              *body;
+    int                ret;
 
     if ((client == NULL) || (host == NULL) || (host[0] == '\0') ||
         (node_id_p == NULL)) {
@@ -1048,12 +1074,13 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
     }
 
     if (labels_json != NULL) {
-        status = orc_client_parse_object("register: labels", labels_json,
-                                         &labels);
+        status =
+            orc_client_parse_object("register: labels", labels_json, &labels);
         if (status != ORC_CL_OK) {
             return status;
         }
-        json_object_foreach(labels, key, value) {
+        json_object_foreach(labels, key, value)
+        {
             if (!json_is_string(value)) {
                 orc_client_set_error("register: label '%s' is not a string",
                                      key);
@@ -1098,8 +1125,8 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
         goto err_delete;
     }
 
-    node->client  = client;
-    node->id      = id;
+    node->client = client;
+    node->id = id;
     node->ttl_sec = (unsigned)ttl;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -1107,16 +1134,17 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
     pthread_condattr_destroy(&attr);
 
     pthread_mutex_lock(&client->nodes_lock);
-    ret = pthread_create(&node->thread, NULL, orc_client_keepalive_thread,
-                         node);
+    ret =
+        pthread_create(&node->thread, NULL, orc_client_keepalive_thread, node);
     if (ret != 0) {
         pthread_mutex_unlock(&client->nodes_lock);
         orc_client_set_error("register: cannot start the keep-alive thread: "
-                             "%s", strerror(ret));
+                             "%s",
+                             strerror(ret));
         status = ORC_CL_ERR_NO_MEMORY;
         goto err_free_node;
     }
-    node->next    = client->nodes;
+    node->next = client->nodes;
     client->nodes = node;
     pthread_mutex_unlock(&client->nodes_lock);
 
@@ -1127,23 +1155,22 @@ err_free_node:
     pthread_cond_destroy(&node->cond);
     free(node);
 err_delete:
-    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64, client->job,
-             id);
+    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64, client->job, id);
     orc_client_http(client, "DELETE", path, NULL, 0, NULL, NULL);
     return status;
 }
 
 /* Unlink a node and stop its keep-alive thread; NULL if not ours */
 static orc_client_node_t *orc_client_node_detach(orc_client_t *client,
-                                                 uint64_t node_id)
+                                                 uint64_t      node_id)
 {
     orc_client_node_t **pp, *node = NULL;
 
     pthread_mutex_lock(&client->nodes_lock);
     for (pp = &client->nodes; *pp != NULL; pp = &(*pp)->next) {
         if ((*pp)->id == node_id) {
-            node       = *pp;
-            *pp        = node->next;
+            node = *pp;
+            *pp = node->next;
             node->stop = 1;
             pthread_cond_signal(&node->cond);
             break;
@@ -1162,7 +1189,7 @@ static orc_client_node_t *orc_client_node_detach(orc_client_t *client,
 orc_cl_status_t orc_client_deregister(orc_client_t *client, uint64_t node_id)
 {
     orc_client_node_t *node;
-    char path[256];
+    char               path[256];
 
     if ((client == NULL) || (node_id == 0)) {
         orc_client_set_error("deregister: client and node id are required");
@@ -1180,7 +1207,7 @@ orc_cl_status_t orc_client_deregister(orc_client_t *client, uint64_t node_id)
 int orc_client_node_lost(orc_client_t *client, uint64_t node_id)
 {
     orc_client_node_t *node;
-    int lost = 0;
+    int                lost = 0;
 
     if (client == NULL) {
         return 0;
@@ -1200,7 +1227,7 @@ int orc_client_node_lost(orc_client_t *client, uint64_t node_id)
 void orc_client_destroy(orc_client_t *client)
 {
     orc_client_node_t *node;
-    unsigned i;
+    unsigned           i;
 
     if (client == NULL) {
         return;
@@ -1225,15 +1252,16 @@ void orc_client_destroy(orc_client_t *client)
     free(client);
 }
 
-/* ------------------------------------------------------------------ endpoints */
+/* ------------------------------------------------------------------ endpoints
+ */
 
 orc_cl_status_t orc_client_endpoint_put(orc_client_t *client, uint64_t node_id,
                                         const char *endpoint_json)
 {
-    char path[256];
+    char            path[256];
     orc_cl_status_t status;
-    json_t *object;
-    char *body;
+    json_t         *object;
+    char           *body;
 
     if ((client == NULL) || (node_id == 0)) {
         orc_client_set_error("endpoint_put: client and node id are required");
@@ -1260,9 +1288,9 @@ orc_cl_status_t orc_client_endpoint_put(orc_client_t *client, uint64_t node_id,
 orc_cl_status_t orc_client_endpoint_get(orc_client_t *client, uint64_t node_id,
                                         char **endpoint_json_p)
 {
-    char path[256];
+    char            path[256];
     orc_cl_status_t status;
-    json_t *reply = NULL;
+    json_t         *reply = NULL;
 
     if ((client == NULL) || (node_id == 0) || (endpoint_json_p == NULL)) {
         orc_client_set_error("endpoint_get: client, node id and "
@@ -1284,23 +1312,23 @@ orc_cl_status_t orc_client_endpoint_get(orc_client_t *client, uint64_t node_id,
 
 static void orc_client_node_info_clear(orc_node_info_t *info)
 {
-    free((char*)info->host);
-    free((char*)info->labels_json);
-    free((char*)info->endpoint_json);
+    free((char *)info->host);
+    free((char *)info->labels_json);
+    free((char *)info->endpoint_json);
     memset(info, 0, sizeof(*info));
 }
 
-static orc_cl_status_t orc_client_node_info_parse(json_t *object,
+static orc_cl_status_t orc_client_node_info_parse(json_t          *object,
                                                   orc_node_info_t *info)
 {
-    json_t *host, *pid, *labels, *endpoint, *value;
+    json_t     *host, *pid, *labels, *endpoint, *value;
     const char *key;
 
     memset(info, 0, sizeof(*info));
 
-    host     = json_object_get(object, "host");
-    pid      = json_object_get(object, "pid");
-    labels   = json_object_get(object, "labels");
+    host = json_object_get(object, "host");
+    pid = json_object_get(object, "pid");
+    labels = json_object_get(object, "labels");
     endpoint = json_object_get(object, "endpoint");
 
     if (!json_is_object(object) ||
@@ -1315,20 +1343,22 @@ static orc_cl_status_t orc_client_node_info_parse(json_t *object,
     }
 
     if (labels != NULL) {
-        json_object_foreach(labels, key, value) {
+        json_object_foreach(labels, key, value)
+        {
             if (!json_is_string(value)) {
                 orc_client_set_error("node %" PRIu64 ": label '%s' is not a "
-                                     "string", info->id, key);
+                                     "string",
+                                     info->id, key);
                 return ORC_CL_ERR_PROTOCOL;
             }
         }
     }
 
-    info->pid         = json_integer_value(pid);
-    info->host        = strdup(json_string_value(host));
-    info->labels_json = (labels != NULL) ?
-                        json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS) :
-                        strdup("{}");
+    info->pid = json_integer_value(pid);
+    info->host = strdup(json_string_value(host));
+    info->labels_json = (labels != NULL)
+                            ? json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS)
+                            : strdup("{}");
     if (json_is_object(endpoint)) {
         info->endpoint_json = json_dumps(endpoint, JSON_COMPACT);
         if (info->endpoint_json == NULL) {
@@ -1366,12 +1396,12 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
                                       int wait_ms, orc_node_info_t **nodes_p,
                                       size_t *count_p, uint64_t *index_p)
 {
-    char path[320], wait[32];
+    char             path[320], wait[32];
     orc_node_info_t *nodes;
-    orc_cl_status_t status;
-    json_t *reply = NULL, *array;
-    uint64_t reply_index;
-    size_t i, count;
+    orc_cl_status_t  status;
+    json_t          *reply = NULL, *array;
+    uint64_t         reply_index;
+    size_t           i, count;
 
     if ((client == NULL) || (nodes_p == NULL) || (count_p == NULL) ||
         (wait_ms < 0)) {
@@ -1382,8 +1412,9 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
 
     if (wait_ms > 0) {
         orc_client_wait_str(wait_ms, wait, sizeof(wait));
-        snprintf(path, sizeof(path), "/v1/jobs/%s/nodes?index=%" PRIu64
-                 "&wait=%s", client->job, index, wait);
+        snprintf(path, sizeof(path),
+                 "/v1/jobs/%s/nodes?index=%" PRIu64 "&wait=%s", client->job,
+                 index, wait);
     } else {
         snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
     }
@@ -1410,8 +1441,8 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
     }
 
     for (i = 0; i < count; ++i) {
-        status = orc_client_node_info_parse(json_array_get(array, i),
-                                            &nodes[i]);
+        status =
+            orc_client_node_info_parse(json_array_get(array, i), &nodes[i]);
         if (status != ORC_CL_OK) {
             orc_client_nodes_free(nodes, i);
             goto out;
@@ -1432,10 +1463,10 @@ out:
 orc_cl_status_t orc_client_node_get(orc_client_t *client, uint64_t node_id,
                                     orc_node_info_t **node_p)
 {
-    char path[256];
+    char             path[256];
     orc_node_info_t *node;
-    orc_cl_status_t status;
-    json_t *reply = NULL;
+    orc_cl_status_t  status;
+    json_t          *reply = NULL;
 
     if ((client == NULL) || (node_id == 0) || (node_p == NULL)) {
         orc_client_set_error("node_get: client, node id and node_p are "
@@ -1476,11 +1507,11 @@ orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
                                      uint64_t from, const char *body_json,
                                      uint64_t *seq_p)
 {
-    char path[256];
+    char            path[256];
     orc_cl_status_t status;
-    json_t *object, *request, *reply = NULL;
-    uint64_t seq;
-    char *body;
+    json_t         *object, *request, *reply = NULL;
+    uint64_t        seq;
+    char           *body;
 
     if ((client == NULL) || (dst == 0)) {
         orc_client_set_error("mbox_send: client and destination are required");
@@ -1530,7 +1561,7 @@ void orc_client_mbox_free(orc_mbox_msg_t *msgs, size_t count)
     }
 
     for (i = 0; i < count; ++i) {
-        free((char*)msgs[i].body_json);
+        free((char *)msgs[i].body_json);
     }
     free(msgs);
 }
@@ -1539,12 +1570,12 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
                                      uint64_t after, int wait_ms,
                                      orc_mbox_msg_t **msgs_p, size_t *count_p)
 {
-    char path[320], wait[32];
+    char            path[320], wait[32];
     orc_cl_status_t status;
-    json_t *reply = NULL, *array, *item, *body, *from;
+    json_t         *reply = NULL, *array, *item, *body, *from;
     orc_mbox_msg_t *msgs;
-    uint64_t prev_seq;
-    size_t i, count;
+    uint64_t        prev_seq;
+    size_t          i, count;
 
     if ((client == NULL) || (node_id == 0) || (msgs_p == NULL) ||
         (count_p == NULL) || (wait_ms < 0)) {
@@ -1554,9 +1585,9 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
     }
 
     orc_client_wait_str(wait_ms, wait, sizeof(wait));
-    snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64
-             "/mailbox?after=%" PRIu64 "&wait=%s", client->job, node_id,
-             after, wait);
+    snprintf(path, sizeof(path),
+             "/v1/jobs/%s/nodes/%" PRIu64 "/mailbox?after=%" PRIu64 "&wait=%s",
+             client->job, node_id, after, wait);
     status = orc_client_http(client, "GET", path, NULL, wait_ms, NULL, &reply);
     if (status != ORC_CL_OK) {
         return status;
@@ -1570,7 +1601,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
     }
 
     count = json_array_size(array);
-    msgs  = calloc(count + 1, sizeof(*msgs));
+    msgs = calloc(count + 1, sizeof(*msgs));
     if (msgs == NULL) {
         orc_client_set_error("mbox_recv: out of memory");
         status = ORC_CL_ERR_NO_MEMORY;
@@ -1588,13 +1619,14 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
             ((from != NULL) && !json_is_null(from) &&
              !orc_client_get_uint(item, "from", 0, &msgs[i].from))) {
             orc_client_set_error("GET %s: message %zu is malformed or out of "
-                                 "order", path, i);
+                                 "order",
+                                 path, i);
             orc_client_mbox_free(msgs, i);
             status = ORC_CL_ERR_PROTOCOL;
             goto out;
         }
 
-        prev_seq          = msgs[i].seq;
+        prev_seq = msgs[i].seq;
         msgs[i].body_json = json_dumps(body, JSON_COMPACT);
         if (msgs[i].body_json == NULL) {
             orc_client_set_error("mbox_recv: out of memory");
@@ -1604,7 +1636,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
         }
     }
 
-    *msgs_p  = msgs;
+    *msgs_p = msgs;
     *count_p = count;
 
 out:
@@ -1618,10 +1650,10 @@ orc_cl_status_t orc_client_kv_put_node(orc_client_t *client, const char *key,
                                        const void *value, size_t length,
                                        uint64_t node_id)
 {
-    char path[320];
+    char            path[320];
     orc_cl_status_t status;
-    json_t *request;
-    char *b64, *body;
+    json_t         *request;
+    char           *b64, *body;
 
     if ((client == NULL) || ((value == NULL) && (length > 0))) {
         orc_client_set_error("kv_put: client and value are required");
@@ -1665,13 +1697,12 @@ orc_cl_status_t orc_client_kv_put(orc_client_t *client, const char *key,
 }
 
 orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
-                                  int wait_ms, void **value_p,
-                                  size_t *length_p)
+                                  int wait_ms, void **value_p, size_t *length_p)
 {
-    char path[320], wait[32];
+    char            path[320], wait[32];
     orc_cl_status_t status;
-    json_t *reply = NULL, *value, *b64;
-    int ret;
+    json_t         *reply = NULL, *value, *b64;
+    int             ret;
 
     if ((client == NULL) || (value_p == NULL) || (length_p == NULL) ||
         (wait_ms < 0)) {
@@ -1706,7 +1737,7 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
     }
 
     value = json_object_get(reply, "value");
-    b64   = json_object_get(value, "b64");
+    b64 = json_object_get(value, "b64");
     if (!json_is_object(value) || (json_object_size(value) != 1) ||
         !json_is_string(b64)) {
         orc_client_set_error("GET %s: value is not {\"b64\": \"...\"}", path);

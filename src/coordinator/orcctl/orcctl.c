@@ -24,15 +24,15 @@
 
 /* Exit codes (documented in the usage text) */
 enum {
-    ORCCTL_EXIT_OK          = 0,
-    ORCCTL_EXIT_USAGE       = 1,
-    ORCCTL_EXIT_NOT_FOUND   = 2,
-    ORCCTL_EXIT_TIMEOUT     = 3,
+    ORCCTL_EXIT_OK = 0,
+    ORCCTL_EXIT_USAGE = 1,
+    ORCCTL_EXIT_NOT_FOUND = 2,
+    ORCCTL_EXIT_TIMEOUT = 3,
     ORCCTL_EXIT_UNREACHABLE = 4,
-    ORCCTL_EXIT_AUTH        = 5,
-    ORCCTL_EXIT_REFUSED     = 6,
-    ORCCTL_EXIT_PROTOCOL    = 7,
-    ORCCTL_EXIT_LOST        = 8
+    ORCCTL_EXIT_AUTH = 5,
+    ORCCTL_EXIT_REFUSED = 6,
+    ORCCTL_EXIT_PROTOCOL = 7,
+    ORCCTL_EXIT_LOST = 8
 };
 
 #define ORCCTL_DEFAULT_POLL_WAIT_MS 30000
@@ -44,82 +44,103 @@ typedef struct orcctl_opts {
     const char *job;
     int         json;
     int         timeout_ms;
-    int         wait_ms;       /* --wait, -1 if not given */
-    uint64_t    index;         /* nodes --index */
-    uint64_t    after;         /* mailbox-watch --after */
-    long        count;         /* mailbox-watch --count, 0 = forever */
-    unsigned    ttl;           /* register --ttl */
-    int64_t     pid;           /* register --pid */
-    const char *labels;        /* register --labels */
-    uint64_t    from;          /* mailbox-send --from */
-    uint64_t    node;          /* kv-put --node */
+    int         wait_ms; /* --wait, -1 if not given */
+    uint64_t    index;   /* nodes --index */
+    uint64_t    after;   /* mailbox-watch --after */
+    long        count;   /* mailbox-watch --count, 0 = forever */
+    unsigned    ttl;     /* register --ttl */
+    int64_t     pid;     /* register --pid */
+    const char *labels;  /* register --labels */
+    uint64_t    from;    /* mailbox-send --from */
+    uint64_t    node;    /* kv-put --node */
 } orcctl_opts_t;
 
 static void orcctl_usage(FILE *out)
 {
-    fprintf(out,
-"usage: orcctl [OPTIONS] COMMAND [ARGS]\n"
-"\n"
-"Client of the orc coordinator orcd.\n"
-"\n"
-"Options (also accepted after the command):\n"
-"  --url URL          orcd base URL (env " ORC_CLIENT_ENV_URL ", default "
-                      ORC_CLIENT_DEFAULT_URL ")\n"
-"  --token T          bearer token (env " ORC_CLIENT_ENV_TOKEN ")\n"
-"  --token-file F     read the token from the first line of F (env "
-                      ORC_CLIENT_ENV_TOKEN_FILE ")\n"
-"  --job J            job name (env " ORC_CLIENT_ENV_JOB ", default "
-                      ORC_CLIENT_DEFAULT_JOB ")\n"
-"  --json             machine-readable JSON output (one document per line)\n"
-"  --timeout S        per-request timeout in seconds, fractional (default 5)\n"
-"  -h, --help         this text\n"
-"\n"
-"Commands:\n"
-"  health                        check that orcd answers\n"
-"  nodes [--index I --wait S]    list the job's nodes; with --wait, block until\n"
-"                                the membership changed after index I\n"
-"  node-get ID                   one node\n"
-"  endpoint-get ID               a node's endpoint record\n"
-"  endpoint-put ID JSON          publish/replace a node's endpoint record\n"
-"  mailbox-send ID JSON [--from N]\n"
-"                                queue a message (a JSON object) for node ID\n"
-"  mailbox-watch ID [--after SEQ] [--count N] [--wait S]\n"
-"                                print messages for node ID as they arrive\n"
-"                                (acknowledging them); stop after N messages\n"
-"                                (default: run until interrupted)\n"
-"  kv-put KEY VALUE [--node ID]  store VALUE (bytes) under KEY; with --node,\n"
-"                                the key is deleted with that node\n"
-"  kv-get KEY [--wait S]         print the value of KEY; with --wait, block up\n"
-"                                to S seconds until it exists\n"
-"  kv-wait KEY S                 same as kv-get KEY --wait S\n"
-"  kv-delete KEY                 delete KEY\n"
-"  register HOST [--ttl S] [--pid P] [--labels JSON]\n"
-"                                register a node, print its id, keep it alive\n"
-"                                in the foreground until SIGINT/SIGTERM, then\n"
-"                                deregister it\n"
-"\n"
-"Exit codes:\n"
-"  0 success          1 usage error            2 not found (404)\n"
-"  3 timed out        4 orcd unreachable       5 unauthorized/forbidden\n"
-"  6 refused by orcd (400, 409, 410, 413, 429)\n"
-"  7 protocol or internal error                8 registered node's lease lost\n");
+    fprintf(
+        out,
+        "usage: orcctl [OPTIONS] COMMAND [ARGS]\n"
+        "\n"
+        "Client of the orc coordinator orcd.\n"
+        "\n"
+        "Options (also accepted after the command):\n"
+        "  --url URL          orcd base URL (env " ORC_CLIENT_ENV_URL
+        ", default " ORC_CLIENT_DEFAULT_URL ")\n"
+        "  --token T          bearer token (env " ORC_CLIENT_ENV_TOKEN ")\n"
+        "  --token-file F     read the token from the first line of F "
+        "(env " ORC_CLIENT_ENV_TOKEN_FILE ")\n"
+        "  --job J            job name (env " ORC_CLIENT_ENV_JOB
+        ", default " ORC_CLIENT_DEFAULT_JOB ")\n"
+        "  --json             machine-readable JSON output (one document per "
+        "line)\n"
+        "  --timeout S        per-request timeout in seconds, fractional "
+        "(default 5)\n"
+        "  -h, --help         this text\n"
+        "\n"
+        "Commands:\n"
+        "  health                        check that orcd answers\n"
+        "  nodes [--index I --wait S]    list the job's nodes; with --wait, "
+        "block until\n"
+        "                                the membership changed after index I\n"
+        "  node-get ID                   one node\n"
+        "  endpoint-get ID               a node's endpoint record\n"
+        "  endpoint-put ID JSON          publish/replace a node's endpoint "
+        "record\n"
+        "  mailbox-send ID JSON [--from N]\n"
+        "                                queue a message (a JSON object) for "
+        "node ID\n"
+        "  mailbox-watch ID [--after SEQ] [--count N] [--wait S]\n"
+        "                                print messages for node ID as they "
+        "arrive\n"
+        "                                (acknowledging them); stop after N "
+        "messages\n"
+        "                                (default: run until interrupted)\n"
+        "  kv-put KEY VALUE [--node ID]  store VALUE (bytes) under KEY; with "
+        "--node,\n"
+        "                                the key is deleted with that node\n"
+        "  kv-get KEY [--wait S]         print the value of KEY; with --wait, "
+        "block up\n"
+        "                                to S seconds until it exists\n"
+        "  kv-wait KEY S                 same as kv-get KEY --wait S\n"
+        "  kv-delete KEY                 delete KEY\n"
+        "  register HOST [--ttl S] [--pid P] [--labels JSON]\n"
+        "                                register a node, print its id, keep "
+        "it alive\n"
+        "                                in the foreground until "
+        "SIGINT/SIGTERM, then\n"
+        "                                deregister it\n"
+        "\n"
+        "Exit codes:\n"
+        "  0 success          1 usage error            2 not found (404)\n"
+        "  3 timed out        4 orcd unreachable       5 "
+        "unauthorized/forbidden\n"
+        "  6 refused by orcd (400, 409, 410, 413, 429)\n"
+        "  7 protocol or internal error                8 registered node's "
+        "lease lost\n");
 }
 
 static int orcctl_exit_code(orc_cl_status_t status)
 {
     switch (status) {
-    case ORC_CL_OK:               return ORCCTL_EXIT_OK;
-    case ORC_CL_ERR_NOT_FOUND:    return ORCCTL_EXIT_NOT_FOUND;
-    case ORC_CL_ERR_TIMEOUT:      return ORCCTL_EXIT_TIMEOUT;
-    case ORC_CL_ERR_UNREACHABLE:  return ORCCTL_EXIT_UNREACHABLE;
+    case ORC_CL_OK:
+        return ORCCTL_EXIT_OK;
+    case ORC_CL_ERR_NOT_FOUND:
+        return ORCCTL_EXIT_NOT_FOUND;
+    case ORC_CL_ERR_TIMEOUT:
+        return ORCCTL_EXIT_TIMEOUT;
+    case ORC_CL_ERR_UNREACHABLE:
+        return ORCCTL_EXIT_UNREACHABLE;
     case ORC_CL_ERR_UNAUTHORIZED:
-    case ORC_CL_ERR_FORBIDDEN:    return ORCCTL_EXIT_AUTH;
+    case ORC_CL_ERR_FORBIDDEN:
+        return ORCCTL_EXIT_AUTH;
     case ORC_CL_ERR_INVALID:
     case ORC_CL_ERR_CONFLICT:
     case ORC_CL_ERR_GONE:
     case ORC_CL_ERR_TOO_LARGE:
-    case ORC_CL_ERR_BUSY:         return ORCCTL_EXIT_REFUSED;
-    default:                      return ORCCTL_EXIT_PROTOCOL;
+    case ORC_CL_ERR_BUSY:
+        return ORCCTL_EXIT_REFUSED;
+    default:
+        return ORCCTL_EXIT_PROTOCOL;
     }
 }
 
@@ -147,7 +168,7 @@ static int orcctl_usage_error(const char *fmt, const char *arg)
 static int orcctl_parse_u64(const char *text, uint64_t min, uint64_t *value_p)
 {
     unsigned long long value;
-    char *end;
+    char              *end;
 
     if ((text == NULL) || (text[0] < '0') || (text[0] > '9')) {
         return -1;
@@ -167,7 +188,7 @@ static int orcctl_parse_u64(const char *text, uint64_t min, uint64_t *value_p)
 static int orcctl_parse_seconds(const char *text, int *ms_p)
 {
     double value;
-    char *end;
+    char  *end;
 
     if ((text == NULL) || (text[0] == '\0')) {
         return -1;
@@ -203,8 +224,8 @@ static json_t *orcctl_load(const char *text)
 static json_t *orcctl_node_json(const orc_node_info_t *node)
 {
     return json_pack("{s:I, s:s, s:I, s:o, s:o}", "id", (json_int_t)node->id,
-                     "host", node->host, "pid", (json_int_t)node->pid,
-                     "labels", orcctl_load(node->labels_json), "endpoint",
+                     "host", node->host, "pid", (json_int_t)node->pid, "labels",
+                     orcctl_load(node->labels_json), "endpoint",
                      orcctl_load(node->endpoint_json));
 }
 
@@ -230,10 +251,10 @@ static int orcctl_cmd_health(orc_client_t *client, const orcctl_opts_t *opts)
 static int orcctl_cmd_nodes(orc_client_t *client, const orcctl_opts_t *opts)
 {
     orc_node_info_t *nodes;
-    orc_cl_status_t status;
-    size_t i, count;
-    uint64_t index;
-    json_t *doc, *array;
+    orc_cl_status_t  status;
+    size_t           i, count;
+    uint64_t         index;
+    json_t          *doc, *array;
 
     status = orc_client_nodes_list(client, opts->index,
                                    (opts->wait_ms > 0) ? opts->wait_ms : 0,
@@ -247,8 +268,8 @@ static int orcctl_cmd_nodes(orc_client_t *client, const orcctl_opts_t *opts)
         for (i = 0; i < count; ++i) {
             json_array_append_new(array, orcctl_node_json(&nodes[i]));
         }
-        doc = json_pack("{s:I, s:o}", "index", (json_int_t)index, "nodes",
-                        array);
+        doc =
+            json_pack("{s:I, s:o}", "index", (json_int_t)index, "nodes", array);
         orcctl_print_json(doc);
         json_decref(doc);
     } else {
@@ -269,8 +290,8 @@ static int orcctl_cmd_node_get(orc_client_t *client, const orcctl_opts_t *opts,
                                uint64_t id)
 {
     orc_node_info_t *node;
-    orc_cl_status_t status;
-    json_t *doc;
+    orc_cl_status_t  status;
+    json_t          *doc;
 
     status = orc_client_node_get(client, id, &node);
     if (status != ORC_CL_OK) {
@@ -294,12 +315,12 @@ static int orcctl_cmd_node_get(orc_client_t *client, const orcctl_opts_t *opts,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_endpoint_get(orc_client_t *client,
+static int orcctl_cmd_endpoint_get(orc_client_t        *client,
                                    const orcctl_opts_t *opts, uint64_t id)
 {
     orc_cl_status_t status;
-    json_t *doc;
-    char *text;
+    json_t         *doc;
+    char           *text;
 
     status = orc_client_endpoint_get(client, id, &text);
     if (status != ORC_CL_OK) {
@@ -320,7 +341,7 @@ static int orcctl_cmd_endpoint_get(orc_client_t *client,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_endpoint_put(orc_client_t *client,
+static int orcctl_cmd_endpoint_put(orc_client_t        *client,
                                    const orcctl_opts_t *opts, uint64_t id,
                                    const char *json)
 {
@@ -338,12 +359,12 @@ static int orcctl_cmd_endpoint_put(orc_client_t *client,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_mailbox_send(orc_client_t *client,
+static int orcctl_cmd_mailbox_send(orc_client_t        *client,
                                    const orcctl_opts_t *opts, uint64_t id,
                                    const char *json)
 {
     orc_cl_status_t status;
-    uint64_t seq;
+    uint64_t        seq;
 
     status = orc_client_mbox_send(client, id, opts->from, json, &seq);
     if (status != ORC_CL_OK) {
@@ -358,32 +379,33 @@ static int orcctl_cmd_mailbox_send(orc_client_t *client,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_mailbox_watch(orc_client_t *client,
+static int orcctl_cmd_mailbox_watch(orc_client_t        *client,
                                     const orcctl_opts_t *opts, uint64_t id)
 {
-    int wait_ms     = (opts->wait_ms >= 0) ? opts->wait_ms :
-                                             ORCCTL_DEFAULT_POLL_WAIT_MS;
-    uint64_t after  = opts->after;
-    long received   = 0;
+    int wait_ms =
+        (opts->wait_ms >= 0) ? opts->wait_ms : ORCCTL_DEFAULT_POLL_WAIT_MS;
+    uint64_t        after = opts->after;
+    long            received = 0;
     orc_mbox_msg_t *msgs;
     orc_cl_status_t status;
-    size_t i, count;
-    json_t *doc;
+    size_t          i, count;
+    json_t         *doc;
 
     for (;;) {
-        status = orc_client_mbox_recv(client, id, after, wait_ms, &msgs,
-                                      &count);
+        status =
+            orc_client_mbox_recv(client, id, after, wait_ms, &msgs, &count);
         if (status != ORC_CL_OK) {
             return orcctl_fail("mailbox-watch", status);
         }
 
-        for (i = 0; (i < count) &&
-                    ((opts->count == 0) || (received < opts->count)); ++i) {
+        for (i = 0;
+             (i < count) && ((opts->count == 0) || (received < opts->count));
+             ++i) {
             if (opts->json) {
-                doc = json_pack("{s:I, s:I, s:o}", "seq",
-                                (json_int_t)msgs[i].seq, "from",
-                                (json_int_t)msgs[i].from, "body",
-                                orcctl_load(msgs[i].body_json));
+                doc =
+                    json_pack("{s:I, s:I, s:o}", "seq", (json_int_t)msgs[i].seq,
+                              "from", (json_int_t)msgs[i].from, "body",
+                              orcctl_load(msgs[i].body_json));
                 orcctl_print_json(doc);
                 json_decref(doc);
             } else {
@@ -401,8 +423,10 @@ static int orcctl_cmd_mailbox_watch(orc_client_t *client,
         }
         if ((count == 0) && (opts->wait_ms >= 0) && (opts->count > 0)) {
             /* an explicit --wait bounds the wait for the next message */
-            fprintf(stderr, "orcctl: mailbox-watch: no message within the "
-                    "wait (%ld of %ld received)\n", received, opts->count);
+            fprintf(stderr,
+                    "orcctl: mailbox-watch: no message within the "
+                    "wait (%ld of %ld received)\n",
+                    received, opts->count);
             return ORCCTL_EXIT_TIMEOUT;
         }
     }
@@ -421,8 +445,8 @@ static int orcctl_cmd_kv_put(orc_client_t *client, const orcctl_opts_t *opts,
 {
     orc_cl_status_t status;
 
-    status = orc_client_kv_put_node(client, key, value, strlen(value),
-                                    opts->node);
+    status =
+        orc_client_kv_put_node(client, key, value, strlen(value), opts->node);
     if (status != ORC_CL_OK) {
         return orcctl_fail("kv-put", status);
     }
@@ -441,13 +465,13 @@ static int orcctl_cmd_kv_get(orc_client_t *client, const orcctl_opts_t *opts,
                              const char *key, int wait_ms)
 {
     orc_cl_status_t status;
-    size_t length;
-    json_t *doc;
-    void *value;
-    char *b64;
+    size_t          length;
+    json_t         *doc;
+    void           *value;
+    char           *b64;
 
-    status = orc_client_kv_get(client, key, (wait_ms > 0) ? wait_ms : 0,
-                               &value, &length);
+    status = orc_client_kv_get(client, key, (wait_ms > 0) ? wait_ms : 0, &value,
+                               &length);
     if (status != ORC_CL_OK) {
         return orcctl_fail("kv-get", status);
     }
@@ -468,7 +492,7 @@ static int orcctl_cmd_kv_get(orc_client_t *client, const orcctl_opts_t *opts,
         free(b64);
     } else {
         fwrite(value, 1, length, stdout);
-        if ((length == 0) || (((char*)value)[length - 1] != '\n')) {
+        if ((length == 0) || (((char *)value)[length - 1] != '\n')) {
             putchar('\n');
         }
     }
@@ -477,8 +501,8 @@ static int orcctl_cmd_kv_get(orc_client_t *client, const orcctl_opts_t *opts,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_kv_delete(orc_client_t *client,
-                                const orcctl_opts_t *opts, const char *key)
+static int orcctl_cmd_kv_delete(orc_client_t *client, const orcctl_opts_t *opts,
+                                const char *key)
 {
     orc_cl_status_t status = orc_client_kv_delete(client, key);
 
@@ -501,12 +525,12 @@ static int orcctl_cmd_register(orc_client_t *client, const orcctl_opts_t *opts,
 {
     struct timespec poll = {.tv_sec = 0, .tv_nsec = 200 * 1000 * 1000};
     orc_cl_status_t status;
-    uint64_t id;
-    int sig;
+    uint64_t        id;
+    int             sig;
 
-    status = orc_client_register(client, host,
-                                 (opts->pid >= 0) ? opts->pid : (int64_t)getpid(),
-                                 opts->labels, opts->ttl, &id);
+    status = orc_client_register(
+        client, host, (opts->pid >= 0) ? opts->pid : (int64_t)getpid(),
+        opts->labels, opts->ttl, &id);
     if (status != ORC_CL_OK) {
         return orcctl_fail("register", status);
     }
@@ -515,7 +539,8 @@ static int orcctl_cmd_register(orc_client_t *client, const orcctl_opts_t *opts,
         printf("{\"id\":%" PRIu64 "}\n", id);
     } else {
         printf("registered node %" PRIu64 "; keeping it alive until "
-               "interrupted\n", id);
+               "interrupted\n",
+               id);
     }
     fflush(stdout);
 
@@ -525,8 +550,10 @@ static int orcctl_cmd_register(orc_client_t *client, const orcctl_opts_t *opts,
             break;
         }
         if (orc_client_node_lost(client, id)) {
-            fprintf(stderr, "orcctl: register: the lease of node %" PRIu64
-                    " was lost\n", id);
+            fprintf(stderr,
+                    "orcctl: register: the lease of node %" PRIu64
+                    " was lost\n",
+                    id);
             return ORCCTL_EXIT_LOST;
         }
     }
@@ -551,45 +578,56 @@ static void orcctl_log(void *arg, const char *message)
 int main(int argc, char **argv)
 {
     static const struct option long_opts[] = {
-        {"url",        required_argument, NULL, 'u'},
-        {"token",      required_argument, NULL, 't'},
+        {"url", required_argument, NULL, 'u'},
+        {"token", required_argument, NULL, 't'},
         {"token-file", required_argument, NULL, 'T'},
-        {"job",        required_argument, NULL, 'j'},
-        {"json",       no_argument,       NULL, 'J'},
-        {"timeout",    required_argument, NULL, 'o'},
-        {"wait",       required_argument, NULL, 'w'},
-        {"index",      required_argument, NULL, 'i'},
-        {"after",      required_argument, NULL, 'a'},
-        {"count",      required_argument, NULL, 'c'},
-        {"ttl",        required_argument, NULL, 'l'},
-        {"pid",        required_argument, NULL, 'p'},
-        {"labels",     required_argument, NULL, 'L'},
-        {"from",       required_argument, NULL, 'f'},
-        {"node",       required_argument, NULL, 'n'},
-        {"help",       no_argument,       NULL, 'h'},
-        {NULL, 0, NULL, 0}
-    };
-    orcctl_opts_t opts = {.timeout_ms = 5000, .wait_ms = -1, .pid = -1};
+        {"job", required_argument, NULL, 'j'},
+        {"json", no_argument, NULL, 'J'},
+        {"timeout", required_argument, NULL, 'o'},
+        {"wait", required_argument, NULL, 'w'},
+        {"index", required_argument, NULL, 'i'},
+        {"after", required_argument, NULL, 'a'},
+        {"count", required_argument, NULL, 'c'},
+        {"ttl", required_argument, NULL, 'l'},
+        {"pid", required_argument, NULL, 'p'},
+        {"labels", required_argument, NULL, 'L'},
+        {"from", required_argument, NULL, 'f'},
+        {"node", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    orcctl_opts_t       opts = {.timeout_ms = 5000, .wait_ms = -1, .pid = -1};
     orc_client_params_t params = {0};
-    orc_client_t *client       = NULL;
-    char *token_buf            = NULL;
-    char *env_token_buf        = NULL;
-    const char *cmd;
-    orc_cl_status_t status;
-    uint64_t value, id = 0;
-    sigset_t sigs;
-    char **args;
-    int nargs, c, ret;
+    orc_client_t       *client = NULL;
+    char               *token_buf = NULL;
+    char               *env_token_buf = NULL;
+    const char         *cmd;
+    orc_cl_status_t     status;
+    uint64_t            value, id = 0;
+    sigset_t            sigs;
+    char              **args;
+    int                 nargs, c, ret;
 
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
         switch (c) {
-        case 'u': opts.url        = optarg; break;
-        case 't': opts.token      = optarg; break;
-        case 'T': opts.token_file = optarg; break;
-        case 'j': opts.job        = optarg; break;
-        case 'J': opts.json       = 1;      break;
-        case 'L': opts.labels     = optarg; break;
+        case 'u':
+            opts.url = optarg;
+            break;
+        case 't':
+            opts.token = optarg;
+            break;
+        case 'T':
+            opts.token_file = optarg;
+            break;
+        case 'j':
+            opts.job = optarg;
+            break;
+        case 'J':
+            opts.json = 1;
+            break;
+        case 'L':
+            opts.labels = optarg;
+            break;
         case 'h':
             orcctl_usage(stdout);
             return ORCCTL_EXIT_OK;
@@ -604,26 +642,30 @@ int main(int argc, char **argv)
         case 'w':
             if (orcctl_parse_seconds(optarg, &opts.wait_ms) < 0) {
                 return orcctl_usage_error("--wait: '%s' is not a number of "
-                                          "seconds in [0, 86400]", optarg);
+                                          "seconds in [0, 86400]",
+                                          optarg);
             }
             break;
         case 'i':
             if (orcctl_parse_u64(optarg, 0, &opts.index) < 0) {
                 return orcctl_usage_error("--index: '%s' is not an unsigned "
-                                          "integer", optarg);
+                                          "integer",
+                                          optarg);
             }
             break;
         case 'a':
             if (orcctl_parse_u64(optarg, 0, &opts.after) < 0) {
                 return orcctl_usage_error("--after: '%s' is not an unsigned "
-                                          "integer", optarg);
+                                          "integer",
+                                          optarg);
             }
             break;
         case 'c':
             if ((orcctl_parse_u64(optarg, 1, &value) < 0) ||
                 (value > LONG_MAX)) {
                 return orcctl_usage_error("--count: '%s' is not a positive "
-                                          "integer", optarg);
+                                          "integer",
+                                          optarg);
             }
             opts.count = (long)value;
             break;
@@ -631,7 +673,8 @@ int main(int argc, char **argv)
             if ((orcctl_parse_u64(optarg, 1, &value) < 0) ||
                 (value > UINT_MAX)) {
                 return orcctl_usage_error("--ttl: '%s' is not a positive "
-                                          "number of seconds", optarg);
+                                          "number of seconds",
+                                          optarg);
             }
             opts.ttl = (unsigned)value;
             break;
@@ -668,18 +711,18 @@ int main(int argc, char **argv)
         return ORCCTL_EXIT_USAGE;
     }
 
-    cmd   = argv[optind];
-    args  = argv + optind + 1;
+    cmd = argv[optind];
+    args = argv + optind + 1;
     nargs = argc - optind - 1;
 
-#define ORCCTL_NARGS(_n) \
-    if (nargs != (_n)) { \
+#define ORCCTL_NARGS(_n)                                                 \
+    if (nargs != (_n)) {                                                 \
         return orcctl_usage_error("%s: wrong number of arguments", cmd); \
     }
-#define ORCCTL_ID(_i) \
-    if (orcctl_parse_u64(args[_i], 1, &id) < 0) { \
+#define ORCCTL_ID(_i)                                                    \
+    if (orcctl_parse_u64(args[_i], 1, &id) < 0) {                        \
         return orcctl_usage_error("'%s' is not a node id (integer > 0)", \
-                                  args[_i]); \
+                                  args[_i]);                             \
     }
 
     /* validate the command line before talking to anyone */
@@ -697,7 +740,8 @@ int main(int argc, char **argv)
         if (!strcmp(cmd, "kv-wait") &&
             (orcctl_parse_seconds(args[1], &opts.wait_ms) < 0)) {
             return orcctl_usage_error("kv-wait: '%s' is not a number of "
-                                      "seconds in [0, 86400]", args[1]);
+                                      "seconds in [0, 86400]",
+                                      args[1]);
         }
     } else if (!strcmp(cmd, "kv-get") || !strcmp(cmd, "kv-delete") ||
                !strcmp(cmd, "register")) {
@@ -708,30 +752,30 @@ int main(int argc, char **argv)
 
     if ((opts.token != NULL) && (opts.token_file != NULL)) {
         return orcctl_usage_error("%s", "--token and --token-file are "
-                                  "exclusive");
+                                        "exclusive");
     }
 
-    params.field_mask = ORC_CLIENT_PARAM_FIELD_TIMEOUT |
-                        ORC_CLIENT_PARAM_FIELD_LOG;
+    params.field_mask =
+        ORC_CLIENT_PARAM_FIELD_TIMEOUT | ORC_CLIENT_PARAM_FIELD_LOG;
     params.timeout_ms = opts.timeout_ms;
-    params.log        = orcctl_log;
+    params.log = orcctl_log;
     if (opts.url != NULL) {
-        params.url         = opts.url;
+        params.url = opts.url;
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_URL;
     }
     if (opts.job != NULL) {
-        params.job         = opts.job;
+        params.job = opts.job;
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_JOB;
     }
     if (opts.token != NULL) {
-        params.token       = opts.token;
+        params.token = opts.token;
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
     } else if (opts.token_file != NULL) {
         status = orc_client_read_token_file(opts.token_file, &token_buf);
         if (status != ORC_CL_OK) {
             return orcctl_fail("--token-file", status);
         }
-        params.token       = token_buf;
+        params.token = token_buf;
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
     }
 

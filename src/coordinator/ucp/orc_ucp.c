@@ -16,19 +16,31 @@
 ucs_status_t orc_ucp_status(orc_cl_status_t status)
 {
     switch (status) {
-    case ORC_CL_OK:               return UCS_OK;
-    case ORC_CL_ERR_INVALID:      return UCS_ERR_INVALID_PARAM;
-    case ORC_CL_ERR_NO_MEMORY:    return UCS_ERR_NO_MEMORY;
-    case ORC_CL_ERR_UNREACHABLE:  return UCS_ERR_UNREACHABLE;
-    case ORC_CL_ERR_TIMEOUT:      return UCS_ERR_TIMED_OUT;
-    case ORC_CL_ERR_NOT_FOUND:    return UCS_ERR_NO_ELEM;
+    case ORC_CL_OK:
+        return UCS_OK;
+    case ORC_CL_ERR_INVALID:
+        return UCS_ERR_INVALID_PARAM;
+    case ORC_CL_ERR_NO_MEMORY:
+        return UCS_ERR_NO_MEMORY;
+    case ORC_CL_ERR_UNREACHABLE:
+        return UCS_ERR_UNREACHABLE;
+    case ORC_CL_ERR_TIMEOUT:
+        return UCS_ERR_TIMED_OUT;
+    case ORC_CL_ERR_NOT_FOUND:
+        return UCS_ERR_NO_ELEM;
     case ORC_CL_ERR_UNAUTHORIZED:
-    case ORC_CL_ERR_FORBIDDEN:    return UCS_ERR_REJECTED;
-    case ORC_CL_ERR_CONFLICT:     return UCS_ERR_ALREADY_EXISTS;
-    case ORC_CL_ERR_GONE:         return UCS_ERR_CONNECTION_RESET;
-    case ORC_CL_ERR_TOO_LARGE:    return UCS_ERR_EXCEEDS_LIMIT;
-    case ORC_CL_ERR_BUSY:         return UCS_ERR_BUSY;
-    default:                      return UCS_ERR_IO_ERROR;
+    case ORC_CL_ERR_FORBIDDEN:
+        return UCS_ERR_REJECTED;
+    case ORC_CL_ERR_CONFLICT:
+        return UCS_ERR_ALREADY_EXISTS;
+    case ORC_CL_ERR_GONE:
+        return UCS_ERR_CONNECTION_RESET;
+    case ORC_CL_ERR_TOO_LARGE:
+        return UCS_ERR_EXCEEDS_LIMIT;
+    case ORC_CL_ERR_BUSY:
+        return UCS_ERR_BUSY;
+    default:
+        return UCS_ERR_IO_ERROR;
     }
 }
 
@@ -46,8 +58,8 @@ ucs_status_t orc_ucp_publish_worker(orc_client_t *client, ucp_worker_h worker,
                                     const char *name)
 {
     ucp_worker_attr_t attr;
-    char key[ORC_UCP_KEY_MAX + 1];
-    ucs_status_t status;
+    char              key[ORC_UCP_KEY_MAX + 1];
+    ucs_status_t      status;
 
     if ((client == NULL) || (worker == NULL)) {
         return UCS_ERR_INVALID_PARAM;
@@ -59,20 +71,20 @@ ucs_status_t orc_ucp_publish_worker(orc_client_t *client, ucp_worker_h worker,
     }
 
     attr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS;
-    status          = ucp_worker_query(worker, &attr);
+    status = ucp_worker_query(worker, &attr);
     if (status != UCS_OK) {
         return status;
     }
 
-    status = orc_ucp_status(orc_client_kv_put(client, key, attr.address,
-                                              attr.address_length));
+    status = orc_ucp_status(
+        orc_client_kv_put(client, key, attr.address, attr.address_length));
     ucp_worker_release_address(worker, attr.address);
     return status;
 }
 
 ucs_status_t orc_ucp_unpublish_worker(orc_client_t *client, const char *name)
 {
-    char key[ORC_UCP_KEY_MAX + 1];
+    char         key[ORC_UCP_KEY_MAX + 1];
     ucs_status_t status;
 
     if (client == NULL) {
@@ -88,16 +100,16 @@ ucs_status_t orc_ucp_unpublish_worker(orc_client_t *client, const char *name)
 }
 
 ucs_status_t orc_ucp_ep_create_by_name_params(orc_client_t *client,
-                                              ucp_worker_h worker,
+                                              ucp_worker_h  worker,
                                               const char *name, int timeout_ms,
                                               const ucp_ep_params_t *params,
-                                              ucp_ep_h *ep_p)
+                                              ucp_ep_h              *ep_p)
 {
-    char key[ORC_UCP_KEY_MAX + 1];
+    char            key[ORC_UCP_KEY_MAX + 1];
     ucp_ep_params_t ep_params;
-    ucs_status_t status;
-    size_t length;
-    void *address;
+    ucs_status_t    status;
+    size_t          length;
+    void           *address;
 
     if ((client == NULL) || (worker == NULL) || (ep_p == NULL) ||
         (timeout_ms < 0)) {
@@ -109,8 +121,8 @@ ucs_status_t orc_ucp_ep_create_by_name_params(orc_client_t *client,
         return status;
     }
 
-    status = orc_ucp_status(orc_client_kv_get(client, key, timeout_ms,
-                                              &address, &length));
+    status = orc_ucp_status(
+        orc_client_kv_get(client, key, timeout_ms, &address, &length));
     if (status != UCS_OK) {
         return status;
     }
@@ -125,8 +137,8 @@ ucs_status_t orc_ucp_ep_create_by_name_params(orc_client_t *client,
     } else {
         memset(&ep_params, 0, sizeof(ep_params));
     }
-    ep_params.field_mask    |= UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
-    ep_params.address        = address;
+    ep_params.field_mask |= UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+    ep_params.address = address;
 
     status = ucp_ep_create(worker, &ep_params, ep_p);
     free(address);

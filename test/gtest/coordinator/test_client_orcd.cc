@@ -13,26 +13,27 @@
 
 using namespace orc_test;
 
-namespace {
+namespace
+{
 
 /* Short TTLs for lease tests, a small mailbox for the 429 test, auth on */
-const char *ORCD_CONFIG =
-    "ttl:\n"
-    "  min: 1\n"
-    "  default: 10\n"
-    "limits:\n"
-    "  mailbox_depth: 600\n"
-    "auth:\n"
-    "  enabled: true\n"
-    "  tokens:\n"
-    "    jobA: token-of-job-a-123\n"
-    "    jobB: token-of-job-b-456\n";
+const char *ORCD_CONFIG = "ttl:\n"
+                          "  min: 1\n"
+                          "  default: 10\n"
+                          "limits:\n"
+                          "  mailbox_depth: 600\n"
+                          "auth:\n"
+                          "  enabled: true\n"
+                          "  tokens:\n"
+                          "    jobA: token-of-job-a-123\n"
+                          "    jobB: token-of-job-b-456\n";
 
 const char *TOKEN_A = "token-of-job-a-123";
 const char *TOKEN_B = "token-of-job-b-456";
 
-class client_orcd : public ::testing::Test {
-protected:
+class client_orcd : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_TRUE(m_orcd.start(ORCD_CONFIG)) << m_orcd.error();
@@ -48,9 +49,9 @@ protected:
     bool node_listed(orc_client_t *client, uint64_t id, uint64_t *index_p)
     {
         orc_node_info_t *nodes;
-        size_t count;
-        EXPECT_EQ(ORC_CL_OK, orc_client_nodes_list(client, 0, 0, &nodes,
-                                                   &count, index_p));
+        size_t           count;
+        EXPECT_EQ(ORC_CL_OK,
+                  orc_client_nodes_list(client, 0, 0, &nodes, &count, index_p));
         bool found = false;
         for (size_t i = 0; i < count; ++i) {
             found |= (nodes[i].id == id);
@@ -62,13 +63,13 @@ protected:
     /* block on the membership until `id` is gone (true) or timeout_ms */
     bool wait_node_gone(orc_client_t *client, uint64_t id, int timeout_ms)
     {
-        auto t0 = steady::now();
+        auto     t0 = steady::now();
         uint64_t index;
-        bool present = node_listed(client, id, &index);
+        bool     present = node_listed(client, id, &index);
         while (present && (ms_since(t0) < timeout_ms)) {
             orc_node_info_t *nodes;
-            size_t count;
-            int left = timeout_ms - (int)ms_since(t0);
+            size_t           count;
+            int              left = timeout_ms - (int)ms_since(t0);
             if (orc_client_nodes_list(client, index, (left > 0) ? left : 1,
                                       &nodes, &count, &index) != ORC_CL_OK) {
                 return false;
@@ -103,7 +104,7 @@ TEST_F(client_orcd, register_list_get_deregister)
     EXPECT_NE(id1, id2);
 
     orc_node_info_t *nodes;
-    size_t count;
+    size_t           count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(m_client, 0, 0, &nodes, &count, &index));
     ASSERT_EQ(2u, count);
@@ -138,9 +139,8 @@ TEST_F(client_orcd, register_list_get_deregister)
 TEST_F(client_orcd, endpoint_put_get_and_errors)
 {
     uint64_t id;
-    char *json = NULL;
-    ASSERT_EQ(ORC_CL_OK,
-              orc_client_register(m_client, "h", 1, NULL, 0, &id));
+    char    *json = NULL;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
 
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_endpoint_get(m_client, id, &json));
@@ -151,8 +151,7 @@ TEST_F(client_orcd, endpoint_put_get_and_errors)
     free(json);
 
     /* replace */
-    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_put(m_client, id,
-                                                 "{\"qpn\":8}"));
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_put(m_client, id, "{\"qpn\":8}"));
     ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_get(m_client, id, &json));
     EXPECT_STREQ("{\"qpn\":8}", json);
     free(json);
@@ -187,11 +186,11 @@ TEST_F(client_orcd, keepalive_keeps_node_past_ttl_and_deregister_removes)
     auto t0 = steady::now();
     while (ms_since(t0) < 2500) {
         orc_node_info_t *nodes;
-        size_t count;
-        int left = 2500 - (int)ms_since(t0);
-        ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(m_client, index,
-                                                   (left > 0) ? left : 1,
-                                                   &nodes, &count, &index));
+        size_t           count;
+        int              left = 2500 - (int)ms_since(t0);
+        ASSERT_EQ(ORC_CL_OK,
+                  orc_client_nodes_list(m_client, index, (left > 0) ? left : 1,
+                                        &nodes, &count, &index));
         bool present = false;
         for (size_t i = 0; i < count; ++i) {
             present |= (nodes[i].id == id);
@@ -266,22 +265,22 @@ TEST_F(client_orcd, killed_process_node_expires)
     EXPECT_TRUE(wait_node_gone(m_client, id, 6000));
     EXPECT_GE(ms_since(t0), 300); /* not before the lease ran out */
     EXPECT_EQ(ORC_CL_ERR_GONE, orc_client_keepalive(m_client, id));
-    char *json;
+    char           *json;
     orc_cl_status_t st = orc_client_endpoint_get(m_client, id, &json);
     EXPECT_TRUE((st == ORC_CL_ERR_NOT_FOUND) || (st == ORC_CL_ERR_GONE));
 }
 
 TEST_F(client_orcd, nodes_list_blocks_until_change_or_timeout)
 {
-    uint64_t index, id;
+    uint64_t         index, id;
     orc_node_info_t *nodes;
-    size_t count;
+    size_t           count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(m_client, 0, 0, &nodes, &count, &index));
     orc_client_nodes_free(nodes, count);
 
     /* nothing changes: returns at the wait with the same index */
-    auto t0 = steady::now();
+    auto     t0 = steady::now();
     uint64_t index2;
     ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(m_client, index, 400, &nodes,
                                                &count, &index2));
@@ -292,12 +291,12 @@ TEST_F(client_orcd, nodes_list_blocks_until_change_or_timeout)
 
     /* a registration wakes the waiter long before its 10 s wait */
     std::atomic<int> woke{0};
-    uint64_t seen_index = 0;
-    size_t seen_count   = 0;
-    std::thread waiter([&] {
-        orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
+    uint64_t         seen_index = 0;
+    size_t           seen_count = 0;
+    std::thread      waiter([&] {
+        orc_client_t    *c = m_orcd.client("jobA", TOKEN_A);
         orc_node_info_t *n;
-        size_t k;
+        size_t           k;
         if (orc_client_nodes_list(c, index, 10000, &n, &k, &seen_index) ==
             ORC_CL_OK) {
             seen_count = k;
@@ -318,13 +317,13 @@ TEST_F(client_orcd, nodes_list_blocks_until_change_or_timeout)
 TEST_F(client_orcd, kv_put_get_delete_and_wait)
 {
     const unsigned char value[] = {0, 'o', 'r', 'c', 0xff, '\n'};
-    void *got;
-    size_t length;
+    void               *got;
+    size_t              length;
 
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_kv_get(m_client, "app/rank0", 0, &got, &length));
-    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "app/rank0", value,
-                                           sizeof(value)));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_kv_put(m_client, "app/rank0", value, sizeof(value)));
     ASSERT_EQ(ORC_CL_OK,
               orc_client_kv_get(m_client, "app/rank0", 0, &got, &length));
     ASSERT_EQ(sizeof(value), length);
@@ -333,16 +332,16 @@ TEST_F(client_orcd, kv_put_get_delete_and_wait)
 
     /* an empty value is a value */
     ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "empty", NULL, 0));
-    ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(m_client, "empty", 0, &got,
-                                           &length));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_kv_get(m_client, "empty", 0, &got, &length));
     EXPECT_EQ(0u, length);
     free(got);
 
     ASSERT_EQ(ORC_CL_OK, orc_client_kv_delete(m_client, "app/rank0"));
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_kv_get(m_client, "app/rank0", 0, &got, &length));
-    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND, orc_client_kv_delete(m_client,
-                                                         "app/rank0"));
+    EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
+              orc_client_kv_delete(m_client, "app/rank0"));
 
     /* the wait expires: TIMEOUT, after about the wait */
     auto t0 = steady::now();
@@ -352,15 +351,15 @@ TEST_F(client_orcd, kv_put_get_delete_and_wait)
     EXPECT_LT(ms_since(t0), 3000);
 
     /* a put wakes a waiter long before its 10 s wait */
-    std::string seen;
+    std::string     seen;
     orc_cl_status_t wstatus = ORC_CL_ERR_PROTOCOL;
-    std::thread waiter([&] {
+    std::thread     waiter([&] {
         orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
-        void *v;
-        size_t l;
+        void         *v;
+        size_t        l;
         wstatus = orc_client_kv_get(c, "late", 10000, &v, &l);
         if (wstatus == ORC_CL_OK) {
-            seen.assign((char*)v, l);
+            seen.assign((char *)v, l);
             free(v);
         }
         orc_client_destroy(c);
@@ -376,13 +375,12 @@ TEST_F(client_orcd, kv_put_get_delete_and_wait)
 TEST_F(client_orcd, kv_attached_to_node_goes_with_it)
 {
     uint64_t id;
-    void *got;
-    size_t length;
+    void    *got;
+    size_t   length;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put_node(m_client, "owned", "x", 1, id));
     ASSERT_EQ(ORC_CL_OK,
-              orc_client_kv_put_node(m_client, "owned", "x", 1, id));
-    ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(m_client, "owned", 0, &got,
-                                           &length));
+              orc_client_kv_get(m_client, "owned", 0, &got, &length));
     free(got);
     ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
@@ -403,9 +401,9 @@ TEST_F(client_orcd, mailbox_cursor_retry_and_ack)
     }
 
     orc_mbox_msg_t *msgs;
-    size_t count;
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 0, 0, &msgs,
-                                              &count));
+    size_t          count;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, 0, 0, &msgs, &count));
     ASSERT_EQ(5u, count);
     EXPECT_EQ(1u, msgs[0].seq);
     EXPECT_EQ(a, msgs[0].from);
@@ -413,19 +411,19 @@ TEST_F(client_orcd, mailbox_cursor_retry_and_ack)
     orc_client_mbox_free(msgs, count);
 
     /* a retry with the same cursor (the reply was "lost") gets them again */
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 0, 0, &msgs,
-                                              &count));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, 0, 0, &msgs, &count));
     EXPECT_EQ(5u, count);
     orc_client_mbox_free(msgs, count);
 
     /* cursor 3 acknowledges 1..3: even a reader from 0 now sees 4, 5 */
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 3, 0, &msgs,
-                                              &count));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, 3, 0, &msgs, &count));
     ASSERT_EQ(2u, count);
     EXPECT_EQ(4u, msgs[0].seq);
     orc_client_mbox_free(msgs, count);
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 0, 0, &msgs,
-                                              &count));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, 0, 0, &msgs, &count));
     ASSERT_EQ(2u, count);
     EXPECT_EQ(4u, msgs[0].seq);
     EXPECT_EQ(5u, msgs[1].seq);
@@ -433,8 +431,8 @@ TEST_F(client_orcd, mailbox_cursor_retry_and_ack)
 
     /* empty long-poll returns after its wait */
     auto t0 = steady::now();
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, 5, 300, &msgs,
-                                              &count));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, 5, 300, &msgs, &count));
     EXPECT_EQ(0u, count);
     EXPECT_GE(ms_since(t0), 250);
     orc_client_mbox_free(msgs, count);
@@ -455,7 +453,7 @@ TEST_F(client_orcd, mailbox_full_is_busy)
     uint64_t b, seq = 0;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
     orc_cl_status_t status = ORC_CL_OK;
-    int sent = 0;
+    int             sent = 0;
     while ((status == ORC_CL_OK) && (sent < 1000)) {
         status = orc_client_mbox_send(m_client, b, 0, "{}", &seq);
         sent += (status == ORC_CL_OK);
@@ -465,9 +463,9 @@ TEST_F(client_orcd, mailbox_full_is_busy)
 
     /* acknowledging frees room */
     orc_mbox_msg_t *msgs;
-    size_t count;
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, b, seq, 0, &msgs,
-                                              &count));
+    size_t          count;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, seq, 0, &msgs, &count));
     orc_client_mbox_free(msgs, count);
     EXPECT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, b, 0, "{}", &seq));
 }
@@ -481,12 +479,12 @@ TEST_F(client_orcd, mailbox_full_is_busy)
 TEST_F(client_orcd, mailbox_no_loss_across_reconnects)
 {
     const int N = 400;
-    uint64_t a, b;
+    uint64_t  a, b;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "a", 1, NULL, 0, &a));
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
 
     std::atomic<int> send_errors{0};
-    std::thread producer([&] {
+    std::thread      producer([&] {
         orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
         for (int i = 1; i <= N; ++i) {
             std::string body = "{\"n\":" + std::to_string(i) + "}";
@@ -499,15 +497,15 @@ TEST_F(client_orcd, mailbox_no_loss_across_reconnects)
     });
 
     std::vector<int> received;
-    uint64_t cursor = 0;
-    int batches     = 0;
-    orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
-    auto t0         = steady::now();
+    uint64_t         cursor = 0;
+    int              batches = 0;
+    orc_client_t    *c = m_orcd.client("jobA", TOKEN_A);
+    auto             t0 = steady::now();
     while (((int)received.size() < N) && (ms_since(t0) < 30000)) {
         orc_mbox_msg_t *msgs;
-        size_t count;
-        ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(c, b, cursor, 2000, &msgs,
-                                                  &count));
+        size_t          count;
+        ASSERT_EQ(ORC_CL_OK,
+                  orc_client_mbox_recv(c, b, cursor, 2000, &msgs, &count));
         ++batches;
         if ((batches % 3) == 0) {
             /* pretend this reply was lost: retry with the same cursor */
@@ -542,13 +540,13 @@ TEST_F(client_orcd, auth_isolation_between_jobs)
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
 
     orc_client_t *b = m_orcd.client("jobB", TOKEN_B);
-    void *got;
-    size_t length;
+    void         *got;
+    size_t        length;
     /* job B has its own space */
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_kv_get(b, "secret", 0, &got, &length));
     orc_node_info_t *nodes;
-    size_t count;
+    size_t           count;
     ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(b, 0, 0, &nodes, &count, NULL));
     EXPECT_EQ(0u, count);
     orc_client_nodes_free(nodes, count);
@@ -573,8 +571,9 @@ TEST_F(client_orcd, auth_isolation_between_jobs)
     orc_client_t *wrong = m_orcd.client("jobA", "not-a-valid-token-999");
     EXPECT_EQ(ORC_CL_ERR_UNAUTHORIZED,
               orc_client_kv_put(wrong, "secret", "B", 1));
-    EXPECT_EQ(std::string::npos, std::string(orc_client_last_error())
-                                         .find("not-a-valid-token-999"));
+    EXPECT_EQ(
+        std::string::npos,
+        std::string(orc_client_last_error()).find("not-a-valid-token-999"));
     orc_client_destroy(wrong);
 
     ASSERT_EQ(ORC_CL_OK,
@@ -586,20 +585,20 @@ TEST_F(client_orcd, auth_isolation_between_jobs)
 TEST_F(client_orcd, concurrent_threads_lose_nothing)
 {
     const int THREADS = 12, PER = 60;
-    uint64_t sink;
+    uint64_t  sink;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_register(m_client, "sink", 1, NULL, 0, &sink));
 
     /* one shared client used by every thread at once */
-    std::atomic<int> errors{0};
+    std::atomic<int>         errors{0};
     std::vector<std::thread> threads;
     for (int t = 0; t < THREADS; ++t) {
         threads.emplace_back([&, t] {
             for (int i = 0; i < PER; ++i) {
-                std::string key  = "t" + std::to_string(t) + "/k" +
-                                   std::to_string(i);
-                std::string body = "{\"t\":" + std::to_string(t) + ",\"i\":" +
-                                   std::to_string(i) + "}";
+                std::string key =
+                    "t" + std::to_string(t) + "/k" + std::to_string(i);
+                std::string body = "{\"t\":" + std::to_string(t) +
+                                   ",\"i\":" + std::to_string(i) + "}";
                 if ((orc_client_kv_put(m_client, key.c_str(), key.data(),
                                        key.size()) != ORC_CL_OK) ||
                     (orc_client_mbox_send(m_client, sink, 0, body.c_str(),
@@ -611,12 +610,12 @@ TEST_F(client_orcd, concurrent_threads_lose_nothing)
     }
 
     std::set<std::string> bodies;
-    uint64_t cursor = 0;
-    auto t0         = steady::now();
+    uint64_t              cursor = 0;
+    auto                  t0 = steady::now();
     while ((bodies.size() < (size_t)(THREADS * PER)) &&
            (ms_since(t0) < 30000)) {
         orc_mbox_msg_t *msgs;
-        size_t count;
+        size_t          count;
         ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, sink, cursor, 2000,
                                                   &msgs, &count));
         for (size_t i = 0; i < count; ++i) {
@@ -634,13 +633,13 @@ TEST_F(client_orcd, concurrent_threads_lose_nothing)
     EXPECT_EQ((size_t)(THREADS * PER), bodies.size());
     for (int t = 0; t < THREADS; ++t) {
         for (int i = 0; i < PER; i += 7) {
-            std::string key = "t" + std::to_string(t) + "/k" +
-                              std::to_string(i);
-            void *got;
+            std::string key =
+                "t" + std::to_string(t) + "/k" + std::to_string(i);
+            void  *got;
             size_t length;
             ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(m_client, key.c_str(), 0,
                                                    &got, &length));
-            EXPECT_EQ(key, std::string((char*)got, length));
+            EXPECT_EQ(key, std::string((char *)got, length));
             free(got);
         }
     }
@@ -653,9 +652,9 @@ TEST_F(client_orcd, unreachable_after_orcd_exits)
     EXPECT_EQ(0, m_orcd.terminate()); /* graceful: exit 0 */
 
     orc_client_t *c = m_orcd.client("jobA", TOKEN_A, 1000);
-    auto t0         = steady::now();
-    void *got;
-    size_t length;
+    auto          t0 = steady::now();
+    void         *got;
+    size_t        length;
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
               orc_client_kv_get(c, "k", 5000, &got, &length));
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE, orc_client_health(c));
@@ -671,22 +670,27 @@ TEST(client_ucp_hello, two_processes_pair_by_name)
     orcd_child orcd;
     ASSERT_TRUE(orcd.start()) << orcd.error();
 
-    std::string hello = builddir() + "/contrib/examples/orc_hello";
+    std::string              hello = builddir() + "/contrib/examples/orc_hello";
     std::vector<std::string> env = {
-        "ORC_COORDINATOR_URL=" + orcd.url(), "ORC_JOB=hello-test",
-        "UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo", "UCX_WARN_UNUSED_ENV_VARS=n",
+        "ORC_COORDINATOR_URL=" + orcd.url(),
+        "ORC_JOB=hello-test",
+        "UCX_TLS=tcp,self",
+        "UCX_NET_DEVICES=lo",
+        "UCX_WARN_UNUSED_ENV_VARS=n",
     };
 
     child alice, bob;
-    ASSERT_TRUE(alice.start({hello, "--name", "alice", "--peer", "bob",
-                             "--timeout", "30"}, env, true));
-    ASSERT_TRUE(bob.start({hello, "--name", "bob", "--peer", "alice",
-                           "--timeout", "30"}, env, true));
+    ASSERT_TRUE(alice.start(
+        {hello, "--name", "alice", "--peer", "bob", "--timeout", "30"}, env,
+        true));
+    ASSERT_TRUE(bob.start(
+        {hello, "--name", "bob", "--peer", "alice", "--timeout", "30"}, env,
+        true));
 
-    pid_t pid_a = alice.pid(), pid_b = bob.pid();
+    pid_t       pid_a = alice.pid(), pid_b = bob.pid();
     std::string out_a, out_b;
-    int rc_b = bob.wait_exit(40000, &out_b);
-    int rc_a = alice.wait_exit(40000, &out_a);
+    int         rc_b = bob.wait_exit(40000, &out_b);
+    int         rc_a = alice.wait_exit(40000, &out_a);
     EXPECT_EQ(0, rc_a) << out_a;
     EXPECT_EQ(0, rc_b) << out_b;
     EXPECT_NE(std::string::npos,
@@ -700,8 +704,8 @@ TEST(client_ucp_hello, two_processes_pair_by_name)
 
     /* both names were withdrawn when they finished */
     orc_client_t *c = orcd.client("hello-test");
-    void *got;
-    size_t length;
+    void         *got;
+    size_t        length;
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_kv_get(c, "ucp/alice", 0, &got, &length));
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
@@ -715,12 +719,12 @@ TEST(client_ucp_hello, peer_never_appears_times_out)
     ASSERT_TRUE(orcd.start()) << orcd.error();
 
     std::string out;
-    auto t0 = steady::now();
-    int rc  = run({builddir() + "/contrib/examples/orc_hello", "--name",
-                   "lonely", "--peer", "nobody", "--timeout", "1"},
-                  {"ORC_COORDINATOR_URL=" + orcd.url(), "ORC_JOB=hello-test",
-                   "UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo"},
-                  &out, 20000, true);
+    auto        t0 = steady::now();
+    int         rc = run({builddir() + "/contrib/examples/orc_hello", "--name",
+                          "lonely", "--peer", "nobody", "--timeout", "1"},
+                         {"ORC_COORDINATOR_URL=" + orcd.url(), "ORC_JOB=hello-test",
+                          "UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo"},
+                         &out, 20000, true);
     EXPECT_EQ(1, rc) << out;
     EXPECT_NE(std::string::npos, out.find("timed out")) << out;
     EXPECT_LT(ms_since(t0), 15000);

@@ -31,7 +31,8 @@
 
 extern char **environ;
 
-namespace orc_test {
+namespace orc_test
+{
 
 using steady = std::chrono::steady_clock;
 
@@ -49,7 +50,7 @@ inline std::string srcdir()
 
 inline std::string make_tmpdir()
 {
-    char tmpl[] = "/tmp/orc-client-test-XXXXXX";
+    char        tmpl[] = "/tmp/orc-client-test-XXXXXX";
     const char *dir = mkdtemp(tmpl);
     return (dir != NULL) ? dir : "";
 }
@@ -62,8 +63,9 @@ inline void write_file(const std::string &path, const std::string &text)
 
 inline int64_t ms_since(steady::time_point t0)
 {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-            steady::now() - t0).count();
+    return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() -
+                                                                 t0)
+        .count();
 }
 
 /* Environment for a child: ours plus `extra` ("K=V"), overriding */
@@ -73,7 +75,7 @@ inline std::vector<std::string> child_env(const std::vector<std::string> &extra)
     for (char **e = environ; *e != NULL; ++e) {
         std::string kv = *e;
         std::string key = kv.substr(0, kv.find('='));
-        bool overridden = false;
+        bool        overridden = false;
         for (const auto &x : extra) {
             overridden |= (x.substr(0, x.find('=')) == key);
         }
@@ -86,8 +88,9 @@ inline std::vector<std::string> child_env(const std::vector<std::string> &extra)
 }
 
 /* A child process with its stdout (and optionally stderr) on a pipe */
-class child {
-public:
+class child
+{
+  public:
     child() = default;
     child(const child &) = delete;
     child &operator=(const child &) = delete;
@@ -102,7 +105,7 @@ public:
 
     bool start(const std::vector<std::string> &argv,
                const std::vector<std::string> &env_extra = {},
-               bool merge_stderr = false)
+               bool                            merge_stderr = false)
     {
         int pipefd[2];
         if (pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -116,19 +119,19 @@ public:
             posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
         }
 
-        std::vector<char*> args, envp;
+        std::vector<char *> args, envp;
         for (const auto &a : argv) {
-            args.push_back(const_cast<char*>(a.c_str()));
+            args.push_back(const_cast<char *>(a.c_str()));
         }
         args.push_back(NULL);
         std::vector<std::string> env = child_env(env_extra);
         for (const auto &e : env) {
-            envp.push_back(const_cast<char*>(e.c_str()));
+            envp.push_back(const_cast<char *>(e.c_str()));
         }
         envp.push_back(NULL);
 
-        int ret = posix_spawn(&m_pid, args[0], &fa, NULL, args.data(),
-                              envp.data());
+        int ret =
+            posix_spawn(&m_pid, args[0], &fa, NULL, args.data(), envp.data());
         posix_spawn_file_actions_destroy(&fa);
         close(pipefd[1]);
         if (ret != 0) {
@@ -147,7 +150,7 @@ public:
         for (;;) {
             size_t nl = m_out.find('\n', m_consumed);
             if (nl != std::string::npos) {
-                *line      = m_out.substr(m_consumed, nl - m_consumed);
+                *line = m_out.substr(m_consumed, nl - m_consumed);
                 m_consumed = nl + 1;
                 return true;
             }
@@ -183,8 +186,7 @@ public:
         if (out != NULL) {
             *out = m_out.substr(m_consumed);
         }
-        return WIFEXITED(status) ? WEXITSTATUS(status) :
-                                   128 + WTERMSIG(status);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
 
     void signal(int sig)
@@ -208,7 +210,7 @@ public:
         return m_pid;
     }
 
-private:
+  private:
     /* read what is available within timeout_ms; false at EOF/timeout */
     bool fill(int timeout_ms)
     {
@@ -219,7 +221,7 @@ private:
         if (poll(&pfd, 1, timeout_ms) <= 0) {
             return false;
         }
-        char buf[4096];
+        char    buf[4096];
         ssize_t n = read(m_fd, buf, sizeof(buf));
         if (n <= 0) {
             close(m_fd);
@@ -230,8 +232,8 @@ private:
         return true;
     }
 
-    pid_t       m_pid      = -1;
-    int         m_fd       = -1;
+    pid_t       m_pid = -1;
+    int         m_fd = -1;
     std::string m_out;
     size_t      m_consumed = 0;
 };
@@ -252,15 +254,16 @@ inline int run(const std::vector<std::string> &argv,
  * orcd as a child process on 127.0.0.1 with a kernel-chosen port. The
  * configuration (YAML text) is written to a temporary file.
  */
-class orcd_child {
-public:
+class orcd_child
+{
+  public:
     ~orcd_child()
     {
         stop();
     }
 
     /* Start and wait until /healthz answers; false (and a message) if not */
-    bool start(const std::string &config_yaml = "",
+    bool start(const std::string              &config_yaml = "",
                const std::vector<std::string> &extra_args = {})
     {
         m_dir = make_tmpdir();
@@ -275,7 +278,7 @@ public:
             return false;
         }
 
-        std::string port_file = m_dir + "/port";
+        std::string              port_file = m_dir + "/port";
         std::vector<std::string> argv = {binary, "--listen", "127.0.0.1:0",
                                          "--port-file", port_file};
         if (!config_yaml.empty()) {
@@ -292,7 +295,7 @@ public:
 
         /* the port file appears once orcd listens (bounded wait) */
         auto t0 = steady::now();
-        int port = 0;
+        int  port = 0;
         while ((port <= 0) && (ms_since(t0) < 10000)) {
             std::ifstream in(port_file);
             if (!(in >> port)) {
@@ -307,7 +310,7 @@ public:
         m_url = "http://127.0.0.1:" + std::to_string(port);
 
         orc_client_t *probe = client("default", NULL, 1000);
-        bool ok = false;
+        bool          ok = false;
         while (!ok && (ms_since(t0) < 10000)) {
             ok = (probe != NULL) && (orc_client_health(probe) == ORC_CL_OK);
             if (!ok) {
@@ -363,12 +366,12 @@ public:
         params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
                             ORC_CLIENT_PARAM_FIELD_JOB |
                             ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-        params.url        = m_url.c_str();
-        params.job        = job;
+        params.url = m_url.c_str();
+        params.job = job;
         params.timeout_ms = timeout_ms;
         if (token != NULL) {
             params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
-            params.token       = token;
+            params.token = token;
         }
         orc_client_t *c = NULL;
         if (orc_client_create(&params, &c) != ORC_CL_OK) {
@@ -392,7 +395,7 @@ public:
         return m_error;
     }
 
-private:
+  private:
     child       m_proc;
     std::string m_dir;
     std::string m_url;

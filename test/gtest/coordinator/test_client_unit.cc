@@ -24,15 +24,16 @@
 #include <thread>
 #include <vector>
 
-namespace {
+namespace
+{
 
 using steady = std::chrono::steady_clock;
 
 struct fake_request {
     std::string method;
-    std::string url;   /* path and query */
+    std::string url; /* path and query */
     std::string body;
-    std::string auth;  /* Authorization header, "" if none */
+    std::string auth; /* Authorization header, "" if none */
 };
 
 struct fake_reply {
@@ -45,19 +46,19 @@ struct fake_reply {
  * get 404. Locking: `lock` protects routes and requests; `cond` signals
  * each recorded request.
  */
-class fake_server {
-public:
+class fake_server
+{
+  public:
     fake_server()
     {
-        m_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
-                                    MHD_USE_THREAD_PER_CONNECTION |
-                                    MHD_USE_ERROR_LOG,
-                                    0, NULL, NULL, &fake_server::handler, this,
-                                    MHD_OPTION_SOCK_ADDR, loopback_any(),
-                                    MHD_OPTION_END);
+        m_daemon = MHD_start_daemon(
+            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+                MHD_USE_ERROR_LOG,
+            0, NULL, NULL, &fake_server::handler, this, MHD_OPTION_SOCK_ADDR,
+            loopback_any(), MHD_OPTION_END);
         if (m_daemon != NULL) {
-            m_port = MHD_get_daemon_info(m_daemon,
-                                         MHD_DAEMON_INFO_BIND_PORT)->port;
+            m_port =
+                MHD_get_daemon_info(m_daemon, MHD_DAEMON_INFO_BIND_PORT)->port;
         }
     }
 
@@ -99,7 +100,7 @@ public:
     size_t count(const std::string &key)
     {
         std::lock_guard<std::mutex> guard(m_lock);
-        size_t n = 0;
+        size_t                      n = 0;
         for (const auto &r : m_requests) {
             n += ((r.method + " " + r.url) == key);
         }
@@ -119,21 +120,20 @@ public:
             if (have >= n) {
                 return true;
             }
-            if (m_cond.wait_until(guard, deadline) ==
-                std::cv_status::timeout) {
+            if (m_cond.wait_until(guard, deadline) == std::cv_status::timeout) {
                 return false;
             }
         }
     }
 
-private:
+  private:
     static const struct sockaddr *loopback_any()
     {
         static struct sockaddr_in sin;
-        sin.sin_family      = AF_INET;
-        sin.sin_port        = 0;
+        sin.sin_family = AF_INET;
+        sin.sin_port = 0;
         sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        return (const struct sockaddr*)&sin;
+        return (const struct sockaddr *)&sin;
     }
 
     struct conn_state {
@@ -155,7 +155,7 @@ private:
                                       const char *key, const char *value)
     {
         (void)kind;
-        collect_query(static_cast<std::string*>(cls), key, value);
+        collect_query(static_cast<std::string *>(cls), key, value);
         return MHD_YES;
     }
 
@@ -164,8 +164,8 @@ private:
                                    const char *version, const char *data,
                                    size_t *data_size, void **con_cls)
     {
-        fake_server *self = static_cast<fake_server*>(cls);
-        conn_state *state = static_cast<conn_state*>(*con_cls);
+        fake_server *self = static_cast<fake_server *>(cls);
+        conn_state  *state = static_cast<conn_state *>(*con_cls);
         (void)version;
 
         if (state == NULL) {
@@ -181,8 +181,8 @@ private:
         std::string query;
         MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, query_iter,
                                   &query);
-        const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                       "Authorization");
+        const char *auth =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
         fake_request req{method, std::string(url) + query, state->body,
                          (auth != NULL) ? auth : ""};
         delete state;
@@ -201,26 +201,27 @@ private:
         self->m_cond.notify_all();
 
         struct MHD_Response *resp = MHD_create_response_from_buffer(
-                reply.body.size(), (void*)reply.body.data(),
-                MHD_RESPMEM_MUST_COPY);
+            reply.body.size(), (void *)reply.body.data(),
+            MHD_RESPMEM_MUST_COPY);
         MHD_add_response_header(resp, "Content-Type", "application/json");
         enum MHD_Result ret = MHD_queue_response(conn, reply.code, resp);
         MHD_destroy_response(resp);
         return ret;
     }
 
-    struct MHD_Daemon                 *m_daemon = NULL;
-    uint16_t                           m_port   = 0;
-    std::mutex                         m_lock;
-    std::condition_variable            m_cond;
-    std::map<std::string, fake_reply>  m_routes;
-    std::vector<fake_request>          m_requests;
+    struct MHD_Daemon                *m_daemon = NULL;
+    uint16_t                          m_port = 0;
+    std::mutex                        m_lock;
+    std::condition_variable           m_cond;
+    std::map<std::string, fake_reply> m_routes;
+    std::vector<fake_request>         m_requests;
 };
 
 const char *TOKEN = "s3cret-token-value";
 
-class client_unit : public ::testing::Test {
-protected:
+class client_unit : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_TRUE(m_server.ok());
@@ -236,17 +237,16 @@ protected:
     orc_client_t *make_client(const std::string &url, int timeout_ms)
     {
         orc_client_params_t params = {};
-        params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
-                            ORC_CLIENT_PARAM_FIELD_JOB |
-                            ORC_CLIENT_PARAM_FIELD_TOKEN |
-                            ORC_CLIENT_PARAM_FIELD_TIMEOUT |
-                            ORC_CLIENT_PARAM_FIELD_LOG;
-        params.url        = url.c_str();
-        params.job        = "jobA";
-        params.token      = TOKEN;
+        params.field_mask =
+            ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB |
+            ORC_CLIENT_PARAM_FIELD_TOKEN | ORC_CLIENT_PARAM_FIELD_TIMEOUT |
+            ORC_CLIENT_PARAM_FIELD_LOG;
+        params.url = url.c_str();
+        params.job = "jobA";
+        params.token = TOKEN;
         params.timeout_ms = timeout_ms;
-        params.log        = log_cb;
-        params.log_arg    = this;
+        params.log = log_cb;
+        params.log_arg = this;
         orc_client_t *client = NULL;
         EXPECT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
         return client;
@@ -254,7 +254,7 @@ protected:
 
     static void log_cb(void *arg, const char *message)
     {
-        client_unit *self = static_cast<client_unit*>(arg);
+        client_unit                *self = static_cast<client_unit *>(arg);
         std::lock_guard<std::mutex> guard(self->m_log_lock);
         self->m_log.push_back(message);
     }
@@ -265,10 +265,10 @@ protected:
         return m_log;
     }
 
-    fake_server               m_server;
-    orc_client_t             *m_client = NULL;
-    std::mutex                m_log_lock;
-    std::vector<std::string>  m_log;
+    fake_server              m_server;
+    orc_client_t            *m_client = NULL;
+    std::mutex               m_log_lock;
+    std::vector<std::string> m_log;
 };
 
 /* poll a condition, bounded */
@@ -299,15 +299,15 @@ TEST(client_basic, status_strings)
 TEST(client_basic, base64_vectors)
 {
     const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    const char *coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                           "Zm9vYmFy"};
+    const char *coded[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                           "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (size_t i = 0; i < 7; ++i) {
         char *text = orc_client_b64_encode(plain[i], strlen(plain[i]));
         ASSERT_NE(nullptr, text);
         EXPECT_STREQ(coded[i], text);
         free(text);
 
-        void *data;
+        void  *data;
         size_t length;
         ASSERT_EQ(0, orc_client_b64_decode(coded[i], strlen(coded[i]), &data,
                                            &length));
@@ -321,11 +321,10 @@ TEST(client_basic, base64_vectors)
         all[i] = (unsigned char)(255 - i);
     }
     for (size_t len = 0; len <= sizeof(all); len += 37) {
-        char *text = orc_client_b64_encode(all, len);
-        void *data;
+        char  *text = orc_client_b64_encode(all, len);
+        void  *data;
         size_t length;
-        ASSERT_EQ(0, orc_client_b64_decode(text, strlen(text), &data,
-                                           &length));
+        ASSERT_EQ(0, orc_client_b64_decode(text, strlen(text), &data, &length));
         ASSERT_EQ(len, length);
         EXPECT_EQ(0, memcmp(all, data, len));
         free(data);
@@ -335,13 +334,13 @@ TEST(client_basic, base64_vectors)
 
 TEST(client_basic, base64_rejects_malformed)
 {
-    const char *bad[] = {"Zg=", "Zm9v!A==", "Zh==", "Zm9=", "=Zm9", "Zg==Zg==",
-                         "Z===", "Zm 9v"};
+    const char *bad[] = {
+        "Zg=", "Zm9v!A==", "Zh==", "Zm9=", "=Zm9", "Zg==Zg==", "Z===", "Zm 9v"};
     for (const char *text : bad) {
-        void *data = NULL;
+        void  *data = NULL;
         size_t length;
-        EXPECT_EQ(-1, orc_client_b64_decode(text, strlen(text), &data,
-                                            &length)) << text;
+        EXPECT_EQ(-1, orc_client_b64_decode(text, strlen(text), &data, &length))
+            << text;
         EXPECT_EQ(nullptr, data);
     }
 }
@@ -349,14 +348,14 @@ TEST(client_basic, base64_rejects_malformed)
 TEST(client_basic, create_validates)
 {
     orc_client_params_t params = {};
-    orc_client_t *client       = NULL;
+    orc_client_t       *client = NULL;
 
     params.field_mask = ORC_CLIENT_PARAM_FIELD_URL;
-    params.url        = "ftp://127.0.0.1:7411";
+    params.url = "ftp://127.0.0.1:7411";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
 
     params.field_mask = ORC_CLIENT_PARAM_FIELD_JOB;
-    params.job        = "bad/job";
+    params.job = "bad/job";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
     params.job = "";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
@@ -369,7 +368,7 @@ TEST(client_basic, create_validates)
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
 
     params.field_mask = ORC_CLIENT_PARAM_FIELD_TOKEN;
-    params.token      = "abc\r\nX-Evil: 1";
+    params.token = "abc\r\nX-Evil: 1";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
 
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(NULL, &client));
@@ -384,7 +383,7 @@ TEST(client_basic, create_validates)
 TEST(client_basic, params_from_env)
 {
     char path[] = "/tmp/orc-token-XXXXXX";
-    int fd      = mkstemp(path);
+    int  fd = mkstemp(path);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(17, write(fd, "file-token-1234\r\n", 17));
     close(fd);
@@ -395,7 +394,7 @@ TEST(client_basic, params_from_env)
     setenv(ORC_CLIENT_ENV_TOKEN_FILE, path, 1);
 
     orc_client_params_t params = {};
-    char *buf                  = NULL;
+    char               *buf = NULL;
     ASSERT_EQ(ORC_CL_OK, orc_client_params_from_env(&params, &buf));
     EXPECT_STREQ("http://127.0.0.1:9", params.url);
     EXPECT_STREQ("envjob", params.job);
@@ -405,9 +404,9 @@ TEST(client_basic, params_from_env)
 
     /* explicit fields win; ORC_TOKEN wins over the file */
     setenv(ORC_CLIENT_ENV_TOKEN, "env-token-5678", 1);
-    params            = {};
+    params = {};
     params.field_mask = ORC_CLIENT_PARAM_FIELD_JOB;
-    params.job        = "mine";
+    params.job = "mine";
     ASSERT_EQ(ORC_CL_OK, orc_client_params_from_env(&params, &buf));
     EXPECT_STREQ("mine", params.job);
     EXPECT_STREQ("env-token-5678", params.token);
@@ -471,20 +470,20 @@ TEST_F(client_unit, http_status_mapping_and_error_text)
         unsigned        code;
         orc_cl_status_t status;
     } cases[] = {
-        {400, ORC_CL_ERR_INVALID},      {401, ORC_CL_ERR_UNAUTHORIZED},
-        {403, ORC_CL_ERR_FORBIDDEN},    {404, ORC_CL_ERR_NOT_FOUND},
-        {409, ORC_CL_ERR_CONFLICT},     {410, ORC_CL_ERR_GONE},
-        {413, ORC_CL_ERR_TOO_LARGE},    {429, ORC_CL_ERR_BUSY},
-        {503, ORC_CL_ERR_BUSY},         {500, ORC_CL_ERR_PROTOCOL},
+        {400, ORC_CL_ERR_INVALID},   {401, ORC_CL_ERR_UNAUTHORIZED},
+        {403, ORC_CL_ERR_FORBIDDEN}, {404, ORC_CL_ERR_NOT_FOUND},
+        {409, ORC_CL_ERR_CONFLICT},  {410, ORC_CL_ERR_GONE},
+        {413, ORC_CL_ERR_TOO_LARGE}, {429, ORC_CL_ERR_BUSY},
+        {503, ORC_CL_ERR_BUSY},      {500, ORC_CL_ERR_PROTOCOL},
         {302, ORC_CL_ERR_PROTOCOL},
     };
 
     for (const auto &c : cases) {
         m_server.route("PUT /v1/jobs/jobA/nodes/9/rdma/endpoint", c.code,
                        "{\"error\": \"e" + std::to_string(c.code) +
-                       "\", \"detail\": \"because\"}");
-        EXPECT_EQ(c.status, orc_client_endpoint_put(m_client, 9,
-                                                    "{\"qpn\": 1}"))
+                           "\", \"detail\": \"because\"}");
+        EXPECT_EQ(c.status,
+                  orc_client_endpoint_put(m_client, 9, "{\"qpn\": 1}"))
             << c.code;
         std::string err = orc_client_last_error();
         EXPECT_NE(std::string::npos, err.find(std::to_string(c.code))) << err;
@@ -499,8 +498,8 @@ TEST_F(client_unit, endpoint_roundtrip_and_local_validation)
     m_server.route("GET /v1/jobs/jobA/nodes/3/rdma/endpoint", 200,
                    "{\"gid\": \"fe80::1\", \"qpn\": 17}");
 
-    EXPECT_EQ(ORC_CL_OK, orc_client_endpoint_put(m_client, 3,
-                                                 "{\"gid\":\"fe80::1\"}"));
+    EXPECT_EQ(ORC_CL_OK,
+              orc_client_endpoint_put(m_client, 3, "{\"gid\":\"fe80::1\"}"));
     EXPECT_EQ("{\"gid\":\"fe80::1\"}", m_server.requests().back().body);
 
     char *json = NULL;
@@ -518,11 +517,16 @@ TEST_F(client_unit, endpoint_roundtrip_and_local_validation)
 
 TEST_F(client_unit, strict_reply_parsing)
 {
-    uint64_t id;
+    uint64_t    id;
     const char *bad_register[] = {
-        "{\"id\": \"7\", \"ttl\": 30}", "{\"id\": 7}", "{\"id\": 0, \"ttl\": 3}",
-        "{\"id\": -1, \"ttl\": 3}",     "[7]",        "not json",
-        "{\"id\": 7, \"id\": 8, \"ttl\": 3}", "",
+        "{\"id\": \"7\", \"ttl\": 30}",
+        "{\"id\": 7}",
+        "{\"id\": 0, \"ttl\": 3}",
+        "{\"id\": -1, \"ttl\": 3}",
+        "[7]",
+        "not json",
+        "{\"id\": 7, \"id\": 8, \"ttl\": 3}",
+        "",
     };
     for (const char *body : bad_register) {
         m_server.route("POST /v1/jobs/jobA/nodes", 201, body);
@@ -532,18 +536,18 @@ TEST_F(client_unit, strict_reply_parsing)
     }
 
     orc_node_info_t *nodes;
-    size_t count;
-    const char *bad_list[] = {
-        "{\"index\": 1, \"nodes\": {}}",
-        "{\"nodes\": []}",
-        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
-        "\"pid\": \"1\"}]}",
-        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": 5, \"pid\": 1}]}",
-        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", \"pid\": 1, "
-        "\"endpoint\": 3}]}",
-        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", \"pid\": 1, "
-        "\"labels\": {\"a\": 1}}]}",
-        "{\"index\": 1, \"nodes\": [7]}",
+    size_t           count;
+    const char      *bad_list[] = {
+             "{\"index\": 1, \"nodes\": {}}",
+             "{\"nodes\": []}",
+             ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
+              "\"pid\": \"1\"}]}"),
+             "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": 5, \"pid\": 1}]}",
+             ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
+              "\"pid\": 1, \"endpoint\": 3}]}"),
+             ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
+              "\"pid\": 1, \"labels\": {\"a\": 1}}]}"),
+             "{\"index\": 1, \"nodes\": [7]}",
     };
     for (const char *body : bad_list) {
         m_server.route("GET /v1/jobs/jobA/nodes", 200, body);
@@ -553,13 +557,13 @@ TEST_F(client_unit, strict_reply_parsing)
     }
 
     orc_mbox_msg_t *msgs;
-    const char *bad_mbox[] = {
-        "{\"messages\": {}}",
-        "{\"messages\": [{\"seq\": 2, \"body\": {}}, {\"seq\": 2, "
-        "\"body\": {}}]}",
-        "{\"messages\": [{\"seq\": 1, \"body\": []}]}",
-        "{\"messages\": [{\"seq\": 1, \"from\": \"x\", \"body\": {}}]}",
-        "{\"messages\": [{\"body\": {}}]}",
+    const char     *bad_mbox[] = {
+            "{\"messages\": {}}",
+            ("{\"messages\": [{\"seq\": 2, \"body\": {}}, {\"seq\": 2, "
+             "\"body\": {}}]}"),
+            "{\"messages\": [{\"seq\": 1, \"body\": []}]}",
+            "{\"messages\": [{\"seq\": 1, \"from\": \"x\", \"body\": {}}]}",
+            "{\"messages\": [{\"body\": {}}]}",
     };
     for (const char *body : bad_mbox) {
         m_server.route("GET /v1/jobs/jobA/nodes/4/mailbox?after=0&wait=0.000",
@@ -569,8 +573,8 @@ TEST_F(client_unit, strict_reply_parsing)
             << body;
     }
 
-    void *value;
-    size_t length;
+    void       *value;
+    size_t      length;
     const char *bad_kv[] = {
         "{\"key\": \"k\", \"value\": \"plain\"}",
         "{\"key\": \"k\", \"value\": {\"b64\": \"@@@@\"}}",
@@ -597,10 +601,10 @@ TEST_F(client_unit, nodes_list_parses_and_waits)
                    "null}]}");
 
     orc_node_info_t *nodes = NULL;
-    size_t count           = 0;
-    uint64_t index         = 0;
-    ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(m_client, 5, 1250, &nodes,
-                                               &count, &index));
+    size_t           count = 0;
+    uint64_t         index = 0;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(m_client, 5, 1250, &nodes, &count, &index));
     ASSERT_EQ(2u, count);
     EXPECT_EQ(9u, index);
     EXPECT_EQ(1u, nodes[0].id);
@@ -617,21 +621,20 @@ TEST_F(client_unit, mailbox_send_and_recv)
 {
     m_server.route("POST /v1/jobs/jobA/nodes/4/mailbox", 201, "{\"seq\": 12}");
     uint64_t seq = 0;
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, 4, 2, "{\"qpn\": 5}",
-                                              &seq));
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_send(m_client, 4, 2, "{\"qpn\": 5}", &seq));
     EXPECT_EQ(12u, seq);
     EXPECT_EQ("{\"body\":{\"qpn\":5},\"from\":2}",
               m_server.requests().back().body);
 
-    m_server.route("GET /v1/jobs/jobA/nodes/4/mailbox?after=11&wait=0.500",
-                   200,
+    m_server.route("GET /v1/jobs/jobA/nodes/4/mailbox?after=11&wait=0.500", 200,
                    "{\"messages\": [{\"seq\": 12, \"from\": 2, \"body\": "
                    "{\"qpn\": 5}}, {\"seq\": 14, \"body\": {}}], "
                    "\"last_seq\": 14}");
     orc_mbox_msg_t *msgs = NULL;
-    size_t count         = 0;
-    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, 4, 11, 500, &msgs,
-                                              &count));
+    size_t          count = 0;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, 4, 11, 500, &msgs, &count));
     ASSERT_EQ(2u, count);
     EXPECT_EQ(12u, msgs[0].seq);
     EXPECT_EQ(2u, msgs[0].from);
@@ -656,7 +659,7 @@ TEST_F(client_unit, kv_base64_and_wait_mapping)
     m_server.route("GET /v1/jobs/jobA/kv/app/w1", 200,
                    "{\"key\": \"app/w1\", \"value\": {\"b64\": \"AAEC/3g=\"}, "
                    "\"index\": 3}");
-    void *value   = NULL;
+    void  *value = NULL;
     size_t length = 0;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_kv_get(m_client, "app/w1", 0, &value, &length));
@@ -676,14 +679,15 @@ TEST_F(client_unit, kv_base64_and_wait_mapping)
     EXPECT_EQ(ORC_CL_OK, orc_client_kv_delete(m_client, "app/w1"));
 
     /* keys that could escape the route never leave the process */
-    size_t before = m_server.requests().size();
-    const char *bad_keys[] = {"", "/abs", "a/../b", "a b", "a?b", "a%2f",
-                              "k#1"};
+    size_t      before = m_server.requests().size();
+    const char *bad_keys[] = {"",    "/abs", "a/../b", "a b",
+                              "a?b", "a%2f", "k#1"};
     for (const char *key : bad_keys) {
+        EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_kv_put(m_client, key, "v", 1))
+            << key;
         EXPECT_EQ(ORC_CL_ERR_INVALID,
-                  orc_client_kv_put(m_client, key, "v", 1)) << key;
-        EXPECT_EQ(ORC_CL_ERR_INVALID,
-                  orc_client_kv_get(m_client, key, 0, &value, &length)) << key;
+                  orc_client_kv_get(m_client, key, 0, &value, &length))
+            << key;
         EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_kv_delete(m_client, key))
             << key;
     }
@@ -700,15 +704,15 @@ TEST_F(client_unit, keepalive_runs_until_deregister)
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
     /* interval ~ttl/3: several keep-alives within ~2 TTLs */
-    ASSERT_TRUE(m_server.wait_count("PUT /v1/jobs/jobA/nodes/5/keepalive", 4,
-                                    2500));
+    ASSERT_TRUE(
+        m_server.wait_count("PUT /v1/jobs/jobA/nodes/5/keepalive", 4, 2500));
     EXPECT_EQ(0, orc_client_node_lost(m_client, id));
     ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
 
     /* no keep-alive after deregister returned */
     size_t n = m_server.count("PUT /v1/jobs/jobA/nodes/5/keepalive");
-    EXPECT_FALSE(m_server.wait_count("PUT /v1/jobs/jobA/nodes/5/keepalive",
-                                     n + 1, 700));
+    EXPECT_FALSE(
+        m_server.wait_count("PUT /v1/jobs/jobA/nodes/5/keepalive", n + 1, 700));
     EXPECT_EQ(1u, m_server.count("DELETE /v1/jobs/jobA/nodes/5"));
 }
 
@@ -720,8 +724,8 @@ TEST_F(client_unit, keepalive_gone_marks_lost)
 
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
-    EXPECT_TRUE(eventually([&] { return orc_client_node_lost(m_client, id); },
-                           3000));
+    EXPECT_TRUE(
+        eventually([&] { return orc_client_node_lost(m_client, id); }, 3000));
     /* one attempt, then the thread stops */
     EXPECT_EQ(1u, m_server.count("PUT /v1/jobs/jobA/nodes/6/keepalive"));
     bool logged = false;
@@ -740,15 +744,16 @@ TEST_F(client_unit, keepalive_unreachable_marks_lost_after_ttl)
 
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
-    ASSERT_TRUE(m_server.wait_count("PUT /v1/jobs/jobA/nodes/8/keepalive", 1,
-                                    2000));
+    ASSERT_TRUE(
+        m_server.wait_count("PUT /v1/jobs/jobA/nodes/8/keepalive", 1, 2000));
     auto stopped = steady::now();
     m_server.stop();
 
-    EXPECT_TRUE(eventually([&] { return orc_client_node_lost(m_client, id); },
-                           4000));
+    EXPECT_TRUE(
+        eventually([&] { return orc_client_node_lost(m_client, id); }, 4000));
     auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
-            steady::now() - stopped).count();
+                       steady::now() - stopped)
+                       .count();
     /* not before a TTL without a successful keep-alive (less the interval
      * that had already passed), and not much after */
     EXPECT_GE(elapsed, 500);
@@ -761,25 +766,25 @@ TEST(client_net, unreachable_is_fast)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
     struct sockaddr_in sin = {};
-    sin.sin_family         = AF_INET;
-    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(fd, (struct sockaddr*)&sin, sizeof(sin)));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
     socklen_t len = sizeof(sin);
-    ASSERT_EQ(0, getsockname(fd, (struct sockaddr*)&sin, &len));
+    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
 
     std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
     orc_client_params_t params = {};
-    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
-                        ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url        = url.c_str();
+    params.field_mask =
+        ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
+    params.url = url.c_str();
     params.timeout_ms = 1000;
     orc_client_t *client;
     ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
 
-    auto start = steady::now();
+    auto     start = steady::now();
     uint64_t id;
-    void *value;
-    size_t length;
+    void    *value;
+    size_t   length;
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
               orc_client_register(client, "h", 1, NULL, 0, &id));
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
@@ -796,18 +801,18 @@ TEST(client_net, silent_server_times_out)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
     struct sockaddr_in sin = {};
-    sin.sin_family         = AF_INET;
-    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(fd, (struct sockaddr*)&sin, sizeof(sin)));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
     ASSERT_EQ(0, listen(fd, 16));
     socklen_t len = sizeof(sin);
-    ASSERT_EQ(0, getsockname(fd, (struct sockaddr*)&sin, &len));
+    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
 
     std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
     orc_client_params_t params = {};
-    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
-                        ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url        = url.c_str();
+    params.field_mask =
+        ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
+    params.url = url.c_str();
     params.timeout_ms = 300;
     orc_client_t *client;
     ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
@@ -820,7 +825,7 @@ TEST(client_net, silent_server_times_out)
 
     /* a long-poll's wait extends the timeout */
     orc_mbox_msg_t *msgs;
-    size_t count;
+    size_t          count;
     EXPECT_EQ(ORC_CL_ERR_TIMEOUT,
               orc_client_mbox_recv(client, 1, 0, 400, &msgs, &count));
     auto t2 = steady::now();

@@ -8,19 +8,20 @@
 
 using namespace orc_test;
 
-namespace {
+namespace
+{
 
-const char *ORCD_CONFIG =
-    "ttl:\n"
-    "  min: 1\n"
-    "auth:\n"
-    "  enabled: true\n"
-    "  tokens:\n"
-    "    jobA: orcctl-token-a-1\n"
-    "    jobB: orcctl-token-b-2\n";
+const char *ORCD_CONFIG = "ttl:\n"
+                          "  min: 1\n"
+                          "auth:\n"
+                          "  enabled: true\n"
+                          "  tokens:\n"
+                          "    jobA: orcctl-token-a-1\n"
+                          "    jobB: orcctl-token-b-2\n";
 
-class orcctl_test : public ::testing::Test {
-protected:
+class orcctl_test : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_TRUE(m_orcd.start(ORCD_CONFIG)) << m_orcd.error();
@@ -30,9 +31,13 @@ protected:
     int ctl(const std::vector<std::string> &args, std::string *out,
             bool json = true, const std::vector<std::string> &env = {})
     {
-        std::vector<std::string> argv = {builddir() + "/orcctl", "--url",
-                                         m_orcd.url(), "--job", "jobA",
-                                         "--token", "orcctl-token-a-1"};
+        std::vector<std::string> argv = {builddir() + "/orcctl",
+                                         "--url",
+                                         m_orcd.url(),
+                                         "--job",
+                                         "jobA",
+                                         "--token",
+                                         "orcctl-token-a-1"};
         if (json) {
             argv.push_back("--json");
         }
@@ -44,8 +49,8 @@ protected:
     static json_t *parse(const std::string &text)
     {
         json_error_t err;
-        json_t *doc = json_loads(text.substr(0, text.find('\n')).c_str(), 0,
-                                 &err);
+        json_t      *doc =
+            json_loads(text.substr(0, text.find('\n')).c_str(), 0, &err);
         EXPECT_TRUE(json_is_object(doc)) << "not JSON: " << text;
         return doc;
     }
@@ -58,7 +63,7 @@ protected:
                                 "--labels", "{\"role\":\"demo\"}"}));
         std::string line;
         EXPECT_TRUE(reg->read_line(&line, 10000));
-        json_t *doc = parse(line);
+        json_t  *doc = parse(line);
         uint64_t id = json_integer_value(json_object_get(doc, "id"));
         json_decref(doc);
         return id;
@@ -92,30 +97,29 @@ TEST_F(orcctl_test, health_and_usage)
 
 TEST_F(orcctl_test, register_nodes_endpoint_roundtrip)
 {
-    child reg;
+    child    reg;
     uint64_t id = register_bg(&reg, "demo-host");
     ASSERT_GT(id, 0u);
 
     std::string out;
     ASSERT_EQ(0, ctl({"nodes"}, &out));
-    json_t *doc   = parse(out);
+    json_t *doc = parse(out);
     json_t *nodes = json_object_get(doc, "nodes");
     ASSERT_EQ(1u, json_array_size(nodes));
     json_t *node = json_array_get(nodes, 0);
     EXPECT_EQ((json_int_t)id, json_integer_value(json_object_get(node, "id")));
-    EXPECT_STREQ("demo-host",
-                 json_string_value(json_object_get(node, "host")));
+    EXPECT_STREQ("demo-host", json_string_value(json_object_get(node, "host")));
     EXPECT_EQ((json_int_t)reg.pid(),
               json_integer_value(json_object_get(node, "pid")));
     EXPECT_STREQ("demo", json_string_value(json_object_get(
-                                 json_object_get(node, "labels"), "role")));
+                             json_object_get(node, "labels"), "role")));
     EXPECT_TRUE(json_is_null(json_object_get(node, "endpoint")));
     json_decref(doc);
 
     std::string sid = std::to_string(id);
     EXPECT_EQ(2, ctl({"endpoint-get", sid}, &out));
-    ASSERT_EQ(0, ctl({"endpoint-put", sid, "{\"qpn\": 42, \"mtu\": 4096}"},
-                     &out));
+    ASSERT_EQ(0,
+              ctl({"endpoint-put", sid, "{\"qpn\": 42, \"mtu\": 4096}"}, &out));
     ASSERT_EQ(0, ctl({"endpoint-get", sid}, &out));
     doc = parse(out);
     EXPECT_EQ(42, json_integer_value(json_object_get(doc, "qpn")));
@@ -124,7 +128,7 @@ TEST_F(orcctl_test, register_nodes_endpoint_roundtrip)
     ASSERT_EQ(0, ctl({"node-get", sid}, &out));
     doc = parse(out);
     EXPECT_EQ(4096, json_integer_value(json_object_get(
-                            json_object_get(doc, "endpoint"), "mtu")));
+                        json_object_get(doc, "endpoint"), "mtu")));
     json_decref(doc);
 
     /* human-readable listing names the host */
@@ -145,18 +149,18 @@ TEST_F(orcctl_test, nodes_wait_wakes_on_change)
 {
     std::string out;
     ASSERT_EQ(0, ctl({"nodes"}, &out));
-    json_t *doc    = parse(out);
+    json_t    *doc = parse(out);
     json_int_t idx = json_integer_value(json_object_get(doc, "index"));
     json_decref(doc);
 
     child watcher;
-    ASSERT_TRUE(watcher.start({builddir() + "/orcctl", "--url", m_orcd.url(),
-                               "--job", "jobA", "--token", "orcctl-token-a-1",
-                               "--json", "nodes", "--index",
-                               std::to_string(idx), "--wait", "20"}));
-    child reg;
+    ASSERT_TRUE(
+        watcher.start({builddir() + "/orcctl", "--url", m_orcd.url(), "--job",
+                       "jobA", "--token", "orcctl-token-a-1", "--json", "nodes",
+                       "--index", std::to_string(idx), "--wait", "20"}));
+    child    reg;
     uint64_t id = register_bg(&reg, "late-host");
-    auto t0     = steady::now();
+    auto     t0 = steady::now();
     ASSERT_EQ(0, watcher.wait_exit(15000, &out));
     EXPECT_LT(ms_since(t0), 10000);
     doc = parse(out);
@@ -164,14 +168,14 @@ TEST_F(orcctl_test, nodes_wait_wakes_on_change)
     json_t *nodes = json_object_get(doc, "nodes");
     ASSERT_EQ(1u, json_array_size(nodes));
     EXPECT_EQ((json_int_t)id, json_integer_value(json_object_get(
-                                      json_array_get(nodes, 0), "id")));
+                                  json_array_get(nodes, 0), "id")));
     json_decref(doc);
 }
 
 TEST_F(orcctl_test, mailbox_send_and_watch)
 {
-    child reg;
-    uint64_t id = register_bg(&reg, "mbox-host");
+    child       reg;
+    uint64_t    id = register_bg(&reg, "mbox-host");
     std::string sid = std::to_string(id), out;
 
     for (int i = 1; i <= 3; ++i) {
@@ -185,15 +189,15 @@ TEST_F(orcctl_test, mailbox_send_and_watch)
 
     ASSERT_EQ(0, ctl({"mailbox-watch", sid, "--count", "2"}, &out));
     std::istringstream lines(out);
-    std::string line;
-    int n = 0;
+    std::string        line;
+    int                n = 0;
     while (std::getline(lines, line)) {
         json_t *doc = parse(line);
         ++n;
         EXPECT_EQ(n, json_integer_value(json_object_get(doc, "seq")));
         EXPECT_EQ(7, json_integer_value(json_object_get(doc, "from")));
-        EXPECT_EQ(n, json_integer_value(json_object_get(
-                             json_object_get(doc, "body"), "n")));
+        EXPECT_EQ(n, json_integer_value(
+                         json_object_get(json_object_get(doc, "body"), "n")));
         json_decref(doc);
     }
     EXPECT_EQ(2, n);
@@ -206,7 +210,8 @@ TEST_F(orcctl_test, mailbox_send_and_watch)
 
     /* nothing more within the wait: exit code 3 */
     EXPECT_EQ(3, ctl({"mailbox-watch", sid, "--after", "3", "--count", "1",
-                      "--wait", "0.3"}, &out));
+                      "--wait", "0.3"},
+                     &out));
     EXPECT_EQ(2, ctl({"mailbox-send", "99999", "{}"}, &out));
 }
 
