@@ -10,6 +10,11 @@
 # BUILDDIR defaults to $ORC_TOP_BUILDDIR, else the current directory.
 # Options go to orcd_bench, e.g. --duration 2 --clients 1,64 --tests fetch.
 # ORCD_BENCH_ORCD_ARGS adds orcd options (e.g. "--config my.yaml").
+#
+# If wrk is installed (and ORCD_BENCH_WRK is not 0), the endpoint fetch is
+# also measured with wrk at 64 connections, a load generator much lighter
+# than libcurl threads: on a 2-core machine the client's own CPU use bounds
+# what orcd_bench can show, and the wrk row shows orcd's headroom.
 set -eu
 
 builddir=${ORC_TOP_BUILDDIR:-.}
@@ -57,4 +62,37 @@ done
 port=$(cat "$tmp/port")
 echo "orcd-bench: orcd pid $pid on 127.0.0.1:$port; $(nproc) cores" >&2
 
-"$bench" --url "http://127.0.0.1:$port" --job bench "$@"
+rc=0
+"$bench" --url "http://127.0.0.1:$port" --job bench "$@" || rc=$?
+
+orcctl="$builddir/orcctl"
+if [ "${ORCD_BENCH_WRK:-1}" != 0 ] && command -v wrk >/dev/null 2>&1 &&
+   [ -x "$orcctl" ]; then
+    url="http://127.0.0.1:$port"
+    "$orcctl" --url "$url" --job bench-wrk --json register wrk-host \
+        --ttl 60 >"$tmp/reg" &
+    reg=$!
+    i=0
+    while [ ! -s "$tmp/reg" ] && [ $i -lt 500 ]; do
+        i=$((i + 1))
+        sleep 0.01
+    done
+    id=$(tr -cd 0-9 <"$tmp/reg")
+    if [ -n "$id" ] && "$orcctl" --url "$url" --job bench-wrk endpoint-put \
+           "$id" '{"backend":"soft","qpn":1,"mtu":4096}' >/dev/null; then
+        wrk -t2 -c64 -d5s --latency \
+            "$url/v1/jobs/bench-wrk/nodes/$id/rdma/endpoint" >"$tmp/wrk" 2>&1
+        awk '/Requests\/sec/ {rps = $2}
+             /^ +50%/ {p50 = $2} /^ +99%/ {p99 = $2}
+             /Non-2xx/ {bad = $NF}
+             END {printf "wrk cross-check: endpoint fetch, 64 connections, " \
+                         "2 threads, 5 s: %.0f req/s, p50 %s, p99 %s%s\n",
+                         rps, p50, p99, bad ? ", NON-2XX " bad : ""}' \
+            "$tmp/wrk"
+    else
+        echo "orcd-bench: wrk cross-check skipped (setup failed)" >&2
+    fi
+    kill -INT "$reg" 2>/dev/null || true
+    wait "$reg" 2>/dev/null || true
+fi
+exit $rc
