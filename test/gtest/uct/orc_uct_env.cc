@@ -1,0 +1,501 @@
+#include "orc_uct_env.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+extern char **environ;
+
+namespace orc_test {
+
+std::string uct_env::m_url;
+std::string uct_env::m_builddir;
+pid_t       uct_env::m_orcd_pid = -1;
+
+static std::string port_file_path()
+{
+    return "/tmp/orc-uct-test-orcd." + std::to_string(getpid()) + ".port";
+}
+
+void uct_env::start_orcd()
+{
+    std::string orcd = m_builddir + "/src/coordinator/orcd/orcd";
+    std::string port_file = port_file_path();
+    unlink(port_file.c_str());
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+        }
+        execl(orcd.c_str(), "orcd", "--listen", "127.0.0.1:0",
+              "--port-file", port_file.c_str(), "--log-level", "error",
+              (char*)NULL);
+        _exit(127);
+    }
+    ASSERT_GT(pid, 0) << "fork: " << strerror(errno);
+    m_orcd_pid = pid;
+
+    /* wait for the port file (bounded) */
+    int port = 0;
+    for (int i = 0; (i < 200) && (port == 0); ++i) {
+        std::ifstream f(port_file);
+        if (!(f >> port)) {
+            port = 0;
+            usleep(25000);
+        }
+        int st;
+        ASSERT_EQ(0, waitpid(pid, &st, WNOHANG)) << "orcd exited: " << orcd;
+    }
+    ASSERT_NE(0, port) << "orcd did not write " << port_file;
+    unlink(port_file.c_str());
+    m_url = "http://127.0.0.1:" + std::to_string(port);
+    setenv("UCX_ORC_COORDINATOR", m_url.c_str(), 1);
+}
+
+void uct_env::stop_orcd()
+{
+    if (m_orcd_pid > 0) {
+        kill(m_orcd_pid, SIGTERM);
+        waitpid(m_orcd_pid, NULL, 0);
+        m_orcd_pid = -1;
+    }
+}
+
+void uct_env::setup()
+{
+    static bool done = false;
+    if (done) {
+        return;
+    }
+
+    const char *b = getenv("ORC_TOP_BUILDDIR");
+    m_builddir    = (b != NULL) ? b : ".";
+
+    /* only soft_lo, small and quick */
+    setenv("UCX_ORC_BACKEND", "soft", 1);
+    setenv("UCX_ORC_SOFT_IFACES", "lo", 1);
+    setenv("UCX_ORC_JOB", "uct-test", 1);
+
+    if (getenv("UCX_ORC_COORDINATOR") == NULL ||
+        getenv("ORC_UCT_CHILD_ROLE") == NULL) {
+        start_orcd();
+    }
+
+    std::string lib = m_builddir + "/.libs/libuct_orc.so";
+    void *handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
+    ASSERT_TRUE(handle != NULL) << "dlopen " << lib << ": " << dlerror();
+    done = true;
+}
+
+void uct_env::teardown()
+{
+    stop_orcd();
+}
+
+const std::string &uct_env::url()
+{
+    return m_url;
+}
+
+const std::string &uct_env::builddir()
+{
+    return m_builddir;
+}
+
+scoped_setenv::scoped_setenv(const char *name, const std::string &value) :
+    m_name(name)
+{
+    const char *old = getenv(name);
+    m_had = (old != NULL);
+    if (m_had) {
+        m_old = old;
+    }
+    setenv(name, value.c_str(), 1);
+}
+
+scoped_setenv::~scoped_setenv()
+{
+    if (m_had) {
+        setenv(m_name.c_str(), m_old.c_str(), 1);
+    } else {
+        unsetenv(m_name.c_str());
+    }
+}
+
+double entity::now()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+entity::entity() :
+    m_component(NULL), m_md(NULL), m_async(NULL), m_worker(NULL),
+    m_iface(NULL)
+{
+    memset(&m_attr, 0, sizeof(m_attr));
+}
+
+entity::~entity()
+{
+    for (uct_ep_h ep : m_eps) {
+        uct_ep_destroy(ep);
+    }
+    for (auto &rkey : m_rkeys) {
+        uct_rkey_release(m_component, &rkey);
+    }
+    if (m_iface != NULL) {
+        uct_iface_close(m_iface);
+    }
+    if (m_worker != NULL) {
+        uct_worker_destroy(m_worker);
+    }
+    if (m_async != NULL) {
+        ucs_async_context_destroy(m_async);
+    }
+    if (m_md != NULL) {
+        uct_md_close(m_md);
+    }
+}
+
+ucs_status_t entity::err_cb(void *arg, uct_ep_h ep, ucs_status_t status)
+{
+    entity *self = (entity*)arg;
+    self->errors.push_back({ep, status});
+    return UCS_OK;
+}
+
+ucs_status_t entity::open()
+{
+    uct_component_h *components;
+    unsigned num_components;
+    ucs_status_t status;
+
+    status = uct_query_components(&components, &num_components);
+    if (status != UCS_OK) {
+        return status;
+    }
+    for (unsigned i = 0; i < num_components; ++i) {
+        uct_component_attr_t attr;
+        attr.field_mask = UCT_COMPONENT_ATTR_FIELD_NAME;
+        if ((uct_component_query(components[i], &attr) == UCS_OK) &&
+            !strcmp(attr.name, "orc")) {
+            m_component = components[i];
+        }
+    }
+    uct_release_component_list(components);
+    if (m_component == NULL) {
+        return UCS_ERR_NO_DEVICE;
+    }
+
+    uct_md_config_t *md_config;
+    status = uct_md_config_read(m_component, NULL, NULL, &md_config);
+    if (status != UCS_OK) {
+        return status;
+    }
+    status = uct_md_open(m_component, "soft_lo", md_config, &m_md);
+    uct_config_release(md_config);
+    if (status != UCS_OK) {
+        return status;
+    }
+
+    status = ucs_async_context_create(UCS_ASYNC_MODE_THREAD_SPINLOCK,
+                                      &m_async);
+    if (status != UCS_OK) {
+        return status;
+    }
+    status = uct_worker_create(m_async, UCS_THREAD_MODE_SINGLE, &m_worker);
+    if (status != UCS_OK) {
+        return status;
+    }
+
+    uct_iface_config_t *iface_config;
+    status = uct_md_iface_config_read(m_md, "orc", NULL, NULL, &iface_config);
+    if (status != UCS_OK) {
+        return status;
+    }
+
+    uct_iface_params_t params;
+    memset(&params, 0, sizeof(params));
+    params.field_mask           = UCT_IFACE_PARAM_FIELD_OPEN_MODE |
+                                  UCT_IFACE_PARAM_FIELD_DEVICE |
+                                  UCT_IFACE_PARAM_FIELD_ERR_HANDLER |
+                                  UCT_IFACE_PARAM_FIELD_ERR_HANDLER_ARG |
+                                  UCT_IFACE_PARAM_FIELD_ERR_HANDLER_FLAGS;
+    params.open_mode            = UCT_IFACE_OPEN_MODE_DEVICE;
+    params.mode.device.tl_name  = "orc";
+    params.mode.device.dev_name = "soft_lo:1";
+    params.err_handler          = err_cb;
+    params.err_handler_arg      = this;
+    params.err_handler_flags    = 0;
+    status = uct_iface_open(m_md, m_worker, &params, iface_config, &m_iface);
+    uct_config_release(iface_config);
+    if (status != UCS_OK) {
+        m_iface = NULL;
+        return status;
+    }
+
+    uct_iface_progress_enable(m_iface, UCT_PROGRESS_SEND | UCT_PROGRESS_RECV);
+    return uct_iface_query(m_iface, &m_attr);
+}
+
+void entity::progress(unsigned count)
+{
+    for (unsigned i = 0; i < count; ++i) {
+        uct_worker_progress(m_worker);
+    }
+}
+
+std::vector<uint8_t> entity::dev_addr() const
+{
+    std::vector<uint8_t> addr(m_attr.device_addr_len);
+    EXPECT_EQ(UCS_OK, uct_iface_get_device_address(
+                      m_iface, (uct_device_addr_t*)addr.data()));
+    return addr;
+}
+
+std::vector<uint8_t> entity::iface_addr() const
+{
+    std::vector<uint8_t> addr(m_attr.iface_addr_len);
+    EXPECT_EQ(UCS_OK, uct_iface_get_address(m_iface,
+                                            (uct_iface_addr_t*)addr.data()));
+    return addr;
+}
+
+ucs_status_t entity::create_ep(const std::vector<uint8_t> &dev_addr,
+                               const std::vector<uint8_t> &iface_addr,
+                               uct_ep_h *ep_p)
+{
+    uct_ep_params_t params;
+    ucs_status_t status;
+
+    memset(&params, 0, sizeof(params));
+    params.field_mask = UCT_EP_PARAM_FIELD_IFACE |
+                        UCT_EP_PARAM_FIELD_DEV_ADDR |
+                        UCT_EP_PARAM_FIELD_IFACE_ADDR;
+    params.iface      = m_iface;
+    params.dev_addr   = (const uct_device_addr_t*)dev_addr.data();
+    params.iface_addr = (const uct_iface_addr_t*)iface_addr.data();
+    status = uct_ep_create(&params, ep_p);
+    if (status == UCS_OK) {
+        m_eps.push_back(*ep_p);
+    }
+    return status;
+}
+
+ucs_status_t entity::connect_to(entity &peer, uct_ep_h *ep_p)
+{
+    return create_ep(peer.dev_addr(), peer.iface_addr(), ep_p);
+}
+
+/* A flush of an idle ep cannot tell; a zero-length put can. */
+uct_ep_h entity::connect_and_wait(entity &peer)
+{
+    uct_ep_h ep = NULL;
+    EXPECT_EQ(UCS_OK, connect_to(peer, &ep));
+    if (ep == NULL) {
+        return NULL;
+    }
+
+    uint64_t scratch = 0;
+    mem m = peer.alloc_mem(64);
+    uct_rkey_t rkey = unpack_rkey(m.rkey_buf);
+    ucs_status_t status = UCS_ERR_NO_RESOURCE;
+    bool ok = progress_until([&]() {
+        peer.progress();
+        status = uct_ep_put_short(ep, &scratch, sizeof(scratch),
+                                  (uintptr_t)m.ptr, rkey);
+        return status != UCS_ERR_NO_RESOURCE;
+    });
+    EXPECT_TRUE(ok) << "pairing did not complete";
+    EXPECT_EQ(UCS_OK, status);
+    progress_until([&]() {
+        return uct_ep_flush(ep, 0, NULL) == UCS_OK;
+    });
+    peer.free_mem(m);
+    return ep;
+}
+
+entity::mem entity::alloc_mem(size_t length)
+{
+    mem m;
+    uct_md_attr_t md_attr;
+
+    m.length = length;
+    m.ptr    = NULL;
+    EXPECT_EQ(0, posix_memalign(&m.ptr, 4096, std::max(length, (size_t)64)));
+    memset(m.ptr, 0, std::max(length, (size_t)64));
+    EXPECT_EQ(UCS_OK, uct_md_mem_reg(m_md, m.ptr, std::max(length, (size_t)64),
+                                     UCT_MD_MEM_ACCESS_ALL, &m.memh));
+    EXPECT_EQ(UCS_OK, uct_md_query(m_md, &md_attr));
+    m.rkey_buf.resize(md_attr.rkey_packed_size);
+    EXPECT_EQ(UCS_OK, uct_md_mkey_pack(m_md, m.memh, m.rkey_buf.data()));
+    return m;
+}
+
+void entity::free_mem(mem &m)
+{
+    EXPECT_EQ(UCS_OK, uct_md_mem_dereg(m_md, m.memh));
+    free(m.ptr);
+    m.ptr = NULL;
+}
+
+uct_rkey_t entity::unpack_rkey(const std::vector<uint8_t> &rkey_buf)
+{
+    uct_rkey_bundle_t bundle;
+    EXPECT_EQ(UCS_OK, uct_rkey_unpack(m_component, rkey_buf.data(), &bundle));
+    m_rkeys.push_back(bundle);
+    return bundle.rkey;
+}
+
+/* ---------------------------------------------------------------- child */
+
+child::child(const std::string &role, const std::vector<std::string> &env) :
+    m_pid(-1), m_in(-1), m_out(-1)
+{
+    int in[2], out[2];
+    EXPECT_EQ(0, pipe2(in, O_CLOEXEC));
+    EXPECT_EQ(0, pipe2(out, O_CLOEXEC));
+
+    std::vector<std::string> envs;
+    for (char **e = environ; *e != NULL; ++e) {
+        if (strncmp(*e, "GTEST_OUTPUT=", 13)) {
+            envs.push_back(*e);
+        }
+    }
+    envs.push_back("ORC_UCT_CHILD_ROLE=" + role);
+    for (auto &e : env) {
+        envs.push_back(e);
+    }
+    std::vector<char*> envp;
+    for (auto &e : envs) {
+        envp.push_back((char*)e.c_str());
+    }
+    envp.push_back(NULL);
+
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    EXPECT_GT(n, 0);
+    self[n > 0 ? n : 0] = '\0';
+    const char *argv[] = {self, "--gtest_filter=OrcChild.Main", NULL};
+
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    int ret = posix_spawn(&m_pid, self, &fa, NULL, (char**)argv, envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    EXPECT_EQ(0, ret) << strerror(ret);
+    close(in[0]);
+    close(out[1]);
+    m_in  = in[1];
+    m_out = out[0];
+}
+
+child::~child()
+{
+    if (m_pid > 0) {
+        kill(m_pid, SIGKILL);
+        waitpid(m_pid, NULL, 0);
+    }
+    close(m_in);
+    close(m_out);
+}
+
+bool child::read_line(std::string &line, double timeout_sec)
+{
+    double deadline = entity::now() + timeout_sec;
+    for (;;) {
+        size_t pos = m_buf.find('\n');
+        if (pos != std::string::npos) {
+            line = m_buf.substr(0, pos);
+            m_buf.erase(0, pos + 1);
+            /* gtest's own output lines are not ours */
+            if (line.compare(0, 4, "ORC ") == 0) {
+                line.erase(0, 4);
+                return true;
+            }
+            continue;
+        }
+        double left = deadline - entity::now();
+        if (left <= 0) {
+            return false;
+        }
+        struct pollfd pfd = {m_out, POLLIN, 0};
+        if (poll(&pfd, 1, (int)(left * 1000) + 1) <= 0) {
+            continue;
+        }
+        char buf[4096];
+        ssize_t n = read(m_out, buf, sizeof(buf));
+        if (n <= 0) {
+            return false;
+        }
+        m_buf.append(buf, n);
+    }
+}
+
+void child::write_line(const std::string &line)
+{
+    std::string l = line + "\n";
+    ssize_t n = write(m_in, l.data(), l.size());
+    EXPECT_EQ((ssize_t)l.size(), n);
+}
+
+void child::kill_now()
+{
+    kill(m_pid, SIGKILL);
+}
+
+int child::wait_exit(double timeout_sec)
+{
+    double deadline = entity::now() + timeout_sec;
+    int st;
+    while (entity::now() < deadline) {
+        pid_t r = waitpid(m_pid, &st, WNOHANG);
+        if (r == m_pid) {
+            m_pid = -1;
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        usleep(10000);
+    }
+    return -1;
+}
+
+std::string hex(const void *buf, size_t len)
+{
+    std::string s;
+    char b[3];
+    for (size_t i = 0; i < len; ++i) {
+        snprintf(b, sizeof(b), "%02x", ((const uint8_t*)buf)[i]);
+        s += b;
+    }
+    return s;
+}
+
+std::vector<uint8_t> unhex(const std::string &s)
+{
+    std::vector<uint8_t> v;
+    for (size_t i = 0; i + 1 < s.size(); i += 2) {
+        v.push_back((uint8_t)strtoul(s.substr(i, 2).c_str(), NULL, 16));
+    }
+    return v;
+}
+
+} // namespace orc_test

@@ -1,0 +1,142 @@
+/*
+ * Test harness for the orc UCT transport: a child orcd on a free loopback
+ * port, the module loaded with dlopen, and UCT entities (md + worker + iface
+ * + eps) over softnic's soft_lo.
+ */
+#ifndef ORC_UCT_ENV_H_
+#define ORC_UCT_ENV_H_
+
+#include <gtest/gtest.h>
+
+extern "C" {
+#include <uct/api/uct.h>
+#include <ucs/async/async_fwd.h>
+}
+
+#include <stdint.h>
+#include <string>
+#include <vector>
+
+namespace orc_test {
+
+/* Environment: orcd + module; set up once per test binary */
+class uct_env {
+public:
+    static void setup();           /* idempotent */
+    static void teardown();
+    static const std::string &url();
+    static const std::string &builddir();
+    static void stop_orcd();       /* for "orcd unreachable" tests */
+    static void start_orcd();
+private:
+    static std::string m_url;
+    static std::string m_builddir;
+    static pid_t       m_orcd_pid;
+};
+
+/* Scoped environment variable */
+class scoped_setenv {
+public:
+    scoped_setenv(const char *name, const std::string &value);
+    ~scoped_setenv();
+private:
+    std::string m_name;
+    std::string m_old;
+    bool        m_had;
+};
+
+/* One UCT interface on soft_lo:1 with its md and worker */
+class entity {
+public:
+    entity();
+    ~entity();
+
+    /* open; returns the status of uct_iface_open (or of an earlier step) */
+    ucs_status_t open();
+    void progress(unsigned count = 1);
+    /* progress until cond() or timeout; returns cond() */
+    template <typename F> bool progress_until(F cond, double timeout_sec = 10)
+    {
+        double deadline = now() + timeout_sec;
+        while (!cond()) {
+            if (now() > deadline) {
+                return false;
+            }
+            progress();
+        }
+        return true;
+    }
+
+    /* packed addresses of this iface */
+    std::vector<uint8_t> dev_addr() const;
+    std::vector<uint8_t> iface_addr() const;
+
+    ucs_status_t create_ep(const std::vector<uint8_t> &dev_addr,
+                           const std::vector<uint8_t> &iface_addr,
+                           uct_ep_h *ep_p);
+    ucs_status_t connect_to(entity &peer, uct_ep_h *ep_p);
+    /* create the ep and progress until an op can be posted */
+    uct_ep_h connect_and_wait(entity &peer);
+
+    /* registered buffer */
+    struct mem {
+        void        *ptr;
+        size_t       length;
+        uct_mem_h    memh;
+        std::vector<uint8_t> rkey_buf;
+    };
+    mem alloc_mem(size_t length);
+    void free_mem(mem &m);
+    uct_rkey_t unpack_rkey(const std::vector<uint8_t> &rkey_buf);
+
+    uct_iface_h iface() const { return m_iface; }
+    uct_md_h md() const { return m_md; }
+    const uct_iface_attr_t &attr() const { return m_attr; }
+    uct_component_h component() const { return m_component; }
+
+    /* error callbacks seen */
+    struct err_event {
+        uct_ep_h     ep;
+        ucs_status_t status;
+    };
+    std::vector<err_event> errors;
+
+    static double now();
+
+private:
+    static ucs_status_t err_cb(void *arg, uct_ep_h ep, ucs_status_t status);
+
+    uct_component_h    m_component;
+    uct_md_h           m_md;
+    ucs_async_context_t *m_async;
+    uct_worker_h       m_worker;
+    uct_iface_h        m_iface;
+    uct_iface_attr_t   m_attr;
+    std::vector<uct_rkey_bundle_t> m_rkeys;
+    std::vector<uct_ep_h> m_eps;
+};
+
+/* A child process running this test binary in a "role" (see
+ * test_orc_uct.cc, OrcChild.Main); talks over its stdin/stdout lines. */
+class child {
+public:
+    child(const std::string &role, const std::vector<std::string> &env = {});
+    ~child();
+    bool read_line(std::string &line, double timeout_sec = 20);
+    void write_line(const std::string &line);
+    void kill_now();
+    int wait_exit(double timeout_sec = 30); /* exit status or -1 */
+    pid_t pid() const { return m_pid; }
+private:
+    pid_t       m_pid;
+    int         m_in;   /* write end of the child's stdin */
+    int         m_out;  /* read end of the child's stdout */
+    std::string m_buf;
+};
+
+std::string hex(const void *buf, size_t len);
+std::vector<uint8_t> unhex(const std::string &s);
+
+} // namespace orc_test
+
+#endif

@@ -1,0 +1,1067 @@
+/*
+ * UCT-level tests of the orc transport over softnic (soft_lo), paired
+ * through a child orcd on a free loopback port.
+ */
+#include "orc_uct_env.h"
+
+extern "C" {
+#include "orc_client.h"
+}
+
+#include <algorithm>
+#include <set>
+#include <sstream>
+#include <string.h>
+#include <unistd.h>
+
+using namespace orc_test;
+
+namespace {
+
+class orc_environment : public ::testing::Environment {
+public:
+    void SetUp() override { uct_env::setup(); }
+    void TearDown() override { uct_env::teardown(); }
+};
+
+::testing::Environment *const g_env =
+        ::testing::AddGlobalTestEnvironment(new orc_environment);
+
+void fill_pattern(void *buf, size_t len, unsigned seed)
+{
+    for (size_t i = 0; i < len; ++i) {
+        ((uint8_t*)buf)[i] = (uint8_t)(seed + i * 7 + (i >> 8));
+    }
+}
+
+struct pack_arg {
+    const void *src;
+    size_t      len;
+};
+
+size_t pack_cb(void *dest, void *arg)
+{
+    pack_arg *a = (pack_arg*)arg;
+    memcpy(dest, a->src, a->len);
+    return a->len;
+}
+
+void unpack_cb(void *arg, const void *data, size_t length)
+{
+    memcpy(arg, data, length);
+}
+
+struct comp_t {
+    uct_completion_t uct;
+    int              done;
+    ucs_status_t     status;
+};
+
+void comp_cb(uct_completion_t *self)
+{
+    comp_t *c = ucs_container_of(self, comp_t, uct);
+    c->done++;
+    c->status = self->status;
+}
+
+void comp_init(comp_t *c, int count = 1)
+{
+    c->uct.func   = comp_cb;
+    c->uct.count  = count;
+    c->uct.status = UCS_OK;
+    c->done       = 0;
+    c->status     = UCS_OK;
+}
+
+struct am_rx {
+    std::vector<std::vector<uint8_t>> msgs;
+};
+
+ucs_status_t am_cb(void *arg, void *data, size_t length, unsigned)
+{
+    am_rx *rx = (am_rx*)arg;
+    rx->msgs.emplace_back((uint8_t*)data, (uint8_t*)data + length);
+    return UCS_OK;
+}
+
+} // namespace
+
+class OrcUct : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(UCS_OK, a.open());
+        ASSERT_EQ(UCS_OK, b.open());
+        ep = a.connect_and_wait(b);
+        ASSERT_TRUE(ep != NULL);
+    }
+
+    void flush_ep(entity &e, uct_ep_h the_ep)
+    {
+        comp_t c;
+        comp_init(&c);
+        ucs_status_t status = uct_ep_flush(the_ep, 0, &c.uct);
+        if (status == UCS_INPROGRESS) {
+            ASSERT_TRUE(e.progress_until([&]() { return c.done > 0; }));
+            status = c.status;
+        }
+        ASSERT_EQ(UCS_OK, status);
+    }
+
+    template <typename F> ucs_status_t retry(F op)
+    {
+        ucs_status_t status;
+        double deadline = entity::now() + 10;
+        do {
+            status = op();
+            if (status != UCS_ERR_NO_RESOURCE) {
+                break;
+            }
+            a.progress();
+            b.progress();
+        } while (entity::now() < deadline);
+        return status;
+    }
+
+    entity   a, b;
+    uct_ep_h ep = NULL;
+};
+
+TEST_F(OrcUct, Query)
+{
+    const uct_iface_attr_t &attr = a.attr();
+    uint64_t need = UCT_IFACE_FLAG_PUT_SHORT | UCT_IFACE_FLAG_PUT_BCOPY |
+                    UCT_IFACE_FLAG_PUT_ZCOPY | UCT_IFACE_FLAG_GET_BCOPY |
+                    UCT_IFACE_FLAG_GET_ZCOPY | UCT_IFACE_FLAG_AM_SHORT |
+                    UCT_IFACE_FLAG_AM_BCOPY | UCT_IFACE_FLAG_AM_ZCOPY |
+                    UCT_IFACE_FLAG_PENDING | UCT_IFACE_FLAG_CONNECT_TO_IFACE |
+                    UCT_IFACE_FLAG_ERRHANDLE_PEER_FAILURE |
+                    UCT_IFACE_FLAG_EP_CHECK;
+    EXPECT_EQ(need, attr.cap.flags & need);
+    EXPECT_FALSE(attr.cap.flags & UCT_IFACE_FLAG_CONNECT_TO_EP);
+    EXPECT_EQ(8u, attr.iface_addr_len);
+    EXPECT_GT(attr.device_addr_len, 0u);
+    EXPECT_GT(attr.bandwidth.shared + attr.bandwidth.dedicated, 0);
+    EXPECT_GT(attr.latency.c, 0);
+    /* only exact atomics: 64-bit, none of the bitwise ones, no 32-bit */
+    EXPECT_EQ(0u, attr.cap.atomic32.op_flags | attr.cap.atomic32.fop_flags);
+    EXPECT_FALSE(attr.cap.atomic64.fop_flags & UCS_BIT(UCT_ATOMIC_OP_AND));
+    EXPECT_TRUE(uct_iface_is_reachable(a.iface(),
+                                       (uct_device_addr_t*)b.dev_addr().data(),
+                                       (uct_iface_addr_t*)b.iface_addr().data()));
+
+    uct_md_attr_t md_attr;
+    ASSERT_EQ(UCS_OK, uct_md_query(a.md(), &md_attr));
+    EXPECT_TRUE(md_attr.cap.flags & UCT_MD_FLAG_REG);
+    EXPECT_EQ(4u, md_attr.rkey_packed_size);
+    EXPECT_STREQ("orc", md_attr.component_name);
+}
+
+TEST_F(OrcUct, RegisterInvalidMemoryFails)
+{
+    uct_mem_h memh;
+    /* unmapped address range */
+    void *bad = (void*)0x10000;
+    EXPECT_NE(UCS_OK, uct_md_mem_reg(a.md(), bad, 4096,
+                                     UCT_MD_MEM_FLAG_HIDE_ERRORS, &memh));
+    /* the registration cache hands out the same region again */
+    entity::mem m = b.alloc_mem(1 << 16);
+    uct_mem_h memh2;
+    ASSERT_EQ(UCS_OK, uct_md_mem_reg(b.md(), m.ptr, 1 << 16,
+                                     UCT_MD_MEM_ACCESS_ALL, &memh2));
+    EXPECT_EQ(UCS_OK, uct_md_mem_dereg(b.md(), memh2));
+    b.free_mem(m);
+}
+
+TEST_F(OrcUct, PutShortBcopyZcopy)
+{
+    const uct_iface_attr_t &attr = a.attr();
+    size_t max = std::max({attr.cap.put.max_short, attr.cap.put.max_bcopy,
+                           (size_t)(1 << 20)});
+    entity::mem dst = b.alloc_mem(max);
+    entity::mem src = a.alloc_mem(max);
+    uct_rkey_t rkey = a.unpack_rkey(dst.rkey_buf);
+
+    std::vector<size_t> short_sizes = {0, 1, 8, attr.cap.put.max_short};
+    std::vector<size_t> bcopy_sizes = {0, 1, 8, 4096, attr.cap.put.max_bcopy};
+    std::vector<size_t> zcopy_sizes = {1, 8, 65536, 1 << 20};
+    unsigned seed = 1;
+
+    for (size_t len : short_sizes) {
+        memset(dst.ptr, 0, max);
+        fill_pattern(src.ptr, len, ++seed);
+        ASSERT_EQ(UCS_OK, retry([&]() {
+            return uct_ep_put_short(ep, src.ptr, len, (uintptr_t)dst.ptr,
+                                    rkey);
+        })) << len;
+        flush_ep(a, ep);
+        EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len)) << "put_short " << len;
+        EXPECT_EQ(0, ((uint8_t*)dst.ptr)[len]) << "wrote past the end";
+    }
+
+    for (size_t len : bcopy_sizes) {
+        memset(dst.ptr, 0, max);
+        fill_pattern(src.ptr, len, ++seed);
+        pack_arg arg = {src.ptr, len};
+        ssize_t ret;
+        double deadline = entity::now() + 10;
+        do {
+            ret = uct_ep_put_bcopy(ep, pack_cb, &arg, (uintptr_t)dst.ptr,
+                                   rkey);
+            a.progress();
+        } while ((ret == UCS_ERR_NO_RESOURCE) && (entity::now() < deadline));
+        ASSERT_EQ((ssize_t)len, ret);
+        flush_ep(a, ep);
+        EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len)) << "put_bcopy " << len;
+    }
+
+    for (size_t len : zcopy_sizes) {
+        memset(dst.ptr, 0, max);
+        fill_pattern(src.ptr, len, ++seed);
+        uct_iov_t iov = {src.ptr, len, src.memh, 0, 1};
+        comp_t c;
+        comp_init(&c);
+        ucs_status_t status = retry([&]() {
+            return uct_ep_put_zcopy(ep, &iov, 1, (uintptr_t)dst.ptr, rkey,
+                                    &c.uct);
+        });
+        ASSERT_TRUE((status == UCS_OK) || (status == UCS_INPROGRESS));
+        if (status == UCS_INPROGRESS) {
+            ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+            ASSERT_EQ(UCS_OK, c.status);
+        }
+        EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len)) << "put_zcopy " << len;
+    }
+
+    a.free_mem(src);
+    b.free_mem(dst);
+}
+
+TEST_F(OrcUct, ZcopyIov)
+{
+    const size_t len = 3 * 1000 + 17;
+    entity::mem dst  = b.alloc_mem(len);
+    entity::mem src  = a.alloc_mem(len);
+    uct_rkey_t rkey  = a.unpack_rkey(dst.rkey_buf);
+    fill_pattern(src.ptr, len, 33);
+
+    /* put with 3 iovs (one empty), then get back with 2 */
+    uct_iov_t iov[4] = {
+        {src.ptr, 1000, src.memh, 0, 1},
+        {(char*)src.ptr + 1000, 0, src.memh, 0, 1},
+        {(char*)src.ptr + 1000, 2000, src.memh, 0, 1},
+        {(char*)src.ptr + 3000, 17, src.memh, 0, 1},
+    };
+    ASSERT_LE(4u, a.attr().cap.put.max_iov);
+    comp_t c;
+    comp_init(&c);
+    ucs_status_t status = retry([&]() {
+        return uct_ep_put_zcopy(ep, iov, 4, (uintptr_t)dst.ptr, rkey, &c.uct);
+    });
+    ASSERT_EQ(UCS_INPROGRESS, status);
+    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len));
+
+    entity::mem back = a.alloc_mem(len);
+    uct_iov_t giov[2] = {
+        {back.ptr, 1234, back.memh, 0, 1},
+        {(char*)back.ptr + 1234, len - 1234, back.memh, 0, 1},
+    };
+    comp_init(&c);
+    status = retry([&]() {
+        return uct_ep_get_zcopy(ep, giov, 2, (uintptr_t)dst.ptr, rkey, &c.uct);
+    });
+    ASSERT_EQ(UCS_INPROGRESS, status);
+    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    EXPECT_EQ(UCS_OK, c.status);
+    EXPECT_EQ(0, memcmp(src.ptr, back.ptr, len));
+
+    /* more iovs than advertised is refused */
+    std::vector<uct_iov_t> many(a.attr().cap.put.max_iov + 1,
+                                uct_iov_t{src.ptr, 1, src.memh, 0, 1});
+    EXPECT_EQ(UCS_ERR_INVALID_PARAM,
+              uct_ep_put_zcopy(ep, many.data(), many.size(),
+                               (uintptr_t)dst.ptr, rkey, NULL));
+    a.free_mem(back);
+    a.free_mem(src);
+    b.free_mem(dst);
+}
+
+TEST_F(OrcUct, GetBcopyZcopy)
+{
+    const uct_iface_attr_t &attr = a.attr();
+    size_t max       = 1 << 20;
+    entity::mem src  = b.alloc_mem(max);
+    entity::mem dst  = a.alloc_mem(max);
+    uct_rkey_t rkey  = a.unpack_rkey(src.rkey_buf);
+    fill_pattern(src.ptr, max, 77);
+
+    for (size_t len : {(size_t)0, (size_t)1, (size_t)8, (size_t)4096,
+                       attr.cap.get.max_bcopy}) {
+        std::vector<uint8_t> out(len + 1, 0xee);
+        comp_t c;
+        comp_init(&c);
+        ucs_status_t status = retry([&]() {
+            return uct_ep_get_bcopy(ep, unpack_cb, out.data(), len,
+                                    (uintptr_t)src.ptr, rkey, &c.uct);
+        });
+        ASSERT_TRUE((status == UCS_OK) || (status == UCS_INPROGRESS)) << len;
+        if (status == UCS_INPROGRESS) {
+            ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+            ASSERT_EQ(UCS_OK, c.status);
+        }
+        EXPECT_EQ(0, memcmp(out.data(), src.ptr, len)) << "get_bcopy " << len;
+        EXPECT_EQ(0xee, out[len]);
+    }
+
+    for (size_t len : {(size_t)1, (size_t)8, (size_t)65536, max}) {
+        memset(dst.ptr, 0, max);
+        uct_iov_t iov = {dst.ptr, len, dst.memh, 0, 1};
+        comp_t c;
+        comp_init(&c);
+        ucs_status_t status = retry([&]() {
+            return uct_ep_get_zcopy(ep, &iov, 1, (uintptr_t)src.ptr, rkey,
+                                    &c.uct);
+        });
+        ASSERT_EQ(UCS_INPROGRESS, status);
+        ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+        ASSERT_EQ(UCS_OK, c.status);
+        EXPECT_EQ(0, memcmp(dst.ptr, src.ptr, len)) << "get_zcopy " << len;
+    }
+    a.free_mem(dst);
+    b.free_mem(src);
+}
+
+TEST_F(OrcUct, ActiveMessages)
+{
+    const uct_iface_attr_t &attr = a.attr();
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(b.iface(), 5, am_cb, &rx, 0));
+
+    std::vector<std::vector<uint8_t>> expect;
+    std::vector<uint8_t> payload(attr.cap.am.max_bcopy);
+    entity::mem zsrc = a.alloc_mem(attr.cap.am.max_zcopy);
+
+    /* am_short: 64-bit header + payload, sizes 0, 1, 8, max */
+    for (size_t len : {(size_t)0, (size_t)1, (size_t)8,
+                       attr.cap.am.max_short - sizeof(uint64_t)}) {
+        uint64_t hdr = 0x1122334455667788ull + len;
+        fill_pattern(payload.data(), len, (unsigned)len);
+        ASSERT_EQ(UCS_OK, retry([&]() {
+            return uct_ep_am_short(ep, 5, hdr, payload.data(), len);
+        }));
+        std::vector<uint8_t> m((uint8_t*)&hdr, (uint8_t*)&hdr + 8);
+        m.insert(m.end(), payload.begin(), payload.begin() + len);
+        expect.push_back(m);
+    }
+
+    /* am_short_iov */
+    {
+        uint8_t p1[3] = {1, 2, 3}, p2[5] = {4, 5, 6, 7, 8};
+        uct_iov_t iov[2] = {{p1, 3, NULL, 0, 1}, {p2, 5, NULL, 0, 1}};
+        ASSERT_EQ(UCS_OK, retry([&]() {
+            return uct_ep_am_short_iov(ep, 5, iov, 2);
+        }));
+        expect.push_back({1, 2, 3, 4, 5, 6, 7, 8});
+    }
+
+    /* am_bcopy sizes 0, 1, 8, max */
+    for (size_t len : {(size_t)0, (size_t)1, (size_t)8,
+                       attr.cap.am.max_bcopy}) {
+        fill_pattern(payload.data(), len, (unsigned)len + 3);
+        pack_arg arg = {payload.data(), len};
+        ssize_t ret;
+        double deadline = entity::now() + 10;
+        do {
+            ret = uct_ep_am_bcopy(ep, 5, pack_cb, &arg, 0);
+            a.progress();
+            b.progress();
+        } while ((ret == UCS_ERR_NO_RESOURCE) && (entity::now() < deadline));
+        ASSERT_EQ((ssize_t)len, ret);
+        expect.emplace_back(payload.begin(), payload.begin() + len);
+    }
+
+    /* am_zcopy: header + 2 iovs, and the maximum */
+    for (size_t len : {(size_t)16, attr.cap.am.max_zcopy - 8}) {
+        uint64_t hdr = 0xabcdef;
+        fill_pattern(zsrc.ptr, len, 99);
+        uct_iov_t iov[2] = {{zsrc.ptr, len / 2, zsrc.memh, 0, 1},
+                            {(char*)zsrc.ptr + len / 2, len - len / 2,
+                             zsrc.memh, 0, 1}};
+        comp_t c;
+        comp_init(&c);
+        ucs_status_t status = retry([&]() {
+            return uct_ep_am_zcopy(ep, 5, &hdr, sizeof(hdr), iov, 2, 0,
+                                   &c.uct);
+        });
+        ASSERT_TRUE((status == UCS_OK) || (status == UCS_INPROGRESS));
+        if (status == UCS_INPROGRESS) {
+            ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+        }
+        std::vector<uint8_t> m((uint8_t*)&hdr, (uint8_t*)&hdr + 8);
+        m.insert(m.end(), (uint8_t*)zsrc.ptr, (uint8_t*)zsrc.ptr + len);
+        expect.push_back(m);
+    }
+
+    /* oversized messages are refused */
+    std::vector<uint8_t> big(attr.cap.am.max_short + 1);
+    EXPECT_EQ(UCS_ERR_INVALID_PARAM,
+              uct_ep_am_short(ep, 5, 0, big.data(), big.size()));
+
+    ASSERT_TRUE(b.progress_until([&]() {
+        a.progress();
+        return rx.msgs.size() >= expect.size();
+    }));
+    ASSERT_EQ(expect.size(), rx.msgs.size());
+    for (size_t i = 0; i < expect.size(); ++i) {
+        EXPECT_EQ(expect[i], rx.msgs[i]) << "message " << i;
+    }
+    a.free_mem(zsrc);
+}
+
+TEST_F(OrcUct, Atomics)
+{
+    entity::mem t   = b.alloc_mem(64);
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey_buf);
+    uint64_t *val   = (uint64_t*)t.ptr;
+    uint64_t result = 0;
+    comp_t c;
+
+    *val = 100;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_atomic64_post(ep, UCT_ATOMIC_OP_ADD, 5, (uintptr_t)val,
+                                    rkey);
+    }));
+    flush_ep(a, ep);
+    EXPECT_EQ(105u, *val);
+
+    comp_init(&c);
+    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
+        return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 10, &result,
+                                     (uintptr_t)val, rkey, &c.uct);
+    }));
+    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    EXPECT_EQ(105u, result);
+    EXPECT_EQ(115u, *val);
+
+    comp_init(&c);
+    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
+        return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_SWAP, 7, &result,
+                                     (uintptr_t)val, rkey, &c.uct);
+    }));
+    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    EXPECT_EQ(UCS_OK, c.status);
+    EXPECT_EQ(115u, result);
+    EXPECT_EQ(7u, *val);
+
+    /* failing and succeeding compare-swap */
+    comp_init(&c);
+    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
+        return uct_ep_atomic_cswap64(ep, 8, 9, (uintptr_t)val, rkey, &result,
+                                     &c.uct);
+    }));
+    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    EXPECT_EQ(7u, result);
+    EXPECT_EQ(7u, *val);
+    comp_init(&c);
+    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
+        return uct_ep_atomic_cswap64(ep, 7, 9, (uintptr_t)val, rkey, &result,
+                                     &c.uct);
+    }));
+    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    EXPECT_EQ(7u, result);
+    EXPECT_EQ(9u, *val);
+
+    /* not advertised, so refused */
+    EXPECT_EQ(UCS_ERR_UNSUPPORTED,
+              uct_ep_atomic64_post(ep, UCT_ATOMIC_OP_AND, 1, (uintptr_t)val,
+                                   rkey));
+    b.free_mem(t);
+}
+
+TEST_F(OrcUct, FlushCompletesAfterAllWrites)
+{
+    const size_t len = 256 * 1024;
+    entity::mem dst  = b.alloc_mem(len * 8);
+    entity::mem src  = a.alloc_mem(len * 8);
+    uct_rkey_t rkey  = a.unpack_rkey(dst.rkey_buf);
+    fill_pattern(src.ptr, len * 8, 5);
+
+    for (int i = 0; i < 8; ++i) {
+        uct_iov_t iov = {(char*)src.ptr + i * len, len, src.memh, 0, 1};
+        ucs_status_t status = retry([&]() {
+            return uct_ep_put_zcopy(ep, &iov, 1,
+                                    (uintptr_t)dst.ptr + i * len, rkey, NULL);
+        });
+        ASSERT_TRUE((status == UCS_OK) || (status == UCS_INPROGRESS));
+    }
+    comp_t c;
+    comp_init(&c);
+    ucs_status_t status = uct_ep_flush(ep, 0, &c.uct);
+    if (status == UCS_INPROGRESS) {
+        ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+        EXPECT_EQ(1, c.done);
+        EXPECT_EQ(UCS_OK, c.status);
+    } else {
+        ASSERT_EQ(UCS_OK, status);
+    }
+    EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len * 8));
+    /* idle ep and iface flush at once */
+    EXPECT_EQ(UCS_OK, uct_ep_flush(ep, 0, NULL));
+    EXPECT_EQ(UCS_OK, uct_iface_flush(a.iface(), 0, NULL));
+    a.free_mem(src);
+    b.free_mem(dst);
+}
+
+TEST_F(OrcUct, FenceOrdersWriteAfterRead)
+{
+    entity::mem t     = b.alloc_mem(64);
+    entity::mem local = a.alloc_mem(64);
+    uct_rkey_t rkey   = a.unpack_rkey(t.rkey_buf);
+
+    for (uint64_t round = 1; round <= 50; ++round) {
+        uint64_t newval = round * 1000;
+        *(uint64_t*)t.ptr = round;
+        uct_iov_t iov = {local.ptr, 8, local.memh, 0, 1};
+        comp_t c;
+        comp_init(&c);
+        ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
+            return uct_ep_get_zcopy(ep, &iov, 1, (uintptr_t)t.ptr, rkey,
+                                    &c.uct);
+        }));
+        ASSERT_EQ(UCS_OK, uct_ep_fence(ep, 0));
+        ASSERT_EQ(UCS_OK, retry([&]() {
+            return uct_ep_put_short(ep, &newval, 8, (uintptr_t)t.ptr, rkey);
+        }));
+        flush_ep(a, ep);
+        ASSERT_EQ(1, c.done);
+        EXPECT_EQ(round, *(uint64_t*)local.ptr) << "the read saw the write";
+        EXPECT_EQ(newval, *(uint64_t*)t.ptr);
+    }
+    a.free_mem(local);
+    b.free_mem(t);
+}
+
+namespace {
+struct pending_req {
+    uct_pending_req_t uct;
+    uct_ep_h          ep;
+    uint64_t          value;
+    uint64_t          addr;
+    uct_rkey_t        rkey;
+    int               calls;
+    int               purged;
+};
+
+ucs_status_t pending_put(uct_pending_req_t *self)
+{
+    pending_req *r = ucs_container_of(self, pending_req, uct);
+    ++r->calls;
+    return uct_ep_put_short(r->ep, &r->value, 8, r->addr, r->rkey);
+}
+
+void pending_purge_cb(uct_pending_req_t *self, void *)
+{
+    pending_req *r = ucs_container_of(self, pending_req, uct);
+    ++r->purged;
+}
+} // namespace
+
+TEST_F(OrcUct, PendingUntilPaired)
+{
+    entity c;
+    ASSERT_EQ(UCS_OK, c.open());
+    entity::mem t = c.alloc_mem(64);
+    uct_ep_h ep2;
+    ASSERT_EQ(UCS_OK, a.connect_to(c, &ep2));
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey_buf);
+    uint64_t v      = 42;
+
+    /* pairing goes through orcd in other threads: not done yet */
+    ASSERT_EQ(UCS_ERR_NO_RESOURCE,
+              uct_ep_put_short(ep2, &v, 8, (uintptr_t)t.ptr, rkey));
+    pending_req r = {};
+    r.uct.func = pending_put;
+    r.ep       = ep2;
+    r.value    = 4242;
+    r.addr     = (uintptr_t)t.ptr;
+    r.rkey     = rkey;
+    ASSERT_EQ(UCS_OK, uct_ep_pending_add(ep2, &r.uct, 0));
+    /* c never progresses: its agent pairs anyway */
+    ASSERT_TRUE(a.progress_until([&]() { return r.calls > 0; }));
+    flush_ep(a, ep2);
+    EXPECT_EQ(1, r.calls);
+    EXPECT_EQ(4242u, *(uint64_t*)t.ptr);
+    uct_ep_pending_purge(ep2, pending_purge_cb, NULL);
+    EXPECT_EQ(0, r.purged);
+    c.free_mem(t);
+}
+
+TEST_F(OrcUct, PendingWhenSendQueueFull)
+{
+    scoped_setenv q("UCX_ORC_TX_QUEUE_LEN", "4");
+    entity s, t;
+    ASSERT_EQ(UCS_OK, s.open());
+    ASSERT_EQ(UCS_OK, t.open());
+    uct_ep_h e = s.connect_and_wait(t);
+    ASSERT_TRUE(e != NULL);
+    entity::mem dst = t.alloc_mem(1 << 20);
+    entity::mem src = s.alloc_mem(1 << 20);
+    uct_rkey_t rkey = s.unpack_rkey(dst.rkey_buf);
+
+    int posted = 0;
+    ucs_status_t status;
+    do {
+        uct_iov_t iov = {src.ptr, 1 << 18, src.memh, 0, 1};
+        status = uct_ep_put_zcopy(e, &iov, 1, (uintptr_t)dst.ptr, rkey, NULL);
+        posted += (status == UCS_INPROGRESS);
+    } while ((status == UCS_INPROGRESS) && (posted < 100));
+    EXPECT_EQ(UCS_ERR_NO_RESOURCE, status);
+    EXPECT_EQ(4, posted);
+
+    pending_req r = {};
+    r.uct.func = pending_put;
+    r.ep       = e;
+    r.value    = 99;
+    r.addr     = (uintptr_t)dst.ptr + (1 << 19);
+    r.rkey     = rkey;
+    ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &r.uct, 0));
+    ASSERT_TRUE(s.progress_until([&]() { return r.calls > 0; }));
+    flush_ep(s, e);
+    EXPECT_EQ(99u, *(uint64_t*)((char*)dst.ptr + (1 << 19)));
+    s.free_mem(src);
+    t.free_mem(dst);
+}
+
+TEST_F(OrcUct, AmFlowControlSlowReceiver)
+{
+    scoped_setenv credits("UCX_ORC_AM_CREDITS", "8");
+    entity s, r;
+    ASSERT_EQ(UCS_OK, s.open());
+    ASSERT_EQ(UCS_OK, r.open());
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 1, am_cb, &rx, 0));
+    uct_ep_h e = s.connect_and_wait(r);
+    ASSERT_TRUE(e != NULL);
+
+    /* the receiver does not progress: exactly its credits go out */
+    uint64_t seq = 0;
+    while (uct_ep_am_short(e, 1, seq, NULL, 0) == UCS_OK) {
+        ++seq;
+        ASSERT_LT(seq, 1000u);
+    }
+    EXPECT_EQ(8u, seq);
+    double until = entity::now() + 0.3;
+    while (entity::now() < until) {
+        s.progress();
+    }
+    EXPECT_EQ(UCS_ERR_NO_RESOURCE, uct_ep_am_short(e, 1, seq, NULL, 0));
+    EXPECT_TRUE(rx.msgs.empty());
+
+    /* now both progress: 2000 messages arrive, in order, none lost */
+    const uint64_t total = 2000;
+    ASSERT_TRUE(s.progress_until([&]() {
+        r.progress();
+        while ((seq < total) &&
+               (uct_ep_am_short(e, 1, seq, NULL, 0) == UCS_OK)) {
+            ++seq;
+        }
+        return rx.msgs.size() == total;
+    }, 30));
+    for (uint64_t i = 0; i < total; ++i) {
+        uint64_t got;
+        ASSERT_EQ(8u, rx.msgs[i].size());
+        memcpy(&got, rx.msgs[i].data(), 8);
+        ASSERT_EQ(i, got);
+    }
+}
+
+TEST_F(OrcUct, AmBothDirectionsNoDeadlock)
+{
+    scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
+    entity x, y;
+    ASSERT_EQ(UCS_OK, x.open());
+    ASSERT_EQ(UCS_OK, y.open());
+    am_rx rx_x, rx_y;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(x.iface(), 2, am_cb, &rx_x, 0));
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(y.iface(), 2, am_cb, &rx_y, 0));
+    uct_ep_h xy = x.connect_and_wait(y);
+    uct_ep_h yx = y.connect_and_wait(x);
+    ASSERT_TRUE((xy != NULL) && (yx != NULL));
+
+    const uint64_t total = 3000;
+    uint64_t sx = 0, sy = 0;
+    std::vector<uint8_t> payload(1000, 0x5a);
+    pack_arg arg = {payload.data(), payload.size()};
+    ASSERT_TRUE(x.progress_until([&]() {
+        while ((sx < total) && (uct_ep_am_bcopy(xy, 2, pack_cb, &arg, 0) > 0)) {
+            ++sx;
+        }
+        while ((sy < total) && (uct_ep_am_bcopy(yx, 2, pack_cb, &arg, 0) > 0)) {
+            ++sy;
+        }
+        y.progress();
+        return (rx_x.msgs.size() == total) && (rx_y.msgs.size() == total);
+    }, 60));
+}
+
+TEST_F(OrcUct, UnreachableAddress)
+{
+    std::vector<uint8_t> dev = b.dev_addr();
+    std::vector<uint8_t> ifa = b.iface_addr();
+    dev.back() ^= 0xff; /* another coordinator domain */
+    EXPECT_FALSE(uct_iface_is_reachable(a.iface(),
+                                        (uct_device_addr_t*)dev.data(),
+                                        (uct_iface_addr_t*)ifa.data()));
+    uct_ep_h e;
+    EXPECT_EQ(UCS_ERR_UNREACHABLE, a.create_ep(dev, ifa, &e));
+}
+
+/* A node that is registered but never answers its mailbox */
+class fake_node {
+public:
+    fake_node()
+    {
+        orc_client_params_t params = {};
+        params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+                            ORC_CLIENT_PARAM_FIELD_JOB;
+        params.url        = uct_env::url().c_str();
+        params.job        = "uct-test";
+        EXPECT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+        EXPECT_EQ(ORC_CL_OK, orc_client_register(client, "fake", getpid(),
+                                                 "{}", 30, &id));
+    }
+    ~fake_node() { orc_client_destroy(client); }
+    orc_client_t *client = NULL;
+    uint64_t      id     = 0;
+};
+
+TEST_F(OrcUct, PairTimeoutFailsEpOnce)
+{
+    scoped_setenv t("UCX_ORC_PAIR_TIMEOUT", "1s");
+    entity s;
+    ASSERT_EQ(UCS_OK, s.open());
+    fake_node fake;
+    std::vector<uint8_t> ifa(8);
+    memcpy(ifa.data(), &fake.id, 8);
+    uct_ep_h e;
+    double start = entity::now();
+    ASSERT_EQ(UCS_OK, s.create_ep(b.dev_addr(), ifa, &e));
+    uint64_t v = 1;
+    EXPECT_EQ(UCS_ERR_NO_RESOURCE, uct_ep_put_short(e, &v, 8, 0, 0));
+    ASSERT_TRUE(s.progress_until([&]() { return !s.errors.empty(); }, 10));
+    EXPECT_GE(entity::now() - start, 0.9);
+    ASSERT_EQ(1u, s.errors.size());
+    EXPECT_EQ(e, s.errors[0].ep);
+    EXPECT_EQ(UCS_ERR_ENDPOINT_TIMEOUT, s.errors[0].status);
+    /* sticky status, no second callback */
+    s.progress(1000);
+    EXPECT_EQ(1u, s.errors.size());
+    EXPECT_EQ(UCS_ERR_ENDPOINT_TIMEOUT, uct_ep_put_short(e, &v, 8, 0, 0));
+    EXPECT_EQ(UCS_ERR_ENDPOINT_TIMEOUT, uct_ep_flush(e, 0, NULL));
+    /* other eps keep working */
+    uct_ep_h good = s.connect_and_wait(b);
+    EXPECT_TRUE(good != NULL);
+    EXPECT_EQ(1u, s.errors.size());
+}
+
+TEST_F(OrcUct, ExpiredPeerFailsEp)
+{
+    entity s;
+    ASSERT_EQ(UCS_OK, s.open());
+    uint64_t gone_id;
+    {
+        fake_node fake;
+        gone_id = fake.id;
+        ASSERT_EQ(ORC_CL_OK, orc_client_deregister(fake.client, fake.id));
+    }
+    std::vector<uint8_t> ifa(8);
+    memcpy(ifa.data(), &gone_id, 8);
+    uct_ep_h e;
+    ASSERT_EQ(UCS_OK, s.create_ep(b.dev_addr(), ifa, &e));
+    ASSERT_TRUE(s.progress_until([&]() { return !s.errors.empty(); }, 10));
+    ASSERT_EQ(1u, s.errors.size());
+    EXPECT_EQ(UCS_ERR_CONNECTION_RESET, s.errors[0].status);
+}
+
+TEST(OrcUctConfig, OrcdUnreachableAtOpen)
+{
+    uct_env::setup();
+    scoped_setenv url("UCX_ORC_COORDINATOR", "http://127.0.0.1:1");
+    {
+        entity e;
+        double start = entity::now();
+        EXPECT_EQ(UCS_ERR_UNREACHABLE, e.open());
+        EXPECT_LT(entity::now() - start, 10.0);
+    }
+    {
+        scoped_setenv wait("UCX_ORC_COORDINATOR_WAIT", "1s");
+        entity e;
+        double start = entity::now();
+        EXPECT_EQ(UCS_ERR_UNREACHABLE, e.open());
+        EXPECT_GE(entity::now() - start, 0.9);
+    }
+}
+
+TEST(OrcUctConfig, InvalidValuesFailOpen)
+{
+    uct_env::setup();
+    {
+        scoped_setenv v("UCX_ORC_TX_QUEUE_LEN", "0");
+        entity e;
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM, e.open());
+    }
+    {
+        scoped_setenv v("UCX_ORC_COORDINATOR", "ftp://x");
+        entity e;
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM, e.open());
+    }
+    {
+        scoped_setenv v("UCX_ORC_BACKEND", "bogus");
+        entity e;
+        EXPECT_NE(UCS_OK, e.open());
+    }
+}
+
+/* ------------------------------------------------ multi-process tests */
+
+namespace {
+
+/* "node dev iface addr rkey" of a target child */
+struct target_info {
+    std::vector<uint8_t> dev, iface, rkey;
+    uint64_t             addr;
+};
+
+bool parse_target(const std::string &line, target_info *t)
+{
+    std::istringstream in(line);
+    std::string word, dev, ifa, rkey;
+    if (!(in >> word >> dev >> ifa >> std::hex >> t->addr >> rkey) ||
+        (word != "target")) {
+        return false;
+    }
+    t->dev   = unhex(dev);
+    t->iface = unhex(ifa);
+    t->rkey  = unhex(rkey);
+    return true;
+}
+
+std::string target_line(entity &e, entity::mem &m)
+{
+    std::ostringstream out;
+    out << "target " << hex(e.dev_addr().data(), e.dev_addr().size()) << " "
+        << hex(e.iface_addr().data(), e.iface_addr().size()) << " "
+        << std::hex << (uintptr_t)m.ptr << " "
+        << hex(m.rkey_buf.data(), m.rkey_buf.size());
+    return out.str();
+}
+
+} // namespace
+
+/* Child roles, run as "test_orc_uct --gtest_filter=OrcChild.Main" */
+TEST(OrcChild, Main)
+{
+    const char *role = getenv("ORC_UCT_CHILD_ROLE");
+    if (role == NULL) {
+        GTEST_SKIP() << "runs only as a child process of the other tests";
+    }
+    uct_env::setup();
+    entity e;
+    ASSERT_EQ(UCS_OK, e.open());
+
+    if (!strcmp(role, "target")) {
+        /* expose 1 MiB and never progress */
+        entity::mem m = e.alloc_mem(1 << 20);
+        fill_pattern(m.ptr, 1 << 20, 11);
+        printf("ORC %s\n", target_line(e, m).c_str());
+        fflush(stdout);
+        char buf[64];
+        while (fgets(buf, sizeof(buf), stdin) != NULL) {
+            if (!strncmp(buf, "quit", 4)) {
+                break;
+            }
+        }
+        e.free_mem(m);
+        return;
+    }
+
+    if (!strcmp(role, "fadd")) {
+        char line[1024];
+        ASSERT_TRUE(fgets(line, sizeof(line), stdin) != NULL);
+        target_info t;
+        ASSERT_TRUE(parse_target(line, &t));
+        uct_ep_h ep;
+        ASSERT_EQ(UCS_OK, e.create_ep(t.dev, t.iface, &ep));
+        uct_rkey_t rkey = e.unpack_rkey(t.rkey);
+        const int n = atoi(getenv("ORC_UCT_CHILD_COUNT"));
+        std::vector<uint64_t> results(n);
+        int done = 0, posted = 0;
+        std::vector<comp_t> comps(n);
+        ASSERT_TRUE(e.progress_until([&]() {
+            while (posted < n) {
+                comp_init(&comps[posted]);
+                ucs_status_t s = uct_ep_atomic64_fetch(
+                        ep, UCT_ATOMIC_OP_ADD, 1, &results[posted], t.addr,
+                        rkey, &comps[posted].uct);
+                if (s == UCS_ERR_NO_RESOURCE) {
+                    break;
+                }
+                EXPECT_EQ(UCS_INPROGRESS, s);
+                ++posted;
+            }
+            done = 0;
+            for (int i = 0; i < posted; ++i) {
+                done += comps[i].done;
+            }
+            return done == n;
+        }, 60));
+        std::ostringstream out;
+        out << "ORC results";
+        for (uint64_t r : results) {
+            out << " " << r;
+        }
+        printf("%s\n", out.str().c_str());
+        fflush(stdout);
+        return;
+    }
+    FAIL() << "unknown role " << role;
+}
+
+TEST_F(OrcUct, PeerNeverProgresses)
+{
+    child c("target");
+    std::string line;
+    ASSERT_TRUE(c.read_line(line));
+    target_info t;
+    ASSERT_TRUE(parse_target(line, &t));
+
+    uct_ep_h e;
+    ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey);
+    entity::mem local = a.alloc_mem(1 << 20);
+    uct_iov_t iov = {local.ptr, 1 << 20, local.memh, 0, 1};
+    comp_t comp;
+    comp_init(&comp);
+    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
+        return uct_ep_get_zcopy(e, &iov, 1, t.addr, rkey, &comp.uct);
+    }));
+    ASSERT_TRUE(a.progress_until([&]() { return comp.done > 0; }));
+    ASSERT_EQ(UCS_OK, comp.status);
+    std::vector<uint8_t> expect(1 << 20);
+    fill_pattern(expect.data(), expect.size(), 11);
+    EXPECT_EQ(0, memcmp(expect.data(), local.ptr, expect.size()));
+    c.write_line("quit");
+    EXPECT_EQ(0, c.wait_exit());
+    a.free_mem(local);
+}
+
+TEST_F(OrcUct, PeerKilledMidTransfer)
+{
+    child c("target");
+    std::string line;
+    ASSERT_TRUE(c.read_line(line));
+    target_info t;
+    ASSERT_TRUE(parse_target(line, &t));
+
+    uct_ep_h dead;
+    ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &dead));
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey);
+    entity::mem local = a.alloc_mem(1 << 20);
+    uct_iov_t iov = {local.ptr, 1 << 20, local.memh, 0, 1};
+
+    /* stream writes, kill the peer in the middle, keep streaming */
+    int completed = 0, failed = 0, posted = 0;
+    std::vector<comp_t> comps(4000);
+    bool killed = false;
+    ucs_status_t last = UCS_OK;
+    ASSERT_TRUE(a.progress_until([&]() {
+        if ((posted < (int)comps.size()) && a.errors.empty()) {
+            comp_init(&comps[posted]);
+            last = uct_ep_put_zcopy(dead, &iov, 1, t.addr, rkey,
+                                    &comps[posted].uct);
+            if (last == UCS_INPROGRESS) {
+                ++posted;
+            }
+        }
+        if (!killed && (posted >= 20)) {
+            c.kill_now();
+            killed = true;
+        }
+        return !a.errors.empty();
+    }, 60));
+    EXPECT_TRUE(killed);
+    /* everything posted completes, with an error after the kill */
+    ASSERT_TRUE(a.progress_until([&]() {
+        completed = failed = 0;
+        for (int i = 0; i < posted; ++i) {
+            completed += comps[i].done;
+            failed    += comps[i].done && (comps[i].status != UCS_OK);
+        }
+        return completed == posted;
+    }, 30));
+    a.progress(1000);
+    ASSERT_EQ(1u, a.errors.size());
+    EXPECT_EQ(dead, a.errors[0].ep);
+    ucs_status_t st = a.errors[0].status;
+    EXPECT_TRUE((st == UCS_ERR_ENDPOINT_TIMEOUT) ||
+                (st == UCS_ERR_CONNECTION_RESET)) << ucs_status_string(st);
+    /* sticky */
+    uint64_t v = 1;
+    EXPECT_EQ(st, uct_ep_put_short(dead, &v, 8, t.addr, rkey));
+    EXPECT_EQ(st, uct_ep_put_zcopy(dead, &iov, 1, t.addr, rkey, NULL));
+    EXPECT_EQ(st, uct_ep_am_short(dead, 1, 0, NULL, 0));
+    EXPECT_EQ(st, uct_ep_flush(dead, 0, NULL));
+    uct_ep_pending_purge(dead, pending_purge_cb, NULL);
+    /* the ep to b is fine */
+    entity::mem bm = b.alloc_mem(64);
+    uct_rkey_t brkey = a.unpack_rkey(bm.rkey_buf);
+    uint64_t w = 77;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_put_short(ep, &w, 8, (uintptr_t)bm.ptr, brkey);
+    }));
+    flush_ep(a, ep);
+    EXPECT_EQ(77u, *(uint64_t*)bm.ptr);
+    EXPECT_EQ(1u, a.errors.size());
+    b.free_mem(bm);
+    a.free_mem(local);
+}
+
+TEST_F(OrcUct, AtomicsFromSeveralProcesses)
+{
+    const int nproc = 3, count = 300;
+    entity::mem counter = a.alloc_mem(64);
+    *(uint64_t*)counter.ptr = 0;
+    std::string info = target_line(a, counter);
+
+    std::vector<std::unique_ptr<child>> children;
+    for (int i = 0; i < nproc; ++i) {
+        children.emplace_back(new child(
+                "fadd", {"ORC_UCT_CHILD_COUNT=" + std::to_string(count)}));
+        children.back()->write_line(info);
+    }
+    /* the target's agent pairs; atomics need no progress from us, but
+     * progress anyway to serve passive-QP hand-offs */
+    std::multiset<uint64_t> seen;
+    for (auto &c : children) {
+        std::string line;
+        ASSERT_TRUE(c->read_line(line, 60));
+        std::istringstream in(line);
+        std::string word;
+        in >> word;
+        ASSERT_EQ("results", word);
+        uint64_t v;
+        while (in >> v) {
+            seen.insert(v);
+        }
+        EXPECT_EQ(0, c->wait_exit());
+    }
+    EXPECT_EQ((uint64_t)nproc * count, *(uint64_t*)counter.ptr);
+    /* fetch-add results are exactly 0..N-1, each once */
+    ASSERT_EQ((size_t)nproc * count, seen.size());
+    uint64_t expect = 0;
+    for (uint64_t v : seen) {
+        ASSERT_EQ(expect++, v);
+    }
+    a.free_mem(counter);
+}
