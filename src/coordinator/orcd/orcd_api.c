@@ -24,15 +24,31 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #define ORCD_KEY_MAX        512
+#define ORCD_STATUS_SLOTS   16
+#define ORCD_LATENCY_SLOTS  15
 #define ORCD_TXN_RETRIES    64
 #define ORCD_MAX_SEGMENTS   16
 #define ORCD_JSON_DEPTH_MAX 32
+
+/*
+ * Request statistics shared by all HTTP threads: atomics updated with relaxed
+ * ordering (counters only; nothing synchronises on them).
+ */
+typedef struct orcd_metrics {
+    _Atomic uint64_t requests[ORCD_ROUTE_LAST][ORCD_STATUS_SLOTS];
+    _Atomic uint64_t latency[ORCD_ROUTE_LAST][ORCD_LATENCY_SLOTS];
+    _Atomic uint64_t latency_sum_us[ORCD_ROUTE_LAST];
+    _Atomic int64_t  connections;
+    _Atomic int64_t  long_polls;
+    _Atomic uint64_t long_polls_rejected;
+} orcd_metrics_t;
 
 /*
  * cfg is swapped by orcd_api_set_config() under the write lock; every request
@@ -1590,9 +1606,22 @@ void orcd_api_with_config(orcd_api_t *api,
     pthread_rwlock_unlock(&api->cfg_lock);
 }
 
-orcd_metrics_t *orcd_api_metrics(orcd_api_t *api)
+void orcd_api_count_connection(orcd_api_t *api, int delta)
 {
-    return &api->metrics;
+    atomic_fetch_add_explicit(&api->metrics.connections, delta,
+                              memory_order_relaxed);
+}
+
+void orcd_api_count_long_poll(orcd_api_t *api, int delta)
+{
+    atomic_fetch_add_explicit(&api->metrics.long_polls, delta,
+                              memory_order_relaxed);
+}
+
+void orcd_api_count_long_poll_rejected(orcd_api_t *api)
+{
+    atomic_fetch_add_explicit(&api->metrics.long_polls_rejected, 1,
+                              memory_order_relaxed);
 }
 
 orc_store_t *orcd_api_store(orcd_api_t *api)

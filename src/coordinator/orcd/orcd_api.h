@@ -17,8 +17,6 @@
 #include "orcd.h"
 #include "coordinator/store/orc_store.h"
 
-#include <stdatomic.h>
-
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -73,21 +71,6 @@ typedef struct orcd_response {
     double        wait;          /* seconds, already capped at max_wait */
 } orcd_response_t;
 
-/*
- * Counters shared by the router and the HTTP layer. All fields are atomics
- * updated with relaxed ordering (statistics only; nothing synchronises on
- * them).
- */
-#define ORCD_STATUS_SLOTS  16
-#define ORCD_LATENCY_SLOTS 15
-typedef struct orcd_metrics {
-    _Atomic uint64_t requests[ORCD_ROUTE_LAST][ORCD_STATUS_SLOTS];
-    _Atomic uint64_t latency[ORCD_ROUTE_LAST][ORCD_LATENCY_SLOTS];
-    _Atomic uint64_t latency_sum_us[ORCD_ROUTE_LAST];
-    _Atomic int64_t  connections;
-    _Atomic int64_t  long_polls;
-    _Atomic uint64_t long_polls_rejected;
-} orcd_metrics_t;
 
 typedef struct orcd_api orcd_api_t;
 
@@ -102,7 +85,10 @@ void orcd_api_set_config(orcd_api_t *api, orcd_config_t *cfg);
 void orcd_api_with_config(orcd_api_t *api,
                           void (*fn)(const orcd_config_t *cfg, void *arg),
                           void *arg);
-orcd_metrics_t *orcd_api_metrics(orcd_api_t *api);
+/* HTTP-layer gauges and counters shown in /metrics (thread-safe) */
+void orcd_api_count_connection(orcd_api_t *api, int delta);
+void orcd_api_count_long_poll(orcd_api_t *api, int delta);
+void orcd_api_count_long_poll_rejected(orcd_api_t *api);
 orc_store_t *orcd_api_store(orcd_api_t *api);
 
 /*

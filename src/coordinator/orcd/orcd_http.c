@@ -253,8 +253,7 @@ static int orcd_http_waiter_add(orcd_server_t *srv, orcd_req_t *r)
     }
     pthread_mutex_unlock(&srv->wlock);
     if (ret == 0) {
-        atomic_fetch_add_explicit(&orcd_api_metrics(srv->api)->long_polls, 1,
-                                  memory_order_relaxed);
+        orcd_api_count_long_poll(srv->api, 1);
     }
     return ret;
 }
@@ -276,8 +275,7 @@ static void orcd_http_waiter_remove(orcd_server_t *srv, orcd_req_t *r)
     --srv->nwaiters;
     r->registered = 0;
     pthread_mutex_unlock(&srv->wlock);
-    atomic_fetch_sub_explicit(&orcd_api_metrics(srv->api)->long_polls, 1,
-                              memory_order_relaxed);
+    orcd_api_count_long_poll(srv->api, -1);
 }
 
 /* ------------------------------------------------------------------ handler */
@@ -366,9 +364,7 @@ static enum MHD_Result orcd_http_process(orcd_req_t *r, const char *method,
         }
         ret = orcd_http_waiter_add(srv, r);
         if (ret == -1) {
-            atomic_fetch_add_explicit(
-                    &orcd_api_metrics(srv->api)->long_polls_rejected, 1,
-                    memory_order_relaxed);
+            orcd_api_count_long_poll_rejected(srv->api);
             orcd_api_error(&resp, 429, "too_many_long_polls",
                            "too many blocking queries in flight (limit %u)",
                            srv->max_long_polls);
@@ -542,9 +538,8 @@ static void orcd_http_notify_conn(void *cls, struct MHD_Connection *conn,
 
     (void)conn;
     (void)socket_context;
-    atomic_fetch_add_explicit(&orcd_api_metrics(srv->api)->connections,
-                              (toe == MHD_CONNECTION_NOTIFY_STARTED) ? 1 : -1,
-                              memory_order_relaxed);
+    orcd_api_count_connection(srv->api,
+                              (toe == MHD_CONNECTION_NOTIFY_STARTED) ? 1 : -1);
 }
 
 static void orcd_http_mhd_log(void *cls, const char *fmt, va_list ap)

@@ -809,8 +809,8 @@ static json_t *orc_store_mem_snapshot_build(orc_store_mem_t *s)
     }
     for (i = 0; i < s->nentries; ++i) {
         e = s->entries[i];
-        o = json_pack("{sss#sIsIsIsI}", "key", e->key, "value", e->value,
-                      (int)e->value_len, "create_rev",
+        o = json_pack("{s:s, s:s%, s:I, s:I, s:I, s:I}", "key", e->key,
+                      "value", e->value, e->value_len, "create_rev",
                       (json_int_t)e->create_rev, "mod_rev",
                       (json_int_t)e->mod_rev, "version",
                       (json_int_t)e->version, "lease",

@@ -1,0 +1,882 @@
+/*
+ * orcd black-box tests: the daemon as a child process on a free loopback
+ * port, driven over HTTP (libcurl) and raw sockets.
+ */
+#include "orcd_test_util.h"
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+using namespace orcd_test;
+
+namespace {
+
+const char *const k_tok_a = "token-for-job-a-0123456789";
+const char *const k_tok_b = "token-for-job-b-9876543210";
+
+class orcd_daemon : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(access(orcd_binary().c_str(), X_OK), 0)
+                << "orcd not built at " << orcd_binary();
+    }
+
+    /* start orcd with a config text (empty: no --config) */
+    void start(const std::string &yaml = "",
+               std::vector<std::string> extra = {})
+    {
+        std::vector<std::string> args = extra;
+        if (!yaml.empty()) {
+            write_file(m_dir.file("orcd.yaml"), yaml);
+            args.push_back("--config");
+            args.push_back(m_dir.file("orcd.yaml"));
+        }
+        ASSERT_TRUE(m_orcd.start(args)) << m_orcd.log();
+    }
+
+    std::string u(const std::string &path) { return m_orcd.url(path); }
+
+    long long register_node(http_client &c, const std::string &job,
+                            int ttl = 0)
+    {
+        std::string body = "{\"host\":\"h1\",\"pid\":42";
+        if (ttl > 0) {
+            body += ",\"ttl\":" + std::to_string(ttl);
+        }
+        body += "}";
+        http_result r = c.post(u("/v1/jobs/" + job + "/nodes"), body);
+        EXPECT_EQ(r.status, 201) << r.body;
+        return r.jint("id");
+    }
+
+    /* wait (bounded) until /metrics shows orcd_long_polls == n */
+    bool wait_long_polls(int n, double timeout = 10)
+    {
+        http_client c;
+        std::string want = "\norcd_long_polls " + std::to_string(n) + "\n";
+        double deadline  = now_s() + timeout;
+        while (now_s() < deadline) {
+            http_result r = c.get(u("/metrics"));
+            if (r.body.find(want) != std::string::npos) {
+                return true;
+            }
+            std::this_thread::yield();
+        }
+        return false;
+    }
+
+    tmpdir m_dir;
+    orcd_process m_orcd{m_dir};
+};
+
+TEST_F(orcd_daemon, check_config)
+{
+    std::string out;
+    EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
+                           srcdir() + "/config/orcd.yaml"}, &out), 0)
+            << out;
+    write_file(m_dir.file("bad.yaml"), "limits:\n  max_body: huge\n");
+    EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
+                           m_dir.file("bad.yaml")}, &out), 1);
+    EXPECT_NE(out.find("bad.yaml:2:13: limits.max_body"), std::string::npos)
+            << out;
+    EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
+                           m_dir.file("missing.yaml")}, &out), 1);
+    EXPECT_NE(out.find("cannot open"), std::string::npos) << out;
+    EXPECT_EQ(run_capture({orcd_binary(), "--bogus-flag"}, &out), 2);
+    EXPECT_EQ(run_capture({orcd_binary(), "--listen", "nonsense"}, &out), 1);
+    EXPECT_NE(out.find("--listen nonsense"), std::string::npos) << out;
+    /* a non-loopback address needs allow_remote */
+    EXPECT_EQ(run_capture({orcd_binary(), "--listen", "0.0.0.0:0"}, &out), 1);
+    EXPECT_NE(out.find("allow_remote"), std::string::npos) << out;
+}
+
+TEST_F(orcd_daemon, embedded_default_port)
+{
+    /* with no flags at all orcd listens on 127.0.0.1:7411 */
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin;
+    int one = 1;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family      = AF_INET;
+    sin.sin_port        = htons(7411);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    bool busy = bind(probe, (struct sockaddr *)&sin, sizeof(sin)) != 0;
+    close(probe);
+    if (busy) {
+        GTEST_SKIP() << "port 7411 is in use on this machine";
+    }
+    if (!m_orcd.start({}, false)) {
+        /* someone took the port between the probe and the start */
+        if (m_orcd.log().find("cannot listen") != std::string::npos) {
+            GTEST_SKIP() << "port 7411 became busy";
+        }
+        FAIL() << m_orcd.log();
+    }
+    EXPECT_EQ(m_orcd.port(), 7411u);
+    http_client c;
+    http_result r = c.get("http://127.0.0.1:7411/healthz");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jstr("status"), "ok");
+    /* auth is off by default */
+    EXPECT_EQ(c.get("http://127.0.0.1:7411/v1/jobs/x/nodes").status, 200);
+    EXPECT_EQ(m_orcd.stop(), 0);
+}
+
+TEST_F(orcd_daemon, routes)
+{
+    start();
+    http_client c;
+    http_result r;
+
+    r = c.get(u("/healthz"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers["content-type"], "application/json");
+
+    /* unknown route, method not allowed */
+    r = c.get(u("/v2/whatever"));
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(r.jstr("error"), "not_found");
+    r = c.del(u("/v1/jobs/j/nodes"));
+    EXPECT_EQ(r.status, 405);
+    EXPECT_EQ(r.headers["allow"], "GET, POST");
+    EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/1/keepalive")).status, 405);
+
+    /* empty job lists fine */
+    r = c.get(u("/v1/jobs/j/nodes"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.body.find("\"nodes\":[]") != std::string::npos, true) << r.body;
+    EXPECT_FALSE(r.headers["x-orc-index"].empty());
+
+    /* registration: bad bodies */
+    EXPECT_EQ(c.post(u("/v1/jobs/j/nodes"), "{not json").status, 400);
+    EXPECT_EQ(c.post(u("/v1/jobs/j/nodes"), "[1]").status, 400);
+    EXPECT_EQ(c.post(u("/v1/jobs/j/nodes"), "{\"host\":\"h\"}").status, 400);
+    EXPECT_EQ(c.post(u("/v1/jobs/j/nodes"),
+                     "{\"host\":\"h\",\"pid\":1,\"labels\":{\"a\":1}}")
+                      .status, 400);
+    EXPECT_EQ(c.post(u("/v1/jobs/bad%20job/nodes"),
+                     "{\"host\":\"h\",\"pid\":1}").status, 400);
+
+    /* registration: ttl clamped to [5, 300] by default */
+    r = c.post(u("/v1/jobs/j/nodes"),
+               "{\"host\":\"h\",\"pid\":7,\"labels\":{\"rank\":\"0\"},"
+               "\"ttl\":100000}");
+    ASSERT_EQ(r.status, 201) << r.body;
+    long long id = r.jint("id");
+    EXPECT_EQ(id, 1);
+    EXPECT_EQ(r.jint("ttl"), 300);
+    EXPECT_GT(r.jint("index"), 0);
+    r = c.post(u("/v1/jobs/j/nodes"), "{\"host\":\"h\",\"pid\":8,\"ttl\":1}");
+    EXPECT_EQ(r.jint("id"), 2);
+    EXPECT_EQ(r.jint("ttl"), 5);
+    std::string n1 = "/v1/jobs/j/nodes/" + std::to_string(id);
+
+    /* node get */
+    r = c.get(u(n1));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jint("pid"), 7);
+    EXPECT_NE(r.body.find("\"endpoint\":null"), std::string::npos) << r.body;
+    EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/99")).status, 404);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/0")).status, 400);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/abc")).status, 400);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/99999999999999999999999")).status,
+              400);
+
+    /* endpoint */
+    EXPECT_EQ(c.get(u(n1 + "/rdma/endpoint")).status, 404);
+    EXPECT_EQ(c.post(u(n1 + "/rdma/endpoint"), "\"str\"").status, 400);
+    r = c.post(u(n1 + "/rdma/endpoint"), "{\"gid\":\"fe80::1\",\"qpn\":7}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    EXPECT_EQ(c.post(u(n1 + "/rdma/endpoint"), "{\"gid\":\"x\"}").status,
+              409);
+    r = c.get(u(n1 + "/rdma/endpoint"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jstr("gid"), "fe80::1");
+    EXPECT_EQ(c.put(u(n1 + "/rdma/endpoint"), "{\"gid\":\"y\"}").status, 200);
+    EXPECT_EQ(c.get(u(n1 + "/rdma/endpoint")).jstr("gid"), "y");
+    std::string big = "{\"x\":\"" + std::string(5000, 'a') + "\"}";
+    EXPECT_EQ(c.put(u(n1 + "/rdma/endpoint"), big).status, 413);
+    EXPECT_EQ(c.put(u("/v1/jobs/j/nodes/77/rdma/endpoint"), "{}").status, 404);
+
+    /* list shows both nodes, node 1 with its endpoint */
+    r = c.get(u("/v1/jobs/j/nodes"));
+    json_t *o = r.json();
+    ASSERT_NE(o, nullptr);
+    json_t *nodes = json_object_get(o, "nodes");
+    ASSERT_EQ(json_array_size(nodes), 2u);
+    EXPECT_STREQ(json_string_value(json_object_get(
+                         json_object_get(json_array_get(nodes, 0), "endpoint"),
+                         "gid")),
+                 "y");
+    EXPECT_TRUE(json_is_null(
+            json_object_get(json_array_get(nodes, 1), "endpoint")));
+    EXPECT_EQ(std::to_string(json_integer_value(json_object_get(o, "index"))),
+              r.headers["x-orc-index"]);
+    json_decref(o);
+
+    /* keepalive */
+    r = c.put_empty(u(n1 + "/keepalive"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jint("ttl"), 300);
+    EXPECT_EQ(c.put_empty(u("/v1/jobs/j/nodes/55/keepalive")).status, 404);
+
+    /* mailbox */
+    EXPECT_EQ(c.post(u(n1 + "/mailbox"), "{\"from\":2}").status, 400);
+    EXPECT_EQ(c.post(u(n1 + "/mailbox"), "{\"body\":5}").status, 400);
+    r = c.post(u(n1 + "/mailbox"), "{\"from\":2,\"body\":{\"qpn\":1}}");
+    EXPECT_EQ(r.status, 201);
+    EXPECT_EQ(r.jint("seq"), 1);
+    EXPECT_EQ(c.post(u("/v1/jobs/j/nodes/55/mailbox"), "{\"body\":{}}").status,
+              404);
+    EXPECT_EQ(c.get(u(n1 + "/mailbox?after=x")).status, 400);
+    EXPECT_EQ(c.get(u(n1 + "/mailbox?wait=-1")).status, 400);
+    r = c.get(u(n1 + "/mailbox?after=0"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jint("last_seq"), 1);
+    EXPECT_NE(r.body.find("\"qpn\":1"), std::string::npos);
+
+    /* kv */
+    EXPECT_EQ(c.get(u("/v1/jobs/j/kv/a")).status, 404);
+    EXPECT_EQ(c.put(u("/v1/jobs/j/kv/a"), "{\"nope\":1}").status, 400);
+    EXPECT_EQ(c.put(u("/v1/jobs/j/kv/a..b"), "{\"value\":1}").status, 400);
+    EXPECT_EQ(c.put(u("/v1/jobs/j/kv/a//b"), "{\"value\":1}").status, 400);
+    r = c.put(u("/v1/jobs/j/kv/worker/0"), "{\"value\":{\"b64\":\"AAEC\"}}");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_GT(r.jint("index"), 0);
+    r = c.get(u("/v1/jobs/j/kv/worker/0"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jstr("key"), "worker/0");
+    EXPECT_NE(r.body.find("\"value\":{\"b64\":\"AAEC\"}"), std::string::npos);
+    EXPECT_EQ(c.put(u("/v1/jobs/j/kv/k2"), "{\"value\":1,\"node\":555}").status,
+              404);
+    EXPECT_EQ(c.put(u("/v1/jobs/j/kv/k2"),
+                    "{\"value\":1,\"node\":" + std::to_string(id) + "}")
+                      .status, 200);
+    EXPECT_EQ(c.del(u("/v1/jobs/j/kv/worker/0")).status, 204);
+    EXPECT_EQ(c.del(u("/v1/jobs/j/kv/worker/0")).status, 404);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/kv/worker/0")).status, 404);
+
+    /* delete the node: endpoint, mailbox and attached kv go with it */
+    EXPECT_EQ(c.del(u(n1)).status, 204);
+    EXPECT_EQ(c.get(u(n1)).status, 404);
+    EXPECT_EQ(c.get(u(n1 + "/rdma/endpoint")).status, 404);
+    EXPECT_EQ(c.get(u(n1 + "/mailbox")).status, 404);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/kv/k2")).status, 404);
+    EXPECT_EQ(c.put_empty(u(n1 + "/keepalive")).status, 404);
+    EXPECT_EQ(c.del(u(n1)).status, 404);
+    /* ids are never reused */
+    EXPECT_EQ(register_node(c, "j"), 3);
+
+    /* metrics */
+    r = c.get(u("/metrics"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers["content-type"].rfind("text/plain", 0), 0u);
+    EXPECT_NE(r.body.find("orcd_requests_total{route=\"endpoint\","
+                          "status=\"409\"} 1"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("orcd_nodes 2\n"), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("orcd_request_duration_seconds_bucket{route=\"kv\","
+                          "le=\"+Inf\"}"), std::string::npos);
+    EXPECT_NE(r.body.find("orcd_store_bytes "), std::string::npos);
+    EXPECT_NE(r.body.find("orcd_mailbox_messages "), std::string::npos);
+    EXPECT_NE(r.body.find("orcd_leases_expired_total 0"), std::string::npos);
+
+    EXPECT_EQ(m_orcd.stop(), 0);
+}
+
+TEST_F(orcd_daemon, lease_expiry_and_keepalive)
+{
+    start("ttl: {min: 1, default: 1, max: 10}\n");
+    http_client c;
+
+    long long keep = register_node(c, "j", 1);
+    long long dies = register_node(c, "j", 1);
+    std::string nk = "/v1/jobs/j/nodes/" + std::to_string(keep);
+    std::string nd = "/v1/jobs/j/nodes/" + std::to_string(dies);
+    ASSERT_EQ(c.put(u(nd + "/rdma/endpoint"), "{\"a\":1}").status, 200);
+    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/owned"),
+                    "{\"value\":1,\"node\":" + std::to_string(dies) + "}")
+                      .status, 200);
+    ASSERT_EQ(c.post(u(nd + "/mailbox"), "{\"body\":{}}").status, 201);
+
+    /* watch membership while keeping one node alive: the other expires and
+     * the blocking list wakes up without it */
+    http_result r = c.get(u("/v1/jobs/j/nodes"));
+    std::string index = r.headers["x-orc-index"];
+    double t0 = now_s();
+    bool gone = false;
+    while (!gone && now_s() - t0 < 10) {
+        ASSERT_EQ(c.put_empty(u(nk + "/keepalive")).status, 200);
+        r = c.get(u("/v1/jobs/j/nodes?index=" + index + "&wait=0.3"));
+        ASSERT_EQ(r.status, 200);
+        index = r.headers["x-orc-index"];
+        gone  = r.body.find("\"id\":" + std::to_string(dies) + ",") ==
+                std::string::npos;
+    }
+    ASSERT_TRUE(gone) << r.body;
+    EXPECT_GE(now_s() - t0, 0.5); /* not before its TTL */
+    EXPECT_NE(r.body.find("\"id\":" + std::to_string(keep) + ","),
+              std::string::npos);
+
+    EXPECT_EQ(c.put_empty(u(nd + "/keepalive")).status, 410);
+    EXPECT_EQ(c.get(u(nd)).status, 410);
+    EXPECT_EQ(c.get(u(nd + "/rdma/endpoint")).status, 410);
+    EXPECT_EQ(c.post(u(nd + "/mailbox"), "{\"body\":{}}").status, 410);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/kv/owned")).status, 404);
+    EXPECT_EQ(c.put_empty(u(nk + "/keepalive")).status, 200);
+    r = c.get(u("/metrics"));
+    EXPECT_NE(r.body.find("orcd_leases_expired_total 1\n"), std::string::npos)
+            << r.body;
+}
+
+TEST_F(orcd_daemon, blocking_queries)
+{
+    start();
+    http_client c;
+    long long id   = register_node(c, "j");
+    std::string nb = "/v1/jobs/j/nodes/" + std::to_string(id);
+
+    /* timeout: list with the current index returns after ~wait, unchanged */
+    http_result r = c.get(u("/v1/jobs/j/nodes"));
+    std::string index = r.headers["x-orc-index"];
+    double t0 = now_s();
+    r = c.get(u("/v1/jobs/j/nodes?index=" + index + "&wait=0.4"));
+    double dt = now_s() - t0;
+    EXPECT_EQ(r.status, 200);
+    EXPECT_GE(dt, 0.39);
+    EXPECT_LT(dt, 3.0);
+    EXPECT_EQ(r.headers["x-orc-index"], index);
+
+    /* a stale index returns at once */
+    t0 = now_s();
+    r  = c.get(u("/v1/jobs/j/nodes?index=0&wait=10"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_LT(now_s() - t0, 2.0);
+
+    /* wake on change: another client registers while we wait */
+    std::thread t([&] {
+        ASSERT_TRUE(wait_long_polls(1));
+        http_client c2;
+        register_node(c2, "j");
+    });
+    t0 = now_s();
+    r  = c.get(u("/v1/jobs/j/nodes?index=" + index + "&wait=20"));
+    dt = now_s() - t0;
+    t.join();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_LT(dt, 10.0);
+    EXPECT_NE(r.headers["x-orc-index"], index);
+    EXPECT_NE(r.body.find("\"id\":2,"), std::string::npos) << r.body;
+
+    /* changes in another job or in kv do not wake a membership watch */
+    index = r.headers["x-orc-index"];
+    ASSERT_EQ(c.put(u("/v1/jobs/other/kv/x"), "{\"value\":1}").status, 200);
+    t0 = now_s();
+    r  = c.get(u("/v1/jobs/j/nodes?index=" + index + "&wait=0.3"));
+    EXPECT_GE(now_s() - t0, 0.29);
+
+    /* mailbox long-poll: times out empty, wakes on a post */
+    t0 = now_s();
+    r  = c.get(u(nb + "/mailbox?after=0&wait=0.3"));
+    EXPECT_GE(now_s() - t0, 0.29);
+    EXPECT_NE(r.body.find("\"messages\":[]"), std::string::npos);
+    std::thread t2([&] {
+        ASSERT_TRUE(wait_long_polls(1));
+        http_client c2;
+        c2.post(u(nb + "/mailbox"), "{\"from\":9,\"body\":{\"hi\":1}}");
+    });
+    t0 = now_s();
+    r  = c.get(u(nb + "/mailbox?after=0&wait=20"));
+    t2.join();
+    EXPECT_LT(now_s() - t0, 10.0);
+    EXPECT_EQ(r.jint("last_seq"), 1);
+
+    /* kv wait: 404 at timeout, value once put */
+    t0 = now_s();
+    r  = c.get(u("/v1/jobs/j/kv/later?wait=0.3"));
+    EXPECT_EQ(r.status, 404);
+    EXPECT_GE(now_s() - t0, 0.29);
+    std::thread t3([&] {
+        ASSERT_TRUE(wait_long_polls(1));
+        http_client c2;
+        c2.put(u("/v1/jobs/j/kv/later"), "{\"value\":\"addr\"}");
+    });
+    r = c.get(u("/v1/jobs/j/kv/later?wait=20"));
+    t3.join();
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jstr("value"), "addr");
+
+    /* a long-poll on a node that gets deleted returns 404 */
+    std::thread t4([&] {
+        ASSERT_TRUE(wait_long_polls(1));
+        http_client c2;
+        c2.del(u(nb));
+    });
+    r = c.get(u(nb + "/mailbox?after=1&wait=20"));
+    t4.join();
+    EXPECT_EQ(r.status, 404) << r.body;
+}
+
+TEST_F(orcd_daemon, mailbox_cursor_across_reconnects)
+{
+    start();
+    http_client c;
+    long long id   = register_node(c, "j");
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    const int total = 300;
+
+    std::thread sender([&] {
+        http_client s;
+        for (int i = 1; i <= total; ++i) {
+            http_result r = s.post(u(mb), "{\"from\":7,\"body\":{\"n\":" +
+                                                  std::to_string(i) + "}}");
+            ASSERT_EQ(r.status, 201) << r.body;
+        }
+    });
+
+    /* receiver: a fresh connection for every poll; every third poll is
+     * "lost" (the reply is discarded and the same cursor is re-sent), so the
+     * messages must come again */
+    std::vector<int> got;
+    unsigned long long after = 0;
+    int polls = 0;
+    double deadline = now_s() + 60;
+    while ((int)got.size() < total && now_s() < deadline) {
+        http_client r_client;
+        http_result r = r_client.get(u(mb + "?after=" + std::to_string(after) +
+                                       "&wait=5"));
+        ASSERT_EQ(r.status, 200) << r.body;
+        if (++polls % 3 == 0) {
+            continue; /* simulated lost reply */
+        }
+        json_t *o = r.json();
+        ASSERT_NE(o, nullptr);
+        size_t i;
+        json_t *m;
+        json_array_foreach(json_object_get(o, "messages"), i, m) {
+            unsigned long long seq = json_integer_value(
+                    json_object_get(m, "seq"));
+            EXPECT_EQ(seq, after + 1) << "gap or duplicate";
+            after = seq;
+            got.push_back((int)json_integer_value(
+                    json_object_get(json_object_get(m, "body"), "n")));
+            EXPECT_EQ(json_integer_value(json_object_get(m, "from")), 7);
+        }
+        EXPECT_EQ((unsigned long long)json_integer_value(
+                          json_object_get(o, "last_seq")),
+                  after);
+        json_decref(o);
+    }
+    sender.join();
+    ASSERT_EQ((int)got.size(), total);
+    for (int i = 0; i < total; ++i) {
+        EXPECT_EQ(got[i], i + 1);
+    }
+    /* everything acknowledged: an ack of all leaves the mailbox empty */
+    http_result r = c.get(u(mb + "?after=" + std::to_string(after)));
+    EXPECT_NE(r.body.find("\"messages\":[]"), std::string::npos);
+    r = c.get(u("/metrics"));
+    EXPECT_NE(r.body.find("orcd_mailbox_messages 0\n"), std::string::npos);
+}
+
+TEST_F(orcd_daemon, mailbox_depth_limit)
+{
+    start("limits: {mailbox_depth: 3}\n");
+    http_client c;
+    long long id   = register_node(c, "j");
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ(c.post(u(mb), "{\"body\":{}}").status, 201);
+    }
+    http_result r = c.post(u(mb), "{\"body\":{}}");
+    EXPECT_EQ(r.status, 429);
+    EXPECT_EQ(r.headers["retry-after"], "1");
+    /* acknowledging frees room */
+    EXPECT_EQ(c.get(u(mb + "?after=2")).status, 200);
+    EXPECT_EQ(c.post(u(mb), "{\"body\":{}}").jint("seq"), 4);
+}
+
+TEST_F(orcd_daemon, auth_isolation)
+{
+    start(std::string("auth:\n  enabled: true\n  tokens:\n    job-a: ") +
+          k_tok_a + "\n    job-b: [" + k_tok_b + "]\n");
+    http_client none, a, b, bad;
+    a.set_token(k_tok_a);
+    b.set_token(k_tok_b);
+    bad.set_token("not-a-valid-token");
+
+    http_result r = none.get(u("/v1/jobs/job-a/nodes"));
+    EXPECT_EQ(r.status, 401);
+    EXPECT_EQ(r.headers["www-authenticate"], "Bearer");
+    EXPECT_EQ(bad.get(u("/v1/jobs/job-a/nodes")).status, 401);
+    EXPECT_EQ(a.get(u("/v1/jobs/job-a/nodes")).status, 200);
+    r = b.get(u("/v1/jobs/job-a/nodes"));
+    EXPECT_EQ(r.status, 403);
+    EXPECT_EQ(r.body.find(k_tok_b), std::string::npos);
+    EXPECT_EQ(a.get(u("/v1/jobs/job-b/nodes")).status, 403);
+    /* a job without a token: 403 for a valid token of another job */
+    EXPECT_EQ(a.get(u("/v1/jobs/job-c/nodes")).status, 403);
+
+    long long ida = register_node(a, "job-a");
+    ASSERT_GT(ida, 0);
+    std::string na = "/v1/jobs/job-a/nodes/" + std::to_string(ida);
+    EXPECT_EQ(a.put(u(na + "/rdma/endpoint"), "{\"x\":1}").status, 200);
+    EXPECT_EQ(b.get(u(na + "/rdma/endpoint")).status, 403);
+    EXPECT_EQ(b.put(u(na + "/rdma/endpoint"), "{\"x\":2}").status, 403);
+    EXPECT_EQ(b.post(u(na + "/mailbox"), "{\"body\":{}}").status, 403);
+    EXPECT_EQ(b.put(u("/v1/jobs/job-a/kv/k"), "{\"value\":1}").status, 403);
+    EXPECT_EQ(a.get(u(na + "/rdma/endpoint")).jint("x"), 1);
+    /* same node id in job b is a different node */
+    EXPECT_EQ(b.get(u("/v1/jobs/job-b/nodes/" + std::to_string(ida))).status,
+              404);
+
+    /* healthz and metrics need no token (metrics_auth off) */
+    EXPECT_EQ(none.get(u("/healthz")).status, 200);
+    EXPECT_EQ(none.get(u("/metrics")).status, 200);
+
+    EXPECT_EQ(m_orcd.stop(), 0);
+    std::string log = m_orcd.log();
+    EXPECT_EQ(log.find(k_tok_a), std::string::npos);
+    EXPECT_EQ(log.find(k_tok_b), std::string::npos);
+    EXPECT_EQ(log.find("not-a-valid-token"), std::string::npos);
+}
+
+TEST_F(orcd_daemon, reload_on_sighup)
+{
+    std::string cfg1 = std::string("auth:\n  enabled: true\n  tokens:\n"
+                                   "    j: ") + k_tok_a + "\n";
+    start(cfg1, {"--log-level", "debug"});
+    http_client a, b;
+    a.set_token(k_tok_a);
+    b.set_token(k_tok_b);
+    EXPECT_EQ(a.get(u("/v1/jobs/j/nodes")).status, 200);
+    EXPECT_EQ(b.get(u("/v1/jobs/j/nodes")).status, 401);
+
+    /* a broken file is refused, the running configuration stays */
+    write_file(m_dir.file("orcd.yaml"), "auth: [\n");
+    m_orcd.signal(SIGHUP);
+    double deadline = now_s() + 10;
+    while (m_orcd.log().find("not reloaded") == std::string::npos &&
+           now_s() < deadline) {
+        std::this_thread::yield();
+    }
+    /* then a good one replaces the token */
+    write_file(m_dir.file("orcd.yaml"),
+               std::string("auth:\n  enabled: true\n  tokens:\n    j: ") +
+                       k_tok_b + "\nlimits: {max_body: 2KiB, endpoint_max: "
+                                 "1KiB, mailbox_msg_max: 1KiB}\n");
+    m_orcd.signal(SIGHUP);
+    deadline = now_s() + 10;
+    while (b.get(u("/v1/jobs/j/nodes")).status != 200 && now_s() < deadline) {
+        std::this_thread::yield();
+    }
+    EXPECT_EQ(b.get(u("/v1/jobs/j/nodes")).status, 200);
+    EXPECT_EQ(a.get(u("/v1/jobs/j/nodes")).status, 401);
+    /* the new body limit applies */
+    std::string body = "{\"host\":\"" + std::string(3000, 'h') +
+                       "\",\"pid\":1}";
+    EXPECT_EQ(b.post(u("/v1/jobs/j/nodes"), body).status, 413);
+    EXPECT_EQ(m_orcd.stop(), 0);
+    std::string log = m_orcd.log();
+    EXPECT_NE(log.find("not reloaded"), std::string::npos) << log;
+    EXPECT_EQ(log.find(k_tok_a), std::string::npos);
+    EXPECT_EQ(log.find(k_tok_b), std::string::npos);
+}
+
+TEST_F(orcd_daemon, body_limit_before_reading)
+{
+    start("limits: {max_body: 2048, endpoint_max: 1024, "
+          "mailbox_msg_max: 1024}\n");
+    /* Content-Length over the limit: 413 without sending any body byte */
+    int fd = tcp_connect(m_orcd.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, "POST /v1/jobs/j/nodes HTTP/1.1\r\n"
+                             "Host: x\r\nContent-Type: application/json\r\n"
+                             "Content-Length: 100000000\r\n\r\n"));
+    bool closed;
+    std::string resp = recv_until(fd, 10, nullptr, &closed);
+    EXPECT_EQ(resp.rfind("HTTP/1.1 413", 0), 0u) << resp;
+    EXPECT_NE(resp.find("too_large"), std::string::npos);
+    EXPECT_TRUE(closed);
+    close(fd);
+
+    /* with "Expect: 100-continue" the client is told before it sends */
+    fd = tcp_connect(m_orcd.port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, "PUT /v1/jobs/j/kv/a HTTP/1.1\r\nHost: x\r\n"
+                             "Expect: 100-continue\r\n"
+                             "Content-Length: 5000\r\n\r\n"));
+    resp = recv_until(fd, 10, "\r\n\r\n");
+    EXPECT_EQ(resp.rfind("HTTP/1.1 413", 0), 0u) << resp;
+    close(fd);
+
+    /* chunked body that grows past the limit */
+    fd = tcp_connect(m_orcd.port());
+    ASSERT_GE(fd, 0);
+    std::string req = "PUT /v1/jobs/j/kv/a HTTP/1.1\r\nHost: x\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n";
+    for (int i = 0; i < 4; ++i) {
+        req += "400\r\n" + std::string(1024, ' ') + "\r\n";
+    }
+    req += "0\r\n\r\n";
+    ASSERT_TRUE(send_all(fd, req));
+    resp = recv_until(fd, 10, "\r\n\r\n");
+    EXPECT_EQ(resp.rfind("HTTP/1.1 413", 0), 0u) << resp;
+    close(fd);
+
+    /* within the limit is fine */
+    http_client c;
+    EXPECT_EQ(c.put(u("/v1/jobs/j/kv/a"),
+                    "{\"value\":\"" + std::string(1500, 'v') + "\"}").status,
+              200);
+}
+
+TEST_F(orcd_daemon, malformed_http)
+{
+    start();
+    const char *bad[] = {
+        "GARBAGE\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        "GET /healthz HTTP/9.9\r\n\r\n",
+        "\x01\x02\x03\x04\r\n\r\n",
+        "GET /v1/jobs/j/nodes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+        "chunked\r\n\r\nzz\r\n",
+    };
+    for (const char *b : bad) {
+        int fd = tcp_connect(m_orcd.port());
+        ASSERT_GE(fd, 0);
+        send_all(fd, b);
+        shutdown(fd, SHUT_WR);
+        std::string resp = recv_until(fd, 10);
+        /* an HTTP error status, or a plain close */
+        if (!resp.empty()) {
+            EXPECT_TRUE(resp.rfind("HTTP/1.1 4", 0) == 0 ||
+                        resp.rfind("HTTP/1.1 505", 0) == 0)
+                    << "request: " << b << "\nresponse: " << resp;
+        }
+        close(fd);
+    }
+    /* still alive */
+    http_client c;
+    EXPECT_EQ(c.get(u("/healthz")).status, 200);
+}
+
+TEST_F(orcd_daemon, connection_limits)
+{
+    start("limits: {max_connections: 8, max_connections_per_ip: 4, "
+          "max_long_polls: 2, idle_timeout: 1}\n");
+    /* per-IP limit: the 5th connection from 127.0.0.1 is refused (closed
+     * without an answer) */
+    std::vector<int> fds;
+    for (int i = 0; i < 4; ++i) {
+        int fd = tcp_connect(m_orcd.port());
+        ASSERT_GE(fd, 0);
+        /* make sure orcd accepted it: one request on each */
+        ASSERT_TRUE(send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
+        std::string r = recv_until(fd, 10, "{\"status\":\"ok\"}");
+        ASSERT_NE(r.find("200 OK"), std::string::npos) << r;
+        fds.push_back(fd);
+    }
+    int extra = tcp_connect(m_orcd.port());
+    ASSERT_GE(extra, 0);
+    send_all(extra, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    bool closed;
+    std::string r = recv_until(extra, 10, nullptr, &closed);
+    EXPECT_TRUE(closed);
+    EXPECT_EQ(r.find("200 OK"), std::string::npos) << r;
+    close(extra);
+
+    /* idle timeout (1 s): orcd closes the idle connections itself */
+    for (int fd : fds) {
+        std::string rest = recv_until(fd, 10, nullptr, &closed);
+        EXPECT_TRUE(closed);
+        close(fd);
+    }
+
+    /* long-poll cap: 2 waiting, the 3rd gets 429 */
+    http_client c;
+    long long id   = register_node(c, "j");
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    std::vector<std::thread> waiters;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 2; ++i) {
+        waiters.emplace_back([&] {
+            http_client w;
+            if (w.get(u(mb + "?after=0&wait=20")).status == 200) {
+                ++ok;
+            }
+        });
+    }
+    ASSERT_TRUE(wait_long_polls(2));
+    http_result res = c.get(u(mb + "?after=0&wait=20"));
+    EXPECT_EQ(res.status, 429);
+    EXPECT_EQ(res.headers["retry-after"], "1");
+    EXPECT_EQ(c.post(u(mb), "{\"body\":{}}").status, 201);
+    for (auto &t : waiters) {
+        t.join();
+    }
+    EXPECT_EQ(ok.load(), 2);
+}
+
+TEST_F(orcd_daemon, many_concurrent_clients)
+{
+    start();
+    const int nthreads = 16, per_thread = 25;
+    std::atomic<int> failures{0};
+    http_client c;
+    long long sink = register_node(c, "j");
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(sink) + "/mailbox";
+    std::vector<std::thread> threads;
+    std::vector<std::vector<long long>> ids(nthreads);
+
+    for (int t = 0; t < nthreads; ++t) {
+        threads.emplace_back([&, t] {
+            http_client h;
+            for (int i = 0; i < per_thread; ++i) {
+                http_result r = h.post(u("/v1/jobs/j/nodes"),
+                                       "{\"host\":\"t\",\"pid\":" +
+                                               std::to_string(t) + "}");
+                if (r.status != 201) {
+                    ++failures;
+                    continue;
+                }
+                long long id = r.jint("id");
+                ids[t].push_back(id);
+                std::string n = "/v1/jobs/j/nodes/" + std::to_string(id);
+                if (h.post(u(n + "/rdma/endpoint"),
+                           "{\"id\":" + std::to_string(id) + "}").status !=
+                            201 ||
+                    h.put(u("/v1/jobs/j/kv/t" + std::to_string(t) + "/" +
+                            std::to_string(i)),
+                          "{\"value\":" + std::to_string(id) + "}").status !=
+                            200 ||
+                    h.post(u(mb), "{\"from\":" + std::to_string(id) +
+                                          ",\"body\":{}}").status != 201) {
+                    ++failures;
+                }
+            }
+        });
+    }
+    for (auto &t : threads) {
+        t.join();
+    }
+    EXPECT_EQ(failures.load(), 0);
+
+    /* every id unique, every node listed with its own endpoint */
+    std::set<long long> all;
+    for (auto &v : ids) {
+        all.insert(v.begin(), v.end());
+    }
+    EXPECT_EQ(all.size(), (size_t)nthreads * per_thread);
+    http_result r = c.get(u("/v1/jobs/j/nodes"));
+    json_t *o     = r.json();
+    ASSERT_NE(o, nullptr);
+    json_t *nodes = json_object_get(o, "nodes");
+    EXPECT_EQ(json_array_size(nodes), (size_t)nthreads * per_thread + 1);
+    size_t i;
+    json_t *n;
+    json_array_foreach(nodes, i, n) {
+        long long id = json_integer_value(json_object_get(n, "id"));
+        if (id == sink) {
+            continue;
+        }
+        EXPECT_EQ(json_integer_value(json_object_get(
+                          json_object_get(n, "endpoint"), "id")),
+                  id);
+    }
+    json_decref(o);
+    for (int t = 0; t < nthreads; ++t) {
+        for (int k = 0; k < per_thread; k += 7) {
+            r = c.get(u("/v1/jobs/j/kv/t" + std::to_string(t) + "/" +
+                        std::to_string(k)));
+            EXPECT_EQ(r.status, 200);
+        }
+    }
+    /* the mailbox got every message exactly once, seqs 1..N */
+    r = c.get(u(mb + "?after=0"));
+    o = r.json();
+    ASSERT_NE(o, nullptr);
+    json_t *msgs = json_object_get(o, "messages");
+    EXPECT_EQ(json_array_size(msgs), (size_t)nthreads * per_thread);
+    std::set<long long> from;
+    json_array_foreach(msgs, i, n) {
+        EXPECT_EQ(json_integer_value(json_object_get(n, "seq")),
+                  (long long)i + 1);
+        from.insert(json_integer_value(json_object_get(n, "from")));
+    }
+    EXPECT_EQ(from, all);
+    json_decref(o);
+}
+
+TEST_F(orcd_daemon, graceful_shutdown_with_long_poll)
+{
+    start();
+    http_client c;
+    long long id   = register_node(c, "j");
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    http_result polled;
+    double t_ret = 0;
+    std::thread waiter([&] {
+        http_client w;
+        polled = w.get(u(mb + "?after=0&wait=60"));
+        t_ret  = now_s();
+    });
+    ASSERT_TRUE(wait_long_polls(1));
+    double t0 = now_s();
+    m_orcd.signal(SIGTERM);
+    waiter.join();
+    EXPECT_EQ(polled.status, 200) << polled.body;
+    EXPECT_NE(polled.body.find("\"messages\":[]"), std::string::npos);
+    EXPECT_LT(t_ret - t0, 10.0);
+    EXPECT_EQ(m_orcd.wait_exit(20), 0);
+    /* and it no longer accepts connections */
+    EXPECT_LT(tcp_connect(m_orcd.port()), 0);
+}
+
+TEST_F(orcd_daemon, snapshot_restart)
+{
+    std::string snap = m_dir.file("orcd.snap");
+    start("ttl: {min: 1}\n", {"--snapshot", snap});
+    http_client c;
+    long long id   = register_node(c, "j", 30);
+    std::string nb = "/v1/jobs/j/nodes/" + std::to_string(id);
+    ASSERT_EQ(c.put(u(nb + "/rdma/endpoint"), "{\"gid\":\"g\"}").status, 200);
+    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/addr"), "{\"value\":\"w0\"}").status,
+              200);
+    ASSERT_EQ(c.post(u(nb + "/mailbox"), "{\"body\":{\"m\":1}}").status, 201);
+    long long gone = register_node(c, "j");
+    ASSERT_EQ(c.del(u("/v1/jobs/j/nodes/" + std::to_string(gone))).status,
+              204);
+    std::string index = c.get(u("/v1/jobs/j/nodes")).headers["x-orc-index"];
+    ASSERT_EQ(m_orcd.stop(), 0);
+
+    start("ttl: {min: 1}\n", {"--snapshot", snap});
+    http_client c2;
+    http_result r = c2.get(u(nb + "/rdma/endpoint"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jstr("gid"), "g");
+    EXPECT_EQ(c2.get(u("/v1/jobs/j/kv/addr")).jstr("value"), "w0");
+    r = c2.get(u(nb + "/mailbox?after=0"));
+    EXPECT_NE(r.body.find("\"m\":1"), std::string::npos) << r.body;
+    r = c2.put_empty(u(nb + "/keepalive"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.jint("ttl"), 30);
+    /* revisions continue, ids are not reused, deletions are remembered */
+    r = c2.get(u("/v1/jobs/j/nodes"));
+    EXPECT_EQ(r.headers["x-orc-index"], index);
+    EXPECT_EQ(register_node(c2, "j"), gone + 1);
+    EXPECT_EQ(c2.put_empty(u("/v1/jobs/j/nodes/" + std::to_string(gone) +
+                             "/keepalive")).status, 404);
+    EXPECT_EQ(m_orcd.stop(), 0);
+
+    /* a corrupt snapshot is an error, not an empty start */
+    write_file(snap, "{\"format\":");
+    EXPECT_FALSE(m_orcd.start({"--snapshot", snap}));
+    EXPECT_NE(m_orcd.log().find("cannot restore the snapshot"),
+              std::string::npos) << m_orcd.log();
+}
+
+} // namespace

@@ -1,0 +1,881 @@
+/*
+ * orcd unit tests: the store (etcd semantics), the YAML configuration loader
+ * and the request router, all called directly (no sockets).
+ */
+extern "C" {
+#include "coordinator/orcd/orcd.h"
+#include "coordinator/orcd/orcd_api.h"
+#include "coordinator/store/orc_store.h"
+}
+
+#include <gtest/gtest.h>
+#include <jansson.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+/* ------------------------------------------------------------------ store */
+
+class store_test : public ::testing::Test {
+protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(orc_store_mem_open(20, &m_s), ORC_STORE_OK);
+    }
+    void TearDown() override { orc_store_close(m_s); }
+
+    uint64_t put(const char *k, const char *v, uint64_t lease = 0)
+    {
+        uint64_t rev = 0;
+        EXPECT_EQ(orc_store_put(m_s, k, v, strlen(v), lease, &rev),
+                  ORC_STORE_OK);
+        return rev;
+    }
+    bool get(const char *k, orc_store_kv_t *kv)
+    {
+        return orc_store_get(m_s, k, kv, NULL) == ORC_STORE_OK;
+    }
+    size_t count(const char *prefix)
+    {
+        char *end = orc_store_prefix_end(prefix);
+        orc_store_range_result_t res;
+        EXPECT_EQ(m_s->ops->range(m_s, prefix, end, ORC_STORE_RANGE_COUNT_ONLY,
+                                  0, &res),
+                  ORC_STORE_OK);
+        free(end);
+        return res.total;
+    }
+
+    orc_store_t *m_s = nullptr;
+};
+
+/* Watch callback target: records the revision, signals a waiter. */
+struct watch_sink {
+    std::mutex m;
+    std::condition_variable cv;
+    int fired    = 0;
+    uint64_t rev = 0;
+
+    static void cb(void *arg, uint64_t rev)
+    {
+        watch_sink *w = static_cast<watch_sink *>(arg);
+        std::lock_guard<std::mutex> g(w->m);
+        ++w->fired;
+        w->rev = rev;
+        w->cv.notify_all();
+    }
+    bool wait(double seconds)
+    {
+        std::unique_lock<std::mutex> g(m);
+        return cv.wait_for(g, std::chrono::duration<double>(seconds),
+                           [this] { return fired > 0; });
+    }
+};
+
+TEST_F(store_test, revisions_like_etcd)
+{
+    orc_store_kv_t kv;
+
+    EXPECT_EQ(m_s->ops->revision(m_s), 1u);
+    EXPECT_EQ(put("/a", "1"), 2u);
+    EXPECT_EQ(put("/b", "2"), 3u);
+    EXPECT_EQ(put("/a", "11"), 4u);
+    ASSERT_TRUE(get("/a", &kv));
+    EXPECT_STREQ(kv.value, "11");
+    EXPECT_EQ(kv.value_len, 2u);
+    EXPECT_EQ(kv.create_rev, 2u);
+    EXPECT_EQ(kv.mod_rev, 4u);
+    EXPECT_EQ(kv.version, 2u);
+    EXPECT_EQ(kv.lease, 0u);
+    orc_store_kv_free(&kv);
+
+    size_t deleted;
+    uint64_t rev;
+    EXPECT_EQ(orc_store_delete(m_s, "/a", NULL, &deleted, &rev), ORC_STORE_OK);
+    EXPECT_EQ(deleted, 1u);
+    EXPECT_EQ(rev, 5u);
+    /* deleting nothing does not bump the revision */
+    EXPECT_EQ(orc_store_delete(m_s, "/a", NULL, &deleted, &rev), ORC_STORE_OK);
+    EXPECT_EQ(deleted, 0u);
+    EXPECT_EQ(rev, 5u);
+    /* re-creation starts a new version history */
+    EXPECT_EQ(put("/a", "x"), 6u);
+    ASSERT_TRUE(get("/a", &kv));
+    EXPECT_EQ(kv.create_rev, 6u);
+    EXPECT_EQ(kv.version, 1u);
+    orc_store_kv_free(&kv);
+    EXPECT_FALSE(get("/zz", &kv));
+}
+
+TEST_F(store_test, ranges_and_prefixes)
+{
+    put("/j/a", "1");
+    put("/j/b", "2");
+    put("/j/b/c", "3");
+    put("/j0", "4");
+    put("/i", "5");
+    EXPECT_EQ(count("/j/"), 3u);
+    EXPECT_EQ(count("/j"), 4u);
+    EXPECT_EQ(count(""), 5u); /* whole keyspace */
+
+    orc_store_range_result_t res;
+    ASSERT_EQ(m_s->ops->range(m_s, "/j/", "/j/c", 0, 2, &res), ORC_STORE_OK);
+    EXPECT_EQ(res.total, 3u);
+    ASSERT_EQ(res.count, 2u);
+    EXPECT_STREQ(res.kvs[0].key, "/j/a");
+    EXPECT_STREQ(res.kvs[1].key, "/j/b");
+    EXPECT_EQ(res.revision, 6u);
+    orc_store_range_result_free(&res);
+
+    char *end = orc_store_prefix_end("/j/");
+    EXPECT_STREQ(end, "/j0");
+    free(end);
+    end = orc_store_prefix_end("a\xff");
+    EXPECT_STREQ(end, "b");
+    free(end);
+
+    size_t deleted;
+    end = orc_store_prefix_end("/j/");
+    EXPECT_EQ(orc_store_delete(m_s, "/j/", end, &deleted, NULL), ORC_STORE_OK);
+    free(end);
+    EXPECT_EQ(deleted, 3u);
+    EXPECT_EQ(count(""), 2u);
+}
+
+TEST_F(store_test, txn_compare_is_all_or_nothing)
+{
+    put("/k", "v");
+    orc_store_cmp_t cmps[2] = {
+        {"/k", ORC_STORE_CMP_VERSION, ORC_STORE_CMP_EQUAL, 1},
+        {"/new", ORC_STORE_CMP_CREATE, ORC_STORE_CMP_EQUAL, 0},
+    };
+    orc_store_op_t ops[2] = {
+        {ORC_STORE_OP_PUT, "/k", NULL, "w", 1, 0},
+        {ORC_STORE_OP_PUT, "/new", NULL, "n", 1, 0},
+    };
+    orc_store_txn_result_t res;
+    ASSERT_EQ(m_s->ops->txn(m_s, cmps, 2, ops, 2, &res), ORC_STORE_OK);
+    EXPECT_EQ(res.revision, 3u); /* one revision for the whole txn */
+    orc_store_kv_t kv;
+    ASSERT_TRUE(get("/new", &kv));
+    EXPECT_EQ(kv.mod_rev, 3u);
+    orc_store_kv_free(&kv);
+
+    /* now both compares fail: nothing changes */
+    EXPECT_EQ(m_s->ops->txn(m_s, cmps, 2, ops, 2, &res), ORC_STORE_ECOMPARE);
+    EXPECT_EQ(res.failed_cmp, 0u);
+    EXPECT_EQ(m_s->ops->revision(m_s), 3u);
+    /* a missing lease fails the whole txn */
+    orc_store_op_t bad[2] = {
+        {ORC_STORE_OP_PUT, "/x", NULL, "1", 1, 0},
+        {ORC_STORE_OP_PUT, "/y", NULL, "1", 1, 12345},
+    };
+    EXPECT_EQ(m_s->ops->txn(m_s, NULL, 0, bad, 2, &res), ORC_STORE_ENOENT);
+    EXPECT_FALSE(get("/x", &kv));
+    EXPECT_EQ(m_s->ops->revision(m_s), 3u);
+    /* GREATER/LESS/NOT_EQUAL and the lease target */
+    orc_store_cmp_t c2[3] = {
+        {"/k", ORC_STORE_CMP_MOD, ORC_STORE_CMP_GREATER, 2},
+        {"/k", ORC_STORE_CMP_CREATE, ORC_STORE_CMP_LESS, 3},
+        {"/k", ORC_STORE_CMP_LEASE, ORC_STORE_CMP_NOT_EQUAL, 7},
+    };
+    EXPECT_EQ(m_s->ops->txn(m_s, c2, 3, NULL, 0, &res), ORC_STORE_OK);
+    EXPECT_EQ(m_s->ops->txn(m_s, NULL, 0, NULL, 0, &res), ORC_STORE_OK);
+    EXPECT_EQ(res.revision, 3u); /* read-only txn */
+}
+
+TEST_F(store_test, lease_revoke_deletes_attached_keys)
+{
+    uint64_t lease, other;
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 60, &lease), ORC_STORE_OK);
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 60, &other), ORC_STORE_OK);
+    EXPECT_NE(lease, other);
+    put("/n/1", "a", lease);
+    put("/n/1/ep", "b", lease);
+    put("/n/2", "c", other);
+    put("/free", "d");
+    /* moving a key to no lease detaches it */
+    put("/n/moved", "e", lease);
+    put("/n/moved", "e2", 0);
+    orc_store_kv_t kv;
+    ASSERT_TRUE(get("/n/1", &kv));
+    EXPECT_EQ(kv.lease, lease);
+    orc_store_kv_free(&kv);
+    int64_t ttl = 0, granted = 0;
+    EXPECT_EQ(m_s->ops->lease_ttl(m_s, lease, &ttl, &granted), ORC_STORE_OK);
+    EXPECT_EQ(granted, 60);
+    EXPECT_GT(ttl, 55);
+
+    uint64_t before = m_s->ops->revision(m_s);
+    EXPECT_EQ(m_s->ops->lease_revoke(m_s, lease), ORC_STORE_OK);
+    EXPECT_EQ(m_s->ops->revision(m_s), before + 1); /* one revision */
+    EXPECT_FALSE(get("/n/1", &kv));
+    EXPECT_FALSE(get("/n/1/ep", &kv));
+    EXPECT_TRUE(get("/n/2", &kv));
+    orc_store_kv_free(&kv);
+    EXPECT_TRUE(get("/n/moved", &kv));
+    orc_store_kv_free(&kv);
+    EXPECT_EQ(m_s->ops->lease_revoke(m_s, lease), ORC_STORE_ENOENT);
+    EXPECT_EQ(m_s->ops->lease_keepalive(m_s, lease, &ttl), ORC_STORE_ENOENT);
+    EXPECT_EQ(m_s->ops->lease_grant(m_s, 0, &lease), ORC_STORE_EINVAL);
+    orc_store_stats_t st;
+    m_s->ops->stats(m_s, &st);
+    EXPECT_EQ(st.leases, 1u);
+    EXPECT_EQ(st.leases_expired, 0u);
+}
+
+TEST_F(store_test, lease_expiry_and_keepalive)
+{
+    uint64_t dies, lives;
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 1, &dies), ORC_STORE_OK);
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 1, &lives), ORC_STORE_OK);
+    put("/n/dies", "x", dies);
+    put("/n/lives", "y", lives);
+
+    /* the reaper deletes the key on expiry; a watch sees it */
+    watch_sink w;
+    uint64_t wid;
+    ASSERT_EQ(m_s->ops->watch_create(m_s, "/n/dies", NULL, 0, watch_sink::cb,
+                                     &w, &wid),
+              ORC_STORE_OK);
+    auto t0 = std::chrono::steady_clock::now();
+    while (!w.wait(0.25)) {
+        int64_t ttl;
+        ASSERT_EQ(m_s->ops->lease_keepalive(m_s, lives, &ttl), ORC_STORE_OK);
+        ASSERT_LT(std::chrono::steady_clock::now() - t0,
+                  std::chrono::seconds(10));
+    }
+    double dt = std::chrono::duration<double>(
+                        std::chrono::steady_clock::now() - t0).count();
+    EXPECT_GE(dt, 0.8);
+    orc_store_kv_t kv;
+    EXPECT_FALSE(get("/n/dies", &kv));
+    EXPECT_TRUE(get("/n/lives", &kv));
+    orc_store_kv_free(&kv);
+    int64_t ttl;
+    EXPECT_EQ(m_s->ops->lease_keepalive(m_s, dies, &ttl), ORC_STORE_ENOENT);
+    orc_store_stats_t st;
+    m_s->ops->stats(m_s, &st);
+    EXPECT_EQ(st.leases_expired, 1u);
+}
+
+TEST_F(store_test, watches)
+{
+    put("/w/a", "1"); /* rev 2 */
+    put("/x", "1");   /* rev 3 */
+
+    /* from a past revision with a matching event: fires at once */
+    watch_sink w1;
+    uint64_t id;
+    EXPECT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", 2, watch_sink::cb,
+                                     &w1, &id),
+              ORC_STORE_FIRED);
+    EXPECT_EQ(w1.fired, 0); /* FIRED means: not registered, no callback */
+    /* from the next revision: waits; unrelated keys do not fire it */
+    watch_sink w2;
+    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", 0, watch_sink::cb,
+                                     &w2, &id),
+              ORC_STORE_OK);
+    put("/x", "2");
+    put("/w", "2"); /* outside [/w/, /w0) */
+    EXPECT_EQ(w2.fired, 0);
+    uint64_t rev = put("/w/b", "2");
+    EXPECT_EQ(w2.fired, 1);
+    EXPECT_EQ(w2.rev, rev);
+    put("/w/c", "3"); /* one-shot */
+    EXPECT_EQ(w2.fired, 1);
+    EXPECT_EQ(m_s->ops->watch_cancel(m_s, id), ORC_STORE_ENOENT);
+
+    /* deletes fire too; cancel prevents firing */
+    watch_sink w3, w4;
+    uint64_t id3, id4;
+    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/a", NULL, 0, watch_sink::cb,
+                                     &w3, &id3),
+              ORC_STORE_OK);
+    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/a", NULL, 0, watch_sink::cb,
+                                     &w4, &id4),
+              ORC_STORE_OK);
+    EXPECT_EQ(m_s->ops->watch_cancel(m_s, id4), ORC_STORE_OK);
+    orc_store_delete(m_s, "/w/a", NULL, NULL, NULL);
+    EXPECT_EQ(w3.fired, 1);
+    EXPECT_EQ(w4.fired, 0);
+
+    /* history compacted past start_rev: fires at once (caller re-reads) */
+    for (int i = 0; i < 9000; ++i) {
+        put("/spam", "x");
+    }
+    watch_sink w5;
+    EXPECT_EQ(m_s->ops->watch_create(m_s, "/nothing-here", NULL, 3,
+                                     watch_sink::cb, &w5, &id),
+              ORC_STORE_FIRED);
+}
+
+TEST_F(store_test, snapshot_round_trip)
+{
+    char path[] = "/tmp/orc-store-snap.XXXXXX";
+    int fd      = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    close(fd);
+
+    uint64_t lease;
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 30, &lease), ORC_STORE_OK);
+    put("/a", "{\"json\":true}", lease);
+    put("/a", "{\"json\":2}", lease);
+    put("/b", "");
+    uint64_t rev = m_s->ops->revision(m_s);
+    ASSERT_EQ(m_s->ops->snapshot_save(m_s, path), ORC_STORE_OK);
+
+    orc_store_t *s2;
+    ASSERT_EQ(orc_store_mem_open(20, &s2), ORC_STORE_OK);
+    ASSERT_EQ(s2->ops->snapshot_load(s2, path), ORC_STORE_OK);
+    EXPECT_EQ(s2->ops->revision(s2), rev);
+    orc_store_kv_t kv;
+    ASSERT_EQ(orc_store_get(s2, "/a", &kv, NULL), ORC_STORE_OK);
+    EXPECT_STREQ(kv.value, "{\"json\":2}");
+    EXPECT_EQ(kv.version, 2u);
+    EXPECT_EQ(kv.lease, lease);
+    orc_store_kv_free(&kv);
+    int64_t ttl;
+    EXPECT_EQ(s2->ops->lease_keepalive(s2, lease, &ttl), ORC_STORE_OK);
+    EXPECT_EQ(ttl, 30);
+    uint64_t l2;
+    ASSERT_EQ(s2->ops->lease_grant(s2, 5, &l2), ORC_STORE_OK);
+    EXPECT_GT(l2, lease); /* lease ids not reused */
+    /* loading into a non-empty store is refused */
+    EXPECT_EQ(s2->ops->snapshot_load(s2, path), ORC_STORE_EINVAL);
+    orc_store_close(s2);
+
+    /* damaged files are refused */
+    const char *bad[] = {
+        "", "[]", "{\"format\":\"other\"}",
+        "{\"format\":\"orc-store-mem/1\",\"revision\":5,\"last_lease_id\":0,"
+        "\"leases\":[],\"kvs\":[{\"key\":\"/a\",\"value\":\"\",\"create_rev\":1,"
+        "\"mod_rev\":1,\"version\":1,\"lease\":9}]}",
+        "{\"format\":\"orc-store-mem/1\",\"revision\":5,\"last_lease_id\":0,"
+        "\"leases\":[],\"kvs\":[{\"key\":\"/a\",\"value\":\"\",\"create_rev\":1,"
+        "\"mod_rev\":1,\"version\":1,\"lease\":0},{\"key\":\"/a\",\"value\":"
+        "\"\",\"create_rev\":1,\"mod_rev\":1,\"version\":1,\"lease\":0}]}",
+    };
+    for (const char *b : bad) {
+        std::ofstream(path) << b;
+        ASSERT_EQ(orc_store_mem_open(20, &s2), ORC_STORE_OK);
+        EXPECT_NE(s2->ops->snapshot_load(s2, path), ORC_STORE_OK) << b;
+        orc_store_stats_t st;
+        s2->ops->stats(s2, &st);
+        EXPECT_EQ(st.keys, 0u);
+        orc_store_close(s2);
+    }
+    unlink(path);
+}
+
+/* ----------------------------------------------------------------- config */
+
+class config_test : public ::testing::Test {
+protected:
+    void SetUp() override { ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0); }
+    void TearDown() override { orcd_config_cleanup(&m_cfg); }
+
+    /* load yaml + finalize; returns the error text ("" on success) */
+    std::string load(const std::string &yaml)
+    {
+        char err[1024];
+        if (orcd_config_load_buffer(&m_cfg, "t.yaml",
+                                    (const unsigned char *)yaml.data(),
+                                    yaml.size(), err, sizeof(err))) {
+            return err;
+        }
+        if (orcd_config_finalize(&m_cfg, err, sizeof(err))) {
+            return err;
+        }
+        return "";
+    }
+
+    orcd_config_t m_cfg;
+};
+
+TEST_F(config_test, embedded_defaults)
+{
+    EXPECT_EQ(load(""), "");
+    EXPECT_STREQ(m_cfg.address, "127.0.0.1");
+    EXPECT_EQ(m_cfg.port, 7411u);
+    EXPECT_FALSE(m_cfg.auth_enabled);
+    EXPECT_FALSE(m_cfg.allow_remote);
+    EXPECT_EQ(m_cfg.max_body, 65536u);
+    EXPECT_EQ(m_cfg.endpoint_max, 4096u);
+    EXPECT_EQ(m_cfg.mailbox_msg_max, 4096u);
+    EXPECT_EQ(m_cfg.mailbox_depth, 1024u);
+    EXPECT_EQ(m_cfg.ttl_default, 10);
+    EXPECT_EQ(m_cfg.max_wait, 60.0);
+    EXPECT_EQ(m_cfg.snapshot_path, nullptr);
+}
+
+TEST_F(config_test, example_file_is_valid_and_matches_defaults)
+{
+    std::string path = std::string(getenv("ORC_TOP_SRCDIR") ?
+                                           getenv("ORC_TOP_SRCDIR") : ".") +
+                       "/config/orcd.yaml";
+    char err[1024];
+    orcd_config_t defaults;
+    ASSERT_EQ(orcd_config_init_defaults(&defaults), 0);
+    ASSERT_EQ(orcd_config_load_file(&m_cfg, path.c_str(), err, sizeof(err)),
+              0) << err;
+    ASSERT_EQ(orcd_config_finalize(&m_cfg, err, sizeof(err)), 0) << err;
+    /* the example documents the defaults */
+    EXPECT_STREQ(m_cfg.address, defaults.address);
+    EXPECT_EQ(m_cfg.port, defaults.port);
+    EXPECT_EQ(m_cfg.threads, defaults.threads);
+    EXPECT_EQ(m_cfg.max_connections, defaults.max_connections);
+    EXPECT_EQ(m_cfg.max_connections_per_ip, defaults.max_connections_per_ip);
+    EXPECT_EQ(m_cfg.idle_timeout, defaults.idle_timeout);
+    EXPECT_EQ(m_cfg.max_long_polls, defaults.max_long_polls);
+    EXPECT_EQ(m_cfg.max_body, defaults.max_body);
+    EXPECT_EQ(m_cfg.endpoint_max, defaults.endpoint_max);
+    EXPECT_EQ(m_cfg.mailbox_msg_max, defaults.mailbox_msg_max);
+    EXPECT_EQ(m_cfg.mailbox_depth, defaults.mailbox_depth);
+    EXPECT_EQ(m_cfg.max_wait, defaults.max_wait);
+    EXPECT_EQ(m_cfg.ttl_default, defaults.ttl_default);
+    EXPECT_EQ(m_cfg.ttl_min, defaults.ttl_min);
+    EXPECT_EQ(m_cfg.ttl_max, defaults.ttl_max);
+    EXPECT_EQ(m_cfg.snapshot_interval, defaults.snapshot_interval);
+    EXPECT_EQ(m_cfg.log_level, defaults.log_level);
+    EXPECT_EQ(m_cfg.auth_enabled, defaults.auth_enabled);
+    orcd_config_cleanup(&defaults);
+}
+
+TEST_F(config_test, good_file)
+{
+    EXPECT_EQ(load("listen:\n"
+                   "  address: \"::1\"\n"
+                   "  port: 0\n"
+                   "  threads: 4\n"
+                   "limits:\n"
+                   "  max_body: 1MiB\n"
+                   "  endpoint_max: 8K\n"
+                   "  max_wait: 2.5\n"
+                   "ttl: {min: 1, default: 3, max: 9}\n"
+                   "auth:\n"
+                   "  enabled: yes\n"
+                   "  tokens:\n"
+                   "    job-1: abcdefgh1234\n"
+                   "    job.2: [tok2-aaaaaaa, tok2-bbbbbbb]\n"
+                   "snapshot: {path: /tmp/x.snap, interval: 0}\n"
+                   "log: {level: debug}\n"
+                   "tls:\n"),
+              "");
+    EXPECT_STREQ(m_cfg.address, "::1");
+    EXPECT_EQ(m_cfg.port, 0u);
+    EXPECT_EQ(m_cfg.threads, 4u);
+    EXPECT_EQ(m_cfg.max_body, 1048576u);
+    EXPECT_EQ(m_cfg.endpoint_max, 8192u);
+    EXPECT_EQ(m_cfg.max_wait, 2.5);
+    EXPECT_EQ(m_cfg.ttl_min, 1);
+    EXPECT_EQ(m_cfg.ttl_default, 3);
+    EXPECT_EQ(m_cfg.ttl_max, 9);
+    EXPECT_TRUE(m_cfg.auth_enabled);
+    ASSERT_EQ(m_cfg.ntokens, 3u);
+    EXPECT_STREQ(m_cfg.tokens[2].job, "job.2");
+    EXPECT_STREQ(m_cfg.snapshot_path, "/tmp/x.snap");
+    EXPECT_EQ(m_cfg.snapshot_interval, 0u);
+    EXPECT_EQ(m_cfg.log_level, ORCD_LOG_DEBUG);
+}
+
+TEST_F(config_test, bad_files_name_position_and_key)
+{
+    struct {
+        const char *yaml;
+        const char *error;
+    } cases[] = {
+        /* unknown keys */
+        {"listn: {}\n", "t.yaml:1:1: unknown key 'listn'"},
+        {"limits:\n  max_bdy: 5\n", "t.yaml:2:3: unknown key 'limits.max_bdy'"},
+        /* wrong types */
+        {"listen:\n  port: [1]\n",
+         "t.yaml:2:9: listen.port: expected an integer, got a sequence"},
+        {"listen:\n  port: \"80\"\n",
+         "t.yaml:2:9: listen.port: expected a non-negative integer"},
+        {"listen:\n  allow_remote: maybe\n",
+         "t.yaml:2:17: listen.allow_remote: expected a boolean"},
+        {"limits: 5\n", "t.yaml:1:9: limits: expected a mapping"},
+        {"log: {level: loud}\n", "t.yaml:1:14: log.level: expected one of"},
+        {"limits: {max_wait: abc}\n",
+         "t.yaml:1:20: limits.max_wait: expected a number of seconds"},
+        {"- 1\n- 2\n", "t.yaml:1:1: expected a mapping of sections"},
+        {"listen: {address: }\n", "listen.address: expected a string, got null"},
+        /* out of range */
+        {"listen: {port: 70000}\n",
+         "t.yaml:1:16: listen.port: value 70000 out of range [0, 65535]"},
+        {"limits: {max_body: 10}\n", "limits.max_body: value 10 out of range"},
+        {"ttl: {min: 0}\n", "t.yaml:1:12: ttl.min: value 0 out of range"},
+        {"limits: {max_connections: 99999999999999999999999}\n",
+         "limits.max_connections: value 99999999999999999999999 out of range"},
+        {"limits: {max_wait: 7200}\n", "limits.max_wait: value 7200 out of range"},
+        {"limits: {max_body: -1}\n", "limits.max_body: expected a size"},
+        /* structure */
+        {"a: [[[[[[[[1]]]]]]]]\n", "t.yaml:1:"},
+        {"listen: &x {port: 1}\nlimits: *x\n",
+         "t.yaml:2:9: YAML aliases are not supported"},
+        {"listen: {port: 1, port: 2}\n",
+         "t.yaml:1:19: listen.port: duplicate key"},
+        {"---\nlisten: {}\n---\nlimits: {}\n",
+         "t.yaml:3:1: more than one YAML document"},
+        {"listen: {port: 1\n", "t.yaml:2:1: YAML syntax:"},
+        {"listen:\n\tport: 1\n", "YAML syntax"},
+        /* tokens */
+        {"auth: {tokens: {\"bad job\": abcdefghij}}\n",
+         "auth.tokens: invalid job name"},
+        {"auth: {tokens: {j: short}}\n", "auth.tokens.j: invalid token"},
+        {"auth: {tokens: [a]}\n", "auth.tokens: expected a mapping"},
+        /* cross-key checks */
+        {"ttl: {min: 20, default: 10}\n", "ttl: need min <= default <= max"},
+        {"auth: {enabled: true}\n", "no tokens are configured"},
+        {"listen: {address: 10.1.2.3}\n", "allow_remote: true"},
+        {"listen: {address: not-an-ip}\n", "is not an IPv4 or IPv6 address"},
+        {"limits: {max_long_polls: 10, max_connections: 10}\n",
+         "limits.max_long_polls (10) must be below"},
+        {"limits: {endpoint_max: 128K}\n",
+         "limits.endpoint_max (131072) must not exceed limits.max_body"},
+        {"tls: {cert: /x}\n", "tls: cert and key must be given together"},
+        {"auth: {tokens: {a: same-token-1, b: same-token-1}}\n",
+         "the same token is configured for jobs 'a' and 'b'"},
+        {"auth: {token_file: /nonexistent/tokens}\n",
+         "auth.token_file: /nonexistent/tokens: cannot open"},
+    };
+    for (auto &c : cases) {
+        orcd_config_cleanup(&m_cfg);
+        ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+        std::string err = load(c.yaml);
+        EXPECT_NE(err.find(c.error), std::string::npos)
+                << "yaml: " << c.yaml << "\nerror: " << err;
+    }
+    /* the depth error says what the limit is */
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    EXPECT_NE(load("a: [[[[[[[[1]]]]]]]]\n").find("nesting deeper than"),
+              std::string::npos);
+    /* a bad token is not echoed */
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    EXPECT_EQ(load("auth: {tokens: {j: \"has space secretvalue\"}}\n")
+                      .find("secretvalue"),
+              std::string::npos);
+}
+
+TEST_F(config_test, token_file)
+{
+    char path[] = "/tmp/orcd-tokens.XXXXXX";
+    int fd      = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    std::ofstream(path) << "# comment\n\njob-a  token-aaaaaaaa   # trailing\n"
+                           "job-b token-bbbbbbbb\n";
+    EXPECT_EQ(load(std::string("auth: {enabled: true, token_file: ") + path +
+                   "}\n"),
+              "");
+    ASSERT_EQ(m_cfg.ntokens, 2u);
+    EXPECT_STREQ(m_cfg.tokens[1].job, "job-b");
+    EXPECT_STREQ(m_cfg.tokens[1].token, "token-bbbbbbbb");
+
+    std::ofstream(path) << "job-a token-aaaaaaaa\njob-b\n";
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    std::string err = load(std::string("auth: {token_file: ") + path + "}\n");
+    EXPECT_NE(err.find(std::string(path) + ":2: expected 'JOB TOKEN'"),
+              std::string::npos) << err;
+    std::ofstream(path) << "job-a tok\n";
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    err = load(std::string("auth: {token_file: ") + path + "}\n");
+    EXPECT_NE(err.find(":1: invalid token"), std::string::npos) << err;
+    EXPECT_EQ(err.find("tok\n"), std::string::npos);
+    unlink(path);
+}
+
+TEST(config_listen, parse)
+{
+    char *addr = NULL;
+    unsigned port = 1;
+    EXPECT_EQ(orcd_config_parse_listen("127.0.0.1:0", &addr, &port), 0);
+    EXPECT_STREQ(addr, "127.0.0.1");
+    EXPECT_EQ(port, 0u);
+    EXPECT_EQ(orcd_config_parse_listen("[::1]:8080", &addr, &port), 0);
+    EXPECT_STREQ(addr, "::1");
+    EXPECT_EQ(port, 8080u);
+    EXPECT_NE(orcd_config_parse_listen("::1:80", &addr, &port), 0);
+    EXPECT_NE(orcd_config_parse_listen("localhost:80", &addr, &port), 0);
+    EXPECT_NE(orcd_config_parse_listen("1.2.3.4:99999", &addr, &port), 0);
+    EXPECT_NE(orcd_config_parse_listen("1.2.3.4:", &addr, &port), 0);
+    EXPECT_NE(orcd_config_parse_listen("1.2.3.4", &addr, &port), 0);
+    free(addr);
+}
+
+/* ----------------------------------------------------------------- router */
+
+class router_test : public ::testing::Test {
+protected:
+    void SetUp() override { make(""); }
+    void TearDown() override { destroy(); }
+
+    void make(const std::string &yaml)
+    {
+        char err[512];
+        orcd_config_t *cfg = (orcd_config_t *)calloc(1, sizeof(*cfg));
+        ASSERT_EQ(orcd_config_init_defaults(cfg), 0);
+        ASSERT_EQ(orcd_config_load_buffer(cfg, "t", (const unsigned char *)
+                                                    yaml.data(),
+                                          yaml.size(), err, sizeof(err)),
+                  0) << err;
+        ASSERT_EQ(orcd_config_finalize(cfg, err, sizeof(err)), 0) << err;
+        ASSERT_EQ(orc_store_mem_open(20, &m_store), ORC_STORE_OK);
+        ASSERT_EQ(orcd_api_create(cfg, m_store, &m_api), 0);
+    }
+    void destroy()
+    {
+        orcd_api_destroy(m_api);
+        orc_store_close(m_store);
+        m_api   = nullptr;
+        m_store = nullptr;
+    }
+
+    struct result {
+        unsigned status;
+        std::string body;
+        std::string allow;
+        bool block;
+        std::string watch_key;
+        uint64_t watch_rev;
+        double wait;
+        long long jint(const char *k) const
+        {
+            json_t *o = json_loads(body.c_str(), 0, NULL);
+            long long v = -1;
+            if (o && json_is_integer(json_object_get(o, k))) {
+                v = json_integer_value(json_object_get(o, k));
+            }
+            json_decref(o);
+            return v;
+        }
+    };
+
+    result call(const char *method, const char *path,
+                const std::string &body = "",
+                std::vector<orcd_query_arg_t> args = {},
+                const char *auth = nullptr, bool may_block = false)
+    {
+        orcd_request_t req = {};
+        orcd_response_t resp;
+        req.method        = method;
+        req.path          = path;
+        req.args          = args.data();
+        req.nargs         = args.size();
+        req.authorization = auth;
+        req.body          = body.data();
+        req.body_len      = body.size();
+        req.may_block     = may_block;
+        orcd_api_handle(m_api, &req, &resp);
+        result r;
+        r.status    = resp.status;
+        r.body      = resp.body ? std::string(resp.body, resp.body_len) : "";
+        r.allow     = resp.allow ? resp.allow : "";
+        r.block     = resp.block;
+        r.watch_key = resp.watch_key ? resp.watch_key : "";
+        r.watch_rev = resp.watch_rev;
+        r.wait      = resp.wait;
+        orcd_api_response_free(&resp);
+        return r;
+    }
+
+    orc_store_t *m_store = nullptr;
+    orcd_api_t *m_api    = nullptr;
+};
+
+TEST_F(router_test, routing_and_methods)
+{
+    EXPECT_EQ(call("GET", "/healthz").status, 200u);
+    EXPECT_EQ(call("GET", "/").status, 404u);
+    EXPECT_EQ(call("GET", "").status, 404u);
+    EXPECT_EQ(call("GET", "healthz").status, 404u);
+    EXPECT_EQ(call("GET", "/v1/jobs").status, 404u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j").status, 404u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/1/rdma").status, 404u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/1/rdma/endpoint/x").status, 404u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/kv").status, 404u);
+    result r = call("PATCH", "/v1/jobs/j/kv/a");
+    EXPECT_EQ(r.status, 405u);
+    EXPECT_EQ(r.allow, "GET, PUT, DELETE");
+    EXPECT_EQ(call("POST", "/metrics").allow, "GET");
+    EXPECT_EQ(call("GE", "/healthz").status, 405u);
+    EXPECT_EQ(call("GET", "/v1/jobs/../nodes").status, 400u);
+    EXPECT_EQ(call("GET", "/v1/jobs//nodes").status, 400u);
+    EXPECT_EQ(call("GET", ("/v1/jobs/" + std::string(129, 'a') + "/nodes")
+                                  .c_str()).status, 400u);
+    EXPECT_EQ(call("GET", ("/v1/jobs/" + std::string(128, 'a') + "/nodes")
+                                  .c_str()).status, 200u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/18446744073709551615").status,
+              404u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/18446744073709551616").status,
+              400u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/kv/.hidden").status, 404u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/kv/a/").status, 400u);
+    EXPECT_EQ(call("GET", ("/v1/jobs/j/kv/" + std::string(129, 'k'))
+                                  .c_str()).status, 400u);
+}
+
+TEST_F(router_test, blocking_specs)
+{
+    result r = call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
+    ASSERT_EQ(r.status, 201u);
+    /* may_block = 0 never blocks */
+    r = call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"wait", "5"}});
+    EXPECT_FALSE(r.block);
+    /* empty mailbox: watch the mailbox prefix from the next revision */
+    uint64_t rev = m_store->ops->revision(m_store);
+    r = call("GET", "/v1/jobs/j/nodes/1/mailbox", "",
+             {{"after", "0"}, {"wait", "5"}}, nullptr, true);
+    EXPECT_EQ(r.status, 200u);
+    EXPECT_TRUE(r.block);
+    EXPECT_EQ(r.watch_key, "/jobs/j/mbox/00000000000000000001/");
+    EXPECT_EQ(r.watch_rev, rev + 1);
+    EXPECT_EQ(r.wait, 5.0);
+    /* wait capped at max_wait */
+    r = call("GET", "/v1/jobs/j/kv/k", "", {{"wait", "100000"}}, nullptr,
+             true);
+    EXPECT_EQ(r.status, 404u);
+    EXPECT_TRUE(r.block);
+    EXPECT_EQ(r.wait, 60.0);
+    EXPECT_EQ(r.watch_key, "/jobs/j/kv/k");
+    /* list: watch from the client's index + 1 */
+    r = call("GET", "/v1/jobs/j/nodes", "", {{"index", "7"}, {"wait", "0.5"}},
+             nullptr, true);
+    EXPECT_TRUE(r.block);
+    EXPECT_EQ(r.watch_rev, 8u);
+    EXPECT_EQ(r.watch_key, "/jobs/j/nodes/");
+    /* no index: plain read */
+    r = call("GET", "/v1/jobs/j/nodes", "", {{"wait", "0.5"}}, nullptr, true);
+    EXPECT_FALSE(r.block);
+    /* bad numbers */
+    for (const char *w : {"-1", "1e3", "nan", "inf", "0x10", "1.2.3", "", ".5",
+                          "12345678901234567"}) {
+        EXPECT_EQ(call("GET", "/v1/jobs/j/kv/k", "", {{"wait", w}}).status,
+                  400u) << w;
+    }
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes", "", {{"index", "-1"}}).status,
+              400u);
+    /* a message present: no blocking */
+    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                      .status, 201u);
+    r = call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"wait", "5"}}, nullptr,
+             true);
+    EXPECT_FALSE(r.block);
+    EXPECT_EQ(r.jint("last_seq"), 1);
+}
+
+TEST_F(router_test, auth)
+{
+    destroy();
+    make("auth: {enabled: true, metrics_auth: true, tokens: "
+         "{a: tok-a-12345678, b: tok-b-12345678}}\n");
+    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes").status, 401u);
+    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Basic xyz").status,
+              401u);
+    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer ").status, 401u);
+    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-1234567")
+                      .status, 401u);
+    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-123456789")
+                      .status, 401u);
+    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-12345678")
+                      .status, 200u);
+    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "bearer tok-a-12345678")
+                      .status, 200u);
+    result r = call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-b-12345678");
+    EXPECT_EQ(r.status, 403u);
+    EXPECT_EQ(r.body.find("tok-b"), std::string::npos);
+    EXPECT_EQ(call("GET", "/healthz").status, 200u);
+    EXPECT_EQ(call("GET", "/metrics").status, 401u);
+    EXPECT_EQ(call("GET", "/metrics", "", {}, "Bearer tok-b-12345678").status,
+              200u);
+}
+
+TEST_F(router_test, precheck_content_length)
+{
+    orcd_request_t req = {};
+    orcd_response_t resp;
+    size_t max_body;
+    req.method = "POST";
+    req.path   = "/v1/jobs/j/nodes";
+    EXPECT_EQ(orcd_api_precheck(m_api, &req, 65536, &max_body, &resp), 0);
+    orcd_api_response_free(&resp);
+    EXPECT_EQ(max_body, 65536u);
+    EXPECT_EQ(orcd_api_precheck(m_api, &req, -1, &max_body, &resp), 0);
+    orcd_api_response_free(&resp);
+    EXPECT_EQ(orcd_api_precheck(m_api, &req, 65537, &max_body, &resp), 1);
+    EXPECT_EQ(resp.status, 413u);
+    orcd_api_response_free(&resp);
+    req.method = "DELETE";
+    EXPECT_EQ(orcd_api_precheck(m_api, &req, 5, &max_body, &resp), 1);
+    EXPECT_EQ(resp.status, 405u);
+    orcd_api_response_free(&resp);
+}
+
+TEST_F(router_test, node_lifecycle_in_store)
+{
+    result r = call("POST", "/v1/jobs/j/nodes",
+                    "{\"host\":\"h\",\"pid\":3,\"ttl\":1}");
+    ASSERT_EQ(r.status, 201u);
+    EXPECT_EQ(r.jint("ttl"), 5); /* clamped to min */
+    ASSERT_EQ(call("PUT", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
+                      .status, 200u);
+    /* the store holds the node under its lease, endpoint attached */
+    orc_store_kv_t node, ep;
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001",
+                            &node, NULL), ORC_STORE_OK);
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001/ep",
+                            &ep, NULL), ORC_STORE_OK);
+    EXPECT_NE(node.lease, 0u);
+    EXPECT_EQ(node.lease, ep.lease);
+    /* revoking the lease (as expiry would) removes it: 410 from then on */
+    ASSERT_EQ(m_store->ops->lease_revoke(m_store, node.lease), ORC_STORE_OK);
+    orc_store_kv_free(&node);
+    orc_store_kv_free(&ep);
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/nodes/1/keepalive").status, 410u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/1/rdma/endpoint").status, 410u);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/2").status, 404u);
+    /* another job has its own ids */
+    EXPECT_EQ(call("POST", "/v1/jobs/k/nodes", "{\"host\":\"h\",\"pid\":3}")
+                      .jint("id"), 1);
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":3}")
+                      .jint("id"), 2);
+}
+
+TEST_F(router_test, bodies)
+{
+    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
+                      .status, 201u);
+    const char *bad[] = {"", "{", "{\"a\":1,\"a\":2}", "nul", "{}x",
+                         "{\"host\":\"\",\"pid\":1}",
+                         "{\"host\":\"h\",\"pid\":-1}",
+                         "{\"host\":\"h\",\"pid\":1,\"ttl\":0}",
+                         "{\"host\":\"h\",\"pid\":1,\"labels\":[]}",
+                         "{\"host\":5,\"pid\":1}"};
+    for (const char *b : bad) {
+        EXPECT_EQ(call("POST", "/v1/jobs/j/nodes", b).status, 400u) << b;
+    }
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/a", "{\"value\":1,\"node\":0}")
+                      .status, 400u);
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/a", "{\"value\":null}").status, 200u);
+    EXPECT_NE(call("GET", "/v1/jobs/j/kv/a").body.find("\"value\":null"),
+              std::string::npos);
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox",
+                   "{\"from\":-1,\"body\":{}}").status, 400u);
+    std::string big = "{\"body\":{\"x\":\"" + std::string(5000, 'x') + "\"}}";
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", big).status, 413u);
+}
+
+} // namespace
