@@ -14,6 +14,12 @@
 #include <string>
 #include <vector>
 
+/* dev_dispatch_raw.c */
+extern "C" {
+const char *orc_test_dev_backend_name_raw(int value);
+void orc_test_dev_config_set_backend_raw(orc_dev_config_t *config, int value);
+}
+
 namespace
 {
 
@@ -50,8 +56,9 @@ TEST(dev_backend, names)
     EXPECT_STREQ("auto", orc_dev_backend_name(ORC_DEV_BACKEND_AUTO));
     EXPECT_STREQ("verbs", orc_dev_backend_name(ORC_DEV_BACKEND_VERBS));
     EXPECT_STREQ("soft", orc_dev_backend_name(ORC_DEV_BACKEND_SOFT));
-    EXPECT_STREQ("unknown", orc_dev_backend_name((orc_dev_backend_t)3));
-    EXPECT_STREQ("unknown", orc_dev_backend_name((orc_dev_backend_t)-1));
+    EXPECT_STREQ("unknown", orc_test_dev_backend_name_raw(3));
+    EXPECT_STREQ("unknown", orc_test_dev_backend_name_raw(-1));
+    EXPECT_STREQ("unknown", orc_test_dev_backend_name_raw(1000));
 }
 
 TEST(dev_backend, parse_round_trip)
@@ -60,7 +67,9 @@ TEST(dev_backend, parse_round_trip)
         ORC_DEV_BACKEND_AUTO, ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT};
 
     for (orc_dev_backend_t backend : all) {
-        orc_dev_backend_t parsed = (orc_dev_backend_t)99;
+        orc_dev_backend_t parsed = (backend == ORC_DEV_BACKEND_SOFT)
+                                       ? ORC_DEV_BACKEND_AUTO
+                                       : ORC_DEV_BACKEND_SOFT;
         ASSERT_EQ(
             0, orc_dev_backend_parse(orc_dev_backend_name(backend), &parsed));
         EXPECT_EQ(backend, parsed);
@@ -73,10 +82,13 @@ TEST(dev_backend, parse_invalid)
                          "softnic", "verb",  "unknown", "rxe",   NULL};
 
     for (const char *str : bad) {
-        orc_dev_backend_t parsed = (orc_dev_backend_t)99;
-        EXPECT_EQ(EINVAL, orc_dev_backend_parse(str, &parsed))
-            << (str ? str : "(null)");
-        EXPECT_EQ((orc_dev_backend_t)99, parsed) << "changed on error";
+        for (orc_dev_backend_t before :
+             {ORC_DEV_BACKEND_AUTO, ORC_DEV_BACKEND_SOFT}) {
+            orc_dev_backend_t parsed = before;
+            EXPECT_EQ(EINVAL, orc_dev_backend_parse(str, &parsed))
+                << (str ? str : "(null)");
+            EXPECT_EQ(before, parsed) << "changed on error";
+        }
     }
 }
 
@@ -122,13 +134,18 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(dev_select, invalid_backend_is_einval)
 {
-    orc_dev_config_t config = make_config((orc_dev_backend_t)7, "lo");
-    orc_dev_info_t  *list = (orc_dev_info_t *)&config; /* must be reset */
-    int              count = -1;
+    orc_dev_config_t config = make_config(ORC_DEV_BACKEND_AUTO, "lo");
+    orc_dev_info_t  *list;
+    int              count;
 
-    EXPECT_EQ(EINVAL, orc_dev_list(&config, &list, &count));
-    EXPECT_EQ(NULL, list);
-    EXPECT_EQ(0, count);
+    for (int value : {3, 7, -1}) {
+        orc_test_dev_config_set_backend_raw(&config, value);
+        list = (orc_dev_info_t *)&config; /* must be reset */
+        count = -1;
+        EXPECT_EQ(EINVAL, orc_dev_list(&config, &list, &count)) << value;
+        EXPECT_EQ(NULL, list);
+        EXPECT_EQ(0, count);
+    }
 
     errno = 0;
     EXPECT_EQ(NULL, orc_dev_open(&config, "soft_lo"));
