@@ -543,6 +543,9 @@ err:
 
 /* ------------------------------------------------------------------ HTTP */
 
+static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
+                                  void *arg);
+
 static CURL *orc_client_handle_get(orc_client_t *client)
 {
     CURL *curl = NULL;
@@ -554,12 +557,27 @@ static CURL *orc_client_handle_get(orc_client_t *client)
     pthread_mutex_unlock(&client->pool_lock);
 
     if (curl != NULL) {
-        /* keeps the handle's live connections */
-        curl_easy_reset(curl);
+        /* set up already; it keeps its live connection for reuse */
         return curl;
     }
 
-    return curl_easy_init();
+    curl = curl_easy_init();
+    if (curl == NULL) {
+        return NULL;
+    }
+
+    /* options every request shares; the per-request ones are set by
+     * orc_client_http_ex() each time */
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, client->headers);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, orc_client_write_cb);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (client->ca_file != NULL) {
+        curl_easy_setopt(curl, CURLOPT_CAINFO, client->ca_file);
+    }
+    return curl;
 }
 
 static void orc_client_handle_put(orc_client_t *client, CURL *curl, int reuse)
@@ -733,31 +751,21 @@ static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
     timeout_ms = (long)req_timeout_ms + ((wait_ms > 0) ? wait_ms : 0);
 
     curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)req_timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, client->headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, orc_client_write_cb);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (client->ca_file != NULL) {
-        curl_easy_setopt(curl, CURLOPT_CAINFO, client->ca_file);
-    }
 
-    if (!strcmp(method, "GET")) {
+    /* every request sets its method and body in full: a pooled handle
+     * still holds the previous request's */
+    if (!strcmp(method, "GET") || !strcmp(method, "DELETE")) {
         curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST,
+                         strcmp(method, "GET") ? method : NULL);
     } else {
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, (body != NULL) ? body : "");
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)((body != NULL) ? strlen(body) : 0));
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
-        if (body != NULL) {
-            curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body);
-            curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
-                             (curl_off_t)strlen(body));
-        } else if (strcmp(method, "DELETE")) {
-            curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
-            curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
-        }
     }
 
     rc = curl_easy_perform(curl);

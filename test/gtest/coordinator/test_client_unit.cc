@@ -834,3 +834,42 @@ TEST(client_net, silent_server_times_out)
     orc_client_destroy(client);
     close(fd);
 }
+
+/* one thread, one pooled handle: each request carries only its own method
+ * and body, never the previous request's */
+TEST_F(client_unit, pooled_handle_switches_methods)
+{
+    m_server.route("POST /v1/jobs/jobA/nodes/4/mailbox", 201, "{\"seq\": 1}");
+    m_server.route("GET /v1/jobs/jobA/nodes/4/rdma/endpoint", 200, "{}");
+    m_server.route("PUT /v1/jobs/jobA/nodes/4/keepalive", 200,
+                   "{\"id\": 4, \"ttl\": 5}");
+    m_server.route("DELETE /v1/jobs/jobA/kv/k", 204, "");
+    m_server.route("PUT /v1/jobs/jobA/kv/k", 200, "{\"index\": 2}");
+
+    char *json;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_send(m_client, 4, 0, "{\"a\":1}", NULL));
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_get(m_client, 4, &json));
+    free(json);
+    ASSERT_EQ(ORC_CL_OK, orc_client_keepalive(m_client, 4));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_delete(m_client, "k"));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "k", "v", 1));
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_get(m_client, 4, &json));
+    free(json);
+
+    auto reqs = m_server.requests();
+    ASSERT_EQ(6u, reqs.size());
+    const char *methods[] = {"POST", "GET", "PUT", "DELETE", "PUT", "GET"};
+    for (size_t i = 0; i < 6; ++i) {
+        EXPECT_EQ(methods[i], reqs[i].method) << i;
+    }
+    EXPECT_EQ("{\"body\":{\"a\":1}}", reqs[0].body);
+    EXPECT_EQ("", reqs[1].body);
+    EXPECT_EQ("", reqs[2].body);
+    EXPECT_EQ("", reqs[3].body);
+    EXPECT_EQ("{\"value\":{\"b64\":\"dg==\"}}", reqs[4].body);
+    EXPECT_EQ("", reqs[5].body);
+    for (const auto &r : reqs) {
+        EXPECT_EQ(std::string("Bearer ") + TOKEN, r.auth);
+    }
+}
