@@ -295,7 +295,12 @@ typedef struct uct_orc_op {
     char                   data[] UCS_V_ALIGNED(64);
 } uct_orc_op_t;
 
-/* Receive descriptor posted to the SRQ */
+/*
+ * Receive descriptor posted to the SRQ. data[] holds
+ *   [uct_recv_desc_t* slot][rx_headroom bytes][payload]
+ * and the SEND lands sizeof(hdr) before the payload (the header occupies
+ * the end of the headroom, or the slot when there is no headroom).
+ */
 typedef struct uct_orc_rx_desc {
     uint32_t               lkey;
     uint32_t               reserved;
@@ -363,6 +368,7 @@ typedef struct uct_orc_iface {
         unsigned           rx_queue_len;
         unsigned           am_credits;
         size_t             seg_size;
+        size_t             rx_headroom; /* user bytes before an AM payload */
         size_t             max_inline;
         size_t             max_iov;
         unsigned           max_rd_atomic;

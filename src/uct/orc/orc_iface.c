@@ -230,10 +230,12 @@ static ucs_mpool_ops_t uct_orc_op_mp_ops = {
 
 /* -------------------------------------------------------------- receive */
 
+/* desc is the payload minus the user's rx headroom; the release descriptor
+ * slot sits right before it, at the start of data[] */
 static void uct_orc_iface_release_desc(uct_recv_desc_t *self, void *desc)
 {
     uct_orc_rx_desc_t *rx_desc = ucs_container_of(
-            UCS_PTR_BYTE_OFFSET(desc, -(ptrdiff_t)sizeof(uct_orc_hdr_t)),
+            UCS_PTR_BYTE_OFFSET(desc, -(ptrdiff_t)sizeof(uct_recv_desc_t*)),
             uct_orc_rx_desc_t, data);
 
     ucs_mpool_put(rx_desc);
@@ -258,7 +260,8 @@ static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
         }
     }
 
-    sge.addr   = (uintptr_t)desc->data;
+    sge.addr   = (uintptr_t)UCS_PTR_BYTE_OFFSET(desc->data,
+                                            iface->config.rx_headroom);
     sge.length = iface->config.seg_size;
     sge.lkey   = desc->lkey;
     wr.wr_id   = (uintptr_t)desc;
@@ -385,7 +388,8 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
         return;
     }
 
-    memcpy(&hdr, desc->data, sizeof(hdr));
+    memcpy(&hdr, UCS_PTR_BYTE_OFFSET(desc->data, iface->config.rx_headroom),
+           sizeof(hdr));
     if (hdr.flags & UCT_ORC_HDR_FLAG_CREDIT) {
         uct_orc_iface_post_recv(iface, desc);
         if ((owner != NULL) && (owner->ep != NULL)) {
@@ -402,8 +406,12 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
         return;
     }
 
-    payload = UCS_PTR_BYTE_OFFSET(desc->data, sizeof(hdr));
-    uct_recv_desc(payload) = &uct_orc_release_desc;
+    /* data[]: [release slot][rx headroom ... hdr][payload]; the header
+     * (already parsed) may be overwritten by the slot or the user */
+    payload = UCS_PTR_BYTE_OFFSET(desc->data,
+                                  iface->config.rx_headroom + sizeof(hdr));
+    uct_recv_desc(UCS_PTR_BYTE_OFFSET(payload, -iface->config.rx_headroom)) =
+            &uct_orc_release_desc;
     uct_iface_trace_am(&iface->super, UCT_AM_TRACE_TYPE_RECV, hdr.am_id,
                        payload, wc->byte_len - sizeof(hdr), "RX: qp 0x%x",
                        wc->qp_num);
@@ -1316,6 +1324,9 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
     self->config.rx_queue_len = config->rx_queue_len;
     self->config.am_credits   = config->am_credits;
     self->config.seg_size     = config->seg_size;
+    self->config.rx_headroom  = (params->field_mask &
+                                 UCT_IFACE_PARAM_FIELD_RX_HEADROOM) ?
+                                params->rx_headroom : 0;
     self->config.max_inline   = config->max_inline;
     self->config.max_iov      = ucs_max(2, ucs_min(UCT_ORC_MAX_SGE,
                                                    md->dev_attr.max_sge));
@@ -1372,7 +1383,8 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
     *(uct_orc_iface_t**)ucs_mpool_priv(&self->tx_mp) = self;
 
     status = ucs_mpool_init(&self->rx_mp, sizeof(uct_orc_iface_t*),
-                            sizeof(uct_orc_rx_desc_t) + config->seg_size, 0,
+                            sizeof(uct_orc_rx_desc_t) + sizeof(void*) +
+                            self->config.rx_headroom + config->seg_size, 0,
                             64, 128, UINT_MAX, &uct_orc_rx_mp_ops, "orc_rx");
     if (status != UCS_OK) {
         goto err_cleanup_tx_mp;

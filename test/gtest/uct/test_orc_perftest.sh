@@ -1,0 +1,100 @@
+#!/bin/bash
+# ucx_perftest over orc on one host (softnic soft_lo): every UCT test with
+# every data layout orc advertises, and UCP tests with UCX_TLS=orc alone.
+# Each run must complete and report; data correctness is the job of
+# test_orc_uct. Short iteration counts: this is a smoke test, not a benchmark.
+#
+# Needs: ucx_perftest (ucx-utils), the built module and orcd. A private orcd
+# is started on a free loopback port and stopped at exit.
+set -u
+
+builddir=${ORC_TOP_BUILDDIR:-$(pwd)}
+perftest=${UCX_PERFTEST:-$(command -v ucx_perftest || true)}
+lib=$builddir/.libs/libuct_orc.so
+orcd=$builddir/src/coordinator/orcd/orcd
+iters=${ORC_PERFTEST_ITERS:-500}
+tmp=$(mktemp -d /tmp/orc-perftest.XXXXXX)
+
+if [ -z "$perftest" ] || [ ! -x "$perftest" ]; then
+    echo "SKIP: ucx_perftest not found (install ucx-utils)"
+    exit 77
+fi
+for f in "$lib" "$orcd"; do
+    [ -e "$f" ] || { echo "FAIL: $f not built"; exit 1; }
+done
+
+orcd_pid=
+cleanup() {
+    [ -n "$orcd_pid" ] && kill -TERM "$orcd_pid" 2>/dev/null && wait "$orcd_pid"
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+"$orcd" --listen 127.0.0.1:0 --port-file "$tmp/port" --log-level error &
+orcd_pid=$!
+for _ in $(seq 100); do
+    [ -s "$tmp/port" ] && break
+    sleep 0.1
+done
+[ -s "$tmp/port" ] || { echo "FAIL: orcd did not start"; exit 1; }
+
+export UCX_ORC_COORDINATOR=http://127.0.0.1:$(cat "$tmp/port")
+export UCX_ORC_BACKEND=soft UCX_ORC_SOFT_IFACES=lo UCX_ORC_JOB=perftest
+export LD_PRELOAD=$lib${LD_PRELOAD:+:$LD_PRELOAD}
+export UCX_WARN_UNUSED_ENV_VARS=n
+
+# a free TCP port for perftest's own rendezvous
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+pass=0
+fail=0
+run() {
+    local name=$1
+    shift
+    local port
+    port=$(free_port)
+    timeout 60 "$perftest" -p "$port" "$@" > "$tmp/server.log" 2>&1 &
+    local spid=$!
+    local ok=1 i
+    for i in $(seq 50); do
+        # the server is listening once ss shows the port
+        ss -ltn 2>/dev/null | grep -q ":$port " && break
+        sleep 0.1
+    done
+    timeout 60 "$perftest" 127.0.0.1 -p "$port" "$@" > "$tmp/client.log" 2>&1 || ok=0
+    wait "$spid" || ok=0
+    if [ $ok = 1 ] && grep -q '^Final:' "$tmp/client.log"; then
+        pass=$((pass + 1))
+        printf 'PASS %-28s %s\n' "$name" "$(grep '^Final:' "$tmp/client.log" | tr -s ' ')"
+    else
+        fail=$((fail + 1))
+        echo "FAIL $name: ucx_perftest $*"
+        sed 's/^/  client: /' "$tmp/client.log" | tail -15
+        sed 's/^/  server: /' "$tmp/server.log" | tail -15
+    fi
+}
+
+uct="-x orc -d soft_lo:1 -n $iters"
+# UCT: data layouts orc advertises per operation
+for layout in short bcopy zcopy; do
+    run "am_lat/$layout"  $uct -t am_lat -D $layout
+    run "put_lat/$layout" $uct -t put_lat -D $layout
+    run "put_bw/$layout"  $uct -t put_bw -D $layout
+    run "am_bw/$layout"   $uct -t am_bw -D $layout
+done
+for layout in bcopy zcopy; do
+    run "get/$layout" $uct -t get -D $layout
+done
+for t in add_lat fadd swap cswap; do
+    run "$t" $uct -t $t
+done
+
+# UCP with orc as the only transport
+for t in tag_lat tag_bw ucp_put_bw ucp_get ucp_am_lat stream_bw; do
+    UCX_TLS=orc run "ucp/$t" -t $t -n $iters
+done
+
+echo "perftest over orc: $pass passed, $fail failed"
+[ $fail = 0 ]
