@@ -634,6 +634,7 @@ static unsigned uct_orc_iface_dispatch_pending(uct_orc_iface_t *iface)
 static void uct_orc_iface_report_failures(uct_orc_iface_t *iface)
 {
     ucs_status_t status, cb_status;
+    uint64_t peer_node;
     uct_orc_ep_t *ep;
 
     while (!ucs_list_is_empty(&iface->failed_eps)) {
@@ -642,13 +643,15 @@ static void uct_orc_iface_report_failures(uct_orc_iface_t *iface)
         ep->in_failed_list = 0;
         ep->err_reported   = 1;
         status             = ep->status;
+        peer_node          = ep->peer_node;
         /* The handler may destroy the ep: do not touch it afterwards */
         cb_status = uct_iface_handle_ep_err(&iface->super.super,
                                             &ep->super.super, status);
         ucs_log(uct_base_iface_failure_log_level(&iface->super, cb_status,
                                                  status),
-                "orc: endpoint to node %s failed: %s",
-                "(peer)", ucs_status_string(status));
+                "orc: node %" PRIu64 ": endpoint to node %" PRIu64
+                " failed: %s", iface->node_id, peer_node,
+                ucs_status_string(status));
     }
 }
 

@@ -50,7 +50,7 @@ ucs_config_field_t uct_orc_md_config_table[] = {
      ucs_offsetof(uct_orc_md_config_t, rcache_enable),
      UCS_CONFIG_TYPE_TERNARY},
 
-    {"RCACHE_", "", NULL, ucs_offsetof(uct_orc_md_config_t, rcache),
+    {"", "", NULL, ucs_offsetof(uct_orc_md_config_t, rcache),
      UCS_CONFIG_TYPE_TABLE(uct_md_config_rcache_table)},
 
     {NULL}

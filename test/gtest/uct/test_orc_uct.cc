@@ -12,6 +12,7 @@ extern "C" {
 #include <set>
 #include <sstream>
 #include <string.h>
+#include <poll.h>
 #include <unistd.h>
 
 using namespace orc_test;
@@ -1025,6 +1026,62 @@ TEST_F(OrcUct, PeerKilledMidTransfer)
     EXPECT_EQ(1u, a.errors.size());
     b.free_mem(bm);
     a.free_mem(local);
+}
+
+TEST_F(OrcUct, EpCheckHealthyAndDeadPeer)
+{
+    /* a live peer: no error */
+    ASSERT_EQ(UCS_OK, uct_ep_check(ep, 0, NULL));
+    flush_ep(a, ep);
+    a.progress(100);
+    EXPECT_TRUE(a.errors.empty());
+
+    /* a dead peer, idle ep: ep_check reports it */
+    child c("target");
+    std::string line;
+    ASSERT_TRUE(c.read_line(line));
+    target_info t;
+    ASSERT_TRUE(parse_target(line, &t));
+    uct_ep_h e;
+    ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey);
+    uint64_t v = 3;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_put_short(e, &v, 8, t.addr, rkey);
+    }));
+    flush_ep(a, e);
+    c.kill_now();
+    EXPECT_EQ(137, c.wait_exit());
+    ASSERT_TRUE(a.progress_until([&]() {
+        ucs_status_t st = uct_ep_check(e, 0, NULL);
+        EXPECT_TRUE((st == UCS_OK) || (st == UCS_ERR_NO_RESOURCE) ||
+                    !a.errors.empty());
+        return !a.errors.empty();
+    }, 30));
+    ASSERT_EQ(1u, a.errors.size());
+    EXPECT_EQ(e, a.errors[0].ep);
+}
+
+TEST_F(OrcUct, EventFdWakesOnReceive)
+{
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(b.iface(), 3, am_cb, &rx, 0));
+    int fd;
+    ASSERT_EQ(UCS_OK, uct_iface_event_fd_get(b.iface(), &fd));
+    ucs_status_t st;
+    ASSERT_TRUE(b.progress_until([&]() {
+        st = uct_iface_event_arm(b.iface(), UCT_EVENT_RECV);
+        return st == UCS_OK;
+    }));
+    struct pollfd pfd = {fd, POLLIN, 0};
+    EXPECT_EQ(0, poll(&pfd, 1, 100)) << "woke up with nothing to do";
+
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_am_short(ep, 3, 7, NULL, 0);
+    }));
+    pfd.revents = 0;
+    EXPECT_EQ(1, poll(&pfd, 1, 10000)) << "no wakeup on receive";
+    ASSERT_TRUE(b.progress_until([&]() { return rx.msgs.size() == 1; }));
 }
 
 TEST_F(OrcUct, AtomicsFromSeveralProcesses)
