@@ -587,16 +587,19 @@ static const char *orcd_route_allow(orcd_route_t route)
 
 static int orcd_method_allowed(orcd_route_t route, const char *method)
 {
-    const char *allow = orcd_route_allow(route);
-    size_t len        = strlen(method);
-    const char *p     = allow;
+    const char *p = orcd_route_allow(route);
+    size_t len    = strlen(method), tok;
 
-    while ((p = strstr(p, method)) != NULL) {
-        if (((p == allow) || (p[-1] == ' ')) &&
-            ((p[len] == '\0') || (p[len] == ','))) {
+    /* the allow list is "A, B, C": compare whole tokens */
+    while (*p != '\0') {
+        tok = strcspn(p, ",");
+        if ((tok == len) && (len > 0) && !memcmp(p, method, len)) {
             return 1;
         }
-        p += len;
+        p += tok;
+        while ((*p == ',') || (*p == ' ')) {
+            ++p;
+        }
     }
     return 0;
 }

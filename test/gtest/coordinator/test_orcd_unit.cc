@@ -712,6 +712,9 @@ TEST_F(router_test, routing_and_methods)
     EXPECT_EQ(r.allow, "GET, PUT, DELETE");
     EXPECT_EQ(call("POST", "/metrics").allow, "GET");
     EXPECT_EQ(call("GE", "/healthz").status, 405u);
+    EXPECT_EQ(call("", "/healthz").status, 405u); /* found by fuzzing: hung */
+    EXPECT_EQ(call("ET", "/healthz").status, 405u);
+    EXPECT_EQ(call("GET, POST", "/v1/jobs/j/nodes").status, 405u);
     EXPECT_EQ(call("GET", "/v1/jobs/../nodes").status, 400u);
     EXPECT_EQ(call("GET", "/v1/jobs//nodes").status, 400u);
     EXPECT_EQ(call("GET", ("/v1/jobs/" + std::string(129, 'a') + "/nodes")
