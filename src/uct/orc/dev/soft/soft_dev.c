@@ -298,7 +298,6 @@ orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
     inst->epoll_fd  = -1;
     inst->cmd_fd    = -1;
     inst->busy_mr   = -1;
-    inst->next_qpn  = 0x100;
     inst->next_pdn  = 1;
     inst->log       = orc_soft_env_flag("ORC_SOFT_LOG");
     inst->no_cma    = orc_soft_env_flag("ORC_SOFT_NO_CMA");

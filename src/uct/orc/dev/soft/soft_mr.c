@@ -22,7 +22,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define ORC_SOFT_MR_TABLE_SIZE (ORC_SOFT_MAX_MR * sizeof(orc_soft_mr_entry_t))
+#define ORC_SOFT_MR_TABLE_SIZE (ORC_SOFT_MAX_MR * sizeof(orc_soft_mr_entry_t) + \
+                                ORC_SOFT_MAX_QP * sizeof(uint64_t))
 #define ORC_SOFT_SHM_PREFIX    "orc_soft."
 
 static void orc_soft_shm_name(char *buf, size_t size, uint64_t pid_ns,
@@ -86,8 +87,14 @@ int orc_soft_mr_table_init(orc_soft_inst_t *inst)
         inst->mrs = NULL;
         goto err_unlink;
     }
-    inst->mr_gen = calloc(ORC_SOFT_MAX_MR, sizeof(*inst->mr_gen));
-    if (inst->mr_gen == NULL) {
+    inst->mr_gen   = calloc(ORC_SOFT_MAX_MR, sizeof(*inst->mr_gen));
+    inst->qp_slots = calloc(ORC_SOFT_MAX_QP, sizeof(*inst->qp_slots));
+    inst->qp_gen   = calloc(ORC_SOFT_MAX_QP, sizeof(*inst->qp_gen));
+    if ((inst->mr_gen == NULL) || (inst->qp_slots == NULL) ||
+        (inst->qp_gen == NULL)) {
+        free(inst->mr_gen);
+        free(inst->qp_slots);
+        free(inst->qp_gen);
         ret = ENOMEM;
         goto err_unmap;
     }
@@ -106,6 +113,8 @@ err_unlink:
 void orc_soft_mr_table_cleanup(orc_soft_inst_t *inst)
 {
     free(inst->mr_gen);
+    free(inst->qp_slots);
+    free(inst->qp_gen);
     munmap(inst->mrs, ORC_SOFT_MR_TABLE_SIZE);
     shm_unlink(inst->shm_name);
 }
@@ -132,6 +141,31 @@ void orc_soft_mr_table_unmap(const orc_soft_mr_entry_t *table)
     if (table != NULL) {
         munmap((void *)table, ORC_SOFT_MR_TABLE_SIZE);
     }
+}
+
+static uint64_t *orc_soft_qp_table(const orc_soft_mr_entry_t *table)
+{
+    return (uint64_t *)(void *)(table + ORC_SOFT_MAX_MR);
+}
+
+void orc_soft_qp_table_set(orc_soft_inst_t *inst, uint32_t qpn,
+                           uint32_t access)
+{
+    uint64_t *slot = &orc_soft_qp_table(inst->mrs)[qpn &
+                                                   (ORC_SOFT_MAX_QP - 1)];
+
+    __atomic_store_n(slot, (qpn == 0) ? 0 : (((uint64_t)qpn << 32) | access),
+                     __ATOMIC_SEQ_CST);
+}
+
+int orc_soft_qp_table_allows(const orc_soft_mr_entry_t *table, uint32_t qpn,
+                             int access)
+{
+    uint64_t word = __atomic_load_n(&orc_soft_qp_table(table)[
+                                        qpn & (ORC_SOFT_MAX_QP - 1)],
+                                    __ATOMIC_ACQUIRE);
+
+    return ((word >> 32) == qpn) && (((uint32_t)word & access) == (uint32_t)access);
 }
 
 int orc_soft_mr_read(const orc_soft_mr_entry_t *table, uint32_t key,

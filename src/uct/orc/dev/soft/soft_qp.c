@@ -391,8 +391,10 @@ static int orc_soft_qp_cma(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe)
     if (wqe->length == 0) {
         return IBV_WC_SUCCESS;
     }
-    if (orc_soft_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
-                          wqe->length, access, &snap) != 0) {
+    if (!orc_soft_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
+                                  access) ||
+        (orc_soft_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
+                           wqe->length, access, &snap) != 0)) {
         return IBV_WC_REM_ACCESS_ERR;
     }
 
@@ -651,14 +653,9 @@ int orc_soft_post_recv(orc_qp_t *qp_h, struct ibv_recv_wr *wr,
 
 orc_soft_qp_t *orc_soft_qp_find(orc_soft_inst_t *inst, uint32_t qpn)
 {
-    orc_soft_qp_t *qp;
+    orc_soft_qp_t *qp = inst->qp_slots[qpn & (ORC_SOFT_MAX_QP - 1)];
 
-    for (qp = inst->qps; qp != NULL; qp = qp->next) {
-        if (qp->super.qp_num == qpn) {
-            return qp;
-        }
-    }
-    return NULL;
+    return ((qp != NULL) && (qp->super.qp_num == qpn)) ? qp : NULL;
 }
 
 static void orc_soft_qp_reset_attr(orc_soft_qp_t *qp)
@@ -675,6 +672,7 @@ orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
     orc_soft_inst_t *inst = orc_soft_inst(pd->dev);
     orc_soft_qp_t *qp;
     struct ibv_qp_cap *cap = &attr->cap;
+    uint32_t slot, gen;
 
     if ((attr->qp_type != IBV_QPT_RC) || (attr->send_cq == NULL) ||
         (attr->recv_cq == NULL) || (attr->send_cq->dev != pd->dev) ||
@@ -726,13 +724,15 @@ orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
         errno = ENOMEM;
         goto err_destroy;
     }
-    do {
-        qp->super.qp_num = inst->next_qpn;
-        inst->next_qpn   = (inst->next_qpn + 1) & 0xffffff;
-        if (inst->next_qpn < 0x100) {
-            inst->next_qpn = 0x100;
-        }
-    } while (orc_soft_qp_find(inst, qp->super.qp_num) != NULL);
+    /* QPN = (generation << 12) | slot, generation 1..4095: never 0 or 1 */
+    for (slot = 0; inst->qp_slots[slot] != NULL; ++slot) {
+    }
+    gen = (inst->qp_gen[slot] % ((1u << (24 - ORC_SOFT_QP_INDEX_BITS)) - 1)) +
+          1;
+    inst->qp_gen[slot]    = gen;
+    inst->qp_slots[slot]  = qp;
+    qp->super.qp_num      = ((uint32_t)gen << ORC_SOFT_QP_INDEX_BITS) | slot;
+    orc_soft_qp_table_set(inst, qp->super.qp_num, 0);
     qp->next   = inst->qps;
     inst->qps  = qp;
     ++inst->num_qps;
@@ -773,6 +773,8 @@ int orc_soft_qp_destroy(orc_qp_t *qp_h)
         return EINVAL;
     }
     *pp = qp->next;
+    inst->qp_slots[qp->super.qp_num & (ORC_SOFT_MAX_QP - 1)] = NULL;
+    orc_soft_qp_table_set(inst, qp->super.qp_num, 0); /* no access */
     --inst->num_qps;
     --qp->send_cq->num_qps;
     --qp->recv_cq->num_qps;
@@ -1007,6 +1009,7 @@ int orc_soft_qp_modify(orc_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
 
     if (next == IBV_QPS_RESET) {
         orc_soft_qp_reset(qp);
+        orc_soft_qp_table_set(inst, qp->super.qp_num, 0);
         goto out;
     }
     if (next == IBV_QPS_ERR) {
@@ -1017,6 +1020,10 @@ int orc_soft_qp_modify(orc_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
     }
 
     orc_soft_qp_apply_attr(qp, attr, mask);
+    if (mask & IBV_QP_ACCESS_FLAGS) {
+        orc_soft_qp_table_set(inst, qp->super.qp_num,
+                              qp->attr.qp_access_flags);
+    }
     if ((qp->state == IBV_QPS_INIT) && (next == IBV_QPS_RTR)) {
         /* the service thread connects; RTR does not wait for it */
         qp->state      = IBV_QPS_RTR;

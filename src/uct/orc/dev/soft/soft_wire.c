@@ -719,8 +719,9 @@ write:
             memset(&conn->sink, 0, sizeof(conn->sink));
             break;
         }
-        if (orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
-                              IBV_ACCESS_REMOTE_WRITE, &snap) != 0) {
+        if (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_WRITE) ||
+            (orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
+                               IBV_ACCESS_REMOTE_WRITE, &snap) != 0)) {
             if (conn->have_recv) {
                 orc_soft_tgt_unpop_recv(qp, &conn->recv);
                 conn->have_recv = 0;
@@ -736,8 +737,9 @@ write:
         break;
     case ORC_SOFT_OP_READ:
         if ((length > 0) &&
-            (orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
-                               IBV_ACCESS_REMOTE_READ, &snap) != 0)) {
+            (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_READ) ||
+             (orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
+                                IBV_ACCESS_REMOTE_READ, &snap) != 0))) {
             nak = ORC_SOFT_NAK_REM_ACCESS;
             goto out_nak;
         }
@@ -756,7 +758,8 @@ write:
             goto out_nak;
         }
         access = IBV_ACCESS_REMOTE_ATOMIC;
-        if ((orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, 8,
+        if (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_ATOMIC) ||
+            (orc_soft_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, 8,
                                access, &snap) != 0) ||
             (orc_soft_mr_busy_begin(inst, &snap) != 0)) {
             nak = ORC_SOFT_NAK_REM_ACCESS;

@@ -61,7 +61,8 @@
 #define ORC_SOFT_PREFIX          "soft_"
 #define ORC_SOFT_ADDR_MAGIC      0x534f4643u /* "SOFC" */
 #define ORC_SOFT_MAX_MR          16384       /* entries in the MR table */
-#define ORC_SOFT_MAX_QP          4096
+#define ORC_SOFT_QP_INDEX_BITS   12
+#define ORC_SOFT_MAX_QP          (1 << ORC_SOFT_QP_INDEX_BITS)
 #define ORC_SOFT_MAX_QP_WR       4096
 #define ORC_SOFT_MAX_SGE         8
 #define ORC_SOFT_MAX_INLINE      256
@@ -106,6 +107,14 @@ typedef struct orc_soft_mr_entry {
     uint32_t pdn;
 } orc_soft_mr_entry_t;
 
+/*
+ * After the MR entries, the shared memory holds one 64-bit word per QP slot:
+ * (qpn << 32) | qp_access_flags, 0 for a free slot. Written with one atomic
+ * store by the owner (under the QP lock), read with one atomic load by
+ * same-host initiators, so that the target QP's access flags are enforced on
+ * the CMA path exactly as on the TCP path.
+ */
+
 /* A consistent copy of an entry. */
 typedef struct orc_soft_mr_snap {
     uint32_t seq;
@@ -147,7 +156,8 @@ struct orc_soft_inst {
 
     pthread_mutex_t      lock;
     orc_soft_qp_t       *qps;          /* all QPs of the instance */
-    uint32_t             next_qpn;
+    orc_soft_qp_t      **qp_slots;     /* QPN -> QP (index bits) */
+    uint16_t            *qp_gen;       /* per slot generation */
     uint32_t             next_pdn;
     int                  num_qps;
     /* commands for the service thread: cmd_lock (a leaf lock, may be taken
@@ -163,7 +173,8 @@ struct orc_soft_inst {
     /* MR table */
     pthread_mutex_t      mr_lock;
     char                 shm_name[64];
-    orc_soft_mr_entry_t *mrs;          /* shared memory, ORC_SOFT_MAX_MR */
+    orc_soft_mr_entry_t *mrs;          /* shared memory, ORC_SOFT_MAX_MR
+                                          entries, then the QP table */
     uint16_t            *mr_gen;       /* per entry generation, private */
     int                  busy_mr;      /* entry index the service thread is
                                           touching, or -1 */
@@ -393,6 +404,11 @@ int orc_soft_mr_check(const orc_soft_mr_entry_t *table, uint32_t key,
 int orc_soft_mr_busy_begin(orc_soft_inst_t *inst,
                            const orc_soft_mr_snap_t *snap);
 void orc_soft_mr_busy_end(orc_soft_inst_t *inst);
+void orc_soft_qp_table_set(orc_soft_inst_t *inst, uint32_t qpn,
+                           uint32_t access);
+/* Does QP qpn of the table's owner exist and grant access? */
+int orc_soft_qp_table_allows(const orc_soft_mr_entry_t *table, uint32_t qpn,
+                             int access);
 const orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
                                                  uint32_t id);
 void orc_soft_mr_table_unmap(const orc_soft_mr_entry_t *table);
