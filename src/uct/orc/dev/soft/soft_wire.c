@@ -633,7 +633,7 @@ static int orc_soft_tgt_req(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
 {
     orc_soft_req_t *req = &conn->hdr.req;
     orc_soft_qp_t *qp   = conn->qp;
-    orc_soft_mr_snap_t snap;
+    orc_soft_mr_snap_t snap = {0};
     uint64_t value, raddr;
     uint32_t length, seq;
     int nak = 0, access;
