@@ -212,7 +212,8 @@ struct orc_soft_conn {
     uint32_t           rd_seq;
     orc_soft_mr_snap_t rd_snap;
     uint64_t           rd_addr;
-    uint32_t           rd_total, rd_off;
+    uint32_t           rd_total, rd_off;  /* rd_off: payload bytes sent */
+    uint32_t           rd_chunk_left;     /* of the current chunk */
 };
 
 static char orc_soft_listen_tag, orc_soft_cmd_tag;
@@ -532,41 +533,113 @@ static int orc_soft_tgt_rsp(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
     return orc_soft_conn_out(inst, conn, &rsp, sizeof(rsp), NULL, 0);
 }
 
-/* Answer the READ in progress, chunk by chunk, while the socket takes it. */
+/* Answer the READ in progress, chunk by chunk, while the socket takes it.
+ * Payload bytes go from the registered region straight to the socket, each
+ * send() bracketed by busy_begin/end (no copy, even when the socket is
+ * full). If the region is deregistered between two chunks the READ is
+ * NAKed (REM_ACCESS); in the middle of a chunk the frame cannot be finished
+ * honestly, so the connection is closed (the initiator sees a dead peer). */
 static int orc_soft_tgt_read_pump(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
 {
     orc_soft_rsp_t rsp;
     uint32_t chunk;
-    int ret;
+    size_t payload_sent;
+    ssize_t ret;
 
-    while (conn->rd_active && (conn->olen == conn->opos)) {
-        chunk = conn->rd_total - conn->rd_off;
-        if (chunk > ORC_SOFT_CHUNK) {
-            chunk = ORC_SOFT_CHUNK;
+    while (conn->rd_active) {
+        if (conn->olen > conn->opos) {
+            ret = orc_soft_conn_flush(conn);
+            if (ret <= 0) {
+                if (ret == 0) {
+                    orc_soft_conn_set_events(inst, conn, EPOLLOUT);
+                }
+                return (int)ret;
+            }
         }
-        memset(&rsp, 0, sizeof(rsp));
-        rsp.type   = ORC_SOFT_RSP_READ_DATA;
-        rsp.seq    = htole32(conn->rd_seq);
-        rsp.length = htole32(chunk);
-        rsp.offset = htole32(conn->rd_off);
-        if ((chunk > 0) && (orc_soft_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
-            conn->rd_active = 0;
-            return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_NAK,
-                                    ORC_SOFT_NAK_REM_ACCESS, conn->rd_seq, 0);
-        }
-        ret = orc_soft_conn_out(inst, conn, &rsp, sizeof(rsp),
-                                (void *)(uintptr_t)(conn->rd_addr +
-                                                    conn->rd_off),
-                                chunk);
-        if (chunk > 0) {
+
+        if (conn->rd_chunk_left == 0) {
+            /* next chunk: header and as much payload as the socket takes */
+            chunk = conn->rd_total - conn->rd_off;
+            if (chunk > ORC_SOFT_CHUNK) {
+                chunk = ORC_SOFT_CHUNK;
+            }
+            memset(&rsp, 0, sizeof(rsp));
+            rsp.type   = ORC_SOFT_RSP_READ_DATA;
+            rsp.seq    = htole32(conn->rd_seq);
+            rsp.length = htole32(chunk);
+            rsp.offset = htole32(conn->rd_off);
+            if ((chunk > 0) &&
+                (orc_soft_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
+                conn->rd_active = 0;
+                return orc_soft_tgt_rsp(inst, conn, ORC_SOFT_RSP_NAK,
+                                        ORC_SOFT_NAK_REM_ACCESS, conn->rd_seq,
+                                        0);
+            }
+            {
+                struct iovec iov[2];
+                struct msghdr msg;
+
+                iov[0].iov_base = &rsp;
+                iov[0].iov_len  = sizeof(rsp);
+                iov[1].iov_base = (void *)(uintptr_t)(conn->rd_addr +
+                                                      conn->rd_off);
+                iov[1].iov_len  = chunk;
+                memset(&msg, 0, sizeof(msg));
+                msg.msg_iov    = iov;
+                msg.msg_iovlen = (chunk > 0) ? 2 : 1;
+                do {
+                    ret = sendmsg(conn->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+                } while ((ret < 0) && (errno == EINTR));
+            }
+            if (chunk > 0) {
+                orc_soft_mr_busy_end(inst);
+            }
+            if (ret < 0) {
+                if ((errno != EAGAIN) && (errno != EWOULDBLOCK)) {
+                    return -1;
+                }
+                ret = 0;
+            }
+            if ((size_t)ret < sizeof(rsp)) {
+                /* the header remainder waits in obuf (tiny copy) */
+                if (orc_soft_conn_out(inst, conn, (uint8_t *)&rsp + ret,
+                                      sizeof(rsp) - ret, NULL, 0) != 0) {
+                    return -1;
+                }
+                payload_sent = 0;
+            } else {
+                payload_sent = ret - sizeof(rsp);
+            }
+            conn->rd_chunk_left = chunk - payload_sent;
+            conn->rd_off       += payload_sent;
+        } else {
+            if (orc_soft_mr_busy_begin(inst, &conn->rd_snap) != 0) {
+                orc_soft_log(inst, "qp 0x%x: region deregistered during a "
+                             "READ", conn->peer_qpn);
+                return -1;
+            }
+            do {
+                ret = send(conn->fd,
+                           (void *)(uintptr_t)(conn->rd_addr + conn->rd_off),
+                           conn->rd_chunk_left, MSG_NOSIGNAL | MSG_DONTWAIT);
+            } while ((ret < 0) && (errno == EINTR));
             orc_soft_mr_busy_end(inst);
+            if (ret < 0) {
+                if ((errno != EAGAIN) && (errno != EWOULDBLOCK)) {
+                    return -1;
+                }
+                orc_soft_conn_set_events(inst, conn, EPOLLOUT);
+                return 0;
+            }
+            conn->rd_chunk_left -= ret;
+            conn->rd_off        += ret;
         }
-        if (ret != 0) {
-            return -1;
-        }
-        conn->rd_off += chunk;
-        if (conn->rd_off == conn->rd_total) {
-            conn->rd_active = 0;
+
+        if ((conn->rd_chunk_left == 0) && (conn->rd_off == conn->rd_total)) {
+            conn->rd_active = 0; /* the last header may still be in obuf */
+        } else if ((conn->rd_chunk_left > 0) || (conn->olen > conn->opos)) {
+            orc_soft_conn_set_events(inst, conn, EPOLLOUT);
+            return 0;
         }
     }
     return 0;
@@ -751,6 +824,7 @@ write:
         conn->rd_addr   = raddr;
         conn->rd_total  = length;
         conn->rd_off    = 0;
+        conn->rd_chunk_left = 0;
         return orc_soft_tgt_read_pump(inst, conn);
     default: /* atomics */
         if (raddr & 7) {

@@ -6,39 +6,66 @@
  * -----
  * Every orc_dev_open() of a soft device creates one softnic *instance* in the
  * calling process: a service thread, a TCP listener bound to the interface's
- * IPv4 address (ephemeral port) and a memory-region table in shared memory
- * (/dev/shm/orc_soft.<pid>.<instance>), readable by same-host peers.
+ * IPv4 address (ephemeral port) and a shared-memory table
+ * (/dev/shm/orc_soft.<pidns>.<pid>.<instance>, unlinked on close; tables of
+ * dead processes are reaped at the next open) holding the MRs and the QPs'
+ * access flags, readable by same-host peers.
  *
  * Every connected RC QP owns one outgoing TCP connection ("initiator
  * connection") to the softnic instance of its destination QP, opened by the
- * service thread when the QP reaches RTR (so RTR never blocks). Requests of
- * the QP travel on it in posting order, the target's service thread executes
- * them in order and answers on the same connection. The peer's QP, in turn,
- * owns its own connection to us ("target connection" on our side). A
- * connection therefore serves exactly one (initiator QP, target QP) pair.
+ * service thread when the QP reaches RTR (RTR never blocks; WRs posted before
+ * the connection is up wait in the send queue). Requests of the QP travel on
+ * it in posting order, the target's service thread executes them in order
+ * and answers on the same connection. The peer's QP, in turn, owns its own
+ * connection to us ("target connection" on our side). A connection therefore
+ * serves exactly one (initiator QP, target QP) pair. TCP_NODELAY is set.
  *
- * Same host (equal boot id, pid namespace and network namespace, exchanged in
- * the connection handshake) and an idle send queue: RDMA WRITE and READ are
- * executed in the posting thread by one process_vm_writev/readv call, after
- * checking the target's MR table in shared memory. All other operations
- * (SEND, WRITE_WITH_IMM, atomics) and any WRITE/READ posted while an earlier
- * WR is still outstanding go through the connection, so an operation is never
- * overtaken by a later one of the same QP. SENDs and receive completions use
- * the TCP (loopback) control connection, not shared-memory rings.
+ * Same host (equal boot id and pid, network and mount namespaces, exchanged
+ * in the connection handshake) and an idle send queue: RDMA WRITE and READ
+ * are executed in the posting thread by one process_vm_writev/readv call,
+ * after checking the target QP's access flags and the target's MR table in
+ * shared memory. All other operations (SEND, WRITE_WITH_IMM, atomics) and any
+ * WRITE/READ posted while an earlier WR is still outstanding go through the
+ * connection, so an operation is never overtaken by a later one of the same
+ * QP. NOTE: SENDs and receive completions use the TCP (loopback) connection,
+ * not shared-memory rings. If CMA fails with EPERM the QP falls back to TCP;
+ * ESRCH (peer gone) completes the WR with IBV_WC_RETRY_EXC_ERR.
+ *
+ * RC semantics kept: completions in posting order; a failed WR completes even
+ * when unsignaled and moves the QP to ERR, every later WR is flushed
+ * (IBV_WC_WR_FLUSH_ERR), posted receives of the QP's own RQ too (SRQ
+ * receives stay posted); IBV_SEND_FENCE holds a WR until earlier READs and
+ * atomics completed; RNR NAK -> retry after the responder's min_rnr_timer,
+ * IBV_WC_RNR_RETRY_EXC_ERR after rnr_retry retries (7 = forever); a target
+ * QP not in RTR/RTS (or connected elsewhere) NAKs "not ready", retried
+ * retry_cnt times. Access violations at the target NAK the WR
+ * (REM_ACCESS_ERR, REM_INV_REQ_ERR for misaligned atomics or a SEND longer
+ * than the receive, REM_OP_ERR for a receive with a bad lkey); the target QP
+ * stays usable except for receive errors, which move it to ERR as in IB.
+ *
+ * Dead peer: a closed or reset connection fails the oldest outstanding WR
+ * with IBV_WC_RETRY_EXC_ERR at once (the rest flush, as on hardware). A
+ * silent peer (host unreachable): once a WR waits for an answer (or for the
+ * connection) longer than T * (retry_cnt + 1), T = 4.096 us * 2^timeout but
+ * at least 20 ms (software peers get descheduled), it fails the same way.
+ * timeout = 0 means infinite, as in the IB spec.
  *
  * Wire protocol: see soft_wire.c. Every header field is validated; a bad
  * frame closes the connection (initiator side: the QP goes to ERR with
  * IBV_WC_RETRY_EXC_ERR / flush, like a dead peer; target side: the peer sees
  * a dead connection).
  *
- * Memory-region deregistration guarantee: after orc_mr_dereg() returns, no
- * operation *started after that moment* touches the region: same-host
- * initiators re-read the seqlocked shared-memory entry before each copy, and
- * this process's service thread announces the region it is about to touch
+ * Memory-region deregistration guarantee: an operation posted after
+ * orc_mr_dereg() returned never touches the region: same-host initiators
+ * read the seqlocked shared-memory entry right before the copy, and this
+ * process's service thread announces the region it is about to touch
  * (orc_soft_inst_t.busy_mr) so that dereg waits for an in-flight syscall or
- * memcpy (never for a peer). A same-host CMA WRITE whose check passed before
- * dereg returned may still land during the dereg call, as a DMA would on
- * hardware; a READ that raced with dereg completes with REM_ACCESS_ERR.
+ * memcpy (never for a peer). A same-host CMA WRITE that was posted (and
+ * checked) before dereg returned may still land, as a DMA in flight would on
+ * hardware; a same-host READ that raced with dereg completes with
+ * REM_ACCESS_ERR; on TCP a READ whose region goes away between two 256 KiB
+ * chunks is NAKed (REM_ACCESS_ERR), within a chunk the connection is closed
+ * (RETRY_EXC_ERR).
  *
  * Environment (read once when a device is opened):
  *   ORC_SOFT_LOG=1       log connection and QP errors to stderr
@@ -46,7 +73,9 @@
  *
  * Address: orc_dev_addr_pack() writes orc_soft_addr_t (below). Unpacking fills
  * ah_attr with is_global=1, grh.dgid = the peer GID (::ffff:a.b.c.d),
- * dlid = the peer listener's TCP port (host order), port_num = 1.
+ * dlid = the peer listener's TCP port (host order), port_num = 1. A verbs
+ * address gives EHOSTUNREACH, so does a loopback address of another host or
+ * network namespace, or a non-loopback address unpacked on soft_lo.
  */
 #ifndef ORC_SOFTNIC_H_
 #define ORC_SOFTNIC_H_
