@@ -729,3 +729,65 @@ TEST(client_ucp_hello, peer_never_appears_times_out)
     EXPECT_NE(std::string::npos, out.find("timed out")) << out;
     EXPECT_LT(ms_since(t0), 15000);
 }
+
+/* The same pairing with UCX_TLS=orc alone: the orc transport (preloaded, as
+ * contrib/orc-run does for UCX 1.13) registers and pairs through the same
+ * orcd, and the application still swaps no address itself. */
+TEST(client_ucp_hello, two_processes_pair_by_name_over_orc)
+{
+    std::string module = builddir() + "/.libs/libuct_orc.so";
+    if (access(module.c_str(), R_OK) != 0) {
+        GTEST_SKIP() << module << " not built";
+    }
+
+    orcd_child orcd;
+    ASSERT_TRUE(orcd.start()) << orcd.error();
+
+    std::string              hello = builddir() + "/contrib/examples/orc_hello";
+    std::vector<std::string> env = {
+        "ORC_COORDINATOR_URL=" + orcd.url(),
+        "ORC_JOB=hello-orc",
+        "UCX_ORC_COORDINATOR=" + orcd.url(),
+        "UCX_ORC_JOB=hello-orc",
+        "UCX_TLS=orc",
+        "UCX_WARN_UNUSED_ENV_VARS=n",
+        "LD_PRELOAD=" + module,
+    };
+    /* sanitizer builds: the preloaded module comes before libasan */
+    const char *asan = getenv("ASAN_OPTIONS");
+    env.push_back(std::string("ASAN_OPTIONS=verify_asan_link_order=0") +
+                  ((asan != NULL) ? std::string(":") + asan : ""));
+
+    child alice, bob;
+    ASSERT_TRUE(alice.start(
+        {hello, "--name", "alice", "--peer", "bob", "--timeout", "30"}, env,
+        true));
+    ASSERT_TRUE(bob.start(
+        {hello, "--name", "bob", "--peer", "alice", "--timeout", "30"}, env,
+        true));
+    pid_t       pid_a = alice.pid(), pid_b = bob.pid();
+    std::string out_a, out_b;
+    int         rc_b = bob.wait_exit(40000, &out_b);
+    int         rc_a = alice.wait_exit(40000, &out_a);
+    EXPECT_EQ(0, rc_a) << out_a;
+    EXPECT_EQ(0, rc_b) << out_b;
+    EXPECT_NE(std::string::npos, out_a.find("received 'hello from bob (pid " +
+                                            std::to_string(pid_b) + ")'"))
+        << out_a;
+    EXPECT_NE(std::string::npos, out_b.find("received 'hello from alice (pid " +
+                                            std::to_string(pid_a) + ")'"))
+        << out_b;
+
+    /* the transport's interfaces were members of the job while they ran
+     * and left it when the processes closed them */
+    orc_client_t    *c = orcd.client("hello-orc");
+    orc_node_info_t *nodes;
+    size_t           count;
+    uint64_t         index;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
+    EXPECT_EQ(0u, count);
+    EXPECT_GE(index, 4u); /* >= 2 registrations and 2 removals */
+    orc_client_nodes_free(nodes, count);
+    orc_client_destroy(c);
+}
