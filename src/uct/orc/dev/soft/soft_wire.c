@@ -1801,9 +1801,14 @@ static uint64_t orc_soft_svc_timers(orc_soft_inst_t *inst)
 
     pthread_mutex_lock(&inst->lock);
     for (qp = inst->qps; qp != NULL; qp = qp->next) {
-        pthread_mutex_lock(&qp->lock);
-        t = orc_soft_qp_timers(qp, now);
-        pthread_mutex_unlock(&qp->lock);
+        /* never queue behind a posting thread (it would hand the lock over
+         * on every post): a busy QP is looked at again in 5 ms */
+        if (pthread_mutex_trylock(&qp->lock) != 0) {
+            t = now + 5000000ull;
+        } else {
+            t = orc_soft_qp_timers(qp, now);
+            pthread_mutex_unlock(&qp->lock);
+        }
         if ((t != 0) && ((next == 0) || (t < next))) {
             next = t;
         }
