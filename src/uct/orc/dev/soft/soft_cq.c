@@ -130,10 +130,10 @@ void orc_soft_cq_push(orc_soft_cq_t *cq, const struct ibv_wc *wc,
             orc_soft_log(NULL, "cq %p overrun (capacity %d)", (void *)cq,
                          cq->size);
         }
-        cq->overrun = 1;
+        __atomic_store_n(&cq->overrun, 1, __ATOMIC_RELAXED);
     } else {
         cq->ring[(cq->head + cq->count) % cq->size] = *wc;
-        ++cq->count;
+        __atomic_store_n(&cq->count, cq->count + 1, __ATOMIC_RELEASE);
     }
     if ((cq->armed == 1) ||
         ((cq->armed == 2) && (solicited || (wc->status != IBV_WC_SUCCESS)))) {
@@ -161,11 +161,19 @@ int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
     if (num_entries < 0) {
         return -EINVAL;
     }
+    /* an empty poll does not take the lock: a thread spinning on an empty
+     * CQ must not make the producer (often the service thread) queue for it.
+     * count and overrun are only written under the lock; a stale zero just
+     * means "empty right now", as with a hardware CQ. */
+    if ((__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) &&
+        !__atomic_load_n(&scq->overrun, __ATOMIC_RELAXED)) {
+        return 0;
+    }
     pthread_mutex_lock(&scq->lock);
     for (n = 0; (n < num_entries) && (scq->count > 0); ++n) {
         wc[n]     = scq->ring[scq->head];
         scq->head = (scq->head + 1) % scq->size;
-        --scq->count;
+        __atomic_store_n(&scq->count, scq->count - 1, __ATOMIC_RELAXED);
     }
     if ((n == 0) && scq->overrun) {
         n = -EOVERFLOW;

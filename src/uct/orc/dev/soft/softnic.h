@@ -235,6 +235,8 @@ typedef struct orc_soft_channel {
 /*
  * CQ: a ring of ibv_wc. lock protects ring, head, count, armed, overrun.
  * Producers: posting threads and the service thread; consumer: cq_poll.
+ * count and overrun are stored atomically (under the lock) so that cq_poll
+ * may peek at them without the lock and return 0 for an empty CQ.
  * Lock order: QP lock -> SRQ lock -> CQ lock.
  */
 typedef struct orc_soft_cq {
