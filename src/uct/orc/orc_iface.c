@@ -92,8 +92,9 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      ucs_offsetof(uct_orc_iface_config_t, pair_timeout),
      UCS_CONFIG_TYPE_TIME},
 
-    {"TIMEOUT", "14",
-     "Queue pair transport timeout, IB encoding 4.096us * 2^N (1..31).",
+    {"TIMEOUT", "18",
+     "Queue pair transport timeout, IB encoding 4.096us * 2^N (1..31);\n"
+     "18 is ~1.07 s, like UCX's own RC default of 1 s.",
      ucs_offsetof(uct_orc_iface_config_t, qp_timeout), UCS_CONFIG_TYPE_UINT},
 
     {"RETRY_COUNT", "7",

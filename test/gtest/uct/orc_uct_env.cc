@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -27,6 +28,26 @@ std::string uct_env::m_url;
 std::string uct_env::m_builddir;
 pid_t       uct_env::m_orcd_pid = -1;
 
+/* Environment of the test binary (the two-namespace script sets them):
+ *   ORC_UCT_TEST_IFACE       network interface of the soft device (lo)
+ *   ORC_UCT_TEST_ORCD_HOST   address the child orcd listens on (127.0.0.1)
+ *   ORC_UCT_CHILD_NETNS      run child processes in this network namespace */
+static std::string env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return ((v != NULL) && (v[0] != '\0')) ? v : dflt;
+}
+
+static std::string orcd_host()
+{
+    return env_or("ORC_UCT_TEST_ORCD_HOST", "127.0.0.1");
+}
+
+std::string test_iface()
+{
+    return env_or("ORC_UCT_TEST_IFACE", "lo");
+}
+
 static std::string port_file_path()
 {
     return "/tmp/orc-uct-test-orcd." + std::to_string(getpid()) + ".port";
@@ -40,13 +61,25 @@ void uct_env::start_orcd()
 
     pid_t pid = fork();
     if (pid == 0) {
+        /* never outlive the test binary, whatever ends it */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int devnull = open("/dev/null", O_WRONLY);
         if (devnull >= 0) {
             dup2(devnull, 1);
         }
-        execl(orcd.c_str(), "orcd", "--listen", "127.0.0.1:0",
-              "--port-file", port_file.c_str(), "--log-level", "error",
-              (char*)NULL);
+        if (orcd_host() == "127.0.0.1") {
+            execl(orcd.c_str(), "orcd", "--listen", "127.0.0.1:0",
+                  "--port-file", port_file.c_str(), "--log-level", "error",
+                  (char*)NULL);
+        } else {
+            /* another namespace's peers reach us over a veth */
+            std::string conf = port_file + ".yaml";
+            std::ofstream(conf) << "listen:\n  address: " << orcd_host()
+                                << "\n  port: 0\n  allow_remote: true\n";
+            execl(orcd.c_str(), "orcd", "--config", conf.c_str(),
+                  "--port-file", port_file.c_str(), "--log-level", "error",
+                  (char*)NULL);
+        }
         _exit(127);
     }
     ASSERT_GT(pid, 0) << "fork: " << strerror(errno);
@@ -65,17 +98,26 @@ void uct_env::start_orcd()
     }
     ASSERT_NE(0, port) << "orcd did not write " << port_file;
     unlink(port_file.c_str());
-    m_url = "http://127.0.0.1:" + std::to_string(port);
+    m_url = "http://" + orcd_host() + ":" + std::to_string(port);
     setenv("UCX_ORC_COORDINATOR", m_url.c_str(), 1);
 }
 
 void uct_env::stop_orcd()
 {
-    if (m_orcd_pid > 0) {
-        kill(m_orcd_pid, SIGTERM);
-        waitpid(m_orcd_pid, NULL, 0);
-        m_orcd_pid = -1;
+    if (m_orcd_pid <= 0) {
+        return;
     }
+    kill(m_orcd_pid, SIGTERM);
+    for (int i = 0; i < 500; ++i) {
+        if (waitpid(m_orcd_pid, NULL, WNOHANG) == m_orcd_pid) {
+            m_orcd_pid = -1;
+            return;
+        }
+        usleep(10000);
+    }
+    kill(m_orcd_pid, SIGKILL);
+    waitpid(m_orcd_pid, NULL, 0);
+    m_orcd_pid = -1;
 }
 
 void uct_env::setup()
@@ -90,7 +132,7 @@ void uct_env::setup()
 
     /* only soft_lo, small and quick */
     setenv("UCX_ORC_BACKEND", "soft", 1);
-    setenv("UCX_ORC_SOFT_IFACES", "lo", 1);
+    setenv("UCX_ORC_SOFT_IFACES", test_iface().c_str(), 1);
     setenv("UCX_ORC_JOB", "uct-test", 1);
 
     if (getenv("UCX_ORC_COORDINATOR") == NULL ||
@@ -210,7 +252,8 @@ ucs_status_t entity::open()
     if (status != UCS_OK) {
         return status;
     }
-    status = uct_md_open(m_component, "soft_lo", md_config, &m_md);
+    std::string dev = "soft_" + test_iface();
+    status = uct_md_open(m_component, dev.c_str(), md_config, &m_md);
     uct_config_release(md_config);
     if (status != UCS_OK) {
         return status;
@@ -241,7 +284,8 @@ ucs_status_t entity::open()
                                   UCT_IFACE_PARAM_FIELD_ERR_HANDLER_FLAGS;
     params.open_mode            = UCT_IFACE_OPEN_MODE_DEVICE;
     params.mode.device.tl_name  = "orc";
-    params.mode.device.dev_name = "soft_lo:1";
+    std::string port_name       = dev + ":1";
+    params.mode.device.dev_name = port_name.c_str();
     params.err_handler          = err_cb;
     params.err_handler_arg      = this;
     params.err_handler_flags    = 0;
@@ -394,13 +438,21 @@ child::child(const std::string &role, const std::vector<std::string> &env) :
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     EXPECT_GT(n, 0);
     self[n > 0 ? n : 0] = '\0';
-    const char *argv[] = {self, "--gtest_filter=OrcChild.Main", NULL};
+    std::string netns = env_or("ORC_UCT_CHILD_NETNS", "");
+    std::vector<const char*> argv;
+    if (!netns.empty()) {
+        argv = {"ip", "netns", "exec", netns.c_str()};
+    }
+    argv.push_back(self);
+    argv.push_back("--gtest_filter=OrcChild.Main");
+    argv.push_back(NULL);
 
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    int ret = posix_spawn(&m_pid, self, &fa, NULL, (char**)argv, envp.data());
+    int ret = posix_spawnp(&m_pid, argv[0], &fa, NULL, (char**)argv.data(),
+                           envp.data());
     posix_spawn_file_actions_destroy(&fa);
     EXPECT_EQ(0, ret) << strerror(ret);
     close(in[0]);

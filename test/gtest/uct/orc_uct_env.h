@@ -134,6 +134,9 @@ private:
     std::string m_buf;
 };
 
+/* the network interface the tests' soft device sits on */
+std::string test_iface();
+
 std::string hex(const void *buf, size_t len);
 std::vector<uint8_t> unhex(const std::string &s);
 

@@ -1,0 +1,120 @@
+#!/bin/bash
+# orc across two "hosts": two network namespaces joined by a veth pair (both
+# ends named orc0, addresses from 198.18.0.0/15), softnic over TCP between
+# them. Runs the multi-process UCT tests with the peer processes in the other
+# namespace, then ucx_perftest (UCT and UCP with UCX_TLS=orc) across them.
+# Needs root and iproute2; skips (77) otherwise. Everything is removed at exit.
+set -u
+
+builddir=${ORC_TOP_BUILDDIR:-$(pwd)}
+test_bin=$builddir/test/gtest/uct/test_orc_uct
+lib=$builddir/.libs/libuct_orc.so
+orcd=$builddir/src/coordinator/orcd/orcd
+perftest=${UCX_PERFTEST:-$(command -v ucx_perftest || true)}
+
+if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
+    echo "SKIP: needs root and iproute2"
+    exit 77
+fi
+
+tag=$$
+nsa=orc-uct-a-$tag
+nsb=orc-uct-b-$tag
+# a /30 in 198.18.0.0/15 picked from the pid, so parallel runs differ
+sub=$(( (tag % 250) + 2 ))
+ipa=198.18.$sub.1
+ipb=198.18.$sub.2
+tmp=$(mktemp -d /tmp/orc-netns.XXXXXX)
+
+orcd_pid=
+cleanup() {
+    [ -n "$orcd_pid" ] && kill -TERM "$orcd_pid" 2>/dev/null && wait "$orcd_pid"
+    ip netns del "$nsa" 2>/dev/null
+    ip netns del "$nsb" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+if ! ip netns add "$nsa" || ! ip netns add "$nsb"; then
+    echo "SKIP: cannot create network namespaces"
+    exit 77
+fi
+ip link add orc0a netns "$nsa" type veth peer name orc0b netns "$nsb" || {
+    echo "SKIP: cannot create a veth pair"; exit 77; }
+ip -n "$nsa" link set orc0a name orc0
+ip -n "$nsb" link set orc0b name orc0
+ip -n "$nsa" addr add $ipa/30 dev orc0
+ip -n "$nsb" addr add $ipb/30 dev orc0
+for ns in "$nsa" "$nsb"; do
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set orc0 up
+done
+
+# orcd in namespace A, reachable from B over the veth
+printf 'listen:\n  address: %s\n  port: 0\n  allow_remote: true\n' $ipa \
+    > "$tmp/orcd.yaml"
+ip netns exec "$nsa" "$orcd" --config "$tmp/orcd.yaml" --port-file "$tmp/port" \
+    --log-level error &
+orcd_pid=$!
+for _ in $(seq 100); do
+    [ -s "$tmp/port" ] && break
+    sleep 0.1
+done
+[ -s "$tmp/port" ] || { echo "FAIL: orcd did not start"; exit 1; }
+url=http://$ipa:$(cat "$tmp/port")
+
+fail=0
+
+# 1. UCT multi-process tests, peers in the other namespace
+echo "== test_orc_uct across namespaces"
+ip netns exec "$nsa" env ORC_UCT_TEST_IFACE=orc0 \
+    ORC_UCT_TEST_ORCD_HOST=$ipa ORC_UCT_CHILD_NETNS="$nsb" \
+    GTEST_OUTPUT="${GTEST_OUTPUT:+${GTEST_OUTPUT%/}/test_orc_uct_netns.xml}" \
+    "$test_bin" --gtest_filter='OrcUct.PeerNeverProgresses:OrcUct.PeerKilledMidTransfer:OrcUct.AtomicsFromSeveralProcesses:OrcUct.EpCheckHealthyAndDeadPeer' \
+    || fail=$((fail + 1))
+
+# 2. ucx_perftest across namespaces
+if [ -z "$perftest" ]; then
+    echo "SKIP part 2: ucx_perftest not found"
+else
+    export UCX_ORC_COORDINATOR=$url UCX_ORC_BACKEND=soft
+    export UCX_ORC_SOFT_IFACES=orc0 UCX_ORC_JOB=netns
+    export UCX_WARN_UNUSED_ENV_VARS=n
+    export LD_PRELOAD=$lib${LD_PRELOAD:+:$LD_PRELOAD}
+    port=$(( 20000 + tag % 20000 ))
+    run() {
+        local name=$1
+        shift
+        port=$((port + 1))
+        ip netns exec "$nsa" timeout 60 "$perftest" -p $port "$@" \
+            > "$tmp/server.log" 2>&1 &
+        local spid=$! ok=1
+        for _ in $(seq 50); do
+            ip netns exec "$nsa" ss -ltn | grep -q ":$port " && break
+            sleep 0.1
+        done
+        ip netns exec "$nsb" timeout 60 "$perftest" $ipa -p $port "$@" \
+            > "$tmp/client.log" 2>&1 || ok=0
+        wait $spid || ok=0
+        if [ $ok = 1 ] && grep -q '^Final:' "$tmp/client.log"; then
+            printf 'PASS %-20s %s\n' "$name" \
+                "$(grep '^Final:' "$tmp/client.log" | tr -s ' ')"
+        else
+            fail=$((fail + 1))
+            echo "FAIL $name: ucx_perftest $*"
+            tail -40 "$tmp/client.log" | sed 's/^/  client: /'
+            tail -15 "$tmp/server.log" | sed 's/^/  server: /'
+        fi
+    }
+    uct="-x orc -d soft_orc0:1 -n 300"
+    run put_lat/short  $uct -t put_lat -D short
+    run get/zcopy      $uct -t get -D zcopy
+    run am_lat/bcopy   $uct -t am_lat -D bcopy
+    run put_bw/zcopy   $uct -t put_bw -D zcopy -s 65536
+    run fadd           $uct -t fadd
+    UCX_TLS=orc run ucp/tag_lat    -t tag_lat -n 300
+    UCX_TLS=orc run ucp/ucp_put_bw -t ucp_put_bw -n 300 -s 65536
+fi
+
+echo "orc across namespaces: $fail failure(s)"
+[ $fail = 0 ]
