@@ -14,6 +14,12 @@
  * each of the N clients is an initiator with its own responder thread, so N
  * clients means N round trips in flight and 2N connections.
  *
+ * Closed loop (each client starts its next operation when the last one
+ * finished) measures the maximum rate; then, unless --paced 0, fetch and
+ * pair run open loop at the goal rates (20000/s, 2000/s) with 64 clients,
+ * each client on a fixed schedule, latency counted from the scheduled start:
+ * the latency a job sees at that load rather than at saturation.
+ *
  * Prints one table row per (test, clients) with PASS/MISS against the goals
  * (at 64 clients: >= 20000 fetches/s, >= 2000 pairing round trips/s; p99 <
  * 10 ms everywhere) and the ratio of each rate to the healthz rate at the
@@ -63,14 +69,17 @@ typedef struct orc_bench_worker {
     pthread_t        thread;
     orc_client_t    *client;
     orc_bench_test_t test;
-    uint64_t         node;      /* own node (fetch/publish/pair initiator) */
-    uint64_t         peer;      /* pair: the responder's node */
-    int              responder; /* pair: this thread is B */
-    uint64_t         ops;
-    uint64_t         errors;
-    uint32_t        *samples; /* latency in us */
-    size_t           nsamples;
-    char             first_error[256];
+    uint64_t         node;        /* own node (fetch/publish/pair initiator) */
+    uint64_t         peer;        /* pair: the responder's node */
+    int              responder;   /* pair: this thread is B */
+    uint64_t         interval_ns; /* paced (open loop): one op per interval;
+                                     0 = closed loop */
+    uint64_t  next_ns;            /* paced: scheduled start of the next op */
+    uint64_t  ops;
+    uint64_t  errors;
+    uint32_t *samples; /* latency in us */
+    size_t    nsamples;
+    char      first_error[256];
 } orc_bench_worker_t;
 
 /*
@@ -141,6 +150,33 @@ static void orc_bench_record(orc_bench_worker_t *w, uint64_t t0, uint64_t t1,
     }
 }
 
+/*
+ * Start time of the next operation. Closed loop: now. Paced: its slot in a
+ * fixed schedule, sleeping until then; latency is measured from the slot,
+ * so time spent queued behind a slow operation counts (no coordinated
+ * omission).
+ */
+static uint64_t orc_bench_next_start(orc_bench_worker_t *w)
+{
+    struct timespec ts;
+    uint64_t        slot;
+
+    if (w->interval_ns == 0) {
+        return orc_bench_now_ns();
+    }
+
+    slot = w->next_ns;
+    w->next_ns += w->interval_ns;
+    if (slot > orc_bench_now_ns()) {
+        ts.tv_sec = (time_t)(slot / 1000000000ull);
+        ts.tv_nsec = (long)(slot % 1000000000ull);
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) !=
+               0) {
+        }
+    }
+    return slot;
+}
+
 static void orc_bench_initiator(orc_bench_worker_t *w)
 {
     uint64_t        cursor = 0, i = 0, t0;
@@ -152,7 +188,10 @@ static void orc_bench_initiator(orc_bench_worker_t *w)
 
     while (orc_bench_now_ns() < orc_bench_run.end_ns) {
         snprintf(body, sizeof(body), "{\"req\":%" PRIu64 "}", ++i);
-        t0 = orc_bench_now_ns();
+        t0 = orc_bench_next_start(w);
+        if (t0 >= orc_bench_run.end_ns) {
+            break;
+        }
         status = orc_client_mbox_send(w->client, w->peer, w->node, body, NULL);
         got = 0;
         while ((status == ORC_CL_OK) && !got) {
@@ -243,8 +282,11 @@ static void *orc_bench_thread(void *arg)
         return NULL;
     }
 
-    while (orc_bench_now_ns() < orc_bench_run.end_ns) {
-        t0 = orc_bench_now_ns();
+    for (;;) {
+        t0 = orc_bench_next_start(w);
+        if (t0 >= orc_bench_run.end_ns) {
+            break;
+        }
         switch (w->test) {
         case ORC_BENCH_HEALTHZ:
             status = orc_client_health(w->client);
@@ -288,7 +330,7 @@ typedef struct orc_bench_result {
 } orc_bench_result_t;
 
 static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
-                          orc_bench_result_t *result)
+                          double rate, orc_bench_result_t *result)
 {
     int nthreads = (test == ORC_BENCH_PAIR) ? 2 * clients : clients;
     orc_bench_worker_t *workers;
@@ -347,6 +389,12 @@ static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
     atomic_store(&orc_bench_run.stop, 0);
     orc_bench_run.start_ns = orc_bench_now_ns() + 200000000ull;
     orc_bench_run.end_ns = orc_bench_run.start_ns + (uint64_t)(duration * 1e9);
+    for (i = 0; (rate > 0) && (i < clients); ++i) {
+        /* rate ops/s in total, the clients' slots evenly interleaved */
+        workers[i].interval_ns = (uint64_t)(clients * 1e9 / rate);
+        workers[i].next_ns = orc_bench_run.start_ns +
+                             workers[i].interval_ns * (uint64_t)i / clients;
+    }
 
     for (i = 0; i < nthreads; ++i) {
         if (pthread_create(&workers[i].thread, NULL, orc_bench_thread,
@@ -415,11 +463,12 @@ static void orc_bench_usage(FILE *out)
     fprintf(out, "usage: orcd_bench [--url URL] [--job J] [--token T] "
                  "[--duration S]\n"
                  "                  [--clients 1,16,64] "
-                 "[--tests healthz,fetch,publish,pair]\n"
+                 "[--tests healthz,fetch,publish,pair] [--paced 0|1]\n"
                  "  URL/job/token default to " ORC_CLIENT_ENV_URL
                  ", " ORC_CLIENT_ENV_JOB ", " ORC_CLIENT_ENV_TOKEN
                  " (else " ORC_CLIENT_DEFAULT_URL ", job \"bench\").\n"
-                 "  Each cell runs S seconds (default 5).\n");
+                 "  Each cell runs S seconds (default 5). --paced 1 (default)\n"
+                 "  adds open-loop cells at the goal rates with 64 clients.\n");
 }
 
 static int orc_bench_parse_clients(char *text, int *clients, int *n_p)
@@ -472,15 +521,19 @@ int main(int argc, char **argv)
         {"duration", required_argument, NULL, 'd'},
         {"clients", required_argument, NULL, 'c'},
         {"tests", required_argument, NULL, 'T'},
+        {"paced", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int                 clients[ORC_BENCH_MAX_CELLS] = {1, 16, 64};
     int                 tests[ORC_BENCH_LAST] = {1, 1, 1, 1};
     orc_bench_result_t  results[ORC_BENCH_LAST][ORC_BENCH_MAX_CELLS];
+    orc_bench_result_t  paced[ORC_BENCH_LAST];
+    double              paced_rate[ORC_BENCH_LAST] = {0};
+    int                 do_paced = 1;
     int                 nclients = 3, failed = 0, t, c, ret, pass;
     double              duration = 5, healthz_rate, goal_rate;
     orc_bench_result_t *r;
-    char                goal[64];
+    char                goal[64], label[64];
     orc_client_t       *probe;
 
     orc_bench_run.url = getenv(ORC_CLIENT_ENV_URL);
@@ -522,6 +575,9 @@ int main(int argc, char **argv)
                 return 1;
             }
             break;
+        case 'p':
+            do_paced = atoi(optarg) != 0;
+            break;
         case 'h':
             orc_bench_usage(stdout);
             return 0;
@@ -560,10 +616,32 @@ int main(int argc, char **argv)
             fprintf(stderr, "orcd_bench: %s with %d client%s for %.1f s\n",
                     orc_bench_test_names[t], clients[c],
                     (clients[c] == 1) ? "" : "s", duration);
-            if (orc_bench_cell(t, clients[c], duration, &results[t][c]) < 0) {
+            if (orc_bench_cell(t, clients[c], duration, 0, &results[t][c]) <
+                0) {
                 fprintf(stderr, "orcd_bench: setup failed\n");
                 return 1;
             }
+        }
+    }
+
+    /* open loop at the goal rates: the latency a job sees at that load */
+    paced_rate[ORC_BENCH_FETCH] =
+        do_paced && tests[ORC_BENCH_FETCH] ? ORC_BENCH_GOAL_FETCH : 0;
+    paced_rate[ORC_BENCH_PAIR] =
+        do_paced && tests[ORC_BENCH_PAIR] ? ORC_BENCH_GOAL_PAIR : 0;
+    for (t = 0; t < ORC_BENCH_LAST; ++t) {
+        if (paced_rate[t] == 0) {
+            continue;
+        }
+        fprintf(stderr,
+                "orcd_bench: %s with %d clients paced at %.0f/s for "
+                "%.1f s\n",
+                orc_bench_test_names[t], ORC_BENCH_GOAL_CLIENTS, paced_rate[t],
+                duration);
+        if (orc_bench_cell(t, ORC_BENCH_GOAL_CLIENTS, duration, paced_rate[t],
+                           &paced[t]) < 0) {
+            fprintf(stderr, "orcd_bench: setup failed\n");
+            return 1;
         }
     }
 
@@ -610,6 +688,23 @@ int main(int argc, char **argv)
                               : "MISS");
             failed |= (r->errors > 0);
         }
+    }
+
+    for (t = 0; t < ORC_BENCH_LAST; ++t) {
+        if (paced_rate[t] == 0) {
+            continue;
+        }
+        r = &paced[t];
+        snprintf(label, sizeof(label), "%s @%.0f/s",
+                 (t == ORC_BENCH_FETCH) ? "fetch" : "pairing", paced_rate[t]);
+        snprintf(goal, sizeof(goal), "p99 < %.0f ms at this rate",
+                 ORC_BENCH_GOAL_P99_MS);
+        pass = (r->rate >= 0.97 * paced_rate[t]) &&
+               (r->p99_ms < ORC_BENCH_GOAL_P99_MS) && (r->errors == 0);
+        printf("%-20s %7d %11.0f %9.3f %9.3f %10s %7" PRIu64 "  %-26s %s\n",
+               label, r->clients, r->rate, r->p50_ms, r->p99_ms, "-", r->errors,
+               goal, pass ? "PASS" : "MISS");
+        failed |= (r->errors > 0);
     }
 
     return failed ? 2 : 0;
