@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -190,6 +191,8 @@ public:
                 a.push_back(const_cast<char *>(s.c_str()));
             }
             a.push_back(nullptr);
+            /* never outlive the test */
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
             int fd = open(m_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
             if (fd >= 0) {
                 dup2(fd, 2);
@@ -199,7 +202,7 @@ public:
             _exit(127);
         }
         bool ok         = false;
-        double deadline = now_s() + 20;
+        double deadline = now_s() + 60;
         while (now_s() < deadline) {
             std::string s = read_file(port_file);
             if (!s.empty() && s.back() == '\n') {
