@@ -83,6 +83,7 @@ orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
         return NULL;
     }
     pthread_mutex_init(&cq->lock, NULL);
+    pthread_mutex_init(&cq->qps_lock, NULL);
     cq->size             = cqe;
     cq->super.dev        = dev;
     cq->super.channel    = channel;
@@ -111,9 +112,41 @@ int orc_soft_cq_destroy(orc_cq_t *cq)
     }
     pthread_mutex_unlock(&inst->lock);
     pthread_mutex_destroy(&scq->lock);
+    pthread_mutex_destroy(&scq->qps_lock);
+    free(scq->qps);
     free(scq->ring);
     free(scq);
     return 0;
+}
+
+int orc_soft_cq_add_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp)
+{
+    orc_soft_qp_t **qps;
+
+    pthread_mutex_lock(&cq->qps_lock);
+    qps = realloc(cq->qps, sizeof(*qps) * (cq->nqps + 1));
+    if (qps == NULL) {
+        pthread_mutex_unlock(&cq->qps_lock);
+        return ENOMEM;
+    }
+    qps[cq->nqps++] = qp;
+    cq->qps         = qps;
+    pthread_mutex_unlock(&cq->qps_lock);
+    return 0;
+}
+
+void orc_soft_cq_del_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp)
+{
+    int i;
+
+    pthread_mutex_lock(&cq->qps_lock);
+    for (i = 0; i < cq->nqps; ++i) {
+        if (cq->qps[i] == qp) {
+            cq->qps[i] = cq->qps[--cq->nqps];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cq->qps_lock);
 }
 
 void orc_soft_cq_push(orc_soft_cq_t *cq, const struct ibv_wc *wc,
@@ -167,7 +200,11 @@ int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
      * means "empty right now", as with a hardware CQ. */
     if ((__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) &&
         !__atomic_load_n(&scq->overrun, __ATOMIC_RELAXED)) {
-        return 0;
+        /* same-host SEND rings are progressed by the polling thread */
+        orc_soft_cq_ring_progress(scq);
+        if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
+            return 0;
+        }
     }
     pthread_mutex_lock(&scq->lock);
     for (n = 0; (n < num_entries) && (scq->count > 0); ++n) {

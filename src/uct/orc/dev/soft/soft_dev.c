@@ -301,6 +301,7 @@ orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
     inst->next_pdn  = 1;
     inst->log       = orc_soft_env_flag("ORC_SOFT_LOG");
     inst->no_cma    = orc_soft_env_flag("ORC_SOFT_NO_CMA");
+    inst->no_ring   = orc_soft_env_flag("ORC_SOFT_NO_RING");
     pthread_mutex_init(&inst->lock, NULL);
     pthread_mutex_init(&inst->mr_lock, NULL);
     pthread_mutex_init(&inst->cmd_lock, NULL);

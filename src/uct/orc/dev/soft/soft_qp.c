@@ -204,6 +204,15 @@ static void orc_soft_qp_drop_conn(orc_soft_qp_t *qp)
 {
     orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
 
+    if (qp->ring != NULL) {
+        orc_soft_ring_cancel(qp);
+        orc_soft_ring_unmap(qp->ring);
+        qp->ring = NULL;
+        __atomic_fetch_sub(&inst->num_rings, 1, __ATOMIC_RELAXED);
+    }
+    qp->ring_prod   = 0;
+    qp->ring_reaped = 0;
+    qp->ring_out    = 0;
     if (qp->conn_id != 0) {
         orc_soft_svc_drop_conn(inst, qp->conn_id);
     }
@@ -226,6 +235,7 @@ void orc_soft_qp_to_error(orc_soft_qp_t *qp)
     uint32_t i;
 
     qp->state = IBV_QPS_ERR;
+    orc_soft_ring_cancel(qp);
     for (i = qp->sq_head; i != qp->sq_tail; ++i) {
         wqe = &qp->sq[i % qp->sq_size];
         if (wqe->state != ORC_SOFT_WQE_DONE) {
@@ -316,6 +326,9 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
             if (wqe->fence && (qp->rd_atomic_out > 0)) {
                 break;
             }
+            if (qp->ring_out > 0) {
+                break; /* ring SENDs first: orc_soft_ring_reap resumes */
+            }
             if (!wqe->has_seq) {
                 wqe->seq     = qp->tx_seq++;
                 wqe->has_seq = 1;
@@ -347,11 +360,16 @@ uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now)
     if (qp->state != IBV_QPS_RTS) {
         return 0;
     }
+    next = orc_soft_ring_timers(qp, now);
+    if (qp->state != IBV_QPS_RTS) {
+        return 0;
+    }
     if (qp->hold_until_ns != 0) {
         if (now >= qp->hold_until_ns) {
             orc_soft_qp_tx(qp);
         }
-        if (qp->hold_until_ns != 0) {
+        if ((qp->hold_until_ns != 0) &&
+            ((next == 0) || (qp->hold_until_ns < next))) {
             next = qp->hold_until_ns;
         }
     }
@@ -601,6 +619,10 @@ int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
             } else {
                 qp->same_host = 0;
             }
+        } else if (orc_soft_ring_post(qp, wqe)) {
+            ++qp->sq_tail;
+            qp->sq_tx = qp->sq_tail; /* "transmitted" through the ring */
+            continue;
         }
         ++qp->sq_tail;
         if (qp->sq_head + 1 == qp->sq_tail) {
@@ -733,6 +755,15 @@ orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
     inst->qp_slots[slot]  = qp;
     qp->super.qp_num      = ((uint32_t)gen << ORC_SOFT_QP_INDEX_BITS) | slot;
     orc_soft_qp_table_set(inst, qp->super.qp_num, 0);
+    if ((orc_soft_cq_add_qp(qp->send_cq, qp) != 0) ||
+        ((qp->recv_cq != qp->send_cq) &&
+         (orc_soft_cq_add_qp(qp->recv_cq, qp) != 0))) {
+        orc_soft_cq_del_qp(qp->send_cq, qp);
+        inst->qp_slots[slot] = NULL;
+        pthread_mutex_unlock(&inst->lock);
+        errno = ENOMEM;
+        goto err_destroy;
+    }
     qp->next   = inst->qps;
     inst->qps  = qp;
     ++inst->num_qps;
@@ -774,6 +805,8 @@ int orc_soft_qp_destroy(orc_qp_t *qp_h)
     }
     *pp = qp->next;
     inst->qp_slots[qp->super.qp_num & (ORC_SOFT_MAX_QP - 1)] = NULL;
+    orc_soft_cq_del_qp(qp->send_cq, qp);
+    orc_soft_cq_del_qp(qp->recv_cq, qp);
     orc_soft_qp_table_set(inst, qp->super.qp_num, 0); /* no access */
     --inst->num_qps;
     --qp->send_cq->num_qps;

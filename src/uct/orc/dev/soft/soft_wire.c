@@ -3,7 +3,8 @@
  *
  * Connection = one TCP stream from an initiator QP to its destination QP's
  * softnic instance. After connect, the initiator sends HELLO and the target
- * answers HELLO_ACK (orc_soft_hello_t, 64 bytes each). Then the initiator
+ * answers HELLO_ACK (orc_soft_hello_t, 72 bytes each;
+ * a same-host target names a SEND ring in it, see soft_ring.c). Then the initiator
  * sends requests (orc_soft_req_t, 48 bytes, followed by `length` payload
  * bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target answers each
  * in order with a response (orc_soft_rsp_t, 32 bytes; READ_DATA responses
@@ -45,7 +46,7 @@
 #include <unistd.h>
 
 #define ORC_SOFT_HELLO_MAGIC   0x4f524348u /* "ORCH" */
-#define ORC_SOFT_WIRE_VERSION  1
+#define ORC_SOFT_WIRE_VERSION  2
 #define ORC_SOFT_RBUF_SIZE     (64 * 1024)
 #define ORC_SOFT_DIRECT_MIN    (16 * 1024) /* recv straight into memory */
 #define ORC_SOFT_TICK_NS       (20ull * 1000 * 1000)
@@ -65,6 +66,8 @@ typedef struct orc_soft_hello {
     orc_soft_host_id_t host;
     uint32_t           pid;
     uint32_t           inst_id;
+    uint32_t           ring_id;       /* ACK: same-host SEND ring, 0: none */
+    uint32_t           ring_slots;    /* ACK: ORC_SOFT_RING_SLOTS */
 } __attribute__((packed)) orc_soft_hello_t;
 
 /* request opcodes */
@@ -206,6 +209,11 @@ struct orc_soft_conn {
 
     uint8_t         *obuf;
     uint32_t         opos, olen, ocap;
+
+    /* TGT: same-host SEND ring attached to conn->qp */
+    struct orc_soft_ring *ring;
+    uint32_t              ring_id;
+    orc_soft_ring_att_t  *ring_att;
 
     /* TGT: READ being answered */
     int                rd_active;
@@ -1169,12 +1177,27 @@ static void orc_soft_conn_close(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
             break;
         }
     }
-    if ((conn->role == ORC_SOFT_ROLE_TGT) && conn->have_recv &&
-        (conn->qp != NULL)) {
+    if ((conn->role == ORC_SOFT_ROLE_TGT) && (conn->qp != NULL) &&
+        (conn->have_recv || (conn->ring_att != NULL))) {
+        orc_soft_ring_att_t **pp;
+
         pthread_mutex_lock(&conn->qp->lock);
-        orc_soft_tgt_unpop_recv(conn->qp, &conn->recv);
+        if (conn->have_recv) {
+            orc_soft_tgt_unpop_recv(conn->qp, &conn->recv);
+        }
+        for (pp = &conn->qp->rings; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == conn->ring_att) {
+                *pp = conn->ring_att->next;
+                break;
+            }
+        }
         pthread_mutex_unlock(&conn->qp->lock);
     }
+    if (conn->ring != NULL) {
+        orc_soft_ring_destroy(inst, conn->ring, conn->ring_id);
+        __atomic_fetch_sub(&inst->num_rings, 1, __ATOMIC_RELAXED);
+    }
+    free(conn->ring_att);
     epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
     close(conn->fd);
     free(conn->rbuf);
@@ -1350,6 +1373,30 @@ static int orc_soft_tgt_hello(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
     conn->peer_qpn = le32toh(h->qpn_or_status) & 0xffffff;
     conn->state    = ORC_SOFT_CS_READY;
     orc_soft_hello_fill(inst, &ack, ORC_SOFT_HELLO_ACK, 0, pdn);
+
+    /* same host: offer a shared-memory ring for SENDs */
+    if (!inst->no_cma && !inst->no_ring &&
+        !memcmp(&h->host, &inst->host, sizeof(h->host))) {
+        conn->ring_att = calloc(1, sizeof(*conn->ring_att));
+        if (conn->ring_att != NULL) {
+            conn->ring = orc_soft_ring_create(inst, &conn->ring_id);
+        }
+        if (conn->ring != NULL) {
+            conn->ring_att->ring    = conn->ring;
+            conn->ring_att->src_qpn = conn->peer_qpn;
+            pthread_mutex_lock(&qp->lock);
+            orc_soft_ring_set_rnr_timer(conn->ring, qp->attr.min_rnr_timer);
+            conn->ring_att->next = qp->rings;
+            qp->rings            = conn->ring_att;
+            pthread_mutex_unlock(&qp->lock);
+            __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
+            ack.ring_id    = htole32(conn->ring_id);
+            ack.ring_slots = htole32(ORC_SOFT_RING_SLOTS);
+        } else {
+            free(conn->ring_att);
+            conn->ring_att = NULL;
+        }
+    }
     return orc_soft_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
 }
 
@@ -1359,6 +1406,7 @@ static int orc_soft_ini_hello_ack(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
 {
     orc_soft_qp_t *qp = conn->qp;
     const orc_soft_mr_entry_t *table = NULL;
+    struct orc_soft_ring *ring       = NULL;
     int same_host;
 
     if (!orc_soft_hello_valid(h, ORC_SOFT_HELLO_ACK) ||
@@ -1375,13 +1423,29 @@ static int orc_soft_ini_hello_ack(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
                                       le32toh(h->inst_id));
         same_host = (table != NULL);
     }
+    if (same_host && !inst->no_ring && (le32toh(h->ring_id) != 0) &&
+        (le32toh(h->ring_slots) == ORC_SOFT_RING_SLOTS)) {
+        ring = orc_soft_ring_map(le64toh(h->host.pid_ns),
+                                 (pid_t)le32toh(h->pid), le32toh(h->inst_id),
+                                 le32toh(h->ring_id));
+    }
 
     pthread_mutex_lock(&qp->lock);
     if (qp->conn_id != conn->id) {
         pthread_mutex_unlock(&qp->lock);
         orc_soft_mr_table_unmap(table);
+        if (ring != NULL) {
+            orc_soft_ring_unmap(ring);
+        }
         orc_soft_conn_close(inst, conn);
         return 0;
+    }
+    if (ring != NULL) {
+        qp->ring        = ring;
+        qp->ring_prod   = 0;
+        qp->ring_reaped = 0;
+        qp->ring_out    = 0;
+        __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
     }
     conn->state    = ORC_SOFT_CS_READY;
     qp->conn_state = ORC_SOFT_CONN_READY;
@@ -1806,6 +1870,9 @@ static uint64_t orc_soft_svc_timers(orc_soft_inst_t *inst)
         if (pthread_mutex_trylock(&qp->lock) != 0) {
             t = now + 5000000ull;
         } else {
+            if ((qp->rings != NULL) || (qp->ring != NULL)) {
+                orc_soft_ring_progress(qp, 1);
+            }
             t = orc_soft_qp_timers(qp, now);
             pthread_mutex_unlock(&qp->lock);
         }
@@ -1832,6 +1899,13 @@ static void *orc_soft_svc_thread(void *arg)
             last_timers = now;
         }
         timeout_ms = ORC_SOFT_TICK_NS / 1000000;
+        if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
+            /* consume SEND rings of a target that does not poll */
+            timeout_ms = 1;
+            if ((next == 0) || (next > now + 1000000ull)) {
+                next = now + 1000000ull;
+            }
+        }
         if ((next != 0) && (next - now < ORC_SOFT_TICK_NS)) {
             timeout_ms = (next <= now) ? 0 :
                          (int)((next - now + 999999) / 1000000);

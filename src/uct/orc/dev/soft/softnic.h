@@ -69,7 +69,9 @@
  *
  * Environment (read once when a device is opened):
  *   ORC_SOFT_LOG=1       log connection and QP errors to stderr
- *   ORC_SOFT_NO_CMA=1    never use the same-host CMA path (everything on TCP)
+ *   ORC_SOFT_NO_CMA=1    never use the same-host CMA path nor SEND rings
+ *                        (everything on TCP)
+ *   ORC_SOFT_NO_RING=1   same-host SENDs on TCP instead of shared-memory rings
  *
  * Address: orc_dev_addr_pack() writes orc_soft_addr_t (below). Unpacking fills
  * ah_attr with is_global=1, grh.dgid = the peer GID (::ffff:a.b.c.d),
@@ -205,6 +207,9 @@ struct orc_soft_inst {
     orc_soft_mr_entry_t *mrs;          /* shared memory, ORC_SOFT_MAX_MR
                                           entries, then the QP table */
     uint16_t            *mr_gen;       /* per entry generation, private */
+    int                  num_rings;    /* attached rings (both roles),
+                                          atomic */
+    int                  no_ring;
     int                  busy_mr;      /* entry index the service thread is
                                           touching, or -1 */
 
@@ -251,6 +256,12 @@ typedef struct orc_soft_cq {
     unsigned        events;    /* delivered events, under lock */
     unsigned        acked;
     int             num_qps;   /* QPs using the CQ, under instance lock */
+    /* QPs using the CQ (send or recv), for poll-driven ring progress.
+     * qps_lock protects qps/nqps; cq_poll holds it while it trylocks QPs.
+     * Lock order: qps_lock -> QP lock -> SRQ lock -> CQ lock. */
+    pthread_mutex_t qps_lock;
+    orc_soft_qp_t **qps;
+    int             nqps;
 } orc_soft_cq_t;
 
 /* A posted receive (RQ or SRQ). */
@@ -280,7 +291,8 @@ typedef struct orc_soft_srq {
 typedef enum orc_soft_wqe_state {
     ORC_SOFT_WQE_QUEUED = 0, /* not transmitted yet */
     ORC_SOFT_WQE_SENT,       /* transmitted, waiting for the answer */
-    ORC_SOFT_WQE_DONE        /* status final, waiting to complete in order */
+    ORC_SOFT_WQE_DONE,       /* status final, waiting to complete in order */
+    ORC_SOFT_WQE_RING        /* SEND in the same-host ring (seq = slot) */
 } orc_soft_wqe_state_t;
 
 /* A send WQE: a private copy of the ibv_send_wr. */
@@ -359,6 +371,14 @@ struct orc_soft_qp {
     pid_t               peer_pid;
     uint32_t            peer_pdn;
     const orc_soft_mr_entry_t *peer_mrs; /* peer's table, read-only map */
+
+    /* same-host SEND ring, initiator side (see soft_ring.c) */
+    struct orc_soft_ring *ring;        /* mapped ring, or NULL */
+    uint64_t            ring_prod;     /* slots produced */
+    uint64_t            ring_reaped;   /* slots whose WQE completed */
+    int                 ring_out;      /* WQEs in state RING */
+    /* target side: rings of initiators sending to this QP */
+    struct orc_soft_ring_att *rings;
 };
 
 enum {
@@ -445,6 +465,9 @@ const orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
 void orc_soft_mr_table_unmap(const orc_soft_mr_entry_t *table);
 
 /* CQ (soft_cq.c) */
+/* register / unregister a QP using the CQ (no QP lock held) */
+int orc_soft_cq_add_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp);
+void orc_soft_cq_del_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp);
 void orc_soft_cq_push(orc_soft_cq_t *cq, const struct ibv_wc *wc,
                       int solicited);
 
@@ -469,6 +492,39 @@ uint64_t orc_soft_rnr_timer_ns(uint8_t timer);
 /* QP lock held: service-thread timer work; returns the next deadline (ns,
  * 0 = none) */
 uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now);
+
+/* Same-host SEND rings (soft_ring.c) */
+#define ORC_SOFT_RING_SLOTS 32
+#define ORC_SOFT_RING_DATA  (8192 - 64)
+
+typedef struct orc_soft_ring_att {
+    struct orc_soft_ring_att *next;
+    struct orc_soft_ring     *ring;
+    uint32_t                  src_qpn;
+} orc_soft_ring_att_t;
+
+/* Target side (service thread): create a ring for a same-host initiator;
+ * returns the mapping and its id, or NULL. */
+struct orc_soft_ring *orc_soft_ring_create(orc_soft_inst_t *inst,
+                                           uint32_t *id_p);
+void orc_soft_ring_destroy(orc_soft_inst_t *inst, struct orc_soft_ring *ring,
+                           uint32_t id);
+/* Initiator side: map the target's ring (and unlink its name). */
+struct orc_soft_ring *orc_soft_ring_map(uint64_t pid_ns, pid_t pid,
+                                        uint32_t inst_id, uint32_t ring_id);
+void orc_soft_ring_unmap(struct orc_soft_ring *ring);
+void orc_soft_ring_set_rnr_timer(struct orc_soft_ring *ring, uint8_t timer);
+/* QP lock held: post a SEND through the ring if allowed; returns 1 if done */
+int orc_soft_ring_post(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe);
+/* QP lock held: consume incoming ring SENDs / reap own ring completions.
+ * in_svc: called by the service thread (then the busy marker is used). */
+void orc_soft_ring_progress(orc_soft_qp_t *qp, int in_svc);
+/* QP lock held: cancel outstanding ring SENDs (QP leaves RTS) */
+void orc_soft_ring_cancel(orc_soft_qp_t *qp);
+/* QP lock held: ring RNR timer; returns next deadline or 0 */
+uint64_t orc_soft_ring_timers(orc_soft_qp_t *qp, uint64_t now);
+/* cq_poll found nothing: drive ring progress of the CQ's QPs */
+void orc_soft_cq_ring_progress(orc_soft_cq_t *cq);
 
 /* Service thread and wire (soft_wire.c) */
 int orc_soft_svc_start(orc_soft_inst_t *inst);

@@ -1,0 +1,523 @@
+/*
+ * softnic same-host SEND rings.
+ *
+ * When both ends of a connection are on the same host, the target's service
+ * thread creates a single-producer/single-consumer ring in shared memory
+ * (/dev/shm/orc_soft.<pidns>.<pid>.<inst>.r<id>; the initiator unlinks the
+ * name once it has mapped it) and names it in the HELLO_ACK. SEND and
+ * SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes then bypass the socket:
+ *
+ *  - the initiator copies the message into the next slot (posting thread,
+ *    QP lock held), only while nothing else of the QP is outstanding on the
+ *    TCP connection, and it transmits nothing on TCP while ring SENDs are
+ *    outstanding: the QP's operations stay in posting order;
+ *  - the target consumes slots in order: in orc_cq_poll() of its receive CQ
+ *    (when that CQ is empty) and, so that a target that never polls still
+ *    completes the sender's WR, in its service thread every millisecond.
+ *    Consuming = take a posted receive, copy, push the receive completion,
+ *    then mark the slot DONE with a status;
+ *  - the initiator reaps DONE slots in orc_cq_poll() of its send CQ and in
+ *    its service thread: the send completion is produced only after the
+ *    data was placed (RC semantics).
+ *
+ * Memory ordering of a slot: the producer writes the payload and the header
+ * fields, then state = POSTED (release), then head (release). The consumer
+ * reads head (acquire), moves state POSTED -> TAKEN with a CAS (the
+ * initiator may instead move it POSTED -> CANCELLED when it gives up: RNR
+ * retries exhausted, or its QP left RTS), writes status, state = DONE
+ * (release), then tail. Both sides validate what they read: a slot length
+ * larger than the slot, an impossible head or an unknown status is treated
+ * as an error of that message, never trusted.
+ *
+ * No posted receive: the slot stays POSTED; the initiator gives up after
+ * rnr_retry * the target's min_rnr_timer (7 = never), completing the WR with
+ * IBV_WC_RNR_RETRY_EXC_ERR. A target QP in ERR completes pending slots with
+ * IBV_WC_RETRY_EXC_ERR (an IB responder in error drops the packets).
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "softnic.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ORC_SOFT_RING_MAGIC 0x52494e47u /* "RING" */
+
+enum {
+    ORC_SOFT_SLOT_FREE = 0,
+    ORC_SOFT_SLOT_POSTED,
+    ORC_SOFT_SLOT_TAKEN,
+    ORC_SOFT_SLOT_DONE,
+    ORC_SOFT_SLOT_CANCELLED
+};
+
+#define ORC_SOFT_SLOT_F_IMM       0x1
+#define ORC_SOFT_SLOT_F_SOLICITED 0x2
+
+typedef struct orc_soft_ring_slot {
+    uint32_t state;
+    uint32_t status;   /* enum ibv_wc_status, valid when DONE */
+    uint32_t length;
+    uint32_t imm;      /* network order, as in ibv_send_wr */
+    uint32_t flags;
+    uint32_t reserved[11];
+    uint8_t  data[ORC_SOFT_RING_DATA];
+} orc_soft_ring_slot_t;
+
+struct orc_soft_ring {
+    uint32_t             magic;
+    uint32_t             nslots;
+    uint32_t             rnr_timer; /* the target QP's min_rnr_timer */
+    uint32_t             reserved;
+    uint8_t              pad0[48];
+    uint64_t             head;      /* produced, written by the initiator */
+    uint8_t              pad1[56];
+    uint64_t             tail;      /* consumed, written by the target */
+    uint8_t              pad2[56];
+    orc_soft_ring_slot_t slot[ORC_SOFT_RING_SLOTS];
+};
+
+static uint32_t orc_soft_ring_next_id = 1; /* atomic */
+
+static void orc_soft_ring_name(char *buf, size_t size, uint64_t pid_ns,
+                               pid_t pid, uint32_t inst_id, uint32_t ring_id)
+{
+    snprintf(buf, size, "/orc_soft.%llu.%d.%u.r%u",
+             (unsigned long long)pid_ns, (int)pid, inst_id, ring_id);
+}
+
+struct orc_soft_ring *orc_soft_ring_create(orc_soft_inst_t *inst,
+                                           uint32_t *id_p)
+{
+    struct orc_soft_ring *ring;
+    char name[96];
+    uint32_t id;
+    int fd;
+
+    id = __atomic_fetch_add(&orc_soft_ring_next_id, 1, __ATOMIC_RELAXED);
+    orc_soft_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
+                       inst->pid, inst->id, id);
+    fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        orc_soft_log(inst, "shm_open(%s) failed: %m", name);
+        return NULL;
+    }
+    if (ftruncate(fd, sizeof(*ring)) < 0) {
+        orc_soft_log(inst, "ftruncate(%s) failed: %m", name);
+        goto err_unlink;
+    }
+    ring = mmap(NULL, sizeof(*ring), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                0);
+    if (ring == MAP_FAILED) {
+        orc_soft_log(inst, "mmap(%s) failed: %m", name);
+        goto err_unlink;
+    }
+    close(fd);
+    ring->magic  = ORC_SOFT_RING_MAGIC;
+    ring->nslots = ORC_SOFT_RING_SLOTS;
+    *id_p        = id;
+    return ring;
+
+err_unlink:
+    shm_unlink(name);
+    close(fd);
+    return NULL;
+}
+
+void orc_soft_ring_destroy(orc_soft_inst_t *inst, struct orc_soft_ring *ring,
+                           uint32_t id)
+{
+    char name[96];
+
+    orc_soft_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
+                       inst->pid, inst->id, id);
+    shm_unlink(name); /* normally gone already: the initiator unlinks it */
+    munmap(ring, sizeof(*ring));
+}
+
+struct orc_soft_ring *orc_soft_ring_map(uint64_t pid_ns, pid_t pid,
+                                        uint32_t inst_id, uint32_t ring_id)
+{
+    struct orc_soft_ring *ring;
+    struct stat st;
+    char name[96];
+    int fd;
+
+    orc_soft_ring_name(name, sizeof(name), pid_ns, pid, inst_id, ring_id);
+    fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) {
+        return NULL;
+    }
+    if ((fstat(fd, &st) < 0) || ((size_t)st.st_size != sizeof(*ring))) {
+        close(fd);
+        return NULL;
+    }
+    ring = mmap(NULL, sizeof(*ring), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                0);
+    close(fd);
+    shm_unlink(name);
+    if (ring == MAP_FAILED) {
+        return NULL;
+    }
+    if ((ring->magic != ORC_SOFT_RING_MAGIC) ||
+        (ring->nslots != ORC_SOFT_RING_SLOTS) || (ring->head != 0)) {
+        munmap(ring, sizeof(*ring));
+        return NULL;
+    }
+    return ring;
+}
+
+void orc_soft_ring_unmap(struct orc_soft_ring *ring)
+{
+    munmap(ring, sizeof(*ring));
+}
+
+void orc_soft_ring_set_rnr_timer(struct orc_soft_ring *ring, uint8_t timer)
+{
+    __atomic_store_n(&ring->rnr_timer, timer, __ATOMIC_RELAXED);
+}
+
+/* ---- initiator --------------------------------------------------------- */
+
+int orc_soft_ring_post(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe)
+{
+    struct orc_soft_ring *ring = qp->ring;
+    orc_soft_ring_slot_t *slot;
+    uint32_t off = 0;
+    int i;
+
+    if ((ring == NULL) || (wqe->state != ORC_SOFT_WQE_QUEUED) ||
+        ((wqe->opcode != IBV_WR_SEND) &&
+         (wqe->opcode != IBV_WR_SEND_WITH_IMM)) ||
+        (wqe->length > ORC_SOFT_RING_DATA) ||
+        (qp->conn_state != ORC_SOFT_CONN_READY) ||
+        (qp->sq_tx != qp->sq_tail) || (qp->sent_out != 0) ||
+        qp->rewind_pending) {
+        return 0;
+    }
+    if (qp->ring_prod - qp->ring_reaped >= ORC_SOFT_RING_SLOTS) {
+        orc_soft_ring_progress(qp, 0);
+        if ((qp->ring == NULL) ||
+            (qp->ring_prod - qp->ring_reaped >= ORC_SOFT_RING_SLOTS)) {
+            return 0; /* full: the WR waits in the send queue */
+        }
+    }
+
+    slot = &ring->slot[qp->ring_prod % ORC_SOFT_RING_SLOTS];
+    if (wqe->is_inline) {
+        memcpy(slot->data, wqe->inline_data, wqe->length);
+    } else {
+        for (i = 0; i < wqe->num_sge; ++i) {
+            memcpy(slot->data + off, (void *)(uintptr_t)wqe->sge[i].addr,
+                   wqe->sge[i].length);
+            off += wqe->sge[i].length;
+        }
+    }
+    slot->length = wqe->length;
+    slot->imm    = wqe->imm;
+    slot->flags  = ((wqe->opcode == IBV_WR_SEND_WITH_IMM) ?
+                    ORC_SOFT_SLOT_F_IMM : 0) |
+                   (wqe->solicited ? ORC_SOFT_SLOT_F_SOLICITED : 0);
+    slot->status = 0;
+    __atomic_store_n(&slot->state, ORC_SOFT_SLOT_POSTED, __ATOMIC_RELEASE);
+    __atomic_store_n(&ring->head, qp->ring_prod + 1, __ATOMIC_RELEASE);
+
+    wqe->seq   = (uint32_t)qp->ring_prod;
+    wqe->state = ORC_SOFT_WQE_RING;
+    ++qp->ring_prod;
+    if (qp->ring_out++ == 0) {
+        qp->last_progress_ns = orc_soft_now_ns();
+        qp->rnr_count        = 0;
+    }
+    return 1;
+}
+
+static int orc_soft_ring_status_valid(uint32_t status)
+{
+    return (status == IBV_WC_SUCCESS) || (status == IBV_WC_REM_INV_REQ_ERR) ||
+           (status == IBV_WC_REM_OP_ERR) || (status == IBV_WC_RETRY_EXC_ERR);
+}
+
+/* QP lock held: completions of our ring SENDs, in order */
+static void orc_soft_ring_reap(orc_soft_qp_t *qp)
+{
+    orc_soft_ring_slot_t *slot;
+    orc_soft_wqe_t *wqe;
+    uint32_t i, status;
+    int progress = 0;
+
+    for (i = qp->sq_head; (i != qp->sq_tx) && (qp->ring_out > 0); ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state != ORC_SOFT_WQE_RING) {
+            continue;
+        }
+        slot = &qp->ring->slot[wqe->seq % ORC_SOFT_RING_SLOTS];
+        if (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) !=
+            ORC_SOFT_SLOT_DONE) {
+            break;
+        }
+        status = slot->status;
+        wqe->state  = ORC_SOFT_WQE_DONE;
+        wqe->status = orc_soft_ring_status_valid(status) ? status :
+                                                           IBV_WC_REM_OP_ERR;
+        --qp->ring_out;
+        ++qp->ring_reaped;
+        progress = 1;
+    }
+    if (progress) {
+        qp->last_progress_ns = orc_soft_now_ns();
+        qp->rnr_count        = 0;
+        orc_soft_qp_complete(qp);
+        if ((qp->ring_out == 0) && (qp->state == IBV_QPS_RTS)) {
+            orc_soft_qp_tx(qp); /* WRs queued behind the ring SENDs */
+        }
+    }
+}
+
+void orc_soft_ring_cancel(orc_soft_qp_t *qp)
+{
+    orc_soft_ring_slot_t *slot;
+    orc_soft_wqe_t *wqe;
+    uint32_t i, expected;
+
+    if (qp->ring == NULL) {
+        return;
+    }
+    for (i = qp->sq_head; i != qp->sq_tx; ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state == ORC_SOFT_WQE_RING) {
+            slot     = &qp->ring->slot[wqe->seq % ORC_SOFT_RING_SLOTS];
+            expected = ORC_SOFT_SLOT_POSTED;
+            __atomic_compare_exchange_n(&slot->state, &expected,
+                                        ORC_SOFT_SLOT_CANCELLED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+        }
+    }
+}
+
+uint64_t orc_soft_ring_timers(orc_soft_qp_t *qp, uint64_t now)
+{
+    orc_soft_ring_slot_t *slot;
+    orc_soft_wqe_t *wqe;
+    uint64_t limit;
+    uint32_t i, expected;
+
+    if ((qp->ring == NULL) || (qp->ring_out == 0) ||
+        (qp->attr.rnr_retry == 7)) {
+        return 0;
+    }
+    limit = qp->last_progress_ns +
+            orc_soft_rnr_timer_ns(__atomic_load_n(&qp->ring->rnr_timer,
+                                                  __ATOMIC_RELAXED) & 31) *
+            (qp->attr.rnr_retry + 1);
+    if (now < limit) {
+        return limit;
+    }
+    for (i = qp->sq_head; i != qp->sq_tx; ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state != ORC_SOFT_WQE_RING) {
+            continue;
+        }
+        slot     = &qp->ring->slot[wqe->seq % ORC_SOFT_RING_SLOTS];
+        expected = ORC_SOFT_SLOT_POSTED;
+        if (__atomic_compare_exchange_n(&slot->state, &expected,
+                                        ORC_SOFT_SLOT_CANCELLED, 0,
+                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            wqe->state  = ORC_SOFT_WQE_DONE;
+            wqe->status = IBV_WC_RNR_RETRY_EXC_ERR;
+            --qp->ring_out;
+            orc_soft_qp_complete(qp); /* -> ERR, flushes the rest */
+            return 0;
+        }
+        break; /* being consumed right now: look again soon */
+    }
+    return now + 1000000ull;
+}
+
+/* ---- target ------------------------------------------------------------ */
+
+static void orc_soft_ring_recv_wc(orc_soft_qp_t *qp, uint64_t wr_id,
+                                  enum ibv_wc_status status, uint32_t len,
+                                  uint32_t flags, uint32_t imm,
+                                  uint32_t src_qpn)
+{
+    struct ibv_wc wc;
+
+    memset(&wc, 0, sizeof(wc));
+    wc.wr_id    = wr_id;
+    wc.status   = status;
+    wc.opcode   = IBV_WC_RECV;
+    wc.byte_len = len;
+    wc.qp_num   = qp->super.qp_num;
+    wc.src_qp   = src_qpn;
+    if (flags & ORC_SOFT_SLOT_F_IMM) {
+        wc.wc_flags = IBV_WC_WITH_IMM;
+        wc.imm_data = imm;
+    }
+    orc_soft_cq_push(qp->recv_cq, &wc,
+                     (status == IBV_WC_SUCCESS) &&
+                     (flags & ORC_SOFT_SLOT_F_SOLICITED));
+}
+
+/* Place a slot's payload into a receive. Returns the receive status. */
+static enum ibv_wc_status orc_soft_ring_place(orc_soft_qp_t *qp,
+                                              const orc_soft_recv_t *recv,
+                                              const uint8_t *data,
+                                              uint32_t len, int in_svc)
+{
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    orc_soft_mr_snap_t snap;
+    uint64_t room = 0, take;
+    uint32_t off = 0;
+    int i;
+
+    for (i = 0; i < recv->num_sge; ++i) {
+        room += recv->sge[i].length;
+    }
+    if (room < len) {
+        return IBV_WC_LOC_LEN_ERR;
+    }
+    for (i = 0; (i < recv->num_sge) && (off < len); ++i) {
+        take = recv->sge[i].length;
+        if (take > len - off) {
+            take = len - off;
+        }
+        if (take == 0) {
+            continue;
+        }
+        if (orc_soft_mr_check(inst->mrs, recv->sge[i].lkey, qp->pdn,
+                              recv->sge[i].addr, take, IBV_ACCESS_LOCAL_WRITE,
+                              &snap) != 0) {
+            return IBV_WC_LOC_PROT_ERR;
+        }
+        if (in_svc && (orc_soft_mr_busy_begin(inst, &snap) != 0)) {
+            return IBV_WC_LOC_PROT_ERR;
+        }
+        memcpy((void *)(uintptr_t)recv->sge[i].addr, data + off, take);
+        if (in_svc) {
+            orc_soft_mr_busy_end(inst);
+        }
+        off += take;
+    }
+    return IBV_WC_SUCCESS;
+}
+
+static void orc_soft_ring_slot_done(struct orc_soft_ring *ring,
+                                    orc_soft_ring_slot_t *slot,
+                                    uint32_t status, uint64_t tail)
+{
+    slot->status = status;
+    __atomic_store_n(&slot->state, ORC_SOFT_SLOT_DONE, __ATOMIC_RELEASE);
+    __atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
+}
+
+static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
+                                  int in_svc)
+{
+    struct orc_soft_ring *ring = att->ring;
+    orc_soft_ring_slot_t *slot;
+    enum ibv_wc_status status;
+    orc_soft_recv_t recv;
+    uint64_t head, tail;
+    uint32_t expected, len;
+
+    tail = ring->tail;
+    head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+    if (head - tail > ORC_SOFT_RING_SLOTS) {
+        return; /* impossible: a broken producer; its WRs will time out */
+    }
+    for (; tail != head; ++tail) {
+        slot = &ring->slot[tail % ORC_SOFT_RING_SLOTS];
+        if (qp->state == IBV_QPS_ERR) {
+            expected = ORC_SOFT_SLOT_POSTED;
+            if (__atomic_compare_exchange_n(&slot->state, &expected,
+                                            ORC_SOFT_SLOT_TAKEN, 0,
+                                            __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
+                orc_soft_ring_slot_done(ring, slot, IBV_WC_RETRY_EXC_ERR,
+                                        tail + 1);
+            } else {
+                __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
+            }
+            continue;
+        }
+        if (((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) ||
+            (qp->attr.dest_qp_num != att->src_qpn) ||
+            !orc_soft_qp_has_recv(qp)) {
+            return; /* not ready / RNR: the slot waits */
+        }
+        expected = ORC_SOFT_SLOT_POSTED;
+        if (!__atomic_compare_exchange_n(&slot->state, &expected,
+                                         ORC_SOFT_SLOT_TAKEN, 0,
+                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (expected == ORC_SOFT_SLOT_CANCELLED) {
+                __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
+                continue;
+            }
+            return; /* not posted yet (or garbage): stop here */
+        }
+        len = slot->length;
+        if (len > ORC_SOFT_RING_DATA) {
+            orc_soft_ring_slot_done(ring, slot, IBV_WC_REM_INV_REQ_ERR,
+                                    tail + 1);
+            continue;
+        }
+        orc_soft_qp_pop_recv(qp, &recv);
+        status = orc_soft_ring_place(qp, &recv, slot->data, len, in_svc);
+        if (status == IBV_WC_SUCCESS) {
+            orc_soft_ring_recv_wc(qp, recv.wr_id, status, len, slot->flags,
+                                  slot->imm, att->src_qpn);
+            orc_soft_ring_slot_done(ring, slot, IBV_WC_SUCCESS, tail + 1);
+            continue;
+        }
+        /* receive error: completes in error, the responder QP goes to ERR */
+        orc_soft_ring_recv_wc(qp, recv.wr_id, status, 0, 0, 0, att->src_qpn);
+        orc_soft_ring_slot_done(ring, slot,
+                                (status == IBV_WC_LOC_LEN_ERR) ?
+                                IBV_WC_REM_INV_REQ_ERR : IBV_WC_REM_OP_ERR,
+                                tail + 1);
+        orc_soft_qp_to_error(qp);
+    }
+}
+
+void orc_soft_ring_progress(orc_soft_qp_t *qp, int in_svc)
+{
+    orc_soft_ring_att_t *att;
+
+    for (att = qp->rings; att != NULL; att = att->next) {
+        orc_soft_ring_consume(qp, att, in_svc);
+    }
+    if ((qp->ring != NULL) && (qp->ring_out > 0)) {
+        orc_soft_ring_reap(qp);
+    }
+}
+
+void orc_soft_cq_ring_progress(orc_soft_cq_t *cq)
+{
+    orc_soft_inst_t *inst = orc_soft_inst(cq->super.dev);
+    orc_soft_qp_t *qp;
+    int i;
+
+    if ((__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) == 0) ||
+        (pthread_mutex_trylock(&cq->qps_lock) != 0)) {
+        return;
+    }
+    for (i = 0; i < cq->nqps; ++i) {
+        qp = cq->qps[i];
+        if (((qp->rings == NULL) && (qp->ring == NULL)) ||
+            (pthread_mutex_trylock(&qp->lock) != 0)) {
+            continue; /* unlocked peek: a miss is caught by the next poll */
+        }
+        orc_soft_ring_progress(qp, 0);
+        pthread_mutex_unlock(&qp->lock);
+    }
+    pthread_mutex_unlock(&cq->qps_lock);
+}
