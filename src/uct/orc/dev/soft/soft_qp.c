@@ -619,9 +619,8 @@ int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
             } else {
                 qp->same_host = 0;
             }
-        } else if (orc_soft_ring_post(qp, wqe)) {
+        } else if (orc_soft_ring_post(qp, qp->sq_tail, 1)) {
             ++qp->sq_tail;
-            qp->sq_tx = qp->sq_tail; /* "transmitted" through the ring */
             continue;
         }
         ++qp->sq_tail;

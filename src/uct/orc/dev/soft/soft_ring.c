@@ -187,8 +187,9 @@ void orc_soft_ring_set_rnr_timer(struct orc_soft_ring *ring, uint8_t timer)
 
 /* ---- initiator --------------------------------------------------------- */
 
-int orc_soft_ring_post(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe)
+int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
 {
+    orc_soft_wqe_t *wqe = &qp->sq[index % qp->sq_size];
     struct orc_soft_ring *ring = qp->ring;
     orc_soft_ring_slot_t *slot;
     uint32_t off = 0;
@@ -199,11 +200,13 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe)
          (wqe->opcode != IBV_WR_SEND_WITH_IMM)) ||
         (wqe->length > ORC_SOFT_RING_DATA) ||
         (qp->conn_state != ORC_SOFT_CONN_READY) ||
-        (qp->sq_tx != qp->sq_tail) || (qp->sent_out != 0) ||
-        qp->rewind_pending) {
+        (qp->sq_tx != index) || (qp->sent_out != 0) || qp->rewind_pending) {
         return 0;
     }
     if (qp->ring_prod - qp->ring_reaped >= ORC_SOFT_RING_SLOTS) {
+        if (!may_reap) {
+            return 0;
+        }
         orc_soft_ring_progress(qp, 0);
         if ((qp->ring == NULL) ||
             (qp->ring_prod - qp->ring_reaped >= ORC_SOFT_RING_SLOTS)) {
@@ -232,6 +235,7 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe)
 
     wqe->seq   = (uint32_t)qp->ring_prod;
     wqe->state = ORC_SOFT_WQE_RING;
+    qp->sq_tx  = index + 1; /* "transmitted" through the ring */
     ++qp->ring_prod;
     if (qp->ring_out++ == 0) {
         qp->last_progress_ns = orc_soft_now_ns();
@@ -276,6 +280,10 @@ static void orc_soft_ring_reap(orc_soft_qp_t *qp)
         qp->last_progress_ns = orc_soft_now_ns();
         qp->rnr_count        = 0;
         orc_soft_qp_complete(qp);
+        /* SENDs that waited for a free slot go into the ring now */
+        while ((qp->ring != NULL) && (qp->sq_tx != qp->sq_tail) &&
+               orc_soft_ring_post(qp, qp->sq_tx, 0)) {
+        }
         if ((qp->ring_out == 0) && (qp->state == IBV_QPS_RTS)) {
             orc_soft_qp_tx(qp); /* WRs queued behind the ring SENDs */
         }

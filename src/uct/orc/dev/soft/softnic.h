@@ -514,8 +514,10 @@ struct orc_soft_ring *orc_soft_ring_map(uint64_t pid_ns, pid_t pid,
                                         uint32_t inst_id, uint32_t ring_id);
 void orc_soft_ring_unmap(struct orc_soft_ring *ring);
 void orc_soft_ring_set_rnr_timer(struct orc_soft_ring *ring, uint8_t timer);
-/* QP lock held: post a SEND through the ring if allowed; returns 1 if done */
-int orc_soft_ring_post(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe);
+/* QP lock held: put the SEND WQE at SQ counter index (== sq_tx, everything
+ * before it transmitted) into the ring if allowed; returns 1 if done.
+ * may_reap: reap completions first when the ring is full. */
+int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap);
 /* QP lock held: consume incoming ring SENDs / reap own ring completions.
  * in_svc: called by the service thread (then the busy marker is used). */
 void orc_soft_ring_progress(orc_soft_qp_t *qp, int in_svc);
