@@ -27,9 +27,13 @@
  * shared memory. All other operations (SEND, WRITE_WITH_IMM, atomics) and any
  * WRITE/READ posted while an earlier WR is still outstanding go through the
  * connection, so an operation is never overtaken by a later one of the same
- * QP. NOTE: SENDs and receive completions use the TCP (loopback) connection,
- * not shared-memory rings. If CMA fails with EPERM the QP falls back to TCP;
- * ESRCH (peer gone) completes the WR with IBV_WC_RETRY_EXC_ERR.
+ * QP. SEND/SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes go through a
+ * shared-memory ring per connection (soft_ring.c): the receiver's
+ * orc_cq_poll() places them (its service thread does it every millisecond
+ * when the application does not poll), the sender's orc_cq_poll() reaps the
+ * send completions. Larger SENDs and WRITE_WITH_IMM use the connection.
+ * If CMA fails with EPERM the QP falls back to TCP; ESRCH (peer gone)
+ * completes the WR with IBV_WC_RETRY_EXC_ERR.
  *
  * RC semantics kept: completions in posting order; a failed WR completes even
  * when unsignaled and moves the QP to ERR, every later WR is flushed
