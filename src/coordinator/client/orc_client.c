@@ -27,6 +27,9 @@
 #define ORC_CLIENT_POOL_MAX           256
 #define ORC_CLIENT_KA_RETRY_MS        250
 #define ORC_CLIENT_ERRBUF_LEN         512
+/* a wait that ended this long after it began was cut short by orcd's
+ * max_wait: worth asking again for the rest */
+#define ORC_CLIENT_REWAIT_MIN_MS 500
 
 /* Detail of the last failed call, per thread (orc_client_last_error()) */
 static __thread char orc_client_errbuf[ORC_CLIENT_ERRBUF_LEN];
@@ -904,6 +907,26 @@ static void orc_client_wait_str(int wait_ms, char *buf, size_t size)
     snprintf(buf, size, "%d.%03d", wait_ms / 1000, wait_ms % 1000);
 }
 
+/*
+ * A long-poll came back with nothing: should it be asked again? orcd caps
+ * each wait (max_wait), so yes while the caller's wait has time left, unless
+ * orcd answered at once (then it does not wait, and asking again would only
+ * spin). *left_ms_p: the rest of the caller's wait.
+ */
+static int orc_client_rewait(uint64_t start_ms, uint64_t deadline_ms,
+                             int *left_ms_p)
+{
+    uint64_t now_ms = orc_client_now_ms();
+
+    if ((now_ms >= deadline_ms) ||
+        (now_ms - start_ms < ORC_CLIENT_REWAIT_MIN_MS)) {
+        return 0;
+    }
+
+    *left_ms_p = (int)(deadline_ms - now_ms);
+    return 1;
+}
+
 /* ------------------------------------------------------------------ health */
 
 orc_cl_status_t orc_client_health(orc_client_t *client)
@@ -1408,8 +1431,9 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
     orc_node_info_t *nodes;
     orc_cl_status_t  status;
     json_t          *reply = NULL, *array;
-    uint64_t         reply_index;
+    uint64_t         reply_index, deadline_ms, start_ms;
     size_t           i, count;
+    int              left_ms;
 
     if ((client == NULL) || (nodes_p == NULL) || (count_p == NULL) ||
         (wait_ms < 0)) {
@@ -1418,26 +1442,40 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
         return ORC_CL_ERR_INVALID;
     }
 
-    if (wait_ms > 0) {
-        orc_client_wait_str(wait_ms, wait, sizeof(wait));
-        snprintf(path, sizeof(path),
-                 "/v1/jobs/%s/nodes?index=%" PRIu64 "&wait=%s", client->job,
-                 index, wait);
-    } else {
-        snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
-    }
+    deadline_ms = orc_client_now_ms() + (uint64_t)wait_ms;
+    left_ms = wait_ms;
+    for (;;) {
+        if (left_ms > 0) {
+            orc_client_wait_str(left_ms, wait, sizeof(wait));
+            snprintf(path, sizeof(path),
+                     "/v1/jobs/%s/nodes?index=%" PRIu64 "&wait=%s", client->job,
+                     index, wait);
+        } else {
+            snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
+        }
 
-    status = orc_client_http(client, "GET", path, NULL, wait_ms, NULL, &reply);
-    if (status != ORC_CL_OK) {
-        return status;
-    }
+        start_ms = orc_client_now_ms();
+        status =
+            orc_client_http(client, "GET", path, NULL, left_ms, NULL, &reply);
+        if (status != ORC_CL_OK) {
+            return status;
+        }
 
-    array = json_object_get(reply, "nodes");
-    if (!json_is_array(array) ||
-        !orc_client_get_uint(reply, "index", 0, &reply_index)) {
-        orc_client_set_error("GET %s: reply lacks nodes[] or index", path);
-        status = ORC_CL_ERR_PROTOCOL;
-        goto out;
+        array = json_object_get(reply, "nodes");
+        if (!json_is_array(array) ||
+            !orc_client_get_uint(reply, "index", 0, &reply_index)) {
+            orc_client_set_error("GET %s: reply lacks nodes[] or index", path);
+            status = ORC_CL_ERR_PROTOCOL;
+            goto out;
+        }
+
+        /* unchanged after a capped wait: wait for the rest */
+        if ((wait_ms == 0) || (reply_index > index) ||
+            !orc_client_rewait(start_ms, deadline_ms, &left_ms)) {
+            break;
+        }
+        json_decref(reply);
+        reply = NULL;
     }
 
     count = json_array_size(array);
@@ -1582,8 +1620,9 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
     orc_cl_status_t status;
     json_t         *reply = NULL, *array, *item, *body, *from;
     orc_mbox_msg_t *msgs;
-    uint64_t        prev_seq;
+    uint64_t        prev_seq, deadline_ms, start_ms;
     size_t          i, count;
+    int             left_ms;
 
     if ((client == NULL) || (node_id == 0) || (msgs_p == NULL) ||
         (count_p == NULL) || (wait_ms < 0)) {
@@ -1592,16 +1631,31 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
         return ORC_CL_ERR_INVALID;
     }
 
-    orc_client_wait_str(wait_ms, wait, sizeof(wait));
-    snprintf(path, sizeof(path),
-             "/v1/jobs/%s/nodes/%" PRIu64 "/mailbox?after=%" PRIu64 "&wait=%s",
-             client->job, node_id, after, wait);
-    status = orc_client_http(client, "GET", path, NULL, wait_ms, NULL, &reply);
-    if (status != ORC_CL_OK) {
-        return status;
+    deadline_ms = orc_client_now_ms() + (uint64_t)wait_ms;
+    left_ms = wait_ms;
+    for (;;) {
+        orc_client_wait_str(left_ms, wait, sizeof(wait));
+        snprintf(path, sizeof(path),
+                 "/v1/jobs/%s/nodes/%" PRIu64 "/mailbox?after=%" PRIu64
+                 "&wait=%s",
+                 client->job, node_id, after, wait);
+        start_ms = orc_client_now_ms();
+        status =
+            orc_client_http(client, "GET", path, NULL, left_ms, NULL, &reply);
+        if (status != ORC_CL_OK) {
+            return status;
+        }
+
+        array = json_object_get(reply, "messages");
+        if ((wait_ms == 0) || !json_is_array(array) ||
+            (json_array_size(array) > 0) ||
+            !orc_client_rewait(start_ms, deadline_ms, &left_ms)) {
+            break;
+        }
+        json_decref(reply);
+        reply = NULL;
     }
 
-    array = json_object_get(reply, "messages");
     if (!json_is_array(array)) {
         orc_client_set_error("GET %s: reply lacks messages[]", path);
         status = ORC_CL_ERR_PROTOCOL;
@@ -1710,7 +1764,8 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
     char            path[320], wait[32];
     orc_cl_status_t status;
     json_t         *reply = NULL, *value, *b64;
-    int             ret;
+    uint64_t        deadline_ms, start_ms;
+    int             ret, left_ms;
 
     if ((client == NULL) || (value_p == NULL) || (length_p == NULL) ||
         (wait_ms < 0)) {
@@ -1726,21 +1781,33 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
         return ORC_CL_ERR_INVALID;
     }
 
-    if (wait_ms > 0) {
-        orc_client_wait_str(wait_ms, wait, sizeof(wait));
-        snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s?wait=%s", client->job,
-                 key, wait);
-    } else {
-        snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s", client->job, key);
-    }
+    deadline_ms = orc_client_now_ms() + (uint64_t)wait_ms;
+    left_ms = wait_ms;
+    for (;;) {
+        if (left_ms > 0) {
+            orc_client_wait_str(left_ms, wait, sizeof(wait));
+            snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s?wait=%s",
+                     client->job, key, wait);
+        } else {
+            snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s", client->job, key);
+        }
 
-    status = orc_client_http(client, "GET", path, NULL, wait_ms, NULL, &reply);
-    if (status != ORC_CL_OK) {
-        if ((status == ORC_CL_ERR_NOT_FOUND) && (wait_ms > 0)) {
-            orc_client_set_error("GET %s: key did not appear within %d ms",
-                                 path, wait_ms);
+        start_ms = orc_client_now_ms();
+        status =
+            orc_client_http(client, "GET", path, NULL, left_ms, NULL, &reply);
+        if ((status != ORC_CL_ERR_NOT_FOUND) || (wait_ms == 0)) {
+            break;
+        }
+
+        if (!orc_client_rewait(start_ms, deadline_ms, &left_ms)) {
+            orc_client_set_error("GET /v1/jobs/%s/kv/%s: key did not appear "
+                                 "within %d ms",
+                                 client->job, key, wait_ms);
             return ORC_CL_ERR_TIMEOUT;
         }
+    }
+
+    if (status != ORC_CL_OK) {
         return status;
     }
 

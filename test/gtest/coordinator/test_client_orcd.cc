@@ -791,3 +791,63 @@ TEST(client_ucp_hello, two_processes_pair_by_name_over_orc)
     orc_client_nodes_free(nodes, count);
     orc_client_destroy(c);
 }
+
+/* orcd caps every wait at limits.max_wait; the library waits the caller's
+ * whole wait anyway, by asking again for the rest */
+TEST(client_orcd_capped, long_waits_span_max_wait)
+{
+    orcd_child orcd;
+    ASSERT_TRUE(orcd.start("limits:\n  max_wait: 0.7\n")) << orcd.error();
+    orc_client_t *c = orcd.client("capped");
+    ASSERT_NE(nullptr, c);
+
+    void  *got;
+    size_t length;
+    auto   t0 = steady::now();
+    EXPECT_EQ(ORC_CL_ERR_TIMEOUT,
+              orc_client_kv_get(c, "k", 1600, &got, &length));
+    EXPECT_GE(ms_since(t0), 1500);
+    EXPECT_LT(ms_since(t0), 5000);
+
+    uint64_t id, index;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 0, &id));
+    orc_mbox_msg_t *msgs;
+    size_t          count;
+    t0 = steady::now();
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(c, id, 0, 1600, &msgs, &count));
+    EXPECT_EQ(0u, count);
+    orc_client_mbox_free(msgs, count);
+    EXPECT_GE(ms_since(t0), 1500);
+
+    orc_node_info_t *nodes;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
+    orc_client_nodes_free(nodes, count);
+    t0 = steady::now();
+    uint64_t index2;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(c, index, 1600, &nodes, &count, &index2));
+    orc_client_nodes_free(nodes, count);
+    EXPECT_GE(ms_since(t0), 1500);
+    EXPECT_EQ(index, index2);
+
+    /* a put after the first capped wait still wakes the waiter */
+    orc_cl_status_t wstatus = ORC_CL_ERR_PROTOCOL;
+    std::thread     waiter([&] {
+        orc_client_t *w = orcd.client("capped");
+        void         *v;
+        size_t        l;
+        wstatus = orc_client_kv_get(w, "late", 5000, &v, &l);
+        if (wstatus == ORC_CL_OK) {
+            free(v);
+        }
+        orc_client_destroy(w);
+    });
+    /* no synchronisation needed: whenever the put lands within the 5 s,
+     * the waiter must see it; the 1 s only makes a re-asked wait likely */
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(c, "late", "x", 1));
+    waiter.join();
+    EXPECT_EQ(ORC_CL_OK, wstatus);
+    orc_client_destroy(c);
+}
