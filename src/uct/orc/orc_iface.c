@@ -93,8 +93,8 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      UCS_CONFIG_TYPE_TIME},
 
     {"TIMEOUT", "18",
-     "Queue pair transport timeout, IB encoding 4.096us * 2^N (1..31);\n"
-     "18 is ~1.07 s, like UCX's own RC default of 1 s.",
+     "Queue pair transport timeout, IB encoding 4.096us * 2^N (0..31, 0 =\n"
+     "infinite); 18 is ~1.07 s, like UCX's own RC default of 1 s.",
      ucs_offsetof(uct_orc_iface_config_t, qp_timeout), UCS_CONFIG_TYPE_UINT},
 
     {"RETRY_COUNT", "7",
@@ -945,7 +945,7 @@ static ucs_status_t uct_orc_iface_check_config(uct_orc_iface_config_t *config)
     UCT_ORC_CHECK_RANGE(seg_size, "SEG_SIZE", 256, UCS_MBYTE);
     UCT_ORC_CHECK_RANGE(max_inline, "MAX_INLINE", 0,
                         config->seg_size - sizeof(uct_orc_hdr_t));
-    UCT_ORC_CHECK_RANGE(qp_timeout, "TIMEOUT", 1, 31);
+    UCT_ORC_CHECK_RANGE(qp_timeout, "TIMEOUT", 0, 31);
     UCT_ORC_CHECK_RANGE(retry_count, "RETRY_COUNT", 0, 7);
     UCT_ORC_CHECK_RANGE(rnr_retry, "RNR_RETRY", 0, 7);
     UCT_ORC_CHECK_RANGE(lease_ttl, "LEASE_TTL", 1, 3600);

@@ -480,6 +480,47 @@ TEST_F(OrcUct, Atomics)
     b.free_mem(t);
 }
 
+TEST_F(OrcUct, AtomicsManyInFlight)
+{
+    const int n     = 300;
+    entity::mem t   = b.alloc_mem(64);
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey_buf);
+    std::vector<uint64_t> results(n, UINT64_MAX);
+    std::vector<comp_t> comps(n);
+    int posted = 0;
+
+    *(uint64_t*)t.ptr = 0;
+    ASSERT_TRUE(a.progress_until([&]() {
+        while (posted < n) {
+            comp_init(&comps[posted]);
+            ucs_status_t st = uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 1,
+                                                    &results[posted],
+                                                    (uintptr_t)t.ptr, rkey,
+                                                    &comps[posted].uct);
+            if (st == UCS_ERR_NO_RESOURCE) {
+                break;
+            }
+            EXPECT_EQ(UCS_INPROGRESS, st);
+            ++posted;
+        }
+        int done = 0;
+        for (int i = 0; i < posted; ++i) {
+            done += comps[i].done;
+        }
+        return done == n;
+    }, 30));
+    for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(UCS_OK, comps[i].status) << "op " << i;
+    }
+    EXPECT_TRUE(a.errors.empty());
+    EXPECT_EQ((uint64_t)n, *(uint64_t*)t.ptr);
+    std::sort(results.begin(), results.end());
+    for (int i = 0; i < n; ++i) {
+        ASSERT_EQ((uint64_t)i, results[i]);
+    }
+    b.free_mem(t);
+}
+
 TEST_F(OrcUct, FlushCompletesAfterAllWrites)
 {
     const size_t len = 256 * 1024;
@@ -917,6 +958,9 @@ TEST(OrcChild, Main)
             }
             return done == n;
         }, 60));
+        for (int i = 0; i < n; ++i) {
+            ASSERT_EQ(UCS_OK, comps[i].status) << "fetch-add " << i;
+        }
         std::ostringstream out;
         out << "ORC results";
         for (uint64_t r : results) {
