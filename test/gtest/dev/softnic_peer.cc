@@ -310,13 +310,15 @@ std::string cmd_fill_check(const kv_t &kv, bool check)
     size_t   off = num(kv, "off", 0), len = num(kv, "len", m->len);
     uint32_t seed = (uint32_t)num(kv, "seed", 1);
     size_t   count = num(kv, "count", 1), stride = num(kv, "stride", len);
+    /* pattern position of the first byte: checks a sub-range of a fill */
+    size_t pos = num(kv, "pos", 0);
     for (size_t j = 0; j < count; ++j) {
         size_t o = off + j * stride;
         if (o + len > m->len) {
             return err(ERANGE, "range");
         }
         for (size_t i = 0; i < len; ++i) {
-            uint8_t want = pattern_byte(seed + (uint32_t)j, i);
+            uint8_t want = pattern_byte(seed + (uint32_t)j, pos + i);
             if (!check) {
                 m->buf[o + i] = want;
             } else if (m->buf[o + i] != want) {

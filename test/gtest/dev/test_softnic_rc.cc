@@ -249,7 +249,7 @@ TEST_P(softnic_rc, send_larger_than_receive_fails)
     std::vector<wc_t> r = poll(*m_b, "recv", 1);
     ASSERT_EQ(1u, r.size());
     EXPECT_EQ(IBV_WC_LOC_LEN_ERR, r[0].status) << wc_status_name(r[0].status);
-    EXPECT_OK(m_b->cmd("check id=2 off=64 len=4032 seed=3"));
+    EXPECT_OK(m_b->cmd("check id=2 off=64 pos=64 len=4032 seed=3"));
     EXPECT_OK(m_b->cmd("guardcheck id=2"));
 }
 
