@@ -129,8 +129,15 @@ void softnic_errors::dead_peer(bool kill_process, bool delete_link)
     oa.timeout = 12; /* 16.8 ms */
     oa.retry = 3;
     ob.min_rnr = 1;
+    /* Warm the path up first with default (long) timeouts: in a fresh
+     * namespace the first TCP SYN can be lost (ARP, carrier), which the
+     * short timeout of the QP under test would take for a dead peer. */
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 9, *m_b, 9));
+    wc_t wc = post_wait(*m_a, "qp=9 op=WRITE mr=1 len=64 wr=1" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa, ob));
-    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=1" + remote());
+    wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=1" + remote());
     ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
 
     /* outstanding before the peer dies: a SEND stuck in RNR (rnr_retry 7) */
@@ -196,6 +203,9 @@ TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
     oa.timeout = 12;
     oa.retry = 3;
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
+    /* the connection is up (the WRITE completed) before the peer dies */
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
     m_b->kill9();
     double bound_ms = 2 * retry_bound_ms(oa) + 5000;
     ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=1" + remote()));
