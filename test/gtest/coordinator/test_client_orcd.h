@@ -14,7 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -112,13 +112,6 @@ class child
             return false;
         }
 
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-        if (merge_stderr) {
-            posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-        }
-
         std::vector<char *> args, envp;
         for (const auto &a : argv) {
             args.push_back(const_cast<char *>(a.c_str()));
@@ -130,15 +123,30 @@ class child
         }
         envp.push_back(NULL);
 
-        int ret =
-            posix_spawn(&m_pid, args[0], &fa, NULL, args.data(), envp.data());
-        posix_spawn_file_actions_destroy(&fa);
-        close(pipefd[1]);
-        if (ret != 0) {
+        /* fork + exec rather than posix_spawn: the child must die with the
+         * test (PR_SET_PDEATHSIG), even if the test crashes. Between fork
+         * and exec only async-signal-safe calls. */
+        pid_t parent = getpid();
+        m_pid = fork();
+        if (m_pid < 0) {
             close(pipefd[0]);
+            close(pipefd[1]);
             m_pid = -1;
             return false;
         }
+        if (m_pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent) {
+                _exit(127);
+            }
+            dup2(pipefd[1], 1);
+            if (merge_stderr) {
+                dup2(pipefd[1], 2);
+            }
+            execve(args[0], args.data(), envp.data());
+            _exit(127);
+        }
+        close(pipefd[1]);
         m_fd = pipefd[0];
         return true;
     }
