@@ -141,8 +141,11 @@ typedef struct uct_orc_dev_addr {
 
 typedef enum uct_orc_agent_event_type {
     UCT_ORC_AGENT_EV_EP_CONNECTED, /* initiator QP is RTS */
-    UCT_ORC_AGENT_EV_EP_FAILED,    /* pairing failed: status */
-    UCT_ORC_AGENT_EV_PASSIVE_ADDED /* a passive QP serves a peer's ep */
+    UCT_ORC_AGENT_EV_EP_FAILED,    /* pairing failed, or the peer's node
+                                      left orcd: status */
+    UCT_ORC_AGENT_EV_PASSIVE_ADDED,/* a passive QP serves a peer's ep */
+    UCT_ORC_AGENT_EV_PASSIVE_CLOSED/* the peer destroyed that ep, or its
+                                      node left orcd: qp */
 } uct_orc_agent_event_type_t;
 
 typedef struct uct_orc_agent_event {
@@ -152,7 +155,8 @@ typedef struct uct_orc_agent_event {
     ucs_status_t               status;    /* EP_FAILED */
     unsigned                   credits;   /* EP_CONNECTED / PASSIVE_ADDED */
     orc_qp_t                  *qp;        /* PASSIVE_ADDED */
-    uint64_t                   peer_node; /* PASSIVE_ADDED */
+    uint32_t                   qp_num;    /* PASSIVE_CLOSED */
+    uint64_t                   peer_node; /* PASSIVE_* */
 } uct_orc_agent_event_t;
 
 /*
@@ -170,6 +174,19 @@ typedef struct uct_orc_agent_pairing {
     ucs_time_t                 deadline;
     int                        sent;  /* the request reached the mailbox */
 } uct_orc_agent_pairing_t;
+
+/*
+ * What the agent remembers after pairing, to notice peers that leave:
+ * connected initiator eps (conn_id, peer) and passive QPs it created
+ * (peer, the peer's conn_id, qp). Protected by uct_orc_agent_t::lock.
+ */
+typedef struct uct_orc_agent_link {
+    ucs_list_link_t            list;
+    uint64_t                   conn_id;
+    uint64_t                   peer_node;
+    uint32_t                   qp_num;    /* passive links only */
+    unsigned                   credits;   /* passive links: budget held */
+} uct_orc_agent_link_t;
 
 typedef struct uct_orc_agent_params {
     orc_client_t              *client;
@@ -213,6 +230,11 @@ typedef struct uct_orc_agent {
     pthread_mutex_t            lock;
     pthread_cond_t             tx_cond;
     ucs_list_link_t            pairings;      /* uct_orc_agent_pairing_t */
+    ucs_list_link_t            connected;     /* uct_orc_agent_link_t */
+    ucs_list_link_t            passives;      /* uct_orc_agent_link_t */
+    ucs_list_link_t            byes;          /* uct_orc_agent_link_t to
+                                                 send: ep destroyed */
+    ucs_time_t                 next_watch;    /* tx thread: next peer scan */
     ucs_queue_head_t           events;        /* uct_orc_agent_event_t */
     unsigned                   rx_budget;
     int                        stopping;
@@ -237,9 +259,11 @@ ucs_status_t uct_orc_agent_pair(uct_orc_agent_t *agent, uint64_t conn_id,
 orc_qp_t *uct_orc_agent_qp_create(uct_orc_agent_t *agent, uint32_t *psn_p);
 /* Free the lock and condition after uct_orc_agent_stop() and a last poll */
 void uct_orc_agent_destroy_sync(uct_orc_agent_t *agent);
-/* Forget a pairing (ep destroyed). Returns after the agent stopped using
- * the QP. */
-void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id);
+/* Forget an ep (destroyed): its pairing, if any, and its peer watch; tells
+ * the peer (mailbox "bye") so it frees the passive QP. Returns after the
+ * agent stopped using the QP. */
+void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id,
+                          uint64_t peer_node);
 /* Move all queued events to *queue (the caller frees them with ucs_free) */
 int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue);
 /* Whether events are waiting */
@@ -316,10 +340,15 @@ typedef struct uct_orc_passive {
     ucs_list_link_t        list;
     orc_qp_t              *qp;
     uint64_t               peer_node;
-    unsigned               credits;      /* granted to the peer at pairing */
+    uint64_t               peer_conn_id; /* the peer ep's connection id */
+    unsigned               credits;      /* granted to the peer at pairing;
+                                            the agent holds them in its
+                                            receive budget until it closes
+                                            this passive */
     unsigned               credits_owed; /* consumed, not yet returned */
     unsigned               sq_avail;
     int                    failed;
+    int                    closing;      /* destroy once no grant in flight */
     ucs_list_link_t        grant_list;   /* in iface->grant_pending */
     int                    grant_queued;
 } uct_orc_passive_t;

@@ -6,6 +6,7 @@
  *   reply    {"type":"rep","conn":C,"qpn":Q,"psn":P,"mtu":M,"addr":"<hex>",
  *             "credits":N}
  *   refusal  {"type":"rej","conn":C,"reason":"unreachable"|"busy"|"error"}
+ *   goodbye  {"type":"bye","conn":C}   (the initiator destroyed its ep)
  * C is the initiator's connection id (unique per initiator iface), addr the
  * device address packed by orc_dev_addr_pack(), N the number of AM credits
  * the passive side granted.
@@ -32,6 +33,7 @@
 #define UCT_ORC_AGENT_WAIT_MS      300  /* mailbox long-poll */
 #define UCT_ORC_AGENT_TICK_MS      100  /* tx thread deadline scan */
 #define UCT_ORC_AGENT_ADDR_MAX     256
+#define UCT_ORC_AGENT_WATCH_SEC    1    /* peer-liveness scan period */
 
 static uint32_t uct_orc_agent_psn(void)
 {
@@ -262,6 +264,7 @@ static void uct_orc_agent_handle_request(uct_orc_agent_t *agent,
                                          uint64_t from, json_t *body)
 {
     json_int_t conn_id, qpn, psn, mtu;
+    uct_orc_agent_link_t *link;
     uct_orc_agent_event_t *ev;
     const char *addr;
     unsigned credits;
@@ -323,7 +326,18 @@ static void uct_orc_agent_handle_request(uct_orc_agent_t *agent,
     ev->qp        = qp;
     ev->credits   = credits;
     ev->peer_node = from;
+    link = ucs_calloc(1, sizeof(*link), "orc agent link");
+    if (link == NULL) {
+        ucs_free(ev);
+        orc_qp_destroy(qp);
+        goto err_release;
+    }
+    link->conn_id   = conn_id;
+    link->peer_node = from;
+    link->qp_num    = qp->qp_num;
+    link->credits   = credits;
     pthread_mutex_lock(&agent->lock);
+    ucs_list_add_tail(&agent->passives, &link->list);
     uct_orc_agent_push_locked(agent, ev);
     pthread_mutex_unlock(&agent->lock);
 
@@ -353,6 +367,7 @@ static void uct_orc_agent_handle_reply(uct_orc_agent_t *agent, uint64_t from,
 {
     json_int_t conn_id, qpn, psn, mtu, credits;
     uct_orc_agent_pairing_t *pairing;
+    uct_orc_agent_link_t *link;
     uct_orc_agent_event_t *ev;
     const char *addr;
     int ret;
@@ -397,6 +412,13 @@ static void uct_orc_agent_handle_reply(uct_orc_agent_t *agent, uint64_t from,
         goto out;
     }
     ev->credits = credits;
+    /* the pairing record becomes the peer watch of the connected ep */
+    link = ucs_calloc(1, sizeof(*link), "orc agent link");
+    if (link != NULL) {
+        link->conn_id   = pairing->conn_id;
+        link->peer_node = pairing->peer_node;
+        ucs_list_add_tail(&agent->connected, &link->list);
+    }
     ucs_list_del(&pairing->list);
     ucs_free(pairing);
     uct_orc_agent_push_locked(agent, ev);
@@ -428,6 +450,45 @@ static void uct_orc_agent_handle_reject(uct_orc_agent_t *agent, uint64_t from,
     pthread_mutex_unlock(&agent->lock);
 }
 
+/* Called with agent->lock held; unlinks and frees the passive link */
+static void uct_orc_agent_close_passive_locked(uct_orc_agent_t *agent,
+                                               uct_orc_agent_link_t *link)
+{
+    uct_orc_agent_event_t *ev;
+
+    ucs_list_del(&link->list);
+    /* the peer sends no more on it: its receive budget is free again */
+    agent->rx_budget += link->credits;
+    ev = uct_orc_agent_event_new(UCT_ORC_AGENT_EV_PASSIVE_CLOSED,
+                                 link->conn_id);
+    if (ev != NULL) {
+        ev->qp_num    = link->qp_num;
+        ev->peer_node = link->peer_node;
+        uct_orc_agent_push_locked(agent, ev);
+    }
+    ucs_free(link);
+}
+
+static void uct_orc_agent_handle_bye(uct_orc_agent_t *agent, uint64_t from,
+                                     json_t *body)
+{
+    uct_orc_agent_link_t *link;
+    json_int_t conn_id;
+
+    if (json_unpack(body, "{s:I}", "conn", &conn_id) != 0) {
+        return;
+    }
+
+    pthread_mutex_lock(&agent->lock);
+    ucs_list_for_each(link, &agent->passives, list) {
+        if ((link->peer_node == from) && (link->conn_id == (uint64_t)conn_id)) {
+            uct_orc_agent_close_passive_locked(agent, link);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&agent->lock);
+}
+
 static void uct_orc_agent_handle_msg(uct_orc_agent_t *agent,
                                      const orc_mbox_msg_t *msg)
 {
@@ -453,6 +514,8 @@ static void uct_orc_agent_handle_msg(uct_orc_agent_t *agent,
         uct_orc_agent_handle_reply(agent, msg->from, body);
     } else if (!strcmp(type, "rej")) {
         uct_orc_agent_handle_reject(agent, msg->from, body);
+    } else if (!strcmp(type, "bye")) {
+        uct_orc_agent_handle_bye(agent, msg->from, body);
     } else {
         ucs_debug("orc: node %" PRIu64 ": ignoring mailbox message type '%s'",
                   agent->params.node_id, type);
@@ -511,6 +574,92 @@ static void *uct_orc_agent_rx_main(void *arg)
 
 /* ------------------------------------------------------------- tx thread */
 
+/* Called with agent->lock held; drops it while talking to orcd. Sends the
+ * queued goodbyes. */
+static void uct_orc_agent_send_byes_locked(uct_orc_agent_t *agent)
+{
+    uct_orc_agent_link_t *link;
+    char body[96];
+
+    while (!ucs_list_is_empty(&agent->byes)) {
+        link = ucs_list_extract_head(&agent->byes, uct_orc_agent_link_t,
+                                     list);
+        pthread_mutex_unlock(&agent->lock);
+        snprintf(body, sizeof(body), "{\"type\":\"bye\",\"conn\":%" PRIu64 "}",
+                 link->conn_id);
+        /* a peer that is gone does not need it: ignore the status */
+        orc_client_mbox_send(agent->params.client, link->peer_node,
+                             agent->params.node_id, body, NULL);
+        ucs_free(link);
+        pthread_mutex_lock(&agent->lock);
+    }
+}
+
+static int uct_orc_agent_node_listed(const orc_node_info_t *nodes,
+                                     size_t count, uint64_t id)
+{
+    size_t i;
+
+    for (i = 0; i < count; ++i) {
+        if (nodes[i].id == id) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Called with agent->lock held; drops it while talking to orcd. Peers whose
+ * node left the job (lease expired or deregistered) fail the eps to them
+ * and free the passive QPs serving them. orcd being unreachable is not a
+ * peer failure: nothing happens then.
+ */
+static void uct_orc_agent_watch_locked(uct_orc_agent_t *agent)
+{
+    uct_orc_agent_link_t *link, *tmp;
+    uct_orc_agent_event_t *ev;
+    orc_cl_status_t cl_status;
+    orc_node_info_t *nodes;
+    uint64_t index;
+    size_t count;
+
+    if (ucs_list_is_empty(&agent->connected) &&
+        ucs_list_is_empty(&agent->passives)) {
+        return;
+    }
+
+    pthread_mutex_unlock(&agent->lock);
+    cl_status = orc_client_nodes_list(agent->params.client, 0, 0, &nodes,
+                                      &count, &index);
+    pthread_mutex_lock(&agent->lock);
+    if (cl_status != ORC_CL_OK) {
+        return;
+    }
+
+    ucs_list_for_each_safe(link, tmp, &agent->connected, list) {
+        if (uct_orc_agent_node_listed(nodes, count, link->peer_node)) {
+            continue;
+        }
+        ucs_debug("orc: node %" PRIu64 ": peer node %" PRIu64 " left the "
+                  "job", agent->params.node_id, link->peer_node);
+        ucs_list_del(&link->list);
+        ev = uct_orc_agent_event_new(UCT_ORC_AGENT_EV_EP_FAILED,
+                                     link->conn_id);
+        if (ev != NULL) {
+            ev->status = UCS_ERR_CONNECTION_RESET;
+            uct_orc_agent_push_locked(agent, ev);
+        }
+        ucs_free(link);
+    }
+
+    ucs_list_for_each_safe(link, tmp, &agent->passives, list) {
+        if (!uct_orc_agent_node_listed(nodes, count, link->peer_node)) {
+            uct_orc_agent_close_passive_locked(agent, link);
+        }
+    }
+    orc_client_nodes_free(nodes, count);
+}
+
 static void *uct_orc_agent_tx_main(void *arg)
 {
     uct_orc_agent_t *agent = arg;
@@ -523,6 +672,13 @@ static void *uct_orc_agent_tx_main(void *arg)
 
     pthread_mutex_lock(&agent->lock);
     while (!agent->stopping) {
+        uct_orc_agent_send_byes_locked(agent);
+        if (ucs_get_time() >= agent->next_watch) {
+            uct_orc_agent_watch_locked(agent);
+            agent->next_watch = ucs_get_time() +
+                                ucs_time_from_sec(UCT_ORC_AGENT_WATCH_SEC);
+        }
+
         now = ucs_get_time();
         ucs_list_for_each_safe(pairing, tmp, &agent->pairings, list) {
             if (now >= pairing->deadline) {
@@ -599,6 +755,8 @@ static void *uct_orc_agent_tx_main(void *arg)
         }
         pthread_cond_timedwait(&agent->tx_cond, &agent->lock, &ts);
     }
+    /* goodbyes of eps destroyed right before the iface closes */
+    uct_orc_agent_send_byes_locked(agent);
     pthread_mutex_unlock(&agent->lock);
     return NULL;
 }
@@ -649,15 +807,35 @@ ucs_status_t uct_orc_agent_pair(uct_orc_agent_t *agent, uint64_t conn_id,
     return UCS_OK;
 }
 
-void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id)
+void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id,
+                          uint64_t peer_node)
 {
     uct_orc_agent_pairing_t *pairing;
+    uct_orc_agent_link_t *link, *tmp;
+    int need_bye = 1;
 
     pthread_mutex_lock(&agent->lock);
     pairing = uct_orc_agent_find_locked(agent, conn_id);
     if (pairing != NULL) {
+        /* a request that never left needs no goodbye */
+        need_bye = pairing->sent;
         ucs_list_del(&pairing->list);
         ucs_free(pairing);
+    }
+    ucs_list_for_each_safe(link, tmp, &agent->connected, list) {
+        if (link->conn_id == conn_id) {
+            ucs_list_del(&link->list);
+            ucs_free(link);
+        }
+    }
+    if (need_bye && !agent->stopping) {
+        link = ucs_calloc(1, sizeof(*link), "orc agent bye");
+        if (link != NULL) {
+            link->conn_id   = conn_id;
+            link->peer_node = peer_node;
+            ucs_list_add_tail(&agent->byes, &link->list);
+            pthread_cond_signal(&agent->tx_cond);
+        }
     }
     pthread_mutex_unlock(&agent->lock);
 }
@@ -697,7 +875,11 @@ ucs_status_t uct_orc_agent_start(uct_orc_agent_t *agent,
     agent->stopping        = 0;
     agent->threads_started = 0;
     ucs_list_head_init(&agent->pairings);
+    ucs_list_head_init(&agent->connected);
+    ucs_list_head_init(&agent->passives);
+    ucs_list_head_init(&agent->byes);
     ucs_queue_head_init(&agent->events);
+    agent->next_watch      = ucs_get_time();
 
     agent->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (agent->event_fd < 0) {
@@ -739,6 +921,16 @@ err_destroy:
     return UCS_ERR_IO_ERROR;
 }
 
+static void uct_orc_agent_free_links(ucs_list_link_t *head)
+{
+    uct_orc_agent_link_t *link;
+
+    while (!ucs_list_is_empty(head)) {
+        link = ucs_list_extract_head(head, uct_orc_agent_link_t, list);
+        ucs_free(link);
+    }
+}
+
 void uct_orc_agent_stop(uct_orc_agent_t *agent)
 {
     uct_orc_agent_pairing_t *pairing, *tmp;
@@ -756,11 +948,15 @@ void uct_orc_agent_stop(uct_orc_agent_t *agent)
     pthread_join(agent->rx_thread, NULL);
     agent->threads_started = 0;
 
-    /* pairings of eps still open: the eps own their QPs */
+    /* pairings of eps still open: the eps own their QPs; passive QPs are
+     * the iface's */
     ucs_list_for_each_safe(pairing, tmp, &agent->pairings, list) {
         ucs_list_del(&pairing->list);
         ucs_free(pairing);
     }
+    uct_orc_agent_free_links(&agent->connected);
+    uct_orc_agent_free_links(&agent->passives);
+    uct_orc_agent_free_links(&agent->byes);
     close(agent->event_fd);
     agent->event_fd = -1;
 }

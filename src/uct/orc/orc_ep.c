@@ -1014,7 +1014,7 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
     int ret;
 
     /* after this the agent no longer touches our QP */
-    uct_orc_agent_cancel(&iface->agent, self->conn_id);
+    uct_orc_agent_cancel(&iface->agent, self->conn_id, self->peer_node);
 
     ucs_list_del(&self->list);
     if (self->in_pending_list) {

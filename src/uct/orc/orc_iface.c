@@ -291,6 +291,8 @@ static uct_orc_qp_owner_t *uct_orc_iface_qp_owner(uct_orc_iface_t *iface,
 }
 
 static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface);
+static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
+                                              uct_orc_passive_t *passive);
 
 static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
                                      uct_orc_passive_t *passive)
@@ -302,7 +304,7 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
     unsigned credits;
     int ret;
 
-    if (passive->failed || (passive->credits_owed == 0)) {
+    if (passive->failed || passive->closing || (passive->credits_owed == 0)) {
         return;
     }
 
@@ -401,8 +403,9 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 
     if ((owner == NULL) || (owner->passive == NULL) ||
         (hdr.am_id >= UCT_AM_ID_MAX)) {
-        ucs_warn("orc: dropping a message of %u bytes on unknown qp 0x%x",
-                 wc->byte_len, wc->qp_num);
+        /* e.g. the last messages of an ep the peer just destroyed */
+        ucs_debug("orc: dropping a message of %u bytes on unknown qp 0x%x",
+                  wc->byte_len, wc->qp_num);
         uct_orc_iface_post_recv(iface, desc);
         return;
     }
@@ -448,6 +451,7 @@ static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
             passive->failed = 1;
         }
         ucs_mpool_put(op);
+        uct_orc_iface_passive_try_destroy(iface, passive);
         return;
     }
 
@@ -505,8 +509,9 @@ static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
         goto err;
     }
 
-    passive->qp        = ev->qp;
-    passive->peer_node = ev->peer_node;
+    passive->qp           = ev->qp;
+    passive->peer_node    = ev->peer_node;
+    passive->peer_conn_id = ev->conn_id;
     passive->credits   = ev->credits;
     passive->sq_avail  = iface->config.tx_queue_len;
 
@@ -526,8 +531,54 @@ static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
 err_free:
     ucs_free(passive);
 err:
+    /* the agent still holds the credits: a goodbye or the peer leaving
+     * returns them */
     orc_qp_destroy(ev->qp);
-    uct_orc_agent_rx_release(&iface->agent, ev->credits);
+}
+
+/* Destroy a passive QP once no credit grant of it is in flight */
+static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
+                                              uct_orc_passive_t *passive)
+{
+    khiter_t it;
+    int ret;
+
+    if (!passive->closing ||
+        (passive->sq_avail < iface->config.tx_queue_len)) {
+        return;
+    }
+
+    it = kh_get(uct_orc_qp, &iface->qp_hash, passive->qp->qp_num);
+    if (it != kh_end(&iface->qp_hash)) {
+        kh_del(uct_orc_qp, &iface->qp_hash, it);
+    }
+    ucs_list_del(&passive->list);
+    if (passive->grant_queued) {
+        ucs_list_del(&passive->grant_list);
+    }
+    ucs_debug("orc: qp 0x%x no longer serves node %" PRIu64,
+              passive->qp->qp_num, passive->peer_node);
+    ret = orc_qp_destroy(passive->qp);
+    if (ret != 0) {
+        ucs_warn("orc: failed to destroy qp 0x%x: %s", passive->qp->qp_num,
+                 strerror(ret));
+    }
+    ucs_free(passive);
+}
+
+static void uct_orc_iface_close_passive(uct_orc_iface_t *iface,
+                                        uct_orc_agent_event_t *ev)
+{
+    uct_orc_qp_owner_t *owner;
+
+    owner = uct_orc_iface_qp_owner(iface, ev->qp_num);
+    if ((owner == NULL) || (owner->passive == NULL) ||
+        (owner->passive->peer_node != ev->peer_node) ||
+        (owner->passive->peer_conn_id != ev->conn_id)) {
+        return;
+    }
+    owner->passive->closing = 1;
+    uct_orc_iface_passive_try_destroy(iface, owner->passive);
 }
 
 static void uct_orc_iface_handle_event(uct_orc_iface_t *iface,
@@ -538,6 +589,9 @@ static void uct_orc_iface_handle_event(uct_orc_iface_t *iface,
 
     if (ev->type == UCT_ORC_AGENT_EV_PASSIVE_ADDED) {
         uct_orc_iface_add_passive(iface, ev);
+        return;
+    } else if (ev->type == UCT_ORC_AGENT_EV_PASSIVE_CLOSED) {
+        uct_orc_iface_close_passive(iface, ev);
         return;
     }
 
@@ -1515,6 +1569,8 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_iface_t)
         if (ev->type == UCT_ORC_AGENT_EV_PASSIVE_ADDED) {
             orc_qp_destroy(ev->qp);
         }
+        /* PASSIVE_CLOSED: the QP is in passive_list, destroyed below, or
+         * was in an ADDED event just destroyed */
         ucs_free(ev);
     }
     uct_orc_agent_destroy_sync(&self->agent);

@@ -203,6 +203,10 @@ entity::~entity()
     for (auto &rkey : m_rkeys) {
         uct_rkey_release(m_component, &rkey);
     }
+    for (auto &m : m_mems) {
+        uct_md_mem_dereg(m_md, m.memh);
+        free(m.ptr);
+    }
     if (m_iface != NULL) {
         uct_iface_close(m_iface);
     }
@@ -344,6 +348,14 @@ ucs_status_t entity::create_ep(const std::vector<uint8_t> &dev_addr,
     return status;
 }
 
+void entity::destroy_ep(uct_ep_h ep)
+{
+    auto it = std::find(m_eps.begin(), m_eps.end(), ep);
+    ASSERT_TRUE(it != m_eps.end());
+    m_eps.erase(it);
+    uct_ep_destroy(ep);
+}
+
 ucs_status_t entity::connect_to(entity &peer, uct_ep_h *ep_p)
 {
     return create_ep(peer.dev_addr(), peer.iface_addr(), ep_p);
@@ -391,11 +403,18 @@ entity::mem entity::alloc_mem(size_t length)
     EXPECT_EQ(UCS_OK, uct_md_query(m_md, &md_attr));
     m.rkey_buf.resize(md_attr.rkey_packed_size);
     EXPECT_EQ(UCS_OK, uct_md_mkey_pack(m_md, m.memh, m.rkey_buf.data()));
+    m_mems.push_back(m);
     return m;
 }
 
 void entity::free_mem(mem &m)
 {
+    for (auto it = m_mems.begin(); it != m_mems.end(); ++it) {
+        if (it->ptr == m.ptr) {
+            m_mems.erase(it);
+            break;
+        }
+    }
     EXPECT_EQ(UCS_OK, uct_md_mem_dereg(m_md, m.memh));
     free(m.ptr);
     m.ptr = NULL;
@@ -484,6 +503,8 @@ bool child::read_line(std::string &line, double timeout_sec)
                 line.erase(0, 4);
                 return true;
             }
+            /* the child's own gtest output: keep failures visible */
+            fprintf(stderr, "child %d: %s\n", (int)m_pid, line.c_str());
             continue;
         }
         double left = deadline - entity::now();

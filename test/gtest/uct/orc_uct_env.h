@@ -75,6 +75,7 @@ public:
                            const std::vector<uint8_t> &iface_addr,
                            uct_ep_h *ep_p);
     ucs_status_t connect_to(entity &peer, uct_ep_h *ep_p);
+    void destroy_ep(uct_ep_h ep);
     /* create the ep and progress until an op can be posted */
     uct_ep_h connect_and_wait(entity &peer);
 
@@ -113,6 +114,7 @@ private:
     uct_iface_h        m_iface;
     uct_iface_attr_t   m_attr;
     std::vector<uct_rkey_bundle_t> m_rkeys;
+    std::vector<mem>   m_mems;   /* still registered (failed tests) */
     std::vector<uct_ep_h> m_eps;
 };
 

@@ -1128,6 +1128,66 @@ TEST_F(OrcUct, EventFdWakesOnReceive)
     ASSERT_TRUE(b.progress_until([&]() { return rx.msgs.size() == 1; }));
 }
 
+TEST_F(OrcUct, EpsComeAndGoWithoutLeaks)
+{
+    /* room for only 4 passive QPs at a time on the receiver: destroyed eps
+     * must give theirs back (goodbye through orcd) */
+    scoped_setenv rxq("UCX_ORC_RX_QUEUE_LEN", "64");
+    scoped_setenv cr("UCX_ORC_AM_CREDITS", "16");
+    entity s, r;
+    ASSERT_EQ(UCS_OK, s.open());
+    ASSERT_EQ(UCS_OK, r.open());
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 4, am_cb, &rx, 0));
+
+    for (uint64_t i = 0; i < 12; ++i) {
+        uct_ep_h e;
+        ASSERT_EQ(UCS_OK, s.connect_to(r, &e));
+        ucs_status_t st;
+        ASSERT_TRUE(s.progress_until([&]() {
+            r.progress();
+            st = uct_ep_am_short(e, 4, i, NULL, 0);
+            return (st != UCS_ERR_NO_RESOURCE) || !s.errors.empty();
+        }));
+        ASSERT_EQ(UCS_OK, st) << "ep " << i;
+        ASSERT_TRUE(r.progress_until([&]() {
+            s.progress();
+            return rx.msgs.size() == i + 1;
+        }));
+        flush_ep(s, e);
+        s.destroy_ep(e);
+    }
+    EXPECT_TRUE(s.errors.empty());
+}
+
+TEST_F(OrcUct, PeerLeaseExpiresWhileIdle)
+{
+    child c("target", {"UCX_ORC_LEASE_TTL=2"});
+    std::string line;
+    ASSERT_TRUE(c.read_line(line));
+    target_info t;
+    ASSERT_TRUE(parse_target(line, &t));
+    uct_ep_h e;
+    ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey);
+    uint64_t v = 5;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_put_short(e, &v, 8, t.addr, rkey);
+    }));
+    flush_ep(a, e);
+
+    /* no traffic after the kill: the lease running out tells us */
+    c.kill_now();
+    double start = entity::now();
+    ASSERT_TRUE(a.progress_until([&]() { return !a.errors.empty(); }, 30));
+    EXPECT_LT(entity::now() - start, 15.0);
+    ASSERT_EQ(1u, a.errors.size());
+    EXPECT_EQ(e, a.errors[0].ep);
+    EXPECT_EQ(UCS_ERR_CONNECTION_RESET, a.errors[0].status);
+    EXPECT_EQ(UCS_ERR_CONNECTION_RESET,
+              uct_ep_put_short(e, &v, 8, t.addr, rkey));
+}
+
 TEST_F(OrcUct, AtomicsFromSeveralProcesses)
 {
     const int nproc = 3, count = 300;
