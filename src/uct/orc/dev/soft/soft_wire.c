@@ -1538,7 +1538,12 @@ static int orc_soft_conn_rx(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
     uint32_t hdr_len;
     int frames, ret;
 
-    for (frames = 0; frames < ORC_SOFT_FRAMES_PER_EV; ++frames) {
+    for (frames = 0;; ++frames) {
+        /* yield to other connections only when nothing is buffered here:
+         * bytes already in rbuf would never be announced by epoll again */
+        if ((frames >= ORC_SOFT_FRAMES_PER_EV) && (conn->rpos == conn->rlen)) {
+            return 0;
+        }
         if (conn->state == ORC_SOFT_CS_CLOSING) {
             return 0;
         }
