@@ -210,6 +210,10 @@ struct orc_soft_conn {
     uint8_t         *obuf;
     uint32_t         opos, olen, ocap;
 
+    /* INI: where to connect, and when the current attempt started */
+    struct sockaddr_in remote;
+    uint64_t           connect_ns;
+
     /* TGT: same-host SEND ring attached to conn->qp */
     struct orc_soft_ring *ring;
     uint32_t              ring_id;
@@ -1637,12 +1641,85 @@ static void orc_soft_svc_accept(orc_soft_inst_t *inst)
     }
 }
 
+/* A non-blocking socket connecting to remote from this device's address
+ * (not for loopback peers); returns the fd or -1. */
+static int orc_soft_ini_socket(orc_soft_inst_t *inst,
+                               const struct sockaddr_in *remote)
+{
+    struct sockaddr_in local;
+    int fd, ret;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        orc_soft_log(inst, "socket() failed: %m");
+        return -1;
+    }
+    memset(&local, 0, sizeof(local));
+    local.sin_family = AF_INET;
+    local.sin_addr   = inst->ip;
+    if (((remote->sin_addr.s_addr & htonl(0xff000000)) != htonl(0x7f000000)) &&
+        (bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0)) {
+        orc_soft_log(inst, "bind() failed: %m");
+        close(fd);
+        return -1;
+    }
+    ret = connect(fd, (const struct sockaddr *)remote, sizeof(*remote));
+    if ((ret < 0) && (errno != EINPROGRESS)) {
+        orc_soft_log(inst, "connect() failed: %m");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A connect() still pending after this long is retried on a new socket:
+ * a SYN lost while a link came up would otherwise wait for TCP's 1 s SYN
+ * retransmission, longer than a short QP timeout. */
+#define ORC_SOFT_CONNECT_RETRY_NS (200ull * 1000 * 1000)
+
+static void orc_soft_ini_reconnect(orc_soft_inst_t *inst,
+                                   orc_soft_conn_t *conn, uint64_t now)
+{
+    struct epoll_event ev;
+    int fd;
+
+    fd = orc_soft_ini_socket(inst, &conn->remote);
+    if (fd < 0) {
+        return; /* keep waiting on the current attempt */
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = EPOLLOUT;
+    ev.data.ptr = conn;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        close(fd);
+        return;
+    }
+    epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    close(conn->fd);
+    conn->fd         = fd;
+    conn->events     = EPOLLOUT;
+    conn->connect_ns = now;
+}
+
+static void orc_soft_svc_conn_timers(orc_soft_inst_t *inst, uint64_t now)
+{
+    orc_soft_conn_t *conn;
+
+    for (conn = inst->conns; conn != NULL; conn = conn->next) {
+        if ((conn->role == ORC_SOFT_ROLE_INI) &&
+            (conn->state == ORC_SOFT_CS_CONNECTING) &&
+            (now - conn->connect_ns >= ORC_SOFT_CONNECT_RETRY_NS)) {
+            orc_soft_ini_reconnect(inst, conn, now);
+        }
+    }
+}
+
 static void orc_soft_svc_connect_qp(orc_soft_inst_t *inst, orc_soft_qp_t *qp)
 {
-    struct sockaddr_in local, remote;
+    struct sockaddr_in remote;
     orc_soft_hello_t hello;
     orc_soft_conn_t *conn;
-    int fd, ret;
+    int fd;
 
     pthread_mutex_lock(&qp->lock);
     if ((qp->conn_state != ORC_SOFT_CONN_CONNECTING) || (qp->conn_id != 0)) {
@@ -1656,32 +1733,18 @@ static void orc_soft_svc_connect_qp(orc_soft_inst_t *inst, orc_soft_qp_t *qp)
     orc_soft_hello_fill(inst, &hello, ORC_SOFT_HELLO, qp->super.qp_num,
                         qp->attr.dest_qp_num);
 
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fd = orc_soft_ini_socket(inst, &remote);
     if (fd < 0) {
-        orc_soft_log(inst, "socket() failed: %m");
         goto err;
-    }
-    memset(&local, 0, sizeof(local));
-    local.sin_family = AF_INET;
-    local.sin_addr   = inst->ip;
-    if ((remote.sin_addr.s_addr & htonl(0xff000000)) != htonl(0x7f000000)) {
-        /* leave through this device's address (not for loopback peers) */
-        if (bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0) {
-            orc_soft_log(inst, "bind() failed: %m");
-            goto err_close;
-        }
-    }
-    ret = connect(fd, (struct sockaddr *)&remote, sizeof(remote));
-    if ((ret < 0) && (errno != EINPROGRESS)) {
-        orc_soft_log(inst, "qp 0x%x: connect() failed: %m", qp->super.qp_num);
-        goto err_close;
     }
     conn = orc_soft_conn_new(inst, fd, ORC_SOFT_ROLE_INI, EPOLLOUT);
     if (conn == NULL) {
         goto err_close;
     }
-    conn->qp    = qp;
-    conn->state = ORC_SOFT_CS_CONNECTING;
+    conn->qp         = qp;
+    conn->state      = ORC_SOFT_CS_CONNECTING;
+    conn->remote     = remote;
+    conn->connect_ns = orc_soft_now_ns();
     qp->conn_id = conn->id;
     qp->conn    = conn;
     /* the HELLO waits in obuf until the connection is up */
@@ -1902,6 +1965,7 @@ static void *orc_soft_svc_thread(void *arg)
         if ((now - last_timers >= 1000000ull) || ((next != 0) && (now >= next))) {
             next        = orc_soft_svc_timers(inst);
             last_timers = now;
+            orc_soft_svc_conn_timers(inst, now);
         }
         timeout_ms = ORC_SOFT_TICK_NS / 1000000;
         if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
