@@ -815,6 +815,86 @@ TEST_F(orcd_daemon, many_concurrent_clients)
     json_decref(o);
 }
 
+/* Pairing round trips through long-polled mailboxes, many at once: every
+ * wake-up path of a suspended request (watch fired before/after suspend). */
+TEST_F(orcd_daemon, concurrent_pairing_round_trips)
+{
+    start();
+    const int pairs = 16, rounds = 40;
+    http_client c;
+    std::vector<long long> a(pairs), b(pairs);
+    for (int i = 0; i < pairs; ++i) {
+        a[i] = register_node(c, "p");
+        b[i] = register_node(c, "p");
+    }
+    auto mbox = [&](long long id) {
+        return u("/v1/jobs/p/nodes/" + std::to_string(id) + "/mailbox");
+    };
+    /* receive the next message on id's mailbox (cursor in *after) */
+    auto recv = [&](http_client &h, long long id, unsigned long long *after,
+                    long long *n) -> bool {
+        for (int tries = 0; tries < 100; ++tries) {
+            http_result r = h.get(mbox(id) + "?after=" +
+                                  std::to_string(*after) + "&wait=10");
+            if (r.status != 200) {
+                return false;
+            }
+            json_t *o   = r.json();
+            json_t *msg = json_array_get(json_object_get(o, "messages"), 0);
+            if (msg != NULL) {
+                *after = json_integer_value(json_object_get(msg, "seq"));
+                *n     = json_integer_value(json_object_get(
+                        json_object_get(msg, "body"), "n"));
+                json_decref(o);
+                return true;
+            }
+            json_decref(o);
+        }
+        return false;
+    };
+    std::atomic<int> done{0}, errors{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < pairs; ++i) {
+        threads.emplace_back([&, i] { /* responder B */
+            http_client h;
+            unsigned long long after = 0;
+            for (int k = 0; k < rounds; ++k) {
+                long long n;
+                if (!recv(h, b[i], &after, &n) || n != k ||
+                    h.post(mbox(a[i]), "{\"from\":" + std::to_string(b[i]) +
+                                               ",\"body\":{\"n\":" +
+                                               std::to_string(n) + "}}")
+                                    .status != 201) {
+                    ++errors;
+                    return;
+                }
+            }
+        });
+        threads.emplace_back([&, i] { /* initiator A */
+            http_client h;
+            unsigned long long after = 0;
+            for (int k = 0; k < rounds; ++k) {
+                long long n;
+                if (h.post(mbox(b[i]), "{\"from\":" + std::to_string(a[i]) +
+                                               ",\"body\":{\"n\":" +
+                                               std::to_string(k) + "}}")
+                                    .status != 201 ||
+                    !recv(h, a[i], &after, &n) || n != k) {
+                    ++errors;
+                    return;
+                }
+                ++done;
+            }
+        });
+    }
+    for (auto &t : threads) {
+        t.join();
+    }
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(done.load(), pairs * rounds);
+    EXPECT_TRUE(wait_long_polls(0));
+}
+
 TEST_F(orcd_daemon, graceful_shutdown_with_long_poll)
 {
     start();
