@@ -396,8 +396,12 @@ ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
         return status;
     }
 
-    uct_am_short_fill_data(op->data + sizeof(uct_orc_hdr_t), header, payload,
-                           length);
+    /* not uct_am_short_fill_data(): payload may be NULL when length is 0 */
+    memcpy(op->data + sizeof(uct_orc_hdr_t), &header, sizeof(header));
+    if (length > 0) {
+        memcpy(op->data + sizeof(uct_orc_hdr_t) + sizeof(header), payload,
+               length);
+    }
     sge.addr   = (uintptr_t)op->data;
     sge.length = sizeof(uct_orc_hdr_t) + sizeof(header) + length;
     sge.lkey   = op->lkey;
@@ -829,6 +833,7 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
     struct ibv_send_wr wr;
+    struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
 
@@ -850,7 +855,8 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
 
     /* A zero-length WRITE needs no remote buffer but a live peer QP: a dead
      * peer turns it into RETRY_EXC (or an access error) and the ep fails. */
-    wr.sg_list             = NULL;
+    memset(&sge, 0, sizeof(sge));
+    wr.sg_list             = &sge; /* unused, but never NULL for a device */
     wr.num_sge             = 0;
     wr.opcode              = IBV_WR_RDMA_WRITE;
     wr.send_flags          = 0;
