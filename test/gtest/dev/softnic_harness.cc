@@ -470,6 +470,8 @@ void softnic_topo::connect(peer_proc &a, int qa, peer_proc &b, int qb,
     qp_ep_t ea = create_qp(a, qa);
     qp_ep_t eb = create_qp(b, qb, srq_b);
     ASSERT_FALSE(ea.addr.empty() || eb.addr.empty()) << "QP creation failed";
+    m_last_ea = ea;
+    m_last_eb = eb;
     ASSERT_OK(a.cmd("connect qp=" + std::to_string(qa) + " addr=" + eb.addr +
                     " qpn=" + std::to_string(eb.qpn) + oa.str()));
     ASSERT_OK(b.cmd("connect qp=" + std::to_string(qb) + " addr=" + ea.addr +

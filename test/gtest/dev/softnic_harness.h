@@ -172,6 +172,8 @@ class softnic_topo : public ::testing::TestWithParam<topology_t>
     std::vector<wc_t> poll(peer_proc &p, const char *cq, int n,
                            int timeout_ms = 10000);
 
+    /* the two QPs of the last connect() */
+    qp_ep_t                                 m_last_ea, m_last_eb;
     std::vector<std::unique_ptr<peer_proc>> m_peers;
     std::unique_ptr<netns_pair>             m_ns;
 };

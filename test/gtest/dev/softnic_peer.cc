@@ -770,6 +770,8 @@ int raw_connect(const std::string &host, unsigned port)
     return fd;
 }
 
+int g_raw_timeouts;
+
 /* Send bytes (ignoring a peer that closes on us), then close. If
  * wait_close, wait (bounded) for the other side to react first. */
 bool raw_session(const std::string &host, unsigned port,
@@ -794,8 +796,13 @@ bool raw_session(const std::string &host, unsigned port,
         shutdown(fd, SHUT_WR);
         char buf[4096];
         /* bounded by SO_RCVTIMEO and by count */
-        for (int i = 0; i < 256; ++i) {
-            if (recv(fd, buf, sizeof(buf), 0) <= 0) {
+        for (int i = 0; i < 4096; ++i) {
+            ssize_t r = recv(fd, buf, sizeof(buf), 0);
+            if ((r < 0) && ((errno == EAGAIN) || (errno == EWOULDBLOCK))) {
+                ++g_raw_timeouts; /* the target kept the connection open */
+                break;
+            }
+            if (r <= 0) {
                 break;
             }
         }
@@ -818,6 +825,9 @@ std::string cmd_raw(const kv_t &kv)
     size_t      sent = 0;
     int         sessions = 0;
     unsigned    rnd = (unsigned)num(kv, "seed", 1);
+    double      t0 = now_ms();
+
+    g_raw_timeouts = 0;
 
     if (c == "connect_close") {
         for (int i = 0; i < 16; ++i) {
@@ -861,7 +871,8 @@ std::string cmd_raw(const kv_t &kv)
     } else {
         return err(EINVAL, "case");
     }
-    return fmt("OK sessions=%d sent=%zu", sessions, sent);
+    return fmt("OK sessions=%d sent=%zu open_after_eof=%d ms=%.0f", sessions,
+               sent, g_raw_timeouts, now_ms() - t0);
 }
 
 /* Spin without calling the library until a byte arrives on the command

@@ -88,7 +88,10 @@ class softnic_hostile : public softnic_topo
         EXPECT_OK(m_b->cmd("guardcheck id=1"))
             << "memory outside the registered region was written";
         EXPECT_OK(m_b->cmd("check id=1 len=4096 seed=21"));
-        EXPECT_OK(m_b->cmd("check id=1 off=4096 len=61440 seed=20"));
+        /* [16 KiB, 32 KiB) is the scratch area of the crafted frames */
+        EXPECT_OK(m_b->cmd("check id=1 off=4096 len=12288 seed=20"));
+        EXPECT_OK(m_b->cmd("check id=1 off=32768 pos=28672 len=32768 "
+                           "seed=20"));
 
         /* the QP connected before the attack still works */
         ASSERT_OK(m_a->cmd("fill id=1 len=4096 seed=22"));
@@ -107,6 +110,144 @@ class softnic_hostile : public softnic_topo
     peer_proc *m_a = nullptr, *m_b = nullptr;
     mr_t       m_la, m_rb;
 };
+
+/* Little-endian frame builder for the crafted frames below. */
+struct frame_t {
+    std::vector<uint8_t> b;
+    frame_t             &u8(uint8_t v)
+    {
+        b.push_back(v);
+        return *this;
+    }
+    frame_t &u16(uint16_t v)
+    {
+        return u8(v & 0xff).u8(v >> 8);
+    }
+    frame_t &u32(uint32_t v)
+    {
+        return u16(v & 0xffff).u16(v >> 16);
+    }
+    frame_t &u64(uint64_t v)
+    {
+        return u32((uint32_t)v).u32((uint32_t)(v >> 32));
+    }
+    frame_t &bytes(size_t n, uint8_t v)
+    {
+        b.insert(b.end(), n, v);
+        return *this;
+    }
+    frame_t &append(const frame_t &f)
+    {
+        b.insert(b.end(), f.b.begin(), f.b.end());
+        return *this;
+    }
+};
+
+/* Wire v2 of soft_wire.c: HELLO (72 bytes) and request header (48 bytes).
+ * If the format changes these become malformed frames, still hostile. */
+frame_t hello(uint32_t src_qpn, uint32_t dst_qpn)
+{
+    frame_t f;
+    f.u32(0x4f524348u).u16(2).u16(1).u32(src_qpn).u32(dst_qpn);
+    return f.bytes(40, 0).u32(1).u32(0).u32(0).u32(0);
+}
+
+frame_t req(uint8_t op, uint32_t seq, uint32_t length, uint32_t rkey,
+            uint64_t raddr)
+{
+    frame_t f;
+    f.u8(op).u8(0).u16(0).u32(seq).u32(length).u32(rkey).u64(raddr);
+    return f.u64(1).u64(0).u32(0).u32(0);
+}
+
+enum { OP_WRITE = 1, OP_SEND = 3, OP_READ = 5, OP_FADD = 7 };
+
+/* Frames that know the wire format: unknown QPN, lying lengths, requests
+ * out of range, requests with the wrong sequence, garbage after a valid
+ * HELLO. None may crash the target or write outside its MR. */
+TEST_P(softnic_hostile, crafted_frames)
+{
+    std::vector<std::string> ls = listeners();
+    ASSERT_FALSE(ls.empty()) << "softnic has no TCP listener";
+    uint32_t src = m_last_ea.qpn, dst = m_last_eb.qpn, rkey = m_rb.rkey;
+    uint64_t base = m_rb.addr, scratch = base + 16384;
+
+    std::vector<std::pair<std::string, frame_t>> cases;
+    cases.push_back({"unknown dst qpn", hello(src, 0xabcdef)});
+    cases.push_back(
+        {"unknown src qpn", hello(0x123456, dst)
+                                .append(req(OP_WRITE, 0, 64, rkey, scratch))
+                                .bytes(64, 0xee)});
+    cases.push_back({"bad version",
+                     frame_t().u32(0x4f524348u).u16(99).u16(1).bytes(64, 0)});
+    cases.push_back({"payload shorter than length",
+                     hello(src, dst)
+                         .append(req(OP_WRITE, 0, 4096, rkey, scratch))
+                         .bytes(100, 0xee)});
+    cases.push_back(
+        {"length beyond the MR end",
+         hello(src, dst)
+             .append(req(OP_WRITE, 0, 1 << 20, rkey, base + 65536 - 64))
+             .bytes(1 << 20, 0xee)});
+    cases.push_back({"length 4 GiB - 1",
+                     hello(src, dst)
+                         .append(req(OP_WRITE, 0, 0xffffffffu, rkey, scratch))
+                         .bytes(65536, 0xee)});
+    cases.push_back(
+        {"address wraps", hello(src, dst)
+                              .append(req(OP_WRITE, 0, 4096, rkey, ~0ull - 100))
+                              .bytes(4096, 0xee)});
+    cases.push_back(
+        {"READ longer than the MR",
+         hello(src, dst).append(req(OP_READ, 0, 1 << 24, rkey, scratch))});
+    cases.push_back({"atomic with length 4096",
+                     hello(src, dst)
+                         .append(req(OP_FADD, 0, 4096, rkey, scratch))
+                         .bytes(4096, 0xee)});
+    cases.push_back(
+        {"atomic beyond the MR end",
+         hello(src, dst).append(req(OP_FADD, 0, 8, rkey, base + 65536))});
+    cases.push_back(
+        {"wrong sequence", hello(src, dst)
+                               .append(req(OP_WRITE, 77, 1000, rkey, base))
+                               .bytes(1000, 0xee)});
+    cases.push_back(
+        {"SEND without receive", hello(src, dst)
+                                     .append(req(OP_SEND, 0, 1 << 20, rkey, 0))
+                                     .bytes(1 << 20, 0xee)});
+    cases.push_back(
+        {"unknown opcode", hello(src, dst)
+                               .append(req(200, 0, 64, rkey, scratch))
+                               .bytes(64, 0xee)});
+    frame_t garbage = hello(src, dst);
+    for (int i = 0; i < 4096; ++i) {
+        garbage.u8((uint8_t)(i * 131 + 7));
+    }
+    cases.push_back({"garbage after hello", garbage});
+
+    std::string l = ls[0];
+    std::string ip = l.substr(0, l.find(':'));
+    std::string port = l.substr(l.find(':') + 1);
+    if (ip == "0.0.0.0") {
+        ip = ip_of('b');
+    }
+    for (auto &c : cases) {
+        SCOPED_TRACE(c.first);
+        reply_t r =
+            m_a->cmd("raw host=" + ip + " port=" + port + " case=hex data=" +
+                         to_hex(c.second.b.data(), c.second.b.size()),
+                     60000);
+        EXPECT_TRUE(r.ok) << r.line;
+        /* after our EOF the target must drop the connection, not keep a
+         * half-read frame (and its buffers) forever */
+        EXPECT_EQ(0u, r.u("open_after_eof"))
+            << c.first << ": the target kept the connection open: " << r.line;
+        reply_t p = m_b->cmd("ping");
+        ASSERT_TRUE(p.ok) << "target died after: " << c.first;
+        EXPECT_OK(m_b->cmd("guardcheck id=1")) << "after: " << c.first;
+    }
+    expect_survived();
+}
 
 TEST_P(softnic_hostile, connect_and_close)
 {

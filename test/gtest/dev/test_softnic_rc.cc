@@ -291,6 +291,34 @@ TEST_P(softnic_rc, rnr_retry_then_receive_posted)
     EXPECT_OK(m_b->cmd("check id=2 len=512 seed=800"));
 }
 
+/* Same with a 1 MiB SEND: every RNR round trip resends (or drains) the
+ * payload; after the receive is posted the SEND must still finish promptly. */
+TEST_P(softnic_rc, rnr_retry_large_send_then_receive_posted)
+{
+    conn_opts ob;
+    ob.min_rnr = 14; /* 0.24 ms */
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, conn_opts(), ob));
+    ASSERT_OK(m_a->cmd("fill id=1 len=1048576 seed=801"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=1048576 wr=1"));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 1, 500);
+    EXPECT_EQ(0u, wcs.size())
+        << "completed without a receive, status "
+        << (wcs.empty() ? "" : wc_status_name(wcs[0].status));
+    ASSERT_OK(m_b->cmd("mr id=2 len=1048576"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=1048576 wr=9"));
+    reply_t r = m_a->cmd("poll cq=send n=1 timeout=10000");
+    ASSERT_EQ(1u, r.wcs.size()) << r.line;
+    EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[0].status)
+        << wc_status_name(r.wcs[0].status);
+    EXPECT_LT(strtod(r.s("ms").c_str(), NULL), 2000.0)
+        << "a 1 MiB SEND took too long to complete once a receive was "
+           "posted";
+    std::vector<wc_t> rr = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, rr.size());
+    EXPECT_EQ(1048576u, rr[0].byte_len);
+    EXPECT_OK(m_b->cmd("check id=2 len=1048576 seed=801"));
+}
+
 /* One-sided: B never calls the library while A's READ/WRITE/atomics
  * complete; first while B is blocked in read() on its command socket
  * (B is sent nothing), then while B spins in a busy loop. */
