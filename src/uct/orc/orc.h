@@ -104,7 +104,6 @@ typedef struct uct_orc_iface_config {
     unsigned               qp_timeout;  /* IB encoding: 4.096us * 2^n */
     unsigned               retry_count;
     unsigned               rnr_retry;
-    double                 latency_overhead; /* reserved for tuning output */
 } uct_orc_iface_config_t;
 
 extern ucs_config_field_t uct_orc_iface_config_table[];
@@ -374,7 +373,7 @@ typedef struct uct_orc_iface {
     ucs_mpool_t            tx_mp;      /* bounce buffers (registered) */
     ucs_mpool_t            op_mp;      /* ops without data */
     ucs_mpool_t            rx_mp;      /* receive buffers (registered) */
-    unsigned               rx_posted;
+    unsigned               rx_posted;  /* receive buffers in the SRQ */
     unsigned               tx_cq_avail;/* send CQ entries not in use */
     int                    event_fd;   /* epoll: channel fd + agent fd */
     orc_client_t          *client;
@@ -417,8 +416,6 @@ ucs_status_t uct_orc_query_devices(uct_md_h md,
                                    uct_tl_device_resource_t **devices_p,
                                    unsigned *num_devices_p);
 
-/* Post one WR on a QP of this iface, accounting for CQ space */
-int uct_orc_iface_has_tx(uct_orc_iface_t *iface);
 void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface,
                                     uct_orc_ep_t *ep);
 void uct_orc_iface_ep_failed(uct_orc_iface_t *iface, uct_orc_ep_t *ep,

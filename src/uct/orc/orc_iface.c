@@ -629,11 +629,6 @@ static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface)
 
 /* ------------------------------------------------------------- progress */
 
-int uct_orc_iface_has_tx(uct_orc_iface_t *iface)
-{
-    return iface->tx_cq_avail > 0;
-}
-
 void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface, uct_orc_ep_t *ep)
 {
     if (!ep->in_pending_list && !ucs_queue_is_empty(&ep->pending_q)) {
