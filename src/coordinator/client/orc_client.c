@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,9 +57,27 @@ typedef struct orc_client_node {
 } orc_client_node_t;
 
 /*
+ * A pooled connection: an easy handle driven through its own multi handle,
+ * which keeps the live connection between calls and lets
+ * orc_client_interrupt() wake a call blocked in curl_multi_poll(). Used by
+ * one call at a time; `prev`/`next` link it into client->waiting (under
+ * wait_lock) while an interruptible call runs on it.
+ */
+typedef struct orc_client_conn {
+    CURL                   *easy;
+    CURLM                  *multi;
+    struct orc_client_conn *prev;
+    struct orc_client_conn *next;
+} orc_client_conn_t;
+
+/*
  * Client. Immutable after create except:
  *  - pool/pool_count: idle curl handles, protected by pool_lock;
- *  - nodes: registered nodes, protected by nodes_lock.
+ *  - nodes: registered nodes, protected by nodes_lock;
+ *  - waiting: connections of calls in a long-poll, protected by wait_lock;
+ *  - interrupted: set once by orc_client_interrupt() (seq-cst atomic; a
+ *    waiting call links itself into `waiting` before it reads the flag,
+ *    the interrupter sets the flag before it wakes `waiting`).
  */
 struct orc_client {
     char *url; /* base URL, no trailing '/' */
@@ -69,9 +88,13 @@ struct orc_client {
     char              *ca_file;
     struct curl_slist *headers; /* read-only once built; holds the token */
 
-    pthread_mutex_t pool_lock;
-    CURL           *pool[ORC_CLIENT_POOL_MAX];
-    unsigned        pool_count;
+    pthread_mutex_t    pool_lock;
+    orc_client_conn_t *pool[ORC_CLIENT_POOL_MAX];
+    unsigned           pool_count;
+
+    pthread_mutex_t    wait_lock;
+    orc_client_conn_t *waiting;
+    atomic_int         interrupted;
 
     pthread_mutex_t    nodes_lock;
     orc_client_node_t *nodes;
@@ -114,6 +137,8 @@ const char *orc_cl_status_str(orc_cl_status_t status)
         return "coordinator busy (limit hit)";
     case ORC_CL_ERR_PROTOCOL:
         return "protocol error";
+    case ORC_CL_ERR_CANCELED:
+        return "wait interrupted";
     }
     return "unknown status";
 }
@@ -529,6 +554,8 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
     }
 
     pthread_mutex_init(&client->pool_lock, NULL);
+    pthread_mutex_init(&client->wait_lock, NULL);
+    atomic_init(&client->interrupted, 0);
     pthread_mutex_init(&client->nodes_lock, NULL);
     *client_p = client;
     return ORC_CL_OK;
@@ -549,23 +576,42 @@ err:
 static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
                                   void *arg);
 
-static CURL *orc_client_handle_get(orc_client_t *client)
+static void orc_client_conn_destroy(orc_client_conn_t *conn)
 {
-    CURL *curl = NULL;
+    if (conn->multi != NULL) {
+        curl_multi_cleanup(conn->multi);
+    }
+    if (conn->easy != NULL) {
+        curl_easy_cleanup(conn->easy);
+    }
+    free(conn);
+}
+
+static orc_client_conn_t *orc_client_conn_get(orc_client_t *client)
+{
+    orc_client_conn_t *conn = NULL;
+    CURL              *curl;
 
     pthread_mutex_lock(&client->pool_lock);
     if (client->pool_count > 0) {
-        curl = client->pool[--client->pool_count];
+        conn = client->pool[--client->pool_count];
     }
     pthread_mutex_unlock(&client->pool_lock);
 
-    if (curl != NULL) {
-        /* set up already; it keeps its live connection for reuse */
-        return curl;
+    if (conn != NULL) {
+        /* set up already; its multi keeps the live connection for reuse */
+        return conn;
     }
 
-    curl = curl_easy_init();
-    if (curl == NULL) {
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return NULL;
+    }
+
+    conn->easy = curl = curl_easy_init();
+    conn->multi = curl_multi_init();
+    if ((curl == NULL) || (conn->multi == NULL)) {
+        orc_client_conn_destroy(conn);
         return NULL;
     }
 
@@ -580,23 +626,125 @@ static CURL *orc_client_handle_get(orc_client_t *client)
     if (client->ca_file != NULL) {
         curl_easy_setopt(curl, CURLOPT_CAINFO, client->ca_file);
     }
-    return curl;
+    return conn;
 }
 
-static void orc_client_handle_put(orc_client_t *client, CURL *curl, int reuse)
+static void orc_client_conn_put(orc_client_t *client, orc_client_conn_t *conn,
+                                int reuse)
 {
     if (reuse) {
         pthread_mutex_lock(&client->pool_lock);
         if (client->pool_count < ORC_CLIENT_POOL_MAX) {
-            client->pool[client->pool_count++] = curl;
-            curl = NULL;
+            client->pool[client->pool_count++] = conn;
+            conn = NULL;
         }
         pthread_mutex_unlock(&client->pool_lock);
     }
 
-    if (curl != NULL) {
-        curl_easy_cleanup(curl);
+    if (conn != NULL) {
+        orc_client_conn_destroy(conn);
     }
+}
+
+static void orc_client_wait_link(orc_client_t *client, orc_client_conn_t *conn)
+{
+    pthread_mutex_lock(&client->wait_lock);
+    conn->prev = NULL;
+    conn->next = client->waiting;
+    if (client->waiting != NULL) {
+        client->waiting->prev = conn;
+    }
+    client->waiting = conn;
+    pthread_mutex_unlock(&client->wait_lock);
+}
+
+static void orc_client_wait_unlink(orc_client_t      *client,
+                                   orc_client_conn_t *conn)
+{
+    pthread_mutex_lock(&client->wait_lock);
+    if (conn->prev != NULL) {
+        conn->prev->next = conn->next;
+    } else {
+        client->waiting = conn->next;
+    }
+    if (conn->next != NULL) {
+        conn->next->prev = conn->prev;
+    }
+    conn->prev = conn->next = NULL;
+    pthread_mutex_unlock(&client->wait_lock);
+}
+
+void orc_client_interrupt(orc_client_t *client)
+{
+    orc_client_conn_t *conn;
+
+    if (client == NULL) {
+        return;
+    }
+
+    atomic_store(&client->interrupted, 1);
+    pthread_mutex_lock(&client->wait_lock);
+    for (conn = client->waiting; conn != NULL; conn = conn->next) {
+        curl_multi_wakeup(conn->multi);
+    }
+    pthread_mutex_unlock(&client->wait_lock);
+}
+
+/*
+ * Run the request set up on conn->easy. An interruptible one (a long-poll)
+ * ends early with *canceled_p set once orc_client_interrupt() was called.
+ */
+static CURLcode orc_client_perform(orc_client_t      *client,
+                                   orc_client_conn_t *conn, int interruptible,
+                                   int *canceled_p)
+{
+    CURLcode  rc = CURLE_GOT_NOTHING;
+    CURLMsg  *msg;
+    CURLMcode mc;
+    int       running, left;
+
+    *canceled_p = 0;
+    if (curl_multi_add_handle(conn->multi, conn->easy) != CURLM_OK) {
+        return CURLE_OUT_OF_MEMORY;
+    }
+
+    if (interruptible) {
+        orc_client_wait_link(client, conn);
+    }
+
+    for (;;) {
+        mc = curl_multi_perform(conn->multi, &running);
+        if (mc != CURLM_OK) {
+            rc = (mc == CURLM_OUT_OF_MEMORY) ? CURLE_OUT_OF_MEMORY
+                                             : CURLE_RECV_ERROR;
+            break;
+        }
+        if (!running) {
+            while ((msg = curl_multi_info_read(conn->multi, &left)) != NULL) {
+                if ((msg->msg == CURLMSG_DONE) &&
+                    (msg->easy_handle == conn->easy)) {
+                    rc = msg->data.result;
+                }
+            }
+            break;
+        }
+        if (interruptible && atomic_load(&client->interrupted)) {
+            *canceled_p = 1;
+            break;
+        }
+        /* curl shortens the poll to its own timeouts */
+        mc = curl_multi_poll(conn->multi, NULL, 0, 1000, NULL);
+        if (mc != CURLM_OK) {
+            rc = CURLE_RECV_ERROR;
+            break;
+        }
+    }
+
+    if (interruptible) {
+        orc_client_wait_unlink(client, conn);
+    }
+    curl_multi_remove_handle(conn->multi, conn->easy);
+    return rc;
 }
 
 static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
@@ -720,16 +868,17 @@ static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
                                           int req_timeout_ms, long *code_p,
                                           json_t **reply_p)
 {
-    orc_client_buf_t buf = {0};
-    char             url[1024];
-    json_error_t     jerr;
-    orc_cl_status_t  status;
-    long             timeout_ms;
-    json_t          *reply;
-    long             code = 0;
-    CURLcode         rc;
-    CURL            *curl;
-    int              reuse;
+    orc_client_buf_t   buf = {0};
+    char               url[1024];
+    json_error_t       jerr;
+    orc_cl_status_t    status;
+    long               timeout_ms;
+    json_t            *reply;
+    long               code = 0;
+    CURLcode           rc;
+    CURL              *curl;
+    orc_client_conn_t *conn;
+    int                canceled;
 
     if (code_p != NULL) {
         *code_p = 0;
@@ -741,12 +890,19 @@ static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
         return ORC_CL_ERR_INVALID;
     }
 
-    curl = orc_client_handle_get(client);
-    if (curl == NULL) {
+    if ((wait_ms > 0) && atomic_load(&client->interrupted)) {
+        orc_client_set_error("%s %s: waits of this client were interrupted",
+                             method, path);
+        return ORC_CL_ERR_CANCELED;
+    }
+
+    conn = orc_client_conn_get(client);
+    if (conn == NULL) {
         orc_client_set_error("%s %s: cannot create a curl handle", method,
                              path);
         return ORC_CL_ERR_NO_MEMORY;
     }
+    curl = conn->easy;
 
     if (req_timeout_ms <= 0) {
         req_timeout_ms = client->timeout_ms;
@@ -771,7 +927,14 @@ static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     }
 
-    rc = curl_easy_perform(curl);
+    rc = orc_client_perform(client, conn, wait_ms > 0, &canceled);
+    if (canceled) {
+        /* the connection was mid-request: do not reuse it */
+        orc_client_conn_put(client, conn, 0);
+        orc_client_set_error("%s %s: wait interrupted", method, path);
+        status = ORC_CL_ERR_CANCELED;
+        goto out;
+    }
     if (rc != CURLE_OK) {
         if (buf.overflow) {
             status = ORC_CL_ERR_PROTOCOL;
@@ -782,13 +945,12 @@ static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
             orc_client_set_error("%s %s%s: %s", method, client->url, path,
                                  curl_easy_strerror(rc));
         }
-        orc_client_handle_put(client, curl, 0);
+        orc_client_conn_put(client, conn, 0);
         goto out;
     }
 
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-    reuse = 1;
-    orc_client_handle_put(client, curl, reuse);
+    orc_client_conn_put(client, conn, 1);
 
     if (code_p != NULL) {
         *code_p = code;
@@ -1271,10 +1433,11 @@ void orc_client_destroy(orc_client_t *client)
     }
 
     for (i = 0; i < client->pool_count; ++i) {
-        curl_easy_cleanup(client->pool[i]);
+        orc_client_conn_destroy(client->pool[i]);
     }
 
     pthread_mutex_destroy(&client->nodes_lock);
+    pthread_mutex_destroy(&client->wait_lock);
     pthread_mutex_destroy(&client->pool_lock);
     curl_slist_free_all(client->headers);
     free(client->ca_file);

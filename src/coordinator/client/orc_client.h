@@ -38,6 +38,7 @@ typedef enum orc_cl_status {
     ORC_CL_ERR_TOO_LARGE    = -10, /* 413 */
     ORC_CL_ERR_BUSY         = -11, /* 429: a limit was hit, retry later */
     ORC_CL_ERR_PROTOCOL     = -12, /* unexpected status or malformed reply */
+    ORC_CL_ERR_CANCELED     = -13, /* wait ended by orc_client_interrupt() */
 } orc_cl_status_t;
 
 const char *orc_cl_status_str(orc_cl_status_t status);
@@ -174,6 +175,16 @@ orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
                                            char **token_buf_p);
 /* First line of a token file, whitespace-trimmed; *token_p: free() it */
 orc_cl_status_t orc_client_read_token_file(const char *path, char **token_p);
+
+/*
+ * End the long-polls of this client: calls waiting in orc_client_mbox_recv(),
+ * orc_client_kv_get() or orc_client_nodes_list() with a wait return
+ * ORC_CL_ERR_CANCELED promptly, and so does every later call with a wait.
+ * Calls without a wait are unaffected (the node can still be deregistered).
+ * For stopping a thread that long-polls before joining it. Thread-safe,
+ * async with respect to the waiting calls; not undone.
+ */
+void orc_client_interrupt(orc_client_t *client);
 
 /* GET /healthz: ORC_CL_OK if orcd answers {"status": "ok"} */
 orc_cl_status_t orc_client_health(orc_client_t *client);

@@ -288,7 +288,7 @@ template <typename F> bool eventually(F cond, int timeout_ms)
 
 TEST(client_basic, status_strings)
 {
-    for (int s = ORC_CL_OK; s >= ORC_CL_ERR_PROTOCOL; --s) {
+    for (int s = ORC_CL_OK; s >= ORC_CL_ERR_CANCELED; --s) {
         const char *text = orc_cl_status_str((orc_cl_status_t)s);
         ASSERT_NE(nullptr, text);
         EXPECT_STRNE("unknown status", text) << s;
@@ -872,4 +872,60 @@ TEST_F(client_unit, pooled_handle_switches_methods)
     for (const auto &r : reqs) {
         EXPECT_EQ(std::string("Bearer ") + TOKEN, r.auth);
     }
+}
+
+/* a long-poll blocked on a server that never answers: interrupt ends it at
+ * once; later waits end before they start; plain requests still work */
+TEST_F(client_unit, interrupt_ends_waits)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    struct sockaddr_in sin = {};
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
+    ASSERT_EQ(0, listen(fd, 16));
+    socklen_t len = sizeof(sin);
+    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
+    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+    orc_client_t *silent = make_client(url, 2000);
+    ASSERT_NE(nullptr, silent);
+
+    orc_cl_status_t    status = ORC_CL_OK;
+    steady::time_point returned;
+    std::thread        waiter([&] {
+        void  *v;
+        size_t l;
+        status = orc_client_kv_get(silent, "k", 20000, &v, &l);
+        returned = steady::now();
+    });
+    /* the waiter is connected (and so inside its call) once accept returns */
+    int conn = accept(fd, NULL, NULL);
+    ASSERT_GE(conn, 0);
+    auto t0 = steady::now();
+    orc_client_interrupt(silent);
+    waiter.join();
+    EXPECT_EQ(ORC_CL_ERR_CANCELED, status);
+    EXPECT_LT(returned - t0, std::chrono::milliseconds(500));
+
+    orc_mbox_msg_t *msgs;
+    size_t          count;
+    t0 = steady::now();
+    EXPECT_EQ(ORC_CL_ERR_CANCELED,
+              orc_client_mbox_recv(silent, 1, 0, 5000, &msgs, &count));
+    EXPECT_LT(steady::now() - t0, std::chrono::milliseconds(100));
+    orc_client_destroy(silent);
+    close(conn);
+    close(fd);
+
+    /* on a live server: waits cancelled, plain requests unaffected */
+    m_server.route("GET /v1/jobs/jobA/nodes/4/rdma/endpoint", 200, "{}");
+    orc_client_interrupt(m_client);
+    char *json;
+    ASSERT_EQ(ORC_CL_OK, orc_client_endpoint_get(m_client, 4, &json));
+    free(json);
+    orc_node_info_t *nodes;
+    EXPECT_EQ(ORC_CL_ERR_CANCELED,
+              orc_client_nodes_list(m_client, 1, 1000, &nodes, &count, NULL));
+    EXPECT_EQ(1u, m_server.requests().size());
 }
