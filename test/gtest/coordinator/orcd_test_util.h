@@ -343,6 +343,8 @@ public:
     http_client &operator=(const http_client &) = delete;
 
     void set_token(const std::string &t) { m_token = t; }
+    /* trust exactly this PEM certificate (self-signed test server) */
+    void set_ca(const std::string &pem) { m_ca = pem; }
 
     http_result request(const std::string &method, const std::string &url,
                         const std::string *body = nullptr,
@@ -361,6 +363,9 @@ public:
         curl_easy_setopt(m_curl, CURLOPT_WRITEDATA, &r.body);
         curl_easy_setopt(m_curl, CURLOPT_HEADERFUNCTION, http_header_cb);
         curl_easy_setopt(m_curl, CURLOPT_HEADERDATA, &r.headers);
+        if (!m_ca.empty()) {
+            curl_easy_setopt(m_curl, CURLOPT_CAINFO, m_ca.c_str());
+        }
         if (method == "HEAD") {
             curl_easy_setopt(m_curl, CURLOPT_NOBODY, 1L);
         }
@@ -408,6 +413,7 @@ public:
 private:
     CURL *m_curl;
     std::string m_token;
+    std::string m_ca;
 };
 
 /* Raw TCP connection to 127.0.0.1:port (-1 on failure). */

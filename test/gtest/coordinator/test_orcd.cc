@@ -586,6 +586,33 @@ TEST_F(orcd_daemon, reload_on_sighup)
     EXPECT_EQ(log.find(k_tok_b), std::string::npos);
 }
 
+TEST_F(orcd_daemon, tls)
+{
+    std::string out, key = m_dir.file("key.pem"), cert = m_dir.file("cert.pem");
+    if (access("/usr/bin/openssl", X_OK) != 0) {
+        GTEST_SKIP() << "no openssl to make a test certificate";
+    }
+    ASSERT_EQ(run_capture({"/usr/bin/openssl", "req", "-x509", "-newkey",
+                           "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                           "-days", "1", "-subj", "/CN=localhost",
+                           "-addext", "subjectAltName=IP:127.0.0.1"},
+                          &out),
+              0) << out;
+    start("tls: {cert: " + cert + ", key: " + key + "}\n");
+    http_client c;
+    c.set_ca(cert);
+    std::string base = "https://127.0.0.1:" + std::to_string(m_orcd.port());
+    http_result r = c.get(base + "/healthz");
+    EXPECT_EQ(r.code, CURLE_OK) << curl_easy_strerror(r.code);
+    EXPECT_EQ(r.status, 200);
+    r = c.post(base + "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
+    EXPECT_EQ(r.status, 201);
+    /* plain HTTP to the TLS port gets no HTTP answer */
+    http_client plain;
+    EXPECT_NE(plain.get(u("/healthz"), 5).status, 200);
+    EXPECT_EQ(m_orcd.stop(), 0);
+}
+
 TEST_F(orcd_daemon, body_limit_before_reading)
 {
     start("limits: {max_body: 2048, endpoint_max: 1024, "
