@@ -187,8 +187,8 @@ TEST_P(softnic_hostile, crafted_frames)
     cases.push_back(
         {"length beyond the MR end",
          hello(src, dst)
-             .append(req(OP_WRITE, 0, 1 << 20, rkey, base + 65536 - 64))
-             .bytes(1 << 20, 0xee)});
+             .append(req(OP_WRITE, 0, 256 << 10, rkey, base + 65536 - 64))
+             .bytes(256 << 10, 0xee)});
     cases.push_back({"length 4 GiB - 1",
                      hello(src, dst)
                          .append(req(OP_WRITE, 0, 0xffffffffu, rkey, scratch))
@@ -211,10 +211,10 @@ TEST_P(softnic_hostile, crafted_frames)
         {"wrong sequence", hello(src, dst)
                                .append(req(OP_WRITE, 77, 1000, rkey, base))
                                .bytes(1000, 0xee)});
-    cases.push_back(
-        {"SEND without receive", hello(src, dst)
-                                     .append(req(OP_SEND, 0, 1 << 20, rkey, 0))
-                                     .bytes(1 << 20, 0xee)});
+    cases.push_back({"SEND without receive",
+                     hello(src, dst)
+                         .append(req(OP_SEND, 0, 256 << 10, rkey, 0))
+                         .bytes(256 << 10, 0xee)});
     cases.push_back(
         {"unknown opcode", hello(src, dst)
                                .append(req(200, 0, 64, rkey, scratch))
