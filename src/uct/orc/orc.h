@@ -208,18 +208,23 @@ typedef struct uct_orc_agent_params {
 } uct_orc_agent_params_t;
 
 /*
- * The pairing agent of one iface: two threads.
+ * The pairing agent of one iface: three threads.
  *  - rx: long-polls the node's mailbox; answers pairing requests by creating
  *    a passive QP (bound to the iface's SRQ and CQs) and connecting it;
- *    completes initiator QPs on replies.
+ *    completes initiator QPs on replies; handles goodbyes.
  *  - tx: posts the pairing requests queued by uct_ep_create (so ep creation
- *    never blocks on HTTP) and fails pairings past their deadline.
+ *    never blocks on HTTP) and the goodbyes of destroyed eps, and fails
+ *    pairings past their deadline.
+ *  - watch: while there are peers, long-polls the job's node list and
+ *    fails eps / closes passive QPs of peers whose node left.
  * Results reach the iface only through the event queue, drained by
  * uct_orc_agent_poll() from the iface's progress; every push also signals
  * event_fd, which is part of the iface's wakeup fd.
  *
- * Locking: `lock` protects pairings, tx_queue, events, rx_budget and
- * stopping; `tx_cond` (with `lock`) wakes the tx thread. Device-layer calls
+ * Locking: `lock` protects pairings, connected, passives, byes, events,
+ * rx_budget, watch_dirty and stopping; `tx_cond` / `watch_cond` (with
+ * `lock`) wake the tx / watch thread. `params` and dev_addr_hex are
+ * read-only while the threads run. Device-layer calls
  * are thread-safe; QPs of pairings are modified only with `lock` held, so
  * uct_orc_agent_cancel() can destroy them safely after unlinking.
  */
@@ -228,18 +233,21 @@ typedef struct uct_orc_agent {
     char                      *dev_addr_hex;  /* our packed device address */
     pthread_mutex_t            lock;
     pthread_cond_t             tx_cond;
+    pthread_cond_t             watch_cond;
     ucs_list_link_t            pairings;      /* uct_orc_agent_pairing_t */
     ucs_list_link_t            connected;     /* uct_orc_agent_link_t */
     ucs_list_link_t            passives;      /* uct_orc_agent_link_t */
     ucs_list_link_t            byes;          /* uct_orc_agent_link_t to
                                                  send: ep destroyed */
-    ucs_time_t                 next_watch;    /* tx thread: next peer scan */
+    int                        watch_dirty;   /* a link was added: check
+                                                 peers without waiting */
     ucs_queue_head_t           events;        /* uct_orc_agent_event_t */
     unsigned                   rx_budget;
     int                        stopping;
     int                        event_fd;      /* eventfd, counts pushes */
     pthread_t                  rx_thread;
     pthread_t                  tx_thread;
+    pthread_t                  watch_thread;
     int                        threads_started;
 } uct_orc_agent_t;
 

@@ -33,7 +33,6 @@
 #define UCT_ORC_AGENT_WAIT_MS      300  /* mailbox long-poll */
 #define UCT_ORC_AGENT_TICK_MS      100  /* tx thread deadline scan */
 #define UCT_ORC_AGENT_ADDR_MAX     256
-#define UCT_ORC_AGENT_WATCH_SEC    1    /* peer-liveness scan period */
 
 static uint32_t uct_orc_agent_psn(void)
 {
@@ -338,6 +337,8 @@ static void uct_orc_agent_handle_request(uct_orc_agent_t *agent,
     link->credits   = credits;
     pthread_mutex_lock(&agent->lock);
     ucs_list_add_tail(&agent->passives, &link->list);
+    agent->watch_dirty = 1;
+    pthread_cond_signal(&agent->watch_cond);
     uct_orc_agent_push_locked(agent, ev);
     pthread_mutex_unlock(&agent->lock);
 
@@ -418,6 +419,8 @@ static void uct_orc_agent_handle_reply(uct_orc_agent_t *agent, uint64_t from,
         link->conn_id   = pairing->conn_id;
         link->peer_node = pairing->peer_node;
         ucs_list_add_tail(&agent->connected, &link->list);
+        agent->watch_dirty = 1;
+        pthread_cond_signal(&agent->watch_cond);
     }
     ucs_list_del(&pairing->list);
     ucs_free(pairing);
@@ -609,32 +612,16 @@ static int uct_orc_agent_node_listed(const orc_node_info_t *nodes,
 }
 
 /*
- * Called with agent->lock held; drops it while talking to orcd. Peers whose
- * node left the job (lease expired or deregistered) fail the eps to them
- * and free the passive QPs serving them. orcd being unreachable is not a
- * peer failure: nothing happens then.
+ * Called with agent->lock held. Peers whose node is not in the job's node
+ * list any more (lease expired, or deregistered) fail the eps to them and
+ * free the passive QPs serving them.
  */
-static void uct_orc_agent_watch_locked(uct_orc_agent_t *agent)
+static void uct_orc_agent_check_peers_locked(uct_orc_agent_t *agent,
+                                             const orc_node_info_t *nodes,
+                                             size_t count)
 {
     uct_orc_agent_link_t *link, *tmp;
     uct_orc_agent_event_t *ev;
-    orc_cl_status_t cl_status;
-    orc_node_info_t *nodes;
-    uint64_t index;
-    size_t count;
-
-    if (ucs_list_is_empty(&agent->connected) &&
-        ucs_list_is_empty(&agent->passives)) {
-        return;
-    }
-
-    pthread_mutex_unlock(&agent->lock);
-    cl_status = orc_client_nodes_list(agent->params.client, 0, 0, &nodes,
-                                      &count, &index);
-    pthread_mutex_lock(&agent->lock);
-    if (cl_status != ORC_CL_OK) {
-        return;
-    }
 
     ucs_list_for_each_safe(link, tmp, &agent->connected, list) {
         if (uct_orc_agent_node_listed(nodes, count, link->peer_node)) {
@@ -657,7 +644,52 @@ static void uct_orc_agent_watch_locked(uct_orc_agent_t *agent)
             uct_orc_agent_close_passive_locked(agent, link);
         }
     }
-    orc_client_nodes_free(nodes, count);
+}
+
+/*
+ * The watch thread: while there are peers to watch, long-polls the job's
+ * node list (it returns when the membership revision moves) and checks the
+ * peers against it. A new link forces an immediate check (watch_dirty).
+ * orcd being unreachable is not a peer failure: nothing happens then.
+ */
+static void *uct_orc_agent_watch_main(void *arg)
+{
+    uct_orc_agent_t *agent = arg;
+    orc_cl_status_t cl_status;
+    orc_node_info_t *nodes;
+    uint64_t index = 0, new_index;
+    struct timespec ts;
+    size_t count;
+    int wait_ms;
+
+    pthread_mutex_lock(&agent->lock);
+    while (!agent->stopping) {
+        if (ucs_list_is_empty(&agent->connected) &&
+            ucs_list_is_empty(&agent->passives)) {
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&agent->watch_cond, &agent->lock, &ts);
+            continue;
+        }
+
+        wait_ms            = agent->watch_dirty ? 0 : UCT_ORC_AGENT_WAIT_MS;
+        agent->watch_dirty = 0;
+        pthread_mutex_unlock(&agent->lock);
+        cl_status = orc_client_nodes_list(agent->params.client, index,
+                                          wait_ms, &nodes, &count,
+                                          &new_index);
+        if (cl_status != ORC_CL_OK) {
+            usleep(UCT_ORC_AGENT_TICK_MS * 1000);
+            pthread_mutex_lock(&agent->lock);
+            continue;
+        }
+        pthread_mutex_lock(&agent->lock);
+        index = new_index;
+        uct_orc_agent_check_peers_locked(agent, nodes, count);
+        orc_client_nodes_free(nodes, count);
+    }
+    pthread_mutex_unlock(&agent->lock);
+    return NULL;
 }
 
 static void *uct_orc_agent_tx_main(void *arg)
@@ -673,11 +705,6 @@ static void *uct_orc_agent_tx_main(void *arg)
     pthread_mutex_lock(&agent->lock);
     while (!agent->stopping) {
         uct_orc_agent_send_byes_locked(agent);
-        if (ucs_get_time() >= agent->next_watch) {
-            uct_orc_agent_watch_locked(agent);
-            agent->next_watch = ucs_get_time() +
-                                ucs_time_from_sec(UCT_ORC_AGENT_WATCH_SEC);
-        }
 
         now = ucs_get_time();
         ucs_list_for_each_safe(pairing, tmp, &agent->pairings, list) {
@@ -879,7 +906,7 @@ ucs_status_t uct_orc_agent_start(uct_orc_agent_t *agent,
     ucs_list_head_init(&agent->passives);
     ucs_list_head_init(&agent->byes);
     ucs_queue_head_init(&agent->events);
-    agent->next_watch      = ucs_get_time();
+    agent->watch_dirty     = 0;
 
     agent->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (agent->event_fd < 0) {
@@ -889,6 +916,7 @@ ucs_status_t uct_orc_agent_start(uct_orc_agent_t *agent,
 
     pthread_mutex_init(&agent->lock, NULL);
     pthread_cond_init(&agent->tx_cond, NULL);
+    pthread_cond_init(&agent->watch_cond, NULL);
 
     ret = pthread_create(&agent->rx_thread, NULL, uct_orc_agent_rx_main,
                          agent);
@@ -906,15 +934,30 @@ ucs_status_t uct_orc_agent_start(uct_orc_agent_t *agent,
         goto err_stop_rx;
     }
 
+    ret = pthread_create(&agent->watch_thread, NULL, uct_orc_agent_watch_main,
+                         agent);
+    if (ret != 0) {
+        ucs_error("orc: failed to start the pairing agent: %s",
+                  strerror(ret));
+        goto err_stop_tx;
+    }
+
     agent->threads_started = 1;
     return UCS_OK;
 
+err_stop_tx:
+    pthread_mutex_lock(&agent->lock);
+    agent->stopping = 1;
+    pthread_cond_broadcast(&agent->tx_cond);
+    pthread_mutex_unlock(&agent->lock);
+    pthread_join(agent->tx_thread, NULL);
 err_stop_rx:
     pthread_mutex_lock(&agent->lock);
     agent->stopping = 1;
     pthread_mutex_unlock(&agent->lock);
     pthread_join(agent->rx_thread, NULL);
 err_destroy:
+    pthread_cond_destroy(&agent->watch_cond);
     pthread_cond_destroy(&agent->tx_cond);
     pthread_mutex_destroy(&agent->lock);
     close(agent->event_fd);
@@ -942,10 +985,12 @@ void uct_orc_agent_stop(uct_orc_agent_t *agent)
     pthread_mutex_lock(&agent->lock);
     agent->stopping = 1;
     pthread_cond_broadcast(&agent->tx_cond);
+    pthread_cond_broadcast(&agent->watch_cond);
     pthread_mutex_unlock(&agent->lock);
 
     pthread_join(agent->tx_thread, NULL);
     pthread_join(agent->rx_thread, NULL);
+    pthread_join(agent->watch_thread, NULL);
     agent->threads_started = 0;
 
     /* pairings of eps still open: the eps own their QPs; passive QPs are
@@ -963,6 +1008,7 @@ void uct_orc_agent_stop(uct_orc_agent_t *agent)
 
 void uct_orc_agent_destroy_sync(uct_orc_agent_t *agent)
 {
+    pthread_cond_destroy(&agent->watch_cond);
     pthread_cond_destroy(&agent->tx_cond);
     pthread_mutex_destroy(&agent->lock);
 }
