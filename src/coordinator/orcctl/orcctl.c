@@ -44,15 +44,16 @@ typedef struct orcctl_opts {
     const char *job;
     int         json;
     int         timeout_ms;
-    int         wait_ms; /* --wait, -1 if not given */
-    uint64_t    index;   /* nodes --index */
-    uint64_t    after;   /* mailbox-watch --after */
-    long        count;   /* mailbox-watch --count, 0 = forever */
-    unsigned    ttl;     /* register --ttl */
-    int64_t     pid;     /* register --pid */
-    const char *labels;  /* register --labels */
-    uint64_t    from;    /* mailbox-send --from */
-    uint64_t    node;    /* kv-put --node */
+    int         wait_ms;   /* --wait, -1 if not given */
+    uint64_t    index;     /* nodes --index */
+    int         index_set; /* --index given */
+    uint64_t    after;     /* mailbox-watch --after */
+    long        count;     /* mailbox-watch --count, 0 = forever */
+    unsigned    ttl;       /* register --ttl */
+    int64_t     pid;       /* register --pid */
+    const char *labels;    /* register --labels */
+    uint64_t    from;      /* mailbox-send --from */
+    uint64_t    node;      /* kv-put --node */
 } orcctl_opts_t;
 
 static void orcctl_usage(FILE *out)
@@ -79,9 +80,11 @@ static void orcctl_usage(FILE *out)
         "\n"
         "Commands:\n"
         "  health                        check that orcd answers\n"
-        "  nodes [--index I --wait S]    list the job's nodes; with --wait, "
-        "block until\n"
-        "                                the membership changed after index I\n"
+        "  nodes [--wait S [--index I]]  list the job's nodes; with --wait, "
+        "block up to\n"
+        "                                S seconds until the membership "
+        "changes (after\n"
+        "                                index I, default: the current one)\n"
         "  node-get ID                   one node\n"
         "  endpoint-get ID               a node's endpoint record\n"
         "  endpoint-put ID JSON          publish/replace a node's endpoint "
@@ -256,7 +259,17 @@ static int orcctl_cmd_nodes(orc_client_t *client, const orcctl_opts_t *opts)
     uint64_t         index;
     json_t          *doc, *array;
 
-    status = orc_client_nodes_list(client, opts->index,
+    index = opts->index;
+    if ((opts->wait_ms > 0) && !opts->index_set) {
+        /* --wait alone: wait for a change from now on */
+        status = orc_client_nodes_list(client, 0, 0, &nodes, &count, &index);
+        if (status != ORC_CL_OK) {
+            return orcctl_fail("nodes", status);
+        }
+        orc_client_nodes_free(nodes, count);
+    }
+
+    status = orc_client_nodes_list(client, index,
                                    (opts->wait_ms > 0) ? opts->wait_ms : 0,
                                    &nodes, &count, &index);
     if (status != ORC_CL_OK) {
@@ -647,6 +660,7 @@ int main(int argc, char **argv)
             }
             break;
         case 'i':
+            opts.index_set = 1;
             if (orcctl_parse_u64(optarg, 0, &opts.index) < 0) {
                 return orcctl_usage_error("--index: '%s' is not an unsigned "
                                           "integer",

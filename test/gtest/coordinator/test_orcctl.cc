@@ -289,3 +289,32 @@ TEST_F(orcctl_test, environment_auth_and_unreachable)
     EXPECT_LT(ms_since(t0), 3000);
     EXPECT_NE(std::string::npos, err.find("unreachable")) << err;
 }
+
+/* nodes --wait without --index waits for a change from its own start */
+TEST_F(orcctl_test, nodes_wait_from_now)
+{
+    child watcher;
+    ASSERT_TRUE(watcher.start({builddir() + "/orcctl", "--url", m_orcd.url(),
+                               "--job", "jobA", "--token", "orcctl-token-a-1",
+                               "--json", "nodes", "--wait", "20"}));
+
+    /* membership keeps changing (paced, bounded) until the watcher is back;
+     * whichever change follows its baseline must wake it */
+    orc_client_t *c = m_orcd.client("jobA", "orcctl-token-a-1");
+    ASSERT_NE(nullptr, c);
+    std::string out;
+    int         rc = -1;
+    auto        t0 = steady::now();
+    while ((rc < 0) && (ms_since(t0) < 15000)) {
+        uint64_t id;
+        ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "churn", 1, NULL, 0, &id));
+        ASSERT_EQ(ORC_CL_OK, orc_client_deregister(c, id));
+        rc = watcher.wait_exit(200, &out);
+    }
+    orc_client_destroy(c);
+    ASSERT_EQ(0, rc) << out;
+    EXPECT_LT(ms_since(t0), 10000);
+    json_t *doc = parse(out);
+    EXPECT_TRUE(json_is_array(json_object_get(doc, "nodes")));
+    json_decref(doc);
+}
