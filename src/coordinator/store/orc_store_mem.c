@@ -972,8 +972,10 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
         l->deadline_ms = now + (uint64_t)ttl * 1000u; /* fresh TTL */
         s->leases[s->nleases++] = l;
     }
-    qsort(s->leases, s->nleases, sizeof(s->leases[0]),
-          orc_store_mem_lease_cmp);
+    if (s->nleases > 1) {
+        qsort(s->leases, s->nleases, sizeof(s->leases[0]),
+              orc_store_mem_lease_cmp);
+    }
     for (i = 1; i < s->nleases; ++i) {
         if (s->leases[i]->id == s->leases[i - 1]->id) {
             fprintf(stderr, "orc store: snapshot %s: duplicate lease %llu\n",
@@ -1024,8 +1026,10 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
             orc_store_mem_lease_attach(e, l);
         }
     }
-    qsort(s->entries, s->nentries, sizeof(s->entries[0]),
-          orc_store_mem_key_cmp);
+    if (s->nentries > 1) {
+        qsort(s->entries, s->nentries, sizeof(s->entries[0]),
+              orc_store_mem_key_cmp);
+    }
     for (i = 1; i < s->nentries; ++i) {
         if (strcmp(s->entries[i]->key, s->entries[i - 1]->key) == 0) {
             fprintf(stderr, "orc store: snapshot %s: duplicate key '%s'\n",
