@@ -4,7 +4,7 @@
 # The namespaces (orc-b-<pid>-a/-b, veth "orc0" on both sides,
 # 198.18.0.1/24 and 198.18.0.2/24) are created here and always removed.
 #
-# Usage: softnic-bench.sh [-d seconds]     (default 1.0 s per bandwidth figure)
+# Usage: softnic-bench.sh [-d seconds]     (default 0.7 s per bandwidth figure, 3 rounds)
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)

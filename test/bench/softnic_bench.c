@@ -10,7 +10,7 @@
  * always exits 0 when it could measure (1 when it could not).
  *
  * Usage: softnic_bench [-d seconds] [-a netns -b netns [-i ip_b]]
- *   -d  duration of each bandwidth measurement (default 1.0 s)
+ *   -d  duration of each bandwidth measurement (default 0.7 s)
  *   -a/-b  run the cross-namespace part between these two existing network
  *          namespaces, each with an interface "orc0" (see softnic-bench.sh)
  *   -i  address of orc0 in namespace b (default 198.18.0.2)
@@ -44,6 +44,7 @@
 #define BENCH_LAT_ITERS  20000
 #define BENCH_LAT_WARMUP 2000
 #define BENCH_DEPTH      8
+#define BENCH_ROUNDS     3
 #define BENCH_ADDR_MAX   256
 
 /* What the target tells the initiator (over a socketpair). */
@@ -91,7 +92,7 @@ enum {
     R_LAST
 };
 
-static double bench_duration = 1.0;
+static double bench_duration = 0.7;
 
 static double bench_now(void)
 {
@@ -143,7 +144,7 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
     size_t             len;
 
     memset(&cfg, 0, sizeof(cfg));
-    cfg.backend     = ORC_DEV_BACKEND_SOFT;
+    cfg.backend = ORC_DEV_BACKEND_SOFT;
     cfg.soft_ifaces = ifaces;
     memset(ep, 0, sizeof(*ep));
     memset(info, 0, sizeof(*info));
@@ -363,6 +364,17 @@ static double bench_soft_bw(bench_ep_t *ep, const bench_info_t *peer,
     return done * (double)size / (t1 - t0) / 1e6;
 }
 
+/* Keep the best value of the rounds (negative: failed, ignored). */
+static void bench_keep(double *slot, int higher_better, double v)
+{
+    if (v < 0) {
+        return;
+    }
+    if ((*slot < 0) || (higher_better ? (v > *slot) : (v < *slot))) {
+        *slot = v;
+    }
+}
+
 static ssize_t bench_cma(pid_t pid, void *local, uint64_t remote, size_t size,
                          int do_write)
 {
@@ -557,7 +569,7 @@ static int bench_initiator(int ctl, int out, const char *dev,
     bench_ep_t   ep;
     int          base = cross ? R_NS_W_LAT : R_SH_W_LAT;
     char         c;
-    int          i;
+    int          i, round;
 
     for (i = 0; i < R_LAST; ++i) {
         res[i] = -1;
@@ -569,22 +581,44 @@ static int bench_initiator(int ctl, int out, const char *dev,
         return 1;
     }
     memset(ep.buf, 0x5a, BENCH_BUF_LEN);
-    res[base + 0] = bench_soft_lat(&ep, &peer, IBV_WR_RDMA_WRITE);
-    res[base + 1] = bench_soft_lat(&ep, &peer, IBV_WR_RDMA_READ);
-    res[base + 2] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_WRITE, 65536);
-    res[base + 3] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_WRITE, 1 << 20);
-    res[base + 4] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_READ, 65536);
-    res[base + 5] = bench_soft_bw(&ep, &peer, IBV_WR_RDMA_READ, 1 << 20);
-    if (!cross) {
-        res[R_CMA_W_LAT] = bench_cma_lat(&ep, &peer, 1);
-        res[R_CMA_R_LAT] = bench_cma_lat(&ep, &peer, 0);
-        res[R_CMA_W_64K] = bench_cma_bw(&ep, &peer, 65536, 1);
-        res[R_CMA_W_1M] = bench_cma_bw(&ep, &peer, 1 << 20, 1);
-        res[R_CMA_R_64K] = bench_cma_bw(&ep, &peer, 65536, 0);
-        res[R_CMA_R_1M] = bench_cma_bw(&ep, &peer, 1 << 20, 0);
-    } else {
-        res[R_TCP_64K] = bench_tcp_bw(tcp_ip, peer.tcp_port, 65536, ep.buf);
-        res[R_TCP_1M] = bench_tcp_bw(tcp_ip, peer.tcp_port, 1 << 20, ep.buf);
+    /* Rounds interleave softnic and its reference, so that a burst of
+     * load from elsewhere on the machine hits both; best of the rounds. */
+    for (round = 0; round < BENCH_ROUNDS; ++round) {
+        bench_keep(&res[base + 0], 0,
+                   bench_soft_lat(&ep, &peer, IBV_WR_RDMA_WRITE));
+        if (!cross) {
+            bench_keep(&res[R_CMA_W_LAT], 0, bench_cma_lat(&ep, &peer, 1));
+        }
+        bench_keep(&res[base + 1], 0,
+                   bench_soft_lat(&ep, &peer, IBV_WR_RDMA_READ));
+        if (!cross) {
+            bench_keep(&res[R_CMA_R_LAT], 0, bench_cma_lat(&ep, &peer, 0));
+        }
+        bench_keep(&res[base + 2], 1,
+                   bench_soft_bw(&ep, &peer, IBV_WR_RDMA_WRITE, 65536));
+        bench_keep(&res[base + 3], 1,
+                   bench_soft_bw(&ep, &peer, IBV_WR_RDMA_WRITE, 1 << 20));
+        if (!cross) {
+            bench_keep(&res[R_CMA_W_64K], 1,
+                       bench_cma_bw(&ep, &peer, 65536, 1));
+            bench_keep(&res[R_CMA_W_1M], 1,
+                       bench_cma_bw(&ep, &peer, 1 << 20, 1));
+        } else {
+            bench_keep(&res[R_TCP_64K], 1,
+                       bench_tcp_bw(tcp_ip, peer.tcp_port, 65536, ep.buf));
+            bench_keep(&res[R_TCP_1M], 1,
+                       bench_tcp_bw(tcp_ip, peer.tcp_port, 1 << 20, ep.buf));
+        }
+        bench_keep(&res[base + 4], 1,
+                   bench_soft_bw(&ep, &peer, IBV_WR_RDMA_READ, 65536));
+        bench_keep(&res[base + 5], 1,
+                   bench_soft_bw(&ep, &peer, IBV_WR_RDMA_READ, 1 << 20));
+        if (!cross) {
+            bench_keep(&res[R_CMA_R_64K], 1,
+                       bench_cma_bw(&ep, &peer, 65536, 0));
+            bench_keep(&res[R_CMA_R_1M], 1,
+                       bench_cma_bw(&ep, &peer, 1 << 20, 0));
+        }
     }
     bench_ep_close(&ep);
     return bench_full_io(out, res, sizeof(res), 1) ? 1 : 0;
@@ -710,8 +744,9 @@ int main(int argc, char **argv)
     }
 
     printf("\nsoftnic benchmark (latency in us, lower is better; bandwidth "
-           "in MB/s,\n%d WRs in flight; each bandwidth figure over %.1f s)\n\n",
-           BENCH_DEPTH, bench_duration);
+           "in MB/s,\n%d WRs in flight; each bandwidth figure over %.1f "
+           "s;\nbest of %d rounds)\n\n",
+           BENCH_DEPTH, bench_duration, BENCH_ROUNDS);
     printf("%-24s %12s %12s %-13s %7s  %s\n", "measure", "softnic", "reference",
            "(reference)", "ratio", "goal");
     bench_row("same-host WRITE 8B lat", res[R_SH_W_LAT], res[R_CMA_W_LAT],
