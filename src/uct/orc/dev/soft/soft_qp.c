@@ -345,9 +345,12 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
             orc_soft_svc_want_tx(qp);
             break;
         }
-        wqe->state = ORC_SOFT_WQE_SENT;
         qp->tx_off = 0;
         ++qp->sq_tx;
+        if (wqe->state == ORC_SOFT_WQE_DONE) {
+            continue; /* NAKed while it was written (orc_soft_ini_finish) */
+        }
+        wqe->state = ORC_SOFT_WQE_SENT;
         ++qp->sent_out;
         qp->rd_atomic_out += orc_soft_wqe_is_rd_atomic(wqe);
     }

@@ -930,7 +930,9 @@ static int orc_soft_tgt_req_done(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
 
 /* ---- initiator side: responses ----------------------------------------- */
 
-/* QP lock held: the WQE a response must belong to (oldest SENT one). */
+/* QP lock held: the WQE a response must belong to: the oldest SENT one, or
+ * else the one whose frame is being written (the target NAKs a request as
+ * soon as it has its header, possibly before the payload is complete). */
 static orc_soft_wqe_t *orc_soft_ini_wqe(orc_soft_qp_t *qp, uint32_t *index_p)
 {
     orc_soft_wqe_t *wqe;
@@ -943,6 +945,13 @@ static orc_soft_wqe_t *orc_soft_ini_wqe(orc_soft_qp_t *qp, uint32_t *index_p)
             return wqe;
         }
     }
+    if ((qp->tx_off > 0) && (qp->sq_tx != qp->sq_tail)) {
+        wqe = &qp->sq[qp->sq_tx % qp->sq_size];
+        if ((wqe->state == ORC_SOFT_WQE_QUEUED) && wqe->has_seq) {
+            *index_p = qp->sq_tx;
+            return wqe;
+        }
+    }
     return NULL;
 }
 
@@ -950,14 +959,18 @@ static orc_soft_wqe_t *orc_soft_ini_wqe(orc_soft_qp_t *qp, uint32_t *index_p)
 static void orc_soft_ini_finish(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe,
                                 enum ibv_wc_status status)
 {
+    if (wqe->state == ORC_SOFT_WQE_SENT) {
+        --qp->sent_out;
+        if ((wqe->opcode == IBV_WR_RDMA_READ) ||
+            (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
+            (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) {
+            --qp->rd_atomic_out;
+        }
+    }
+    /* else: NAKed while its frame is still being written; orc_soft_qp_tx
+     * finishes the frame (the target drains it) and keeps it DONE */
     wqe->state  = ORC_SOFT_WQE_DONE;
     wqe->status = status;
-    --qp->sent_out;
-    if ((wqe->opcode == IBV_WR_RDMA_READ) ||
-        (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
-        (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) {
-        --qp->rd_atomic_out;
-    }
 }
 
 /* QP lock held: retry the WQE at index after a NAK */
