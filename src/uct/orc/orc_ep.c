@@ -740,6 +740,9 @@ ucs_status_t uct_orc_ep_pending_add(uct_ep_h tl_ep, uct_pending_req_t *req,
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
 
+    if (ep->state == UCT_ORC_EP_FAILED) {
+        return ep->status; /* it would never be dispatched */
+    }
     if ((ep->state == UCT_ORC_EP_CONNECTED) && (ep->sq_avail > 0) &&
         (iface->tx_cq_avail > 0) && (ep->credits > 0) &&
         ucs_queue_is_empty(&ep->pending_q)) {

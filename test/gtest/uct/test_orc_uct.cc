@@ -791,7 +791,15 @@ TEST_F(OrcUct, PairTimeoutFailsEpOnce)
     ASSERT_EQ(UCS_OK, s.create_ep(b.dev_addr(), ifa, &e));
     uint64_t v = 1;
     EXPECT_EQ(UCS_ERR_NO_RESOURCE, uct_ep_put_short(e, &v, 8, 0, 0));
+    pending_req r = {};
+    r.uct.func = pending_put;
+    r.ep       = e;
+    ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &r.uct, 0));
     ASSERT_TRUE(s.progress_until([&]() { return !s.errors.empty(); }, 10));
+    /* the queued request is never dispatched; the purge hands it back */
+    EXPECT_EQ(0, r.calls);
+    uct_ep_pending_purge(e, pending_purge_cb, NULL);
+    EXPECT_EQ(1, r.purged);
     EXPECT_GE(entity::now() - start, 0.9);
     ASSERT_EQ(1u, s.errors.size());
     EXPECT_EQ(e, s.errors[0].ep);
@@ -1057,7 +1065,11 @@ TEST_F(OrcUct, PeerKilledMidTransfer)
     EXPECT_EQ(st, uct_ep_put_zcopy(dead, &iov, 1, t.addr, rkey, NULL));
     EXPECT_EQ(st, uct_ep_am_short(dead, 1, 0, NULL, 0));
     EXPECT_EQ(st, uct_ep_flush(dead, 0, NULL));
+    pending_req r = {};
+    r.uct.func = pending_put;
+    EXPECT_EQ(st, uct_ep_pending_add(dead, &r.uct, 0));
     uct_ep_pending_purge(dead, pending_purge_cb, NULL);
+    EXPECT_EQ(0, r.purged);
     /* the ep to b is fine */
     entity::mem bm = b.alloc_mem(64);
     uct_rkey_t brkey = a.unpack_rkey(bm.rkey_buf);
