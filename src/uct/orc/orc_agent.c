@@ -553,6 +553,9 @@ static void *uct_orc_agent_rx_main(void *arg)
                                          agent->params.node_id, cursor,
                                          UCT_ORC_AGENT_WAIT_MS, &msgs, &count);
         if (cl_status != ORC_CL_OK) {
+            if (uct_orc_agent_stopping(agent)) {
+                break;
+            }
             if (cl_status != last_error) {
                 ucs_debug("orc: node %" PRIu64 ": mailbox: %s",
                           agent->params.node_id,
@@ -679,8 +682,16 @@ static void *uct_orc_agent_watch_main(void *arg)
                                           wait_ms, &nodes, &count,
                                           &new_index);
         if (cl_status != ORC_CL_OK) {
-            usleep(UCT_ORC_AGENT_TICK_MS * 1000);
             pthread_mutex_lock(&agent->lock);
+            if (!agent->stopping) {
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_nsec += UCT_ORC_AGENT_TICK_MS * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_nsec -= 1000000000L;
+                    ++ts.tv_sec;
+                }
+                pthread_cond_timedwait(&agent->watch_cond, &agent->lock, &ts);
+            }
             continue;
         }
         pthread_mutex_lock(&agent->lock);

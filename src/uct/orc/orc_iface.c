@@ -1217,7 +1217,7 @@ err_destroy_client:
     return status;
 }
 
-static void uct_orc_iface_leave(uct_orc_iface_t *iface)
+static void uct_orc_iface_deregister(uct_orc_iface_t *iface)
 {
     orc_cl_status_t cl_status;
 
@@ -1227,6 +1227,11 @@ static void uct_orc_iface_leave(uct_orc_iface_t *iface)
         ucs_debug("orc: failed to deregister node %" PRIu64 ": %s",
                   iface->node_id, orc_cl_status_str(cl_status));
     }
+}
+
+static void uct_orc_iface_leave(uct_orc_iface_t *iface)
+{
+    uct_orc_iface_deregister(iface);
     orc_client_destroy(iface->client);
 }
 
@@ -1556,7 +1561,10 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_iface_t)
     uct_base_iface_progress_disable(&self->super.super,
                                     UCT_PROGRESS_SEND | UCT_PROGRESS_RECV);
 
-    /* Stop the agent first: it creates QPs bound to our SRQ and CQs */
+    /* Leave the job first: peers stop pairing with us and fail their eps to
+     * us, and orcd ends our agent's long polls. Then stop the agent: it
+     * creates QPs bound to our SRQ and CQs. */
+    uct_orc_iface_deregister(self);
     uct_orc_agent_stop(&self->agent);
     ucs_queue_head_init(&events);
     uct_orc_agent_poll(&self->agent, &events);
@@ -1579,7 +1587,7 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_iface_t)
         ucs_free(passive);
     }
 
-    uct_orc_iface_leave(self);
+    orc_client_destroy(self->client);
     ucs_free(self->agent.dev_addr_hex);
     close(self->event_fd);
 
