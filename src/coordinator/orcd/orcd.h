@@ -20,6 +20,7 @@ extern "C" {
 #define ORCD_NAME_MAX        128
 #define ORCD_TOKEN_MIN       8
 #define ORCD_TOKEN_MAX       256
+#define ORCD_CONFIG_MAX_KEYS 32
 
 typedef enum orcd_log_level {
     ORCD_LOG_ERROR,
@@ -75,6 +76,13 @@ typedef struct orcd_config {
     /* logging */
     orcd_log_level_t log_level;
     char     *config_path;       /* file this came from, or NULL */
+    /* where each key was set (file:line:column for cross-key errors);
+     * line 0 = default or command line */
+    char     *source;
+    struct {
+        unsigned line;
+        unsigned column;
+    } marks[ORCD_CONFIG_MAX_KEYS];
 } orcd_config_t;
 
 /* Fill cfg with the embedded defaults. */
@@ -94,6 +102,9 @@ int  orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen);
 void orcd_config_cleanup(orcd_config_t *cfg);
 int  orcd_config_parse_listen(const char *spec, char **address_p,
                               unsigned *port_p);
+/* A command-line flag replaced "section.name": errors no longer point at
+ * the file for it. */
+void orcd_config_forget_mark(orcd_config_t *cfg, const char *key);
 int  orcd_config_parse_log_level(const char *s, orcd_log_level_t *level_p);
 
 /* Logging (stderr, one line per message, thread-safe). */

@@ -530,6 +530,9 @@ static const orcd_key_t orcd_keys[] = {
     ORCD_KEY("log", "level", ORCD_KEY_LOG_LEVEL, log_level, 0, 0),
 };
 
+_Static_assert(sizeof(orcd_keys) / sizeof(orcd_keys[0]) <= ORCD_CONFIG_MAX_KEYS,
+               "raise ORCD_CONFIG_MAX_KEYS");
+
 static void orcd_cfg_set_uint(void *field, size_t size, uint64_t v)
 {
     if (size == sizeof(uint64_t)) {
@@ -591,7 +594,11 @@ static int orcd_cfg_tokens(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
 static int orcd_cfg_apply_key(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
                               const orcd_key_t *k, const orcd_ynode_t *v)
 {
+    size_t index = (size_t)(k - orcd_keys);
     char path[64];
+
+    cfg->marks[index].line   = (unsigned)v->line;
+    cfg->marks[index].column = (unsigned)v->column;
     void *field = (char *)cfg + k->offset;
     uint64_t u;
     double d;
@@ -841,6 +848,7 @@ void orcd_config_cleanup(orcd_config_t *cfg)
     free(cfg->tls_key);
     free(cfg->snapshot_path);
     free(cfg->config_path);
+    free(cfg->source);
     memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -856,6 +864,8 @@ int orcd_config_load_buffer(orcd_config_t *cfg, const char *name,
     if (orcd_yaml_parse(&ctx, data, len, &root)) {
         return -1;
     }
+    free(cfg->source);
+    cfg->source = strdup(name);
     ret = orcd_cfg_apply(&ctx, cfg, root);
     orcd_ynode_free(root);
     return ret;
@@ -920,6 +930,10 @@ err_close:
     return -1;
 }
 
+static void orcd_cfg_fail(const orcd_config_t *cfg, char *err, size_t errlen,
+                          const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 /* Token file: one "job token" pair per line; '#' starts a comment. */
 static int orcd_config_load_token_file(orcd_config_t *cfg, char *err,
                                        size_t errlen)
@@ -934,7 +948,8 @@ static int orcd_config_load_token_file(orcd_config_t *cfg, char *err,
 
     f = fopen(path, "r");
     if (f == NULL) {
-        snprintf(err, errlen, "auth.token_file: %s: cannot open: %s", path,
+        orcd_cfg_fail(cfg, err, errlen, "auth.token_file",
+                      "auth.token_file: %s: cannot open: %s", path,
                  strerror(errno));
         return -1;
     }
@@ -999,6 +1014,43 @@ static int orcd_address_is_loopback(const char *address)
     return 0;
 }
 
+void orcd_config_forget_mark(orcd_config_t *cfg, const char *key)
+{
+    size_t n, sl;
+
+    for (n = 0; n < sizeof(orcd_keys) / sizeof(orcd_keys[0]); ++n) {
+        sl = strlen(orcd_keys[n].section);
+        if (!strncmp(key, orcd_keys[n].section, sl) && (key[sl] == '.') &&
+            !strcmp(key + sl + 1, orcd_keys[n].name)) {
+            cfg->marks[n].line = 0;
+        }
+    }
+}
+
+/* Error about key: prefixed with file:line:column where it was set. */
+static void orcd_cfg_fail(const orcd_config_t *cfg, char *err, size_t errlen,
+                          const char *key, const char *fmt, ...)
+{
+    size_t n, sl, off = 0;
+    va_list ap;
+    int ret;
+
+    for (n = 0; n < sizeof(orcd_keys) / sizeof(orcd_keys[0]); ++n) {
+        sl = strlen(orcd_keys[n].section);
+        if (!strncmp(key, orcd_keys[n].section, sl) && (key[sl] == '.') &&
+            !strcmp(key + sl + 1, orcd_keys[n].name) &&
+            (cfg->marks[n].line > 0) && (cfg->source != NULL)) {
+            ret = snprintf(err, errlen, "%s:%u:%u: ", cfg->source,
+                           cfg->marks[n].line, cfg->marks[n].column);
+            off = ((ret > 0) && ((size_t)ret < errlen)) ? (size_t)ret : 0;
+            break;
+        }
+    }
+    va_start(ap, fmt);
+    vsnprintf(err + off, errlen - off, fmt, ap);
+    va_end(ap);
+}
+
 int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
 {
     unsigned char addr[sizeof(struct in6_addr)];
@@ -1007,48 +1059,58 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
     err[0] = '\0';
     if ((inet_pton(AF_INET, cfg->address, addr) != 1) &&
         (inet_pton(AF_INET6, cfg->address, addr) != 1)) {
-        snprintf(err, errlen, "listen.address: '%.64s' is not an IPv4 or "
+        orcd_cfg_fail(cfg, err, errlen, "listen.address",
+                      "listen.address: '%.64s' is not an IPv4 or "
                  "IPv6 address", cfg->address);
         return -1;
     }
     if (!orcd_address_is_loopback(cfg->address) && !cfg->allow_remote) {
-        snprintf(err, errlen, "listen.address: %.64s is not a loopback "
+        orcd_cfg_fail(cfg, err, errlen, "listen.address",
+                      "listen.address: %.64s is not a loopback "
                  "address; set listen.allow_remote: true to accept remote "
                  "clients", cfg->address);
         return -1;
     }
     if ((cfg->ttl_min > cfg->ttl_default) ||
         (cfg->ttl_default > cfg->ttl_max)) {
-        snprintf(err, errlen, "ttl: need min <= default <= max (got %lld, "
+        orcd_cfg_fail(cfg, err, errlen,
+                      (cfg->ttl_min > cfg->ttl_default) ? "ttl.min" : "ttl.max",
+                      "ttl: need min <= default <= max (got %lld, "
                  "%lld, %lld)", (long long)cfg->ttl_min,
                  (long long)cfg->ttl_default, (long long)cfg->ttl_max);
         return -1;
     }
     if (cfg->max_long_polls >= cfg->max_connections) {
-        snprintf(err, errlen, "limits.max_long_polls (%u) must be below "
+        orcd_cfg_fail(cfg, err, errlen, "limits.max_long_polls",
+                      "limits.max_long_polls (%u) must be below "
                  "limits.max_connections (%u)", cfg->max_long_polls,
                  cfg->max_connections);
         return -1;
     }
     if (cfg->max_connections_per_ip > cfg->max_connections) {
-        snprintf(err, errlen, "limits.max_connections_per_ip (%u) must not "
+        orcd_cfg_fail(cfg, err, errlen, "limits.max_connections_per_ip",
+                      "limits.max_connections_per_ip (%u) must not "
                  "exceed limits.max_connections (%u)",
                  cfg->max_connections_per_ip, cfg->max_connections);
         return -1;
     }
     if (cfg->endpoint_max > cfg->max_body) {
-        snprintf(err, errlen, "limits.endpoint_max (%zu) must not exceed "
+        orcd_cfg_fail(cfg, err, errlen, "limits.endpoint_max",
+                      "limits.endpoint_max (%zu) must not exceed "
                  "limits.max_body (%zu)", cfg->endpoint_max, cfg->max_body);
         return -1;
     }
     if (cfg->mailbox_msg_max > cfg->max_body) {
-        snprintf(err, errlen, "limits.mailbox_msg_max (%zu) must not exceed "
+        orcd_cfg_fail(cfg, err, errlen, "limits.mailbox_msg_max",
+                      "limits.mailbox_msg_max (%zu) must not exceed "
                  "limits.max_body (%zu)", cfg->mailbox_msg_max,
                  cfg->max_body);
         return -1;
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
-        snprintf(err, errlen, "tls: cert and key must be given together");
+        orcd_cfg_fail(cfg, err, errlen,
+                      (cfg->tls_cert != NULL) ? "tls.cert" : "tls.key",
+                      "tls: cert and key must be given together");
         return -1;
     }
     if ((cfg->token_file != NULL) &&
@@ -1067,7 +1129,8 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
         }
     }
     if (cfg->auth_enabled && (cfg->ntokens == 0)) {
-        snprintf(err, errlen, "auth.enabled is true but no tokens are "
+        orcd_cfg_fail(cfg, err, errlen, "auth.enabled",
+                      "auth.enabled is true but no tokens are "
                  "configured (auth.tokens or auth.token_file)");
         return -1;
     }

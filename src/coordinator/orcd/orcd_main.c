@@ -74,6 +74,10 @@ static orcd_config_t *orcd_load_config(const orcd_opts_t *o)
                         "[IPV6]:PORT\n", o->listen);
         goto err;
     }
+    if (o->listen != NULL) {
+        orcd_config_forget_mark(cfg, "listen.address");
+        orcd_config_forget_mark(cfg, "listen.port");
+    }
     if (o->snapshot != NULL) {
         free(cfg->snapshot_path);
         cfg->snapshot_path = strdup(o->snapshot);
@@ -88,9 +92,7 @@ static orcd_config_t *orcd_load_config(const orcd_opts_t *o)
         goto err;
     }
     if (orcd_config_finalize(cfg, err, sizeof(err))) {
-        fprintf(stderr, "orcd: %s%s%s\n", cfg->config_path ? cfg->config_path :
-                                                             "",
-                cfg->config_path ? ": " : "", err);
+        fprintf(stderr, "orcd: %s\n", err);
         goto err;
     }
     return cfg;
