@@ -1576,14 +1576,16 @@ static int orc_soft_conn_rx(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
             }
             memcpy(&hello, conn->rbuf + conn->rpos, sizeof(hello));
             conn->rpos += sizeof(hello);
-            ret = (conn->role == ORC_SOFT_ROLE_TGT) ?
-                  orc_soft_tgt_hello(inst, conn, &hello) :
-                  orc_soft_ini_hello_ack(inst, conn, &hello);
+            if (conn->role == ORC_SOFT_ROLE_TGT) {
+                ret = orc_soft_tgt_hello(inst, conn, &hello);
+            } else {
+                ret = orc_soft_ini_hello_ack(inst, conn, &hello);
+                if (ret == 0) {
+                    return 1; /* stale: conn was closed and freed */
+                }
+            }
             if (ret < 0) {
                 return -1;
-            }
-            if ((conn->role == ORC_SOFT_ROLE_INI) && (ret == 0)) {
-                return 1; /* closed: stale */
             }
             continue;
         }
