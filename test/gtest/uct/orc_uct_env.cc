@@ -228,7 +228,7 @@ ucs_status_t entity::err_cb(void *arg, uct_ep_h ep, ucs_status_t status)
     return UCS_OK;
 }
 
-ucs_status_t entity::open()
+ucs_status_t entity::open(size_t rx_headroom)
 {
     uct_component_h *components;
     unsigned num_components;
@@ -293,6 +293,10 @@ ucs_status_t entity::open()
     params.err_handler          = err_cb;
     params.err_handler_arg      = this;
     params.err_handler_flags    = 0;
+    if (rx_headroom > 0) {
+        params.field_mask  |= UCT_IFACE_PARAM_FIELD_RX_HEADROOM;
+        params.rx_headroom  = rx_headroom;
+    }
     status = uct_iface_open(m_md, m_worker, &params, iface_config, &m_iface);
     uct_config_release(iface_config);
     if (status != UCS_OK) {

@@ -51,8 +51,9 @@ public:
     entity();
     ~entity();
 
-    /* open; returns the status of uct_iface_open (or of an earlier step) */
-    ucs_status_t open();
+    /* open; returns the status of uct_iface_open (or of an earlier step);
+     * rx_headroom: bytes the AM handler may use before a payload */
+    ucs_status_t open(size_t rx_headroom = 0);
     void progress(unsigned count = 1);
     /* progress until cond() or timeout; returns cond() */
     template <typename F> bool progress_until(F cond, double timeout_sec = 10)

@@ -420,6 +420,86 @@ TEST_F(OrcUct, ActiveMessages)
     a.free_mem(zsrc);
 }
 
+namespace {
+/* keeps every descriptor, scribbling over the whole headroom first */
+struct am_keep {
+    size_t             headroom;
+    std::vector<void*> descs;
+    std::vector<std::vector<uint8_t>> msgs;
+};
+
+ucs_status_t am_keep_cb(void *arg, void *data, size_t length, unsigned flags)
+{
+    am_keep *k = (am_keep*)arg;
+    EXPECT_TRUE(flags & UCT_CB_PARAM_FLAG_DESC);
+    k->msgs.emplace_back((uint8_t*)data, (uint8_t*)data + length);
+    memset((char*)data - k->headroom, 0xcd, k->headroom);
+    k->descs.push_back((char*)data - k->headroom);
+    return UCS_INPROGRESS;
+}
+} // namespace
+
+TEST_F(OrcUct, AmDescriptorsKeptWithHeadroom)
+{
+    const size_t headroom = 48;
+    entity r;
+    ASSERT_EQ(UCS_OK, r.open(headroom));
+    am_keep keep = {headroom, {}, {}};
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 6, am_keep_cb,
+                                               &keep, 0));
+    uct_ep_h e = a.connect_and_wait(r);
+    ASSERT_TRUE(e != NULL);
+
+    /* more messages than receive buffers would allow if kept buffers were
+     * not replaced */
+    const uint64_t total = 1500;
+    std::vector<uint8_t> payload(300);
+    uint64_t sent = 0;
+    ASSERT_TRUE(a.progress_until([&]() {
+        r.progress();
+        while (sent < total) {
+            fill_pattern(payload.data(), payload.size(), (unsigned)sent);
+            if (uct_ep_am_short(e, 6, sent, payload.data(), 100) != UCS_OK) {
+                break;
+            }
+            ++sent;
+        }
+        return keep.msgs.size() == total;
+    }, 30));
+    for (uint64_t i = 0; i < total; ++i) {
+        uint64_t hdr;
+        ASSERT_EQ(108u, keep.msgs[i].size());
+        memcpy(&hdr, keep.msgs[i].data(), 8);
+        ASSERT_EQ(i, hdr);
+        fill_pattern(payload.data(), 100, (unsigned)i);
+        ASSERT_EQ(0, memcmp(payload.data(), keep.msgs[i].data() + 8, 100));
+    }
+    for (void *desc : keep.descs) {
+        uct_iface_release_desc(desc);
+    }
+}
+
+TEST_F(OrcUct, ConnectToSelf)
+{
+    uct_ep_h self_ep = a.connect_and_wait(a);
+    ASSERT_TRUE(self_ep != NULL);
+    entity::mem m   = a.alloc_mem(4096);
+    uct_rkey_t rkey = a.unpack_rkey(m.rkey_buf);
+    uint64_t v      = 0x5e1f;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_put_short(self_ep, &v, 8, (uintptr_t)m.ptr + 64, rkey);
+    }));
+    flush_ep(a, self_ep);
+    EXPECT_EQ(v, *(uint64_t*)((char*)m.ptr + 64));
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(a.iface(), 7, am_cb, &rx, 0));
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_am_short(self_ep, 7, 1, NULL, 0);
+    }));
+    ASSERT_TRUE(a.progress_until([&]() { return rx.msgs.size() == 1; }));
+    a.free_mem(m);
+}
+
 TEST_F(OrcUct, Atomics)
 {
     entity::mem t   = b.alloc_mem(64);
