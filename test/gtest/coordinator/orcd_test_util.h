@@ -111,6 +111,35 @@ private:
     std::string m_path;
 };
 
+/* Wait (bounded) until the file at path contains needle; woken by inotify
+ * on its directory (files are replaced by rename). */
+static inline bool wait_file_contains(const std::string &path,
+                                      const std::string &needle,
+                                      double timeout)
+{
+    std::string dir = path.substr(0, path.rfind('/'));
+    int ino         = inotify_init1(IN_CLOEXEC);
+    bool found      = false;
+    double deadline = now_s() + timeout;
+
+    if (ino >= 0) {
+        inotify_add_watch(ino, dir.c_str(),
+                          IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE);
+    }
+    while (!(found = read_file(path).find(needle) != std::string::npos) &&
+           now_s() < deadline) {
+        struct pollfd pfd = {ino, POLLIN, 0};
+        if (poll(&pfd, 1, 200) > 0) {
+            char buf[4096];
+            (void)!read(ino, buf, sizeof(buf));
+        }
+    }
+    if (ino >= 0) {
+        close(ino);
+    }
+    return found;
+}
+
 /* Run a command to completion; returns its exit status (or -1), output in
  * *out (stdout and stderr). */
 static inline int run_capture(const std::vector<std::string> &argv,

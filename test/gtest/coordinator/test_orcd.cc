@@ -990,4 +990,24 @@ TEST_F(orcd_daemon, snapshot_restart)
               std::string::npos) << m_orcd.log();
 }
 
+TEST_F(orcd_daemon, periodic_snapshot_survives_a_crash)
+{
+    std::string snap = m_dir.file("p.snap");
+    start("snapshot: {path: " + snap + ", interval: 1}\n");
+    http_client c;
+    long long id = register_node(c, "j", 60);
+    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/name"), "{\"value\":\"v\"}").status,
+              200);
+    /* the periodic snapshot (no shutdown) picks the state up */
+    ASSERT_TRUE(wait_file_contains(snap, "/jobs/j/kv/name", 30));
+    EXPECT_EQ(m_orcd.stop(SIGKILL), -1); /* crash: no final snapshot */
+
+    start("snapshot: {path: " + snap + ", interval: 1}\n");
+    http_client c2;
+    EXPECT_EQ(c2.get(u("/v1/jobs/j/kv/name")).jstr("value"), "v");
+    EXPECT_EQ(c2.put_empty(u("/v1/jobs/j/nodes/" + std::to_string(id) +
+                             "/keepalive")).status, 200);
+    EXPECT_EQ(m_orcd.stop(SIGINT), 0); /* SIGINT is graceful too */
+}
+
 } // namespace
