@@ -286,18 +286,78 @@ std::string cmd_mr(const kv_t &kv)
                m.mr->rkey, m.mr->lkey);
 }
 
+/*
+ * dereg id= [wait_nonzero=1 refill_seed=S]
+ * wait_nonzero: first spin (bounded) until the region's first 8 bytes are
+ * no longer zero, i.e. a peer's WRITEs are arriving; refill_seed: right
+ * after orc_mr_dereg() returns, fill the region with that pattern (the
+ * test then checks that no later WRITE touched it).
+ */
 std::string cmd_dereg(const kv_t &kv)
 {
     peer_mr *m = find_mr(kv, "id");
     if ((m == NULL) || (m->mr == NULL)) {
         return err(ENOENT, "mr");
     }
+    if (num(kv, "wait_nonzero", 0)) {
+        volatile uint64_t *p = (volatile uint64_t *)m->buf;
+        double             deadline = now_ms() + 10000;
+        while ((*p == 0) && (now_ms() < deadline)) {
+        }
+        if (*p == 0) {
+            return err(ETIMEDOUT, "no_writes_arrived");
+        }
+    }
     int ret = orc_mr_dereg(m->mr);
     if (ret) {
         return err(ret, "mr_dereg");
     }
     m->mr = NULL;
+    if (has(kv, "refill_seed")) {
+        uint32_t seed = (uint32_t)num(kv, "refill_seed", 0);
+        for (size_t i = 0; i < m->len; ++i) {
+            m->buf[i] = pattern_byte(seed, i);
+        }
+    }
     return "OK";
+}
+
+/* writeloop qp= mr= len= n= raddr= rkey=: signaled WRITEs one at a time
+ * until one fails or n succeeded; replies ok=<successes> status=<last>. */
+std::string cmd_writeloop(const kv_t &kv)
+{
+    orc_qp_t *qp = find_qp(kv);
+    peer_mr  *m = find_mr(kv);
+    size_t    n = num(kv, "n", 1000), len = num(kv, "len", 4096);
+    size_t    ok = 0;
+    int       status = IBV_WC_SUCCESS;
+
+    if ((qp == NULL) || (m == NULL) || (m->mr == NULL) || (len > m->len)) {
+        return err(EINVAL, "writeloop_args");
+    }
+    while ((ok < n) && (status == IBV_WC_SUCCESS)) {
+        ibv_sge     sge = {(uintptr_t)m->buf, (uint32_t)len, m->mr->lkey};
+        ibv_send_wr wr, *bad;
+        memset(&wr, 0, sizeof(wr));
+        wr.wr_id = ok;
+        wr.sg_list = &sge;
+        wr.num_sge = 1;
+        wr.opcode = IBV_WR_RDMA_WRITE;
+        wr.send_flags = IBV_SEND_SIGNALED;
+        wr.wr.rdma.remote_addr = num(kv, "raddr", 0);
+        wr.wr.rdma.rkey = (uint32_t)num(kv, "rkey", 0);
+        int ret = orc_post_send(qp, &wr, &bad);
+        if (ret) {
+            return err(ret, "post_send");
+        }
+        std::vector<ibv_wc> wcs;
+        if (poll_n(g_peer.scq, 1, 10000, &wcs) != 1) {
+            return fmt("ERR no_completion ok=%zu", ok);
+        }
+        status = wcs[0].status;
+        ok += (status == IBV_WC_SUCCESS);
+    }
+    return fmt("OK ok=%zu status=%d", ok, status);
 }
 
 /* fill/check id= off= len= seed= [count= stride=]: region j gets seed+j. */
@@ -935,6 +995,8 @@ std::string dispatch(const std::string &line, bool *quit)
         return cmd_modify(kv);
     if (cmd == "destroyqp")
         return cmd_destroyqp(kv);
+    if (cmd == "writeloop")
+        return cmd_writeloop(kv);
     if (cmd == "atomics")
         return cmd_atomics(kv);
     if (cmd == "listeners")
