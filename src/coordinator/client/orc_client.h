@@ -11,8 +11,10 @@
  * callback. Tokens never appear in a returned error message.
  *
  * Thread safety: one orc_client_t may be used from any number of threads at
- * once (each call uses its own curl handle). orc_client_destroy() must not
- * race with other calls on the same client.
+ * once (each call takes a curl handle of its own from the client's pool, and
+ * puts it back with its keep-alive connection for the next call).
+ * orc_client_destroy() must not race with other calls on the same client.
+ * After fork(), a child process creates its own client.
  */
 #ifndef ORC_CLIENT_H_
 #define ORC_CLIENT_H_
