@@ -147,6 +147,8 @@ typedef enum uct_orc_agent_event_type {
                                       node left orcd: qp */
 } uct_orc_agent_event_type_t;
 
+/* A hand-off from the agent to the iface: pushed under the agent lock,
+ * moved out by uct_orc_agent_poll(), then owned (and freed) by the iface. */
 typedef struct uct_orc_agent_event {
     ucs_queue_elem_t           queue;
     uct_orc_agent_event_type_t type;
@@ -369,6 +371,11 @@ typedef struct uct_orc_qp_owner {
 KHASH_MAP_INIT_INT(uct_orc_qp, uct_orc_qp_owner_t);
 KHASH_MAP_INIT_INT64(uct_orc_conn, uct_orc_ep_t*);
 
+/*
+ * Threading: like every UCT iface, used by one thread at a time (the one
+ * that progresses its worker). The agent threads never touch it; they share
+ * only the device-layer objects (thread-safe) and the agent's own state.
+ */
 typedef struct uct_orc_iface {
     uct_base_iface_t       super;
     uct_orc_md_t          *md;
