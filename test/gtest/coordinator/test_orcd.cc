@@ -586,6 +586,29 @@ TEST_F(orcd_daemon, reload_on_sighup)
     EXPECT_EQ(log.find(k_tok_b), std::string::npos);
 }
 
+TEST_F(orcd_daemon, ipv6_loopback)
+{
+    int probe = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 sin6;
+    memset(&sin6, 0, sizeof(sin6));
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr   = in6addr_loopback;
+    bool ok = (probe >= 0) &&
+              bind(probe, (struct sockaddr *)&sin6, sizeof(sin6)) == 0;
+    if (probe >= 0) {
+        close(probe);
+    }
+    if (!ok) {
+        GTEST_SKIP() << "no IPv6 loopback here";
+    }
+    ASSERT_TRUE(m_orcd.start({"--listen", "[::1]:0"}, false)) << m_orcd.log();
+    http_client c;
+    http_result r = c.get("http://[::1]:" + std::to_string(m_orcd.port()) +
+                          "/healthz");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(m_orcd.stop(), 0);
+}
+
 TEST_F(orcd_daemon, tls)
 {
     std::string out, key = m_dir.file("key.pem"), cert = m_dir.file("cert.pem");
