@@ -1016,7 +1016,9 @@ TEST(OrcChild, Main)
         return;
     }
 
-    if (!strcmp(role, "fadd")) {
+    if (!strcmp(role, "fadd") || !strcmp(role, "swap")) {
+        const bool swap = !strcmp(role, "swap");
+        const uint64_t id = strtoull(getenv("ORC_UCT_CHILD_ID"), NULL, 0);
         char line[1024];
         ASSERT_TRUE(fgets(line, sizeof(line), stdin) != NULL);
         target_info t;
@@ -1031,9 +1033,11 @@ TEST(OrcChild, Main)
         ASSERT_TRUE(e.progress_until([&]() {
             while (posted < n) {
                 comp_init(&comps[posted]);
+                /* swap writes values unique to this child and op */
                 ucs_status_t s = uct_ep_atomic64_fetch(
-                        ep, UCT_ATOMIC_OP_ADD, 1, &results[posted], t.addr,
-                        rkey, &comps[posted].uct);
+                        ep, swap ? UCT_ATOMIC_OP_SWAP : UCT_ATOMIC_OP_ADD,
+                        swap ? ((id << 32) | (uint64_t)(posted + 1)) : 1,
+                        &results[posted], t.addr, rkey, &comps[posted].uct);
                 if (s == UCS_ERR_NO_RESOURCE) {
                     break;
                 }
@@ -1047,7 +1051,7 @@ TEST(OrcChild, Main)
             return done == n;
         }, 60));
         for (int i = 0; i < n; ++i) {
-            ASSERT_EQ(UCS_OK, comps[i].status) << "fetch-add " << i;
+            ASSERT_EQ(UCS_OK, comps[i].status) << role << " " << i;
         }
         std::ostringstream out;
         out << "ORC results";
@@ -1290,7 +1294,8 @@ TEST_F(OrcUct, AtomicsFromSeveralProcesses)
     std::vector<std::unique_ptr<child>> children;
     for (int i = 0; i < nproc; ++i) {
         children.emplace_back(new child(
-                "fadd", {"ORC_UCT_CHILD_COUNT=" + std::to_string(count)}));
+                "fadd", {"ORC_UCT_CHILD_COUNT=" + std::to_string(count),
+                         "ORC_UCT_CHILD_ID=" + std::to_string(i + 1)}));
         children.back()->write_line(info);
     }
     /* the target's agent pairs; atomics need no progress from us, but
@@ -1317,4 +1322,46 @@ TEST_F(OrcUct, AtomicsFromSeveralProcesses)
         ASSERT_EQ(expect++, v);
     }
     a.free_mem(counter);
+}
+
+TEST_F(OrcUct, SwapFromSeveralProcessesIsExact)
+{
+    /* every value written by a swap is returned by exactly one later swap,
+     * or is the final value: no value lost, none returned twice */
+    const int nproc = 3, count = 200;
+    entity::mem cell = a.alloc_mem(64);
+    *(uint64_t*)cell.ptr = 0;
+    std::string info = target_line(a, cell);
+
+    std::vector<std::unique_ptr<child>> children;
+    for (int i = 0; i < nproc; ++i) {
+        children.emplace_back(new child(
+                "swap", {"ORC_UCT_CHILD_COUNT=" + std::to_string(count),
+                         "ORC_UCT_CHILD_ID=" + std::to_string(i + 1)}));
+        children.back()->write_line(info);
+    }
+    std::multiset<uint64_t> returned;
+    for (auto &c : children) {
+        std::string line;
+        ASSERT_TRUE(c->read_line(line, 60));
+        std::istringstream in(line);
+        std::string word;
+        in >> word;
+        ASSERT_EQ("results", word);
+        uint64_t v;
+        while (in >> v) {
+            returned.insert(v);
+        }
+        EXPECT_EQ(0, c->wait_exit());
+    }
+    returned.insert(*(uint64_t*)cell.ptr);
+
+    std::multiset<uint64_t> written = {0};
+    for (uint64_t id = 1; id <= (uint64_t)nproc; ++id) {
+        for (uint64_t i = 1; i <= (uint64_t)count; ++i) {
+            written.insert((id << 32) | i);
+        }
+    }
+    EXPECT_TRUE(returned == written);
+    a.free_mem(cell);
 }
