@@ -49,6 +49,8 @@ typedef struct orcd_req orcd_req_t;
 struct orcd_req {
     orcd_server_t          *srv;
     struct MHD_Connection  *conn;
+    const char             *method; /* MHD's, valid until completion */
+    const char             *url;
     uint64_t                start_ns;
     char                   *body;
     size_t                  body_len;
@@ -433,6 +435,8 @@ static enum MHD_Result orcd_http_handler(void *cls,
         }
         r->srv      = srv;
         r->conn     = conn;
+        r->method   = method;
+        r->url      = url;
         r->start_ns = orcd_now_ns();
         *con_cls    = r;
         pthread_mutex_lock(&srv->alock);
@@ -511,15 +515,20 @@ static void orcd_http_completed(void *cls, struct MHD_Connection *conn,
 {
     orcd_server_t *srv = cls;
     orcd_req_t *r      = *con_cls;
+    double seconds;
 
     (void)conn;
-    (void)toe;
     if (r == NULL) {
         return;
     }
     orcd_http_waiter_remove(srv, r);
-    orcd_api_record(srv->api, r->route, r->status,
-                    (double)(orcd_now_ns() - r->start_ns) / 1e9);
+    seconds = (double)(orcd_now_ns() - r->start_ns) / 1e9;
+    orcd_api_record(srv->api, r->route, r->status, seconds);
+    /* access log: the path never carries a token (those go in a header) */
+    orcd_debug("%s %.200s -> %u (%.3f ms)%s", r->method, r->url, r->status,
+               seconds * 1e3,
+               (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ? "" :
+                                                             " [aborted]");
     free(r->body);
     free(r);
     *con_cls = NULL;
