@@ -692,8 +692,8 @@ TEST_F(orcd_daemon, malformed_http)
         "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
         "GET /healthz HTTP/9.9\r\n\r\n",
         "\x01\x02\x03\x04\r\n\r\n",
-        "GET /v1/jobs/j/nodes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-        "chunked\r\n\r\nzz\r\n",
+        ("GET /v1/jobs/j/nodes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+         "chunked\r\n\r\nzz\r\n"),
     };
     for (const char *b : bad) {
         int fd = tcp_connect(m_orcd.port());
