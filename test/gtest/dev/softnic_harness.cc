@@ -96,7 +96,7 @@ static std::string self_dir()
 }
 
 peer_proc::peer_proc(const std::string &name, const std::string &netns)
-    : m_name(name), m_pid(-1), m_fd(-1)
+    : m_name(name), m_pid(-1), m_fd(-1), m_status(0)
 {
     int         sv[2];
     std::string exe = self_dir() + "/softnic_peer";
@@ -144,6 +144,13 @@ peer_proc::~peer_proc()
         if (!wait_exit(10000)) {
             ADD_FAILURE() << m_name << ": did not exit, killing it";
             kill9();
+        } else if (m_status != 0) {
+            /* a crash, or a sanitizer report (ASan/LSan exit non-zero) */
+            ADD_FAILURE() << m_name << ": exited with "
+                          << (WIFSIGNALED(m_status) ? "signal " : "status ")
+                          << (WIFSIGNALED(m_status) ? WTERMSIG(m_status)
+                                                    : WEXITSTATUS(m_status))
+                          << " (see its stderr above)";
         }
     }
     if (m_fd >= 0) {
@@ -237,6 +244,7 @@ void peer_proc::kill9()
     if (m_pid > 0) {
         ::kill(m_pid, SIGKILL);
         wait_exit(10000);
+        m_status = 0; /* killed on purpose */
     }
 }
 
@@ -247,6 +255,7 @@ bool peer_proc::wait_exit(int timeout_ms)
         int   status;
         pid_t r = waitpid(m_pid, &status, WNOHANG);
         if ((r == m_pid) || ((r < 0) && (errno == ECHILD))) {
+            m_status = (r == m_pid) ? status : 0;
             m_pid = -1;
             return true;
         }

@@ -98,6 +98,7 @@ class peer_proc
     int         m_fd;
     std::string m_inbuf;
     std::string m_last;
+    int         m_status; /* wait status of the exited process */
 };
 
 /* The two namespaces of the two_hosts topology. */
