@@ -159,6 +159,84 @@ TEST_P(softnic_rc, fenced_write_after_read_reads_old_value)
     }
 }
 
+/* Operations of one QP are placed in order, whichever path each takes
+ * (same-host CMA, shared-memory ring, TCP): a READ sees the WRITEs posted
+ * before it, including WRITEs queued behind an atomic or a SEND. */
+TEST_P(softnic_rc, mixed_operations_placed_in_order)
+{
+    const size_t len = 65536;
+    std::string  l = std::to_string(len);
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_b->cmd("mr id=2 len=65536"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=64 wr=0 count=20 stride=64"));
+    ASSERT_OK(m_b->cmd("set64 id=1 off=1048576 val=0"));
+    for (int i = 0; i < 20; ++i) {
+        std::string s = std::to_string(1000 + i);
+        /* local layout: [0, len) WRITE source, [len, 2 len) READ target */
+        ASSERT_OK(m_a->cmd("fill id=1 len=" + l + " seed=" + s));
+        std::string after = (i % 2) ? "SEND mr=1 len=64"
+                                    : "FADD mr=1 "
+                                      "off=2097152 len=8";
+        std::string raddr = (i % 2) ? "" : remote(1048576);
+        ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags= len=" + l +
+                           " wr=" + std::to_string(4 * i) + remote()));
+        ASSERT_OK(m_a->cmd("post qp=0 op=" + after +
+                           " flags= wr=" + std::to_string(4 * i + 1) + raddr));
+        ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags= len=" + l +
+                           " wr=" + std::to_string(4 * i + 2) + remote()));
+        ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 off=" + l + " len=" + l +
+                           " wr=" + std::to_string(4 * i + 3) + remote()));
+        std::vector<wc_t> wcs = poll(*m_a, "send", 1);
+        ASSERT_EQ(1u, wcs.size());
+        EXPECT_EQ((uint64_t)4 * i + 3, wcs[0].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status)
+            << wc_status_name(wcs[0].status);
+        EXPECT_OK(m_a->cmd("check id=1 off=" + l + " len=" + l + " seed=" + s))
+            << "the READ did not see the WRITEs posted before it (round " << i
+            << ")";
+    }
+    EXPECT_EQ(10u, m_b->cmd("get64 id=1 off=1048576").u("val"));
+    std::vector<wc_t> r = poll(*m_b, "recv", 10);
+    ASSERT_EQ(10u, r.size());
+    for (size_t i = 0; i < r.size(); ++i) {
+        EXPECT_EQ(i, r[i].wr_id);
+    }
+}
+
+/* Completions come in posting order across opcodes. */
+TEST_P(softnic_rc, completions_in_posting_order)
+{
+    const int n = 200;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_b->cmd("mr id=2 len=65536"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=256 wr=0 count=80 stride=256"));
+    const char *ops[] = {"WRITE len=4096", "READ off=65536 len=4096",
+                         "FADD off=131072 len=8", "SEND len=100",
+                         "WRITE_IMM len=32 imm=5"};
+    int         nrecv = 0;
+    for (int i = 0; i < n; ++i) {
+        int k = i % 5;
+        nrecv += (k >= 3);
+        std::string raddr = (k == 2) ? remote(1048576) : remote(8192);
+        ASSERT_OK(m_a->cmd(std::string("post qp=0 mr=1 op=") + ops[k] +
+                           " wr=" + std::to_string(i) + raddr));
+    }
+    std::vector<wc_t> wcs = poll(*m_a, "send", n);
+    ASSERT_EQ((size_t)n, wcs.size());
+    for (int i = 0; i < n; ++i) {
+        EXPECT_EQ((uint64_t)i, wcs[i].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[i].status)
+            << "wr " << i << ": " << wc_status_name(wcs[i].status);
+    }
+    std::vector<wc_t> r = poll(*m_b, "recv", nrecv);
+    ASSERT_EQ((size_t)nrecv, r.size());
+    for (int i = 0; i < nrecv; ++i) {
+        EXPECT_EQ((uint64_t)i, r[i].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, r[i].status);
+    }
+    EXPECT_EQ((uint64_t)n / 5, m_b->cmd("get64 id=1 off=1048576").u("val"));
+}
+
 void softnic_rc::send_recv(bool srq)
 {
     if (srq) {
