@@ -656,18 +656,20 @@ ucs_status_t uct_orc_ep_atomic_cswap64(uct_ep_h tl_ep, uint64_t compare,
 
 /* ------------------------------------------------------------ completion */
 
-static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep)
+/*
+ * Pop the completed ops and the flush markers they release from the head of
+ * the tx queue. Flush markers move to *flushed: their callbacks run only
+ * after the ep is no longer touched, because a callback may destroy it.
+ */
+static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep, ucs_queue_head_t *flushed)
 {
-    ucs_status_t status = (ep->state == UCT_ORC_EP_FAILED) ? ep->status :
-                                                             UCS_OK;
     uct_orc_op_t *op;
 
     while (!ucs_queue_is_empty(&ep->txq)) {
         op = ucs_queue_head_elem_non_empty(&ep->txq, uct_orc_op_t, queue);
         if (op->type == UCT_ORC_OP_FLUSH) {
             ucs_queue_pull_non_empty(&ep->txq);
-            uct_invoke_completion(op->comp, status);
-            ucs_mpool_put(op);
+            ucs_queue_push(flushed, &op->queue);
         } else if (op->done) {
             ucs_queue_pull_non_empty(&ep->txq);
             ucs_mpool_put(op);
@@ -677,10 +679,26 @@ static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep)
     }
 }
 
+static void uct_orc_ep_flush_complete(ucs_queue_head_t *flushed,
+                                      ucs_status_t status)
+{
+    uct_completion_t *comp;
+    uct_orc_op_t *op;
+
+    ucs_queue_for_each_extract(op, flushed, queue, 1) {
+        comp = op->comp;
+        ucs_mpool_put(op);
+        uct_invoke_completion(comp, status);
+    }
+}
+
 void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
 {
     uct_orc_ep_t *ep       = op->ep;
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    ucs_status_t flush_status;
+    ucs_queue_head_t flushed;
+    uct_completion_t *comp;
     uint64_t value;
 
     if (status == UCS_OK) {
@@ -722,14 +740,20 @@ void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
         }
     }
 
-    if (op->comp != NULL) {
-        uct_invoke_completion(op->comp, status);
-    }
-    op->done = 1;
-    uct_orc_ep_txq_advance(ep);
+    comp         = op->comp;
+    op->done     = 1;
+    flush_status = (ep->state == UCT_ORC_EP_FAILED) ? ep->status : UCS_OK;
+    ucs_queue_head_init(&flushed);
+    uct_orc_ep_txq_advance(ep, &flushed); /* may release op */
     if (!ucs_queue_is_empty(&ep->pending_q)) {
         uct_orc_iface_schedule_pending(iface, ep);
     }
+
+    /* user callbacks last: they may destroy the ep */
+    if (comp != NULL) {
+        uct_invoke_completion(comp, status);
+    }
+    uct_orc_ep_flush_complete(&flushed, flush_status);
 }
 
 /* ------------------------------------------------------- pending & flush */
@@ -893,6 +917,7 @@ void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits)
 void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    ucs_queue_head_t flushed;
 
     if (ep->state == UCT_ORC_EP_FAILED) {
         return;
@@ -907,8 +932,10 @@ void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
         ep->in_pending_list = 0;
     }
     /* flush markers with nothing before them complete now */
-    uct_orc_ep_txq_advance(ep);
+    ucs_queue_head_init(&flushed);
+    uct_orc_ep_txq_advance(ep, &flushed);
     uct_orc_iface_ep_failed(iface, ep, status);
+    uct_orc_ep_flush_complete(&flushed, status);
 }
 
 void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits)
@@ -1044,6 +1071,10 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
         } else if (op->done) {
             ucs_mpool_put(op);
         } else {
+            /* like UCX's RC: outstanding operations complete as canceled */
+            if (op->comp != NULL) {
+                uct_invoke_completion(op->comp, UCS_ERR_CANCELED);
+            }
             op->ep   = NULL;
             op->comp = NULL;
         }

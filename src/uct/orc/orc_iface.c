@@ -358,6 +358,7 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
 static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 {
     uct_orc_rx_desc_t *desc = (uct_orc_rx_desc_t*)(uintptr_t)wc->wr_id;
+    uct_orc_passive_t *passive;
     uct_orc_qp_owner_t *owner;
     uct_orc_hdr_t hdr;
     ucs_status_t status;
@@ -412,6 +413,8 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 
     /* data[]: [release slot][rx headroom ... hdr][payload]; the header
      * (already parsed) may be overwritten by the slot or the user */
+    /* the handler may create eps (and rehash qp_hash): keep the object */
+    passive = owner->passive;
     payload = UCS_PTR_BYTE_OFFSET(desc->data,
                                   iface->config.rx_headroom + sizeof(hdr));
     uct_recv_desc(UCS_PTR_BYTE_OFFSET(payload, -iface->config.rx_headroom)) =
@@ -425,10 +428,9 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
     /* The handler kept the buffer: post a fresh one, the SRQ stays full */
     uct_orc_iface_post_recv(iface, (status == UCS_OK) ? desc : NULL);
 
-    ++owner->passive->credits_owed;
-    if (owner->passive->credits_owed >=
-        ucs_max(1, owner->passive->credits / 2)) {
-        uct_orc_iface_send_grant(iface, owner->passive);
+    ++passive->credits_owed;
+    if (passive->credits_owed >= ucs_max(1, passive->credits / 2)) {
+        uct_orc_iface_send_grant(iface, passive);
     }
 }
 
@@ -466,6 +468,11 @@ static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
         ucs_debug("orc: ep %p qp 0x%x: %s", op->ep, op->ep->qp->qp_num,
                   ibv_wc_status_str(wc->status));
         uct_orc_ep_set_failed(op->ep, status);
+        if (op->ep == NULL) {
+            /* a flush callback destroyed the ep: op was orphaned */
+            ucs_mpool_put(op);
+            return;
+        }
     }
     uct_orc_ep_op_completed(op, status);
 }

@@ -479,6 +479,67 @@ TEST_F(OrcUct, AmDescriptorsKeptWithHeadroom)
     }
 }
 
+namespace {
+struct destroy_comp {
+    uct_completion_t uct;
+    entity          *owner;
+    uct_ep_h         ep;
+    int              done;
+};
+
+void destroy_comp_cb(uct_completion_t *self)
+{
+    destroy_comp *d = ucs_container_of(self, destroy_comp, uct);
+    d->owner->destroy_ep(d->ep);
+    ++d->done;
+}
+} // namespace
+
+TEST_F(OrcUct, EpDestroyedFromCompletionCallbacks)
+{
+    entity::mem dst = b.alloc_mem(1 << 16);
+    entity::mem src = a.alloc_mem(1 << 16);
+    uct_rkey_t rkey = a.unpack_rkey(dst.rkey_buf);
+
+    /* from an op's completion, with more ops and a flush behind it */
+    uct_ep_h e1 = a.connect_and_wait(b);
+    ASSERT_TRUE(e1 != NULL);
+    destroy_comp d1 = {{destroy_comp_cb, 1, UCS_OK}, &a, e1, 0};
+    uct_iov_t iov = {src.ptr, 1 << 16, src.memh, 0, 1};
+    ASSERT_EQ(UCS_INPROGRESS, uct_ep_put_zcopy(e1, &iov, 1,
+                                               (uintptr_t)dst.ptr, rkey,
+                                               &d1.uct));
+    comp_t later;
+    comp_init(&later);
+    ASSERT_EQ(UCS_INPROGRESS, uct_ep_put_zcopy(e1, &iov, 1,
+                                               (uintptr_t)dst.ptr, rkey,
+                                               &later.uct));
+    comp_t fl;
+    comp_init(&fl);
+    ASSERT_EQ(UCS_INPROGRESS, uct_ep_flush(e1, 0, &fl.uct));
+    ASSERT_TRUE(a.progress_until([&]() { return d1.done > 0; }));
+    EXPECT_EQ(1, fl.done) << "the flush completes (canceled) at destroy";
+    EXPECT_EQ(1, later.done);
+    EXPECT_EQ(UCS_ERR_CANCELED, later.status);
+    a.progress(1000);
+
+    /* from a flush completion */
+    uct_ep_h e2 = a.connect_and_wait(b);
+    ASSERT_TRUE(e2 != NULL);
+    ASSERT_EQ(UCS_INPROGRESS, uct_ep_put_zcopy(e2, &iov, 1,
+                                               (uintptr_t)dst.ptr, rkey,
+                                               NULL));
+    destroy_comp d2 = {{destroy_comp_cb, 1, UCS_OK}, &a, e2, 0};
+    ASSERT_EQ(UCS_INPROGRESS, uct_ep_flush(e2, 0, &d2.uct));
+    ASSERT_TRUE(a.progress_until([&]() { return d2.done > 0; }));
+    a.progress(1000);
+
+    /* the long-lived ep is fine */
+    flush_ep(a, ep);
+    a.free_mem(src);
+    b.free_mem(dst);
+}
+
 TEST_F(OrcUct, ConnectToSelf)
 {
     uct_ep_h self_ep = a.connect_and_wait(a);
