@@ -88,6 +88,7 @@ struct orcd_server {
     size_t              nwaiters;
     int                 stopping;
     int                 timer_exit;
+    uint64_t            timer_wake_ns; /* when the timer wakes up next */
     pthread_t           timer;
     int                 timer_started;
     _Atomic int         draining; /* read lock-free by handlers */
@@ -222,8 +223,9 @@ static void *orcd_http_timer(void *arg)
                 next = r->deadline_ns;
             }
         }
-        ts.tv_sec  = (time_t)(next / 1000000000u);
-        ts.tv_nsec = (long)(next % 1000000000u);
+        srv->timer_wake_ns = next;
+        ts.tv_sec          = (time_t)(next / 1000000000u);
+        ts.tv_nsec         = (long)(next % 1000000000u);
         pthread_cond_timedwait(&srv->wcond, &srv->wlock, &ts);
     }
     pthread_mutex_unlock(&srv->wlock);
@@ -251,7 +253,10 @@ static int orcd_http_waiter_add(orcd_server_t *srv, orcd_req_t *r)
         r->registered = 1;
         r->watch_id   = 0;
         atomic_store(&r->wstate, ORCD_W_IDLE);
-        pthread_cond_signal(&srv->wcond); /* maybe an earlier deadline */
+        if (r->deadline_ns < srv->timer_wake_ns) {
+            /* the timer would sleep past this deadline: wake it */
+            pthread_cond_signal(&srv->wcond);
+        }
     }
     pthread_mutex_unlock(&srv->wlock);
     if (ret == 0) {
