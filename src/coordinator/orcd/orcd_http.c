@@ -70,8 +70,8 @@ struct orcd_req {
 };
 
 /*
- * wlock protects the waiter registry (waiters, nwaiters), stopping and
- * wcond (timer thread sleeps on it). active_requests is protected by
+ * wlock protects the waiter registry (waiters, nwaiters), max_long_polls,
+ * stopping, timer_wake_ns and wcond (timer thread sleeps on it). active_requests is protected by
  * alock/acond. Everything else is set before the MHD daemon starts.
  */
 struct orcd_server {
@@ -373,8 +373,7 @@ static enum MHD_Result orcd_http_process(orcd_req_t *r, const char *method,
         if (ret == -1) {
             orcd_api_count_long_poll_rejected(srv->api);
             orcd_api_error(&resp, 429, "too_many_long_polls",
-                           "too many blocking queries in flight (limit %u)",
-                           srv->max_long_polls);
+                           "too many blocking queries in flight");
             resp.retry_after = 1;
             return orcd_http_send(r, &resp, 0);
         }
@@ -718,6 +717,13 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
 err_free:
     orcd_server_destroy(srv);
     return -1;
+}
+
+void orcd_server_reload(orcd_server_t *srv, const orcd_config_t *cfg)
+{
+    pthread_mutex_lock(&srv->wlock);
+    srv->max_long_polls = cfg->max_long_polls; /* waiters above it finish */
+    pthread_mutex_unlock(&srv->wlock);
 }
 
 unsigned orcd_server_port(orcd_server_t *srv)

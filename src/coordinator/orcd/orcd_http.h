@@ -20,6 +20,8 @@ typedef struct orcd_server orcd_server_t;
  * cfg now; a reload does not change them). */
 int      orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
                            orcd_server_t **srv_p);
+/* Apply the reloadable server limits of cfg (max_long_polls). */
+void     orcd_server_reload(orcd_server_t *srv, const orcd_config_t *cfg);
 /* The bound port (useful with port 0). */
 unsigned orcd_server_port(orcd_server_t *srv);
 /* Graceful stop: close the listening socket, answer every waiting blocking

@@ -172,12 +172,11 @@ static void orcd_check_restart_keys(const orcd_config_t *cur, void *arg)
         (cur->max_connections != n->max_connections) ||
         (cur->max_connections_per_ip != n->max_connections_per_ip) ||
         (cur->idle_timeout != n->idle_timeout) ||
-        (cur->max_long_polls != n->max_long_polls) ||
         ((cur->tls_cert == NULL) != (n->tls_cert == NULL)) ||
         (cur->tls_cert && strcmp(cur->tls_cert, n->tls_cert))) {
         orcd_warn("reload: listen.*, tls.*, limits.max_connections, "
-                  "max_connections_per_ip, idle_timeout and max_long_polls "
-                  "take effect only after a restart");
+                  "max_connections_per_ip and idle_timeout take effect only "
+                  "after a restart");
     }
 }
 
@@ -311,6 +310,7 @@ int main(int argc, char **argv)
             rc.next = next;
             orcd_api_with_config(api, orcd_check_restart_keys, &rc);
             orcd_log_set_level(next->log_level);
+            orcd_server_reload(srv, next);
             orcd_api_set_config(api, next);
             orcd_api_with_config(api, orcd_copy_live, &live);
             orcd_info("SIGHUP: reloaded %s (tokens, limits, ttl, snapshot, "

@@ -567,7 +567,8 @@ TEST_F(orcd_daemon, reload_on_sighup)
     write_file(m_dir.file("orcd.yaml"),
                std::string("auth:\n  enabled: true\n  tokens:\n    j: ") +
                        k_tok_b + "\nlimits: {max_body: 2KiB, endpoint_max: "
-                                 "1KiB, mailbox_msg_max: 1KiB}\n");
+                                 "1KiB, mailbox_msg_max: 1KiB, "
+                                 "max_long_polls: 0}\n");
     m_orcd.signal(SIGHUP);
     deadline = now_s() + 10;
     while (b.get(u("/v1/jobs/j/nodes")).status != 200 && now_s() < deadline) {
@@ -579,6 +580,8 @@ TEST_F(orcd_daemon, reload_on_sighup)
     std::string body = "{\"host\":\"" + std::string(3000, 'h') +
                        "\",\"pid\":1}";
     EXPECT_EQ(b.post(u("/v1/jobs/j/nodes"), body).status, 413);
+    /* and so does the long-poll cap */
+    EXPECT_EQ(b.get(u("/v1/jobs/j/kv/none?wait=5")).status, 429);
     EXPECT_EQ(m_orcd.stop(), 0);
     std::string log = m_orcd.log();
     EXPECT_NE(log.find("not reloaded"), std::string::npos) << log;
