@@ -1029,8 +1029,10 @@ static void orcd_h_list(orcd_ctx_t *c)
     orcd_resp_json(c->resp, 200, root);
     c->resp->has_index = 1;
     c->resp->index     = res.revision;
+    /* an index from the future means orcd restarted without its state:
+     * answer at once so the client resynchronises */
     if (c->req->may_block && has_index && (wait > 0) &&
-        (c->resp->status == 200)) {
+        (index <= res.revision) && (c->resp->status == 200)) {
         orcd_resp_block(c->resp, prefix, end, index + 1, wait);
     }
 out_res:

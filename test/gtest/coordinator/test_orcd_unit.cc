@@ -759,11 +759,19 @@ TEST_F(router_test, blocking_specs)
     EXPECT_EQ(r.wait, 60.0);
     EXPECT_EQ(r.watch_key, "/jobs/j/kv/k");
     /* list: watch from the client's index + 1 */
-    r = call("GET", "/v1/jobs/j/nodes", "", {{"index", "7"}, {"wait", "0.5"}},
+    std::string now = std::to_string(m_store->ops->revision(m_store));
+    r = call("GET", "/v1/jobs/j/nodes", "", {{"index", now.c_str()},
+                                              {"wait", "0.5"}},
              nullptr, true);
     EXPECT_TRUE(r.block);
-    EXPECT_EQ(r.watch_rev, 8u);
+    EXPECT_EQ(r.watch_rev, std::stoull(now) + 1);
     EXPECT_EQ(r.watch_key, "/jobs/j/nodes/");
+    /* an index beyond the store's revision (orcd restarted empty): no
+     * blocking, the client must resynchronise */
+    r = call("GET", "/v1/jobs/j/nodes", "",
+             {{"index", "1000000"}, {"wait", "5"}}, nullptr, true);
+    EXPECT_EQ(r.status, 200u);
+    EXPECT_FALSE(r.block);
     /* no index: plain read */
     r = call("GET", "/v1/jobs/j/nodes", "", {{"wait", "0.5"}}, nullptr, true);
     EXPECT_FALSE(r.block);
