@@ -935,6 +935,45 @@ std::string cmd_raw(const kv_t &kv)
                sent, g_raw_timeouts, now_ms() - t0);
 }
 
+/*
+ * scribble mode=rand|ff|zero [seed=]: play a broken or hostile same-host
+ * initiator: overwrite every shared-memory SEND ring of softnic mapped into
+ * this process (/dev/shm/orc_soft.*.r*, mapped read-write) with garbage.
+ */
+std::string cmd_scribble(const kv_t &kv)
+{
+    std::string mode = str(kv, "mode", "rand");
+    unsigned    rnd = (unsigned)num(kv, "seed", 7);
+    FILE       *f = fopen("/proc/self/maps", "r");
+    char        line[1024];
+    int         count = 0;
+    size_t      bytes = 0;
+
+    if (f == NULL) {
+        return err(errno, "maps");
+    }
+    while (fgets(line, sizeof(line), f)) {
+        unsigned long start, end;
+        char          perms[8];
+        if ((sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) ||
+            (strstr(line, "/orc_soft.") == NULL) ||
+            (strstr(line, ".r") == NULL) || (perms[0] != 'r') ||
+            (perms[1] != 'w')) {
+            continue;
+        }
+        uint8_t *p = (uint8_t *)start;
+        for (size_t i = 0; i < end - start; ++i) {
+            p[i] = (mode == "ff")     ? 0xff
+                   : (mode == "zero") ? 0
+                                      : (uint8_t)rand_r(&rnd);
+        }
+        bytes += end - start;
+        ++count;
+    }
+    fclose(f);
+    return fmt("OK rings=%d bytes=%zu", count, bytes);
+}
+
 /* Spin without calling the library until a byte arrives on the command
  * socket (checked with a zero-timeout poll every few million iterations). */
 std::string cmd_spin_until_command()
@@ -995,6 +1034,8 @@ std::string dispatch(const std::string &line, bool *quit)
         return cmd_modify(kv);
     if (cmd == "destroyqp")
         return cmd_destroyqp(kv);
+    if (cmd == "scribble")
+        return cmd_scribble(kv);
     if (cmd == "writeloop")
         return cmd_writeloop(kv);
     if (cmd == "atomics")

@@ -249,6 +249,60 @@ TEST_P(softnic_hostile, crafted_frames)
     expect_survived();
 }
 
+/* Same host: SENDs travel through shared-memory rings that the initiator
+ * writes. A broken or hostile initiator (A) fills every ring it has mapped
+ * with garbage while B consumes it: B must survive, complete what it can
+ * with errors, and write nothing outside its receive buffers. */
+TEST_P(softnic_hostile, corrupted_send_ring)
+{
+    if (two_hosts()) {
+        GTEST_SKIP() << "shared-memory rings exist only between processes "
+                        "of one host";
+    }
+    /* B's receives land in [16 KiB, 16 KiB + 8 * 256) of its MR 1 */
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=1 off=16384 len=256 wr=0 count=8 "
+                       "stride=256"));
+    wc_t wc = post_wait(*m_a, "qp=0 op=SEND mr=1 len=64 wr=10");
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    ASSERT_EQ(1u, poll(*m_b, "recv", 1).size());
+
+    const char *modes[] = {"rand", "ff", "zero", "rand"};
+    for (const char *mode : modes) {
+        SCOPED_TRACE(mode);
+        /* a SEND in flight in the ring, then the ring is trashed */
+        ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=11"));
+        reply_t r = m_a->cmd(std::string("scribble mode=") + mode);
+        ASSERT_TRUE(r.ok) << r.line;
+        if (r.u("rings") == 0) {
+            GTEST_SKIP() << "no SEND ring mapped in the initiator";
+        }
+        /* B consumes (cq_poll and its service thread) */
+        reply_t pr = m_b->cmd("poll cq=recv n=8 timeout=300");
+        ASSERT_TRUE(pr.ok) << "receiver failed on a corrupted ring: "
+                           << pr.line;
+        ASSERT_TRUE(m_b->cmd("ping").ok) << "receiver died";
+        EXPECT_OK(m_b->cmd("guardcheck id=1"));
+        EXPECT_OK(m_b->cmd("check id=1 len=4096 seed=21"));
+        EXPECT_OK(m_b->cmd("check id=1 off=4096 len=12288 seed=20"));
+        EXPECT_OK(m_b->cmd("check id=1 off=32768 pos=28672 len=32768 "
+                           "seed=20"));
+        EXPECT_OK(m_b->cmd("check id=1 off=18432 pos=14336 len=14336 "
+                           "seed=20"));
+    }
+    /* the hostile initiator may well have broken itself */
+    m_a->kill9();
+    /* B still makes new connections with a healthy initiator */
+    peer_proc &c = spawn('a');
+    mr_t       lc = reg_mr(c, 1, 65536);
+    ASSERT_NE(0u, lc.addr);
+    ASSERT_NO_FATAL_FAILURE(connect(c, 0, *m_b, 5));
+    ASSERT_OK(c.cmd("fill id=1 len=4096 seed=23"));
+    wc = post_wait(c, "qp=0 op=WRITE mr=1 len=4096 wr=1" + remote(8192));
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    EXPECT_OK(m_b->cmd("check id=1 off=8192 len=4096 seed=23"));
+    EXPECT_OK(m_b->cmd("guardcheck id=1"));
+}
+
 TEST_P(softnic_hostile, connect_and_close)
 {
     attack("connect_close");
