@@ -196,6 +196,52 @@ TEST_P(softnic_errors, dead_peer_host_unreachable_link_down)
     dead_peer(false, false);
 }
 
+/* The peer dies while large WRITEs and READs are in flight (on TCP: in
+ * the middle of a frame). */
+TEST_P(softnic_errors, dead_peer_mid_transfer)
+{
+    conn_opts oa;
+    oa.timeout = 12;
+    oa.retry = 3;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=1048576 wr=1 count=6" +
+                       remote()));
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=READ mr=1 len=1048576 wr=7 count=6" + remote()));
+    m_b->kill9();
+    double  bound_ms = 2 * retry_bound_ms(oa) + 5000;
+    reply_t r = m_a->cmd("poll cq=send n=12 timeout=" +
+                         std::to_string((int)bound_ms + 20000));
+    ASSERT_TRUE(r.ok) << r.line;
+    ASSERT_EQ(12u, r.wcs.size()) << r.line;
+    EXPECT_LE(strtod(r.s("ms").c_str(), NULL), bound_ms);
+    bool failed = false;
+    for (size_t i = 0; i < r.wcs.size(); ++i) {
+        EXPECT_EQ(i + 1, r.wcs[i].wr_id) << "posting order";
+        if (r.wcs[i].status == IBV_WC_SUCCESS) {
+            EXPECT_FALSE(failed) << "success after an error completion";
+            continue;
+        }
+        if (!failed) {
+            EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, r.wcs[i].status)
+                << "first failure: " << wc_status_name(r.wcs[i].status);
+        } else {
+            EXPECT_TRUE((r.wcs[i].status == IBV_WC_RETRY_EXC_ERR) ||
+                        (r.wcs[i].status == IBV_WC_WR_FLUSH_ERR))
+                << wc_status_name(r.wcs[i].status);
+        }
+        failed = true;
+    }
+    if (two_hosts()) {
+        /* (same host: the CMA path may legitimately finish all before the
+         * kill lands) */
+        EXPECT_TRUE(failed) << "every WR succeeded although the peer died";
+    }
+    EXPECT_OK(m_a->cmd("ping"));
+}
+
 TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
 {
     /* the peer dies while nothing is outstanding; the next WR fails */

@@ -497,4 +497,94 @@ TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
     }
 }
 
+/* Several threads post on the same QP at once (verbs calls are
+ * thread-safe) while one thread polls: every WR completes once, and
+ * every thread's data is placed. */
+TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
+{
+    const int            nthreads = 4, per_thread = 300;
+    const size_t         len = 1024;
+    std::vector<uint8_t> buf(2 * nthreads * len);
+    orc_mr_t            *mr = orc_mr_reg(m_pd, buf.data(), buf.size(),
+                                         IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    ASSERT_NE(nullptr, mr) << strerror(errno);
+    orc_cq_t *cq = orc_cq_create(m_dev, 4 * nthreads * per_thread, NULL, NULL);
+    ASSERT_NE(nullptr, cq);
+    orc_qp_init_attr_t attr = {};
+    attr.send_cq = cq;
+    attr.recv_cq = cq;
+    attr.cap.max_send_wr = nthreads * per_thread;
+    attr.cap.max_recv_wr = 1;
+    attr.cap.max_send_sge = 1;
+    attr.cap.max_recv_sge = 1;
+    attr.qp_type = IBV_QPT_RC;
+    orc_qp_t *a = orc_qp_create(m_pd, &attr), *b = orc_qp_create(m_pd, &attr);
+    ASSERT_TRUE(a && b);
+    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
+
+    for (int t = 0; t < nthreads; ++t) {
+        for (size_t i = 0; i < len; ++i) {
+            buf[t * len + i] = pattern_byte(40 + t, i);
+        }
+    }
+    std::atomic<int>         post_errors(0);
+    std::vector<std::thread> posters;
+    for (int t = 0; t < nthreads; ++t) {
+        posters.emplace_back([&, t] {
+            for (int i = 0; i < per_thread; ++i) {
+                ibv_sge     sge = {(uintptr_t)&buf[t * len], (uint32_t)len,
+                                   mr->lkey};
+                ibv_send_wr wr = {}, *bad;
+                wr.wr_id = (uint64_t)t << 32 | (uint64_t)i;
+                wr.sg_list = &sge;
+                wr.num_sge = 1;
+                wr.opcode = IBV_WR_RDMA_WRITE;
+                wr.send_flags = IBV_SEND_SIGNALED;
+                wr.wr.rdma.remote_addr = (uintptr_t)&buf[(nthreads + t) * len];
+                wr.wr.rdma.rkey = mr->rkey;
+                if (orc_post_send(a, &wr, &bad)) {
+                    ++post_errors;
+                }
+            }
+        });
+    }
+    std::vector<int> seen(nthreads, 0);
+    int              total = 0, bad_status = 0, dup = 0;
+    double           deadline = now_ms() + 20000;
+    while ((total < nthreads * per_thread) && (now_ms() < deadline)) {
+        ibv_wc wc[32];
+        int    n = orc_cq_poll(cq, 32, wc);
+        ASSERT_GE(n, 0);
+        for (int k = 0; k < n; ++k) {
+            int t = (int)(wc[k].wr_id >> 32), i = (int)(wc[k].wr_id & ~0u);
+            bad_status += (wc[k].status != IBV_WC_SUCCESS);
+            /* one thread's WRs complete in its posting order */
+            dup += ((t < 0) || (t >= nthreads) || (i != seen[t]));
+            if ((t >= 0) && (t < nthreads)) {
+                seen[t] = i + 1;
+            }
+        }
+        total += n;
+        if (n == 0) {
+            std::this_thread::yield();
+        }
+    }
+    for (auto &p : posters) {
+        p.join();
+    }
+    EXPECT_EQ(0, post_errors.load());
+    EXPECT_EQ(nthreads * per_thread, total);
+    EXPECT_EQ(0, bad_status);
+    EXPECT_EQ(0, dup) << "completions lost, duplicated or out of order";
+    for (int t = 0; t < nthreads; ++t) {
+        EXPECT_EQ(0, memcmp(&buf[t * len], &buf[(nthreads + t) * len], len))
+            << "thread " << t;
+    }
+    EXPECT_EQ(0, orc_qp_destroy(a));
+    EXPECT_EQ(0, orc_qp_destroy(b));
+    EXPECT_EQ(0, orc_cq_destroy(cq));
+    EXPECT_EQ(0, orc_mr_dereg(mr));
+}
+
 } /* namespace */
