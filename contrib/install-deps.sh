@@ -9,7 +9,7 @@ packages=(
     libucx-dev ucx-utils libibverbs-dev rdma-core
     libyaml-dev libhwloc-dev libgtest-dev
     libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
-    iproute2 procps curl
+    iproute2 procps curl openssl
 )
 
 missing=()
