@@ -119,19 +119,38 @@ void orc_soft_mr_table_cleanup(orc_soft_inst_t *inst)
     shm_unlink(inst->shm_name);
 }
 
-const orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
-                                                 uint32_t id)
+orc_soft_mr_entry_t *orc_soft_mr_enter(orc_soft_mr_entry_t *table,
+                                       uint32_t key)
+{
+    uint32_t index = key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1);
+
+    if ((index == 0) || (index >= ORC_SOFT_MAX_MR)) {
+        return NULL;
+    }
+    __atomic_fetch_add(&table[index].users, 1, __ATOMIC_SEQ_CST);
+    return &table[index];
+}
+
+void orc_soft_mr_leave(orc_soft_mr_entry_t *entry)
+{
+    __atomic_fetch_sub(&entry->users, 1, __ATOMIC_RELEASE);
+}
+
+orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
+                                           uint32_t id)
 {
     char name[64];
     void *table;
     int fd;
 
     orc_soft_shm_name(name, sizeof(name), pid_ns, pid, id);
-    fd = shm_open(name, O_RDONLY | O_CLOEXEC, 0);
+    fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0) {
         return NULL;
     }
-    table = mmap(NULL, ORC_SOFT_MR_TABLE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
+    /* writable: initiators count themselves in an entry's `users` */
+    table = mmap(NULL, ORC_SOFT_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
+                 MAP_SHARED, fd, 0);
     close(fd);
     return (table == MAP_FAILED) ? NULL : table;
 }
@@ -325,6 +344,7 @@ orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
         gen = ++inst->mr_gen[index];
     }
     key = ((uint32_t)gen << ORC_SOFT_KEY_INDEX_BITS) | index;
+    __atomic_store_n(&inst->mrs[index].users, 0, __ATOMIC_RELAXED);
     orc_soft_mr_entry_write(&inst->mrs[index], key, (uintptr_t)addr, length,
                             access, ((orc_soft_pd_t *)pd)->pdn);
     pthread_mutex_unlock(&inst->mr_lock);
@@ -343,13 +363,24 @@ int orc_soft_mr_dereg(orc_mr_t *mr)
 {
     orc_soft_inst_t *inst = orc_soft_inst(mr->pd->dev);
     orc_soft_mr_t *smr    = (orc_soft_mr_t *)mr;
+    uint64_t start;
 
     pthread_mutex_lock(&inst->mr_lock);
     orc_soft_mr_entry_write(&inst->mrs[smr->index], 0, 0, 0, 0, 0);
     pthread_mutex_unlock(&inst->mr_lock);
 
-    /* the service thread may be inside one syscall/memcpy on this region */
+    /* the service thread may be inside one syscall/memcpy on this region,
+     * same-host initiators inside one CMA copy */
     while (__atomic_load_n(&inst->busy_mr, __ATOMIC_SEQ_CST) == smr->index) {
+        sched_yield();
+    }
+    start = orc_soft_now_ns();
+    while (__atomic_load_n(&inst->mrs[smr->index].users, __ATOMIC_SEQ_CST)) {
+        if (orc_soft_now_ns() - start > 2000000000ull) {
+            orc_soft_log(NULL, "mr key 0x%x: a peer left a copy unfinished "
+                         "(killed?), deregistering anyway", mr->lkey);
+            break;
+        }
         sched_yield();
     }
     free(smr);

@@ -259,6 +259,8 @@ void orc_soft_qp_to_error(orc_soft_qp_t *qp)
 
 /* ---- transmission ------------------------------------------------------ */
 
+static int orc_soft_qp_cma(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe);
+
 static int orc_soft_wqe_is_rd_atomic(const orc_soft_wqe_t *wqe)
 {
     return (wqe->opcode == IBV_WR_RDMA_READ) ||
@@ -286,9 +288,10 @@ static void orc_soft_qp_apply_rewind(orc_soft_qp_t *qp)
 
 void orc_soft_qp_tx(orc_soft_qp_t *qp)
 {
+    int done_inline = 0;
     orc_soft_wqe_t *wqe;
     uint64_t now = 0;
-    int ret;
+    int ret, status;
 
     if (qp->state != IBV_QPS_RTS) {
         return;
@@ -326,6 +329,29 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
             if (wqe->fence && (qp->rd_atomic_out > 0)) {
                 break;
             }
+            /* same host and nothing outstanding on TCP: a queued SEND may
+             * join the ring, a queued WRITE/READ runs by CMA right here */
+            if (qp->same_host && (qp->sent_out == 0) && !qp->rewind_pending) {
+                if (orc_soft_ring_post(qp, qp->sq_tx, 0)) {
+                    continue;
+                }
+                if ((qp->ring_out == 0) &&
+                    ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
+                     (wqe->opcode == IBV_WR_RDMA_READ))) {
+                    status = orc_soft_qp_cma(qp, wqe);
+                    if (status >= 0) {
+                        wqe->state  = ORC_SOFT_WQE_DONE;
+                        wqe->status = status;
+                        ++qp->sq_tx;
+                        done_inline = 1;
+                        if (status != IBV_WC_SUCCESS) {
+                            break; /* the QP goes to ERR: nothing more */
+                        }
+                        continue;
+                    }
+                    qp->same_host = 0;
+                }
+            }
             if (qp->ring_out > 0) {
                 break; /* ring SENDs first: orc_soft_ring_reap resumes */
             }
@@ -353,6 +379,9 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
         wqe->state = ORC_SOFT_WQE_SENT;
         ++qp->sent_out;
         qp->rd_atomic_out += orc_soft_wqe_is_rd_atomic(wqe);
+    }
+    if (done_inline) {
+        orc_soft_qp_complete(qp);
     }
 }
 
@@ -399,23 +428,45 @@ uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now)
 
 /* QP lock held. Execute an RDMA WRITE/READ by one CMA call. Returns the
  * completion status, or -1 if the CMA path is not usable (EPERM). */
+static int orc_soft_qp_cma_copy(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe,
+                                int access);
+
 static int orc_soft_qp_cma(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe)
+{
+    int access = (wqe->opcode == IBV_WR_RDMA_WRITE) ?
+                 IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ;
+    orc_soft_mr_entry_t *entry;
+    int status;
+
+    if (wqe->length == 0) {
+        return IBV_WC_SUCCESS;
+    }
+    if (!orc_soft_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
+                                  access)) {
+        return IBV_WC_REM_ACCESS_ERR;
+    }
+    /* counted in the entry's users before the check: the target's dereg
+     * cannot return while this copy is in flight */
+    entry = orc_soft_mr_enter(qp->peer_mrs, wqe->rkey);
+    if (entry == NULL) {
+        return IBV_WC_REM_ACCESS_ERR;
+    }
+    status = orc_soft_qp_cma_copy(qp, wqe, access);
+    orc_soft_mr_leave(entry);
+    return status;
+}
+
+static int orc_soft_qp_cma_copy(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe,
+                                int access)
 {
     struct iovec local[ORC_SOFT_MAX_SGE], remote;
     orc_soft_mr_snap_t snap;
     size_t done = 0, skip;
     unsigned i, n, first;
     ssize_t ret;
-    int access  = (wqe->opcode == IBV_WR_RDMA_WRITE) ?
-                  IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ;
 
-    if (wqe->length == 0) {
-        return IBV_WC_SUCCESS;
-    }
-    if (!orc_soft_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
-                                  access) ||
-        (orc_soft_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
-                           wqe->length, access, &snap) != 0)) {
+    if (orc_soft_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
+                          wqe->length, access, &snap) != 0) {
         return IBV_WC_REM_ACCESS_ERR;
     }
 
@@ -581,6 +632,9 @@ int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
     int ret = 0, status;
 
     pthread_mutex_lock(&qp->lock);
+    if (qp->ring_out > 0) {
+        orc_soft_ring_progress(qp, 0); /* frees the fast paths if consumed */
+    }
     for (; wr != NULL; wr = wr->next) {
         if (qp->state == IBV_QPS_ERR) {
             /* completes at once, flushed, in posting order */

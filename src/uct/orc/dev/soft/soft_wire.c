@@ -1422,7 +1422,7 @@ static int orc_soft_ini_hello_ack(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
                                   const orc_soft_hello_t *h)
 {
     orc_soft_qp_t *qp = conn->qp;
-    const orc_soft_mr_entry_t *table = NULL;
+    orc_soft_mr_entry_t *table = NULL;
     struct orc_soft_ring *ring       = NULL;
     int same_host;
 

@@ -59,17 +59,16 @@
  * IBV_WC_RETRY_EXC_ERR / flush, like a dead peer; target side: the peer sees
  * a dead connection).
  *
- * Memory-region deregistration guarantee: an operation posted after
- * orc_mr_dereg() returned never touches the region: same-host initiators
- * read the seqlocked shared-memory entry right before the copy, and this
- * process's service thread announces the region it is about to touch
- * (orc_soft_inst_t.busy_mr) so that dereg waits for an in-flight syscall or
- * memcpy (never for a peer). A same-host CMA WRITE that was posted (and
- * checked) before dereg returned may still land, as a DMA in flight would on
- * hardware; a same-host READ that raced with dereg completes with
- * REM_ACCESS_ERR; on TCP a READ whose region goes away between two 256 KiB
- * chunks is NAKed (REM_ACCESS_ERR), within a chunk the connection is closed
- * (RETRY_EXC_ERR).
+ * Memory-region deregistration guarantee: once orc_mr_dereg() returned,
+ * nothing touches the region any more, as with an HCA. Same-host initiators
+ * count themselves in the entry's `users` before checking it and leave after
+ * their CMA copy; this process's service thread announces the region it is
+ * about to touch (orc_soft_inst_t.busy_mr). Dereg invalidates the entry and
+ * then waits for both (one syscall at most; a user count left behind by a
+ * process killed inside its copy is given up on after 2 s, with a log line).
+ * A same-host READ that raced with dereg completes with REM_ACCESS_ERR; on
+ * TCP a READ whose region goes away between two 256 KiB chunks is NAKed
+ * (REM_ACCESS_ERR), within a chunk the connection is closed (RETRY_EXC_ERR).
  *
  * Environment (read once when a device is opened):
  *   ORC_SOFT_LOG=1       log connection and QP errors to stderr
@@ -140,6 +139,10 @@ typedef struct orc_soft_mr_entry {
     uint64_t length;
     uint32_t access;
     uint32_t pdn;
+    uint32_t users;   /* same-host CMA copies in flight (any process):
+                         incremented (seq_cst) before the entry is checked,
+                         decremented after the copy; dereg waits for 0 */
+    uint32_t reserved;
 } orc_soft_mr_entry_t;
 
 /*
@@ -374,7 +377,7 @@ struct orc_soft_qp {
     int                 same_host;     /* peer reachable by CMA */
     pid_t               peer_pid;
     uint32_t            peer_pdn;
-    const orc_soft_mr_entry_t *peer_mrs; /* peer's table, read-only map */
+    orc_soft_mr_entry_t *peer_mrs;     /* peer's table (shared map) */
 
     /* same-host SEND ring, initiator side (see soft_ring.c) */
     struct orc_soft_ring *ring;        /* mapped ring, or NULL */
@@ -464,9 +467,14 @@ void orc_soft_qp_table_set(orc_soft_inst_t *inst, uint32_t qpn,
 /* Does QP qpn of the table's owner exist and grant access? */
 int orc_soft_qp_table_allows(const orc_soft_mr_entry_t *table, uint32_t qpn,
                              int access);
-const orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
-                                                 uint32_t id);
+orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
+                                           uint32_t id);
 void orc_soft_mr_table_unmap(const orc_soft_mr_entry_t *table);
+/* same-host initiator: enter / leave an entry of a peer's table around a
+ * check + CMA copy; enter returns the entry (NULL for an impossible key) */
+orc_soft_mr_entry_t *orc_soft_mr_enter(orc_soft_mr_entry_t *table,
+                                       uint32_t key);
+void orc_soft_mr_leave(orc_soft_mr_entry_t *entry);
 
 /* CQ (soft_cq.c) */
 /* register / unregister a QP using the CQ (no QP lock held) */
