@@ -71,7 +71,9 @@ static int orc_soft_rq_push(orc_soft_rq_t *rq, const struct ibv_recv_wr *wr,
     recv          = &rq->ring[(rq->head + rq->count) % rq->size];
     recv->wr_id   = wr->wr_id;
     recv->num_sge = wr->num_sge;
-    memcpy(recv->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
+    if (wr->num_sge > 0) { /* sg_list may be NULL without entries */
+        memcpy(recv->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
+    }
     ++rq->count;
     return 0;
 }
@@ -538,6 +540,11 @@ static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
     uint64_t length = 0;
     int i, local_access;
 
+    if ((wr->num_sge < 0) ||
+        ((uint32_t)wr->num_sge > qp->init_attr.cap.max_send_sge) ||
+        ((wr->num_sge > 0) && (wr->sg_list == NULL))) {
+        return EINVAL;
+    }
     switch (wr->opcode) {
     case IBV_WR_RDMA_WRITE:
     case IBV_WR_RDMA_WRITE_WITH_IMM:
@@ -553,11 +560,6 @@ static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
         }
         break;
     default:
-        return EINVAL;
-    }
-    if ((wr->num_sge < 0) ||
-        ((uint32_t)wr->num_sge > qp->init_attr.cap.max_send_sge) ||
-        ((wr->num_sge > 0) && (wr->sg_list == NULL))) {
         return EINVAL;
     }
     for (i = 0; i < wr->num_sge; ++i) {
@@ -597,6 +599,9 @@ static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
             return EINVAL;
         }
         for (i = 0, length = 0; i < wr->num_sge; ++i) {
+            if (wr->sg_list[i].length == 0) {
+                continue; /* its address may be anything, even NULL */
+            }
             memcpy(wqe->inline_data + length,
                    (void *)(uintptr_t)wr->sg_list[i].addr,
                    wr->sg_list[i].length);
@@ -606,7 +611,9 @@ static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
         return 0;
     }
 
-    memcpy(wqe->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
+    if (wr->num_sge > 0) { /* sg_list may be NULL without entries */
+        memcpy(wqe->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
+    }
     local_access = ((wr->opcode == IBV_WR_RDMA_READ) ||
                     (wr->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
                     (wr->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) ?

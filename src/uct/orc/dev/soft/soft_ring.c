@@ -216,12 +216,14 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
 
     slot = &ring->slot[qp->ring_prod % ORC_SOFT_RING_SLOTS];
     if (wqe->is_inline) {
-        memcpy(slot->data, wqe->inline_data, wqe->length);
+        memcpy(slot->data, wqe->inline_data, wqe->length); /* may be 0 */
     } else {
         for (i = 0; i < wqe->num_sge; ++i) {
-            memcpy(slot->data + off, (void *)(uintptr_t)wqe->sge[i].addr,
-                   wqe->sge[i].length);
-            off += wqe->sge[i].length;
+            if (wqe->sge[i].length > 0) {
+                memcpy(slot->data + off, (void *)(uintptr_t)wqe->sge[i].addr,
+                       wqe->sge[i].length);
+                off += wqe->sge[i].length;
+            }
         }
     }
     slot->length = wqe->length;

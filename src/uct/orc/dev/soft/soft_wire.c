@@ -499,9 +499,11 @@ static int orc_soft_conn_out(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
     } else {
         ret -= hdr_len;
     }
-    memcpy(conn->obuf + conn->olen, (const uint8_t *)payload + ret,
-           payload_len - ret);
-    conn->olen += payload_len - ret;
+    if (payload_len > (size_t)ret) {
+        memcpy(conn->obuf + conn->olen, (const uint8_t *)payload + ret,
+               payload_len - ret);
+        conn->olen += payload_len - ret;
+    }
     orc_soft_conn_set_events(inst, conn, EPOLLOUT);
     return 0;
 }
