@@ -89,6 +89,7 @@ enum {
     R_NS_R_1M,
     R_TCP_64K,
     R_TCP_1M,
+    R_TCP_LAT,
     R_LAST
 };
 
@@ -442,6 +443,9 @@ static double bench_tcp_bw(const char *ip, uint16_t port, size_t size,
         goto err;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bench_full_io(fd, "S", 1, 1)) {
+        goto err;
+    }
     t0 = bench_now();
     end = t0 + bench_duration;
     do {
@@ -466,7 +470,49 @@ err:
     return -1;
 }
 
-/* Accept streams, one at a time, until the control socket closes. */
+/* Average microseconds of one 8-byte TCP round trip (ping-pong). */
+static double bench_tcp_lat(const char *ip, uint16_t port)
+{
+    struct sockaddr_in sa;
+    uint64_t           msg = 0;
+    double             t0 = 0;
+    int                fd, one = 1, i;
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    if ((fd < 0) || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        fprintf(stderr, "tcp connect %s:%u: %m\n", ip, port);
+        goto err;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bench_full_io(fd, "P", 1, 1)) {
+        goto err;
+    }
+    for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS / 2; ++i) {
+        if (i == BENCH_LAT_WARMUP) {
+            t0 = bench_now();
+        }
+        if (bench_full_io(fd, &msg, sizeof(msg), 1) ||
+            bench_full_io(fd, &msg, sizeof(msg), 0)) {
+            fprintf(stderr, "tcp ping-pong: %m\n");
+            goto err;
+        }
+    }
+    close(fd);
+    return (bench_now() - t0) * 1e6 / (BENCH_LAT_ITERS / 2);
+
+err:
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* Accept connections, one at a time, until the control socket closes.
+ * The first byte says what the client wants: 'S' a counted stream, 'P'
+ * an 8-byte echo (ping-pong). */
 static void bench_tcp_sink(int lfd, int ctl)
 {
     static uint8_t buf[1 << 20];
@@ -489,6 +535,17 @@ static void bench_tcp_sink(int lfd, int ctl)
         fd = accept(lfd, NULL, NULL);
         if (fd < 0) {
             return;
+        }
+        if (bench_full_io(fd, buf, 1, 0)) {
+            close(fd);
+            continue;
+        }
+        if (buf[0] == 'P') {
+            while (!bench_full_io(fd, buf, 8, 0) &&
+                   !bench_full_io(fd, buf, 8, 1)) {
+            }
+            close(fd);
+            continue;
         }
         got = 0;
         while ((r = read(fd, buf, sizeof(buf))) > 0) {
@@ -604,6 +661,8 @@ static int bench_initiator(int ctl, int out, const char *dev,
             bench_keep(&res[R_CMA_W_1M], 1,
                        bench_cma_bw(&ep, &peer, 1 << 20, 1));
         } else {
+            bench_keep(&res[R_TCP_LAT], 0,
+                       bench_tcp_lat(tcp_ip, peer.tcp_port));
             bench_keep(&res[R_TCP_64K], 1,
                        bench_tcp_bw(tcp_ip, peer.tcp_port, 65536, ep.buf));
             bench_keep(&res[R_TCP_1M], 1,
@@ -762,10 +821,10 @@ int main(int argc, char **argv)
     bench_row("same-host READ 1MiB", res[R_SH_R_1M], res[R_CMA_R_1M],
               "CMA readv", 1, 0.9);
     if (ns_a != NULL) {
-        printf("%-24s %12.2f %12s\n", "cross-ns WRITE 8B lat", res[R_NS_W_LAT],
-               "");
-        printf("%-24s %12.2f %12s\n", "cross-ns READ 8B lat", res[R_NS_R_LAT],
-               "");
+        bench_row("cross-ns WRITE 8B lat", res[R_NS_W_LAT], res[R_TCP_LAT],
+                  "TCP 8B rtt", 0, 0);
+        bench_row("cross-ns READ 8B lat", res[R_NS_R_LAT], res[R_TCP_LAT],
+                  "TCP 8B rtt", 0, 0);
         bench_row("cross-ns WRITE 64KiB", res[R_NS_W_64K], res[R_TCP_64K],
                   "TCP stream", 1, 0);
         bench_row("cross-ns WRITE 1MiB", res[R_NS_W_1M], res[R_TCP_1M],
