@@ -55,6 +55,29 @@ static void orc_hello_send_cb(void *request, ucs_status_t status, void *arg)
     req->done = 1;
 }
 
+/*
+ * Endpoint error handling (--err-mode peer, the default): once both
+ * greetings arrived, the peer closing its side first is the normal end, not
+ * a failure. Before that, an error fails the exchange (the pending requests
+ * complete with it).
+ */
+typedef struct orc_hello_ep {
+    int          done;
+    ucs_status_t status;
+} orc_hello_ep_t;
+
+static void orc_hello_ep_error(void *arg, ucp_ep_h ep, ucs_status_t status)
+{
+    orc_hello_ep_t *state = arg;
+
+    (void)ep;
+    state->status = status;
+    if (!state->done) {
+        fprintf(stderr, "orc_hello: endpoint error: %s\n",
+                ucs_status_string(status));
+    }
+}
+
 static void orc_hello_recv_cb(void *request, ucs_status_t status,
                               const ucp_tag_recv_info_t *info, void *arg)
 {
@@ -143,13 +166,17 @@ static int orc_hello_barrier(orc_client_t *client, ucp_worker_h worker,
 
 static void orc_hello_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: orc_hello --name NAME --peer PEER [--timeout S]\n"
-            "  Publishes this UCP worker under NAME in orcd, connects to the\n"
-            "  worker published as PEER (waiting up to S seconds, default 30)\n"
-            "  and exchanges a greeting. orcd URL/job/token from\n"
-            "  " ORC_CLIENT_ENV_URL ", " ORC_CLIENT_ENV_JOB
-            ", " ORC_CLIENT_ENV_TOKEN " / " ORC_CLIENT_ENV_TOKEN_FILE ".\n");
+    fprintf(
+        out,
+        "usage: orc_hello --name NAME --peer PEER [--timeout S]\n"
+        "                 [--err-mode peer|none]\n"
+        "  Publishes this UCP worker under NAME in orcd, connects to the\n"
+        "  worker published as PEER (waiting up to S seconds, default 30)\n"
+        "  and exchanges a greeting. --err-mode: UCP error handling of the\n"
+        "  endpoint (default peer: the peer leaving after the exchange is\n"
+        "  fine). orcd URL/job/token from\n"
+        "  " ORC_CLIENT_ENV_URL ", " ORC_CLIENT_ENV_JOB
+        ", " ORC_CLIENT_ENV_TOKEN " / " ORC_CLIENT_ENV_TOKEN_FILE ".\n");
 }
 
 int main(int argc, char **argv)
@@ -158,6 +185,7 @@ int main(int argc, char **argv)
         {"name", required_argument, NULL, 'n'},
         {"peer", required_argument, NULL, 'p'},
         {"timeout", required_argument, NULL, 't'},
+        {"err-mode", required_argument, NULL, 'e'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     orc_client_params_t cl_params = {0};
@@ -177,6 +205,9 @@ int main(int argc, char **argv)
     orc_cl_status_t     cl_status;
     ucs_status_t        status;
     ucp_ep_h            ep;
+    ucp_ep_params_t     ep_params;
+    orc_hello_ep_t      ep_state = {0};
+    int                 err_mode_peer = 1;
     int                 c, ret = 1;
 
     while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
@@ -194,6 +225,13 @@ int main(int argc, char **argv)
                 return 1;
             }
             break;
+        case 'e':
+            if (!strcmp(optarg, "peer") || !strcmp(optarg, "none")) {
+                err_mode_peer = !strcmp(optarg, "peer");
+                break;
+            }
+            fprintf(stderr, "orc_hello: --err-mode: peer or none\n");
+            return 1;
         case 'h':
             orc_hello_usage(stdout);
             return 0;
@@ -249,8 +287,16 @@ int main(int argc, char **argv)
         goto out_worker;
     }
 
-    status = orc_ucp_ep_create_by_name(client, worker, peer,
-                                       (int)(timeout * 1000), &ep);
+    memset(&ep_params, 0, sizeof(ep_params));
+    if (err_mode_peer) {
+        ep_params.field_mask = UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                               UCP_EP_PARAM_FIELD_ERR_HANDLER;
+        ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+        ep_params.err_handler.cb = orc_hello_ep_error;
+        ep_params.err_handler.arg = &ep_state;
+    }
+    status = orc_ucp_ep_create_by_name_params(
+        client, worker, peer, (int)(timeout * 1000), &ep_params, &ep);
     if (status != UCS_OK) {
         fprintf(stderr, "orc_hello: connect to '%s': %s (%s)\n", peer,
                 ucs_status_string(status), orc_client_last_error());
@@ -283,6 +329,7 @@ int main(int argc, char **argv)
     }
 
     rx[recv_req.length] = '\0';
+    ep_state.done = 1; /* from here on the peer may leave first */
     printf("orc_hello %s: received '%s'\n", name, rx);
     fflush(stdout);
 
