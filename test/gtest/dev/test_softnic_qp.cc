@@ -365,10 +365,14 @@ TEST_F(softnic_local, qp_state_to_err_and_reset_from_every_state)
  */
 TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
 {
-    const int                nthreads = 3, iters = 20;
-    const size_t             len = 4096;
-    std::atomic<bool>        stop(false);
-    std::atomic<int>         errors(0);
+    const int         nthreads = 3, iters = 20;
+    const size_t      len = 4096;
+    std::atomic<bool> stop(false);
+    std::atomic<int>  errors(0);
+    /* Thread contract: stop and errors are atomics; msgs[t] is written
+     * only by thread t (the poster is thread nthreads) and read by the
+     * main thread after join(); mrs/bufs are set up before the threads
+     * start and each thread touches only its own buffer. */
     std::vector<std::string> msgs(nthreads + 1);
 
     auto wait_one = [](orc_cq_t *cq, ibv_wc *wc) {
@@ -528,6 +532,10 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
             buf[t * len + i] = pattern_byte(40 + t, i);
         }
     }
+    /* Thread contract: buf[t * len, (t + 1) * len) is read by poster t
+     * (and the device), written before the threads start; the second half
+     * is written only by the device; seen/total belong to the polling
+     * (main) thread; post_errors is atomic. */
     std::atomic<int>         post_errors(0);
     std::vector<std::thread> posters;
     for (int t = 0; t < nthreads; ++t) {
