@@ -615,29 +615,54 @@ static int uct_orc_agent_node_listed(const orc_node_info_t *nodes,
 }
 
 /*
- * Called with agent->lock held. Peers whose node is not in the job's node
- * list any more (lease expired, or deregistered) fail the eps to them and
- * free the passive QPs serving them.
+ * Called with agent->lock held; drops it while probing. A peer whose node is
+ * not in the job's node list any more either left cleanly (deregistered:
+ * orcd answers 404 for its mailbox) or died (its lease expired: 410). Only
+ * a dead peer fails the eps to it, with UCS_ERR_CONNECTION_RESET; after a
+ * clean leave an idle ep stays quiet (like a closed TCP connection) and
+ * traffic on it fails through the QP. Passive QPs serving a peer that is
+ * gone either way are closed. orcd being restarted (every node unknown)
+ * fails nothing.
  */
 static void uct_orc_agent_check_peers_locked(uct_orc_agent_t *agent,
                                              const orc_node_info_t *nodes,
                                              size_t count)
 {
+    static const char probe[] = "{\"type\":\"probe\"}";
     uct_orc_agent_link_t *link, *tmp;
     uct_orc_agent_event_t *ev;
+    orc_cl_status_t cl_status;
+    ucs_list_link_t gone;
 
+    ucs_list_head_init(&gone);
     ucs_list_for_each_safe(link, tmp, &agent->connected, list) {
-        if (uct_orc_agent_node_listed(nodes, count, link->peer_node)) {
-            continue;
+        if (!uct_orc_agent_node_listed(nodes, count, link->peer_node)) {
+            ucs_list_del(&link->list);
+            ucs_list_add_tail(&gone, &link->list);
         }
-        ucs_debug("orc: node %" PRIu64 ": peer node %" PRIu64 " left the "
-                  "job", agent->params.node_id, link->peer_node);
+    }
+
+    ucs_list_for_each_safe(link, tmp, &gone, list) {
+        pthread_mutex_unlock(&agent->lock);
+        cl_status = orc_client_mbox_send(agent->params.client,
+                                         link->peer_node,
+                                         agent->params.node_id, probe, NULL);
+        pthread_mutex_lock(&agent->lock);
         ucs_list_del(&link->list);
-        ev = uct_orc_agent_event_new(UCT_ORC_AGENT_EV_EP_FAILED,
-                                     link->conn_id);
-        if (ev != NULL) {
-            ev->status = UCS_ERR_CONNECTION_RESET;
-            uct_orc_agent_push_locked(agent, ev);
+        if (cl_status == ORC_CL_ERR_GONE) {
+            ucs_debug("orc: node %" PRIu64 ": the lease of peer node %"
+                      PRIu64 " expired", agent->params.node_id,
+                      link->peer_node);
+            ev = uct_orc_agent_event_new(UCT_ORC_AGENT_EV_EP_FAILED,
+                                         link->conn_id);
+            if (ev != NULL) {
+                ev->status = UCS_ERR_CONNECTION_RESET;
+                uct_orc_agent_push_locked(agent, ev);
+            }
+        } else {
+            ucs_debug("orc: node %" PRIu64 ": peer node %" PRIu64 " left "
+                      "(%s)", agent->params.node_id, link->peer_node,
+                      orc_cl_status_str(cl_status));
         }
         ucs_free(link);
     }

@@ -1317,6 +1317,23 @@ TEST_F(OrcUct, EpsComeAndGoWithoutLeaks)
     EXPECT_TRUE(s.errors.empty());
 }
 
+TEST_F(OrcUct, PeerLeavingCleanlyIsNoError)
+{
+    uct_ep_h e;
+    {
+        entity c;
+        ASSERT_EQ(UCS_OK, c.open());
+        e = a.connect_and_wait(c);
+        ASSERT_TRUE(e != NULL);
+    } /* c closes: it deregisters from orcd */
+    double until = entity::now() + 2.5;
+    while (entity::now() < until) {
+        a.progress();
+    }
+    EXPECT_TRUE(a.errors.empty()) << "an idle ep to a peer that left "
+                                     "cleanly reported an error";
+}
+
 TEST_F(OrcUct, PeerLeaseExpiresWhileIdle)
 {
     child c("target", {"UCX_ORC_LEASE_TTL=2"});
