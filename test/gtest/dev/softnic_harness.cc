@@ -359,6 +359,33 @@ bool netns_pair::create(std::string *why)
             return false;
         }
     }
+    /* Wait (bounded) until the kernel reports both ends operational, so a
+     * test never starts on a link that is still coming up. */
+    for (char side : {'a', 'b'}) {
+        std::string cmd = "ip -n " + ns(side) + " -o link show orc0 2>&1";
+        bool        up = false;
+        for (int i = 0; (i < 500) && !up; ++i) {
+            FILE *f = popen(cmd.c_str(), "r");
+            char  line[1024] = "";
+            if (f != NULL) {
+                if (fgets(line, sizeof(line), f) == NULL) {
+                    line[0] = 0;
+                }
+                pclose(f);
+            }
+            up = (strstr(line, "LOWER_UP") != NULL) &&
+                 (strstr(line, "state UP") != NULL);
+            if (!up) {
+                struct timespec ts = {0, 10000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (!up) {
+            *why = "orc0 in " + ns(side) + " did not come up within 5 s";
+            destroy();
+            return false;
+        }
+    }
     return true;
 }
 
