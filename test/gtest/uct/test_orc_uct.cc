@@ -1317,6 +1317,35 @@ TEST_F(OrcUct, EpsComeAndGoWithoutLeaks)
     EXPECT_TRUE(s.errors.empty());
 }
 
+TEST_F(OrcUct, OrcdGoneWhilePairingFailsEp)
+{
+    scoped_setenv t("UCX_ORC_PAIR_TIMEOUT", "1s");
+    entity s;
+    ASSERT_EQ(UCS_OK, s.open());
+    /* the established ep keeps working without orcd */
+    entity::mem m   = b.alloc_mem(64);
+    uct_rkey_t rkey = a.unpack_rkey(m.rkey_buf);
+
+    uct_env::stop_orcd();
+    uct_ep_h e;
+    ASSERT_EQ(UCS_OK, s.connect_to(b, &e));
+    double start = entity::now();
+    ASSERT_TRUE(s.progress_until([&]() { return !s.errors.empty(); }, 15));
+    EXPECT_LT(entity::now() - start, 10.0);
+    ASSERT_EQ(1u, s.errors.size());
+    EXPECT_EQ(UCS_ERR_ENDPOINT_TIMEOUT, s.errors[0].status);
+
+    uint64_t v = 11;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_put_short(ep, &v, 8, (uintptr_t)m.ptr, rkey);
+    }));
+    flush_ep(a, ep);
+    EXPECT_EQ(11u, *(uint64_t*)m.ptr);
+    EXPECT_TRUE(a.errors.empty());
+    b.free_mem(m);
+    uct_env::start_orcd(); /* for the next tests */
+}
+
 TEST_F(OrcUct, PeerLeavingCleanlyIsNoError)
 {
     uct_ep_h e;
