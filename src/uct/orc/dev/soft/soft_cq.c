@@ -14,9 +14,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* empty polls in a row between two sched_yield() calls */
+#define ORC_SOFT_CQ_YIELD_POLLS 2048
 
 orc_comp_channel_t *orc_soft_channel_create(orc_dev_t *dev)
 {
@@ -203,6 +207,13 @@ int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
         /* same-host SEND rings are progressed by the polling thread */
         orc_soft_cq_ring_progress(scq);
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
+            /* a thread spinning on an empty CQ starves the service threads
+             * (and same-host peers) that will fill it, when cores are
+             * scarce: give the CPU away now and then */
+            if (__atomic_add_fetch(&scq->empty_polls, 1, __ATOMIC_RELAXED) %
+                ORC_SOFT_CQ_YIELD_POLLS == 0) {
+                sched_yield();
+            }
             return 0;
         }
     }

@@ -263,6 +263,7 @@ typedef struct orc_soft_cq {
     unsigned        events;    /* delivered events, under lock */
     unsigned        acked;
     int             num_qps;   /* QPs using the CQ, under instance lock */
+    unsigned        empty_polls; /* atomic, only a yield pacing counter */
     /* QPs using the CQ (send or recv), for poll-driven ring progress.
      * qps_lock protects qps/nqps; cq_poll holds it while it trylocks QPs.
      * Lock order: qps_lock -> QP lock -> SRQ lock -> CQ lock. */
