@@ -18,16 +18,18 @@
  * it in posting order, the target's service thread executes them in order
  * and answers on the same connection. The peer's QP, in turn, owns its own
  * connection to us ("target connection" on our side). A connection therefore
- * serves exactly one (initiator QP, target QP) pair. TCP_NODELAY is set.
+ * serves exactly one (initiator QP, target QP) pair. TCP_NODELAY is set. A
+ * connect() still pending after 200 ms is retried on a fresh socket.
  *
  * Same host (equal boot id and pid, network and mount namespaces, exchanged
- * in the connection handshake) and an idle send queue: RDMA WRITE and READ
- * are executed in the posting thread by one process_vm_writev/readv call,
- * after checking the target QP's access flags and the target's MR table in
- * shared memory. All other operations (SEND, WRITE_WITH_IMM, atomics) and any
- * WRITE/READ posted while an earlier WR is still outstanding go through the
- * connection, so an operation is never overtaken by a later one of the same
- * QP. SEND/SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes go through a
+ * in the connection handshake) and nothing outstanding on the QP: RDMA WRITE
+ * and READ are executed in the posting thread (or, for WRs that had to
+ * queue, by whichever thread drains the queue) by one process_vm_writev/readv
+ * call, after checking the target QP's access flags and the target's MR
+ * table in shared memory. WRITE_WITH_IMM, atomics (always executed by the
+ * target's service thread with __atomic builtins) and anything posted behind
+ * an outstanding TCP operation go through the connection, so an operation is
+ * never overtaken by a later one of the same QP. SEND/SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes go through a
  * shared-memory ring per connection (soft_ring.c): the receiver's
  * orc_cq_poll() places them (its service thread does it every millisecond
  * when the application does not poll), the sender's orc_cq_poll() reaps the
@@ -69,6 +71,10 @@
  * A same-host READ that raced with dereg completes with REM_ACCESS_ERR; on
  * TCP a READ whose region goes away between two 256 KiB chunks is NAKed
  * (REM_ACCESS_ERR), within a chunk the connection is closed (RETRY_EXC_ERR).
+ *
+ * Polling: orc_cq_poll() on an empty CQ drives the same-host rings of the
+ * CQ's QPs, and every 2048 empty polls in a row it calls sched_yield(), so a
+ * spinning application does not starve the service threads it waits for.
  *
  * Environment (read once when a device is opened):
  *   ORC_SOFT_LOG=1       log connection and QP errors to stderr
