@@ -18,6 +18,11 @@
  * peer of a loaded machine; hardware has no such floor, softnic does. */
 #define ORC_SOFT_MIN_TIMEOUT_NS (20ull * 1000 * 1000)
 
+/* Time a WR may wait for its QP's connection to be set up (TCP handshake
+ * and HELLO) before it fails with IBV_WC_RETRY_EXC_ERR, if the QP's own
+ * timeout * (retry_cnt + 1) is shorter. */
+#define ORC_SOFT_CONNECT_BUDGET_NS (5ull * 1000 * 1000 * 1000)
+
 /* IB spec table 45 (RNR timer field), in microseconds */
 static const uint32_t orc_soft_rnr_us[32] = {
     655360, 10,    20,    30,    40,    60,     80,     120,
@@ -412,7 +417,14 @@ uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now)
          (qp->sq_head != qp->sq_tail))) {
         timeout = orc_soft_qp_timeout_ns(qp);
         if (timeout != 0) {
-            limit = qp->last_progress_ns + timeout * (qp->attr.retry_cnt + 1);
+            timeout *= qp->attr.retry_cnt + 1;
+            if ((qp->conn_state == ORC_SOFT_CONN_CONNECTING) &&
+                (timeout < ORC_SOFT_CONNECT_BUDGET_NS)) {
+                /* setting up the connection (no such step on hardware)
+                 * gets a budget of its own; the QP's starts when it is up */
+                timeout = ORC_SOFT_CONNECT_BUDGET_NS;
+            }
+            limit = qp->last_progress_ns + timeout;
             if (now >= limit) {
                 orc_soft_log(orc_soft_qp_inst(qp), "qp 0x%x: transport retry "
                              "counter exceeded", qp->super.qp_num);

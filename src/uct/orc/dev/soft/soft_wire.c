@@ -1473,6 +1473,7 @@ static int orc_soft_ini_hello_ack(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
     qp->peer_mrs   = table;
     qp->peer_pid   = (pid_t)le32toh(h->pid);
     qp->peer_pdn   = le32toh(h->qpn_or_pdn);
+    qp->last_progress_ns = orc_soft_now_ns(); /* the QP's budget starts now */
     orc_soft_qp_tx(qp);
     pthread_mutex_unlock(&qp->lock);
     return 1;

@@ -54,7 +54,9 @@
  * silent peer (host unreachable): once a WR waits for an answer (or for the
  * connection) longer than T * (retry_cnt + 1), T = 4.096 us * 2^timeout but
  * at least 20 ms (software peers get descheduled), it fails the same way.
- * timeout = 0 means infinite, as in the IB spec.
+ * While the QP's connection is still being set up (no such step on
+ * hardware) the budget is at least 5 s, and the QP's own budget starts once
+ * the connection is up. timeout = 0 means infinite, as in the IB spec.
  *
  * Wire protocol: see soft_wire.c. Every header field is validated; a bad
  * frame closes the connection (initiator side: the QP goes to ERR with
