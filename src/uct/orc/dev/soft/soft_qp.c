@@ -217,9 +217,10 @@ static void orc_soft_qp_drop_conn(orc_soft_qp_t *qp)
         qp->ring = NULL;
         __atomic_fetch_sub(&inst->num_rings, 1, __ATOMIC_RELAXED);
     }
-    qp->ring_prod   = 0;
-    qp->ring_reaped = 0;
-    qp->ring_out    = 0;
+    qp->ring_prod       = 0;
+    qp->ring_reaped     = 0;
+    qp->ring_out        = 0;
+    qp->ring_atomic_out = 0;
     if (qp->conn_id != 0) {
         orc_soft_svc_drop_conn(inst, qp->conn_id);
     }

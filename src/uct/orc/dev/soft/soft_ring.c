@@ -5,7 +5,11 @@
  * thread creates a single-producer/single-consumer ring in shared memory
  * (/dev/shm/orc_soft.<pidns>.<pid>.<inst>.r<id>; the initiator unlinks the
  * name once it has mapped it) and names it in the HELLO_ACK. SEND and
- * SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes then bypass the socket:
+ * SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes and 64-bit atomics then
+ * bypass the socket (an atomic slot carries key, address and operands, the
+ * consumer executes it with a real atomic instruction and returns the old
+ * value in the slot; a FENCEd WR waits until earlier ring atomics are
+ * reaped):
  *
  *  - the initiator copies the message into the next slot (posting thread,
  *    QP lock held), only while nothing else of the QP is outstanding on the
@@ -29,8 +33,9 @@
  * larger than the slot, an impossible head or an unknown status is treated
  * as an error of that message, never trusted.
  *
- * No posted receive: the slot stays POSTED; the initiator gives up after
- * rnr_retry * the target's min_rnr_timer (7 = never), completing the WR with
+ * No posted receive: the slot stays POSTED and the consumer says so in
+ * rnr_at; the initiator gives up after rnr_retry * the target's
+ * min_rnr_timer (7 = never), completing the WR with
  * IBV_WC_RNR_RETRY_EXC_ERR. A target QP in ERR completes pending slots with
  * IBV_WC_RETRY_EXC_ERR (an IB responder in error drops the packets).
  */
@@ -61,6 +66,8 @@ enum {
 
 #define ORC_SOFT_SLOT_F_IMM       0x1
 #define ORC_SOFT_SLOT_F_SOLICITED 0x2
+#define ORC_SOFT_SLOT_F_FADD      0x4 /* 64-bit fetch-and-add, no payload */
+#define ORC_SOFT_SLOT_F_CSWAP     0x8 /* 64-bit compare-and-swap */
 
 typedef struct orc_soft_ring_slot {
     uint32_t state;
@@ -68,7 +75,12 @@ typedef struct orc_soft_ring_slot {
     uint32_t length;
     uint32_t imm;      /* network order, as in ibv_send_wr */
     uint32_t flags;
-    uint32_t reserved[11];
+    uint32_t rkey;     /* atomics: target key, address, operands, result */
+    uint64_t raddr;
+    uint64_t compare_add;
+    uint64_t swap;
+    uint64_t result;
+    uint32_t reserved[2];
     uint8_t  data[ORC_SOFT_RING_DATA];
 } orc_soft_ring_slot_t;
 
@@ -77,7 +89,9 @@ struct orc_soft_ring {
     uint32_t             nslots;
     uint32_t             rnr_timer; /* the target QP's min_rnr_timer */
     uint32_t             reserved;
-    uint8_t              pad0[48];
+    uint64_t             rnr_at;    /* consumer: slot + 1 it waits on for a
+                                       posted receive, 0 when not waiting */
+    uint8_t              pad0[40];
     uint64_t             head;      /* produced, written by the initiator */
     uint8_t              pad1[56];
     uint64_t             tail;      /* consumed, written by the target */
@@ -195,10 +209,14 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
     uint32_t off = 0;
     int i;
 
+    int atomic = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
+                 (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP);
+
     if ((ring == NULL) || (wqe->state != ORC_SOFT_WQE_QUEUED) ||
         ((wqe->opcode != IBV_WR_SEND) &&
-         (wqe->opcode != IBV_WR_SEND_WITH_IMM)) ||
-        (wqe->length > ORC_SOFT_RING_DATA) ||
+         (wqe->opcode != IBV_WR_SEND_WITH_IMM) && !atomic) ||
+        (!atomic && (wqe->length > ORC_SOFT_RING_DATA)) ||
+        (wqe->fence && (qp->ring_atomic_out > 0)) ||
         (qp->conn_state != ORC_SOFT_CONN_READY) ||
         (qp->sq_tx != index) || (qp->sent_out != 0) || qp->rewind_pending) {
         return 0;
@@ -215,6 +233,18 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
     }
 
     slot = &ring->slot[qp->ring_prod % ORC_SOFT_RING_SLOTS];
+    if (atomic) {
+        slot->length      = 8;
+        slot->flags       = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ?
+                            ORC_SOFT_SLOT_F_FADD : ORC_SOFT_SLOT_F_CSWAP;
+        slot->rkey        = wqe->rkey;
+        slot->raddr       = wqe->raddr;
+        slot->compare_add = wqe->compare_add;
+        slot->swap        = wqe->swap;
+        slot->status      = 0;
+        ++qp->ring_atomic_out;
+        goto publish;
+    }
     if (wqe->is_inline) {
         memcpy(slot->data, wqe->inline_data, wqe->length); /* may be 0 */
     } else {
@@ -232,6 +262,7 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
                     ORC_SOFT_SLOT_F_IMM : 0) |
                    (wqe->solicited ? ORC_SOFT_SLOT_F_SOLICITED : 0);
     slot->status = 0;
+publish:
     __atomic_store_n(&slot->state, ORC_SOFT_SLOT_POSTED, __ATOMIC_RELEASE);
     __atomic_store_n(&ring->head, qp->ring_prod + 1, __ATOMIC_RELEASE);
 
@@ -249,15 +280,18 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
 static int orc_soft_ring_status_valid(uint32_t status)
 {
     return (status == IBV_WC_SUCCESS) || (status == IBV_WC_REM_INV_REQ_ERR) ||
-           (status == IBV_WC_REM_OP_ERR) || (status == IBV_WC_RETRY_EXC_ERR);
+           (status == IBV_WC_REM_OP_ERR) || (status == IBV_WC_RETRY_EXC_ERR) ||
+           (status == IBV_WC_REM_ACCESS_ERR);
 }
 
 /* QP lock held: completions of our ring SENDs, in order */
 static void orc_soft_ring_reap(orc_soft_qp_t *qp)
 {
     orc_soft_ring_slot_t *slot;
+    orc_soft_mr_snap_t snap;
     orc_soft_wqe_t *wqe;
     uint32_t i, status;
+    uint64_t result;
     int progress = 0;
 
     for (i = qp->sq_head; (i != qp->sq_tx) && (qp->ring_out > 0); ++i) {
@@ -271,9 +305,25 @@ static void orc_soft_ring_reap(orc_soft_qp_t *qp)
             break;
         }
         status = slot->status;
+        if (!orc_soft_ring_status_valid(status)) {
+            status = IBV_WC_REM_OP_ERR;
+        }
+        if ((wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
+            (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP)) {
+            --qp->ring_atomic_out;
+            if ((status == IBV_WC_SUCCESS) &&
+                (orc_soft_mr_check(orc_soft_qp_inst(qp)->mrs, wqe->sge[0].lkey,
+                                   qp->pdn, wqe->sge[0].addr, 8,
+                                   IBV_ACCESS_LOCAL_WRITE, &snap) != 0)) {
+                status = IBV_WC_LOC_PROT_ERR;
+            }
+            if (status == IBV_WC_SUCCESS) {
+                result = slot->result;
+                memcpy((void *)(uintptr_t)wqe->sge[0].addr, &result, 8);
+            }
+        }
         wqe->state  = ORC_SOFT_WQE_DONE;
-        wqe->status = orc_soft_ring_status_valid(status) ? status :
-                                                           IBV_WC_REM_OP_ERR;
+        wqe->status = status;
         --qp->ring_out;
         ++qp->ring_reaped;
         progress = 1;
@@ -337,6 +387,10 @@ uint64_t orc_soft_ring_timers(orc_soft_qp_t *qp, uint64_t now)
             continue;
         }
         slot     = &qp->ring->slot[wqe->seq % ORC_SOFT_RING_SLOTS];
+        if ((uint32_t)__atomic_load_n(&qp->ring->rnr_at, __ATOMIC_RELAXED) !=
+            wqe->seq + 1) {
+            break; /* pending, but not for lack of a receive */
+        }
         expected = ORC_SOFT_SLOT_POSTED;
         if (__atomic_compare_exchange_n(&slot->state, &expected,
                                         ORC_SOFT_SLOT_CANCELLED, 0,
@@ -420,6 +474,49 @@ static enum ibv_wc_status orc_soft_ring_place(orc_soft_qp_t *qp,
     return IBV_WC_SUCCESS;
 }
 
+/* QP lock held: execute an atomic slot on our memory, as the TCP path does:
+ * the QP's and the MR's REMOTE_ATOMIC right, 8-byte alignment, a real
+ * atomic instruction. The MR is entered (users count) so that a concurrent
+ * dereg of another thread waits for it. Returns the slot status. */
+static uint32_t orc_soft_ring_atomic(orc_soft_qp_t *qp,
+                                     orc_soft_ring_slot_t *slot,
+                                     uint32_t flags)
+{
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    uint64_t raddr        = slot->raddr, value;
+    uint32_t rkey         = slot->rkey;
+    orc_soft_mr_entry_t *entry;
+    orc_soft_mr_snap_t snap;
+
+    if (raddr & 7) {
+        return IBV_WC_REM_INV_REQ_ERR;
+    }
+    if (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_ATOMIC)) {
+        return IBV_WC_REM_ACCESS_ERR;
+    }
+    entry = orc_soft_mr_enter(inst->mrs, rkey);
+    if (entry == NULL) {
+        return IBV_WC_REM_ACCESS_ERR;
+    }
+    if (orc_soft_mr_check(inst->mrs, rkey, qp->pdn, raddr, 8,
+                          IBV_ACCESS_REMOTE_ATOMIC, &snap) != 0) {
+        orc_soft_mr_leave(entry);
+        return IBV_WC_REM_ACCESS_ERR;
+    }
+    if (flags & ORC_SOFT_SLOT_F_FADD) {
+        value = __atomic_fetch_add((uint64_t *)(uintptr_t)raddr,
+                                   slot->compare_add, __ATOMIC_SEQ_CST);
+    } else {
+        value = slot->compare_add;
+        __atomic_compare_exchange_n((uint64_t *)(uintptr_t)raddr, &value,
+                                    slot->swap, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST);
+    }
+    orc_soft_mr_leave(entry);
+    slot->result = value;
+    return IBV_WC_SUCCESS;
+}
+
 static void orc_soft_ring_slot_done(struct orc_soft_ring *ring,
                                     orc_soft_ring_slot_t *slot,
                                     uint32_t status, uint64_t tail)
@@ -437,7 +534,7 @@ static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
     enum ibv_wc_status status;
     orc_soft_recv_t recv;
     uint64_t head, tail;
-    uint32_t expected, len;
+    uint32_t expected, len, flags;
 
     tail = ring->tail;
     head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
@@ -460,10 +557,33 @@ static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
             continue;
         }
         if (((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) ||
-            (qp->attr.dest_qp_num != att->src_qpn) ||
-            !orc_soft_qp_has_recv(qp)) {
-            return; /* not ready / RNR: the slot waits */
+            (qp->attr.dest_qp_num != att->src_qpn)) {
+            return; /* not ready: the slot waits */
         }
+        flags = __atomic_load_n(&slot->flags, __ATOMIC_RELAXED);
+        if (flags & (ORC_SOFT_SLOT_F_FADD | ORC_SOFT_SLOT_F_CSWAP)) {
+            expected = ORC_SOFT_SLOT_POSTED;
+            if (!__atomic_compare_exchange_n(&slot->state, &expected,
+                                             ORC_SOFT_SLOT_TAKEN, 0,
+                                             __ATOMIC_ACQ_REL,
+                                             __ATOMIC_ACQUIRE)) {
+                if (expected == ORC_SOFT_SLOT_CANCELLED) {
+                    __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
+                    continue;
+                }
+                return;
+            }
+            orc_soft_ring_slot_done(ring, slot,
+                                    orc_soft_ring_atomic(qp, slot, flags),
+                                    tail + 1);
+            continue;
+        }
+        if (!orc_soft_qp_has_recv(qp)) {
+            /* RNR: the slot waits; tell the sender why */
+            __atomic_store_n(&ring->rnr_at, tail + 1, __ATOMIC_RELAXED);
+            return;
+        }
+        __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
         expected = ORC_SOFT_SLOT_POSTED;
         if (!__atomic_compare_exchange_n(&slot->state, &expected,
                                          ORC_SOFT_SLOT_TAKEN, 0,

@@ -1464,6 +1464,7 @@ static int orc_soft_ini_hello_ack(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
         qp->ring_prod   = 0;
         qp->ring_reaped = 0;
         qp->ring_out    = 0;
+        qp->ring_atomic_out = 0;
         __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
     }
     conn->state    = ORC_SOFT_CS_READY;

@@ -26,14 +26,18 @@
  * and READ are executed in the posting thread (or, for WRs that had to
  * queue, by whichever thread drains the queue) by one process_vm_writev/readv
  * call, after checking the target QP's access flags and the target's MR
- * table in shared memory. WRITE_WITH_IMM, atomics (always executed by the
- * target's service thread with __atomic builtins) and anything posted behind
- * an outstanding TCP operation go through the connection, so an operation is
- * never overtaken by a later one of the same QP. SEND/SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes go through a
- * shared-memory ring per connection (soft_ring.c): the receiver's
- * orc_cq_poll() places them (its service thread does it every millisecond
- * when the application does not poll), the sender's orc_cq_poll() reaps the
- * send completions. Larger SENDs and WRITE_WITH_IMM use the connection.
+ * table in shared memory. WRITE_WITH_IMM and anything posted behind an
+ * outstanding TCP operation go through the connection, so an operation is
+ * never overtaken by a later one of the same QP. SEND/SEND_WITH_IMM of up to
+ * ORC_SOFT_RING_DATA bytes and 64-bit atomics go through a shared-memory
+ * ring per connection (soft_ring.c), consumed in order at the target: by
+ * its orc_cq_poll() (SENDs are placed, atomics executed with __atomic
+ * builtins on the target memory, after the same QP/MR/alignment checks as
+ * on TCP) or, when the target application does not poll, by its service
+ * thread every millisecond; the sender's orc_cq_poll() reaps the
+ * completions (atomic results are copied to the local buffer then).
+ * Larger SENDs and WRITE_WITH_IMM use the connection; across hosts atomics
+ * are executed by the target's service thread.
  * If CMA fails with EPERM the QP falls back to TCP; ESRCH (peer gone)
  * completes the WR with IBV_WC_RETRY_EXC_ERR.
  *
@@ -393,6 +397,7 @@ struct orc_soft_qp {
     uint64_t            ring_prod;     /* slots produced */
     uint64_t            ring_reaped;   /* slots whose WQE completed */
     int                 ring_out;      /* WQEs in state RING */
+    int                 ring_atomic_out; /* of which atomics (for FENCE) */
     /* target side: rings of initiators sending to this QP */
     struct orc_soft_ring_att *rings;
 };
