@@ -101,6 +101,88 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     return UCS_OK;
 }
 
+/* Resources checked and an op of the given type taken from mp */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_op_start(uct_orc_ep_t *ep, uct_orc_iface_t *iface, ucs_mpool_t *mp,
+                    uint8_t type, uct_completion_t *comp, uct_orc_op_t **op_p)
+{
+    ucs_status_t status;
+
+    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+    *op_p = uct_orc_ep_get_op(iface, mp, type, comp);
+    if (ucs_unlikely(*op_p == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+    return UCS_OK;
+}
+
+/* One sge over the first length bytes of op's registered buffer; returns
+ * the sge count a WR needs for it (0 for an empty transfer) */
+static UCS_F_ALWAYS_INLINE int
+uct_orc_ep_op_sge(uct_orc_op_t *op, size_t length, struct ibv_sge *sge)
+{
+    sge->addr   = (uintptr_t)op->data;
+    sge->length = length;
+    sge->lkey   = op->lkey;
+    return (length > 0) ? 1 : 0;
+}
+
+/* Post a new op's WR at the tail of the tx queue; on failure the op goes
+ * back to its pool */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_post_new(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                    uct_orc_op_t *op, struct ibv_send_wr *wr)
+{
+    ucs_status_t status;
+
+    status = uct_orc_ep_post(ep, iface, op, wr, 1);
+    if (ucs_unlikely(status != UCS_OK)) {
+        ucs_mpool_put_inline(op);
+    }
+    return status;
+}
+
+/* RDMA WRITE or READ between sge and the remote address */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_post_rdma(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                     uct_orc_op_t *op, enum ibv_wr_opcode opcode,
+                     struct ibv_sge *sge, int num_sge, uint64_t remote_addr,
+                     uct_rkey_t rkey)
+{
+    struct ibv_send_wr wr;
+
+    wr.sg_list             = sge;
+    wr.num_sge             = num_sge;
+    wr.opcode              = opcode;
+    wr.send_flags          = 0;
+    wr.wr.rdma.remote_addr = remote_addr;
+    wr.wr.rdma.rkey        = (uint32_t)rkey;
+    return uct_orc_ep_post_new(ep, iface, op, &wr);
+}
+
+/* The atomic described by op->atomic, its result landing in op->data */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_post_atomic(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                       uct_orc_op_t *op, enum ibv_wr_opcode opcode,
+                       int enqueue)
+{
+    struct ibv_send_wr wr;
+    struct ibv_sge sge;
+
+    wr.num_sge               = uct_orc_ep_op_sge(op, sizeof(uint64_t), &sge);
+    wr.sg_list               = &sge;
+    wr.send_flags            = 0;
+    wr.opcode                = opcode;
+    wr.wr.atomic.remote_addr = op->atomic.remote_addr;
+    wr.wr.atomic.rkey        = op->atomic.rkey;
+    wr.wr.atomic.compare_add = op->atomic.compare;
+    wr.wr.atomic.swap        = op->atomic.swap;
+    return uct_orc_ep_post(ep, iface, op, &wr, enqueue);
+}
+
 static size_t uct_orc_ep_iov_to_sge(const uct_iov_t *iov, size_t iovcnt,
                                     struct ibv_sge *sge, int *num_sge_p)
 {
@@ -132,35 +214,22 @@ ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    struct ibv_send_wr wr;
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
 
     UCT_CHECK_LENGTH(length, 0, iface->config.max_inline, "put_short");
-    status = uct_orc_ep_check_res(ep, iface);
+    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT,
+                                 NULL, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
-    op = uct_orc_ep_get_op(iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL);
-    if (ucs_unlikely(op == NULL)) {
-        return UCS_ERR_NO_RESOURCE;
-    }
 
     memcpy(op->data, buffer, length);
-    sge.addr                = (uintptr_t)op->data;
-    sge.length              = length;
-    sge.lkey                = op->lkey;
-    wr.sg_list              = &sge;
-    wr.num_sge              = (length > 0) ? 1 : 0;
-    wr.opcode               = IBV_WR_RDMA_WRITE;
-    wr.send_flags           = 0;
-    wr.wr.rdma.remote_addr  = remote_addr;
-    wr.wr.rdma.rkey         = (uint32_t)rkey;
-
-    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    status = uct_orc_ep_post_rdma(ep, iface, op, IBV_WR_RDMA_WRITE, &sge,
+                                  uct_orc_ep_op_sge(op, length, &sge),
+                                  remote_addr, rkey);
     if (ucs_unlikely(status != UCS_OK)) {
-        ucs_mpool_put_inline(op);
         return status;
     }
     UCT_TL_EP_STAT_OP(&ep->super, PUT, SHORT, length);
@@ -172,36 +241,23 @@ ssize_t uct_orc_ep_put_bcopy(uct_ep_h tl_ep, uct_pack_callback_t pack_cb,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    struct ibv_send_wr wr;
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
     size_t length;
 
-    status = uct_orc_ep_check_res(ep, iface);
+    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT,
+                                 NULL, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
-    }
-    op = uct_orc_ep_get_op(iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL);
-    if (ucs_unlikely(op == NULL)) {
-        return UCS_ERR_NO_RESOURCE;
     }
 
     length = pack_cb(op->data, arg);
     ucs_assertv(length <= iface->config.seg_size, "length=%zu", length);
-    sge.addr                = (uintptr_t)op->data;
-    sge.length              = length;
-    sge.lkey                = op->lkey;
-    wr.sg_list              = &sge;
-    wr.num_sge              = (length > 0) ? 1 : 0;
-    wr.opcode               = IBV_WR_RDMA_WRITE;
-    wr.send_flags           = 0;
-    wr.wr.rdma.remote_addr  = remote_addr;
-    wr.wr.rdma.rkey         = (uint32_t)rkey;
-
-    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    status = uct_orc_ep_post_rdma(ep, iface, op, IBV_WR_RDMA_WRITE, &sge,
+                                  uct_orc_ep_op_sge(op, length, &sge),
+                                  remote_addr, rkey);
     if (ucs_unlikely(status != UCS_OK)) {
-        ucs_mpool_put_inline(op);
         return status;
     }
     UCT_TL_EP_STAT_OP(&ep->super, PUT, BCOPY, length);
@@ -216,38 +272,26 @@ static ucs_status_t uct_orc_ep_rdma_zcopy(uct_orc_ep_t *ep, int is_read,
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
     struct ibv_sge sge[UCT_ORC_MAX_SGE];
-    struct ibv_send_wr wr;
     ucs_status_t status;
     uct_orc_op_t *op;
     int num_sge = 0;
 
     UCT_CHECK_IOV_SIZE(iovcnt, iface->config.max_iov,
                        is_read ? "orc_ep_get_zcopy" : "orc_ep_put_zcopy");
-    status = uct_orc_ep_check_res(ep, iface);
+    status = uct_orc_ep_op_start(ep, iface, &iface->op_mp,
+                                 is_read ? UCT_ORC_OP_GET_ZCOPY :
+                                           UCT_ORC_OP_PUT,
+                                 comp, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
-    }
-    op = uct_orc_ep_get_op(iface, &iface->op_mp,
-                           is_read ? UCT_ORC_OP_GET_ZCOPY : UCT_ORC_OP_PUT,
-                           comp);
-    if (ucs_unlikely(op == NULL)) {
-        return UCS_ERR_NO_RESOURCE;
     }
 
     uct_orc_ep_iov_to_sge(iov, iovcnt, sge, &num_sge);
-    wr.sg_list              = sge;
-    wr.num_sge              = num_sge;
-    wr.opcode               = is_read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
-    wr.send_flags           = 0;
-    wr.wr.rdma.remote_addr  = remote_addr;
-    wr.wr.rdma.rkey         = (uint32_t)rkey;
-
-    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
-    if (ucs_unlikely(status != UCS_OK)) {
-        ucs_mpool_put_inline(op);
-        return status;
-    }
-    return UCS_INPROGRESS;
+    status = uct_orc_ep_post_rdma(ep, iface, op,
+                                  is_read ? IBV_WR_RDMA_READ :
+                                            IBV_WR_RDMA_WRITE,
+                                  sge, num_sge, remote_addr, rkey);
+    return (status == UCS_OK) ? UCS_INPROGRESS : status;
 }
 
 ucs_status_t uct_orc_ep_put_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
@@ -273,37 +317,24 @@ ucs_status_t uct_orc_ep_get_bcopy(uct_ep_h tl_ep,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    struct ibv_send_wr wr;
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
 
     UCT_CHECK_LENGTH(length, 0, iface->config.seg_size, "get_bcopy");
-    status = uct_orc_ep_check_res(ep, iface);
+    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp,
+                                 UCT_ORC_OP_GET_BCOPY, comp, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
-    op = uct_orc_ep_get_op(iface, &iface->tx_mp, UCT_ORC_OP_GET_BCOPY, comp);
-    if (ucs_unlikely(op == NULL)) {
-        return UCS_ERR_NO_RESOURCE;
-    }
 
-    op->get.cb              = unpack_cb;
-    op->get.arg             = arg;
-    op->get.length          = length;
-    sge.addr                = (uintptr_t)op->data;
-    sge.length              = length;
-    sge.lkey                = op->lkey;
-    wr.sg_list              = &sge;
-    wr.num_sge              = (length > 0) ? 1 : 0;
-    wr.opcode               = IBV_WR_RDMA_READ;
-    wr.send_flags           = 0;
-    wr.wr.rdma.remote_addr  = remote_addr;
-    wr.wr.rdma.rkey         = (uint32_t)rkey;
-
-    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    op->get.cb     = unpack_cb;
+    op->get.arg    = arg;
+    op->get.length = length;
+    status = uct_orc_ep_post_rdma(ep, iface, op, IBV_WR_RDMA_READ, &sge,
+                                  uct_orc_ep_op_sge(op, length, &sge),
+                                  remote_addr, rkey);
     if (ucs_unlikely(status != UCS_OK)) {
-        ucs_mpool_put_inline(op);
         return status;
     }
     UCT_TL_EP_STAT_OP(&ep->super, GET, BCOPY, length);
@@ -335,16 +366,13 @@ uct_orc_ep_am_prepare(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id,
     uct_orc_hdr_t *hdr;
     uct_orc_op_t *op;
 
-    status = uct_orc_ep_check_res(ep, iface);
+    if (ucs_unlikely((ep->credits == 0) &&
+                     (ep->state == UCT_ORC_EP_CONNECTED))) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+    status = uct_orc_ep_op_start(ep, iface, mp, UCT_ORC_OP_AM, comp, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
-    }
-    if (ucs_unlikely(ep->credits == 0)) {
-        return UCS_ERR_NO_RESOURCE;
-    }
-    op = uct_orc_ep_get_op(iface, mp, UCT_ORC_OP_AM, comp);
-    if (ucs_unlikely(op == NULL)) {
-        return UCS_ERR_NO_RESOURCE;
     }
 
     hdr           = (uct_orc_hdr_t*)op->data;
@@ -368,9 +396,8 @@ uct_orc_ep_am_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
     wr.opcode     = IBV_WR_SEND;
     wr.send_flags = 0;
 
-    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    status = uct_orc_ep_post_new(ep, iface, op, &wr);
     if (ucs_unlikely(status != UCS_OK)) {
-        ucs_mpool_put_inline(op);
         return status;
     }
     --ep->credits;
@@ -402,10 +429,10 @@ ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
         memcpy(op->data + sizeof(uct_orc_hdr_t) + sizeof(header), payload,
                length);
     }
-    sge.addr   = (uintptr_t)op->data;
-    sge.length = sizeof(uct_orc_hdr_t) + sizeof(header) + length;
-    sge.lkey   = op->lkey;
-    status     = uct_orc_ep_am_post(ep, iface, op, &sge, 1);
+    status = uct_orc_ep_am_post(ep, iface, op, &sge,
+                                uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) +
+                                                  sizeof(header) + length,
+                                                  &sge));
     if (ucs_likely(status == UCS_OK)) {
         UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, sizeof(header) + length);
     }
@@ -442,10 +469,9 @@ ucs_status_t uct_orc_ep_am_short_iov(uct_ep_h tl_ep, uint8_t id,
             p += len;
         }
     }
-    sge.addr   = (uintptr_t)op->data;
-    sge.length = sizeof(uct_orc_hdr_t) + length;
-    sge.lkey   = op->lkey;
-    status     = uct_orc_ep_am_post(ep, iface, op, &sge, 1);
+    status = uct_orc_ep_am_post(ep, iface, op, &sge,
+                                uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) +
+                                                  length, &sge));
     if (ucs_likely(status == UCS_OK)) {
         UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, length);
     }
@@ -472,10 +498,9 @@ ssize_t uct_orc_ep_am_bcopy(uct_ep_h tl_ep, uint8_t id,
     length = pack_cb(op->data + sizeof(uct_orc_hdr_t), arg);
     ucs_assertv(length <= iface->config.seg_size - sizeof(uct_orc_hdr_t),
                 "length=%zu", length);
-    sge.addr   = (uintptr_t)op->data;
-    sge.length = sizeof(uct_orc_hdr_t) + length;
-    sge.lkey   = op->lkey;
-    status     = uct_orc_ep_am_post(ep, iface, op, &sge, 1);
+    status = uct_orc_ep_am_post(ep, iface, op, &sge,
+                                uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) +
+                                                  length, &sge));
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -509,10 +534,8 @@ ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id,
     }
 
     memcpy(op->data + sizeof(uct_orc_hdr_t), header, header_length);
-    sge[0].addr   = (uintptr_t)op->data;
-    sge[0].length = sizeof(uct_orc_hdr_t) + header_length;
-    sge[0].lkey   = op->lkey;
-    num_sge       = 1;
+    num_sge = uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) + header_length,
+                                &sge[0]);
     uct_orc_ep_iov_to_sge(iov, iovcnt, sge, &num_sge);
 
     status = uct_orc_ep_am_post(ep, iface, op, sge, num_sge);
@@ -532,21 +555,7 @@ static ucs_status_t uct_orc_ep_swap_retry(uct_orc_ep_t *ep,
                                           uct_orc_iface_t *iface,
                                           uct_orc_op_t *op)
 {
-    struct ibv_send_wr wr;
-    struct ibv_sge sge;
-
-    sge.addr                 = (uintptr_t)op->data;
-    sge.length               = sizeof(uint64_t);
-    sge.lkey                 = op->lkey;
-    wr.sg_list               = &sge;
-    wr.num_sge               = 1;
-    wr.send_flags            = 0;
-    wr.opcode                = IBV_WR_ATOMIC_CMP_AND_SWP;
-    wr.wr.atomic.remote_addr = op->atomic.remote_addr;
-    wr.wr.atomic.rkey        = op->atomic.rkey;
-    wr.wr.atomic.compare_add = op->atomic.compare;
-    wr.wr.atomic.swap        = op->atomic.swap;
-    return uct_orc_ep_post(ep, iface, op, &wr, 0);
+    return uct_orc_ep_post_atomic(ep, iface, op, IBV_WR_ATOMIC_CMP_AND_SWP, 0);
 }
 
 static ucs_status_t uct_orc_ep_atomic(uct_orc_ep_t *ep, uint8_t type,
@@ -556,8 +565,6 @@ static ucs_status_t uct_orc_ep_atomic(uct_orc_ep_t *ep, uint8_t type,
                                       uct_completion_t *comp)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    struct ibv_send_wr wr;
-    struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
 
@@ -566,13 +573,9 @@ static ucs_status_t uct_orc_ep_atomic(uct_orc_ep_t *ep, uint8_t type,
                   remote_addr);
         return UCS_ERR_INVALID_PARAM;
     }
-    status = uct_orc_ep_check_res(ep, iface);
+    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, type, comp, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
-    }
-    op = uct_orc_ep_get_op(iface, &iface->tx_mp, type, comp);
-    if (ucs_unlikely(op == NULL)) {
-        return UCS_ERR_NO_RESOURCE;
     }
 
     op->atomic.result      = result;
@@ -582,20 +585,10 @@ static ucs_status_t uct_orc_ep_atomic(uct_orc_ep_t *ep, uint8_t type,
     op->atomic.rkey        = (uint32_t)rkey;
     op->atomic.retries     = 0;
 
-    sge.addr                 = (uintptr_t)op->data;
-    sge.length               = sizeof(uint64_t);
-    sge.lkey                 = op->lkey;
-    wr.sg_list               = &sge;
-    wr.num_sge               = 1;
-    wr.send_flags            = 0;
-    wr.wr.atomic.remote_addr = remote_addr;
-    wr.wr.atomic.rkey        = (uint32_t)rkey;
-    wr.wr.atomic.compare_add = compare_add;
-    wr.wr.atomic.swap        = swap;
-    wr.opcode                = is_cswap ? IBV_WR_ATOMIC_CMP_AND_SWP :
-                                          IBV_WR_ATOMIC_FETCH_AND_ADD;
-
-    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
+    status = uct_orc_ep_post_atomic(ep, iface, op,
+                                    is_cswap ? IBV_WR_ATOMIC_CMP_AND_SWP :
+                                               IBV_WR_ATOMIC_FETCH_AND_ADD,
+                                    1);
     if (ucs_unlikely(status != UCS_OK)) {
         ucs_mpool_put_inline(op);
         return status;
@@ -859,7 +852,6 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    struct ibv_send_wr wr;
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
@@ -871,29 +863,18 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
         return UCS_OK;
     }
 
-    status = uct_orc_ep_check_res(ep, iface);
+    status = uct_orc_ep_op_start(ep, iface, &iface->op_mp, UCT_ORC_OP_CHECK,
+                                 NULL, &op);
     if (status != UCS_OK) {
         return status;
     }
-    op = uct_orc_ep_get_op(iface, &iface->op_mp, UCT_ORC_OP_CHECK, NULL);
-    if (op == NULL) {
-        return UCS_ERR_NO_RESOURCE;
-    }
 
     /* A zero-length WRITE needs no remote buffer but a live peer QP: a dead
-     * peer turns it into RETRY_EXC (or an access error) and the ep fails. */
+     * peer turns it into RETRY_EXC (or an access error) and the ep fails.
+     * The sge is unused, but never NULL for a device. */
     memset(&sge, 0, sizeof(sge));
-    wr.sg_list             = &sge; /* unused, but never NULL for a device */
-    wr.num_sge             = 0;
-    wr.opcode              = IBV_WR_RDMA_WRITE;
-    wr.send_flags          = 0;
-    wr.wr.rdma.remote_addr = 0;
-    wr.wr.rdma.rkey        = 0;
-    status = uct_orc_ep_post(ep, iface, op, &wr, 1);
-    if (status != UCS_OK) {
-        ucs_mpool_put(op);
-    }
-    return status;
+    return uct_orc_ep_post_rdma(ep, iface, op, IBV_WR_RDMA_WRITE, &sge, 0, 0,
+                                0);
 }
 
 /* ------------------------------------------------------- state changes */

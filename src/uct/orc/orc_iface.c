@@ -205,21 +205,21 @@ static void uct_orc_rx_obj_init(ucs_mpool_t *mp, void *obj, void *chunk)
     desc->lkey = hdr->mr->lkey;
 }
 
-static ucs_mpool_ops_t uct_orc_tx_mp_ops = {
-    .chunk_alloc   = uct_orc_mp_chunk_alloc,
-    .chunk_release = uct_orc_mp_chunk_release,
-    .obj_init      = uct_orc_tx_obj_init,
-    .obj_cleanup   = NULL,
-    .obj_str       = NULL
-};
+/* Pool of objects in registered chunks; _obj_init records the lkey */
+#define UCT_ORC_REG_MP_OPS(_obj_init) \
+    { \
+        .chunk_alloc   = uct_orc_mp_chunk_alloc, \
+        .chunk_release = uct_orc_mp_chunk_release, \
+        .obj_init      = _obj_init, \
+        .obj_cleanup   = NULL, \
+        .obj_str       = NULL \
+    }
 
-static ucs_mpool_ops_t uct_orc_rx_mp_ops = {
-    .chunk_alloc   = uct_orc_mp_chunk_alloc,
-    .chunk_release = uct_orc_mp_chunk_release,
-    .obj_init      = uct_orc_rx_obj_init,
-    .obj_cleanup   = NULL,
-    .obj_str       = NULL
-};
+static ucs_mpool_ops_t uct_orc_tx_mp_ops =
+        UCT_ORC_REG_MP_OPS(uct_orc_tx_obj_init);
+
+static ucs_mpool_ops_t uct_orc_rx_mp_ops =
+        UCT_ORC_REG_MP_OPS(uct_orc_rx_obj_init);
 
 static ucs_mpool_ops_t uct_orc_op_mp_ops = {
     .chunk_alloc   = ucs_mpool_chunk_malloc,

@@ -1391,23 +1391,19 @@ TEST_F(OrcUct, PeerLeaseExpiresWhileIdle)
               uct_ep_put_short(e, &v, 8, t.addr, rkey));
 }
 
-TEST_F(OrcUct, AtomicsFromSeveralProcesses)
+/* nproc children run `mode` count times each against the target in info
+ * (child ids 1..nproc); every result they report is added to results */
+static void run_atomic_children(const char *mode, int nproc, int count,
+                                const std::string &info,
+                                std::multiset<uint64_t> &results)
 {
-    const int nproc = 3, count = 300;
-    entity::mem counter = a.alloc_mem(64);
-    *(uint64_t*)counter.ptr = 0;
-    std::string info = target_line(a, counter);
-
     std::vector<std::unique_ptr<child>> children;
     for (int i = 0; i < nproc; ++i) {
         children.emplace_back(new child(
-                "fadd", {"ORC_UCT_CHILD_COUNT=" + std::to_string(count),
-                         "ORC_UCT_CHILD_ID=" + std::to_string(i + 1)}));
+                mode, {"ORC_UCT_CHILD_COUNT=" + std::to_string(count),
+                       "ORC_UCT_CHILD_ID=" + std::to_string(i + 1)}));
         children.back()->write_line(info);
     }
-    /* the target's agent pairs; atomics need no progress from us, but
-     * progress anyway to serve passive-QP hand-offs */
-    std::multiset<uint64_t> seen;
     for (auto &c : children) {
         std::string line;
         ASSERT_TRUE(c->read_line(line, 60));
@@ -1417,10 +1413,23 @@ TEST_F(OrcUct, AtomicsFromSeveralProcesses)
         ASSERT_EQ("results", word);
         uint64_t v;
         while (in >> v) {
-            seen.insert(v);
+            results.insert(v);
         }
         EXPECT_EQ(0, c->wait_exit());
     }
+}
+
+TEST_F(OrcUct, AtomicsFromSeveralProcesses)
+{
+    const int nproc = 3, count = 300;
+    entity::mem counter = a.alloc_mem(64);
+    *(uint64_t*)counter.ptr = 0;
+    std::string info = target_line(a, counter);
+
+    /* the target's agent pairs; atomics need no progress from us */
+    std::multiset<uint64_t> seen;
+    ASSERT_NO_FATAL_FAILURE(run_atomic_children("fadd", nproc, count, info,
+                                                seen));
     EXPECT_EQ((uint64_t)nproc * count, *(uint64_t*)counter.ptr);
     /* fetch-add results are exactly 0..N-1, each once */
     ASSERT_EQ((size_t)nproc * count, seen.size());
@@ -1440,27 +1449,9 @@ TEST_F(OrcUct, SwapFromSeveralProcessesIsExact)
     *(uint64_t*)cell.ptr = 0;
     std::string info = target_line(a, cell);
 
-    std::vector<std::unique_ptr<child>> children;
-    for (int i = 0; i < nproc; ++i) {
-        children.emplace_back(new child(
-                "swap", {"ORC_UCT_CHILD_COUNT=" + std::to_string(count),
-                         "ORC_UCT_CHILD_ID=" + std::to_string(i + 1)}));
-        children.back()->write_line(info);
-    }
     std::multiset<uint64_t> returned;
-    for (auto &c : children) {
-        std::string line;
-        ASSERT_TRUE(c->read_line(line, 60));
-        std::istringstream in(line);
-        std::string word;
-        in >> word;
-        ASSERT_EQ("results", word);
-        uint64_t v;
-        while (in >> v) {
-            returned.insert(v);
-        }
-        EXPECT_EQ(0, c->wait_exit());
-    }
+    ASSERT_NO_FATAL_FAILURE(run_atomic_children("swap", nproc, count, info,
+                                                returned));
     returned.insert(*(uint64_t*)cell.ptr);
 
     std::multiset<uint64_t> written = {0};
