@@ -224,7 +224,10 @@ typedef struct uct_orc_agent_params {
  * event_fd, which is part of the iface's wakeup fd.
  *
  * Locking: `lock` protects pairings, connected, passives, byes, events,
- * rx_budget, watch_dirty and stopping; `tx_cond` / `watch_cond` (with
+ * rx_budget, watch_dirty and stopping; nevents is also written only under
+ * `lock`, with release stores, so progress can peek at it with an acquire
+ * load and no lock (a stale zero is caught by the next progress, and every
+ * push signals event_fd); `tx_cond` / `watch_cond` (with
  * `lock`) wake the tx / watch thread. `params` and dev_addr_hex are
  * read-only while the threads run. Device-layer calls
  * are thread-safe; QPs of pairings are modified only with `lock` held, so
@@ -244,6 +247,9 @@ typedef struct uct_orc_agent {
     int                        watch_dirty;   /* a link was added: check
                                                  peers without waiting */
     ucs_queue_head_t           events;        /* uct_orc_agent_event_t */
+    unsigned                   nevents;       /* length of events: written
+                                                 under lock (atomic store),
+                                                 peeked without it */
     unsigned                   rx_budget;
     int                        stopping;
     int                        event_fd;      /* eventfd, counts pushes */
@@ -390,6 +396,8 @@ typedef struct uct_orc_iface {
     ucs_mpool_t            rx_mp;      /* receive buffers (registered) */
     unsigned               rx_posted;  /* receive buffers in the SRQ */
     unsigned               tx_cq_avail;/* send CQ entries not in use */
+    unsigned               tx_cq_len;  /* tx_cq_avail with nothing in
+                                          flight */
     int                    event_fd;   /* epoll: channel fd + agent fd */
     orc_client_t          *client;
     uint64_t               node_id;

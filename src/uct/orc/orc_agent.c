@@ -53,6 +53,7 @@ static void uct_orc_agent_push_locked(uct_orc_agent_t *agent,
                                       uct_orc_agent_event_t *ev)
 {
     ucs_queue_push(&agent->events, &ev->queue);
+    __atomic_store_n(&agent->nevents, agent->nevents + 1, __ATOMIC_RELEASE);
     uct_orc_agent_signal(agent);
 }
 
@@ -905,13 +906,8 @@ void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id,
 
 int uct_orc_agent_has_events(uct_orc_agent_t *agent)
 {
-    int empty;
-
-    /* A racy peek is enough: a push also signals the event fd */
-    pthread_mutex_lock(&agent->lock);
-    empty = ucs_queue_is_empty(&agent->events);
-    pthread_mutex_unlock(&agent->lock);
-    return !empty;
+    /* A lock-free peek is enough: a push also signals the event fd */
+    return __atomic_load_n(&agent->nevents, __ATOMIC_ACQUIRE) != 0;
 }
 
 int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue)
@@ -924,6 +920,7 @@ int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue)
         ucs_queue_push(queue, &ev->queue);
         ++count;
     }
+    __atomic_store_n(&agent->nevents, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&agent->lock);
     return count;
 }
@@ -942,6 +939,7 @@ ucs_status_t uct_orc_agent_start(uct_orc_agent_t *agent,
     ucs_list_head_init(&agent->passives);
     ucs_list_head_init(&agent->byes);
     ucs_queue_head_init(&agent->events);
+    agent->nevents         = 0;
     agent->watch_dirty     = 0;
 
     agent->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
