@@ -728,7 +728,12 @@ static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
         ++count;
     }
     count += uct_orc_iface_poll_cq(iface, 0);
-    count += uct_orc_iface_poll_cq(iface, 1);
+    /* every send WR takes a tx_cq_avail slot: with none in flight the send
+     * CQ is empty, and an empty poll is not free (softnic progresses its
+     * same-host rings in it, and the receive CQ poll did that already) */
+    if (iface->tx_cq_avail < iface->tx_cq_len) {
+        count += uct_orc_iface_poll_cq(iface, 1);
+    }
     count += uct_orc_iface_dispatch_pending(iface);
     if (!ucs_list_is_empty(&iface->failed_eps)) {
         uct_orc_iface_report_failures(iface);
@@ -1420,6 +1425,7 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
         goto err_destroy_channel;
     }
     self->tx_cq_avail = ucs_min((unsigned)self->send_cq->cqe, send_cqe);
+    self->tx_cq_len   = self->tx_cq_avail;
 
     self->recv_cq = orc_cq_create(md->dev, config->rx_queue_len + 64, self,
                                   self->channel);
