@@ -74,26 +74,36 @@ ip netns exec "$nsa" env ORC_UCT_TEST_IFACE=orc0 \
     || fail=$((fail + 1))
 
 # 2. ucx_perftest across namespaces
+# A sanitizer build of the module cannot be preloaded into Debian's
+# uninstrumented ucx_perftest: ASan insists on being the first library, and
+# with libasan preloaded first any UCX program that also loads libcurl
+# (gnutls -> p11-kit) deadlocks at exit in p11-kit's destructor (freelocale
+# waiting on glibc's setlocale lock). Reproduce without orc:
+#   LD_PRELOAD=libasan.so.8:libcurl.so.4 ucx_info -v    # never exits
+# The sanitized module is exercised by test_orc_uct instead.
 if [ -z "$perftest" ]; then
     echo "SKIP part 2: ucx_perftest not found"
+elif ldd "$lib" | grep -q libasan; then
+    echo "SKIP part 2: sanitizer build: ASan cannot be preloaded into ucx_perftest (see the comment in $0)"
 else
     export UCX_ORC_COORDINATOR=$url UCX_ORC_BACKEND=soft
     export UCX_ORC_SOFT_IFACES=orc0 UCX_ORC_JOB=netns
     export UCX_WARN_UNUSED_ENV_VARS=n
-    export LD_PRELOAD=$lib${LD_PRELOAD:+:$LD_PRELOAD}
+    # preloaded into ucx_perftest only, not into ip/ss/timeout
+    preload=$lib${LD_PRELOAD:+:$LD_PRELOAD}
     port=$(( 20000 + tag % 20000 ))
     run() {
         local name=$1
         shift
         port=$((port + 1))
-        ip netns exec "$nsa" timeout 60 "$perftest" -p $port "$@" \
+        ip netns exec "$nsa" timeout 60 env LD_PRELOAD="$preload" "$perftest" -p $port "$@" \
             > "$tmp/server.log" 2>&1 &
         local spid=$! ok=1
         for _ in $(seq 50); do
             ip netns exec "$nsa" ss -ltn | grep -q ":$port " && break
             sleep 0.1
         done
-        ip netns exec "$nsb" timeout 60 "$perftest" $ipa -p $port "$@" \
+        ip netns exec "$nsb" timeout 60 env LD_PRELOAD="$preload" "$perftest" $ipa -p $port "$@" \
             > "$tmp/client.log" 2>&1 || ok=0
         wait $spid || ok=0
         if [ $ok = 1 ] && grep -q '^Final:' "$tmp/client.log"; then
