@@ -34,6 +34,26 @@ uint64_t orc_soft_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* resolution of CLOCK_MONOTONIC_COARSE; 0 until the first call (a racy
+ * initialisation of a constant: every thread stores the same value) */
+static uint64_t orc_soft_coarse_tick_ns; /* atomic */
+
+uint64_t orc_soft_stamp_ns(void)
+{
+    uint64_t tick = __atomic_load_n(&orc_soft_coarse_tick_ns, __ATOMIC_RELAXED);
+    struct timespec ts;
+
+    if (tick == 0) {
+        if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
+            return orc_soft_now_ns(); /* no coarse clock: the precise one */
+        }
+        tick = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + 1;
+        __atomic_store_n(&orc_soft_coarse_tick_ns, tick, __ATOMIC_RELAXED);
+    }
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + tick;
+}
+
 void orc_soft_log(orc_soft_inst_t *inst, const char *fmt, ...)
 {
     char buf[256];

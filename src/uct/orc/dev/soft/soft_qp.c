@@ -680,7 +680,7 @@ int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
             break;
         }
         if (qp->sq_head == qp->sq_tail) {
-            qp->last_progress_ns = orc_soft_now_ns();
+            qp->last_progress_ns = orc_soft_stamp_ns();
         }
 
         /* same host, nothing outstanding: WRITE/READ right here */

@@ -271,7 +271,7 @@ publish:
     qp->sq_tx  = index + 1; /* "transmitted" through the ring */
     ++qp->ring_prod;
     if (qp->ring_out++ == 0) {
-        qp->last_progress_ns = orc_soft_now_ns();
+        qp->last_progress_ns = orc_soft_stamp_ns();
         qp->rnr_count        = 0;
     }
     return 1;
@@ -329,7 +329,7 @@ static void orc_soft_ring_reap(orc_soft_qp_t *qp)
         progress = 1;
     }
     if (progress) {
-        qp->last_progress_ns = orc_soft_now_ns();
+        qp->last_progress_ns = orc_soft_stamp_ns();
         qp->rnr_count        = 0;
         orc_soft_qp_complete(qp);
         /* SENDs that waited for a free slot go into the ring now */

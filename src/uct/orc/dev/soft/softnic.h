@@ -457,6 +457,11 @@ int orc_soft_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,
 
 /* Instance helpers (soft_dev.c) */
 uint64_t orc_soft_now_ns(void);
+/* Never earlier than orc_soft_now_ns() at the time of the call and at most
+ * one coarse clock tick (~1-4 ms) later, at a sixth of the cost: for the
+ * per-operation "last progress" stamps, which only start a timeout budget
+ * (so a budget may end up to one tick late, never early). */
+uint64_t orc_soft_stamp_ns(void);
 void orc_soft_log(orc_soft_inst_t *inst, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
