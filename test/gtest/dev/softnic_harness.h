@@ -124,6 +124,13 @@ struct mr_t {
     uint64_t addr;
     uint32_t rkey;
     uint32_t lkey;
+
+    /* " raddr=... rkey=..." of this region at offset off, for a peer command */
+    std::string remote(uint64_t off = 0) const
+    {
+        return " raddr=" + std::to_string(addr + off) +
+               " rkey=" + std::to_string(rkey);
+    }
 };
 
 struct qp_ep_t {

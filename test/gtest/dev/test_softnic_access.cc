@@ -179,8 +179,7 @@ TEST_P(softnic_access, local_protection)
 TEST_P(softnic_access, rkey_dead_right_after_dereg)
 {
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
-    std::string wr = " raddr=" + std::to_string(m_full.addr) +
-                     " rkey=" + std::to_string(m_full.rkey);
+    std::string wr = m_full.remote();
     ASSERT_OK(m_a->cmd("fill id=1 off=0 len=4096 seed=11"));
     wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=4096 wr=1" + wr);
     ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
@@ -216,8 +215,7 @@ TEST_P(softnic_access, dereg_while_writing)
         ASSERT_NE(0u, m_a->cmd("get64 id=1 off=0").u("val"));
         ASSERT_TRUE(m_a->send(
             "writeloop qp=" + std::to_string(q) +
-            " mr=1 len=16384 n=1000000 raddr=" + std::to_string(t.addr) +
-            " rkey=" + std::to_string(t.rkey)));
+            " mr=1 len=16384 n=1000000" + t.remote()));
         ASSERT_OK(m_b->cmd("dereg id=" + std::to_string(id) +
                            " wait_nonzero=1 refill_seed=32"));
         reply_t r = m_a->recv();

@@ -47,8 +47,7 @@ class softnic_atomic : public softnic_topo
 
     std::string remote(uint64_t off = 0) const
     {
-        return " raddr=" + std::to_string(m_rt.addr + off) +
-               " rkey=" + std::to_string(m_rt.rkey);
+        return m_rt.remote(off);
     }
 
     /* Run "atomics" on every initiator concurrently with its own op. */

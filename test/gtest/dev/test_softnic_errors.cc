@@ -36,8 +36,7 @@ class softnic_errors : public softnic_topo
 
     std::string remote(uint64_t off = 0) const
     {
-        return " raddr=" + std::to_string(m_rb.addr + off) +
-               " rkey=" + std::to_string(m_rb.rkey);
+        return m_rb.remote(off);
     }
 
     /* IB: the local ACK timeout is 4.096 us * 2^timeout, retried

@@ -43,8 +43,7 @@ class softnic_hostile : public softnic_topo
 
     std::string remote(uint64_t off = 0) const
     {
-        return " raddr=" + std::to_string(m_rb.addr + off) +
-               " rkey=" + std::to_string(m_rb.rkey);
+        return m_rb.remote(off);
     }
 
     /* The TCP listeners of B's process ("ip:port"). */

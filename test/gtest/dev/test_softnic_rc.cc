@@ -38,8 +38,7 @@ class softnic_rc : public softnic_topo
 
     std::string remote(uint64_t off = 0) const
     {
-        return " raddr=" + std::to_string(m_rb.addr + off) +
-               " rkey=" + std::to_string(m_rb.rkey);
+        return m_rb.remote(off);
     }
 
     void send_recv(bool srq);
