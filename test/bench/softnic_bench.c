@@ -423,14 +423,11 @@ static double bench_cma_bw(bench_ep_t *ep, const bench_info_t *peer,
     return done * (double)size / (bench_now() - t0) / 1e6;
 }
 
-/* TCP stream of size-byte writes for the duration; the sink answers with
- * the byte count at EOF, so the time covers delivery. */
-static double bench_tcp_bw(const char *ip, uint16_t port, size_t size,
-                           uint8_t *buf)
+/* A TCP_NODELAY connection to the sink at ip:port, told its mode ('S'
+ * stream, 'P' ping-pong) in its first byte. Returns the fd, or -1. */
+static int bench_tcp_connect(const char *ip, uint16_t port, char mode)
 {
     struct sockaddr_in sa;
-    uint64_t           sent = 0, got = 0;
-    double             t0, end;
     int                fd, one = 1;
 
     fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -443,8 +440,29 @@ static double bench_tcp_bw(const char *ip, uint16_t port, size_t size,
         goto err;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bench_full_io(fd, "S", 1, 1)) {
+    if (bench_full_io(fd, &mode, 1, 1)) {
         goto err;
+    }
+    return fd;
+
+err:
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+/* TCP stream of size-byte writes for the duration; the sink answers with
+ * the byte count at EOF, so the time covers delivery. */
+static double bench_tcp_bw(const char *ip, uint16_t port, size_t size,
+                           uint8_t *buf)
+{
+    uint64_t sent = 0, got = 0;
+    double   t0, end;
+    int      fd;
+
+    fd = bench_tcp_connect(ip, port, 'S');
+    if (fd < 0) {
+        return -1;
     }
     t0 = bench_now();
     end = t0 + bench_duration;
@@ -465,31 +483,20 @@ static double bench_tcp_bw(const char *ip, uint16_t port, size_t size,
     return sent / (bench_now() - t0) / 1e6;
 
 err:
-    if (fd >= 0)
-        close(fd);
+    close(fd);
     return -1;
 }
 
 /* Average microseconds of one 8-byte TCP round trip (ping-pong). */
 static double bench_tcp_lat(const char *ip, uint16_t port)
 {
-    struct sockaddr_in sa;
-    uint64_t           msg = 0;
-    double             t0 = 0;
-    int                fd, one = 1, i;
+    uint64_t msg = 0;
+    double   t0 = 0;
+    int      fd, i;
 
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    inet_pton(AF_INET, ip, &sa.sin_addr);
-    if ((fd < 0) || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-        fprintf(stderr, "tcp connect %s:%u: %m\n", ip, port);
-        goto err;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bench_full_io(fd, "P", 1, 1)) {
-        goto err;
+    fd = bench_tcp_connect(ip, port, 'P');
+    if (fd < 0) {
+        return -1;
     }
     for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS / 2; ++i) {
         if (i == BENCH_LAT_WARMUP) {
@@ -505,8 +512,7 @@ static double bench_tcp_lat(const char *ip, uint16_t port)
     return (bench_now() - t0) * 1e6 / (BENCH_LAT_ITERS / 2);
 
 err:
-    if (fd >= 0)
-        close(fd);
+    close(fd);
     return -1;
 }
 
