@@ -1038,6 +1038,13 @@ bool parse_target(const std::string &line, target_info *t)
     return true;
 }
 
+/* The "target ..." line a target child prints first. */
+bool read_target(child &c, target_info *t)
+{
+    std::string line;
+    return c.read_line(line) && parse_target(line, t);
+}
+
 std::string target_line(entity &e, entity::mem &m)
 {
     std::ostringstream out;
@@ -1129,10 +1136,8 @@ TEST(OrcChild, Main)
 TEST_F(OrcUct, PeerNeverProgresses)
 {
     child c("target");
-    std::string line;
-    ASSERT_TRUE(c.read_line(line));
     target_info t;
-    ASSERT_TRUE(parse_target(line, &t));
+    ASSERT_TRUE(read_target(c, &t));
 
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
@@ -1157,10 +1162,8 @@ TEST_F(OrcUct, PeerNeverProgresses)
 TEST_F(OrcUct, PeerKilledMidTransfer)
 {
     child c("target");
-    std::string line;
-    ASSERT_TRUE(c.read_line(line));
     target_info t;
-    ASSERT_TRUE(parse_target(line, &t));
+    ASSERT_TRUE(read_target(c, &t));
 
     uct_ep_h dead;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &dead));
@@ -1239,10 +1242,8 @@ TEST_F(OrcUct, EpCheckHealthyAndDeadPeer)
 
     /* a dead peer, idle ep: ep_check reports it */
     child c("target");
-    std::string line;
-    ASSERT_TRUE(c.read_line(line));
     target_info t;
-    ASSERT_TRUE(parse_target(line, &t));
+    ASSERT_TRUE(read_target(c, &t));
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey);
@@ -1366,10 +1367,8 @@ TEST_F(OrcUct, PeerLeavingCleanlyIsNoError)
 TEST_F(OrcUct, PeerLeaseExpiresWhileIdle)
 {
     child c("target", {"UCX_ORC_LEASE_TTL=2"});
-    std::string line;
-    ASSERT_TRUE(c.read_line(line));
     target_info t;
-    ASSERT_TRUE(parse_target(line, &t));
+    ASSERT_TRUE(read_target(c, &t));
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey);
