@@ -68,7 +68,6 @@ typedef struct uct_orc_md {
 typedef struct uct_orc_memh {
     ucs_rcache_region_t    super;
     orc_mr_t              *mr;
-    int                    cached;
 } uct_orc_memh_t;
 
 /* Packed remote key */
@@ -78,8 +77,8 @@ typedef struct uct_orc_rkey {
 
 extern uct_component_t uct_orc_component;
 
-ucs_status_t uct_orc_md_dev_config(uct_orc_md_config_t *config,
-                                   orc_dev_config_t *dev_config);
+void uct_orc_md_dev_config(const uct_orc_md_config_t *config,
+                           orc_dev_config_t *dev_config);
 
 /* Register/deregister a buffer directly (mpool chunks use this). */
 orc_mr_t *uct_orc_md_reg_direct(uct_orc_md_t *md, void *addr, size_t length);
@@ -428,6 +427,19 @@ typedef struct uct_orc_iface {
     struct ibv_wc          stash_wc;   /* CQE consumed by event_arm */
     int                    stash_is_send;
 } uct_orc_iface_t;
+
+/* A peer is reachable on the same backend (a softnic QP cannot talk to an
+ * HCA) in the same coordinator domain (node ids mean something only there);
+ * iface_addr may be NULL when only the device is asked about. */
+static inline int
+uct_orc_iface_addr_reachable(const uct_orc_iface_t *iface,
+                             const uct_orc_dev_addr_t *dev_addr,
+                             const uct_orc_iface_addr_t *iface_addr)
+{
+    return (dev_addr->backend == iface->md->dev->backend) &&
+           (dev_addr->domain == iface->domain) &&
+           ((iface_addr == NULL) || (iface_addr->node_id != 0));
+}
 
 UCS_CLASS_DECLARE(uct_orc_iface_t, uct_md_h, uct_worker_h,
                   const uct_iface_params_t*, const uct_iface_config_t*);

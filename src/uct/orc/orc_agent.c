@@ -675,6 +675,22 @@ static void uct_orc_agent_check_peers_locked(uct_orc_agent_t *agent,
     }
 }
 
+/* Sleep on cond (agent->lock held) for at most ms milliseconds. */
+static void uct_orc_agent_cond_wait_ms(uct_orc_agent_t *agent,
+                                       pthread_cond_t *cond, long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec  += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_nsec -= 1000000000L;
+        ++ts.tv_sec;
+    }
+    pthread_cond_timedwait(cond, &agent->lock, &ts);
+}
+
 /*
  * The watch thread: while there are peers to watch, long-polls the job's
  * node list (it returns when the membership revision moves) and checks the
@@ -687,7 +703,6 @@ static void *uct_orc_agent_watch_main(void *arg)
     orc_cl_status_t cl_status;
     orc_node_info_t *nodes;
     uint64_t index = 0, new_index;
-    struct timespec ts;
     size_t count;
     int wait_ms;
 
@@ -695,9 +710,7 @@ static void *uct_orc_agent_watch_main(void *arg)
     while (!agent->stopping) {
         if (ucs_list_is_empty(&agent->connected) &&
             ucs_list_is_empty(&agent->passives)) {
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&agent->watch_cond, &agent->lock, &ts);
+            uct_orc_agent_cond_wait_ms(agent, &agent->watch_cond, 1000);
             continue;
         }
 
@@ -710,13 +723,8 @@ static void *uct_orc_agent_watch_main(void *arg)
         if (cl_status != ORC_CL_OK) {
             pthread_mutex_lock(&agent->lock);
             if (!agent->stopping) {
-                clock_gettime(CLOCK_REALTIME, &ts);
-                ts.tv_nsec += UCT_ORC_AGENT_TICK_MS * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_nsec -= 1000000000L;
-                    ++ts.tv_sec;
-                }
-                pthread_cond_timedwait(&agent->watch_cond, &agent->lock, &ts);
+                uct_orc_agent_cond_wait_ms(agent, &agent->watch_cond,
+                                           UCT_ORC_AGENT_TICK_MS);
             }
             continue;
         }
@@ -735,7 +743,6 @@ static void *uct_orc_agent_tx_main(void *arg)
     uct_orc_agent_pairing_t *pairing, *tmp;
     orc_cl_status_t cl_status;
     uint64_t conn_id, peer;
-    struct timespec ts;
     ucs_time_t now;
     char *text;
 
@@ -811,13 +818,8 @@ static void *uct_orc_agent_tx_main(void *arg)
             }
         }
 
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += UCT_ORC_AGENT_TICK_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_nsec -= 1000000000L;
-            ++ts.tv_sec;
-        }
-        pthread_cond_timedwait(&agent->tx_cond, &agent->lock, &ts);
+        uct_orc_agent_cond_wait_ms(agent, &agent->tx_cond,
+                                   UCT_ORC_AGENT_TICK_MS);
     }
     /* goodbyes of eps destroyed right before the iface closes */
     uct_orc_agent_send_byes_locked(agent);
@@ -912,14 +914,11 @@ int uct_orc_agent_has_events(uct_orc_agent_t *agent)
 
 int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue)
 {
-    uct_orc_agent_event_t *ev;
-    int count = 0;
+    int count;
 
     pthread_mutex_lock(&agent->lock);
-    ucs_queue_for_each_extract(ev, &agent->events, queue, 1) {
-        ucs_queue_push(queue, &ev->queue);
-        ++count;
-    }
+    count = agent->nevents; /* the length of events, under the lock */
+    ucs_queue_splice(queue, &agent->events);
     __atomic_store_n(&agent->nevents, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&agent->lock);
     return count;

@@ -28,10 +28,7 @@ uct_orc_query_md_resources(uct_component_t *component,
         return status;
     }
 
-    status = uct_orc_md_dev_config(&config, &dev_config);
-    if (status != UCS_OK) {
-        goto out_release_config;
-    }
+    uct_orc_md_dev_config(&config, &dev_config);
 
     ret = orc_dev_list(&dev_config, &list, &count);
     if (ret != 0) {

@@ -951,8 +951,7 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
 
     dev_addr   = (const uct_orc_dev_addr_t*)params->dev_addr;
     iface_addr = (const uct_orc_iface_addr_t*)params->iface_addr;
-    if ((dev_addr->backend != iface->md->dev->backend) ||
-        (dev_addr->domain != iface->domain) || (iface_addr->node_id == 0)) {
+    if (!uct_orc_iface_addr_reachable(iface, dev_addr, iface_addr)) {
         ucs_debug("orc: node %" PRIu64 " is unreachable (backend %d domain "
                   "0x%x)", iface_addr->node_id, dev_addr->backend,
                   dev_addr->domain);

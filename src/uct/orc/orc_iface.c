@@ -936,13 +936,9 @@ static int uct_orc_iface_is_reachable(const uct_iface_h tl_iface,
     uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
     const uct_orc_dev_addr_t *dev_addr = (const uct_orc_dev_addr_t*)addr;
 
-    /* Same backend (a softnic QP cannot talk to an HCA) and the same
-     * coordinator domain (node ids are only meaningful there) */
     return (dev_addr != NULL) &&
-           (dev_addr->backend == iface->md->dev->backend) &&
-           (dev_addr->domain == iface->domain) &&
-           ((iface_addr == NULL) ||
-            (((const uct_orc_iface_addr_t*)iface_addr)->node_id != 0));
+           uct_orc_iface_addr_reachable(
+                   iface, dev_addr, (const uct_orc_iface_addr_t*)iface_addr);
 }
 
 static ucs_status_t uct_orc_iface_flush(uct_iface_h tl_iface, unsigned flags,

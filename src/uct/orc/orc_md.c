@@ -56,13 +56,12 @@ ucs_config_field_t uct_orc_md_config_table[] = {
     {NULL}
 };
 
-ucs_status_t uct_orc_md_dev_config(uct_orc_md_config_t *config,
-                                   orc_dev_config_t *dev_config)
+void uct_orc_md_dev_config(const uct_orc_md_config_t *config,
+                           orc_dev_config_t *dev_config)
 {
     memset(dev_config, 0, sizeof(*dev_config));
     dev_config->backend     = (orc_dev_backend_t)config->backend;
     dev_config->soft_ifaces = config->soft_ifaces;
-    return UCS_OK;
 }
 
 orc_mr_t *uct_orc_md_reg_direct(uct_orc_md_t *md, void *addr, size_t length)
@@ -109,7 +108,7 @@ static ucs_status_t uct_orc_md_reg_region(uct_orc_md_t *md, void *addr,
 {
     orc_mr_t *mr;
 
-    mr = orc_mr_reg(md->pd, addr, length, UCT_ORC_MR_ACCESS);
+    mr = uct_orc_md_reg_direct(md, addr, length);
     if (mr == NULL) {
         ucs_log(silent ? UCS_LOG_LEVEL_DEBUG : UCS_LOG_LEVEL_ERROR,
                 "orc: %s: failed to register %p..%p: %m", md->dev->name,
@@ -129,7 +128,6 @@ static ucs_status_t uct_orc_rcache_mem_reg_cb(void *context,
     uct_orc_memh_t *memh = ucs_derived_of(rregion, uct_orc_memh_t);
     uct_orc_md_t *md     = context;
 
-    memh->cached = 1;
     return uct_orc_md_reg_region(md, (void*)rregion->super.start,
                                  rregion->super.end - rregion->super.start,
                                  flags & UCS_RCACHE_MEM_REG_HIDE_ERRORS,
@@ -371,8 +369,8 @@ ucs_status_t uct_orc_md_open(uct_component_t *component, const char *md_name,
         status = UCS_ERR_NO_MEMORY;
         goto err_free_md;
     }
-    md->dev_config.backend     = (orc_dev_backend_t)config->backend;
-    md->dev_config.soft_ifaces = md->soft_ifaces;
+    uct_orc_md_dev_config(config, &md->dev_config);
+    md->dev_config.soft_ifaces = md->soft_ifaces; /* outlives the config */
 
     md->dev = orc_dev_open(&md->dev_config, md_name);
     if (md->dev == NULL) {
