@@ -391,24 +391,6 @@ static void orcd_api_metrics_render(orcd_api_t *api, orcd_response_t *resp)
 
 /* ------------------------------------------------------------ validation */
 
-static int orcd_job_valid(const char *s, size_t len)
-{
-    size_t i;
-
-    if ((len == 0) || (len > ORCD_NAME_MAX) ||
-        ((len == 1) && (s[0] == '.')) ||
-        ((len == 2) && (s[0] == '.') && (s[1] == '.'))) {
-        return 0;
-    }
-    for (i = 0; i < len; ++i) {
-        if (!isalnum((unsigned char)s[i]) && (s[i] != '.') && (s[i] != '_') &&
-            (s[i] != '-')) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static int orcd_kv_key_valid(const char *s)
 {
     size_t len = strlen(s), i;
@@ -698,7 +680,7 @@ static int orcd_api_gate(orcd_api_t *api, const orcd_config_t *cfg,
         }
         return 0;
     }
-    if (!orcd_job_valid(t->job, t->job_len)) {
+    if (!orcd_name_valid(t->job, t->job_len)) {
         orcd_api_error(resp, 400, "bad_job",
                        "job names are 1..%d characters of A-Z a-z 0-9 . _ -",
                        ORCD_NAME_MAX);
@@ -1033,7 +1015,10 @@ static void orcd_h_list(orcd_ctx_t *c)
      * answer at once so the client resynchronises */
     if (c->req->may_block && has_index && (wait > 0) &&
         (index <= res.revision) && (c->resp->status == 200)) {
-        orcd_resp_block(c->resp, prefix, end, index + 1, wait);
+        /* the list read above already holds anything newer than index */
+        if (orcd_resp_block(c->resp, prefix, end, index + 1, wait) == 0) {
+            c->resp->answer_if_fired = 1;
+        }
     }
 out_res:
     orc_store_range_result_free(&res);
@@ -1302,7 +1287,7 @@ out_body:
 
 static void orcd_h_mailbox_get(orcd_ctx_t *c)
 {
-    char first[ORCD_KEY_MAX], from[ORCD_KEY_MAX], prefix[ORCD_KEY_MAX];
+    char from[ORCD_KEY_MAX], prefix[ORCD_KEY_MAX];
     char watch[ORCD_KEY_MAX], *end = NULL, *watch_end = NULL;
     const char *after_s, *wait_s;
     orc_store_range_result_t res;
@@ -1336,26 +1321,20 @@ static void orcd_h_mailbox_get(orcd_ctx_t *c)
         orcd_api_error(c->resp, 500, "internal", "out of memory");
         return;
     }
-    /* acknowledge: drop every message <= after */
-    if (after > 0) {
-        orcd_key(first, c, "/mbox/%020" PRIu64 "/m/", c->id);
-        if (after < UINT64_MAX) {
-            orcd_key(from, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id,
-                     after + 1);
-        }
-        status = orc_store_delete(c->store, first,
-                                  (after < UINT64_MAX) ? from : end, NULL,
-                                  NULL);
-        if (status != ORC_STORE_OK) {
-            orcd_resp_store_error(c->resp, status);
-            goto out_end;
-        }
-    }
+    /* the first unacknowledged message */
     if (after < UINT64_MAX) {
         orcd_key(from, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id,
                  after + 1);
     } else {
         snprintf(from, sizeof(from), "%s", end);
+    }
+    /* acknowledge: drop every message <= after */
+    if (after > 0) {
+        status = orc_store_delete(c->store, prefix, from, NULL, NULL);
+        if (status != ORC_STORE_OK) {
+            orcd_resp_store_error(c->resp, status);
+            goto out_end;
+        }
     }
     status = c->store->ops->range(c->store, from, end, 0, 0, &res);
     if (status != ORC_STORE_OK) {

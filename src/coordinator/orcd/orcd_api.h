@@ -69,6 +69,8 @@ typedef struct orcd_response {
     char         *watch_end;     /* malloc'd or NULL (single key) */
     uint64_t      watch_rev;
     double        wait;          /* seconds, already capped at max_wait */
+    int           answer_if_fired; /* the body already answers a change
+                                      between the read and the watch */
 } orcd_response_t;
 
 

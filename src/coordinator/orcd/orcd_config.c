@@ -411,12 +411,13 @@ static int orcd_cfg_string(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *v,
     return 0;
 }
 
-static int orcd_name_valid(const char *s)
+int orcd_name_valid(const char *s, size_t len)
 {
-    size_t len = strlen(s), i;
+    size_t i;
 
-    if ((len == 0) || (len > ORCD_NAME_MAX) || !strcmp(s, ".") ||
-        !strcmp(s, "..")) {
+    if ((len == 0) || (len > ORCD_NAME_MAX) ||
+        ((len == 1) && (s[0] == '.')) ||
+        ((len == 2) && (s[0] == '.') && (s[1] == '.'))) {
         return 0;
     }
     for (i = 0; i < len; ++i) {
@@ -561,7 +562,8 @@ static int orcd_cfg_tokens(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
     for (i = 0; i + 1 < v->nitems; i += 2) {
         job = v->items[i];
         tok = v->items[i + 1];
-        if ((job->type != ORCD_YNODE_SCALAR) || !orcd_name_valid(job->value)) {
+        if ((job->type != ORCD_YNODE_SCALAR) ||
+            !orcd_name_valid(job->value, strlen(job->value))) {
             orcd_cfg_error(ctx, job->line, job->column,
                            "auth.tokens: invalid job name (1..%d characters of "
                            "A-Z a-z 0-9 . _ -)", ORCD_NAME_MAX);
@@ -871,47 +873,67 @@ int orcd_config_load_buffer(orcd_config_t *cfg, const char *name,
     return ret;
 }
 
-int orcd_config_load_file(orcd_config_t *cfg, const char *path, char *err,
-                          size_t errlen)
+char *orcd_read_file(const char *path, size_t max, size_t *len_p, char *err,
+                     size_t errlen)
 {
-    unsigned char *data = NULL;
     size_t len = 0, cap = 0, n;
+    char *data = NULL, *p;
     FILE *f;
-    int ret;
 
     f = fopen(path, "rb");
     if (f == NULL) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
+        return NULL;
     }
     for (;;) {
-        if (len == cap) {
-            unsigned char *p;
+        if (len + 1 >= cap) { /* room for one more byte and the NUL */
             cap = (cap == 0) ? 4096 : cap * 2;
-            if (cap > ORCD_YAML_MAX_SIZE + 1) {
-                snprintf(err, errlen, "%s:1:1: file too large (more than %d "
-                         "bytes)", path, ORCD_YAML_MAX_SIZE);
-                goto err_close;
-            }
-            p = realloc(data, cap);
+            p   = realloc(data, cap);
             if (p == NULL) {
                 snprintf(err, errlen, "%s: out of memory", path);
-                goto err_close;
+                goto err;
             }
             data = p;
         }
-        n    = fread(data + len, 1, cap - len, f);
+        n    = fread(data + len, 1, cap - len - 1, f);
         len += n;
+        if (len > max) {
+            snprintf(err, errlen, "%s:1:1: file too large (more than %zu "
+                     "bytes)", path, max);
+            goto err;
+        }
         if (n == 0) {
             break;
         }
     }
     if (ferror(f)) {
         snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
-        goto err_close;
+        goto err;
     }
     fclose(f);
-    ret = orcd_config_load_buffer(cfg, path, data, len, err, errlen);
+    data[len] = '\0';
+    *len_p    = len;
+    return data;
+
+err:
+    free(data);
+    fclose(f);
+    return NULL;
+}
+
+int orcd_config_load_file(orcd_config_t *cfg, const char *path, char *err,
+                          size_t errlen)
+{
+    size_t len;
+    char *data;
+    int ret;
+
+    data = orcd_read_file(path, ORCD_YAML_MAX_SIZE, &len, err, errlen);
+    if (data == NULL) {
+        return -1;
+    }
+    ret = orcd_config_load_buffer(cfg, path, (unsigned char*)data, len, err,
+                                  errlen);
     free(data);
     if (ret == 0) {
         char *copy = strdup(path);
@@ -923,11 +945,6 @@ int orcd_config_load_file(orcd_config_t *cfg, const char *path, char *err,
         cfg->config_path = copy;
     }
     return ret;
-
-err_close:
-    fclose(f);
-    free(data);
-    return -1;
 }
 
 static void orcd_cfg_fail(const orcd_config_t *cfg, char *err, size_t errlen,
@@ -972,7 +989,7 @@ static int orcd_config_load_token_file(orcd_config_t *cfg, char *err,
                      lineno);
             goto err_close;
         }
-        if (!orcd_name_valid(job)) {
+        if (!orcd_name_valid(job, strlen(job))) {
             snprintf(err, errlen, "%s:%zu: invalid job name", path, lineno);
             goto err_close;
         }

@@ -405,8 +405,7 @@ static enum MHD_Result orcd_http_process(orcd_req_t *r, const char *method,
             return orcd_http_send(r, &resp, 0);
         }
         /* changed since the read */
-        if (resp.route == ORCD_ROUTE_NODES) {
-            /* the list answer is already newer than the client's index */
+        if (resp.answer_if_fired) {
             return orcd_http_send(r, &resp, 0);
         }
         orcd_api_response_free(&resp);
@@ -574,41 +573,16 @@ static void orcd_http_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---------------------------------------------------------------- lifetime */
 
+/* A TLS certificate or key file (PEM, well under 1 MiB) */
 static char *orcd_http_read_file(const char *path, const char *what)
 {
-    size_t len = 0, cap = 4096, n;
-    char *data, *p;
-    FILE *f;
+    char err[512], *data;
+    size_t len;
 
-    f = fopen(path, "r");
-    if (f == NULL) {
-        orcd_error("cannot open the TLS %s %s: %m", what, path);
-        return NULL;
+    data = orcd_read_file(path, 1024 * 1024, &len, err, sizeof(err));
+    if (data == NULL) {
+        orcd_error("TLS %s: %s", what, err);
     }
-    data = malloc(cap);
-    while (data != NULL) {
-        n    = fread(data + len, 1, cap - len - 1, f);
-        len += n;
-        if (n == 0) {
-            break;
-        }
-        if ((len + 1 == cap) && (cap < 1024 * 1024)) {
-            p = realloc(data, cap * 2);
-            if (p == NULL) {
-                free(data);
-                data = NULL;
-                break;
-            }
-            data = p;
-            cap *= 2;
-        }
-    }
-    if (data != NULL) {
-        data[len] = '\0';
-    } else {
-        orcd_error("out of memory reading %s", path);
-    }
-    fclose(f);
     return data;
 }
 
