@@ -83,7 +83,7 @@ static int orc_soft_rq_push(orc_soft_rq_t *rq, const struct ibv_recv_wr *wr,
     return 0;
 }
 
-static int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv)
+int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv)
 {
     if (rq->count == 0) {
         return -1;
@@ -94,17 +94,20 @@ static int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv)
     return 0;
 }
 
-int orc_soft_qp_has_recv(orc_soft_qp_t *qp)
+orc_soft_rq_t *orc_soft_qp_recv_lock(orc_soft_qp_t *qp)
 {
-    int ret;
-
     if (qp->srq == NULL) {
-        return qp->rq.count > 0;
+        return &qp->rq;
     }
     pthread_mutex_lock(&qp->srq->lock);
-    ret = qp->srq->rq.count > 0;
-    pthread_mutex_unlock(&qp->srq->lock);
-    return ret;
+    return &qp->srq->rq;
+}
+
+void orc_soft_qp_recv_unlock(orc_soft_qp_t *qp)
+{
+    if (qp->srq != NULL) {
+        pthread_mutex_unlock(&qp->srq->lock);
+    }
 }
 
 int orc_soft_qp_pop_recv(orc_soft_qp_t *qp, orc_soft_recv_t *recv)

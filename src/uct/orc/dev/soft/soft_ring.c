@@ -532,6 +532,7 @@ static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
     struct orc_soft_ring *ring = att->ring;
     orc_soft_ring_slot_t *slot;
     enum ibv_wc_status status;
+    orc_soft_rq_t *rq;
     orc_soft_recv_t recv;
     uint64_t head, tail;
     uint32_t expected, len, flags;
@@ -578,7 +579,11 @@ static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
                                     tail + 1);
             continue;
         }
-        if (!orc_soft_qp_has_recv(qp)) {
+        /* check for a receive, claim the slot and take the receive under
+         * one lock: another thread may be draining a QP of the same SRQ */
+        rq = orc_soft_qp_recv_lock(qp);
+        if (rq->count == 0) {
+            orc_soft_qp_recv_unlock(qp);
             /* RNR: the slot waits; tell the sender why */
             __atomic_store_n(&ring->rnr_at, tail + 1, __ATOMIC_RELAXED);
             return;
@@ -588,6 +593,7 @@ static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
         if (!__atomic_compare_exchange_n(&slot->state, &expected,
                                          ORC_SOFT_SLOT_TAKEN, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            orc_soft_qp_recv_unlock(qp);
             if (expected == ORC_SOFT_SLOT_CANCELLED) {
                 __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
                 continue;
@@ -596,11 +602,13 @@ static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
         }
         len = slot->length;
         if (len > ORC_SOFT_RING_DATA) {
+            orc_soft_qp_recv_unlock(qp);
             orc_soft_ring_slot_done(ring, slot, IBV_WC_REM_INV_REQ_ERR,
                                     tail + 1);
             continue;
         }
-        orc_soft_qp_pop_recv(qp, &recv);
+        orc_soft_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
+        orc_soft_qp_recv_unlock(qp);
         status = orc_soft_ring_place(qp, &recv, slot->data, len, in_svc);
         if (status == IBV_WC_SUCCESS) {
             orc_soft_ring_recv_wc(qp, recv.wr_id, status, len, slot->flags,

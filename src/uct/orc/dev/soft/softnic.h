@@ -513,8 +513,14 @@ void orc_soft_qp_complete(orc_soft_qp_t *qp);
 /* QP lock held: the oldest unfinished WQE fails with status; the QP goes to
  * ERR when it completes */
 void orc_soft_qp_fail_oldest(orc_soft_qp_t *qp, enum ibv_wc_status status);
-/* QP lock held: the QP's receive queue or SRQ is non-empty */
-int orc_soft_qp_has_recv(orc_soft_qp_t *qp);
+/* QP lock held: lock the receive queue the QP consumes from and return it
+ * (an SRQ's own lock; a plain RQ is under the QP lock already). QPs sharing
+ * an SRQ are drained by different threads, so checking for a receive,
+ * claiming the message it is for and popping it happen under one lock. */
+orc_soft_rq_t *orc_soft_qp_recv_lock(orc_soft_qp_t *qp);
+void orc_soft_qp_recv_unlock(orc_soft_qp_t *qp);
+/* Under orc_soft_qp_recv_lock(): take the next receive; -1 when empty */
+int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv);
 /* QP lock held: take the next receive of the QP's RQ or SRQ */
 int orc_soft_qp_pop_recv(orc_soft_qp_t *qp, orc_soft_recv_t *recv);
 /* per-attempt transport timeout, 0 = infinite */
