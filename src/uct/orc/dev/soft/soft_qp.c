@@ -94,6 +94,26 @@ int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv)
     return 0;
 }
 
+enum ibv_wc_status orc_soft_qp_put_atomic_result(orc_soft_qp_t *qp,
+                                                 const orc_soft_wqe_t *wqe,
+                                                 uint64_t value, int in_svc)
+{
+    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    orc_soft_mr_snap_t snap;
+
+    if ((orc_soft_mr_check(inst->mrs, wqe->sge[0].lkey, qp->pdn,
+                           wqe->sge[0].addr, 8, IBV_ACCESS_LOCAL_WRITE,
+                           &snap) != 0) ||
+        (in_svc && (orc_soft_mr_busy_begin(inst, &snap) != 0))) {
+        return IBV_WC_LOC_PROT_ERR;
+    }
+    memcpy((void *)(uintptr_t)wqe->sge[0].addr, &value, 8);
+    if (in_svc) {
+        orc_soft_mr_busy_end(inst);
+    }
+    return IBV_WC_SUCCESS;
+}
+
 orc_soft_rq_t *orc_soft_qp_recv_lock(orc_soft_qp_t *qp)
 {
     if (qp->srq == NULL) {

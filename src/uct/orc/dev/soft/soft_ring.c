@@ -285,13 +285,11 @@ static int orc_soft_ring_status_valid(uint32_t status)
 }
 
 /* QP lock held: completions of our ring SENDs, in order */
-static void orc_soft_ring_reap(orc_soft_qp_t *qp)
+static void orc_soft_ring_reap(orc_soft_qp_t *qp, int in_svc)
 {
     orc_soft_ring_slot_t *slot;
-    orc_soft_mr_snap_t snap;
     orc_soft_wqe_t *wqe;
     uint32_t i, status;
-    uint64_t result;
     int progress = 0;
 
     for (i = qp->sq_head; (i != qp->sq_tx) && (qp->ring_out > 0); ++i) {
@@ -311,15 +309,9 @@ static void orc_soft_ring_reap(orc_soft_qp_t *qp)
         if ((wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
             (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP)) {
             --qp->ring_atomic_out;
-            if ((status == IBV_WC_SUCCESS) &&
-                (orc_soft_mr_check(orc_soft_qp_inst(qp)->mrs, wqe->sge[0].lkey,
-                                   qp->pdn, wqe->sge[0].addr, 8,
-                                   IBV_ACCESS_LOCAL_WRITE, &snap) != 0)) {
-                status = IBV_WC_LOC_PROT_ERR;
-            }
             if (status == IBV_WC_SUCCESS) {
-                result = slot->result;
-                memcpy((void *)(uintptr_t)wqe->sge[0].addr, &result, 8);
+                status = orc_soft_qp_put_atomic_result(qp, wqe, slot->result,
+                                                       in_svc);
             }
         }
         wqe->state  = ORC_SOFT_WQE_DONE;
@@ -634,7 +626,7 @@ void orc_soft_ring_progress(orc_soft_qp_t *qp, int in_svc)
         orc_soft_ring_consume(qp, att, in_svc);
     }
     if ((qp->ring != NULL) && (qp->ring_out > 0)) {
-        orc_soft_ring_reap(qp);
+        orc_soft_ring_reap(qp, in_svc);
     }
 }
 

@@ -989,7 +989,6 @@ static int orc_soft_ini_rsp(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
 {
     orc_soft_rsp_t *rsp = &conn->hdr.rsp;
     orc_soft_qp_t *qp   = conn->qp;
-    orc_soft_mr_snap_t snap;
     orc_soft_wqe_t *wqe;
     uint64_t delay;
     uint32_t index;
@@ -1043,16 +1042,9 @@ static int orc_soft_ini_rsp(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
             goto out;
         }
         qp->rnr_count = qp->retry_count = 0;
-        if ((orc_soft_mr_check(inst->mrs, wqe->sge[0].lkey, qp->pdn,
-                               wqe->sge[0].addr, 8, IBV_ACCESS_LOCAL_WRITE,
-                               &snap) != 0) ||
-            (orc_soft_mr_busy_begin(inst, &snap) != 0)) {
-            orc_soft_ini_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
-            break;
-        }
-        memcpy((void *)(uintptr_t)wqe->sge[0].addr, &rsp->value, 8);
-        orc_soft_mr_busy_end(inst);
-        orc_soft_ini_finish(qp, wqe, IBV_WC_SUCCESS);
+        orc_soft_ini_finish(qp, wqe,
+                            orc_soft_qp_put_atomic_result(qp, wqe, rsp->value,
+                                                          1));
         break;
     case ORC_SOFT_RSP_READ_DATA:
         if ((wqe->opcode != IBV_WR_RDMA_READ) ||

@@ -519,6 +519,13 @@ void orc_soft_qp_fail_oldest(orc_soft_qp_t *qp, enum ibv_wc_status status);
  * claiming the message it is for and popping it happen under one lock. */
 orc_soft_rq_t *orc_soft_qp_recv_lock(orc_soft_qp_t *qp);
 void orc_soft_qp_recv_unlock(orc_soft_qp_t *qp);
+/* QP lock held: write an atomic's original value into the WR's 8-byte local
+ * buffer. IBV_WC_LOC_PROT_ERR when its MR no longer allows that. in_svc: on
+ * the service thread, which announces the region it touches (busy_mr) so
+ * that a deregistration waits for it. */
+enum ibv_wc_status orc_soft_qp_put_atomic_result(orc_soft_qp_t *qp,
+                                                 const orc_soft_wqe_t *wqe,
+                                                 uint64_t value, int in_svc);
 /* Under orc_soft_qp_recv_lock(): take the next receive; -1 when empty */
 int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv);
 /* QP lock held: take the next receive of the QP's RQ or SRQ */
