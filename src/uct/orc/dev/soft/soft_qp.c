@@ -292,6 +292,22 @@ void orc_soft_qp_to_error(orc_soft_qp_t *qp)
 
 static int orc_soft_qp_cma(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe);
 
+/* Same host: run a WRITE/READ by CMA right now and mark it done; its
+ * completion status, or -1 when the peer turned out not to be reachable by
+ * CMA (the QP uses TCP from then on). */
+static int orc_soft_qp_run_cma(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe)
+{
+    int status = orc_soft_qp_cma(qp, wqe);
+
+    if (status < 0) {
+        qp->same_host = 0;
+        return -1;
+    }
+    wqe->state  = ORC_SOFT_WQE_DONE;
+    wqe->status = status;
+    return status;
+}
+
 static int orc_soft_wqe_is_rd_atomic(const orc_soft_wqe_t *wqe)
 {
     return (wqe->opcode == IBV_WR_RDMA_READ) ||
@@ -369,10 +385,8 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
                 if ((qp->ring_out == 0) &&
                     ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
                      (wqe->opcode == IBV_WR_RDMA_READ))) {
-                    status = orc_soft_qp_cma(qp, wqe);
+                    status = orc_soft_qp_run_cma(qp, wqe);
                     if (status >= 0) {
-                        wqe->state  = ORC_SOFT_WQE_DONE;
-                        wqe->status = status;
                         ++qp->sq_tx;
                         done_inline = 1;
                         if (status != IBV_WC_SUCCESS) {
@@ -380,7 +394,6 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
                         }
                         continue;
                     }
-                    qp->same_host = 0;
                 }
             }
             if (qp->ring_out > 0) {
@@ -672,7 +685,7 @@ int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
 {
     orc_soft_qp_t *qp = (orc_soft_qp_t *)qp_h;
     orc_soft_wqe_t *wqe, flushed;
-    int ret = 0, status;
+    int ret = 0;
 
     pthread_mutex_lock(&qp->lock);
     if (qp->ring_out > 0) {
@@ -712,13 +725,7 @@ int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
             (qp->conn_state == ORC_SOFT_CONN_READY) &&
             ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
              (wqe->opcode == IBV_WR_RDMA_READ))) {
-            status = orc_soft_qp_cma(qp, wqe);
-            if (status >= 0) {
-                wqe->state  = ORC_SOFT_WQE_DONE;
-                wqe->status = status;
-            } else {
-                qp->same_host = 0;
-            }
+            orc_soft_qp_run_cma(qp, wqe); /* -1: stays queued for TCP */
         } else if (orc_soft_ring_post(qp, qp->sq_tail, 1)) {
             ++qp->sq_tail;
             continue;

@@ -1020,7 +1020,7 @@ static int orc_soft_ini_rsp(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
         ret = -1;
         goto out;
     }
-    qp->last_progress_ns = orc_soft_now_ns();
+    qp->last_progress_ns = orc_soft_stamp_ns();
 
     switch (rsp->type) {
     case ORC_SOFT_RSP_ACK:
