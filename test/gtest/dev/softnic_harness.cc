@@ -248,6 +248,13 @@ void peer_proc::kill9()
     }
 }
 
+void peer_proc::freeze()
+{
+    if (m_pid > 0) {
+        ::kill(m_pid, SIGSTOP);
+    }
+}
+
 bool peer_proc::wait_exit(int timeout_ms)
 {
     double deadline = now_ms() + timeout_ms;

@@ -77,6 +77,8 @@ class peer_proc
     reply_t recv(int timeout_ms = CMD_TIMEOUT_MS);
 
     void kill9();
+    /* SIGSTOP: the process stays alive but answers nothing (a hung host). */
+    void freeze();
     /* Reap the process; returns false if it is still alive at the bound. */
     bool wait_exit(int timeout_ms);
     bool alive() const

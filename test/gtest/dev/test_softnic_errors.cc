@@ -13,6 +13,8 @@
 #include <cmath>
 #include <string>
 
+#include <unistd.h>
+
 using namespace softnic_test;
 
 namespace
@@ -205,10 +207,17 @@ TEST_P(softnic_errors, dead_peer_mid_transfer)
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
     wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
     ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    /* The peer stops answering before the transfer starts, so that no WR
+     * can complete (WRITEs complete on the responder's ACK, READs on its
+     * data) however fast the link is; it dies while the bytes are in
+     * flight. Without the freeze, 12 MiB over veth can finish before the
+     * kill lands on a fast machine. */
+    m_b->freeze();
     ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=1048576 wr=1 count=6" +
                        remote()));
     ASSERT_OK(
         m_a->cmd("post qp=0 op=READ mr=1 len=1048576 wr=7 count=6" + remote()));
+    usleep(20000);
     m_b->kill9();
     double  bound_ms = 2 * retry_bound_ms(oa) + 5000;
     reply_t r = m_a->cmd("poll cq=send n=12 timeout=" +
