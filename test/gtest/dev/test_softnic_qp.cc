@@ -43,12 +43,25 @@ double now_ms()
 class softnic_local : public ::testing::Test
 {
   protected:
+    /* true: the device carries all data on TCP (ORC_SOFT_NO_CMA, read when
+     * a device opens), so threads polling its CQs also run service steps */
+    virtual bool tcp_only() const
+    {
+        return false;
+    }
+
     void SetUp() override
     {
         orc_dev_config_t cfg = {};
         cfg.backend = ORC_DEV_BACKEND_SOFT;
         cfg.soft_ifaces = "lo";
+        if (tcp_only()) {
+            setenv("ORC_SOFT_NO_CMA", "1", 1);
+        }
         m_dev = orc_dev_open(&cfg, "soft_lo");
+        if (tcp_only()) {
+            unsetenv("ORC_SOFT_NO_CMA");
+        }
         ASSERT_NE(nullptr, m_dev)
             << "orc_dev_open(soft_lo): " << strerror(errno);
         m_pd = orc_pd_alloc(m_dev);
@@ -158,12 +171,23 @@ class softnic_local : public ::testing::Test
         ASSERT_EQ(0, modify(qp, IBV_QPS_RTS, RTS_REQ, dest));
     }
 
+    void churn_while_posting();
+
     orc_dev_t              *m_dev = nullptr;
     orc_pd_t               *m_pd = nullptr;
     orc_cq_t               *m_cq = nullptr;
     ibv_port_attr           m_port;
     std::vector<uint8_t>    m_addr;
     std::vector<orc_qp_t *> m_qps;
+};
+
+class softnic_local_tcp : public softnic_local
+{
+  protected:
+    bool tcp_only() const override
+    {
+        return true;
+    }
 };
 
 const char *state_name(int s)
@@ -363,7 +387,7 @@ TEST_F(softnic_local, qp_state_to_err_and_reset_from_every_state)
  * other, move data, and destroy them, while another thread keeps posting on
  * a long-lived QP pair of the same device.
  */
-TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
+void softnic_local::churn_while_posting()
 {
     const int         nthreads = 3, iters = 20;
     const size_t      len = 4096;
@@ -499,6 +523,19 @@ TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
     for (orc_mr_t *mr : mrs) {
         EXPECT_EQ(0, orc_mr_dereg(mr));
     }
+}
+
+TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
+{
+    churn_while_posting();
+}
+
+/* The same on TCP: every thread polling a CQ also runs service-loop steps
+ * (orc_soft_svc_poll) on the connections that the other threads open and
+ * close, beside the service thread. */
+TEST_F(softnic_local_tcp, thread_safety_pollers_serve_while_qps_churn)
+{
+    churn_while_posting();
 }
 
 /* Several threads post on the same QP at once (verbs calls are

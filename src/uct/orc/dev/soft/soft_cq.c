@@ -204,8 +204,10 @@ int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
      * means "empty right now", as with a hardware CQ. */
     if ((__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) &&
         !__atomic_load_n(&scq->overrun, __ATOMIC_RELAXED)) {
-        /* same-host SEND rings are progressed by the polling thread */
+        /* same-host SEND rings are progressed by the polling thread, and
+         * so are the sockets of TCP connections while it keeps polling */
         orc_soft_cq_ring_progress(scq);
+        orc_soft_svc_poll(orc_soft_inst(cq->dev));
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
             /* a thread spinning on an empty CQ starves the service threads
              * (and same-host peers) that will fill it, when cores are

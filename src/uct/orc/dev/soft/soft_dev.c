@@ -325,6 +325,7 @@ orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
     pthread_mutex_init(&inst->lock, NULL);
     pthread_mutex_init(&inst->mr_lock, NULL);
     pthread_mutex_init(&inst->cmd_lock, NULL);
+    pthread_mutex_init(&inst->svc_lock, NULL);
     pthread_cond_init(&inst->cmd_cond, NULL);
 
     ret = orc_soft_host_id_init(&inst->host);
@@ -348,6 +349,7 @@ err_mr_table:
     orc_soft_mr_table_cleanup(inst);
 err_free:
     pthread_cond_destroy(&inst->cmd_cond);
+    pthread_mutex_destroy(&inst->svc_lock);
     pthread_mutex_destroy(&inst->cmd_lock);
     pthread_mutex_destroy(&inst->mr_lock);
     pthread_mutex_destroy(&inst->lock);
@@ -370,6 +372,7 @@ int orc_soft_dev_close(orc_dev_t *dev)
     orc_soft_svc_stop(inst);
     orc_soft_mr_table_cleanup(inst);
     pthread_cond_destroy(&inst->cmd_cond);
+    pthread_mutex_destroy(&inst->svc_lock);
     pthread_mutex_destroy(&inst->cmd_lock);
     pthread_mutex_destroy(&inst->mr_lock);
     pthread_mutex_destroy(&inst->lock);

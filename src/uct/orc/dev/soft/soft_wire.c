@@ -24,8 +24,9 @@
  * bracketed by orc_soft_mr_busy_begin/end so deregistration takes effect.
  *
  * Threads: all functions here except orc_soft_wire_send_req,
- * orc_soft_svc_want_tx and the command posters run on the service thread,
- * which alone owns the connection objects (orc_soft_conn_t).
+ * orc_soft_svc_want_tx and the command posters run under inst->svc_lock, on
+ * the service thread or on a thread polling a CQ (orc_soft_svc_poll); the
+ * lock holder alone owns the connection objects (orc_soft_conn_t).
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -213,6 +214,8 @@ struct orc_soft_conn {
     /* INI: where to connect, and when the current attempt started */
     struct sockaddr_in remote;
     uint64_t           connect_ns;
+
+    int                tcp_data;  /* counted in inst->num_tcp_conns */
 
     /* TGT: same-host SEND ring attached to conn->qp */
     struct orc_soft_ring *ring;
@@ -1204,6 +1207,9 @@ static void orc_soft_conn_close(orc_soft_inst_t *inst, orc_soft_conn_t *conn)
         }
         pthread_mutex_unlock(&conn->qp->lock);
     }
+    if (conn->tcp_data) {
+        __atomic_fetch_sub(&inst->num_tcp_conns, 1, __ATOMIC_RELAXED);
+    }
     if (conn->ring != NULL) {
         orc_soft_ring_destroy(inst, conn->ring, conn->ring_id);
         __atomic_fetch_sub(&inst->num_rings, 1, __ATOMIC_RELAXED);
@@ -1331,6 +1337,14 @@ int orc_soft_wire_send_req(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe)
 
 /* ---- handshake ---------------------------------------------------------- */
 
+/* The connection carries data on TCP: pollers may serve it */
+static void orc_soft_conn_count_tcp(orc_soft_inst_t *inst,
+                                    orc_soft_conn_t *conn)
+{
+    conn->tcp_data = 1;
+    __atomic_fetch_add(&inst->num_tcp_conns, 1, __ATOMIC_RELAXED);
+}
+
 static void orc_soft_hello_fill(orc_soft_inst_t *inst, orc_soft_hello_t *h,
                                 uint16_t type, uint32_t a, uint32_t b)
 {
@@ -1384,6 +1398,9 @@ static int orc_soft_tgt_hello(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
     conn->peer_qpn = le32toh(h->qpn_or_status) & 0xffffff;
     conn->state    = ORC_SOFT_CS_READY;
     orc_soft_hello_fill(inst, &ack, ORC_SOFT_HELLO_ACK, 0, pdn);
+    if (inst->no_cma || memcmp(&h->host, &inst->host, sizeof(h->host))) {
+        orc_soft_conn_count_tcp(inst, conn);
+    }
 
     /* same host: offer a shared-memory ring for SENDs */
     if (!inst->no_cma && !inst->no_ring &&
@@ -1461,6 +1478,9 @@ static int orc_soft_ini_hello_ack(orc_soft_inst_t *inst, orc_soft_conn_t *conn,
     }
     conn->state    = ORC_SOFT_CS_READY;
     qp->conn_state = ORC_SOFT_CONN_READY;
+    if (!same_host) {
+        orc_soft_conn_count_tcp(inst, conn);
+    }
     qp->conn_fd    = conn->fd;
     qp->same_host  = same_host;
     qp->peer_mrs   = table;
@@ -1963,20 +1983,77 @@ static uint64_t orc_soft_svc_timers(orc_soft_inst_t *inst)
     return next;
 }
 
+/* svc_lock held: handle a batch of epoll events */
+static void orc_soft_svc_dispatch(orc_soft_inst_t *inst,
+                                  const struct epoll_event *events, int n)
+{
+    orc_soft_conn_t *conn;
+    int i;
+
+    for (i = 0; i < n; ++i) {
+        if (events[i].data.ptr == &orc_soft_listen_tag) {
+            orc_soft_svc_accept(inst);
+        } else if (events[i].data.ptr == &orc_soft_cmd_tag) {
+            orc_soft_svc_commands(inst);
+        } else {
+            conn = events[i].data.ptr;
+            /* an earlier event of this batch may have closed it */
+            if (orc_soft_svc_conn_alive(inst, conn)) {
+                orc_soft_svc_event(inst, conn, events[i].events);
+            }
+        }
+    }
+}
+
+int orc_soft_svc_poll(orc_soft_inst_t *inst)
+{
+    struct epoll_event events[16];
+    int n;
+
+    if ((__atomic_load_n(&inst->num_tcp_conns, __ATOMIC_RELAXED) == 0) ||
+        __atomic_load_n(&inst->svc_want, __ATOMIC_RELAXED) ||
+        (pthread_mutex_trylock(&inst->svc_lock) != 0)) {
+        return 0;
+    }
+    n = 0;
+    if (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
+        n = epoll_wait(inst->epoll_fd, events, 16, 0);
+        if (n > 0) {
+            orc_soft_svc_dispatch(inst, events, n);
+            /* after the step: events the service thread is holding may
+             * name connections closed here */
+            __atomic_store_n(&inst->svc_gen, inst->svc_gen + 1,
+                             __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&inst->svc_lock);
+    return (n > 0) ? n : 0;
+}
+
+/* The service thread takes svc_lock: pollers that spin on trylock would
+ * otherwise keep taking it back before the woken waiter gets to it */
+static void orc_soft_svc_lock(orc_soft_inst_t *inst)
+{
+    __atomic_store_n(&inst->svc_want, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&inst->svc_lock);
+    __atomic_store_n(&inst->svc_want, 0, __ATOMIC_RELAXED);
+}
+
 static void *orc_soft_svc_thread(void *arg)
 {
     orc_soft_inst_t *inst = arg;
     struct epoll_event events[64];
-    uint64_t next = 0, now, last_timers = 0;
-    int n, i, timeout_ms;
-    orc_soft_conn_t *conn;
+    uint64_t next = 0, now, last_timers = 0, gen;
+    int n, timeout_ms;
 
     while (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
         now = orc_soft_now_ns();
         if ((now - last_timers >= 1000000ull) || ((next != 0) && (now >= next))) {
+            orc_soft_svc_lock(inst);
             next        = orc_soft_svc_timers(inst);
             last_timers = now;
             orc_soft_svc_conn_timers(inst, now);
+            pthread_mutex_unlock(&inst->svc_lock);
         }
         timeout_ms = ORC_SOFT_TICK_NS / 1000000;
         if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
@@ -1990,20 +2067,21 @@ static void *orc_soft_svc_thread(void *arg)
             timeout_ms = (next <= now) ? 0 :
                          (int)((next - now + 999999) / 1000000);
         }
-        n = epoll_wait(inst->epoll_fd, events, 64, timeout_ms);
-        for (i = 0; i < n; ++i) {
-            if (events[i].data.ptr == &orc_soft_listen_tag) {
-                orc_soft_svc_accept(inst);
-            } else if (events[i].data.ptr == &orc_soft_cmd_tag) {
-                orc_soft_svc_commands(inst);
-            } else {
-                conn = events[i].data.ptr;
-                /* an earlier event of this batch may have closed it */
-                if (orc_soft_svc_conn_alive(inst, conn)) {
-                    orc_soft_svc_event(inst, conn, events[i].events);
-                }
-            }
+        gen = __atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE);
+        n   = epoll_wait(inst->epoll_fd, events, 64, timeout_ms);
+        if (n <= 0) {
+            continue;
         }
+        orc_soft_svc_lock(inst);
+        if (__atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE) != gen) {
+            /* a poller ran meanwhile and may have closed connections
+             * these events name: take fresh ones */
+            n = epoll_wait(inst->epoll_fd, events, 64, 0);
+        }
+        if (n > 0) {
+            orc_soft_svc_dispatch(inst, events, n);
+        }
+        pthread_mutex_unlock(&inst->svc_lock);
     }
     return NULL;
 }
@@ -2089,9 +2167,11 @@ void orc_soft_svc_stop(orc_soft_inst_t *inst)
         orc_soft_svc_wake(inst);
         pthread_join(inst->thread, NULL);
     }
+    pthread_mutex_lock(&inst->svc_lock); /* a late poller has left */
     while (inst->conns != NULL) {
         orc_soft_conn_close(inst, inst->conns);
     }
+    pthread_mutex_unlock(&inst->svc_lock);
     close(inst->cmd_fd);
     close(inst->epoll_fd);
     close(inst->listen_fd);
