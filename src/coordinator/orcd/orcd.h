@@ -44,7 +44,7 @@ typedef struct orcd_config {
     char     *address;
     unsigned  port;
     int       allow_remote;
-    unsigned  threads;
+    unsigned  threads;      /* 0: auto, see orcd_config_threads() */
     /* limits */
     unsigned  max_connections;
     unsigned  max_connections_per_ip;
@@ -87,6 +87,8 @@ typedef struct orcd_config {
 
 /* Fill cfg with the embedded defaults. */
 int  orcd_config_init_defaults(orcd_config_t *cfg);
+/* HTTP threads to run: listen.threads, or for 0 half the online CPUs (>= 1) */
+unsigned orcd_config_threads(const orcd_config_t *cfg);
 /*
  * Load a YAML file over the defaults in cfg. On error returns -1 and writes
  * "file:line:column: message" into err (never containing a token).

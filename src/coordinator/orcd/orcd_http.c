@@ -650,7 +650,7 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
     }
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
-                                           cfg->threads, NULL};
+                                           orcd_config_threads(cfg), NULL};
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
                                            cfg->max_connections, NULL};
     opts[nopt++] = (struct MHD_OptionItem){

@@ -279,9 +279,11 @@ int main(int argc, char **argv)
     if (orcd_server_start(api, next, &srv)) {
         goto out_api;
     }
-    orcd_info("listening on %s port %u (%s, auth %s, store %s)", next->address,
-              orcd_server_port(srv), next->tls_cert ? "https" : "http",
-              next->auth_enabled ? "on" : "off", store->ops->name);
+    orcd_info("listening on %s port %u (%s, auth %s, store %s, HTTP "
+              "threads %u)", next->address, orcd_server_port(srv),
+              next->tls_cert ? "https" : "http",
+              next->auth_enabled ? "on" : "off", store->ops->name,
+              orcd_config_threads(next));
     if ((o.port_file != NULL) &&
         orcd_write_port_file(o.port_file, orcd_server_port(srv))) {
         goto out_server;

@@ -12,6 +12,7 @@ extern "C" {
 #include <jansson.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -415,6 +416,23 @@ TEST_F(config_test, embedded_defaults)
     EXPECT_EQ(m_cfg.ttl_default, 10);
     EXPECT_EQ(m_cfg.max_wait, 60.0);
     EXPECT_EQ(m_cfg.snapshot_path, nullptr);
+}
+
+TEST_F(config_test, http_threads_auto_is_half_the_cpus)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned expect = (cpus < 2) ? 1u : (unsigned)std::min(cpus / 2, 64L);
+
+    EXPECT_EQ(load(""), "");
+    EXPECT_EQ(m_cfg.threads, 0u) << "the default is auto";
+    EXPECT_EQ(orcd_config_threads(&m_cfg), expect);
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    EXPECT_EQ(load("listen:\n  threads: 3\n"), "");
+    EXPECT_EQ(orcd_config_threads(&m_cfg), 3u);
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    EXPECT_NE(load("listen:\n  threads: 65\n"), "");
 }
 
 TEST_F(config_test, example_file_is_valid_and_matches_defaults)
