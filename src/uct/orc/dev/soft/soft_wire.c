@@ -2005,7 +2005,7 @@ static void orc_soft_svc_dispatch(orc_soft_inst_t *inst,
     }
 }
 
-int orc_soft_svc_poll(orc_soft_inst_t *inst)
+void orc_soft_svc_poll(orc_soft_inst_t *inst)
 {
     struct epoll_event events[16];
     int n;
@@ -2013,9 +2013,8 @@ int orc_soft_svc_poll(orc_soft_inst_t *inst)
     if ((__atomic_load_n(&inst->num_tcp_conns, __ATOMIC_RELAXED) == 0) ||
         __atomic_load_n(&inst->svc_want, __ATOMIC_RELAXED) ||
         (pthread_mutex_trylock(&inst->svc_lock) != 0)) {
-        return 0;
+        return;
     }
-    n = 0;
     if (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
         n = epoll_wait(inst->epoll_fd, events, 16, 0);
         if (n > 0) {
@@ -2027,7 +2026,6 @@ int orc_soft_svc_poll(orc_soft_inst_t *inst)
         }
     }
     pthread_mutex_unlock(&inst->svc_lock);
-    return (n > 0) ? n : 0;
 }
 
 /* The service thread takes svc_lock: pollers that spin on trylock would

@@ -599,8 +599,8 @@ void orc_soft_cq_ring_progress(orc_soft_cq_t *cq);
 int orc_soft_svc_start(orc_soft_inst_t *inst);
 /* cq_poll found nothing: run one non-blocking step of the service loop on
  * this thread if the instance has TCP data connections and nobody else is
- * running it; returns the number of events handled */
-int orc_soft_svc_poll(orc_soft_inst_t *inst);
+ * running it */
+void orc_soft_svc_poll(orc_soft_inst_t *inst);
 void orc_soft_svc_stop(orc_soft_inst_t *inst);
 /* Ask the service thread to connect qp (async). */
 int orc_soft_svc_connect(orc_soft_inst_t *inst, orc_soft_qp_t *qp);
