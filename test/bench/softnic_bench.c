@@ -19,7 +19,7 @@
 #include "orc_config.h"
 #endif
 
-#include "orc_dev.h"
+#include "softnic/softnic.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,7 +45,6 @@
 #define BENCH_LAT_WARMUP 2000
 #define BENCH_DEPTH      8
 #define BENCH_ROUNDS     3
-#define BENCH_ADDR_MAX   256
 
 /* What the target tells the initiator (over a socketpair). */
 typedef struct bench_info {
@@ -53,18 +52,17 @@ typedef struct bench_info {
     uint64_t addr;
     uint32_t rkey;
     uint32_t qpn;
-    uint32_t dev_addr_len;
-    uint8_t  dev_addr[BENCH_ADDR_MAX];
+    uint8_t  dev_addr[SOFTNIC_ADDR_LEN];
     uint16_t tcp_port;
 } bench_info_t;
 
 typedef struct bench_ep {
-    orc_dev_t *dev;
-    orc_pd_t  *pd;
-    orc_cq_t  *cq;
-    orc_mr_t  *mr;
-    orc_qp_t  *qp;
-    uint8_t   *buf;
+    softnic_dev_t *dev;
+    softnic_pd_t  *pd;
+    softnic_cq_t  *cq;
+    softnic_mr_t  *mr;
+    softnic_qp_t  *qp;
+    uint8_t       *buf;
 } bench_ep_t;
 
 /* Result slots, filled by the initiator and printed by the parent. */
@@ -124,15 +122,15 @@ static int bench_full_io(int fd, void *buf, size_t len, int do_write)
 static void bench_ep_close(bench_ep_t *ep)
 {
     if (ep->qp != NULL)
-        orc_qp_destroy(ep->qp);
+        softnic_qp_destroy(ep->qp);
     if (ep->mr != NULL)
-        orc_mr_dereg(ep->mr);
+        softnic_mr_dereg(ep->mr);
     if (ep->cq != NULL)
-        orc_cq_destroy(ep->cq);
+        softnic_cq_destroy(ep->cq);
     if (ep->pd != NULL)
-        orc_pd_dealloc(ep->pd);
+        softnic_pd_dealloc(ep->pd);
     if (ep->dev != NULL)
-        orc_dev_close(ep->dev);
+        softnic_dev_close(ep->dev);
     if (ep->buf != NULL)
         munmap(ep->buf, BENCH_BUF_LEN);
 }
@@ -140,13 +138,11 @@ static void bench_ep_close(bench_ep_t *ep)
 static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
                          bench_info_t *info)
 {
-    orc_dev_config_t   cfg;
-    orc_qp_init_attr_t qp_attr;
-    size_t             len;
+    softnic_config_t       cfg;
+    softnic_qp_init_attr_t qp_attr;
 
     memset(&cfg, 0, sizeof(cfg));
-    cfg.backend = ORC_DEV_BACKEND_SOFT;
-    cfg.soft_ifaces = ifaces;
+    cfg.ifaces = ifaces;
     memset(ep, 0, sizeof(*ep));
     memset(info, 0, sizeof(*info));
     ep->buf = mmap(NULL, BENCH_BUF_LEN, PROT_READ | PROT_WRITE,
@@ -156,24 +152,24 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
         fprintf(stderr, "mmap: %m\n");
         return -1;
     }
-    ep->dev = orc_dev_open(&cfg, dev);
+    ep->dev = softnic_dev_open(dev, &cfg);
     if (ep->dev == NULL) {
-        fprintf(stderr, "orc_dev_open(%s): %m\n", dev);
+        fprintf(stderr, "softnic_dev_open(%s): %m\n", dev);
         goto err_close;
     }
-    ep->pd = orc_pd_alloc(ep->dev);
+    ep->pd = softnic_pd_alloc(ep->dev);
     ep->cq = (ep->pd == NULL)
                  ? NULL
-                 : orc_cq_create(ep->dev, 4 * BENCH_DEPTH, NULL, NULL);
+                 : softnic_cq_create(ep->dev, 4 * BENCH_DEPTH, NULL, NULL);
     if (ep->cq == NULL) {
         fprintf(stderr, "pd/cq: %m\n");
         goto err_close;
     }
-    ep->mr = orc_mr_reg(ep->pd, ep->buf, BENCH_BUF_LEN,
-                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
-                            IBV_ACCESS_REMOTE_READ);
+    ep->mr = softnic_mr_reg(ep->pd, ep->buf, BENCH_BUF_LEN,
+                            IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                                IBV_ACCESS_REMOTE_READ);
     if (ep->mr == NULL) {
-        fprintf(stderr, "orc_mr_reg: %m\n");
+        fprintf(stderr, "softnic_mr_reg: %m\n");
         goto err_close;
     }
     memset(&qp_attr, 0, sizeof(qp_attr));
@@ -184,22 +180,19 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
     qp_attr.cap.max_send_sge = 1;
     qp_attr.cap.max_recv_sge = 1;
     qp_attr.qp_type = IBV_QPT_RC;
-    ep->qp = orc_qp_create(ep->pd, &qp_attr);
+    ep->qp = softnic_qp_create(ep->pd, &qp_attr);
     if (ep->qp == NULL) {
-        fprintf(stderr, "orc_qp_create: %m\n");
+        fprintf(stderr, "softnic_qp_create: %m\n");
         goto err_close;
     }
-    len = orc_dev_addr_len(ep->dev, 1);
-    if ((len == 0) || (len > BENCH_ADDR_MAX) ||
-        orc_dev_addr_pack(ep->dev, 1, info->dev_addr, len)) {
-        fprintf(stderr, "cannot pack the device address (len %zu)\n", len);
+    if (softnic_dev_addr_pack(ep->dev, info->dev_addr, SOFTNIC_ADDR_LEN)) {
+        fprintf(stderr, "cannot pack the device address\n");
         goto err_close;
     }
     info->pid = getpid();
     info->addr = (uintptr_t)ep->buf;
     info->rkey = ep->mr->rkey;
     info->qpn = ep->qp->qp_num;
-    info->dev_addr_len = (uint32_t)len;
     return 0;
 
 err_close:
@@ -217,16 +210,16 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
     a.qp_state = IBV_QPS_INIT;
     a.port_num = 1;
     a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-    ret = orc_qp_modify(ep->qp, &a,
-                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
-                            IBV_QP_ACCESS_FLAGS);
+    ret = softnic_qp_modify(ep->qp, &a,
+                            IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                                IBV_QP_ACCESS_FLAGS);
     if (ret == 0) {
-        ret = orc_dev_query_port(ep->dev, 1, &port);
+        ret = softnic_dev_query_port(ep->dev, 1, &port);
     }
     if (ret == 0) {
         memset(&a, 0, sizeof(a));
-        ret = orc_dev_addr_unpack(ep->dev, 1, peer->dev_addr,
-                                  peer->dev_addr_len, &a.ah_attr);
+        ret = softnic_dev_addr_unpack(ep->dev, peer->dev_addr,
+                                      sizeof(peer->dev_addr), &a.ah_attr);
     }
     if (ret == 0) {
         a.qp_state = IBV_QPS_RTR;
@@ -234,11 +227,11 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
         a.dest_qp_num = peer->qpn;
         a.max_dest_rd_atomic = BENCH_DEPTH;
         a.min_rnr_timer = 12;
-        ret =
-            orc_qp_modify(ep->qp, &a,
-                          IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
-                              IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                              IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+        ret = softnic_qp_modify(ep->qp, &a,
+                                IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+                                    IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                    IBV_QP_MAX_DEST_RD_ATOMIC |
+                                    IBV_QP_MIN_RNR_TIMER);
     }
     if (ret == 0) {
         memset(&a, 0, sizeof(a));
@@ -247,10 +240,10 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
         a.retry_cnt = 7;
         a.rnr_retry = 7;
         a.max_rd_atomic = BENCH_DEPTH;
-        ret = orc_qp_modify(ep->qp, &a,
-                            IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
-                                IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                                IBV_QP_MAX_QP_RD_ATOMIC);
+        ret = softnic_qp_modify(ep->qp, &a,
+                                IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
+                                    IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                                    IBV_QP_MAX_QP_RD_ATOMIC);
     }
     if (ret != 0) {
         fprintf(stderr, "connecting the QP failed: %s\n", strerror(ret));
@@ -272,7 +265,7 @@ static int bench_post(bench_ep_t *ep, const bench_info_t *peer,
     wr.send_flags = IBV_SEND_SIGNALED;
     wr.wr.rdma.remote_addr = peer->addr;
     wr.wr.rdma.rkey = peer->rkey;
-    return orc_post_send(ep->qp, &wr, &bad);
+    return softnic_post_send(ep->qp, &wr, &bad);
 }
 
 /* Poll for up to max completions, bounded by 10 s without progress. */
@@ -283,9 +276,9 @@ static int bench_poll(bench_ep_t *ep, int max)
     int           n, i;
 
     for (;;) {
-        n = orc_cq_poll(ep->cq, max, wc);
+        n = softnic_cq_poll(ep->cq, max, wc);
         if (n < 0) {
-            fprintf(stderr, "orc_cq_poll: %s\n", strerror(-n));
+            fprintf(stderr, "softnic_cq_poll: %s\n", strerror(-n));
             return -1;
         }
         for (i = 0; i < n; ++i) {

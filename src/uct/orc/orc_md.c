@@ -61,7 +61,7 @@ void uct_orc_md_dev_config(const uct_orc_md_config_t *config,
 {
     memset(dev_config, 0, sizeof(*dev_config));
     dev_config->backend     = (orc_dev_backend_t)config->backend;
-    dev_config->soft_ifaces = config->soft_ifaces;
+    dev_config->soft.ifaces = config->soft_ifaces;
 }
 
 orc_mr_t *uct_orc_md_reg_direct(uct_orc_md_t *md, void *addr, size_t length)
@@ -370,7 +370,7 @@ ucs_status_t uct_orc_md_open(uct_component_t *component, const char *md_name,
         goto err_free_md;
     }
     uct_orc_md_dev_config(config, &md->dev_config);
-    md->dev_config.soft_ifaces = md->soft_ifaces; /* outlives the config */
+    md->dev_config.soft.ifaces = md->soft_ifaces; /* outlives the config */
 
     md->dev = orc_dev_open(&md->dev_config, md_name);
     if (md->dev == NULL) {

@@ -45,7 +45,7 @@ orc_dev_config_t make_config(orc_dev_backend_t backend, const char *soft_ifaces)
 
     memset(&config, 0, sizeof(config));
     config.backend = backend;
-    config.soft_ifaces = soft_ifaces;
+    config.soft.ifaces = soft_ifaces;
     return config;
 }
 
@@ -257,4 +257,34 @@ TEST(dev_select, forced_soft_lists_soft_devices)
     EXPECT_STREQ("soft_lo", list[0].name);
     EXPECT_EQ(ORC_DEV_BACKEND_SOFT, list[0].backend);
     orc_dev_list_free(list);
+}
+
+/* The soft backend's packed address: ORC_DEV_BACKEND_SOFT, then softnic's
+ * own address; another backend's address is unreachable, garbage invalid. */
+TEST(dev_soft, addr_pack_unpack)
+{
+    orc_dev_config_t config = make_config(ORC_DEV_BACKEND_SOFT, "lo");
+    orc_dev_t       *dev = orc_dev_open(&config, "soft_lo");
+    ibv_ah_attr      ah;
+
+    ASSERT_NE((orc_dev_t *)NULL, dev) << strerror(errno);
+    size_t len = orc_dev_addr_len(dev, 1);
+    ASSERT_EQ(1u + SOFTNIC_ADDR_LEN, len);
+    std::vector<uint8_t> buf(len);
+    ASSERT_EQ(0, orc_dev_addr_pack(dev, 1, buf.data(), len));
+    EXPECT_EQ(ORC_DEV_BACKEND_SOFT, buf[0]);
+    EXPECT_EQ(EINVAL, orc_dev_addr_pack(dev, 1, buf.data(), len - 1));
+    EXPECT_EQ(EINVAL, orc_dev_addr_pack(dev, 2, buf.data(), len));
+
+    ASSERT_EQ(0, orc_dev_addr_unpack(dev, 1, buf.data(), len, &ah));
+    EXPECT_EQ(1, ah.is_global);
+    EXPECT_EQ(127, ah.grh.dgid.raw[12]);
+    EXPECT_NE(0, ah.dlid);
+    EXPECT_EQ(EINVAL, orc_dev_addr_unpack(dev, 1, buf.data(), len - 1, &ah));
+
+    buf[0] = ORC_DEV_BACKEND_VERBS;
+    EXPECT_EQ(EHOSTUNREACH, orc_dev_addr_unpack(dev, 1, buf.data(), len, &ah));
+    buf[0] = 7;
+    EXPECT_EQ(EINVAL, orc_dev_addr_unpack(dev, 1, buf.data(), len, &ah));
+    EXPECT_EQ(0, orc_dev_close(dev));
 }

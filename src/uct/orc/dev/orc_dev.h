@@ -21,10 +21,13 @@
  * agent creates and connects QPs on its own thread). Destroying an object
  * while another thread still uses it is the caller's error, as with verbs.
  *
- * This layer does not depend on UCX.
+ * This layer does not depend on UCX. The soft backend (soft/orc_soft.c) is
+ * an adapter to softnic's own library (src/softnic/softnic.h).
  */
 #ifndef ORC_DEV_H_
 #define ORC_DEV_H_
+
+#include "softnic/softnic.h"
 
 #include <infiniband/verbs.h>
 #include <stddef.h>
@@ -48,13 +51,15 @@ int orc_dev_backend_parse(const char *str, orc_dev_backend_t *backend_p);
 
 /*
  * Device-layer configuration. Zero-initialised means: backend auto, softnic
- * on every network interface that is up and has an IPv4 address.
+ * on every network interface that is up and has an IPv4 address, with its
+ * defaults.
  */
 typedef struct orc_dev_config {
     orc_dev_backend_t backend;
-    /* softnic: comma-separated network interface names ("lo,eth0");
-     * NULL or "" means every interface that is up and has an IPv4 address. */
-    const char       *soft_ifaces;
+    /* softnic's device configuration (softnic.h): soft.ifaces selects the
+     * network interfaces ("lo,eth0"; NULL or "" = every interface that is
+     * up with an IPv4 address), then its knobs and its log callback. */
+    softnic_config_t  soft;
     /* verbs: GID table index used as the source GID of connections and
      * published in the packed address (RoCE: pick the RoCEv2 entry of the
      * wanted IP address). 0 when zero-initialised; at most 255. */
@@ -251,7 +256,7 @@ struct orc_dev_ops {
                      struct ibv_recv_wr **bad_wr);
 };
 
-/* The two backends' tables (orc_verbs.c, softnic). */
+/* The two backends' tables (verbs/orc_verbs.c, soft/orc_soft.c). */
 extern const orc_dev_ops_t orc_dev_verbs_ops;
 extern const orc_dev_ops_t orc_dev_soft_ops;
 

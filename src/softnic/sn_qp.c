@@ -1,13 +1,13 @@
 /*
  * softnic RC queue pairs: state machine, send queue engine (in-order
  * completion, fence, retry/rewind, flush), the same-host CMA fast path, and
- * shared receive queues. Locking contract: softnic.h (orc_soft_qp).
+ * shared receive queues. Locking contract: sn_int.h (sn_qp).
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
 #endif
 
-#include "softnic.h"
+#include "sn_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -16,27 +16,27 @@
 
 /* A per-attempt timeout below this would fire on a healthy but descheduled
  * peer of a loaded machine; hardware has no such floor, softnic does. */
-#define ORC_SOFT_MIN_TIMEOUT_NS (20ull * 1000 * 1000)
+#define SN_MIN_TIMEOUT_NS (20ull * 1000 * 1000)
 
 /* Time a WR may wait for its QP's connection to be set up (TCP handshake
  * and HELLO) before it fails with IBV_WC_RETRY_EXC_ERR, if the QP's own
  * timeout * (retry_cnt + 1) is shorter. */
-#define ORC_SOFT_CONNECT_BUDGET_NS (5ull * 1000 * 1000 * 1000)
+#define SN_CONNECT_BUDGET_NS (5ull * 1000 * 1000 * 1000)
 
 /* IB spec table 45 (RNR timer field), in microseconds */
-static const uint32_t orc_soft_rnr_us[32] = {
+static const uint32_t sn_rnr_us[32] = {
     655360, 10,    20,    30,    40,    60,     80,     120,
     160,    240,   320,   480,   640,   960,    1280,   1920,
     2560,   3840,  5120,  7680,  10240, 15360,  20480,  30720,
     40960,  61440, 81920, 122880, 163840, 245760, 327680, 491520
 };
 
-uint64_t orc_soft_rnr_timer_ns(uint8_t timer)
+uint64_t sn_rnr_timer_ns(uint8_t timer)
 {
-    return orc_soft_rnr_us[timer & 31] * 1000ull;
+    return sn_rnr_us[timer & 31] * 1000ull;
 }
 
-uint64_t orc_soft_qp_timeout_ns(const orc_soft_qp_t *qp)
+uint64_t sn_qp_timeout_ns(const sn_qp_t *qp)
 {
     uint64_t ns;
 
@@ -44,12 +44,12 @@ uint64_t orc_soft_qp_timeout_ns(const orc_soft_qp_t *qp)
         return 0; /* infinite, as in the IB spec */
     }
     ns = 4096ull << qp->attr.timeout;
-    return (ns < ORC_SOFT_MIN_TIMEOUT_NS) ? ORC_SOFT_MIN_TIMEOUT_NS : ns;
+    return (ns < SN_MIN_TIMEOUT_NS) ? SN_MIN_TIMEOUT_NS : ns;
 }
 
 /* ---- receive queues ---------------------------------------------------- */
 
-static int orc_soft_rq_init(orc_soft_rq_t *rq, uint32_t size)
+static int sn_rq_init(sn_rq_t *rq, uint32_t size)
 {
     rq->ring = calloc((size > 0) ? size : 1, sizeof(*rq->ring));
     if (rq->ring == NULL) {
@@ -61,10 +61,10 @@ static int orc_soft_rq_init(orc_soft_rq_t *rq, uint32_t size)
     return 0;
 }
 
-static int orc_soft_rq_push(orc_soft_rq_t *rq, const struct ibv_recv_wr *wr,
-                            uint32_t max_sge)
+static int sn_rq_push(sn_rq_t *rq, const struct ibv_recv_wr *wr,
+                      uint32_t max_sge)
 {
-    orc_soft_recv_t *recv;
+    sn_recv_t *recv;
 
     if ((wr->num_sge < 0) || ((uint32_t)wr->num_sge > max_sge) ||
         ((wr->num_sge > 0) && (wr->sg_list == NULL))) {
@@ -83,7 +83,7 @@ static int orc_soft_rq_push(orc_soft_rq_t *rq, const struct ibv_recv_wr *wr,
     return 0;
 }
 
-int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv)
+int sn_rq_pop(sn_rq_t *rq, sn_recv_t *recv)
 {
     if (rq->count == 0) {
         return -1;
@@ -94,27 +94,27 @@ int orc_soft_rq_pop(orc_soft_rq_t *rq, orc_soft_recv_t *recv)
     return 0;
 }
 
-enum ibv_wc_status orc_soft_qp_put_atomic_result(orc_soft_qp_t *qp,
-                                                 const orc_soft_wqe_t *wqe,
-                                                 uint64_t value, int in_svc)
+enum ibv_wc_status sn_qp_put_atomic_result(sn_qp_t *qp,
+                                           const sn_wqe_t *wqe,
+                                           uint64_t value, int in_svc)
 {
-    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
-    orc_soft_mr_snap_t snap;
+    sn_inst_t *inst = sn_qp_inst(qp);
+    sn_mr_snap_t snap;
 
-    if ((orc_soft_mr_check(inst->mrs, wqe->sge[0].lkey, qp->pdn,
-                           wqe->sge[0].addr, 8, IBV_ACCESS_LOCAL_WRITE,
-                           &snap) != 0) ||
-        (in_svc && (orc_soft_mr_busy_begin(inst, &snap) != 0))) {
+    if ((sn_mr_check(inst->mrs, wqe->sge[0].lkey, qp->pdn,
+                     wqe->sge[0].addr, 8, IBV_ACCESS_LOCAL_WRITE,
+                     &snap) != 0) ||
+        (in_svc && (sn_mr_busy_begin(inst, &snap) != 0))) {
         return IBV_WC_LOC_PROT_ERR;
     }
     memcpy((void *)(uintptr_t)wqe->sge[0].addr, &value, 8);
     if (in_svc) {
-        orc_soft_mr_busy_end(inst);
+        sn_mr_busy_end(inst);
     }
     return IBV_WC_SUCCESS;
 }
 
-orc_soft_rq_t *orc_soft_qp_recv_lock(orc_soft_qp_t *qp)
+sn_rq_t *sn_qp_recv_lock(sn_qp_t *qp)
 {
     if (qp->srq == NULL) {
         return &qp->rq;
@@ -123,29 +123,29 @@ orc_soft_rq_t *orc_soft_qp_recv_lock(orc_soft_qp_t *qp)
     return &qp->srq->rq;
 }
 
-void orc_soft_qp_recv_unlock(orc_soft_qp_t *qp)
+void sn_qp_recv_unlock(sn_qp_t *qp)
 {
     if (qp->srq != NULL) {
         pthread_mutex_unlock(&qp->srq->lock);
     }
 }
 
-int orc_soft_qp_pop_recv(orc_soft_qp_t *qp, orc_soft_recv_t *recv)
+int sn_qp_pop_recv(sn_qp_t *qp, sn_recv_t *recv)
 {
     int ret;
 
     if (qp->srq == NULL) {
-        return orc_soft_rq_pop(&qp->rq, recv);
+        return sn_rq_pop(&qp->rq, recv);
     }
     pthread_mutex_lock(&qp->srq->lock);
-    ret = orc_soft_rq_pop(&qp->srq->rq, recv);
+    ret = sn_rq_pop(&qp->srq->rq, recv);
     pthread_mutex_unlock(&qp->srq->lock);
     return ret;
 }
 
 /* ---- completions ------------------------------------------------------- */
 
-static enum ibv_wc_opcode orc_soft_wc_opcode(uint8_t opcode)
+static enum ibv_wc_opcode sn_wc_opcode(uint8_t opcode)
 {
     switch (opcode) {
     case IBV_WR_RDMA_WRITE:
@@ -162,21 +162,21 @@ static enum ibv_wc_opcode orc_soft_wc_opcode(uint8_t opcode)
     }
 }
 
-static void orc_soft_qp_push_send_wc(orc_soft_qp_t *qp,
-                                     const orc_soft_wqe_t *wqe)
+static void sn_qp_push_send_wc(sn_qp_t *qp,
+                               const sn_wqe_t *wqe)
 {
     struct ibv_wc wc;
 
     memset(&wc, 0, sizeof(wc));
     wc.wr_id    = wqe->wr_id;
     wc.status   = (enum ibv_wc_status)wqe->status;
-    wc.opcode   = orc_soft_wc_opcode(wqe->opcode);
+    wc.opcode   = sn_wc_opcode(wqe->opcode);
     wc.byte_len = wqe->length;
     wc.qp_num   = qp->super.qp_num;
-    orc_soft_cq_push(qp->send_cq, &wc, 0);
+    sn_cq_push(qp->send_cq, &wc, 0);
 }
 
-static void orc_soft_qp_push_recv_flush(orc_soft_qp_t *qp, uint64_t wr_id)
+static void sn_qp_push_recv_flush(sn_qp_t *qp, uint64_t wr_id)
 {
     struct ibv_wc wc;
 
@@ -185,20 +185,20 @@ static void orc_soft_qp_push_recv_flush(orc_soft_qp_t *qp, uint64_t wr_id)
     wc.status = IBV_WC_WR_FLUSH_ERR;
     wc.opcode = IBV_WC_RECV;
     wc.qp_num = qp->super.qp_num;
-    orc_soft_cq_push(qp->recv_cq, &wc, 0);
+    sn_cq_push(qp->recv_cq, &wc, 0);
 }
 
-void orc_soft_qp_complete(orc_soft_qp_t *qp)
+void sn_qp_complete(sn_qp_t *qp)
 {
-    orc_soft_wqe_t *wqe;
+    sn_wqe_t *wqe;
 
     while (qp->sq_head != qp->sq_tail) {
         wqe = &qp->sq[qp->sq_head % qp->sq_size];
-        if (wqe->state != ORC_SOFT_WQE_DONE) {
+        if (wqe->state != SN_WQE_DONE) {
             break;
         }
         if (wqe->signaled || (wqe->status != IBV_WC_SUCCESS)) {
-            orc_soft_qp_push_send_wc(qp, wqe);
+            sn_qp_push_send_wc(qp, wqe);
         }
         if (qp->sq_tx == qp->sq_head) {
             ++qp->sq_tx; /* completed without transmission */
@@ -206,23 +206,23 @@ void orc_soft_qp_complete(orc_soft_qp_t *qp)
         }
         ++qp->sq_head;
         if ((wqe->status != IBV_WC_SUCCESS) && (qp->state != IBV_QPS_ERR)) {
-            orc_soft_qp_to_error(qp);
+            sn_qp_to_error(qp);
         }
     }
 }
 
-void orc_soft_qp_fail_oldest(orc_soft_qp_t *qp, enum ibv_wc_status status)
+void sn_qp_fail_oldest(sn_qp_t *qp, enum ibv_wc_status status)
 {
-    orc_soft_wqe_t *wqe;
+    sn_wqe_t *wqe;
     uint32_t i;
 
     for (i = qp->sq_head; i != qp->sq_tail; ++i) {
         wqe = &qp->sq[i % qp->sq_size];
-        if (wqe->state != ORC_SOFT_WQE_DONE) {
-            if (wqe->state == ORC_SOFT_WQE_SENT) {
+        if (wqe->state != SN_WQE_DONE) {
+            if (wqe->state == SN_WQE_SENT) {
                 --qp->sent_out;
             }
-            wqe->state  = ORC_SOFT_WQE_DONE;
+            wqe->state  = SN_WQE_DONE;
             wqe->status = status;
             return;
         }
@@ -230,13 +230,13 @@ void orc_soft_qp_fail_oldest(orc_soft_qp_t *qp, enum ibv_wc_status status)
 }
 
 /* Reset the retry/transmit state and the connection of the QP. */
-static void orc_soft_qp_drop_conn(orc_soft_qp_t *qp)
+static void sn_qp_drop_conn(sn_qp_t *qp)
 {
-    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    sn_inst_t *inst = sn_qp_inst(qp);
 
     if (qp->ring != NULL) {
-        orc_soft_ring_cancel(qp);
-        orc_soft_ring_unmap(qp->ring);
+        sn_ring_cancel(qp);
+        sn_ring_unmap(qp->ring);
         qp->ring = NULL;
         __atomic_fetch_sub(&inst->num_rings, 1, __ATOMIC_RELAXED);
     }
@@ -245,32 +245,32 @@ static void orc_soft_qp_drop_conn(orc_soft_qp_t *qp)
     qp->ring_out        = 0;
     qp->ring_atomic_out = 0;
     if (qp->conn_id != 0) {
-        orc_soft_svc_drop_conn(inst, qp->conn_id);
+        sn_svc_drop_conn(inst, qp->conn_id);
     }
     qp->conn_id    = 0;
     qp->conn       = NULL;
     qp->conn_fd    = -1;
-    qp->conn_state = ORC_SOFT_CONN_NONE;
+    qp->conn_state = SN_CONN_NONE;
     qp->same_host  = 0;
     qp->tx_blocked = 0;
     if (qp->peer_mrs != NULL) {
-        orc_soft_mr_table_unmap(qp->peer_mrs);
+        sn_mr_table_unmap(qp->peer_mrs);
         qp->peer_mrs = NULL;
     }
 }
 
-void orc_soft_qp_to_error(orc_soft_qp_t *qp)
+void sn_qp_to_error(sn_qp_t *qp)
 {
-    orc_soft_recv_t recv;
-    orc_soft_wqe_t *wqe;
+    sn_recv_t recv;
+    sn_wqe_t *wqe;
     uint32_t i;
 
     qp->state = IBV_QPS_ERR;
-    orc_soft_ring_cancel(qp);
+    sn_ring_cancel(qp);
     for (i = qp->sq_head; i != qp->sq_tail; ++i) {
         wqe = &qp->sq[i % qp->sq_size];
-        if (wqe->state != ORC_SOFT_WQE_DONE) {
-            wqe->state  = ORC_SOFT_WQE_DONE;
+        if (wqe->state != SN_WQE_DONE) {
+            wqe->state  = SN_WQE_DONE;
             wqe->status = IBV_WC_WR_FLUSH_ERR;
         }
     }
@@ -280,94 +280,94 @@ void orc_soft_qp_to_error(orc_soft_qp_t *qp)
     qp->rd_atomic_out  = 0;
     qp->rewind_pending = 0;
     qp->hold_until_ns  = 0;
-    orc_soft_qp_drop_conn(qp);
+    sn_qp_drop_conn(qp);
 
-    while (orc_soft_rq_pop(&qp->rq, &recv) == 0) {
-        orc_soft_qp_push_recv_flush(qp, recv.wr_id);
+    while (sn_rq_pop(&qp->rq, &recv) == 0) {
+        sn_qp_push_recv_flush(qp, recv.wr_id);
     }
-    orc_soft_qp_complete(qp);
+    sn_qp_complete(qp);
 }
 
 /* ---- transmission ------------------------------------------------------ */
 
-static int orc_soft_qp_cma(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe);
+static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe);
 
 /* Same host: run a WRITE/READ by CMA right now and mark it done; its
  * completion status, or -1 when the peer turned out not to be reachable by
  * CMA (the QP uses TCP from then on). */
-static int orc_soft_qp_run_cma(orc_soft_qp_t *qp, orc_soft_wqe_t *wqe)
+static int sn_qp_run_cma(sn_qp_t *qp, sn_wqe_t *wqe)
 {
-    int status = orc_soft_qp_cma(qp, wqe);
+    int status = sn_qp_cma(qp, wqe);
 
     if (status < 0) {
         qp->same_host = 0;
         return -1;
     }
-    wqe->state  = ORC_SOFT_WQE_DONE;
+    wqe->state  = SN_WQE_DONE;
     wqe->status = status;
     return status;
 }
 
-static int orc_soft_wqe_is_rd_atomic(const orc_soft_wqe_t *wqe)
+static int sn_wqe_is_rd_atomic(const sn_wqe_t *wqe)
 {
     return (wqe->opcode == IBV_WR_RDMA_READ) ||
            (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
            (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
 }
 
-static void orc_soft_qp_apply_rewind(orc_soft_qp_t *qp)
+static void sn_qp_apply_rewind(sn_qp_t *qp)
 {
-    orc_soft_wqe_t *wqe;
+    sn_wqe_t *wqe;
     uint32_t i;
 
     for (i = qp->rewind_to; i != qp->sq_tx; ++i) {
         wqe = &qp->sq[i % qp->sq_size];
-        if (wqe->state == ORC_SOFT_WQE_SENT) {
-            wqe->state      = ORC_SOFT_WQE_QUEUED;
+        if (wqe->state == SN_WQE_SENT) {
+            wqe->state      = SN_WQE_QUEUED;
             wqe->done_bytes = 0;
             --qp->sent_out;
-            qp->rd_atomic_out -= orc_soft_wqe_is_rd_atomic(wqe);
+            qp->rd_atomic_out -= sn_wqe_is_rd_atomic(wqe);
         }
     }
     qp->sq_tx          = qp->rewind_to;
     qp->rewind_pending = 0;
 }
 
-void orc_soft_qp_tx(orc_soft_qp_t *qp)
+void sn_qp_tx(sn_qp_t *qp)
 {
     int done_inline = 0;
-    orc_soft_wqe_t *wqe;
+    sn_wqe_t *wqe;
     uint64_t now = 0;
     int ret, status;
 
     if (qp->state != IBV_QPS_RTS) {
         return;
     }
-    if (qp->conn_state == ORC_SOFT_CONN_FAILED) {
+    if (qp->conn_state == SN_CONN_FAILED) {
         if (qp->sq_head != qp->sq_tail) {
-            orc_soft_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
-            orc_soft_qp_complete(qp);
+            sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+            sn_qp_complete(qp);
         }
         return;
     }
-    if (qp->conn_state != ORC_SOFT_CONN_READY) {
+    if (qp->conn_state != SN_CONN_READY) {
         return;
     }
 
     for (;;) {
         if (qp->rewind_pending && (qp->tx_off == 0)) {
-            orc_soft_qp_apply_rewind(qp);
+            sn_qp_apply_rewind(qp);
         }
         if (qp->sq_tx == qp->sq_tail) {
             break;
         }
         wqe = &qp->sq[qp->sq_tx % qp->sq_size];
         if (qp->tx_off == 0) {
-            if (wqe->state == ORC_SOFT_WQE_DONE) {
+            if (wqe->state == SN_WQE_DONE) {
                 break; /* failed locally: nothing after it may start */
             }
             if (qp->hold_until_ns != 0) {
-                now = orc_soft_now_ns();
+                now = sn_now_ns();
                 if (now < qp->hold_until_ns) {
                     break;
                 }
@@ -379,13 +379,13 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
             /* same host and nothing outstanding on TCP: a queued SEND may
              * join the ring, a queued WRITE/READ runs by CMA right here */
             if (qp->same_host && (qp->sent_out == 0) && !qp->rewind_pending) {
-                if (orc_soft_ring_post(qp, qp->sq_tx, 0)) {
+                if (sn_ring_post(qp, qp->sq_tx, 0)) {
                     continue;
                 }
                 if ((qp->ring_out == 0) &&
                     ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
                      (wqe->opcode == IBV_WR_RDMA_READ))) {
-                    status = orc_soft_qp_run_cma(qp, wqe);
+                    status = sn_qp_run_cma(qp, wqe);
                     if (status >= 0) {
                         ++qp->sq_tx;
                         done_inline = 1;
@@ -397,52 +397,52 @@ void orc_soft_qp_tx(orc_soft_qp_t *qp)
                 }
             }
             if (qp->ring_out > 0) {
-                break; /* ring SENDs first: orc_soft_ring_reap resumes */
+                break; /* ring SENDs first: sn_ring_reap resumes */
             }
             if (!wqe->has_seq) {
                 wqe->seq     = qp->tx_seq++;
                 wqe->has_seq = 1;
             }
             if (qp->sent_out == 0) {
-                qp->last_progress_ns = (now != 0) ? now : orc_soft_now_ns();
+                qp->last_progress_ns = (now != 0) ? now : sn_now_ns();
             }
         }
-        ret = orc_soft_wire_send_req(qp, wqe);
+        ret = sn_wire_send_req(qp, wqe);
         if (ret < 0) {
             return; /* the QP was moved to ERR */
         }
         if (ret == 0) {
-            orc_soft_svc_want_tx(qp);
+            sn_svc_want_tx(qp);
             break;
         }
         qp->tx_off = 0;
         ++qp->sq_tx;
-        if (wqe->state == ORC_SOFT_WQE_DONE) {
-            continue; /* NAKed while it was written (orc_soft_ini_finish) */
+        if (wqe->state == SN_WQE_DONE) {
+            continue; /* NAKed while it was written (sn_ini_finish) */
         }
-        wqe->state = ORC_SOFT_WQE_SENT;
+        wqe->state = SN_WQE_SENT;
         ++qp->sent_out;
-        qp->rd_atomic_out += orc_soft_wqe_is_rd_atomic(wqe);
+        qp->rd_atomic_out += sn_wqe_is_rd_atomic(wqe);
     }
     if (done_inline) {
-        orc_soft_qp_complete(qp);
+        sn_qp_complete(qp);
     }
 }
 
-uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now)
+uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
 {
     uint64_t next = 0, limit, timeout;
 
     if (qp->state != IBV_QPS_RTS) {
         return 0;
     }
-    next = orc_soft_ring_timers(qp, now);
+    next = sn_ring_timers(qp, now);
     if (qp->state != IBV_QPS_RTS) {
         return 0;
     }
     if (qp->hold_until_ns != 0) {
         if (now >= qp->hold_until_ns) {
-            orc_soft_qp_tx(qp);
+            sn_qp_tx(qp);
         }
         if ((qp->hold_until_ns != 0) &&
             ((next == 0) || (qp->hold_until_ns < next))) {
@@ -450,23 +450,23 @@ uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now)
         }
     }
     if ((qp->sent_out > 0) ||
-        ((qp->conn_state == ORC_SOFT_CONN_CONNECTING) &&
+        ((qp->conn_state == SN_CONN_CONNECTING) &&
          (qp->sq_head != qp->sq_tail))) {
-        timeout = orc_soft_qp_timeout_ns(qp);
+        timeout = sn_qp_timeout_ns(qp);
         if (timeout != 0) {
             timeout *= qp->attr.retry_cnt + 1;
-            if ((qp->conn_state == ORC_SOFT_CONN_CONNECTING) &&
-                (timeout < ORC_SOFT_CONNECT_BUDGET_NS)) {
+            if ((qp->conn_state == SN_CONN_CONNECTING) &&
+                (timeout < SN_CONNECT_BUDGET_NS)) {
                 /* setting up the connection (no such step on hardware)
                  * gets a budget of its own; the QP's starts when it is up */
-                timeout = ORC_SOFT_CONNECT_BUDGET_NS;
+                timeout = SN_CONNECT_BUDGET_NS;
             }
             limit = qp->last_progress_ns + timeout;
             if (now >= limit) {
-                orc_soft_log(orc_soft_qp_inst(qp), "qp 0x%x: transport retry "
-                             "counter exceeded", qp->super.qp_num);
-                orc_soft_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
-                orc_soft_qp_complete(qp);
+                sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: transport "
+                       "retry counter exceeded", qp->super.qp_num);
+                sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+                sn_qp_complete(qp);
             } else if ((next == 0) || (limit < next)) {
                 next = limit;
             }
@@ -479,45 +479,45 @@ uint64_t orc_soft_qp_timers(orc_soft_qp_t *qp, uint64_t now)
 
 /* QP lock held. Execute an RDMA WRITE/READ by one CMA call. Returns the
  * completion status, or -1 if the CMA path is not usable (EPERM). */
-static int orc_soft_qp_cma_copy(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe,
-                                int access);
+static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe,
+                          int access);
 
-static int orc_soft_qp_cma(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe)
+static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe)
 {
     int access = (wqe->opcode == IBV_WR_RDMA_WRITE) ?
                  IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ;
-    orc_soft_mr_entry_t *entry;
+    sn_mr_entry_t *entry;
     int status;
 
     if (wqe->length == 0) {
         return IBV_WC_SUCCESS;
     }
-    if (!orc_soft_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
-                                  access)) {
+    if (!sn_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
+                            access)) {
         return IBV_WC_REM_ACCESS_ERR;
     }
     /* counted in the entry's users before the check: the target's dereg
      * cannot return while this copy is in flight */
-    entry = orc_soft_mr_enter(qp->peer_mrs, wqe->rkey);
+    entry = sn_mr_enter(qp->peer_mrs, wqe->rkey);
     if (entry == NULL) {
         return IBV_WC_REM_ACCESS_ERR;
     }
-    status = orc_soft_qp_cma_copy(qp, wqe, access);
-    orc_soft_mr_leave(entry);
+    status = sn_qp_cma_copy(qp, wqe, access);
+    sn_mr_leave(entry);
     return status;
 }
 
-static int orc_soft_qp_cma_copy(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe,
-                                int access)
+static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe,
+                          int access)
 {
-    struct iovec local[ORC_SOFT_MAX_SGE], remote;
-    orc_soft_mr_snap_t snap;
+    struct iovec local[SN_MAX_SGE], remote;
+    sn_mr_snap_t snap;
     size_t done = 0, skip;
     unsigned i, n, first;
     ssize_t ret;
 
-    if (orc_soft_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
-                          wqe->length, access, &snap) != 0) {
+    if (sn_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
+                    wqe->length, access, &snap) != 0) {
         return IBV_WC_REM_ACCESS_ERR;
     }
 
@@ -558,9 +558,9 @@ static int orc_soft_qp_cma_copy(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe,
                 continue;
             }
             if (errno == EPERM) {
-                orc_soft_log(orc_soft_qp_inst(qp), "qp 0x%x: CMA to pid %d "
-                             "not permitted, using TCP", qp->super.qp_num,
-                             (int)qp->peer_pid);
+                sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: CMA to "
+                       "pid %d not permitted, using TCP", qp->super.qp_num,
+                       (int)qp->peer_pid);
                 return -1;
             }
             return (errno == ESRCH) ? IBV_WC_RETRY_EXC_ERR :
@@ -573,7 +573,7 @@ static int orc_soft_qp_cma_copy(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe,
     }
 
     if ((access == IBV_ACCESS_REMOTE_READ) &&
-        !orc_soft_mr_still_valid(qp->peer_mrs, &snap)) {
+        !sn_mr_still_valid(qp->peer_mrs, &snap)) {
         return IBV_WC_REM_ACCESS_ERR; /* deregistered during the copy */
     }
     return IBV_WC_SUCCESS;
@@ -581,11 +581,11 @@ static int orc_soft_qp_cma_copy(orc_soft_qp_t *qp, const orc_soft_wqe_t *wqe,
 
 /* ---- post send / recv -------------------------------------------------- */
 
-static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
-                              orc_soft_wqe_t *wqe)
+static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
+                        sn_wqe_t *wqe)
 {
-    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
-    orc_soft_mr_snap_t snap;
+    sn_inst_t *inst = sn_qp_inst(qp);
+    sn_mr_snap_t snap;
     uint64_t length = 0;
     int i, local_access;
 
@@ -614,14 +614,14 @@ static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
     for (i = 0; i < wr->num_sge; ++i) {
         length += wr->sg_list[i].length;
     }
-    if (length > ORC_SOFT_MAX_MSG) {
+    if (length > SN_MAX_MSG) {
         return EINVAL;
     }
 
-    memset(wqe, 0, offsetof(orc_soft_wqe_t, sge));
+    memset(wqe, 0, offsetof(sn_wqe_t, sge));
     wqe->wr_id     = wr->wr_id;
     wqe->opcode    = wr->opcode;
-    wqe->state     = ORC_SOFT_WQE_QUEUED;
+    wqe->state     = SN_WQE_QUEUED;
     wqe->status    = IBV_WC_SUCCESS;
     wqe->signaled  = qp->init_attr.sq_sig_all ||
                      (wr->send_flags & IBV_SEND_SIGNALED);
@@ -669,10 +669,10 @@ static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
                    IBV_ACCESS_LOCAL_WRITE : 0;
     for (i = 0; i < wr->num_sge; ++i) {
         if ((wr->sg_list[i].length > 0) &&
-            (orc_soft_mr_check(inst->mrs, wr->sg_list[i].lkey, qp->pdn,
-                               wr->sg_list[i].addr, wr->sg_list[i].length,
-                               local_access, &snap) != 0)) {
-            wqe->state  = ORC_SOFT_WQE_DONE;
+            (sn_mr_check(inst->mrs, wr->sg_list[i].lkey, qp->pdn,
+                         wr->sg_list[i].addr, wr->sg_list[i].length,
+                         local_access, &snap) != 0)) {
+            wqe->state  = SN_WQE_DONE;
             wqe->status = IBV_WC_LOC_PROT_ERR;
             break;
         }
@@ -680,26 +680,26 @@ static int orc_soft_wqe_build(orc_soft_qp_t *qp, const struct ibv_send_wr *wr,
     return 0;
 }
 
-int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
+int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
                        struct ibv_send_wr **bad_wr)
 {
-    orc_soft_qp_t *qp = (orc_soft_qp_t *)qp_h;
-    orc_soft_wqe_t *wqe, flushed;
+    sn_qp_t *qp = (sn_qp_t *)qp_h;
+    sn_wqe_t *wqe, flushed;
     int ret = 0;
 
     pthread_mutex_lock(&qp->lock);
     if (qp->ring_out > 0) {
-        orc_soft_ring_progress(qp, 0); /* frees the fast paths if consumed */
+        sn_ring_progress(qp, 0); /* frees the fast paths if consumed */
     }
     for (; wr != NULL; wr = wr->next) {
         if (qp->state == IBV_QPS_ERR) {
             /* completes at once, flushed, in posting order */
-            ret = orc_soft_wqe_build(qp, wr, &flushed);
+            ret = sn_wqe_build(qp, wr, &flushed);
             if (ret != 0) {
                 break;
             }
             flushed.status = IBV_WC_WR_FLUSH_ERR;
-            orc_soft_qp_push_send_wc(qp, &flushed);
+            sn_qp_push_send_wc(qp, &flushed);
             continue;
         }
         if (qp->state != IBV_QPS_RTS) {
@@ -711,43 +711,43 @@ int orc_soft_post_send(orc_qp_t *qp_h, struct ibv_send_wr *wr,
             break;
         }
         wqe = &qp->sq[qp->sq_tail % qp->sq_size];
-        ret = orc_soft_wqe_build(qp, wr, wqe);
+        ret = sn_wqe_build(qp, wr, wqe);
         if (ret != 0) {
             break;
         }
         if (qp->sq_head == qp->sq_tail) {
-            qp->last_progress_ns = orc_soft_stamp_ns();
+            qp->last_progress_ns = sn_stamp_ns();
         }
 
         /* same host, nothing outstanding: WRITE/READ right here */
-        if ((wqe->state == ORC_SOFT_WQE_QUEUED) && qp->same_host &&
+        if ((wqe->state == SN_WQE_QUEUED) && qp->same_host &&
             (qp->sq_head == qp->sq_tail) && !qp->rewind_pending &&
-            (qp->conn_state == ORC_SOFT_CONN_READY) &&
+            (qp->conn_state == SN_CONN_READY) &&
             ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
              (wqe->opcode == IBV_WR_RDMA_READ))) {
-            orc_soft_qp_run_cma(qp, wqe); /* -1: stays queued for TCP */
-        } else if (orc_soft_ring_post(qp, qp->sq_tail, 1)) {
+            sn_qp_run_cma(qp, wqe); /* -1: stays queued for TCP */
+        } else if (sn_ring_post(qp, qp->sq_tail, 1)) {
             ++qp->sq_tail;
             continue;
         }
         ++qp->sq_tail;
         if (qp->sq_head + 1 == qp->sq_tail) {
-            orc_soft_qp_complete(qp);
+            sn_qp_complete(qp);
         }
     }
     if (ret != 0) {
         *bad_wr = wr;
     }
-    orc_soft_qp_tx(qp);
-    orc_soft_qp_complete(qp);
+    sn_qp_tx(qp);
+    sn_qp_complete(qp);
     pthread_mutex_unlock(&qp->lock);
     return ret;
 }
 
-int orc_soft_post_recv(orc_qp_t *qp_h, struct ibv_recv_wr *wr,
+int softnic_post_recv(softnic_qp_t *qp_h, struct ibv_recv_wr *wr,
                        struct ibv_recv_wr **bad_wr)
 {
-    orc_soft_qp_t *qp = (orc_soft_qp_t *)qp_h;
+    sn_qp_t *qp = (sn_qp_t *)qp_h;
     int ret = 0;
 
     pthread_mutex_lock(&qp->lock);
@@ -762,10 +762,10 @@ int orc_soft_post_recv(orc_qp_t *qp_h, struct ibv_recv_wr *wr,
             break;
         }
         if (qp->state == IBV_QPS_ERR) {
-            orc_soft_qp_push_recv_flush(qp, wr->wr_id);
+            sn_qp_push_recv_flush(qp, wr->wr_id);
             continue;
         }
-        ret = orc_soft_rq_push(&qp->rq, wr, qp->init_attr.cap.max_recv_sge);
+        ret = sn_rq_push(&qp->rq, wr, qp->init_attr.cap.max_recv_sge);
         if (ret != 0) {
             break;
         }
@@ -779,14 +779,14 @@ int orc_soft_post_recv(orc_qp_t *qp_h, struct ibv_recv_wr *wr,
 
 /* ---- create / destroy / query ------------------------------------------ */
 
-orc_soft_qp_t *orc_soft_qp_find(orc_soft_inst_t *inst, uint32_t qpn)
+sn_qp_t *sn_qp_find(sn_inst_t *inst, uint32_t qpn)
 {
-    orc_soft_qp_t *qp = inst->qp_slots[qpn & (ORC_SOFT_MAX_QP - 1)];
+    sn_qp_t *qp = inst->qp_slots[qpn & (SN_MAX_QP - 1)];
 
     return ((qp != NULL) && (qp->super.qp_num == qpn)) ? qp : NULL;
 }
 
-static void orc_soft_qp_reset_attr(orc_soft_qp_t *qp)
+static void sn_qp_reset_attr(sn_qp_t *qp)
 {
     memset(&qp->attr, 0, sizeof(qp->attr));
     qp->attr.path_mtu           = IBV_MTU_4096;
@@ -795,10 +795,11 @@ static void orc_soft_qp_reset_attr(orc_soft_qp_t *qp)
     qp->attr.path_mig_state     = IBV_MIG_MIGRATED;
 }
 
-orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
+softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
+                                softnic_qp_init_attr_t *attr)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(pd->dev);
-    orc_soft_qp_t *qp;
+    sn_inst_t *inst = sn_inst(pd->dev);
+    sn_qp_t *qp;
     struct ibv_qp_cap *cap = &attr->cap;
     uint32_t slot, gen;
 
@@ -806,11 +807,11 @@ orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
         (attr->recv_cq == NULL) || (attr->send_cq->dev != pd->dev) ||
         (attr->recv_cq->dev != pd->dev) ||
         ((attr->srq != NULL) && (attr->srq->pd->dev != pd->dev)) ||
-        (cap->max_send_wr > ORC_SOFT_MAX_QP_WR) ||
-        (cap->max_send_sge > ORC_SOFT_MAX_SGE) ||
-        (cap->max_inline_data > ORC_SOFT_MAX_INLINE) ||
-        ((attr->srq == NULL) && ((cap->max_recv_wr > ORC_SOFT_MAX_QP_WR) ||
-                                 (cap->max_recv_sge > ORC_SOFT_MAX_SGE)))) {
+        (cap->max_send_wr > SN_MAX_QP_WR) ||
+        (cap->max_send_sge > SN_MAX_SGE) ||
+        (cap->max_inline_data > SN_MAX_INLINE) ||
+        ((attr->srq == NULL) && ((cap->max_recv_wr > SN_MAX_QP_WR) ||
+                                 (cap->max_recv_sge > SN_MAX_SGE)))) {
         errno = EINVAL;
         return NULL;
     }
@@ -825,7 +826,7 @@ orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
     if (qp->sq == NULL) {
         goto err_free_qp;
     }
-    if (orc_soft_rq_init(&qp->rq, (attr->srq == NULL) ?
+    if (sn_rq_init(&qp->rq, (attr->srq == NULL) ?
                                   cap->max_recv_wr : 0) != 0) {
         goto err_free_sq;
     }
@@ -833,21 +834,22 @@ orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
     pthread_mutex_init(&qp->lock, NULL);
     qp->super.pd         = pd;
     qp->super.qp_context = attr->qp_context;
+    qp->super.qp_type    = attr->qp_type;
     qp->init_attr        = *attr;
     if (attr->srq != NULL) {
         qp->init_attr.cap.max_recv_wr  = 0;
         qp->init_attr.cap.max_recv_sge = 0;
     }
-    qp->pdn     = ((orc_soft_pd_t *)pd)->pdn;
-    qp->send_cq = (orc_soft_cq_t *)attr->send_cq;
-    qp->recv_cq = (orc_soft_cq_t *)attr->recv_cq;
-    qp->srq     = (orc_soft_srq_t *)attr->srq;
+    qp->pdn     = ((sn_pd_t *)pd)->pdn;
+    qp->send_cq = (sn_cq_t *)attr->send_cq;
+    qp->recv_cq = (sn_cq_t *)attr->recv_cq;
+    qp->srq     = (sn_srq_t *)attr->srq;
     qp->state   = IBV_QPS_RESET;
     qp->conn_fd = -1;
-    orc_soft_qp_reset_attr(qp);
+    sn_qp_reset_attr(qp);
 
     pthread_mutex_lock(&inst->lock);
-    if (inst->num_qps >= ORC_SOFT_MAX_QP) {
+    if (inst->num_qps >= SN_MAX_QP) {
         pthread_mutex_unlock(&inst->lock);
         errno = ENOMEM;
         goto err_destroy;
@@ -855,16 +857,16 @@ orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
     /* QPN = (generation << 12) | slot, generation 1..4095: never 0 or 1 */
     for (slot = 0; inst->qp_slots[slot] != NULL; ++slot) {
     }
-    gen = (inst->qp_gen[slot] % ((1u << (24 - ORC_SOFT_QP_INDEX_BITS)) - 1)) +
+    gen = (inst->qp_gen[slot] % ((1u << (24 - SN_QP_INDEX_BITS)) - 1)) +
           1;
     inst->qp_gen[slot]    = gen;
     inst->qp_slots[slot]  = qp;
-    qp->super.qp_num      = ((uint32_t)gen << ORC_SOFT_QP_INDEX_BITS) | slot;
-    orc_soft_qp_table_set(inst, qp->super.qp_num, 0);
-    if ((orc_soft_cq_add_qp(qp->send_cq, qp) != 0) ||
+    qp->super.qp_num      = ((uint32_t)gen << SN_QP_INDEX_BITS) | slot;
+    sn_qp_table_set(inst, qp->super.qp_num, 0);
+    if ((sn_cq_add_qp(qp->send_cq, qp) != 0) ||
         ((qp->recv_cq != qp->send_cq) &&
-         (orc_soft_cq_add_qp(qp->recv_cq, qp) != 0))) {
-        orc_soft_cq_del_qp(qp->send_cq, qp);
+         (sn_cq_add_qp(qp->recv_cq, qp) != 0))) {
+        sn_cq_del_qp(qp->send_cq, qp);
         inst->qp_slots[slot] = NULL;
         pthread_mutex_unlock(&inst->lock);
         errno = ENOMEM;
@@ -896,11 +898,11 @@ err_free_qp:
     return NULL;
 }
 
-int orc_soft_qp_destroy(orc_qp_t *qp_h)
+int softnic_qp_destroy(softnic_qp_t *qp_h)
 {
-    orc_soft_qp_t *qp     = (orc_soft_qp_t *)qp_h;
-    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
-    orc_soft_qp_t **pp;
+    sn_qp_t *qp     = (sn_qp_t *)qp_h;
+    sn_inst_t *inst = sn_qp_inst(qp);
+    sn_qp_t **pp;
 
     pthread_mutex_lock(&inst->lock);
     for (pp = &inst->qps; (*pp != NULL) && (*pp != qp); pp = &(*pp)->next) {
@@ -910,10 +912,10 @@ int orc_soft_qp_destroy(orc_qp_t *qp_h)
         return EINVAL;
     }
     *pp = qp->next;
-    inst->qp_slots[qp->super.qp_num & (ORC_SOFT_MAX_QP - 1)] = NULL;
-    orc_soft_cq_del_qp(qp->send_cq, qp);
-    orc_soft_cq_del_qp(qp->recv_cq, qp);
-    orc_soft_qp_table_set(inst, qp->super.qp_num, 0); /* no access */
+    inst->qp_slots[qp->super.qp_num & (SN_MAX_QP - 1)] = NULL;
+    sn_cq_del_qp(qp->send_cq, qp);
+    sn_cq_del_qp(qp->recv_cq, qp);
+    sn_qp_table_set(inst, qp->super.qp_num, 0); /* no access */
     --inst->num_qps;
     --qp->send_cq->num_qps;
     --qp->recv_cq->num_qps;
@@ -924,11 +926,11 @@ int orc_soft_qp_destroy(orc_qp_t *qp_h)
 
     pthread_mutex_lock(&qp->lock);
     qp->state = IBV_QPS_RESET;
-    orc_soft_qp_drop_conn(qp);
+    sn_qp_drop_conn(qp);
     pthread_mutex_unlock(&qp->lock);
 
     /* after this the service thread holds no reference to the QP */
-    orc_soft_svc_forget_qp(inst, qp);
+    sn_svc_forget_qp(inst, qp);
 
     pthread_mutex_destroy(&qp->lock);
     free(qp->rq.ring);
@@ -937,10 +939,10 @@ int orc_soft_qp_destroy(orc_qp_t *qp_h)
     return 0;
 }
 
-int orc_soft_qp_query(orc_qp_t *qp_h, struct ibv_qp_attr *attr, int attr_mask,
-                      orc_qp_init_attr_t *init_attr)
+int softnic_qp_query(softnic_qp_t *qp_h, struct ibv_qp_attr *attr,
+                     int attr_mask, softnic_qp_init_attr_t *init_attr)
 {
-    orc_soft_qp_t *qp = (orc_soft_qp_t *)qp_h;
+    sn_qp_t *qp = (sn_qp_t *)qp_h;
 
     (void)attr_mask; /* everything is returned, as libibverbs providers do */
     pthread_mutex_lock(&qp->lock);
@@ -957,12 +959,12 @@ int orc_soft_qp_query(orc_qp_t *qp_h, struct ibv_qp_attr *attr, int attr_mask,
 
 /* ---- modify: the RC state machine --------------------------------------- */
 
-#define ORC_SOFT_QP_PATH_OPT (IBV_QP_ALT_PATH | IBV_QP_PATH_MIG_STATE)
+#define SN_QP_PATH_OPT (IBV_QP_ALT_PATH | IBV_QP_PATH_MIG_STATE)
 
 /* Required and optional attribute masks of an RC transition (IB spec
  * 11.2.5 / ibv_modify_qp(3)); returns -1 for an illegal transition. */
-static int orc_soft_qp_trans(enum ibv_qp_state cur, enum ibv_qp_state next,
-                             int *req_p, int *opt_p)
+static int sn_qp_trans(enum ibv_qp_state cur, enum ibv_qp_state next,
+                       int *req_p, int *opt_p)
 {
     *req_p = IBV_QP_STATE;
     *opt_p = 0;
@@ -998,7 +1000,7 @@ static int orc_soft_qp_trans(enum ibv_qp_state cur, enum ibv_qp_state next,
         *req_p |= IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
                   IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC;
         *opt_p = IBV_QP_CUR_STATE | IBV_QP_ACCESS_FLAGS |
-                 IBV_QP_MIN_RNR_TIMER | ORC_SOFT_QP_PATH_OPT;
+                 IBV_QP_MIN_RNR_TIMER | SN_QP_PATH_OPT;
         return 0;
     case IBV_QPS_RTS:
         if (next != IBV_QPS_RTS) {
@@ -1006,15 +1008,15 @@ static int orc_soft_qp_trans(enum ibv_qp_state cur, enum ibv_qp_state next,
         }
         *req_p = 0;
         *opt_p = IBV_QP_STATE | IBV_QP_CUR_STATE | IBV_QP_ACCESS_FLAGS |
-                 IBV_QP_MIN_RNR_TIMER | ORC_SOFT_QP_PATH_OPT;
+                 IBV_QP_MIN_RNR_TIMER | SN_QP_PATH_OPT;
         return 0;
     default:
         return -1;
     }
 }
 
-static int orc_soft_qp_check_values(const orc_soft_qp_t *qp,
-                                    const struct ibv_qp_attr *attr, int mask)
+static int sn_qp_check_values(const sn_qp_t *qp,
+                              const struct ibv_qp_attr *attr, int mask)
 {
     static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                          0xff, 0xff};
@@ -1054,11 +1056,11 @@ static int orc_soft_qp_check_values(const orc_soft_qp_t *qp,
         return -1;
     }
     if ((mask & IBV_QP_MAX_DEST_RD_ATOMIC) &&
-        (attr->max_dest_rd_atomic > ORC_SOFT_MAX_RD_ATOMIC)) {
+        (attr->max_dest_rd_atomic > SN_MAX_RD_ATOMIC)) {
         return -1;
     }
     if ((mask & IBV_QP_MAX_QP_RD_ATOMIC) &&
-        (attr->max_rd_atomic > ORC_SOFT_MAX_RD_ATOMIC)) {
+        (attr->max_rd_atomic > SN_MAX_RD_ATOMIC)) {
         return -1;
     }
     if ((mask & IBV_QP_MIN_RNR_TIMER) && (attr->min_rnr_timer > 31)) {
@@ -1080,42 +1082,42 @@ static int orc_soft_qp_check_values(const orc_soft_qp_t *qp,
     return 0;
 }
 
-static void orc_soft_qp_apply_attr(orc_soft_qp_t *qp,
-                                   const struct ibv_qp_attr *attr, int mask)
+static void sn_qp_apply_attr(sn_qp_t *qp,
+                             const struct ibv_qp_attr *attr, int mask)
 {
-#define ORC_SOFT_QP_SET(_flag, _field) \
+#define SN_QP_SET(_flag, _field) \
     if (mask & (_flag)) { \
         qp->attr._field = attr->_field; \
     }
-    ORC_SOFT_QP_SET(IBV_QP_PKEY_INDEX, pkey_index);
-    ORC_SOFT_QP_SET(IBV_QP_PORT, port_num);
-    ORC_SOFT_QP_SET(IBV_QP_ACCESS_FLAGS, qp_access_flags);
-    ORC_SOFT_QP_SET(IBV_QP_AV, ah_attr);
-    ORC_SOFT_QP_SET(IBV_QP_PATH_MTU, path_mtu);
-    ORC_SOFT_QP_SET(IBV_QP_DEST_QPN, dest_qp_num);
-    ORC_SOFT_QP_SET(IBV_QP_RQ_PSN, rq_psn);
-    ORC_SOFT_QP_SET(IBV_QP_SQ_PSN, sq_psn);
-    ORC_SOFT_QP_SET(IBV_QP_MAX_DEST_RD_ATOMIC, max_dest_rd_atomic);
-    ORC_SOFT_QP_SET(IBV_QP_MAX_QP_RD_ATOMIC, max_rd_atomic);
-    ORC_SOFT_QP_SET(IBV_QP_MIN_RNR_TIMER, min_rnr_timer);
-    ORC_SOFT_QP_SET(IBV_QP_TIMEOUT, timeout);
-    ORC_SOFT_QP_SET(IBV_QP_RETRY_CNT, retry_cnt);
-    ORC_SOFT_QP_SET(IBV_QP_RNR_RETRY, rnr_retry);
-    ORC_SOFT_QP_SET(IBV_QP_PATH_MIG_STATE, path_mig_state);
+    SN_QP_SET(IBV_QP_PKEY_INDEX, pkey_index);
+    SN_QP_SET(IBV_QP_PORT, port_num);
+    SN_QP_SET(IBV_QP_ACCESS_FLAGS, qp_access_flags);
+    SN_QP_SET(IBV_QP_AV, ah_attr);
+    SN_QP_SET(IBV_QP_PATH_MTU, path_mtu);
+    SN_QP_SET(IBV_QP_DEST_QPN, dest_qp_num);
+    SN_QP_SET(IBV_QP_RQ_PSN, rq_psn);
+    SN_QP_SET(IBV_QP_SQ_PSN, sq_psn);
+    SN_QP_SET(IBV_QP_MAX_DEST_RD_ATOMIC, max_dest_rd_atomic);
+    SN_QP_SET(IBV_QP_MAX_QP_RD_ATOMIC, max_rd_atomic);
+    SN_QP_SET(IBV_QP_MIN_RNR_TIMER, min_rnr_timer);
+    SN_QP_SET(IBV_QP_TIMEOUT, timeout);
+    SN_QP_SET(IBV_QP_RETRY_CNT, retry_cnt);
+    SN_QP_SET(IBV_QP_RNR_RETRY, rnr_retry);
+    SN_QP_SET(IBV_QP_PATH_MIG_STATE, path_mig_state);
     if (mask & IBV_QP_ALT_PATH) {
         qp->attr.alt_ah_attr    = attr->alt_ah_attr;
         qp->attr.alt_pkey_index = attr->alt_pkey_index;
         qp->attr.alt_port_num   = attr->alt_port_num;
         qp->attr.alt_timeout    = attr->alt_timeout;
     }
-#undef ORC_SOFT_QP_SET
+#undef SN_QP_SET
 }
 
-static void orc_soft_qp_reset(orc_soft_qp_t *qp)
+static void sn_qp_reset(sn_qp_t *qp)
 {
-    orc_soft_qp_drop_conn(qp);
+    sn_qp_drop_conn(qp);
     qp->state = IBV_QPS_RESET;
-    orc_soft_qp_reset_attr(qp);
+    sn_qp_reset_attr(qp);
     qp->sq_head = qp->sq_tx = qp->sq_tail = 0;
     qp->tx_seq         = 0;
     qp->tx_off         = 0;
@@ -1129,53 +1131,53 @@ static void orc_soft_qp_reset(orc_soft_qp_t *qp)
     qp->rq.count       = 0;
 }
 
-int orc_soft_qp_modify(orc_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
+int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
 {
-    orc_soft_qp_t *qp     = (orc_soft_qp_t *)qp_h;
-    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    sn_qp_t *qp     = (sn_qp_t *)qp_h;
+    sn_inst_t *inst = sn_qp_inst(qp);
     enum ibv_qp_state next;
     int req, opt, ret = 0;
 
     pthread_mutex_lock(&qp->lock);
     next = (mask & IBV_QP_STATE) ? attr->qp_state : qp->state;
     if ((next > IBV_QPS_ERR) ||
-        (orc_soft_qp_trans(qp->state, next, &req, &opt) != 0) ||
+        (sn_qp_trans(qp->state, next, &req, &opt) != 0) ||
         ((mask & req) != req) || (mask & ~(req | opt)) ||
-        (orc_soft_qp_check_values(qp, attr, mask) != 0)) {
+        (sn_qp_check_values(qp, attr, mask) != 0)) {
         ret = EINVAL;
         goto out;
     }
 
     if (next == IBV_QPS_RESET) {
-        orc_soft_qp_reset(qp);
-        orc_soft_qp_table_set(inst, qp->super.qp_num, 0);
+        sn_qp_reset(qp);
+        sn_qp_table_set(inst, qp->super.qp_num, 0);
         goto out;
     }
     if (next == IBV_QPS_ERR) {
         if (qp->state != IBV_QPS_ERR) {
-            orc_soft_qp_to_error(qp);
+            sn_qp_to_error(qp);
         }
         goto out;
     }
 
-    orc_soft_qp_apply_attr(qp, attr, mask);
+    sn_qp_apply_attr(qp, attr, mask);
     if (mask & IBV_QP_ACCESS_FLAGS) {
-        orc_soft_qp_table_set(inst, qp->super.qp_num,
-                              qp->attr.qp_access_flags);
+        sn_qp_table_set(inst, qp->super.qp_num,
+                        qp->attr.qp_access_flags);
     }
     if ((qp->state == IBV_QPS_INIT) && (next == IBV_QPS_RTR)) {
         /* the service thread connects; RTR does not wait for it */
         qp->state      = IBV_QPS_RTR;
-        qp->conn_state = ORC_SOFT_CONN_CONNECTING;
-        ret = orc_soft_svc_connect(inst, qp);
+        qp->conn_state = SN_CONN_CONNECTING;
+        ret = sn_svc_connect(inst, qp);
         if (ret != 0) {
-            qp->conn_state = ORC_SOFT_CONN_FAILED;
+            qp->conn_state = SN_CONN_FAILED;
             ret            = 0; /* surfaces as RETRY_EXC on the first WR */
         }
         goto out;
     }
     qp->state = next;
-    orc_soft_qp_tx(qp);
+    sn_qp_tx(qp);
 
 out:
     pthread_mutex_unlock(&qp->lock);
@@ -1184,12 +1186,13 @@ out:
 
 /* ---- shared receive queues --------------------------------------------- */
 
-orc_srq_t *orc_soft_srq_create(orc_pd_t *pd, struct ibv_srq_init_attr *attr)
+softnic_srq_t *softnic_srq_create(softnic_pd_t *pd,
+                                  struct ibv_srq_init_attr *attr)
 {
-    orc_soft_srq_t *srq;
+    sn_srq_t *srq;
 
-    if ((attr->attr.max_wr == 0) || (attr->attr.max_wr > ORC_SOFT_MAX_QP_WR) ||
-        (attr->attr.max_sge > ORC_SOFT_MAX_SGE) || (attr->attr.srq_limit != 0)) {
+    if ((attr->attr.max_wr == 0) || (attr->attr.max_wr > SN_MAX_QP_WR) ||
+        (attr->attr.max_sge > SN_MAX_SGE) || (attr->attr.srq_limit != 0)) {
         errno = EINVAL;
         return NULL;
     }
@@ -1198,7 +1201,7 @@ orc_srq_t *orc_soft_srq_create(orc_pd_t *pd, struct ibv_srq_init_attr *attr)
         errno = ENOMEM;
         return NULL;
     }
-    if (orc_soft_rq_init(&srq->rq, attr->attr.max_wr) != 0) {
+    if (sn_rq_init(&srq->rq, attr->attr.max_wr) != 0) {
         free(srq);
         errno = ENOMEM;
         return NULL;
@@ -1210,10 +1213,10 @@ orc_srq_t *orc_soft_srq_create(orc_pd_t *pd, struct ibv_srq_init_attr *attr)
     return &srq->super;
 }
 
-int orc_soft_srq_destroy(orc_srq_t *srq_h)
+int softnic_srq_destroy(softnic_srq_t *srq_h)
 {
-    orc_soft_srq_t *srq   = (orc_soft_srq_t *)srq_h;
-    orc_soft_inst_t *inst = orc_soft_inst(srq_h->pd->dev);
+    sn_srq_t *srq   = (sn_srq_t *)srq_h;
+    sn_inst_t *inst = sn_inst(srq_h->pd->dev);
 
     pthread_mutex_lock(&inst->lock);
     if (srq->num_qps > 0) {
@@ -1227,15 +1230,15 @@ int orc_soft_srq_destroy(orc_srq_t *srq_h)
     return 0;
 }
 
-int orc_soft_post_srq_recv(orc_srq_t *srq_h, struct ibv_recv_wr *wr,
+int softnic_post_srq_recv(softnic_srq_t *srq_h, struct ibv_recv_wr *wr,
                            struct ibv_recv_wr **bad_wr)
 {
-    orc_soft_srq_t *srq = (orc_soft_srq_t *)srq_h;
+    sn_srq_t *srq = (sn_srq_t *)srq_h;
     int ret = 0;
 
     pthread_mutex_lock(&srq->lock);
     for (; wr != NULL; wr = wr->next) {
-        ret = orc_soft_rq_push(&srq->rq, wr, srq->max_sge);
+        ret = sn_rq_push(&srq->rq, wr, srq->max_sge);
         if (ret != 0) {
             *bad_wr = wr;
             break;

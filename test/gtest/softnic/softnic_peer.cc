@@ -14,7 +14,7 @@
 #include "orc_config.h"
 #endif
 
-#include "orc_dev.h"
+#include "softnic/softnic.h"
 #include "softnic_util.h"
 
 #include <arpa/inet.h>
@@ -47,24 +47,24 @@ namespace
 {
 
 struct peer_mr {
-    uint8_t  *base; /* mapping: guard | region | guard */
-    size_t    map_len;
-    size_t    guard;
-    uint8_t  *buf; /* the registered region */
-    size_t    len;
-    orc_mr_t *mr; /* NULL after dereg (the memory stays mapped) */
+    uint8_t      *base; /* mapping: guard | region | guard */
+    size_t        map_len;
+    size_t        guard;
+    uint8_t      *buf; /* the registered region */
+    size_t        len;
+    softnic_mr_t *mr; /* NULL after dereg (the memory stays mapped) */
 };
 
 struct peer {
-    int                       fd;
-    orc_dev_t                *dev;
-    orc_pd_t                 *pd;
-    orc_cq_t                 *scq;
-    orc_cq_t                 *rcq;
-    orc_srq_t                *srq;
-    std::map<int, peer_mr>    mrs;
-    std::map<int, orc_qp_t *> qps;
-    std::string               inbuf;
+    int                           fd;
+    softnic_dev_t                *dev;
+    softnic_pd_t                 *pd;
+    softnic_cq_t                 *scq;
+    softnic_cq_t                 *rcq;
+    softnic_srq_t                *srq;
+    std::map<int, peer_mr>        mrs;
+    std::map<int, softnic_qp_t *> qps;
+    std::string                   inbuf;
 };
 
 peer g_peer;
@@ -175,7 +175,7 @@ peer_mr *find_mr(const kv_t &kv, const char *key = "mr")
     return (it == g_peer.mrs.end()) ? NULL : &it->second;
 }
 
-orc_qp_t *find_qp(const kv_t &kv)
+softnic_qp_t *find_qp(const kv_t &kv)
 {
     auto it = g_peer.qps.find((int)num(kv, "qp", 0));
     return (it == g_peer.qps.end()) ? NULL : it->second;
@@ -189,14 +189,14 @@ std::string wc_str(const ibv_wc &wc)
 }
 
 /* Poll until n completions or timeout; completions appended to out. */
-int poll_n(orc_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out)
+int poll_n(softnic_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out)
 {
     double deadline = now_ms() + timeout_ms;
     ibv_wc wc[16];
     int    got = 0, idle = 0;
 
     while (got < n) {
-        int ret = orc_cq_poll(cq, std::min(16, n - got), wc);
+        int ret = softnic_cq_poll(cq, std::min(16, n - got), wc);
         if (ret < 0) {
             return ret;
         }
@@ -222,30 +222,29 @@ int poll_n(orc_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out)
     return got;
 }
 
-orc_cq_t *cq_by_name(const kv_t &kv)
+softnic_cq_t *cq_by_name(const kv_t &kv)
 {
     return (str(kv, "cq", "send") == "recv") ? g_peer.rcq : g_peer.scq;
 }
 
 std::string cmd_open(const kv_t &kv)
 {
-    orc_dev_config_t cfg = {};
+    softnic_config_t cfg = {};
     std::string      ifaces = str(kv, "ifaces", "lo");
     std::string      name = str(kv, "dev", "soft_lo");
     int              cqe = (int)num(kv, "cqe", 8192);
 
-    cfg.backend = ORC_DEV_BACKEND_SOFT;
-    cfg.soft_ifaces = ifaces.c_str();
-    g_peer.dev = orc_dev_open(&cfg, name.c_str());
+    cfg.ifaces = ifaces.c_str();
+    g_peer.dev = softnic_dev_open(name.c_str(), &cfg);
     if (g_peer.dev == NULL) {
         return err(errno, "dev_open");
     }
-    g_peer.pd = orc_pd_alloc(g_peer.dev);
+    g_peer.pd = softnic_pd_alloc(g_peer.dev);
     if (g_peer.pd == NULL) {
         return err(errno, "pd_alloc");
     }
-    g_peer.scq = orc_cq_create(g_peer.dev, cqe, NULL, NULL);
-    g_peer.rcq = orc_cq_create(g_peer.dev, cqe, NULL, NULL);
+    g_peer.scq = softnic_cq_create(g_peer.dev, cqe, NULL, NULL);
+    g_peer.rcq = softnic_cq_create(g_peer.dev, cqe, NULL, NULL);
     if ((g_peer.scq == NULL) || (g_peer.rcq == NULL)) {
         return err(errno, "cq_create");
     }
@@ -275,7 +274,7 @@ std::string cmd_mr(const kv_t &kv)
     m.buf = m.base + guard + offset;
     m.len = len;
     memset(m.buf, 0, len);
-    m.mr = orc_mr_reg(g_peer.pd, m.buf, len, access);
+    m.mr = softnic_mr_reg(g_peer.pd, m.buf, len, access);
     if (m.mr == NULL) {
         int e = errno;
         munmap(m.base, m.map_len);
@@ -290,7 +289,7 @@ std::string cmd_mr(const kv_t &kv)
  * dereg id= [wait_nonzero=1 refill_seed=S]
  * wait_nonzero: first spin (bounded) until the region's first 8 bytes are
  * no longer zero, i.e. a peer's WRITEs are arriving; refill_seed: right
- * after orc_mr_dereg() returns, fill the region with that pattern (the
+ * after softnic_mr_dereg() returns, fill the region with that pattern (the
  * test then checks that no later WRITE touched it).
  */
 std::string cmd_dereg(const kv_t &kv)
@@ -308,7 +307,7 @@ std::string cmd_dereg(const kv_t &kv)
             return err(ETIMEDOUT, "no_writes_arrived");
         }
     }
-    int ret = orc_mr_dereg(m->mr);
+    int ret = softnic_mr_dereg(m->mr);
     if (ret) {
         return err(ret, "mr_dereg");
     }
@@ -326,11 +325,11 @@ std::string cmd_dereg(const kv_t &kv)
  * until one fails or n succeeded; replies ok=<successes> status=<last>. */
 std::string cmd_writeloop(const kv_t &kv)
 {
-    orc_qp_t *qp = find_qp(kv);
-    peer_mr  *m = find_mr(kv);
-    size_t    n = num(kv, "n", 1000), len = num(kv, "len", 4096);
-    size_t    ok = 0;
-    int       status = IBV_WC_SUCCESS;
+    softnic_qp_t *qp = find_qp(kv);
+    peer_mr      *m = find_mr(kv);
+    size_t        n = num(kv, "n", 1000), len = num(kv, "len", 4096);
+    size_t        ok = 0;
+    int           status = IBV_WC_SUCCESS;
 
     if ((qp == NULL) || (m == NULL) || (m->mr == NULL) || (len > m->len)) {
         return err(EINVAL, "writeloop_args");
@@ -346,7 +345,7 @@ std::string cmd_writeloop(const kv_t &kv)
         wr.send_flags = IBV_SEND_SIGNALED;
         wr.wr.rdma.remote_addr = num(kv, "raddr", 0);
         wr.wr.rdma.rkey = (uint32_t)num(kv, "rkey", 0);
-        int ret = orc_post_send(qp, &wr, &bad);
+        int ret = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             return err(ret, "post_send");
         }
@@ -427,14 +426,14 @@ std::string cmd_srq(const kv_t &kv)
     ibv_srq_init_attr attr = {};
     attr.attr.max_wr = (uint32_t)num(kv, "max_wr", 1024);
     attr.attr.max_sge = 1;
-    g_peer.srq = orc_srq_create(g_peer.pd, &attr);
+    g_peer.srq = softnic_srq_create(g_peer.pd, &attr);
     return (g_peer.srq == NULL) ? err(errno, "srq_create") : "OK";
 }
 
 std::string cmd_qp(const kv_t &kv)
 {
-    int                id = (int)num(kv, "id", 0);
-    orc_qp_init_attr_t attr = {};
+    int                    id = (int)num(kv, "id", 0);
+    softnic_qp_init_attr_t attr = {};
 
     attr.send_cq = g_peer.scq;
     attr.recv_cq = g_peer.rcq;
@@ -447,24 +446,23 @@ std::string cmd_qp(const kv_t &kv)
     attr.qp_type = IBV_QPT_RC;
     attr.sq_sig_all = (int)num(kv, "sig_all", 0);
 
-    orc_qp_t *qp = orc_qp_create(g_peer.pd, &attr);
+    softnic_qp_t *qp = softnic_qp_create(g_peer.pd, &attr);
     if (qp == NULL) {
         return err(errno, "qp_create");
     }
     g_peer.qps[id] = qp;
 
-    size_t               alen = orc_dev_addr_len(g_peer.dev, 1);
-    std::vector<uint8_t> addr(alen ? alen : 1);
-    int ret = orc_dev_addr_pack(g_peer.dev, 1, addr.data(), alen);
+    uint8_t addr[SOFTNIC_ADDR_LEN];
+    int     ret = softnic_dev_addr_pack(g_peer.dev, addr, sizeof(addr));
     if (ret) {
         return err(ret, "addr_pack");
     }
-    return fmt("OK qpn=%u addr=", qp->qp_num) + to_hex(addr.data(), alen);
+    return fmt("OK qpn=%u addr=", qp->qp_num) + to_hex(addr, sizeof(addr));
 }
 
 std::string cmd_connect(const kv_t &kv)
 {
-    orc_qp_t            *qp = find_qp(kv);
+    softnic_qp_t        *qp = find_qp(kv);
     std::vector<uint8_t> addr;
     ibv_qp_attr          a;
     ibv_port_attr        port;
@@ -479,20 +477,20 @@ std::string cmd_connect(const kv_t &kv)
     a.pkey_index = 0;
     a.port_num = 1;
     a.qp_access_flags = parse_access(str(kv, "access", "LW,RW,RR,RA"));
-    ret = orc_qp_modify(qp, &a,
-                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
-                            IBV_QP_ACCESS_FLAGS);
+    ret = softnic_qp_modify(qp, &a,
+                            IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                                IBV_QP_ACCESS_FLAGS);
     if (ret) {
         return err(ret, "modify_init");
     }
 
-    ret = orc_dev_query_port(g_peer.dev, 1, &port);
+    ret = softnic_dev_query_port(g_peer.dev, 1, &port);
     if (ret) {
         return err(ret, "query_port");
     }
     memset(&a, 0, sizeof(a));
-    ret = orc_dev_addr_unpack(g_peer.dev, 1, addr.data(), addr.size(),
-                              &a.ah_attr);
+    ret = softnic_dev_addr_unpack(g_peer.dev, addr.data(), addr.size(),
+                                  &a.ah_attr);
     if (ret) {
         return err(ret, "addr_unpack");
     }
@@ -502,10 +500,10 @@ std::string cmd_connect(const kv_t &kv)
     a.rq_psn = (uint32_t)num(kv, "rpsn", 0);
     a.max_dest_rd_atomic = (uint8_t)num(kv, "rd_atomic", 16);
     a.min_rnr_timer = (uint8_t)num(kv, "min_rnr", 12);
-    ret = orc_qp_modify(qp, &a,
-                        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
-                            IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                            IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+    ret = softnic_qp_modify(
+        qp, &a,
+        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
+            IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     if (ret) {
         return err(ret, "modify_rtr");
     }
@@ -517,10 +515,10 @@ std::string cmd_connect(const kv_t &kv)
     a.retry_cnt = (uint8_t)num(kv, "retry", 7);
     a.rnr_retry = (uint8_t)num(kv, "rnr_retry", 7);
     a.max_rd_atomic = (uint8_t)num(kv, "rd_atomic", 16);
-    ret = orc_qp_modify(qp, &a,
-                        IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
-                            IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                            IBV_QP_MAX_QP_RD_ATOMIC);
+    ret = softnic_qp_modify(qp, &a,
+                            IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
+                                IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                                IBV_QP_MAX_QP_RD_ATOMIC);
     if (ret) {
         return err(ret, "modify_rts");
     }
@@ -535,7 +533,7 @@ std::string cmd_connect(const kv_t &kv)
  */
 std::string cmd_post(const kv_t &kv)
 {
-    orc_qp_t     *qp = find_qp(kv);
+    softnic_qp_t *qp = find_qp(kv);
     peer_mr      *m = find_mr(kv);
     ibv_wr_opcode op;
 
@@ -588,7 +586,7 @@ std::string cmd_post(const kv_t &kv)
     }
 
     ibv_send_wr *bad = NULL;
-    int          ret = orc_post_send(qp, wrs.data(), &bad);
+    int          ret = softnic_post_send(qp, wrs.data(), &bad);
     if (ret) {
         return err(ret, "post_send") +
                fmt(" bad=%td", bad ? (bad - wrs.data()) : (ptrdiff_t)-1);
@@ -599,11 +597,11 @@ std::string cmd_post(const kv_t &kv)
 /* recv qp= mr= off= len= wr= [count= stride= srq=1] */
 std::string cmd_recv(const kv_t &kv)
 {
-    peer_mr  *m = find_mr(kv);
-    bool      to_srq = num(kv, "srq", 0);
-    orc_qp_t *qp = find_qp(kv);
-    size_t    count = num(kv, "count", 1), len = num(kv, "len", 64);
-    size_t    off = num(kv, "off", 0), stride = num(kv, "stride", len);
+    peer_mr      *m = find_mr(kv);
+    bool          to_srq = num(kv, "srq", 0);
+    softnic_qp_t *qp = find_qp(kv);
+    size_t        count = num(kv, "count", 1), len = num(kv, "len", 64);
+    size_t        off = num(kv, "off", 0), stride = num(kv, "stride", len);
     std::vector<ibv_recv_wr> wrs(count);
     std::vector<ibv_sge>     sges(count);
 
@@ -621,8 +619,8 @@ std::string cmd_recv(const kv_t &kv)
         wrs[j].next = (j + 1 < count) ? &wrs[j + 1] : NULL;
     }
     ibv_recv_wr *bad = NULL;
-    int          ret = to_srq ? orc_post_srq_recv(g_peer.srq, wrs.data(), &bad)
-                              : orc_post_recv(qp, wrs.data(), &bad);
+    int ret = to_srq ? softnic_post_srq_recv(g_peer.srq, wrs.data(), &bad)
+                     : softnic_post_recv(qp, wrs.data(), &bad);
     return ret ? err(ret, "post_recv") : "OK";
 }
 
@@ -655,38 +653,38 @@ std::string cmd_poll(const kv_t &kv)
 
 std::string cmd_query(const kv_t &kv)
 {
-    orc_qp_t          *qp = find_qp(kv);
-    ibv_qp_attr        a;
-    orc_qp_init_attr_t init;
+    softnic_qp_t          *qp = find_qp(kv);
+    ibv_qp_attr            a;
+    softnic_qp_init_attr_t init;
     if (qp == NULL) {
         return err(EINVAL, "qp");
     }
     memset(&a, 0, sizeof(a));
-    int ret = orc_qp_query(qp, &a, IBV_QP_STATE, &init);
+    int ret = softnic_qp_query(qp, &a, IBV_QP_STATE, &init);
     return ret ? err(ret, "qp_query") : fmt("OK state=%d", (int)a.qp_state);
 }
 
 std::string cmd_modify(const kv_t &kv)
 {
-    orc_qp_t   *qp = find_qp(kv);
-    ibv_qp_attr a;
+    softnic_qp_t *qp = find_qp(kv);
+    ibv_qp_attr   a;
     if (qp == NULL) {
         return err(EINVAL, "qp");
     }
     memset(&a, 0, sizeof(a));
     std::string s = str(kv, "state", "ERR");
     a.qp_state = (s == "RESET") ? IBV_QPS_RESET : IBV_QPS_ERR;
-    int ret = orc_qp_modify(qp, &a, IBV_QP_STATE);
+    int ret = softnic_qp_modify(qp, &a, IBV_QP_STATE);
     return ret ? err(ret, "qp_modify") : "OK";
 }
 
 std::string cmd_destroyqp(const kv_t &kv)
 {
-    orc_qp_t *qp = find_qp(kv);
+    softnic_qp_t *qp = find_qp(kv);
     if (qp == NULL) {
         return err(EINVAL, "qp");
     }
-    int ret = orc_qp_destroy(qp);
+    int ret = softnic_qp_destroy(qp);
     if (ret) {
         return err(ret, "qp_destroy");
     }
@@ -702,13 +700,13 @@ std::string cmd_destroyqp(const kv_t &kv)
  */
 std::string cmd_atomics(const kv_t &kv)
 {
-    orc_qp_t   *qp = find_qp(kv);
-    peer_mr    *m = find_mr(kv);
-    size_t      n = num(kv, "n", 100);
-    bool        cas = str(kv, "op", "FADD") == "CAS";
-    size_t      off = num(kv, "off", 0);
-    std::string vals;
-    uint64_t    guess = 0, tries = 0, done = 0;
+    softnic_qp_t *qp = find_qp(kv);
+    peer_mr      *m = find_mr(kv);
+    size_t        n = num(kv, "n", 100);
+    bool          cas = str(kv, "op", "FADD") == "CAS";
+    size_t        off = num(kv, "off", 0);
+    std::string   vals;
+    uint64_t      guess = 0, tries = 0, done = 0;
 
     if ((qp == NULL) || (m == NULL) || (off + 8 > m->len)) {
         return err(EINVAL, "atomics_args");
@@ -733,7 +731,7 @@ std::string cmd_atomics(const kv_t &kv)
         wr.wr.atomic.compare_add = cas ? guess : 1;
         wr.wr.atomic.swap = guess + 1;
         *res = 0xdeadbeefdeadbeefull;
-        int ret = orc_post_send(qp, &wr, &bad);
+        int ret = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             return err(ret, "post_send");
         }
@@ -1071,22 +1069,22 @@ bool reply(const std::string &s)
 void cleanup()
 {
     for (auto &q : g_peer.qps) {
-        orc_qp_destroy(q.second);
+        softnic_qp_destroy(q.second);
     }
     if (g_peer.srq)
-        orc_srq_destroy(g_peer.srq);
+        softnic_srq_destroy(g_peer.srq);
     for (auto &m : g_peer.mrs) {
         if (m.second.mr)
-            orc_mr_dereg(m.second.mr);
+            softnic_mr_dereg(m.second.mr);
     }
     if (g_peer.scq)
-        orc_cq_destroy(g_peer.scq);
+        softnic_cq_destroy(g_peer.scq);
     if (g_peer.rcq)
-        orc_cq_destroy(g_peer.rcq);
+        softnic_cq_destroy(g_peer.rcq);
     if (g_peer.pd)
-        orc_pd_dealloc(g_peer.pd);
+        softnic_pd_dealloc(g_peer.pd);
     if (g_peer.dev)
-        orc_dev_close(g_peer.dev);
+        softnic_dev_close(g_peer.dev);
 }
 
 } /* namespace */

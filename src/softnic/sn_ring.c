@@ -5,7 +5,7 @@
  * thread creates a single-producer/single-consumer ring in shared memory
  * (/dev/shm/orc_soft.<pidns>.<pid>.<inst>.r<id>; the initiator unlinks the
  * name once it has mapped it) and names it in the HELLO_ACK. SEND and
- * SEND_WITH_IMM of up to ORC_SOFT_RING_DATA bytes and 64-bit atomics then
+ * SEND_WITH_IMM of up to SN_RING_DATA bytes and 64-bit atomics then
  * bypass the socket (an atomic slot carries key, address and operands, the
  * consumer executes it with a real atomic instruction and returns the old
  * value in the slot; a FENCEd WR waits until earlier ring atomics are
@@ -15,12 +15,12 @@
  *    QP lock held), only while nothing else of the QP is outstanding on the
  *    TCP connection, and it transmits nothing on TCP while ring SENDs are
  *    outstanding: the QP's operations stay in posting order;
- *  - the target consumes slots in order: in orc_cq_poll() of its receive CQ
+ *  - the target consumes slots in order: in softnic_cq_poll() of its receive CQ
  *    (when that CQ is empty) and, so that a target that never polls still
  *    completes the sender's WR, in its service thread every millisecond.
  *    Consuming = take a posted receive, copy, push the receive completion,
  *    then mark the slot DONE with a status;
- *  - the initiator reaps DONE slots in orc_cq_poll() of its send CQ and in
+ *  - the initiator reaps DONE slots in softnic_cq_poll() of its send CQ and in
  *    its service thread: the send completion is produced only after the
  *    data was placed (RC semantics).
  *
@@ -43,7 +43,7 @@
 #include "orc_config.h"
 #endif
 
-#include "softnic.h"
+#include "sn_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -54,22 +54,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define ORC_SOFT_RING_MAGIC 0x52494e47u /* "RING" */
+#define SN_RING_MAGIC 0x52494e47u /* "RING" */
 
 enum {
-    ORC_SOFT_SLOT_FREE = 0,
-    ORC_SOFT_SLOT_POSTED,
-    ORC_SOFT_SLOT_TAKEN,
-    ORC_SOFT_SLOT_DONE,
-    ORC_SOFT_SLOT_CANCELLED
+    SN_SLOT_FREE = 0,
+    SN_SLOT_POSTED,
+    SN_SLOT_TAKEN,
+    SN_SLOT_DONE,
+    SN_SLOT_CANCELLED
 };
 
-#define ORC_SOFT_SLOT_F_IMM       0x1
-#define ORC_SOFT_SLOT_F_SOLICITED 0x2
-#define ORC_SOFT_SLOT_F_FADD      0x4 /* 64-bit fetch-and-add, no payload */
-#define ORC_SOFT_SLOT_F_CSWAP     0x8 /* 64-bit compare-and-swap */
+#define SN_SLOT_F_IMM       0x1
+#define SN_SLOT_F_SOLICITED 0x2
+#define SN_SLOT_F_FADD      0x4 /* 64-bit fetch-and-add, no payload */
+#define SN_SLOT_F_CSWAP     0x8 /* 64-bit compare-and-swap */
 
-typedef struct orc_soft_ring_slot {
+typedef struct sn_ring_slot {
     uint32_t state;
     uint32_t status;   /* enum ibv_wc_status, valid when DONE */
     uint32_t length;
@@ -81,10 +81,10 @@ typedef struct orc_soft_ring_slot {
     uint64_t swap;
     uint64_t result;
     uint32_t reserved[2];
-    uint8_t  data[ORC_SOFT_RING_DATA];
-} orc_soft_ring_slot_t;
+    uint8_t  data[SN_RING_DATA];
+} sn_ring_slot_t;
 
-struct orc_soft_ring {
+struct sn_ring {
     uint32_t             magic;
     uint32_t             nslots;
     uint32_t             rnr_timer; /* the target QP's min_rnr_timer */
@@ -96,47 +96,47 @@ struct orc_soft_ring {
     uint8_t              pad1[56];
     uint64_t             tail;      /* consumed, written by the target */
     uint8_t              pad2[56];
-    orc_soft_ring_slot_t slot[ORC_SOFT_RING_SLOTS];
+    sn_ring_slot_t slot[SN_RING_SLOTS];
 };
 
-static uint32_t orc_soft_ring_next_id = 1; /* atomic */
+static uint32_t sn_ring_next_id = 1; /* atomic */
 
-static void orc_soft_ring_name(char *buf, size_t size, uint64_t pid_ns,
-                               pid_t pid, uint32_t inst_id, uint32_t ring_id)
+static void sn_ring_name(char *buf, size_t size, uint64_t pid_ns,
+                         pid_t pid, uint32_t inst_id, uint32_t ring_id)
 {
     snprintf(buf, size, "/orc_soft.%llu.%d.%u.r%u",
              (unsigned long long)pid_ns, (int)pid, inst_id, ring_id);
 }
 
-struct orc_soft_ring *orc_soft_ring_create(orc_soft_inst_t *inst,
-                                           uint32_t *id_p)
+struct sn_ring *sn_ring_create(sn_inst_t *inst,
+                               uint32_t *id_p)
 {
-    struct orc_soft_ring *ring;
+    struct sn_ring *ring;
     char name[96];
     uint32_t id;
     int fd;
 
-    id = __atomic_fetch_add(&orc_soft_ring_next_id, 1, __ATOMIC_RELAXED);
-    orc_soft_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
-                       inst->pid, inst->id, id);
+    id = __atomic_fetch_add(&sn_ring_next_id, 1, __ATOMIC_RELAXED);
+    sn_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
+                 inst->pid, inst->id, id);
     fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0) {
-        orc_soft_log(inst, "shm_open(%s) failed: %m", name);
+        sn_log(inst, SOFTNIC_LOG_WARN, "shm_open(%s) failed: %m", name);
         return NULL;
     }
     if (ftruncate(fd, sizeof(*ring)) < 0) {
-        orc_soft_log(inst, "ftruncate(%s) failed: %m", name);
+        sn_log(inst, SOFTNIC_LOG_WARN, "ftruncate(%s) failed: %m", name);
         goto err_unlink;
     }
     ring = mmap(NULL, sizeof(*ring), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
                 0);
     if (ring == MAP_FAILED) {
-        orc_soft_log(inst, "mmap(%s) failed: %m", name);
+        sn_log(inst, SOFTNIC_LOG_WARN, "mmap(%s) failed: %m", name);
         goto err_unlink;
     }
     close(fd);
-    ring->magic  = ORC_SOFT_RING_MAGIC;
-    ring->nslots = ORC_SOFT_RING_SLOTS;
+    ring->magic  = SN_RING_MAGIC;
+    ring->nslots = SN_RING_SLOTS;
     *id_p        = id;
     return ring;
 
@@ -146,26 +146,26 @@ err_unlink:
     return NULL;
 }
 
-void orc_soft_ring_destroy(orc_soft_inst_t *inst, struct orc_soft_ring *ring,
-                           uint32_t id)
+void sn_ring_destroy(sn_inst_t *inst, struct sn_ring *ring,
+                     uint32_t id)
 {
     char name[96];
 
-    orc_soft_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
-                       inst->pid, inst->id, id);
+    sn_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
+                 inst->pid, inst->id, id);
     shm_unlink(name); /* normally gone already: the initiator unlinks it */
     munmap(ring, sizeof(*ring));
 }
 
-struct orc_soft_ring *orc_soft_ring_map(uint64_t pid_ns, pid_t pid,
-                                        uint32_t inst_id, uint32_t ring_id)
+struct sn_ring *sn_ring_map(uint64_t pid_ns, pid_t pid,
+                            uint32_t inst_id, uint32_t ring_id)
 {
-    struct orc_soft_ring *ring;
+    struct sn_ring *ring;
     struct stat st;
     char name[96];
     int fd;
 
-    orc_soft_ring_name(name, sizeof(name), pid_ns, pid, inst_id, ring_id);
+    sn_ring_name(name, sizeof(name), pid_ns, pid, inst_id, ring_id);
     fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0) {
         return NULL;
@@ -181,62 +181,62 @@ struct orc_soft_ring *orc_soft_ring_map(uint64_t pid_ns, pid_t pid,
     if (ring == MAP_FAILED) {
         return NULL;
     }
-    if ((ring->magic != ORC_SOFT_RING_MAGIC) ||
-        (ring->nslots != ORC_SOFT_RING_SLOTS) || (ring->head != 0)) {
+    if ((ring->magic != SN_RING_MAGIC) ||
+        (ring->nslots != SN_RING_SLOTS) || (ring->head != 0)) {
         munmap(ring, sizeof(*ring));
         return NULL;
     }
     return ring;
 }
 
-void orc_soft_ring_unmap(struct orc_soft_ring *ring)
+void sn_ring_unmap(struct sn_ring *ring)
 {
     munmap(ring, sizeof(*ring));
 }
 
-void orc_soft_ring_set_rnr_timer(struct orc_soft_ring *ring, uint8_t timer)
+void sn_ring_set_rnr_timer(struct sn_ring *ring, uint8_t timer)
 {
     __atomic_store_n(&ring->rnr_timer, timer, __ATOMIC_RELAXED);
 }
 
 /* ---- initiator --------------------------------------------------------- */
 
-int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
+int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
 {
-    orc_soft_wqe_t *wqe = &qp->sq[index % qp->sq_size];
-    struct orc_soft_ring *ring = qp->ring;
-    orc_soft_ring_slot_t *slot;
+    sn_wqe_t *wqe = &qp->sq[index % qp->sq_size];
+    struct sn_ring *ring = qp->ring;
+    sn_ring_slot_t *slot;
     uint32_t off = 0;
     int i;
 
     int atomic = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
                  (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP);
 
-    if ((ring == NULL) || (wqe->state != ORC_SOFT_WQE_QUEUED) ||
+    if ((ring == NULL) || (wqe->state != SN_WQE_QUEUED) ||
         ((wqe->opcode != IBV_WR_SEND) &&
          (wqe->opcode != IBV_WR_SEND_WITH_IMM) && !atomic) ||
-        (!atomic && (wqe->length > ORC_SOFT_RING_DATA)) ||
+        (!atomic && (wqe->length > SN_RING_DATA)) ||
         (wqe->fence && (qp->ring_atomic_out > 0)) ||
-        (qp->conn_state != ORC_SOFT_CONN_READY) ||
+        (qp->conn_state != SN_CONN_READY) ||
         (qp->sq_tx != index) || (qp->sent_out != 0) || qp->rewind_pending) {
         return 0;
     }
-    if (qp->ring_prod - qp->ring_reaped >= ORC_SOFT_RING_SLOTS) {
+    if (qp->ring_prod - qp->ring_reaped >= SN_RING_SLOTS) {
         if (!may_reap) {
             return 0;
         }
-        orc_soft_ring_progress(qp, 0);
+        sn_ring_progress(qp, 0);
         if ((qp->ring == NULL) ||
-            (qp->ring_prod - qp->ring_reaped >= ORC_SOFT_RING_SLOTS)) {
+            (qp->ring_prod - qp->ring_reaped >= SN_RING_SLOTS)) {
             return 0; /* full: the WR waits in the send queue */
         }
     }
 
-    slot = &ring->slot[qp->ring_prod % ORC_SOFT_RING_SLOTS];
+    slot = &ring->slot[qp->ring_prod % SN_RING_SLOTS];
     if (atomic) {
         slot->length      = 8;
         slot->flags       = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ?
-                            ORC_SOFT_SLOT_F_FADD : ORC_SOFT_SLOT_F_CSWAP;
+                            SN_SLOT_F_FADD : SN_SLOT_F_CSWAP;
         slot->rkey        = wqe->rkey;
         slot->raddr       = wqe->raddr;
         slot->compare_add = wqe->compare_add;
@@ -259,25 +259,25 @@ int orc_soft_ring_post(orc_soft_qp_t *qp, uint32_t index, int may_reap)
     slot->length = wqe->length;
     slot->imm    = wqe->imm;
     slot->flags  = ((wqe->opcode == IBV_WR_SEND_WITH_IMM) ?
-                    ORC_SOFT_SLOT_F_IMM : 0) |
-                   (wqe->solicited ? ORC_SOFT_SLOT_F_SOLICITED : 0);
+                    SN_SLOT_F_IMM : 0) |
+                   (wqe->solicited ? SN_SLOT_F_SOLICITED : 0);
     slot->status = 0;
 publish:
-    __atomic_store_n(&slot->state, ORC_SOFT_SLOT_POSTED, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->state, SN_SLOT_POSTED, __ATOMIC_RELEASE);
     __atomic_store_n(&ring->head, qp->ring_prod + 1, __ATOMIC_RELEASE);
 
     wqe->seq   = (uint32_t)qp->ring_prod;
-    wqe->state = ORC_SOFT_WQE_RING;
+    wqe->state = SN_WQE_RING;
     qp->sq_tx  = index + 1; /* "transmitted" through the ring */
     ++qp->ring_prod;
     if (qp->ring_out++ == 0) {
-        qp->last_progress_ns = orc_soft_stamp_ns();
+        qp->last_progress_ns = sn_stamp_ns();
         qp->rnr_count        = 0;
     }
     return 1;
 }
 
-static int orc_soft_ring_status_valid(uint32_t status)
+static int sn_ring_status_valid(uint32_t status)
 {
     return (status == IBV_WC_SUCCESS) || (status == IBV_WC_REM_INV_REQ_ERR) ||
            (status == IBV_WC_REM_OP_ERR) || (status == IBV_WC_RETRY_EXC_ERR) ||
@@ -285,59 +285,59 @@ static int orc_soft_ring_status_valid(uint32_t status)
 }
 
 /* QP lock held: completions of our ring SENDs, in order */
-static void orc_soft_ring_reap(orc_soft_qp_t *qp, int in_svc)
+static void sn_ring_reap(sn_qp_t *qp, int in_svc)
 {
-    orc_soft_ring_slot_t *slot;
-    orc_soft_wqe_t *wqe;
+    sn_ring_slot_t *slot;
+    sn_wqe_t *wqe;
     uint32_t i, status;
     int progress = 0;
 
     for (i = qp->sq_head; (i != qp->sq_tx) && (qp->ring_out > 0); ++i) {
         wqe = &qp->sq[i % qp->sq_size];
-        if (wqe->state != ORC_SOFT_WQE_RING) {
+        if (wqe->state != SN_WQE_RING) {
             continue;
         }
-        slot = &qp->ring->slot[wqe->seq % ORC_SOFT_RING_SLOTS];
+        slot = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
         if (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) !=
-            ORC_SOFT_SLOT_DONE) {
+            SN_SLOT_DONE) {
             break;
         }
         status = slot->status;
-        if (!orc_soft_ring_status_valid(status)) {
+        if (!sn_ring_status_valid(status)) {
             status = IBV_WC_REM_OP_ERR;
         }
         if ((wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
             (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP)) {
             --qp->ring_atomic_out;
             if (status == IBV_WC_SUCCESS) {
-                status = orc_soft_qp_put_atomic_result(qp, wqe, slot->result,
-                                                       in_svc);
+                status = sn_qp_put_atomic_result(qp, wqe, slot->result,
+                                                 in_svc);
             }
         }
-        wqe->state  = ORC_SOFT_WQE_DONE;
+        wqe->state  = SN_WQE_DONE;
         wqe->status = status;
         --qp->ring_out;
         ++qp->ring_reaped;
         progress = 1;
     }
     if (progress) {
-        qp->last_progress_ns = orc_soft_stamp_ns();
+        qp->last_progress_ns = sn_stamp_ns();
         qp->rnr_count        = 0;
-        orc_soft_qp_complete(qp);
+        sn_qp_complete(qp);
         /* SENDs that waited for a free slot go into the ring now */
         while ((qp->ring != NULL) && (qp->sq_tx != qp->sq_tail) &&
-               orc_soft_ring_post(qp, qp->sq_tx, 0)) {
+               sn_ring_post(qp, qp->sq_tx, 0)) {
         }
         if ((qp->ring_out == 0) && (qp->state == IBV_QPS_RTS)) {
-            orc_soft_qp_tx(qp); /* WRs queued behind the ring SENDs */
+            sn_qp_tx(qp); /* WRs queued behind the ring SENDs */
         }
     }
 }
 
-void orc_soft_ring_cancel(orc_soft_qp_t *qp)
+void sn_ring_cancel(sn_qp_t *qp)
 {
-    orc_soft_ring_slot_t *slot;
-    orc_soft_wqe_t *wqe;
+    sn_ring_slot_t *slot;
+    sn_wqe_t *wqe;
     uint32_t i, expected;
 
     if (qp->ring == NULL) {
@@ -345,20 +345,20 @@ void orc_soft_ring_cancel(orc_soft_qp_t *qp)
     }
     for (i = qp->sq_head; i != qp->sq_tx; ++i) {
         wqe = &qp->sq[i % qp->sq_size];
-        if (wqe->state == ORC_SOFT_WQE_RING) {
-            slot     = &qp->ring->slot[wqe->seq % ORC_SOFT_RING_SLOTS];
-            expected = ORC_SOFT_SLOT_POSTED;
+        if (wqe->state == SN_WQE_RING) {
+            slot     = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
+            expected = SN_SLOT_POSTED;
             __atomic_compare_exchange_n(&slot->state, &expected,
-                                        ORC_SOFT_SLOT_CANCELLED, 0,
+                                        SN_SLOT_CANCELLED, 0,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
         }
     }
 }
 
-uint64_t orc_soft_ring_timers(orc_soft_qp_t *qp, uint64_t now)
+uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
 {
-    orc_soft_ring_slot_t *slot;
-    orc_soft_wqe_t *wqe;
+    sn_ring_slot_t *slot;
+    sn_wqe_t *wqe;
     uint64_t limit;
     uint32_t i, expected;
 
@@ -367,30 +367,30 @@ uint64_t orc_soft_ring_timers(orc_soft_qp_t *qp, uint64_t now)
         return 0;
     }
     limit = qp->last_progress_ns +
-            orc_soft_rnr_timer_ns(__atomic_load_n(&qp->ring->rnr_timer,
-                                                  __ATOMIC_RELAXED) & 31) *
+            sn_rnr_timer_ns(__atomic_load_n(&qp->ring->rnr_timer,
+                                            __ATOMIC_RELAXED) & 31) *
             (qp->attr.rnr_retry + 1);
     if (now < limit) {
         return limit;
     }
     for (i = qp->sq_head; i != qp->sq_tx; ++i) {
         wqe = &qp->sq[i % qp->sq_size];
-        if (wqe->state != ORC_SOFT_WQE_RING) {
+        if (wqe->state != SN_WQE_RING) {
             continue;
         }
-        slot     = &qp->ring->slot[wqe->seq % ORC_SOFT_RING_SLOTS];
+        slot     = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
         if ((uint32_t)__atomic_load_n(&qp->ring->rnr_at, __ATOMIC_RELAXED) !=
             wqe->seq + 1) {
             break; /* pending, but not for lack of a receive */
         }
-        expected = ORC_SOFT_SLOT_POSTED;
+        expected = SN_SLOT_POSTED;
         if (__atomic_compare_exchange_n(&slot->state, &expected,
-                                        ORC_SOFT_SLOT_CANCELLED, 0,
+                                        SN_SLOT_CANCELLED, 0,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            wqe->state  = ORC_SOFT_WQE_DONE;
+            wqe->state  = SN_WQE_DONE;
             wqe->status = IBV_WC_RNR_RETRY_EXC_ERR;
             --qp->ring_out;
-            orc_soft_qp_complete(qp); /* -> ERR, flushes the rest */
+            sn_qp_complete(qp); /* -> ERR, flushes the rest */
             return 0;
         }
         break; /* being consumed right now: look again soon */
@@ -400,10 +400,10 @@ uint64_t orc_soft_ring_timers(orc_soft_qp_t *qp, uint64_t now)
 
 /* ---- target ------------------------------------------------------------ */
 
-static void orc_soft_ring_recv_wc(orc_soft_qp_t *qp, uint64_t wr_id,
-                                  enum ibv_wc_status status, uint32_t len,
-                                  uint32_t flags, uint32_t imm,
-                                  uint32_t src_qpn)
+static void sn_ring_recv_wc(sn_qp_t *qp, uint64_t wr_id,
+                            enum ibv_wc_status status, uint32_t len,
+                            uint32_t flags, uint32_t imm,
+                            uint32_t src_qpn)
 {
     struct ibv_wc wc;
 
@@ -414,23 +414,23 @@ static void orc_soft_ring_recv_wc(orc_soft_qp_t *qp, uint64_t wr_id,
     wc.byte_len = len;
     wc.qp_num   = qp->super.qp_num;
     wc.src_qp   = src_qpn;
-    if (flags & ORC_SOFT_SLOT_F_IMM) {
+    if (flags & SN_SLOT_F_IMM) {
         wc.wc_flags = IBV_WC_WITH_IMM;
         wc.imm_data = imm;
     }
-    orc_soft_cq_push(qp->recv_cq, &wc,
-                     (status == IBV_WC_SUCCESS) &&
-                     (flags & ORC_SOFT_SLOT_F_SOLICITED));
+    sn_cq_push(qp->recv_cq, &wc,
+               (status == IBV_WC_SUCCESS) &&
+               (flags & SN_SLOT_F_SOLICITED));
 }
 
 /* Place a slot's payload into a receive. Returns the receive status. */
-static enum ibv_wc_status orc_soft_ring_place(orc_soft_qp_t *qp,
-                                              const orc_soft_recv_t *recv,
-                                              const uint8_t *data,
-                                              uint32_t len, int in_svc)
+static enum ibv_wc_status sn_ring_place(sn_qp_t *qp,
+                                        const sn_recv_t *recv,
+                                        const uint8_t *data,
+                                        uint32_t len, int in_svc)
 {
-    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
-    orc_soft_mr_snap_t snap;
+    sn_inst_t *inst = sn_qp_inst(qp);
+    sn_mr_snap_t snap;
     uint64_t room = 0, take;
     uint32_t off = 0;
     int i;
@@ -449,17 +449,17 @@ static enum ibv_wc_status orc_soft_ring_place(orc_soft_qp_t *qp,
         if (take == 0) {
             continue;
         }
-        if (orc_soft_mr_check(inst->mrs, recv->sge[i].lkey, qp->pdn,
-                              recv->sge[i].addr, take, IBV_ACCESS_LOCAL_WRITE,
-                              &snap) != 0) {
+        if (sn_mr_check(inst->mrs, recv->sge[i].lkey, qp->pdn,
+                        recv->sge[i].addr, take, IBV_ACCESS_LOCAL_WRITE,
+                        &snap) != 0) {
             return IBV_WC_LOC_PROT_ERR;
         }
-        if (in_svc && (orc_soft_mr_busy_begin(inst, &snap) != 0)) {
+        if (in_svc && (sn_mr_busy_begin(inst, &snap) != 0)) {
             return IBV_WC_LOC_PROT_ERR;
         }
         memcpy((void *)(uintptr_t)recv->sge[i].addr, data + off, take);
         if (in_svc) {
-            orc_soft_mr_busy_end(inst);
+            sn_mr_busy_end(inst);
         }
         off += take;
     }
@@ -470,15 +470,15 @@ static enum ibv_wc_status orc_soft_ring_place(orc_soft_qp_t *qp,
  * the QP's and the MR's REMOTE_ATOMIC right, 8-byte alignment, a real
  * atomic instruction. The MR is entered (users count) so that a concurrent
  * dereg of another thread waits for it. Returns the slot status. */
-static uint32_t orc_soft_ring_atomic(orc_soft_qp_t *qp,
-                                     orc_soft_ring_slot_t *slot,
-                                     uint32_t flags)
+static uint32_t sn_ring_atomic(sn_qp_t *qp,
+                               sn_ring_slot_t *slot,
+                               uint32_t flags)
 {
-    orc_soft_inst_t *inst = orc_soft_qp_inst(qp);
+    sn_inst_t *inst = sn_qp_inst(qp);
     uint64_t raddr        = slot->raddr, value;
     uint32_t rkey         = slot->rkey;
-    orc_soft_mr_entry_t *entry;
-    orc_soft_mr_snap_t snap;
+    sn_mr_entry_t *entry;
+    sn_mr_snap_t snap;
 
     if (raddr & 7) {
         return IBV_WC_REM_INV_REQ_ERR;
@@ -486,16 +486,16 @@ static uint32_t orc_soft_ring_atomic(orc_soft_qp_t *qp,
     if (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_ATOMIC)) {
         return IBV_WC_REM_ACCESS_ERR;
     }
-    entry = orc_soft_mr_enter(inst->mrs, rkey);
+    entry = sn_mr_enter(inst->mrs, rkey);
     if (entry == NULL) {
         return IBV_WC_REM_ACCESS_ERR;
     }
-    if (orc_soft_mr_check(inst->mrs, rkey, qp->pdn, raddr, 8,
-                          IBV_ACCESS_REMOTE_ATOMIC, &snap) != 0) {
-        orc_soft_mr_leave(entry);
+    if (sn_mr_check(inst->mrs, rkey, qp->pdn, raddr, 8,
+                    IBV_ACCESS_REMOTE_ATOMIC, &snap) != 0) {
+        sn_mr_leave(entry);
         return IBV_WC_REM_ACCESS_ERR;
     }
-    if (flags & ORC_SOFT_SLOT_F_FADD) {
+    if (flags & SN_SLOT_F_FADD) {
         value = __atomic_fetch_add((uint64_t *)(uintptr_t)raddr,
                                    slot->compare_add, __ATOMIC_SEQ_CST);
     } else {
@@ -504,46 +504,46 @@ static uint32_t orc_soft_ring_atomic(orc_soft_qp_t *qp,
                                     slot->swap, 0, __ATOMIC_SEQ_CST,
                                     __ATOMIC_SEQ_CST);
     }
-    orc_soft_mr_leave(entry);
+    sn_mr_leave(entry);
     slot->result = value;
     return IBV_WC_SUCCESS;
 }
 
-static void orc_soft_ring_slot_done(struct orc_soft_ring *ring,
-                                    orc_soft_ring_slot_t *slot,
-                                    uint32_t status, uint64_t tail)
+static void sn_ring_slot_done(struct sn_ring *ring,
+                              sn_ring_slot_t *slot,
+                              uint32_t status, uint64_t tail)
 {
     slot->status = status;
-    __atomic_store_n(&slot->state, ORC_SOFT_SLOT_DONE, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->state, SN_SLOT_DONE, __ATOMIC_RELEASE);
     __atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
 }
 
-static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
-                                  int in_svc)
+static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
+                            int in_svc)
 {
-    struct orc_soft_ring *ring = att->ring;
-    orc_soft_ring_slot_t *slot;
+    struct sn_ring *ring = att->ring;
+    sn_ring_slot_t *slot;
     enum ibv_wc_status status;
-    orc_soft_rq_t *rq;
-    orc_soft_recv_t recv;
+    sn_rq_t *rq;
+    sn_recv_t recv;
     uint64_t head, tail;
     uint32_t expected, len, flags;
 
     tail = ring->tail;
     head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
-    if (head - tail > ORC_SOFT_RING_SLOTS) {
+    if (head - tail > SN_RING_SLOTS) {
         return; /* impossible: a broken producer; its WRs will time out */
     }
     for (; tail != head; ++tail) {
-        slot = &ring->slot[tail % ORC_SOFT_RING_SLOTS];
+        slot = &ring->slot[tail % SN_RING_SLOTS];
         if (qp->state == IBV_QPS_ERR) {
-            expected = ORC_SOFT_SLOT_POSTED;
+            expected = SN_SLOT_POSTED;
             if (__atomic_compare_exchange_n(&slot->state, &expected,
-                                            ORC_SOFT_SLOT_TAKEN, 0,
+                                            SN_SLOT_TAKEN, 0,
                                             __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE)) {
-                orc_soft_ring_slot_done(ring, slot, IBV_WC_RETRY_EXC_ERR,
-                                        tail + 1);
+                sn_ring_slot_done(ring, slot, IBV_WC_RETRY_EXC_ERR,
+                                  tail + 1);
             } else {
                 __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
             }
@@ -554,86 +554,86 @@ static void orc_soft_ring_consume(orc_soft_qp_t *qp, orc_soft_ring_att_t *att,
             return; /* not ready: the slot waits */
         }
         flags = __atomic_load_n(&slot->flags, __ATOMIC_RELAXED);
-        if (flags & (ORC_SOFT_SLOT_F_FADD | ORC_SOFT_SLOT_F_CSWAP)) {
-            expected = ORC_SOFT_SLOT_POSTED;
+        if (flags & (SN_SLOT_F_FADD | SN_SLOT_F_CSWAP)) {
+            expected = SN_SLOT_POSTED;
             if (!__atomic_compare_exchange_n(&slot->state, &expected,
-                                             ORC_SOFT_SLOT_TAKEN, 0,
+                                             SN_SLOT_TAKEN, 0,
                                              __ATOMIC_ACQ_REL,
                                              __ATOMIC_ACQUIRE)) {
-                if (expected == ORC_SOFT_SLOT_CANCELLED) {
+                if (expected == SN_SLOT_CANCELLED) {
                     __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
                     continue;
                 }
                 return;
             }
-            orc_soft_ring_slot_done(ring, slot,
-                                    orc_soft_ring_atomic(qp, slot, flags),
-                                    tail + 1);
+            sn_ring_slot_done(ring, slot,
+                              sn_ring_atomic(qp, slot, flags),
+                              tail + 1);
             continue;
         }
         /* check for a receive, claim the slot and take the receive under
          * one lock: another thread may be draining a QP of the same SRQ */
-        rq = orc_soft_qp_recv_lock(qp);
+        rq = sn_qp_recv_lock(qp);
         if (rq->count == 0) {
-            orc_soft_qp_recv_unlock(qp);
+            sn_qp_recv_unlock(qp);
             /* RNR: the slot waits; tell the sender why */
             __atomic_store_n(&ring->rnr_at, tail + 1, __ATOMIC_RELAXED);
             return;
         }
         __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
-        expected = ORC_SOFT_SLOT_POSTED;
+        expected = SN_SLOT_POSTED;
         if (!__atomic_compare_exchange_n(&slot->state, &expected,
-                                         ORC_SOFT_SLOT_TAKEN, 0,
+                                         SN_SLOT_TAKEN, 0,
                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            orc_soft_qp_recv_unlock(qp);
-            if (expected == ORC_SOFT_SLOT_CANCELLED) {
+            sn_qp_recv_unlock(qp);
+            if (expected == SN_SLOT_CANCELLED) {
                 __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
                 continue;
             }
             return; /* not posted yet (or garbage): stop here */
         }
         len = slot->length;
-        if (len > ORC_SOFT_RING_DATA) {
-            orc_soft_qp_recv_unlock(qp);
-            orc_soft_ring_slot_done(ring, slot, IBV_WC_REM_INV_REQ_ERR,
-                                    tail + 1);
+        if (len > SN_RING_DATA) {
+            sn_qp_recv_unlock(qp);
+            sn_ring_slot_done(ring, slot, IBV_WC_REM_INV_REQ_ERR,
+                              tail + 1);
             continue;
         }
-        orc_soft_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
-        orc_soft_qp_recv_unlock(qp);
-        status = orc_soft_ring_place(qp, &recv, slot->data, len, in_svc);
+        sn_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
+        sn_qp_recv_unlock(qp);
+        status = sn_ring_place(qp, &recv, slot->data, len, in_svc);
         if (status == IBV_WC_SUCCESS) {
-            orc_soft_ring_recv_wc(qp, recv.wr_id, status, len, slot->flags,
-                                  slot->imm, att->src_qpn);
-            orc_soft_ring_slot_done(ring, slot, IBV_WC_SUCCESS, tail + 1);
+            sn_ring_recv_wc(qp, recv.wr_id, status, len, slot->flags,
+                            slot->imm, att->src_qpn);
+            sn_ring_slot_done(ring, slot, IBV_WC_SUCCESS, tail + 1);
             continue;
         }
         /* receive error: completes in error, the responder QP goes to ERR */
-        orc_soft_ring_recv_wc(qp, recv.wr_id, status, 0, 0, 0, att->src_qpn);
-        orc_soft_ring_slot_done(ring, slot,
-                                (status == IBV_WC_LOC_LEN_ERR) ?
-                                IBV_WC_REM_INV_REQ_ERR : IBV_WC_REM_OP_ERR,
-                                tail + 1);
-        orc_soft_qp_to_error(qp);
+        sn_ring_recv_wc(qp, recv.wr_id, status, 0, 0, 0, att->src_qpn);
+        sn_ring_slot_done(ring, slot,
+                          (status == IBV_WC_LOC_LEN_ERR) ?
+                          IBV_WC_REM_INV_REQ_ERR : IBV_WC_REM_OP_ERR,
+                          tail + 1);
+        sn_qp_to_error(qp);
     }
 }
 
-void orc_soft_ring_progress(orc_soft_qp_t *qp, int in_svc)
+void sn_ring_progress(sn_qp_t *qp, int in_svc)
 {
-    orc_soft_ring_att_t *att;
+    sn_ring_att_t *att;
 
     for (att = qp->rings; att != NULL; att = att->next) {
-        orc_soft_ring_consume(qp, att, in_svc);
+        sn_ring_consume(qp, att, in_svc);
     }
     if ((qp->ring != NULL) && (qp->ring_out > 0)) {
-        orc_soft_ring_reap(qp, in_svc);
+        sn_ring_reap(qp, in_svc);
     }
 }
 
-void orc_soft_cq_ring_progress(orc_soft_cq_t *cq)
+void sn_cq_ring_progress(sn_cq_t *cq)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(cq->super.dev);
-    orc_soft_qp_t *qp;
+    sn_inst_t *inst = sn_inst(cq->super.dev);
+    sn_qp_t *qp;
     int i;
 
     if ((__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) == 0) ||
@@ -646,7 +646,7 @@ void orc_soft_cq_ring_progress(orc_soft_cq_t *cq)
             (pthread_mutex_trylock(&qp->lock) != 0)) {
             continue; /* unlocked peek: a miss is caught by the next poll */
         }
-        orc_soft_ring_progress(qp, 0);
+        sn_ring_progress(qp, 0);
         pthread_mutex_unlock(&qp->lock);
     }
     pthread_mutex_unlock(&cq->qps_lock);

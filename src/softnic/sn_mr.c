@@ -8,7 +8,7 @@
 #include "orc_config.h"
 #endif
 
-#include "softnic.h"
+#include "sn_int.h"
 
 #include <dirent.h>
 #include <endian.h>
@@ -22,19 +22,19 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define ORC_SOFT_MR_TABLE_SIZE (ORC_SOFT_MAX_MR * sizeof(orc_soft_mr_entry_t) + \
-                                ORC_SOFT_MAX_QP * sizeof(uint64_t))
-#define ORC_SOFT_SHM_PREFIX    "orc_soft."
+#define SN_MR_TABLE_SIZE (SN_MAX_MR * sizeof(sn_mr_entry_t) + \
+                                SN_MAX_QP * sizeof(uint64_t))
+#define SN_SHM_PREFIX    "orc_soft."
 
-static void orc_soft_shm_name(char *buf, size_t size, uint64_t pid_ns,
-                              pid_t pid, uint32_t id)
+static void sn_shm_name(char *buf, size_t size, uint64_t pid_ns,
+                        pid_t pid, uint32_t id)
 {
-    snprintf(buf, size, "/" ORC_SOFT_SHM_PREFIX "%llu.%d.%u",
+    snprintf(buf, size, "/" SN_SHM_PREFIX "%llu.%d.%u",
              (unsigned long long)pid_ns, (int)pid, id);
 }
 
 /* Remove tables left behind by killed processes of our pid namespace. */
-static void orc_soft_shm_reap(uint64_t pid_ns)
+static void sn_shm_reap(uint64_t pid_ns)
 {
     unsigned long long ns;
     char name[300];
@@ -48,7 +48,7 @@ static void orc_soft_shm_reap(uint64_t pid_ns)
         return;
     }
     while ((de = readdir(dir)) != NULL) {
-        if ((sscanf(de->d_name, ORC_SOFT_SHM_PREFIX "%llu.%d.%u", &ns, &pid,
+        if ((sscanf(de->d_name, SN_SHM_PREFIX "%llu.%d.%u", &ns, &pid,
                     &id) != 3) || (ns != pid_ns) || (pid <= 0)) {
             continue;
         }
@@ -60,36 +60,39 @@ static void orc_soft_shm_reap(uint64_t pid_ns)
     closedir(dir);
 }
 
-int orc_soft_mr_table_init(orc_soft_inst_t *inst)
+int sn_mr_table_init(sn_inst_t *inst)
 {
     uint64_t pid_ns = le64toh(inst->host.pid_ns);
     int fd, ret;
 
-    orc_soft_shm_reap(pid_ns);
-    orc_soft_shm_name(inst->shm_name, sizeof(inst->shm_name), pid_ns,
-                      inst->pid, inst->id);
+    sn_shm_reap(pid_ns);
+    sn_shm_name(inst->shm_name, sizeof(inst->shm_name), pid_ns,
+                inst->pid, inst->id);
     fd = shm_open(inst->shm_name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0) {
         ret = errno;
-        orc_soft_log(NULL, "shm_open(%s) failed: %m", inst->shm_name);
+        sn_log(inst, SOFTNIC_LOG_ERROR, "shm_open(%s) failed: %m",
+               inst->shm_name);
         return ret;
     }
-    if (ftruncate(fd, ORC_SOFT_MR_TABLE_SIZE) < 0) {
+    if (ftruncate(fd, SN_MR_TABLE_SIZE) < 0) {
         ret = errno;
-        orc_soft_log(NULL, "ftruncate(%s) failed: %m", inst->shm_name);
+        sn_log(inst, SOFTNIC_LOG_ERROR, "ftruncate(%s) failed: %m",
+               inst->shm_name);
         goto err_unlink;
     }
-    inst->mrs = mmap(NULL, ORC_SOFT_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
+    inst->mrs = mmap(NULL, SN_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
                      MAP_SHARED, fd, 0);
     if (inst->mrs == MAP_FAILED) {
         ret = errno;
-        orc_soft_log(NULL, "mmap(%s) failed: %m", inst->shm_name);
+        sn_log(inst, SOFTNIC_LOG_ERROR, "mmap(%s) failed: %m",
+               inst->shm_name);
         inst->mrs = NULL;
         goto err_unlink;
     }
-    inst->mr_gen   = calloc(ORC_SOFT_MAX_MR, sizeof(*inst->mr_gen));
-    inst->qp_slots = calloc(ORC_SOFT_MAX_QP, sizeof(*inst->qp_slots));
-    inst->qp_gen   = calloc(ORC_SOFT_MAX_QP, sizeof(*inst->qp_gen));
+    inst->mr_gen   = calloc(SN_MAX_MR, sizeof(*inst->mr_gen));
+    inst->qp_slots = calloc(SN_MAX_QP, sizeof(*inst->qp_slots));
+    inst->qp_gen   = calloc(SN_MAX_QP, sizeof(*inst->qp_gen));
     if ((inst->mr_gen == NULL) || (inst->qp_slots == NULL) ||
         (inst->qp_gen == NULL)) {
         free(inst->mr_gen);
@@ -102,7 +105,7 @@ int orc_soft_mr_table_init(orc_soft_inst_t *inst)
     return 0;
 
 err_unmap:
-    munmap(inst->mrs, ORC_SOFT_MR_TABLE_SIZE);
+    munmap(inst->mrs, SN_MR_TABLE_SIZE);
     inst->mrs = NULL;
 err_unlink:
     shm_unlink(inst->shm_name);
@@ -110,92 +113,92 @@ err_unlink:
     return ret;
 }
 
-void orc_soft_mr_table_cleanup(orc_soft_inst_t *inst)
+void sn_mr_table_cleanup(sn_inst_t *inst)
 {
     free(inst->mr_gen);
     free(inst->qp_slots);
     free(inst->qp_gen);
-    munmap(inst->mrs, ORC_SOFT_MR_TABLE_SIZE);
+    munmap(inst->mrs, SN_MR_TABLE_SIZE);
     shm_unlink(inst->shm_name);
 }
 
-orc_soft_mr_entry_t *orc_soft_mr_enter(orc_soft_mr_entry_t *table,
-                                       uint32_t key)
+sn_mr_entry_t *sn_mr_enter(sn_mr_entry_t *table,
+                           uint32_t key)
 {
-    uint32_t index = key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1);
+    uint32_t index = key & ((1u << SN_KEY_INDEX_BITS) - 1);
 
-    if ((index == 0) || (index >= ORC_SOFT_MAX_MR)) {
+    if ((index == 0) || (index >= SN_MAX_MR)) {
         return NULL;
     }
     __atomic_fetch_add(&table[index].users, 1, __ATOMIC_SEQ_CST);
     return &table[index];
 }
 
-void orc_soft_mr_leave(orc_soft_mr_entry_t *entry)
+void sn_mr_leave(sn_mr_entry_t *entry)
 {
     __atomic_fetch_sub(&entry->users, 1, __ATOMIC_RELEASE);
 }
 
-orc_soft_mr_entry_t *orc_soft_mr_table_map(uint64_t pid_ns, pid_t pid,
-                                           uint32_t id)
+sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid,
+                               uint32_t id)
 {
     char name[64];
     void *table;
     int fd;
 
-    orc_soft_shm_name(name, sizeof(name), pid_ns, pid, id);
+    sn_shm_name(name, sizeof(name), pid_ns, pid, id);
     fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0) {
         return NULL;
     }
     /* writable: initiators count themselves in an entry's `users` */
-    table = mmap(NULL, ORC_SOFT_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
+    table = mmap(NULL, SN_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
                  MAP_SHARED, fd, 0);
     close(fd);
     return (table == MAP_FAILED) ? NULL : table;
 }
 
-void orc_soft_mr_table_unmap(const orc_soft_mr_entry_t *table)
+void sn_mr_table_unmap(const sn_mr_entry_t *table)
 {
     if (table != NULL) {
-        munmap((void *)table, ORC_SOFT_MR_TABLE_SIZE);
+        munmap((void *)table, SN_MR_TABLE_SIZE);
     }
 }
 
-static uint64_t *orc_soft_qp_table(const orc_soft_mr_entry_t *table)
+static uint64_t *sn_qp_table(const sn_mr_entry_t *table)
 {
-    return (uint64_t *)(void *)(table + ORC_SOFT_MAX_MR);
+    return (uint64_t *)(void *)(table + SN_MAX_MR);
 }
 
-void orc_soft_qp_table_set(orc_soft_inst_t *inst, uint32_t qpn,
-                           uint32_t access)
+void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn,
+                     uint32_t access)
 {
-    uint64_t *slot = &orc_soft_qp_table(inst->mrs)[qpn &
-                                                   (ORC_SOFT_MAX_QP - 1)];
+    uint64_t *slot = &sn_qp_table(inst->mrs)[qpn &
+                                             (SN_MAX_QP - 1)];
 
     __atomic_store_n(slot, (qpn == 0) ? 0 : (((uint64_t)qpn << 32) | access),
                      __ATOMIC_SEQ_CST);
 }
 
-int orc_soft_qp_table_allows(const orc_soft_mr_entry_t *table, uint32_t qpn,
-                             int access)
+int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn,
+                       int access)
 {
-    uint64_t word = __atomic_load_n(&orc_soft_qp_table(table)[
-                                        qpn & (ORC_SOFT_MAX_QP - 1)],
+    uint64_t word = __atomic_load_n(&sn_qp_table(table)[
+                                        qpn & (SN_MAX_QP - 1)],
                                     __ATOMIC_ACQUIRE);
 
     return ((word >> 32) == qpn) && (((uint32_t)word & access) == (uint32_t)access);
 }
 
-int orc_soft_mr_read(const orc_soft_mr_entry_t *table, uint32_t key,
-                     orc_soft_mr_snap_t *snap)
+int sn_mr_read(const sn_mr_entry_t *table, uint32_t key,
+               sn_mr_snap_t *snap)
 {
-    uint32_t index = key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1);
-    const orc_soft_mr_entry_t *e;
+    uint32_t index = key & ((1u << SN_KEY_INDEX_BITS) - 1);
+    const sn_mr_entry_t *e;
     uint32_t seq;
     int spins;
 
-    if ((key == 0) || (index == 0) || (index >= ORC_SOFT_MAX_MR)) {
+    if ((key == 0) || (index == 0) || (index >= SN_MAX_MR)) {
         return -1;
     }
     e = &table[index];
@@ -219,19 +222,19 @@ int orc_soft_mr_read(const orc_soft_mr_entry_t *table, uint32_t key,
     return -1; /* a writer died in the middle: treat as invalid */
 }
 
-int orc_soft_mr_still_valid(const orc_soft_mr_entry_t *table,
-                            const orc_soft_mr_snap_t *snap)
+int sn_mr_still_valid(const sn_mr_entry_t *table,
+                      const sn_mr_snap_t *snap)
 {
-    uint32_t index = snap->key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1);
+    uint32_t index = snap->key & ((1u << SN_KEY_INDEX_BITS) - 1);
 
     return __atomic_load_n(&table[index].seq, __ATOMIC_SEQ_CST) == snap->seq;
 }
 
-int orc_soft_mr_check(const orc_soft_mr_entry_t *table, uint32_t key,
-                      uint32_t pdn, uint64_t addr, uint64_t len, int access,
-                      orc_soft_mr_snap_t *snap)
+int sn_mr_check(const sn_mr_entry_t *table, uint32_t key,
+                uint32_t pdn, uint64_t addr, uint64_t len, int access,
+                sn_mr_snap_t *snap)
 {
-    if (orc_soft_mr_read(table, key, snap) != 0) {
+    if (sn_mr_read(table, key, snap) != 0) {
         return -1;
     }
     if ((snap->pdn != pdn) || (addr < snap->addr) ||
@@ -242,28 +245,28 @@ int orc_soft_mr_check(const orc_soft_mr_entry_t *table, uint32_t key,
     return 0;
 }
 
-int orc_soft_mr_busy_begin(orc_soft_inst_t *inst,
-                           const orc_soft_mr_snap_t *snap)
+int sn_mr_busy_begin(sn_inst_t *inst,
+                     const sn_mr_snap_t *snap)
 {
-    int index = (int)(snap->key & ((1u << ORC_SOFT_KEY_INDEX_BITS) - 1));
+    int index = (int)(snap->key & ((1u << SN_KEY_INDEX_BITS) - 1));
 
     __atomic_store_n(&inst->busy_mr, index, __ATOMIC_SEQ_CST);
-    if (!orc_soft_mr_still_valid(inst->mrs, snap)) {
+    if (!sn_mr_still_valid(inst->mrs, snap)) {
         __atomic_store_n(&inst->busy_mr, -1, __ATOMIC_RELEASE);
         return -1;
     }
     return 0;
 }
 
-void orc_soft_mr_busy_end(orc_soft_inst_t *inst)
+void sn_mr_busy_end(sn_inst_t *inst)
 {
     __atomic_store_n(&inst->busy_mr, -1, __ATOMIC_RELEASE);
 }
 
-orc_pd_t *orc_soft_pd_alloc(orc_dev_t *dev)
+softnic_pd_t *softnic_pd_alloc(softnic_dev_t *dev)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(dev);
-    orc_soft_pd_t *pd;
+    sn_inst_t *inst = sn_inst(dev);
+    sn_pd_t *pd;
 
     pd = calloc(1, sizeof(*pd));
     if (pd == NULL) {
@@ -277,16 +280,16 @@ orc_pd_t *orc_soft_pd_alloc(orc_dev_t *dev)
     return &pd->super;
 }
 
-int orc_soft_pd_dealloc(orc_pd_t *pd)
+int softnic_pd_dealloc(softnic_pd_t *pd)
 {
     free(pd);
     return 0;
 }
 
 /* mr_lock held */
-static void orc_soft_mr_entry_write(orc_soft_mr_entry_t *e, uint32_t key,
-                                    uint64_t addr, uint64_t length,
-                                    uint32_t access, uint32_t pdn)
+static void sn_mr_entry_write(sn_mr_entry_t *e, uint32_t key,
+                              uint64_t addr, uint64_t length,
+                              uint32_t access, uint32_t pdn)
 {
     uint32_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
 
@@ -300,20 +303,20 @@ static void orc_soft_mr_entry_write(orc_soft_mr_entry_t *e, uint32_t key,
     __atomic_store_n(&e->seq, seq + 2, __ATOMIC_SEQ_CST);
 }
 
-orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
-                          int access)
+softnic_mr_t *softnic_mr_reg(softnic_pd_t *pd, void *addr, size_t length,
+                             int access)
 {
     static const int supported = IBV_ACCESS_LOCAL_WRITE |
                                  IBV_ACCESS_REMOTE_WRITE |
                                  IBV_ACCESS_REMOTE_READ |
                                  IBV_ACCESS_REMOTE_ATOMIC |
                                  IBV_ACCESS_RELAXED_ORDERING;
-    orc_soft_inst_t *inst = orc_soft_inst(pd->dev);
-    orc_soft_mr_t *mr;
+    sn_inst_t *inst = sn_inst(pd->dev);
+    sn_mr_t *mr;
     uint32_t index, key;
     uint16_t gen;
 
-    if ((addr == NULL) || (length == 0) || (length > ORC_SOFT_MAX_MSG) ||
+    if ((addr == NULL) || (length == 0) || (length > SN_MAX_MSG) ||
         (access & ~supported) ||
         ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) &&
          !(access & IBV_ACCESS_LOCAL_WRITE))) {
@@ -328,12 +331,12 @@ orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
     }
 
     pthread_mutex_lock(&inst->mr_lock);
-    for (index = 1; index < ORC_SOFT_MAX_MR; ++index) {
+    for (index = 1; index < SN_MAX_MR; ++index) {
         if (inst->mrs[index].key == 0) {
             break;
         }
     }
-    if (index == ORC_SOFT_MAX_MR) {
+    if (index == SN_MAX_MR) {
         pthread_mutex_unlock(&inst->mr_lock);
         free(mr);
         errno = ENOMEM;
@@ -343,10 +346,10 @@ orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
     if (gen == 0) {
         gen = ++inst->mr_gen[index];
     }
-    key = ((uint32_t)gen << ORC_SOFT_KEY_INDEX_BITS) | index;
+    key = ((uint32_t)gen << SN_KEY_INDEX_BITS) | index;
     __atomic_store_n(&inst->mrs[index].users, 0, __ATOMIC_RELAXED);
-    orc_soft_mr_entry_write(&inst->mrs[index], key, (uintptr_t)addr, length,
-                            access, ((orc_soft_pd_t *)pd)->pdn);
+    sn_mr_entry_write(&inst->mrs[index], key, (uintptr_t)addr, length,
+                      access, ((sn_pd_t *)pd)->pdn);
     pthread_mutex_unlock(&inst->mr_lock);
 
     mr->super.pd     = pd;
@@ -359,14 +362,14 @@ orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
     return &mr->super;
 }
 
-int orc_soft_mr_dereg(orc_mr_t *mr)
+int softnic_mr_dereg(softnic_mr_t *mr)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(mr->pd->dev);
-    orc_soft_mr_t *smr    = (orc_soft_mr_t *)mr;
+    sn_inst_t *inst = sn_inst(mr->pd->dev);
+    sn_mr_t *smr    = (sn_mr_t *)mr;
     uint64_t start;
 
     pthread_mutex_lock(&inst->mr_lock);
-    orc_soft_mr_entry_write(&inst->mrs[smr->index], 0, 0, 0, 0, 0);
+    sn_mr_entry_write(&inst->mrs[smr->index], 0, 0, 0, 0, 0);
     pthread_mutex_unlock(&inst->mr_lock);
 
     /* the service thread may be inside one syscall/memcpy on this region,
@@ -374,11 +377,11 @@ int orc_soft_mr_dereg(orc_mr_t *mr)
     while (__atomic_load_n(&inst->busy_mr, __ATOMIC_SEQ_CST) == smr->index) {
         sched_yield();
     }
-    start = orc_soft_now_ns();
+    start = sn_now_ns();
     while (__atomic_load_n(&inst->mrs[smr->index].users, __ATOMIC_SEQ_CST)) {
-        if (orc_soft_now_ns() - start > 2000000000ull) {
-            orc_soft_log(NULL, "mr key 0x%x: a peer left a copy unfinished "
-                         "(killed?), deregistering anyway", mr->lkey);
+        if (sn_now_ns() - start > 2000000000ull) {
+            sn_log(inst, SOFTNIC_LOG_WARN, "mr key 0x%x: a peer left a copy "
+                   "unfinished (killed?), deregistering anyway", mr->lkey);
             break;
         }
         sched_yield();

@@ -1,13 +1,14 @@
 /*
  * softnic devices: one per network interface with an IPv4 address, port 1,
- * Ethernet link layer, GID 0 = ::ffff:<ipv4>. Device attributes, addresses
- * and the instance lifecycle (MR table, listener, service thread).
+ * Ethernet link layer, GID 0 = ::ffff:<ipv4>, P_Key 0xffff. Device list,
+ * attributes, addresses and the instance lifecycle (MR table, listener,
+ * service thread).
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
 #endif
 
-#include "softnic.h"
+#include "sn_int.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -16,7 +17,6 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <net/if.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +24,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static uint32_t orc_soft_next_inst_id = 1; /* atomic */
+static uint32_t sn_next_inst_id = 1; /* atomic */
 
-uint64_t orc_soft_now_ns(void)
+uint64_t sn_now_ns(void)
 {
     struct timespec ts;
 
@@ -36,48 +36,26 @@ uint64_t orc_soft_now_ns(void)
 
 /* resolution of CLOCK_MONOTONIC_COARSE; 0 until the first call (a racy
  * initialisation of a constant: every thread stores the same value) */
-static uint64_t orc_soft_coarse_tick_ns; /* atomic */
+static uint64_t sn_coarse_tick_ns; /* atomic */
 
-uint64_t orc_soft_stamp_ns(void)
+uint64_t sn_stamp_ns(void)
 {
-    uint64_t tick = __atomic_load_n(&orc_soft_coarse_tick_ns, __ATOMIC_RELAXED);
+    uint64_t tick = __atomic_load_n(&sn_coarse_tick_ns, __ATOMIC_RELAXED);
     struct timespec ts;
 
     if (tick == 0) {
         if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) != 0) {
-            return orc_soft_now_ns(); /* no coarse clock: the precise one */
+            return sn_now_ns(); /* no coarse clock: the precise one */
         }
         tick = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + 1;
-        __atomic_store_n(&orc_soft_coarse_tick_ns, tick, __ATOMIC_RELAXED);
+        __atomic_store_n(&sn_coarse_tick_ns, tick, __ATOMIC_RELAXED);
     }
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec + tick;
 }
 
-void orc_soft_log(orc_soft_inst_t *inst, const char *fmt, ...)
-{
-    char buf[256];
-    va_list ap;
-
-    if ((inst != NULL) && !inst->log) {
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "[softnic %d %s] %s\n", (int)getpid(),
-            (inst != NULL) ? inst->super.name : "-", buf);
-}
-
-static int orc_soft_env_flag(const char *name)
-{
-    const char *value = getenv(name);
-
-    return (value != NULL) && (value[0] != '\0') && strcmp(value, "0");
-}
-
 /* Is ifname selected by the comma-separated list (NULL/"" = all)? */
-static int orc_soft_iface_selected(const char *list, const char *ifname)
+static int sn_iface_selected(const char *list, const char *ifname)
 {
     size_t len = strlen(ifname);
     const char *p, *end;
@@ -97,32 +75,42 @@ static int orc_soft_iface_selected(const char *list, const char *ifname)
     return 0;
 }
 
-typedef struct orc_soft_iface {
+typedef struct sn_iface {
     char           ifname[IF_NAMESIZE];
     struct in_addr ip;
-} orc_soft_iface_t;
+} sn_iface_t;
+
+/* GID of an interface: its IPv4-mapped IPv6 address */
+static void sn_gid_of(const struct in_addr *ip, union ibv_gid *gid)
+{
+    memset(gid, 0, sizeof(*gid));
+    gid->raw[10] = 0xff;
+    gid->raw[11] = 0xff;
+    memcpy(&gid->raw[12], ip, 4);
+}
 
 /* Every selected interface that is up with an IPv4 address (first address
- * of each). Names in soft_ifaces that do not qualify are an error. */
-static int orc_soft_ifaces(const char *list, orc_soft_iface_t **ifaces_p,
-                           int *count_p)
+ * of each). Names in config->ifaces that do not qualify are an error. */
+static int sn_ifaces(const softnic_config_t *config, sn_iface_t **ifaces_p,
+                     int *count_p)
 {
+    const char *list = config->ifaces;
     struct ifaddrs *ifa_list, *ifa;
-    orc_soft_iface_t *ifaces = NULL, *tmp;
+    sn_iface_t *ifaces = NULL, *tmp;
     const char *p, *end;
     char name[IF_NAMESIZE + 1];
     int count = 0, i, found;
 
     if (getifaddrs(&ifa_list) < 0) {
         int err = errno;
-        orc_soft_log(NULL, "getifaddrs() failed: %m");
+        sn_log_cfg(config, SOFTNIC_LOG_ERROR, "getifaddrs() failed: %m");
         return err;
     }
 
     for (ifa = ifa_list; ifa != NULL; ifa = ifa->ifa_next) {
         if ((ifa->ifa_addr == NULL) || (ifa->ifa_addr->sa_family != AF_INET) ||
             !(ifa->ifa_flags & IFF_UP) ||
-            !orc_soft_iface_selected(list, ifa->ifa_name) ||
+            !sn_iface_selected(list, ifa->ifa_name) ||
             (strlen(ifa->ifa_name) >= IF_NAMESIZE)) {
             continue;
         }
@@ -155,7 +143,8 @@ static int orc_soft_ifaces(const char *list, orc_soft_iface_t **ifaces_p,
                 end = p + strlen(p);
             }
             if ((end == p) || ((size_t)(end - p) > IF_NAMESIZE)) {
-                orc_soft_log(NULL, "invalid interface list '%s'", list);
+                sn_log_cfg(config, SOFTNIC_LOG_ERROR,
+                           "invalid interface list '%s'", list);
                 free(ifaces);
                 return EINVAL;
             }
@@ -165,8 +154,8 @@ static int orc_soft_ifaces(const char *list, orc_soft_iface_t **ifaces_p,
                 found |= !strcmp(ifaces[i].ifname, name);
             }
             if (!found) {
-                orc_soft_log(NULL, "interface '%s' is not up with an IPv4 "
-                             "address", name);
+                sn_log_cfg(config, SOFTNIC_LOG_ERROR, "interface '%s' is not "
+                           "up with an IPv4 address", name);
                 free(ifaces);
                 return ENODEV;
             }
@@ -178,14 +167,19 @@ static int orc_soft_ifaces(const char *list, orc_soft_iface_t **ifaces_p,
     return 0;
 }
 
-int orc_soft_dev_list(const orc_dev_config_t *config,
-                         orc_dev_info_t **list_p, int *count_p)
+static const softnic_config_t sn_default_config;
+
+int softnic_dev_list(const softnic_config_t *config,
+                     softnic_dev_info_t **list_p, int *count_p)
 {
-    orc_soft_iface_t *ifaces = NULL;
-    orc_dev_info_t *list;
+    sn_iface_t *ifaces = NULL;
+    softnic_dev_info_t *list;
     int ret, count, i;
 
-    ret = orc_soft_ifaces(config->soft_ifaces, &ifaces, &count);
+    if (config == NULL) {
+        config = &sn_default_config;
+    }
+    ret = sn_ifaces(config, &ifaces, &count);
     if (ret != 0) {
         return ret;
     }
@@ -196,10 +190,11 @@ int orc_soft_dev_list(const orc_dev_config_t *config,
         return ENOMEM;
     }
     for (i = 0; i < count; ++i) {
-        snprintf(list[i].name, sizeof(list[i].name), ORC_SOFT_PREFIX "%s",
+        snprintf(list[i].name, sizeof(list[i].name), SOFTNIC_DEV_PREFIX "%s",
                  ifaces[i].ifname);
-        list[i].backend   = ORC_DEV_BACKEND_SOFT;
-        list[i].num_ports = 1;
+        snprintf(list[i].ifname, sizeof(list[i].ifname), "%s",
+                 ifaces[i].ifname);
+        sn_gid_of(&ifaces[i].ip, &list[i].gid);
     }
     free(ifaces);
     *list_p  = list;
@@ -207,31 +202,38 @@ int orc_soft_dev_list(const orc_dev_config_t *config,
     return 0;
 }
 
-static uint64_t orc_soft_ns_inode(const char *path)
+void softnic_dev_list_free(softnic_dev_info_t *list)
+{
+    free(list);
+}
+
+static uint64_t sn_ns_inode(const char *path)
 {
     struct stat st;
 
     return (stat(path, &st) == 0) ? (uint64_t)st.st_ino : 0;
 }
 
-static int orc_soft_hex(char c)
+static int sn_hex(char c)
 {
     return isdigit((unsigned char)c) ? (c - '0') :
            (tolower((unsigned char)c) - 'a' + 10);
 }
 
-static int orc_soft_host_id_init(orc_soft_host_id_t *host)
+static int sn_host_id_init(sn_inst_t *inst)
 {
+    sn_host_id_t *host = &inst->host;
     char text[64];
     unsigned i, n;
     ssize_t len;
-    int fd, hi, lo;
+    int fd, hi, lo, ret;
 
     memset(host, 0, sizeof(*host));
     fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        orc_soft_log(NULL, "cannot open boot_id: %m");
-        return errno;
+        ret = errno;
+        sn_log(inst, SOFTNIC_LOG_ERROR, "cannot open boot_id: %m");
+        return ret;
     }
     len = read(fd, text, sizeof(text) - 1);
     close(fd);
@@ -249,8 +251,8 @@ static int orc_soft_host_id_init(orc_soft_host_id_t *host)
             !isxdigit((unsigned char)text[i + 1])) {
             return EIO;
         }
-        hi = orc_soft_hex(text[i]);
-        lo = orc_soft_hex(text[i + 1]);
+        hi = sn_hex(text[i]);
+        lo = sn_hex(text[i + 1]);
         host->boot_id[n++] = (uint8_t)((hi << 4) | lo);
         ++i;
     }
@@ -258,87 +260,103 @@ static int orc_soft_host_id_init(orc_soft_host_id_t *host)
         return EIO;
     }
 
-    host->pid_ns = htole64(orc_soft_ns_inode("/proc/self/ns/pid"));
-    host->net_ns = htole64(orc_soft_ns_inode("/proc/self/ns/net"));
-    host->mnt_ns = htole64(orc_soft_ns_inode("/proc/self/ns/mnt"));
+    host->pid_ns = htole64(sn_ns_inode("/proc/self/ns/pid"));
+    host->net_ns = htole64(sn_ns_inode("/proc/self/ns/net"));
+    host->mnt_ns = htole64(sn_ns_inode("/proc/self/ns/mnt"));
     return 0;
 }
 
-orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
-                                const char *name)
+/* Find name among the interfaces config selects. */
+static int sn_dev_find(const char *name, const softnic_config_t *config,
+                       sn_iface_t *iface)
 {
-    orc_soft_iface_t *ifaces = NULL;
-    orc_soft_inst_t *inst;
+    sn_iface_t *ifaces = NULL;
     int ret, count, i;
 
-    if (strncmp(name, ORC_SOFT_PREFIX, strlen(ORC_SOFT_PREFIX))) {
-        errno = ENODEV;
-        return NULL;
+    if (strncmp(name, SOFTNIC_DEV_PREFIX, strlen(SOFTNIC_DEV_PREFIX))) {
+        return ENODEV;
     }
-
-    ret = orc_soft_ifaces(config->soft_ifaces, &ifaces, &count);
+    ret = sn_ifaces(config, &ifaces, &count);
     if (ret != 0) {
-        errno = ret;
-        return NULL;
+        return ret;
     }
     for (i = 0; i < count; ++i) {
-        if (!strcmp(ifaces[i].ifname, name + strlen(ORC_SOFT_PREFIX))) {
+        if (!strcmp(ifaces[i].ifname, name + strlen(SOFTNIC_DEV_PREFIX))) {
+            *iface = ifaces[i];
             break;
         }
     }
-    if (i == count) {
-        free(ifaces);
-        errno = ENODEV;
+    free(ifaces);
+    return (i == count) ? ENODEV : 0;
+}
+
+/* The instance's locks and memory (open failed, or close) */
+static void sn_inst_free(sn_inst_t *inst)
+{
+    pthread_cond_destroy(&inst->cmd_cond);
+    pthread_mutex_destroy(&inst->svc_lock);
+    pthread_mutex_destroy(&inst->cmd_lock);
+    pthread_mutex_destroy(&inst->mr_lock);
+    pthread_mutex_destroy(&inst->lock);
+    free(inst);
+}
+
+softnic_dev_t *softnic_dev_open(const char *name,
+                                const softnic_config_t *config)
+{
+    sn_iface_t iface;
+    sn_inst_t *inst;
+    int ret;
+
+    if (config == NULL) {
+        config = &sn_default_config;
+    }
+    if (name == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    ret = sn_dev_find(name, config, &iface);
+    if (ret != 0) {
+        errno = ret;
         return NULL;
     }
 
     inst = calloc(1, sizeof(*inst));
     if (inst == NULL) {
-        free(ifaces);
         errno = ENOMEM;
         return NULL;
     }
-    inst->super.ops     = &orc_dev_soft_ops;
-    inst->super.backend = ORC_DEV_BACKEND_SOFT;
     snprintf(inst->super.name, sizeof(inst->super.name), "%s", name);
-    snprintf(inst->ifname, sizeof(inst->ifname), "%s", ifaces[i].ifname);
-    inst->ip = ifaces[i].ip;
-    free(ifaces);
-
-    /* GID: IPv4-mapped IPv6 address */
-    memset(&inst->gid, 0, sizeof(inst->gid));
-    inst->gid.raw[10] = 0xff;
-    inst->gid.raw[11] = 0xff;
-    memcpy(&inst->gid.raw[12], &inst->ip, 4);
-
+    snprintf(inst->ifname, sizeof(inst->ifname), "%s", iface.ifname);
+    inst->config        = *config;
+    inst->config.ifaces = NULL; /* not ours to keep */
+    inst->ip            = iface.ip;
+    sn_gid_of(&inst->ip, &inst->gid);
     inst->pid       = getpid();
-    inst->id        = __atomic_fetch_add(&orc_soft_next_inst_id, 1,
+    inst->id        = __atomic_fetch_add(&sn_next_inst_id, 1,
                                          __ATOMIC_RELAXED);
     inst->listen_fd = -1;
     inst->epoll_fd  = -1;
     inst->cmd_fd    = -1;
     inst->busy_mr   = -1;
     inst->next_pdn  = 1;
-    inst->log       = orc_soft_env_flag("ORC_SOFT_LOG");
-    inst->no_cma    = orc_soft_env_flag("ORC_SOFT_NO_CMA");
-    inst->no_ring   = orc_soft_env_flag("ORC_SOFT_NO_RING");
     pthread_mutex_init(&inst->lock, NULL);
     pthread_mutex_init(&inst->mr_lock, NULL);
     pthread_mutex_init(&inst->cmd_lock, NULL);
     pthread_mutex_init(&inst->svc_lock, NULL);
     pthread_cond_init(&inst->cmd_cond, NULL);
 
-    ret = orc_soft_host_id_init(&inst->host);
+    ret = sn_host_id_init(inst);
     if (ret != 0) {
         goto err_free;
     }
 
-    ret = orc_soft_mr_table_init(inst);
+    ret = sn_mr_table_init(inst);
     if (ret != 0) {
         goto err_free;
     }
 
-    ret = orc_soft_svc_start(inst);
+    ret = sn_svc_start(inst);
     if (ret != 0) {
         goto err_mr_table;
     }
@@ -346,21 +364,16 @@ orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
     return &inst->super;
 
 err_mr_table:
-    orc_soft_mr_table_cleanup(inst);
+    sn_mr_table_cleanup(inst);
 err_free:
-    pthread_cond_destroy(&inst->cmd_cond);
-    pthread_mutex_destroy(&inst->svc_lock);
-    pthread_mutex_destroy(&inst->cmd_lock);
-    pthread_mutex_destroy(&inst->mr_lock);
-    pthread_mutex_destroy(&inst->lock);
-    free(inst);
+    sn_inst_free(inst);
     errno = ret;
     return NULL;
 }
 
-int orc_soft_dev_close(orc_dev_t *dev)
+int softnic_dev_close(softnic_dev_t *dev)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(dev);
+    sn_inst_t *inst = sn_inst(dev);
 
     pthread_mutex_lock(&inst->lock);
     if (inst->num_qps > 0) {
@@ -369,20 +382,15 @@ int orc_soft_dev_close(orc_dev_t *dev)
     }
     pthread_mutex_unlock(&inst->lock);
 
-    orc_soft_svc_stop(inst);
-    orc_soft_mr_table_cleanup(inst);
-    pthread_cond_destroy(&inst->cmd_cond);
-    pthread_mutex_destroy(&inst->svc_lock);
-    pthread_mutex_destroy(&inst->cmd_lock);
-    pthread_mutex_destroy(&inst->mr_lock);
-    pthread_mutex_destroy(&inst->lock);
-    free(inst);
+    sn_svc_stop(inst);
+    sn_mr_table_cleanup(inst);
+    sn_inst_free(inst);
     return 0;
 }
 
-int orc_soft_dev_query(orc_dev_t *dev, struct ibv_device_attr *attr)
+int softnic_dev_query(softnic_dev_t *dev, struct ibv_device_attr *attr)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(dev);
+    sn_inst_t *inst = sn_inst(dev);
     uint64_t guid;
 
     memset(attr, 0, sizeof(*attr));
@@ -394,35 +402,35 @@ int orc_soft_dev_query(orc_dev_t *dev, struct ibv_device_attr *attr)
             ((uint64_t)inst->gid.raw[14] << 8) | inst->gid.raw[15];
     attr->node_guid                 = htobe64(guid);
     attr->sys_image_guid            = attr->node_guid;
-    attr->max_mr_size               = ORC_SOFT_MAX_MSG;
+    attr->max_mr_size               = SN_MAX_MSG;
     attr->page_size_cap             = 0x1000;
     attr->vendor_id                 = 0xffffff;
     attr->vendor_part_id            = 0x50f7;
     attr->hw_ver                    = 1;
-    attr->max_qp                    = ORC_SOFT_MAX_QP;
-    attr->max_qp_wr                 = ORC_SOFT_MAX_QP_WR;
+    attr->max_qp                    = SN_MAX_QP;
+    attr->max_qp_wr                 = SN_MAX_QP_WR;
     attr->device_cap_flags          = IBV_DEVICE_RC_RNR_NAK_GEN |
                                       IBV_DEVICE_PORT_ACTIVE_EVENT;
-    attr->max_sge                   = ORC_SOFT_MAX_SGE;
-    attr->max_sge_rd                = ORC_SOFT_MAX_SGE;
+    attr->max_sge                   = SN_MAX_SGE;
+    attr->max_sge_rd                = SN_MAX_SGE;
     attr->max_cq                    = 65536;
-    attr->max_cqe                   = ORC_SOFT_MAX_CQE;
-    attr->max_mr                    = ORC_SOFT_MAX_MR - 1;
+    attr->max_cqe                   = SN_MAX_CQE;
+    attr->max_mr                    = SN_MAX_MR - 1;
     attr->max_pd                    = 65536;
-    attr->max_qp_rd_atom            = ORC_SOFT_MAX_RD_ATOMIC;
-    attr->max_res_rd_atom           = ORC_SOFT_MAX_RD_ATOMIC * ORC_SOFT_MAX_QP;
-    attr->max_qp_init_rd_atom       = ORC_SOFT_MAX_RD_ATOMIC;
+    attr->max_qp_rd_atom            = SN_MAX_RD_ATOMIC;
+    attr->max_res_rd_atom           = SN_MAX_RD_ATOMIC * SN_MAX_QP;
+    attr->max_qp_init_rd_atom       = SN_MAX_RD_ATOMIC;
     attr->atomic_cap                = IBV_ATOMIC_HCA;
-    attr->max_srq                   = ORC_SOFT_MAX_QP;
-    attr->max_srq_wr                = ORC_SOFT_MAX_QP_WR;
-    attr->max_srq_sge               = ORC_SOFT_MAX_SGE;
+    attr->max_srq                   = SN_MAX_QP;
+    attr->max_srq_wr                = SN_MAX_QP_WR;
+    attr->max_srq_sge               = SN_MAX_SGE;
     attr->max_pkeys                 = 1;
     attr->phys_port_cnt             = 1;
     return 0;
 }
 
-int orc_soft_dev_query_port(orc_dev_t *dev, uint8_t port_num,
-                               struct ibv_port_attr *attr)
+int softnic_dev_query_port(softnic_dev_t *dev, uint8_t port_num,
+                           struct ibv_port_attr *attr)
 {
     (void)dev;
     if (port_num != 1) {
@@ -434,7 +442,7 @@ int orc_soft_dev_query_port(orc_dev_t *dev, uint8_t port_num,
     attr->active_mtu      = IBV_MTU_4096;
     attr->gid_tbl_len     = 1;
     attr->port_cap_flags  = 0;
-    attr->max_msg_sz      = ORC_SOFT_MAX_MSG;
+    attr->max_msg_sz      = SN_MAX_MSG;
     attr->pkey_tbl_len    = 1;
     attr->lid             = 0;
     attr->sm_lid          = 0;
@@ -447,65 +455,59 @@ int orc_soft_dev_query_port(orc_dev_t *dev, uint8_t port_num,
     return 0;
 }
 
-int orc_soft_dev_query_gid(orc_dev_t *dev, uint8_t port_num, int index,
-                              union ibv_gid *gid)
+int softnic_dev_query_gid(softnic_dev_t *dev, uint8_t port_num, int index,
+                          union ibv_gid *gid)
 {
     if ((port_num != 1) || (index != 0)) {
         return EINVAL;
     }
-    *gid = orc_soft_inst(dev)->gid;
+    *gid = sn_inst(dev)->gid;
     return 0;
 }
 
-size_t orc_soft_dev_addr_len(orc_dev_t *dev, uint8_t port_num)
+/* One P_Key: the default, full membership (as on RoCE ports) */
+int softnic_dev_query_pkey(softnic_dev_t *dev, uint8_t port_num, int index,
+                           uint16_t *pkey)
 {
     (void)dev;
-    (void)port_num;
-    return sizeof(orc_soft_addr_t);
+    if ((port_num != 1) || (index != 0)) {
+        return EINVAL;
+    }
+    *pkey = 0xffff;
+    return 0;
 }
 
-int orc_soft_dev_addr_pack(orc_dev_t *dev, uint8_t port_num, void *buf,
-                              size_t len)
+int softnic_dev_addr_pack(softnic_dev_t *dev, void *buf, size_t len)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(dev);
-    orc_soft_addr_t addr;
+    sn_inst_t *inst = sn_inst(dev);
+    sn_addr_t addr;
 
-    if ((port_num != 1) || (len < sizeof(addr))) {
+    if (len < sizeof(addr)) {
         return EINVAL;
     }
     memset(&addr, 0, sizeof(addr));
-    addr.backend  = ORC_DEV_BACKEND_SOFT;
     addr.version  = 1;
     addr.tcp_port = htole16(inst->listen_port);
-    addr.magic    = htole32(ORC_SOFT_ADDR_MAGIC);
+    addr.magic    = htole32(SN_ADDR_MAGIC);
     memcpy(addr.gid, inst->gid.raw, sizeof(addr.gid));
     addr.host = inst->host;
     memcpy(buf, &addr, sizeof(addr));
     return 0;
 }
 
-int orc_soft_dev_addr_unpack(orc_dev_t *dev, uint8_t port_num,
-                                const void *buf, size_t len,
-                                struct ibv_ah_attr *ah_attr)
+int softnic_dev_addr_unpack(softnic_dev_t *dev, const void *buf, size_t len,
+                            struct ibv_ah_attr *ah_attr)
 {
     static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
                                          0xff, 0xff};
-    orc_soft_inst_t *inst = orc_soft_inst(dev);
-    orc_soft_addr_t addr;
+    sn_inst_t *inst = sn_inst(dev);
+    sn_addr_t addr;
 
-    if ((port_num != 1) || (buf == NULL) || (len < 1)) {
-        return EINVAL;
-    }
-    if (((const uint8_t *)buf)[0] != ORC_DEV_BACKEND_SOFT) {
-        /* another backend's address (or garbage claiming to be one) */
-        return (((const uint8_t *)buf)[0] == ORC_DEV_BACKEND_VERBS) ?
-               EHOSTUNREACH : EINVAL;
-    }
-    if (len != sizeof(addr)) {
+    if ((buf == NULL) || (len != sizeof(addr))) {
         return EINVAL;
     }
     memcpy(&addr, buf, sizeof(addr));
-    if ((addr.version != 1) || (le32toh(addr.magic) != ORC_SOFT_ADDR_MAGIC) ||
+    if ((addr.version != 1) || (le32toh(addr.magic) != SN_ADDR_MAGIC) ||
         memcmp(addr.gid, v4mapped, sizeof(v4mapped)) ||
         (le16toh(addr.tcp_port) == 0)) {
         return EINVAL;
@@ -531,4 +533,3 @@ int orc_soft_dev_addr_unpack(orc_dev_t *dev, uint8_t port_num,
     ah_attr->port_num       = 1;
     return 0;
 }
-

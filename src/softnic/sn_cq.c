@@ -2,15 +2,16 @@
  * softnic completion queues and completion channels.
  *
  * A CQ is a mutex-protected ring of struct ibv_wc (locking contract in
- * softnic.h). A completion channel is a pipe: an armed CQ that receives a
- * completion writes its own pointer into the pipe once and disarms, so the
- * channel fd is readable exactly while events are pending, as with verbs.
+ * sn_int.h). A completion channel is a pipe: an armed CQ that receives a
+ * completion writes one 8-byte event record (its cq_context, see softnic.h)
+ * into the pipe and disarms, so the channel fd is readable exactly while
+ * events are pending, as with verbs.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
 #endif
 
-#include "softnic.h"
+#include "sn_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,11 +21,11 @@
 #include <unistd.h>
 
 /* empty polls in a row between two sched_yield() calls */
-#define ORC_SOFT_CQ_YIELD_POLLS 2048
+#define SN_CQ_YIELD_POLLS 2048
 
-orc_comp_channel_t *orc_soft_channel_create(orc_dev_t *dev)
+softnic_comp_channel_t *softnic_comp_channel_create(softnic_dev_t *dev)
 {
-    orc_soft_channel_t *channel;
+    sn_channel_t *channel;
     int fds[2];
 
     channel = calloc(1, sizeof(*channel));
@@ -34,7 +35,7 @@ orc_comp_channel_t *orc_soft_channel_create(orc_dev_t *dev)
     }
     if (pipe2(fds, O_CLOEXEC) < 0) {
         int err = errno;
-        orc_soft_log(orc_soft_inst(dev), "pipe2() failed: %m");
+        sn_log(sn_inst(dev), SOFTNIC_LOG_ERROR, "pipe2() failed: %m");
         free(channel);
         errno = err;
         return NULL;
@@ -47,10 +48,10 @@ orc_comp_channel_t *orc_soft_channel_create(orc_dev_t *dev)
     return &channel->super;
 }
 
-int orc_soft_channel_destroy(orc_comp_channel_t *channel)
+int softnic_comp_channel_destroy(softnic_comp_channel_t *channel)
 {
-    orc_soft_channel_t *ch  = (orc_soft_channel_t *)channel;
-    orc_soft_inst_t *inst   = orc_soft_inst(channel->dev);
+    sn_channel_t *ch  = (sn_channel_t *)channel;
+    sn_inst_t *inst   = sn_inst(channel->dev);
 
     pthread_mutex_lock(&inst->lock);
     if (ch->num_cqs > 0) {
@@ -64,13 +65,13 @@ int orc_soft_channel_destroy(orc_comp_channel_t *channel)
     return 0;
 }
 
-orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
-                             orc_comp_channel_t *channel)
+softnic_cq_t *softnic_cq_create(softnic_dev_t *dev, int cqe, void *cq_context,
+                                softnic_comp_channel_t *channel)
 {
-    orc_soft_inst_t *inst = orc_soft_inst(dev);
-    orc_soft_cq_t *cq;
+    sn_inst_t *inst = sn_inst(dev);
+    sn_cq_t *cq;
 
-    if ((cqe < 1) || (cqe > ORC_SOFT_MAX_CQE) ||
+    if ((cqe < 1) || (cqe > SN_MAX_CQE) ||
         ((channel != NULL) && (channel->dev != dev))) {
         errno = EINVAL;
         return NULL;
@@ -95,16 +96,16 @@ orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
     cq->super.cqe        = cqe;
     if (channel != NULL) {
         pthread_mutex_lock(&inst->lock);
-        ((orc_soft_channel_t *)channel)->num_cqs++;
+        ((sn_channel_t *)channel)->num_cqs++;
         pthread_mutex_unlock(&inst->lock);
     }
     return &cq->super;
 }
 
-int orc_soft_cq_destroy(orc_cq_t *cq)
+int softnic_cq_destroy(softnic_cq_t *cq)
 {
-    orc_soft_cq_t *scq    = (orc_soft_cq_t *)cq;
-    orc_soft_inst_t *inst = orc_soft_inst(cq->dev);
+    sn_cq_t *scq    = (sn_cq_t *)cq;
+    sn_inst_t *inst = sn_inst(cq->dev);
 
     pthread_mutex_lock(&inst->lock);
     if (scq->num_qps > 0) {
@@ -112,7 +113,7 @@ int orc_soft_cq_destroy(orc_cq_t *cq)
         return EBUSY;
     }
     if (cq->channel != NULL) {
-        ((orc_soft_channel_t *)cq->channel)->num_cqs--;
+        ((sn_channel_t *)cq->channel)->num_cqs--;
     }
     pthread_mutex_unlock(&inst->lock);
     pthread_mutex_destroy(&scq->lock);
@@ -123,9 +124,9 @@ int orc_soft_cq_destroy(orc_cq_t *cq)
     return 0;
 }
 
-int orc_soft_cq_add_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp)
+int sn_cq_add_qp(sn_cq_t *cq, sn_qp_t *qp)
 {
-    orc_soft_qp_t **qps;
+    sn_qp_t **qps;
 
     pthread_mutex_lock(&cq->qps_lock);
     qps = realloc(cq->qps, sizeof(*qps) * (cq->nqps + 1));
@@ -139,7 +140,7 @@ int orc_soft_cq_add_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp)
     return 0;
 }
 
-void orc_soft_cq_del_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp)
+void sn_cq_del_qp(sn_cq_t *cq, sn_qp_t *qp)
 {
     int i;
 
@@ -153,19 +154,19 @@ void orc_soft_cq_del_qp(orc_soft_cq_t *cq, orc_soft_qp_t *qp)
     pthread_mutex_unlock(&cq->qps_lock);
 }
 
-void orc_soft_cq_push(orc_soft_cq_t *cq, const struct ibv_wc *wc,
-                      int solicited)
+void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc,
+                int solicited)
 {
-    orc_soft_channel_t *channel;
+    sn_channel_t *channel;
     int notify = 0;
-    void *ptr  = cq;
+    uint64_t record = (uintptr_t)cq->super.cq_context;
     ssize_t ret;
 
     pthread_mutex_lock(&cq->lock);
     if (cq->count == cq->size) {
         if (!cq->overrun) {
-            orc_soft_log(NULL, "cq %p overrun (capacity %d)", (void *)cq,
-                         cq->size);
+            sn_log(sn_inst(cq->super.dev), SOFTNIC_LOG_ERROR,
+                   "cq %p overrun (capacity %d)", (void *)cq, cq->size);
         }
         __atomic_store_n(&cq->overrun, 1, __ATOMIC_RELAXED);
     } else {
@@ -181,18 +182,18 @@ void orc_soft_cq_push(orc_soft_cq_t *cq, const struct ibv_wc *wc,
     pthread_mutex_unlock(&cq->lock);
 
     if (notify) {
-        channel = (orc_soft_channel_t *)cq->super.channel;
+        channel = (sn_channel_t *)cq->super.channel;
         do {
-            ret = write(channel->wfd, &ptr, sizeof(ptr));
+            ret = write(channel->wfd, &record, sizeof(record));
         } while ((ret < 0) && (errno == EINTR));
         /* a full pipe still reads as pending: nothing is lost but the
-         * CQ pointer, which a reader of a full pipe has plenty of */
+         * record, which a reader of a full pipe has plenty of */
     }
 }
 
-int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
+int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
 {
-    orc_soft_cq_t *scq = (orc_soft_cq_t *)cq;
+    sn_cq_t *scq = (sn_cq_t *)cq;
     int n;
 
     if (num_entries < 0) {
@@ -206,14 +207,14 @@ int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
         !__atomic_load_n(&scq->overrun, __ATOMIC_RELAXED)) {
         /* same-host SEND rings are progressed by the polling thread, and
          * so are the sockets of TCP connections while it keeps polling */
-        orc_soft_cq_ring_progress(scq);
-        orc_soft_svc_poll(orc_soft_inst(cq->dev));
+        sn_cq_ring_progress(scq);
+        sn_svc_poll(sn_inst(cq->dev));
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
             /* a thread spinning on an empty CQ starves the service threads
              * (and same-host peers) that will fill it, when cores are
              * scarce: give the CPU away now and then */
             if (__atomic_add_fetch(&scq->empty_polls, 1, __ATOMIC_RELAXED) %
-                ORC_SOFT_CQ_YIELD_POLLS == 0) {
+                SN_CQ_YIELD_POLLS == 0) {
                 sched_yield();
             }
             return 0;
@@ -232,9 +233,9 @@ int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
     return n;
 }
 
-int orc_soft_cq_req_notify(orc_cq_t *cq, int solicited_only)
+int softnic_cq_req_notify(softnic_cq_t *cq, int solicited_only)
 {
-    orc_soft_cq_t *scq = (orc_soft_cq_t *)cq;
+    sn_cq_t *scq = (sn_cq_t *)cq;
 
     pthread_mutex_lock(&scq->lock);
     scq->armed = solicited_only ? 2 : 1;
@@ -242,29 +243,27 @@ int orc_soft_cq_req_notify(orc_cq_t *cq, int solicited_only)
     return 0;
 }
 
-int orc_soft_cq_get_event(orc_comp_channel_t *channel, orc_cq_t **cq_p,
-                          void **cq_context_p)
+int softnic_cq_get_event(softnic_comp_channel_t *channel, void **cq_context_p)
 {
-    orc_soft_cq_t *cq;
+    uint64_t record;
     ssize_t ret;
 
     do {
-        ret = read(channel->fd, &cq, sizeof(cq));
+        ret = read(channel->fd, &record, sizeof(record));
     } while ((ret < 0) && (errno == EINTR));
     if (ret < 0) {
         return errno;
     }
-    if (ret != sizeof(cq)) {
+    if (ret != sizeof(record)) {
         return EIO;
     }
-    *cq_p         = &cq->super;
-    *cq_context_p = cq->super.cq_context;
+    *cq_context_p = (void *)(uintptr_t)record;
     return 0;
 }
 
-void orc_soft_cq_ack_events(orc_cq_t *cq, unsigned int nevents)
+void softnic_cq_ack_events(softnic_cq_t *cq, unsigned int nevents)
 {
-    orc_soft_cq_t *scq = (orc_soft_cq_t *)cq;
+    sn_cq_t *scq = (sn_cq_t *)cq;
 
     pthread_mutex_lock(&scq->lock);
     scq->acked += nevents;

@@ -142,8 +142,9 @@ struct frame_t {
     }
 };
 
-/* Wire v2 of soft_wire.c: HELLO (72 bytes) and request header (48 bytes).
- * If the format changes these become malformed frames, still hostile. */
+/* Wire v2 of softnic (src/softnic): HELLO (72 bytes) and request header
+ * (48 bytes). If the format changes these become malformed frames, still
+ * hostile. */
 frame_t hello(uint32_t src_qpn, uint32_t dst_qpn)
 {
     frame_t f;

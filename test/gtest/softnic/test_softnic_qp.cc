@@ -7,8 +7,8 @@
 #include "orc_config.h"
 #endif
 
-#include "orc_dev.h"
 #include "softnic_harness.h"
+#include "softnic_inproc.h"
 
 #include <errno.h>
 #include <time.h>
@@ -24,161 +24,11 @@ using namespace softnic_test;
 namespace
 {
 
-const int RTR_REQ = IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
-                    IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                    IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER;
-const int RTS_REQ = IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
-                    IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                    IBV_QP_MAX_QP_RD_ATOMIC;
-const int INIT_REQ =
-    IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS;
-
-double now_ms()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-class softnic_local : public ::testing::Test
+/* softnic_inproc with the churn test shared by two configurations */
+class softnic_local : public softnic_inproc
 {
   protected:
-    /* true: the device carries all data on TCP (ORC_SOFT_NO_CMA, read when
-     * a device opens), so threads polling its CQs also run service steps */
-    virtual bool tcp_only() const
-    {
-        return false;
-    }
-
-    void SetUp() override
-    {
-        orc_dev_config_t cfg = {};
-        cfg.backend = ORC_DEV_BACKEND_SOFT;
-        cfg.soft_ifaces = "lo";
-        if (tcp_only()) {
-            setenv("ORC_SOFT_NO_CMA", "1", 1);
-        }
-        m_dev = orc_dev_open(&cfg, "soft_lo");
-        if (tcp_only()) {
-            unsetenv("ORC_SOFT_NO_CMA");
-        }
-        ASSERT_NE(nullptr, m_dev)
-            << "orc_dev_open(soft_lo): " << strerror(errno);
-        m_pd = orc_pd_alloc(m_dev);
-        ASSERT_NE(nullptr, m_pd) << strerror(errno);
-        m_cq = orc_cq_create(m_dev, 4096, NULL, NULL);
-        ASSERT_NE(nullptr, m_cq) << strerror(errno);
-        ASSERT_EQ(0, orc_dev_query_port(m_dev, 1, &m_port));
-        size_t len = orc_dev_addr_len(m_dev, 1);
-        ASSERT_GT(len, 0u);
-        m_addr.resize(len);
-        ASSERT_EQ(0, orc_dev_addr_pack(m_dev, 1, m_addr.data(), len));
-    }
-
-    void TearDown() override
-    {
-        for (orc_qp_t *qp : m_qps) {
-            EXPECT_EQ(0, orc_qp_destroy(qp));
-        }
-        if (m_cq) {
-            EXPECT_EQ(0, orc_cq_destroy(m_cq));
-        }
-        if (m_pd) {
-            EXPECT_EQ(0, orc_pd_dealloc(m_pd));
-        }
-        if (m_dev) {
-            EXPECT_EQ(0, orc_dev_close(m_dev));
-        }
-    }
-
-    orc_qp_t *new_qp(orc_cq_t *cq = NULL)
-    {
-        orc_qp_init_attr_t attr = {};
-        attr.send_cq = cq ? cq : m_cq;
-        attr.recv_cq = cq ? cq : m_cq;
-        attr.cap.max_send_wr = 64;
-        attr.cap.max_recv_wr = 64;
-        attr.cap.max_send_sge = 1;
-        attr.cap.max_recv_sge = 1;
-        attr.qp_type = IBV_QPT_RC;
-        orc_qp_t *qp = orc_qp_create(m_pd, &attr);
-        EXPECT_NE(nullptr, qp) << strerror(errno);
-        return qp;
-    }
-
-    orc_qp_t *tracked_qp()
-    {
-        orc_qp_t *qp = new_qp();
-        if (qp)
-            m_qps.push_back(qp);
-        return qp;
-    }
-
-    /* Every attribute a valid RC transition could use, filled in. */
-    void fill_attr(ibv_qp_attr *a, ibv_qp_state state, uint32_t dest_qpn)
-    {
-        memset(a, 0, sizeof(*a));
-        a->qp_state = state;
-        a->pkey_index = 0;
-        a->port_num = 1;
-        a->qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-        ASSERT_EQ(0, orc_dev_addr_unpack(m_dev, 1, m_addr.data(), m_addr.size(),
-                                         &a->ah_attr));
-        a->path_mtu = m_port.active_mtu;
-        a->dest_qp_num = dest_qpn;
-        a->rq_psn = 0;
-        a->max_dest_rd_atomic = 1;
-        a->min_rnr_timer = 12;
-        a->sq_psn = 0;
-        a->timeout = 14;
-        a->retry_cnt = 7;
-        a->rnr_retry = 7;
-        a->max_rd_atomic = 1;
-    }
-
-    int modify(orc_qp_t *qp, ibv_qp_state state, int mask, uint32_t dest = 0)
-    {
-        ibv_qp_attr a;
-        fill_attr(&a, state, dest ? dest : qp->qp_num);
-        return orc_qp_modify(qp, &a, mask);
-    }
-
-    int state(orc_qp_t *qp)
-    {
-        ibv_qp_attr        a;
-        orc_qp_init_attr_t init;
-        memset(&a, 0, sizeof(a));
-        int ret = orc_qp_query(qp, &a, IBV_QP_STATE, &init);
-        EXPECT_EQ(0, ret) << "qp_query: " << strerror(ret);
-        return ret ? -1 : (int)a.qp_state;
-    }
-
-    /* Bring a fresh QP to the given state through the legal path. */
-    void bring_to(orc_qp_t *qp, ibv_qp_state target, uint32_t dest = 0)
-    {
-        if (target == IBV_QPS_RESET)
-            return;
-        if (target == IBV_QPS_ERR) {
-            ASSERT_EQ(0, modify(qp, IBV_QPS_ERR, IBV_QP_STATE));
-            return;
-        }
-        ASSERT_EQ(0, modify(qp, IBV_QPS_INIT, INIT_REQ, dest));
-        if (target == IBV_QPS_INIT)
-            return;
-        ASSERT_EQ(0, modify(qp, IBV_QPS_RTR, RTR_REQ, dest));
-        if (target == IBV_QPS_RTR)
-            return;
-        ASSERT_EQ(0, modify(qp, IBV_QPS_RTS, RTS_REQ, dest));
-    }
-
     void churn_while_posting();
-
-    orc_dev_t              *m_dev = nullptr;
-    orc_pd_t               *m_pd = nullptr;
-    orc_cq_t               *m_cq = nullptr;
-    ibv_port_attr           m_port;
-    std::vector<uint8_t>    m_addr;
-    std::vector<orc_qp_t *> m_qps;
 };
 
 class softnic_local_tcp : public softnic_local
@@ -199,21 +49,21 @@ const char *state_name(int s)
 
 TEST_F(softnic_local, qp_state_legal_path)
 {
-    orc_qp_t *qp = tracked_qp();
+    softnic_qp_t *qp = tracked_qp();
     ASSERT_NE(nullptr, qp);
     EXPECT_EQ(IBV_QPS_RESET, state(qp));
     ASSERT_EQ(0, modify(qp, IBV_QPS_INIT, INIT_REQ));
     EXPECT_EQ(IBV_QPS_INIT, state(qp));
 
     /* INIT->INIT may change the access flags */
-    ibv_qp_attr        a;
-    orc_qp_init_attr_t init;
+    ibv_qp_attr            a;
+    softnic_qp_init_attr_t init;
     fill_attr(&a, IBV_QPS_INIT, qp->qp_num);
     a.qp_access_flags = IBV_ACCESS_REMOTE_READ;
-    ASSERT_EQ(0, orc_qp_modify(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS));
+    ASSERT_EQ(0, softnic_qp_modify(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS));
     memset(&a, 0, sizeof(a));
-    ASSERT_EQ(0,
-              orc_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
+    ASSERT_EQ(
+        0, softnic_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
     EXPECT_EQ(IBV_QPS_INIT, a.qp_state);
     EXPECT_EQ(IBV_ACCESS_REMOTE_READ, a.qp_access_flags);
 
@@ -228,10 +78,11 @@ TEST_F(softnic_local, qp_state_legal_path)
     EXPECT_EQ(IBV_QPS_RTS, state(qp));
 
     memset(&a, 0, sizeof(a));
-    ASSERT_EQ(0, orc_qp_query(qp, &a,
-                              IBV_QP_STATE | IBV_QP_DEST_QPN | IBV_QP_TIMEOUT |
-                                  IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY,
-                              &init));
+    ASSERT_EQ(0,
+              softnic_qp_query(qp, &a,
+                               IBV_QP_STATE | IBV_QP_DEST_QPN | IBV_QP_TIMEOUT |
+                                   IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY,
+                               &init));
     EXPECT_EQ(qp->qp_num, a.dest_qp_num);
     EXPECT_EQ(14, a.timeout);
     EXPECT_EQ(7, a.retry_cnt);
@@ -257,7 +108,7 @@ TEST_F(softnic_local, qp_state_missing_required_attr)
             if (!(t.required & bit) || (bit == IBV_QP_STATE)) {
                 continue;
             }
-            orc_qp_t *qp = tracked_qp();
+            softnic_qp_t *qp = tracked_qp();
             ASSERT_NE(nullptr, qp);
             ASSERT_NO_FATAL_FAILURE(bring_to(qp, t.from));
             EXPECT_EQ(EINVAL, modify(qp, t.to, t.required & ~bit))
@@ -297,7 +148,7 @@ TEST_F(softnic_local, qp_state_disallowed_attr)
          IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_RQ_PSN},
     };
     for (auto &c : cases) {
-        orc_qp_t *qp = tracked_qp();
+        softnic_qp_t *qp = tracked_qp();
         ASSERT_NE(nullptr, qp);
         ASSERT_NO_FATAL_FAILURE(bring_to(qp, c.from));
         EXPECT_EQ(EINVAL, modify(qp, c.to, c.mask))
@@ -308,19 +159,19 @@ TEST_F(softnic_local, qp_state_disallowed_attr)
 
     /* A rejected modify changes nothing, not even the valid attributes
      * that came with it. */
-    orc_qp_t *qp = tracked_qp();
+    softnic_qp_t *qp = tracked_qp();
     ASSERT_NE(nullptr, qp);
     ASSERT_NO_FATAL_FAILURE(bring_to(qp, IBV_QPS_INIT));
-    ibv_qp_attr        a;
-    orc_qp_init_attr_t init;
+    ibv_qp_attr            a;
+    softnic_qp_init_attr_t init;
     fill_attr(&a, IBV_QPS_INIT, qp->qp_num);
     a.qp_access_flags = IBV_ACCESS_REMOTE_ATOMIC;
     EXPECT_EQ(EINVAL,
-              orc_qp_modify(
+              softnic_qp_modify(
                   qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS | IBV_QP_SQ_PSN));
     memset(&a, 0, sizeof(a));
-    ASSERT_EQ(0,
-              orc_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
+    ASSERT_EQ(
+        0, softnic_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
     EXPECT_EQ(IBV_QPS_INIT, a.qp_state);
     EXPECT_EQ(IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ,
               a.qp_access_flags);
@@ -346,7 +197,7 @@ TEST_F(softnic_local, qp_state_illegal_transitions)
         {IBV_QPS_ERR, IBV_QPS_RTS, RTS_REQ},
     };
     for (auto &c : cases) {
-        orc_qp_t *qp = tracked_qp();
+        softnic_qp_t *qp = tracked_qp();
         ASSERT_NE(nullptr, qp);
         ASSERT_NO_FATAL_FAILURE(bring_to(qp, c.from));
         EXPECT_EQ(EINVAL, modify(qp, c.to, c.mask))
@@ -361,7 +212,7 @@ TEST_F(softnic_local, qp_state_to_err_and_reset_from_every_state)
     const ibv_qp_state states[] = {IBV_QPS_RESET, IBV_QPS_INIT, IBV_QPS_RTR,
                                    IBV_QPS_RTS};
     for (ibv_qp_state s : states) {
-        orc_qp_t *qp = tracked_qp();
+        softnic_qp_t *qp = tracked_qp();
         ASSERT_NE(nullptr, qp);
         ASSERT_NO_FATAL_FAILURE(bring_to(qp, s));
         EXPECT_EQ(0, modify(qp, IBV_QPS_ERR, IBV_QP_STATE))
@@ -373,7 +224,7 @@ TEST_F(softnic_local, qp_state_to_err_and_reset_from_every_state)
         ASSERT_NO_FATAL_FAILURE(bring_to(qp, IBV_QPS_RTS));
         EXPECT_EQ(IBV_QPS_RTS, state(qp));
 
-        orc_qp_t *qp2 = tracked_qp();
+        softnic_qp_t *qp2 = tracked_qp();
         ASSERT_NE(nullptr, qp2);
         ASSERT_NO_FATAL_FAILURE(bring_to(qp2, s));
         EXPECT_EQ(0, modify(qp2, IBV_QPS_RESET, IBV_QP_STATE))
@@ -399,10 +250,10 @@ void softnic_local::churn_while_posting()
      * start and each thread touches only its own buffer. */
     std::vector<std::string> msgs(nthreads + 1);
 
-    auto wait_one = [](orc_cq_t *cq, ibv_wc *wc) {
+    auto wait_one = [](softnic_cq_t *cq, ibv_wc *wc) {
         double deadline = now_ms() + 10000;
         while (now_ms() < deadline) {
-            int n = orc_cq_poll(cq, 1, wc);
+            int n = softnic_cq_poll(cq, 1, wc);
             if (n != 0)
                 return n;
             std::this_thread::yield();
@@ -410,7 +261,7 @@ void softnic_local::churn_while_posting()
         return 0;
     };
 
-    auto pair_up = [&](orc_qp_t *a, orc_qp_t *b) {
+    auto pair_up = [&](softnic_qp_t *a, softnic_qp_t *b) {
         return modify(a, IBV_QPS_INIT, INIT_REQ) ||
                modify(b, IBV_QPS_INIT, INIT_REQ) ||
                modify(a, IBV_QPS_RTR, RTR_REQ, b->qp_num) ||
@@ -419,7 +270,7 @@ void softnic_local::churn_while_posting()
                modify(b, IBV_QPS_RTS, RTS_REQ, a->qp_num);
     };
 
-    auto write_once = [&](orc_qp_t *qp, orc_cq_t *cq, orc_mr_t *mr,
+    auto write_once = [&](softnic_qp_t *qp, softnic_cq_t *cq, softnic_mr_t *mr,
                           uint32_t seed, std::string *msg) {
         uint8_t *src = (uint8_t *)mr->addr, *dst = src + len;
         for (size_t i = 0; i < len; ++i) {
@@ -434,7 +285,7 @@ void softnic_local::churn_while_posting()
         wr.send_flags = IBV_SEND_SIGNALED;
         wr.wr.rdma.remote_addr = (uintptr_t)dst;
         wr.wr.rdma.rkey = mr->rkey;
-        int ret = orc_post_send(qp, &wr, &bad);
+        int ret = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             *msg = "post_send: " + std::string(strerror(ret));
             return false;
@@ -451,22 +302,22 @@ void softnic_local::churn_while_posting()
         return true;
     };
 
-    std::vector<orc_mr_t *>           mrs;
+    std::vector<softnic_mr_t *>       mrs;
     std::vector<std::vector<uint8_t>> bufs(nthreads + 1,
                                            std::vector<uint8_t>(2 * len));
     for (auto &b : bufs) {
-        orc_mr_t *mr =
-            orc_mr_reg(m_pd, b.data(), b.size(),
-                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
-                           IBV_ACCESS_REMOTE_READ);
+        softnic_mr_t *mr =
+            softnic_mr_reg(m_pd, b.data(), b.size(),
+                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                               IBV_ACCESS_REMOTE_READ);
         ASSERT_NE(nullptr, mr) << strerror(errno);
         mrs.push_back(mr);
     }
 
     /* the long-lived poster */
-    orc_cq_t *pcq = orc_cq_create(m_dev, 256, NULL, NULL);
+    softnic_cq_t *pcq = softnic_cq_create(m_dev, 256, NULL, NULL);
     ASSERT_NE(nullptr, pcq);
-    orc_qp_t *pa = new_qp(pcq), *pb = new_qp(pcq);
+    softnic_qp_t *pa = new_qp(pcq), *pb = new_qp(pcq);
     ASSERT_TRUE(pa && pb);
     ASSERT_EQ(0, pair_up(pa, pb));
     std::atomic<int> posted(0);
@@ -484,26 +335,27 @@ void softnic_local::churn_while_posting()
     std::vector<std::thread> workers;
     for (int t = 0; t < nthreads; ++t) {
         workers.emplace_back([&, t] {
-            orc_cq_t *cq = orc_cq_create(m_dev, 64, NULL, NULL);
+            softnic_cq_t *cq = softnic_cq_create(m_dev, 64, NULL, NULL);
             if (cq == NULL) {
                 msgs[t] = "cq_create failed";
                 ++errors;
                 return;
             }
             for (int i = 0; (i < iters) && !errors.load(); ++i) {
-                orc_qp_t *a = new_qp(cq), *b = new_qp(cq);
+                softnic_qp_t *a = new_qp(cq), *b = new_qp(cq);
                 if (!a || !b || pair_up(a, b)) {
                     msgs[t] = "create/connect failed";
                     ++errors;
                 } else if (!write_once(a, cq, mrs[t], 1000 * t + i, &msgs[t])) {
                     ++errors;
                 }
-                if ((a && orc_qp_destroy(a)) || (b && orc_qp_destroy(b))) {
+                if ((a && softnic_qp_destroy(a)) ||
+                    (b && softnic_qp_destroy(b))) {
                     msgs[t] = "qp_destroy failed";
                     ++errors;
                 }
             }
-            orc_cq_destroy(cq);
+            softnic_cq_destroy(cq);
         });
     }
     for (auto &w : workers) {
@@ -517,11 +369,11 @@ void softnic_local::churn_while_posting()
     }
     EXPECT_EQ(0, errors.load());
     EXPECT_GT(posted.load(), 0);
-    EXPECT_EQ(0, orc_qp_destroy(pa));
-    EXPECT_EQ(0, orc_qp_destroy(pb));
-    EXPECT_EQ(0, orc_cq_destroy(pcq));
-    for (orc_mr_t *mr : mrs) {
-        EXPECT_EQ(0, orc_mr_dereg(mr));
+    EXPECT_EQ(0, softnic_qp_destroy(pa));
+    EXPECT_EQ(0, softnic_qp_destroy(pb));
+    EXPECT_EQ(0, softnic_cq_destroy(pcq));
+    for (softnic_mr_t *mr : mrs) {
+        EXPECT_EQ(0, softnic_mr_dereg(mr));
     }
 }
 
@@ -531,7 +383,7 @@ TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
 }
 
 /* The same on TCP: every thread polling a CQ also runs service-loop steps
- * (orc_soft_svc_poll) on the connections that the other threads open and
+ * (sn_svc_poll) on the connections that the other threads open and
  * close, beside the service thread. */
 TEST_F(softnic_local_tcp, thread_safety_pollers_serve_while_qps_churn)
 {
@@ -546,12 +398,14 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
     const int            nthreads = 4, per_thread = 300;
     const size_t         len = 1024;
     std::vector<uint8_t> buf(2 * nthreads * len);
-    orc_mr_t            *mr = orc_mr_reg(m_pd, buf.data(), buf.size(),
-                                         IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    softnic_mr_t        *mr =
+        softnic_mr_reg(m_pd, buf.data(), buf.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
     ASSERT_NE(nullptr, mr) << strerror(errno);
-    orc_cq_t *cq = orc_cq_create(m_dev, 4 * nthreads * per_thread, NULL, NULL);
+    softnic_cq_t *cq =
+        softnic_cq_create(m_dev, 4 * nthreads * per_thread, NULL, NULL);
     ASSERT_NE(nullptr, cq);
-    orc_qp_init_attr_t attr = {};
+    softnic_qp_init_attr_t attr = {};
     attr.send_cq = cq;
     attr.recv_cq = cq;
     attr.cap.max_send_wr = nthreads * per_thread;
@@ -559,7 +413,8 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
     attr.cap.max_send_sge = 1;
     attr.cap.max_recv_sge = 1;
     attr.qp_type = IBV_QPT_RC;
-    orc_qp_t *a = orc_qp_create(m_pd, &attr), *b = orc_qp_create(m_pd, &attr);
+    softnic_qp_t *a = softnic_qp_create(m_pd, &attr),
+                 *b = softnic_qp_create(m_pd, &attr);
     ASSERT_TRUE(a && b);
     ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
     ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
@@ -588,7 +443,7 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
                 wr.send_flags = IBV_SEND_SIGNALED;
                 wr.wr.rdma.remote_addr = (uintptr_t)&buf[(nthreads + t) * len];
                 wr.wr.rdma.rkey = mr->rkey;
-                if (orc_post_send(a, &wr, &bad)) {
+                if (softnic_post_send(a, &wr, &bad)) {
                     ++post_errors;
                 }
             }
@@ -599,7 +454,7 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
     double           deadline = now_ms() + 20000;
     while ((total < nthreads * per_thread) && (now_ms() < deadline)) {
         ibv_wc wc[32];
-        int    n = orc_cq_poll(cq, 32, wc);
+        int    n = softnic_cq_poll(cq, 32, wc);
         ASSERT_GE(n, 0);
         for (int k = 0; k < n; ++k) {
             int t = (int)(wc[k].wr_id >> 32), i = (int)(wc[k].wr_id & ~0u);
@@ -626,10 +481,10 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
         EXPECT_EQ(0, memcmp(&buf[t * len], &buf[(nthreads + t) * len], len))
             << "thread " << t;
     }
-    EXPECT_EQ(0, orc_qp_destroy(a));
-    EXPECT_EQ(0, orc_qp_destroy(b));
-    EXPECT_EQ(0, orc_cq_destroy(cq));
-    EXPECT_EQ(0, orc_mr_dereg(mr));
+    EXPECT_EQ(0, softnic_qp_destroy(a));
+    EXPECT_EQ(0, softnic_qp_destroy(b));
+    EXPECT_EQ(0, softnic_cq_destroy(cq));
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
 } /* namespace */

@@ -1,0 +1,280 @@
+/*
+ * softnic: a userspace RDMA NIC with verbs semantics. Public API.
+ *
+ * softnic is a software NIC, not a mock: RC queue pairs with the IB state
+ * machine, access checks, completion statuses, RC ordering, RNR and transport
+ * retries, error flushing. Peers on one host move bytes with single-copy CMA
+ * and shared-memory rings, peers on different hosts over TCP. It needs no
+ * kernel support and nothing of UCX; its users are the soft backend of orc's
+ * device layer (src/uct/orc/dev/soft) and a libibverbs provider. The model
+ * and the contracts every object keeps are described in sn_int.h, the
+ * library's private header.
+ *
+ * Types: softnic has its own object handles; attributes, work requests and
+ * completions are libibverbs' own types (struct ibv_send_wr, ibv_recv_wr,
+ * ibv_wc, ibv_qp_attr, ibv_port_attr, ibv_device_attr, IBV_ACCESS_*, enum
+ * ibv_wc_status, ...), used exactly as verbs documents them, so a provider
+ * passes them through unchanged. Only the header of <infiniband/verbs.h> is
+ * needed: softnic calls no libibverbs function.
+ *
+ * Conventions (those of libibverbs):
+ *  - creators return NULL and set errno on failure;
+ *  - other calls return 0 on success or a positive errno value;
+ *  - softnic_cq_poll() returns the number of completions (>= 0) or a negative
+ *    errno value.
+ *
+ * Threads: every call is thread-safe, as with libibverbs; objects may be
+ * created, modified and destroyed from any thread. Destroying an object
+ * while another thread still uses it is the caller's error, as with verbs.
+ * Every opened device runs one service thread of its own, which never calls
+ * into the user except through the log callback.
+ *
+ * Handles: each object starts with the public part declared below; its
+ * fields may be read, never written.
+ *
+ * Devices: one per network interface that is up with an IPv4 address, named
+ * "soft_<ifname>", port 1, Ethernet link layer, one GID (::ffff:<ipv4>), one
+ * P_Key (0xffff). Opening a device creates a softnic instance in the calling
+ * process (service thread, TCP listener on the interface's address).
+ *
+ * Connecting a QP: the RTR transition's ah_attr must carry is_global = 1,
+ * grh.dgid = the peer device's GID, and dlid = the TCP port of the peer's
+ * listener; port_num 1. softnic_dev_addr_pack() / softnic_dev_addr_unpack()
+ * carry exactly that (plus the host identity that enables the same-host
+ * paths) from one device to the other.
+ *
+ * Event records. A completion channel's fd is readable while completion
+ * events are pending; each event is one 8-byte record holding the
+ * cq_context the CQ was created with, the layout of the kernel's struct
+ * ib_uverbs_comp_event_desc: a libibverbs provider creates its softnic CQs
+ * with cq_context = its struct ibv_cq * and hands the fd to libibverbs,
+ * whose ibv_get_cq_event() reads it unchanged.
+ *
+ * Not here yet, and where it goes:
+ *  - Asynchronous events (port active, QP fatal, last WQE reached, ...): a
+ *    per-device fd carrying 16-byte records in the layout of the kernel's
+ *    struct ib_uverbs_async_event_desc (element, event_type, reserved),
+ *    element = the qp_context / cq_context / srq_context of the object (or
+ *    the port number), so that a provider can make it the context's
+ *    async_fd. The QP error paths (sn_qp_to_error and its callers in
+ *    sn_qp.c) are where QP_FATAL / LAST_WQE_REACHED would be raised.
+ *  - UD QPs and address handles: qp_type IBV_QPT_UD in
+ *    softnic_qp_init_attr_t, a softnic_ah_t created from a struct
+ *    ibv_ah_attr, and post_send reading wr.ud.{ah, remote_qpn, remote_qkey}.
+ *    Because struct ibv_send_wr names a struct ibv_ah *, the API will have to
+ *    say how a caller's AH maps to softnic's (for instance: the caller
+ *    passes softnic_ah_t pointers in wr.ud.ah).
+ */
+#ifndef SOFTNIC_H_
+#define SOFTNIC_H_
+
+#include <infiniband/verbs.h>
+#include <net/if.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SOFTNIC_NAME_MAX   64
+#define SOFTNIC_DEV_PREFIX "soft_"
+
+/* ---- configuration and log ------------------------------------------ */
+
+/* Severity of a log message; a device delivers the messages whose level is
+ * <= its config's log_level. Zero (the default) is ERROR. */
+typedef enum softnic_log_level {
+    SOFTNIC_LOG_NONE  = -1, /* as log_level: deliver nothing */
+    SOFTNIC_LOG_ERROR = 0,  /* softnic could not do what was asked (a system
+                               call failed, a CQ overran) */
+    SOFTNIC_LOG_WARN  = 1,  /* a peer broke the wire protocol */
+    SOFTNIC_LOG_INFO  = 2,  /* connection and QP error events (peer lost,
+                               retries exhausted, CMA refused -> TCP) */
+    SOFTNIC_LOG_DEBUG = 3
+} softnic_log_level_t;
+
+/*
+ * Log callback: one complete message (no trailing newline) of a device
+ * (dev_name "-" before a device exists). Called from any thread, the
+ * device's service thread included, possibly with softnic locks held: it
+ * must return promptly and must not call into softnic.
+ */
+typedef void (*softnic_log_fn_t)(void *arg, softnic_log_level_t level,
+                                 const char *dev_name, const char *message);
+
+/*
+ * Device configuration, given to softnic_dev_list() and softnic_dev_open().
+ * Zero-initialised (or a NULL config) means: every interface, CMA and rings
+ * on, errors to stderr. An open device keeps a copy (ifaces is not kept).
+ */
+typedef struct softnic_config {
+    /* Comma-separated network interfaces ("lo,eth0") that are devices;
+     * NULL or "" = every interface that is up and has an IPv4 address. A
+     * listed interface that does not qualify is an error (ENODEV). */
+    const char         *ifaces;
+    /* Never use the same-host paths (CMA copies, shared-memory rings):
+     * everything travels on TCP, as between hosts. */
+    int                 no_cma;
+    /* Same-host SENDs and atomics on TCP instead of shared-memory rings
+     * (READ and WRITE still use CMA). */
+    int                 no_ring;
+    softnic_log_level_t log_level;
+    /* NULL: messages go to stderr as "[softnic <pid> <dev>] <message>" */
+    softnic_log_fn_t    log_fn;
+    void               *log_arg;
+} softnic_config_t;
+
+/* ---- devices ---------------------------------------------------------- */
+
+typedef struct softnic_dev_info {
+    char          name[SOFTNIC_NAME_MAX]; /* "soft_lo" */
+    char          ifname[IF_NAMESIZE];    /* "lo" */
+    union ibv_gid gid;                    /* GID 0 of port 1 */
+} softnic_dev_info_t;
+
+/* The devices the configuration selects. No device is not an error
+ * (*count_p = 0). Free the list with softnic_dev_list_free(). */
+int softnic_dev_list(const softnic_config_t *config,
+                     softnic_dev_info_t **list_p, int *count_p);
+void softnic_dev_list_free(softnic_dev_info_t *list);
+
+typedef struct softnic_dev {
+    char name[SOFTNIC_NAME_MAX];
+} softnic_dev_t;
+
+/* ENODEV: no such device among those the configuration selects. */
+softnic_dev_t *softnic_dev_open(const char *name,
+                                const softnic_config_t *config);
+/* EBUSY while QPs exist */
+int softnic_dev_close(softnic_dev_t *dev);
+int softnic_dev_query(softnic_dev_t *dev, struct ibv_device_attr *attr);
+int softnic_dev_query_port(softnic_dev_t *dev, uint8_t port_num,
+                           struct ibv_port_attr *attr);
+int softnic_dev_query_gid(softnic_dev_t *dev, uint8_t port_num, int index,
+                          union ibv_gid *gid);
+int softnic_dev_query_pkey(softnic_dev_t *dev, uint8_t port_num, int index,
+                           uint16_t *pkey);
+
+/*
+ * The address a peer device needs to connect a QP to this device (see
+ * "Connecting a QP" above): SOFTNIC_ADDR_LEN bytes, self-describing,
+ * little-endian. Unpack fills the ah_attr of the RTR transition; it fails
+ * with EINVAL for malformed input and EHOSTUNREACH for an address this
+ * device cannot reach (a loopback address of another host or network
+ * namespace, a non-loopback address unpacked on soft_lo).
+ */
+#define SOFTNIC_ADDR_LEN 63
+int softnic_dev_addr_pack(softnic_dev_t *dev, void *buf, size_t len);
+int softnic_dev_addr_unpack(softnic_dev_t *dev, const void *buf, size_t len,
+                            struct ibv_ah_attr *ah_attr);
+
+/* ---- protection domains and memory regions ---------------------------- */
+
+typedef struct softnic_pd {
+    softnic_dev_t *dev;
+} softnic_pd_t;
+
+typedef struct softnic_mr {
+    softnic_pd_t *pd;
+    void         *addr;
+    size_t        length;
+    int           access; /* IBV_ACCESS_* */
+    uint32_t      lkey;
+    uint32_t      rkey;
+} softnic_mr_t;
+
+softnic_pd_t *softnic_pd_alloc(softnic_dev_t *dev);
+int softnic_pd_dealloc(softnic_pd_t *pd);
+/* Once softnic_mr_dereg() returned, nothing touches the region any more. */
+softnic_mr_t *softnic_mr_reg(softnic_pd_t *pd, void *addr, size_t length,
+                             int access);
+int softnic_mr_dereg(softnic_mr_t *mr);
+
+/* ---- completion channels and queues ----------------------------------- */
+
+typedef struct softnic_comp_channel {
+    softnic_dev_t *dev;
+    int            fd; /* readable while events are pending (see above) */
+} softnic_comp_channel_t;
+
+typedef struct softnic_cq {
+    softnic_dev_t          *dev;
+    softnic_comp_channel_t *channel;    /* may be NULL */
+    void                   *cq_context; /* also each event's record */
+    int                     cqe;        /* actual capacity */
+} softnic_cq_t;
+
+softnic_comp_channel_t *softnic_comp_channel_create(softnic_dev_t *dev);
+/* EBUSY while CQs use it */
+int softnic_comp_channel_destroy(softnic_comp_channel_t *channel);
+softnic_cq_t *softnic_cq_create(softnic_dev_t *dev, int cqe, void *cq_context,
+                                softnic_comp_channel_t *channel);
+/* EBUSY while QPs use it */
+int softnic_cq_destroy(softnic_cq_t *cq);
+/* -EOVERFLOW once completions were lost to a full CQ */
+int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc);
+/* Arm the CQ: its next completion (solicited_only: the next solicited or
+ * failed one) writes one event record to the channel and disarms it. */
+int softnic_cq_req_notify(softnic_cq_t *cq, int solicited_only);
+/* Read one event record: *cq_context_p = the cq_context of the CQ that
+ * fired. Blocks unless the channel fd was made non-blocking (then EAGAIN). */
+int softnic_cq_get_event(softnic_comp_channel_t *channel,
+                         void **cq_context_p);
+void softnic_cq_ack_events(softnic_cq_t *cq, unsigned int nevents);
+
+/* ---- shared receive queues -------------------------------------------- */
+
+typedef struct softnic_srq {
+    softnic_pd_t *pd;
+    void         *srq_context;
+} softnic_srq_t;
+
+/* attr->attr.srq_limit must be 0 (no limit events yet) */
+softnic_srq_t *softnic_srq_create(softnic_pd_t *pd,
+                                  struct ibv_srq_init_attr *attr);
+/* EBUSY while QPs use it */
+int softnic_srq_destroy(softnic_srq_t *srq);
+int softnic_post_srq_recv(softnic_srq_t *srq, struct ibv_recv_wr *wr,
+                          struct ibv_recv_wr **bad_wr);
+
+/* ---- queue pairs ------------------------------------------------------- */
+
+typedef struct softnic_qp {
+    softnic_pd_t    *pd;
+    void            *qp_context;
+    uint32_t         qp_num;
+    enum ibv_qp_type qp_type;
+} softnic_qp_t;
+
+/* struct ibv_qp_init_attr with softnic handles. qp_type: IBV_QPT_RC. */
+typedef struct softnic_qp_init_attr {
+    void             *qp_context;
+    softnic_cq_t     *send_cq;
+    softnic_cq_t     *recv_cq;
+    softnic_srq_t    *srq;       /* NULL: the QP has its own receive queue */
+    struct ibv_qp_cap cap;       /* the actual caps are written back */
+    enum ibv_qp_type  qp_type;
+    int               sq_sig_all;
+} softnic_qp_init_attr_t;
+
+softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
+                                softnic_qp_init_attr_t *attr);
+/* The RC state machine of the IB specification: required and allowed
+ * attribute masks per transition; EINVAL changes nothing. */
+int softnic_qp_modify(softnic_qp_t *qp, struct ibv_qp_attr *attr,
+                      int attr_mask);
+/* Every attribute is returned, whatever attr_mask says. */
+int softnic_qp_query(softnic_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask,
+                     softnic_qp_init_attr_t *init_attr);
+int softnic_qp_destroy(softnic_qp_t *qp);
+int softnic_post_send(softnic_qp_t *qp, struct ibv_send_wr *wr,
+                      struct ibv_send_wr **bad_wr);
+int softnic_post_recv(softnic_qp_t *qp, struct ibv_recv_wr *wr,
+                      struct ibv_recv_wr **bad_wr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOFTNIC_H_ */

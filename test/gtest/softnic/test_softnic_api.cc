@@ -1,0 +1,486 @@
+/*
+ * softnic's public API in one process (device soft_lo): device list, open
+ * and queries (port, GID, P_Key), completion channels and req_notify, and
+ * the device configuration: no_cma / no_ring and the log callback.
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "softnic_inproc.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+using namespace softnic_test;
+
+namespace
+{
+
+/* Messages received by the log callback. The callback runs on softnic's
+ * threads: lock protects msgs. */
+struct log_sink {
+    struct msg {
+        softnic_log_level_t level;
+        std::string         dev;
+        std::string         text;
+    };
+    std::mutex       lock;
+    std::vector<msg> msgs;
+
+    static void cb(void *arg, softnic_log_level_t level, const char *dev,
+                   const char *text)
+    {
+        log_sink                   *sink = (log_sink *)arg;
+        std::lock_guard<std::mutex> guard(sink->lock);
+        sink->msgs.push_back({level, dev, text});
+    }
+
+    void attach(softnic_config_t *cfg, softnic_log_level_t level)
+    {
+        cfg->log_level = level;
+        cfg->log_fn = cb;
+        cfg->log_arg = this;
+    }
+
+    /* the messages that contain needle */
+    std::vector<msg> find(const std::string &needle)
+    {
+        std::lock_guard<std::mutex> guard(lock);
+        std::vector<msg>            found;
+        for (const msg &m : msgs) {
+            if (m.text.find(needle) != std::string::npos) {
+                found.push_back(m);
+            }
+        }
+        return found;
+    }
+};
+
+/*
+ * softnic_inproc with two connected QPs: a (send CQ m_scq, recv CQ m_rcq,
+ * both on m_channel when connect() is given one) and b (on m_cq), and a
+ * registered buffer. Each test opens the device with its configuration.
+ */
+class softnic_api : public softnic_inproc
+{
+  protected:
+    bool open_in_setup() const override
+    {
+        return false;
+    }
+
+    void TearDown() override
+    {
+        destroy_qps();
+        if (m_mr) {
+            EXPECT_EQ(0, softnic_mr_dereg(m_mr));
+        }
+        for (softnic_cq_t *cq : {m_scq, m_rcq}) {
+            if (cq) {
+                EXPECT_EQ(0, softnic_cq_destroy(cq));
+            }
+        }
+        if (m_channel) {
+            EXPECT_EQ(0, softnic_comp_channel_destroy(m_channel));
+        }
+        softnic_inproc::TearDown();
+    }
+
+    void connect(softnic_comp_channel_t *channel = NULL)
+    {
+        m_buf.assign(8192, 0);
+        m_mr = softnic_mr_reg(m_pd, m_buf.data(), m_buf.size(),
+                              IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+        ASSERT_NE(nullptr, m_mr) << strerror(errno);
+        m_scq = softnic_cq_create(m_dev, 64, &m_scq_ctx, channel);
+        m_rcq = softnic_cq_create(m_dev, 64, &m_rcq_ctx, channel);
+        ASSERT_TRUE(m_scq && m_rcq) << strerror(errno);
+        m_a = tracked_qp(m_scq, m_rcq);
+        m_b = tracked_qp();
+        ASSERT_TRUE(m_a && m_b);
+        ASSERT_NO_FATAL_FAILURE(bring_to(m_a, IBV_QPS_RTS, m_b->qp_num));
+        ASSERT_NO_FATAL_FAILURE(bring_to(m_b, IBV_QPS_RTS, m_a->qp_num));
+    }
+
+    /* One WRITE from a to the buffer's second half */
+    int post_write(uint64_t wr_id)
+    {
+        ibv_sge     sge = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        wr.wr_id = wr_id;
+        wr.sg_list = &sge;
+        wr.num_sge = 1;
+        wr.opcode = IBV_WR_RDMA_WRITE;
+        wr.send_flags = IBV_SEND_SIGNALED;
+        wr.wr.rdma.remote_addr = (uintptr_t)m_buf.data() + 4096;
+        wr.wr.rdma.rkey = m_mr->rkey;
+        return softnic_post_send(m_a, &wr, &bad);
+    }
+
+    /* One unsignaled SEND from b to a (a's receive completes on m_rcq) */
+    int post_send_to_a(bool solicited)
+    {
+        ibv_sge     rsge = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+        ibv_recv_wr rwr = {}, *rbad;
+        rwr.wr_id = 7;
+        rwr.sg_list = &rsge;
+        rwr.num_sge = 1;
+        int ret = softnic_post_recv(m_a, &rwr, &rbad);
+        if (ret) {
+            return ret;
+        }
+        ibv_sge     sge = {(uintptr_t)m_buf.data() + 4096, 64, m_mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        wr.wr_id = 8;
+        wr.sg_list = &sge;
+        wr.num_sge = 1;
+        wr.opcode = IBV_WR_SEND;
+        wr.send_flags = solicited ? IBV_SEND_SOLICITED : 0;
+        return softnic_post_send(m_b, &wr, &bad);
+    }
+
+    /* Poll cq until one completion (bounded) */
+    bool wait_wc(softnic_cq_t *cq, ibv_wc *wc)
+    {
+        for (double end = now_ms() + 10000; now_ms() < end;) {
+            int n = softnic_cq_poll(cq, 1, wc);
+            if (n != 0) {
+                return n == 1;
+            }
+        }
+        return false;
+    }
+
+    softnic_mr_t           *m_mr = nullptr;
+    softnic_comp_channel_t *m_channel = nullptr;
+    softnic_cq_t           *m_scq = nullptr, *m_rcq = nullptr;
+    softnic_qp_t           *m_a = nullptr, *m_b = nullptr;
+    std::vector<uint8_t>    m_buf;
+    int                     m_scq_ctx = 0, m_rcq_ctx = 0;
+};
+
+bool fd_readable(int fd, int timeout_ms)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    return poll(&pfd, 1, timeout_ms) == 1;
+}
+
+TEST(softnic_dev, list)
+{
+    softnic_config_t    cfg = {};
+    softnic_dev_info_t *list = NULL;
+    int                 count = -1;
+
+    cfg.ifaces = "lo";
+    ASSERT_EQ(0, softnic_dev_list(&cfg, &list, &count));
+    ASSERT_EQ(1, count);
+    EXPECT_STREQ("soft_lo", list[0].name);
+    EXPECT_STREQ("lo", list[0].ifname);
+    const uint8_t gid[16] = {0, 0, 0,    0,    0,   0, 0, 0,
+                             0, 0, 0xff, 0xff, 127, 0, 0, 1};
+    EXPECT_EQ(0, memcmp(gid, list[0].gid.raw, 16));
+    softnic_dev_list_free(list);
+
+    /* NULL config: every interface that is up with an IPv4 address */
+    ASSERT_EQ(0, softnic_dev_list(NULL, &list, &count));
+    bool found_lo = false;
+    for (int i = 0; i < count; ++i) {
+        found_lo = found_lo || !strcmp(list[i].name, "soft_lo");
+    }
+    EXPECT_TRUE(found_lo);
+    softnic_dev_list_free(list);
+
+    cfg.log_level = SOFTNIC_LOG_NONE;
+    cfg.ifaces = "lo,orc_no_such_if";
+    EXPECT_EQ(ENODEV, softnic_dev_list(&cfg, &list, &count));
+    cfg.ifaces = "lo,,";
+    EXPECT_EQ(EINVAL, softnic_dev_list(&cfg, &list, &count));
+}
+
+TEST(softnic_dev, open_errors)
+{
+    softnic_config_t cfg = {};
+
+    cfg.ifaces = "lo";
+    cfg.log_level = SOFTNIC_LOG_NONE;
+    errno = 0;
+    EXPECT_EQ(nullptr, softnic_dev_open(NULL, &cfg));
+    EXPECT_EQ(EINVAL, errno);
+    for (const char *name : {"lo", "soft_", "soft_orc_no_such_if", "mlx5_0"}) {
+        errno = 0;
+        EXPECT_EQ(nullptr, softnic_dev_open(name, &cfg)) << name;
+        EXPECT_EQ(ENODEV, errno) << name;
+    }
+    /* an interface the configuration does not select */
+    cfg.ifaces = "orc_no_such_if";
+    errno = 0;
+    EXPECT_EQ(nullptr, softnic_dev_open("soft_lo", &cfg));
+    EXPECT_EQ(ENODEV, errno);
+}
+
+TEST_F(softnic_api, queries)
+{
+    ASSERT_NO_FATAL_FAILURE(open(softnic_config_t()));
+    EXPECT_STREQ("soft_lo", m_dev->name);
+
+    ibv_device_attr dattr;
+    ASSERT_EQ(0, softnic_dev_query(m_dev, &dattr));
+    EXPECT_EQ(1, dattr.phys_port_cnt);
+    EXPECT_EQ(1, dattr.max_pkeys);
+    EXPECT_EQ(IBV_ATOMIC_HCA, dattr.atomic_cap);
+
+    ibv_port_attr pattr;
+    ASSERT_EQ(0, softnic_dev_query_port(m_dev, 1, &pattr));
+    EXPECT_EQ(IBV_PORT_ACTIVE, pattr.state);
+    EXPECT_EQ(IBV_LINK_LAYER_ETHERNET, pattr.link_layer);
+    EXPECT_EQ(1, pattr.gid_tbl_len);
+    EXPECT_EQ(1u, pattr.pkey_tbl_len);
+    EXPECT_EQ(EINVAL, softnic_dev_query_port(m_dev, 2, &pattr));
+
+    union ibv_gid gid;
+    ASSERT_EQ(0, softnic_dev_query_gid(m_dev, 1, 0, &gid));
+    EXPECT_EQ(0xff, gid.raw[10]);
+    EXPECT_EQ(0xff, gid.raw[11]);
+    EXPECT_EQ(127, gid.raw[12]);
+    EXPECT_EQ(EINVAL, softnic_dev_query_gid(m_dev, 1, 1, &gid));
+    EXPECT_EQ(EINVAL, softnic_dev_query_gid(m_dev, 0, 0, &gid));
+
+    uint16_t pkey = 0;
+    ASSERT_EQ(0, softnic_dev_query_pkey(m_dev, 1, 0, &pkey));
+    EXPECT_EQ(0xffff, pkey);
+    EXPECT_EQ(EINVAL, softnic_dev_query_pkey(m_dev, 1, 1, &pkey));
+    EXPECT_EQ(EINVAL, softnic_dev_query_pkey(m_dev, 2, 0, &pkey));
+
+    /* the address carries the GID and the listener's port into ah_attr */
+    uint8_t     addr[SOFTNIC_ADDR_LEN];
+    ibv_ah_attr ah;
+    ASSERT_EQ(0, softnic_dev_addr_pack(m_dev, addr, sizeof(addr)));
+    ASSERT_EQ(0, softnic_dev_addr_unpack(m_dev, addr, sizeof(addr), &ah));
+    EXPECT_EQ(1, ah.is_global);
+    EXPECT_EQ(0, memcmp(gid.raw, ah.grh.dgid.raw, 16));
+    EXPECT_NE(0, ah.dlid);
+    EXPECT_EQ(1, ah.port_num);
+    EXPECT_EQ(EINVAL, softnic_dev_addr_pack(m_dev, addr, sizeof(addr) - 1));
+    EXPECT_EQ(EINVAL,
+              softnic_dev_addr_unpack(m_dev, addr, sizeof(addr) - 1, &ah));
+    addr[0] ^= 0xff; /* version */
+    EXPECT_EQ(EINVAL, softnic_dev_addr_unpack(m_dev, addr, sizeof(addr), &ah));
+}
+
+TEST_F(softnic_api, close_with_qps_is_ebusy)
+{
+    ASSERT_NO_FATAL_FAILURE(open(softnic_config_t()));
+    ASSERT_NO_FATAL_FAILURE(connect());
+    EXPECT_EQ(EBUSY, softnic_dev_close(m_dev));
+    EXPECT_EQ(EBUSY, softnic_cq_destroy(m_scq));
+    EXPECT_EQ(EBUSY, softnic_cq_destroy(m_cq));
+}
+
+/* Each event is one 8-byte record: the cq_context of the CQ that fired
+ * (the layout libibverbs' ibv_get_cq_event reads); one event per arming. */
+TEST_F(softnic_api, comp_channel_event_records)
+{
+    ASSERT_NO_FATAL_FAILURE(open(softnic_config_t()));
+    m_channel = softnic_comp_channel_create(m_dev);
+    ASSERT_NE(nullptr, m_channel) << strerror(errno);
+    ASSERT_NO_FATAL_FAILURE(connect(m_channel));
+    EXPECT_EQ(m_channel, m_scq->channel);
+    EXPECT_EQ(&m_scq_ctx, m_scq->cq_context);
+    EXPECT_EQ(EBUSY, softnic_comp_channel_destroy(m_channel));
+
+    int flags = fcntl(m_channel->fd, F_GETFL);
+    ASSERT_EQ(0, fcntl(m_channel->fd, F_SETFL, flags | O_NONBLOCK));
+    void *ctx = NULL;
+    EXPECT_EQ(EAGAIN, softnic_cq_get_event(m_channel, &ctx));
+
+    /* not armed: a completion writes no event */
+    ibv_wc wc;
+    ASSERT_EQ(0, post_write(1));
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    EXPECT_FALSE(fd_readable(m_channel->fd, 0));
+
+    /* armed: exactly one record, the cq_context */
+    ASSERT_EQ(0, softnic_cq_req_notify(m_scq, 0));
+    ASSERT_EQ(0, post_write(2));
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    EXPECT_EQ(2u, wc.wr_id);
+    ASSERT_TRUE(fd_readable(m_channel->fd, 10000));
+    uint64_t record = 0;
+    ASSERT_EQ((ssize_t)sizeof(record),
+              read(m_channel->fd, &record, sizeof(record)));
+    EXPECT_EQ((uintptr_t)&m_scq_ctx, record);
+    softnic_cq_ack_events(m_scq, 1);
+
+    /* the event disarmed the CQ */
+    ASSERT_EQ(0, post_write(3));
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    EXPECT_FALSE(fd_readable(m_channel->fd, 0));
+
+    /* and softnic_cq_get_event returns the same context */
+    ASSERT_EQ(0, softnic_cq_req_notify(m_scq, 0));
+    ASSERT_EQ(0, post_write(4));
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    ASSERT_TRUE(fd_readable(m_channel->fd, 10000));
+    ASSERT_EQ(0, softnic_cq_get_event(m_channel, &ctx));
+    EXPECT_EQ(&m_scq_ctx, ctx);
+    softnic_cq_ack_events(m_scq, 1);
+}
+
+/* solicited_only: only a solicited (or failed) completion fires */
+TEST_F(softnic_api, comp_channel_solicited_only)
+{
+    ASSERT_NO_FATAL_FAILURE(open(softnic_config_t()));
+    m_channel = softnic_comp_channel_create(m_dev);
+    ASSERT_NE(nullptr, m_channel) << strerror(errno);
+    ASSERT_NO_FATAL_FAILURE(connect(m_channel));
+
+    ibv_wc wc;
+    ASSERT_EQ(0, softnic_cq_req_notify(m_rcq, 1));
+    ASSERT_EQ(0, post_send_to_a(false));
+    ASSERT_TRUE(wait_wc(m_rcq, &wc));
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    EXPECT_FALSE(fd_readable(m_channel->fd, 0));
+
+    ASSERT_EQ(0, post_send_to_a(true));
+    ASSERT_TRUE(wait_wc(m_rcq, &wc));
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    ASSERT_TRUE(fd_readable(m_channel->fd, 10000));
+    void *ctx = NULL;
+    ASSERT_EQ(0, softnic_cq_get_event(m_channel, &ctx));
+    EXPECT_EQ(&m_rcq_ctx, ctx);
+    softnic_cq_ack_events(m_rcq, 1);
+}
+
+/* The paths no_cma / no_ring select, as the connection reports them in
+ * its DEBUG log message "qp 0x..: connected to qp 0x.. (<path>)". */
+class softnic_config_paths : public softnic_api
+{
+  protected:
+    std::string path_of(softnic_config_t    cfg,
+                        softnic_log_level_t level = SOFTNIC_LOG_DEBUG)
+    {
+        ibv_wc wc;
+
+        m_sink.attach(&cfg, level);
+        open(cfg);
+        connect();
+        if (HasFatalFailure()) {
+            return "";
+        }
+        EXPECT_EQ(0, post_write(1));
+        EXPECT_TRUE(wait_wc(m_scq, &wc));
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+        destroy_qps();
+
+        /* a's connection to b was reported before its first WR went out */
+        char needle[64];
+        snprintf(needle, sizeof(needle), "qp 0x%x: connected to qp 0x%x (",
+                 m_a_qpn, m_b_qpn);
+        std::vector<log_sink::msg> found = m_sink.find(needle);
+        if (found.empty()) {
+            return "none";
+        }
+        EXPECT_EQ(1u, found.size());
+        EXPECT_EQ(SOFTNIC_LOG_DEBUG, found[0].level);
+        EXPECT_EQ("soft_lo", found[0].dev);
+        std::string path = found[0].text.substr(strlen(needle));
+        return path.substr(0, path.find(')'));
+    }
+
+    void connect()
+    {
+        softnic_api::connect();
+        if (m_a && m_b) {
+            m_a_qpn = m_a->qp_num;
+            m_b_qpn = m_b->qp_num;
+        }
+    }
+
+    uint32_t m_a_qpn = 0, m_b_qpn = 0;
+    log_sink m_sink; /* outlives the device (closed in TearDown) */
+};
+
+TEST_F(softnic_config_paths, default_cma_and_ring)
+{
+    EXPECT_EQ("same host, CMA and ring", path_of(softnic_config_t()));
+}
+
+TEST_F(softnic_config_paths, no_ring)
+{
+    softnic_config_t cfg = {};
+    cfg.no_ring = 1;
+    EXPECT_EQ("same host, CMA", path_of(cfg));
+}
+
+TEST_F(softnic_config_paths, no_cma)
+{
+    softnic_config_t cfg = {};
+    cfg.no_cma = 1;
+    EXPECT_EQ("TCP", path_of(cfg));
+}
+
+/* a callback at INFO does not get the DEBUG message */
+TEST_F(softnic_config_paths, info_level_filters_debug)
+{
+    EXPECT_EQ("none", path_of(softnic_config_t(), SOFTNIC_LOG_INFO));
+}
+
+/* log_level filters what reaches the callback */
+TEST(softnic_log, levels_filter_the_callback)
+{
+    for (softnic_log_level_t level :
+         {SOFTNIC_LOG_NONE, SOFTNIC_LOG_ERROR, SOFTNIC_LOG_WARN,
+          SOFTNIC_LOG_INFO, SOFTNIC_LOG_DEBUG}) {
+        softnic_config_t    cfg = {};
+        softnic_dev_info_t *list;
+        int                 count;
+        log_sink            sink;
+
+        sink.attach(&cfg, level);
+        cfg.ifaces = "orc_no_such_if";
+        EXPECT_EQ(ENODEV, softnic_dev_list(&cfg, &list, &count));
+        std::vector<log_sink::msg> found = sink.find("orc_no_such_if");
+        if (level == SOFTNIC_LOG_NONE) {
+            EXPECT_TRUE(found.empty());
+            continue;
+        }
+        ASSERT_EQ(1u, found.size()) << "level " << level;
+        EXPECT_EQ(SOFTNIC_LOG_ERROR, found[0].level);
+        EXPECT_EQ("-", found[0].dev);
+        EXPECT_EQ("interface 'orc_no_such_if' is not up with an IPv4 address",
+                  found[0].text);
+    }
+}
+
+/* No callback: messages within log_level go to stderr, as documented */
+TEST(softnic_log, default_sink_is_stderr)
+{
+    softnic_config_t    cfg = {};
+    softnic_dev_info_t *list;
+    int                 count;
+
+    cfg.ifaces = "orc_no_such_if";
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(ENODEV, softnic_dev_list(&cfg, &list, &count));
+    std::string err = testing::internal::GetCapturedStderr();
+    EXPECT_EQ("[softnic " + std::to_string(getpid()) +
+                  " -] interface 'orc_no_such_if' is not up with an IPv4 "
+                  "address\n",
+              err);
+
+    cfg.log_level = SOFTNIC_LOG_NONE;
+    testing::internal::CaptureStderr();
+    EXPECT_EQ(ENODEV, softnic_dev_list(&cfg, &list, &count));
+    EXPECT_EQ("", testing::internal::GetCapturedStderr());
+}
+
+} // namespace
