@@ -127,6 +127,9 @@ orc_dev_t *orc_dev_open(const orc_dev_config_t *config, const char *name)
         if (!strcmp(list[i].name, name)) {
             dev = orc_dev_backend_ops(list[i].backend)->open(config, name);
             err = errno;
+            if (dev != NULL) {
+                memcpy(dev->netdev, list[i].netdev, sizeof(dev->netdev));
+            }
             break;
         }
     }

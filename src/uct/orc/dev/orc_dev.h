@@ -72,6 +72,10 @@ typedef struct orc_dev_info {
     char              name[ORC_DEV_NAME_MAX]; /* "mlx5_0", "soft_lo" */
     orc_dev_backend_t backend;                /* VERBS or SOFT, never AUTO */
     uint8_t           num_ports;              /* ports are numbered from 1 */
+    /* soft: the network interface the device runs on ("lo", "eth0"), for
+     * topology lookups (orc_topo.h); verbs: empty (hwloc knows an HCA by
+     * its verbs name) */
+    char              netdev[ORC_DEV_NAME_MAX];
 } orc_dev_info_t;
 
 /*
@@ -94,6 +98,8 @@ typedef struct orc_dev {
     const orc_dev_ops_t *ops;
     orc_dev_backend_t    backend;
     char                 name[ORC_DEV_NAME_MAX];
+    /* orc_dev_info_t::netdev of the device, set by orc_dev_open() */
+    char                 netdev[ORC_DEV_NAME_MAX];
 } orc_dev_t;
 
 typedef struct orc_pd {

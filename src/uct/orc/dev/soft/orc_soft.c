@@ -117,6 +117,8 @@ static int orc_soft_dev_list(const orc_dev_config_t *config,
         snprintf(list[i].name, sizeof(list[i].name), "%s", nic_list[i].name);
         list[i].backend = ORC_DEV_BACKEND_SOFT;
         list[i].num_ports = 1;
+        snprintf(list[i].netdev, sizeof(list[i].netdev), "%s",
+                 nic_list[i].ifname);
     }
     softnic_dev_list_free(nic_list);
     *list_p = list;
