@@ -232,11 +232,65 @@ static json_t *orcctl_node_json(const orc_node_info_t *node)
                      orcctl_load(node->endpoint_json));
 }
 
+/*
+ * Split a node's labels for humans: the "topology" label (the transport's
+ * summary, "; "-separated parts) comes out as *topology_p (malloc'ed, NULL if
+ * none), the other labels as compact JSON in *rest_p (malloc'ed, NULL if
+ * the labels are not a JSON object: print them as they are).
+ */
+static void orcctl_labels_split(const char *labels_json, char **rest_p,
+                                char **topology_p)
+{
+    json_t     *labels = orcctl_load(labels_json);
+    const char *topology;
+
+    *rest_p     = NULL;
+    *topology_p = NULL;
+    if (!json_is_object(labels)) {
+        json_decref(labels);
+        return;
+    }
+    topology = json_string_value(json_object_get(labels, "topology"));
+    if (topology != NULL) {
+        *topology_p = strdup(topology);
+        json_object_del(labels, "topology");
+    }
+    *rest_p = json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(labels);
+}
+
+/* The topology summary, one part per line, under `label` */
+static void orcctl_topology_print(const char *label, const char *topology)
+{
+    const char *part = topology, *end;
+    int         width = (int)strlen(label);
+
+    printf("%s", label);
+    for (;;) {
+        end = strstr(part, "; ");
+        if (end == NULL) {
+            printf("%s\n", part);
+            return;
+        }
+        printf("%.*s\n", (int)(end - part), part);
+        part = end + 2;
+        printf("%*s", width, "");
+    }
+}
+
 static void orcctl_node_print(const orc_node_info_t *node)
 {
+    char *rest, *topology;
+
+    orcctl_labels_split(node->labels_json, &rest, &topology);
     printf("%-8" PRIu64 " %-24s %-8" PRId64 " %-8s %s\n", node->id, node->host,
            node->pid, (node->endpoint_json != NULL) ? "yes" : "no",
-           node->labels_json);
+           (rest != NULL) ? rest : node->labels_json);
+    if (topology != NULL) {
+        orcctl_topology_print("         topology: ", topology);
+    }
+    free(rest);
+    free(topology);
 }
 
 static int orcctl_cmd_health(orc_client_t *client, const orcctl_opts_t *opts)
@@ -305,6 +359,7 @@ static int orcctl_cmd_node_get(orc_client_t *client, const orcctl_opts_t *opts,
     orc_node_info_t *node;
     orc_cl_status_t  status;
     json_t          *doc;
+    char            *rest, *topology;
 
     status = orc_client_node_get(client, id, &node);
     if (status != ORC_CL_OK) {
@@ -319,7 +374,13 @@ static int orcctl_cmd_node_get(orc_client_t *client, const orcctl_opts_t *opts,
         printf("id:       %" PRIu64 "\n", node->id);
         printf("host:     %s\n", node->host);
         printf("pid:      %" PRId64 "\n", node->pid);
-        printf("labels:   %s\n", node->labels_json);
+        orcctl_labels_split(node->labels_json, &rest, &topology);
+        printf("labels:   %s\n", (rest != NULL) ? rest : node->labels_json);
+        if (topology != NULL) {
+            orcctl_topology_print("topology: ", topology);
+        }
+        free(rest);
+        free(topology);
         printf("endpoint: %s\n",
                (node->endpoint_json != NULL) ? node->endpoint_json : "(none)");
     }

@@ -55,12 +55,13 @@ class orcctl_test : public ::testing::Test
         return doc;
     }
 
-    uint64_t register_bg(child *reg, const std::string &host)
+    uint64_t register_bg(child *reg, const std::string &host,
+                         const std::string &labels = "{\"role\":\"demo\"}")
     {
         EXPECT_TRUE(reg->start({builddir() + "/orcctl", "--url", m_orcd.url(),
                                 "--job", "jobA", "--token", "orcctl-token-a-1",
                                 "--json", "register", host, "--ttl", "2",
-                                "--labels", "{\"role\":\"demo\"}"}));
+                                "--labels", labels}));
         std::string line;
         EXPECT_TRUE(reg->read_line(&line, 10000));
         json_t  *doc = parse(line);
@@ -143,6 +144,47 @@ TEST_F(orcctl_test, register_nodes_endpoint_roundtrip)
     reg.signal(SIGINT);
     EXPECT_EQ(0, reg.wait_exit(10000));
     EXPECT_EQ(2, ctl({"node-get", sid}, &out));
+}
+
+/* The transport's topology summary label, shown one part per line */
+TEST_F(orcctl_test, nodes_show_topology_summary)
+{
+    const std::string summary = "2 NUMA nodes; soft_nic0 pci 0000:03:00.0 "
+                                "numa 0 cpus 0; soft_lo unknown";
+    child             reg;
+    uint64_t          id = register_bg(&reg, "topo-host",
+                                       "{\"transport\":\"orc\",\"topology\":\"" +
+                                               summary + "\"}");
+    ASSERT_GT(id, 0u);
+
+    std::string out;
+    ASSERT_EQ(0, ctl({"nodes"}, &out, false));
+    EXPECT_NE(std::string::npos,
+              out.find(" {\"transport\":\"orc\"}\n"
+                       "         topology: 2 NUMA nodes\n"
+                       "                   soft_nic0 pci 0000:03:00.0 numa 0 "
+                       "cpus 0\n"
+                       "                   soft_lo unknown\n"))
+            << out;
+
+    ASSERT_EQ(0, ctl({"node-get", std::to_string(id)}, &out, false));
+    EXPECT_NE(std::string::npos,
+              out.find("labels:   {\"transport\":\"orc\"}\n"
+                       "topology: 2 NUMA nodes\n"
+                       "          soft_nic0 pci 0000:03:00.0 numa 0 cpus 0\n"
+                       "          soft_lo unknown\n"))
+            << out;
+
+    /* --json keeps the label as it is */
+    ASSERT_EQ(0, ctl({"nodes"}, &out));
+    json_t *doc = parse(out);
+    json_t *node = json_array_get(json_object_get(doc, "nodes"), 0);
+    EXPECT_EQ(summary, json_string_value(json_object_get(
+                               json_object_get(node, "labels"), "topology")));
+    json_decref(doc);
+
+    reg.signal(SIGINT);
+    EXPECT_EQ(0, reg.wait_exit(10000));
 }
 
 TEST_F(orcctl_test, nodes_wait_wakes_on_change)
