@@ -20,6 +20,7 @@
 
 #include "orc_client.h"
 #include "orc_dev.h"
+#include "orc_topo.h"
 
 #include <ucs/datastruct/khash.h>
 #include <ucs/datastruct/list.h>
@@ -61,6 +62,9 @@ typedef struct uct_orc_md {
     struct ibv_device_attr dev_attr;
     orc_dev_config_t       dev_config;
     char                  *soft_ifaces; /* owned copy for dev_config */
+    orc_topo_loc_t         loc;     /* where the device sits (hwloc) */
+    ucs_sys_device_t       sys_dev; /* its PCI device as UCX knows it, or
+                                       UCS_SYS_DEVICE_ID_UNKNOWN */
 } uct_orc_md_t;
 
 /* Memory handle: an rcache region (or a plain region when the cache is off)
@@ -82,6 +86,23 @@ void uct_orc_md_dev_config(const uct_orc_md_config_t *config,
 
 /* Register/deregister a buffer directly (mpool chunks use this). */
 orc_mr_t *uct_orc_md_reg_direct(uct_orc_md_t *md, void *addr, size_t length);
+
+
+/* ---------------------------------------------------------- locality */
+
+/* (orc_locality.c) Where the md's device sits: md->loc from hwloc and
+ * md->sys_dev, its PCI device registered with UCX's topology. */
+void uct_orc_md_locate(uct_orc_md_t *md);
+/* Whether the md's device is remote to the CPUs the calling thread may run
+ * on now (orc_topo.h's rule) */
+int uct_orc_md_is_remote(const uct_orc_md_t *md);
+/* The estimates of a device that is remote to the opening thread */
+void uct_orc_iface_remote_perf(uct_iface_attr_t *attr);
+/* Near devices first, for the calling thread (stable otherwise) */
+void uct_orc_sort_devices(orc_dev_info_t *list, int count);
+/* The topology summary of the devices `config` selects (orc_topo_summary)
+ * into buf[ORC_TOPO_SUMMARY_MAX] */
+void uct_orc_topo_summary(const orc_dev_config_t *config, char *buf);
 
 
 /* ------------------------------------------------------------ config */
@@ -426,6 +447,8 @@ typedef struct uct_orc_iface {
     } config;
     struct ibv_wc          stash_wc;   /* CQE consumed by event_arm */
     int                    stash_is_send;
+    int                    remote;     /* the device is remote to the CPUs
+                                          of the thread that opened us */
 } uct_orc_iface_t;
 
 /* A peer is reachable on the same backend (a softnic QP cannot talk to an

@@ -44,6 +44,7 @@ uct_orc_query_md_resources(uct_component_t *component,
         status = uct_md_query_empty_md_resource(resources_p, num_resources_p);
         goto out_free_list;
     }
+    uct_orc_sort_devices(list, count);
 
     resources = ucs_calloc(count, sizeof(*resources), "orc md resources");
     if (resources == NULL) {

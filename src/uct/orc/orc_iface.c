@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -134,7 +135,7 @@ ucs_status_t uct_orc_query_devices(uct_md_h tl_md,
         ucs_snprintf_zero(devices[i].name, sizeof(devices[i].name), "%s:%u",
                           md->dev->name, i + 1);
         devices[i].type       = UCT_DEVICE_TYPE_NET;
-        devices[i].sys_device = UCS_SYS_DEVICE_ID_UNKNOWN;
+        devices[i].sys_device = md->sys_dev;
     }
 
     *devices_p     = devices;
@@ -904,6 +905,10 @@ static ucs_status_t uct_orc_iface_query(uct_iface_h tl_iface,
         attr->bandwidth.shared   = 10000.0 * UCS_MBYTE;
         attr->priority           = 10;
     }
+
+    if (iface->remote) {
+        uct_orc_iface_remote_perf(attr);
+    }
     return UCS_OK;
 }
 
@@ -1085,13 +1090,29 @@ static ucs_status_t uct_orc_iface_hex(const void *buf, size_t len,
     return UCS_OK;
 }
 
+/* The node's labels: transport, device, and the topology summary of this
+ * process's devices (orcctl nodes shows it) */
+static char *uct_orc_iface_labels(uct_orc_iface_t *iface, const char *dev_name)
+{
+    char summary[ORC_TOPO_SUMMARY_MAX];
+    json_t *labels;
+    char *text;
+
+    uct_orc_topo_summary(&iface->md->dev_config, summary);
+    labels = json_pack("{s:s, s:s, s:s}", "transport", UCT_ORC_TL_NAME,
+                       "device", dev_name, "topology", summary);
+    text   = (labels != NULL) ? json_dumps(labels, JSON_COMPACT) : NULL;
+    json_decref(labels);
+    return text;
+}
+
 /* Register this iface as a node of the job and publish its endpoint */
 static ucs_status_t uct_orc_iface_join(uct_orc_iface_t *iface,
                                        uct_orc_iface_config_t *config,
                                        const char *dev_name)
 {
     orc_client_params_t params = {0};
-    char labels[256], host[256], *token = NULL, *hex = NULL, *endpoint;
+    char host[256], *labels, *token = NULL, *hex = NULL, *endpoint;
     ucs_time_t deadline;
     orc_cl_status_t cl_status;
     ucs_status_t status;
@@ -1136,8 +1157,12 @@ static ucs_status_t uct_orc_iface_join(uct_orc_iface_t *iface,
         ucs_strncpy_zero(host, "unknown", sizeof(host));
     }
     host[sizeof(host) - 1] = '\0';
-    snprintf(labels, sizeof(labels),
-             "{\"transport\":\"orc\",\"device\":\"%s\"}", dev_name);
+    labels = uct_orc_iface_labels(iface, dev_name);
+    if (labels == NULL) {
+        ucs_error("orc: %s: cannot build the node labels", dev_name);
+        status = UCS_ERR_NO_MEMORY;
+        goto err_destroy_client;
+    }
 
     deadline = ucs_get_time() + ucs_time_from_sec(config->coordinator_wait);
     for (;;) {
@@ -1152,6 +1177,7 @@ static ucs_status_t uct_orc_iface_join(uct_orc_iface_t *iface,
         }
         usleep(100000);
     }
+    free(labels);
 
     if (cl_status != ORC_CL_OK) {
         if ((cl_status == ORC_CL_ERR_UNREACHABLE) ||
@@ -1400,6 +1426,8 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
                                                    md->dev_attr.max_sge));
     self->config.max_rd_atomic = ucs_max(1, ucs_min(16,
                                          md->dev_attr.max_qp_rd_atom));
+    /* the binding of the thread opening us now, not at process start */
+    self->remote = uct_orc_md_is_remote(md);
 
     self->channel = orc_comp_channel_create(md->dev);
     if (self->channel == NULL) {

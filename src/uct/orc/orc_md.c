@@ -98,7 +98,11 @@ static ucs_status_t uct_orc_md_query(uct_md_h tl_md, uct_md_attr_t *md_attr)
     ucs_snprintf_zero(md_attr->component_name,
                       sizeof(md_attr->component_name), "%s",
                       uct_orc_component.name);
-    memset(&md_attr->local_cpus, 0xff, sizeof(md_attr->local_cpus));
+    if (md->loc.found) {
+        ucs_sys_cpuset_copy(&md_attr->local_cpus, &md->loc.cpus);
+    } else {
+        memset(&md_attr->local_cpus, 0xff, sizeof(md_attr->local_cpus));
+    }
     return UCS_OK;
 }
 
@@ -387,6 +391,8 @@ ucs_status_t uct_orc_md_open(uct_component_t *component, const char *md_name,
         status = UCS_ERR_IO_ERROR;
         goto err_close_dev;
     }
+
+    uct_orc_md_locate(md);
 
     md->pd = orc_pd_alloc(md->dev);
     if (md->pd == NULL) {

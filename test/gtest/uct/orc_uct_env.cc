@@ -228,25 +228,31 @@ ucs_status_t entity::err_cb(void *arg, uct_ep_h ep, ucs_status_t status)
     return UCS_OK;
 }
 
-ucs_status_t entity::open(size_t rx_headroom)
+uct_component_h orc_component()
 {
-    uct_component_h *components;
+    uct_component_h *components, found = NULL;
     unsigned num_components;
-    ucs_status_t status;
 
-    status = uct_query_components(&components, &num_components);
-    if (status != UCS_OK) {
-        return status;
+    if (uct_query_components(&components, &num_components) != UCS_OK) {
+        return NULL;
     }
     for (unsigned i = 0; i < num_components; ++i) {
         uct_component_attr_t attr;
         attr.field_mask = UCT_COMPONENT_ATTR_FIELD_NAME;
         if ((uct_component_query(components[i], &attr) == UCS_OK) &&
             !strcmp(attr.name, "orc")) {
-            m_component = components[i];
+            found = components[i];
         }
     }
     uct_release_component_list(components);
+    return found;
+}
+
+ucs_status_t entity::open(size_t rx_headroom)
+{
+    ucs_status_t status;
+
+    m_component = orc_component();
     if (m_component == NULL) {
         return UCS_ERR_NO_DEVICE;
     }

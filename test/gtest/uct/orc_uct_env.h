@@ -140,6 +140,9 @@ private:
 /* the network interface the tests' soft device sits on */
 std::string test_iface();
 
+/* the orc UCT component (NULL if the module is not loaded) */
+uct_component_h orc_component();
+
 std::string hex(const void *buf, size_t len);
 std::vector<uint8_t> unhex(const std::string &s);
 

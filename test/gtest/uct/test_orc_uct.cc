@@ -1057,12 +1057,18 @@ std::string target_line(entity &e, entity::mem &m)
 
 } // namespace
 
+void orc_topo_child(); /* test_orc_topo.cc */
+
 /* Child roles, run as "test_orc_uct --gtest_filter=OrcChild.Main" */
 TEST(OrcChild, Main)
 {
     const char *role = getenv("ORC_UCT_CHILD_ROLE");
     if (role == NULL) {
         GTEST_SKIP() << "runs only as a child process of the other tests";
+    }
+    if (!strcmp(role, "topo")) {
+        orc_topo_child(); /* binds itself before it opens anything */
+        return;
     }
     uct_env::setup();
     entity e;
