@@ -125,6 +125,29 @@ typedef struct softnic_config {
     void               *log_arg;
 } softnic_config_t;
 
+/*
+ * The configuration from strings, for users that take it from the
+ * environment or a file (a libibverbs provider). Settings, by name:
+ *
+ *   IFACES   comma-separated interface names, or "" for all (the string is
+ *            kept by the config, not copied: it must outlive its use)
+ *   NO_CMA   y|yes|on|1 or n|no|off|0 (any case)
+ *   NO_RING  the same
+ *   LOG      none|error|warn|info|debug (any case): log_level
+ *
+ * Parsing is strict: anything else is EINVAL with a message in err (when
+ * err is not NULL) saying what was expected; the config is then unchanged.
+ */
+int softnic_config_set(softnic_config_t *config, const char *name,
+                       const char *value, char *err, size_t err_len);
+/* Every setting whose variable <prefix><NAME> is set in the environment
+ * (prefix "SOFTNIC_": SOFTNIC_NO_CMA, ...), all or nothing: on EINVAL, err
+ * names the variable, and the config is unchanged. */
+int softnic_config_from_env(softnic_config_t *config, const char *prefix,
+                            char *err, size_t err_len);
+/* "none", "error", "warn", "info", "debug" */
+const char *softnic_log_level_name(softnic_log_level_t level);
+
 /* ---- devices ---------------------------------------------------------- */
 
 typedef struct softnic_dev_info {

@@ -14,6 +14,8 @@
  *   -a/-b  run the cross-namespace part between these two existing network
  *          namespaces, each with an interface "orc0" (see softnic-bench.sh)
  *   -i  address of orc0 in namespace b (default 198.18.0.2)
+ * The softnic devices take their settings from SOFTNIC_NO_CMA,
+ * SOFTNIC_NO_RING and SOFTNIC_LOG (softnic_config_from_env).
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -140,8 +142,14 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
 {
     softnic_config_t       cfg;
     softnic_qp_init_attr_t qp_attr;
+    char                   why[256];
 
+    /* SOFTNIC_NO_CMA=y measures the TCP path on one host, and so on */
     memset(&cfg, 0, sizeof(cfg));
+    if (softnic_config_from_env(&cfg, "SOFTNIC_", why, sizeof(why)) != 0) {
+        fprintf(stderr, "softnic_bench: %s\n", why);
+        return -1;
+    }
     cfg.ifaces = ifaces;
     memset(ep, 0, sizeof(*ep));
     memset(info, 0, sizeof(*info));

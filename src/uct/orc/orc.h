@@ -46,6 +46,8 @@ typedef struct uct_orc_md_config {
     uct_md_config_t        super;
     int                    backend;     /* orc_dev_backend_t */
     char                  *soft_ifaces;
+    int                    soft_no_cma;
+    int                    soft_no_ring;
     int                    rcache_enable; /* UCS_YES/NO/TRY */
     uct_md_rcache_config_t rcache;
 } uct_orc_md_config_t;

@@ -44,6 +44,17 @@ ucs_config_field_t uct_orc_md_config_table[] = {
      "is up and has an IPv4 address.",
      ucs_offsetof(uct_orc_md_config_t, soft_ifaces), UCS_CONFIG_TYPE_STRING},
 
+    {"SOFT_NO_CMA", "n",
+     "softnic: never use the same-host paths (single-copy CMA, shared-memory\n"
+     "rings): data between processes of one host travels on TCP, as between\n"
+     "hosts.",
+     ucs_offsetof(uct_orc_md_config_t, soft_no_cma), UCS_CONFIG_TYPE_BOOL},
+
+    {"SOFT_NO_RING", "n",
+     "softnic: same-host SENDs and atomics on TCP instead of shared-memory\n"
+     "rings (READ and WRITE still use single-copy CMA).",
+     ucs_offsetof(uct_orc_md_config_t, soft_no_ring), UCS_CONFIG_TYPE_BOOL},
+
     {"RCACHE", "try",
      "Registration cache: yes - required, no - register on every call,\n"
      "try - use it when UCX's memory hooks are available.",
@@ -56,12 +67,47 @@ ucs_config_field_t uct_orc_md_config_table[] = {
     {NULL}
 };
 
+/* softnic's messages go to UCX's log: errors and warnings as such, its
+ * connection and QP error events at diag level, connection setup at debug
+ * level (UCX_LOG_LEVEL chooses) */
+static const ucs_log_level_t uct_orc_soft_log_levels[] = {
+    [SOFTNIC_LOG_ERROR] = UCS_LOG_LEVEL_ERROR,
+    [SOFTNIC_LOG_WARN]  = UCS_LOG_LEVEL_WARN,
+    [SOFTNIC_LOG_INFO]  = UCS_LOG_LEVEL_DIAG,
+    [SOFTNIC_LOG_DEBUG] = UCS_LOG_LEVEL_DEBUG,
+};
+
+/* softnic's log callback: any thread, softnic locks may be held */
+static void uct_orc_soft_log(void *arg, softnic_log_level_t level,
+                             const char *dev_name, const char *message)
+{
+    ucs_log(uct_orc_soft_log_levels[level], "softnic %s: %s", dev_name,
+            message);
+}
+
+/* The most verbose softnic level that UCX's log level lets through */
+static softnic_log_level_t uct_orc_soft_log_level(void)
+{
+    int level;
+
+    for (level = SOFTNIC_LOG_DEBUG; level >= SOFTNIC_LOG_ERROR; --level) {
+        if (ucs_log_is_enabled(uct_orc_soft_log_levels[level])) {
+            return (softnic_log_level_t)level;
+        }
+    }
+    return SOFTNIC_LOG_NONE;
+}
+
 void uct_orc_md_dev_config(const uct_orc_md_config_t *config,
                            orc_dev_config_t *dev_config)
 {
     memset(dev_config, 0, sizeof(*dev_config));
-    dev_config->backend     = (orc_dev_backend_t)config->backend;
-    dev_config->soft.ifaces = config->soft_ifaces;
+    dev_config->backend        = (orc_dev_backend_t)config->backend;
+    dev_config->soft.ifaces    = config->soft_ifaces;
+    dev_config->soft.no_cma    = config->soft_no_cma;
+    dev_config->soft.no_ring   = config->soft_no_ring;
+    dev_config->soft.log_level = uct_orc_soft_log_level();
+    dev_config->soft.log_fn    = uct_orc_soft_log;
 }
 
 orc_mr_t *uct_orc_md_reg_direct(uct_orc_md_t *md, void *addr, size_t length)

@@ -233,7 +233,13 @@ std::string cmd_open(const kv_t &kv)
     std::string      ifaces = str(kv, "ifaces", "lo");
     std::string      name = str(kv, "dev", "soft_lo");
     int              cqe = (int)num(kv, "cqe", 8192);
+    char             why[256];
 
+    /* SOFTNIC_NO_CMA, SOFTNIC_LOG, ... for whoever debugs a test */
+    if (softnic_config_from_env(&cfg, "SOFTNIC_", why, sizeof(why)) != 0) {
+        fprintf(stderr, "softnic_peer: %s\n", why);
+        return err(EINVAL, "config");
+    }
     cfg.ifaces = ifaces.c_str();
     g_peer.dev = softnic_dev_open(name.c_str(), &cfg);
     if (g_peer.dev == NULL) {

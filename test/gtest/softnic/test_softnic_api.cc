@@ -1,7 +1,8 @@
 /*
  * softnic's public API in one process (device soft_lo): device list, open
  * and queries (port, GID, P_Key), completion channels and req_notify, and
- * the device configuration: no_cma / no_ring and the log callback.
+ * the device configuration: no_cma / no_ring, the log callback, and the
+ * strict parser from strings and the environment.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -12,6 +13,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -481,6 +484,177 @@ TEST(softnic_log, default_sink_is_stderr)
     testing::internal::CaptureStderr();
     EXPECT_EQ(ENODEV, softnic_dev_list(&cfg, &list, &count));
     EXPECT_EQ("", testing::internal::GetCapturedStderr());
+}
+
+} // namespace
+
+namespace
+{
+
+/* softnic_config_set on a copy of cfg: its return value, *out the result */
+int config_set(softnic_config_t cfg, const char *name, const char *value,
+               softnic_config_t *out, std::string *err = NULL)
+{
+    char buf[256] = "";
+    int  ret = softnic_config_set(&cfg, name, value, buf, sizeof(buf));
+    *out = cfg;
+    if (err) {
+        *err = buf;
+    }
+    return ret;
+}
+
+bool same_config(const softnic_config_t &a, const softnic_config_t &b)
+{
+    return (a.ifaces == b.ifaces) && (a.no_cma == b.no_cma) &&
+           (a.no_ring == b.no_ring) && (a.log_level == b.log_level) &&
+           (a.log_fn == b.log_fn) && (a.log_arg == b.log_arg);
+}
+
+TEST(softnic_config, booleans)
+{
+    softnic_config_t cfg = {}, out;
+
+    for (const char *name : {"NO_CMA", "NO_RING"}) {
+        for (const char *yes : {"y", "yes", "on", "1", "Y", "YES", "On"}) {
+            ASSERT_EQ(0, config_set(cfg, name, yes, &out)) << name << yes;
+            EXPECT_EQ(1,
+                      std::string(name) == "NO_CMA" ? out.no_cma : out.no_ring);
+        }
+        cfg.no_cma = cfg.no_ring = 1;
+        for (const char *no : {"n", "no", "off", "0", "N", "No", "OFF"}) {
+            ASSERT_EQ(0, config_set(cfg, name, no, &out)) << name << no;
+            EXPECT_EQ(0,
+                      std::string(name) == "NO_CMA" ? out.no_cma : out.no_ring);
+        }
+        cfg.no_cma = cfg.no_ring = 0;
+    }
+}
+
+TEST(softnic_config, bad_booleans_rejected)
+{
+    softnic_config_t cfg = {}, out;
+    std::string      err;
+
+    for (const char *name : {"NO_CMA", "NO_RING"}) {
+        for (const char *bad :
+             {"", "2", "-1", "true", "false", "yess", " y", "y ", "1x"}) {
+            EXPECT_EQ(EINVAL, config_set(cfg, name, bad, &out, &err))
+                << name << "='" << bad << "'";
+            EXPECT_TRUE(same_config(cfg, out)) << "changed on error";
+            EXPECT_EQ("invalid value '" + std::string(bad) +
+                          "': expected one of y, yes, on, 1, n, no, off, 0",
+                      err);
+        }
+    }
+}
+
+TEST(softnic_config, log_levels)
+{
+    softnic_config_t cfg = {}, out;
+    std::string      err;
+    const struct {
+        const char         *value;
+        softnic_log_level_t level;
+    } good[] = {{"none", SOFTNIC_LOG_NONE},   {"error", SOFTNIC_LOG_ERROR},
+                {"warn", SOFTNIC_LOG_WARN},   {"info", SOFTNIC_LOG_INFO},
+                {"debug", SOFTNIC_LOG_DEBUG}, {"DEBUG", SOFTNIC_LOG_DEBUG},
+                {"Warn", SOFTNIC_LOG_WARN}};
+
+    for (const auto &g : good) {
+        ASSERT_EQ(0, config_set(cfg, "LOG", g.value, &out)) << g.value;
+        EXPECT_EQ(g.level, out.log_level) << g.value;
+        if (strcasecmp(g.value, softnic_log_level_name(g.level))) {
+            ADD_FAILURE() << g.value << " named "
+                          << softnic_log_level_name(g.level);
+        }
+    }
+    for (const char *bad : {"", "1", "0", "verbose", "warning", "errors"}) {
+        EXPECT_EQ(EINVAL, config_set(cfg, "LOG", bad, &out, &err)) << bad;
+        EXPECT_TRUE(same_config(cfg, out));
+        EXPECT_EQ("invalid value '" + std::string(bad) +
+                      "': expected one of none, error, warn, info, debug",
+                  err);
+    }
+    EXPECT_STREQ("unknown", softnic_log_level_name((softnic_log_level_t)7));
+}
+
+TEST(softnic_config, ifaces)
+{
+    softnic_config_t cfg = {}, out;
+    std::string      err;
+
+    for (const char *good : {"lo", "lo,eth0", "", "a,b,c", "123456789012345"}) {
+        ASSERT_EQ(0, config_set(cfg, "IFACES", good, &out)) << good;
+        EXPECT_EQ(good, out.ifaces) << "the string itself is kept";
+    }
+    for (const char *bad :
+         {",", ",lo", "lo,", "lo,,eth0", "1234567890123456", "lo,,"}) {
+        EXPECT_EQ(EINVAL, config_set(cfg, "IFACES", bad, &out, &err)) << bad;
+        EXPECT_TRUE(same_config(cfg, out));
+        EXPECT_NE(std::string::npos, err.find(bad)) << err;
+        EXPECT_NE(std::string::npos, err.find("interface names")) << err;
+    }
+}
+
+TEST(softnic_config, unknown_names_and_null)
+{
+    softnic_config_t cfg = {}, out;
+    std::string      err;
+
+    for (const char *bad : {"no_cma", "NO_CMAX", "", "LOG_LEVEL", "CMA"}) {
+        EXPECT_EQ(EINVAL, config_set(cfg, bad, "y", &out, &err)) << bad;
+        EXPECT_TRUE(same_config(cfg, out));
+        EXPECT_EQ("unknown setting '" + std::string(bad) +
+                      "': expected one of IFACES, NO_CMA, NO_RING, LOG",
+                  err);
+    }
+    /* no value, no error buffer */
+    EXPECT_EQ(EINVAL, softnic_config_set(&cfg, "NO_CMA", NULL, NULL, 0));
+    EXPECT_EQ(EINVAL, softnic_config_set(&cfg, "NO_CMA", "x", NULL, 0));
+    EXPECT_EQ(0, cfg.no_cma);
+}
+
+/* Variables <prefix><NAME>; all or nothing */
+TEST(softnic_config, from_env)
+{
+    const char *vars[] = {"SNTEST_IFACES", "SNTEST_NO_CMA", "SNTEST_NO_RING",
+                          "SNTEST_LOG"};
+    softnic_config_t cfg = {};
+    char             err[256];
+
+    for (const char *v : vars) {
+        unsetenv(v);
+    }
+    ASSERT_EQ(0, softnic_config_from_env(&cfg, "SNTEST_", err, sizeof(err)));
+    EXPECT_TRUE(same_config(softnic_config_t(), cfg)) << "nothing set";
+
+    setenv("SNTEST_NO_CMA", "yes", 1);
+    setenv("SNTEST_LOG", "info", 1);
+    setenv("SNTEST_IFACES", "lo", 1);
+    ASSERT_EQ(0, softnic_config_from_env(&cfg, "SNTEST_", err, sizeof(err)))
+        << err;
+    EXPECT_EQ(1, cfg.no_cma);
+    EXPECT_EQ(0, cfg.no_ring);
+    EXPECT_EQ(SOFTNIC_LOG_INFO, cfg.log_level);
+    EXPECT_STREQ("lo", cfg.ifaces);
+
+    softnic_config_t before = {};
+    cfg = before;
+    setenv("SNTEST_NO_RING", "maybe", 1);
+    EXPECT_EQ(EINVAL,
+              softnic_config_from_env(&cfg, "SNTEST_", err, sizeof(err)));
+    EXPECT_STREQ("SNTEST_NO_RING: invalid value 'maybe': expected one of y, "
+                 "yes, on, 1, n, no, off, 0",
+                 err);
+    EXPECT_TRUE(same_config(before, cfg)) << "NO_CMA applied despite the error";
+
+    std::string long_prefix(100, 'P');
+    EXPECT_EQ(EINVAL, softnic_config_from_env(&cfg, long_prefix.c_str(), err,
+                                              sizeof(err)));
+    for (const char *v : vars) {
+        unsetenv(v);
+    }
 }
 
 } // namespace

@@ -6,11 +6,15 @@
 
 extern "C" {
 #include "orc_client.h"
+#include <ucs/config/global_opts.h>
+#include <ucs/debug/log_def.h>
 }
 
 #include <algorithm>
+#include <mutex>
 #include <set>
 #include <sstream>
+#include <stdarg.h>
 #include <string.h>
 #include <poll.h>
 #include <unistd.h>
@@ -1013,6 +1017,162 @@ TEST(OrcUctConfig, InvalidValuesFailOpen)
         EXPECT_NE(UCS_OK, e.open());
     }
 }
+
+namespace {
+
+/* UCX's log messages, captured while it lives (a pushed handler), with
+ * UCX's log level set to `level` meanwhile. Messages arrive on any thread:
+ * s_lock protects s_msgs. Debug and trace messages stop here, the others
+ * go on to UCX's own output. */
+class log_capture {
+public:
+    explicit log_capture(ucs_log_level_t level) :
+        m_old(ucs_global_opts.log_component.log_level)
+    {
+        std::lock_guard<std::mutex> guard(s_lock);
+        s_msgs.clear();
+        ucs_global_opts.log_component.log_level = level;
+        ucs_log_push_handler(handler);
+    }
+
+    ~log_capture()
+    {
+        ucs_log_pop_handler();
+        ucs_global_opts.log_component.log_level = m_old;
+    }
+
+    /* messages at level that contain every needle */
+    size_t count(ucs_log_level_t level,
+                 const std::vector<std::string> &needles)
+    {
+        std::lock_guard<std::mutex> guard(s_lock);
+        size_t n = 0;
+        for (const auto &m : s_msgs) {
+            bool all = (m.first == level);
+            for (const std::string &needle : needles) {
+                all = all && (m.second.find(needle) != std::string::npos);
+            }
+            n += all;
+        }
+        return n;
+    }
+
+private:
+    static ucs_log_func_rc_t
+    handler(const char *, unsigned, const char *, ucs_log_level_t level,
+            const ucs_log_component_config_t *, const char *format,
+            va_list ap)
+    {
+        char    buf[512];
+        va_list aq;
+
+        va_copy(aq, ap);
+        vsnprintf(buf, sizeof(buf), format, aq);
+        va_end(aq);
+        {
+            std::lock_guard<std::mutex> guard(s_lock);
+            s_msgs.push_back({level, buf});
+        }
+        return (level >= UCS_LOG_LEVEL_DEBUG) ? UCS_LOG_FUNC_RC_STOP :
+                                                UCS_LOG_FUNC_RC_CONTINUE;
+    }
+
+    ucs_log_level_t m_old;
+    static std::mutex s_lock;
+    static std::vector<std::pair<ucs_log_level_t, std::string>> s_msgs;
+};
+
+std::mutex log_capture::s_lock;
+std::vector<std::pair<ucs_log_level_t, std::string>> log_capture::s_msgs;
+
+} // namespace
+
+/* UCX's parser rejects bad softnic knobs, naming the variable and the
+ * allowed values */
+TEST(OrcUctConfig, InvalidSoftnicKnobsFailOpen)
+{
+    uct_env::setup();
+    for (const char *var : {"UCX_ORC_SOFT_NO_CMA", "UCX_ORC_SOFT_NO_RING"}) {
+        scoped_setenv v(var, "bogus");
+        log_capture cap(ucs_global_opts.log_component.log_level);
+        entity e;
+        EXPECT_NE(UCS_OK, e.open()) << var;
+        EXPECT_EQ(1u, cap.count(UCS_LOG_LEVEL_ERROR,
+                                {var + strlen("UCX_ORC_"), "'bogus'",
+                                 "<y|n>"})) << var;
+    }
+}
+
+/* UCX_ORC_SOFT_NO_CMA / NO_RING reach softnic: they choose the path of a
+ * same-host connection, which softnic reports at its debug level, and that
+ * message reaches UCX's log at debug level. */
+struct soft_knobs {
+    const char *no_cma, *no_ring, *path;
+};
+
+void PrintTo(const soft_knobs &k, std::ostream *os)
+{
+    *os << "NO_CMA=" << k.no_cma << " NO_RING=" << k.no_ring;
+}
+
+class OrcUctSoftKnobs : public OrcUct,
+                        public ::testing::WithParamInterface<soft_knobs> {
+protected:
+    void SetUp() override
+    {
+        m_cma.reset(new scoped_setenv("UCX_ORC_SOFT_NO_CMA",
+                                      GetParam().no_cma));
+        m_ring.reset(new scoped_setenv("UCX_ORC_SOFT_NO_RING",
+                                       GetParam().no_ring));
+        m_cap.reset(new log_capture(UCS_LOG_LEVEL_DEBUG));
+        OrcUct::SetUp();
+    }
+
+    void TearDown() override
+    {
+        m_cap.reset();
+        m_ring.reset();
+        m_cma.reset();
+    }
+
+    std::unique_ptr<scoped_setenv> m_cma, m_ring;
+    std::unique_ptr<log_capture>   m_cap;
+};
+
+TEST_P(OrcUctSoftKnobs, PathAndLog)
+{
+    entity::mem dst = b.alloc_mem(64);
+    uct_rkey_t  rkey = a.unpack_rkey(dst.rkey_buf);
+    uint64_t    value = 0x5eed;
+
+    /* a put, flushed: the QP's connection carried it */
+    ASSERT_EQ(UCS_OK, retry([&]() {
+        return uct_ep_put_short(ep, &value, sizeof(value),
+                                (uintptr_t)dst.ptr, rkey);
+    }));
+    flush_ep(a, ep);
+    EXPECT_EQ(value, *(uint64_t*)dst.ptr);
+
+    std::string prefix = "softnic soft_" + test_iface() + ": qp 0x";
+    EXPECT_GE(m_cap->count(UCS_LOG_LEVEL_DEBUG,
+                           {prefix, ": connected to qp 0x",
+                            std::string("(") + GetParam().path + ")"}),
+              1u);
+    EXPECT_EQ(m_cap->count(UCS_LOG_LEVEL_DEBUG, {prefix, "connected to qp"}),
+              m_cap->count(UCS_LOG_LEVEL_DEBUG,
+                           {prefix, std::string("(") + GetParam().path + ")"}))
+        << "a connection took another path";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    knobs, OrcUctSoftKnobs,
+    ::testing::Values(soft_knobs{"n", "n", "same host, CMA and ring"},
+                      soft_knobs{"n", "y", "same host, CMA"},
+                      soft_knobs{"y", "n", "TCP"}),
+    [](const ::testing::TestParamInfo<soft_knobs> &info) {
+        return std::string("no_cma_") + info.param.no_cma + "_no_ring_" +
+               info.param.no_ring;
+    });
 
 /* ------------------------------------------------ multi-process tests */
 
