@@ -43,6 +43,12 @@ class softnic_errors : public softnic_topo
 
     /* IB: the local ACK timeout is 4.096 us * 2^timeout, retried
      * retry_cnt times. */
+    /* The QP under test waits 4.096 us * 2^16 = 268 ms per attempt for an
+     * answer, 4 attempts: a dead peer fails it in about 1 s, a live one
+     * descheduled on a loaded machine (ASan, many builds beside) does not
+     * (with 2^12, 80 ms in all, a healthy WRITE failed there). */
+    static const int DEAD_PEER_TIMEOUT = 16;
+
     static double retry_bound_ms(const conn_opts &o)
     {
         return 4.096e-3 * std::pow(2.0, o.timeout) * (o.retry + 1);
@@ -127,7 +133,7 @@ TEST_P(softnic_errors, flush_srq_receives_stay_posted)
 void softnic_errors::dead_peer(bool kill_process, bool delete_link)
 {
     conn_opts oa, ob;
-    oa.timeout = 12; /* 16.8 ms */
+    oa.timeout = DEAD_PEER_TIMEOUT;
     oa.retry = 3;
     ob.min_rnr = 1;
     /* Warm the path up first with default (long) timeouts: in a fresh
@@ -202,7 +208,7 @@ TEST_P(softnic_errors, dead_peer_host_unreachable_link_down)
 TEST_P(softnic_errors, dead_peer_mid_transfer)
 {
     conn_opts oa;
-    oa.timeout = 12;
+    oa.timeout = DEAD_PEER_TIMEOUT;
     oa.retry = 3;
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
     wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
@@ -254,7 +260,7 @@ TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
 {
     /* the peer dies while nothing is outstanding; the next WR fails */
     conn_opts oa;
-    oa.timeout = 12;
+    oa.timeout = DEAD_PEER_TIMEOUT;
     oa.retry = 3;
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
     /* the connection is up (the WRITE completed) before the peer dies */
