@@ -24,12 +24,13 @@ static const char *sn_log_level_names[] = {
 #define SN_NUM_LOG_LEVELS \
     (sizeof(sn_log_level_names) / sizeof(sn_log_level_names[0]))
 
+/* 0, or -1 when value is not one the setting takes */
 typedef int (*sn_config_parse_fn_t)(softnic_config_t *config,
-                                    const char *value, char *err,
-                                    size_t err_len);
+                                    const char *value);
 
 typedef struct sn_config_knob {
     const char          *name;
+    const char          *expected; /* the values it takes, for messages */
     sn_config_parse_fn_t parse;
 } sn_config_knob_t;
 
@@ -49,8 +50,7 @@ static int sn_config_err(char *err, size_t err_len, const char *fmt, ...)
 }
 
 /* y, yes, on, 1 / n, no, off, 0 (any case) */
-static int sn_config_bool(const char *value, int *flag_p, char *err,
-                          size_t err_len)
+static int sn_config_bool(const char *value, int *flag_p)
 {
     static const char *yes[] = {"y", "yes", "on", "1"};
     static const char *no[]  = {"n", "no", "off", "0"};
@@ -66,24 +66,20 @@ static int sn_config_bool(const char *value, int *flag_p, char *err,
             return 0;
         }
     }
-    return sn_config_err(err, err_len, "invalid value '%s': expected one of "
-                         "y, yes, on, 1, n, no, off, 0", value);
+    return -1;
 }
 
-static int sn_config_no_cma(softnic_config_t *config, const char *value,
-                            char *err, size_t err_len)
+static int sn_config_no_cma(softnic_config_t *config, const char *value)
 {
-    return sn_config_bool(value, &config->no_cma, err, err_len);
+    return sn_config_bool(value, &config->no_cma);
 }
 
-static int sn_config_no_ring(softnic_config_t *config, const char *value,
-                             char *err, size_t err_len)
+static int sn_config_no_ring(softnic_config_t *config, const char *value)
 {
-    return sn_config_bool(value, &config->no_ring, err, err_len);
+    return sn_config_bool(value, &config->no_ring);
 }
 
-static int sn_config_log(softnic_config_t *config, const char *value,
-                         char *err, size_t err_len)
+static int sn_config_log(softnic_config_t *config, const char *value)
 {
     softnic_log_level_t level;
 
@@ -97,14 +93,12 @@ static int sn_config_log(softnic_config_t *config, const char *value,
             return 0;
         }
     }
-    return sn_config_err(err, err_len, "invalid value '%s': expected one of "
-                         "none, error, warn, info, debug", value);
+    return -1;
 }
 
 /* Comma-separated interface names, each 1 .. IF_NAMESIZE - 1 characters;
  * "" selects every interface. The value itself is kept (not copied). */
-static int sn_config_ifaces(softnic_config_t *config, const char *value,
-                            char *err, size_t err_len)
+static int sn_config_ifaces(softnic_config_t *config, const char *value)
 {
     const char *p, *end;
 
@@ -115,9 +109,7 @@ static int sn_config_ifaces(softnic_config_t *config, const char *value,
         }
         if ((end == p) || ((size_t)(end - p) >= IF_NAMESIZE) ||
             ((*end == ',') && (end[1] == '\0'))) {
-            return sn_config_err(err, err_len, "invalid value '%s': expected "
-                                 "comma-separated network interface names "
-                                 "(\"lo,eth0\"), or nothing for all", value);
+            return -1;
         }
     }
     config->ifaces = value;
@@ -125,10 +117,11 @@ static int sn_config_ifaces(softnic_config_t *config, const char *value,
 }
 
 static const sn_config_knob_t sn_config_knobs[] = {
-    {"IFACES",  sn_config_ifaces},
-    {"NO_CMA",  sn_config_no_cma},
-    {"NO_RING", sn_config_no_ring},
-    {"LOG",     sn_config_log},
+    {"IFACES", "comma-separated network interface names (\"lo,eth0\"), or "
+     "nothing for all", sn_config_ifaces},
+    {"NO_CMA", "one of y, yes, on, 1, n, no, off, 0", sn_config_no_cma},
+    {"NO_RING", "one of y, yes, on, 1, n, no, off, 0", sn_config_no_ring},
+    {"LOG", "one of none, error, warn, info, debug", sn_config_log},
 };
 
 #define SN_NUM_KNOBS (sizeof(sn_config_knobs) / sizeof(sn_config_knobs[0]))
@@ -151,6 +144,22 @@ static int sn_config_unknown(const char *name, char *err, size_t err_len)
     return EINVAL;
 }
 
+/* Apply value to config; on EINVAL, err says what the setting takes */
+static int sn_config_apply(const sn_config_knob_t *knob,
+                           softnic_config_t *config, const char *value,
+                           char *err, size_t err_len)
+{
+    if (value == NULL) {
+        return sn_config_err(err, err_len, "no value: expected %s",
+                             knob->expected);
+    }
+    if (knob->parse(config, value) != 0) {
+        return sn_config_err(err, err_len, "invalid value '%s': expected %s",
+                             value, knob->expected);
+    }
+    return 0;
+}
+
 int softnic_config_set(softnic_config_t *config, const char *name,
                        const char *value, char *err, size_t err_len)
 {
@@ -158,10 +167,8 @@ int softnic_config_set(softnic_config_t *config, const char *name,
 
     for (i = 0; i < SN_NUM_KNOBS; ++i) {
         if (!strcmp(name, sn_config_knobs[i].name)) {
-            if (value == NULL) {
-                return sn_config_err(err, err_len, "no value");
-            }
-            return sn_config_knobs[i].parse(config, value, err, err_len);
+            return sn_config_apply(&sn_config_knobs[i], config, value, err,
+                                   err_len);
         }
     }
     return sn_config_unknown(name, err, err_len);
@@ -186,7 +193,8 @@ int softnic_config_from_env(softnic_config_t *config, const char *prefix,
         if (value == NULL) {
             continue;
         }
-        ret = sn_config_knobs[i].parse(&parsed, value, why, sizeof(why));
+        ret = sn_config_apply(&sn_config_knobs[i], &parsed, value, why,
+                              sizeof(why));
         if (ret != 0) {
             return sn_config_err(err, err_len, "%s: %s", var, why);
         }

@@ -1,8 +1,9 @@
 /*
  * softnic's public API in one process (device soft_lo): device list, open
  * and queries (port, GID, P_Key), completion channels and req_notify, and
- * the device configuration: no_cma / no_ring, the log callback, and the
- * strict parser from strings and the environment.
+ * the device configuration: no_cma / no_ring, the log callback (levels,
+ * device names, filtering), and the strict parser from strings and the
+ * environment.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -10,12 +11,15 @@
 
 #include "softnic_inproc.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
-#include <strings.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -486,6 +490,143 @@ TEST(softnic_log, default_sink_is_stderr)
     EXPECT_EQ("", testing::internal::GetCapturedStderr());
 }
 
+/*
+ * Messages of an open device reach the log callback with its name and their
+ * level, and log_level filters them: a peer that breaks the wire protocol
+ * is a WARN, a connection refused by the peer an INFO (both sides).
+ */
+class softnic_log_events : public softnic_api
+{
+  protected:
+    void open_logged(softnic_log_level_t level)
+    {
+        softnic_config_t cfg = {};
+        m_sink.attach(&cfg, level);
+        open(cfg);
+    }
+
+    /* 72 bytes that are no HELLO, on a raw connection to the device's
+     * listener; returns once the device closed the connection, which it
+     * does after logging why */
+    void send_garbage_hello()
+    {
+        ibv_ah_attr ah;
+        ASSERT_EQ(0, softnic_dev_addr_unpack(m_dev, m_addr.data(),
+                                             m_addr.size(), &ah));
+        sockaddr_in sin = {};
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons(ah.dlid);
+        memcpy(&sin.sin_addr, &ah.grh.dgid.raw[12], 4);
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(fd, 0) << strerror(errno);
+        ASSERT_EQ(0, ::connect(fd, (sockaddr *)&sin, sizeof(sin)))
+            << strerror(errno);
+        std::vector<uint8_t> garbage(72, 0xa5);
+        EXPECT_EQ((ssize_t)garbage.size(),
+                  send(fd, garbage.data(), garbage.size(), MSG_NOSIGNAL));
+        char    c;
+        ssize_t ret = -1;
+        for (int i = 0; (i < 100) && (ret != 0); ++i) {
+            if (!fd_readable(fd, 100)) {
+                continue;
+            }
+            ret = recv(fd, &c, 1, 0);
+            if ((ret < 0) && (errno == ECONNRESET)) {
+                ret = 0;
+            }
+        }
+        close(fd);
+        EXPECT_EQ(0, ret) << "the device did not close the connection";
+    }
+
+    /* QP a connects to a QPN that does not exist on the device and a WRITE
+     * fails; returns that QPN. The failure completes after both sides
+     * logged the refusal. */
+    uint32_t connect_to_nobody()
+    {
+        m_buf.assign(8192, 0);
+        m_mr = softnic_mr_reg(m_pd, m_buf.data(), m_buf.size(),
+                              IBV_ACCESS_LOCAL_WRITE |
+                                  IBV_ACCESS_REMOTE_WRITE);
+        EXPECT_NE(nullptr, m_mr) << strerror(errno);
+        m_scq = softnic_cq_create(m_dev, 64, NULL, NULL);
+        EXPECT_NE(nullptr, m_scq) << strerror(errno);
+        m_a = tracked_qp(m_scq, m_scq);
+        if (!m_mr || !m_scq || !m_a) {
+            return 0;
+        }
+        /* a's slot, another generation; never 0 (bring_to: to itself) */
+        uint32_t nobody = m_a->qp_num ^ 0x800000;
+        bring_to(m_a, IBV_QPS_RTS, nobody);
+        ibv_wc wc;
+        EXPECT_EQ(0, post_write(1));
+        EXPECT_TRUE(wait_wc(m_scq, &wc));
+        EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, wc.status)
+            << ibv_wc_status_str(wc.status);
+        return nobody;
+    }
+
+    std::vector<log_sink::msg> at_level(softnic_log_level_t level)
+    {
+        std::vector<log_sink::msg> out;
+        for (const log_sink::msg &m : m_sink.find("")) {
+            if (m.level == level) {
+                out.push_back(m);
+            }
+        }
+        return out;
+    }
+
+    log_sink m_sink; /* outlives the device (closed in TearDown) */
+};
+
+TEST_F(softnic_log_events, protocol_violation_is_a_warning)
+{
+    ASSERT_NO_FATAL_FAILURE(open_logged(SOFTNIC_LOG_WARN));
+    ASSERT_NO_FATAL_FAILURE(send_garbage_hello());
+    std::vector<log_sink::msg> found = m_sink.find("malformed hello");
+    ASSERT_EQ(1u, found.size());
+    EXPECT_EQ(SOFTNIC_LOG_WARN, found[0].level);
+    EXPECT_EQ("soft_lo", found[0].dev);
+    EXPECT_EQ("malformed hello", found[0].text);
+}
+
+TEST_F(softnic_log_events, error_level_drops_warnings)
+{
+    ASSERT_NO_FATAL_FAILURE(open_logged(SOFTNIC_LOG_ERROR));
+    ASSERT_NO_FATAL_FAILURE(send_garbage_hello());
+    EXPECT_TRUE(m_sink.find("").empty());
+}
+
+TEST_F(softnic_log_events, refused_connection_is_info)
+{
+    ASSERT_NO_FATAL_FAILURE(open_logged(SOFTNIC_LOG_INFO));
+    uint32_t nobody = connect_to_nobody();
+    ASSERT_FALSE(HasFailure());
+
+    char target[64], initiator[64];
+    snprintf(target, sizeof(target), "hello for unknown qp 0x%x", nobody);
+    snprintf(initiator, sizeof(initiator),
+             "qp 0x%x: connection refused by the peer (%d)", m_a->qp_num,
+             ENOENT);
+    for (const char *text : {target, initiator}) {
+        std::vector<log_sink::msg> found = m_sink.find(text);
+        ASSERT_EQ(1u, found.size()) << text;
+        EXPECT_EQ(SOFTNIC_LOG_INFO, found[0].level) << text;
+        EXPECT_EQ("soft_lo", found[0].dev) << text;
+        EXPECT_EQ(text, found[0].text);
+    }
+    EXPECT_TRUE(at_level(SOFTNIC_LOG_DEBUG).empty()) << "above log_level";
+}
+
+TEST_F(softnic_log_events, warn_level_drops_info)
+{
+    ASSERT_NO_FATAL_FAILURE(open_logged(SOFTNIC_LOG_WARN));
+    connect_to_nobody();
+    ASSERT_FALSE(HasFailure());
+    EXPECT_TRUE(m_sink.find("").empty());
+}
+
 } // namespace
 
 namespace
@@ -592,8 +733,10 @@ TEST(softnic_config, ifaces)
          {",", ",lo", "lo,", "lo,,eth0", "1234567890123456", "lo,,"}) {
         EXPECT_EQ(EINVAL, config_set(cfg, "IFACES", bad, &out, &err)) << bad;
         EXPECT_TRUE(same_config(cfg, out));
-        EXPECT_NE(std::string::npos, err.find(bad)) << err;
-        EXPECT_NE(std::string::npos, err.find("interface names")) << err;
+        EXPECT_EQ("invalid value '" + std::string(bad) +
+                      "': expected comma-separated network interface names "
+                      "(\"lo,eth0\"), or nothing for all",
+                  err);
     }
 }
 
@@ -609,7 +752,11 @@ TEST(softnic_config, unknown_names_and_null)
                       "': expected one of IFACES, NO_CMA, NO_RING, LOG",
                   err);
     }
-    /* no value, no error buffer */
+    /* no value: what the setting takes */
+    EXPECT_EQ(EINVAL, config_set(cfg, "LOG", NULL, &out, &err));
+    EXPECT_TRUE(same_config(cfg, out));
+    EXPECT_EQ("no value: expected one of none, error, warn, info, debug", err);
+    /* no error buffer */
     EXPECT_EQ(EINVAL, softnic_config_set(&cfg, "NO_CMA", NULL, NULL, 0));
     EXPECT_EQ(EINVAL, softnic_config_set(&cfg, "NO_CMA", "x", NULL, 0));
     EXPECT_EQ(0, cfg.no_cma);
@@ -655,6 +802,67 @@ TEST(softnic_config, from_env)
     for (const char *v : vars) {
         unsetenv(v);
     }
+}
+
+/* A bad value of each setting, from the environment, while the other
+ * settings are good: EINVAL naming the variable, its value and what it
+ * takes, and nothing applied */
+TEST(softnic_config, from_env_names_each_bad_variable)
+{
+    const struct {
+        const char *name, *good, *bad, *expected;
+    } knobs[] = {
+        {"IFACES", "lo", "lo,,eth0",
+         "comma-separated network interface names (\"lo,eth0\"), or nothing "
+         "for all"},
+        {"NO_CMA", "y", "2", "one of y, yes, on, 1, n, no, off, 0"},
+        {"NO_RING", "off", "", "one of y, yes, on, 1, n, no, off, 0"},
+        {"LOG", "debug", "verbose", "one of none, error, warn, info, debug"},
+    };
+
+    for (const auto &bad : knobs) {
+        for (const auto &k : knobs) {
+            setenv(("SNTEST_" + std::string(k.name)).c_str(),
+                   (&k == &bad) ? k.bad : k.good, 1);
+        }
+        softnic_config_t cfg = {}, before = {};
+        char             err[256] = "";
+        EXPECT_EQ(EINVAL,
+                  softnic_config_from_env(&cfg, "SNTEST_", err, sizeof(err)));
+        EXPECT_EQ("SNTEST_" + std::string(bad.name) + ": invalid value '" +
+                      bad.bad + "': expected " + bad.expected,
+                  std::string(err));
+        EXPECT_TRUE(same_config(before, cfg)) << "applied despite " << err;
+    }
+    for (const auto &k : knobs) {
+        unsetenv(("SNTEST_" + std::string(k.name)).c_str());
+    }
+}
+
+/* A short error buffer gets a truncated, terminated message and nothing
+ * beyond it is written; a zero-length one is not touched */
+TEST(softnic_config, short_error_buffer)
+{
+    softnic_config_t cfg = {};
+    char             buf[32];
+
+    for (const char *name : {"NO_CMA", "NO_SUCH_SETTING"}) {
+        memset(buf, 'X', sizeof(buf));
+        EXPECT_EQ(EINVAL, softnic_config_set(&cfg, name, "bogus", buf, 8));
+        EXPECT_EQ(std::string(name) == "NO_CMA" ? "invalid" : "unknown",
+                  std::string(buf)) << name;
+        EXPECT_EQ(std::string(24, 'X'), std::string(buf + 8, 24)) << name;
+    }
+    setenv("SNTEST_LOG", "loud", 1);
+    memset(buf, 'X', sizeof(buf));
+    EXPECT_EQ(EINVAL, softnic_config_from_env(&cfg, "SNTEST_", buf, 12));
+    EXPECT_STREQ("SNTEST_LOG:", buf);
+    EXPECT_EQ(std::string(20, 'X'), std::string(buf + 12, 20));
+    unsetenv("SNTEST_LOG");
+
+    memset(buf, 'X', sizeof(buf));
+    EXPECT_EQ(EINVAL, softnic_config_set(&cfg, "LOG", "loud", buf, 0));
+    EXPECT_EQ(std::string(32, 'X'), std::string(buf, 32));
 }
 
 } // namespace

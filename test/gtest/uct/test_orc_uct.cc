@@ -6,11 +6,13 @@
 
 extern "C" {
 #include "orc_client.h"
+#include "orc_dev.h"
 #include <ucs/config/global_opts.h>
 #include <ucs/debug/log_def.h>
 }
 
 #include <algorithm>
+#include <dlfcn.h>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -1045,10 +1047,25 @@ public:
     size_t count(ucs_log_level_t level,
                  const std::vector<std::string> &needles)
     {
+        return count_if(needles, [level](ucs_log_level_t l) {
+            return l == level;
+        });
+    }
+
+    /* messages at any level that contain every needle */
+    size_t count(const std::vector<std::string> &needles)
+    {
+        return count_if(needles, [](ucs_log_level_t) { return true; });
+    }
+
+private:
+    template <typename F>
+    size_t count_if(const std::vector<std::string> &needles, F level_ok)
+    {
         std::lock_guard<std::mutex> guard(s_lock);
         size_t n = 0;
         for (const auto &m : s_msgs) {
-            bool all = (m.first == level);
+            bool all = level_ok(m.first);
             for (const std::string &needle : needles) {
                 all = all && (m.second.find(needle) != std::string::npos);
             }
@@ -1057,7 +1074,6 @@ public:
         return n;
     }
 
-private:
     static ucs_log_func_rc_t
     handler(const char *, unsigned, const char *, ucs_log_level_t level,
             const ucs_log_component_config_t *, const char *format,
@@ -1093,14 +1109,83 @@ TEST(OrcUctConfig, InvalidSoftnicKnobsFailOpen)
 {
     uct_env::setup();
     for (const char *var : {"UCX_ORC_SOFT_NO_CMA", "UCX_ORC_SOFT_NO_RING"}) {
-        scoped_setenv v(var, "bogus");
-        log_capture cap(ucs_global_opts.log_component.log_level);
-        entity e;
-        EXPECT_NE(UCS_OK, e.open()) << var;
-        EXPECT_EQ(1u, cap.count(UCS_LOG_LEVEL_ERROR,
-                                {var + strlen("UCX_ORC_"), "'bogus'",
-                                 "<y|n>"})) << var;
+        for (const char *bad : {"bogus", "2", "yess", "-1", ""}) {
+            scoped_setenv v(var, bad);
+            log_capture cap(ucs_global_opts.log_component.log_level);
+            entity e;
+            EXPECT_NE(UCS_OK, e.open()) << var << "=" << bad;
+            EXPECT_EQ(1u, cap.count(UCS_LOG_LEVEL_ERROR,
+                                    {var + strlen("UCX_ORC_"),
+                                     std::string("'") + bad + "'", "<y|n>"}))
+                << var << "=" << bad;
+        }
     }
+}
+
+/*
+ * softnic's log through UCX's: the device configuration the md gives
+ * softnic (uct_orc_md_dev_config, looked up in the loaded module) asks for
+ * the most verbose softnic level that UCX's log level lets through, and its
+ * callback hands each softnic level to UCX at the matching one (error and
+ * warn as such, softnic's events at diag, debug at debug), prefixed with
+ * "softnic <device>: ".
+ */
+TEST(OrcUctConfig, SoftnicLogThroughUcx)
+{
+    typedef void (*dev_config_fn_t)(const uct_md_config_t *config,
+                                    orc_dev_config_t *dev_config);
+    uct_env::setup();
+    dev_config_fn_t dev_config_fn =
+        (dev_config_fn_t)dlsym(RTLD_DEFAULT, "uct_orc_md_dev_config");
+    ASSERT_TRUE(dev_config_fn != NULL) << dlerror();
+    uct_md_config_t *md_config;
+    ASSERT_EQ(UCS_OK,
+              uct_md_config_read(orc_component(), NULL, NULL, &md_config));
+
+    const struct {
+        ucs_log_level_t     ucx;
+        softnic_log_level_t soft;
+    } follows[] = {
+        {UCS_LOG_LEVEL_FATAL, SOFTNIC_LOG_NONE},
+        {UCS_LOG_LEVEL_ERROR, SOFTNIC_LOG_ERROR},
+        {UCS_LOG_LEVEL_WARN, SOFTNIC_LOG_WARN},
+        {UCS_LOG_LEVEL_DIAG, SOFTNIC_LOG_INFO},
+        {UCS_LOG_LEVEL_INFO, SOFTNIC_LOG_INFO}, /* UCX's INFO is above DIAG */
+        {UCS_LOG_LEVEL_DEBUG, SOFTNIC_LOG_DEBUG},
+        {UCS_LOG_LEVEL_TRACE, SOFTNIC_LOG_DEBUG},
+    };
+    for (const auto &f : follows) {
+        log_capture      cap(f.ucx);
+        orc_dev_config_t dev_config;
+        dev_config_fn(md_config, &dev_config);
+        EXPECT_EQ(f.soft, dev_config.soft.log_level)
+            << "UCX log level " << ucs_log_level_names[f.ucx];
+    }
+
+    const struct {
+        softnic_log_level_t soft;
+        const char         *name;
+        ucs_log_level_t     ucx;
+    } maps[] = {
+        {SOFTNIC_LOG_ERROR, "error", UCS_LOG_LEVEL_ERROR},
+        {SOFTNIC_LOG_WARN, "warn", UCS_LOG_LEVEL_WARN},
+        {SOFTNIC_LOG_INFO, "info", UCS_LOG_LEVEL_DIAG},
+        {SOFTNIC_LOG_DEBUG, "debug", UCS_LOG_LEVEL_DEBUG},
+    };
+    for (const auto &m : maps) {
+        log_capture      cap(UCS_LOG_LEVEL_TRACE);
+        orc_dev_config_t dev_config;
+        dev_config_fn(md_config, &dev_config);
+        ASSERT_TRUE(dev_config.soft.log_fn != NULL);
+        std::string text = std::string("test message at softnic level ") +
+                           m.name + " (expected, not a failure)";
+        dev_config.soft.log_fn(dev_config.soft.log_arg, m.soft, "soft_test",
+                               text.c_str());
+        EXPECT_EQ(1u, cap.count(m.ucx, {"softnic soft_test: " + text}))
+            << m.name << " -> " << ucs_log_level_names[m.ucx];
+        EXPECT_EQ(1u, cap.count({text})) << "logged once";
+    }
+    uct_config_release(md_config);
 }
 
 /* UCX_ORC_SOFT_NO_CMA / NO_RING reach softnic: they choose the path of a
