@@ -1,6 +1,7 @@
 #!/bin/sh
-# Run the softnic benchmark (issue 2 §5): same host against raw CMA, and,
-# as root, across two network namespaces against a plain TCP stream.
+# Run the softnic benchmark (issues 2 and 12): same host against raw CMA,
+# and, as root, across two network namespaces against a plain TCP stream and
+# a busy-polled TCP ping-pong.
 # The namespaces (orc-b-<pid>-a/-b, veth "orc0" on both sides,
 # 198.18.0.1/24 and 198.18.0.2/24) are created here and always removed.
 #
