@@ -10,6 +10,7 @@ packages=(
     libyaml-dev libhwloc-dev libgtest-dev
     libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
     iproute2 procps curl openssl
+    gnuplot-nox
 )
 
 missing=()
