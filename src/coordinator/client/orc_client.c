@@ -7,6 +7,7 @@
 #endif
 
 #include "orc_client.h"
+#include "coordinator/common/orc_util.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -23,7 +24,6 @@
 #include <time.h>
 
 #define ORC_CLIENT_DEFAULT_TIMEOUT_MS 5000
-#define ORC_CLIENT_NAME_MAX           128
 #define ORC_CLIENT_REPLY_MAX          (64u * 1024 * 1024)
 #define ORC_CLIENT_POOL_MAX           256
 #define ORC_CLIENT_KA_RETRY_MS        250
@@ -178,14 +178,6 @@ static void orc_client_log(orc_client_t *client, const char *fmt, ...)
     client->log(client->log_arg, message);
 }
 
-static uint64_t orc_client_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* ------------------------------------------------------------------ base64 */
 
 static const char orc_client_b64_alphabet[] =
@@ -307,42 +299,6 @@ int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
     return 0;
 }
 
-/* ------------------------------------------------------------------ names */
-
-static int orc_client_name_char_ok(char c)
-{
-    return ((c >= 'A') && (c <= 'Z')) || ((c >= 'a') && (c <= 'z')) ||
-           ((c >= '0') && (c <= '9')) || (c == '.') || (c == '_') || (c == '-');
-}
-
-/* Job names: 1..128 of [A-Za-z0-9._-]; kv keys may also hold '/' */
-static int orc_client_name_valid(const char *name, int is_key)
-{
-    size_t len, i;
-
-    if (name == NULL) {
-        return 0;
-    }
-
-    len = strlen(name);
-    if ((len == 0) || (len > ORC_CLIENT_NAME_MAX)) {
-        return 0;
-    }
-
-    for (i = 0; i < len; ++i) {
-        if (!orc_client_name_char_ok(name[i]) &&
-            !(is_key && (name[i] == '/'))) {
-            return 0;
-        }
-    }
-
-    if (is_key && ((name[0] == '/') || (strstr(name, "..") != NULL))) {
-        return 0;
-    }
-
-    return 1;
-}
-
 /* ------------------------------------------------------------------ setup */
 
 static void orc_client_global_init(void)
@@ -352,37 +308,13 @@ static void orc_client_global_init(void)
 
 orc_cl_status_t orc_client_read_token_file(const char *path, char **token_p)
 {
-    char   buf[1024];
-    size_t len;
-    FILE  *file;
+    char err[ORC_CLIENT_ERRBUF_LEN];
 
-    file = fopen(path, "r");
-    if (file == NULL) {
-        orc_client_set_error("cannot open token file '%s': %m", path);
+    if (orc_util_read_token_file(path, token_p, err, sizeof(err)) != 0) {
+        orc_client_set_error("token file %s", err);
         return ORC_CL_ERR_INVALID;
     }
-
-    if (fgets(buf, sizeof(buf), file) == NULL) {
-        orc_client_set_error("token file '%s' is empty", path);
-        fclose(file);
-        return ORC_CL_ERR_INVALID;
-    }
-    fclose(file);
-
-    len = strlen(buf);
-    while ((len > 0) && ((buf[len - 1] == '\n') || (buf[len - 1] == '\r') ||
-                         (buf[len - 1] == ' ') || (buf[len - 1] == '\t'))) {
-        buf[--len] = '\0';
-    }
-
-    if (len == 0) {
-        orc_client_set_error("token file '%s' has an empty first line", path);
-        return ORC_CL_ERR_INVALID;
-    }
-
-    *token_p = strdup(buf);
-    memset(buf, 0, sizeof(buf));
-    return (*token_p == NULL) ? ORC_CL_ERR_NO_MEMORY : ORC_CL_OK;
+    return ORC_CL_OK;
 }
 
 orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
@@ -474,10 +406,10 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
         return ORC_CL_ERR_INVALID;
     }
 
-    if (!orc_client_name_valid(job, 0)) {
+    if (!orc_util_name_valid(job, strlen(job), 0)) {
         orc_client_set_error("invalid job name '%s': 1..%d characters of "
                              "[A-Za-z0-9._-]",
-                             job, ORC_CLIENT_NAME_MAX);
+                             job, ORC_UTIL_NAME_MAX);
         return ORC_CL_ERR_INVALID;
     }
 
@@ -1078,7 +1010,7 @@ static void orc_client_wait_str(int wait_ms, char *buf, size_t size)
 static int orc_client_rewait(uint64_t start_ms, uint64_t deadline_ms,
                              int *left_ms_p)
 {
-    uint64_t now_ms = orc_client_now_ms();
+    uint64_t now_ms = orc_util_now_ms();
 
     if ((now_ms >= deadline_ms) ||
         (now_ms - start_ms < ORC_CLIENT_REWAIT_MIN_MS)) {
@@ -1171,7 +1103,7 @@ static void *orc_client_keepalive_thread(void *arg)
 {
     orc_client_node_t *node = arg;
     orc_client_t      *client = node->client;
-    uint64_t           last_ok_ms = orc_client_now_ms();
+    uint64_t           last_ok_ms = orc_util_now_ms();
     uint64_t           interval_ms, deadline_ms, now_ms;
     orc_cl_status_t    status;
     int                failing = 0;
@@ -1188,8 +1120,8 @@ static void *orc_client_keepalive_thread(void *arg)
             interval_ms = ORC_CLIENT_KA_RETRY_MS;
         }
 
-        deadline_ms = orc_client_now_ms() + interval_ms;
-        while (!node->stop && (orc_client_now_ms() < deadline_ms)) {
+        deadline_ms = orc_util_now_ms() + interval_ms;
+        while (!node->stop && (orc_util_now_ms() < deadline_ms)) {
             orc_client_timedwait_ms(&node->cond, &client->nodes_lock,
                                     deadline_ms);
         }
@@ -1205,7 +1137,7 @@ static void *orc_client_keepalive_thread(void *arg)
         }
         pthread_mutex_unlock(&client->nodes_lock);
         status = orc_client_keepalive_once(client, node->id, timeout_ms, &ttl);
-        now_ms = orc_client_now_ms();
+        now_ms = orc_util_now_ms();
         pthread_mutex_lock(&client->nodes_lock);
 
         if (status == ORC_CL_OK) {
@@ -1605,7 +1537,7 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
         return ORC_CL_ERR_INVALID;
     }
 
-    deadline_ms = orc_client_now_ms() + (uint64_t)wait_ms;
+    deadline_ms = orc_util_now_ms() + (uint64_t)wait_ms;
     left_ms = wait_ms;
     for (;;) {
         if (left_ms > 0) {
@@ -1617,7 +1549,7 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
             snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
         }
 
-        start_ms = orc_client_now_ms();
+        start_ms = orc_util_now_ms();
         status =
             orc_client_http(client, "GET", path, NULL, left_ms, NULL, &reply);
         if (status != ORC_CL_OK) {
@@ -1794,7 +1726,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
         return ORC_CL_ERR_INVALID;
     }
 
-    deadline_ms = orc_client_now_ms() + (uint64_t)wait_ms;
+    deadline_ms = orc_util_now_ms() + (uint64_t)wait_ms;
     left_ms = wait_ms;
     for (;;) {
         orc_client_wait_str(left_ms, wait, sizeof(wait));
@@ -1802,7 +1734,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
                  "/v1/jobs/%s/nodes/%" PRIu64 "/mailbox?after=%" PRIu64
                  "&wait=%s",
                  client->job, node_id, after, wait);
-        start_ms = orc_client_now_ms();
+        start_ms = orc_util_now_ms();
         status =
             orc_client_http(client, "GET", path, NULL, left_ms, NULL, &reply);
         if (status != ORC_CL_OK) {
@@ -1885,10 +1817,11 @@ orc_cl_status_t orc_client_kv_put_node(orc_client_t *client, const char *key,
         return ORC_CL_ERR_INVALID;
     }
 
-    if (!orc_client_name_valid(key, 1)) {
+    if ((key == NULL) || !orc_util_name_valid(key, strlen(key), 1)) {
         orc_client_set_error("kv_put: invalid key: 1..%d characters of "
-                             "[A-Za-z0-9._-/], no '..', no leading '/'",
-                             ORC_CLIENT_NAME_MAX);
+                             "[A-Za-z0-9._-/], no '..', '//', leading or "
+                             "trailing '/'",
+                             ORC_UTIL_NAME_MAX);
         return ORC_CL_ERR_INVALID;
     }
 
@@ -1937,14 +1870,15 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
         return ORC_CL_ERR_INVALID;
     }
 
-    if (!orc_client_name_valid(key, 1)) {
+    if ((key == NULL) || !orc_util_name_valid(key, strlen(key), 1)) {
         orc_client_set_error("kv_get: invalid key: 1..%d characters of "
-                             "[A-Za-z0-9._-/], no '..', no leading '/'",
-                             ORC_CLIENT_NAME_MAX);
+                             "[A-Za-z0-9._-/], no '..', '//', leading or "
+                             "trailing '/'",
+                             ORC_UTIL_NAME_MAX);
         return ORC_CL_ERR_INVALID;
     }
 
-    deadline_ms = orc_client_now_ms() + (uint64_t)wait_ms;
+    deadline_ms = orc_util_now_ms() + (uint64_t)wait_ms;
     left_ms = wait_ms;
     for (;;) {
         if (left_ms > 0) {
@@ -1955,7 +1889,7 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
             snprintf(path, sizeof(path), "/v1/jobs/%s/kv/%s", client->job, key);
         }
 
-        start_ms = orc_client_now_ms();
+        start_ms = orc_util_now_ms();
         status =
             orc_client_http(client, "GET", path, NULL, left_ms, NULL, &reply);
         if ((status != ORC_CL_ERR_NOT_FOUND) || (wait_ms == 0)) {
@@ -2007,10 +1941,11 @@ orc_cl_status_t orc_client_kv_delete(orc_client_t *client, const char *key)
         return ORC_CL_ERR_INVALID;
     }
 
-    if (!orc_client_name_valid(key, 1)) {
+    if ((key == NULL) || !orc_util_name_valid(key, strlen(key), 1)) {
         orc_client_set_error("kv_delete: invalid key: 1..%d characters of "
-                             "[A-Za-z0-9._-/], no '..', no leading '/'",
-                             ORC_CLIENT_NAME_MAX);
+                             "[A-Za-z0-9._-/], no '..', '//', leading or "
+                             "trailing '/'",
+                             ORC_UTIL_NAME_MAX);
         return ORC_CL_ERR_INVALID;
     }
 

@@ -7,6 +7,7 @@
 #endif
 
 #include "orc_client.h"
+#include "coordinator/common/orc_util.h"
 
 #include <jansson.h>
 
@@ -170,19 +171,11 @@ static int orcctl_usage_error(const char *fmt, const char *arg)
 
 static int orcctl_parse_u64(const char *text, uint64_t min, uint64_t *value_p)
 {
-    unsigned long long value;
-    char              *end;
+    uint64_t value;
 
-    if ((text == NULL) || (text[0] < '0') || (text[0] > '9')) {
+    if ((orc_util_parse_u64(text, &value) != 0) || (value < min)) {
         return -1;
     }
-
-    errno = 0;
-    value = strtoull(text, &end, 10);
-    if ((errno != 0) || (*end != '\0') || (value < min)) {
-        return -1;
-    }
-
     *value_p = value;
     return 0;
 }
@@ -191,19 +184,10 @@ static int orcctl_parse_u64(const char *text, uint64_t min, uint64_t *value_p)
 static int orcctl_parse_seconds(const char *text, int *ms_p)
 {
     double value;
-    char  *end;
 
-    if ((text == NULL) || (text[0] == '\0')) {
+    if (orc_util_parse_seconds(text, 86400, &value) != 0) {
         return -1;
     }
-
-    errno = 0;
-    value = strtod(text, &end);
-    if ((errno != 0) || (*end != '\0') || !isfinite(value) || (value < 0) ||
-        (value > 86400)) {
-        return -1;
-    }
-
     *ms_p = (int)(value * 1000 + 0.5);
     return 0;
 }

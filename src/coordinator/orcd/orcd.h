@@ -5,6 +5,9 @@
 #ifndef ORCD_H_
 #define ORCD_H_
 
+#include "coordinator/store/orc_store.h"
+
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -108,20 +111,16 @@ int  orcd_config_parse_listen(const char *spec, char **address_p,
  * the file for it. */
 void orcd_config_forget_mark(orcd_config_t *cfg, const char *key);
 int  orcd_config_parse_log_level(const char *s, orcd_log_level_t *level_p);
-/* A job name (config keys and URL paths alike): 1..ORCD_NAME_MAX characters
- * of [A-Za-z0-9._-], not "." or "..". s need not be NUL-terminated. */
-int  orcd_name_valid(const char *s, size_t len);
-/* The whole file, NUL-terminated (*len_p bytes before the NUL), or NULL with
- * "PATH: reason" in err when it cannot be opened or read, or holds more than
- * max bytes. */
-char *orcd_read_file(const char *path, size_t max, size_t *len_p, char *err,
-                     size_t errlen);
-
 /* Logging (stderr, one line per message, thread-safe). */
 void orcd_log_set_level(orcd_log_level_t level);
 int  orcd_log_enabled(orcd_log_level_t level);
 void orcd_log(orcd_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+void orcd_vlog(orcd_log_level_t level, const char *fmt, va_list ap);
+/* The store's messages in orcd's format, at orcd's level (the store's
+ * levels have orcd's order: orc_store_set_logger(orcd_log_store)) */
+void orcd_log_store(orc_store_log_level_t level, const char *fmt,
+                    va_list ap);
 
 #define orcd_error(...) orcd_log(ORCD_LOG_ERROR, __VA_ARGS__)
 #define orcd_warn(...)  orcd_log(ORCD_LOG_WARN, __VA_ARGS__)

@@ -12,6 +12,7 @@
 #endif
 
 #include "orcd.h"
+#include "coordinator/common/orc_util.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -412,24 +413,6 @@ static int orcd_cfg_string(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *v,
     return 0;
 }
 
-int orcd_name_valid(const char *s, size_t len)
-{
-    size_t i;
-
-    if ((len == 0) || (len > ORCD_NAME_MAX) ||
-        ((len == 1) && (s[0] == '.')) ||
-        ((len == 2) && (s[0] == '.') && (s[1] == '.'))) {
-        return 0;
-    }
-    for (i = 0; i < len; ++i) {
-        if (!isalnum((unsigned char)s[i]) && (s[i] != '.') && (s[i] != '_') &&
-            (s[i] != '-')) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static int orcd_token_valid(const char *s)
 {
     size_t len = strlen(s), i;
@@ -564,7 +547,7 @@ static int orcd_cfg_tokens(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
         job = v->items[i];
         tok = v->items[i + 1];
         if ((job->type != ORCD_YNODE_SCALAR) ||
-            !orcd_name_valid(job->value, strlen(job->value))) {
+            !orc_util_name_valid(job->value, strlen(job->value), 0)) {
             orcd_cfg_error(ctx, job->line, job->column,
                            "auth.tokens: invalid job name (1..%d characters of "
                            "A-Z a-z 0-9 . _ -)", ORCD_NAME_MAX);
@@ -891,54 +874,6 @@ int orcd_config_load_buffer(orcd_config_t *cfg, const char *name,
     return ret;
 }
 
-char *orcd_read_file(const char *path, size_t max, size_t *len_p, char *err,
-                     size_t errlen)
-{
-    size_t len = 0, cap = 0, n;
-    char *data = NULL, *p;
-    FILE *f;
-
-    f = fopen(path, "rb");
-    if (f == NULL) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    for (;;) {
-        if (len + 1 >= cap) { /* room for one more byte and the NUL */
-            cap = (cap == 0) ? 4096 : cap * 2;
-            p   = realloc(data, cap);
-            if (p == NULL) {
-                snprintf(err, errlen, "%s: out of memory", path);
-                goto err;
-            }
-            data = p;
-        }
-        n    = fread(data + len, 1, cap - len - 1, f);
-        len += n;
-        if (len > max) {
-            snprintf(err, errlen, "%s:1:1: file too large (more than %zu "
-                     "bytes)", path, max);
-            goto err;
-        }
-        if (n == 0) {
-            break;
-        }
-    }
-    if (ferror(f)) {
-        snprintf(err, errlen, "%s: read error: %s", path, strerror(errno));
-        goto err;
-    }
-    fclose(f);
-    data[len] = '\0';
-    *len_p    = len;
-    return data;
-
-err:
-    free(data);
-    fclose(f);
-    return NULL;
-}
-
 int orcd_config_load_file(orcd_config_t *cfg, const char *path, char *err,
                           size_t errlen)
 {
@@ -946,7 +881,7 @@ int orcd_config_load_file(orcd_config_t *cfg, const char *path, char *err,
     char *data;
     int ret;
 
-    data = orcd_read_file(path, ORCD_YAML_MAX_SIZE, &len, err, errlen);
+    data = orc_util_read_file(path, ORCD_YAML_MAX_SIZE, &len, err, errlen);
     if (data == NULL) {
         return -1;
     }
@@ -1007,7 +942,7 @@ static int orcd_config_load_token_file(orcd_config_t *cfg, char *err,
                      lineno);
             goto err_close;
         }
-        if (!orcd_name_valid(job, strlen(job))) {
+        if (!orc_util_name_valid(job, strlen(job), 0)) {
             snprintf(err, errlen, "%s:%zu: invalid job name", path, lineno);
             goto err_close;
         }

@@ -14,6 +14,7 @@
 #endif
 
 #include "orcd_http.h"
+#include "coordinator/common/orc_util.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -97,14 +98,6 @@ struct orcd_server {
     long                active_requests;
     int                 shut_down;
 };
-
-static uint64_t orcd_now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ------------------------------------------------------------- responses */
 
@@ -210,7 +203,7 @@ static void *orcd_http_timer(void *arg)
 
     pthread_mutex_lock(&srv->wlock);
     while (!srv->timer_exit) {
-        now  = orcd_now_ns();
+        now  = orc_util_now_ns();
         next = now + 100000000u; /* at least every 100 ms */
         for (r = srv->waiters; r != NULL; r = r->wnext) {
             if (srv->stopping || (r->deadline_ns <= now)) {
@@ -358,7 +351,7 @@ static enum MHD_Result orcd_http_process(orcd_req_t *r, const char *method,
         orcd_http_request_init(r->conn, method, url, &args, &req);
         req.body     = r->body;
         req.body_len = r->body_len;
-        now          = orcd_now_ns();
+        now          = orc_util_now_ns();
         req.may_block = !atomic_load(&srv->draining) && (attempt < 3) &&
                         (!r->has_deadline || (now < r->deadline_ns));
         orcd_api_handle(srv->api, &req, &resp);
@@ -440,7 +433,7 @@ static enum MHD_Result orcd_http_handler(void *cls,
         r->conn     = conn;
         r->method   = method;
         r->url      = url;
-        r->start_ns = orcd_now_ns();
+        r->start_ns = orc_util_now_ns();
         *con_cls    = r;
         pthread_mutex_lock(&srv->alock);
         ++srv->active_requests;
@@ -525,7 +518,7 @@ static void orcd_http_completed(void *cls, struct MHD_Connection *conn,
         return;
     }
     orcd_http_waiter_remove(srv, r);
-    seconds = (double)(orcd_now_ns() - r->start_ns) / 1e9;
+    seconds = (double)(orc_util_now_ns() - r->start_ns) / 1e9;
     orcd_api_record(srv->api, r->route, r->status, seconds);
     /* access log: the path never carries a token (those go in a header) */
     orcd_debug("%s %.200s -> %u (%.3f ms)%s", r->method, r->url, r->status,
@@ -579,7 +572,7 @@ static char *orcd_http_read_file(const char *path, const char *what)
     char err[512], *data;
     size_t len;
 
-    data = orcd_read_file(path, 1024 * 1024, &len, err, sizeof(err));
+    data = orc_util_read_file(path, 1024 * 1024, &len, err, sizeof(err));
     if (data == NULL) {
         orcd_error("TLS %s: %s", what, err);
     }

@@ -8,6 +8,8 @@
 
 #include "orcd.h"
 
+#include <errno.h>
+
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,13 +30,13 @@ int orcd_log_enabled(orcd_log_level_t level)
            atomic_load_explicit(&orcd_log_level, memory_order_relaxed);
 }
 
-void orcd_log(orcd_log_level_t level, const char *fmt, ...)
+void orcd_vlog(orcd_log_level_t level, const char *fmt, va_list ap)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
     char line[1024], stamp[32];
+    int saved_errno = errno; /* for %m in fmt */
     struct timeval tv;
     struct tm tm;
-    va_list ap;
     int n;
 
     if (!orcd_log_enabled(level)) {
@@ -45,9 +47,30 @@ void orcd_log(orcd_log_level_t level, const char *fmt, ...)
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
     n = snprintf(line, sizeof(line), "%s.%03dZ orcd %s: ", stamp,
                  (int)(tv.tv_usec / 1000), names[level]);
-    va_start(ap, fmt);
+    errno = saved_errno;
     vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-    va_end(ap);
-    /* one fputs per line: stdio locks the stream, lines do not interleave */
+    /* one fprintf per line: stdio locks the stream, lines do not
+     * interleave */
     fprintf(stderr, "%s\n", line);
+    errno = saved_errno;
+}
+
+void orcd_log(orcd_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    orcd_vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+_Static_assert((int)ORC_STORE_LOG_ERROR == (int)ORCD_LOG_ERROR &&
+               (int)ORC_STORE_LOG_WARN == (int)ORCD_LOG_WARN &&
+               (int)ORC_STORE_LOG_INFO == (int)ORCD_LOG_INFO &&
+               (int)ORC_STORE_LOG_DEBUG == (int)ORCD_LOG_DEBUG,
+               "store log levels follow orcd's");
+
+void orcd_log_store(orc_store_log_level_t level, const char *fmt, va_list ap)
+{
+    orcd_vlog((orcd_log_level_t)level, fmt, ap);
 }

@@ -12,6 +12,7 @@
 #include "orcd.h"
 #include "orcd_api.h"
 #include "orcd_http.h"
+#include "coordinator/common/orc_util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -200,7 +201,7 @@ int main(int argc, char **argv)
     orcd_server_t *srv = NULL;
     orcd_api_t *api    = NULL;
     struct timespec wait_ts;
-    time_t last_snapshot;
+    uint64_t last_snapshot_ms;
     sigset_t set;
     int opt, sig, status, ret = 1;
 
@@ -238,6 +239,7 @@ int main(int argc, char **argv)
         return 1;
     }
     orcd_log_set_level(cfg->log_level);
+    orc_store_set_logger(orcd_log_store);
 
     /* all threads inherit this mask: main takes the signals synchronously */
     sigemptyset(&set);
@@ -289,7 +291,7 @@ int main(int argc, char **argv)
         goto out_server;
     }
 
-    last_snapshot = time(NULL);
+    last_snapshot_ms = orc_util_now_ms();
     for (;;) {
         wait_ts.tv_sec  = 1;
         wait_ts.tv_nsec = 0;
@@ -324,9 +326,10 @@ int main(int argc, char **argv)
             break;
         }
         if ((live.snapshot_path != NULL) && (live.snapshot_interval > 0) &&
-            (time(NULL) - last_snapshot >= (time_t)live.snapshot_interval)) {
+            (orc_util_now_ms() - last_snapshot_ms >=
+             (uint64_t)live.snapshot_interval * 1000u)) {
             orcd_snapshot(store, live.snapshot_path);
-            last_snapshot = time(NULL);
+            last_snapshot_ms = orc_util_now_ms();
         }
     }
     ret = 0;

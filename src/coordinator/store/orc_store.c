@@ -7,8 +7,38 @@
 
 #include "orc_store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static void orc_store_log_stderr(orc_store_log_level_t level, const char *fmt,
+                                 va_list ap)
+{
+    char line[1024];
+
+    (void)level;
+    /* one write per line, so concurrent lines do not interleave; %m in fmt
+     * formats the errno of the caller */
+    vsnprintf(line, sizeof(line), fmt, ap);
+    fprintf(stderr, "orc store: %s\n", line);
+}
+
+/* written once at start-up, before any store exists (orc_store.h) */
+static orc_store_log_fn_t orc_store_logger = orc_store_log_stderr;
+
+void orc_store_set_logger(orc_store_log_fn_t fn)
+{
+    orc_store_logger = (fn != NULL) ? fn : orc_store_log_stderr;
+}
+
+void orc_store_log(orc_store_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    orc_store_logger(level, fmt, ap);
+    va_end(ap);
+}
 
 const char *orc_store_status_str(int status)
 {

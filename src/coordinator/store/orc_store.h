@@ -27,6 +27,7 @@
 #ifndef ORC_STORE_H_
 #define ORC_STORE_H_
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,26 @@ typedef enum orc_store_status {
 } orc_store_status_t;
 
 const char *orc_store_status_str(int status);
+
+/* Message levels, most severe first (the same order as orcd's) */
+typedef enum orc_store_log_level {
+    ORC_STORE_LOG_ERROR,
+    ORC_STORE_LOG_WARN,
+    ORC_STORE_LOG_INFO,
+    ORC_STORE_LOG_DEBUG,
+} orc_store_log_level_t;
+
+typedef void (*orc_store_log_fn_t)(orc_store_log_level_t level,
+                                   const char *fmt, va_list ap);
+
+/* Where every store writes its messages (one line each, no newline); the
+ * default writes them to stderr. Set once, before any store is opened. */
+void orc_store_set_logger(orc_store_log_fn_t fn);
+void orc_store_log(orc_store_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+#define orc_store_error(...) orc_store_log(ORC_STORE_LOG_ERROR, __VA_ARGS__)
+#define orc_store_warn(...)  orc_store_log(ORC_STORE_LOG_WARN, __VA_ARGS__)
+#define orc_store_info(...)  orc_store_log(ORC_STORE_LOG_INFO, __VA_ARGS__)
 
 /* One key-value pair as returned by range (owned by the result). */
 typedef struct orc_store_kv {

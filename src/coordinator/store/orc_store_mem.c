@@ -13,6 +13,7 @@
 #endif
 
 #include "orc_store.h"
+#include "coordinator/common/orc_util.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -92,14 +93,6 @@ typedef struct orc_store_mem {
     uint64_t                 bytes;
     uint64_t                 leases_expired;
 } orc_store_mem_t;
-
-static uint64_t orc_store_mem_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static int orc_store_mem_in_range(const char *k, const char *key,
                                   const char *range_end)
@@ -370,7 +363,7 @@ static int orc_store_mem_range(orc_store_t *store, const char *key,
         return ORC_STORE_EINVAL;
     }
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     result->revision = s->revision;
     first            = orc_store_mem_lower_bound(s, key);
     for (i = first; (i < s->nentries) &&
@@ -524,7 +517,7 @@ static int orc_store_mem_txn(orc_store_t *store, const orc_store_cmp_t *cmps,
     }
 
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     for (i = 0; i < ncmp; ++i) {
         if (!orc_store_mem_cmp_holds(s, &cmps[i])) {
             result->failed_cmp = i;
@@ -597,7 +590,7 @@ static int orc_store_mem_lease_grant(orc_store_t *store, int64_t ttl,
     }
     l->id          = ++s->last_lease_id;
     l->ttl         = ttl;
-    l->deadline_ms = orc_store_mem_now_ms() + (uint64_t)ttl * 1000u;
+    l->deadline_ms = orc_util_now_ms() + (uint64_t)ttl * 1000u;
     s->leases[s->nleases++] = l; /* ids grow: stays sorted */
     if (l->deadline_ms < s->next_reap_ms) {
         s->next_reap_ms = l->deadline_ms;
@@ -616,10 +609,10 @@ static int orc_store_mem_lease_keepalive(orc_store_t *store, uint64_t id,
     int status = ORC_STORE_ENOENT;
 
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     l = orc_store_mem_lease_find(s, id, NULL);
     if (l != NULL) {
-        l->deadline_ms = orc_store_mem_now_ms() + (uint64_t)l->ttl * 1000u;
+        l->deadline_ms = orc_util_now_ms() + (uint64_t)l->ttl * 1000u;
         if (ttl_p != NULL) {
             *ttl_p = l->ttl;
         }
@@ -636,7 +629,7 @@ static int orc_store_mem_lease_revoke(orc_store_t *store, uint64_t id)
     int status = ORC_STORE_ENOENT;
 
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     if (orc_store_mem_lease_find(s, id, &index) != NULL) {
         orc_store_mem_lease_drop(s, index);
         status = ORC_STORE_OK;
@@ -654,7 +647,7 @@ static int orc_store_mem_lease_ttl(orc_store_t *store, uint64_t id,
     int status = ORC_STORE_ENOENT;
 
     pthread_mutex_lock(&s->lock);
-    now = orc_store_mem_now_ms();
+    now = orc_util_now_ms();
     orc_store_mem_reap(s, now);
     l = orc_store_mem_lease_find(s, id, NULL);
     if (l != NULL) {
@@ -697,7 +690,7 @@ static int orc_store_mem_watch_create(orc_store_t *store, const char *key,
     w->arg = arg;
 
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     w->start_rev = (start_rev == 0) ? s->revision + 1 : start_rev;
     if (w->start_rev <= s->compacted_rev) {
         goto fired;
@@ -763,7 +756,7 @@ static uint64_t orc_store_mem_revision(orc_store_t *store)
     uint64_t rev;
 
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     rev = s->revision;
     pthread_mutex_unlock(&s->lock);
     return rev;
@@ -774,7 +767,7 @@ static void orc_store_mem_stats(orc_store_t *store, orc_store_stats_t *stats)
     orc_store_mem_t *s = (orc_store_mem_t *)store;
 
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     stats->revision       = s->revision;
     stats->keys           = s->nentries;
     stats->bytes          = s->bytes;
@@ -816,8 +809,8 @@ static json_t *orc_store_mem_snapshot_build(orc_store_mem_t *s)
                       (json_int_t)e->version, "lease",
                       (json_int_t)((e->lease != NULL) ? e->lease->id : 0));
         if (o == NULL) {
-            fprintf(stderr, "orc store: snapshot: value of key '%s' is not "
-                            "UTF-8 text\n", e->key);
+            orc_store_error("snapshot: value of key '%s' is not UTF-8 text",
+                            e->key);
             goto err;
         }
         if (json_array_append_new(kvs, o)) {
@@ -855,11 +848,11 @@ static int orc_store_mem_snapshot_save(orc_store_t *store, const char *path)
 
     if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >=
         (int)sizeof(tmp)) {
-        fprintf(stderr, "orc store: snapshot path too long\n");
+        orc_store_error("snapshot path too long");
         return ORC_STORE_EINVAL;
     }
     pthread_mutex_lock(&s->lock);
-    orc_store_mem_reap(s, orc_store_mem_now_ms());
+    orc_store_mem_reap(s, orc_util_now_ms());
     root = orc_store_mem_snapshot_build(s);
     pthread_mutex_unlock(&s->lock);
     if (root == NULL) {
@@ -868,21 +861,21 @@ static int orc_store_mem_snapshot_save(orc_store_t *store, const char *path)
 
     f = fopen(tmp, "w");
     if (f == NULL) {
-        fprintf(stderr, "orc store: cannot create %s: %m\n", tmp);
+        orc_store_error("cannot create %s: %m", tmp);
         goto err_decref;
     }
     ret = json_dumpf(root, f, JSON_COMPACT);
     if ((ret != 0) || (fflush(f) != 0) || (fsync(fileno(f)) != 0)) {
-        fprintf(stderr, "orc store: cannot write %s: %m\n", tmp);
+        orc_store_error("cannot write %s: %m", tmp);
         fclose(f);
         goto err_unlink;
     }
     if (fclose(f) != 0) {
-        fprintf(stderr, "orc store: cannot close %s: %m\n", tmp);
+        orc_store_error("cannot close %s: %m", tmp);
         goto err_unlink;
     }
     if (rename(tmp, path) != 0) {
-        fprintf(stderr, "orc store: cannot rename %s to %s: %m\n", tmp, path);
+        orc_store_error("cannot rename %s to %s: %m", tmp, path);
         goto err_unlink;
     }
     json_decref(root);
@@ -924,8 +917,8 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
 
     root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
-        fprintf(stderr, "orc store: snapshot %s:%d:%d: %s\n", path, jerr.line,
-                jerr.column, jerr.text);
+        orc_store_error("snapshot %s:%d:%d: %s", path, jerr.line, jerr.column,
+                        jerr.text);
         return ORC_STORE_EIO;
     }
     if (json_unpack_ex(root, &jerr, JSON_STRICT, "{s:s, s:I, s:I, s:o, s:o}",
@@ -933,19 +926,19 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
                        &last_lease, "leases", &leases, "kvs", &kvs) ||
         strcmp(format, ORC_STORE_MEM_SNAP_FORMAT) || (rev < 1) ||
         (last_lease < 0) || !json_is_array(leases) || !json_is_array(kvs)) {
-        fprintf(stderr, "orc store: snapshot %s: not an %s snapshot%s%s\n",
-                path, ORC_STORE_MEM_SNAP_FORMAT, jerr.text[0] ? ": " : "",
-                jerr.text);
+        orc_store_error("snapshot %s: not an %s snapshot%s%s", path,
+                        ORC_STORE_MEM_SNAP_FORMAT, jerr.text[0] ? ": " : "",
+                        jerr.text);
         goto out_decref;
     }
 
     pthread_mutex_lock(&s->lock);
     if ((s->nentries != 0) || (s->nleases != 0)) {
-        fprintf(stderr, "orc store: snapshot %s: store is not empty\n", path);
+        orc_store_error("snapshot %s: store is not empty", path);
         status = ORC_STORE_EINVAL;
         goto out_unlock;
     }
-    now = orc_store_mem_now_ms();
+    now = orc_util_now_ms();
     if (orc_store_mem_grow((void **)&s->leases, &s->leases_cap,
                            json_array_size(leases), sizeof(s->leases[0])) ||
         orc_store_mem_grow((void **)&s->entries, &s->entries_cap,
@@ -958,8 +951,7 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
                            "ttl", &ttl) ||
             (id <= 0) || (id > last_lease) || (ttl <= 0) ||
             (ttl > 1000000000)) {
-            fprintf(stderr, "orc store: snapshot %s: bad lease #%zu\n", path,
-                    i);
+            orc_store_error("snapshot %s: bad lease #%zu", path, i);
             goto out_clear;
         }
         l = calloc(1, sizeof(*l));
@@ -978,8 +970,8 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
     }
     for (i = 1; i < s->nleases; ++i) {
         if (s->leases[i]->id == s->leases[i - 1]->id) {
-            fprintf(stderr, "orc store: snapshot %s: duplicate lease %llu\n",
-                    path, (unsigned long long)s->leases[i]->id);
+            orc_store_error("snapshot %s: duplicate lease %llu", path,
+                            (unsigned long long)s->leases[i]->id);
             goto out_clear;
         }
     }
@@ -990,14 +982,14 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
                            "mod_rev", &mrev, "version", &ver, "lease", &lid) ||
             (key[0] == '\0') || (crev < 1) || (mrev < crev) || (mrev > rev) ||
             (ver < 1) || (lid < 0)) {
-            fprintf(stderr, "orc store: snapshot %s: bad key #%zu\n", path, i);
+            orc_store_error("snapshot %s: bad key #%zu", path, i);
             goto out_clear;
         }
         l = NULL;
         if ((lid != 0) &&
             ((l = orc_store_mem_lease_find(s, (uint64_t)lid, NULL)) == NULL)) {
-            fprintf(stderr, "orc store: snapshot %s: key #%zu has unknown "
-                            "lease %lld\n", path, i, (long long)lid);
+            orc_store_error("snapshot %s: key #%zu has unknown lease %lld",
+                            path, i, (long long)lid);
             goto out_clear;
         }
         e = calloc(1, sizeof(*e));
@@ -1032,8 +1024,8 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
     }
     for (i = 1; i < s->nentries; ++i) {
         if (strcmp(s->entries[i]->key, s->entries[i - 1]->key) == 0) {
-            fprintf(stderr, "orc store: snapshot %s: duplicate key '%s'\n",
-                    path, s->entries[i]->key);
+            orc_store_error("snapshot %s: duplicate key '%s'", path,
+                            s->entries[i]->key);
             goto out_clear;
         }
     }
@@ -1069,7 +1061,7 @@ static void *orc_store_mem_reaper(void *arg)
 
     pthread_mutex_lock(&s->lock);
     while (!s->stopping) {
-        now = orc_store_mem_now_ms();
+        now = orc_util_now_ms();
         orc_store_mem_reap(s, now);
         wake = now + s->reap_ms;
         if (s->next_reap_ms < wake) {
@@ -1164,7 +1156,7 @@ int orc_store_mem_open(unsigned reap_ms, orc_store_t **store_p)
     ret = pthread_create(&s->reaper, NULL, orc_store_mem_reaper, s);
     if (ret != 0) {
         errno = ret;
-        fprintf(stderr, "orc store: cannot start the lease reaper: %m\n");
+        orc_store_error("cannot start the lease reaper: %m");
         goto err_destroy;
     }
     *store_p = &s->super;

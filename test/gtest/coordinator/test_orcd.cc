@@ -1014,6 +1014,16 @@ TEST_F(orcd_daemon, snapshot_restart)
     EXPECT_FALSE(m_orcd.start({"--snapshot", snap}));
     EXPECT_NE(m_orcd.log().find("cannot restore the snapshot"),
               std::string::npos) << m_orcd.log();
+    /* the store's own message about it comes through orcd's logger */
+    std::istringstream lines(m_orcd.log());
+    std::string line;
+    bool store_line = false;
+    while (std::getline(lines, line)) {
+        EXPECT_NE(line.find("Z orcd "), std::string::npos) << line;
+        store_line |= (line.find("orcd error: snapshot " + snap) !=
+                       std::string::npos);
+    }
+    EXPECT_TRUE(store_line) << m_orcd.log();
 }
 
 TEST_F(orcd_daemon, periodic_snapshot_survives_a_crash)

@@ -1,0 +1,134 @@
+/*
+ * orcd router internals shared by the resource files (orcd_nodes.c,
+ * orcd_endpoint.c, orcd_mailbox.c, orcd_kv.c, orcd_metrics.c) and the router
+ * itself (orcd_api.c). Not for use outside the router.
+ *
+ * Store layout (per job J, ids zero-padded to 20 digits so keys sort by id):
+ *   /jobs/J/meta/ids            node id counter: its version is the last id
+ *   /jobs/J/nodes/ID            node record {host, pid, labels, ttl}; lease
+ *   /jobs/J/nodes/ID/ep         endpoint record (opaque JSON object); lease
+ *   /jobs/J/mbox/ID/seq         mailbox counter: version - 1 = last seq; lease
+ *   /jobs/J/mbox/ID/m/SEQ       queued message {from, body}; lease
+ *   /jobs/J/gone/ID             node deleted explicitly (404, not 410)
+ *   /jobs/J/kv/KEY              kv value (JSON text); optional node lease
+ * Every node owns one lease; everything it published is attached to it, so
+ * expiry or DELETE removes it all in one revision and watchers see it.
+ */
+#ifndef ORCD_API_INT_H_
+#define ORCD_API_INT_H_
+
+#include "orcd_api.h"
+#include "coordinator/common/orc_util.h"
+
+#include <jansson.h>
+#include <stdatomic.h>
+
+#define ORCD_KEY_MAX       512
+#define ORCD_STATUS_SLOTS  16
+#define ORCD_LATENCY_SLOTS 15
+#define ORCD_TXN_RETRIES   64
+
+/*
+ * Request statistics shared by all HTTP threads: atomics updated with relaxed
+ * ordering (counters only; nothing synchronises on them).
+ */
+typedef struct orcd_metrics {
+    _Atomic uint64_t requests[ORCD_ROUTE_LAST][ORCD_STATUS_SLOTS];
+    _Atomic uint64_t latency[ORCD_ROUTE_LAST][ORCD_LATENCY_SLOTS];
+    _Atomic uint64_t latency_sum_us[ORCD_ROUTE_LAST];
+    _Atomic int64_t  connections;
+    _Atomic int64_t  long_polls;
+    _Atomic uint64_t long_polls_rejected;
+} orcd_metrics_t;
+
+/*
+ * cfg is swapped by orcd_api_set_config() under the write lock; every request
+ * holds the read lock while it runs, so a configuration is freed only when
+ * nothing uses it. metrics: atomics (see orcd_metrics_t).
+ */
+struct orcd_api {
+    pthread_rwlock_t  cfg_lock;
+    orcd_config_t    *cfg;
+    orc_store_t      *store;
+    orcd_metrics_t    metrics;
+};
+
+/* One request being handled: what the route captured, and where to answer */
+typedef struct orcd_ctx {
+    orcd_api_t            *api;
+    const orcd_config_t   *cfg;
+    orc_store_t           *store;
+    const orcd_request_t  *req;
+    orcd_response_t       *resp;
+    char                   job[ORCD_NAME_MAX + 1];
+    uint64_t               id;     /* {id} of the route, 0 if none */
+    const char            *kv_key; /* {key} of the route (rest of the path) */
+} orcd_ctx_t;
+
+/* Handlers, one per (method, route) of the route table in orcd_api.c */
+void orcd_h_register(orcd_ctx_t *c);
+void orcd_h_list(orcd_ctx_t *c);
+void orcd_h_node_get(orcd_ctx_t *c);
+void orcd_h_node_delete(orcd_ctx_t *c);
+void orcd_h_keepalive(orcd_ctx_t *c);
+void orcd_h_endpoint_get(orcd_ctx_t *c);
+void orcd_h_endpoint_post(orcd_ctx_t *c);
+void orcd_h_endpoint_put(orcd_ctx_t *c);
+void orcd_h_mailbox_post(orcd_ctx_t *c);
+void orcd_h_mailbox_get(orcd_ctx_t *c);
+void orcd_h_kv_put(orcd_ctx_t *c);
+void orcd_h_kv_get(orcd_ctx_t *c);
+void orcd_h_kv_delete(orcd_ctx_t *c);
+void orcd_h_metrics(orcd_ctx_t *c);
+
+/* ------------------------------------------------- responses (orcd_api.c) */
+
+void orcd_resp_set_body(orcd_response_t *resp, unsigned status, char *body,
+                        size_t len);
+/* JSON body from o (reference stolen); 500 if o is NULL */
+void orcd_resp_json(orcd_response_t *resp, unsigned status, json_t *o);
+void orcd_resp_empty(orcd_response_t *resp, unsigned status);
+void orcd_resp_store_error(orcd_response_t *resp, int status);
+/* Make the response a blocking one (watch [key, range_end) from start_rev);
+ * -1 with a 500 filled on failure */
+int  orcd_resp_block(orcd_response_t *resp, const char *key,
+                     const char *range_end, uint64_t start_rev, double wait);
+
+/* ------------------------------------------------ request (orcd_api.c) */
+
+/* Value of query argument key ("" for "?key"), NULL if absent */
+const char *orcd_query(const orcd_request_t *req, const char *key,
+                       int *present_p);
+/* Unsigned integer argument (left unchanged if absent): 0 ok, -1 with a 400
+ * filled */
+int  orcd_query_u64(orcd_ctx_t *c, const char *key, uint64_t *value_p,
+                    int *present_p);
+/* "wait" argument capped at limits.max_wait: 0 ok, -1 with a 400 filled */
+int  orcd_query_wait(orcd_ctx_t *c, double *wait_p);
+/* Parse the body as JSON (an object if want_object); NULL with 400/413 */
+json_t *orcd_body_json(orcd_ctx_t *c, size_t max, int want_object);
+/* "/jobs/<job>" + formatted suffix into an ORCD_KEY_MAX buffer */
+void orcd_key(char *buf, const orcd_ctx_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* -------------------------------------------------- nodes (orcd_nodes.c) */
+
+/* Fetch the node record of c->id; -1 with the response filled if absent */
+int  orcd_node_get(orcd_ctx_t *c, orc_store_kv_t *kv);
+/* The node is missing: 410 if its lease expired, else 404 */
+void orcd_node_missing(orcd_ctx_t *c);
+
+/* ------------------------------------------------- text (orcd_api.c) */
+
+/* Growable text buffer; failed is set once memory ran out */
+typedef struct orcd_buf {
+    char   *data;
+    size_t  len;
+    size_t  cap;
+    int     failed;
+} orcd_buf_t;
+
+void orcd_buf_printf(orcd_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif
