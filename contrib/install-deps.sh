@@ -8,7 +8,8 @@ packages=(
     clang libclang-rt-14-dev
     libucx-dev ucx-utils libibverbs-dev rdma-core
     libyaml-dev libhwloc-dev libgtest-dev
-    libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev
+    libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libgnutls28-dev
+    etcd-server etcd-client
     iproute2 procps curl openssl
     gnuplot-nox
 )

@@ -24,6 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         /* no file access from fuzz inputs */
         free(cfg.token_file);
         cfg.token_file = NULL;
+        if ((cfg.tls_cert != NULL) && (cfg.tls_key != NULL)) {
+            free(cfg.tls_cert);
+            free(cfg.tls_key);
+            cfg.tls_cert = NULL;
+            cfg.tls_key  = NULL;
+        }
         if (orcd_config_finalize(&cfg, err, sizeof(err)) != 0 &&
             err[0] == '\0') {
             abort(); /* an error must say what is wrong */

@@ -23,7 +23,7 @@ extern "C" {
 #define ORCD_NAME_MAX        128
 #define ORCD_TOKEN_MIN       8
 #define ORCD_TOKEN_MAX       256
-#define ORCD_CONFIG_MAX_KEYS 32
+#define ORCD_CONFIG_MAX_KEYS 48
 
 typedef enum orcd_log_level {
     ORCD_LOG_ERROR,
@@ -52,6 +52,7 @@ typedef struct orcd_config {
     unsigned  max_connections;
     unsigned  max_connections_per_ip;
     unsigned  idle_timeout;    /* s */
+    unsigned  request_timeout; /* s, from a request's first byte to its end */
     unsigned  max_long_polls;
     size_t    max_body;        /* bytes */
     size_t    endpoint_max;
@@ -60,6 +61,11 @@ typedef struct orcd_config {
     size_t    kv_value_max;
     unsigned  max_labels;
     double    max_wait;        /* s */
+    /* quotas (keys and bytes of keys and values stored) */
+    uint64_t  max_keys;
+    uint64_t  max_bytes;
+    uint64_t  max_keys_per_job;
+    uint64_t  max_bytes_per_job;
     /* ttl */
     int64_t   ttl_default;
     int64_t   ttl_min;
@@ -111,6 +117,11 @@ int  orcd_config_parse_listen(const char *spec, char **address_p,
  * the file for it. */
 void orcd_config_forget_mark(orcd_config_t *cfg, const char *key);
 int  orcd_config_parse_log_level(const char *s, orcd_log_level_t *level_p);
+/* Does the PEM certificate at cert_path load, with the key at key_path, and
+ * do they belong together? 0, or -1 with the TLS library's reason in err. */
+int  orcd_tls_check_pair(const char *cert_path, const char *key_path,
+                         char *err, size_t errlen);
+
 /* Logging (stderr, one line per message, thread-safe). */
 void orcd_log_set_level(orcd_log_level_t level);
 int  orcd_log_enabled(orcd_log_level_t level);

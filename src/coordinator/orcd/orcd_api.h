@@ -114,6 +114,18 @@ void orcd_api_record(orcd_api_t *api, orcd_route_t route, unsigned status,
                      double seconds);
 const char *orcd_route_name(orcd_route_t route);
 
+/* Does the store hold only what orcd writes, as it writes it? 0, or -1 with
+ * the first offending key in err (orcd_layout.c). */
+int  orcd_api_check_store(orc_store_t *store, char *err, size_t errlen);
+
+/* Snapshots of the memory store (orcd_snapshot.c). restore: check that the
+ * snapshot's directory can be written, remove temporary files of an
+ * interrupted write, load the file if there is one (a path that cannot be
+ * read is an error, not an empty start) and check its content; 0 or -1
+ * (logged). write: 0 or -1 (logged). */
+int  orcd_snapshot_restore(orc_store_t *store, const char *path);
+int  orcd_snapshot_write(orc_store_t *store, const char *path);
+
 #ifdef __cplusplus
 }
 #endif

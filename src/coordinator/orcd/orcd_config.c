@@ -489,6 +489,8 @@ static const orcd_key_t orcd_keys[] = {
     ORCD_KEY("limits", "max_connections_per_ip", ORCD_KEY_UINT,
              max_connections_per_ip, 1, 1000000),
     ORCD_KEY("limits", "idle_timeout", ORCD_KEY_UINT, idle_timeout, 1, 86400),
+    ORCD_KEY("limits", "request_timeout", ORCD_KEY_UINT, request_timeout, 1,
+             3600),
     ORCD_KEY("limits", "max_long_polls", ORCD_KEY_UINT, max_long_polls, 0,
              1000000),
     ORCD_KEY("limits", "max_body", ORCD_KEY_SIZE, max_body, 1024,
@@ -500,6 +502,12 @@ static const orcd_key_t orcd_keys[] = {
     ORCD_KEY("limits", "mailbox_depth", ORCD_KEY_UINT, mailbox_depth, 1,
              1000000),
     ORCD_KEY("limits", "max_wait", ORCD_KEY_SECONDS, max_wait, 0.001, 3600),
+    ORCD_KEY("limits", "max_keys", ORCD_KEY_UINT, max_keys, 16, 1e9),
+    ORCD_KEY("limits", "max_bytes", ORCD_KEY_SIZE, max_bytes, 65536, 1e12),
+    ORCD_KEY("limits", "max_keys_per_job", ORCD_KEY_UINT, max_keys_per_job,
+             16, 1e9),
+    ORCD_KEY("limits", "max_bytes_per_job", ORCD_KEY_SIZE, max_bytes_per_job,
+             65536, 1e12),
     ORCD_KEY("ttl", "default", ORCD_KEY_UINT, ttl_default, 1, 86400),
     ORCD_KEY("ttl", "min", ORCD_KEY_UINT, ttl_min, 1, 86400),
     ORCD_KEY("ttl", "max", ORCD_KEY_UINT, ttl_max, 1, 86400),
@@ -820,12 +828,17 @@ int orcd_config_init_defaults(orcd_config_t *cfg)
     cfg->max_connections        = 1024;
     cfg->max_connections_per_ip = 512;
     cfg->idle_timeout           = 60;
+    cfg->request_timeout        = 10;
     cfg->max_long_polls         = 512;
     cfg->max_body               = 64 * 1024;
     cfg->endpoint_max           = 4096;
     cfg->mailbox_msg_max        = 4096;
     cfg->mailbox_depth          = 1024;
     cfg->max_wait               = 60;
+    cfg->max_keys               = 1000000;
+    cfg->max_bytes              = 512ull * 1024 * 1024;
+    cfg->max_keys_per_job       = 100000;
+    cfg->max_bytes_per_job      = 64ull * 1024 * 1024;
     cfg->ttl_default            = 10;
     cfg->ttl_min                = 5;
     cfg->ttl_max                = 300;
@@ -1081,6 +1094,24 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
         orcd_cfg_fail(cfg, err, errlen,
                       (cfg->tls_cert != NULL) ? "tls.cert" : "tls.key",
                       "tls: cert and key must be given together");
+        return -1;
+    }
+    if ((cfg->tls_cert != NULL) && (cfg->tls_key != NULL) &&
+        orcd_tls_check_pair(cfg->tls_cert, cfg->tls_key, err, errlen)) {
+        return -1;
+    }
+    if ((cfg->max_keys_per_job > cfg->max_keys) ||
+        (cfg->max_bytes_per_job > cfg->max_bytes)) {
+        orcd_cfg_fail(cfg, err, errlen,
+                      (cfg->max_keys_per_job > cfg->max_keys) ?
+                              "limits.max_keys_per_job" :
+                              "limits.max_bytes_per_job",
+                      "limits: max_keys_per_job (%llu) and max_bytes_per_job "
+                      "(%llu) must not exceed max_keys (%llu) and max_bytes "
+                      "(%llu)", (unsigned long long)cfg->max_keys_per_job,
+                      (unsigned long long)cfg->max_bytes_per_job,
+                      (unsigned long long)cfg->max_keys,
+                      (unsigned long long)cfg->max_bytes);
         return -1;
     }
     if ((cfg->token_file != NULL) &&

@@ -14,6 +14,7 @@
 #endif
 
 #include "orcd_http.h"
+#include "orcd_listen.h"
 #include "coordinator/common/orc_util.h"
 
 #include <arpa/inet.h>
@@ -29,6 +30,7 @@
 #include <unistd.h>
 
 #define ORCD_DISCARD_FACTOR 4 /* close after this many max_body discarded */
+#define ORCD_MAX_HEADERS    64
 
 typedef enum orcd_wstate {
     ORCD_W_IDLE,
@@ -52,6 +54,11 @@ struct orcd_req {
     struct MHD_Connection  *conn;
     const char             *method; /* MHD's, valid until completion */
     const char             *url;
+    const char             *raw_uri; /* as received, in MHD's buffer */
+    size_t                  raw_uri_len;
+    const char             *bad;     /* why the request line is refused */
+    unsigned                bad_status; /* and with what (0: 400) */
+    int                     started; /* the handler saw the head */
     uint64_t                start_ns;
     char                   *body;
     size_t                  body_len;
@@ -78,8 +85,8 @@ struct orcd_req {
 struct orcd_server {
     orcd_api_t         *api;
     orc_store_t        *store;
+    orcd_listen_t      *listen;
     struct MHD_Daemon  *daemon;
-    unsigned            port;
     unsigned            max_long_polls;
     char               *tls_cert;
     char               *tls_key;
@@ -147,6 +154,7 @@ static enum MHD_Result orcd_http_send(orcd_req_t *r, orcd_response_t *resp,
     }
     r->status = resp->status;
     r->route  = resp->route;
+    orcd_listen_request_received(r->srv->listen, r->conn);
     ret       = MHD_queue_response(r->conn, resp->status, mr);
     MHD_destroy_response(mr);
     orcd_api_response_free(resp);
@@ -406,6 +414,197 @@ static enum MHD_Result orcd_http_process(orcd_req_t *r, const char *method,
     return MHD_NO; /* not reached: attempt 3 never blocks */
 }
 
+/* ------------------------------------------------------ the request head */
+
+/* A byte range libmicrohttpd parsed out of the request head */
+typedef struct orcd_span {
+    const char *start;
+    const char *end;
+} orcd_span_t;
+
+typedef struct orcd_head_spans {
+    orcd_span_t spans[2 * ORCD_MAX_HEADERS + 3];
+    size_t      n;
+    int         overflow;
+} orcd_head_spans_t;
+
+static void orcd_head_span_add(orcd_head_spans_t *h, const char *p, size_t len)
+{
+    if (h->n == sizeof(h->spans) / sizeof(h->spans[0])) {
+        h->overflow = 1;
+        return;
+    }
+    h->spans[h->n].start = p;
+    h->spans[h->n].end   = p + len;
+    ++h->n;
+}
+
+static enum MHD_Result orcd_head_header_iter(void *cls, enum MHD_ValueKind kind,
+                                             const char *key, size_t key_size,
+                                             const char *value,
+                                             size_t value_size)
+{
+    orcd_head_spans_t *h = cls;
+
+    (void)kind;
+    orcd_head_span_add(h, key, key_size);
+    if (value != NULL) {
+        orcd_head_span_add(h, value, value_size);
+    }
+    return MHD_YES;
+}
+
+static int orcd_head_span_cmp(const void *a, const void *b)
+{
+    const char *x = ((const orcd_span_t *)a)->start;
+    const char *y = ((const orcd_span_t *)b)->start;
+
+    return (x > y) - (x < y);
+}
+
+/*
+ * Does the request head hold nothing but what libmicrohttpd parsed out of
+ * it? libmicrohttpd 0.9.75 keeps header values (and the URI) as C strings, so
+ * "Bearer <token>\0junk" would read as "Bearer <token>". It parses the head
+ * in place in its read buffer, which starts at the method and spans the
+ * head's size; there, every byte outside the parsed strings must be a NUL it
+ * wrote (line ends, the colon, the request line's spaces) or a blank.
+ * Returns NULL, or why the head is refused.
+ */
+static const char *orcd_http_head_check(orcd_req_t *r, const char *method,
+                                        const char *version)
+{
+    const union MHD_ConnectionInfo *info;
+    orcd_head_spans_t h = {.n = 0, .overflow = 0};
+    const char *block, *end, *p;
+    size_t i;
+
+    info = MHD_get_connection_info(r->conn,
+                                   MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if ((info == NULL) || (r->raw_uri == NULL)) {
+        return "malformed request head";
+    }
+    block = method;
+    end   = method + info->header_size;
+    orcd_head_span_add(&h, method, strlen(method));
+    orcd_head_span_add(&h, r->raw_uri, r->raw_uri_len);
+    orcd_head_span_add(&h, version, strlen(version));
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND,
+                                orcd_head_header_iter, &h);
+    if (h.overflow) {
+        return "too many header lines";
+    }
+    for (i = 0; i < h.n; ++i) {
+        if ((h.spans[i].start < block) || (h.spans[i].end > end)) {
+            /* a value libmicrohttpd copied: a folded header line */
+            return "folded header lines are not accepted";
+        }
+    }
+    qsort(h.spans, h.n, sizeof(h.spans[0]), orcd_head_span_cmp);
+    p = block;
+    for (i = 0; i <= h.n; ++i) {
+        const char *stop = (i < h.n) ? h.spans[i].start : end;
+        for (; p < stop; ++p) {
+            if ((*p != '\0') && (*p != ' ') && (*p != '\t')) {
+                return "NUL byte in the request head";
+            }
+        }
+        if ((i < h.n) && (h.spans[i].end > p)) {
+            p = h.spans[i].end;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * MHD_OPTION_URI_LOG_CALLBACK: the request line arrived. Creates the
+ * request (it becomes the handler's *con_cls). The URI is still raw here:
+ * "%00" (a NUL after unescaping) is refused, and so is a query of more than
+ * ORCD_MAX_QUERY_ARGS arguments, which is cut off in libmicrohttpd's buffer
+ * before it parses it: 0.9.75 runs out of connection memory on about a
+ * thousand arguments and then never answers.
+ */
+static void *orcd_http_uri(void *cls, const char *uri,
+                           struct MHD_Connection *conn)
+{
+    orcd_server_t *srv = cls;
+    char *query        = strchr(uri, '?');
+    size_t nargs       = 0;
+    orcd_req_t *r;
+    const char *p;
+
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        orcd_error("out of memory for a request");
+        return NULL;
+    }
+    r->srv         = srv;
+    r->conn        = conn;
+    r->raw_uri     = uri;
+    r->raw_uri_len = strlen(uri);
+    r->start_ns    = orc_util_now_ns();
+    pthread_mutex_lock(&srv->alock);
+    ++srv->active_requests;
+    pthread_mutex_unlock(&srv->alock);
+    if (strstr(uri, "%00") != NULL) {
+        r->bad = "NUL byte (%00) in the URL";
+    }
+    for (p = query; p != NULL; p = strchr(p + 1, '&')) {
+        ++nargs;
+    }
+    if (nargs > ORCD_MAX_QUERY_ARGS) {
+        r->bad        = "too many query arguments";
+        r->bad_status = 431; /* what libmicrohttpd meant to answer */
+        query[1]      = '\0'; /* libmicrohttpd's buffer, parsed after we
+                                 return */
+    }
+    return r;
+}
+
+/* First call of a request: its head arrived. Refuse it, or wait for its
+ * body. */
+static enum MHD_Result orcd_http_head(orcd_req_t *r, const char *method,
+                                      const char *url, const char *version)
+{
+    orcd_server_t *srv = r->srv;
+    orcd_http_args_t args;
+    orcd_request_t req;
+    orcd_response_t resp;
+    const char *bad;
+
+    r->started = 1;
+    r->method  = method;
+    r->url     = url;
+    memset(&resp, 0, sizeof(resp));
+    if (atomic_load(&srv->draining)) {
+        orcd_api_error(&resp, 503, "shutting_down", "orcd is shutting down");
+        resp.retry_after = 1;
+        return orcd_http_send(r, &resp, 1);
+    }
+    if (orcd_listen_conn_refused(srv->listen, r->conn)) {
+        orcd_api_error(&resp, 503, "too_many_connections",
+                       "limits.max_connections reached and every connection "
+                       "is busy; retry");
+        resp.retry_after = 1;
+        return orcd_http_send(r, &resp, 1);
+    }
+    bad = (r->bad != NULL) ? r->bad : orcd_http_head_check(r, method, version);
+    if (bad != NULL) {
+        orcd_api_error(&resp, (r->bad_status != 0) ? r->bad_status : 400,
+                       "bad_request", "%s", bad);
+        return orcd_http_send(r, &resp, 1);
+    }
+    orcd_http_request_init(r->conn, method, url, &args, &req);
+    if (orcd_api_precheck(srv->api, &req, orcd_http_content_length(r->conn),
+                          &r->max_body, &resp)) {
+        /* answered before the body is read; MHD then closes the
+         * connection if a body was announced */
+        return orcd_http_send(r, &resp, resp.status == 413);
+    }
+    orcd_api_response_free(&resp);
+    return MHD_YES;
+}
+
 static enum MHD_Result orcd_http_handler(void *cls,
                                          struct MHD_Connection *conn,
                                          const char *url, const char *method,
@@ -414,47 +613,18 @@ static enum MHD_Result orcd_http_handler(void *cls,
                                          size_t *upload_data_size,
                                          void **con_cls)
 {
-    orcd_server_t *srv = cls;
-    orcd_req_t *r      = *con_cls;
-    orcd_http_args_t args;
-    orcd_request_t req;
+    orcd_req_t *r = *con_cls;
     orcd_response_t resp;
     size_t size, cap;
     char *p;
 
-    (void)version;
+    (void)cls;
+    (void)conn;
     if (r == NULL) {
-        r = calloc(1, sizeof(*r));
-        if (r == NULL) {
-            orcd_error("out of memory for a request");
-            return MHD_NO;
-        }
-        r->srv      = srv;
-        r->conn     = conn;
-        r->method   = method;
-        r->url      = url;
-        r->start_ns = orc_util_now_ns();
-        *con_cls    = r;
-        pthread_mutex_lock(&srv->alock);
-        ++srv->active_requests;
-        pthread_mutex_unlock(&srv->alock);
-
-        if (atomic_load(&srv->draining)) {
-            memset(&resp, 0, sizeof(resp));
-            orcd_api_error(&resp, 503, "shutting_down",
-                           "orcd is shutting down");
-            resp.retry_after = 1;
-            return orcd_http_send(r, &resp, 1);
-        }
-        orcd_http_request_init(conn, method, url, &args, &req);
-        if (orcd_api_precheck(srv->api, &req, orcd_http_content_length(conn),
-                              &r->max_body, &resp)) {
-            /* answered before the body is read; MHD then closes the
-             * connection if a body was announced */
-            return orcd_http_send(r, &resp, resp.status == 413);
-        }
-        orcd_api_response_free(&resp);
-        return MHD_YES;
+        return MHD_NO; /* no memory for it (logged) */
+    }
+    if (!r->started) {
+        return orcd_http_head(r, method, url, version);
     }
 
     if (*upload_data_size > 0) {
@@ -500,8 +670,10 @@ static enum MHD_Result orcd_http_handler(void *cls,
                        r->max_body);
         return orcd_http_send(r, &resp, 1);
     }
-    /* resumed after a watch event, a deadline or shutdown */
-    orcd_http_waiter_remove(srv, r);
+    /* the whole request is here, or it was resumed after a watch event, a
+     * deadline or shutdown */
+    orcd_listen_request_received(r->srv->listen, r->conn);
+    orcd_http_waiter_remove(r->srv, r);
     return orcd_http_process(r, method, url);
 }
 
@@ -513,7 +685,7 @@ static void orcd_http_completed(void *cls, struct MHD_Connection *conn,
     orcd_req_t *r      = *con_cls;
     double seconds;
 
-    (void)conn;
+    orcd_listen_request_done(srv->listen, conn);
     if (r == NULL) {
         return;
     }
@@ -521,8 +693,9 @@ static void orcd_http_completed(void *cls, struct MHD_Connection *conn,
     seconds = (double)(orc_util_now_ns() - r->start_ns) / 1e9;
     orcd_api_record(srv->api, r->route, r->status, seconds);
     /* access log: the path never carries a token (those go in a header) */
-    orcd_debug("%s %.200s -> %u (%.3f ms)%s", r->method, r->url, r->status,
-               seconds * 1e3,
+    orcd_debug("%s %.200s -> %u (%.3f ms)%s",
+               (r->method != NULL) ? r->method : "-",
+               (r->url != NULL) ? r->url : "-", r->status, seconds * 1e3,
                (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ? "" :
                                                              " [aborted]");
     free(r->body);
@@ -541,10 +714,14 @@ static void orcd_http_notify_conn(void *cls, struct MHD_Connection *conn,
 {
     orcd_server_t *srv = cls;
 
-    (void)conn;
-    (void)socket_context;
-    orcd_api_count_connection(srv->api,
-                              (toe == MHD_CONNECTION_NOTIFY_STARTED) ? 1 : -1);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        orcd_listen_conn_started(srv->listen, conn, socket_context);
+        orcd_api_count_connection(srv->api, 1);
+    } else {
+        orcd_listen_conn_closed(srv->listen, *socket_context);
+        *socket_context = NULL;
+        orcd_api_count_connection(srv->api, -1);
+    }
 }
 
 static void orcd_http_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -582,11 +759,7 @@ static char *orcd_http_read_file(const char *path, const char *what)
 int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
                       orcd_server_t **srv_p)
 {
-    struct sockaddr_storage ss;
-    struct sockaddr_in *sin   = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
     struct MHD_OptionItem opts[16];
-    const union MHD_DaemonInfo *info;
     unsigned flags, nopt = 0;
     orcd_server_t *srv;
     pthread_condattr_t cattr;
@@ -608,23 +781,15 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
     pthread_condattr_destroy(&cattr);
     pthread_cond_init(&srv->acond, NULL);
 
-    memset(&ss, 0, sizeof(ss));
+    if (orcd_listen_open(cfg, &srv->listen)) {
+        goto err_free;
+    }
     /* the logger must be the first option to catch every message */
     opts[nopt++] = (struct MHD_OptionItem){
             MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)orcd_http_mhd_log, NULL};
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (inet_pton(AF_INET, cfg->address, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port   = htons((uint16_t)cfg->port);
-    } else if (inet_pton(AF_INET6, cfg->address, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port   = htons((uint16_t)cfg->port);
-        flags            |= MHD_USE_IPv6;
-    } else {
-        orcd_error("listen.address %s is not an IP address", cfg->address);
-        goto err_free;
-    }
+            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+            MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     if (cfg->tls_cert != NULL) {
         if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
             orcd_error("this libmicrohttpd has no TLS support");
@@ -641,18 +806,16 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
         opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0,
                                                srv->tls_key};
     }
-    opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
                                            orcd_config_threads(cfg), NULL};
-    opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
-                                           cfg->max_connections, NULL};
+    /* the limits are applied by the listener (orcd_listen.h) */
     opts[nopt++] = (struct MHD_OptionItem){
-            MHD_OPTION_PER_IP_CONNECTION_LIMIT, cfg->max_connections_per_ip,
-            NULL};
+            MHD_OPTION_CONNECTION_LIMIT,
+            ORCD_LISTEN_MAX(cfg->max_connections), NULL};
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
                                            cfg->idle_timeout, NULL};
-    opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE,
-                                           1, NULL};
+    opts[nopt++] = (struct MHD_OptionItem){
+            MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)orcd_http_uri, srv};
     opts[nopt++] = (struct MHD_OptionItem){
             MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)orcd_http_completed, srv};
     opts[nopt++] = (struct MHD_OptionItem){
@@ -672,13 +835,13 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
                                    srv, MHD_OPTION_ARRAY, opts,
                                    MHD_OPTION_END);
     if (srv->daemon == NULL) {
-        orcd_error("cannot listen on %s port %u (address in use, or not "
-                   "available here)", cfg->address, cfg->port);
+        orcd_error("cannot start the HTTP server (libmicrohttpd)");
         goto err_free;
     }
-    info      = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = (info != NULL) ? info->port : cfg->port;
-    *srv_p    = srv;
+    if (orcd_listen_run(srv->listen, srv->daemon)) {
+        goto err_free;
+    }
+    *srv_p = srv;
     return 0;
 
 err_free:
@@ -695,14 +858,13 @@ void orcd_server_reload(orcd_server_t *srv, const orcd_config_t *cfg)
 
 unsigned orcd_server_port(orcd_server_t *srv)
 {
-    return srv->port;
+    return orcd_listen_port(srv->listen);
 }
 
 void orcd_server_shutdown(orcd_server_t *srv, double timeout)
 {
     struct timespec ts;
     size_t leftover;
-    MHD_socket fd;
     int i;
 
     if (srv->shut_down) {
@@ -710,12 +872,7 @@ void orcd_server_shutdown(orcd_server_t *srv, double timeout)
     }
     srv->shut_down = 1;
     atomic_store(&srv->draining, 1);
-    if (srv->daemon != NULL) {
-        fd = MHD_quiesce_daemon(srv->daemon);
-        if (fd != MHD_INVALID_SOCKET) {
-            close(fd);
-        }
-    }
+    orcd_listen_stop(srv->listen);
     /* answer every blocking query now: the timer cancels them all */
     pthread_mutex_lock(&srv->wlock);
     srv->stopping = 1;
@@ -780,6 +937,7 @@ void orcd_server_destroy(orcd_server_t *srv)
         pthread_mutex_unlock(&srv->wlock);
         pthread_join(srv->timer, NULL);
     }
+    orcd_listen_destroy(srv->listen); /* after the daemon: it reports closes */
     free(srv->tls_cert);
     free(srv->tls_key);
     pthread_cond_destroy(&srv->wcond);

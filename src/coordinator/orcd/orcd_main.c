@@ -144,22 +144,6 @@ static void orcd_copy_live(const orcd_config_t *cfg, void *arg)
     live->snapshot_interval = cfg->snapshot_interval;
 }
 
-static void orcd_snapshot(orc_store_t *store, const char *path)
-{
-    int status;
-
-    if (path == NULL) {
-        return;
-    }
-    status = store->ops->snapshot_save(store, path);
-    if (status != ORC_STORE_OK) {
-        orcd_error("snapshot to %s failed: %s", path,
-                   orc_store_status_str(status));
-    } else {
-        orcd_debug("snapshot written to %s", path);
-    }
-}
-
 typedef struct orcd_restart_check {
     const orcd_config_t *next;
 } orcd_restart_check_t;
@@ -173,11 +157,12 @@ static void orcd_check_restart_keys(const orcd_config_t *cur, void *arg)
         (cur->max_connections != n->max_connections) ||
         (cur->max_connections_per_ip != n->max_connections_per_ip) ||
         (cur->idle_timeout != n->idle_timeout) ||
+        (cur->request_timeout != n->request_timeout) ||
         ((cur->tls_cert == NULL) != (n->tls_cert == NULL)) ||
         (cur->tls_cert && strcmp(cur->tls_cert, n->tls_cert))) {
         orcd_warn("reload: listen.*, tls.*, limits.max_connections, "
-                  "max_connections_per_ip and idle_timeout take effect only "
-                  "after a restart");
+                  "max_connections_per_ip, idle_timeout and request_timeout "
+                  "take effect only after a restart");
     }
 }
 
@@ -254,22 +239,9 @@ int main(int argc, char **argv)
         orcd_error("cannot open the store: %s", orc_store_status_str(status));
         goto out_cfg;
     }
-    if (cfg->snapshot_path != NULL) {
-        if (access(cfg->snapshot_path, F_OK) == 0) {
-            status = store->ops->snapshot_load(store, cfg->snapshot_path);
-            if (status != ORC_STORE_OK) {
-                orcd_error("cannot restore the snapshot %s: %s (move it away "
-                           "to start empty)", cfg->snapshot_path,
-                           orc_store_status_str(status));
-                goto out_store;
-            }
-            orcd_info("restored %s (revision %llu); nodes have one TTL to "
-                      "send their next keep-alive", cfg->snapshot_path,
-                      (unsigned long long)store->ops->revision(store));
-        } else {
-            orcd_info("no snapshot at %s yet: starting empty",
-                      cfg->snapshot_path);
-        }
+    if ((cfg->snapshot_path != NULL) &&
+        orcd_snapshot_restore(store, cfg->snapshot_path)) {
+        goto out_store;
     }
     orcd_copy_live(cfg, &live);
     if (orcd_api_create(cfg, store, &api)) {
@@ -328,7 +300,7 @@ int main(int argc, char **argv)
         if ((live.snapshot_path != NULL) && (live.snapshot_interval > 0) &&
             (orc_util_now_ms() - last_snapshot_ms >=
              (uint64_t)live.snapshot_interval * 1000u)) {
-            orcd_snapshot(store, live.snapshot_path);
+            orcd_snapshot_write(store, live.snapshot_path);
             last_snapshot_ms = orc_util_now_ms();
         }
     }
@@ -337,8 +309,11 @@ int main(int argc, char **argv)
 out_server:
     orcd_server_shutdown(srv, ORCD_SHUTDOWN_TIMEOUT);
     orcd_server_destroy(srv);
-    if (ret == 0) {
-        orcd_snapshot(store, live.snapshot_path);
+    if ((ret == 0) && (live.snapshot_path != NULL) &&
+        orcd_snapshot_write(store, live.snapshot_path)) {
+        orcd_error("stopped; the state since the last snapshot is lost");
+        ret = 1;
+    } else if (ret == 0) {
         orcd_info("stopped");
     }
 out_api:

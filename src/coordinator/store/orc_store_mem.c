@@ -780,6 +780,9 @@ static void orc_store_mem_stats(orc_store_t *store, orc_store_stats_t *stats)
 /* ------------------------------------------------------------ snapshots */
 
 #define ORC_STORE_MEM_SNAP_FORMAT "orc-store-mem/1"
+/* Revisions, versions and lease ids in a snapshot: at most 2^53 - 1, exact
+ * in any JSON reader, and far from overflowing as they grow */
+#define ORC_STORE_MEM_SNAP_NUM_MAX ((1LL << 53) - 1)
 
 static json_t *orc_store_mem_snapshot_build(orc_store_mem_t *s)
 {
@@ -925,7 +928,9 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
                        "format", &format, "revision", &rev, "last_lease_id",
                        &last_lease, "leases", &leases, "kvs", &kvs) ||
         strcmp(format, ORC_STORE_MEM_SNAP_FORMAT) || (rev < 1) ||
-        (last_lease < 0) || !json_is_array(leases) || !json_is_array(kvs)) {
+        (rev > ORC_STORE_MEM_SNAP_NUM_MAX) || (last_lease < 0) ||
+        (last_lease > ORC_STORE_MEM_SNAP_NUM_MAX) || !json_is_array(leases) ||
+        !json_is_array(kvs)) {
         orc_store_error("snapshot %s: not an %s snapshot%s%s", path,
                         ORC_STORE_MEM_SNAP_FORMAT, jerr.text[0] ? ": " : "",
                         jerr.text);
@@ -981,7 +986,7 @@ static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
                            "value", &value, &value_len, "create_rev", &crev,
                            "mod_rev", &mrev, "version", &ver, "lease", &lid) ||
             (key[0] == '\0') || (crev < 1) || (mrev < crev) || (mrev > rev) ||
-            (ver < 1) || (lid < 0)) {
+            (ver < 1) || (ver > ORC_STORE_MEM_SNAP_NUM_MAX) || (lid < 0)) {
             orc_store_error("snapshot %s: bad key #%zu", path, i);
             goto out_clear;
         }

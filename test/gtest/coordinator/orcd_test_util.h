@@ -372,6 +372,8 @@ public:
     http_client &operator=(const http_client &) = delete;
 
     void set_token(const std::string &t) { m_token = t; }
+    /* connect from this local address (e.g. another 127.x.y.z) */
+    void set_source(const std::string &addr) { m_source = addr; }
     /* trust exactly this PEM certificate (self-signed test server) */
     void set_ca(const std::string &pem) { m_ca = pem; }
 
@@ -394,6 +396,9 @@ public:
         curl_easy_setopt(m_curl, CURLOPT_HEADERDATA, &r.headers);
         if (!m_ca.empty()) {
             curl_easy_setopt(m_curl, CURLOPT_CAINFO, m_ca.c_str());
+        }
+        if (!m_source.empty()) {
+            curl_easy_setopt(m_curl, CURLOPT_INTERFACE, m_source.c_str());
         }
         if (method == "HEAD") {
             curl_easy_setopt(m_curl, CURLOPT_NOBODY, 1L);
@@ -443,6 +448,7 @@ private:
     CURL *m_curl;
     std::string m_token;
     std::string m_ca;
+    std::string m_source;
 };
 
 /* Raw TCP connection to 127.0.0.1:port (-1 on failure). */

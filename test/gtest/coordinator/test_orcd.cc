@@ -12,6 +12,12 @@ using namespace orcd_test;
 
 namespace {
 
+static mode_t lstat_mode(const std::string &path)
+{
+    struct stat st;
+    return (lstat(path.c_str(), &st) == 0) ? st.st_mode : 0;
+}
+
 const char *const k_tok_a = "token-for-job-a-0123456789";
 const char *const k_tok_b = "token-for-job-b-9876543210";
 
@@ -51,10 +57,12 @@ protected:
         return r.jint("id");
     }
 
-    /* wait (bounded) until /metrics shows orcd_long_polls == n */
+    /* wait (bounded) until /metrics shows orcd_long_polls == n (asked from
+     * 127.0.0.2: not counted against 127.0.0.1's connection limit) */
     bool wait_long_polls(int n, double timeout = 30)
     {
         http_client c;
+        c.set_source("127.0.0.2");
         std::string want = "\norcd_long_polls " + std::to_string(n) + "\n";
         double deadline  = now_s() + timeout;
         while (now_s() < deadline) {
@@ -639,6 +647,39 @@ TEST_F(orcd_daemon, tls)
     EXPECT_EQ(m_orcd.stop(), 0);
 }
 
+TEST_F(orcd_daemon, tls_key_that_does_not_match)
+{
+    std::string out, key = m_dir.file("key.pem"), cert = m_dir.file("cert.pem");
+    if (access("/usr/bin/openssl", X_OK) != 0) {
+        GTEST_SKIP() << "no openssl to make a test certificate";
+    }
+    ASSERT_EQ(run_capture({"/usr/bin/openssl", "req", "-x509", "-newkey",
+                           "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                           "-days", "1", "-subj", "/CN=localhost"},
+                          &out),
+              0) << out;
+    /* swapped, and a key of another pair: the TLS library's reason, from
+     * --check-config and at start */
+    write_file(m_dir.file("swapped.yaml"),
+               "tls: {cert: " + key + ", key: " + cert + "}\n");
+    EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
+                           m_dir.file("swapped.yaml")}, &out), 1);
+    EXPECT_NE(out.find("tls.cert " + key + " and tls.key " + cert + ": "),
+              std::string::npos) << out;
+    std::string other = m_dir.file("other.pem");
+    ASSERT_EQ(run_capture({"/usr/bin/openssl", "genrsa", "-out", other,
+                           "2048"}, &out), 0) << out;
+    write_file(m_dir.file("other.yaml"),
+               "tls: {cert: " + cert + ", key: " + other + "}\n");
+    EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
+                           m_dir.file("other.yaml")}, &out), 1);
+    EXPECT_NE(out.find("do not match"), std::string::npos) << out;
+    EXPECT_FALSE(m_orcd.start({"--config", m_dir.file("other.yaml")}));
+    EXPECT_NE(m_orcd.log().find("do not match"), std::string::npos)
+            << m_orcd.log();
+    EXPECT_EQ(m_orcd.log().find("address in use"), std::string::npos);
+}
+
 TEST_F(orcd_daemon, body_limit_before_reading)
 {
     start("limits: {max_body: 2048, endpoint_max: 1024, "
@@ -717,38 +758,82 @@ TEST_F(orcd_daemon, malformed_http)
     EXPECT_EQ(c.get(u("/healthz")).status, 200);
 }
 
+/* One /healthz request on a new connection; the response text */
+static std::string healthz_on(int fd)
+{
+    send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    return recv_until(fd, 10, "{\"status\":\"ok\"}");
+}
+
 TEST_F(orcd_daemon, connection_limits)
 {
-    start("limits: {max_connections: 10, max_connections_per_ip: 6, "
-          "max_long_polls: 2, idle_timeout: 1}\n");
-    /* per-IP limit: the 7th connection from 127.0.0.1 is refused (closed
-     * without an answer) */
-    std::vector<int> fds;
-    for (int i = 0; i < 6; ++i) {
-        int fd = tcp_connect(m_orcd.port());
-        ASSERT_GE(fd, 0);
-        /* make sure orcd accepted it: one request on each */
-        ASSERT_TRUE(send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"));
-        std::string r = recv_until(fd, 10, "{\"status\":\"ok\"}");
-        ASSERT_NE(r.find("200 OK"), std::string::npos) << r;
-        fds.push_back(fd);
-    }
+    start("limits: {max_connections: 8, max_connections_per_ip: 2, "
+          "max_long_polls: 4, idle_timeout: 1}\n");
+    /* per-address limit, both connections idle: a third is served, and the
+     * one that waited longest for a request is closed to make room */
+    int a = tcp_connect(m_orcd.port()), b = tcp_connect(m_orcd.port());
+    ASSERT_GE(a, 0);
+    ASSERT_GE(b, 0);
+    ASSERT_NE(healthz_on(a).find("200 OK"), std::string::npos);
+    ASSERT_NE(healthz_on(b).find("200 OK"), std::string::npos);
     int extra = tcp_connect(m_orcd.port());
     ASSERT_GE(extra, 0);
-    send_all(extra, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    EXPECT_NE(healthz_on(extra).find("200 OK"), std::string::npos);
     bool closed;
-    std::string r = recv_until(extra, 10, nullptr, &closed);
-    EXPECT_TRUE(closed);
-    EXPECT_EQ(r.find("200 OK"), std::string::npos) << r;
-    close(extra);
-
+    recv_until(a, 10, nullptr, &closed);
+    EXPECT_TRUE(closed) << "the longest-idle connection stays open";
+    close(a);
     /* idle timeout (1 s): orcd closes the idle connections itself */
-    for (int fd : fds) {
-        std::string rest = recv_until(fd, 10, nullptr, &closed);
+    for (int fd : {b, extra}) {
+        recv_until(fd, 10, nullptr, &closed);
         EXPECT_TRUE(closed);
         close(fd);
     }
 
+    /* both connections of the address busy (blocking queries): a third
+     * is answered 503 + Retry-After and closed, nothing waits */
+    http_client c;
+    long long id   = register_node(c, "j");
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    std::vector<std::thread> waiters;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 2; ++i) {
+        waiters.emplace_back([&] {
+            http_client w;
+            if (w.get(u(mb + "?after=0&wait=20")).status == 200) {
+                ++ok;
+            }
+        });
+    }
+    bool waiting = wait_long_polls(2);
+    EXPECT_TRUE(waiting);
+    if (waiting) {
+        extra = tcp_connect(m_orcd.port());
+        EXPECT_GE(extra, 0);
+        send_all(extra, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        std::string r = recv_until(extra, 10, nullptr, &closed);
+        EXPECT_EQ(r.rfind("HTTP/1.1 503", 0), 0u) << r;
+        EXPECT_NE(r.find("Retry-After: 1"), std::string::npos) << r;
+        EXPECT_TRUE(closed);
+        close(extra);
+    }
+    /* a message releases both waiters */
+    http_client poster;
+    poster.set_source("127.0.0.2");
+    for (int i = 0; i < 100; ++i) {
+        if (poster.post(u(mb), "{\"body\":{}}").status == 201) {
+            break;
+        }
+    }
+    for (auto &t : waiters) {
+        t.join();
+    }
+    EXPECT_EQ(ok.load(), 2);
+}
+
+TEST_F(orcd_daemon, long_poll_limit)
+{
+    start("limits: {max_long_polls: 2}\n");
     /* long-poll cap: 2 waiting, the 3rd gets 429 */
     http_client c;
     long long id   = register_node(c, "j");
@@ -776,6 +861,144 @@ TEST_F(orcd_daemon, connection_limits)
         t.join();
     }
     EXPECT_EQ(ok.load(), 2);
+}
+
+TEST_F(orcd_daemon, connections_past_the_limit_are_answered)
+{
+    /* every slot taken by an idle keep-alive connection (idle timeout far
+     * away): a new connection is served at once instead of waiting in the
+     * kernel's accept queue */
+    start("limits: {max_connections: 4, max_connections_per_ip: 4, "
+          "max_long_polls: 2}\n");
+    std::vector<int> fds;
+    for (int i = 0; i < 4; ++i) {
+        int fd = tcp_connect(m_orcd.port());
+        ASSERT_GE(fd, 0);
+        ASSERT_NE(healthz_on(fd).find("200 OK"), std::string::npos);
+        fds.push_back(fd);
+    }
+    int extra = tcp_connect(m_orcd.port());
+    ASSERT_GE(extra, 0);
+    EXPECT_NE(healthz_on(extra).find("200 OK"), std::string::npos);
+    close(extra);
+    for (int fd : fds) {
+        close(fd);
+    }
+}
+
+TEST_F(orcd_daemon, slow_requests_are_cut_and_do_not_starve_others)
+{
+    /* 64 connections that each send one header line a second, as many as
+     * the connection limit: another client is served meanwhile, and each
+     * slow one is cut once its request is older than request_timeout */
+    const int n = 64;
+    start("limits: {max_connections: 64, max_connections_per_ip: 64, "
+          "max_long_polls: 8, request_timeout: 2}\n");
+    std::vector<int> slow;
+    for (int i = 0; i < n; ++i) {
+        int fd = tcp_connect(m_orcd.port());
+        ASSERT_GE(fd, 0);
+        ASSERT_TRUE(send_all(fd, "GET /healthz HTTP/1.1\r\n"));
+        slow.push_back(fd);
+    }
+    std::atomic<bool> served{false};
+    std::thread other([&] {
+        http_client c;
+        served = (c.get(u("/healthz"), 5).status == 200);
+    });
+    std::vector<bool> cut(n, false);
+    double deadline = now_s() + 8;
+    int ncut        = 0;
+    while ((ncut < n) && (now_s() < deadline)) {
+        for (int i = 0; i < n; ++i) {
+            if (!cut[i] && !send_all(slow[i], "X-Slow: 1\r\n")) {
+                cut[i] = true;
+                ++ncut;
+            }
+            char buf[64];
+            ssize_t got = recv(slow[i], buf, sizeof(buf), MSG_DONTWAIT);
+            if (!cut[i] && (got == 0)) {
+                cut[i] = true;
+                ++ncut;
+            }
+        }
+        struct pollfd none;
+        poll(&none, 0, 1000); /* the attack's pace: a line a second */
+    }
+    other.join();
+    EXPECT_TRUE(served) << "a slow client starved the others";
+    EXPECT_EQ(ncut, n) << "slow requests were not cut";
+    for (int fd : slow) {
+        close(fd);
+    }
+}
+
+TEST_F(orcd_daemon, many_query_arguments_are_answered)
+{
+    start();
+    std::string q;
+    for (int i = 0; i < 1000; ++i) {
+        q += (i ? "&a" : "a") + std::to_string(i) + "=1";
+    }
+    http_client c;
+    double t0     = now_s();
+    http_result r = c.get(u("/v1/jobs/j/nodes?" + q), 10);
+    EXPECT_EQ(r.status, 431) << curl_easy_strerror(r.code);
+    EXPECT_EQ(r.jstr("error"), "bad_request");
+    EXPECT_LT(now_s() - t0, 5.0);
+    EXPECT_EQ(c.get(u("/healthz")).status, 200);
+}
+
+TEST_F(orcd_daemon, nul_bytes_in_headers_and_keys_are_refused)
+{
+    start(std::string("auth: {enabled: true, tokens: {j: ") + k_tok_a +
+          "}}\n");
+    const std::string good = std::string("Authorization: Bearer ") +
+                             k_tok_a;
+    /* the token itself works */
+    int fd = tcp_connect(m_orcd.port());
+    ASSERT_GE(fd, 0);
+    send_all(fd, "GET /v1/jobs/j/nodes HTTP/1.1\r\nHost: x\r\n" + good +
+                         "\r\n\r\n");
+    std::string r = recv_until(fd, 10, "\"nodes\"");
+    EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r;
+    close(fd);
+    /* the token followed by a NUL and more is not */
+    fd = tcp_connect(m_orcd.port());
+    ASSERT_GE(fd, 0);
+    send_all(fd, "GET /v1/jobs/j/nodes HTTP/1.1\r\nHost: x\r\n" + good +
+                         std::string("\0junk", 5) + "\r\n\r\n");
+    r = recv_until(fd, 10, "}");
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r;
+    close(fd);
+    /* a NUL in a key, escaped or raw, writes nothing */
+    http_client c;
+    c.set_token(k_tok_a);
+    EXPECT_EQ(c.put(u("/v1/jobs/j/kv/a%00zzz"), "{\"value\":1}").status, 400);
+    fd = tcp_connect(m_orcd.port());
+    ASSERT_GE(fd, 0);
+    std::string body = "{\"value\":2}";
+    send_all(fd, std::string("PUT /v1/jobs/j/kv/a\0zzz HTTP/1.1\r\n", 34) +
+                         "Host: x\r\n" + good + "\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n" + body);
+    r = recv_until(fd, 10, "}");
+    EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r;
+    close(fd);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/kv/a")).status, 404);
+}
+
+TEST_F(orcd_daemon, second_orcd_on_a_taken_port_fails)
+{
+    start();
+    orcd_process second(m_dir);
+    EXPECT_FALSE(second.start({"--listen", "127.0.0.1:" +
+                                                   std::to_string(m_orcd.port())},
+                              false));
+    EXPECT_NE(second.log().find("cannot listen on 127.0.0.1 port " +
+                                std::to_string(m_orcd.port())),
+              std::string::npos) << second.log();
+    http_client c;
+    EXPECT_EQ(c.get(u("/healthz")).status, 200);
 }
 
 TEST_F(orcd_daemon, many_concurrent_clients)
@@ -1024,6 +1247,70 @@ TEST_F(orcd_daemon, snapshot_restart)
                        std::string::npos);
     }
     EXPECT_TRUE(store_line) << m_orcd.log();
+}
+
+TEST_F(orcd_daemon, snapshot_location_is_checked)
+{
+    /* a directory that does not exist: refuse to start, say why */
+    std::string missing = m_dir.file("no-such-dir") + "/orcd.snap";
+    EXPECT_FALSE(m_orcd.start({"--snapshot", missing}));
+    EXPECT_NE(m_orcd.log().find(missing), std::string::npos) << m_orcd.log();
+    /* a path that cannot be read (a symlink loop) is not "no snapshot" */
+    std::string loop = m_dir.file("loop.snap");
+    ASSERT_EQ(symlink(loop.c_str(), loop.c_str()), 0);
+    EXPECT_FALSE(m_orcd.start({"--snapshot", loop}));
+    EXPECT_NE(m_orcd.log().find(loop), std::string::npos) << m_orcd.log();
+    EXPECT_TRUE(S_ISLNK(lstat_mode(loop))) << "the path was overwritten";
+    /* the final snapshot cannot be written: exit non-zero */
+    std::string sub = m_dir.file("sub");
+    ASSERT_EQ(mkdir(sub.c_str(), 0700), 0);
+    start("snapshot: {interval: 0}\n", {"--snapshot", sub + "/orcd.snap"});
+    http_client c;
+    register_node(c, "j");
+    ASSERT_EQ(rmdir(sub.c_str()), 0);
+    EXPECT_EQ(m_orcd.stop(), 1);
+    EXPECT_NE(m_orcd.log().find("orcd.snap"), std::string::npos)
+            << m_orcd.log();
+}
+
+TEST_F(orcd_daemon, snapshot_values_are_validated_on_load)
+{
+    std::string snap = m_dir.file("v.snap");
+    start("", {"--snapshot", snap});
+    http_client c;
+    register_node(c, "j", 30);
+    ASSERT_EQ(m_orcd.stop(), 0);
+    std::string good = read_file(snap);
+    ASSERT_NE(good.find("\"revision\":"), std::string::npos) << good;
+
+    auto refused = [&](const std::string &text, const char *why) {
+        write_file(snap, text);
+        EXPECT_FALSE(m_orcd.start({"--snapshot", snap})) << why;
+        EXPECT_NE(m_orcd.log().find("snapshot"), std::string::npos)
+                << why << ": " << m_orcd.log();
+    };
+    /* a revision that cannot grow */
+    std::string rev = good;
+    size_t at       = rev.find("\"revision\":") + 11;
+    rev.replace(at, rev.find_first_not_of("0123456789", at) - at,
+                "9223372036854775807");
+    refused(rev, "revision 2^63-1");
+    /* a node record that is not JSON */
+    std::string bad = good;
+    at              = bad.find("{\\\"host\\\"");
+    ASSERT_NE(at, std::string::npos) << good;
+    bad.replace(at, 1, "X");
+    refused(bad, "node value not JSON");
+    /* the file itself still loads */
+    write_file(snap, good);
+    ASSERT_TRUE(m_orcd.start({"--snapshot", snap})) << m_orcd.log();
+    EXPECT_EQ(m_orcd.stop(), 0);
+    /* temporary files of a write cut short are removed at start */
+    std::string tmp = snap + ".tmp.12345";
+    write_file(tmp, "partial");
+    ASSERT_TRUE(m_orcd.start({"--snapshot", snap})) << m_orcd.log();
+    EXPECT_NE(access(tmp.c_str(), F_OK), 0) << "left behind: " << tmp;
+    EXPECT_EQ(m_orcd.stop(), 0);
 }
 
 TEST_F(orcd_daemon, periodic_snapshot_survives_a_crash)

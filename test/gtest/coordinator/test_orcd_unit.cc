@@ -453,6 +453,7 @@ TEST_F(config_test, example_file_is_valid_and_matches_defaults)
     EXPECT_EQ(m_cfg.max_connections, defaults.max_connections);
     EXPECT_EQ(m_cfg.max_connections_per_ip, defaults.max_connections_per_ip);
     EXPECT_EQ(m_cfg.idle_timeout, defaults.idle_timeout);
+    EXPECT_EQ(m_cfg.request_timeout, defaults.request_timeout);
     EXPECT_EQ(m_cfg.max_long_polls, defaults.max_long_polls);
     EXPECT_EQ(m_cfg.max_body, defaults.max_body);
     EXPECT_EQ(m_cfg.endpoint_max, defaults.endpoint_max);
