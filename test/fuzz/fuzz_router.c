@@ -38,6 +38,9 @@ static void orc_fuzz_router_make(orc_fuzz_router_t *r, int auth)
             "mailbox_msg_max: 512}\nttl: {min: 1}\n";
     static const char yaml_open[] =
             "limits: {mailbox_depth: 8, max_wait: 0.5}\n";
+    const orc_store_params_t params = {
+        .group_depth = ORCD_STORE_GROUP_DEPTH, .classify = orcd_key_class
+    };
     const char *yaml = auth ? yaml_auth : yaml_open;
     orcd_config_t *cfg = calloc(1, sizeof(*cfg));
     char err[256];
@@ -46,7 +49,7 @@ static void orc_fuzz_router_make(orc_fuzz_router_t *r, int auth)
         orcd_config_load_buffer(cfg, "fuzz", (const unsigned char *)yaml,
                                 strlen(yaml), err, sizeof(err)) ||
         orcd_config_finalize(cfg, err, sizeof(err)) ||
-        (orc_store_mem_open(100, &r->store) != ORC_STORE_OK) ||
+        (orc_store_mem_open(&params, &r->store) != ORC_STORE_OK) ||
         orcd_api_create(cfg, r->store, &r->api)) {
         abort(); /* harness set-up cannot fail */
     }

@@ -364,6 +364,12 @@ void orcd_resp_empty(orcd_response_t *resp, unsigned status)
 
 void orcd_resp_store_error(orcd_response_t *resp, int status)
 {
+    if (status == ORC_STORE_EUNAVAIL) {
+        orcd_api_error(resp, 503, "store_unavailable",
+                       "the store cannot be reached; retry");
+        resp->retry_after = 1;
+        return;
+    }
     orcd_api_error(resp, 500, "internal", "store: %s",
                    orc_store_status_str(status));
 }
@@ -508,7 +514,97 @@ json_t *orcd_body_json(orcd_ctx_t *c, size_t max, int want_object)
 
 static void orcd_h_healthz(orcd_ctx_t *c)
 {
+    if (c->store->ops->health(c->store) != ORC_STORE_OK) {
+        orcd_resp_json(c->resp, 503,
+                       json_pack("{ssss}", "status", "unavailable", "detail",
+                                 "the store cannot be reached"));
+        c->resp->retry_after = 1;
+        return;
+    }
     orcd_resp_json(c->resp, 200, json_pack("{ss}", "status", "ok"));
+}
+
+/* ------------------------------------------------------------ store access */
+
+static void orcd_seen(orcd_ctx_t *c, uint64_t rev)
+{
+    if (rev > c->rev) {
+        c->rev = rev;
+    }
+}
+
+int orcd_range(orcd_ctx_t *c, const char *key, const char *range_end,
+               unsigned flags, orc_store_range_result_t *res)
+{
+    int status = c->store->ops->range(c->store, key, range_end, flags, 0,
+                                      c->floor, res);
+
+    if (status == ORC_STORE_OK) {
+        orcd_seen(c, res->revision);
+    }
+    return status;
+}
+
+int orcd_get(orcd_ctx_t *c, const char *key, orc_store_kv_t *kv)
+{
+    uint64_t rev = 0;
+    int status   = orc_store_get(c->store, key, c->floor, kv, &rev);
+
+    orcd_seen(c, rev);
+    return status;
+}
+
+int orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
+             const orc_store_op_t *ops, size_t nops,
+             orc_store_txn_result_t *res)
+{
+    int status = c->store->ops->txn(c->store, cmps, ncmp, ops, nops, res);
+
+    if ((status == ORC_STORE_OK) || (status == ORC_STORE_ECOMPARE)) {
+        /* later reads see this write, or what made the compare fail */
+        orcd_seen(c, res->revision);
+        if (res->revision > c->floor) {
+            c->floor = res->revision;
+        }
+    }
+    return status;
+}
+
+int orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes)
+{
+    const orcd_config_t *cfg = c->cfg;
+    char group[ORCD_KEY_MAX];
+    orc_store_stats_t st;
+    uint64_t jkeys, jbytes;
+
+    c->store->ops->stats(c->store, &st);
+    orcd_key(group, c, "%s", "");
+    c->store->ops->usage(c->store, group, &jkeys, &jbytes);
+    if ((jkeys + keys > cfg->max_keys_per_job) ||
+        (jbytes + bytes > cfg->max_bytes_per_job)) {
+        orcd_api_error(c->resp, 429, "quota_exceeded",
+                       "job %s holds %" PRIu64 " keys and %" PRIu64 " bytes "
+                       "(limits.max_keys_per_job %" PRIu64
+                       ", max_bytes_per_job %" PRIu64 ")", c->job, jkeys,
+                       jbytes, cfg->max_keys_per_job, cfg->max_bytes_per_job);
+        c->resp->retry_after = 1;
+        return -1;
+    }
+    if ((st.keys + keys > cfg->max_keys) ||
+        (st.bytes + bytes > cfg->max_bytes)) {
+        orcd_api_error(c->resp, 429, "quota_exceeded",
+                       "orcd holds %" PRIu64 " keys and %" PRIu64 " bytes "
+                       "(limits.max_keys %" PRIu64 ", max_bytes %" PRIu64 ")",
+                       st.keys, st.bytes, cfg->max_keys, cfg->max_bytes);
+        c->resp->retry_after = 1;
+        return -1;
+    }
+    return 0;
+}
+
+const char *orcd_retry_rid(const orcd_ctx_t *c)
+{
+    return (c->attempt > 1) ? c->req->rid : NULL;
 }
 
 /* ------------------------------------------------------------- public API */
@@ -608,6 +704,40 @@ int orcd_api_precheck(orcd_api_t *api, const orcd_request_t *req,
     return rejected;
 }
 
+/* The client's headers for replicas: -1 with a 400 filled if malformed */
+static int orcd_api_client_headers(const orcd_request_t *req, orcd_ctx_t *c)
+{
+    const char *rid = req->rid;
+    uint64_t attempt = 1;
+    size_t len;
+
+    if ((req->min_index_text != NULL) &&
+        orc_util_parse_u64(req->min_index_text, &c->floor)) {
+        orcd_api_error(c->resp, 400, "bad_header",
+                       "X-Orc-Min-Index must be an unsigned integer");
+        return -1;
+    }
+    if ((req->attempt_text != NULL) &&
+        (orc_util_parse_u64(req->attempt_text, &attempt) || (attempt < 1) ||
+         (attempt > 1000))) {
+        orcd_api_error(c->resp, 400, "bad_header",
+                       "X-Orc-Attempt must be an integer in 1..1000");
+        return -1;
+    }
+    c->attempt = (unsigned)attempt;
+    len        = (rid != NULL) ? strlen(rid) : 1;
+    if ((len == 0) || (len > ORCD_RID_MAX) ||
+        ((rid != NULL) &&
+         (strspn(rid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                      "0123456789_-") != len))) {
+        orcd_api_error(c->resp, 400, "bad_header",
+                       "Idempotency-Key must be 1..%d characters of "
+                       "A-Z a-z 0-9 _ -", ORCD_RID_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 /* The {id} capture: a node id > 0; -1 with a 400 filled otherwise */
 static int orcd_api_parse_id(const orcd_target_t *t, orcd_ctx_t *c)
 {
@@ -652,10 +782,16 @@ void orcd_api_handle(orcd_api_t *api, const orcd_request_t *req,
         c.job[t.job_len] = '\0';
     }
     c.kv_key = t.key;
-    if ((t.id != NULL) && orcd_api_parse_id(&t, &c)) {
+    if (orcd_api_client_headers(req, &c) ||
+        ((t.id != NULL) && orcd_api_parse_id(&t, &c))) {
         goto out;
     }
     e->handler(&c);
+    /* every answer says which revision it reflects */
+    if (!resp->has_index && (c.rev > 0) && (resp->status < 500)) {
+        resp->has_index = 1;
+        resp->index     = c.rev;
+    }
 out:
     if (resp->status == 0) {
         orcd_api_error(resp, 500, "internal", "no response produced");

@@ -50,6 +50,12 @@ typedef struct orcd_request {
     const char             *body;
     size_t                  body_len;
     int                     may_block;
+    /* headers of a client that talks to several orcd replicas (or NULL):
+     * reads reflect at least revision X-Orc-Min-Index; a retried POST
+     * carries its first attempt's Idempotency-Key, X-Orc-Attempt > 1 */
+    const char             *min_index_text;
+    const char             *rid;
+    const char             *attempt_text;
 } orcd_request_t;
 
 typedef struct orcd_response {
@@ -113,6 +119,12 @@ void orcd_api_error(orcd_response_t *resp, unsigned status, const char *code,
 void orcd_api_record(orcd_api_t *api, orcd_route_t route, unsigned status,
                      double seconds);
 const char *orcd_route_name(orcd_route_t route);
+
+/* The class the store counts key in (orc_store_params_t::classify): node
+ * records and mailbox messages, for /metrics (orcd_layout.c) */
+unsigned orcd_key_class(const char *key);
+/* Store accounting groups: "/jobs/<job>" */
+#define ORCD_STORE_GROUP_DEPTH 2
 
 /* Does the store hold only what orcd writes, as it writes it? 0, or -1 with
  * the first offending key in err (orcd_layout.c). */

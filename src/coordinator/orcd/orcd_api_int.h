@@ -11,8 +11,16 @@
  *   /jobs/J/mbox/ID/m/SEQ       queued message {from, body}; lease
  *   /jobs/J/gone/ID             node deleted explicitly (404, not 410)
  *   /jobs/J/kv/KEY              kv value (JSON text); optional node lease
+ *   /jobs/J/mbox/ID/ack         mailbox cursor: the last seq acknowledged;
+ *                               lease
  * Every node owns one lease; everything it published is attached to it, so
  * expiry or DELETE removes it all in one revision and watchers see it.
+ *
+ * Retried requests: a client that lost a POST's answer sends it again with
+ * the same Idempotency-Key and X-Orc-Attempt > 1. Registrations and mailbox
+ * messages keep the key ("rid", never shown), so the retry is answered with
+ * what the first attempt did; a mailbox keeps its last ORCD_MBOX_KEEP
+ * acknowledged messages for that.
  */
 #ifndef ORCD_API_INT_H_
 #define ORCD_API_INT_H_
@@ -27,6 +35,15 @@
 #define ORCD_STATUS_SLOTS  16
 #define ORCD_LATENCY_SLOTS 15
 #define ORCD_TXN_RETRIES   64
+#define ORCD_MBOX_KEEP     16
+#define ORCD_RID_MAX       64
+
+/* Key classes counted by the store (orcd_key_class) */
+enum {
+    ORCD_CLASS_OTHER,
+    ORCD_CLASS_NODE,
+    ORCD_CLASS_MESSAGE,
+};
 
 /*
  * Request statistics shared by all HTTP threads: atomics updated with relaxed
@@ -63,6 +80,9 @@ typedef struct orcd_ctx {
     char                   job[ORCD_NAME_MAX + 1];
     uint64_t               id;     /* {id} of the route, 0 if none */
     const char            *kv_key; /* {key} of the route (rest of the path) */
+    uint64_t               floor;  /* reads at this revision or later */
+    uint64_t               rev;    /* newest revision seen (X-Orc-Index) */
+    unsigned               attempt; /* X-Orc-Attempt, 1 if none */
 } orcd_ctx_t;
 
 /* Handlers, one per (method, route) of the route table in orcd_api.c */
@@ -93,6 +113,24 @@ void orcd_resp_store_error(orcd_response_t *resp, int status);
  * -1 with a 500 filled on failure */
 int  orcd_resp_block(orcd_response_t *resp, const char *key,
                      const char *range_end, uint64_t start_rev, double wait);
+
+/* ------------------------------------------- store access (orcd_api.c) */
+
+/* The request's reads and writes: read at c->floor or later (the client's
+ * X-Orc-Min-Index and this request's own writes), c->rev and c->floor
+ * raised by what they see and write. Return the store's status. */
+int  orcd_range(orcd_ctx_t *c, const char *key, const char *range_end,
+                unsigned flags, orc_store_range_result_t *res);
+int  orcd_get(orcd_ctx_t *c, const char *key, orc_store_kv_t *kv);
+int  orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
+              const orc_store_op_t *ops, size_t nops,
+              orc_store_txn_result_t *res);
+/* Room for keys more keys of bytes bytes in the job and in total? 0, or -1
+ * with 429 filled */
+int  orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes);
+/* The request is a retry of one whose answer was lost: its
+ * Idempotency-Key, else NULL */
+const char *orcd_retry_rid(const orcd_ctx_t *c);
 
 /* ------------------------------------------------ request (orcd_api.c) */
 

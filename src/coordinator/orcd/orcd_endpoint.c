@@ -18,7 +18,7 @@ void orcd_h_endpoint_get(orcd_ctx_t *c)
     int status;
 
     orcd_key(key, c, "/nodes/%020" PRIu64 "/ep", c->id);
-    status = orc_store_get(c->store, key, &ep, NULL);
+    status = orcd_get(c, key, &ep);
     if (status == ORC_STORE_OK) {
         orcd_resp_set_body(c->resp, 200, ep.value, ep.value_len);
         ep.value = NULL;
@@ -35,6 +35,26 @@ void orcd_h_endpoint_get(orcd_ctx_t *c)
     orc_store_kv_free(&node);
     orcd_api_error(c->resp, 404, "not_found",
                    "node %" PRIu64 " has no endpoint", c->id);
+}
+
+/* A retried create found the endpoint it would have stored: the first
+ * attempt stored it (1), or another value is there (0) */
+static int orcd_endpoint_done(orcd_ctx_t *c, const char *ep_key,
+                              const char *value)
+{
+    orc_store_kv_t ep;
+    int same;
+
+    if (orcd_get(c, ep_key, &ep) != ORC_STORE_OK) {
+        return 0;
+    }
+    same = (ep.value_len == strlen(value)) && !strcmp(ep.value, value);
+    if (same) {
+        orcd_resp_json(c->resp, 201,
+                       json_pack("{sI}", "index", (json_int_t)ep.mod_rev));
+    }
+    orc_store_kv_free(&ep);
+    return same;
 }
 
 static void orcd_endpoint_write(orcd_ctx_t *c, int create)
@@ -59,6 +79,10 @@ static void orcd_endpoint_write(orcd_ctx_t *c, int create)
     if (orcd_node_get(c, &node)) {
         goto out_value;
     }
+    if (orcd_quota(c, 1, strlen(c->job) + 40 + strlen(value))) {
+        orc_store_kv_free(&node);
+        goto out_value;
+    }
     orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
     orcd_key(ep_key, c, "/nodes/%020" PRIu64 "/ep", c->id);
     {
@@ -69,11 +93,13 @@ static void orcd_endpoint_write(orcd_ctx_t *c, int create)
         };
         orc_store_op_t op = {ORC_STORE_OP_PUT, ep_key, NULL, value,
                              strlen(value), node.lease};
-        status = c->store->ops->txn(c->store, cmps, create ? 2 : 1, &op, 1,
-                                    &tres);
+        status = orcd_txn(c, cmps, create ? 2 : 1, &op, 1, &tres);
     }
     orc_store_kv_free(&node);
-    if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 1)) {
+    if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 1) &&
+        (orcd_retry_rid(c) != NULL) && orcd_endpoint_done(c, ep_key, value)) {
+        /* answered as the first attempt was */
+    } else if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 1)) {
         orcd_api_error(c->resp, 409, "conflict",
                        "node %" PRIu64 " already has an endpoint (PUT "
                        "replaces it)", c->id);

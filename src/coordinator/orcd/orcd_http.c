@@ -323,6 +323,12 @@ static void orcd_http_request_init(struct MHD_Connection *conn,
     req->nargs         = args->nargs;
     req->authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      "Authorization");
+    req->min_index_text = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                      "X-Orc-Min-Index");
+    req->rid           = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     "Idempotency-Key");
+    req->attempt_text  = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     "X-Orc-Attempt");
 }
 
 static long long orcd_http_content_length(struct MHD_Connection *conn)

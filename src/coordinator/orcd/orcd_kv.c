@@ -56,6 +56,9 @@ void orcd_h_kv_put(orcd_ctx_t *c)
         orcd_api_error(c->resp, 500, "internal", "out of memory");
         goto out_body;
     }
+    if (orcd_quota(c, 1, strlen(key) + strlen(text))) {
+        goto out_text;
+    }
     if (has_node) {
         c->id = (uint64_t)node_id;
         if (orcd_node_get(c, &node)) {
@@ -67,7 +70,7 @@ void orcd_h_kv_put(orcd_ctx_t *c)
                                    ORC_STORE_CMP_EQUAL, node.create_rev};
             orc_store_op_t op   = {ORC_STORE_OP_PUT, key, NULL, text,
                                    strlen(text), node.lease};
-            status = c->store->ops->txn(c->store, &cmp, 1, &op, 1, &tres);
+            status = orcd_txn(c, &cmp, 1, &op, 1, &tres);
         }
         orc_store_kv_free(&node);
         if ((status == ORC_STORE_ECOMPARE) || (status == ORC_STORE_ENOENT)) {
@@ -77,7 +80,7 @@ void orcd_h_kv_put(orcd_ctx_t *c)
     } else {
         orc_store_op_t op = {ORC_STORE_OP_PUT, key, NULL, text, strlen(text),
                              0};
-        status = c->store->ops->txn(c->store, NULL, 0, &op, 1, &tres);
+        status = orcd_txn(c, NULL, 0, &op, 1, &tres);
     }
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
@@ -97,19 +100,18 @@ void orcd_h_kv_get(orcd_ctx_t *c)
     char key[ORCD_KEY_MAX];
     orc_store_kv_t kv;
     orcd_buf_t b = {0};
-    uint64_t rev;
     double wait;
     int status;
 
     if (orcd_kv_store_key(c, key) || orcd_query_wait(c, &wait)) {
         return;
     }
-    status = orc_store_get(c->store, key, &kv, &rev);
+    status = orcd_get(c, key, &kv);
     if (status == ORC_STORE_ENOENT) {
         orcd_api_error(c->resp, 404, "not_found", "no key '%s' in job %s",
                        name, c->job);
         if (c->req->may_block && (wait > 0)) {
-            orcd_resp_block(c->resp, key, NULL, rev + 1, wait);
+            orcd_resp_block(c->resp, key, NULL, c->rev + 1, wait);
         }
         return;
     }
@@ -136,23 +138,24 @@ void orcd_h_kv_get(orcd_ctx_t *c)
     }
     orcd_resp_set_body(c->resp, 200, b.data, b.len);
     c->resp->has_index = 1;
-    c->resp->index     = rev;
+    c->resp->index     = c->rev;
 }
 
 void orcd_h_kv_delete(orcd_ctx_t *c)
 {
     const char *name = c->kv_key;
     char key[ORCD_KEY_MAX];
-    size_t deleted;
+    orc_store_op_t op = {ORC_STORE_OP_DELETE_RANGE, key, NULL, NULL, 0, 0};
+    orc_store_txn_result_t tres;
     int status;
 
     if (orcd_kv_store_key(c, key)) {
         return;
     }
-    status = orc_store_delete(c->store, key, NULL, &deleted, NULL);
+    status = orcd_txn(c, NULL, 0, &op, 1, &tres);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
-    } else if (deleted == 0) {
+    } else if (tres.deleted == 0) {
         orcd_api_error(c->resp, 404, "not_found", "no key '%s' in job %s",
                        name, c->job);
     } else {

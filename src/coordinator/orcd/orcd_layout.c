@@ -65,6 +65,46 @@ static int orcd_layout_message(const orc_store_kv_t *kv)
     return ret;
 }
 
+unsigned orcd_key_class(const char *key)
+{
+    const char *rest, *p;
+
+    if (strncmp(key, "/jobs/", 6) || ((rest = strchr(key + 6, '/')) == NULL)) {
+        return ORCD_CLASS_OTHER;
+    }
+    if (!strncmp(rest, "/nodes/", 7) &&
+        ((p = orcd_layout_id(rest + 7)) != NULL) && (*p == '\0')) {
+        return ORCD_CLASS_NODE;
+    }
+    if (!strncmp(rest, "/mbox/", 6) &&
+        ((p = orcd_layout_id(rest + 6)) != NULL) && !strncmp(p, "/m/", 3)) {
+        return ORCD_CLASS_MESSAGE;
+    }
+    return ORCD_CLASS_OTHER;
+}
+
+/* An ack record: "rid:seq" entries separated by single spaces */
+static int orcd_layout_ack(const char *p)
+{
+    size_t n;
+
+    while (*p != '\0') {
+        n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                      "0123456789_-");
+        if ((n == 0) || (n > ORCD_RID_MAX) || (p[n] != ':')) {
+            return -1;
+        }
+        p += n + 1;
+        n  = strspn(p, "0123456789");
+        if ((n == 0) || ((p[n] != ' ') && (p[n] != '\0')) ||
+            ((p[n] == ' ') && (p[n + 1] == '\0'))) {
+            return -1;
+        }
+        p += n + (p[n] == ' ');
+    }
+    return 0;
+}
+
 /* One key of job space (after "/jobs/<job>") and its value */
 static int orcd_layout_key(const char *rest, const orc_store_kv_t *kv)
 {
@@ -94,6 +134,9 @@ static int orcd_layout_key(const char *rest, const orc_store_kv_t *kv)
         if (!strcmp(p, "/seq")) {
             return (kv->value_len == 0) ? 0 : -1;
         }
+        if (!strcmp(p, "/ack")) {
+            return orcd_layout_ack(kv->value);
+        }
         if (strncmp(p, "/m/", 3) || (orcd_layout_id(p + 3) == NULL) ||
             (*orcd_layout_id(p + 3) != '\0')) {
             return -1;
@@ -116,7 +159,7 @@ int orcd_api_check_store(orc_store_t *store, char *err, size_t errlen)
     size_t i;
     int status;
 
-    status = store->ops->range(store, "", "\0", 0, 0, &res);
+    status = store->ops->range(store, "", "\0", 0, 0, 0, &res);
     if (status != ORC_STORE_OK) {
         snprintf(err, errlen, "store: %s", orc_store_status_str(status));
         return -1;

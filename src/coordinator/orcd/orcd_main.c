@@ -178,6 +178,11 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}
     };
+    const orc_store_params_t store_params = {
+        .reap_ms     = 100,
+        .group_depth = ORCD_STORE_GROUP_DEPTH,
+        .classify    = orcd_key_class,
+    };
     orcd_opts_t o = {0};
     orcd_live_t live = {0};
     orcd_config_t *cfg, *next;
@@ -234,7 +239,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    status = orc_store_mem_open(100, &store);
+    status = orc_store_mem_open(&store_params, &store);
     if (status != ORC_STORE_OK) {
         orcd_error("cannot open the store: %s", orc_store_status_str(status));
         goto out_cfg;

@@ -46,41 +46,15 @@ void orcd_api_record(orcd_api_t *api, orcd_route_t route, unsigned status,
                               (uint64_t)(seconds * 1e6), memory_order_relaxed);
 }
 
-/* Is key a node record key: /jobs/J/nodes/<20 digits> ? Returns the kind:
- * 1 node, 2 mailbox message, 0 other. */
-static int orcd_key_kind(const char *key)
-{
-    const char *p;
-    size_t n;
-
-    if (strncmp(key, "/jobs/", 6) != 0) {
-        return 0;
-    }
-    p = strchr(key + 6, '/');
-    if (p == NULL) {
-        return 0;
-    }
-    if (strncmp(p, "/nodes/", 7) == 0) {
-        n = strlen(p + 7);
-        return (n == 20) ? 1 : 0;
-    }
-    if (strncmp(p, "/mbox/", 6) == 0) {
-        return (strstr(p + 6, "/m/") != NULL) ? 2 : 0;
-    }
-    return 0;
-}
-
 void orcd_h_metrics(orcd_ctx_t *c)
 {
     orcd_api_t *api       = c->api;
     orcd_response_t *resp = c->resp;
     orcd_metrics_t *m   = &api->metrics;
     orcd_buf_t b        = {0};
-    orc_store_range_result_t res;
     orc_store_stats_t stats;
-    uint64_t v, cum, nodes = 0, msgs = 0;
-    size_t r, s, l, i;
-    int status;
+    uint64_t v, cum, nodes, msgs;
+    size_t r, s, l;
 
     b.cap  = 8192;
     b.data = malloc(b.cap);
@@ -88,19 +62,10 @@ void orcd_h_metrics(orcd_ctx_t *c)
         orcd_api_error(resp, 500, "internal", "out of memory");
         return;
     }
+    /* counted by the store as keys come and go: no scan */
     api->store->ops->stats(api->store, &stats);
-    status = api->store->ops->range(api->store, "/jobs/", "/jobs0",
-                                    ORC_STORE_RANGE_KEYS_ONLY, 0, &res);
-    if (status == ORC_STORE_OK) {
-        for (i = 0; i < res.count; ++i) {
-            switch (orcd_key_kind(res.kvs[i].key)) {
-            case 1: ++nodes; break;
-            case 2: ++msgs; break;
-            default: break;
-            }
-        }
-        orc_store_range_result_free(&res);
-    }
+    nodes = stats.class_keys[ORCD_CLASS_NODE];
+    msgs  = stats.class_keys[ORCD_CLASS_MESSAGE];
 
     orcd_buf_printf(&b, "# HELP orcd_requests_total HTTP requests by route "
                         "and status.\n# TYPE orcd_requests_total counter\n");

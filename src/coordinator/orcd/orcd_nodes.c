@@ -21,7 +21,7 @@ void orcd_node_missing(orcd_ctx_t *c)
     int status;
 
     orcd_key(key, c, "/meta/ids");
-    status = orc_store_get(c->store, key, &kv, NULL);
+    status = orcd_get(c, key, &kv);
     if (status == ORC_STORE_OK) {
         last_id = kv.version;
         orc_store_kv_free(&kv);
@@ -31,15 +31,17 @@ void orcd_node_missing(orcd_ctx_t *c)
     }
     if (c->id <= last_id) {
         orcd_key(key, c, "/gone/%020" PRIu64, c->id);
-        status = orc_store_get(c->store, key, &kv, NULL);
+        status = orcd_get(c, key, &kv);
         if (status == ORC_STORE_ENOENT) {
             orcd_api_error(c->resp, 410, "lease_expired",
                            "the lease of node %" PRIu64 " expired", c->id);
             return;
         }
-        if (status == ORC_STORE_OK) {
-            orc_store_kv_free(&kv);
+        if (status != ORC_STORE_OK) {
+            orcd_resp_store_error(c->resp, status);
+            return;
         }
+        orc_store_kv_free(&kv);
     }
     orcd_api_error(c->resp, 404, "not_found", "no node %" PRIu64 " in job %s",
                    c->id, c->job);
@@ -52,7 +54,7 @@ int orcd_node_get(orcd_ctx_t *c, orc_store_kv_t *kv)
     int status;
 
     orcd_key(key, c, "/nodes/%020" PRIu64, c->id);
-    status = orc_store_get(c->store, key, kv, NULL);
+    status = orcd_get(c, key, kv);
     if (status == ORC_STORE_ENOENT) {
         orcd_node_missing(c);
         return -1;
@@ -76,6 +78,7 @@ static json_t *orcd_node_object(uint64_t id, const orc_store_kv_t *node,
         json_decref(o);
         return NULL;
     }
+    json_object_del(o, "rid");
     if (ep != NULL) {
         e = json_loadb(ep->value, ep->value_len, 0, NULL);
         if (ep->mod_rev > index) {
@@ -91,40 +94,33 @@ static json_t *orcd_node_object(uint64_t id, const orc_store_kv_t *node,
     return o;
 }
 
-void orcd_h_register(orcd_ctx_t *c)
+/* The node record a registration stores (its TTL clamped to the limits), or
+ * NULL with the response filled (400 on a bad body) */
+static json_t *orcd_register_record(orcd_ctx_t *c)
 {
     const orcd_config_t *cfg = c->cfg;
-    json_t *body, *labels = NULL, *rec, *v;
+    json_t *body, *labels = NULL, *rec = NULL, *v;
     const char *host, *lk;
     json_int_t pid, ttl = 0;
-    char ids_key[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX];
-    orc_store_txn_result_t tres;
-    orc_store_kv_t kv;
-    uint64_t lease, version;
-    char *value;
-    int status, attempt;
 
     body = orcd_body_json(c, cfg->max_body, 1);
     if (body == NULL) {
-        return;
+        return NULL;
     }
     if (json_unpack(body, "{s:s, s:I, s?o, s?I}", "host", &host, "pid", &pid,
                     "labels", &labels, "ttl", &ttl) ||
         (host[0] == '\0') || (strlen(host) > 255) || (pid < 0) ||
-        (pid > INT32_MAX) || (json_object_get(body, "ttl") != NULL &&
-                              ttl <= 0)) {
+        (pid > INT32_MAX) ||
+        ((json_object_get(body, "ttl") != NULL) && (ttl <= 0)) ||
+        ((labels != NULL) && !json_is_null(labels) &&
+         !json_is_object(labels))) {
         orcd_api_error(c->resp, 400, "bad_field",
                        "expected {\"host\": non-empty string (<= 255), "
                        "\"pid\": integer >= 0, \"labels\": {string: string}?, "
                        "\"ttl\": integer > 0?}");
         goto out_body;
     }
-    if ((labels != NULL) && !json_is_null(labels)) {
-        if (!json_is_object(labels)) {
-            orcd_api_error(c->resp, 400, "bad_field",
-                           "labels must be an object of strings");
-            goto out_body;
-        }
+    if (json_is_object(labels)) {
         json_object_foreach(labels, lk, v) {
             if (!json_is_string(v)) {
                 orcd_api_error(c->resp, 400, "bad_field",
@@ -133,34 +129,85 @@ void orcd_h_register(orcd_ctx_t *c)
             }
         }
     }
-    if (ttl == 0) {
-        ttl = cfg->ttl_default;
-    }
-    if (ttl < cfg->ttl_min) {
-        ttl = cfg->ttl_min;
-    }
-    if (ttl > cfg->ttl_max) {
-        ttl = cfg->ttl_max;
-    }
+    ttl = (ttl == 0) ? cfg->ttl_default : ttl;
+    ttl = (ttl < cfg->ttl_min) ? cfg->ttl_min : ttl;
+    ttl = (ttl > cfg->ttl_max) ? cfg->ttl_max : ttl;
     rec = json_pack("{sssIsosI}", "host", host, "pid", pid, "labels",
-                    ((labels != NULL) && !json_is_null(labels)) ?
-                            json_incref(labels) : json_object(),
+                    json_is_object(labels) ? json_incref(labels) :
+                                             json_object(),
                     "ttl", ttl);
-    value = (rec != NULL) ? json_dumps(rec, JSON_COMPACT) : NULL;
-    json_decref(rec);
-    if (value == NULL) {
-        orcd_api_error(c->resp, 500, "internal", "out of memory");
-        goto out_body;
+    if ((rec != NULL) && (c->req->rid != NULL) &&
+        json_object_set_new(rec, "rid", json_string(c->req->rid))) {
+        json_decref(rec);
+        rec = NULL;
     }
+    if (rec == NULL) {
+        orcd_api_error(c->resp, 500, "internal", "out of memory");
+    }
+out_body:
+    json_decref(body);
+    return rec;
+}
 
-    status = c->store->ops->lease_grant(c->store, ttl, &lease);
+/* A retried registration that was done: answer as the first attempt did.
+ * 1 answered, 0 not found, -1 with the response filled */
+static int orcd_register_done(orcd_ctx_t *c, const char *rid)
+{
+    char prefix[ORCD_KEY_MAX], *end;
+    orc_store_range_result_t res;
+    json_t *o, *ttl;
+    const char *r;
+    size_t i, plen;
+    int found = 0, status;
+
+    orcd_key(prefix, c, "/nodes/");
+    plen = strlen(prefix);
+    end  = orc_store_prefix_end(prefix);
+    if (end == NULL) {
+        orcd_api_error(c->resp, 500, "internal", "out of memory");
+        return -1;
+    }
+    status = orcd_range(c, prefix, end, 0, &res);
+    free(end);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
-        goto out_value;
+        return -1;
     }
+    for (i = 0; !found && (i < res.count); ++i) {
+        if ((strlen(res.kvs[i].key + plen) != 20) ||
+            orc_util_parse_u64(res.kvs[i].key + plen, &c->id)) {
+            continue;
+        }
+        o   = json_loadb(res.kvs[i].value, res.kvs[i].value_len, 0, NULL);
+        r   = json_string_value(json_object_get(o, "rid"));
+        ttl = json_object_get(o, "ttl");
+        if ((r != NULL) && !strcmp(r, rid)) {
+            found = 1;
+            orcd_resp_json(c->resp, 201,
+                           json_pack("{sIsOsI}", "id", (json_int_t)c->id,
+                                     "ttl", ttl, "index",
+                                     (json_int_t)res.kvs[i].mod_rev));
+        }
+        json_decref(o);
+    }
+    orc_store_range_result_free(&res);
+    return found;
+}
+
+/* Take the next node id and store the node: the store's status */
+static int orcd_register_store(orcd_ctx_t *c, const char *value,
+                               uint64_t lease, orc_store_txn_result_t *tres)
+{
+    char ids_key[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX];
+    orc_store_kv_t kv;
+    uint64_t version;
+    int status = ORC_STORE_ECOMPARE, attempt;
+
     orcd_key(ids_key, c, "/meta/ids");
-    for (attempt = 0; attempt < ORCD_TXN_RETRIES; ++attempt) {
-        status = orc_store_get(c->store, ids_key, &kv, NULL);
+    for (attempt = 0; (attempt < ORCD_TXN_RETRIES) &&
+                      (status == ORC_STORE_ECOMPARE);
+         ++attempt) {
+        status = orcd_get(c, ids_key, &kv);
         if (status == ORC_STORE_OK) {
             version = kv.version;
             orc_store_kv_free(&kv);
@@ -181,14 +228,45 @@ void orcd_h_register(orcd_ctx_t *c)
                  lease},
                 {ORC_STORE_OP_PUT, seq_key, NULL, "", 0, lease},
             };
-            status = c->store->ops->txn(c->store, &cmp, 1, ops, 3, &tres);
-        }
-        if (status != ORC_STORE_ECOMPARE) {
-            break;
+            status = orcd_txn(c, &cmp, 1, ops, 3, tres);
         }
     }
+    return status;
+}
+
+void orcd_h_register(orcd_ctx_t *c)
+{
+    const char *rid = orcd_retry_rid(c);
+    orc_store_txn_result_t tres;
+    char *value = NULL;
+    int64_t granted;
+    uint64_t lease;
+    json_t *rec;
+    int status;
+
+    rec = orcd_register_record(c);
+    if ((rec == NULL) || ((rid != NULL) && orcd_register_done(c, rid)) ||
+        orcd_quota(c, 3, 3 * (strlen(c->job) + 40) + 256)) {
+        json_decref(rec);
+        return;
+    }
+    status = c->store->ops->lease_grant(
+            c->store, json_integer_value(json_object_get(rec, "ttl")), &lease,
+            &granted);
     if (status != ORC_STORE_OK) {
-        c->store->ops->lease_revoke(c->store, lease);
+        orcd_resp_store_error(c->resp, status);
+        goto out_rec;
+    }
+    /* the record shows the TTL granted (etcd's may be longer) */
+    if (!json_object_set_new(rec, "ttl", json_integer(granted))) {
+        value = json_dumps(rec, JSON_COMPACT);
+    }
+    status = (value != NULL) ? orcd_register_store(c, value, lease, &tres) :
+                               ORC_STORE_ENOMEM;
+    if (status != ORC_STORE_OK) {
+        /* nothing of the node may stay behind (if this fails, the lease
+         * expires by itself) */
+        c->store->ops->lease_revoke(c->store, lease, NULL);
         if (status == ORC_STORE_ECOMPARE) {
             orcd_api_error(c->resp, 503, "busy", "too much contention, retry");
             c->resp->retry_after = 1;
@@ -197,25 +275,56 @@ void orcd_h_register(orcd_ctx_t *c)
         }
         goto out_value;
     }
-    orcd_debug("job %s: node %" PRIu64 " registered (host %s pid %lld ttl "
-               "%lld)", c->job, c->id, host, (long long)pid, (long long)ttl);
+    orcd_debug("job %s: node %" PRIu64 " registered (ttl %lld)", c->job,
+               c->id, (long long)granted);
     orcd_resp_json(c->resp, 201,
-                   json_pack("{sIsIsI}", "id", (json_int_t)c->id, "ttl", ttl,
-                             "index", (json_int_t)tres.revision));
+                   json_pack("{sIsIsI}", "id", (json_int_t)c->id, "ttl",
+                             (json_int_t)granted, "index",
+                             (json_int_t)tres.revision));
 out_value:
     free(value);
-out_body:
-    json_decref(body);
+out_rec:
+    json_decref(rec);
+}
+
+/* The node list of a range over the job's /nodes/ */
+static json_t *orcd_list_nodes(const orc_store_range_result_t *res,
+                               size_t plen)
+{
+    const orc_store_kv_t *ep;
+    json_t *nodes = json_array(), *o;
+    const char *rest;
+    uint64_t id;
+    size_t i, klen;
+
+    for (i = 0; (nodes != NULL) && (i < res->count); ++i) {
+        rest = res->kvs[i].key + plen;
+        if ((strlen(rest) != 20) || orc_util_parse_u64(rest, &id)) {
+            continue; /* an endpoint key without its node: skip */
+        }
+        klen = strlen(res->kvs[i].key);
+        ep   = NULL;
+        if ((i + 1 < res->count) &&
+            !strncmp(res->kvs[i + 1].key, res->kvs[i].key, klen) &&
+            !strcmp(res->kvs[i + 1].key + klen, "/ep")) {
+            ep = &res->kvs[i + 1];
+        }
+        o = orcd_node_object(id, &res->kvs[i], ep);
+        if ((o == NULL) || json_array_append_new(nodes, o)) {
+            json_decref(nodes);
+            nodes = NULL;
+        }
+    }
+    return nodes;
 }
 
 void orcd_h_list(orcd_ctx_t *c)
 {
     char prefix[ORCD_KEY_MAX], *end;
     orc_store_range_result_t res;
-    json_t *nodes, *o, *root;
-    uint64_t index = 0, id;
+    uint64_t index = 0;
+    json_t *nodes;
     double wait;
-    size_t i, plen;
     int status, has_index;
 
     if (orcd_query_u64(c, "index", &index, &has_index) ||
@@ -223,44 +332,24 @@ void orcd_h_list(orcd_ctx_t *c)
         return;
     }
     orcd_key(prefix, c, "/nodes/");
-    plen = strlen(prefix);
-    end  = orc_store_prefix_end(prefix);
+    end = orc_store_prefix_end(prefix);
     if (end == NULL) {
         orcd_api_error(c->resp, 500, "internal", "out of memory");
         return;
     }
-    status = c->store->ops->range(c->store, prefix, end, 0, 0, &res);
+    status = orcd_range(c, prefix, end, 0, &res);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         goto out_end;
     }
-    nodes = json_array();
-    for (i = 0; (nodes != NULL) && (i < res.count); ++i) {
-        const char *rest = res.kvs[i].key + plen;
-        const orc_store_kv_t *ep = NULL;
-
-        if ((strlen(rest) != 20) || orc_util_parse_u64(rest, &id)) {
-            continue; /* an endpoint key without its node: skip */
-        }
-        if ((i + 1 < res.count) &&
-            !strncmp(res.kvs[i + 1].key, res.kvs[i].key,
-                     strlen(res.kvs[i].key)) &&
-            !strcmp(res.kvs[i + 1].key + strlen(res.kvs[i].key), "/ep")) {
-            ep = &res.kvs[i + 1];
-        }
-        o = orcd_node_object(id, &res.kvs[i], ep);
-        if ((o == NULL) || json_array_append_new(nodes, o)) {
-            json_decref(nodes);
-            nodes = NULL;
-        }
-    }
+    nodes = orcd_list_nodes(&res, strlen(prefix));
     if (nodes == NULL) {
         orcd_api_error(c->resp, 500, "internal", "out of memory");
         goto out_res;
     }
-    root = json_pack("{sIso}", "index", (json_int_t)res.revision, "nodes",
-                     nodes);
-    orcd_resp_json(c->resp, 200, root);
+    orcd_resp_json(c->resp, 200,
+                   json_pack("{sIso}", "index", (json_int_t)res.revision,
+                             "nodes", nodes));
     c->resp->has_index = 1;
     c->resp->index     = res.revision;
     /* an index from the future means orcd restarted without its state:
@@ -282,24 +371,29 @@ void orcd_h_node_get(orcd_ctx_t *c)
 {
     char key[ORCD_KEY_MAX];
     orc_store_kv_t node, ep;
-    int status, has_ep;
+    int status;
     json_t *o;
 
     if (orcd_node_get(c, &node)) {
         return;
     }
     orcd_key(key, c, "/nodes/%020" PRIu64 "/ep", c->id);
-    status = orc_store_get(c->store, key, &ep, NULL);
-    has_ep = (status == ORC_STORE_OK);
-    o      = orcd_node_object(c->id, &node, has_ep ? &ep : NULL);
+    status = orcd_get(c, key, &ep);
+    if ((status != ORC_STORE_OK) && (status != ORC_STORE_ENOENT)) {
+        orcd_resp_store_error(c->resp, status);
+        goto out_node;
+    }
+    o = orcd_node_object(c->id, &node,
+                         (status == ORC_STORE_OK) ? &ep : NULL);
     if (o == NULL) {
         orcd_api_error(c->resp, 500, "internal", "corrupt node record");
     } else {
         orcd_resp_json(c->resp, 200, o);
     }
-    if (has_ep) {
+    if (status == ORC_STORE_OK) {
         orc_store_kv_free(&ep);
     }
+out_node:
     orc_store_kv_free(&node);
 }
 
@@ -307,16 +401,24 @@ void orcd_h_node_delete(orcd_ctx_t *c)
 {
     char key[ORCD_KEY_MAX];
     orc_store_kv_t node;
+    uint64_t rev;
     int status;
 
     if (orcd_node_get(c, &node)) {
         return;
     }
     orcd_key(key, c, "/gone/%020" PRIu64, c->id);
-    status = orc_store_put(c->store, key, "", 0, 0, NULL);
+    {
+        orc_store_op_t op = {ORC_STORE_OP_PUT, key, NULL, "", 0, 0};
+        orc_store_txn_result_t tres;
+
+        status = orcd_txn(c, NULL, 0, &op, 1, &tres);
+    }
     if (status == ORC_STORE_OK) {
-        status = c->store->ops->lease_revoke(c->store, node.lease);
-        if (status == ORC_STORE_ENOENT) {
+        status = c->store->ops->lease_revoke(c->store, node.lease, &rev);
+        if (status == ORC_STORE_OK) {
+            c->rev = (rev > c->rev) ? rev : c->rev;
+        } else if (status == ORC_STORE_ENOENT) {
             status = ORC_STORE_OK; /* expired meanwhile: gone either way */
         }
     }

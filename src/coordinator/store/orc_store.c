@@ -51,6 +51,7 @@ const char *orc_store_status_str(int status)
     case ORC_STORE_ENOMEM:   return "out of memory";
     case ORC_STORE_EIO:      return "i/o error";
     case ORC_STORE_ENOTSUP:  return "not supported";
+    case ORC_STORE_EUNAVAIL: return "backend unavailable";
     default:                 return "unknown status";
     }
 }
@@ -112,13 +113,13 @@ int orc_store_put(orc_store_t *store, const char *key, const void *value,
     return status;
 }
 
-int orc_store_get(orc_store_t *store, const char *key, orc_store_kv_t *kv,
-                  uint64_t *rev_p)
+int orc_store_get(orc_store_t *store, const char *key, uint64_t min_rev,
+                  orc_store_kv_t *kv, uint64_t *rev_p)
 {
     orc_store_range_result_t res;
     int status;
 
-    status = store->ops->range(store, key, NULL, 0, 1, &res);
+    status = store->ops->range(store, key, NULL, 0, 1, min_rev, &res);
     if (status != ORC_STORE_OK) {
         return status;
     }
@@ -156,6 +157,17 @@ int orc_store_delete(orc_store_t *store, const char *key,
         *rev_p = res.revision;
     }
     return ORC_STORE_OK;
+}
+
+size_t orc_store_group_len(const char *key, unsigned group_depth)
+{
+    const char *p = key;
+    unsigned n;
+
+    for (n = 0; (n < group_depth) && (*p != '\0'); ++n) {
+        p = strchrnul(p + 1, '/');
+    }
+    return (size_t)(p - key);
 }
 
 int orc_store_unsupported_snapshot(orc_store_t *store, const char *path)

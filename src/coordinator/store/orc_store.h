@@ -1,28 +1,40 @@
 /*
  * orc store: the key-value interface orcd keeps its state in.
  *
- * Shaped exactly like etcd v3 so an etcd-backed implementation can replace
- * the in-memory one without orcd noticing:
+ * Shaped exactly like etcd v3, and implemented twice: in memory (one orcd)
+ * and on etcd (several orcd replicas over one etcd cluster). Both mean the
+ * same (test_orcd_unit's store suite runs against both):
  *  - one store-wide revision, starting at 1; every transaction that writes
- *    something bumps it by exactly 1 and all its writes carry that revision;
+ *    something gets a revision above every earlier one, and all its writes
+ *    carry it (memory: exactly the previous + 1; etcd: its own revision,
+ *    which other users of the same etcd move too);
  *  - per key: create_rev (revision that created it), mod_rev (revision of its
  *    last write), version (number of writes since creation, 1 after create;
  *    deleting resets, re-creating starts at 1 again), lease (0 = none);
  *  - ranges are [key, range_end) in byte order; range_end NULL means the
- *    single key, orc_store_prefix_end() turns a prefix into a range_end;
- *  - leases have a TTL in seconds; keep-alive restarts the TTL; revoking a
- *    lease or letting it expire deletes every key attached to it in one
- *    revision; a lease past its deadline is gone even before a reaper ran;
+ *    single key, orc_store_prefix_end() turns a prefix into a range_end; a
+ *    range is read at a revision no older than min_rev (and than any write
+ *    this store made for the caller before: read-your-writes);
+ *  - leases have a TTL in seconds (etcd may grant more than asked: its
+ *    minimum); keep-alive restarts the TTL; revoking a lease or letting it
+ *    expire deletes every key attached to it in one revision; a lease past
+ *    its deadline is gone for keep-alive, ttl and put, and its keys are
+ *    deleted within about a second (memory: at once; etcd: by its leader);
+ *    a lease never expires before its TTL;
  *  - transactions: all compares hold -> all ops applied atomically, else
  *    nothing (ORC_STORE_ECOMPARE);
  *  - watches: fire once for the first event at or after start_rev on a key in
  *    [key, range_end); if such an event is already in the retained history
  *    (or the history was compacted past start_rev) watch_create reports
- *    ORC_STORE_FIRED instead of registering.
+ *    ORC_STORE_FIRED instead of registering;
+ *  - ORC_STORE_EUNAVAIL: the backend could not be reached in time; a
+ *    transaction may or may not have been applied (retry it only if doing
+ *    it twice is harmless, or after checking).
  *
- * All functions are thread-safe. Watch callbacks run on the thread that made
- * the change (or the lease reaper), while the store's internal lock is held:
- * they must be short and must not call back into the store.
+ * All functions are thread-safe. Watch callbacks run on the thread that
+ * applied the change (the writer, the lease reaper, or the etcd store's
+ * watch thread), while the store's internal lock is held: they must be
+ * short and must not call back into the store.
  */
 #ifndef ORC_STORE_H_
 #define ORC_STORE_H_
@@ -44,6 +56,7 @@ typedef enum orc_store_status {
     ORC_STORE_ENOMEM   = -4,
     ORC_STORE_EIO      = -5, /* snapshot file error (logged by the store) */
     ORC_STORE_ENOTSUP  = -6, /* not offered by this implementation */
+    ORC_STORE_EUNAVAIL = -7, /* backend unreachable (see above) */
 } orc_store_status_t;
 
 const char *orc_store_status_str(int status);
@@ -133,14 +146,33 @@ typedef struct orc_store_txn_result {
     size_t   deleted;    /* keys removed by DELETE_RANGE ops */
 } orc_store_txn_result_t;
 
+/* Keys counted by class (orc_store_params_t::classify) */
+#define ORC_STORE_CLASSES 4
+
 typedef struct orc_store_stats {
     uint64_t revision;
     uint64_t keys;
     uint64_t bytes;          /* sum of key and value lengths */
-    uint64_t leases;
-    uint64_t leases_expired; /* leases deleted by expiry since start */
+    uint64_t leases;         /* memory only (etcd: 0) */
+    uint64_t leases_expired; /* leases deleted by expiry since start; memory
+                                only (etcd: 0) */
     uint64_t watches;
+    uint64_t class_keys[ORC_STORE_CLASSES];
 } orc_store_stats_t;
+
+/*
+ * How a store counts its keys, for quotas and statistics without scanning:
+ *  - groups: a key's group is its first group_depth '/'-separated components
+ *    ("/jobs/J" for "/jobs/J/nodes/1" with depth 2; a shorter key is its own
+ *    group); usage() reports a group's keys and bytes (0 = no groups);
+ *  - classes: classify(key) puts each key in a class 0..ORC_STORE_CLASSES-1
+ *    (NULL: all in 0); stats() counts the keys of each class.
+ */
+typedef struct orc_store_params {
+    unsigned   reap_ms;     /* memory: lease expiry checks (0: 100 ms) */
+    unsigned   group_depth;
+    unsigned (*classify)(const char *key);
+} orc_store_params_t;
 
 /* Called once, store lock held; rev = revision of the event that fired it. */
 typedef void (*orc_store_watch_cb_t)(void *arg, uint64_t rev);
@@ -154,14 +186,17 @@ typedef struct orc_store orc_store_t;
 typedef struct orc_store_ops {
     const char *name;
     int  (*range)(orc_store_t *store, const char *key, const char *range_end,
-                  unsigned flags, size_t limit,
+                  unsigned flags, size_t limit, uint64_t min_rev,
                   orc_store_range_result_t *result);
     int  (*txn)(orc_store_t *store, const orc_store_cmp_t *cmps, size_t ncmp,
                 const orc_store_op_t *ops, size_t nops,
                 orc_store_txn_result_t *result);
-    int  (*lease_grant)(orc_store_t *store, int64_t ttl, uint64_t *id_p);
+    /* *granted_p (may be NULL): the TTL granted, >= ttl */
+    int  (*lease_grant)(orc_store_t *store, int64_t ttl, uint64_t *id_p,
+                        int64_t *granted_p);
     int  (*lease_keepalive)(orc_store_t *store, uint64_t id, int64_t *ttl_p);
-    int  (*lease_revoke)(orc_store_t *store, uint64_t id);
+    /* *rev_p (may be NULL): a revision at which the lease's keys are gone */
+    int  (*lease_revoke)(orc_store_t *store, uint64_t id, uint64_t *rev_p);
     /* remaining seconds (rounded up) and granted TTL */
     int  (*lease_ttl)(orc_store_t *store, uint64_t id, int64_t *remaining_p,
                       int64_t *granted_p);
@@ -173,6 +208,11 @@ typedef struct orc_store_ops {
     int  (*watch_cancel)(orc_store_t *store, uint64_t id);
     uint64_t (*revision)(orc_store_t *store);
     void (*stats)(orc_store_t *store, orc_store_stats_t *stats);
+    /* keys and bytes of one group (orc_store_params_t), 0 if none */
+    void (*usage)(orc_store_t *store, const char *group, uint64_t *keys_p,
+                  uint64_t *bytes_p);
+    /* ORC_STORE_OK if the store can serve now, else ORC_STORE_EUNAVAIL */
+    int  (*health)(orc_store_t *store);
     /* Durable copy of the whole state (atomic: temp file + rename) and its
      * restore into an empty store; restored leases get a fresh full TTL. */
     int  (*snapshot_save)(orc_store_t *store, const char *path);
@@ -186,8 +226,13 @@ struct orc_store {
 };
 
 /* In-memory implementation (orc_store_mem.c). Its reaper thread expires
- * leases within about reap_ms of their deadline. */
-int orc_store_mem_open(unsigned reap_ms, orc_store_t **store_p);
+ * leases within about params->reap_ms of their deadline. params NULL:
+ * defaults, no groups, no classes. */
+int orc_store_mem_open(const orc_store_params_t *params,
+                       orc_store_t **store_p);
+
+/* The group of key (orc_store_params_t): its length in bytes */
+size_t orc_store_group_len(const char *key, unsigned group_depth);
 
 /* Helpers (orc_store.c) */
 void orc_store_range_result_free(orc_store_range_result_t *result);
@@ -196,9 +241,10 @@ void orc_store_range_result_free(orc_store_range_result_t *result);
 char *orc_store_prefix_end(const char *prefix);
 int  orc_store_put(orc_store_t *store, const char *key, const void *value,
                    size_t value_len, uint64_t lease, uint64_t *rev_p);
-/* one key; ENOENT if absent; fills kv (free with orc_store_kv_free) */
-int  orc_store_get(orc_store_t *store, const char *key, orc_store_kv_t *kv,
-                   uint64_t *rev_p);
+/* one key, read at min_rev or later; ENOENT if absent; fills kv (free with
+ * orc_store_kv_free) */
+int  orc_store_get(orc_store_t *store, const char *key, uint64_t min_rev,
+                   orc_store_kv_t *kv, uint64_t *rev_p);
 int  orc_store_delete(orc_store_t *store, const char *key,
                       const char *range_end, size_t *deleted_p,
                       uint64_t *rev_p);

@@ -7,12 +7,20 @@
  * of recent events (revision, key) lets watches start from a past revision;
  * once the ring wrapped past start_rev the watch fires at once, like an etcd
  * watch on a compacted revision (the caller re-reads and re-watches).
+ *
+ * Each key counts toward its group (a sorted array of groups with their
+ * keys and bytes) and its class, so quotas and statistics never scan.
+ *
+ * A replica (orc_store_mem_open_replica) is the same store fed from outside
+ * (the etcd store's cache): it grants no leases and reaps nothing; events
+ * applied to it carry their own revisions and metadata.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
 #endif
 
-#include "orc_store.h"
+#include "orc_store_mem_int.h"
+#include "orc_store_replica.h"
 #include "coordinator/common/orc_util.h"
 
 #include <errno.h>
@@ -23,76 +31,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define ORC_STORE_MEM_HISTORY 8192
-
-typedef struct orc_store_mem_lease orc_store_mem_lease_t;
-
-typedef struct orc_store_mem_entry {
-    char                       *key;
-    char                       *value;
-    size_t                      value_len;
-    uint64_t                    create_rev;
-    uint64_t                    mod_rev;
-    uint64_t                    version;
-    orc_store_mem_lease_t      *lease;
-    struct orc_store_mem_entry *lease_prev;
-    struct orc_store_mem_entry *lease_next;
-} orc_store_mem_entry_t;
-
-struct orc_store_mem_lease {
-    uint64_t               id;
-    int64_t                ttl;
-    uint64_t               deadline_ms; /* CLOCK_MONOTONIC */
-    orc_store_mem_entry_t *keys;
-};
-
-typedef struct orc_store_mem_event {
-    uint64_t rev;
-    char    *key;
-} orc_store_mem_event_t;
-
-typedef struct orc_store_mem_watch {
-    uint64_t                    id;
-    char                       *key;
-    char                       *range_end;
-    uint64_t                    start_rev;
-    orc_store_watch_cb_t        cb;
-    void                       *arg;
-    struct orc_store_mem_watch *next;
-} orc_store_mem_watch_t;
-
-/*
- * Locking: every field below super is protected by lock, except reaper (set
- * once before the reaper thread starts) and reap_ms (constant). The reaper
- * thread waits on reaper_cond with lock held.
- */
-typedef struct orc_store_mem {
-    orc_store_t              super;
-    pthread_mutex_t          lock;
-    pthread_cond_t           reaper_cond;
-    pthread_t                reaper;
-    int                      stopping;
-    unsigned                 reap_ms;
-    uint64_t                 revision;
-    orc_store_mem_entry_t  **entries;
-    size_t                   nentries;
-    size_t                   entries_cap;
-    orc_store_mem_lease_t  **leases; /* sorted by id (ids grow) */
-    size_t                   nleases;
-    size_t                   leases_cap;
-    uint64_t                 last_lease_id;
-    uint64_t                 next_reap_ms;
-    orc_store_mem_event_t   *history; /* ring */
-    size_t                   hist_head;  /* next slot to write */
-    size_t                   hist_count;
-    uint64_t                 compacted_rev; /* events <= this are gone */
-    orc_store_mem_watch_t   *watches;
-    size_t                   nwatches;
-    uint64_t                 last_watch_id;
-    uint64_t                 bytes;
-    uint64_t                 leases_expired;
-} orc_store_mem_t;
 
 static int orc_store_mem_in_range(const char *k, const char *key,
                                   const char *range_end)
@@ -131,9 +69,8 @@ static orc_store_mem_entry_t *orc_store_mem_find(orc_store_mem_t *s,
     return NULL;
 }
 
-static orc_store_mem_lease_t *orc_store_mem_lease_find(orc_store_mem_t *s,
-                                                       uint64_t id,
-                                                       size_t *index_p)
+orc_store_mem_lease_t *orc_store_mem_lease_find(orc_store_mem_t *s,
+                                                uint64_t id, size_t *index_p)
 {
     size_t lo = 0, hi = s->nleases, mid;
 
@@ -168,6 +105,7 @@ static void orc_store_mem_lease_detach(orc_store_mem_entry_t *e)
         e->lease_next->lease_prev = e->lease_prev;
     }
     e->lease      = NULL;
+    e->lease_id   = 0;
     e->lease_prev = NULL;
     e->lease_next = NULL;
 }
@@ -176,6 +114,7 @@ static void orc_store_mem_lease_attach(orc_store_mem_entry_t *e,
                                        orc_store_mem_lease_t *l)
 {
     e->lease      = l;
+    e->lease_id   = l->id;
     e->lease_prev = NULL;
     e->lease_next = l->keys;
     if (l->keys != NULL) {
@@ -231,14 +170,131 @@ static void orc_store_mem_event(orc_store_mem_t *s, const char *key,
     }
 }
 
+/* A group's name against the first len bytes of key */
+static int orc_store_mem_group_cmp(const char *name, const char *key,
+                                   size_t len)
+{
+    int c = strncmp(name, key, len);
+
+    return (c != 0) ? c : (name[len] != '\0');
+}
+
+/* First index of the groups whose name is >= key[0..len) */
+static size_t orc_store_mem_group_find(orc_store_mem_t *s, const char *key,
+                                       size_t len)
+{
+    size_t lo = 0, hi = s->ngroups, mid;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        if (orc_store_mem_group_cmp(s->groups[mid]->name, key, len) < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+/* Count a new entry (lock held; it has its key) */
+static int orc_store_mem_account_add(orc_store_mem_t *s,
+                                     orc_store_mem_entry_t *e)
+{
+    orc_store_mem_group_t *g;
+    size_t len, i;
+
+    e->cls = (s->params.classify != NULL) ? s->params.classify(e->key) : 0;
+    if (e->cls >= ORC_STORE_CLASSES) {
+        e->cls = 0;
+    }
+    if (s->params.group_depth > 0) {
+        len = orc_store_group_len(e->key, s->params.group_depth);
+        i   = orc_store_mem_group_find(s, e->key, len);
+        if ((i < s->ngroups) &&
+            !orc_store_mem_group_cmp(s->groups[i]->name, e->key, len)) {
+            g = s->groups[i];
+        } else {
+            if (orc_store_mem_grow((void **)&s->groups, &s->groups_cap,
+                                   s->ngroups + 1, sizeof(s->groups[0]))) {
+                return ORC_STORE_ENOMEM;
+            }
+            g = calloc(1, sizeof(*g));
+            if ((g == NULL) || ((g->name = strndup(e->key, len)) == NULL)) {
+                free(g);
+                return ORC_STORE_ENOMEM;
+            }
+            memmove(&s->groups[i + 1], &s->groups[i],
+                    (s->ngroups - i) * sizeof(s->groups[0]));
+            s->groups[i] = g;
+            ++s->ngroups;
+        }
+        e->group = g;
+        ++g->keys;
+        g->bytes += strlen(e->key) + e->value_len;
+    }
+    ++s->class_keys[e->cls];
+    s->bytes += strlen(e->key) + e->value_len;
+    return ORC_STORE_OK;
+}
+
+/* The value of an entry changed length (lock held) */
+static void orc_store_mem_account_value(orc_store_mem_t *s,
+                                        orc_store_mem_entry_t *e,
+                                        size_t old_len)
+{
+    s->bytes += e->value_len - old_len;
+    if (e->group != NULL) {
+        e->group->bytes += e->value_len - old_len;
+    }
+}
+
+/* An entry is going (lock held) */
+static void orc_store_mem_account_del(orc_store_mem_t *s,
+                                      orc_store_mem_entry_t *e)
+{
+    orc_store_mem_group_t *g = e->group;
+    size_t i, len;
+
+    s->bytes -= strlen(e->key) + e->value_len;
+    --s->class_keys[e->cls];
+    if (g == NULL) {
+        return;
+    }
+    --g->keys;
+    g->bytes -= strlen(e->key) + e->value_len;
+    if (g->keys == 0) {
+        len = strlen(g->name);
+        i   = orc_store_mem_group_find(s, g->name, len);
+        memmove(&s->groups[i], &s->groups[i + 1],
+                (s->ngroups - i - 1) * sizeof(s->groups[0]));
+        --s->ngroups;
+        free(g->name);
+        free(g);
+    }
+}
+
 static void orc_store_mem_entry_free(orc_store_mem_t *s,
                                      orc_store_mem_entry_t *e)
 {
-    s->bytes -= strlen(e->key) + e->value_len;
+    orc_store_mem_account_del(s, e);
     orc_store_mem_lease_detach(e);
     free(e->key);
     free(e->value);
     free(e);
+}
+
+/* Give memory back once most keys are gone (lock held) */
+static void orc_store_mem_shrink(orc_store_mem_t *s)
+{
+    orc_store_mem_entry_t **p;
+
+    if ((s->entries_cap > 1024) && (s->nentries < s->entries_cap / 4)) {
+        p = realloc(s->entries, (s->entries_cap / 2) * sizeof(*p));
+        if (p != NULL) {
+            s->entries     = p;
+            s->entries_cap /= 2;
+        }
+    }
 }
 
 /* Remove entries [first, first+count) from the array, emitting events. */
@@ -254,6 +310,7 @@ static void orc_store_mem_remove(orc_store_mem_t *s, size_t first,
     memmove(&s->entries[first], &s->entries[first + count],
             (s->nentries - first - count) * sizeof(s->entries[0]));
     s->nentries -= count;
+    orc_store_mem_shrink(s);
 }
 
 /* Delete a lease and its keys (one revision if it had keys). */
@@ -280,7 +337,7 @@ static void orc_store_mem_lease_drop(orc_store_mem_t *s, size_t index)
 }
 
 /* Expire every lease past its deadline; recompute next_reap_ms. */
-static void orc_store_mem_reap(orc_store_mem_t *s, uint64_t now)
+void orc_store_mem_reap(orc_store_mem_t *s, uint64_t now)
 {
     uint64_t next = UINT64_MAX;
     size_t i      = 0;
@@ -302,8 +359,7 @@ static void orc_store_mem_reap(orc_store_mem_t *s, uint64_t now)
     s->next_reap_ms = next;
 }
 
-static int orc_store_mem_grow(void **array, size_t *cap, size_t need,
-                              size_t elem)
+int orc_store_mem_grow(void **array, size_t *cap, size_t need, size_t elem)
 {
     size_t new_cap;
     void *p;
@@ -346,18 +402,23 @@ static int orc_store_mem_copy_kv(const orc_store_mem_entry_t *e,
     kv->create_rev = e->create_rev;
     kv->mod_rev    = e->mod_rev;
     kv->version    = e->version;
-    kv->lease      = (e->lease != NULL) ? e->lease->id : 0;
+    kv->lease      = e->lease_id;
     return ORC_STORE_OK;
 }
 
+/* min_rev: this store is always current; a min_rev above its revision
+ * comes from before a restart without snapshot (or another store) and is
+ * not waited for */
 static int orc_store_mem_range(orc_store_t *store, const char *key,
                                const char *range_end, unsigned flags,
-                               size_t limit, orc_store_range_result_t *result)
+                               size_t limit, uint64_t min_rev,
+                               orc_store_range_result_t *result)
 {
     orc_store_mem_t *s = (orc_store_mem_t *)store;
     size_t first, i, n = 0;
     int status = ORC_STORE_OK;
 
+    (void)min_rev;
     memset(result, 0, sizeof(*result));
     if (key == NULL) {
         return ORC_STORE_EINVAL;
@@ -426,59 +487,90 @@ static int orc_store_mem_cmp_holds(orc_store_mem_t *s,
     return 0;
 }
 
+/*
+ * Give key the value (lock held): the entry, created if missing (*created_p
+ * set), with its value replaced and accounted; revisions, version and lease
+ * are the caller's. NULL without memory (nothing changed).
+ */
+static orc_store_mem_entry_t *orc_store_mem_set(orc_store_mem_t *s,
+                                                const char *key,
+                                                const void *value,
+                                                size_t value_len,
+                                                int *created_p)
+{
+    orc_store_mem_entry_t *e;
+    size_t i, old_len;
+    char *copy;
+
+    copy = malloc(value_len + 1);
+    if (copy == NULL) {
+        return NULL;
+    }
+    if (value_len > 0) {
+        memcpy(copy, value, value_len);
+    }
+    copy[value_len] = '\0';
+    i = orc_store_mem_lower_bound(s, key);
+    if ((i < s->nentries) && (strcmp(s->entries[i]->key, key) == 0)) {
+        e            = s->entries[i];
+        old_len      = e->value_len;
+        free(e->value);
+        e->value     = copy;
+        e->value_len = value_len;
+        orc_store_mem_account_value(s, e, old_len);
+        *created_p = 0;
+        return e;
+    }
+    if (orc_store_mem_grow((void **)&s->entries, &s->entries_cap,
+                           s->nentries + 1, sizeof(s->entries[0])) !=
+        ORC_STORE_OK) {
+        goto err_free_copy;
+    }
+    e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        goto err_free_copy;
+    }
+    e->key       = strdup(key);
+    e->value     = copy;
+    e->value_len = value_len;
+    if ((e->key == NULL) || orc_store_mem_account_add(s, e)) {
+        free(e->key);
+        free(e);
+        goto err_free_copy;
+    }
+    memmove(&s->entries[i + 1], &s->entries[i],
+            (s->nentries - i) * sizeof(s->entries[0]));
+    s->entries[i] = e;
+    ++s->nentries;
+    *created_p = 1;
+    return e;
+
+err_free_copy:
+    free(copy);
+    return NULL;
+}
+
 static int orc_store_mem_put_locked(orc_store_mem_t *s,
                                     const orc_store_op_t *op, uint64_t rev)
 {
     orc_store_mem_lease_t *lease = NULL;
     orc_store_mem_entry_t *e;
-    char *value;
-    size_t i;
+    int created;
 
     if (op->lease != 0) {
         lease = orc_store_mem_lease_find(s, op->lease, NULL);
     }
-    value = malloc(op->value_len + 1);
-    if (value == NULL) {
+    e = orc_store_mem_set(s, op->key, op->value, op->value_len, &created);
+    if (e == NULL) {
         return ORC_STORE_ENOMEM;
     }
-    if (op->value_len > 0) {
-        memcpy(value, op->value, op->value_len);
-    }
-    value[op->value_len] = '\0';
-
-    i = orc_store_mem_lower_bound(s, op->key);
-    if ((i < s->nentries) && (strcmp(s->entries[i]->key, op->key) == 0)) {
-        e         = s->entries[i];
-        s->bytes -= e->value_len;
-        free(e->value);
-        ++e->version;
-    } else {
-        if (orc_store_mem_grow((void **)&s->entries, &s->entries_cap,
-                               s->nentries + 1, sizeof(s->entries[0])) !=
-            ORC_STORE_OK) {
-            goto err_free_value;
-        }
-        e = calloc(1, sizeof(*e));
-        if (e == NULL) {
-            goto err_free_value;
-        }
-        e->key = strdup(op->key);
-        if (e->key == NULL) {
-            free(e);
-            goto err_free_value;
-        }
-        memmove(&s->entries[i + 1], &s->entries[i],
-                (s->nentries - i) * sizeof(s->entries[0]));
-        s->entries[i] = e;
-        ++s->nentries;
+    if (created) {
         e->create_rev = rev;
         e->version    = 1;
-        s->bytes     += strlen(e->key);
+    } else {
+        ++e->version;
     }
-    e->value     = value;
-    e->value_len = op->value_len;
-    e->mod_rev   = rev;
-    s->bytes    += op->value_len;
+    e->mod_rev = rev;
     if (e->lease != lease) {
         orc_store_mem_lease_detach(e);
         if (lease != NULL) {
@@ -487,10 +579,6 @@ static int orc_store_mem_put_locked(orc_store_mem_t *s,
     }
     orc_store_mem_event(s, e->key, rev);
     return ORC_STORE_OK;
-
-err_free_value:
-    free(value);
-    return ORC_STORE_ENOMEM;
 }
 
 static int orc_store_mem_txn(orc_store_t *store, const orc_store_cmp_t *cmps,
@@ -567,7 +655,7 @@ out_unlock:
 }
 
 static int orc_store_mem_lease_grant(orc_store_t *store, int64_t ttl,
-                                     uint64_t *id_p)
+                                     uint64_t *id_p, int64_t *granted_p)
 {
     orc_store_mem_t *s = (orc_store_mem_t *)store;
     orc_store_mem_lease_t *l;
@@ -597,6 +685,9 @@ static int orc_store_mem_lease_grant(orc_store_t *store, int64_t ttl,
         pthread_cond_signal(&s->reaper_cond);
     }
     *id_p = l->id;
+    if (granted_p != NULL) {
+        *granted_p = ttl;
+    }
     pthread_mutex_unlock(&s->lock);
     return ORC_STORE_OK;
 }
@@ -622,7 +713,8 @@ static int orc_store_mem_lease_keepalive(orc_store_t *store, uint64_t id,
     return status;
 }
 
-static int orc_store_mem_lease_revoke(orc_store_t *store, uint64_t id)
+static int orc_store_mem_lease_revoke(orc_store_t *store, uint64_t id,
+                                      uint64_t *rev_p)
 {
     orc_store_mem_t *s = (orc_store_mem_t *)store;
     size_t index;
@@ -633,6 +725,9 @@ static int orc_store_mem_lease_revoke(orc_store_t *store, uint64_t id)
     if (orc_store_mem_lease_find(s, id, &index) != NULL) {
         orc_store_mem_lease_drop(s, index);
         status = ORC_STORE_OK;
+    }
+    if (rev_p != NULL) {
+        *rev_p = s->revision;
     }
     pthread_mutex_unlock(&s->lock);
     return status;
@@ -774,122 +869,36 @@ static void orc_store_mem_stats(orc_store_t *store, orc_store_stats_t *stats)
     stats->leases         = s->nleases;
     stats->leases_expired = s->leases_expired;
     stats->watches        = s->nwatches;
+    memcpy(stats->class_keys, s->class_keys, sizeof(stats->class_keys));
     pthread_mutex_unlock(&s->lock);
 }
 
-/* ------------------------------------------------------------ snapshots */
-
-#define ORC_STORE_MEM_SNAP_FORMAT "orc-store-mem/1"
-/* Revisions, versions and lease ids in a snapshot: at most 2^53 - 1, exact
- * in any JSON reader, and far from overflowing as they grow */
-#define ORC_STORE_MEM_SNAP_NUM_MAX ((1LL << 53) - 1)
-
-static json_t *orc_store_mem_snapshot_build(orc_store_mem_t *s)
-{
-    json_t *root, *leases, *kvs, *o;
-    orc_store_mem_entry_t *e;
-    size_t i;
-
-    root   = json_object();
-    leases = json_array();
-    kvs    = json_array();
-    if ((root == NULL) || (leases == NULL) || (kvs == NULL)) {
-        goto err;
-    }
-    for (i = 0; i < s->nleases; ++i) {
-        o = json_pack("{sIsI}", "id", (json_int_t)s->leases[i]->id, "ttl",
-                      (json_int_t)s->leases[i]->ttl);
-        if ((o == NULL) || json_array_append_new(leases, o)) {
-            goto err;
-        }
-    }
-    for (i = 0; i < s->nentries; ++i) {
-        e = s->entries[i];
-        o = json_pack("{s:s, s:s%, s:I, s:I, s:I, s:I}", "key", e->key,
-                      "value", e->value, e->value_len, "create_rev",
-                      (json_int_t)e->create_rev, "mod_rev",
-                      (json_int_t)e->mod_rev, "version",
-                      (json_int_t)e->version, "lease",
-                      (json_int_t)((e->lease != NULL) ? e->lease->id : 0));
-        if (o == NULL) {
-            orc_store_error("snapshot: value of key '%s' is not UTF-8 text",
-                            e->key);
-            goto err;
-        }
-        if (json_array_append_new(kvs, o)) {
-            goto err;
-        }
-    }
-    if (json_object_set_new(root, "format",
-                            json_string(ORC_STORE_MEM_SNAP_FORMAT)) ||
-        json_object_set_new(root, "revision",
-                            json_integer((json_int_t)s->revision)) ||
-        json_object_set_new(root, "last_lease_id",
-                            json_integer((json_int_t)s->last_lease_id)) ||
-        json_object_set(root, "leases", leases) ||
-        json_object_set(root, "kvs", kvs)) {
-        goto err;
-    }
-    json_decref(leases);
-    json_decref(kvs);
-    return root;
-
-err:
-    json_decref(root);
-    json_decref(leases);
-    json_decref(kvs);
-    return NULL;
-}
-
-static int orc_store_mem_snapshot_save(orc_store_t *store, const char *path)
+static void orc_store_mem_usage(orc_store_t *store, const char *group,
+                                uint64_t *keys_p, uint64_t *bytes_p)
 {
     orc_store_mem_t *s = (orc_store_mem_t *)store;
-    char tmp[4096];
-    json_t *root;
-    FILE *f;
-    int ret;
+    size_t len         = strlen(group), i;
 
-    if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >=
-        (int)sizeof(tmp)) {
-        orc_store_error("snapshot path too long");
-        return ORC_STORE_EINVAL;
-    }
+    *keys_p  = 0;
+    *bytes_p = 0;
     pthread_mutex_lock(&s->lock);
     orc_store_mem_reap(s, orc_util_now_ms());
-    root = orc_store_mem_snapshot_build(s);
+    i = orc_store_mem_group_find(s, group, len);
+    if ((i < s->ngroups) &&
+        !orc_store_mem_group_cmp(s->groups[i]->name, group, len)) {
+        *keys_p  = s->groups[i]->keys;
+        *bytes_p = s->groups[i]->bytes;
+    }
     pthread_mutex_unlock(&s->lock);
-    if (root == NULL) {
-        return ORC_STORE_ENOMEM;
-    }
-
-    f = fopen(tmp, "w");
-    if (f == NULL) {
-        orc_store_error("cannot create %s: %m", tmp);
-        goto err_decref;
-    }
-    ret = json_dumpf(root, f, JSON_COMPACT);
-    if ((ret != 0) || (fflush(f) != 0) || (fsync(fileno(f)) != 0)) {
-        orc_store_error("cannot write %s: %m", tmp);
-        fclose(f);
-        goto err_unlink;
-    }
-    if (fclose(f) != 0) {
-        orc_store_error("cannot close %s: %m", tmp);
-        goto err_unlink;
-    }
-    if (rename(tmp, path) != 0) {
-        orc_store_error("cannot rename %s to %s: %m", tmp, path);
-        goto err_unlink;
-    }
-    json_decref(root);
-    return ORC_STORE_OK;
-
-err_unlink:
-    unlink(tmp);
-err_decref:
-    json_decref(root);
-    return ORC_STORE_EIO;
 }
+
+static int orc_store_mem_health(orc_store_t *store)
+{
+    (void)store;
+    return ORC_STORE_OK;
+}
+
+/* ------------------------------------------------------ bulk loads, replicas */
 
 static int orc_store_mem_key_cmp(const void *a, const void *b)
 {
@@ -897,163 +906,175 @@ static int orc_store_mem_key_cmp(const void *a, const void *b)
                   (*(orc_store_mem_entry_t *const *)b)->key);
 }
 
-static int orc_store_mem_lease_cmp(const void *a, const void *b)
+int orc_store_mem_load_entry(orc_store_mem_t *s, const orc_store_kv_t *kv,
+                             orc_store_mem_lease_t *lease)
 {
-    uint64_t x = (*(orc_store_mem_lease_t *const *)a)->id;
-    uint64_t y = (*(orc_store_mem_lease_t *const *)b)->id;
+    orc_store_mem_entry_t *e;
 
-    return (x > y) - (x < y);
+    if (orc_store_mem_grow((void **)&s->entries, &s->entries_cap,
+                           s->nentries + 1, sizeof(s->entries[0]))) {
+        return ORC_STORE_ENOMEM;
+    }
+    e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        return ORC_STORE_ENOMEM;
+    }
+    e->key   = strdup(kv->key);
+    e->value = malloc(kv->value_len + 1);
+    if ((e->key == NULL) || (e->value == NULL)) {
+        goto err_free;
+    }
+    if (kv->value_len > 0) {
+        memcpy(e->value, kv->value, kv->value_len);
+    }
+    e->value[kv->value_len] = '\0';
+    e->value_len            = kv->value_len;
+    if (orc_store_mem_account_add(s, e)) {
+        goto err_free;
+    }
+    e->create_rev = kv->create_rev;
+    e->mod_rev    = kv->mod_rev;
+    e->version    = kv->version;
+    e->lease_id   = kv->lease;
+    if (lease != NULL) {
+        orc_store_mem_lease_attach(e, lease);
+    }
+    s->entries[s->nentries++] = e;
+    return ORC_STORE_OK;
+
+err_free:
+    free(e->key);
+    free(e->value);
+    free(e);
+    return ORC_STORE_ENOMEM;
 }
 
-static int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
+int orc_store_mem_load_end(orc_store_mem_t *s, const char **dup_p)
 {
-    orc_store_mem_t *s = (orc_store_mem_t *)store;
-    json_t *root, *leases, *kvs, *o;
-    json_int_t rev, last_lease, id, ttl, crev, mrev, ver, lid;
-    const char *format, *key, *value;
-    size_t value_len, i;
-    orc_store_mem_entry_t *e;
-    orc_store_mem_lease_t *l;
-    json_error_t jerr;
-    uint64_t now;
-    int status = ORC_STORE_EIO;
+    size_t i;
 
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        orc_store_error("snapshot %s:%d:%d: %s", path, jerr.line, jerr.column,
-                        jerr.text);
-        return ORC_STORE_EIO;
-    }
-    if (json_unpack_ex(root, &jerr, JSON_STRICT, "{s:s, s:I, s:I, s:o, s:o}",
-                       "format", &format, "revision", &rev, "last_lease_id",
-                       &last_lease, "leases", &leases, "kvs", &kvs) ||
-        strcmp(format, ORC_STORE_MEM_SNAP_FORMAT) || (rev < 1) ||
-        (rev > ORC_STORE_MEM_SNAP_NUM_MAX) || (last_lease < 0) ||
-        (last_lease > ORC_STORE_MEM_SNAP_NUM_MAX) || !json_is_array(leases) ||
-        !json_is_array(kvs)) {
-        orc_store_error("snapshot %s: not an %s snapshot%s%s", path,
-                        ORC_STORE_MEM_SNAP_FORMAT, jerr.text[0] ? ": " : "",
-                        jerr.text);
-        goto out_decref;
-    }
-
-    pthread_mutex_lock(&s->lock);
-    if ((s->nentries != 0) || (s->nleases != 0)) {
-        orc_store_error("snapshot %s: store is not empty", path);
-        status = ORC_STORE_EINVAL;
-        goto out_unlock;
-    }
-    now = orc_util_now_ms();
-    if (orc_store_mem_grow((void **)&s->leases, &s->leases_cap,
-                           json_array_size(leases), sizeof(s->leases[0])) ||
-        orc_store_mem_grow((void **)&s->entries, &s->entries_cap,
-                           json_array_size(kvs), sizeof(s->entries[0]))) {
-        status = ORC_STORE_ENOMEM;
-        goto out_unlock;
-    }
-    json_array_foreach(leases, i, o) {
-        if (json_unpack_ex(o, &jerr, JSON_STRICT, "{s:I, s:I}", "id", &id,
-                           "ttl", &ttl) ||
-            (id <= 0) || (id > last_lease) || (ttl <= 0) ||
-            (ttl > 1000000000)) {
-            orc_store_error("snapshot %s: bad lease #%zu", path, i);
-            goto out_clear;
-        }
-        l = calloc(1, sizeof(*l));
-        if (l == NULL) {
-            status = ORC_STORE_ENOMEM;
-            goto out_clear;
-        }
-        l->id          = (uint64_t)id;
-        l->ttl         = ttl;
-        l->deadline_ms = now + (uint64_t)ttl * 1000u; /* fresh TTL */
-        s->leases[s->nleases++] = l;
-    }
-    if (s->nleases > 1) {
-        qsort(s->leases, s->nleases, sizeof(s->leases[0]),
-              orc_store_mem_lease_cmp);
-    }
-    for (i = 1; i < s->nleases; ++i) {
-        if (s->leases[i]->id == s->leases[i - 1]->id) {
-            orc_store_error("snapshot %s: duplicate lease %llu", path,
-                            (unsigned long long)s->leases[i]->id);
-            goto out_clear;
-        }
-    }
-    json_array_foreach(kvs, i, o) {
-        if (json_unpack_ex(o, &jerr, JSON_STRICT,
-                           "{s:s, s:s%, s:I, s:I, s:I, s:I}", "key", &key,
-                           "value", &value, &value_len, "create_rev", &crev,
-                           "mod_rev", &mrev, "version", &ver, "lease", &lid) ||
-            (key[0] == '\0') || (crev < 1) || (mrev < crev) || (mrev > rev) ||
-            (ver < 1) || (ver > ORC_STORE_MEM_SNAP_NUM_MAX) || (lid < 0)) {
-            orc_store_error("snapshot %s: bad key #%zu", path, i);
-            goto out_clear;
-        }
-        l = NULL;
-        if ((lid != 0) &&
-            ((l = orc_store_mem_lease_find(s, (uint64_t)lid, NULL)) == NULL)) {
-            orc_store_error("snapshot %s: key #%zu has unknown lease %lld",
-                            path, i, (long long)lid);
-            goto out_clear;
-        }
-        e = calloc(1, sizeof(*e));
-        if (e == NULL) {
-            status = ORC_STORE_ENOMEM;
-            goto out_clear;
-        }
-        e->key   = strdup(key);
-        e->value = malloc(value_len + 1);
-        if ((e->key == NULL) || (e->value == NULL)) {
-            free(e->key);
-            free(e->value);
-            free(e);
-            status = ORC_STORE_ENOMEM;
-            goto out_clear;
-        }
-        memcpy(e->value, value, value_len);
-        e->value[value_len] = '\0';
-        e->value_len        = value_len;
-        e->create_rev       = (uint64_t)crev;
-        e->mod_rev          = (uint64_t)mrev;
-        e->version          = (uint64_t)ver;
-        s->entries[s->nentries++] = e;
-        s->bytes += strlen(e->key) + value_len;
-        if (l != NULL) {
-            orc_store_mem_lease_attach(e, l);
-        }
-    }
     if (s->nentries > 1) {
         qsort(s->entries, s->nentries, sizeof(s->entries[0]),
               orc_store_mem_key_cmp);
     }
     for (i = 1; i < s->nentries; ++i) {
         if (strcmp(s->entries[i]->key, s->entries[i - 1]->key) == 0) {
-            orc_store_error("snapshot %s: duplicate key '%s'", path,
-                            s->entries[i]->key);
-            goto out_clear;
+            *dup_p = s->entries[i]->key;
+            return ORC_STORE_EINVAL;
         }
     }
-    s->revision      = (uint64_t)rev;
-    s->compacted_rev = (uint64_t)rev; /* no history before the restart */
-    s->last_lease_id = (uint64_t)last_lease;
-    s->next_reap_ms  = 0;
-    status           = ORC_STORE_OK;
-    goto out_unlock;
+    return ORC_STORE_OK;
+}
 
-out_clear:
+void orc_store_mem_clear(orc_store_mem_t *s)
+{
     while (s->nentries > 0) {
         orc_store_mem_entry_free(s, s->entries[--s->nentries]);
     }
     while (s->nleases > 0) {
         free(s->leases[--s->nleases]);
     }
-    s->bytes = 0;
-out_unlock:
+}
+
+int orc_store_mem_apply(orc_store_t *store, uint64_t rev,
+                        const orc_store_event_t *events, size_t count)
+{
+    orc_store_mem_t *s = (orc_store_mem_t *)store;
+    orc_store_mem_entry_t *e;
+    int status = ORC_STORE_OK, created;
+    size_t i, at;
+
+    pthread_mutex_lock(&s->lock);
+    for (i = 0; i < count; ++i) {
+        if (events[i].is_delete) {
+            at = orc_store_mem_lower_bound(s, events[i].kv.key);
+            if ((at < s->nentries) &&
+                !strcmp(s->entries[at]->key, events[i].kv.key)) {
+                orc_store_mem_remove(s, at, 1, rev);
+            }
+            continue;
+        }
+        e = orc_store_mem_set(s, events[i].kv.key, events[i].kv.value,
+                              events[i].kv.value_len, &created);
+        if (e == NULL) {
+            status = ORC_STORE_ENOMEM;
+            break;
+        }
+        e->create_rev = events[i].kv.create_rev;
+        e->mod_rev    = events[i].kv.mod_rev;
+        e->version    = events[i].kv.version;
+        e->lease_id   = events[i].kv.lease;
+        orc_store_mem_event(s, e->key, rev);
+    }
+    if (rev > s->revision) {
+        s->revision = rev;
+    }
+    pthread_cond_broadcast(&s->rev_cond);
     pthread_mutex_unlock(&s->lock);
-out_decref:
-    json_decref(root);
     return status;
+}
+
+/* Fire every watch (lock held): what it waits for may have changed */
+static void orc_store_mem_fire_all(orc_store_mem_t *s, uint64_t rev)
+{
+    orc_store_mem_watch_t *w;
+
+    while ((w = s->watches) != NULL) {
+        s->watches = w->next;
+        --s->nwatches;
+        w->cb(w->arg, rev);
+        free(w->key);
+        free(w->range_end);
+        free(w);
+    }
+}
+
+int orc_store_mem_reset(orc_store_t *store, uint64_t rev,
+                        const orc_store_kv_t *kvs, size_t count)
+{
+    orc_store_mem_t *s = (orc_store_mem_t *)store;
+    const char *dup;
+    size_t i;
+    int status = ORC_STORE_OK;
+
+    pthread_mutex_lock(&s->lock);
+    orc_store_mem_clear(s);
+    for (i = 0; (i < count) && (status == ORC_STORE_OK); ++i) {
+        status = orc_store_mem_load_entry(s, &kvs[i], NULL);
+    }
+    if ((status == ORC_STORE_OK) &&
+        (orc_store_mem_load_end(s, &dup) != ORC_STORE_OK)) {
+        orc_store_error("replica: duplicate key '%s'", dup);
+        status = ORC_STORE_EINVAL;
+    }
+    if (status != ORC_STORE_OK) {
+        orc_store_mem_clear(s);
+    }
+    s->revision      = rev;
+    s->compacted_rev = rev; /* no history before it */
+    orc_store_mem_fire_all(s, rev);
+    pthread_cond_broadcast(&s->rev_cond);
+    pthread_mutex_unlock(&s->lock);
+    return status;
+}
+
+int orc_store_mem_wait_rev(orc_store_t *store, uint64_t rev,
+                           unsigned timeout_ms)
+{
+    orc_store_mem_t *s = (orc_store_mem_t *)store;
+    uint64_t deadline  = orc_util_now_ms() + timeout_ms;
+    struct timespec ts;
+    int reached;
+
+    ts.tv_sec  = (time_t)(deadline / 1000);
+    ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+    pthread_mutex_lock(&s->lock);
+    while ((s->revision < rev) && (orc_util_now_ms() < deadline)) {
+        pthread_cond_timedwait(&s->rev_cond, &s->lock, &ts);
+    }
+    reached = (s->revision >= rev);
+    pthread_mutex_unlock(&s->lock);
+    return reached;
 }
 
 /* --------------------------------------------------------------- lifetime */
@@ -1068,7 +1089,7 @@ static void *orc_store_mem_reaper(void *arg)
     while (!s->stopping) {
         now = orc_util_now_ms();
         orc_store_mem_reap(s, now);
-        wake = now + s->reap_ms;
+        wake = now + s->params.reap_ms;
         if (s->next_reap_ms < wake) {
             wake = s->next_reap_ms;
         }
@@ -1086,20 +1107,14 @@ static void orc_store_mem_close(orc_store_t *store)
     orc_store_mem_watch_t *w;
     size_t i;
 
-    pthread_mutex_lock(&s->lock);
-    s->stopping = 1;
-    pthread_cond_signal(&s->reaper_cond);
-    pthread_mutex_unlock(&s->lock);
-    pthread_join(s->reaper, NULL);
-
-    for (i = 0; i < s->nentries; ++i) {
-        free(s->entries[i]->key);
-        free(s->entries[i]->value);
-        free(s->entries[i]);
+    if (s->reaper_started) {
+        pthread_mutex_lock(&s->lock);
+        s->stopping = 1;
+        pthread_cond_signal(&s->reaper_cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->reaper, NULL);
     }
-    for (i = 0; i < s->nleases; ++i) {
-        free(s->leases[i]);
-    }
+    orc_store_mem_clear(s);
     for (i = 0; i < ORC_STORE_MEM_HISTORY; ++i) {
         free(s->history[i].key);
     }
@@ -1112,7 +1127,9 @@ static void orc_store_mem_close(orc_store_t *store)
     free(s->history);
     free(s->entries);
     free(s->leases);
+    free(s->groups); /* each group went with its last key */
     pthread_cond_destroy(&s->reaper_cond);
+    pthread_cond_destroy(&s->rev_cond);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }
@@ -1129,49 +1146,120 @@ static const orc_store_ops_t orc_store_mem_ops = {
     .watch_cancel    = orc_store_mem_watch_cancel,
     .revision        = orc_store_mem_revision,
     .stats           = orc_store_mem_stats,
+    .usage           = orc_store_mem_usage,
+    .health          = orc_store_mem_health,
     .snapshot_save   = orc_store_mem_snapshot_save,
     .snapshot_load   = orc_store_mem_snapshot_load,
     .close           = orc_store_mem_close,
 };
 
-int orc_store_mem_open(unsigned reap_ms, orc_store_t **store_p)
+/* A replica's slots for what its owner answers */
+static int orc_store_mem_replica_txn(orc_store_t *store,
+                                     const orc_store_cmp_t *cmps, size_t ncmp,
+                                     const orc_store_op_t *ops, size_t nops,
+                                     orc_store_txn_result_t *result)
+{
+    (void)store;
+    (void)cmps;
+    (void)ncmp;
+    (void)ops;
+    (void)nops;
+    memset(result, 0, sizeof(*result));
+    return ORC_STORE_ENOTSUP;
+}
+
+static int orc_store_mem_replica_grant(orc_store_t *store, int64_t ttl,
+                                       uint64_t *id_p, int64_t *granted_p)
+{
+    (void)store;
+    (void)ttl;
+    (void)id_p;
+    (void)granted_p;
+    return ORC_STORE_ENOTSUP;
+}
+
+static const orc_store_ops_t orc_store_mem_replica_ops = {
+    .name            = "memory replica",
+    .range           = orc_store_mem_range,
+    .txn             = orc_store_mem_replica_txn,
+    .lease_grant     = orc_store_mem_replica_grant,
+    .lease_keepalive = orc_store_mem_lease_keepalive,
+    .lease_revoke    = orc_store_mem_lease_revoke,
+    .lease_ttl       = orc_store_mem_lease_ttl,
+    .watch_create    = orc_store_mem_watch_create,
+    .watch_cancel    = orc_store_mem_watch_cancel,
+    .revision        = orc_store_mem_revision,
+    .stats           = orc_store_mem_stats,
+    .usage           = orc_store_mem_usage,
+    .health          = orc_store_mem_health,
+    .snapshot_save   = orc_store_unsupported_snapshot,
+    .snapshot_load   = orc_store_unsupported_snapshot,
+    .close           = orc_store_mem_close,
+};
+
+static orc_store_mem_t *orc_store_mem_new(const orc_store_params_t *params)
 {
     pthread_condattr_t cattr;
     orc_store_mem_t *s;
-    int ret;
 
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        return ORC_STORE_ENOMEM;
+        return NULL;
     }
     s->history = calloc(ORC_STORE_MEM_HISTORY, sizeof(*s->history));
     if (s->history == NULL) {
-        goto err_free;
+        free(s);
+        return NULL;
     }
-    s->super.ops    = &orc_store_mem_ops;
-    s->reap_ms      = (reap_ms == 0) ? 100 : reap_ms;
+    if (params != NULL) {
+        s->params = *params;
+    }
+    if (s->params.reap_ms == 0) {
+        s->params.reap_ms = 100;
+    }
     s->revision     = 1; /* etcd starts at 1 */
     s->next_reap_ms = UINT64_MAX;
     pthread_mutex_init(&s->lock, NULL);
     pthread_condattr_init(&cattr);
     pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC);
     pthread_cond_init(&s->reaper_cond, &cattr);
+    pthread_cond_init(&s->rev_cond, &cattr);
     pthread_condattr_destroy(&cattr);
+    return s;
+}
 
-    ret = pthread_create(&s->reaper, NULL, orc_store_mem_reaper, s);
+int orc_store_mem_open(const orc_store_params_t *params,
+                       orc_store_t **store_p)
+{
+    orc_store_mem_t *s = orc_store_mem_new(params);
+    int ret;
+
+    if (s == NULL) {
+        return ORC_STORE_ENOMEM;
+    }
+    s->super.ops = &orc_store_mem_ops;
+    ret          = pthread_create(&s->reaper, NULL, orc_store_mem_reaper, s);
     if (ret != 0) {
         errno = ret;
         orc_store_error("cannot start the lease reaper: %m");
-        goto err_destroy;
+        orc_store_mem_close(&s->super);
+        return ORC_STORE_ENOMEM;
     }
-    *store_p = &s->super;
+    s->reaper_started = 1;
+    *store_p          = &s->super;
     return ORC_STORE_OK;
+}
 
-err_destroy:
-    pthread_cond_destroy(&s->reaper_cond);
-    pthread_mutex_destroy(&s->lock);
-err_free:
-    free(s->history);
-    free(s);
-    return ORC_STORE_ENOMEM;
+int orc_store_mem_open_replica(const orc_store_params_t *params,
+                               orc_store_t **store_p)
+{
+    orc_store_mem_t *s = orc_store_mem_new(params);
+
+    if (s == NULL) {
+        return ORC_STORE_ENOMEM;
+    }
+    s->super.ops = &orc_store_mem_replica_ops;
+    s->replica   = 1;
+    *store_p     = &s->super;
+    return ORC_STORE_OK;
 }

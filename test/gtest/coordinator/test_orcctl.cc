@@ -321,14 +321,15 @@ TEST_F(orcctl_test, environment_auth_and_unreachable)
                       "jobA", "kv-get", "k"},
                      {"ORC_TOKEN=", "ORC_TOKEN_FILE="}, &err));
 
-    /* orcd gone: 4, quickly */
+    /* orcd gone: 4, quickly (a refused connection, not the 30 s timeout;
+     * the margin is for a loaded machine) */
     std::string url = m_orcd.url();
     m_orcd.stop();
     auto t0 = steady::now();
-    EXPECT_EQ(4, run({builddir() + "/orcctl", "--url", url, "--timeout", "2",
+    EXPECT_EQ(4, run({builddir() + "/orcctl", "--url", url, "--timeout", "30",
                       "health"},
-                     {}, &err, 20000, true));
-    EXPECT_LT(ms_since(t0), 3000);
+                     {}, &err, 40000, true));
+    EXPECT_LT(ms_since(t0), 10000);
     EXPECT_NE(std::string::npos, err.find("unreachable")) << err;
 }
 

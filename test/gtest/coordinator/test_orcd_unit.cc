@@ -6,6 +6,7 @@ extern "C" {
 #include "coordinator/orcd/orcd.h"
 #include "coordinator/orcd/orcd_api.h"
 #include "coordinator/store/orc_store.h"
+#include "coordinator/store/orc_store_replica.h"
 }
 
 #include <gtest/gtest.h>
@@ -13,6 +14,7 @@ extern "C" {
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -25,37 +27,47 @@ namespace {
 
 /* ------------------------------------------------------------------ store */
 
+const orc_store_params_t k_store_params = {20, 2, nullptr};
+
 class store_test : public ::testing::Test {
 protected:
     void SetUp() override
     {
-        ASSERT_EQ(orc_store_mem_open(20, &m_s), ORC_STORE_OK);
+        ASSERT_EQ(orc_store_mem_open(&k_store_params, &m_s), ORC_STORE_OK);
+        m_base = m_s->ops->revision(m_s);
     }
     void TearDown() override { orc_store_close(m_s); }
 
+    /* revision n writes after the test's start */
+    uint64_t rev(uint64_t n) { return m_base + n; }
+
     uint64_t put(const char *k, const char *v, uint64_t lease = 0)
     {
-        uint64_t rev = 0;
-        EXPECT_EQ(orc_store_put(m_s, k, v, strlen(v), lease, &rev),
+        uint64_t r = 0;
+        EXPECT_EQ(orc_store_put(m_s, k, v, strlen(v), lease, &r),
                   ORC_STORE_OK);
-        return rev;
+        m_last = (r > m_last) ? r : m_last;
+        return r;
     }
+    /* read-your-writes: at the revision of the last write or later */
     bool get(const char *k, orc_store_kv_t *kv)
     {
-        return orc_store_get(m_s, k, kv, NULL) == ORC_STORE_OK;
+        return orc_store_get(m_s, k, m_last, kv, NULL) == ORC_STORE_OK;
     }
     size_t count(const char *prefix)
     {
         char *end = orc_store_prefix_end(prefix);
         orc_store_range_result_t res;
         EXPECT_EQ(m_s->ops->range(m_s, prefix, end, ORC_STORE_RANGE_COUNT_ONLY,
-                                  0, &res),
+                                  0, m_last, &res),
                   ORC_STORE_OK);
         free(end);
         return res.total;
     }
 
     orc_store_t *m_s = nullptr;
+    uint64_t m_base  = 0;
+    uint64_t m_last  = 0;
 };
 
 /* Watch callback target: records the revision, signals a waiter. */
@@ -85,32 +97,33 @@ TEST_F(store_test, revisions_like_etcd)
 {
     orc_store_kv_t kv;
 
-    EXPECT_EQ(m_s->ops->revision(m_s), 1u);
-    EXPECT_EQ(put("/a", "1"), 2u);
-    EXPECT_EQ(put("/b", "2"), 3u);
-    EXPECT_EQ(put("/a", "11"), 4u);
+    EXPECT_GE(m_base, 1u); /* revisions start at 1 */
+    EXPECT_EQ(put("/a", "1"), rev(1));
+    EXPECT_EQ(put("/b", "2"), rev(2));
+    EXPECT_EQ(put("/a", "11"), rev(3));
     ASSERT_TRUE(get("/a", &kv));
     EXPECT_STREQ(kv.value, "11");
     EXPECT_EQ(kv.value_len, 2u);
-    EXPECT_EQ(kv.create_rev, 2u);
-    EXPECT_EQ(kv.mod_rev, 4u);
+    EXPECT_EQ(kv.create_rev, rev(1));
+    EXPECT_EQ(kv.mod_rev, rev(3));
     EXPECT_EQ(kv.version, 2u);
     EXPECT_EQ(kv.lease, 0u);
     orc_store_kv_free(&kv);
 
     size_t deleted;
-    uint64_t rev;
-    EXPECT_EQ(orc_store_delete(m_s, "/a", NULL, &deleted, &rev), ORC_STORE_OK);
+    uint64_t r;
+    EXPECT_EQ(orc_store_delete(m_s, "/a", NULL, &deleted, &r), ORC_STORE_OK);
     EXPECT_EQ(deleted, 1u);
-    EXPECT_EQ(rev, 5u);
+    EXPECT_EQ(r, rev(4));
+    m_last = r;
     /* deleting nothing does not bump the revision */
-    EXPECT_EQ(orc_store_delete(m_s, "/a", NULL, &deleted, &rev), ORC_STORE_OK);
+    EXPECT_EQ(orc_store_delete(m_s, "/a", NULL, &deleted, &r), ORC_STORE_OK);
     EXPECT_EQ(deleted, 0u);
-    EXPECT_EQ(rev, 5u);
+    EXPECT_EQ(r, rev(4));
     /* re-creation starts a new version history */
-    EXPECT_EQ(put("/a", "x"), 6u);
+    EXPECT_EQ(put("/a", "x"), rev(5));
     ASSERT_TRUE(get("/a", &kv));
-    EXPECT_EQ(kv.create_rev, 6u);
+    EXPECT_EQ(kv.create_rev, rev(5));
     EXPECT_EQ(kv.version, 1u);
     orc_store_kv_free(&kv);
     EXPECT_FALSE(get("/zz", &kv));
@@ -128,12 +141,13 @@ TEST_F(store_test, ranges_and_prefixes)
     EXPECT_EQ(count(""), 5u); /* whole keyspace */
 
     orc_store_range_result_t res;
-    ASSERT_EQ(m_s->ops->range(m_s, "/j/", "/j/c", 0, 2, &res), ORC_STORE_OK);
+    ASSERT_EQ(m_s->ops->range(m_s, "/j/", "/j/c", 0, 2, m_last, &res),
+              ORC_STORE_OK);
     EXPECT_EQ(res.total, 3u);
     ASSERT_EQ(res.count, 2u);
     EXPECT_STREQ(res.kvs[0].key, "/j/a");
     EXPECT_STREQ(res.kvs[1].key, "/j/b");
-    EXPECT_EQ(res.revision, 6u);
+    EXPECT_EQ(res.revision, rev(5));
     orc_store_range_result_free(&res);
 
     char *end = orc_store_prefix_end("/j/");
@@ -145,7 +159,8 @@ TEST_F(store_test, ranges_and_prefixes)
 
     size_t deleted;
     end = orc_store_prefix_end("/j/");
-    EXPECT_EQ(orc_store_delete(m_s, "/j/", end, &deleted, NULL), ORC_STORE_OK);
+    EXPECT_EQ(orc_store_delete(m_s, "/j/", end, &deleted, &m_last),
+              ORC_STORE_OK);
     free(end);
     EXPECT_EQ(deleted, 3u);
     EXPECT_EQ(count(""), 2u);
@@ -164,16 +179,25 @@ TEST_F(store_test, txn_compare_is_all_or_nothing)
     };
     orc_store_txn_result_t res;
     ASSERT_EQ(m_s->ops->txn(m_s, cmps, 2, ops, 2, &res), ORC_STORE_OK);
-    EXPECT_EQ(res.revision, 3u); /* one revision for the whole txn */
+    EXPECT_EQ(res.revision, rev(2)); /* one revision for the whole txn */
+    m_last = res.revision;
     orc_store_kv_t kv;
     ASSERT_TRUE(get("/new", &kv));
-    EXPECT_EQ(kv.mod_rev, 3u);
+    EXPECT_EQ(kv.mod_rev, rev(2));
     orc_store_kv_free(&kv);
 
     /* now both compares fail: nothing changes */
     EXPECT_EQ(m_s->ops->txn(m_s, cmps, 2, ops, 2, &res), ORC_STORE_ECOMPARE);
     EXPECT_EQ(res.failed_cmp, 0u);
-    EXPECT_EQ(m_s->ops->revision(m_s), 3u);
+    /* the first failing compare is named */
+    orc_store_cmp_t second[2] = {
+        {"/k", ORC_STORE_CMP_VERSION, ORC_STORE_CMP_EQUAL, 2},
+        {"/new", ORC_STORE_CMP_CREATE, ORC_STORE_CMP_EQUAL, 0},
+    };
+    EXPECT_EQ(m_s->ops->txn(m_s, second, 2, ops, 2, &res), ORC_STORE_ECOMPARE);
+    EXPECT_EQ(res.failed_cmp, 1u);
+    EXPECT_EQ(orc_store_put(m_s, "/probe", "p", 1, 0, &m_last), ORC_STORE_OK);
+    EXPECT_EQ(m_last, rev(3)); /* the failed ones wrote nothing */
     /* a missing lease fails the whole txn */
     orc_store_op_t bad[2] = {
         {ORC_STORE_OP_PUT, "/x", NULL, "1", 1, 0},
@@ -181,7 +205,6 @@ TEST_F(store_test, txn_compare_is_all_or_nothing)
     };
     EXPECT_EQ(m_s->ops->txn(m_s, NULL, 0, bad, 2, &res), ORC_STORE_ENOENT);
     EXPECT_FALSE(get("/x", &kv));
-    EXPECT_EQ(m_s->ops->revision(m_s), 3u);
     /* GREATER/LESS/NOT_EQUAL and the lease target */
     orc_store_cmp_t c2[3] = {
         {"/k", ORC_STORE_CMP_MOD, ORC_STORE_CMP_GREATER, 2},
@@ -190,14 +213,15 @@ TEST_F(store_test, txn_compare_is_all_or_nothing)
     };
     EXPECT_EQ(m_s->ops->txn(m_s, c2, 3, NULL, 0, &res), ORC_STORE_OK);
     EXPECT_EQ(m_s->ops->txn(m_s, NULL, 0, NULL, 0, &res), ORC_STORE_OK);
-    EXPECT_EQ(res.revision, 3u); /* read-only txn */
+    EXPECT_EQ(orc_store_put(m_s, "/probe", "p", 1, 0, &m_last), ORC_STORE_OK);
+    EXPECT_EQ(m_last, rev(4)); /* the read-only ones wrote nothing */
 }
 
 TEST_F(store_test, lease_revoke_deletes_attached_keys)
 {
     uint64_t lease, other;
-    ASSERT_EQ(m_s->ops->lease_grant(m_s, 60, &lease), ORC_STORE_OK);
-    ASSERT_EQ(m_s->ops->lease_grant(m_s, 60, &other), ORC_STORE_OK);
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 60, &lease, NULL), ORC_STORE_OK);
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 60, &other, NULL), ORC_STORE_OK);
     EXPECT_NE(lease, other);
     put("/n/1", "a", lease);
     put("/n/1/ep", "b", lease);
@@ -215,29 +239,33 @@ TEST_F(store_test, lease_revoke_deletes_attached_keys)
     EXPECT_EQ(granted, 60);
     EXPECT_GT(ttl, 55);
 
-    uint64_t before = m_s->ops->revision(m_s);
-    EXPECT_EQ(m_s->ops->lease_revoke(m_s, lease), ORC_STORE_OK);
-    EXPECT_EQ(m_s->ops->revision(m_s), before + 1); /* one revision */
+    uint64_t before = m_last, after = 0;
+    EXPECT_EQ(m_s->ops->lease_revoke(m_s, lease, &after), ORC_STORE_OK);
+    EXPECT_EQ(after, before + 1); /* one revision */
+    m_last = after;
     EXPECT_FALSE(get("/n/1", &kv));
     EXPECT_FALSE(get("/n/1/ep", &kv));
     EXPECT_TRUE(get("/n/2", &kv));
     orc_store_kv_free(&kv);
     EXPECT_TRUE(get("/n/moved", &kv));
     orc_store_kv_free(&kv);
-    EXPECT_EQ(m_s->ops->lease_revoke(m_s, lease), ORC_STORE_ENOENT);
+    EXPECT_EQ(m_s->ops->lease_revoke(m_s, lease, NULL), ORC_STORE_ENOENT);
     EXPECT_EQ(m_s->ops->lease_keepalive(m_s, lease, &ttl), ORC_STORE_ENOENT);
-    EXPECT_EQ(m_s->ops->lease_grant(m_s, 0, &lease), ORC_STORE_EINVAL);
+    EXPECT_EQ(m_s->ops->lease_grant(m_s, 0, &lease, NULL), ORC_STORE_EINVAL);
     orc_store_stats_t st;
     m_s->ops->stats(m_s, &st);
     EXPECT_EQ(st.leases, 1u);
     EXPECT_EQ(st.leases_expired, 0u);
+    EXPECT_EQ(m_s->ops->lease_revoke(m_s, other, NULL), ORC_STORE_OK);
 }
 
 TEST_F(store_test, lease_expiry_and_keepalive)
 {
     uint64_t dies, lives;
-    ASSERT_EQ(m_s->ops->lease_grant(m_s, 1, &dies), ORC_STORE_OK);
-    ASSERT_EQ(m_s->ops->lease_grant(m_s, 1, &lives), ORC_STORE_OK);
+    int64_t granted;
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 1, &dies, &granted), ORC_STORE_OK);
+    EXPECT_EQ(granted, 1);
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 1, &lives, NULL), ORC_STORE_OK);
     put("/n/dies", "x", dies);
     put("/n/lives", "y", lives);
 
@@ -266,18 +294,19 @@ TEST_F(store_test, lease_expiry_and_keepalive)
     orc_store_stats_t st;
     m_s->ops->stats(m_s, &st);
     EXPECT_EQ(st.leases_expired, 1u);
+    EXPECT_EQ(m_s->ops->lease_revoke(m_s, lives, NULL), ORC_STORE_OK);
 }
 
 TEST_F(store_test, watches)
 {
-    put("/w/a", "1"); /* rev 2 */
-    put("/x", "1");   /* rev 3 */
+    uint64_t first = put("/w/a", "1");
+    put("/x", "1");
 
     /* from a past revision with a matching event: fires at once */
     watch_sink w1;
     uint64_t id;
-    EXPECT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", 2, watch_sink::cb,
-                                     &w1, &id),
+    EXPECT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", first,
+                                     watch_sink::cb, &w1, &id),
               ORC_STORE_FIRED);
     EXPECT_EQ(w1.fired, 0); /* FIRED means: not registered, no callback */
     /* from the next revision: waits; unrelated keys do not fire it */
@@ -314,9 +343,116 @@ TEST_F(store_test, watches)
         put("/spam", "x");
     }
     watch_sink w5;
-    EXPECT_EQ(m_s->ops->watch_create(m_s, "/nothing-here", NULL, 3,
+    EXPECT_EQ(m_s->ops->watch_create(m_s, "/nothing-here", NULL, first + 1,
                                      watch_sink::cb, &w5, &id),
               ORC_STORE_FIRED);
+}
+
+TEST_F(store_test, usage_by_group_and_class)
+{
+    /* groups: the first two components ("/g/1" of "/g/1/x") */
+    uint64_t keys, bytes;
+    put("/g/1/a", "12345");
+    put("/g/1/b", "1");
+    put("/g/2/a", "1");
+    put("/g/10/a", "1"); /* not part of /g/1 */
+    m_s->ops->usage(m_s, "/g/1", &keys, &bytes);
+    EXPECT_EQ(keys, 2u);
+    EXPECT_EQ(bytes, 6u + 5 + 6 + 1);
+    put("/g/1/a", "1"); /* a shorter value */
+    m_s->ops->usage(m_s, "/g/1", &keys, &bytes);
+    EXPECT_EQ(bytes, 6u + 1 + 6 + 1);
+    m_s->ops->usage(m_s, "/g/10", &keys, &bytes);
+    EXPECT_EQ(keys, 1u);
+    m_s->ops->usage(m_s, "/none", &keys, &bytes);
+    EXPECT_EQ(keys, 0u);
+    EXPECT_EQ(bytes, 0u);
+    size_t deleted;
+    char *end = orc_store_prefix_end("/g/1/");
+    ASSERT_EQ(orc_store_delete(m_s, "/g/1/", end, &deleted, &m_last),
+              ORC_STORE_OK);
+    free(end);
+    m_s->ops->usage(m_s, "/g/1", &keys, &bytes);
+    EXPECT_EQ(keys, 0u);
+    EXPECT_EQ(bytes, 0u);
+    orc_store_stats_t st;
+    m_s->ops->stats(m_s, &st);
+    EXPECT_EQ(st.keys, 2u);
+    EXPECT_EQ(st.bytes, 7u + 8);
+}
+
+static unsigned class_of_key(const char *key)
+{
+    return (key[1] == 'c') ? 2 : 0;
+}
+
+TEST(store_memory, classes_and_a_replica)
+{
+    const orc_store_params_t params = {20, 2, class_of_key};
+    orc_store_t *s, *r;
+    orc_store_stats_t st;
+
+    ASSERT_EQ(orc_store_mem_open(&params, &s), ORC_STORE_OK);
+    orc_store_put(s, "/c1", "x", 1, 0, NULL);
+    orc_store_put(s, "/c2", "x", 1, 0, NULL);
+    orc_store_put(s, "/d", "x", 1, 0, NULL);
+    s->ops->stats(s, &st);
+    EXPECT_EQ(st.class_keys[2], 2u);
+    EXPECT_EQ(st.class_keys[0], 1u);
+    orc_store_delete(s, "/c1", NULL, NULL, NULL);
+    s->ops->stats(s, &st);
+    EXPECT_EQ(st.class_keys[2], 1u);
+    orc_store_close(s);
+
+    /* a replica takes revisions and metadata from its feed */
+    ASSERT_EQ(orc_store_mem_open_replica(&params, &r), ORC_STORE_OK);
+    orc_store_kv_t kvs[2] = {
+        {(char *)"/a", (char *)"1", 1, 3, 5, 2, 77},
+        {(char *)"/c", (char *)"", 0, 4, 4, 1, 0},
+    };
+    ASSERT_EQ(orc_store_mem_reset(r, 10, kvs, 2), ORC_STORE_OK);
+    EXPECT_EQ(r->ops->revision(r), 10u);
+    orc_store_kv_t kv;
+    ASSERT_EQ(orc_store_get(r, "/a", 0, &kv, NULL), ORC_STORE_OK);
+    EXPECT_EQ(kv.mod_rev, 5u);
+    EXPECT_EQ(kv.version, 2u);
+    EXPECT_EQ(kv.lease, 77u);
+    orc_store_kv_free(&kv);
+    watch_sink w;
+    uint64_t id;
+    ASSERT_EQ(r->ops->watch_create(r, "/b", NULL, 0, watch_sink::cb, &w, &id),
+              ORC_STORE_OK);
+    orc_store_event_t ev[2] = {
+        {0, {(char *)"/b", (char *)"new", 3, 12, 12, 1, 0}},
+        {1, {(char *)"/a", NULL, 0, 0, 0, 0, 0}},
+    };
+    EXPECT_EQ(orc_store_mem_wait_rev(r, 12, 0), 0);
+    ASSERT_EQ(orc_store_mem_apply(r, 12, ev, 2), ORC_STORE_OK);
+    EXPECT_EQ(w.fired, 1);
+    EXPECT_EQ(w.rev, 12u);
+    EXPECT_EQ(orc_store_mem_wait_rev(r, 12, 0), 1);
+    EXPECT_EQ(orc_store_get(r, "/a", 0, &kv, NULL), ORC_STORE_ENOENT);
+    ASSERT_EQ(orc_store_get(r, "/b", 0, &kv, NULL), ORC_STORE_OK);
+    EXPECT_EQ(kv.create_rev, 12u);
+    orc_store_kv_free(&kv);
+    r->ops->stats(r, &st);
+    EXPECT_EQ(st.keys, 2u);
+    EXPECT_EQ(st.class_keys[2], 1u);
+    /* a reset fires the watches waiting (what they wait for may be gone) */
+    watch_sink w2;
+    ASSERT_EQ(r->ops->watch_create(r, "/zz", NULL, 0, watch_sink::cb, &w2,
+                                   &id),
+              ORC_STORE_OK);
+    ASSERT_EQ(orc_store_mem_reset(r, 20, kvs, 1), ORC_STORE_OK);
+    EXPECT_EQ(w2.fired, 1);
+    r->ops->stats(r, &st);
+    EXPECT_EQ(st.keys, 1u);
+    /* the owner answers writes, leases and snapshots */
+    orc_store_txn_result_t tres;
+    uint64_t lease;
+    EXPECT_EQ(r->ops->txn(r, NULL, 0, NULL, 0, &tres), ORC_STORE_ENOTSUP);
+    EXPECT_EQ(r->ops->lease_grant(r, 5, &lease, NULL), ORC_STORE_ENOTSUP);
+    orc_store_close(r);
 }
 
 TEST_F(store_test, snapshot_round_trip)
@@ -327,7 +463,7 @@ TEST_F(store_test, snapshot_round_trip)
     close(fd);
 
     uint64_t lease;
-    ASSERT_EQ(m_s->ops->lease_grant(m_s, 30, &lease), ORC_STORE_OK);
+    ASSERT_EQ(m_s->ops->lease_grant(m_s, 30, &lease, NULL), ORC_STORE_OK);
     put("/a", "{\"json\":true}", lease);
     put("/a", "{\"json\":2}", lease);
     put("/b", "");
@@ -335,11 +471,11 @@ TEST_F(store_test, snapshot_round_trip)
     ASSERT_EQ(m_s->ops->snapshot_save(m_s, path), ORC_STORE_OK);
 
     orc_store_t *s2;
-    ASSERT_EQ(orc_store_mem_open(20, &s2), ORC_STORE_OK);
+    ASSERT_EQ(orc_store_mem_open(&k_store_params, &s2), ORC_STORE_OK);
     ASSERT_EQ(s2->ops->snapshot_load(s2, path), ORC_STORE_OK);
     EXPECT_EQ(s2->ops->revision(s2), rev);
     orc_store_kv_t kv;
-    ASSERT_EQ(orc_store_get(s2, "/a", &kv, NULL), ORC_STORE_OK);
+    ASSERT_EQ(orc_store_get(s2, "/a", 0, &kv, NULL), ORC_STORE_OK);
     EXPECT_STREQ(kv.value, "{\"json\":2}");
     EXPECT_EQ(kv.version, 2u);
     EXPECT_EQ(kv.lease, lease);
@@ -348,7 +484,7 @@ TEST_F(store_test, snapshot_round_trip)
     EXPECT_EQ(s2->ops->lease_keepalive(s2, lease, &ttl), ORC_STORE_OK);
     EXPECT_EQ(ttl, 30);
     uint64_t l2;
-    ASSERT_EQ(s2->ops->lease_grant(s2, 5, &l2), ORC_STORE_OK);
+    ASSERT_EQ(s2->ops->lease_grant(s2, 5, &l2, NULL), ORC_STORE_OK);
     EXPECT_GT(l2, lease); /* lease ids not reused */
     /* loading into a non-empty store is refused */
     EXPECT_EQ(s2->ops->snapshot_load(s2, path), ORC_STORE_EINVAL);
@@ -367,7 +503,7 @@ TEST_F(store_test, snapshot_round_trip)
     };
     for (const char *b : bad) {
         std::ofstream(path) << b;
-        ASSERT_EQ(orc_store_mem_open(20, &s2), ORC_STORE_OK);
+        ASSERT_EQ(orc_store_mem_open(&k_store_params, &s2), ORC_STORE_OK);
         EXPECT_NE(s2->ops->snapshot_load(s2, path), ORC_STORE_OK) << b;
         orc_store_stats_t st;
         s2->ops->stats(s2, &st);
@@ -454,6 +590,10 @@ TEST_F(config_test, example_file_is_valid_and_matches_defaults)
     EXPECT_EQ(m_cfg.max_connections_per_ip, defaults.max_connections_per_ip);
     EXPECT_EQ(m_cfg.idle_timeout, defaults.idle_timeout);
     EXPECT_EQ(m_cfg.request_timeout, defaults.request_timeout);
+    EXPECT_EQ(m_cfg.max_keys, defaults.max_keys);
+    EXPECT_EQ(m_cfg.max_bytes, defaults.max_bytes);
+    EXPECT_EQ(m_cfg.max_keys_per_job, defaults.max_keys_per_job);
+    EXPECT_EQ(m_cfg.max_bytes_per_job, defaults.max_bytes_per_job);
     EXPECT_EQ(m_cfg.max_long_polls, defaults.max_long_polls);
     EXPECT_EQ(m_cfg.max_body, defaults.max_body);
     EXPECT_EQ(m_cfg.endpoint_max, defaults.endpoint_max);
@@ -656,7 +796,9 @@ protected:
                                           yaml.size(), err, sizeof(err)),
                   0) << err;
         ASSERT_EQ(orcd_config_finalize(cfg, err, sizeof(err)), 0) << err;
-        ASSERT_EQ(orc_store_mem_open(20, &m_store), ORC_STORE_OK);
+        const orc_store_params_t params = {20, ORCD_STORE_GROUP_DEPTH,
+                                           orcd_key_class};
+        ASSERT_EQ(orc_store_mem_open(&params, &m_store), ORC_STORE_OK);
         ASSERT_EQ(orcd_api_create(cfg, m_store, &m_api), 0);
     }
     void destroy()
@@ -671,6 +813,9 @@ protected:
         unsigned status;
         std::string body;
         std::string allow;
+        bool has_index;
+        uint64_t index;
+        unsigned retry_after;
         bool block;
         std::string watch_key;
         uint64_t watch_rev;
@@ -702,11 +847,17 @@ protected:
         req.body          = body.data();
         req.body_len      = body.size();
         req.may_block     = may_block;
+        req.rid            = m_rid;
+        req.attempt_text   = m_attempt;
+        req.min_index_text = m_min_index;
         orcd_api_handle(m_api, &req, &resp);
         result r;
         r.status    = resp.status;
         r.body      = resp.body ? std::string(resp.body, resp.body_len) : "";
         r.allow     = resp.allow ? resp.allow : "";
+        r.has_index   = resp.has_index;
+        r.index       = resp.index;
+        r.retry_after = resp.retry_after;
         r.block     = resp.block;
         r.watch_key = resp.watch_key ? resp.watch_key : "";
         r.watch_rev = resp.watch_rev;
@@ -717,6 +868,10 @@ protected:
 
     orc_store_t *m_store = nullptr;
     orcd_api_t *m_api    = nullptr;
+    /* headers of the next calls (NULL: absent) */
+    const char *m_rid       = nullptr;
+    const char *m_attempt   = nullptr;
+    const char *m_min_index = nullptr;
 };
 
 TEST_F(router_test, routing_and_methods)
@@ -868,14 +1023,15 @@ TEST_F(router_test, node_lifecycle_in_store)
                       .status, 200u);
     /* the store holds the node under its lease, endpoint attached */
     orc_store_kv_t node, ep;
-    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001",
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001", 0,
                             &node, NULL), ORC_STORE_OK);
-    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001/ep",
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001/ep", 0,
                             &ep, NULL), ORC_STORE_OK);
     EXPECT_NE(node.lease, 0u);
     EXPECT_EQ(node.lease, ep.lease);
     /* revoking the lease (as expiry would) removes it: 410 from then on */
-    ASSERT_EQ(m_store->ops->lease_revoke(m_store, node.lease), ORC_STORE_OK);
+    ASSERT_EQ(m_store->ops->lease_revoke(m_store, node.lease, NULL),
+              ORC_STORE_OK);
     orc_store_kv_free(&node);
     orc_store_kv_free(&ep);
     EXPECT_EQ(call("PUT", "/v1/jobs/j/nodes/1/keepalive").status, 410u);
@@ -910,6 +1066,222 @@ TEST_F(router_test, bodies)
                    "{\"from\":-1,\"body\":{}}").status, 400u);
     std::string big = "{\"body\":{\"x\":\"" + std::string(5000, 'x') + "\"}}";
     EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", big).status, 413u);
+}
+
+TEST_F(router_test, retried_posts_are_answered_as_the_first_attempt)
+{
+    /* a registration whose answer was lost: the retry gets the same node */
+    m_rid     = "reg-1";
+    result r1 = call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
+    ASSERT_EQ(r1.status, 201u);
+    m_attempt = "2";
+    result r2 = call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
+    EXPECT_EQ(r2.status, 201u);
+    EXPECT_EQ(r2.jint("id"), r1.jint("id"));
+    EXPECT_EQ(r2.jint("ttl"), r1.jint("ttl"));
+    /* the request id is not part of what is shown */
+    m_rid = m_attempt = nullptr;
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/1").body.find("reg-1"),
+              std::string::npos);
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes").body.find("reg-1"),
+              std::string::npos);
+    /* another key is another registration */
+    m_rid     = "reg-2";
+    m_attempt = "2";
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
+                      .jint("id"), 2);
+
+    /* a mailbox message: the retry gets the same seq, also after the
+     * message was delivered and acknowledged */
+    m_rid     = "msg-1";
+    m_attempt = nullptr;
+    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                      .jint("seq"), 1);
+    m_attempt = "2";
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                      .jint("seq"), 1);
+    m_rid = m_attempt = nullptr;
+    result got = call("GET", "/v1/jobs/j/nodes/1/mailbox", "",
+                      {{"after", "0"}});
+    EXPECT_EQ(got.jint("last_seq"), 1);
+    EXPECT_EQ(got.body.find("msg-1"), std::string::npos);
+    call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "1"}});
+    m_rid     = "msg-1";
+    m_attempt = "3";
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                      .jint("seq"), 1);
+    /* the first attempt of a new message is just posted */
+    m_rid     = "msg-2";
+    m_attempt = "1";
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                      .jint("seq"), 2);
+    /* only the last acknowledged ones are remembered */
+    m_attempt = nullptr;
+    for (int i = 0; i < 20; ++i) {
+        std::string id = "m" + std::to_string(i);
+        m_rid          = id.c_str();
+        ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                          .status, 201u);
+    }
+    m_rid = nullptr;
+    call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "22"}});
+    orc_store_kv_t ack;
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/mbox/00000000000000000001/ack",
+                            0, &ack, NULL), ORC_STORE_OK);
+    EXPECT_EQ(std::count(ack.value, ack.value + ack.value_len, ' '), 15);
+    EXPECT_NE(strstr(ack.value, "m19:22"), nullptr) << ack.value;
+    orc_store_kv_free(&ack);
+    char err[256];
+    EXPECT_EQ(orcd_api_check_store(m_store, err, sizeof(err)), 0) << err;
+
+    /* an endpoint created by the lost attempt */
+    m_rid = "ep-1";
+    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
+                      .status, 201u);
+    m_attempt = "2";
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
+                      .status, 201u);
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":2}")
+                      .status, 409u);
+    m_attempt = nullptr;
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
+                      .status, 409u);
+
+    /* malformed headers */
+    m_rid = "bad key!";
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes").status, 400u);
+    m_rid     = nullptr;
+    m_attempt = "0";
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes").status, 400u);
+    m_attempt   = nullptr;
+    m_min_index = "-1";
+    EXPECT_EQ(call("GET", "/v1/jobs/j/nodes").status, 400u);
+}
+
+TEST_F(router_test, every_answer_has_an_index)
+{
+    result r = call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
+    ASSERT_TRUE(r.has_index);
+    EXPECT_EQ(r.index, (uint64_t)r.jint("index"));
+    r = call("PUT", "/v1/jobs/j/nodes/1/keepalive");
+    EXPECT_TRUE(r.has_index);
+    r = call("GET", "/v1/jobs/j/nodes/1");
+    EXPECT_TRUE(r.has_index);
+    r = call("DELETE", "/v1/jobs/j/nodes/1");
+    ASSERT_EQ(r.status, 204u);
+    EXPECT_TRUE(r.has_index);
+    EXPECT_EQ(r.index, m_store->ops->revision(m_store));
+    r = call("GET", "/v1/jobs/j/kv/none");
+    EXPECT_EQ(r.status, 404u);
+    EXPECT_TRUE(r.has_index);
+}
+
+/* A store that forwards to another and counts the ranges it is asked for */
+struct counting_store {
+    orc_store_t        super;
+    orc_store_ops_t    ops;
+    orc_store_t       *inner;
+    std::atomic<int>   ranges{0};
+
+    static counting_store *of(orc_store_t *s)
+    {
+        return reinterpret_cast<counting_store *>(s);
+    }
+    static int range(orc_store_t *s, const char *key, const char *end,
+                     unsigned flags, size_t limit, uint64_t min_rev,
+                     orc_store_range_result_t *res)
+    {
+        ++of(s)->ranges;
+        return of(s)->inner->ops->range(of(s)->inner, key, end, flags, limit,
+                                        min_rev, res);
+    }
+    static void stats(orc_store_t *s, orc_store_stats_t *st)
+    {
+        of(s)->inner->ops->stats(of(s)->inner, st);
+    }
+    explicit counting_store(orc_store_t *in) : inner(in)
+    {
+        ops         = *in->ops;
+        ops.range   = range;
+        ops.stats   = stats;
+        super.ops   = &ops;
+    }
+};
+
+TEST_F(router_test, metrics_count_without_scanning_the_store)
+{
+    for (int i = 0; i < 3; ++i) {
+        ASSERT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
+                          .status, 201u);
+    }
+    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                      .status, 201u);
+    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/2/mailbox", "{\"body\":{}}")
+                      .status, 201u);
+    ASSERT_EQ(call("PUT", "/v1/jobs/j/kv/a", "{\"value\":1}").status, 200u);
+    counting_store counted(m_store);
+    orcd_api_t *api;
+    orcd_config_t *cfg = (orcd_config_t *)calloc(1, sizeof(*cfg));
+    char err[256];
+    ASSERT_EQ(orcd_config_init_defaults(cfg), 0);
+    ASSERT_EQ(orcd_config_finalize(cfg, err, sizeof(err)), 0) << err;
+    ASSERT_EQ(orcd_api_create(cfg, &counted.super, &api), 0);
+    orcd_request_t req = {};
+    orcd_response_t resp;
+    req.method = "GET";
+    req.path   = "/metrics";
+    orcd_api_handle(api, &req, &resp);
+    std::string body(resp.body, resp.body_len);
+    orcd_api_response_free(&resp);
+    orcd_api_destroy(api);
+    EXPECT_EQ(counted.ranges.load(), 0) << "/metrics scanned the store";
+    EXPECT_NE(body.find("\norcd_nodes 3\n"), std::string::npos) << body;
+    EXPECT_NE(body.find("\norcd_mailbox_messages 2\n"), std::string::npos);
+    /* and the counts follow deletions */
+    call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "1"}});
+    call("DELETE", "/v1/jobs/j/nodes/3");
+    body = call("GET", "/metrics").body;
+    EXPECT_NE(body.find("\norcd_nodes 2\n"), std::string::npos) << body;
+    EXPECT_NE(body.find("\norcd_mailbox_messages 1\n"), std::string::npos);
+}
+
+TEST_F(router_test, quotas)
+{
+    destroy();
+    make("limits: {max_keys_per_job: 16, max_bytes_per_job: 64KiB, "
+         "max_keys: 32, max_bytes: 1MiB}\n");
+    /* the job's id counter and 2 keys a node (a registration asks room
+     * for 3): 7 fit in 16, the 8th does not */
+    for (int i = 0; i < 7; ++i) {
+        ASSERT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
+                          .status, 201u) << i;
+    }
+    result r = call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
+    EXPECT_EQ(r.status, 429u);
+    EXPECT_EQ(r.retry_after, 1u);
+    EXPECT_NE(r.body.find("quota_exceeded"), std::string::npos);
+    EXPECT_NE(r.body.find("max_keys_per_job"), std::string::npos);
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/x", "{\"value\":1}").status, 200u);
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/y", "{\"value\":1}").status, 429u);
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
+                      .status, 429u);
+    /* another job has its own quota, up to the total */
+    for (int i = 0; i < 7; ++i) {
+        ASSERT_EQ(call("POST", "/v1/jobs/k/nodes", "{\"host\":\"h\",\"pid\":1}")
+                          .status, 201u) << i;
+    }
+    r = call("POST", "/v1/jobs/l/nodes", "{\"host\":\"h\",\"pid\":1}");
+    EXPECT_EQ(r.status, 429u);
+    EXPECT_NE(r.body.find("limits.max_keys"), std::string::npos) << r.body;
+    /* deleting frees room */
+    EXPECT_EQ(call("DELETE", "/v1/jobs/j/nodes/1").status, 204u);
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/y", "{\"value\":1}").status, 200u);
+    /* bytes count too */
+    destroy();
+    make("limits: {max_bytes_per_job: 64KiB, max_body: 64KiB}\n");
+    std::string big = "{\"value\":\"" + std::string(40000, 'v') + "\"}";
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/a", big).status, 200u);
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/b", big).status, 429u);
 }
 
 } // namespace
