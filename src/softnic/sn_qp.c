@@ -801,7 +801,7 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
     sn_inst_t *inst = sn_inst(pd->dev);
     sn_qp_t *qp;
     struct ibv_qp_cap *cap = &attr->cap;
-    uint32_t slot, gen;
+    uint32_t slot, gen, gen_bits;
 
     if ((attr->qp_type != IBV_QPT_RC) || (attr->send_cq == NULL) ||
         (attr->recv_cq == NULL) || (attr->send_cq->dev != pd->dev) ||
@@ -854,14 +854,22 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
         errno = ENOMEM;
         goto err_destroy;
     }
-    /* QPN = (generation << 12) | slot, generation 1..4095: never 0 or 1 */
+    /* QPN = (generation << 12) | slot, generation never 0 (so neither is
+     * the QPN, nor 1); addressed by QPN: the listener's port offset in the
+     * top bits and a 2-bit generation */
     for (slot = 0; inst->qp_slots[slot] != NULL; ++slot) {
     }
-    gen = (inst->qp_gen[slot] % ((1u << (24 - SN_QP_INDEX_BITS)) - 1)) +
-          1;
+    gen_bits = (inst->config.qpn_port_base == 0) ? 24 - SN_QP_INDEX_BITS :
+               SOFTNIC_QPN_PORT_SHIFT - SN_QP_INDEX_BITS;
+    gen = (inst->qp_gen[slot] % ((1u << gen_bits) - 1)) + 1;
     inst->qp_gen[slot]    = gen;
     inst->qp_slots[slot]  = qp;
     qp->super.qp_num      = ((uint32_t)gen << SN_QP_INDEX_BITS) | slot;
+    if (inst->config.qpn_port_base != 0) {
+        qp->super.qp_num |= (uint32_t)(inst->listen_port -
+                                       inst->config.qpn_port_base)
+                            << SOFTNIC_QPN_PORT_SHIFT;
+    }
     sn_qp_table_set(inst, qp->super.qp_num, 0);
     if ((sn_cq_add_qp(qp->send_cq, qp) != 0) ||
         ((qp->recv_cq != qp->send_cq) &&
@@ -1037,7 +1045,9 @@ static int sn_qp_check_values(const sn_qp_t *qp,
         return -1;
     }
     if ((mask & IBV_QP_AV) &&
-        (!attr->ah_attr.is_global || (attr->ah_attr.dlid == 0) ||
+        (!attr->ah_attr.is_global ||
+         ((attr->ah_attr.dlid == 0) &&
+          (sn_qp_inst((sn_qp_t *)qp)->config.qpn_port_base == 0)) ||
          (attr->ah_attr.port_num != 1) ||
          memcmp(attr->ah_attr.grh.dgid.raw, v4mapped, sizeof(v4mapped)))) {
         return -1;

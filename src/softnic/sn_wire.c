@@ -1778,7 +1778,10 @@ static void sn_svc_connect_qp(sn_inst_t *inst, sn_qp_t *qp)
     }
     memset(&remote, 0, sizeof(remote));
     remote.sin_family = AF_INET;
-    remote.sin_port   = htons(qp->attr.ah_attr.dlid);
+    remote.sin_port   = htons((inst->config.qpn_port_base == 0) ?
+                              qp->attr.ah_attr.dlid :
+                              inst->config.qpn_port_base +
+                              (qp->attr.dest_qp_num >> SOFTNIC_QPN_PORT_SHIFT));
     memcpy(&remote.sin_addr, &qp->attr.ah_attr.grh.dgid.raw[12], 4);
     sn_hello_fill(inst, &hello, SN_HELLO, qp->super.qp_num,
                   qp->attr.dest_qp_num);
@@ -2104,36 +2107,73 @@ static void *sn_svc_thread(void *arg)
     return NULL;
 }
 
+/* A listening socket on addr (its port: 0 = any). */
+static int sn_svc_listen_on(struct sockaddr_in *addr)
+{
+    int fd, one = 1;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if ((bind(fd, (struct sockaddr *)addr, sizeof(*addr)) < 0) ||
+        (listen(fd, 128) < 0)) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+/* The listener: any port, or the first free one of the QPN range. With
+ * SO_REUSEADDR two processes may bind one port and only the first to
+ * listen gets it: the other goes on with the next port. */
+static int sn_svc_listen(sn_inst_t *inst, struct sockaddr_in *addr)
+{
+    unsigned base = inst->config.qpn_port_base, off;
+    int fd;
+
+    if (base == 0) {
+        return sn_svc_listen_on(addr);
+    }
+    for (off = 0; (off < (1u << SOFTNIC_QPN_PORT_BITS)) &&
+                  (base + off <= 65535); ++off) {
+        addr->sin_port = htons(base + off);
+        fd = sn_svc_listen_on(addr);
+        if ((fd >= 0) || (errno != EADDRINUSE)) {
+            return fd;
+        }
+    }
+    errno = EADDRINUSE;
+    return -1;
+}
+
 int sn_svc_start(sn_inst_t *inst)
 {
     struct sockaddr_in addr;
     struct epoll_event ev;
     socklen_t len = sizeof(addr);
-    int ret, one = 1;
+    int ret;
 
     inst->scratch = malloc(SN_CHUNK);
     if (inst->scratch == NULL) {
         return ENOMEM;
     }
 
-    inst->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
-                                      SOCK_CLOEXEC, 0);
-    if (inst->listen_fd < 0) {
-        ret = errno;
-        sn_log(inst, SOFTNIC_LOG_ERROR,
-               "socket() failed: %m");
-        goto err_free;
-    }
-    setsockopt(inst->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
     addr.sin_addr   = inst->ip;
-    if ((bind(inst->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) ||
-        (listen(inst->listen_fd, 128) < 0) ||
-        (getsockname(inst->listen_fd, (struct sockaddr *)&addr, &len) < 0)) {
+    inst->listen_fd = sn_svc_listen(inst, &addr);
+    if (inst->listen_fd < 0) {
         ret = errno;
         sn_log(inst, SOFTNIC_LOG_ERROR, "cannot listen on %s: %m",
                inet_ntoa(inst->ip));
+        goto err_free;
+    }
+    if (getsockname(inst->listen_fd, (struct sockaddr *)&addr, &len) < 0) {
+        ret = errno;
         goto err_close_listen;
     }
     inst->listen_port = ntohs(addr.sin_port);

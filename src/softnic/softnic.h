@@ -41,7 +41,9 @@
  * grh.dgid = the peer device's GID, and dlid = the TCP port of the peer's
  * listener; port_num 1. softnic_dev_addr_pack() / softnic_dev_addr_unpack()
  * carry exactly that (plus the host identity that enables the same-host
- * paths) from one device to the other.
+ * paths) from one device to the other. Or, with the config's qpn_port_base,
+ * the GID and the QPN alone, as RoCE addresses a QP (what verbs programs
+ * exchange): the QPN names its device's listener, dlid is ignored.
  *
  * Event records. A completion channel's fd is readable while completion
  * events are pending; each event is one 8-byte record holding the
@@ -78,6 +80,10 @@ extern "C" {
 #endif
 
 #define SOFTNIC_NAME_MAX   64
+/* QPN = port offset (10 bits) | generation (2) | slot (12) when QPs are
+ * addressed by QPN (softnic_config_t.qpn_port_base) */
+#define SOFTNIC_QPN_PORT_BITS  10
+#define SOFTNIC_QPN_PORT_SHIFT (24 - SOFTNIC_QPN_PORT_BITS)
 #define SOFTNIC_DEV_PREFIX "soft_"
 
 /* ---- configuration and log ------------------------------------------ */
@@ -120,9 +126,19 @@ typedef struct softnic_config {
      * (READ and WRITE still use CMA). */
     int                 no_ring;
     softnic_log_level_t log_level;
+    /* Address QPs by GID and QPN alone. 0: off (an RTR ah_attr carries the
+     * listener's port in dlid). Otherwise the device's listener takes the
+     * first free TCP port of [qpn_port_base, qpn_port_base + 1024), every
+     * QPN carries that port's offset in its top SOFTNIC_QPN_PORT_BITS bits,
+     * and RTR connects to the port its dest_qp_num names. Every device of a
+     * fabric must use the same base. */
+    uint16_t            qpn_port_base;
     /* NULL: messages go to stderr as "[softnic <pid> <dev>] <message>" */
     softnic_log_fn_t    log_fn;
     void               *log_arg;
+    /* NULL: asynchronous events are dropped */
+    softnic_event_fn_t  event_fn;
+    void               *event_arg;
 } softnic_config_t;
 
 /*

@@ -1,9 +1,9 @@
 /*
  * softnic's public API in one process (device soft_lo): device list, open
  * and queries (port, GID, P_Key), completion channels and req_notify, and
- * the device configuration: no_cma / no_ring, the log callback (levels,
- * device names, filtering), and the strict parser from strings and the
- * environment.
+ * the device configuration: no_cma / no_ring, QPs addressed by QPN
+ * (qpn_port_base), the log callback (levels, device names, filtering), and
+ * the strict parser from strings and the environment.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -439,6 +439,192 @@ TEST_F(softnic_config_paths, no_cma)
 TEST_F(softnic_config_paths, info_level_filters_debug)
 {
     EXPECT_EQ("none", path_of(softnic_config_t(), SOFTNIC_LOG_INFO));
+}
+
+/*
+ * QPs addressed by GID and QPN alone (qpn_port_base): two devices of this
+ * process, each with its own listener in the QPN range, the first port of
+ * the range held by a listener that never answers. RTR gets dlid 0, or the
+ * port of that listener: both are ignored, the QPN names the device.
+ */
+class softnic_qpn_addressing : public ::testing::Test
+{
+  protected:
+    struct side {
+        softnic_dev_t       *dev = nullptr;
+        softnic_pd_t        *pd  = nullptr;
+        softnic_cq_t        *cq  = nullptr;
+        softnic_qp_t        *qp  = nullptr;
+        softnic_mr_t        *mr  = nullptr;
+        std::vector<uint8_t> buf;
+        ibv_ah_attr          ah;  /* the device's own address */
+    };
+
+    void SetUp() override
+    {
+        sockaddr_in sin = {};
+        socklen_t   len = sizeof(sin);
+
+        m_blocker = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_GE(m_blocker, 0) << strerror(errno);
+        sin.sin_family      = AF_INET;
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(0, bind(m_blocker, (sockaddr *)&sin, sizeof(sin)));
+        ASSERT_EQ(0, listen(m_blocker, 16));
+        ASSERT_EQ(0, getsockname(m_blocker, (sockaddr *)&sin, &len));
+        m_base = ntohs(sin.sin_port);
+        if (m_base > 65535 - 64) {
+            GTEST_SKIP() << "ephemeral port " << m_base << " leaves no range";
+        }
+    }
+
+    void TearDown() override
+    {
+        for (side *s : {&m_a, &m_b}) {
+            if (s->qp) {
+                EXPECT_EQ(0, softnic_qp_destroy(s->qp));
+            }
+            if (s->mr) {
+                EXPECT_EQ(0, softnic_mr_dereg(s->mr));
+            }
+            if (s->cq) {
+                EXPECT_EQ(0, softnic_cq_destroy(s->cq));
+            }
+            if (s->pd) {
+                EXPECT_EQ(0, softnic_pd_dealloc(s->pd));
+            }
+            if (s->dev) {
+                EXPECT_EQ(0, softnic_dev_close(s->dev));
+            }
+        }
+        if (m_blocker >= 0) {
+            close(m_blocker);
+        }
+    }
+
+    void open(side *s)
+    {
+        softnic_config_t     cfg = {};
+        softnic_qp_init_attr_t attr = {};
+        std::vector<uint8_t> addr(SOFTNIC_ADDR_LEN);
+
+        cfg.ifaces        = "lo";
+        cfg.qpn_port_base = m_base;
+        s->dev = softnic_dev_open("soft_lo", &cfg);
+        ASSERT_NE(nullptr, s->dev) << strerror(errno);
+        s->pd = softnic_pd_alloc(s->dev);
+        s->cq = softnic_cq_create(s->dev, 64, NULL, NULL);
+        ASSERT_TRUE(s->pd && s->cq) << strerror(errno);
+        s->buf.assign(4096, 0);
+        s->mr = softnic_mr_reg(s->pd, s->buf.data(), s->buf.size(),
+                               IBV_ACCESS_LOCAL_WRITE |
+                               IBV_ACCESS_REMOTE_WRITE);
+        ASSERT_NE(nullptr, s->mr) << strerror(errno);
+        attr.send_cq          = s->cq;
+        attr.recv_cq          = s->cq;
+        attr.cap.max_send_wr  = 16;
+        attr.cap.max_recv_wr  = 16;
+        attr.cap.max_send_sge = 1;
+        attr.cap.max_recv_sge = 1;
+        attr.qp_type          = IBV_QPT_RC;
+        s->qp = softnic_qp_create(s->pd, &attr);
+        ASSERT_NE(nullptr, s->qp) << strerror(errno);
+        ASSERT_EQ(0, softnic_dev_addr_pack(s->dev, addr.data(), addr.size()));
+        ASSERT_EQ(0, softnic_dev_addr_unpack(s->dev, addr.data(), addr.size(),
+                                             &s->ah));
+    }
+
+    /* s's QP to RTS towards peer's QP, with dlid in the address */
+    void connect(side *s, const side &peer, uint16_t dlid)
+    {
+        ibv_qp_attr a = {};
+
+        a.qp_state        = IBV_QPS_INIT;
+        a.port_num        = 1;
+        a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE;
+        ASSERT_EQ(0, softnic_qp_modify(s->qp, &a, INIT_REQ));
+        a.qp_state           = IBV_QPS_RTR;
+        a.ah_attr            = peer.ah;
+        a.ah_attr.dlid       = dlid;
+        a.path_mtu           = IBV_MTU_1024;
+        a.dest_qp_num        = peer.qp->qp_num;
+        a.max_dest_rd_atomic = 1;
+        a.min_rnr_timer      = 12;
+        ASSERT_EQ(0, softnic_qp_modify(s->qp, &a, RTR_REQ));
+        a.qp_state      = IBV_QPS_RTS;
+        a.timeout       = 10;
+        a.retry_cnt     = 3;
+        a.rnr_retry     = 3;
+        a.max_rd_atomic = 1;
+        ASSERT_EQ(0, softnic_qp_modify(s->qp, &a, RTS_REQ));
+    }
+
+    /* a WRITE of 64 bytes of value from s's buffer into peer's */
+    void write(side *s, const side &peer, uint8_t value)
+    {
+        ibv_sge     sge = {(uintptr_t)s->buf.data(), 64, s->mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        ibv_wc      wc;
+        int         n = 0;
+
+        memset(s->buf.data(), value, 64);
+        wr.sg_list             = &sge;
+        wr.num_sge             = 1;
+        wr.opcode              = IBV_WR_RDMA_WRITE;
+        wr.send_flags          = IBV_SEND_SIGNALED;
+        wr.wr.rdma.remote_addr = (uintptr_t)peer.buf.data() + 1024;
+        wr.wr.rdma.rkey        = peer.mr->rkey;
+        ASSERT_EQ(0, softnic_post_send(s->qp, &wr, &bad));
+        for (double end = now_ms() + 20000; (n == 0) && (now_ms() < end);) {
+            n = softnic_cq_poll(s->cq, 1, &wc);
+        }
+        ASSERT_EQ(1, n);
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << ibv_wc_status_str(wc.status);
+        EXPECT_EQ(std::vector<uint8_t>(64, value),
+                  std::vector<uint8_t>(peer.buf.begin() + 1024,
+                                       peer.buf.begin() + 1024 + 64));
+    }
+
+    int      m_blocker = -1;
+    uint16_t m_base    = 0;
+    side     m_a, m_b;
+};
+
+TEST_F(softnic_qpn_addressing, qpn_names_the_listener)
+{
+    ASSERT_NO_FATAL_FAILURE(open(&m_a));
+    ASSERT_NO_FATAL_FAILURE(open(&m_b));
+    for (const side *s : {&m_a, &m_b}) {
+        /* the listener: a free port of the range (not the taken base), and
+         * the QPN's top bits are its offset */
+        uint16_t port = s->ah.dlid;
+        EXPECT_GT(port, m_base);
+        EXPECT_LT(port, m_base + (1 << SOFTNIC_QPN_PORT_BITS));
+        EXPECT_EQ((uint32_t)(port - m_base),
+                  s->qp->qp_num >> SOFTNIC_QPN_PORT_SHIFT);
+        EXPECT_EQ(0u, s->qp->qp_num >> 24);
+    }
+    EXPECT_NE(m_a.ah.dlid, m_b.ah.dlid);
+    /* dlid 0, and dlid naming the silent listener: both ignored */
+    ASSERT_NO_FATAL_FAILURE(connect(&m_a, m_b, 0));
+    ASSERT_NO_FATAL_FAILURE(connect(&m_b, m_a, m_base));
+    ASSERT_NO_FATAL_FAILURE(write(&m_a, m_b, 0xa5));
+    ASSERT_NO_FATAL_FAILURE(write(&m_b, m_a, 0x5a));
+}
+
+/* without qpn_port_base an address needs the listener's port */
+TEST_F(softnic_api, rtr_without_dlid_is_einval)
+{
+    ibv_qp_attr a;
+
+    ASSERT_NO_FATAL_FAILURE(open(softnic_config_t()));
+    softnic_qp_t *qp = tracked_qp();
+    ASSERT_NE(nullptr, qp);
+    ASSERT_EQ(0, modify(qp, IBV_QPS_INIT, INIT_REQ));
+    fill_attr(&a, IBV_QPS_RTR, qp->qp_num);
+    a.ah_attr.dlid = 0;
+    EXPECT_EQ(EINVAL, softnic_qp_modify(qp, &a, RTR_REQ));
+    EXPECT_EQ(IBV_QPS_INIT, state(qp));
 }
 
 /* log_level filters what reaches the callback */
