@@ -527,7 +527,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
     sn_rq_t *rq;
     sn_recv_t recv;
     uint64_t head, tail;
-    uint32_t expected, len, flags;
+    uint32_t expected, len, flags, imm;
 
     tail = ring->tail;
     head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
@@ -603,9 +603,14 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
         sn_qp_recv_unlock(qp);
         status = sn_ring_place(qp, &recv, slot->data, len, in_svc);
         if (status == IBV_WC_SUCCESS) {
-            sn_ring_recv_wc(qp, recv.wr_id, status, len, slot->flags,
-                            slot->imm, att->src_qpn);
+            /* the sender sees the slot done before the receive completes
+             * (as the TCP path sends its ACK first); the slot is the
+             * sender's again then, so its fields are read before */
+            flags = slot->flags;
+            imm   = slot->imm;
             sn_ring_slot_done(ring, slot, IBV_WC_SUCCESS, tail + 1);
+            sn_ring_recv_wc(qp, recv.wr_id, status, len, flags, imm,
+                            att->src_qpn);
             continue;
         }
         /* receive error: completes in error, the responder QP goes to ERR */

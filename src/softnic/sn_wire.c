@@ -916,12 +916,19 @@ static int sn_tgt_req_done(sn_inst_t *inst, sn_conn_t *conn)
                                 IBV_WC_RECV, 0, 0, 0, conn->peer_qpn, 0);
             sn_qp_to_error(qp);
         } else {
+            /* the ACK leaves before the receive completes: an application
+             * that ends the moment it sees the receive cannot take the
+             * acknowledgement of what was placed away from its sender */
+            int ret = sn_tgt_rsp(inst, conn, SN_RSP_ACK, 0, req->seq, 0);
+
             sn_tgt_push_recv_wc(qp, &conn->recv, IBV_WC_SUCCESS,
                                 (req->op == SN_OP_WRITE_IMM) ?
                                 IBV_WC_RECV_RDMA_WITH_IMM : IBV_WC_RECV,
                                 req->length, imm, req->imm,
                                 conn->peer_qpn,
                                 req->flags & SN_REQ_F_SOLICITED);
+            pthread_mutex_unlock(&qp->lock);
+            return ret;
         }
     }
     pthread_mutex_unlock(&qp->lock);
@@ -1242,6 +1249,11 @@ static void sn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
         qp->conn_fd    = -1;
         qp->conn_state = SN_CONN_FAILED;
         qp->tx_blocked = 0;
+        /* SENDs the target took from the same-host ring were executed:
+         * they complete as such before the first unfinished WR fails */
+        if ((qp->ring != NULL) && (qp->ring_out > 0)) {
+            sn_ring_progress(qp, 1);
+        }
         if (qp->sq_head != qp->sq_tail) {
             sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
             sn_qp_complete(qp);

@@ -639,6 +639,15 @@ std::string cmd_poll(const kv_t &kv)
     int                 ret = poll_n(cq_by_name(kv), (int)num(kv, "n", 1),
                                      (double)num(kv, "timeout", 10000), &wcs);
     double              elapsed = now_ms() - t0;
+    if (num(kv, "exit", 0)) {
+        /* end the process the moment the completions are in: exit status
+         * 0 if all n arrived and succeeded */
+        bool ok = (ret == (int)num(kv, "n", 1));
+        for (const ibv_wc &wc : wcs) {
+            ok = ok && (wc.status == IBV_WC_SUCCESS);
+        }
+        _exit(ok ? 0 : 1);
+    }
     if (ret < 0) {
         return err(-ret, "cq_poll");
     }

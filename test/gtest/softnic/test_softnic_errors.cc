@@ -277,6 +277,33 @@ TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
     EXPECT_LE(strtod(r.s("ms").c_str(), NULL), bound_ms);
 }
 
+TEST_P(softnic_errors, send_acked_before_target_exits)
+{
+    /* A SEND whose receive completed at the target was acknowledged: the
+     * sender's WR completes successfully even when the target process ends
+     * right after it polled the receive (the responder acknowledges what it
+     * placed; the ACK is not its application's to give). The window is
+     * short: a fresh target each round, several rounds. */
+    for (int round = 0; round < 10; ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        peer_proc &b = (round == 0) ? *m_b : spawn('b');
+        if (round > 0) {
+            reg_mr(b, 1, 4096);
+        }
+        ASSERT_FALSE(HasFailure());
+        ASSERT_NO_FATAL_FAILURE(connect(*m_a, round, b, 0));
+        ASSERT_OK(b.cmd("recv qp=0 mr=1 len=64 wr=7"));
+        ASSERT_TRUE(b.send("poll cq=recv n=1 exit=1"));
+        ASSERT_OK(m_a->cmd("post qp=" + std::to_string(round) +
+                           " op=SEND mr=1 len=64 wr=1"));
+        ASSERT_TRUE(b.wait_exit(CMD_TIMEOUT_MS));
+        reply_t r = m_a->cmd("poll cq=send n=1 timeout=20000");
+        ASSERT_EQ(1u, r.wcs.size()) << r.line;
+        ASSERT_EQ(IBV_WC_SUCCESS, r.wcs[0].status)
+            << wc_status_name(r.wcs[0].status);
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(topo, softnic_errors,
                          ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
                          topology_name);
