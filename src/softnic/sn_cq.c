@@ -167,6 +167,8 @@ void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc,
         if (!cq->overrun) {
             sn_log(sn_inst(cq->super.dev), SOFTNIC_LOG_ERROR,
                    "cq %p overrun (capacity %d)", (void *)cq, cq->size);
+            sn_event(sn_inst(cq->super.dev), IBV_EVENT_CQ_ERR,
+                     cq->super.cq_context);
         }
         __atomic_store_n(&cq->overrun, 1, __ATOMIC_RELAXED);
     } else {

@@ -437,6 +437,14 @@ uint64_t sn_stamp_ns(void);
 /* A message of an instance, delivered per its config (softnic.h) */
 void sn_log(sn_inst_t *inst, softnic_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* An asynchronous event of the instance's object, to its event callback */
+static inline void sn_event(const sn_inst_t *inst, enum ibv_event_type type,
+                            void *context)
+{
+    if (inst->config.event_fn != NULL) {
+        inst->config.event_fn(inst->config.event_arg, type, context);
+    }
+}
 /* A message before an instance exists (dev "-"); config may be NULL */
 void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
                 const char *fmt, ...) __attribute__((format(printf, 3, 4)));

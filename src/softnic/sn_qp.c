@@ -261,6 +261,7 @@ static void sn_qp_drop_conn(sn_qp_t *qp)
 
 void sn_qp_to_error(sn_qp_t *qp)
 {
+    int entering = (qp->state != IBV_QPS_ERR);
     sn_recv_t recv;
     sn_wqe_t *wqe;
     uint32_t i;
@@ -286,6 +287,11 @@ void sn_qp_to_error(sn_qp_t *qp)
         sn_qp_push_recv_flush(qp, recv.wr_id);
     }
     sn_qp_complete(qp);
+    /* its receives are the SRQ's: nothing more completes for it */
+    if (entering && (qp->srq != NULL)) {
+        sn_event(sn_qp_inst(qp), IBV_EVENT_QP_LAST_WQE_REACHED,
+                 qp->super.qp_context);
+    }
 }
 
 /* ---- transmission ------------------------------------------------------ */

@@ -52,14 +52,14 @@
  * with cq_context = its struct ibv_cq * and hands the fd to libibverbs,
  * whose ibv_get_cq_event() reads it unchanged.
  *
+ * Asynchronous events go to the config's event callback (below): a QP
+ * attached to an SRQ that enters the error state, by modify or by a failure,
+ * raises IBV_EVENT_QP_LAST_WQE_REACHED once (IB spec 10.3.1); a CQ that
+ * overruns (completions lost) raises IBV_EVENT_CQ_ERR once.
+ *
  * Not here yet, and where it goes:
- *  - Asynchronous events (port active, QP fatal, last WQE reached, ...): a
- *    per-device fd carrying 16-byte records in the layout of the kernel's
- *    struct ib_uverbs_async_event_desc (element, event_type, reserved),
- *    element = the qp_context / cq_context / srq_context of the object (or
- *    the port number), so that a provider can make it the context's
- *    async_fd. The QP error paths (sn_qp_to_error and its callers in
- *    sn_qp.c) are where QP_FATAL / LAST_WQE_REACHED would be raised.
+ *  - Port events (IBV_EVENT_PORT_ACTIVE / PORT_ERR on the interface's link
+ *    changes): the port is always ACTIVE today.
  *  - UD QPs and address handles: qp_type IBV_QPT_UD in
  *    softnic_qp_init_attr_t, a softnic_ah_t created from a struct
  *    ibv_ah_attr, and post_send reading wr.ud.{ah, remote_qpn, remote_qkey}.
@@ -108,6 +108,15 @@ typedef enum softnic_log_level {
  */
 typedef void (*softnic_log_fn_t)(void *arg, softnic_log_level_t level,
                                  const char *dev_name, const char *message);
+
+/*
+ * Event callback: an asynchronous event of a device's object (see above);
+ * context is the qp_context or cq_context the object was created with.
+ * Called from any thread, possibly with softnic locks held: it must return
+ * promptly and must not call into softnic.
+ */
+typedef void (*softnic_event_fn_t)(void *arg, enum ibv_event_type type,
+                                   void *context);
 
 /*
  * Device configuration, given to softnic_dev_list() and softnic_dev_open().

@@ -367,6 +367,119 @@ TEST_F(softnic_api, comp_channel_solicited_only)
     softnic_cq_ack_events(m_rcq, 1);
 }
 
+/* Asynchronous events reach the event callback as (type, context). lock
+ * protects evs: the callback runs on softnic's threads too. */
+struct event_sink {
+    std::mutex                                    lock;
+    std::vector<std::pair<ibv_event_type, void *>> evs;
+
+    static void cb(void *arg, ibv_event_type type, void *context)
+    {
+        event_sink                 *sink = (event_sink *)arg;
+        std::lock_guard<std::mutex> guard(sink->lock);
+        sink->evs.push_back({type, context});
+    }
+
+    size_t count(ibv_event_type type, void *context)
+    {
+        std::lock_guard<std::mutex> guard(lock);
+        size_t                      n = 0;
+        for (const auto &e : evs) {
+            n += (e.first == type) && (e.second == context);
+        }
+        return n;
+    }
+
+    size_t total()
+    {
+        std::lock_guard<std::mutex> guard(lock);
+        return evs.size();
+    }
+};
+
+/* LAST_WQE_REACHED once each time a QP on an SRQ enters ERR, by modify or
+ * by a failed WR, none for a QP with its own receive queue; CQ_ERR once
+ * when a CQ overruns. */
+TEST_F(softnic_api, async_events)
+{
+    event_sink       sink;
+    softnic_config_t cfg = {};
+    cfg.event_fn = event_sink::cb;
+    cfg.event_arg = &sink;
+    ASSERT_NO_FATAL_FAILURE(open(cfg));
+
+    ibv_srq_init_attr sattr = {};
+    sattr.attr.max_wr = 16;
+    sattr.attr.max_sge = 1;
+    softnic_srq_t *srq = softnic_srq_create(m_pd, &sattr);
+    ASSERT_NE(nullptr, srq) << strerror(errno);
+    int                    ctx_a = 0, ctx_cq = 0;
+    softnic_qp_init_attr_t attr = {};
+    attr.send_cq = attr.recv_cq = m_cq;
+    attr.srq = srq;
+    attr.qp_context = &ctx_a;
+    attr.cap.max_send_wr = 16;
+    attr.cap.max_send_sge = 1;
+    attr.qp_type = IBV_QPT_RC;
+    softnic_qp_t *qa = softnic_qp_create(m_pd, &attr);
+    ASSERT_NE(nullptr, qa) << strerror(errno);
+    softnic_qp_t *qb = tracked_qp();
+    ASSERT_NE(nullptr, qb);
+    ASSERT_NO_FATAL_FAILURE(bring_to(qa, IBV_QPS_RTS, qb->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(qb, IBV_QPS_RTS, qa->qp_num));
+
+    /* modify to ERR: once, and only for the SRQ's QP */
+    ASSERT_EQ(0, modify(qb, IBV_QPS_ERR, IBV_QP_STATE));
+    ASSERT_EQ(0, modify(qa, IBV_QPS_ERR, IBV_QP_STATE));
+    ASSERT_EQ(0, modify(qa, IBV_QPS_ERR, IBV_QP_STATE));
+    EXPECT_EQ(1u, sink.count(IBV_EVENT_QP_LAST_WQE_REACHED, &ctx_a));
+    EXPECT_EQ(1u, sink.total()) << "an event for the QP without SRQ";
+
+    /* a failed WR (a bad lkey) moves it to ERR again: once more */
+    ASSERT_EQ(0, modify(qa, IBV_QPS_RESET, IBV_QP_STATE));
+    ASSERT_EQ(0, modify(qb, IBV_QPS_RESET, IBV_QP_STATE));
+    ASSERT_NO_FATAL_FAILURE(bring_to(qa, IBV_QPS_RTS, qb->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(qb, IBV_QPS_RTS, qa->qp_num));
+    uint64_t    word = 0;
+    ibv_sge     sge = {(uintptr_t)&word, 8, 0x7fffff00u};
+    ibv_send_wr wr = {}, *bad;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    ASSERT_EQ(0, softnic_post_send(qa, &wr, &bad));
+    ibv_wc wc;
+    int    n = 0;
+    for (double end = now_ms() + 10000; (n == 0) && (now_ms() < end);) {
+        n = softnic_cq_poll(m_cq, 1, &wc);
+    }
+    ASSERT_EQ(1, n);
+    EXPECT_EQ(IBV_WC_LOC_PROT_ERR, wc.status);
+    EXPECT_EQ(2u, sink.count(IBV_EVENT_QP_LAST_WQE_REACHED, &ctx_a));
+
+    EXPECT_EQ(0, softnic_qp_destroy(qa));
+    EXPECT_EQ(0, softnic_srq_destroy(srq));
+
+    /* a 1-entry CQ given two completions: CQ_ERR once */
+    softnic_cq_t *cq = softnic_cq_create(m_dev, 1, &ctx_cq, NULL);
+    ASSERT_NE(nullptr, cq) << strerror(errno);
+    softnic_qp_t *qc = tracked_qp(cq, m_cq);
+    ASSERT_NE(nullptr, qc);
+    ASSERT_NO_FATAL_FAILURE(bring_to(qc, IBV_QPS_ERR));
+    for (uint64_t i = 0; i < 3; ++i) {
+        wr.wr_id = i;
+        sge.lkey = 0x7fffff00u;
+        ASSERT_EQ(0, softnic_post_send(qc, &wr, &bad)); /* flushed */
+    }
+    for (double end = now_ms() + 10000;
+         (sink.count(IBV_EVENT_CQ_ERR, &ctx_cq) == 0) && (now_ms() < end);) {
+        softnic_cq_poll(m_cq, 1, &wc);
+    }
+    EXPECT_EQ(1u, sink.count(IBV_EVENT_CQ_ERR, &ctx_cq));
+    destroy_qps();
+    EXPECT_EQ(0, softnic_cq_destroy(cq));
+}
+
 /* The paths no_cma / no_ring select, as the connection reports them in
  * its DEBUG log message "qp 0x..: connected to qp 0x.. (<path>)". */
 class softnic_config_paths : public softnic_api
