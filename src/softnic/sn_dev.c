@@ -223,6 +223,7 @@ static int sn_hex(char c)
 static int sn_host_id_init(sn_inst_t *inst)
 {
     sn_host_id_t *host = &inst->host;
+    struct stat st;
     char text[64];
     unsigned i, n;
     ssize_t len;
@@ -262,7 +263,12 @@ static int sn_host_id_init(sn_inst_t *inst)
 
     host->pid_ns = htole64(sn_ns_inode("/proc/self/ns/pid"));
     host->net_ns = htole64(sn_ns_inode("/proc/self/ns/net"));
-    host->mnt_ns = htole64(sn_ns_inode("/proc/self/ns/mnt"));
+    if (stat("/dev/shm", &st) != 0) {
+        ret = errno;
+        sn_log(inst, SOFTNIC_LOG_ERROR, "cannot stat /dev/shm: %m");
+        return ret;
+    }
+    host->shm_dev = htole64((uint64_t)st.st_dev);
     return 0;
 }
 

@@ -22,7 +22,7 @@
  * serves exactly one (initiator QP, target QP) pair. TCP_NODELAY is set. A
  * connect() still pending after 200 ms is retried on a fresh socket.
  *
- * Same host (equal boot id and pid, network and mount namespaces, exchanged
+ * Same host (equal boot id, pid and network namespaces and /dev/shm, exchanged
  * in the connection handshake) and nothing outstanding on the QP: RDMA WRITE
  * and READ are executed in the posting thread (or, for WRs that had to
  * queue, by whichever thread drains the queue) by one process_vm_writev/readv
@@ -128,7 +128,10 @@ typedef struct sn_host_id {
     uint8_t  boot_id[16];
     uint64_t pid_ns;  /* inode of /proc/self/ns/pid */
     uint64_t net_ns;  /* inode of /proc/self/ns/net */
-    uint64_t mnt_ns;  /* inode of /proc/self/ns/mnt */
+    uint64_t shm_dev; /* st_dev of /dev/shm: the tables' names resolve to
+                         the same files (not the mount namespace: two
+                         namespaces may share /dev/shm, contrib/softnic-run's
+                         do) */
 } sn_host_id_t;
 
 /* Packed device address (softnic_dev_addr_pack; little-endian fields). */

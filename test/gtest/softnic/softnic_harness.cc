@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -95,7 +96,25 @@ static std::string self_dir()
     return s.substr(0, s.rfind('/'));
 }
 
-peer_proc::peer_proc(const std::string &name, const std::string &netns)
+/* In the child: enter a new mount namespace as mnt says (MNT_NEW: nothing
+ * the child mounts propagates back; MNT_NEW_PRIVATE_SHM: a tmpfs on
+ * /dev/shm, gone with the namespace) */
+static void enter_mnt_ns(mnt_ns_t mnt)
+{
+    if (mnt == MNT_SAME) {
+        return;
+    }
+    if ((unshare(CLONE_NEWNS) < 0) ||
+        (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) ||
+        ((mnt == MNT_NEW_PRIVATE_SHM) &&
+         (mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=64m") < 0))) {
+        fprintf(stderr, "softnic_peer: mount namespace: %m\n");
+        _exit(124);
+    }
+}
+
+peer_proc::peer_proc(const std::string &name, const std::string &netns,
+                     mnt_ns_t mnt)
     : m_name(name), m_pid(-1), m_fd(-1), m_status(0)
 {
     int         sv[2];
@@ -122,6 +141,7 @@ peer_proc::peer_proc(const std::string &name, const std::string &netns)
             }
             close(nfd);
         }
+        enter_mnt_ns(mnt);
         /* fd 3 is the command socket */
         if (dup2(sv[1], 3) < 0) {
             _exit(125);
@@ -470,14 +490,16 @@ std::string softnic_topo::ip_of(char side) const
     return (side == 'a') ? "198.18.0.1" : "198.18.0.2";
 }
 
-peer_proc &softnic_topo::spawn(char side)
+peer_proc &softnic_topo::spawn(char side, mnt_ns_t mnt,
+                               const std::string &open_args)
 {
     std::string name =
         std::string("peer") + std::to_string(m_peers.size()) + "@" + side;
     m_peers.emplace_back(
-        new peer_proc(name, two_hosts() ? m_ns->ns(side) : ""));
+        new peer_proc(name, two_hosts() ? m_ns->ns(side) : "", mnt));
     peer_proc &p = *m_peers.back();
-    reply_t    r = p.cmd("open dev=" + dev_name() + " ifaces=" + ifaces());
+    reply_t    r = p.cmd("open dev=" + dev_name() + " ifaces=" + ifaces() +
+                         (open_args.empty() ? "" : " " + open_args));
     EXPECT_TRUE(r.ok) << name << ": " << r.line;
     return p;
 }

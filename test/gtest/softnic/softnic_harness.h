@@ -63,11 +63,22 @@ struct reply_t {
 /* Run a program (no shell); returns its exit status, or -1. */
 int run_prog(const std::vector<std::string> &argv);
 
-/* A softnic_peer process, optionally started inside a network namespace. */
+/* The mount namespace a peer runs in: the test's, or a new one that
+ * shares the test's /dev/shm, or a new one with a /dev/shm of its own (a
+ * fresh tmpfs). New ones need CAP_SYS_ADMIN. */
+typedef enum {
+    MNT_SAME,
+    MNT_NEW,
+    MNT_NEW_PRIVATE_SHM,
+} mnt_ns_t;
+
+/* A softnic_peer process, optionally started inside a network namespace
+ * and a mount namespace of its own. */
 class peer_proc
 {
   public:
-    peer_proc(const std::string &name, const std::string &netns);
+    peer_proc(const std::string &name, const std::string &netns,
+              mnt_ns_t mnt = MNT_SAME);
     ~peer_proc();
 
     /* Send a command and wait for its reply (bounded). */
@@ -166,8 +177,10 @@ class softnic_topo : public ::testing::TestWithParam<topology_t>
     std::string ifaces() const;
     std::string ip_of(char side) const;
 
-    /* A peer on host side with its device opened. */
-    peer_proc &spawn(char side);
+    /* A peer on host side with its device opened (open_args: more
+     * arguments of the peer's open command), in the mount namespace mnt. */
+    peer_proc &spawn(char side, mnt_ns_t mnt = MNT_SAME,
+                     const std::string &open_args = "");
 
     mr_t    reg_mr(peer_proc &p, int id, size_t len,
                    const std::string &access = "LW,RW,RR,RA", size_t guard = 0);

@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -68,6 +69,11 @@ struct peer {
 };
 
 peer g_peer;
+
+/* softnic's messages, kept when the device is opened with log=1; softnic's
+ * threads append under g_log_lock */
+pthread_mutex_t          g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+std::vector<std::string> g_log;
 
 const uint8_t GUARD_BYTE = 0xA5;
 
@@ -227,6 +233,18 @@ softnic_cq_t *cq_by_name(const kv_t &kv)
     return (str(kv, "cq", "send") == "recv") ? g_peer.rcq : g_peer.scq;
 }
 
+void keep_log(void *arg, softnic_log_level_t level, const char *dev,
+              const char *message)
+{
+    (void)arg;
+    (void)level;
+    (void)dev;
+    pthread_mutex_lock(&g_log_lock);
+    g_log.push_back(message);
+    pthread_mutex_unlock(&g_log_lock);
+}
+
+/* open [dev= ifaces= cqe= log=1]: log=1 keeps softnic's messages (connpath) */
 std::string cmd_open(const kv_t &kv)
 {
     softnic_config_t cfg = {};
@@ -241,6 +259,10 @@ std::string cmd_open(const kv_t &kv)
         return err(EINVAL, "config");
     }
     cfg.ifaces = ifaces.c_str();
+    if (num(kv, "log", 0)) {
+        cfg.log_level = SOFTNIC_LOG_DEBUG;
+        cfg.log_fn    = keep_log;
+    }
     g_peer.dev = softnic_dev_open(name.c_str(), &cfg);
     if (g_peer.dev == NULL) {
         return err(errno, "dev_open");
@@ -774,6 +796,37 @@ std::string cmd_atomics(const kv_t &kv)
 }
 
 /* Local sockets in LISTEN state, from /proc/self/net/tcp and fd links. */
+/*
+ * connpath qpn=N (a QPN of this peer; the device opened with log=1): the
+ * path its connection took, from softnic's message "qp 0x..: connected to
+ * qp 0x.. (<path>)": path=tcp, path=cma or path=cma_ring; ERR if none yet.
+ */
+std::string cmd_connpath(const kv_t &kv)
+{
+    std::string needle = fmt("qp 0x%" PRIx64 ": connected to qp ",
+                             num(kv, "qpn", 0));
+    std::string path;
+
+    if (g_peer.dev == NULL) {
+        return err(ENODEV, "no_device");
+    }
+    pthread_mutex_lock(&g_log_lock);
+    for (const std::string &m : g_log) {
+        if (m.compare(0, needle.size(), needle) == 0) {
+            path = m.substr(m.find('(') + 1);
+        }
+    }
+    pthread_mutex_unlock(&g_log_lock);
+    if (path == "TCP)") {
+        return "OK path=tcp";
+    } else if (path == "same host, CMA)") {
+        return "OK path=cma";
+    } else if (path == "same host, CMA and ring)") {
+        return "OK path=cma_ring";
+    }
+    return err(ENOENT, path.empty() ? "not_connected" : "unknown_path");
+}
+
 std::string cmd_listeners()
 {
     std::set<unsigned long> inodes;
@@ -1055,6 +1108,8 @@ std::string dispatch(const std::string &line, bool *quit)
         return cmd_atomics(kv);
     if (cmd == "listeners")
         return cmd_listeners();
+    if (cmd == "connpath")
+        return cmd_connpath(kv);
     if (cmd == "raw")
         return cmd_raw(kv);
     if (cmd == "kill") {
