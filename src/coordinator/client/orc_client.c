@@ -180,123 +180,15 @@ static void orc_client_log(orc_client_t *client, const char *fmt, ...)
 
 /* ------------------------------------------------------------------ base64 */
 
-static const char orc_client_b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 char *orc_client_b64_encode(const void *data, size_t length)
 {
-    const unsigned char *in = data;
-    size_t               out_len = 4 * ((length + 2) / 3);
-    char                *out, *p;
-    uint32_t             v;
-    size_t               i;
-
-    if (length > (SIZE_MAX / 4) * 3 - 3) {
-        return NULL;
-    }
-
-    out = malloc(out_len + 1);
-    if (out == NULL) {
-        return NULL;
-    }
-
-    p = out;
-    for (i = 0; i + 2 < length; i += 3) {
-        v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-        *p++ = orc_client_b64_alphabet[(v >> 18) & 63];
-        *p++ = orc_client_b64_alphabet[(v >> 12) & 63];
-        *p++ = orc_client_b64_alphabet[(v >> 6) & 63];
-        *p++ = orc_client_b64_alphabet[v & 63];
-    }
-
-    if (i < length) {
-        v = (uint32_t)in[i] << 16;
-        if (i + 1 < length) {
-            v |= (uint32_t)in[i + 1] << 8;
-        }
-        *p++ = orc_client_b64_alphabet[(v >> 18) & 63];
-        *p++ = orc_client_b64_alphabet[(v >> 12) & 63];
-        *p++ = (i + 1 < length) ? orc_client_b64_alphabet[(v >> 6) & 63] : '=';
-        *p++ = '=';
-    }
-
-    *p = '\0';
-    return out;
-}
-
-static int orc_client_b64_value(char c)
-{
-    if ((c >= 'A') && (c <= 'Z')) {
-        return c - 'A';
-    } else if ((c >= 'a') && (c <= 'z')) {
-        return c - 'a' + 26;
-    } else if ((c >= '0') && (c <= '9')) {
-        return c - '0' + 52;
-    } else if (c == '+') {
-        return 62;
-    } else if (c == '/') {
-        return 63;
-    }
-    return -1;
+    return orc_util_b64_encode(data, length);
 }
 
 int orc_client_b64_decode(const char *text, size_t text_len, void **data_p,
                           size_t *length_p)
 {
-    unsigned char *out;
-    size_t         i, out_len, pad;
-    int            v[4], k;
-
-    if ((text_len % 4) != 0) {
-        return -1;
-    }
-
-    pad = 0;
-    if ((text_len > 0) && (text[text_len - 1] == '=')) {
-        pad = ((text_len > 1) && (text[text_len - 2] == '=')) ? 2 : 1;
-    }
-
-    out_len = (text_len / 4) * 3 - pad;
-    out = malloc(out_len + 1); /* +1: never malloc(0), and NUL-terminate */
-    if (out == NULL) {
-        return -2;
-    }
-
-    for (i = 0; i < text_len; i += 4) {
-        for (k = 0; k < 4; ++k) {
-            if ((text[i + k] == '=') && (i + 4 == text_len) &&
-                (k >= 4 - (int)pad)) {
-                v[k] = 0;
-                continue;
-            }
-            v[k] = orc_client_b64_value(text[i + k]);
-            if (v[k] < 0) {
-                free(out);
-                return -1;
-            }
-        }
-
-        out[(i / 4) * 3] = (unsigned char)((v[0] << 2) | (v[1] >> 4));
-        if ((i / 4) * 3 + 1 < out_len) {
-            out[(i / 4) * 3 + 1] =
-                (unsigned char)(((v[1] & 15) << 4) | (v[2] >> 2));
-        }
-        if ((i / 4) * 3 + 2 < out_len) {
-            out[(i / 4) * 3 + 2] = (unsigned char)(((v[2] & 3) << 6) | v[3]);
-        }
-    }
-
-    /* canonical encoding only: the bits dropped by the padding are zero */
-    if (((pad == 1) && ((v[2] & 3) != 0)) ||
-        ((pad == 2) && ((v[1] & 15) != 0))) {
-        free(out);
-        return -1;
-    }
-
-    out[out_len] = '\0';
-    *data_p = out;
-    *length_p = out_len;
-    return 0;
+    return orc_util_b64_decode(text, text_len, data_p, length_p);
 }
 
 /* ------------------------------------------------------------------ setup */

@@ -1,7 +1,7 @@
 /*
  * orc coordinator helpers shared by orcd, its store, the client library and
  * orcctl: the monotonic clock, job-name and kv-key validation, strict number
- * and duration parsing, reading whole files and token files.
+ * and duration parsing, reading whole files and token files, base64.
  *
  * Private: compiled into each of them (liborcutil.la, a convenience library)
  * with hidden visibility, so the client library does not export these names.
@@ -58,6 +58,15 @@ ORC_UTIL_HIDDEN char *orc_util_read_file(const char *path, size_t max,
 ORC_UTIL_HIDDEN int orc_util_read_token_file(const char *path,
                                              char **token_p, char *err,
                                              size_t errlen);
+
+/*
+ * Base64 (RFC 4648, padded). encode: malloc'ed NUL-terminated text or NULL
+ * (no memory). decode: 0 and a malloc'ed buffer (NUL-terminated beyond
+ * *length_p), -1 on malformed or non-canonical input, -2 without memory.
+ */
+ORC_UTIL_HIDDEN char *orc_util_b64_encode(const void *data, size_t length);
+ORC_UTIL_HIDDEN int orc_util_b64_decode(const char *text, size_t text_len,
+                                        void **data_p, size_t *length_p);
 
 #ifdef __cplusplus
 }

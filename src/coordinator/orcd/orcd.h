@@ -32,6 +32,25 @@ typedef enum orcd_log_level {
     ORCD_LOG_DEBUG,
 } orcd_log_level_t;
 
+typedef enum orcd_store_backend {
+    ORCD_STORE_MEMORY,
+    ORCD_STORE_ETCD,
+} orcd_store_backend_t;
+
+/* store.etcd: where the etcd cluster is and how to talk to it */
+typedef struct orcd_etcd_config {
+    char   **endpoints;     /* http[s]://host:port */
+    size_t   nendpoints;
+    char    *prefix;        /* keys of this deployment: under it */
+    double   timeout;       /* s, one etcd call with its retries */
+    char    *username;
+    char    *password;      /* or read from password_file */
+    char    *password_file;
+    char    *ca;            /* TLS to etcd */
+    char    *cert;
+    char    *key;
+} orcd_etcd_config_t;
+
 /* One accepted bearer token and the job it belongs to. */
 typedef struct orcd_token {
     char *job;
@@ -79,6 +98,9 @@ typedef struct orcd_config {
     /* tls */
     char     *tls_cert;
     char     *tls_key;
+    /* store */
+    orcd_store_backend_t store_backend;
+    orcd_etcd_config_t   etcd;
     /* snapshot */
     char     *snapshot_path;
     unsigned  snapshot_interval; /* s; 0 = only at shutdown */

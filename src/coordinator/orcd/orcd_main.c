@@ -13,6 +13,7 @@
 #include "orcd_api.h"
 #include "orcd_http.h"
 #include "coordinator/common/orc_util.h"
+#include "coordinator/store/orc_store_etcd.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -144,6 +145,49 @@ static void orcd_copy_live(const orcd_config_t *cfg, void *arg)
     live->snapshot_interval = cfg->snapshot_interval;
 }
 
+/* The store of store.backend: 0, or -1 (logged) */
+static int orcd_open_store(const orcd_config_t *cfg, orc_store_t **store_p)
+{
+    const orc_store_params_t params = {
+        .reap_ms     = 100,
+        .group_depth = ORCD_STORE_GROUP_DEPTH,
+        .classify    = orcd_key_class,
+    };
+    const orcd_etcd_config_t *e = &cfg->etcd;
+    orc_store_etcd_params_t ep;
+    char err[512];
+    int status;
+
+    if (cfg->store_backend == ORCD_STORE_MEMORY) {
+        status = orc_store_mem_open(&params, store_p);
+        if (status != ORC_STORE_OK) {
+            orcd_error("cannot open the store: %s",
+                       orc_store_status_str(status));
+            return -1;
+        }
+        return 0;
+    }
+    memset(&ep, 0, sizeof(ep));
+    ep.store           = params;
+    ep.prefix          = e->prefix;
+    ep.etcd.endpoints  = (const char *const *)e->endpoints;
+    ep.etcd.nendpoints = e->nendpoints;
+    ep.etcd.ca_file    = e->ca;
+    ep.etcd.cert_file  = e->cert;
+    ep.etcd.key_file   = e->key;
+    ep.etcd.username   = e->username;
+    ep.etcd.password   = e->password;
+    ep.etcd.timeout_ms = (unsigned)(e->timeout * 1000);
+    if (orc_store_etcd_open(&ep, store_p, err, sizeof(err)) !=
+        ORC_STORE_OK) {
+        orcd_error("store.etcd: %s", err);
+        return -1;
+    }
+    orcd_info("store: etcd at %s%s (keys under %s)", e->endpoints[0],
+              (e->nendpoints > 1) ? " and others" : "", e->prefix);
+    return 0;
+}
+
 typedef struct orcd_restart_check {
     const orcd_config_t *next;
 } orcd_restart_check_t;
@@ -158,9 +202,12 @@ static void orcd_check_restart_keys(const orcd_config_t *cur, void *arg)
         (cur->max_connections_per_ip != n->max_connections_per_ip) ||
         (cur->idle_timeout != n->idle_timeout) ||
         (cur->request_timeout != n->request_timeout) ||
+        (cur->store_backend != n->store_backend) ||
+        strcmp(cur->etcd.prefix, n->etcd.prefix) ||
+        (cur->etcd.nendpoints != n->etcd.nendpoints) ||
         ((cur->tls_cert == NULL) != (n->tls_cert == NULL)) ||
         (cur->tls_cert && strcmp(cur->tls_cert, n->tls_cert))) {
-        orcd_warn("reload: listen.*, tls.*, limits.max_connections, "
+        orcd_warn("reload: listen.*, tls.*, store.*, limits.max_connections, "
                   "max_connections_per_ip, idle_timeout and request_timeout "
                   "take effect only after a restart");
     }
@@ -178,11 +225,6 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}
     };
-    const orc_store_params_t store_params = {
-        .reap_ms     = 100,
-        .group_depth = ORCD_STORE_GROUP_DEPTH,
-        .classify    = orcd_key_class,
-    };
     orcd_opts_t o = {0};
     orcd_live_t live = {0};
     orcd_config_t *cfg, *next;
@@ -193,7 +235,7 @@ int main(int argc, char **argv)
     struct timespec wait_ts;
     uint64_t last_snapshot_ms;
     sigset_t set;
-    int opt, sig, status, ret = 1;
+    int opt, sig, ret = 1;
 
     while ((opt = getopt_long(argc, argv, "c:l:s:h", longopts, NULL)) != -1) {
         switch (opt) {
@@ -239,9 +281,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    status = orc_store_mem_open(&store_params, &store);
-    if (status != ORC_STORE_OK) {
-        orcd_error("cannot open the store: %s", orc_store_status_str(status));
+    if (orcd_open_store(cfg, &store)) {
         goto out_cfg;
     }
     if ((cfg->snapshot_path != NULL) &&

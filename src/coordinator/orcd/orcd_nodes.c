@@ -400,29 +400,25 @@ out_node:
 void orcd_h_node_delete(orcd_ctx_t *c)
 {
     char key[ORCD_KEY_MAX];
+    orc_store_op_t op = {ORC_STORE_OP_PUT, key, NULL, "", 0, 0};
+    orc_store_txn_result_t tres;
     orc_store_kv_t node;
-    uint64_t rev;
     int status;
 
     if (orcd_node_get(c, &node)) {
         return;
     }
-    orcd_key(key, c, "/gone/%020" PRIu64, c->id);
-    {
-        orc_store_op_t op = {ORC_STORE_OP_PUT, key, NULL, "", 0, 0};
-        orc_store_txn_result_t tres;
-
-        status = orcd_txn(c, NULL, 0, &op, 1, &tres);
+    /* the node and all it owns go with its lease; then the tombstone, whose
+     * revision (after the lease's) is the one later reads must reach */
+    status = c->store->ops->lease_revoke(c->store, node.lease, NULL);
+    orc_store_kv_free(&node);
+    if (status == ORC_STORE_ENOENT) {
+        status = ORC_STORE_OK; /* expired meanwhile: gone either way */
     }
     if (status == ORC_STORE_OK) {
-        status = c->store->ops->lease_revoke(c->store, node.lease, &rev);
-        if (status == ORC_STORE_OK) {
-            c->rev = (rev > c->rev) ? rev : c->rev;
-        } else if (status == ORC_STORE_ENOENT) {
-            status = ORC_STORE_OK; /* expired meanwhile: gone either way */
-        }
+        orcd_key(key, c, "/gone/%020" PRIu64, c->id);
+        status = orcd_txn(c, NULL, 0, &op, 1, &tres);
     }
-    orc_store_kv_free(&node);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         return;

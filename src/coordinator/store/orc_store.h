@@ -13,8 +13,8 @@
  *    deleting resets, re-creating starts at 1 again), lease (0 = none);
  *  - ranges are [key, range_end) in byte order; range_end NULL means the
  *    single key, orc_store_prefix_end() turns a prefix into a range_end; a
- *    range is read at a revision no older than min_rev (and than any write
- *    this store made for the caller before: read-your-writes);
+ *    range is read at a revision no older than min_rev (min_rev 0: no older
+ *    than the store's own last write, so any caller reads its writes);
  *  - leases have a TTL in seconds (etcd may grant more than asked: its
  *    minimum); keep-alive restarts the TTL; revoking a lease or letting it
  *    expire deletes every key attached to it in one revision; a lease past
@@ -141,7 +141,8 @@ typedef struct orc_store_op {
 } orc_store_op_t;
 
 typedef struct orc_store_txn_result {
-    uint64_t revision;   /* revision after the transaction */
+    uint64_t revision;   /* revision after the transaction; on ECOMPARE one
+                            at which reads show what failed */
     size_t   failed_cmp; /* on ECOMPARE: index of the first failing compare */
     size_t   deleted;    /* keys removed by DELETE_RANGE ops */
 } orc_store_txn_result_t;

@@ -376,6 +376,8 @@ public:
     void set_source(const std::string &addr) { m_source = addr; }
     /* trust exactly this PEM certificate (self-signed test server) */
     void set_ca(const std::string &pem) { m_ca = pem; }
+    /* send this header line ("Name: value") with every request */
+    void set_header(const std::string &line) { m_header = line; }
 
     http_result request(const std::string &method, const std::string &url,
                         const std::string *body = nullptr,
@@ -414,6 +416,9 @@ public:
             auth = "Authorization: Bearer " + m_token;
             hdrs = curl_slist_append(hdrs, auth.c_str());
         }
+        if (!m_header.empty()) {
+            hdrs = curl_slist_append(hdrs, m_header.c_str());
+        }
         curl_easy_setopt(m_curl, CURLOPT_HTTPHEADER, hdrs);
         r.code = curl_easy_perform(m_curl);
         if (r.code == CURLE_OK) {
@@ -447,6 +452,7 @@ public:
 private:
     CURL *m_curl;
     std::string m_token;
+    std::string m_header;
     std::string m_ca;
     std::string m_source;
 };

@@ -2,6 +2,7 @@
  * orcd black-box tests: the daemon as a child process on a free loopback
  * port, driven over HTTP (libcurl) and raw sockets.
  */
+#include "etcd_test_util.h"
 #include "orcd_test_util.h"
 
 #include <atomic>
@@ -29,11 +30,16 @@ protected:
                 << "orcd not built at " << orcd_binary();
     }
 
+    /* the store section of the configuration ("": the memory store) */
+    virtual std::string store_yaml() { return ""; }
+    bool on_etcd() { return !store_yaml().empty(); }
+
     /* start orcd with a config text (empty: no --config) */
-    void start(const std::string &yaml = "",
+    void start(const std::string &yaml_in = "",
                std::vector<std::string> extra = {})
     {
         std::vector<std::string> args = extra;
+        std::string yaml              = store_yaml() + yaml_in;
         if (!yaml.empty()) {
             write_file(m_dir.file("orcd.yaml"), yaml);
             args.push_back("--config");
@@ -75,9 +81,57 @@ protected:
         return false;
     }
 
+    /* wait (bounded) until /metrics shows needle (the etcd store counts
+     * what its cache has seen, a moment after the write) */
+    std::string metrics_with(const std::string &needle, double timeout = 10)
+    {
+        http_client c;
+        c.set_source("127.0.0.2");
+        double deadline = now_s() + timeout;
+        std::string body;
+        do {
+            body = c.get(u("/metrics")).body;
+        } while ((body.find(needle) == std::string::npos) &&
+                 (now_s() < deadline));
+        return body;
+    }
+
     tmpdir m_dir;
     orcd_process m_orcd{m_dir};
 };
+
+/*
+ * The API suites run against both stores: memory, and etcd (a real
+ * one-member etcd shared by the suite, each test under its own key prefix).
+ */
+class orcd_api : public orcd_daemon,
+                 public ::testing::WithParamInterface<std::string> {
+protected:
+    std::string store_yaml() override
+    {
+        if (GetParam() != "etcd") {
+            return "";
+        }
+        if (m_prefix.empty()) {
+            m_prefix = etcd_test::unique_prefix("orcd");
+        }
+        std::string why;
+        etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, &why);
+        EXPECT_NE(c, nullptr) << why;
+        return (c == nullptr) ? "" :
+                       "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
+                               c->endpoint_yaml() + "\n    prefix: " +
+                               m_prefix + "\n";
+    }
+
+    std::string m_prefix;
+};
+
+INSTANTIATE_TEST_SUITE_P(store, orcd_api,
+                         ::testing::Values("memory", "etcd"),
+                         [](const ::testing::TestParamInfo<std::string> &i) {
+                             return i.param;
+                         });
 
 TEST_F(orcd_daemon, check_config)
 {
@@ -99,6 +153,78 @@ TEST_F(orcd_daemon, check_config)
     /* a non-loopback address needs allow_remote */
     EXPECT_EQ(run_capture({orcd_binary(), "--listen", "0.0.0.0:0"}, &out), 1);
     EXPECT_NE(out.find("allow_remote"), std::string::npos) << out;
+}
+
+/* etcd that cannot be reached when orcd starts: a clear error, exit 1,
+ * within the configured timeout (no hang) */
+TEST_F(orcd_daemon, etcd_unreachable_at_start_is_a_clear_error)
+{
+    unsigned port = etcd_test::free_port(); /* nobody listens there */
+    std::string url = "http://127.0.0.1:" + std::to_string(port), out;
+    write_file(m_dir.file("e.yaml"),
+               "store:\n  backend: etcd\n  etcd: {endpoints: [" + url +
+                       "], timeout: 2}\n");
+    double t0 = now_s();
+    EXPECT_EQ(run_capture({orcd_binary(), "--listen", "127.0.0.1:0",
+                           "--config", m_dir.file("e.yaml")}, &out), 1);
+    EXPECT_LT(now_s() - t0, 15.0);
+    EXPECT_NE(out.find("store.etcd: " + url + ": "), std::string::npos)
+            << out;
+    /* --check-config checks the file, not the cluster */
+    EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
+                           m_dir.file("e.yaml")}, &out), 0) << out;
+}
+
+/* All of etcd down: orcd answers 503 with Retry-After (no hang, no crash)
+ * and serves again by itself once etcd is back */
+TEST_F(orcd_daemon, etcd_down_answers_503_and_recovers)
+{
+    std::string why;
+    ASSERT_TRUE(etcd_test::etcd_available()) << "etcd-server not installed";
+    etcd_test::etcd_cluster etcd(1);
+    ASSERT_TRUE(etcd.start(&why)) << why;
+    start("store:\n  backend: etcd\n  etcd: {endpoints: " +
+          etcd.endpoint_yaml() + ", timeout: 2}\n");
+    http_client c;
+    long long id = register_node(c, "j", 300);
+    ASSERT_GT(id, 0);
+    EXPECT_EQ(c.get(u("/healthz")).status, 200);
+
+    etcd.kill_member(0, SIGKILL);
+    /* reads, writes and health: 503 + Retry-After, each within the
+     * timeout (the watch notices the loss within a moment) */
+    double deadline = now_s() + 20;
+    http_result r;
+    do {
+        double t0 = now_s();
+        r         = c.get(u("/v1/jobs/j/nodes"));
+        EXPECT_LT(now_s() - t0, 10.0);
+    } while ((r.status != 503) && (now_s() < deadline));
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_EQ(r.headers["retry-after"], "1");
+    EXPECT_EQ(r.jstr("error"), "store_unavailable") << r.body;
+    double t0 = now_s();
+    r = c.post(u("/v1/jobs/j/nodes"), "{\"host\":\"h\",\"pid\":1}");
+    EXPECT_LT(now_s() - t0, 10.0);
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_EQ(r.headers["retry-after"], "1");
+    r = c.put(u("/v1/jobs/j/kv/k"), "{\"value\":1}");
+    EXPECT_EQ(r.status, 503) << r.body;
+    r = c.get(u("/healthz"));
+    EXPECT_EQ(r.status, 503) << r.body;
+    EXPECT_EQ(r.headers["retry-after"], "1");
+
+    /* etcd back (same data): orcd recovers without a restart */
+    ASSERT_TRUE(etcd.restart(0)) << etcd.log(0);
+    deadline = now_s() + 30;
+    do {
+        r = c.get(u("/healthz"));
+    } while ((r.status != 200) && (now_s() < deadline));
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_GT(register_node(c, "j", 300), id);
+    r = c.get(u("/v1/jobs/j/nodes/" + std::to_string(id)));
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(m_orcd.stop(), 0) << m_orcd.log();
 }
 
 TEST_F(orcd_daemon, embedded_default_port)
@@ -134,7 +260,7 @@ TEST_F(orcd_daemon, embedded_default_port)
     EXPECT_EQ(m_orcd.stop(), 0);
 }
 
-TEST_F(orcd_daemon, routes)
+TEST_P(orcd_api, routes)
 {
     start();
     http_client c;
@@ -285,17 +411,21 @@ TEST_F(orcd_daemon, routes)
     EXPECT_EQ(r.headers["content-type"].rfind("text/plain", 0), 0u);
     EXPECT_NE(r.body.find("orcd_requests_total{route=\"endpoint\","
                           "status=\"409\"} 1"), std::string::npos) << r.body;
+    r.body = metrics_with("orcd_nodes 2\n");
     EXPECT_NE(r.body.find("orcd_nodes 2\n"), std::string::npos) << r.body;
     EXPECT_NE(r.body.find("orcd_request_duration_seconds_bucket{route=\"kv\","
                           "le=\"+Inf\"}"), std::string::npos);
     EXPECT_NE(r.body.find("orcd_store_bytes "), std::string::npos);
     EXPECT_NE(r.body.find("orcd_mailbox_messages "), std::string::npos);
-    EXPECT_NE(r.body.find("orcd_leases_expired_total 0"), std::string::npos);
+    if (!on_etcd()) { /* etcd's expiries are not counted by orcd */
+        EXPECT_NE(r.body.find("orcd_leases_expired_total 0"),
+                  std::string::npos);
+    }
 
     EXPECT_EQ(m_orcd.stop(), 0);
 }
 
-TEST_F(orcd_daemon, lease_expiry_and_keepalive)
+TEST_P(orcd_api, lease_expiry_and_keepalive)
 {
     start("ttl: {min: 1, default: 1, max: 10}\n");
     http_client c;
@@ -335,12 +465,14 @@ TEST_F(orcd_daemon, lease_expiry_and_keepalive)
     EXPECT_EQ(c.post(u(nd + "/mailbox"), "{\"body\":{}}").status, 410);
     EXPECT_EQ(c.get(u("/v1/jobs/j/kv/owned")).status, 404);
     EXPECT_EQ(c.put_empty(u(nk + "/keepalive")).status, 200);
-    r = c.get(u("/metrics"));
-    EXPECT_NE(r.body.find("orcd_leases_expired_total 1\n"), std::string::npos)
-            << r.body;
+    if (!on_etcd()) { /* etcd's expiries are not counted by orcd */
+        r = c.get(u("/metrics"));
+        EXPECT_NE(r.body.find("orcd_leases_expired_total 1\n"),
+                  std::string::npos) << r.body;
+    }
 }
 
-TEST_F(orcd_daemon, blocking_queries)
+TEST_P(orcd_api, blocking_queries)
 {
     start();
     http_client c;
@@ -428,7 +560,7 @@ TEST_F(orcd_daemon, blocking_queries)
     EXPECT_EQ(r.status, 404) << r.body;
 }
 
-TEST_F(orcd_daemon, mailbox_cursor_across_reconnects)
+TEST_P(orcd_api, mailbox_cursor_across_reconnects)
 {
     start();
     http_client c;
@@ -486,11 +618,12 @@ TEST_F(orcd_daemon, mailbox_cursor_across_reconnects)
     /* everything acknowledged: an ack of all leaves the mailbox empty */
     http_result r = c.get(u(mb + "?after=" + std::to_string(after)));
     EXPECT_NE(r.body.find("\"messages\":[]"), std::string::npos);
-    r = c.get(u("/metrics"));
-    EXPECT_NE(r.body.find("orcd_mailbox_messages 0\n"), std::string::npos);
+    EXPECT_NE(metrics_with("orcd_mailbox_messages 0\n")
+                      .find("orcd_mailbox_messages 0\n"),
+              std::string::npos);
 }
 
-TEST_F(orcd_daemon, mailbox_depth_limit)
+TEST_P(orcd_api, mailbox_depth_limit)
 {
     start("limits: {mailbox_depth: 3}\n");
     http_client c;
@@ -508,7 +641,7 @@ TEST_F(orcd_daemon, mailbox_depth_limit)
 }
 
 /* One receive acknowledges everything up to its cursor, however many */
-TEST_F(orcd_daemon, one_receive_acknowledges_every_message_before_it)
+TEST_P(orcd_api, one_receive_acknowledges_every_message_before_it)
 {
     start();
     http_client c;
@@ -523,12 +656,12 @@ TEST_F(orcd_daemon, one_receive_acknowledges_every_message_before_it)
                       "}");
     EXPECT_EQ(c.get(u(mb + "?after=0")).body,
               "{\"messages\":[],\"last_seq\":0}");
-    http_result r = c.get(u("/metrics"));
-    EXPECT_NE(r.body.find("orcd_mailbox_messages 0\n"), std::string::npos)
-            << r.body;
+    EXPECT_NE(metrics_with("orcd_mailbox_messages 0\n")
+                      .find("orcd_mailbox_messages 0\n"),
+              std::string::npos);
 }
 
-TEST_F(orcd_daemon, auth_isolation)
+TEST_P(orcd_api, auth_isolation)
 {
     start(std::string("auth:\n  enabled: true\n  tokens:\n    job-a: ") +
           k_tok_a + "\n    job-b: [" + k_tok_b + "]\n");
@@ -852,7 +985,7 @@ TEST_F(orcd_daemon, connection_limits)
     EXPECT_EQ(ok.load(), 2);
 }
 
-TEST_F(orcd_daemon, long_poll_limit)
+TEST_P(orcd_api, long_poll_limit)
 {
     start("limits: {max_long_polls: 2}\n");
     /* long-poll cap: 2 waiting, the 3rd gets 429 */
@@ -1033,13 +1166,15 @@ TEST_F(orcd_daemon, second_orcd_on_a_taken_port_fails)
     EXPECT_EQ(c.get(u("/healthz")).status, 200);
 }
 
-TEST_F(orcd_daemon, many_concurrent_clients)
+TEST_P(orcd_api, many_concurrent_clients)
 {
     start();
     const int nthreads = 16, per_thread = 25;
     std::atomic<int> failures{0};
     http_client c;
-    long long sink = register_node(c, "j");
+    /* long leases: nothing keeps these nodes alive, and on a loaded
+     * machine with the etcd store the test takes a while */
+    long long sink = register_node(c, "j", 300);
     std::string mb = "/v1/jobs/j/nodes/" + std::to_string(sink) + "/mailbox";
     std::vector<std::thread> threads;
     std::vector<std::vector<long long>> ids(nthreads);
@@ -1049,8 +1184,8 @@ TEST_F(orcd_daemon, many_concurrent_clients)
             http_client h;
             for (int i = 0; i < per_thread; ++i) {
                 http_result r = h.post(u("/v1/jobs/j/nodes"),
-                                       "{\"host\":\"t\",\"pid\":" +
-                                               std::to_string(t) + "}");
+                                       "{\"host\":\"t\",\"ttl\":300,"
+                                       "\"pid\":" + std::to_string(t) + "}");
                 if (r.status != 201) {
                     ++failures;
                     continue;
@@ -1125,7 +1260,7 @@ TEST_F(orcd_daemon, many_concurrent_clients)
 
 /* Pairing round trips through long-polled mailboxes, many at once: every
  * wake-up path of a suspended request (watch fired before/after suspend). */
-TEST_F(orcd_daemon, concurrent_pairing_round_trips)
+TEST_P(orcd_api, concurrent_pairing_round_trips)
 {
     start();
     const int pairs = 16, rounds = 40;
@@ -1203,7 +1338,7 @@ TEST_F(orcd_daemon, concurrent_pairing_round_trips)
     EXPECT_TRUE(wait_long_polls(0));
 }
 
-TEST_F(orcd_daemon, graceful_shutdown_with_long_poll)
+TEST_P(orcd_api, graceful_shutdown_with_long_poll)
 {
     start();
     http_client c;
@@ -1363,6 +1498,145 @@ TEST_F(orcd_daemon, periodic_snapshot_survives_a_crash)
     EXPECT_EQ(c2.put_empty(u("/v1/jobs/j/nodes/" + std::to_string(id) +
                              "/keepalive")).status, 200);
     EXPECT_EQ(m_orcd.stop(SIGINT), 0); /* SIGINT is graceful too */
+}
+
+/*
+ * Two orcd replicas on one etcd (the suite's shared member, one key prefix):
+ * any replica answers any request, and a client waiting on one is woken by
+ * a change made through the other.
+ */
+class orcd_replicas : public orcd_daemon {
+protected:
+    void SetUp() override
+    {
+        orcd_daemon::SetUp();
+        std::string why;
+        etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, &why);
+        ASSERT_NE(c, nullptr) << why;
+        m_yaml = "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
+                 c->endpoint_yaml() + "\n    prefix: " +
+                 etcd_test::unique_prefix("replicas") +
+                 "\nttl: {min: 1, default: 10, max: 300}\n";
+        write_file(m_dir.file("orcd.yaml"), m_yaml);
+        ASSERT_TRUE(m_orcd.start({"--config", m_dir.file("orcd.yaml")}))
+                << m_orcd.log();
+        ASSERT_TRUE(m_b.start({"--config", m_dir.file("orcd.yaml")}))
+                << m_b.log();
+    }
+    std::string a(const std::string &path) { return m_orcd.url(path); }
+    std::string b(const std::string &path) { return m_b.url(path); }
+
+    std::string m_yaml;
+    tmpdir m_dir_b;
+    orcd_process m_b{m_dir_b};
+};
+
+TEST_F(orcd_replicas, any_replica_answers_any_request)
+{
+    http_client ca, cb;
+    /* ids come from etcd transactions: unique across replicas */
+    std::set<long long> ids;
+    for (int i = 0; i < 6; ++i) {
+        http_result r = ((i % 2) ? cb : ca).post(
+                ((i % 2) ? b("/v1/jobs/j/nodes") : a("/v1/jobs/j/nodes")),
+                "{\"host\":\"h\",\"pid\":1,\"ttl\":300}");
+        ASSERT_EQ(r.status, 201) << r.body;
+        EXPECT_TRUE(ids.insert(r.jint("id")).second) << r.body;
+    }
+    long long id = *ids.begin();
+    std::string nd = "/v1/jobs/j/nodes/" + std::to_string(id);
+    /* written through B, read through A at the index B answered */
+    http_result w = cb.put(b("/v1/jobs/j/kv/cfg"), "{\"value\":{\"x\":1}}");
+    ASSERT_EQ(w.status, 200) << w.body;
+    ca.set_header("X-Orc-Min-Index: " + w.headers["x-orc-index"]);
+    http_result r = ca.get(a("/v1/jobs/j/kv/cfg"));
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_NE(r.body.find("\"x\":1"), std::string::npos) << r.body;
+    r = ca.get(a("/v1/jobs/j/nodes"));
+    EXPECT_EQ(r.status, 200);
+    for (long long n : ids) {
+        EXPECT_NE(r.body.find("\"id\":" + std::to_string(n) + ","),
+                  std::string::npos) << r.body;
+    }
+    /* the lease is etcd's: a keep-alive through B renews a node of A */
+    EXPECT_EQ(cb.put_empty(b(nd + "/keepalive")).status, 200);
+    /* deleted through B: gone for A */
+    EXPECT_EQ(cb.del(b(nd)).status, 204);
+    w = cb.get(b(nd));
+    EXPECT_EQ(w.status, 404);
+    ca.set_header("X-Orc-Min-Index: " + w.headers["x-orc-index"]);
+    EXPECT_EQ(ca.get(a(nd)).status, 404);
+}
+
+TEST_F(orcd_replicas, blocking_queries_wake_across_replicas)
+{
+    http_client ca, cb;
+    long long id   = register_node(ca, "j", 300);
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    http_result r  = ca.get(a("/v1/jobs/j/nodes"));
+    std::string index = r.headers["x-orc-index"];
+
+    /* a membership watch on A, a registration through B */
+    std::thread t([&] {
+        ASSERT_TRUE(wait_long_polls(1));
+        http_client c2;
+        EXPECT_EQ(c2.post(b("/v1/jobs/j/nodes"),
+                          "{\"host\":\"h\",\"pid\":2,\"ttl\":300}").status,
+                  201);
+    });
+    double t0 = now_s();
+    r = ca.get(a("/v1/jobs/j/nodes?index=" + index + "&wait=20"));
+    t.join();
+    EXPECT_LT(now_s() - t0, 10.0);
+    EXPECT_NE(r.headers["x-orc-index"], index);
+    EXPECT_NE(r.body.find("\"pid\":2"), std::string::npos) << r.body;
+
+    /* a mailbox long poll on A, the message posted through B */
+    std::thread t2([&] {
+        ASSERT_TRUE(wait_long_polls(1));
+        http_client c2;
+        EXPECT_EQ(c2.post(b(mb), "{\"from\":7,\"body\":{\"hi\":1}}").status,
+                  201);
+    });
+    t0 = now_s();
+    r  = ca.get(a(mb + "?after=0&wait=20"));
+    t2.join();
+    EXPECT_LT(now_s() - t0, 10.0);
+    EXPECT_NE(r.body.find("\"hi\":1"), std::string::npos) << r.body;
+}
+
+/* A node whose process dies expires after its TTL (not before), also when
+ * the replica it registered with died first; its endpoint and kv keys go
+ * with it, and a watcher on the surviving replica is told */
+TEST_F(orcd_replicas, node_expires_after_its_replica_died)
+{
+    http_client ca, cb;
+    http_result r = ca.post(a("/v1/jobs/j/nodes"),
+                            "{\"host\":\"h\",\"pid\":1,\"ttl\":2}");
+    ASSERT_EQ(r.status, 201) << r.body;
+    std::string nd = "/v1/jobs/j/nodes/" + std::to_string(r.jint("id"));
+    ASSERT_EQ(ca.put(a(nd + "/rdma/endpoint"), "{\"qpn\":7}").status, 200);
+    r = ca.put(a("/v1/jobs/j/kv/owned"),
+               "{\"value\":1,\"node\":" + std::to_string(r.jint("id")) + "}");
+    ASSERT_EQ(r.status, 200) << r.body;
+    ASSERT_EQ(ca.put_empty(a(nd + "/keepalive")).status, 200);
+    double renewed = now_s();
+    cb.set_header("X-Orc-Min-Index: " + r.headers["x-orc-index"]);
+    r = cb.get(b("/v1/jobs/j/nodes"));
+    std::string index = r.headers["x-orc-index"];
+    ASSERT_NE(r.body.find(nd.substr(nd.rfind('/') + 1)), std::string::npos);
+
+    EXPECT_EQ(m_orcd.stop(SIGKILL), -1); /* killed, no exit code */
+    /* B's membership watch wakes when etcd expires the lease */
+    r = cb.get(b("/v1/jobs/j/nodes?index=" + index + "&wait=30"), 40);
+    double expired = now_s() - renewed;
+    EXPECT_EQ(r.status, 200);
+    EXPECT_NE(r.body.find("\"nodes\":[]"), std::string::npos) << r.body;
+    EXPECT_GE(expired, 1.9) << "the lease expired before its TTL";
+    EXPECT_LT(expired, 20.0);
+    EXPECT_EQ(cb.get(b(nd)).status, 410);
+    EXPECT_NE(cb.get(b(nd + "/rdma/endpoint")).status, 200);
+    EXPECT_EQ(cb.get(b("/v1/jobs/j/kv/owned")).status, 404);
 }
 
 } // namespace
