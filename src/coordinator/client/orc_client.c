@@ -14,6 +14,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -72,6 +75,11 @@ typedef struct orc_client_conn {
 
 /*
  * Client. Immutable after create except:
+ *  - current: the replica (index into urls) requests go to first, moved on
+ *    by a call that finds it dead (atomic);
+ *  - max_index: the newest X-Orc-Index an answer carried, sent back as
+ *    X-Orc-Min-Index so that a replica never answers from an older state
+ *    than the client saw (atomic, only grows);
  *  - pool/pool_count: idle curl handles, protected by pool_lock;
  *  - nodes: registered nodes, protected by nodes_lock;
  *  - waiting: connections of calls in a long-poll, protected by wait_lock;
@@ -80,8 +88,11 @@ typedef struct orc_client_conn {
  *    the interrupter sets the flag before it wakes `waiting`).
  */
 struct orc_client {
-    char *url; /* base URL, no trailing '/' */
-    char *job;
+    char            **urls;  /* base URLs of the replicas, no trailing '/' */
+    size_t            nurls;
+    _Atomic size_t    current;
+    _Atomic uint64_t  max_index;
+    char             *job;
     int   timeout_ms;
     void (*log)(void *arg, const char *message);
     void              *log_arg;
@@ -255,6 +266,66 @@ orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
     return ORC_CL_OK;
 }
 
+/* Is url one coordinator URL, or a comma-separated list of them? */
+static orc_cl_status_t orc_client_urls_check(const char *url)
+{
+    const char *p = url, *end;
+    size_t      len;
+
+    do {
+        end = strchr(p, ',');
+        len = (end != NULL) ? (size_t)(end - p) : strlen(p);
+        if (((len < 8) || strncmp(p, "http://", 7)) &&
+            ((len < 9) || strncmp(p, "https://", 8))) {
+            orc_client_set_error("coordinator url '%s': each of its "
+                                 "comma-separated URLs must start with "
+                                 "http:// or https://",
+                                 url);
+            return ORC_CL_ERR_INVALID;
+        }
+        p = (end != NULL) ? end + 1 : NULL;
+    } while (p != NULL);
+    return ORC_CL_OK;
+}
+
+static void orc_client_urls_free(orc_client_t *client)
+{
+    size_t i;
+
+    for (i = 0; i < client->nurls; ++i) {
+        free(client->urls[i]);
+    }
+    free(client->urls);
+}
+
+/* client->urls from a checked list; -1 without memory */
+static int orc_client_urls_parse(orc_client_t *client, const char *url)
+{
+    const char *p = url, *end;
+    size_t      n = 1, len;
+
+    for (end = url; (end = strchr(end, ',')) != NULL; ++end) {
+        ++n;
+    }
+    client->urls = calloc(n, sizeof(*client->urls));
+    if (client->urls == NULL) {
+        return -1;
+    }
+    for (; client->nurls < n; p = end + 1) {
+        end = strchrnul(p, ',');
+        len = (size_t)(end - p);
+        while ((len > 0) && (p[len - 1] == '/')) {
+            --len;
+        }
+        client->urls[client->nurls] = strndup(p, len);
+        if (client->urls[client->nurls] == NULL) {
+            return -1;
+        }
+        ++client->nurls;
+    }
+    return 0;
+}
+
 orc_cl_status_t orc_client_create(const orc_client_params_t *params,
                                   orc_client_t             **client_p)
 {
@@ -291,10 +362,7 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
         token = params->token;
     }
 
-    if (strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) {
-        orc_client_set_error("coordinator url '%s' must start with http:// or "
-                             "https://",
-                             url);
+    if (orc_client_urls_check(url) != ORC_CL_OK) {
         return ORC_CL_ERR_INVALID;
     }
 
@@ -322,15 +390,9 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
         goto err;
     }
 
-    client->url = strdup(url);
     client->job = strdup(job);
-    if ((client->url == NULL) || (client->job == NULL)) {
+    if ((client->job == NULL) || orc_client_urls_parse(client, url)) {
         goto err_free;
-    }
-
-    len = strlen(client->url);
-    while ((len > 0) && (client->url[len - 1] == '/')) {
-        client->url[--len] = '\0';
     }
 
     client->timeout_ms = (params->field_mask & ORC_CLIENT_PARAM_FIELD_TIMEOUT)
@@ -388,7 +450,7 @@ err_free:
     curl_slist_free_all(client->headers);
     free(client->ca_file);
     free(client->job);
-    free(client->url);
+    orc_client_urls_free(client);
     free(client);
 err:
     orc_client_set_error("out of memory creating the client");
@@ -630,10 +692,9 @@ static orc_cl_status_t orc_client_http_status_map(long code)
     }
 }
 
-static orc_cl_status_t orc_client_curl_status_map(CURLcode rc, CURL *curl)
+/* A transport failure (not a timeout: the caller tells those apart) */
+static orc_cl_status_t orc_client_curl_status_map(CURLcode rc)
 {
-    double connect_time = 0;
-
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -644,10 +705,6 @@ static orc_cl_status_t orc_client_curl_status_map(CURLcode rc, CURL *curl)
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
         return ORC_CL_ERR_UNREACHABLE;
-    case CURLE_OPERATION_TIMEDOUT:
-        /* a connect that never completed means nobody answered at all */
-        curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME, &connect_time);
-        return (connect_time > 0) ? ORC_CL_ERR_TIMEOUT : ORC_CL_ERR_UNREACHABLE;
     case CURLE_OUT_OF_MEMORY:
         return ORC_CL_ERR_NO_MEMORY;
     case CURLE_URL_MALFORMAT:
@@ -679,65 +736,118 @@ static void orc_client_error_from_reply(const char *method, const char *path,
     json_decref(reply);
 }
 
-/*
- * One request. `path` starts with '/'; `body` (may be NULL) is sent as JSON;
- * `wait_ms` extends the timeout for long-polls. On a 2xx reply, *reply_p (if
- * not NULL) gets the parsed JSON object (strictly: anything else is a
- * protocol error). *code_p (if not NULL) gets the HTTP status whenever one was
- * received, else 0.
- */
-static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
-                                          const char *method, const char *path,
-                                          const char *body, int wait_ms,
-                                          int req_timeout_ms, long *code_p,
-                                          json_t **reply_p)
+/* X-Orc-Index of an answer: the client's newest index grows to it */
+static size_t orc_client_header_cb(char *ptr, size_t size, size_t nmemb,
+                                   void *arg)
 {
-    orc_client_buf_t   buf = {0};
-    char               url[1024];
-    json_error_t       jerr;
-    orc_cl_status_t    status;
-    long               timeout_ms;
-    json_t            *reply;
-    long               code = 0;
-    CURLcode           rc;
-    CURL              *curl;
-    orc_client_conn_t *conn;
-    int                canceled;
+    orc_client_t *client = arg;
+    size_t        len = size * nmemb;
+    uint64_t      index, cur;
+    char          text[32];
 
-    if (code_p != NULL) {
-        *code_p = 0;
+    if ((len > 13) && (len - 13 < sizeof(text)) &&
+        !strncasecmp(ptr, "X-Orc-Index:", 12)) {
+        memcpy(text, ptr + 12, len - 12);
+        text[len - 12] = '\0';
+        index = strtoull(text, NULL, 10);
+        cur = atomic_load(&client->max_index);
+        while ((index > cur) &&
+               !atomic_compare_exchange_weak(&client->max_index, &cur, index)) {
+        }
     }
+    return len;
+}
 
-    if (snprintf(url, sizeof(url), "%s%s", client->url, path) >=
+/* The headers of one attempt: the client's, and those of a client of
+ * several replicas (the newest index it saw; a POST's idempotency key and
+ * attempt number). NULL without memory. */
+static struct curl_slist *orc_client_headers(orc_client_t *client,
+                                             const char *rid, int attempt)
+{
+    struct curl_slist *list = NULL, *h, *n;
+    uint64_t           index = atomic_load(&client->max_index);
+    char               line[128];
+
+    for (h = client->headers; h != NULL; h = h->next) {
+        n = curl_slist_append(list, h->data);
+        if (n == NULL) {
+            goto err;
+        }
+        list = n;
+    }
+    if (index > 0) {
+        snprintf(line, sizeof(line), "X-Orc-Min-Index: %" PRIu64, index);
+        if ((n = curl_slist_append(list, line)) == NULL) {
+            goto err;
+        }
+        list = n;
+    }
+    if (rid != NULL) {
+        snprintf(line, sizeof(line), "Idempotency-Key: %s", rid);
+        if ((n = curl_slist_append(list, line)) == NULL) {
+            goto err;
+        }
+        list = n;
+        snprintf(line, sizeof(line), "X-Orc-Attempt: %d", attempt);
+        if ((n = curl_slist_append(list, line)) == NULL) {
+            goto err;
+        }
+        list = n;
+    }
+    return list;
+
+err:
+    curl_slist_free_all(list);
+    return NULL;
+}
+
+/* One attempt of a request on one replica */
+typedef struct orc_client_try {
+    size_t           replica;
+    CURLcode         rc;
+    long             code;      /* HTTP status, 0 if none */
+    int              canceled;
+    double           connect_s; /* 0: never connected */
+    orc_client_buf_t buf;
+} orc_client_try_t;
+
+static orc_cl_status_t orc_client_try(orc_client_t *client, size_t replica,
+                                      const char *method, const char *path,
+                                      const char *body, int wait_ms,
+                                      long timeout_ms, long connect_ms,
+                                      const char *rid, int attempt,
+                                      orc_client_try_t *t)
+{
+    struct curl_slist *headers;
+    orc_client_conn_t *conn;
+    char               url[1024];
+    CURL              *curl;
+
+    memset(t, 0, sizeof(*t));
+    t->replica = replica;
+    if (snprintf(url, sizeof(url), "%s%s", client->urls[replica], path) >=
         (int)sizeof(url)) {
         orc_client_set_error("%s %s: url too long", method, path);
         return ORC_CL_ERR_INVALID;
     }
-
-    if ((wait_ms > 0) && atomic_load(&client->interrupted)) {
-        orc_client_set_error("%s %s: waits of this client were interrupted",
-                             method, path);
-        return ORC_CL_ERR_CANCELED;
-    }
-
-    conn = orc_client_conn_get(client);
-    if (conn == NULL) {
-        orc_client_set_error("%s %s: cannot create a curl handle", method,
-                             path);
+    conn    = orc_client_conn_get(client);
+    headers = orc_client_headers(client, rid, attempt);
+    if ((conn == NULL) || (headers == NULL)) {
+        if (conn != NULL) {
+            orc_client_conn_put(client, conn, 1);
+        }
+        curl_slist_free_all(headers);
+        orc_client_set_error("%s %s: out of memory", method, path);
         return ORC_CL_ERR_NO_MEMORY;
     }
     curl = conn->easy;
-
-    if (req_timeout_ms <= 0) {
-        req_timeout_ms = client->timeout_ms;
-    }
-    timeout_ms = (long)req_timeout_ms + ((wait_ms > 0) ? wait_ms : 0);
-
     curl_easy_setopt(curl, CURLOPT_URL, url);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, orc_client_header_cb);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, client);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)req_timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
-
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t->buf);
     /* every request sets its method and body in full: a pooled handle
      * still holds the previous request's */
     if (!strcmp(method, "GET") || !strcmp(method, "DELETE")) {
@@ -750,68 +860,221 @@ static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
                          (curl_off_t)((body != NULL) ? strlen(body) : 0));
         curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
     }
-
-    rc = orc_client_perform(client, conn, wait_ms > 0, &canceled);
-    if (canceled) {
-        /* the connection was mid-request: do not reuse it */
-        orc_client_conn_put(client, conn, 0);
-        orc_client_set_error("%s %s: wait interrupted", method, path);
-        status = ORC_CL_ERR_CANCELED;
-        goto out;
+    t->rc = orc_client_perform(client, conn, wait_ms > 0, &t->canceled);
+    curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME, &t->connect_s);
+    if (t->rc == CURLE_OK) {
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &t->code);
     }
-    if (rc != CURLE_OK) {
-        if (buf.overflow) {
-            status = ORC_CL_ERR_PROTOCOL;
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, client->headers);
+    curl_slist_free_all(headers);
+    /* a connection cut mid-request is not reused */
+    orc_client_conn_put(client, conn, (t->rc == CURLE_OK) && !t->canceled);
+    return ORC_CL_OK;
+}
+
+/* Did the attempt find its replica gone (or going)? Then another one is
+ * asked. Not for a timeout once connected: that replica is slow, not gone,
+ * and asking another would double the wait. */
+static int orc_client_try_failed_over(const orc_client_try_t *t)
+{
+    switch (t->rc) {
+    case CURLE_OK:
+        return t->code == 503;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+        return 1;
+    case CURLE_OPERATION_TIMEDOUT:
+        return t->connect_s == 0;
+    default:
+        return 0;
+    }
+}
+
+/* Was the request possibly received (and acted on)? */
+static int orc_client_try_uncertain(const orc_client_try_t *t)
+{
+    return (t->rc != CURLE_OK) && (t->rc != CURLE_COULDNT_RESOLVE_HOST) &&
+           (t->rc != CURLE_COULDNT_CONNECT) && (t->connect_s > 0);
+}
+
+static void orc_client_sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
+
+/* The status and reply of a finished attempt */
+static orc_cl_status_t orc_client_try_result(orc_client_t *client,
+                                             const char *method,
+                                             const char *path,
+                                             orc_client_try_t *t,
+                                             int uncertain, long *code_p,
+                                             json_t **reply_p)
+{
+    json_error_t jerr;
+    json_t      *reply;
+
+    if (t->rc != CURLE_OK) {
+        if (t->buf.overflow) {
             orc_client_set_error("%s %s: reply larger than %u bytes", method,
                                  path, ORC_CLIENT_REPLY_MAX);
-        } else {
-            status = orc_client_curl_status_map(rc, curl);
-            orc_client_set_error("%s %s%s: %s", method, client->url, path,
-                                 curl_easy_strerror(rc));
+            return ORC_CL_ERR_PROTOCOL;
         }
-        orc_client_conn_put(client, conn, 0);
-        goto out;
+        orc_client_set_error("%s %s%s: %s", method, client->urls[t->replica],
+                             path, curl_easy_strerror(t->rc));
+        if (t->rc == CURLE_OPERATION_TIMEDOUT) {
+            /* a connect that never completed: nobody answered at all */
+            return (t->connect_s > 0) ? ORC_CL_ERR_TIMEOUT
+                                      : ORC_CL_ERR_UNREACHABLE;
+        }
+        return orc_client_curl_status_map(t->rc);
     }
-
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-    orc_client_conn_put(client, conn, 1);
-
     if (code_p != NULL) {
-        *code_p = code;
+        *code_p = t->code;
     }
-
-    if ((code < 200) || (code > 299)) {
-        orc_client_error_from_reply(method, path, code, &buf);
-        status = orc_client_http_status_map(code);
-        goto out;
+    /* a delete whose first attempt may have done it */
+    if (uncertain && (t->code == 404) && !strcmp(method, "DELETE")) {
+        return ORC_CL_OK;
     }
-
-    status = ORC_CL_OK;
+    if ((t->code < 200) || (t->code > 299)) {
+        orc_client_error_from_reply(method, path, t->code, &t->buf);
+        return orc_client_http_status_map(t->code);
+    }
     if (reply_p == NULL) {
-        goto out;
+        return ORC_CL_OK;
     }
-
-    reply = json_loadb((buf.data != NULL) ? buf.data : "", buf.length,
-                       JSON_REJECT_DUPLICATES, &jerr);
+    reply = json_loadb((t->buf.data != NULL) ? t->buf.data : "",
+                       t->buf.length, JSON_REJECT_DUPLICATES, &jerr);
     if (reply == NULL) {
         orc_client_set_error("%s %s: malformed JSON reply: %s (line %d)",
                              method, path, jerr.text, jerr.line);
-        status = ORC_CL_ERR_PROTOCOL;
-        goto out;
+        return ORC_CL_ERR_PROTOCOL;
     }
-
     if (!json_is_object(reply)) {
         orc_client_set_error("%s %s: reply is not a JSON object", method, path);
         json_decref(reply);
-        status = ORC_CL_ERR_PROTOCOL;
-        goto out;
+        return ORC_CL_ERR_PROTOCOL;
     }
-
     *reply_p = reply;
+    return ORC_CL_OK;
+}
 
-out:
-    free(buf.data);
+/* A fresh idempotency key (32 hex digits) in rid */
+static void orc_client_new_rid(char rid[33])
+{
+    unsigned char bytes[16];
+    size_t        i;
+
+    if (getrandom(bytes, sizeof(bytes), 0) != (ssize_t)sizeof(bytes)) {
+        /* no entropy to be had: time and address still make it unique
+         * enough within a retry's few seconds */
+        uint64_t t = orc_util_now_ns();
+        memcpy(bytes, &t, sizeof(t));
+        t = (uint64_t)(uintptr_t)rid ^ (uint64_t)getpid();
+        memcpy(bytes + 8, &t, sizeof(t));
+    }
+    for (i = 0; i < sizeof(bytes); ++i) {
+        snprintf(rid + 2 * i, 3, "%02x", bytes[i]);
+    }
+}
+
+/*
+ * One request. `path` starts with '/'; `body` (may be NULL) is sent as JSON;
+ * `wait_ms` extends the timeout for long-polls. On a 2xx reply, *reply_p (if
+ * not NULL) gets the parsed JSON object (strictly: anything else is a
+ * protocol error). *code_p (if not NULL) gets the HTTP status whenever one was
+ * received, else 0.
+ *
+ * With several replicas, a request whose replica is gone (connection
+ * refused or cut, 503) is sent to the next one, at most twice around them
+ * all within the request's time; GET, PUT and DELETE always, a POST only
+ * with an idempotency key `rid` (orcd then answers a repeat as the first).
+ */
+static orc_cl_status_t orc_client_http_rid(orc_client_t *client,
+                                           const char *method,
+                                           const char *path, const char *body,
+                                           int wait_ms, int req_timeout_ms,
+                                           const char *rid, long *code_p,
+                                           json_t **reply_p)
+{
+    int              retryable = strcmp(method, "POST") || (rid != NULL);
+    uint64_t         start = orc_util_now_ms(), now, deadline;
+    orc_client_try_t t = {0};
+    orc_cl_status_t  status;
+    size_t           first, attempt;
+    int              uncertain = 0, left_wait;
+
+    if (code_p != NULL) {
+        *code_p = 0;
+    }
+    if ((wait_ms > 0) && atomic_load(&client->interrupted)) {
+        orc_client_set_error("%s %s: waits of this client were interrupted",
+                             method, path);
+        return ORC_CL_ERR_CANCELED;
+    }
+    if (req_timeout_ms <= 0) {
+        req_timeout_ms = client->timeout_ms;
+    }
+    deadline  = start + (uint64_t)req_timeout_ms + (uint64_t)wait_ms;
+    left_wait = wait_ms;
+    for (attempt = 1;; ++attempt) {
+        first  = atomic_load(&client->current);
+        status = orc_client_try(client, first % client->nurls, method, path,
+                                body, left_wait,
+                                (long)(deadline - orc_util_now_ms()),
+                                (long)req_timeout_ms, rid, (int)attempt, &t);
+        if ((status != ORC_CL_OK) || t.canceled) {
+            free(t.buf.data);
+            if (t.canceled) {
+                orc_client_set_error("%s %s: wait interrupted", method, path);
+                return ORC_CL_ERR_CANCELED;
+            }
+            return status;
+        }
+        if (!orc_client_try_failed_over(&t) &&
+            ((t.rc != CURLE_OPERATION_TIMEDOUT) || (client->nurls == 1))) {
+            break;
+        }
+        /* this replica is gone or slow: the next one is asked first from
+         * now on (unless another call moved on already) */
+        atomic_compare_exchange_strong(&client->current, &first, first + 1);
+        uncertain |= orc_client_try_uncertain(&t);
+        now = orc_util_now_ms();
+        if ((client->nurls == 1) || !retryable ||
+            (attempt >= 2 * client->nurls) || (now >= deadline) ||
+            !orc_client_try_failed_over(&t)) {
+            break;
+        }
+        free(t.buf.data);
+        if (attempt % client->nurls == 0) {
+            /* all of them once: give them a moment */
+            orc_client_sleep_ms((now + 100 < deadline) ? 100 : deadline - now);
+            now = orc_util_now_ms();
+        }
+        left_wait = (wait_ms <= 0) ? 0 :
+                    (start + (uint64_t)wait_ms > now) ?
+                                     (int)(start + (uint64_t)wait_ms - now) : 1;
+    }
+    status = orc_client_try_result(client, method, path, &t, uncertain,
+                                   code_p, reply_p);
+    free(t.buf.data);
     return status;
+}
+
+static orc_cl_status_t orc_client_http_ex(orc_client_t *client,
+                                          const char *method, const char *path,
+                                          const char *body, int wait_ms,
+                                          int req_timeout_ms, long *code_p,
+                                          json_t **reply_p)
+{
+    return orc_client_http_rid(client, method, path, body, wait_ms,
+                               req_timeout_ms, NULL, code_p, reply_p);
 }
 
 static orc_cl_status_t orc_client_http(orc_client_t *client, const char *method,
@@ -1072,7 +1335,7 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
                                     int64_t pid, const char *labels_json,
                                     unsigned ttl_sec, uint64_t *node_id_p)
 {
-    char               path[256];
+    char               path[256], rid[33];
     orc_client_node_t *node;
     json_t            *request, *labels, *reply = NULL;
     uint64_t           id, ttl;
@@ -1121,7 +1384,9 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
     }
 
     snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
-    status = orc_client_http(client, "POST", path, body, 0, NULL, &reply);
+    orc_client_new_rid(rid);
+    status = orc_client_http_rid(client, "POST", path, body, 0, 0, rid, NULL,
+                                 &reply);
     free(body);
     if (status != ORC_CL_OK) {
         return status;
@@ -1266,7 +1531,7 @@ void orc_client_destroy(orc_client_t *client)
     curl_slist_free_all(client->headers);
     free(client->ca_file);
     free(client->job);
-    free(client->url);
+    orc_client_urls_free(client);
     free(client);
 }
 
@@ -1540,7 +1805,7 @@ orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
                                      uint64_t from, const char *body_json,
                                      uint64_t *seq_p)
 {
-    char            path[256];
+    char            path[256], rid[33];
     orc_cl_status_t status;
     json_t         *object, *request, *reply = NULL;
     uint64_t        seq;
@@ -1568,7 +1833,9 @@ orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
 
     snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64 "/mailbox",
              client->job, dst);
-    status = orc_client_http(client, "POST", path, body, 0, NULL, &reply);
+    orc_client_new_rid(rid);
+    status = orc_client_http_rid(client, "POST", path, body, 0, 0, rid, NULL,
+                                 &reply);
     free(body);
     if (status != ORC_CL_OK) {
         return status;

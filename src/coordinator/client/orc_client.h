@@ -10,6 +10,16 @@
  * aborts the process or prints on its own except through the optional log
  * callback. Tokens never appear in a returned error message.
  *
+ * Several orcd replicas (orcd on etcd): params.url may list them,
+ * comma-separated. A call whose replica is gone (connection refused or cut,
+ * 503) moves on to the next, at most twice around them all within its
+ * timeout, and so do long polls and keep-alives; POSTs (registration,
+ * mailbox messages) carry an idempotency key, so a retry of one whose
+ * answer was lost is answered as the first attempt. Later calls start with
+ * the replica that answered; a replica that comes back is used again once
+ * the others fail. Every request tells orcd the newest index the client has
+ * seen, so no replica answers from an older state.
+ *
  * Thread safety: one orc_client_t may be used from any number of threads at
  * once (each call takes a curl handle of its own from the client's pool, and
  * puts it back with its keep-alive connection for the next call).
@@ -68,7 +78,8 @@ typedef enum orc_client_params_field {
 
 typedef struct orc_client_params {
     uint64_t    field_mask;  /* ORC_CLIENT_PARAM_FIELD_*: which fields are set */
-    const char *url;         /* default ORC_CLIENT_DEFAULT_URL */
+    const char *url;         /* default ORC_CLIENT_DEFAULT_URL; several
+                                replicas: "http://a:7411,http://b:7411" */
     const char *job;         /* default ORC_CLIENT_DEFAULT_JOB */
     const char *token;       /* default: none (auth off) */
     int         timeout_ms;  /* per request, excluding long-poll waits;

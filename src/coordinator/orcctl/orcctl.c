@@ -66,8 +66,8 @@ static void orcctl_usage(FILE *out)
         "Client of the orc coordinator orcd.\n"
         "\n"
         "Options (also accepted after the command):\n"
-        "  --url URL          orcd base URL (env " ORC_CLIENT_ENV_URL
-        ", default " ORC_CLIENT_DEFAULT_URL ")\n"
+        "  --url URL[,URL..]  orcd base URL, or several replicas (env "
+        ORC_CLIENT_ENV_URL ", default " ORC_CLIENT_DEFAULT_URL ")\n"
         "  --token T          bearer token (env " ORC_CLIENT_ENV_TOKEN ")\n"
         "  --token-file F     read the token from the first line of F "
         "(env " ORC_CLIENT_ENV_TOKEN_FILE ")\n"

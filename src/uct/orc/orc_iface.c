@@ -29,7 +29,8 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
 
     {"COORDINATOR", ORC_CLIENT_DEFAULT_URL,
      "URL of the orcd coordinator that pairs orc endpoints\n"
-     "(http://host:port or https://host:port).",
+     "(http://host:port or https://host:port), or of several orcd replicas,\n"
+     "comma-separated: requests fail over between them.",
      ucs_offsetof(uct_orc_iface_config_t, coordinator),
      UCS_CONFIG_TYPE_STRING},
 

@@ -7,6 +7,7 @@
 #include "test_client_orcd.h"
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -31,11 +32,13 @@ const char *ORCD_CONFIG = "ttl:\n"
 const char *TOKEN_A = "token-of-job-a-123";
 const char *TOKEN_B = "token-of-job-b-456";
 
-class client_orcd : public ::testing::Test
+class client_orcd : public ::testing::TestWithParam<std::string>
 {
   protected:
     void SetUp() override
     {
+        std::string why;
+        ASSERT_TRUE(store_param_setup(GetParam(), &why)) << why;
         ASSERT_TRUE(m_orcd.start(ORCD_CONFIG)) << m_orcd.error();
         m_client = m_orcd.client("jobA", TOKEN_A);
         ASSERT_NE(nullptr, m_client);
@@ -43,6 +46,7 @@ class client_orcd : public ::testing::Test
 
     void TearDown() override
     {
+        orcd_store_yaml().clear();
         orc_client_destroy(m_client);
     }
 
@@ -89,12 +93,14 @@ class client_orcd : public ::testing::Test
 
 } // namespace
 
-TEST_F(client_orcd, health)
+ORC_TEST_STORES(client_orcd);
+
+TEST_P(client_orcd, health)
 {
     EXPECT_EQ(ORC_CL_OK, orc_client_health(m_client));
 }
 
-TEST_F(client_orcd, register_list_get_deregister)
+TEST_P(client_orcd, register_list_get_deregister)
 {
     uint64_t id1, id2, index;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "host-1", 111,
@@ -136,7 +142,7 @@ TEST_F(client_orcd, register_list_get_deregister)
               orc_client_node_get(m_client, 999999, &node));
 }
 
-TEST_F(client_orcd, endpoint_put_get_and_errors)
+TEST_P(client_orcd, endpoint_put_get_and_errors)
 {
     uint64_t id;
     char    *json = NULL;
@@ -176,7 +182,7 @@ TEST_F(client_orcd, endpoint_put_get_and_errors)
               orc_client_endpoint_put(m_client, id, huge.c_str()));
 }
 
-TEST_F(client_orcd, keepalive_keeps_node_past_ttl_and_deregister_removes)
+TEST_P(client_orcd, keepalive_keeps_node_past_ttl_and_deregister_removes)
 {
     uint64_t id, index;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 2, &id));
@@ -207,7 +213,7 @@ TEST_F(client_orcd, keepalive_keeps_node_past_ttl_and_deregister_removes)
         << orc_cl_status_str(ka);
 }
 
-TEST_F(client_orcd, node_deleted_elsewhere_is_reported_lost)
+TEST_P(client_orcd, node_deleted_elsewhere_is_reported_lost)
 {
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
@@ -224,7 +230,7 @@ TEST_F(client_orcd, node_deleted_elsewhere_is_reported_lost)
     EXPECT_EQ(1, orc_client_node_lost(m_client, id));
 }
 
-TEST_F(client_orcd, stalled_keepalive_node_expires_and_is_reported_lost)
+TEST_P(client_orcd, stalled_keepalive_node_expires_and_is_reported_lost)
 {
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 1, &id));
@@ -245,7 +251,7 @@ TEST_F(client_orcd, stalled_keepalive_node_expires_and_is_reported_lost)
     EXPECT_EQ(ORC_CL_ERR_GONE, orc_client_keepalive(m_client, id));
 }
 
-TEST_F(client_orcd, killed_process_node_expires)
+TEST_P(client_orcd, killed_process_node_expires)
 {
     /* orcctl register keeps a node alive in the foreground; SIGKILL it */
     child reg;
@@ -270,7 +276,7 @@ TEST_F(client_orcd, killed_process_node_expires)
     EXPECT_TRUE((st == ORC_CL_ERR_NOT_FOUND) || (st == ORC_CL_ERR_GONE));
 }
 
-TEST_F(client_orcd, nodes_list_blocks_until_change_or_timeout)
+TEST_P(client_orcd, nodes_list_blocks_until_change_or_timeout)
 {
     uint64_t         index, id;
     orc_node_info_t *nodes;
@@ -314,7 +320,7 @@ TEST_F(client_orcd, nodes_list_blocks_until_change_or_timeout)
     EXPECT_EQ(1u, seen_count);
 }
 
-TEST_F(client_orcd, kv_put_get_delete_and_wait)
+TEST_P(client_orcd, kv_put_get_delete_and_wait)
 {
     const unsigned char value[] = {0, 'o', 'r', 'c', 0xff, '\n'};
     void               *got;
@@ -372,7 +378,7 @@ TEST_F(client_orcd, kv_put_get_delete_and_wait)
     EXPECT_LT(ms_since(t0), 5000);
 }
 
-TEST_F(client_orcd, kv_attached_to_node_goes_with_it)
+TEST_P(client_orcd, kv_attached_to_node_goes_with_it)
 {
     uint64_t id;
     void    *got;
@@ -387,7 +393,7 @@ TEST_F(client_orcd, kv_attached_to_node_goes_with_it)
               orc_client_kv_get(m_client, "owned", 0, &got, &length));
 }
 
-TEST_F(client_orcd, mailbox_cursor_retry_and_ack)
+TEST_P(client_orcd, mailbox_cursor_retry_and_ack)
 {
     uint64_t a, b, seq;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "a", 1, NULL, 0, &a));
@@ -448,7 +454,7 @@ TEST_F(client_orcd, mailbox_cursor_retry_and_ack)
               orc_client_mbox_send(m_client, b, a, big.c_str(), &seq));
 }
 
-TEST_F(client_orcd, mailbox_full_is_busy)
+TEST_P(client_orcd, mailbox_full_is_busy)
 {
     uint64_t b, seq = 0;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
@@ -476,7 +482,7 @@ TEST_F(client_orcd, mailbox_full_is_busy)
  * batches as if a reply had been lost: every message arrives, in order,
  * exactly once past the cursor.
  */
-TEST_F(client_orcd, mailbox_no_loss_across_reconnects)
+TEST_P(client_orcd, mailbox_no_loss_across_reconnects)
 {
     const int N = 400;
     uint64_t  a, b;
@@ -533,7 +539,7 @@ TEST_F(client_orcd, mailbox_no_loss_across_reconnects)
     }
 }
 
-TEST_F(client_orcd, auth_isolation_between_jobs)
+TEST_P(client_orcd, auth_isolation_between_jobs)
 {
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(m_client, "secret", "A", 1));
@@ -582,7 +588,7 @@ TEST_F(client_orcd, auth_isolation_between_jobs)
     free(got);
 }
 
-TEST_F(client_orcd, concurrent_threads_lose_nothing)
+TEST_P(client_orcd, concurrent_threads_lose_nothing)
 {
     const int THREADS = 12, PER = 60;
     uint64_t  sink;
@@ -645,7 +651,7 @@ TEST_F(client_orcd, concurrent_threads_lose_nothing)
     }
 }
 
-TEST_F(client_orcd, unreachable_after_orcd_exits)
+TEST_P(client_orcd, unreachable_after_orcd_exits)
 {
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
@@ -850,4 +856,333 @@ TEST(client_orcd_capped, long_waits_span_max_wait)
     waiter.join();
     EXPECT_EQ(ORC_CL_OK, wstatus);
     orc_client_destroy(c);
+}
+
+/*
+ * Failover between orcd replicas on one etcd: the client is given several
+ * URLs, comma-separated.
+ */
+namespace
+{
+
+class client_failover : public ::testing::Test
+{
+  public:
+    void SetUp() override
+    {
+        std::string why;
+        ASSERT_TRUE(store_param_setup("etcd", &why)) << why;
+        ASSERT_TRUE(m_a.start("ttl:\n  min: 1\n")) << m_a.error();
+        ASSERT_TRUE(m_b.start("ttl:\n  min: 1\n")) << m_b.error();
+    }
+    void TearDown() override
+    {
+        orcd_store_yaml().clear();
+    }
+
+    static orc_client_t *client(const std::string &urls, int timeout_ms)
+    {
+        orc_client_params_t params = {};
+        params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+                            ORC_CLIENT_PARAM_FIELD_JOB |
+                            ORC_CLIENT_PARAM_FIELD_TIMEOUT;
+        params.url        = urls.c_str();
+        params.job        = "jobF";
+        params.timeout_ms = timeout_ms;
+        orc_client_t *c   = NULL;
+        EXPECT_EQ(ORC_CL_OK, orc_client_create(&params, &c))
+            << orc_client_last_error();
+        return c;
+    }
+
+    /* a URL nobody listens on */
+    static std::string dead_url()
+    {
+        return "http://127.0.0.1:" + std::to_string(etcd_test::free_port());
+    }
+
+    orcd_child m_a, m_b;
+};
+
+} // namespace
+
+TEST(client_urls, list_is_checked)
+{
+    const char *bad[] = {"http://a:1,", "http://a:1,,http://b:2",
+                         "http://a:1,ftp://b:2", ",http://a:1"};
+    for (const char *url : bad) {
+        orc_client_params_t params = {};
+        params.field_mask          = ORC_CLIENT_PARAM_FIELD_URL;
+        params.url                 = url;
+        orc_client_t *c            = NULL;
+        EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &c)) << url;
+        EXPECT_NE(std::string(orc_client_last_error()).find("http://"),
+                  std::string::npos)
+            << orc_client_last_error();
+    }
+}
+
+TEST_F(client_failover, a_dead_replica_is_skipped)
+{
+    orc_client_t *c = client(dead_url() + "," + m_a.url(), 3000);
+    ASSERT_NE(nullptr, c);
+    uint64_t id, index;
+    auto     t0 = steady::now();
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 30, &id))
+        << orc_client_last_error();
+    orc_node_info_t *nodes;
+    size_t           count;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
+    EXPECT_EQ(1u, count);
+    orc_client_nodes_free(nodes, count);
+    EXPECT_LT(ms_since(t0), 3000);
+    orc_client_destroy(c);
+}
+
+TEST_F(client_failover, all_replicas_down_fails_within_the_budget)
+{
+    orc_client_t *c = client(dead_url() + "," + dead_url(), 1000);
+    ASSERT_NE(nullptr, c);
+    auto     t0 = steady::now();
+    uint64_t id;
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
+              orc_client_register(c, "h", 1, NULL, 30, &id));
+    void  *got;
+    size_t length;
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE, orc_client_kv_get(c, "k", 5000, &got,
+                                                         &length));
+    EXPECT_LT(ms_since(t0), 3000);
+    orc_client_destroy(c);
+}
+
+/* The replica a client uses is SIGKILLed: its long poll and its node's
+ * keep-alives move to the other, new requests go there, nothing is lost;
+ * the replica, back on its port, is used again once the other one dies */
+TEST_F(client_failover, long_polls_and_keepalives_move_to_a_live_replica)
+{
+    orc_client_t *c = client(m_a.url() + "," + m_b.url(), 2000);
+    ASSERT_NE(nullptr, c);
+    uint64_t id, index;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 2, &id));
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(c, "before", "1", 1));
+    orc_node_info_t *nodes;
+    size_t           count;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
+    orc_client_nodes_free(nodes, count);
+
+    /* a long poll waiting on A when A dies: answered through B */
+    orc_cl_status_t polled = ORC_CL_ERR_INVALID;
+    std::thread     poller([&] {
+        orc_node_info_t *n;
+        size_t           k;
+        uint64_t         i;
+        polled = orc_client_nodes_list(c, index, 15000, &n, &k, &i);
+        if (polled == ORC_CL_OK) {
+            orc_client_nodes_free(n, k);
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::string a_port = m_a.url().substr(m_a.url().rfind(':') + 1);
+    m_a.kill_now();
+    orc_client_t *other = client(m_b.url(), 2000);
+    uint64_t      id2;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(other, "h2", 2, NULL, 30, &id2));
+    poller.join();
+    EXPECT_EQ(ORC_CL_OK, polled) << orc_client_last_error();
+
+    /* keep-alives of the TTL-2 node go to B: alive after 3 TTLs */
+    std::this_thread::sleep_for(std::chrono::milliseconds(6000));
+    EXPECT_EQ(0, orc_client_node_lost(c, id));
+    void  *got;
+    size_t length;
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(c, "before", 0, &got, &length));
+    free(got);
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
+    bool found = false;
+    for (size_t i = 0; i < count; ++i) {
+        found |= (nodes[i].id == id);
+    }
+    orc_client_nodes_free(nodes, count);
+    EXPECT_TRUE(found);
+
+    /* A back on its port, B gone: the client uses A again */
+    ASSERT_TRUE(m_a.start("ttl:\n  min: 1\n",
+                          {"--listen", "127.0.0.1:" + a_port}))
+        << m_a.error();
+    m_b.stop();
+    ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(c, "after", "2", 1))
+        << orc_client_last_error();
+    EXPECT_EQ(0, orc_client_node_lost(c, id));
+    orc_client_destroy(other);
+    orc_client_destroy(c);
+}
+
+/* 64 clients pair up (32 pairs: register, find the partner, exchange 16
+ * messages each way through the mailboxes) while the replica they use is
+ * SIGKILLed: every pairing completes through the other replica, no node is
+ * registered twice, no message is lost or delivered twice */
+static void pairing_storm(const std::string &urls,
+                          const std::function<void()> &fault,
+                          const std::string &check_url)
+{
+    const int pairs = 32, clients = 2 * pairs, rounds = 16;
+    std::atomic<int> sent{0}, done{0};
+    std::atomic<bool> counted{false};
+    std::vector<std::string> errors(clients);
+    std::vector<uint64_t>    ids(clients, 0);
+
+    auto run_client = [&](int k) {
+        orc_client_t *c = client_failover::client(urls, 5000);
+        int partner     = (k + pairs) % clients;
+        std::string err;
+        uint64_t id = 0, peer = 0, after = 0;
+        std::vector<int> got;
+        char key[32], val[32];
+        void *v;
+        size_t len;
+
+        if ((c == NULL) ||
+            (orc_client_register(c, "h", k, NULL, 30, &id) != ORC_CL_OK)) {
+            errors[k] = std::string("register: ") + orc_client_last_error();
+            goto out;
+        }
+        ids[k] = id;
+        snprintf(key, sizeof(key), "peer-%d", k);
+        snprintf(val, sizeof(val), "%llu", (unsigned long long)id);
+        if (orc_client_kv_put(c, key, val, strlen(val)) != ORC_CL_OK) {
+            errors[k] = std::string("kv_put: ") + orc_client_last_error();
+            goto out;
+        }
+        snprintf(key, sizeof(key), "peer-%d", partner);
+        if (orc_client_kv_get(c, key, 30000, &v, &len) != ORC_CL_OK) {
+            errors[k] = std::string("kv_get: ") + orc_client_last_error();
+            goto out;
+        }
+        peer = strtoull(std::string((char *)v, len).c_str(), NULL, 10);
+        free(v);
+        for (int r = 0; r < rounds; ++r) {
+            char body[64];
+            uint64_t seq;
+            snprintf(body, sizeof(body), "{\"k\":%d,\"r\":%d}", k, r);
+            if (orc_client_mbox_send(c, peer, id, body, &seq) != ORC_CL_OK) {
+                errors[k] = std::string("send: ") + orc_client_last_error();
+                goto out;
+            }
+            ++sent;
+        }
+        while ((int)got.size() < rounds) {
+            orc_mbox_msg_t *msgs;
+            size_t count;
+            if (orc_client_mbox_recv(c, id, after, 20000, &msgs, &count) !=
+                ORC_CL_OK) {
+                errors[k] = std::string("recv: ") + orc_client_last_error();
+                goto out;
+            }
+            if (count == 0) {
+                errors[k] = "recv: nothing for 20 s";
+                goto out;
+            }
+            for (size_t i = 0; i < count; ++i) {
+                int pk = -1, r = -1;
+                sscanf(msgs[i].body_json, "{\"k\":%d,\"r\":%d}", &pk, &r);
+                if ((pk != partner) || (msgs[i].from != peer)) {
+                    errors[k] = std::string("stranger: ") + msgs[i].body_json;
+                }
+                got.push_back(r);
+                after = msgs[i].seq;
+            }
+            orc_client_mbox_free(msgs, count);
+        }
+        for (int r = 0; r < rounds; ++r) {
+            if ((r >= (int)got.size()) || (got[r] != r)) {
+                errors[k] = "messages out of order, lost or twice";
+            }
+        }
+        if ((int)got.size() != rounds) {
+            errors[k] = "got " + std::to_string(got.size()) + " messages";
+        }
+        ++done;
+        /* stay registered until the node count was taken (bounded) */
+        for (auto w = steady::now(); !counted.load() && (ms_since(w) < 60000);) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+    out:
+        orc_client_destroy(c); /* deregisters */
+    };
+
+    std::vector<std::thread> threads;
+    for (int k = 0; k < clients; ++k) {
+        threads.emplace_back(run_client, k);
+    }
+    /* kill the replica when about a third of the messages are out */
+    auto t0 = steady::now();
+    while ((sent.load() < clients * rounds / 3) && (done.load() < clients) &&
+           (ms_since(t0) < 60000)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    int sent_at_kill = sent.load();
+    fault();
+    /* every pairing done: exactly one node per client (a registration
+     * retried on the other replica was not made twice) */
+    t0 = steady::now();
+    while ((done.load() < clients) && (ms_since(t0) < 120000)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    orc_client_t    *check = client_failover::client(check_url, 5000);
+    orc_node_info_t *nodes;
+    size_t           count = 0;
+    uint64_t         index;
+    EXPECT_EQ(ORC_CL_OK,
+              orc_client_nodes_list(check, 0, 0, &nodes, &count, &index));
+    EXPECT_EQ((size_t)clients, count);
+    if (count > 0) {
+        orc_client_nodes_free(nodes, count);
+    }
+    orc_client_destroy(check);
+    counted = true;
+    for (auto &t : threads) {
+        t.join();
+    }
+    for (int k = 0; k < clients; ++k) {
+        EXPECT_EQ("", errors[k]) << "client " << k;
+    }
+    EXPECT_EQ(clients, done.load());
+    EXPECT_LT(sent_at_kill, clients * rounds) << "the kill came too late";
+    /* no node registered twice: 64 distinct ids */
+    std::set<uint64_t> distinct(ids.begin(), ids.end());
+    EXPECT_EQ((size_t)clients, distinct.size());
+    printf("# %d of %d messages sent at the fault\n", sent_at_kill,
+           clients * rounds);
+}
+
+TEST_F(client_failover, replica_killed_mid_pairing_storm_loses_nothing)
+{
+    pairing_storm(m_a.url() + "," + m_b.url(), [this] { m_a.kill_now(); },
+                  m_b.url());
+}
+
+/* The same storm on two replicas over three etcd members whose leader is
+ * SIGKILLed: requests pause for the election and continue; nothing lost */
+TEST(client_etcd_cluster, leader_killed_mid_pairing_storm_loses_nothing)
+{
+    std::string why;
+    ASSERT_TRUE(etcd_test::etcd_available()) << "etcd-server not installed";
+    etcd_test::etcd_cluster etcd(3);
+    ASSERT_TRUE(etcd.start(&why)) << why;
+    orcd_store_yaml() = "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
+                        etcd.endpoint_yaml() + "\n    timeout: 2\n";
+    orcd_child a, b;
+    bool started = a.start() && b.start();
+    orcd_store_yaml().clear();
+    ASSERT_TRUE(started) << a.error() << b.error();
+    pairing_storm(a.url() + "," + b.url(),
+                  [&etcd] {
+                      int leader = etcd.leader();
+                      ASSERT_GE(leader, 0);
+                      etcd.kill_member((size_t)leader, SIGKILL);
+                  },
+                  b.url());
 }

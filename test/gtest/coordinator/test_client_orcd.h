@@ -7,6 +7,7 @@
 #ifndef TEST_CLIENT_ORCD_H_
 #define TEST_CLIENT_ORCD_H_
 
+#include "etcd_test_util.h"
 #include "orc_client.h"
 
 #include <gtest/gtest.h>
@@ -259,8 +260,45 @@ inline int run(const std::vector<std::string> &argv,
 }
 
 /*
+ * The store the orcds of a test use: memory (the default), or the etcd of
+ * etcd_test::shared_etcd(1) under a key prefix of the test's own. Set by a
+ * parametrised fixture's SetUp (store_param_setup), cleared after it.
+ */
+inline std::string &orcd_store_yaml()
+{
+    static std::string yaml;
+    return yaml;
+}
+
+/* "memory" or "etcd": what orcd_child::start puts into the config; false
+ * (and why) if etcd cannot be had */
+inline bool store_param_setup(const std::string &backend, std::string *why)
+{
+    orcd_store_yaml().clear();
+    if (backend != "etcd") {
+        return true;
+    }
+    etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, why);
+    if (c == nullptr) {
+        return false;
+    }
+    orcd_store_yaml() = "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
+                        c->endpoint_yaml() + "\n    prefix: " +
+                        etcd_test::unique_prefix("client") + "\n";
+    return true;
+}
+
+/* The two stores, as test name suffixes */
+#define ORC_TEST_STORES(fixture)                                              \
+    INSTANTIATE_TEST_SUITE_P(store, fixture,                                  \
+                             ::testing::Values("memory", "etcd"),             \
+                             [](const ::testing::TestParamInfo<std::string>   \
+                                        &i) { return i.param; })
+
+/*
  * orcd as a child process on 127.0.0.1 with a kernel-chosen port. The
- * configuration (YAML text) is written to a temporary file.
+ * configuration (YAML text, after the store section of orcd_store_yaml())
+ * is written to a temporary file.
  */
 class orcd_child
 {
@@ -289,8 +327,9 @@ class orcd_child
         std::string              port_file = m_dir + "/port";
         std::vector<std::string> argv = {binary, "--listen", "127.0.0.1:0",
                                          "--port-file", port_file};
-        if (!config_yaml.empty()) {
-            write_file(m_dir + "/orcd.yaml", config_yaml);
+        std::string yaml = orcd_store_yaml() + config_yaml;
+        if (!yaml.empty()) {
+            write_file(m_dir + "/orcd.yaml", yaml);
             argv.push_back("--config");
             argv.push_back(m_dir + "/orcd.yaml");
         }
@@ -348,6 +387,13 @@ class orcd_child
             }
             m_dir.clear();
         }
+    }
+
+    /* SIGKILL (a crash), reaped; its directory removed */
+    void kill_now()
+    {
+        m_proc.kill_wait();
+        stop();
     }
 
     /* SIGTERM and the exit code */

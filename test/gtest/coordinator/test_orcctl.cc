@@ -19,12 +19,19 @@ const char *ORCD_CONFIG = "ttl:\n"
                           "    jobA: orcctl-token-a-1\n"
                           "    jobB: orcctl-token-b-2\n";
 
-class orcctl_test : public ::testing::Test
+class orcctl_test : public ::testing::TestWithParam<std::string>
 {
   protected:
     void SetUp() override
     {
+        std::string why;
+        ASSERT_TRUE(store_param_setup(GetParam(), &why)) << why;
         ASSERT_TRUE(m_orcd.start(ORCD_CONFIG)) << m_orcd.error();
+    }
+
+    void TearDown() override
+    {
+        orcd_store_yaml().clear();
     }
 
     /* orcctl --url URL --job jobA --token T --json ARGS... */
@@ -75,7 +82,9 @@ class orcctl_test : public ::testing::Test
 
 } // namespace
 
-TEST_F(orcctl_test, health_and_usage)
+ORC_TEST_STORES(orcctl_test);
+
+TEST_P(orcctl_test, health_and_usage)
 {
     std::string out;
     ASSERT_EQ(0, ctl({"health"}, &out));
@@ -96,7 +105,7 @@ TEST_F(orcctl_test, health_and_usage)
     EXPECT_EQ(1, ctl({"--bogus", "health"}, &out));
 }
 
-TEST_F(orcctl_test, register_nodes_endpoint_roundtrip)
+TEST_P(orcctl_test, register_nodes_endpoint_roundtrip)
 {
     child    reg;
     uint64_t id = register_bg(&reg, "demo-host");
@@ -147,7 +156,7 @@ TEST_F(orcctl_test, register_nodes_endpoint_roundtrip)
 }
 
 /* The transport's topology summary label, shown one part per line */
-TEST_F(orcctl_test, nodes_show_topology_summary)
+TEST_P(orcctl_test, nodes_show_topology_summary)
 {
     const std::string summary = "2 NUMA nodes; soft_nic0 pci 0000:03:00.0 "
                                 "numa 0 cpus 0; soft_lo unknown";
@@ -187,7 +196,7 @@ TEST_F(orcctl_test, nodes_show_topology_summary)
     EXPECT_EQ(0, reg.wait_exit(10000));
 }
 
-TEST_F(orcctl_test, nodes_wait_wakes_on_change)
+TEST_P(orcctl_test, nodes_wait_wakes_on_change)
 {
     std::string out;
     ASSERT_EQ(0, ctl({"nodes"}, &out));
@@ -214,7 +223,7 @@ TEST_F(orcctl_test, nodes_wait_wakes_on_change)
     json_decref(doc);
 }
 
-TEST_F(orcctl_test, mailbox_send_and_watch)
+TEST_P(orcctl_test, mailbox_send_and_watch)
 {
     child       reg;
     uint64_t    id = register_bg(&reg, "mbox-host");
@@ -257,7 +266,7 @@ TEST_F(orcctl_test, mailbox_send_and_watch)
     EXPECT_EQ(2, ctl({"mailbox-send", "99999", "{}"}, &out));
 }
 
-TEST_F(orcctl_test, kv_commands)
+TEST_P(orcctl_test, kv_commands)
 {
     std::string out;
     ASSERT_EQ(0, ctl({"kv-put", "app/addr", "tcp://127.0.0.1:5000"}, &out));
@@ -292,7 +301,7 @@ TEST_F(orcctl_test, kv_commands)
     EXPECT_EQ(6, ctl({"kv-put", "../escape", "x"}, &out));
 }
 
-TEST_F(orcctl_test, environment_auth_and_unreachable)
+TEST_P(orcctl_test, environment_auth_and_unreachable)
 {
     std::string out, path = m_orcd.dir() + "/token";
     write_file(path, "orcctl-token-b-2\n");
@@ -334,7 +343,7 @@ TEST_F(orcctl_test, environment_auth_and_unreachable)
 }
 
 /* nodes --wait without --index waits for a change from its own start */
-TEST_F(orcctl_test, nodes_wait_from_now)
+TEST_P(orcctl_test, nodes_wait_from_now)
 {
     child watcher;
     ASSERT_TRUE(watcher.start({builddir() + "/orcctl", "--url", m_orcd.url(),
