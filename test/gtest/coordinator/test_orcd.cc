@@ -430,7 +430,9 @@ TEST_P(orcd_api, lease_expiry_and_keepalive)
     start("ttl: {min: 1, default: 1, max: 10}\n");
     http_client c;
 
-    long long keep = register_node(c, "j", 1);
+    /* the kept node's TTL leaves room for a loaded machine between its
+     * keep-alives; the other one has the shortest TTL */
+    long long keep = register_node(c, "j", 5);
     long long dies = register_node(c, "j", 1);
     std::string nk = "/v1/jobs/j/nodes/" + std::to_string(keep);
     std::string nd = "/v1/jobs/j/nodes/" + std::to_string(dies);
