@@ -12,6 +12,7 @@ packages=(
     etcd-server etcd-client
     iproute2 procps curl openssl
     gnuplot-nox
+    python3 ibverbs-utils perftest
 )
 
 missing=()

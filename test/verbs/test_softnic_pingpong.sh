@@ -1,0 +1,43 @@
+#!/bin/bash
+# rdma-core's own examples (ibverbs-utils) on softnic, with their data
+# checks (-c validates the received buffer): ibv_rc_pingpong and
+# ibv_srq_pingpong (16 QPs on one SRQ), busy-polling and sleeping on
+# completion events (-e), on one host and across two namespace hosts.
+#
+# ibv_srq_pingpong -e runs one QP (-q 1). With several QPs each side may post
+# up to q - 1 SENDs beyond -n, which its peer never takes, and each side
+# ends as soon as its own counts are reached: a side whose peer ended first
+# sees such a SEND fail. On a NIC that failure comes after the QP's retry
+# budget (timeout 14, retry_cnt 7: about 0.5 s), when the side has ended
+# too; softnic fails the SEND when its peer's connection closes, at once,
+# which a side sleeping on events still sees now and then (1 run in 9 here).
+# Busy-polling, both sides end within microseconds of each other.
+. "$(dirname "$0")/verbs_lib.sh"
+
+snv_require ibv_rc_pingpong ibv_srq_pingpong ip ss python3
+snv_require_plain_build
+snv_enter
+
+# pingpong HOSTS PROGRAM ARGS...: server and client agree, and both report
+# their transfer (the client's "iters in" line) without a data error
+pingpong() {
+    local hosts=$1 prog=$2
+    shift 2
+    snv_pair_same "$hosts" "$prog" -d @DEV@ -g 0 -p @PORT@ "$@" || return 1
+    cat "$snv_tmp/server.log" "$snv_tmp/client.log"
+    if grep -qi "invalid data\|failed\|error" "$snv_tmp/server.log" "$snv_tmp/client.log"; then
+        echo "$prog $*: an error was reported" >&2
+        return 1
+    fi
+    grep -q "iters in" "$snv_tmp/server.log" && grep -q "iters in" "$snv_tmp/client.log" ||
+        { echo "$prog $*: no transfer report" >&2; return 1; }
+}
+
+for hosts in local netns; do
+    [ $hosts = netns ] && snv_netns_up
+    snv_case "$hosts/rc_pingpong" pingpong $hosts ibv_rc_pingpong -c -s 65536 -n 200
+    snv_case "$hosts/rc_pingpong_events" pingpong $hosts ibv_rc_pingpong -c -e -s 4096 -n 100
+    snv_case "$hosts/srq_pingpong" pingpong $hosts ibv_srq_pingpong -c -s 4096 -n 100
+    snv_case "$hosts/srq_pingpong_events" pingpong $hosts ibv_srq_pingpong -c -e -q 1 -s 4096 -n 50
+done
+snv_finish
