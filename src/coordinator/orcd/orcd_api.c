@@ -526,7 +526,7 @@ static void orcd_h_healthz(orcd_ctx_t *c)
 
 /* ------------------------------------------------------------ store access */
 
-static void orcd_seen(orcd_ctx_t *c, uint64_t rev)
+void orcd_seen(orcd_ctx_t *c, uint64_t rev)
 {
     if (rev > c->rev) {
         c->rev = rev;

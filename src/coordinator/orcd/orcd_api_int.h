@@ -125,6 +125,8 @@ int  orcd_get(orcd_ctx_t *c, const char *key, orc_store_kv_t *kv);
 int  orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
               const orc_store_op_t *ops, size_t nops,
               orc_store_txn_result_t *res);
+/* A write made outside those calls (a lease op) at revision rev */
+void orcd_seen(orcd_ctx_t *c, uint64_t rev);
 /* Room for keys more keys of bytes bytes in the job and in total? 0, or -1
  * with 429 filled */
 int  orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes);

@@ -403,22 +403,26 @@ void orcd_h_node_delete(orcd_ctx_t *c)
     orc_store_op_t op = {ORC_STORE_OP_PUT, key, NULL, "", 0, 0};
     orc_store_txn_result_t tres;
     orc_store_kv_t node;
+    uint64_t rev = 0;
     int status;
 
     if (orcd_node_get(c, &node)) {
         return;
     }
-    /* the node and all it owns go with its lease; then the tombstone, whose
-     * revision (after the lease's) is the one later reads must reach */
-    status = c->store->ops->lease_revoke(c->store, node.lease, NULL);
-    orc_store_kv_free(&node);
-    if (status == ORC_STORE_ENOENT) {
-        status = ORC_STORE_OK; /* expired meanwhile: gone either way */
-    }
+    /* the tombstone first, then the lease (with the node and all it owns):
+     * whoever sees the node gone, at any revision, also sees the tombstone
+     * and answers 404, never 410; this request's index is the revocation's */
+    orcd_key(key, c, "/gone/%020" PRIu64, c->id);
+    status = orcd_txn(c, NULL, 0, &op, 1, &tres);
     if (status == ORC_STORE_OK) {
-        orcd_key(key, c, "/gone/%020" PRIu64, c->id);
-        status = orcd_txn(c, NULL, 0, &op, 1, &tres);
+        status = c->store->ops->lease_revoke(c->store, node.lease, &rev);
+        if (status == ORC_STORE_OK) {
+            orcd_seen(c, rev);
+        } else if (status == ORC_STORE_ENOENT) {
+            status = ORC_STORE_OK; /* expired meanwhile: gone either way */
+        }
     }
+    orc_store_kv_free(&node);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         return;
