@@ -358,15 +358,18 @@ typedef struct uct_orc_op {
 
 /*
  * Receive descriptor posted to the SRQ. data[] holds
- *   [uct_recv_desc_t* slot][rx_headroom bytes][payload]
+ *   [pad][uct_recv_desc_t* slot][rx_headroom bytes][payload]
  * and the SEND lands sizeof(hdr) before the payload (the header occupies
- * the end of the headroom, or the slot when there is no headroom).
+ * the end of the headroom, or the slot when there is no headroom). The pad
+ * (iface->config.rx_pad, 0..7 bytes) keeps the descriptor 8-byte aligned
+ * when the payload is placed at a requested AM alignment and offset. Packed:
+ * with such an alignment, the descriptor itself may sit anywhere.
  */
 typedef struct uct_orc_rx_desc {
     uint32_t               lkey;
     uint32_t               reserved;
-    char                   data[] UCS_V_ALIGNED(64);
-} uct_orc_rx_desc_t;
+    char                   data[];
+} UCS_S_PACKED uct_orc_rx_desc_t;
 
 /*
  * A passive QP: serves one initiator ep of a peer. The peer sends AMs on it;
@@ -442,11 +445,17 @@ typedef struct uct_orc_iface {
         unsigned           am_credits;
         size_t             seg_size;
         size_t             rx_headroom; /* user bytes before an AM payload */
+        size_t             rx_pad;      /* see uct_orc_rx_desc_t */
+        size_t             rx_desc_offset; /* from an rx descriptor to the
+                                              AM descriptor of its payload
+                                              (payload - rx_headroom) */
         size_t             max_inline;
         size_t             max_iov;
         unsigned           max_rd_atomic;
         int                has_stash;
     } config;
+    uct_recv_desc_t        release_desc; /* of AM descriptors kept by the
+                                            application */
     struct ibv_wc          stash_wc;   /* CQE consumed by event_arm */
     int                    stash_is_send;
     int                    remote;     /* the device is remote to the CPUs

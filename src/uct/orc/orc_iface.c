@@ -233,20 +233,24 @@ static ucs_mpool_ops_t uct_orc_op_mp_ops = {
 
 /* -------------------------------------------------------------- receive */
 
-/* desc is the payload minus the user's rx headroom; the release descriptor
- * slot sits right before it, at the start of data[] */
+/* desc is the payload minus the user's rx headroom */
 static void uct_orc_iface_release_desc(uct_recv_desc_t *self, void *desc)
 {
-    uct_orc_rx_desc_t *rx_desc = ucs_container_of(
-            UCS_PTR_BYTE_OFFSET(desc, -(ptrdiff_t)sizeof(uct_recv_desc_t*)),
-            uct_orc_rx_desc_t, data);
+    uct_orc_iface_t *iface = ucs_container_of(self, uct_orc_iface_t,
+                                              release_desc);
 
-    ucs_mpool_put(rx_desc);
+    ucs_mpool_put(UCS_PTR_BYTE_OFFSET(desc,
+                                      -(ptrdiff_t)iface->config.rx_desc_offset));
 }
 
-static uct_recv_desc_t uct_orc_release_desc = {
-    .cb = uct_orc_iface_release_desc
-};
+/* Where a SEND lands in a receive buffer: its header, then the payload */
+static UCS_F_ALWAYS_INLINE void *
+uct_orc_iface_rx_hdr(uct_orc_iface_t *iface, uct_orc_rx_desc_t *desc)
+{
+    return UCS_PTR_BYTE_OFFSET(desc, iface->config.rx_desc_offset +
+                                     iface->config.rx_headroom -
+                                     sizeof(uct_orc_hdr_t));
+}
 
 static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
                                             uct_orc_rx_desc_t *desc)
@@ -263,8 +267,7 @@ static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
         }
     }
 
-    sge.addr   = (uintptr_t)UCS_PTR_BYTE_OFFSET(desc->data,
-                                            iface->config.rx_headroom);
+    sge.addr   = (uintptr_t)uct_orc_iface_rx_hdr(iface, desc);
     sge.length = iface->config.seg_size;
     sge.lkey   = desc->lkey;
     wr.wr_id   = (uintptr_t)desc;
@@ -362,6 +365,7 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
     uct_orc_rx_desc_t *desc = (uct_orc_rx_desc_t*)(uintptr_t)wc->wr_id;
     uct_orc_passive_t *passive;
     uct_orc_qp_owner_t *owner;
+    uct_recv_desc_t *release;
     uct_orc_hdr_t hdr;
     ucs_status_t status;
     void *payload;
@@ -394,8 +398,7 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
         return;
     }
 
-    memcpy(&hdr, UCS_PTR_BYTE_OFFSET(desc->data, iface->config.rx_headroom),
-           sizeof(hdr));
+    memcpy(&hdr, uct_orc_iface_rx_hdr(iface, desc), sizeof(hdr));
     if (hdr.flags & UCT_ORC_HDR_FLAG_CREDIT) {
         uct_orc_iface_post_recv(iface, desc);
         if ((owner != NULL) && (owner->ep != NULL)) {
@@ -413,14 +416,18 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
         return;
     }
 
-    /* data[]: [release slot][rx headroom ... hdr][payload]; the header
-     * (already parsed) may be overwritten by the slot or the user */
+    /* data[]: [pad][release slot][rx headroom ... hdr][payload]; the
+     * header (already parsed) may be overwritten by the slot or the user.
+     * The slot is written bytewise: with an odd AM alignment offset it is
+     * not pointer-aligned. */
     /* the handler may create eps (and rehash qp_hash): keep the object */
     passive = owner->passive;
-    payload = UCS_PTR_BYTE_OFFSET(desc->data,
-                                  iface->config.rx_headroom + sizeof(hdr));
-    uct_recv_desc(UCS_PTR_BYTE_OFFSET(payload, -iface->config.rx_headroom)) =
-            &uct_orc_release_desc;
+    payload = UCS_PTR_BYTE_OFFSET(uct_orc_iface_rx_hdr(iface, desc),
+                                  sizeof(hdr));
+    release = &iface->release_desc;
+    memcpy(UCS_PTR_BYTE_OFFSET(desc, iface->config.rx_desc_offset -
+                                     sizeof(release)),
+           &release, sizeof(release));
     uct_iface_trace_am(&iface->super, UCT_AM_TRACE_TYPE_RECV, hdr.am_id,
                        payload, wc->byte_len - sizeof(hdr), "RX: qp 0x%x",
                        wc->qp_num);
@@ -1307,6 +1314,61 @@ err_close:
     return UCS_ERR_IO_ERROR;
 }
 
+/*
+ * The receive buffer pool. An element is
+ *   uct_orc_rx_desc_t | pad | release slot | rx headroom | payload
+ * (the wire header lands in the last bytes before the payload). The pool
+ * places the payload plus the application's am_align_offset at the requested
+ * AM alignment (as UCX's transports do, uct_iface_param_am_alignment), and
+ * the descriptor at a cache line when none was asked for. The pad keeps the
+ * element 8-byte aligned for the pool's own bookkeeping: the alignment
+ * given to the pool is at least 8.
+ */
+static ucs_status_t uct_orc_iface_rx_mp_init(uct_orc_iface_t *iface,
+                                             const uct_iface_params_t *params)
+{
+    size_t payload_offset = sizeof(uct_orc_rx_desc_t) + sizeof(void*) +
+                            iface->config.rx_headroom;
+    size_t align, align_offset;
+    ucs_status_t status;
+
+    if ((params->field_mask & UCT_IFACE_PARAM_FIELD_AM_ALIGNMENT) &&
+        ((params->am_alignment == 0) ||
+         !ucs_is_pow2(params->am_alignment))) {
+        ucs_error("orc: invalid AM alignment %zu: must be a power of 2",
+                  params->am_alignment);
+        return UCS_ERR_INVALID_PARAM;
+    }
+
+    status = uct_iface_param_am_alignment(params, iface->config.seg_size, 0,
+                                          payload_offset, &align,
+                                          &align_offset);
+    if (status != UCS_OK) {
+        return status;
+    }
+
+    if (params->field_mask & UCT_IFACE_PARAM_FIELD_AM_ALIGNMENT) {
+        iface->config.rx_pad = (8 - (align_offset % 8)) % 8;
+        align_offset        += iface->config.rx_pad;
+        align                = ucs_max(align, 8);
+    }
+    iface->config.rx_desc_offset = sizeof(uct_orc_rx_desc_t) +
+                                   iface->config.rx_pad + sizeof(void*);
+    iface->release_desc.cb       = uct_orc_iface_release_desc;
+
+    status = ucs_mpool_init(&iface->rx_mp, sizeof(uct_orc_iface_t*),
+                            iface->config.rx_desc_offset +
+                            iface->config.rx_headroom +
+                            iface->config.seg_size - sizeof(uct_orc_hdr_t),
+                            align_offset, align, 128, UINT_MAX,
+                            &uct_orc_rx_mp_ops, "orc_rx");
+    if (status != UCS_OK) {
+        return status;
+    }
+    *(uct_orc_iface_t**)ucs_mpool_priv(&iface->rx_mp) = iface;
+    return UCS_OK;
+}
+
 static ucs_status_t uct_orc_iface_add_agent_fd(uct_orc_iface_t *iface)
 {
     struct epoll_event event = {0};
@@ -1480,14 +1542,10 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
     }
     *(uct_orc_iface_t**)ucs_mpool_priv(&self->tx_mp) = self;
 
-    status = ucs_mpool_init(&self->rx_mp, sizeof(uct_orc_iface_t*),
-                            sizeof(uct_orc_rx_desc_t) + sizeof(void*) +
-                            self->config.rx_headroom + config->seg_size, 0,
-                            64, 128, UINT_MAX, &uct_orc_rx_mp_ops, "orc_rx");
+    status = uct_orc_iface_rx_mp_init(self, params);
     if (status != UCS_OK) {
         goto err_cleanup_tx_mp;
     }
-    *(uct_orc_iface_t**)ucs_mpool_priv(&self->rx_mp) = self;
 
     status = ucs_mpool_init(&self->op_mp, 0, sizeof(uct_orc_op_t), 0, 64,
                             256, UINT_MAX, &uct_orc_op_mp_ops, "orc_ops");

@@ -1,10 +1,15 @@
 #include "orc_uct_env.h"
 
+extern "C" {
+#include <ucs/config/global_opts.h>
+}
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +166,95 @@ const std::string &uct_env::builddir()
     return m_builddir;
 }
 
+std::mutex log_capture::s_lock;
+std::vector<std::pair<ucs_log_level_t, std::string>> log_capture::s_msgs;
+
+log_capture::log_capture() :
+    log_capture(ucs_global_opts.log_component.log_level)
+{
+}
+
+log_capture::log_capture(ucs_log_level_t level) :
+    m_old(ucs_global_opts.log_component.log_level)
+{
+    std::lock_guard<std::mutex> guard(s_lock);
+    s_msgs.clear();
+    ucs_global_opts.log_component.log_level = level;
+    ucs_log_push_handler(handler);
+}
+
+log_capture::~log_capture()
+{
+    ucs_log_pop_handler();
+    ucs_global_opts.log_component.log_level = m_old;
+}
+
+template <typename F>
+size_t log_capture::count_if(const std::vector<std::string> &needles,
+                             F level_ok) const
+{
+    std::lock_guard<std::mutex> guard(s_lock);
+    size_t n = 0;
+    for (const auto &m : s_msgs) {
+        bool all = level_ok(m.first);
+        for (const std::string &needle : needles) {
+            all = all && (m.second.find(needle) != std::string::npos);
+        }
+        n += all;
+    }
+    return n;
+}
+
+size_t log_capture::count(ucs_log_level_t level,
+                          const std::vector<std::string> &needles) const
+{
+    return count_if(needles, [level](ucs_log_level_t l) {
+        return l == level;
+    });
+}
+
+size_t log_capture::count(const std::vector<std::string> &needles) const
+{
+    return count_if(needles, [](ucs_log_level_t) { return true; });
+}
+
+size_t log_capture::warnings(const std::string &text) const
+{
+    return count_if({text}, [](ucs_log_level_t l) {
+        return l <= UCS_LOG_LEVEL_WARN;
+    });
+}
+
+std::string log_capture::first_warning() const
+{
+    std::lock_guard<std::mutex> guard(s_lock);
+    for (const auto &m : s_msgs) {
+        if (m.first <= UCS_LOG_LEVEL_WARN) {
+            return m.second;
+        }
+    }
+    return "";
+}
+
+ucs_log_func_rc_t log_capture::handler(const char *, unsigned, const char *,
+                                       ucs_log_level_t level,
+                                       const ucs_log_component_config_t *,
+                                       const char *format, va_list ap)
+{
+    char    buf[2048];
+    va_list aq;
+
+    va_copy(aq, ap);
+    vsnprintf(buf, sizeof(buf), format, aq);
+    va_end(aq);
+    {
+        std::lock_guard<std::mutex> guard(s_lock);
+        s_msgs.push_back({level, buf});
+    }
+    return (level >= UCS_LOG_LEVEL_DEBUG) ? UCS_LOG_FUNC_RC_STOP :
+                                            UCS_LOG_FUNC_RC_CONTINUE;
+}
+
 scoped_setenv::scoped_setenv(const char *name, const std::string &value) :
     m_name(name)
 {
@@ -248,7 +342,9 @@ uct_component_h orc_component()
     return found;
 }
 
-ucs_status_t entity::open(size_t rx_headroom)
+ucs_status_t entity::open(size_t rx_headroom,
+                          const std::function<void(uct_iface_params_t&)>
+                          &customize)
 {
     ucs_status_t status;
 
@@ -279,31 +375,34 @@ ucs_status_t entity::open(size_t rx_headroom)
         return status;
     }
 
+    memset(&m_params, 0, sizeof(m_params));
+    m_params.field_mask           = UCT_IFACE_PARAM_FIELD_OPEN_MODE |
+                                    UCT_IFACE_PARAM_FIELD_DEVICE |
+                                    UCT_IFACE_PARAM_FIELD_ERR_HANDLER |
+                                    UCT_IFACE_PARAM_FIELD_ERR_HANDLER_ARG |
+                                    UCT_IFACE_PARAM_FIELD_ERR_HANDLER_FLAGS;
+    m_params.open_mode            = UCT_IFACE_OPEN_MODE_DEVICE;
+    m_params.mode.device.tl_name  = "orc";
+    m_port_name                   = dev + ":1";
+    m_params.mode.device.dev_name = m_port_name.c_str();
+    m_params.err_handler          = err_cb;
+    m_params.err_handler_arg      = this;
+    m_params.err_handler_flags    = 0;
+    if (rx_headroom > 0) {
+        m_params.field_mask  |= UCT_IFACE_PARAM_FIELD_RX_HEADROOM;
+        m_params.rx_headroom  = rx_headroom;
+    }
+    if (customize) {
+        customize(m_params);
+    }
+
     uct_iface_config_t *iface_config;
     status = uct_md_iface_config_read(m_md, "orc", NULL, NULL, &iface_config);
     if (status != UCS_OK) {
         return status;
     }
-
-    uct_iface_params_t params;
-    memset(&params, 0, sizeof(params));
-    params.field_mask           = UCT_IFACE_PARAM_FIELD_OPEN_MODE |
-                                  UCT_IFACE_PARAM_FIELD_DEVICE |
-                                  UCT_IFACE_PARAM_FIELD_ERR_HANDLER |
-                                  UCT_IFACE_PARAM_FIELD_ERR_HANDLER_ARG |
-                                  UCT_IFACE_PARAM_FIELD_ERR_HANDLER_FLAGS;
-    params.open_mode            = UCT_IFACE_OPEN_MODE_DEVICE;
-    params.mode.device.tl_name  = "orc";
-    std::string port_name       = dev + ":1";
-    params.mode.device.dev_name = port_name.c_str();
-    params.err_handler          = err_cb;
-    params.err_handler_arg      = this;
-    params.err_handler_flags    = 0;
-    if (rx_headroom > 0) {
-        params.field_mask  |= UCT_IFACE_PARAM_FIELD_RX_HEADROOM;
-        params.rx_headroom  = rx_headroom;
-    }
-    status = uct_iface_open(m_md, m_worker, &params, iface_config, &m_iface);
+    status = uct_iface_open(m_md, m_worker, &m_params, iface_config,
+                            &m_iface);
     uct_config_release(iface_config);
     if (status != UCS_OK) {
         m_iface = NULL;

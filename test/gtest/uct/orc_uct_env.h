@@ -11,8 +11,11 @@
 extern "C" {
 #include <uct/api/uct.h>
 #include <ucs/async/async_fwd.h>
+#include <ucs/debug/log_def.h>
 }
 
+#include <functional>
+#include <mutex>
 #include <stdint.h>
 #include <string>
 #include <vector>
@@ -34,6 +37,41 @@ private:
     static pid_t       m_orcd_pid;
 };
 
+/* UCX's log messages, captured while it lives (a pushed handler), with
+ * UCX's log level set to `level` meanwhile (default: unchanged). Messages
+ * arrive on any thread: s_lock protects s_msgs. Debug and trace messages
+ * stop here, the others go on to UCX's own output. */
+class log_capture {
+public:
+    log_capture();
+    explicit log_capture(ucs_log_level_t level);
+    ~log_capture();
+
+    /* messages at level that contain every needle */
+    size_t count(ucs_log_level_t level,
+                 const std::vector<std::string> &needles) const;
+    /* messages at any level that contain every needle */
+    size_t count(const std::vector<std::string> &needles) const;
+    /* warnings and errors that contain text */
+    size_t warnings(const std::string &text = "") const;
+    /* the first warning or error ("" if none) */
+    std::string first_warning() const;
+
+private:
+    template <typename F>
+    size_t count_if(const std::vector<std::string> &needles,
+                    F level_ok) const;
+    static ucs_log_func_rc_t handler(const char *file, unsigned line,
+                                     const char *function,
+                                     ucs_log_level_t level,
+                                     const ucs_log_component_config_t *comp,
+                                     const char *format, va_list ap);
+
+    ucs_log_level_t m_old;
+    static std::mutex s_lock;
+    static std::vector<std::pair<ucs_log_level_t, std::string>> s_msgs;
+};
+
 /* Scoped environment variable */
 class scoped_setenv {
 public:
@@ -52,8 +90,11 @@ public:
     ~entity();
 
     /* open; returns the status of uct_iface_open (or of an earlier step);
-     * rx_headroom: bytes the AM handler may use before a payload */
-    ucs_status_t open(size_t rx_headroom = 0);
+     * rx_headroom: bytes the AM handler may use before a payload;
+     * customize: changes to the iface parameters */
+    ucs_status_t open(size_t rx_headroom = 0,
+                      const std::function<void(uct_iface_params_t&)>
+                      &customize = nullptr);
     void progress(unsigned count = 1);
     /* progress until cond() or timeout; returns cond() */
     template <typename F> bool progress_until(F cond, double timeout_sec = 10)
@@ -117,6 +158,8 @@ private:
     std::vector<uct_rkey_bundle_t> m_rkeys;
     std::vector<mem>   m_mems;   /* still registered (failed tests) */
     std::vector<uct_ep_h> m_eps;
+    std::string        m_port_name;  /* m_params' device name */
+    uct_iface_params_t m_params;
 };
 
 /* A child process running this test binary in a "role" (see

@@ -13,6 +13,7 @@ extern "C" {
 
 #include <algorithm>
 #include <dlfcn.h>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -482,6 +483,99 @@ TEST_F(OrcUct, AmDescriptorsKeptWithHeadroom)
     }
     for (void *desc : keep.descs) {
         uct_iface_release_desc(desc);
+    }
+}
+
+namespace {
+/* where AM payloads land, against the requested alignment */
+struct am_align {
+    size_t                    alignment, offset;
+    std::vector<size_t>       misaligned; /* payload sizes */
+    size_t                    count;
+    std::vector<uint8_t>      last;
+};
+
+ucs_status_t am_align_cb(void *arg, void *data, size_t length,
+                         unsigned flags)
+{
+    am_align *a = (am_align*)arg;
+    if (!(flags & UCT_CB_PARAM_FLAG_DESC) ||
+        ((((uintptr_t)data + a->offset) % a->alignment) != 0)) {
+        a->misaligned.push_back(length);
+    }
+    a->last.assign((uint8_t*)data, (uint8_t*)data + length);
+    ++a->count;
+    return UCS_OK;
+}
+} // namespace
+
+/* The AM alignment parameters are honoured as UCX's transports do:
+ * invalid ones fail the open, and received data sits at the alignment */
+TEST_F(OrcUct, AmAlignmentHonoured)
+{
+    auto with = [](size_t alignment, bool set_alignment, size_t offset,
+                   bool set_offset) {
+        return [=](uct_iface_params_t &p) {
+            if (set_alignment) {
+                p.field_mask  |= UCT_IFACE_PARAM_FIELD_AM_ALIGNMENT;
+                p.am_alignment = alignment;
+            }
+            if (set_offset) {
+                p.field_mask     |= UCT_IFACE_PARAM_FIELD_AM_ALIGN_OFFSET;
+                p.am_align_offset = offset;
+            }
+        };
+    };
+    {
+        entity bad0, bad3, bad_offset;
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM,
+                  bad0.open(0, with(0, true, 0, false)));
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM,
+                  bad3.open(0, with(3, true, 0, false)));
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM,
+                  bad_offset.open(0, with(0, false, 8, true)));
+    }
+
+    struct {
+        size_t alignment, offset, headroom;
+    } cases[] = {{64, 0, 0}, {256, 8, 0}, {128, 5, 24}, {4096, 16, 40},
+                 {1, 0, 0}};
+    std::vector<uint8_t> payload(1000);
+    fill_pattern(payload.data(), payload.size(), 3);
+    for (auto &c : cases) {
+        SCOPED_TRACE("alignment " + std::to_string(c.alignment) + " offset " +
+                     std::to_string(c.offset) + " headroom " +
+                     std::to_string(c.headroom));
+        entity r;
+        ASSERT_EQ(UCS_OK, r.open(c.headroom, with(c.alignment, true,
+                                                  c.offset, true)));
+        am_align al = {c.alignment, c.offset, {}, 0, {}};
+        ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 7, am_align_cb,
+                                                   &al, 0));
+        uct_ep_h e = a.connect_and_wait(r);
+        ASSERT_TRUE(e != NULL);
+        size_t sent = 0;
+        for (size_t len : {0, 1, 7, 64, 100}) {
+            ASSERT_EQ(UCS_OK, retry([&]() {
+                r.progress();
+                return uct_ep_am_short(e, 7, len, payload.data(), len);
+            }));
+            ++sent;
+        }
+        pack_arg pa = {payload.data(), payload.size()};
+        ssize_t packed;
+        ASSERT_TRUE(a.progress_until([&]() {
+            r.progress();
+            packed = uct_ep_am_bcopy(e, 7, pack_cb, &pa, 0);
+            return packed != UCS_ERR_NO_RESOURCE;
+        }));
+        ASSERT_EQ((ssize_t)payload.size(), packed);
+        ++sent;
+        ASSERT_TRUE(r.progress_until([&]() { return al.count == sent; }));
+        EXPECT_TRUE(al.misaligned.empty())
+                << al.misaligned.size() << " of " << sent << " misaligned";
+        EXPECT_EQ(payload, al.last);
+        a.destroy_ep(e);
     }
 }
 
@@ -1020,88 +1114,6 @@ TEST(OrcUctConfig, InvalidValuesFailOpen)
     }
 }
 
-namespace {
-
-/* UCX's log messages, captured while it lives (a pushed handler), with
- * UCX's log level set to `level` meanwhile. Messages arrive on any thread:
- * s_lock protects s_msgs. Debug and trace messages stop here, the others
- * go on to UCX's own output. */
-class log_capture {
-public:
-    explicit log_capture(ucs_log_level_t level) :
-        m_old(ucs_global_opts.log_component.log_level)
-    {
-        std::lock_guard<std::mutex> guard(s_lock);
-        s_msgs.clear();
-        ucs_global_opts.log_component.log_level = level;
-        ucs_log_push_handler(handler);
-    }
-
-    ~log_capture()
-    {
-        ucs_log_pop_handler();
-        ucs_global_opts.log_component.log_level = m_old;
-    }
-
-    /* messages at level that contain every needle */
-    size_t count(ucs_log_level_t level,
-                 const std::vector<std::string> &needles)
-    {
-        return count_if(needles, [level](ucs_log_level_t l) {
-            return l == level;
-        });
-    }
-
-    /* messages at any level that contain every needle */
-    size_t count(const std::vector<std::string> &needles)
-    {
-        return count_if(needles, [](ucs_log_level_t) { return true; });
-    }
-
-private:
-    template <typename F>
-    size_t count_if(const std::vector<std::string> &needles, F level_ok)
-    {
-        std::lock_guard<std::mutex> guard(s_lock);
-        size_t n = 0;
-        for (const auto &m : s_msgs) {
-            bool all = level_ok(m.first);
-            for (const std::string &needle : needles) {
-                all = all && (m.second.find(needle) != std::string::npos);
-            }
-            n += all;
-        }
-        return n;
-    }
-
-    static ucs_log_func_rc_t
-    handler(const char *, unsigned, const char *, ucs_log_level_t level,
-            const ucs_log_component_config_t *, const char *format,
-            va_list ap)
-    {
-        char    buf[512];
-        va_list aq;
-
-        va_copy(aq, ap);
-        vsnprintf(buf, sizeof(buf), format, aq);
-        va_end(aq);
-        {
-            std::lock_guard<std::mutex> guard(s_lock);
-            s_msgs.push_back({level, buf});
-        }
-        return (level >= UCS_LOG_LEVEL_DEBUG) ? UCS_LOG_FUNC_RC_STOP :
-                                                UCS_LOG_FUNC_RC_CONTINUE;
-    }
-
-    ucs_log_level_t m_old;
-    static std::mutex s_lock;
-    static std::vector<std::pair<ucs_log_level_t, std::string>> s_msgs;
-};
-
-std::mutex log_capture::s_lock;
-std::vector<std::pair<ucs_log_level_t, std::string>> log_capture::s_msgs;
-
-} // namespace
 
 /* UCX's parser rejects bad softnic knobs, naming the variable and the
  * allowed values */
