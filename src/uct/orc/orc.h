@@ -36,6 +36,7 @@
 #define UCT_ORC_MAX_SGE          8     /* cap on sges per work request */
 #define UCT_ORC_GRANT_SLOTS      3     /* SRQ slots an ep reserves for the
                                           credit grants sent back to it */
+#define UCT_ORC_EP_SENDQ_MAX     16    /* ops an ep accepts while pairing */
 #define UCT_ORC_MAX_CREDITS      UINT16_MAX
 #define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
 
@@ -326,14 +327,18 @@ typedef enum uct_orc_op_type {
 
 /*
  * One work request (or a flush marker). wr_id of the posted WR points here.
- * Ops of an ep sit in ep->txq in issue order; flush markers complete when
- * every op before them completed. When the ep is destroyed with ops in
- * flight, they are orphaned (ep = NULL) and freed when their CQE arrives.
+ * Posted ops of an ep sit in ep->txq in issue order; flush markers complete
+ * when every op before them completed. Ops accepted before they can be
+ * posted (ep pairing) wait in ep->sendq with their WR. When the ep is
+ * destroyed with ops in flight, they are orphaned (ep = NULL) and freed when
+ * their CQE arrives.
  */
 typedef struct uct_orc_op {
     ucs_queue_elem_t       queue;
     uint8_t                type;
     uint8_t                done;
+    uint8_t                queued;  /* goes to ep->sendq, not posted yet */
+    uint8_t                fence;   /* post with IBV_SEND_FENCE */
     uint32_t               lkey;   /* of data[], bounce buffers only */
     uct_orc_ep_t          *ep;
     uct_completion_t      *comp;
@@ -352,6 +357,9 @@ typedef struct uct_orc_op {
             unsigned              retries;
         } atomic;
     };
+    /* queued ops only: the work request to post, and its sges */
+    struct ibv_send_wr     wr;
+    struct ibv_sge         sge[UCT_ORC_MAX_SGE];
     /* bounce buffers only: aligned, registered data */
     char                   data[] UCS_V_ALIGNED(64);
 } uct_orc_op_t;
@@ -438,6 +446,8 @@ typedef struct uct_orc_iface {
     ucs_list_link_t        pending_eps;   /* eps with pending requests */
     ucs_list_link_t        failed_eps;    /* eps whose error is not yet
                                              reported */
+    uct_orc_ep_t          *reporting_ep;  /* whose error handler runs now
+                                             (NULL if it destroyed it) */
     unsigned               fence_beat;
     struct {
         unsigned           tx_queue_len;
@@ -516,7 +526,14 @@ struct uct_orc_ep {
     unsigned               credits;       /* AM sends allowed */
     unsigned               fence_beat;
     int                    rx_reserved;   /* grant slots taken from budget */
-    ucs_queue_head_t       txq;           /* uct_orc_op_t in issue order */
+    unsigned               swaps;         /* swap ops posted, not done */
+    int                    in_dispatch;   /* dispatching its pending queue */
+    ucs_queue_head_t       txq;           /* uct_orc_op_t posted, in issue
+                                             order, and flush markers */
+    ucs_queue_head_t       sendq;         /* uct_orc_op_t accepted but not
+                                             posted yet (the ep was pairing)
+                                             and flush markers behind them */
+    unsigned               sendq_len;     /* ops in sendq, markers aside */
     ucs_queue_head_t       pending_q;
 };
 
@@ -576,7 +593,19 @@ void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits);
 void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status);
 void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status);
 void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits);
+/* After the error handler of a failed ep: the requests still in its pending
+ * queue run once (their operations fail with the ep's status) and leave it,
+ * whatever they return: nothing would ever dispatch them */
+void uct_orc_ep_pending_fail(uct_orc_ep_t *ep);
+/* Post what the send queue holds as resources allow, then dispatch the
+ * pending requests; called from the iface's progress */
 void uct_orc_ep_dispatch_pending(uct_orc_ep_t *ep);
+/* Whether the ep has queued ops or pending requests to dispatch */
+static inline int uct_orc_ep_has_work(uct_orc_ep_t *ep)
+{
+    return !ucs_queue_is_empty(&ep->sendq) ||
+           !ucs_queue_is_empty(&ep->pending_q);
+}
 ucs_status_t uct_orc_wc_status(enum ibv_wc_status status);
 
 #endif /* UCT_ORC_H_ */

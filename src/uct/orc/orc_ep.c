@@ -4,8 +4,13 @@
  * put = RDMA WRITE, get = RDMA READ, am = SEND into the peer's SRQ (credit
  * flow control: the peer grants credits when pairing and returns them with
  * explicit grants), atomics = verbs 64-bit fetch-add / compare-swap.
- * Until pairing completes every operation returns UCS_ERR_NO_RESOURCE; after
- * a failure every operation returns the failure status.
+ *
+ * An ep takes work from the moment it exists: while it pairs, the first
+ * UCT_ORC_EP_SENDQ_MAX operations wait in its send queue (ep->sendq) and are
+ * posted in order once it is connected, with their completions as usual.
+ * After a failure every operation returns the failure status. While the ep
+ * has pending requests, new operations return UCS_ERR_NO_RESOURCE (they
+ * would overtake them), except from the pending callbacks themselves.
  */
 #include "orc.h"
 
@@ -38,17 +43,56 @@ static UCS_F_ALWAYS_INLINE uct_orc_iface_t *uct_orc_ep_iface(uct_orc_ep_t *ep)
     return ucs_derived_of(ep->super.super.iface, uct_orc_iface_t);
 }
 
-/* Resources for one WR: connected, a send queue slot and a CQ entry */
-static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_check_res(uct_orc_ep_t *ep, uct_orc_iface_t *iface)
+/* Send resources for one WR of the given type, now */
+static UCS_F_ALWAYS_INLINE int
+uct_orc_ep_can_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t type)
 {
-    if (ucs_unlikely(ep->state != UCT_ORC_EP_CONNECTED)) {
-        return (ep->state == UCT_ORC_EP_FAILED) ? ep->status :
-                                                  UCS_ERR_NO_RESOURCE;
+    return (ep->sq_avail > 0) && (iface->tx_cq_avail > 0) &&
+           ((type != UCT_ORC_OP_AM) || (ep->credits > 0));
+}
+
+/* Whether the next op must carry IBV_SEND_FENCE (consumes the fence) */
+static UCS_F_ALWAYS_INLINE int uct_orc_ep_take_fence(uct_orc_ep_t *ep,
+                                                     uct_orc_iface_t *iface)
+{
+    if (ucs_likely(ep->fence_beat == iface->fence_beat)) {
+        return 0;
     }
-    if (ucs_unlikely((ep->sq_avail == 0) || (iface->tx_cq_avail == 0))) {
+    ep->fence_beat = iface->fence_beat;
+    return 1;
+}
+
+/*
+ * Whether an op of the given type is accepted now: UCS_OK with *queued 0
+ * (post it) or 1 (it waits in the send queue), UCS_ERR_NO_RESOURCE, or the
+ * ep's failure status. Ops queue while the ep pairs, behind other queued
+ * ops, and behind a fence that waits for a swap (a loop of compare-swaps
+ * the device cannot fence).
+ */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_admit(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t type,
+                 int *queued_p)
+{
+    int fence_waits = (ep->swaps > 0) &&
+                      (ep->fence_beat != iface->fence_beat);
+
+    if (ucs_unlikely(ep->state == UCT_ORC_EP_FAILED)) {
+        return ep->status;
+    }
+    if (ucs_unlikely(!ucs_queue_is_empty(&ep->pending_q) &&
+                     !ep->in_dispatch)) {
+        return UCS_ERR_NO_RESOURCE; /* it would overtake them */
+    }
+    if (ucs_likely((ep->state == UCT_ORC_EP_CONNECTED) &&
+                   ucs_queue_is_empty(&ep->sendq) && !fence_waits)) {
+        *queued_p = 0;
+        return uct_orc_ep_can_post(ep, iface, type) ? UCS_OK :
+                                                      UCS_ERR_NO_RESOURCE;
+    }
+    if (ep->sendq_len >= UCT_ORC_EP_SENDQ_MAX) {
         return UCS_ERR_NO_RESOURCE;
     }
+    *queued_p = 1;
     return UCS_OK;
 }
 
@@ -61,14 +105,16 @@ uct_orc_ep_get_op(uct_orc_iface_t *iface, ucs_mpool_t *mp, uint8_t type,
     if (ucs_unlikely(op == NULL)) {
         return NULL;
     }
-    op->type = type;
-    op->done = 0;
-    op->comp = comp;
-    op->ep   = NULL;
+    op->type   = type;
+    op->done   = 0;
+    op->queued = 0;
+    op->fence  = 0;
+    op->comp   = comp;
+    op->ep     = NULL;
     return op;
 }
 
-/* Post a WR for op; on success op joins the ep's tx queue (unless requeue
+/* Post a WR for op; on success op joins the ep's tx queue (unless enqueue
  * is 0: a retried swap keeps its place) */
 static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
                                     uct_orc_op_t *op, struct ibv_send_wr *wr,
@@ -80,9 +126,8 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     wr->wr_id       = (uintptr_t)op;
     wr->next        = NULL;
     wr->send_flags |= IBV_SEND_SIGNALED;
-    if (ep->fence_beat != iface->fence_beat) {
+    if (op->fence) {
         wr->send_flags |= IBV_SEND_FENCE;
-        ep->fence_beat  = iface->fence_beat;
     }
 
     ret = orc_post_send(ep->qp, wr, &bad_wr);
@@ -97,18 +142,24 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     op->ep = ep;
     if (enqueue) {
         ucs_queue_push(&ep->txq, &op->queue);
+        if (op->type == UCT_ORC_OP_AM) {
+            --ep->credits;
+        } else if (op->type == UCT_ORC_OP_SWAP) {
+            ++ep->swaps;
+        }
     }
     return UCS_OK;
 }
 
-/* Resources checked and an op of the given type taken from mp */
+/* An op of the given type taken from mp, if the ep accepts it now */
 static UCS_F_ALWAYS_INLINE ucs_status_t
 uct_orc_ep_op_start(uct_orc_ep_t *ep, uct_orc_iface_t *iface, ucs_mpool_t *mp,
                     uint8_t type, uct_completion_t *comp, uct_orc_op_t **op_p)
 {
     ucs_status_t status;
+    int queued = 0;
 
-    status = uct_orc_ep_check_res(ep, iface);
+    status = uct_orc_ep_admit(ep, iface, type, &queued);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -116,6 +167,8 @@ uct_orc_ep_op_start(uct_orc_ep_t *ep, uct_orc_iface_t *iface, ucs_mpool_t *mp,
     if (ucs_unlikely(*op_p == NULL)) {
         return UCS_ERR_NO_RESOURCE;
     }
+    (*op_p)->queued = queued;
+    (*op_p)->fence  = uct_orc_ep_take_fence(ep, iface);
     return UCS_OK;
 }
 
@@ -130,13 +183,33 @@ uct_orc_ep_op_sge(uct_orc_op_t *op, size_t length, struct ibv_sge *sge)
     return (length > 0) ? 1 : 0;
 }
 
-/* Post a new op's WR at the tail of the tx queue; on failure the op goes
- * back to its pool */
+/* Keep a WR (and its sges) in op, to post it later */
+static void uct_orc_ep_save_wr(uct_orc_op_t *op, const struct ibv_send_wr *wr)
+{
+    int i;
+
+    op->wr = *wr;
+    for (i = 0; i < wr->num_sge; ++i) {
+        op->sge[i] = wr->sg_list[i];
+    }
+    op->wr.sg_list = op->sge;
+}
+
+/* A new op: post its WR at the tail of the tx queue, or keep it at the tail
+ * of the send queue; on failure the op goes back to its pool */
 static UCS_F_ALWAYS_INLINE ucs_status_t
 uct_orc_ep_post_new(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
                     uct_orc_op_t *op, struct ibv_send_wr *wr)
 {
     ucs_status_t status;
+
+    if (ucs_unlikely(op->queued)) {
+        uct_orc_ep_save_wr(op, wr);
+        op->ep = ep;
+        ucs_queue_push(&ep->sendq, &op->queue);
+        ++ep->sendq_len;
+        return UCS_OK;
+    }
 
     status = uct_orc_ep_post(ep, iface, op, wr, 1);
     if (ucs_unlikely(status != UCS_OK)) {
@@ -167,7 +240,7 @@ uct_orc_ep_post_rdma(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
 static UCS_F_ALWAYS_INLINE ucs_status_t
 uct_orc_ep_post_atomic(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
                        uct_orc_op_t *op, enum ibv_wr_opcode opcode,
-                       int enqueue)
+                       int is_new)
 {
     struct ibv_send_wr wr;
     struct ibv_sge sge;
@@ -180,7 +253,8 @@ uct_orc_ep_post_atomic(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     wr.wr.atomic.rkey        = op->atomic.rkey;
     wr.wr.atomic.compare_add = op->atomic.compare;
     wr.wr.atomic.swap        = op->atomic.swap;
-    return uct_orc_ep_post(ep, iface, op, &wr, enqueue);
+    return is_new ? uct_orc_ep_post_new(ep, iface, op, &wr) :
+                    uct_orc_ep_post(ep, iface, op, &wr, 0);
 }
 
 static size_t uct_orc_ep_iov_to_sge(const uct_iov_t *iov, size_t iovcnt,
@@ -366,10 +440,6 @@ uct_orc_ep_am_prepare(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id,
     uct_orc_hdr_t *hdr;
     uct_orc_op_t *op;
 
-    if (ucs_unlikely((ep->credits == 0) &&
-                     (ep->state == UCT_ORC_EP_CONNECTED))) {
-        return UCS_ERR_NO_RESOURCE;
-    }
     status = uct_orc_ep_op_start(ep, iface, mp, UCT_ORC_OP_AM, comp, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
@@ -389,19 +459,13 @@ uct_orc_ep_am_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
                    struct ibv_sge *sge, int num_sge)
 {
     struct ibv_send_wr wr;
-    ucs_status_t status;
 
     wr.sg_list    = sge;
     wr.num_sge    = num_sge;
     wr.opcode     = IBV_WR_SEND;
     wr.send_flags = 0;
 
-    status = uct_orc_ep_post_new(ep, iface, op, &wr);
-    if (ucs_unlikely(status != UCS_OK)) {
-        return status;
-    }
-    --ep->credits;
-    return UCS_OK;
+    return uct_orc_ep_post_new(ep, iface, op, &wr);
 }
 
 ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
@@ -590,7 +654,6 @@ static ucs_status_t uct_orc_ep_atomic(uct_orc_ep_t *ep, uint8_t type,
                                                IBV_WR_ATOMIC_FETCH_AND_ADD,
                                     1);
     if (ucs_unlikely(status != UCS_OK)) {
-        ucs_mpool_put_inline(op);
         return status;
     }
     UCT_TL_EP_STAT_ATOMIC(&ep->super);
@@ -651,10 +714,10 @@ ucs_status_t uct_orc_ep_atomic_cswap64(uct_ep_h tl_ep, uint64_t compare,
 
 /*
  * Pop the completed ops and the flush markers they release from the head of
- * the tx queue. Flush markers move to *flushed: their callbacks run only
- * after the ep is no longer touched, because a callback may destroy it.
+ * the tx queue. Flush markers move to *done: their callbacks run only after
+ * the ep is no longer touched, because a callback may destroy it.
  */
-static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep, ucs_queue_head_t *flushed)
+static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep, ucs_queue_head_t *done)
 {
     uct_orc_op_t *op;
 
@@ -662,7 +725,7 @@ static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep, ucs_queue_head_t *flushed)
         op = ucs_queue_head_elem_non_empty(&ep->txq, uct_orc_op_t, queue);
         if (op->type == UCT_ORC_OP_FLUSH) {
             ucs_queue_pull_non_empty(&ep->txq);
-            ucs_queue_push(flushed, &op->queue);
+            ucs_queue_push(done, &op->queue);
         } else if (op->done) {
             ucs_queue_pull_non_empty(&ep->txq);
             ucs_mpool_put(op);
@@ -672,17 +735,58 @@ static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep, ucs_queue_head_t *flushed)
     }
 }
 
-static void uct_orc_ep_flush_complete(ucs_queue_head_t *flushed,
-                                      ucs_status_t status)
+/* Everything in the send queue moves to *done (the ep failed or goes) */
+static void uct_orc_ep_sendq_take(uct_orc_ep_t *ep, ucs_queue_head_t *done)
+{
+    ucs_queue_splice(done, &ep->sendq);
+    ep->sendq_len = 0;
+}
+
+/* Invoke the completions of the ops (and flush markers) in *done with
+ * status, and free them */
+static void uct_orc_ep_complete(ucs_queue_head_t *done, ucs_status_t status)
 {
     uct_completion_t *comp;
     uct_orc_op_t *op;
 
-    ucs_queue_for_each_extract(op, flushed, queue, 1) {
+    ucs_queue_for_each_extract(op, done, queue, 1) {
         comp = op->comp;
         ucs_mpool_put(op);
-        uct_invoke_completion(comp, status);
+        if (comp != NULL) {
+            uct_invoke_completion(comp, status);
+        }
     }
+}
+
+/* The result of a compare-swap of a swap: UCS_INPROGRESS when another
+ * attempt was posted (the op keeps its place in the tx queue) */
+static ucs_status_t uct_orc_ep_swap_attempted(uct_orc_ep_t *ep,
+                                              uct_orc_iface_t *iface,
+                                              uct_orc_op_t *op)
+{
+    uint64_t value;
+
+    memcpy(&value, op->data, sizeof(value));
+    if (value == op->atomic.compare) {
+        /* this attempt exchanged: value is the old one */
+        *op->atomic.result = value;
+        return UCS_OK;
+    }
+
+    if (++op->atomic.retries >= UCT_ORC_SWAP_MAX_RETRY) {
+        ucs_error("orc: swap at 0x%" PRIx64 " lost %u compare-swap races",
+                  op->atomic.remote_addr, op->atomic.retries);
+        return UCS_ERR_IO_ERROR;
+    }
+
+    /* send resources for the retry: this completion just freed a slot */
+    op->atomic.compare = value;
+    if ((ep->state != UCT_ORC_EP_CONNECTED) ||
+        !uct_orc_ep_can_post(ep, iface, UCT_ORC_OP_SWAP) ||
+        (uct_orc_ep_swap_retry(ep, iface, op) != UCS_OK)) {
+        return UCS_ERR_IO_ERROR;
+    }
+    return UCS_INPROGRESS;
 }
 
 void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
@@ -690,9 +794,8 @@ void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
     uct_orc_ep_t *ep       = op->ep;
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
     ucs_status_t flush_status;
-    ucs_queue_head_t flushed;
+    ucs_queue_head_t done;
     uct_completion_t *comp;
-    uint64_t value;
 
     if (status == UCS_OK) {
         switch (op->type) {
@@ -703,29 +806,9 @@ void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
             memcpy(op->atomic.result, op->data, sizeof(uint64_t));
             break;
         case UCT_ORC_OP_SWAP:
-            memcpy(&value, op->data, sizeof(value));
-            if (value == op->atomic.compare) {
-                /* this attempt exchanged: value is the old one */
-                *op->atomic.result = value;
-                break;
-            }
-            if (++op->atomic.retries < UCT_ORC_SWAP_MAX_RETRY) {
-                op->atomic.compare = value;
-                status = uct_orc_ep_check_res(ep, iface);
-                if ((status == UCS_OK) &&
-                    (uct_orc_ep_swap_retry(ep, iface, op) == UCS_OK)) {
-                    return; /* stays in the tx queue, not done */
-                }
-                if (status == UCS_OK) {
-                    status = UCS_ERR_IO_ERROR;
-                }
-                /* no send resources right now is not expected: a slot was
-                 * just freed by this completion */
-            } else {
-                ucs_error("orc: swap at 0x%" PRIx64 " lost %u compare-swap "
-                          "races", op->atomic.remote_addr,
-                          op->atomic.retries);
-                status = UCS_ERR_IO_ERROR;
+            status = uct_orc_ep_swap_attempted(ep, iface, op);
+            if (status == UCS_INPROGRESS) {
+                return;
             }
             break;
         default:
@@ -733,12 +816,15 @@ void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
         }
     }
 
+    if (op->type == UCT_ORC_OP_SWAP) {
+        --ep->swaps; /* a fence waiting for it may go */
+    }
     comp         = op->comp;
     op->done     = 1;
     flush_status = (ep->state == UCT_ORC_EP_FAILED) ? ep->status : UCS_OK;
-    ucs_queue_head_init(&flushed);
-    uct_orc_ep_txq_advance(ep, &flushed); /* may release op */
-    if (!ucs_queue_is_empty(&ep->pending_q)) {
+    ucs_queue_head_init(&done);
+    uct_orc_ep_txq_advance(ep, &done); /* may release op */
+    if (uct_orc_ep_has_work(ep)) {
         uct_orc_iface_schedule_pending(iface, ep);
     }
 
@@ -746,10 +832,24 @@ void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
     if (comp != NULL) {
         uct_invoke_completion(comp, status);
     }
-    uct_orc_ep_flush_complete(&flushed, flush_status);
+    uct_orc_ep_complete(&done, flush_status);
 }
 
 /* ------------------------------------------------------- pending & flush */
+
+/* Whether the ep would take any op now (then pending_add says BUSY) */
+static int uct_orc_ep_takes_work(uct_orc_ep_t *ep, uct_orc_iface_t *iface)
+{
+    if (!ucs_queue_is_empty(&ep->pending_q)) {
+        return 0;
+    }
+    if (ep->state == UCT_ORC_EP_PAIRING) {
+        return ep->sendq_len < UCT_ORC_EP_SENDQ_MAX;
+    }
+    return (ep->state == UCT_ORC_EP_CONNECTED) &&
+           ucs_queue_is_empty(&ep->sendq) &&
+           uct_orc_ep_can_post(ep, iface, UCT_ORC_OP_AM);
+}
 
 ucs_status_t uct_orc_ep_pending_add(uct_ep_h tl_ep, uct_pending_req_t *req,
                                     unsigned flags)
@@ -760,9 +860,7 @@ ucs_status_t uct_orc_ep_pending_add(uct_ep_h tl_ep, uct_pending_req_t *req,
     if (ep->state == UCT_ORC_EP_FAILED) {
         return ep->status; /* it would never be dispatched */
     }
-    if ((ep->state == UCT_ORC_EP_CONNECTED) && (ep->sq_avail > 0) &&
-        (iface->tx_cq_avail > 0) && (ep->credits > 0) &&
-        ucs_queue_is_empty(&ep->pending_q)) {
+    if (uct_orc_ep_takes_work(ep, iface)) {
         return UCS_ERR_BUSY;
     }
 
@@ -781,30 +879,99 @@ void uct_orc_ep_pending_purge(uct_ep_h tl_ep, uct_pending_purge_callback_t cb,
     uct_pending_req_priv_queue_t *priv;
 
     uct_pending_queue_purge(priv, &ep->pending_q, 1, cb, arg);
-    if (ep->in_pending_list) {
+    if (ep->in_pending_list && !uct_orc_ep_has_work(ep)) {
         ucs_list_del(&ep->pending_list);
         ep->in_pending_list = 0;
     }
+}
+
+static void uct_orc_ep_pending_run(uct_pending_req_t *req, void *arg)
+{
+    (void)req->func(req);
+}
+
+void uct_orc_ep_pending_fail(uct_orc_ep_t *ep)
+{
+    uct_pending_req_priv_queue_t *priv;
+    ucs_queue_head_t reqs;
+
+    /* off the ep first: a request may destroy it */
+    ucs_queue_head_init(&reqs);
+    ucs_queue_splice(&reqs, &ep->pending_q);
+    uct_pending_queue_purge(priv, &reqs, 1, uct_orc_ep_pending_run, NULL);
+}
+
+/* Post the queued ops in order while resources last; flush markers between
+ * them join the tx queue. Returns the status to fail the ep with, if a post
+ * failed (*failed_op: its op, to complete with that status). */
+static ucs_status_t uct_orc_ep_sendq_post(uct_orc_ep_t *ep,
+                                          uct_orc_iface_t *iface,
+                                          uct_orc_op_t **failed_op)
+{
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    while (!ucs_queue_is_empty(&ep->sendq)) {
+        op = ucs_queue_head_elem_non_empty(&ep->sendq, uct_orc_op_t, queue);
+        if (op->type != UCT_ORC_OP_FLUSH) {
+            if ((op->fence && (ep->swaps > 0)) ||
+                !uct_orc_ep_can_post(ep, iface, op->type)) {
+                break;
+            }
+            --ep->sendq_len;
+        }
+        ucs_queue_pull_non_empty(&ep->sendq);
+        if (op->type == UCT_ORC_OP_FLUSH) {
+            ucs_queue_push(&ep->txq, &op->queue);
+            continue;
+        }
+
+        status = uct_orc_ep_post(ep, iface, op, &op->wr, 1);
+        if (status != UCS_OK) {
+            *failed_op = op;
+            return status;
+        }
+    }
+    return UCS_OK;
 }
 
 void uct_orc_ep_dispatch_pending(uct_orc_ep_t *ep)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
     uct_pending_req_priv_queue_t *priv;
+    uct_orc_op_t *failed_op = NULL;
+    ucs_queue_head_t done;
+    ucs_status_t status;
 
     if (ep->state != UCT_ORC_EP_CONNECTED) {
         return;
     }
 
-    uct_pending_queue_dispatch(priv, &ep->pending_q,
-                               (ep->state == UCT_ORC_EP_CONNECTED) &&
-                               (ep->sq_avail > 0) &&
-                               (iface->tx_cq_avail > 0));
+    ucs_queue_head_init(&done);
+    status = uct_orc_ep_sendq_post(ep, iface, &failed_op);
+    if (status != UCS_OK) {
+        ucs_queue_push(&done, &failed_op->queue);
+        uct_orc_ep_set_failed(ep, status);
+        uct_orc_ep_complete(&done, status);
+        return;
+    }
+    uct_orc_ep_txq_advance(ep, &done); /* markers the queue released */
+
+    if (ucs_queue_is_empty(&ep->sendq)) {
+        ep->in_dispatch = 1;
+        uct_pending_queue_dispatch(priv, &ep->pending_q,
+                                   (ep->state == UCT_ORC_EP_CONNECTED) &&
+                                   ucs_queue_is_empty(&ep->sendq) &&
+                                   (ep->sq_avail > 0) &&
+                                   (iface->tx_cq_avail > 0));
+        ep->in_dispatch = 0;
+    }
 
     /* blocked by the shared CQ: no completion of ours will wake us */
-    if (!ucs_queue_is_empty(&ep->pending_q) && (iface->tx_cq_avail == 0)) {
+    if (uct_orc_ep_has_work(ep) && (iface->tx_cq_avail == 0)) {
         uct_orc_iface_schedule_pending(iface, ep);
     }
+    uct_orc_ep_complete(&done, UCS_OK);
 }
 
 ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
@@ -812,13 +979,22 @@ ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    ucs_queue_head_t *queue;
     uct_orc_op_t *op;
 
     if (ep->state == UCT_ORC_EP_FAILED) {
         return ep->status;
     }
+    if (!ucs_queue_is_empty(&ep->pending_q) && !ep->in_dispatch) {
+        /* the pending requests go first: flush through the pending queue */
+        return UCS_ERR_NO_RESOURCE;
+    }
 
-    if (ucs_queue_is_empty(&ep->txq)) {
+    if (!ucs_queue_is_empty(&ep->sendq)) {
+        queue = &ep->sendq;
+    } else if (!ucs_queue_is_empty(&ep->txq)) {
+        queue = &ep->txq;
+    } else {
         UCT_TL_EP_STAT_FLUSH(&ep->super);
         return UCS_OK;
     }
@@ -829,7 +1005,7 @@ ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
             return UCS_ERR_NO_RESOURCE;
         }
         op->ep = ep;
-        ucs_queue_push(&ep->txq, &op->queue);
+        ucs_queue_push(queue, &op->queue);
     }
     UCT_TL_EP_STAT_FLUSH_WAIT(&ep->super);
     return UCS_INPROGRESS;
@@ -840,8 +1016,9 @@ ucs_status_t uct_orc_ep_fence(uct_ep_h tl_ep, unsigned flags)
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
 
-    /* the next WR waits for earlier READs and atomics (IBV_SEND_FENCE);
-     * RC keeps everything else in order already */
+    /* the next WR waits for earlier READs and atomics (IBV_SEND_FENCE), and
+     * for a swap in progress (uct_orc_ep_admit); RC keeps everything else
+     * in order already */
     ep->fence_beat = iface->fence_beat - 1;
     UCT_TL_EP_STAT_FENCE(&ep->super);
     return UCS_OK;
@@ -890,15 +1067,17 @@ void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits)
     ep->state    = UCT_ORC_EP_CONNECTED;
     ep->credits  = credits;
     ep->sq_avail = iface->config.tx_queue_len;
-    ucs_debug("orc: ep %p connected to node %" PRIu64 ": qp 0x%x, %u credits",
-              ep, ep->peer_node, ep->qp->qp_num, credits);
+    ucs_debug("orc: ep %p connected to node %" PRIu64 ": qp 0x%x, %u credits, "
+              "%u ops queued", ep, ep->peer_node, ep->qp->qp_num, credits,
+              ep->sendq_len);
+    /* the queued ops go out from the iface's progress */
     uct_orc_iface_schedule_pending(iface, ep);
 }
 
 void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    ucs_queue_head_t flushed;
+    ucs_queue_head_t done;
 
     if (ep->state == UCT_ORC_EP_FAILED) {
         return;
@@ -912,17 +1091,19 @@ void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
         ucs_list_del(&ep->pending_list);
         ep->in_pending_list = 0;
     }
-    /* flush markers with nothing before them complete now */
-    ucs_queue_head_init(&flushed);
-    uct_orc_ep_txq_advance(ep, &flushed);
+    /* flush markers with nothing before them complete now, and so does
+     * everything that was never posted */
+    ucs_queue_head_init(&done);
+    uct_orc_ep_txq_advance(ep, &done);
+    uct_orc_ep_sendq_take(ep, &done);
     uct_orc_iface_ep_failed(iface, ep, status);
-    uct_orc_ep_flush_complete(&flushed, status);
+    uct_orc_ep_complete(&done, status);
 }
 
 void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits)
 {
     ep->credits += credits;
-    if (!ucs_queue_is_empty(&ep->pending_q)) {
+    if (uct_orc_ep_has_work(ep)) {
         uct_orc_iface_schedule_pending(uct_orc_ep_iface(ep), ep);
     }
 }
@@ -966,6 +1147,7 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     self->peer_node  = iface_addr->node_id;
     self->fence_beat = iface->fence_beat;
     ucs_queue_head_init(&self->txq);
+    ucs_queue_head_init(&self->sendq);
     ucs_queue_head_init(&self->pending_q);
 
     if (!uct_orc_agent_rx_reserve(&iface->agent, UCT_ORC_GRANT_SLOTS)) {
@@ -1025,6 +1207,7 @@ err_release:
 UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(self);
+    ucs_queue_head_t canceled;
     uct_orc_op_t *op;
     khiter_t it;
     int ret;
@@ -1039,9 +1222,17 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
     if (self->in_failed_list) {
         ucs_list_del(&self->failed_list);
     }
+    if (iface->reporting_ep == self) {
+        iface->reporting_ep = NULL; /* destroyed by its error handler */
+    }
     if (!ucs_queue_is_empty(&self->pending_q)) {
         ucs_warn("orc: ep %p destroyed with pending requests", self);
     }
+
+    /* never posted: they complete as canceled */
+    ucs_queue_head_init(&canceled);
+    uct_orc_ep_sendq_take(self, &canceled);
+    uct_orc_ep_complete(&canceled, UCS_ERR_CANCELED);
 
     /* ops in flight are orphaned: their CQEs (if any) free them */
     ucs_queue_for_each_extract(op, &self->txq, queue, 1) {

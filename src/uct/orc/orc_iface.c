@@ -647,7 +647,7 @@ static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface)
 
 void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface, uct_orc_ep_t *ep)
 {
-    if (!ep->in_pending_list && !ucs_queue_is_empty(&ep->pending_q)) {
+    if (!ep->in_pending_list && uct_orc_ep_has_work(ep)) {
         ucs_list_add_tail(&iface->pending_eps, &ep->pending_list);
         ep->in_pending_list = 1;
     }
@@ -710,9 +710,15 @@ static void uct_orc_iface_report_failures(uct_orc_iface_t *iface)
         ep->err_reported   = 1;
         status             = ep->status;
         peer_node          = ep->peer_node;
-        /* The handler may destroy the ep: do not touch it afterwards */
+        /* The handler may destroy the ep (then its cleanup clears
+         * reporting_ep): do not touch it afterwards */
+        iface->reporting_ep = ep;
         cb_status = uct_iface_handle_ep_err(&iface->super.super,
                                             &ep->super.super, status);
+        if (iface->reporting_ep == ep) {
+            iface->reporting_ep = NULL;
+            uct_orc_ep_pending_fail(ep);
+        }
         ucs_log(uct_base_iface_failure_log_level(&iface->super, cb_status,
                                                  status),
                 "orc: node %" PRIu64 ": endpoint to node %" PRIu64
@@ -965,7 +971,9 @@ static ucs_status_t uct_orc_iface_flush(uct_iface_h tl_iface, unsigned flags,
     }
 
     ucs_list_for_each(ep, &iface->ep_list, list) {
-        if ((ep->state != UCT_ORC_EP_FAILED) && !ucs_queue_is_empty(&ep->txq)) {
+        if ((ep->state != UCT_ORC_EP_FAILED) &&
+            (!ucs_queue_is_empty(&ep->txq) ||
+             !ucs_queue_is_empty(&ep->sendq))) {
             UCT_TL_IFACE_STAT_FLUSH_WAIT(&iface->super);
             return UCS_INPROGRESS;
         }

@@ -825,6 +825,246 @@ TEST_F(OrcUct, FenceOrdersWriteAfterRead)
     b.free_mem(t);
 }
 
+/* A fence orders an atomic after a put and after other atomics (swaps, a
+ * loop of compare-swaps, included), and a put or a get after an atomic:
+ * 1,000 pairs on one address, each checked */
+TEST_F(OrcUct, FenceOrdersAtomics)
+{
+    const int pairs  = 1000;
+    const char *what[] = {"put -> fetch-add", "add -> fetch-add",
+                          "swap -> fetch-add", "add -> put", "add -> get"};
+    entity::mem t    = b.alloc_mem(64);
+    uct_rkey_t rkey  = a.unpack_rkey(t.rkey_buf);
+    uint64_t *cell   = (uint64_t*)t.ptr;
+    uintptr_t addr   = (uintptr_t)cell;
+    int refused = 0, wrong[5] = {};
+
+    for (int i = 0; i < pairs; ++i) {
+        const uint64_t before = 1000003 * (i + 1), x = 7 * (i + 1);
+        uint64_t expect, result = 0, scratch;
+        ucs_status_t first, second;
+        comp_t c;
+        comp_init(&c);
+
+        *cell = before;
+        switch (i % 5) {
+        case 0:
+            first  = uct_ep_put_short(ep, &x, 8, addr, rkey);
+            expect = x;
+            break;
+        case 2:
+            first  = uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_SWAP, x,
+                                           &scratch, addr, rkey, NULL);
+            expect = x;
+            break;
+        default:
+            first  = uct_ep_atomic64_post(ep, UCT_ATOMIC_OP_ADD, x, addr,
+                                          rkey);
+            expect = before + x;
+            break;
+        }
+        ASSERT_EQ(UCS_OK, uct_ep_fence(ep, 0));
+        switch (i % 5) {
+        case 3:
+            second = uct_ep_put_short(ep, &before, 8, addr, rkey);
+            expect = before;
+            break;
+        case 4:
+            second = uct_ep_get_bcopy(ep, unpack_cb, &result, 8, addr, rkey,
+                                      &c.uct);
+            break;
+        default:
+            second = uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 0, &result,
+                                           addr, rkey, &c.uct);
+            break;
+        }
+        refused += UCS_STATUS_IS_ERR(first) + UCS_STATUS_IS_ERR(second);
+        flush_ep(a, ep);
+        if ((i % 5) == 3) {
+            result = *cell; /* the put overwrote the sum */
+        }
+        wrong[i % 5] += (result != expect);
+    }
+    EXPECT_EQ(0, refused) << "operations refused";
+    for (int k = 0; k < 5; ++k) {
+        EXPECT_EQ(0, wrong[k]) << what[k] << ": " << wrong[k] << " of "
+                               << pairs / 5 << " pairs came out unordered";
+    }
+    b.free_mem(t);
+}
+
+namespace {
+/* an AM request for the pending queue; `sent` counts it */
+struct am_req {
+    uct_pending_req_t uct;
+    uct_ep_h          ep;
+    uint64_t          hdr;
+    int               sent;
+};
+
+ucs_status_t am_req_send(uct_pending_req_t *self)
+{
+    am_req *r = ucs_container_of(self, am_req, uct);
+    ucs_status_t st = uct_ep_am_short(r->ep, 1, r->hdr, NULL, 0);
+    r->sent += (st == UCS_OK);
+    return st;
+}
+
+/* a flush through the pending queue: done counts the completions */
+struct flush_req {
+    uct_pending_req_t uct;
+    uct_completion_t  comp;
+    uct_ep_h          ep;
+    am_req           *before;  /* requests that must be sent first */
+    int               nbefore;
+    int               done;
+    int               sent_before; /* of `before`, when it completed */
+};
+
+void flush_req_done(uct_completion_t *self)
+{
+    flush_req *f = ucs_container_of(self, flush_req, comp);
+    ++f->done;
+    f->sent_before = 0;
+    for (int i = 0; i < f->nbefore; ++i) {
+        f->sent_before += f->before[i].sent;
+    }
+}
+
+ucs_status_t flush_req_start(uct_pending_req_t *self)
+{
+    flush_req *f = ucs_container_of(self, flush_req, uct);
+    ucs_status_t st = uct_ep_flush(f->ep, 0, &f->comp);
+    if (st == UCS_OK) {
+        flush_req_done(&f->comp);
+    }
+    return (st == UCS_INPROGRESS) ? UCS_OK : st;
+}
+} // namespace
+
+/* A flush while AMs sit in the pending queue covers them: its completion
+ * runs once, after they went out */
+TEST_F(OrcUct, FlushBehindPendingAmCompletesOnce)
+{
+    scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
+    entity s, r;
+    ASSERT_EQ(UCS_OK, s.open());
+    ASSERT_EQ(UCS_OK, r.open());
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 1, am_cb, &rx, 0));
+    uct_ep_h e = s.connect_and_wait(r);
+    ASSERT_TRUE(e != NULL);
+
+    /* the receiver does not progress: its credits run out */
+    size_t direct = 0;
+    while (uct_ep_am_short(e, 1, 0, NULL, 0) == UCS_OK) {
+        ASSERT_LT(++direct, 1000u);
+    }
+    std::vector<am_req> reqs(10);
+    for (am_req &q : reqs) {
+        q.uct.func = am_req_send;
+        q.ep       = e;
+        q.hdr      = 1;
+        ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &q.uct, 0));
+    }
+
+    flush_req f = {};
+    f.comp.func  = flush_req_done;
+    f.comp.count = 1;
+    f.ep         = e;
+    f.before     = reqs.data();
+    f.nbefore    = reqs.size();
+    f.uct.func   = flush_req_start;
+    ucs_status_t st = uct_ep_flush(e, 0, &f.comp);
+    if (st == UCS_ERR_NO_RESOURCE) {
+        ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &f.uct, 0));
+    } else {
+        ASSERT_EQ(UCS_INPROGRESS, st) << "a flush cannot be done yet";
+    }
+
+    ASSERT_TRUE(s.progress_until([&]() {
+        r.progress();
+        return (f.done > 0) && (rx.msgs.size() == direct + reqs.size());
+    }));
+    double until = entity::now() + 0.5;
+    while (entity::now() < until) {
+        s.progress();
+        r.progress();
+    }
+    EXPECT_EQ(1, f.done) << "the flush completion ran more than once";
+    EXPECT_EQ((int)reqs.size(), f.sent_before)
+            << "the flush completed before the pending AMs went out";
+    EXPECT_TRUE(s.errors.empty());
+}
+
+/* A send posted while the ep has pending requests does not overtake them:
+ * it is refused with UCS_ERR_NO_RESOURCE (or accepted in order) */
+TEST_F(OrcUct, SendWithPendingRequestsKeepsOrder)
+{
+    scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
+    entity s, r;
+    ASSERT_EQ(UCS_OK, s.open());
+    ASSERT_EQ(UCS_OK, r.open());
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 1, am_cb, &rx, 0));
+    uct_ep_h e = s.connect_and_wait(r);
+    ASSERT_TRUE(e != NULL);
+    entity::mem src = s.alloc_mem(4096), dst = r.alloc_mem(4096);
+    uct_rkey_t rkey = s.unpack_rkey(dst.rkey_buf);
+
+    size_t direct = 0;
+    while (uct_ep_am_short(e, 1, 0, NULL, 0) == UCS_OK) {
+        ASSERT_LT(++direct, 1000u);
+    }
+    am_req q = {};
+    q.uct.func = am_req_send;
+    q.ep       = e;
+    q.hdr      = 1;
+    ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &q.uct, 0));
+
+    /* zcopy operations with a completion, issued after the pending AM */
+    uct_iov_t iov = {src.ptr, 64, src.memh, 0, 1};
+    uint64_t hdr  = 2;
+    std::vector<std::pair<const char*, std::function<ucs_status_t(comp_t*)>>>
+    ops = {
+        {"put_zcopy", [&](comp_t *c) {
+             return uct_ep_put_zcopy(e, &iov, 1, (uintptr_t)dst.ptr, rkey,
+                                     &c->uct); }},
+        {"get_zcopy", [&](comp_t *c) {
+             return uct_ep_get_zcopy(e, &iov, 1, (uintptr_t)dst.ptr, rkey,
+                                     &c->uct); }},
+        {"am_zcopy", [&](comp_t *c) {
+             return uct_ep_am_zcopy(e, 1, &hdr, 8, &iov, 1, 0, &c->uct); }},
+    };
+    for (auto &op : ops) {
+        int sent_at_completion = -1;
+        comp_t c;
+        comp_init(&c);
+        ucs_status_t st = op.second(&c);
+        EXPECT_TRUE((st == UCS_ERR_NO_RESOURCE) || (st == UCS_INPROGRESS))
+                << op.first << ": " << ucs_status_string(st);
+        if (st == UCS_INPROGRESS) {
+            /* accepted: then in order, after the pending AM */
+            ASSERT_TRUE(s.progress_until([&]() {
+                if (c.done == 0) {
+                    sent_at_completion = q.sent;
+                }
+                r.progress();
+                return c.done > 0;
+            }));
+            EXPECT_EQ(1, sent_at_completion)
+                    << op.first << " overtook a pending request";
+        }
+    }
+    ASSERT_TRUE(s.progress_until([&]() {
+        r.progress();
+        return q.sent == 1;
+    }));
+    EXPECT_TRUE(s.errors.empty());
+    s.free_mem(src);
+    r.free_mem(dst);
+}
+
 namespace {
 struct pending_req {
     uct_pending_req_t uct;
@@ -850,31 +1090,87 @@ void pending_purge_cb(uct_pending_req_t *self, void *)
 }
 } // namespace
 
-TEST_F(OrcUct, PendingUntilPaired)
+/* fill up an ep's send queue: operations until one is refused; returns how
+ * many were accepted */
+static unsigned fill_until_no_resource(uct_ep_h e, void *addr, uct_rkey_t rkey)
+{
+    uint64_t v = 0;
+    unsigned accepted = 0;
+    ucs_status_t st;
+    while ((st = uct_ep_put_short(e, &v, 8, (uintptr_t)addr, rkey)) ==
+           UCS_OK) {
+        EXPECT_LT(++accepted, 100000u);
+    }
+    EXPECT_EQ(UCS_ERR_NO_RESOURCE, st);
+    return accepted;
+}
+
+/* An ep takes work from the moment it exists: the first operations wait
+ * for the pairing and go out in order, with their completions as usual */
+TEST_F(OrcUct, EpTakesWorkWhilePairing)
 {
     entity c;
     ASSERT_EQ(UCS_OK, c.open());
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(c.iface(), 9, am_cb, &rx, 0));
     entity::mem t = c.alloc_mem(64);
     uct_ep_h ep2;
     ASSERT_EQ(UCS_OK, a.connect_to(c, &ep2));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey_buf);
-    uint64_t v      = 42;
+    uint64_t *cell  = (uint64_t*)t.ptr;
+    uint64_t v      = 42, fetched = 0;
 
-    /* pairing goes through orcd in other threads: not done yet */
-    ASSERT_EQ(UCS_ERR_NO_RESOURCE,
-              uct_ep_put_short(ep2, &v, 8, (uintptr_t)t.ptr, rkey));
+    /* pairing goes through orcd in other threads: not done yet, and every
+     * operation is accepted anyway */
+    ASSERT_EQ(UCS_OK, uct_ep_put_short(ep2, &v, 8, (uintptr_t)cell, rkey));
+    uint64_t got = 0;
+    comp_t get_comp;
+    comp_init(&get_comp);
+    ASSERT_EQ(UCS_INPROGRESS,
+              uct_ep_get_bcopy(ep2, unpack_cb, &got, 8, (uintptr_t)cell, rkey,
+                               &get_comp.uct));
+    ASSERT_EQ(UCS_OK, uct_ep_am_short(ep2, 9, 7, NULL, 0));
+    ASSERT_EQ(UCS_OK, uct_ep_atomic64_post(ep2, UCT_ATOMIC_OP_ADD, 5,
+                                           (uintptr_t)(cell + 1), rkey));
+    comp_t fetch_comp;
+    comp_init(&fetch_comp);
+    ASSERT_EQ(UCS_INPROGRESS,
+              uct_ep_atomic64_fetch(ep2, UCT_ATOMIC_OP_ADD, 1, &fetched,
+                                    (uintptr_t)(cell + 1), rkey,
+                                    &fetch_comp.uct));
+    comp_t flush_comp;
+    comp_init(&flush_comp);
+    ASSERT_EQ(UCS_INPROGRESS, uct_ep_flush(ep2, 0, &flush_comp.uct));
+
+    /* bounded: more are refused, and wait in the pending queue */
+    unsigned more = fill_until_no_resource(ep2, cell + 2, rkey);
+    EXPECT_LT(more, 64u);
     pending_req r = {};
     r.uct.func = pending_put;
     r.ep       = ep2;
     r.value    = 4242;
-    r.addr     = (uintptr_t)t.ptr;
+    r.addr     = (uintptr_t)cell;
     r.rkey     = rkey;
     ASSERT_EQ(UCS_OK, uct_ep_pending_add(ep2, &r.uct, 0));
-    /* c never progresses: its agent pairs anyway */
-    ASSERT_TRUE(a.progress_until([&]() { return r.calls > 0; }));
+
+    /* c never progresses but for the AM: its agent pairs anyway */
+    ASSERT_TRUE(a.progress_until([&]() {
+        c.progress();
+        return (r.calls > 0) && (flush_comp.done > 0) && !rx.msgs.empty();
+    }));
     flush_ep(a, ep2);
-    EXPECT_EQ(1, r.calls);
-    EXPECT_EQ(4242u, *(uint64_t*)t.ptr);
+    EXPECT_TRUE(a.errors.empty());
+    EXPECT_EQ(1, get_comp.done);
+    EXPECT_EQ(UCS_OK, get_comp.status);
+    EXPECT_EQ(42u, got) << "the get went after the put";
+    EXPECT_EQ(1, fetch_comp.done);
+    EXPECT_EQ(5u, fetched) << "the fetch went after the add";
+    EXPECT_EQ(6u, cell[1]);
+    EXPECT_EQ(1, flush_comp.done);
+    EXPECT_EQ(UCS_OK, flush_comp.status);
+    EXPECT_EQ(1, r.calls) << "the pending request went after the queue";
+    EXPECT_EQ(4242u, *cell);
+    ASSERT_EQ(1u, rx.msgs.size());
     uct_ep_pending_purge(ep2, pending_purge_cb, NULL);
     EXPECT_EQ(0, r.purged);
     c.free_mem(t);
@@ -1030,17 +1326,25 @@ TEST_F(OrcUct, PairTimeoutFailsEpOnce)
     uct_ep_h e;
     double start = entity::now();
     ASSERT_EQ(UCS_OK, s.create_ep(b.dev_addr(), ifa, &e));
-    uint64_t v = 1;
-    EXPECT_EQ(UCS_ERR_NO_RESOURCE, uct_ep_put_short(e, &v, 8, 0, 0));
+    /* accepted while pairing: completes with the pairing's failure */
+    uint64_t v = 1, got = 0;
+    comp_t c;
+    comp_init(&c);
+    EXPECT_EQ(UCS_INPROGRESS, uct_ep_get_bcopy(e, unpack_cb, &got, 8, 0, 0,
+                                               &c.uct));
+    fill_until_no_resource(e, NULL, 0);
     pending_req r = {};
     r.uct.func = pending_put;
     r.ep       = e;
     ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &r.uct, 0));
     ASSERT_TRUE(s.progress_until([&]() { return !s.errors.empty(); }, 10));
-    /* the queued request is never dispatched; the purge hands it back */
-    EXPECT_EQ(0, r.calls);
+    EXPECT_EQ(1, c.done);
+    EXPECT_EQ(UCS_ERR_ENDPOINT_TIMEOUT, c.status);
+    /* after the error callback the pending request ran once (its put
+     * failed with the ep's status): nothing is left to purge */
+    EXPECT_EQ(1, r.calls);
     uct_ep_pending_purge(e, pending_purge_cb, NULL);
-    EXPECT_EQ(1, r.purged);
+    EXPECT_EQ(0, r.purged);
     EXPECT_GE(entity::now() - start, 0.9);
     ASSERT_EQ(1u, s.errors.size());
     EXPECT_EQ(e, s.errors[0].ep);
@@ -1048,6 +1352,7 @@ TEST_F(OrcUct, PairTimeoutFailsEpOnce)
     /* sticky status, no second callback */
     s.progress(1000);
     EXPECT_EQ(1u, s.errors.size());
+    EXPECT_EQ(1, c.done);
     EXPECT_EQ(UCS_ERR_ENDPOINT_TIMEOUT, uct_ep_put_short(e, &v, 8, 0, 0));
     EXPECT_EQ(UCS_ERR_ENDPOINT_TIMEOUT, uct_ep_flush(e, 0, NULL));
     /* other eps keep working */
@@ -1547,6 +1852,78 @@ TEST_F(OrcUct, EventFdWakesOnReceive)
     pfd.revents = 0;
     EXPECT_EQ(1, poll(&pfd, 1, 10000)) << "no wakeup on receive";
     ASSERT_TRUE(b.progress_until([&]() { return rx.msgs.size() == 1; }));
+}
+
+namespace {
+/* AM requests for the pending queue of an ep whose peer dies */
+struct dead_req {
+    uct_pending_req_t uct;
+    uct_ep_h          ep;
+    int               calls;
+    int               purged;
+    ucs_status_t      status; /* of the last call's operation */
+};
+
+ucs_status_t dead_req_send(uct_pending_req_t *self)
+{
+    dead_req *r = ucs_container_of(self, dead_req, uct);
+    ++r->calls;
+    r->status = uct_ep_am_short(r->ep, 1, 0, NULL, 0);
+    return r->status;
+}
+
+void dead_req_purged(uct_pending_req_t *self, void *)
+{
+    ++ucs_container_of(self, dead_req, uct)->purged;
+}
+} // namespace
+
+/* When the peer fails, the requests waiting in the ep's pending queue are
+ * handed back through their callbacks (their operations fail with the
+ * ep's status): nothing stays pending, and destroying the ep warns about
+ * nothing */
+TEST_F(OrcUct, FailedPeerPendingQueueEmptiedCleanly)
+{
+    scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
+    child c("target", {"UCX_ORC_LEASE_TTL=2"});
+    target_info t;
+    ASSERT_TRUE(read_target(c, &t));
+
+    uct_ep_h dead;
+    ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &dead));
+    /* paired; the target never progresses: its credits run out */
+    ASSERT_TRUE(a.progress_until([&]() {
+        return uct_ep_am_short(dead, 1, 0, NULL, 0) == UCS_OK;
+    }));
+    for (int i = 0; uct_ep_am_short(dead, 1, 0, NULL, 0) == UCS_OK; ++i) {
+        ASSERT_LT(i, 1000);
+    }
+    std::vector<dead_req> reqs(3);
+    for (dead_req &q : reqs) {
+        q.uct.func = dead_req_send;
+        q.ep       = dead;
+        q.status   = UCS_OK;
+        ASSERT_EQ(UCS_OK, uct_ep_pending_add(dead, &q.uct, 0));
+    }
+
+    c.kill_now();
+    ASSERT_TRUE(a.progress_until([&]() { return !a.errors.empty(); }, 60));
+    ucs_status_t st = a.errors[0].status;
+    a.progress(100);
+
+    /* each request ran once more, and learnt the failure */
+    for (dead_req &q : reqs) {
+        EXPECT_GE(q.calls, 1);
+        EXPECT_EQ(st, q.status) << "a request left in the queue";
+    }
+    uct_ep_pending_purge(dead, dead_req_purged, NULL);
+    for (dead_req &q : reqs) {
+        EXPECT_EQ(0, q.purged);
+    }
+    log_capture log;
+    a.destroy_ep(dead);
+    EXPECT_EQ(0u, log.warnings("pending")) << log.first_warning();
+    EXPECT_EQ(1u, a.errors.size());
 }
 
 TEST_F(OrcUct, EpsComeAndGoWithoutLeaks)
