@@ -243,14 +243,14 @@ typedef struct uct_orc_agent_params {
  *  - watch: while there are peers, long-polls the job's node list and
  *    fails eps / closes passive QPs of peers whose node left.
  * Results reach the iface only through the event queue, drained by
- * uct_orc_agent_poll() from the iface's progress; every push also signals
- * event_fd, which is part of the iface's wakeup fd.
+ * uct_orc_agent_poll() from the iface's progress; events the application
+ * waits for (an ep connected or failed) also signal event_fd, which is part
+ * of the iface's wakeup fd.
  *
  * Locking: `lock` protects pairings, connected, passives, byes, events,
  * rx_budget, watch_dirty and stopping; nevents is also written only under
  * `lock`, with release stores, so progress can peek at it with an acquire
- * load and no lock (a stale zero is caught by the next progress, and every
- * push signals event_fd); `tx_cond` / `watch_cond` (with
+ * load and no lock (a stale zero is caught by the next progress); `tx_cond` / `watch_cond` (with
  * `lock`) wake the tx / watch thread. `params` and dev_addr_hex are
  * read-only while the threads run. Device-layer calls
  * are thread-safe; QPs of pairings are modified only with `lock` held, so
@@ -275,7 +275,7 @@ typedef struct uct_orc_agent {
                                                  peeked without it */
     unsigned                   rx_budget;
     int                        stopping;
-    int                        event_fd;      /* eventfd, counts pushes */
+    int                        event_fd;      /* eventfd, counts wakeups */
     pthread_t                  rx_thread;
     pthread_t                  tx_thread;
     pthread_t                  watch_thread;

@@ -48,13 +48,18 @@ static void uct_orc_agent_signal(uct_orc_agent_t *agent)
     (void)ret; /* a saturated eventfd is readable anyway */
 }
 
-/* Called with agent->lock held */
+/* Called with agent->lock held. wake: the event is one the application may
+ * wait for (an ep connected or failed); passive QPs coming and going are
+ * not (the iface takes them at its next progress, which a message on the
+ * passive QP brings), so they do not signal the iface's event fd. */
 static void uct_orc_agent_push_locked(uct_orc_agent_t *agent,
-                                      uct_orc_agent_event_t *ev)
+                                      uct_orc_agent_event_t *ev, int wake)
 {
     ucs_queue_push(&agent->events, &ev->queue);
     __atomic_store_n(&agent->nevents, agent->nevents + 1, __ATOMIC_RELEASE);
-    uct_orc_agent_signal(agent);
+    if (wake) {
+        uct_orc_agent_signal(agent);
+    }
 }
 
 static uct_orc_agent_event_t *
@@ -85,7 +90,7 @@ static void uct_orc_agent_fail_locked(uct_orc_agent_t *agent,
     ev = uct_orc_agent_event_new(UCT_ORC_AGENT_EV_EP_FAILED, pairing->conn_id);
     if (ev != NULL) {
         ev->status = status;
-        uct_orc_agent_push_locked(agent, ev);
+        uct_orc_agent_push_locked(agent, ev, 1);
     }
     ucs_free(pairing);
 }
@@ -340,7 +345,7 @@ static void uct_orc_agent_handle_request(uct_orc_agent_t *agent,
     ucs_list_add_tail(&agent->passives, &link->list);
     agent->watch_dirty = 1;
     pthread_cond_signal(&agent->watch_cond);
-    uct_orc_agent_push_locked(agent, ev);
+    uct_orc_agent_push_locked(agent, ev, 0);
     pthread_mutex_unlock(&agent->lock);
 
     reply = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:I}", "type", "rep",
@@ -425,7 +430,7 @@ static void uct_orc_agent_handle_reply(uct_orc_agent_t *agent, uint64_t from,
     }
     ucs_list_del(&pairing->list);
     ucs_free(pairing);
-    uct_orc_agent_push_locked(agent, ev);
+    uct_orc_agent_push_locked(agent, ev, 1);
 
 out:
     pthread_mutex_unlock(&agent->lock);
@@ -468,7 +473,7 @@ static void uct_orc_agent_close_passive_locked(uct_orc_agent_t *agent,
     if (ev != NULL) {
         ev->qp_num    = link->qp_num;
         ev->peer_node = link->peer_node;
-        uct_orc_agent_push_locked(agent, ev);
+        uct_orc_agent_push_locked(agent, ev, 0);
     }
     ucs_free(link);
 }
@@ -658,7 +663,7 @@ static void uct_orc_agent_check_peers_locked(uct_orc_agent_t *agent,
                                          link->conn_id);
             if (ev != NULL) {
                 ev->status = UCS_ERR_CONNECTION_RESET;
-                uct_orc_agent_push_locked(agent, ev);
+                uct_orc_agent_push_locked(agent, ev, 1);
             }
         } else {
             ucs_debug("orc: node %" PRIu64 ": peer node %" PRIu64 " left "

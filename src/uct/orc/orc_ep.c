@@ -129,6 +129,10 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     if (op->fence) {
         wr->send_flags |= IBV_SEND_FENCE;
     }
+    if (op->type == UCT_ORC_OP_AM) {
+        /* the receiver wakes for messages, not for credit grants */
+        wr->send_flags |= IBV_SEND_SOLICITED;
+    }
 
     ret = orc_post_send(ep->qp, wr, &bad_wr);
     if (ucs_unlikely(ret != 0)) {

@@ -768,12 +768,13 @@ static ucs_status_t uct_orc_iface_event_fd_get(uct_iface_h tl_iface,
     return UCS_OK;
 }
 
-static ucs_status_t uct_orc_iface_arm_cq(uct_orc_iface_t *iface, int is_send)
+static ucs_status_t uct_orc_iface_arm_cq(uct_orc_iface_t *iface, int is_send,
+                                         int solicited_only)
 {
     orc_cq_t *cq = is_send ? iface->send_cq : iface->recv_cq;
     int ret, n;
 
-    ret = orc_cq_req_notify(cq, 0);
+    ret = orc_cq_req_notify(cq, solicited_only);
     if (ret != 0) {
         ucs_error("orc: failed to arm the %s completion queue: %s",
                   is_send ? "send" : "receive", strerror(ret));
@@ -823,11 +824,24 @@ static ucs_status_t uct_orc_iface_event_arm(uct_iface_h tl_iface,
         return UCS_ERR_BUSY;
     }
 
-    status = uct_orc_iface_arm_cq(iface, 0);
-    if (status != UCS_OK) {
-        return status;
+    /* As UCX's RC transports: send completions on the send CQ; active
+     * messages are solicited SENDs, so a receive-only arm sleeps through
+     * credit grants, which wake a send-armed interface (they let its
+     * pending sends go) */
+    if (events & UCT_EVENT_SEND_COMP) {
+        status = uct_orc_iface_arm_cq(iface, 1, 0);
+        if (status != UCS_OK) {
+            return status;
+        }
     }
-    return uct_orc_iface_arm_cq(iface, 1);
+    if (events & (UCT_EVENT_RECV | UCT_EVENT_SEND_COMP)) {
+        status = uct_orc_iface_arm_cq(iface, 0,
+                                      !(events & UCT_EVENT_SEND_COMP));
+        if (status != UCS_OK) {
+            return status;
+        }
+    }
+    return UCS_OK;
 }
 
 /* ---------------------------------------------------------------- query */

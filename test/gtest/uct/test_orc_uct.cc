@@ -1854,6 +1854,68 @@ TEST_F(OrcUct, EventFdWakesOnReceive)
     ASSERT_TRUE(b.progress_until([&]() { return rx.msgs.size() == 1; }));
 }
 
+/* An armed interface signals its event fd only for what it was armed for:
+ * not for a peer pairing with it or leaving, not for credit grants, not for
+ * send completions when armed for receives; an active message still
+ * signals */
+TEST_F(OrcUct, ArmedIfaceStaysQuietWithNothingNew)
+{
+    scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
+    entity s, r;
+    ASSERT_EQ(UCS_OK, s.open());
+    ASSERT_EQ(UCS_OK, r.open());
+    am_rx rx_s, rx_r;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(s.iface(), 5, am_cb, &rx_s, 0));
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 5, am_cb, &rx_r, 0));
+    int fd_s, fd_r;
+    ASSERT_EQ(UCS_OK, uct_iface_event_fd_get(s.iface(), &fd_s));
+    ASSERT_EQ(UCS_OK, uct_iface_event_fd_get(r.iface(), &fd_r));
+    auto arm = [](entity &e, unsigned events) {
+        return e.progress_until([&]() {
+            return uct_iface_event_arm(e.iface(), events) == UCS_OK;
+        });
+    };
+    auto quiet = [](int fd) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        return poll(&pfd, 1, 300) == 0;
+    };
+
+    /* r armed: s pairs with it (r's agent answers without r), then goes */
+    ASSERT_TRUE(arm(r, UCT_EVENT_RECV | UCT_EVENT_SEND_COMP));
+    uct_ep_h e = s.connect_and_wait(r);
+    ASSERT_TRUE(e != NULL);
+    EXPECT_TRUE(quiet(fd_r)) << "a peer pairing woke the interface";
+
+    /* s armed for receives: its AMs' completions and r's credit grants
+     * are nothing to receive */
+    ASSERT_TRUE(s.progress_until([&]() {
+        return uct_ep_am_short(e, 5, 1, NULL, 0) == UCS_ERR_NO_RESOURCE;
+    }));
+    ASSERT_TRUE(arm(s, UCT_EVENT_RECV));
+    ASSERT_TRUE(r.progress_until([&]() { return rx_r.msgs.size() == 4; }));
+    double until = entity::now() + 0.3;
+    while (entity::now() < until) {
+        r.progress(); /* returns credits, completes s's sends */
+    }
+    EXPECT_TRUE(quiet(fd_s)) << "credits or send completions woke a "
+                                "receive-armed interface";
+
+    /* an AM does wake it */
+    uct_ep_h back = r.connect_and_wait(s);
+    ASSERT_TRUE(back != NULL);
+    ASSERT_TRUE(arm(s, UCT_EVENT_RECV));
+    ASSERT_EQ(UCS_OK, uct_ep_am_short(back, 5, 2, NULL, 0));
+    struct pollfd pfd = {fd_s, POLLIN, 0};
+    EXPECT_EQ(1, poll(&pfd, 1, 10000)) << "no wakeup on an active message";
+    ASSERT_TRUE(s.progress_until([&]() { return rx_s.msgs.size() == 1; }));
+
+    /* r armed again: s's ep goes away */
+    ASSERT_TRUE(arm(r, UCT_EVENT_RECV));
+    flush_ep(s, e);
+    s.destroy_ep(e);
+    EXPECT_TRUE(quiet(fd_r)) << "a peer leaving woke the interface";
+}
+
 namespace {
 /* AM requests for the pending queue of an ep whose peer dies */
 struct dead_req {
