@@ -4,10 +4,13 @@
  *
  * Objects:
  *   uct_orc_md_t     one per device: the device, a PD, the registration cache
- *   uct_orc_iface_t  one per device port: CQs, SRQ, coordinator node, agent
+ *   uct_orc_iface_t  one per device port: CQs, SRQ, receive buffers, agent
  *   uct_orc_ep_t     one initiator RC QP to a peer iface (connect-to-iface)
- *   uct_orc_agent_t  the pairing agent (orc_agent.c): threads that talk to
- *                    orcd and connect QPs; never touches UCT objects
+ *   uct_orc_agent_t  an iface's pairing agent (orc_agent.c): answers and
+ *                    completes pairings; never touches UCT objects
+ *   uct_orc_session_t the process's coordinator session (orc_session.c):
+ *                    one orcd node and the threads that talk to orcd for
+ *                    every agent of the process
  *
  * Wire format of a SEND (every SEND lands in the receiver's SRQ):
  *   uct_orc_hdr_t, then the AM payload (am_short: the 64-bit header first).
@@ -26,16 +29,19 @@
 #include <ucs/datastruct/list.h>
 #include <ucs/datastruct/mpool.h>
 #include <ucs/datastruct/queue.h>
+#include <ucs/sys/math.h>
 #include <ucs/memory/rcache.h>
 #include <uct/base/uct_md.h>
 
+#include <jansson.h>
 #include <pthread.h>
 
 #define UCT_ORC_TL_NAME          "orc"
 #define UCT_ORC_CONFIG_PREFIX    "ORC_"
 #define UCT_ORC_MAX_SGE          8     /* cap on sges per work request */
-#define UCT_ORC_GRANT_SLOTS      3     /* SRQ slots an ep reserves for the
-                                          credit grants sent back to it */
+#define UCT_ORC_AM_CREDITS_MIN   2     /* smallest AM window of a peer */
+#define UCT_ORC_PASSIVE_SQ_LEN   16    /* send queue of a passive QP (credit
+                                          grants only) */
 #define UCT_ORC_EP_SENDQ_MAX     16    /* ops an ep accepts while pairing */
 #define UCT_ORC_MAX_CREDITS      UINT16_MAX
 #define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
@@ -149,8 +155,10 @@ typedef struct uct_orc_hdr {
 _Static_assert(sizeof(uct_orc_hdr_t) >= sizeof(uct_recv_desc_t*),
                "the release descriptor must fit over the header");
 
+/* An iface: the node of its process in orcd, and its id there */
 typedef struct uct_orc_iface_addr {
     uint64_t               node_id;
+    uint32_t               iface_id;
 } UCS_S_PACKED uct_orc_iface_addr_t;
 
 typedef struct uct_orc_dev_addr {
@@ -159,23 +167,27 @@ typedef struct uct_orc_dev_addr {
 } UCS_S_PACKED uct_orc_dev_addr_t;
 
 
-/* ------------------------------------------------- pairing agent */
+/* ------------------------------------------- session and pairing agents */
+
+typedef struct uct_orc_session uct_orc_session_t;
 
 typedef enum uct_orc_agent_event_type {
     UCT_ORC_AGENT_EV_EP_CONNECTED, /* initiator QP is RTS */
     UCT_ORC_AGENT_EV_EP_FAILED,    /* pairing failed, or the peer's node
-                                      left orcd: status */
+                                      died (lease expired): status */
+    UCT_ORC_AGENT_EV_EP_PEER_LEFT, /* the peer closed its iface or left the
+                                      job cleanly */
     UCT_ORC_AGENT_EV_PASSIVE_ADDED,/* a passive QP serves a peer's ep */
     UCT_ORC_AGENT_EV_PASSIVE_CLOSED/* the peer destroyed that ep, or its
                                       node left orcd: qp */
 } uct_orc_agent_event_type_t;
 
-/* A hand-off from the agent to the iface: pushed under the agent lock,
+/* A hand-off from an agent to its iface: pushed under the session lock,
  * moved out by uct_orc_agent_poll(), then owned (and freed) by the iface. */
 typedef struct uct_orc_agent_event {
     ucs_queue_elem_t           queue;
     uct_orc_agent_event_type_t type;
-    uint64_t                   conn_id;   /* EP_*: the ep's connection id */
+    uint64_t                   conn_id;   /* the initiator ep's connection */
     ucs_status_t               status;    /* EP_FAILED */
     unsigned                   credits;   /* EP_CONNECTED / PASSIVE_ADDED */
     orc_qp_t                  *qp;        /* PASSIVE_ADDED */
@@ -184,128 +196,199 @@ typedef struct uct_orc_agent_event {
 } uct_orc_agent_event_t;
 
 /*
- * A pairing in progress of one initiator ep, owned by the agent.
- * Created by uct_orc_agent_pair() on the UCT thread, completed or failed by
- * the agent threads, removed by uct_orc_agent_cancel() (ep destroyed).
- * Protected by uct_orc_agent_t::lock; the QP is modified only under it.
+ * A pairing in progress of one initiator ep, owned by its agent. Created by
+ * uct_orc_agent_pair() on the UCT thread, completed or failed by the session
+ * threads, removed by uct_orc_agent_cancel() (ep destroyed). The QP is
+ * modified only with the session lock held.
  */
 typedef struct uct_orc_agent_pairing {
     ucs_list_link_t            list;
     uint64_t                   conn_id;
     uint64_t                   peer_node;
+    uint32_t                   peer_iface;
     orc_qp_t                  *qp;
     uint32_t                   psn;
-    ucs_time_t                 deadline;
+    ucs_time_t                 deadline;  /* UINT64_MAX until the request is
+                                             first tried */
     int                        sent;  /* the request reached the mailbox */
 } uct_orc_agent_pairing_t;
 
 /*
- * What the agent remembers after pairing, to notice peers that leave:
- * connected initiator eps (conn_id, peer) and passive QPs it created
- * (peer, the peer's conn_id, qp). Protected by uct_orc_agent_t::lock.
+ * What an agent remembers after pairing, to notice peers that leave:
+ * connected initiator eps (conn_id, peer) and passive QPs it created (peer,
+ * the peer ep's conn_id, qp).
  */
 typedef struct uct_orc_agent_link {
     ucs_list_link_t            list;
     uint64_t                   conn_id;
     uint64_t                   peer_node;
+    uint32_t                   peer_iface;
     uint32_t                   qp_num;    /* passive links only */
-    unsigned                   credits;   /* passive links: budget held */
 } uct_orc_agent_link_t;
 
+/* What an agent needs of its iface to create and connect QPs */
 typedef struct uct_orc_agent_params {
-    orc_client_t              *client;
-    uint64_t                   node_id;
     orc_dev_t                 *dev;
     uint8_t                    port;
     orc_pd_t                  *pd;
-    orc_cq_t                  *send_cq;
+    orc_cq_t                  *send_cq;        /* of initiator QPs */
+    orc_cq_t                  *passive_send_cq;/* of passive QPs (grants) */
     orc_cq_t                  *recv_cq;
     orc_srq_t                 *srq;
-    struct ibv_qp_cap          qp_cap;
+    struct ibv_qp_cap          qp_cap;         /* of initiator QPs */
     enum ibv_mtu               mtu;
     uint8_t                    max_rd_atomic;
     unsigned                   qp_timeout;
     unsigned                   retry_count;
     unsigned                   rnr_retry;
-    unsigned                   am_credits;
-    unsigned                   rx_budget;      /* SRQ slots to hand out */
+    unsigned                   am_credits;     /* largest AM window */
+    unsigned                   rx_queue_len;   /* receive buffers of the SRQ */
     ucs_time_t                 pair_timeout;
+    const char                *dev_name;       /* copied by the agent */
 } uct_orc_agent_params_t;
 
 /*
- * The pairing agent of one iface: three threads.
- *  - rx: long-polls the node's mailbox; answers pairing requests by creating
- *    a passive QP (bound to the iface's SRQ and CQs) and connecting it;
- *    completes initiator QPs on replies; handles goodbyes.
- *  - tx: posts the pairing requests queued by uct_ep_create (so ep creation
- *    never blocks on HTTP) and the goodbyes of destroyed eps, and fails
- *    pairings past their deadline.
- *  - watch: while there are peers, long-polls the job's node list and
- *    fails eps / closes passive QPs of peers whose node left.
- * Results reach the iface only through the event queue, drained by
- * uct_orc_agent_poll() from the iface's progress; events the application
- * waits for (an ep connected or failed) also signal event_fd, which is part
- * of the iface's wakeup fd.
+ * The pairing agent of one iface: the iface's part of the process's
+ * coordinator session (orc_session.c). It has no thread of its own: the
+ * session's threads long-poll the process's mailbox and hand each message
+ * to the agent it is addressed to, post the agents' requests, and watch the
+ * peers of every agent. Results reach the iface only through the event
+ * queue, drained by uct_orc_agent_poll() from the iface's progress; events
+ * the application waits for (an ep connected or failed) also signal
+ * event_fd, which is part of the iface's wakeup fd.
  *
- * Locking: `lock` protects pairings, connected, passives, byes, events,
- * rx_budget, watch_dirty and stopping; nevents is also written only under
- * `lock`, with release stores, so progress can peek at it with an acquire
- * load and no lock (a stale zero is caught by the next progress); `tx_cond` / `watch_cond` (with
- * `lock`) wake the tx / watch thread. `params` and dev_addr_hex are
- * read-only while the threads run. Device-layer calls
- * are thread-safe; QPs of pairings are modified only with `lock` held, so
- * uct_orc_agent_cancel() can destroy them safely after unlinking.
+ * Locking: every mutable field is protected by the session lock
+ * (session->lock), except nevents, which is also written only under it, with
+ * release stores, so progress can peek at it with an acquire load and no
+ * lock (a stale zero is caught by the next progress). `params`, iface_id,
+ * dev_name, dev_addr_hex and event_fd are read-only while attached. Device-layer calls
+ * are thread-safe; QPs of pairings are modified only with the session lock
+ * held, so uct_orc_agent_cancel() can destroy them safely after unlinking.
  */
 typedef struct uct_orc_agent {
     uct_orc_agent_params_t     params;
+    uct_orc_session_t         *session;       /* NULL until attached */
+    uint32_t                   iface_id;      /* in the session's node */
+    char                       dev_name[UCT_DEVICE_NAME_MAX];
     char                      *dev_addr_hex;  /* our packed device address */
-    pthread_mutex_t            lock;
-    pthread_cond_t             tx_cond;
-    pthread_cond_t             watch_cond;
+    ucs_list_link_t            list;          /* in session->agents */
     ucs_list_link_t            pairings;      /* uct_orc_agent_pairing_t */
     ucs_list_link_t            connected;     /* uct_orc_agent_link_t */
     ucs_list_link_t            passives;      /* uct_orc_agent_link_t */
-    ucs_list_link_t            byes;          /* uct_orc_agent_link_t to
-                                                 send: ep destroyed */
-    int                        watch_dirty;   /* a link was added: check
-                                                 peers without waiting */
+    unsigned                   npassive;      /* length of passives */
     ucs_queue_head_t           events;        /* uct_orc_agent_event_t */
     unsigned                   nevents;       /* length of events: written
-                                                 under lock (atomic store),
-                                                 peeked without it */
-    unsigned                   rx_budget;
-    int                        stopping;
-    int                        event_fd;      /* eventfd, counts wakeups */
-    pthread_t                  rx_thread;
-    pthread_t                  tx_thread;
-    pthread_t                  watch_thread;
-    int                        threads_started;
+                                                 under the lock (atomic
+                                                 store), peeked without it */
+    int                        event_fd;      /* eventfd, -1 if none */
 } uct_orc_agent_t;
 
-ucs_status_t uct_orc_agent_start(uct_orc_agent_t *agent,
-                                 const uct_orc_agent_params_t *params);
-void uct_orc_agent_stop(uct_orc_agent_t *agent);
-/* Reserve/release SRQ slots from the shared receive budget */
-int uct_orc_agent_rx_reserve(uct_orc_agent_t *agent, unsigned count);
-void uct_orc_agent_rx_release(uct_orc_agent_t *agent, unsigned count);
+/* Open the agent's event fd and pack its device address; then attach it to
+ * the session with uct_orc_session_attach() */
+ucs_status_t uct_orc_agent_init(uct_orc_agent_t *agent,
+                                const uct_orc_agent_params_t *params);
+/* After detaching and a last poll */
+void uct_orc_agent_cleanup(uct_orc_agent_t *agent);
 /* Queue a pairing request of an initiator QP (state INIT) */
 ucs_status_t uct_orc_agent_pair(uct_orc_agent_t *agent, uint64_t conn_id,
-                                uint64_t peer_node, orc_qp_t *qp,
-                                uint32_t psn);
+                                uint64_t peer_node, uint32_t peer_iface,
+                                orc_qp_t *qp, uint32_t psn);
 /* Create an RC QP bound to the iface's CQs and SRQ, in state INIT; *psn_p
  * is its initial send PSN. Thread-safe. */
 orc_qp_t *uct_orc_agent_qp_create(uct_orc_agent_t *agent, uint32_t *psn_p);
-/* Free the lock and condition after uct_orc_agent_stop() and a last poll */
-void uct_orc_agent_destroy_sync(uct_orc_agent_t *agent);
 /* Forget an ep (destroyed): its pairing, if any, and its peer watch; tells
  * the peer (mailbox "bye") so it frees the passive QP. Returns after the
  * agent stopped using the QP. */
 void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id,
-                          uint64_t peer_node);
+                          uint64_t peer_node, uint32_t peer_iface);
 /* Move all queued events to *queue (the caller frees them with ucs_free) */
 int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue);
 /* Whether events are waiting */
 int uct_orc_agent_has_events(uct_orc_agent_t *agent);
+
+/* Called by the session threads, with the session lock held */
+void uct_orc_agent_handle_msg_locked(uct_orc_agent_t *agent, uint64_t from,
+                                     uint32_t from_iface, const char *type,
+                                     json_t *body);
+/* Fail the pairings past their deadline; returns the earliest deadline of
+ * the others, or UINT64_MAX; *unsent_p set if one was never sent */
+ucs_time_t uct_orc_agent_expire_locked(uct_orc_agent_t *agent,
+                                       ucs_time_t now, int *unsent_p);
+/* Fail the pairings whose request was not sent (orcd out of reach) */
+void uct_orc_agent_fail_unsent_locked(uct_orc_agent_t *agent);
+/* The request of conn_id is about to be sent: whether its pairing still
+ * waits for it. Its first attempt starts the pairing's deadline (the wait
+ * in the process's own outbox does not count). */
+int uct_orc_agent_request_start_locked(uct_orc_agent_t *agent,
+                                       uint64_t conn_id);
+/* The request of a pairing was posted, with cl_status; returns whether it
+ * is to be sent again (a transient failure before the deadline) */
+int uct_orc_agent_request_sent_locked(uct_orc_agent_t *agent,
+                                      uint64_t conn_id,
+                                      orc_cl_status_t cl_status);
+/* Our own node's lease expired: every ep and passive QP goes */
+void uct_orc_agent_node_lost_locked(uct_orc_agent_t *agent);
+/* The peer node left the job: cleanly (expired = 0) or its lease expired */
+void uct_orc_agent_peer_gone_locked(uct_orc_agent_t *agent,
+                                    uint64_t peer_node, int expired);
+/* Whether the agent has peers (pairing or paired) to watch */
+int uct_orc_agent_has_links_locked(uct_orc_agent_t *agent);
+/* cb(arg, peer node) for every peer of the agent (repeats possible) */
+void uct_orc_agent_foreach_peer_locked(uct_orc_agent_t *agent,
+                                       void (*cb)(void *arg, uint64_t peer),
+                                       void *arg);
+/* The iface closes: tell the peers it served (mailbox "fin") */
+void uct_orc_agent_farewell_locked(uct_orc_agent_t *agent);
+
+/*
+ * AM credits a passive QP grants its peer: the receive buffers of the SRQ
+ * shared out among the peers, at most am_credits and at least
+ * UCT_ORC_AM_CREDITS_MIN (or am_credits if smaller): with more peers than
+ * buffers the receiver-not-ready retry absorbs bursts; a peer is never
+ * refused.
+ */
+static inline unsigned uct_orc_credit_window(unsigned rx_queue_len,
+                                             unsigned am_credits,
+                                             unsigned npeers)
+{
+    unsigned share = rx_queue_len / ucs_max(1, npeers);
+
+    return ucs_max(ucs_min(UCT_ORC_AM_CREDITS_MIN, am_credits),
+                   ucs_min(am_credits, share));
+}
+
+
+/* ------------------------------------------------------------- session */
+
+/*
+ * The coordinator session of the process (orc_session.c): one orcd client,
+ * one registered node (its lease kept alive by the client's keep-alive
+ * thread), one mailbox long-poll, one outbox and one membership watch, shared
+ * by every iface of the process that uses the same coordinator URL, job and
+ * token. An iface is addressed by (node id, iface id).
+ */
+ucs_status_t uct_orc_session_attach(uct_orc_agent_t *agent,
+                                    const uct_orc_iface_config_t *config,
+                                    const orc_dev_config_t *dev_config,
+                                    uint64_t *node_id_p, uint32_t *domain_p);
+/* After this no session thread touches the agent */
+void uct_orc_session_detach(uct_orc_agent_t *agent);
+/* Queue a mailbox message for a peer node (takes text, a malloc'ed JSON
+ * object) from iface iface_id. conn_id != 0: a pairing request of that ep
+ * of the iface, sent only while the pairing exists. Urgent messages
+ * (replies) go before the others. Called with the session lock held. */
+void uct_orc_session_post_locked(uct_orc_session_t *session,
+                                 uint32_t iface_id, uint64_t dst,
+                                 uint64_t conn_id, int urgent, char *text);
+/* JSON text of object (compact, malloc'ed; NULL if object is NULL or on no
+ * memory); releases object */
+char *uct_orc_json_dump(json_t *object);
+/* The session's links changed: the watch wakes to check them */
+void uct_orc_session_links_changed_locked(uct_orc_session_t *session);
+/* The lock that protects the agents (see uct_orc_agent_t) */
+pthread_mutex_t *uct_orc_session_lock(uct_orc_session_t *session);
+/* The node id of the session */
+uint64_t uct_orc_session_node_id(const uct_orc_session_t *session);
 
 
 /* -------------------------------------------------------------- iface */
@@ -389,11 +472,8 @@ typedef struct uct_orc_passive {
     orc_qp_t              *qp;
     uint64_t               peer_node;
     uint64_t               peer_conn_id; /* the peer ep's connection id */
-    unsigned               credits;      /* granted to the peer at pairing;
-                                            the agent holds them in its
-                                            receive budget until it closes
-                                            this passive */
-    unsigned               credits_owed; /* consumed, not yet returned */
+    unsigned               credits_out;  /* AM credits the peer holds:
+                                            granted, not yet received */
     unsigned               sq_avail;
     int                    failed;
     int                    closing;      /* destroy once no grant in flight */
@@ -412,8 +492,8 @@ KHASH_MAP_INIT_INT64(uct_orc_conn, uct_orc_ep_t*);
 
 /*
  * Threading: like every UCT iface, used by one thread at a time (the one
- * that progresses its worker). The agent threads never touch it; they share
- * only the device-layer objects (thread-safe) and the agent's own state.
+ * that progresses its worker). The session threads never touch it; they
+ * share only the device-layer objects (thread-safe) and the agent's state.
  */
 typedef struct uct_orc_iface {
     uct_base_iface_t       super;
@@ -432,11 +512,10 @@ typedef struct uct_orc_iface {
     unsigned               tx_cq_len;  /* tx_cq_avail with nothing in
                                           flight */
     int                    event_fd;   /* epoll: channel fd + agent fd */
-    orc_client_t          *client;
-    uint64_t               node_id;
-    uint32_t               domain;
+    uint64_t               node_id;    /* our process's node in orcd */
+    uint32_t               domain;     /* hash of coordinator URL and job */
     uct_orc_agent_t        agent;
-    int                    agent_started;
+    unsigned               npassive;   /* length of passive_list */
     uint64_t               next_conn_id;
     khash_t(uct_orc_qp)    qp_hash;
     khash_t(uct_orc_conn)  conn_hash;
@@ -519,13 +598,14 @@ struct uct_orc_ep {
     uct_orc_ep_state_t     state;
     ucs_status_t           status;        /* sticky error once FAILED */
     int                    err_reported;
+    int                    peer_left;     /* the peer iface closed */
     uint64_t               conn_id;
     uint64_t               peer_node;
+    uint32_t               peer_iface;
     orc_qp_t              *qp;
     unsigned               sq_avail;
     unsigned               credits;       /* AM sends allowed */
     unsigned               fence_beat;
-    int                    rx_reserved;   /* grant slots taken from budget */
     unsigned               swaps;         /* swap ops posted, not done */
     int                    in_dispatch;   /* dispatching its pending queue */
     ucs_queue_head_t       txq;           /* uct_orc_op_t posted, in issue
@@ -590,6 +670,7 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
 
 /* Called by the iface */
 void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits);
+void uct_orc_ep_peer_left(uct_orc_ep_t *ep);
 void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status);
 void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status);
 void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits);

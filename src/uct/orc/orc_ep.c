@@ -861,6 +861,10 @@ ucs_status_t uct_orc_ep_pending_add(uct_ep_h tl_ep, uct_pending_req_t *req,
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
 
+    if (ep->peer_left) {
+        /* nothing the peer does will dispatch it */
+        uct_orc_ep_set_failed(ep, UCS_ERR_CONNECTION_RESET);
+    }
     if (ep->state == UCT_ORC_EP_FAILED) {
         return ep->status; /* it would never be dispatched */
     }
@@ -1071,9 +1075,9 @@ void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits)
     ep->state    = UCT_ORC_EP_CONNECTED;
     ep->credits  = credits;
     ep->sq_avail = iface->config.tx_queue_len;
-    ucs_debug("orc: ep %p connected to node %" PRIu64 ": qp 0x%x, %u credits, "
-              "%u ops queued", ep, ep->peer_node, ep->qp->qp_num, credits,
-              ep->sendq_len);
+    ucs_debug("orc: ep %p connected to node %" PRIu64 " iface %u: qp 0x%x, "
+              "%u credits, %u ops queued", ep, ep->peer_node, ep->peer_iface,
+              ep->qp->qp_num, credits, ep->sendq_len);
     /* the queued ops go out from the iface's progress */
     uct_orc_iface_schedule_pending(iface, ep);
 }
@@ -1102,6 +1106,22 @@ void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
     uct_orc_ep_sendq_take(ep, &done);
     uct_orc_iface_ep_failed(iface, ep, status);
     uct_orc_ep_complete(&done, status);
+}
+
+/*
+ * The peer iface closed, or its process left the job, cleanly. Operations
+ * in flight complete or fail through the QP; requests waiting for the peer
+ * (queued, pending) never would: then the ep fails now. An idle ep stays
+ * quiet, like a closed TCP connection, until it is used again.
+ */
+void uct_orc_ep_peer_left(uct_orc_ep_t *ep)
+{
+    ucs_debug("orc: ep %p: node %" PRIu64 " iface %u left", ep,
+              ep->peer_node, ep->peer_iface);
+    ep->peer_left = 1;
+    if (uct_orc_ep_has_work(ep)) {
+        uct_orc_ep_set_failed(ep, UCS_ERR_CONNECTION_RESET);
+    }
 }
 
 void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits)
@@ -1137,9 +1157,9 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     dev_addr   = (const uct_orc_dev_addr_t*)params->dev_addr;
     iface_addr = (const uct_orc_iface_addr_t*)params->iface_addr;
     if (!uct_orc_iface_addr_reachable(iface, dev_addr, iface_addr)) {
-        ucs_debug("orc: node %" PRIu64 " is unreachable (backend %d domain "
-                  "0x%x)", iface_addr->node_id, dev_addr->backend,
-                  dev_addr->domain);
+        ucs_debug("orc: node %" PRIu64 " iface %u is unreachable (backend %d "
+                  "domain 0x%x)", iface_addr->node_id, iface_addr->iface_id,
+                  dev_addr->backend, dev_addr->domain);
         return UCS_ERR_UNREACHABLE;
     }
 
@@ -1149,22 +1169,15 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     self->state      = UCT_ORC_EP_PAIRING;
     self->status     = UCS_OK;
     self->peer_node  = iface_addr->node_id;
+    self->peer_iface = iface_addr->iface_id;
     self->fence_beat = iface->fence_beat;
     ucs_queue_head_init(&self->txq);
     ucs_queue_head_init(&self->sendq);
     ucs_queue_head_init(&self->pending_q);
 
-    if (!uct_orc_agent_rx_reserve(&iface->agent, UCT_ORC_GRANT_SLOTS)) {
-        ucs_error("orc: no receive buffers left for another endpoint "
-                  "(raise UCX_ORC_RX_QUEUE_LEN)");
-        return UCS_ERR_NO_RESOURCE;
-    }
-    self->rx_reserved = UCT_ORC_GRANT_SLOTS;
-
     self->qp = uct_orc_agent_qp_create(&iface->agent, &psn);
     if (self->qp == NULL) {
-        status = UCS_ERR_IO_ERROR;
-        goto err_release;
+        return UCS_ERR_IO_ERROR;
     }
 
     self->conn_id = ++iface->next_conn_id;
@@ -1185,14 +1198,14 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     owner->passive = NULL;
 
     status = uct_orc_agent_pair(&iface->agent, self->conn_id, self->peer_node,
-                                self->qp, psn);
+                                self->peer_iface, self->qp, psn);
     if (status != UCS_OK) {
         goto err_del_qp;
     }
 
     ucs_list_add_tail(&iface->ep_list, &self->list);
-    ucs_debug("orc: ep %p: qp 0x%x pairing with node %" PRIu64, self,
-              self->qp->qp_num, self->peer_node);
+    ucs_debug("orc: ep %p: qp 0x%x pairing with node %" PRIu64 " iface %u",
+              self, self->qp->qp_num, self->peer_node, self->peer_iface);
     return UCS_OK;
 
 err_del_qp:
@@ -1203,8 +1216,6 @@ err_del_conn:
            kh_get(uct_orc_conn, &iface->conn_hash, self->conn_id));
 err_destroy_qp:
     orc_qp_destroy(self->qp);
-err_release:
-    uct_orc_agent_rx_release(&iface->agent, self->rx_reserved);
     return status;
 }
 
@@ -1217,7 +1228,8 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
     int ret;
 
     /* after this the agent no longer touches our QP */
-    uct_orc_agent_cancel(&iface->agent, self->conn_id, self->peer_node);
+    uct_orc_agent_cancel(&iface->agent, self->conn_id, self->peer_node,
+                         self->peer_iface);
 
     ucs_list_del(&self->list);
     if (self->in_pending_list) {
@@ -1269,7 +1281,6 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
         ucs_warn("orc: failed to destroy qp 0x%x: %s", self->qp->qp_num,
                  strerror(ret));
     }
-    uct_orc_agent_rx_release(&iface->agent, self->rx_reserved);
 }
 
 UCS_CLASS_DEFINE(uct_orc_ep_t, uct_base_ep_t);

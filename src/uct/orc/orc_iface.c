@@ -1,6 +1,7 @@
 /*
  * orc interface: one per device port. Owns the CQs, the SRQ and its receive
- * buffers, the coordinator node of this iface and its pairing agent.
+ * buffers, and its pairing agent, attached to the process's coordinator
+ * session.
  */
 #include "orc.h"
 
@@ -14,14 +15,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #define UCT_ORC_IFACE_POLL_BATCH 16
-#define UCT_ORC_CLIENT_TIMEOUT_MS 3000
 
 ucs_config_field_t uct_orc_iface_config_table[] = {
     {"", "", NULL, ucs_offsetof(uct_orc_iface_config_t, super),
@@ -35,8 +34,8 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      UCS_CONFIG_TYPE_STRING},
 
     {"JOB", ORC_CLIENT_DEFAULT_JOB,
-     "Job the interfaces register in; only interfaces of the same job and\n"
-     "coordinator reach each other.",
+     "Job the process registers in: 1..128 characters of [A-Za-z0-9._-];\n"
+     "only interfaces of the same job and coordinator reach each other.",
      ucs_offsetof(uct_orc_iface_config_t, job), UCS_CONFIG_TYPE_STRING},
 
     {"TOKEN", "",
@@ -56,8 +55,9 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      UCS_CONFIG_TYPE_TIME},
 
     {"LEASE_TTL", "10",
-     "Lease of this interface's node in orcd, in seconds (kept alive in the\n"
-     "background; peers see the node expire this long after a crash).",
+     "Lease of the process's node in orcd, in seconds (kept alive in the\n"
+     "background; peers see the node expire this long after a crash). All\n"
+     "interfaces of a process share one node: the first one sets it.",
      ucs_offsetof(uct_orc_iface_config_t, lease_ttl), UCS_CONFIG_TYPE_UINT},
 
     {"TX_QUEUE_LEN", "256",
@@ -67,14 +67,16 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
 
     {"RX_QUEUE_LEN", "1024",
      "Receive buffers posted to the interface's shared receive queue\n"
-     "(16..65536). Every endpoint a peer opens to this interface is granted\n"
-     "AM_CREDITS of them, and every own endpoint reserves 3 for credit grants.",
+     "(16..65536). The endpoints peers open to this interface share them:\n"
+     "each may have RX_QUEUE_LEN / <number of endpoints> active messages in\n"
+     "flight, at most AM_CREDITS and at least 2; bursts beyond the buffers\n"
+     "wait in the receiver-not-ready retry (RNR_RETRY).",
      ucs_offsetof(uct_orc_iface_config_t, rx_queue_len),
      UCS_CONFIG_TYPE_UINT},
 
     {"AM_CREDITS", "32",
      "Active messages an endpoint may have in flight before the receiver\n"
-     "returns credits (1..65535, at most RX_QUEUE_LEN).",
+     "returns credits, with few peers (1..65535, at most RX_QUEUE_LEN).",
      ucs_offsetof(uct_orc_iface_config_t, am_credits), UCS_CONFIG_TYPE_UINT},
 
     {"MAX_INLINE", "128",
@@ -89,8 +91,9 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      UCS_CONFIG_TYPE_MEMUNITS},
 
     {"PAIR_TIMEOUT", "10s",
-     "How long an endpoint waits for the peer's pairing reply before it\n"
-     "fails with UCS_ERR_ENDPOINT_TIMEOUT.",
+     "How long an endpoint waits for the peer's pairing reply, and for orcd\n"
+     "to take its pairing request, before it fails with\n"
+     "UCS_ERR_ENDPOINT_TIMEOUT.",
      ucs_offsetof(uct_orc_iface_config_t, pair_timeout),
      UCS_CONFIG_TYPE_TIME},
 
@@ -299,6 +302,26 @@ static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface);
 static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
                                               uct_orc_passive_t *passive);
 
+/*
+ * Credits a passive QP returns now: the peer's window (its share of the
+ * receive buffers, uct_orc_credit_window()) less the credits it still holds,
+ * once that is at least half the window; 0 otherwise. A window that shrank
+ * because more peers arrived is reached by returning less.
+ */
+static unsigned uct_orc_iface_grant_size(uct_orc_iface_t *iface,
+                                         uct_orc_passive_t *passive)
+{
+    unsigned window = uct_orc_credit_window(iface->config.rx_queue_len,
+                                            iface->config.am_credits,
+                                            iface->npassive);
+
+    if ((passive->credits_out >= window) ||
+        ((window - passive->credits_out) < ucs_max(1, window / 2))) {
+        return 0;
+    }
+    return ucs_min(window - passive->credits_out, UCT_ORC_MAX_CREDITS);
+}
+
 static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
                                      uct_orc_passive_t *passive)
 {
@@ -309,7 +332,12 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
     unsigned credits;
     int ret;
 
-    if (passive->failed || passive->closing || (passive->credits_owed == 0)) {
+    if (passive->failed || passive->closing) {
+        return;
+    }
+
+    credits = uct_orc_iface_grant_size(iface, passive);
+    if (credits == 0) {
         return;
     }
 
@@ -325,7 +353,6 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
         return;
     }
 
-    credits      = ucs_min(passive->credits_owed, UCT_ORC_MAX_CREDITS);
     op->type     = UCT_ORC_OP_GRANT;
     op->ep       = NULL;
     op->comp     = NULL;
@@ -357,7 +384,7 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
 
     --passive->sq_avail;
     --iface->tx_cq_avail;
-    passive->credits_owed -= credits;
+    passive->credits_out += credits;
 }
 
 static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
@@ -437,10 +464,10 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
     /* The handler kept the buffer: post a fresh one, the SRQ stays full */
     uct_orc_iface_post_recv(iface, (status == UCS_OK) ? desc : NULL);
 
-    ++passive->credits_owed;
-    if (passive->credits_owed >= ucs_max(1, passive->credits / 2)) {
-        uct_orc_iface_send_grant(iface, passive);
+    if (passive->credits_out > 0) {
+        --passive->credits_out;
     }
+    uct_orc_iface_send_grant(iface, passive);
 }
 
 static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
@@ -528,8 +555,8 @@ static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
     passive->qp           = ev->qp;
     passive->peer_node    = ev->peer_node;
     passive->peer_conn_id = ev->conn_id;
-    passive->credits   = ev->credits;
-    passive->sq_avail  = iface->config.tx_queue_len;
+    passive->credits_out  = ev->credits;
+    passive->sq_avail     = UCT_ORC_PASSIVE_SQ_LEN;
 
     it = kh_put(uct_orc_qp, &iface->qp_hash, ev->qp->qp_num, &ret);
     if (ret < 0) {
@@ -540,6 +567,7 @@ static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
     owner->ep      = NULL;
     owner->passive = passive;
     ucs_list_add_tail(&iface->passive_list, &passive->list);
+    ++iface->npassive;
     ucs_debug("orc: qp 0x%x serves node %" PRIu64 " with %u credits",
               ev->qp->qp_num, ev->peer_node, ev->credits);
     return;
@@ -547,8 +575,7 @@ static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
 err_free:
     ucs_free(passive);
 err:
-    /* the agent still holds the credits: a goodbye or the peer leaving
-     * returns them */
+    /* the peer's ep fails on its first operation */
     orc_qp_destroy(ev->qp);
 }
 
@@ -559,8 +586,7 @@ static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
     khiter_t it;
     int ret;
 
-    if (!passive->closing ||
-        (passive->sq_avail < iface->config.tx_queue_len)) {
+    if (!passive->closing || (passive->sq_avail < UCT_ORC_PASSIVE_SQ_LEN)) {
         return;
     }
 
@@ -569,6 +595,7 @@ static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
         kh_del(uct_orc_qp, &iface->qp_hash, it);
     }
     ucs_list_del(&passive->list);
+    --iface->npassive;
     if (passive->grant_queued) {
         ucs_list_del(&passive->grant_list);
     }
@@ -619,6 +646,8 @@ static void uct_orc_iface_handle_event(uct_orc_iface_t *iface,
     ep = kh_val(&iface->conn_hash, it);
     if (ev->type == UCT_ORC_AGENT_EV_EP_CONNECTED) {
         uct_orc_ep_connected(ep, ev->credits);
+    } else if (ev->type == UCT_ORC_AGENT_EV_EP_PEER_LEFT) {
+        uct_orc_ep_peer_left(ep);
     } else {
         uct_orc_ep_set_failed(ep, ev->status);
     }
@@ -958,7 +987,8 @@ static ucs_status_t uct_orc_iface_get_address(uct_iface_h tl_iface,
                                                       uct_orc_iface_t);
     uct_orc_iface_addr_t *iface_addr = (uct_orc_iface_addr_t*)addr;
 
-    iface_addr->node_id = iface->node_id;
+    iface_addr->node_id  = iface->node_id;
+    iface_addr->iface_id = iface->agent.iface_id;
     return UCS_OK;
 }
 
@@ -1007,22 +1037,8 @@ static ucs_status_t uct_orc_iface_fence(uct_iface_h tl_iface, unsigned flags)
 
 /* ------------------------------------------------------------ open/close */
 
-static uint32_t uct_orc_domain_hash(const char *url, const char *job)
-{
-    uint32_t hash = 2166136261u; /* FNV-1a */
-    const char *p;
-
-    for (p = url; *p != '\0'; ++p) {
-        hash = (hash ^ (uint8_t)*p) * 16777619u;
-    }
-    hash = (hash ^ '\n') * 16777619u;
-    for (p = job; *p != '\0'; ++p) {
-        hash = (hash ^ (uint8_t)*p) * 16777619u;
-    }
-    return hash;
-}
-
-static ucs_status_t uct_orc_iface_check_config(uct_orc_iface_config_t *config)
+static ucs_status_t
+uct_orc_iface_check_config(const uct_orc_iface_config_t *config)
 {
 #define UCT_ORC_CHECK_RANGE(_field, _name, _min, _max)                        \
     if (((config->_field) < (_min)) || ((config->_field) > (_max))) {         \
@@ -1055,285 +1071,192 @@ static ucs_status_t uct_orc_iface_check_config(uct_orc_iface_config_t *config)
                   "positive", config->coordinator_wait);
         return UCS_ERR_INVALID_PARAM;
     }
-    if (strncmp(config->coordinator, "http://", 7) &&
-        strncmp(config->coordinator, "https://", 8)) {
-        ucs_error("orc: invalid UCX_ORC_COORDINATOR='%s': allowed values are "
-                  "http://host:port or https://host:port", config->coordinator);
-        return UCS_ERR_INVALID_PARAM;
-    }
-    if (config->job[0] == '\0') {
-        ucs_error("orc: invalid UCX_ORC_JOB='': allowed values are 1..128 "
-                  "characters of [A-Za-z0-9._-]");
-        return UCS_ERR_INVALID_PARAM;
-    }
+    /* the coordinator URL, the job name and the token are checked by the
+     * coordinator client (orc_session.c) */
     return UCS_OK;
 }
 
-static void uct_orc_client_log(void *arg, const char *message)
+static ucs_status_t uct_orc_iface_parse_port(const char *dev_name,
+                                             const char *md_dev,
+                                             uint8_t *port_p)
 {
-    ucs_warn("orc: coordinator: %s", message);
-}
+    const char *colon = strrchr(dev_name, ':');
+    char *end;
+    unsigned long port;
 
-static ucs_status_t uct_orc_read_token(const char *path, char **token_p)
-{
-    char buf[4096];
-    size_t len;
-    FILE *file;
-
-    file = fopen(path, "r");
-    if (file == NULL) {
-        ucs_error("orc: cannot open UCX_ORC_TOKEN_FILE '%s': %m", path);
-        return UCS_ERR_INVALID_PARAM;
-    }
-    if (fgets(buf, sizeof(buf), file) == NULL) {
-        buf[0] = '\0';
-    }
-    fclose(file);
-
-    len = strcspn(buf, "\r\n");
-    buf[len] = '\0';
-    if (len == 0) {
-        ucs_error("orc: UCX_ORC_TOKEN_FILE '%s' holds no token", path);
-        return UCS_ERR_INVALID_PARAM;
+    if ((colon == NULL) || ((size_t)(colon - dev_name) != strlen(md_dev)) ||
+        strncmp(dev_name, md_dev, colon - dev_name)) {
+        ucs_error("orc: invalid device '%s': expected %s:<port>", dev_name,
+                  md_dev);
+        return UCS_ERR_NO_DEVICE;
     }
 
-    *token_p = ucs_strdup(buf, "orc token");
-    return (*token_p == NULL) ? UCS_ERR_NO_MEMORY : UCS_OK;
-}
-
-static ucs_status_t uct_orc_iface_hex(const void *buf, size_t len,
-                                      char **hex_p)
-{
-    const uint8_t *p = buf;
-    char *hex;
-    size_t i;
-
-    hex = ucs_malloc(2 * len + 1, "orc hex");
-    if (hex == NULL) {
-        return UCS_ERR_NO_MEMORY;
+    port = strtoul(colon + 1, &end, 10);
+    if ((*end != '\0') || (port == 0) || (port > 255)) {
+        ucs_error("orc: invalid port in device '%s'", dev_name);
+        return UCS_ERR_NO_DEVICE;
     }
-    for (i = 0; i < len; ++i) {
-        snprintf(hex + 2 * i, 3, "%02x", p[i]);
-    }
-    hex[2 * len] = '\0';
-    *hex_p       = hex;
+
+    *port_p = port;
     return UCS_OK;
 }
 
-/* The node's labels: transport, device, and the topology summary of this
- * process's devices (orcctl nodes shows it) */
-static char *uct_orc_iface_labels(uct_orc_iface_t *iface, const char *dev_name)
+/* Step 1: the open parameters, the configuration and the device port */
+static ucs_status_t
+uct_orc_iface_init_config(uct_orc_iface_t *iface,
+                          const uct_iface_params_t *params,
+                          const uct_orc_iface_config_t *config)
 {
-    char summary[ORC_TOPO_SUMMARY_MAX];
-    json_t *labels;
-    char *text;
-
-    uct_orc_topo_summary(&iface->md->dev_config, summary);
-    labels = json_pack("{s:s, s:s, s:s}", "transport", UCT_ORC_TL_NAME,
-                       "device", dev_name, "topology", summary);
-    text   = (labels != NULL) ? json_dumps(labels, JSON_COMPACT) : NULL;
-    json_decref(labels);
-    return text;
-}
-
-/* Register this iface as a node of the job and publish its endpoint */
-static ucs_status_t uct_orc_iface_join(uct_orc_iface_t *iface,
-                                       uct_orc_iface_config_t *config,
-                                       const char *dev_name)
-{
-    orc_client_params_t params = {0};
-    char host[256], *labels, *token = NULL, *hex = NULL, *endpoint;
-    ucs_time_t deadline;
-    orc_cl_status_t cl_status;
+    uct_orc_md_t *md = iface->md;
     ucs_status_t status;
-    uint8_t addr[256];
-    size_t addr_len;
     int ret;
 
-    if (config->token[0] != '\0') {
-        token = ucs_strdup(config->token, "orc token");
-        if (token == NULL) {
-            return UCS_ERR_NO_MEMORY;
-        }
-    } else if (config->token_file[0] != '\0') {
-        status = uct_orc_read_token(config->token_file, &token);
-        if (status != UCS_OK) {
-            return status;
-        }
+    if (!(params->field_mask & UCT_IFACE_PARAM_FIELD_OPEN_MODE) ||
+        !(params->open_mode & UCT_IFACE_OPEN_MODE_DEVICE)) {
+        ucs_error("orc: only UCT_IFACE_OPEN_MODE_DEVICE is supported");
+        return UCS_ERR_UNSUPPORTED;
     }
 
-    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB |
-                        ORC_CLIENT_PARAM_FIELD_TIMEOUT |
-                        ORC_CLIENT_PARAM_FIELD_LOG;
-    params.url        = config->coordinator;
-    params.job        = config->job;
-    params.timeout_ms = UCT_ORC_CLIENT_TIMEOUT_MS;
-    params.log        = uct_orc_client_log;
-    params.log_arg    = iface;
-    if (token != NULL) {
-        params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
-        params.token       = token;
-    }
-
-    cl_status = orc_client_create(&params, &iface->client);
-    ucs_free(token);
-    if (cl_status != ORC_CL_OK) {
-        ucs_error("orc: cannot create the coordinator client for %s: %s",
-                  config->coordinator, orc_cl_status_str(cl_status));
-        return UCS_ERR_INVALID_PARAM;
-    }
-
-    if (gethostname(host, sizeof(host)) != 0) {
-        ucs_strncpy_zero(host, "unknown", sizeof(host));
-    }
-    host[sizeof(host) - 1] = '\0';
-    labels = uct_orc_iface_labels(iface, dev_name);
-    if (labels == NULL) {
-        ucs_error("orc: %s: cannot build the node labels", dev_name);
-        status = UCS_ERR_NO_MEMORY;
-        goto err_destroy_client;
-    }
-
-    deadline = ucs_get_time() + ucs_time_from_sec(config->coordinator_wait);
-    for (;;) {
-        cl_status = orc_client_register(iface->client, host, getpid(), labels,
-                                        config->lease_ttl, &iface->node_id);
-        if ((cl_status != ORC_CL_ERR_UNREACHABLE) &&
-            (cl_status != ORC_CL_ERR_TIMEOUT)) {
-            break;
-        }
-        if (ucs_get_time() >= deadline) {
-            break;
-        }
-        usleep(100000);
-    }
-    free(labels);
-
-    if (cl_status != ORC_CL_OK) {
-        if ((cl_status == ORC_CL_ERR_UNREACHABLE) ||
-            (cl_status == ORC_CL_ERR_TIMEOUT)) {
-            ucs_error("orc: coordinator orcd at %s is unreachable (%s): start "
-                      "orcd (contrib/orc-run does), set UCX_ORC_COORDINATOR, "
-                      "or UCX_ORC_COORDINATOR_WAIT to wait for it",
-                      config->coordinator, orc_cl_status_str(cl_status));
-            status = UCS_ERR_UNREACHABLE;
-        } else {
-            ucs_error("orc: cannot register with orcd at %s as a node of job "
-                      "'%s': %s", config->coordinator, config->job,
-                      orc_cl_status_str(cl_status));
-            status = UCS_ERR_REJECTED;
-        }
-        goto err_destroy_client;
-    }
-
-    addr_len = orc_dev_addr_len(iface->md->dev, iface->port);
-    if ((addr_len == 0) || (addr_len > sizeof(addr))) {
-        ucs_error("orc: %s: unexpected device address length %zu", dev_name,
-                  addr_len);
-        status = UCS_ERR_IO_ERROR;
-        goto err_deregister;
-    }
-    ret = orc_dev_addr_pack(iface->md->dev, iface->port, addr, addr_len);
-    if (ret != 0) {
-        ucs_error("orc: %s: failed to pack the device address: %s", dev_name,
-                  strerror(ret));
-        status = UCS_ERR_IO_ERROR;
-        goto err_deregister;
-    }
-    status = uct_orc_iface_hex(addr, addr_len, &hex);
+    status = uct_orc_iface_check_config(config);
     if (status != UCS_OK) {
-        goto err_deregister;
+        return status;
     }
 
-    ret = asprintf(&endpoint,
-                   "{\"transport\":\"orc\",\"backend\":\"%s\",\"device\":\"%s\","
-                   "\"port\":%u,\"mtu\":%d,\"addr\":\"%s\",\"pid\":%d}",
-                   orc_dev_backend_name(iface->md->dev->backend),
-                   iface->md->dev->name, iface->port,
-                   (int)iface->port_attr.active_mtu, hex, (int)getpid());
-    if (ret < 0) {
-        status = UCS_ERR_NO_MEMORY;
-        goto err_free_hex;
+    status = uct_orc_iface_parse_port(params->mode.device.dev_name,
+                                      md->dev->name, &iface->port);
+    if (status != UCS_OK) {
+        return status;
     }
 
-    cl_status = orc_client_endpoint_put(iface->client, iface->node_id,
-                                        endpoint);
-    free(endpoint);
-    if (cl_status != ORC_CL_OK) {
-        ucs_error("orc: cannot publish the endpoint record of node %" PRIu64
-                  " at %s: %s", iface->node_id, config->coordinator,
-                  orc_cl_status_str(cl_status));
-        status = UCS_ERR_IO_ERROR;
-        goto err_free_hex;
+    ret = orc_dev_query_port(md->dev, iface->port, &iface->port_attr);
+    if (ret != 0) {
+        ucs_error("orc: failed to query %s: %s", params->mode.device.dev_name,
+                  strerror(ret));
+        return UCS_ERR_NO_DEVICE;
+    }
+    if (iface->port_attr.state != IBV_PORT_ACTIVE) {
+        ucs_error("orc: %s is not active (state %d)",
+                  params->mode.device.dev_name, iface->port_attr.state);
+        return UCS_ERR_NO_DEVICE;
     }
 
-    iface->agent.dev_addr_hex = hex;
-    iface->domain = uct_orc_domain_hash(config->coordinator, config->job);
-    ucs_debug("orc: %s is node %" PRIu64 " of job '%s' at %s", dev_name,
-              iface->node_id, config->job, config->coordinator);
+    iface->config.tx_queue_len  = config->tx_queue_len;
+    iface->config.rx_queue_len  = config->rx_queue_len;
+    iface->config.am_credits    = config->am_credits;
+    iface->config.seg_size      = config->seg_size;
+    iface->config.rx_headroom   = UCT_IFACE_PARAM_VALUE(params, rx_headroom,
+                                                        RX_HEADROOM, 0);
+    iface->config.max_inline    = config->max_inline;
+    iface->config.max_iov       = ucs_max(2, ucs_min(UCT_ORC_MAX_SGE,
+                                                     md->dev_attr.max_sge));
+    iface->config.max_rd_atomic = ucs_max(1, ucs_min(16,
+                                          md->dev_attr.max_qp_rd_atom));
+    /* the binding of the thread opening us now, not at process start */
+    iface->remote = uct_orc_md_is_remote(md);
     return UCS_OK;
-
-err_free_hex:
-    ucs_free(hex);
-err_deregister:
-    orc_client_deregister(iface->client, iface->node_id);
-err_destroy_client:
-    orc_client_destroy(iface->client);
-    iface->client = NULL;
-    return status;
 }
 
-static void uct_orc_iface_deregister(uct_orc_iface_t *iface)
-{
-    orc_cl_status_t cl_status;
-
-    cl_status = orc_client_deregister(iface->client, iface->node_id);
-    if ((cl_status != ORC_CL_OK) && (cl_status != ORC_CL_ERR_NOT_FOUND) &&
-        (cl_status != ORC_CL_ERR_GONE)) {
-        ucs_debug("orc: failed to deregister node %" PRIu64 ": %s",
-                  iface->node_id, orc_cl_status_str(cl_status));
-    }
-}
-
-static void uct_orc_iface_leave(uct_orc_iface_t *iface)
-{
-    uct_orc_iface_deregister(iface);
-    orc_client_destroy(iface->client);
-}
-
-static ucs_status_t uct_orc_iface_create_event_fd(uct_orc_iface_t *iface)
+/* Step 2: the wakeup fd, an epoll set over the completion channel (and,
+ * from step 5, the agent's event fd) */
+static ucs_status_t uct_orc_iface_init_events(uct_orc_iface_t *iface)
 {
     struct epoll_event event = {0};
     int flags;
+
+    iface->channel = orc_comp_channel_create(iface->md->dev);
+    if (iface->channel == NULL) {
+        ucs_error("orc: %s: failed to create a completion channel: %m",
+                  iface->md->dev->name);
+        return UCS_ERR_IO_ERROR;
+    }
 
     flags = fcntl(iface->channel->fd, F_GETFL);
     if ((flags < 0) ||
         (fcntl(iface->channel->fd, F_SETFL, flags | O_NONBLOCK) < 0)) {
         ucs_error("orc: failed to make the completion channel non-blocking: "
                   "%m");
-        return UCS_ERR_IO_ERROR;
+        goto err_destroy_channel;
     }
 
     iface->event_fd = epoll_create1(EPOLL_CLOEXEC);
     if (iface->event_fd < 0) {
         ucs_error("orc: epoll_create1() failed: %m");
-        return UCS_ERR_IO_ERROR;
+        goto err_destroy_channel;
     }
 
-    event.events = EPOLLIN;
+    event.events  = EPOLLIN;
     event.data.fd = iface->channel->fd;
     if (epoll_ctl(iface->event_fd, EPOLL_CTL_ADD, iface->channel->fd,
                   &event) < 0) {
         ucs_error("orc: epoll_ctl(completion channel) failed: %m");
         goto err_close;
     }
-
     return UCS_OK;
 
 err_close:
     close(iface->event_fd);
     iface->event_fd = -1;
+err_destroy_channel:
+    orc_comp_channel_destroy(iface->channel);
     return UCS_ERR_IO_ERROR;
+}
+
+static void uct_orc_iface_cleanup_events(uct_orc_iface_t *iface)
+{
+    close(iface->event_fd);
+    orc_comp_channel_destroy(iface->channel);
+}
+
+/* Step 3: the send side: the send CQ, bounce buffers and op descriptors */
+static ucs_status_t uct_orc_iface_init_tx(uct_orc_iface_t *iface,
+                                          const uct_orc_iface_config_t *config)
+{
+    uct_orc_md_t *md = iface->md;
+    ucs_status_t status;
+    unsigned send_cqe;
+
+    send_cqe = ucs_min(config->tx_queue_len * 8, 65536);
+    if ((md->dev_attr.max_cqe > 0) &&
+        (send_cqe > (unsigned)md->dev_attr.max_cqe)) {
+        send_cqe = md->dev_attr.max_cqe;
+    }
+    iface->send_cq = orc_cq_create(md->dev, send_cqe, iface, iface->channel);
+    if (iface->send_cq == NULL) {
+        ucs_error("orc: %s: failed to create a send CQ of %u entries: %m",
+                  md->dev->name, send_cqe);
+        return UCS_ERR_IO_ERROR;
+    }
+    iface->tx_cq_avail = ucs_min((unsigned)iface->send_cq->cqe, send_cqe);
+    iface->tx_cq_len   = iface->tx_cq_avail;
+
+    status = ucs_mpool_init(&iface->tx_mp, sizeof(uct_orc_iface_t*),
+                            sizeof(uct_orc_op_t) + config->seg_size, 0, 64,
+                            128, UINT_MAX, &uct_orc_tx_mp_ops, "orc_tx");
+    if (status != UCS_OK) {
+        goto err_destroy_cq;
+    }
+    *(uct_orc_iface_t**)ucs_mpool_priv(&iface->tx_mp) = iface;
+
+    status = ucs_mpool_init(&iface->op_mp, 0, sizeof(uct_orc_op_t), 0, 64,
+                            256, UINT_MAX, &uct_orc_op_mp_ops, "orc_ops");
+    if (status != UCS_OK) {
+        goto err_cleanup_tx_mp;
+    }
+    return UCS_OK;
+
+err_cleanup_tx_mp:
+    ucs_mpool_cleanup(&iface->tx_mp, 0);
+err_destroy_cq:
+    orc_cq_destroy(iface->send_cq);
+    return status;
+}
+
+static void uct_orc_iface_cleanup_tx(uct_orc_iface_t *iface)
+{
+    /* in-flight ops of destroyed eps never completed: no leak check */
+    ucs_mpool_cleanup(&iface->op_mp, 0);
+    ucs_mpool_cleanup(&iface->tx_mp, 0);
+    orc_cq_destroy(iface->send_cq);
 }
 
 /*
@@ -1391,43 +1314,145 @@ static ucs_status_t uct_orc_iface_rx_mp_init(uct_orc_iface_t *iface,
     return UCS_OK;
 }
 
-static ucs_status_t uct_orc_iface_add_agent_fd(uct_orc_iface_t *iface)
+/* Step 4: the receive side: the receive CQ, the shared receive queue and
+ * its buffers */
+static ucs_status_t uct_orc_iface_init_rx(uct_orc_iface_t *iface,
+                                          const uct_iface_params_t *params)
 {
-    struct epoll_event event = {0};
+    uct_orc_md_t *md = iface->md;
+    struct ibv_srq_init_attr srq_attr;
+    ucs_status_t status;
+    unsigned i;
+
+    status = uct_orc_iface_rx_mp_init(iface, params);
+    if (status != UCS_OK) {
+        return status;
+    }
+
+    iface->recv_cq = orc_cq_create(md->dev, iface->config.rx_queue_len + 64,
+                                   iface, iface->channel);
+    if (iface->recv_cq == NULL) {
+        ucs_error("orc: %s: failed to create a receive CQ: %m",
+                  md->dev->name);
+        status = UCS_ERR_IO_ERROR;
+        goto err_cleanup_mp;
+    }
+
+    memset(&srq_attr, 0, sizeof(srq_attr));
+    srq_attr.attr.max_wr  = iface->config.rx_queue_len;
+    srq_attr.attr.max_sge = 1;
+    iface->srq = orc_srq_create(md->pd, &srq_attr);
+    if (iface->srq == NULL) {
+        ucs_error("orc: %s: failed to create a shared receive queue of %u: %m",
+                  md->dev->name, iface->config.rx_queue_len);
+        status = UCS_ERR_IO_ERROR;
+        goto err_destroy_cq;
+    }
+
+    for (i = 0; i < iface->config.rx_queue_len; ++i) {
+        status = uct_orc_iface_post_recv(iface, NULL);
+        if (status != UCS_OK) {
+            goto err_destroy_srq;
+        }
+    }
+    return UCS_OK;
+
+err_destroy_srq:
+    orc_srq_destroy(iface->srq); /* with the receives posted so far */
+err_destroy_cq:
+    orc_cq_destroy(iface->recv_cq);
+err_cleanup_mp:
+    ucs_mpool_cleanup(&iface->rx_mp, 0);
+    return status;
+}
+
+static void uct_orc_iface_cleanup_rx(uct_orc_iface_t *iface)
+{
+    /* the posted receive buffers die with the SRQ */
+    orc_srq_destroy(iface->srq);
+    orc_cq_destroy(iface->recv_cq);
+    ucs_mpool_cleanup(&iface->rx_mp, 0);
+}
+
+/* Step 5: the pairing agent (its event fd joins the wakeup set) */
+static ucs_status_t
+uct_orc_iface_init_agent(uct_orc_iface_t *iface, const char *dev_name,
+                         const uct_orc_iface_config_t *config)
+{
+    uct_orc_agent_params_t params = {0};
+    struct epoll_event event      = {0};
+    ucs_status_t status;
+
+    params.dev                    = iface->md->dev;
+    params.port                   = iface->port;
+    params.pd                     = iface->md->pd;
+    params.send_cq                = iface->send_cq;
+    params.passive_send_cq        = iface->send_cq;
+    params.recv_cq                = iface->recv_cq;
+    params.srq                    = iface->srq;
+    params.qp_cap.max_send_wr     = config->tx_queue_len;
+    params.qp_cap.max_recv_wr     = 0;
+    params.qp_cap.max_send_sge    = iface->config.max_iov;
+    params.qp_cap.max_recv_sge    = 1;
+    params.qp_cap.max_inline_data = 0;
+    params.mtu                    = iface->port_attr.active_mtu;
+    params.max_rd_atomic          = iface->config.max_rd_atomic;
+    params.qp_timeout             = config->qp_timeout;
+    params.retry_count            = config->retry_count;
+    params.rnr_retry              = config->rnr_retry;
+    params.am_credits             = config->am_credits;
+    params.rx_queue_len           = config->rx_queue_len;
+    params.pair_timeout           = ucs_time_from_sec(config->pair_timeout);
+    params.dev_name               = dev_name;
+
+    status = uct_orc_agent_init(&iface->agent, &params);
+    if (status != UCS_OK) {
+        return status;
+    }
 
     event.events  = EPOLLIN;
     event.data.fd = iface->agent.event_fd;
     if (epoll_ctl(iface->event_fd, EPOLL_CTL_ADD, iface->agent.event_fd,
                   &event) < 0) {
         ucs_error("orc: epoll_ctl(agent eventfd) failed: %m");
+        uct_orc_agent_cleanup(&iface->agent);
         return UCS_ERR_IO_ERROR;
     }
     return UCS_OK;
 }
 
-static ucs_status_t uct_orc_iface_parse_port(const char *dev_name,
-                                             const char *md_dev,
-                                             uint8_t *port_p)
+/* Events the agent left when the iface closes: passive QPs it created for
+ * us are ours to destroy */
+static void uct_orc_iface_discard_agent_events(uct_orc_iface_t *iface)
 {
-    const char *colon = strrchr(dev_name, ':');
-    char *end;
-    unsigned long port;
+    ucs_queue_head_t events;
+    uct_orc_agent_event_t *ev;
 
-    if ((colon == NULL) || ((size_t)(colon - dev_name) != strlen(md_dev)) ||
-        strncmp(dev_name, md_dev, colon - dev_name)) {
-        ucs_error("orc: invalid device '%s': expected %s:<port>", dev_name,
-                  md_dev);
-        return UCS_ERR_NO_DEVICE;
+    ucs_queue_head_init(&events);
+    uct_orc_agent_poll(&iface->agent, &events);
+    ucs_queue_for_each_extract(ev, &events, queue, 1) {
+        if (ev->type == UCT_ORC_AGENT_EV_PASSIVE_ADDED) {
+            orc_qp_destroy(ev->qp);
+        }
+        /* PASSIVE_CLOSED: the QP is in passive_list, destroyed with it, or
+         * was in an ADDED event just destroyed */
+        ucs_free(ev);
     }
+}
 
-    port = strtoul(colon + 1, &end, 10);
-    if ((*end != '\0') || (port == 0) || (port > 255)) {
-        ucs_error("orc: invalid port in device '%s'", dev_name);
-        return UCS_ERR_NO_DEVICE;
+static void uct_orc_iface_destroy_passives(uct_orc_iface_t *iface)
+{
+    uct_orc_passive_t *passive, *tmp;
+    int ret;
+
+    ucs_list_for_each_safe(passive, tmp, &iface->passive_list, list) {
+        ret = orc_qp_destroy(passive->qp);
+        if (ret != 0) {
+            ucs_warn("orc: failed to destroy qp 0x%x: %s",
+                     passive->qp->qp_num, strerror(ret));
+        }
+        ucs_free(passive);
     }
-
-    *port_p = port;
-    return UCS_OK;
 }
 
 static uct_iface_ops_t uct_orc_iface_ops;
@@ -1441,12 +1466,8 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
 {
     uct_orc_iface_config_t *config = ucs_derived_of(tl_config,
                                                     uct_orc_iface_config_t);
-    uct_orc_md_t *md               = ucs_derived_of(tl_md, uct_orc_md_t);
-    uct_orc_agent_params_t agent_params;
-    struct ibv_srq_init_attr srq_attr;
+    const char *dev_name;
     ucs_status_t status;
-    unsigned i, send_cqe;
-    int ret;
 
     UCS_CLASS_CALL_SUPER_INIT(uct_base_iface_t,
                               UCT_ORC_COMPAT_BASE_IFACE_INIT_ARGS(
@@ -1457,7 +1478,7 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
     /* UCS classes are not zero-allocated */
     memset(UCS_PTR_BYTE_OFFSET(self, sizeof(self->super)), 0,
            sizeof(*self) - sizeof(self->super));
-    self->md       = md;
+    self->md       = ucs_derived_of(tl_md, uct_orc_md_t);
     self->event_fd = -1;
     ucs_list_head_init(&self->ep_list);
     ucs_list_head_init(&self->passive_list);
@@ -1467,199 +1488,53 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
     kh_init_inplace(uct_orc_qp, &self->qp_hash);
     kh_init_inplace(uct_orc_conn, &self->conn_hash);
 
-    if (!(params->field_mask & UCT_IFACE_PARAM_FIELD_OPEN_MODE) ||
-        !(params->open_mode & UCT_IFACE_OPEN_MODE_DEVICE)) {
-        ucs_error("orc: only UCT_IFACE_OPEN_MODE_DEVICE is supported");
-        status = UCS_ERR_UNSUPPORTED;
-        goto err;
-    }
-
-    status = uct_orc_iface_check_config(config);
+    status = uct_orc_iface_init_config(self, params, config);
     if (status != UCS_OK) {
         goto err;
     }
+    dev_name = params->mode.device.dev_name;
 
-    status = uct_orc_iface_parse_port(params->mode.device.dev_name,
-                                      md->dev->name, &self->port);
+    status = uct_orc_iface_init_events(self);
     if (status != UCS_OK) {
         goto err;
     }
 
-    ret = orc_dev_query_port(md->dev, self->port, &self->port_attr);
-    if (ret != 0) {
-        ucs_error("orc: failed to query %s: %s", params->mode.device.dev_name,
-                  strerror(ret));
-        status = UCS_ERR_NO_DEVICE;
-        goto err;
-    }
-    if (self->port_attr.state != IBV_PORT_ACTIVE) {
-        ucs_error("orc: %s is not active (state %d)",
-                  params->mode.device.dev_name, self->port_attr.state);
-        status = UCS_ERR_NO_DEVICE;
-        goto err;
-    }
-
-    self->config.tx_queue_len = config->tx_queue_len;
-    self->config.rx_queue_len = config->rx_queue_len;
-    self->config.am_credits   = config->am_credits;
-    self->config.seg_size     = config->seg_size;
-    self->config.rx_headroom  = (params->field_mask &
-                                 UCT_IFACE_PARAM_FIELD_RX_HEADROOM) ?
-                                params->rx_headroom : 0;
-    self->config.max_inline   = config->max_inline;
-    self->config.max_iov      = ucs_max(2, ucs_min(UCT_ORC_MAX_SGE,
-                                                   md->dev_attr.max_sge));
-    self->config.max_rd_atomic = ucs_max(1, ucs_min(16,
-                                         md->dev_attr.max_qp_rd_atom));
-    /* the binding of the thread opening us now, not at process start */
-    self->remote = uct_orc_md_is_remote(md);
-
-    self->channel = orc_comp_channel_create(md->dev);
-    if (self->channel == NULL) {
-        ucs_error("orc: %s: failed to create a completion channel: %m",
-                  md->dev->name);
-        status = UCS_ERR_IO_ERROR;
-        goto err;
-    }
-
-    send_cqe = ucs_min(config->tx_queue_len * 8, 65536);
-    if ((md->dev_attr.max_cqe > 0) && (send_cqe > (unsigned)md->dev_attr.max_cqe)) {
-        send_cqe = md->dev_attr.max_cqe;
-    }
-    self->send_cq = orc_cq_create(md->dev, send_cqe, self, self->channel);
-    if (self->send_cq == NULL) {
-        ucs_error("orc: %s: failed to create a send CQ of %u entries: %m",
-                  md->dev->name, send_cqe);
-        status = UCS_ERR_IO_ERROR;
-        goto err_destroy_channel;
-    }
-    self->tx_cq_avail = ucs_min((unsigned)self->send_cq->cqe, send_cqe);
-    self->tx_cq_len   = self->tx_cq_avail;
-
-    self->recv_cq = orc_cq_create(md->dev, config->rx_queue_len + 64, self,
-                                  self->channel);
-    if (self->recv_cq == NULL) {
-        ucs_error("orc: %s: failed to create a receive CQ: %m",
-                  md->dev->name);
-        status = UCS_ERR_IO_ERROR;
-        goto err_destroy_send_cq;
-    }
-
-    memset(&srq_attr, 0, sizeof(srq_attr));
-    srq_attr.attr.max_wr  = config->rx_queue_len;
-    srq_attr.attr.max_sge = 1;
-    self->srq = orc_srq_create(md->pd, &srq_attr);
-    if (self->srq == NULL) {
-        ucs_error("orc: %s: failed to create a shared receive queue of %u: %m",
-                  md->dev->name, config->rx_queue_len);
-        status = UCS_ERR_IO_ERROR;
-        goto err_destroy_recv_cq;
-    }
-
-    status = ucs_mpool_init(&self->tx_mp, sizeof(uct_orc_iface_t*),
-                            sizeof(uct_orc_op_t) + config->seg_size, 0, 64,
-                            128, UINT_MAX, &uct_orc_tx_mp_ops, "orc_tx");
+    status = uct_orc_iface_init_tx(self, config);
     if (status != UCS_OK) {
-        goto err_destroy_srq;
+        goto err_cleanup_events;
     }
-    *(uct_orc_iface_t**)ucs_mpool_priv(&self->tx_mp) = self;
 
-    status = uct_orc_iface_rx_mp_init(self, params);
+    status = uct_orc_iface_init_rx(self, params);
     if (status != UCS_OK) {
-        goto err_cleanup_tx_mp;
+        goto err_cleanup_tx;
     }
 
-    status = ucs_mpool_init(&self->op_mp, 0, sizeof(uct_orc_op_t), 0, 64,
-                            256, UINT_MAX, &uct_orc_op_mp_ops, "orc_ops");
+    status = uct_orc_iface_init_agent(self, dev_name, config);
     if (status != UCS_OK) {
-        goto err_cleanup_rx_mp;
+        goto err_cleanup_rx;
     }
 
-    for (i = 0; i < config->rx_queue_len; ++i) {
-        status = uct_orc_iface_post_recv(self, NULL);
-        if (status != UCS_OK) {
-            goto err_cleanup_op_mp;
-        }
-    }
-
-    status = uct_orc_iface_create_event_fd(self);
+    /* Step 6: join the process's coordinator session */
+    status = uct_orc_session_attach(&self->agent, config,
+                                    &self->md->dev_config, &self->node_id,
+                                    &self->domain);
     if (status != UCS_OK) {
-        goto err_cleanup_op_mp;
+        goto err_cleanup_agent;
     }
 
-    status = uct_orc_iface_join(self, config, params->mode.device.dev_name);
-    if (status != UCS_OK) {
-        goto err_close_event_fd;
-    }
-
-    memset(&agent_params, 0, sizeof(agent_params));
-    agent_params.client               = self->client;
-    agent_params.node_id              = self->node_id;
-    agent_params.dev                  = md->dev;
-    agent_params.port                 = self->port;
-    agent_params.pd                   = md->pd;
-    agent_params.send_cq              = self->send_cq;
-    agent_params.recv_cq              = self->recv_cq;
-    agent_params.srq                  = self->srq;
-    agent_params.qp_cap.max_send_wr   = config->tx_queue_len;
-    agent_params.qp_cap.max_recv_wr   = 0;
-    agent_params.qp_cap.max_send_sge  = self->config.max_iov;
-    agent_params.qp_cap.max_recv_sge  = 1;
-    agent_params.qp_cap.max_inline_data = 0;
-    agent_params.mtu                  = self->port_attr.active_mtu;
-    agent_params.max_rd_atomic        = self->config.max_rd_atomic;
-    agent_params.qp_timeout           = config->qp_timeout;
-    agent_params.retry_count          = config->retry_count;
-    agent_params.rnr_retry            = config->rnr_retry;
-    agent_params.am_credits           = config->am_credits;
-    agent_params.rx_budget            = config->rx_queue_len;
-    agent_params.pair_timeout         = ucs_time_from_sec(config->pair_timeout);
-
-    status = uct_orc_agent_start(&self->agent, &agent_params);
-    if (status != UCS_OK) {
-        goto err_leave;
-    }
-    self->agent_started = 1;
-
-    status = uct_orc_iface_add_agent_fd(self);
-    if (status != UCS_OK) {
-        goto err_stop_agent;
-    }
-
-    ucs_debug("orc: opened %s: node %" PRIu64 ", %u receive buffers of %zu "
-              "bytes", params->mode.device.dev_name, self->node_id,
+    ucs_debug("orc: opened %s: node %" PRIu64 " iface %u, %u receive buffers "
+              "of %zu bytes", dev_name, self->node_id, self->agent.iface_id,
               config->rx_queue_len, config->seg_size);
     return UCS_OK;
 
-err_stop_agent:
-    uct_orc_agent_stop(&self->agent);
-    uct_orc_agent_destroy_sync(&self->agent);
-    self->agent_started = 0;
-err_leave:
-    ucs_free(self->agent.dev_addr_hex);
-    self->agent.dev_addr_hex = NULL;
-    uct_orc_iface_leave(self);
-err_close_event_fd:
-    close(self->event_fd);
-err_cleanup_op_mp:
-    ucs_mpool_cleanup(&self->op_mp, 0);
-err_cleanup_rx_mp:
-    /* posted receive buffers die with the SRQ below */
-    orc_srq_destroy(self->srq);
-    self->srq = NULL;
-    ucs_mpool_cleanup(&self->rx_mp, 0);
-err_cleanup_tx_mp:
-    ucs_mpool_cleanup(&self->tx_mp, 0);
-err_destroy_srq:
-    if (self->srq != NULL) {
-        orc_srq_destroy(self->srq);
-    }
-err_destroy_recv_cq:
-    orc_cq_destroy(self->recv_cq);
-err_destroy_send_cq:
-    orc_cq_destroy(self->send_cq);
-err_destroy_channel:
-    orc_comp_channel_destroy(self->channel);
+err_cleanup_agent:
+    uct_orc_agent_cleanup(&self->agent);
+err_cleanup_rx:
+    uct_orc_iface_cleanup_rx(self);
+err_cleanup_tx:
+    uct_orc_iface_cleanup_tx(self);
+err_cleanup_events:
+    uct_orc_iface_cleanup_events(self);
 err:
     kh_destroy_inplace(uct_orc_qp, &self->qp_hash);
     kh_destroy_inplace(uct_orc_conn, &self->conn_hash);
@@ -1668,11 +1543,6 @@ err:
 
 UCS_CLASS_CLEANUP_FUNC(uct_orc_iface_t)
 {
-    uct_orc_passive_t *passive, *tmp;
-    ucs_queue_head_t events;
-    uct_orc_agent_event_t *ev;
-    int ret;
-
     if (!ucs_list_is_empty(&self->ep_list)) {
         ucs_warn("orc: closing an interface with %zu endpoints still open",
                  ucs_list_length(&self->ep_list));
@@ -1681,44 +1551,17 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_iface_t)
     uct_base_iface_progress_disable(&self->super.super,
                                     UCT_PROGRESS_SEND | UCT_PROGRESS_RECV);
 
-    /* Leave the job first: peers stop pairing with us and fail their eps to
-     * us, and orcd ends our agent's long polls. Then stop the agent: it
-     * creates QPs bound to our SRQ and CQs. */
-    uct_orc_iface_deregister(self);
-    uct_orc_agent_stop(&self->agent);
-    ucs_queue_head_init(&events);
-    uct_orc_agent_poll(&self->agent, &events);
-    ucs_queue_for_each_extract(ev, &events, queue, 1) {
-        if (ev->type == UCT_ORC_AGENT_EV_PASSIVE_ADDED) {
-            orc_qp_destroy(ev->qp);
-        }
-        /* PASSIVE_CLOSED: the QP is in passive_list, destroyed below, or
-         * was in an ADDED event just destroyed */
-        ucs_free(ev);
-    }
-    uct_orc_agent_destroy_sync(&self->agent);
+    /* After the detach no session thread touches the agent: it creates no
+     * more QPs bound to our SRQ and CQs, and the peers we served were told
+     * ("fin") */
+    uct_orc_session_detach(&self->agent);
+    uct_orc_iface_discard_agent_events(self);
+    uct_orc_agent_cleanup(&self->agent);
+    uct_orc_iface_destroy_passives(self);
 
-    ucs_list_for_each_safe(passive, tmp, &self->passive_list, list) {
-        ret = orc_qp_destroy(passive->qp);
-        if (ret != 0) {
-            ucs_warn("orc: failed to destroy qp 0x%x: %s",
-                     passive->qp->qp_num, strerror(ret));
-        }
-        ucs_free(passive);
-    }
-
-    orc_client_destroy(self->client);
-    ucs_free(self->agent.dev_addr_hex);
-    close(self->event_fd);
-
-    orc_srq_destroy(self->srq);
-    orc_cq_destroy(self->recv_cq);
-    orc_cq_destroy(self->send_cq);
-    orc_comp_channel_destroy(self->channel);
-    /* In-flight ops of destroyed eps never completed: no leak check */
-    ucs_mpool_cleanup(&self->op_mp, 0);
-    ucs_mpool_cleanup(&self->rx_mp, 0);
-    ucs_mpool_cleanup(&self->tx_mp, 0);
+    uct_orc_iface_cleanup_rx(self);
+    uct_orc_iface_cleanup_tx(self);
+    uct_orc_iface_cleanup_events(self);
     kh_destroy_inplace(uct_orc_qp, &self->qp_hash);
     kh_destroy_inplace(uct_orc_conn, &self->conn_hash);
 }

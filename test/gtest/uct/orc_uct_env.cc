@@ -22,7 +22,9 @@ extern "C" {
 #include <unistd.h>
 
 #include <algorithm>
+#include <dirent.h>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 extern char **environ;
@@ -161,9 +163,67 @@ const std::string &uct_env::url()
     return m_url;
 }
 
+pid_t uct_env::orcd_pid()
+{
+    return m_orcd_pid;
+}
+
+int uct_env::port()
+{
+    return atoi(m_url.substr(m_url.rfind(':') + 1).c_str());
+}
+
 const std::string &uct_env::builddir()
 {
     return m_builddir;
+}
+
+orcd_process::orcd_process(const std::string &config_yaml) : m_pid(-1)
+{
+    char dir[] = "/tmp/orc-uct-orcd.XXXXXX";
+    std::string orcd = uct_env::builddir() + "/src/coordinator/orcd/orcd";
+
+    EXPECT_TRUE(mkdtemp(dir) != NULL) << strerror(errno);
+    m_dir = dir;
+    std::string conf = m_dir + "/orcd.yaml", port_file = m_dir + "/port";
+    std::ofstream(conf) << "listen:\n  address: 127.0.0.1\n  port: 0\n"
+                        << config_yaml;
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+        }
+        execl(orcd.c_str(), "orcd", "--config", conf.c_str(), "--port-file",
+              port_file.c_str(), "--log-level", "error", (char*)NULL);
+        _exit(127);
+    }
+    EXPECT_GT(pid, 0) << "fork: " << strerror(errno);
+    m_pid = pid;
+
+    int port = 0;
+    for (int i = 0; (i < 200) && (port == 0) && (pid > 0); ++i) {
+        std::ifstream f(port_file);
+        if (!(f >> port)) {
+            port = 0;
+            usleep(25000);
+        }
+    }
+    EXPECT_NE(0, port) << "orcd did not start with " << conf;
+    m_url = "http://127.0.0.1:" + std::to_string(port);
+}
+
+orcd_process::~orcd_process()
+{
+    if (m_pid > 0) {
+        kill(m_pid, SIGKILL);
+        waitpid(m_pid, NULL, 0);
+    }
+    unlink((m_dir + "/orcd.yaml").c_str());
+    unlink((m_dir + "/port").c_str());
+    rmdir(m_dir.c_str());
 }
 
 std::mutex log_capture::s_lock;
@@ -282,9 +342,9 @@ double entity::now()
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-entity::entity() :
+entity::entity(const std::string &netif) :
     m_component(NULL), m_md(NULL), m_async(NULL), m_worker(NULL),
-    m_iface(NULL)
+    m_iface(NULL), m_netif(netif.empty() ? test_iface() : netif)
 {
     memset(&m_attr, 0, sizeof(m_attr));
 }
@@ -300,6 +360,9 @@ entity::~entity()
     for (auto &m : m_mems) {
         uct_md_mem_dereg(m_md, m.memh);
         free(m.ptr);
+    }
+    for (uct_iface_h iface : m_ifaces) {
+        uct_iface_close(iface);
     }
     if (m_iface != NULL) {
         uct_iface_close(m_iface);
@@ -358,7 +421,7 @@ ucs_status_t entity::open(size_t rx_headroom,
     if (status != UCS_OK) {
         return status;
     }
-    std::string dev = "soft_" + test_iface();
+    std::string dev = "soft_" + m_netif;
     status = uct_md_open(m_component, dev.c_str(), md_config, &m_md);
     uct_config_release(md_config);
     if (status != UCS_OK) {
@@ -396,21 +459,34 @@ ucs_status_t entity::open(size_t rx_headroom,
         customize(m_params);
     }
 
-    uct_iface_config_t *iface_config;
-    status = uct_md_iface_config_read(m_md, "orc", NULL, NULL, &iface_config);
-    if (status != UCS_OK) {
-        return status;
-    }
-    status = uct_iface_open(m_md, m_worker, &m_params, iface_config,
-                            &m_iface);
-    uct_config_release(iface_config);
+    status = open_iface(&m_iface);
     if (status != UCS_OK) {
         m_iface = NULL;
         return status;
     }
-
-    uct_iface_progress_enable(m_iface, UCT_PROGRESS_SEND | UCT_PROGRESS_RECV);
+    m_ifaces.pop_back(); /* the main iface is closed on its own */
     return uct_iface_query(m_iface, &m_attr);
+}
+
+ucs_status_t entity::open_iface(uct_iface_h *iface_p)
+{
+    uct_iface_config_t *iface_config;
+    ucs_status_t status;
+
+    status = uct_md_iface_config_read(m_md, "orc", NULL, NULL, &iface_config);
+    if (status != UCS_OK) {
+        return status;
+    }
+
+    status = uct_iface_open(m_md, m_worker, &m_params, iface_config, iface_p);
+    uct_config_release(iface_config);
+    if (status != UCS_OK) {
+        return status;
+    }
+
+    uct_iface_progress_enable(*iface_p, UCT_PROGRESS_SEND | UCT_PROGRESS_RECV);
+    m_ifaces.push_back(*iface_p);
+    return UCS_OK;
 }
 
 void entity::progress(unsigned count)
@@ -420,25 +496,38 @@ void entity::progress(unsigned count)
     }
 }
 
-std::vector<uint8_t> entity::dev_addr() const
+void entity::wait_for_event(double timeout_sec)
+{
+    struct pollfd pfd = {-1, POLLIN, 0};
+
+    if ((uct_iface_event_fd_get(m_iface, &pfd.fd) != UCS_OK) ||
+        (uct_iface_event_arm(m_iface, UCT_EVENT_RECV |
+                                      UCT_EVENT_SEND_COMP) != UCS_OK)) {
+        return; /* busy: progress again */
+    }
+    poll(&pfd, 1, (int)(timeout_sec * 1000));
+}
+
+std::vector<uint8_t> entity::dev_addr(uct_iface_h iface) const
 {
     std::vector<uint8_t> addr(m_attr.device_addr_len);
     EXPECT_EQ(UCS_OK, uct_iface_get_device_address(
-                      m_iface, (uct_device_addr_t*)addr.data()));
+                      (iface != NULL) ? iface : m_iface,
+                      (uct_device_addr_t*)addr.data()));
     return addr;
 }
 
-std::vector<uint8_t> entity::iface_addr() const
+std::vector<uint8_t> entity::iface_addr(uct_iface_h iface) const
 {
     std::vector<uint8_t> addr(m_attr.iface_addr_len);
-    EXPECT_EQ(UCS_OK, uct_iface_get_address(m_iface,
+    EXPECT_EQ(UCS_OK, uct_iface_get_address((iface != NULL) ? iface : m_iface,
                                             (uct_iface_addr_t*)addr.data()));
     return addr;
 }
 
 ucs_status_t entity::create_ep(const std::vector<uint8_t> &dev_addr,
                                const std::vector<uint8_t> &iface_addr,
-                               uct_ep_h *ep_p)
+                               uct_ep_h *ep_p, uct_iface_h iface)
 {
     uct_ep_params_t params;
     ucs_status_t status;
@@ -447,7 +536,7 @@ ucs_status_t entity::create_ep(const std::vector<uint8_t> &dev_addr,
     params.field_mask = UCT_EP_PARAM_FIELD_IFACE |
                         UCT_EP_PARAM_FIELD_DEV_ADDR |
                         UCT_EP_PARAM_FIELD_IFACE_ADDR;
-    params.iface      = m_iface;
+    params.iface      = (iface != NULL) ? iface : m_iface;
     params.dev_addr   = (const uct_device_addr_t*)dev_addr.data();
     params.iface_addr = (const uct_iface_addr_t*)iface_addr.data();
     status = uct_ep_create(&params, ep_p);
@@ -658,6 +747,53 @@ int child::wait_exit(double timeout_sec)
         usleep(10000);
     }
     return -1;
+}
+
+int tcp_connections(int port, bool own)
+{
+    std::set<unsigned long> inodes;
+    char link[320], target[256];
+
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir == NULL) {
+        return -1;
+    }
+    for (struct dirent *d = readdir(dir); d != NULL; d = readdir(dir)) {
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", d->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        unsigned long inode;
+        if (n > 0) {
+            target[n] = '\0';
+            if (sscanf(target, "socket:[%lu]", &inode) == 1) {
+                inodes.insert(inode);
+            }
+        }
+    }
+    closedir(dir);
+
+    /* sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout
+     * inode */
+    std::ifstream tcp("/proc/net/tcp");
+    std::string line;
+    int count = 0;
+    std::getline(tcp, line);
+    while (std::getline(tcp, line)) {
+        unsigned rem_port, local_port, state;
+        unsigned long inode;
+        char local[64], remote[64];
+        if ((sscanf(line.c_str(), "%*s %63s %63s %x %*s %*s %*s %*s %*s %lu",
+                    local, remote, &state, &inode) != 4) ||
+            (sscanf(strchr(remote, ':') + 1, "%x", &rem_port) != 1) ||
+            (sscanf(strchr(local, ':') + 1, "%x", &local_port) != 1) ||
+            (state != 1 /* ESTABLISHED */)) {
+            continue;
+        }
+        if (own ? (((int)rem_port == port) && inodes.count(inode)) :
+                  ((int)local_port == port)) {
+            ++count;
+        }
+    }
+    return count;
 }
 
 std::string hex(const void *buf, size_t len)

@@ -28,13 +28,29 @@ public:
     static void setup();           /* idempotent */
     static void teardown();
     static const std::string &url();
+    static int port();             /* of url() */
     static const std::string &builddir();
+    static pid_t orcd_pid();
     static void stop_orcd();       /* for "orcd unreachable" tests */
     static void start_orcd();
 private:
     static std::string m_url;
     static std::string m_builddir;
     static pid_t       m_orcd_pid;
+};
+
+/* An orcd child process with a given YAML configuration (listen address
+ * and port-file are added), on a free loopback port; killed at destruction */
+class orcd_process {
+public:
+    explicit orcd_process(const std::string &config_yaml = "");
+    ~orcd_process();
+    const std::string &url() const { return m_url; }
+    pid_t pid() const { return m_pid; }
+private:
+    pid_t       m_pid;
+    std::string m_url;
+    std::string m_dir;
 };
 
 /* UCX's log messages, captured while it lives (a pushed handler), with
@@ -83,10 +99,11 @@ private:
     bool        m_had;
 };
 
-/* One UCT interface on soft_lo:1 with its md and worker */
+/* One UCT interface with its md and worker, on port 1 of the soft device
+ * of network interface `netif` (default: test_iface()) */
 class entity {
 public:
-    entity();
+    explicit entity(const std::string &netif = "");
     ~entity();
 
     /* open; returns the status of uct_iface_open (or of an earlier step);
@@ -95,6 +112,8 @@ public:
     ucs_status_t open(size_t rx_headroom = 0,
                       const std::function<void(uct_iface_params_t&)>
                       &customize = nullptr);
+    /* another iface on the same md and worker (closed with the entity) */
+    ucs_status_t open_iface(uct_iface_h *iface_p);
     void progress(unsigned count = 1);
     /* progress until cond() or timeout; returns cond() */
     template <typename F> bool progress_until(F cond, double timeout_sec = 10)
@@ -109,13 +128,32 @@ public:
         return true;
     }
 
-    /* packed addresses of this iface */
-    std::vector<uint8_t> dev_addr() const;
-    std::vector<uint8_t> iface_addr() const;
+    /* like progress_until(), but sleeps in the iface's event fd while
+     * there is nothing to progress (many processes on few cores) */
+    template <typename F> bool wait_until(F cond, double timeout_sec = 10)
+    {
+        double deadline = now() + timeout_sec;
+        while (!cond()) {
+            if (now() > deadline) {
+                return false;
+            }
+            if (uct_worker_progress(m_worker) == 0) {
+                wait_for_event(0.1);
+            }
+        }
+        return true;
+    }
+    /* arm the iface's events and wait up to timeout_sec for one */
+    void wait_for_event(double timeout_sec);
 
+    /* packed addresses of this iface (or of another one of open_iface) */
+    std::vector<uint8_t> dev_addr(uct_iface_h iface = NULL) const;
+    std::vector<uint8_t> iface_addr(uct_iface_h iface = NULL) const;
+
+    /* an ep on this iface (or on another one of open_iface) */
     ucs_status_t create_ep(const std::vector<uint8_t> &dev_addr,
                            const std::vector<uint8_t> &iface_addr,
-                           uct_ep_h *ep_p);
+                           uct_ep_h *ep_p, uct_iface_h iface = NULL);
     ucs_status_t connect_to(entity &peer, uct_ep_h *ep_p);
     void destroy_ep(uct_ep_h ep);
     /* create the ep and progress until an op can be posted */
@@ -158,8 +196,10 @@ private:
     std::vector<uct_rkey_bundle_t> m_rkeys;
     std::vector<mem>   m_mems;   /* still registered (failed tests) */
     std::vector<uct_ep_h> m_eps;
+    std::string        m_netif;
     std::string        m_port_name;  /* m_params' device name */
     uct_iface_params_t m_params;
+    std::vector<uct_iface_h> m_ifaces; /* of open_iface() */
 };
 
 /* A child process running this test binary in a "role" (see
@@ -185,6 +225,11 @@ std::string test_iface();
 
 /* the orc UCT component (NULL if the module is not loaded) */
 uct_component_h orc_component();
+
+/* ESTABLISHED TCP connections (of this network namespace, /proc/net/tcp)
+ * to port `port` of this process (own), or at local port `port` of any
+ * process (!own: a server's accepted connections) */
+int tcp_connections(int port, bool own);
 
 std::string hex(const void *buf, size_t len);
 std::vector<uint8_t> unhex(const std::string &s);

@@ -147,7 +147,7 @@ TEST_F(OrcUct, Query)
                     UCT_IFACE_FLAG_EP_CHECK;
     EXPECT_EQ(need, attr.cap.flags & need);
     EXPECT_FALSE(attr.cap.flags & UCT_IFACE_FLAG_CONNECT_TO_EP);
-    EXPECT_EQ(8u, attr.iface_addr_len);
+    EXPECT_EQ(12u, attr.iface_addr_len); /* node id, iface id */
     EXPECT_GT(attr.device_addr_len, 0u);
     EXPECT_GT(attr.bandwidth.shared + attr.bandwidth.dedicated, 0);
     EXPECT_GT(attr.latency.c, 0);
@@ -1311,6 +1311,16 @@ public:
                                                  "{}", 30, &id));
     }
     ~fake_node() { orc_client_destroy(client); }
+    /* the address of an iface of node `node` (node id, iface id 1) */
+    static std::vector<uint8_t> iface_addr(uint64_t node)
+    {
+        std::vector<uint8_t> addr(12, 0);
+        uint32_t iface_id = 1;
+        memcpy(addr.data(), &node, 8);
+        memcpy(addr.data() + 8, &iface_id, 4);
+        return addr;
+    }
+    std::vector<uint8_t> iface_addr() const { return iface_addr(id); }
     orc_client_t *client = NULL;
     uint64_t      id     = 0;
 };
@@ -1321,8 +1331,7 @@ TEST_F(OrcUct, PairTimeoutFailsEpOnce)
     entity s;
     ASSERT_EQ(UCS_OK, s.open());
     fake_node fake;
-    std::vector<uint8_t> ifa(8);
-    memcpy(ifa.data(), &fake.id, 8);
+    std::vector<uint8_t> ifa = fake.iface_addr();
     uct_ep_h e;
     double start = entity::now();
     ASSERT_EQ(UCS_OK, s.create_ep(b.dev_addr(), ifa, &e));
@@ -1371,13 +1380,59 @@ TEST_F(OrcUct, ExpiredPeerFailsEp)
         gone_id = fake.id;
         ASSERT_EQ(ORC_CL_OK, orc_client_deregister(fake.client, fake.id));
     }
-    std::vector<uint8_t> ifa(8);
-    memcpy(ifa.data(), &gone_id, 8);
+    std::vector<uint8_t> ifa = fake_node::iface_addr(gone_id);
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, s.create_ep(b.dev_addr(), ifa, &e));
     ASSERT_TRUE(s.progress_until([&]() { return !s.errors.empty(); }, 10));
     ASSERT_EQ(1u, s.errors.size());
     EXPECT_EQ(UCS_ERR_CONNECTION_RESET, s.errors[0].status);
+}
+
+/* Every iface of a process shares one node in orcd: one registration, one
+ * lease, one mailbox and one watch. The connections to orcd do not grow
+ * with the ifaces. */
+TEST_F(OrcUct, IfacesShareOneCoordinatorSession)
+{
+    const size_t nmore = 6;
+    std::vector<std::unique_ptr<entity>> more;
+    for (size_t i = 0; i < nmore; ++i) {
+        more.emplace_back(new entity);
+        ASSERT_EQ(UCS_OK, more.back()->open());
+        /* paired: every mailbox poll and watch of the process runs */
+        ASSERT_TRUE(more.back()->connect_and_wait(a) != NULL);
+    }
+
+    orc_client_params_t params = {};
+    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB;
+    params.url        = uct_env::url().c_str();
+    params.job        = "uct-test";
+    orc_client_t *observer;
+    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &observer));
+    orc_node_info_t *nodes;
+    size_t count, ours = 0, ifaces = 0;
+    uint64_t index;
+    orc_cl_status_t cl_status = orc_client_nodes_list(observer, 0, 0, &nodes,
+                                                      &count, &index);
+    orc_client_destroy(observer);
+    ASSERT_EQ(ORC_CL_OK, cl_status);
+    for (size_t i = 0; i < count; ++i) {
+        if (nodes[i].pid != getpid()) {
+            continue;
+        }
+        ++ours;
+        ASSERT_TRUE(nodes[i].endpoint_json != NULL);
+        for (const char *p = nodes[i].endpoint_json;
+             (p = strstr(p, "\"device\":\"soft_")) != NULL; ++p) {
+            ++ifaces;
+        }
+    }
+    orc_client_nodes_free(nodes, count);
+    EXPECT_EQ(1u, ours) << "one node per process";
+    EXPECT_EQ(nmore + 2, ifaces) << "its endpoint record lists every iface";
+
+    /* two long-polls (mailbox, watch), one connection for sends and one
+     * the keep-alive may take while a send is in flight */
+    EXPECT_LE(tcp_connections(uct_env::port(), true), 4);
 }
 
 TEST(OrcUctConfig, OrcdUnreachableAtOpen)
@@ -2164,3 +2219,50 @@ TEST_F(OrcUct, SwapFromSeveralProcessesIsExact)
     EXPECT_TRUE(returned == written);
     a.free_mem(cell);
 }
+
+TEST(OrcUctConfig, JobNameCharacterSet)
+{
+    uct_env::setup();
+    /* 1..128 characters of [A-Za-z0-9._-] */
+    for (const std::string &job : {std::string("a.b_c-D9"),
+                                   std::string(128, 'j')}) {
+        scoped_setenv v("UCX_ORC_JOB", job);
+        entity e;
+        EXPECT_EQ(UCS_OK, e.open()) << job;
+    }
+    for (const std::string &job : {std::string("bad job"), std::string("a/b"),
+                                   std::string("x\xc3\xa9"),
+                                   std::string(129, 'j')}) {
+        scoped_setenv v("UCX_ORC_JOB", job);
+        log_capture log;
+        entity e;
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM, e.open()) << job;
+        /* the error names the variable and what is allowed */
+        EXPECT_EQ(1u, log.warnings("UCX_ORC_JOB")) << job;
+        EXPECT_EQ(1u, log.warnings("[A-Za-z0-9._-]")) << job;
+    }
+}
+
+/* orcd refuses the registration: the error says what orcd said */
+TEST(OrcUctConfig, CoordinatorRefusalSaysWhy)
+{
+    uct_env::setup();
+    orcd_process orcd("auth:\n  enabled: true\n"
+                      "  tokens:\n    uct-auth: good-token-1234\n");
+    scoped_setenv url("UCX_ORC_COORDINATOR", orcd.url());
+    scoped_setenv job("UCX_ORC_JOB", "uct-auth");
+    {
+        scoped_setenv token("UCX_ORC_TOKEN", "wrong-token-5678");
+        log_capture log;
+        entity e;
+        EXPECT_EQ(UCS_ERR_REJECTED, e.open());
+        EXPECT_EQ(1u, log.warnings("HTTP 401 unauthorized: invalid token"))
+                << log.first_warning();
+    }
+    {
+        scoped_setenv token("UCX_ORC_TOKEN", "good-token-1234");
+        entity e;
+        EXPECT_EQ(UCS_OK, e.open());
+    }
+}
+
