@@ -60,12 +60,11 @@ static std::string port_file_path()
     return "/tmp/orc-uct-test-orcd." + std::to_string(getpid()) + ".port";
 }
 
-void uct_env::start_orcd()
+/* Fork orcd with a config (or its command-line default when empty), its
+ * stdout silenced, killed if the test binary dies; the child's pid, or -1 */
+static pid_t spawn_orcd(const std::string &conf, const std::string &port_file)
 {
-    std::string orcd = m_builddir + "/src/coordinator/orcd/orcd";
-    std::string port_file = port_file_path();
-    unlink(port_file.c_str());
-
+    std::string orcd = uct_env::builddir() + "/src/coordinator/orcd/orcd";
     pid_t pid = fork();
     if (pid == 0) {
         /* never outlive the test binary, whatever ends it */
@@ -74,35 +73,54 @@ void uct_env::start_orcd()
         if (devnull >= 0) {
             dup2(devnull, 1);
         }
-        if (orcd_host() == "127.0.0.1") {
+        if (conf.empty()) {
             execl(orcd.c_str(), "orcd", "--listen", "127.0.0.1:0",
                   "--port-file", port_file.c_str(), "--log-level", "error",
                   (char*)NULL);
         } else {
-            /* another namespace's peers reach us over a veth */
-            std::string conf = port_file + ".yaml";
-            std::ofstream(conf) << "listen:\n  address: " << orcd_host()
-                                << "\n  port: 0\n  allow_remote: true\n";
             execl(orcd.c_str(), "orcd", "--config", conf.c_str(),
                   "--port-file", port_file.c_str(), "--log-level", "error",
                   (char*)NULL);
         }
         _exit(127);
     }
-    ASSERT_GT(pid, 0) << "fork: " << strerror(errno);
-    m_orcd_pid = pid;
+    return pid;
+}
 
-    /* wait for the port file (bounded) */
+/* The port orcd `pid` wrote to port_file (bounded wait), 0 if none: it did
+ * not start, or exited */
+static int wait_orcd_port(pid_t pid, const std::string &port_file)
+{
     int port = 0;
-    for (int i = 0; (i < 200) && (port == 0); ++i) {
+    for (int i = 0; (i < 200) && (port == 0) && (pid > 0); ++i) {
         std::ifstream f(port_file);
         if (!(f >> port)) {
             port = 0;
             usleep(25000);
+            if (waitpid(pid, NULL, WNOHANG) != 0) {
+                break;
+            }
         }
-        int st;
-        ASSERT_EQ(0, waitpid(pid, &st, WNOHANG)) << "orcd exited: " << orcd;
     }
+    return port;
+}
+
+void uct_env::start_orcd()
+{
+    std::string port_file = port_file_path(), conf;
+    unlink(port_file.c_str());
+
+    if (orcd_host() != "127.0.0.1") {
+        /* another namespace's peers reach us over a veth */
+        conf = port_file + ".yaml";
+        std::ofstream(conf) << "listen:\n  address: " << orcd_host()
+                            << "\n  port: 0\n  allow_remote: true\n";
+    }
+    pid_t pid = spawn_orcd(conf, port_file);
+    ASSERT_GT(pid, 0) << "fork: " << strerror(errno);
+    m_orcd_pid = pid;
+
+    int port = wait_orcd_port(pid, port_file);
     ASSERT_NE(0, port) << "orcd did not write " << port_file;
     unlink(port_file.c_str());
     m_url = "http://" + orcd_host() + ":" + std::to_string(port);
@@ -181,7 +199,6 @@ const std::string &uct_env::builddir()
 orcd_process::orcd_process(const std::string &config_yaml) : m_pid(-1)
 {
     char dir[] = "/tmp/orc-uct-orcd.XXXXXX";
-    std::string orcd = uct_env::builddir() + "/src/coordinator/orcd/orcd";
 
     EXPECT_TRUE(mkdtemp(dir) != NULL) << strerror(errno);
     m_dir = dir;
@@ -189,28 +206,11 @@ orcd_process::orcd_process(const std::string &config_yaml) : m_pid(-1)
     std::ofstream(conf) << "listen:\n  address: 127.0.0.1\n  port: 0\n"
                         << config_yaml;
 
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) {
-            dup2(devnull, 1);
-        }
-        execl(orcd.c_str(), "orcd", "--config", conf.c_str(), "--port-file",
-              port_file.c_str(), "--log-level", "error", (char*)NULL);
-        _exit(127);
-    }
+    pid_t pid = spawn_orcd(conf, port_file);
     EXPECT_GT(pid, 0) << "fork: " << strerror(errno);
     m_pid = pid;
 
-    int port = 0;
-    for (int i = 0; (i < 200) && (port == 0) && (pid > 0); ++i) {
-        std::ifstream f(port_file);
-        if (!(f >> port)) {
-            port = 0;
-            usleep(25000);
-        }
-    }
+    int port = wait_orcd_port(pid, port_file);
     EXPECT_NE(0, port) << "orcd did not start with " << conf;
     m_url = "http://127.0.0.1:" + std::to_string(port);
 }

@@ -92,6 +92,38 @@ ucs_status_t am_cb(void *arg, void *data, size_t length, unsigned)
     return UCS_OK;
 }
 
+/* A sender s with an ep e to a receiver r whose AM handler 1 collects into
+ * rx; a peer gets at most n AM credits (UCX_ORC_AM_CREDITS) */
+struct am_pair {
+    scoped_setenv credits;
+    entity        s, r;
+    am_rx         rx;
+    uct_ep_h      e = NULL;
+
+    explicit am_pair(const char *n) : credits("UCX_ORC_AM_CREDITS", n) {}
+
+    /* open both ifaces and connect e; false on a failure */
+    bool open()
+    {
+        return (s.open() == UCS_OK) && (r.open() == UCS_OK) &&
+               (uct_iface_set_am_handler(r.iface(), 1, am_cb, &rx, 0) ==
+                UCS_OK) &&
+               ((e = s.connect_and_wait(r)) != NULL);
+    }
+
+    /* empty AMs on e until refused (r does not progress: its credits run
+     * out); how many went */
+    size_t exhaust_credits()
+    {
+        size_t n = 0;
+        while ((uct_ep_am_short(e, 1, 0, NULL, 0) == UCS_OK) && (n < 1000)) {
+            ++n;
+        }
+        EXPECT_LT(n, 1000u) << "no flow control";
+        return n;
+    }
+};
+
 } // namespace
 
 class OrcUct : public ::testing::Test {
@@ -946,20 +978,14 @@ ucs_status_t flush_req_start(uct_pending_req_t *self)
  * runs once, after they went out */
 TEST_F(OrcUct, FlushBehindPendingAmCompletesOnce)
 {
-    scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
-    entity s, r;
-    ASSERT_EQ(UCS_OK, s.open());
-    ASSERT_EQ(UCS_OK, r.open());
-    am_rx rx;
-    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 1, am_cb, &rx, 0));
-    uct_ep_h e = s.connect_and_wait(r);
-    ASSERT_TRUE(e != NULL);
+    am_pair p("4");
+    ASSERT_TRUE(p.open());
+    entity &s = p.s, &r = p.r;
+    am_rx &rx = p.rx;
+    uct_ep_h e = p.e;
 
     /* the receiver does not progress: its credits run out */
-    size_t direct = 0;
-    while (uct_ep_am_short(e, 1, 0, NULL, 0) == UCS_OK) {
-        ASSERT_LT(++direct, 1000u);
-    }
+    size_t direct = p.exhaust_credits();
     std::vector<am_req> reqs(10);
     for (am_req &q : reqs) {
         q.uct.func = am_req_send;
@@ -1001,21 +1027,14 @@ TEST_F(OrcUct, FlushBehindPendingAmCompletesOnce)
  * it is refused with UCS_ERR_NO_RESOURCE (or accepted in order) */
 TEST_F(OrcUct, SendWithPendingRequestsKeepsOrder)
 {
-    scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
-    entity s, r;
-    ASSERT_EQ(UCS_OK, s.open());
-    ASSERT_EQ(UCS_OK, r.open());
-    am_rx rx;
-    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 1, am_cb, &rx, 0));
-    uct_ep_h e = s.connect_and_wait(r);
-    ASSERT_TRUE(e != NULL);
+    am_pair p("4");
+    ASSERT_TRUE(p.open());
+    entity &s = p.s, &r = p.r;
+    uct_ep_h e = p.e;
     entity::mem src = s.alloc_mem(4096), dst = r.alloc_mem(4096);
     uct_rkey_t rkey = s.unpack_rkey(dst.rkey_buf);
 
-    size_t direct = 0;
-    while (uct_ep_am_short(e, 1, 0, NULL, 0) == UCS_OK) {
-        ASSERT_LT(++direct, 1000u);
-    }
+    p.exhaust_credits();
     am_req q = {};
     q.uct.func = am_req_send;
     q.ep       = e;
@@ -1214,14 +1233,11 @@ TEST_F(OrcUct, PendingWhenSendQueueFull)
 
 TEST_F(OrcUct, AmFlowControlSlowReceiver)
 {
-    scoped_setenv credits("UCX_ORC_AM_CREDITS", "8");
-    entity s, r;
-    ASSERT_EQ(UCS_OK, s.open());
-    ASSERT_EQ(UCS_OK, r.open());
-    am_rx rx;
-    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 1, am_cb, &rx, 0));
-    uct_ep_h e = s.connect_and_wait(r);
-    ASSERT_TRUE(e != NULL);
+    am_pair p("8");
+    ASSERT_TRUE(p.open());
+    entity &s = p.s, &r = p.r;
+    am_rx &rx = p.rx;
+    uct_ep_h e = p.e;
 
     /* the receiver does not progress: exactly its credits go out */
     uint64_t seq = 0;
