@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #define ORCD_ALLOW_MAX    32
 
@@ -602,6 +603,25 @@ int orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes)
     return 0;
 }
 
+pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id)
+{
+    uint64_t h = 14695981039346656037ULL ^ id; /* FNV-1a over job and id */
+    uint64_t until = orc_util_now_ms() + ORCD_COUNTER_WAIT_MS;
+    pthread_mutex_t *lock;
+    struct timespec ts;
+    const char *p;
+
+    for (p = c->job; *p != '\0'; ++p) {
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    }
+    h    = (h ^ (h >> 29)) * 1099511628211ULL;
+    lock = &c->api->counter_locks[(h >> 32) % ORCD_COUNTER_LOCKS];
+    ts.tv_sec  = (time_t)(until / 1000);
+    ts.tv_nsec = (long)(until % 1000) * 1000000L;
+    return (pthread_mutex_clocklock(lock, CLOCK_MONOTONIC, &ts) == 0) ? lock :
+                                                                       NULL;
+}
+
 const char *orcd_retry_rid(const orcd_ctx_t *c)
 {
     return (c->attempt > 1) ? c->req->rid : NULL;
@@ -613,6 +633,7 @@ int orcd_api_create(orcd_config_t *cfg, orc_store_t *store,
                     orcd_api_t **api_p)
 {
     orcd_api_t *api = calloc(1, sizeof(*api));
+    size_t i;
 
     if (api == NULL) {
         return -1;
@@ -620,6 +641,9 @@ int orcd_api_create(orcd_config_t *cfg, orc_store_t *store,
     if (pthread_rwlock_init(&api->cfg_lock, NULL) != 0) {
         free(api);
         return -1;
+    }
+    for (i = 0; i < ORCD_COUNTER_LOCKS; ++i) {
+        pthread_mutex_init(&api->counter_locks[i], NULL);
     }
     api->cfg   = cfg;
     api->store = store;
@@ -629,11 +653,16 @@ int orcd_api_create(orcd_config_t *cfg, orc_store_t *store,
 
 void orcd_api_destroy(orcd_api_t *api)
 {
+    size_t i;
+
     if (api == NULL) {
         return;
     }
     orcd_config_cleanup(api->cfg);
     free(api->cfg);
+    for (i = 0; i < ORCD_COUNTER_LOCKS; ++i) {
+        pthread_mutex_destroy(&api->counter_locks[i]);
+    }
     pthread_rwlock_destroy(&api->cfg_lock);
     free(api);
 }

@@ -29,6 +29,7 @@
 #include "coordinator/common/orc_util.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #define ORCD_KEY_MAX       512
@@ -37,6 +38,8 @@
 #define ORCD_TXN_RETRIES   64
 #define ORCD_MBOX_KEEP     16
 #define ORCD_RID_MAX       64
+#define ORCD_COUNTER_LOCKS 64
+#define ORCD_COUNTER_WAIT_MS 2000
 
 /* Key classes counted by the store (orcd_key_class) */
 enum {
@@ -62,12 +65,25 @@ typedef struct orcd_metrics {
  * cfg is swapped by orcd_api_set_config() under the write lock; every request
  * holds the read lock while it runs, so a configuration is freed only when
  * nothing uses it. metrics: atomics (see orcd_metrics_t).
+ *
+ * counter_locks: a request holds one (orcd_counter_lock) while it takes the
+ * next value of a counter (a job's node ids, a mailbox's seq) by
+ * compare-and-swap, so that this orcd's requests for one counter queue
+ * instead of failing each other's compare: on etcd each try is a round
+ * trip, and twelve posters racing made one lose ORCD_TXN_RETRIES times in a
+ * row. Other replicas still race through the compare; that is what keeps
+ * the counter right, the lock only keeps it fair here. Held across store
+ * calls (each bounded by the store's timeout), never with another lock;
+ * waited for at most ORCD_COUNTER_WAIT_MS (a holder stuck on an etcd
+ * election must not queue every HTTP thread behind it: the waiters answer
+ * 503 and their clients try another replica).
  */
 struct orcd_api {
     pthread_rwlock_t  cfg_lock;
     orcd_config_t    *cfg;
     orc_store_t      *store;
     orcd_metrics_t    metrics;
+    pthread_mutex_t   counter_locks[ORCD_COUNTER_LOCKS];
 };
 
 /* One request being handled: what the route captured, and where to answer */
@@ -125,6 +141,10 @@ int  orcd_get(orcd_ctx_t *c, const char *key, orc_store_kv_t *kv);
 int  orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
               const orc_store_op_t *ops, size_t nops,
               orc_store_txn_result_t *res);
+/* Take the lock of counter `id` of the request's job (0: its node ids),
+ * see struct orcd_api: the lock (to unlock), or NULL if it stayed taken for
+ * ORCD_COUNTER_WAIT_MS */
+pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id);
 /* A write made outside those calls (a lease op) at revision rev */
 void orcd_seen(orcd_ctx_t *c, uint64_t rev);
 /* Room for keys more keys of bytes bytes in the job and in total? 0, or -1

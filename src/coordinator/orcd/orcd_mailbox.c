@@ -19,25 +19,27 @@
 #include <string.h>
 
 /* The ack record of c->id's mailbox (text, "" if none) and its mod
- * revision (0 if none): malloc'ed, or NULL with the response filled */
-static char *orcd_mbox_acked(orcd_ctx_t *c, uint64_t *mod_rev_p)
+ * revision (0 if none), read with the range flags given: malloc'ed, or NULL
+ * with the response filled */
+static char *orcd_mbox_acked(orcd_ctx_t *c, unsigned flags,
+                             uint64_t *mod_rev_p)
 {
     char key[ORCD_KEY_MAX], *text;
-    orc_store_kv_t kv;
+    orc_store_range_result_t res;
     int status;
 
     *mod_rev_p = 0;
     orcd_key(key, c, "/mbox/%020" PRIu64 "/ack", c->id);
-    status = orcd_get(c, key, &kv);
-    if ((status != ORC_STORE_OK) && (status != ORC_STORE_ENOENT)) {
+    status = orcd_range(c, key, NULL, flags, &res);
+    if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         return NULL;
     }
-    text = strdup((status == ORC_STORE_OK) ? kv.value : "");
-    if (status == ORC_STORE_OK) {
-        *mod_rev_p = kv.mod_rev;
-        orc_store_kv_free(&kv);
+    text = strdup((res.count > 0) ? res.kvs[0].value : "");
+    if (res.count > 0) {
+        *mod_rev_p = res.kvs[0].mod_rev;
     }
+    orc_store_range_result_free(&res);
     if (text == NULL) {
         orcd_api_error(c->resp, 500, "internal", "out of memory");
     }
@@ -98,7 +100,7 @@ static int orcd_mbox_pending_seq(orcd_ctx_t *c, const char *rid,
     json_t *m;
 
     *seq_p = 0;
-    if (orcd_mbox_range(c, 1, 0, &res, &plen)) {
+    if (orcd_mbox_range(c, 1, ORC_STORE_RANGE_LATEST, &res, &plen)) {
         return -1;
     }
     for (i = 0; (*seq_p == 0) && (i < res.count); ++i) {
@@ -114,13 +116,16 @@ static int orcd_mbox_pending_seq(orcd_ctx_t *c, const char *rid,
 }
 
 /* A retried post whose message is in the mailbox, or was acknowledged
- * lately: answer its seq. 1 answered, 0 not found, -1 error */
+ * lately: answer its seq. 1 answered, 0 not found, -1 error. Read from the
+ * newest state: the client never saw the revision of the first attempt
+ * (its answer was lost), so its X-Orc-Min-Index does not cover it, and a
+ * replica's cache may not have it yet. */
 static int orcd_mbox_posted(orcd_ctx_t *c, const char *rid)
 {
     uint64_t seq, mod_rev;
     char *acked;
 
-    acked = orcd_mbox_acked(c, &mod_rev);
+    acked = orcd_mbox_acked(c, ORC_STORE_RANGE_LATEST, &mod_rev);
     if (acked == NULL) {
         return -1;
     }
@@ -197,10 +202,15 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
 {
     char node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX], msg_key[ORCD_KEY_MAX];
     orc_store_kv_t seq;
+    pthread_mutex_t *lock;
     int status, attempt;
 
     orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
     orcd_key(seq_key, c, "/mbox/%020" PRIu64 "/seq", c->id);
+    lock = orcd_counter_lock(c, c->id);
+    if (lock == NULL) {
+        return ORC_STORE_EUNAVAIL;
+    }
     for (attempt = 0; attempt < ORCD_TXN_RETRIES; ++attempt) {
         status = orcd_get(c, seq_key, &seq);
         if (status != ORC_STORE_OK) {
@@ -229,6 +239,7 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
             break;
         }
     }
+    pthread_mutex_unlock(lock);
     return status;
 }
 
@@ -339,7 +350,7 @@ static int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node,
         orc_store_range_result_free(&res);
         return 0; /* acknowledged before */
     }
-    old = orcd_mbox_acked(c, &ack_rev);
+    old = orcd_mbox_acked(c, 0, &ack_rev);
     if (old != NULL) {
         record = orcd_mbox_ack_record(old, &res, strlen(prefix));
         free(old);

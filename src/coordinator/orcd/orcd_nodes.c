@@ -150,7 +150,8 @@ out_body:
 }
 
 /* A retried registration that was done: answer as the first attempt did.
- * 1 answered, 0 not found, -1 with the response filled */
+ * 1 answered, 0 not found, -1 with the response filled. Read from the
+ * newest state (see orcd_mbox_posted). */
 static int orcd_register_done(orcd_ctx_t *c, const char *rid)
 {
     char prefix[ORCD_KEY_MAX], *end;
@@ -167,7 +168,7 @@ static int orcd_register_done(orcd_ctx_t *c, const char *rid)
         orcd_api_error(c->resp, 500, "internal", "out of memory");
         return -1;
     }
-    status = orcd_range(c, prefix, end, 0, &res);
+    status = orcd_range(c, prefix, end, ORC_STORE_RANGE_LATEST, &res);
     free(end);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
@@ -199,11 +200,16 @@ static int orcd_register_store(orcd_ctx_t *c, const char *value,
                                uint64_t lease, orc_store_txn_result_t *tres)
 {
     char ids_key[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX];
+    pthread_mutex_t *lock;
     orc_store_kv_t kv;
     uint64_t version;
     int status = ORC_STORE_ECOMPARE, attempt;
 
     orcd_key(ids_key, c, "/meta/ids");
+    lock = orcd_counter_lock(c, 0);
+    if (lock == NULL) {
+        return ORC_STORE_EUNAVAIL;
+    }
     for (attempt = 0; (attempt < ORCD_TXN_RETRIES) &&
                       (status == ORC_STORE_ECOMPARE);
          ++attempt) {
@@ -231,6 +237,7 @@ static int orcd_register_store(orcd_ctx_t *c, const char *value,
             status = orcd_txn(c, &cmp, 1, ops, 3, tres);
         }
     }
+    pthread_mutex_unlock(lock);
     return status;
 }
 

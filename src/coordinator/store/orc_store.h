@@ -13,8 +13,9 @@
  *    deleting resets, re-creating starts at 1 again), lease (0 = none);
  *  - ranges are [key, range_end) in byte order; range_end NULL means the
  *    single key, orc_store_prefix_end() turns a prefix into a range_end; a
- *    range is read at a revision no older than min_rev (min_rev 0: no older
- *    than the store's own last write, so any caller reads its writes);
+ *    range is read at a revision no older than min_rev (0: none) nor than
+ *    the store's own last write, so any caller reads its writes and those
+ *    of the calls before it;
  *  - leases have a TTL in seconds (etcd may grant more than asked: its
  *    minimum); keep-alive restarts the TTL; revoking a lease or letting it
  *    expire deletes every key attached to it in one revision; a lease past
@@ -102,6 +103,9 @@ typedef struct orc_store_range_result {
 enum {
     ORC_STORE_RANGE_COUNT_ONLY = 1u << 0, /* fill total only */
     ORC_STORE_RANGE_KEYS_ONLY  = 1u << 1, /* no values */
+    /* the newest state, whatever min_rev: every write acknowledged by now,
+     * also one whose answer was lost (etcd: read etcd, not the cache) */
+    ORC_STORE_RANGE_LATEST     = 1u << 2,
 };
 
 typedef enum orc_store_cmp_target {

@@ -110,6 +110,7 @@ int orc_store_etcd_range_direct(orc_store_etcd_t *s, const char *key,
                                 size_t limit, orc_store_range_result_t *res,
                                 uint64_t *etcd_rev_p)
 {
+    uint64_t cached = s->cache->ops->revision(s->cache);
     json_t *body, *reply, *kvs, *o;
     size_t i, n = 0;
     int status;
@@ -140,10 +141,13 @@ int orc_store_etcd_range_direct(orc_store_etcd_t *s, const char *key,
         *etcd_rev_p = orc_etcd_get_u64(json_object_get(reply, "header"),
                                        "revision");
     }
-    /* etcd's revision may be another deployment's write, which the cache
-     * (and so a watch from it) never reaches: the newest of ours instead */
-    res->revision = orc_store_etcd_max_mod(
-            kvs, s->cache->ops->revision(s->cache));
+    /* The read's revision as the cache knows revisions: etcd's own may be
+     * another deployment's write, which the cache never reaches. The
+     * cache's revision from before the read, or a newer one the read
+     * shows: never the cache's revision after the read, which may hold a
+     * change the read missed (a watch from after it would never fire for
+     * that change). */
+    res->revision = orc_store_etcd_max_mod(kvs, cached);
     if (json_array_size(kvs) > 0) {
         res->kvs = calloc(json_array_size(kvs), sizeof(*res->kvs));
         if (res->kvs == NULL) {
@@ -168,17 +172,19 @@ static int orc_store_etcd_range(orc_store_t *store, const char *key,
                                 orc_store_range_result_t *result)
 {
     orc_store_etcd_t *s = (orc_store_etcd_t *)store;
+    uint64_t written;
     int status;
 
     if (!orc_store_etcd_valid_key(key)) {
         memset(result, 0, sizeof(*result));
         return ORC_STORE_EINVAL;
     }
-    /* no revision given: at least this store's own last write */
-    if (min_rev == 0) {
-        min_rev = atomic_load(&s->written);
-    }
-    if (atomic_load(&s->live) &&
+    /* at least this store's own last write, whatever the client asked:
+     * a request that takes a counter after another request's write must
+     * read the counter as that write left it */
+    written = atomic_load(&s->written);
+    min_rev = (min_rev > written) ? min_rev : written;
+    if (!(flags & ORC_STORE_RANGE_LATEST) && atomic_load(&s->live) &&
         orc_store_mem_wait_rev(s->cache, min_rev, s->cache_wait_ms)) {
         status = s->cache->ops->range(s->cache, key, range_end, flags, limit,
                                       0, result);

@@ -11,7 +11,7 @@
  *    the cache to reach its min_rev (up to cache_wait_ms), else reads etcd;
  *    a single key the cache does not hold is confirmed with etcd (the cache
  *    may lag behind a write another replica made); while the watch is down
- *    every read goes to etcd.
+ *    every read goes to etcd, and so does one with ORC_STORE_RANGE_LATEST.
  *  - The watch resumes from the cache's revision after a break (on another
  *    endpoint); if etcd compacted that history, the cache reloads and every
  *    waiting watch fires (its owner re-reads).

@@ -591,19 +591,14 @@ TEST_P(client_orcd, auth_isolation_between_jobs)
 TEST_P(client_orcd, concurrent_threads_lose_nothing)
 {
     const int THREADS = 12, PER = 60;
-    if (GetParam() == std::string("etcd")) {
-        /* a known defect, not a property of the test: on etcd this lost 2
-         * of 720 mailbox messages in 1 of 2 fresh-clone runs; remove this
-         * skip with the fix */
-        GTEST_SKIP() << "orcd on etcd loses mailbox messages under "
-                        "concurrent posts (known defect, see issue 9)";
-    }
     uint64_t  sink;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_register(m_client, "sink", 1, NULL, 0, &sink));
 
     /* one shared client used by every thread at once */
     std::atomic<int>         errors{0};
+    std::mutex               why_lock;
+    std::string              why; /* the first failure */
     std::vector<std::thread> threads;
     for (int t = 0; t < THREADS; ++t) {
         threads.emplace_back([&, t] {
@@ -616,7 +611,10 @@ TEST_P(client_orcd, concurrent_threads_lose_nothing)
                                        key.size()) != ORC_CL_OK) ||
                     (orc_client_mbox_send(m_client, sink, 0, body.c_str(),
                                           NULL) != ORC_CL_OK)) {
-                    ++errors;
+                    std::lock_guard<std::mutex> g(why_lock);
+                    if (errors++ == 0) {
+                        why = orc_client_last_error();
+                    }
                 }
             }
         });
@@ -642,7 +640,7 @@ TEST_P(client_orcd, concurrent_threads_lose_nothing)
         th.join();
     }
 
-    EXPECT_EQ(0, errors.load());
+    EXPECT_EQ(0, errors.load()) << "first: " << why;
     EXPECT_EQ((size_t)(THREADS * PER), bodies.size());
     for (int t = 0; t < THREADS; ++t) {
         for (int i = 0; i < PER; i += 7) {
@@ -1172,14 +1170,8 @@ TEST_F(client_failover, replica_killed_mid_pairing_storm_loses_nothing)
 }
 
 /* The same storm on two replicas over three etcd members whose leader is
- * SIGKILLed: requests pause for the election and continue; nothing lost.
- * DISABLED: orcd does not meet this yet. In 2 of 3 fresh-clone runs some
- * clients' nodes vanished after the election ("404 no node 28 in job jobF":
- * a replica read an id counter older than the node, so a registration
- * answered during the election was not kept, or a reloaded cache served a
- * read below X-Orc-Min-Index). Run it with --gtest_also_run_disabled_tests
- * while fixing that; enable it again with the fix. */
-TEST(client_etcd_cluster, DISABLED_leader_killed_mid_pairing_storm_loses_nothing)
+ * SIGKILLed: requests pause for the election and continue; nothing lost */
+TEST(client_etcd_cluster, leader_killed_mid_pairing_storm_loses_nothing)
 {
     std::string why;
     ASSERT_TRUE(etcd_test::etcd_available()) << "etcd-server not installed";
