@@ -376,8 +376,9 @@ public:
     void set_source(const std::string &addr) { m_source = addr; }
     /* trust exactly this PEM certificate (self-signed test server) */
     void set_ca(const std::string &pem) { m_ca = pem; }
-    /* send this header line ("Name: value") with every request */
-    void set_header(const std::string &line) { m_header = line; }
+    /* send these header lines ("Name: value", several separated by '\n')
+     * with every request */
+    void set_header(const std::string &lines) { m_header = lines; }
 
     http_result request(const std::string &method, const std::string &url,
                         const std::string *body = nullptr,
@@ -416,8 +417,12 @@ public:
             auth = "Authorization: Bearer " + m_token;
             hdrs = curl_slist_append(hdrs, auth.c_str());
         }
-        if (!m_header.empty()) {
-            hdrs = curl_slist_append(hdrs, m_header.c_str());
+        for (size_t at = 0; at < m_header.size();) {
+            size_t nl = m_header.find('\n', at);
+            nl        = (nl == std::string::npos) ? m_header.size() : nl;
+            hdrs = curl_slist_append(hdrs,
+                                     m_header.substr(at, nl - at).c_str());
+            at = nl + 1;
         }
         curl_easy_setopt(m_curl, CURLOPT_HTTPHEADER, hdrs);
         r.code = curl_easy_perform(m_curl);

@@ -34,10 +34,12 @@ struct fake_request {
     std::string url; /* path and query */
     std::string body;
     std::string auth; /* Authorization header, "" if none */
+    std::string rid;     /* Idempotency-Key, "" if none */
+    std::string attempt; /* X-Orc-Attempt, "" if none */
 };
 
 struct fake_reply {
-    unsigned    code;
+    unsigned    code; /* 0: close the connection without an answer */
     std::string body;
 };
 
@@ -183,8 +185,16 @@ class fake_server
                                   &query);
         const char *auth =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-        fake_request req{method, std::string(url) + query, state->body,
-                         (auth != NULL) ? auth : ""};
+        const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                      "Idempotency-Key");
+        const char *attempt = MHD_lookup_connection_value(
+            conn, MHD_HEADER_KIND, "X-Orc-Attempt");
+        fake_request req{method,
+                         std::string(url) + query,
+                         state->body,
+                         (auth != NULL) ? auth : "",
+                         (rid != NULL) ? rid : "",
+                         (attempt != NULL) ? attempt : ""};
         delete state;
         *con_cls = NULL;
 
@@ -199,6 +209,9 @@ class fake_server
             self->m_requests.push_back(req);
         }
         self->m_cond.notify_all();
+        if (reply.code == 0) {
+            return MHD_NO; /* as a replica that died before answering */
+        }
 
         struct MHD_Response *resp = MHD_create_response_from_buffer(
             reply.body.size(), (void *)reply.body.data(),
@@ -758,6 +771,36 @@ TEST_F(client_unit, keepalive_unreachable_marks_lost_after_ttl)
      * that had already passed), and not much after */
     EXPECT_GE(elapsed, 500);
     EXPECT_LE(elapsed, 4000);
+}
+
+/* A registration whose answer was lost (the replica closed the connection
+ * after it took the request) is sent to the next replica with the same
+ * Idempotency-Key and the next X-Orc-Attempt: orcd answers it as the first
+ * attempt (test_orcd: retried_posts_are_made_once), so no node is
+ * registered twice */
+TEST_F(client_unit, lost_answer_is_retried_with_its_key)
+{
+    fake_server other;
+    ASSERT_TRUE(other.ok());
+    m_server.route("POST /v1/jobs/jobA/nodes", 0, "");
+    other.route("POST /v1/jobs/jobA/nodes", 201,
+                "{\"id\":7,\"ttl\":30,\"index\":3}");
+    orc_client_t *c = make_client(m_server.url() + "," + other.url(), 2000);
+    ASSERT_NE(nullptr, c);
+    uint64_t id = 0;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 30, &id))
+        << orc_client_last_error();
+    EXPECT_EQ(7u, id);
+    std::vector<fake_request> first = m_server.requests();
+    std::vector<fake_request> second = other.requests();
+    ASSERT_EQ(1u, first.size());
+    ASSERT_GE(second.size(), 1u);
+    EXPECT_EQ("POST", second[0].method);
+    EXPECT_EQ(32u, first[0].rid.size()) << first[0].rid;
+    EXPECT_EQ(first[0].rid, second[0].rid);
+    EXPECT_EQ("1", first[0].attempt);
+    EXPECT_EQ("2", second[0].attempt);
+    orc_client_destroy(c);
 }
 
 TEST(client_net, unreachable_is_fast)

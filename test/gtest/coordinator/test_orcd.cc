@@ -642,6 +642,62 @@ TEST_P(orcd_api, mailbox_depth_limit)
     EXPECT_EQ(c.post(u(mb), "{\"body\":{}}").jint("seq"), 4);
 }
 
+/* A POST sent again because its answer was lost (the same Idempotency-Key,
+ * X-Orc-Attempt above 1, as the client library retries on another replica)
+ * is answered as the first attempt and made once: one node, one message,
+ * also after the message was received and acknowledged. Without the key
+ * the retry is a second node (the storm's "no node registered twice"). */
+TEST_P(orcd_api, retried_posts_are_made_once)
+{
+    start();
+    http_client c;
+    const std::string reg = "{\"host\":\"h1\",\"pid\":42}";
+    auto attempt = [&c](const std::string &rid, int n) {
+        c.set_header("Idempotency-Key: " + rid + "\nX-Orc-Attempt: " +
+                     std::to_string(n));
+    };
+    auto node_count = [&]() {
+        json_t *o = c.get(u("/v1/jobs/j/nodes")).json();
+        size_t n  = json_array_size(json_object_get(o, "nodes"));
+        json_decref(o);
+        return n;
+    };
+
+    attempt("reg-1", 1);
+    http_result first = c.post(u("/v1/jobs/j/nodes"), reg);
+    ASSERT_EQ(first.status, 201) << first.body;
+    attempt("reg-1", 2);
+    http_result again = c.post(u("/v1/jobs/j/nodes"), reg);
+    EXPECT_EQ(again.status, 201) << again.body;
+    EXPECT_EQ(again.jint("id"), first.jint("id"));
+    EXPECT_EQ(node_count(), 1u);
+    /* another key is another registration */
+    attempt("reg-2", 2);
+    EXPECT_EQ(c.post(u("/v1/jobs/j/nodes"), reg).jint("id"),
+              first.jint("id") + 1);
+    EXPECT_EQ(node_count(), 2u);
+
+    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(first.jint("id")) +
+                     "/mailbox";
+    attempt("msg-1", 1);
+    long long seq = c.post(u(mb), "{\"body\":{\"n\":1}}").jint("seq");
+    ASSERT_EQ(seq, 1);
+    attempt("msg-1", 2);
+    EXPECT_EQ(c.post(u(mb), "{\"body\":{\"n\":1}}").jint("seq"), seq);
+    c.set_header("");
+    EXPECT_EQ(c.get(u(mb + "?after=0")).body,
+              "{\"messages\":[{\"from\":0,\"body\":{\"n\":1},\"seq\":1}],"
+              "\"last_seq\":1}");
+    /* received and acknowledged, then the retry comes */
+    EXPECT_EQ(c.get(u(mb + "?after=1")).body,
+              "{\"messages\":[],\"last_seq\":1}");
+    attempt("msg-1", 3);
+    EXPECT_EQ(c.post(u(mb), "{\"body\":{\"n\":1}}").jint("seq"), seq);
+    c.set_header("");
+    EXPECT_EQ(c.get(u(mb + "?after=1")).body,
+              "{\"messages\":[],\"last_seq\":1}");
+}
+
 /* One receive acknowledges everything up to its cursor, however many */
 TEST_P(orcd_api, one_receive_acknowledges_every_message_before_it)
 {
