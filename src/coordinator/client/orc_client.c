@@ -111,14 +111,6 @@ struct orc_client {
     orc_client_node_t *nodes;
 };
 
-/* Growable reply buffer */
-typedef struct orc_client_buf {
-    char  *data;
-    size_t length;
-    size_t capacity;
-    int    overflow;
-} orc_client_buf_t;
-
 const char *orc_cl_status_str(orc_cl_status_t status)
 {
     switch (status) {
@@ -459,9 +451,6 @@ err:
 
 /* ------------------------------------------------------------------ HTTP */
 
-static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
-                                  void *arg);
-
 static void orc_client_conn_destroy(orc_client_conn_t *conn)
 {
     if (conn->multi != NULL) {
@@ -505,7 +494,7 @@ static orc_client_conn_t *orc_client_conn_get(orc_client_t *client)
      * orc_client_http_ex() each time */
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, client->headers);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, orc_client_write_cb);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, orc_util_buf_curl_write);
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -633,39 +622,6 @@ static CURLcode orc_client_perform(orc_client_t      *client,
     return rc;
 }
 
-static size_t orc_client_write_cb(char *ptr, size_t size, size_t nmemb,
-                                  void *arg)
-{
-    orc_client_buf_t *buf = arg;
-    size_t            length = size * nmemb;
-    size_t            capacity;
-    char             *data;
-
-    if (length > ORC_CLIENT_REPLY_MAX - buf->length) {
-        buf->overflow = 1;
-        return 0; /* aborts the transfer */
-    }
-
-    if (buf->length + length + 1 > buf->capacity) {
-        capacity = (buf->capacity == 0) ? 1024 : buf->capacity;
-        while (capacity < buf->length + length + 1) {
-            capacity *= 2;
-        }
-        data = realloc(buf->data, capacity);
-        if (data == NULL) {
-            buf->overflow = 1;
-            return 0;
-        }
-        buf->data = data;
-        buf->capacity = capacity;
-    }
-
-    memcpy(buf->data + buf->length, ptr, length);
-    buf->length += length;
-    buf->data[buf->length] = '\0';
-    return length;
-}
-
 static orc_cl_status_t orc_client_http_status_map(long code)
 {
     switch (code) {
@@ -717,13 +673,13 @@ static orc_cl_status_t orc_client_curl_status_map(CURLcode rc)
 
 /* Record orcd's {"error","detail"} reply (or the bare status) as the error */
 static void orc_client_error_from_reply(const char *method, const char *path,
-                                        long code, const orc_client_buf_t *buf)
+                                        long code, const orc_util_buf_t *buf)
 {
     const char *error = NULL, *detail = NULL;
     json_t     *reply;
 
     reply =
-        (buf->length > 0) ? json_loadb(buf->data, buf->length, 0, NULL) : NULL;
+        (buf->len > 0) ? json_loadb(buf->data, buf->len, 0, NULL) : NULL;
     if (json_is_object(reply)) {
         error = json_string_value(json_object_get(reply, "error"));
         detail = json_string_value(json_object_get(reply, "detail"));
@@ -808,7 +764,7 @@ typedef struct orc_client_try {
     long             code;      /* HTTP status, 0 if none */
     int              canceled;
     double           connect_s; /* 0: never connected */
-    orc_client_buf_t buf;
+    orc_util_buf_t buf;
 } orc_client_try_t;
 
 static orc_cl_status_t orc_client_try(orc_client_t *client, size_t replica,
@@ -824,6 +780,7 @@ static orc_cl_status_t orc_client_try(orc_client_t *client, size_t replica,
     CURL              *curl;
 
     memset(t, 0, sizeof(*t));
+    t->buf.max = ORC_CLIENT_REPLY_MAX;
     t->replica = replica;
     if (snprintf(url, sizeof(url), "%s%s", client->urls[replica], path) >=
         (int)sizeof(url)) {
@@ -950,7 +907,7 @@ static orc_cl_status_t orc_client_try_result(orc_client_t *client,
         return ORC_CL_OK;
     }
     reply = json_loadb((t->buf.data != NULL) ? t->buf.data : "",
-                       t->buf.length, JSON_REJECT_DUPLICATES, &jerr);
+                       t->buf.len, JSON_REJECT_DUPLICATES, &jerr);
     if (reply == NULL) {
         orc_client_set_error("%s %s: malformed JSON reply: %s (line %d)",
                              method, path, jerr.text, jerr.line);

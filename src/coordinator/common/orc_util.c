@@ -196,6 +196,44 @@ out:
 static const char orc_util_b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+int orc_util_buf_append(orc_util_buf_t *b, const void *data, size_t len)
+{
+    size_t cap;
+    char *p;
+
+    if ((b->max > 0) && ((len > b->max) || (b->len > b->max - len))) {
+        b->overflow = 1;
+        return -1;
+    }
+    if (b->len + len + 1 > b->cap) {
+        cap = (b->cap == 0) ? 1024 : b->cap;
+        while (cap < b->len + len + 1) {
+            cap *= 2;
+        }
+        p = realloc(b->data, cap);
+        if (p == NULL) {
+            b->overflow = 1;
+            return -1;
+        }
+        b->data = p;
+        b->cap  = cap;
+    }
+    if (len > 0) {
+        memcpy(b->data + b->len, data, len);
+    }
+    b->len += len;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+size_t orc_util_buf_curl_write(char *ptr, size_t size, size_t nmemb,
+                               void *buf)
+{
+    size_t len = size * nmemb;
+
+    return orc_util_buf_append(buf, ptr, len) ? 0 : len;
+}
+
 char *orc_util_b64_encode(const void *data, size_t length)
 {
     const unsigned char *in = data;

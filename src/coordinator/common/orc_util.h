@@ -1,7 +1,8 @@
 /*
  * orc coordinator helpers shared by orcd, its store, the client library and
  * orcctl: the monotonic clock, job-name and kv-key validation, strict number
- * and duration parsing, reading whole files and token files, base64.
+ * and duration parsing, reading whole files and token files, reply buffers,
+ * base64.
  *
  * Private: compiled into each of them (liborcutil.la, a convenience library)
  * with hidden visibility, so the client library does not export these names.
@@ -64,6 +65,28 @@ ORC_UTIL_HIDDEN int orc_util_read_token_file(const char *path,
  * (no memory). decode: 0 and a malloc'ed buffer (NUL-terminated beyond
  * *length_p), -1 on malformed or non-canonical input, -2 without memory.
  */
+/*
+ * A reply being received (an HTTP body, a stream's bytes): data holds len
+ * bytes and a NUL after them. max bounds len (0: no bound); an append past
+ * it, or without memory, sets overflow and fails. Zero-initialise it (max
+ * set), free(data) when done.
+ */
+typedef struct orc_util_buf {
+    char  *data;
+    size_t len;
+    size_t cap;
+    size_t max;
+    int    overflow;
+} orc_util_buf_t;
+
+/* Append len bytes: 0, or -1 with overflow set */
+ORC_UTIL_HIDDEN int orc_util_buf_append(orc_util_buf_t *b, const void *data,
+                                        size_t len);
+/* The same as a libcurl CURLOPT_WRITEFUNCTION (CURLOPT_WRITEDATA: the
+ * orc_util_buf_t): the bytes taken, 0 to abort the transfer */
+ORC_UTIL_HIDDEN size_t orc_util_buf_curl_write(char *ptr, size_t size,
+                                               size_t nmemb, void *buf);
+
 ORC_UTIL_HIDDEN char *orc_util_b64_encode(const void *data, size_t length);
 ORC_UTIL_HIDDEN int orc_util_b64_decode(const char *text, size_t text_len,
                                         void **data_p, size_t *length_p);

@@ -19,7 +19,6 @@
 #define ORC_ETCD_REPLY_MAX   (256u * 1024 * 1024)
 #define ORC_ETCD_BACKOFF_MS  50
 #define ORC_ETCD_BACKOFF_MAX 500
-#define ORC_ETCD_LINE_MAX    (64u * 1024 * 1024)
 
 typedef enum orc_etcd_outcome {
     ORC_ETCD_DONE,      /* an answer (success or a final error) */
@@ -53,14 +52,6 @@ struct orc_etcd {
     pthread_mutex_t   stream_lock;
     CURLM            *stream; /* the stream running, for orc_etcd_wake */
 };
-
-/* A reply being received */
-typedef struct orc_etcd_buf {
-    char  *data;
-    size_t len;
-    size_t cap;
-    int    overflow;
-} orc_etcd_buf_t;
 
 static pthread_once_t orc_etcd_once = PTHREAD_ONCE_INIT;
 
@@ -118,36 +109,6 @@ uint64_t orc_etcd_get_u64(json_t *o, const char *field)
 
 /* ------------------------------------------------------------- transport */
 
-static size_t orc_etcd_write_cb(char *ptr, size_t size, size_t nmemb,
-                                void *arg)
-{
-    orc_etcd_buf_t *b = arg;
-    size_t len        = size * nmemb, cap;
-    char *p;
-
-    if (b->len + len + 1 > ORC_ETCD_REPLY_MAX) {
-        b->overflow = 1;
-        return 0;
-    }
-    if (b->len + len + 1 > b->cap) {
-        cap = (b->cap == 0) ? 4096 : b->cap;
-        while (cap < b->len + len + 1) {
-            cap *= 2;
-        }
-        p = realloc(b->data, cap);
-        if (p == NULL) {
-            b->overflow = 1;
-            return 0;
-        }
-        b->data = p;
-        b->cap  = cap;
-    }
-    memcpy(b->data + b->len, ptr, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-    return len;
-}
-
 static CURL *orc_etcd_handle_get(orc_etcd_t *etcd)
 {
     CURL *curl = NULL;
@@ -170,7 +131,7 @@ static CURL *orc_etcd_handle_get(orc_etcd_t *etcd)
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPIDLE, 5L);
     curl_easy_setopt(curl, CURLOPT_TCP_KEEPINTVL, 1L);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, orc_etcd_write_cb);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, orc_util_buf_curl_write);
     if (etcd->ca_file != NULL) {
         curl_easy_setopt(curl, CURLOPT_CAINFO, etcd->ca_file);
     }
@@ -272,7 +233,7 @@ static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
                                         json_t **reply_p,
                                         const char **reason_p)
 {
-    orc_etcd_buf_t buf = {0};
+    orc_util_buf_t buf = {.max = ORC_ETCD_REPLY_MAX};
     struct curl_slist *headers;
     orc_etcd_outcome_t out;
     char url[1024];
@@ -460,7 +421,7 @@ out:
 /* -------------------------------------------------------------- streaming */
 
 typedef struct orc_etcd_stream_ctx {
-    orc_etcd_buf_t buf;
+    orc_util_buf_t buf;
     int          (*on_message)(void *arg, json_t *msg);
     int          (*stopped)(void *arg);
     void          *arg;
@@ -476,7 +437,7 @@ static size_t orc_etcd_stream_cb(char *ptr, size_t size, size_t nmemb,
     json_t *msg;
     char *nl;
 
-    if (orc_etcd_write_cb(ptr, size, nmemb, &s->buf) != len) {
+    if (orc_util_buf_append(&s->buf, ptr, len)) {
         return 0;
     }
     while (!s->done && ((nl = memchr(s->buf.data, '\n', s->buf.len)) != NULL)) {
@@ -528,7 +489,8 @@ int orc_etcd_stream(orc_etcd_t *etcd, const char *path, json_t *body,
                     int (*on_message)(void *arg, json_t *msg),
                     int (*stopped)(void *arg), void *arg)
 {
-    orc_etcd_stream_ctx_t s = {{0}, on_message, stopped, arg, 0};
+    orc_etcd_stream_ctx_t s = {{.max = ORC_ETCD_REPLY_MAX}, on_message,
+                               stopped, arg, 0};
     struct curl_slist *headers;
     char url[1024], *text;
     CURLM *multi;

@@ -3,6 +3,7 @@
  * and the request router, all called directly (no sockets).
  */
 extern "C" {
+#include "coordinator/common/orc_util.h"
 #include "coordinator/orcd/orcd.h"
 #include "coordinator/orcd/orcd_api.h"
 #include "coordinator/store/orc_store.h"
@@ -1610,3 +1611,36 @@ TEST_F(router_test, quotas)
 }
 
 } // namespace
+
+/* The reply buffer of orcd's etcd client and of liborcclient: grows, stays
+ * NUL-terminated, refuses what goes past its bound (and says so) */
+TEST(util, reply_buffer)
+{
+    orc_util_buf_t b = {};
+    b.max            = 10;
+    EXPECT_EQ(0, orc_util_buf_append(&b, "hello", 5));
+    EXPECT_EQ(0, orc_util_buf_append(&b, "", 0));
+    EXPECT_EQ(0, orc_util_buf_append(&b, "world", 5));
+    EXPECT_EQ(10u, b.len);
+    EXPECT_STREQ("helloworld", b.data);
+    EXPECT_EQ(0, b.overflow);
+    EXPECT_EQ(-1, orc_util_buf_append(&b, "!", 1));
+    EXPECT_EQ(1, b.overflow);
+    EXPECT_EQ(10u, b.len);
+    EXPECT_STREQ("helloworld", b.data);
+    free(b.data);
+
+    /* as libcurl's write callback: the bytes taken, 0 past the bound */
+    std::string    big(100000, 'x');
+    orc_util_buf_t c = {}; /* no bound */
+    EXPECT_EQ(big.size(), orc_util_buf_curl_write(&big[0], 1, big.size(), &c));
+    EXPECT_EQ(big, std::string(c.data, c.len));
+    EXPECT_EQ('\0', c.data[c.len]);
+    free(c.data);
+    orc_util_buf_t d = {};
+    d.max            = 5;
+    EXPECT_EQ(0u, orc_util_buf_curl_write(&big[0], 2, 3, &d));
+    EXPECT_EQ(1, d.overflow);
+    EXPECT_EQ(0u, d.len);
+    free(d.data);
+}
