@@ -1,20 +1,31 @@
 #!/bin/sh
-# orcd benchmark (issue 3 §7): starts orcd on a free loopback port with its
-# embedded defaults, runs orcd_bench (endpoint fetch, endpoint publish and a
-# full pairing round trip at 1, 16 and 64 concurrent clients, ~5 s per cell,
-# with /healthz as the reference row), prints the table with PASS/MISS
-# against the goals, and stops orcd.
+# orcd benchmark (issue 3 §7, issue 9 §5): runs orcd_bench (endpoint fetch,
+# endpoint publish and a full pairing round trip at 1, 16 and 64 concurrent
+# clients, ~5 s per cell, with /healthz as the reference row) against orcd
+# on free loopback ports, prints the table with PASS/MISS against the goals,
+# and stops everything it started.
 #
-#   test/bench/orcd-bench.sh [BUILDDIR] [orcd_bench options...]
+#   test/bench/orcd-bench.sh [BUILDDIR] [--stores LIST] [orcd_bench options...]
 #
 # BUILDDIR defaults to $ORC_TOP_BUILDDIR, else the current directory.
+# --stores: the stores to measure one after the other in the same run,
+# comma-separated (default: memory):
+#   memory    one orcd with its in-memory store (embedded defaults)
+#   etcdMxR   R orcd replicas over an etcd of M members (Debian's etcd-server
+#             on free loopback ports, its data in the run's temp dir); the
+#             clients spread over the replicas (orcd_bench --url a,b)
+# e.g. --stores memory,etcd1x1,etcd1x2,etcd3x1,etcd3x2. With more than one
+# store a summary follows: fetch and pairing at 64 clients per store, and
+# their ratio to the memory store of the same run (when it was measured).
 # Options go to orcd_bench, e.g. --duration 2 --clients 1,64 --tests fetch.
-# ORCD_BENCH_ORCD_ARGS adds orcd options (e.g. "--config my.yaml").
+# ORCD_BENCH_ORCD_ARGS adds orcd options (e.g. "--config my.yaml"; the
+# etcd stores get a config of their own).
 #
-# If wrk is installed (and ORCD_BENCH_WRK is not 0), the endpoint fetch is
-# also measured with wrk at 64 connections, a load generator much lighter
-# than libcurl threads: on a 2-core machine the client's own CPU use bounds
-# what orcd_bench can show, and the wrk row shows orcd's headroom.
+# If wrk is installed (and ORCD_BENCH_WRK is not 0), the memory store's
+# endpoint fetch is also measured with wrk at 64 connections, a load
+# generator much lighter than libcurl threads: on a 2-core machine the
+# client's own CPU use bounds what orcd_bench can show, and the wrk row shows
+# orcd's headroom.
 set -eu
 
 builddir=${ORC_TOP_BUILDDIR:-.}
@@ -22,6 +33,21 @@ if [ $# -gt 0 ] && [ -d "$1" ]; then
     builddir=$1
     shift
 fi
+stores=memory
+if [ $# -gt 1 ] && [ "$1" = --stores ]; then
+    stores=$2
+    shift 2
+fi
+for store in $(echo "$stores" | tr , ' '); do
+    case $store in
+    memory | etcd[13]x[12]) ;;
+    *)
+        echo "orcd-bench: --stores: '$store' is not memory or etcdMxR" \
+             "(M members 1 or 3, R replicas 1 or 2)" >&2
+        exit 1
+        ;;
+    esac
+done
 
 orcd="$builddir/src/coordinator/orcd/orcd"
 bench="$builddir/test/bench/orcd_bench"
@@ -32,43 +58,118 @@ for bin in "$orcd" "$bench"; do
         exit 1
     fi
 done
+etcd_bin=${ORCD_BENCH_ETCD:-/usr/bin/etcd}
+case $stores in
+*etcd*)
+    if [ ! -x "$etcd_bin" ]; then
+        echo "orcd-bench: $etcd_bin not found (apt-get install" \
+             "etcd-server)" >&2
+        exit 1
+    fi
+    ;;
+esac
 
 tmp=$(mktemp -d /tmp/orcd-bench.XXXXXX)
-pid=
+pids=
+stop_all() {
+    for p in $pids; do
+        kill -TERM "$p" 2>/dev/null || true
+    done
+    for p in $pids; do
+        wait "$p" 2>/dev/null || true
+    done
+    pids=
+}
 cleanup() {
-    if [ -n "$pid" ]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
+    stop_all
     rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 
-# shellcheck disable=SC2086
-"$orcd" --listen 127.0.0.1:0 --port-file "$tmp/port" --log-level warn \
-    ${ORCD_BENCH_ORCD_ARGS:-} &
-pid=$!
+# A loopback TCP port nobody listens on (bounded tries)
+free_port() {
+    i=0
+    while [ $i -lt 100 ]; do
+        i=$((i + 1))
+        p=$(( ($(od -An -N2 -tu2 /dev/urandom) % 30000) + 20000 ))
+        if [ -z "$(ss -Htln "sport = :$p")" ]; then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "orcd-bench: no free port" >&2
+    return 1
+}
 
-# readiness: the port file, bounded (10 s)
-i=0
-while [ ! -s "$tmp/port" ]; do
-    i=$((i + 1))
-    if [ $i -gt 1000 ] || ! kill -0 "$pid" 2>/dev/null; then
-        echo "orcd-bench: orcd did not start" >&2
-        exit 1
+# start_etcd M: M members in $tmp/etcd; their client URLs in $etcd_urls
+start_etcd() {
+    m=$1
+    cluster= ports= i=0
+    while [ $i -lt "$m" ]; do
+        c=$(free_port) && p=$(free_port) || return 1
+        ports="$ports $c:$p"
+        cluster="$cluster${cluster:+,}m$i=http://127.0.0.1:$p"
+        i=$((i + 1))
+    done
+    etcd_urls= i=0
+    for cp in $ports; do
+        c=${cp%:*} p=${cp#*:}
+        "$etcd_bin" --name "m$i" --data-dir "$tmp/etcd/m$i" \
+            --listen-client-urls "http://127.0.0.1:$c" \
+            --advertise-client-urls "http://127.0.0.1:$c" \
+            --listen-peer-urls "http://127.0.0.1:$p" \
+            --initial-advertise-peer-urls "http://127.0.0.1:$p" \
+            --initial-cluster "$cluster" --initial-cluster-state new \
+            --initial-cluster-token "orcd-bench-$$-$m" \
+            >"$tmp/etcd-m$i.log" 2>&1 &
+        pids="$pids $!"
+        etcd_urls="$etcd_urls${etcd_urls:+, }http://127.0.0.1:$c"
+        i=$((i + 1))
+    done
+}
+
+# start_orcd NAME [orcd options]: one orcd on a free port, its URL in
+# $orcd_url. orcd on etcd exits while etcd has no leader yet: started again
+# until it serves (bounded, 30 s).
+start_orcd() {
+    name=$1
+    shift
+    i=0
+    while :; do
+        rm -f "$tmp/$name.port"
+        # shellcheck disable=SC2086
+        "$orcd" --listen 127.0.0.1:0 --port-file "$tmp/$name.port" \
+            --log-level warn "$@" ${ORCD_BENCH_ORCD_ARGS:-} \
+            2>>"$tmp/$name.log" &
+        opid=$!
+        while [ ! -s "$tmp/$name.port" ] && kill -0 "$opid" 2>/dev/null; do
+            sleep 0.01
+        done
+        if [ -s "$tmp/$name.port" ]; then
+            break
+        fi
+        wait "$opid" 2>/dev/null || true
+        i=$((i + 1))
+        if [ $i -gt 100 ]; then
+            echo "orcd-bench: orcd did not start; its log:" >&2
+            cat "$tmp/$name.log" >&2
+            return 1
+        fi
+        sleep 0.3
+    done
+    pids="$pids $opid"
+    orcd_url="http://127.0.0.1:$(cat "$tmp/$name.port")"
+    echo "orcd-bench: $name: orcd pid $opid on $orcd_url" >&2
+}
+
+# wrk_check URL: the endpoint fetch with wrk (see above)
+wrk_check() {
+    url=$1
+    orcctl="$builddir/orcctl"
+    if [ "${ORCD_BENCH_WRK:-1}" = 0 ] || ! command -v wrk >/dev/null 2>&1 ||
+       [ ! -x "$orcctl" ]; then
+        return 0
     fi
-    sleep 0.01
-done
-port=$(cat "$tmp/port")
-echo "orcd-bench: orcd pid $pid on 127.0.0.1:$port; $(nproc) cores" >&2
-
-rc=0
-"$bench" --url "http://127.0.0.1:$port" --job bench "$@" || rc=$?
-
-orcctl="$builddir/orcctl"
-if [ "${ORCD_BENCH_WRK:-1}" != 0 ] && command -v wrk >/dev/null 2>&1 &&
-   [ -x "$orcctl" ]; then
-    url="http://127.0.0.1:$port"
     "$orcctl" --url "$url" --job bench-wrk --json register wrk-host \
         --ttl 60 >"$tmp/reg" &
     reg=$!
@@ -94,5 +195,84 @@ if [ "${ORCD_BENCH_WRK:-1}" != 0 ] && command -v wrk >/dev/null 2>&1 &&
     fi
     kill -INT "$reg" 2>/dev/null || true
     wait "$reg" 2>/dev/null || true
+}
+
+rc=0
+nstores=0
+for store in $(echo "$stores" | tr , ' '); do
+    nstores=$((nstores + 1))
+    urls=
+    case $store in
+    memory)
+        start_orcd memory
+        urls=$orcd_url
+        desc="memory store, one orcd"
+        ;;
+    etcd*)
+        members=${store#etcd} members=${members%x*} replicas=${store#*x}
+        start_etcd "$members"
+        printf 'store:\n  backend: etcd\n  etcd:\n    endpoints: [%s]\n' \
+            "$etcd_urls" >"$tmp/$store.yaml"
+        r=0
+        while [ $r -lt "$replicas" ]; do
+            start_orcd "$store-r$r" --config "$tmp/$store.yaml"
+            urls="$urls${urls:+,}$orcd_url"
+            r=$((r + 1))
+        done
+        desc="etcd store, $members member(s), $replicas replica(s)"
+        ;;
+    esac
+    echo "== $store: $desc; $(nproc) cores"
+    brc=0
+    "$bench" --url "$urls" --job bench "$@" >"$tmp/$store.out" || brc=$?
+    cat "$tmp/$store.out"
+    [ $brc -eq 0 ] || rc=$brc
+    if [ "$store" = memory ]; then
+        wrk_check "$urls"
+    fi
+    stop_all
+    rm -rf "$tmp/etcd"
+done
+
+if [ $nstores -gt 1 ]; then
+    echo "== summary at 64 clients (x memory: ratio to the memory store" \
+         "measured in this run)"
+    for store in $(echo "$stores" | tr , ' '); do
+        echo "$store"
+    done | awk -v dir="$tmp" '
+        function cell(file, label, words,    line, f, n) {
+            v[label] = ""; p[label] = ""
+            while ((getline line < file) > 0) {
+                n = split(line, f, " ")
+                if ((index(line, label " ") == 1) && (f[words + 1] == 64) &&
+                    (n > words + 4)) {
+                    v[label] = f[words + 2]; p[label] = f[words + 4]
+                }
+            }
+            close(file)
+        }
+        function ratio(x, m) { return (m > 0 && x != "") ? sprintf("%.2f", x / m) : "-" }
+        BEGIN {
+            printf "%-10s %12s %9s %10s %12s %9s %10s\n", "store",
+                   "fetch/s", "p99 ms", "x memory", "pairing/s", "p99 ms",
+                   "x memory"
+        }
+        {
+            cell(dir "/" $1 ".out", "endpoint fetch", 2)
+            cell(dir "/" $1 ".out", "pairing round trip", 3)
+            name[NR] = $1
+            fv[NR] = v["endpoint fetch"]; fp[NR] = p["endpoint fetch"]
+            pv[NR] = v["pairing round trip"]; pp[NR] = p["pairing round trip"]
+            if ($1 == "memory") {
+                mf = fv[NR]; mp = pv[NR]
+            }
+        }
+        END {
+            for (i = 1; i <= NR; ++i) {
+                printf "%-10s %12s %9s %10s %12s %9s %10s\n", name[i],
+                       fv[i], fp[i], ratio(fv[i], mf), pv[i], pp[i],
+                       ratio(pv[i], mp)
+            }
+        }'
 fi
 exit $rc

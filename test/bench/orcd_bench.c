@@ -12,7 +12,9 @@
  * at each requested number of concurrent clients. A client is a thread with
  * its own orc_client_t (and so its own keep-alive connections); in "pair"
  * each of the N clients is an initiator with its own responder thread, so N
- * clients means N round trips in flight and 2N connections.
+ * clients means N round trips in flight and 2N connections. With several
+ * replicas (--url a,b), client k starts at replica k mod n, a pair's
+ * responder one replica after its initiator.
  *
  * Closed loop (each client starts its next operation when the last one
  * finished) measures the maximum rate; then, unless --paced 0, fetch and
@@ -107,16 +109,46 @@ static uint64_t orc_bench_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static orc_client_t *orc_bench_client(void)
+/* The replica list (--url, comma-separated) rotated to start at replica
+ * k mod n: with several replicas, the clients spread over them as a job's
+ * processes would. Malloc'ed, or NULL. */
+static char *orc_bench_url(unsigned k)
+{
+    const char *url = orc_bench_run.url, *p;
+    size_t      n = 1, len = strlen(url), at;
+    char       *out;
+
+    for (p = url; *p != '\0'; ++p) {
+        n += (*p == ',');
+    }
+    for (p = url, k %= n; k > 0; --k) {
+        p = strchr(p, ',') + 1;
+    }
+    at  = (size_t)(p - url);
+    out = malloc(len + 2);
+    if (out != NULL) {
+        /* "b,c" + "," + "a" */
+        snprintf(out, len + 2, "%s%s%.*s", p, (at > 0) ? "," : "",
+                 (at > 0) ? (int)(at - 1) : 0, url);
+    }
+    return out;
+}
+
+static orc_client_t *orc_bench_client(unsigned k)
 {
     orc_client_params_t params = {0};
     orc_cl_status_t     status;
     orc_client_t       *client;
+    char               *url = orc_bench_url(k);
 
+    if (url == NULL) {
+        fprintf(stderr, "orcd_bench: out of memory\n");
+        return NULL;
+    }
     params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
                         ORC_CLIENT_PARAM_FIELD_JOB |
                         ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url = orc_bench_run.url;
+    params.url = url;
     params.job = orc_bench_run.job;
     params.timeout_ms = orc_bench_run.timeout_ms;
     if (orc_bench_run.token != NULL) {
@@ -125,6 +157,7 @@ static orc_client_t *orc_bench_client(void)
     }
 
     status = orc_client_create(&params, &client);
+    free(url);
     if (status != ORC_CL_OK) {
         fprintf(stderr, "orcd_bench: client: %s (%s)\n",
                 orc_cl_status_str(status), orc_client_last_error());
@@ -348,7 +381,8 @@ static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
 
     for (i = 0; i < nthreads; ++i) {
         workers[i].test = test;
-        workers[i].client = orc_bench_client();
+        /* a pair's responder starts one replica after its initiator */
+        workers[i].client = orc_bench_client((unsigned)(i + i / clients));
         workers[i].samples =
             malloc(ORC_BENCH_SAMPLES_MAX * sizeof(*workers[i].samples));
         if ((workers[i].client == NULL) || (workers[i].samples == NULL)) {
@@ -594,7 +628,7 @@ int main(int argc, char **argv)
         orc_bench_run.job = "bench";
     }
 
-    probe = orc_bench_client();
+    probe = orc_bench_client(0);
     if (probe == NULL) {
         return 1;
     }
