@@ -60,9 +60,7 @@ struct orcd_req {
     unsigned                bad_status; /* and with what (0: 400) */
     int                     started; /* the handler saw the head */
     uint64_t                start_ns;
-    char                   *body;
-    size_t                  body_len;
-    size_t                  body_cap;
+    orc_util_buf_t          body; /* max_body is checked before appends */
     size_t                  max_body;
     size_t                  discarded;
     int                     too_large;
@@ -363,8 +361,8 @@ static enum MHD_Result orcd_http_process(orcd_req_t *r, const char *method,
 
     for (attempt = 0; attempt < 4; ++attempt) {
         orcd_http_request_init(r->conn, method, url, &args, &req);
-        req.body     = r->body;
-        req.body_len = r->body_len;
+        req.body     = r->body.data;
+        req.body_len = r->body.len;
         now          = orc_util_now_ns();
         req.may_block = !atomic_load(&srv->draining) && (attempt < 3) &&
                         (!r->has_deadline || (now < r->deadline_ns));
@@ -621,8 +619,7 @@ static enum MHD_Result orcd_http_handler(void *cls,
 {
     orcd_req_t *r = *con_cls;
     orcd_response_t resp;
-    size_t size, cap;
-    char *p;
+    size_t size;
 
     (void)cls;
     (void)conn;
@@ -642,30 +639,17 @@ static enum MHD_Result orcd_http_handler(void *cls,
             return (r->discarded > ORCD_DISCARD_FACTOR * r->max_body) ?
                            MHD_NO : MHD_YES;
         }
-        if (r->body_len + size > r->max_body) {
+        if (r->body.len + size > r->max_body) {
             r->too_large = 1;
-            r->discarded = r->body_len + size;
-            free(r->body);
-            r->body     = NULL;
-            r->body_len = 0;
+            r->discarded = r->body.len + size;
+            free(r->body.data);
+            memset(&r->body, 0, sizeof(r->body));
             return MHD_YES;
         }
-        if (r->body_len + size + 1 > r->body_cap) {
-            cap = (r->body_cap == 0) ? 1024 : r->body_cap;
-            while (cap < r->body_len + size + 1) {
-                cap *= 2;
-            }
-            p = realloc(r->body, cap);
-            if (p == NULL) {
-                orcd_error("out of memory for a request body");
-                return MHD_NO;
-            }
-            r->body     = p;
-            r->body_cap = cap;
+        if (orc_util_buf_append(&r->body, upload_data, size)) {
+            orcd_error("out of memory for a request body");
+            return MHD_NO;
         }
-        memcpy(r->body + r->body_len, upload_data, size);
-        r->body_len += size;
-        r->body[r->body_len] = '\0';
         return MHD_YES;
     }
 
@@ -704,7 +688,7 @@ static void orcd_http_completed(void *cls, struct MHD_Connection *conn,
                (r->url != NULL) ? r->url : "-", r->status, seconds * 1e3,
                (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ? "" :
                                                              " [aborted]");
-    free(r->body);
+    free(r->body.data);
     free(r);
     *con_cls = NULL;
     pthread_mutex_lock(&srv->alock);
