@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
     build-essential autoconf automake libtool pkg-config dpkg-dev
     clang libclang-rt-14-dev
-    libucx-dev ucx-utils libibverbs-dev rdma-core
+    libucx-dev ucx-utils libibverbs-dev librdmacm-dev rdma-core
     libyaml-dev libhwloc-dev libgtest-dev
     libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libgnutls28-dev
     etcd-server etcd-client
