@@ -313,6 +313,7 @@ softnic_mr_t *softnic_mr_reg(softnic_pd_t *pd, void *addr, size_t length,
                                  IBV_ACCESS_RELAXED_ORDERING;
     sn_inst_t *inst = sn_inst(pd->dev);
     sn_mr_t *mr;
+    uintptr_t page, start;
     uint32_t index, key;
     uint16_t gen;
 
@@ -321,6 +322,16 @@ softnic_mr_t *softnic_mr_reg(softnic_pd_t *pd, void *addr, size_t length,
         ((access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) &&
          !(access & IBV_ACCESS_LOCAL_WRITE))) {
         errno = EINVAL;
+        return NULL;
+    }
+
+    /* An HCA pins the pages and fails on memory that is not mapped; so does
+     * softnic (msync() checks the mapping and, asynchronous, does nothing
+     * else). */
+    page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    start = (uintptr_t)addr & ~(page - 1);
+    if (msync((void*)start, (uintptr_t)addr + length - start, MS_ASYNC) != 0) {
+        errno = EFAULT;
         return NULL;
     }
 

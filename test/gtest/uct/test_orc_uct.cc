@@ -203,6 +203,7 @@ TEST_F(OrcUct, RegisterInvalidMemoryFails)
     /* unmapped address range */
     void *bad = (void*)0x10000;
     EXPECT_NE(UCS_OK, uct_md_mem_reg(a.md(), bad, 4096,
+                                     UCT_MD_MEM_ACCESS_ALL |
                                      UCT_MD_MEM_FLAG_HIDE_ERRORS, &memh));
     /* the registration cache hands out the same region again */
     entity::mem m = b.alloc_mem(1 << 16);
