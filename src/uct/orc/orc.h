@@ -56,7 +56,7 @@ typedef struct uct_orc_md_config {
     int                    soft_no_cma;
     int                    soft_no_ring;
     int                    rcache_enable; /* UCS_YES/NO/TRY */
-    uct_md_rcache_config_t rcache;
+    uct_orc_compat_rcache_config_t rcache;
 } uct_orc_md_config_t;
 
 extern ucs_config_field_t uct_orc_md_config_table[];
@@ -161,9 +161,14 @@ typedef struct uct_orc_iface_addr {
     uint32_t               iface_id;
 } UCS_S_PACKED uct_orc_iface_addr_t;
 
+/* The device: what a peer must share to be reachable (backend, domain), and
+ * where it is (a softnic device belongs to a network interface of one host
+ * and network namespace), for UCX's "same device" question. */
 typedef struct uct_orc_dev_addr {
     uint8_t                backend;   /* orc_dev_backend_t */
     uint32_t               domain;    /* hash of coordinator URL and job */
+    uint64_t               host_id;   /* ucs_get_system_id() */
+    uint32_t               net_ns;    /* network namespace (inode) */
 } UCS_S_PACKED uct_orc_dev_addr_t;
 
 
@@ -551,17 +556,25 @@ typedef struct uct_orc_iface {
                                           of the thread that opened us */
 } uct_orc_iface_t;
 
-/* A peer is reachable on the same backend (a softnic QP cannot talk to an
- * HCA) in the same coordinator domain (node ids mean something only there);
- * iface_addr may be NULL when only the device is asked about. */
-static inline int
-uct_orc_iface_addr_reachable(const uct_orc_iface_t *iface,
-                             const uct_orc_dev_addr_t *dev_addr,
-                             const uct_orc_iface_addr_t *iface_addr)
+/* Why a peer is not reachable, NULL if it is: it must be on the same
+ * backend (a softnic QP cannot talk to an HCA) in the same coordinator
+ * domain (node ids mean something only there); iface_addr may be NULL when
+ * only the device is asked about. */
+static inline const char *
+uct_orc_iface_addr_unreachable(const uct_orc_iface_t *iface,
+                               const uct_orc_dev_addr_t *dev_addr,
+                               const uct_orc_iface_addr_t *iface_addr)
 {
-    return (dev_addr->backend == iface->md->dev->backend) &&
-           (dev_addr->domain == iface->domain) &&
-           ((iface_addr == NULL) || (iface_addr->node_id != 0));
+    if (dev_addr->backend != iface->md->dev->backend) {
+        return "orc: other device backend";
+    }
+    if (dev_addr->domain != iface->domain) {
+        return "orc: other coordinator or job";
+    }
+    if ((iface_addr != NULL) && (iface_addr->node_id == 0)) {
+        return "orc: no node id";
+    }
+    return NULL;
 }
 
 UCS_CLASS_DECLARE(uct_orc_iface_t, uct_md_h, uct_worker_h,
@@ -569,6 +582,13 @@ UCS_CLASS_DECLARE(uct_orc_iface_t, uct_md_h, uct_worker_h,
 UCS_CLASS_DECLARE_NEW_FUNC(uct_orc_iface_t, uct_iface_t, uct_md_h,
                            uct_worker_h, const uct_iface_params_t*,
                            const uct_iface_config_t*);
+
+/* Reachability for UCX (see UCT_ORC_COMPAT_INTERNAL_OPS): NULL if a peer
+ * with these addresses is reachable; same_device: and on this device. */
+const char *uct_orc_iface_unreachable(uct_iface_h tl_iface,
+                                      const uct_device_addr_t *dev_addr,
+                                      const uct_iface_addr_t *iface_addr,
+                                      int same_device);
 
 ucs_status_t uct_orc_query_devices(uct_md_h md,
                                    uct_tl_device_resource_t **devices_p,
@@ -667,6 +687,10 @@ ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
 ucs_status_t uct_orc_ep_fence(uct_ep_h tl_ep, unsigned flags);
 ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
                               uct_completion_t *comp);
+
+/* Whether the ep is connected to the iface with these addresses */
+int uct_orc_ep_is_peer(uct_ep_h tl_ep, const uct_device_addr_t *dev_addr,
+                       const uct_iface_addr_t *iface_addr);
 
 /* Called by the iface */
 void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits);

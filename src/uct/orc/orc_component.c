@@ -12,23 +12,22 @@ uct_orc_query_md_resources(uct_component_t *component,
                            uct_md_resource_desc_t **resources_p,
                            unsigned *num_resources_p)
 {
-    uct_orc_md_config_t config;
+    uct_md_config_t *md_config;
     orc_dev_config_t dev_config;
     uct_md_resource_desc_t *resources;
     orc_dev_info_t *list;
     ucs_status_t status;
     int i, count, ret;
 
-    /* No config is passed to a component's query: read the md table the way
-     * uct_md_config_read() would, so UCX_ORC_BACKEND/SOFT_IFACES apply. */
-    status = ucs_config_parser_fill_opts(&config, uct_orc_md_config_table,
-                                         UCS_DEFAULT_ENV_PREFIX,
-                                         UCT_ORC_CONFIG_PREFIX, 0);
+    /* No config is passed to a component's query: read the md's, so
+     * UCX_ORC_BACKEND/SOFT_IFACES apply. */
+    status = uct_md_config_read(component, NULL, NULL, &md_config);
     if (status != UCS_OK) {
         return status;
     }
 
-    uct_orc_md_dev_config(&config, &dev_config);
+    uct_orc_md_dev_config(ucs_derived_of(md_config, uct_orc_md_config_t),
+                          &dev_config);
 
     ret = orc_dev_list(&dev_config, &list, &count);
     if (ret != 0) {
@@ -64,7 +63,7 @@ uct_orc_query_md_resources(uct_component_t *component,
 out_free_list:
     orc_dev_list_free(list);
 out_release_config:
-    ucs_config_parser_release_opts(&config, uct_orc_md_config_table);
+    uct_config_release(md_config);
     return status;
 }
 
@@ -73,9 +72,10 @@ extern ucs_status_t uct_orc_md_open(uct_component_t *component,
                                     const uct_md_config_t *config,
                                     uct_md_h *md_p);
 
-static ucs_status_t uct_orc_rkey_unpack(uct_component_t *component,
-                                        const void *rkey_buffer,
-                                        uct_rkey_t *rkey_p, void **handle_p)
+static ucs_status_t uct_orc_rkey_unpack_key(uct_component_t *component,
+                                            const void *rkey_buffer,
+                                            uct_rkey_t *rkey_p,
+                                            void **handle_p)
 {
     const uct_orc_rkey_t *packed = rkey_buffer;
 
@@ -83,6 +83,8 @@ static ucs_status_t uct_orc_rkey_unpack(uct_component_t *component,
     *handle_p = NULL;
     return UCS_OK;
 }
+
+UCT_ORC_COMPAT_RKEY_UNPACK_FUNC(uct_orc_rkey_unpack, uct_orc_rkey_unpack_key)
 
 uct_component_t uct_orc_component = {
     .query_md_resources = uct_orc_query_md_resources,
@@ -104,7 +106,7 @@ uct_component_t uct_orc_component = {
     .cm_config          = UCS_CONFIG_EMPTY_GLOBAL_LIST_ENTRY,
     .tl_list            = UCT_COMPONENT_TL_LIST_INITIALIZER(&uct_orc_component),
     .flags              = 0,
-    UCT_ORC_COMPAT_MD_VFS_INIT
+    UCT_ORC_COMPAT_COMPONENT_VERSIONED
 };
 
 UCT_TL_DEFINE_ENTRY(&uct_orc_component, orc, uct_orc_query_devices,

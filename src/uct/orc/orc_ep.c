@@ -1041,7 +1041,7 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
     ucs_status_t status;
     uct_orc_op_t *op;
 
-    UCT_EP_KEEPALIVE_CHECK_PARAM(flags, comp);
+    UCT_ORC_COMPAT_EP_CHECK_PARAM(flags, comp);
 
     if (ep->state != UCT_ORC_EP_CONNECTED) {
         /* failed: already reported; pairing: bounded by PAIR_TIMEOUT */
@@ -1060,6 +1060,18 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
     memset(&sge, 0, sizeof(sge));
     return uct_orc_ep_post_rdma(ep, iface, op, IBV_WR_RDMA_WRITE, &sge, 0, 0,
                                 0);
+}
+
+int uct_orc_ep_is_peer(uct_ep_h tl_ep, const uct_device_addr_t *dev_addr,
+                       const uct_iface_addr_t *iface_addr)
+{
+    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    const uct_orc_iface_addr_t *peer = (const uct_orc_iface_addr_t*)iface_addr;
+
+    return (uct_orc_iface_addr_unreachable(
+                    uct_orc_ep_iface(ep), (const uct_orc_dev_addr_t*)dev_addr,
+                    peer) == NULL) &&
+           (peer->node_id == ep->peer_node);
 }
 
 /* ------------------------------------------------------- state changes */
@@ -1139,6 +1151,7 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     uct_orc_iface_t *iface = ucs_derived_of(params->iface, uct_orc_iface_t);
     const uct_orc_dev_addr_t *dev_addr;
     const uct_orc_iface_addr_t *iface_addr;
+    const char *unreachable;
     uct_orc_qp_owner_t *owner;
     ucs_status_t status;
     khiter_t it;
@@ -1156,9 +1169,11 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
 
     dev_addr   = (const uct_orc_dev_addr_t*)params->dev_addr;
     iface_addr = (const uct_orc_iface_addr_t*)params->iface_addr;
-    if (!uct_orc_iface_addr_reachable(iface, dev_addr, iface_addr)) {
-        ucs_debug("orc: node %" PRIu64 " iface %u is unreachable (backend %d "
-                  "domain 0x%x)", iface_addr->node_id, iface_addr->iface_id,
+    unreachable = uct_orc_iface_addr_unreachable(iface, dev_addr, iface_addr);
+    if (unreachable != NULL) {
+        ucs_debug("%s: node %" PRIu64 " iface %u is unreachable (backend %d "
+                  "domain 0x%x)", unreachable, iface_addr->node_id,
+                  iface_addr->iface_id,
                   dev_addr->backend, dev_addr->domain);
         return UCS_ERR_UNREACHABLE;
     }

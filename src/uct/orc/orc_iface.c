@@ -10,6 +10,7 @@
 #include <ucs/debug/memtrack_int.h>
 #include <ucs/sys/string.h>
 #include <ucs/sys/sys.h>
+#include <ucs/sys/uid.h>
 #include <ucs/time/time.h>
 #include <ucs/type/class.h>
 
@@ -922,7 +923,8 @@ static ucs_status_t uct_orc_iface_query(uct_iface_h tl_iface,
                       UCT_IFACE_FLAG_PENDING | UCT_IFACE_FLAG_CB_SYNC |
                       UCT_IFACE_FLAG_CONNECT_TO_IFACE |
                       UCT_IFACE_FLAG_ERRHANDLE_PEER_FAILURE |
-                      UCT_IFACE_FLAG_EP_CHECK;
+                      UCT_IFACE_FLAG_EP_CHECK |
+                      UCT_ORC_COMPAT_IFACE_FLAG_INTER_NODE;
     attr->cap.event_flags = UCT_IFACE_FLAG_EVENT_SEND_COMP |
                             UCT_IFACE_FLAG_EVENT_RECV |
                             UCT_IFACE_FLAG_EVENT_FD;
@@ -977,6 +979,8 @@ static ucs_status_t uct_orc_iface_get_device_address(uct_iface_h tl_iface,
 
     dev_addr->backend = iface->md->dev->backend;
     dev_addr->domain  = iface->domain;
+    dev_addr->host_id = ucs_get_system_id();
+    dev_addr->net_ns  = ucs_sys_get_ns(UCS_SYS_NS_TYPE_NET);
     return UCS_OK;
 }
 
@@ -992,16 +996,34 @@ static ucs_status_t uct_orc_iface_get_address(uct_iface_h tl_iface,
     return UCS_OK;
 }
 
+const char *uct_orc_iface_unreachable(uct_iface_h tl_iface,
+                                      const uct_device_addr_t *addr,
+                                      const uct_iface_addr_t *iface_addr,
+                                      int same_device)
+{
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    const uct_orc_dev_addr_t *dev_addr = (const uct_orc_dev_addr_t*)addr;
+    const char *why;
+
+    if (dev_addr == NULL) {
+        return "orc: no device address";
+    }
+
+    why = uct_orc_iface_addr_unreachable(
+            iface, dev_addr, (const uct_orc_iface_addr_t*)iface_addr);
+    if ((why == NULL) && same_device &&
+        ((dev_addr->host_id != ucs_get_system_id()) ||
+         (dev_addr->net_ns != (uint32_t)ucs_sys_get_ns(UCS_SYS_NS_TYPE_NET)))) {
+        why = "orc: device on another host or network namespace";
+    }
+    return why;
+}
+
 static int uct_orc_iface_is_reachable(const uct_iface_h tl_iface,
                                       const uct_device_addr_t *addr,
                                       const uct_iface_addr_t *iface_addr)
 {
-    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
-    const uct_orc_dev_addr_t *dev_addr = (const uct_orc_dev_addr_t*)addr;
-
-    return (dev_addr != NULL) &&
-           uct_orc_iface_addr_reachable(
-                   iface, dev_addr, (const uct_orc_iface_addr_t*)iface_addr);
+    return uct_orc_iface_unreachable(tl_iface, addr, iface_addr, 0) == NULL;
 }
 
 static ucs_status_t uct_orc_iface_flush(uct_iface_h tl_iface, unsigned flags,
@@ -1229,16 +1251,18 @@ static ucs_status_t uct_orc_iface_init_tx(uct_orc_iface_t *iface,
     iface->tx_cq_avail = ucs_min((unsigned)iface->send_cq->cqe, send_cqe);
     iface->tx_cq_len   = iface->tx_cq_avail;
 
-    status = ucs_mpool_init(&iface->tx_mp, sizeof(uct_orc_iface_t*),
-                            sizeof(uct_orc_op_t) + config->seg_size, 0, 64,
-                            128, UINT_MAX, &uct_orc_tx_mp_ops, "orc_tx");
+    status = uct_orc_compat_mpool_init(&iface->tx_mp, sizeof(uct_orc_iface_t*),
+                                       sizeof(uct_orc_op_t) + config->seg_size,
+                                       0, 64, 128, UINT_MAX, &uct_orc_tx_mp_ops,
+                                       "orc_tx");
     if (status != UCS_OK) {
         goto err_destroy_cq;
     }
     *(uct_orc_iface_t**)ucs_mpool_priv(&iface->tx_mp) = iface;
 
-    status = ucs_mpool_init(&iface->op_mp, 0, sizeof(uct_orc_op_t), 0, 64,
-                            256, UINT_MAX, &uct_orc_op_mp_ops, "orc_ops");
+    status = uct_orc_compat_mpool_init(&iface->op_mp, 0, sizeof(uct_orc_op_t),
+                                       0, 64, 256, UINT_MAX, &uct_orc_op_mp_ops,
+                                       "orc_ops");
     if (status != UCS_OK) {
         goto err_cleanup_tx_mp;
     }
@@ -1301,12 +1325,13 @@ static ucs_status_t uct_orc_iface_rx_mp_init(uct_orc_iface_t *iface,
                                    iface->config.rx_pad + sizeof(void*);
     iface->release_desc.cb       = uct_orc_iface_release_desc;
 
-    status = ucs_mpool_init(&iface->rx_mp, sizeof(uct_orc_iface_t*),
-                            iface->config.rx_desc_offset +
-                            iface->config.rx_headroom +
-                            iface->config.seg_size - sizeof(uct_orc_hdr_t),
-                            align_offset, align, 128, UINT_MAX,
-                            &uct_orc_rx_mp_ops, "orc_rx");
+    status = uct_orc_compat_mpool_init(&iface->rx_mp, sizeof(uct_orc_iface_t*),
+                                       iface->config.rx_desc_offset +
+                                       iface->config.rx_headroom +
+                                       iface->config.seg_size -
+                                       sizeof(uct_orc_hdr_t),
+                                       align_offset, align, 128, UINT_MAX,
+                                       &uct_orc_rx_mp_ops, "orc_rx");
     if (status != UCS_OK) {
         return status;
     }
@@ -1456,8 +1481,8 @@ static void uct_orc_iface_destroy_passives(uct_orc_iface_t *iface)
 }
 
 static uct_iface_ops_t uct_orc_iface_ops;
-static uct_iface_internal_ops_t uct_orc_iface_internal_ops =
-        UCT_ORC_COMPAT_INTERNAL_OPS_INIT;
+UCT_ORC_COMPAT_INTERNAL_OPS(uct_orc_iface_internal_ops,
+                            uct_orc_iface_unreachable, uct_orc_ep_is_peer);
 
 UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
                            uct_worker_h worker,

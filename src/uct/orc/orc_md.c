@@ -62,7 +62,7 @@ ucs_config_field_t uct_orc_md_config_table[] = {
      UCS_CONFIG_TYPE_TERNARY},
 
     {"", "", NULL, ucs_offsetof(uct_orc_md_config_t, rcache),
-     UCS_CONFIG_TYPE_TABLE(uct_md_config_rcache_table)},
+     UCS_CONFIG_TYPE_TABLE(UCT_ORC_COMPAT_RCACHE_CONFIG_TABLE)},
 
     {NULL}
 };
@@ -115,20 +115,25 @@ orc_mr_t *uct_orc_md_reg_direct(uct_orc_md_t *md, void *addr, size_t length)
     return orc_mr_reg(md->pd, addr, length, UCT_ORC_MR_ACCESS);
 }
 
-static ucs_status_t uct_orc_md_query(uct_md_h tl_md, uct_md_attr_t *md_attr)
+static ucs_status_t uct_orc_md_query(uct_md_h tl_md,
+                                     uct_orc_compat_md_attr_t *md_attr)
 {
     uct_orc_md_t *md = ucs_derived_of(tl_md, uct_orc_md_t);
 
-    md_attr->cap.flags            = UCT_MD_FLAG_REG | UCT_MD_FLAG_NEED_MEMH |
-                                    UCT_MD_FLAG_NEED_RKEY;
-    md_attr->cap.max_alloc        = 0;
-    md_attr->cap.max_reg          = (md->dev_attr.max_mr_size != 0) ?
-                                    md->dev_attr.max_mr_size : SIZE_MAX;
-    md_attr->cap.reg_mem_types    = UCS_BIT(UCS_MEMORY_TYPE_HOST);
-    md_attr->cap.alloc_mem_types  = 0;
-    md_attr->cap.access_mem_types = UCS_BIT(UCS_MEMORY_TYPE_HOST);
-    md_attr->cap.detect_mem_types = 0;
-    md_attr->rkey_packed_size     = sizeof(uct_orc_rkey_t);
+    uct_orc_compat_md_attr_init(md_attr);
+    UCT_ORC_COMPAT_MD_CAP(md_attr, flags)            = UCT_MD_FLAG_REG |
+                                                       UCT_MD_FLAG_NEED_MEMH |
+                                                       UCT_MD_FLAG_NEED_RKEY;
+    UCT_ORC_COMPAT_MD_CAP(md_attr, max_reg)          =
+            (md->dev_attr.max_mr_size != 0) ? md->dev_attr.max_mr_size :
+                                              SIZE_MAX;
+    UCT_ORC_COMPAT_MD_CAP(md_attr, reg_mem_types)    =
+            UCS_BIT(UCS_MEMORY_TYPE_HOST);
+    UCT_ORC_COMPAT_MD_CAP(md_attr, access_mem_types) =
+            UCS_BIT(UCS_MEMORY_TYPE_HOST);
+    UCT_ORC_COMPAT_MD_ATTR_SET_CACHEABLE(md_attr,
+                                         UCS_BIT(UCS_MEMORY_TYPE_HOST));
+    md_attr->rkey_packed_size = sizeof(uct_orc_rkey_t);
     /* With the cache, a hit costs the lookup; UCP plans with the miss cost
      * scaled as UCX's own transports do (overhead + per-byte growth). */
     if (md->dev->backend == ORC_DEV_BACKEND_SOFT) {
@@ -210,12 +215,13 @@ static void uct_orc_rcache_dump_region_cb(void *context, ucs_rcache_t *rcache,
 static ucs_rcache_ops_t uct_orc_rcache_ops = {
     .mem_reg     = uct_orc_rcache_mem_reg_cb,
     .mem_dereg   = uct_orc_rcache_mem_dereg_cb,
+    UCT_ORC_COMPAT_RCACHE_OPS_MERGE
     .dump_region = uct_orc_rcache_dump_region_cb
 };
 
-static ucs_status_t uct_orc_md_mem_reg(uct_md_h tl_md, void *address,
-                                       size_t length, unsigned flags,
-                                       uct_mem_h *memh_p)
+static ucs_status_t uct_orc_md_mem_reg_flags(uct_md_h tl_md, void *address,
+                                             size_t length, uint64_t flags,
+                                             uct_mem_h *memh_p)
 {
     uct_orc_md_t *md = ucs_derived_of(tl_md, uct_orc_md_t);
     int silent       = flags & UCT_MD_MEM_FLAG_HIDE_ERRORS;
@@ -230,8 +236,9 @@ static ucs_status_t uct_orc_md_mem_reg(uct_md_h tl_md, void *address,
     }
 
     if (md->rcache != NULL) {
-        status = ucs_rcache_get(md->rcache, address, length,
-                                PROT_READ | PROT_WRITE, &flags, &rregion);
+        status = uct_orc_compat_rcache_get(md->rcache, address, length,
+                                           PROT_READ | PROT_WRITE, &flags,
+                                           &rregion);
         if (status != UCS_OK) {
             ucs_log(silent ? UCS_LOG_LEVEL_DEBUG : UCS_LOG_LEVEL_ERROR,
                     "orc: %s: failed to register %p length %zu: %s",
@@ -258,6 +265,8 @@ static ucs_status_t uct_orc_md_mem_reg(uct_md_h tl_md, void *address,
     return UCS_OK;
 }
 
+UCT_ORC_COMPAT_MEM_REG_FUNC(uct_orc_md_mem_reg, uct_orc_md_mem_reg_flags)
+
 static void uct_orc_md_invalidate_cb(void *arg)
 {
     uct_invoke_completion((uct_completion_t*)arg, UCS_OK);
@@ -276,7 +285,7 @@ uct_orc_md_mem_dereg(uct_md_h tl_md, const uct_md_mem_dereg_params_t *params)
         return UCS_ERR_INVALID_PARAM;
     }
 
-    memh  = UCT_ORC_COMPAT_MD_DEREG_MEMH(params);
+    memh  = params->memh;
     flags = (params->field_mask & UCT_MD_MEM_DEREG_FIELD_FLAGS) ?
             params->flags : 0;
     if ((flags & UCT_MD_MEM_DEREG_FLAG_INVALIDATE) &&
@@ -308,10 +317,8 @@ uct_orc_md_mem_dereg(uct_md_h tl_md, const uct_md_mem_dereg_params_t *params)
     return UCS_OK;
 }
 
-static ucs_status_t
-uct_orc_md_mkey_pack(uct_md_h tl_md, uct_mem_h tl_memh,
-                     const uct_md_mkey_pack_params_t *params,
-                     void *rkey_buffer)
+static ucs_status_t uct_orc_md_mkey_pack_memh(uct_md_h tl_md, uct_mem_h tl_memh,
+                                              void *rkey_buffer)
 {
     uct_orc_memh_t *memh   = tl_memh;
     uct_orc_rkey_t *packed = rkey_buffer;
@@ -319,6 +326,8 @@ uct_orc_md_mkey_pack(uct_md_h tl_md, uct_mem_h tl_memh,
     packed->rkey = memh->mr->rkey;
     return UCS_OK;
 }
+
+UCT_ORC_COMPAT_MKEY_PACK_FUNC(uct_orc_md_mkey_pack, uct_orc_md_mkey_pack_memh)
 
 static void uct_orc_md_close(uct_md_h tl_md)
 {
@@ -355,10 +364,9 @@ static uct_md_ops_t uct_orc_md_ops = {
     .mem_query              = (uct_md_mem_query_func_t)
                                   ucs_empty_function_return_unsupported,
     .mkey_pack              = uct_orc_md_mkey_pack,
-    .is_sockaddr_accessible = (uct_md_is_sockaddr_accessible_func_t)
-                                  ucs_empty_function_return_zero_int,
     .detect_memory_type     = (uct_md_detect_memory_type_func_t)
-                                  ucs_empty_function_return_unsupported
+                                  ucs_empty_function_return_unsupported,
+    UCT_ORC_COMPAT_MD_OPS_VERSIONED
 };
 
 static ucs_status_t uct_orc_md_rcache_init(uct_orc_md_t *md,
@@ -371,9 +379,8 @@ static ucs_status_t uct_orc_md_rcache_init(uct_orc_md_t *md,
         return UCS_OK;
     }
 
-    uct_md_set_rcache_params(&params, &config->rcache);
+    uct_orc_compat_rcache_params(&params, &config->rcache);
     params.region_struct_size = sizeof(uct_orc_memh_t);
-    params.max_alignment      = ucs_get_page_size();
     params.ucm_events         = UCM_EVENT_VM_UNMAPPED;
     params.context            = md;
     params.ops                = &uct_orc_rcache_ops;
@@ -392,7 +399,7 @@ static ucs_status_t uct_orc_md_rcache_init(uct_orc_md_t *md,
         return UCS_OK;
     }
 
-    md->reg_cost_overhead = uct_md_rcache_overhead(&config->rcache);
+    md->reg_cost_overhead = uct_orc_compat_rcache_overhead(&config->rcache);
     return UCS_OK;
 }
 

@@ -741,9 +741,10 @@ TEST(client_ucp_hello, peer_never_appears_times_out)
     EXPECT_LT(ms_since(t0), 15000);
 }
 
-/* The same pairing with UCX_TLS=orc alone: the orc transport (preloaded, as
- * contrib/orc-run does for UCX 1.13) registers and pairs through the same
- * orcd, and the application still swaps no address itself. */
+/* The same pairing with UCX_TLS=orc alone: the orc transport (loaded the
+ * way contrib/orc-run does: preloaded into UCX 1.13, from UCX_PLUGIN_PATH by
+ * UCX 1.22) registers and pairs through the same orcd, and the application
+ * still swaps no address itself. */
 TEST(client_ucp_hello, two_processes_pair_by_name_over_orc)
 {
     std::string module = builddir() + "/.libs/libuct_orc.so";
@@ -762,8 +763,13 @@ TEST(client_ucp_hello, two_processes_pair_by_name_over_orc)
         "UCX_ORC_JOB=hello-orc",
         "UCX_TLS=orc",
         "UCX_WARN_UNUSED_ENV_VARS=n",
-        "LD_PRELOAD=" + module,
     };
+    /* a UCX that reads UCX_PLUGIN_PATH (set by the test harness there)
+     * loads orc itself; an older one needs it preloaded */
+    const char *plugin_path = getenv("UCX_PLUGIN_PATH");
+    if ((plugin_path == NULL) || (plugin_path[0] == '\0')) {
+        env.push_back("LD_PRELOAD=" + module);
+    }
     /* sanitizer builds: the preloaded module comes before libasan */
     const char *asan = getenv("ASAN_OPTIONS");
     env.push_back(std::string("ASAN_OPTIONS=verify_asan_link_order=0") +

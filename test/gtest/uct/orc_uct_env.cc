@@ -55,10 +55,24 @@ std::string test_iface()
     return env_or("ORC_UCT_TEST_IFACE", "lo");
 }
 
-static std::string port_file_path()
-{
-    return "/tmp/orc-uct-test-orcd." + std::to_string(getpid()) + ".port";
-}
+/* Files the child orcd needs only until it listens, removed on every path
+ * out of start_orcd() */
+struct orcd_start_files {
+    std::string port, config;
+
+    orcd_start_files() :
+        port("/tmp/orc-uct-test-orcd." + std::to_string(getpid()) + ".port"),
+        config(port + ".yaml")
+    {
+        unlink(port.c_str());
+    }
+
+    ~orcd_start_files()
+    {
+        unlink(port.c_str());
+        unlink(config.c_str());
+    }
+};
 
 /* Fork orcd with a config (or its command-line default when empty), its
  * stdout silenced, killed if the test binary dies; the child's pid, or -1 */
@@ -107,22 +121,21 @@ static int wait_orcd_port(pid_t pid, const std::string &port_file)
 
 void uct_env::start_orcd()
 {
-    std::string port_file = port_file_path(), conf;
-    unlink(port_file.c_str());
+    orcd_start_files files;
+    std::string conf;
 
     if (orcd_host() != "127.0.0.1") {
         /* another namespace's peers reach us over a veth */
-        conf = port_file + ".yaml";
+        conf = files.config;
         std::ofstream(conf) << "listen:\n  address: " << orcd_host()
                             << "\n  port: 0\n  allow_remote: true\n";
     }
-    pid_t pid = spawn_orcd(conf, port_file);
+    pid_t pid = spawn_orcd(conf, files.port);
     ASSERT_GT(pid, 0) << "fork: " << strerror(errno);
     m_orcd_pid = pid;
 
-    int port = wait_orcd_port(pid, port_file);
-    ASSERT_NE(0, port) << "orcd did not write " << port_file;
-    unlink(port_file.c_str());
+    int port = wait_orcd_port(pid, files.port);
+    ASSERT_NE(0, port) << "orcd did not write " << files.port;
     m_url = "http://" + orcd_host() + ":" + std::to_string(port);
     setenv("UCX_ORC_COORDINATOR", m_url.c_str(), 1);
 }
@@ -165,9 +178,16 @@ void uct_env::setup()
         start_orcd();
     }
 
-    std::string lib = m_builddir + "/.libs/libuct_orc.so";
-    void *handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
-    ASSERT_TRUE(handle != NULL) << "dlopen " << lib << ": " << dlerror();
+    /* A UCX that reads UCX_PLUGIN_PATH (1.22; the test harness sets it
+     * there) loads orc itself, as any UCX program would: uct_entity::open()
+     * fails if it did not. Older UCX (1.13) only knows the transport once
+     * the library is loaded. */
+    const char *plugin_path = getenv("UCX_PLUGIN_PATH");
+    if ((plugin_path == NULL) || (plugin_path[0] == '\0')) {
+        std::string lib = m_builddir + "/.libs/libuct_orc.so";
+        void *handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
+        ASSERT_TRUE(handle != NULL) << "dlopen " << lib << ": " << dlerror();
+    }
     done = true;
 }
 
@@ -403,6 +423,25 @@ uct_component_h orc_component()
     }
     uct_release_component_list(components);
     return found;
+}
+
+void *orc_module_symbol(const char *name)
+{
+    uct_component_h component = orc_component();
+    Dl_info info;
+    void *handle, *symbol;
+
+    if ((component == NULL) || !dladdr(component, &info)) {
+        return NULL;
+    }
+    /* the module already loaded (a reference, dropped again below) */
+    handle = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+    if (handle == NULL) {
+        return NULL;
+    }
+    symbol = dlsym(handle, name);
+    dlclose(handle);
+    return symbol;
 }
 
 ucs_status_t entity::open(size_t rx_headroom,

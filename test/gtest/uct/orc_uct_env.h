@@ -231,6 +231,10 @@ uct_component_h orc_component();
  * process (!own: a server's accepted connections) */
 int tcp_connections(int port, bool own);
 
+/* a symbol of the orc module UCX loaded, or NULL: looked up in that module
+ * (UCX 1.22's loader opens it RTLD_LOCAL, out of RTLD_DEFAULT's reach) */
+void *orc_module_symbol(const char *name);
+
 std::string hex(const void *buf, size_t len);
 std::vector<uint8_t> unhex(const std::string &s);
 

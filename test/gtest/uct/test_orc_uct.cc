@@ -1301,17 +1301,85 @@ TEST_F(OrcUct, AmBothDirectionsNoDeadlock)
     }, 60));
 }
 
+/* orc's device address: backend (1 byte), coordinator domain (4), host id
+ * (8), network namespace (4) */
+enum { DEV_ADDR_DOMAIN = 1, DEV_ADDR_HOST = 5 };
+
 TEST_F(OrcUct, UnreachableAddress)
 {
     std::vector<uint8_t> dev = b.dev_addr();
     std::vector<uint8_t> ifa = b.iface_addr();
-    dev.back() ^= 0xff; /* another coordinator domain */
+    dev[DEV_ADDR_DOMAIN] ^= 0xff; /* another coordinator domain */
     EXPECT_FALSE(uct_iface_is_reachable(a.iface(),
                                         (uct_device_addr_t*)dev.data(),
                                         (uct_iface_addr_t*)ifa.data()));
     uct_ep_h e;
     EXPECT_EQ(UCS_ERR_UNREACHABLE, a.create_ep(dev, ifa, &e));
 }
+
+#if UCT_API >= UCT_VERSION(1, 18)
+extern "C" {
+#include <uct/api/v2/uct_v2.h>
+}
+
+/* What UCP >= 1.18 asks instead of the public is_reachable op: reachability
+ * with a scope (the same device: this host and network namespace), and
+ * whether an ep leads to a given peer. And orc reaches other hosts. */
+TEST_F(OrcUct, ReachabilityScopeAndEpIsConnected)
+{
+    EXPECT_TRUE(a.attr().cap.flags & UCT_IFACE_FLAG_INTER_NODE);
+
+    std::vector<uint8_t> dev = b.dev_addr();
+    std::vector<uint8_t> ifa = b.iface_addr();
+    char info[256];
+    uct_iface_is_reachable_params_t params = {};
+    params.field_mask         = UCT_IFACE_IS_REACHABLE_FIELD_DEVICE_ADDR |
+                                UCT_IFACE_IS_REACHABLE_FIELD_IFACE_ADDR |
+                                UCT_IFACE_IS_REACHABLE_FIELD_SCOPE |
+                                UCT_IFACE_IS_REACHABLE_FIELD_INFO_STRING |
+                                UCT_IFACE_IS_REACHABLE_FIELD_INFO_STRING_LENGTH;
+    params.device_addr        = (uct_device_addr_t*)dev.data();
+    params.iface_addr         = (uct_iface_addr_t*)ifa.data();
+    params.info_string        = info;
+    params.info_string_length = sizeof(info);
+    for (auto scope : {UCT_IFACE_REACHABILITY_SCOPE_NETWORK,
+                       UCT_IFACE_REACHABILITY_SCOPE_DEVICE}) {
+        params.scope = scope;
+        EXPECT_TRUE(uct_iface_is_reachable_v2(a.iface(), &params)) << info;
+    }
+
+    /* a peer on another host: reachable over the network only */
+    std::vector<uint8_t> remote = dev;
+    remote[DEV_ADDR_HOST] ^= 0xff;
+    params.device_addr = (uct_device_addr_t*)remote.data();
+    params.scope       = UCT_IFACE_REACHABILITY_SCOPE_NETWORK;
+    EXPECT_TRUE(uct_iface_is_reachable_v2(a.iface(), &params)) << info;
+    params.scope       = UCT_IFACE_REACHABILITY_SCOPE_DEVICE;
+    EXPECT_FALSE(uct_iface_is_reachable_v2(a.iface(), &params));
+    EXPECT_NE(0u, strlen(info)); /* why not */
+
+    /* another coordinator domain: not at all */
+    std::vector<uint8_t> other = dev;
+    other[DEV_ADDR_DOMAIN] ^= 0xff;
+    params.device_addr = (uct_device_addr_t*)other.data();
+    params.scope       = UCT_IFACE_REACHABILITY_SCOPE_NETWORK;
+    EXPECT_FALSE(uct_iface_is_reachable_v2(a.iface(), &params));
+
+    /* the fixture's ep leads to b, and to nothing else */
+    uct_ep_is_connected_params_t conn = {};
+    conn.field_mask  = UCT_EP_IS_CONNECTED_FIELD_DEVICE_ADDR |
+                       UCT_EP_IS_CONNECTED_FIELD_IFACE_ADDR;
+    conn.device_addr = (uct_device_addr_t*)dev.data();
+    conn.iface_addr  = (uct_iface_addr_t*)ifa.data();
+    EXPECT_TRUE(uct_ep_is_connected(ep, &conn));
+    std::vector<uint8_t> a_ifa = a.iface_addr();
+    conn.iface_addr = (uct_iface_addr_t*)a_ifa.data();
+    EXPECT_FALSE(uct_ep_is_connected(ep, &conn));
+    conn.iface_addr = (uct_iface_addr_t*)ifa.data();
+    conn.device_addr = (uct_device_addr_t*)other.data();
+    EXPECT_FALSE(uct_ep_is_connected(ep, &conn));
+}
+#endif
 
 /* A node that is registered but never answers its mailbox */
 class fake_node {
@@ -1525,8 +1593,8 @@ TEST(OrcUctConfig, SoftnicLogThroughUcx)
                                     orc_dev_config_t *dev_config);
     uct_env::setup();
     dev_config_fn_t dev_config_fn =
-        (dev_config_fn_t)dlsym(RTLD_DEFAULT, "uct_orc_md_dev_config");
-    ASSERT_TRUE(dev_config_fn != NULL) << dlerror();
+        (dev_config_fn_t)orc_module_symbol("uct_orc_md_dev_config");
+    ASSERT_TRUE(dev_config_fn != NULL);
     uct_md_config_t *md_config;
     ASSERT_EQ(UCS_OK,
               uct_md_config_read(orc_component(), NULL, NULL, &md_config));
