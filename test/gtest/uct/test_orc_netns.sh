@@ -7,10 +7,12 @@
 set -u
 
 builddir=${ORC_TOP_BUILDDIR:-$(pwd)}
+srcdir=${ORC_TOP_SRCDIR:-$(dirname "$0")/../../..}
 test_bin=$builddir/test/gtest/uct/test_orc_uct
 lib=$builddir/.libs/libuct_orc.so
 orcd=$builddir/src/coordinator/orcd/orcd
-perftest=${UCX_PERFTEST:-$(command -v ucx_perftest || true)}
+perftest=${ORC_UCX_PERFTEST:-$(command -v ucx_perftest || true)}
+[ -x "$perftest" ] || perftest=
 
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
     echo "SKIP: needs root and iproute2"
@@ -89,33 +91,10 @@ else
     export UCX_ORC_COORDINATOR=$url UCX_ORC_BACKEND=soft
     export UCX_ORC_SOFT_IFACES=orc0 UCX_ORC_JOB=netns
     export UCX_WARN_UNUSED_ENV_VARS=n
-    # preloaded into ucx_perftest only, not into ip/ss/timeout
-    preload=$lib${LD_PRELOAD:+:$LD_PRELOAD}
-    port=$(( 20000 + tag % 20000 ))
-    run() {
-        local name=$1
-        shift
-        port=$((port + 1))
-        ip netns exec "$nsa" timeout 60 env LD_PRELOAD="$preload" "$perftest" -p $port "$@" \
-            > "$tmp/server.log" 2>&1 &
-        local spid=$! ok=1
-        for _ in $(seq 50); do
-            ip netns exec "$nsa" ss -ltn | grep -q ":$port " && break
-            sleep 0.1
-        done
-        ip netns exec "$nsb" timeout 60 env LD_PRELOAD="$preload" "$perftest" $ipa -p $port "$@" \
-            > "$tmp/client.log" 2>&1 || ok=0
-        wait $spid || ok=0
-        if [ $ok = 1 ] && grep -q '^Final:' "$tmp/client.log"; then
-            printf 'PASS %-20s %s\n' "$name" \
-                "$(grep '^Final:' "$tmp/client.log" | tr -s ' ')"
-        else
-            fail=$((fail + 1))
-            echo "FAIL $name: ucx_perftest $*"
-            tail -40 "$tmp/client.log" | sed 's/^/  client: /'
-            tail -15 "$tmp/server.log" | sed 's/^/  server: /'
-        fi
-    }
+    server_pre=(ip netns exec "$nsa")
+    client_pre=(ip netns exec "$nsb")
+    server_addr=$ipa
+    . "$srcdir/test/gtest/uct/perftest_lib.sh"
     uct="-x orc -d soft_orc0:1 -n 300"
     run put_lat/short  $uct -t put_lat -D short
     run get/zcopy      $uct -t get -D zcopy

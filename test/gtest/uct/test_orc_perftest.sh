@@ -4,16 +4,17 @@
 # Each run must complete and report; data correctness is the job of
 # test_orc_uct. Short iteration counts: this is a smoke test, not a benchmark.
 #
-# Needs: ucx_perftest (ucx-utils), the built module and orcd. A private orcd
-# is started on a free loopback port and stopped at exit.
+# Needs: ucx_perftest (of the UCX built against: ORC_UCX_PERFTEST from the
+# test harness), the built module and orcd. A private orcd is started on a free
+# loopback port and stopped at exit.
 set -u
 
 builddir=${ORC_TOP_BUILDDIR:-$(pwd)}
-perftest=${UCX_PERFTEST:-$(command -v ucx_perftest || true)}
+srcdir=${ORC_TOP_SRCDIR:-$(dirname "$0")/../../..}
+perftest=${ORC_UCX_PERFTEST:-$(command -v ucx_perftest || true)}
 lib=$builddir/.libs/libuct_orc.so
 orcd=$builddir/src/coordinator/orcd/orcd
 iters=${ORC_PERFTEST_ITERS:-500}
-tmp=$(mktemp -d /tmp/orc-perftest.XXXXXX)
 
 if [ -z "$perftest" ] || [ ! -x "$perftest" ]; then
     echo "SKIP: ucx_perftest not found (install ucx-utils)"
@@ -35,6 +36,7 @@ if ldd "$lib" | grep -q libasan; then
     exit 77
 fi
 
+tmp=$(mktemp -d /tmp/orc-perftest.XXXXXX)
 orcd_pid=
 cleanup() {
     [ -n "$orcd_pid" ] && kill -TERM "$orcd_pid" 2>/dev/null && wait "$orcd_pid"
@@ -52,42 +54,12 @@ done
 
 export UCX_ORC_COORDINATOR=http://127.0.0.1:$(cat "$tmp/port")
 export UCX_ORC_BACKEND=soft UCX_ORC_SOFT_IFACES=lo UCX_ORC_JOB=perftest
-# preloaded into ucx_perftest only, not into the helper commands
-preload=$lib${LD_PRELOAD:+:$LD_PRELOAD}
 export UCX_WARN_UNUSED_ENV_VARS=n
 
-# a free TCP port for perftest's own rendezvous
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-pass=0
-fail=0
-run() {
-    local name=$1
-    shift
-    local port
-    port=$(free_port)
-    timeout 60 env LD_PRELOAD="$preload" "$perftest" -p "$port" "$@" > "$tmp/server.log" 2>&1 &
-    local spid=$!
-    local ok=1 i
-    for i in $(seq 50); do
-        # the server is listening once ss shows the port
-        ss -ltn 2>/dev/null | grep -q ":$port " && break
-        sleep 0.1
-    done
-    timeout 60 env LD_PRELOAD="$preload" "$perftest" 127.0.0.1 -p "$port" "$@" > "$tmp/client.log" 2>&1 || ok=0
-    wait "$spid" || ok=0
-    if [ $ok = 1 ] && grep -q '^Final:' "$tmp/client.log"; then
-        pass=$((pass + 1))
-        printf 'PASS %-28s %s\n' "$name" "$(grep '^Final:' "$tmp/client.log" | tr -s ' ')"
-    else
-        fail=$((fail + 1))
-        echo "FAIL $name: ucx_perftest $*"
-        sed 's/^/  client: /' "$tmp/client.log" | tail -15
-        sed 's/^/  server: /' "$tmp/server.log" | tail -15
-    fi
-}
+server_pre=()
+client_pre=()
+server_addr=127.0.0.1
+. "$srcdir/test/gtest/uct/perftest_lib.sh"
 
 uct="-x orc -d soft_lo:1 -n $iters"
 # UCT: data layouts orc advertises per operation

@@ -1,0 +1,74 @@
+# ucx_perftest over orc, shared by test_orc_perftest.sh and test_orc_netns.sh
+# (sourced, bash). The caller sets:
+#   perftest      ucx_perftest of the UCX built against
+#   lib           the built module (libuct_orc.so)
+#   tmp           a private directory for logs
+#   server_pre, client_pre   arrays: command prefixes of the two sides
+#                 (e.g. ip netns exec NS), may be empty
+#   server_addr   the address the client connects to
+# and gets pass/fail counters (added to the caller's, if any).
+
+pass=${pass:-0}
+fail=${fail:-0}
+
+# The environment (VAR=value words) that puts orc into a UCX program: where
+# the test harness set UCX_PLUGIN_PATH (a UCX that reads it, 1.22), UCX loads
+# the module itself; otherwise (1.13, which loads only its own modules) it is
+# preloaded. Only ucx_perftest gets it, not the helper commands.
+if [ -n "${UCX_PLUGIN_PATH:-}" ]; then
+    orc_env=("UCX_PLUGIN_PATH=$UCX_PLUGIN_PATH")
+else
+    orc_env=("LD_PRELOAD=$lib${LD_PRELOAD:+:$LD_PRELOAD}")
+fi
+
+# perftest's own side channel: ports below the kernel's ephemeral range (no
+# connection of the test holds one), from a per-process start
+eph_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
+[[ "$eph_low" =~ ^[0-9]+$ ]] && [ "$eph_low" -gt 12000 ] || eph_low=32768
+port_seq=$((10000 + $$ % (eph_low - 11000)))
+
+# run_once ARGS...: one server/client pair; 0 if the client reported its
+# final line. A port found taken (the server cannot bind) is skipped, at
+# most 3 tries; the client retries while the server is not listening yet
+# (bounded): no sleep stands in for the server's start-up.
+run_once() {
+    local attempt i spid
+    for attempt in 1 2 3; do
+        port_seq=$((port_seq + 1))
+        "${server_pre[@]}" timeout 60 env "${orc_env[@]}" "$perftest" \
+            -p "$port_seq" "$@" >"$tmp/server.log" 2>&1 &
+        spid=$!
+        for i in $(seq 1 100); do
+            "${client_pre[@]}" timeout 60 env "${orc_env[@]}" "$perftest" \
+                "$server_addr" -p "$port_seq" "$@" >"$tmp/client.log" 2>&1
+            echo "client exit status $?" >>"$tmp/client.log"
+            grep -q '^Final:' "$tmp/client.log" && break
+            # perftest reports a refused connection on stdout
+            grep -q 'Connection refused' "$tmp/client.log" || break
+            kill -0 "$spid" 2>/dev/null || break
+            sleep 0.1
+        done
+        wait "$spid"
+        echo "server exit status $?" >>"$tmp/server.log"
+        grep -q 'Address already in use' "$tmp/server.log" || break
+    done
+    grep -q '^Final:' "$tmp/client.log" &&
+        grep -q '^server exit status 0$' "$tmp/server.log" &&
+        grep -q '^client exit status 0$' "$tmp/client.log"
+}
+
+# run NAME ARGS...: one pair, reported as PASS or FAIL (with both logs)
+run() {
+    local name=$1
+    shift
+    if run_once "$@"; then
+        pass=$((pass + 1))
+        printf 'PASS %-28s %s\n' "$name" \
+            "$(grep '^Final:' "$tmp/client.log" | tr -s ' ')"
+    else
+        fail=$((fail + 1))
+        echo "FAIL $name: ucx_perftest $*"
+        tail -n 20 "$tmp/client.log" | sed 's/^/  client: /'
+        tail -n 15 "$tmp/server.log" | sed 's/^/  server: /'
+    fi
+}
