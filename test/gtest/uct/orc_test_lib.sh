@@ -8,6 +8,9 @@ builddir=${ORC_TOP_BUILDDIR:-$(pwd)}
 srcdir=${ORC_TOP_SRCDIR:-$builddir/..}
 lib=$builddir/.libs/libuct_orc.so
 orcd=$builddir/src/coordinator/orcd/orcd
+# ucx_info, perftest: the UCX built against's; orc_env: how orc gets into
+# a UCX program (env "${orc_env[@]}" PROGRAM ...)
+. "$(dirname "${BASH_SOURCE[0]}")/orc_ucx_env.sh"
 tmp=$(mktemp -d /tmp/orc-test.XXXXXX)
 orc_pids=()
 orc_netns=()

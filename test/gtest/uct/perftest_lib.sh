@@ -1,6 +1,6 @@
 # ucx_perftest over orc, shared by test_orc_perftest.sh and test_orc_netns.sh
-# (sourced, bash). The caller sets:
-#   perftest      ucx_perftest of the UCX built against
+# (sourced, bash); orc_ucx_env.sh sets perftest (the UCX built against's)
+# and orc_env. The caller sets:
 #   lib           the built module (libuct_orc.so)
 #   tmp           a private directory for logs
 #   server_pre, client_pre   arrays: command prefixes of the two sides
@@ -11,15 +11,8 @@
 pass=${pass:-0}
 fail=${fail:-0}
 
-# The environment (VAR=value words) that puts orc into a UCX program: where
-# the test harness set UCX_PLUGIN_PATH (a UCX that reads it, 1.22), UCX loads
-# the module itself; otherwise (1.13, which loads only its own modules) it is
-# preloaded. Only ucx_perftest gets it, not the helper commands.
-if [ -n "${UCX_PLUGIN_PATH:-}" ]; then
-    orc_env=("UCX_PLUGIN_PATH=$UCX_PLUGIN_PATH")
-else
-    orc_env=("LD_PRELOAD=$lib${LD_PRELOAD:+:$LD_PRELOAD}")
-fi
+# perftest, and orc_env: how orc gets into it (and only into it)
+. "$(dirname "${BASH_SOURCE[0]}")/orc_ucx_env.sh"
 
 # perftest's own side channel: ports below the kernel's ephemeral range (no
 # connection of the test holds one), from a per-process start

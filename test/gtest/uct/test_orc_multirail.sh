@@ -14,8 +14,6 @@
 set -u
 . "$(dirname "$0")/orc_test_lib.sh"
 
-perftest=${UCX_PERFTEST:-$(command -v ucx_perftest || true)}
-
 orc_need_root
 [ -n "$perftest" ] || orc_skip "ucx_perftest not found (install ucx-utils)"
 orc_need_preloadable "$lib" ucx_perftest
@@ -76,7 +74,7 @@ transfer() {
     before1=$(bytes 1)
     ip netns exec "$nsa" env UCX_ORC_JOB=rails$rails$port \
         UCX_MAX_RNDV_RAILS=$rails "$@" taskset -c "$cpus" timeout 60 \
-        env LD_PRELOAD="$lib" "$perftest" \
+        env "${orc_env[@]}" "$perftest" \
         -p $port -t tag_bw -s $size -n $iters -w 0 > "$tmp/server.log" 2>&1 &
     spid=$!
     for _ in $(seq 50); do
@@ -85,14 +83,13 @@ transfer() {
     done
     ip netns exec "$nsb" env UCX_ORC_JOB=rails$rails$port \
         UCX_MAX_RNDV_RAILS=$rails "$@" taskset -c "$cpus" timeout 60 \
-        env LD_PRELOAD="$lib" "$perftest" \
+        env "${orc_env[@]}" "$perftest" \
         $ipa -p $port -t tag_bw -s $size -n $iters -w 0 \
         > "$tmp/client.log" 2>&1 || ok=0
     wait $spid || ok=0
     moved0=$(( $(bytes 0) - before0 ))
     moved1=$(( $(bytes 1) - before1 ))
-    lanes=$(sed -n 's/.*ep_cfg\[[0-9]*\]: tag(\([^)]*\)).*/\1/p' \
-            "$tmp/client.log" | head -1)
+    lanes=$(sed -n "$orc_ucp_tag_lanes" "$tmp/client.log" | head -1)
     if [ $ok = 0 ] || ! grep -q '^Final:' "$tmp/client.log"; then
         echo "FAIL rails=$rails: ucx_perftest failed"
         tail -20 "$tmp/client.log" | sed 's/^/  client: /'

@@ -16,7 +16,6 @@ set -u
 
 orcctl=$builddir/orcctl
 hello=$builddir/contrib/examples/orc_hello
-ucx_info=$(command -v ucx_info || true)
 xml=$srcdir/test/gtest/dev/topo/two-numa.xml
 
 orc_need_root
@@ -65,12 +64,12 @@ topo_env() {
 }
 
 # in_ns TOPOLOGY CPUS CMD...: CMD in the namespace, bound, shown TOPOLOGY,
-# at most 60 s, orc preloaded into CMD only
+# at most 60 s, orc put into CMD only
 in_ns() {
     local topo=$1 cpus=$2
     shift 2
     ip netns exec "$ns" env "$(topo_env "$topo")" taskset -c "$cpus" \
-        timeout 60 env LD_PRELOAD="$lib" "$@"
+        timeout 60 env "${orc_env[@]}" "$@"
 }
 
 # ucx_info -d, one line per soft device in listing order:
@@ -103,9 +102,9 @@ chosen() {
         sed 's/^/  b: /' "$tmp/b.log" | tail -5 >&2
         return
     fi
-    # "ep_cfg[0]: tag(orc/soft_nic1:1) ..." in both processes' logs
-    sed -n 's/.*ep_cfg\[[0-9]*\]: tag(orc\/\(soft_nic[01]\):1.*/\1/p' \
-        "$tmp/a.log" "$tmp/b.log" | sort -u | tr '\n' ' ' | sed 's/ $//'
+    # the first tag lane, "orc/soft_nic1:1", in both processes' logs
+    sed -n "$orc_ucp_tag_lanes" "$tmp/a.log" "$tmp/b.log" |
+        sed -n 's/^orc\/\(soft_nic[01]\):1.*/\1/p' | sort -u | tr '\n' ' ' | sed 's/ $//'
 }
 
 field() { # field DEVICE N: column N of DEVICE in $devs
