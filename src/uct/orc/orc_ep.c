@@ -1071,7 +1071,8 @@ int uct_orc_ep_is_peer(uct_ep_h tl_ep, const uct_device_addr_t *dev_addr,
     return (uct_orc_iface_addr_unreachable(
                     uct_orc_ep_iface(ep), (const uct_orc_dev_addr_t*)dev_addr,
                     peer) == NULL) &&
-           (peer->node_id == ep->peer_node);
+           (peer->node_id == ep->peer_node) &&
+           (peer->iface_id == ep->peer_iface);
 }
 
 /* ------------------------------------------------------- state changes */
