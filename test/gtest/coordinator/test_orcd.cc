@@ -1324,9 +1324,11 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
     const int pairs = 16, rounds = 40;
     http_client c;
     std::vector<long long> a(pairs), b(pairs);
+    /* nobody keeps these nodes alive: a TTL longer than the test, which
+     * under ASan on a loaded machine outlasted the default 10 s (410) */
     for (int i = 0; i < pairs; ++i) {
-        a[i] = register_node(c, "p");
-        b[i] = register_node(c, "p");
+        a[i] = register_node(c, "p", 300);
+        b[i] = register_node(c, "p", 300);
     }
     auto mbox = [&](long long id) {
         return u("/v1/jobs/p/nodes/" + std::to_string(id) + "/mailbox");
