@@ -63,7 +63,7 @@
  * hardware) the budget is at least 5 s, and the QP's own budget starts once
  * the connection is up. timeout = 0 means infinite, as in the IB spec.
  *
- * Wire protocol: see sn_wire.c. Every header field is validated; a bad
+ * Wire protocol: see sn_wire.h. Every header field is validated; a bad
  * frame closes the connection (initiator side: the QP goes to ERR with
  * IBV_WC_RETRY_EXC_ERR / flush, like a dead peer; target side: the peer sees
  * a dead connection).
@@ -559,7 +559,7 @@ uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now);
 /* cq_poll found nothing: drive ring progress of the CQ's QPs */
 void sn_cq_ring_progress(sn_cq_t *cq);
 
-/* Service thread and wire (sn_wire.c) */
+/* Service loop (sn_svc.c), connections (sn_conn.c), requester (sn_req.c) */
 int sn_svc_start(sn_inst_t *inst);
 /* cq_poll found nothing: run one non-blocking step of the service loop on
  * this thread if the instance has TCP data connections and nobody else is

@@ -1,0 +1,936 @@
+/*
+ * softnic's connections (sn_wire.h): the connection objects and their
+ * sockets, accepting and connecting (with retries of a slow connect), the
+ * HELLO handshake (same-host paths: MR table, SEND ring), the output
+ * buffer, receiving frames and their payloads into checked memory
+ * (sinks), and a connection's events, handing each frame to the responder
+ * (sn_resp.c) or the requester (sn_req.c).
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "sn_wire.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* ---- epoll helpers ----------------------------------------------------- */
+
+void sn_conn_set_events(sn_inst_t *inst,
+                        sn_conn_t *conn, uint32_t events)
+{
+    struct epoll_event ev;
+
+    if (conn->events == events) {
+        return;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = events;
+    ev.data.ptr = conn;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_MOD, conn->fd, &ev) == 0) {
+        conn->events = events;
+    }
+}
+
+void sn_svc_want_tx(sn_qp_t *qp)
+{
+    sn_inst_t *inst = sn_qp_inst(qp);
+    struct epoll_event ev;
+
+    if (qp->tx_blocked || (qp->conn == NULL)) {
+        return;
+    }
+    qp->tx_blocked = 1;
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = EPOLLIN | EPOLLOUT;
+    ev.data.ptr = qp->conn;
+    /* conn->events is the service thread's; it re-reads the real interest
+     * from tx_blocked under the QP lock */
+    epoll_ctl(inst->epoll_fd, EPOLL_CTL_MOD, qp->conn_fd, &ev);
+}
+
+/* ---- sinks ------------------------------------------------------------- */
+
+/* Build a sink over [offset, offset + len) of a scatter list, checking every
+ * segment against the local MR table (LOCAL_WRITE, pdn). Returns 0 or -1. */
+int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
+                      const struct ibv_sge *sge, int num_sge,
+                      uint32_t pdn, uint64_t offset, uint64_t len)
+{
+    uint64_t take;
+    int i;
+
+    memset(sink, 0, sizeof(*sink));
+    for (i = 0; (i < num_sge) && (len > 0); ++i) {
+        if (offset >= sge[i].length) {
+            offset -= sge[i].length;
+            continue;
+        }
+        take = sge[i].length - offset;
+        if (take > len) {
+            take = len;
+        }
+        if (sn_mr_check(inst->mrs, sge[i].lkey, pdn,
+                        sge[i].addr + offset, take,
+                        IBV_ACCESS_LOCAL_WRITE,
+                        &sink->seg[sink->num].snap) != 0) {
+            return -1;
+        }
+        sink->seg[sink->num].addr = sge[i].addr + offset;
+        sink->seg[sink->num].len  = take;
+        ++sink->num;
+        len   -= take;
+        offset = 0;
+    }
+    return (len == 0) ? 0 : -1;
+}
+
+static void sn_sink_advance(sn_sink_t *sink, uint64_t n)
+{
+    sink->cur_off += n;
+    if (sink->cur_off == sink->seg[sink->cur].len) {
+        ++sink->cur;
+        sink->cur_off = 0;
+    }
+}
+
+/* Copy n buffered bytes into the sink (or drop them). */
+static void sn_sink_put(sn_inst_t *inst, sn_sink_t *sink,
+                        const uint8_t *data, uint64_t n)
+{
+    uint64_t take;
+
+    while ((n > 0) && !sink->failed && (sink->cur < sink->num)) {
+        take = sink->seg[sink->cur].len - sink->cur_off;
+        if (take > n) {
+            take = n;
+        }
+        if (sn_mr_busy_begin(inst, &sink->seg[sink->cur].snap) != 0) {
+            sink->failed = 1;
+            break;
+        }
+        memcpy((void *)(uintptr_t)(sink->seg[sink->cur].addr + sink->cur_off),
+               data, take);
+        sn_mr_busy_end(inst);
+        sn_sink_advance(sink, take);
+        data += take;
+        n    -= take;
+    }
+}
+
+/* recv() at most max bytes straight into the sink (or the scratch buffer
+ * when discarding). Returns recv()'s result. */
+static ssize_t sn_sink_recv(sn_inst_t *inst, int fd,
+                            sn_sink_t *sink, uint64_t max)
+{
+    uint64_t take;
+    ssize_t ret;
+
+    if (sink->failed || (sink->cur >= sink->num)) {
+        take = (max < SN_CHUNK) ? max : SN_CHUNK;
+        return recv(fd, inst->scratch, take, MSG_DONTWAIT);
+    }
+    take = sink->seg[sink->cur].len - sink->cur_off;
+    if (take > max) {
+        take = max;
+    }
+    if (sn_mr_busy_begin(inst, &sink->seg[sink->cur].snap) != 0) {
+        sink->failed = 1;
+        take = (max < SN_CHUNK) ? max : SN_CHUNK;
+        return recv(fd, inst->scratch, take, MSG_DONTWAIT);
+    }
+    ret = recv(fd,
+               (void *)(uintptr_t)(sink->seg[sink->cur].addr + sink->cur_off),
+               take, MSG_DONTWAIT);
+    sn_mr_busy_end(inst);
+    if (ret > 0) {
+        sn_sink_advance(sink, ret);
+    }
+    return ret;
+}
+
+/* ---- output (service-thread frames) ------------------------------------ */
+
+/* Send data (header + optional payload) on a target connection; what the
+ * socket does not take is copied to obuf. Returns 0 or -1 (dead). */
+int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn,
+                const void *hdr, size_t hdr_len,
+                const void *payload, size_t payload_len)
+{
+    struct iovec iov[2];
+    struct msghdr msg;
+    size_t total = hdr_len + payload_len, need;
+    ssize_t ret  = 0;
+    uint8_t *tmp;
+
+    if (conn->olen == conn->opos) {
+        conn->opos = conn->olen = 0;
+        iov[0].iov_base = (void *)hdr;
+        iov[0].iov_len  = hdr_len;
+        iov[1].iov_base = (void *)payload;
+        iov[1].iov_len  = payload_len;
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_iov    = iov;
+        msg.msg_iovlen = (payload_len > 0) ? 2 : 1;
+        do {
+            ret = sendmsg(conn->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while ((ret < 0) && (errno == EINTR));
+        if (ret < 0) {
+            if ((errno != EAGAIN) && (errno != EWOULDBLOCK)) {
+                return -1;
+            }
+            ret = 0;
+        }
+        if ((size_t)ret == total) {
+            return 0;
+        }
+    }
+
+    need = conn->olen + total - ret;
+    if (need > conn->ocap) {
+        tmp = realloc(conn->obuf, need);
+        if (tmp == NULL) {
+            return -1;
+        }
+        conn->obuf = tmp;
+        conn->ocap = need;
+    }
+    if ((size_t)ret < hdr_len) {
+        memcpy(conn->obuf + conn->olen, (const uint8_t *)hdr + ret,
+               hdr_len - ret);
+        conn->olen += hdr_len - ret;
+        ret = 0;
+    } else {
+        ret -= hdr_len;
+    }
+    if (payload_len > (size_t)ret) {
+        memcpy(conn->obuf + conn->olen, (const uint8_t *)payload + ret,
+               payload_len - ret);
+        conn->olen += payload_len - ret;
+    }
+    sn_conn_set_events(inst, conn, EPOLLOUT);
+    return 0;
+}
+
+/* Returns 1 when obuf is empty, 0 when still pending, -1 when dead. */
+int sn_conn_flush(sn_conn_t *conn)
+{
+    ssize_t ret;
+
+    while (conn->opos < conn->olen) {
+        ret = send(conn->fd, conn->obuf + conn->opos, conn->olen - conn->opos,
+                   MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (ret < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
+        }
+        conn->opos += ret;
+    }
+    conn->opos = conn->olen = 0;
+    return 1;
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static sn_conn_t *sn_conn_new(sn_inst_t *inst, int fd,
+                              int role, uint32_t events)
+{
+    struct epoll_event ev;
+    sn_conn_t *conn;
+    int one = 1;
+
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return NULL;
+    }
+    conn->rbuf = malloc(SN_RBUF_SIZE);
+    if (conn->rbuf == NULL) {
+        free(conn);
+        return NULL;
+    }
+    conn->id     = ++inst->next_conn_id;
+    conn->fd     = fd;
+    conn->role   = role;
+    conn->events = events;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = events;
+    ev.data.ptr = conn;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        sn_log(inst, SOFTNIC_LOG_ERROR,
+               "epoll_ctl(ADD) failed: %m");
+        free(conn->rbuf);
+        free(conn);
+        return NULL;
+    }
+    conn->next  = inst->conns;
+    inst->conns = conn;
+    return conn;
+}
+
+void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
+{
+    sn_conn_t **pp;
+
+    for (pp = &inst->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == conn) {
+            *pp = conn->next;
+            break;
+        }
+    }
+    if ((conn->role == SN_ROLE_TGT) && (conn->qp != NULL) &&
+        (conn->have_recv || (conn->ring_att != NULL))) {
+        sn_ring_att_t **pp;
+
+        pthread_mutex_lock(&conn->qp->lock);
+        if (conn->have_recv) {
+            sn_tgt_unpop_recv(conn->qp, &conn->recv);
+        }
+        for (pp = &conn->qp->rings; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == conn->ring_att) {
+                *pp = conn->ring_att->next;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&conn->qp->lock);
+    }
+    if (conn->tcp_data) {
+        __atomic_fetch_sub(&inst->num_tcp_conns, 1, __ATOMIC_RELAXED);
+    }
+    if (conn->ring != NULL) {
+        sn_ring_destroy(inst, conn->ring, conn->ring_id);
+        __atomic_fetch_sub(&inst->num_rings, 1, __ATOMIC_RELAXED);
+    }
+    free(conn->ring_att);
+    epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    close(conn->fd);
+    free(conn->rbuf);
+    free(conn->obuf);
+    free(conn);
+}
+
+/* An initiator connection died or misbehaved: fail the QP's oldest WR. */
+static void sn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
+{
+    sn_qp_t *qp = conn->qp;
+
+    pthread_mutex_lock(&qp->lock);
+    if (qp->conn_id == conn->id) {
+        sn_log(inst, SOFTNIC_LOG_INFO,
+               "qp 0x%x: connection to qp 0x%x lost",
+               qp->super.qp_num, qp->attr.dest_qp_num);
+        qp->conn_id    = 0;
+        qp->conn       = NULL;
+        qp->conn_fd    = -1;
+        qp->conn_state = SN_CONN_FAILED;
+        qp->tx_blocked = 0;
+        /* SENDs the target took from the same-host ring were executed:
+         * they complete as such before the first unfinished WR fails */
+        if ((qp->ring != NULL) && (qp->ring_out > 0)) {
+            sn_ring_progress(qp, 1);
+        }
+        if (qp->sq_head != qp->sq_tail) {
+            sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+            sn_qp_complete(qp);
+        }
+    }
+    pthread_mutex_unlock(&qp->lock);
+    sn_conn_close(inst, conn);
+}
+
+static void sn_conn_fail(sn_inst_t *inst, sn_conn_t *conn)
+{
+    if (conn->role == SN_ROLE_INI) {
+        sn_ini_fail(inst, conn);
+    } else {
+        sn_conn_close(inst, conn);
+    }
+}
+
+/* ---- handshake ---------------------------------------------------------- */
+
+/* The connection carries data on TCP: pollers may serve it */
+static void sn_conn_count_tcp(sn_inst_t *inst,
+                              sn_conn_t *conn)
+{
+    conn->tcp_data = 1;
+    __atomic_fetch_add(&inst->num_tcp_conns, 1, __ATOMIC_RELAXED);
+}
+
+static void sn_hello_fill(sn_inst_t *inst, sn_hello_t *h,
+                          uint16_t type, uint32_t a, uint32_t b)
+{
+    memset(h, 0, sizeof(*h));
+    h->magic         = htole32(SN_HELLO_MAGIC);
+    h->version       = htole16(SN_WIRE_VERSION);
+    h->type          = htole16(type);
+    h->qpn_or_status = htole32(a);
+    h->qpn_or_pdn    = htole32(b);
+    h->host          = inst->host;
+    h->pid           = htole32((uint32_t)inst->pid);
+    h->inst_id       = htole32(inst->id);
+}
+
+static int sn_hello_valid(const sn_hello_t *h, uint16_t type)
+{
+    return (le32toh(h->magic) == SN_HELLO_MAGIC) &&
+           (le16toh(h->version) == SN_WIRE_VERSION) &&
+           (le16toh(h->type) == type);
+}
+
+/* TGT: a HELLO arrived. Returns -1 to close. */
+static int sn_tgt_hello(sn_inst_t *inst, sn_conn_t *conn,
+                        const sn_hello_t *h)
+{
+    sn_hello_t ack;
+    sn_qp_t *qp;
+    uint32_t pdn = 0;
+
+    if (!sn_hello_valid(h, SN_HELLO)) {
+        sn_log(inst, SOFTNIC_LOG_WARN,
+               "malformed hello");
+        return -1;
+    }
+    pthread_mutex_lock(&inst->lock);
+    qp = sn_qp_find(inst, le32toh(h->qpn_or_pdn));
+    if (qp != NULL) {
+        pdn = qp->pdn;
+    }
+    pthread_mutex_unlock(&inst->lock);
+
+    if (qp == NULL) {
+        sn_log(inst, SOFTNIC_LOG_INFO,
+               "hello for unknown qp 0x%x",
+               le32toh(h->qpn_or_pdn));
+        sn_hello_fill(inst, &ack, SN_HELLO_ACK, ENOENT, 0);
+        sn_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
+        conn->state = SN_CS_CLOSING;
+        sn_conn_set_events(inst, conn, EPOLLOUT);
+        return 0;
+    }
+    conn->qp       = qp;
+    conn->peer_qpn = le32toh(h->qpn_or_status) & 0xffffff;
+    conn->state    = SN_CS_READY;
+    sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connection from qp 0x%x",
+           qp->super.qp_num, conn->peer_qpn);
+    sn_hello_fill(inst, &ack, SN_HELLO_ACK, 0, pdn);
+    if (inst->config.no_cma || memcmp(&h->host, &inst->host, sizeof(h->host))) {
+        sn_conn_count_tcp(inst, conn);
+    }
+
+    /* same host: offer a shared-memory ring for SENDs */
+    if (!inst->config.no_cma && !inst->config.no_ring &&
+        !memcmp(&h->host, &inst->host, sizeof(h->host))) {
+        conn->ring_att = calloc(1, sizeof(*conn->ring_att));
+        if (conn->ring_att != NULL) {
+            conn->ring = sn_ring_create(inst, &conn->ring_id);
+        }
+        if (conn->ring != NULL) {
+            conn->ring_att->ring    = conn->ring;
+            conn->ring_att->src_qpn = conn->peer_qpn;
+            pthread_mutex_lock(&qp->lock);
+            sn_ring_set_rnr_timer(conn->ring, qp->attr.min_rnr_timer);
+            conn->ring_att->next = qp->rings;
+            qp->rings            = conn->ring_att;
+            pthread_mutex_unlock(&qp->lock);
+            __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
+            ack.ring_id    = htole32(conn->ring_id);
+            ack.ring_slots = htole32(SN_RING_SLOTS);
+        } else {
+            free(conn->ring_att);
+            conn->ring_att = NULL;
+        }
+    }
+    return sn_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
+}
+
+/* INI: the HELLO_ACK arrived. Returns -1 to fail. */
+static int sn_ini_hello_ack(sn_inst_t *inst, sn_conn_t *conn,
+                            const sn_hello_t *h)
+{
+    sn_qp_t *qp = conn->qp;
+    sn_mr_entry_t *table = NULL;
+    struct sn_ring *ring       = NULL;
+    int same_host;
+
+    if (!sn_hello_valid(h, SN_HELLO_ACK) ||
+        (le32toh(h->qpn_or_status) != 0)) {
+        sn_log(inst, SOFTNIC_LOG_INFO,
+               "qp 0x%x: connection refused by the peer (%u)",
+               qp->super.qp_num, le32toh(h->qpn_or_status));
+        return -1;
+    }
+    same_host = !inst->config.no_cma &&
+                !memcmp(&h->host, &inst->host, sizeof(h->host));
+    if (same_host) {
+        table = sn_mr_table_map(le64toh(h->host.pid_ns),
+                                (pid_t)le32toh(h->pid),
+                                le32toh(h->inst_id));
+        same_host = (table != NULL);
+    }
+    if (same_host && !inst->config.no_ring && (le32toh(h->ring_id) != 0) &&
+        (le32toh(h->ring_slots) == SN_RING_SLOTS)) {
+        ring = sn_ring_map(le64toh(h->host.pid_ns),
+                           (pid_t)le32toh(h->pid), le32toh(h->inst_id),
+                           le32toh(h->ring_id));
+    }
+
+    pthread_mutex_lock(&qp->lock);
+    if (qp->conn_id != conn->id) {
+        pthread_mutex_unlock(&qp->lock);
+        sn_mr_table_unmap(table);
+        if (ring != NULL) {
+            sn_ring_unmap(ring);
+        }
+        sn_conn_close(inst, conn);
+        return 0;
+    }
+    if (ring != NULL) {
+        qp->ring        = ring;
+        qp->ring_prod   = 0;
+        qp->ring_reaped = 0;
+        qp->ring_out    = 0;
+        qp->ring_atomic_out = 0;
+        __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
+    }
+    conn->state    = SN_CS_READY;
+    qp->conn_state = SN_CONN_READY;
+    if (!same_host) {
+        sn_conn_count_tcp(inst, conn);
+    }
+    qp->conn_fd    = conn->fd;
+    qp->same_host  = same_host;
+    qp->peer_mrs   = table;
+    qp->peer_pid   = (pid_t)le32toh(h->pid);
+    qp->peer_pdn   = le32toh(h->qpn_or_pdn);
+    qp->last_progress_ns = sn_now_ns(); /* the QP's budget starts now */
+    sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connected to qp 0x%x (%s)",
+           qp->super.qp_num, qp->attr.dest_qp_num,
+           !same_host ? "TCP" : (ring != NULL) ? "same host, CMA and ring" :
+                                                 "same host, CMA");
+    sn_qp_tx(qp);
+    pthread_mutex_unlock(&qp->lock);
+    return 1;
+}
+
+/* ---- receive path ------------------------------------------------------ */
+
+/* Make at least `need` bytes available in rbuf. Returns 1 when there,
+ * 0 when the socket is empty, -1 on EOF/error. */
+static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
+{
+    ssize_t ret;
+
+    if (conn->rlen - conn->rpos >= need) {
+        return 1;
+    }
+    if (conn->rpos > 0) {
+        memmove(conn->rbuf, conn->rbuf + conn->rpos, conn->rlen - conn->rpos);
+        conn->rlen -= conn->rpos;
+        conn->rpos  = 0;
+    }
+    do {
+        ret = recv(conn->fd, conn->rbuf + conn->rlen,
+                   SN_RBUF_SIZE - conn->rlen, MSG_DONTWAIT);
+    } while ((ret < 0) && (errno == EINTR));
+    if (ret == 0) {
+        return -1;
+    }
+    if (ret < 0) {
+        return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
+    }
+    conn->rlen += ret;
+    return (conn->rlen - conn->rpos >= need) ? 1 : 0;
+}
+
+/* Consume payload bytes; returns 1 when complete, 0 when waiting, -1 dead */
+static int sn_conn_payload(sn_inst_t *inst, sn_conn_t *conn)
+{
+    uint32_t avail, take;
+    ssize_t ret;
+
+    while (conn->pay_left > 0) {
+        avail = conn->rlen - conn->rpos;
+        if (avail > 0) {
+            take = (avail < conn->pay_left) ? avail : conn->pay_left;
+            sn_sink_put(inst, &conn->sink, conn->rbuf + conn->rpos,
+                        take);
+            conn->rpos     += take;
+            conn->pay_left -= take;
+            continue;
+        }
+        conn->rpos = conn->rlen = 0;
+        if (conn->pay_left >= SN_DIRECT_MIN) {
+            ret = sn_sink_recv(inst, conn->fd, &conn->sink,
+                               conn->pay_left);
+            if (ret > 0) {
+                conn->pay_left -= ret;
+                continue;
+            }
+        } else {
+            ret = recv(conn->fd, conn->rbuf, SN_RBUF_SIZE, MSG_DONTWAIT);
+            if (ret > 0) {
+                conn->rlen = ret;
+                continue;
+            }
+        }
+        if (ret == 0) {
+            return -1;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
+    }
+    return 1;
+}
+
+/* Process input on a connection. Returns -1 when it must be failed. */
+static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
+{
+    sn_hello_t hello;
+    uint32_t hdr_len;
+    int frames, ret;
+
+    for (frames = 0;; ++frames) {
+        /* yield to other connections only when nothing is buffered here:
+         * bytes already in rbuf would never be announced by epoll again */
+        if ((frames >= SN_FRAMES_PER_EV) && (conn->rpos == conn->rlen)) {
+            return 0;
+        }
+        if (conn->state == SN_CS_CLOSING) {
+            return 0;
+        }
+        /* back-pressure: answer before reading more requests */
+        if ((conn->role == SN_ROLE_TGT) &&
+            ((conn->olen > conn->opos) || conn->rd_active)) {
+            return 0;
+        }
+        if (conn->state == SN_CS_HELLO) {
+            ret = sn_conn_fill(conn, sizeof(hello));
+            if (ret <= 0) {
+                return ret;
+            }
+            memcpy(&hello, conn->rbuf + conn->rpos, sizeof(hello));
+            conn->rpos += sizeof(hello);
+            if (conn->role == SN_ROLE_TGT) {
+                ret = sn_tgt_hello(inst, conn, &hello);
+            } else {
+                ret = sn_ini_hello_ack(inst, conn, &hello);
+                if (ret == 0) {
+                    return 1; /* stale: conn was closed and freed */
+                }
+            }
+            if (ret < 0) {
+                return -1;
+            }
+            continue;
+        }
+
+        if (conn->rx_state == SN_RX_HDR) {
+            hdr_len = (conn->role == SN_ROLE_TGT) ?
+                      sizeof(sn_req_t) : sizeof(sn_rsp_t);
+            ret = sn_conn_fill(conn, hdr_len);
+            if (ret <= 0) {
+                return ret;
+            }
+            memcpy(&conn->hdr, conn->rbuf + conn->rpos, hdr_len);
+            conn->rpos += hdr_len;
+            if (conn->role == SN_ROLE_TGT) {
+                ret = sn_tgt_req(inst, conn);
+            } else {
+                ret = sn_ini_rsp(inst, conn);
+            }
+            if (ret < 0) {
+                return -1;
+            }
+            conn->rx_state = SN_RX_PAYLOAD;
+        }
+
+        ret = sn_conn_payload(inst, conn);
+        if (ret <= 0) {
+            return ret;
+        }
+        conn->rx_state = SN_RX_HDR;
+        if (conn->role == SN_ROLE_TGT) {
+            if (sn_req_has_payload(conn->hdr.req.op) &&
+                (sn_tgt_req_done(inst, conn) < 0)) {
+                return -1;
+            }
+        } else if ((conn->hdr.rsp.type == SN_RSP_READ_DATA) &&
+                   (conn->hdr.rsp.length > 0)) {
+            if (sn_ini_read_done(conn) < 0) {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+void sn_svc_accept(sn_inst_t *inst)
+{
+    sn_conn_t *conn;
+    int fd, i;
+
+    for (i = 0; i < 16; ++i) {
+        fd = accept4(inst->listen_fd, NULL, NULL,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if ((errno != EAGAIN) && (errno != EWOULDBLOCK) &&
+                (errno != EINTR)) {
+                sn_log(inst, SOFTNIC_LOG_ERROR,
+               "accept failed: %m");
+            }
+            return;
+        }
+        conn = sn_conn_new(inst, fd, SN_ROLE_TGT, EPOLLIN);
+        if (conn == NULL) {
+            close(fd);
+            continue;
+        }
+        conn->state = SN_CS_HELLO;
+    }
+}
+
+/* A non-blocking socket connecting to remote from this device's address
+ * (not for loopback peers); returns the fd or -1. */
+static int sn_ini_socket(sn_inst_t *inst,
+                         const struct sockaddr_in *remote)
+{
+    struct sockaddr_in local;
+    int fd, ret;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        sn_log(inst, SOFTNIC_LOG_ERROR,
+               "socket() failed: %m");
+        return -1;
+    }
+    memset(&local, 0, sizeof(local));
+    local.sin_family = AF_INET;
+    local.sin_addr   = inst->ip;
+    if (((remote->sin_addr.s_addr & htonl(0xff000000)) != htonl(0x7f000000)) &&
+        (bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0)) {
+        sn_log(inst, SOFTNIC_LOG_ERROR,
+               "bind() failed: %m");
+        close(fd);
+        return -1;
+    }
+    ret = connect(fd, (const struct sockaddr *)remote, sizeof(*remote));
+    if ((ret < 0) && (errno != EINPROGRESS)) {
+        sn_log(inst, SOFTNIC_LOG_INFO,
+               "connect() failed: %m");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A connect() still pending after this long is retried on a new socket:
+ * a SYN lost while a link came up would otherwise wait for TCP's 1 s SYN
+ * retransmission, longer than a short QP timeout. */
+#define SN_CONNECT_RETRY_NS (200ull * 1000 * 1000)
+
+static void sn_ini_reconnect(sn_inst_t *inst,
+                             sn_conn_t *conn, uint64_t now)
+{
+    struct epoll_event ev;
+    int fd;
+
+    fd = sn_ini_socket(inst, &conn->remote);
+    if (fd < 0) {
+        return; /* keep waiting on the current attempt */
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = EPOLLOUT;
+    ev.data.ptr = conn;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        close(fd);
+        return;
+    }
+    epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    close(conn->fd);
+    conn->fd         = fd;
+    conn->events     = EPOLLOUT;
+    conn->connect_ns = now;
+}
+
+void sn_svc_conn_timers(sn_inst_t *inst, uint64_t now)
+{
+    sn_conn_t *conn;
+
+    for (conn = inst->conns; conn != NULL; conn = conn->next) {
+        if ((conn->role == SN_ROLE_INI) &&
+            (conn->state == SN_CS_CONNECTING) &&
+            (now - conn->connect_ns >= SN_CONNECT_RETRY_NS)) {
+            sn_ini_reconnect(inst, conn, now);
+        }
+    }
+}
+
+void sn_svc_connect_qp(sn_inst_t *inst, sn_qp_t *qp)
+{
+    struct sockaddr_in remote;
+    sn_hello_t hello;
+    sn_conn_t *conn;
+    int fd;
+
+    pthread_mutex_lock(&qp->lock);
+    if ((qp->conn_state != SN_CONN_CONNECTING) || (qp->conn_id != 0)) {
+        pthread_mutex_unlock(&qp->lock);
+        return;
+    }
+    memset(&remote, 0, sizeof(remote));
+    remote.sin_family = AF_INET;
+    remote.sin_port   = htons((inst->config.qpn_port_base == 0) ?
+                              qp->attr.ah_attr.dlid :
+                              inst->config.qpn_port_base +
+                              (qp->attr.dest_qp_num >> SOFTNIC_QPN_PORT_SHIFT));
+    memcpy(&remote.sin_addr, &qp->attr.ah_attr.grh.dgid.raw[12], 4);
+    sn_hello_fill(inst, &hello, SN_HELLO, qp->super.qp_num,
+                  qp->attr.dest_qp_num);
+
+    fd = sn_ini_socket(inst, &remote);
+    if (fd < 0) {
+        goto err;
+    }
+    conn = sn_conn_new(inst, fd, SN_ROLE_INI, EPOLLOUT);
+    if (conn == NULL) {
+        goto err_close;
+    }
+    conn->qp         = qp;
+    conn->state      = SN_CS_CONNECTING;
+    conn->remote     = remote;
+    conn->connect_ns = sn_now_ns();
+    qp->conn_id = conn->id;
+    qp->conn    = conn;
+    /* the HELLO waits in obuf until the connection is up */
+    conn->obuf  = malloc(sizeof(hello));
+    if (conn->obuf == NULL) {
+        qp->conn_id = 0;
+        qp->conn    = NULL;
+        sn_conn_close(inst, conn);
+        goto err;
+    }
+    memcpy(conn->obuf, &hello, sizeof(hello));
+    conn->ocap = conn->olen = sizeof(hello);
+    pthread_mutex_unlock(&qp->lock);
+    return;
+
+err_close:
+    close(fd);
+err:
+    qp->conn_state = SN_CONN_FAILED;
+    sn_qp_tx(qp); /* fails queued WRs, if any */
+    pthread_mutex_unlock(&qp->lock);
+}
+
+static void sn_svc_writable(sn_inst_t *inst, sn_conn_t *conn)
+{
+    sn_qp_t *qp = conn->qp;
+    int err = 0, ret;
+    socklen_t len = sizeof(err);
+
+    if (conn->state == SN_CS_CONNECTING) {
+        if ((getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) ||
+            (err != 0)) {
+            errno = err;
+            sn_log(inst, SOFTNIC_LOG_INFO,
+               "qp 0x%x: connect failed: %m",
+                   qp->super.qp_num);
+            sn_ini_fail(inst, conn);
+            return;
+        }
+        conn->state = SN_CS_HELLO;
+    }
+
+    if (conn->olen > conn->opos) {
+        ret = sn_conn_flush(conn);
+        if (ret < 0) {
+            sn_conn_fail(inst, conn);
+            return;
+        }
+        if (ret == 0) {
+            return;
+        }
+    }
+    if (conn->state == SN_CS_CLOSING) {
+        sn_conn_close(inst, conn);
+        return;
+    }
+
+    if ((conn->role == SN_ROLE_INI) &&
+        (conn->state == SN_CS_READY)) {
+        pthread_mutex_lock(&qp->lock);
+        if (qp->conn_id != conn->id) {
+            pthread_mutex_unlock(&qp->lock);
+            sn_conn_close(inst, conn);
+            return;
+        }
+        qp->tx_blocked = 0;
+        sn_qp_tx(qp);
+        if (!qp->tx_blocked && (qp->conn_id == conn->id)) {
+            conn->events = EPOLLIN | EPOLLOUT; /* force the MOD */
+            sn_conn_set_events(inst, conn, EPOLLIN);
+        }
+        pthread_mutex_unlock(&qp->lock);
+        return;
+    }
+
+    if (conn->role == SN_ROLE_TGT) {
+        if (sn_tgt_read_pump(inst, conn) < 0) {
+            sn_conn_close(inst, conn);
+            return;
+        }
+        if ((conn->olen > conn->opos) || conn->rd_active) {
+            return;
+        }
+    }
+    sn_conn_set_events(inst, conn, EPOLLIN);
+    /* requests may be waiting in rbuf already */
+    if (sn_conn_rx(inst, conn) < 0) {
+        sn_conn_fail(inst, conn);
+    }
+}
+
+void sn_svc_event(sn_inst_t *inst, sn_conn_t *conn,
+                  uint32_t events)
+{
+    sn_qp_t *qp;
+    int stale;
+
+    if (conn->role == SN_ROLE_INI) {
+        qp = conn->qp;
+        pthread_mutex_lock(&qp->lock);
+        stale = (qp->conn_id != conn->id);
+        pthread_mutex_unlock(&qp->lock);
+        if (stale) {
+            sn_conn_close(inst, conn);
+            return;
+        }
+    }
+
+    if (events & EPOLLOUT) {
+        sn_svc_writable(inst, conn);
+        return; /* the connection may be gone; EPOLLIN comes again */
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (sn_conn_rx(inst, conn) < 0) {
+            sn_conn_fail(inst, conn);
+        }
+    }
+}

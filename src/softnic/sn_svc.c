@@ -1,0 +1,436 @@
+/*
+ * softnic's service loop: the service thread and its epoll set (the
+ * listener, the command eventfd, the connections), the commands other
+ * threads post to it (connect a QP, drop a connection, forget a QP), the
+ * timers (QP transport and RNR timers, same-host rings of targets that do
+ * not poll, connect retries), and the non-blocking step a polling thread
+ * may run (sn_svc_poll). Wire protocol: sn_wire.h.
+ */
+#ifdef HAVE_CONFIG_H
+#include "orc_config.h"
+#endif
+
+#include "sn_wire.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef enum {
+    SN_CMD_CONNECT,
+    SN_CMD_DROP,
+    SN_CMD_FORGET
+} sn_cmd_type_t;
+
+struct sn_cmd {
+    struct sn_cmd *next;
+    sn_cmd_type_t  type;
+    sn_qp_t       *qp;
+    uint64_t             conn_id;
+    int                  on_stack; /* FORGET: owned by the waiting caller */
+};
+
+static char sn_listen_tag, sn_cmd_tag;
+
+/* ---- commands ----------------------------------------------------------- */
+
+static void sn_svc_post(sn_inst_t *inst, struct sn_cmd *cmd,
+                        uint64_t *ticket_p)
+{
+    uint64_t one = 1;
+    ssize_t ret;
+
+    cmd->next = NULL;
+    pthread_mutex_lock(&inst->cmd_lock);
+    if (inst->cmd_tail == NULL) {
+        inst->cmd_head = cmd;
+    } else {
+        inst->cmd_tail->next = cmd;
+    }
+    inst->cmd_tail = cmd;
+    if (ticket_p != NULL) {
+        *ticket_p = ++inst->cmd_posted;
+    } else {
+        ++inst->cmd_posted;
+    }
+    pthread_mutex_unlock(&inst->cmd_lock);
+    ret = write(inst->cmd_fd, &one, sizeof(one));
+    (void)ret; /* an eventfd write fails only when the counter saturates */
+}
+
+void sn_svc_wake(sn_inst_t *inst)
+{
+    uint64_t one = 1;
+    ssize_t ret;
+
+    ret = write(inst->cmd_fd, &one, sizeof(one));
+    (void)ret;
+}
+
+int sn_svc_connect(sn_inst_t *inst, sn_qp_t *qp)
+{
+    struct sn_cmd *cmd = calloc(1, sizeof(*cmd));
+
+    if (cmd == NULL) {
+        return ENOMEM;
+    }
+    cmd->type = SN_CMD_CONNECT;
+    cmd->qp   = qp;
+    sn_svc_post(inst, cmd, NULL);
+    return 0;
+}
+
+void sn_svc_drop_conn(sn_inst_t *inst, uint64_t conn_id)
+{
+    struct sn_cmd *cmd = calloc(1, sizeof(*cmd));
+
+    /* without memory the connection lingers until the service thread
+     * notices that its QP no longer lists it */
+    if (cmd != NULL) {
+        cmd->type    = SN_CMD_DROP;
+        cmd->conn_id = conn_id;
+        sn_svc_post(inst, cmd, NULL);
+    }
+}
+
+void sn_svc_forget_qp(sn_inst_t *inst, sn_qp_t *qp)
+{
+    struct sn_cmd cmd;
+    uint64_t ticket;
+
+    memset(&cmd, 0, sizeof(cmd));
+    cmd.type     = SN_CMD_FORGET;
+    cmd.qp       = qp;
+    cmd.on_stack = 1;
+    sn_svc_post(inst, &cmd, &ticket);
+    pthread_mutex_lock(&inst->cmd_lock);
+    while (inst->cmd_done < ticket) {
+        pthread_cond_wait(&inst->cmd_cond, &inst->cmd_lock);
+    }
+    pthread_mutex_unlock(&inst->cmd_lock);
+}
+
+static void sn_svc_commands(sn_inst_t *inst)
+{
+    struct sn_cmd *cmd, *next;
+    sn_conn_t *conn, *conn_next;
+    uint64_t count = 0, value;
+    ssize_t ret;
+
+    ret = read(inst->cmd_fd, &value, sizeof(value));
+    (void)ret;
+    pthread_mutex_lock(&inst->cmd_lock);
+    cmd            = inst->cmd_head;
+    inst->cmd_head = inst->cmd_tail = NULL;
+    pthread_mutex_unlock(&inst->cmd_lock);
+
+    for (; cmd != NULL; cmd = next) {
+        next = cmd->next;
+        ++count;
+        switch (cmd->type) {
+        case SN_CMD_CONNECT:
+            sn_svc_connect_qp(inst, cmd->qp);
+            break;
+        case SN_CMD_DROP:
+            for (conn = inst->conns; conn != NULL; conn = conn->next) {
+                if (conn->id == cmd->conn_id) {
+                    sn_conn_close(inst, conn);
+                    break;
+                }
+            }
+            break;
+        case SN_CMD_FORGET:
+            for (conn = inst->conns; conn != NULL; conn = conn_next) {
+                conn_next = conn->next;
+                if (conn->qp == cmd->qp) {
+                    conn->have_recv = 0; /* the QP is going away */
+                    sn_conn_close(inst, conn);
+                }
+            }
+            break;
+        }
+        if (!cmd->on_stack) {
+            free(cmd);
+        }
+    }
+
+    pthread_mutex_lock(&inst->cmd_lock);
+    inst->cmd_done += count;
+    pthread_cond_broadcast(&inst->cmd_cond);
+    pthread_mutex_unlock(&inst->cmd_lock);
+}
+
+static int sn_svc_conn_alive(sn_inst_t *inst,
+                             sn_conn_t *conn)
+{
+    sn_conn_t *c;
+
+    for (c = inst->conns; c != NULL; c = c->next) {
+        if (c == conn) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static uint64_t sn_svc_timers(sn_inst_t *inst)
+{
+    uint64_t now = sn_now_ns(), next = 0, t;
+    sn_qp_t *qp;
+
+    pthread_mutex_lock(&inst->lock);
+    for (qp = inst->qps; qp != NULL; qp = qp->next) {
+        /* never queue behind a posting thread (it would hand the lock over
+         * on every post): a busy QP is looked at again in 5 ms */
+        if (pthread_mutex_trylock(&qp->lock) != 0) {
+            t = now + 5000000ull;
+        } else {
+            if ((qp->rings != NULL) || (qp->ring != NULL)) {
+                sn_ring_progress(qp, 1);
+            }
+            t = sn_qp_timers(qp, now);
+            pthread_mutex_unlock(&qp->lock);
+        }
+        if ((t != 0) && ((next == 0) || (t < next))) {
+            next = t;
+        }
+    }
+    pthread_mutex_unlock(&inst->lock);
+    return next;
+}
+
+/* svc_lock held: handle a batch of epoll events */
+static void sn_svc_dispatch(sn_inst_t *inst,
+                            const struct epoll_event *events, int n)
+{
+    sn_conn_t *conn;
+    int i;
+
+    for (i = 0; i < n; ++i) {
+        if (events[i].data.ptr == &sn_listen_tag) {
+            sn_svc_accept(inst);
+        } else if (events[i].data.ptr == &sn_cmd_tag) {
+            sn_svc_commands(inst);
+        } else {
+            conn = events[i].data.ptr;
+            /* an earlier event of this batch may have closed it */
+            if (sn_svc_conn_alive(inst, conn)) {
+                sn_svc_event(inst, conn, events[i].events);
+            }
+        }
+    }
+}
+
+void sn_svc_poll(sn_inst_t *inst)
+{
+    struct epoll_event events[16];
+    int n;
+
+    if ((__atomic_load_n(&inst->num_tcp_conns, __ATOMIC_RELAXED) == 0) ||
+        __atomic_load_n(&inst->svc_want, __ATOMIC_RELAXED) ||
+        (pthread_mutex_trylock(&inst->svc_lock) != 0)) {
+        return;
+    }
+    if (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
+        n = epoll_wait(inst->epoll_fd, events, 16, 0);
+        if (n > 0) {
+            sn_svc_dispatch(inst, events, n);
+            /* after the step: events the service thread is holding may
+             * name connections closed here */
+            __atomic_store_n(&inst->svc_gen, inst->svc_gen + 1,
+                             __ATOMIC_RELEASE);
+        }
+    }
+    pthread_mutex_unlock(&inst->svc_lock);
+}
+
+/* The service thread takes svc_lock: pollers that spin on trylock would
+ * otherwise keep taking it back before the woken waiter gets to it */
+static void sn_svc_lock(sn_inst_t *inst)
+{
+    __atomic_store_n(&inst->svc_want, 1, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&inst->svc_lock);
+    __atomic_store_n(&inst->svc_want, 0, __ATOMIC_RELAXED);
+}
+
+static void *sn_svc_thread(void *arg)
+{
+    sn_inst_t *inst = arg;
+    struct epoll_event events[64];
+    uint64_t next = 0, now, last_timers = 0, gen;
+    int n, timeout_ms;
+
+    while (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
+        now = sn_now_ns();
+        if ((now - last_timers >= 1000000ull) || ((next != 0) && (now >= next))) {
+            sn_svc_lock(inst);
+            next        = sn_svc_timers(inst);
+            last_timers = now;
+            sn_svc_conn_timers(inst, now);
+            pthread_mutex_unlock(&inst->svc_lock);
+        }
+        timeout_ms = SN_TICK_NS / 1000000;
+        if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
+            /* consume SEND rings of a target that does not poll */
+            timeout_ms = 1;
+            if ((next == 0) || (next > now + 1000000ull)) {
+                next = now + 1000000ull;
+            }
+        }
+        if ((next != 0) && (next - now < SN_TICK_NS)) {
+            timeout_ms = (next <= now) ? 0 :
+                         (int)((next - now + 999999) / 1000000);
+        }
+        gen = __atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE);
+        n   = epoll_wait(inst->epoll_fd, events, 64, timeout_ms);
+        if (n <= 0) {
+            continue;
+        }
+        sn_svc_lock(inst);
+        if (__atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE) != gen) {
+            /* a poller ran meanwhile and may have closed connections
+             * these events name: take fresh ones */
+            n = epoll_wait(inst->epoll_fd, events, 64, 0);
+        }
+        if (n > 0) {
+            sn_svc_dispatch(inst, events, n);
+        }
+        pthread_mutex_unlock(&inst->svc_lock);
+    }
+    return NULL;
+}
+
+/* A listening socket on addr (its port: 0 = any). */
+static int sn_svc_listen_on(struct sockaddr_in *addr)
+{
+    int fd, one = 1;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if ((bind(fd, (struct sockaddr *)addr, sizeof(*addr)) < 0) ||
+        (listen(fd, 128) < 0)) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+/* The listener: any port, or the first free one of the QPN range. With
+ * SO_REUSEADDR two processes may bind one port and only the first to
+ * listen gets it: the other goes on with the next port. */
+static int sn_svc_listen(sn_inst_t *inst, struct sockaddr_in *addr)
+{
+    unsigned base = inst->config.qpn_port_base, off;
+    int fd;
+
+    if (base == 0) {
+        return sn_svc_listen_on(addr);
+    }
+    for (off = 0; (off < (1u << SOFTNIC_QPN_PORT_BITS)) &&
+                  (base + off <= 65535); ++off) {
+        addr->sin_port = htons(base + off);
+        fd = sn_svc_listen_on(addr);
+        if ((fd >= 0) || (errno != EADDRINUSE)) {
+            return fd;
+        }
+    }
+    errno = EADDRINUSE;
+    return -1;
+}
+
+int sn_svc_start(sn_inst_t *inst)
+{
+    struct sockaddr_in addr;
+    struct epoll_event ev;
+    socklen_t len = sizeof(addr);
+    int ret;
+
+    inst->scratch = malloc(SN_CHUNK);
+    if (inst->scratch == NULL) {
+        return ENOMEM;
+    }
+
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr   = inst->ip;
+    inst->listen_fd = sn_svc_listen(inst, &addr);
+    if (inst->listen_fd < 0) {
+        ret = errno;
+        sn_log(inst, SOFTNIC_LOG_ERROR, "cannot listen on %s: %m",
+               inet_ntoa(inst->ip));
+        goto err_free;
+    }
+    if (getsockname(inst->listen_fd, (struct sockaddr *)&addr, &len) < 0) {
+        ret = errno;
+        goto err_close_listen;
+    }
+    inst->listen_port = ntohs(addr.sin_port);
+
+    inst->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (inst->epoll_fd < 0) {
+        ret = errno;
+        goto err_close_listen;
+    }
+    inst->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (inst->cmd_fd < 0) {
+        ret = errno;
+        goto err_close_epoll;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = EPOLLIN;
+    ev.data.ptr = &sn_listen_tag;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->listen_fd, &ev) < 0) {
+        ret = errno;
+        goto err_close_cmd;
+    }
+    ev.data.ptr = &sn_cmd_tag;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->cmd_fd, &ev) < 0) {
+        ret = errno;
+        goto err_close_cmd;
+    }
+
+    ret = pthread_create(&inst->thread, NULL, sn_svc_thread, inst);
+    if (ret != 0) {
+        goto err_close_cmd;
+    }
+    inst->thread_started = 1;
+    return 0;
+
+err_close_cmd:
+    close(inst->cmd_fd);
+err_close_epoll:
+    close(inst->epoll_fd);
+err_close_listen:
+    close(inst->listen_fd);
+err_free:
+    free(inst->scratch);
+    return ret;
+}
+
+void sn_svc_stop(sn_inst_t *inst)
+{
+    if (inst->thread_started) {
+        __atomic_store_n(&inst->stopping, 1, __ATOMIC_RELEASE);
+        sn_svc_wake(inst);
+        pthread_join(inst->thread, NULL);
+    }
+    pthread_mutex_lock(&inst->svc_lock); /* a late poller has left */
+    while (inst->conns != NULL) {
+        sn_conn_close(inst, inst->conns);
+    }
+    pthread_mutex_unlock(&inst->svc_lock);
+    close(inst->cmd_fd);
+    close(inst->epoll_fd);
+    close(inst->listen_fd);
+    free(inst->scratch);
+}

@@ -1,0 +1,247 @@
+/*
+ * softnic's wire protocol and its connections: what the service loop
+ * (sn_svc.c), the connections (sn_conn.c), the responder (sn_resp.c) and
+ * the requester (sn_req.c) share. Private to src/softnic.
+ *
+ * Connection = one TCP stream from an initiator QP to its destination QP's
+ * softnic instance. After connect, the initiator sends HELLO and the target
+ * answers HELLO_ACK (sn_hello_t, 72 bytes each; a same-host target names a
+ * SEND ring in it, see sn_ring.c). Then the initiator sends requests
+ * (sn_req_t, 48 bytes, followed by `length` payload
+ * bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target answers each
+ * in order with a response (sn_rsp_t, 32 bytes; READ_DATA responses
+ * are followed by `length` payload bytes, at most SN_CHUNK).
+ * All integers are little-endian.
+ *
+ * Requests carry a per-connection sequence number. The target executes only
+ * the request with the expected sequence and silently drops (drains) any
+ * other: after an RNR or "not ready" NAK the initiator rewinds and resends
+ * from the NAKed request (go-back-N, as IB does), so dropping what follows a
+ * NAK keeps execution in posting order.
+ *
+ * Every header field is validated; a malformed frame, an unexpected response
+ * or a lying length closes the connection (initiator side: the oldest WR
+ * fails with IBV_WC_RETRY_EXC_ERR, the QP goes to ERR). Payload bytes are
+ * only ever written to ranges that passed the MR check, each syscall or copy
+ * bracketed by sn_mr_busy_begin/end so deregistration takes effect.
+ *
+ * Threads: everything in these files except sn_wire_send_req (sn_req.c),
+ * sn_svc_want_tx (sn_conn.c) and the command posters (sn_svc.c) runs under
+ * inst->svc_lock, on the service thread or on a thread polling a CQ
+ * (sn_svc_poll); the lock holder alone owns the connection objects
+ * (sn_conn_t).
+ */
+#ifndef SN_WIRE_H_
+#define SN_WIRE_H_
+
+#include "sn_int.h"
+
+#include <netinet/in.h>
+#include <stdint.h>
+
+#define SN_HELLO_MAGIC   0x4f524348u /* "ORCH" */
+#define SN_WIRE_VERSION  2
+#define SN_RBUF_SIZE     (64 * 1024)
+#define SN_DIRECT_MIN    (16 * 1024) /* recv straight into memory */
+#define SN_TICK_NS       (20ull * 1000 * 1000)
+#define SN_FRAMES_PER_EV 64
+
+enum {
+    SN_HELLO     = 1,
+    SN_HELLO_ACK = 2
+};
+
+typedef struct sn_hello {
+    uint32_t           magic;
+    uint16_t           version;
+    uint16_t           type;
+    uint32_t           qpn_or_status; /* HELLO: src QPN; ACK: errno */
+    uint32_t           qpn_or_pdn;    /* HELLO: dst QPN; ACK: PD of dst QP */
+    sn_host_id_t host;
+    uint32_t           pid;
+    uint32_t           inst_id;
+    uint32_t           ring_id;       /* ACK: same-host SEND ring, 0: none */
+    uint32_t           ring_slots;    /* ACK: SN_RING_SLOTS */
+} __attribute__((packed)) sn_hello_t;
+
+/* request opcodes */
+enum {
+    SN_OP_WRITE = 1,
+    SN_OP_WRITE_IMM,
+    SN_OP_SEND,
+    SN_OP_SEND_IMM,
+    SN_OP_READ,
+    SN_OP_CSWAP,
+    SN_OP_FADD,
+    SN_OP_LAST
+};
+
+#define SN_REQ_F_SOLICITED 0x1
+
+typedef struct sn_req {
+    uint8_t  op;
+    uint8_t  flags;
+    uint16_t reserved;
+    uint32_t seq;
+    uint32_t length;
+    uint32_t rkey;
+    uint64_t raddr;
+    uint64_t compare_add;
+    uint64_t swap;
+    uint32_t imm;       /* as in ibv_send_wr: network order, not swapped */
+    uint32_t reserved2;
+} __attribute__((packed)) sn_req_t;
+
+/* response types */
+enum {
+    SN_RSP_ACK = 1,
+    SN_RSP_NAK,
+    SN_RSP_READ_DATA,
+    SN_RSP_ATOMIC,
+    SN_RSP_LAST
+};
+
+/* NAK codes */
+enum {
+    SN_NAK_RNR = 1,      /* no receive posted: retry after rnr_timer */
+    SN_NAK_NOT_READY,    /* target QP not in RTR/RTS, or not ours */
+    SN_NAK_REM_ACCESS,
+    SN_NAK_REM_INV_REQ,
+    SN_NAK_REM_OP,
+    SN_NAK_LAST
+};
+
+typedef struct sn_rsp {
+    uint8_t  type;
+    uint8_t  code;      /* NAK code */
+    uint8_t  rnr_timer; /* NAK RNR: the responder's min_rnr_timer */
+    uint8_t  reserved;
+    uint32_t seq;
+    uint32_t length;    /* READ_DATA payload bytes */
+    uint32_t offset;    /* READ_DATA offset in the READ */
+    uint64_t value;     /* ATOMIC: original value */
+    uint64_t reserved2;
+} __attribute__((packed)) sn_rsp_t;
+
+/* Where payload bytes go: up to SN_MAX_SGE checked local segments,
+ * or nowhere (discard). */
+typedef struct sn_sink {
+    int                num;
+    int                cur;
+    uint64_t           cur_off;  /* offset in segment cur */
+    int                failed;   /* a region went away: discard the rest */
+    struct {
+        uint64_t           addr;
+        uint64_t           len;
+        sn_mr_snap_t snap;
+    } seg[SN_MAX_SGE];
+} sn_sink_t;
+
+enum {
+    SN_ROLE_INI = 1,
+    SN_ROLE_TGT
+};
+
+enum {
+    SN_CS_CONNECTING = 1, /* INI: waiting for connect() */
+    SN_CS_HELLO,          /* waiting for HELLO / HELLO_ACK */
+    SN_CS_READY,
+    SN_CS_CLOSING         /* TGT: flush obuf, then close */
+};
+
+enum {
+    SN_RX_HDR = 0,
+    SN_RX_PAYLOAD
+};
+
+/*
+ * A connection. Owned by the service thread: only it reads or writes these
+ * fields, except that an initiator QP's posting threads write to fd (under
+ * the QP lock, once the QP lists the connection as READY) and change its
+ * epoll registration (sn_svc_want_tx).
+ */
+struct sn_conn {
+    sn_conn_t *next;
+    uint64_t         id;
+    int              fd;
+    int              role;
+    int              state;
+    uint32_t         events;      /* current epoll interest */
+    sn_qp_t   *qp;          /* INI: owner; TGT: the target QP */
+    uint32_t         peer_qpn;    /* TGT: the initiator QPN */
+    uint32_t         expected_seq;/* TGT */
+
+    uint8_t         *rbuf;
+    uint32_t         rpos, rlen;
+    int              rx_state;
+    union {
+        sn_req_t req;
+        sn_rsp_t rsp;
+    } hdr;
+    uint32_t         pay_left;
+    sn_sink_t  sink;
+    int              drop;        /* TGT: request dropped or answered */
+    /* TGT: SEND / WRITE_IMM being received */
+    int              have_recv;
+    sn_recv_t  recv;
+    /* INI: READ_DATA being received for WQE at SQ counter rd_index */
+    uint32_t         rd_index;
+
+    uint8_t         *obuf;
+    uint32_t         opos, olen, ocap;
+
+    /* INI: where to connect, and when the current attempt started */
+    struct sockaddr_in remote;
+    uint64_t           connect_ns;
+
+    int                tcp_data;  /* counted in inst->num_tcp_conns */
+
+    /* TGT: same-host SEND ring attached to conn->qp */
+    struct sn_ring *ring;
+    uint32_t              ring_id;
+    sn_ring_att_t  *ring_att;
+
+    /* TGT: READ being answered */
+    int                rd_active;
+    uint32_t           rd_seq;
+    sn_mr_snap_t rd_snap;
+    uint64_t           rd_addr;
+    uint32_t           rd_total, rd_off;  /* rd_off: payload bytes sent */
+    uint32_t           rd_chunk_left;     /* of the current chunk */
+};
+
+static inline int sn_req_has_payload(uint8_t op)
+{
+    return (op == SN_OP_WRITE) || (op == SN_OP_WRITE_IMM) ||
+           (op == SN_OP_SEND) || (op == SN_OP_SEND_IMM);
+}
+
+/* Connections (sn_conn.c) */
+void sn_conn_set_events(sn_inst_t *inst,
+                        sn_conn_t *conn, uint32_t events);
+int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
+                      const struct ibv_sge *sge, int num_sge,
+                      uint32_t pdn, uint64_t offset, uint64_t len);
+int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn,
+                const void *hdr, size_t hdr_len,
+                const void *payload, size_t payload_len);
+int sn_conn_flush(sn_conn_t *conn);
+void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn);
+void sn_svc_accept(sn_inst_t *inst);
+void sn_svc_conn_timers(sn_inst_t *inst, uint64_t now);
+void sn_svc_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
+void sn_svc_event(sn_inst_t *inst, sn_conn_t *conn,
+                  uint32_t events);
+
+/* Responder (sn_resp.c) */
+int sn_tgt_read_pump(sn_inst_t *inst, sn_conn_t *conn);
+void sn_tgt_unpop_recv(sn_qp_t *qp,
+                       const sn_recv_t *recv);
+int sn_tgt_req(sn_inst_t *inst, sn_conn_t *conn);
+int sn_tgt_req_done(sn_inst_t *inst, sn_conn_t *conn);
+
+/* Requester (sn_req.c) */
+int sn_ini_rsp(sn_inst_t *inst, sn_conn_t *conn);
+int sn_ini_read_done(sn_conn_t *conn);
+
+#endif /* SN_WIRE_H_ */
