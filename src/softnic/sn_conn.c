@@ -160,35 +160,54 @@ static ssize_t sn_sink_recv(sn_inst_t *inst, int fd,
 
 /* ---- output (service-thread frames) ------------------------------------ */
 
+/* Send a header and a payload (either may be empty) without blocking:
+ * returns the bytes the socket took (0 when it is full) or -1 when the
+ * connection is dead */
+ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
+                     const void *payload, size_t payload_len)
+{
+    struct iovec iov[2];
+    struct msghdr msg;
+    ssize_t ret;
+    int n = 0;
+
+    if (hdr_len > 0) {
+        iov[n].iov_base = (void *)hdr;
+        iov[n].iov_len  = hdr_len;
+        ++n;
+    }
+    if (payload_len > 0) {
+        iov[n].iov_base = (void *)payload;
+        iov[n].iov_len  = payload_len;
+        ++n;
+    }
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov    = iov;
+    msg.msg_iovlen = n;
+    do {
+        ret = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while ((ret < 0) && (errno == EINTR));
+    if (ret < 0) {
+        return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
+    }
+    return ret;
+}
+
 /* Send data (header + optional payload) on a target connection; what the
  * socket does not take is copied to obuf. Returns 0 or -1 (dead). */
 int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn,
                 const void *hdr, size_t hdr_len,
                 const void *payload, size_t payload_len)
 {
-    struct iovec iov[2];
-    struct msghdr msg;
     size_t total = hdr_len + payload_len, need;
     ssize_t ret  = 0;
     uint8_t *tmp;
 
     if (conn->olen == conn->opos) {
         conn->opos = conn->olen = 0;
-        iov[0].iov_base = (void *)hdr;
-        iov[0].iov_len  = hdr_len;
-        iov[1].iov_base = (void *)payload;
-        iov[1].iov_len  = payload_len;
-        memset(&msg, 0, sizeof(msg));
-        msg.msg_iov    = iov;
-        msg.msg_iovlen = (payload_len > 0) ? 2 : 1;
-        do {
-            ret = sendmsg(conn->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-        } while ((ret < 0) && (errno == EINTR));
+        ret = sn_conn_send(conn->fd, hdr, hdr_len, payload, payload_len);
         if (ret < 0) {
-            if ((errno != EAGAIN) && (errno != EWOULDBLOCK)) {
-                return -1;
-            }
-            ret = 0;
+            return -1;
         }
         if ((size_t)ret == total) {
             return 0;
@@ -296,7 +315,7 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
 
         pthread_mutex_lock(&conn->qp->lock);
         if (conn->have_recv) {
-            sn_tgt_unpop_recv(conn->qp, &conn->recv);
+            sn_resp_unpop_recv(conn->qp, &conn->recv);
         }
         for (pp = &conn->qp->rings; *pp != NULL; pp = &(*pp)->next) {
             if (*pp == conn->ring_att) {
@@ -649,7 +668,7 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
             memcpy(&conn->hdr, conn->rbuf + conn->rpos, hdr_len);
             conn->rpos += hdr_len;
             if (conn->role == SN_ROLE_TGT) {
-                ret = sn_tgt_req(inst, conn);
+                ret = sn_resp_on_header(inst, conn);
             } else {
                 ret = sn_ini_rsp(inst, conn);
             }
@@ -666,7 +685,7 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
         conn->rx_state = SN_RX_HDR;
         if (conn->role == SN_ROLE_TGT) {
             if (sn_req_has_payload(conn->hdr.req.op) &&
-                (sn_tgt_req_done(inst, conn) < 0)) {
+                (sn_resp_on_payload(inst, conn) < 0)) {
                 return -1;
             }
         } else if ((conn->hdr.rsp.type == SN_RSP_READ_DATA) &&
@@ -892,7 +911,7 @@ static void sn_svc_writable(sn_inst_t *inst, sn_conn_t *conn)
     }
 
     if (conn->role == SN_ROLE_TGT) {
-        if (sn_tgt_read_pump(inst, conn) < 0) {
+        if (sn_resp_read_pump(inst, conn) < 0) {
             sn_conn_close(inst, conn);
             return;
         }

@@ -3,6 +3,18 @@
  * against the target QP and the MR table and executed (WRITE and SEND
  * payloads placed, READs answered chunk by chunk, atomics), each answered
  * in order with an ACK, a NAK, READ_DATA or an atomic's original value.
+ *
+ * A request goes through a chain of steps, as in a NIC's receive path: each
+ * step checks or does one thing and returns the next step (sn_resp_steps
+ * below lists them with the QP lock each one runs under). When its header
+ * arrives: check the header, the sequence, the QP; take a receive (SEND,
+ * WRITE_IMM); check the SEND's length against it or the remote key and
+ * access; execute (an atomic, the start of a READ, or a place for the
+ * payload). When its payload is complete: check that the QP is still ready
+ * and the payload was placed, acknowledge, complete the receive. A failed
+ * check answers with the NAK the initiator turns into its completion
+ * status; an RNR or "not ready" NAK leaves the request to be resent, any
+ * other answer counts it as executed (expected_seq).
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -17,9 +29,50 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-static int sn_tgt_rsp(sn_inst_t *inst, sn_conn_t *conn,
-                      uint8_t type, uint8_t code, uint32_t seq,
-                      uint64_t value)
+typedef enum sn_resp_state {
+    /* the request's header arrived */
+    SN_RESP_CHECK_HEADER,
+    SN_RESP_CHECK_SEQ,
+    SN_RESP_CHECK_QP,
+    SN_RESP_GET_RECV,
+    SN_RESP_CHECK_LENGTH,
+    SN_RESP_CHECK_RKEY,
+    SN_RESP_EXECUTE,
+    SN_RESP_WAIT_PAYLOAD,
+    SN_RESP_READ,
+    SN_RESP_ATOMIC_REPLY,
+    /* its payload is complete */
+    SN_RESP_PAYLOAD_DONE,
+    SN_RESP_CHECK_PLACED,
+    SN_RESP_COMPLETE_RECV,
+    /* answers */
+    SN_RESP_ACK,
+    SN_RESP_RECV_ERROR,
+    SN_RESP_NAK,
+    /* the end */
+    SN_RESP_DONE,
+    SN_RESP_CLOSE
+} sn_resp_state_t;
+
+/* One request on its way through the steps */
+typedef struct sn_resp {
+    sn_inst_t         *inst;
+    sn_conn_t         *conn;
+    sn_qp_t           *qp;         /* the target QP */
+    sn_req_t          *req;        /* conn->hdr.req, host order once checked */
+    int                qp_locked;
+    int                ret;        /* 0, or -1: an answer found conn dead */
+    sn_mr_snap_t       snap;       /* the region the request touches */
+    uint8_t            nak;        /* SN_NAK_* to answer with */
+    enum ibv_wc_status recv_status; /* a receive completing in error */
+    uint64_t           value;      /* an atomic's original value */
+} sn_resp_t;
+
+/* ---- frames ------------------------------------------------------------ */
+
+/* One response frame (READ_DATA: see the READ pump) */
+static int sn_resp_send(sn_inst_t *inst, sn_conn_t *conn, uint8_t type,
+                        uint8_t code, uint32_t seq, uint64_t value)
 {
     sn_rsp_t rsp;
 
@@ -36,148 +89,7 @@ static int sn_tgt_rsp(sn_inst_t *inst, sn_conn_t *conn,
     return sn_conn_out(inst, conn, &rsp, sizeof(rsp), NULL, 0);
 }
 
-/* Answer the READ in progress, chunk by chunk, while the socket takes it.
- * Payload bytes go from the registered region straight to the socket, each
- * send() bracketed by busy_begin/end (no copy, even when the socket is
- * full). If the region is deregistered between two chunks the READ is
- * NAKed (REM_ACCESS); in the middle of a chunk the frame cannot be finished
- * honestly, so the connection is closed (the initiator sees a dead peer). */
-int sn_tgt_read_pump(sn_inst_t *inst, sn_conn_t *conn)
-{
-    sn_rsp_t rsp;
-    uint32_t chunk;
-    size_t payload_sent;
-    ssize_t ret;
-
-    while (conn->rd_active) {
-        if (conn->olen > conn->opos) {
-            ret = sn_conn_flush(conn);
-            if (ret <= 0) {
-                if (ret == 0) {
-                    sn_conn_set_events(inst, conn, EPOLLOUT);
-                }
-                return (int)ret;
-            }
-        }
-
-        if (conn->rd_chunk_left == 0) {
-            /* next chunk: header and as much payload as the socket takes */
-            chunk = conn->rd_total - conn->rd_off;
-            if (chunk > SN_CHUNK) {
-                chunk = SN_CHUNK;
-            }
-            memset(&rsp, 0, sizeof(rsp));
-            rsp.type   = SN_RSP_READ_DATA;
-            rsp.seq    = htole32(conn->rd_seq);
-            rsp.length = htole32(chunk);
-            rsp.offset = htole32(conn->rd_off);
-            if ((chunk > 0) &&
-                (sn_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
-                conn->rd_active = 0;
-                return sn_tgt_rsp(inst, conn, SN_RSP_NAK,
-                                  SN_NAK_REM_ACCESS, conn->rd_seq,
-                                  0);
-            }
-            {
-                struct iovec iov[2];
-                struct msghdr msg;
-
-                iov[0].iov_base = &rsp;
-                iov[0].iov_len  = sizeof(rsp);
-                iov[1].iov_base = (void *)(uintptr_t)(conn->rd_addr +
-                                                      conn->rd_off);
-                iov[1].iov_len  = chunk;
-                memset(&msg, 0, sizeof(msg));
-                msg.msg_iov    = iov;
-                msg.msg_iovlen = (chunk > 0) ? 2 : 1;
-                do {
-                    ret = sendmsg(conn->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-                } while ((ret < 0) && (errno == EINTR));
-            }
-            if (chunk > 0) {
-                sn_mr_busy_end(inst);
-            }
-            if (ret < 0) {
-                if ((errno != EAGAIN) && (errno != EWOULDBLOCK)) {
-                    return -1;
-                }
-                ret = 0;
-            }
-            if ((size_t)ret < sizeof(rsp)) {
-                /* the header remainder waits in obuf (tiny copy) */
-                if (sn_conn_out(inst, conn, (uint8_t *)&rsp + ret,
-                                sizeof(rsp) - ret, NULL, 0) != 0) {
-                    return -1;
-                }
-                payload_sent = 0;
-            } else {
-                payload_sent = ret - sizeof(rsp);
-            }
-            conn->rd_chunk_left = chunk - payload_sent;
-            conn->rd_off       += payload_sent;
-        } else {
-            if (sn_mr_busy_begin(inst, &conn->rd_snap) != 0) {
-                sn_log(inst, SOFTNIC_LOG_INFO,
-               "qp 0x%x: region deregistered during a "
-                       "READ", conn->peer_qpn);
-                return -1;
-            }
-            do {
-                ret = send(conn->fd,
-                           (void *)(uintptr_t)(conn->rd_addr + conn->rd_off),
-                           conn->rd_chunk_left, MSG_NOSIGNAL | MSG_DONTWAIT);
-            } while ((ret < 0) && (errno == EINTR));
-            sn_mr_busy_end(inst);
-            if (ret < 0) {
-                if ((errno != EAGAIN) && (errno != EWOULDBLOCK)) {
-                    return -1;
-                }
-                sn_conn_set_events(inst, conn, EPOLLOUT);
-                return 0;
-            }
-            conn->rd_chunk_left -= ret;
-            conn->rd_off        += ret;
-        }
-
-        if ((conn->rd_chunk_left == 0) && (conn->rd_off == conn->rd_total)) {
-            conn->rd_active = 0; /* the last header may still be in obuf */
-        } else if ((conn->rd_chunk_left > 0) || (conn->olen > conn->opos)) {
-            sn_conn_set_events(inst, conn, EPOLLOUT);
-            return 0;
-        }
-    }
-    return 0;
-}
-
-/* ---- target side: requests ---------------------------------------------- */
-
-static void sn_tgt_push_recv_wc(sn_qp_t *qp,
-                                const sn_recv_t *recv,
-                                enum ibv_wc_status status,
-                                enum ibv_wc_opcode opcode,
-                                uint32_t byte_len, int with_imm,
-                                uint32_t imm, uint32_t src_qp,
-                                int solicited)
-{
-    struct ibv_wc wc;
-
-    memset(&wc, 0, sizeof(wc));
-    wc.wr_id    = recv->wr_id;
-    wc.status   = status;
-    wc.opcode   = opcode;
-    wc.byte_len = byte_len;
-    wc.qp_num   = qp->super.qp_num;
-    wc.src_qp   = src_qp;
-    if (with_imm) {
-        wc.wc_flags = IBV_WC_WITH_IMM;
-        wc.imm_data = imm;
-    }
-    sn_cq_push(qp->recv_cq, &wc, solicited);
-}
-
-/* Put a receive taken for an unfinished message back at the queue head. */
-void sn_tgt_unpop_recv(sn_qp_t *qp,
-                       const sn_recv_t *recv)
+void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
 {
     sn_rq_t *rq;
 
@@ -197,19 +109,154 @@ void sn_tgt_unpop_recv(sn_qp_t *qp,
     }
 }
 
-/* Decide what to do with a request; returns -1 to close the connection.
- * On return, conn->pay_left/sink say where the payload goes, and responses
- * that do not depend on the payload were sent. */
-int sn_tgt_req(sn_inst_t *inst, sn_conn_t *conn)
-{
-    sn_req_t *req = &conn->hdr.req;
-    sn_qp_t *qp   = conn->qp;
-    sn_mr_snap_t snap = {0};
-    uint64_t value, raddr;
-    uint32_t length, seq;
-    int nak = 0, access;
+/* ---- READ --------------------------------------------------------------- */
 
-    /* validate and convert */
+/* A READ is answered chunk by chunk (READ_DATA frames of up to SN_CHUNK
+ * bytes) while the socket takes it. Payload bytes go from the registered
+ * region straight to the socket, each send bracketed by busy_begin/end (no
+ * copy, even when the socket is full). If the region is deregistered
+ * between two chunks the READ is NAKed (REM_ACCESS); in the middle of a
+ * chunk the frame cannot be finished honestly, so the connection is closed
+ * (the initiator sees a dead peer). The functions below return 1 to go on,
+ * 0 to wait for the socket (or when the READ ended in a NAK), -1 when the
+ * connection is dead. */
+
+/* What an earlier frame left in obuf goes first */
+static int sn_resp_read_flush(sn_inst_t *inst, sn_conn_t *conn)
+{
+    int ret;
+
+    if (conn->olen == conn->opos) {
+        return 1;
+    }
+    ret = sn_conn_flush(conn);
+    if (ret == 0) {
+        sn_conn_set_events(inst, conn, EPOLLOUT);
+    }
+    return ret;
+}
+
+/* The next chunk: its header and as much payload as the socket takes */
+static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
+{
+    uint32_t chunk = conn->rd_total - conn->rd_off;
+    size_t payload_sent;
+    sn_rsp_t rsp;
+    ssize_t ret;
+
+    if (chunk > SN_CHUNK) {
+        chunk = SN_CHUNK;
+    }
+    memset(&rsp, 0, sizeof(rsp));
+    rsp.type   = SN_RSP_READ_DATA;
+    rsp.seq    = htole32(conn->rd_seq);
+    rsp.length = htole32(chunk);
+    rsp.offset = htole32(conn->rd_off);
+    if ((chunk > 0) && (sn_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
+        conn->rd_active = 0;
+        return sn_resp_send(inst, conn, SN_RSP_NAK, SN_NAK_REM_ACCESS,
+                            conn->rd_seq, 0);
+    }
+    ret = sn_conn_send(conn->fd, &rsp, sizeof(rsp),
+                       (void *)(uintptr_t)(conn->rd_addr + conn->rd_off),
+                       chunk);
+    if (chunk > 0) {
+        sn_mr_busy_end(inst);
+    }
+    if (ret < 0) {
+        return -1;
+    }
+    if ((size_t)ret < sizeof(rsp)) {
+        /* the header remainder waits in obuf (tiny copy) */
+        if (sn_conn_out(inst, conn, (uint8_t *)&rsp + ret,
+                        sizeof(rsp) - ret, NULL, 0) != 0) {
+            return -1;
+        }
+        payload_sent = 0;
+    } else {
+        payload_sent = ret - sizeof(rsp);
+    }
+    conn->rd_chunk_left = chunk - payload_sent;
+    conn->rd_off       += payload_sent;
+    return 1;
+}
+
+/* The rest of the current chunk's payload */
+static int sn_resp_read_chunk_rest(sn_inst_t *inst, sn_conn_t *conn)
+{
+    ssize_t ret;
+
+    if (sn_mr_busy_begin(inst, &conn->rd_snap) != 0) {
+        sn_log(inst, SOFTNIC_LOG_INFO,
+               "qp 0x%x: region deregistered during a READ",
+               conn->peer_qpn);
+        return -1;
+    }
+    ret = sn_conn_send(conn->fd, NULL, 0,
+                       (void *)(uintptr_t)(conn->rd_addr + conn->rd_off),
+                       conn->rd_chunk_left);
+    sn_mr_busy_end(inst);
+    if (ret <= 0) {
+        if (ret == 0) {
+            sn_conn_set_events(inst, conn, EPOLLOUT);
+        }
+        return (int)ret;
+    }
+    conn->rd_chunk_left -= ret;
+    conn->rd_off        += ret;
+    return 1;
+}
+
+int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn)
+{
+    int ret;
+
+    while (conn->rd_active) {
+        ret = sn_resp_read_flush(inst, conn);
+        if (ret <= 0) {
+            return ret;
+        }
+        ret = (conn->rd_chunk_left == 0) ? sn_resp_read_chunk(inst, conn) :
+                                           sn_resp_read_chunk_rest(inst, conn);
+        if (ret <= 0) {
+            return ret;
+        }
+        if ((conn->rd_chunk_left == 0) && (conn->rd_off == conn->rd_total)) {
+            conn->rd_active = 0; /* the last header may still be in obuf */
+        } else if ((conn->rd_chunk_left > 0) || (conn->olen > conn->opos)) {
+            sn_conn_set_events(inst, conn, EPOLLOUT);
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* ---- the steps ---------------------------------------------------------- */
+
+static sn_resp_state_t sn_resp_nak(sn_resp_t *r, uint8_t code)
+{
+    r->nak = code;
+    return SN_RESP_NAK;
+}
+
+/* The payload is drained unless a step gives it a place */
+static void sn_resp_discard_payload(sn_conn_t *conn)
+{
+    memset(&conn->sink, 0, sizeof(conn->sink));
+    conn->sink.failed = 1;
+}
+
+static int sn_resp_needs_recv(uint8_t op)
+{
+    return (op == SN_OP_SEND) || (op == SN_OP_SEND_IMM) ||
+           (op == SN_OP_WRITE_IMM);
+}
+
+/* Every field, in host order: a malformed request closes the connection */
+static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
+{
+    sn_req_t *req = r->req;
+
     req->seq         = le32toh(req->seq);
     req->length      = le32toh(req->length);
     req->rkey        = le32toh(req->rkey);
@@ -221,203 +268,378 @@ int sn_tgt_req(sn_inst_t *inst, sn_conn_t *conn)
         (req->reserved2 != 0) || (req->length > SN_MAX_MSG) ||
         (((req->op == SN_OP_CSWAP) || (req->op == SN_OP_FADD)) &&
          (req->length != 8))) {
-        sn_log(inst, SOFTNIC_LOG_WARN,
+        sn_log(r->inst, SOFTNIC_LOG_WARN,
                "malformed request (op %u flags 0x%x length %u) "
                "from qp 0x%x", req->op, req->flags, req->length,
-               conn->peer_qpn);
-        return -1;
+               r->conn->peer_qpn);
+        return SN_RESP_CLOSE;
     }
-    length = req->length;
-    seq    = req->seq;
-    raddr  = req->raddr;
-
-    memset(&conn->sink, 0, sizeof(conn->sink));
-    conn->sink.failed = 1; /* discard unless a sink is set up below */
-    conn->pay_left    = sn_req_has_payload(req->op) ? length : 0;
-    conn->have_recv   = 0;
-    conn->drop        = 1;
-
-    if (seq != conn->expected_seq) {
-        return 0; /* after a NAK: dropped until the resend arrives */
-    }
-
-    pthread_mutex_lock(&qp->lock);
-    if (((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) ||
-        (qp->attr.dest_qp_num != conn->peer_qpn)) {
-        nak = SN_NAK_NOT_READY;
-        goto out_nak;
-    }
-
-    switch (req->op) {
-    case SN_OP_WRITE_IMM:
-    case SN_OP_SEND:
-    case SN_OP_SEND_IMM:
-        if (sn_qp_pop_recv(qp, &conn->recv) != 0) {
-            nak = SN_NAK_RNR;
-            goto out_nak;
-        }
-        conn->have_recv = 1;
-        if (req->op == SN_OP_WRITE_IMM) {
-            goto write;
-        }
-        if (sn_sink_from_sges(inst, &conn->sink, conn->recv.sge,
-                              conn->recv.num_sge, qp->pdn, 0,
-                              length) != 0) {
-            /* too long for the receive, or a bad lkey: the receive
-             * completes in error and the responder QP goes to ERR */
-            uint64_t room = 0;
-            int i;
-
-            for (i = 0; i < conn->recv.num_sge; ++i) {
-                room += conn->recv.sge[i].length;
-            }
-            sn_tgt_push_recv_wc(qp, &conn->recv,
-                                (room < length) ? IBV_WC_LOC_LEN_ERR :
-                                IBV_WC_LOC_PROT_ERR,
-                                IBV_WC_RECV, 0, 0, 0, conn->peer_qpn,
-                                0);
-            nak = (room < length) ? SN_NAK_REM_INV_REQ :
-                                    SN_NAK_REM_OP;
-            conn->have_recv = 0;
-            memset(&conn->sink, 0, sizeof(conn->sink));
-            conn->sink.failed = 1;
-            sn_qp_to_error(qp);
-            goto out_nak;
-        }
-        break;
-    case SN_OP_WRITE:
-write:
-        if (length == 0) {
-            memset(&conn->sink, 0, sizeof(conn->sink));
-            break;
-        }
-        if (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_WRITE) ||
-            (sn_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
-                         IBV_ACCESS_REMOTE_WRITE, &snap) != 0)) {
-            if (conn->have_recv) {
-                sn_tgt_unpop_recv(qp, &conn->recv);
-                conn->have_recv = 0;
-            }
-            nak = SN_NAK_REM_ACCESS;
-            goto out_nak;
-        }
-        memset(&conn->sink, 0, sizeof(conn->sink));
-        conn->sink.num         = 1;
-        conn->sink.seg[0].addr = raddr;
-        conn->sink.seg[0].len  = length;
-        conn->sink.seg[0].snap = snap;
-        break;
-    case SN_OP_READ:
-        if ((length > 0) &&
-            (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_READ) ||
-             (sn_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, length,
-                          IBV_ACCESS_REMOTE_READ, &snap) != 0))) {
-            nak = SN_NAK_REM_ACCESS;
-            goto out_nak;
-        }
-        pthread_mutex_unlock(&qp->lock);
-        ++conn->expected_seq;
-        conn->rd_active = 1;
-        conn->rd_seq    = seq;
-        conn->rd_snap   = snap;
-        conn->rd_addr   = raddr;
-        conn->rd_total  = length;
-        conn->rd_off    = 0;
-        conn->rd_chunk_left = 0;
-        return sn_tgt_read_pump(inst, conn);
-    default: /* atomics */
-        if (raddr & 7) {
-            nak = SN_NAK_REM_INV_REQ;
-            goto out_nak;
-        }
-        access = IBV_ACCESS_REMOTE_ATOMIC;
-        if (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_ATOMIC) ||
-            (sn_mr_check(inst->mrs, req->rkey, qp->pdn, raddr, 8,
-                         access, &snap) != 0) ||
-            (sn_mr_busy_begin(inst, &snap) != 0)) {
-            nak = SN_NAK_REM_ACCESS;
-            goto out_nak;
-        }
-        if (req->op == SN_OP_FADD) {
-            value = __atomic_fetch_add((uint64_t *)(uintptr_t)raddr,
-                                       req->compare_add, __ATOMIC_SEQ_CST);
-        } else {
-            value = req->compare_add;
-            __atomic_compare_exchange_n((uint64_t *)(uintptr_t)raddr, &value,
-                                        req->swap, 0, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_SEQ_CST);
-        }
-        sn_mr_busy_end(inst);
-        pthread_mutex_unlock(&qp->lock);
-        ++conn->expected_seq;
-        return sn_tgt_rsp(inst, conn, SN_RSP_ATOMIC, 0, seq,
-                          value);
-    }
-    pthread_mutex_unlock(&qp->lock);
-    conn->drop = 0;
-    return 0; /* payload next; answered when it is complete */
-
-out_nak:
-    pthread_mutex_unlock(&qp->lock);
-    if ((nak != SN_NAK_RNR) && (nak != SN_NAK_NOT_READY)) {
-        ++conn->expected_seq; /* executed (in error) */
-    }
-    return sn_tgt_rsp(inst, conn, SN_RSP_NAK, nak, seq, 0);
+    sn_resp_discard_payload(r->conn);
+    r->conn->pay_left  = sn_req_has_payload(req->op) ? req->length : 0;
+    r->conn->have_recv = 0;
+    r->conn->drop      = 1;
+    return SN_RESP_CHECK_SEQ;
 }
 
-/* The payload of the current request is complete. */
-int sn_tgt_req_done(sn_inst_t *inst, sn_conn_t *conn)
+/* After a NAK the initiator resends from the NAKed request: what it sent
+ * behind that one is dropped (no answer) until the resend arrives */
+static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
 {
-    sn_req_t *req = &conn->hdr.req;
-    sn_qp_t *qp   = conn->qp;
-    int imm             = (req->op == SN_OP_WRITE_IMM) ||
-                          (req->op == SN_OP_SEND_IMM);
-    int failed          = conn->sink.failed;
+    return (r->req->seq == r->conn->expected_seq) ? SN_RESP_CHECK_QP :
+                                                     SN_RESP_DONE;
+}
 
-    if (conn->drop) {
-        return 0; /* dropped, or answered when the header arrived */
+/* The QP takes requests in RTR and RTS, from its own peer only */
+static sn_resp_state_t sn_resp_check_qp(sn_resp_t *r)
+{
+    if (((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) ||
+        (r->qp->attr.dest_qp_num != r->conn->peer_qpn)) {
+        return sn_resp_nak(r, SN_NAK_NOT_READY);
     }
-    ++conn->expected_seq;
+    return SN_RESP_GET_RECV;
+}
 
-    pthread_mutex_lock(&qp->lock);
-    if (conn->have_recv) {
-        conn->have_recv = 0;
-        if ((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) {
-            /* the QP left RTR/RTS meanwhile: the receive is flushed */
-            sn_tgt_push_recv_wc(qp, &conn->recv, IBV_WC_WR_FLUSH_ERR,
-                                IBV_WC_RECV, 0, 0, 0, conn->peer_qpn, 0);
-            pthread_mutex_unlock(&qp->lock);
-            --conn->expected_seq;
-            return sn_tgt_rsp(inst, conn, SN_RSP_NAK,
-                              SN_NAK_NOT_READY, req->seq, 0);
+/* SEND and WRITE_IMM consume a receive: none posted is an RNR NAK */
+static sn_resp_state_t sn_resp_get_recv(sn_resp_t *r)
+{
+    if (!sn_resp_needs_recv(r->req->op)) {
+        return SN_RESP_CHECK_LENGTH;
+    }
+    if (sn_qp_pop_recv(r->qp, &r->conn->recv) != 0) {
+        return sn_resp_nak(r, SN_NAK_RNR);
+    }
+    r->conn->have_recv = 1;
+    return SN_RESP_CHECK_LENGTH;
+}
+
+/* A SEND's payload goes to its receive's scatter list, which must hold it
+ * (else LOC_LEN_ERR here, REM_INV_REQ there) with valid lkeys (else
+ * LOC_PROT_ERR here, REM_OP there) */
+static sn_resp_state_t sn_resp_check_length(sn_resp_t *r)
+{
+    sn_conn_t *conn = r->conn;
+    uint64_t room   = 0;
+    int i;
+
+    if (((r->req->op != SN_OP_SEND) && (r->req->op != SN_OP_SEND_IMM)) ||
+        (sn_sink_from_sges(r->inst, &conn->sink, conn->recv.sge,
+                           conn->recv.num_sge, r->qp->pdn, 0,
+                           r->req->length) == 0)) {
+        return SN_RESP_CHECK_RKEY;
+    }
+    for (i = 0; i < conn->recv.num_sge; ++i) {
+        room += conn->recv.sge[i].length;
+    }
+    if (room < r->req->length) {
+        r->recv_status = IBV_WC_LOC_LEN_ERR;
+        r->nak         = SN_NAK_REM_INV_REQ;
+    } else {
+        r->recv_status = IBV_WC_LOC_PROT_ERR;
+        r->nak         = SN_NAK_REM_OP;
+    }
+    return SN_RESP_RECV_ERROR;
+}
+
+/* The request may not touch the region: a WRITE_IMM's receive goes back */
+static sn_resp_state_t sn_resp_access_error(sn_resp_t *r)
+{
+    if (r->conn->have_recv) {
+        sn_resp_unpop_recv(r->qp, &r->conn->recv);
+        r->conn->have_recv = 0;
+    }
+    return sn_resp_nak(r, SN_NAK_REM_ACCESS);
+}
+
+/* RDMA and atomics: an atomic's address must be 8-byte aligned; the QP
+ * must grant the access and the rkey's region hold the range (nothing to
+ * check for 0 bytes). r->snap: the region. */
+static sn_resp_state_t sn_resp_check_rkey(sn_resp_t *r)
+{
+    sn_req_t *req = r->req;
+    int access;
+
+    switch (req->op) {
+    case SN_OP_SEND:
+    case SN_OP_SEND_IMM:
+        return SN_RESP_EXECUTE;
+    case SN_OP_WRITE:
+    case SN_OP_WRITE_IMM:
+        access = IBV_ACCESS_REMOTE_WRITE;
+        break;
+    case SN_OP_READ:
+        access = IBV_ACCESS_REMOTE_READ;
+        break;
+    default:
+        if (req->raddr & 7) {
+            return sn_resp_nak(r, SN_NAK_REM_INV_REQ);
         }
-        if (failed) {
-            sn_tgt_push_recv_wc(qp, &conn->recv, IBV_WC_LOC_PROT_ERR,
-                                IBV_WC_RECV, 0, 0, 0, conn->peer_qpn, 0);
-            sn_qp_to_error(qp);
-        } else {
-            /* the ACK leaves before the receive completes: an application
-             * that ends the moment it sees the receive cannot take the
-             * acknowledgement of what was placed away from its sender */
-            int ret = sn_tgt_rsp(inst, conn, SN_RSP_ACK, 0, req->seq, 0);
-
-            sn_tgt_push_recv_wc(qp, &conn->recv, IBV_WC_SUCCESS,
-                                (req->op == SN_OP_WRITE_IMM) ?
-                                IBV_WC_RECV_RDMA_WITH_IMM : IBV_WC_RECV,
-                                req->length, imm, req->imm,
-                                conn->peer_qpn,
-                                req->flags & SN_REQ_F_SOLICITED);
-            pthread_mutex_unlock(&qp->lock);
-            return ret;
-        }
+        access = IBV_ACCESS_REMOTE_ATOMIC;
+        break;
     }
-    pthread_mutex_unlock(&qp->lock);
-
-    if (failed) {
-        return sn_tgt_rsp(inst, conn, SN_RSP_NAK,
-                          (req->op == SN_OP_WRITE) ?
-                          SN_NAK_REM_ACCESS : SN_NAK_REM_OP,
-                          req->seq, 0);
+    if ((req->length > 0) &&
+        (!(r->qp->attr.qp_access_flags & access) ||
+         (sn_mr_check(r->inst->mrs, req->rkey, r->qp->pdn, req->raddr,
+                      req->length, access, &r->snap) != 0))) {
+        return sn_resp_access_error(r);
     }
-    return sn_tgt_rsp(inst, conn, SN_RSP_ACK, 0, req->seq, 0);
+    return SN_RESP_EXECUTE;
+}
+
+/* The atomic on the checked 8 bytes, announced to deregistration */
+static sn_resp_state_t sn_resp_atomic(sn_resp_t *r)
+{
+    uint64_t *target = (uint64_t *)(uintptr_t)r->req->raddr;
+
+    if (sn_mr_busy_begin(r->inst, &r->snap) != 0) {
+        return sn_resp_access_error(r);
+    }
+    if (r->req->op == SN_OP_FADD) {
+        r->value = __atomic_fetch_add(target, r->req->compare_add,
+                                      __ATOMIC_SEQ_CST);
+    } else {
+        r->value = r->req->compare_add;
+        __atomic_compare_exchange_n(target, &r->value, r->req->swap, 0,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
+    sn_mr_busy_end(r->inst);
+    return SN_RESP_ATOMIC_REPLY;
+}
+
+/* WRITE, WRITE_IMM: the payload goes to the checked range */
+static void sn_resp_sink_region(sn_resp_t *r)
+{
+    sn_sink_t *sink = &r->conn->sink;
+
+    memset(sink, 0, sizeof(*sink));
+    if (r->req->length > 0) {
+        sink->num         = 1;
+        sink->seg[0].addr = r->req->raddr;
+        sink->seg[0].len  = r->req->length;
+        sink->seg[0].snap = r->snap;
+    }
+}
+
+/* Atomics happen here; a WRITE's payload gets its place (a SEND's has it
+ * already); a READ is answered next */
+static sn_resp_state_t sn_resp_execute(sn_resp_t *r)
+{
+    switch (r->req->op) {
+    case SN_OP_READ:
+        return SN_RESP_READ;
+    case SN_OP_CSWAP:
+    case SN_OP_FADD:
+        return sn_resp_atomic(r);
+    case SN_OP_WRITE:
+    case SN_OP_WRITE_IMM:
+        sn_resp_sink_region(r);
+        return SN_RESP_WAIT_PAYLOAD;
+    default:
+        return SN_RESP_WAIT_PAYLOAD;
+    }
+}
+
+/* The payload comes next; the request is answered when it is complete */
+static sn_resp_state_t sn_resp_wait_payload(sn_resp_t *r)
+{
+    r->conn->drop = 0;
+    return SN_RESP_DONE;
+}
+
+static sn_resp_state_t sn_resp_read(sn_resp_t *r)
+{
+    sn_conn_t *conn = r->conn;
+
+    ++conn->expected_seq; /* executed */
+    conn->rd_active     = 1;
+    conn->rd_seq        = r->req->seq;
+    conn->rd_snap       = r->snap;
+    conn->rd_addr       = r->req->raddr;
+    conn->rd_total      = r->req->length;
+    conn->rd_off        = 0;
+    conn->rd_chunk_left = 0;
+    r->ret = sn_resp_read_pump(r->inst, conn);
+    return SN_RESP_DONE;
+}
+
+/* Answer the request: anything but an RNR or "not ready" NAK counts it as
+ * executed, in success or in error (the initiator resends the others) */
+static void sn_resp_answer(sn_resp_t *r, uint8_t type, uint8_t code,
+                           uint64_t value)
+{
+    if ((type != SN_RSP_NAK) ||
+        ((code != SN_NAK_RNR) && (code != SN_NAK_NOT_READY))) {
+        ++r->conn->expected_seq;
+    }
+    if (sn_resp_send(r->inst, r->conn, type, code, r->req->seq, value) != 0) {
+        r->ret = -1;
+    }
+}
+
+static sn_resp_state_t sn_resp_atomic_reply(sn_resp_t *r)
+{
+    sn_resp_answer(r, SN_RSP_ATOMIC, 0, r->value);
+    return SN_RESP_DONE;
+}
+
+/* The payload is complete. Dropped requests and those answered at their
+ * header are done; a receive completes next; a WRITE whose region went
+ * away meanwhile is NAKed. */
+static sn_resp_state_t sn_resp_payload_done(sn_resp_t *r)
+{
+    if (r->conn->drop) {
+        return SN_RESP_DONE;
+    }
+    if (r->conn->have_recv) {
+        return SN_RESP_CHECK_PLACED;
+    }
+    return r->conn->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS) :
+                                  SN_RESP_ACK;
+}
+
+static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
+                                 enum ibv_wc_opcode opcode, uint32_t byte_len,
+                                 int with_imm, int solicited)
+{
+    struct ibv_wc wc;
+
+    memset(&wc, 0, sizeof(wc));
+    wc.wr_id    = r->conn->recv.wr_id;
+    wc.status   = status;
+    wc.opcode   = opcode;
+    wc.byte_len = byte_len;
+    wc.qp_num   = r->qp->super.qp_num;
+    wc.src_qp   = r->conn->peer_qpn;
+    if (with_imm) {
+        wc.wc_flags = IBV_WC_WITH_IMM;
+        wc.imm_data = r->req->imm;
+    }
+    sn_cq_push(r->qp->recv_cq, &wc, solicited);
+    r->conn->have_recv = 0;
+}
+
+/* A receive completes on a QP still in RTR/RTS (else it is flushed and the
+ * request resent), in error if its payload could not all be placed */
+static sn_resp_state_t sn_resp_check_placed(sn_resp_t *r)
+{
+    if ((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) {
+        sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
+        return sn_resp_nak(r, SN_NAK_NOT_READY);
+    }
+    if (r->conn->sink.failed) {
+        r->recv_status = IBV_WC_LOC_PROT_ERR;
+        r->nak         = SN_NAK_REM_OP;
+        return SN_RESP_RECV_ERROR;
+    }
+    return SN_RESP_COMPLETE_RECV;
+}
+
+/* The ACK leaves before the receive completes: an application that ends
+ * the moment it sees the receive cannot take the acknowledgement of what
+ * was placed away from its sender */
+static sn_resp_state_t sn_resp_complete_recv(sn_resp_t *r)
+{
+    int imm = (r->req->op == SN_OP_WRITE_IMM) ||
+              (r->req->op == SN_OP_SEND_IMM);
+
+    sn_resp_answer(r, SN_RSP_ACK, 0, 0);
+    sn_resp_push_recv_wc(r, IBV_WC_SUCCESS,
+                         (r->req->op == SN_OP_WRITE_IMM) ?
+                         IBV_WC_RECV_RDMA_WITH_IMM : IBV_WC_RECV,
+                         r->req->length, imm,
+                         r->req->flags & SN_REQ_F_SOLICITED);
+    return SN_RESP_DONE;
+}
+
+static sn_resp_state_t sn_resp_ack(sn_resp_t *r)
+{
+    sn_resp_answer(r, SN_RSP_ACK, 0, 0);
+    return SN_RESP_DONE;
+}
+
+/* The receive completes in error (r->recv_status) and the responder QP goes
+ * to ERR, as in IB; the initiator gets r->nak */
+static sn_resp_state_t sn_resp_recv_error(sn_resp_t *r)
+{
+    sn_resp_push_recv_wc(r, r->recv_status, IBV_WC_RECV, 0, 0, 0);
+    sn_resp_discard_payload(r->conn);
+    sn_qp_to_error(r->qp);
+    return SN_RESP_NAK;
+}
+
+static sn_resp_state_t sn_resp_send_nak(sn_resp_t *r)
+{
+    sn_resp_answer(r, SN_RSP_NAK, r->nak, 0);
+    return SN_RESP_DONE;
+}
+
+/* ---- the chain ---------------------------------------------------------- */
+
+typedef enum {
+    SN_QP_UNLOCKED = 0,
+    SN_QP_LOCKED   = 1,
+    SN_QP_EITHER   = 2
+} sn_resp_lock_t;
+
+static const struct {
+    sn_resp_state_t (*fn)(sn_resp_t *r);
+    sn_resp_lock_t  qp_lock; /* what the step runs under */
+} sn_resp_steps[] = {
+    [SN_RESP_CHECK_HEADER]  = {sn_resp_check_header,  SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq,     SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_QP]      = {sn_resp_check_qp,      SN_QP_LOCKED},
+    [SN_RESP_GET_RECV]      = {sn_resp_get_recv,      SN_QP_LOCKED},
+    [SN_RESP_CHECK_LENGTH]  = {sn_resp_check_length,  SN_QP_LOCKED},
+    [SN_RESP_CHECK_RKEY]    = {sn_resp_check_rkey,    SN_QP_LOCKED},
+    [SN_RESP_EXECUTE]       = {sn_resp_execute,       SN_QP_LOCKED},
+    [SN_RESP_WAIT_PAYLOAD]  = {sn_resp_wait_payload,  SN_QP_EITHER},
+    [SN_RESP_READ]          = {sn_resp_read,          SN_QP_UNLOCKED},
+    [SN_RESP_ATOMIC_REPLY]  = {sn_resp_atomic_reply,  SN_QP_UNLOCKED},
+    [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done,  SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_PLACED]  = {sn_resp_check_placed,  SN_QP_LOCKED},
+    [SN_RESP_COMPLETE_RECV] = {sn_resp_complete_recv, SN_QP_LOCKED},
+    [SN_RESP_ACK]           = {sn_resp_ack,           SN_QP_UNLOCKED},
+    [SN_RESP_RECV_ERROR]    = {sn_resp_recv_error,    SN_QP_LOCKED},
+    [SN_RESP_NAK]           = {sn_resp_send_nak,      SN_QP_UNLOCKED},
+};
+
+static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
+{
+    if ((want == SN_QP_EITHER) || ((int)want == r->qp_locked)) {
+        return;
+    }
+    if (want == SN_QP_LOCKED) {
+        pthread_mutex_lock(&r->qp->lock);
+    } else {
+        pthread_mutex_unlock(&r->qp->lock);
+    }
+    r->qp_locked = (want == SN_QP_LOCKED);
+}
+
+/* Run the steps from first to the end; -1: close the connection */
+static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
+                       sn_resp_state_t state)
+{
+    sn_resp_t r;
+
+    memset(&r, 0, sizeof(r));
+    r.inst = inst;
+    r.conn = conn;
+    r.qp   = conn->qp;
+    r.req  = &conn->hdr.req;
+    while ((state != SN_RESP_DONE) && (state != SN_RESP_CLOSE)) {
+        sn_resp_hold_qp(&r, sn_resp_steps[state].qp_lock);
+        state = sn_resp_steps[state].fn(&r);
+    }
+    sn_resp_hold_qp(&r, SN_QP_UNLOCKED);
+    return (state == SN_RESP_CLOSE) ? -1 : r.ret;
+}
+
+int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn)
+{
+    return sn_resp_run(inst, conn, SN_RESP_CHECK_HEADER);
+}
+
+int sn_resp_on_payload(sn_inst_t *inst, sn_conn_t *conn)
+{
+    return sn_resp_run(inst, conn, SN_RESP_PAYLOAD_DONE);
 }

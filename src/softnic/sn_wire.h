@@ -222,6 +222,8 @@ void sn_conn_set_events(sn_inst_t *inst,
 int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
                       const struct ibv_sge *sge, int num_sge,
                       uint32_t pdn, uint64_t offset, uint64_t len);
+ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
+                     const void *payload, size_t payload_len);
 int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn,
                 const void *hdr, size_t hdr_len,
                 const void *payload, size_t payload_len);
@@ -234,11 +236,10 @@ void sn_svc_event(sn_inst_t *inst, sn_conn_t *conn,
                   uint32_t events);
 
 /* Responder (sn_resp.c) */
-int sn_tgt_read_pump(sn_inst_t *inst, sn_conn_t *conn);
-void sn_tgt_unpop_recv(sn_qp_t *qp,
-                       const sn_recv_t *recv);
-int sn_tgt_req(sn_inst_t *inst, sn_conn_t *conn);
-int sn_tgt_req_done(sn_inst_t *inst, sn_conn_t *conn);
+int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn);
+int sn_resp_on_payload(sn_inst_t *inst, sn_conn_t *conn);
+int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn);
+void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv);
 
 /* Requester (sn_req.c) */
 int sn_ini_rsp(sn_inst_t *inst, sn_conn_t *conn);
