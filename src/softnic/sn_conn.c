@@ -670,7 +670,7 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
             if (conn->role == SN_ROLE_TGT) {
                 ret = sn_resp_on_header(inst, conn);
             } else {
-                ret = sn_ini_rsp(inst, conn);
+                ret = sn_req_on_rsp(inst, conn);
             }
             if (ret < 0) {
                 return -1;
@@ -690,7 +690,7 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
             }
         } else if ((conn->hdr.rsp.type == SN_RSP_READ_DATA) &&
                    (conn->hdr.rsp.length > 0)) {
-            if (sn_ini_read_done(conn) < 0) {
+            if (sn_req_on_payload(conn) < 0) {
                 return -1;
             }
         }

@@ -424,7 +424,7 @@ void sn_qp_tx(sn_qp_t *qp)
         qp->tx_off = 0;
         ++qp->sq_tx;
         if (wqe->state == SN_WQE_DONE) {
-            continue; /* NAKed while it was written (sn_ini_finish) */
+            continue; /* NAKed while it was written (sn_req_finish) */
         }
         wqe->state = SN_WQE_SENT;
         ++qp->sent_out;

@@ -1,7 +1,9 @@
 /*
  * softnic's requester (sn_wire.h): an initiator QP's request frames on its
  * connection, and the responses to them: ACKs, NAKs (RNR and "not ready"
- * retries, errors), READ_DATA and atomic results completing the WQEs.
+ * retries, errors), READ_DATA and atomic results completing the WQEs. A
+ * response that does not fit the WQE it answers (its sequence, opcode,
+ * offset or length) fails the connection like a dead peer.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -15,12 +17,115 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-/* ---- initiator side: responses ----------------------------------------- */
+/* ---- requests ----------------------------------------------------------- */
+
+static const uint8_t sn_req_ops[] = {
+    [IBV_WR_RDMA_WRITE]           = SN_OP_WRITE,
+    [IBV_WR_RDMA_WRITE_WITH_IMM]  = SN_OP_WRITE_IMM,
+    [IBV_WR_SEND]                 = SN_OP_SEND,
+    [IBV_WR_SEND_WITH_IMM]        = SN_OP_SEND_IMM,
+    [IBV_WR_RDMA_READ]            = SN_OP_READ,
+    [IBV_WR_ATOMIC_CMP_AND_SWP]   = SN_OP_CSWAP,
+    [IBV_WR_ATOMIC_FETCH_AND_ADD] = SN_OP_FADD,
+};
+
+/* The frame of wqe as iovecs: its header (filled into req), then the
+ * payload of a WRITE or SEND (inline data or the gather list). Returns the
+ * iovec count; *total_p = the frame's bytes. */
+static unsigned sn_req_frame(sn_req_t *req, const sn_wqe_t *wqe,
+                             struct iovec *iov, size_t *total_p)
+{
+    unsigned n = 0, i;
+
+    memset(req, 0, sizeof(*req));
+    req->op          = sn_req_ops[wqe->opcode];
+    req->flags       = wqe->solicited ? SN_REQ_F_SOLICITED : 0;
+    req->seq         = htole32(wqe->seq);
+    req->length      = htole32(wqe->length);
+    req->rkey        = htole32(wqe->rkey);
+    req->raddr       = htole64(wqe->raddr);
+    req->compare_add = htole64(wqe->compare_add);
+    req->swap        = htole64(wqe->swap);
+    req->imm         = wqe->imm;
+
+    iov[n].iov_base = req;
+    iov[n].iov_len  = sizeof(*req);
+    ++n;
+    *total_p = sizeof(*req);
+    if (!sn_req_has_payload(req->op) || (wqe->length == 0)) {
+        return n;
+    }
+    if (wqe->is_inline) {
+        iov[n].iov_base = (void *)wqe->inline_data;
+        iov[n].iov_len  = wqe->length;
+        ++n;
+    } else {
+        for (i = 0; i < wqe->num_sge; ++i) {
+            if (wqe->sge[i].length > 0) {
+                iov[n].iov_base = (void *)(uintptr_t)wqe->sge[i].addr;
+                iov[n].iov_len  = wqe->sge[i].length;
+                ++n;
+            }
+        }
+    }
+    *total_p += wqe->length;
+    return n;
+}
+
+/* QP lock held: writing to the connection failed (errno) */
+static void sn_req_send_failed(sn_qp_t *qp)
+{
+    sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: send failed: %m",
+           qp->super.qp_num);
+    sn_svc_drop_conn(sn_qp_inst(qp), qp->conn_id);
+    qp->conn_id    = 0;
+    qp->conn       = NULL;
+    qp->conn_fd    = -1;
+    qp->conn_state = SN_CONN_FAILED;
+    sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
+    sn_qp_complete(qp);
+}
+
+int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
+{
+    struct iovec iov[SN_MAX_SGE + 1];
+    struct msghdr msg;
+    sn_req_t req;
+    size_t skip = qp->tx_off, total;
+    unsigned n, i;
+    ssize_t ret;
+
+    n = sn_req_frame(&req, wqe, iov, &total);
+    /* skip what an earlier call sent */
+    for (i = 0; (i < n) && (skip >= iov[i].iov_len); ++i) {
+        skip -= iov[i].iov_len;
+    }
+    iov[i].iov_base = (char *)iov[i].iov_base + skip;
+    iov[i].iov_len -= skip;
+
+    memset(&msg, 0, sizeof(msg));
+    msg.msg_iov    = &iov[i];
+    msg.msg_iovlen = n - i;
+    do {
+        ret = sendmsg(qp->conn_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    } while ((ret < 0) && (errno == EINTR));
+    if (ret < 0) {
+        if ((errno == EAGAIN) || (errno == EWOULDBLOCK)) {
+            return 0;
+        }
+        sn_req_send_failed(qp);
+        return -1;
+    }
+    qp->tx_off += ret;
+    return (qp->tx_off == total) ? 1 : 0;
+}
+
+/* ---- responses ---------------------------------------------------------- */
 
 /* QP lock held: the WQE a response must belong to: the oldest SENT one, or
  * else the one whose frame is being written (the target NAKs a request as
  * soon as it has its header, possibly before the payload is complete). */
-static sn_wqe_t *sn_ini_wqe(sn_qp_t *qp, uint32_t *index_p)
+static sn_wqe_t *sn_req_wqe(sn_qp_t *qp, uint32_t *index_p)
 {
     sn_wqe_t *wqe;
     uint32_t i;
@@ -42,15 +147,20 @@ static sn_wqe_t *sn_ini_wqe(sn_qp_t *qp, uint32_t *index_p)
     return NULL;
 }
 
+static int sn_req_is_atomic(uint8_t opcode)
+{
+    return (opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
+           (opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
+}
+
 /* QP lock held */
-static void sn_ini_finish(sn_qp_t *qp, sn_wqe_t *wqe,
+static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe,
                           enum ibv_wc_status status)
 {
     if (wqe->state == SN_WQE_SENT) {
         --qp->sent_out;
         if ((wqe->opcode == IBV_WR_RDMA_READ) ||
-            (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
-            (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) {
+            sn_req_is_atomic(wqe->opcode)) {
             --qp->rd_atomic_out;
         }
     }
@@ -61,7 +171,7 @@ static void sn_ini_finish(sn_qp_t *qp, sn_wqe_t *wqe,
 }
 
 /* QP lock held: retry the WQE at index after a NAK */
-static void sn_ini_rewind(sn_qp_t *qp, uint32_t index,
+static void sn_req_rewind(sn_qp_t *qp, uint32_t index,
                           uint64_t delay_ns)
 {
     qp->rewind_pending = 1;
@@ -69,23 +179,13 @@ static void sn_ini_rewind(sn_qp_t *qp, uint32_t index,
     qp->hold_until_ns  = sn_now_ns() + delay_ns;
 }
 
-/* Handle a response header; returns -1 to fail the connection. */
-int sn_ini_rsp(sn_inst_t *inst, sn_conn_t *conn)
+/* Byte order, then every field; -1 for a malformed response */
+static int sn_req_check_rsp(sn_inst_t *inst, sn_rsp_t *rsp)
 {
-    sn_rsp_t *rsp = &conn->hdr.rsp;
-    sn_qp_t *qp   = conn->qp;
-    sn_wqe_t *wqe;
-    uint64_t delay;
-    uint32_t index;
-    int ret = 0, op_ok;
-
     rsp->seq    = le32toh(rsp->seq);
     rsp->length = le32toh(rsp->length);
     rsp->offset = le32toh(rsp->offset);
     rsp->value  = le64toh(rsp->value);
-    memset(&conn->sink, 0, sizeof(conn->sink));
-    conn->sink.failed = 1;
-    conn->pay_left    = 0;
     if ((rsp->type == 0) || (rsp->type >= SN_RSP_LAST) ||
         (rsp->reserved != 0) || (rsp->reserved2 != 0) ||
         ((rsp->type == SN_RSP_NAK) &&
@@ -97,107 +197,157 @@ int sn_ini_rsp(sn_inst_t *inst, sn_conn_t *conn)
                rsp->type, rsp->code, rsp->length);
         return -1;
     }
+    return 0;
+}
+
+/* QP lock held: a WRITE or SEND was executed */
+static int sn_req_on_ack(sn_qp_t *qp, sn_wqe_t *wqe)
+{
+    if ((wqe->opcode != IBV_WR_RDMA_WRITE) &&
+        (wqe->opcode != IBV_WR_RDMA_WRITE_WITH_IMM) &&
+        (wqe->opcode != IBV_WR_SEND) &&
+        (wqe->opcode != IBV_WR_SEND_WITH_IMM)) {
+        return -1;
+    }
+    qp->rnr_count = qp->retry_count = 0;
+    sn_req_finish(qp, wqe, IBV_WC_SUCCESS);
+    return 0;
+}
+
+/* QP lock held: an atomic's original value */
+static int sn_req_on_atomic(sn_qp_t *qp, sn_wqe_t *wqe, uint64_t value)
+{
+    if (!sn_req_is_atomic(wqe->opcode)) {
+        return -1;
+    }
+    qp->rnr_count = qp->retry_count = 0;
+    sn_req_finish(qp, wqe, sn_qp_put_atomic_result(qp, wqe, value, 1));
+    return 0;
+}
+
+/* QP lock held: the next chunk of a READ, in order; its payload goes to the
+ * WQE's scatter list (a bad lkey there: received, discarded, and the WQE
+ * fails with LOC_PROT_ERR when the payload is complete) */
+static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn,
+                               sn_wqe_t *wqe, uint32_t index)
+{
+    sn_rsp_t *rsp = &conn->hdr.rsp;
+    sn_qp_t *qp   = conn->qp;
+
+    if ((wqe->opcode != IBV_WR_RDMA_READ) ||
+        (rsp->offset != wqe->done_bytes) ||
+        (rsp->length > wqe->length - wqe->done_bytes) ||
+        ((rsp->length == 0) && (wqe->length != 0))) {
+        return -1;
+    }
+    qp->rnr_count = qp->retry_count = 0;
+    if (rsp->length == 0) {
+        sn_req_finish(qp, wqe, IBV_WC_SUCCESS);
+        return 0;
+    }
+    conn->pay_left = rsp->length;
+    conn->rd_index = index;
+    if (sn_sink_from_sges(inst, &conn->sink, wqe->sge, wqe->num_sge,
+                          qp->pdn, rsp->offset, rsp->length) != 0) {
+        memset(&conn->sink, 0, sizeof(conn->sink));
+        conn->sink.failed = 1;
+        conn->sink.num    = 1; /* marks "failed", see sn_req_on_payload */
+    }
+    return 0;
+}
+
+/* QP lock held: RNR and "not ready" are retried from the NAKed WQE (after
+ * the responder's RNR timer, or the QP's transport timeout) until the
+ * QP's retry counts run out; the others fail the WQE */
+static void sn_req_on_nak(sn_qp_t *qp, sn_wqe_t *wqe, uint32_t index,
+                          const sn_rsp_t *rsp)
+{
+    static const enum ibv_wc_status status[] = {
+        [SN_NAK_REM_ACCESS]  = IBV_WC_REM_ACCESS_ERR,
+        [SN_NAK_REM_INV_REQ] = IBV_WC_REM_INV_REQ_ERR,
+        [SN_NAK_REM_OP]      = IBV_WC_REM_OP_ERR,
+    };
+    uint64_t delay;
+
+    switch (rsp->code) {
+    case SN_NAK_RNR:
+        ++qp->rnr_count;
+        if ((qp->attr.rnr_retry != 7) &&
+            (qp->rnr_count > qp->attr.rnr_retry)) {
+            sn_req_finish(qp, wqe, IBV_WC_RNR_RETRY_EXC_ERR);
+            break;
+        }
+        sn_req_rewind(qp, index, sn_rnr_timer_ns(rsp->rnr_timer & 31));
+        break;
+    case SN_NAK_NOT_READY:
+        ++qp->retry_count;
+        if (qp->retry_count > qp->attr.retry_cnt) {
+            sn_req_finish(qp, wqe, IBV_WC_RETRY_EXC_ERR);
+            break;
+        }
+        delay = sn_qp_timeout_ns(qp);
+        sn_req_rewind(qp, index, (delay != 0) ? delay : SN_TICK_NS);
+        break;
+    default: /* codes checked by sn_req_check_rsp */
+        sn_req_finish(qp, wqe, status[rsp->code]);
+        break;
+    }
+}
+
+/* QP lock held: the response for wqe; -1 when it does not fit the WQE */
+static int sn_req_dispatch(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
+                           uint32_t index)
+{
+    sn_rsp_t *rsp = &conn->hdr.rsp;
+
+    switch (rsp->type) {
+    case SN_RSP_ACK:
+        return sn_req_on_ack(conn->qp, wqe);
+    case SN_RSP_ATOMIC:
+        return sn_req_on_atomic(conn->qp, wqe, rsp->value);
+    case SN_RSP_READ_DATA:
+        return sn_req_on_read_data(inst, conn, wqe, index);
+    default:
+        sn_req_on_nak(conn->qp, wqe, index, rsp);
+        return 0;
+    }
+}
+
+int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
+{
+    sn_rsp_t *rsp = &conn->hdr.rsp;
+    sn_qp_t *qp   = conn->qp;
+    sn_wqe_t *wqe;
+    uint32_t index;
+    int ret;
+
+    memset(&conn->sink, 0, sizeof(conn->sink));
+    conn->sink.failed = 1;
+    conn->pay_left    = 0;
+    if (sn_req_check_rsp(inst, rsp) != 0) {
+        return -1;
+    }
 
     pthread_mutex_lock(&qp->lock);
-    wqe = sn_ini_wqe(qp, &index);
+    wqe = sn_req_wqe(qp, &index);
     if ((wqe == NULL) || (wqe->seq != rsp->seq)) {
         sn_log(inst, SOFTNIC_LOG_WARN,
                "qp 0x%x: unexpected response seq %u",
                qp->super.qp_num, rsp->seq);
         ret = -1;
-        goto out;
+    } else {
+        qp->last_progress_ns = sn_stamp_ns();
+        ret = sn_req_dispatch(inst, conn, wqe, index);
+        if (ret == 0) {
+            sn_qp_complete(qp);
+            sn_qp_tx(qp);
+        }
     }
-    qp->last_progress_ns = sn_stamp_ns();
-
-    switch (rsp->type) {
-    case SN_RSP_ACK:
-        op_ok = (wqe->opcode == IBV_WR_RDMA_WRITE) ||
-                (wqe->opcode == IBV_WR_RDMA_WRITE_WITH_IMM) ||
-                (wqe->opcode == IBV_WR_SEND) ||
-                (wqe->opcode == IBV_WR_SEND_WITH_IMM);
-        if (!op_ok) {
-            ret = -1;
-            goto out;
-        }
-        qp->rnr_count = qp->retry_count = 0;
-        sn_ini_finish(qp, wqe, IBV_WC_SUCCESS);
-        break;
-    case SN_RSP_ATOMIC:
-        if ((wqe->opcode != IBV_WR_ATOMIC_CMP_AND_SWP) &&
-            (wqe->opcode != IBV_WR_ATOMIC_FETCH_AND_ADD)) {
-            ret = -1;
-            goto out;
-        }
-        qp->rnr_count = qp->retry_count = 0;
-        sn_ini_finish(qp, wqe,
-                      sn_qp_put_atomic_result(qp, wqe, rsp->value,
-                                              1));
-        break;
-    case SN_RSP_READ_DATA:
-        if ((wqe->opcode != IBV_WR_RDMA_READ) ||
-            (rsp->offset != wqe->done_bytes) ||
-            (rsp->length > wqe->length - wqe->done_bytes) ||
-            ((rsp->length == 0) && (wqe->length != 0))) {
-            ret = -1;
-            goto out;
-        }
-        qp->rnr_count = qp->retry_count = 0;
-        if (rsp->length == 0) {
-            sn_ini_finish(qp, wqe, IBV_WC_SUCCESS);
-            break;
-        }
-        conn->pay_left = rsp->length;
-        conn->rd_index = index;
-        if (sn_sink_from_sges(inst, &conn->sink, wqe->sge, wqe->num_sge,
-                              qp->pdn, rsp->offset, rsp->length) != 0) {
-            memset(&conn->sink, 0, sizeof(conn->sink));
-            conn->sink.failed = 1;
-            conn->sink.num    = 1; /* marks "failed", see ini_read_done */
-        }
-        break;
-    default: /* NAK */
-        switch (rsp->code) {
-        case SN_NAK_RNR:
-            ++qp->rnr_count;
-            if ((qp->attr.rnr_retry != 7) &&
-                (qp->rnr_count > qp->attr.rnr_retry)) {
-                sn_ini_finish(qp, wqe, IBV_WC_RNR_RETRY_EXC_ERR);
-                break;
-            }
-            sn_ini_rewind(qp, index,
-                          sn_rnr_timer_ns(rsp->rnr_timer & 31));
-            break;
-        case SN_NAK_NOT_READY:
-            ++qp->retry_count;
-            if (qp->retry_count > qp->attr.retry_cnt) {
-                sn_ini_finish(qp, wqe, IBV_WC_RETRY_EXC_ERR);
-                break;
-            }
-            delay = sn_qp_timeout_ns(qp);
-            sn_ini_rewind(qp, index, (delay != 0) ? delay :
-                                           SN_TICK_NS);
-            break;
-        case SN_NAK_REM_ACCESS:
-            sn_ini_finish(qp, wqe, IBV_WC_REM_ACCESS_ERR);
-            break;
-        case SN_NAK_REM_INV_REQ:
-            sn_ini_finish(qp, wqe, IBV_WC_REM_INV_REQ_ERR);
-            break;
-        default:
-            sn_ini_finish(qp, wqe, IBV_WC_REM_OP_ERR);
-            break;
-        }
-        break;
-    }
-    sn_qp_complete(qp);
-    sn_qp_tx(qp);
-out:
     pthread_mutex_unlock(&qp->lock);
     return ret;
 }
 
-/* READ_DATA payload complete */
-int sn_ini_read_done(sn_conn_t *conn)
+int sn_req_on_payload(sn_conn_t *conn)
 {
     sn_rsp_t *rsp = &conn->hdr.rsp;
     sn_qp_t *qp   = conn->qp;
@@ -209,15 +359,15 @@ int sn_ini_read_done(sn_conn_t *conn)
         pthread_mutex_unlock(&qp->lock);
         return -1;
     }
-    wqe = sn_ini_wqe(qp, &index);
+    wqe = sn_req_wqe(qp, &index);
     if ((wqe != NULL) && (index == conn->rd_index) &&
         (wqe->seq == rsp->seq)) {
         if (conn->sink.failed) {
-            sn_ini_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
+            sn_req_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
         } else {
             wqe->done_bytes += rsp->length;
             if (wqe->done_bytes == wqe->length) {
-                sn_ini_finish(qp, wqe, IBV_WC_SUCCESS);
+                sn_req_finish(qp, wqe, IBV_WC_SUCCESS);
             }
         }
         sn_qp_complete(qp);
@@ -225,85 +375,4 @@ int sn_ini_read_done(sn_conn_t *conn)
     }
     pthread_mutex_unlock(&qp->lock);
     return 0;
-}
-
-int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
-{
-    static const uint8_t ops[] = {
-        [IBV_WR_RDMA_WRITE]           = SN_OP_WRITE,
-        [IBV_WR_RDMA_WRITE_WITH_IMM]  = SN_OP_WRITE_IMM,
-        [IBV_WR_SEND]                 = SN_OP_SEND,
-        [IBV_WR_SEND_WITH_IMM]        = SN_OP_SEND_IMM,
-        [IBV_WR_RDMA_READ]            = SN_OP_READ,
-        [IBV_WR_ATOMIC_CMP_AND_SWP]   = SN_OP_CSWAP,
-        [IBV_WR_ATOMIC_FETCH_AND_ADD] = SN_OP_FADD,
-    };
-    struct iovec iov[SN_MAX_SGE + 1];
-    struct msghdr msg;
-    sn_req_t req;
-    size_t skip = qp->tx_off, total = sizeof(req);
-    unsigned n = 0, i;
-    ssize_t ret;
-
-    memset(&req, 0, sizeof(req));
-    req.op          = ops[wqe->opcode];
-    req.flags       = wqe->solicited ? SN_REQ_F_SOLICITED : 0;
-    req.seq         = htole32(wqe->seq);
-    req.length      = htole32(wqe->length);
-    req.rkey        = htole32(wqe->rkey);
-    req.raddr       = htole64(wqe->raddr);
-    req.compare_add = htole64(wqe->compare_add);
-    req.swap        = htole64(wqe->swap);
-    req.imm         = wqe->imm;
-
-    iov[n].iov_base = &req;
-    iov[n].iov_len  = sizeof(req);
-    ++n;
-    if (sn_req_has_payload(req.op) && (wqe->length > 0)) {
-        if (wqe->is_inline) {
-            iov[n].iov_base = (void *)wqe->inline_data;
-            iov[n].iov_len  = wqe->length;
-            ++n;
-        } else {
-            for (i = 0; i < wqe->num_sge; ++i) {
-                if (wqe->sge[i].length > 0) {
-                    iov[n].iov_base = (void *)(uintptr_t)wqe->sge[i].addr;
-                    iov[n].iov_len  = wqe->sge[i].length;
-                    ++n;
-                }
-            }
-        }
-        total += wqe->length;
-    }
-
-    /* skip what an earlier call sent */
-    for (i = 0; (i < n) && (skip >= iov[i].iov_len); ++i) {
-        skip -= iov[i].iov_len;
-    }
-    iov[i].iov_base = (char *)iov[i].iov_base + skip;
-    iov[i].iov_len -= skip;
-
-    memset(&msg, 0, sizeof(msg));
-    msg.msg_iov    = &iov[i];
-    msg.msg_iovlen = n - i;
-    do {
-        ret = sendmsg(qp->conn_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while ((ret < 0) && (errno == EINTR));
-    if (ret < 0) {
-        if ((errno == EAGAIN) || (errno == EWOULDBLOCK)) {
-            return 0;
-        }
-        sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: send failed: %m",
-               qp->super.qp_num);
-        sn_svc_drop_conn(sn_qp_inst(qp), qp->conn_id);
-        qp->conn_id    = 0;
-        qp->conn       = NULL;
-        qp->conn_fd    = -1;
-        qp->conn_state = SN_CONN_FAILED;
-        sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
-        sn_qp_complete(qp);
-        return -1;
-    }
-    qp->tx_off += ret;
-    return (qp->tx_off == total) ? 1 : 0;
 }

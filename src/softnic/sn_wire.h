@@ -242,7 +242,7 @@ int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn);
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv);
 
 /* Requester (sn_req.c) */
-int sn_ini_rsp(sn_inst_t *inst, sn_conn_t *conn);
-int sn_ini_read_done(sn_conn_t *conn);
+int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn);
+int sn_req_on_payload(sn_conn_t *conn);
 
 #endif /* SN_WIRE_H_ */
