@@ -341,7 +341,7 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
 }
 
 /* An initiator connection died or misbehaved: fail the QP's oldest WR. */
-static void sn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
+static void sn_conn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
 {
     sn_qp_t *qp = conn->qp;
 
@@ -372,7 +372,7 @@ static void sn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
 static void sn_conn_fail(sn_inst_t *inst, sn_conn_t *conn)
 {
     if (conn->role == SN_ROLE_INI) {
-        sn_ini_fail(inst, conn);
+        sn_conn_ini_fail(inst, conn);
     } else {
         sn_conn_close(inst, conn);
     }
@@ -409,17 +409,58 @@ static int sn_hello_valid(const sn_hello_t *h, uint16_t type)
            (le16toh(h->type) == type);
 }
 
-/* TGT: a HELLO arrived. Returns -1 to close. */
-static int sn_tgt_hello(sn_inst_t *inst, sn_conn_t *conn,
-                        const sn_hello_t *h)
+/* TGT: a HELLO for a QP that does not exist is refused (ENOENT); the
+ * connection closes once the answer is out */
+static void sn_conn_refuse(sn_inst_t *inst, sn_conn_t *conn, uint32_t qpn)
 {
+    sn_hello_t ack;
+
+    sn_log(inst, SOFTNIC_LOG_INFO, "hello for unknown qp 0x%x", qpn);
+    sn_hello_fill(inst, &ack, SN_HELLO_ACK, ENOENT, 0);
+    sn_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
+    conn->state = SN_CS_CLOSING;
+    sn_conn_set_events(inst, conn, EPOLLOUT);
+}
+
+/* TGT, same host: offer the initiator a shared-memory ring for its SENDs
+ * (the ACK names it); without one, its SENDs stay on TCP */
+static void sn_conn_offer_ring(sn_inst_t *inst, sn_conn_t *conn,
+                               sn_hello_t *ack)
+{
+    sn_qp_t *qp = conn->qp;
+
+    conn->ring_att = calloc(1, sizeof(*conn->ring_att));
+    if (conn->ring_att != NULL) {
+        conn->ring = sn_ring_create(inst, &conn->ring_id);
+    }
+    if (conn->ring == NULL) {
+        free(conn->ring_att);
+        conn->ring_att = NULL;
+        return;
+    }
+    conn->ring_att->ring    = conn->ring;
+    conn->ring_att->src_qpn = conn->peer_qpn;
+    pthread_mutex_lock(&qp->lock);
+    sn_ring_set_rnr_timer(conn->ring, qp->attr.min_rnr_timer);
+    conn->ring_att->next = qp->rings;
+    qp->rings            = conn->ring_att;
+    pthread_mutex_unlock(&qp->lock);
+    __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
+    ack->ring_id    = htole32(conn->ring_id);
+    ack->ring_slots = htole32(SN_RING_SLOTS);
+}
+
+/* TGT: a HELLO arrived. Returns -1 to close. */
+static int sn_conn_on_hello(sn_inst_t *inst, sn_conn_t *conn,
+                            const sn_hello_t *h)
+{
+    int same_host = !memcmp(&h->host, &inst->host, sizeof(h->host));
     sn_hello_t ack;
     sn_qp_t *qp;
     uint32_t pdn = 0;
 
     if (!sn_hello_valid(h, SN_HELLO)) {
-        sn_log(inst, SOFTNIC_LOG_WARN,
-               "malformed hello");
+        sn_log(inst, SOFTNIC_LOG_WARN, "malformed hello");
         return -1;
     }
     pthread_mutex_lock(&inst->lock);
@@ -428,94 +469,57 @@ static int sn_tgt_hello(sn_inst_t *inst, sn_conn_t *conn,
         pdn = qp->pdn;
     }
     pthread_mutex_unlock(&inst->lock);
-
     if (qp == NULL) {
-        sn_log(inst, SOFTNIC_LOG_INFO,
-               "hello for unknown qp 0x%x",
-               le32toh(h->qpn_or_pdn));
-        sn_hello_fill(inst, &ack, SN_HELLO_ACK, ENOENT, 0);
-        sn_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
-        conn->state = SN_CS_CLOSING;
-        sn_conn_set_events(inst, conn, EPOLLOUT);
+        sn_conn_refuse(inst, conn, le32toh(h->qpn_or_pdn));
         return 0;
     }
+
     conn->qp       = qp;
     conn->peer_qpn = le32toh(h->qpn_or_status) & 0xffffff;
     conn->state    = SN_CS_READY;
     sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connection from qp 0x%x",
            qp->super.qp_num, conn->peer_qpn);
     sn_hello_fill(inst, &ack, SN_HELLO_ACK, 0, pdn);
-    if (inst->config.no_cma || memcmp(&h->host, &inst->host, sizeof(h->host))) {
+    if (inst->config.no_cma || !same_host) {
         sn_conn_count_tcp(inst, conn);
-    }
-
-    /* same host: offer a shared-memory ring for SENDs */
-    if (!inst->config.no_cma && !inst->config.no_ring &&
-        !memcmp(&h->host, &inst->host, sizeof(h->host))) {
-        conn->ring_att = calloc(1, sizeof(*conn->ring_att));
-        if (conn->ring_att != NULL) {
-            conn->ring = sn_ring_create(inst, &conn->ring_id);
-        }
-        if (conn->ring != NULL) {
-            conn->ring_att->ring    = conn->ring;
-            conn->ring_att->src_qpn = conn->peer_qpn;
-            pthread_mutex_lock(&qp->lock);
-            sn_ring_set_rnr_timer(conn->ring, qp->attr.min_rnr_timer);
-            conn->ring_att->next = qp->rings;
-            qp->rings            = conn->ring_att;
-            pthread_mutex_unlock(&qp->lock);
-            __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
-            ack.ring_id    = htole32(conn->ring_id);
-            ack.ring_slots = htole32(SN_RING_SLOTS);
-        } else {
-            free(conn->ring_att);
-            conn->ring_att = NULL;
-        }
+    } else if (!inst->config.no_ring) {
+        sn_conn_offer_ring(inst, conn, &ack);
     }
     return sn_conn_out(inst, conn, &ack, sizeof(ack), NULL, 0);
 }
 
-/* INI: the HELLO_ACK arrived. Returns -1 to fail. */
-static int sn_ini_hello_ack(sn_inst_t *inst, sn_conn_t *conn,
-                            const sn_hello_t *h)
+/* INI: the same-host paths the target offers, mapped: its MR table (CMA)
+ * and its SEND ring (NULL when not used). Returns whether CMA is used. */
+static int sn_conn_map_peer(sn_inst_t *inst, const sn_hello_t *h,
+                            sn_mr_entry_t **table_p, struct sn_ring **ring_p)
 {
-    sn_qp_t *qp = conn->qp;
-    sn_mr_entry_t *table = NULL;
-    struct sn_ring *ring       = NULL;
-    int same_host;
+    int same_host = !inst->config.no_cma &&
+                    !memcmp(&h->host, &inst->host, sizeof(h->host));
 
-    if (!sn_hello_valid(h, SN_HELLO_ACK) ||
-        (le32toh(h->qpn_or_status) != 0)) {
-        sn_log(inst, SOFTNIC_LOG_INFO,
-               "qp 0x%x: connection refused by the peer (%u)",
-               qp->super.qp_num, le32toh(h->qpn_or_status));
-        return -1;
-    }
-    same_host = !inst->config.no_cma &&
-                !memcmp(&h->host, &inst->host, sizeof(h->host));
+    *table_p = NULL;
+    *ring_p  = NULL;
     if (same_host) {
-        table = sn_mr_table_map(le64toh(h->host.pid_ns),
-                                (pid_t)le32toh(h->pid),
-                                le32toh(h->inst_id));
-        same_host = (table != NULL);
+        *table_p  = sn_mr_table_map(le64toh(h->host.pid_ns),
+                                    (pid_t)le32toh(h->pid),
+                                    le32toh(h->inst_id));
+        same_host = (*table_p != NULL);
     }
     if (same_host && !inst->config.no_ring && (le32toh(h->ring_id) != 0) &&
         (le32toh(h->ring_slots) == SN_RING_SLOTS)) {
-        ring = sn_ring_map(le64toh(h->host.pid_ns),
-                           (pid_t)le32toh(h->pid), le32toh(h->inst_id),
-                           le32toh(h->ring_id));
+        *ring_p = sn_ring_map(le64toh(h->host.pid_ns),
+                              (pid_t)le32toh(h->pid), le32toh(h->inst_id),
+                              le32toh(h->ring_id));
     }
+    return same_host;
+}
 
-    pthread_mutex_lock(&qp->lock);
-    if (qp->conn_id != conn->id) {
-        pthread_mutex_unlock(&qp->lock);
-        sn_mr_table_unmap(table);
-        if (ring != NULL) {
-            sn_ring_unmap(ring);
-        }
-        sn_conn_close(inst, conn);
-        return 0;
-    }
+/* INI, QP lock held: the connection is up, the QP may transmit */
+static void sn_conn_ini_ready(sn_inst_t *inst, sn_conn_t *conn,
+                              const sn_hello_t *h, sn_mr_entry_t *table,
+                              struct sn_ring *ring, int same_host)
+{
+    sn_qp_t *qp = conn->qp;
+
     if (ring != NULL) {
         qp->ring        = ring;
         qp->ring_prod   = 0;
@@ -540,6 +544,38 @@ static int sn_ini_hello_ack(sn_inst_t *inst, sn_conn_t *conn,
            !same_host ? "TCP" : (ring != NULL) ? "same host, CMA and ring" :
                                                  "same host, CMA");
     sn_qp_tx(qp);
+}
+
+/* INI: the HELLO_ACK arrived. Returns 1 when the QP's connection is up,
+ * -1 to fail it, 0 when the connection was stale (closed here). */
+static int sn_conn_on_hello_ack(sn_inst_t *inst, sn_conn_t *conn,
+                                const sn_hello_t *h)
+{
+    sn_qp_t *qp = conn->qp;
+    sn_mr_entry_t *table;
+    struct sn_ring *ring;
+    int same_host;
+
+    if (!sn_hello_valid(h, SN_HELLO_ACK) ||
+        (le32toh(h->qpn_or_status) != 0)) {
+        sn_log(inst, SOFTNIC_LOG_INFO,
+               "qp 0x%x: connection refused by the peer (%u)",
+               qp->super.qp_num, le32toh(h->qpn_or_status));
+        return -1;
+    }
+    same_host = sn_conn_map_peer(inst, h, &table, &ring);
+
+    pthread_mutex_lock(&qp->lock);
+    if (qp->conn_id != conn->id) {
+        pthread_mutex_unlock(&qp->lock);
+        sn_mr_table_unmap(table);
+        if (ring != NULL) {
+            sn_ring_unmap(ring);
+        }
+        sn_conn_close(inst, conn);
+        return 0;
+    }
+    sn_conn_ini_ready(inst, conn, h, table, ring, same_host);
     pthread_mutex_unlock(&qp->lock);
     return 1;
 }
@@ -616,11 +652,61 @@ static int sn_conn_payload(sn_inst_t *inst, sn_conn_t *conn)
     return 1;
 }
 
+/* The HELLO (TGT) or HELLO_ACK (INI) in rbuf: 1 go on, 0 the connection
+ * was stale (closed and freed), -1 fail it */
+static int sn_conn_rx_hello(sn_inst_t *inst, sn_conn_t *conn)
+{
+    sn_hello_t hello;
+
+    memcpy(&hello, conn->rbuf + conn->rpos, sizeof(hello));
+    conn->rpos += sizeof(hello);
+    if (conn->role == SN_ROLE_TGT) {
+        return (sn_conn_on_hello(inst, conn, &hello) < 0) ? -1 : 1;
+    }
+    return sn_conn_on_hello_ack(inst, conn, &hello);
+}
+
+/* One frame, its header and then its payload, for the responder (TGT) or
+ * the requester (INI): 1 done, 0 waiting for bytes, -1 fail */
+static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
+{
+    uint32_t hdr_len = (conn->role == SN_ROLE_TGT) ? sizeof(sn_req_t) :
+                                                     sizeof(sn_rsp_t);
+    int ret;
+
+    if (conn->rx_state == SN_RX_HDR) {
+        ret = sn_conn_fill(conn, hdr_len);
+        if (ret <= 0) {
+            return ret;
+        }
+        memcpy(&conn->hdr, conn->rbuf + conn->rpos, hdr_len);
+        conn->rpos += hdr_len;
+        ret = (conn->role == SN_ROLE_TGT) ? sn_resp_on_header(inst, conn) :
+                                            sn_req_on_rsp(inst, conn);
+        if (ret < 0) {
+            return -1;
+        }
+        conn->rx_state = SN_RX_PAYLOAD;
+    }
+
+    ret = sn_conn_payload(inst, conn);
+    if (ret <= 0) {
+        return ret;
+    }
+    conn->rx_state = SN_RX_HDR;
+    if (conn->role == SN_ROLE_TGT) {
+        ret = sn_req_has_payload(conn->hdr.req.op) ?
+              sn_resp_on_payload(inst, conn) : 0;
+    } else {
+        ret = ((conn->hdr.rsp.type == SN_RSP_READ_DATA) &&
+               (conn->hdr.rsp.length > 0)) ? sn_req_on_payload(conn) : 0;
+    }
+    return (ret < 0) ? -1 : 1;
+}
+
 /* Process input on a connection. Returns -1 when it must be failed. */
 static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
 {
-    sn_hello_t hello;
-    uint32_t hdr_len;
     int frames, ret;
 
     for (frames = 0;; ++frames) {
@@ -638,61 +724,18 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
             return 0;
         }
         if (conn->state == SN_CS_HELLO) {
-            ret = sn_conn_fill(conn, sizeof(hello));
-            if (ret <= 0) {
-                return ret;
-            }
-            memcpy(&hello, conn->rbuf + conn->rpos, sizeof(hello));
-            conn->rpos += sizeof(hello);
-            if (conn->role == SN_ROLE_TGT) {
-                ret = sn_tgt_hello(inst, conn, &hello);
-            } else {
-                ret = sn_ini_hello_ack(inst, conn, &hello);
+            ret = sn_conn_fill(conn, sizeof(sn_hello_t));
+            if (ret > 0) {
+                ret = sn_conn_rx_hello(inst, conn);
                 if (ret == 0) {
                     return 1; /* stale: conn was closed and freed */
                 }
             }
-            if (ret < 0) {
-                return -1;
-            }
-            continue;
+        } else {
+            ret = sn_conn_rx_frame(inst, conn);
         }
-
-        if (conn->rx_state == SN_RX_HDR) {
-            hdr_len = (conn->role == SN_ROLE_TGT) ?
-                      sizeof(sn_req_t) : sizeof(sn_rsp_t);
-            ret = sn_conn_fill(conn, hdr_len);
-            if (ret <= 0) {
-                return ret;
-            }
-            memcpy(&conn->hdr, conn->rbuf + conn->rpos, hdr_len);
-            conn->rpos += hdr_len;
-            if (conn->role == SN_ROLE_TGT) {
-                ret = sn_resp_on_header(inst, conn);
-            } else {
-                ret = sn_req_on_rsp(inst, conn);
-            }
-            if (ret < 0) {
-                return -1;
-            }
-            conn->rx_state = SN_RX_PAYLOAD;
-        }
-
-        ret = sn_conn_payload(inst, conn);
         if (ret <= 0) {
             return ret;
-        }
-        conn->rx_state = SN_RX_HDR;
-        if (conn->role == SN_ROLE_TGT) {
-            if (sn_req_has_payload(conn->hdr.req.op) &&
-                (sn_resp_on_payload(inst, conn) < 0)) {
-                return -1;
-            }
-        } else if ((conn->hdr.rsp.type == SN_RSP_READ_DATA) &&
-                   (conn->hdr.rsp.length > 0)) {
-            if (sn_req_on_payload(conn) < 0) {
-                return -1;
-            }
         }
     }
     return 0;
@@ -700,7 +743,7 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
 
 /* ---- events ------------------------------------------------------------- */
 
-void sn_svc_accept(sn_inst_t *inst)
+void sn_conn_accept(sn_inst_t *inst)
 {
     sn_conn_t *conn;
     int fd, i;
@@ -727,7 +770,7 @@ void sn_svc_accept(sn_inst_t *inst)
 
 /* A non-blocking socket connecting to remote from this device's address
  * (not for loopback peers); returns the fd or -1. */
-static int sn_ini_socket(sn_inst_t *inst,
+static int sn_conn_socket(sn_inst_t *inst,
                          const struct sockaddr_in *remote)
 {
     struct sockaddr_in local;
@@ -764,13 +807,13 @@ static int sn_ini_socket(sn_inst_t *inst,
  * retransmission, longer than a short QP timeout. */
 #define SN_CONNECT_RETRY_NS (200ull * 1000 * 1000)
 
-static void sn_ini_reconnect(sn_inst_t *inst,
+static void sn_conn_reconnect(sn_inst_t *inst,
                              sn_conn_t *conn, uint64_t now)
 {
     struct epoll_event ev;
     int fd;
 
-    fd = sn_ini_socket(inst, &conn->remote);
+    fd = sn_conn_socket(inst, &conn->remote);
     if (fd < 0) {
         return; /* keep waiting on the current attempt */
     }
@@ -788,7 +831,7 @@ static void sn_ini_reconnect(sn_inst_t *inst,
     conn->connect_ns = now;
 }
 
-void sn_svc_conn_timers(sn_inst_t *inst, uint64_t now)
+void sn_conn_timers(sn_inst_t *inst, uint64_t now)
 {
     sn_conn_t *conn;
 
@@ -796,23 +839,19 @@ void sn_svc_conn_timers(sn_inst_t *inst, uint64_t now)
         if ((conn->role == SN_ROLE_INI) &&
             (conn->state == SN_CS_CONNECTING) &&
             (now - conn->connect_ns >= SN_CONNECT_RETRY_NS)) {
-            sn_ini_reconnect(inst, conn, now);
+            sn_conn_reconnect(inst, conn, now);
         }
     }
 }
 
-void sn_svc_connect_qp(sn_inst_t *inst, sn_qp_t *qp)
+/* QP lock held: a connection to the QP's peer, its HELLO waiting in obuf
+ * until connect() completes; NULL on failure */
+static sn_conn_t *sn_conn_open_ini(sn_inst_t *inst, sn_qp_t *qp)
 {
     struct sockaddr_in remote;
-    sn_hello_t hello;
     sn_conn_t *conn;
     int fd;
 
-    pthread_mutex_lock(&qp->lock);
-    if ((qp->conn_state != SN_CONN_CONNECTING) || (qp->conn_id != 0)) {
-        pthread_mutex_unlock(&qp->lock);
-        return;
-    }
     memset(&remote, 0, sizeof(remote));
     remote.sin_family = AF_INET;
     remote.sin_port   = htons((inst->config.qpn_port_base == 0) ?
@@ -820,63 +859,95 @@ void sn_svc_connect_qp(sn_inst_t *inst, sn_qp_t *qp)
                               inst->config.qpn_port_base +
                               (qp->attr.dest_qp_num >> SOFTNIC_QPN_PORT_SHIFT));
     memcpy(&remote.sin_addr, &qp->attr.ah_attr.grh.dgid.raw[12], 4);
-    sn_hello_fill(inst, &hello, SN_HELLO, qp->super.qp_num,
-                  qp->attr.dest_qp_num);
-
-    fd = sn_ini_socket(inst, &remote);
+    fd = sn_conn_socket(inst, &remote);
     if (fd < 0) {
-        goto err;
+        return NULL;
     }
     conn = sn_conn_new(inst, fd, SN_ROLE_INI, EPOLLOUT);
     if (conn == NULL) {
-        goto err_close;
+        close(fd);
+        return NULL;
     }
+    conn->obuf = malloc(sizeof(sn_hello_t));
+    if (conn->obuf == NULL) {
+        sn_conn_close(inst, conn);
+        return NULL;
+    }
+    sn_hello_fill(inst, (sn_hello_t *)conn->obuf, SN_HELLO, qp->super.qp_num,
+                  qp->attr.dest_qp_num);
+    conn->ocap       = conn->olen = sizeof(sn_hello_t);
     conn->qp         = qp;
     conn->state      = SN_CS_CONNECTING;
     conn->remote     = remote;
     conn->connect_ns = sn_now_ns();
-    qp->conn_id = conn->id;
-    qp->conn    = conn;
-    /* the HELLO waits in obuf until the connection is up */
-    conn->obuf  = malloc(sizeof(hello));
-    if (conn->obuf == NULL) {
-        qp->conn_id = 0;
-        qp->conn    = NULL;
-        sn_conn_close(inst, conn);
-        goto err;
-    }
-    memcpy(conn->obuf, &hello, sizeof(hello));
-    conn->ocap = conn->olen = sizeof(hello);
-    pthread_mutex_unlock(&qp->lock);
-    return;
+    return conn;
+}
 
-err_close:
-    close(fd);
-err:
-    qp->conn_state = SN_CONN_FAILED;
-    sn_qp_tx(qp); /* fails queued WRs, if any */
+void sn_conn_connect_qp(sn_inst_t *inst, sn_qp_t *qp)
+{
+    sn_conn_t *conn;
+
+    pthread_mutex_lock(&qp->lock);
+    if ((qp->conn_state == SN_CONN_CONNECTING) && (qp->conn_id == 0)) {
+        conn = sn_conn_open_ini(inst, qp);
+        if (conn != NULL) {
+            qp->conn_id = conn->id;
+            qp->conn    = conn;
+        } else {
+            qp->conn_state = SN_CONN_FAILED;
+            sn_qp_tx(qp); /* fails queued WRs, if any */
+        }
+    }
     pthread_mutex_unlock(&qp->lock);
 }
 
-static void sn_svc_writable(sn_inst_t *inst, sn_conn_t *conn)
+/* INI: connect() completed. Returns 0 (the HELLO goes next), or -1 when it
+ * failed (then the QP's oldest WR fails and conn is closed). */
+static int sn_conn_connected(sn_inst_t *inst, sn_conn_t *conn)
+{
+    socklen_t len = sizeof(int);
+    int err = 0;
+
+    if ((getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) ||
+        (err != 0)) {
+        errno = err;
+        sn_log(inst, SOFTNIC_LOG_INFO, "qp 0x%x: connect failed: %m",
+               conn->qp->super.qp_num);
+        sn_conn_ini_fail(inst, conn);
+        return -1;
+    }
+    conn->state = SN_CS_HELLO;
+    return 0;
+}
+
+/* INI, ready: the QP's requests go on; EPOLLOUT off once they all went */
+static void sn_conn_ini_writable(sn_inst_t *inst, sn_conn_t *conn)
 {
     sn_qp_t *qp = conn->qp;
-    int err = 0, ret;
-    socklen_t len = sizeof(err);
 
-    if (conn->state == SN_CS_CONNECTING) {
-        if ((getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) ||
-            (err != 0)) {
-            errno = err;
-            sn_log(inst, SOFTNIC_LOG_INFO,
-               "qp 0x%x: connect failed: %m",
-                   qp->super.qp_num);
-            sn_ini_fail(inst, conn);
-            return;
-        }
-        conn->state = SN_CS_HELLO;
+    pthread_mutex_lock(&qp->lock);
+    if (qp->conn_id != conn->id) {
+        pthread_mutex_unlock(&qp->lock);
+        sn_conn_close(inst, conn);
+        return;
     }
+    qp->tx_blocked = 0;
+    sn_qp_tx(qp);
+    if (!qp->tx_blocked && (qp->conn_id == conn->id)) {
+        conn->events = EPOLLIN | EPOLLOUT; /* force the MOD */
+        sn_conn_set_events(inst, conn, EPOLLIN);
+    }
+    pthread_mutex_unlock(&qp->lock);
+}
 
+static void sn_conn_writable(sn_inst_t *inst, sn_conn_t *conn)
+{
+    int ret;
+
+    if ((conn->state == SN_CS_CONNECTING) &&
+        (sn_conn_connected(inst, conn) != 0)) {
+        return;
+    }
     if (conn->olen > conn->opos) {
         ret = sn_conn_flush(conn);
         if (ret < 0) {
@@ -891,25 +962,10 @@ static void sn_svc_writable(sn_inst_t *inst, sn_conn_t *conn)
         sn_conn_close(inst, conn);
         return;
     }
-
-    if ((conn->role == SN_ROLE_INI) &&
-        (conn->state == SN_CS_READY)) {
-        pthread_mutex_lock(&qp->lock);
-        if (qp->conn_id != conn->id) {
-            pthread_mutex_unlock(&qp->lock);
-            sn_conn_close(inst, conn);
-            return;
-        }
-        qp->tx_blocked = 0;
-        sn_qp_tx(qp);
-        if (!qp->tx_blocked && (qp->conn_id == conn->id)) {
-            conn->events = EPOLLIN | EPOLLOUT; /* force the MOD */
-            sn_conn_set_events(inst, conn, EPOLLIN);
-        }
-        pthread_mutex_unlock(&qp->lock);
+    if ((conn->role == SN_ROLE_INI) && (conn->state == SN_CS_READY)) {
+        sn_conn_ini_writable(inst, conn);
         return;
     }
-
     if (conn->role == SN_ROLE_TGT) {
         if (sn_resp_read_pump(inst, conn) < 0) {
             sn_conn_close(inst, conn);
@@ -926,7 +982,7 @@ static void sn_svc_writable(sn_inst_t *inst, sn_conn_t *conn)
     }
 }
 
-void sn_svc_event(sn_inst_t *inst, sn_conn_t *conn,
+void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn,
                   uint32_t events)
 {
     sn_qp_t *qp;
@@ -944,7 +1000,7 @@ void sn_svc_event(sn_inst_t *inst, sn_conn_t *conn,
     }
 
     if (events & EPOLLOUT) {
-        sn_svc_writable(inst, conn);
+        sn_conn_writable(inst, conn);
         return; /* the connection may be gone; EPOLLIN comes again */
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {

@@ -27,12 +27,20 @@ typedef enum {
     SN_CMD_FORGET
 } sn_cmd_type_t;
 
+/*
+ * A command for the service loop. Any thread posts one (sn_svc_post) by
+ * appending it to inst->cmd_head/cmd_tail under inst->cmd_lock and writing
+ * the eventfd; the svc_lock holder takes the whole list under cmd_lock,
+ * runs the commands without it, then advances inst->cmd_done (under
+ * cmd_lock, cmd_cond broadcast). Between post and run only the list links
+ * change; the fields are written before the post and read after the take.
+ */
 struct sn_cmd {
     struct sn_cmd *next;
     sn_cmd_type_t  type;
     sn_qp_t       *qp;
-    uint64_t             conn_id;
-    int                  on_stack; /* FORGET: owned by the waiting caller */
+    uint64_t       conn_id;
+    int            on_stack; /* FORGET: owned by the waiting caller */
 };
 
 static char sn_listen_tag, sn_cmd_tag;
@@ -115,10 +123,37 @@ void sn_svc_forget_qp(sn_inst_t *inst, sn_qp_t *qp)
     pthread_mutex_unlock(&inst->cmd_lock);
 }
 
+static void sn_svc_run_cmd(sn_inst_t *inst, const struct sn_cmd *cmd)
+{
+    sn_conn_t *conn, *next;
+
+    switch (cmd->type) {
+    case SN_CMD_CONNECT:
+        sn_conn_connect_qp(inst, cmd->qp);
+        break;
+    case SN_CMD_DROP:
+        for (conn = inst->conns; conn != NULL; conn = conn->next) {
+            if (conn->id == cmd->conn_id) {
+                sn_conn_close(inst, conn);
+                break;
+            }
+        }
+        break;
+    case SN_CMD_FORGET:
+        for (conn = inst->conns; conn != NULL; conn = next) {
+            next = conn->next;
+            if (conn->qp == cmd->qp) {
+                conn->have_recv = 0; /* the QP is going away */
+                sn_conn_close(inst, conn);
+            }
+        }
+        break;
+    }
+}
+
 static void sn_svc_commands(sn_inst_t *inst)
 {
     struct sn_cmd *cmd, *next;
-    sn_conn_t *conn, *conn_next;
     uint64_t count = 0, value;
     ssize_t ret;
 
@@ -132,28 +167,7 @@ static void sn_svc_commands(sn_inst_t *inst)
     for (; cmd != NULL; cmd = next) {
         next = cmd->next;
         ++count;
-        switch (cmd->type) {
-        case SN_CMD_CONNECT:
-            sn_svc_connect_qp(inst, cmd->qp);
-            break;
-        case SN_CMD_DROP:
-            for (conn = inst->conns; conn != NULL; conn = conn->next) {
-                if (conn->id == cmd->conn_id) {
-                    sn_conn_close(inst, conn);
-                    break;
-                }
-            }
-            break;
-        case SN_CMD_FORGET:
-            for (conn = inst->conns; conn != NULL; conn = conn_next) {
-                conn_next = conn->next;
-                if (conn->qp == cmd->qp) {
-                    conn->have_recv = 0; /* the QP is going away */
-                    sn_conn_close(inst, conn);
-                }
-            }
-            break;
-        }
+        sn_svc_run_cmd(inst, cmd);
         if (!cmd->on_stack) {
             free(cmd);
         }
@@ -213,14 +227,14 @@ static void sn_svc_dispatch(sn_inst_t *inst,
 
     for (i = 0; i < n; ++i) {
         if (events[i].data.ptr == &sn_listen_tag) {
-            sn_svc_accept(inst);
+            sn_conn_accept(inst);
         } else if (events[i].data.ptr == &sn_cmd_tag) {
             sn_svc_commands(inst);
         } else {
             conn = events[i].data.ptr;
             /* an earlier event of this batch may have closed it */
             if (sn_svc_conn_alive(inst, conn)) {
-                sn_svc_event(inst, conn, events[i].events);
+                sn_conn_event(inst, conn, events[i].events);
             }
         }
     }
@@ -271,7 +285,7 @@ static void *sn_svc_thread(void *arg)
             sn_svc_lock(inst);
             next        = sn_svc_timers(inst);
             last_timers = now;
-            sn_svc_conn_timers(inst, now);
+            sn_conn_timers(inst, now);
             pthread_mutex_unlock(&inst->svc_lock);
         }
         timeout_ms = SN_TICK_NS / 1000000;
@@ -348,17 +362,12 @@ static int sn_svc_listen(sn_inst_t *inst, struct sockaddr_in *addr)
     return -1;
 }
 
-int sn_svc_start(sn_inst_t *inst)
+/* The listener bound to the device's address; inst->listen_port its port */
+static int sn_svc_open_listener(sn_inst_t *inst)
 {
     struct sockaddr_in addr;
-    struct epoll_event ev;
     socklen_t len = sizeof(addr);
     int ret;
-
-    inst->scratch = malloc(SN_CHUNK);
-    if (inst->scratch == NULL) {
-        return ENOMEM;
-    }
 
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
@@ -368,18 +377,26 @@ int sn_svc_start(sn_inst_t *inst)
         ret = errno;
         sn_log(inst, SOFTNIC_LOG_ERROR, "cannot listen on %s: %m",
                inet_ntoa(inst->ip));
-        goto err_free;
+        return ret;
     }
     if (getsockname(inst->listen_fd, (struct sockaddr *)&addr, &len) < 0) {
         ret = errno;
-        goto err_close_listen;
+        close(inst->listen_fd);
+        return ret;
     }
     inst->listen_port = ntohs(addr.sin_port);
+    return 0;
+}
+
+/* The epoll set watching the listener and the command eventfd */
+static int sn_svc_open_epoll(sn_inst_t *inst)
+{
+    struct epoll_event ev;
+    int ret;
 
     inst->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (inst->epoll_fd < 0) {
-        ret = errno;
-        goto err_close_listen;
+        return errno;
     }
     inst->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (inst->cmd_fd < 0) {
@@ -398,17 +415,40 @@ int sn_svc_start(sn_inst_t *inst)
         ret = errno;
         goto err_close_cmd;
     }
-
-    ret = pthread_create(&inst->thread, NULL, sn_svc_thread, inst);
-    if (ret != 0) {
-        goto err_close_cmd;
-    }
-    inst->thread_started = 1;
     return 0;
 
 err_close_cmd:
     close(inst->cmd_fd);
 err_close_epoll:
+    close(inst->epoll_fd);
+    return ret;
+}
+
+int sn_svc_start(sn_inst_t *inst)
+{
+    int ret;
+
+    inst->scratch = malloc(SN_CHUNK);
+    if (inst->scratch == NULL) {
+        return ENOMEM;
+    }
+    ret = sn_svc_open_listener(inst);
+    if (ret != 0) {
+        goto err_free;
+    }
+    ret = sn_svc_open_epoll(inst);
+    if (ret != 0) {
+        goto err_close_listen;
+    }
+    ret = pthread_create(&inst->thread, NULL, sn_svc_thread, inst);
+    if (ret != 0) {
+        goto err_close_epoll;
+    }
+    inst->thread_started = 1;
+    return 0;
+
+err_close_epoll:
+    close(inst->cmd_fd);
     close(inst->epoll_fd);
 err_close_listen:
     close(inst->listen_fd);

@@ -26,10 +26,12 @@
  * bracketed by sn_mr_busy_begin/end so deregistration takes effect.
  *
  * Threads: everything in these files except sn_wire_send_req (sn_req.c),
- * sn_svc_want_tx (sn_conn.c) and the command posters (sn_svc.c) runs under
- * inst->svc_lock, on the service thread or on a thread polling a CQ
- * (sn_svc_poll); the lock holder alone owns the connection objects
- * (sn_conn_t).
+ * sn_svc_want_tx (sn_conn.c), the command posters (sn_svc.c) and
+ * sn_svc_start/stop runs under inst->svc_lock, on the service thread or on
+ * a thread polling a CQ (sn_svc_poll); the lock holder alone owns the
+ * connection objects (sn_conn_t). QP state is read and written under the
+ * QP's lock, taken after svc_lock (sn_resp.c lists which responder step
+ * holds it).
  */
 #ifndef SN_WIRE_H_
 #define SN_WIRE_H_
@@ -155,10 +157,12 @@ enum {
 };
 
 /*
- * A connection. Owned by the service thread: only it reads or writes these
- * fields, except that an initiator QP's posting threads write to fd (under
- * the QP lock, once the QP lists the connection as READY) and change its
- * epoll registration (sn_svc_want_tx).
+ * A connection. Owned by the svc_lock holder (the service thread or a
+ * poller): only it reads or writes these fields and the inst->conns list,
+ * except that an initiator QP's posting threads write to fd (under the QP
+ * lock, once the QP lists the connection as READY, through qp->conn_fd)
+ * and change its epoll registration (sn_svc_want_tx; conn->events stays the
+ * owner's, which re-reads qp->tx_blocked under the QP lock).
  */
 struct sn_conn {
     sn_conn_t *next;
@@ -229,10 +233,10 @@ int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn,
                 const void *payload, size_t payload_len);
 int sn_conn_flush(sn_conn_t *conn);
 void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn);
-void sn_svc_accept(sn_inst_t *inst);
-void sn_svc_conn_timers(sn_inst_t *inst, uint64_t now);
-void sn_svc_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
-void sn_svc_event(sn_inst_t *inst, sn_conn_t *conn,
+void sn_conn_accept(sn_inst_t *inst);
+void sn_conn_timers(sn_inst_t *inst, uint64_t now);
+void sn_conn_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
+void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn,
                   uint32_t events);
 
 /* Responder (sn_resp.c) */
