@@ -170,10 +170,32 @@ TEST_F(topo_two_numa, verbs_devices_sit_at_their_hca)
     EXPECT_EQ("0000:81:00.0", pci(hca1));
     EXPECT_EQ(1, hca1.numa_node);
 
-    /* a verbs device is found by its verbs name only, never as a netdev */
-    orc_dev_info_t by_netdev = verbs_dev("mlx5_9");
-    snprintf(by_netdev.netdev, sizeof(by_netdev.netdev), "nic0");
-    EXPECT_FALSE(locate(m_topo, by_netdev).found);
+    /* the verbs name wins over the GID's interface */
+    orc_dev_info_t named = verbs_dev("mlx5_1");
+    snprintf(named.netdev, sizeof(named.netdev), "nic0");
+    EXPECT_EQ("0000:81:00.0", pci(locate(m_topo, named)));
+}
+
+/* A RoCE device hwloc does not list (softnic's provider) sits where its
+ * GID's interface sits: at the same PCI device and NUMA node as the soft
+ * device on that interface */
+TEST_F(topo_two_numa, unlisted_verbs_device_sits_at_its_gid_interface)
+{
+    orc_dev_info_t soft_nic1 = soft_dev("nic1");
+    orc_dev_info_t verbs     = verbs_dev("soft_nic1");
+    cpu_set_t      cpu1      = cpus_of({1});
+
+    snprintf(verbs.netdev, sizeof(verbs.netdev), "nic1");
+    orc_topo_loc_t loc = locate(m_topo, verbs);
+    ASSERT_TRUE(loc.found);
+    EXPECT_EQ("0000:81:00.0", pci(loc));
+    EXPECT_EQ(1, loc.numa_node);
+    EXPECT_TRUE(CPU_EQUAL(&cpu1, &loc.cpus));
+    EXPECT_EQ(pci(locate(m_topo, soft_nic1)), pci(loc));
+
+    /* an interface hwloc does not know either: no locality */
+    snprintf(verbs.netdev, sizeof(verbs.netdev), "lo");
+    EXPECT_FALSE(locate(m_topo, verbs).found);
 }
 
 TEST_F(topo_two_numa, unknown_devices_have_no_locality)

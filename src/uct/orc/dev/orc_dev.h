@@ -72,9 +72,9 @@ typedef struct orc_dev_info {
     char              name[ORC_DEV_NAME_MAX]; /* "mlx5_0", "soft_lo" */
     orc_dev_backend_t backend;                /* VERBS or SOFT, never AUTO */
     uint8_t           num_ports;              /* ports are numbered from 1 */
-    /* soft: the network interface the device runs on ("lo", "eth0"), for
-     * topology lookups (orc_topo.h); verbs: empty (hwloc knows an HCA by
-     * its verbs name) */
+    /* the network interface, for topology lookups (orc_topo.h): soft, the
+     * one the device runs on ("lo", "eth0"); verbs, the one of the source
+     * GID of port 1 on RoCE ("" on InfiniBand) */
     char              netdev[ORC_DEV_NAME_MAX];
 } orc_dev_info_t;
 

@@ -128,7 +128,10 @@ static hwloc_obj_t orc_topo_find_osdev(hwloc_topology_t topology,
     hwloc_obj_t osdev = NULL;
 
     if (backend == ORC_DEV_BACKEND_VERBS) {
-        return hwloc_ibv_get_device_osdev_by_name(topology, name);
+        osdev = hwloc_ibv_get_device_osdev_by_name(topology, name);
+        if (osdev != NULL) {
+            return osdev;
+        }
     }
     if ((netdev == NULL) || (netdev[0] == '\0')) {
         return NULL;

@@ -5,7 +5,10 @@
  * device gives its PCI device and its locality (the CPUs and NUMA node of
  * the closest non-I/O object above it):
  *   verbs  the OpenFabrics OS device of the same name (the HCA), found with
- *          hwloc's OpenFabrics helpers;
+ *          hwloc's OpenFabrics helpers; for a RoCE device hwloc does not
+ *          list (a userspace provider such as softnic's), the network OS
+ *          device of its source GID's interface, so it sits where the soft
+ *          device on that interface sits;
  *   soft   the network OS device of the interface the device runs on.
  * A device hwloc does not know (lo, a veth, a machine where hwloc finds no
  * PCI information) has no PCI device and an unknown locality.
@@ -71,9 +74,8 @@ void orc_topo_destroy(orc_topo_t *topo);
 int orc_topo_numa_count(const orc_topo_t *topo);
 
 /*
- * Where a device sits: verbs devices by their verbs name, soft devices by
- * their network interface (netdev, from orc_dev_info_t / orc_dev_t). topo
- * may be NULL (nothing is found).
+ * Where a device sits (the rules above): name and netdev from
+ * orc_dev_info_t / orc_dev_t. topo may be NULL (nothing is found).
  */
 void orc_topo_locate(const orc_topo_t *topo, orc_dev_backend_t backend,
                      const char *name, const char *netdev,

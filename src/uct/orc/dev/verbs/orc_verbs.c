@@ -19,6 +19,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -192,20 +194,67 @@ int orc_verbs_addr_decode(const void *buf, size_t len, uint8_t local_link_layer,
     return 0;
 }
 
+/*
+ * The network interface of a RoCE device's source GID (config's GID index on
+ * port 1), where topology finds a device that hwloc does not know by its
+ * verbs name (orc_topo.h); "" on InfiniBand ports (no interface) or if the
+ * entry cannot be read.
+ */
+static void orc_verbs_gid_netdev(struct ibv_context *ctx, unsigned gid_index,
+                                 char *netdev)
+{
+    struct ibv_gid_entry entry;
+    char                 ifname[IF_NAMESIZE];
+
+    netdev[0] = '\0';
+    if ((ibv_query_gid_ex(ctx, 1, gid_index, &entry, 0) == 0) &&
+        (entry.ndev_ifindex != 0) &&
+        (if_indextoname(entry.ndev_ifindex, ifname) != NULL)) {
+        snprintf(netdev, ORC_DEV_NAME_MAX, "%s", ifname);
+    }
+}
+
+/* Fill *info for ib_dev; -1 if it cannot be opened or queried (e.g. no
+ * permission on its uverbs node): such a device is not usable. */
+static int orc_verbs_dev_info(struct ibv_device *ib_dev, unsigned gid_index,
+                              orc_dev_info_t *info)
+{
+    struct ibv_device_attr dev_attr;
+    struct ibv_context    *ctx;
+    const char            *name;
+    int                    ret;
+
+    name = ibv_get_device_name(ib_dev);
+    if ((name == NULL) || (strlen(name) >= ORC_DEV_NAME_MAX)) {
+        return -1;
+    }
+    ctx = ibv_open_device(ib_dev);
+    if (ctx == NULL) {
+        return -1;
+    }
+    ret = ibv_query_device(ctx, &dev_attr);
+    if (ret == 0) {
+        memset(info, 0, sizeof(*info));
+        strcpy(info->name, name);
+        info->backend   = ORC_DEV_BACKEND_VERBS;
+        info->num_ports = dev_attr.phys_port_cnt;
+        orc_verbs_gid_netdev(ctx, gid_index, info->netdev);
+    }
+    ibv_close_device(ctx);
+    return (ret == 0) ? 0 : -1;
+}
+
 static int orc_verbs_dev_list(const orc_dev_config_t *config,
                               orc_dev_info_t **list_p, int *count_p)
 {
-    struct ibv_device    **ib_list;
-    struct ibv_device_attr dev_attr;
-    struct ibv_context    *ctx;
-    orc_dev_info_t        *list;
-    const char            *name;
-    int                    i, num, count, ret;
-
-    (void)config;
+    struct ibv_device **ib_list;
+    orc_dev_info_t     *list;
+    unsigned            gid_index;
+    int                 i, num, count, ret;
 
     *list_p = NULL;
     *count_p = 0;
+    gid_index = (config != NULL) ? config->verbs_gid_index : 0;
 
     errno = 0;
     ib_list = ibv_get_device_list(&num);
@@ -225,31 +274,13 @@ static int orc_verbs_dev_list(const orc_dev_config_t *config,
         goto out_free_ib_list;
     }
 
-    /* A device that cannot be opened or queried (e.g. no permission on its
-     * uverbs node) is not usable, so it is not listed; "auto" then falls
-     * through to softnic as if the device did not exist. */
+    /* a device that is not usable is not listed; "auto" then falls through
+     * to softnic as if the device did not exist */
     count = 0;
     for (i = 0; i < num; ++i) {
-        name = ibv_get_device_name(ib_list[i]);
-        if ((name == NULL) || (strlen(name) >= ORC_DEV_NAME_MAX)) {
-            continue;
+        if (orc_verbs_dev_info(ib_list[i], gid_index, &list[count]) == 0) {
+            ++count;
         }
-
-        ctx = ibv_open_device(ib_list[i]);
-        if (ctx == NULL) {
-            continue;
-        }
-
-        ret = ibv_query_device(ctx, &dev_attr);
-        ibv_close_device(ctx);
-        if (ret != 0) {
-            continue;
-        }
-
-        strcpy(list[count].name, name);
-        list[count].backend = ORC_DEV_BACKEND_VERBS;
-        list[count].num_ports = dev_attr.phys_port_cnt;
-        ++count;
     }
 
     if (count == 0) {
