@@ -38,7 +38,12 @@ pid_t       uct_env::m_orcd_pid = -1;
 /* Environment of the test binary (the two-namespace script sets them):
  *   ORC_UCT_TEST_IFACE       network interface of the soft device (lo)
  *   ORC_UCT_TEST_ORCD_HOST   address the child orcd listens on (127.0.0.1)
- *   ORC_UCT_CHILD_NETNS      run child processes in this network namespace */
+ *   ORC_UCT_CHILD_NETNS      run child processes in this network namespace
+ *   ORC_UCT_CHILD_WRAPPER    ... under this command (contrib/softnic-run for
+ *                            the verbs backend; it must exec the child)
+ *   ORC_UCT_TEST_BACKEND     the device layer's backend: soft (default), or
+ *                            verbs: the same devices through libibverbs and
+ *                            the softnic provider (run under softnic-run) */
 static std::string env_or(const char *name, const char *dflt)
 {
     const char *v = getenv(name);
@@ -168,8 +173,9 @@ void uct_env::setup()
     const char *b = getenv("ORC_TOP_BUILDDIR");
     m_builddir    = (b != NULL) ? b : ".";
 
-    /* only soft_lo, small and quick */
-    setenv("UCX_ORC_BACKEND", "soft", 1);
+    /* only soft_<test iface>, small and quick */
+    setenv("UCX_ORC_BACKEND", env_or("ORC_UCT_TEST_BACKEND", "soft").c_str(),
+           1);
     setenv("UCX_ORC_SOFT_IFACES", test_iface().c_str(), 1);
     setenv("UCX_ORC_JOB", "uct-test", 1);
 
@@ -694,10 +700,14 @@ child::child(const std::string &role, const std::vector<std::string> &env) :
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     EXPECT_GT(n, 0);
     self[n > 0 ? n : 0] = '\0';
-    std::string netns = env_or("ORC_UCT_CHILD_NETNS", "");
+    std::string netns   = env_or("ORC_UCT_CHILD_NETNS", "");
+    std::string wrapper = env_or("ORC_UCT_CHILD_WRAPPER", "");
     std::vector<const char*> argv;
     if (!netns.empty()) {
         argv = {"ip", "netns", "exec", netns.c_str()};
+    }
+    if (!wrapper.empty()) {
+        argv.push_back(wrapper.c_str());
     }
     argv.push_back(self);
     argv.push_back("--gtest_filter=OrcChild.Main");

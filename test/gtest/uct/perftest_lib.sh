@@ -6,6 +6,8 @@
 #   server_pre, client_pre   arrays: command prefixes of the two sides
 #                 (e.g. ip netns exec NS), may be empty
 #   server_addr   the address the client connects to
+#   perftest_wrap optional: a command ucx_perftest runs under, inside the
+#                 prefixes (e.g. contrib/softnic-run in another namespace)
 # and gets pass/fail counters (added to the caller's, if any).
 
 pass=${pass:-0}
@@ -28,12 +30,12 @@ run_once() {
     local attempt i spid
     for attempt in 1 2 3; do
         port_seq=$((port_seq + 1))
-        "${server_pre[@]}" timeout 60 env "${orc_env[@]}" "$perftest" \
+        "${server_pre[@]}" timeout 60 env "${orc_env[@]}" ${perftest_wrap:-} "$perftest" \
             -p "$port_seq" "$@" >"$tmp/server.log" 2>&1 &
         spid=$!
         for i in $(seq 1 100); do
-            "${client_pre[@]}" timeout 60 env "${orc_env[@]}" "$perftest" \
-                "$server_addr" -p "$port_seq" "$@" >"$tmp/client.log" 2>&1
+            "${client_pre[@]}" timeout 60 env "${orc_env[@]}" ${perftest_wrap:-} \
+                "$perftest" "$server_addr" -p "$port_seq" "$@" >"$tmp/client.log" 2>&1
             echo "client exit status $?" >>"$tmp/client.log"
             grep -q '^Final:' "$tmp/client.log" && break
             # perftest reports a refused connection on stdout

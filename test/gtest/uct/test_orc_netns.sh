@@ -4,10 +4,17 @@
 # them. Runs the multi-process UCT tests with the peer processes in the other
 # namespace, then ucx_perftest (UCT and UCP with UCX_TLS=orc) across them.
 # Needs root and iproute2; skips (77) otherwise. Everything is removed at exit.
+#
+# ORC_TEST_BACKEND (soft, the default, or verbs) picks the device layer's
+# backend; ORC_TEST_WRAPPER is a command each orc process runs under in its
+# namespace (test/verbs/test_orc_verbs.sh: contrib/softnic-run, so that the
+# verbs backend finds the softnic provider's devices of that host).
 set -u
 
 builddir=${ORC_TOP_BUILDDIR:-$(pwd)}
 srcdir=${ORC_TOP_SRCDIR:-$(dirname "$0")/../../..}
+backend=${ORC_TEST_BACKEND:-soft}
+wrap=${ORC_TEST_WRAPPER:-}
 test_bin=$builddir/test/gtest/uct/test_orc_uct
 lib=$builddir/.libs/libuct_orc.so
 orcd=$builddir/src/coordinator/orcd/orcd
@@ -69,10 +76,10 @@ fail=0
 
 # 1. UCT multi-process tests, peers in the other namespace
 echo "== test_orc_uct across namespaces"
-ip netns exec "$nsa" env ORC_UCT_TEST_IFACE=orc0 \
-    ORC_UCT_TEST_ORCD_HOST=$ipa ORC_UCT_CHILD_NETNS="$nsb" \
+ip netns exec "$nsa" env ORC_UCT_TEST_IFACE=orc0 ORC_UCT_TEST_BACKEND=$backend \
+    ORC_UCT_TEST_ORCD_HOST=$ipa ORC_UCT_CHILD_NETNS="$nsb" ORC_UCT_CHILD_WRAPPER="$wrap" \
     GTEST_OUTPUT="${GTEST_OUTPUT:+${GTEST_OUTPUT%/}/test_orc_uct_netns.xml}" \
-    "$test_bin" --gtest_filter='OrcUct.PeerNeverProgresses:OrcUct.PeerKilledMidTransfer:OrcUct.AtomicsFromSeveralProcesses:OrcUct.EpCheckHealthyAndDeadPeer' \
+    ${wrap:+"$wrap"} "$test_bin" --gtest_filter='OrcUct.PeerNeverProgresses:OrcUct.PeerKilledMidTransfer:OrcUct.AtomicsFromSeveralProcesses:OrcUct.EpCheckHealthyAndDeadPeer' \
     || fail=$((fail + 1))
 
 # 2. ucx_perftest across namespaces
@@ -88,12 +95,13 @@ if [ -z "$perftest" ]; then
 elif ldd "$lib" | grep -q libasan; then
     echo "SKIP part 2: sanitizer build: ASan cannot be preloaded into ucx_perftest (see the comment in $0)"
 else
-    export UCX_ORC_COORDINATOR=$url UCX_ORC_BACKEND=soft
+    export UCX_ORC_COORDINATOR=$url UCX_ORC_BACKEND=$backend
     export UCX_ORC_SOFT_IFACES=orc0 UCX_ORC_JOB=netns
     export UCX_WARN_UNUSED_ENV_VARS=n
     server_pre=(ip netns exec "$nsa")
     client_pre=(ip netns exec "$nsb")
     server_addr=$ipa
+    perftest_wrap=$wrap
     . "$srcdir/test/gtest/uct/perftest_lib.sh"
     uct="-x orc -d soft_orc0:1 -n 300"
     run put_lat/short  $uct -t put_lat -D short

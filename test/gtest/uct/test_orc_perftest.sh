@@ -53,7 +53,9 @@ done
 [ -s "$tmp/port" ] || { echo "FAIL: orcd did not start"; exit 1; }
 
 export UCX_ORC_COORDINATOR=http://127.0.0.1:$(cat "$tmp/port")
-export UCX_ORC_BACKEND=soft UCX_ORC_SOFT_IFACES=lo UCX_ORC_JOB=perftest
+# ORC_TEST_BACKEND: soft (default) or verbs (test/verbs/test_orc_verbs.sh
+# runs this script under contrib/softnic-run for the softnic provider)
+export UCX_ORC_BACKEND=${ORC_TEST_BACKEND:-soft} UCX_ORC_SOFT_IFACES=lo UCX_ORC_JOB=perftest
 export UCX_WARN_UNUSED_ENV_VARS=n
 
 server_pre=()

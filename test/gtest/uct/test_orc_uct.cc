@@ -1662,6 +1662,11 @@ class OrcUctSoftKnobs : public OrcUct,
 protected:
     void SetUp() override
     {
+        const char *backend = getenv("UCX_ORC_BACKEND");
+        if ((backend == NULL) || strcmp(backend, "soft")) {
+            GTEST_SKIP() << "the soft backend's settings; backend "
+                         << (backend ? backend : "(unset)");
+        }
         m_cma.reset(new scoped_setenv("UCX_ORC_SOFT_NO_CMA",
                                       GetParam().no_cma));
         m_ring.reset(new scoped_setenv("UCX_ORC_SOFT_NO_RING",
