@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
     build-essential autoconf automake libtool pkg-config dpkg-dev
-    clang libclang-rt-14-dev
+    clang libclang-rt-14-dev clang-format
     libucx-dev ucx-utils libibverbs-dev librdmacm-dev rdma-core
     libyaml-dev libhwloc-dev libgtest-dev
     libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libgnutls28-dev

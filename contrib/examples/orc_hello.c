@@ -33,9 +33,9 @@
 #define ORC_HELLO_KEY_MAX 160
 
 typedef struct orc_hello_req {
-    int          done;
+    int done;
     ucs_status_t status;
-    size_t       length;
+    size_t length;
 } orc_hello_req_t;
 
 static double orc_hello_now(void)
@@ -52,7 +52,7 @@ static void orc_hello_send_cb(void *request, ucs_status_t status, void *arg)
 
     (void)request;
     req->status = status;
-    req->done = 1;
+    req->done   = 1;
 }
 
 /*
@@ -62,7 +62,7 @@ static void orc_hello_send_cb(void *request, ucs_status_t status, void *arg)
  * complete with it).
  */
 typedef struct orc_hello_ep {
-    int          done;
+    int done;
     ucs_status_t status;
 } orc_hello_ep_t;
 
@@ -86,7 +86,7 @@ static void orc_hello_recv_cb(void *request, ucs_status_t status,
     (void)request;
     req->status = status;
     req->length = info->length;
-    req->done = 1;
+    req->done   = 1;
 }
 
 /* Progress until `req` completes or the deadline passes */
@@ -132,11 +132,11 @@ static int orc_hello_barrier(orc_client_t *client, ucp_worker_h worker,
                              const char *key, const char *expect,
                              double deadline)
 {
-    double          next_poll = 0;
+    double next_poll = 0;
     orc_cl_status_t status;
-    size_t          length;
-    void           *value;
-    int             match;
+    size_t length;
+    void *value;
+    int match;
 
     while (orc_hello_now() < deadline) {
         ucp_worker_progress(worker);
@@ -189,26 +189,26 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     orc_client_params_t cl_params = {0};
-    const char         *name = NULL, *peer = NULL;
-    char                msg[ORC_HELLO_MSG_MAX], rx[ORC_HELLO_MSG_MAX + 1];
-    char                key[ORC_HELLO_KEY_MAX];
+    const char *name = NULL, *peer = NULL;
+    char msg[ORC_HELLO_MSG_MAX], rx[ORC_HELLO_MSG_MAX + 1];
+    char key[ORC_HELLO_KEY_MAX];
     ucp_request_param_t req_param;
     ucp_worker_params_t worker_params;
-    orc_hello_req_t     send_req, recv_req, close_req;
-    ucp_params_t        ucp_params;
-    orc_client_t       *client;
-    ucp_context_h       context;
-    ucp_worker_h        worker;
-    char               *token_buf;
-    void               *send_request, *recv_request, *close_request;
-    double              timeout = 30, deadline;
-    orc_cl_status_t     cl_status;
-    ucs_status_t        status;
-    ucp_ep_h            ep;
-    ucp_ep_params_t     ep_params;
-    orc_hello_ep_t      ep_state = {0};
-    int                 err_mode_peer = 1;
-    int                 c, ret = 1;
+    orc_hello_req_t send_req, recv_req, close_req;
+    ucp_params_t ucp_params;
+    orc_client_t *client;
+    ucp_context_h context;
+    ucp_worker_h worker;
+    char *token_buf;
+    void *send_request, *recv_request, *close_request;
+    double timeout = 30, deadline;
+    orc_cl_status_t cl_status;
+    ucs_status_t status;
+    ucp_ep_h ep;
+    ucp_ep_params_t ep_params;
+    orc_hello_ep_t ep_state = {0};
+    int err_mode_peer       = 1;
+    int c, ret = 1;
 
     while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
         switch (c) {
@@ -263,15 +263,15 @@ int main(int argc, char **argv)
 
     memset(&ucp_params, 0, sizeof(ucp_params));
     ucp_params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    ucp_params.features = UCP_FEATURE_TAG;
-    status = ucp_init(&ucp_params, NULL, &context);
+    ucp_params.features   = UCP_FEATURE_TAG;
+    status                = ucp_init(&ucp_params, NULL, &context);
     if (status != UCS_OK) {
         fprintf(stderr, "orc_hello: ucp_init: %s\n", ucs_status_string(status));
         goto out_client;
     }
 
     memset(&worker_params, 0, sizeof(worker_params));
-    worker_params.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    worker_params.field_mask  = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
     worker_params.thread_mode = UCS_THREAD_MODE_SINGLE;
     status = ucp_worker_create(context, &worker_params, &worker);
     if (status != UCS_OK) {
@@ -291,12 +291,13 @@ int main(int argc, char **argv)
     if (err_mode_peer) {
         ep_params.field_mask = UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
                                UCP_EP_PARAM_FIELD_ERR_HANDLER;
-        ep_params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
-        ep_params.err_handler.cb = orc_hello_ep_error;
+        ep_params.err_mode        = UCP_ERR_HANDLING_MODE_PEER;
+        ep_params.err_handler.cb  = orc_hello_ep_error;
         ep_params.err_handler.arg = &ep_state;
     }
-    status = orc_ucp_ep_create_by_name_params(
-        client, worker, peer, (int)(timeout * 1000), &ep_params, &ep);
+    status = orc_ucp_ep_create_by_name_params(client, worker, peer,
+                                              (int)(timeout * 1000), &ep_params,
+                                              &ep);
     if (status != UCS_OK) {
         fprintf(stderr, "orc_hello: connect to '%s': %s (%s)\n", peer,
                 ucs_status_string(status), orc_client_last_error());
@@ -307,16 +308,16 @@ int main(int argc, char **argv)
     memset(&req_param, 0, sizeof(req_param));
     req_param.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    req_param.cb.recv = orc_hello_recv_cb;
+    req_param.cb.recv   = orc_hello_recv_cb;
     req_param.user_data = &recv_req;
-    recv_request = ucp_tag_recv_nbx(worker, rx, ORC_HELLO_MSG_MAX,
-                                    ORC_HELLO_TAG, (ucp_tag_t)-1, &req_param);
+    recv_request        = ucp_tag_recv_nbx(worker, rx, ORC_HELLO_MSG_MAX,
+                                           ORC_HELLO_TAG, (ucp_tag_t)-1, &req_param);
 
     memset(&send_req, 0, sizeof(send_req));
     memset(&req_param, 0, sizeof(req_param));
     req_param.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    req_param.cb.send = orc_hello_send_cb;
+    req_param.cb.send   = orc_hello_send_cb;
     req_param.user_data = &send_req;
     send_request =
         ucp_tag_send_nbx(ep, msg, strlen(msg), ORC_HELLO_TAG, &req_param);
@@ -329,7 +330,7 @@ int main(int argc, char **argv)
     }
 
     rx[recv_req.length] = '\0';
-    ep_state.done = 1; /* from here on the peer may leave first */
+    ep_state.done       = 1; /* from here on the peer may leave first */
     printf("orc_hello %s: received '%s'\n", name, rx);
     fflush(stdout);
 
@@ -352,9 +353,9 @@ out_ep:
     memset(&req_param, 0, sizeof(req_param));
     req_param.op_attr_mask =
         UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
-    req_param.cb.send = orc_hello_send_cb;
+    req_param.cb.send   = orc_hello_send_cb;
     req_param.user_data = &close_req;
-    close_request = ucp_ep_close_nbx(ep, &req_param);
+    close_request       = ucp_ep_close_nbx(ep, &req_param);
     if (UCS_PTR_IS_PTR(close_request)) {
         while (!close_req.done && (orc_hello_now() < deadline + 5)) {
             ucp_worker_progress(worker);

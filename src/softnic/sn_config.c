@@ -17,9 +17,7 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *sn_log_level_names[] = {
-    "error", "warn", "info", "debug"
-};
+static const char *sn_log_level_names[] = {"error", "warn", "info", "debug"};
 
 #define SN_NUM_LOG_LEVELS \
     (sizeof(sn_log_level_names) / sizeof(sn_log_level_names[0]))
@@ -29,8 +27,8 @@ typedef int (*sn_config_parse_fn_t)(softnic_config_t *config,
                                     const char *value);
 
 typedef struct sn_config_knob {
-    const char          *name;
-    const char          *expected; /* the values it takes, for messages */
+    const char *name;
+    const char *expected; /* the values it takes, for messages */
     sn_config_parse_fn_t parse;
 } sn_config_knob_t;
 
@@ -117,8 +115,10 @@ static int sn_config_ifaces(softnic_config_t *config, const char *value)
 }
 
 static const sn_config_knob_t sn_config_knobs[] = {
-    {"IFACES", "comma-separated network interface names (\"lo,eth0\"), or "
-     "nothing for all", sn_config_ifaces},
+    {"IFACES",
+     "comma-separated network interface names (\"lo,eth0\"), or "
+     "nothing for all",
+     sn_config_ifaces},
     {"NO_CMA", "one of y, yes, on, 1, n, no, off, 0", sn_config_no_cma},
     {"NO_RING", "one of y, yes, on, 1, n, no, off, 0", sn_config_no_ring},
     {"LOG", "one of none, error, warn, info, debug", sn_config_log},
@@ -135,11 +135,10 @@ static int sn_config_unknown(const char *name, char *err, size_t err_len)
     if ((err == NULL) || (err_len == 0)) {
         return EINVAL;
     }
-    len = snprintf(err, err_len, "unknown setting '%s': expected one of",
-                   name);
+    len = snprintf(err, err_len, "unknown setting '%s': expected one of", name);
     for (i = 0; (i < SN_NUM_KNOBS) && (len < err_len); ++i) {
-        len += snprintf(err + len, err_len - len, "%s %s",
-                        (i > 0) ? "," : "", sn_config_knobs[i].name);
+        len += snprintf(err + len, err_len - len, "%s %s", (i > 0) ? "," : "",
+                        sn_config_knobs[i].name);
     }
     return EINVAL;
 }

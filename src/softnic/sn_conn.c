@@ -25,8 +25,7 @@
 
 /* ---- epoll helpers ----------------------------------------------------- */
 
-void sn_conn_set_events(sn_inst_t *inst,
-                        sn_conn_t *conn, uint32_t events)
+void sn_conn_set_events(sn_inst_t *inst, sn_conn_t *conn, uint32_t events)
 {
     struct epoll_event ev;
 
@@ -63,8 +62,8 @@ void sn_svc_want_tx(sn_qp_t *qp)
 /* Build a sink over [offset, offset + len) of a scatter list, checking every
  * segment against the local MR table (LOCAL_WRITE, pdn). Returns 0 or -1. */
 int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
-                      const struct ibv_sge *sge, int num_sge,
-                      uint32_t pdn, uint64_t offset, uint64_t len)
+                      const struct ibv_sge *sge, int num_sge, uint32_t pdn,
+                      uint64_t offset, uint64_t len)
 {
     uint64_t take;
     int i;
@@ -79,8 +78,7 @@ int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
         if (take > len) {
             take = len;
         }
-        if (sn_mr_check(inst->mrs, sge[i].lkey, pdn,
-                        sge[i].addr + offset, take,
+        if (sn_mr_check(inst->mrs, sge[i].lkey, pdn, sge[i].addr + offset, take,
                         IBV_ACCESS_LOCAL_WRITE,
                         &sink->seg[sink->num].snap) != 0) {
             return -1;
@@ -88,7 +86,7 @@ int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
         sink->seg[sink->num].addr = sge[i].addr + offset;
         sink->seg[sink->num].len  = take;
         ++sink->num;
-        len   -= take;
+        len -= take;
         offset = 0;
     }
     return (len == 0) ? 0 : -1;
@@ -104,8 +102,8 @@ static void sn_sink_advance(sn_sink_t *sink, uint64_t n)
 }
 
 /* Copy n buffered bytes into the sink (or drop them). */
-static void sn_sink_put(sn_inst_t *inst, sn_sink_t *sink,
-                        const uint8_t *data, uint64_t n)
+static void sn_sink_put(sn_inst_t *inst, sn_sink_t *sink, const uint8_t *data,
+                        uint64_t n)
 {
     uint64_t take;
 
@@ -123,14 +121,14 @@ static void sn_sink_put(sn_inst_t *inst, sn_sink_t *sink,
         sn_mr_busy_end(inst);
         sn_sink_advance(sink, take);
         data += take;
-        n    -= take;
+        n -= take;
     }
 }
 
 /* recv() at most max bytes straight into the sink (or the scratch buffer
  * when discarding). Returns recv()'s result. */
-static ssize_t sn_sink_recv(sn_inst_t *inst, int fd,
-                            sn_sink_t *sink, uint64_t max)
+static ssize_t sn_sink_recv(sn_inst_t *inst, int fd, sn_sink_t *sink,
+                            uint64_t max)
 {
     uint64_t take;
     ssize_t ret;
@@ -145,12 +143,12 @@ static ssize_t sn_sink_recv(sn_inst_t *inst, int fd,
     }
     if (sn_mr_busy_begin(inst, &sink->seg[sink->cur].snap) != 0) {
         sink->failed = 1;
-        take = (max < SN_CHUNK) ? max : SN_CHUNK;
+        take         = (max < SN_CHUNK) ? max : SN_CHUNK;
         return recv(fd, inst->scratch, take, MSG_DONTWAIT);
     }
-    ret = recv(fd,
-               (void *)(uintptr_t)(sink->seg[sink->cur].addr + sink->cur_off),
-               take, MSG_DONTWAIT);
+    ret =
+        recv(fd, (void *)(uintptr_t)(sink->seg[sink->cur].addr + sink->cur_off),
+             take, MSG_DONTWAIT);
     sn_mr_busy_end(inst);
     if (ret > 0) {
         sn_sink_advance(sink, ret);
@@ -195,9 +193,8 @@ ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
 
 /* Send data (header + optional payload) on a target connection; what the
  * socket does not take is copied to obuf. Returns 0 or -1 (dead). */
-int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn,
-                const void *hdr, size_t hdr_len,
-                const void *payload, size_t payload_len)
+int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
+                size_t hdr_len, const void *payload, size_t payload_len)
 {
     size_t total = hdr_len + payload_len, need;
     ssize_t ret  = 0;
@@ -262,8 +259,8 @@ int sn_conn_flush(sn_conn_t *conn)
 
 /* ---- connections ------------------------------------------------------- */
 
-static sn_conn_t *sn_conn_new(sn_inst_t *inst, int fd,
-                              int role, uint32_t events)
+static sn_conn_t *sn_conn_new(sn_inst_t *inst, int fd, int role,
+                              uint32_t events)
 {
     struct epoll_event ev;
     sn_conn_t *conn;
@@ -288,8 +285,7 @@ static sn_conn_t *sn_conn_new(sn_inst_t *inst, int fd,
     ev.events   = events;
     ev.data.ptr = conn;
     if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        sn_log(inst, SOFTNIC_LOG_ERROR,
-               "epoll_ctl(ADD) failed: %m");
+        sn_log(inst, SOFTNIC_LOG_ERROR, "epoll_ctl(ADD) failed: %m");
         free(conn->rbuf);
         free(conn);
         return NULL;
@@ -347,8 +343,7 @@ static void sn_conn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
 
     pthread_mutex_lock(&qp->lock);
     if (qp->conn_id == conn->id) {
-        sn_log(inst, SOFTNIC_LOG_INFO,
-               "qp 0x%x: connection to qp 0x%x lost",
+        sn_log(inst, SOFTNIC_LOG_INFO, "qp 0x%x: connection to qp 0x%x lost",
                qp->super.qp_num, qp->attr.dest_qp_num);
         qp->conn_id    = 0;
         qp->conn       = NULL;
@@ -381,15 +376,14 @@ static void sn_conn_fail(sn_inst_t *inst, sn_conn_t *conn)
 /* ---- handshake ---------------------------------------------------------- */
 
 /* The connection carries data on TCP: pollers may serve it */
-static void sn_conn_count_tcp(sn_inst_t *inst,
-                              sn_conn_t *conn)
+static void sn_conn_count_tcp(sn_inst_t *inst, sn_conn_t *conn)
 {
     conn->tcp_data = 1;
     __atomic_fetch_add(&inst->num_tcp_conns, 1, __ATOMIC_RELAXED);
 }
 
-static void sn_hello_fill(sn_inst_t *inst, sn_hello_t *h,
-                          uint16_t type, uint32_t a, uint32_t b)
+static void sn_hello_fill(sn_inst_t *inst, sn_hello_t *h, uint16_t type,
+                          uint32_t a, uint32_t b)
 {
     memset(h, 0, sizeof(*h));
     h->magic         = htole32(SN_HELLO_MAGIC);
@@ -493,22 +487,20 @@ static int sn_conn_on_hello(sn_inst_t *inst, sn_conn_t *conn,
 static int sn_conn_map_peer(sn_inst_t *inst, const sn_hello_t *h,
                             sn_mr_entry_t **table_p, struct sn_ring **ring_p)
 {
-    int same_host = !inst->config.no_cma &&
-                    !memcmp(&h->host, &inst->host, sizeof(h->host));
+    int same_host =
+        !inst->config.no_cma && !memcmp(&h->host, &inst->host, sizeof(h->host));
 
     *table_p = NULL;
     *ring_p  = NULL;
     if (same_host) {
         *table_p  = sn_mr_table_map(le64toh(h->host.pid_ns),
-                                    (pid_t)le32toh(h->pid),
-                                    le32toh(h->inst_id));
+                                    (pid_t)le32toh(h->pid), le32toh(h->inst_id));
         same_host = (*table_p != NULL);
     }
     if (same_host && !inst->config.no_ring && (le32toh(h->ring_id) != 0) &&
         (le32toh(h->ring_slots) == SN_RING_SLOTS)) {
-        *ring_p = sn_ring_map(le64toh(h->host.pid_ns),
-                              (pid_t)le32toh(h->pid), le32toh(h->inst_id),
-                              le32toh(h->ring_id));
+        *ring_p = sn_ring_map(le64toh(h->host.pid_ns), (pid_t)le32toh(h->pid),
+                              le32toh(h->inst_id), le32toh(h->ring_id));
     }
     return same_host;
 }
@@ -521,10 +513,10 @@ static void sn_conn_ini_ready(sn_inst_t *inst, sn_conn_t *conn,
     sn_qp_t *qp = conn->qp;
 
     if (ring != NULL) {
-        qp->ring        = ring;
-        qp->ring_prod   = 0;
-        qp->ring_reaped = 0;
-        qp->ring_out    = 0;
+        qp->ring            = ring;
+        qp->ring_prod       = 0;
+        qp->ring_reaped     = 0;
+        qp->ring_out        = 0;
         qp->ring_atomic_out = 0;
         __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
     }
@@ -533,16 +525,17 @@ static void sn_conn_ini_ready(sn_inst_t *inst, sn_conn_t *conn,
     if (!same_host) {
         sn_conn_count_tcp(inst, conn);
     }
-    qp->conn_fd    = conn->fd;
-    qp->same_host  = same_host;
-    qp->peer_mrs   = table;
-    qp->peer_pid   = (pid_t)le32toh(h->pid);
-    qp->peer_pdn   = le32toh(h->qpn_or_pdn);
+    qp->conn_fd          = conn->fd;
+    qp->same_host        = same_host;
+    qp->peer_mrs         = table;
+    qp->peer_pid         = (pid_t)le32toh(h->pid);
+    qp->peer_pdn         = le32toh(h->qpn_or_pdn);
     qp->last_progress_ns = sn_now_ns(); /* the QP's budget starts now */
     sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connected to qp 0x%x (%s)",
            qp->super.qp_num, qp->attr.dest_qp_num,
-           !same_host ? "TCP" : (ring != NULL) ? "same host, CMA and ring" :
-                                                 "same host, CMA");
+           !same_host       ? "TCP"
+           : (ring != NULL) ? "same host, CMA and ring"
+                            : "same host, CMA");
     sn_qp_tx(qp);
 }
 
@@ -556,11 +549,10 @@ static int sn_conn_on_hello_ack(sn_inst_t *inst, sn_conn_t *conn,
     struct sn_ring *ring;
     int same_host;
 
-    if (!sn_hello_valid(h, SN_HELLO_ACK) ||
-        (le32toh(h->qpn_or_status) != 0)) {
+    if (!sn_hello_valid(h, SN_HELLO_ACK) || (le32toh(h->qpn_or_status) != 0)) {
         sn_log(inst, SOFTNIC_LOG_INFO,
-               "qp 0x%x: connection refused by the peer (%u)",
-               qp->super.qp_num, le32toh(h->qpn_or_status));
+               "qp 0x%x: connection refused by the peer (%u)", qp->super.qp_num,
+               le32toh(h->qpn_or_status));
         return -1;
     }
     same_host = sn_conn_map_peer(inst, h, &table, &ring);
@@ -594,11 +586,11 @@ static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
     if (conn->rpos > 0) {
         memmove(conn->rbuf, conn->rbuf + conn->rpos, conn->rlen - conn->rpos);
         conn->rlen -= conn->rpos;
-        conn->rpos  = 0;
+        conn->rpos = 0;
     }
     do {
-        ret = recv(conn->fd, conn->rbuf + conn->rlen,
-                   SN_RBUF_SIZE - conn->rlen, MSG_DONTWAIT);
+        ret = recv(conn->fd, conn->rbuf + conn->rlen, SN_RBUF_SIZE - conn->rlen,
+                   MSG_DONTWAIT);
     } while ((ret < 0) && (errno == EINTR));
     if (ret == 0) {
         return -1;
@@ -620,16 +612,14 @@ static int sn_conn_payload(sn_inst_t *inst, sn_conn_t *conn)
         avail = conn->rlen - conn->rpos;
         if (avail > 0) {
             take = (avail < conn->pay_left) ? avail : conn->pay_left;
-            sn_sink_put(inst, &conn->sink, conn->rbuf + conn->rpos,
-                        take);
-            conn->rpos     += take;
+            sn_sink_put(inst, &conn->sink, conn->rbuf + conn->rpos, take);
+            conn->rpos += take;
             conn->pay_left -= take;
             continue;
         }
         conn->rpos = conn->rlen = 0;
         if (conn->pay_left >= SN_DIRECT_MIN) {
-            ret = sn_sink_recv(inst, conn->fd, &conn->sink,
-                               conn->pay_left);
+            ret = sn_sink_recv(inst, conn->fd, &conn->sink, conn->pay_left);
             if (ret > 0) {
                 conn->pay_left -= ret;
                 continue;
@@ -670,8 +660,8 @@ static int sn_conn_rx_hello(sn_inst_t *inst, sn_conn_t *conn)
  * the requester (INI): 1 done, 0 waiting for bytes, -1 fail */
 static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
 {
-    uint32_t hdr_len = (conn->role == SN_ROLE_TGT) ? sizeof(sn_req_t) :
-                                                     sizeof(sn_rsp_t);
+    uint32_t hdr_len =
+        (conn->role == SN_ROLE_TGT) ? sizeof(sn_req_t) : sizeof(sn_rsp_t);
     int ret;
 
     if (conn->rx_state == SN_RX_HDR) {
@@ -681,8 +671,8 @@ static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
         }
         memcpy(&conn->hdr, conn->rbuf + conn->rpos, hdr_len);
         conn->rpos += hdr_len;
-        ret = (conn->role == SN_ROLE_TGT) ? sn_resp_on_header(inst, conn) :
-                                            sn_req_on_rsp(inst, conn);
+        ret = (conn->role == SN_ROLE_TGT) ? sn_resp_on_header(inst, conn)
+                                          : sn_req_on_rsp(inst, conn);
         if (ret < 0) {
             return -1;
         }
@@ -695,11 +685,14 @@ static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
     }
     conn->rx_state = SN_RX_HDR;
     if (conn->role == SN_ROLE_TGT) {
-        ret = sn_req_has_payload(conn->hdr.req.op) ?
-              sn_resp_on_payload(inst, conn) : 0;
+        ret = sn_req_has_payload(conn->hdr.req.op)
+                  ? sn_resp_on_payload(inst, conn)
+                  : 0;
     } else {
         ret = ((conn->hdr.rsp.type == SN_RSP_READ_DATA) &&
-               (conn->hdr.rsp.length > 0)) ? sn_req_on_payload(conn) : 0;
+               (conn->hdr.rsp.length > 0))
+                  ? sn_req_on_payload(conn)
+                  : 0;
     }
     return (ret < 0) ? -1 : 1;
 }
@@ -749,13 +742,11 @@ void sn_conn_accept(sn_inst_t *inst)
     int fd, i;
 
     for (i = 0; i < 16; ++i) {
-        fd = accept4(inst->listen_fd, NULL, NULL,
-                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        fd = accept4(inst->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if ((errno != EAGAIN) && (errno != EWOULDBLOCK) &&
                 (errno != EINTR)) {
-                sn_log(inst, SOFTNIC_LOG_ERROR,
-               "accept failed: %m");
+                sn_log(inst, SOFTNIC_LOG_ERROR, "accept failed: %m");
             }
             return;
         }
@@ -770,16 +761,14 @@ void sn_conn_accept(sn_inst_t *inst)
 
 /* A non-blocking socket connecting to remote from this device's address
  * (not for loopback peers); returns the fd or -1. */
-static int sn_conn_socket(sn_inst_t *inst,
-                         const struct sockaddr_in *remote)
+static int sn_conn_socket(sn_inst_t *inst, const struct sockaddr_in *remote)
 {
     struct sockaddr_in local;
     int fd, ret;
 
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        sn_log(inst, SOFTNIC_LOG_ERROR,
-               "socket() failed: %m");
+        sn_log(inst, SOFTNIC_LOG_ERROR, "socket() failed: %m");
         return -1;
     }
     memset(&local, 0, sizeof(local));
@@ -787,15 +776,13 @@ static int sn_conn_socket(sn_inst_t *inst,
     local.sin_addr   = inst->ip;
     if (((remote->sin_addr.s_addr & htonl(0xff000000)) != htonl(0x7f000000)) &&
         (bind(fd, (struct sockaddr *)&local, sizeof(local)) < 0)) {
-        sn_log(inst, SOFTNIC_LOG_ERROR,
-               "bind() failed: %m");
+        sn_log(inst, SOFTNIC_LOG_ERROR, "bind() failed: %m");
         close(fd);
         return -1;
     }
     ret = connect(fd, (const struct sockaddr *)remote, sizeof(*remote));
     if ((ret < 0) && (errno != EINPROGRESS)) {
-        sn_log(inst, SOFTNIC_LOG_INFO,
-               "connect() failed: %m");
+        sn_log(inst, SOFTNIC_LOG_INFO, "connect() failed: %m");
         close(fd);
         return -1;
     }
@@ -807,8 +794,7 @@ static int sn_conn_socket(sn_inst_t *inst,
  * retransmission, longer than a short QP timeout. */
 #define SN_CONNECT_RETRY_NS (200ull * 1000 * 1000)
 
-static void sn_conn_reconnect(sn_inst_t *inst,
-                             sn_conn_t *conn, uint64_t now)
+static void sn_conn_reconnect(sn_inst_t *inst, sn_conn_t *conn, uint64_t now)
 {
     struct epoll_event ev;
     int fd;
@@ -836,8 +822,7 @@ void sn_conn_timers(sn_inst_t *inst, uint64_t now)
     sn_conn_t *conn;
 
     for (conn = inst->conns; conn != NULL; conn = conn->next) {
-        if ((conn->role == SN_ROLE_INI) &&
-            (conn->state == SN_CS_CONNECTING) &&
+        if ((conn->role == SN_ROLE_INI) && (conn->state == SN_CS_CONNECTING) &&
             (now - conn->connect_ns >= SN_CONNECT_RETRY_NS)) {
             sn_conn_reconnect(inst, conn, now);
         }
@@ -854,10 +839,11 @@ static sn_conn_t *sn_conn_open_ini(sn_inst_t *inst, sn_qp_t *qp)
 
     memset(&remote, 0, sizeof(remote));
     remote.sin_family = AF_INET;
-    remote.sin_port   = htons((inst->config.qpn_port_base == 0) ?
-                              qp->attr.ah_attr.dlid :
-                              inst->config.qpn_port_base +
-                              (qp->attr.dest_qp_num >> SOFTNIC_QPN_PORT_SHIFT));
+    remote.sin_port =
+        htons((inst->config.qpn_port_base == 0)
+                  ? qp->attr.ah_attr.dlid
+                  : inst->config.qpn_port_base +
+                        (qp->attr.dest_qp_num >> SOFTNIC_QPN_PORT_SHIFT));
     memcpy(&remote.sin_addr, &qp->attr.ah_attr.grh.dgid.raw[12], 4);
     fd = sn_conn_socket(inst, &remote);
     if (fd < 0) {
@@ -875,11 +861,11 @@ static sn_conn_t *sn_conn_open_ini(sn_inst_t *inst, sn_qp_t *qp)
     }
     sn_hello_fill(inst, (sn_hello_t *)conn->obuf, SN_HELLO, qp->super.qp_num,
                   qp->attr.dest_qp_num);
-    conn->ocap       = conn->olen = sizeof(sn_hello_t);
-    conn->qp         = qp;
-    conn->state      = SN_CS_CONNECTING;
-    conn->remote     = remote;
-    conn->connect_ns = sn_now_ns();
+    conn->ocap = conn->olen = sizeof(sn_hello_t);
+    conn->qp                = qp;
+    conn->state             = SN_CS_CONNECTING;
+    conn->remote            = remote;
+    conn->connect_ns        = sn_now_ns();
     return conn;
 }
 
@@ -906,7 +892,7 @@ void sn_conn_connect_qp(sn_inst_t *inst, sn_qp_t *qp)
 static int sn_conn_connected(sn_inst_t *inst, sn_conn_t *conn)
 {
     socklen_t len = sizeof(int);
-    int err = 0;
+    int err       = 0;
 
     if ((getsockopt(conn->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) ||
         (err != 0)) {
@@ -982,8 +968,7 @@ static void sn_conn_writable(sn_inst_t *inst, sn_conn_t *conn)
     }
 }
 
-void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn,
-                  uint32_t events)
+void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn, uint32_t events)
 {
     sn_qp_t *qp;
     int stale;

@@ -50,8 +50,8 @@ softnic_comp_channel_t *softnic_comp_channel_create(softnic_dev_t *dev)
 
 int softnic_comp_channel_destroy(softnic_comp_channel_t *channel)
 {
-    sn_channel_t *ch  = (sn_channel_t *)channel;
-    sn_inst_t *inst   = sn_inst(channel->dev);
+    sn_channel_t *ch = (sn_channel_t *)channel;
+    sn_inst_t *inst  = sn_inst(channel->dev);
 
     pthread_mutex_lock(&inst->lock);
     if (ch->num_cqs > 0) {
@@ -154,11 +154,10 @@ void sn_cq_del_qp(sn_cq_t *cq, sn_qp_t *qp)
     pthread_mutex_unlock(&cq->qps_lock);
 }
 
-void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc,
-                int solicited)
+void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
 {
     sn_channel_t *channel;
-    int notify = 0;
+    int notify      = 0;
     uint64_t record = (uintptr_t)cq->super.cq_context;
     ssize_t ret;
 
@@ -216,7 +215,8 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
              * (and same-host peers) that will fill it, when cores are
              * scarce: give the CPU away now and then */
             if (__atomic_add_fetch(&scq->empty_polls, 1, __ATOMIC_RELAXED) %
-                SN_CQ_YIELD_POLLS == 0) {
+                    SN_CQ_YIELD_POLLS ==
+                0) {
                 sched_yield();
             }
             return 0;

@@ -76,7 +76,7 @@ static int sn_iface_selected(const char *list, const char *ifname)
 }
 
 typedef struct sn_iface {
-    char           ifname[IF_NAMESIZE];
+    char ifname[IF_NAMESIZE];
     struct in_addr ip;
 } sn_iface_t;
 
@@ -154,8 +154,10 @@ static int sn_ifaces(const softnic_config_t *config, sn_iface_t **ifaces_p,
                 found |= !strcmp(ifaces[i].ifname, name);
             }
             if (!found) {
-                sn_log_cfg(config, SOFTNIC_LOG_ERROR, "interface '%s' is not "
-                           "up with an IPv4 address", name);
+                sn_log_cfg(config, SOFTNIC_LOG_ERROR,
+                           "interface '%s' is not "
+                           "up with an IPv4 address",
+                           name);
                 free(ifaces);
                 return ENODEV;
             }
@@ -216,8 +218,8 @@ static uint64_t sn_ns_inode(const char *path)
 
 static int sn_hex(char c)
 {
-    return isdigit((unsigned char)c) ? (c - '0') :
-           (tolower((unsigned char)c) - 'a' + 10);
+    return isdigit((unsigned char)c) ? (c - '0')
+                                     : (tolower((unsigned char)c) - 'a' + 10);
 }
 
 static int sn_host_id_init(sn_inst_t *inst)
@@ -252,8 +254,8 @@ static int sn_host_id_init(sn_inst_t *inst)
             !isxdigit((unsigned char)text[i + 1])) {
             return EIO;
         }
-        hi = sn_hex(text[i]);
-        lo = sn_hex(text[i + 1]);
+        hi                 = sn_hex(text[i]);
+        lo                 = sn_hex(text[i + 1]);
         host->boot_id[n++] = (uint8_t)((hi << 4) | lo);
         ++i;
     }
@@ -339,8 +341,7 @@ softnic_dev_t *softnic_dev_open(const char *name,
     inst->ip            = iface.ip;
     sn_gid_of(&inst->ip, &inst->gid);
     inst->pid       = getpid();
-    inst->id        = __atomic_fetch_add(&sn_next_inst_id, 1,
-                                         __ATOMIC_RELAXED);
+    inst->id        = __atomic_fetch_add(&sn_next_inst_id, 1, __ATOMIC_RELAXED);
     inst->listen_fd = -1;
     inst->epoll_fd  = -1;
     inst->cmd_fd    = -1;
@@ -406,32 +407,32 @@ int softnic_dev_query(softnic_dev_t *dev, struct ibv_device_attr *attr)
     guid |= ((uint64_t)inst->gid.raw[12] << 40) |
             ((uint64_t)inst->gid.raw[13] << 32) |
             ((uint64_t)inst->gid.raw[14] << 8) | inst->gid.raw[15];
-    attr->node_guid                 = htobe64(guid);
-    attr->sys_image_guid            = attr->node_guid;
-    attr->max_mr_size               = SN_MAX_MSG;
-    attr->page_size_cap             = 0x1000;
-    attr->vendor_id                 = 0xffffff;
-    attr->vendor_part_id            = 0x50f7;
-    attr->hw_ver                    = 1;
-    attr->max_qp                    = SN_MAX_QP;
-    attr->max_qp_wr                 = SN_MAX_QP_WR;
-    attr->device_cap_flags          = IBV_DEVICE_RC_RNR_NAK_GEN |
-                                      IBV_DEVICE_PORT_ACTIVE_EVENT;
-    attr->max_sge                   = SN_MAX_SGE;
-    attr->max_sge_rd                = SN_MAX_SGE;
-    attr->max_cq                    = 65536;
-    attr->max_cqe                   = SN_MAX_CQE;
-    attr->max_mr                    = SN_MAX_MR - 1;
-    attr->max_pd                    = 65536;
-    attr->max_qp_rd_atom            = SN_MAX_RD_ATOMIC;
-    attr->max_res_rd_atom           = SN_MAX_RD_ATOMIC * SN_MAX_QP;
-    attr->max_qp_init_rd_atom       = SN_MAX_RD_ATOMIC;
-    attr->atomic_cap                = IBV_ATOMIC_HCA;
-    attr->max_srq                   = SN_MAX_QP;
-    attr->max_srq_wr                = SN_MAX_QP_WR;
-    attr->max_srq_sge               = SN_MAX_SGE;
-    attr->max_pkeys                 = 1;
-    attr->phys_port_cnt             = 1;
+    attr->node_guid      = htobe64(guid);
+    attr->sys_image_guid = attr->node_guid;
+    attr->max_mr_size    = SN_MAX_MSG;
+    attr->page_size_cap  = 0x1000;
+    attr->vendor_id      = 0xffffff;
+    attr->vendor_part_id = 0x50f7;
+    attr->hw_ver         = 1;
+    attr->max_qp         = SN_MAX_QP;
+    attr->max_qp_wr      = SN_MAX_QP_WR;
+    attr->device_cap_flags =
+        IBV_DEVICE_RC_RNR_NAK_GEN | IBV_DEVICE_PORT_ACTIVE_EVENT;
+    attr->max_sge             = SN_MAX_SGE;
+    attr->max_sge_rd          = SN_MAX_SGE;
+    attr->max_cq              = 65536;
+    attr->max_cqe             = SN_MAX_CQE;
+    attr->max_mr              = SN_MAX_MR - 1;
+    attr->max_pd              = 65536;
+    attr->max_qp_rd_atom      = SN_MAX_RD_ATOMIC;
+    attr->max_res_rd_atom     = SN_MAX_RD_ATOMIC * SN_MAX_QP;
+    attr->max_qp_init_rd_atom = SN_MAX_RD_ATOMIC;
+    attr->atomic_cap          = IBV_ATOMIC_HCA;
+    attr->max_srq             = SN_MAX_QP;
+    attr->max_srq_wr          = SN_MAX_QP_WR;
+    attr->max_srq_sge         = SN_MAX_SGE;
+    attr->max_pkeys           = 1;
+    attr->phys_port_cnt       = 1;
     return 0;
 }
 
@@ -443,21 +444,21 @@ int softnic_dev_query_port(softnic_dev_t *dev, uint8_t port_num,
         return EINVAL;
     }
     memset(attr, 0, sizeof(*attr));
-    attr->state           = IBV_PORT_ACTIVE;
-    attr->max_mtu         = IBV_MTU_4096;
-    attr->active_mtu      = IBV_MTU_4096;
-    attr->gid_tbl_len     = 1;
-    attr->port_cap_flags  = 0;
-    attr->max_msg_sz      = SN_MAX_MSG;
-    attr->pkey_tbl_len    = 1;
-    attr->lid             = 0;
-    attr->sm_lid          = 0;
-    attr->lmc             = 0;
-    attr->max_vl_num      = 1;
-    attr->active_width    = 1;  /* 1x */
-    attr->active_speed    = 32; /* EDR-like rate: purely informative */
-    attr->phys_state      = 5;  /* LinkUp */
-    attr->link_layer      = IBV_LINK_LAYER_ETHERNET;
+    attr->state          = IBV_PORT_ACTIVE;
+    attr->max_mtu        = IBV_MTU_4096;
+    attr->active_mtu     = IBV_MTU_4096;
+    attr->gid_tbl_len    = 1;
+    attr->port_cap_flags = 0;
+    attr->max_msg_sz     = SN_MAX_MSG;
+    attr->pkey_tbl_len   = 1;
+    attr->lid            = 0;
+    attr->sm_lid         = 0;
+    attr->lmc            = 0;
+    attr->max_vl_num     = 1;
+    attr->active_width   = 1;  /* 1x */
+    attr->active_speed   = 32; /* EDR-like rate: purely informative */
+    attr->phys_state     = 5;  /* LinkUp */
+    attr->link_layer     = IBV_LINK_LAYER_ETHERNET;
     return 0;
 }
 
@@ -504,9 +505,9 @@ int softnic_dev_addr_pack(softnic_dev_t *dev, void *buf, size_t len)
 int softnic_dev_addr_unpack(softnic_dev_t *dev, const void *buf, size_t len,
                             struct ibv_ah_attr *ah_attr)
 {
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                         0xff, 0xff};
-    sn_inst_t *inst = sn_inst(dev);
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
+                                         0, 0, 0, 0, 0xff, 0xff};
+    sn_inst_t *inst                   = sn_inst(dev);
     sn_addr_t addr;
 
     if ((buf == NULL) || (len != sizeof(addr))) {
@@ -531,7 +532,7 @@ int softnic_dev_addr_unpack(softnic_dev_t *dev, const void *buf, size_t len,
     }
 
     memset(ah_attr, 0, sizeof(*ah_attr));
-    ah_attr->is_global      = 1;
+    ah_attr->is_global = 1;
     memcpy(ah_attr->grh.dgid.raw, addr.gid, 16);
     ah_attr->grh.hop_limit  = 64;
     ah_attr->grh.sgid_index = 0;

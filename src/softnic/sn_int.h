@@ -110,22 +110,22 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SN_ADDR_MAGIC      0x534f4643u /* "SOFC" */
-#define SN_MAX_MR          16384       /* entries in the MR table */
-#define SN_QP_INDEX_BITS   12
-#define SN_MAX_QP          (1 << SN_QP_INDEX_BITS)
-#define SN_MAX_QP_WR       4096
-#define SN_MAX_SGE         8
-#define SN_MAX_INLINE      256
-#define SN_MAX_CQE         (1 << 20)
-#define SN_MAX_MSG         (1u << 30)
-#define SN_MAX_RD_ATOMIC   16
-#define SN_CHUNK           (256 * 1024) /* READ response chunk */
-#define SN_KEY_INDEX_BITS  16
+#define SN_ADDR_MAGIC     0x534f4643u /* "SOFC" */
+#define SN_MAX_MR         16384       /* entries in the MR table */
+#define SN_QP_INDEX_BITS  12
+#define SN_MAX_QP         (1 << SN_QP_INDEX_BITS)
+#define SN_MAX_QP_WR      4096
+#define SN_MAX_SGE        8
+#define SN_MAX_INLINE     256
+#define SN_MAX_CQE        (1 << 20)
+#define SN_MAX_MSG        (1u << 30)
+#define SN_MAX_RD_ATOMIC  16
+#define SN_CHUNK          (256 * 1024) /* READ response chunk */
+#define SN_KEY_INDEX_BITS 16
 
 /* Host identity: equal on two instances <=> CMA and /dev/shm are usable. */
 typedef struct sn_host_id {
-    uint8_t  boot_id[16];
+    uint8_t boot_id[16];
     uint64_t pid_ns;  /* inode of /proc/self/ns/pid */
     uint64_t net_ns;  /* inode of /proc/self/ns/net */
     uint64_t shm_dev; /* st_dev of /dev/shm: the tables' names resolve to
@@ -136,10 +136,10 @@ typedef struct sn_host_id {
 
 /* Packed device address (softnic_dev_addr_pack; little-endian fields). */
 typedef struct sn_addr {
-    uint8_t      version;  /* 1 */
-    uint16_t     tcp_port;
-    uint32_t     magic;    /* SN_ADDR_MAGIC */
-    uint8_t      gid[16];
+    uint8_t version; /* 1 */
+    uint16_t tcp_port;
+    uint32_t magic; /* SN_ADDR_MAGIC */
+    uint8_t gid[16];
     sn_host_id_t host;
 } __attribute__((packed)) sn_addr_t;
 
@@ -153,12 +153,12 @@ typedef struct sn_addr {
  */
 typedef struct sn_mr_entry {
     uint32_t seq;
-    uint32_t key;     /* lkey == rkey: (generation << 16) | index */
+    uint32_t key; /* lkey == rkey: (generation << 16) | index */
     uint64_t addr;
     uint64_t length;
     uint32_t access;
     uint32_t pdn;
-    uint32_t users;   /* same-host CMA copies in flight (any process):
+    uint32_t users; /* same-host CMA copies in flight (any process):
                          incremented (seq_cst) before the entry is checked,
                          decremented after the copy; dereg waits for 0 */
     uint32_t reserved;
@@ -195,21 +195,21 @@ typedef struct sn_qp sn_qp_t;
  * the service thread (seq_cst), read by dereg (see header comment).
  */
 struct sn_inst {
-    softnic_dev_t        super;
-    softnic_config_t     config;       /* as opened, ifaces = NULL */
-    char                 ifname[32];
-    struct in_addr       ip;
-    union ibv_gid        gid;
-    sn_host_id_t         host;
-    pid_t                pid;
-    uint32_t             id;           /* per-process instance number */
-    uint16_t             listen_port;
-    int                  listen_fd;
-    int                  epoll_fd;
-    int                  cmd_fd;       /* eventfd waking the service thread */
-    pthread_t            thread;
-    int                  thread_started;
-    int                  stopping;     /* service thread: exit */
+    softnic_dev_t super;
+    softnic_config_t config; /* as opened, ifaces = NULL */
+    char ifname[32];
+    struct in_addr ip;
+    union ibv_gid gid;
+    sn_host_id_t host;
+    pid_t pid;
+    uint32_t id; /* per-process instance number */
+    uint16_t listen_port;
+    int listen_fd;
+    int epoll_fd;
+    int cmd_fd; /* eventfd waking the service thread */
+    pthread_t thread;
+    int thread_started;
+    int stopping; /* service thread: exit */
     /* The service loop's body (socket events, commands, timers) runs under
      * svc_lock, on the service thread or on a polling thread
      * (sn_svc_poll, trylock only); "service thread only" below means
@@ -221,50 +221,50 @@ struct sn_inst {
      * svc_want (atomic): the service thread waits for svc_lock, pollers
      * keep off. num_tcp_conns (atomic, written under svc_lock): ready
      * connections carrying data on TCP; without any, pollers do not step. */
-    pthread_mutex_t      svc_lock;
-    uint64_t             svc_gen;
-    int                  svc_want;
-    int                  num_tcp_conns;
+    pthread_mutex_t svc_lock;
+    uint64_t svc_gen;
+    int svc_want;
+    int num_tcp_conns;
 
-    pthread_mutex_t      lock;
-    sn_qp_t             *qps;          /* all QPs of the instance */
-    sn_qp_t            **qp_slots;     /* QPN -> QP (index bits) */
-    uint16_t            *qp_gen;       /* per slot generation */
-    uint32_t             next_pdn;
-    int                  num_qps;
+    pthread_mutex_t lock;
+    sn_qp_t *qps;       /* all QPs of the instance */
+    sn_qp_t **qp_slots; /* QPN -> QP (index bits) */
+    uint16_t *qp_gen;   /* per slot generation */
+    uint32_t next_pdn;
+    int num_qps;
     /* commands for the service thread: cmd_lock (a leaf lock, may be taken
      * under any other lock) protects the queue and cmd_done; cmd_cond is
      * signalled when cmd_done advances */
-    pthread_mutex_t      cmd_lock;
-    struct sn_cmd       *cmd_head, *cmd_tail;
-    pthread_cond_t       cmd_cond;
-    uint64_t             cmd_posted;
-    uint64_t             cmd_done;
-    uint64_t             next_conn_id; /* service thread only */
+    pthread_mutex_t cmd_lock;
+    struct sn_cmd *cmd_head, *cmd_tail;
+    pthread_cond_t cmd_cond;
+    uint64_t cmd_posted;
+    uint64_t cmd_done;
+    uint64_t next_conn_id; /* service thread only */
 
     /* MR table */
-    pthread_mutex_t      mr_lock;
-    char                 shm_name[64];
-    sn_mr_entry_t       *mrs;          /* shared memory, SN_MAX_MR
+    pthread_mutex_t mr_lock;
+    char shm_name[64];
+    sn_mr_entry_t *mrs; /* shared memory, SN_MAX_MR
                                           entries, then the QP table */
-    uint16_t            *mr_gen;       /* per entry generation, private */
-    int                  num_rings;    /* attached rings (both roles),
+    uint16_t *mr_gen;   /* per entry generation, private */
+    int num_rings;      /* attached rings (both roles),
                                           atomic */
-    int                  busy_mr;      /* entry index the svc_lock holder
+    int busy_mr;        /* entry index the svc_lock holder
                                           is touching, or -1 */
 
-    sn_conn_t           *conns;        /* service thread only */
-    uint8_t             *scratch;      /* service thread only, CHUNK bytes */
+    sn_conn_t *conns; /* service thread only */
+    uint8_t *scratch; /* service thread only, CHUNK bytes */
 };
 
 typedef struct sn_pd {
     softnic_pd_t super;
-    uint32_t     pdn;
+    uint32_t pdn;
 } sn_pd_t;
 
 typedef struct sn_mr {
     softnic_mr_t super;
-    int          index;
+    int index;
 } sn_mr_t;
 
 /*
@@ -273,8 +273,8 @@ typedef struct sn_mr {
  */
 typedef struct sn_channel {
     softnic_comp_channel_t super;
-    int                    wfd;
-    int                    num_cqs;
+    int wfd;
+    int num_cqs;
 } sn_channel_t;
 
 /*
@@ -285,48 +285,48 @@ typedef struct sn_channel {
  * Lock order: QP lock -> SRQ lock -> CQ lock.
  */
 typedef struct sn_cq {
-    softnic_cq_t    super;
+    softnic_cq_t super;
     pthread_mutex_t lock;
-    struct ibv_wc  *ring;
-    int             size;      /* ring capacity */
-    int             head;
-    int             count;
-    int             armed;     /* 0, 1 = any, 2 = solicited only */
-    int             overrun;
-    unsigned        events;    /* delivered events, under lock */
-    unsigned        acked;
-    int             num_qps;   /* QPs using the CQ, under instance lock */
-    unsigned        empty_polls; /* atomic, only a yield pacing counter */
+    struct ibv_wc *ring;
+    int size; /* ring capacity */
+    int head;
+    int count;
+    int armed; /* 0, 1 = any, 2 = solicited only */
+    int overrun;
+    unsigned events; /* delivered events, under lock */
+    unsigned acked;
+    int num_qps;          /* QPs using the CQ, under instance lock */
+    unsigned empty_polls; /* atomic, only a yield pacing counter */
     /* QPs using the CQ (send or recv), for poll-driven ring progress.
      * qps_lock protects qps/nqps; cq_poll holds it while it trylocks QPs.
      * Lock order: qps_lock -> QP lock -> SRQ lock -> CQ lock. */
     pthread_mutex_t qps_lock;
-    sn_qp_t       **qps;
-    int             nqps;
+    sn_qp_t **qps;
+    int nqps;
 } sn_cq_t;
 
 /* A posted receive (RQ or SRQ). */
 typedef struct sn_recv {
-    uint64_t      wr_id;
-    int           num_sge;
+    uint64_t wr_id;
+    int num_sge;
     struct ibv_sge sge[SN_MAX_SGE];
 } sn_recv_t;
 
 /* Bounded FIFO of receives. */
 typedef struct sn_rq {
     sn_recv_t *ring;
-    uint32_t   size;
-    uint32_t   head;
-    uint32_t   count;
+    uint32_t size;
+    uint32_t head;
+    uint32_t count;
 } sn_rq_t;
 
 /* SRQ: lock protects rq and limit. */
 typedef struct sn_srq {
-    softnic_srq_t   super;
+    softnic_srq_t super;
     pthread_mutex_t lock;
-    sn_rq_t         rq;
-    uint32_t        max_sge;
-    int             num_qps;  /* under instance lock */
+    sn_rq_t rq;
+    uint32_t max_sge;
+    int num_qps; /* under instance lock */
 } sn_srq_t;
 
 typedef enum sn_wqe_state {
@@ -338,26 +338,26 @@ typedef enum sn_wqe_state {
 
 /* A send WQE: a private copy of the ibv_send_wr. */
 typedef struct sn_wqe {
-    uint64_t             wr_id;
-    uint32_t             seq;        /* request sequence on the wire */
-    uint8_t              opcode;     /* enum ibv_wr_opcode */
-    uint8_t              state;
-    uint8_t              status;     /* enum ibv_wc_status when DONE */
-    uint8_t              signaled;
-    uint8_t              fence;
-    uint8_t              solicited;
-    uint8_t              num_sge;
-    uint8_t              is_inline;
-    uint32_t             length;     /* total bytes */
-    uint32_t             imm;        /* network order */
-    uint32_t             rkey;
-    uint64_t             raddr;
-    uint64_t             compare_add;
-    uint64_t             swap;
-    uint32_t             done_bytes; /* READ: bytes received so far */
-    uint8_t              has_seq;    /* seq assigned (transmitted once) */
-    struct ibv_sge       sge[SN_MAX_SGE];
-    uint8_t              inline_data[SN_MAX_INLINE];
+    uint64_t wr_id;
+    uint32_t seq;   /* request sequence on the wire */
+    uint8_t opcode; /* enum ibv_wr_opcode */
+    uint8_t state;
+    uint8_t status; /* enum ibv_wc_status when DONE */
+    uint8_t signaled;
+    uint8_t fence;
+    uint8_t solicited;
+    uint8_t num_sge;
+    uint8_t is_inline;
+    uint32_t length; /* total bytes */
+    uint32_t imm;    /* network order */
+    uint32_t rkey;
+    uint64_t raddr;
+    uint64_t compare_add;
+    uint64_t swap;
+    uint32_t done_bytes; /* READ: bytes received so far */
+    uint8_t has_seq;     /* seq assigned (transmitted once) */
+    struct ibv_sge sge[SN_MAX_SGE];
+    uint8_t inline_data[SN_MAX_INLINE];
 } sn_wqe_t;
 
 /*
@@ -370,55 +370,55 @@ typedef struct sn_wqe {
  * service thread.
  */
 struct sn_qp {
-    softnic_qp_t        super;
-    sn_qp_t            *next;          /* instance list, instance lock */
-    pthread_mutex_t     lock;
-    enum ibv_qp_state   state;
-    struct ibv_qp_attr  attr;          /* current attributes */
-    softnic_qp_init_attr_t init_attr;  /* with the actual caps */
-    uint32_t            pdn;
-    sn_cq_t            *send_cq;
-    sn_cq_t            *recv_cq;
-    sn_srq_t           *srq;
-    sn_rq_t             rq;            /* own receive queue if srq == NULL */
+    softnic_qp_t super;
+    sn_qp_t *next; /* instance list, instance lock */
+    pthread_mutex_t lock;
+    enum ibv_qp_state state;
+    struct ibv_qp_attr attr;          /* current attributes */
+    softnic_qp_init_attr_t init_attr; /* with the actual caps */
+    uint32_t pdn;
+    sn_cq_t *send_cq;
+    sn_cq_t *recv_cq;
+    sn_srq_t *srq;
+    sn_rq_t rq; /* own receive queue if srq == NULL */
 
     /* Send queue: WQEs [sq_head, sq_tail) in posting order (free-running
      * counters, index % sq_size). [sq_head, sq_tx) are transmitted (SENT) or
      * DONE, [sq_tx, sq_tail) are QUEUED or failed locally (DONE). */
-    sn_wqe_t           *sq;
-    uint32_t            sq_size;
-    uint32_t            sq_head, sq_tx, sq_tail;
-    uint32_t            tx_seq;        /* next wire sequence to assign */
-    uint32_t            tx_off;        /* bytes of sq[sq_tx]'s frame sent */
-    int                 tx_blocked;    /* EPOLLOUT requested */
-    int                 rd_atomic_out; /* READ/atomics SENT, not DONE */
-    int                 sent_out;      /* WQEs SENT, not DONE */
+    sn_wqe_t *sq;
+    uint32_t sq_size;
+    uint32_t sq_head, sq_tx, sq_tail;
+    uint32_t tx_seq;   /* next wire sequence to assign */
+    uint32_t tx_off;   /* bytes of sq[sq_tx]'s frame sent */
+    int tx_blocked;    /* EPOLLOUT requested */
+    int rd_atomic_out; /* READ/atomics SENT, not DONE */
+    int sent_out;      /* WQEs SENT, not DONE */
 
     /* retry state (RNR and not-ready NAKs) and the transport timer */
-    int                 rewind_pending; /* go back to rewind_to at the next
+    int rewind_pending;     /* go back to rewind_to at the next
                                            frame boundary */
-    uint32_t            rewind_to;      /* SQ counter */
-    uint64_t            hold_until_ns;  /* no new frame before (0: none) */
-    int                 rnr_count;
-    int                 retry_count;
-    uint64_t            last_progress_ns;
+    uint32_t rewind_to;     /* SQ counter */
+    uint64_t hold_until_ns; /* no new frame before (0: none) */
+    int rnr_count;
+    int retry_count;
+    uint64_t last_progress_ns;
 
     /* initiator connection; conn_fd valid only when conn_state == READY */
-    int                 conn_state;    /* SN_CONN_* */
-    int                 conn_fd;
-    uint64_t            conn_id;       /* service thread's conn, 0: none */
-    sn_conn_t          *conn;          /* valid while conn_id != 0 */
-    int                 same_host;     /* peer reachable by CMA */
-    pid_t               peer_pid;
-    uint32_t            peer_pdn;
-    sn_mr_entry_t      *peer_mrs;      /* peer's table (shared map) */
+    int conn_state; /* SN_CONN_* */
+    int conn_fd;
+    uint64_t conn_id; /* service thread's conn, 0: none */
+    sn_conn_t *conn;  /* valid while conn_id != 0 */
+    int same_host;    /* peer reachable by CMA */
+    pid_t peer_pid;
+    uint32_t peer_pdn;
+    sn_mr_entry_t *peer_mrs; /* peer's table (shared map) */
 
     /* same-host SEND ring, initiator side (see sn_ring.c) */
-    struct sn_ring     *ring;          /* mapped ring, or NULL */
-    uint64_t            ring_prod;     /* slots produced */
-    uint64_t            ring_reaped;   /* slots whose WQE completed */
-    int                 ring_out;      /* WQEs in state RING */
-    int                 ring_atomic_out; /* of which atomics (for FENCE) */
+    struct sn_ring *ring; /* mapped ring, or NULL */
+    uint64_t ring_prod;   /* slots produced */
+    uint64_t ring_reaped; /* slots whose WQE completed */
+    int ring_out;         /* WQEs in state RING */
+    int ring_atomic_out;  /* of which atomics (for FENCE) */
     /* target side: rings of initiators sending to this QP */
     struct sn_ring_att *rings;
 };
@@ -455,39 +455,30 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 /* MR table (sn_mr.c) */
 int sn_mr_table_init(sn_inst_t *inst);
 void sn_mr_table_cleanup(sn_inst_t *inst);
-int sn_mr_read(const sn_mr_entry_t *table, uint32_t key,
-               sn_mr_snap_t *snap);
-int sn_mr_still_valid(const sn_mr_entry_t *table,
-                      const sn_mr_snap_t *snap);
+int sn_mr_read(const sn_mr_entry_t *table, uint32_t key, sn_mr_snap_t *snap);
+int sn_mr_still_valid(const sn_mr_entry_t *table, const sn_mr_snap_t *snap);
 /* 0 or an ibv_wc_status: check [addr, addr+len) against key in table. */
-int sn_mr_check(const sn_mr_entry_t *table, uint32_t key,
-                uint32_t pdn, uint64_t addr, uint64_t len, int access,
-                sn_mr_snap_t *snap);
+int sn_mr_check(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
+                uint64_t addr, uint64_t len, int access, sn_mr_snap_t *snap);
 /* Service thread: announce/stop touching a local MR; returns 0 if the entry
  * is still the one in snap (then the region may be touched until end). */
-int sn_mr_busy_begin(sn_inst_t *inst,
-                     const sn_mr_snap_t *snap);
+int sn_mr_busy_begin(sn_inst_t *inst, const sn_mr_snap_t *snap);
 void sn_mr_busy_end(sn_inst_t *inst);
-void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn,
-                     uint32_t access);
+void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn, uint32_t access);
 /* Does QP qpn of the table's owner exist and grant access? */
-int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn,
-                       int access);
-sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid,
-                               uint32_t id);
+int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn, int access);
+sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid, uint32_t id);
 void sn_mr_table_unmap(const sn_mr_entry_t *table);
 /* same-host initiator: enter / leave an entry of a peer's table around a
  * check + CMA copy; enter returns the entry (NULL for an impossible key) */
-sn_mr_entry_t *sn_mr_enter(sn_mr_entry_t *table,
-                           uint32_t key);
+sn_mr_entry_t *sn_mr_enter(sn_mr_entry_t *table, uint32_t key);
 void sn_mr_leave(sn_mr_entry_t *entry);
 
 /* CQ (sn_cq.c) */
 /* register / unregister a QP using the CQ (no QP lock held) */
 int sn_cq_add_qp(sn_cq_t *cq, sn_qp_t *qp);
 void sn_cq_del_qp(sn_cq_t *cq, sn_qp_t *qp);
-void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc,
-                int solicited);
+void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited);
 
 /* QP (sn_qp.c); "QP lock held" where noted */
 sn_qp_t *sn_qp_find(sn_inst_t *inst, uint32_t qpn);
@@ -510,8 +501,7 @@ void sn_qp_recv_unlock(sn_qp_t *qp);
  * buffer. IBV_WC_LOC_PROT_ERR when its MR no longer allows that. in_svc: on
  * the service thread, which announces the region it touches (busy_mr) so
  * that a deregistration waits for it. */
-enum ibv_wc_status sn_qp_put_atomic_result(sn_qp_t *qp,
-                                           const sn_wqe_t *wqe,
+enum ibv_wc_status sn_qp_put_atomic_result(sn_qp_t *qp, const sn_wqe_t *wqe,
                                            uint64_t value, int in_svc);
 /* Under sn_qp_recv_lock(): take the next receive; -1 when empty */
 int sn_rq_pop(sn_rq_t *rq, sn_recv_t *recv);
@@ -530,19 +520,17 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now);
 
 typedef struct sn_ring_att {
     struct sn_ring_att *next;
-    struct sn_ring     *ring;
-    uint32_t                  src_qpn;
+    struct sn_ring *ring;
+    uint32_t src_qpn;
 } sn_ring_att_t;
 
 /* Target side (service thread): create a ring for a same-host initiator;
  * returns the mapping and its id, or NULL. */
-struct sn_ring *sn_ring_create(sn_inst_t *inst,
-                               uint32_t *id_p);
-void sn_ring_destroy(sn_inst_t *inst, struct sn_ring *ring,
-                     uint32_t id);
+struct sn_ring *sn_ring_create(sn_inst_t *inst, uint32_t *id_p);
+void sn_ring_destroy(sn_inst_t *inst, struct sn_ring *ring, uint32_t id);
 /* Initiator side: map the target's ring (and unlink its name). */
-struct sn_ring *sn_ring_map(uint64_t pid_ns, pid_t pid,
-                            uint32_t inst_id, uint32_t ring_id);
+struct sn_ring *sn_ring_map(uint64_t pid_ns, pid_t pid, uint32_t inst_id,
+                            uint32_t ring_id);
 void sn_ring_unmap(struct sn_ring *ring);
 void sn_ring_set_rnr_timer(struct sn_ring *ring, uint8_t timer);
 /* QP lock held: put the SEND WQE at SQ counter index (== sq_tx, everything

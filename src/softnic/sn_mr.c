@@ -22,12 +22,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define SN_MR_TABLE_SIZE (SN_MAX_MR * sizeof(sn_mr_entry_t) + \
-                                SN_MAX_QP * sizeof(uint64_t))
-#define SN_SHM_PREFIX    "orc_soft."
+#define SN_MR_TABLE_SIZE \
+    (SN_MAX_MR * sizeof(sn_mr_entry_t) + SN_MAX_QP * sizeof(uint64_t))
+#define SN_SHM_PREFIX "orc_soft."
 
-static void sn_shm_name(char *buf, size_t size, uint64_t pid_ns,
-                        pid_t pid, uint32_t id)
+static void sn_shm_name(char *buf, size_t size, uint64_t pid_ns, pid_t pid,
+                        uint32_t id)
 {
     snprintf(buf, size, "/" SN_SHM_PREFIX "%llu.%d.%u",
              (unsigned long long)pid_ns, (int)pid, id);
@@ -48,8 +48,9 @@ static void sn_shm_reap(uint64_t pid_ns)
         return;
     }
     while ((de = readdir(dir)) != NULL) {
-        if ((sscanf(de->d_name, SN_SHM_PREFIX "%llu.%d.%u", &ns, &pid,
-                    &id) != 3) || (ns != pid_ns) || (pid <= 0)) {
+        if ((sscanf(de->d_name, SN_SHM_PREFIX "%llu.%d.%u", &ns, &pid, &id) !=
+             3) ||
+            (ns != pid_ns) || (pid <= 0)) {
             continue;
         }
         if ((kill(pid, 0) < 0) && (errno == ESRCH)) {
@@ -66,8 +67,8 @@ int sn_mr_table_init(sn_inst_t *inst)
     int fd, ret;
 
     sn_shm_reap(pid_ns);
-    sn_shm_name(inst->shm_name, sizeof(inst->shm_name), pid_ns,
-                inst->pid, inst->id);
+    sn_shm_name(inst->shm_name, sizeof(inst->shm_name), pid_ns, inst->pid,
+                inst->id);
     fd = shm_open(inst->shm_name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0) {
         ret = errno;
@@ -81,12 +82,11 @@ int sn_mr_table_init(sn_inst_t *inst)
                inst->shm_name);
         goto err_unlink;
     }
-    inst->mrs = mmap(NULL, SN_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
-                     MAP_SHARED, fd, 0);
+    inst->mrs =
+        mmap(NULL, SN_MR_TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (inst->mrs == MAP_FAILED) {
         ret = errno;
-        sn_log(inst, SOFTNIC_LOG_ERROR, "mmap(%s) failed: %m",
-               inst->shm_name);
+        sn_log(inst, SOFTNIC_LOG_ERROR, "mmap(%s) failed: %m", inst->shm_name);
         inst->mrs = NULL;
         goto err_unlink;
     }
@@ -122,8 +122,7 @@ void sn_mr_table_cleanup(sn_inst_t *inst)
     shm_unlink(inst->shm_name);
 }
 
-sn_mr_entry_t *sn_mr_enter(sn_mr_entry_t *table,
-                           uint32_t key)
+sn_mr_entry_t *sn_mr_enter(sn_mr_entry_t *table, uint32_t key)
 {
     uint32_t index = key & ((1u << SN_KEY_INDEX_BITS) - 1);
 
@@ -139,8 +138,7 @@ void sn_mr_leave(sn_mr_entry_t *entry)
     __atomic_fetch_sub(&entry->users, 1, __ATOMIC_RELEASE);
 }
 
-sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid,
-                               uint32_t id)
+sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid, uint32_t id)
 {
     char name[64];
     void *table;
@@ -152,8 +150,8 @@ sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid,
         return NULL;
     }
     /* writable: initiators count themselves in an entry's `users` */
-    table = mmap(NULL, SN_MR_TABLE_SIZE, PROT_READ | PROT_WRITE,
-                 MAP_SHARED, fd, 0);
+    table =
+        mmap(NULL, SN_MR_TABLE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     return (table == MAP_FAILED) ? NULL : table;
 }
@@ -170,28 +168,24 @@ static uint64_t *sn_qp_table(const sn_mr_entry_t *table)
     return (uint64_t *)(void *)(table + SN_MAX_MR);
 }
 
-void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn,
-                     uint32_t access)
+void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn, uint32_t access)
 {
-    uint64_t *slot = &sn_qp_table(inst->mrs)[qpn &
-                                             (SN_MAX_QP - 1)];
+    uint64_t *slot = &sn_qp_table(inst->mrs)[qpn & (SN_MAX_QP - 1)];
 
     __atomic_store_n(slot, (qpn == 0) ? 0 : (((uint64_t)qpn << 32) | access),
                      __ATOMIC_SEQ_CST);
 }
 
-int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn,
-                       int access)
+int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn, int access)
 {
-    uint64_t word = __atomic_load_n(&sn_qp_table(table)[
-                                        qpn & (SN_MAX_QP - 1)],
+    uint64_t word = __atomic_load_n(&sn_qp_table(table)[qpn & (SN_MAX_QP - 1)],
                                     __ATOMIC_ACQUIRE);
 
-    return ((word >> 32) == qpn) && (((uint32_t)word & access) == (uint32_t)access);
+    return ((word >> 32) == qpn) &&
+           (((uint32_t)word & access) == (uint32_t)access);
 }
 
-int sn_mr_read(const sn_mr_entry_t *table, uint32_t key,
-               sn_mr_snap_t *snap)
+int sn_mr_read(const sn_mr_entry_t *table, uint32_t key, sn_mr_snap_t *snap)
 {
     uint32_t index = key & ((1u << SN_KEY_INDEX_BITS) - 1);
     const sn_mr_entry_t *e;
@@ -222,31 +216,28 @@ int sn_mr_read(const sn_mr_entry_t *table, uint32_t key,
     return -1; /* a writer died in the middle: treat as invalid */
 }
 
-int sn_mr_still_valid(const sn_mr_entry_t *table,
-                      const sn_mr_snap_t *snap)
+int sn_mr_still_valid(const sn_mr_entry_t *table, const sn_mr_snap_t *snap)
 {
     uint32_t index = snap->key & ((1u << SN_KEY_INDEX_BITS) - 1);
 
     return __atomic_load_n(&table[index].seq, __ATOMIC_SEQ_CST) == snap->seq;
 }
 
-int sn_mr_check(const sn_mr_entry_t *table, uint32_t key,
-                uint32_t pdn, uint64_t addr, uint64_t len, int access,
-                sn_mr_snap_t *snap)
+int sn_mr_check(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
+                uint64_t addr, uint64_t len, int access, sn_mr_snap_t *snap)
 {
     if (sn_mr_read(table, key, snap) != 0) {
         return -1;
     }
-    if ((snap->pdn != pdn) || (addr < snap->addr) ||
-        (len > snap->length) || (addr - snap->addr > snap->length - len) ||
+    if ((snap->pdn != pdn) || (addr < snap->addr) || (len > snap->length) ||
+        (addr - snap->addr > snap->length - len) ||
         ((snap->access & access) != (uint32_t)access)) {
         return -1;
     }
     return 0;
 }
 
-int sn_mr_busy_begin(sn_inst_t *inst,
-                     const sn_mr_snap_t *snap)
+int sn_mr_busy_begin(sn_inst_t *inst, const sn_mr_snap_t *snap)
 {
     int index = (int)(snap->key & ((1u << SN_KEY_INDEX_BITS) - 1));
 
@@ -287,9 +278,8 @@ int softnic_pd_dealloc(softnic_pd_t *pd)
 }
 
 /* mr_lock held */
-static void sn_mr_entry_write(sn_mr_entry_t *e, uint32_t key,
-                              uint64_t addr, uint64_t length,
-                              uint32_t access, uint32_t pdn)
+static void sn_mr_entry_write(sn_mr_entry_t *e, uint32_t key, uint64_t addr,
+                              uint64_t length, uint32_t access, uint32_t pdn)
 {
     uint32_t seq = __atomic_load_n(&e->seq, __ATOMIC_RELAXED);
 
@@ -306,11 +296,10 @@ static void sn_mr_entry_write(sn_mr_entry_t *e, uint32_t key,
 softnic_mr_t *softnic_mr_reg(softnic_pd_t *pd, void *addr, size_t length,
                              int access)
 {
-    static const int supported = IBV_ACCESS_LOCAL_WRITE |
-                                 IBV_ACCESS_REMOTE_WRITE |
-                                 IBV_ACCESS_REMOTE_READ |
-                                 IBV_ACCESS_REMOTE_ATOMIC |
-                                 IBV_ACCESS_RELAXED_ORDERING;
+    static const int supported =
+        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+        IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
+        IBV_ACCESS_RELAXED_ORDERING;
     sn_inst_t *inst = sn_inst(pd->dev);
     sn_mr_t *mr;
     uintptr_t page, start;
@@ -328,9 +317,9 @@ softnic_mr_t *softnic_mr_reg(softnic_pd_t *pd, void *addr, size_t length,
     /* An HCA pins the pages and fails on memory that is not mapped; so does
      * softnic (msync() checks the mapping and, asynchronous, does nothing
      * else). */
-    page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    page  = (uintptr_t)sysconf(_SC_PAGESIZE);
     start = (uintptr_t)addr & ~(page - 1);
-    if (msync((void*)start, (uintptr_t)addr + length - start, MS_ASYNC) != 0) {
+    if (msync((void *)start, (uintptr_t)addr + length - start, MS_ASYNC) != 0) {
         errno = EFAULT;
         return NULL;
     }
@@ -359,8 +348,8 @@ softnic_mr_t *softnic_mr_reg(softnic_pd_t *pd, void *addr, size_t length,
     }
     key = ((uint32_t)gen << SN_KEY_INDEX_BITS) | index;
     __atomic_store_n(&inst->mrs[index].users, 0, __ATOMIC_RELAXED);
-    sn_mr_entry_write(&inst->mrs[index], key, (uintptr_t)addr, length,
-                      access, ((sn_pd_t *)pd)->pdn);
+    sn_mr_entry_write(&inst->mrs[index], key, (uintptr_t)addr, length, access,
+                      ((sn_pd_t *)pd)->pdn);
     pthread_mutex_unlock(&inst->mr_lock);
 
     mr->super.pd     = pd;
@@ -391,8 +380,10 @@ int softnic_mr_dereg(softnic_mr_t *mr)
     start = sn_now_ns();
     while (__atomic_load_n(&inst->mrs[smr->index].users, __ATOMIC_SEQ_CST)) {
         if (sn_now_ns() - start > 2000000000ull) {
-            sn_log(inst, SOFTNIC_LOG_WARN, "mr key 0x%x: a peer left a copy "
-                   "unfinished (killed?), deregistering anyway", mr->lkey);
+            sn_log(inst, SOFTNIC_LOG_WARN,
+                   "mr key 0x%x: a peer left a copy "
+                   "unfinished (killed?), deregistering anyway",
+                   mr->lkey);
             break;
         }
         sched_yield();

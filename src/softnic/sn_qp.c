@@ -24,12 +24,13 @@
 #define SN_CONNECT_BUDGET_NS (5ull * 1000 * 1000 * 1000)
 
 /* IB spec table 45 (RNR timer field), in microseconds */
-static const uint32_t sn_rnr_us[32] = {
-    655360, 10,    20,    30,    40,    60,     80,     120,
-    160,    240,   320,   480,   640,   960,    1280,   1920,
-    2560,   3840,  5120,  7680,  10240, 15360,  20480,  30720,
-    40960,  61440, 81920, 122880, 163840, 245760, 327680, 491520
-};
+static const uint32_t sn_rnr_us[32] = {655360, 10,    20,     30,     40,
+                                       60,     80,    120,    160,    240,
+                                       320,    480,   640,    960,    1280,
+                                       1920,   2560,  3840,   5120,   7680,
+                                       10240,  15360, 20480,  30720,  40960,
+                                       61440,  81920, 122880, 163840, 245760,
+                                       327680, 491520};
 
 uint64_t sn_rnr_timer_ns(uint8_t timer)
 {
@@ -94,16 +95,14 @@ int sn_rq_pop(sn_rq_t *rq, sn_recv_t *recv)
     return 0;
 }
 
-enum ibv_wc_status sn_qp_put_atomic_result(sn_qp_t *qp,
-                                           const sn_wqe_t *wqe,
+enum ibv_wc_status sn_qp_put_atomic_result(sn_qp_t *qp, const sn_wqe_t *wqe,
                                            uint64_t value, int in_svc)
 {
     sn_inst_t *inst = sn_qp_inst(qp);
     sn_mr_snap_t snap;
 
-    if ((sn_mr_check(inst->mrs, wqe->sge[0].lkey, qp->pdn,
-                     wqe->sge[0].addr, 8, IBV_ACCESS_LOCAL_WRITE,
-                     &snap) != 0) ||
+    if ((sn_mr_check(inst->mrs, wqe->sge[0].lkey, qp->pdn, wqe->sge[0].addr, 8,
+                     IBV_ACCESS_LOCAL_WRITE, &snap) != 0) ||
         (in_svc && (sn_mr_busy_begin(inst, &snap) != 0))) {
         return IBV_WC_LOC_PROT_ERR;
     }
@@ -162,8 +161,7 @@ static enum ibv_wc_opcode sn_wc_opcode(uint8_t opcode)
     }
 }
 
-static void sn_qp_push_send_wc(sn_qp_t *qp,
-                               const sn_wqe_t *wqe)
+static void sn_qp_push_send_wc(sn_qp_t *qp, const sn_wqe_t *wqe)
 {
     struct ibv_wc wc;
 
@@ -455,9 +453,8 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
             next = qp->hold_until_ns;
         }
     }
-    if ((qp->sent_out > 0) ||
-        ((qp->conn_state == SN_CONN_CONNECTING) &&
-         (qp->sq_head != qp->sq_tail))) {
+    if ((qp->sent_out > 0) || ((qp->conn_state == SN_CONN_CONNECTING) &&
+                               (qp->sq_head != qp->sq_tail))) {
         timeout = sn_qp_timeout_ns(qp);
         if (timeout != 0) {
             timeout *= qp->attr.retry_cnt + 1;
@@ -469,8 +466,10 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
             }
             limit = qp->last_progress_ns + timeout;
             if (now >= limit) {
-                sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: transport "
-                       "retry counter exceeded", qp->super.qp_num);
+                sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO,
+                       "qp 0x%x: transport "
+                       "retry counter exceeded",
+                       qp->super.qp_num);
                 sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
                 sn_qp_complete(qp);
             } else if ((next == 0) || (limit < next)) {
@@ -485,21 +484,19 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
 
 /* QP lock held. Execute an RDMA WRITE/READ by one CMA call. Returns the
  * completion status, or -1 if the CMA path is not usable (EPERM). */
-static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe,
-                          int access);
+static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe, int access);
 
 static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe)
 {
-    int access = (wqe->opcode == IBV_WR_RDMA_WRITE) ?
-                 IBV_ACCESS_REMOTE_WRITE : IBV_ACCESS_REMOTE_READ;
+    int access = (wqe->opcode == IBV_WR_RDMA_WRITE) ? IBV_ACCESS_REMOTE_WRITE
+                                                    : IBV_ACCESS_REMOTE_READ;
     sn_mr_entry_t *entry;
     int status;
 
     if (wqe->length == 0) {
         return IBV_WC_SUCCESS;
     }
-    if (!sn_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
-                            access)) {
+    if (!sn_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num, access)) {
         return IBV_WC_REM_ACCESS_ERR;
     }
     /* counted in the entry's users before the check: the target's dereg
@@ -513,8 +510,7 @@ static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe)
     return status;
 }
 
-static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe,
-                          int access)
+static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe, int access)
 {
     struct iovec local[SN_MAX_SGE], remote;
     sn_mr_snap_t snap;
@@ -530,7 +526,7 @@ static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe,
     if (wqe->is_inline) {
         local[0].iov_base = (void *)wqe->inline_data;
         local[0].iov_len  = wqe->length;
-        n = 1;
+        n                 = 1;
     } else {
         for (i = 0, n = 0; i < wqe->num_sge; ++i) {
             if (wqe->sge[i].length > 0) {
@@ -564,13 +560,14 @@ static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe,
                 continue;
             }
             if (errno == EPERM) {
-                sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: CMA to "
-                       "pid %d not permitted, using TCP", qp->super.qp_num,
-                       (int)qp->peer_pid);
+                sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO,
+                       "qp 0x%x: CMA to "
+                       "pid %d not permitted, using TCP",
+                       qp->super.qp_num, (int)qp->peer_pid);
                 return -1;
             }
-            return (errno == ESRCH) ? IBV_WC_RETRY_EXC_ERR :
-                                      IBV_WC_REM_ACCESS_ERR;
+            return (errno == ESRCH) ? IBV_WC_RETRY_EXC_ERR
+                                    : IBV_WC_REM_ACCESS_ERR;
         }
         if (ret == 0) {
             return IBV_WC_REM_ACCESS_ERR;
@@ -625,12 +622,12 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     }
 
     memset(wqe, 0, offsetof(sn_wqe_t, sge));
-    wqe->wr_id     = wr->wr_id;
-    wqe->opcode    = wr->opcode;
-    wqe->state     = SN_WQE_QUEUED;
-    wqe->status    = IBV_WC_SUCCESS;
-    wqe->signaled  = qp->init_attr.sq_sig_all ||
-                     (wr->send_flags & IBV_SEND_SIGNALED);
+    wqe->wr_id  = wr->wr_id;
+    wqe->opcode = wr->opcode;
+    wqe->state  = SN_WQE_QUEUED;
+    wqe->status = IBV_WC_SUCCESS;
+    wqe->signaled =
+        qp->init_attr.sq_sig_all || (wr->send_flags & IBV_SEND_SIGNALED);
     wqe->fence     = !!(wr->send_flags & IBV_SEND_FENCE);
     wqe->solicited = !!(wr->send_flags & IBV_SEND_SOLICITED);
     wqe->num_sge   = wr->num_sge;
@@ -671,8 +668,9 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     }
     local_access = ((wr->opcode == IBV_WR_RDMA_READ) ||
                     (wr->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
-                    (wr->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) ?
-                   IBV_ACCESS_LOCAL_WRITE : 0;
+                    (wr->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD))
+                       ? IBV_ACCESS_LOCAL_WRITE
+                       : 0;
     for (i = 0; i < wr->num_sge; ++i) {
         if ((wr->sg_list[i].length > 0) &&
             (sn_mr_check(inst->mrs, wr->sg_list[i].lkey, qp->pdn,
@@ -687,7 +685,7 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
 }
 
 int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
-                       struct ibv_send_wr **bad_wr)
+                      struct ibv_send_wr **bad_wr)
 {
     sn_qp_t *qp = (sn_qp_t *)qp_h;
     sn_wqe_t *wqe, flushed;
@@ -751,10 +749,10 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
 }
 
 int softnic_post_recv(softnic_qp_t *qp_h, struct ibv_recv_wr *wr,
-                       struct ibv_recv_wr **bad_wr)
+                      struct ibv_recv_wr **bad_wr)
 {
     sn_qp_t *qp = (sn_qp_t *)qp_h;
-    int ret = 0;
+    int ret     = 0;
 
     pthread_mutex_lock(&qp->lock);
     for (; wr != NULL; wr = wr->next) {
@@ -795,14 +793,13 @@ sn_qp_t *sn_qp_find(sn_inst_t *inst, uint32_t qpn)
 static void sn_qp_reset_attr(sn_qp_t *qp)
 {
     memset(&qp->attr, 0, sizeof(qp->attr));
-    qp->attr.path_mtu           = IBV_MTU_4096;
-    qp->attr.port_num           = 1;
-    qp->attr.qp_state           = IBV_QPS_RESET;
-    qp->attr.path_mig_state     = IBV_MIG_MIGRATED;
+    qp->attr.path_mtu       = IBV_MTU_4096;
+    qp->attr.port_num       = 1;
+    qp->attr.qp_state       = IBV_QPS_RESET;
+    qp->attr.path_mig_state = IBV_MIG_MIGRATED;
 }
 
-softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
-                                softnic_qp_init_attr_t *attr)
+softnic_qp_t *softnic_qp_create(softnic_pd_t *pd, softnic_qp_init_attr_t *attr)
 {
     sn_inst_t *inst = sn_inst(pd->dev);
     sn_qp_t *qp;
@@ -813,8 +810,7 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
         (attr->recv_cq == NULL) || (attr->send_cq->dev != pd->dev) ||
         (attr->recv_cq->dev != pd->dev) ||
         ((attr->srq != NULL) && (attr->srq->pd->dev != pd->dev)) ||
-        (cap->max_send_wr > SN_MAX_QP_WR) ||
-        (cap->max_send_sge > SN_MAX_SGE) ||
+        (cap->max_send_wr > SN_MAX_QP_WR) || (cap->max_send_sge > SN_MAX_SGE) ||
         (cap->max_inline_data > SN_MAX_INLINE) ||
         ((attr->srq == NULL) && ((cap->max_recv_wr > SN_MAX_QP_WR) ||
                                  (cap->max_recv_sge > SN_MAX_SGE)))) {
@@ -832,8 +828,7 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
     if (qp->sq == NULL) {
         goto err_free_qp;
     }
-    if (sn_rq_init(&qp->rq, (attr->srq == NULL) ?
-                                  cap->max_recv_wr : 0) != 0) {
+    if (sn_rq_init(&qp->rq, (attr->srq == NULL) ? cap->max_recv_wr : 0) != 0) {
         goto err_free_sq;
     }
 
@@ -865,16 +860,17 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
      * top bits and a 2-bit generation */
     for (slot = 0; inst->qp_slots[slot] != NULL; ++slot) {
     }
-    gen_bits = (inst->config.qpn_port_base == 0) ? 24 - SN_QP_INDEX_BITS :
-               SOFTNIC_QPN_PORT_SHIFT - SN_QP_INDEX_BITS;
-    gen = (inst->qp_gen[slot] % ((1u << gen_bits) - 1)) + 1;
-    inst->qp_gen[slot]    = gen;
-    inst->qp_slots[slot]  = qp;
-    qp->super.qp_num      = ((uint32_t)gen << SN_QP_INDEX_BITS) | slot;
+    gen_bits             = (inst->config.qpn_port_base == 0)
+                               ? 24 - SN_QP_INDEX_BITS
+                               : SOFTNIC_QPN_PORT_SHIFT - SN_QP_INDEX_BITS;
+    gen                  = (inst->qp_gen[slot] % ((1u << gen_bits) - 1)) + 1;
+    inst->qp_gen[slot]   = gen;
+    inst->qp_slots[slot] = qp;
+    qp->super.qp_num     = ((uint32_t)gen << SN_QP_INDEX_BITS) | slot;
     if (inst->config.qpn_port_base != 0) {
-        qp->super.qp_num |= (uint32_t)(inst->listen_port -
-                                       inst->config.qpn_port_base)
-                            << SOFTNIC_QPN_PORT_SHIFT;
+        qp->super.qp_num |=
+            (uint32_t)(inst->listen_port - inst->config.qpn_port_base)
+            << SOFTNIC_QPN_PORT_SHIFT;
     }
     sn_qp_table_set(inst, qp->super.qp_num, 0);
     if ((sn_cq_add_qp(qp->send_cq, qp) != 0) ||
@@ -886,8 +882,8 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
         errno = ENOMEM;
         goto err_destroy;
     }
-    qp->next   = inst->qps;
-    inst->qps  = qp;
+    qp->next  = inst->qps;
+    inst->qps = qp;
     ++inst->num_qps;
     ++qp->send_cq->num_qps;
     ++qp->recv_cq->num_qps;
@@ -925,7 +921,7 @@ int softnic_qp_destroy(softnic_qp_t *qp_h)
         pthread_mutex_unlock(&inst->lock);
         return EINVAL;
     }
-    *pp = qp->next;
+    *pp                                                = qp->next;
     inst->qp_slots[qp->super.qp_num & (SN_MAX_QP - 1)] = NULL;
     sn_cq_del_qp(qp->send_cq, qp);
     sn_cq_del_qp(qp->recv_cq, qp);
@@ -1013,8 +1009,8 @@ static int sn_qp_trans(enum ibv_qp_state cur, enum ibv_qp_state next,
         }
         *req_p |= IBV_QP_SQ_PSN | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
                   IBV_QP_RNR_RETRY | IBV_QP_MAX_QP_RD_ATOMIC;
-        *opt_p = IBV_QP_CUR_STATE | IBV_QP_ACCESS_FLAGS |
-                 IBV_QP_MIN_RNR_TIMER | SN_QP_PATH_OPT;
+        *opt_p = IBV_QP_CUR_STATE | IBV_QP_ACCESS_FLAGS | IBV_QP_MIN_RNR_TIMER |
+                 SN_QP_PATH_OPT;
         return 0;
     case IBV_QPS_RTS:
         if (next != IBV_QPS_RTS) {
@@ -1029,11 +1025,11 @@ static int sn_qp_trans(enum ibv_qp_state cur, enum ibv_qp_state next,
     }
 }
 
-static int sn_qp_check_values(const sn_qp_t *qp,
-                              const struct ibv_qp_attr *attr, int mask)
+static int sn_qp_check_values(const sn_qp_t *qp, const struct ibv_qp_attr *attr,
+                              int mask)
 {
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                         0xff, 0xff};
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
+                                         0, 0, 0, 0, 0xff, 0xff};
     const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
                        IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
 
@@ -1098,11 +1094,11 @@ static int sn_qp_check_values(const sn_qp_t *qp,
     return 0;
 }
 
-static void sn_qp_apply_attr(sn_qp_t *qp,
-                             const struct ibv_qp_attr *attr, int mask)
+static void sn_qp_apply_attr(sn_qp_t *qp, const struct ibv_qp_attr *attr,
+                             int mask)
 {
-#define SN_QP_SET(_flag, _field) \
-    if (mask & (_flag)) { \
+#define SN_QP_SET(_flag, _field)        \
+    if (mask & (_flag)) {               \
         qp->attr._field = attr->_field; \
     }
     SN_QP_SET(IBV_QP_PKEY_INDEX, pkey_index);
@@ -1135,16 +1131,16 @@ static void sn_qp_reset(sn_qp_t *qp)
     qp->state = IBV_QPS_RESET;
     sn_qp_reset_attr(qp);
     qp->sq_head = qp->sq_tx = qp->sq_tail = 0;
-    qp->tx_seq         = 0;
-    qp->tx_off         = 0;
-    qp->sent_out       = 0;
-    qp->rd_atomic_out  = 0;
-    qp->rewind_pending = 0;
-    qp->hold_until_ns  = 0;
-    qp->rnr_count      = 0;
-    qp->retry_count    = 0;
-    qp->rq.head        = 0;
-    qp->rq.count       = 0;
+    qp->tx_seq                            = 0;
+    qp->tx_off                            = 0;
+    qp->sent_out                          = 0;
+    qp->rd_atomic_out                     = 0;
+    qp->rewind_pending                    = 0;
+    qp->hold_until_ns                     = 0;
+    qp->rnr_count                         = 0;
+    qp->retry_count                       = 0;
+    qp->rq.head                           = 0;
+    qp->rq.count                          = 0;
 }
 
 int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
@@ -1178,14 +1174,13 @@ int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
 
     sn_qp_apply_attr(qp, attr, mask);
     if (mask & IBV_QP_ACCESS_FLAGS) {
-        sn_qp_table_set(inst, qp->super.qp_num,
-                        qp->attr.qp_access_flags);
+        sn_qp_table_set(inst, qp->super.qp_num, qp->attr.qp_access_flags);
     }
     if ((qp->state == IBV_QPS_INIT) && (next == IBV_QPS_RTR)) {
         /* the service thread connects; RTR does not wait for it */
         qp->state      = IBV_QPS_RTR;
         qp->conn_state = SN_CONN_CONNECTING;
-        ret = sn_svc_connect(inst, qp);
+        ret            = sn_svc_connect(inst, qp);
         if (ret != 0) {
             qp->conn_state = SN_CONN_FAILED;
             ret            = 0; /* surfaces as RETRY_EXC on the first WR */
@@ -1247,10 +1242,10 @@ int softnic_srq_destroy(softnic_srq_t *srq_h)
 }
 
 int softnic_post_srq_recv(softnic_srq_t *srq_h, struct ibv_recv_wr *wr,
-                           struct ibv_recv_wr **bad_wr)
+                          struct ibv_recv_wr **bad_wr)
 {
     sn_srq_t *srq = (sn_srq_t *)srq_h;
-    int ret = 0;
+    int ret       = 0;
 
     pthread_mutex_lock(&srq->lock);
     for (; wr != NULL; wr = wr->next) {

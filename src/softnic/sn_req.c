@@ -154,8 +154,7 @@ static int sn_req_is_atomic(uint8_t opcode)
 }
 
 /* QP lock held */
-static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe,
-                          enum ibv_wc_status status)
+static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe, enum ibv_wc_status status)
 {
     if (wqe->state == SN_WQE_SENT) {
         --qp->sent_out;
@@ -171,8 +170,7 @@ static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe,
 }
 
 /* QP lock held: retry the WQE at index after a NAK */
-static void sn_req_rewind(sn_qp_t *qp, uint32_t index,
-                          uint64_t delay_ns)
+static void sn_req_rewind(sn_qp_t *qp, uint32_t index, uint64_t delay_ns)
 {
     qp->rewind_pending = 1;
     qp->rewind_to      = index;
@@ -193,8 +191,8 @@ static int sn_req_check_rsp(sn_inst_t *inst, sn_rsp_t *rsp)
         (rsp->length > SN_CHUNK) ||
         ((rsp->type != SN_RSP_READ_DATA) && (rsp->length != 0))) {
         sn_log(inst, SOFTNIC_LOG_WARN,
-               "malformed response (type %u code %u length %u)",
-               rsp->type, rsp->code, rsp->length);
+               "malformed response (type %u code %u length %u)", rsp->type,
+               rsp->code, rsp->length);
         return -1;
     }
     return 0;
@@ -205,8 +203,7 @@ static int sn_req_on_ack(sn_qp_t *qp, sn_wqe_t *wqe)
 {
     if ((wqe->opcode != IBV_WR_RDMA_WRITE) &&
         (wqe->opcode != IBV_WR_RDMA_WRITE_WITH_IMM) &&
-        (wqe->opcode != IBV_WR_SEND) &&
-        (wqe->opcode != IBV_WR_SEND_WITH_IMM)) {
+        (wqe->opcode != IBV_WR_SEND) && (wqe->opcode != IBV_WR_SEND_WITH_IMM)) {
         return -1;
     }
     qp->rnr_count = qp->retry_count = 0;
@@ -228,14 +225,13 @@ static int sn_req_on_atomic(sn_qp_t *qp, sn_wqe_t *wqe, uint64_t value)
 /* QP lock held: the next chunk of a READ, in order; its payload goes to the
  * WQE's scatter list (a bad lkey there: received, discarded, and the WQE
  * fails with LOC_PROT_ERR when the payload is complete) */
-static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn,
-                               sn_wqe_t *wqe, uint32_t index)
+static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
+                               uint32_t index)
 {
     sn_rsp_t *rsp = &conn->hdr.rsp;
     sn_qp_t *qp   = conn->qp;
 
-    if ((wqe->opcode != IBV_WR_RDMA_READ) ||
-        (rsp->offset != wqe->done_bytes) ||
+    if ((wqe->opcode != IBV_WR_RDMA_READ) || (rsp->offset != wqe->done_bytes) ||
         (rsp->length > wqe->length - wqe->done_bytes) ||
         ((rsp->length == 0) && (wqe->length != 0))) {
         return -1;
@@ -247,8 +243,8 @@ static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn,
     }
     conn->pay_left = rsp->length;
     conn->rd_index = index;
-    if (sn_sink_from_sges(inst, &conn->sink, wqe->sge, wqe->num_sge,
-                          qp->pdn, rsp->offset, rsp->length) != 0) {
+    if (sn_sink_from_sges(inst, &conn->sink, wqe->sge, wqe->num_sge, qp->pdn,
+                          rsp->offset, rsp->length) != 0) {
         memset(&conn->sink, 0, sizeof(conn->sink));
         conn->sink.failed = 1;
         conn->sink.num    = 1; /* marks "failed", see sn_req_on_payload */
@@ -272,8 +268,7 @@ static void sn_req_on_nak(sn_qp_t *qp, sn_wqe_t *wqe, uint32_t index,
     switch (rsp->code) {
     case SN_NAK_RNR:
         ++qp->rnr_count;
-        if ((qp->attr.rnr_retry != 7) &&
-            (qp->rnr_count > qp->attr.rnr_retry)) {
+        if ((qp->attr.rnr_retry != 7) && (qp->rnr_count > qp->attr.rnr_retry)) {
             sn_req_finish(qp, wqe, IBV_WC_RNR_RETRY_EXC_ERR);
             break;
         }
@@ -331,13 +326,12 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
     pthread_mutex_lock(&qp->lock);
     wqe = sn_req_wqe(qp, &index);
     if ((wqe == NULL) || (wqe->seq != rsp->seq)) {
-        sn_log(inst, SOFTNIC_LOG_WARN,
-               "qp 0x%x: unexpected response seq %u",
+        sn_log(inst, SOFTNIC_LOG_WARN, "qp 0x%x: unexpected response seq %u",
                qp->super.qp_num, rsp->seq);
         ret = -1;
     } else {
         qp->last_progress_ns = sn_stamp_ns();
-        ret = sn_req_dispatch(inst, conn, wqe, index);
+        ret                  = sn_req_dispatch(inst, conn, wqe, index);
         if (ret == 0) {
             sn_qp_complete(qp);
             sn_qp_tx(qp);
@@ -360,8 +354,7 @@ int sn_req_on_payload(sn_conn_t *conn)
         return -1;
     }
     wqe = sn_req_wqe(qp, &index);
-    if ((wqe != NULL) && (index == conn->rd_index) &&
-        (wqe->seq == rsp->seq)) {
+    if ((wqe != NULL) && (index == conn->rd_index) && (wqe->seq == rsp->seq)) {
         if (conn->sink.failed) {
             sn_req_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
         } else {

@@ -56,16 +56,16 @@ typedef enum sn_resp_state {
 
 /* One request on its way through the steps */
 typedef struct sn_resp {
-    sn_inst_t         *inst;
-    sn_conn_t         *conn;
-    sn_qp_t           *qp;         /* the target QP */
-    sn_req_t          *req;        /* conn->hdr.req, host order once checked */
-    int                qp_locked;
-    int                ret;        /* 0, or -1: an answer found conn dead */
-    sn_mr_snap_t       snap;       /* the region the request touches */
-    uint8_t            nak;        /* SN_NAK_* to answer with */
+    sn_inst_t *inst;
+    sn_conn_t *conn;
+    sn_qp_t *qp;   /* the target QP */
+    sn_req_t *req; /* conn->hdr.req, host order once checked */
+    int qp_locked;
+    int ret;                        /* 0, or -1: an answer found conn dead */
+    sn_mr_snap_t snap;              /* the region the request touches */
+    uint8_t nak;                    /* SN_NAK_* to answer with */
     enum ibv_wc_status recv_status; /* a receive completing in error */
-    uint64_t           value;      /* an atomic's original value */
+    uint64_t value;                 /* an atomic's original value */
 } sn_resp_t;
 
 /* ---- frames ------------------------------------------------------------ */
@@ -157,9 +157,9 @@ static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
         return sn_resp_send(inst, conn, SN_RSP_NAK, SN_NAK_REM_ACCESS,
                             conn->rd_seq, 0);
     }
-    ret = sn_conn_send(conn->fd, &rsp, sizeof(rsp),
-                       (void *)(uintptr_t)(conn->rd_addr + conn->rd_off),
-                       chunk);
+    ret =
+        sn_conn_send(conn->fd, &rsp, sizeof(rsp),
+                     (void *)(uintptr_t)(conn->rd_addr + conn->rd_off), chunk);
     if (chunk > 0) {
         sn_mr_busy_end(inst);
     }
@@ -168,8 +168,8 @@ static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
     }
     if ((size_t)ret < sizeof(rsp)) {
         /* the header remainder waits in obuf (tiny copy) */
-        if (sn_conn_out(inst, conn, (uint8_t *)&rsp + ret,
-                        sizeof(rsp) - ret, NULL, 0) != 0) {
+        if (sn_conn_out(inst, conn, (uint8_t *)&rsp + ret, sizeof(rsp) - ret,
+                        NULL, 0) != 0) {
             return -1;
         }
         payload_sent = 0;
@@ -177,7 +177,7 @@ static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
         payload_sent = ret - sizeof(rsp);
     }
     conn->rd_chunk_left = chunk - payload_sent;
-    conn->rd_off       += payload_sent;
+    conn->rd_off += payload_sent;
     return 1;
 }
 
@@ -188,8 +188,7 @@ static int sn_resp_read_chunk_rest(sn_inst_t *inst, sn_conn_t *conn)
 
     if (sn_mr_busy_begin(inst, &conn->rd_snap) != 0) {
         sn_log(inst, SOFTNIC_LOG_INFO,
-               "qp 0x%x: region deregistered during a READ",
-               conn->peer_qpn);
+               "qp 0x%x: region deregistered during a READ", conn->peer_qpn);
         return -1;
     }
     ret = sn_conn_send(conn->fd, NULL, 0,
@@ -203,7 +202,7 @@ static int sn_resp_read_chunk_rest(sn_inst_t *inst, sn_conn_t *conn)
         return (int)ret;
     }
     conn->rd_chunk_left -= ret;
-    conn->rd_off        += ret;
+    conn->rd_off += ret;
     return 1;
 }
 
@@ -216,8 +215,8 @@ int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn)
         if (ret <= 0) {
             return ret;
         }
-        ret = (conn->rd_chunk_left == 0) ? sn_resp_read_chunk(inst, conn) :
-                                           sn_resp_read_chunk_rest(inst, conn);
+        ret = (conn->rd_chunk_left == 0) ? sn_resp_read_chunk(inst, conn)
+                                         : sn_resp_read_chunk_rest(inst, conn);
         if (ret <= 0) {
             return ret;
         }
@@ -270,8 +269,8 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
          (req->length != 8))) {
         sn_log(r->inst, SOFTNIC_LOG_WARN,
                "malformed request (op %u flags 0x%x length %u) "
-               "from qp 0x%x", req->op, req->flags, req->length,
-               r->conn->peer_qpn);
+               "from qp 0x%x",
+               req->op, req->flags, req->length, r->conn->peer_qpn);
         return SN_RESP_CLOSE;
     }
     sn_resp_discard_payload(r->conn);
@@ -285,8 +284,8 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
  * behind that one is dropped (no answer) until the resend arrives */
 static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
 {
-    return (r->req->seq == r->conn->expected_seq) ? SN_RESP_CHECK_QP :
-                                                     SN_RESP_DONE;
+    return (r->req->seq == r->conn->expected_seq) ? SN_RESP_CHECK_QP
+                                                  : SN_RESP_DONE;
 }
 
 /* The QP takes requests in RTR and RTS, from its own peer only */
@@ -394,8 +393,8 @@ static sn_resp_state_t sn_resp_atomic(sn_resp_t *r)
         return sn_resp_access_error(r);
     }
     if (r->req->op == SN_OP_FADD) {
-        r->value = __atomic_fetch_add(target, r->req->compare_add,
-                                      __ATOMIC_SEQ_CST);
+        r->value =
+            __atomic_fetch_add(target, r->req->compare_add, __ATOMIC_SEQ_CST);
     } else {
         r->value = r->req->compare_add;
         __atomic_compare_exchange_n(target, &r->value, r->req->swap, 0,
@@ -457,7 +456,7 @@ static sn_resp_state_t sn_resp_read(sn_resp_t *r)
     conn->rd_total      = r->req->length;
     conn->rd_off        = 0;
     conn->rd_chunk_left = 0;
-    r->ret = sn_resp_read_pump(r->inst, conn);
+    r->ret              = sn_resp_read_pump(r->inst, conn);
     return SN_RESP_DONE;
 }
 
@@ -492,8 +491,8 @@ static sn_resp_state_t sn_resp_payload_done(sn_resp_t *r)
     if (r->conn->have_recv) {
         return SN_RESP_CHECK_PLACED;
     }
-    return r->conn->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS) :
-                                  SN_RESP_ACK;
+    return r->conn->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
+                                : SN_RESP_ACK;
 }
 
 static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
@@ -538,13 +537,13 @@ static sn_resp_state_t sn_resp_check_placed(sn_resp_t *r)
  * was placed away from its sender */
 static sn_resp_state_t sn_resp_complete_recv(sn_resp_t *r)
 {
-    int imm = (r->req->op == SN_OP_WRITE_IMM) ||
-              (r->req->op == SN_OP_SEND_IMM);
+    int imm = (r->req->op == SN_OP_WRITE_IMM) || (r->req->op == SN_OP_SEND_IMM);
 
     sn_resp_answer(r, SN_RSP_ACK, 0, 0);
     sn_resp_push_recv_wc(r, IBV_WC_SUCCESS,
-                         (r->req->op == SN_OP_WRITE_IMM) ?
-                         IBV_WC_RECV_RDMA_WITH_IMM : IBV_WC_RECV,
+                         (r->req->op == SN_OP_WRITE_IMM)
+                             ? IBV_WC_RECV_RDMA_WITH_IMM
+                             : IBV_WC_RECV,
                          r->req->length, imm,
                          r->req->flags & SN_REQ_F_SOLICITED);
     return SN_RESP_DONE;
@@ -582,24 +581,24 @@ typedef enum {
 
 static const struct {
     sn_resp_state_t (*fn)(sn_resp_t *r);
-    sn_resp_lock_t  qp_lock; /* what the step runs under */
+    sn_resp_lock_t qp_lock; /* what the step runs under */
 } sn_resp_steps[] = {
-    [SN_RESP_CHECK_HEADER]  = {sn_resp_check_header,  SN_QP_UNLOCKED},
-    [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq,     SN_QP_UNLOCKED},
-    [SN_RESP_CHECK_QP]      = {sn_resp_check_qp,      SN_QP_LOCKED},
-    [SN_RESP_GET_RECV]      = {sn_resp_get_recv,      SN_QP_LOCKED},
-    [SN_RESP_CHECK_LENGTH]  = {sn_resp_check_length,  SN_QP_LOCKED},
-    [SN_RESP_CHECK_RKEY]    = {sn_resp_check_rkey,    SN_QP_LOCKED},
-    [SN_RESP_EXECUTE]       = {sn_resp_execute,       SN_QP_LOCKED},
-    [SN_RESP_WAIT_PAYLOAD]  = {sn_resp_wait_payload,  SN_QP_EITHER},
-    [SN_RESP_READ]          = {sn_resp_read,          SN_QP_UNLOCKED},
-    [SN_RESP_ATOMIC_REPLY]  = {sn_resp_atomic_reply,  SN_QP_UNLOCKED},
-    [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done,  SN_QP_UNLOCKED},
-    [SN_RESP_CHECK_PLACED]  = {sn_resp_check_placed,  SN_QP_LOCKED},
+    [SN_RESP_CHECK_HEADER]  = {sn_resp_check_header, SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq, SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_QP]      = {sn_resp_check_qp, SN_QP_LOCKED},
+    [SN_RESP_GET_RECV]      = {sn_resp_get_recv, SN_QP_LOCKED},
+    [SN_RESP_CHECK_LENGTH]  = {sn_resp_check_length, SN_QP_LOCKED},
+    [SN_RESP_CHECK_RKEY]    = {sn_resp_check_rkey, SN_QP_LOCKED},
+    [SN_RESP_EXECUTE]       = {sn_resp_execute, SN_QP_LOCKED},
+    [SN_RESP_WAIT_PAYLOAD]  = {sn_resp_wait_payload, SN_QP_EITHER},
+    [SN_RESP_READ]          = {sn_resp_read, SN_QP_UNLOCKED},
+    [SN_RESP_ATOMIC_REPLY]  = {sn_resp_atomic_reply, SN_QP_UNLOCKED},
+    [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done, SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_PLACED]  = {sn_resp_check_placed, SN_QP_LOCKED},
     [SN_RESP_COMPLETE_RECV] = {sn_resp_complete_recv, SN_QP_LOCKED},
-    [SN_RESP_ACK]           = {sn_resp_ack,           SN_QP_UNLOCKED},
-    [SN_RESP_RECV_ERROR]    = {sn_resp_recv_error,    SN_QP_LOCKED},
-    [SN_RESP_NAK]           = {sn_resp_send_nak,      SN_QP_UNLOCKED},
+    [SN_RESP_ACK]           = {sn_resp_ack, SN_QP_UNLOCKED},
+    [SN_RESP_RECV_ERROR]    = {sn_resp_recv_error, SN_QP_LOCKED},
+    [SN_RESP_NAK]           = {sn_resp_send_nak, SN_QP_UNLOCKED},
 };
 
 static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
@@ -616,8 +615,7 @@ static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
 }
 
 /* Run the steps from first to the end; -1: close the connection */
-static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
-                       sn_resp_state_t state)
+static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn, sn_resp_state_t state)
 {
     sn_resp_t r;
 

@@ -71,45 +71,44 @@ enum {
 
 typedef struct sn_ring_slot {
     uint32_t state;
-    uint32_t status;   /* enum ibv_wc_status, valid when DONE */
+    uint32_t status; /* enum ibv_wc_status, valid when DONE */
     uint32_t length;
-    uint32_t imm;      /* network order, as in ibv_send_wr */
+    uint32_t imm; /* network order, as in ibv_send_wr */
     uint32_t flags;
-    uint32_t rkey;     /* atomics: target key, address, operands, result */
+    uint32_t rkey; /* atomics: target key, address, operands, result */
     uint64_t raddr;
     uint64_t compare_add;
     uint64_t swap;
     uint64_t result;
     uint32_t reserved[2];
-    uint8_t  data[SN_RING_DATA];
+    uint8_t data[SN_RING_DATA];
 } sn_ring_slot_t;
 
 struct sn_ring {
-    uint32_t             magic;
-    uint32_t             nslots;
-    uint32_t             rnr_timer; /* the target QP's min_rnr_timer */
-    uint32_t             reserved;
-    uint64_t             rnr_at;    /* consumer: slot + 1 it waits on for a
+    uint32_t magic;
+    uint32_t nslots;
+    uint32_t rnr_timer; /* the target QP's min_rnr_timer */
+    uint32_t reserved;
+    uint64_t rnr_at; /* consumer: slot + 1 it waits on for a
                                        posted receive, 0 when not waiting */
-    uint8_t              pad0[40];
-    uint64_t             head;      /* produced, written by the initiator */
-    uint8_t              pad1[56];
-    uint64_t             tail;      /* consumed, written by the target */
-    uint8_t              pad2[56];
+    uint8_t pad0[40];
+    uint64_t head; /* produced, written by the initiator */
+    uint8_t pad1[56];
+    uint64_t tail; /* consumed, written by the target */
+    uint8_t pad2[56];
     sn_ring_slot_t slot[SN_RING_SLOTS];
 };
 
 static uint32_t sn_ring_next_id = 1; /* atomic */
 
-static void sn_ring_name(char *buf, size_t size, uint64_t pid_ns,
-                         pid_t pid, uint32_t inst_id, uint32_t ring_id)
+static void sn_ring_name(char *buf, size_t size, uint64_t pid_ns, pid_t pid,
+                         uint32_t inst_id, uint32_t ring_id)
 {
-    snprintf(buf, size, "/orc_soft.%llu.%d.%u.r%u",
-             (unsigned long long)pid_ns, (int)pid, inst_id, ring_id);
+    snprintf(buf, size, "/orc_soft.%llu.%d.%u.r%u", (unsigned long long)pid_ns,
+             (int)pid, inst_id, ring_id);
 }
 
-struct sn_ring *sn_ring_create(sn_inst_t *inst,
-                               uint32_t *id_p)
+struct sn_ring *sn_ring_create(sn_inst_t *inst, uint32_t *id_p)
 {
     struct sn_ring *ring;
     char name[96];
@@ -117,8 +116,8 @@ struct sn_ring *sn_ring_create(sn_inst_t *inst,
     int fd;
 
     id = __atomic_fetch_add(&sn_ring_next_id, 1, __ATOMIC_RELAXED);
-    sn_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
-                 inst->pid, inst->id, id);
+    sn_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns), inst->pid,
+                 inst->id, id);
     fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0) {
         sn_log(inst, SOFTNIC_LOG_WARN, "shm_open(%s) failed: %m", name);
@@ -128,8 +127,7 @@ struct sn_ring *sn_ring_create(sn_inst_t *inst,
         sn_log(inst, SOFTNIC_LOG_WARN, "ftruncate(%s) failed: %m", name);
         goto err_unlink;
     }
-    ring = mmap(NULL, sizeof(*ring), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                0);
+    ring = mmap(NULL, sizeof(*ring), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (ring == MAP_FAILED) {
         sn_log(inst, SOFTNIC_LOG_WARN, "mmap(%s) failed: %m", name);
         goto err_unlink;
@@ -146,19 +144,18 @@ err_unlink:
     return NULL;
 }
 
-void sn_ring_destroy(sn_inst_t *inst, struct sn_ring *ring,
-                     uint32_t id)
+void sn_ring_destroy(sn_inst_t *inst, struct sn_ring *ring, uint32_t id)
 {
     char name[96];
 
-    sn_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns),
-                 inst->pid, inst->id, id);
+    sn_ring_name(name, sizeof(name), le64toh(inst->host.pid_ns), inst->pid,
+                 inst->id, id);
     shm_unlink(name); /* normally gone already: the initiator unlinks it */
     munmap(ring, sizeof(*ring));
 }
 
-struct sn_ring *sn_ring_map(uint64_t pid_ns, pid_t pid,
-                            uint32_t inst_id, uint32_t ring_id)
+struct sn_ring *sn_ring_map(uint64_t pid_ns, pid_t pid, uint32_t inst_id,
+                            uint32_t ring_id)
 {
     struct sn_ring *ring;
     struct stat st;
@@ -174,15 +171,14 @@ struct sn_ring *sn_ring_map(uint64_t pid_ns, pid_t pid,
         close(fd);
         return NULL;
     }
-    ring = mmap(NULL, sizeof(*ring), PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-                0);
+    ring = mmap(NULL, sizeof(*ring), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     shm_unlink(name);
     if (ring == MAP_FAILED) {
         return NULL;
     }
-    if ((ring->magic != SN_RING_MAGIC) ||
-        (ring->nslots != SN_RING_SLOTS) || (ring->head != 0)) {
+    if ((ring->magic != SN_RING_MAGIC) || (ring->nslots != SN_RING_SLOTS) ||
+        (ring->head != 0)) {
         munmap(ring, sizeof(*ring));
         return NULL;
     }
@@ -203,7 +199,7 @@ void sn_ring_set_rnr_timer(struct sn_ring *ring, uint8_t timer)
 
 int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
 {
-    sn_wqe_t *wqe = &qp->sq[index % qp->sq_size];
+    sn_wqe_t *wqe        = &qp->sq[index % qp->sq_size];
     struct sn_ring *ring = qp->ring;
     sn_ring_slot_t *slot;
     uint32_t off = 0;
@@ -217,8 +213,8 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
          (wqe->opcode != IBV_WR_SEND_WITH_IMM) && !atomic) ||
         (!atomic && (wqe->length > SN_RING_DATA)) ||
         (wqe->fence && (qp->ring_atomic_out > 0)) ||
-        (qp->conn_state != SN_CONN_READY) ||
-        (qp->sq_tx != index) || (qp->sent_out != 0) || qp->rewind_pending) {
+        (qp->conn_state != SN_CONN_READY) || (qp->sq_tx != index) ||
+        (qp->sent_out != 0) || qp->rewind_pending) {
         return 0;
     }
     if (qp->ring_prod - qp->ring_reaped >= SN_RING_SLOTS) {
@@ -235,8 +231,9 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
     slot = &ring->slot[qp->ring_prod % SN_RING_SLOTS];
     if (atomic) {
         slot->length      = 8;
-        slot->flags       = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ?
-                            SN_SLOT_F_FADD : SN_SLOT_F_CSWAP;
+        slot->flags       = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)
+                                ? SN_SLOT_F_FADD
+                                : SN_SLOT_F_CSWAP;
         slot->rkey        = wqe->rkey;
         slot->raddr       = wqe->raddr;
         slot->compare_add = wqe->compare_add;
@@ -258,9 +255,8 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
     }
     slot->length = wqe->length;
     slot->imm    = wqe->imm;
-    slot->flags  = ((wqe->opcode == IBV_WR_SEND_WITH_IMM) ?
-                    SN_SLOT_F_IMM : 0) |
-                   (wqe->solicited ? SN_SLOT_F_SOLICITED : 0);
+    slot->flags  = ((wqe->opcode == IBV_WR_SEND_WITH_IMM) ? SN_SLOT_F_IMM : 0) |
+                  (wqe->solicited ? SN_SLOT_F_SOLICITED : 0);
     slot->status = 0;
 publish:
     __atomic_store_n(&slot->state, SN_SLOT_POSTED, __ATOMIC_RELEASE);
@@ -298,8 +294,7 @@ static void sn_ring_reap(sn_qp_t *qp, int in_svc)
             continue;
         }
         slot = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
-        if (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) !=
-            SN_SLOT_DONE) {
+        if (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) != SN_SLOT_DONE) {
             break;
         }
         status = slot->status;
@@ -310,8 +305,7 @@ static void sn_ring_reap(sn_qp_t *qp, int in_svc)
             (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP)) {
             --qp->ring_atomic_out;
             if (status == IBV_WC_SUCCESS) {
-                status = sn_qp_put_atomic_result(qp, wqe, slot->result,
-                                                 in_svc);
+                status = sn_qp_put_atomic_result(qp, wqe, slot->result, in_svc);
             }
         }
         wqe->state  = SN_WQE_DONE;
@@ -349,8 +343,8 @@ void sn_ring_cancel(sn_qp_t *qp)
             slot     = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
             expected = SN_SLOT_POSTED;
             __atomic_compare_exchange_n(&slot->state, &expected,
-                                        SN_SLOT_CANCELLED, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+                                        SN_SLOT_CANCELLED, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE);
         }
     }
 }
@@ -367,9 +361,9 @@ uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
         return 0;
     }
     limit = qp->last_progress_ns +
-            sn_rnr_timer_ns(__atomic_load_n(&qp->ring->rnr_timer,
-                                            __ATOMIC_RELAXED) & 31) *
-            (qp->attr.rnr_retry + 1);
+            sn_rnr_timer_ns(
+                __atomic_load_n(&qp->ring->rnr_timer, __ATOMIC_RELAXED) & 31) *
+                (qp->attr.rnr_retry + 1);
     if (now < limit) {
         return limit;
     }
@@ -378,15 +372,15 @@ uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
         if (wqe->state != SN_WQE_RING) {
             continue;
         }
-        slot     = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
+        slot = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
         if ((uint32_t)__atomic_load_n(&qp->ring->rnr_at, __ATOMIC_RELAXED) !=
             wqe->seq + 1) {
             break; /* pending, but not for lack of a receive */
         }
         expected = SN_SLOT_POSTED;
         if (__atomic_compare_exchange_n(&slot->state, &expected,
-                                        SN_SLOT_CANCELLED, 0,
-                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                                        SN_SLOT_CANCELLED, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
             wqe->state  = SN_WQE_DONE;
             wqe->status = IBV_WC_RNR_RETRY_EXC_ERR;
             --qp->ring_out;
@@ -402,8 +396,7 @@ uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
 
 static void sn_ring_recv_wc(sn_qp_t *qp, uint64_t wr_id,
                             enum ibv_wc_status status, uint32_t len,
-                            uint32_t flags, uint32_t imm,
-                            uint32_t src_qpn)
+                            uint32_t flags, uint32_t imm, uint32_t src_qpn)
 {
     struct ibv_wc wc;
 
@@ -419,20 +412,18 @@ static void sn_ring_recv_wc(sn_qp_t *qp, uint64_t wr_id,
         wc.imm_data = imm;
     }
     sn_cq_push(qp->recv_cq, &wc,
-               (status == IBV_WC_SUCCESS) &&
-               (flags & SN_SLOT_F_SOLICITED));
+               (status == IBV_WC_SUCCESS) && (flags & SN_SLOT_F_SOLICITED));
 }
 
 /* Place a slot's payload into a receive. Returns the receive status. */
-static enum ibv_wc_status sn_ring_place(sn_qp_t *qp,
-                                        const sn_recv_t *recv,
-                                        const uint8_t *data,
-                                        uint32_t len, int in_svc)
+static enum ibv_wc_status sn_ring_place(sn_qp_t *qp, const sn_recv_t *recv,
+                                        const uint8_t *data, uint32_t len,
+                                        int in_svc)
 {
     sn_inst_t *inst = sn_qp_inst(qp);
     sn_mr_snap_t snap;
     uint64_t room = 0, take;
-    uint32_t off = 0;
+    uint32_t off  = 0;
     int i;
 
     for (i = 0; i < recv->num_sge; ++i) {
@@ -470,13 +461,12 @@ static enum ibv_wc_status sn_ring_place(sn_qp_t *qp,
  * the QP's and the MR's REMOTE_ATOMIC right, 8-byte alignment, a real
  * atomic instruction. The MR is entered (users count) so that a concurrent
  * dereg of another thread waits for it. Returns the slot status. */
-static uint32_t sn_ring_atomic(sn_qp_t *qp,
-                               sn_ring_slot_t *slot,
+static uint32_t sn_ring_atomic(sn_qp_t *qp, sn_ring_slot_t *slot,
                                uint32_t flags)
 {
     sn_inst_t *inst = sn_qp_inst(qp);
-    uint64_t raddr        = slot->raddr, value;
-    uint32_t rkey         = slot->rkey;
+    uint64_t raddr  = slot->raddr, value;
+    uint32_t rkey   = slot->rkey;
     sn_mr_entry_t *entry;
     sn_mr_snap_t snap;
 
@@ -509,8 +499,7 @@ static uint32_t sn_ring_atomic(sn_qp_t *qp,
     return IBV_WC_SUCCESS;
 }
 
-static void sn_ring_slot_done(struct sn_ring *ring,
-                              sn_ring_slot_t *slot,
+static void sn_ring_slot_done(struct sn_ring *ring, sn_ring_slot_t *slot,
                               uint32_t status, uint64_t tail)
 {
     slot->status = status;
@@ -518,8 +507,7 @@ static void sn_ring_slot_done(struct sn_ring *ring,
     __atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
 }
 
-static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
-                            int in_svc)
+static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
 {
     struct sn_ring *ring = att->ring;
     sn_ring_slot_t *slot;
@@ -539,11 +527,9 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
         if (qp->state == IBV_QPS_ERR) {
             expected = SN_SLOT_POSTED;
             if (__atomic_compare_exchange_n(&slot->state, &expected,
-                                            SN_SLOT_TAKEN, 0,
-                                            __ATOMIC_ACQ_REL,
+                                            SN_SLOT_TAKEN, 0, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE)) {
-                sn_ring_slot_done(ring, slot, IBV_WC_RETRY_EXC_ERR,
-                                  tail + 1);
+                sn_ring_slot_done(ring, slot, IBV_WC_RETRY_EXC_ERR, tail + 1);
             } else {
                 __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
             }
@@ -557,8 +543,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
         if (flags & (SN_SLOT_F_FADD | SN_SLOT_F_CSWAP)) {
             expected = SN_SLOT_POSTED;
             if (!__atomic_compare_exchange_n(&slot->state, &expected,
-                                             SN_SLOT_TAKEN, 0,
-                                             __ATOMIC_ACQ_REL,
+                                             SN_SLOT_TAKEN, 0, __ATOMIC_ACQ_REL,
                                              __ATOMIC_ACQUIRE)) {
                 if (expected == SN_SLOT_CANCELLED) {
                     __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
@@ -566,8 +551,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
                 }
                 return;
             }
-            sn_ring_slot_done(ring, slot,
-                              sn_ring_atomic(qp, slot, flags),
+            sn_ring_slot_done(ring, slot, sn_ring_atomic(qp, slot, flags),
                               tail + 1);
             continue;
         }
@@ -582,9 +566,9 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
         }
         __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
         expected = SN_SLOT_POSTED;
-        if (!__atomic_compare_exchange_n(&slot->state, &expected,
-                                         SN_SLOT_TAKEN, 0,
-                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN,
+                                         0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
             sn_qp_recv_unlock(qp);
             if (expected == SN_SLOT_CANCELLED) {
                 __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
@@ -595,8 +579,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
         len = slot->length;
         if (len > SN_RING_DATA) {
             sn_qp_recv_unlock(qp);
-            sn_ring_slot_done(ring, slot, IBV_WC_REM_INV_REQ_ERR,
-                              tail + 1);
+            sn_ring_slot_done(ring, slot, IBV_WC_REM_INV_REQ_ERR, tail + 1);
             continue;
         }
         sn_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
@@ -616,8 +599,9 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att,
         /* receive error: completes in error, the responder QP goes to ERR */
         sn_ring_recv_wc(qp, recv.wr_id, status, 0, 0, 0, att->src_qpn);
         sn_ring_slot_done(ring, slot,
-                          (status == IBV_WC_LOC_LEN_ERR) ?
-                          IBV_WC_REM_INV_REQ_ERR : IBV_WC_REM_OP_ERR,
+                          (status == IBV_WC_LOC_LEN_ERR)
+                              ? IBV_WC_REM_INV_REQ_ERR
+                              : IBV_WC_REM_OP_ERR,
                           tail + 1);
         sn_qp_to_error(qp);
     }

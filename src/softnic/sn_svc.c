@@ -37,18 +37,17 @@ typedef enum {
  */
 struct sn_cmd {
     struct sn_cmd *next;
-    sn_cmd_type_t  type;
-    sn_qp_t       *qp;
-    uint64_t       conn_id;
-    int            on_stack; /* FORGET: owned by the waiting caller */
+    sn_cmd_type_t type;
+    sn_qp_t *qp;
+    uint64_t conn_id;
+    int on_stack; /* FORGET: owned by the waiting caller */
 };
 
 static char sn_listen_tag, sn_cmd_tag;
 
 /* ---- commands ----------------------------------------------------------- */
 
-static void sn_svc_post(sn_inst_t *inst, struct sn_cmd *cmd,
-                        uint64_t *ticket_p)
+static void sn_svc_post(sn_inst_t *inst, struct sn_cmd *cmd, uint64_t *ticket_p)
 {
     uint64_t one = 1;
     ssize_t ret;
@@ -179,8 +178,7 @@ static void sn_svc_commands(sn_inst_t *inst)
     pthread_mutex_unlock(&inst->cmd_lock);
 }
 
-static int sn_svc_conn_alive(sn_inst_t *inst,
-                             sn_conn_t *conn)
+static int sn_svc_conn_alive(sn_inst_t *inst, sn_conn_t *conn)
 {
     sn_conn_t *c;
 
@@ -219,8 +217,8 @@ static uint64_t sn_svc_timers(sn_inst_t *inst)
 }
 
 /* svc_lock held: handle a batch of epoll events */
-static void sn_svc_dispatch(sn_inst_t *inst,
-                            const struct epoll_event *events, int n)
+static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
+                            int n)
 {
     sn_conn_t *conn;
     int i;
@@ -281,7 +279,8 @@ static void *sn_svc_thread(void *arg)
 
     while (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
         now = sn_now_ns();
-        if ((now - last_timers >= 1000000ull) || ((next != 0) && (now >= next))) {
+        if ((now - last_timers >= 1000000ull) ||
+            ((next != 0) && (now >= next))) {
             sn_svc_lock(inst);
             next        = sn_svc_timers(inst);
             last_timers = now;
@@ -297,8 +296,8 @@ static void *sn_svc_thread(void *arg)
             }
         }
         if ((next != 0) && (next - now < SN_TICK_NS)) {
-            timeout_ms = (next <= now) ? 0 :
-                         (int)((next - now + 999999) / 1000000);
+            timeout_ms =
+                (next <= now) ? 0 : (int)((next - now + 999999) / 1000000);
         }
         gen = __atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE);
         n   = epoll_wait(inst->epoll_fd, events, 64, timeout_ms);
@@ -350,10 +349,11 @@ static int sn_svc_listen(sn_inst_t *inst, struct sockaddr_in *addr)
     if (base == 0) {
         return sn_svc_listen_on(addr);
     }
-    for (off = 0; (off < (1u << SOFTNIC_QPN_PORT_BITS)) &&
-                  (base + off <= 65535); ++off) {
+    for (off = 0;
+         (off < (1u << SOFTNIC_QPN_PORT_BITS)) && (base + off <= 65535);
+         ++off) {
         addr->sin_port = htons(base + off);
-        fd = sn_svc_listen_on(addr);
+        fd             = sn_svc_listen_on(addr);
         if ((fd >= 0) || (errno != EADDRINUSE)) {
             return fd;
         }

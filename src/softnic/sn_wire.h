@@ -54,16 +54,16 @@ enum {
 };
 
 typedef struct sn_hello {
-    uint32_t           magic;
-    uint16_t           version;
-    uint16_t           type;
-    uint32_t           qpn_or_status; /* HELLO: src QPN; ACK: errno */
-    uint32_t           qpn_or_pdn;    /* HELLO: dst QPN; ACK: PD of dst QP */
+    uint32_t magic;
+    uint16_t version;
+    uint16_t type;
+    uint32_t qpn_or_status; /* HELLO: src QPN; ACK: errno */
+    uint32_t qpn_or_pdn;    /* HELLO: dst QPN; ACK: PD of dst QP */
     sn_host_id_t host;
-    uint32_t           pid;
-    uint32_t           inst_id;
-    uint32_t           ring_id;       /* ACK: same-host SEND ring, 0: none */
-    uint32_t           ring_slots;    /* ACK: SN_RING_SLOTS */
+    uint32_t pid;
+    uint32_t inst_id;
+    uint32_t ring_id;    /* ACK: same-host SEND ring, 0: none */
+    uint32_t ring_slots; /* ACK: SN_RING_SLOTS */
 } __attribute__((packed)) sn_hello_t;
 
 /* request opcodes */
@@ -81,8 +81,8 @@ enum {
 #define SN_REQ_F_SOLICITED 0x1
 
 typedef struct sn_req {
-    uint8_t  op;
-    uint8_t  flags;
+    uint8_t op;
+    uint8_t flags;
     uint16_t reserved;
     uint32_t seq;
     uint32_t length;
@@ -90,7 +90,7 @@ typedef struct sn_req {
     uint64_t raddr;
     uint64_t compare_add;
     uint64_t swap;
-    uint32_t imm;       /* as in ibv_send_wr: network order, not swapped */
+    uint32_t imm; /* as in ibv_send_wr: network order, not swapped */
     uint32_t reserved2;
 } __attribute__((packed)) sn_req_t;
 
@@ -105,8 +105,8 @@ enum {
 
 /* NAK codes */
 enum {
-    SN_NAK_RNR = 1,      /* no receive posted: retry after rnr_timer */
-    SN_NAK_NOT_READY,    /* target QP not in RTR/RTS, or not ours */
+    SN_NAK_RNR = 1,   /* no receive posted: retry after rnr_timer */
+    SN_NAK_NOT_READY, /* target QP not in RTR/RTS, or not ours */
     SN_NAK_REM_ACCESS,
     SN_NAK_REM_INV_REQ,
     SN_NAK_REM_OP,
@@ -114,27 +114,27 @@ enum {
 };
 
 typedef struct sn_rsp {
-    uint8_t  type;
-    uint8_t  code;      /* NAK code */
-    uint8_t  rnr_timer; /* NAK RNR: the responder's min_rnr_timer */
-    uint8_t  reserved;
+    uint8_t type;
+    uint8_t code;      /* NAK code */
+    uint8_t rnr_timer; /* NAK RNR: the responder's min_rnr_timer */
+    uint8_t reserved;
     uint32_t seq;
-    uint32_t length;    /* READ_DATA payload bytes */
-    uint32_t offset;    /* READ_DATA offset in the READ */
-    uint64_t value;     /* ATOMIC: original value */
+    uint32_t length; /* READ_DATA payload bytes */
+    uint32_t offset; /* READ_DATA offset in the READ */
+    uint64_t value;  /* ATOMIC: original value */
     uint64_t reserved2;
 } __attribute__((packed)) sn_rsp_t;
 
 /* Where payload bytes go: up to SN_MAX_SGE checked local segments,
  * or nowhere (discard). */
 typedef struct sn_sink {
-    int                num;
-    int                cur;
-    uint64_t           cur_off;  /* offset in segment cur */
-    int                failed;   /* a region went away: discard the rest */
+    int num;
+    int cur;
+    uint64_t cur_off; /* offset in segment cur */
+    int failed;       /* a region went away: discard the rest */
     struct {
-        uint64_t           addr;
-        uint64_t           len;
+        uint64_t addr;
+        uint64_t len;
         sn_mr_snap_t snap;
     } seg[SN_MAX_SGE];
 } sn_sink_t;
@@ -148,7 +148,7 @@ enum {
     SN_CS_CONNECTING = 1, /* INI: waiting for connect() */
     SN_CS_HELLO,          /* waiting for HELLO / HELLO_ACK */
     SN_CS_READY,
-    SN_CS_CLOSING         /* TGT: flush obuf, then close */
+    SN_CS_CLOSING /* TGT: flush obuf, then close */
 };
 
 enum {
@@ -166,52 +166,52 @@ enum {
  */
 struct sn_conn {
     sn_conn_t *next;
-    uint64_t         id;
-    int              fd;
-    int              role;
-    int              state;
-    uint32_t         events;      /* current epoll interest */
-    sn_qp_t   *qp;          /* INI: owner; TGT: the target QP */
-    uint32_t         peer_qpn;    /* TGT: the initiator QPN */
-    uint32_t         expected_seq;/* TGT */
+    uint64_t id;
+    int fd;
+    int role;
+    int state;
+    uint32_t events;       /* current epoll interest */
+    sn_qp_t *qp;           /* INI: owner; TGT: the target QP */
+    uint32_t peer_qpn;     /* TGT: the initiator QPN */
+    uint32_t expected_seq; /* TGT */
 
-    uint8_t         *rbuf;
-    uint32_t         rpos, rlen;
-    int              rx_state;
+    uint8_t *rbuf;
+    uint32_t rpos, rlen;
+    int rx_state;
     union {
         sn_req_t req;
         sn_rsp_t rsp;
     } hdr;
-    uint32_t         pay_left;
-    sn_sink_t  sink;
-    int              drop;        /* TGT: request dropped or answered */
+    uint32_t pay_left;
+    sn_sink_t sink;
+    int drop; /* TGT: request dropped or answered */
     /* TGT: SEND / WRITE_IMM being received */
-    int              have_recv;
-    sn_recv_t  recv;
+    int have_recv;
+    sn_recv_t recv;
     /* INI: READ_DATA being received for WQE at SQ counter rd_index */
-    uint32_t         rd_index;
+    uint32_t rd_index;
 
-    uint8_t         *obuf;
-    uint32_t         opos, olen, ocap;
+    uint8_t *obuf;
+    uint32_t opos, olen, ocap;
 
     /* INI: where to connect, and when the current attempt started */
     struct sockaddr_in remote;
-    uint64_t           connect_ns;
+    uint64_t connect_ns;
 
-    int                tcp_data;  /* counted in inst->num_tcp_conns */
+    int tcp_data; /* counted in inst->num_tcp_conns */
 
     /* TGT: same-host SEND ring attached to conn->qp */
     struct sn_ring *ring;
-    uint32_t              ring_id;
-    sn_ring_att_t  *ring_att;
+    uint32_t ring_id;
+    sn_ring_att_t *ring_att;
 
     /* TGT: READ being answered */
-    int                rd_active;
-    uint32_t           rd_seq;
+    int rd_active;
+    uint32_t rd_seq;
     sn_mr_snap_t rd_snap;
-    uint64_t           rd_addr;
-    uint32_t           rd_total, rd_off;  /* rd_off: payload bytes sent */
-    uint32_t           rd_chunk_left;     /* of the current chunk */
+    uint64_t rd_addr;
+    uint32_t rd_total, rd_off; /* rd_off: payload bytes sent */
+    uint32_t rd_chunk_left;    /* of the current chunk */
 };
 
 static inline int sn_req_has_payload(uint8_t op)
@@ -221,23 +221,20 @@ static inline int sn_req_has_payload(uint8_t op)
 }
 
 /* Connections (sn_conn.c) */
-void sn_conn_set_events(sn_inst_t *inst,
-                        sn_conn_t *conn, uint32_t events);
+void sn_conn_set_events(sn_inst_t *inst, sn_conn_t *conn, uint32_t events);
 int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
-                      const struct ibv_sge *sge, int num_sge,
-                      uint32_t pdn, uint64_t offset, uint64_t len);
+                      const struct ibv_sge *sge, int num_sge, uint32_t pdn,
+                      uint64_t offset, uint64_t len);
 ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
                      const void *payload, size_t payload_len);
-int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn,
-                const void *hdr, size_t hdr_len,
-                const void *payload, size_t payload_len);
+int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
+                size_t hdr_len, const void *payload, size_t payload_len);
 int sn_conn_flush(sn_conn_t *conn);
 void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn);
 void sn_conn_accept(sn_inst_t *inst);
 void sn_conn_timers(sn_inst_t *inst, uint64_t now);
 void sn_conn_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
-void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn,
-                  uint32_t events);
+void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn, uint32_t events);
 
 /* Responder (sn_resp.c) */
 int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn);

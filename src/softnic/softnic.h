@@ -79,12 +79,12 @@
 extern "C" {
 #endif
 
-#define SOFTNIC_NAME_MAX   64
+#define SOFTNIC_NAME_MAX 64
 /* QPN = port offset (10 bits) | generation (2) | slot (12) when QPs are
  * addressed by QPN (softnic_config_t.qpn_port_base) */
 #define SOFTNIC_QPN_PORT_BITS  10
 #define SOFTNIC_QPN_PORT_SHIFT (24 - SOFTNIC_QPN_PORT_BITS)
-#define SOFTNIC_DEV_PREFIX "soft_"
+#define SOFTNIC_DEV_PREFIX     "soft_"
 
 /* ---- configuration and log ------------------------------------------ */
 
@@ -127,13 +127,13 @@ typedef struct softnic_config {
     /* Comma-separated network interfaces ("lo,eth0") that are devices;
      * NULL or "" = every interface that is up and has an IPv4 address. A
      * listed interface that does not qualify is an error (ENODEV). */
-    const char         *ifaces;
+    const char *ifaces;
     /* Never use the same-host paths (CMA copies, shared-memory rings):
      * everything travels on TCP, as between hosts. */
-    int                 no_cma;
+    int no_cma;
     /* Same-host SENDs and atomics on TCP instead of shared-memory rings
      * (READ and WRITE still use CMA). */
-    int                 no_ring;
+    int no_ring;
     softnic_log_level_t log_level;
     /* Address QPs by GID and QPN alone. 0: off (an RTR ah_attr carries the
      * listener's port in dlid). Otherwise the device's listener takes the
@@ -141,13 +141,13 @@ typedef struct softnic_config {
      * QPN carries that port's offset in its top SOFTNIC_QPN_PORT_BITS bits,
      * and RTR connects to the port its dest_qp_num names. Every device of a
      * fabric must use the same base. */
-    uint16_t            qpn_port_base;
+    uint16_t qpn_port_base;
     /* NULL: messages go to stderr as "[softnic <pid> <dev>] <message>" */
-    softnic_log_fn_t    log_fn;
-    void               *log_arg;
+    softnic_log_fn_t log_fn;
+    void *log_arg;
     /* NULL: asynchronous events are dropped */
-    softnic_event_fn_t  event_fn;
-    void               *event_arg;
+    softnic_event_fn_t event_fn;
+    void *event_arg;
 } softnic_config_t;
 
 /*
@@ -176,9 +176,9 @@ const char *softnic_log_level_name(softnic_log_level_t level);
 /* ---- devices ---------------------------------------------------------- */
 
 typedef struct softnic_dev_info {
-    char          name[SOFTNIC_NAME_MAX]; /* "soft_lo" */
-    char          ifname[IF_NAMESIZE];    /* "lo" */
-    union ibv_gid gid;                    /* GID 0 of port 1 */
+    char name[SOFTNIC_NAME_MAX]; /* "soft_lo" */
+    char ifname[IF_NAMESIZE];    /* "lo" */
+    union ibv_gid gid;           /* GID 0 of port 1 */
 } softnic_dev_info_t;
 
 /* The devices the configuration selects. No device is not an error
@@ -225,11 +225,11 @@ typedef struct softnic_pd {
 
 typedef struct softnic_mr {
     softnic_pd_t *pd;
-    void         *addr;
-    size_t        length;
-    int           access; /* IBV_ACCESS_* */
-    uint32_t      lkey;
-    uint32_t      rkey;
+    void *addr;
+    size_t length;
+    int access; /* IBV_ACCESS_* */
+    uint32_t lkey;
+    uint32_t rkey;
 } softnic_mr_t;
 
 softnic_pd_t *softnic_pd_alloc(softnic_dev_t *dev);
@@ -243,14 +243,14 @@ int softnic_mr_dereg(softnic_mr_t *mr);
 
 typedef struct softnic_comp_channel {
     softnic_dev_t *dev;
-    int            fd; /* readable while events are pending (see above) */
+    int fd; /* readable while events are pending (see above) */
 } softnic_comp_channel_t;
 
 typedef struct softnic_cq {
-    softnic_dev_t          *dev;
-    softnic_comp_channel_t *channel;    /* may be NULL */
-    void                   *cq_context; /* also each event's record */
-    int                     cqe;        /* actual capacity */
+    softnic_dev_t *dev;
+    softnic_comp_channel_t *channel; /* may be NULL */
+    void *cq_context;                /* also each event's record */
+    int cqe;                         /* actual capacity */
 } softnic_cq_t;
 
 softnic_comp_channel_t *softnic_comp_channel_create(softnic_dev_t *dev);
@@ -267,15 +267,14 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc);
 int softnic_cq_req_notify(softnic_cq_t *cq, int solicited_only);
 /* Read one event record: *cq_context_p = the cq_context of the CQ that
  * fired. Blocks unless the channel fd was made non-blocking (then EAGAIN). */
-int softnic_cq_get_event(softnic_comp_channel_t *channel,
-                         void **cq_context_p);
+int softnic_cq_get_event(softnic_comp_channel_t *channel, void **cq_context_p);
 void softnic_cq_ack_events(softnic_cq_t *cq, unsigned int nevents);
 
 /* ---- shared receive queues -------------------------------------------- */
 
 typedef struct softnic_srq {
     softnic_pd_t *pd;
-    void         *srq_context;
+    void *srq_context;
 } softnic_srq_t;
 
 /* attr->attr.srq_limit must be 0 (no limit events yet) */
@@ -289,25 +288,24 @@ int softnic_post_srq_recv(softnic_srq_t *srq, struct ibv_recv_wr *wr,
 /* ---- queue pairs ------------------------------------------------------- */
 
 typedef struct softnic_qp {
-    softnic_pd_t    *pd;
-    void            *qp_context;
-    uint32_t         qp_num;
+    softnic_pd_t *pd;
+    void *qp_context;
+    uint32_t qp_num;
     enum ibv_qp_type qp_type;
 } softnic_qp_t;
 
 /* struct ibv_qp_init_attr with softnic handles. qp_type: IBV_QPT_RC. */
 typedef struct softnic_qp_init_attr {
-    void             *qp_context;
-    softnic_cq_t     *send_cq;
-    softnic_cq_t     *recv_cq;
-    softnic_srq_t    *srq;       /* NULL: the QP has its own receive queue */
-    struct ibv_qp_cap cap;       /* the actual caps are written back */
-    enum ibv_qp_type  qp_type;
-    int               sq_sig_all;
+    void *qp_context;
+    softnic_cq_t *send_cq;
+    softnic_cq_t *recv_cq;
+    softnic_srq_t *srq;    /* NULL: the QP has its own receive queue */
+    struct ibv_qp_cap cap; /* the actual caps are written back */
+    enum ibv_qp_type qp_type;
+    int sq_sig_all;
 } softnic_qp_init_attr_t;
 
-softnic_qp_t *softnic_qp_create(softnic_pd_t *pd,
-                                softnic_qp_init_attr_t *attr);
+softnic_qp_t *softnic_qp_create(softnic_pd_t *pd, softnic_qp_init_attr_t *attr);
 /* The RC state machine of the IB specification: required and allowed
  * attribute masks per transition; EINVAL changes nothing. */
 int softnic_qp_modify(softnic_qp_t *qp, struct ibv_qp_attr *attr,

@@ -61,27 +61,28 @@ typedef enum {
     ORC_BENCH_LAST
 } orc_bench_test_t;
 
-static const char *orc_bench_test_names[] = {"healthz", "fetch", "publish",
-                                             "pair"};
-static const char *orc_bench_test_labels[] = {
-    "healthz", "endpoint fetch", "endpoint publish", "pairing round trip"};
+static const char *orc_bench_test_names[]  = {"healthz", "fetch", "publish",
+                                              "pair"};
+static const char *orc_bench_test_labels[] = {"healthz", "endpoint fetch",
+                                              "endpoint publish",
+                                              "pairing round trip"};
 
 /* Per-thread results; written only by its thread, read after join */
 typedef struct orc_bench_worker {
-    pthread_t        thread;
-    orc_client_t    *client;
+    pthread_t thread;
+    orc_client_t *client;
     orc_bench_test_t test;
-    uint64_t         node;        /* own node (fetch/publish/pair initiator) */
-    uint64_t         peer;        /* pair: the responder's node */
-    int              responder;   /* pair: this thread is B */
-    uint64_t         interval_ns; /* paced (open loop): one op per interval;
+    uint64_t node;        /* own node (fetch/publish/pair initiator) */
+    uint64_t peer;        /* pair: the responder's node */
+    int responder;        /* pair: this thread is B */
+    uint64_t interval_ns; /* paced (open loop): one op per interval;
                                      0 = closed loop */
-    uint64_t  next_ns;            /* paced: scheduled start of the next op */
-    uint64_t  ops;
-    uint64_t  errors;
+    uint64_t next_ns;     /* paced: scheduled start of the next op */
+    uint64_t ops;
+    uint64_t errors;
     uint32_t *samples; /* latency in us */
-    size_t    nsamples;
-    char      first_error[256];
+    size_t nsamples;
+    char first_error[256];
 } orc_bench_worker_t;
 
 /*
@@ -93,10 +94,10 @@ typedef struct orc_bench_run {
     const char *url;
     const char *job;
     const char *token;
-    int         timeout_ms;
-    uint64_t    start_ns;
-    uint64_t    end_ns;
-    atomic_int  stop;
+    int timeout_ms;
+    uint64_t start_ns;
+    uint64_t end_ns;
+    atomic_int stop;
 } orc_bench_run_t;
 
 static orc_bench_run_t orc_bench_run;
@@ -115,8 +116,8 @@ static uint64_t orc_bench_now_ns(void)
 static char *orc_bench_url(unsigned k)
 {
     const char *url = orc_bench_run.url, *p;
-    size_t      n = 1, len = strlen(url), at;
-    char       *out;
+    size_t n = 1, len = strlen(url), at;
+    char *out;
 
     for (p = url; *p != '\0'; ++p) {
         n += (*p == ',');
@@ -137,9 +138,9 @@ static char *orc_bench_url(unsigned k)
 static orc_client_t *orc_bench_client(unsigned k)
 {
     orc_client_params_t params = {0};
-    orc_cl_status_t     status;
-    orc_client_t       *client;
-    char               *url = orc_bench_url(k);
+    orc_cl_status_t status;
+    orc_client_t *client;
+    char *url = orc_bench_url(k);
 
     if (url == NULL) {
         fprintf(stderr, "orcd_bench: out of memory\n");
@@ -148,8 +149,8 @@ static orc_client_t *orc_bench_client(unsigned k)
     params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
                         ORC_CLIENT_PARAM_FIELD_JOB |
                         ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url = url;
-    params.job = orc_bench_run.job;
+    params.url        = url;
+    params.job        = orc_bench_run.job;
     params.timeout_ms = orc_bench_run.timeout_ms;
     if (orc_bench_run.token != NULL) {
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
@@ -192,7 +193,7 @@ static void orc_bench_record(orc_bench_worker_t *w, uint64_t t0, uint64_t t1,
 static uint64_t orc_bench_next_start(orc_bench_worker_t *w)
 {
     struct timespec ts;
-    uint64_t        slot;
+    uint64_t slot;
 
     if (w->interval_ns == 0) {
         return orc_bench_now_ns();
@@ -201,7 +202,7 @@ static uint64_t orc_bench_next_start(orc_bench_worker_t *w)
     slot = w->next_ns;
     w->next_ns += w->interval_ns;
     if (slot > orc_bench_now_ns()) {
-        ts.tv_sec = (time_t)(slot / 1000000000ull);
+        ts.tv_sec  = (time_t)(slot / 1000000000ull);
         ts.tv_nsec = (long)(slot % 1000000000ull);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) !=
                0) {
@@ -212,12 +213,12 @@ static uint64_t orc_bench_next_start(orc_bench_worker_t *w)
 
 static void orc_bench_initiator(orc_bench_worker_t *w)
 {
-    uint64_t        cursor = 0, i = 0, t0;
+    uint64_t cursor = 0, i = 0, t0;
     orc_mbox_msg_t *msgs;
     orc_cl_status_t status;
-    char            body[64];
-    size_t          count;
-    int             got;
+    char body[64];
+    size_t count;
+    int got;
 
     while (orc_bench_now_ns() < orc_bench_run.end_ns) {
         snprintf(body, sizeof(body), "{\"req\":%" PRIu64 "}", ++i);
@@ -226,7 +227,7 @@ static void orc_bench_initiator(orc_bench_worker_t *w)
             break;
         }
         status = orc_client_mbox_send(w->client, w->peer, w->node, body, NULL);
-        got = 0;
+        got    = 0;
         while ((status == ORC_CL_OK) && !got) {
             status =
                 orc_client_mbox_recv(w->client, w->node, cursor,
@@ -238,7 +239,7 @@ static void orc_bench_initiator(orc_bench_worker_t *w)
                 status = ORC_CL_ERR_TIMEOUT; /* the reply never came */
             } else {
                 cursor = msgs[count - 1].seq;
-                got = 1;
+                got    = 1;
             }
             orc_client_mbox_free(msgs, count);
         }
@@ -254,11 +255,11 @@ static void orc_bench_initiator(orc_bench_worker_t *w)
 
 static void orc_bench_responder(orc_bench_worker_t *w)
 {
-    uint64_t        cursor = 0;
+    uint64_t cursor = 0;
     orc_mbox_msg_t *msgs;
     orc_cl_status_t status;
-    size_t          i, count;
-    int             done = 0;
+    size_t i, count;
+    int done = 0;
 
     while (!done && !atomic_load(&orc_bench_run.stop)) {
         status = orc_client_mbox_recv(w->client, w->node, cursor,
@@ -294,14 +295,14 @@ static void orc_bench_responder(orc_bench_worker_t *w)
 static void *orc_bench_thread(void *arg)
 {
     orc_bench_worker_t *w = arg;
-    struct timespec     start;
-    char                endpoint[160];
-    orc_cl_status_t     status;
-    uint64_t            t0, seq = 0;
-    char               *json;
+    struct timespec start;
+    char endpoint[160];
+    orc_cl_status_t status;
+    uint64_t t0, seq = 0;
+    char *json;
 
     /* all threads start together */
-    start.tv_sec = (time_t)(orc_bench_run.start_ns / 1000000000ull);
+    start.tv_sec  = (time_t)(orc_bench_run.start_ns / 1000000000ull);
     start.tv_nsec = (long)(orc_bench_run.start_ns % 1000000000ull);
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &start, NULL) != 0) {
     }
@@ -355,11 +356,11 @@ static int orc_bench_cmp_u32(const void *a, const void *b)
 
 typedef struct orc_bench_result {
     orc_bench_test_t test;
-    int              clients;
-    double           rate;
-    double           p50_ms;
-    double           p99_ms;
-    uint64_t         errors;
+    int clients;
+    double rate;
+    double p50_ms;
+    double p99_ms;
+    uint64_t errors;
 } orc_bench_result_t;
 
 static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
@@ -367,12 +368,12 @@ static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
 {
     int nthreads = (test == ORC_BENCH_PAIR) ? 2 * clients : clients;
     orc_bench_worker_t *workers;
-    uint32_t           *all;
-    size_t              total = 0, k;
-    uint64_t            ops = 0, errors = 0, finished;
-    char                endpoint[128];
-    orc_cl_status_t     status;
-    int                 i, ret = -1;
+    uint32_t *all;
+    size_t total = 0, k;
+    uint64_t ops = 0, errors = 0, finished;
+    char endpoint[128];
+    orc_cl_status_t status;
+    int i, ret = -1;
 
     workers = calloc(nthreads, sizeof(*workers));
     if (workers == NULL) {
@@ -415,7 +416,7 @@ static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
 
     if (test == ORC_BENCH_PAIR) {
         for (i = 0; i < clients; ++i) {
-            workers[i].peer = workers[clients + i].node;
+            workers[i].peer                = workers[clients + i].node;
             workers[clients + i].responder = 1;
         }
     }
@@ -426,7 +427,7 @@ static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
     for (i = 0; (rate > 0) && (i < clients); ++i) {
         /* rate ops/s in total, the clients' slots evenly interleaved */
         workers[i].interval_ns = (uint64_t)(clients * 1e9 / rate);
-        workers[i].next_ns = orc_bench_run.start_ns +
+        workers[i].next_ns     = orc_bench_run.start_ns +
                              workers[i].interval_ns * (uint64_t)i / clients;
     }
 
@@ -473,12 +474,12 @@ static int orc_bench_cell(orc_bench_test_t test, int clients, double duration,
     }
     qsort(all, total, sizeof(*all), orc_bench_cmp_u32);
 
-    result->test = test;
+    result->test    = test;
     result->clients = clients;
-    result->rate = ops / ((finished - orc_bench_run.start_ns) * 1e-9);
-    result->p50_ms = (total > 0) ? all[total / 2] / 1000.0 : 0;
-    result->p99_ms = (total > 0) ? all[(total * 99) / 100] / 1000.0 : 0;
-    result->errors = errors;
+    result->rate    = ops / ((finished - orc_bench_run.start_ns) * 1e-9);
+    result->p50_ms  = (total > 0) ? all[total / 2] / 1000.0 : 0;
+    result->p99_ms  = (total > 0) ? all[(total * 99) / 100] / 1000.0 : 0;
+    result->errors  = errors;
     free(all);
     ret = 0;
 
@@ -508,8 +509,8 @@ static void orc_bench_usage(FILE *out)
 static int orc_bench_parse_clients(char *text, int *clients, int *n_p)
 {
     char *tok, *save = NULL, *end;
-    long  value;
-    int   n = 0;
+    long value;
+    int n = 0;
 
     for (tok = strtok_r(text, ",", &save); tok != NULL;
          tok = strtok_r(NULL, ",", &save)) {
@@ -528,7 +529,7 @@ static int orc_bench_parse_clients(char *text, int *clients, int *n_p)
 static int orc_bench_parse_tests(char *text, int *tests)
 {
     char *tok, *save = NULL;
-    int   t, any = 0;
+    int t, any       = 0;
 
     memset(tests, 0, ORC_BENCH_LAST * sizeof(*tests));
     for (tok = strtok_r(text, ",", &save); tok != NULL;
@@ -558,21 +559,21 @@ int main(int argc, char **argv)
         {"paced", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    int                 clients[ORC_BENCH_MAX_CELLS] = {1, 16, 64};
-    int                 tests[ORC_BENCH_LAST] = {1, 1, 1, 1};
-    orc_bench_result_t  results[ORC_BENCH_LAST][ORC_BENCH_MAX_CELLS];
-    orc_bench_result_t  paced[ORC_BENCH_LAST];
-    double              paced_rate[ORC_BENCH_LAST] = {0};
-    int                 do_paced = 1;
-    int                 nclients = 3, failed = 0, t, c, ret, pass;
-    double              duration = 5, healthz_rate, goal_rate;
+    int clients[ORC_BENCH_MAX_CELLS] = {1, 16, 64};
+    int tests[ORC_BENCH_LAST]        = {1, 1, 1, 1};
+    orc_bench_result_t results[ORC_BENCH_LAST][ORC_BENCH_MAX_CELLS];
+    orc_bench_result_t paced[ORC_BENCH_LAST];
+    double paced_rate[ORC_BENCH_LAST] = {0};
+    int do_paced                      = 1;
+    int nclients = 3, failed = 0, t, c, ret, pass;
+    double duration = 5, healthz_rate, goal_rate;
     orc_bench_result_t *r;
-    char                goal[64], label[64];
-    orc_client_t       *probe;
+    char goal[64], label[64];
+    orc_client_t *probe;
 
-    orc_bench_run.url = getenv(ORC_CLIENT_ENV_URL);
-    orc_bench_run.job = getenv(ORC_CLIENT_ENV_JOB);
-    orc_bench_run.token = getenv(ORC_CLIENT_ENV_TOKEN);
+    orc_bench_run.url        = getenv(ORC_CLIENT_ENV_URL);
+    orc_bench_run.job        = getenv(ORC_CLIENT_ENV_JOB);
+    orc_bench_run.token      = getenv(ORC_CLIENT_ENV_TOKEN);
     orc_bench_run.timeout_ms = 10000;
 
     while ((c = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
@@ -691,9 +692,9 @@ int main(int argc, char **argv)
             continue;
         }
         for (c = 0; c < nclients; ++c) {
-            r = &results[t][c];
+            r            = &results[t][c];
             healthz_rate = results[ORC_BENCH_HEALTHZ][c].rate;
-            goal_rate = 0;
+            goal_rate    = 0;
             if (clients[c] == ORC_BENCH_GOAL_CLIENTS) {
                 goal_rate = (t == ORC_BENCH_FETCH)  ? ORC_BENCH_GOAL_FETCH
                             : (t == ORC_BENCH_PAIR) ? ORC_BENCH_GOAL_PAIR

@@ -61,30 +61,30 @@
 /* ping-pong area at the end of each buffer: the peer's WRITEs land at
  * BENCH_PP_DST, SENDs are received at BENCH_PP_RECV, own data at
  * BENCH_PP_SRC */
-#define BENCH_PP_DST     (BENCH_BUF_LEN - 4096)
-#define BENCH_PP_SRC     (BENCH_BUF_LEN - 2048)
-#define BENCH_PP_RECV    (BENCH_BUF_LEN - 1024)
+#define BENCH_PP_DST  (BENCH_BUF_LEN - 4096)
+#define BENCH_PP_SRC  (BENCH_BUF_LEN - 2048)
+#define BENCH_PP_RECV (BENCH_BUF_LEN - 1024)
 
 /* What the target tells the initiator (over a socketpair). */
 typedef struct bench_info {
-    pid_t    pid;
+    pid_t pid;
     uint64_t addr;
     uint32_t rkey;
     uint32_t qpn;
-    uint8_t  dev_addr[SOFTNIC_ADDR_LEN];
+    uint8_t dev_addr[SOFTNIC_ADDR_LEN];
     uint16_t tcp_port;
 } bench_info_t;
 
 typedef struct bench_ep {
     softnic_dev_t *dev;
-    softnic_pd_t  *pd;
-    softnic_cq_t  *cq;
-    softnic_mr_t  *mr;
-    softnic_qp_t  *qp;
-    uint8_t       *buf;
-    int            sends_out; /* signaled WRs not completed yet */
-    int            recvs_posted; /* receives not completed yet */
-    int            recvs_done;
+    softnic_pd_t *pd;
+    softnic_cq_t *cq;
+    softnic_mr_t *mr;
+    softnic_qp_t *qp;
+    uint8_t *buf;
+    int sends_out;    /* signaled WRs not completed yet */
+    int recvs_posted; /* receives not completed yet */
+    int recvs_done;
 } bench_ep_t;
 
 /* Commands of the initiator to the target (one byte on the control socket;
@@ -136,7 +136,7 @@ static double bench_now(void)
 
 static int bench_full_io(int fd, void *buf, size_t len, int do_write)
 {
-    size_t  done = 0;
+    size_t done = 0;
     ssize_t r;
 
     while (done < len) {
@@ -157,8 +157,8 @@ static int bench_full_io(int fd, void *buf, size_t len, int do_write)
  * done: the busy-polling end of a ping-pong. Gives up after 10 s. */
 static int bench_spin_io(int fd, void *buf, size_t len, int do_write)
 {
-    double  deadline = bench_now() + 10;
-    size_t  done = 0;
+    double deadline = bench_now() + 10;
+    size_t done     = 0;
     ssize_t r;
 
     while (done < len) {
@@ -196,9 +196,9 @@ static void bench_ep_close(bench_ep_t *ep)
 static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
                          bench_info_t *info)
 {
-    softnic_config_t       cfg;
+    softnic_config_t cfg;
     softnic_qp_init_attr_t qp_attr;
-    char                   why[256];
+    char why[256];
 
     /* SOFTNIC_NO_CMA=y measures the TCP path on one host, and so on */
     memset(&cfg, 0, sizeof(cfg));
@@ -237,15 +237,15 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
         goto err_close;
     }
     memset(&qp_attr, 0, sizeof(qp_attr));
-    qp_attr.send_cq = ep->cq;
-    qp_attr.recv_cq = ep->cq;
-    qp_attr.cap.max_send_wr = BENCH_RATE_DEPTH;
-    qp_attr.cap.max_recv_wr = BENCH_RECVS;
-    qp_attr.cap.max_send_sge = 1;
-    qp_attr.cap.max_recv_sge = 1;
+    qp_attr.send_cq             = ep->cq;
+    qp_attr.recv_cq             = ep->cq;
+    qp_attr.cap.max_send_wr     = BENCH_RATE_DEPTH;
+    qp_attr.cap.max_recv_wr     = BENCH_RECVS;
+    qp_attr.cap.max_send_sge    = 1;
+    qp_attr.cap.max_recv_sge    = 1;
     qp_attr.cap.max_inline_data = 64;
-    qp_attr.qp_type = IBV_QPT_RC;
-    ep->qp = softnic_qp_create(ep->pd, &qp_attr);
+    qp_attr.qp_type             = IBV_QPT_RC;
+    ep->qp                      = softnic_qp_create(ep->pd, &qp_attr);
     if (ep->qp == NULL) {
         fprintf(stderr, "softnic_qp_create: %m\n");
         goto err_close;
@@ -254,10 +254,10 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
         fprintf(stderr, "cannot pack the device address\n");
         goto err_close;
     }
-    info->pid = getpid();
+    info->pid  = getpid();
     info->addr = (uintptr_t)ep->buf;
     info->rkey = ep->mr->rkey;
-    info->qpn = ep->qp->qp_num;
+    info->qpn  = ep->qp->qp_num;
     return 0;
 
 err_close:
@@ -268,16 +268,16 @@ err_close:
 static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
 {
     struct ibv_port_attr port;
-    struct ibv_qp_attr   a;
-    int                  ret;
+    struct ibv_qp_attr a;
+    int ret;
 
     memset(&a, 0, sizeof(a));
-    a.qp_state = IBV_QPS_INIT;
-    a.port_num = 1;
+    a.qp_state        = IBV_QPS_INIT;
+    a.port_num        = 1;
     a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-    ret = softnic_qp_modify(ep->qp, &a,
-                            IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
-                                IBV_QP_ACCESS_FLAGS);
+    ret               = softnic_qp_modify(ep->qp, &a,
+                                          IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                                              IBV_QP_ACCESS_FLAGS);
     if (ret == 0) {
         ret = softnic_dev_query_port(ep->dev, 1, &port);
     }
@@ -287,30 +287,30 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
                                       sizeof(peer->dev_addr), &a.ah_attr);
     }
     if (ret == 0) {
-        a.qp_state = IBV_QPS_RTR;
-        a.path_mtu = port.active_mtu;
-        a.dest_qp_num = peer->qpn;
+        a.qp_state           = IBV_QPS_RTR;
+        a.path_mtu           = port.active_mtu;
+        a.dest_qp_num        = peer->qpn;
         a.max_dest_rd_atomic = BENCH_DEPTH;
-        a.min_rnr_timer = 12;
-        ret = softnic_qp_modify(ep->qp, &a,
-                                IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
-                                    IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                                    IBV_QP_MAX_DEST_RD_ATOMIC |
-                                    IBV_QP_MIN_RNR_TIMER);
+        a.min_rnr_timer      = 12;
+        ret                  = softnic_qp_modify(ep->qp, &a,
+                                                 IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+                                                     IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                                     IBV_QP_MAX_DEST_RD_ATOMIC |
+                                                     IBV_QP_MIN_RNR_TIMER);
     }
     if (ret == 0) {
         memset(&a, 0, sizeof(a));
         a.qp_state = IBV_QPS_RTS;
         /* 0.54 s per attempt, 8 attempts: two busy-polling processes on a
          * loaded shared machine can each wait long for a core */
-        a.timeout = 17;
-        a.retry_cnt = 7;
-        a.rnr_retry = 7;
+        a.timeout       = 17;
+        a.retry_cnt     = 7;
+        a.rnr_retry     = 7;
         a.max_rd_atomic = BENCH_DEPTH;
-        ret = softnic_qp_modify(ep->qp, &a,
-                                IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
-                                    IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                                    IBV_QP_MAX_QP_RD_ATOMIC);
+        ret             = softnic_qp_modify(ep->qp, &a,
+                                            IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
+                                                IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                                                IBV_QP_MAX_QP_RD_ATOMIC);
     }
     if (ret != 0) {
         fprintf(stderr, "connecting the QP failed: %s\n", strerror(ret));
@@ -323,19 +323,19 @@ static int bench_post_at(bench_ep_t *ep, const bench_info_t *peer,
                          enum ibv_wr_opcode op, uint64_t offset, size_t size,
                          unsigned flags)
 {
-    struct ibv_sge     sge = {(uintptr_t)ep->buf + offset, (uint32_t)size,
-                              ep->mr->lkey};
+    struct ibv_sge sge = {(uintptr_t)ep->buf + offset, (uint32_t)size,
+                          ep->mr->lkey};
     struct ibv_send_wr wr, *bad;
-    int                ret;
+    int ret;
 
     memset(&wr, 0, sizeof(wr));
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = op;
+    wr.sg_list    = &sge;
+    wr.num_sge    = 1;
+    wr.opcode     = op;
     wr.send_flags = IBV_SEND_SIGNALED | flags;
     if (peer != NULL) { /* NULL for a SEND */
         wr.wr.rdma.remote_addr = peer->addr + offset;
-        wr.wr.rdma.rkey = peer->rkey;
+        wr.wr.rdma.rkey        = peer->rkey;
     }
     ret = softnic_post_send(ep->qp, &wr, &bad);
     if (ret != 0) {
@@ -355,10 +355,9 @@ static int bench_post(bench_ep_t *ep, const bench_info_t *peer,
 /* Keep BENCH_RECVS receives posted. */
 static int bench_post_recv(bench_ep_t *ep)
 {
-    struct ibv_sge     sge = {(uintptr_t)ep->buf + BENCH_PP_RECV, 64,
-                              ep->mr->lkey};
+    struct ibv_sge sge = {(uintptr_t)ep->buf + BENCH_PP_RECV, 64, ep->mr->lkey};
     struct ibv_recv_wr wr, *bad;
-    int                ret;
+    int ret;
 
     memset(&wr, 0, sizeof(wr));
     wr.sg_list = &sge;
@@ -379,7 +378,7 @@ static int bench_post_recv(bench_ep_t *ep)
 static int bench_poll_once(bench_ep_t *ep)
 {
     struct ibv_wc wc[32];
-    int           n, i;
+    int n, i;
 
     n = softnic_cq_poll(ep->cq, 32, wc);
     if (n < 0) {
@@ -407,7 +406,7 @@ static int bench_poll_once(bench_ep_t *ep)
 static int bench_wait(bench_ep_t *ep, int left, int recvs)
 {
     double deadline = bench_now() + 10;
-    int    n;
+    int n;
 
     while ((ep->sends_out > left) || (ep->recvs_done < recvs)) {
         n = bench_poll_once(ep);
@@ -429,7 +428,7 @@ static double bench_soft_lat(bench_ep_t *ep, const bench_info_t *peer,
                              enum ibv_wr_opcode op)
 {
     double t0 = 0;
-    int    i;
+    int i;
 
     for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS; ++i) {
         if (i == BENCH_LAT_WARMUP) {
@@ -449,8 +448,8 @@ static double bench_soft_stream(bench_ep_t *ep, const bench_info_t *peer,
                                 unsigned flags, uint64_t *count_p)
 {
     uint64_t posted = 0;
-    double   t0, end, t1;
-    int      n;
+    double t0, end, t1;
+    int n;
 
     /* warmup */
     for (n = 0; n < 8; ++n) {
@@ -459,7 +458,7 @@ static double bench_soft_stream(bench_ep_t *ep, const bench_info_t *peer,
             return -1;
         }
     }
-    t0 = bench_now();
+    t0  = bench_now();
     end = t0 + bench_duration;
     do {
         while (ep->sends_out < depth) {
@@ -475,7 +474,7 @@ static double bench_soft_stream(bench_ep_t *ep, const bench_info_t *peer,
     if (bench_wait(ep, 0, 0)) {
         return -1;
     }
-    t1 = bench_now();
+    t1       = bench_now();
     *count_p = posted;
     return t1 - t0;
 }
@@ -485,7 +484,7 @@ static double bench_soft_bw(bench_ep_t *ep, const bench_info_t *peer,
                             enum ibv_wr_opcode op, size_t size)
 {
     uint64_t count;
-    double   t = bench_soft_stream(ep, peer, op, size, BENCH_DEPTH, 0, &count);
+    double t = bench_soft_stream(ep, peer, op, size, BENCH_DEPTH, 0, &count);
 
     return (t < 0) ? -1 : count * (double)size / t / 1e6;
 }
@@ -494,8 +493,8 @@ static double bench_soft_bw(bench_ep_t *ep, const bench_info_t *peer,
 static double bench_soft_rate(bench_ep_t *ep, const bench_info_t *peer)
 {
     uint64_t count;
-    double   t = bench_soft_stream(ep, peer, IBV_WR_RDMA_WRITE, 8,
-                                   BENCH_RATE_DEPTH, IBV_SEND_INLINE, &count);
+    double t = bench_soft_stream(ep, peer, IBV_WR_RDMA_WRITE, 8,
+                                 BENCH_RATE_DEPTH, IBV_SEND_INLINE, &count);
 
     return (t < 0) ? -1 : count / t / 1e6;
 }
@@ -505,7 +504,7 @@ static double bench_soft_rate(bench_ep_t *ep, const bench_info_t *peer)
 static double bench_send_pp(bench_ep_t *ep, int initiator)
 {
     double t0 = 0;
-    int    i;
+    int i;
 
     for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS; ++i) {
         if (i == BENCH_LAT_WARMUP) {
@@ -534,7 +533,7 @@ static double bench_send_pp(bench_ep_t *ep, int initiator)
 static int bench_spin_mem(bench_ep_t *ep, uint64_t value)
 {
     volatile uint64_t *p = (volatile uint64_t *)(ep->buf + BENCH_PP_DST);
-    double             deadline = bench_now() + 10;
+    double deadline      = bench_now() + 10;
 
     while (*p != value) {
         if (bench_now() > deadline) {
@@ -552,8 +551,8 @@ static double bench_write_pp(bench_ep_t *ep, const bench_info_t *peer,
                              int initiator)
 {
     bench_info_t to = *peer;
-    double       t0 = 0;
-    uint64_t     i;
+    double t0       = 0;
+    uint64_t i;
 
     /* the WRITE goes from our BENCH_PP_SRC to the peer's BENCH_PP_DST */
     to.addr = peer->addr + BENCH_PP_DST - BENCH_PP_SRC;
@@ -602,7 +601,7 @@ static double bench_cma_lat(bench_ep_t *ep, const bench_info_t *peer,
                             int do_write)
 {
     double t0 = 0;
-    int    i;
+    int i;
 
     for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS; ++i) {
         if (i == BENCH_LAT_WARMUP) {
@@ -622,7 +621,7 @@ static double bench_cma_stream(bench_ep_t *ep, const bench_info_t *peer,
                                size_t size, int do_write, uint64_t *count_p)
 {
     uint64_t done = 0;
-    double   t0 = bench_now(), end = t0 + bench_duration;
+    double t0 = bench_now(), end = t0 + bench_duration;
 
     do {
         if (bench_cma(peer->pid, ep->buf, peer->addr, size, do_write) !=
@@ -641,7 +640,7 @@ static double bench_cma_bw(bench_ep_t *ep, const bench_info_t *peer,
                            size_t size, int do_write)
 {
     uint64_t count;
-    double   t = bench_cma_stream(ep, peer, size, do_write, &count);
+    double t = bench_cma_stream(ep, peer, size, do_write, &count);
 
     return (t < 0) ? -1 : count * (double)size / t / 1e6;
 }
@@ -650,7 +649,7 @@ static double bench_cma_bw(bench_ep_t *ep, const bench_info_t *peer,
 static double bench_cma_rate(bench_ep_t *ep, const bench_info_t *peer)
 {
     uint64_t count;
-    double   t = bench_cma_stream(ep, peer, 8, 1, &count);
+    double t = bench_cma_stream(ep, peer, 8, 1, &count);
 
     return (t < 0) ? -1 : count / t / 1e6;
 }
@@ -660,12 +659,12 @@ static double bench_cma_rate(bench_ep_t *ep, const bench_info_t *peer)
 static int bench_tcp_connect(const char *ip, uint16_t port, char mode)
 {
     struct sockaddr_in sa;
-    int                fd, one = 1;
+    int fd, one = 1;
 
     fd = socket(AF_INET, SOCK_STREAM, 0);
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
+    sa.sin_port   = htons(port);
     inet_pton(AF_INET, ip, &sa.sin_addr);
     if ((fd < 0) || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
         fprintf(stderr, "tcp connect %s:%u: %m\n", ip, port);
@@ -689,14 +688,14 @@ static double bench_tcp_bw(const char *ip, uint16_t port, size_t size,
                            uint8_t *buf)
 {
     uint64_t sent = 0, got = 0;
-    double   t0, end;
-    int      fd;
+    double t0, end;
+    int fd;
 
     fd = bench_tcp_connect(ip, port, 'S');
     if (fd < 0) {
         return -1;
     }
-    t0 = bench_now();
+    t0  = bench_now();
     end = t0 + bench_duration;
     do {
         if (bench_full_io(fd, buf, size, 1)) {
@@ -724,8 +723,8 @@ err:
 static double bench_tcp_rtt(const char *ip, uint16_t port)
 {
     uint64_t msg = 0;
-    double   t0 = 0;
-    int      fd, i;
+    double t0    = 0;
+    int fd, i;
 
     fd = bench_tcp_connect(ip, port, 'P');
     if ((fd < 0) || (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
@@ -756,9 +755,9 @@ err:
 static void bench_tcp_serve(int fd)
 {
     static uint8_t buf[1 << 20];
-    uint64_t       got;
-    ssize_t        r;
-    int            one = 1;
+    uint64_t got;
+    ssize_t r;
+    int one = 1;
 
     if (bench_full_io(fd, buf, 1, 0)) {
         return;
@@ -782,7 +781,7 @@ static void bench_tcp_serve(int fd)
 static int bench_setns(const char *ns)
 {
     char path[256];
-    int  fd;
+    int fd;
 
     if (ns == NULL) {
         return 0;
@@ -802,7 +801,7 @@ static int bench_setns(const char *ns)
 static int bench_target_cmd(bench_ep_t *ep, const bench_info_t *peer, int ctl,
                             char cmd)
 {
-    char   reply = 'r';
+    char reply = 'r';
     double ret = -1;
 
     ep->recvs_done = 0;
@@ -828,12 +827,12 @@ static int bench_target(int ctl, const char *dev, const char *ifaces,
                         const char *tcp_ip)
 {
     struct sockaddr_in sa;
-    socklen_t          salen = sizeof(sa);
-    bench_info_t       mine, peer;
-    bench_ep_t         ep;
-    fd_set             rd;
-    char               cmd;
-    int                lfd = -1, fd, maxfd;
+    socklen_t salen = sizeof(sa);
+    bench_info_t mine, peer;
+    bench_ep_t ep;
+    fd_set rd;
+    char cmd;
+    int lfd = -1, fd, maxfd;
 
     if (bench_ep_open(&ep, dev, ifaces, &mine)) {
         return 1;
@@ -895,7 +894,7 @@ static double bench_pingpong(bench_ep_t *ep, const bench_info_t *peer, int ctl,
                              char cmd)
 {
     double ret;
-    char   reply;
+    char reply;
 
     ep->recvs_done = 0;
     if ((cmd == BENCH_CMD_SEND_PP) && bench_post_recv(ep)) {
@@ -917,12 +916,12 @@ static double bench_pingpong(bench_ep_t *ep, const bench_info_t *peer, int ctl,
 static int bench_initiator(int ctl, int out, const char *dev,
                            const char *ifaces, int cross, const char *tcp_ip)
 {
-    double       res[R_LAST];
+    double res[R_LAST];
     bench_info_t mine, peer;
-    bench_ep_t   ep;
-    int          base = cross ? R_NS_W_LAT : R_SH_W_LAT;
-    char         c;
-    int          i, round;
+    bench_ep_t ep;
+    int base = cross ? R_NS_W_LAT : R_SH_W_LAT;
+    char c;
+    int i, round;
 
     for (i = 0; i < R_LAST; ++i) {
         res[i] = -1;
@@ -991,8 +990,8 @@ static int bench_run(const char *ns_a, const char *ns_b, const char *dev,
                      const char *ifaces, const char *tcp_ip, double *res)
 {
     double part[R_LAST];
-    int    ctl[2], out[2], status, ok = 1, i;
-    pid_t  target, initiator;
+    int ctl[2], out[2], status, ok = 1, i;
+    pid_t target, initiator;
 
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, ctl) || pipe(out)) {
         perror("socketpair/pipe");
@@ -1041,9 +1040,9 @@ static void bench_row(const char *name, double soft, double ref,
                       const char *ref_name, int higher_better, double goal,
                       double abs_goal)
 {
-    char   goal_str[48] = "";
+    char goal_str[48] = "";
     double ratio;
-    int    ok;
+    int ok;
 
     if ((soft < 0) || (ref <= 0)) {
         printf("%-26s %12s %12s %-16s %7s\n", name, (soft < 0) ? "n/a" : "",
@@ -1060,15 +1059,15 @@ static void bench_row(const char *name, double soft, double ref,
         snprintf(goal_str, sizeof(goal_str), "%s %g %s",
                  higher_better ? ">=" : "<=", abs_goal, ok ? "PASS" : "MISS");
     }
-    printf("%-26s %12.2f %12.2f %-16s %6.*fx  %s\n", name, soft, ref,
-           ref_name, (ratio >= 0.1) ? 2 : 4, ratio, goal_str);
+    printf("%-26s %12.2f %12.2f %-16s %6.*fx  %s\n", name, soft, ref, ref_name,
+           (ratio >= 0.1) ? 2 : 4, ratio, goal_str);
 }
 
 int main(int argc, char **argv)
 {
     const char *ns_a = NULL, *ns_b = NULL, *ip_b = "198.18.0.2";
-    double      res[R_LAST];
-    int         opt, i;
+    double res[R_LAST];
+    int opt, i;
 
     while ((opt = getopt(argc, argv, "d:a:b:i:h")) != -1) {
         switch (opt) {
@@ -1117,8 +1116,8 @@ int main(int argc, char **argv)
            "in flight;\neach bandwidth or rate figure over %.1f s; best of %d "
            "rounds;\npp = ping-pong, one way)\n\n",
            BENCH_DEPTH, BENCH_RATE_DEPTH, bench_duration, BENCH_ROUNDS);
-    printf("%-26s %12s %12s %-16s %7s  %s\n", "measure", "softnic",
-           "reference", "(reference)", "ratio", "goal");
+    printf("%-26s %12s %12s %-16s %7s  %s\n", "measure", "softnic", "reference",
+           "(reference)", "ratio", "goal");
     bench_row("same-host WRITE 8B lat", res[R_SH_W_LAT], res[R_CMA_W_LAT],
               "CMA writev", 0, 2.0, 0);
     bench_row("same-host READ 8B lat", res[R_SH_R_LAT], res[R_CMA_R_LAT],

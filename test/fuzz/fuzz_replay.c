@@ -34,7 +34,7 @@ static int orc_fuzz_replay_file(const char *path)
             }
             data = p;
         }
-        n    = fread(data + len, 1, cap - len, f);
+        n = fread(data + len, 1, cap - len, f);
         len += n;
         if (n == 0) {
             break;

@@ -23,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct orc_fuzz_router {
     orc_store_t *store;
-    orcd_api_t  *api;
+    orcd_api_t *api;
 } orc_fuzz_router_t;
 
 static orc_fuzz_router_t orc_fuzz_routers[2];
@@ -32,17 +32,16 @@ static unsigned orc_fuzz_count;
 static void orc_fuzz_router_make(orc_fuzz_router_t *r, int auth)
 {
     static const char yaml_auth[] =
-            "auth: {enabled: true, metrics_auth: true, tokens: "
-            "{j: tok-j-12345678, k: [tok-k-12345678, tok-k2-12345678]}}\n"
-            "limits: {mailbox_depth: 8, max_body: 4096, endpoint_max: 512, "
-            "mailbox_msg_max: 512}\nttl: {min: 1}\n";
+        "auth: {enabled: true, metrics_auth: true, tokens: "
+        "{j: tok-j-12345678, k: [tok-k-12345678, tok-k2-12345678]}}\n"
+        "limits: {mailbox_depth: 8, max_body: 4096, endpoint_max: 512, "
+        "mailbox_msg_max: 512}\nttl: {min: 1}\n";
     static const char yaml_open[] =
-            "limits: {mailbox_depth: 8, max_wait: 0.5}\n";
-    const orc_store_params_t params = {
-        .group_depth = ORCD_STORE_GROUP_DEPTH, .classify = orcd_key_class
-    };
-    const char *yaml = auth ? yaml_auth : yaml_open;
-    orcd_config_t *cfg = calloc(1, sizeof(*cfg));
+        "limits: {mailbox_depth: 8, max_wait: 0.5}\n";
+    const orc_store_params_t params = {.group_depth = ORCD_STORE_GROUP_DEPTH,
+                                       .classify    = orcd_key_class};
+    const char *yaml                = auth ? yaml_auth : yaml_open;
+    orcd_config_t *cfg              = calloc(1, sizeof(*cfg));
     char err[256];
 
     if ((cfg == NULL) || orcd_config_init_defaults(cfg) ||
@@ -122,8 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     req.path          = (path != NULL) ? path : "";
     req.authorization = ((auth != NULL) && (auth[0] != '\0')) ? auth : NULL;
     req.args          = args;
-    for (q = query; (q != NULL) && (*q != '\0') &&
-                    (req.nargs < ORCD_MAX_QUERY_ARGS);
+    for (q = query;
+         (q != NULL) && (*q != '\0') && (req.nargs < ORCD_MAX_QUERY_ARGS);
          q = amp) {
         amp = strchr(q, '&');
         if (amp != NULL) {

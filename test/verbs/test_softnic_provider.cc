@@ -50,8 +50,8 @@ class provider : public ::testing::Test
   protected:
     void SetUp() override
     {
-        int                  n = 0;
-        struct ibv_device  **list = ibv_get_device_list(&n);
+        int n                    = 0;
+        struct ibv_device **list = ibv_get_device_list(&n);
         for (int i = 0; (list != NULL) && (i < n); ++i) {
             if (!strcmp(ibv_get_device_name(list[i]), "soft_lo")) {
                 m_ctx = ibv_open_device(list[i]);
@@ -96,11 +96,11 @@ class provider : public ::testing::Test
     {
         ibv_qp_init_attr a = {};
         a.send_cq = a.recv_cq = cq ? cq : m_cq;
-        a.srq = srq;
+        a.srq                 = srq;
         a.cap.max_send_wr = a.cap.max_recv_wr = 16;
         a.cap.max_send_sge = a.cap.max_recv_sge = 1;
-        a.qp_type = IBV_QPT_RC;
-        ibv_qp *q = ibv_create_qp(m_pd, &a);
+        a.qp_type                               = IBV_QPT_RC;
+        ibv_qp *q                               = ibv_create_qp(m_pd, &a);
         EXPECT_NE(nullptr, q) << strerror(errno);
         if ((q != NULL) && track) {
             m_qps.push_back(q);
@@ -112,58 +112,59 @@ class provider : public ::testing::Test
      * do it on RoCE: GID and QPN only */
     void connect(ibv_qp *q, uint32_t dest_qpn, int access)
     {
-        ibv_qp_attr a = {};
-        a.qp_state = IBV_QPS_INIT;
-        a.port_num = 1;
+        ibv_qp_attr a     = {};
+        a.qp_state        = IBV_QPS_INIT;
+        a.port_num        = 1;
         a.qp_access_flags = access;
         ASSERT_EQ(0, ibv_modify_qp(q, &a,
                                    IBV_QP_STATE | IBV_QP_PKEY_INDEX |
                                        IBV_QP_PORT | IBV_QP_ACCESS_FLAGS));
         memset(&a, 0, sizeof(a));
-        a.qp_state = IBV_QPS_RTR;
-        a.path_mtu = IBV_MTU_1024;
-        a.dest_qp_num = dest_qpn;
-        a.max_dest_rd_atomic = 1;
-        a.min_rnr_timer = 12;
-        a.ah_attr.is_global = 1;
-        a.ah_attr.grh.dgid = m_gid;
+        a.qp_state              = IBV_QPS_RTR;
+        a.path_mtu              = IBV_MTU_1024;
+        a.dest_qp_num           = dest_qpn;
+        a.max_dest_rd_atomic    = 1;
+        a.min_rnr_timer         = 12;
+        a.ah_attr.is_global     = 1;
+        a.ah_attr.grh.dgid      = m_gid;
         a.ah_attr.grh.hop_limit = 1;
-        a.ah_attr.port_num = 1;
+        a.ah_attr.port_num      = 1;
         ASSERT_EQ(0, ibv_modify_qp(q, &a,
                                    IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
                                        IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
                                        IBV_QP_MAX_DEST_RD_ATOMIC |
                                        IBV_QP_MIN_RNR_TIMER));
         memset(&a, 0, sizeof(a));
-        a.qp_state = IBV_QPS_RTS;
-        a.timeout = 14;
-        a.retry_cnt = 7;
-        a.rnr_retry = 7;
+        a.qp_state      = IBV_QPS_RTS;
+        a.timeout       = 14;
+        a.retry_cnt     = 7;
+        a.rnr_retry     = 7;
         a.max_rd_atomic = 1;
-        ASSERT_EQ(0, ibv_modify_qp(q, &a,
-                                   IBV_QP_STATE | IBV_QP_TIMEOUT |
-                                       IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                                       IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC));
+        ASSERT_EQ(0,
+                  ibv_modify_qp(q, &a,
+                                IBV_QP_STATE | IBV_QP_TIMEOUT |
+                                    IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                                    IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC));
     }
 
     int to_state(ibv_qp *q, ibv_qp_state s)
     {
         ibv_qp_attr a = {};
-        a.qp_state = s;
+        a.qp_state    = s;
         return ibv_modify_qp(q, &a, IBV_QP_STATE);
     }
 
     int post_write(ibv_qp *q, uint64_t wr_id, uint32_t rkey)
     {
-        ibv_sge     sge = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id = wr_id;
-        wr.sg_list = &sge;
-        wr.num_sge = 1;
-        wr.opcode = IBV_WR_RDMA_WRITE;
-        wr.send_flags = IBV_SEND_SIGNALED;
+        ibv_sge sge            = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+        ibv_send_wr wr         = {}, *bad;
+        wr.wr_id               = wr_id;
+        wr.sg_list             = &sge;
+        wr.num_sge             = 1;
+        wr.opcode              = IBV_WR_RDMA_WRITE;
+        wr.send_flags          = IBV_SEND_SIGNALED;
         wr.wr.rdma.remote_addr = (uintptr_t)m_buf.data() + 4096;
-        wr.wr.rdma.rkey = rkey;
+        wr.wr.rdma.rkey        = rkey;
         return ibv_post_send(q, &wr, &bad);
     }
 
@@ -195,13 +196,13 @@ class provider : public ::testing::Test
         return false;
     }
 
-    ibv_context         *m_ctx = nullptr;
-    ibv_pd              *m_pd = nullptr;
-    ibv_mr              *m_mr = nullptr;
-    ibv_cq              *m_cq = nullptr;
-    union ibv_gid        m_gid;
+    ibv_context *m_ctx = nullptr;
+    ibv_pd *m_pd       = nullptr;
+    ibv_mr *m_mr       = nullptr;
+    ibv_cq *m_cq       = nullptr;
+    union ibv_gid m_gid;
     std::vector<uint8_t> m_buf;
-    std::vector<ibv_qp*> m_qps;
+    std::vector<ibv_qp *> m_qps;
 };
 
 const int ALL_ACCESS = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
@@ -218,9 +219,9 @@ TEST_F(provider, async_last_wqe_reached)
     EXPECT_EQ(EAGAIN, errno);
 
     ibv_srq_init_attr sa = {};
-    sa.attr.max_wr = 16;
-    sa.attr.max_sge = 1;
-    ibv_srq *srq = ibv_create_srq(m_pd, &sa);
+    sa.attr.max_wr       = 16;
+    sa.attr.max_sge      = 1;
+    ibv_srq *srq         = ibv_create_srq(m_pd, &sa);
     ASSERT_NE(nullptr, srq) << strerror(errno);
     ibv_qp *a = qp(NULL, srq, false), *b = qp();
     ASSERT_TRUE(a && b);
@@ -246,9 +247,9 @@ TEST_F(provider, async_last_wqe_reached)
 TEST_F(provider, async_event_of_destroyed_qp_dropped)
 {
     ibv_srq_init_attr sa = {};
-    sa.attr.max_wr = 4;
-    sa.attr.max_sge = 1;
-    ibv_srq *srq = ibv_create_srq(m_pd, &sa);
+    sa.attr.max_wr       = 4;
+    sa.attr.max_sge      = 1;
+    ibv_srq *srq         = ibv_create_srq(m_pd, &sa);
     ASSERT_NE(nullptr, srq);
     ibv_qp *a = qp(NULL, srq, false);
     ASSERT_NE(nullptr, a);
@@ -291,7 +292,7 @@ TEST_F(provider, completion_channel)
     ibv_comp_channel *ch = ibv_create_comp_channel(m_ctx);
     ASSERT_NE(nullptr, ch) << strerror(errno);
     set_nonblock(ch->fd);
-    int     ctx1, ctx2;
+    int ctx1, ctx2;
     ibv_cq *cq1 = ibv_create_cq(m_ctx, 16, &ctx1, ch, 0);
     ibv_cq *cq2 = ibv_create_cq(m_ctx, 16, &ctx2, ch, 0);
     ASSERT_TRUE(cq1 && cq2);
@@ -307,7 +308,7 @@ TEST_F(provider, completion_channel)
     ASSERT_TRUE(wait_wc(cq1, &wc));
     EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
     ibv_cq *ecq = NULL;
-    void   *ectx = NULL;
+    void *ectx  = NULL;
     ASSERT_TRUE(get_cq_event(ch, &ecq, &ectx));
     EXPECT_EQ(cq1, ecq);
     EXPECT_EQ(&ctx1, ectx);
@@ -347,23 +348,23 @@ TEST_F(provider, refused_verbs)
     ax.send_cq = ax.recv_cq = m_cq;
     ax.cap.max_send_wr = ax.cap.max_recv_wr = 1;
     ax.cap.max_send_sge = ax.cap.max_recv_sge = 1;
-    ax.qp_type = IBV_QPT_RC;
-    ax.pd = m_pd;
-    ax.comp_mask = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
+    ax.qp_type                                = IBV_QPT_RC;
+    ax.pd                                     = m_pd;
+    ax.comp_mask      = IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_SEND_OPS_FLAGS;
     ax.send_ops_flags = IBV_QP_EX_WITH_SEND;
     EXPECT_EQ(nullptr, ibv_create_qp_ex(m_ctx, &ax));
     EXPECT_EQ(EOPNOTSUPP, errno);
     ax.comp_mask = IBV_QP_INIT_ATTR_PD;
-    ibv_qp *q = ibv_create_qp_ex(m_ctx, &ax);
+    ibv_qp *q    = ibv_create_qp_ex(m_ctx, &ax);
     ASSERT_NE(nullptr, q) << strerror(errno);
     m_qps.push_back(q);
     /* an address handle needs a GRH (RoCE) */
     ibv_ah_attr ah = {};
-    ah.port_num = 1;
+    ah.port_num    = 1;
     EXPECT_EQ(nullptr, ibv_create_ah(m_pd, &ah));
     ah.is_global = 1;
-    ah.grh.dgid = m_gid;
-    ibv_ah *h = ibv_create_ah(m_pd, &ah);
+    ah.grh.dgid  = m_gid;
+    ibv_ah *h    = ibv_create_ah(m_pd, &ah);
     ASSERT_NE(nullptr, h) << strerror(errno);
     EXPECT_EQ(0, ibv_destroy_ah(h));
 }
@@ -376,7 +377,7 @@ TEST_F(provider, rules_through_verbs)
     ASSERT_TRUE(a && b);
     /* RESET -> RTR is not a transition */
     ibv_qp_attr at = {};
-    at.qp_state = IBV_QPS_RTR;
+    at.qp_state    = IBV_QPS_RTR;
     EXPECT_EQ(EINVAL, ibv_modify_qp(a, &at, IBV_QP_STATE));
     ibv_qp_init_attr init;
     ASSERT_EQ(0, ibv_query_qp(a, &at, IBV_QP_STATE, &init));
@@ -390,8 +391,7 @@ TEST_F(provider, rules_through_verbs)
     ibv_wc wc;
     ASSERT_TRUE(wait_wc(m_cq, &wc));
     EXPECT_EQ(5u, wc.wr_id);
-    EXPECT_EQ(IBV_WC_REM_ACCESS_ERR, wc.status)
-        << ibv_wc_status_str(wc.status);
+    EXPECT_EQ(IBV_WC_REM_ACCESS_ERR, wc.status) << ibv_wc_status_str(wc.status);
     ASSERT_EQ(0, ibv_query_qp(a, &at, IBV_QP_STATE, &init));
     EXPECT_EQ(IBV_QPS_ERR, at.qp_state);
 }
@@ -401,9 +401,9 @@ TEST_F(provider, rules_through_verbs)
 int main(int argc, char **argv)
 {
     /* no soft devices here: run again under contrib/softnic-run */
-    int                 n = 0;
+    int n                    = 0;
     struct ibv_device **list = ibv_get_device_list(&n);
-    bool                have = false;
+    bool have                = false;
     for (int i = 0; (list != NULL) && (i < n); ++i) {
         have = have || !strcmp(ibv_get_device_name(list[i]), "soft_lo");
     }
@@ -416,8 +416,9 @@ int main(int argc, char **argv)
                "namespace)\n");
         return 77;
     }
-    if (!have && (getenv("SNV_PROVIDER_TEST_INSIDE") == NULL) && (src != NULL)) {
-        std::string run = std::string(src) + "/contrib/softnic-run";
+    if (!have && (getenv("SNV_PROVIDER_TEST_INSIDE") == NULL) &&
+        (src != NULL)) {
+        std::string run          = std::string(src) + "/contrib/softnic-run";
         std::vector<char *> args = {(char *)run.c_str()};
         for (int i = 0; i < argc; ++i) {
             args.push_back(argv[i]);

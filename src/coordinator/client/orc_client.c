@@ -39,7 +39,7 @@
 static __thread char orc_client_errbuf[ORC_CLIENT_ERRBUF_LEN];
 
 static pthread_once_t orc_client_global_once = PTHREAD_ONCE_INIT;
-static CURLcode       orc_client_global_status = CURLE_FAILED_INIT;
+static CURLcode orc_client_global_status     = CURLE_FAILED_INIT;
 
 /*
  * A node registered through this client, with its keep-alive thread.
@@ -50,13 +50,13 @@ static CURLcode       orc_client_global_status = CURLE_FAILED_INIT;
  */
 typedef struct orc_client_node {
     struct orc_client_node *next;
-    orc_client_t           *client;
-    uint64_t                id;
-    unsigned                ttl_sec;
-    int                     lost;
-    int                     stop;
-    pthread_cond_t          cond;
-    pthread_t               thread;
+    orc_client_t *client;
+    uint64_t id;
+    unsigned ttl_sec;
+    int lost;
+    int stop;
+    pthread_cond_t cond;
+    pthread_t thread;
 } orc_client_node_t;
 
 /*
@@ -67,8 +67,8 @@ typedef struct orc_client_node {
  * wait_lock) while an interruptible call runs on it.
  */
 typedef struct orc_client_conn {
-    CURL                   *easy;
-    CURLM                  *multi;
+    CURL *easy;
+    CURLM *multi;
     struct orc_client_conn *prev;
     struct orc_client_conn *next;
 } orc_client_conn_t;
@@ -88,26 +88,26 @@ typedef struct orc_client_conn {
  *    the interrupter sets the flag before it wakes `waiting`).
  */
 struct orc_client {
-    char            **urls;  /* base URLs of the replicas, no trailing '/' */
-    size_t            nurls;
-    _Atomic size_t    current;
-    _Atomic uint64_t  max_index;
-    char             *job;
-    int   timeout_ms;
+    char **urls; /* base URLs of the replicas, no trailing '/' */
+    size_t nurls;
+    _Atomic size_t current;
+    _Atomic uint64_t max_index;
+    char *job;
+    int timeout_ms;
     void (*log)(void *arg, const char *message);
-    void              *log_arg;
-    char              *ca_file;
+    void *log_arg;
+    char *ca_file;
     struct curl_slist *headers; /* read-only once built; holds the token */
 
-    pthread_mutex_t    pool_lock;
+    pthread_mutex_t pool_lock;
     orc_client_conn_t *pool[ORC_CLIENT_POOL_MAX];
-    unsigned           pool_count;
+    unsigned pool_count;
 
-    pthread_mutex_t    wait_lock;
+    pthread_mutex_t wait_lock;
     orc_client_conn_t *waiting;
-    atomic_int         interrupted;
+    atomic_int interrupted;
 
-    pthread_mutex_t    nodes_lock;
+    pthread_mutex_t nodes_lock;
     orc_client_node_t *nodes;
 };
 
@@ -168,7 +168,7 @@ static void orc_client_log(orc_client_t *client, const char *fmt, ...)
 
 static void orc_client_log(orc_client_t *client, const char *fmt, ...)
 {
-    char    message[ORC_CLIENT_ERRBUF_LEN];
+    char message[ORC_CLIENT_ERRBUF_LEN];
     va_list ap;
 
     if (client->log == NULL) {
@@ -213,9 +213,9 @@ orc_cl_status_t orc_client_read_token_file(const char *path, char **token_p)
 }
 
 orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
-                                           char               **token_buf_p)
+                                           char **token_buf_p)
 {
-    const char     *value;
+    const char *value;
     orc_cl_status_t status;
 
     *token_buf_p = NULL;
@@ -262,7 +262,7 @@ orc_cl_status_t orc_client_params_from_env(orc_client_params_t *params,
 static orc_cl_status_t orc_client_urls_check(const char *url)
 {
     const char *p = url, *end;
-    size_t      len;
+    size_t len;
 
     do {
         end = strchr(p, ',');
@@ -294,7 +294,7 @@ static void orc_client_urls_free(orc_client_t *client)
 static int orc_client_urls_parse(orc_client_t *client, const char *url)
 {
     const char *p = url, *end;
-    size_t      n = 1, len;
+    size_t n      = 1, len;
 
     for (end = url; (end = strchr(end, ',')) != NULL; ++end) {
         ++n;
@@ -319,15 +319,15 @@ static int orc_client_urls_parse(orc_client_t *client, const char *url)
 }
 
 orc_cl_status_t orc_client_create(const orc_client_params_t *params,
-                                  orc_client_t             **client_p)
+                                  orc_client_t **client_p)
 {
-    const char        *url = ORC_CLIENT_DEFAULT_URL;
-    const char        *job = ORC_CLIENT_DEFAULT_JOB;
-    const char        *token = NULL;
+    const char *url   = ORC_CLIENT_DEFAULT_URL;
+    const char *job   = ORC_CLIENT_DEFAULT_JOB;
+    const char *token = NULL;
     struct curl_slist *headers;
-    orc_client_t      *client;
-    char              *auth;
-    size_t             len;
+    orc_client_t *client;
+    char *auth;
+    size_t len;
 
     if ((params == NULL) || (client_p == NULL)) {
         orc_client_set_error("params and client_p are required");
@@ -391,7 +391,7 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
                              ? params->timeout_ms
                              : ORC_CLIENT_DEFAULT_TIMEOUT_MS;
     if (params->field_mask & ORC_CLIENT_PARAM_FIELD_LOG) {
-        client->log = params->log;
+        client->log     = params->log;
         client->log_arg = params->log_arg;
     }
     if ((params->field_mask & ORC_CLIENT_PARAM_FIELD_CA_FILE) &&
@@ -416,7 +416,7 @@ orc_cl_status_t orc_client_create(const orc_client_params_t *params,
     client->headers = headers;
 
     if (token != NULL) {
-        len = strlen(token) + sizeof("Authorization: Bearer ");
+        len  = strlen(token) + sizeof("Authorization: Bearer ");
         auth = malloc(len);
         if (auth == NULL) {
             goto err_free;
@@ -465,7 +465,7 @@ static void orc_client_conn_destroy(orc_client_conn_t *conn)
 static orc_client_conn_t *orc_client_conn_get(orc_client_t *client)
 {
     orc_client_conn_t *conn = NULL;
-    CURL              *curl;
+    CURL *curl;
 
     pthread_mutex_lock(&client->pool_lock);
     if (client->pool_count > 0) {
@@ -484,7 +484,7 @@ static orc_client_conn_t *orc_client_conn_get(orc_client_t *client)
     }
 
     conn->easy = curl = curl_easy_init();
-    conn->multi = curl_multi_init();
+    conn->multi       = curl_multi_init();
     if ((curl == NULL) || (conn->multi == NULL)) {
         orc_client_conn_destroy(conn);
         return NULL;
@@ -511,7 +511,7 @@ static void orc_client_conn_put(orc_client_t *client, orc_client_conn_t *conn,
         pthread_mutex_lock(&client->pool_lock);
         if (client->pool_count < ORC_CLIENT_POOL_MAX) {
             client->pool[client->pool_count++] = conn;
-            conn = NULL;
+            conn                               = NULL;
         }
         pthread_mutex_unlock(&client->pool_lock);
     }
@@ -533,7 +533,7 @@ static void orc_client_wait_link(orc_client_t *client, orc_client_conn_t *conn)
     pthread_mutex_unlock(&client->wait_lock);
 }
 
-static void orc_client_wait_unlink(orc_client_t      *client,
+static void orc_client_wait_unlink(orc_client_t *client,
                                    orc_client_conn_t *conn)
 {
     pthread_mutex_lock(&client->wait_lock);
@@ -569,14 +569,14 @@ void orc_client_interrupt(orc_client_t *client)
  * Run the request set up on conn->easy. An interruptible one (a long-poll)
  * ends early with *canceled_p set once orc_client_interrupt() was called.
  */
-static CURLcode orc_client_perform(orc_client_t      *client,
+static CURLcode orc_client_perform(orc_client_t *client,
                                    orc_client_conn_t *conn, int interruptible,
                                    int *canceled_p)
 {
-    CURLcode  rc = CURLE_GOT_NOTHING;
-    CURLMsg  *msg;
+    CURLcode rc = CURLE_GOT_NOTHING;
+    CURLMsg *msg;
     CURLMcode mc;
-    int       running, left;
+    int running, left;
 
     *canceled_p = 0;
     if (curl_multi_add_handle(conn->multi, conn->easy) != CURLM_OK) {
@@ -676,19 +676,19 @@ static void orc_client_error_from_reply(const char *method, const char *path,
                                         long code, const orc_util_buf_t *buf)
 {
     const char *error = NULL, *detail = NULL;
-    json_t     *reply;
+    json_t *reply;
 
-    reply =
-        (buf->len > 0) ? json_loadb(buf->data, buf->len, 0, NULL) : NULL;
+    reply = (buf->len > 0) ? json_loadb(buf->data, buf->len, 0, NULL) : NULL;
     if (json_is_object(reply)) {
-        error = json_string_value(json_object_get(reply, "error"));
+        error  = json_string_value(json_object_get(reply, "error"));
         detail = json_string_value(json_object_get(reply, "detail"));
     }
 
-    orc_client_set_error(
-        "%s %s: HTTP %ld%s%s%s%s", method, path, code,
-        (error != NULL) ? " " : "", (error != NULL) ? error : "",
-        (detail != NULL) ? ": " : "", (detail != NULL) ? detail : "");
+    orc_client_set_error("%s %s: HTTP %ld%s%s%s%s", method, path, code,
+                         (error != NULL) ? " " : "",
+                         (error != NULL) ? error : "",
+                         (detail != NULL) ? ": " : "",
+                         (detail != NULL) ? detail : "");
     json_decref(reply);
 }
 
@@ -697,16 +697,16 @@ static size_t orc_client_header_cb(char *ptr, size_t size, size_t nmemb,
                                    void *arg)
 {
     orc_client_t *client = arg;
-    size_t        len = size * nmemb;
-    uint64_t      index, cur;
-    char          text[32];
+    size_t len           = size * nmemb;
+    uint64_t index, cur;
+    char text[32];
 
     if ((len > 13) && (len - 13 < sizeof(text)) &&
         !strncasecmp(ptr, "X-Orc-Index:", 12)) {
         memcpy(text, ptr + 12, len - 12);
         text[len - 12] = '\0';
-        index = strtoull(text, NULL, 10);
-        cur = atomic_load(&client->max_index);
+        index          = strtoull(text, NULL, 10);
+        cur            = atomic_load(&client->max_index);
         while ((index > cur) &&
                !atomic_compare_exchange_weak(&client->max_index, &cur, index)) {
         }
@@ -721,8 +721,8 @@ static struct curl_slist *orc_client_headers(orc_client_t *client,
                                              const char *rid, int attempt)
 {
     struct curl_slist *list = NULL, *h, *n;
-    uint64_t           index = atomic_load(&client->max_index);
-    char               line[128];
+    uint64_t index          = atomic_load(&client->max_index);
+    char line[128];
 
     for (h = client->headers; h != NULL; h = h->next) {
         n = curl_slist_append(list, h->data);
@@ -759,11 +759,11 @@ err:
 
 /* One attempt of a request on one replica */
 typedef struct orc_client_try {
-    size_t           replica;
-    CURLcode         rc;
-    long             code;      /* HTTP status, 0 if none */
-    int              canceled;
-    double           connect_s; /* 0: never connected */
+    size_t replica;
+    CURLcode rc;
+    long code; /* HTTP status, 0 if none */
+    int canceled;
+    double connect_s; /* 0: never connected */
     orc_util_buf_t buf;
 } orc_client_try_t;
 
@@ -776,8 +776,8 @@ static orc_cl_status_t orc_client_try(orc_client_t *client, size_t replica,
 {
     struct curl_slist *headers;
     orc_client_conn_t *conn;
-    char               url[1024];
-    CURL              *curl;
+    char url[1024];
+    CURL *curl;
 
     memset(t, 0, sizeof(*t));
     t->buf.max = ORC_CLIENT_REPLY_MAX;
@@ -870,12 +870,11 @@ static void orc_client_sleep_ms(uint64_t ms)
 static orc_cl_status_t orc_client_try_result(orc_client_t *client,
                                              const char *method,
                                              const char *path,
-                                             orc_client_try_t *t,
-                                             int uncertain, long *code_p,
-                                             json_t **reply_p)
+                                             orc_client_try_t *t, int uncertain,
+                                             long *code_p, json_t **reply_p)
 {
     json_error_t jerr;
-    json_t      *reply;
+    json_t *reply;
 
     if (t->rc != CURLE_OK) {
         if (t->buf.overflow) {
@@ -906,8 +905,8 @@ static orc_cl_status_t orc_client_try_result(orc_client_t *client,
     if (reply_p == NULL) {
         return ORC_CL_OK;
     }
-    reply = json_loadb((t->buf.data != NULL) ? t->buf.data : "",
-                       t->buf.len, JSON_REJECT_DUPLICATES, &jerr);
+    reply = json_loadb((t->buf.data != NULL) ? t->buf.data : "", t->buf.len,
+                       JSON_REJECT_DUPLICATES, &jerr);
     if (reply == NULL) {
         orc_client_set_error("%s %s: malformed JSON reply: %s (line %d)",
                              method, path, jerr.text, jerr.line);
@@ -926,7 +925,7 @@ static orc_cl_status_t orc_client_try_result(orc_client_t *client,
 static void orc_client_new_rid(char rid[33])
 {
     unsigned char bytes[16];
-    size_t        i;
+    size_t i;
 
     if (getrandom(bytes, sizeof(bytes), 0) != (ssize_t)sizeof(bytes)) {
         /* no entropy to be had: time and address still make it unique
@@ -954,18 +953,17 @@ static void orc_client_new_rid(char rid[33])
  * with an idempotency key `rid` (orcd then answers a repeat as the first).
  */
 static orc_cl_status_t orc_client_http_rid(orc_client_t *client,
-                                           const char *method,
-                                           const char *path, const char *body,
-                                           int wait_ms, int req_timeout_ms,
-                                           const char *rid, long *code_p,
-                                           json_t **reply_p)
+                                           const char *method, const char *path,
+                                           const char *body, int wait_ms,
+                                           int req_timeout_ms, const char *rid,
+                                           long *code_p, json_t **reply_p)
 {
-    int              retryable = strcmp(method, "POST") || (rid != NULL);
-    uint64_t         start = orc_util_now_ms(), now, deadline;
+    int retryable      = strcmp(method, "POST") || (rid != NULL);
+    uint64_t start     = orc_util_now_ms(), now, deadline;
     orc_client_try_t t = {0};
-    orc_cl_status_t  status;
-    size_t           first, attempt;
-    int              uncertain = 0, left_wait;
+    orc_cl_status_t status;
+    size_t first, attempt;
+    int uncertain = 0, left_wait;
 
     if (code_p != NULL) {
         *code_p = 0;
@@ -981,11 +979,11 @@ static orc_cl_status_t orc_client_http_rid(orc_client_t *client,
     deadline  = start + (uint64_t)req_timeout_ms + (uint64_t)wait_ms;
     left_wait = wait_ms;
     for (attempt = 1;; ++attempt) {
-        first  = atomic_load(&client->current);
-        status = orc_client_try(client, first % client->nurls, method, path,
-                                body, left_wait,
-                                (long)(deadline - orc_util_now_ms()),
-                                (long)req_timeout_ms, rid, (int)attempt, &t);
+        first = atomic_load(&client->current);
+        status =
+            orc_client_try(client, first % client->nurls, method, path, body,
+                           left_wait, (long)(deadline - orc_util_now_ms()),
+                           (long)req_timeout_ms, rid, (int)attempt, &t);
         if ((status != ORC_CL_OK) || t.canceled) {
             free(t.buf.data);
             if (t.canceled) {
@@ -1014,12 +1012,13 @@ static orc_cl_status_t orc_client_http_rid(orc_client_t *client,
             orc_client_sleep_ms((now + 100 < deadline) ? 100 : deadline - now);
             now = orc_util_now_ms();
         }
-        left_wait = (wait_ms <= 0) ? 0 :
-                    (start + (uint64_t)wait_ms > now) ?
-                                     (int)(start + (uint64_t)wait_ms - now) : 1;
+        left_wait = (wait_ms <= 0) ? 0
+                    : (start + (uint64_t)wait_ms > now)
+                        ? (int)(start + (uint64_t)wait_ms - now)
+                        : 1;
     }
-    status = orc_client_try_result(client, method, path, &t, uncertain,
-                                   code_p, reply_p);
+    status = orc_client_try_result(client, method, path, &t, uncertain, code_p,
+                                   reply_p);
     free(t.buf.data);
     return status;
 }
@@ -1048,7 +1047,7 @@ static orc_cl_status_t
 orc_client_parse_object(const char *what, const char *text, json_t **object_p)
 {
     json_error_t jerr;
-    json_t      *object;
+    json_t *object;
 
     if (text == NULL) {
         orc_client_set_error("%s: missing JSON object", what);
@@ -1138,8 +1137,8 @@ static int orc_client_rewait(uint64_t start_ms, uint64_t deadline_ms,
 orc_cl_status_t orc_client_health(orc_client_t *client)
 {
     orc_cl_status_t status;
-    json_t         *reply = NULL;
-    const char     *text;
+    json_t *reply = NULL;
+    const char *text;
 
     if (client == NULL) {
         orc_client_set_error("client is NULL");
@@ -1168,20 +1167,20 @@ static int orc_client_timedwait_ms(pthread_cond_t *cond, pthread_mutex_t *lock,
 {
     struct timespec ts;
 
-    ts.tv_sec = (time_t)(deadline_ms / 1000);
+    ts.tv_sec  = (time_t)(deadline_ms / 1000);
     ts.tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
     return pthread_cond_timedwait(cond, lock, &ts);
 }
 
 static orc_cl_status_t orc_client_keepalive_once(orc_client_t *client,
-                                                 uint64_t      node_id,
-                                                 int           timeout_ms,
-                                                 unsigned     *ttl_p)
+                                                 uint64_t node_id,
+                                                 int timeout_ms,
+                                                 unsigned *ttl_p)
 {
-    char            path[256];
+    char path[256];
     orc_cl_status_t status;
-    json_t         *reply = NULL;
-    uint64_t        ttl;
+    json_t *reply = NULL;
+    uint64_t ttl;
 
     snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64 "/keepalive",
              client->job, node_id);
@@ -1214,13 +1213,13 @@ orc_cl_status_t orc_client_keepalive(orc_client_t *client, uint64_t node_id)
 static void *orc_client_keepalive_thread(void *arg)
 {
     orc_client_node_t *node = arg;
-    orc_client_t      *client = node->client;
-    uint64_t           last_ok_ms = orc_util_now_ms();
-    uint64_t           interval_ms, deadline_ms, now_ms;
-    orc_cl_status_t    status;
-    int                failing = 0;
-    int                timeout_ms;
-    unsigned           ttl;
+    orc_client_t *client    = node->client;
+    uint64_t last_ok_ms     = orc_util_now_ms();
+    uint64_t interval_ms, deadline_ms, now_ms;
+    orc_cl_status_t status;
+    int failing = 0;
+    int timeout_ms;
+    unsigned ttl;
 
     pthread_mutex_lock(&client->nodes_lock);
     while (!node->stop) {
@@ -1242,7 +1241,7 @@ static void *orc_client_keepalive_thread(void *arg)
         }
 
         /* a stalled orcd must not hold us past the lease */
-        ttl = node->ttl_sec;
+        ttl        = node->ttl_sec;
         timeout_ms = (int)((uint64_t)ttl * 1000 / 3);
         if ((timeout_ms <= 0) || (timeout_ms > client->timeout_ms)) {
             timeout_ms = client->timeout_ms;
@@ -1259,8 +1258,8 @@ static void *orc_client_keepalive_thread(void *arg)
                                "recovered",
                                node->id);
             }
-            failing = 0;
-            last_ok_ms = now_ms;
+            failing       = 0;
+            last_ok_ms    = now_ms;
             node->ttl_sec = ttl;
         } else if ((status == ORC_CL_ERR_GONE) ||
                    (status == ORC_CL_ERR_NOT_FOUND)) {
@@ -1292,16 +1291,16 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
                                     int64_t pid, const char *labels_json,
                                     unsigned ttl_sec, uint64_t *node_id_p)
 {
-    char               path[256], rid[33];
+    char path[256], rid[33];
     orc_client_node_t *node;
-    json_t            *request, *labels, *reply = NULL;
-    uint64_t           id, ttl;
-    orc_cl_status_t    status;
+    json_t *request, *labels, *reply = NULL;
+    uint64_t id, ttl;
+    orc_cl_status_t status;
     pthread_condattr_t attr;
-    const char        *key;
-    json_t            *value;
-    char              *body;
-    int                ret;
+    const char *key;
+    json_t *value;
+    char *body;
+    int ret;
 
     if ((client == NULL) || (host == NULL) || (host[0] == '\0') ||
         (node_id_p == NULL)) {
@@ -1364,8 +1363,8 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
         goto err_delete;
     }
 
-    node->client = client;
-    node->id = id;
+    node->client  = client;
+    node->id      = id;
     node->ttl_sec = (unsigned)ttl;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -1383,7 +1382,7 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
         status = ORC_CL_ERR_NO_MEMORY;
         goto err_free_node;
     }
-    node->next = client->nodes;
+    node->next    = client->nodes;
     client->nodes = node;
     pthread_mutex_unlock(&client->nodes_lock);
 
@@ -1401,15 +1400,15 @@ err_delete:
 
 /* Unlink a node and stop its keep-alive thread; NULL if not ours */
 static orc_client_node_t *orc_client_node_detach(orc_client_t *client,
-                                                 uint64_t      node_id)
+                                                 uint64_t node_id)
 {
     orc_client_node_t **pp, *node = NULL;
 
     pthread_mutex_lock(&client->nodes_lock);
     for (pp = &client->nodes; *pp != NULL; pp = &(*pp)->next) {
         if ((*pp)->id == node_id) {
-            node = *pp;
-            *pp = node->next;
+            node       = *pp;
+            *pp        = node->next;
             node->stop = 1;
             pthread_cond_signal(&node->cond);
             break;
@@ -1428,7 +1427,7 @@ static orc_client_node_t *orc_client_node_detach(orc_client_t *client,
 orc_cl_status_t orc_client_deregister(orc_client_t *client, uint64_t node_id)
 {
     orc_client_node_t *node;
-    char               path[256];
+    char path[256];
 
     if ((client == NULL) || (node_id == 0)) {
         orc_client_set_error("deregister: client and node id are required");
@@ -1446,7 +1445,7 @@ orc_cl_status_t orc_client_deregister(orc_client_t *client, uint64_t node_id)
 int orc_client_node_lost(orc_client_t *client, uint64_t node_id)
 {
     orc_client_node_t *node;
-    int                lost = 0;
+    int lost = 0;
 
     if (client == NULL) {
         return 0;
@@ -1466,7 +1465,7 @@ int orc_client_node_lost(orc_client_t *client, uint64_t node_id)
 void orc_client_destroy(orc_client_t *client)
 {
     orc_client_node_t *node;
-    unsigned           i;
+    unsigned i;
 
     if (client == NULL) {
         return;
@@ -1498,10 +1497,10 @@ void orc_client_destroy(orc_client_t *client)
 orc_cl_status_t orc_client_endpoint_put(orc_client_t *client, uint64_t node_id,
                                         const char *endpoint_json)
 {
-    char            path[256];
+    char path[256];
     orc_cl_status_t status;
-    json_t         *object;
-    char           *body;
+    json_t *object;
+    char *body;
 
     if ((client == NULL) || (node_id == 0)) {
         orc_client_set_error("endpoint_put: client and node id are required");
@@ -1528,9 +1527,9 @@ orc_cl_status_t orc_client_endpoint_put(orc_client_t *client, uint64_t node_id,
 orc_cl_status_t orc_client_endpoint_get(orc_client_t *client, uint64_t node_id,
                                         char **endpoint_json_p)
 {
-    char            path[256];
+    char path[256];
     orc_cl_status_t status;
-    json_t         *reply = NULL;
+    json_t *reply = NULL;
 
     if ((client == NULL) || (node_id == 0) || (endpoint_json_p == NULL)) {
         orc_client_set_error("endpoint_get: client, node id and "
@@ -1558,17 +1557,17 @@ static void orc_client_node_info_clear(orc_node_info_t *info)
     memset(info, 0, sizeof(*info));
 }
 
-static orc_cl_status_t orc_client_node_info_parse(json_t          *object,
+static orc_cl_status_t orc_client_node_info_parse(json_t *object,
                                                   orc_node_info_t *info)
 {
-    json_t     *host, *pid, *labels, *endpoint, *value;
+    json_t *host, *pid, *labels, *endpoint, *value;
     const char *key;
 
     memset(info, 0, sizeof(*info));
 
-    host = json_object_get(object, "host");
-    pid = json_object_get(object, "pid");
-    labels = json_object_get(object, "labels");
+    host     = json_object_get(object, "host");
+    pid      = json_object_get(object, "pid");
+    labels   = json_object_get(object, "labels");
     endpoint = json_object_get(object, "endpoint");
 
     if (!json_is_object(object) ||
@@ -1594,8 +1593,8 @@ static orc_cl_status_t orc_client_node_info_parse(json_t          *object,
         }
     }
 
-    info->pid = json_integer_value(pid);
-    info->host = strdup(json_string_value(host));
+    info->pid         = json_integer_value(pid);
+    info->host        = strdup(json_string_value(host));
     info->labels_json = (labels != NULL)
                             ? json_dumps(labels, JSON_COMPACT | JSON_SORT_KEYS)
                             : strdup("{}");
@@ -1636,13 +1635,13 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
                                       int wait_ms, orc_node_info_t **nodes_p,
                                       size_t *count_p, uint64_t *index_p)
 {
-    char             path[320], wait[32];
+    char path[320], wait[32];
     orc_node_info_t *nodes;
-    orc_cl_status_t  status;
-    json_t          *reply = NULL, *array;
-    uint64_t         reply_index, deadline_ms, start_ms;
-    size_t           i, count;
-    int              left_ms;
+    orc_cl_status_t status;
+    json_t *reply = NULL, *array;
+    uint64_t reply_index, deadline_ms, start_ms;
+    size_t i, count;
+    int left_ms;
 
     if ((client == NULL) || (nodes_p == NULL) || (count_p == NULL) ||
         (wait_ms < 0)) {
@@ -1652,7 +1651,7 @@ orc_cl_status_t orc_client_nodes_list(orc_client_t *client, uint64_t index,
     }
 
     deadline_ms = orc_util_now_ms() + (uint64_t)wait_ms;
-    left_ms = wait_ms;
+    left_ms     = wait_ms;
     for (;;) {
         if (left_ms > 0) {
             orc_client_wait_str(left_ms, wait, sizeof(wait));
@@ -1718,10 +1717,10 @@ out:
 orc_cl_status_t orc_client_node_get(orc_client_t *client, uint64_t node_id,
                                     orc_node_info_t **node_p)
 {
-    char             path[256];
+    char path[256];
     orc_node_info_t *node;
-    orc_cl_status_t  status;
-    json_t          *reply = NULL;
+    orc_cl_status_t status;
+    json_t *reply = NULL;
 
     if ((client == NULL) || (node_id == 0) || (node_p == NULL)) {
         orc_client_set_error("node_get: client, node id and node_p are "
@@ -1762,11 +1761,11 @@ orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
                                      uint64_t from, const char *body_json,
                                      uint64_t *seq_p)
 {
-    char            path[256], rid[33];
+    char path[256], rid[33];
     orc_cl_status_t status;
-    json_t         *object, *request, *reply = NULL;
-    uint64_t        seq;
-    char           *body;
+    json_t *object, *request, *reply = NULL;
+    uint64_t seq;
+    char *body;
 
     if ((client == NULL) || (dst == 0)) {
         orc_client_set_error("mbox_send: client and destination are required");
@@ -1827,13 +1826,13 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
                                      uint64_t after, int wait_ms,
                                      orc_mbox_msg_t **msgs_p, size_t *count_p)
 {
-    char            path[320], wait[32];
+    char path[320], wait[32];
     orc_cl_status_t status;
-    json_t         *reply = NULL, *array, *item, *body, *from;
+    json_t *reply = NULL, *array, *item, *body, *from;
     orc_mbox_msg_t *msgs;
-    uint64_t        prev_seq, deadline_ms, start_ms;
-    size_t          i, count;
-    int             left_ms;
+    uint64_t prev_seq, deadline_ms, start_ms;
+    size_t i, count;
+    int left_ms;
 
     if ((client == NULL) || (node_id == 0) || (msgs_p == NULL) ||
         (count_p == NULL) || (wait_ms < 0)) {
@@ -1843,7 +1842,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
     }
 
     deadline_ms = orc_util_now_ms() + (uint64_t)wait_ms;
-    left_ms = wait_ms;
+    left_ms     = wait_ms;
     for (;;) {
         orc_client_wait_str(left_ms, wait, sizeof(wait));
         snprintf(path, sizeof(path),
@@ -1874,7 +1873,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
     }
 
     count = json_array_size(array);
-    msgs = calloc(count + 1, sizeof(*msgs));
+    msgs  = calloc(count + 1, sizeof(*msgs));
     if (msgs == NULL) {
         orc_client_set_error("mbox_recv: out of memory");
         status = ORC_CL_ERR_NO_MEMORY;
@@ -1899,7 +1898,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
             goto out;
         }
 
-        prev_seq = msgs[i].seq;
+        prev_seq          = msgs[i].seq;
         msgs[i].body_json = json_dumps(body, JSON_COMPACT);
         if (msgs[i].body_json == NULL) {
             orc_client_set_error("mbox_recv: out of memory");
@@ -1909,7 +1908,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
         }
     }
 
-    *msgs_p = msgs;
+    *msgs_p  = msgs;
     *count_p = count;
 
 out:
@@ -1923,10 +1922,10 @@ orc_cl_status_t orc_client_kv_put_node(orc_client_t *client, const char *key,
                                        const void *value, size_t length,
                                        uint64_t node_id)
 {
-    char            path[320];
+    char path[320];
     orc_cl_status_t status;
-    json_t         *request;
-    char           *b64, *body;
+    json_t *request;
+    char *b64, *body;
 
     if ((client == NULL) || ((value == NULL) && (length > 0))) {
         orc_client_set_error("kv_put: client and value are required");
@@ -1973,11 +1972,11 @@ orc_cl_status_t orc_client_kv_put(orc_client_t *client, const char *key,
 orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
                                   int wait_ms, void **value_p, size_t *length_p)
 {
-    char            path[320], wait[32];
+    char path[320], wait[32];
     orc_cl_status_t status;
-    json_t         *reply = NULL, *value, *b64;
-    uint64_t        deadline_ms, start_ms;
-    int             ret, left_ms;
+    json_t *reply = NULL, *value, *b64;
+    uint64_t deadline_ms, start_ms;
+    int ret, left_ms;
 
     if ((client == NULL) || (value_p == NULL) || (length_p == NULL) ||
         (wait_ms < 0)) {
@@ -1995,7 +1994,7 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
     }
 
     deadline_ms = orc_util_now_ms() + (uint64_t)wait_ms;
-    left_ms = wait_ms;
+    left_ms     = wait_ms;
     for (;;) {
         if (left_ms > 0) {
             orc_client_wait_str(left_ms, wait, sizeof(wait));
@@ -2025,7 +2024,7 @@ orc_cl_status_t orc_client_kv_get(orc_client_t *client, const char *key,
     }
 
     value = json_object_get(reply, "value");
-    b64 = json_object_get(value, "b64");
+    b64   = json_object_get(value, "b64");
     if (!json_is_object(value) || (json_object_size(value) != 1) ||
         !json_is_string(b64)) {
         orc_client_set_error("GET %s: value is not {\"b64\": \"...\"}", path);

@@ -38,7 +38,7 @@ extern "C" {
 
 typedef enum orc_cl_status {
     ORC_CL_OK               = 0,
-    ORC_CL_ERR_INVALID      = -1,  /* bad argument, or 400 from orcd */
+    ORC_CL_ERR_INVALID      = -1, /* bad argument, or 400 from orcd */
     ORC_CL_ERR_NO_MEMORY    = -2,
     ORC_CL_ERR_UNREACHABLE  = -3,  /* cannot connect to orcd */
     ORC_CL_ERR_TIMEOUT      = -4,  /* call timeout, or a wait that expired */
@@ -64,30 +64,30 @@ typedef struct orc_client orc_client_t;
 #define ORC_CLIENT_ENV_JOB        "ORC_JOB"
 
 /* orcd's embedded default address */
-#define ORC_CLIENT_DEFAULT_URL    "http://127.0.0.1:7411"
-#define ORC_CLIENT_DEFAULT_JOB    "default"
+#define ORC_CLIENT_DEFAULT_URL "http://127.0.0.1:7411"
+#define ORC_CLIENT_DEFAULT_JOB "default"
 
 typedef enum orc_client_params_field {
-    ORC_CLIENT_PARAM_FIELD_URL        = 1u << 0,
-    ORC_CLIENT_PARAM_FIELD_JOB        = 1u << 1,
-    ORC_CLIENT_PARAM_FIELD_TOKEN      = 1u << 2,
-    ORC_CLIENT_PARAM_FIELD_TIMEOUT    = 1u << 3,
-    ORC_CLIENT_PARAM_FIELD_LOG        = 1u << 4,
-    ORC_CLIENT_PARAM_FIELD_CA_FILE    = 1u << 5,
+    ORC_CLIENT_PARAM_FIELD_URL     = 1u << 0,
+    ORC_CLIENT_PARAM_FIELD_JOB     = 1u << 1,
+    ORC_CLIENT_PARAM_FIELD_TOKEN   = 1u << 2,
+    ORC_CLIENT_PARAM_FIELD_TIMEOUT = 1u << 3,
+    ORC_CLIENT_PARAM_FIELD_LOG     = 1u << 4,
+    ORC_CLIENT_PARAM_FIELD_CA_FILE = 1u << 5,
 } orc_client_params_field_t;
 
 typedef struct orc_client_params {
-    uint64_t    field_mask;  /* ORC_CLIENT_PARAM_FIELD_*: which fields are set */
-    const char *url;         /* default ORC_CLIENT_DEFAULT_URL; several
+    uint64_t field_mask; /* ORC_CLIENT_PARAM_FIELD_*: which fields are set */
+    const char *url;     /* default ORC_CLIENT_DEFAULT_URL; several
                                 replicas: "http://a:7411,http://b:7411" */
-    const char *job;         /* default ORC_CLIENT_DEFAULT_JOB */
-    const char *token;       /* default: none (auth off) */
-    int         timeout_ms;  /* per request, excluding long-poll waits;
+    const char *job;     /* default ORC_CLIENT_DEFAULT_JOB */
+    const char *token;   /* default: none (auth off) */
+    int timeout_ms;      /* per request, excluding long-poll waits;
                                 default 5000 */
     /* optional log sink for warnings (e.g. a failed keep-alive) */
-    void      (*log)(void *arg, const char *message);
-    void       *log_arg;
-    const char *ca_file;     /* https: CA bundle to verify orcd */
+    void (*log)(void *arg, const char *message);
+    void *log_arg;
+    const char *ca_file; /* https: CA bundle to verify orcd */
 } orc_client_params_t;
 
 orc_cl_status_t orc_client_create(const orc_client_params_t *params,
@@ -101,9 +101,9 @@ void orc_client_destroy(orc_client_t *client);
  * node is reported lost by orc_client_node_lost().
  */
 typedef struct orc_node_info {
-    uint64_t    id;
+    uint64_t id;
     const char *host;
-    int64_t     pid;
+    int64_t pid;
     const char *labels_json;   /* JSON object, "{}" if none */
     const char *endpoint_json; /* JSON object, or NULL if not published */
 } orc_node_info_t;
@@ -139,8 +139,8 @@ void orc_client_nodes_free(orc_node_info_t *nodes, size_t count);
  * with the same cursor gets the same messages again: nothing is lost.
  */
 typedef struct orc_mbox_msg {
-    uint64_t    seq;
-    uint64_t    from;      /* sender node id, 0 if not given */
+    uint64_t seq;
+    uint64_t from;         /* sender node id, 0 if not given */
     const char *body_json; /* JSON object */
 } orc_mbox_msg_t;
 

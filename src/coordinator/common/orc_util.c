@@ -104,8 +104,8 @@ int orc_util_parse_seconds(const char *s, double max, double *seconds_p)
     return 0;
 }
 
-char *orc_util_read_file(const char *path, size_t max, size_t *len_p,
-                         char *err, size_t errlen)
+char *orc_util_read_file(const char *path, size_t max, size_t *len_p, char *err,
+                         size_t errlen)
 {
     size_t len = 0, cap = 0, n;
     char *data = NULL, *p;
@@ -126,11 +126,13 @@ char *orc_util_read_file(const char *path, size_t max, size_t *len_p,
             }
             data = p;
         }
-        n    = fread(data + len, 1, cap - len - 1, f);
+        n = fread(data + len, 1, cap - len - 1, f);
         len += n;
         if (len > max) {
-            snprintf(err, errlen, "%s:1:1: file too large (more than %zu "
-                     "bytes)", path, max);
+            snprintf(err, errlen,
+                     "%s:1:1: file too large (more than %zu "
+                     "bytes)",
+                     path, max);
             goto err;
         }
         if (n == 0) {
@@ -226,8 +228,7 @@ int orc_util_buf_append(orc_util_buf_t *b, const void *data, size_t len)
     return 0;
 }
 
-size_t orc_util_buf_curl_write(char *ptr, size_t size, size_t nmemb,
-                               void *buf)
+size_t orc_util_buf_curl_write(char *ptr, size_t size, size_t nmemb, void *buf)
 {
     size_t len = size * nmemb;
 
@@ -237,10 +238,10 @@ size_t orc_util_buf_curl_write(char *ptr, size_t size, size_t nmemb,
 char *orc_util_b64_encode(const void *data, size_t length)
 {
     const unsigned char *in = data;
-    size_t               out_len = 4 * ((length + 2) / 3);
-    char                *out, *p;
-    uint32_t             v;
-    size_t               i;
+    size_t out_len          = 4 * ((length + 2) / 3);
+    char *out, *p;
+    uint32_t v;
+    size_t i;
 
     if (length > (SIZE_MAX / 4) * 3 - 3) {
         return NULL;
@@ -253,7 +254,7 @@ char *orc_util_b64_encode(const void *data, size_t length)
 
     p = out;
     for (i = 0; i + 2 < length; i += 3) {
-        v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
+        v    = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
         *p++ = orc_util_b64_alphabet[(v >> 18) & 63];
         *p++ = orc_util_b64_alphabet[(v >> 12) & 63];
         *p++ = orc_util_b64_alphabet[(v >> 6) & 63];
@@ -292,11 +293,11 @@ static int orc_util_b64_value(char c)
 }
 
 int orc_util_b64_decode(const char *text, size_t text_len, void **data_p,
-                          size_t *length_p)
+                        size_t *length_p)
 {
     unsigned char *out;
-    size_t         i, out_len, pad;
-    int            v[4], k;
+    size_t i, out_len, pad;
+    int v[4], k;
 
     if ((text_len % 4) != 0) {
         return -1;
@@ -308,7 +309,7 @@ int orc_util_b64_decode(const char *text, size_t text_len, void **data_p,
     }
 
     out_len = (text_len / 4) * 3 - pad;
-    out = malloc(out_len + 1); /* +1: never malloc(0), and NUL-terminate */
+    out     = malloc(out_len + 1); /* +1: never malloc(0), and NUL-terminate */
     if (out == NULL) {
         return -2;
     }
@@ -345,7 +346,7 @@ int orc_util_b64_decode(const char *text, size_t text_len, void **data_p,
     }
 
     out[out_len] = '\0';
-    *data_p = out;
-    *length_p = out_len;
+    *data_p      = out;
+    *length_p    = out_len;
     return 0;
 }

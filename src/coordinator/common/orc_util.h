@@ -33,8 +33,7 @@ ORC_UTIL_HIDDEN uint64_t orc_util_now_ms(void);
  * '/', no "//" and no "..". s need not be NUL-terminated; a NUL inside the
  * first len bytes makes it invalid.
  */
-ORC_UTIL_HIDDEN int orc_util_name_valid(const char *s, size_t len,
-                                        int is_key);
+ORC_UTIL_HIDDEN int orc_util_name_valid(const char *s, size_t len, int is_key);
 
 /* Decimal digits only (no sign, space or suffix), value fits in 64 bits.
  * 0 and *value_p set, or -1. */
@@ -56,9 +55,8 @@ ORC_UTIL_HIDDEN char *orc_util_read_file(const char *path, size_t max,
 
 /* The first line of a token file, whitespace-trimmed and non-empty:
  * malloc'ed in *token_p (free() it), or -1 with the reason in err. */
-ORC_UTIL_HIDDEN int orc_util_read_token_file(const char *path,
-                                             char **token_p, char *err,
-                                             size_t errlen);
+ORC_UTIL_HIDDEN int orc_util_read_token_file(const char *path, char **token_p,
+                                             char *err, size_t errlen);
 
 /*
  * Base64 (RFC 4648, padded). encode: malloc'ed NUL-terminated text or NULL
@@ -72,11 +70,11 @@ ORC_UTIL_HIDDEN int orc_util_read_token_file(const char *path,
  * set), free(data) when done.
  */
 typedef struct orc_util_buf {
-    char  *data;
+    char *data;
     size_t len;
     size_t cap;
     size_t max;
-    int    overflow;
+    int overflow;
 } orc_util_buf_t;
 
 /* Append len bytes: 0, or -1 with overflow set */

@@ -25,15 +25,15 @@
 
 /* Exit codes (documented in the usage text) */
 enum {
-    ORCCTL_EXIT_OK = 0,
-    ORCCTL_EXIT_USAGE = 1,
-    ORCCTL_EXIT_NOT_FOUND = 2,
-    ORCCTL_EXIT_TIMEOUT = 3,
+    ORCCTL_EXIT_OK          = 0,
+    ORCCTL_EXIT_USAGE       = 1,
+    ORCCTL_EXIT_NOT_FOUND   = 2,
+    ORCCTL_EXIT_TIMEOUT     = 3,
     ORCCTL_EXIT_UNREACHABLE = 4,
-    ORCCTL_EXIT_AUTH = 5,
-    ORCCTL_EXIT_REFUSED = 6,
-    ORCCTL_EXIT_PROTOCOL = 7,
-    ORCCTL_EXIT_LOST = 8
+    ORCCTL_EXIT_AUTH        = 5,
+    ORCCTL_EXIT_REFUSED     = 6,
+    ORCCTL_EXIT_PROTOCOL    = 7,
+    ORCCTL_EXIT_LOST        = 8
 };
 
 #define ORCCTL_DEFAULT_POLL_WAIT_MS 30000
@@ -43,18 +43,18 @@ typedef struct orcctl_opts {
     const char *token;
     const char *token_file;
     const char *job;
-    int         json;
-    int         timeout_ms;
-    int         wait_ms;   /* --wait, -1 if not given */
-    uint64_t    index;     /* nodes --index */
-    int         index_set; /* --index given */
-    uint64_t    after;     /* mailbox-watch --after */
-    long        count;     /* mailbox-watch --count, 0 = forever */
-    unsigned    ttl;       /* register --ttl */
-    int64_t     pid;       /* register --pid */
-    const char *labels;    /* register --labels */
-    uint64_t    from;      /* mailbox-send --from */
-    uint64_t    node;      /* kv-put --node */
+    int json;
+    int timeout_ms;
+    int wait_ms;        /* --wait, -1 if not given */
+    uint64_t index;     /* nodes --index */
+    int index_set;      /* --index given */
+    uint64_t after;     /* mailbox-watch --after */
+    long count;         /* mailbox-watch --count, 0 = forever */
+    unsigned ttl;       /* register --ttl */
+    int64_t pid;        /* register --pid */
+    const char *labels; /* register --labels */
+    uint64_t from;      /* mailbox-send --from */
+    uint64_t node;      /* kv-put --node */
 } orcctl_opts_t;
 
 static void orcctl_usage(FILE *out)
@@ -66,8 +66,8 @@ static void orcctl_usage(FILE *out)
         "Client of the orc coordinator orcd.\n"
         "\n"
         "Options (also accepted after the command):\n"
-        "  --url URL[,URL..]  orcd base URL, or several replicas (env "
-        ORC_CLIENT_ENV_URL ", default " ORC_CLIENT_DEFAULT_URL ")\n"
+        "  --url URL[,URL..]  orcd base URL, or several replicas (env " ORC_CLIENT_ENV_URL
+        ", default " ORC_CLIENT_DEFAULT_URL ")\n"
         "  --token T          bearer token (env " ORC_CLIENT_ENV_TOKEN ")\n"
         "  --token-file F     read the token from the first line of F "
         "(env " ORC_CLIENT_ENV_TOKEN_FILE ")\n"
@@ -225,7 +225,7 @@ static json_t *orcctl_node_json(const orc_node_info_t *node)
 static void orcctl_labels_split(const char *labels_json, char **rest_p,
                                 char **topology_p)
 {
-    json_t     *labels = orcctl_load(labels_json);
+    json_t *labels = orcctl_load(labels_json);
     const char *topology;
 
     *rest_p     = NULL;
@@ -247,7 +247,7 @@ static void orcctl_labels_split(const char *labels_json, char **rest_p,
 static void orcctl_topology_print(const char *label, const char *topology)
 {
     const char *part = topology, *end;
-    int         width = (int)strlen(label);
+    int width        = (int)strlen(label);
 
     printf("%s", label);
     for (;;) {
@@ -292,10 +292,10 @@ static int orcctl_cmd_health(orc_client_t *client, const orcctl_opts_t *opts)
 static int orcctl_cmd_nodes(orc_client_t *client, const orcctl_opts_t *opts)
 {
     orc_node_info_t *nodes;
-    orc_cl_status_t  status;
-    size_t           i, count;
-    uint64_t         index;
-    json_t          *doc, *array;
+    orc_cl_status_t status;
+    size_t i, count;
+    uint64_t index;
+    json_t *doc, *array;
 
     index = opts->index;
     if ((opts->wait_ms > 0) && !opts->index_set) {
@@ -341,9 +341,9 @@ static int orcctl_cmd_node_get(orc_client_t *client, const orcctl_opts_t *opts,
                                uint64_t id)
 {
     orc_node_info_t *node;
-    orc_cl_status_t  status;
-    json_t          *doc;
-    char            *rest, *topology;
+    orc_cl_status_t status;
+    json_t *doc;
+    char *rest, *topology;
 
     status = orc_client_node_get(client, id, &node);
     if (status != ORC_CL_OK) {
@@ -373,12 +373,12 @@ static int orcctl_cmd_node_get(orc_client_t *client, const orcctl_opts_t *opts,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_endpoint_get(orc_client_t        *client,
+static int orcctl_cmd_endpoint_get(orc_client_t *client,
                                    const orcctl_opts_t *opts, uint64_t id)
 {
     orc_cl_status_t status;
-    json_t         *doc;
-    char           *text;
+    json_t *doc;
+    char *text;
 
     status = orc_client_endpoint_get(client, id, &text);
     if (status != ORC_CL_OK) {
@@ -399,7 +399,7 @@ static int orcctl_cmd_endpoint_get(orc_client_t        *client,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_endpoint_put(orc_client_t        *client,
+static int orcctl_cmd_endpoint_put(orc_client_t *client,
                                    const orcctl_opts_t *opts, uint64_t id,
                                    const char *json)
 {
@@ -417,12 +417,12 @@ static int orcctl_cmd_endpoint_put(orc_client_t        *client,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_mailbox_send(orc_client_t        *client,
+static int orcctl_cmd_mailbox_send(orc_client_t *client,
                                    const orcctl_opts_t *opts, uint64_t id,
                                    const char *json)
 {
     orc_cl_status_t status;
-    uint64_t        seq;
+    uint64_t seq;
 
     status = orc_client_mbox_send(client, id, opts->from, json, &seq);
     if (status != ORC_CL_OK) {
@@ -437,17 +437,17 @@ static int orcctl_cmd_mailbox_send(orc_client_t        *client,
     return ORCCTL_EXIT_OK;
 }
 
-static int orcctl_cmd_mailbox_watch(orc_client_t        *client,
+static int orcctl_cmd_mailbox_watch(orc_client_t *client,
                                     const orcctl_opts_t *opts, uint64_t id)
 {
     int wait_ms =
         (opts->wait_ms >= 0) ? opts->wait_ms : ORCCTL_DEFAULT_POLL_WAIT_MS;
-    uint64_t        after = opts->after;
-    long            received = 0;
+    uint64_t after = opts->after;
+    long received  = 0;
     orc_mbox_msg_t *msgs;
     orc_cl_status_t status;
-    size_t          i, count;
-    json_t         *doc;
+    size_t i, count;
+    json_t *doc;
 
     for (;;) {
         status =
@@ -523,10 +523,10 @@ static int orcctl_cmd_kv_get(orc_client_t *client, const orcctl_opts_t *opts,
                              const char *key, int wait_ms)
 {
     orc_cl_status_t status;
-    size_t          length;
-    json_t         *doc;
-    void           *value;
-    char           *b64;
+    size_t length;
+    json_t *doc;
+    void *value;
+    char *b64;
 
     status = orc_client_kv_get(client, key, (wait_ms > 0) ? wait_ms : 0, &value,
                                &length);
@@ -583,12 +583,13 @@ static int orcctl_cmd_register(orc_client_t *client, const orcctl_opts_t *opts,
 {
     struct timespec poll = {.tv_sec = 0, .tv_nsec = 200 * 1000 * 1000};
     orc_cl_status_t status;
-    uint64_t        id;
-    int             sig;
+    uint64_t id;
+    int sig;
 
-    status = orc_client_register(
-        client, host, (opts->pid >= 0) ? opts->pid : (int64_t)getpid(),
-        opts->labels, opts->ttl, &id);
+    status =
+        orc_client_register(client, host,
+                            (opts->pid >= 0) ? opts->pid : (int64_t)getpid(),
+                            opts->labels, opts->ttl, &id);
     if (status != ORC_CL_OK) {
         return orcctl_fail("register", status);
     }
@@ -653,17 +654,17 @@ int main(int argc, char **argv)
         {"node", required_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    orcctl_opts_t       opts = {.timeout_ms = 5000, .wait_ms = -1, .pid = -1};
+    orcctl_opts_t opts         = {.timeout_ms = 5000, .wait_ms = -1, .pid = -1};
     orc_client_params_t params = {0};
-    orc_client_t       *client = NULL;
-    char               *token_buf = NULL;
-    char               *env_token_buf = NULL;
-    const char         *cmd;
-    orc_cl_status_t     status;
-    uint64_t            value, id = 0;
-    sigset_t            sigs;
-    char              **args;
-    int                 nargs, c, ret;
+    orc_client_t *client       = NULL;
+    char *token_buf            = NULL;
+    char *env_token_buf        = NULL;
+    const char *cmd;
+    orc_cl_status_t status;
+    uint64_t value, id = 0;
+    sigset_t sigs;
+    char **args;
+    int nargs, c, ret;
 
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
@@ -770,8 +771,8 @@ int main(int argc, char **argv)
         return ORCCTL_EXIT_USAGE;
     }
 
-    cmd = argv[optind];
-    args = argv + optind + 1;
+    cmd   = argv[optind];
+    args  = argv + optind + 1;
     nargs = argc - optind - 1;
 
 #define ORCCTL_NARGS(_n)                                                 \
@@ -817,7 +818,7 @@ int main(int argc, char **argv)
     params.field_mask =
         ORC_CLIENT_PARAM_FIELD_TIMEOUT | ORC_CLIENT_PARAM_FIELD_LOG;
     params.timeout_ms = opts.timeout_ms;
-    params.log = orcctl_log;
+    params.log        = orcctl_log;
     if (opts.url != NULL) {
         params.url = opts.url;
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_URL;

@@ -20,7 +20,7 @@
 #include <strings.h>
 #include <time.h>
 
-#define ORCD_ALLOW_MAX    32
+#define ORCD_ALLOW_MAX 32
 
 /* ------------------------------------------------------------ route table */
 
@@ -37,11 +37,11 @@ typedef enum orcd_auth_kind {
  * and pattern; their methods in table order make its Allow header.
  */
 typedef struct orcd_route_entry {
-    const char       *method;
-    const char       *pattern;
-    orcd_route_t      route;
-    orcd_auth_kind_t  auth;
-    void            (*handler)(orcd_ctx_t *c);
+    const char *method;
+    const char *pattern;
+    orcd_route_t route;
+    orcd_auth_kind_t auth;
+    void (*handler)(orcd_ctx_t *c);
 } orcd_route_entry_t;
 
 static void orcd_h_healthz(orcd_ctx_t *c);
@@ -50,8 +50,7 @@ static void orcd_h_healthz(orcd_ctx_t *c);
 
 static const orcd_route_entry_t orcd_routes[] = {
     {"GET", "/healthz", ORCD_ROUTE_HEALTHZ, ORCD_AUTH_NONE, orcd_h_healthz},
-    {"GET", "/metrics", ORCD_ROUTE_METRICS, ORCD_AUTH_METRICS,
-     orcd_h_metrics},
+    {"GET", "/metrics", ORCD_ROUTE_METRICS, ORCD_AUTH_METRICS, orcd_h_metrics},
     {"GET", "/v1/jobs/{job}/nodes", ORCD_ROUTE_NODES, ORCD_AUTH_JOB,
      orcd_h_list},
     {"POST", "/v1/jobs/{job}/nodes", ORCD_ROUTE_NODES, ORCD_AUTH_JOB,
@@ -61,12 +60,12 @@ static const orcd_route_entry_t orcd_routes[] = {
      orcd_h_node_delete},
     {"PUT", ORCD_NODE_PATH "/keepalive", ORCD_ROUTE_KEEPALIVE, ORCD_AUTH_JOB,
      orcd_h_keepalive},
-    {"GET", ORCD_NODE_PATH "/rdma/endpoint", ORCD_ROUTE_ENDPOINT,
-     ORCD_AUTH_JOB, orcd_h_endpoint_get},
+    {"GET", ORCD_NODE_PATH "/rdma/endpoint", ORCD_ROUTE_ENDPOINT, ORCD_AUTH_JOB,
+     orcd_h_endpoint_get},
     {"POST", ORCD_NODE_PATH "/rdma/endpoint", ORCD_ROUTE_ENDPOINT,
      ORCD_AUTH_JOB, orcd_h_endpoint_post},
-    {"PUT", ORCD_NODE_PATH "/rdma/endpoint", ORCD_ROUTE_ENDPOINT,
-     ORCD_AUTH_JOB, orcd_h_endpoint_put},
+    {"PUT", ORCD_NODE_PATH "/rdma/endpoint", ORCD_ROUTE_ENDPOINT, ORCD_AUTH_JOB,
+     orcd_h_endpoint_put},
     {"GET", ORCD_NODE_PATH "/mailbox", ORCD_ROUTE_MAILBOX, ORCD_AUTH_JOB,
      orcd_h_mailbox_get},
     {"POST", ORCD_NODE_PATH "/mailbox", ORCD_ROUTE_MAILBOX, ORCD_AUTH_JOB,
@@ -83,10 +82,11 @@ static const orcd_route_entry_t orcd_routes[] = {
 
 const char *orcd_route_name(orcd_route_t route)
 {
-    static const char *names[ORCD_ROUTE_LAST] = {
-        "unknown", "healthz", "metrics", "nodes", "node", "keepalive",
-        "endpoint", "mailbox", "kv"
-    };
+    static const char *names[ORCD_ROUTE_LAST] = {"unknown",  "healthz",
+                                                 "metrics",  "nodes",
+                                                 "node",     "keepalive",
+                                                 "endpoint", "mailbox",
+                                                 "kv"};
 
     return ((unsigned)route < ORCD_ROUTE_LAST) ? names[route] : "unknown";
 }
@@ -111,11 +111,11 @@ static void orcd_allow_build(void)
 /* What a path matched: the first entry of its route and the captures */
 typedef struct orcd_target {
     const orcd_route_entry_t *entry; /* NULL: no route */
-    const char               *job;   /* points into the path */
-    size_t                    job_len;
-    const char               *id;
-    size_t                    id_len;
-    const char               *key;   /* rest of the path */
+    const char *job;                 /* points into the path */
+    size_t job_len;
+    const char *id;
+    size_t id_len;
+    const char *key; /* rest of the path */
 } orcd_target_t;
 
 /* Does path match pattern? Captures go to t. */
@@ -174,8 +174,8 @@ static const orcd_route_entry_t *orcd_route_method(const orcd_target_t *t,
 {
     const orcd_route_entry_t *e;
 
-    for (e = t->entry; (e < orcd_routes + ORCD_NROUTES) &&
-                       (e->route == t->entry->route);
+    for (e = t->entry;
+         (e < orcd_routes + ORCD_NROUTES) && (e->route == t->entry->route);
          ++e) {
         if ((method != NULL) && !strcmp(e->method, method)) {
             return e;
@@ -187,16 +187,15 @@ static const orcd_route_entry_t *orcd_route_method(const orcd_target_t *t,
 /* ----------------------------------------------------------------- auth */
 
 /* Constant-time equality (time depends on the lengths only). */
-static int orcd_ct_equal(const char *a, size_t alen, const char *b,
-                         size_t blen)
+static int orcd_ct_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
-    size_t n = (alen > blen) ? alen : blen, i;
+    size_t n        = (alen > blen) ? alen : blen, i;
     unsigned char d = (alen != blen);
     unsigned char x, y;
 
     for (i = 0; i < n; ++i) {
-        x  = (i < alen) ? (unsigned char)a[i] : 0;
-        y  = (i < blen) ? (unsigned char)b[i] : 0;
+        x = (i < alen) ? (unsigned char)a[i] : 0;
+        y = (i < blen) ? (unsigned char)b[i] : 0;
         d |= (unsigned char)(x ^ y);
     }
     return d == 0;
@@ -238,12 +237,11 @@ static int orcd_auth_check(const orcd_config_t *cfg, const orcd_request_t *req,
         resp->www_authenticate = 1;
         return -1;
     }
-    if ((job != NULL) &&
-        ((strlen(cfg->tokens[match].job) != job_len) ||
-         strncmp(cfg->tokens[match].job, job, job_len))) {
+    if ((job != NULL) && ((strlen(cfg->tokens[match].job) != job_len) ||
+                          strncmp(cfg->tokens[match].job, job, job_len))) {
         orcd_api_error(resp, 403, "forbidden",
-                       "the token does not belong to job '%.*s'",
-                       (int)job_len, job);
+                       "the token does not belong to job '%.*s'", (int)job_len,
+                       job);
         return -1;
     }
     return 0;
@@ -253,9 +251,10 @@ static int orcd_auth_check(const orcd_config_t *cfg, const orcd_request_t *req,
  * Route, method, job name and auth. Returns the entry to run, or NULL with
  * resp filled (404, 405, 400, 401, 403).
  */
-static const orcd_route_entry_t *
-orcd_api_gate(const orcd_config_t *cfg, const orcd_request_t *req,
-              orcd_target_t *t, orcd_response_t *resp)
+static const orcd_route_entry_t *orcd_api_gate(const orcd_config_t *cfg,
+                                               const orcd_request_t *req,
+                                               orcd_target_t *t,
+                                               orcd_response_t *resp)
 {
     const orcd_route_entry_t *e;
 
@@ -279,7 +278,9 @@ orcd_api_gate(const orcd_config_t *cfg, const orcd_request_t *req,
         return e;
     case ORCD_AUTH_METRICS:
         return (cfg->auth_enabled && cfg->metrics_auth &&
-                orcd_auth_check(cfg, req, NULL, 0, resp)) ? NULL : e;
+                orcd_auth_check(cfg, req, NULL, 0, resp))
+                   ? NULL
+                   : e;
     case ORCD_AUTH_JOB:
         break;
     }
@@ -498,8 +499,8 @@ json_t *orcd_body_json(orcd_ctx_t *c, size_t max, int want_object)
         orcd_api_error(c->resp, 400, "bad_json", "empty body, expected JSON");
         return NULL;
     }
-    o = json_loadb(c->req->body, c->req->body_len,
-                   JSON_REJECT_DUPLICATES, &err);
+    o = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES,
+                   &err);
     if (o == NULL) {
         orcd_api_error(c->resp, 400, "bad_json", "line %d column %d: %s",
                        err.line, err.column, err.text);
@@ -537,8 +538,8 @@ void orcd_seen(orcd_ctx_t *c, uint64_t rev)
 int orcd_range(orcd_ctx_t *c, const char *key, const char *range_end,
                unsigned flags, orc_store_range_result_t *res)
 {
-    int status = c->store->ops->range(c->store, key, range_end, flags, 0,
-                                      c->floor, res);
+    int status =
+        c->store->ops->range(c->store, key, range_end, flags, 0, c->floor, res);
 
     if (status == ORC_STORE_OK) {
         orcd_seen(c, res->revision);
@@ -586,8 +587,9 @@ int orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes)
         orcd_api_error(c->resp, 429, "quota_exceeded",
                        "job %s holds %" PRIu64 " keys and %" PRIu64 " bytes "
                        "(limits.max_keys_per_job %" PRIu64
-                       ", max_bytes_per_job %" PRIu64 ")", c->job, jkeys,
-                       jbytes, cfg->max_keys_per_job, cfg->max_bytes_per_job);
+                       ", max_bytes_per_job %" PRIu64 ")",
+                       c->job, jkeys, jbytes, cfg->max_keys_per_job,
+                       cfg->max_bytes_per_job);
         c->resp->retry_after = 1;
         return -1;
     }
@@ -605,7 +607,7 @@ int orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes)
 
 pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id)
 {
-    uint64_t h = 14695981039346656037ULL ^ id; /* FNV-1a over job and id */
+    uint64_t h     = 14695981039346656037ULL ^ id; /* FNV-1a over job and id */
     uint64_t until = orc_util_now_ms() + ORCD_COUNTER_WAIT_MS;
     pthread_mutex_t *lock;
     struct timespec ts;
@@ -614,12 +616,12 @@ pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id)
     for (p = c->job; *p != '\0'; ++p) {
         h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     }
-    h    = (h ^ (h >> 29)) * 1099511628211ULL;
-    lock = &c->api->counter_locks[(h >> 32) % ORCD_COUNTER_LOCKS];
+    h          = (h ^ (h >> 29)) * 1099511628211ULL;
+    lock       = &c->api->counter_locks[(h >> 32) % ORCD_COUNTER_LOCKS];
     ts.tv_sec  = (time_t)(until / 1000);
     ts.tv_nsec = (long)(until % 1000) * 1000000L;
-    return (pthread_mutex_clocklock(lock, CLOCK_MONOTONIC, &ts) == 0) ? lock :
-                                                                       NULL;
+    return (pthread_mutex_clocklock(lock, CLOCK_MONOTONIC, &ts) == 0) ? lock
+                                                                      : NULL;
 }
 
 const char *orcd_retry_rid(const orcd_ctx_t *c)
@@ -629,8 +631,7 @@ const char *orcd_retry_rid(const orcd_ctx_t *c)
 
 /* ------------------------------------------------------------- public API */
 
-int orcd_api_create(orcd_config_t *cfg, orc_store_t *store,
-                    orcd_api_t **api_p)
+int orcd_api_create(orcd_config_t *cfg, orc_store_t *store, orcd_api_t **api_p)
 {
     orcd_api_t *api = calloc(1, sizeof(*api));
     size_t i;
@@ -736,7 +737,7 @@ int orcd_api_precheck(orcd_api_t *api, const orcd_request_t *req,
 /* The client's headers for replicas: -1 with a 400 filled if malformed */
 static int orcd_api_client_headers(const orcd_request_t *req, orcd_ctx_t *c)
 {
-    const char *rid = req->rid;
+    const char *rid  = req->rid;
     uint64_t attempt = 1;
     size_t len;
 
@@ -761,7 +762,8 @@ static int orcd_api_client_headers(const orcd_request_t *req, orcd_ctx_t *c)
                       "0123456789_-") != len))) {
         orcd_api_error(c->resp, 400, "bad_header",
                        "Idempotency-Key must be 1..%d characters of "
-                       "A-Z a-z 0-9 _ -", ORCD_RID_MAX);
+                       "A-Z a-z 0-9 _ -",
+                       ORCD_RID_MAX);
         return -1;
     }
     return 0;

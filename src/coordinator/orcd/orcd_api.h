@@ -42,40 +42,40 @@ typedef struct orcd_query_arg {
 #define ORCD_MAX_QUERY_ARGS 16
 
 typedef struct orcd_request {
-    const char             *method;
-    const char             *path;          /* without the query string */
+    const char *method;
+    const char *path; /* without the query string */
     const orcd_query_arg_t *args;
-    size_t                  nargs;
-    const char             *authorization; /* header value or NULL */
-    const char             *body;
-    size_t                  body_len;
-    int                     may_block;
+    size_t nargs;
+    const char *authorization; /* header value or NULL */
+    const char *body;
+    size_t body_len;
+    int may_block;
     /* headers of a client that talks to several orcd replicas (or NULL):
      * reads reflect at least revision X-Orc-Min-Index; a retried POST
      * carries its first attempt's Idempotency-Key, X-Orc-Attempt > 1 */
-    const char             *min_index_text;
-    const char             *rid;
-    const char             *attempt_text;
+    const char *min_index_text;
+    const char *rid;
+    const char *attempt_text;
 } orcd_request_t;
 
 typedef struct orcd_response {
-    unsigned      status;
-    char         *body;          /* malloc'd, body_len bytes */
-    size_t        body_len;
-    const char   *content_type;  /* static */
-    const char   *allow;         /* static; set with 405 */
-    unsigned      retry_after;   /* s; set with 429/503 */
-    int           has_index;
-    uint64_t      index;         /* X-Orc-Index */
-    int           www_authenticate;
-    orcd_route_t  route;
+    unsigned status;
+    char *body; /* malloc'd, body_len bytes */
+    size_t body_len;
+    const char *content_type; /* static */
+    const char *allow;        /* static; set with 405 */
+    unsigned retry_after;     /* s; set with 429/503 */
+    int has_index;
+    uint64_t index; /* X-Orc-Index */
+    int www_authenticate;
+    orcd_route_t route;
     /* blocking: set only if the request may block */
-    int           block;
-    char         *watch_key;     /* malloc'd */
-    char         *watch_end;     /* malloc'd or NULL (single key) */
-    uint64_t      watch_rev;
-    double        wait;          /* seconds, already capped at max_wait */
-    int           answer_if_fired; /* the body already answers a change
+    int block;
+    char *watch_key; /* malloc'd */
+    char *watch_end; /* malloc'd or NULL (single key) */
+    uint64_t watch_rev;
+    double wait;         /* seconds, already capped at max_wait */
+    int answer_if_fired; /* the body already answers a change
                                       between the read and the watch */
 } orcd_response_t;
 
@@ -83,8 +83,7 @@ typedef struct orcd_response {
 typedef struct orcd_api orcd_api_t;
 
 /* Takes ownership of cfg (heap-allocated); the store stays the caller's. */
-int  orcd_api_create(orcd_config_t *cfg, orc_store_t *store,
-                     orcd_api_t **api_p);
+int orcd_api_create(orcd_config_t *cfg, orc_store_t *store, orcd_api_t **api_p);
 void orcd_api_destroy(orcd_api_t *api);
 /* Replace the configuration (SIGHUP): takes ownership of cfg, frees the old
  * one once no request uses it any more. */
@@ -105,9 +104,9 @@ orc_store_t *orcd_api_store(orcd_api_t *api);
  * filled if the request is rejected, 0 if it may proceed; *max_body_p gets
  * the largest body this request may carry.
  */
-int  orcd_api_precheck(orcd_api_t *api, const orcd_request_t *req,
-                       long long content_length, size_t *max_body_p,
-                       orcd_response_t *resp);
+int orcd_api_precheck(orcd_api_t *api, const orcd_request_t *req,
+                      long long content_length, size_t *max_body_p,
+                      orcd_response_t *resp);
 /* Full handling. Always fills resp (status 500 on internal failure). */
 void orcd_api_handle(orcd_api_t *api, const orcd_request_t *req,
                      orcd_response_t *resp);
@@ -128,15 +127,15 @@ unsigned orcd_key_class(const char *key);
 
 /* Does the store hold only what orcd writes, as it writes it? 0, or -1 with
  * the first offending key in err (orcd_layout.c). */
-int  orcd_api_check_store(orc_store_t *store, char *err, size_t errlen);
+int orcd_api_check_store(orc_store_t *store, char *err, size_t errlen);
 
 /* Snapshots of the memory store (orcd_snapshot.c). restore: check that the
  * snapshot's directory can be written, remove temporary files of an
  * interrupted write, load the file if there is one (a path that cannot be
  * read is an error, not an empty start) and check its content; 0 or -1
  * (logged). write: 0 or -1 (logged). */
-int  orcd_snapshot_restore(orc_store_t *store, const char *path);
-int  orcd_snapshot_write(orc_store_t *store, const char *path);
+int orcd_snapshot_restore(orc_store_t *store, const char *path);
+int orcd_snapshot_write(orc_store_t *store, const char *path);
 
 #ifdef __cplusplus
 }

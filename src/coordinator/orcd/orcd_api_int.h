@@ -32,13 +32,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#define ORCD_KEY_MAX       512
-#define ORCD_STATUS_SLOTS  16
-#define ORCD_LATENCY_SLOTS 15
-#define ORCD_TXN_RETRIES   64
-#define ORCD_MBOX_KEEP     16
-#define ORCD_RID_MAX       64
-#define ORCD_COUNTER_LOCKS 64
+#define ORCD_KEY_MAX         512
+#define ORCD_STATUS_SLOTS    16
+#define ORCD_LATENCY_SLOTS   15
+#define ORCD_TXN_RETRIES     64
+#define ORCD_MBOX_KEEP       16
+#define ORCD_RID_MAX         64
+#define ORCD_COUNTER_LOCKS   64
 #define ORCD_COUNTER_WAIT_MS 2000
 
 /* Key classes counted by the store (orcd_key_class) */
@@ -56,8 +56,8 @@ typedef struct orcd_metrics {
     _Atomic uint64_t requests[ORCD_ROUTE_LAST][ORCD_STATUS_SLOTS];
     _Atomic uint64_t latency[ORCD_ROUTE_LAST][ORCD_LATENCY_SLOTS];
     _Atomic uint64_t latency_sum_us[ORCD_ROUTE_LAST];
-    _Atomic int64_t  connections;
-    _Atomic int64_t  long_polls;
+    _Atomic int64_t connections;
+    _Atomic int64_t long_polls;
     _Atomic uint64_t long_polls_rejected;
 } orcd_metrics_t;
 
@@ -79,26 +79,26 @@ typedef struct orcd_metrics {
  * 503 and their clients try another replica).
  */
 struct orcd_api {
-    pthread_rwlock_t  cfg_lock;
-    orcd_config_t    *cfg;
-    orc_store_t      *store;
-    orcd_metrics_t    metrics;
-    pthread_mutex_t   counter_locks[ORCD_COUNTER_LOCKS];
+    pthread_rwlock_t cfg_lock;
+    orcd_config_t *cfg;
+    orc_store_t *store;
+    orcd_metrics_t metrics;
+    pthread_mutex_t counter_locks[ORCD_COUNTER_LOCKS];
 };
 
 /* One request being handled: what the route captured, and where to answer */
 typedef struct orcd_ctx {
-    orcd_api_t            *api;
-    const orcd_config_t   *cfg;
-    orc_store_t           *store;
-    const orcd_request_t  *req;
-    orcd_response_t       *resp;
-    char                   job[ORCD_NAME_MAX + 1];
-    uint64_t               id;     /* {id} of the route, 0 if none */
-    const char            *kv_key; /* {key} of the route (rest of the path) */
-    uint64_t               floor;  /* reads at this revision or later */
-    uint64_t               rev;    /* newest revision seen (X-Orc-Index) */
-    unsigned               attempt; /* X-Orc-Attempt, 1 if none */
+    orcd_api_t *api;
+    const orcd_config_t *cfg;
+    orc_store_t *store;
+    const orcd_request_t *req;
+    orcd_response_t *resp;
+    char job[ORCD_NAME_MAX + 1];
+    uint64_t id;        /* {id} of the route, 0 if none */
+    const char *kv_key; /* {key} of the route (rest of the path) */
+    uint64_t floor;     /* reads at this revision or later */
+    uint64_t rev;       /* newest revision seen (X-Orc-Index) */
+    unsigned attempt;   /* X-Orc-Attempt, 1 if none */
 } orcd_ctx_t;
 
 /* Handlers, one per (method, route) of the route table in orcd_api.c */
@@ -127,20 +127,20 @@ void orcd_resp_empty(orcd_response_t *resp, unsigned status);
 void orcd_resp_store_error(orcd_response_t *resp, int status);
 /* Make the response a blocking one (watch [key, range_end) from start_rev);
  * -1 with a 500 filled on failure */
-int  orcd_resp_block(orcd_response_t *resp, const char *key,
-                     const char *range_end, uint64_t start_rev, double wait);
+int orcd_resp_block(orcd_response_t *resp, const char *key,
+                    const char *range_end, uint64_t start_rev, double wait);
 
 /* ------------------------------------------- store access (orcd_api.c) */
 
 /* The request's reads and writes: read at c->floor or later (the client's
  * X-Orc-Min-Index and this request's own writes), c->rev and c->floor
  * raised by what they see and write. Return the store's status. */
-int  orcd_range(orcd_ctx_t *c, const char *key, const char *range_end,
-                unsigned flags, orc_store_range_result_t *res);
-int  orcd_get(orcd_ctx_t *c, const char *key, orc_store_kv_t *kv);
-int  orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
-              const orc_store_op_t *ops, size_t nops,
-              orc_store_txn_result_t *res);
+int orcd_range(orcd_ctx_t *c, const char *key, const char *range_end,
+               unsigned flags, orc_store_range_result_t *res);
+int orcd_get(orcd_ctx_t *c, const char *key, orc_store_kv_t *kv);
+int orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
+             const orc_store_op_t *ops, size_t nops,
+             orc_store_txn_result_t *res);
 /* Take the lock of counter `id` of the request's job (0: its node ids),
  * see struct orcd_api: the lock (to unlock), or NULL if it stayed taken for
  * ORCD_COUNTER_WAIT_MS */
@@ -149,7 +149,7 @@ pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id);
 void orcd_seen(orcd_ctx_t *c, uint64_t rev);
 /* Room for keys more keys of bytes bytes in the job and in total? 0, or -1
  * with 429 filled */
-int  orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes);
+int orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes);
 /* The request is a retry of one whose answer was lost: its
  * Idempotency-Key, else NULL */
 const char *orcd_retry_rid(const orcd_ctx_t *c);
@@ -161,10 +161,10 @@ const char *orcd_query(const orcd_request_t *req, const char *key,
                        int *present_p);
 /* Unsigned integer argument (left unchanged if absent): 0 ok, -1 with a 400
  * filled */
-int  orcd_query_u64(orcd_ctx_t *c, const char *key, uint64_t *value_p,
-                    int *present_p);
+int orcd_query_u64(orcd_ctx_t *c, const char *key, uint64_t *value_p,
+                   int *present_p);
 /* "wait" argument capped at limits.max_wait: 0 ok, -1 with a 400 filled */
-int  orcd_query_wait(orcd_ctx_t *c, double *wait_p);
+int orcd_query_wait(orcd_ctx_t *c, double *wait_p);
 /* Parse the body as JSON (an object if want_object); NULL with 400/413 */
 json_t *orcd_body_json(orcd_ctx_t *c, size_t max, int want_object);
 /* "/jobs/<job>" + formatted suffix into an ORCD_KEY_MAX buffer */
@@ -174,7 +174,7 @@ void orcd_key(char *buf, const orcd_ctx_t *c, const char *fmt, ...)
 /* -------------------------------------------------- nodes (orcd_nodes.c) */
 
 /* Fetch the node record of c->id; -1 with the response filled if absent */
-int  orcd_node_get(orcd_ctx_t *c, orc_store_kv_t *kv);
+int orcd_node_get(orcd_ctx_t *c, orc_store_kv_t *kv);
 /* The node is missing: 410 if its lease expired, else 404 */
 void orcd_node_missing(orcd_ctx_t *c);
 
@@ -182,10 +182,10 @@ void orcd_node_missing(orcd_ctx_t *c);
 
 /* Growable text buffer; failed is set once memory ran out */
 typedef struct orcd_buf {
-    char   *data;
-    size_t  len;
-    size_t  cap;
-    int     failed;
+    char *data;
+    size_t len;
+    size_t cap;
+    int failed;
 } orcd_buf_t;
 
 void orcd_buf_printf(orcd_buf_t *b, const char *fmt, ...)

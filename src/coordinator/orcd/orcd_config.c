@@ -24,10 +24,10 @@
 #include <unistd.h>
 #include <yaml.h>
 
-#define ORCD_YAML_MAX_DEPTH  6
-#define ORCD_YAML_MAX_NODES  20000
-#define ORCD_YAML_MAX_SIZE   (1024 * 1024)
-#define ORCD_MAX_TOKENS      10000
+#define ORCD_YAML_MAX_DEPTH 6
+#define ORCD_YAML_MAX_NODES 20000
+#define ORCD_YAML_MAX_SIZE  (1024 * 1024)
+#define ORCD_MAX_TOKENS     10000
 
 typedef enum orcd_ynode_type {
     ORCD_YNODE_SCALAR,
@@ -36,21 +36,21 @@ typedef enum orcd_ynode_type {
 } orcd_ynode_type_t;
 
 typedef struct orcd_ynode {
-    orcd_ynode_type_t   type;
-    size_t              line;   /* 1-based */
-    size_t              column; /* 1-based */
-    char               *value;  /* scalar */
-    int                 plain;  /* scalar written without quotes */
-    struct orcd_ynode **items;  /* map: key, value, key, value...; seq */
-    size_t              nitems;
-    size_t              cap;
+    orcd_ynode_type_t type;
+    size_t line;               /* 1-based */
+    size_t column;             /* 1-based */
+    char *value;               /* scalar */
+    int plain;                 /* scalar written without quotes */
+    struct orcd_ynode **items; /* map: key, value, key, value...; seq */
+    size_t nitems;
+    size_t cap;
 } orcd_ynode_t;
 
 typedef struct orcd_cfg_ctx {
     const char *name;
-    char       *err;
-    size_t      errlen;
-    size_t      nnodes;
+    char *err;
+    size_t errlen;
+    size_t nnodes;
 } orcd_cfg_ctx_t;
 
 static void orcd_cfg_error(orcd_cfg_ctx_t *ctx, size_t line, size_t column,
@@ -101,8 +101,7 @@ static orcd_ynode_t *orcd_ynode_new(orcd_cfg_ctx_t *ctx, orcd_ynode_type_t type,
     }
     node = calloc(1, sizeof(*node));
     if (node == NULL) {
-        orcd_cfg_error(ctx, mark->line + 1, mark->column + 1,
-                       "out of memory");
+        orcd_cfg_error(ctx, mark->line + 1, mark->column + 1, "out of memory");
         return NULL;
     }
     node->type   = type;
@@ -156,7 +155,8 @@ static int orcd_yaml_parse(orcd_cfg_ctx_t *ctx, const unsigned char *data,
     while (!done) {
         if (!yaml_parser_parse(&parser, &event)) {
             orcd_cfg_error(ctx, parser.problem_mark.line + 1,
-                           parser.problem_mark.column + 1, "YAML syntax: %s%s%s",
+                           parser.problem_mark.column + 1,
+                           "YAML syntax: %s%s%s",
                            parser.problem ? parser.problem : "error",
                            parser.context ? " " : "",
                            parser.context ? parser.context : "");
@@ -206,8 +206,9 @@ static int orcd_yaml_parse(orcd_cfg_ctx_t *ctx, const unsigned char *data,
                 goto out_event;
             }
             node = orcd_ynode_new(ctx,
-                                  (event.type == YAML_MAPPING_START_EVENT) ?
-                                          ORCD_YNODE_MAP : ORCD_YNODE_SEQ,
+                                  (event.type == YAML_MAPPING_START_EVENT)
+                                      ? ORCD_YNODE_MAP
+                                      : ORCD_YNODE_SEQ,
                                   &event.start_mark);
             if (node == NULL) {
                 goto out_event;
@@ -260,10 +261,11 @@ static int orcd_cfg_expect_scalar(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *v,
                                   const char *key, const char *what)
 {
     if ((v->type != ORCD_YNODE_SCALAR) || orcd_ynode_is_null(v)) {
-        orcd_cfg_error(ctx, v->line, v->column, "%s: expected %s, got %s",
-                       key, what,
-                       (v->type == ORCD_YNODE_MAP) ? "a mapping" :
-                       (v->type == ORCD_YNODE_SEQ) ? "a sequence" : "null");
+        orcd_cfg_error(ctx, v->line, v->column, "%s: expected %s, got %s", key,
+                       what,
+                       (v->type == ORCD_YNODE_MAP)   ? "a mapping"
+                       : (v->type == ORCD_YNODE_SEQ) ? "a sequence"
+                                                     : "null");
         return -1;
     }
     return 0;
@@ -272,10 +274,10 @@ static int orcd_cfg_expect_scalar(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *v,
 static int orcd_cfg_bool(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *v,
                          const char *key, int *out)
 {
-    static const char *yes[] = {"true", "True", "TRUE", "yes", "Yes", "on",
-                                "On", NULL};
-    static const char *no[]  = {"false", "False", "FALSE", "no", "No", "off",
-                                "Off", NULL};
+    static const char *yes[] = {"true", "True", "TRUE", "yes",
+                                "Yes",  "on",   "On",   NULL};
+    static const char *no[]  = {"false", "False", "FALSE", "no",
+                                "No",    "off",   "Off",   NULL};
     int i;
 
     if (orcd_cfg_expect_scalar(ctx, v, key, "a boolean")) {
@@ -301,10 +303,10 @@ static int orcd_cfg_bool(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *v,
 
 /* unsigned integer with an optional KiB/MiB/GiB (or K/M/G) suffix if units */
 static int orcd_cfg_uint(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *v,
-                         const char *key, uint64_t min, uint64_t max,
-                         int units, uint64_t *out)
+                         const char *key, uint64_t min, uint64_t max, int units,
+                         uint64_t *out)
 {
-    const char *p = v->value;
+    const char *p  = v->value;
     uint64_t value = 0, mult = 1;
     int digits = 0;
 
@@ -355,10 +357,10 @@ range:
                    (unsigned long long)min, (unsigned long long)max);
     return -1;
 bad:
-    orcd_cfg_error(ctx, v->line, v->column,
-                   "%s: expected %s, got '%.64s'", key,
-                   units ? "a size (integer, optional K/KiB/M/MiB/G/GiB)" :
-                           "a non-negative integer", v->value);
+    orcd_cfg_error(ctx, v->line, v->column, "%s: expected %s, got '%.64s'", key,
+                   units ? "a size (integer, optional K/KiB/M/MiB/G/GiB)"
+                         : "a non-negative integer",
+                   v->value);
     return -1;
 }
 
@@ -440,7 +442,7 @@ static int orcd_config_add_token(orcd_config_t *cfg, const char *job,
     if (tokens == NULL) {
         return -1;
     }
-    cfg->tokens                    = tokens;
+    cfg->tokens                = tokens;
     tokens[cfg->ntokens].job   = strdup(job);
     tokens[cfg->ntokens].token = strdup(token);
     if ((tokens[cfg->ntokens].job == NULL) ||
@@ -468,18 +470,20 @@ typedef enum orcd_key_type {
 } orcd_key_type_t;
 
 typedef struct orcd_key {
-    const char      *section;
-    const char      *name;
-    orcd_key_type_t  type;
-    size_t           offset;
-    size_t           size; /* of the field, for integers */
-    double           min;
-    double           max;
+    const char *section;
+    const char *name;
+    orcd_key_type_t type;
+    size_t offset;
+    size_t size; /* of the field, for integers */
+    double min;
+    double max;
 } orcd_key_t;
 
-#define ORCD_KEY(_sec, _name, _type, _field, _min, _max) \
-    {_sec, _name, _type, offsetof(orcd_config_t, _field), \
-     sizeof(((orcd_config_t *)0)->_field), _min, _max}
+#define ORCD_KEY(_sec, _name, _type, _field, _min, _max)     \
+    {                                                        \
+        _sec, _name, _type, offsetof(orcd_config_t, _field), \
+            sizeof(((orcd_config_t *)0)->_field), _min, _max \
+    }
 
 static const orcd_key_t orcd_keys[] = {
     ORCD_KEY("listen", "address", ORCD_KEY_STRING, address, 0, 0),
@@ -506,8 +510,8 @@ static const orcd_key_t orcd_keys[] = {
     ORCD_KEY("limits", "max_wait", ORCD_KEY_SECONDS, max_wait, 0.001, 3600),
     ORCD_KEY("limits", "max_keys", ORCD_KEY_UINT, max_keys, 16, 1e9),
     ORCD_KEY("limits", "max_bytes", ORCD_KEY_SIZE, max_bytes, 65536, 1e12),
-    ORCD_KEY("limits", "max_keys_per_job", ORCD_KEY_UINT, max_keys_per_job,
-             16, 1e9),
+    ORCD_KEY("limits", "max_keys_per_job", ORCD_KEY_UINT, max_keys_per_job, 16,
+             1e9),
     ORCD_KEY("limits", "max_bytes_per_job", ORCD_KEY_SIZE, max_bytes_per_job,
              65536, 1e12),
     ORCD_KEY("ttl", "default", ORCD_KEY_UINT, ttl_default, 1, 86400),
@@ -562,26 +566,28 @@ static int orcd_cfg_tokens(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
             !orc_util_name_valid(job->value, strlen(job->value), 0)) {
             orcd_cfg_error(ctx, job->line, job->column,
                            "auth.tokens: invalid job name (1..%d characters of "
-                           "A-Z a-z 0-9 . _ -)", ORCD_NAME_MAX);
+                           "A-Z a-z 0-9 . _ -)",
+                           ORCD_NAME_MAX);
             return -1;
         }
         count = (tok->type == ORCD_YNODE_SEQ) ? tok->nitems : 1;
         for (j = 0; j < count; ++j) {
-            const orcd_ynode_t *t = (tok->type == ORCD_YNODE_SEQ) ?
-                                            tok->items[j] : tok;
+            const orcd_ynode_t *t =
+                (tok->type == ORCD_YNODE_SEQ) ? tok->items[j] : tok;
             if ((t->type != ORCD_YNODE_SCALAR) || orcd_ynode_is_null(t) ||
                 !orcd_token_valid(t->value)) {
                 orcd_cfg_error(ctx, t->line, t->column,
                                "auth.tokens.%s: invalid token (expected a "
                                "string of %d..%d printable non-space ASCII "
-                               "characters)", job->value, ORCD_TOKEN_MIN,
-                               ORCD_TOKEN_MAX);
+                               "characters)",
+                               job->value, ORCD_TOKEN_MIN, ORCD_TOKEN_MAX);
                 return -1;
             }
             if (orcd_config_add_token(cfg, job->value, t->value)) {
                 orcd_cfg_error(ctx, t->line, t->column,
                                "auth.tokens.%s: too many tokens or out of "
-                               "memory", job->value);
+                               "memory",
+                               job->value);
                 return -1;
             }
         }
@@ -633,8 +639,7 @@ static int orcd_cfg_endpoints(orcd_cfg_ctx_t *ctx, orcd_etcd_config_t *e,
             if ((eps == NULL) ||
                 ((eps[e->nendpoints] = strndup(p, len)) == NULL)) {
                 e->endpoints = (eps != NULL) ? eps : e->endpoints;
-                orcd_cfg_error(ctx, item->line, item->column,
-                               "out of memory");
+                orcd_cfg_error(ctx, item->line, item->column, "out of memory");
                 return -1;
             }
             e->endpoints = eps;
@@ -702,7 +707,8 @@ static int orcd_cfg_etcd(orcd_cfg_ctx_t *ctx, orcd_etcd_config_t *e,
             orcd_cfg_error(ctx, k->line, k->column,
                            "unknown key 'store.etcd.%.64s' (endpoints, "
                            "prefix, timeout, username, password, "
-                           "password_file, tls)", k->value);
+                           "password_file, tls)",
+                           k->value);
             return -1;
         }
         if (orcd_ynode_is_null(val)) {
@@ -726,13 +732,11 @@ static int orcd_cfg_etcd(orcd_cfg_ctx_t *ctx, orcd_etcd_config_t *e,
             snprintf(path, sizeof(path), "store.etcd.tls.%.32s",
                      val->items[j]->value);
             if (n == 3) {
-                orcd_cfg_error(ctx, val->items[j]->line,
-                               val->items[j]->column,
+                orcd_cfg_error(ctx, val->items[j]->line, val->items[j]->column,
                                "unknown key '%s' (ca, cert, key)", path);
                 return -1;
             }
-            if (orcd_cfg_string(ctx, val->items[j + 1], path,
-                                tls_fields[n])) {
+            if (orcd_cfg_string(ctx, val->items[j + 1], path, tls_fields[n])) {
                 return -1;
             }
         }
@@ -748,7 +752,7 @@ static int orcd_cfg_apply_key(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
 
     cfg->marks[index].line   = (unsigned)v->line;
     cfg->marks[index].column = (unsigned)v->column;
-    void *field = (char *)cfg + k->offset;
+    void *field              = (char *)cfg + k->offset;
     uint64_t u;
     double d;
     int b;
@@ -783,7 +787,8 @@ static int orcd_cfg_apply_key(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
             if (v->type == ORCD_YNODE_SCALAR && !orcd_ynode_is_null(v)) {
                 orcd_cfg_error(ctx, v->line, v->column,
                                "%s: expected one of error, warn, info, debug, "
-                               "got '%.64s'", path, v->value);
+                               "got '%.64s'",
+                               path, v->value);
             }
             return -1;
         }
@@ -795,8 +800,8 @@ static int orcd_cfg_apply_key(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
             return -1;
         }
         if (!strcmp(v->value, "memory") || !strcmp(v->value, "etcd")) {
-            cfg->store_backend = !strcmp(v->value, "etcd") ?
-                                         ORCD_STORE_ETCD : ORCD_STORE_MEMORY;
+            cfg->store_backend =
+                !strcmp(v->value, "etcd") ? ORCD_STORE_ETCD : ORCD_STORE_MEMORY;
             return 0;
         }
         orcd_cfg_error(ctx, v->line, v->column,
@@ -822,8 +827,7 @@ static int orcd_cfg_check_dups(orcd_cfg_ctx_t *ctx, const orcd_ynode_t *map,
         }
         for (j = 0; j < i; j += 2) {
             if (!strcmp(map->items[i]->value, map->items[j]->value)) {
-                orcd_cfg_error(ctx, map->items[i]->line,
-                               map->items[i]->column,
+                orcd_cfg_error(ctx, map->items[i]->line, map->items[i]->column,
                                "%s%s%.64s: duplicate key", where,
                                where[0] ? "." : "", map->items[i]->value);
                 return -1;
@@ -865,15 +869,16 @@ static int orcd_cfg_apply(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
         if (!known_section) {
             orcd_cfg_error(ctx, sk->line, sk->column,
                            "unknown key '%.64s' (sections: listen, limits, "
-                           "ttl, auth, tls, store, snapshot, log)", sk->value);
+                           "ttl, auth, tls, store, snapshot, log)",
+                           sk->value);
             return -1;
         }
         if (orcd_ynode_is_null(sv)) {
             continue;
         }
         if (sv->type != ORCD_YNODE_MAP) {
-            orcd_cfg_error(ctx, sv->line, sv->column,
-                           "%s: expected a mapping", sk->value);
+            orcd_cfg_error(ctx, sv->line, sv->column, "%s: expected a mapping",
+                           sk->value);
             return -1;
         }
         if (orcd_cfg_check_dups(ctx, sv, sk->value)) {
@@ -890,8 +895,7 @@ static int orcd_cfg_apply(orcd_cfg_ctx_t *ctx, orcd_config_t *cfg,
             }
             if (n == sizeof(orcd_keys) / sizeof(orcd_keys[0])) {
                 orcd_cfg_error(ctx, kk->line, kk->column,
-                               "unknown key '%s.%.64s'", sk->value,
-                               kk->value);
+                               "unknown key '%s.%.64s'", sk->value, kk->value);
                 return -1;
             }
             if (orcd_cfg_apply_key(ctx, cfg, &orcd_keys[n], kv)) {
@@ -947,7 +951,8 @@ int orcd_config_parse_listen(const char *spec, char **address_p,
         hlen = (size_t)(colon - spec);
         port = colon + 1;
     }
-    if ((hlen == 0) || (hlen >= sizeof(buf)) || !isdigit((unsigned char)*port)) {
+    if ((hlen == 0) || (hlen >= sizeof(buf)) ||
+        !isdigit((unsigned char)*port)) {
         return -1;
     }
     memcpy(buf, host, hlen);
@@ -1073,7 +1078,7 @@ int orcd_config_load_buffer(orcd_config_t *cfg, const char *name,
     }
     free(cfg->source);
     cfg->source = strdup(name);
-    ret = orcd_cfg_apply(&ctx, cfg, root);
+    ret         = orcd_cfg_apply(&ctx, cfg, root);
     orcd_ynode_free(root);
     return ret;
 }
@@ -1089,7 +1094,7 @@ int orcd_config_load_file(orcd_config_t *cfg, const char *path, char *err,
     if (data == NULL) {
         return -1;
     }
-    ret = orcd_config_load_buffer(cfg, path, (unsigned char*)data, len, err,
+    ret = orcd_config_load_buffer(cfg, path, (unsigned char *)data, len, err,
                                   errlen);
     free(data);
     if (ret == 0) {
@@ -1124,7 +1129,7 @@ static int orcd_config_load_token_file(orcd_config_t *cfg, char *err,
     if (f == NULL) {
         orcd_cfg_fail(cfg, err, errlen, "auth.token_file",
                       "auth.token_file: %s: cannot open: %s", path,
-                 strerror(errno));
+                      strerror(errno));
         return -1;
     }
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -1142,8 +1147,7 @@ static int orcd_config_load_token_file(orcd_config_t *cfg, char *err,
             continue;
         }
         if (n != 2) {
-            snprintf(err, errlen, "%s:%zu: expected 'JOB TOKEN'", path,
-                     lineno);
+            snprintf(err, errlen, "%s:%zu: expected 'JOB TOKEN'", path, lineno);
             goto err_close;
         }
         if (!orc_util_name_valid(job, strlen(job), 0)) {
@@ -1151,9 +1155,10 @@ static int orcd_config_load_token_file(orcd_config_t *cfg, char *err,
             goto err_close;
         }
         if (!orcd_token_valid(token)) {
-            snprintf(err, errlen, "%s:%zu: invalid token (%d..%d printable "
-                     "non-space ASCII characters)", path, lineno,
-                     ORCD_TOKEN_MIN, ORCD_TOKEN_MAX);
+            snprintf(err, errlen,
+                     "%s:%zu: invalid token (%d..%d printable "
+                     "non-space ASCII characters)",
+                     path, lineno, ORCD_TOKEN_MIN, ORCD_TOKEN_MAX);
             goto err_close;
         }
         if (orcd_config_add_token(cfg, job, token)) {
@@ -1226,8 +1231,7 @@ static void orcd_cfg_fail(const orcd_config_t *cfg, char *err, size_t errlen,
 }
 
 /* store.*: cross-key checks, the etcd password file */
-static int orcd_config_check_store(orcd_config_t *cfg, char *err,
-                                   size_t errlen)
+static int orcd_config_check_store(orcd_config_t *cfg, char *err, size_t errlen)
 {
     orcd_etcd_config_t *e = &cfg->etcd;
     const char *p;
@@ -1248,14 +1252,14 @@ static int orcd_config_check_store(orcd_config_t *cfg, char *err,
         return -1;
     }
     p = e->prefix;
-    if ((p[0] != '/') || (p[strlen(p) - 1] == '/') ||
-        (strlen(p) > 128) ||
+    if ((p[0] != '/') || (p[strlen(p) - 1] == '/') || (strlen(p) > 128) ||
         (strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                    "0123456789._-/") != strlen(p))) {
         orcd_cfg_fail(cfg, err, errlen, "store.etcd",
                       "store.etcd.prefix '%.64s': 1..128 characters of "
                       "A-Z a-z 0-9 . _ - /, starting with '/' and not ending "
-                      "with it", p);
+                      "with it",
+                      p);
         return -1;
     }
     if ((e->cert == NULL) != (e->key == NULL)) {
@@ -1270,8 +1274,7 @@ static int orcd_config_check_store(orcd_config_t *cfg, char *err,
         return -1;
     }
     if ((e->password_file != NULL) &&
-        orc_util_read_token_file(e->password_file, &e->password, err,
-                                 errlen)) {
+        orc_util_read_token_file(e->password_file, &e->password, err, errlen)) {
         return -1;
     }
     if ((e->username == NULL) != (e->password == NULL)) {
@@ -1293,14 +1296,16 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
         (inet_pton(AF_INET6, cfg->address, addr) != 1)) {
         orcd_cfg_fail(cfg, err, errlen, "listen.address",
                       "listen.address: '%.64s' is not an IPv4 or "
-                 "IPv6 address", cfg->address);
+                      "IPv6 address",
+                      cfg->address);
         return -1;
     }
     if (!orcd_address_is_loopback(cfg->address) && !cfg->allow_remote) {
         orcd_cfg_fail(cfg, err, errlen, "listen.address",
                       "listen.address: %.64s is not a loopback "
-                 "address; set listen.allow_remote: true to accept remote "
-                 "clients", cfg->address);
+                      "address; set listen.allow_remote: true to accept remote "
+                      "clients",
+                      cfg->address);
         return -1;
     }
     if ((cfg->ttl_min > cfg->ttl_default) ||
@@ -1308,35 +1313,37 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
         orcd_cfg_fail(cfg, err, errlen,
                       (cfg->ttl_min > cfg->ttl_default) ? "ttl.min" : "ttl.max",
                       "ttl: need min <= default <= max (got %lld, "
-                 "%lld, %lld)", (long long)cfg->ttl_min,
-                 (long long)cfg->ttl_default, (long long)cfg->ttl_max);
+                      "%lld, %lld)",
+                      (long long)cfg->ttl_min, (long long)cfg->ttl_default,
+                      (long long)cfg->ttl_max);
         return -1;
     }
     if (cfg->max_long_polls >= cfg->max_connections) {
         orcd_cfg_fail(cfg, err, errlen, "limits.max_long_polls",
                       "limits.max_long_polls (%u) must be below "
-                 "limits.max_connections (%u)", cfg->max_long_polls,
-                 cfg->max_connections);
+                      "limits.max_connections (%u)",
+                      cfg->max_long_polls, cfg->max_connections);
         return -1;
     }
     if (cfg->max_connections_per_ip > cfg->max_connections) {
         orcd_cfg_fail(cfg, err, errlen, "limits.max_connections_per_ip",
                       "limits.max_connections_per_ip (%u) must not "
-                 "exceed limits.max_connections (%u)",
-                 cfg->max_connections_per_ip, cfg->max_connections);
+                      "exceed limits.max_connections (%u)",
+                      cfg->max_connections_per_ip, cfg->max_connections);
         return -1;
     }
     if (cfg->endpoint_max > cfg->max_body) {
         orcd_cfg_fail(cfg, err, errlen, "limits.endpoint_max",
                       "limits.endpoint_max (%zu) must not exceed "
-                 "limits.max_body (%zu)", cfg->endpoint_max, cfg->max_body);
+                      "limits.max_body (%zu)",
+                      cfg->endpoint_max, cfg->max_body);
         return -1;
     }
     if (cfg->mailbox_msg_max > cfg->max_body) {
         orcd_cfg_fail(cfg, err, errlen, "limits.mailbox_msg_max",
                       "limits.mailbox_msg_max (%zu) must not exceed "
-                 "limits.max_body (%zu)", cfg->mailbox_msg_max,
-                 cfg->max_body);
+                      "limits.max_body (%zu)",
+                      cfg->mailbox_msg_max, cfg->max_body);
         return -1;
     }
     if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL)) {
@@ -1352,12 +1359,13 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
     if ((cfg->max_keys_per_job > cfg->max_keys) ||
         (cfg->max_bytes_per_job > cfg->max_bytes)) {
         orcd_cfg_fail(cfg, err, errlen,
-                      (cfg->max_keys_per_job > cfg->max_keys) ?
-                              "limits.max_keys_per_job" :
-                              "limits.max_bytes_per_job",
+                      (cfg->max_keys_per_job > cfg->max_keys)
+                          ? "limits.max_keys_per_job"
+                          : "limits.max_bytes_per_job",
                       "limits: max_keys_per_job (%llu) and max_bytes_per_job "
                       "(%llu) must not exceed max_keys (%llu) and max_bytes "
-                      "(%llu)", (unsigned long long)cfg->max_keys_per_job,
+                      "(%llu)",
+                      (unsigned long long)cfg->max_keys_per_job,
                       (unsigned long long)cfg->max_bytes_per_job,
                       (unsigned long long)cfg->max_keys,
                       (unsigned long long)cfg->max_bytes);
@@ -1374,9 +1382,10 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
         for (j = 0; j < i; ++j) {
             if (!strcmp(cfg->tokens[i].token, cfg->tokens[j].token) &&
                 strcmp(cfg->tokens[i].job, cfg->tokens[j].job)) {
-                snprintf(err, errlen, "auth: the same token is configured "
-                         "for jobs '%s' and '%s'", cfg->tokens[j].job,
-                         cfg->tokens[i].job);
+                snprintf(err, errlen,
+                         "auth: the same token is configured "
+                         "for jobs '%s' and '%s'",
+                         cfg->tokens[j].job, cfg->tokens[i].job);
                 return -1;
             }
         }
@@ -1384,7 +1393,7 @@ int orcd_config_finalize(orcd_config_t *cfg, char *err, size_t errlen)
     if (cfg->auth_enabled && (cfg->ntokens == 0)) {
         orcd_cfg_fail(cfg, err, errlen, "auth.enabled",
                       "auth.enabled is true but no tokens are "
-                 "configured (auth.tokens or auth.token_file)");
+                      "configured (auth.tokens or auth.token_file)");
         return -1;
     }
     return 0;

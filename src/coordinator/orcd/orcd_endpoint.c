@@ -91,9 +91,9 @@ static void orcd_endpoint_write(orcd_ctx_t *c, int create)
              node.create_rev},
             {ep_key, ORC_STORE_CMP_CREATE, ORC_STORE_CMP_EQUAL, 0},
         };
-        orc_store_op_t op = {ORC_STORE_OP_PUT, ep_key, NULL, value,
-                             strlen(value), node.lease};
-        status = orcd_txn(c, cmps, create ? 2 : 1, &op, 1, &tres);
+        orc_store_op_t op = {ORC_STORE_OP_PUT, ep_key,    NULL, value,
+                             strlen(value),    node.lease};
+        status            = orcd_txn(c, cmps, create ? 2 : 1, &op, 1, &tres);
     }
     orc_store_kv_free(&node);
     if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 1) &&
@@ -102,16 +102,15 @@ static void orcd_endpoint_write(orcd_ctx_t *c, int create)
     } else if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 1)) {
         orcd_api_error(c->resp, 409, "conflict",
                        "node %" PRIu64 " already has an endpoint (PUT "
-                       "replaces it)", c->id);
-    } else if ((status == ORC_STORE_ECOMPARE) ||
-               (status == ORC_STORE_ENOENT)) {
+                       "replaces it)",
+                       c->id);
+    } else if ((status == ORC_STORE_ECOMPARE) || (status == ORC_STORE_ENOENT)) {
         orcd_node_missing(c);
     } else if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
     } else {
         orcd_resp_json(c->resp, create ? 201 : 200,
-                       json_pack("{sI}", "index",
-                                 (json_int_t)tres.revision));
+                       json_pack("{sI}", "index", (json_int_t)tres.revision));
     }
 out_value:
     free(value);

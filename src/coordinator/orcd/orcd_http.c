@@ -34,7 +34,7 @@
 
 typedef enum orcd_wstate {
     ORCD_W_IDLE,
-    ORCD_W_ARMING,    /* watch created, connection not yet suspended */
+    ORCD_W_ARMING, /* watch created, connection not yet suspended */
     ORCD_W_SUSPENDED,
     ORCD_W_FIRED,     /* watch fired */
     ORCD_W_CANCELLED, /* timer cancelled the watch (deadline/shutdown) */
@@ -50,29 +50,29 @@ typedef struct orcd_req orcd_req_t;
  * request is in the registry.
  */
 struct orcd_req {
-    orcd_server_t          *srv;
-    struct MHD_Connection  *conn;
-    const char             *method; /* MHD's, valid until completion */
-    const char             *url;
-    const char             *raw_uri; /* as received, in MHD's buffer */
-    size_t                  raw_uri_len;
-    const char             *bad;     /* why the request line is refused */
-    unsigned                bad_status; /* and with what (0: 400) */
-    int                     started; /* the handler saw the head */
-    uint64_t                start_ns;
-    orc_util_buf_t          body; /* max_body is checked before appends */
-    size_t                  max_body;
-    size_t                  discarded;
-    int                     too_large;
-    unsigned                status;
-    orcd_route_t            route;
-    _Atomic int             wstate;
-    uint64_t                watch_id;
-    int                     has_deadline;
-    uint64_t                deadline_ns;
-    int                     registered;
-    orcd_req_t             *wprev;
-    orcd_req_t             *wnext;
+    orcd_server_t *srv;
+    struct MHD_Connection *conn;
+    const char *method; /* MHD's, valid until completion */
+    const char *url;
+    const char *raw_uri; /* as received, in MHD's buffer */
+    size_t raw_uri_len;
+    const char *bad;     /* why the request line is refused */
+    unsigned bad_status; /* and with what (0: 400) */
+    int started;         /* the handler saw the head */
+    uint64_t start_ns;
+    orc_util_buf_t body; /* max_body is checked before appends */
+    size_t max_body;
+    size_t discarded;
+    int too_large;
+    unsigned status;
+    orcd_route_t route;
+    _Atomic int wstate;
+    uint64_t watch_id;
+    int has_deadline;
+    uint64_t deadline_ns;
+    int registered;
+    orcd_req_t *wprev;
+    orcd_req_t *wnext;
 };
 
 /*
@@ -81,27 +81,27 @@ struct orcd_req {
  * alock/acond. Everything else is set before the MHD daemon starts.
  */
 struct orcd_server {
-    orcd_api_t         *api;
-    orc_store_t        *store;
-    orcd_listen_t      *listen;
-    struct MHD_Daemon  *daemon;
-    unsigned            max_long_polls;
-    char               *tls_cert;
-    char               *tls_key;
-    pthread_mutex_t     wlock;
-    pthread_cond_t      wcond;
-    orcd_req_t         *waiters;
-    size_t              nwaiters;
-    int                 stopping;
-    int                 timer_exit;
-    uint64_t            timer_wake_ns; /* when the timer wakes up next */
-    pthread_t           timer;
-    int                 timer_started;
-    _Atomic int         draining; /* read lock-free by handlers */
-    pthread_mutex_t     alock;
-    pthread_cond_t      acond;
-    long                active_requests;
-    int                 shut_down;
+    orcd_api_t *api;
+    orc_store_t *store;
+    orcd_listen_t *listen;
+    struct MHD_Daemon *daemon;
+    unsigned max_long_polls;
+    char *tls_cert;
+    char *tls_key;
+    pthread_mutex_t wlock;
+    pthread_cond_t wcond;
+    orcd_req_t *waiters;
+    size_t nwaiters;
+    int stopping;
+    int timer_exit;
+    uint64_t timer_wake_ns; /* when the timer wakes up next */
+    pthread_t timer;
+    int timer_started;
+    _Atomic int draining; /* read lock-free by handlers */
+    pthread_mutex_t alock;
+    pthread_cond_t acond;
+    long active_requests;
+    int shut_down;
 };
 
 /* ------------------------------------------------------------- responses */
@@ -144,8 +144,7 @@ static enum MHD_Result orcd_http_send(orcd_req_t *r, orcd_response_t *resp,
         MHD_add_response_header(mr, MHD_HTTP_HEADER_RETRY_AFTER, num);
     }
     if (resp->www_authenticate) {
-        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                "Bearer");
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
     }
     if (close_conn || atomic_load(&r->srv->draining)) {
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -153,7 +152,7 @@ static enum MHD_Result orcd_http_send(orcd_req_t *r, orcd_response_t *resp,
     r->status = resp->status;
     r->route  = resp->route;
     orcd_listen_request_received(r->srv->listen, r->conn);
-    ret       = MHD_queue_response(r->conn, resp->status, mr);
+    ret = MHD_queue_response(r->conn, resp->status, mr);
     MHD_destroy_response(mr);
     orcd_api_response_free(resp);
     return ret;
@@ -168,8 +167,7 @@ static void orcd_http_watch_fired(void *arg, uint64_t rev)
     int expected  = ORCD_W_ARMING;
 
     (void)rev;
-    if (atomic_compare_exchange_strong(&r->wstate, &expected,
-                                       ORCD_W_FIRED)) {
+    if (atomic_compare_exchange_strong(&r->wstate, &expected, ORCD_W_FIRED)) {
         return; /* the handler has not suspended yet: it resumes itself */
     }
     /* expected == SUSPENDED: nobody else can resume (the watch is gone) */
@@ -288,7 +286,7 @@ static void orcd_http_waiter_remove(orcd_server_t *srv, orcd_req_t *r)
 
 typedef struct orcd_http_args {
     orcd_query_arg_t args[ORCD_MAX_QUERY_ARGS];
-    size_t           nargs;
+    size_t nargs;
 } orcd_http_args_t;
 
 static enum MHD_Result orcd_http_arg_iter(void *cls, enum MHD_ValueKind kind,
@@ -308,31 +306,31 @@ static enum MHD_Result orcd_http_arg_iter(void *cls, enum MHD_ValueKind kind,
 
 static void orcd_http_request_init(struct MHD_Connection *conn,
                                    const char *method, const char *url,
-                                   orcd_http_args_t *args,
-                                   orcd_request_t *req)
+                                   orcd_http_args_t *args, orcd_request_t *req)
 {
     memset(req, 0, sizeof(*req));
     args->nargs = 0;
     MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, orcd_http_arg_iter,
                               args);
-    req->method        = method;
-    req->path          = url;
-    req->args          = args->args;
-    req->nargs         = args->nargs;
-    req->authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     "Authorization");
-    req->min_index_text = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                      "X-Orc-Min-Index");
-    req->rid           = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     "Idempotency-Key");
-    req->attempt_text  = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                     "X-Orc-Attempt");
+    req->method = method;
+    req->path   = url;
+    req->args   = args->args;
+    req->nargs  = args->nargs;
+    req->authorization =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    req->min_index_text =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Orc-Min-Index");
+    req->rid =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Idempotency-Key");
+    req->attempt_text =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Orc-Attempt");
 }
 
 static long long orcd_http_content_length(struct MHD_Connection *conn)
 {
-    const char *cl = MHD_lookup_connection_value(
-            conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                    MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long v = 0;
     const char *p;
 
@@ -361,9 +359,9 @@ static enum MHD_Result orcd_http_process(orcd_req_t *r, const char *method,
 
     for (attempt = 0; attempt < 4; ++attempt) {
         orcd_http_request_init(r->conn, method, url, &args, &req);
-        req.body     = r->body.data;
-        req.body_len = r->body.len;
-        now          = orc_util_now_ns();
+        req.body      = r->body.data;
+        req.body_len  = r->body.len;
+        now           = orc_util_now_ns();
         req.may_block = !atomic_load(&srv->draining) && (attempt < 3) &&
                         (!r->has_deadline || (now < r->deadline_ns));
         orcd_api_handle(srv->api, &req, &resp);
@@ -428,8 +426,8 @@ typedef struct orcd_span {
 
 typedef struct orcd_head_spans {
     orcd_span_t spans[2 * ORCD_MAX_HEADERS + 3];
-    size_t      n;
-    int         overflow;
+    size_t n;
+    int overflow;
 } orcd_head_spans_t;
 
 static void orcd_head_span_add(orcd_head_spans_t *h, const char *p, size_t len)
@@ -493,8 +491,8 @@ static const char *orcd_http_head_check(orcd_req_t *r, const char *method,
     orcd_head_span_add(&h, method, strlen(method));
     orcd_head_span_add(&h, r->raw_uri, r->raw_uri_len);
     orcd_head_span_add(&h, version, strlen(version));
-    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND,
-                                orcd_head_header_iter, &h);
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, orcd_head_header_iter,
+                                &h);
     if (h.overflow) {
         return "too many header lines";
     }
@@ -558,7 +556,7 @@ static void *orcd_http_uri(void *cls, const char *uri,
     }
     if (nargs > ORCD_MAX_QUERY_ARGS) {
         r->bad        = "too many query arguments";
-        r->bad_status = 431; /* what libmicrohttpd meant to answer */
+        r->bad_status = 431;  /* what libmicrohttpd meant to answer */
         query[1]      = '\0'; /* libmicrohttpd's buffer, parsed after we
                                  return */
     }
@@ -609,8 +607,7 @@ static enum MHD_Result orcd_http_head(orcd_req_t *r, const char *method,
     return MHD_YES;
 }
 
-static enum MHD_Result orcd_http_handler(void *cls,
-                                         struct MHD_Connection *conn,
+static enum MHD_Result orcd_http_handler(void *cls, struct MHD_Connection *conn,
                                          const char *url, const char *method,
                                          const char *version,
                                          const char *upload_data,
@@ -631,13 +628,13 @@ static enum MHD_Result orcd_http_handler(void *cls,
     }
 
     if (*upload_data_size > 0) {
-        size = *upload_data_size;
+        size              = *upload_data_size;
         *upload_data_size = 0;
         if (r->too_large) {
             r->discarded += size;
             /* a chunked body that never ends: stop reading it */
-            return (r->discarded > ORCD_DISCARD_FACTOR * r->max_body) ?
-                           MHD_NO : MHD_YES;
+            return (r->discarded > ORCD_DISCARD_FACTOR * r->max_body) ? MHD_NO
+                                                                      : MHD_YES;
         }
         if (r->body.len + size > r->max_body) {
             r->too_large = 1;
@@ -686,8 +683,8 @@ static void orcd_http_completed(void *cls, struct MHD_Connection *conn,
     orcd_debug("%s %.200s -> %u (%.3f ms)%s",
                (r->method != NULL) ? r->method : "-",
                (r->url != NULL) ? r->url : "-", r->status, seconds * 1e3,
-               (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ? "" :
-                                                             " [aborted]");
+               (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ? ""
+                                                            : " [aborted]");
     free(r->body.data);
     free(r);
     *con_cls = NULL;
@@ -775,9 +772,9 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
         goto err_free;
     }
     /* the logger must be the first option to catch every message */
-    opts[nopt++] = (struct MHD_OptionItem){
-            MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)orcd_http_mhd_log, NULL};
-    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+    opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER,
+                                           (intptr_t)orcd_http_mhd_log, NULL};
+    flags        = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
             MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     if (cfg->tls_cert != NULL) {
@@ -793,24 +790,24 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
         flags |= MHD_USE_TLS;
         opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0,
                                                srv->tls_cert};
-        opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0,
-                                               srv->tls_key};
+        opts[nopt++] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, srv->tls_key};
     }
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
                                            orcd_config_threads(cfg), NULL};
     /* the limits are applied by the listener (orcd_listen.h) */
-    opts[nopt++] = (struct MHD_OptionItem){
-            MHD_OPTION_CONNECTION_LIMIT,
-            ORCD_LISTEN_MAX(cfg->max_connections), NULL};
+    opts[nopt++] =
+        (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
+                                ORCD_LISTEN_MAX(cfg->max_connections), NULL};
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
                                            cfg->idle_timeout, NULL};
-    opts[nopt++] = (struct MHD_OptionItem){
-            MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)orcd_http_uri, srv};
-    opts[nopt++] = (struct MHD_OptionItem){
-            MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)orcd_http_completed, srv};
-    opts[nopt++] = (struct MHD_OptionItem){
-            MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)orcd_http_notify_conn,
-            srv};
+    opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK,
+                                           (intptr_t)orcd_http_uri, srv};
+    opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED,
+                                           (intptr_t)orcd_http_completed, srv};
+    opts[nopt++] =
+        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
+                                (intptr_t)orcd_http_notify_conn, srv};
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 
     ret = pthread_create(&srv->timer, NULL, orcd_http_timer, srv);
@@ -821,9 +818,8 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
     }
     srv->timer_started = 1;
 
-    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, orcd_http_handler,
-                                   srv, MHD_OPTION_ARRAY, opts,
-                                   MHD_OPTION_END);
+    srv->daemon = MHD_start_daemon(flags, 0, NULL, NULL, orcd_http_handler, srv,
+                                   MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         orcd_error("cannot start the HTTP server (libmicrohttpd)");
         goto err_free;
@@ -870,10 +866,10 @@ void orcd_server_shutdown(orcd_server_t *srv, double timeout)
     pthread_mutex_unlock(&srv->wlock);
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec  += (time_t)timeout;
+    ts.tv_sec += (time_t)timeout;
     ts.tv_nsec += (long)((timeout - (double)(time_t)timeout) * 1e9);
     if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec  += 1;
+        ts.tv_sec += 1;
         ts.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&srv->alock);
@@ -900,7 +896,8 @@ void orcd_server_shutdown(orcd_server_t *srv, double timeout)
     pthread_mutex_unlock(&srv->wlock);
     if (leftover > 0) {
         orcd_error("%zu blocking queries could not be resumed; leaving the "
-                   "HTTP threads running", leftover);
+                   "HTTP threads running",
+                   leftover);
         return;
     }
     if (srv->daemon != NULL) {

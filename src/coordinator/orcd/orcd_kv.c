@@ -68,9 +68,9 @@ void orcd_h_kv_put(orcd_ctx_t *c)
         {
             orc_store_cmp_t cmp = {node_key, ORC_STORE_CMP_CREATE,
                                    ORC_STORE_CMP_EQUAL, node.create_rev};
-            orc_store_op_t op   = {ORC_STORE_OP_PUT, key, NULL, text,
-                                   strlen(text), node.lease};
-            status = orcd_txn(c, &cmp, 1, &op, 1, &tres);
+            orc_store_op_t op   = {ORC_STORE_OP_PUT, key,       NULL, text,
+                                   strlen(text),     node.lease};
+            status              = orcd_txn(c, &cmp, 1, &op, 1, &tres);
         }
         orc_store_kv_free(&node);
         if ((status == ORC_STORE_ECOMPARE) || (status == ORC_STORE_ENOENT)) {
@@ -78,9 +78,9 @@ void orcd_h_kv_put(orcd_ctx_t *c)
             goto out_text;
         }
     } else {
-        orc_store_op_t op = {ORC_STORE_OP_PUT, key, NULL, text, strlen(text),
-                             0};
-        status = orcd_txn(c, NULL, 0, &op, 1, &tres);
+        orc_store_op_t op = {ORC_STORE_OP_PUT, key, NULL, text,
+                             strlen(text),     0};
+        status            = orcd_txn(c, NULL, 0, &op, 1, &tres);
     }
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
@@ -108,8 +108,8 @@ void orcd_h_kv_get(orcd_ctx_t *c)
     }
     status = orcd_get(c, key, &kv);
     if (status == ORC_STORE_ENOENT) {
-        orcd_api_error(c->resp, 404, "not_found", "no key '%s' in job %s",
-                       name, c->job);
+        orcd_api_error(c->resp, 404, "not_found", "no key '%s' in job %s", name,
+                       c->job);
         if (c->req->may_block && (wait > 0)) {
             orcd_resp_block(c->resp, key, NULL, c->rev + 1, wait);
         }
@@ -156,8 +156,8 @@ void orcd_h_kv_delete(orcd_ctx_t *c)
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
     } else if (tres.deleted == 0) {
-        orcd_api_error(c->resp, 404, "not_found", "no key '%s' in job %s",
-                       name, c->job);
+        orcd_api_error(c->resp, 404, "not_found", "no key '%s' in job %s", name,
+                       c->job);
     } else {
         orcd_resp_empty(c->resp, 204);
     }

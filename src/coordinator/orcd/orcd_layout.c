@@ -95,7 +95,7 @@ static int orcd_layout_ack(const char *p)
             return -1;
         }
         p += n + 1;
-        n  = strspn(p, "0123456789");
+        n = strspn(p, "0123456789");
         if ((n == 0) || ((p[n] != ' ') && (p[n] != '\0')) ||
             ((p[n] == ' ') && (p[n + 1] == '\0'))) {
             return -1;
@@ -166,13 +166,14 @@ int orcd_api_check_store(orc_store_t *store, char *err, size_t errlen)
     }
     for (i = 0; i < res.count; ++i) {
         key   = res.kvs[i].key;
-        slash = (strncmp(key, "/jobs/", 6) == 0) ? strchr(key + 6, '/') :
-                                                    NULL;
+        slash = (strncmp(key, "/jobs/", 6) == 0) ? strchr(key + 6, '/') : NULL;
         if ((slash == NULL) ||
             !orc_util_name_valid(key + 6, (size_t)(slash - key - 6), 0) ||
             orcd_layout_key(slash, &res.kvs[i])) {
-            snprintf(err, errlen, "key '%.200s' or its value is not what "
-                     "orcd writes", key);
+            snprintf(err, errlen,
+                     "key '%.200s' or its value is not what "
+                     "orcd writes",
+                     key);
             orc_store_range_result_free(&res);
             return -1;
         }

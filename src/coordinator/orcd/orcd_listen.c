@@ -20,8 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ORCD_LISTEN_TICK_MS   100
-#define ORCD_LISTEN_BACKLOG   1024
+#define ORCD_LISTEN_TICK_MS 100
+#define ORCD_LISTEN_BACKLOG 1024
 /* a connection admitted into the reserve gets this long to send the
  * request it is answered 503 to */
 #define ORCD_LISTEN_REFUSE_NS 2000000000ull
@@ -37,7 +37,7 @@ typedef enum orcd_conn_state {
 
 /* A client address, for the per-address limit (the port does not count) */
 typedef struct orcd_peer {
-    int           family;
+    int family;
     unsigned char addr[16];
 } orcd_peer_t;
 
@@ -49,17 +49,17 @@ typedef struct orcd_peer {
  * is never acted on through its fd.
  */
 struct orcd_conn {
-    orcd_conn_t           *prev;
-    orcd_conn_t           *next;
-    int                    fd;
-    orcd_peer_t            peer;
-    orcd_conn_state_t      state;
-    int                    refused;  /* admitted over the limit: 503 */
-    int                    cut;      /* shut down by us, closing */
+    orcd_conn_t *prev;
+    orcd_conn_t *next;
+    int fd;
+    orcd_peer_t peer;
+    orcd_conn_state_t state;
+    int refused; /* admitted over the limit: 503 */
+    int cut;     /* shut down by us, closing */
     struct MHD_Connection *conn;
-    uint64_t               since_ns; /* accepted, or last response sent */
-    uint64_t               ready_bytes; /* bytes received by then */
-    uint64_t               first_byte_ns; /* of the current request; 0 */
+    uint64_t since_ns;      /* accepted, or last response sent */
+    uint64_t ready_bytes;   /* bytes received by then */
+    uint64_t first_byte_ns; /* of the current request; 0 */
 };
 
 /*
@@ -67,19 +67,19 @@ struct orcd_conn {
  * only one that accepts and adds, libmicrohttpd's threads update and remove.
  */
 struct orcd_listen {
-    int                 fd;
-    int                 wake_fd;
-    unsigned            port;
-    unsigned            max_connections;
-    unsigned            max_per_peer;
-    uint64_t            request_timeout_ns;
-    struct MHD_Daemon  *daemon;
-    pthread_t           thread;
-    int                 running;
-    pthread_mutex_t     lock;
-    orcd_conn_t        *conns;
-    unsigned            nconns;
-    int                 stopping;
+    int fd;
+    int wake_fd;
+    unsigned port;
+    unsigned max_connections;
+    unsigned max_per_peer;
+    uint64_t request_timeout_ns;
+    struct MHD_Daemon *daemon;
+    pthread_t thread;
+    int running;
+    pthread_mutex_t lock;
+    orcd_conn_t *conns;
+    unsigned nconns;
+    int stopping;
 };
 
 /* ------------------------------------------------------------ the socket */
@@ -128,14 +128,14 @@ static int orcd_listen_socket(const orcd_config_t *cfg, unsigned *port_p)
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
     if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
-        orcd_error("cannot listen on %s port %u: %m%s", cfg->address,
-                   cfg->port, (errno == EADDRINUSE) ?
-                   " (another orcd, or another program, has it)" : "");
+        orcd_error("cannot listen on %s port %u: %m%s", cfg->address, cfg->port,
+                   (errno == EADDRINUSE)
+                       ? " (another orcd, or another program, has it)"
+                       : "");
         goto err_close;
     }
     if (listen(fd, ORCD_LISTEN_BACKLOG) != 0) {
-        orcd_error("cannot listen on %s port %u: %m", cfg->address,
-                   cfg->port);
+        orcd_error("cannot listen on %s port %u: %m", cfg->address, cfg->port);
         goto err_close;
     }
     len = sizeof(ss);
@@ -143,9 +143,9 @@ static int orcd_listen_socket(const orcd_config_t *cfg, unsigned *port_p)
         orcd_error("getsockname: %m");
         goto err_close;
     }
-    *port_p = ntohs((ss.ss_family == AF_INET) ?
-                    ((struct sockaddr_in *)&ss)->sin_port :
-                    ((struct sockaddr_in6 *)&ss)->sin6_port);
+    *port_p = ntohs((ss.ss_family == AF_INET)
+                        ? ((struct sockaddr_in *)&ss)->sin_port
+                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
     return fd;
 
 err_close:
@@ -301,8 +301,7 @@ static void orcd_listen_peer(const struct sockaddr_storage *ss,
     if (ss->ss_family == AF_INET) {
         memcpy(peer->addr, &((const struct sockaddr_in *)ss)->sin_addr, 4);
     } else if (ss->ss_family == AF_INET6) {
-        memcpy(peer->addr, &((const struct sockaddr_in6 *)ss)->sin6_addr,
-               16);
+        memcpy(peer->addr, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
     }
 }
 
@@ -412,12 +411,13 @@ static void orcd_listen_accept(orcd_listen_t *lst)
         pthread_mutex_unlock(&lst->lock);
         if (c == NULL) {
             orcd_debug("connection reset: limits.max_connections (%u) and "
-                       "the reserve are full", lst->max_connections);
+                       "the reserve are full",
+                       lst->max_connections);
             orcd_listen_reset(fd);
             continue;
         }
-        if (MHD_add_connection(lst->daemon, fd, (struct sockaddr *)&ss,
-                               len) != MHD_YES) {
+        if (MHD_add_connection(lst->daemon, fd, (struct sockaddr *)&ss, len) !=
+            MHD_YES) {
             /* failed (no memory): libmicrohttpd closed it */
             pthread_mutex_lock(&lst->lock);
             orcd_listen_unlink(lst, c);
@@ -511,8 +511,7 @@ void orcd_listen_destroy(orcd_listen_t *lst)
 
 /* ------------------------------------------------- libmicrohttpd's events */
 
-void orcd_listen_conn_started(orcd_listen_t *lst,
-                              struct MHD_Connection *conn,
+void orcd_listen_conn_started(orcd_listen_t *lst, struct MHD_Connection *conn,
                               void **socket_context)
 {
     const union MHD_ConnectionInfo *info;

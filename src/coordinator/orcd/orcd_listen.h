@@ -49,21 +49,20 @@ typedef struct orcd_conn orcd_conn_t;
  * Bind and listen on cfg's address and port (errors logged, with the
  * reason). Connections are accepted only once orcd_listen_run() is called.
  */
-int      orcd_listen_open(const orcd_config_t *cfg, orcd_listen_t **lst_p);
+int orcd_listen_open(const orcd_config_t *cfg, orcd_listen_t **lst_p);
 unsigned orcd_listen_port(orcd_listen_t *lst);
 /* Hand admitted connections to daemon (started with MHD_USE_NO_LISTEN_SOCKET,
  * a connection limit of ORCD_LISTEN_MAX() and no per-IP limit: the limits
  * are applied here). */
-int      orcd_listen_run(orcd_listen_t *lst, struct MHD_Daemon *daemon);
+int orcd_listen_run(orcd_listen_t *lst, struct MHD_Daemon *daemon);
 /* Stop accepting and close the listening socket (idempotent) */
-void     orcd_listen_stop(orcd_listen_t *lst);
+void orcd_listen_stop(orcd_listen_t *lst);
 /* After the daemon stopped */
-void     orcd_listen_destroy(orcd_listen_t *lst);
+void orcd_listen_destroy(orcd_listen_t *lst);
 
 /* libmicrohttpd's connection notifications (MHD_OPTION_NOTIFY_CONNECTION);
  * *socket_context holds the orcd_conn_t */
-void orcd_listen_conn_started(orcd_listen_t *lst,
-                              struct MHD_Connection *conn,
+void orcd_listen_conn_started(orcd_listen_t *lst, struct MHD_Connection *conn,
                               void **socket_context);
 void orcd_listen_conn_closed(orcd_listen_t *lst, void *socket_context);
 /* The connection's request (head and body) arrived whole: no deadline until
@@ -71,10 +70,9 @@ void orcd_listen_conn_closed(orcd_listen_t *lst, void *socket_context);
 void orcd_listen_request_received(orcd_listen_t *lst,
                                   struct MHD_Connection *conn);
 /* The response was sent: the connection waits for its next request */
-void orcd_listen_request_done(orcd_listen_t *lst,
-                              struct MHD_Connection *conn);
+void orcd_listen_request_done(orcd_listen_t *lst, struct MHD_Connection *conn);
 /* Was the connection admitted over the limit (answer it 503 and close)? */
-int  orcd_listen_conn_refused(orcd_listen_t *lst, struct MHD_Connection *conn);
+int orcd_listen_conn_refused(orcd_listen_t *lst, struct MHD_Connection *conn);
 
 #ifdef __cplusplus
 }

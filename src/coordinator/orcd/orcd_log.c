@@ -45,8 +45,8 @@ void orcd_vlog(orcd_log_level_t level, const char *fmt, va_list ap)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-    n = snprintf(line, sizeof(line), "%s.%03dZ orcd %s: ", stamp,
-                 (int)(tv.tv_usec / 1000), names[level]);
+    n     = snprintf(line, sizeof(line), "%s.%03dZ orcd %s: ", stamp,
+                     (int)(tv.tv_usec / 1000), names[level]);
     errno = saved_errno;
     vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
     /* one fprintf per line: stdio locks the stream, lines do not
@@ -65,9 +65,9 @@ void orcd_log(orcd_log_level_t level, const char *fmt, ...)
 }
 
 _Static_assert((int)ORC_STORE_LOG_ERROR == (int)ORCD_LOG_ERROR &&
-               (int)ORC_STORE_LOG_WARN == (int)ORCD_LOG_WARN &&
-               (int)ORC_STORE_LOG_INFO == (int)ORCD_LOG_INFO &&
-               (int)ORC_STORE_LOG_DEBUG == (int)ORCD_LOG_DEBUG,
+                   (int)ORC_STORE_LOG_WARN == (int)ORCD_LOG_WARN &&
+                   (int)ORC_STORE_LOG_INFO == (int)ORCD_LOG_INFO &&
+                   (int)ORC_STORE_LOG_DEBUG == (int)ORCD_LOG_DEBUG,
                "store log levels follow orcd's");
 
 void orcd_log_store(orc_store_log_level_t level, const char *fmt, va_list ap)

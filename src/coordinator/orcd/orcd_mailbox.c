@@ -21,8 +21,7 @@
 /* The ack record of c->id's mailbox (text, "" if none) and its mod
  * revision (0 if none), read with the range flags given: malloc'ed, or NULL
  * with the response filled */
-static char *orcd_mbox_acked(orcd_ctx_t *c, unsigned flags,
-                             uint64_t *mod_rev_p)
+static char *orcd_mbox_acked(orcd_ctx_t *c, unsigned flags, uint64_t *mod_rev_p)
 {
     char key[ORCD_KEY_MAX], *text;
     orc_store_range_result_t res;
@@ -188,7 +187,8 @@ static int orcd_mbox_room(orcd_ctx_t *c)
     if (queued >= c->cfg->mailbox_depth) {
         orcd_api_error(c->resp, 429, "mailbox_full",
                        "mailbox of node %" PRIu64 " holds %zu messages (limit "
-                       "%u)", c->id, queued, c->cfg->mailbox_depth);
+                       "%u)",
+                       c->id, queued, c->cfg->mailbox_depth);
         c->resp->retry_after = 1;
         return -1;
     }
@@ -264,8 +264,7 @@ void orcd_h_mailbox_post(orcd_ctx_t *c)
     }
     status = orcd_mbox_store(c, &node, value, &seq, &tres);
     if (status == ORC_STORE_OK) {
-        orcd_resp_json(c->resp, 201,
-                       json_pack("{sI}", "seq", (json_int_t)seq));
+        orcd_resp_json(c->resp, 201, json_pack("{sI}", "seq", (json_int_t)seq));
     } else if ((status == ORC_STORE_ENOENT) ||
                ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 1))) {
         orcd_node_missing(c);
@@ -339,8 +338,7 @@ static int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node,
     int status;
 
     orcd_key(prefix, c, "/mbox/%020" PRIu64 "/m/", c->id);
-    orcd_key(upto, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id,
-             after + 1);
+    orcd_key(upto, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id, after + 1);
     status = orcd_range(c, prefix, upto, 0, &res);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
@@ -366,15 +364,15 @@ static int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node,
      * after (seqs are taken in order), so the read above holds them all */
     orcd_key(ack_key, c, "/mbox/%020" PRIu64 "/ack", c->id);
     orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
-    ops[0] = (orc_store_op_t){ORC_STORE_OP_DELETE_RANGE, prefix, upto, NULL,
-                              0, 0};
-    ops[1] = (orc_store_op_t){ORC_STORE_OP_PUT, ack_key, NULL, record,
-                              strlen(record), node->lease};
+    ops[0] =
+        (orc_store_op_t){ORC_STORE_OP_DELETE_RANGE, prefix, upto, NULL, 0, 0};
+    ops[1]  = (orc_store_op_t){ORC_STORE_OP_PUT, ack_key,        NULL,
+                               record,           strlen(record), node->lease};
     cmps[0] = (orc_store_cmp_t){node_key, ORC_STORE_CMP_CREATE,
                                 ORC_STORE_CMP_EQUAL, node->create_rev};
-    cmps[1] = (orc_store_cmp_t){ack_key, ORC_STORE_CMP_MOD,
-                                ORC_STORE_CMP_EQUAL, ack_rev};
-    status = orcd_txn(c, cmps, 2, ops, 2, &tres);
+    cmps[1] = (orc_store_cmp_t){ack_key, ORC_STORE_CMP_MOD, ORC_STORE_CMP_EQUAL,
+                                ack_rev};
+    status  = orcd_txn(c, cmps, 2, ops, 2, &tres);
     free(record);
     orc_store_range_result_free(&res);
     if ((status == ORC_STORE_ENOENT) ||
@@ -392,8 +390,8 @@ static int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node,
 }
 
 /* The messages of a range as the answer's list (without their rid) */
-static json_t *orcd_mbox_list(const orc_store_range_result_t *res,
-                              size_t plen, uint64_t *last_p)
+static json_t *orcd_mbox_list(const orc_store_range_result_t *res, size_t plen,
+                              uint64_t *last_p)
 {
     json_t *msgs = json_array(), *m;
     uint64_t seq;
@@ -429,8 +427,7 @@ void orcd_h_mailbox_get(orcd_ctx_t *c)
     double wait;
     size_t plen;
 
-    if (orcd_query_u64(c, "after", &after, NULL) ||
-        orcd_query_wait(c, &wait)) {
+    if (orcd_query_u64(c, "after", &after, NULL) || orcd_query_wait(c, &wait)) {
         return;
     }
     if (after == UINT64_MAX) {

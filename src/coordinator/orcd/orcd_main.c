@@ -72,8 +72,10 @@ static orcd_config_t *orcd_load_config(const orcd_opts_t *o)
     }
     if ((o->listen != NULL) &&
         orcd_config_parse_listen(o->listen, &cfg->address, &cfg->port)) {
-        fprintf(stderr, "orcd: --listen %s: expected ADDR:PORT or "
-                        "[IPV6]:PORT\n", o->listen);
+        fprintf(stderr,
+                "orcd: --listen %s: expected ADDR:PORT or "
+                "[IPV6]:PORT\n",
+                o->listen);
         goto err;
     }
     if (o->listen != NULL) {
@@ -89,8 +91,10 @@ static orcd_config_t *orcd_load_config(const orcd_opts_t *o)
     }
     if ((o->log_level != NULL) &&
         orcd_config_parse_log_level(o->log_level, &cfg->log_level)) {
-        fprintf(stderr, "orcd: --log-level %s: expected error, warn, info or "
-                        "debug\n", o->log_level);
+        fprintf(stderr,
+                "orcd: --log-level %s: expected error, warn, info or "
+                "debug\n",
+                o->log_level);
         goto err;
     }
     if (orcd_config_finalize(cfg, err, sizeof(err))) {
@@ -131,7 +135,7 @@ static int orcd_write_port_file(const char *path, unsigned port)
 }
 
 typedef struct orcd_live {
-    char    *snapshot_path;
+    char *snapshot_path;
     unsigned snapshot_interval;
 } orcd_live_t;
 
@@ -140,8 +144,8 @@ static void orcd_copy_live(const orcd_config_t *cfg, void *arg)
     orcd_live_t *live = arg;
 
     free(live->snapshot_path);
-    live->snapshot_path     = (cfg->snapshot_path != NULL) ?
-                                      strdup(cfg->snapshot_path) : NULL;
+    live->snapshot_path =
+        (cfg->snapshot_path != NULL) ? strdup(cfg->snapshot_path) : NULL;
     live->snapshot_interval = cfg->snapshot_interval;
 }
 
@@ -178,8 +182,7 @@ static int orcd_open_store(const orcd_config_t *cfg, orc_store_t **store_p)
     ep.etcd.username   = e->username;
     ep.etcd.password   = e->password;
     ep.etcd.timeout_ms = (unsigned)(e->timeout * 1000);
-    if (orc_store_etcd_open(&ep, store_p, err, sizeof(err)) !=
-        ORC_STORE_OK) {
+    if (orc_store_etcd_open(&ep, store_p, err, sizeof(err)) != ORC_STORE_OK) {
         orcd_error("store.etcd: %s", err);
         return -1;
     }
@@ -223,9 +226,9 @@ int main(int argc, char **argv)
         {"port-file", required_argument, NULL, 'P'},
         {"check-config", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}
+        {NULL, 0, NULL, 0},
     };
-    orcd_opts_t o = {0};
+    orcd_opts_t o    = {0};
     orcd_live_t live = {0};
     orcd_config_t *cfg, *next;
     orcd_restart_check_t rc;
@@ -239,14 +242,30 @@ int main(int argc, char **argv)
 
     while ((opt = getopt_long(argc, argv, "c:l:s:h", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'c': o.config = optarg; break;
-        case 'l': o.listen = optarg; break;
-        case 's': o.snapshot = optarg; break;
-        case 'L': o.log_level = optarg; break;
-        case 'P': o.port_file = optarg; break;
-        case 'C': o.check = optarg; break;
-        case 'h': orcd_usage(stdout); return 0;
-        default: orcd_usage(stderr); return 2;
+        case 'c':
+            o.config = optarg;
+            break;
+        case 'l':
+            o.listen = optarg;
+            break;
+        case 's':
+            o.snapshot = optarg;
+            break;
+        case 'L':
+            o.log_level = optarg;
+            break;
+        case 'P':
+            o.port_file = optarg;
+            break;
+        case 'C':
+            o.check = optarg;
+            break;
+        case 'h':
+            orcd_usage(stdout);
+            return 0;
+        default:
+            orcd_usage(stderr);
+            return 2;
         }
     }
     if (optind != argc) {
@@ -299,7 +318,8 @@ int main(int argc, char **argv)
         goto out_api;
     }
     orcd_info("listening on %s port %u (%s, auth %s, store %s, HTTP "
-              "threads %u)", next->address, orcd_server_port(srv),
+              "threads %u)",
+              next->address, orcd_server_port(srv),
               next->tls_cert ? "https" : "http",
               next->auth_enabled ? "on" : "off", store->ops->name,
               orcd_config_threads(next));
@@ -312,7 +332,7 @@ int main(int argc, char **argv)
     for (;;) {
         wait_ts.tv_sec  = 1;
         wait_ts.tv_nsec = 0;
-        sig = sigtimedwait(&set, NULL, &wait_ts);
+        sig             = sigtimedwait(&set, NULL, &wait_ts);
         if ((sig == SIGINT) || (sig == SIGTERM)) {
             orcd_info("%s: shutting down", strsignal(sig));
             break;
@@ -325,7 +345,8 @@ int main(int argc, char **argv)
             next = orcd_load_config(&o);
             if (next == NULL) {
                 orcd_error("SIGHUP: %s not reloaded: keeping the running "
-                           "configuration", o.config);
+                           "configuration",
+                           o.config);
                 continue;
             }
             rc.next = next;
@@ -335,7 +356,8 @@ int main(int argc, char **argv)
             orcd_api_set_config(api, next);
             orcd_api_with_config(api, orcd_copy_live, &live);
             orcd_info("SIGHUP: reloaded %s (tokens, limits, ttl, snapshot, "
-                      "log level)", o.config);
+                      "log level)",
+                      o.config);
             continue;
         }
         if ((sig < 0) && (errno != EAGAIN) && (errno != EINTR)) {

@@ -12,13 +12,11 @@
 #include <string.h>
 
 static const unsigned orcd_status_slots[ORCD_STATUS_SLOTS - 1] = {
-    200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413, 429, 500, 503, 0
-};
+    200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413, 429, 500, 503, 0};
 
 static const double orcd_latency_bounds[ORCD_LATENCY_SLOTS - 1] = {
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 1, 5, 30
-};
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025,  0.05,    0.1,    0.25,  1,      5,     30};
 
 void orcd_api_record(orcd_api_t *api, orcd_route_t route, unsigned status,
                      double seconds)
@@ -39,8 +37,7 @@ void orcd_api_record(orcd_api_t *api, orcd_route_t route, unsigned status,
             break;
         }
     }
-    atomic_fetch_add_explicit(&m->requests[route][s], 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->requests[route][s], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency[route][l], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->latency_sum_us[route],
                               (uint64_t)(seconds * 1e6), memory_order_relaxed);
@@ -50,8 +47,8 @@ void orcd_h_metrics(orcd_ctx_t *c)
 {
     orcd_api_t *api       = c->api;
     orcd_response_t *resp = c->resp;
-    orcd_metrics_t *m   = &api->metrics;
-    orcd_buf_t b        = {0};
+    orcd_metrics_t *m     = &api->metrics;
+    orcd_buf_t b          = {0};
     orc_store_stats_t stats;
     uint64_t v, cum, nodes, msgs;
     size_t r, s, l;
@@ -76,12 +73,14 @@ void orcd_h_metrics(orcd_ctx_t *c)
                 continue;
             }
             if (s < ORCD_STATUS_SLOTS - 1 && orcd_status_slots[s] != 0) {
-                orcd_buf_printf(&b, "orcd_requests_total{route=\"%s\","
-                                    "status=\"%u\"} %" PRIu64 "\n",
+                orcd_buf_printf(&b,
+                                "orcd_requests_total{route=\"%s\","
+                                "status=\"%u\"} %" PRIu64 "\n",
                                 orcd_route_name(r), orcd_status_slots[s], v);
             } else {
-                orcd_buf_printf(&b, "orcd_requests_total{route=\"%s\","
-                                    "status=\"other\"} %" PRIu64 "\n",
+                orcd_buf_printf(&b,
+                                "orcd_requests_total{route=\"%s\","
+                                "status=\"other\"} %" PRIu64 "\n",
                                 orcd_route_name(r), v);
             }
         }
@@ -92,31 +91,33 @@ void orcd_h_metrics(orcd_ctx_t *c)
     for (r = 0; r < ORCD_ROUTE_LAST; ++r) {
         cum = 0;
         for (l = 0; l < ORCD_LATENCY_SLOTS; ++l) {
-            cum += atomic_load_explicit(&m->latency[r][l],
-                                        memory_order_relaxed);
+            cum +=
+                atomic_load_explicit(&m->latency[r][l], memory_order_relaxed);
         }
         if (cum == 0) {
             continue;
         }
         cum = 0;
         for (l = 0; l < ORCD_LATENCY_SLOTS - 1; ++l) {
-            cum += atomic_load_explicit(&m->latency[r][l],
-                                        memory_order_relaxed);
-            orcd_buf_printf(&b, "orcd_request_duration_seconds_bucket{route="
-                                "\"%s\",le=\"%g\"} %" PRIu64 "\n",
+            cum +=
+                atomic_load_explicit(&m->latency[r][l], memory_order_relaxed);
+            orcd_buf_printf(&b,
+                            "orcd_request_duration_seconds_bucket{route="
+                            "\"%s\",le=\"%g\"} %" PRIu64 "\n",
                             orcd_route_name(r), orcd_latency_bounds[l], cum);
         }
         cum += atomic_load_explicit(&m->latency[r][l], memory_order_relaxed);
-        orcd_buf_printf(&b, "orcd_request_duration_seconds_bucket{route=\"%s\","
-                            "le=\"+Inf\"} %" PRIu64 "\n"
-                            "orcd_request_duration_seconds_sum{route=\"%s\"} "
-                            "%.6f\n"
-                            "orcd_request_duration_seconds_count{route=\"%s\"} "
-                            "%" PRIu64 "\n",
+        orcd_buf_printf(&b,
+                        "orcd_request_duration_seconds_bucket{route=\"%s\","
+                        "le=\"+Inf\"} %" PRIu64 "\n"
+                        "orcd_request_duration_seconds_sum{route=\"%s\"} "
+                        "%.6f\n"
+                        "orcd_request_duration_seconds_count{route=\"%s\"} "
+                        "%" PRIu64 "\n",
                         orcd_route_name(r), cum, orcd_route_name(r),
                         (double)atomic_load_explicit(&m->latency_sum_us[r],
                                                      memory_order_relaxed) /
-                                1e6,
+                            1e6,
                         orcd_route_name(r), cum);
     }
     orcd_buf_printf(&b,
@@ -158,4 +159,3 @@ void orcd_h_metrics(orcd_ctx_t *c)
     orcd_resp_set_body(resp, 200, b.data, b.len);
     resp->content_type = "text/plain; version=0.0.4";
 }
-

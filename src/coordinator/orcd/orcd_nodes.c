@@ -121,7 +121,8 @@ static json_t *orcd_register_record(orcd_ctx_t *c)
         goto out_body;
     }
     if (json_is_object(labels)) {
-        json_object_foreach(labels, lk, v) {
+        json_object_foreach(labels, lk, v)
+        {
             if (!json_is_string(v)) {
                 orcd_api_error(c->resp, 400, "bad_field",
                                "label values must be strings");
@@ -132,10 +133,10 @@ static json_t *orcd_register_record(orcd_ctx_t *c)
     ttl = (ttl == 0) ? cfg->ttl_default : ttl;
     ttl = (ttl < cfg->ttl_min) ? cfg->ttl_min : ttl;
     ttl = (ttl > cfg->ttl_max) ? cfg->ttl_max : ttl;
-    rec = json_pack("{sssIsosI}", "host", host, "pid", pid, "labels",
-                    json_is_object(labels) ? json_incref(labels) :
-                                             json_object(),
-                    "ttl", ttl);
+    rec =
+        json_pack("{sssIsosI}", "host", host, "pid", pid, "labels",
+                  json_is_object(labels) ? json_incref(labels) : json_object(),
+                  "ttl", ttl);
     if ((rec != NULL) && (c->req->rid != NULL) &&
         json_object_set_new(rec, "rid", json_string(c->req->rid))) {
         json_decref(rec);
@@ -185,8 +186,8 @@ static int orcd_register_done(orcd_ctx_t *c, const char *rid)
         if ((r != NULL) && !strcmp(r, rid)) {
             found = 1;
             orcd_resp_json(c->resp, 201,
-                           json_pack("{sIsOsI}", "id", (json_int_t)c->id,
-                                     "ttl", ttl, "index",
+                           json_pack("{sIsOsI}", "id", (json_int_t)c->id, "ttl",
+                                     ttl, "index",
                                      (json_int_t)res.kvs[i].mod_rev));
         }
         json_decref(o);
@@ -196,8 +197,8 @@ static int orcd_register_done(orcd_ctx_t *c, const char *rid)
 }
 
 /* Take the next node id and store the node: the store's status */
-static int orcd_register_store(orcd_ctx_t *c, const char *value,
-                               uint64_t lease, orc_store_txn_result_t *tres)
+static int orcd_register_store(orcd_ctx_t *c, const char *value, uint64_t lease,
+                               orc_store_txn_result_t *tres)
 {
     char ids_key[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX];
     pthread_mutex_t *lock;
@@ -210,8 +211,8 @@ static int orcd_register_store(orcd_ctx_t *c, const char *value,
     if (lock == NULL) {
         return ORC_STORE_EUNAVAIL;
     }
-    for (attempt = 0; (attempt < ORCD_TXN_RETRIES) &&
-                      (status == ORC_STORE_ECOMPARE);
+    for (attempt = 0;
+         (attempt < ORCD_TXN_RETRIES) && (status == ORC_STORE_ECOMPARE);
          ++attempt) {
         status = orcd_get(c, ids_key, &kv);
         if (status == ORC_STORE_OK) {
@@ -226,12 +227,11 @@ static int orcd_register_store(orcd_ctx_t *c, const char *value,
         orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
         orcd_key(seq_key, c, "/mbox/%020" PRIu64 "/seq", c->id);
         {
-            orc_store_cmp_t cmp = {ids_key, ORC_STORE_CMP_VERSION,
-                                   ORC_STORE_CMP_EQUAL, version};
+            orc_store_cmp_t cmp   = {ids_key, ORC_STORE_CMP_VERSION,
+                                     ORC_STORE_CMP_EQUAL, version};
             orc_store_op_t ops[3] = {
                 {ORC_STORE_OP_PUT, ids_key, NULL, "", 0, 0},
-                {ORC_STORE_OP_PUT, node_key, NULL, value, strlen(value),
-                 lease},
+                {ORC_STORE_OP_PUT, node_key, NULL, value, strlen(value), lease},
                 {ORC_STORE_OP_PUT, seq_key, NULL, "", 0, lease},
             };
             status = orcd_txn(c, &cmp, 1, ops, 3, tres);
@@ -257,9 +257,10 @@ void orcd_h_register(orcd_ctx_t *c)
         json_decref(rec);
         return;
     }
-    status = c->store->ops->lease_grant(
-            c->store, json_integer_value(json_object_get(rec, "ttl")), &lease,
-            &granted);
+    status = c->store->ops->lease_grant(c->store,
+                                        json_integer_value(
+                                            json_object_get(rec, "ttl")),
+                                        &lease, &granted);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         goto out_rec;
@@ -268,8 +269,8 @@ void orcd_h_register(orcd_ctx_t *c)
     if (!json_object_set_new(rec, "ttl", json_integer(granted))) {
         value = json_dumps(rec, JSON_COMPACT);
     }
-    status = (value != NULL) ? orcd_register_store(c, value, lease, &tres) :
-                               ORC_STORE_ENOMEM;
+    status = (value != NULL) ? orcd_register_store(c, value, lease, &tres)
+                             : ORC_STORE_ENOMEM;
     if (status != ORC_STORE_OK) {
         /* nothing of the node may stay behind (if this fails, the lease
          * expires by itself) */
@@ -282,8 +283,8 @@ void orcd_h_register(orcd_ctx_t *c)
         }
         goto out_value;
     }
-    orcd_debug("job %s: node %" PRIu64 " registered (ttl %lld)", c->job,
-               c->id, (long long)granted);
+    orcd_debug("job %s: node %" PRIu64 " registered (ttl %lld)", c->job, c->id,
+               (long long)granted);
     orcd_resp_json(c->resp, 201,
                    json_pack("{sIsIsI}", "id", (json_int_t)c->id, "ttl",
                              (json_int_t)granted, "index",
@@ -295,8 +296,7 @@ out_rec:
 }
 
 /* The node list of a range over the job's /nodes/ */
-static json_t *orcd_list_nodes(const orc_store_range_result_t *res,
-                               size_t plen)
+static json_t *orcd_list_nodes(const orc_store_range_result_t *res, size_t plen)
 {
     const orc_store_kv_t *ep;
     json_t *nodes = json_array(), *o;
@@ -390,8 +390,7 @@ void orcd_h_node_get(orcd_ctx_t *c)
         orcd_resp_store_error(c->resp, status);
         goto out_node;
     }
-    o = orcd_node_object(c->id, &node,
-                         (status == ORC_STORE_OK) ? &ep : NULL);
+    o = orcd_node_object(c->id, &node, (status == ORC_STORE_OK) ? &ep : NULL);
     if (o == NULL) {
         orcd_api_error(c->resp, 500, "internal", "corrupt node record");
     } else {

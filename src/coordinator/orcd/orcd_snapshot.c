@@ -77,7 +77,8 @@ static int orcd_snapshot_dir_ok(const char *path, const char *dir)
 
     if (stat(dir, &st) != 0) {
         orcd_error("snapshot %s: directory %s: %m (create it, or choose "
-                   "another snapshot.path)", path, dir);
+                   "another snapshot.path)",
+                   path, dir);
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {
@@ -126,17 +127,19 @@ int orcd_snapshot_restore(orc_store_t *store, const char *path)
     status = store->ops->snapshot_load(store, path);
     if (status != ORC_STORE_OK) {
         orcd_error("cannot restore the snapshot %s: %s (move it away to "
-                   "start empty)", path, orc_store_status_str(status));
+                   "start empty)",
+                   path, orc_store_status_str(status));
         return -1;
     }
     if (orcd_api_check_store(store, err, sizeof(err)) != 0) {
         orcd_error("cannot restore the snapshot %s: %s (move it away to "
-                   "start empty)", path, err);
+                   "start empty)",
+                   path, err);
         return -1;
     }
     orcd_info("restored %s (revision %llu); nodes have one TTL to send their "
-              "next keep-alive", path,
-              (unsigned long long)store->ops->revision(store));
+              "next keep-alive",
+              path, (unsigned long long)store->ops->revision(store));
     return 0;
 }
 

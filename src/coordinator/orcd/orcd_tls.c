@@ -17,8 +17,8 @@
 
 #define ORCD_TLS_FILE_MAX (1024 * 1024)
 
-int orcd_tls_check_pair(const char *cert_path, const char *key_path,
-                        char *err, size_t errlen)
+int orcd_tls_check_pair(const char *cert_path, const char *key_path, char *err,
+                        size_t errlen)
 {
     gnutls_certificate_credentials_t cred;
     gnutls_datum_t cert, key;
@@ -26,13 +26,13 @@ int orcd_tls_check_pair(const char *cert_path, const char *key_path,
     size_t cert_len, key_len;
     int ret = -1, gret;
 
-    cert_pem = orc_util_read_file(cert_path, ORCD_TLS_FILE_MAX, &cert_len,
-                                  err, errlen);
+    cert_pem = orc_util_read_file(cert_path, ORCD_TLS_FILE_MAX, &cert_len, err,
+                                  errlen);
     if (cert_pem == NULL) {
         return -1;
     }
-    key_pem = orc_util_read_file(key_path, ORCD_TLS_FILE_MAX, &key_len, err,
-                                 errlen);
+    key_pem =
+        orc_util_read_file(key_path, ORCD_TLS_FILE_MAX, &key_len, err, errlen);
     if (key_pem == NULL) {
         goto out_cert;
     }

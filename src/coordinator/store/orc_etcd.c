@@ -35,22 +35,22 @@ typedef enum orc_etcd_outcome {
  * (stream_lock: the multi handle of the stream running, if any).
  */
 struct orc_etcd {
-    char            **endpoints;
-    size_t            nendpoints;
-    _Atomic size_t    current;
-    char             *ca_file;
-    char             *cert_file;
-    char             *key_file;
-    char             *username;
-    char             *password;
-    unsigned          timeout_ms;
-    pthread_mutex_t   pool_lock;
-    CURL             *pool[ORC_ETCD_POOL_MAX];
-    unsigned          npool;
-    pthread_rwlock_t  token_lock;
-    char             *token;
-    pthread_mutex_t   stream_lock;
-    CURLM            *stream; /* the stream running, for orc_etcd_wake */
+    char **endpoints;
+    size_t nendpoints;
+    _Atomic size_t current;
+    char *ca_file;
+    char *cert_file;
+    char *key_file;
+    char *username;
+    char *password;
+    unsigned timeout_ms;
+    pthread_mutex_t pool_lock;
+    CURL *pool[ORC_ETCD_POOL_MAX];
+    unsigned npool;
+    pthread_rwlock_t token_lock;
+    char *token;
+    pthread_mutex_t stream_lock;
+    CURLM *stream; /* the stream running, for orc_etcd_wake */
 };
 
 static pthread_once_t orc_etcd_once = PTHREAD_ONCE_INIT;
@@ -81,13 +81,13 @@ char *orc_etcd_get_bytes(json_t *o, const char *field, size_t *len_p)
     void *data;
 
     if (v == NULL) {
-        data = calloc(1, 1); /* etcd leaves empty fields out */
+        data   = calloc(1, 1); /* etcd leaves empty fields out */
         *len_p = 0;
         return data;
     }
     if (!json_is_string(v) ||
-        orc_util_b64_decode(json_string_value(v), json_string_length(v),
-                            &data, len_p)) {
+        orc_util_b64_decode(json_string_value(v), json_string_length(v), &data,
+                            len_p)) {
         return NULL;
     }
     return data;
@@ -95,7 +95,7 @@ char *orc_etcd_get_bytes(json_t *o, const char *field, size_t *len_p)
 
 uint64_t orc_etcd_get_u64(json_t *o, const char *field)
 {
-    json_t *v = json_object_get(o, field);
+    json_t *v  = json_object_get(o, field);
     uint64_t u = 0;
 
     if (json_is_integer(v) && (json_integer_value(v) >= 0)) {
@@ -230,8 +230,7 @@ static orc_etcd_outcome_t orc_etcd_error_outcome(long http, json_t *reply,
 static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
                                         const char *path, const char *text,
                                         long timeout_ms, int *status_p,
-                                        json_t **reply_p,
-                                        const char **reason_p)
+                                        json_t **reply_p, const char **reason_p)
 {
     orc_util_buf_t buf = {.max = ORC_ETCD_REPLY_MAX};
     struct curl_slist *headers;
@@ -260,8 +259,8 @@ static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t)strlen(text));
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (timeout_ms > 0) ? timeout_ms :
-                                                                   1);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
+                     (timeout_ms > 0) ? timeout_ms : 1);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
                      (timeout_ms > 0) ? timeout_ms : 1);
     rc = curl_easy_perform(curl);
@@ -311,8 +310,8 @@ static int orc_etcd_authenticate(orc_etcd_t *etcd, size_t ep, char *err,
     char *text, *copy;
     int status = ORC_STORE_EIO;
 
-    body = json_pack("{ssss}", "name", etcd->username, "password",
-                     etcd->password);
+    body =
+        json_pack("{ssss}", "name", etcd->username, "password", etcd->password);
     text = (body != NULL) ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (text == NULL) {
@@ -362,8 +361,8 @@ int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
                   int idempotent, json_t **reply_p)
 {
     uint64_t deadline = orc_util_now_ms() + etcd->timeout_ms, now;
-    size_t refused = 0, ep, first;
-    unsigned backoff = ORC_ETCD_BACKOFF_MS;
+    size_t refused    = 0, ep, first;
+    unsigned backoff  = ORC_ETCD_BACKOFF_MS;
     orc_etcd_outcome_t out;
     const char *reason = "";
     int status = ORC_STORE_EUNAVAIL, reauth = 0;
@@ -387,8 +386,8 @@ int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
         if (out == ORC_ETCD_DONE) {
             goto out;
         }
-        if ((out == ORC_ETCD_REAUTH) && (etcd->username != NULL) &&
-            !reauth++ && !orc_etcd_authenticate(etcd, ep, err, sizeof(err))) {
+        if ((out == ORC_ETCD_REAUTH) && (etcd->username != NULL) && !reauth++ &&
+            !orc_etcd_authenticate(etcd, ep, err, sizeof(err))) {
             continue;
         }
         if ((out == ORC_ETCD_UNCERTAIN) && !idempotent) {
@@ -405,10 +404,11 @@ int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
         }
         refused = 0;
         now     = orc_util_now_ms();
-        orc_etcd_sleep_ms((now + backoff < deadline) ? backoff :
-                          (deadline > now) ? deadline - now : 0);
-        backoff = (backoff * 2 > ORC_ETCD_BACKOFF_MAX) ? ORC_ETCD_BACKOFF_MAX :
-                                                         backoff * 2;
+        orc_etcd_sleep_ms((now + backoff < deadline) ? backoff
+                          : (deadline > now)         ? deadline - now
+                                                     : 0);
+        backoff = (backoff * 2 > ORC_ETCD_BACKOFF_MAX) ? ORC_ETCD_BACKOFF_MAX
+                                                       : backoff * 2;
     }
     status = ORC_STORE_EUNAVAIL;
     orc_store_log(ORC_STORE_LOG_DEBUG, "etcd %s: unavailable (%s)", path,
@@ -422,10 +422,10 @@ out:
 
 typedef struct orc_etcd_stream_ctx {
     orc_util_buf_t buf;
-    int          (*on_message)(void *arg, json_t *msg);
-    int          (*stopped)(void *arg);
-    void          *arg;
-    int            done;
+    int (*on_message)(void *arg, json_t *msg);
+    int (*stopped)(void *arg);
+    void *arg;
+    int done;
 } orc_etcd_stream_ctx_t;
 
 /* Hand every complete line (a JSON object) to on_message */
@@ -475,8 +475,8 @@ static void orc_etcd_stream_run(orc_etcd_t *etcd, CURLM *multi,
     pthread_mutex_unlock(&etcd->stream_lock);
     while (running && !s->stopped(s->arg)) {
         if ((curl_multi_perform(multi, &running) != CURLM_OK) ||
-            (running && (curl_multi_poll(multi, NULL, 0, 1000, NULL) !=
-                         CURLM_OK))) {
+            (running &&
+             (curl_multi_poll(multi, NULL, 0, 1000, NULL) != CURLM_OK))) {
             break;
         }
     }
@@ -489,8 +489,11 @@ int orc_etcd_stream(orc_etcd_t *etcd, const char *path, json_t *body,
                     int (*on_message)(void *arg, json_t *msg),
                     int (*stopped)(void *arg), void *arg)
 {
-    orc_etcd_stream_ctx_t s = {{.max = ORC_ETCD_REPLY_MAX}, on_message,
-                               stopped, arg, 0};
+    orc_etcd_stream_ctx_t s = {{.max = ORC_ETCD_REPLY_MAX},
+                               on_message,
+                               stopped,
+                               arg,
+                               0};
     struct curl_slist *headers;
     char url[1024], *text;
     CURLM *multi;
@@ -570,8 +573,8 @@ static int orc_etcd_probe(orc_etcd_t *etcd, char *err, size_t errlen)
             return 0;
         }
         snprintf(err, errlen, "%s: %s", etcd->endpoints[i],
-                 (out == ORC_ETCD_DONE) ? orc_store_status_str(status) :
-                                          reason);
+                 (out == ORC_ETCD_DONE) ? orc_store_status_str(status)
+                                        : reason);
     }
     return -1;
 }
@@ -594,7 +597,7 @@ int orc_etcd_open(const orc_etcd_params_t *params, orc_etcd_t **etcd_p,
         return -1;
     }
     etcd->endpoints = calloc(params->nendpoints, sizeof(char *));
-    failed         |= (etcd->endpoints == NULL);
+    failed |= (etcd->endpoints == NULL);
     for (i = 0; !failed && (i < params->nendpoints); ++i) {
         etcd->endpoints[i] = orc_etcd_strdup(params->endpoints[i], &failed);
         etcd->nendpoints   = i + 1;

@@ -27,20 +27,20 @@ extern "C" {
 typedef struct orc_etcd orc_etcd_t;
 
 typedef struct orc_etcd_params {
-    const char *const *endpoints;  /* http[s]://host:port */
-    size_t             nendpoints;
-    const char        *ca_file;    /* https: CA of the cluster (NULL: system) */
-    const char        *cert_file;  /* client certificate (NULL: none) */
-    const char        *key_file;
-    const char        *username;   /* NULL: no auth */
-    const char        *password;
-    unsigned           timeout_ms; /* budget of one call, retries included */
+    const char *const *endpoints; /* http[s]://host:port */
+    size_t nendpoints;
+    const char *ca_file;   /* https: CA of the cluster (NULL: system) */
+    const char *cert_file; /* client certificate (NULL: none) */
+    const char *key_file;
+    const char *username; /* NULL: no auth */
+    const char *password;
+    unsigned timeout_ms; /* budget of one call, retries included */
 } orc_etcd_params_t;
 
 /* Connect and check: at least one endpoint answers (and authenticates);
  * else -1 with the reason in err */
-int  orc_etcd_open(const orc_etcd_params_t *params, orc_etcd_t **etcd_p,
-                   char *err, size_t errlen);
+int orc_etcd_open(const orc_etcd_params_t *params, orc_etcd_t **etcd_p,
+                  char *err, size_t errlen);
 void orc_etcd_close(orc_etcd_t *etcd);
 
 /*
@@ -50,8 +50,8 @@ void orc_etcd_close(orc_etcd_t *etcd);
  * refused the request as invalid; logged), ORC_STORE_EUNAVAIL (see above),
  * ORC_STORE_EIO (another etcd error; logged).
  */
-int  orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
-                   int idempotent, json_t **reply_p);
+int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
+                  int idempotent, json_t **reply_p);
 
 /*
  * A streaming POST (the watch): on_message gets each JSON object etcd
@@ -61,9 +61,9 @@ int  orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
  * the caller reconnects. ORC_STORE_OK if on_message ended it, else
  * ORC_STORE_EUNAVAIL.
  */
-int  orc_etcd_stream(orc_etcd_t *etcd, const char *path, json_t *body,
-                     int (*on_message)(void *arg, json_t *msg),
-                     int (*stopped)(void *arg), void *arg);
+int orc_etcd_stream(orc_etcd_t *etcd, const char *path, json_t *body,
+                    int (*on_message)(void *arg, json_t *msg),
+                    int (*stopped)(void *arg), void *arg);
 /* Make the running stream ask stopped() now */
 void orc_etcd_wake(orc_etcd_t *etcd);
 /* After a stream failed: use the next endpoint */
@@ -71,9 +71,9 @@ void orc_etcd_next_endpoint(orc_etcd_t *etcd);
 
 /* JSON helpers for etcd's encoding: bytes are base64 strings, 64-bit
  * integers are decimal strings (or numbers) */
-json_t  *orc_etcd_bytes(const void *data, size_t len);
+json_t *orc_etcd_bytes(const void *data, size_t len);
 /* decoded copy of a bytes field (NUL-terminated; "" if absent), or NULL */
-char    *orc_etcd_get_bytes(json_t *o, const char *field, size_t *len_p);
+char *orc_etcd_get_bytes(json_t *o, const char *field, size_t *len_p);
 uint64_t orc_etcd_get_u64(json_t *o, const char *field);
 
 #ifdef __cplusplus

@@ -43,16 +43,26 @@ void orc_store_log(orc_store_log_level_t level, const char *fmt, ...)
 const char *orc_store_status_str(int status)
 {
     switch (status) {
-    case ORC_STORE_OK:       return "ok";
-    case ORC_STORE_FIRED:    return "fired";
-    case ORC_STORE_ENOENT:   return "not found";
-    case ORC_STORE_ECOMPARE: return "compare failed";
-    case ORC_STORE_EINVAL:   return "invalid argument";
-    case ORC_STORE_ENOMEM:   return "out of memory";
-    case ORC_STORE_EIO:      return "i/o error";
-    case ORC_STORE_ENOTSUP:  return "not supported";
-    case ORC_STORE_EUNAVAIL: return "backend unavailable";
-    default:                 return "unknown status";
+    case ORC_STORE_OK:
+        return "ok";
+    case ORC_STORE_FIRED:
+        return "fired";
+    case ORC_STORE_ENOENT:
+        return "not found";
+    case ORC_STORE_ECOMPARE:
+        return "compare failed";
+    case ORC_STORE_EINVAL:
+        return "invalid argument";
+    case ORC_STORE_ENOMEM:
+        return "out of memory";
+    case ORC_STORE_EIO:
+        return "i/o error";
+    case ORC_STORE_ENOTSUP:
+        return "not supported";
+    case ORC_STORE_EUNAVAIL:
+        return "backend unavailable";
+    default:
+        return "unknown status";
     }
 }
 
@@ -99,10 +109,11 @@ char *orc_store_prefix_end(const char *prefix)
 int orc_store_put(orc_store_t *store, const char *key, const void *value,
                   size_t value_len, uint64_t lease, uint64_t *rev_p)
 {
-    orc_store_op_t op = {
-        .type = ORC_STORE_OP_PUT, .key = key, .value = value,
-        .value_len = value_len, .lease = lease
-    };
+    orc_store_op_t op = {.type      = ORC_STORE_OP_PUT,
+                         .key       = key,
+                         .value     = value,
+                         .value_len = value_len,
+                         .lease     = lease};
     orc_store_txn_result_t res;
     int status;
 
@@ -130,19 +141,18 @@ int orc_store_get(orc_store_t *store, const char *key, uint64_t min_rev,
         orc_store_range_result_free(&res);
         return ORC_STORE_ENOENT;
     }
-    *kv          = res.kvs[0];
-    res.count    = 0;
+    *kv       = res.kvs[0];
+    res.count = 0;
     orc_store_range_result_free(&res);
     return ORC_STORE_OK;
 }
 
-int orc_store_delete(orc_store_t *store, const char *key,
-                     const char *range_end, size_t *deleted_p,
-                     uint64_t *rev_p)
+int orc_store_delete(orc_store_t *store, const char *key, const char *range_end,
+                     size_t *deleted_p, uint64_t *rev_p)
 {
-    orc_store_op_t op = {
-        .type = ORC_STORE_OP_DELETE_RANGE, .key = key, .range_end = range_end
-    };
+    orc_store_op_t op = {.type      = ORC_STORE_OP_DELETE_RANGE,
+                         .key       = key,
+                         .range_end = range_end};
     orc_store_txn_result_t res;
     int status;
 

@@ -70,8 +70,8 @@ typedef enum orc_store_log_level {
     ORC_STORE_LOG_DEBUG,
 } orc_store_log_level_t;
 
-typedef void (*orc_store_log_fn_t)(orc_store_log_level_t level,
-                                   const char *fmt, va_list ap);
+typedef void (*orc_store_log_fn_t)(orc_store_log_level_t level, const char *fmt,
+                                   va_list ap);
 
 /* Where every store writes its messages (one line each, no newline); the
  * default writes them to stderr. Set once, before any store is opened. */
@@ -84,20 +84,20 @@ void orc_store_log(orc_store_log_level_t level, const char *fmt, ...)
 
 /* One key-value pair as returned by range (owned by the result). */
 typedef struct orc_store_kv {
-    char     *key;
-    char     *value;     /* value_len bytes, plus a NUL for convenience */
-    size_t    value_len;
-    uint64_t  create_rev;
-    uint64_t  mod_rev;
-    uint64_t  version;
-    uint64_t  lease;
+    char *key;
+    char *value; /* value_len bytes, plus a NUL for convenience */
+    size_t value_len;
+    uint64_t create_rev;
+    uint64_t mod_rev;
+    uint64_t version;
+    uint64_t lease;
 } orc_store_kv_t;
 
 typedef struct orc_store_range_result {
     orc_store_kv_t *kvs;
-    size_t          count;    /* entries in kvs */
-    size_t          total;    /* keys in the range (>= count with a limit) */
-    uint64_t        revision; /* store revision the range was read at */
+    size_t count;      /* entries in kvs */
+    size_t total;      /* keys in the range (>= count with a limit) */
+    uint64_t revision; /* store revision the range was read at */
 } orc_store_range_result_t;
 
 enum {
@@ -105,7 +105,7 @@ enum {
     ORC_STORE_RANGE_KEYS_ONLY  = 1u << 1, /* no values */
     /* the newest state, whatever min_rev: every write acknowledged by now,
      * also one whose answer was lost (etcd: read etcd, not the cache) */
-    ORC_STORE_RANGE_LATEST     = 1u << 2,
+    ORC_STORE_RANGE_LATEST = 1u << 2,
 };
 
 typedef enum orc_store_cmp_target {
@@ -124,10 +124,10 @@ typedef enum orc_store_cmp_result {
 
 /* Compare of one key's metadata; an absent key has all fields 0. */
 typedef struct orc_store_cmp {
-    const char             *key;
-    orc_store_cmp_target_t  target;
-    orc_store_cmp_result_t  result;
-    uint64_t                value;
+    const char *key;
+    orc_store_cmp_target_t target;
+    orc_store_cmp_result_t result;
+    uint64_t value;
 } orc_store_cmp_t;
 
 typedef enum orc_store_op_type {
@@ -136,19 +136,19 @@ typedef enum orc_store_op_type {
 } orc_store_op_type_t;
 
 typedef struct orc_store_op {
-    orc_store_op_type_t  type;
-    const char          *key;
-    const char          *range_end; /* DELETE_RANGE only; NULL: one key */
-    const void          *value;     /* PUT only */
-    size_t               value_len;
-    uint64_t             lease;     /* PUT only; must exist (else ENOENT) */
+    orc_store_op_type_t type;
+    const char *key;
+    const char *range_end; /* DELETE_RANGE only; NULL: one key */
+    const void *value;     /* PUT only */
+    size_t value_len;
+    uint64_t lease; /* PUT only; must exist (else ENOENT) */
 } orc_store_op_t;
 
 typedef struct orc_store_txn_result {
-    uint64_t revision;   /* revision after the transaction; on ECOMPARE one
+    uint64_t revision; /* revision after the transaction; on ECOMPARE one
                             at which reads show what failed */
-    size_t   failed_cmp; /* on ECOMPARE: index of the first failing compare */
-    size_t   deleted;    /* keys removed by DELETE_RANGE ops */
+    size_t failed_cmp; /* on ECOMPARE: index of the first failing compare */
+    size_t deleted;    /* keys removed by DELETE_RANGE ops */
 } orc_store_txn_result_t;
 
 /* Keys counted by class (orc_store_params_t::classify) */
@@ -174,8 +174,8 @@ typedef struct orc_store_stats {
  *    (NULL: all in 0); stats() counts the keys of each class.
  */
 typedef struct orc_store_params {
-    unsigned   reap_ms;     /* memory: lease expiry checks (0: 100 ms) */
-    unsigned   group_depth;
+    unsigned reap_ms; /* memory: lease expiry checks (0: 100 ms) */
+    unsigned group_depth;
     unsigned (*classify)(const char *key);
 } orc_store_params_t;
 
@@ -190,38 +190,38 @@ typedef struct orc_store orc_store_t;
  */
 typedef struct orc_store_ops {
     const char *name;
-    int  (*range)(orc_store_t *store, const char *key, const char *range_end,
-                  unsigned flags, size_t limit, uint64_t min_rev,
-                  orc_store_range_result_t *result);
-    int  (*txn)(orc_store_t *store, const orc_store_cmp_t *cmps, size_t ncmp,
-                const orc_store_op_t *ops, size_t nops,
-                orc_store_txn_result_t *result);
+    int (*range)(orc_store_t *store, const char *key, const char *range_end,
+                 unsigned flags, size_t limit, uint64_t min_rev,
+                 orc_store_range_result_t *result);
+    int (*txn)(orc_store_t *store, const orc_store_cmp_t *cmps, size_t ncmp,
+               const orc_store_op_t *ops, size_t nops,
+               orc_store_txn_result_t *result);
     /* *granted_p (may be NULL): the TTL granted, >= ttl */
-    int  (*lease_grant)(orc_store_t *store, int64_t ttl, uint64_t *id_p,
-                        int64_t *granted_p);
-    int  (*lease_keepalive)(orc_store_t *store, uint64_t id, int64_t *ttl_p);
+    int (*lease_grant)(orc_store_t *store, int64_t ttl, uint64_t *id_p,
+                       int64_t *granted_p);
+    int (*lease_keepalive)(orc_store_t *store, uint64_t id, int64_t *ttl_p);
     /* *rev_p (may be NULL): a revision at which the lease's keys are gone */
-    int  (*lease_revoke)(orc_store_t *store, uint64_t id, uint64_t *rev_p);
+    int (*lease_revoke)(orc_store_t *store, uint64_t id, uint64_t *rev_p);
     /* remaining seconds (rounded up) and granted TTL */
-    int  (*lease_ttl)(orc_store_t *store, uint64_t id, int64_t *remaining_p,
-                      int64_t *granted_p);
-    int  (*watch_create)(orc_store_t *store, const char *key,
-                         const char *range_end, uint64_t start_rev,
-                         orc_store_watch_cb_t cb, void *arg, uint64_t *id_p);
+    int (*lease_ttl)(orc_store_t *store, uint64_t id, int64_t *remaining_p,
+                     int64_t *granted_p);
+    int (*watch_create)(orc_store_t *store, const char *key,
+                        const char *range_end, uint64_t start_rev,
+                        orc_store_watch_cb_t cb, void *arg, uint64_t *id_p);
     /* ORC_STORE_OK: cancelled, the callback will never run;
      * ORC_STORE_ENOENT: it already ran (or never existed) */
-    int  (*watch_cancel)(orc_store_t *store, uint64_t id);
+    int (*watch_cancel)(orc_store_t *store, uint64_t id);
     uint64_t (*revision)(orc_store_t *store);
     void (*stats)(orc_store_t *store, orc_store_stats_t *stats);
     /* keys and bytes of one group (orc_store_params_t), 0 if none */
     void (*usage)(orc_store_t *store, const char *group, uint64_t *keys_p,
                   uint64_t *bytes_p);
     /* ORC_STORE_OK if the store can serve now, else ORC_STORE_EUNAVAIL */
-    int  (*health)(orc_store_t *store);
+    int (*health)(orc_store_t *store);
     /* Durable copy of the whole state (atomic: temp file + rename) and its
      * restore into an empty store; restored leases get a fresh full TTL. */
-    int  (*snapshot_save)(orc_store_t *store, const char *path);
-    int  (*snapshot_load)(orc_store_t *store, const char *path);
+    int (*snapshot_save)(orc_store_t *store, const char *path);
+    int (*snapshot_load)(orc_store_t *store, const char *path);
     void (*close)(orc_store_t *store);
 } orc_store_ops_t;
 
@@ -233,8 +233,7 @@ struct orc_store {
 /* In-memory implementation (orc_store_mem.c). Its reaper thread expires
  * leases within about params->reap_ms of their deadline. params NULL:
  * defaults, no groups, no classes. */
-int orc_store_mem_open(const orc_store_params_t *params,
-                       orc_store_t **store_p);
+int orc_store_mem_open(const orc_store_params_t *params, orc_store_t **store_p);
 
 /* The group of key (orc_store_params_t): its length in bytes */
 size_t orc_store_group_len(const char *key, unsigned group_depth);
@@ -244,15 +243,14 @@ void orc_store_range_result_free(orc_store_range_result_t *result);
 /* range_end for "every key starting with prefix"; caller frees;
  * "\0" (the whole keyspace) for an empty prefix or all 0xff bytes */
 char *orc_store_prefix_end(const char *prefix);
-int  orc_store_put(orc_store_t *store, const char *key, const void *value,
-                   size_t value_len, uint64_t lease, uint64_t *rev_p);
+int orc_store_put(orc_store_t *store, const char *key, const void *value,
+                  size_t value_len, uint64_t lease, uint64_t *rev_p);
 /* one key, read at min_rev or later; ENOENT if absent; fills kv (free with
  * orc_store_kv_free) */
-int  orc_store_get(orc_store_t *store, const char *key, uint64_t min_rev,
-                   orc_store_kv_t *kv, uint64_t *rev_p);
-int  orc_store_delete(orc_store_t *store, const char *key,
-                      const char *range_end, size_t *deleted_p,
-                      uint64_t *rev_p);
+int orc_store_get(orc_store_t *store, const char *key, uint64_t min_rev,
+                  orc_store_kv_t *kv, uint64_t *rev_p);
+int orc_store_delete(orc_store_t *store, const char *key, const char *range_end,
+                     size_t *deleted_p, uint64_t *rev_p);
 void orc_store_kv_free(orc_store_kv_t *kv);
 
 /* Slots for implementations that lack snapshots */

@@ -65,8 +65,8 @@ int orc_store_etcd_kv(orc_store_etcd_t *s, json_t *o, int with_value,
     }
     kv->key = strdup(full + s->plen);
     free(full);
-    kv->value = with_value ? orc_etcd_get_bytes(o, "value", &kv->value_len) :
-                             calloc(1, 1);
+    kv->value = with_value ? orc_etcd_get_bytes(o, "value", &kv->value_len)
+                           : calloc(1, 1);
     if ((kv->key == NULL) || (kv->value == NULL)) {
         orc_store_kv_free(kv);
         return -1;
@@ -87,7 +87,8 @@ uint64_t orc_store_etcd_max_mod(json_t *kvs, uint64_t rev)
     json_t *kv;
     size_t i;
 
-    json_array_foreach(kvs, i, kv) {
+    json_array_foreach(kvs, i, kv)
+    {
         mod = orc_etcd_get_u64(kv, "mod_revision");
         rev = (mod > rev) ? mod : rev;
     }
@@ -138,8 +139,8 @@ int orc_store_etcd_range_direct(orc_store_etcd_t *s, const char *key,
     kvs        = json_object_get(reply, "kvs");
     res->total = orc_etcd_get_u64(reply, "count");
     if (etcd_rev_p != NULL) {
-        *etcd_rev_p = orc_etcd_get_u64(json_object_get(reply, "header"),
-                                       "revision");
+        *etcd_rev_p =
+            orc_etcd_get_u64(json_object_get(reply, "header"), "revision");
     }
     /* The read's revision as the cache knows revisions: etcd's own may be
      * another deployment's write, which the cache never reaches. The
@@ -155,7 +156,8 @@ int orc_store_etcd_range_direct(orc_store_etcd_t *s, const char *key,
             return ORC_STORE_ENOMEM;
         }
     }
-    json_array_foreach(kvs, i, o) {
+    json_array_foreach(kvs, i, o)
+    {
         if (orc_store_etcd_kv(s, o, !(flags & ORC_STORE_RANGE_KEYS_ONLY),
                               &res->kvs[n]) == 0) {
             ++n;
@@ -186,8 +188,8 @@ static int orc_store_etcd_range(orc_store_t *store, const char *key,
     min_rev = (min_rev > written) ? min_rev : written;
     if (!(flags & ORC_STORE_RANGE_LATEST) && atomic_load(&s->live) &&
         orc_store_mem_wait_rev(s->cache, min_rev, s->cache_wait_ms)) {
-        status = s->cache->ops->range(s->cache, key, range_end, flags, limit,
-                                      0, result);
+        status = s->cache->ops->range(s->cache, key, range_end, flags, limit, 0,
+                                      result);
         /* the cache may not have a key another replica just wrote */
         if ((status != ORC_STORE_OK) || (range_end != NULL) ||
             (result->total > 0)) {
@@ -195,23 +197,27 @@ static int orc_store_etcd_range(orc_store_t *store, const char *key,
         }
         orc_store_range_result_free(result);
     }
-    return orc_store_etcd_range_direct(s, key, range_end, flags, limit,
-                                       result, NULL);
+    return orc_store_etcd_range_direct(s, key, range_end, flags, limit, result,
+                                       NULL);
 }
 
 /* ---------------------------------------------------------- transactions */
 
 static const char *const orc_store_etcd_targets[] = {
-    [ORC_STORE_CMP_VERSION] = "VERSION", [ORC_STORE_CMP_CREATE] = "CREATE",
-    [ORC_STORE_CMP_MOD] = "MOD", [ORC_STORE_CMP_LEASE] = "LEASE"};
+    [ORC_STORE_CMP_VERSION] = "VERSION",
+    [ORC_STORE_CMP_CREATE]  = "CREATE",
+    [ORC_STORE_CMP_MOD]     = "MOD",
+    [ORC_STORE_CMP_LEASE]   = "LEASE"};
 static const char *const orc_store_etcd_fields[] = {
     [ORC_STORE_CMP_VERSION] = "version",
     [ORC_STORE_CMP_CREATE]  = "create_revision",
     [ORC_STORE_CMP_MOD]     = "mod_revision",
     [ORC_STORE_CMP_LEASE]   = "lease"};
 static const char *const orc_store_etcd_results[] = {
-    [ORC_STORE_CMP_EQUAL] = "EQUAL", [ORC_STORE_CMP_NOT_EQUAL] = "NOT_EQUAL",
-    [ORC_STORE_CMP_GREATER] = "GREATER", [ORC_STORE_CMP_LESS] = "LESS"};
+    [ORC_STORE_CMP_EQUAL]     = "EQUAL",
+    [ORC_STORE_CMP_NOT_EQUAL] = "NOT_EQUAL",
+    [ORC_STORE_CMP_GREATER]   = "GREATER",
+    [ORC_STORE_CMP_LESS]      = "LESS"};
 
 static json_t *orc_store_etcd_u64(uint64_t v)
 {
@@ -221,8 +227,7 @@ static json_t *orc_store_etcd_u64(uint64_t v)
     return json_string(text);
 }
 
-static json_t *orc_store_etcd_cmp(orc_store_etcd_t *s,
-                                  const orc_store_cmp_t *c)
+static json_t *orc_store_etcd_cmp(orc_store_etcd_t *s, const orc_store_cmp_t *c)
 {
     if (((unsigned)c->target > ORC_STORE_CMP_LEASE) ||
         ((unsigned)c->result > ORC_STORE_CMP_LESS)) {
@@ -263,31 +268,28 @@ static json_t *orc_store_etcd_op(orc_store_etcd_t *s, const orc_store_op_t *op)
 /* The txn request: compares, ops, and on failure a read of each compared
  * key (to tell which compare failed) */
 static json_t *orc_store_etcd_txn_body(orc_store_etcd_t *s,
-                                       const orc_store_cmp_t *cmps,
-                                       size_t ncmp, const orc_store_op_t *ops,
-                                       size_t nops)
+                                       const orc_store_cmp_t *cmps, size_t ncmp,
+                                       const orc_store_op_t *ops, size_t nops)
 {
     json_t *compare = json_array(), *success = json_array();
     json_t *failure = json_array(), *body;
-    int failed      = (compare == NULL) || (success == NULL) ||
-                      (failure == NULL);
+    int failed = (compare == NULL) || (success == NULL) || (failure == NULL);
     size_t i;
 
     for (i = 0; !failed && (i < ncmp); ++i) {
-        failed = json_array_append_new(compare,
-                                       orc_store_etcd_cmp(s, &cmps[i])) ||
-                 json_array_append_new(
-                         failure,
-                         json_pack("{s:{s:o, s:b}}", "request_range", "key",
-                                   orc_store_etcd_key(s, cmps[i].key),
-                                   "keys_only", 1));
+        failed =
+            json_array_append_new(compare, orc_store_etcd_cmp(s, &cmps[i])) ||
+            json_array_append_new(failure,
+                                  json_pack("{s:{s:o, s:b}}", "request_range",
+                                            "key",
+                                            orc_store_etcd_key(s, cmps[i].key),
+                                            "keys_only", 1));
     }
     for (i = 0; !failed && (i < nops); ++i) {
-        failed = json_array_append_new(success,
-                                       orc_store_etcd_op(s, &ops[i]));
+        failed = json_array_append_new(success, orc_store_etcd_op(s, &ops[i]));
     }
-    body = failed ? NULL :
-                    json_pack("{s:o, s:o, s:o}", "compare", compare, "success",
+    body = failed ? NULL
+                  : json_pack("{s:o, s:o, s:o}", "compare", compare, "success",
                               success, "failure", failure);
     if (body == NULL) {
         json_decref(compare);
@@ -303,12 +305,17 @@ static int orc_store_etcd_cmp_holds(json_t *range, const orc_store_cmp_t *c)
     json_t *kv = json_array_get(json_object_get(range, "kvs"), 0);
     uint64_t v;
 
-    v = (kv == NULL) ? 0 : orc_etcd_get_u64(kv, orc_store_etcd_fields[c->target]);
+    v = (kv == NULL) ? 0
+                     : orc_etcd_get_u64(kv, orc_store_etcd_fields[c->target]);
     switch (c->result) {
-    case ORC_STORE_CMP_EQUAL:     return v == c->value;
-    case ORC_STORE_CMP_NOT_EQUAL: return v != c->value;
-    case ORC_STORE_CMP_GREATER:   return v > c->value;
-    case ORC_STORE_CMP_LESS:      return v < c->value;
+    case ORC_STORE_CMP_EQUAL:
+        return v == c->value;
+    case ORC_STORE_CMP_NOT_EQUAL:
+        return v != c->value;
+    case ORC_STORE_CMP_GREATER:
+        return v > c->value;
+    case ORC_STORE_CMP_LESS:
+        return v < c->value;
     }
     return 0;
 }
@@ -344,32 +351,33 @@ static int orc_store_etcd_txn(orc_store_t *store, const orc_store_cmp_t *cmps,
     if (status != ORC_STORE_OK) {
         return status;
     }
-    result->revision = orc_etcd_get_u64(json_object_get(reply, "header"),
-                                        "revision");
+    result->revision =
+        orc_etcd_get_u64(json_object_get(reply, "header"), "revision");
     responses = json_object_get(reply, "responses");
     if (!json_is_true(json_object_get(reply, "succeeded")) && (ncmp > 0)) {
         result->failed_cmp = ncmp;
         result->revision   = 0;
         for (i = 0; i < ncmp; ++i) {
-            r = json_object_get(json_array_get(responses, i),
-                                "response_range");
+            r = json_object_get(json_array_get(responses, i), "response_range");
             if ((result->failed_cmp == ncmp) &&
                 !orc_store_etcd_cmp_holds(r, &cmps[i])) {
                 result->failed_cmp = i;
             }
             /* a revision of ours that shows what failed (etcd's own may be
              * another deployment's, which the cache never reaches) */
-            result->revision = orc_store_etcd_max_mod(
-                    json_object_get(r, "kvs"), result->revision);
+            result->revision = orc_store_etcd_max_mod(json_object_get(r, "kvs"),
+                                                      result->revision);
         }
-        result->failed_cmp = (result->failed_cmp < ncmp) ? result->failed_cmp :
-                                                           0;
+        result->failed_cmp =
+            (result->failed_cmp < ncmp) ? result->failed_cmp : 0;
         json_decref(reply);
         return ORC_STORE_ECOMPARE;
     }
-    json_array_foreach(responses, i, r) {
-        result->deleted += orc_etcd_get_u64(
-                json_object_get(r, "response_delete_range"), "deleted");
+    json_array_foreach(responses, i, r)
+    {
+        result->deleted +=
+            orc_etcd_get_u64(json_object_get(r, "response_delete_range"),
+                             "deleted");
     }
     json_decref(reply);
     for (i = 0; i < nops; ++i) {
@@ -389,8 +397,8 @@ static int orc_store_etcd_lease_call(orc_store_etcd_t *s, const char *path,
 {
     json_t *body = json_pack("{s:o}", "ID", orc_store_etcd_u64(id));
 
-    return (body != NULL) ? orc_etcd_call(s->etcd, path, body, 1, reply_p) :
-                            ORC_STORE_ENOMEM;
+    return (body != NULL) ? orc_etcd_call(s->etcd, path, body, 1, reply_p)
+                          : ORC_STORE_ENOMEM;
 }
 
 static int orc_store_etcd_lease_grant(orc_store_t *store, int64_t ttl,
@@ -457,8 +465,7 @@ static int orc_store_etcd_lease_revoke(orc_store_t *store, uint64_t id,
         return status;
     }
     if (rev_p != NULL) {
-        *rev_p = orc_etcd_get_u64(json_object_get(reply, "header"),
-                                  "revision");
+        *rev_p = orc_etcd_get_u64(json_object_get(reply, "header"), "revision");
     }
     json_decref(reply);
     return ORC_STORE_OK;
@@ -501,8 +508,8 @@ static int orc_store_etcd_watch_create(orc_store_t *store, const char *key,
 {
     orc_store_etcd_t *s = (orc_store_etcd_t *)store;
 
-    return s->cache->ops->watch_create(s->cache, key, range_end, start_rev,
-                                       cb, arg, id_p);
+    return s->cache->ops->watch_create(s->cache, key, range_end, start_rev, cb,
+                                       arg, id_p);
 }
 
 static int orc_store_etcd_watch_cancel(orc_store_t *store, uint64_t id)
@@ -580,8 +587,10 @@ int orc_store_etcd_open(const orc_store_etcd_params_t *params,
     orc_store_etcd_t *s;
 
     if ((prefix[0] != '/') || (prefix[strlen(prefix) - 1] == '/')) {
-        snprintf(err, errlen, "the key prefix '%s' must start with '/' and "
-                 "not end with it", prefix);
+        snprintf(err, errlen,
+                 "the key prefix '%s' must start with '/' and "
+                 "not end with it",
+                 prefix);
         return ORC_STORE_EINVAL;
     }
     s = calloc(1, sizeof(*s));
@@ -590,15 +599,14 @@ int orc_store_etcd_open(const orc_store_etcd_params_t *params,
         snprintf(err, errlen, "out of memory");
         return ORC_STORE_ENOMEM;
     }
-    s->super.ops     = &orc_store_etcd_ops;
-    s->plen          = strlen(prefix);
-    s->cache_wait_ms = (params->cache_wait_ms > 0) ? params->cache_wait_ms :
-                                                     1000;
+    s->super.ops = &orc_store_etcd_ops;
+    s->plen      = strlen(prefix);
+    s->cache_wait_ms =
+        (params->cache_wait_ms > 0) ? params->cache_wait_ms : 1000;
     if (orc_etcd_open(&params->etcd, &s->etcd, err, errlen)) {
         goto err_free;
     }
-    if (orc_store_mem_open_replica(&params->store, &s->cache) !=
-        ORC_STORE_OK) {
+    if (orc_store_mem_open_replica(&params->store, &s->cache) != ORC_STORE_OK) {
         snprintf(err, errlen, "out of memory");
         goto err_etcd;
     }

@@ -28,10 +28,10 @@ extern "C" {
 #endif
 
 typedef struct orc_store_etcd_params {
-    orc_store_params_t store;         /* the cache's accounting */
-    orc_etcd_params_t  etcd;
-    const char        *prefix;        /* e.g. "/orc"; no trailing '/' */
-    unsigned           cache_wait_ms; /* 0: 1000 */
+    orc_store_params_t store; /* the cache's accounting */
+    orc_etcd_params_t etcd;
+    const char *prefix;     /* e.g. "/orc"; no trailing '/' */
+    unsigned cache_wait_ms; /* 0: 1000 */
 } orc_store_etcd_params_t;
 
 /* Connect, load the cache and start the watch: ORC_STORE_OK, or an error

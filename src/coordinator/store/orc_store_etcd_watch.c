@@ -28,8 +28,8 @@
 /* A watch stream's state, for on_message */
 typedef struct orc_store_etcd_stream {
     orc_store_etcd_t *s;
-    int               compacted; /* etcd no longer has our history */
-    int               failed;    /* the cache could not take an event */
+    int compacted; /* etcd no longer has our history */
+    int failed;    /* the cache could not take an event */
 } orc_store_etcd_stream_t;
 
 /* Load the whole prefix into the cache */
@@ -67,7 +67,8 @@ static int orc_store_etcd_apply(orc_store_etcd_t *s, json_t *events)
     json_t *e, *kv;
     int status = ORC_STORE_OK;
 
-    json_array_foreach(events, i, e) {
+    json_array_foreach(events, i, e)
+    {
         kv   = json_object_get(e, "kv");
         erev = orc_etcd_get_u64(kv, "mod_revision");
         if ((n > 0) && ((erev != rev) || (n == ORC_STORE_ETCD_BATCH))) {
@@ -82,8 +83,7 @@ static int orc_store_etcd_apply(orc_store_etcd_t *s, json_t *events)
         type = json_string_value(json_object_get(e, "type"));
         memset(&batch[n], 0, sizeof(batch[n]));
         batch[n].is_delete = (type != NULL) && !strcmp(type, "DELETE");
-        if (orc_store_etcd_kv(s, kv, !batch[n].is_delete, &batch[n].kv) ==
-            0) {
+        if (orc_store_etcd_kv(s, kv, !batch[n].is_delete, &batch[n].kv) == 0) {
             ++n;
         }
     }
@@ -102,16 +102,17 @@ static int orc_store_etcd_on_message(void *arg, json_t *msg)
 
     if (result == NULL) {
         orc_store_warn("etcd watch: %s",
-                       json_string_value(json_object_get(msg, "error")) ?:
-                               "no result");
+                       json_string_value(json_object_get(msg, "error"))
+                           ?: "no result");
         return 1;
     }
     if (json_is_true(json_object_get(result, "canceled"))) {
         st->compacted = (orc_etcd_get_u64(result, "compact_revision") > 0);
         if (!st->compacted) {
             orc_store_warn("etcd watch canceled: %s",
-                           json_string_value(json_object_get(
-                                   result, "cancel_reason")) ?: "no reason");
+                           json_string_value(
+                               json_object_get(result, "cancel_reason"))
+                               ?: "no reason");
         }
         return 1;
     }
@@ -136,7 +137,7 @@ static int orc_store_etcd_stopped(void *arg)
 static int orc_store_etcd_watch_once(orc_store_etcd_t *s)
 {
     orc_store_etcd_stream_t st = {s, 0, 0};
-    uint64_t from = s->cache->ops->revision(s->cache) + 1;
+    uint64_t from              = s->cache->ops->revision(s->cache) + 1;
     char text[24];
     json_t *body;
 
@@ -155,7 +156,8 @@ static int orc_store_etcd_watch_once(orc_store_etcd_t *s)
     }
     if (st.compacted) {
         orc_store_warn("etcd compacted the history after revision %llu: "
-                       "reloading", (unsigned long long)(from - 1));
+                       "reloading",
+                       (unsigned long long)(from - 1));
     }
     return st.compacted || st.failed;
 }
@@ -194,11 +196,11 @@ static void *orc_store_etcd_watcher(void *arg)
             break;
         }
         /* a stream that lasted is no reason to wait long for the next */
-        retry_ms = (orc_util_now_ms() - started > 10000) ?
-                           ORC_STORE_ETCD_RETRY_MS :
-                   (retry_ms * 2 > ORC_STORE_ETCD_RETRY_MAX_MS) ?
-                           ORC_STORE_ETCD_RETRY_MAX_MS :
-                           retry_ms * 2;
+        retry_ms = (orc_util_now_ms() - started > 10000)
+                       ? ORC_STORE_ETCD_RETRY_MS
+                   : (retry_ms * 2 > ORC_STORE_ETCD_RETRY_MAX_MS)
+                       ? ORC_STORE_ETCD_RETRY_MAX_MS
+                       : retry_ms * 2;
         orc_etcd_next_endpoint(s->etcd);
         orc_store_etcd_pause(s, reload ? 0 : retry_ms);
     }

@@ -69,8 +69,8 @@ static orc_store_mem_entry_t *orc_store_mem_find(orc_store_mem_t *s,
     return NULL;
 }
 
-orc_store_mem_lease_t *orc_store_mem_lease_find(orc_store_mem_t *s,
-                                                uint64_t id, size_t *index_p)
+orc_store_mem_lease_t *orc_store_mem_lease_find(orc_store_mem_t *s, uint64_t id,
+                                                size_t *index_p)
 {
     size_t lo = 0, hi = s->nleases, mid;
 
@@ -291,15 +291,15 @@ static void orc_store_mem_shrink(orc_store_mem_t *s)
     if ((s->entries_cap > 1024) && (s->nentries < s->entries_cap / 4)) {
         p = realloc(s->entries, (s->entries_cap / 2) * sizeof(*p));
         if (p != NULL) {
-            s->entries     = p;
+            s->entries = p;
             s->entries_cap /= 2;
         }
     }
 }
 
 /* Remove entries [first, first+count) from the array, emitting events. */
-static void orc_store_mem_remove(orc_store_mem_t *s, size_t first,
-                                 size_t count, uint64_t rev)
+static void orc_store_mem_remove(orc_store_mem_t *s, size_t first, size_t count,
+                                 uint64_t rev)
 {
     size_t i;
 
@@ -470,19 +470,29 @@ static int orc_store_mem_cmp_holds(orc_store_mem_t *s,
 
     if (e != NULL) {
         switch (cmp->target) {
-        case ORC_STORE_CMP_VERSION: v = e->version; break;
-        case ORC_STORE_CMP_CREATE:  v = e->create_rev; break;
-        case ORC_STORE_CMP_MOD:     v = e->mod_rev; break;
+        case ORC_STORE_CMP_VERSION:
+            v = e->version;
+            break;
+        case ORC_STORE_CMP_CREATE:
+            v = e->create_rev;
+            break;
+        case ORC_STORE_CMP_MOD:
+            v = e->mod_rev;
+            break;
         case ORC_STORE_CMP_LEASE:
             v = (e->lease != NULL) ? e->lease->id : 0;
             break;
         }
     }
     switch (cmp->result) {
-    case ORC_STORE_CMP_EQUAL:     return v == cmp->value;
-    case ORC_STORE_CMP_NOT_EQUAL: return v != cmp->value;
-    case ORC_STORE_CMP_GREATER:   return v > cmp->value;
-    case ORC_STORE_CMP_LESS:      return v < cmp->value;
+    case ORC_STORE_CMP_EQUAL:
+        return v == cmp->value;
+    case ORC_STORE_CMP_NOT_EQUAL:
+        return v != cmp->value;
+    case ORC_STORE_CMP_GREATER:
+        return v > cmp->value;
+    case ORC_STORE_CMP_LESS:
+        return v < cmp->value;
     }
     return 0;
 }
@@ -492,11 +502,9 @@ static int orc_store_mem_cmp_holds(orc_store_mem_t *s,
  * set), with its value replaced and accounted; revisions, version and lease
  * are the caller's. NULL without memory (nothing changed).
  */
-static orc_store_mem_entry_t *orc_store_mem_set(orc_store_mem_t *s,
-                                                const char *key,
-                                                const void *value,
-                                                size_t value_len,
-                                                int *created_p)
+static orc_store_mem_entry_t *
+orc_store_mem_set(orc_store_mem_t *s, const char *key, const void *value,
+                  size_t value_len, int *created_p)
 {
     orc_store_mem_entry_t *e;
     size_t i, old_len;
@@ -510,10 +518,10 @@ static orc_store_mem_entry_t *orc_store_mem_set(orc_store_mem_t *s,
         memcpy(copy, value, value_len);
     }
     copy[value_len] = '\0';
-    i = orc_store_mem_lower_bound(s, key);
+    i               = orc_store_mem_lower_bound(s, key);
     if ((i < s->nentries) && (strcmp(s->entries[i]->key, key) == 0)) {
-        e            = s->entries[i];
-        old_len      = e->value_len;
+        e       = s->entries[i];
+        old_len = e->value_len;
         free(e->value);
         e->value     = copy;
         e->value_len = value_len;
@@ -522,8 +530,8 @@ static orc_store_mem_entry_t *orc_store_mem_set(orc_store_mem_t *s,
         return e;
     }
     if (orc_store_mem_grow((void **)&s->entries, &s->entries_cap,
-                           s->nentries + 1, sizeof(s->entries[0])) !=
-        ORC_STORE_OK) {
+                           s->nentries + 1,
+                           sizeof(s->entries[0])) != ORC_STORE_OK) {
         goto err_free_copy;
     }
     e = calloc(1, sizeof(*e));
@@ -641,7 +649,7 @@ static int orc_store_mem_txn(orc_store_t *store, const orc_store_cmp_t *cmps,
             if (n > 0) {
                 orc_store_mem_remove(s, first, n, rev);
                 result->deleted += n;
-                changed          = 1;
+                changed = 1;
             }
         }
     }
@@ -676,9 +684,9 @@ static int orc_store_mem_lease_grant(orc_store_t *store, int64_t ttl,
         free(l);
         return status;
     }
-    l->id          = ++s->last_lease_id;
-    l->ttl         = ttl;
-    l->deadline_ms = orc_util_now_ms() + (uint64_t)ttl * 1000u;
+    l->id                   = ++s->last_lease_id;
+    l->ttl                  = ttl;
+    l->deadline_ms          = orc_util_now_ms() + (uint64_t)ttl * 1000u;
     s->leases[s->nleases++] = l; /* ids grow: stays sorted */
     if (l->deadline_ms < s->next_reap_ms) {
         s->next_reap_ms = l->deadline_ms;
@@ -759,8 +767,7 @@ static int orc_store_mem_lease_ttl(orc_store_t *store, uint64_t id,
 }
 
 static int orc_store_mem_watch_create(orc_store_t *store, const char *key,
-                                      const char *range_end,
-                                      uint64_t start_rev,
+                                      const char *range_end, uint64_t start_rev,
                                       orc_store_watch_cb_t cb, void *arg,
                                       uint64_t *id_p)
 {
@@ -794,7 +801,7 @@ static int orc_store_mem_watch_create(orc_store_t *store, const char *key,
     for (i = 0; i < s->hist_count; ++i) {
         slot = (s->hist_head + ORC_STORE_MEM_HISTORY - 1 - i) %
                ORC_STORE_MEM_HISTORY;
-        ev   = &s->history[slot];
+        ev = &s->history[slot];
         if (ev->rev < w->start_rev) {
             break;
         }
@@ -1228,8 +1235,7 @@ static orc_store_mem_t *orc_store_mem_new(const orc_store_params_t *params)
     return s;
 }
 
-int orc_store_mem_open(const orc_store_params_t *params,
-                       orc_store_t **store_p)
+int orc_store_mem_open(const orc_store_params_t *params, orc_store_t **store_p)
 {
     orc_store_mem_t *s = orc_store_mem_new(params);
     int ret;

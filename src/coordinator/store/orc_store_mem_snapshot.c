@@ -43,11 +43,11 @@ static json_t *orc_store_mem_snapshot_build(orc_store_mem_t *s)
     }
     for (i = 0; i < s->nentries; ++i) {
         e = s->entries[i];
-        o = json_pack("{s:s, s:s%, s:I, s:I, s:I, s:I}", "key", e->key,
-                      "value", e->value, e->value_len, "create_rev",
+        o = json_pack("{s:s, s:s%, s:I, s:I, s:I, s:I}", "key", e->key, "value",
+                      e->value, e->value_len, "create_rev",
                       (json_int_t)e->create_rev, "mod_rev",
-                      (json_int_t)e->mod_rev, "version",
-                      (json_int_t)e->version, "lease",
+                      (json_int_t)e->mod_rev, "version", (json_int_t)e->version,
+                      "lease",
                       (json_int_t)((e->lease != NULL) ? e->lease->id : 0));
         if (o == NULL) {
             orc_store_error("snapshot: value of key '%s' is not UTF-8 text",
@@ -183,7 +183,8 @@ int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
         status = ORC_STORE_ENOMEM;
         goto out_unlock;
     }
-    json_array_foreach(leases, i, o) {
+    json_array_foreach(leases, i, o)
+    {
         if (json_unpack_ex(o, &jerr, JSON_STRICT, "{s:I, s:I}", "id", &id,
                            "ttl", &ttl) ||
             (id <= 0) || (id > last_lease) || (ttl <= 0) ||
@@ -196,9 +197,9 @@ int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
             status = ORC_STORE_ENOMEM;
             goto out_clear;
         }
-        l->id          = (uint64_t)id;
-        l->ttl         = ttl;
-        l->deadline_ms = now + (uint64_t)ttl * 1000u; /* fresh TTL */
+        l->id                   = (uint64_t)id;
+        l->ttl                  = ttl;
+        l->deadline_ms          = now + (uint64_t)ttl * 1000u; /* fresh TTL */
         s->leases[s->nleases++] = l;
     }
     if (s->nleases > 1) {
@@ -212,7 +213,8 @@ int orc_store_mem_snapshot_load(orc_store_t *store, const char *path)
             goto out_clear;
         }
     }
-    json_array_foreach(kvs, i, o) {
+    json_array_foreach(kvs, i, o)
+    {
         if (json_unpack_ex(o, &jerr, JSON_STRICT,
                            "{s:s, s:s%, s:I, s:I, s:I, s:I}", "key", &key,
                            "value", &value, &value_len, "create_rev", &crev,

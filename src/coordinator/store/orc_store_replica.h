@@ -18,7 +18,7 @@ extern "C" {
 
 /* One change: a put (kv complete: value and metadata) or a delete (key) */
 typedef struct orc_store_event {
-    int            is_delete;
+    int is_delete;
     orc_store_kv_t kv;
 } orc_store_event_t;
 

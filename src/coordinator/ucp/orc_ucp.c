@@ -58,8 +58,8 @@ ucs_status_t orc_ucp_publish_worker(orc_client_t *client, ucp_worker_h worker,
                                     const char *name)
 {
     ucp_worker_attr_t attr;
-    char              key[ORC_UCP_KEY_MAX + 1];
-    ucs_status_t      status;
+    char key[ORC_UCP_KEY_MAX + 1];
+    ucs_status_t status;
 
     if ((client == NULL) || (worker == NULL)) {
         return UCS_ERR_INVALID_PARAM;
@@ -71,7 +71,7 @@ ucs_status_t orc_ucp_publish_worker(orc_client_t *client, ucp_worker_h worker,
     }
 
     attr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS;
-    status = ucp_worker_query(worker, &attr);
+    status          = ucp_worker_query(worker, &attr);
     if (status != UCS_OK) {
         return status;
     }
@@ -84,7 +84,7 @@ ucs_status_t orc_ucp_publish_worker(orc_client_t *client, ucp_worker_h worker,
 
 ucs_status_t orc_ucp_unpublish_worker(orc_client_t *client, const char *name)
 {
-    char         key[ORC_UCP_KEY_MAX + 1];
+    char key[ORC_UCP_KEY_MAX + 1];
     ucs_status_t status;
 
     if (client == NULL) {
@@ -100,16 +100,16 @@ ucs_status_t orc_ucp_unpublish_worker(orc_client_t *client, const char *name)
 }
 
 ucs_status_t orc_ucp_ep_create_by_name_params(orc_client_t *client,
-                                              ucp_worker_h  worker,
+                                              ucp_worker_h worker,
                                               const char *name, int timeout_ms,
                                               const ucp_ep_params_t *params,
-                                              ucp_ep_h              *ep_p)
+                                              ucp_ep_h *ep_p)
 {
-    char            key[ORC_UCP_KEY_MAX + 1];
+    char key[ORC_UCP_KEY_MAX + 1];
     ucp_ep_params_t ep_params;
-    ucs_status_t    status;
-    size_t          length;
-    void           *address;
+    ucs_status_t status;
+    size_t length;
+    void *address;
 
     if ((client == NULL) || (worker == NULL) || (ep_p == NULL) ||
         (timeout_ms < 0)) {

@@ -50,10 +50,10 @@ ucs_status_t orc_ucp_ep_create_by_name(orc_client_t *client,
 /* As above, with the caller's ucp_ep_params_t (its address field is set
  * here; every other field is passed through, e.g. an error handler) */
 ucs_status_t orc_ucp_ep_create_by_name_params(orc_client_t *client,
-                                              ucp_worker_h  worker,
+                                              ucp_worker_h worker,
                                               const char *name, int timeout_ms,
                                               const ucp_ep_params_t *params,
-                                              ucp_ep_h              *ep_p);
+                                              ucp_ep_h *ep_p);
 
 #ifdef __cplusplus
 }

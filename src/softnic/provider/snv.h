@@ -56,16 +56,16 @@
  */
 typedef struct snv_ev {
     struct snv_ev *next;
-    uint64_t       element;
-    uint32_t       type;
-    const void    *owner;   /* the object the record names, for drop */
+    uint64_t element;
+    uint32_t type;
+    const void *owner; /* the object the record names, for drop */
 } snv_ev_t;
 
 typedef struct snv_evq {
     pthread_mutex_t lock;
-    int             fd;
-    uint64_t        stale;  /* counts of dropped records still in fd */
-    snv_ev_t       *head, **tail;
+    int fd;
+    uint64_t stale; /* counts of dropped records still in fd */
+    snv_ev_t *head, **tail;
 } snv_evq_t;
 
 int snv_evq_init(snv_evq_t *evq);
@@ -80,7 +80,7 @@ void snv_evq_drop(snv_evq_t *evq, const void *owner);
 
 typedef struct snv_device {
     struct verbs_device vdev;
-    char                ifname[IF_NAMESIZE];
+    char ifname[IF_NAMESIZE];
 } snv_device_t;
 
 /*
@@ -93,11 +93,11 @@ typedef struct snv_device {
  */
 typedef struct snv_context {
     struct verbs_context vctx;
-    softnic_dev_t       *dev;
-    snv_evq_t            async;
-    pthread_mutex_t      cq_lock;
-    struct snv_cq       *cqs;
-    uint64_t             next_cq_id;
+    softnic_dev_t *dev;
+    snv_evq_t async;
+    pthread_mutex_t cq_lock;
+    struct snv_cq *cqs;
+    uint64_t next_cq_id;
 } snv_context_t;
 
 typedef struct snv_pd {
@@ -107,7 +107,7 @@ typedef struct snv_pd {
 
 typedef struct snv_mr {
     struct verbs_mr vmr;
-    softnic_mr_t   *smr;
+    softnic_mr_t *smr;
 } snv_mr_t;
 
 /* An ibv_comp_channel served by the provider: a softnic channel, whose
@@ -124,35 +124,35 @@ typedef struct snv_channel {
  * acknowledged, as the kernel does.
  */
 typedef struct snv_cq {
-    struct ibv_cq  cq;
-    softnic_cq_t  *scq;
-    uint32_t       events_reported;
-    uint32_t       async_reported;  /* async events read, under cq.mutex */
-    uint64_t       id;              /* softnic's cq_context */
-    struct snv_cq *next;            /* in the context's cqs, cq_lock */
+    struct ibv_cq cq;
+    softnic_cq_t *scq;
+    uint32_t events_reported;
+    uint32_t async_reported; /* async events read, under cq.mutex */
+    uint64_t id;             /* softnic's cq_context */
+    struct snv_cq *next;     /* in the context's cqs, cq_lock */
 } snv_cq_t;
 
 /* async_reported: async events the application read, under the object's
  * mutex; libibverbs' ibv_ack_async_event counts the acknowledged ones in
  * events_completed, and destroy waits for both to be equal. */
 typedef struct snv_srq {
-    struct ibv_srq      srq;
-    softnic_srq_t      *ssrq;
-    struct ibv_srq_attr attr;  /* as created */
-    uint32_t            async_reported;
+    struct ibv_srq srq;
+    softnic_srq_t *ssrq;
+    struct ibv_srq_attr attr; /* as created */
+    uint32_t async_reported;
 } snv_srq_t;
 
 /* softnic knows the QP by its qp_context, the snv_qp_t */
 typedef struct snv_qp {
     struct verbs_qp vqp;
-    softnic_qp_t   *sqp;
-    uint32_t        async_reported;
+    softnic_qp_t *sqp;
+    uint32_t async_reported;
 } snv_qp_t;
 
 /* Address handles are the provider's own: softnic RC needs none (the route
  * is the RTR ah_attr); they are validated and kept for query. */
 typedef struct snv_ah {
-    struct ibv_ah      ah;
+    struct ibv_ah ah;
     struct ibv_ah_attr attr;
 } snv_ah_t;
 
@@ -198,8 +198,7 @@ int snv_destroy_ah(struct ibv_ah *ah);
 
 /* snv_cq.c: CQs and completion channels */
 struct ibv_cq *snv_create_cq(struct ibv_context *context, int cqe,
-                             struct ibv_comp_channel *channel,
-                             int comp_vector);
+                             struct ibv_comp_channel *channel, int comp_vector);
 int snv_destroy_cq(struct ibv_cq *cq);
 int snv_poll_cq(struct ibv_cq *cq, int num_entries, struct ibv_wc *wc);
 int snv_req_notify_cq(struct ibv_cq *cq, int solicited_only);

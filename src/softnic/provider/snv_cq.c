@@ -44,8 +44,8 @@ int snv_destroy_comp_channel(struct ibv_comp_channel *channel)
     /* refcnt counts the CQs using the channel, under the context mutex
      * (libibverbs' ibv_create_cq/ibv_destroy_cq maintain it) */
     pthread_mutex_lock(&channel->context->mutex);
-    ret = (channel->refcnt != 0) ? EBUSY :
-                                   softnic_comp_channel_destroy(ch->sch);
+    ret =
+        (channel->refcnt != 0) ? EBUSY : softnic_comp_channel_destroy(ch->sch);
     pthread_mutex_unlock(&channel->context->mutex);
     if (ret == 0) {
         free(ch);
@@ -100,9 +100,9 @@ void snv_cq_event(struct ibv_cq *ibcq)
 static void snv_cq_add(snv_context_t *ctx, snv_cq_t *cq)
 {
     pthread_mutex_lock(&ctx->cq_lock);
-    cq->id    = ctx->next_cq_id++;
-    cq->next  = ctx->cqs;
-    ctx->cqs  = cq;
+    cq->id   = ctx->next_cq_id++;
+    cq->next = ctx->cqs;
+    ctx->cqs = cq;
     pthread_mutex_unlock(&ctx->cq_lock);
 }
 
@@ -136,8 +136,7 @@ static int snv_cq_size(int cqe)
 }
 
 struct ibv_cq *snv_create_cq(struct ibv_context *context, int cqe,
-                             struct ibv_comp_channel *channel,
-                             int comp_vector)
+                             struct ibv_comp_channel *channel, int comp_vector)
 {
     snv_channel_t *ch = NULL;
     struct ibv_device_attr attr;

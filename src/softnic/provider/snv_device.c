@@ -20,10 +20,8 @@
 
 /* ---- devices ------------------------------------------------------------ */
 
-static const struct verbs_match_ent snv_match_table[] = {
-    VERBS_NAME_MATCH(SNV_NAME_PREFIX, NULL),
-    {}
-};
+static const struct verbs_match_ent snv_match_table[] =
+    {VERBS_NAME_MATCH(SNV_NAME_PREFIX, NULL), {}};
 
 static struct verbs_device *snv_alloc_device(struct verbs_sysfs_dev *sysfs)
 {
@@ -152,8 +150,7 @@ static void snv_log(void *arg, softnic_log_level_t level, const char *dev_name,
     };
 
     if ((level >= SOFTNIC_LOG_ERROR) && (level <= SOFTNIC_LOG_DEBUG)) {
-        __verbs_log(arg, levels[level], "softnic %s: %s\n", dev_name,
-                    message);
+        __verbs_log(arg, levels[level], "softnic %s: %s\n", dev_name, message);
     }
 }
 
@@ -172,14 +169,15 @@ static int snv_ctx_open_softnic(snv_context_t *ctx, snv_device_t *dev)
     config.log_arg       = &ctx->vctx;
     config.event_fn      = snv_softnic_event;
     config.event_arg     = ctx;
-    ctx->dev = softnic_dev_open(name, &config);
+    ctx->dev             = softnic_dev_open(name, &config);
     if (ctx->dev == NULL) {
         verbs_err(&ctx->vctx, "softnic: cannot open %s (interface %s): %s\n",
                   name, dev->ifname, strerror(errno));
         return errno;
     }
     if (snv_preload_register_fn() == NULL) {
-        verbs_warn(&ctx->vctx, "softnic: libsoftnic-preload.so is not "
+        verbs_warn(&ctx->vctx,
+                   "softnic: libsoftnic-preload.so is not "
                    "preloaded: completion channels and async events of %s "
                    "are unavailable (contrib/softnic-run preloads it)\n",
                    name);
@@ -209,7 +207,7 @@ static struct verbs_context *snv_alloc_context(struct ibv_device *ibdev,
     }
     pthread_mutex_init(&ctx->cq_lock, NULL);
     ctx->next_cq_id = 1;
-    ret = snv_ctx_open_softnic(ctx, snv_dev(ibdev));
+    ret             = snv_ctx_open_softnic(ctx, snv_dev(ibdev));
     if (ret != 0) {
         goto err_evq;
     }

@@ -32,7 +32,7 @@ int snv_evq_init(snv_evq_t *evq)
     pthread_mutex_init(&evq->lock, NULL);
     evq->stale = 0;
     evq->head  = NULL;
-    evq->tail = &evq->head;
+    evq->tail  = &evq->head;
     return 0;
 }
 

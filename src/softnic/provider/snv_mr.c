@@ -99,7 +99,7 @@ struct ibv_ah *snv_create_ah(struct ibv_pd *ibpd, struct ibv_ah_attr *attr)
     int ret;
 
     ret = softnic_dev_query_port(snv_ctx(ibpd->context)->dev, attr->port_num,
-                             &port);
+                                 &port);
     if (ret != 0) {
         errno = ret;
         return NULL;

@@ -26,7 +26,8 @@ static const snv_preload_hooks_t *snv_hooks;
 void snv_preload_register(const snv_preload_hooks_t *hooks)
 {
     if ((hooks != NULL) && (hooks->version != SNV_PRELOAD_VERSION)) {
-        fprintf(stderr, "libsoftnic-preload: provider hooks version %u, "
+        fprintf(stderr,
+                "libsoftnic-preload: provider hooks version %u, "
                 "expected %u: softnic completion channels disabled\n",
                 hooks->version, SNV_PRELOAD_VERSION);
         hooks = NULL;
@@ -36,11 +37,13 @@ void snv_preload_register(const snv_preload_hooks_t *hooks)
 
 static const snv_preload_hooks_t *snv_hooks_for(struct ibv_context *context)
 {
-    const snv_preload_hooks_t *hooks = __atomic_load_n(&snv_hooks,
-                                                       __ATOMIC_ACQUIRE);
+    const snv_preload_hooks_t *hooks =
+        __atomic_load_n(&snv_hooks, __ATOMIC_ACQUIRE);
 
     return ((hooks != NULL) && (context != NULL) &&
-            hooks->owns_context(context)) ? hooks : NULL;
+            hooks->owns_context(context))
+               ? hooks
+               : NULL;
 }
 
 /* libibverbs' own function (the next definition after this library) */
@@ -69,7 +72,7 @@ struct ibv_comp_channel *ibv_create_comp_channel(struct ibv_context *context)
     if (hooks != NULL) {
         return hooks->create_comp_channel(context);
     }
-    real = (struct ibv_comp_channel *(*)(struct ibv_context *))
+    real = (struct ibv_comp_channel * (*)(struct ibv_context *))
         snv_real("ibv_create_comp_channel", SNV_IBVERBS_1_0);
     if (real == NULL) {
         errno = ENOSYS;
@@ -80,30 +83,31 @@ struct ibv_comp_channel *ibv_create_comp_channel(struct ibv_context *context)
 
 int ibv_destroy_comp_channel(struct ibv_comp_channel *channel)
 {
-    const snv_preload_hooks_t *hooks = snv_hooks_for(
-        snv_channel_context(channel));
+    const snv_preload_hooks_t *hooks =
+        snv_hooks_for(snv_channel_context(channel));
     int (*real)(struct ibv_comp_channel *);
 
     if (hooks != NULL) {
         return hooks->destroy_comp_channel(channel);
     }
-    real = (int (*)(struct ibv_comp_channel *))
-        snv_real("ibv_destroy_comp_channel", SNV_IBVERBS_1_0);
+    real =
+        (int (*)(struct ibv_comp_channel *))snv_real("ibv_destroy_comp_channel",
+                                                     SNV_IBVERBS_1_0);
     return (real != NULL) ? real(channel) : ENOSYS;
 }
 
 int ibv_get_cq_event(struct ibv_comp_channel *channel, struct ibv_cq **cq,
                      void **cq_context)
 {
-    const snv_preload_hooks_t *hooks = snv_hooks_for(
-        snv_channel_context(channel));
+    const snv_preload_hooks_t *hooks =
+        snv_hooks_for(snv_channel_context(channel));
     int (*real)(struct ibv_comp_channel *, struct ibv_cq **, void **);
 
     if (hooks != NULL) {
         return hooks->get_cq_event(channel, cq, cq_context);
     }
-    real = (int (*)(struct ibv_comp_channel *, struct ibv_cq **, void **))
-        snv_real("ibv_get_cq_event", SNV_IBVERBS_1_1);
+    real = (int (*)(struct ibv_comp_channel *, struct ibv_cq **,
+                    void **))snv_real("ibv_get_cq_event", SNV_IBVERBS_1_1);
     if (real == NULL) {
         errno = ENOSYS;
         return -1;
@@ -120,8 +124,9 @@ int ibv_get_async_event(struct ibv_context *context,
     if (hooks != NULL) {
         return hooks->get_async_event(context, event);
     }
-    real = (int (*)(struct ibv_context *, struct ibv_async_event *))
-        snv_real("ibv_get_async_event", SNV_IBVERBS_1_1);
+    real = (int (*)(struct ibv_context *,
+                    struct ibv_async_event *))snv_real("ibv_get_async_event",
+                                                       SNV_IBVERBS_1_1);
     if (real == NULL) {
         errno = ENOSYS;
         return -1;

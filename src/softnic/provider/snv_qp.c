@@ -51,9 +51,8 @@ int snv_destroy_srq(struct ibv_srq *ibsrq)
     if (ret != 0) {
         return ret;
     }
-    snv_async_quiesce(snv_ctx(ibsrq->context), srq, &ibsrq->mutex,
-                      &ibsrq->cond, &ibsrq->events_completed,
-                      &srq->async_reported);
+    snv_async_quiesce(snv_ctx(ibsrq->context), srq, &ibsrq->mutex, &ibsrq->cond,
+                      &ibsrq->events_completed, &srq->async_reported);
     free(srq);
     return 0;
 }
@@ -61,7 +60,8 @@ int snv_destroy_srq(struct ibv_srq *ibsrq)
 int snv_post_srq_recv(struct ibv_srq *ibsrq, struct ibv_recv_wr *wr,
                       struct ibv_recv_wr **bad_wr)
 {
-    return softnic_post_srq_recv(snv_of(ibsrq, snv_srq_t, srq)->ssrq, wr, bad_wr);
+    return softnic_post_srq_recv(snv_of(ibsrq, snv_srq_t, srq)->ssrq, wr,
+                                 bad_wr);
 }
 
 /* ---- queue pairs -------------------------------------------------------- */
@@ -84,15 +84,15 @@ static int snv_qp_objects_ok(struct ibv_context *context,
 static struct ibv_qp *snv_qp_create_rc(struct ibv_context *context,
                                        struct ibv_qp_init_attr_ex *attr)
 {
-    snv_pd_t *pd = snv_of(attr->pd, snv_pd_t, pd);
+    snv_pd_t *pd                 = snv_of(attr->pd, snv_pd_t, pd);
     softnic_qp_init_attr_t sattr = {
         .qp_context = NULL,
         .send_cq    = snv_scq(attr->send_cq),
         .recv_cq    = snv_scq(attr->recv_cq),
-        .srq        = (attr->srq != NULL) ?
-                      snv_of(attr->srq, snv_srq_t, srq)->ssrq : NULL,
-        .cap        = attr->cap,
-        .qp_type    = IBV_QPT_RC,
+        .srq     = (attr->srq != NULL) ? snv_of(attr->srq, snv_srq_t, srq)->ssrq
+                                       : NULL,
+        .cap     = attr->cap,
+        .qp_type = IBV_QPT_RC,
         .sq_sig_all = attr->sq_sig_all,
     };
     struct ibv_qp *ibqp;
@@ -132,8 +132,8 @@ struct ibv_qp *snv_create_qp_ex(struct ibv_context *context,
                                 struct ibv_qp_init_attr_ex *attr)
 {
     if (!(attr->comp_mask & IBV_QP_INIT_ATTR_PD) ||
-        (attr->comp_mask & ~(uint32_t)(IBV_QP_INIT_ATTR_PD |
-                                       IBV_QP_INIT_ATTR_CREATE_FLAGS)) ||
+        (attr->comp_mask &
+         ~(uint32_t)(IBV_QP_INIT_ATTR_PD | IBV_QP_INIT_ATTR_CREATE_FLAGS)) ||
         ((attr->comp_mask & IBV_QP_INIT_ATTR_CREATE_FLAGS) &&
          (attr->create_flags != 0))) {
         errno = EOPNOTSUPP;
@@ -162,7 +162,7 @@ struct ibv_qp *snv_create_qp(struct ibv_pd *pd, struct ibv_qp_init_attr *attr)
     memcpy(&attr_ex, attr, sizeof(*attr));
     attr_ex.comp_mask = IBV_QP_INIT_ATTR_PD;
     attr_ex.pd        = pd;
-    qp = snv_create_qp_ex(pd->context, &attr_ex);
+    qp                = snv_create_qp_ex(pd->context, &attr_ex);
     if (qp != NULL) {
         attr->cap = attr_ex.cap;
     }
@@ -170,8 +170,7 @@ struct ibv_qp *snv_create_qp(struct ibv_pd *pd, struct ibv_qp_init_attr *attr)
 }
 
 /* (a QP on an SRQ that enters ERR: softnic raises "last WQE reached") */
-int snv_modify_qp(struct ibv_qp *ibqp, struct ibv_qp_attr *attr,
-                  int attr_mask)
+int snv_modify_qp(struct ibv_qp *ibqp, struct ibv_qp_attr *attr, int attr_mask)
 {
     return softnic_qp_modify(snv_of(ibqp, snv_qp_t, vqp.qp)->sqp, attr,
                              attr_mask);

@@ -36,26 +36,27 @@
 #include <jansson.h>
 #include <pthread.h>
 
-#define UCT_ORC_TL_NAME          "orc"
-#define UCT_ORC_CONFIG_PREFIX    "ORC_"
-#define UCT_ORC_MAX_SGE          8     /* cap on sges per work request */
-#define UCT_ORC_AM_CREDITS_MIN   2     /* smallest AM window of a peer */
-#define UCT_ORC_PASSIVE_SQ_LEN   16    /* send queue of a passive QP (credit
+#define UCT_ORC_TL_NAME        "orc"
+#define UCT_ORC_CONFIG_PREFIX  "ORC_"
+#define UCT_ORC_MAX_SGE        8 /* cap on sges per work request */
+#define UCT_ORC_AM_CREDITS_MIN 2 /* smallest AM window of a peer */
+#define UCT_ORC_PASSIVE_SQ_LEN \
+    16                            /* send queue of a passive QP (credit
                                           grants only) */
-#define UCT_ORC_EP_SENDQ_MAX     16    /* ops an ep accepts while pairing */
-#define UCT_ORC_MAX_CREDITS      UINT16_MAX
-#define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
+#define UCT_ORC_EP_SENDQ_MAX   16 /* ops an ep accepts while pairing */
+#define UCT_ORC_MAX_CREDITS    UINT16_MAX
+#define UCT_ORC_SWAP_MAX_RETRY 100000 /* CAS attempts of one 64-bit swap */
 
 
 /* ------------------------------------------------------------------ md */
 
 typedef struct uct_orc_md_config {
-    uct_md_config_t        super;
-    int                    backend;     /* orc_dev_backend_t */
-    char                  *soft_ifaces;
-    int                    soft_no_cma;
-    int                    soft_no_ring;
-    int                    rcache_enable; /* UCS_YES/NO/TRY */
+    uct_md_config_t super;
+    int backend; /* orc_dev_backend_t */
+    char *soft_ifaces;
+    int soft_no_cma;
+    int soft_no_ring;
+    int rcache_enable; /* UCS_YES/NO/TRY */
     uct_orc_compat_rcache_config_t rcache;
 } uct_orc_md_config_t;
 
@@ -63,29 +64,29 @@ extern ucs_config_field_t uct_orc_md_config_table[];
 extern const char *uct_orc_backend_names[];
 
 typedef struct uct_orc_md {
-    uct_md_t               super;
-    orc_dev_t             *dev;
-    orc_pd_t              *pd;
-    ucs_rcache_t          *rcache;  /* NULL: register every call directly */
-    double                 reg_cost_overhead; /* seconds per registration */
+    uct_md_t super;
+    orc_dev_t *dev;
+    orc_pd_t *pd;
+    ucs_rcache_t *rcache;     /* NULL: register every call directly */
+    double reg_cost_overhead; /* seconds per registration */
     struct ibv_device_attr dev_attr;
-    orc_dev_config_t       dev_config;
-    char                  *soft_ifaces; /* owned copy for dev_config */
-    orc_topo_loc_t         loc;     /* where the device sits (hwloc) */
-    ucs_sys_device_t       sys_dev; /* its PCI device as UCX knows it, or
+    orc_dev_config_t dev_config;
+    char *soft_ifaces;        /* owned copy for dev_config */
+    orc_topo_loc_t loc;       /* where the device sits (hwloc) */
+    ucs_sys_device_t sys_dev; /* its PCI device as UCX knows it, or
                                        UCS_SYS_DEVICE_ID_UNKNOWN */
 } uct_orc_md_t;
 
 /* Memory handle: an rcache region (or a plain region when the cache is off)
  * holding the device MR. */
 typedef struct uct_orc_memh {
-    ucs_rcache_region_t    super;
-    orc_mr_t              *mr;
+    ucs_rcache_region_t super;
+    orc_mr_t *mr;
 } uct_orc_memh_t;
 
 /* Packed remote key */
 typedef struct uct_orc_rkey {
-    uint32_t               rkey;
+    uint32_t rkey;
 } UCS_S_PACKED uct_orc_rkey_t;
 
 extern uct_component_t uct_orc_component;
@@ -117,22 +118,22 @@ void uct_orc_topo_summary(const orc_dev_config_t *config, char *buf);
 /* ------------------------------------------------------------ config */
 
 typedef struct uct_orc_iface_config {
-    uct_iface_config_t     super;
-    char                  *coordinator;
-    char                  *job;
-    char                  *token;
-    char                  *token_file;
-    unsigned               tx_queue_len;
-    unsigned               rx_queue_len;
-    unsigned               am_credits;
-    size_t                 max_inline;
-    size_t                 seg_size;
-    double                 pair_timeout;
-    double                 coordinator_wait;
-    unsigned               lease_ttl;
-    unsigned               qp_timeout;  /* IB encoding: 4.096us * 2^n */
-    unsigned               retry_count;
-    unsigned               rnr_retry;
+    uct_iface_config_t super;
+    char *coordinator;
+    char *job;
+    char *token;
+    char *token_file;
+    unsigned tx_queue_len;
+    unsigned rx_queue_len;
+    unsigned am_credits;
+    size_t max_inline;
+    size_t seg_size;
+    double pair_timeout;
+    double coordinator_wait;
+    unsigned lease_ttl;
+    unsigned qp_timeout; /* IB encoding: 4.096us * 2^n */
+    unsigned retry_count;
+    unsigned rnr_retry;
 } uct_orc_iface_config_t;
 
 extern ucs_config_field_t uct_orc_iface_config_table[];
@@ -145,30 +146,30 @@ enum {
 };
 
 typedef struct uct_orc_hdr {
-    uint8_t                am_id;
-    uint8_t                flags;
-    uint16_t               credits;      /* credits granted by this message */
-    uint32_t               reserved;
+    uint8_t am_id;
+    uint8_t flags;
+    uint16_t credits; /* credits granted by this message */
+    uint32_t reserved;
 } UCS_S_PACKED uct_orc_hdr_t;
 
 /* UCT's release descriptor overlays the wire header after it was parsed */
-_Static_assert(sizeof(uct_orc_hdr_t) >= sizeof(uct_recv_desc_t*),
+_Static_assert(sizeof(uct_orc_hdr_t) >= sizeof(uct_recv_desc_t *),
                "the release descriptor must fit over the header");
 
 /* An iface: the node of its process in orcd, and its id there */
 typedef struct uct_orc_iface_addr {
-    uint64_t               node_id;
-    uint32_t               iface_id;
+    uint64_t node_id;
+    uint32_t iface_id;
 } UCS_S_PACKED uct_orc_iface_addr_t;
 
 /* The device: what a peer must share to be reachable (backend, domain), and
  * where it is (a softnic device belongs to a network interface of one host
  * and network namespace), for UCX's "same device" question. */
 typedef struct uct_orc_dev_addr {
-    uint8_t                backend;   /* orc_dev_backend_t */
-    uint32_t               domain;    /* hash of coordinator URL and job */
-    uint64_t               host_id;   /* ucs_get_system_id() */
-    uint32_t               net_ns;    /* network namespace (inode) */
+    uint8_t backend;  /* orc_dev_backend_t */
+    uint32_t domain;  /* hash of coordinator URL and job */
+    uint64_t host_id; /* ucs_get_system_id() */
+    uint32_t net_ns;  /* network namespace (inode) */
 } UCS_S_PACKED uct_orc_dev_addr_t;
 
 
@@ -177,27 +178,27 @@ typedef struct uct_orc_dev_addr {
 typedef struct uct_orc_session uct_orc_session_t;
 
 typedef enum uct_orc_agent_event_type {
-    UCT_ORC_AGENT_EV_EP_CONNECTED, /* initiator QP is RTS */
-    UCT_ORC_AGENT_EV_EP_FAILED,    /* pairing failed, or the peer's node
+    UCT_ORC_AGENT_EV_EP_CONNECTED,  /* initiator QP is RTS */
+    UCT_ORC_AGENT_EV_EP_FAILED,     /* pairing failed, or the peer's node
                                       died (lease expired): status */
-    UCT_ORC_AGENT_EV_EP_PEER_LEFT, /* the peer closed its iface or left the
+    UCT_ORC_AGENT_EV_EP_PEER_LEFT,  /* the peer closed its iface or left the
                                       job cleanly */
-    UCT_ORC_AGENT_EV_PASSIVE_ADDED,/* a passive QP serves a peer's ep */
-    UCT_ORC_AGENT_EV_PASSIVE_CLOSED/* the peer destroyed that ep, or its
+    UCT_ORC_AGENT_EV_PASSIVE_ADDED, /* a passive QP serves a peer's ep */
+    UCT_ORC_AGENT_EV_PASSIVE_CLOSED /* the peer destroyed that ep, or its
                                       node left orcd: qp */
 } uct_orc_agent_event_type_t;
 
 /* A hand-off from an agent to its iface: pushed under the session lock,
  * moved out by uct_orc_agent_poll(), then owned (and freed) by the iface. */
 typedef struct uct_orc_agent_event {
-    ucs_queue_elem_t           queue;
+    ucs_queue_elem_t queue;
     uct_orc_agent_event_type_t type;
-    uint64_t                   conn_id;   /* the initiator ep's connection */
-    ucs_status_t               status;    /* EP_FAILED */
-    unsigned                   credits;   /* EP_CONNECTED / PASSIVE_ADDED */
-    orc_qp_t                  *qp;        /* PASSIVE_ADDED */
-    uint32_t                   qp_num;    /* PASSIVE_CLOSED */
-    uint64_t                   peer_node; /* PASSIVE_* */
+    uint64_t conn_id;    /* the initiator ep's connection */
+    ucs_status_t status; /* EP_FAILED */
+    unsigned credits;    /* EP_CONNECTED / PASSIVE_ADDED */
+    orc_qp_t *qp;        /* PASSIVE_ADDED */
+    uint32_t qp_num;     /* PASSIVE_CLOSED */
+    uint64_t peer_node;  /* PASSIVE_* */
 } uct_orc_agent_event_t;
 
 /*
@@ -207,15 +208,15 @@ typedef struct uct_orc_agent_event {
  * modified only with the session lock held.
  */
 typedef struct uct_orc_agent_pairing {
-    ucs_list_link_t            list;
-    uint64_t                   conn_id;
-    uint64_t                   peer_node;
-    uint32_t                   peer_iface;
-    orc_qp_t                  *qp;
-    uint32_t                   psn;
-    ucs_time_t                 deadline;  /* UINT64_MAX until the request is
+    ucs_list_link_t list;
+    uint64_t conn_id;
+    uint64_t peer_node;
+    uint32_t peer_iface;
+    orc_qp_t *qp;
+    uint32_t psn;
+    ucs_time_t deadline; /* UINT64_MAX until the request is
                                              first tried */
-    int                        sent;  /* the request reached the mailbox */
+    int sent;            /* the request reached the mailbox */
 } uct_orc_agent_pairing_t;
 
 /*
@@ -224,32 +225,32 @@ typedef struct uct_orc_agent_pairing {
  * the peer ep's conn_id, qp).
  */
 typedef struct uct_orc_agent_link {
-    ucs_list_link_t            list;
-    uint64_t                   conn_id;
-    uint64_t                   peer_node;
-    uint32_t                   peer_iface;
-    uint32_t                   qp_num;    /* passive links only */
+    ucs_list_link_t list;
+    uint64_t conn_id;
+    uint64_t peer_node;
+    uint32_t peer_iface;
+    uint32_t qp_num; /* passive links only */
 } uct_orc_agent_link_t;
 
 /* What an agent needs of its iface to create and connect QPs */
 typedef struct uct_orc_agent_params {
-    orc_dev_t                 *dev;
-    uint8_t                    port;
-    orc_pd_t                  *pd;
-    orc_cq_t                  *send_cq;        /* of initiator QPs */
-    orc_cq_t                  *passive_send_cq;/* of passive QPs (grants) */
-    orc_cq_t                  *recv_cq;
-    orc_srq_t                 *srq;
-    struct ibv_qp_cap          qp_cap;         /* of initiator QPs */
-    enum ibv_mtu               mtu;
-    uint8_t                    max_rd_atomic;
-    unsigned                   qp_timeout;
-    unsigned                   retry_count;
-    unsigned                   rnr_retry;
-    unsigned                   am_credits;     /* largest AM window */
-    unsigned                   rx_queue_len;   /* receive buffers of the SRQ */
-    ucs_time_t                 pair_timeout;
-    const char                *dev_name;       /* copied by the agent */
+    orc_dev_t *dev;
+    uint8_t port;
+    orc_pd_t *pd;
+    orc_cq_t *send_cq;         /* of initiator QPs */
+    orc_cq_t *passive_send_cq; /* of passive QPs (grants) */
+    orc_cq_t *recv_cq;
+    orc_srq_t *srq;
+    struct ibv_qp_cap qp_cap; /* of initiator QPs */
+    enum ibv_mtu mtu;
+    uint8_t max_rd_atomic;
+    unsigned qp_timeout;
+    unsigned retry_count;
+    unsigned rnr_retry;
+    unsigned am_credits;   /* largest AM window */
+    unsigned rx_queue_len; /* receive buffers of the SRQ */
+    ucs_time_t pair_timeout;
+    const char *dev_name; /* copied by the agent */
 } uct_orc_agent_params_t;
 
 /*
@@ -271,21 +272,21 @@ typedef struct uct_orc_agent_params {
  * held, so uct_orc_agent_cancel() can destroy them safely after unlinking.
  */
 typedef struct uct_orc_agent {
-    uct_orc_agent_params_t     params;
-    uct_orc_session_t         *session;       /* NULL until attached */
-    uint32_t                   iface_id;      /* in the session's node */
-    char                       dev_name[UCT_DEVICE_NAME_MAX];
-    char                      *dev_addr_hex;  /* our packed device address */
-    ucs_list_link_t            list;          /* in session->agents */
-    ucs_list_link_t            pairings;      /* uct_orc_agent_pairing_t */
-    ucs_list_link_t            connected;     /* uct_orc_agent_link_t */
-    ucs_list_link_t            passives;      /* uct_orc_agent_link_t */
-    unsigned                   npassive;      /* length of passives */
-    ucs_queue_head_t           events;        /* uct_orc_agent_event_t */
-    unsigned                   nevents;       /* length of events: written
+    uct_orc_agent_params_t params;
+    uct_orc_session_t *session; /* NULL until attached */
+    uint32_t iface_id;          /* in the session's node */
+    char dev_name[UCT_DEVICE_NAME_MAX];
+    char *dev_addr_hex;        /* our packed device address */
+    ucs_list_link_t list;      /* in session->agents */
+    ucs_list_link_t pairings;  /* uct_orc_agent_pairing_t */
+    ucs_list_link_t connected; /* uct_orc_agent_link_t */
+    ucs_list_link_t passives;  /* uct_orc_agent_link_t */
+    unsigned npassive;         /* length of passives */
+    ucs_queue_head_t events;   /* uct_orc_agent_event_t */
+    unsigned nevents;          /* length of events: written
                                                  under the lock (atomic
                                                  store), peeked without it */
-    int                        event_fd;      /* eventfd, -1 if none */
+    int event_fd;              /* eventfd, -1 if none */
 } uct_orc_agent_t;
 
 /* Open the agent's event fd and pack its device address; then attach it to
@@ -317,8 +318,8 @@ void uct_orc_agent_handle_msg_locked(uct_orc_agent_t *agent, uint64_t from,
                                      json_t *body);
 /* Fail the pairings past their deadline; returns the earliest deadline of
  * the others, or UINT64_MAX; *unsent_p set if one was never sent */
-ucs_time_t uct_orc_agent_expire_locked(uct_orc_agent_t *agent,
-                                       ucs_time_t now, int *unsent_p);
+ucs_time_t uct_orc_agent_expire_locked(uct_orc_agent_t *agent, ucs_time_t now,
+                                       int *unsent_p);
 /* Fail the pairings whose request was not sent (orcd out of reach) */
 void uct_orc_agent_fail_unsent_locked(uct_orc_agent_t *agent);
 /* The request of conn_id is about to be sent: whether its pairing still
@@ -328,14 +329,13 @@ int uct_orc_agent_request_start_locked(uct_orc_agent_t *agent,
                                        uint64_t conn_id);
 /* The request of a pairing was posted, with cl_status; returns whether it
  * is to be sent again (a transient failure before the deadline) */
-int uct_orc_agent_request_sent_locked(uct_orc_agent_t *agent,
-                                      uint64_t conn_id,
+int uct_orc_agent_request_sent_locked(uct_orc_agent_t *agent, uint64_t conn_id,
                                       orc_cl_status_t cl_status);
 /* Our own node's lease expired: every ep and passive QP goes */
 void uct_orc_agent_node_lost_locked(uct_orc_agent_t *agent);
 /* The peer node left the job: cleanly (expired = 0) or its lease expired */
-void uct_orc_agent_peer_gone_locked(uct_orc_agent_t *agent,
-                                    uint64_t peer_node, int expired);
+void uct_orc_agent_peer_gone_locked(uct_orc_agent_t *agent, uint64_t peer_node,
+                                    int expired);
 /* Whether the agent has peers (pairing or paired) to watch */
 int uct_orc_agent_has_links_locked(uct_orc_agent_t *agent);
 /* cb(arg, peer node) for every peer of the agent (repeats possible) */
@@ -382,9 +382,9 @@ void uct_orc_session_detach(uct_orc_agent_t *agent);
  * object) from iface iface_id. conn_id != 0: a pairing request of that ep
  * of the iface, sent only while the pairing exists. Urgent messages
  * (replies) go before the others. Called with the session lock held. */
-void uct_orc_session_post_locked(uct_orc_session_t *session,
-                                 uint32_t iface_id, uint64_t dst,
-                                 uint64_t conn_id, int urgent, char *text);
+void uct_orc_session_post_locked(uct_orc_session_t *session, uint32_t iface_id,
+                                 uint64_t dst, uint64_t conn_id, int urgent,
+                                 char *text);
 /* JSON text of object (compact, malloc'ed; NULL if object is NULL or on no
  * memory); releases object */
 char *uct_orc_json_dump(json_t *object);
@@ -401,16 +401,16 @@ uint64_t uct_orc_session_node_id(const uct_orc_session_t *session);
 typedef struct uct_orc_ep uct_orc_ep_t;
 
 typedef enum uct_orc_op_type {
-    UCT_ORC_OP_PUT,         /* no local completion work */
-    UCT_ORC_OP_GET_BCOPY,   /* unpack from the bounce buffer */
+    UCT_ORC_OP_PUT,       /* no local completion work */
+    UCT_ORC_OP_GET_BCOPY, /* unpack from the bounce buffer */
     UCT_ORC_OP_GET_ZCOPY,
     UCT_ORC_OP_AM,
-    UCT_ORC_OP_ATOMIC_POST, /* result discarded */
-    UCT_ORC_OP_ATOMIC_FETCH,/* 64-bit result copied out */
-    UCT_ORC_OP_SWAP,        /* compare-swap loop until it swapped */
-    UCT_ORC_OP_CHECK,       /* ep_check probe */
-    UCT_ORC_OP_FLUSH,       /* marker in the ep's tx queue */
-    UCT_ORC_OP_GRANT        /* credit grant on a passive QP */
+    UCT_ORC_OP_ATOMIC_POST,  /* result discarded */
+    UCT_ORC_OP_ATOMIC_FETCH, /* 64-bit result copied out */
+    UCT_ORC_OP_SWAP,         /* compare-swap loop until it swapped */
+    UCT_ORC_OP_CHECK,        /* ep_check probe */
+    UCT_ORC_OP_FLUSH,        /* marker in the ep's tx queue */
+    UCT_ORC_OP_GRANT         /* credit grant on a passive QP */
 } uct_orc_op_type_t;
 
 /*
@@ -422,34 +422,34 @@ typedef enum uct_orc_op_type {
  * their CQE arrives.
  */
 typedef struct uct_orc_op {
-    ucs_queue_elem_t       queue;
-    uint8_t                type;
-    uint8_t                done;
-    uint8_t                queued;  /* goes to ep->sendq, not posted yet */
-    uint8_t                fence;   /* post with IBV_SEND_FENCE */
-    uint32_t               lkey;   /* of data[], bounce buffers only */
-    uct_orc_ep_t          *ep;
-    uct_completion_t      *comp;
+    ucs_queue_elem_t queue;
+    uint8_t type;
+    uint8_t done;
+    uint8_t queued; /* goes to ep->sendq, not posted yet */
+    uint8_t fence;  /* post with IBV_SEND_FENCE */
+    uint32_t lkey;  /* of data[], bounce buffers only */
+    uct_orc_ep_t *ep;
+    uct_completion_t *comp;
     union {
         struct {
             uct_unpack_callback_t cb;
-            void                 *arg;
-            size_t                length;
+            void *arg;
+            size_t length;
         } get;
         struct {
-            uint64_t             *result;
-            uint64_t              compare;
-            uint64_t              swap;
-            uint64_t              remote_addr;
-            uint32_t              rkey;
-            unsigned              retries;
+            uint64_t *result;
+            uint64_t compare;
+            uint64_t swap;
+            uint64_t remote_addr;
+            uint32_t rkey;
+            unsigned retries;
         } atomic;
     };
     /* queued ops only: the work request to post, and its sges */
-    struct ibv_send_wr     wr;
-    struct ibv_sge         sge[UCT_ORC_MAX_SGE];
+    struct ibv_send_wr wr;
+    struct ibv_sge sge[UCT_ORC_MAX_SGE];
     /* bounce buffers only: aligned, registered data */
-    char                   data[] UCS_V_ALIGNED(64);
+    char data[] UCS_V_ALIGNED(64);
 } uct_orc_op_t;
 
 /*
@@ -462,9 +462,9 @@ typedef struct uct_orc_op {
  * with such an alignment, the descriptor itself may sit anywhere.
  */
 typedef struct uct_orc_rx_desc {
-    uint32_t               lkey;
-    uint32_t               reserved;
-    char                   data[];
+    uint32_t lkey;
+    uint32_t reserved;
+    char data[];
 } UCS_S_PACKED uct_orc_rx_desc_t;
 
 /*
@@ -473,27 +473,27 @@ typedef struct uct_orc_rx_desc {
  * handed it over).
  */
 typedef struct uct_orc_passive {
-    ucs_list_link_t        list;
-    orc_qp_t              *qp;
-    uint64_t               peer_node;
-    uint64_t               peer_conn_id; /* the peer ep's connection id */
-    unsigned               credits_out;  /* AM credits the peer holds:
+    ucs_list_link_t list;
+    orc_qp_t *qp;
+    uint64_t peer_node;
+    uint64_t peer_conn_id; /* the peer ep's connection id */
+    unsigned credits_out;  /* AM credits the peer holds:
                                             granted, not yet received */
-    unsigned               sq_avail;
-    int                    failed;
-    int                    closing;      /* destroy once no grant in flight */
-    ucs_list_link_t        grant_list;   /* in iface->grant_pending */
-    int                    grant_queued;
+    unsigned sq_avail;
+    int failed;
+    int closing;                /* destroy once no grant in flight */
+    ucs_list_link_t grant_list; /* in iface->grant_pending */
+    int grant_queued;
 } uct_orc_passive_t;
 
 /* qp number -> owner (ep or passive) */
 typedef struct uct_orc_qp_owner {
-    uct_orc_ep_t          *ep;      /* initiator QP */
-    uct_orc_passive_t     *passive; /* passive QP */
+    uct_orc_ep_t *ep;           /* initiator QP */
+    uct_orc_passive_t *passive; /* passive QP */
 } uct_orc_qp_owner_t;
 
 KHASH_MAP_INIT_INT(uct_orc_qp, uct_orc_qp_owner_t);
-KHASH_MAP_INIT_INT64(uct_orc_conn, uct_orc_ep_t*);
+KHASH_MAP_INIT_INT64(uct_orc_conn, uct_orc_ep_t *);
 
 /*
  * Threading: like every UCT iface, used by one thread at a time (the one
@@ -501,58 +501,58 @@ KHASH_MAP_INIT_INT64(uct_orc_conn, uct_orc_ep_t*);
  * share only the device-layer objects (thread-safe) and the agent's state.
  */
 typedef struct uct_orc_iface {
-    uct_base_iface_t       super;
-    uct_orc_md_t          *md;
-    uint8_t                port;
-    struct ibv_port_attr   port_attr;
-    orc_comp_channel_t    *channel;
-    orc_cq_t              *send_cq;
-    orc_cq_t              *recv_cq;
-    orc_srq_t             *srq;
-    ucs_mpool_t            tx_mp;      /* bounce buffers (registered) */
-    ucs_mpool_t            op_mp;      /* ops without data */
-    ucs_mpool_t            rx_mp;      /* receive buffers (registered) */
-    unsigned               rx_posted;  /* receive buffers in the SRQ */
-    unsigned               tx_cq_avail;/* send CQ entries not in use */
-    unsigned               tx_cq_len;  /* tx_cq_avail with nothing in
+    uct_base_iface_t super;
+    uct_orc_md_t *md;
+    uint8_t port;
+    struct ibv_port_attr port_attr;
+    orc_comp_channel_t *channel;
+    orc_cq_t *send_cq;
+    orc_cq_t *recv_cq;
+    orc_srq_t *srq;
+    ucs_mpool_t tx_mp;    /* bounce buffers (registered) */
+    ucs_mpool_t op_mp;    /* ops without data */
+    ucs_mpool_t rx_mp;    /* receive buffers (registered) */
+    unsigned rx_posted;   /* receive buffers in the SRQ */
+    unsigned tx_cq_avail; /* send CQ entries not in use */
+    unsigned tx_cq_len;   /* tx_cq_avail with nothing in
                                           flight */
-    int                    event_fd;   /* epoll: channel fd + agent fd */
-    uint64_t               node_id;    /* our process's node in orcd */
-    uint32_t               domain;     /* hash of coordinator URL and job */
-    uct_orc_agent_t        agent;
-    unsigned               npassive;   /* length of passive_list */
-    uint64_t               next_conn_id;
-    khash_t(uct_orc_qp)    qp_hash;
-    khash_t(uct_orc_conn)  conn_hash;
-    ucs_list_link_t        ep_list;
-    ucs_list_link_t        passive_list;
-    ucs_list_link_t        grant_pending; /* passives owing a grant */
-    ucs_list_link_t        pending_eps;   /* eps with pending requests */
-    ucs_list_link_t        failed_eps;    /* eps whose error is not yet
+    int event_fd;         /* epoll: channel fd + agent fd */
+    uint64_t node_id;     /* our process's node in orcd */
+    uint32_t domain;      /* hash of coordinator URL and job */
+    uct_orc_agent_t agent;
+    unsigned npassive; /* length of passive_list */
+    uint64_t next_conn_id;
+    khash_t(uct_orc_qp) qp_hash;
+    khash_t(uct_orc_conn) conn_hash;
+    ucs_list_link_t ep_list;
+    ucs_list_link_t passive_list;
+    ucs_list_link_t grant_pending; /* passives owing a grant */
+    ucs_list_link_t pending_eps;   /* eps with pending requests */
+    ucs_list_link_t failed_eps;    /* eps whose error is not yet
                                              reported */
-    uct_orc_ep_t          *reporting_ep;  /* whose error handler runs now
+    uct_orc_ep_t *reporting_ep;    /* whose error handler runs now
                                              (NULL if it destroyed it) */
-    unsigned               fence_beat;
+    unsigned fence_beat;
     struct {
-        unsigned           tx_queue_len;
-        unsigned           rx_queue_len;
-        unsigned           am_credits;
-        size_t             seg_size;
-        size_t             rx_headroom; /* user bytes before an AM payload */
-        size_t             rx_pad;      /* see uct_orc_rx_desc_t */
-        size_t             rx_desc_offset; /* from an rx descriptor to the
+        unsigned tx_queue_len;
+        unsigned rx_queue_len;
+        unsigned am_credits;
+        size_t seg_size;
+        size_t rx_headroom;    /* user bytes before an AM payload */
+        size_t rx_pad;         /* see uct_orc_rx_desc_t */
+        size_t rx_desc_offset; /* from an rx descriptor to the
                                               AM descriptor of its payload
                                               (payload - rx_headroom) */
-        size_t             max_inline;
-        size_t             max_iov;
-        unsigned           max_rd_atomic;
-        int                has_stash;
+        size_t max_inline;
+        size_t max_iov;
+        unsigned max_rd_atomic;
+        int has_stash;
     } config;
-    uct_recv_desc_t        release_desc; /* of AM descriptors kept by the
+    uct_recv_desc_t release_desc; /* of AM descriptors kept by the
                                             application */
-    struct ibv_wc          stash_wc;   /* CQE consumed by event_arm */
-    int                    stash_is_send;
-    int                    remote;     /* the device is remote to the CPUs
+    struct ibv_wc stash_wc;       /* CQE consumed by event_arm */
+    int stash_is_send;
+    int remote; /* the device is remote to the CPUs
                                           of the thread that opened us */
 } uct_orc_iface_t;
 
@@ -578,10 +578,10 @@ uct_orc_iface_addr_unreachable(const uct_orc_iface_t *iface,
 }
 
 UCS_CLASS_DECLARE(uct_orc_iface_t, uct_md_h, uct_worker_h,
-                  const uct_iface_params_t*, const uct_iface_config_t*);
-UCS_CLASS_DECLARE_NEW_FUNC(uct_orc_iface_t, uct_iface_t, uct_md_h,
-                           uct_worker_h, const uct_iface_params_t*,
-                           const uct_iface_config_t*);
+                  const uct_iface_params_t *, const uct_iface_config_t *);
+UCS_CLASS_DECLARE_NEW_FUNC(uct_orc_iface_t, uct_iface_t, uct_md_h, uct_worker_h,
+                           const uct_iface_params_t *,
+                           const uct_iface_config_t *);
 
 /* Reachability for UCX (see UCT_ORC_COMPAT_INTERNAL_OPS): NULL if a peer
  * with these addresses is reachable; same_device: and on this device. */
@@ -594,8 +594,7 @@ ucs_status_t uct_orc_query_devices(uct_md_h md,
                                    uct_tl_device_resource_t **devices_p,
                                    unsigned *num_devices_p);
 
-void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface,
-                                    uct_orc_ep_t *ep);
+void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface, uct_orc_ep_t *ep);
 void uct_orc_iface_ep_failed(uct_orc_iface_t *iface, uct_orc_ep_t *ep,
                              ucs_status_t status);
 
@@ -609,36 +608,36 @@ typedef enum uct_orc_ep_state {
 } uct_orc_ep_state_t;
 
 struct uct_orc_ep {
-    uct_base_ep_t          super;
-    ucs_list_link_t        list;          /* iface->ep_list */
-    ucs_list_link_t        pending_list;  /* iface->pending_eps */
-    ucs_list_link_t        failed_list;   /* iface->failed_eps */
-    int                    in_pending_list;
-    int                    in_failed_list;
-    uct_orc_ep_state_t     state;
-    ucs_status_t           status;        /* sticky error once FAILED */
-    int                    err_reported;
-    int                    peer_left;     /* the peer iface closed */
-    uint64_t               conn_id;
-    uint64_t               peer_node;
-    uint32_t               peer_iface;
-    orc_qp_t              *qp;
-    unsigned               sq_avail;
-    unsigned               credits;       /* AM sends allowed */
-    unsigned               fence_beat;
-    unsigned               swaps;         /* swap ops posted, not done */
-    int                    in_dispatch;   /* dispatching its pending queue */
-    ucs_queue_head_t       txq;           /* uct_orc_op_t posted, in issue
+    uct_base_ep_t super;
+    ucs_list_link_t list;         /* iface->ep_list */
+    ucs_list_link_t pending_list; /* iface->pending_eps */
+    ucs_list_link_t failed_list;  /* iface->failed_eps */
+    int in_pending_list;
+    int in_failed_list;
+    uct_orc_ep_state_t state;
+    ucs_status_t status; /* sticky error once FAILED */
+    int err_reported;
+    int peer_left; /* the peer iface closed */
+    uint64_t conn_id;
+    uint64_t peer_node;
+    uint32_t peer_iface;
+    orc_qp_t *qp;
+    unsigned sq_avail;
+    unsigned credits; /* AM sends allowed */
+    unsigned fence_beat;
+    unsigned swaps;         /* swap ops posted, not done */
+    int in_dispatch;        /* dispatching its pending queue */
+    ucs_queue_head_t txq;   /* uct_orc_op_t posted, in issue
                                              order, and flush markers */
-    ucs_queue_head_t       sendq;         /* uct_orc_op_t accepted but not
+    ucs_queue_head_t sendq; /* uct_orc_op_t accepted but not
                                              posted yet (the ep was pairing)
                                              and flush markers behind them */
-    unsigned               sendq_len;     /* ops in sendq, markers aside */
-    ucs_queue_head_t       pending_q;
+    unsigned sendq_len;     /* ops in sendq, markers aside */
+    ucs_queue_head_t pending_q;
 };
 
-UCS_CLASS_DECLARE(uct_orc_ep_t, const uct_ep_params_t*);
-UCS_CLASS_DECLARE_NEW_FUNC(uct_orc_ep_t, uct_ep_t, const uct_ep_params_t*);
+UCS_CLASS_DECLARE(uct_orc_ep_t, const uct_ep_params_t *);
+UCS_CLASS_DECLARE_NEW_FUNC(uct_orc_ep_t, uct_ep_t, const uct_ep_params_t *);
 UCS_CLASS_DECLARE_DELETE_FUNC(uct_orc_ep_t, uct_ep_t);
 
 ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
@@ -663,10 +662,10 @@ ucs_status_t uct_orc_ep_am_short_iov(uct_ep_h tl_ep, uint8_t id,
 ssize_t uct_orc_ep_am_bcopy(uct_ep_h tl_ep, uint8_t id,
                             uct_pack_callback_t pack_cb, void *arg,
                             unsigned flags);
-ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id,
-                                 const void *header, unsigned header_length,
-                                 const uct_iov_t *iov, size_t iovcnt,
-                                 unsigned flags, uct_completion_t *comp);
+ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id, const void *header,
+                                 unsigned header_length, const uct_iov_t *iov,
+                                 size_t iovcnt, unsigned flags,
+                                 uct_completion_t *comp);
 ucs_status_t uct_orc_ep_atomic64_post(uct_ep_h tl_ep, unsigned opcode,
                                       uint64_t value, uint64_t remote_addr,
                                       uct_rkey_t rkey);

@@ -76,8 +76,7 @@ uct_orc_agent_event_new(uct_orc_agent_event_type_t type, uint64_t conn_id)
 
 static void uct_orc_agent_push_ep_locked(uct_orc_agent_t *agent,
                                          uct_orc_agent_event_type_t type,
-                                         uint64_t conn_id,
-                                         ucs_status_t status)
+                                         uint64_t conn_id, ucs_status_t status)
 {
     uct_orc_agent_event_t *ev = uct_orc_agent_event_new(type, conn_id);
 
@@ -93,8 +92,9 @@ static void uct_orc_agent_fail_locked(uct_orc_agent_t *agent,
                                       ucs_status_t status, const char *why)
 {
     ucs_debug("orc: iface %u: pairing %" PRIu64 " with node %" PRIu64
-              " iface %u failed: %s", agent->iface_id, pairing->conn_id,
-              pairing->peer_node, pairing->peer_iface, why);
+              " iface %u failed: %s",
+              agent->iface_id, pairing->conn_id, pairing->peer_node,
+              pairing->peer_iface, why);
     ucs_list_del(&pairing->list);
     uct_orc_agent_push_ep_locked(agent, UCT_ORC_AGENT_EV_EP_FAILED,
                                  pairing->conn_id, status);
@@ -114,9 +114,10 @@ uct_orc_agent_find_locked(uct_orc_agent_t *agent, uint64_t conn_id)
     return NULL;
 }
 
-static uct_orc_agent_link_t *
-uct_orc_agent_find_link(ucs_list_link_t *links, uint64_t conn_id,
-                        uint64_t peer_node, uint32_t peer_iface)
+static uct_orc_agent_link_t *uct_orc_agent_find_link(ucs_list_link_t *links,
+                                                     uint64_t conn_id,
+                                                     uint64_t peer_node,
+                                                     uint32_t peer_iface)
 {
     uct_orc_agent_link_t *link;
 
@@ -129,12 +130,12 @@ uct_orc_agent_find_link(ucs_list_link_t *links, uint64_t conn_id,
     return NULL;
 }
 
-static uct_orc_agent_link_t *
-uct_orc_agent_link_new(uint64_t conn_id, uint64_t peer_node,
-                       uint32_t peer_iface, uint32_t qp_num)
+static uct_orc_agent_link_t *uct_orc_agent_link_new(uint64_t conn_id,
+                                                    uint64_t peer_node,
+                                                    uint32_t peer_iface,
+                                                    uint32_t qp_num)
 {
-    uct_orc_agent_link_t *link = ucs_calloc(1, sizeof(*link),
-                                            "orc agent link");
+    uct_orc_agent_link_t *link = ucs_calloc(1, sizeof(*link), "orc agent link");
 
     if (link != NULL) {
         link->conn_id    = conn_id;
@@ -147,23 +148,22 @@ uct_orc_agent_link_new(uint64_t conn_id, uint64_t peer_node,
 
 /* A message from this iface to (peer_node, peer_iface) about conn_id;
  * replies and refusals go before requests (they complete a pairing) */
-static void uct_orc_agent_post_locked(uct_orc_agent_t *agent,
-                                      const char *type, uint64_t peer_node,
-                                      uint32_t peer_iface, uint64_t conn_id,
-                                      json_t *extra)
+static void uct_orc_agent_post_locked(uct_orc_agent_t *agent, const char *type,
+                                      uint64_t peer_node, uint32_t peer_iface,
+                                      uint64_t conn_id, json_t *extra)
 {
     int urgent = !strcmp(type, "rep") || !strcmp(type, "rej");
-    json_t *body = json_pack("{s:s, s:I, s:I, s:I}", "type", type, "dst",
-                             (json_int_t)peer_iface, "src",
-                             (json_int_t)agent->iface_id, "conn",
-                             (json_int_t)conn_id);
+    json_t *body =
+        json_pack("{s:s, s:I, s:I, s:I}", "type", type, "dst",
+                  (json_int_t)peer_iface, "src", (json_int_t)agent->iface_id,
+                  "conn", (json_int_t)conn_id);
 
     if ((body != NULL) && (extra != NULL)) {
         json_object_update(body, extra);
     }
     json_decref(extra);
-    uct_orc_session_post_locked(agent->session, agent->iface_id, peer_node,
-                                0, urgent, uct_orc_json_dump(body));
+    uct_orc_session_post_locked(agent->session, agent->iface_id, peer_node, 0,
+                                urgent, uct_orc_json_dump(body));
 }
 
 /* ------------------------------------------------------------ QP helpers */
@@ -179,12 +179,12 @@ static orc_qp_t *uct_orc_agent_qp_new(uct_orc_agent_t *agent, int passive,
     int ret;
 
     memset(&init_attr, 0, sizeof(init_attr));
-    init_attr.send_cq    = passive ? agent->params.passive_send_cq :
-                                     agent->params.send_cq;
-    init_attr.recv_cq    = agent->params.recv_cq;
-    init_attr.srq        = agent->params.srq;
-    init_attr.cap        = agent->params.qp_cap;
-    init_attr.qp_type    = IBV_QPT_RC;
+    init_attr.send_cq =
+        passive ? agent->params.passive_send_cq : agent->params.send_cq;
+    init_attr.recv_cq = agent->params.recv_cq;
+    init_attr.srq     = agent->params.srq;
+    init_attr.cap     = agent->params.qp_cap;
+    init_attr.qp_type = IBV_QPT_RC;
     if (passive) {
         init_attr.cap.max_send_wr  = UCT_ORC_PASSIVE_SQ_LEN;
         init_attr.cap.max_send_sge = 1;
@@ -203,8 +203,9 @@ static orc_qp_t *uct_orc_agent_qp_new(uct_orc_agent_t *agent, int passive,
     attr.port_num        = agent->params.port;
     attr.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
                            IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
-    ret = orc_qp_modify(qp, &attr, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
-                                   IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+    ret = orc_qp_modify(qp, &attr,
+                        IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                            IBV_QP_ACCESS_FLAGS);
     if (ret != 0) {
         ucs_error("orc: qp 0x%x: RESET->INIT failed: %s", qp->qp_num,
                   strerror(ret));
@@ -221,8 +222,8 @@ orc_qp_t *uct_orc_agent_qp_create(uct_orc_agent_t *agent, uint32_t *psn_p)
     return uct_orc_agent_qp_new(agent, 0, psn_p);
 }
 
-static int uct_orc_agent_hex_decode(const char *hex, uint8_t *buf,
-                                    size_t max, size_t *len_p)
+static int uct_orc_agent_hex_decode(const char *hex, uint8_t *buf, size_t max,
+                                    size_t *len_p)
 {
     size_t len = strlen(hex), i;
     unsigned byte;
@@ -264,19 +265,17 @@ static int uct_orc_agent_qp_connect(uct_orc_agent_t *agent, orc_qp_t *qp,
         return ret;
     }
 
-    attr.qp_state           = IBV_QPS_RTR;
-    attr.path_mtu           = (enum ibv_mtu)ucs_min((int)agent->params.mtu,
-                                                    peer_mtu);
-    attr.dest_qp_num        = peer_qpn;
-    attr.rq_psn             = peer_psn;
+    attr.qp_state    = IBV_QPS_RTR;
+    attr.path_mtu    = (enum ibv_mtu)ucs_min((int)agent->params.mtu, peer_mtu);
+    attr.dest_qp_num = peer_qpn;
+    attr.rq_psn      = peer_psn;
     attr.max_dest_rd_atomic = agent->params.max_rd_atomic;
     attr.min_rnr_timer      = 12;
     attr.ah_attr.port_num   = agent->params.port;
-    ret = orc_qp_modify(qp, &attr, IBV_QP_STATE | IBV_QP_AV |
-                                   IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
-                                   IBV_QP_RQ_PSN |
-                                   IBV_QP_MAX_DEST_RD_ATOMIC |
-                                   IBV_QP_MIN_RNR_TIMER);
+    ret                     = orc_qp_modify(qp, &attr,
+                                            IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+                                                IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                                                IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     if (ret != 0) {
         ucs_debug("orc: qp 0x%x: INIT->RTR failed: %s", qp->qp_num,
                   strerror(ret));
@@ -290,9 +289,10 @@ static int uct_orc_agent_qp_connect(uct_orc_agent_t *agent, orc_qp_t *qp,
     attr.rnr_retry     = agent->params.rnr_retry;
     attr.sq_psn        = my_psn;
     attr.max_rd_atomic = agent->params.max_rd_atomic;
-    ret = orc_qp_modify(qp, &attr, IBV_QP_STATE | IBV_QP_TIMEOUT |
-                                   IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                                   IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
+    ret                = orc_qp_modify(qp, &attr,
+                                       IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT |
+                                           IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
+                                           IBV_QP_MAX_QP_RD_ATOMIC);
     if (ret != 0) {
         ucs_debug("orc: qp 0x%x: RTR->RTS failed: %s", qp->qp_num,
                   strerror(ret));
@@ -303,9 +303,8 @@ static int uct_orc_agent_qp_connect(uct_orc_agent_t *agent, orc_qp_t *qp,
 /* ------------------------------------------------------------ messages */
 
 static void uct_orc_agent_reject_locked(uct_orc_agent_t *agent,
-                                        uint64_t peer_node,
-                                        uint32_t peer_iface, uint64_t conn_id,
-                                        const char *reason)
+                                        uint64_t peer_node, uint32_t peer_iface,
+                                        uint64_t conn_id, const char *reason)
 {
     uct_orc_agent_post_locked(agent, "rej", peer_node, peer_iface, conn_id,
                               json_pack("{s:s}", "reason", reason));
@@ -330,18 +329,16 @@ static void uct_orc_agent_handle_request_locked(uct_orc_agent_t *agent,
     orc_qp_t *qp;
     int ret;
 
-    if (json_unpack(body, "{s:I, s:I, s:I, s:I, s:s}", "conn", &conn_id,
-                    "qpn", &qpn, "psn", &psn, "mtu", &mtu, "addr",
-                    &addr) != 0) {
-        ucs_warn("orc: iface %u: malformed pairing request from node %"
-                 PRIu64, agent->iface_id, from);
+    if (json_unpack(body, "{s:I, s:I, s:I, s:I, s:s}", "conn", &conn_id, "qpn",
+                    &qpn, "psn", &psn, "mtu", &mtu, "addr", &addr) != 0) {
+        ucs_warn("orc: iface %u: malformed pairing request from node %" PRIu64,
+                 agent->iface_id, from);
         return;
     }
 
     qp = uct_orc_agent_qp_new(agent, 1, &my_psn);
     if (qp == NULL) {
-        uct_orc_agent_reject_locked(agent, from, from_iface, conn_id,
-                                    "error");
+        uct_orc_agent_reject_locked(agent, from, from_iface, conn_id, "error");
         return;
     }
 
@@ -351,8 +348,8 @@ static void uct_orc_agent_handle_request_locked(uct_orc_agent_t *agent,
                   agent->iface_id, from, strerror(ret));
         orc_qp_destroy(qp);
         uct_orc_agent_reject_locked(agent, from, from_iface, conn_id,
-                                    (ret == EHOSTUNREACH) ? "unreachable" :
-                                                            "error");
+                                    (ret == EHOSTUNREACH) ? "unreachable"
+                                                          : "error");
         return;
     }
 
@@ -362,14 +359,13 @@ static void uct_orc_agent_handle_request_locked(uct_orc_agent_t *agent,
         ucs_free(link);
         ucs_free(ev);
         orc_qp_destroy(qp);
-        uct_orc_agent_reject_locked(agent, from, from_iface, conn_id,
-                                    "error");
+        uct_orc_agent_reject_locked(agent, from, from_iface, conn_id, "error");
         return;
     }
 
-    credits = uct_orc_credit_window(agent->params.rx_queue_len,
-                                    agent->params.am_credits,
-                                    agent->npassive + 1);
+    credits =
+        uct_orc_credit_window(agent->params.rx_queue_len,
+                              agent->params.am_credits, agent->npassive + 1);
     ucs_list_add_tail(&agent->passives, &link->list);
     ++agent->npassive;
     uct_orc_session_links_changed_locked(agent->session);
@@ -389,14 +385,14 @@ static void uct_orc_agent_handle_request_locked(uct_orc_agent_t *agent,
                                         agent->dev_addr_hex, "credits",
                                         (json_int_t)credits));
     ucs_debug("orc: iface %u: qp 0x%x serves node %" PRIu64 " iface %u "
-              "(qp 0x%x) with %u credits", agent->iface_id, qp->qp_num, from,
-              from_iface, (unsigned)qpn, credits);
+              "(qp 0x%x) with %u credits",
+              agent->iface_id, qp->qp_num, from, from_iface, (unsigned)qpn,
+              credits);
 }
 
 static void uct_orc_agent_handle_reply_locked(uct_orc_agent_t *agent,
                                               uint64_t from,
-                                              uint32_t from_iface,
-                                              json_t *body)
+                                              uint32_t from_iface, json_t *body)
 {
     json_int_t conn_id, qpn, psn, mtu, credits;
     uct_orc_agent_pairing_t *pairing;
@@ -429,9 +425,9 @@ static void uct_orc_agent_handle_reply_locked(uct_orc_agent_t *agent,
                                    mtu, addr);
     if (ret != 0) {
         uct_orc_agent_fail_locked(agent, pairing,
-                                  (ret == EHOSTUNREACH) ?
-                                  UCS_ERR_UNREACHABLE :
-                                  UCS_ERR_CONNECTION_RESET,
+                                  (ret == EHOSTUNREACH)
+                                      ? UCS_ERR_UNREACHABLE
+                                      : UCS_ERR_CONNECTION_RESET,
                                   strerror(ret));
         return;
     }
@@ -463,8 +459,8 @@ static void uct_orc_agent_handle_reject_locked(uct_orc_agent_t *agent,
     const char *reason = "error";
     json_int_t conn_id;
 
-    if (json_unpack(body, "{s:I, s?s}", "conn", &conn_id, "reason",
-                    &reason) != 0) {
+    if (json_unpack(body, "{s:I, s?s}", "conn", &conn_id, "reason", &reason) !=
+        0) {
         return;
     }
 
@@ -472,9 +468,10 @@ static void uct_orc_agent_handle_reject_locked(uct_orc_agent_t *agent,
     if ((pairing != NULL) && (pairing->peer_node == from) &&
         (pairing->peer_iface == from_iface)) {
         uct_orc_agent_fail_locked(agent, pairing,
-                                  !strcmp(reason, "unreachable") ?
-                                  UCS_ERR_UNREACHABLE :
-                                  UCS_ERR_CONNECTION_RESET, reason);
+                                  !strcmp(reason, "unreachable")
+                                      ? UCS_ERR_UNREACHABLE
+                                      : UCS_ERR_CONNECTION_RESET,
+                                  reason);
     }
 }
 
@@ -486,8 +483,8 @@ static void uct_orc_agent_close_passive_locked(uct_orc_agent_t *agent,
 
     ucs_list_del(&link->list);
     --agent->npassive;
-    ev = uct_orc_agent_event_new(UCT_ORC_AGENT_EV_PASSIVE_CLOSED,
-                                 link->conn_id);
+    ev =
+        uct_orc_agent_event_new(UCT_ORC_AGENT_EV_PASSIVE_CLOSED, link->conn_id);
     if (ev != NULL) {
         ev->qp_num    = link->qp_num;
         ev->peer_node = link->peer_node;
@@ -498,8 +495,7 @@ static void uct_orc_agent_close_passive_locked(uct_orc_agent_t *agent,
 
 /* The initiator destroyed its ep: its passive QP goes */
 static void uct_orc_agent_handle_bye_locked(uct_orc_agent_t *agent,
-                                            uint64_t from,
-                                            uint32_t from_iface,
+                                            uint64_t from, uint32_t from_iface,
                                             json_t *body)
 {
     uct_orc_agent_link_t *link;
@@ -509,8 +505,7 @@ static void uct_orc_agent_handle_bye_locked(uct_orc_agent_t *agent,
         return;
     }
 
-    link = uct_orc_agent_find_link(&agent->passives, conn_id, from,
-                                   from_iface);
+    link = uct_orc_agent_find_link(&agent->passives, conn_id, from, from_iface);
     if (link != NULL) {
         uct_orc_agent_close_passive_locked(agent, link);
     }
@@ -518,8 +513,7 @@ static void uct_orc_agent_handle_bye_locked(uct_orc_agent_t *agent,
 
 /* The passive side closed its iface: the ep lost its peer */
 static void uct_orc_agent_handle_fin_locked(uct_orc_agent_t *agent,
-                                            uint64_t from,
-                                            uint32_t from_iface,
+                                            uint64_t from, uint32_t from_iface,
                                             json_t *body)
 {
     uct_orc_agent_link_t *link;
@@ -529,8 +523,8 @@ static void uct_orc_agent_handle_fin_locked(uct_orc_agent_t *agent,
         return;
     }
 
-    link = uct_orc_agent_find_link(&agent->connected, conn_id, from,
-                                   from_iface);
+    link =
+        uct_orc_agent_find_link(&agent->connected, conn_id, from, from_iface);
     if (link != NULL) {
         ucs_list_del(&link->list);
         ucs_free(link);
@@ -561,8 +555,8 @@ void uct_orc_agent_handle_msg_locked(uct_orc_agent_t *agent, uint64_t from,
 
 /* --------------------------------------------------- session callbacks */
 
-ucs_time_t uct_orc_agent_expire_locked(uct_orc_agent_t *agent,
-                                       ucs_time_t now, int *unsent_p)
+ucs_time_t uct_orc_agent_expire_locked(uct_orc_agent_t *agent, ucs_time_t now,
+                                       int *unsent_p)
 {
     uct_orc_agent_pairing_t *pairing, *tmp;
     ucs_time_t next = UINT64_MAX;
@@ -574,8 +568,8 @@ ucs_time_t uct_orc_agent_expire_locked(uct_orc_agent_t *agent,
         }
         *unsent_p |= !pairing->sent;
         uct_orc_agent_fail_locked(agent, pairing, UCS_ERR_ENDPOINT_TIMEOUT,
-                                  pairing->sent ? "no reply" :
-                                                  "orcd unreachable");
+                                  pairing->sent ? "no reply"
+                                                : "orcd unreachable");
     }
     return next;
 }
@@ -586,18 +580,16 @@ void uct_orc_agent_fail_unsent_locked(uct_orc_agent_t *agent)
 
     ucs_list_for_each_safe(pairing, tmp, &agent->pairings, list) {
         if (!pairing->sent) {
-            uct_orc_agent_fail_locked(agent, pairing,
-                                      UCS_ERR_ENDPOINT_TIMEOUT,
+            uct_orc_agent_fail_locked(agent, pairing, UCS_ERR_ENDPOINT_TIMEOUT,
                                       "orcd unreachable");
         }
     }
 }
 
-int uct_orc_agent_request_start_locked(uct_orc_agent_t *agent,
-                                       uint64_t conn_id)
+int uct_orc_agent_request_start_locked(uct_orc_agent_t *agent, uint64_t conn_id)
 {
-    uct_orc_agent_pairing_t *pairing = uct_orc_agent_find_locked(agent,
-                                                                 conn_id);
+    uct_orc_agent_pairing_t *pairing =
+        uct_orc_agent_find_locked(agent, conn_id);
 
     if ((pairing == NULL) || pairing->sent) {
         return 0;
@@ -608,12 +600,11 @@ int uct_orc_agent_request_start_locked(uct_orc_agent_t *agent,
     return 1;
 }
 
-int uct_orc_agent_request_sent_locked(uct_orc_agent_t *agent,
-                                      uint64_t conn_id,
+int uct_orc_agent_request_sent_locked(uct_orc_agent_t *agent, uint64_t conn_id,
                                       orc_cl_status_t cl_status)
 {
-    uct_orc_agent_pairing_t *pairing = uct_orc_agent_find_locked(agent,
-                                                                 conn_id);
+    uct_orc_agent_pairing_t *pairing =
+        uct_orc_agent_find_locked(agent, conn_id);
 
     if (pairing == NULL) {
         return 0;
@@ -647,16 +638,15 @@ int uct_orc_agent_request_sent_locked(uct_orc_agent_t *agent,
  * stays quiet, like a closed TCP connection; one waiting for the peer
  * fails). Pairings with it fail, passive QPs serving it close.
  */
-void uct_orc_agent_peer_gone_locked(uct_orc_agent_t *agent,
-                                    uint64_t peer_node, int expired)
+void uct_orc_agent_peer_gone_locked(uct_orc_agent_t *agent, uint64_t peer_node,
+                                    int expired)
 {
     uct_orc_agent_pairing_t *pairing, *ptmp;
     uct_orc_agent_link_t *link, *tmp;
 
     ucs_list_for_each_safe(pairing, ptmp, &agent->pairings, list) {
         if (pairing->peer_node == peer_node) {
-            uct_orc_agent_fail_locked(agent, pairing,
-                                      UCS_ERR_CONNECTION_RESET,
+            uct_orc_agent_fail_locked(agent, pairing, UCS_ERR_CONNECTION_RESET,
                                       "peer node left the job");
         }
     }
@@ -665,9 +655,9 @@ void uct_orc_agent_peer_gone_locked(uct_orc_agent_t *agent,
         if (link->peer_node == peer_node) {
             ucs_list_del(&link->list);
             uct_orc_agent_push_ep_locked(agent,
-                                         expired ?
-                                         UCT_ORC_AGENT_EV_EP_FAILED :
-                                         UCT_ORC_AGENT_EV_EP_PEER_LEFT,
+                                         expired
+                                             ? UCT_ORC_AGENT_EV_EP_FAILED
+                                             : UCT_ORC_AGENT_EV_EP_PEER_LEFT,
                                          link->conn_id,
                                          UCS_ERR_CONNECTION_RESET);
             ucs_free(link);
@@ -687,8 +677,8 @@ void uct_orc_agent_node_lost_locked(uct_orc_agent_t *agent)
     uct_orc_agent_link_t *link;
 
     while (!ucs_list_is_empty(&agent->pairings)) {
-        pairing = ucs_list_head(&agent->pairings, uct_orc_agent_pairing_t,
-                                list);
+        pairing =
+            ucs_list_head(&agent->pairings, uct_orc_agent_pairing_t, list);
         uct_orc_agent_fail_locked(agent, pairing, UCS_ERR_CONNECTION_RESET,
                                   "our node's lease expired");
     }
@@ -762,17 +752,17 @@ ucs_status_t uct_orc_agent_pair(uct_orc_agent_t *agent, uint64_t conn_id,
     pairing->psn        = psn;
     pairing->deadline   = UINT64_MAX;
 
-    body = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "type",
-                     "req", "dst", (json_int_t)peer_iface, "src",
-                     (json_int_t)agent->iface_id, "conn", (json_int_t)conn_id,
-                     "qpn", (json_int_t)qp->qp_num, "psn", (json_int_t)psn,
-                     "mtu", (json_int_t)agent->params.mtu, "addr",
-                     agent->dev_addr_hex);
+    body =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "type", "req",
+                  "dst", (json_int_t)peer_iface, "src",
+                  (json_int_t)agent->iface_id, "conn", (json_int_t)conn_id,
+                  "qpn", (json_int_t)qp->qp_num, "psn", (json_int_t)psn, "mtu",
+                  (json_int_t)agent->params.mtu, "addr", agent->dev_addr_hex);
 
     pthread_mutex_lock(uct_orc_session_lock(session));
     ucs_list_add_tail(&agent->pairings, &pairing->list);
-    uct_orc_session_post_locked(session, agent->iface_id, peer_node, conn_id,
-                                0, uct_orc_json_dump(body));
+    uct_orc_session_post_locked(session, agent->iface_id, peer_node, conn_id, 0,
+                                uct_orc_json_dump(body));
     uct_orc_session_links_changed_locked(session);
     pthread_mutex_unlock(uct_orc_session_lock(session));
     return UCS_OK;
@@ -803,8 +793,8 @@ void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id,
     }
 
     if (need_bye) {
-        uct_orc_agent_post_locked(agent, "bye", peer_node, peer_iface,
-                                  conn_id, NULL);
+        uct_orc_agent_post_locked(agent, "bye", peer_node, peer_iface, conn_id,
+                                  NULL);
     }
     pthread_mutex_unlock(uct_orc_session_lock(session));
 }
@@ -817,8 +807,8 @@ int uct_orc_agent_has_events(uct_orc_agent_t *agent)
 
 int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue)
 {
-    pthread_mutex_t *lock = (agent->session != NULL) ?
-                            uct_orc_session_lock(agent->session) : NULL;
+    pthread_mutex_t *lock =
+        (agent->session != NULL) ? uct_orc_session_lock(agent->session) : NULL;
     int count;
 
     if (lock != NULL) {

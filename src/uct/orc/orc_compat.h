@@ -35,11 +35,12 @@
 #include <uct/base/uct_md.h>
 
 #if (UCT_API == UCT_VERSION(1, 13))
-#  define UCT_ORC_UCX_1_22 0
+#define UCT_ORC_UCX_1_22 0
 #elif (UCT_API == UCT_VERSION(1, 22))
-#  define UCT_ORC_UCX_1_22 1
+#define UCT_ORC_UCX_1_22 1
 #else
-#  error "orc is built and tested against UCX 1.13 and 1.22 only: adapt src/uct/orc/orc_compat.h"
+#error \
+    "orc is built and tested against UCX 1.13 and 1.22 only: adapt src/uct/orc/orc_compat.h"
 #endif
 
 
@@ -64,39 +65,35 @@
  *     iface with these addresses.
  */
 /* the slots both releases have, with UCX's defaults */
-#define UCT_ORC_COMPAT_INTERNAL_OPS_COMMON                                    \
-    .iface_estimate_perf = uct_base_iface_estimate_perf,                      \
-    .iface_vfs_refresh   = (uct_iface_vfs_refresh_func_t)ucs_empty_function,  \
-    .ep_query            = (uct_ep_query_func_t)                              \
-                               ucs_empty_function_return_unsupported,         \
-    .ep_invalidate       = (uct_ep_invalidate_func_t)                         \
-                               ucs_empty_function_return_unsupported
+#define UCT_ORC_COMPAT_INTERNAL_OPS_COMMON                                   \
+    .iface_estimate_perf = uct_base_iface_estimate_perf,                     \
+    .iface_vfs_refresh   = (uct_iface_vfs_refresh_func_t)ucs_empty_function, \
+    .ep_query = (uct_ep_query_func_t)ucs_empty_function_return_unsupported,  \
+    .ep_invalidate =                                                         \
+        (uct_ep_invalidate_func_t)ucs_empty_function_return_unsupported
 
 #if UCT_ORC_UCX_1_22
 
-static UCS_F_MAYBE_UNUSED int
-uct_orc_compat_is_reachable_v2(const char *(*unreachable)(uct_iface_h,
-                                                          const uct_device_addr_t*,
-                                                          const uct_iface_addr_t*,
-                                                          int),
-                               uct_iface_h iface,
-                               const uct_iface_is_reachable_params_t *params)
+static UCS_F_MAYBE_UNUSED int uct_orc_compat_is_reachable_v2(
+    const char *(*unreachable)(uct_iface_h, const uct_device_addr_t *,
+                               const uct_iface_addr_t *, int),
+    uct_iface_h iface, const uct_iface_is_reachable_params_t *params)
 {
     const uct_iface_addr_t *iface_addr;
     const char *why;
     int same_device;
 
     if (!uct_iface_is_reachable_params_valid(
-                params, UCT_IFACE_IS_REACHABLE_FIELD_DEVICE_ADDR)) {
+            params, UCT_IFACE_IS_REACHABLE_FIELD_DEVICE_ADDR)) {
         return 0;
     }
 
-    iface_addr  = (params->field_mask & UCT_IFACE_IS_REACHABLE_FIELD_IFACE_ADDR) ?
-                  params->iface_addr : NULL;
+    iface_addr  = (params->field_mask & UCT_IFACE_IS_REACHABLE_FIELD_IFACE_ADDR)
+                      ? params->iface_addr
+                      : NULL;
     same_device = (params->field_mask & UCT_IFACE_IS_REACHABLE_FIELD_SCOPE) &&
                   (params->scope == UCT_IFACE_REACHABILITY_SCOPE_DEVICE);
-    why         = unreachable(iface, params->device_addr, iface_addr,
-                              same_device);
+    why = unreachable(iface, params->device_addr, iface_addr, same_device);
     if (why != NULL) {
         uct_iface_fill_info_str_buf(params, "%s", why);
         return 0;
@@ -104,51 +101,46 @@ uct_orc_compat_is_reachable_v2(const char *(*unreachable)(uct_iface_h,
     return 1;
 }
 
-static UCS_F_MAYBE_UNUSED int
-uct_orc_compat_ep_is_connected(int (*ep_is_peer)(uct_ep_h,
-                                                 const uct_device_addr_t*,
-                                                 const uct_iface_addr_t*),
-                               uct_ep_h ep,
-                               const uct_ep_is_connected_params_t *params)
+static UCS_F_MAYBE_UNUSED int uct_orc_compat_ep_is_connected(
+    int (*ep_is_peer)(uct_ep_h, const uct_device_addr_t *,
+                      const uct_iface_addr_t *),
+    uct_ep_h ep, const uct_ep_is_connected_params_t *params)
 {
     /* connect-to-iface: both addresses name the peer; no ep address */
     UCT_EP_IS_CONNECTED_CHECK_DEV_IFACE_ADDRS(params);
     return ep_is_peer(ep, params->device_addr, params->iface_addr);
 }
 
-#  define UCT_ORC_COMPAT_INTERNAL_OPS(_name, _unreachable, _ep_is_peer)      \
-    static int _name##_is_reachable_v2(                                       \
-            const uct_iface_h iface,                                          \
-            const uct_iface_is_reachable_params_t *params)                    \
-    {                                                                         \
-        return uct_orc_compat_is_reachable_v2(_unreachable, iface, params);   \
-    }                                                                         \
-    static int _name##_ep_is_connected(                                       \
-            uct_ep_h ep, const uct_ep_is_connected_params_t *params)          \
-    {                                                                         \
-        return uct_orc_compat_ep_is_connected(_ep_is_peer, ep, params);       \
-    }                                                                         \
-    static uct_iface_internal_ops_t _name = {                                 \
-        UCT_ORC_COMPAT_INTERNAL_OPS_COMMON,                                   \
-        .iface_query_v2        = uct_iface_base_query_v2,                     \
-        .ep_connect_to_ep_v2   = (uct_ep_connect_to_ep_v2_func_t)             \
-                                     ucs_empty_function_return_unsupported,   \
-        .iface_is_reachable_v2 = _name##_is_reachable_v2,                     \
-        .ep_is_connected       = _name##_ep_is_connected,                     \
-        .ep_get_device_ep      = (uct_ep_get_device_ep_func_t)                \
-                                     ucs_empty_function_return_unsupported,   \
-        .ep_put_sgl_zcopy      = (uct_ep_put_sgl_zcopy_func_t)                \
-                                     ucs_empty_function_return_unsupported    \
-    }
+#define UCT_ORC_COMPAT_INTERNAL_OPS(_name, _unreachable, _ep_is_peer)       \
+    static int _name##_is_reachable_v2(                                     \
+        const uct_iface_h iface,                                            \
+        const uct_iface_is_reachable_params_t *params)                      \
+    {                                                                       \
+        return uct_orc_compat_is_reachable_v2(_unreachable, iface, params); \
+    }                                                                       \
+    static int _name##_ep_is_connected(                                     \
+        uct_ep_h ep, const uct_ep_is_connected_params_t *params)            \
+    {                                                                       \
+        return uct_orc_compat_ep_is_connected(_ep_is_peer, ep, params);     \
+    }                                                                       \
+    static uct_iface_internal_ops_t _name = {                               \
+        UCT_ORC_COMPAT_INTERNAL_OPS_COMMON,                                 \
+        .iface_query_v2      = uct_iface_base_query_v2,                     \
+        .ep_connect_to_ep_v2 = (uct_ep_connect_to_ep_v2_func_t)             \
+            ucs_empty_function_return_unsupported,                          \
+        .iface_is_reachable_v2 = _name##_is_reachable_v2,                   \
+        .ep_is_connected       = _name##_ep_is_connected,                   \
+        .ep_get_device_ep      = (uct_ep_get_device_ep_func_t)              \
+            ucs_empty_function_return_unsupported,                          \
+        .ep_put_sgl_zcopy = (uct_ep_put_sgl_zcopy_func_t)                   \
+            ucs_empty_function_return_unsupported}
 
 #else
 
 /* 1.13: UCP asks the public iface_is_reachable op and never whether an ep
  * is connected; the two functions serve 1.22 only. */
-#  define UCT_ORC_COMPAT_INTERNAL_OPS(_name, _unreachable, _ep_is_peer)      \
-    static uct_iface_internal_ops_t _name = {                                 \
-        UCT_ORC_COMPAT_INTERNAL_OPS_COMMON                                    \
-    }
+#define UCT_ORC_COMPAT_INTERNAL_OPS(_name, _unreachable, _ep_is_peer) \
+    static uct_iface_internal_ops_t _name = {UCT_ORC_COMPAT_INTERNAL_OPS_COMMON}
 
 #endif
 
@@ -158,31 +150,31 @@ uct_orc_compat_ep_is_connected(int (*ep_is_peer)(uct_ep_h,
  * such ifaces out of network-only worker addresses. 1.13 has no such flag.
  */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_IFACE_FLAG_INTER_NODE UCT_IFACE_FLAG_INTER_NODE
+#define UCT_ORC_COMPAT_IFACE_FLAG_INTER_NODE UCT_IFACE_FLAG_INTER_NODE
 #else
-#  define UCT_ORC_COMPAT_IFACE_FLAG_INTER_NODE 0
+#define UCT_ORC_COMPAT_IFACE_FLAG_INTER_NODE 0
 #endif
 
 /* Base iface constructor arguments (unchanged 1.13 -> 1.22: ops, internal
  * ops, md, worker, params, config, and stats arguments when UCX was built
  * with stats). */
-#define UCT_ORC_COMPAT_BASE_IFACE_INIT_ARGS(_ops, _internal_ops, _md,       \
-                                            _worker, _params, _config)      \
-    (_ops), (_internal_ops), (_md), (_worker), (_params),                   \
-    (_config) UCS_STATS_ARG(((_params)->field_mask &                        \
-                             UCT_IFACE_PARAM_FIELD_STATS_ROOT) ?            \
-                            (_params)->stats_root : NULL)                   \
-    UCS_STATS_ARG(UCT_ORC_TL_NAME)
+#define UCT_ORC_COMPAT_BASE_IFACE_INIT_ARGS(_ops, _internal_ops, _md, _worker, \
+                                            _params, _config)                  \
+    (_ops), (_internal_ops), (_md), (_worker), (_params),                      \
+        (_config)UCS_STATS_ARG(                                                \
+            ((_params)->field_mask & UCT_IFACE_PARAM_FIELD_STATS_ROOT)         \
+                ? (_params)->stats_root                                        \
+                : NULL) UCS_STATS_ARG(UCT_ORC_TL_NAME)
 
 /* ep_check: orc takes no completion. UCX 1.13's parameter check rejects
  * one; 1.22 dropped that from UCT_EP_KEEPALIVE_CHECK_PARAM, so it is
  * checked here (UCP passes none in either). */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_EP_CHECK_PARAM(_flags, _comp)                       \
-    UCT_EP_KEEPALIVE_CHECK_PARAM(_flags);                                    \
+#define UCT_ORC_COMPAT_EP_CHECK_PARAM(_flags, _comp) \
+    UCT_EP_KEEPALIVE_CHECK_PARAM(_flags);            \
     UCT_CHECK_PARAM((_comp) == NULL, "Unsupported completion on ep_check")
 #else
-#  define UCT_ORC_COMPAT_EP_CHECK_PARAM(_flags, _comp)                       \
+#define UCT_ORC_COMPAT_EP_CHECK_PARAM(_flags, _comp) \
     UCT_EP_KEEPALIVE_CHECK_PARAM(_flags, _comp)
 #endif
 
@@ -226,14 +218,14 @@ uct_orc_compat_mpool_init(ucs_mpool_t *mp, size_t priv_size, size_t elem_size,
  */
 #if UCT_ORC_UCX_1_22
 typedef uct_md_attr_v2_t uct_orc_compat_md_attr_t;
-#  define UCT_ORC_COMPAT_MD_CAP(_attr, _field) ((_attr)->_field)
+#define UCT_ORC_COMPAT_MD_CAP(_attr, _field) ((_attr)->_field)
 static inline void uct_orc_compat_md_attr_init(uct_orc_compat_md_attr_t *attr)
 {
     uct_md_base_md_query(attr);
 }
 #else
 typedef uct_md_attr_t uct_orc_compat_md_attr_t;
-#  define UCT_ORC_COMPAT_MD_CAP(_attr, _field) ((_attr)->cap._field)
+#define UCT_ORC_COMPAT_MD_CAP(_attr, _field) ((_attr)->cap._field)
 static inline void uct_orc_compat_md_attr_init(uct_orc_compat_md_attr_t *attr)
 {
     memset(&attr->cap, 0, sizeof(attr->cap));
@@ -246,10 +238,10 @@ static inline void uct_orc_compat_md_attr_init(uct_orc_compat_md_attr_t *attr)
  * handle stays valid until deregistered, like IB's. No-op on 1.13.
  */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_MD_ATTR_SET_CACHEABLE(_attr, _mem_types) \
+#define UCT_ORC_COMPAT_MD_ATTR_SET_CACHEABLE(_attr, _mem_types) \
     (_attr)->cache_mem_types = (_mem_types)
 #else
-#  define UCT_ORC_COMPAT_MD_ATTR_SET_CACHEABLE(_attr, _mem_types) \
+#define UCT_ORC_COMPAT_MD_ATTR_SET_CACHEABLE(_attr, _mem_types) \
     ((void)(_attr), (void)(_mem_types))
 #endif
 
@@ -258,7 +250,7 @@ static inline void uct_orc_compat_md_attr_init(uct_orc_compat_md_attr_t *attr)
  * which orc does not advertise). _impl(md, address, length, uint64_t flags,
  * memh_p). */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_MEM_REG_FUNC(_name, _impl)                          \
+#define UCT_ORC_COMPAT_MEM_REG_FUNC(_name, _impl)                           \
     static ucs_status_t _name(uct_md_h md, void *address, size_t length,    \
                               const uct_md_mem_reg_params_t *params,        \
                               uct_mem_h *memh_p)                            \
@@ -269,32 +261,32 @@ static inline void uct_orc_compat_md_attr_init(uct_orc_compat_md_attr_t *attr)
                      memh_p);                                               \
     }
 #else
-#  define UCT_ORC_COMPAT_MEM_REG_FUNC(_name, _impl)                          \
-    static ucs_status_t _name(uct_md_h md, void *address, size_t length,    \
-                              unsigned flags, uct_mem_h *memh_p)            \
-    {                                                                       \
-        return _impl(md, address, length, flags, memh_p);                  \
+#define UCT_ORC_COMPAT_MEM_REG_FUNC(_name, _impl)                        \
+    static ucs_status_t _name(uct_md_h md, void *address, size_t length, \
+                              unsigned flags, uct_mem_h *memh_p)         \
+    {                                                                    \
+        return _impl(md, address, length, flags, memh_p);                \
     }
 #endif
 
 /* md_ops.mkey_pack: UCX 1.14 added the packed region (address, length).
  * _impl(md, memh, rkey_buffer): orc's key covers the whole registration. */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_MKEY_PACK_FUNC(_name, _impl)                        \
-    static ucs_status_t _name(uct_md_h md, uct_mem_h memh, void *address,   \
-                              size_t length,                                \
-                              const uct_md_mkey_pack_params_t *params,      \
-                              void *buffer)                                 \
-    {                                                                       \
-        return _impl(md, memh, buffer);                                     \
+#define UCT_ORC_COMPAT_MKEY_PACK_FUNC(_name, _impl)                       \
+    static ucs_status_t _name(uct_md_h md, uct_mem_h memh, void *address, \
+                              size_t length,                              \
+                              const uct_md_mkey_pack_params_t *params,    \
+                              void *buffer)                               \
+    {                                                                     \
+        return _impl(md, memh, buffer);                                   \
     }
 #else
-#  define UCT_ORC_COMPAT_MKEY_PACK_FUNC(_name, _impl)                        \
-    static ucs_status_t _name(uct_md_h md, uct_mem_h memh,                  \
-                              const uct_md_mkey_pack_params_t *params,      \
-                              void *buffer)                                 \
-    {                                                                       \
-        return _impl(md, memh, buffer);                                     \
+#define UCT_ORC_COMPAT_MKEY_PACK_FUNC(_name, _impl)                    \
+    static ucs_status_t _name(uct_md_h md, uct_mem_h memh,             \
+                              const uct_md_mkey_pack_params_t *params, \
+                              void *buffer)                            \
+    {                                                                  \
+        return _impl(md, memh, buffer);                                \
     }
 #endif
 
@@ -304,15 +296,15 @@ static inline void uct_orc_compat_md_attr_init(uct_orc_compat_md_attr_t *attr)
  * mem_elem_pack (1.21, device-side memory elements: orc has no device
  * endpoints). */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_MD_OPS_VERSIONED                                    \
-    .mem_attach    = (uct_md_mem_attach_func_t)                              \
-                         ucs_empty_function_return_unsupported,              \
-    .mem_elem_pack = (uct_md_mem_elem_pack_func_t)                           \
-                         ucs_empty_function_return_unsupported
+#define UCT_ORC_COMPAT_MD_OPS_VERSIONED                                  \
+    .mem_attach =                                                        \
+        (uct_md_mem_attach_func_t)ucs_empty_function_return_unsupported, \
+    .mem_elem_pack =                                                     \
+        (uct_md_mem_elem_pack_func_t)ucs_empty_function_return_unsupported
 #else
-#  define UCT_ORC_COMPAT_MD_OPS_VERSIONED                                    \
-    .is_sockaddr_accessible = (uct_md_is_sockaddr_accessible_func_t)         \
-                                  ucs_empty_function_return_zero_int
+#define UCT_ORC_COMPAT_MD_OPS_VERSIONED                              \
+    .is_sockaddr_accessible = (uct_md_is_sockaddr_accessible_func_t) \
+        ucs_empty_function_return_zero_int
 #endif
 
 /*
@@ -327,14 +319,14 @@ static inline void uct_orc_compat_md_attr_init(uct_orc_compat_md_attr_t *attr)
  */
 #if UCT_ORC_UCX_1_22
 typedef ucs_rcache_config_t uct_orc_compat_rcache_config_t;
-#  define UCT_ORC_COMPAT_RCACHE_CONFIG_TABLE ucs_config_rcache_table
-#  define UCT_ORC_COMPAT_RCACHE_OPS_MERGE                                    \
-    .merge = (void (*)(void*, ucs_rcache_t*, void*, ucs_rcache_region_t*))   \
-                 ucs_empty_function,
+#define UCT_ORC_COMPAT_RCACHE_CONFIG_TABLE ucs_config_rcache_table
+#define UCT_ORC_COMPAT_RCACHE_OPS_MERGE                \
+    .merge = (void (*)(void *, ucs_rcache_t *, void *, \
+                       ucs_rcache_region_t *))ucs_empty_function,
 #else
 typedef uct_md_rcache_config_t uct_orc_compat_rcache_config_t;
-#  define UCT_ORC_COMPAT_RCACHE_CONFIG_TABLE uct_md_config_rcache_table
-#  define UCT_ORC_COMPAT_RCACHE_OPS_MERGE
+#define UCT_ORC_COMPAT_RCACHE_CONFIG_TABLE uct_md_config_rcache_table
+#define UCT_ORC_COMPAT_RCACHE_OPS_MERGE
 #endif
 
 /* Region alignment orc asks for (1.13: UCX_<TL>_RCACHE_ADDR_ALIGN, default
@@ -385,21 +377,21 @@ uct_orc_compat_rcache_overhead(const uct_orc_compat_rcache_config_t *config)
 /* component.rkey_unpack: UCX 1.19 added unpack parameters (the system
  * device of a GPU key). _impl(component, rkey_buffer, rkey_p, handle_p). */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_RKEY_UNPACK_FUNC(_name, _impl)                      \
-    static ucs_status_t _name(uct_component_t *component,                   \
-                              const void *rkey_buffer,                      \
-                              const uct_rkey_unpack_params_t *params,       \
-                              uct_rkey_t *rkey_p, void **handle_p)          \
-    {                                                                       \
-        return _impl(component, rkey_buffer, rkey_p, handle_p);             \
+#define UCT_ORC_COMPAT_RKEY_UNPACK_FUNC(_name, _impl)                 \
+    static ucs_status_t _name(uct_component_t *component,             \
+                              const void *rkey_buffer,                \
+                              const uct_rkey_unpack_params_t *params, \
+                              uct_rkey_t *rkey_p, void **handle_p)    \
+    {                                                                 \
+        return _impl(component, rkey_buffer, rkey_p, handle_p);       \
     }
 #else
-#  define UCT_ORC_COMPAT_RKEY_UNPACK_FUNC(_name, _impl)                      \
-    static ucs_status_t _name(uct_component_t *component,                   \
-                              const void *rkey_buffer, uct_rkey_t *rkey_p,  \
-                              void **handle_p)                              \
-    {                                                                       \
-        return _impl(component, rkey_buffer, rkey_p, handle_p);             \
+#define UCT_ORC_COMPAT_RKEY_UNPACK_FUNC(_name, _impl)                      \
+    static ucs_status_t _name(uct_component_t *component,                  \
+                              const void *rkey_buffer, uct_rkey_t *rkey_p, \
+                              void **handle_p)                             \
+    {                                                                      \
+        return _impl(component, rkey_buffer, rkey_p, handle_p);            \
     }
 #endif
 
@@ -407,12 +399,12 @@ uct_orc_compat_rcache_overhead(const uct_orc_compat_rcache_config_t *config)
  * (no-op is fine). 1.22 adds rkey_compare (1.16, ucp_rkey_compare()): an
  * orc rkey is the 32-bit key itself, which UCX's base comparison orders. */
 #if UCT_ORC_UCX_1_22
-#  define UCT_ORC_COMPAT_COMPONENT_VERSIONED                                 \
-    .md_vfs_init  = (uct_component_md_vfs_init_func_t)ucs_empty_function,    \
+#define UCT_ORC_COMPAT_COMPONENT_VERSIONED                                \
+    .md_vfs_init  = (uct_component_md_vfs_init_func_t)ucs_empty_function, \
     .rkey_compare = uct_base_rkey_compare
 #else
-#  define UCT_ORC_COMPAT_COMPONENT_VERSIONED                                 \
-    .md_vfs_init  = (uct_component_md_vfs_init_func_t)ucs_empty_function
+#define UCT_ORC_COMPAT_COMPONENT_VERSIONED \
+    .md_vfs_init = (uct_component_md_vfs_init_func_t)ucs_empty_function
 #endif
 
 /* Register the component and transport when the library is loaded
@@ -420,6 +412,6 @@ uct_orc_compat_rcache_overhead(const uct_orc_compat_rcache_config_t *config)
  * loader dlopen()s from UCX_PLUGIN_PATH (1.22) are both in
  * uct_query_components() before it returns. */
 #define UCT_ORC_COMPAT_REGISTER(_component, _name) \
-    UCT_SINGLE_TL_INIT(_component, _name, ctor,,)
+    UCT_SINGLE_TL_INIT(_component, _name, ctor, , )
 
 #endif /* UCT_ORC_COMPAT_H_ */

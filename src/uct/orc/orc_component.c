@@ -74,8 +74,7 @@ extern ucs_status_t uct_orc_md_open(uct_component_t *component,
 
 static ucs_status_t uct_orc_rkey_unpack_key(uct_component_t *component,
                                             const void *rkey_buffer,
-                                            uct_rkey_t *rkey_p,
-                                            void **handle_p)
+                                            uct_rkey_t *rkey_p, void **handle_p)
 {
     const uct_orc_rkey_t *packed = rkey_buffer;
 
@@ -89,25 +88,25 @@ UCT_ORC_COMPAT_RKEY_UNPACK_FUNC(uct_orc_rkey_unpack, uct_orc_rkey_unpack_key)
 uct_component_t uct_orc_component = {
     .query_md_resources = uct_orc_query_md_resources,
     .md_open            = uct_orc_md_open,
-    .cm_open            = (uct_component_cm_open_func_t)
-                              ucs_empty_function_return_unsupported,
-    .rkey_unpack        = uct_orc_rkey_unpack,
-    .rkey_ptr           = (uct_component_rkey_ptr_func_t)
-                              ucs_empty_function_return_unsupported,
-    .rkey_release       = (uct_component_rkey_release_func_t)
-                              ucs_empty_function_return_success,
-    .name               = UCT_ORC_TL_NAME,
-    .md_config          = {
-        .name           = "orc memory domain",
-        .prefix         = UCT_ORC_CONFIG_PREFIX,
-        .table          = uct_orc_md_config_table,
-        .size           = sizeof(uct_orc_md_config_t),
-    },
-    .cm_config          = UCS_CONFIG_EMPTY_GLOBAL_LIST_ENTRY,
-    .tl_list            = UCT_COMPONENT_TL_LIST_INITIALIZER(&uct_orc_component),
-    .flags              = 0,
-    UCT_ORC_COMPAT_COMPONENT_VERSIONED
-};
+    .cm_open =
+        (uct_component_cm_open_func_t)ucs_empty_function_return_unsupported,
+    .rkey_unpack = uct_orc_rkey_unpack,
+    .rkey_ptr =
+        (uct_component_rkey_ptr_func_t)ucs_empty_function_return_unsupported,
+    .rkey_release =
+        (uct_component_rkey_release_func_t)ucs_empty_function_return_success,
+    .name = UCT_ORC_TL_NAME,
+    .md_config =
+        {
+            .name   = "orc memory domain",
+            .prefix = UCT_ORC_CONFIG_PREFIX,
+            .table  = uct_orc_md_config_table,
+            .size   = sizeof(uct_orc_md_config_t),
+        },
+    .cm_config = UCS_CONFIG_EMPTY_GLOBAL_LIST_ENTRY,
+    .tl_list   = UCT_COMPONENT_TL_LIST_INITIALIZER(&uct_orc_component),
+    .flags     = 0,
+    UCT_ORC_COMPAT_COMPONENT_VERSIONED};
 
 UCT_TL_DEFINE_ENTRY(&uct_orc_component, orc, uct_orc_query_devices,
                     uct_orc_iface_t, UCT_ORC_CONFIG_PREFIX,

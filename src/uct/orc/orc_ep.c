@@ -69,25 +69,24 @@ static UCS_F_ALWAYS_INLINE int uct_orc_ep_take_fence(uct_orc_ep_t *ep,
  * ops, and behind a fence that waits for a swap (a loop of compare-swaps
  * the device cannot fence).
  */
-static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_admit(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t type,
-                 int *queued_p)
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_admit(uct_orc_ep_t *ep,
+                                                         uct_orc_iface_t *iface,
+                                                         uint8_t type,
+                                                         int *queued_p)
 {
-    int fence_waits = (ep->swaps > 0) &&
-                      (ep->fence_beat != iface->fence_beat);
+    int fence_waits = (ep->swaps > 0) && (ep->fence_beat != iface->fence_beat);
 
     if (ucs_unlikely(ep->state == UCT_ORC_EP_FAILED)) {
         return ep->status;
     }
-    if (ucs_unlikely(!ucs_queue_is_empty(&ep->pending_q) &&
-                     !ep->in_dispatch)) {
+    if (ucs_unlikely(!ucs_queue_is_empty(&ep->pending_q) && !ep->in_dispatch)) {
         return UCS_ERR_NO_RESOURCE; /* it would overtake them */
     }
     if (ucs_likely((ep->state == UCT_ORC_EP_CONNECTED) &&
                    ucs_queue_is_empty(&ep->sendq) && !fence_waits)) {
         *queued_p = 0;
-        return uct_orc_ep_can_post(ep, iface, type) ? UCS_OK :
-                                                      UCS_ERR_NO_RESOURCE;
+        return uct_orc_ep_can_post(ep, iface, type) ? UCS_OK
+                                                    : UCS_ERR_NO_RESOURCE;
     }
     if (ep->sendq_len >= UCT_ORC_EP_SENDQ_MAX) {
         return UCS_ERR_NO_RESOURCE;
@@ -123,8 +122,8 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     struct ibv_send_wr *bad_wr;
     int ret;
 
-    wr->wr_id       = (uintptr_t)op;
-    wr->next        = NULL;
+    wr->wr_id = (uintptr_t)op;
+    wr->next  = NULL;
     wr->send_flags |= IBV_SEND_SIGNALED;
     if (op->fence) {
         wr->send_flags |= IBV_SEND_FENCE;
@@ -136,8 +135,8 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
 
     ret = orc_post_send(ep->qp, wr, &bad_wr);
     if (ucs_unlikely(ret != 0)) {
-        ucs_error("orc: qp 0x%x: failed to post opcode %d: %s",
-                  ep->qp->qp_num, wr->opcode, strerror(ret));
+        ucs_error("orc: qp 0x%x: failed to post opcode %d: %s", ep->qp->qp_num,
+                  wr->opcode, strerror(ret));
         return UCS_ERR_IO_ERROR;
     }
 
@@ -202,8 +201,8 @@ static void uct_orc_ep_save_wr(uct_orc_op_t *op, const struct ibv_send_wr *wr)
 /* A new op: post its WR at the tail of the tx queue, or keep it at the tail
  * of the send queue; on failure the op goes back to its pool */
 static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_post_new(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
-                    uct_orc_op_t *op, struct ibv_send_wr *wr)
+uct_orc_ep_post_new(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
+                    struct ibv_send_wr *wr)
 {
     ucs_status_t status;
 
@@ -224,10 +223,9 @@ uct_orc_ep_post_new(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
 
 /* RDMA WRITE or READ between sge and the remote address */
 static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_post_rdma(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
-                     uct_orc_op_t *op, enum ibv_wr_opcode opcode,
-                     struct ibv_sge *sge, int num_sge, uint64_t remote_addr,
-                     uct_rkey_t rkey)
+uct_orc_ep_post_rdma(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
+                     enum ibv_wr_opcode opcode, struct ibv_sge *sge,
+                     int num_sge, uint64_t remote_addr, uct_rkey_t rkey)
 {
     struct ibv_send_wr wr;
 
@@ -243,8 +241,7 @@ uct_orc_ep_post_rdma(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
 /* The atomic described by op->atomic, its result landing in op->data */
 static UCS_F_ALWAYS_INLINE ucs_status_t
 uct_orc_ep_post_atomic(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
-                       uct_orc_op_t *op, enum ibv_wr_opcode opcode,
-                       int is_new)
+                       uct_orc_op_t *op, enum ibv_wr_opcode opcode, int is_new)
 {
     struct ibv_send_wr wr;
     struct ibv_sge sge;
@@ -257,8 +254,8 @@ uct_orc_ep_post_atomic(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     wr.wr.atomic.rkey        = op->atomic.rkey;
     wr.wr.atomic.compare_add = op->atomic.compare;
     wr.wr.atomic.swap        = op->atomic.swap;
-    return is_new ? uct_orc_ep_post_new(ep, iface, op, &wr) :
-                    uct_orc_ep_post(ep, iface, op, &wr, 0);
+    return is_new ? uct_orc_ep_post_new(ep, iface, op, &wr)
+                  : uct_orc_ep_post(ep, iface, op, &wr, 0);
 }
 
 static size_t uct_orc_ep_iov_to_sge(const uct_iov_t *iov, size_t iovcnt,
@@ -274,8 +271,9 @@ static size_t uct_orc_ep_iov_to_sge(const uct_iov_t *iov, size_t iovcnt,
         }
         sge[num_sge].addr   = (uintptr_t)iov[i].buffer;
         sge[num_sge].length = length;
-        sge[num_sge].lkey   = (iov[i].memh == UCT_MEM_HANDLE_NULL) ? 0 :
-                              ((uct_orc_memh_t*)iov[i].memh)->mr->lkey;
+        sge[num_sge].lkey   = (iov[i].memh == UCT_MEM_HANDLE_NULL)
+                                  ? 0
+                                  : ((uct_orc_memh_t *)iov[i].memh)->mr->lkey;
         ++num_sge;
         total += length;
     }
@@ -297,8 +295,8 @@ ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
     uct_orc_op_t *op;
 
     UCT_CHECK_LENGTH(length, 0, iface->config.max_inline, "put_short");
-    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT,
-                                 NULL, &op);
+    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL,
+                                 &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -324,8 +322,8 @@ ssize_t uct_orc_ep_put_bcopy(uct_ep_h tl_ep, uct_pack_callback_t pack_cb,
     uct_orc_op_t *op;
     size_t length;
 
-    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT,
-                                 NULL, &op);
+    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL,
+                                 &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -344,8 +342,7 @@ ssize_t uct_orc_ep_put_bcopy(uct_ep_h tl_ep, uct_pack_callback_t pack_cb,
 
 static ucs_status_t uct_orc_ep_rdma_zcopy(uct_orc_ep_t *ep, int is_read,
                                           const uct_iov_t *iov, size_t iovcnt,
-                                          uint64_t remote_addr,
-                                          uct_rkey_t rkey,
+                                          uint64_t remote_addr, uct_rkey_t rkey,
                                           uct_completion_t *comp)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
@@ -356,19 +353,19 @@ static ucs_status_t uct_orc_ep_rdma_zcopy(uct_orc_ep_t *ep, int is_read,
 
     UCT_CHECK_IOV_SIZE(iovcnt, iface->config.max_iov,
                        is_read ? "orc_ep_get_zcopy" : "orc_ep_put_zcopy");
-    status = uct_orc_ep_op_start(ep, iface, &iface->op_mp,
-                                 is_read ? UCT_ORC_OP_GET_ZCOPY :
-                                           UCT_ORC_OP_PUT,
-                                 comp, &op);
+    status =
+        uct_orc_ep_op_start(ep, iface, &iface->op_mp,
+                            is_read ? UCT_ORC_OP_GET_ZCOPY : UCT_ORC_OP_PUT,
+                            comp, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
 
     uct_orc_ep_iov_to_sge(iov, iovcnt, sge, &num_sge);
-    status = uct_orc_ep_post_rdma(ep, iface, op,
-                                  is_read ? IBV_WR_RDMA_READ :
-                                            IBV_WR_RDMA_WRITE,
-                                  sge, num_sge, remote_addr, rkey);
+    status =
+        uct_orc_ep_post_rdma(ep, iface, op,
+                             is_read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE,
+                             sge, num_sge, remote_addr, rkey);
     return (status == UCS_OK) ? UCS_INPROGRESS : status;
 }
 
@@ -379,8 +376,7 @@ ucs_status_t uct_orc_ep_put_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
     uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
     ucs_status_t status;
 
-    status = uct_orc_ep_rdma_zcopy(ep, 0, iov, iovcnt, remote_addr, rkey,
-                                   comp);
+    status = uct_orc_ep_rdma_zcopy(ep, 0, iov, iovcnt, remote_addr, rkey, comp);
     UCT_TL_EP_STAT_OP_IF_SUCCESS(status, &ep->super, PUT, ZCOPY,
                                  uct_iov_total_length(iov, iovcnt));
     return status;
@@ -400,8 +396,8 @@ ucs_status_t uct_orc_ep_get_bcopy(uct_ep_h tl_ep,
     uct_orc_op_t *op;
 
     UCT_CHECK_LENGTH(length, 0, iface->config.seg_size, "get_bcopy");
-    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp,
-                                 UCT_ORC_OP_GET_BCOPY, comp, &op);
+    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_GET_BCOPY,
+                                 comp, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -409,9 +405,9 @@ ucs_status_t uct_orc_ep_get_bcopy(uct_ep_h tl_ep,
     op->get.cb     = unpack_cb;
     op->get.arg    = arg;
     op->get.length = length;
-    status = uct_orc_ep_post_rdma(ep, iface, op, IBV_WR_RDMA_READ, &sge,
-                                  uct_orc_ep_op_sge(op, length, &sge),
-                                  remote_addr, rkey);
+    status         = uct_orc_ep_post_rdma(ep, iface, op, IBV_WR_RDMA_READ, &sge,
+                                          uct_orc_ep_op_sge(op, length, &sge),
+                                          remote_addr, rkey);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -426,8 +422,7 @@ ucs_status_t uct_orc_ep_get_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
     uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
     ucs_status_t status;
 
-    status = uct_orc_ep_rdma_zcopy(ep, 1, iov, iovcnt, remote_addr, rkey,
-                                   comp);
+    status = uct_orc_ep_rdma_zcopy(ep, 1, iov, iovcnt, remote_addr, rkey, comp);
     UCT_TL_EP_STAT_OP_IF_SUCCESS(status, &ep->super, GET, ZCOPY,
                                  uct_iov_total_length(iov, iovcnt));
     return status;
@@ -435,10 +430,9 @@ ucs_status_t uct_orc_ep_get_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
 
 /* -------------------------------------------------------------------- am */
 
-static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_am_prepare(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id,
-                      ucs_mpool_t *mp, uct_completion_t *comp,
-                      uct_orc_op_t **op_p)
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_am_prepare(
+    uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id, ucs_mpool_t *mp,
+    uct_completion_t *comp, uct_orc_op_t **op_p)
 {
     ucs_status_t status;
     uct_orc_hdr_t *hdr;
@@ -449,7 +443,7 @@ uct_orc_ep_am_prepare(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id,
         return status;
     }
 
-    hdr           = (uct_orc_hdr_t*)op->data;
+    hdr           = (uct_orc_hdr_t *)op->data;
     hdr->am_id    = id;
     hdr->flags    = 0;
     hdr->credits  = 0;
@@ -498,8 +492,9 @@ ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
                length);
     }
     status = uct_orc_ep_am_post(ep, iface, op, &sge,
-                                uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) +
-                                                  sizeof(header) + length,
+                                uct_orc_ep_op_sge(op,
+                                                  sizeof(uct_orc_hdr_t) +
+                                                      sizeof(header) + length,
                                                   &sge));
     if (ucs_likely(status == UCS_OK)) {
         UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, sizeof(header) + length);
@@ -537,9 +532,10 @@ ucs_status_t uct_orc_ep_am_short_iov(uct_ep_h tl_ep, uint8_t id,
             p += len;
         }
     }
-    status = uct_orc_ep_am_post(ep, iface, op, &sge,
-                                uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) +
-                                                  length, &sge));
+    status =
+        uct_orc_ep_am_post(ep, iface, op, &sge,
+                           uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) + length,
+                                             &sge));
     if (ucs_likely(status == UCS_OK)) {
         UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, length);
     }
@@ -566,9 +562,10 @@ ssize_t uct_orc_ep_am_bcopy(uct_ep_h tl_ep, uint8_t id,
     length = pack_cb(op->data + sizeof(uct_orc_hdr_t), arg);
     ucs_assertv(length <= iface->config.seg_size - sizeof(uct_orc_hdr_t),
                 "length=%zu", length);
-    status = uct_orc_ep_am_post(ep, iface, op, &sge,
-                                uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) +
-                                                  length, &sge));
+    status =
+        uct_orc_ep_am_post(ep, iface, op, &sge,
+                           uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) + length,
+                                             &sge));
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -576,10 +573,10 @@ ssize_t uct_orc_ep_am_bcopy(uct_ep_h tl_ep, uint8_t id,
     return length;
 }
 
-ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id,
-                                 const void *header, unsigned header_length,
-                                 const uct_iov_t *iov, size_t iovcnt,
-                                 unsigned flags, uct_completion_t *comp)
+ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id, const void *header,
+                                 unsigned header_length, const uct_iov_t *iov,
+                                 size_t iovcnt, unsigned flags,
+                                 uct_completion_t *comp)
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
@@ -590,8 +587,9 @@ ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id,
 
     UCT_CHECK_AM_ID(id);
     UCT_CHECK_IOV_SIZE(iovcnt, iface->config.max_iov - 1, "orc_ep_am_zcopy");
-    UCT_CHECK_LENGTH(header_length, 0, ucs_min(128, iface->config.seg_size -
-                                                    sizeof(uct_orc_hdr_t)),
+    UCT_CHECK_LENGTH(header_length, 0,
+                     ucs_min(128,
+                             iface->config.seg_size - sizeof(uct_orc_hdr_t)),
                      "am_zcopy header");
     UCT_CHECK_LENGTH(header_length + uct_iov_total_length(iov, iovcnt), 0,
                      iface->config.seg_size - sizeof(uct_orc_hdr_t),
@@ -602,8 +600,8 @@ ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id,
     }
 
     memcpy(op->data + sizeof(uct_orc_hdr_t), header, header_length);
-    num_sge = uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) + header_length,
-                                &sge[0]);
+    num_sge =
+        uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) + header_length, &sge[0]);
     uct_orc_ep_iov_to_sge(iov, iovcnt, sge, &num_sge);
 
     status = uct_orc_ep_am_post(ep, iface, op, sge, num_sge);
@@ -654,8 +652,8 @@ static ucs_status_t uct_orc_ep_atomic(uct_orc_ep_t *ep, uint8_t type,
     op->atomic.retries     = 0;
 
     status = uct_orc_ep_post_atomic(ep, iface, op,
-                                    is_cswap ? IBV_WR_ATOMIC_CMP_AND_SWP :
-                                               IBV_WR_ATOMIC_FETCH_AND_ADD,
+                                    is_cswap ? IBV_WR_ATOMIC_CMP_AND_SWP
+                                             : IBV_WR_ATOMIC_FETCH_AND_ADD,
                                     1);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
@@ -969,9 +967,9 @@ void uct_orc_ep_dispatch_pending(uct_orc_ep_t *ep)
         ep->in_dispatch = 1;
         uct_pending_queue_dispatch(priv, &ep->pending_q,
                                    (ep->state == UCT_ORC_EP_CONNECTED) &&
-                                   ucs_queue_is_empty(&ep->sendq) &&
-                                   (ep->sq_avail > 0) &&
-                                   (iface->tx_cq_avail > 0));
+                                       ucs_queue_is_empty(&ep->sendq) &&
+                                       (ep->sq_avail > 0) &&
+                                       (iface->tx_cq_avail > 0));
         ep->in_dispatch = 0;
     }
 
@@ -1065,12 +1063,12 @@ ucs_status_t uct_orc_ep_check(uct_ep_h tl_ep, unsigned flags,
 int uct_orc_ep_is_peer(uct_ep_h tl_ep, const uct_device_addr_t *dev_addr,
                        const uct_iface_addr_t *iface_addr)
 {
-    uct_orc_ep_t *ep = ucs_derived_of(tl_ep, uct_orc_ep_t);
-    const uct_orc_iface_addr_t *peer = (const uct_orc_iface_addr_t*)iface_addr;
+    uct_orc_ep_t *ep                 = ucs_derived_of(tl_ep, uct_orc_ep_t);
+    const uct_orc_iface_addr_t *peer = (const uct_orc_iface_addr_t *)iface_addr;
 
-    return (uct_orc_iface_addr_unreachable(
-                    uct_orc_ep_iface(ep), (const uct_orc_dev_addr_t*)dev_addr,
-                    peer) == NULL) &&
+    return (uct_orc_iface_addr_unreachable(uct_orc_ep_iface(ep),
+                                           (const uct_orc_dev_addr_t *)dev_addr,
+                                           peer) == NULL) &&
            (peer->node_id == ep->peer_node) &&
            (peer->iface_id == ep->peer_iface);
 }
@@ -1089,8 +1087,9 @@ void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits)
     ep->credits  = credits;
     ep->sq_avail = iface->config.tx_queue_len;
     ucs_debug("orc: ep %p connected to node %" PRIu64 " iface %u: qp 0x%x, "
-              "%u credits, %u ops queued", ep, ep->peer_node, ep->peer_iface,
-              ep->qp->qp_num, credits, ep->sendq_len);
+              "%u credits, %u ops queued",
+              ep, ep->peer_node, ep->peer_iface, ep->qp->qp_num, credits,
+              ep->sendq_len);
     /* the queued ops go out from the iface's progress */
     uct_orc_iface_schedule_pending(iface, ep);
 }
@@ -1129,8 +1128,8 @@ void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
  */
 void uct_orc_ep_peer_left(uct_orc_ep_t *ep)
 {
-    ucs_debug("orc: ep %p: node %" PRIu64 " iface %u left", ep,
-              ep->peer_node, ep->peer_iface);
+    ucs_debug("orc: ep %p: node %" PRIu64 " iface %u left", ep, ep->peer_node,
+              ep->peer_iface);
     ep->peer_left = 1;
     if (uct_orc_ep_has_work(ep)) {
         uct_orc_ep_set_failed(ep, UCS_ERR_CONNECTION_RESET);
@@ -1168,13 +1167,13 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
         return UCS_ERR_INVALID_PARAM;
     }
 
-    dev_addr   = (const uct_orc_dev_addr_t*)params->dev_addr;
-    iface_addr = (const uct_orc_iface_addr_t*)params->iface_addr;
+    dev_addr    = (const uct_orc_dev_addr_t *)params->dev_addr;
+    iface_addr  = (const uct_orc_iface_addr_t *)params->iface_addr;
     unreachable = uct_orc_iface_addr_unreachable(iface, dev_addr, iface_addr);
     if (unreachable != NULL) {
         ucs_debug("%s: node %" PRIu64 " iface %u is unreachable (backend %d "
-                  "domain 0x%x)", unreachable, iface_addr->node_id,
-                  iface_addr->iface_id,
+                  "domain 0x%x)",
+                  unreachable, iface_addr->node_id, iface_addr->iface_id,
                   dev_addr->backend, dev_addr->domain);
         return UCS_ERR_UNREACHABLE;
     }
@@ -1300,5 +1299,5 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
 }
 
 UCS_CLASS_DEFINE(uct_orc_ep_t, uct_base_ep_t);
-UCS_CLASS_DEFINE_NEW_FUNC(uct_orc_ep_t, uct_ep_t, const uct_ep_params_t*);
+UCS_CLASS_DEFINE_NEW_FUNC(uct_orc_ep_t, uct_ep_t, const uct_ep_params_t *);
 UCS_CLASS_DEFINE_DELETE_FUNC(uct_orc_ep_t, uct_ep_t);

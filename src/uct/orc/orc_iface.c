@@ -31,8 +31,7 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      "URL of the orcd coordinator that pairs orc endpoints\n"
      "(http://host:port or https://host:port), or of several orcd replicas,\n"
      "comma-separated: requests fail over between them.",
-     ucs_offsetof(uct_orc_iface_config_t, coordinator),
-     UCS_CONFIG_TYPE_STRING},
+     ucs_offsetof(uct_orc_iface_config_t, coordinator), UCS_CONFIG_TYPE_STRING},
 
     {"JOB", ORC_CLIENT_DEFAULT_JOB,
      "Job the process registers in: 1..128 characters of [A-Za-z0-9._-];\n"
@@ -46,8 +45,7 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
     {"TOKEN_FILE", "",
      "File holding the job's token (first line); used when UCX_ORC_TOKEN is\n"
      "empty.",
-     ucs_offsetof(uct_orc_iface_config_t, token_file),
-     UCS_CONFIG_TYPE_STRING},
+     ucs_offsetof(uct_orc_iface_config_t, token_file), UCS_CONFIG_TYPE_STRING},
 
     {"COORDINATOR_WAIT", "0",
      "How long interface open waits for orcd to become reachable, in\n"
@@ -61,10 +59,8 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      "interfaces of a process share one node: the first one sets it.",
      ucs_offsetof(uct_orc_iface_config_t, lease_ttl), UCS_CONFIG_TYPE_UINT},
 
-    {"TX_QUEUE_LEN", "256",
-     "Send queue length of each queue pair (1..16384).",
-     ucs_offsetof(uct_orc_iface_config_t, tx_queue_len),
-     UCS_CONFIG_TYPE_UINT},
+    {"TX_QUEUE_LEN", "256", "Send queue length of each queue pair (1..16384).",
+     ucs_offsetof(uct_orc_iface_config_t, tx_queue_len), UCS_CONFIG_TYPE_UINT},
 
     {"RX_QUEUE_LEN", "1024",
      "Receive buffers posted to the interface's shared receive queue\n"
@@ -72,8 +68,7 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      "each may have RX_QUEUE_LEN / <number of endpoints> active messages in\n"
      "flight, at most AM_CREDITS and at least 2; bursts beyond the buffers\n"
      "wait in the receiver-not-ready retry (RNR_RETRY).",
-     ucs_offsetof(uct_orc_iface_config_t, rx_queue_len),
-     UCS_CONFIG_TYPE_UINT},
+     ucs_offsetof(uct_orc_iface_config_t, rx_queue_len), UCS_CONFIG_TYPE_UINT},
 
     {"AM_CREDITS", "32",
      "Active messages an endpoint may have in flight before the receiver\n"
@@ -88,15 +83,13 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
     {"SEG_SIZE", "8k",
      "Size of bounce and receive buffers: the largest bcopy operation and\n"
      "active message (256..1M).",
-     ucs_offsetof(uct_orc_iface_config_t, seg_size),
-     UCS_CONFIG_TYPE_MEMUNITS},
+     ucs_offsetof(uct_orc_iface_config_t, seg_size), UCS_CONFIG_TYPE_MEMUNITS},
 
     {"PAIR_TIMEOUT", "10s",
      "How long an endpoint waits for the peer's pairing reply, and for orcd\n"
      "to take its pairing request, before it fails with\n"
      "UCS_ERR_ENDPOINT_TIMEOUT.",
-     ucs_offsetof(uct_orc_iface_config_t, pair_timeout),
-     UCS_CONFIG_TYPE_TIME},
+     ucs_offsetof(uct_orc_iface_config_t, pair_timeout), UCS_CONFIG_TYPE_TIME},
 
     {"TIMEOUT", "18",
      "Queue pair transport timeout, IB encoding 4.096us * 2^N (0..31, 0 =\n"
@@ -111,7 +104,7 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      "Queue pair receiver-not-ready retries (0..7, 7 = infinite).",
      ucs_offsetof(uct_orc_iface_config_t, rnr_retry), UCS_CONFIG_TYPE_UINT},
 
-    {NULL}
+    {NULL},
 };
 
 /* --------------------------------------------------------------- devices */
@@ -159,12 +152,12 @@ typedef struct uct_orc_chunk_hdr {
 static ucs_status_t uct_orc_mp_chunk_alloc(ucs_mpool_t *mp, size_t *size_p,
                                            void **chunk_p)
 {
-    uct_orc_iface_t *iface = *(uct_orc_iface_t**)ucs_mpool_priv(mp);
+    uct_orc_iface_t *iface = *(uct_orc_iface_t **)ucs_mpool_priv(mp);
     uct_orc_chunk_hdr_t *hdr;
     size_t size;
 
     size = ucs_align_up(*size_p + sizeof(*hdr), ucs_get_page_size());
-    if (ucs_posix_memalign((void**)&hdr, ucs_get_page_size(), size,
+    if (ucs_posix_memalign((void **)&hdr, ucs_get_page_size(), size,
                            "orc chunk") != 0) {
         return UCS_ERR_NO_MEMORY;
     }
@@ -184,20 +177,19 @@ static ucs_status_t uct_orc_mp_chunk_alloc(ucs_mpool_t *mp, size_t *size_p,
 
 static void uct_orc_mp_chunk_release(ucs_mpool_t *mp, void *chunk)
 {
-    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t*)chunk - 1;
+    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t *)chunk - 1;
     int ret;
 
     ret = orc_mr_dereg(hdr->mr);
     if (ret != 0) {
-        ucs_warn("orc: failed to deregister a buffer chunk: %s",
-                 strerror(ret));
+        ucs_warn("orc: failed to deregister a buffer chunk: %s", strerror(ret));
     }
     ucs_free(hdr);
 }
 
 static void uct_orc_tx_obj_init(ucs_mpool_t *mp, void *obj, void *chunk)
 {
-    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t*)chunk - 1;
+    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t *)chunk - 1;
     uct_orc_op_t *op         = obj;
 
     op->lkey = hdr->mr->lkey;
@@ -205,13 +197,15 @@ static void uct_orc_tx_obj_init(ucs_mpool_t *mp, void *obj, void *chunk)
 
 static void uct_orc_rx_obj_init(ucs_mpool_t *mp, void *obj, void *chunk)
 {
-    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t*)chunk - 1;
+    uct_orc_chunk_hdr_t *hdr = (uct_orc_chunk_hdr_t *)chunk - 1;
     uct_orc_rx_desc_t *desc  = obj;
 
     desc->lkey = hdr->mr->lkey;
 }
 
 /* Pool of objects in registered chunks; _obj_init records the lkey */
+/* one initializer a line */
+/* clang-format off */
 #define UCT_ORC_REG_MP_OPS(_obj_init) \
     { \
         .chunk_alloc   = uct_orc_mp_chunk_alloc, \
@@ -220,40 +214,41 @@ static void uct_orc_rx_obj_init(ucs_mpool_t *mp, void *obj, void *chunk)
         .obj_cleanup   = NULL, \
         .obj_str       = NULL \
     }
+/* clang-format on */
 
 static ucs_mpool_ops_t uct_orc_tx_mp_ops =
-        UCT_ORC_REG_MP_OPS(uct_orc_tx_obj_init);
+    UCT_ORC_REG_MP_OPS(uct_orc_tx_obj_init);
 
 static ucs_mpool_ops_t uct_orc_rx_mp_ops =
-        UCT_ORC_REG_MP_OPS(uct_orc_rx_obj_init);
+    UCT_ORC_REG_MP_OPS(uct_orc_rx_obj_init);
 
-static ucs_mpool_ops_t uct_orc_op_mp_ops = {
-    .chunk_alloc   = ucs_mpool_chunk_malloc,
-    .chunk_release = ucs_mpool_chunk_free,
-    .obj_init      = NULL,
-    .obj_cleanup   = NULL,
-    .obj_str       = NULL
-};
+static ucs_mpool_ops_t uct_orc_op_mp_ops = {.chunk_alloc =
+                                                ucs_mpool_chunk_malloc,
+                                            .chunk_release =
+                                                ucs_mpool_chunk_free,
+                                            .obj_init    = NULL,
+                                            .obj_cleanup = NULL,
+                                            .obj_str     = NULL};
 
 /* -------------------------------------------------------------- receive */
 
 /* desc is the payload minus the user's rx headroom */
 static void uct_orc_iface_release_desc(uct_recv_desc_t *self, void *desc)
 {
-    uct_orc_iface_t *iface = ucs_container_of(self, uct_orc_iface_t,
-                                              release_desc);
+    uct_orc_iface_t *iface =
+        ucs_container_of(self, uct_orc_iface_t, release_desc);
 
-    ucs_mpool_put(UCS_PTR_BYTE_OFFSET(desc,
-                                      -(ptrdiff_t)iface->config.rx_desc_offset));
+    ucs_mpool_put(
+        UCS_PTR_BYTE_OFFSET(desc, -(ptrdiff_t)iface->config.rx_desc_offset));
 }
 
 /* Where a SEND lands in a receive buffer: its header, then the payload */
-static UCS_F_ALWAYS_INLINE void *
-uct_orc_iface_rx_hdr(uct_orc_iface_t *iface, uct_orc_rx_desc_t *desc)
+static UCS_F_ALWAYS_INLINE void *uct_orc_iface_rx_hdr(uct_orc_iface_t *iface,
+                                                      uct_orc_rx_desc_t *desc)
 {
     return UCS_PTR_BYTE_OFFSET(desc, iface->config.rx_desc_offset +
-                                     iface->config.rx_headroom -
-                                     sizeof(uct_orc_hdr_t));
+                                         iface->config.rx_headroom -
+                                         sizeof(uct_orc_hdr_t));
 }
 
 static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
@@ -295,8 +290,8 @@ static uct_orc_qp_owner_t *uct_orc_iface_qp_owner(uct_orc_iface_t *iface,
 {
     khiter_t it = kh_get(uct_orc_qp, &iface->qp_hash, qp_num);
 
-    return (it == kh_end(&iface->qp_hash)) ? NULL :
-           &kh_val(&iface->qp_hash, it);
+    return (it == kh_end(&iface->qp_hash)) ? NULL
+                                           : &kh_val(&iface->qp_hash, it);
 }
 
 static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface);
@@ -312,9 +307,9 @@ static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
 static unsigned uct_orc_iface_grant_size(uct_orc_iface_t *iface,
                                          uct_orc_passive_t *passive)
 {
-    unsigned window = uct_orc_credit_window(iface->config.rx_queue_len,
-                                            iface->config.am_credits,
-                                            iface->npassive);
+    unsigned window =
+        uct_orc_credit_window(iface->config.rx_queue_len,
+                              iface->config.am_credits, iface->npassive);
 
     if ((passive->credits_out >= window) ||
         ((window - passive->credits_out) < ucs_max(1, window / 2))) {
@@ -354,25 +349,25 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
         return;
     }
 
-    op->type     = UCT_ORC_OP_GRANT;
-    op->ep       = NULL;
-    op->comp     = NULL;
-    op->get.arg  = passive;
-    hdr          = (uct_orc_hdr_t*)op->data;
-    hdr->am_id   = 0;
-    hdr->flags   = UCT_ORC_HDR_FLAG_CREDIT;
-    hdr->credits = credits;
+    op->type      = UCT_ORC_OP_GRANT;
+    op->ep        = NULL;
+    op->comp      = NULL;
+    op->get.arg   = passive;
+    hdr           = (uct_orc_hdr_t *)op->data;
+    hdr->am_id    = 0;
+    hdr->flags    = UCT_ORC_HDR_FLAG_CREDIT;
+    hdr->credits  = credits;
     hdr->reserved = 0;
 
-    sge.addr          = (uintptr_t)hdr;
-    sge.length        = sizeof(*hdr);
-    sge.lkey          = op->lkey;
-    wr.wr_id          = (uintptr_t)op;
-    wr.next           = NULL;
-    wr.sg_list        = &sge;
-    wr.num_sge        = 1;
-    wr.opcode         = IBV_WR_SEND;
-    wr.send_flags     = IBV_SEND_SIGNALED;
+    sge.addr      = (uintptr_t)hdr;
+    sge.length    = sizeof(*hdr);
+    sge.lkey      = op->lkey;
+    wr.wr_id      = (uintptr_t)op;
+    wr.next       = NULL;
+    wr.sg_list    = &sge;
+    wr.num_sge    = 1;
+    wr.opcode     = IBV_WR_SEND;
+    wr.send_flags = IBV_SEND_SIGNALED;
 
     ret = orc_post_send(passive->qp, &wr, &bad_wr);
     if (ret != 0) {
@@ -390,7 +385,7 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
 
 static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 {
-    uct_orc_rx_desc_t *desc = (uct_orc_rx_desc_t*)(uintptr_t)wc->wr_id;
+    uct_orc_rx_desc_t *desc = (uct_orc_rx_desc_t *)(uintptr_t)wc->wr_id;
     uct_orc_passive_t *passive;
     uct_orc_qp_owner_t *owner;
     uct_recv_desc_t *release;
@@ -450,18 +445,18 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
      * not pointer-aligned. */
     /* the handler may create eps (and rehash qp_hash): keep the object */
     passive = owner->passive;
-    payload = UCS_PTR_BYTE_OFFSET(uct_orc_iface_rx_hdr(iface, desc),
-                                  sizeof(hdr));
+    payload =
+        UCS_PTR_BYTE_OFFSET(uct_orc_iface_rx_hdr(iface, desc), sizeof(hdr));
     release = &iface->release_desc;
-    memcpy(UCS_PTR_BYTE_OFFSET(desc, iface->config.rx_desc_offset -
-                                     sizeof(release)),
+    memcpy(UCS_PTR_BYTE_OFFSET(desc,
+                               iface->config.rx_desc_offset - sizeof(release)),
            &release, sizeof(release));
     uct_iface_trace_am(&iface->super, UCT_AM_TRACE_TYPE_RECV, hdr.am_id,
                        payload, wc->byte_len - sizeof(hdr), "RX: qp 0x%x",
                        wc->qp_num);
-    status = uct_iface_invoke_am(&iface->super, hdr.am_id, payload,
-                                 wc->byte_len - sizeof(hdr),
-                                 UCT_CB_PARAM_FLAG_DESC);
+    status =
+        uct_iface_invoke_am(&iface->super, hdr.am_id, payload,
+                            wc->byte_len - sizeof(hdr), UCT_CB_PARAM_FLAG_DESC);
     /* The handler kept the buffer: post a fresh one, the SRQ stays full */
     uct_orc_iface_post_recv(iface, (status == UCS_OK) ? desc : NULL);
 
@@ -473,13 +468,13 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 
 static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 {
-    uct_orc_op_t *op = (uct_orc_op_t*)(uintptr_t)wc->wr_id;
+    uct_orc_op_t *op = (uct_orc_op_t *)(uintptr_t)wc->wr_id;
     uct_orc_passive_t *passive;
     ucs_status_t status;
 
     ++iface->tx_cq_avail;
-    status = (wc->status == IBV_WC_SUCCESS) ? UCS_OK :
-             uct_orc_wc_status(wc->status);
+    status =
+        (wc->status == IBV_WC_SUCCESS) ? UCS_OK : uct_orc_wc_status(wc->status);
 
     if (op->type == UCT_ORC_OP_GRANT) {
         passive = op->get.arg;
@@ -701,8 +696,8 @@ static unsigned uct_orc_iface_dispatch_pending(uct_orc_iface_t *iface)
 
     while (!ucs_list_is_empty(&iface->grant_pending) &&
            (iface->tx_cq_avail > 0)) {
-        passive = ucs_list_extract_head(&iface->grant_pending,
-                                        uct_orc_passive_t, grant_list);
+        passive               = ucs_list_extract_head(&iface->grant_pending,
+                                                      uct_orc_passive_t, grant_list);
         passive->grant_queued = 0;
         uct_orc_iface_send_grant(iface, passive);
         if (passive->grant_queued) {
@@ -743,8 +738,8 @@ static void uct_orc_iface_report_failures(uct_orc_iface_t *iface)
         /* The handler may destroy the ep (then its cleanup clears
          * reporting_ep): do not touch it afterwards */
         iface->reporting_ep = ep;
-        cb_status = uct_iface_handle_ep_err(&iface->super.super,
-                                            &ep->super.super, status);
+        cb_status           = uct_iface_handle_ep_err(&iface->super.super,
+                                                      &ep->super.super, status);
         if (iface->reporting_ep == ep) {
             iface->reporting_ep = NULL;
             uct_orc_ep_pending_fail(ep);
@@ -752,8 +747,8 @@ static void uct_orc_iface_report_failures(uct_orc_iface_t *iface)
         ucs_log(uct_base_iface_failure_log_level(&iface->super, cb_status,
                                                  status),
                 "orc: node %" PRIu64 ": endpoint to node %" PRIu64
-                " failed: %s", iface->node_id, peer_node,
-                ucs_status_string(status));
+                " failed: %s",
+                iface->node_id, peer_node, ucs_status_string(status));
     }
 }
 
@@ -762,7 +757,7 @@ static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
     uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
     unsigned count;
 
-    count  = uct_orc_iface_drain_agent(iface);
+    count = uct_orc_iface_drain_agent(iface);
     if (iface->config.has_stash) {
         iface->config.has_stash = 0;
         if (iface->stash_is_send) {
@@ -789,8 +784,7 @@ static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
 
 /* --------------------------------------------------------------- events */
 
-static ucs_status_t uct_orc_iface_event_fd_get(uct_iface_h tl_iface,
-                                               int *fd_p)
+static ucs_status_t uct_orc_iface_event_fd_get(uct_iface_h tl_iface, int *fd_p)
 {
     uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
 
@@ -849,8 +843,7 @@ static ucs_status_t uct_orc_iface_event_arm(uct_iface_h tl_iface,
     if (uct_orc_agent_has_events(&iface->agent) ||
         !ucs_list_is_empty(&iface->failed_eps) ||
         !ucs_list_is_empty(&iface->pending_eps) ||
-        !ucs_list_is_empty(&iface->grant_pending) ||
-        iface->config.has_stash) {
+        !ucs_list_is_empty(&iface->grant_pending) || iface->config.has_stash) {
         return UCS_ERR_BUSY;
     }
 
@@ -865,8 +858,8 @@ static ucs_status_t uct_orc_iface_event_arm(uct_iface_h tl_iface,
         }
     }
     if (events & (UCT_EVENT_RECV | UCT_EVENT_SEND_COMP)) {
-        status = uct_orc_iface_arm_cq(iface, 0,
-                                      !(events & UCT_EVENT_SEND_COMP));
+        status =
+            uct_orc_iface_arm_cq(iface, 0, !(events & UCT_EVENT_SEND_COMP));
         if (status != UCS_OK) {
             return status;
         }
@@ -896,8 +889,8 @@ static ucs_status_t uct_orc_iface_query(uct_iface_h tl_iface,
     attr->cap.put.min_zcopy       = 0;
     attr->cap.put.max_zcopy       = max_msg;
     attr->cap.put.opt_zcopy_align = UCS_SYS_PCI_MAX_PAYLOAD;
-    attr->cap.put.align_mtu       = ucs_max(256, 128 << iface->port_attr.active_mtu);
-    attr->cap.put.max_iov         = iface->config.max_iov;
+    attr->cap.put.align_mtu = ucs_max(256, 128 << iface->port_attr.active_mtu);
+    attr->cap.put.max_iov   = iface->config.max_iov;
 
     attr->cap.get.max_bcopy       = iface->config.seg_size;
     attr->cap.get.min_zcopy       = 0;
@@ -906,15 +899,15 @@ static ucs_status_t uct_orc_iface_query(uct_iface_h tl_iface,
     attr->cap.get.align_mtu       = attr->cap.put.align_mtu;
     attr->cap.get.max_iov         = iface->config.max_iov;
 
-    attr->cap.am.max_short        = ucs_min(iface->config.max_inline,
-                                            iface->config.seg_size - hdr);
-    attr->cap.am.max_bcopy        = iface->config.seg_size - hdr;
-    attr->cap.am.min_zcopy        = 0;
-    attr->cap.am.max_zcopy        = iface->config.seg_size - hdr;
-    attr->cap.am.opt_zcopy_align  = UCS_SYS_PCI_MAX_PAYLOAD;
-    attr->cap.am.align_mtu        = attr->cap.put.align_mtu;
-    attr->cap.am.max_hdr          = ucs_min(128, iface->config.seg_size - hdr);
-    attr->cap.am.max_iov          = iface->config.max_iov - 1;
+    attr->cap.am.max_short =
+        ucs_min(iface->config.max_inline, iface->config.seg_size - hdr);
+    attr->cap.am.max_bcopy       = iface->config.seg_size - hdr;
+    attr->cap.am.min_zcopy       = 0;
+    attr->cap.am.max_zcopy       = iface->config.seg_size - hdr;
+    attr->cap.am.opt_zcopy_align = UCS_SYS_PCI_MAX_PAYLOAD;
+    attr->cap.am.align_mtu       = attr->cap.put.align_mtu;
+    attr->cap.am.max_hdr         = ucs_min(128, iface->config.seg_size - hdr);
+    attr->cap.am.max_iov         = iface->config.max_iov - 1;
 
     attr->cap.flags = UCT_IFACE_FLAG_AM_SHORT | UCT_IFACE_FLAG_AM_BCOPY |
                       UCT_IFACE_FLAG_AM_ZCOPY | UCT_IFACE_FLAG_PUT_SHORT |
@@ -926,19 +919,18 @@ static ucs_status_t uct_orc_iface_query(uct_iface_h tl_iface,
                       UCT_IFACE_FLAG_EP_CHECK |
                       UCT_ORC_COMPAT_IFACE_FLAG_INTER_NODE;
     attr->cap.event_flags = UCT_IFACE_FLAG_EVENT_SEND_COMP |
-                            UCT_IFACE_FLAG_EVENT_RECV |
-                            UCT_IFACE_FLAG_EVENT_FD;
+                            UCT_IFACE_FLAG_EVENT_RECV | UCT_IFACE_FLAG_EVENT_FD;
 
     if (has_atomics) {
         /* Native 64-bit verbs atomics: fetch-add and compare-swap. Swap is
          * a compare-swap retried with the value the previous attempt
          * returned: the attempt that succeeds exchanges atomically, so the
          * result is exact. No 32-bit atomics: verbs has none. */
-        attr->cap.flags              |= UCT_IFACE_FLAG_ATOMIC_DEVICE;
-        attr->cap.atomic64.op_flags   = UCS_BIT(UCT_ATOMIC_OP_ADD);
-        attr->cap.atomic64.fop_flags  = UCS_BIT(UCT_ATOMIC_OP_ADD) |
-                                        UCS_BIT(UCT_ATOMIC_OP_SWAP) |
-                                        UCS_BIT(UCT_ATOMIC_OP_CSWAP);
+        attr->cap.flags |= UCT_IFACE_FLAG_ATOMIC_DEVICE;
+        attr->cap.atomic64.op_flags  = UCS_BIT(UCT_ATOMIC_OP_ADD);
+        attr->cap.atomic64.fop_flags = UCS_BIT(UCT_ATOMIC_OP_ADD) |
+                                       UCS_BIT(UCT_ATOMIC_OP_SWAP) |
+                                       UCS_BIT(UCT_ATOMIC_OP_CSWAP);
     }
 
     attr->device_addr_len = sizeof(uct_orc_dev_addr_t);
@@ -951,18 +943,18 @@ static ucs_status_t uct_orc_iface_query(uct_iface_h tl_iface,
          * CMA for READ/WRITE. Measured here (ucx_perftest, medians): put_lat
          * 1.3 us, get 8 B 1.5 us, am_lat 0.3 us, get 1 MiB 6.2 GB/s; across
          * hosts (TCP) latency is ~20 us, which UCP cannot tell apart */
-        attr->overhead           = 200e-9;
-        attr->latency            = ucs_linear_func_make(1.5e-6, 0);
+        attr->overhead            = 200e-9;
+        attr->latency             = ucs_linear_func_make(1.5e-6, 0);
         attr->bandwidth.dedicated = 0;
-        attr->bandwidth.shared   = 6000.0 * UCS_MBYTE;
-        attr->priority           = 0;
+        attr->bandwidth.shared    = 6000.0 * UCS_MBYTE;
+        attr->priority            = 0;
     } else {
         /* a verbs HCA: ~1us wire latency, link rate from the port */
-        attr->overhead           = 75e-9;
-        attr->latency            = ucs_linear_func_make(1.2e-6, 1e-9);
+        attr->overhead            = 75e-9;
+        attr->latency             = ucs_linear_func_make(1.2e-6, 1e-9);
         attr->bandwidth.dedicated = 0;
-        attr->bandwidth.shared   = 10000.0 * UCS_MBYTE;
-        attr->priority           = 10;
+        attr->bandwidth.shared    = 10000.0 * UCS_MBYTE;
+        attr->priority            = 10;
     }
 
     if (iface->remote) {
@@ -975,7 +967,7 @@ static ucs_status_t uct_orc_iface_get_device_address(uct_iface_h tl_iface,
                                                      uct_device_addr_t *addr)
 {
     uct_orc_iface_t *iface       = ucs_derived_of(tl_iface, uct_orc_iface_t);
-    uct_orc_dev_addr_t *dev_addr = (uct_orc_dev_addr_t*)addr;
+    uct_orc_dev_addr_t *dev_addr = (uct_orc_dev_addr_t *)addr;
 
     dev_addr->backend = iface->md->dev->backend;
     dev_addr->domain  = iface->domain;
@@ -987,9 +979,8 @@ static ucs_status_t uct_orc_iface_get_device_address(uct_iface_h tl_iface,
 static ucs_status_t uct_orc_iface_get_address(uct_iface_h tl_iface,
                                               uct_iface_addr_t *addr)
 {
-    uct_orc_iface_t *iface           = ucs_derived_of(tl_iface,
-                                                      uct_orc_iface_t);
-    uct_orc_iface_addr_t *iface_addr = (uct_orc_iface_addr_t*)addr;
+    uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
+    uct_orc_iface_addr_t *iface_addr = (uct_orc_iface_addr_t *)addr;
 
     iface_addr->node_id  = iface->node_id;
     iface_addr->iface_id = iface->agent.iface_id;
@@ -1002,7 +993,7 @@ const char *uct_orc_iface_unreachable(uct_iface_h tl_iface,
                                       int same_device)
 {
     uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
-    const uct_orc_dev_addr_t *dev_addr = (const uct_orc_dev_addr_t*)addr;
+    const uct_orc_dev_addr_t *dev_addr = (const uct_orc_dev_addr_t *)addr;
     const char *why;
 
     if (dev_addr == NULL) {
@@ -1010,7 +1001,7 @@ const char *uct_orc_iface_unreachable(uct_iface_h tl_iface,
     }
 
     why = uct_orc_iface_addr_unreachable(
-            iface, dev_addr, (const uct_orc_iface_addr_t*)iface_addr);
+        iface, dev_addr, (const uct_orc_iface_addr_t *)iface_addr);
     if ((why == NULL) && same_device &&
         ((dev_addr->host_id != ucs_get_system_id()) ||
          (dev_addr->net_ns != (uint32_t)ucs_sys_get_ns(UCS_SYS_NS_TYPE_NET)))) {
@@ -1062,12 +1053,13 @@ static ucs_status_t uct_orc_iface_fence(uct_iface_h tl_iface, unsigned flags)
 static ucs_status_t
 uct_orc_iface_check_config(const uct_orc_iface_config_t *config)
 {
-#define UCT_ORC_CHECK_RANGE(_field, _name, _min, _max)                        \
-    if (((config->_field) < (_min)) || ((config->_field) > (_max))) {         \
-        ucs_error("orc: invalid UCX_ORC_" _name "=%lu: allowed values are "    \
-                  "%lu..%lu", (unsigned long)(config->_field),                \
-                  (unsigned long)(_min), (unsigned long)(_max));              \
-        return UCS_ERR_INVALID_PARAM;                                         \
+#define UCT_ORC_CHECK_RANGE(_field, _name, _min, _max)                      \
+    if (((config->_field) < (_min)) || ((config->_field) > (_max))) {       \
+        ucs_error("orc: invalid UCX_ORC_" _name "=%lu: allowed values are " \
+                  "%lu..%lu",                                               \
+                  (unsigned long)(config->_field), (unsigned long)(_min),   \
+                  (unsigned long)(_max));                                   \
+        return UCS_ERR_INVALID_PARAM;                                       \
     }
 
     UCT_ORC_CHECK_RANGE(tx_queue_len, "TX_QUEUE_LEN", 1, 16384);
@@ -1090,7 +1082,8 @@ uct_orc_iface_check_config(const uct_orc_iface_config_t *config)
     }
     if (!(config->coordinator_wait >= 0)) {
         ucs_error("orc: invalid UCX_ORC_COORDINATOR_WAIT=%g s: must be 0 or "
-                  "positive", config->coordinator_wait);
+                  "positive",
+                  config->coordinator_wait);
         return UCS_ERR_INVALID_PARAM;
     }
     /* the coordinator URL, the job name and the token are checked by the
@@ -1162,17 +1155,17 @@ uct_orc_iface_init_config(uct_orc_iface_t *iface,
         return UCS_ERR_NO_DEVICE;
     }
 
-    iface->config.tx_queue_len  = config->tx_queue_len;
-    iface->config.rx_queue_len  = config->rx_queue_len;
-    iface->config.am_credits    = config->am_credits;
-    iface->config.seg_size      = config->seg_size;
-    iface->config.rx_headroom   = UCT_IFACE_PARAM_VALUE(params, rx_headroom,
-                                                        RX_HEADROOM, 0);
-    iface->config.max_inline    = config->max_inline;
-    iface->config.max_iov       = ucs_max(2, ucs_min(UCT_ORC_MAX_SGE,
-                                                     md->dev_attr.max_sge));
-    iface->config.max_rd_atomic = ucs_max(1, ucs_min(16,
-                                          md->dev_attr.max_qp_rd_atom));
+    iface->config.tx_queue_len = config->tx_queue_len;
+    iface->config.rx_queue_len = config->rx_queue_len;
+    iface->config.am_credits   = config->am_credits;
+    iface->config.seg_size     = config->seg_size;
+    iface->config.rx_headroom =
+        UCT_IFACE_PARAM_VALUE(params, rx_headroom, RX_HEADROOM, 0);
+    iface->config.max_inline = config->max_inline;
+    iface->config.max_iov =
+        ucs_max(2, ucs_min(UCT_ORC_MAX_SGE, md->dev_attr.max_sge));
+    iface->config.max_rd_atomic =
+        ucs_max(1, ucs_min(16, md->dev_attr.max_qp_rd_atom));
     /* the binding of the thread opening us now, not at process start */
     iface->remote = uct_orc_md_is_remote(md);
     return UCS_OK;
@@ -1208,8 +1201,8 @@ static ucs_status_t uct_orc_iface_init_events(uct_orc_iface_t *iface)
 
     event.events  = EPOLLIN;
     event.data.fd = iface->channel->fd;
-    if (epoll_ctl(iface->event_fd, EPOLL_CTL_ADD, iface->channel->fd,
-                  &event) < 0) {
+    if (epoll_ctl(iface->event_fd, EPOLL_CTL_ADD, iface->channel->fd, &event) <
+        0) {
         ucs_error("orc: epoll_ctl(completion channel) failed: %m");
         goto err_close;
     }
@@ -1251,18 +1244,18 @@ static ucs_status_t uct_orc_iface_init_tx(uct_orc_iface_t *iface,
     iface->tx_cq_avail = ucs_min((unsigned)iface->send_cq->cqe, send_cqe);
     iface->tx_cq_len   = iface->tx_cq_avail;
 
-    status = uct_orc_compat_mpool_init(&iface->tx_mp, sizeof(uct_orc_iface_t*),
+    status = uct_orc_compat_mpool_init(&iface->tx_mp, sizeof(uct_orc_iface_t *),
                                        sizeof(uct_orc_op_t) + config->seg_size,
                                        0, 64, 128, UINT_MAX, &uct_orc_tx_mp_ops,
                                        "orc_tx");
     if (status != UCS_OK) {
         goto err_destroy_cq;
     }
-    *(uct_orc_iface_t**)ucs_mpool_priv(&iface->tx_mp) = iface;
+    *(uct_orc_iface_t **)ucs_mpool_priv(&iface->tx_mp) = iface;
 
-    status = uct_orc_compat_mpool_init(&iface->op_mp, 0, sizeof(uct_orc_op_t),
-                                       0, 64, 256, UINT_MAX, &uct_orc_op_mp_ops,
-                                       "orc_ops");
+    status =
+        uct_orc_compat_mpool_init(&iface->op_mp, 0, sizeof(uct_orc_op_t), 0, 64,
+                                  256, UINT_MAX, &uct_orc_op_mp_ops, "orc_ops");
     if (status != UCS_OK) {
         goto err_cleanup_tx_mp;
     }
@@ -1296,46 +1289,45 @@ static void uct_orc_iface_cleanup_tx(uct_orc_iface_t *iface)
 static ucs_status_t uct_orc_iface_rx_mp_init(uct_orc_iface_t *iface,
                                              const uct_iface_params_t *params)
 {
-    size_t payload_offset = sizeof(uct_orc_rx_desc_t) + sizeof(void*) +
-                            iface->config.rx_headroom;
+    size_t payload_offset =
+        sizeof(uct_orc_rx_desc_t) + sizeof(void *) + iface->config.rx_headroom;
     size_t align, align_offset;
     ucs_status_t status;
 
     if ((params->field_mask & UCT_IFACE_PARAM_FIELD_AM_ALIGNMENT) &&
-        ((params->am_alignment == 0) ||
-         !ucs_is_pow2(params->am_alignment))) {
+        ((params->am_alignment == 0) || !ucs_is_pow2(params->am_alignment))) {
         ucs_error("orc: invalid AM alignment %zu: must be a power of 2",
                   params->am_alignment);
         return UCS_ERR_INVALID_PARAM;
     }
 
-    status = uct_iface_param_am_alignment(params, iface->config.seg_size, 0,
-                                          payload_offset, &align,
-                                          &align_offset);
+    status =
+        uct_iface_param_am_alignment(params, iface->config.seg_size, 0,
+                                     payload_offset, &align, &align_offset);
     if (status != UCS_OK) {
         return status;
     }
 
     if (params->field_mask & UCT_IFACE_PARAM_FIELD_AM_ALIGNMENT) {
         iface->config.rx_pad = (8 - (align_offset % 8)) % 8;
-        align_offset        += iface->config.rx_pad;
-        align                = ucs_max(align, 8);
+        align_offset += iface->config.rx_pad;
+        align = ucs_max(align, 8);
     }
-    iface->config.rx_desc_offset = sizeof(uct_orc_rx_desc_t) +
-                                   iface->config.rx_pad + sizeof(void*);
-    iface->release_desc.cb       = uct_orc_iface_release_desc;
+    iface->config.rx_desc_offset =
+        sizeof(uct_orc_rx_desc_t) + iface->config.rx_pad + sizeof(void *);
+    iface->release_desc.cb = uct_orc_iface_release_desc;
 
-    status = uct_orc_compat_mpool_init(&iface->rx_mp, sizeof(uct_orc_iface_t*),
+    status = uct_orc_compat_mpool_init(&iface->rx_mp, sizeof(uct_orc_iface_t *),
                                        iface->config.rx_desc_offset +
-                                       iface->config.rx_headroom +
-                                       iface->config.seg_size -
-                                       sizeof(uct_orc_hdr_t),
+                                           iface->config.rx_headroom +
+                                           iface->config.seg_size -
+                                           sizeof(uct_orc_hdr_t),
                                        align_offset, align, 128, UINT_MAX,
                                        &uct_orc_rx_mp_ops, "orc_rx");
     if (status != UCS_OK) {
         return status;
     }
-    *(uct_orc_iface_t**)ucs_mpool_priv(&iface->rx_mp) = iface;
+    *(uct_orc_iface_t **)ucs_mpool_priv(&iface->rx_mp) = iface;
     return UCS_OK;
 }
 
@@ -1357,8 +1349,7 @@ static ucs_status_t uct_orc_iface_init_rx(uct_orc_iface_t *iface,
     iface->recv_cq = orc_cq_create(md->dev, iface->config.rx_queue_len + 64,
                                    iface, iface->channel);
     if (iface->recv_cq == NULL) {
-        ucs_error("orc: %s: failed to create a receive CQ: %m",
-                  md->dev->name);
+        ucs_error("orc: %s: failed to create a receive CQ: %m", md->dev->name);
         status = UCS_ERR_IO_ERROR;
         goto err_cleanup_mp;
     }
@@ -1366,7 +1357,7 @@ static ucs_status_t uct_orc_iface_init_rx(uct_orc_iface_t *iface,
     memset(&srq_attr, 0, sizeof(srq_attr));
     srq_attr.attr.max_wr  = iface->config.rx_queue_len;
     srq_attr.attr.max_sge = 1;
-    iface->srq = orc_srq_create(md->pd, &srq_attr);
+    iface->srq            = orc_srq_create(md->pd, &srq_attr);
     if (iface->srq == NULL) {
         ucs_error("orc: %s: failed to create a shared receive queue of %u: %m",
                   md->dev->name, iface->config.rx_queue_len);
@@ -1473,8 +1464,8 @@ static void uct_orc_iface_destroy_passives(uct_orc_iface_t *iface)
     ucs_list_for_each_safe(passive, tmp, &iface->passive_list, list) {
         ret = orc_qp_destroy(passive->qp);
         if (ret != 0) {
-            ucs_warn("orc: failed to destroy qp 0x%x: %s",
-                     passive->qp->qp_num, strerror(ret));
+            ucs_warn("orc: failed to destroy qp 0x%x: %s", passive->qp->qp_num,
+                     strerror(ret));
         }
         ucs_free(passive);
     }
@@ -1484,21 +1475,20 @@ static uct_iface_ops_t uct_orc_iface_ops;
 UCT_ORC_COMPAT_INTERNAL_OPS(uct_orc_iface_internal_ops,
                             uct_orc_iface_unreachable, uct_orc_ep_is_peer);
 
-UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
-                           uct_worker_h worker,
-                           const uct_iface_params_t *params,
-                           const uct_iface_config_t *tl_config)
+UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md, uct_worker_h worker,
+                    const uct_iface_params_t *params,
+                    const uct_iface_config_t *tl_config)
 {
-    uct_orc_iface_config_t *config = ucs_derived_of(tl_config,
-                                                    uct_orc_iface_config_t);
+    uct_orc_iface_config_t *config =
+        ucs_derived_of(tl_config, uct_orc_iface_config_t);
     const char *dev_name;
     ucs_status_t status;
 
-    UCS_CLASS_CALL_SUPER_INIT(uct_base_iface_t,
-                              UCT_ORC_COMPAT_BASE_IFACE_INIT_ARGS(
-                                      &uct_orc_iface_ops,
-                                      &uct_orc_iface_internal_ops, tl_md,
-                                      worker, params, tl_config));
+    UCS_CLASS_CALL_SUPER_INIT(
+        uct_base_iface_t,
+        UCT_ORC_COMPAT_BASE_IFACE_INIT_ARGS(&uct_orc_iface_ops,
+                                            &uct_orc_iface_internal_ops, tl_md,
+                                            worker, params, tl_config));
 
     /* UCS classes are not zero-allocated */
     memset(UCS_PTR_BYTE_OFFSET(self, sizeof(self->super)), 0,
@@ -1540,15 +1530,15 @@ UCS_CLASS_INIT_FUNC(uct_orc_iface_t, uct_md_h tl_md,
     }
 
     /* Step 6: join the process's coordinator session */
-    status = uct_orc_session_attach(&self->agent, config,
-                                    &self->md->dev_config, &self->node_id,
-                                    &self->domain);
+    status = uct_orc_session_attach(&self->agent, config, &self->md->dev_config,
+                                    &self->node_id, &self->domain);
     if (status != UCS_OK) {
         goto err_cleanup_agent;
     }
 
     ucs_debug("orc: opened %s: node %" PRIu64 " iface %u, %u receive buffers "
-              "of %zu bytes", dev_name, self->node_id, self->agent.iface_id,
+              "of %zu bytes",
+              dev_name, self->node_id, self->agent.iface_id,
               config->rx_queue_len, config->seg_size);
     return UCS_OK;
 
@@ -1592,69 +1582,68 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_iface_t)
 }
 
 UCS_CLASS_DEFINE(uct_orc_iface_t, uct_base_iface_t);
-UCS_CLASS_DEFINE_NEW_FUNC(uct_orc_iface_t, uct_iface_t, uct_md_h,
-                                 uct_worker_h, const uct_iface_params_t*,
-                                 const uct_iface_config_t*);
+UCS_CLASS_DEFINE_NEW_FUNC(uct_orc_iface_t, uct_iface_t, uct_md_h, uct_worker_h,
+                          const uct_iface_params_t *,
+                          const uct_iface_config_t *);
 static UCS_CLASS_DEFINE_DELETE_FUNC(uct_orc_iface_t, uct_iface_t);
 
 static uct_iface_ops_t uct_orc_iface_ops = {
-    .ep_put_short             = uct_orc_ep_put_short,
-    .ep_put_bcopy             = uct_orc_ep_put_bcopy,
-    .ep_put_zcopy             = uct_orc_ep_put_zcopy,
-    .ep_get_short             = (uct_ep_get_short_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_get_bcopy             = uct_orc_ep_get_bcopy,
-    .ep_get_zcopy             = uct_orc_ep_get_zcopy,
-    .ep_am_short              = uct_orc_ep_am_short,
-    .ep_am_short_iov          = uct_orc_ep_am_short_iov,
-    .ep_am_bcopy              = uct_orc_ep_am_bcopy,
-    .ep_am_zcopy              = uct_orc_ep_am_zcopy,
-    .ep_atomic_cswap64        = uct_orc_ep_atomic_cswap64,
-    .ep_atomic_cswap32        = (uct_ep_atomic_cswap32_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_atomic32_post         = (uct_ep_atomic32_post_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_atomic64_post         = uct_orc_ep_atomic64_post,
-    .ep_atomic32_fetch        = (uct_ep_atomic32_fetch_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_atomic64_fetch        = uct_orc_ep_atomic64_fetch,
-    .ep_tag_eager_short       = (uct_ep_tag_eager_short_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_tag_eager_bcopy       = (uct_ep_tag_eager_bcopy_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_tag_eager_zcopy       = (uct_ep_tag_eager_zcopy_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_tag_rndv_zcopy        = (uct_ep_tag_rndv_zcopy_func_t)
-                                    ucs_empty_function_return_ptr_no_resource,
-    .ep_tag_rndv_cancel       = (uct_ep_tag_rndv_cancel_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_tag_rndv_request      = (uct_ep_tag_rndv_request_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .iface_tag_recv_zcopy     = (uct_iface_tag_recv_zcopy_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .iface_tag_recv_cancel    = (uct_iface_tag_recv_cancel_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_pending_add           = uct_orc_ep_pending_add,
-    .ep_pending_purge         = uct_orc_ep_pending_purge,
-    .ep_flush                 = uct_orc_ep_flush,
-    .ep_fence                 = uct_orc_ep_fence,
-    .ep_check                 = uct_orc_ep_check,
-    .ep_create                = UCS_CLASS_NEW_FUNC_NAME(uct_orc_ep_t),
-    .ep_connect               = (uct_ep_connect_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_disconnect            = (uct_ep_disconnect_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .cm_ep_conn_notify        = (uct_cm_ep_conn_notify_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_destroy               = UCS_CLASS_DELETE_FUNC_NAME(uct_orc_ep_t),
-    .ep_get_address           = (uct_ep_get_address_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .ep_connect_to_ep         = (uct_ep_connect_to_ep_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .iface_accept             = (uct_iface_accept_func_t)
-                                    ucs_empty_function_return_unsupported,
-    .iface_reject             = (uct_iface_reject_func_t)
-                                    ucs_empty_function_return_unsupported,
+    .ep_put_short = uct_orc_ep_put_short,
+    .ep_put_bcopy = uct_orc_ep_put_bcopy,
+    .ep_put_zcopy = uct_orc_ep_put_zcopy,
+    .ep_get_short =
+        (uct_ep_get_short_func_t)ucs_empty_function_return_unsupported,
+    .ep_get_bcopy      = uct_orc_ep_get_bcopy,
+    .ep_get_zcopy      = uct_orc_ep_get_zcopy,
+    .ep_am_short       = uct_orc_ep_am_short,
+    .ep_am_short_iov   = uct_orc_ep_am_short_iov,
+    .ep_am_bcopy       = uct_orc_ep_am_bcopy,
+    .ep_am_zcopy       = uct_orc_ep_am_zcopy,
+    .ep_atomic_cswap64 = uct_orc_ep_atomic_cswap64,
+    .ep_atomic_cswap32 =
+        (uct_ep_atomic_cswap32_func_t)ucs_empty_function_return_unsupported,
+    .ep_atomic32_post =
+        (uct_ep_atomic32_post_func_t)ucs_empty_function_return_unsupported,
+    .ep_atomic64_post = uct_orc_ep_atomic64_post,
+    .ep_atomic32_fetch =
+        (uct_ep_atomic32_fetch_func_t)ucs_empty_function_return_unsupported,
+    .ep_atomic64_fetch = uct_orc_ep_atomic64_fetch,
+    .ep_tag_eager_short =
+        (uct_ep_tag_eager_short_func_t)ucs_empty_function_return_unsupported,
+    .ep_tag_eager_bcopy =
+        (uct_ep_tag_eager_bcopy_func_t)ucs_empty_function_return_unsupported,
+    .ep_tag_eager_zcopy =
+        (uct_ep_tag_eager_zcopy_func_t)ucs_empty_function_return_unsupported,
+    .ep_tag_rndv_zcopy =
+        (uct_ep_tag_rndv_zcopy_func_t)ucs_empty_function_return_ptr_no_resource,
+    .ep_tag_rndv_cancel =
+        (uct_ep_tag_rndv_cancel_func_t)ucs_empty_function_return_unsupported,
+    .ep_tag_rndv_request =
+        (uct_ep_tag_rndv_request_func_t)ucs_empty_function_return_unsupported,
+    .iface_tag_recv_zcopy =
+        (uct_iface_tag_recv_zcopy_func_t)ucs_empty_function_return_unsupported,
+    .iface_tag_recv_cancel =
+        (uct_iface_tag_recv_cancel_func_t)ucs_empty_function_return_unsupported,
+    .ep_pending_add   = uct_orc_ep_pending_add,
+    .ep_pending_purge = uct_orc_ep_pending_purge,
+    .ep_flush         = uct_orc_ep_flush,
+    .ep_fence         = uct_orc_ep_fence,
+    .ep_check         = uct_orc_ep_check,
+    .ep_create        = UCS_CLASS_NEW_FUNC_NAME(uct_orc_ep_t),
+    .ep_connect = (uct_ep_connect_func_t)ucs_empty_function_return_unsupported,
+    .ep_disconnect =
+        (uct_ep_disconnect_func_t)ucs_empty_function_return_unsupported,
+    .cm_ep_conn_notify =
+        (uct_cm_ep_conn_notify_func_t)ucs_empty_function_return_unsupported,
+    .ep_destroy = UCS_CLASS_DELETE_FUNC_NAME(uct_orc_ep_t),
+    .ep_get_address =
+        (uct_ep_get_address_func_t)ucs_empty_function_return_unsupported,
+    .ep_connect_to_ep =
+        (uct_ep_connect_to_ep_func_t)ucs_empty_function_return_unsupported,
+    .iface_accept =
+        (uct_iface_accept_func_t)ucs_empty_function_return_unsupported,
+    .iface_reject =
+        (uct_iface_reject_func_t)ucs_empty_function_return_unsupported,
     .iface_flush              = uct_orc_iface_flush,
     .iface_fence              = uct_orc_iface_fence,
     .iface_progress_enable    = uct_base_iface_progress_enable,
@@ -1666,5 +1655,4 @@ static uct_iface_ops_t uct_orc_iface_ops = {
     .iface_query              = uct_orc_iface_query,
     .iface_get_device_address = uct_orc_iface_get_device_address,
     .iface_get_address        = uct_orc_iface_get_address,
-    .iface_is_reachable       = uct_orc_iface_is_reachable
-};
+    .iface_is_reachable       = uct_orc_iface_is_reachable};

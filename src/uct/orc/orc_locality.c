@@ -61,10 +61,11 @@ void uct_orc_md_locate(uct_orc_md_t *md)
         bus_id.bus      = md->loc.pci_bus;
         bus_id.slot     = md->loc.pci_dev;
         bus_id.function = md->loc.pci_func;
-        status = ucs_topo_find_device_by_bus_id(&bus_id, &md->sys_dev);
+        status          = ucs_topo_find_device_by_bus_id(&bus_id, &md->sys_dev);
         if (status != UCS_OK) {
             ucs_debug("orc: %s: UCX has no system device for its PCI "
-                      "device: %s", md->dev->name, ucs_status_string(status));
+                      "device: %s",
+                      md->dev->name, ucs_status_string(status));
             md->sys_dev = UCS_SYS_DEVICE_ID_UNKNOWN;
         }
     }
@@ -83,8 +84,8 @@ int uct_orc_md_is_remote(const uct_orc_md_t *md)
 
 void uct_orc_iface_remote_perf(uct_iface_attr_t *attr)
 {
-    attr->latency.c           += UCT_ORC_REMOTE_LATENCY;
-    attr->bandwidth.shared    *= UCT_ORC_REMOTE_BW_FACTOR;
+    attr->latency.c += UCT_ORC_REMOTE_LATENCY;
+    attr->bandwidth.shared *= UCT_ORC_REMOTE_BW_FACTOR;
     attr->bandwidth.dedicated *= UCT_ORC_REMOTE_BW_FACTOR;
 }
 

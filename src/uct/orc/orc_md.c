@@ -15,16 +15,15 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#define UCT_ORC_MR_ACCESS (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | \
-                           IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC)
+#define UCT_ORC_MR_ACCESS                               \
+    (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | \
+     IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC)
 
 /* Indexed by orc_dev_backend_t */
-const char *uct_orc_backend_names[] = {
-    [ORC_DEV_BACKEND_AUTO]  = "auto",
-    [ORC_DEV_BACKEND_VERBS] = "verbs",
-    [ORC_DEV_BACKEND_SOFT]  = "soft",
-    NULL
-};
+const char *uct_orc_backend_names[] = {[ORC_DEV_BACKEND_AUTO]  = "auto",
+                                       [ORC_DEV_BACKEND_VERBS] = "verbs",
+                                       [ORC_DEV_BACKEND_SOFT]  = "soft",
+                                       NULL};
 
 ucs_config_field_t uct_orc_md_config_table[] = {
     {"", "", NULL, ucs_offsetof(uct_orc_md_config_t, super),
@@ -58,13 +57,12 @@ ucs_config_field_t uct_orc_md_config_table[] = {
     {"RCACHE", "try",
      "Registration cache: yes - required, no - register on every call,\n"
      "try - use it when UCX's memory hooks are available.",
-     ucs_offsetof(uct_orc_md_config_t, rcache_enable),
-     UCS_CONFIG_TYPE_TERNARY},
+     ucs_offsetof(uct_orc_md_config_t, rcache_enable), UCS_CONFIG_TYPE_TERNARY},
 
     {"", "", NULL, ucs_offsetof(uct_orc_md_config_t, rcache),
      UCS_CONFIG_TYPE_TABLE(UCT_ORC_COMPAT_RCACHE_CONFIG_TABLE)},
 
-    {NULL}
+    {NULL},
 };
 
 /* softnic's messages go to UCX's log: errors and warnings as such, its
@@ -121,16 +119,14 @@ static ucs_status_t uct_orc_md_query(uct_md_h tl_md,
     uct_orc_md_t *md = ucs_derived_of(tl_md, uct_orc_md_t);
 
     uct_orc_compat_md_attr_init(md_attr);
-    UCT_ORC_COMPAT_MD_CAP(md_attr, flags)            = UCT_MD_FLAG_REG |
-                                                       UCT_MD_FLAG_NEED_MEMH |
-                                                       UCT_MD_FLAG_NEED_RKEY;
-    UCT_ORC_COMPAT_MD_CAP(md_attr, max_reg)          =
-            (md->dev_attr.max_mr_size != 0) ? md->dev_attr.max_mr_size :
-                                              SIZE_MAX;
-    UCT_ORC_COMPAT_MD_CAP(md_attr, reg_mem_types)    =
-            UCS_BIT(UCS_MEMORY_TYPE_HOST);
+    UCT_ORC_COMPAT_MD_CAP(md_attr, flags) =
+        UCT_MD_FLAG_REG | UCT_MD_FLAG_NEED_MEMH | UCT_MD_FLAG_NEED_RKEY;
+    UCT_ORC_COMPAT_MD_CAP(md_attr, max_reg) =
+        (md->dev_attr.max_mr_size != 0) ? md->dev_attr.max_mr_size : SIZE_MAX;
+    UCT_ORC_COMPAT_MD_CAP(md_attr, reg_mem_types) =
+        UCS_BIT(UCS_MEMORY_TYPE_HOST);
     UCT_ORC_COMPAT_MD_CAP(md_attr, access_mem_types) =
-            UCS_BIT(UCS_MEMORY_TYPE_HOST);
+        UCS_BIT(UCS_MEMORY_TYPE_HOST);
     UCT_ORC_COMPAT_MD_ATTR_SET_CACHEABLE(md_attr,
                                          UCS_BIT(UCS_MEMORY_TYPE_HOST));
     md_attr->rkey_packed_size = sizeof(uct_orc_rkey_t);
@@ -146,9 +142,8 @@ static ucs_status_t uct_orc_md_query(uct_md_h tl_md,
     if (md->rcache != NULL) {
         md_attr->reg_cost = ucs_linear_func_make(md->reg_cost_overhead, 0);
     }
-    ucs_snprintf_zero(md_attr->component_name,
-                      sizeof(md_attr->component_name), "%s",
-                      uct_orc_component.name);
+    ucs_snprintf_zero(md_attr->component_name, sizeof(md_attr->component_name),
+                      "%s", uct_orc_component.name);
     if (md->loc.found) {
         ucs_sys_cpuset_copy(&md_attr->local_cpus, &md->loc.cpus);
     } else {
@@ -166,8 +161,8 @@ static ucs_status_t uct_orc_md_reg_region(uct_orc_md_t *md, void *addr,
     mr = uct_orc_md_reg_direct(md, addr, length);
     if (mr == NULL) {
         ucs_log(silent ? UCS_LOG_LEVEL_DEBUG : UCS_LOG_LEVEL_ERROR,
-                "orc: %s: failed to register %p..%p: %m", md->dev->name,
-                addr, UCS_PTR_BYTE_OFFSET(addr, length));
+                "orc: %s: failed to register %p..%p: %m", md->dev->name, addr,
+                UCS_PTR_BYTE_OFFSET(addr, length));
         return (errno == ENOMEM) ? UCS_ERR_NO_MEMORY : UCS_ERR_INVALID_ADDR;
     }
 
@@ -183,7 +178,7 @@ static ucs_status_t uct_orc_rcache_mem_reg_cb(void *context,
     uct_orc_memh_t *memh = ucs_derived_of(rregion, uct_orc_memh_t);
     uct_orc_md_t *md     = context;
 
-    return uct_orc_md_reg_region(md, (void*)rregion->super.start,
+    return uct_orc_md_reg_region(md, (void *)rregion->super.start,
                                  rregion->super.end - rregion->super.start,
                                  flags & UCS_RCACHE_MEM_REG_HIDE_ERRORS,
                                  &memh->mr);
@@ -208,16 +203,14 @@ static void uct_orc_rcache_dump_region_cb(void *context, ucs_rcache_t *rcache,
 {
     uct_orc_memh_t *memh = ucs_derived_of(rregion, uct_orc_memh_t);
 
-    snprintf(buf, max, "lkey 0x%x rkey 0x%x", memh->mr->lkey,
-             memh->mr->rkey);
+    snprintf(buf, max, "lkey 0x%x rkey 0x%x", memh->mr->lkey, memh->mr->rkey);
 }
 
 static ucs_rcache_ops_t uct_orc_rcache_ops = {
-    .mem_reg     = uct_orc_rcache_mem_reg_cb,
-    .mem_dereg   = uct_orc_rcache_mem_dereg_cb,
-    UCT_ORC_COMPAT_RCACHE_OPS_MERGE
-    .dump_region = uct_orc_rcache_dump_region_cb
-};
+    .mem_reg   = uct_orc_rcache_mem_reg_cb,
+    .mem_dereg = uct_orc_rcache_mem_dereg_cb,
+    UCT_ORC_COMPAT_RCACHE_OPS_MERGE.dump_region =
+        uct_orc_rcache_dump_region_cb};
 
 static ucs_status_t uct_orc_md_mem_reg_flags(uct_md_h tl_md, void *address,
                                              size_t length, uint64_t flags,
@@ -236,14 +229,13 @@ static ucs_status_t uct_orc_md_mem_reg_flags(uct_md_h tl_md, void *address,
     }
 
     if (md->rcache != NULL) {
-        status = uct_orc_compat_rcache_get(md->rcache, address, length,
-                                           PROT_READ | PROT_WRITE, &flags,
-                                           &rregion);
+        status =
+            uct_orc_compat_rcache_get(md->rcache, address, length,
+                                      PROT_READ | PROT_WRITE, &flags, &rregion);
         if (status != UCS_OK) {
             ucs_log(silent ? UCS_LOG_LEVEL_DEBUG : UCS_LOG_LEVEL_ERROR,
                     "orc: %s: failed to register %p length %zu: %s",
-                    md->dev->name, address, length,
-                    ucs_status_string(status));
+                    md->dev->name, address, length, ucs_status_string(status));
             return status;
         }
         *memh_p = ucs_derived_of(rregion, uct_orc_memh_t);
@@ -269,7 +261,7 @@ UCT_ORC_COMPAT_MEM_REG_FUNC(uct_orc_md_mem_reg, uct_orc_md_mem_reg_flags)
 
 static void uct_orc_md_invalidate_cb(void *arg)
 {
-    uct_invoke_completion((uct_completion_t*)arg, UCS_OK);
+    uct_invoke_completion((uct_completion_t *)arg, UCS_OK);
 }
 
 static ucs_status_t
@@ -285,9 +277,9 @@ uct_orc_md_mem_dereg(uct_md_h tl_md, const uct_md_mem_dereg_params_t *params)
         return UCS_ERR_INVALID_PARAM;
     }
 
-    memh  = params->memh;
-    flags = (params->field_mask & UCT_MD_MEM_DEREG_FIELD_FLAGS) ?
-            params->flags : 0;
+    memh = params->memh;
+    flags =
+        (params->field_mask & UCT_MD_MEM_DEREG_FIELD_FLAGS) ? params->flags : 0;
     if ((flags & UCT_MD_MEM_DEREG_FLAG_INVALIDATE) &&
         (!(params->field_mask & UCT_MD_MEM_DEREG_FIELD_COMPLETION) ||
          (params->comp == NULL))) {
@@ -351,23 +343,19 @@ static void uct_orc_md_close(uct_md_h tl_md)
 }
 
 static uct_md_ops_t uct_orc_md_ops = {
-    .close                  = uct_orc_md_close,
-    .query                  = uct_orc_md_query,
-    .mem_alloc              = (uct_md_mem_alloc_func_t)
-                                  ucs_empty_function_return_unsupported,
-    .mem_free               = (uct_md_mem_free_func_t)
-                                  ucs_empty_function_return_unsupported,
-    .mem_advise             = (uct_md_mem_advise_func_t)
-                                  ucs_empty_function_return_unsupported,
-    .mem_reg                = uct_orc_md_mem_reg,
-    .mem_dereg              = uct_orc_md_mem_dereg,
-    .mem_query              = (uct_md_mem_query_func_t)
-                                  ucs_empty_function_return_unsupported,
-    .mkey_pack              = uct_orc_md_mkey_pack,
-    .detect_memory_type     = (uct_md_detect_memory_type_func_t)
-                                  ucs_empty_function_return_unsupported,
-    UCT_ORC_COMPAT_MD_OPS_VERSIONED
-};
+    .close     = uct_orc_md_close,
+    .query     = uct_orc_md_query,
+    .mem_alloc = (uct_md_mem_alloc_func_t)ucs_empty_function_return_unsupported,
+    .mem_free  = (uct_md_mem_free_func_t)ucs_empty_function_return_unsupported,
+    .mem_advise =
+        (uct_md_mem_advise_func_t)ucs_empty_function_return_unsupported,
+    .mem_reg   = uct_orc_md_mem_reg,
+    .mem_dereg = uct_orc_md_mem_dereg,
+    .mem_query = (uct_md_mem_query_func_t)ucs_empty_function_return_unsupported,
+    .mkey_pack = uct_orc_md_mkey_pack,
+    .detect_memory_type =
+        (uct_md_detect_memory_type_func_t)ucs_empty_function_return_unsupported,
+    UCT_ORC_COMPAT_MD_OPS_VERSIONED};
 
 static ucs_status_t uct_orc_md_rcache_init(uct_orc_md_t *md,
                                            const uct_orc_md_config_t *config)
@@ -390,8 +378,8 @@ static ucs_status_t uct_orc_md_rcache_init(uct_orc_md_t *md,
         md->rcache = NULL;
         if (config->rcache_enable == UCS_YES) {
             ucs_error("orc: %s: failed to create the registration cache "
-                      "(UCX_ORC_RCACHE=yes): %s", md->dev->name,
-                      ucs_status_string(status));
+                      "(UCX_ORC_RCACHE=yes): %s",
+                      md->dev->name, ucs_status_string(status));
             return status;
         }
         ucs_debug("orc: %s: no registration cache: %s", md->dev->name,
@@ -407,8 +395,8 @@ ucs_status_t uct_orc_md_open(uct_component_t *component, const char *md_name,
                              const uct_md_config_t *uct_md_config,
                              uct_md_h *md_p)
 {
-    const uct_orc_md_config_t *config = ucs_derived_of(uct_md_config,
-                                                       uct_orc_md_config_t);
+    const uct_orc_md_config_t *config =
+        ucs_derived_of(uct_md_config, uct_orc_md_config_t);
     uct_orc_md_t *md;
     ucs_status_t status;
     int ret;
@@ -439,8 +427,7 @@ ucs_status_t uct_orc_md_open(uct_component_t *component, const char *md_name,
 
     ret = orc_dev_query(md->dev, &md->dev_attr);
     if (ret != 0) {
-        ucs_error("orc: failed to query device %s: %s", md_name,
-                  strerror(ret));
+        ucs_error("orc: failed to query device %s: %s", md_name, strerror(ret));
         status = UCS_ERR_IO_ERROR;
         goto err_close_dev;
     }

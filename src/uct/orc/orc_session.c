@@ -30,23 +30,24 @@
 #include <time.h>
 #include <unistd.h>
 
-#define UCT_ORC_SESSION_WAIT_MS       30000 /* mailbox and watch long-polls */
-#define UCT_ORC_SESSION_TICK_MS       100   /* retry interval */
-#define UCT_ORC_SESSION_WATCH_MIN_MS  1000  /* between two node lists */
-#define UCT_ORC_SESSION_MSG_TIMEOUT   10.0  /* seconds a reply or goodbye is
+#define UCT_ORC_SESSION_WAIT_MS      30000 /* mailbox and watch long-polls */
+#define UCT_ORC_SESSION_TICK_MS      100   /* retry interval */
+#define UCT_ORC_SESSION_WATCH_MIN_MS 1000  /* between two node lists */
+#define UCT_ORC_SESSION_MSG_TIMEOUT \
+    10.0 /* seconds a reply or goodbye is
                                                retried */
 #define UCT_ORC_SESSION_CALL_TIMEOUT_MS 3000
 
 /* A mailbox message waiting in the outbox */
 typedef struct uct_orc_session_msg {
     ucs_queue_elem_t queue;
-    uint64_t         dst;
-    uint32_t         iface_id; /* of the sending agent */
-    uint64_t         conn_id;  /* != 0: that agent's pairing request */
-    int              urgent;   /* in session->urgent */
-    ucs_time_t       deadline; /* transient failures retried until then,
+    uint64_t dst;
+    uint32_t iface_id;   /* of the sending agent */
+    uint64_t conn_id;    /* != 0: that agent's pairing request */
+    int urgent;          /* in session->urgent */
+    ucs_time_t deadline; /* transient failures retried until then,
                                   from the first attempt; 0 before it */
-    char            *text;
+    char *text;
 } uct_orc_session_msg_t;
 
 /*
@@ -59,28 +60,28 @@ typedef struct uct_orc_session_msg {
  * detach (and so the endpoint record updates).
  */
 struct uct_orc_session {
-    ucs_list_link_t   list;        /* in uct_orc_sessions */
-    char             *url;
-    char             *job;
-    char             *token;       /* "" when none */
-    pid_t             pid;         /* a forked child opens its own */
-    unsigned          refcount;    /* attached agents */
-    orc_client_t     *client;
-    uint64_t          node_id;
-    uint32_t          domain;
-    pthread_mutex_t   lock;
-    pthread_cond_t    tx_cond;
-    pthread_cond_t    watch_cond;
-    ucs_list_link_t   agents;      /* uct_orc_agent_t */
-    ucs_queue_head_t  urgent;      /* uct_orc_session_msg_t: replies */
-    ucs_queue_head_t  outbox;      /* uct_orc_session_msg_t: the others */
-    uint32_t          next_iface_id;
-    int               lost;        /* orcd forgot the node: no new attach */
-    int               stopping;
-    pthread_t         rx_thread;
-    pthread_t         tx_thread;
-    pthread_t         watch_thread;
-    int               nthreads;    /* started, in the order above */
+    ucs_list_link_t list; /* in uct_orc_sessions */
+    char *url;
+    char *job;
+    char *token;       /* "" when none */
+    pid_t pid;         /* a forked child opens its own */
+    unsigned refcount; /* attached agents */
+    orc_client_t *client;
+    uint64_t node_id;
+    uint32_t domain;
+    pthread_mutex_t lock;
+    pthread_cond_t tx_cond;
+    pthread_cond_t watch_cond;
+    ucs_list_link_t agents;  /* uct_orc_agent_t */
+    ucs_queue_head_t urgent; /* uct_orc_session_msg_t: replies */
+    ucs_queue_head_t outbox; /* uct_orc_session_msg_t: the others */
+    uint32_t next_iface_id;
+    int lost; /* orcd forgot the node: no new attach */
+    int stopping;
+    pthread_t rx_thread;
+    pthread_t tx_thread;
+    pthread_t watch_thread;
+    int nthreads; /* started, in the order above */
 };
 
 static pthread_mutex_t uct_orc_sessions_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -131,7 +132,7 @@ static void uct_orc_session_wait(uct_orc_session_t *session,
 
     ns = ucs_time_to_nsec(deadline - now);
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec  += ns / UCS_NSEC_PER_SEC;
+    ts.tv_sec += ns / UCS_NSEC_PER_SEC;
     ts.tv_nsec += ns % UCS_NSEC_PER_SEC;
     if (ts.tv_nsec >= UCS_NSEC_PER_SEC) {
         ts.tv_nsec -= UCS_NSEC_PER_SEC;
@@ -161,8 +162,7 @@ static int uct_orc_session_is_stopping(uct_orc_session_t *session)
 }
 
 static uct_orc_agent_t *
-uct_orc_session_find_agent_locked(uct_orc_session_t *session,
-                                  uint32_t iface_id)
+uct_orc_session_find_agent_locked(uct_orc_session_t *session, uint32_t iface_id)
 {
     uct_orc_agent_t *agent;
 
@@ -189,15 +189,14 @@ char *uct_orc_json_dump(json_t *object)
 static int uct_orc_session_transient(orc_cl_status_t cl_status)
 {
     return (cl_status == ORC_CL_ERR_UNREACHABLE) ||
-           (cl_status == ORC_CL_ERR_TIMEOUT) ||
-           (cl_status == ORC_CL_ERR_BUSY);
+           (cl_status == ORC_CL_ERR_TIMEOUT) || (cl_status == ORC_CL_ERR_BUSY);
 }
 
 /* ------------------------------------------------------------- outbox */
 
-void uct_orc_session_post_locked(uct_orc_session_t *session,
-                                 uint32_t iface_id, uint64_t dst,
-                                 uint64_t conn_id, int urgent, char *text)
+void uct_orc_session_post_locked(uct_orc_session_t *session, uint32_t iface_id,
+                                 uint64_t dst, uint64_t conn_id, int urgent,
+                                 char *text)
 {
     uct_orc_session_msg_t *msg;
 
@@ -240,8 +239,7 @@ static ucs_time_t uct_orc_session_expire_locked(uct_orc_session_t *session)
     int unsent = 0;
 
     ucs_list_for_each(agent, &session->agents, list) {
-        next = ucs_min(next, uct_orc_agent_expire_locked(agent, now,
-                                                         &unsent));
+        next = ucs_min(next, uct_orc_agent_expire_locked(agent, now, &unsent));
     }
     if (unsent) {
         ucs_list_for_each(agent, &session->agents, list) {
@@ -283,8 +281,9 @@ static int uct_orc_session_send_locked(uct_orc_session_t *session,
 static uct_orc_session_msg_t *
 uct_orc_session_next_locked(uct_orc_session_t *session)
 {
-    ucs_queue_head_t *queue = !ucs_queue_is_empty(&session->urgent) ?
-                              &session->urgent : &session->outbox;
+    ucs_queue_head_t *queue = !ucs_queue_is_empty(&session->urgent)
+                                  ? &session->urgent
+                                  : &session->outbox;
     uct_orc_session_msg_t *msg;
 
     if (ucs_queue_is_empty(queue)) {
@@ -303,8 +302,8 @@ static int uct_orc_session_msg_start_locked(uct_orc_session_t *session,
     uct_orc_agent_t *agent;
 
     if (msg->deadline == 0) {
-        msg->deadline = ucs_get_time() +
-                        ucs_time_from_sec(UCT_ORC_SESSION_MSG_TIMEOUT);
+        msg->deadline =
+            ucs_get_time() + ucs_time_from_sec(UCT_ORC_SESSION_MSG_TIMEOUT);
     }
     if (msg->conn_id == 0) {
         return 1;
@@ -337,11 +336,12 @@ static void *uct_orc_session_tx_main(void *arg)
         if (uct_orc_session_msg_start_locked(session, msg) &&
             uct_orc_session_send_locked(session, msg)) {
             /* a transient failure: the same message again after a tick */
-            ucs_queue_push_head(msg->urgent ? &session->urgent :
-                                &session->outbox, &msg->queue);
+            ucs_queue_push_head(msg->urgent ? &session->urgent
+                                            : &session->outbox,
+                                &msg->queue);
             uct_orc_session_wait(session, &session->tx_cond,
                                  ucs_get_time() + ucs_time_from_msec(
-                                         UCT_ORC_SESSION_TICK_MS));
+                                                      UCT_ORC_SESSION_TICK_MS));
             continue;
         }
         uct_orc_session_msg_free(msg);
@@ -357,9 +357,9 @@ static void uct_orc_session_refuse_locked(uct_orc_session_t *session,
                                           uint64_t from, json_int_t src,
                                           json_int_t dst, json_int_t conn_id)
 {
-    char *text = uct_orc_json_dump(json_pack(
-            "{s:s, s:I, s:I, s:I, s:s}", "type", "rej", "dst", src, "src",
-            dst, "conn", conn_id, "reason", "unreachable"));
+    char *text = uct_orc_json_dump(
+        json_pack("{s:s, s:I, s:I, s:I, s:s}", "type", "rej", "dst", src, "src",
+                  dst, "conn", conn_id, "reason", "unreachable"));
 
     uct_orc_session_post_locked(session, dst, from, 0, 1, text);
 }
@@ -375,11 +375,10 @@ static void uct_orc_session_dispatch_locked(uct_orc_session_t *session,
     json_t *body;
 
     body = json_loads(msg->body_json, 0, &error);
-    if ((body == NULL) ||
-        (json_unpack(body, "{s:s}", "type", &type) != 0)) {
+    if ((body == NULL) || (json_unpack(body, "{s:s}", "type", &type) != 0)) {
         ucs_warn("orc: node %" PRIu64 ": malformed mailbox message %" PRIu64
-                 " from node %" PRIu64, session->node_id, msg->seq,
-                 msg->from);
+                 " from node %" PRIu64,
+                 session->node_id, msg->seq, msg->from);
         goto out;
     }
 
@@ -388,11 +387,12 @@ static void uct_orc_session_dispatch_locked(uct_orc_session_t *session,
     }
 
     if ((msg->from == 0) ||
-        (json_unpack(body, "{s:I, s:I, s?I}", "dst", &dst, "src", &src,
-                     "conn", &conn_id) != 0) ||
+        (json_unpack(body, "{s:I, s:I, s?I}", "dst", &dst, "src", &src, "conn",
+                     &conn_id) != 0) ||
         (dst < 0) || (dst > UINT32_MAX) || (src < 0) || (src > UINT32_MAX)) {
-        ucs_warn("orc: node %" PRIu64 ": mailbox message '%s' from node %"
-                 PRIu64 " lacks a valid sender or destination",
+        ucs_warn("orc: node %" PRIu64
+                 ": mailbox message '%s' from node %" PRIu64
+                 " lacks a valid sender or destination",
                  session->node_id, type, msg->from);
         goto out;
     }
@@ -402,9 +402,9 @@ static void uct_orc_session_dispatch_locked(uct_orc_session_t *session,
         uct_orc_agent_handle_msg_locked(agent, msg->from, src, type, body);
     } else if (!strcmp(type, "req")) {
         ucs_debug("orc: node %" PRIu64 ": refusing a pairing request for "
-                  "closed iface %" PRId64, session->node_id, (int64_t)dst);
-        uct_orc_session_refuse_locked(session, msg->from, src, dst,
-                                      conn_id);
+                  "closed iface %" PRId64,
+                  session->node_id, (int64_t)dst);
+        uct_orc_session_refuse_locked(session, msg->from, src, dst, conn_id);
     }
 
 out:
@@ -449,9 +449,9 @@ static void *uct_orc_session_rx_main(void *arg)
     size_t i, count;
 
     while (!uct_orc_session_is_stopping(session)) {
-        cl_status = orc_client_mbox_recv(session->client, session->node_id,
-                                         cursor, UCT_ORC_SESSION_WAIT_MS,
-                                         &msgs, &count);
+        cl_status =
+            orc_client_mbox_recv(session->client, session->node_id, cursor,
+                                 UCT_ORC_SESSION_WAIT_MS, &msgs, &count);
         if (cl_status != ORC_CL_OK) {
             if (uct_orc_session_is_stopping(session)) {
                 break;
@@ -519,10 +519,10 @@ static int uct_orc_session_node_listed(const orc_node_info_t *nodes,
 /* The peers of the agents that are not in the node list, each once */
 typedef struct uct_orc_session_unlisted {
     const orc_node_info_t *nodes;
-    size_t                 count;
-    uint64_t              *peers;
-    size_t                 npeers;
-    size_t                 capacity;
+    size_t count;
+    uint64_t *peers;
+    size_t npeers;
+    size_t capacity;
 } uct_orc_session_unlisted_t;
 
 static void uct_orc_session_add_unlisted(void *arg, uint64_t peer)
@@ -540,9 +540,9 @@ static void uct_orc_session_add_unlisted(void *arg, uint64_t peer)
         }
     }
     if (u->npeers == u->capacity) {
-        grown = ucs_realloc(u->peers,
-                            ucs_max(16, 2 * u->capacity) * sizeof(*grown),
-                            "orc unlisted peers");
+        grown =
+            ucs_realloc(u->peers, ucs_max(16, 2 * u->capacity) * sizeof(*grown),
+                        "orc unlisted peers");
         if (grown == NULL) {
             return; /* checked next time */
         }
@@ -563,7 +563,7 @@ static void uct_orc_session_check_peers_locked(uct_orc_session_t *session,
                                                const orc_node_info_t *nodes,
                                                size_t count)
 {
-    static const char probe[] = "{\"type\":\"probe\"}";
+    static const char probe[]           = "{\"type\":\"probe\"}";
     uct_orc_session_unlisted_t unlisted = {nodes, count, NULL, 0, 0};
     orc_cl_status_t cl_status;
     uct_orc_agent_t *agent;
@@ -592,8 +592,8 @@ static void uct_orc_session_check_peers_locked(uct_orc_session_t *session,
 
         ucs_debug("orc: node %" PRIu64 ": peer node %" PRIu64 " %s",
                   session->node_id, peer,
-                  (cl_status == ORC_CL_ERR_GONE) ? "died (lease expired)" :
-                                                   "left");
+                  (cl_status == ORC_CL_ERR_GONE) ? "died (lease expired)"
+                                                 : "left");
         ucs_list_for_each(agent, &session->agents, list) {
             uct_orc_agent_peer_gone_locked(agent, peer,
                                            cl_status == ORC_CL_ERR_GONE);
@@ -634,15 +634,15 @@ static void *uct_orc_session_watch_main(void *arg)
         if (cl_status != ORC_CL_OK) {
             uct_orc_session_wait(session, &session->watch_cond,
                                  ucs_get_time() + ucs_time_from_msec(
-                                         UCT_ORC_SESSION_TICK_MS));
+                                                      UCT_ORC_SESSION_TICK_MS));
             continue;
         }
 
         index = new_index;
         uct_orc_session_check_peers_locked(session, nodes, count);
         orc_client_nodes_free(nodes, count);
-        next = ucs_get_time() +
-               ucs_time_from_msec(UCT_ORC_SESSION_WATCH_MIN_MS);
+        next =
+            ucs_get_time() + ucs_time_from_msec(UCT_ORC_SESSION_WATCH_MIN_MS);
         while (!session->stopping && (ucs_get_time() < next)) {
             uct_orc_session_wait(session, &session->watch_cond, next);
         }
@@ -660,8 +660,8 @@ static void uct_orc_session_client_log(void *arg, const char *message)
 
 /* The job's token: UCX_ORC_TOKEN, or the first line of UCX_ORC_TOKEN_FILE,
  * or none (""); *token_p is ucs_free'd by the caller */
-static ucs_status_t
-uct_orc_session_token(const uct_orc_iface_config_t *config, char **token_p)
+static ucs_status_t uct_orc_session_token(const uct_orc_iface_config_t *config,
+                                          char **token_p)
 {
     orc_cl_status_t cl_status;
     char *token;
@@ -689,10 +689,9 @@ static ucs_status_t uct_orc_session_client(uct_orc_session_t *session)
     orc_client_params_t params = {0};
     orc_cl_status_t cl_status;
 
-    params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
-                        ORC_CLIENT_PARAM_FIELD_JOB |
-                        ORC_CLIENT_PARAM_FIELD_TIMEOUT |
-                        ORC_CLIENT_PARAM_FIELD_LOG;
+    params.field_mask =
+        ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB |
+        ORC_CLIENT_PARAM_FIELD_TIMEOUT | ORC_CLIENT_PARAM_FIELD_LOG;
     params.url        = session->url;
     params.job        = session->job;
     params.timeout_ms = UCT_ORC_SESSION_CALL_TIMEOUT_MS;
@@ -700,16 +699,17 @@ static ucs_status_t uct_orc_session_client(uct_orc_session_t *session)
     params.log_arg    = session;
     if (session->token[0] != '\0') {
         params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
-        params.token       = session->token;
+        params.token = session->token;
     }
 
     cl_status = orc_client_create(&params, &session->client);
     if (cl_status != ORC_CL_OK) {
         /* the client checks the URL, the job name and the token */
         ucs_error("orc: invalid UCX_ORC_COORDINATOR, UCX_ORC_JOB or "
-                  "UCX_ORC_TOKEN: %s", orc_client_last_error());
-        return (cl_status == ORC_CL_ERR_NO_MEMORY) ? UCS_ERR_NO_MEMORY :
-                                                     UCS_ERR_INVALID_PARAM;
+                  "UCX_ORC_TOKEN: %s",
+                  orc_client_last_error());
+        return (cl_status == ORC_CL_ERR_NO_MEMORY) ? UCS_ERR_NO_MEMORY
+                                                   : UCS_ERR_INVALID_PARAM;
     }
     return UCS_OK;
 }
@@ -721,8 +721,8 @@ uct_orc_session_register(uct_orc_session_t *session,
                          const uct_orc_iface_config_t *config,
                          const orc_dev_config_t *dev_config)
 {
-    ucs_time_t deadline = ucs_get_time() +
-                          ucs_time_from_sec(config->coordinator_wait);
+    ucs_time_t deadline =
+        ucs_get_time() + ucs_time_from_sec(config->coordinator_wait);
     orc_cl_status_t cl_status;
     char host[256], summary[ORC_TOPO_SUMMARY_MAX], *labels;
 
@@ -734,17 +734,15 @@ uct_orc_session_register(uct_orc_session_t *session,
     /* orcctl nodes shows the topology summary of the process's devices */
     uct_orc_topo_summary(dev_config, summary);
     labels = uct_orc_json_dump(json_pack("{s:s, s:s}", "transport",
-                                         UCT_ORC_TL_NAME, "topology",
-                                         summary));
+                                         UCT_ORC_TL_NAME, "topology", summary));
     if (labels == NULL) {
         ucs_error("orc: cannot build the node labels");
         return UCS_ERR_NO_MEMORY;
     }
 
     for (;;) {
-        cl_status = orc_client_register(session->client, host, getpid(),
-                                        labels, config->lease_ttl,
-                                        &session->node_id);
+        cl_status = orc_client_register(session->client, host, getpid(), labels,
+                                        config->lease_ttl, &session->node_id);
         if (!((cl_status == ORC_CL_ERR_UNREACHABLE) ||
               (cl_status == ORC_CL_ERR_TIMEOUT)) ||
             (ucs_get_time() >= deadline)) {
@@ -758,12 +756,13 @@ uct_orc_session_register(uct_orc_session_t *session,
         (cl_status == ORC_CL_ERR_TIMEOUT)) {
         ucs_error("orc: coordinator orcd at %s is unreachable (%s): start "
                   "orcd (contrib/orc-run does), set UCX_ORC_COORDINATOR, or "
-                  "UCX_ORC_COORDINATOR_WAIT to wait for it", session->url,
-                  orc_client_last_error());
+                  "UCX_ORC_COORDINATOR_WAIT to wait for it",
+                  session->url, orc_client_last_error());
         return UCS_ERR_UNREACHABLE;
     } else if (cl_status != ORC_CL_OK) {
         ucs_error("orc: orcd at %s refused to register a node of job '%s': "
-                  "%s", session->url, session->job, orc_client_last_error());
+                  "%s",
+                  session->url, session->job, orc_client_last_error());
         return UCS_ERR_REJECTED;
     }
 
@@ -784,29 +783,30 @@ static ucs_status_t uct_orc_session_publish(uct_orc_session_t *session)
     ifaces = json_array();
     pthread_mutex_lock(&session->lock);
     ucs_list_for_each(agent, &session->agents, list) {
-        json_array_append_new(ifaces, json_pack(
-                "{s:I, s:s, s:s, s:i}", "id", (json_int_t)agent->iface_id,
-                "device", agent->dev_name, "backend",
-                orc_dev_backend_name(agent->params.dev->backend), "mtu",
-                (int)agent->params.mtu));
+        json_array_append_new(
+            ifaces,
+            json_pack("{s:I, s:s, s:s, s:i}", "id", (json_int_t)agent->iface_id,
+                      "device", agent->dev_name, "backend",
+                      orc_dev_backend_name(agent->params.dev->backend), "mtu",
+                      (int)agent->params.mtu));
     }
     pthread_mutex_unlock(&session->lock);
 
-    text = uct_orc_json_dump(json_pack(
-            "{s:s, s:I, s:o}", "transport", UCT_ORC_TL_NAME, "pid",
-            (json_int_t)session->pid, "ifaces", ifaces));
+    text = uct_orc_json_dump(
+        json_pack("{s:s, s:I, s:o}", "transport", UCT_ORC_TL_NAME, "pid",
+                  (json_int_t)session->pid, "ifaces", ifaces));
     if (text == NULL) {
         ucs_error("orc: failed to encode the endpoint record");
         return UCS_ERR_NO_MEMORY;
     }
 
-    cl_status = orc_client_endpoint_put(session->client, session->node_id,
-                                        text);
+    cl_status =
+        orc_client_endpoint_put(session->client, session->node_id, text);
     free(text);
     if (cl_status != ORC_CL_OK) {
         ucs_error("orc: cannot publish the endpoint record of node %" PRIu64
-                  " at %s: %s", session->node_id, session->url,
-                  orc_client_last_error());
+                  " at %s: %s",
+                  session->node_id, session->url, orc_client_last_error());
         return UCS_ERR_IO_ERROR;
     }
     return UCS_OK;
@@ -835,11 +835,11 @@ static void uct_orc_session_stop_threads(uct_orc_session_t *session)
 
 static ucs_status_t uct_orc_session_start_threads(uct_orc_session_t *session)
 {
-    void *(*mains[])(void*) = {uct_orc_session_rx_main,
-                               uct_orc_session_tx_main,
-                               uct_orc_session_watch_main};
-    pthread_t *threads[]    = {&session->rx_thread, &session->tx_thread,
-                               &session->watch_thread};
+    void *(*mains[])(void *) = {uct_orc_session_rx_main,
+                                uct_orc_session_tx_main,
+                                uct_orc_session_watch_main};
+    pthread_t *threads[]     = {&session->rx_thread, &session->tx_thread,
+                                &session->watch_thread};
     int ret;
 
     for (session->nthreads = 0; session->nthreads < 3; ++session->nthreads) {
@@ -912,10 +912,10 @@ static uct_orc_session_t *uct_orc_session_alloc(const char *url,
 
 /* A new session: client, node, threads. Called with uct_orc_sessions_lock
  * held. */
-static ucs_status_t
-uct_orc_session_create(const uct_orc_iface_config_t *config,
-                       const orc_dev_config_t *dev_config, char *token,
-                       uct_orc_session_t **session_p)
+static ucs_status_t uct_orc_session_create(const uct_orc_iface_config_t *config,
+                                           const orc_dev_config_t *dev_config,
+                                           char *token,
+                                           uct_orc_session_t **session_p)
 {
     uct_orc_session_t *session;
     ucs_status_t status;

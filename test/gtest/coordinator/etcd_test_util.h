@@ -36,7 +36,8 @@
 #include <thread>
 #include <vector>
 
-namespace etcd_test {
+namespace etcd_test
+{
 
 static const char *const k_etcd_binary = "/usr/bin/etcd";
 
@@ -48,8 +49,8 @@ inline bool etcd_available()
 inline double now_s()
 {
     return std::chrono::duration<double>(
-                   std::chrono::steady_clock::now().time_since_epoch())
-            .count();
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 /* A loopback port free right now (the kernel's choice) */
@@ -131,11 +132,12 @@ inline std::string json_field(const std::string &text, const std::string &path)
     return out;
 }
 
-class etcd_cluster {
-public:
+class etcd_cluster
+{
+  public:
     explicit etcd_cluster(size_t members) : m_members(members)
     {
-        char tmpl[] = "/tmp/orc-etcd-test.XXXXXX";
+        char tmpl[]   = "/tmp/orc-etcd-test.XXXXXX";
         const char *d = mkdtemp(tmpl);
         m_dir         = (d != NULL) ? d : "";
     }
@@ -207,8 +209,14 @@ public:
         }
         return "[" + s + "]";
     }
-    unsigned client_port(size_t i) const { return m_client[i]; }
-    size_t size() const { return m_members; }
+    unsigned client_port(size_t i) const
+    {
+        return m_client[i];
+    }
+    size_t size() const
+    {
+        return m_members;
+    }
 
     /* Send sig to member i; SIGKILL and SIGTERM also reap it */
     void kill_member(size_t i, int sig)
@@ -222,7 +230,10 @@ public:
             m_pids[i] = -1;
         }
     }
-    bool running(size_t i) const { return m_pids[i] > 0; }
+    bool running(size_t i) const
+    {
+        return m_pids[i] > 0;
+    }
 
     /* Start member i again (same ports and data) */
     bool restart(size_t i)
@@ -239,9 +250,9 @@ public:
                 if (!running(i)) {
                     continue;
                 }
-                std::string st = http_exchange(m_client[i], "POST",
-                                               "/v3/maintenance/status", "{}",
-                                               2);
+                std::string st =
+                    http_exchange(m_client[i], "POST", "/v3/maintenance/status",
+                                  "{}", 2);
                 std::string self = json_field(st, "header.member_id");
                 if (!self.empty() && (json_field(st, "leader") == self)) {
                     return (int)i;
@@ -275,9 +286,12 @@ public:
         std::string s = ss.str();
         return (s.size() > 4000) ? s.substr(s.size() - 4000) : s;
     }
-    const std::string &dir() const { return m_dir; }
+    const std::string &dir() const
+    {
+        return m_dir;
+    }
 
-private:
+  private:
     std::string url(unsigned port) const
     {
         return "http://127.0.0.1:" + std::to_string(port);
@@ -313,20 +327,34 @@ private:
                 return false;
             }
         }
-        std::vector<std::string> argv = {
-            k_etcd_binary, "--name", name, "--data-dir", data,
-            "--listen-client-urls", url(m_client[i]),
-            "--advertise-client-urls", url(m_client[i]),
-            "--listen-peer-urls", url(m_peer[i]),
-            "--initial-advertise-peer-urls", url(m_peer[i]),
-            "--initial-cluster", cluster, "--initial-cluster-state", "new",
-            "--initial-cluster-token",
-            "orc-test-" + std::to_string(getpid()) + "-" +
-                    std::to_string(m_generation),
-            "--heartbeat-interval", "50", "--election-timeout", "500"};
-        std::string logf = m_dir + "/" + name + ".log";
-        pid_t parent     = getpid();
-        pid_t pid        = fork();
+        std::vector<std::string> argv = {k_etcd_binary,
+                                         "--name",
+                                         name,
+                                         "--data-dir",
+                                         data,
+                                         "--listen-client-urls",
+                                         url(m_client[i]),
+                                         "--advertise-client-urls",
+                                         url(m_client[i]),
+                                         "--listen-peer-urls",
+                                         url(m_peer[i]),
+                                         "--initial-advertise-peer-urls",
+                                         url(m_peer[i]),
+                                         "--initial-cluster",
+                                         cluster,
+                                         "--initial-cluster-state",
+                                         "new",
+                                         "--initial-cluster-token",
+                                         "orc-test-" +
+                                             std::to_string(getpid()) + "-" +
+                                             std::to_string(m_generation),
+                                         "--heartbeat-interval",
+                                         "50",
+                                         "--election-timeout",
+                                         "500"};
+        std::string logf              = m_dir + "/" + name + ".log";
+        pid_t parent                  = getpid();
+        pid_t pid                     = fork();
         if (pid < 0) {
             return false;
         }
@@ -397,8 +425,8 @@ inline etcd_cluster *shared_etcd(size_t n, std::string *why)
 inline std::string unique_prefix(const char *what)
 {
     static unsigned n;
-    return std::string("/test-") + what + "-" + std::to_string(getpid()) +
-           "-" + std::to_string(++n);
+    return std::string("/test-") + what + "-" + std::to_string(getpid()) + "-" +
+           std::to_string(++n);
 }
 
 } // namespace etcd_test

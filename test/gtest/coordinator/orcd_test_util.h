@@ -32,7 +32,8 @@
 #include <string>
 #include <vector>
 
-namespace orcd_test {
+namespace orcd_test
+{
 
 static inline std::string env_or(const char *name, const char *def)
 {
@@ -72,13 +73,14 @@ static inline void write_file(const std::string &path, const std::string &s)
 static inline double now_s()
 {
     return std::chrono::duration<double>(
-                   std::chrono::steady_clock::now().time_since_epoch())
-            .count();
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 /* A temporary directory removed (non-recursively, one level) at the end. */
-class tmpdir {
-public:
+class tmpdir
+{
+  public:
     tmpdir()
     {
         char tmpl[] = "/tmp/orcd-test.XXXXXX";
@@ -101,21 +103,23 @@ public:
         closedir(dir);
         rmdir(m_path.c_str());
     }
-    const std::string &path() const { return m_path; }
+    const std::string &path() const
+    {
+        return m_path;
+    }
     std::string file(const std::string &name) const
     {
         return m_path + "/" + name;
     }
 
-private:
+  private:
     std::string m_path;
 };
 
 /* Wait (bounded) until the file at path contains needle; woken by inotify
  * on its directory (files are replaced by rename). */
 static inline bool wait_file_contains(const std::string &path,
-                                      const std::string &needle,
-                                      double timeout)
+                                      const std::string &needle, double timeout)
 {
     std::string dir = path.substr(0, path.rfind('/'));
     int ino         = inotify_init1(IN_CLOEXEC);
@@ -179,8 +183,9 @@ static inline int run_capture(const std::vector<std::string> &argv,
 }
 
 /* orcd as a child process. */
-class orcd_process {
-public:
+class orcd_process
+{
+  public:
     explicit orcd_process(const tmpdir &dir) : m_dir(dir) {}
     ~orcd_process()
     {
@@ -284,20 +289,32 @@ public:
         return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     }
 
-    void signal(int sig) { kill(m_pid, sig); }
-    pid_t pid() const { return m_pid; }
-    unsigned port() const { return m_port; }
+    void signal(int sig)
+    {
+        kill(m_pid, sig);
+    }
+    pid_t pid() const
+    {
+        return m_pid;
+    }
+    unsigned port() const
+    {
+        return m_port;
+    }
     std::string url(const std::string &path) const
     {
         return "http://127.0.0.1:" + std::to_string(m_port) + path;
     }
-    std::string log() const { return read_file(m_log); }
+    std::string log() const
+    {
+        return read_file(m_log);
+    }
 
-private:
+  private:
     const tmpdir &m_dir;
-    pid_t m_pid      = -1;
-    unsigned m_port  = 0;
-    int m_starts     = 0;
+    pid_t m_pid     = -1;
+    unsigned m_port = 0;
+    int m_starts    = 0;
     std::string m_log;
 };
 
@@ -314,7 +331,7 @@ struct http_result {
     /* integer member of the JSON body, or -1 */
     long long jint(const char *key) const
     {
-        json_t *o = json();
+        json_t *o   = json();
         long long v = -1;
         if (o != NULL && json_is_integer(json_object_get(o, key))) {
             v = json_integer_value(json_object_get(o, key));
@@ -364,25 +381,43 @@ static size_t http_header_cb(char *p, size_t size, size_t n, void *arg)
 }
 
 /* One HTTP client (one curl handle: keeps its connection alive). */
-class http_client {
-public:
-    http_client() { m_curl = curl_easy_init(); }
-    ~http_client() { curl_easy_cleanup(m_curl); }
-    http_client(const http_client &) = delete;
+class http_client
+{
+  public:
+    http_client()
+    {
+        m_curl = curl_easy_init();
+    }
+    ~http_client()
+    {
+        curl_easy_cleanup(m_curl);
+    }
+    http_client(const http_client &)            = delete;
     http_client &operator=(const http_client &) = delete;
 
-    void set_token(const std::string &t) { m_token = t; }
+    void set_token(const std::string &t)
+    {
+        m_token = t;
+    }
     /* connect from this local address (e.g. another 127.x.y.z) */
-    void set_source(const std::string &addr) { m_source = addr; }
+    void set_source(const std::string &addr)
+    {
+        m_source = addr;
+    }
     /* trust exactly this PEM certificate (self-signed test server) */
-    void set_ca(const std::string &pem) { m_ca = pem; }
+    void set_ca(const std::string &pem)
+    {
+        m_ca = pem;
+    }
     /* send these header lines ("Name: value", several separated by '\n')
      * with every request */
-    void set_header(const std::string &lines) { m_header = lines; }
+    void set_header(const std::string &lines)
+    {
+        m_header = lines;
+    }
 
     http_result request(const std::string &method, const std::string &url,
-                        const std::string *body = nullptr,
-                        double timeout = 30)
+                        const std::string *body = nullptr, double timeout = 30)
     {
         http_result r;
         struct curl_slist *hdrs = NULL;
@@ -420,8 +455,8 @@ public:
         for (size_t at = 0; at < m_header.size();) {
             size_t nl = m_header.find('\n', at);
             nl        = (nl == std::string::npos) ? m_header.size() : nl;
-            hdrs = curl_slist_append(hdrs,
-                                     m_header.substr(at, nl - at).c_str());
+            hdrs =
+                curl_slist_append(hdrs, m_header.substr(at, nl - at).c_str());
             at = nl + 1;
         }
         curl_easy_setopt(m_curl, CURLOPT_HTTPHEADER, hdrs);
@@ -454,7 +489,7 @@ public:
         return request("DELETE", url, nullptr);
     }
 
-private:
+  private:
     CURL *m_curl;
     std::string m_token;
     std::string m_header;
@@ -495,7 +530,7 @@ static inline bool send_all(int fd, const std::string &s)
  * timeout passes. */
 static inline std::string recv_until(int fd, double timeout,
                                      const char *until = nullptr,
-                                     bool *closed = nullptr)
+                                     bool *closed      = nullptr)
 {
     std::string out;
     double deadline = now_s() + timeout;
@@ -504,7 +539,7 @@ static inline std::string recv_until(int fd, double timeout,
     }
     while (now_s() < deadline) {
         struct pollfd pfd = {fd, POLLIN, 0};
-        int ms = (int)((deadline - now_s()) * 1000) + 1;
+        int ms            = (int)((deadline - now_s()) * 1000) + 1;
         if (poll(&pfd, 1, ms) <= 0) {
             continue;
         }

@@ -53,7 +53,7 @@ class client_orcd : public ::testing::TestWithParam<std::string>
     bool node_listed(orc_client_t *client, uint64_t id, uint64_t *index_p)
     {
         orc_node_info_t *nodes;
-        size_t           count;
+        size_t count;
         EXPECT_EQ(ORC_CL_OK,
                   orc_client_nodes_list(client, 0, 0, &nodes, &count, index_p));
         bool found = false;
@@ -67,13 +67,13 @@ class client_orcd : public ::testing::TestWithParam<std::string>
     /* block on the membership until `id` is gone (true) or timeout_ms */
     bool wait_node_gone(orc_client_t *client, uint64_t id, int timeout_ms)
     {
-        auto     t0 = steady::now();
+        auto t0 = steady::now();
         uint64_t index;
-        bool     present = node_listed(client, id, &index);
+        bool present = node_listed(client, id, &index);
         while (present && (ms_since(t0) < timeout_ms)) {
             orc_node_info_t *nodes;
-            size_t           count;
-            int              left = timeout_ms - (int)ms_since(t0);
+            size_t count;
+            int left = timeout_ms - (int)ms_since(t0);
             if (orc_client_nodes_list(client, index, (left > 0) ? left : 1,
                                       &nodes, &count, &index) != ORC_CL_OK) {
                 return false;
@@ -87,7 +87,7 @@ class client_orcd : public ::testing::TestWithParam<std::string>
         return !present;
     }
 
-    orcd_child    m_orcd;
+    orcd_child m_orcd;
     orc_client_t *m_client = NULL;
 };
 
@@ -110,7 +110,7 @@ TEST_P(client_orcd, register_list_get_deregister)
     EXPECT_NE(id1, id2);
 
     orc_node_info_t *nodes;
-    size_t           count;
+    size_t count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(m_client, 0, 0, &nodes, &count, &index));
     ASSERT_EQ(2u, count);
@@ -145,7 +145,7 @@ TEST_P(client_orcd, register_list_get_deregister)
 TEST_P(client_orcd, endpoint_put_get_and_errors)
 {
     uint64_t id;
-    char    *json = NULL;
+    char *json = NULL;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
 
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
@@ -192,8 +192,8 @@ TEST_P(client_orcd, keepalive_keeps_node_past_ttl_and_deregister_removes)
     auto t0 = steady::now();
     while (ms_since(t0) < 4500) {
         orc_node_info_t *nodes;
-        size_t           count;
-        int              left = 4500 - (int)ms_since(t0);
+        size_t count;
+        int left = 4500 - (int)ms_since(t0);
         ASSERT_EQ(ORC_CL_OK,
                   orc_client_nodes_list(m_client, index, (left > 0) ? left : 1,
                                         &nodes, &count, &index));
@@ -271,22 +271,22 @@ TEST_P(client_orcd, killed_process_node_expires)
     EXPECT_TRUE(wait_node_gone(m_client, id, 6000));
     EXPECT_GE(ms_since(t0), 300); /* not before the lease ran out */
     EXPECT_EQ(ORC_CL_ERR_GONE, orc_client_keepalive(m_client, id));
-    char           *json;
+    char *json;
     orc_cl_status_t st = orc_client_endpoint_get(m_client, id, &json);
     EXPECT_TRUE((st == ORC_CL_ERR_NOT_FOUND) || (st == ORC_CL_ERR_GONE));
 }
 
 TEST_P(client_orcd, nodes_list_blocks_until_change_or_timeout)
 {
-    uint64_t         index, id;
+    uint64_t index, id;
     orc_node_info_t *nodes;
-    size_t           count;
+    size_t count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(m_client, 0, 0, &nodes, &count, &index));
     orc_client_nodes_free(nodes, count);
 
     /* nothing changes: returns at the wait with the same index */
-    auto     t0 = steady::now();
+    auto t0 = steady::now();
     uint64_t index2;
     ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(m_client, index, 400, &nodes,
                                                &count, &index2));
@@ -297,12 +297,12 @@ TEST_P(client_orcd, nodes_list_blocks_until_change_or_timeout)
 
     /* a registration wakes the waiter long before its 10 s wait */
     std::atomic<int> woke{0};
-    uint64_t         seen_index = 0;
-    size_t           seen_count = 0;
-    std::thread      waiter([&] {
-        orc_client_t    *c = m_orcd.client("jobA", TOKEN_A);
+    uint64_t seen_index = 0;
+    size_t seen_count   = 0;
+    std::thread waiter([&] {
+        orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
         orc_node_info_t *n;
-        size_t           k;
+        size_t k;
         if (orc_client_nodes_list(c, index, 10000, &n, &k, &seen_index) ==
             ORC_CL_OK) {
             seen_count = k;
@@ -323,8 +323,8 @@ TEST_P(client_orcd, nodes_list_blocks_until_change_or_timeout)
 TEST_P(client_orcd, kv_put_get_delete_and_wait)
 {
     const unsigned char value[] = {0, 'o', 'r', 'c', 0xff, '\n'};
-    void               *got;
-    size_t              length;
+    void *got;
+    size_t length;
 
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_kv_get(m_client, "app/rank0", 0, &got, &length));
@@ -357,12 +357,12 @@ TEST_P(client_orcd, kv_put_get_delete_and_wait)
     EXPECT_LT(ms_since(t0), 3000);
 
     /* a put wakes a waiter long before its 10 s wait */
-    std::string     seen;
+    std::string seen;
     orc_cl_status_t wstatus = ORC_CL_ERR_PROTOCOL;
-    std::thread     waiter([&] {
+    std::thread waiter([&] {
         orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
-        void         *v;
-        size_t        l;
+        void *v;
+        size_t l;
         wstatus = orc_client_kv_get(c, "late", 10000, &v, &l);
         if (wstatus == ORC_CL_OK) {
             seen.assign((char *)v, l);
@@ -381,8 +381,8 @@ TEST_P(client_orcd, kv_put_get_delete_and_wait)
 TEST_P(client_orcd, kv_attached_to_node_goes_with_it)
 {
     uint64_t id;
-    void    *got;
-    size_t   length;
+    void *got;
+    size_t length;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
     ASSERT_EQ(ORC_CL_OK, orc_client_kv_put_node(m_client, "owned", "x", 1, id));
     ASSERT_EQ(ORC_CL_OK,
@@ -407,7 +407,7 @@ TEST_P(client_orcd, mailbox_cursor_retry_and_ack)
     }
 
     orc_mbox_msg_t *msgs;
-    size_t          count;
+    size_t count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_mbox_recv(m_client, b, 0, 0, &msgs, &count));
     ASSERT_EQ(5u, count);
@@ -459,7 +459,7 @@ TEST_P(client_orcd, mailbox_full_is_busy)
     uint64_t b, seq = 0;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
     orc_cl_status_t status = ORC_CL_OK;
-    int             sent = 0;
+    int sent               = 0;
     while ((status == ORC_CL_OK) && (sent < 1000)) {
         status = orc_client_mbox_send(m_client, b, 0, "{}", &seq);
         sent += (status == ORC_CL_OK);
@@ -469,7 +469,7 @@ TEST_P(client_orcd, mailbox_full_is_busy)
 
     /* acknowledging frees room */
     orc_mbox_msg_t *msgs;
-    size_t          count;
+    size_t count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_mbox_recv(m_client, b, seq, 0, &msgs, &count));
     orc_client_mbox_free(msgs, count);
@@ -485,12 +485,12 @@ TEST_P(client_orcd, mailbox_full_is_busy)
 TEST_P(client_orcd, mailbox_no_loss_across_reconnects)
 {
     const int N = 400;
-    uint64_t  a, b;
+    uint64_t a, b;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "a", 1, NULL, 0, &a));
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
 
     std::atomic<int> send_errors{0};
-    std::thread      producer([&] {
+    std::thread producer([&] {
         orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
         for (int i = 1; i <= N; ++i) {
             std::string body = "{\"n\":" + std::to_string(i) + "}";
@@ -503,13 +503,13 @@ TEST_P(client_orcd, mailbox_no_loss_across_reconnects)
     });
 
     std::vector<int> received;
-    uint64_t         cursor = 0;
-    int              batches = 0;
-    orc_client_t    *c = m_orcd.client("jobA", TOKEN_A);
-    auto             t0 = steady::now();
+    uint64_t cursor = 0;
+    int batches     = 0;
+    orc_client_t *c = m_orcd.client("jobA", TOKEN_A);
+    auto t0         = steady::now();
     while (((int)received.size() < N) && (ms_since(t0) < 30000)) {
         orc_mbox_msg_t *msgs;
-        size_t          count;
+        size_t count;
         ASSERT_EQ(ORC_CL_OK,
                   orc_client_mbox_recv(c, b, cursor, 2000, &msgs, &count));
         ++batches;
@@ -546,13 +546,13 @@ TEST_P(client_orcd, auth_isolation_between_jobs)
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 0, &id));
 
     orc_client_t *b = m_orcd.client("jobB", TOKEN_B);
-    void         *got;
-    size_t        length;
+    void *got;
+    size_t length;
     /* job B has its own space */
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_kv_get(b, "secret", 0, &got, &length));
     orc_node_info_t *nodes;
-    size_t           count;
+    size_t count;
     ASSERT_EQ(ORC_CL_OK, orc_client_nodes_list(b, 0, 0, &nodes, &count, NULL));
     EXPECT_EQ(0u, count);
     orc_client_nodes_free(nodes, count);
@@ -577,9 +577,8 @@ TEST_P(client_orcd, auth_isolation_between_jobs)
     orc_client_t *wrong = m_orcd.client("jobA", "not-a-valid-token-999");
     EXPECT_EQ(ORC_CL_ERR_UNAUTHORIZED,
               orc_client_kv_put(wrong, "secret", "B", 1));
-    EXPECT_EQ(
-        std::string::npos,
-        std::string(orc_client_last_error()).find("not-a-valid-token-999"));
+    EXPECT_EQ(std::string::npos, std::string(orc_client_last_error())
+                                     .find("not-a-valid-token-999"));
     orc_client_destroy(wrong);
 
     ASSERT_EQ(ORC_CL_OK,
@@ -591,14 +590,14 @@ TEST_P(client_orcd, auth_isolation_between_jobs)
 TEST_P(client_orcd, concurrent_threads_lose_nothing)
 {
     const int THREADS = 12, PER = 60;
-    uint64_t  sink;
+    uint64_t sink;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_register(m_client, "sink", 1, NULL, 0, &sink));
 
     /* one shared client used by every thread at once */
-    std::atomic<int>         errors{0};
-    std::mutex               why_lock;
-    std::string              why; /* the first failure */
+    std::atomic<int> errors{0};
+    std::mutex why_lock;
+    std::string why; /* the first failure */
     std::vector<std::thread> threads;
     for (int t = 0; t < THREADS; ++t) {
         threads.emplace_back([&, t] {
@@ -621,12 +620,12 @@ TEST_P(client_orcd, concurrent_threads_lose_nothing)
     }
 
     std::set<std::string> bodies;
-    uint64_t              cursor = 0;
-    auto                  t0 = steady::now();
+    uint64_t cursor = 0;
+    auto t0         = steady::now();
     while ((bodies.size() < (size_t)(THREADS * PER)) &&
            (ms_since(t0) < 30000)) {
         orc_mbox_msg_t *msgs;
-        size_t          count;
+        size_t count;
         ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(m_client, sink, cursor, 2000,
                                                   &msgs, &count));
         for (size_t i = 0; i < count; ++i) {
@@ -646,7 +645,7 @@ TEST_P(client_orcd, concurrent_threads_lose_nothing)
         for (int i = 0; i < PER; i += 7) {
             std::string key =
                 "t" + std::to_string(t) + "/k" + std::to_string(i);
-            void  *got;
+            void *got;
             size_t length;
             ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(m_client, key.c_str(), 0,
                                                    &got, &length));
@@ -663,9 +662,9 @@ TEST_P(client_orcd, unreachable_after_orcd_exits)
     EXPECT_EQ(0, m_orcd.terminate()); /* graceful: exit 0 */
 
     orc_client_t *c = m_orcd.client("jobA", TOKEN_A, 1000);
-    auto          t0 = steady::now();
-    void         *got;
-    size_t        length;
+    auto t0         = steady::now();
+    void *got;
+    size_t length;
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
               orc_client_kv_get(c, "k", 5000, &got, &length));
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE, orc_client_health(c));
@@ -681,7 +680,7 @@ TEST(client_ucp_hello, two_processes_pair_by_name)
     orcd_child orcd;
     ASSERT_TRUE(orcd.start()) << orcd.error();
 
-    std::string              hello = builddir() + "/contrib/examples/orc_hello";
+    std::string hello            = builddir() + "/contrib/examples/orc_hello";
     std::vector<std::string> env = {
         "ORC_COORDINATOR_URL=" + orcd.url(),
         "ORC_JOB=hello-test",
@@ -691,17 +690,17 @@ TEST(client_ucp_hello, two_processes_pair_by_name)
     };
 
     child alice, bob;
-    ASSERT_TRUE(alice.start(
-        {hello, "--name", "alice", "--peer", "bob", "--timeout", "30"}, env,
-        true));
-    ASSERT_TRUE(bob.start(
-        {hello, "--name", "bob", "--peer", "alice", "--timeout", "30"}, env,
-        true));
+    ASSERT_TRUE(alice.start({hello, "--name", "alice", "--peer", "bob",
+                             "--timeout", "30"},
+                            env, true));
+    ASSERT_TRUE(bob.start({hello, "--name", "bob", "--peer", "alice",
+                           "--timeout", "30"},
+                          env, true));
 
-    pid_t       pid_a = alice.pid(), pid_b = bob.pid();
+    pid_t pid_a = alice.pid(), pid_b = bob.pid();
     std::string out_a, out_b;
-    int         rc_b = bob.wait_exit(40000, &out_b);
-    int         rc_a = alice.wait_exit(40000, &out_a);
+    int rc_b = bob.wait_exit(40000, &out_b);
+    int rc_a = alice.wait_exit(40000, &out_a);
     EXPECT_EQ(0, rc_a) << out_a;
     EXPECT_EQ(0, rc_b) << out_b;
     EXPECT_NE(std::string::npos,
@@ -715,8 +714,8 @@ TEST(client_ucp_hello, two_processes_pair_by_name)
 
     /* both names were withdrawn when they finished */
     orc_client_t *c = orcd.client("hello-test");
-    void         *got;
-    size_t        length;
+    void *got;
+    size_t length;
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
               orc_client_kv_get(c, "ucp/alice", 0, &got, &length));
     EXPECT_EQ(ORC_CL_ERR_NOT_FOUND,
@@ -730,12 +729,12 @@ TEST(client_ucp_hello, peer_never_appears_times_out)
     ASSERT_TRUE(orcd.start()) << orcd.error();
 
     std::string out;
-    auto        t0 = steady::now();
-    int         rc = run({builddir() + "/contrib/examples/orc_hello", "--name",
-                          "lonely", "--peer", "nobody", "--timeout", "1"},
-                         {"ORC_COORDINATOR_URL=" + orcd.url(), "ORC_JOB=hello-test",
-                          "UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo"},
-                         &out, 20000, true);
+    auto t0 = steady::now();
+    int rc  = run({builddir() + "/contrib/examples/orc_hello", "--name",
+                   "lonely", "--peer", "nobody", "--timeout", "1"},
+                  {"ORC_COORDINATOR_URL=" + orcd.url(), "ORC_JOB=hello-test",
+                   "UCX_TLS=tcp,self", "UCX_NET_DEVICES=lo"},
+                  &out, 20000, true);
     EXPECT_EQ(1, rc) << out;
     EXPECT_NE(std::string::npos, out.find("timed out")) << out;
     EXPECT_LT(ms_since(t0), 15000);
@@ -755,7 +754,7 @@ TEST(client_ucp_hello, two_processes_pair_by_name_over_orc)
     orcd_child orcd;
     ASSERT_TRUE(orcd.start()) << orcd.error();
 
-    std::string              hello = builddir() + "/contrib/examples/orc_hello";
+    std::string hello            = builddir() + "/contrib/examples/orc_hello";
     std::vector<std::string> env = {
         "ORC_COORDINATOR_URL=" + orcd.url(),
         "ORC_JOB=hello-orc",
@@ -776,16 +775,16 @@ TEST(client_ucp_hello, two_processes_pair_by_name_over_orc)
                   ((asan != NULL) ? std::string(":") + asan : ""));
 
     child alice, bob;
-    ASSERT_TRUE(alice.start(
-        {hello, "--name", "alice", "--peer", "bob", "--timeout", "30"}, env,
-        true));
-    ASSERT_TRUE(bob.start(
-        {hello, "--name", "bob", "--peer", "alice", "--timeout", "30"}, env,
-        true));
-    pid_t       pid_a = alice.pid(), pid_b = bob.pid();
+    ASSERT_TRUE(alice.start({hello, "--name", "alice", "--peer", "bob",
+                             "--timeout", "30"},
+                            env, true));
+    ASSERT_TRUE(bob.start({hello, "--name", "bob", "--peer", "alice",
+                           "--timeout", "30"},
+                          env, true));
+    pid_t pid_a = alice.pid(), pid_b = bob.pid();
     std::string out_a, out_b;
-    int         rc_b = bob.wait_exit(40000, &out_b);
-    int         rc_a = alice.wait_exit(40000, &out_a);
+    int rc_b = bob.wait_exit(40000, &out_b);
+    int rc_a = alice.wait_exit(40000, &out_a);
     EXPECT_EQ(0, rc_a) << out_a;
     EXPECT_EQ(0, rc_b) << out_b;
     EXPECT_NE(std::string::npos, out_a.find("received 'hello from bob (pid " +
@@ -797,10 +796,10 @@ TEST(client_ucp_hello, two_processes_pair_by_name_over_orc)
 
     /* the transport's interfaces were members of the job while they ran
      * and left it when the processes closed them */
-    orc_client_t    *c = orcd.client("hello-orc");
+    orc_client_t *c = orcd.client("hello-orc");
     orc_node_info_t *nodes;
-    size_t           count;
-    uint64_t         index;
+    size_t count;
+    uint64_t index;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
     EXPECT_EQ(0u, count);
@@ -818,9 +817,9 @@ TEST(client_orcd_capped, long_waits_span_max_wait)
     orc_client_t *c = orcd.client("capped");
     ASSERT_NE(nullptr, c);
 
-    void  *got;
+    void *got;
     size_t length;
-    auto   t0 = steady::now();
+    auto t0 = steady::now();
     EXPECT_EQ(ORC_CL_ERR_TIMEOUT,
               orc_client_kv_get(c, "k", 1600, &got, &length));
     EXPECT_GE(ms_since(t0), 1500);
@@ -829,7 +828,7 @@ TEST(client_orcd_capped, long_waits_span_max_wait)
     uint64_t id, index;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 0, &id));
     orc_mbox_msg_t *msgs;
-    size_t          count;
+    size_t count;
     t0 = steady::now();
     ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(c, id, 0, 1600, &msgs, &count));
     EXPECT_EQ(0u, count);
@@ -850,10 +849,10 @@ TEST(client_orcd_capped, long_waits_span_max_wait)
 
     /* a put after the first capped wait still wakes the waiter */
     orc_cl_status_t wstatus = ORC_CL_ERR_PROTOCOL;
-    std::thread     waiter([&] {
+    std::thread waiter([&] {
         orc_client_t *w = orcd.client("capped");
-        void         *v;
-        size_t        l;
+        void *v;
+        size_t l;
         wstatus = orc_client_kv_get(w, "late", 5000, &v, &l);
         if (wstatus == ORC_CL_OK) {
             free(v);
@@ -894,7 +893,7 @@ class client_failover : public ::testing::Test
     static orc_client_t *client(const std::string &urls, int timeout_ms)
     {
         orc_client_params_t params = {};
-        params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+        params.field_mask          = ORC_CLIENT_PARAM_FIELD_URL |
                             ORC_CLIENT_PARAM_FIELD_JOB |
                             ORC_CLIENT_PARAM_FIELD_TIMEOUT;
         params.url        = urls.c_str();
@@ -938,11 +937,11 @@ TEST_F(client_failover, a_dead_replica_is_skipped)
     orc_client_t *c = client(dead_url() + "," + m_a.url(), 3000);
     ASSERT_NE(nullptr, c);
     uint64_t id, index;
-    auto     t0 = steady::now();
+    auto t0 = steady::now();
     ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 30, &id))
         << orc_client_last_error();
     orc_node_info_t *nodes;
-    size_t           count;
+    size_t count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
     EXPECT_EQ(1u, count);
@@ -955,14 +954,14 @@ TEST_F(client_failover, all_replicas_down_fails_within_the_budget)
 {
     orc_client_t *c = client(dead_url() + "," + dead_url(), 1000);
     ASSERT_NE(nullptr, c);
-    auto     t0 = steady::now();
+    auto t0 = steady::now();
     uint64_t id;
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
               orc_client_register(c, "h", 1, NULL, 30, &id));
-    void  *got;
+    void *got;
     size_t length;
-    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE, orc_client_kv_get(c, "k", 5000, &got,
-                                                         &length));
+    EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
+              orc_client_kv_get(c, "k", 5000, &got, &length));
     EXPECT_LT(ms_since(t0), 3000);
     orc_client_destroy(c);
 }
@@ -978,17 +977,17 @@ TEST_F(client_failover, long_polls_and_keepalives_move_to_a_live_replica)
     ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 2, &id));
     ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(c, "before", "1", 1));
     orc_node_info_t *nodes;
-    size_t           count;
+    size_t count;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(c, 0, 0, &nodes, &count, &index));
     orc_client_nodes_free(nodes, count);
 
     /* a long poll waiting on A when A dies: answered through B */
     orc_cl_status_t polled = ORC_CL_ERR_INVALID;
-    std::thread     poller([&] {
+    std::thread poller([&] {
         orc_node_info_t *n;
-        size_t           k;
-        uint64_t         i;
+        size_t k;
+        uint64_t i;
         polled = orc_client_nodes_list(c, index, 15000, &n, &k, &i);
         if (polled == ORC_CL_OK) {
             orc_client_nodes_free(n, k);
@@ -998,7 +997,7 @@ TEST_F(client_failover, long_polls_and_keepalives_move_to_a_live_replica)
     std::string a_port = m_a.url().substr(m_a.url().rfind(':') + 1);
     m_a.kill_now();
     orc_client_t *other = client(m_b.url(), 2000);
-    uint64_t      id2;
+    uint64_t id2;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(other, "h2", 2, NULL, 30, &id2));
     poller.join();
     EXPECT_EQ(ORC_CL_OK, polled) << orc_client_last_error();
@@ -1006,7 +1005,7 @@ TEST_F(client_failover, long_polls_and_keepalives_move_to_a_live_replica)
     /* keep-alives of the TTL-2 node go to B: alive after 3 TTLs */
     std::this_thread::sleep_for(std::chrono::milliseconds(6000));
     EXPECT_EQ(0, orc_client_node_lost(c, id));
-    void  *got;
+    void *got;
     size_t length;
     ASSERT_EQ(ORC_CL_OK, orc_client_kv_get(c, "before", 0, &got, &length));
     free(got);
@@ -1020,8 +1019,8 @@ TEST_F(client_failover, long_polls_and_keepalives_move_to_a_live_replica)
     EXPECT_TRUE(found);
 
     /* A back on its port, B gone: the client uses A again */
-    ASSERT_TRUE(m_a.start("ttl:\n  min: 1\n",
-                          {"--listen", "127.0.0.1:" + a_port}))
+    ASSERT_TRUE(
+        m_a.start("ttl:\n  min: 1\n", {"--listen", "127.0.0.1:" + a_port}))
         << m_a.error();
     m_b.stop();
     ASSERT_EQ(ORC_CL_OK, orc_client_kv_put(c, "after", "2", 1))
@@ -1043,7 +1042,7 @@ static void pairing_storm(const std::string &urls,
     std::atomic<int> sent{0}, done{0};
     std::atomic<bool> counted{false};
     std::vector<std::string> errors(clients);
-    std::vector<uint64_t>    ids(clients, 0);
+    std::vector<uint64_t> ids(clients, 0);
 
     auto run_client = [&](int k) {
         orc_client_t *c = client_failover::client(urls, 5000);
@@ -1117,7 +1116,8 @@ static void pairing_storm(const std::string &urls,
         }
         ++done;
         /* stay registered until the node count was taken (bounded) */
-        for (auto w = steady::now(); !counted.load() && (ms_since(w) < 60000);) {
+        for (auto w = steady::now();
+             !counted.load() && (ms_since(w) < 60000);) {
             std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
     out:
@@ -1142,10 +1142,10 @@ static void pairing_storm(const std::string &urls,
     while ((done.load() < clients) && (ms_since(t0) < 120000)) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    orc_client_t    *check = client_failover::client(check_url, 5000);
+    orc_client_t *check = client_failover::client(check_url, 5000);
     orc_node_info_t *nodes;
-    size_t           count = 0;
-    uint64_t         index;
+    size_t count = 0;
+    uint64_t index;
     EXPECT_EQ(ORC_CL_OK,
               orc_client_nodes_list(check, 0, 0, &nodes, &count, &index));
     EXPECT_EQ((size_t)clients, count);
@@ -1171,8 +1171,8 @@ static void pairing_storm(const std::string &urls,
 
 TEST_F(client_failover, replica_killed_mid_pairing_storm_loses_nothing)
 {
-    pairing_storm(m_a.url() + "," + m_b.url(), [this] { m_a.kill_now(); },
-                  m_b.url());
+    pairing_storm(
+        m_a.url() + "," + m_b.url(), [this] { m_a.kill_now(); }, m_b.url());
 }
 
 /* The same storm on two replicas over three etcd members whose leader is
@@ -1189,11 +1189,12 @@ TEST(client_etcd_cluster, leader_killed_mid_pairing_storm_loses_nothing)
     bool started = a.start() && b.start();
     orcd_store_yaml().clear();
     ASSERT_TRUE(started) << a.error() << b.error();
-    pairing_storm(a.url() + "," + b.url(),
-                  [&etcd] {
-                      int leader = etcd.leader();
-                      ASSERT_GE(leader, 0);
-                      etcd.kill_member((size_t)leader, SIGKILL);
-                  },
-                  b.url());
+    pairing_storm(
+        a.url() + "," + b.url(),
+        [&etcd] {
+        int leader = etcd.leader();
+        ASSERT_GE(leader, 0);
+        etcd.kill_member((size_t)leader, SIGKILL);
+        },
+        b.url());
 }

@@ -51,7 +51,7 @@ inline std::string srcdir()
 
 inline std::string make_tmpdir()
 {
-    char        tmpl[] = "/tmp/orc-client-test-XXXXXX";
+    char tmpl[]     = "/tmp/orc-client-test-XXXXXX";
     const char *dir = mkdtemp(tmpl);
     return (dir != NULL) ? dir : "";
 }
@@ -74,9 +74,9 @@ inline std::vector<std::string> child_env(const std::vector<std::string> &extra)
 {
     std::vector<std::string> env;
     for (char **e = environ; *e != NULL; ++e) {
-        std::string kv = *e;
+        std::string kv  = *e;
         std::string key = kv.substr(0, kv.find('='));
-        bool        overridden = false;
+        bool overridden = false;
         for (const auto &x : extra) {
             overridden |= (x.substr(0, x.find('=')) == key);
         }
@@ -92,8 +92,8 @@ inline std::vector<std::string> child_env(const std::vector<std::string> &extra)
 class child
 {
   public:
-    child() = default;
-    child(const child &) = delete;
+    child()                         = default;
+    child(const child &)            = delete;
     child &operator=(const child &) = delete;
 
     ~child()
@@ -106,7 +106,7 @@ class child
 
     bool start(const std::vector<std::string> &argv,
                const std::vector<std::string> &env_extra = {},
-               bool                            merge_stderr = false)
+               bool merge_stderr                         = false)
     {
         int pipefd[2];
         if (pipe2(pipefd, O_CLOEXEC) != 0) {
@@ -128,7 +128,7 @@ class child
          * test (PR_SET_PDEATHSIG), even if the test crashes. Between fork
          * and exec only async-signal-safe calls. */
         pid_t parent = getpid();
-        m_pid = fork();
+        m_pid        = fork();
         if (m_pid < 0) {
             close(pipefd[0]);
             close(pipefd[1]);
@@ -159,7 +159,7 @@ class child
         for (;;) {
             size_t nl = m_out.find('\n', m_consumed);
             if (nl != std::string::npos) {
-                *line = m_out.substr(m_consumed, nl - m_consumed);
+                *line      = m_out.substr(m_consumed, nl - m_consumed);
                 m_consumed = nl + 1;
                 return true;
             }
@@ -230,7 +230,7 @@ class child
         if (poll(&pfd, 1, timeout_ms) <= 0) {
             return false;
         }
-        char    buf[4096];
+        char buf[4096];
         ssize_t n = read(m_fd, buf, sizeof(buf));
         if (n <= 0) {
             close(m_fd);
@@ -241,10 +241,10 @@ class child
         return true;
     }
 
-    pid_t       m_pid = -1;
-    int         m_fd = -1;
+    pid_t m_pid = -1;
+    int m_fd    = -1;
     std::string m_out;
-    size_t      m_consumed = 0;
+    size_t m_consumed = 0;
 };
 
 /* Run a program to completion (bounded); returns its exit code */
@@ -283,17 +283,19 @@ inline bool store_param_setup(const std::string &backend, std::string *why)
         return false;
     }
     orcd_store_yaml() = "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
-                        c->endpoint_yaml() + "\n    prefix: " +
-                        etcd_test::unique_prefix("client") + "\n";
+                        c->endpoint_yaml() +
+                        "\n    prefix: " + etcd_test::unique_prefix("client") +
+                        "\n";
     return true;
 }
 
 /* The two stores, as test name suffixes */
-#define ORC_TEST_STORES(fixture)                                              \
-    INSTANTIATE_TEST_SUITE_P(store, fixture,                                  \
-                             ::testing::Values("memory", "etcd"),             \
-                             [](const ::testing::TestParamInfo<std::string>   \
-                                        &i) { return i.param; })
+#define ORC_TEST_STORES(fixture)                             \
+    INSTANTIATE_TEST_SUITE_P(                                \
+        store, fixture, ::testing::Values("memory", "etcd"), \
+        [](const ::testing::TestParamInfo<std::string> &i) { \
+        return i.param;                                      \
+        })
 
 /*
  * orcd as a child process on 127.0.0.1 with a kernel-chosen port. The
@@ -309,7 +311,7 @@ class orcd_child
     }
 
     /* Start and wait until /healthz answers; false (and a message) if not */
-    bool start(const std::string              &config_yaml = "",
+    bool start(const std::string &config_yaml             = "",
                const std::vector<std::string> &extra_args = {})
     {
         m_dir = make_tmpdir();
@@ -324,10 +326,10 @@ class orcd_child
             return false;
         }
 
-        std::string              port_file = m_dir + "/port";
+        std::string port_file         = m_dir + "/port";
         std::vector<std::string> argv = {binary, "--listen", "127.0.0.1:0",
                                          "--port-file", port_file};
-        std::string yaml = orcd_store_yaml() + config_yaml;
+        std::string yaml              = orcd_store_yaml() + config_yaml;
         if (!yaml.empty()) {
             write_file(m_dir + "/orcd.yaml", yaml);
             argv.push_back("--config");
@@ -341,8 +343,8 @@ class orcd_child
         }
 
         /* the port file appears once orcd listens (bounded wait) */
-        auto t0 = steady::now();
-        int  port = 0;
+        auto t0  = steady::now();
+        int port = 0;
         while ((port <= 0) && (ms_since(t0) < 10000)) {
             std::ifstream in(port_file);
             if (!(in >> port)) {
@@ -357,7 +359,7 @@ class orcd_child
         m_url = "http://127.0.0.1:" + std::to_string(port);
 
         orc_client_t *probe = client("default", NULL, 1000);
-        bool          ok = false;
+        bool ok             = false;
         while (!ok && (ms_since(t0) < 10000)) {
             ok = (probe != NULL) && (orc_client_health(probe) == ORC_CL_OK);
             if (!ok) {
@@ -417,11 +419,11 @@ class orcd_child
                          int timeout_ms = 3000)
     {
         orc_client_params_t params = {};
-        params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
+        params.field_mask          = ORC_CLIENT_PARAM_FIELD_URL |
                             ORC_CLIENT_PARAM_FIELD_JOB |
                             ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-        params.url = m_url.c_str();
-        params.job = job;
+        params.url        = m_url.c_str();
+        params.job        = job;
         params.timeout_ms = timeout_ms;
         if (token != NULL) {
             params.field_mask |= ORC_CLIENT_PARAM_FIELD_TOKEN;
@@ -450,7 +452,7 @@ class orcd_child
     }
 
   private:
-    child       m_proc;
+    child m_proc;
     std::string m_dir;
     std::string m_url;
     std::string m_error;

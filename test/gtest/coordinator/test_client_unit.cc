@@ -33,13 +33,13 @@ struct fake_request {
     std::string method;
     std::string url; /* path and query */
     std::string body;
-    std::string auth; /* Authorization header, "" if none */
+    std::string auth;    /* Authorization header, "" if none */
     std::string rid;     /* Idempotency-Key, "" if none */
     std::string attempt; /* X-Orc-Attempt, "" if none */
 };
 
 struct fake_reply {
-    unsigned    code; /* 0: close the connection without an answer */
+    unsigned code; /* 0: close the connection without an answer */
     std::string body;
 };
 
@@ -53,11 +53,12 @@ class fake_server
   public:
     fake_server()
     {
-        m_daemon = MHD_start_daemon(
-            MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-                MHD_USE_ERROR_LOG,
-            0, NULL, NULL, &fake_server::handler, this, MHD_OPTION_SOCK_ADDR,
-            loopback_any(), MHD_OPTION_END);
+        m_daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
+                                        MHD_USE_THREAD_PER_CONNECTION |
+                                        MHD_USE_ERROR_LOG,
+                                    0, NULL, NULL, &fake_server::handler, this,
+                                    MHD_OPTION_SOCK_ADDR, loopback_any(),
+                                    MHD_OPTION_END);
         if (m_daemon != NULL) {
             m_port =
                 MHD_get_daemon_info(m_daemon, MHD_DAEMON_INFO_BIND_PORT)->port;
@@ -102,7 +103,7 @@ class fake_server
     size_t count(const std::string &key)
     {
         std::lock_guard<std::mutex> guard(m_lock);
-        size_t                      n = 0;
+        size_t n = 0;
         for (const auto &r : m_requests) {
             n += ((r.method + " " + r.url) == key);
         }
@@ -132,8 +133,8 @@ class fake_server
     static const struct sockaddr *loopback_any()
     {
         static struct sockaddr_in sin;
-        sin.sin_family = AF_INET;
-        sin.sin_port = 0;
+        sin.sin_family      = AF_INET;
+        sin.sin_port        = 0;
         sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         return (const struct sockaddr *)&sin;
     }
@@ -167,7 +168,7 @@ class fake_server
                                    size_t *data_size, void **con_cls)
     {
         fake_server *self = static_cast<fake_server *>(cls);
-        conn_state  *state = static_cast<conn_state *>(*con_cls);
+        conn_state *state = static_cast<conn_state *>(*con_cls);
         (void)version;
 
         if (state == NULL) {
@@ -187,8 +188,8 @@ class fake_server
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
         const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                       "Idempotency-Key");
-        const char *attempt = MHD_lookup_connection_value(
-            conn, MHD_HEADER_KIND, "X-Orc-Attempt");
+        const char *attempt =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Orc-Attempt");
         fake_request req{method,
                          std::string(url) + query,
                          state->body,
@@ -213,21 +214,22 @@ class fake_server
             return MHD_NO; /* as a replica that died before answering */
         }
 
-        struct MHD_Response *resp = MHD_create_response_from_buffer(
-            reply.body.size(), (void *)reply.body.data(),
-            MHD_RESPMEM_MUST_COPY);
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(reply.body.size(),
+                                            (void *)reply.body.data(),
+                                            MHD_RESPMEM_MUST_COPY);
         MHD_add_response_header(resp, "Content-Type", "application/json");
         enum MHD_Result ret = MHD_queue_response(conn, reply.code, resp);
         MHD_destroy_response(resp);
         return ret;
     }
 
-    struct MHD_Daemon                *m_daemon = NULL;
-    uint16_t                          m_port = 0;
-    std::mutex                        m_lock;
-    std::condition_variable           m_cond;
+    struct MHD_Daemon *m_daemon = NULL;
+    uint16_t m_port             = 0;
+    std::mutex m_lock;
+    std::condition_variable m_cond;
     std::map<std::string, fake_reply> m_routes;
-    std::vector<fake_request>         m_requests;
+    std::vector<fake_request> m_requests;
 };
 
 const char *TOKEN = "s3cret-token-value";
@@ -254,12 +256,12 @@ class client_unit : public ::testing::Test
             ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB |
             ORC_CLIENT_PARAM_FIELD_TOKEN | ORC_CLIENT_PARAM_FIELD_TIMEOUT |
             ORC_CLIENT_PARAM_FIELD_LOG;
-        params.url = url.c_str();
-        params.job = "jobA";
-        params.token = TOKEN;
-        params.timeout_ms = timeout_ms;
-        params.log = log_cb;
-        params.log_arg = this;
+        params.url           = url.c_str();
+        params.job           = "jobA";
+        params.token         = TOKEN;
+        params.timeout_ms    = timeout_ms;
+        params.log           = log_cb;
+        params.log_arg       = this;
         orc_client_t *client = NULL;
         EXPECT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
         return client;
@@ -267,7 +269,7 @@ class client_unit : public ::testing::Test
 
     static void log_cb(void *arg, const char *message)
     {
-        client_unit                *self = static_cast<client_unit *>(arg);
+        client_unit *self = static_cast<client_unit *>(arg);
         std::lock_guard<std::mutex> guard(self->m_log_lock);
         self->m_log.push_back(message);
     }
@@ -278,14 +280,14 @@ class client_unit : public ::testing::Test
         return m_log;
     }
 
-    fake_server              m_server;
-    orc_client_t            *m_client = NULL;
-    std::mutex               m_log_lock;
+    fake_server m_server;
+    orc_client_t *m_client = NULL;
+    std::mutex m_log_lock;
     std::vector<std::string> m_log;
 };
 
 /* poll a condition, bounded */
-template <typename F> bool eventually(F cond, int timeout_ms)
+template<typename F> bool eventually(F cond, int timeout_ms)
 {
     auto deadline = steady::now() + std::chrono::milliseconds(timeout_ms);
     while (steady::now() < deadline) {
@@ -320,7 +322,7 @@ TEST(client_basic, base64_vectors)
         EXPECT_STREQ(coded[i], text);
         free(text);
 
-        void  *data;
+        void *data;
         size_t length;
         ASSERT_EQ(0, orc_client_b64_decode(coded[i], strlen(coded[i]), &data,
                                            &length));
@@ -334,8 +336,8 @@ TEST(client_basic, base64_vectors)
         all[i] = (unsigned char)(255 - i);
     }
     for (size_t len = 0; len <= sizeof(all); len += 37) {
-        char  *text = orc_client_b64_encode(all, len);
-        void  *data;
+        char *text = orc_client_b64_encode(all, len);
+        void *data;
         size_t length;
         ASSERT_EQ(0, orc_client_b64_decode(text, strlen(text), &data, &length));
         ASSERT_EQ(len, length);
@@ -347,10 +349,10 @@ TEST(client_basic, base64_vectors)
 
 TEST(client_basic, base64_rejects_malformed)
 {
-    const char *bad[] = {
-        "Zg=", "Zm9v!A==", "Zh==", "Zm9=", "=Zm9", "Zg==Zg==", "Z===", "Zm 9v"};
+    const char *bad[] = {"Zg=",  "Zm9v!A==", "Zh==", "Zm9=",
+                         "=Zm9", "Zg==Zg==", "Z===", "Zm 9v"};
     for (const char *text : bad) {
-        void  *data = NULL;
+        void *data = NULL;
         size_t length;
         EXPECT_EQ(-1, orc_client_b64_decode(text, strlen(text), &data, &length))
             << text;
@@ -361,14 +363,14 @@ TEST(client_basic, base64_rejects_malformed)
 TEST(client_basic, create_validates)
 {
     orc_client_params_t params = {};
-    orc_client_t       *client = NULL;
+    orc_client_t *client       = NULL;
 
     params.field_mask = ORC_CLIENT_PARAM_FIELD_URL;
-    params.url = "ftp://127.0.0.1:7411";
+    params.url        = "ftp://127.0.0.1:7411";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
 
     params.field_mask = ORC_CLIENT_PARAM_FIELD_JOB;
-    params.job = "bad/job";
+    params.job        = "bad/job";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
     params.job = "";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
@@ -381,7 +383,7 @@ TEST(client_basic, create_validates)
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
 
     params.field_mask = ORC_CLIENT_PARAM_FIELD_TOKEN;
-    params.token = "abc\r\nX-Evil: 1";
+    params.token      = "abc\r\nX-Evil: 1";
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(&params, &client));
 
     EXPECT_EQ(ORC_CL_ERR_INVALID, orc_client_create(NULL, &client));
@@ -396,7 +398,7 @@ TEST(client_basic, create_validates)
 TEST(client_basic, params_from_env)
 {
     char path[] = "/tmp/orc-token-XXXXXX";
-    int  fd = mkstemp(path);
+    int fd      = mkstemp(path);
     ASSERT_GE(fd, 0);
     ASSERT_EQ(17, write(fd, "file-token-1234\r\n", 17));
     close(fd);
@@ -407,7 +409,7 @@ TEST(client_basic, params_from_env)
     setenv(ORC_CLIENT_ENV_TOKEN_FILE, path, 1);
 
     orc_client_params_t params = {};
-    char               *buf = NULL;
+    char *buf                  = NULL;
     ASSERT_EQ(ORC_CL_OK, orc_client_params_from_env(&params, &buf));
     EXPECT_STREQ("http://127.0.0.1:9", params.url);
     EXPECT_STREQ("envjob", params.job);
@@ -417,9 +419,9 @@ TEST(client_basic, params_from_env)
 
     /* explicit fields win; ORC_TOKEN wins over the file */
     setenv(ORC_CLIENT_ENV_TOKEN, "env-token-5678", 1);
-    params = {};
+    params            = {};
     params.field_mask = ORC_CLIENT_PARAM_FIELD_JOB;
-    params.job = "mine";
+    params.job        = "mine";
     ASSERT_EQ(ORC_CL_OK, orc_client_params_from_env(&params, &buf));
     EXPECT_STREQ("mine", params.job);
     EXPECT_STREQ("env-token-5678", params.token);
@@ -480,7 +482,7 @@ TEST_F(client_unit, register_rejects_bad_labels_locally)
 TEST_F(client_unit, http_status_mapping_and_error_text)
 {
     const struct {
-        unsigned        code;
+        unsigned code;
         orc_cl_status_t status;
     } cases[] = {
         {400, ORC_CL_ERR_INVALID},   {401, ORC_CL_ERR_UNAUTHORIZED},
@@ -530,7 +532,7 @@ TEST_F(client_unit, endpoint_roundtrip_and_local_validation)
 
 TEST_F(client_unit, strict_reply_parsing)
 {
-    uint64_t    id;
+    uint64_t id;
     const char *bad_register[] = {
         "{\"id\": \"7\", \"ttl\": 30}",
         "{\"id\": 7}",
@@ -549,18 +551,18 @@ TEST_F(client_unit, strict_reply_parsing)
     }
 
     orc_node_info_t *nodes;
-    size_t           count;
-    const char      *bad_list[] = {
-             "{\"index\": 1, \"nodes\": {}}",
-             "{\"nodes\": []}",
-             ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
-              "\"pid\": \"1\"}]}"),
-             "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": 5, \"pid\": 1}]}",
-             ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
-              "\"pid\": 1, \"endpoint\": 3}]}"),
-             ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
-              "\"pid\": 1, \"labels\": {\"a\": 1}}]}"),
-             "{\"index\": 1, \"nodes\": [7]}",
+    size_t count;
+    const char *bad_list[] = {
+        "{\"index\": 1, \"nodes\": {}}",
+        "{\"nodes\": []}",
+        ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
+         "\"pid\": \"1\"}]}"),
+        "{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": 5, \"pid\": 1}]}",
+        ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
+         "\"pid\": 1, \"endpoint\": 3}]}"),
+        ("{\"index\": 1, \"nodes\": [{\"id\": 1, \"host\": \"h\", "
+         "\"pid\": 1, \"labels\": {\"a\": 1}}]}"),
+        "{\"index\": 1, \"nodes\": [7]}",
     };
     for (const char *body : bad_list) {
         m_server.route("GET /v1/jobs/jobA/nodes", 200, body);
@@ -570,13 +572,13 @@ TEST_F(client_unit, strict_reply_parsing)
     }
 
     orc_mbox_msg_t *msgs;
-    const char     *bad_mbox[] = {
-            "{\"messages\": {}}",
-            ("{\"messages\": [{\"seq\": 2, \"body\": {}}, {\"seq\": 2, "
-             "\"body\": {}}]}"),
-            "{\"messages\": [{\"seq\": 1, \"body\": []}]}",
-            "{\"messages\": [{\"seq\": 1, \"from\": \"x\", \"body\": {}}]}",
-            "{\"messages\": [{\"body\": {}}]}",
+    const char *bad_mbox[] = {
+        "{\"messages\": {}}",
+        ("{\"messages\": [{\"seq\": 2, \"body\": {}}, {\"seq\": 2, "
+         "\"body\": {}}]}"),
+        "{\"messages\": [{\"seq\": 1, \"body\": []}]}",
+        "{\"messages\": [{\"seq\": 1, \"from\": \"x\", \"body\": {}}]}",
+        "{\"messages\": [{\"body\": {}}]}",
     };
     for (const char *body : bad_mbox) {
         m_server.route("GET /v1/jobs/jobA/nodes/4/mailbox?after=0&wait=0.000",
@@ -586,8 +588,8 @@ TEST_F(client_unit, strict_reply_parsing)
             << body;
     }
 
-    void       *value;
-    size_t      length;
+    void *value;
+    size_t length;
     const char *bad_kv[] = {
         "{\"key\": \"k\", \"value\": \"plain\"}",
         "{\"key\": \"k\", \"value\": {\"b64\": \"@@@@\"}}",
@@ -614,8 +616,8 @@ TEST_F(client_unit, nodes_list_parses_and_waits)
                    "null}]}");
 
     orc_node_info_t *nodes = NULL;
-    size_t           count = 0;
-    uint64_t         index = 0;
+    size_t count           = 0;
+    uint64_t index         = 0;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_nodes_list(m_client, 5, 1250, &nodes, &count, &index));
     ASSERT_EQ(2u, count);
@@ -645,7 +647,7 @@ TEST_F(client_unit, mailbox_send_and_recv)
                    "{\"qpn\": 5}}, {\"seq\": 14, \"body\": {}}], "
                    "\"last_seq\": 14}");
     orc_mbox_msg_t *msgs = NULL;
-    size_t          count = 0;
+    size_t count         = 0;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_mbox_recv(m_client, 4, 11, 500, &msgs, &count));
     ASSERT_EQ(2u, count);
@@ -672,7 +674,7 @@ TEST_F(client_unit, kv_base64_and_wait_mapping)
     m_server.route("GET /v1/jobs/jobA/kv/app/w1", 200,
                    "{\"key\": \"app/w1\", \"value\": {\"b64\": \"AAEC/3g=\"}, "
                    "\"index\": 3}");
-    void  *value = NULL;
+    void *value   = NULL;
     size_t length = 0;
     ASSERT_EQ(ORC_CL_OK,
               orc_client_kv_get(m_client, "app/w1", 0, &value, &length));
@@ -692,7 +694,7 @@ TEST_F(client_unit, kv_base64_and_wait_mapping)
     EXPECT_EQ(ORC_CL_OK, orc_client_kv_delete(m_client, "app/w1"));
 
     /* keys that could escape the route never leave the process */
-    size_t      before = m_server.requests().size();
+    size_t before          = m_server.requests().size();
     const char *bad_keys[] = {"",    "/abs", "a/../b", "a b",
                               "a?b", "a%2f", "k#1"};
     for (const char *key : bad_keys) {
@@ -791,7 +793,7 @@ TEST_F(client_unit, lost_answer_is_retried_with_its_key)
     ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "h", 1, NULL, 30, &id))
         << orc_client_last_error();
     EXPECT_EQ(7u, id);
-    std::vector<fake_request> first = m_server.requests();
+    std::vector<fake_request> first  = m_server.requests();
     std::vector<fake_request> second = other.requests();
     ASSERT_EQ(1u, first.size());
     ASSERT_GE(second.size(), 1u);
@@ -809,8 +811,8 @@ TEST(client_net, unreachable_is_fast)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
     struct sockaddr_in sin = {};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_family         = AF_INET;
+    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
     socklen_t len = sizeof(sin);
     ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
@@ -819,15 +821,15 @@ TEST(client_net, unreachable_is_fast)
     orc_client_params_t params = {};
     params.field_mask =
         ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url = url.c_str();
+    params.url        = url.c_str();
     params.timeout_ms = 1000;
     orc_client_t *client;
     ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
 
-    auto     start = steady::now();
+    auto start = steady::now();
     uint64_t id;
-    void    *value;
-    size_t   length;
+    void *value;
+    size_t length;
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
               orc_client_register(client, "h", 1, NULL, 0, &id));
     EXPECT_EQ(ORC_CL_ERR_UNREACHABLE,
@@ -844,8 +846,8 @@ TEST(client_net, silent_server_times_out)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
     struct sockaddr_in sin = {};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_family         = AF_INET;
+    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
     ASSERT_EQ(0, listen(fd, 16));
     socklen_t len = sizeof(sin);
@@ -855,7 +857,7 @@ TEST(client_net, silent_server_times_out)
     orc_client_params_t params = {};
     params.field_mask =
         ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url = url.c_str();
+    params.url        = url.c_str();
     params.timeout_ms = 300;
     orc_client_t *client;
     ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
@@ -868,7 +870,7 @@ TEST(client_net, silent_server_times_out)
 
     /* a long-poll's wait extends the timeout */
     orc_mbox_msg_t *msgs;
-    size_t          count;
+    size_t count;
     EXPECT_EQ(ORC_CL_ERR_TIMEOUT,
               orc_client_mbox_recv(client, 1, 0, 400, &msgs, &count));
     auto t2 = steady::now();
@@ -924,8 +926,8 @@ TEST_F(client_unit, interrupt_ends_waits)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
     struct sockaddr_in sin = {};
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_family         = AF_INET;
+    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
     ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
     ASSERT_EQ(0, listen(fd, 16));
     socklen_t len = sizeof(sin);
@@ -934,12 +936,12 @@ TEST_F(client_unit, interrupt_ends_waits)
     orc_client_t *silent = make_client(url, 2000);
     ASSERT_NE(nullptr, silent);
 
-    orc_cl_status_t    status = ORC_CL_OK;
+    orc_cl_status_t status = ORC_CL_OK;
     steady::time_point returned;
-    std::thread        waiter([&] {
-        void  *v;
+    std::thread waiter([&] {
+        void *v;
         size_t l;
-        status = orc_client_kv_get(silent, "k", 20000, &v, &l);
+        status   = orc_client_kv_get(silent, "k", 20000, &v, &l);
         returned = steady::now();
     });
     /* the waiter is connected (and so inside its call) once accept returns */
@@ -952,7 +954,7 @@ TEST_F(client_unit, interrupt_ends_waits)
     EXPECT_LT(returned - t0, std::chrono::milliseconds(500));
 
     orc_mbox_msg_t *msgs;
-    size_t          count;
+    size_t count;
     t0 = steady::now();
     EXPECT_EQ(ORC_CL_ERR_CANCELED,
               orc_client_mbox_recv(silent, 1, 0, 5000, &msgs, &count));

@@ -56,7 +56,7 @@ class orcctl_test : public ::testing::TestWithParam<std::string>
     static json_t *parse(const std::string &text)
     {
         json_error_t err;
-        json_t      *doc =
+        json_t *doc =
             json_loads(text.substr(0, text.find('\n')).c_str(), 0, &err);
         EXPECT_TRUE(json_is_object(doc)) << "not JSON: " << text;
         return doc;
@@ -65,13 +65,13 @@ class orcctl_test : public ::testing::TestWithParam<std::string>
     uint64_t register_bg(child *reg, const std::string &host,
                          const std::string &labels = "{\"role\":\"demo\"}")
     {
-        EXPECT_TRUE(reg->start({builddir() + "/orcctl", "--url", m_orcd.url(),
-                                "--job", "jobA", "--token", "orcctl-token-a-1",
-                                "--json", "register", host, "--ttl", "2",
-                                "--labels", labels}));
+        EXPECT_TRUE(
+            reg->start({builddir() + "/orcctl", "--url", m_orcd.url(), "--job",
+                        "jobA", "--token", "orcctl-token-a-1", "--json",
+                        "register", host, "--ttl", "2", "--labels", labels}));
         std::string line;
         EXPECT_TRUE(reg->read_line(&line, 10000));
-        json_t  *doc = parse(line);
+        json_t *doc = parse(line);
         uint64_t id = json_integer_value(json_object_get(doc, "id"));
         json_decref(doc);
         return id;
@@ -107,13 +107,13 @@ TEST_P(orcctl_test, health_and_usage)
 
 TEST_P(orcctl_test, register_nodes_endpoint_roundtrip)
 {
-    child    reg;
+    child reg;
     uint64_t id = register_bg(&reg, "demo-host");
     ASSERT_GT(id, 0u);
 
     std::string out;
     ASSERT_EQ(0, ctl({"nodes"}, &out));
-    json_t *doc = parse(out);
+    json_t *doc   = parse(out);
     json_t *nodes = json_object_get(doc, "nodes");
     ASSERT_EQ(1u, json_array_size(nodes));
     json_t *node = json_array_get(nodes, 0);
@@ -121,8 +121,9 @@ TEST_P(orcctl_test, register_nodes_endpoint_roundtrip)
     EXPECT_STREQ("demo-host", json_string_value(json_object_get(node, "host")));
     EXPECT_EQ((json_int_t)reg.pid(),
               json_integer_value(json_object_get(node, "pid")));
-    EXPECT_STREQ("demo", json_string_value(json_object_get(
-                             json_object_get(node, "labels"), "role")));
+    EXPECT_STREQ("demo",
+                 json_string_value(
+                     json_object_get(json_object_get(node, "labels"), "role")));
     EXPECT_TRUE(json_is_null(json_object_get(node, "endpoint")));
     json_decref(doc);
 
@@ -137,8 +138,9 @@ TEST_P(orcctl_test, register_nodes_endpoint_roundtrip)
 
     ASSERT_EQ(0, ctl({"node-get", sid}, &out));
     doc = parse(out);
-    EXPECT_EQ(4096, json_integer_value(json_object_get(
-                        json_object_get(doc, "endpoint"), "mtu")));
+    EXPECT_EQ(4096,
+              json_integer_value(
+                  json_object_get(json_object_get(doc, "endpoint"), "mtu")));
     json_decref(doc);
 
     /* human-readable listing names the host */
@@ -160,10 +162,10 @@ TEST_P(orcctl_test, nodes_show_topology_summary)
 {
     const std::string summary = "2 NUMA nodes; soft_nic0 pci 0000:03:00.0 "
                                 "numa 0 cpus 0; soft_lo unknown";
-    child             reg;
-    uint64_t          id = register_bg(&reg, "topo-host",
-                                       "{\"transport\":\"orc\",\"topology\":\"" +
-                                               summary + "\"}");
+    child reg;
+    uint64_t id =
+        register_bg(&reg, "topo-host",
+                    "{\"transport\":\"orc\",\"topology\":\"" + summary + "\"}");
     ASSERT_GT(id, 0u);
 
     std::string out;
@@ -174,7 +176,7 @@ TEST_P(orcctl_test, nodes_show_topology_summary)
                        "                   soft_nic0 pci 0000:03:00.0 numa 0 "
                        "cpus 0\n"
                        "                   soft_lo unknown\n"))
-            << out;
+        << out;
 
     ASSERT_EQ(0, ctl({"node-get", std::to_string(id)}, &out, false));
     EXPECT_NE(std::string::npos,
@@ -182,14 +184,15 @@ TEST_P(orcctl_test, nodes_show_topology_summary)
                        "topology: 2 NUMA nodes\n"
                        "          soft_nic0 pci 0000:03:00.0 numa 0 cpus 0\n"
                        "          soft_lo unknown\n"))
-            << out;
+        << out;
 
     /* --json keeps the label as it is */
     ASSERT_EQ(0, ctl({"nodes"}, &out));
-    json_t *doc = parse(out);
+    json_t *doc  = parse(out);
     json_t *node = json_array_get(json_object_get(doc, "nodes"), 0);
-    EXPECT_EQ(summary, json_string_value(json_object_get(
-                               json_object_get(node, "labels"), "topology")));
+    EXPECT_EQ(summary,
+              json_string_value(json_object_get(json_object_get(node, "labels"),
+                                                "topology")));
     json_decref(doc);
 
     reg.signal(SIGINT);
@@ -200,7 +203,7 @@ TEST_P(orcctl_test, nodes_wait_wakes_on_change)
 {
     std::string out;
     ASSERT_EQ(0, ctl({"nodes"}, &out));
-    json_t    *doc = parse(out);
+    json_t *doc    = parse(out);
     json_int_t idx = json_integer_value(json_object_get(doc, "index"));
     json_decref(doc);
 
@@ -209,24 +212,25 @@ TEST_P(orcctl_test, nodes_wait_wakes_on_change)
         watcher.start({builddir() + "/orcctl", "--url", m_orcd.url(), "--job",
                        "jobA", "--token", "orcctl-token-a-1", "--json", "nodes",
                        "--index", std::to_string(idx), "--wait", "20"}));
-    child    reg;
+    child reg;
     uint64_t id = register_bg(&reg, "late-host");
-    auto     t0 = steady::now();
+    auto t0     = steady::now();
     ASSERT_EQ(0, watcher.wait_exit(15000, &out));
     EXPECT_LT(ms_since(t0), 10000);
     doc = parse(out);
     EXPECT_GT(json_integer_value(json_object_get(doc, "index")), idx);
     json_t *nodes = json_object_get(doc, "nodes");
     ASSERT_EQ(1u, json_array_size(nodes));
-    EXPECT_EQ((json_int_t)id, json_integer_value(json_object_get(
-                                  json_array_get(nodes, 0), "id")));
+    EXPECT_EQ((json_int_t)id,
+              json_integer_value(
+                  json_object_get(json_array_get(nodes, 0), "id")));
     json_decref(doc);
 }
 
 TEST_P(orcctl_test, mailbox_send_and_watch)
 {
-    child       reg;
-    uint64_t    id = register_bg(&reg, "mbox-host");
+    child reg;
+    uint64_t id     = register_bg(&reg, "mbox-host");
     std::string sid = std::to_string(id), out;
 
     for (int i = 1; i <= 3; ++i) {
@@ -240,8 +244,8 @@ TEST_P(orcctl_test, mailbox_send_and_watch)
 
     ASSERT_EQ(0, ctl({"mailbox-watch", sid, "--count", "2"}, &out));
     std::istringstream lines(out);
-    std::string        line;
-    int                n = 0;
+    std::string line;
+    int n = 0;
     while (std::getline(lines, line)) {
         json_t *doc = parse(line);
         ++n;
@@ -355,8 +359,8 @@ TEST_P(orcctl_test, nodes_wait_from_now)
     orc_client_t *c = m_orcd.client("jobA", "orcctl-token-a-1");
     ASSERT_NE(nullptr, c);
     std::string out;
-    int         rc = -1;
-    auto        t0 = steady::now();
+    int rc  = -1;
+    auto t0 = steady::now();
     while ((rc < 0) && (ms_since(t0) < 15000)) {
         uint64_t id;
         ASSERT_EQ(ORC_CL_OK, orc_client_register(c, "churn", 1, NULL, 0, &id));

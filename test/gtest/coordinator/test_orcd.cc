@@ -11,7 +11,8 @@
 
 using namespace orcd_test;
 
-namespace {
+namespace
+{
 
 static mode_t lstat_mode(const std::string &path)
 {
@@ -22,20 +23,27 @@ static mode_t lstat_mode(const std::string &path)
 const char *const k_tok_a = "token-for-job-a-0123456789";
 const char *const k_tok_b = "token-for-job-b-9876543210";
 
-class orcd_daemon : public ::testing::Test {
-protected:
+class orcd_daemon : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(access(orcd_binary().c_str(), X_OK), 0)
-                << "orcd not built at " << orcd_binary();
+            << "orcd not built at " << orcd_binary();
     }
 
     /* the store section of the configuration ("": the memory store) */
-    virtual std::string store_yaml() { return ""; }
-    bool on_etcd() { return !store_yaml().empty(); }
+    virtual std::string store_yaml()
+    {
+        return "";
+    }
+    bool on_etcd()
+    {
+        return !store_yaml().empty();
+    }
 
     /* start orcd with a config text (empty: no --config) */
-    void start(const std::string &yaml_in = "",
+    void start(const std::string &yaml_in     = "",
                std::vector<std::string> extra = {})
     {
         std::vector<std::string> args = extra;
@@ -48,10 +56,12 @@ protected:
         ASSERT_TRUE(m_orcd.start(args)) << m_orcd.log();
     }
 
-    std::string u(const std::string &path) { return m_orcd.url(path); }
+    std::string u(const std::string &path)
+    {
+        return m_orcd.url(path);
+    }
 
-    long long register_node(http_client &c, const std::string &job,
-                            int ttl = 0)
+    long long register_node(http_client &c, const std::string &job, int ttl = 0)
     {
         std::string body = "{\"host\":\"h1\",\"pid\":42";
         if (ttl > 0) {
@@ -104,9 +114,11 @@ protected:
  * The API suites run against both stores: memory, and etcd (a real
  * one-member etcd shared by the suite, each test under its own key prefix).
  */
-class orcd_api : public orcd_daemon,
-                 public ::testing::WithParamInterface<std::string> {
-protected:
+class orcd_api :
+    public orcd_daemon,
+    public ::testing::WithParamInterface<std::string>
+{
+  protected:
     std::string store_yaml() override
     {
         if (GetParam() != "etcd") {
@@ -118,34 +130,40 @@ protected:
         std::string why;
         etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, &why);
         EXPECT_NE(c, nullptr) << why;
-        return (c == nullptr) ? "" :
-                       "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
-                               c->endpoint_yaml() + "\n    prefix: " +
-                               m_prefix + "\n";
+        return (c == nullptr)
+                   ? ""
+                   : "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
+                         c->endpoint_yaml() + "\n    prefix: " + m_prefix +
+                         "\n";
     }
 
     std::string m_prefix;
 };
 
-INSTANTIATE_TEST_SUITE_P(store, orcd_api,
-                         ::testing::Values("memory", "etcd"),
+INSTANTIATE_TEST_SUITE_P(store, orcd_api, ::testing::Values("memory", "etcd"),
                          [](const ::testing::TestParamInfo<std::string> &i) {
-                             return i.param;
-                         });
+    return i.param;
+});
 
 TEST_F(orcd_daemon, check_config)
 {
     std::string out;
     EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
-                           srcdir() + "/config/orcd.yaml"}, &out), 0)
-            << out;
+                           srcdir() + "/config/orcd.yaml"},
+                          &out),
+              0)
+        << out;
     write_file(m_dir.file("bad.yaml"), "limits:\n  max_body: huge\n");
     EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
-                           m_dir.file("bad.yaml")}, &out), 1);
+                           m_dir.file("bad.yaml")},
+                          &out),
+              1);
     EXPECT_NE(out.find("bad.yaml:2:13: limits.max_body"), std::string::npos)
-            << out;
+        << out;
     EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
-                           m_dir.file("missing.yaml")}, &out), 1);
+                           m_dir.file("missing.yaml")},
+                          &out),
+              1);
     EXPECT_NE(out.find("cannot open"), std::string::npos) << out;
     EXPECT_EQ(run_capture({orcd_binary(), "--bogus-flag"}, &out), 2);
     EXPECT_EQ(run_capture({orcd_binary(), "--listen", "nonsense"}, &out), 1);
@@ -159,20 +177,24 @@ TEST_F(orcd_daemon, check_config)
  * within the configured timeout (no hang) */
 TEST_F(orcd_daemon, etcd_unreachable_at_start_is_a_clear_error)
 {
-    unsigned port = etcd_test::free_port(); /* nobody listens there */
+    unsigned port   = etcd_test::free_port(); /* nobody listens there */
     std::string url = "http://127.0.0.1:" + std::to_string(port), out;
     write_file(m_dir.file("e.yaml"),
                "store:\n  backend: etcd\n  etcd: {endpoints: [" + url +
-                       "], timeout: 2}\n");
+                   "], timeout: 2}\n");
     double t0 = now_s();
-    EXPECT_EQ(run_capture({orcd_binary(), "--listen", "127.0.0.1:0",
-                           "--config", m_dir.file("e.yaml")}, &out), 1);
+    EXPECT_EQ(run_capture({orcd_binary(), "--listen", "127.0.0.1:0", "--config",
+                           m_dir.file("e.yaml")},
+                          &out),
+              1);
     EXPECT_LT(now_s() - t0, 15.0);
-    EXPECT_NE(out.find("store.etcd: " + url + ": "), std::string::npos)
-            << out;
+    EXPECT_NE(out.find("store.etcd: " + url + ": "), std::string::npos) << out;
     /* --check-config checks the file, not the cluster */
     EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
-                           m_dir.file("e.yaml")}, &out), 0) << out;
+                           m_dir.file("e.yaml")},
+                          &out),
+              0)
+        << out;
 }
 
 /* All of etcd down: orcd answers 503 with Retry-After (no hang, no crash)
@@ -204,7 +226,7 @@ TEST_F(orcd_daemon, etcd_down_answers_503_and_recovers)
     EXPECT_EQ(r.headers["retry-after"], "1");
     EXPECT_EQ(r.jstr("error"), "store_unavailable") << r.body;
     double t0 = now_s();
-    r = c.post(u("/v1/jobs/j/nodes"), "{\"host\":\"h\",\"pid\":1}");
+    r         = c.post(u("/v1/jobs/j/nodes"), "{\"host\":\"h\",\"pid\":1}");
     EXPECT_LT(now_s() - t0, 10.0);
     EXPECT_EQ(r.status, 503) << r.body;
     EXPECT_EQ(r.headers["retry-after"], "1");
@@ -291,9 +313,12 @@ TEST_P(orcd_api, routes)
     EXPECT_EQ(c.post(u("/v1/jobs/j/nodes"), "{\"host\":\"h\"}").status, 400);
     EXPECT_EQ(c.post(u("/v1/jobs/j/nodes"),
                      "{\"host\":\"h\",\"pid\":1,\"labels\":{\"a\":1}}")
-                      .status, 400);
+                  .status,
+              400);
     EXPECT_EQ(c.post(u("/v1/jobs/bad%20job/nodes"),
-                     "{\"host\":\"h\",\"pid\":1}").status, 400);
+                     "{\"host\":\"h\",\"pid\":1}")
+                  .status,
+              400);
 
     /* registration: ttl clamped to [5, 300] by default */
     r = c.post(u("/v1/jobs/j/nodes"),
@@ -317,16 +342,14 @@ TEST_P(orcd_api, routes)
     EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/99")).status, 404);
     EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/0")).status, 400);
     EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/abc")).status, 400);
-    EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/99999999999999999999999")).status,
-              400);
+    EXPECT_EQ(c.get(u("/v1/jobs/j/nodes/99999999999999999999999")).status, 400);
 
     /* endpoint */
     EXPECT_EQ(c.get(u(n1 + "/rdma/endpoint")).status, 404);
     EXPECT_EQ(c.post(u(n1 + "/rdma/endpoint"), "\"str\"").status, 400);
     r = c.post(u(n1 + "/rdma/endpoint"), "{\"gid\":\"fe80::1\",\"qpn\":7}");
     EXPECT_EQ(r.status, 201) << r.body;
-    EXPECT_EQ(c.post(u(n1 + "/rdma/endpoint"), "{\"gid\":\"x\"}").status,
-              409);
+    EXPECT_EQ(c.post(u(n1 + "/rdma/endpoint"), "{\"gid\":\"x\"}").status, 409);
     r = c.get(u(n1 + "/rdma/endpoint"));
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.jstr("gid"), "fe80::1");
@@ -337,17 +360,17 @@ TEST_P(orcd_api, routes)
     EXPECT_EQ(c.put(u("/v1/jobs/j/nodes/77/rdma/endpoint"), "{}").status, 404);
 
     /* list shows both nodes, node 1 with its endpoint */
-    r = c.get(u("/v1/jobs/j/nodes"));
+    r         = c.get(u("/v1/jobs/j/nodes"));
     json_t *o = r.json();
     ASSERT_NE(o, nullptr);
     json_t *nodes = json_object_get(o, "nodes");
     ASSERT_EQ(json_array_size(nodes), 2u);
     EXPECT_STREQ(json_string_value(json_object_get(
-                         json_object_get(json_array_get(nodes, 0), "endpoint"),
-                         "gid")),
+                     json_object_get(json_array_get(nodes, 0), "endpoint"),
+                     "gid")),
                  "y");
-    EXPECT_TRUE(json_is_null(
-            json_object_get(json_array_get(nodes, 1), "endpoint")));
+    EXPECT_TRUE(
+        json_is_null(json_object_get(json_array_get(nodes, 1), "endpoint")));
     EXPECT_EQ(std::to_string(json_integer_value(json_object_get(o, "index"))),
               r.headers["x-orc-index"]);
     json_decref(o);
@@ -389,7 +412,8 @@ TEST_P(orcd_api, routes)
               404);
     EXPECT_EQ(c.put(u("/v1/jobs/j/kv/k2"),
                     "{\"value\":1,\"node\":" + std::to_string(id) + "}")
-                      .status, 200);
+                  .status,
+              200);
     EXPECT_EQ(c.del(u("/v1/jobs/j/kv/worker/0")).status, 204);
     EXPECT_EQ(c.del(u("/v1/jobs/j/kv/worker/0")).status, 404);
     EXPECT_EQ(c.get(u("/v1/jobs/j/kv/worker/0")).status, 404);
@@ -410,11 +434,14 @@ TEST_P(orcd_api, routes)
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(r.headers["content-type"].rfind("text/plain", 0), 0u);
     EXPECT_NE(r.body.find("orcd_requests_total{route=\"endpoint\","
-                          "status=\"409\"} 1"), std::string::npos) << r.body;
+                          "status=\"409\"} 1"),
+              std::string::npos)
+        << r.body;
     r.body = metrics_with("orcd_nodes 2\n");
     EXPECT_NE(r.body.find("orcd_nodes 2\n"), std::string::npos) << r.body;
     EXPECT_NE(r.body.find("orcd_request_duration_seconds_bucket{route=\"kv\","
-                          "le=\"+Inf\"}"), std::string::npos);
+                          "le=\"+Inf\"}"),
+              std::string::npos);
     EXPECT_NE(r.body.find("orcd_store_bytes "), std::string::npos);
     EXPECT_NE(r.body.find("orcd_mailbox_messages "), std::string::npos);
     if (!on_etcd()) { /* etcd's expiries are not counted by orcd */
@@ -439,22 +466,23 @@ TEST_P(orcd_api, lease_expiry_and_keepalive)
     ASSERT_EQ(c.put(u(nd + "/rdma/endpoint"), "{\"a\":1}").status, 200);
     ASSERT_EQ(c.put(u("/v1/jobs/j/kv/owned"),
                     "{\"value\":1,\"node\":" + std::to_string(dies) + "}")
-                      .status, 200);
+                  .status,
+              200);
     ASSERT_EQ(c.post(u(nd + "/mailbox"), "{\"body\":{}}").status, 201);
 
     /* watch membership while keeping one node alive: the other expires and
      * the blocking list wakes up without it */
-    http_result r = c.get(u("/v1/jobs/j/nodes"));
+    http_result r     = c.get(u("/v1/jobs/j/nodes"));
     std::string index = r.headers["x-orc-index"];
-    double t0 = now_s();
-    bool gone = false;
+    double t0         = now_s();
+    bool gone         = false;
     while (!gone && now_s() - t0 < 10) {
         ASSERT_EQ(c.put_empty(u(nk + "/keepalive")).status, 200);
         r = c.get(u("/v1/jobs/j/nodes?index=" + index + "&wait=0.3"));
         ASSERT_EQ(r.status, 200);
         index = r.headers["x-orc-index"];
         gone  = r.body.find("\"id\":" + std::to_string(dies) + ",") ==
-                std::string::npos;
+               std::string::npos;
     }
     ASSERT_TRUE(gone) << r.body;
     EXPECT_GE(now_s() - t0, 0.5); /* not before its TTL */
@@ -470,7 +498,8 @@ TEST_P(orcd_api, lease_expiry_and_keepalive)
     if (!on_etcd()) { /* etcd's expiries are not counted by orcd */
         r = c.get(u("/metrics"));
         EXPECT_NE(r.body.find("orcd_leases_expired_total 1\n"),
-                  std::string::npos) << r.body;
+                  std::string::npos)
+            << r.body;
     }
 }
 
@@ -482,10 +511,10 @@ TEST_P(orcd_api, blocking_queries)
     std::string nb = "/v1/jobs/j/nodes/" + std::to_string(id);
 
     /* timeout: list with the current index returns after ~wait, unchanged */
-    http_result r = c.get(u("/v1/jobs/j/nodes"));
+    http_result r     = c.get(u("/v1/jobs/j/nodes"));
     std::string index = r.headers["x-orc-index"];
-    double t0 = now_s();
-    r = c.get(u("/v1/jobs/j/nodes?index=" + index + "&wait=0.4"));
+    double t0         = now_s();
+    r         = c.get(u("/v1/jobs/j/nodes?index=" + index + "&wait=0.4"));
     double dt = now_s() - t0;
     EXPECT_EQ(r.status, 200);
     EXPECT_GE(dt, 0.39);
@@ -566,15 +595,15 @@ TEST_P(orcd_api, mailbox_cursor_across_reconnects)
 {
     start();
     http_client c;
-    long long id   = register_node(c, "j");
-    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    long long id    = register_node(c, "j");
+    std::string mb  = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
     const int total = 300;
 
     std::thread sender([&] {
         http_client s;
         for (int i = 1; i <= total; ++i) {
             http_result r = s.post(u(mb), "{\"from\":7,\"body\":{\"n\":" +
-                                                  std::to_string(i) + "}}");
+                                              std::to_string(i) + "}}");
             ASSERT_EQ(r.status, 201) << r.body;
         }
     });
@@ -584,12 +613,12 @@ TEST_P(orcd_api, mailbox_cursor_across_reconnects)
      * messages must come again */
     std::vector<int> got;
     unsigned long long after = 0;
-    int polls = 0;
-    double deadline = now_s() + 60;
+    int polls                = 0;
+    double deadline          = now_s() + 60;
     while ((int)got.size() < total && now_s() < deadline) {
         http_client r_client;
-        http_result r = r_client.get(u(mb + "?after=" + std::to_string(after) +
-                                       "&wait=5"));
+        http_result r =
+            r_client.get(u(mb + "?after=" + std::to_string(after) + "&wait=5"));
         ASSERT_EQ(r.status, 200) << r.body;
         if (++polls % 3 == 0) {
             continue; /* simulated lost reply */
@@ -598,17 +627,18 @@ TEST_P(orcd_api, mailbox_cursor_across_reconnects)
         ASSERT_NE(o, nullptr);
         size_t i;
         json_t *m;
-        json_array_foreach(json_object_get(o, "messages"), i, m) {
-            unsigned long long seq = json_integer_value(
-                    json_object_get(m, "seq"));
+        json_array_foreach(json_object_get(o, "messages"), i, m)
+        {
+            unsigned long long seq =
+                json_integer_value(json_object_get(m, "seq"));
             EXPECT_EQ(seq, after + 1) << "gap or duplicate";
             after = seq;
             got.push_back((int)json_integer_value(
-                    json_object_get(json_object_get(m, "body"), "n")));
+                json_object_get(json_object_get(m, "body"), "n")));
             EXPECT_EQ(json_integer_value(json_object_get(m, "from")), 7);
         }
         EXPECT_EQ((unsigned long long)json_integer_value(
-                          json_object_get(o, "last_seq")),
+                      json_object_get(o, "last_seq")),
                   after);
         json_decref(o);
     }
@@ -621,7 +651,7 @@ TEST_P(orcd_api, mailbox_cursor_across_reconnects)
     http_result r = c.get(u(mb + "?after=" + std::to_string(after)));
     EXPECT_NE(r.body.find("\"messages\":[]"), std::string::npos);
     EXPECT_NE(metrics_with("orcd_mailbox_messages 0\n")
-                      .find("orcd_mailbox_messages 0\n"),
+                  .find("orcd_mailbox_messages 0\n"),
               std::string::npos);
 }
 
@@ -652,9 +682,9 @@ TEST_P(orcd_api, retried_posts_are_made_once)
     start();
     http_client c;
     const std::string reg = "{\"host\":\"h1\",\"pid\":42}";
-    auto attempt = [&c](const std::string &rid, int n) {
-        c.set_header("Idempotency-Key: " + rid + "\nX-Orc-Attempt: " +
-                     std::to_string(n));
+    auto attempt          = [&c](const std::string &rid, int n) {
+        c.set_header("Idempotency-Key: " + rid +
+                              "\nX-Orc-Attempt: " + std::to_string(n));
     };
     auto node_count = [&]() {
         json_t *o = c.get(u("/v1/jobs/j/nodes")).json();
@@ -677,8 +707,8 @@ TEST_P(orcd_api, retried_posts_are_made_once)
               first.jint("id") + 1);
     EXPECT_EQ(node_count(), 2u);
 
-    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(first.jint("id")) +
-                     "/mailbox";
+    std::string mb =
+        "/v1/jobs/j/nodes/" + std::to_string(first.jint("id")) + "/mailbox";
     attempt("msg-1", 1);
     long long seq = c.post(u(mb), "{\"body\":{\"n\":1}}").jint("seq");
     ASSERT_EQ(seq, 1);
@@ -703,19 +733,18 @@ TEST_P(orcd_api, one_receive_acknowledges_every_message_before_it)
 {
     start();
     http_client c;
-    long long id   = register_node(c, "j");
-    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    long long id    = register_node(c, "j");
+    std::string mb  = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
     const int total = 150;
     for (int i = 0; i < total; ++i) {
         ASSERT_EQ(c.post(u(mb), "{\"body\":{}}").status, 201);
     }
     EXPECT_EQ(c.get(u(mb + "?after=" + std::to_string(total))).body,
-              "{\"messages\":[],\"last_seq\":" + std::to_string(total) +
-                      "}");
+              "{\"messages\":[],\"last_seq\":" + std::to_string(total) + "}");
     EXPECT_EQ(c.get(u(mb + "?after=0")).body,
               "{\"messages\":[],\"last_seq\":0}");
     EXPECT_NE(metrics_with("orcd_mailbox_messages 0\n")
-                      .find("orcd_mailbox_messages 0\n"),
+                  .find("orcd_mailbox_messages 0\n"),
               std::string::npos);
 }
 
@@ -767,7 +796,8 @@ TEST_P(orcd_api, auth_isolation)
 TEST_F(orcd_daemon, reload_on_sighup)
 {
     std::string cfg1 = std::string("auth:\n  enabled: true\n  tokens:\n"
-                                   "    j: ") + k_tok_a + "\n";
+                                   "    j: ") +
+                       k_tok_a + "\n";
     start(cfg1, {"--log-level", "debug"});
     http_client a, b;
     a.set_token(k_tok_a);
@@ -786,9 +816,10 @@ TEST_F(orcd_daemon, reload_on_sighup)
     /* then a good one replaces the token */
     write_file(m_dir.file("orcd.yaml"),
                std::string("auth:\n  enabled: true\n  tokens:\n    j: ") +
-                       k_tok_b + "\nlimits: {max_body: 2KiB, endpoint_max: "
-                                 "1KiB, mailbox_msg_max: 1KiB, "
-                                 "max_long_polls: 0}\n");
+                   k_tok_b +
+                   "\nlimits: {max_body: 2KiB, endpoint_max: "
+                   "1KiB, mailbox_msg_max: 1KiB, "
+                   "max_long_polls: 0}\n");
     m_orcd.signal(SIGHUP);
     deadline = now_s() + 10;
     while (b.get(u("/v1/jobs/j/nodes")).status != 200 && now_s() < deadline) {
@@ -797,8 +828,8 @@ TEST_F(orcd_daemon, reload_on_sighup)
     EXPECT_EQ(b.get(u("/v1/jobs/j/nodes")).status, 200);
     EXPECT_EQ(a.get(u("/v1/jobs/j/nodes")).status, 401);
     /* the new body limit applies */
-    std::string body = "{\"host\":\"" + std::string(3000, 'h') +
-                       "\",\"pid\":1}";
+    std::string body =
+        "{\"host\":\"" + std::string(3000, 'h') + "\",\"pid\":1}";
     EXPECT_EQ(b.post(u("/v1/jobs/j/nodes"), body).status, 413);
     /* and so does the long-poll cap */
     EXPECT_EQ(b.get(u("/v1/jobs/j/kv/none?wait=5")).status, 429);
@@ -816,7 +847,7 @@ TEST_F(orcd_daemon, ipv6_loopback)
     memset(&sin6, 0, sizeof(sin6));
     sin6.sin6_family = AF_INET6;
     sin6.sin6_addr   = in6addr_loopback;
-    bool ok = (probe >= 0) &&
+    bool ok          = (probe >= 0) &&
               bind(probe, (struct sockaddr *)&sin6, sizeof(sin6)) == 0;
     if (probe >= 0) {
         close(probe);
@@ -826,8 +857,8 @@ TEST_F(orcd_daemon, ipv6_loopback)
     }
     ASSERT_TRUE(m_orcd.start({"--listen", "[::1]:0"}, false)) << m_orcd.log();
     http_client c;
-    http_result r = c.get("http://[::1]:" + std::to_string(m_orcd.port()) +
-                          "/healthz");
+    http_result r =
+        c.get("http://[::1]:" + std::to_string(m_orcd.port()) + "/healthz");
     EXPECT_EQ(r.status, 200);
     EXPECT_EQ(m_orcd.stop(), 0);
 }
@@ -840,15 +871,16 @@ TEST_F(orcd_daemon, tls)
     }
     ASSERT_EQ(run_capture({"/usr/bin/openssl", "req", "-x509", "-newkey",
                            "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                           "-days", "1", "-subj", "/CN=localhost",
-                           "-addext", "subjectAltName=IP:127.0.0.1"},
+                           "-days", "1", "-subj", "/CN=localhost", "-addext",
+                           "subjectAltName=IP:127.0.0.1"},
                           &out),
-              0) << out;
+              0)
+        << out;
     start("tls: {cert: " + cert + ", key: " + key + "}\n");
     http_client c;
     c.set_ca(cert);
     std::string base = "https://127.0.0.1:" + std::to_string(m_orcd.port());
-    http_result r = c.get(base + "/healthz");
+    http_result r    = c.get(base + "/healthz");
     EXPECT_EQ(r.code, CURLE_OK) << curl_easy_strerror(r.code);
     EXPECT_EQ(r.status, 200);
     r = c.post(base + "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
@@ -869,26 +901,34 @@ TEST_F(orcd_daemon, tls_key_that_does_not_match)
                            "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
                            "-days", "1", "-subj", "/CN=localhost"},
                           &out),
-              0) << out;
+              0)
+        << out;
     /* swapped, and a key of another pair: the TLS library's reason, from
      * --check-config and at start */
     write_file(m_dir.file("swapped.yaml"),
                "tls: {cert: " + key + ", key: " + cert + "}\n");
     EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
-                           m_dir.file("swapped.yaml")}, &out), 1);
+                           m_dir.file("swapped.yaml")},
+                          &out),
+              1);
     EXPECT_NE(out.find("tls.cert " + key + " and tls.key " + cert + ": "),
-              std::string::npos) << out;
+              std::string::npos)
+        << out;
     std::string other = m_dir.file("other.pem");
-    ASSERT_EQ(run_capture({"/usr/bin/openssl", "genrsa", "-out", other,
-                           "2048"}, &out), 0) << out;
+    ASSERT_EQ(run_capture({"/usr/bin/openssl", "genrsa", "-out", other, "2048"},
+                          &out),
+              0)
+        << out;
     write_file(m_dir.file("other.yaml"),
                "tls: {cert: " + cert + ", key: " + other + "}\n");
     EXPECT_EQ(run_capture({orcd_binary(), "--check-config",
-                           m_dir.file("other.yaml")}, &out), 1);
+                           m_dir.file("other.yaml")},
+                          &out),
+              1);
     EXPECT_NE(out.find("do not match"), std::string::npos) << out;
     EXPECT_FALSE(m_orcd.start({"--config", m_dir.file("other.yaml")}));
     EXPECT_NE(m_orcd.log().find("do not match"), std::string::npos)
-            << m_orcd.log();
+        << m_orcd.log();
     EXPECT_EQ(m_orcd.log().find("address in use"), std::string::npos);
 }
 
@@ -936,7 +976,8 @@ TEST_F(orcd_daemon, body_limit_before_reading)
     /* within the limit is fine */
     http_client c;
     EXPECT_EQ(c.put(u("/v1/jobs/j/kv/a"),
-                    "{\"value\":\"" + std::string(1500, 'v') + "\"}").status,
+                    "{\"value\":\"" + std::string(1500, 'v') + "\"}")
+                  .status,
               200);
 }
 
@@ -961,7 +1002,7 @@ TEST_F(orcd_daemon, malformed_http)
         if (!resp.empty()) {
             EXPECT_TRUE(resp.rfind("HTTP/1.1 4", 0) == 0 ||
                         resp.rfind("HTTP/1.1 505", 0) == 0)
-                    << "request: " << b << "\nresponse: " << resp;
+                << "request: " << b << "\nresponse: " << resp;
         }
         close(fd);
     }
@@ -1174,15 +1215,13 @@ TEST_F(orcd_daemon, many_query_arguments_are_answered)
 
 TEST_F(orcd_daemon, nul_bytes_in_headers_and_keys_are_refused)
 {
-    start(std::string("auth: {enabled: true, tokens: {j: ") + k_tok_a +
-          "}}\n");
-    const std::string good = std::string("Authorization: Bearer ") +
-                             k_tok_a;
+    start(std::string("auth: {enabled: true, tokens: {j: ") + k_tok_a + "}}\n");
+    const std::string good = std::string("Authorization: Bearer ") + k_tok_a;
     /* the token itself works */
     int fd = tcp_connect(m_orcd.port());
     ASSERT_GE(fd, 0);
     send_all(fd, "GET /v1/jobs/j/nodes HTTP/1.1\r\nHost: x\r\n" + good +
-                         "\r\n\r\n");
+                     "\r\n\r\n");
     std::string r = recv_until(fd, 10, "\"nodes\"");
     EXPECT_EQ(r.rfind("HTTP/1.1 200", 0), 0u) << r;
     close(fd);
@@ -1190,7 +1229,7 @@ TEST_F(orcd_daemon, nul_bytes_in_headers_and_keys_are_refused)
     fd = tcp_connect(m_orcd.port());
     ASSERT_GE(fd, 0);
     send_all(fd, "GET /v1/jobs/j/nodes HTTP/1.1\r\nHost: x\r\n" + good +
-                         std::string("\0junk", 5) + "\r\n\r\n");
+                     std::string("\0junk", 5) + "\r\n\r\n");
     r = recv_until(fd, 10, "}");
     EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r;
     close(fd);
@@ -1202,8 +1241,8 @@ TEST_F(orcd_daemon, nul_bytes_in_headers_and_keys_are_refused)
     ASSERT_GE(fd, 0);
     std::string body = "{\"value\":2}";
     send_all(fd, std::string("PUT /v1/jobs/j/kv/a\0zzz HTTP/1.1\r\n", 34) +
-                         "Host: x\r\n" + good + "\r\nContent-Length: " +
-                         std::to_string(body.size()) + "\r\n\r\n" + body);
+                     "Host: x\r\n" + good + "\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body);
     r = recv_until(fd, 10, "}");
     EXPECT_EQ(r.rfind("HTTP/1.1 400", 0), 0u) << r;
     close(fd);
@@ -1214,12 +1253,13 @@ TEST_F(orcd_daemon, second_orcd_on_a_taken_port_fails)
 {
     start();
     orcd_process second(m_dir);
-    EXPECT_FALSE(second.start({"--listen", "127.0.0.1:" +
-                                                   std::to_string(m_orcd.port())},
-                              false));
+    EXPECT_FALSE(
+        second.start({"--listen", "127.0.0.1:" + std::to_string(m_orcd.port())},
+                     false));
     EXPECT_NE(second.log().find("cannot listen on 127.0.0.1 port " +
                                 std::to_string(m_orcd.port())),
-              std::string::npos) << second.log();
+              std::string::npos)
+        << second.log();
     http_client c;
     EXPECT_EQ(c.get(u("/healthz")).status, 200);
 }
@@ -1241,9 +1281,10 @@ TEST_P(orcd_api, many_concurrent_clients)
         threads.emplace_back([&, t] {
             http_client h;
             for (int i = 0; i < per_thread; ++i) {
-                http_result r = h.post(u("/v1/jobs/j/nodes"),
-                                       "{\"host\":\"t\",\"ttl\":300,"
-                                       "\"pid\":" + std::to_string(t) + "}");
+                http_result r =
+                    h.post(u("/v1/jobs/j/nodes"), "{\"host\":\"t\",\"ttl\":300,"
+                                                  "\"pid\":" +
+                                                      std::to_string(t) + "}");
                 if (r.status != 201) {
                     ++failures;
                     continue;
@@ -1252,14 +1293,15 @@ TEST_P(orcd_api, many_concurrent_clients)
                 ids[t].push_back(id);
                 std::string n = "/v1/jobs/j/nodes/" + std::to_string(id);
                 if (h.post(u(n + "/rdma/endpoint"),
-                           "{\"id\":" + std::to_string(id) + "}").status !=
-                            201 ||
+                           "{\"id\":" + std::to_string(id) + "}")
+                            .status != 201 ||
                     h.put(u("/v1/jobs/j/kv/t" + std::to_string(t) + "/" +
                             std::to_string(i)),
-                          "{\"value\":" + std::to_string(id) + "}").status !=
-                            200 ||
-                    h.post(u(mb), "{\"from\":" + std::to_string(id) +
-                                          ",\"body\":{}}").status != 201) {
+                          "{\"value\":" + std::to_string(id) + "}")
+                            .status != 200 ||
+                    h.post(u(mb),
+                           "{\"from\":" + std::to_string(id) + ",\"body\":{}}")
+                            .status != 201) {
                     ++failures;
                 }
             }
@@ -1283,13 +1325,14 @@ TEST_P(orcd_api, many_concurrent_clients)
     EXPECT_EQ(json_array_size(nodes), (size_t)nthreads * per_thread + 1);
     size_t i;
     json_t *n;
-    json_array_foreach(nodes, i, n) {
+    json_array_foreach(nodes, i, n)
+    {
         long long id = json_integer_value(json_object_get(n, "id"));
         if (id == sink) {
             continue;
         }
-        EXPECT_EQ(json_integer_value(json_object_get(
-                          json_object_get(n, "endpoint"), "id")),
+        EXPECT_EQ(json_integer_value(
+                      json_object_get(json_object_get(n, "endpoint"), "id")),
                   id);
     }
     json_decref(o);
@@ -1307,7 +1350,8 @@ TEST_P(orcd_api, many_concurrent_clients)
     json_t *msgs = json_object_get(o, "messages");
     EXPECT_EQ(json_array_size(msgs), (size_t)nthreads * per_thread);
     std::set<long long> from;
-    json_array_foreach(msgs, i, n) {
+    json_array_foreach(msgs, i, n)
+    {
         EXPECT_EQ(json_integer_value(json_object_get(n, "seq")),
                   (long long)i + 1);
         from.insert(json_integer_value(json_object_get(n, "from")));
@@ -1337,8 +1381,8 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
     auto recv = [&](http_client &h, long long id, unsigned long long *after,
                     long long *n) -> bool {
         for (int tries = 0; tries < 100; ++tries) {
-            http_result r = h.get(mbox(id) + "?after=" +
-                                  std::to_string(*after) + "&wait=10");
+            http_result r = h.get(
+                mbox(id) + "?after=" + std::to_string(*after) + "&wait=10");
             if (r.status != 200) {
                 return false;
             }
@@ -1346,8 +1390,8 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
             json_t *msg = json_array_get(json_object_get(o, "messages"), 0);
             if (msg != NULL) {
                 *after = json_integer_value(json_object_get(msg, "seq"));
-                *n     = json_integer_value(json_object_get(
-                        json_object_get(msg, "body"), "n"));
+                *n     = json_integer_value(
+                        json_object_get(json_object_get(msg, "body"), "n"));
                 json_decref(o);
                 return true;
             }
@@ -1358,30 +1402,32 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
     std::atomic<int> done{0}, errors{0};
     std::vector<std::thread> threads;
     for (int i = 0; i < pairs; ++i) {
-        threads.emplace_back([&, i] { /* responder B */
+        threads.emplace_back(
+            [&, i] { /* responder B */
             http_client h;
             unsigned long long after = 0;
             for (int k = 0; k < rounds; ++k) {
                 long long n;
                 if (!recv(h, b[i], &after, &n) || n != k ||
-                    h.post(mbox(a[i]), "{\"from\":" + std::to_string(b[i]) +
-                                               ",\"body\":{\"n\":" +
-                                               std::to_string(n) + "}}")
-                                    .status != 201) {
+                    h.post(mbox(a[i]),
+                           "{\"from\":" + std::to_string(b[i]) +
+                               ",\"body\":{\"n\":" + std::to_string(n) + "}}")
+                            .status != 201) {
                     ++errors;
                     return;
                 }
             }
         });
-        threads.emplace_back([&, i] { /* initiator A */
+        threads.emplace_back(
+            [&, i] { /* initiator A */
             http_client h;
             unsigned long long after = 0;
             for (int k = 0; k < rounds; ++k) {
                 long long n;
-                if (h.post(mbox(b[i]), "{\"from\":" + std::to_string(a[i]) +
-                                               ",\"body\":{\"n\":" +
-                                               std::to_string(k) + "}}")
-                                    .status != 201 ||
+                if (h.post(mbox(b[i]),
+                           "{\"from\":" + std::to_string(a[i]) +
+                               ",\"body\":{\"n\":" + std::to_string(k) + "}}")
+                            .status != 201 ||
                     !recv(h, a[i], &after, &n) || n != k) {
                     ++errors;
                     return;
@@ -1431,12 +1477,10 @@ TEST_F(orcd_daemon, snapshot_restart)
     long long id   = register_node(c, "j", 30);
     std::string nb = "/v1/jobs/j/nodes/" + std::to_string(id);
     ASSERT_EQ(c.put(u(nb + "/rdma/endpoint"), "{\"gid\":\"g\"}").status, 200);
-    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/addr"), "{\"value\":\"w0\"}").status,
-              200);
+    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/addr"), "{\"value\":\"w0\"}").status, 200);
     ASSERT_EQ(c.post(u(nb + "/mailbox"), "{\"body\":{\"m\":1}}").status, 201);
     long long gone = register_node(c, "j");
-    ASSERT_EQ(c.del(u("/v1/jobs/j/nodes/" + std::to_string(gone))).status,
-              204);
+    ASSERT_EQ(c.del(u("/v1/jobs/j/nodes/" + std::to_string(gone))).status, 204);
     std::string index = c.get(u("/v1/jobs/j/nodes")).headers["x-orc-index"];
     ASSERT_EQ(m_orcd.stop(), 0);
 
@@ -1456,22 +1500,25 @@ TEST_F(orcd_daemon, snapshot_restart)
     EXPECT_EQ(r.headers["x-orc-index"], index);
     EXPECT_EQ(register_node(c2, "j"), gone + 1);
     EXPECT_EQ(c2.put_empty(u("/v1/jobs/j/nodes/" + std::to_string(gone) +
-                             "/keepalive")).status, 404);
+                             "/keepalive"))
+                  .status,
+              404);
     EXPECT_EQ(m_orcd.stop(), 0);
 
     /* a corrupt snapshot is an error, not an empty start */
     write_file(snap, "{\"format\":");
     EXPECT_FALSE(m_orcd.start({"--snapshot", snap}));
     EXPECT_NE(m_orcd.log().find("cannot restore the snapshot"),
-              std::string::npos) << m_orcd.log();
+              std::string::npos)
+        << m_orcd.log();
     /* the store's own message about it comes through orcd's logger */
     std::istringstream lines(m_orcd.log());
     std::string line;
     bool store_line = false;
     while (std::getline(lines, line)) {
         EXPECT_NE(line.find("Z orcd "), std::string::npos) << line;
-        store_line |= (line.find("orcd error: snapshot " + snap) !=
-                       std::string::npos);
+        store_line |=
+            (line.find("orcd error: snapshot " + snap) != std::string::npos);
     }
     EXPECT_TRUE(store_line) << m_orcd.log();
 }
@@ -1497,7 +1544,7 @@ TEST_F(orcd_daemon, snapshot_location_is_checked)
     ASSERT_EQ(rmdir(sub.c_str()), 0);
     EXPECT_EQ(m_orcd.stop(), 1);
     EXPECT_NE(m_orcd.log().find("orcd.snap"), std::string::npos)
-            << m_orcd.log();
+        << m_orcd.log();
 }
 
 TEST_F(orcd_daemon, snapshot_values_are_validated_on_load)
@@ -1514,7 +1561,7 @@ TEST_F(orcd_daemon, snapshot_values_are_validated_on_load)
         write_file(snap, text);
         EXPECT_FALSE(m_orcd.start({"--snapshot", snap})) << why;
         EXPECT_NE(m_orcd.log().find("snapshot"), std::string::npos)
-                << why << ": " << m_orcd.log();
+            << why << ": " << m_orcd.log();
     };
     /* a revision that cannot grow */
     std::string rev = good;
@@ -1546,8 +1593,7 @@ TEST_F(orcd_daemon, periodic_snapshot_survives_a_crash)
     start("snapshot: {path: " + snap + ", interval: 1}\n");
     http_client c;
     long long id = register_node(c, "j", 60);
-    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/name"), "{\"value\":\"v\"}").status,
-              200);
+    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/name"), "{\"value\":\"v\"}").status, 200);
     /* the periodic snapshot (no shutdown) picks the state up */
     ASSERT_TRUE(wait_file_contains(snap, "/jobs/j/kv/name", 30));
     EXPECT_EQ(m_orcd.stop(SIGKILL), -1); /* crash: no final snapshot */
@@ -1555,8 +1601,10 @@ TEST_F(orcd_daemon, periodic_snapshot_survives_a_crash)
     start("snapshot: {path: " + snap + ", interval: 1}\n");
     http_client c2;
     EXPECT_EQ(c2.get(u("/v1/jobs/j/kv/name")).jstr("value"), "v");
-    EXPECT_EQ(c2.put_empty(u("/v1/jobs/j/nodes/" + std::to_string(id) +
-                             "/keepalive")).status, 200);
+    EXPECT_EQ(c2.put_empty(
+                    u("/v1/jobs/j/nodes/" + std::to_string(id) + "/keepalive"))
+                  .status,
+              200);
     EXPECT_EQ(m_orcd.stop(SIGINT), 0); /* SIGINT is graceful too */
 }
 
@@ -1565,8 +1613,9 @@ TEST_F(orcd_daemon, periodic_snapshot_survives_a_crash)
  * any replica answers any request, and a client waiting on one is woken by
  * a change made through the other.
  */
-class orcd_replicas : public orcd_daemon {
-protected:
+class orcd_replicas : public orcd_daemon
+{
+  protected:
     void SetUp() override
     {
         orcd_daemon::SetUp();
@@ -1574,17 +1623,23 @@ protected:
         etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, &why);
         ASSERT_NE(c, nullptr) << why;
         m_yaml = "store:\n  backend: etcd\n  etcd:\n    endpoints: " +
-                 c->endpoint_yaml() + "\n    prefix: " +
-                 etcd_test::unique_prefix("replicas") +
+                 c->endpoint_yaml() +
+                 "\n    prefix: " + etcd_test::unique_prefix("replicas") +
                  "\nttl: {min: 1, default: 10, max: 300}\n";
         write_file(m_dir.file("orcd.yaml"), m_yaml);
         ASSERT_TRUE(m_orcd.start({"--config", m_dir.file("orcd.yaml")}))
-                << m_orcd.log();
+            << m_orcd.log();
         ASSERT_TRUE(m_b.start({"--config", m_dir.file("orcd.yaml")}))
-                << m_b.log();
+            << m_b.log();
     }
-    std::string a(const std::string &path) { return m_orcd.url(path); }
-    std::string b(const std::string &path) { return m_b.url(path); }
+    std::string a(const std::string &path)
+    {
+        return m_orcd.url(path);
+    }
+    std::string b(const std::string &path)
+    {
+        return m_b.url(path);
+    }
 
     std::string m_yaml;
     tmpdir m_dir_b;
@@ -1597,13 +1652,14 @@ TEST_F(orcd_replicas, any_replica_answers_any_request)
     /* ids come from etcd transactions: unique across replicas */
     std::set<long long> ids;
     for (int i = 0; i < 6; ++i) {
-        http_result r = ((i % 2) ? cb : ca).post(
-                ((i % 2) ? b("/v1/jobs/j/nodes") : a("/v1/jobs/j/nodes")),
-                "{\"host\":\"h\",\"pid\":1,\"ttl\":300}");
+        http_result r =
+            ((i % 2) ? cb : ca)
+                .post(((i % 2) ? b("/v1/jobs/j/nodes") : a("/v1/jobs/j/nodes")),
+                      "{\"host\":\"h\",\"pid\":1,\"ttl\":300}");
         ASSERT_EQ(r.status, 201) << r.body;
         EXPECT_TRUE(ids.insert(r.jint("id")).second) << r.body;
     }
-    long long id = *ids.begin();
+    long long id   = *ids.begin();
     std::string nd = "/v1/jobs/j/nodes/" + std::to_string(id);
     /* written through B, read through A at the index B answered */
     http_result w = cb.put(b("/v1/jobs/j/kv/cfg"), "{\"value\":{\"x\":1}}");
@@ -1616,7 +1672,8 @@ TEST_F(orcd_replicas, any_replica_answers_any_request)
     EXPECT_EQ(r.status, 200);
     for (long long n : ids) {
         EXPECT_NE(r.body.find("\"id\":" + std::to_string(n) + ","),
-                  std::string::npos) << r.body;
+                  std::string::npos)
+            << r.body;
     }
     /* the lease is etcd's: a keep-alive through B renews a node of A */
     EXPECT_EQ(cb.put_empty(b(nd + "/keepalive")).status, 200);
@@ -1631,9 +1688,9 @@ TEST_F(orcd_replicas, any_replica_answers_any_request)
 TEST_F(orcd_replicas, blocking_queries_wake_across_replicas)
 {
     http_client ca, cb;
-    long long id   = register_node(ca, "j", 300);
-    std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
-    http_result r  = ca.get(a("/v1/jobs/j/nodes"));
+    long long id      = register_node(ca, "j", 300);
+    std::string mb    = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
+    http_result r     = ca.get(a("/v1/jobs/j/nodes"));
     std::string index = r.headers["x-orc-index"];
 
     /* a membership watch on A, a registration through B */
@@ -1641,11 +1698,12 @@ TEST_F(orcd_replicas, blocking_queries_wake_across_replicas)
         ASSERT_TRUE(wait_long_polls(1));
         http_client c2;
         EXPECT_EQ(c2.post(b("/v1/jobs/j/nodes"),
-                          "{\"host\":\"h\",\"pid\":2,\"ttl\":300}").status,
+                          "{\"host\":\"h\",\"pid\":2,\"ttl\":300}")
+                      .status,
                   201);
     });
     double t0 = now_s();
-    r = ca.get(a("/v1/jobs/j/nodes?index=" + index + "&wait=20"));
+    r         = ca.get(a("/v1/jobs/j/nodes?index=" + index + "&wait=20"));
     t.join();
     EXPECT_LT(now_s() - t0, 10.0);
     EXPECT_NE(r.headers["x-orc-index"], index);
@@ -1671,8 +1729,8 @@ TEST_F(orcd_replicas, blocking_queries_wake_across_replicas)
 TEST_F(orcd_replicas, node_expires_after_its_replica_died)
 {
     http_client ca, cb;
-    http_result r = ca.post(a("/v1/jobs/j/nodes"),
-                            "{\"host\":\"h\",\"pid\":1,\"ttl\":2}");
+    http_result r =
+        ca.post(a("/v1/jobs/j/nodes"), "{\"host\":\"h\",\"pid\":1,\"ttl\":2}");
     ASSERT_EQ(r.status, 201) << r.body;
     std::string nd = "/v1/jobs/j/nodes/" + std::to_string(r.jint("id"));
     ASSERT_EQ(ca.put(a(nd + "/rdma/endpoint"), "{\"qpn\":7}").status, 200);
@@ -1682,7 +1740,7 @@ TEST_F(orcd_replicas, node_expires_after_its_replica_died)
     ASSERT_EQ(ca.put_empty(a(nd + "/keepalive")).status, 200);
     double renewed = now_s();
     cb.set_header("X-Orc-Min-Index: " + r.headers["x-orc-index"]);
-    r = cb.get(b("/v1/jobs/j/nodes"));
+    r                 = cb.get(b("/v1/jobs/j/nodes"));
     std::string index = r.headers["x-orc-index"];
     ASSERT_NE(r.body.find(nd.substr(nd.rfind('/') + 1)), std::string::npos);
 

@@ -27,7 +27,8 @@ extern "C" {
 #include <string>
 #include <vector>
 
-namespace {
+namespace
+{
 
 /* ------------------------------------------------------------------ store */
 
@@ -69,17 +70,18 @@ struct watch_sink {
  * at the revision of its last write (read-your-writes) before it looks at
  * what only the cache shows (watches, usage).
  */
-class store_test : public ::testing::TestWithParam<std::string> {
-protected:
+class store_test : public ::testing::TestWithParam<std::string>
+{
+  protected:
     void SetUp() override
     {
         if (etcd()) {
             std::string why;
             etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, &why);
             ASSERT_NE(c, nullptr) << why;
-            m_endpoints                  = c->endpoints();
-            m_prefix                     = etcd_test::unique_prefix("store");
-            orc_store_etcd_params_t p    = {};
+            m_endpoints               = c->endpoints();
+            m_prefix                  = etcd_test::unique_prefix("store");
+            orc_store_etcd_params_t p = {};
             std::vector<const char *> eps;
             for (auto &e : m_endpoints) {
                 eps.push_back(e.c_str());
@@ -91,26 +93,35 @@ protected:
             p.prefix          = m_prefix.c_str();
             char err[512];
             ASSERT_EQ(orc_store_etcd_open(&p, &m_s, err, sizeof(err)),
-                      ORC_STORE_OK) << err;
+                      ORC_STORE_OK)
+                << err;
         } else {
             ASSERT_EQ(orc_store_mem_open(&k_store_params, &m_s), ORC_STORE_OK);
         }
         m_base = m_s->ops->revision(m_s);
         m_last = m_base;
     }
-    void TearDown() override { orc_store_close(m_s); }
+    void TearDown() override
+    {
+        orc_store_close(m_s);
+    }
 
-    bool etcd() const { return GetParam() == "etcd"; }
+    bool etcd() const
+    {
+        return GetParam() == "etcd";
+    }
 
     /* revision n writes after the test's start (nothing else writes to
      * the test's etcd meanwhile) */
-    uint64_t rev(uint64_t n) { return m_base + n; }
+    uint64_t rev(uint64_t n)
+    {
+        return m_base + n;
+    }
 
     uint64_t put(const char *k, const char *v, uint64_t lease = 0)
     {
         uint64_t r = 0;
-        EXPECT_EQ(orc_store_put(m_s, k, v, strlen(v), lease, &r),
-                  ORC_STORE_OK);
+        EXPECT_EQ(orc_store_put(m_s, k, v, strlen(v), lease, &r), ORC_STORE_OK);
         m_last = (r > m_last) ? r : m_last;
         return r;
     }
@@ -130,7 +141,10 @@ protected:
         return res.total;
     }
     /* the store's reads (and watches) are at the last write */
-    void settle() { count("/"); }
+    void settle()
+    {
+        count("/");
+    }
 
     orc_store_t *m_s = nullptr;
     uint64_t m_base  = 0;
@@ -142,8 +156,8 @@ protected:
 INSTANTIATE_TEST_SUITE_P(backend, store_test,
                          ::testing::Values("memory", "etcd"),
                          [](const ::testing::TestParamInfo<std::string> &i) {
-                             return i.param;
-                         });
+    return i.param;
+});
 
 TEST_P(store_test, revisions_like_etcd)
 {
@@ -355,8 +369,9 @@ TEST_P(store_test, lease_expiry_and_keepalive)
         ASSERT_LT(std::chrono::steady_clock::now() - t0,
                   std::chrono::seconds(10));
     }
-    double dt = std::chrono::duration<double>(
-                        std::chrono::steady_clock::now() - t0).count();
+    double dt =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
     EXPECT_GE(dt, 0.8);
     m_last = w.rev;
     orc_store_kv_t kv;
@@ -382,14 +397,14 @@ TEST_P(store_test, watches)
     /* from a past revision with a matching event: fires at once */
     watch_sink w1;
     uint64_t id;
-    EXPECT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", first,
-                                     watch_sink::cb, &w1, &id),
+    EXPECT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", first, watch_sink::cb,
+                                     &w1, &id),
               ORC_STORE_FIRED);
     EXPECT_EQ(w1.count(), 0); /* FIRED means: not registered, no callback */
     /* from the next revision: waits; unrelated keys do not fire it */
     watch_sink w2;
-    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", 0, watch_sink::cb,
-                                     &w2, &id),
+    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/", "/w0", 0, watch_sink::cb, &w2,
+                                     &id),
               ORC_STORE_OK);
     put("/x", "2");
     put("/w", "2"); /* outside [/w/, /w0) */
@@ -406,11 +421,11 @@ TEST_P(store_test, watches)
     /* deletes fire too; cancel prevents firing */
     watch_sink w3, w4;
     uint64_t id3, id4;
-    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/a", NULL, 0, watch_sink::cb,
-                                     &w3, &id3),
+    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/a", NULL, 0, watch_sink::cb, &w3,
+                                     &id3),
               ORC_STORE_OK);
-    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/a", NULL, 0, watch_sink::cb,
-                                     &w4, &id4),
+    ASSERT_EQ(m_s->ops->watch_create(m_s, "/w/a", NULL, 0, watch_sink::cb, &w4,
+                                     &id4),
               ORC_STORE_OK);
     EXPECT_EQ(m_s->ops->watch_cancel(m_s, id4), ORC_STORE_OK);
     orc_store_delete(m_s, "/w/a", NULL, NULL, &m_last);
@@ -500,7 +515,7 @@ TEST(store_etcd, leader_killed_mid_writes_loses_nothing)
     ASSERT_TRUE(c.start(&why)) << why;
     orc_store_t *s = open_etcd_store(c, 10000, &why);
     ASSERT_NE(s, nullptr) << why;
-    const int n = 60;
+    const int n   = 60;
     uint64_t last = 0;
     int retries   = 0;
     for (int i = 0; i < n; ++i) {
@@ -671,8 +686,7 @@ TEST(store_memory, classes_and_a_replica)
     EXPECT_EQ(st.class_keys[2], 1u);
     /* a reset fires the watches waiting (what they wait for may be gone) */
     watch_sink w2;
-    ASSERT_EQ(r->ops->watch_create(r, "/zz", NULL, 0, watch_sink::cb, &w2,
-                                   &id),
+    ASSERT_EQ(r->ops->watch_create(r, "/zz", NULL, 0, watch_sink::cb, &w2, &id),
               ORC_STORE_OK);
     ASSERT_EQ(orc_store_mem_reset(r, 20, kvs, 1), ORC_STORE_OK);
     EXPECT_EQ(w2.fired, 1);
@@ -728,7 +742,9 @@ TEST(store_memory, snapshot_round_trip)
 
     /* damaged files are refused */
     const char *bad[] = {
-        "", "[]", "{\"format\":\"other\"}",
+        "",
+        "[]",
+        "{\"format\":\"other\"}",
         "{\"format\":\"orc-store-mem/1\",\"revision\":5,\"last_lease_id\":0,"
         "\"leases\":[],\"kvs\":[{\"key\":\"/a\",\"value\":\"\",\"create_rev\":1,"
         "\"mod_rev\":1,\"version\":1,\"lease\":9}]}",
@@ -752,10 +768,17 @@ TEST(store_memory, snapshot_round_trip)
 
 /* ----------------------------------------------------------------- config */
 
-class config_test : public ::testing::Test {
-protected:
-    void SetUp() override { ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0); }
-    void TearDown() override { orcd_config_cleanup(&m_cfg); }
+class config_test : public ::testing::Test
+{
+  protected:
+    void SetUp() override
+    {
+        ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    }
+    void TearDown() override
+    {
+        orcd_config_cleanup(&m_cfg);
+    }
 
     /* load yaml + finalize; returns the error text ("" on success) */
     std::string load(const std::string &yaml)
@@ -793,7 +816,7 @@ TEST_F(config_test, embedded_defaults)
 
 TEST_F(config_test, http_threads_auto_is_half_the_cpus)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long cpus       = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned expect = (cpus < 2) ? 1u : (unsigned)std::min(cpus / 2, 64L);
 
     EXPECT_EQ(load(""), "");
@@ -810,14 +833,14 @@ TEST_F(config_test, http_threads_auto_is_half_the_cpus)
 
 TEST_F(config_test, example_file_is_valid_and_matches_defaults)
 {
-    std::string path = std::string(getenv("ORC_TOP_SRCDIR") ?
-                                           getenv("ORC_TOP_SRCDIR") : ".") +
-                       "/config/orcd.yaml";
+    std::string path =
+        std::string(getenv("ORC_TOP_SRCDIR") ? getenv("ORC_TOP_SRCDIR") : ".") +
+        "/config/orcd.yaml";
     char err[1024];
     orcd_config_t defaults;
     ASSERT_EQ(orcd_config_init_defaults(&defaults), 0);
-    ASSERT_EQ(orcd_config_load_file(&m_cfg, path.c_str(), err, sizeof(err)),
-              0) << err;
+    ASSERT_EQ(orcd_config_load_file(&m_cfg, path.c_str(), err, sizeof(err)), 0)
+        << err;
     ASSERT_EQ(orcd_config_finalize(&m_cfg, err, sizeof(err)), 0) << err;
     /* the example documents the defaults */
     EXPECT_STREQ(m_cfg.address, defaults.address);
@@ -905,7 +928,8 @@ TEST_F(config_test, bad_files_name_position_and_key)
         {"limits: {max_wait: abc}\n",
          "t.yaml:1:20: limits.max_wait: expected a number of seconds"},
         {"- 1\n- 2\n", "t.yaml:1:1: expected a mapping of sections"},
-        {"listen: {address: }\n", "listen.address: expected a string, got null"},
+        {"listen: {address: }\n",
+         "listen.address: expected a string, got null"},
         /* out of range */
         {"listen: {port: 70000}\n",
          "t.yaml:1:16: listen.port: value 70000 out of range [0, 65535]"},
@@ -913,7 +937,8 @@ TEST_F(config_test, bad_files_name_position_and_key)
         {"ttl: {min: 0}\n", "t.yaml:1:12: ttl.min: value 0 out of range"},
         {"limits: {max_connections: 99999999999999999999999}\n",
          "limits.max_connections: value 99999999999999999999999 out of range"},
-        {"limits: {max_wait: 7200}\n", "limits.max_wait: value 7200 out of range"},
+        {"limits: {max_wait: 7200}\n",
+         "limits.max_wait: value 7200 out of range"},
         {"limits: {max_body: -1}\n", "limits.max_body: expected a size"},
         /* structure */
         {"a: [[[[[[[[1]]]]]]]]\n", "t.yaml:1:"},
@@ -954,7 +979,7 @@ TEST_F(config_test, bad_files_name_position_and_key)
         ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
         std::string err = load(c.yaml);
         EXPECT_NE(err.find(c.error), std::string::npos)
-                << "yaml: " << c.yaml << "\nerror: " << err;
+            << "yaml: " << c.yaml << "\nerror: " << err;
     }
     /* the depth error says what the limit is */
     orcd_config_cleanup(&m_cfg);
@@ -965,7 +990,7 @@ TEST_F(config_test, bad_files_name_position_and_key)
     orcd_config_cleanup(&m_cfg);
     ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
     EXPECT_EQ(load("auth: {tokens: {j: \"has space secretvalue\"}}\n")
-                      .find("secretvalue"),
+                  .find("secretvalue"),
               std::string::npos);
 }
 
@@ -1047,13 +1072,14 @@ TEST_F(config_test, store_section)
         ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
         std::string err = load(c.yaml);
         EXPECT_NE(err.find(c.error), std::string::npos)
-                << "yaml: " << c.yaml << "\nerror: " << err;
+            << "yaml: " << c.yaml << "\nerror: " << err;
     }
     /* a password is never echoed */
     orcd_config_cleanup(&m_cfg);
     ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
     EXPECT_EQ(load("store: {backend: etcd, etcd: {endpoints: bad, password: "
-                   "secretvalue}}\n").find("secretvalue"),
+                   "secretvalue}}\n")
+                  .find("secretvalue"),
               std::string::npos);
 }
 
@@ -1077,7 +1103,8 @@ TEST_F(config_test, token_file)
     ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
     std::string err = load(std::string("auth: {token_file: ") + path + "}\n");
     EXPECT_NE(err.find(std::string(path) + ":2: expected 'JOB TOKEN'"),
-              std::string::npos) << err;
+              std::string::npos)
+        << err;
     std::ofstream(path) << "job-a tok\n";
     orcd_config_cleanup(&m_cfg);
     ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
@@ -1089,7 +1116,7 @@ TEST_F(config_test, token_file)
 
 TEST(config_listen, parse)
 {
-    char *addr = NULL;
+    char *addr    = NULL;
     unsigned port = 1;
     EXPECT_EQ(orcd_config_parse_listen("127.0.0.1:0", &addr, &port), 0);
     EXPECT_STREQ(addr, "127.0.0.1");
@@ -1107,20 +1134,28 @@ TEST(config_listen, parse)
 
 /* ----------------------------------------------------------------- router */
 
-class router_test : public ::testing::Test {
-protected:
-    void SetUp() override { make(""); }
-    void TearDown() override { destroy(); }
+class router_test : public ::testing::Test
+{
+  protected:
+    void SetUp() override
+    {
+        make("");
+    }
+    void TearDown() override
+    {
+        destroy();
+    }
 
     void make(const std::string &yaml)
     {
         char err[512];
         orcd_config_t *cfg = (orcd_config_t *)calloc(1, sizeof(*cfg));
         ASSERT_EQ(orcd_config_init_defaults(cfg), 0);
-        ASSERT_EQ(orcd_config_load_buffer(cfg, "t", (const unsigned char *)
-                                                    yaml.data(),
+        ASSERT_EQ(orcd_config_load_buffer(cfg, "t",
+                                          (const unsigned char *)yaml.data(),
                                           yaml.size(), err, sizeof(err)),
-                  0) << err;
+                  0)
+            << err;
         ASSERT_EQ(orcd_config_finalize(cfg, err, sizeof(err)), 0) << err;
         const orc_store_params_t params = {20, ORCD_STORE_GROUP_DEPTH,
                                            orcd_key_class};
@@ -1148,7 +1183,7 @@ protected:
         double wait;
         long long jint(const char *k) const
         {
-            json_t *o = json_loads(body.c_str(), 0, NULL);
+            json_t *o   = json_loads(body.c_str(), 0, NULL);
             long long v = -1;
             if (o && json_is_integer(json_object_get(o, k))) {
                 v = json_integer_value(json_object_get(o, k));
@@ -1159,35 +1194,35 @@ protected:
     };
 
     result call(const char *method, const char *path,
-                const std::string &body = "",
+                const std::string &body            = "",
                 std::vector<orcd_query_arg_t> args = {},
                 const char *auth = nullptr, bool may_block = false)
     {
         orcd_request_t req = {};
         orcd_response_t resp;
-        req.method        = method;
-        req.path          = path;
-        req.args          = args.data();
-        req.nargs         = args.size();
-        req.authorization = auth;
-        req.body          = body.data();
-        req.body_len      = body.size();
-        req.may_block     = may_block;
+        req.method         = method;
+        req.path           = path;
+        req.args           = args.data();
+        req.nargs          = args.size();
+        req.authorization  = auth;
+        req.body           = body.data();
+        req.body_len       = body.size();
+        req.may_block      = may_block;
         req.rid            = m_rid;
         req.attempt_text   = m_attempt;
         req.min_index_text = m_min_index;
         orcd_api_handle(m_api, &req, &resp);
         result r;
-        r.status    = resp.status;
-        r.body      = resp.body ? std::string(resp.body, resp.body_len) : "";
-        r.allow     = resp.allow ? resp.allow : "";
+        r.status      = resp.status;
+        r.body        = resp.body ? std::string(resp.body, resp.body_len) : "";
+        r.allow       = resp.allow ? resp.allow : "";
         r.has_index   = resp.has_index;
         r.index       = resp.index;
         r.retry_after = resp.retry_after;
-        r.block     = resp.block;
-        r.watch_key = resp.watch_key ? resp.watch_key : "";
-        r.watch_rev = resp.watch_rev;
-        r.wait      = resp.wait;
+        r.block       = resp.block;
+        r.watch_key   = resp.watch_key ? resp.watch_key : "";
+        r.watch_rev   = resp.watch_rev;
+        r.wait        = resp.wait;
         orcd_api_response_free(&resp);
         return r;
     }
@@ -1221,18 +1256,23 @@ TEST_F(router_test, routing_and_methods)
     EXPECT_EQ(call("GET, POST", "/v1/jobs/j/nodes").status, 405u);
     EXPECT_EQ(call("GET", "/v1/jobs/../nodes").status, 400u);
     EXPECT_EQ(call("GET", "/v1/jobs//nodes").status, 400u);
-    EXPECT_EQ(call("GET", ("/v1/jobs/" + std::string(129, 'a') + "/nodes")
-                                  .c_str()).status, 400u);
-    EXPECT_EQ(call("GET", ("/v1/jobs/" + std::string(128, 'a') + "/nodes")
-                                  .c_str()).status, 200u);
+    EXPECT_EQ(call("GET",
+                   ("/v1/jobs/" + std::string(129, 'a') + "/nodes").c_str())
+                  .status,
+              400u);
+    EXPECT_EQ(call("GET",
+                   ("/v1/jobs/" + std::string(128, 'a') + "/nodes").c_str())
+                  .status,
+              200u);
     EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/18446744073709551615").status,
               404u);
     EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/18446744073709551616").status,
               400u);
     EXPECT_EQ(call("GET", "/v1/jobs/j/kv/.hidden").status, 404u);
     EXPECT_EQ(call("GET", "/v1/jobs/j/kv/a/").status, 400u);
-    EXPECT_EQ(call("GET", ("/v1/jobs/j/kv/" + std::string(129, 'k'))
-                                  .c_str()).status, 400u);
+    EXPECT_EQ(
+        call("GET", ("/v1/jobs/j/kv/" + std::string(129, 'k')).c_str()).status,
+        400u);
 }
 
 TEST_F(router_test, blocking_specs)
@@ -1244,25 +1284,23 @@ TEST_F(router_test, blocking_specs)
     EXPECT_FALSE(r.block);
     /* empty mailbox: watch the mailbox prefix from the next revision */
     uint64_t rev = m_store->ops->revision(m_store);
-    r = call("GET", "/v1/jobs/j/nodes/1/mailbox", "",
-             {{"after", "0"}, {"wait", "5"}}, nullptr, true);
+    r            = call("GET", "/v1/jobs/j/nodes/1/mailbox", "",
+                        {{"after", "0"}, {"wait", "5"}}, nullptr, true);
     EXPECT_EQ(r.status, 200u);
     EXPECT_TRUE(r.block);
     EXPECT_EQ(r.watch_key, "/jobs/j/mbox/00000000000000000001/");
     EXPECT_EQ(r.watch_rev, rev + 1);
     EXPECT_EQ(r.wait, 5.0);
     /* wait capped at max_wait */
-    r = call("GET", "/v1/jobs/j/kv/k", "", {{"wait", "100000"}}, nullptr,
-             true);
+    r = call("GET", "/v1/jobs/j/kv/k", "", {{"wait", "100000"}}, nullptr, true);
     EXPECT_EQ(r.status, 404u);
     EXPECT_TRUE(r.block);
     EXPECT_EQ(r.wait, 60.0);
     EXPECT_EQ(r.watch_key, "/jobs/j/kv/k");
     /* list: watch from the client's index + 1 */
     std::string now = std::to_string(m_store->ops->revision(m_store));
-    r = call("GET", "/v1/jobs/j/nodes", "", {{"index", now.c_str()},
-                                              {"wait", "0.5"}},
-             nullptr, true);
+    r               = call("GET", "/v1/jobs/j/nodes", "",
+                           {{"index", now.c_str()}, {"wait", "0.5"}}, nullptr, true);
     EXPECT_TRUE(r.block);
     EXPECT_EQ(r.watch_rev, std::stoull(now) + 1);
     EXPECT_EQ(r.watch_key, "/jobs/j/nodes/");
@@ -1279,13 +1317,15 @@ TEST_F(router_test, blocking_specs)
     for (const char *w : {"-1", "1e3", "nan", "inf", "0x10", "1.2.3", "", ".5",
                           "12345678901234567"}) {
         EXPECT_EQ(call("GET", "/v1/jobs/j/kv/k", "", {{"wait", w}}).status,
-                  400u) << w;
+                  400u)
+            << w;
     }
     EXPECT_EQ(call("GET", "/v1/jobs/j/nodes", "", {{"index", "-1"}}).status,
               400u);
     /* a message present: no blocking */
-    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                      .status, 201u);
+    ASSERT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").status,
+        201u);
     r = call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"wait", "5"}}, nullptr,
              true);
     EXPECT_FALSE(r.block);
@@ -1301,14 +1341,18 @@ TEST_F(router_test, auth)
     EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Basic xyz").status,
               401u);
     EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer ").status, 401u);
-    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-1234567")
-                      .status, 401u);
+    EXPECT_EQ(
+        call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-1234567").status,
+        401u);
     EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-123456789")
-                      .status, 401u);
-    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-12345678")
-                      .status, 200u);
-    EXPECT_EQ(call("GET", "/v1/jobs/a/nodes", "", {}, "bearer tok-a-12345678")
-                      .status, 200u);
+                  .status,
+              401u);
+    EXPECT_EQ(
+        call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-a-12345678").status,
+        200u);
+    EXPECT_EQ(
+        call("GET", "/v1/jobs/a/nodes", "", {}, "bearer tok-a-12345678").status,
+        200u);
     result r = call("GET", "/v1/jobs/a/nodes", "", {}, "Bearer tok-b-12345678");
     EXPECT_EQ(r.status, 403u);
     EXPECT_EQ(r.body.find("tok-b"), std::string::npos);
@@ -1345,14 +1389,17 @@ TEST_F(router_test, node_lifecycle_in_store)
                     "{\"host\":\"h\",\"pid\":3,\"ttl\":1}");
     ASSERT_EQ(r.status, 201u);
     EXPECT_EQ(r.jint("ttl"), 5); /* clamped to min */
-    ASSERT_EQ(call("PUT", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
-                      .status, 200u);
+    ASSERT_EQ(
+        call("PUT", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}").status,
+        200u);
     /* the store holds the node under its lease, endpoint attached */
     orc_store_kv_t node, ep;
     ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001", 0,
-                            &node, NULL), ORC_STORE_OK);
+                            &node, NULL),
+              ORC_STORE_OK);
     ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001/ep", 0,
-                            &ep, NULL), ORC_STORE_OK);
+                            &ep, NULL),
+              ORC_STORE_OK);
     EXPECT_NE(node.lease, 0u);
     EXPECT_EQ(node.lease, ep.lease);
     /* revoking the lease (as expiry would) removes it: 410 from then on */
@@ -1365,16 +1412,23 @@ TEST_F(router_test, node_lifecycle_in_store)
     EXPECT_EQ(call("GET", "/v1/jobs/j/nodes/2").status, 404u);
     /* another job has its own ids */
     EXPECT_EQ(call("POST", "/v1/jobs/k/nodes", "{\"host\":\"h\",\"pid\":3}")
-                      .jint("id"), 1);
+                  .jint("id"),
+              1);
     EXPECT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":3}")
-                      .jint("id"), 2);
+                  .jint("id"),
+              2);
 }
 
 TEST_F(router_test, bodies)
 {
-    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
-                      .status, 201u);
-    const char *bad[] = {"", "{", "{\"a\":1,\"a\":2}", "nul", "{}x",
+    ASSERT_EQ(
+        call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}").status,
+        201u);
+    const char *bad[] = {"",
+                         "{",
+                         "{\"a\":1,\"a\":2}",
+                         "nul",
+                         "{}x",
                          "{\"host\":\"\",\"pid\":1}",
                          "{\"host\":\"h\",\"pid\":-1}",
                          "{\"host\":\"h\",\"pid\":1,\"ttl\":0}",
@@ -1383,13 +1437,15 @@ TEST_F(router_test, bodies)
     for (const char *b : bad) {
         EXPECT_EQ(call("POST", "/v1/jobs/j/nodes", b).status, 400u) << b;
     }
-    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/a", "{\"value\":1,\"node\":0}")
-                      .status, 400u);
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/a", "{\"value\":1,\"node\":0}").status,
+              400u);
     EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/a", "{\"value\":null}").status, 200u);
     EXPECT_NE(call("GET", "/v1/jobs/j/kv/a").body.find("\"value\":null"),
               std::string::npos);
     EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox",
-                   "{\"from\":-1,\"body\":{}}").status, 400u);
+                   "{\"from\":-1,\"body\":{}}")
+                  .status,
+              400u);
     std::string big = "{\"body\":{\"x\":\"" + std::string(5000, 'x') + "\"}}";
     EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", big).status, 413u);
 }
@@ -1415,45 +1471,52 @@ TEST_F(router_test, retried_posts_are_answered_as_the_first_attempt)
     m_rid     = "reg-2";
     m_attempt = "2";
     EXPECT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
-                      .jint("id"), 2);
+                  .jint("id"),
+              2);
 
     /* a mailbox message: the retry gets the same seq, also after the
      * message was delivered and acknowledged */
     m_rid     = "msg-1";
     m_attempt = nullptr;
-    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                      .jint("seq"), 1);
+    ASSERT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").jint("seq"),
+        1);
     m_attempt = "2";
-    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                      .jint("seq"), 1);
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").jint("seq"),
+        1);
     m_rid = m_attempt = nullptr;
-    result got = call("GET", "/v1/jobs/j/nodes/1/mailbox", "",
-                      {{"after", "0"}});
+    result got =
+        call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "0"}});
     EXPECT_EQ(got.jint("last_seq"), 1);
     EXPECT_EQ(got.body.find("msg-1"), std::string::npos);
     call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "1"}});
     m_rid     = "msg-1";
     m_attempt = "3";
-    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                      .jint("seq"), 1);
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").jint("seq"),
+        1);
     /* the first attempt of a new message is just posted */
     m_rid     = "msg-2";
     m_attempt = "1";
-    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                      .jint("seq"), 2);
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").jint("seq"),
+        2);
     /* only the last acknowledged ones are remembered */
     m_attempt = nullptr;
     for (int i = 0; i < 20; ++i) {
         std::string id = "m" + std::to_string(i);
         m_rid          = id.c_str();
-        ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                          .status, 201u);
+        ASSERT_EQ(
+            call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").status,
+            201u);
     }
     m_rid = nullptr;
     call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "22"}});
     orc_store_kv_t ack;
-    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/mbox/00000000000000000001/ack",
-                            0, &ack, NULL), ORC_STORE_OK);
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/mbox/00000000000000000001/ack", 0,
+                            &ack, NULL),
+              ORC_STORE_OK);
     EXPECT_EQ(std::count(ack.value, ack.value + ack.value_len, ' '), 15);
     EXPECT_NE(strstr(ack.value, "m19:22"), nullptr) << ack.value;
     orc_store_kv_free(&ack);
@@ -1462,16 +1525,20 @@ TEST_F(router_test, retried_posts_are_answered_as_the_first_attempt)
 
     /* an endpoint created by the lost attempt */
     m_rid = "ep-1";
-    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
-                      .status, 201u);
+    ASSERT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}").status,
+        201u);
     m_attempt = "2";
-    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
-                      .status, 201u);
-    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":2}")
-                      .status, 409u);
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}").status,
+        201u);
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":2}").status,
+        409u);
     m_attempt = nullptr;
-    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}")
-                      .status, 409u);
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/rdma/endpoint", "{\"e\":1}").status,
+        409u);
 
     /* malformed headers */
     m_rid = "bad key!";
@@ -1504,10 +1571,10 @@ TEST_F(router_test, every_answer_has_an_index)
 
 /* A store that forwards to another and counts the ranges it is asked for */
 struct counting_store {
-    orc_store_t        super;
-    orc_store_ops_t    ops;
-    orc_store_t       *inner;
-    std::atomic<int>   ranges{0};
+    orc_store_t super;
+    orc_store_ops_t ops;
+    orc_store_t *inner;
+    std::atomic<int> ranges{0};
 
     static counting_store *of(orc_store_t *s)
     {
@@ -1527,10 +1594,10 @@ struct counting_store {
     }
     explicit counting_store(orc_store_t *in) : inner(in)
     {
-        ops         = *in->ops;
-        ops.range   = range;
-        ops.stats   = stats;
-        super.ops   = &ops;
+        ops       = *in->ops;
+        ops.range = range;
+        ops.stats = stats;
+        super.ops = &ops;
     }
 };
 
@@ -1538,12 +1605,15 @@ TEST_F(router_test, metrics_count_without_scanning_the_store)
 {
     for (int i = 0; i < 3; ++i) {
         ASSERT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
-                          .status, 201u);
+                      .status,
+                  201u);
     }
-    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                      .status, 201u);
-    ASSERT_EQ(call("POST", "/v1/jobs/j/nodes/2/mailbox", "{\"body\":{}}")
-                      .status, 201u);
+    ASSERT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").status,
+        201u);
+    ASSERT_EQ(
+        call("POST", "/v1/jobs/j/nodes/2/mailbox", "{\"body\":{}}").status,
+        201u);
     ASSERT_EQ(call("PUT", "/v1/jobs/j/kv/a", "{\"value\":1}").status, 200u);
     counting_store counted(m_store);
     orcd_api_t *api;
@@ -1580,7 +1650,9 @@ TEST_F(router_test, quotas)
      * for 3): 7 fit in 16, the 8th does not */
     for (int i = 0; i < 7; ++i) {
         ASSERT_EQ(call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}")
-                          .status, 201u) << i;
+                      .status,
+                  201u)
+            << i;
     }
     result r = call("POST", "/v1/jobs/j/nodes", "{\"host\":\"h\",\"pid\":1}");
     EXPECT_EQ(r.status, 429u);
@@ -1589,12 +1661,15 @@ TEST_F(router_test, quotas)
     EXPECT_NE(r.body.find("max_keys_per_job"), std::string::npos);
     EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/x", "{\"value\":1}").status, 200u);
     EXPECT_EQ(call("PUT", "/v1/jobs/j/kv/y", "{\"value\":1}").status, 429u);
-    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}")
-                      .status, 429u);
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").status,
+        429u);
     /* another job has its own quota, up to the total */
     for (int i = 0; i < 7; ++i) {
         ASSERT_EQ(call("POST", "/v1/jobs/k/nodes", "{\"host\":\"h\",\"pid\":1}")
-                          .status, 201u) << i;
+                      .status,
+                  201u)
+            << i;
     }
     r = call("POST", "/v1/jobs/l/nodes", "{\"host\":\"h\",\"pid\":1}");
     EXPECT_EQ(r.status, 429u);
@@ -1631,7 +1706,7 @@ TEST(util, reply_buffer)
     free(b.data);
 
     /* as libcurl's write callback: the bytes taken, 0 past the bound */
-    std::string    big(100000, 'x');
+    std::string big(100000, 'x');
     orc_util_buf_t c = {}; /* no bound */
     EXPECT_EQ(big.size(), orc_util_buf_curl_write(&big[0], 1, big.size(), &c));
     EXPECT_EQ(big, std::string(c.data, c.len));

@@ -29,7 +29,7 @@ typedef void (*orc_test_fn_t)(void);
 bool no_verbs_devices()
 {
     struct ibv_device **list;
-    int                 num = 0;
+    int num = 0;
 
     list = ibv_get_device_list(&num);
     if (list == NULL) {
@@ -44,7 +44,7 @@ orc_dev_config_t make_config(orc_dev_backend_t backend, const char *soft_ifaces)
     orc_dev_config_t config;
 
     memset(&config, 0, sizeof(config));
-    config.backend = backend;
+    config.backend     = backend;
     config.soft.ifaces = soft_ifaces;
     return config;
 }
@@ -63,15 +63,16 @@ TEST(dev_backend, names)
 
 TEST(dev_backend, parse_round_trip)
 {
-    const orc_dev_backend_t all[] = {
-        ORC_DEV_BACKEND_AUTO, ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT};
+    const orc_dev_backend_t all[] = {ORC_DEV_BACKEND_AUTO,
+                                     ORC_DEV_BACKEND_VERBS,
+                                     ORC_DEV_BACKEND_SOFT};
 
     for (orc_dev_backend_t backend : all) {
         orc_dev_backend_t parsed = (backend == ORC_DEV_BACKEND_SOFT)
                                        ? ORC_DEV_BACKEND_AUTO
                                        : ORC_DEV_BACKEND_SOFT;
-        ASSERT_EQ(
-            0, orc_dev_backend_parse(orc_dev_backend_name(backend), &parsed));
+        ASSERT_EQ(0, orc_dev_backend_parse(orc_dev_backend_name(backend),
+                                           &parsed));
         EXPECT_EQ(backend, parsed);
     }
 }
@@ -129,18 +130,18 @@ INSTANTIATE_TEST_SUITE_P(
     backends, dev_ops_table,
     ::testing::Values(ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT),
     [](const ::testing::TestParamInfo<orc_dev_backend_t> &info) {
-        return std::string(orc_dev_backend_name(info.param));
+    return std::string(orc_dev_backend_name(info.param));
     });
 
 TEST(dev_select, invalid_backend_is_einval)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_AUTO, "lo");
-    orc_dev_info_t  *list;
-    int              count;
+    orc_dev_info_t *list;
+    int count;
 
     for (int value : {3, 7, -1}) {
         orc_test_dev_config_set_backend_raw(&config, value);
-        list = (orc_dev_info_t *)&config; /* must be reset */
+        list  = (orc_dev_info_t *)&config; /* must be reset */
         count = -1;
         EXPECT_EQ(EINVAL, orc_dev_list(&config, &list, &count)) << value;
         EXPECT_EQ(NULL, list);
@@ -159,8 +160,8 @@ TEST(dev_select, invalid_backend_is_einval)
 TEST(dev_select, forced_verbs_gives_zero_devices)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_VERBS, "lo");
-    orc_dev_info_t  *list = NULL;
-    int              count = -1;
+    orc_dev_info_t *list    = NULL;
+    int count               = -1;
 
     if (!no_verbs_devices()) {
         GTEST_SKIP() << "this machine has verbs devices";
@@ -179,8 +180,8 @@ TEST(dev_select, forced_verbs_gives_zero_devices)
 TEST(dev_select, auto_falls_through_to_soft)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_AUTO, "lo");
-    orc_dev_info_t  *list = NULL;
-    int              count = -1;
+    orc_dev_info_t *list    = NULL;
+    int count               = -1;
 
     if (!no_verbs_devices()) {
         GTEST_SKIP() << "this machine has verbs devices: auto picks verbs";
@@ -195,7 +196,7 @@ TEST(dev_select, auto_falls_through_to_soft)
     orc_dev_list_free(list);
 
     /* zero-initialised config (NULL too) is auto over every interface */
-    list = NULL;
+    list  = NULL;
     count = -1;
     ASSERT_EQ(0, orc_dev_list(NULL, &list, &count));
     ASSERT_GE(count, 1);
@@ -211,7 +212,7 @@ TEST(dev_select, auto_falls_through_to_soft)
 TEST(dev_select, auto_open_gives_soft_device)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_AUTO, "lo");
-    orc_dev_t       *dev;
+    orc_dev_t *dev;
 
     if (!no_verbs_devices()) {
         GTEST_SKIP() << "this machine has verbs devices: auto picks verbs";
@@ -227,8 +228,9 @@ TEST(dev_select, auto_open_gives_soft_device)
 
 TEST(dev_select, open_unknown_name_is_enodev)
 {
-    const orc_dev_backend_t all[] = {
-        ORC_DEV_BACKEND_AUTO, ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT};
+    const orc_dev_backend_t all[] = {ORC_DEV_BACKEND_AUTO,
+                                     ORC_DEV_BACKEND_VERBS,
+                                     ORC_DEV_BACKEND_SOFT};
 
     for (orc_dev_backend_t backend : all) {
         orc_dev_config_t config = make_config(backend, "lo");
@@ -241,7 +243,7 @@ TEST(dev_select, open_unknown_name_is_enodev)
 
     /* a soft device of an interface that is not configured */
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_SOFT, "lo");
-    errno = 0;
+    errno                   = 0;
     EXPECT_EQ(NULL, orc_dev_open(&config, "soft_orc_no_such_if"));
     EXPECT_EQ(ENODEV, errno);
 }
@@ -249,8 +251,8 @@ TEST(dev_select, open_unknown_name_is_enodev)
 TEST(dev_select, forced_soft_lists_soft_devices)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_SOFT, "lo");
-    orc_dev_info_t  *list = NULL;
-    int              count = -1;
+    orc_dev_info_t *list    = NULL;
+    int count               = -1;
 
     ASSERT_EQ(0, orc_dev_list(&config, &list, &count));
     ASSERT_EQ(1, count);
@@ -264,8 +266,8 @@ TEST(dev_select, forced_soft_lists_soft_devices)
 TEST(dev_soft, addr_pack_unpack)
 {
     orc_dev_config_t config = make_config(ORC_DEV_BACKEND_SOFT, "lo");
-    orc_dev_t       *dev = orc_dev_open(&config, "soft_lo");
-    ibv_ah_attr      ah;
+    orc_dev_t *dev          = orc_dev_open(&config, "soft_lo");
+    ibv_ah_attr ah;
 
     ASSERT_NE((orc_dev_t *)NULL, dev) << strerror(errno);
     size_t len = orc_dev_addr_len(dev, 1);

@@ -70,8 +70,8 @@ std::string pci(const orc_topo_loc_t &loc)
     if (!loc.has_pci) {
         return "none";
     }
-    snprintf(buf, sizeof(buf), "%04x:%02x:%02x.%x", loc.pci_domain,
-             loc.pci_bus, loc.pci_dev, loc.pci_func);
+    snprintf(buf, sizeof(buf), "%04x:%02x:%02x.%x", loc.pci_domain, loc.pci_bus,
+             loc.pci_dev, loc.pci_func);
     return buf;
 }
 
@@ -106,8 +106,9 @@ std::vector<std::string> order_for(const orc_topo_t *topo,
     return names(list);
 }
 
-class topo_two_numa : public ::testing::Test {
-protected:
+class topo_two_numa : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(0, orc_topo_load_xml(topo_file("two-numa.xml").c_str(),
@@ -122,8 +123,9 @@ protected:
     orc_topo_t *m_topo = NULL;
 };
 
-class topo_no_pci : public ::testing::Test {
-protected:
+class topo_no_pci : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(0, orc_topo_load_synthetic("pack:2 numa:1 pu:1", &m_topo));
@@ -143,7 +145,7 @@ TEST_F(topo_two_numa, soft_devices_sit_at_their_interface_nic)
 {
     orc_topo_loc_t nic0 = locate(m_topo, soft_dev("nic0"));
     orc_topo_loc_t nic1 = locate(m_topo, soft_dev("nic1"));
-    cpu_set_t      cpu0 = cpus_of({0}), cpu1 = cpus_of({1});
+    cpu_set_t cpu0 = cpus_of({0}), cpu1 = cpus_of({1});
 
     EXPECT_EQ(2, orc_topo_numa_count(m_topo));
 
@@ -183,7 +185,7 @@ TEST_F(topo_two_numa, unlisted_verbs_device_sits_at_its_gid_interface)
 {
     orc_dev_info_t soft_nic1 = soft_dev("nic1");
     orc_dev_info_t verbs     = verbs_dev("soft_nic1");
-    cpu_set_t      cpu1      = cpus_of({1});
+    cpu_set_t cpu1           = cpus_of({1});
 
     snprintf(verbs.netdev, sizeof(verbs.netdev), "nic1");
     orc_topo_loc_t loc = locate(m_topo, verbs);
@@ -201,10 +203,10 @@ TEST_F(topo_two_numa, unlisted_verbs_device_sits_at_its_gid_interface)
 TEST_F(topo_two_numa, unknown_devices_have_no_locality)
 {
     for (const orc_dev_info_t &info :
-         {soft_dev("lo"), soft_dev(""), soft_dev("mlx5_0"),
-          verbs_dev("mlx5_9"), verbs_dev("nic0")}) {
+         {soft_dev("lo"), soft_dev(""), soft_dev("mlx5_0"), verbs_dev("mlx5_9"),
+          verbs_dev("nic0")}) {
         orc_topo_loc_t loc = locate(m_topo, info);
-        cpu_set_t      cpu0 = cpus_of({0});
+        cpu_set_t cpu0     = cpus_of({0});
 
         EXPECT_FALSE(loc.found) << info.name;
         EXPECT_FALSE(loc.has_pci) << info.name;
@@ -217,8 +219,8 @@ TEST_F(topo_two_numa, remote_means_no_local_cpu)
 {
     orc_topo_loc_t nic0 = locate(m_topo, soft_dev("nic0"));
     orc_topo_loc_t nic1 = locate(m_topo, soft_dev("nic1"));
-    cpu_set_t      cpu0 = cpus_of({0}), cpu1 = cpus_of({1});
-    cpu_set_t      both = cpus_of({0, 1}), none = cpus_of({});
+    cpu_set_t cpu0 = cpus_of({0}), cpu1 = cpus_of({1});
+    cpu_set_t both = cpus_of({0, 1}), none = cpus_of({});
 
     EXPECT_FALSE(orc_topo_is_remote(&nic0, &cpu0));
     EXPECT_TRUE(orc_topo_is_remote(&nic1, &cpu0));
@@ -305,7 +307,7 @@ TEST(topo, no_topology_at_all)
 {
     orc_dev_info_t info = soft_dev("nic0");
     orc_topo_loc_t loc  = locate(NULL, info);
-    char           buf[ORC_TOPO_SUMMARY_MAX];
+    char buf[ORC_TOPO_SUMMARY_MAX];
 
     EXPECT_FALSE(loc.found);
     EXPECT_EQ(0, orc_topo_numa_count(NULL));
@@ -319,8 +321,8 @@ TEST(topo, bad_sources_fail_cleanly)
 
     EXPECT_NE(0, orc_topo_load_xml("/nonexistent/topology.xml", &topo));
     EXPECT_EQ(NULL, topo);
-    EXPECT_NE(0, orc_topo_load_xml(topo_file("../test_topo.cc").c_str(),
-                                   &topo));
+    EXPECT_NE(0,
+              orc_topo_load_xml(topo_file("../test_topo.cc").c_str(), &topo));
     EXPECT_EQ(NULL, topo);
     EXPECT_NE(0, orc_topo_load_synthetic("pack:two pu:x", &topo));
     EXPECT_EQ(NULL, topo);
@@ -331,7 +333,7 @@ TEST(topo, bad_sources_fail_cleanly)
 TEST(topo, thread_cpus_is_the_calling_threads_binding)
 {
     cpu_set_t mine, theirs, one;
-    int       first = -1;
+    int first = -1;
 
     ASSERT_EQ(0, orc_topo_thread_cpus(&mine));
     for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
@@ -357,7 +359,7 @@ TEST(topo, thread_cpus_is_the_calling_threads_binding)
 /* This machine: loaded once per process, whichever thread asks first */
 TEST(topo_machine, loaded_once)
 {
-    std::vector<orc_topo_t*> seen(4, NULL);
+    std::vector<orc_topo_t *> seen(4, NULL);
     std::vector<std::thread> threads;
 
     for (size_t i = 0; i < seen.size(); ++i) {
@@ -366,7 +368,7 @@ TEST(topo_machine, loaded_once)
     for (std::thread &thread : threads) {
         thread.join();
     }
-    ASSERT_NE((orc_topo_t*)NULL, seen[0]);
+    ASSERT_NE((orc_topo_t *)NULL, seen[0]);
     for (orc_topo_t *topo : seen) {
         EXPECT_EQ(seen[0], topo);
     }
@@ -379,8 +381,8 @@ TEST(topo_machine, loaded_once)
 TEST(topo_machine, soft_device_at_the_interface_pci_device)
 {
     hwloc_topology_t topology;
-    hwloc_obj_t      osdev = NULL;
-    int              checked = 0;
+    hwloc_obj_t osdev = NULL;
+    int checked       = 0;
 
     ASSERT_EQ(0, hwloc_topology_init(&topology));
     hwloc_topology_set_io_types_filter(topology,

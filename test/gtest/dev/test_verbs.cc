@@ -67,17 +67,17 @@ class ibv_list_failure
 /* Names of the verbs devices libibverbs reports, or why there are none */
 struct ibv_names {
     std::set<std::string> names;
-    int                   err; /* errno of a failed ibv_get_device_list */
+    int err; /* errno of a failed ibv_get_device_list */
 };
 
 ibv_names ibv_device_names()
 {
-    ibv_names           result;
+    ibv_names result;
     struct ibv_device **list;
-    int                 i, num = 0;
+    int i, num = 0;
 
-    errno = 0;
-    list = ibv_get_device_list(&num);
+    errno      = 0;
+    list       = ibv_get_device_list(&num);
     result.err = (list == NULL) ? errno : 0;
     if (list != NULL) {
         for (i = 0; i < num; ++i) {
@@ -91,10 +91,10 @@ ibv_names ibv_device_names()
 union ibv_gid make_gid(uint64_t prefix, uint64_t iid)
 {
     union ibv_gid gid;
-    int           i;
+    int i;
 
     for (i = 0; i < 8; ++i) {
-        gid.raw[i] = (uint8_t)(prefix >> (56 - 8 * i));
+        gid.raw[i]     = (uint8_t)(prefix >> (56 - 8 * i));
         gid.raw[8 + i] = (uint8_t)(iid >> (56 - 8 * i));
     }
     return gid;
@@ -106,8 +106,8 @@ orc_verbs_port_addr_t roce_addr()
     orc_verbs_port_addr_t addr;
 
     memset(&addr, 0, sizeof(addr));
-    addr.gid = make_gid(0, 0x0000ffffc6120001ull);
-    addr.lid = 0;
+    addr.gid        = make_gid(0, 0x0000ffffc6120001ull);
+    addr.lid        = 0;
     addr.link_layer = IBV_LINK_LAYER_ETHERNET;
     return addr;
 }
@@ -117,8 +117,8 @@ orc_verbs_port_addr_t ib_addr(uint16_t lid)
     orc_verbs_port_addr_t addr;
 
     memset(&addr, 0, sizeof(addr));
-    addr.gid = make_gid(0xfe80000000000000ull, 0x0002c90300a1b2c3ull);
-    addr.lid = lid;
+    addr.gid        = make_gid(0xfe80000000000000ull, 0x0002c90300a1b2c3ull);
+    addr.lid        = lid;
     addr.link_layer = IBV_LINK_LAYER_INFINIBAND;
     return addr;
 }
@@ -149,9 +149,9 @@ int decode(const uint8_t *buf, size_t len, uint8_t local_link_layer,
 
 TEST(verbs_list, no_kernel_rdma_means_zero_devices)
 {
-    ibv_names       ibv = ibv_device_names();
+    ibv_names ibv        = ibv_device_names();
     orc_dev_info_t *list = NULL;
-    int             count = -1;
+    int count            = -1;
 
     ASSERT_EQ(0, orc_dev_verbs_ops.list(NULL, &list, &count));
     if (ibv.names.empty()) {
@@ -176,8 +176,8 @@ TEST(verbs_list, no_kernel_rdma_means_zero_devices)
 TEST(verbs_list, forced_verbs_backend_lists_only_verbs_devices)
 {
     orc_dev_config_t config;
-    orc_dev_info_t  *list = NULL;
-    int              count = -1;
+    orc_dev_info_t *list = NULL;
+    int count            = -1;
 
     memset(&config, 0, sizeof(config));
     config.backend = ORC_DEV_BACKEND_VERBS;
@@ -218,7 +218,7 @@ TEST(verbs_open, bad_arguments_are_einval)
     orc_dev_config_t config;
 
     memset(&config, 0, sizeof(config));
-    config.backend = ORC_DEV_BACKEND_VERBS;
+    config.backend         = ORC_DEV_BACKEND_VERBS;
     config.verbs_gid_index = 256; /* sgid_index is 8 bits */
 
     errno = 0;
@@ -226,7 +226,7 @@ TEST(verbs_open, bad_arguments_are_einval)
     EXPECT_EQ(EINVAL, errno);
 
     config.verbs_gid_index = 0;
-    errno = 0;
+    errno                  = 0;
     EXPECT_EQ(NULL, orc_dev_verbs_ops.open(&config, NULL));
     EXPECT_EQ(EINVAL, errno);
 }
@@ -241,8 +241,8 @@ TEST(verbs_addr, len_matches_wire_format)
 TEST(verbs_addr, roce_round_trip)
 {
     orc_verbs_port_addr_t addr = roce_addr();
-    uint8_t               buf[ORC_VERBS_ADDR_LEN];
-    struct ibv_ah_attr    ah = poisoned_ah();
+    uint8_t buf[ORC_VERBS_ADDR_LEN];
+    struct ibv_ah_attr ah = poisoned_ah();
 
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
     EXPECT_EQ(ORC_DEV_BACKEND_VERBS, buf[0]);
@@ -266,8 +266,8 @@ TEST(verbs_addr, roce_round_trip)
 TEST(verbs_addr, ib_round_trip_with_gid_is_global)
 {
     orc_verbs_port_addr_t addr = ib_addr(0x1234);
-    uint8_t               buf[ORC_VERBS_ADDR_LEN + 8];
-    struct ibv_ah_attr    ah = poisoned_ah();
+    uint8_t buf[ORC_VERBS_ADDR_LEN + 8];
+    struct ibv_ah_attr ah = poisoned_ah();
 
     /* a larger buffer is fine for packing; the address is ADDR_LEN bytes */
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
@@ -287,8 +287,8 @@ TEST(verbs_addr, ib_round_trip_with_gid_is_global)
 TEST(verbs_addr, ib_round_trip_without_gid_is_local)
 {
     orc_verbs_port_addr_t addr = ib_addr(7);
-    uint8_t               buf[ORC_VERBS_ADDR_LEN];
-    struct ibv_ah_attr    ah = poisoned_ah();
+    uint8_t buf[ORC_VERBS_ADDR_LEN];
+    struct ibv_ah_attr ah = poisoned_ah();
 
     memset(&addr.gid, 0, sizeof(addr.gid));
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
@@ -302,8 +302,8 @@ TEST(verbs_addr, ib_round_trip_without_gid_is_local)
 TEST(verbs_addr, unspecified_link_layer_packs_as_ib)
 {
     orc_verbs_port_addr_t addr = ib_addr(9);
-    uint8_t               buf[ORC_VERBS_ADDR_LEN];
-    struct ibv_ah_attr    ah = poisoned_ah();
+    uint8_t buf[ORC_VERBS_ADDR_LEN];
+    struct ibv_ah_attr ah = poisoned_ah();
 
     addr.link_layer = IBV_LINK_LAYER_UNSPECIFIED;
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
@@ -314,7 +314,7 @@ TEST(verbs_addr, unspecified_link_layer_packs_as_ib)
 
 TEST(verbs_addr, encode_rejects_unreachable_port)
 {
-    uint8_t               buf[ORC_VERBS_ADDR_LEN];
+    uint8_t buf[ORC_VERBS_ADDR_LEN];
     orc_verbs_port_addr_t addr;
 
     addr = roce_addr();
@@ -333,14 +333,14 @@ TEST(verbs_addr, encode_rejects_unreachable_port)
     addr = ib_addr(0xbfff); /* highest unicast LID */
     EXPECT_EQ(0, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
 
-    addr = roce_addr();
+    addr            = roce_addr();
     addr.link_layer = 7; /* not a link layer */
     EXPECT_EQ(EINVAL, orc_verbs_addr_encode(&addr, buf, sizeof(buf)));
 }
 
 TEST(verbs_addr, decode_rejects_softnic_address)
 {
-    uint8_t            buf[64];
+    uint8_t buf[64];
     struct ibv_ah_attr ah = poisoned_ah();
 
     /* whatever follows a softnic tag, and whatever its length */
@@ -356,7 +356,7 @@ TEST(verbs_addr, decode_rejects_softnic_address)
 TEST(verbs_addr, decode_rejects_other_link_layer)
 {
     orc_verbs_port_addr_t roce = roce_addr(), ib = ib_addr(0x10);
-    uint8_t            roce_buf[ORC_VERBS_ADDR_LEN], ib_buf[ORC_VERBS_ADDR_LEN];
+    uint8_t roce_buf[ORC_VERBS_ADDR_LEN], ib_buf[ORC_VERBS_ADDR_LEN];
     struct ibv_ah_attr ah = poisoned_ah();
 
     ASSERT_EQ(0, orc_verbs_addr_encode(&roce, roce_buf, sizeof(roce_buf)));
@@ -374,10 +374,10 @@ TEST(verbs_addr, decode_rejects_other_link_layer)
 TEST(verbs_addr, decode_rejects_malformed)
 {
     orc_verbs_port_addr_t addr = roce_addr();
-    uint8_t               good[ORC_VERBS_ADDR_LEN], buf[ORC_VERBS_ADDR_LEN + 1];
-    struct ibv_ah_attr    ah = poisoned_ah();
-    size_t                len;
-    unsigned              tag;
+    uint8_t good[ORC_VERBS_ADDR_LEN], buf[ORC_VERBS_ADDR_LEN + 1];
+    struct ibv_ah_attr ah = poisoned_ah();
+    size_t len;
+    unsigned tag;
 
     ASSERT_EQ(0, orc_verbs_addr_encode(&addr, good, sizeof(good)));
 
@@ -442,8 +442,8 @@ TEST(verbs_list, enosys_is_no_devices)
 {
     ibv_list_failure failure(ENOSYS);
     orc_dev_config_t config;
-    orc_dev_info_t  *list = NULL;
-    int              count = -1;
+    orc_dev_info_t *list = NULL;
+    int count            = -1;
 
     ASSERT_EQ(0, orc_dev_verbs_ops.list(NULL, &list, &count));
     EXPECT_EQ(0, count);
@@ -451,7 +451,7 @@ TEST(verbs_list, enosys_is_no_devices)
 
     memset(&config, 0, sizeof(config));
     config.backend = ORC_DEV_BACKEND_VERBS;
-    count = -1;
+    count          = -1;
     ASSERT_EQ(0, orc_dev_list(&config, &list, &count));
     EXPECT_EQ(0, count);
 
@@ -463,8 +463,8 @@ TEST(verbs_list, enosys_is_no_devices)
 TEST(verbs_list, other_errors_are_errors)
 {
     orc_dev_config_t config;
-    orc_dev_info_t  *list;
-    int              count;
+    orc_dev_info_t *list;
+    int count;
 
     memset(&config, 0, sizeof(config));
     for (orc_dev_backend_t backend :
@@ -472,8 +472,8 @@ TEST(verbs_list, other_errors_are_errors)
         ibv_list_failure failure(EACCES);
 
         config.backend = backend;
-        list = (orc_dev_info_t *)&config;
-        count = -1;
+        list           = (orc_dev_info_t *)&config;
+        count          = -1;
         /* a real failure of libibverbs is reported, not taken for "no
          * devices" (auto does not silently fall through to softnic) */
         EXPECT_EQ(EACCES, orc_dev_list(&config, &list, &count))
@@ -495,8 +495,8 @@ TEST(verbs_list, other_errors_are_errors)
 TEST(verbs_list, failure_without_errno_is_eio)
 {
     ibv_list_failure failure(-1);
-    orc_dev_info_t  *list = NULL;
-    int              count = -1;
+    orc_dev_info_t *list = NULL;
+    int count            = -1;
 
     EXPECT_EQ(EIO, orc_dev_verbs_ops.list(NULL, &list, &count));
     EXPECT_EQ(0, count);

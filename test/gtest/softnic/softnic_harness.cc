@@ -86,7 +86,7 @@ int run_prog(const std::vector<std::string> &argv)
 
 static std::string self_dir()
 {
-    char    path[PATH_MAX];
+    char path[PATH_MAX];
     ssize_t l = readlink("/proc/self/exe", path, sizeof(path) - 1);
     if (l <= 0) {
         return ".";
@@ -114,10 +114,11 @@ static void enter_mnt_ns(mnt_ns_t mnt)
 }
 
 peer_proc::peer_proc(const std::string &name, const std::string &netns,
-                     mnt_ns_t mnt)
-    : m_name(name), m_pid(-1), m_fd(-1), m_status(0)
+                     mnt_ns_t mnt) :
+    m_name(name),
+    m_pid(-1), m_fd(-1), m_status(0)
 {
-    int         sv[2];
+    int sv[2];
     std::string exe = self_dir() + "/softnic_peer";
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -134,7 +135,7 @@ peer_proc::peer_proc(const std::string &name, const std::string &netns,
     if (pid == 0) {
         if (!netns.empty()) {
             std::string path = "/run/netns/" + netns;
-            int         nfd = open(path.c_str(), O_RDONLY);
+            int nfd          = open(path.c_str(), O_RDONLY);
             if ((nfd < 0) || (setns(nfd, CLONE_NEWNET) < 0)) {
                 fprintf(stderr, "softnic_peer: setns %s: %m\n", path.c_str());
                 _exit(126);
@@ -151,7 +152,7 @@ peer_proc::peer_proc(const std::string &name, const std::string &netns,
         _exit(127);
     }
     close(sv[1]);
-    m_fd = sv[0];
+    m_fd  = sv[0];
     m_pid = pid;
 }
 
@@ -181,7 +182,7 @@ peer_proc::~peer_proc()
 bool peer_proc::send(const std::string &line)
 {
     std::string l = line + "\n";
-    size_t      off = 0;
+    size_t off    = 0;
 
     m_last = line;
     if (m_fd < 0) {
@@ -199,8 +200,8 @@ bool peer_proc::send(const std::string &line)
 
 reply_t peer_proc::recv(int timeout_ms)
 {
-    reply_t     r;
-    double      deadline = now_ms() + timeout_ms;
+    reply_t r;
+    double deadline = now_ms() + timeout_ms;
     std::string head;
 
     r.ok = false;
@@ -211,9 +212,9 @@ reply_t peer_proc::recv(int timeout_ms)
             m_inbuf.erase(0, nl + 1);
             break;
         }
-        int           left = (int)(deadline - now_ms());
+        int left          = (int)(deadline - now_ms());
         struct pollfd pfd = {m_fd, POLLIN, 0};
-        int           ret = (left > 0) ? ::poll(&pfd, 1, left) : 0;
+        int ret           = (left > 0) ? ::poll(&pfd, 1, left) : 0;
         if (ret < 0 && errno == EINTR) {
             continue;
         }
@@ -224,7 +225,7 @@ reply_t peer_proc::recv(int timeout_ms)
             r.line = "ERR timeout";
             return r;
         }
-        char    buf[65536];
+        char buf[65536];
         ssize_t n = read(m_fd, buf, sizeof(buf));
         if (n <= 0) {
             r.line = "ERR peer_gone";
@@ -237,7 +238,7 @@ reply_t peer_proc::recv(int timeout_ms)
     parse_line(r.line, &head, &r.kv, &wcs);
     r.ok = (head == "OK");
     for (const std::string &w : wcs) {
-        wc_t               wc;
+        wc_t wc;
         unsigned long long id;
         if (sscanf(w.c_str(), "%llu:%d:%d:%u:%u:%u", &id, &wc.status,
                    &wc.opcode, &wc.byte_len, &wc.imm, &wc.flags) == 6) {
@@ -252,7 +253,7 @@ reply_t peer_proc::cmd(const std::string &line, int timeout_ms)
 {
     if (!send(line)) {
         reply_t r;
-        r.ok = false;
+        r.ok   = false;
         r.line = "ERR send_failed (" + m_name + " gone) for '" + line + "'";
         return r;
     }
@@ -279,11 +280,11 @@ bool peer_proc::wait_exit(int timeout_ms)
 {
     double deadline = now_ms() + timeout_ms;
     while (m_pid > 0) {
-        int   status;
+        int status;
         pid_t r = waitpid(m_pid, &status, WNOHANG);
         if ((r == m_pid) || ((r < 0) && (errno == ECHILD))) {
             m_status = (r == m_pid) ? status : 0;
-            m_pid = -1;
+            m_pid    = -1;
             return true;
         }
         if (now_ms() > deadline) {
@@ -319,14 +320,14 @@ void netns_pair::cleanup_stale()
 {
     FILE *f =
         popen("ip netns list 2>/dev/null; ip -o link show 2>/dev/null", "r");
-    char                     line[512];
+    char line[512];
     std::vector<std::string> ns_del, link_del;
 
     if (f == NULL) {
         return;
     }
     while (fgets(line, sizeof(line), f)) {
-        int  pid;
+        int pid;
         char side;
         char name[64];
         if (sscanf(line, "orc-t-%d-%c", &pid, &side) == 2) {
@@ -390,10 +391,10 @@ bool netns_pair::create(std::string *why)
      * test never starts on a link that is still coming up. */
     for (char side : {'a', 'b'}) {
         std::string cmd = "ip -n " + ns(side) + " -o link show orc0 2>&1";
-        bool        up = false;
+        bool up         = false;
         for (int i = 0; (i < 500) && !up; ++i) {
-            FILE *f = popen(cmd.c_str(), "r");
-            char  line[1024] = "";
+            FILE *f         = popen(cmd.c_str(), "r");
+            char line[1024] = "";
             if (f != NULL) {
                 if (fgets(line, sizeof(line), f) == NULL) {
                     line[0] = 0;
@@ -498,7 +499,7 @@ peer_proc &softnic_topo::spawn(char side, mnt_ns_t mnt,
     m_peers.emplace_back(
         new peer_proc(name, two_hosts() ? m_ns->ns(side) : "", mnt));
     peer_proc &p = *m_peers.back();
-    reply_t    r = p.cmd("open dev=" + dev_name() + " ifaces=" + ifaces() +
+    reply_t r    = p.cmd("open dev=" + dev_name() + " ifaces=" + ifaces() +
                          (open_args.empty() ? "" : " " + open_args));
     EXPECT_TRUE(r.ok) << name << ": " << r.line;
     return p;
@@ -507,7 +508,7 @@ peer_proc &softnic_topo::spawn(char side, mnt_ns_t mnt,
 mr_t softnic_topo::reg_mr(peer_proc &p, int id, size_t len,
                           const std::string &access, size_t guard)
 {
-    mr_t    m = {0, 0, 0};
+    mr_t m = {0, 0, 0};
     reply_t r =
         p.cmd("mr id=" + std::to_string(id) + " len=" + std::to_string(len) +
               " access=" + access + " guard=" + std::to_string(guard));
@@ -524,7 +525,7 @@ qp_ep_t softnic_topo::create_qp(peer_proc &p, int qp, bool srq)
     reply_t r =
         p.cmd("qp id=" + std::to_string(qp) + " srq=" + (srq ? "1" : "0"));
     EXPECT_TRUE(r.ok) << p.name() << ": " << r.line;
-    ep.qpn = (uint32_t)r.u("qpn");
+    ep.qpn  = (uint32_t)r.u("qpn");
     ep.addr = r.s("addr");
     return ep;
 }
@@ -555,7 +556,7 @@ std::vector<wc_t> softnic_topo::poll(peer_proc &p, const char *cq, int n,
 wc_t softnic_topo::post_wait(peer_proc &p, const std::string &post_args,
                              int timeout_ms)
 {
-    wc_t    none = {~0ull, -1, -1, 0, 0, 0};
+    wc_t none = {~0ull, -1, -1, 0, 0, 0};
     reply_t r = p.cmd("post " + post_args);
     EXPECT_TRUE(r.ok) << p.name() << ": post " << post_args << ": " << r.line;
     if (!r.ok) {

@@ -39,24 +39,24 @@ std::string topology_name(const ::testing::TestParamInfo<topology_t> &info);
 
 struct wc_t {
     uint64_t wr_id;
-    int      status;
-    int      opcode;
+    int status;
+    int opcode;
     uint32_t byte_len;
     uint32_t imm; /* as stored in ibv_wc.imm_data (network order) */
     unsigned flags;
 };
 
 struct reply_t {
-    bool              ok;
-    std::string       line;
-    kv_t              kv;
+    bool ok;
+    std::string line;
+    kv_t kv;
     std::vector<wc_t> wcs;
 
     explicit operator bool() const
     {
         return ok;
     }
-    uint64_t    u(const char *key) const;
+    uint64_t u(const char *key) const;
     std::string s(const char *key) const;
 };
 
@@ -84,7 +84,7 @@ class peer_proc
     /* Send a command and wait for its reply (bounded). */
     reply_t cmd(const std::string &line, int timeout_ms = CMD_TIMEOUT_MS);
     /* Split form, to run commands on several peers concurrently. */
-    bool    send(const std::string &line);
+    bool send(const std::string &line);
     reply_t recv(int timeout_ms = CMD_TIMEOUT_MS);
 
     void kill9();
@@ -107,11 +107,11 @@ class peer_proc
 
   private:
     std::string m_name;
-    pid_t       m_pid;
-    int         m_fd;
+    pid_t m_pid;
+    int m_fd;
     std::string m_inbuf;
     std::string m_last;
-    int         m_status; /* wait status of the exited process */
+    int m_status; /* wait status of the exited process */
 };
 
 /* The two namespaces of the two_hosts topology. */
@@ -123,14 +123,14 @@ class netns_pair
     bool create(std::string *why);
     void destroy();
     /* Take the veth down / delete it: the two hosts can no longer talk. */
-    bool        cut_link(bool del);
+    bool cut_link(bool del);
     std::string ns(char side) const;
 
     static void cleanup_stale();
 
   private:
     std::string m_prefix;
-    bool        m_created;
+    bool m_created;
 };
 
 struct mr_t {
@@ -147,16 +147,16 @@ struct mr_t {
 };
 
 struct qp_ep_t {
-    uint32_t    qpn;
+    uint32_t qpn;
     std::string addr;
 };
 
 /* Parameters of the INIT→RTR→RTS sequence in the peer ("connect"). */
 struct conn_opts {
-    int         timeout = 14;
-    int         retry = 7;
-    int         rnr_retry = 7;
-    int         min_rnr = 12;
+    int timeout        = 14;
+    int retry          = 7;
+    int rnr_retry      = 7;
+    int min_rnr        = 12;
     std::string access = "LW,RW,RR,RA";
     std::string str() const;
 };
@@ -182,23 +182,23 @@ class softnic_topo : public ::testing::TestWithParam<topology_t>
     peer_proc &spawn(char side, mnt_ns_t mnt = MNT_SAME,
                      const std::string &open_args = "");
 
-    mr_t    reg_mr(peer_proc &p, int id, size_t len,
-                   const std::string &access = "LW,RW,RR,RA", size_t guard = 0);
+    mr_t reg_mr(peer_proc &p, int id, size_t len,
+                const std::string &access = "LW,RW,RR,RA", size_t guard = 0);
     qp_ep_t create_qp(peer_proc &p, int qp, bool srq = false);
     /* Create qp qa on a and qb on b and connect them to each other. */
     void connect(peer_proc &a, int qa, peer_proc &b, int qb,
                  const conn_opts &oa = conn_opts(),
                  const conn_opts &ob = conn_opts(), bool srq_b = false);
     /* post + poll of one signaled WR; returns its completion. */
-    wc_t              post_wait(peer_proc &p, const std::string &post_args,
-                                int timeout_ms = 10000);
+    wc_t post_wait(peer_proc &p, const std::string &post_args,
+                   int timeout_ms = 10000);
     std::vector<wc_t> poll(peer_proc &p, const char *cq, int n,
                            int timeout_ms = 10000);
 
     /* the two QPs of the last connect() */
-    qp_ep_t                                 m_last_ea, m_last_eb;
+    qp_ep_t m_last_ea, m_last_eb;
     std::vector<std::unique_ptr<peer_proc>> m_peers;
-    std::unique_ptr<netns_pair>             m_ns;
+    std::unique_ptr<netns_pair> m_ns;
 };
 
 /* Both accept "<< more context". */

@@ -65,7 +65,7 @@ class softnic_inproc : public ::testing::Test
     void open(softnic_config_t cfg)
     {
         cfg.ifaces = "lo";
-        m_dev = softnic_dev_open("soft_lo", &cfg);
+        m_dev      = softnic_dev_open("soft_lo", &cfg);
         ASSERT_NE(nullptr, m_dev)
             << "softnic_dev_open(soft_lo): " << strerror(errno);
         m_pd = softnic_pd_alloc(m_dev);
@@ -103,14 +103,14 @@ class softnic_inproc : public ::testing::Test
     softnic_qp_t *new_qp(softnic_cq_t *cq = NULL, softnic_cq_t *rcq = NULL)
     {
         softnic_qp_init_attr_t attr = {};
-        attr.send_cq = cq ? cq : m_cq;
-        attr.recv_cq = rcq ? rcq : attr.send_cq;
-        attr.cap.max_send_wr = 64;
-        attr.cap.max_recv_wr = 64;
-        attr.cap.max_send_sge = 1;
-        attr.cap.max_recv_sge = 1;
-        attr.qp_type = IBV_QPT_RC;
-        softnic_qp_t *qp = softnic_qp_create(m_pd, &attr);
+        attr.send_cq                = cq ? cq : m_cq;
+        attr.recv_cq                = rcq ? rcq : attr.send_cq;
+        attr.cap.max_send_wr        = 64;
+        attr.cap.max_recv_wr        = 64;
+        attr.cap.max_send_sge       = 1;
+        attr.cap.max_recv_sge       = 1;
+        attr.qp_type                = IBV_QPT_RC;
+        softnic_qp_t *qp            = softnic_qp_create(m_pd, &attr);
         EXPECT_NE(nullptr, qp) << strerror(errno);
         return qp;
     }
@@ -127,22 +127,22 @@ class softnic_inproc : public ::testing::Test
     void fill_attr(ibv_qp_attr *a, ibv_qp_state state, uint32_t dest_qpn)
     {
         memset(a, 0, sizeof(*a));
-        a->qp_state = state;
-        a->pkey_index = 0;
-        a->port_num = 1;
+        a->qp_state        = state;
+        a->pkey_index      = 0;
+        a->port_num        = 1;
         a->qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
         ASSERT_EQ(0, softnic_dev_addr_unpack(m_dev, m_addr.data(),
                                              m_addr.size(), &a->ah_attr));
-        a->path_mtu = m_port.active_mtu;
-        a->dest_qp_num = dest_qpn;
-        a->rq_psn = 0;
+        a->path_mtu           = m_port.active_mtu;
+        a->dest_qp_num        = dest_qpn;
+        a->rq_psn             = 0;
         a->max_dest_rd_atomic = 1;
-        a->min_rnr_timer = 12;
-        a->sq_psn = 0;
-        a->timeout = 14;
-        a->retry_cnt = 7;
-        a->rnr_retry = 7;
-        a->max_rd_atomic = 1;
+        a->min_rnr_timer      = 12;
+        a->sq_psn             = 0;
+        a->timeout            = 14;
+        a->retry_cnt          = 7;
+        a->rnr_retry          = 7;
+        a->max_rd_atomic      = 1;
     }
 
     int modify(softnic_qp_t *qp, ibv_qp_state state, int mask,
@@ -155,7 +155,7 @@ class softnic_inproc : public ::testing::Test
 
     int state(softnic_qp_t *qp)
     {
-        ibv_qp_attr            a;
+        ibv_qp_attr a;
         softnic_qp_init_attr_t init;
         memset(&a, 0, sizeof(a));
         int ret = softnic_qp_query(qp, &a, IBV_QP_STATE, &init);
@@ -181,11 +181,11 @@ class softnic_inproc : public ::testing::Test
         ASSERT_EQ(0, modify(qp, IBV_QPS_RTS, RTS_REQ, dest));
     }
 
-    softnic_dev_t              *m_dev = nullptr;
-    softnic_pd_t               *m_pd = nullptr;
-    softnic_cq_t               *m_cq = nullptr;
-    ibv_port_attr               m_port;
-    std::vector<uint8_t>        m_addr;
+    softnic_dev_t *m_dev = nullptr;
+    softnic_pd_t *m_pd   = nullptr;
+    softnic_cq_t *m_cq   = nullptr;
+    ibv_port_attr m_port;
+    std::vector<uint8_t> m_addr;
     std::vector<softnic_qp_t *> m_qps;
 };
 

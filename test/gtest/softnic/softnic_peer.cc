@@ -48,31 +48,31 @@ namespace
 {
 
 struct peer_mr {
-    uint8_t      *base; /* mapping: guard | region | guard */
-    size_t        map_len;
-    size_t        guard;
-    uint8_t      *buf; /* the registered region */
-    size_t        len;
+    uint8_t *base; /* mapping: guard | region | guard */
+    size_t map_len;
+    size_t guard;
+    uint8_t *buf; /* the registered region */
+    size_t len;
     softnic_mr_t *mr; /* NULL after dereg (the memory stays mapped) */
 };
 
 struct peer {
-    int                           fd;
-    softnic_dev_t                *dev;
-    softnic_pd_t                 *pd;
-    softnic_cq_t                 *scq;
-    softnic_cq_t                 *rcq;
-    softnic_srq_t                *srq;
-    std::map<int, peer_mr>        mrs;
+    int fd;
+    softnic_dev_t *dev;
+    softnic_pd_t *pd;
+    softnic_cq_t *scq;
+    softnic_cq_t *rcq;
+    softnic_srq_t *srq;
+    std::map<int, peer_mr> mrs;
     std::map<int, softnic_qp_t *> qps;
-    std::string                   inbuf;
+    std::string inbuf;
 };
 
 peer g_peer;
 
 /* softnic's messages, kept when the device is opened with log=1; softnic's
  * threads append under g_log_lock */
-pthread_mutex_t          g_log_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t g_log_lock = PTHREAD_MUTEX_INITIALIZER;
 std::vector<std::string> g_log;
 
 const uint8_t GUARD_BYTE = 0xA5;
@@ -107,7 +107,7 @@ std::string str(const kv_t &kv, const char *key, const char *def)
 std::string fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
 std::string fmt(const char *f, ...)
 {
-    char    buf[512];
+    char buf[512];
     va_list ap;
     va_start(ap, f);
     vsnprintf(buf, sizeof(buf), f, ap);
@@ -122,8 +122,8 @@ std::string err(int e, const char *what)
 
 int parse_access(const std::string &s)
 {
-    int                access = 0;
-    std::string        tok;
+    int access = 0;
+    std::string tok;
     std::istringstream in(s);
     while (std::getline(in, tok, ',')) {
         if (tok == "LW")
@@ -199,7 +199,7 @@ int poll_n(softnic_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out)
 {
     double deadline = now_ms() + timeout_ms;
     ibv_wc wc[16];
-    int    got = 0, idle = 0;
+    int got = 0, idle = 0;
 
     while (got < n) {
         int ret = softnic_cq_poll(cq, std::min(16, n - got), wc);
@@ -248,10 +248,10 @@ void keep_log(void *arg, softnic_log_level_t level, const char *dev,
 std::string cmd_open(const kv_t &kv)
 {
     softnic_config_t cfg = {};
-    std::string      ifaces = str(kv, "ifaces", "lo");
-    std::string      name = str(kv, "dev", "soft_lo");
-    int              cqe = (int)num(kv, "cqe", 8192);
-    char             why[256];
+    std::string ifaces   = str(kv, "ifaces", "lo");
+    std::string name     = str(kv, "dev", "soft_lo");
+    int cqe              = (int)num(kv, "cqe", 8192);
+    char why[256];
 
     /* SOFTNIC_NO_CMA, SOFTNIC_LOG, ... for whoever debugs a test */
     if (softnic_config_from_env(&cfg, "SOFTNIC_", why, sizeof(why)) != 0) {
@@ -281,20 +281,20 @@ std::string cmd_open(const kv_t &kv)
 
 std::string cmd_mr(const kv_t &kv)
 {
-    int     id = (int)num(kv, "id", 0);
-    size_t  len = num(kv, "len", 4096);
-    size_t  guard = num(kv, "guard", 0);
-    size_t  offset = num(kv, "regoff", 0); /* register at buf+regoff */
-    int     access = parse_access(str(kv, "access", "LW,RW,RR,RA"));
+    int id        = (int)num(kv, "id", 0);
+    size_t len    = num(kv, "len", 4096);
+    size_t guard  = num(kv, "guard", 0);
+    size_t offset = num(kv, "regoff", 0); /* register at buf+regoff */
+    int access    = parse_access(str(kv, "access", "LW,RW,RR,RA"));
     peer_mr m;
 
     if (g_peer.mrs.count(id)) {
         return err(EEXIST, "mr_id");
     }
-    m.guard = guard;
+    m.guard   = guard;
     m.map_len = len + 2 * guard + offset;
-    m.base = (uint8_t *)mmap(NULL, m.map_len, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    m.base    = (uint8_t *)mmap(NULL, m.map_len, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m.base == MAP_FAILED) {
         return err(errno, "mmap");
     }
@@ -328,7 +328,7 @@ std::string cmd_dereg(const kv_t &kv)
     }
     if (num(kv, "wait_nonzero", 0)) {
         volatile uint64_t *p = (volatile uint64_t *)m->buf;
-        double             deadline = now_ms() + 10000;
+        double deadline      = now_ms() + 10000;
         while ((*p == 0) && (now_ms() < deadline)) {
         }
         if (*p == 0) {
@@ -354,26 +354,26 @@ std::string cmd_dereg(const kv_t &kv)
 std::string cmd_writeloop(const kv_t &kv)
 {
     softnic_qp_t *qp = find_qp(kv);
-    peer_mr      *m = find_mr(kv);
-    size_t        n = num(kv, "n", 1000), len = num(kv, "len", 4096);
-    size_t        ok = 0;
-    int           status = IBV_WC_SUCCESS;
+    peer_mr *m       = find_mr(kv);
+    size_t n = num(kv, "n", 1000), len = num(kv, "len", 4096);
+    size_t ok  = 0;
+    int status = IBV_WC_SUCCESS;
 
     if ((qp == NULL) || (m == NULL) || (m->mr == NULL) || (len > m->len)) {
         return err(EINVAL, "writeloop_args");
     }
     while ((ok < n) && (status == IBV_WC_SUCCESS)) {
-        ibv_sge     sge = {(uintptr_t)m->buf, (uint32_t)len, m->mr->lkey};
+        ibv_sge sge = {(uintptr_t)m->buf, (uint32_t)len, m->mr->lkey};
         ibv_send_wr wr, *bad;
         memset(&wr, 0, sizeof(wr));
-        wr.wr_id = ok;
-        wr.sg_list = &sge;
-        wr.num_sge = 1;
-        wr.opcode = IBV_WR_RDMA_WRITE;
-        wr.send_flags = IBV_SEND_SIGNALED;
+        wr.wr_id               = ok;
+        wr.sg_list             = &sge;
+        wr.num_sge             = 1;
+        wr.opcode              = IBV_WR_RDMA_WRITE;
+        wr.send_flags          = IBV_SEND_SIGNALED;
         wr.wr.rdma.remote_addr = num(kv, "raddr", 0);
-        wr.wr.rdma.rkey = (uint32_t)num(kv, "rkey", 0);
-        int ret = softnic_post_send(qp, &wr, &bad);
+        wr.wr.rdma.rkey        = (uint32_t)num(kv, "rkey", 0);
+        int ret                = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             return err(ret, "post_send");
         }
@@ -394,9 +394,9 @@ std::string cmd_fill_check(const kv_t &kv, bool check)
     if (m == NULL) {
         return err(ENOENT, "mr");
     }
-    size_t   off = num(kv, "off", 0), len = num(kv, "len", m->len);
+    size_t off = num(kv, "off", 0), len = num(kv, "len", m->len);
     uint32_t seed = (uint32_t)num(kv, "seed", 1);
-    size_t   count = num(kv, "count", 1), stride = num(kv, "stride", len);
+    size_t count = num(kv, "count", 1), stride = num(kv, "stride", len);
     /* pattern position of the first byte: checks a sub-range of a fill */
     size_t pos = num(kv, "pos", 0);
     for (size_t j = 0; j < count; ++j) {
@@ -437,7 +437,7 @@ std::string cmd_guardcheck(const kv_t &kv)
 std::string cmd_get_set64(const kv_t &kv, bool set)
 {
     peer_mr *m = find_mr(kv, "id");
-    size_t   off = num(kv, "off", 0);
+    size_t off = num(kv, "off", 0);
     if ((m == NULL) || (off + 8 > m->len)) {
         return err(ENOENT, "mr");
     }
@@ -452,27 +452,27 @@ std::string cmd_get_set64(const kv_t &kv, bool set)
 std::string cmd_srq(const kv_t &kv)
 {
     ibv_srq_init_attr attr = {};
-    attr.attr.max_wr = (uint32_t)num(kv, "max_wr", 1024);
-    attr.attr.max_sge = 1;
-    g_peer.srq = softnic_srq_create(g_peer.pd, &attr);
+    attr.attr.max_wr       = (uint32_t)num(kv, "max_wr", 1024);
+    attr.attr.max_sge      = 1;
+    g_peer.srq             = softnic_srq_create(g_peer.pd, &attr);
     return (g_peer.srq == NULL) ? err(errno, "srq_create") : "OK";
 }
 
 std::string cmd_qp(const kv_t &kv)
 {
-    int                    id = (int)num(kv, "id", 0);
+    int id                      = (int)num(kv, "id", 0);
     softnic_qp_init_attr_t attr = {};
 
-    attr.send_cq = g_peer.scq;
-    attr.recv_cq = g_peer.rcq;
-    attr.srq = num(kv, "srq", 0) ? g_peer.srq : NULL;
-    attr.cap.max_send_wr = (uint32_t)num(kv, "sq", 512);
-    attr.cap.max_recv_wr = attr.srq ? 0 : (uint32_t)num(kv, "rq", 512);
-    attr.cap.max_send_sge = 2;
-    attr.cap.max_recv_sge = 2;
+    attr.send_cq             = g_peer.scq;
+    attr.recv_cq             = g_peer.rcq;
+    attr.srq                 = num(kv, "srq", 0) ? g_peer.srq : NULL;
+    attr.cap.max_send_wr     = (uint32_t)num(kv, "sq", 512);
+    attr.cap.max_recv_wr     = attr.srq ? 0 : (uint32_t)num(kv, "rq", 512);
+    attr.cap.max_send_sge    = 2;
+    attr.cap.max_recv_sge    = 2;
     attr.cap.max_inline_data = 64;
-    attr.qp_type = IBV_QPT_RC;
-    attr.sq_sig_all = (int)num(kv, "sig_all", 0);
+    attr.qp_type             = IBV_QPT_RC;
+    attr.sq_sig_all          = (int)num(kv, "sig_all", 0);
 
     softnic_qp_t *qp = softnic_qp_create(g_peer.pd, &attr);
     if (qp == NULL) {
@@ -481,7 +481,7 @@ std::string cmd_qp(const kv_t &kv)
     g_peer.qps[id] = qp;
 
     uint8_t addr[SOFTNIC_ADDR_LEN];
-    int     ret = softnic_dev_addr_pack(g_peer.dev, addr, sizeof(addr));
+    int ret = softnic_dev_addr_pack(g_peer.dev, addr, sizeof(addr));
     if (ret) {
         return err(ret, "addr_pack");
     }
@@ -490,24 +490,24 @@ std::string cmd_qp(const kv_t &kv)
 
 std::string cmd_connect(const kv_t &kv)
 {
-    softnic_qp_t        *qp = find_qp(kv);
+    softnic_qp_t *qp = find_qp(kv);
     std::vector<uint8_t> addr;
-    ibv_qp_attr          a;
-    ibv_port_attr        port;
-    int                  ret;
+    ibv_qp_attr a;
+    ibv_port_attr port;
+    int ret;
 
     if ((qp == NULL) || !from_hex(str(kv, "addr", ""), &addr)) {
         return err(EINVAL, "connect_args");
     }
 
     memset(&a, 0, sizeof(a));
-    a.qp_state = IBV_QPS_INIT;
-    a.pkey_index = 0;
-    a.port_num = 1;
+    a.qp_state        = IBV_QPS_INIT;
+    a.pkey_index      = 0;
+    a.port_num        = 1;
     a.qp_access_flags = parse_access(str(kv, "access", "LW,RW,RR,RA"));
-    ret = softnic_qp_modify(qp, &a,
-                            IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
-                                IBV_QP_ACCESS_FLAGS);
+    ret               = softnic_qp_modify(qp, &a,
+                                          IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                                              IBV_QP_ACCESS_FLAGS);
     if (ret) {
         return err(ret, "modify_init");
     }
@@ -522,31 +522,32 @@ std::string cmd_connect(const kv_t &kv)
     if (ret) {
         return err(ret, "addr_unpack");
     }
-    a.qp_state = IBV_QPS_RTR;
-    a.path_mtu = port.active_mtu;
-    a.dest_qp_num = (uint32_t)num(kv, "qpn", 0);
-    a.rq_psn = (uint32_t)num(kv, "rpsn", 0);
+    a.qp_state           = IBV_QPS_RTR;
+    a.path_mtu           = port.active_mtu;
+    a.dest_qp_num        = (uint32_t)num(kv, "qpn", 0);
+    a.rq_psn             = (uint32_t)num(kv, "rpsn", 0);
     a.max_dest_rd_atomic = (uint8_t)num(kv, "rd_atomic", 16);
-    a.min_rnr_timer = (uint8_t)num(kv, "min_rnr", 12);
-    ret = softnic_qp_modify(
-        qp, &a,
-        IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
-            IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+    a.min_rnr_timer      = (uint8_t)num(kv, "min_rnr", 12);
+    ret =
+        softnic_qp_modify(qp, &a,
+                          IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+                              IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                              IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     if (ret) {
         return err(ret, "modify_rtr");
     }
 
     memset(&a, 0, sizeof(a));
-    a.qp_state = IBV_QPS_RTS;
-    a.sq_psn = (uint32_t)num(kv, "spsn", 0);
-    a.timeout = (uint8_t)num(kv, "timeout", 14);
-    a.retry_cnt = (uint8_t)num(kv, "retry", 7);
-    a.rnr_retry = (uint8_t)num(kv, "rnr_retry", 7);
+    a.qp_state      = IBV_QPS_RTS;
+    a.sq_psn        = (uint32_t)num(kv, "spsn", 0);
+    a.timeout       = (uint8_t)num(kv, "timeout", 14);
+    a.retry_cnt     = (uint8_t)num(kv, "retry", 7);
+    a.rnr_retry     = (uint8_t)num(kv, "rnr_retry", 7);
     a.max_rd_atomic = (uint8_t)num(kv, "rd_atomic", 16);
-    ret = softnic_qp_modify(qp, &a,
-                            IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
-                                IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                                IBV_QP_MAX_QP_RD_ATOMIC);
+    ret             = softnic_qp_modify(qp, &a,
+                                        IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
+                                            IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                                            IBV_QP_MAX_QP_RD_ATOMIC);
     if (ret) {
         return err(ret, "modify_rts");
     }
@@ -562,37 +563,37 @@ std::string cmd_connect(const kv_t &kv)
 std::string cmd_post(const kv_t &kv)
 {
     softnic_qp_t *qp = find_qp(kv);
-    peer_mr      *m = find_mr(kv);
+    peer_mr *m       = find_mr(kv);
     ibv_wr_opcode op;
 
     if ((qp == NULL) || !parse_opcode(str(kv, "op", ""), &op)) {
         return err(EINVAL, "post_args");
     }
-    size_t                   count = num(kv, "count", 1);
-    size_t                   len = num(kv, "len", 8);
-    size_t                   off = num(kv, "off", 0);
-    size_t                   stride = num(kv, "stride", 0);
-    size_t                   rstride = num(kv, "rstride", 0);
-    int                      nsge = (int)num(kv, "nsge", 1);
-    int                      flags = parse_send_flags(str(kv, "flags", "S"));
-    bool                     siglast = num(kv, "siglast", 0);
+    size_t count   = num(kv, "count", 1);
+    size_t len     = num(kv, "len", 8);
+    size_t off     = num(kv, "off", 0);
+    size_t stride  = num(kv, "stride", 0);
+    size_t rstride = num(kv, "rstride", 0);
+    int nsge       = (int)num(kv, "nsge", 1);
+    int flags      = parse_send_flags(str(kv, "flags", "S"));
+    bool siglast   = num(kv, "siglast", 0);
     std::vector<ibv_send_wr> wrs(count);
-    std::vector<ibv_sge>     sges(count);
+    std::vector<ibv_sge> sges(count);
 
     for (size_t j = 0; j < count; ++j) {
         ibv_send_wr &wr = wrs[j];
-        ibv_sge     &sge = sges[j];
+        ibv_sge &sge    = sges[j];
         memset(&wr, 0, sizeof(wr));
-        sge.addr = has(kv, "laddr")
-                       ? num(kv, "laddr", 0)
-                       : (m ? (uintptr_t)(m->buf + off + j * stride) : 0);
-        sge.length = (uint32_t)len;
-        sge.lkey = has(kv, "lkey") ? (uint32_t)num(kv, "lkey", 0)
-                                   : ((m && m->mr) ? m->mr->lkey : 0);
-        wr.wr_id = num(kv, "wr", 0) + j;
-        wr.sg_list = &sge;
-        wr.num_sge = nsge;
-        wr.opcode = op;
+        sge.addr      = has(kv, "laddr")
+                            ? num(kv, "laddr", 0)
+                            : (m ? (uintptr_t)(m->buf + off + j * stride) : 0);
+        sge.length    = (uint32_t)len;
+        sge.lkey      = has(kv, "lkey") ? (uint32_t)num(kv, "lkey", 0)
+                                        : ((m && m->mr) ? m->mr->lkey : 0);
+        wr.wr_id      = num(kv, "wr", 0) + j;
+        wr.sg_list    = &sge;
+        wr.num_sge    = nsge;
+        wr.opcode     = op;
         wr.send_flags = flags;
         if (siglast && (j + 1 < count)) {
             wr.send_flags &= ~IBV_SEND_SIGNALED;
@@ -601,20 +602,20 @@ std::string cmd_post(const kv_t &kv)
         if ((op == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
             (op == IBV_WR_ATOMIC_CMP_AND_SWP)) {
             wr.wr.atomic.remote_addr = num(kv, "raddr", 0) + j * rstride;
-            wr.wr.atomic.rkey = (uint32_t)num(kv, "rkey", 0);
+            wr.wr.atomic.rkey        = (uint32_t)num(kv, "rkey", 0);
             wr.wr.atomic.compare_add = (op == IBV_WR_ATOMIC_FETCH_AND_ADD)
                                            ? num(kv, "add", 1)
                                            : num(kv, "cmp", 0);
-            wr.wr.atomic.swap = num(kv, "swap", 0);
+            wr.wr.atomic.swap        = num(kv, "swap", 0);
         } else {
             wr.wr.rdma.remote_addr = num(kv, "raddr", 0) + j * rstride;
-            wr.wr.rdma.rkey = (uint32_t)num(kv, "rkey", 0);
+            wr.wr.rdma.rkey        = (uint32_t)num(kv, "rkey", 0);
         }
         wr.next = (j + 1 < count) ? &wrs[j + 1] : NULL;
     }
 
     ibv_send_wr *bad = NULL;
-    int          ret = softnic_post_send(qp, wrs.data(), &bad);
+    int ret          = softnic_post_send(qp, wrs.data(), &bad);
     if (ret) {
         return err(ret, "post_send") +
                fmt(" bad=%td", bad ? (bad - wrs.data()) : (ptrdiff_t)-1);
@@ -625,26 +626,26 @@ std::string cmd_post(const kv_t &kv)
 /* recv qp= mr= off= len= wr= [count= stride= srq=1] */
 std::string cmd_recv(const kv_t &kv)
 {
-    peer_mr      *m = find_mr(kv);
-    bool          to_srq = num(kv, "srq", 0);
+    peer_mr *m       = find_mr(kv);
+    bool to_srq      = num(kv, "srq", 0);
     softnic_qp_t *qp = find_qp(kv);
-    size_t        count = num(kv, "count", 1), len = num(kv, "len", 64);
-    size_t        off = num(kv, "off", 0), stride = num(kv, "stride", len);
+    size_t count = num(kv, "count", 1), len = num(kv, "len", 64);
+    size_t off = num(kv, "off", 0), stride = num(kv, "stride", len);
     std::vector<ibv_recv_wr> wrs(count);
-    std::vector<ibv_sge>     sges(count);
+    std::vector<ibv_sge> sges(count);
 
     if ((m == NULL) || (to_srq ? (g_peer.srq == NULL) : (qp == NULL))) {
         return err(EINVAL, "recv_args");
     }
     for (size_t j = 0; j < count; ++j) {
         memset(&wrs[j], 0, sizeof(wrs[j]));
-        sges[j].addr = (uintptr_t)(m->buf + off + j * stride);
+        sges[j].addr   = (uintptr_t)(m->buf + off + j * stride);
         sges[j].length = (uint32_t)len;
-        sges[j].lkey = m->mr ? m->mr->lkey : 0;
-        wrs[j].wr_id = num(kv, "wr", 0) + j;
+        sges[j].lkey   = m->mr ? m->mr->lkey : 0;
+        wrs[j].wr_id   = num(kv, "wr", 0) + j;
         wrs[j].sg_list = &sges[j];
         wrs[j].num_sge = 1;
-        wrs[j].next = (j + 1 < count) ? &wrs[j + 1] : NULL;
+        wrs[j].next    = (j + 1 < count) ? &wrs[j + 1] : NULL;
     }
     ibv_recv_wr *bad = NULL;
     int ret = to_srq ? softnic_post_srq_recv(g_peer.srq, wrs.data(), &bad)
@@ -657,10 +658,10 @@ std::string cmd_recv(const kv_t &kv)
 std::string cmd_poll(const kv_t &kv)
 {
     std::vector<ibv_wc> wcs;
-    double              t0 = now_ms();
-    int                 ret = poll_n(cq_by_name(kv), (int)num(kv, "n", 1),
-                                     (double)num(kv, "timeout", 10000), &wcs);
-    double              elapsed = now_ms() - t0;
+    double t0      = now_ms();
+    int ret        = poll_n(cq_by_name(kv), (int)num(kv, "n", 1),
+                            (double)num(kv, "timeout", 10000), &wcs);
+    double elapsed = now_ms() - t0;
     if (num(kv, "exit", 0)) {
         /* end the process the moment the completions are in: exit status
          * 0 if all n arrived and succeeded */
@@ -690,8 +691,8 @@ std::string cmd_poll(const kv_t &kv)
 
 std::string cmd_query(const kv_t &kv)
 {
-    softnic_qp_t          *qp = find_qp(kv);
-    ibv_qp_attr            a;
+    softnic_qp_t *qp = find_qp(kv);
+    ibv_qp_attr a;
     softnic_qp_init_attr_t init;
     if (qp == NULL) {
         return err(EINVAL, "qp");
@@ -704,14 +705,14 @@ std::string cmd_query(const kv_t &kv)
 std::string cmd_modify(const kv_t &kv)
 {
     softnic_qp_t *qp = find_qp(kv);
-    ibv_qp_attr   a;
+    ibv_qp_attr a;
     if (qp == NULL) {
         return err(EINVAL, "qp");
     }
     memset(&a, 0, sizeof(a));
     std::string s = str(kv, "state", "ERR");
-    a.qp_state = (s == "RESET") ? IBV_QPS_RESET : IBV_QPS_ERR;
-    int ret = softnic_qp_modify(qp, &a, IBV_QP_STATE);
+    a.qp_state    = (s == "RESET") ? IBV_QPS_RESET : IBV_QPS_ERR;
+    int ret       = softnic_qp_modify(qp, &a, IBV_QP_STATE);
     return ret ? err(ret, "qp_modify") : "OK";
 }
 
@@ -738,37 +739,37 @@ std::string cmd_destroyqp(const kv_t &kv)
 std::string cmd_atomics(const kv_t &kv)
 {
     softnic_qp_t *qp = find_qp(kv);
-    peer_mr      *m = find_mr(kv);
-    size_t        n = num(kv, "n", 100);
-    bool          cas = str(kv, "op", "FADD") == "CAS";
-    size_t        off = num(kv, "off", 0);
-    std::string   vals;
-    uint64_t      guess = 0, tries = 0, done = 0;
+    peer_mr *m       = find_mr(kv);
+    size_t n         = num(kv, "n", 100);
+    bool cas         = str(kv, "op", "FADD") == "CAS";
+    size_t off       = num(kv, "off", 0);
+    std::string vals;
+    uint64_t guess = 0, tries = 0, done = 0;
 
     if ((qp == NULL) || (m == NULL) || (off + 8 > m->len)) {
         return err(EINVAL, "atomics_args");
     }
-    double             deadline = now_ms() + (double)num(kv, "timeout", 60000);
+    double deadline        = now_ms() + (double)num(kv, "timeout", 60000);
     volatile uint64_t *res = (volatile uint64_t *)(m->buf + off);
     while (done < n) {
         if ((now_ms() > deadline) || (tries > n * 1000)) {
             return fmt("ERR timeout done=%" PRIu64, done);
         }
-        ibv_sge     sge = {(uintptr_t)res, 8, m->mr->lkey};
+        ibv_sge sge = {(uintptr_t)res, 8, m->mr->lkey};
         ibv_send_wr wr, *bad;
         memset(&wr, 0, sizeof(wr));
-        wr.wr_id = tries;
+        wr.wr_id   = tries;
         wr.sg_list = &sge;
         wr.num_sge = 1;
         wr.opcode =
             cas ? IBV_WR_ATOMIC_CMP_AND_SWP : IBV_WR_ATOMIC_FETCH_AND_ADD;
-        wr.send_flags = IBV_SEND_SIGNALED;
+        wr.send_flags            = IBV_SEND_SIGNALED;
         wr.wr.atomic.remote_addr = num(kv, "raddr", 0);
-        wr.wr.atomic.rkey = (uint32_t)num(kv, "rkey", 0);
+        wr.wr.atomic.rkey        = (uint32_t)num(kv, "rkey", 0);
         wr.wr.atomic.compare_add = cas ? guess : 1;
-        wr.wr.atomic.swap = guess + 1;
-        *res = 0xdeadbeefdeadbeefull;
-        int ret = softnic_post_send(qp, &wr, &bad);
+        wr.wr.atomic.swap        = guess + 1;
+        *res                     = 0xdeadbeefdeadbeefull;
+        int ret                  = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             return err(ret, "post_send");
         }
@@ -803,8 +804,8 @@ std::string cmd_atomics(const kv_t &kv)
  */
 std::string cmd_connpath(const kv_t &kv)
 {
-    std::string needle = fmt("qp 0x%" PRIx64 ": connected to qp ",
-                             num(kv, "qpn", 0));
+    std::string needle =
+        fmt("qp 0x%" PRIx64 ": connected to qp ", num(kv, "qpn", 0));
     std::string path;
 
     if (g_peer.dev == NULL) {
@@ -830,7 +831,7 @@ std::string cmd_connpath(const kv_t &kv)
 std::string cmd_listeners()
 {
     std::set<unsigned long> inodes;
-    DIR                    *d = opendir("/proc/self/fd");
+    DIR *d = opendir("/proc/self/fd");
     if (d == NULL) {
         return err(errno, "opendir");
     }
@@ -851,14 +852,14 @@ std::string cmd_listeners()
     closedir(d);
 
     std::string out = "OK";
-    FILE       *f = fopen("/proc/self/net/tcp", "r");
+    FILE *f         = fopen("/proc/self/net/tcp", "r");
     if (f == NULL) {
         return err(errno, "fopen");
     }
     char line[512];
-    int  count = 0;
+    int count = 0;
     while (fgets(line, sizeof(line), f)) {
-        unsigned      ip, port, st;
+        unsigned ip, port, st;
         unsigned long ino;
         if (sscanf(line,
                    " %*d: %x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu",
@@ -879,12 +880,12 @@ std::string cmd_listeners()
 int raw_connect(const std::string &host, unsigned port)
 {
     struct sockaddr_in sa = {};
-    int                fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd                = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) {
         return -1;
     }
     sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
+    sa.sin_port   = htons((uint16_t)port);
     inet_pton(AF_INET, host.c_str(), &sa.sin_addr);
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
@@ -946,12 +947,12 @@ bool raw_session(const std::string &host, unsigned port,
 std::string cmd_raw(const kv_t &kv)
 {
     std::string host = str(kv, "host", "127.0.0.1");
-    unsigned    port = (unsigned)num(kv, "port", 0);
-    std::string c = str(kv, "case", "garbage");
-    size_t      sent = 0;
-    int         sessions = 0;
-    unsigned    rnd = (unsigned)num(kv, "seed", 1);
-    double      t0 = now_ms();
+    unsigned port    = (unsigned)num(kv, "port", 0);
+    std::string c    = str(kv, "case", "garbage");
+    size_t sent      = 0;
+    int sessions     = 0;
+    unsigned rnd     = (unsigned)num(kv, "seed", 1);
+    double t0        = now_ms();
 
     g_raw_timeouts = 0;
 
@@ -1009,18 +1010,18 @@ std::string cmd_raw(const kv_t &kv)
 std::string cmd_scribble(const kv_t &kv)
 {
     std::string mode = str(kv, "mode", "rand");
-    unsigned    rnd = (unsigned)num(kv, "seed", 7);
-    FILE       *f = fopen("/proc/self/maps", "r");
-    char        line[1024];
-    int         count = 0;
-    size_t      bytes = 0;
+    unsigned rnd     = (unsigned)num(kv, "seed", 7);
+    FILE *f          = fopen("/proc/self/maps", "r");
+    char line[1024];
+    int count    = 0;
+    size_t bytes = 0;
 
     if (f == NULL) {
         return err(errno, "maps");
     }
     while (fgets(line, sizeof(line), f)) {
         unsigned long start, end;
-        char          perms[8];
+        char perms[8];
         if ((sscanf(line, "%lx-%lx %7s", &start, &end, perms) != 3) ||
             (strstr(line, "/orc_soft.") == NULL) ||
             (strstr(line, ".r") == NULL) || (perms[0] != 'r') ||
@@ -1045,8 +1046,8 @@ std::string cmd_scribble(const kv_t &kv)
 std::string cmd_spin_until_command()
 {
     volatile uint64_t x = 1;
-    double            deadline = now_ms() + 120000;
-    struct pollfd     pfd = {g_peer.fd, POLLIN, 0};
+    double deadline     = now_ms() + 120000;
+    struct pollfd pfd   = {g_peer.fd, POLLIN, 0};
     while (now_ms() < deadline) {
         for (int i = 0; i < (1 << 20); ++i) {
             x = x * 6364136223846793005ull + 1;
@@ -1061,7 +1062,7 @@ std::string cmd_spin_until_command()
 std::string dispatch(const std::string &line, bool *quit)
 {
     std::string cmd;
-    kv_t        kv;
+    kv_t kv;
     parse_line(line, &cmd, &kv, NULL);
 
     if (cmd == "ping")
@@ -1125,7 +1126,7 @@ std::string dispatch(const std::string &line, bool *quit)
 bool reply(const std::string &s)
 {
     std::string l = s + "\n";
-    size_t      off = 0;
+    size_t off    = 0;
     while (off < l.size()) {
         ssize_t r = write(g_peer.fd, l.data() + off, l.size() - off);
         if (r <= 0) {

@@ -39,8 +39,8 @@ static inline void parse_line(const std::string &line, std::string *head,
                               kv_t *kv, std::vector<std::string> *wcs)
 {
     std::istringstream in(line);
-    std::string        tok;
-    bool               first = true;
+    std::string tok;
+    bool first = true;
 
     while (in >> tok) {
         if (first) {
@@ -65,8 +65,8 @@ static inline void parse_line(const std::string &line, std::string *head,
 static inline std::string to_hex(const void *buf, size_t len)
 {
     static const char digits[] = "0123456789abcdef";
-    const uint8_t    *p = (const uint8_t *)buf;
-    std::string       s;
+    const uint8_t *p           = (const uint8_t *)buf;
+    std::string s;
     for (size_t i = 0; i < len; ++i) {
         s += digits[p[i] >> 4];
         s += digits[p[i] & 0xf];

@@ -17,7 +17,7 @@ using namespace softnic_test;
 namespace
 {
 
-const size_t   LEN = 65536;
+const size_t LEN           = 65536;
 const uint32_t TARGET_SEED = 7;
 
 class softnic_access : public softnic_topo
@@ -31,10 +31,10 @@ class softnic_access : public softnic_topo
         m_a = &spawn('a');
         m_b = &spawn('b');
         ASSERT_FALSE(HasFailure());
-        m_la = reg_mr(*m_a, 1, 2 * LEN); /* local side never the limit */
+        m_la   = reg_mr(*m_a, 1, 2 * LEN); /* local side never the limit */
         m_full = reg_mr(*m_b, 1, LEN, "LW,RW,RR,RA", 4096);
-        m_ro = reg_mr(*m_b, 2, LEN, "LW,RR");
-        m_wo = reg_mr(*m_b, 3, LEN, "LW,RW");
+        m_ro   = reg_mr(*m_b, 2, LEN, "LW,RR");
+        m_wo   = reg_mr(*m_b, 3, LEN, "LW,RW");
         m_noat = reg_mr(*m_b, 4, LEN, "LW,RW,RR");
         ASSERT_FALSE(HasFailure());
         for (int id = 1; id <= 4; ++id) {
@@ -47,7 +47,7 @@ class softnic_access : public softnic_topo
     /* op on a fresh QP pair; the first WR fails remotely, the next one
      * must flush, the QP must be in ERR and B's memory unchanged. */
     void expect_failure(const std::string &post, int status,
-                        const conn_opts   &ob = conn_opts(),
+                        const conn_opts &ob            = conn_opts(),
                         const std::string &extra_flags = "S")
     {
         int q = m_nqp++;
@@ -91,8 +91,8 @@ class softnic_access : public softnic_topo
     }
 
     peer_proc *m_a = nullptr, *m_b = nullptr;
-    mr_t       m_la, m_full, m_ro, m_wo, m_noat;
-    int        m_nqp = 0;
+    mr_t m_la, m_full, m_ro, m_wo, m_noat;
+    int m_nqp = 0;
 };
 
 TEST_P(softnic_access, bad_rkey)
@@ -207,15 +207,14 @@ TEST_P(softnic_access, dereg_while_writing)
     const size_t len = 16384;
     for (int rep = 0; rep < 5; ++rep) {
         SCOPED_TRACE("repetition " + std::to_string(rep));
-        int  id = 10 + rep, q = 10 + rep;
+        int id = 10 + rep, q = 10 + rep;
         mr_t t = reg_mr(*m_b, id, len);
         ASSERT_NE(0u, t.addr);
         ASSERT_NO_FATAL_FAILURE(connect(*m_a, q, *m_b, q));
         ASSERT_OK(m_a->cmd("fill id=1 len=16384 seed=31"));
         ASSERT_NE(0u, m_a->cmd("get64 id=1 off=0").u("val"));
-        ASSERT_TRUE(m_a->send(
-            "writeloop qp=" + std::to_string(q) +
-            " mr=1 len=16384 n=1000000" + t.remote()));
+        ASSERT_TRUE(m_a->send("writeloop qp=" + std::to_string(q) +
+                              " mr=1 len=16384 n=1000000" + t.remote()));
         ASSERT_OK(m_b->cmd("dereg id=" + std::to_string(id) +
                            " wait_nonzero=1 refill_seed=32"));
         reply_t r = m_a->recv();
@@ -234,7 +233,7 @@ TEST_P(softnic_access, zero_length_ignores_keys)
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
     const std::string bogus = " lkey=3735928559 laddr=16 raddr=32 "
                               "rkey=195894762";
-    wc_t              wc = post_wait(*m_a, "qp=0 op=WRITE len=0 wr=1" + bogus);
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE len=0 wr=1" + bogus);
     EXPECT_EQ(IBV_WC_SUCCESS, wc.status)
         << "WRITE len 0 (sge length 0): " << wc_status_name(wc.status);
     wc = post_wait(*m_a, "qp=0 op=WRITE len=0 nsge=0 wr=2" + bogus);

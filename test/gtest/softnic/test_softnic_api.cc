@@ -37,16 +37,16 @@ namespace
 struct log_sink {
     struct msg {
         softnic_log_level_t level;
-        std::string         dev;
-        std::string         text;
+        std::string dev;
+        std::string text;
     };
-    std::mutex       lock;
+    std::mutex lock;
     std::vector<msg> msgs;
 
     static void cb(void *arg, softnic_log_level_t level, const char *dev,
                    const char *text)
     {
-        log_sink                   *sink = (log_sink *)arg;
+        log_sink *sink = (log_sink *)arg;
         std::lock_guard<std::mutex> guard(sink->lock);
         sink->msgs.push_back({level, dev, text});
     }
@@ -54,15 +54,15 @@ struct log_sink {
     void attach(softnic_config_t *cfg, softnic_log_level_t level)
     {
         cfg->log_level = level;
-        cfg->log_fn = cb;
-        cfg->log_arg = this;
+        cfg->log_fn    = cb;
+        cfg->log_arg   = this;
     }
 
     /* the messages that contain needle */
     std::vector<msg> find(const std::string &needle)
     {
         std::lock_guard<std::mutex> guard(lock);
-        std::vector<msg>            found;
+        std::vector<msg> found;
         for (const msg &m : msgs) {
             if (m.text.find(needle) != std::string::npos) {
                 found.push_back(m);
@@ -121,37 +121,37 @@ class softnic_api : public softnic_inproc
     /* One WRITE from a to the buffer's second half */
     int post_write(uint64_t wr_id)
     {
-        ibv_sge     sge = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id = wr_id;
-        wr.sg_list = &sge;
-        wr.num_sge = 1;
-        wr.opcode = IBV_WR_RDMA_WRITE;
-        wr.send_flags = IBV_SEND_SIGNALED;
+        ibv_sge sge            = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+        ibv_send_wr wr         = {}, *bad;
+        wr.wr_id               = wr_id;
+        wr.sg_list             = &sge;
+        wr.num_sge             = 1;
+        wr.opcode              = IBV_WR_RDMA_WRITE;
+        wr.send_flags          = IBV_SEND_SIGNALED;
         wr.wr.rdma.remote_addr = (uintptr_t)m_buf.data() + 4096;
-        wr.wr.rdma.rkey = m_mr->rkey;
+        wr.wr.rdma.rkey        = m_mr->rkey;
         return softnic_post_send(m_a, &wr, &bad);
     }
 
     /* One unsignaled SEND from b to a (a's receive completes on m_rcq) */
     int post_send_to_a(bool solicited)
     {
-        ibv_sge     rsge = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+        ibv_sge rsge    = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
         ibv_recv_wr rwr = {}, *rbad;
-        rwr.wr_id = 7;
-        rwr.sg_list = &rsge;
-        rwr.num_sge = 1;
-        int ret = softnic_post_recv(m_a, &rwr, &rbad);
+        rwr.wr_id       = 7;
+        rwr.sg_list     = &rsge;
+        rwr.num_sge     = 1;
+        int ret         = softnic_post_recv(m_a, &rwr, &rbad);
         if (ret) {
             return ret;
         }
-        ibv_sge     sge = {(uintptr_t)m_buf.data() + 4096, 64, m_mr->lkey};
+        ibv_sge sge    = {(uintptr_t)m_buf.data() + 4096, 64, m_mr->lkey};
         ibv_send_wr wr = {}, *bad;
-        wr.wr_id = 8;
-        wr.sg_list = &sge;
-        wr.num_sge = 1;
-        wr.opcode = IBV_WR_SEND;
-        wr.send_flags = solicited ? IBV_SEND_SOLICITED : 0;
+        wr.wr_id       = 8;
+        wr.sg_list     = &sge;
+        wr.num_sge     = 1;
+        wr.opcode      = IBV_WR_SEND;
+        wr.send_flags  = solicited ? IBV_SEND_SOLICITED : 0;
         return softnic_post_send(m_b, &wr, &bad);
     }
 
@@ -167,12 +167,12 @@ class softnic_api : public softnic_inproc
         return false;
     }
 
-    softnic_mr_t           *m_mr = nullptr;
+    softnic_mr_t *m_mr                = nullptr;
     softnic_comp_channel_t *m_channel = nullptr;
-    softnic_cq_t           *m_scq = nullptr, *m_rcq = nullptr;
-    softnic_qp_t           *m_a = nullptr, *m_b = nullptr;
-    std::vector<uint8_t>    m_buf;
-    int                     m_scq_ctx = 0, m_rcq_ctx = 0;
+    softnic_cq_t *m_scq = nullptr, *m_rcq = nullptr;
+    softnic_qp_t *m_a = nullptr, *m_b = nullptr;
+    std::vector<uint8_t> m_buf;
+    int m_scq_ctx = 0, m_rcq_ctx = 0;
 };
 
 bool fd_readable(int fd, int timeout_ms)
@@ -183,9 +183,9 @@ bool fd_readable(int fd, int timeout_ms)
 
 TEST(softnic_dev, list)
 {
-    softnic_config_t    cfg = {};
+    softnic_config_t cfg     = {};
     softnic_dev_info_t *list = NULL;
-    int                 count = -1;
+    int count                = -1;
 
     cfg.ifaces = "lo";
     ASSERT_EQ(0, softnic_dev_list(&cfg, &list, &count));
@@ -207,7 +207,7 @@ TEST(softnic_dev, list)
     softnic_dev_list_free(list);
 
     cfg.log_level = SOFTNIC_LOG_NONE;
-    cfg.ifaces = "lo,orc_no_such_if";
+    cfg.ifaces    = "lo,orc_no_such_if";
     EXPECT_EQ(ENODEV, softnic_dev_list(&cfg, &list, &count));
     cfg.ifaces = "lo,,";
     EXPECT_EQ(EINVAL, softnic_dev_list(&cfg, &list, &count));
@@ -217,9 +217,9 @@ TEST(softnic_dev, open_errors)
 {
     softnic_config_t cfg = {};
 
-    cfg.ifaces = "lo";
+    cfg.ifaces    = "lo";
     cfg.log_level = SOFTNIC_LOG_NONE;
-    errno = 0;
+    errno         = 0;
     EXPECT_EQ(nullptr, softnic_dev_open(NULL, &cfg));
     EXPECT_EQ(EINVAL, errno);
     for (const char *name : {"lo", "soft_", "soft_orc_no_such_if", "mlx5_0"}) {
@@ -229,7 +229,7 @@ TEST(softnic_dev, open_errors)
     }
     /* an interface the configuration does not select */
     cfg.ifaces = "orc_no_such_if";
-    errno = 0;
+    errno      = 0;
     EXPECT_EQ(nullptr, softnic_dev_open("soft_lo", &cfg));
     EXPECT_EQ(ENODEV, errno);
 }
@@ -268,7 +268,7 @@ TEST_F(softnic_api, queries)
     EXPECT_EQ(EINVAL, softnic_dev_query_pkey(m_dev, 2, 0, &pkey));
 
     /* the address carries the GID and the listener's port into ah_attr */
-    uint8_t     addr[SOFTNIC_ADDR_LEN];
+    uint8_t addr[SOFTNIC_ADDR_LEN];
     ibv_ah_attr ah;
     ASSERT_EQ(0, softnic_dev_addr_pack(m_dev, addr, sizeof(addr)));
     ASSERT_EQ(0, softnic_dev_addr_unpack(m_dev, addr, sizeof(addr), &ah));
@@ -370,12 +370,12 @@ TEST_F(softnic_api, comp_channel_solicited_only)
 /* Asynchronous events reach the event callback as (type, context). lock
  * protects evs: the callback runs on softnic's threads too. */
 struct event_sink {
-    std::mutex                                    lock;
+    std::mutex lock;
     std::vector<std::pair<ibv_event_type, void *>> evs;
 
     static void cb(void *arg, ibv_event_type type, void *context)
     {
-        event_sink                 *sink = (event_sink *)arg;
+        event_sink *sink = (event_sink *)arg;
         std::lock_guard<std::mutex> guard(sink->lock);
         sink->evs.push_back({type, context});
     }
@@ -383,7 +383,7 @@ struct event_sink {
     size_t count(ibv_event_type type, void *context)
     {
         std::lock_guard<std::mutex> guard(lock);
-        size_t                      n = 0;
+        size_t n = 0;
         for (const auto &e : evs) {
             n += (e.first == type) && (e.second == context);
         }
@@ -402,26 +402,26 @@ struct event_sink {
  * when a CQ overruns. */
 TEST_F(softnic_api, async_events)
 {
-    event_sink       sink;
+    event_sink sink;
     softnic_config_t cfg = {};
-    cfg.event_fn = event_sink::cb;
-    cfg.event_arg = &sink;
+    cfg.event_fn         = event_sink::cb;
+    cfg.event_arg        = &sink;
     ASSERT_NO_FATAL_FAILURE(open(cfg));
 
     ibv_srq_init_attr sattr = {};
-    sattr.attr.max_wr = 16;
-    sattr.attr.max_sge = 1;
-    softnic_srq_t *srq = softnic_srq_create(m_pd, &sattr);
+    sattr.attr.max_wr       = 16;
+    sattr.attr.max_sge      = 1;
+    softnic_srq_t *srq      = softnic_srq_create(m_pd, &sattr);
     ASSERT_NE(nullptr, srq) << strerror(errno);
-    int                    ctx_a = 0, ctx_cq = 0;
+    int ctx_a = 0, ctx_cq = 0;
     softnic_qp_init_attr_t attr = {};
     attr.send_cq = attr.recv_cq = m_cq;
-    attr.srq = srq;
-    attr.qp_context = &ctx_a;
-    attr.cap.max_send_wr = 16;
-    attr.cap.max_send_sge = 1;
-    attr.qp_type = IBV_QPT_RC;
-    softnic_qp_t *qa = softnic_qp_create(m_pd, &attr);
+    attr.srq                    = srq;
+    attr.qp_context             = &ctx_a;
+    attr.cap.max_send_wr        = 16;
+    attr.cap.max_send_sge       = 1;
+    attr.qp_type                = IBV_QPT_RC;
+    softnic_qp_t *qa            = softnic_qp_create(m_pd, &attr);
     ASSERT_NE(nullptr, qa) << strerror(errno);
     softnic_qp_t *qb = tracked_qp();
     ASSERT_NE(nullptr, qb);
@@ -440,16 +440,16 @@ TEST_F(softnic_api, async_events)
     ASSERT_EQ(0, modify(qb, IBV_QPS_RESET, IBV_QP_STATE));
     ASSERT_NO_FATAL_FAILURE(bring_to(qa, IBV_QPS_RTS, qb->qp_num));
     ASSERT_NO_FATAL_FAILURE(bring_to(qb, IBV_QPS_RTS, qa->qp_num));
-    uint64_t    word = 0;
-    ibv_sge     sge = {(uintptr_t)&word, 8, 0x7fffff00u};
+    uint64_t word  = 0;
+    ibv_sge sge    = {(uintptr_t)&word, 8, 0x7fffff00u};
     ibv_send_wr wr = {}, *bad;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode = IBV_WR_SEND;
-    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.sg_list     = &sge;
+    wr.num_sge     = 1;
+    wr.opcode      = IBV_WR_SEND;
+    wr.send_flags  = IBV_SEND_SIGNALED;
     ASSERT_EQ(0, softnic_post_send(qa, &wr, &bad));
     ibv_wc wc;
-    int    n = 0;
+    int n = 0;
     for (double end = now_ms() + 10000; (n == 0) && (now_ms() < end);) {
         n = softnic_cq_poll(m_cq, 1, &wc);
     }
@@ -485,7 +485,7 @@ TEST_F(softnic_api, async_events)
 class softnic_config_paths : public softnic_api
 {
   protected:
-    std::string path_of(softnic_config_t    cfg,
+    std::string path_of(softnic_config_t cfg,
                         softnic_log_level_t level = SOFTNIC_LOG_DEBUG)
     {
         ibv_wc wc;
@@ -537,14 +537,14 @@ TEST_F(softnic_config_paths, default_cma_and_ring)
 TEST_F(softnic_config_paths, no_ring)
 {
     softnic_config_t cfg = {};
-    cfg.no_ring = 1;
+    cfg.no_ring          = 1;
     EXPECT_EQ("same host, CMA", path_of(cfg));
 }
 
 TEST_F(softnic_config_paths, no_cma)
 {
     softnic_config_t cfg = {};
-    cfg.no_cma = 1;
+    cfg.no_cma           = 1;
     EXPECT_EQ("TCP", path_of(cfg));
 }
 
@@ -564,19 +564,19 @@ class softnic_qpn_addressing : public ::testing::Test
 {
   protected:
     struct side {
-        softnic_dev_t       *dev = nullptr;
-        softnic_pd_t        *pd  = nullptr;
-        softnic_cq_t        *cq  = nullptr;
-        softnic_qp_t        *qp  = nullptr;
-        softnic_mr_t        *mr  = nullptr;
+        softnic_dev_t *dev = nullptr;
+        softnic_pd_t *pd   = nullptr;
+        softnic_cq_t *cq   = nullptr;
+        softnic_qp_t *qp   = nullptr;
+        softnic_mr_t *mr   = nullptr;
         std::vector<uint8_t> buf;
-        ibv_ah_attr          ah;  /* the device's own address */
+        ibv_ah_attr ah; /* the device's own address */
     };
 
     void SetUp() override
     {
         sockaddr_in sin = {};
-        socklen_t   len = sizeof(sin);
+        socklen_t len   = sizeof(sin);
 
         m_blocker = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         ASSERT_GE(m_blocker, 0) << strerror(errno);
@@ -617,21 +617,21 @@ class softnic_qpn_addressing : public ::testing::Test
 
     void open(side *s)
     {
-        softnic_config_t     cfg = {};
+        softnic_config_t cfg        = {};
         softnic_qp_init_attr_t attr = {};
         std::vector<uint8_t> addr(SOFTNIC_ADDR_LEN);
 
         cfg.ifaces        = "lo";
         cfg.qpn_port_base = m_base;
-        s->dev = softnic_dev_open("soft_lo", &cfg);
+        s->dev            = softnic_dev_open("soft_lo", &cfg);
         ASSERT_NE(nullptr, s->dev) << strerror(errno);
         s->pd = softnic_pd_alloc(s->dev);
         s->cq = softnic_cq_create(s->dev, 64, NULL, NULL);
         ASSERT_TRUE(s->pd && s->cq) << strerror(errno);
         s->buf.assign(4096, 0);
-        s->mr = softnic_mr_reg(s->pd, s->buf.data(), s->buf.size(),
-                               IBV_ACCESS_LOCAL_WRITE |
-                               IBV_ACCESS_REMOTE_WRITE);
+        s->mr =
+            softnic_mr_reg(s->pd, s->buf.data(), s->buf.size(),
+                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
         ASSERT_NE(nullptr, s->mr) << strerror(errno);
         attr.send_cq          = s->cq;
         attr.recv_cq          = s->cq;
@@ -640,7 +640,7 @@ class softnic_qpn_addressing : public ::testing::Test
         attr.cap.max_send_sge = 1;
         attr.cap.max_recv_sge = 1;
         attr.qp_type          = IBV_QPT_RC;
-        s->qp = softnic_qp_create(s->pd, &attr);
+        s->qp                 = softnic_qp_create(s->pd, &attr);
         ASSERT_NE(nullptr, s->qp) << strerror(errno);
         ASSERT_EQ(0, softnic_dev_addr_pack(s->dev, addr.data(), addr.size()));
         ASSERT_EQ(0, softnic_dev_addr_unpack(s->dev, addr.data(), addr.size(),
@@ -675,10 +675,10 @@ class softnic_qpn_addressing : public ::testing::Test
     /* a WRITE of 64 bytes of value from s's buffer into peer's */
     void write(side *s, const side &peer, uint8_t value)
     {
-        ibv_sge     sge = {(uintptr_t)s->buf.data(), 64, s->mr->lkey};
+        ibv_sge sge    = {(uintptr_t)s->buf.data(), 64, s->mr->lkey};
         ibv_send_wr wr = {}, *bad;
-        ibv_wc      wc;
-        int         n = 0;
+        ibv_wc wc;
+        int n = 0;
 
         memset(s->buf.data(), value, 64);
         wr.sg_list             = &sge;
@@ -698,9 +698,9 @@ class softnic_qpn_addressing : public ::testing::Test
                                        peer.buf.begin() + 1024 + 64));
     }
 
-    int      m_blocker = -1;
-    uint16_t m_base    = 0;
-    side     m_a, m_b;
+    int m_blocker   = -1;
+    uint16_t m_base = 0;
+    side m_a, m_b;
 };
 
 TEST_F(softnic_qpn_addressing, qpn_names_the_listener)
@@ -746,10 +746,10 @@ TEST(softnic_log, levels_filter_the_callback)
     for (softnic_log_level_t level :
          {SOFTNIC_LOG_NONE, SOFTNIC_LOG_ERROR, SOFTNIC_LOG_WARN,
           SOFTNIC_LOG_INFO, SOFTNIC_LOG_DEBUG}) {
-        softnic_config_t    cfg = {};
+        softnic_config_t cfg = {};
         softnic_dev_info_t *list;
-        int                 count;
-        log_sink            sink;
+        int count;
+        log_sink sink;
 
         sink.attach(&cfg, level);
         cfg.ifaces = "orc_no_such_if";
@@ -770,9 +770,9 @@ TEST(softnic_log, levels_filter_the_callback)
 /* No callback: messages within log_level go to stderr, as documented */
 TEST(softnic_log, default_sink_is_stderr)
 {
-    softnic_config_t    cfg = {};
+    softnic_config_t cfg = {};
     softnic_dev_info_t *list;
-    int                 count;
+    int count;
 
     cfg.ifaces = "orc_no_such_if";
     testing::internal::CaptureStderr();
@@ -813,8 +813,8 @@ class softnic_log_events : public softnic_api
         ASSERT_EQ(0, softnic_dev_addr_unpack(m_dev, m_addr.data(),
                                              m_addr.size(), &ah));
         sockaddr_in sin = {};
-        sin.sin_family = AF_INET;
-        sin.sin_port = htons(ah.dlid);
+        sin.sin_family  = AF_INET;
+        sin.sin_port    = htons(ah.dlid);
         memcpy(&sin.sin_addr, &ah.grh.dgid.raw[12], 4);
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         ASSERT_GE(fd, 0) << strerror(errno);
@@ -823,7 +823,7 @@ class softnic_log_events : public softnic_api
         std::vector<uint8_t> garbage(72, 0xa5);
         EXPECT_EQ((ssize_t)garbage.size(),
                   send(fd, garbage.data(), garbage.size(), MSG_NOSIGNAL));
-        char    c;
+        char c;
         ssize_t ret = -1;
         for (int i = 0; (i < 100) && (ret != 0); ++i) {
             if (!fd_readable(fd, 100)) {
@@ -845,8 +845,7 @@ class softnic_log_events : public softnic_api
     {
         m_buf.assign(8192, 0);
         m_mr = softnic_mr_reg(m_pd, m_buf.data(), m_buf.size(),
-                              IBV_ACCESS_LOCAL_WRITE |
-                                  IBV_ACCESS_REMOTE_WRITE);
+                              IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
         EXPECT_NE(nullptr, m_mr) << strerror(errno);
         m_scq = softnic_cq_create(m_dev, 64, NULL, NULL);
         EXPECT_NE(nullptr, m_scq) << strerror(errno);
@@ -936,8 +935,8 @@ int config_set(softnic_config_t cfg, const char *name, const char *value,
                softnic_config_t *out, std::string *err = NULL)
 {
     char buf[256] = "";
-    int  ret = softnic_config_set(&cfg, name, value, buf, sizeof(buf));
-    *out = cfg;
+    int ret       = softnic_config_set(&cfg, name, value, buf, sizeof(buf));
+    *out          = cfg;
     if (err) {
         *err = buf;
     }
@@ -974,7 +973,7 @@ TEST(softnic_config, booleans)
 TEST(softnic_config, bad_booleans_rejected)
 {
     softnic_config_t cfg = {}, out;
-    std::string      err;
+    std::string err;
 
     for (const char *name : {"NO_CMA", "NO_RING"}) {
         for (const char *bad :
@@ -992,9 +991,9 @@ TEST(softnic_config, bad_booleans_rejected)
 TEST(softnic_config, log_levels)
 {
     softnic_config_t cfg = {}, out;
-    std::string      err;
+    std::string err;
     const struct {
-        const char         *value;
+        const char *value;
         softnic_log_level_t level;
     } good[] = {{"none", SOFTNIC_LOG_NONE},   {"error", SOFTNIC_LOG_ERROR},
                 {"warn", SOFTNIC_LOG_WARN},   {"info", SOFTNIC_LOG_INFO},
@@ -1022,7 +1021,7 @@ TEST(softnic_config, log_levels)
 TEST(softnic_config, ifaces)
 {
     softnic_config_t cfg = {}, out;
-    std::string      err;
+    std::string err;
 
     for (const char *good : {"lo", "lo,eth0", "", "a,b,c", "123456789012345"}) {
         ASSERT_EQ(0, config_set(cfg, "IFACES", good, &out)) << good;
@@ -1042,7 +1041,7 @@ TEST(softnic_config, ifaces)
 TEST(softnic_config, unknown_names_and_null)
 {
     softnic_config_t cfg = {}, out;
-    std::string      err;
+    std::string err;
 
     for (const char *bad : {"no_cma", "NO_CMAX", "", "LOG_LEVEL", "CMA"}) {
         EXPECT_EQ(EINVAL, config_set(cfg, bad, "y", &out, &err)) << bad;
@@ -1064,10 +1063,10 @@ TEST(softnic_config, unknown_names_and_null)
 /* Variables <prefix><NAME>; all or nothing */
 TEST(softnic_config, from_env)
 {
-    const char *vars[] = {"SNTEST_IFACES", "SNTEST_NO_CMA", "SNTEST_NO_RING",
-                          "SNTEST_LOG"};
+    const char *vars[]   = {"SNTEST_IFACES", "SNTEST_NO_CMA", "SNTEST_NO_RING",
+                            "SNTEST_LOG"};
     softnic_config_t cfg = {};
-    char             err[256];
+    char err[256];
 
     for (const char *v : vars) {
         unsetenv(v);
@@ -1086,7 +1085,7 @@ TEST(softnic_config, from_env)
     EXPECT_STREQ("lo", cfg.ifaces);
 
     softnic_config_t before = {};
-    cfg = before;
+    cfg                     = before;
     setenv("SNTEST_NO_RING", "maybe", 1);
     EXPECT_EQ(EINVAL,
               softnic_config_from_env(&cfg, "SNTEST_", err, sizeof(err)));
@@ -1125,7 +1124,7 @@ TEST(softnic_config, from_env_names_each_bad_variable)
                    (&k == &bad) ? k.bad : k.good, 1);
         }
         softnic_config_t cfg = {}, before = {};
-        char             err[256] = "";
+        char err[256] = "";
         EXPECT_EQ(EINVAL,
                   softnic_config_from_env(&cfg, "SNTEST_", err, sizeof(err)));
         EXPECT_EQ("SNTEST_" + std::string(bad.name) + ": invalid value '" +
@@ -1143,13 +1142,14 @@ TEST(softnic_config, from_env_names_each_bad_variable)
 TEST(softnic_config, short_error_buffer)
 {
     softnic_config_t cfg = {};
-    char             buf[32];
+    char buf[32];
 
     for (const char *name : {"NO_CMA", "NO_SUCH_SETTING"}) {
         memset(buf, 'X', sizeof(buf));
         EXPECT_EQ(EINVAL, softnic_config_set(&cfg, name, "bogus", buf, 8));
         EXPECT_EQ(std::string(name) == "NO_CMA" ? "invalid" : "unknown",
-                  std::string(buf)) << name;
+                  std::string(buf))
+            << name;
         EXPECT_EQ(std::string(24, 'X'), std::string(buf + 8, 24)) << name;
     }
     setenv("SNTEST_LOG", "loud", 1);

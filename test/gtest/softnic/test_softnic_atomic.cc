@@ -64,9 +64,9 @@ class softnic_atomic : public softnic_topo
         return replies;
     }
 
-    peer_proc               *m_t = nullptr;
+    peer_proc *m_t = nullptr;
     std::vector<peer_proc *> m_init;
-    mr_t                     m_rt;
+    mr_t m_rt;
 };
 
 TEST_P(softnic_atomic, fetch_add_concurrent_initiators)
@@ -80,7 +80,7 @@ TEST_P(softnic_atomic, fetch_add_concurrent_initiators)
     for (const reply_t &r : rs) {
         ASSERT_TRUE(r.ok) << r.line;
         std::istringstream in(r.s("vals"));
-        std::string        v;
+        std::string v;
         while (std::getline(in, v, ',')) {
             seen.insert(strtoull(v.c_str(), NULL, 0));
         }

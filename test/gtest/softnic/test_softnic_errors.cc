@@ -57,7 +57,7 @@ class softnic_errors : public softnic_topo
     void dead_peer(bool kill_process, bool delete_link);
 
     peer_proc *m_a = nullptr, *m_b = nullptr;
-    mr_t       m_la, m_rb;
+    mr_t m_la, m_rb;
 };
 
 TEST_P(softnic_errors, flush_in_posting_order)
@@ -134,7 +134,7 @@ void softnic_errors::dead_peer(bool kill_process, bool delete_link)
 {
     conn_opts oa, ob;
     oa.timeout = DEAD_PEER_TIMEOUT;
-    oa.retry = 3;
+    oa.retry   = 3;
     ob.min_rnr = 1;
     /* Warm the path up first with default (long) timeouts: in a fresh
      * namespace the first TCP SYN can be lost (ARP, carrier), which the
@@ -160,9 +160,9 @@ void softnic_errors::dead_peer(bool kill_process, bool delete_link)
     ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 len=4096 wr=4" + remote()));
 
     /* generous slack on top of the protocol bound */
-    double  bound_ms = 2 * retry_bound_ms(oa) + 5000;
-    reply_t r = m_a->cmd("poll cq=send n=3 timeout=" +
-                         std::to_string((int)bound_ms + 20000));
+    double bound_ms = 2 * retry_bound_ms(oa) + 5000;
+    reply_t r       = m_a->cmd("poll cq=send n=3 timeout=" +
+                               std::to_string((int)bound_ms + 20000));
     ASSERT_TRUE(r.ok) << r.line;
     ASSERT_EQ(3u, r.wcs.size())
         << "outstanding WRs never completed: " << r.line;
@@ -209,7 +209,7 @@ TEST_P(softnic_errors, dead_peer_mid_transfer)
 {
     conn_opts oa;
     oa.timeout = DEAD_PEER_TIMEOUT;
-    oa.retry = 3;
+    oa.retry   = 3;
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
     wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
     ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
@@ -225,9 +225,9 @@ TEST_P(softnic_errors, dead_peer_mid_transfer)
         m_a->cmd("post qp=0 op=READ mr=1 len=1048576 wr=7 count=6" + remote()));
     usleep(20000);
     m_b->kill9();
-    double  bound_ms = 2 * retry_bound_ms(oa) + 5000;
-    reply_t r = m_a->cmd("poll cq=send n=12 timeout=" +
-                         std::to_string((int)bound_ms + 20000));
+    double bound_ms = 2 * retry_bound_ms(oa) + 5000;
+    reply_t r       = m_a->cmd("poll cq=send n=12 timeout=" +
+                               std::to_string((int)bound_ms + 20000));
     ASSERT_TRUE(r.ok) << r.line;
     ASSERT_EQ(12u, r.wcs.size()) << r.line;
     EXPECT_LE(strtod(r.s("ms").c_str(), NULL), bound_ms);
@@ -261,7 +261,7 @@ TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
     /* the peer dies while nothing is outstanding; the next WR fails */
     conn_opts oa;
     oa.timeout = DEAD_PEER_TIMEOUT;
-    oa.retry = 3;
+    oa.retry   = 3;
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
     /* the connection is up (the WRITE completed) before the peer dies */
     wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());

@@ -39,8 +39,8 @@ class softnic_host : public softnic_topo
     {
         peer_proc &a = spawn('a', MNT_SAME, "log=1");
         peer_proc &b = spawn('b', mnt, "log=1");
-        reply_t    ra, rb;
-        mr_t       la, rmb;
+        reply_t ra, rb;
+        mr_t la, rmb;
 
         la  = reg_mr(a, 1, 65536);
         rmb = reg_mr(b, 1, 65536);
@@ -50,8 +50,8 @@ class softnic_host : public softnic_topo
         connect(a, 0, b, 0);
         EXPECT_OK(b.cmd("recv qp=0 mr=1 len=4096 wr=9"));
         EXPECT_OK(a.cmd("fill id=1 len=65536 seed=41"));
-        wc_t wc = post_wait(a, "qp=0 op=WRITE mr=1 wr=1 len=65536" +
-                                   rmb.remote());
+        wc_t wc =
+            post_wait(a, "qp=0 op=WRITE mr=1 wr=1 len=65536" + rmb.remote());
         EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
         EXPECT_OK(b.cmd("check id=1 len=65536 seed=41"));
         EXPECT_OK(b.cmd("fill id=1 len=65536 seed=42"));
@@ -85,7 +85,7 @@ TEST_P(softnic_host, private_dev_shm_is_another_host)
 }
 
 /* one host only: across namespace hosts every path is TCP anyway */
-INSTANTIATE_TEST_SUITE_P(topo, softnic_host,
-                         ::testing::Values(TOPO_SAME_HOST), topology_name);
+INSTANTIATE_TEST_SUITE_P(topo, softnic_host, ::testing::Values(TOPO_SAME_HOST),
+                         topology_name);
 
 } // namespace

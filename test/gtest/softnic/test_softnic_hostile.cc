@@ -50,7 +50,7 @@ class softnic_hostile : public softnic_topo
     std::vector<std::string> listeners()
     {
         std::vector<std::string> out;
-        reply_t                  r = m_b->cmd("listeners");
+        reply_t r = m_b->cmd("listeners");
         EXPECT_TRUE(r.ok) << r.line;
         for (unsigned i = 0; i < r.u("count"); ++i) {
             out.push_back(r.s(("l" + std::to_string(i)).c_str()));
@@ -66,13 +66,14 @@ class softnic_hostile : public softnic_topo
                          << " (same-host traffic uses shared memory)";
         }
         for (const std::string &l : ls) {
-            std::string ip = l.substr(0, l.find(':'));
+            std::string ip   = l.substr(0, l.find(':'));
             std::string port = l.substr(l.find(':') + 1);
             if (ip == "0.0.0.0") {
                 ip = ip_of('b');
             }
-            reply_t r = m_a->cmd(
-                "raw host=" + ip + " port=" + port + " case=" + c, 120000);
+            reply_t r =
+                m_a->cmd("raw host=" + ip + " port=" + port + " case=" + c,
+                         120000);
             EXPECT_TRUE(r.ok) << r.line;
             EXPECT_GT(r.u("sessions"), 0u) << "could not connect to " << l;
         }
@@ -107,13 +108,13 @@ class softnic_hostile : public softnic_topo
     }
 
     peer_proc *m_a = nullptr, *m_b = nullptr;
-    mr_t       m_la, m_rb;
+    mr_t m_la, m_rb;
 };
 
 /* Little-endian frame builder for the crafted frames below. */
 struct frame_t {
     std::vector<uint8_t> b;
-    frame_t             &u8(uint8_t v)
+    frame_t &u8(uint8_t v)
     {
         b.push_back(v);
         return *this;
@@ -160,7 +161,12 @@ frame_t req(uint8_t op, uint32_t seq, uint32_t length, uint32_t rkey,
     return f.u64(1).u64(0).u32(0).u32(0);
 }
 
-enum { OP_WRITE = 1, OP_SEND = 3, OP_READ = 5, OP_FADD = 7 };
+enum {
+    OP_WRITE = 1,
+    OP_SEND  = 3,
+    OP_READ  = 5,
+    OP_FADD  = 7
+};
 
 /* Frames that know the wire format: unknown QPN, lying lengths, requests
  * out of range, requests with the wrong sequence, garbage after a valid
@@ -225,8 +231,8 @@ TEST_P(softnic_hostile, crafted_frames)
     }
     cases.push_back({"garbage after hello", garbage});
 
-    std::string l = ls[0];
-    std::string ip = l.substr(0, l.find(':'));
+    std::string l    = ls[0];
+    std::string ip   = l.substr(0, l.find(':'));
     std::string port = l.substr(l.find(':') + 1);
     if (ip == "0.0.0.0") {
         ip = ip_of('b');
@@ -293,7 +299,7 @@ TEST_P(softnic_hostile, corrupted_send_ring)
     m_a->kill9();
     /* B still makes new connections with a healthy initiator */
     peer_proc &c = spawn('a');
-    mr_t       lc = reg_mr(c, 1, 65536);
+    mr_t lc      = reg_mr(c, 1, 65536);
     ASSERT_NE(0u, lc.addr);
     ASSERT_NO_FATAL_FAILURE(connect(c, 0, *m_b, 5));
     ASSERT_OK(c.cmd("fill id=1 len=4096 seed=23"));

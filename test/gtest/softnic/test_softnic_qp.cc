@@ -56,14 +56,14 @@ TEST_F(softnic_local, qp_state_legal_path)
     EXPECT_EQ(IBV_QPS_INIT, state(qp));
 
     /* INIT->INIT may change the access flags */
-    ibv_qp_attr            a;
+    ibv_qp_attr a;
     softnic_qp_init_attr_t init;
     fill_attr(&a, IBV_QPS_INIT, qp->qp_num);
     a.qp_access_flags = IBV_ACCESS_REMOTE_READ;
     ASSERT_EQ(0, softnic_qp_modify(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS));
     memset(&a, 0, sizeof(a));
-    ASSERT_EQ(
-        0, softnic_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
+    ASSERT_EQ(0, softnic_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS,
+                                  &init));
     EXPECT_EQ(IBV_QPS_INIT, a.qp_state);
     EXPECT_EQ(IBV_ACCESS_REMOTE_READ, a.qp_access_flags);
 
@@ -72,9 +72,9 @@ TEST_F(softnic_local, qp_state_legal_path)
     /* optional attributes of INIT->RTR are accepted too */
     ASSERT_EQ(0, modify(qp, IBV_QPS_RTS, RTS_REQ | IBV_QP_MIN_RNR_TIMER));
     EXPECT_EQ(IBV_QPS_RTS, state(qp));
-    ASSERT_EQ(
-        0, modify(qp, IBV_QPS_RTS,
-                  IBV_QP_STATE | IBV_QP_MIN_RNR_TIMER | IBV_QP_ACCESS_FLAGS));
+    ASSERT_EQ(0, modify(qp, IBV_QPS_RTS,
+                        IBV_QP_STATE | IBV_QP_MIN_RNR_TIMER |
+                            IBV_QP_ACCESS_FLAGS));
     EXPECT_EQ(IBV_QPS_RTS, state(qp));
 
     memset(&a, 0, sizeof(a));
@@ -92,7 +92,7 @@ TEST_F(softnic_local, qp_state_legal_path)
 
 struct transition_t {
     ibv_qp_state from, to;
-    int          required;
+    int required;
 };
 
 const transition_t transitions[] = {
@@ -128,7 +128,7 @@ TEST_F(softnic_local, qp_state_disallowed_attr)
 {
     struct {
         ibv_qp_state from, to;
-        int          mask;
+        int mask;
     } cases[] = {
         {IBV_QPS_RESET, IBV_QPS_INIT, INIT_REQ | IBV_QP_SQ_PSN},
         {IBV_QPS_RESET, IBV_QPS_INIT, INIT_REQ | IBV_QP_DEST_QPN},
@@ -162,16 +162,16 @@ TEST_F(softnic_local, qp_state_disallowed_attr)
     softnic_qp_t *qp = tracked_qp();
     ASSERT_NE(nullptr, qp);
     ASSERT_NO_FATAL_FAILURE(bring_to(qp, IBV_QPS_INIT));
-    ibv_qp_attr            a;
+    ibv_qp_attr a;
     softnic_qp_init_attr_t init;
     fill_attr(&a, IBV_QPS_INIT, qp->qp_num);
     a.qp_access_flags = IBV_ACCESS_REMOTE_ATOMIC;
-    EXPECT_EQ(EINVAL,
-              softnic_qp_modify(
-                  qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS | IBV_QP_SQ_PSN));
+    EXPECT_EQ(EINVAL, softnic_qp_modify(qp, &a,
+                                        IBV_QP_STATE | IBV_QP_ACCESS_FLAGS |
+                                            IBV_QP_SQ_PSN));
     memset(&a, 0, sizeof(a));
-    ASSERT_EQ(
-        0, softnic_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS, &init));
+    ASSERT_EQ(0, softnic_qp_query(qp, &a, IBV_QP_STATE | IBV_QP_ACCESS_FLAGS,
+                                  &init));
     EXPECT_EQ(IBV_QPS_INIT, a.qp_state);
     EXPECT_EQ(IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ,
               a.qp_access_flags);
@@ -181,7 +181,7 @@ TEST_F(softnic_local, qp_state_illegal_transitions)
 {
     struct {
         ibv_qp_state from, to;
-        int          mask;
+        int mask;
     } cases[] = {
         {IBV_QPS_RESET, IBV_QPS_RTR, RTR_REQ},
         {IBV_QPS_RESET, IBV_QPS_RTR, RTR_REQ | INIT_REQ},
@@ -240,10 +240,10 @@ TEST_F(softnic_local, qp_state_to_err_and_reset_from_every_state)
  */
 void softnic_local::churn_while_posting()
 {
-    const int         nthreads = 3, iters = 20;
-    const size_t      len = 4096;
+    const int nthreads = 3, iters = 20;
+    const size_t len = 4096;
     std::atomic<bool> stop(false);
-    std::atomic<int>  errors(0);
+    std::atomic<int> errors(0);
     /* Thread contract: stop and errors are atomics; msgs[t] is written
      * only by thread t (the poster is thread nthreads) and read by the
      * main thread after join(); mrs/bufs are set up before the threads
@@ -276,16 +276,16 @@ void softnic_local::churn_while_posting()
         for (size_t i = 0; i < len; ++i) {
             src[i] = pattern_byte(seed, i);
         }
-        ibv_sge     sge = {(uintptr_t)src, (uint32_t)len, mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id = seed;
-        wr.sg_list = &sge;
-        wr.num_sge = 1;
-        wr.opcode = IBV_WR_RDMA_WRITE;
-        wr.send_flags = IBV_SEND_SIGNALED;
+        ibv_sge sge            = {(uintptr_t)src, (uint32_t)len, mr->lkey};
+        ibv_send_wr wr         = {}, *bad;
+        wr.wr_id               = seed;
+        wr.sg_list             = &sge;
+        wr.num_sge             = 1;
+        wr.opcode              = IBV_WR_RDMA_WRITE;
+        wr.send_flags          = IBV_SEND_SIGNALED;
         wr.wr.rdma.remote_addr = (uintptr_t)dst;
-        wr.wr.rdma.rkey = mr->rkey;
-        int ret = softnic_post_send(qp, &wr, &bad);
+        wr.wr.rdma.rkey        = mr->rkey;
+        int ret                = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             *msg = "post_send: " + std::string(strerror(ret));
             return false;
@@ -302,7 +302,7 @@ void softnic_local::churn_while_posting()
         return true;
     };
 
-    std::vector<softnic_mr_t *>       mrs;
+    std::vector<softnic_mr_t *> mrs;
     std::vector<std::vector<uint8_t>> bufs(nthreads + 1,
                                            std::vector<uint8_t>(2 * len));
     for (auto &b : bufs) {
@@ -321,7 +321,7 @@ void softnic_local::churn_while_posting()
     ASSERT_TRUE(pa && pb);
     ASSERT_EQ(0, pair_up(pa, pb));
     std::atomic<int> posted(0);
-    std::thread      poster([&] {
+    std::thread poster([&] {
         uint32_t seed = 1;
         while (!stop.load()) {
             if (!write_once(pa, pcq, mrs[nthreads], seed++, &msgs[nthreads])) {
@@ -395,10 +395,10 @@ TEST_F(softnic_local_tcp, thread_safety_pollers_serve_while_qps_churn)
  * every thread's data is placed. */
 TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
 {
-    const int            nthreads = 4, per_thread = 300;
-    const size_t         len = 1024;
+    const int nthreads = 4, per_thread = 300;
+    const size_t len = 1024;
     std::vector<uint8_t> buf(2 * nthreads * len);
-    softnic_mr_t        *mr =
+    softnic_mr_t *mr =
         softnic_mr_reg(m_pd, buf.data(), buf.size(),
                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
     ASSERT_NE(nullptr, mr) << strerror(errno);
@@ -406,15 +406,15 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
         softnic_cq_create(m_dev, 4 * nthreads * per_thread, NULL, NULL);
     ASSERT_NE(nullptr, cq);
     softnic_qp_init_attr_t attr = {};
-    attr.send_cq = cq;
-    attr.recv_cq = cq;
-    attr.cap.max_send_wr = nthreads * per_thread;
-    attr.cap.max_recv_wr = 1;
-    attr.cap.max_send_sge = 1;
-    attr.cap.max_recv_sge = 1;
-    attr.qp_type = IBV_QPT_RC;
-    softnic_qp_t *a = softnic_qp_create(m_pd, &attr),
-                 *b = softnic_qp_create(m_pd, &attr);
+    attr.send_cq                = cq;
+    attr.recv_cq                = cq;
+    attr.cap.max_send_wr        = nthreads * per_thread;
+    attr.cap.max_recv_wr        = 1;
+    attr.cap.max_send_sge       = 1;
+    attr.cap.max_recv_sge       = 1;
+    attr.qp_type                = IBV_QPT_RC;
+    softnic_qp_t *a             = softnic_qp_create(m_pd, &attr),
+                 *b             = softnic_qp_create(m_pd, &attr);
     ASSERT_TRUE(a && b);
     ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
     ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
@@ -428,21 +428,21 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
      * (and the device), written before the threads start; the second half
      * is written only by the device; seen/total belong to the polling
      * (main) thread; post_errors is atomic. */
-    std::atomic<int>         post_errors(0);
+    std::atomic<int> post_errors(0);
     std::vector<std::thread> posters;
     for (int t = 0; t < nthreads; ++t) {
         posters.emplace_back([&, t] {
             for (int i = 0; i < per_thread; ++i) {
-                ibv_sge     sge = {(uintptr_t)&buf[t * len], (uint32_t)len,
-                                   mr->lkey};
+                ibv_sge sge    = {(uintptr_t)&buf[t * len], (uint32_t)len,
+                                  mr->lkey};
                 ibv_send_wr wr = {}, *bad;
-                wr.wr_id = (uint64_t)t << 32 | (uint64_t)i;
-                wr.sg_list = &sge;
-                wr.num_sge = 1;
-                wr.opcode = IBV_WR_RDMA_WRITE;
-                wr.send_flags = IBV_SEND_SIGNALED;
+                wr.wr_id       = (uint64_t)t << 32 | (uint64_t)i;
+                wr.sg_list     = &sge;
+                wr.num_sge     = 1;
+                wr.opcode      = IBV_WR_RDMA_WRITE;
+                wr.send_flags  = IBV_SEND_SIGNALED;
                 wr.wr.rdma.remote_addr = (uintptr_t)&buf[(nthreads + t) * len];
-                wr.wr.rdma.rkey = mr->rkey;
+                wr.wr.rdma.rkey        = mr->rkey;
                 if (softnic_post_send(a, &wr, &bad)) {
                     ++post_errors;
                 }
@@ -450,11 +450,11 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
         });
     }
     std::vector<int> seen(nthreads, 0);
-    int              total = 0, bad_status = 0, dup = 0;
-    double           deadline = now_ms() + 20000;
+    int total = 0, bad_status = 0, dup = 0;
+    double deadline = now_ms() + 20000;
     while ((total < nthreads * per_thread) && (now_ms() < deadline)) {
         ibv_wc wc[32];
-        int    n = softnic_cq_poll(cq, 32, wc);
+        int n = softnic_cq_poll(cq, 32, wc);
         ASSERT_GE(n, 0);
         for (int k = 0; k < n; ++k) {
             int t = (int)(wc[k].wr_id >> 32), i = (int)(wc[k].wr_id & ~0u);

@@ -44,14 +44,14 @@ class softnic_rc : public softnic_topo
     void send_recv(bool srq);
 
     peer_proc *m_a = nullptr, *m_b = nullptr;
-    mr_t       m_la, m_rb;
+    mr_t m_la, m_rb;
 };
 
 TEST_P(softnic_rc, write_completion_means_placed)
 {
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
     const size_t sizes[] = {1, 8, 4096, 65536, 1 << 20, BIG};
-    uint32_t     seed = 100;
+    uint32_t seed        = 100;
     for (size_t len : sizes) {
         for (int rep = 0; rep < 3; ++rep, ++seed) {
             std::string l = std::to_string(len), s = std::to_string(seed);
@@ -72,7 +72,7 @@ TEST_P(softnic_rc, read_returns_target_data)
 {
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
     const size_t sizes[] = {8, 4096, 1 << 20, BIG};
-    uint32_t     seed = 200;
+    uint32_t seed        = 200;
     for (size_t len : sizes) {
         std::string l = std::to_string(len), s = std::to_string(seed++);
         ASSERT_OK(m_b->cmd("fill id=1 len=" + l + " seed=" + s));
@@ -85,7 +85,7 @@ TEST_P(softnic_rc, read_returns_target_data)
 
 TEST_P(softnic_rc, send_after_writes_sees_writes)
 {
-    const int    nw = 16;
+    const int nw     = 16;
     const size_t len = 256 * 1024;
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
     ASSERT_OK(m_b->cmd("mr id=2 len=4096"));
@@ -114,7 +114,7 @@ TEST_P(softnic_rc, send_after_writes_sees_writes)
 
 TEST_P(softnic_rc, writes_to_one_address_last_wins)
 {
-    const int    n = 64;
+    const int n      = 64;
     const size_t len = 16384;
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
     ASSERT_OK(m_a->cmd("fill id=1 len=" + std::to_string(len) +
@@ -135,7 +135,7 @@ TEST_P(softnic_rc, writes_to_one_address_last_wins)
 TEST_P(softnic_rc, fenced_write_after_read_reads_old_value)
 {
     const size_t len = 1 << 20;
-    std::string  l = std::to_string(len);
+    std::string l    = std::to_string(len);
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
     for (int rep = 0; rep < 5; ++rep) {
         std::string so = std::to_string(600 + 2 * rep);
@@ -164,7 +164,7 @@ TEST_P(softnic_rc, fenced_write_after_read_reads_old_value)
 TEST_P(softnic_rc, mixed_operations_placed_in_order)
 {
     const size_t len = 65536;
-    std::string  l = std::to_string(len);
+    std::string l    = std::to_string(len);
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
     ASSERT_OK(m_b->cmd("mr id=2 len=65536"));
     ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=64 wr=0 count=20 stride=64"));
@@ -212,7 +212,7 @@ TEST_P(softnic_rc, completions_in_posting_order)
     const char *ops[] = {"WRITE len=4096", "READ off=65536 len=4096",
                          "FADD off=131072 len=8", "SEND len=100",
                          "WRITE_IMM len=32 imm=5"};
-    int         nrecv = 0;
+    int nrecv         = 0;
     for (int i = 0; i < n; ++i) {
         int k = i % 5;
         nrecv += (k >= 3);
@@ -274,9 +274,9 @@ void softnic_rc::send_recv(bool srq)
     std::vector<wc_t> r = poll(*m_b, "recv", 5);
     ASSERT_EQ(5u, r.size());
     struct {
-        int      opcode;
+        int opcode;
         uint32_t len;
-        bool     imm;
+        bool imm;
         uint32_t imm_val;
     } want[] = {
         {IBV_WC_RECV, 100, false, 0},
@@ -334,7 +334,7 @@ TEST_P(softnic_rc, rnr_retry_exceeded)
 {
     conn_opts oa, ob;
     oa.rnr_retry = 1;
-    ob.min_rnr = 1; /* 0.01 ms */
+    ob.min_rnr   = 1; /* 0.01 ms */
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa, ob));
     wc_t wc = post_wait(*m_a, "qp=0 op=SEND mr=1 len=64 wr=1");
     EXPECT_EQ(IBV_WC_RNR_RETRY_EXC_ERR, wc.status) << wc_status_name(wc.status);
@@ -410,7 +410,7 @@ TEST_P(softnic_rc, one_sided_target_blocked_or_busy)
         if (phase == 1) {
             ASSERT_OK(m_b->cmd("spin"));
         }
-        uint32_t    seed = 910 + phase;
+        uint32_t seed = 910 + phase;
         std::string s = std::to_string(seed);
         ASSERT_OK(m_a->cmd("fill id=1 off=65536 len=65536 seed=" + s));
         wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 off=65536 len=65536 "

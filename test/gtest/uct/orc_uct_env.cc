@@ -29,11 +29,12 @@ extern "C" {
 
 extern char **environ;
 
-namespace orc_test {
+namespace orc_test
+{
 
 std::string uct_env::m_url;
 std::string uct_env::m_builddir;
-pid_t       uct_env::m_orcd_pid = -1;
+pid_t uct_env::m_orcd_pid = -1;
 
 /* Environment of the test binary (the two-namespace script sets them):
  *   ORC_UCT_TEST_IFACE       network interface of the soft device (lo)
@@ -84,7 +85,7 @@ struct orcd_start_files {
 static pid_t spawn_orcd(const std::string &conf, const std::string &port_file)
 {
     std::string orcd = uct_env::builddir() + "/src/coordinator/orcd/orcd";
-    pid_t pid = fork();
+    pid_t pid        = fork();
     if (pid == 0) {
         /* never outlive the test binary, whatever ends it */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -95,11 +96,10 @@ static pid_t spawn_orcd(const std::string &conf, const std::string &port_file)
         if (conf.empty()) {
             execl(orcd.c_str(), "orcd", "--listen", "127.0.0.1:0",
                   "--port-file", port_file.c_str(), "--log-level", "error",
-                  (char*)NULL);
+                  (char *)NULL);
         } else {
-            execl(orcd.c_str(), "orcd", "--config", conf.c_str(),
-                  "--port-file", port_file.c_str(), "--log-level", "error",
-                  (char*)NULL);
+            execl(orcd.c_str(), "orcd", "--config", conf.c_str(), "--port-file",
+                  port_file.c_str(), "--log-level", "error", (char *)NULL);
         }
         _exit(127);
     }
@@ -191,7 +191,7 @@ void uct_env::setup()
     const char *plugin_path = getenv("UCX_PLUGIN_PATH");
     if ((plugin_path == NULL) || (plugin_path[0] == '\0')) {
         std::string lib = m_builddir + "/.libs/libuct_orc.so";
-        void *handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
+        void *handle    = dlopen(lib.c_str(), RTLD_NOW | RTLD_GLOBAL);
         ASSERT_TRUE(handle != NULL) << "dlopen " << lib << ": " << dlerror();
     }
     done = true;
@@ -227,7 +227,7 @@ orcd_process::orcd_process(const std::string &config_yaml) : m_pid(-1)
     char dir[] = "/tmp/orc-uct-orcd.XXXXXX";
 
     EXPECT_TRUE(mkdtemp(dir) != NULL) << strerror(errno);
-    m_dir = dir;
+    m_dir            = dir;
     std::string conf = m_dir + "/orcd.yaml", port_file = m_dir + "/port";
     std::ofstream(conf) << "listen:\n  address: 127.0.0.1\n  port: 0\n"
                         << config_yaml;
@@ -275,9 +275,8 @@ log_capture::~log_capture()
     ucs_global_opts.log_component.log_level = m_old;
 }
 
-template <typename F>
-size_t log_capture::count_if(const std::vector<std::string> &needles,
-                             F level_ok) const
+template<typename F> size_t
+log_capture::count_if(const std::vector<std::string> &needles, F level_ok) const
 {
     std::lock_guard<std::mutex> guard(s_lock);
     size_t n = 0;
@@ -294,9 +293,7 @@ size_t log_capture::count_if(const std::vector<std::string> &needles,
 size_t log_capture::count(ucs_log_level_t level,
                           const std::vector<std::string> &needles) const
 {
-    return count_if(needles, [level](ucs_log_level_t l) {
-        return l == level;
-    });
+    return count_if(needles, [level](ucs_log_level_t l) { return l == level; });
 }
 
 size_t log_capture::count(const std::vector<std::string> &needles) const
@@ -306,9 +303,8 @@ size_t log_capture::count(const std::vector<std::string> &needles) const
 
 size_t log_capture::warnings(const std::string &text) const
 {
-    return count_if({text}, [](ucs_log_level_t l) {
-        return l <= UCS_LOG_LEVEL_WARN;
-    });
+    return count_if({text},
+                    [](ucs_log_level_t l) { return l <= UCS_LOG_LEVEL_WARN; });
 }
 
 std::string log_capture::first_warning() const
@@ -327,7 +323,7 @@ ucs_log_func_rc_t log_capture::handler(const char *, unsigned, const char *,
                                        const ucs_log_component_config_t *,
                                        const char *format, va_list ap)
 {
-    char    buf[2048];
+    char buf[2048];
     va_list aq;
 
     va_copy(aq, ap);
@@ -337,15 +333,15 @@ ucs_log_func_rc_t log_capture::handler(const char *, unsigned, const char *,
         std::lock_guard<std::mutex> guard(s_lock);
         s_msgs.push_back({level, buf});
     }
-    return (level >= UCS_LOG_LEVEL_DEBUG) ? UCS_LOG_FUNC_RC_STOP :
-                                            UCS_LOG_FUNC_RC_CONTINUE;
+    return (level >= UCS_LOG_LEVEL_DEBUG) ? UCS_LOG_FUNC_RC_STOP
+                                          : UCS_LOG_FUNC_RC_CONTINUE;
 }
 
 scoped_setenv::scoped_setenv(const char *name, const std::string &value) :
     m_name(name)
 {
     const char *old = getenv(name);
-    m_had = (old != NULL);
+    m_had           = (old != NULL);
     if (m_had) {
         m_old = old;
     }
@@ -369,8 +365,8 @@ double entity::now()
 }
 
 entity::entity(const std::string &netif) :
-    m_component(NULL), m_md(NULL), m_async(NULL), m_worker(NULL),
-    m_iface(NULL), m_netif(netif.empty() ? test_iface() : netif)
+    m_component(NULL), m_md(NULL), m_async(NULL), m_worker(NULL), m_iface(NULL),
+    m_netif(netif.empty() ? test_iface() : netif)
 {
     memset(&m_attr, 0, sizeof(m_attr));
 }
@@ -406,7 +402,7 @@ entity::~entity()
 
 ucs_status_t entity::err_cb(void *arg, uct_ep_h ep, ucs_status_t status)
 {
-    entity *self = (entity*)arg;
+    entity *self = (entity *)arg;
     self->errors.push_back({ep, status});
     return UCS_OK;
 }
@@ -450,9 +446,9 @@ void *orc_module_symbol(const char *name)
     return symbol;
 }
 
-ucs_status_t entity::open(size_t rx_headroom,
-                          const std::function<void(uct_iface_params_t&)>
-                          &customize)
+ucs_status_t
+entity::open(size_t rx_headroom,
+             const std::function<void(uct_iface_params_t &)> &customize)
 {
     ucs_status_t status;
 
@@ -467,14 +463,13 @@ ucs_status_t entity::open(size_t rx_headroom,
         return status;
     }
     std::string dev = "soft_" + m_netif;
-    status = uct_md_open(m_component, dev.c_str(), md_config, &m_md);
+    status          = uct_md_open(m_component, dev.c_str(), md_config, &m_md);
     uct_config_release(md_config);
     if (status != UCS_OK) {
         return status;
     }
 
-    status = ucs_async_context_create(UCS_ASYNC_MODE_THREAD_SPINLOCK,
-                                      &m_async);
+    status = ucs_async_context_create(UCS_ASYNC_MODE_THREAD_SPINLOCK, &m_async);
     if (status != UCS_OK) {
         return status;
     }
@@ -484,11 +479,11 @@ ucs_status_t entity::open(size_t rx_headroom,
     }
 
     memset(&m_params, 0, sizeof(m_params));
-    m_params.field_mask           = UCT_IFACE_PARAM_FIELD_OPEN_MODE |
-                                    UCT_IFACE_PARAM_FIELD_DEVICE |
-                                    UCT_IFACE_PARAM_FIELD_ERR_HANDLER |
-                                    UCT_IFACE_PARAM_FIELD_ERR_HANDLER_ARG |
-                                    UCT_IFACE_PARAM_FIELD_ERR_HANDLER_FLAGS;
+    m_params.field_mask = UCT_IFACE_PARAM_FIELD_OPEN_MODE |
+                          UCT_IFACE_PARAM_FIELD_DEVICE |
+                          UCT_IFACE_PARAM_FIELD_ERR_HANDLER |
+                          UCT_IFACE_PARAM_FIELD_ERR_HANDLER_ARG |
+                          UCT_IFACE_PARAM_FIELD_ERR_HANDLER_FLAGS;
     m_params.open_mode            = UCT_IFACE_OPEN_MODE_DEVICE;
     m_params.mode.device.tl_name  = "orc";
     m_port_name                   = dev + ":1";
@@ -497,8 +492,8 @@ ucs_status_t entity::open(size_t rx_headroom,
     m_params.err_handler_arg      = this;
     m_params.err_handler_flags    = 0;
     if (rx_headroom > 0) {
-        m_params.field_mask  |= UCT_IFACE_PARAM_FIELD_RX_HEADROOM;
-        m_params.rx_headroom  = rx_headroom;
+        m_params.field_mask |= UCT_IFACE_PARAM_FIELD_RX_HEADROOM;
+        m_params.rx_headroom = rx_headroom;
     }
     if (customize) {
         customize(m_params);
@@ -546,8 +541,8 @@ void entity::wait_for_event(double timeout_sec)
     struct pollfd pfd = {-1, POLLIN, 0};
 
     if ((uct_iface_event_fd_get(m_iface, &pfd.fd) != UCS_OK) ||
-        (uct_iface_event_arm(m_iface, UCT_EVENT_RECV |
-                                      UCT_EVENT_SEND_COMP) != UCS_OK)) {
+        (uct_iface_event_arm(m_iface, UCT_EVENT_RECV | UCT_EVENT_SEND_COMP) !=
+         UCS_OK)) {
         return; /* busy: progress again */
     }
     poll(&pfd, 1, (int)(timeout_sec * 1000));
@@ -556,9 +551,9 @@ void entity::wait_for_event(double timeout_sec)
 std::vector<uint8_t> entity::dev_addr(uct_iface_h iface) const
 {
     std::vector<uint8_t> addr(m_attr.device_addr_len);
-    EXPECT_EQ(UCS_OK, uct_iface_get_device_address(
-                      (iface != NULL) ? iface : m_iface,
-                      (uct_device_addr_t*)addr.data()));
+    EXPECT_EQ(UCS_OK,
+              uct_iface_get_device_address((iface != NULL) ? iface : m_iface,
+                                           (uct_device_addr_t *)addr.data()));
     return addr;
 }
 
@@ -566,7 +561,7 @@ std::vector<uint8_t> entity::iface_addr(uct_iface_h iface) const
 {
     std::vector<uint8_t> addr(m_attr.iface_addr_len);
     EXPECT_EQ(UCS_OK, uct_iface_get_address((iface != NULL) ? iface : m_iface,
-                                            (uct_iface_addr_t*)addr.data()));
+                                            (uct_iface_addr_t *)addr.data()));
     return addr;
 }
 
@@ -578,13 +573,12 @@ ucs_status_t entity::create_ep(const std::vector<uint8_t> &dev_addr,
     ucs_status_t status;
 
     memset(&params, 0, sizeof(params));
-    params.field_mask = UCT_EP_PARAM_FIELD_IFACE |
-                        UCT_EP_PARAM_FIELD_DEV_ADDR |
+    params.field_mask = UCT_EP_PARAM_FIELD_IFACE | UCT_EP_PARAM_FIELD_DEV_ADDR |
                         UCT_EP_PARAM_FIELD_IFACE_ADDR;
     params.iface      = (iface != NULL) ? iface : m_iface;
-    params.dev_addr   = (const uct_device_addr_t*)dev_addr.data();
-    params.iface_addr = (const uct_iface_addr_t*)iface_addr.data();
-    status = uct_ep_create(&params, ep_p);
+    params.dev_addr   = (const uct_device_addr_t *)dev_addr.data();
+    params.iface_addr = (const uct_iface_addr_t *)iface_addr.data();
+    status            = uct_ep_create(&params, ep_p);
     if (status == UCS_OK) {
         m_eps.push_back(*ep_p);
     }
@@ -613,21 +607,19 @@ uct_ep_h entity::connect_and_wait(entity &peer)
         return NULL;
     }
 
-    uint64_t scratch = 0;
-    mem m = peer.alloc_mem(64);
-    uct_rkey_t rkey = unpack_rkey(m.rkey_buf);
+    uint64_t scratch    = 0;
+    mem m               = peer.alloc_mem(64);
+    uct_rkey_t rkey     = unpack_rkey(m.rkey_buf);
     ucs_status_t status = UCS_ERR_NO_RESOURCE;
-    bool ok = progress_until([&]() {
+    bool ok             = progress_until([&]() {
         peer.progress();
         status = uct_ep_put_short(ep, &scratch, sizeof(scratch),
-                                  (uintptr_t)m.ptr, rkey);
+                                              (uintptr_t)m.ptr, rkey);
         return status != UCS_ERR_NO_RESOURCE;
     });
     EXPECT_TRUE(ok) << "pairing did not complete";
     EXPECT_EQ(UCS_OK, status);
-    progress_until([&]() {
-        return uct_ep_flush(ep, 0, NULL) == UCS_OK;
-    });
+    progress_until([&]() { return uct_ep_flush(ep, 0, NULL) == UCS_OK; });
     peer.free_mem(m);
     return ep;
 }
@@ -690,9 +682,9 @@ child::child(const std::string &role, const std::vector<std::string> &env) :
     for (auto &e : env) {
         envs.push_back(e);
     }
-    std::vector<char*> envp;
+    std::vector<char *> envp;
     for (auto &e : envs) {
-        envp.push_back((char*)e.c_str());
+        envp.push_back((char *)e.c_str());
     }
     envp.push_back(NULL);
 
@@ -702,7 +694,7 @@ child::child(const std::string &role, const std::vector<std::string> &env) :
     self[n > 0 ? n : 0] = '\0';
     std::string netns   = env_or("ORC_UCT_CHILD_NETNS", "");
     std::string wrapper = env_or("ORC_UCT_CHILD_WRAPPER", "");
-    std::vector<const char*> argv;
+    std::vector<const char *> argv;
     if (!netns.empty()) {
         argv = {"ip", "netns", "exec", netns.c_str()};
     }
@@ -717,7 +709,7 @@ child::child(const std::string &role, const std::vector<std::string> &env) :
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, in[0], 0);
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    int ret = posix_spawnp(&m_pid, argv[0], &fa, NULL, (char**)argv.data(),
+    int ret = posix_spawnp(&m_pid, argv[0], &fa, NULL, (char **)argv.data(),
                            envp.data());
     posix_spawn_file_actions_destroy(&fa);
     EXPECT_EQ(0, ret) << strerror(ret);
@@ -774,7 +766,7 @@ bool child::read_line(std::string &line, double timeout_sec)
 void child::write_line(const std::string &line)
 {
     std::string l = line + "\n";
-    ssize_t n = write(m_in, l.data(), l.size());
+    ssize_t n     = write(m_in, l.data(), l.size());
     EXPECT_EQ((ssize_t)l.size(), n);
 }
 
@@ -837,8 +829,8 @@ int tcp_connections(int port, bool own)
             (state != 1 /* ESTABLISHED */)) {
             continue;
         }
-        if (own ? (((int)rem_port == port) && inodes.count(inode)) :
-                  ((int)local_port == port)) {
+        if (own ? (((int)rem_port == port) && inodes.count(inode))
+                : ((int)local_port == port)) {
             ++count;
         }
     }
@@ -850,7 +842,7 @@ std::string hex(const void *buf, size_t len)
     std::string s;
     char b[3];
     for (size_t i = 0; i < len; ++i) {
-        snprintf(b, sizeof(b), "%02x", ((const uint8_t*)buf)[i]);
+        snprintf(b, sizeof(b), "%02x", ((const uint8_t *)buf)[i]);
         s += b;
     }
     return s;

@@ -20,35 +20,46 @@ extern "C" {
 #include <string>
 #include <vector>
 
-namespace orc_test {
+namespace orc_test
+{
 
 /* Environment: orcd + module; set up once per test binary */
-class uct_env {
-public:
-    static void setup();           /* idempotent */
+class uct_env
+{
+  public:
+    static void setup(); /* idempotent */
     static void teardown();
     static const std::string &url();
-    static int port();             /* of url() */
+    static int port(); /* of url() */
     static const std::string &builddir();
     static pid_t orcd_pid();
-    static void stop_orcd();       /* for "orcd unreachable" tests */
+    static void stop_orcd(); /* for "orcd unreachable" tests */
     static void start_orcd();
-private:
+
+  private:
     static std::string m_url;
     static std::string m_builddir;
-    static pid_t       m_orcd_pid;
+    static pid_t m_orcd_pid;
 };
 
 /* An orcd child process with a given YAML configuration (listen address
  * and port-file are added), on a free loopback port; killed at destruction */
-class orcd_process {
-public:
+class orcd_process
+{
+  public:
     explicit orcd_process(const std::string &config_yaml = "");
     ~orcd_process();
-    const std::string &url() const { return m_url; }
-    pid_t pid() const { return m_pid; }
-private:
-    pid_t       m_pid;
+    const std::string &url() const
+    {
+        return m_url;
+    }
+    pid_t pid() const
+    {
+        return m_pid;
+    }
+
+  private:
+    pid_t m_pid;
     std::string m_url;
     std::string m_dir;
 };
@@ -57,8 +68,9 @@ private:
  * UCX's log level set to `level` meanwhile (default: unchanged). Messages
  * arrive on any thread: s_lock protects s_msgs. Debug and trace messages
  * stop here, the others go on to UCX's own output. */
-class log_capture {
-public:
+class log_capture
+{
+  public:
     log_capture();
     explicit log_capture(ucs_log_level_t level);
     ~log_capture();
@@ -73,10 +85,9 @@ public:
     /* the first warning or error ("" if none) */
     std::string first_warning() const;
 
-private:
-    template <typename F>
-    size_t count_if(const std::vector<std::string> &needles,
-                    F level_ok) const;
+  private:
+    template<typename F>
+    size_t count_if(const std::vector<std::string> &needles, F level_ok) const;
     static ucs_log_func_rc_t handler(const char *file, unsigned line,
                                      const char *function,
                                      ucs_log_level_t level,
@@ -89,34 +100,37 @@ private:
 };
 
 /* Scoped environment variable */
-class scoped_setenv {
-public:
+class scoped_setenv
+{
+  public:
     scoped_setenv(const char *name, const std::string &value);
     ~scoped_setenv();
-private:
+
+  private:
     std::string m_name;
     std::string m_old;
-    bool        m_had;
+    bool m_had;
 };
 
 /* One UCT interface with its md and worker, on port 1 of the soft device
  * of network interface `netif` (default: test_iface()) */
-class entity {
-public:
+class entity
+{
+  public:
     explicit entity(const std::string &netif = "");
     ~entity();
 
     /* open; returns the status of uct_iface_open (or of an earlier step);
      * rx_headroom: bytes the AM handler may use before a payload;
      * customize: changes to the iface parameters */
-    ucs_status_t open(size_t rx_headroom = 0,
-                      const std::function<void(uct_iface_params_t&)>
-                      &customize = nullptr);
+    ucs_status_t
+    open(size_t rx_headroom                                         = 0,
+         const std::function<void(uct_iface_params_t &)> &customize = nullptr);
     /* another iface on the same md and worker (closed with the entity) */
     ucs_status_t open_iface(uct_iface_h *iface_p);
     void progress(unsigned count = 1);
     /* progress until cond() or timeout; returns cond() */
-    template <typename F> bool progress_until(F cond, double timeout_sec = 10)
+    template<typename F> bool progress_until(F cond, double timeout_sec = 10)
     {
         double deadline = now() + timeout_sec;
         while (!cond()) {
@@ -130,7 +144,7 @@ public:
 
     /* like progress_until(), but sleeps in the iface's event fd while
      * there is nothing to progress (many processes on few cores) */
-    template <typename F> bool wait_until(F cond, double timeout_sec = 10)
+    template<typename F> bool wait_until(F cond, double timeout_sec = 10)
     {
         double deadline = now() + timeout_sec;
         while (!cond()) {
@@ -161,62 +175,79 @@ public:
 
     /* registered buffer */
     struct mem {
-        void        *ptr;
-        size_t       length;
-        uct_mem_h    memh;
+        void *ptr;
+        size_t length;
+        uct_mem_h memh;
         std::vector<uint8_t> rkey_buf;
     };
     mem alloc_mem(size_t length);
     void free_mem(mem &m);
     uct_rkey_t unpack_rkey(const std::vector<uint8_t> &rkey_buf);
 
-    uct_iface_h iface() const { return m_iface; }
-    uct_md_h md() const { return m_md; }
-    const uct_iface_attr_t &attr() const { return m_attr; }
-    uct_component_h component() const { return m_component; }
+    uct_iface_h iface() const
+    {
+        return m_iface;
+    }
+    uct_md_h md() const
+    {
+        return m_md;
+    }
+    const uct_iface_attr_t &attr() const
+    {
+        return m_attr;
+    }
+    uct_component_h component() const
+    {
+        return m_component;
+    }
 
     /* error callbacks seen */
     struct err_event {
-        uct_ep_h     ep;
+        uct_ep_h ep;
         ucs_status_t status;
     };
     std::vector<err_event> errors;
 
     static double now();
 
-private:
+  private:
     static ucs_status_t err_cb(void *arg, uct_ep_h ep, ucs_status_t status);
 
-    uct_component_h    m_component;
-    uct_md_h           m_md;
+    uct_component_h m_component;
+    uct_md_h m_md;
     ucs_async_context_t *m_async;
-    uct_worker_h       m_worker;
-    uct_iface_h        m_iface;
-    uct_iface_attr_t   m_attr;
+    uct_worker_h m_worker;
+    uct_iface_h m_iface;
+    uct_iface_attr_t m_attr;
     std::vector<uct_rkey_bundle_t> m_rkeys;
-    std::vector<mem>   m_mems;   /* still registered (failed tests) */
+    std::vector<mem> m_mems; /* still registered (failed tests) */
     std::vector<uct_ep_h> m_eps;
-    std::string        m_netif;
-    std::string        m_port_name;  /* m_params' device name */
+    std::string m_netif;
+    std::string m_port_name; /* m_params' device name */
     uct_iface_params_t m_params;
     std::vector<uct_iface_h> m_ifaces; /* of open_iface() */
 };
 
 /* A child process running this test binary in a "role" (see
  * test_orc_uct.cc, OrcChild.Main); talks over its stdin/stdout lines. */
-class child {
-public:
+class child
+{
+  public:
     child(const std::string &role, const std::vector<std::string> &env = {});
     ~child();
     bool read_line(std::string &line, double timeout_sec = 20);
     void write_line(const std::string &line);
     void kill_now();
     int wait_exit(double timeout_sec = 30); /* exit status or -1 */
-    pid_t pid() const { return m_pid; }
-private:
-    pid_t       m_pid;
-    int         m_in;   /* write end of the child's stdin */
-    int         m_out;  /* read end of the child's stdout */
+    pid_t pid() const
+    {
+        return m_pid;
+    }
+
+  private:
+    pid_t m_pid;
+    int m_in;  /* write end of the child's stdin */
+    int m_out; /* read end of the child's stdout */
     std::string m_buf;
 };
 

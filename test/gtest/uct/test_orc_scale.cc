@@ -22,10 +22,12 @@ extern "C" {
 
 using namespace orc_test;
 
-namespace {
+namespace
+{
 
-class scale_environment : public ::testing::Environment {
-public:
+class scale_environment : public ::testing::Environment
+{
+  public:
     void SetUp() override
     {
         /* every connected softnic QP holds sockets: room for thousands */
@@ -38,20 +40,23 @@ public:
             uct_env::setup();
         }
     }
-    void TearDown() override { uct_env::teardown(); }
+    void TearDown() override
+    {
+        uct_env::teardown();
+    }
 };
 
 ::testing::Environment *const g_env =
-        ::testing::AddGlobalTestEnvironment(new scale_environment);
+    ::testing::AddGlobalTestEnvironment(new scale_environment);
 
 struct am_count {
     std::vector<unsigned> per_sender; /* by the 64-bit header */
-    size_t                total = 0;
+    size_t total = 0;
 };
 
 ucs_status_t am_count_cb(void *arg, void *data, size_t length, unsigned)
 {
-    am_count *c = (am_count*)arg;
+    am_count *c = (am_count *)arg;
     uint64_t hdr;
     EXPECT_GE(length, sizeof(hdr));
     memcpy(&hdr, data, sizeof(hdr));
@@ -92,8 +97,8 @@ TEST(OrcScale, ThousandEndpointsOneIface)
     ASSERT_EQ(UCS_OK, r.open());
     am_count rx;
     rx.per_sender.resize(neps);
-    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 1, am_count_cb, &rx,
-                                               0));
+    ASSERT_EQ(UCS_OK,
+              uct_iface_set_am_handler(r.iface(), 1, am_count_cb, &rx, 0));
 
     double start = entity::now();
     std::vector<uct_ep_h> eps(neps);
@@ -108,7 +113,8 @@ TEST(OrcScale, ThousandEndpointsOneIface)
     double paired_at  = 0;
     unsigned npaired  = 0;
     std::vector<bool> paired(neps, false);
-    ASSERT_TRUE(s.progress_until([&]() {
+    ASSERT_TRUE(s.progress_until(
+        [&]() {
         for (unsigned i = 0; i < neps; ++i) {
             while (sent[i] < rounds) {
                 ucs_status_t st = uct_ep_am_short(eps[i], 1, i, NULL, 0);
@@ -131,20 +137,23 @@ TEST(OrcScale, ThousandEndpointsOneIface)
         }
         r.progress();
         return rx.total == (size_t)neps * rounds;
-    }, 120)) << "sent " << total_sent << " received " << rx.total;
+        },
+        120))
+        << "sent " << total_sent << " received " << rx.total;
 
     EXPECT_TRUE(s.errors.empty());
     for (unsigned i = 0; i < neps; ++i) {
         ASSERT_EQ(rounds, rx.per_sender[i]) << "ep " << i;
     }
     printf("ORC-FIGURE 1024 eps: all paired after %.2f s, %u messages each "
-           "delivered after %.2f s\n", paired_at - start, rounds,
-           entity::now() - start);
+           "delivered after %.2f s\n",
+           paired_at - start, rounds, entity::now() - start);
 }
 
 /* ------------------------------------------------ many processes */
 
-namespace {
+namespace
+{
 
 std::string addr_of(entity &e)
 {
@@ -204,17 +213,21 @@ std::vector<std::string> split(const std::string &s, char sep)
 ucs_status_t touch_ep(entity &e, uct_ep_h ep, double timeout)
 {
     ucs_status_t st = UCS_ERR_NO_RESOURCE;
-    bool ok = e.wait_until([&]() {
+    bool ok         = e.wait_until(
+        [&]() {
         st = uct_ep_put_short(ep, NULL, 0, 0, 0);
         return (st != UCS_ERR_NO_RESOURCE) || !e.errors.empty();
-    }, timeout);
+        },
+        timeout);
     if (!ok || (st != UCS_OK)) {
         return ok ? st : UCS_ERR_TIMED_OUT;
     }
-    ok = e.wait_until([&]() {
+    ok = e.wait_until(
+        [&]() {
         st = uct_ep_flush(ep, 0, NULL);
         return (st != UCS_INPROGRESS) && (st != UCS_ERR_NO_RESOURCE);
-    }, timeout);
+        },
+        timeout);
     return ok ? st : UCS_ERR_TIMED_OUT;
 }
 
@@ -228,13 +241,13 @@ void child_alltoall()
     ASSERT_EQ(UCS_OK, e.open());
     am_count rx;
     rx.per_sender.resize(n);
-    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(e.iface(), 1, am_count_cb, &rx,
-                                               0));
+    ASSERT_EQ(UCS_OK,
+              uct_iface_set_am_handler(e.iface(), 1, am_count_cb, &rx, 0));
     printf("ORC addr %s\n", addr_of(e).c_str());
     fflush(stdout);
 
-    std::vector<std::string> peers = words_after_tag(read_stdin_line(),
-                                                     "peers");
+    std::vector<std::string> peers =
+        words_after_tag(read_stdin_line(), "peers");
     ASSERT_EQ(n, peers.size());
     double start = entity::now();
     std::vector<uct_ep_h> eps(n, NULL);
@@ -247,10 +260,11 @@ void child_alltoall()
     }
 
     std::vector<bool> sent(n, false);
-    sent[rank]        = true;
-    unsigned nsent    = 1;
-    double all_sent   = 0;
-    ASSERT_TRUE(e.wait_until([&]() {
+    sent[rank]      = true;
+    unsigned nsent  = 1;
+    double all_sent = 0;
+    ASSERT_TRUE(e.wait_until(
+        [&]() {
         for (unsigned j = 0; j < n; ++j) {
             if (!sent[j] &&
                 (uct_ep_am_short(eps[j], 1, rank, NULL, 0) == UCS_OK)) {
@@ -261,13 +275,14 @@ void child_alltoall()
             }
         }
         return ((nsent == n) && (rx.total == n - 1)) || !e.errors.empty();
-    }, 600)) << "sent " << nsent << " received " << rx.total;
+        },
+        600))
+        << "sent " << nsent << " received " << rx.total;
     ASSERT_TRUE(e.errors.empty()) << ucs_status_string(e.errors[0].status);
     /* accepted is not sent: until the flush, the ops may wait for our
      * progress */
-    ASSERT_TRUE(e.wait_until([&]() {
-        return uct_iface_flush(e.iface(), 0, NULL) == UCS_OK;
-    }, 600));
+    ASSERT_TRUE(e.wait_until(
+        [&]() { return uct_iface_flush(e.iface(), 0, NULL) == UCS_OK; }, 600));
     EXPECT_TRUE(e.errors.empty());
     printf("ORC done %.3f %.3f\n", all_sent - start, entity::now() - start);
     fflush(stdout);
@@ -277,7 +292,7 @@ void child_alltoall()
 /* eps from each of `ifaces` to the peer addresses, touched: the time it
  * took, or -1 on a failure */
 struct iface_ref {
-    entity     *e;
+    entity *e;
     uct_iface_h iface;
 };
 
@@ -290,8 +305,8 @@ double pair_all(std::vector<iface_ref> &ifaces,
     for (size_t k = 0; k < ifaces.size(); ++k) {
         std::vector<uint8_t> dev, iface;
         parse_addr(peer[k], &dev, &iface);
-        EXPECT_EQ(UCS_OK, ifaces[k].e->create_ep(dev, iface, &eps[k],
-                                                 ifaces[k].iface));
+        EXPECT_EQ(UCS_OK,
+                  ifaces[k].e->create_ep(dev, iface, &eps[k], ifaces[k].iface));
         if (eps[k] == NULL) {
             return -1;
         }
@@ -343,10 +358,12 @@ void child_lease()
         }
     }
     for (iface_ref &i : ifaces) {
-        addrs += " " + hex(i.e->dev_addr(i.iface).data(),
-                           i.e->dev_addr(i.iface).size()) + ":" +
-                 hex(i.e->iface_addr(i.iface).data(),
-                     i.e->iface_addr(i.iface).size());
+        addrs +=
+            " " +
+            hex(i.e->dev_addr(i.iface).data(), i.e->dev_addr(i.iface).size()) +
+            ":" +
+            hex(i.e->iface_addr(i.iface).data(),
+                i.e->iface_addr(i.iface).size());
     }
     printf("ORC addrs%s\n", addrs.c_str());
     fflush(stdout);
@@ -355,7 +372,7 @@ void child_lease()
     ASSERT_EQ(ifaces.size(), peer.size());
     size_t failed = 0;
     for (std::string cmd = read_stdin_line(); cmd != "quit";
-         cmd = read_stdin_line()) {
+         cmd             = read_stdin_line()) {
         if (cmd == "pair") {
             std::vector<uct_ep_h> eps;
             double took = pair_all(ifaces, peer, eps, 300);
@@ -411,11 +428,11 @@ bool read_all(std::vector<std::unique_ptr<child>> &children,
  * hwloc start-up) would starve orcd for seconds; opened processes wait
  * blocked, so the ones that hold do not load the machine.
  */
-bool start_children(std::vector<std::unique_ptr<child>> &children, unsigned n,
-                    const std::string &role,
-                    const std::function<std::vector<std::string>(unsigned)>
-                    &env, const std::string &tag,
-                    std::vector<std::string> &lines, double timeout)
+bool start_children(
+    std::vector<std::unique_ptr<child>> &children, unsigned n,
+    const std::string &role,
+    const std::function<std::vector<std::string>(unsigned)> &env,
+    const std::string &tag, std::vector<std::string> &lines, double timeout)
 {
     const unsigned batch = std::max(1u, env_unsigned("ORC_SCALE_BATCH", 16));
     double deadline      = entity::now() + timeout;
@@ -427,8 +444,9 @@ bool start_children(std::vector<std::unique_ptr<child>> &children, unsigned n,
             children.emplace_back(new child(role, env(i)));
         }
         for (unsigned i = first; i < last; ++i) {
-            if (!children[i]->read_line(lines[i], std::max(
-                        1.0, deadline - entity::now())) ||
+            if (!children[i]->read_line(lines[i],
+                                        std::max(1.0,
+                                                 deadline - entity::now())) ||
                 (lines[i].compare(0, tag.size(), tag) != 0)) {
                 ADD_FAILURE() << "child " << i << ": no '" << tag << "' line";
                 return false;
@@ -455,13 +473,13 @@ bool pair_in_batches(std::vector<std::unique_ptr<child>> &children,
             }
             for (size_t i = first; i < last; ++i) {
                 if (!children[i]->read_line(line, 600)) {
-                    ADD_FAILURE() << "child " << i << ": no answer to "
-                                  << step;
+                    ADD_FAILURE() << "child " << i << ": no answer to " << step;
                     return false;
                 }
                 if (!strcmp(step, "pair")) {
-                    double took = strtod(words_after_tag(line, "paired")
-                                         .at(0).c_str(), NULL);
+                    double took =
+                        strtod(words_after_tag(line, "paired").at(0).c_str(),
+                               NULL);
                     EXPECT_GE(took, 0) << "child " << i << " did not pair";
                     *slowest = std::max(*slowest, took);
                 }
@@ -534,7 +552,8 @@ TEST(OrcChild, Main)
     }
     /* dozens of processes on a few cores: orcd must not be starved by
      * them (a node with one core per rank has no such contention) */
-    if (getenv("ORC_SCALE_NO_NICE") == NULL) setpriority(PRIO_PROCESS, 0, 10);
+    if (getenv("ORC_SCALE_NO_NICE") == NULL)
+        setpriority(PRIO_PROCESS, 0, 10);
     uct_env::setup();
     if (!strcmp(role, "alltoall")) {
         child_alltoall();
@@ -558,11 +577,14 @@ TEST(OrcScale, AllToAll64Processes)
     double start = entity::now();
     std::vector<std::unique_ptr<child>> children;
     std::vector<std::string> lines;
-    ASSERT_TRUE(start_children(children, n, "alltoall", [n](unsigned i) {
-        return std::vector<std::string>{
-                "ORC_SCALE_NPROC=" + std::to_string(n),
-                "ORC_UCT_CHILD_ID=" + std::to_string(i)};
-    }, "addr", lines, 600));
+    ASSERT_TRUE(start_children(
+        children, n, "alltoall",
+        [n](unsigned i) {
+        return std::vector<std::string>{"ORC_SCALE_NPROC=" + std::to_string(n),
+                                        "ORC_UCT_CHILD_ID=" +
+                                            std::to_string(i)};
+        },
+        "addr", lines, 600));
     std::string peers = "peers";
     for (const std::string &l : lines) {
         peers += " " + words_after_tag(l, "addr").at(0);
@@ -574,9 +596,9 @@ TEST(OrcScale, AllToAll64Processes)
     ASSERT_TRUE(read_all(children, "done", lines, 600));
     double done = entity::now(), slowest = 0;
     for (const std::string &l : lines) {
-        slowest = std::max(slowest,
-                           strtod(words_after_tag(l, "done").at(1).c_str(),
-                                  NULL));
+        slowest =
+            std::max(slowest,
+                     strtod(words_after_tag(l, "done").at(1).c_str(), NULL));
     }
     for (auto &c : children) {
         c->write_line("quit");
@@ -586,8 +608,8 @@ TEST(OrcScale, AllToAll64Processes)
     }
     printf("ORC-FIGURE %u processes all-to-all (%u eps): started and opened "
            "in %.1f s, all paired and an AM on every pair in %.1f s (slowest "
-           "process %.1f s)\n", n, n * (n - 1), opened - start, done - opened,
-           slowest);
+           "process %.1f s)\n",
+           n, n * (n - 1), opened - start, done - opened, slowest);
 }
 
 /*
@@ -613,20 +635,24 @@ TEST(OrcScale, ManyProcessesKeepLeases)
     double start = entity::now();
     std::vector<std::unique_ptr<child>> children;
     std::vector<std::string> addrs;
-    ASSERT_TRUE(start_children(children, n, "lease", [devices](unsigned) {
+    ASSERT_TRUE(start_children(
+        children, n, "lease",
+        [devices](unsigned) {
         /* small receive queues: the test is about the coordinator */
-        return std::vector<std::string>{
-                std::string("ORC_SCALE_DEVICES=") + devices,
-                "UCX_ORC_RX_QUEUE_LEN=64", "UCX_ORC_AM_CREDITS=16"};
-    }, "addrs", addrs, 900));
+        return std::vector<std::string>{std::string("ORC_SCALE_DEVICES=") +
+                                            devices,
+                                        "UCX_ORC_RX_QUEUE_LEN=64",
+                                        "UCX_ORC_AM_CREDITS=16"};
+        },
+        "addrs", addrs, 900));
     std::set<int64_t> pids;
     for (auto &c : children) {
         pids.insert(c->pid());
     }
     double opened = entity::now();
     for (unsigned i = 0; i < n; ++i) {
-        std::vector<std::string> next = words_after_tag(addrs[(i + 1) % n],
-                                                        "addrs");
+        std::vector<std::string> next =
+            words_after_tag(addrs[(i + 1) % n], "addrs");
         std::string line = "peer";
         for (const std::string &a : next) {
             line += " " + a;
@@ -642,14 +668,14 @@ TEST(OrcScale, ManyProcessesKeepLeases)
     double until  = entity::now() + hold;
     do {
         std::set<int64_t> live = live_pids();
-        size_t missing = 0;
+        size_t missing         = 0;
         for (int64_t pid : pids) {
             missing += !live.count(pid);
         }
         ASSERT_EQ(0u, missing) << "nodes whose lease lapsed, after "
                                << entity::now() - paired << " s";
-        max_conns = std::max(max_conns, tcp_connections(uct_env::port(),
-                                                        false));
+        max_conns =
+            std::max(max_conns, tcp_connections(uct_env::port(), false));
         sleep(5); /* the duration under test, not a synchronisation */
     } while (entity::now() < until);
 
@@ -677,8 +703,7 @@ TEST(OrcScale, ManyProcessesKeepLeases)
     printf("ORC-FIGURE %u processes x %zu ifaces: opened in %.1f s, paired "
            "in %.1f s (slowest process %.1f s), leases held %u s, paired "
            "again in at most %.1f s; orcd: at most %d connections, RSS %ld "
-           "KiB (peak %ld KiB)\n", n,
-           words_after_tag(addrs[0], "addrs").size(), opened - start,
-           paired - opened, slowest, hold, repaired, max_conns, rss_kb,
-           hwm_kb);
+           "KiB (peak %ld KiB)\n",
+           n, words_after_tag(addrs[0], "addrs").size(), opened - start,
+           paired - opened, slowest, hold, repaired, max_conns, rss_kb, hwm_kb);
 }

@@ -27,13 +27,14 @@ extern "C" {
 
 using namespace orc_test;
 
-namespace {
+namespace
+{
 
 std::vector<std::string> md_names(uct_component_h component)
 {
     std::vector<uct_md_resource_desc_t> resources;
-    std::vector<std::string>            names;
-    uct_component_attr_t                attr;
+    std::vector<std::string> names;
+    uct_component_attr_t attr;
 
     attr.field_mask = UCT_COMPONENT_ATTR_FIELD_MD_RESOURCE_COUNT;
     EXPECT_EQ(UCS_OK, uct_component_query(component, &attr));
@@ -51,10 +52,10 @@ std::vector<std::string> md_names(uct_component_h component)
 void query_md(uct_component_h component, const std::string &name,
               uct_tl_resource_desc_t *rsc, uct_md_attr_t *md_attr)
 {
-    uct_md_config_t        *config;
+    uct_md_config_t *config;
     uct_tl_resource_desc_t *resources;
-    unsigned                count;
-    uct_md_h                md;
+    unsigned count;
+    uct_md_h md;
 
     ASSERT_EQ(UCS_OK, uct_md_config_read(component, NULL, NULL, &config));
     ASSERT_EQ(UCS_OK, uct_md_open(component, name.c_str(), config, &md));
@@ -71,13 +72,13 @@ void query_md(uct_component_h component, const std::string &name,
  * empty) and the CPUs near it */
 struct hwloc_view {
     std::string pci;
-    cpu_set_t   cpus;
-    bool        found = false;
+    cpu_set_t cpus;
+    bool found = false;
 };
 
 hwloc_view hwloc_netdev(hwloc_topology_t topology, const std::string &ifname)
 {
-    hwloc_view  view;
+    hwloc_view view;
     hwloc_obj_t osdev = NULL, obj;
 
     CPU_ZERO(&view.cpus);
@@ -103,7 +104,7 @@ hwloc_view hwloc_netdev(hwloc_topology_t topology, const std::string &ifname)
     }
     obj = hwloc_get_non_io_ancestor_obj(topology, osdev);
     for (int cpu = hwloc_bitmap_first(obj->cpuset); cpu >= 0;
-         cpu = hwloc_bitmap_next(obj->cpuset, cpu)) {
+         cpu     = hwloc_bitmap_next(obj->cpuset, cpu)) {
         CPU_SET(cpu, &view.cpus);
     }
     return view;
@@ -112,14 +113,14 @@ hwloc_view hwloc_netdev(hwloc_topology_t topology, const std::string &ifname)
 std::string bus_id_str(ucs_sys_device_t sys_dev)
 {
     ucs_sys_bus_id_t bus_id;
-    char             buf[32];
+    char buf[32];
 
     if ((sys_dev == UCS_SYS_DEVICE_ID_UNKNOWN) ||
         (ucs_topo_get_device_bus_id(sys_dev, &bus_id) != UCS_OK)) {
         return "";
     }
-    snprintf(buf, sizeof(buf), "%04x:%02x:%02x.%x", bus_id.domain,
-             bus_id.bus, bus_id.slot, bus_id.function);
+    snprintf(buf, sizeof(buf), "%04x:%02x:%02x.%x", bus_id.domain, bus_id.bus,
+             bus_id.slot, bus_id.function);
     return buf;
 }
 
@@ -139,10 +140,10 @@ bool cpus_equal(const ucs_cpu_set_t &ucs, const cpu_set_t &sys)
  * interface (soft_eth0 at eth0's PCI device, soft_lo at none) */
 TEST(OrcTopo, SysDeviceIsTheInterfacePciDevice)
 {
-    scoped_setenv    all("UCX_ORC_SOFT_IFACES", "");
-    uct_component_h  component = orc_component();
+    scoped_setenv all("UCX_ORC_SOFT_IFACES", "");
+    uct_component_h component = orc_component();
     hwloc_topology_t topology;
-    int              with_pci  = 0;
+    int with_pci = 0;
 
     ASSERT_TRUE(component != NULL);
     ASSERT_EQ(0, hwloc_topology_init(&topology));
@@ -154,9 +155,9 @@ TEST(OrcTopo, SysDeviceIsTheInterfacePciDevice)
         if (name.compare(0, 5, "soft_")) {
             continue;
         }
-        uct_tl_resource_desc_t rsc     = {};
-        uct_md_attr_t          md_attr = {};
-        hwloc_view             view = hwloc_netdev(topology, name.substr(5));
+        uct_tl_resource_desc_t rsc = {};
+        uct_md_attr_t md_attr      = {};
+        hwloc_view view            = hwloc_netdev(topology, name.substr(5));
 
         ASSERT_NO_FATAL_FAILURE(query_md(component, name, &rsc, &md_attr));
         EXPECT_EQ(view.pci, bus_id_str(rsc.sys_device)) << name;
@@ -164,11 +165,11 @@ TEST(OrcTopo, SysDeviceIsTheInterfacePciDevice)
             EXPECT_EQ(UCS_SYS_DEVICE_ID_UNKNOWN, rsc.sys_device) << name;
         } else {
             /* UCX names it by its BDF, domain 0 left out */
-            std::string bdf = view.pci.compare(0, 5, "0000:") ?
-                              view.pci : view.pci.substr(5);
+            std::string bdf =
+                view.pci.compare(0, 5, "0000:") ? view.pci : view.pci.substr(5);
             EXPECT_STREQ(bdf.c_str(),
                          ucs_topo_sys_device_get_name(rsc.sys_device))
-                    << name << ": ucx_info -d shows this name";
+                << name << ": ucx_info -d shows this name";
             ++with_pci;
         }
         if (view.found) {
@@ -186,11 +187,11 @@ TEST(OrcTopo, SysDeviceIsTheInterfacePciDevice)
 /* The node record in orcd carries the topology summary */
 TEST(OrcTopo, NodeLabelsCarryTopologySummary)
 {
-    entity               e;
-    orc_client_params_t  params = {};
-    orc_client_t        *client;
-    orc_node_info_t     *node;
-    uint64_t             node_id;
+    entity e;
+    orc_client_params_t params = {};
+    orc_client_t *client;
+    orc_node_info_t *node;
+    uint64_t node_id;
 
     ASSERT_EQ(UCS_OK, e.open());
     std::vector<uint8_t> ifa = e.iface_addr();
@@ -205,11 +206,11 @@ TEST(OrcTopo, NodeLabelsCarryTopologySummary)
 
     json_t *labels = json_loads(node->labels_json, 0, NULL);
     ASSERT_TRUE(labels != NULL) << node->labels_json;
-    const char *topology = json_string_value(json_object_get(labels,
-                                                             "topology"));
+    const char *topology =
+        json_string_value(json_object_get(labels, "topology"));
     ASSERT_TRUE(topology != NULL) << node->labels_json;
-    EXPECT_STREQ("orc", json_string_value(json_object_get(labels,
-                                                          "transport")));
+    EXPECT_STREQ("orc",
+                 json_string_value(json_object_get(labels, "transport")));
     /* this machine: hwloc knows its NUMA nodes; the test interface is
      * listed, lo with an unknown locality */
     int numa = 0;
@@ -220,7 +221,7 @@ TEST(OrcTopo, NodeLabelsCarryTopologySummary)
     if (test_iface() == "lo") {
         EXPECT_NE(std::string::npos,
                   std::string(topology).find("; soft_lo unknown"))
-                << topology;
+            << topology;
     }
     json_decref(labels);
     orc_client_nodes_free(node, 1);
@@ -233,10 +234,10 @@ TEST(OrcTopo, NodeLabelsCarryTopologySummary)
  * open; report each one's system device and estimates */
 void orc_topo_child()
 {
-    const char       *cpus = getenv("ORC_UCT_CHILD_CPUS");
+    const char *cpus = getenv("ORC_UCT_CHILD_CPUS");
     std::list<entity> entities;
-    std::string       binding;
-    cpu_set_t         all, set;
+    std::string binding;
+    cpu_set_t all, set;
 
     ASSERT_TRUE(cpus != NULL);
     ASSERT_EQ(0, pthread_getaffinity_np(pthread_self(), sizeof(all), &all));
@@ -250,14 +251,13 @@ void orc_topo_child()
             CPU_ZERO(&set);
             CPU_SET(atoi(binding.c_str()), &set);
         }
-        ASSERT_EQ(0, pthread_setaffinity_np(pthread_self(), sizeof(set),
-                                            &set));
+        ASSERT_EQ(0, pthread_setaffinity_np(pthread_self(), sizeof(set), &set));
         entities.emplace_back();
         entity &e = entities.back();
         ASSERT_EQ(UCS_OK, e.open());
 
         uct_tl_resource_desc_t *resources;
-        unsigned                count;
+        unsigned count;
         ASSERT_EQ(UCS_OK,
                   uct_md_query_tl_resources(e.md(), &resources, &count));
         ASSERT_EQ(1u, count);
@@ -288,16 +288,15 @@ TEST(OrcTopo, RemoteDeviceReportsLowerEstimates)
     std::stringstream xml;
     xml << in.rdbuf();
     std::string text = xml.str();
-    size_t      pos  = text.find("name=\"nic0\"");
+    size_t pos       = text.find("name=\"nic0\"");
     ASSERT_NE(std::string::npos, pos);
     text.replace(pos, 11, "name=\"" + test_iface() + "\"");
-    std::string path = "/tmp/orc-uct-topo." + std::to_string(getpid()) +
-                       ".xml";
+    std::string path = "/tmp/orc-uct-topo." + std::to_string(getpid()) + ".xml";
     std::ofstream(path) << text;
 
     struct result {
         std::string sys_dev;
-        double      bw, lat;
+        double bw, lat;
     };
     std::map<std::string, std::vector<result>> seen; /* by binding */
     const char *orders[] = {"0 1 all", "1 0"};
@@ -305,14 +304,14 @@ TEST(OrcTopo, RemoteDeviceReportsLowerEstimates)
         child c("topo", {"HWLOC_XMLFILE=" + path,
                          std::string("ORC_UCT_CHILD_CPUS=") + order});
         std::istringstream bindings(order);
-        std::string        binding, line;
+        std::string binding, line;
         while (bindings >> binding) {
             result r = {"", 0, 0};
-            char   cpus[16], name[64];
+            char cpus[16], name[64];
             ASSERT_TRUE(c.read_line(line)) << order;
             ASSERT_EQ(4, sscanf(line.c_str(), "topo %15s %63s %lf %lf", cpus,
                                 name, &r.bw, &r.lat))
-                    << line;
+                << line;
             EXPECT_EQ(binding, cpus);
             r.sys_dev = name;
             seen[binding].push_back(r);

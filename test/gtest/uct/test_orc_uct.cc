@@ -24,32 +24,40 @@ extern "C" {
 
 using namespace orc_test;
 
-namespace {
+namespace
+{
 
-class orc_environment : public ::testing::Environment {
-public:
-    void SetUp() override { uct_env::setup(); }
-    void TearDown() override { uct_env::teardown(); }
+class orc_environment : public ::testing::Environment
+{
+  public:
+    void SetUp() override
+    {
+        uct_env::setup();
+    }
+    void TearDown() override
+    {
+        uct_env::teardown();
+    }
 };
 
 ::testing::Environment *const g_env =
-        ::testing::AddGlobalTestEnvironment(new orc_environment);
+    ::testing::AddGlobalTestEnvironment(new orc_environment);
 
 void fill_pattern(void *buf, size_t len, unsigned seed)
 {
     for (size_t i = 0; i < len; ++i) {
-        ((uint8_t*)buf)[i] = (uint8_t)(seed + i * 7 + (i >> 8));
+        ((uint8_t *)buf)[i] = (uint8_t)(seed + i * 7 + (i >> 8));
     }
 }
 
 struct pack_arg {
     const void *src;
-    size_t      len;
+    size_t len;
 };
 
 size_t pack_cb(void *dest, void *arg)
 {
-    pack_arg *a = (pack_arg*)arg;
+    pack_arg *a = (pack_arg *)arg;
     memcpy(dest, a->src, a->len);
     return a->len;
 }
@@ -61,8 +69,8 @@ void unpack_cb(void *arg, const void *data, size_t length)
 
 struct comp_t {
     uct_completion_t uct;
-    int              done;
-    ucs_status_t     status;
+    int done;
+    ucs_status_t status;
 };
 
 void comp_cb(uct_completion_t *self)
@@ -87,8 +95,8 @@ struct am_rx {
 
 ucs_status_t am_cb(void *arg, void *data, size_t length, unsigned)
 {
-    am_rx *rx = (am_rx*)arg;
-    rx->msgs.emplace_back((uint8_t*)data, (uint8_t*)data + length);
+    am_rx *rx = (am_rx *)arg;
+    rx->msgs.emplace_back((uint8_t *)data, (uint8_t *)data + length);
     return UCS_OK;
 }
 
@@ -96,9 +104,9 @@ ucs_status_t am_cb(void *arg, void *data, size_t length, unsigned)
  * rx; a peer gets at most n AM credits (UCX_ORC_AM_CREDITS) */
 struct am_pair {
     scoped_setenv credits;
-    entity        s, r;
-    am_rx         rx;
-    uct_ep_h      e = NULL;
+    entity s, r;
+    am_rx rx;
+    uct_ep_h e = NULL;
 
     explicit am_pair(const char *n) : credits("UCX_ORC_AM_CREDITS", n) {}
 
@@ -126,8 +134,9 @@ struct am_pair {
 
 } // namespace
 
-class OrcUct : public ::testing::Test {
-protected:
+class OrcUct : public ::testing::Test
+{
+  protected:
     void SetUp() override
     {
         ASSERT_EQ(UCS_OK, a.open());
@@ -148,7 +157,7 @@ protected:
         ASSERT_EQ(UCS_OK, status);
     }
 
-    template <typename F> ucs_status_t retry(F op)
+    template<typename F> ucs_status_t retry(F op)
     {
         ucs_status_t status;
         double deadline = entity::now() + 10;
@@ -163,7 +172,7 @@ protected:
         return status;
     }
 
-    entity   a, b;
+    entity a, b;
     uct_ep_h ep = NULL;
 };
 
@@ -186,9 +195,10 @@ TEST_F(OrcUct, Query)
     /* only exact atomics: 64-bit, none of the bitwise ones, no 32-bit */
     EXPECT_EQ(0u, attr.cap.atomic32.op_flags | attr.cap.atomic32.fop_flags);
     EXPECT_FALSE(attr.cap.atomic64.fop_flags & UCS_BIT(UCT_ATOMIC_OP_AND));
-    EXPECT_TRUE(uct_iface_is_reachable(a.iface(),
-                                       (uct_device_addr_t*)b.dev_addr().data(),
-                                       (uct_iface_addr_t*)b.iface_addr().data()));
+    EXPECT_TRUE(
+        uct_iface_is_reachable(a.iface(),
+                               (uct_device_addr_t *)b.dev_addr().data(),
+                               (uct_iface_addr_t *)b.iface_addr().data()));
 
     uct_md_attr_t md_attr;
     ASSERT_EQ(UCS_OK, uct_md_query(a.md(), &md_attr));
@@ -201,10 +211,11 @@ TEST_F(OrcUct, RegisterInvalidMemoryFails)
 {
     uct_mem_h memh;
     /* unmapped address range */
-    void *bad = (void*)0x10000;
+    void *bad = (void *)0x10000;
     EXPECT_NE(UCS_OK, uct_md_mem_reg(a.md(), bad, 4096,
                                      UCT_MD_MEM_ACCESS_ALL |
-                                     UCT_MD_MEM_FLAG_HIDE_ERRORS, &memh));
+                                         UCT_MD_MEM_FLAG_HIDE_ERRORS,
+                                     &memh));
     /* the registration cache hands out the same region again */
     entity::mem m = b.alloc_mem(1 << 16);
     uct_mem_h memh2;
@@ -217,8 +228,8 @@ TEST_F(OrcUct, RegisterInvalidMemoryFails)
 TEST_F(OrcUct, PutShortBcopyZcopy)
 {
     const uct_iface_attr_t &attr = a.attr();
-    size_t max = std::max({attr.cap.put.max_short, attr.cap.put.max_bcopy,
-                           (size_t)(1 << 20)});
+    size_t max                   = std::max(
+                          {attr.cap.put.max_short, attr.cap.put.max_bcopy, (size_t)(1 << 20)});
     entity::mem dst = b.alloc_mem(max);
     entity::mem src = a.alloc_mem(max);
     uct_rkey_t rkey = a.unpack_rkey(dst.rkey_buf);
@@ -226,18 +237,18 @@ TEST_F(OrcUct, PutShortBcopyZcopy)
     std::vector<size_t> short_sizes = {0, 1, 8, attr.cap.put.max_short};
     std::vector<size_t> bcopy_sizes = {0, 1, 8, 4096, attr.cap.put.max_bcopy};
     std::vector<size_t> zcopy_sizes = {1, 8, 65536, 1 << 20};
-    unsigned seed = 1;
+    unsigned seed                   = 1;
 
     for (size_t len : short_sizes) {
         memset(dst.ptr, 0, max);
         fill_pattern(src.ptr, len, ++seed);
-        ASSERT_EQ(UCS_OK, retry([&]() {
-            return uct_ep_put_short(ep, src.ptr, len, (uintptr_t)dst.ptr,
-                                    rkey);
+        ASSERT_EQ(UCS_OK, retry(
+                              [&]() {
+            return uct_ep_put_short(ep, src.ptr, len, (uintptr_t)dst.ptr, rkey);
         })) << len;
         flush_ep(a, ep);
         EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len)) << "put_short " << len;
-        EXPECT_EQ(0, ((uint8_t*)dst.ptr)[len]) << "wrote past the end";
+        EXPECT_EQ(0, ((uint8_t *)dst.ptr)[len]) << "wrote past the end";
     }
 
     for (size_t len : bcopy_sizes) {
@@ -247,8 +258,7 @@ TEST_F(OrcUct, PutShortBcopyZcopy)
         ssize_t ret;
         double deadline = entity::now() + 10;
         do {
-            ret = uct_ep_put_bcopy(ep, pack_cb, &arg, (uintptr_t)dst.ptr,
-                                   rkey);
+            ret = uct_ep_put_bcopy(ep, pack_cb, &arg, (uintptr_t)dst.ptr, rkey);
             a.progress();
         } while ((ret == UCS_ERR_NO_RESOURCE) && (entity::now() < deadline));
         ASSERT_EQ((ssize_t)len, ret);
@@ -289,9 +299,9 @@ TEST_F(OrcUct, ZcopyIov)
     /* put with 3 iovs (one empty), then get back with 2 */
     uct_iov_t iov[4] = {
         {src.ptr, 1000, src.memh, 0, 1},
-        {(char*)src.ptr + 1000, 0, src.memh, 0, 1},
-        {(char*)src.ptr + 1000, 2000, src.memh, 0, 1},
-        {(char*)src.ptr + 3000, 17, src.memh, 0, 1},
+        {(char *)src.ptr + 1000, 0, src.memh, 0, 1},
+        {(char *)src.ptr + 1000, 2000, src.memh, 0, 1},
+        {(char *)src.ptr + 3000, 17, src.memh, 0, 1},
     };
     ASSERT_LE(4u, a.attr().cap.put.max_iov);
     comp_t c;
@@ -303,10 +313,10 @@ TEST_F(OrcUct, ZcopyIov)
     ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
     EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len));
 
-    entity::mem back = a.alloc_mem(len);
+    entity::mem back  = a.alloc_mem(len);
     uct_iov_t giov[2] = {
         {back.ptr, 1234, back.memh, 0, 1},
-        {(char*)back.ptr + 1234, len - 1234, back.memh, 0, 1},
+        {(char *)back.ptr + 1234, len - 1234, back.memh, 0, 1},
     };
     comp_init(&c);
     status = retry([&]() {
@@ -321,8 +331,8 @@ TEST_F(OrcUct, ZcopyIov)
     std::vector<uct_iov_t> many(a.attr().cap.put.max_iov + 1,
                                 uct_iov_t{src.ptr, 1, src.memh, 0, 1});
     EXPECT_EQ(UCS_ERR_INVALID_PARAM,
-              uct_ep_put_zcopy(ep, many.data(), many.size(),
-                               (uintptr_t)dst.ptr, rkey, NULL));
+              uct_ep_put_zcopy(ep, many.data(), many.size(), (uintptr_t)dst.ptr,
+                               rkey, NULL));
     a.free_mem(back);
     a.free_mem(src);
     b.free_mem(dst);
@@ -331,10 +341,10 @@ TEST_F(OrcUct, ZcopyIov)
 TEST_F(OrcUct, GetBcopyZcopy)
 {
     const uct_iface_attr_t &attr = a.attr();
-    size_t max       = 1 << 20;
-    entity::mem src  = b.alloc_mem(max);
-    entity::mem dst  = a.alloc_mem(max);
-    uct_rkey_t rkey  = a.unpack_rkey(src.rkey_buf);
+    size_t max                   = 1 << 20;
+    entity::mem src              = b.alloc_mem(max);
+    entity::mem dst              = a.alloc_mem(max);
+    uct_rkey_t rkey              = a.unpack_rkey(src.rkey_buf);
     fill_pattern(src.ptr, max, 77);
 
     for (size_t len : {(size_t)0, (size_t)1, (size_t)8, (size_t)4096,
@@ -389,9 +399,9 @@ TEST_F(OrcUct, ActiveMessages)
         uint64_t hdr = 0x1122334455667788ull + len;
         fill_pattern(payload.data(), len, (unsigned)len);
         ASSERT_EQ(UCS_OK, retry([&]() {
-            return uct_ep_am_short(ep, 5, hdr, payload.data(), len);
-        }));
-        std::vector<uint8_t> m((uint8_t*)&hdr, (uint8_t*)&hdr + 8);
+                      return uct_ep_am_short(ep, 5, hdr, payload.data(), len);
+                  }));
+        std::vector<uint8_t> m((uint8_t *)&hdr, (uint8_t *)&hdr + 8);
         m.insert(m.end(), payload.begin(), payload.begin() + len);
         expect.push_back(m);
     }
@@ -400,15 +410,14 @@ TEST_F(OrcUct, ActiveMessages)
     {
         uint8_t p1[3] = {1, 2, 3}, p2[5] = {4, 5, 6, 7, 8};
         uct_iov_t iov[2] = {{p1, 3, NULL, 0, 1}, {p2, 5, NULL, 0, 1}};
-        ASSERT_EQ(UCS_OK, retry([&]() {
-            return uct_ep_am_short_iov(ep, 5, iov, 2);
-        }));
+        ASSERT_EQ(UCS_OK,
+                  retry([&]() { return uct_ep_am_short_iov(ep, 5, iov, 2); }));
         expect.push_back({1, 2, 3, 4, 5, 6, 7, 8});
     }
 
     /* am_bcopy sizes 0, 1, 8, max */
-    for (size_t len : {(size_t)0, (size_t)1, (size_t)8,
-                       attr.cap.am.max_bcopy}) {
+    for (size_t len :
+         {(size_t)0, (size_t)1, (size_t)8, attr.cap.am.max_bcopy}) {
         fill_pattern(payload.data(), len, (unsigned)len + 3);
         pack_arg arg = {payload.data(), len};
         ssize_t ret;
@@ -427,20 +436,19 @@ TEST_F(OrcUct, ActiveMessages)
         uint64_t hdr = 0xabcdef;
         fill_pattern(zsrc.ptr, len, 99);
         uct_iov_t iov[2] = {{zsrc.ptr, len / 2, zsrc.memh, 0, 1},
-                            {(char*)zsrc.ptr + len / 2, len - len / 2,
+                            {(char *)zsrc.ptr + len / 2, len - len / 2,
                              zsrc.memh, 0, 1}};
         comp_t c;
         comp_init(&c);
         ucs_status_t status = retry([&]() {
-            return uct_ep_am_zcopy(ep, 5, &hdr, sizeof(hdr), iov, 2, 0,
-                                   &c.uct);
+            return uct_ep_am_zcopy(ep, 5, &hdr, sizeof(hdr), iov, 2, 0, &c.uct);
         });
         ASSERT_TRUE((status == UCS_OK) || (status == UCS_INPROGRESS));
         if (status == UCS_INPROGRESS) {
             ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
         }
-        std::vector<uint8_t> m((uint8_t*)&hdr, (uint8_t*)&hdr + 8);
-        m.insert(m.end(), (uint8_t*)zsrc.ptr, (uint8_t*)zsrc.ptr + len);
+        std::vector<uint8_t> m((uint8_t *)&hdr, (uint8_t *)&hdr + 8);
+        m.insert(m.end(), (uint8_t *)zsrc.ptr, (uint8_t *)zsrc.ptr + len);
         expect.push_back(m);
     }
 
@@ -460,21 +468,22 @@ TEST_F(OrcUct, ActiveMessages)
     a.free_mem(zsrc);
 }
 
-namespace {
+namespace
+{
 /* keeps every descriptor, scribbling over the whole headroom first */
 struct am_keep {
-    size_t             headroom;
-    std::vector<void*> descs;
+    size_t headroom;
+    std::vector<void *> descs;
     std::vector<std::vector<uint8_t>> msgs;
 };
 
 ucs_status_t am_keep_cb(void *arg, void *data, size_t length, unsigned flags)
 {
-    am_keep *k = (am_keep*)arg;
+    am_keep *k = (am_keep *)arg;
     EXPECT_TRUE(flags & UCT_CB_PARAM_FLAG_DESC);
-    k->msgs.emplace_back((uint8_t*)data, (uint8_t*)data + length);
-    memset((char*)data - k->headroom, 0xcd, k->headroom);
-    k->descs.push_back((char*)data - k->headroom);
+    k->msgs.emplace_back((uint8_t *)data, (uint8_t *)data + length);
+    memset((char *)data - k->headroom, 0xcd, k->headroom);
+    k->descs.push_back((char *)data - k->headroom);
     return UCS_INPROGRESS;
 }
 } // namespace
@@ -485,8 +494,8 @@ TEST_F(OrcUct, AmDescriptorsKeptWithHeadroom)
     entity r;
     ASSERT_EQ(UCS_OK, r.open(headroom));
     am_keep keep = {headroom, {}, {}};
-    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 6, am_keep_cb,
-                                               &keep, 0));
+    ASSERT_EQ(UCS_OK,
+              uct_iface_set_am_handler(r.iface(), 6, am_keep_cb, &keep, 0));
     uct_ep_h e = a.connect_and_wait(r);
     ASSERT_TRUE(e != NULL);
 
@@ -495,7 +504,8 @@ TEST_F(OrcUct, AmDescriptorsKeptWithHeadroom)
     const uint64_t total = 1500;
     std::vector<uint8_t> payload(300);
     uint64_t sent = 0;
-    ASSERT_TRUE(a.progress_until([&]() {
+    ASSERT_TRUE(a.progress_until(
+        [&]() {
         r.progress();
         while (sent < total) {
             fill_pattern(payload.data(), payload.size(), (unsigned)sent);
@@ -505,7 +515,8 @@ TEST_F(OrcUct, AmDescriptorsKeptWithHeadroom)
             ++sent;
         }
         return keep.msgs.size() == total;
-    }, 30));
+        },
+        30));
     for (uint64_t i = 0; i < total; ++i) {
         uint64_t hdr;
         ASSERT_EQ(108u, keep.msgs[i].size());
@@ -519,24 +530,24 @@ TEST_F(OrcUct, AmDescriptorsKeptWithHeadroom)
     }
 }
 
-namespace {
+namespace
+{
 /* where AM payloads land, against the requested alignment */
 struct am_align {
-    size_t                    alignment, offset;
-    std::vector<size_t>       misaligned; /* payload sizes */
-    size_t                    count;
-    std::vector<uint8_t>      last;
+    size_t alignment, offset;
+    std::vector<size_t> misaligned; /* payload sizes */
+    size_t count;
+    std::vector<uint8_t> last;
 };
 
-ucs_status_t am_align_cb(void *arg, void *data, size_t length,
-                         unsigned flags)
+ucs_status_t am_align_cb(void *arg, void *data, size_t length, unsigned flags)
 {
-    am_align *a = (am_align*)arg;
+    am_align *a = (am_align *)arg;
     if (!(flags & UCT_CB_PARAM_FLAG_DESC) ||
         ((((uintptr_t)data + a->offset) % a->alignment) != 0)) {
         a->misaligned.push_back(length);
     }
-    a->last.assign((uint8_t*)data, (uint8_t*)data + length);
+    a->last.assign((uint8_t *)data, (uint8_t *)data + length);
     ++a->count;
     return UCS_OK;
 }
@@ -550,28 +561,29 @@ TEST_F(OrcUct, AmAlignmentHonoured)
                    bool set_offset) {
         return [=](uct_iface_params_t &p) {
             if (set_alignment) {
-                p.field_mask  |= UCT_IFACE_PARAM_FIELD_AM_ALIGNMENT;
+                p.field_mask |= UCT_IFACE_PARAM_FIELD_AM_ALIGNMENT;
                 p.am_alignment = alignment;
             }
             if (set_offset) {
-                p.field_mask     |= UCT_IFACE_PARAM_FIELD_AM_ALIGN_OFFSET;
+                p.field_mask |= UCT_IFACE_PARAM_FIELD_AM_ALIGN_OFFSET;
                 p.am_align_offset = offset;
             }
         };
     };
     {
         entity bad0, bad3, bad_offset;
-        EXPECT_EQ(UCS_ERR_INVALID_PARAM,
-                  bad0.open(0, with(0, true, 0, false)));
-        EXPECT_EQ(UCS_ERR_INVALID_PARAM,
-                  bad3.open(0, with(3, true, 0, false)));
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM, bad0.open(0, with(0, true, 0, false)));
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM, bad3.open(0, with(3, true, 0, false)));
         EXPECT_EQ(UCS_ERR_INVALID_PARAM,
                   bad_offset.open(0, with(0, false, 8, true)));
     }
 
     struct {
         size_t alignment, offset, headroom;
-    } cases[] = {{64, 0, 0}, {256, 8, 0}, {128, 5, 24}, {4096, 16, 40},
+    } cases[] = {{64, 0, 0},
+                 {256, 8, 0},
+                 {128, 5, 24},
+                 {4096, 16, 40},
                  {1, 0, 0}};
     std::vector<uint8_t> payload(1000);
     fill_pattern(payload.data(), payload.size(), 3);
@@ -580,19 +592,20 @@ TEST_F(OrcUct, AmAlignmentHonoured)
                      std::to_string(c.offset) + " headroom " +
                      std::to_string(c.headroom));
         entity r;
-        ASSERT_EQ(UCS_OK, r.open(c.headroom, with(c.alignment, true,
-                                                  c.offset, true)));
+        ASSERT_EQ(UCS_OK,
+                  r.open(c.headroom, with(c.alignment, true, c.offset, true)));
         am_align al = {c.alignment, c.offset, {}, 0, {}};
-        ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(r.iface(), 7, am_align_cb,
-                                                   &al, 0));
+        ASSERT_EQ(UCS_OK,
+                  uct_iface_set_am_handler(r.iface(), 7, am_align_cb, &al, 0));
         uct_ep_h e = a.connect_and_wait(r);
         ASSERT_TRUE(e != NULL);
         size_t sent = 0;
         for (size_t len : {0, 1, 7, 64, 100}) {
             ASSERT_EQ(UCS_OK, retry([&]() {
-                r.progress();
-                return uct_ep_am_short(e, 7, len, payload.data(), len);
-            }));
+                          r.progress();
+                          return uct_ep_am_short(e, 7, len, payload.data(),
+                                                 len);
+                      }));
             ++sent;
         }
         pack_arg pa = {payload.data(), payload.size()};
@@ -606,18 +619,19 @@ TEST_F(OrcUct, AmAlignmentHonoured)
         ++sent;
         ASSERT_TRUE(r.progress_until([&]() { return al.count == sent; }));
         EXPECT_TRUE(al.misaligned.empty())
-                << al.misaligned.size() << " of " << sent << " misaligned";
+            << al.misaligned.size() << " of " << sent << " misaligned";
         EXPECT_EQ(payload, al.last);
         a.destroy_ep(e);
     }
 }
 
-namespace {
+namespace
+{
 struct destroy_comp {
     uct_completion_t uct;
-    entity          *owner;
-    uct_ep_h         ep;
-    int              done;
+    entity *owner;
+    uct_ep_h ep;
+    int done;
 };
 
 void destroy_comp_cb(uct_completion_t *self)
@@ -638,15 +652,13 @@ TEST_F(OrcUct, EpDestroyedFromCompletionCallbacks)
     uct_ep_h e1 = a.connect_and_wait(b);
     ASSERT_TRUE(e1 != NULL);
     destroy_comp d1 = {{destroy_comp_cb, 1, UCS_OK}, &a, e1, 0};
-    uct_iov_t iov = {src.ptr, 1 << 16, src.memh, 0, 1};
-    ASSERT_EQ(UCS_INPROGRESS, uct_ep_put_zcopy(e1, &iov, 1,
-                                               (uintptr_t)dst.ptr, rkey,
-                                               &d1.uct));
+    uct_iov_t iov   = {src.ptr, 1 << 16, src.memh, 0, 1};
+    ASSERT_EQ(UCS_INPROGRESS,
+              uct_ep_put_zcopy(e1, &iov, 1, (uintptr_t)dst.ptr, rkey, &d1.uct));
     comp_t later;
     comp_init(&later);
-    ASSERT_EQ(UCS_INPROGRESS, uct_ep_put_zcopy(e1, &iov, 1,
-                                               (uintptr_t)dst.ptr, rkey,
-                                               &later.uct));
+    ASSERT_EQ(UCS_INPROGRESS, uct_ep_put_zcopy(e1, &iov, 1, (uintptr_t)dst.ptr,
+                                               rkey, &later.uct));
     comp_t fl;
     comp_init(&fl);
     ASSERT_EQ(UCS_INPROGRESS, uct_ep_flush(e1, 0, &fl.uct));
@@ -659,9 +671,8 @@ TEST_F(OrcUct, EpDestroyedFromCompletionCallbacks)
     /* from a flush completion */
     uct_ep_h e2 = a.connect_and_wait(b);
     ASSERT_TRUE(e2 != NULL);
-    ASSERT_EQ(UCS_INPROGRESS, uct_ep_put_zcopy(e2, &iov, 1,
-                                               (uintptr_t)dst.ptr, rkey,
-                                               NULL));
+    ASSERT_EQ(UCS_INPROGRESS,
+              uct_ep_put_zcopy(e2, &iov, 1, (uintptr_t)dst.ptr, rkey, NULL));
     destroy_comp d2 = {{destroy_comp_cb, 1, UCS_OK}, &a, e2, 0};
     ASSERT_EQ(UCS_INPROGRESS, uct_ep_flush(e2, 0, &d2.uct));
     ASSERT_TRUE(a.progress_until([&]() { return d2.done > 0; }));
@@ -681,15 +692,15 @@ TEST_F(OrcUct, ConnectToSelf)
     uct_rkey_t rkey = a.unpack_rkey(m.rkey_buf);
     uint64_t v      = 0x5e1f;
     ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_put_short(self_ep, &v, 8, (uintptr_t)m.ptr + 64, rkey);
-    }));
+                  return uct_ep_put_short(self_ep, &v, 8, (uintptr_t)m.ptr + 64,
+                                          rkey);
+              }));
     flush_ep(a, self_ep);
-    EXPECT_EQ(v, *(uint64_t*)((char*)m.ptr + 64));
+    EXPECT_EQ(v, *(uint64_t *)((char *)m.ptr + 64));
     am_rx rx;
     ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(a.iface(), 7, am_cb, &rx, 0));
-    ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_am_short(self_ep, 7, 1, NULL, 0);
-    }));
+    ASSERT_EQ(UCS_OK,
+              retry([&]() { return uct_ep_am_short(self_ep, 7, 1, NULL, 0); }));
     ASSERT_TRUE(a.progress_until([&]() { return rx.msgs.size() == 1; }));
     a.free_mem(m);
 }
@@ -698,32 +709,34 @@ TEST_F(OrcUct, Atomics)
 {
     entity::mem t   = b.alloc_mem(64);
     uct_rkey_t rkey = a.unpack_rkey(t.rkey_buf);
-    uint64_t *val   = (uint64_t*)t.ptr;
+    uint64_t *val   = (uint64_t *)t.ptr;
     uint64_t result = 0;
     comp_t c;
 
     *val = 100;
     ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_atomic64_post(ep, UCT_ATOMIC_OP_ADD, 5, (uintptr_t)val,
-                                    rkey);
-    }));
+                  return uct_ep_atomic64_post(ep, UCT_ATOMIC_OP_ADD, 5,
+                                              (uintptr_t)val, rkey);
+              }));
     flush_ep(a, ep);
     EXPECT_EQ(105u, *val);
 
     comp_init(&c);
     ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-        return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 10, &result,
-                                     (uintptr_t)val, rkey, &c.uct);
-    }));
+                  return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 10,
+                                               &result, (uintptr_t)val, rkey,
+                                               &c.uct);
+              }));
     ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
     EXPECT_EQ(105u, result);
     EXPECT_EQ(115u, *val);
 
     comp_init(&c);
     ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-        return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_SWAP, 7, &result,
-                                     (uintptr_t)val, rkey, &c.uct);
-    }));
+                  return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_SWAP, 7,
+                                               &result, (uintptr_t)val, rkey,
+                                               &c.uct);
+              }));
     ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
     EXPECT_EQ(UCS_OK, c.status);
     EXPECT_EQ(115u, result);
@@ -732,17 +745,17 @@ TEST_F(OrcUct, Atomics)
     /* failing and succeeding compare-swap */
     comp_init(&c);
     ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-        return uct_ep_atomic_cswap64(ep, 8, 9, (uintptr_t)val, rkey, &result,
-                                     &c.uct);
-    }));
+                  return uct_ep_atomic_cswap64(ep, 8, 9, (uintptr_t)val, rkey,
+                                               &result, &c.uct);
+              }));
     ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
     EXPECT_EQ(7u, result);
     EXPECT_EQ(7u, *val);
     comp_init(&c);
     ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-        return uct_ep_atomic_cswap64(ep, 7, 9, (uintptr_t)val, rkey, &result,
-                                     &c.uct);
-    }));
+                  return uct_ep_atomic_cswap64(ep, 7, 9, (uintptr_t)val, rkey,
+                                               &result, &c.uct);
+              }));
     ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
     EXPECT_EQ(7u, result);
     EXPECT_EQ(9u, *val);
@@ -763,14 +776,15 @@ TEST_F(OrcUct, AtomicsManyInFlight)
     std::vector<comp_t> comps(n);
     int posted = 0;
 
-    *(uint64_t*)t.ptr = 0;
-    ASSERT_TRUE(a.progress_until([&]() {
+    *(uint64_t *)t.ptr = 0;
+    ASSERT_TRUE(a.progress_until(
+        [&]() {
         while (posted < n) {
             comp_init(&comps[posted]);
-            ucs_status_t st = uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 1,
-                                                    &results[posted],
-                                                    (uintptr_t)t.ptr, rkey,
-                                                    &comps[posted].uct);
+            ucs_status_t st =
+                uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 1,
+                                      &results[posted], (uintptr_t)t.ptr, rkey,
+                                      &comps[posted].uct);
             if (st == UCS_ERR_NO_RESOURCE) {
                 break;
             }
@@ -782,12 +796,13 @@ TEST_F(OrcUct, AtomicsManyInFlight)
             done += comps[i].done;
         }
         return done == n;
-    }, 30));
+        },
+        30));
     for (int i = 0; i < n; ++i) {
         ASSERT_EQ(UCS_OK, comps[i].status) << "op " << i;
     }
     EXPECT_TRUE(a.errors.empty());
-    EXPECT_EQ((uint64_t)n, *(uint64_t*)t.ptr);
+    EXPECT_EQ((uint64_t)n, *(uint64_t *)t.ptr);
     std::sort(results.begin(), results.end());
     for (int i = 0; i < n; ++i) {
         ASSERT_EQ((uint64_t)i, results[i]);
@@ -804,10 +819,10 @@ TEST_F(OrcUct, FlushCompletesAfterAllWrites)
     fill_pattern(src.ptr, len * 8, 5);
 
     for (int i = 0; i < 8; ++i) {
-        uct_iov_t iov = {(char*)src.ptr + i * len, len, src.memh, 0, 1};
+        uct_iov_t iov       = {(char *)src.ptr + i * len, len, src.memh, 0, 1};
         ucs_status_t status = retry([&]() {
-            return uct_ep_put_zcopy(ep, &iov, 1,
-                                    (uintptr_t)dst.ptr + i * len, rkey, NULL);
+            return uct_ep_put_zcopy(ep, &iov, 1, (uintptr_t)dst.ptr + i * len,
+                                    rkey, NULL);
         });
         ASSERT_TRUE((status == UCS_OK) || (status == UCS_INPROGRESS));
     }
@@ -836,23 +851,24 @@ TEST_F(OrcUct, FenceOrdersWriteAfterRead)
     uct_rkey_t rkey   = a.unpack_rkey(t.rkey_buf);
 
     for (uint64_t round = 1; round <= 50; ++round) {
-        uint64_t newval = round * 1000;
-        *(uint64_t*)t.ptr = round;
-        uct_iov_t iov = {local.ptr, 8, local.memh, 0, 1};
+        uint64_t newval    = round * 1000;
+        *(uint64_t *)t.ptr = round;
+        uct_iov_t iov      = {local.ptr, 8, local.memh, 0, 1};
         comp_t c;
         comp_init(&c);
         ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-            return uct_ep_get_zcopy(ep, &iov, 1, (uintptr_t)t.ptr, rkey,
-                                    &c.uct);
-        }));
+                      return uct_ep_get_zcopy(ep, &iov, 1, (uintptr_t)t.ptr,
+                                              rkey, &c.uct);
+                  }));
         ASSERT_EQ(UCS_OK, uct_ep_fence(ep, 0));
         ASSERT_EQ(UCS_OK, retry([&]() {
-            return uct_ep_put_short(ep, &newval, 8, (uintptr_t)t.ptr, rkey);
-        }));
+                      return uct_ep_put_short(ep, &newval, 8, (uintptr_t)t.ptr,
+                                              rkey);
+                  }));
         flush_ep(a, ep);
         ASSERT_EQ(1, c.done);
-        EXPECT_EQ(round, *(uint64_t*)local.ptr) << "the read saw the write";
-        EXPECT_EQ(newval, *(uint64_t*)t.ptr);
+        EXPECT_EQ(round, *(uint64_t *)local.ptr) << "the read saw the write";
+        EXPECT_EQ(newval, *(uint64_t *)t.ptr);
     }
     a.free_mem(local);
     b.free_mem(t);
@@ -863,18 +879,18 @@ TEST_F(OrcUct, FenceOrdersWriteAfterRead)
  * 1,000 pairs on one address, each checked */
 TEST_F(OrcUct, FenceOrdersAtomics)
 {
-    const int pairs  = 1000;
+    const int pairs    = 1000;
     const char *what[] = {"put -> fetch-add", "add -> fetch-add",
                           "swap -> fetch-add", "add -> put", "add -> get"};
-    entity::mem t    = b.alloc_mem(64);
-    uct_rkey_t rkey  = a.unpack_rkey(t.rkey_buf);
-    uint64_t *cell   = (uint64_t*)t.ptr;
-    uintptr_t addr   = (uintptr_t)cell;
+    entity::mem t      = b.alloc_mem(64);
+    uct_rkey_t rkey    = a.unpack_rkey(t.rkey_buf);
+    uint64_t *cell     = (uint64_t *)t.ptr;
+    uintptr_t addr     = (uintptr_t)cell;
     int refused = 0, wrong[5] = {};
 
     for (int i = 0; i < pairs; ++i) {
         const uint64_t before = 1000003 * (i + 1), x = 7 * (i + 1);
-        uint64_t expect, result = 0, scratch;
+        uint64_t expect, result                      = 0, scratch;
         ucs_status_t first, second;
         comp_t c;
         comp_init(&c);
@@ -886,13 +902,12 @@ TEST_F(OrcUct, FenceOrdersAtomics)
             expect = x;
             break;
         case 2:
-            first  = uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_SWAP, x,
-                                           &scratch, addr, rkey, NULL);
+            first  = uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_SWAP, x, &scratch,
+                                           addr, rkey, NULL);
             expect = x;
             break;
         default:
-            first  = uct_ep_atomic64_post(ep, UCT_ATOMIC_OP_ADD, x, addr,
-                                          rkey);
+            first  = uct_ep_atomic64_post(ep, UCT_ATOMIC_OP_ADD, x, addr, rkey);
             expect = before + x;
             break;
         }
@@ -903,8 +918,8 @@ TEST_F(OrcUct, FenceOrdersAtomics)
             expect = before;
             break;
         case 4:
-            second = uct_ep_get_bcopy(ep, unpack_cb, &result, 8, addr, rkey,
-                                      &c.uct);
+            second =
+                uct_ep_get_bcopy(ep, unpack_cb, &result, 8, addr, rkey, &c.uct);
             break;
         default:
             second = uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 0, &result,
@@ -926,18 +941,19 @@ TEST_F(OrcUct, FenceOrdersAtomics)
     b.free_mem(t);
 }
 
-namespace {
+namespace
+{
 /* an AM request for the pending queue; `sent` counts it */
 struct am_req {
     uct_pending_req_t uct;
-    uct_ep_h          ep;
-    uint64_t          hdr;
-    int               sent;
+    uct_ep_h ep;
+    uint64_t hdr;
+    int sent;
 };
 
 ucs_status_t am_req_send(uct_pending_req_t *self)
 {
-    am_req *r = ucs_container_of(self, am_req, uct);
+    am_req *r       = ucs_container_of(self, am_req, uct);
     ucs_status_t st = uct_ep_am_short(r->ep, 1, r->hdr, NULL, 0);
     r->sent += (st == UCS_OK);
     return st;
@@ -946,12 +962,12 @@ ucs_status_t am_req_send(uct_pending_req_t *self)
 /* a flush through the pending queue: done counts the completions */
 struct flush_req {
     uct_pending_req_t uct;
-    uct_completion_t  comp;
-    uct_ep_h          ep;
-    am_req           *before;  /* requests that must be sent first */
-    int               nbefore;
-    int               done;
-    int               sent_before; /* of `before`, when it completed */
+    uct_completion_t comp;
+    uct_ep_h ep;
+    am_req *before; /* requests that must be sent first */
+    int nbefore;
+    int done;
+    int sent_before; /* of `before`, when it completed */
 };
 
 void flush_req_done(uct_completion_t *self)
@@ -966,7 +982,7 @@ void flush_req_done(uct_completion_t *self)
 
 ucs_status_t flush_req_start(uct_pending_req_t *self)
 {
-    flush_req *f = ucs_container_of(self, flush_req, uct);
+    flush_req *f    = ucs_container_of(self, flush_req, uct);
     ucs_status_t st = uct_ep_flush(f->ep, 0, &f->comp);
     if (st == UCS_OK) {
         flush_req_done(&f->comp);
@@ -982,7 +998,7 @@ TEST_F(OrcUct, FlushBehindPendingAmCompletesOnce)
     am_pair p("4");
     ASSERT_TRUE(p.open());
     entity &s = p.s, &r = p.r;
-    am_rx &rx = p.rx;
+    am_rx &rx  = p.rx;
     uct_ep_h e = p.e;
 
     /* the receiver does not progress: its credits run out */
@@ -995,13 +1011,13 @@ TEST_F(OrcUct, FlushBehindPendingAmCompletesOnce)
         ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &q.uct, 0));
     }
 
-    flush_req f = {};
-    f.comp.func  = flush_req_done;
-    f.comp.count = 1;
-    f.ep         = e;
-    f.before     = reqs.data();
-    f.nbefore    = reqs.size();
-    f.uct.func   = flush_req_start;
+    flush_req f     = {};
+    f.comp.func     = flush_req_done;
+    f.comp.count    = 1;
+    f.ep            = e;
+    f.before        = reqs.data();
+    f.nbefore       = reqs.size();
+    f.uct.func      = flush_req_start;
     ucs_status_t st = uct_ep_flush(e, 0, &f.comp);
     if (st == UCS_ERR_NO_RESOURCE) {
         ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &f.uct, 0));
@@ -1020,7 +1036,7 @@ TEST_F(OrcUct, FlushBehindPendingAmCompletesOnce)
     }
     EXPECT_EQ(1, f.done) << "the flush completion ran more than once";
     EXPECT_EQ((int)reqs.size(), f.sent_before)
-            << "the flush completed before the pending AMs went out";
+        << "the flush completed before the pending AMs went out";
     EXPECT_TRUE(s.errors.empty());
 }
 
@@ -1031,12 +1047,12 @@ TEST_F(OrcUct, SendWithPendingRequestsKeepsOrder)
     am_pair p("4");
     ASSERT_TRUE(p.open());
     entity &s = p.s, &r = p.r;
-    uct_ep_h e = p.e;
+    uct_ep_h e      = p.e;
     entity::mem src = s.alloc_mem(4096), dst = r.alloc_mem(4096);
     uct_rkey_t rkey = s.unpack_rkey(dst.rkey_buf);
 
     p.exhaust_credits();
-    am_req q = {};
+    am_req q   = {};
     q.uct.func = am_req_send;
     q.ep       = e;
     q.hdr      = 1;
@@ -1045,24 +1061,29 @@ TEST_F(OrcUct, SendWithPendingRequestsKeepsOrder)
     /* zcopy operations with a completion, issued after the pending AM */
     uct_iov_t iov = {src.ptr, 64, src.memh, 0, 1};
     uint64_t hdr  = 2;
-    std::vector<std::pair<const char*, std::function<ucs_status_t(comp_t*)>>>
-    ops = {
-        {"put_zcopy", [&](comp_t *c) {
-             return uct_ep_put_zcopy(e, &iov, 1, (uintptr_t)dst.ptr, rkey,
-                                     &c->uct); }},
-        {"get_zcopy", [&](comp_t *c) {
-             return uct_ep_get_zcopy(e, &iov, 1, (uintptr_t)dst.ptr, rkey,
-                                     &c->uct); }},
-        {"am_zcopy", [&](comp_t *c) {
-             return uct_ep_am_zcopy(e, 1, &hdr, 8, &iov, 1, 0, &c->uct); }},
-    };
+    std::vector<std::pair<const char *, std::function<ucs_status_t(comp_t *)>>>
+        ops =
+            {
+                {"put_zcopy",
+                 [&](comp_t *c) {
+        return uct_ep_put_zcopy(e, &iov, 1, (uintptr_t)dst.ptr, rkey, &c->uct);
+                 }},
+                {"get_zcopy",
+                 [&](comp_t *c) {
+        return uct_ep_get_zcopy(e, &iov, 1, (uintptr_t)dst.ptr, rkey, &c->uct);
+                 }},
+        {"am_zcopy",
+         [&](comp_t *c) {
+        return uct_ep_am_zcopy(e, 1, &hdr, 8, &iov, 1, 0, &c->uct);
+         }},
+        };
     for (auto &op : ops) {
         int sent_at_completion = -1;
         comp_t c;
         comp_init(&c);
         ucs_status_t st = op.second(&c);
         EXPECT_TRUE((st == UCS_ERR_NO_RESOURCE) || (st == UCS_INPROGRESS))
-                << op.first << ": " << ucs_status_string(st);
+            << op.first << ": " << ucs_status_string(st);
         if (st == UCS_INPROGRESS) {
             /* accepted: then in order, after the pending AM */
             ASSERT_TRUE(s.progress_until([&]() {
@@ -1073,7 +1094,7 @@ TEST_F(OrcUct, SendWithPendingRequestsKeepsOrder)
                 return c.done > 0;
             }));
             EXPECT_EQ(1, sent_at_completion)
-                    << op.first << " overtook a pending request";
+                << op.first << " overtook a pending request";
         }
     }
     ASSERT_TRUE(s.progress_until([&]() {
@@ -1085,15 +1106,16 @@ TEST_F(OrcUct, SendWithPendingRequestsKeepsOrder)
     r.free_mem(dst);
 }
 
-namespace {
+namespace
+{
 struct pending_req {
     uct_pending_req_t uct;
-    uct_ep_h          ep;
-    uint64_t          value;
-    uint64_t          addr;
-    uct_rkey_t        rkey;
-    int               calls;
-    int               purged;
+    uct_ep_h ep;
+    uint64_t value;
+    uint64_t addr;
+    uct_rkey_t rkey;
+    int calls;
+    int purged;
 };
 
 ucs_status_t pending_put(uct_pending_req_t *self)
@@ -1114,11 +1136,10 @@ void pending_purge_cb(uct_pending_req_t *self, void *)
  * many were accepted */
 static unsigned fill_until_no_resource(uct_ep_h e, void *addr, uct_rkey_t rkey)
 {
-    uint64_t v = 0;
+    uint64_t v        = 0;
     unsigned accepted = 0;
     ucs_status_t st;
-    while ((st = uct_ep_put_short(e, &v, 8, (uintptr_t)addr, rkey)) ==
-           UCS_OK) {
+    while ((st = uct_ep_put_short(e, &v, 8, (uintptr_t)addr, rkey)) == UCS_OK) {
         EXPECT_LT(++accepted, 100000u);
     }
     EXPECT_EQ(UCS_ERR_NO_RESOURCE, st);
@@ -1137,8 +1158,8 @@ TEST_F(OrcUct, EpTakesWorkWhilePairing)
     uct_ep_h ep2;
     ASSERT_EQ(UCS_OK, a.connect_to(c, &ep2));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey_buf);
-    uint64_t *cell  = (uint64_t*)t.ptr;
-    uint64_t v      = 42, fetched = 0;
+    uint64_t *cell  = (uint64_t *)t.ptr;
+    uint64_t v = 42, fetched = 0;
 
     /* pairing goes through orcd in other threads: not done yet, and every
      * operation is accepted anyway */
@@ -1166,11 +1187,11 @@ TEST_F(OrcUct, EpTakesWorkWhilePairing)
     unsigned more = fill_until_no_resource(ep2, cell + 2, rkey);
     EXPECT_LT(more, 64u);
     pending_req r = {};
-    r.uct.func = pending_put;
-    r.ep       = ep2;
-    r.value    = 4242;
-    r.addr     = (uintptr_t)cell;
-    r.rkey     = rkey;
+    r.uct.func    = pending_put;
+    r.ep          = ep2;
+    r.value       = 4242;
+    r.addr        = (uintptr_t)cell;
+    r.rkey        = rkey;
     ASSERT_EQ(UCS_OK, uct_ep_pending_add(ep2, &r.uct, 0));
 
     /* c never progresses but for the AM: its agent pairs anyway */
@@ -1219,15 +1240,15 @@ TEST_F(OrcUct, PendingWhenSendQueueFull)
     EXPECT_EQ(4, posted);
 
     pending_req r = {};
-    r.uct.func = pending_put;
-    r.ep       = e;
-    r.value    = 99;
-    r.addr     = (uintptr_t)dst.ptr + (1 << 19);
-    r.rkey     = rkey;
+    r.uct.func    = pending_put;
+    r.ep          = e;
+    r.value       = 99;
+    r.addr        = (uintptr_t)dst.ptr + (1 << 19);
+    r.rkey        = rkey;
     ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &r.uct, 0));
     ASSERT_TRUE(s.progress_until([&]() { return r.calls > 0; }));
     flush_ep(s, e);
-    EXPECT_EQ(99u, *(uint64_t*)((char*)dst.ptr + (1 << 19)));
+    EXPECT_EQ(99u, *(uint64_t *)((char *)dst.ptr + (1 << 19)));
     s.free_mem(src);
     t.free_mem(dst);
 }
@@ -1237,7 +1258,7 @@ TEST_F(OrcUct, AmFlowControlSlowReceiver)
     am_pair p("8");
     ASSERT_TRUE(p.open());
     entity &s = p.s, &r = p.r;
-    am_rx &rx = p.rx;
+    am_rx &rx  = p.rx;
     uct_ep_h e = p.e;
 
     /* the receiver does not progress: exactly its credits go out */
@@ -1256,14 +1277,16 @@ TEST_F(OrcUct, AmFlowControlSlowReceiver)
 
     /* now both progress: 2000 messages arrive, in order, none lost */
     const uint64_t total = 2000;
-    ASSERT_TRUE(s.progress_until([&]() {
+    ASSERT_TRUE(s.progress_until(
+        [&]() {
         r.progress();
         while ((seq < total) &&
                (uct_ep_am_short(e, 1, seq, NULL, 0) == UCS_OK)) {
             ++seq;
         }
         return rx.msgs.size() == total;
-    }, 30));
+        },
+        30));
     for (uint64_t i = 0; i < total; ++i) {
         uint64_t got;
         ASSERT_EQ(8u, rx.msgs[i].size());
@@ -1289,7 +1312,8 @@ TEST_F(OrcUct, AmBothDirectionsNoDeadlock)
     uint64_t sx = 0, sy = 0;
     std::vector<uint8_t> payload(1000, 0x5a);
     pack_arg arg = {payload.data(), payload.size()};
-    ASSERT_TRUE(x.progress_until([&]() {
+    ASSERT_TRUE(x.progress_until(
+        [&]() {
         while ((sx < total) && (uct_ep_am_bcopy(xy, 2, pack_cb, &arg, 0) > 0)) {
             ++sx;
         }
@@ -1298,12 +1322,16 @@ TEST_F(OrcUct, AmBothDirectionsNoDeadlock)
         }
         y.progress();
         return (rx_x.msgs.size() == total) && (rx_y.msgs.size() == total);
-    }, 60));
+        },
+        60));
 }
 
 /* orc's device address: backend (1 byte), coordinator domain (4), host id
  * (8), network namespace (4) */
-enum { DEV_ADDR_DOMAIN = 1, DEV_ADDR_HOST = 5 };
+enum {
+    DEV_ADDR_DOMAIN = 1,
+    DEV_ADDR_HOST   = 5
+};
 
 TEST_F(OrcUct, UnreachableAddress)
 {
@@ -1311,8 +1339,8 @@ TEST_F(OrcUct, UnreachableAddress)
     std::vector<uint8_t> ifa = b.iface_addr();
     dev[DEV_ADDR_DOMAIN] ^= 0xff; /* another coordinator domain */
     EXPECT_FALSE(uct_iface_is_reachable(a.iface(),
-                                        (uct_device_addr_t*)dev.data(),
-                                        (uct_iface_addr_t*)ifa.data()));
+                                        (uct_device_addr_t *)dev.data(),
+                                        (uct_iface_addr_t *)ifa.data()));
     uct_ep_h e;
     EXPECT_EQ(UCS_ERR_UNREACHABLE, a.create_ep(dev, ifa, &e));
 }
@@ -1333,13 +1361,13 @@ TEST_F(OrcUct, ReachabilityScopeAndEpIsConnected)
     std::vector<uint8_t> ifa = b.iface_addr();
     char info[256];
     uct_iface_is_reachable_params_t params = {};
-    params.field_mask         = UCT_IFACE_IS_REACHABLE_FIELD_DEVICE_ADDR |
-                                UCT_IFACE_IS_REACHABLE_FIELD_IFACE_ADDR |
-                                UCT_IFACE_IS_REACHABLE_FIELD_SCOPE |
-                                UCT_IFACE_IS_REACHABLE_FIELD_INFO_STRING |
-                                UCT_IFACE_IS_REACHABLE_FIELD_INFO_STRING_LENGTH;
-    params.device_addr        = (uct_device_addr_t*)dev.data();
-    params.iface_addr         = (uct_iface_addr_t*)ifa.data();
+    params.field_mask = UCT_IFACE_IS_REACHABLE_FIELD_DEVICE_ADDR |
+                        UCT_IFACE_IS_REACHABLE_FIELD_IFACE_ADDR |
+                        UCT_IFACE_IS_REACHABLE_FIELD_SCOPE |
+                        UCT_IFACE_IS_REACHABLE_FIELD_INFO_STRING |
+                        UCT_IFACE_IS_REACHABLE_FIELD_INFO_STRING_LENGTH;
+    params.device_addr        = (uct_device_addr_t *)dev.data();
+    params.iface_addr         = (uct_iface_addr_t *)ifa.data();
     params.info_string        = info;
     params.info_string_length = sizeof(info);
     for (auto scope : {UCT_IFACE_REACHABILITY_SCOPE_NETWORK,
@@ -1351,51 +1379,55 @@ TEST_F(OrcUct, ReachabilityScopeAndEpIsConnected)
     /* a peer on another host: reachable over the network only */
     std::vector<uint8_t> remote = dev;
     remote[DEV_ADDR_HOST] ^= 0xff;
-    params.device_addr = (uct_device_addr_t*)remote.data();
+    params.device_addr = (uct_device_addr_t *)remote.data();
     params.scope       = UCT_IFACE_REACHABILITY_SCOPE_NETWORK;
     EXPECT_TRUE(uct_iface_is_reachable_v2(a.iface(), &params)) << info;
-    params.scope       = UCT_IFACE_REACHABILITY_SCOPE_DEVICE;
+    params.scope = UCT_IFACE_REACHABILITY_SCOPE_DEVICE;
     EXPECT_FALSE(uct_iface_is_reachable_v2(a.iface(), &params));
     EXPECT_NE(0u, strlen(info)); /* why not */
 
     /* another coordinator domain: not at all */
     std::vector<uint8_t> other = dev;
     other[DEV_ADDR_DOMAIN] ^= 0xff;
-    params.device_addr = (uct_device_addr_t*)other.data();
+    params.device_addr = (uct_device_addr_t *)other.data();
     params.scope       = UCT_IFACE_REACHABILITY_SCOPE_NETWORK;
     EXPECT_FALSE(uct_iface_is_reachable_v2(a.iface(), &params));
 
     /* the fixture's ep leads to b, and to nothing else */
     uct_ep_is_connected_params_t conn = {};
-    conn.field_mask  = UCT_EP_IS_CONNECTED_FIELD_DEVICE_ADDR |
-                       UCT_EP_IS_CONNECTED_FIELD_IFACE_ADDR;
-    conn.device_addr = (uct_device_addr_t*)dev.data();
-    conn.iface_addr  = (uct_iface_addr_t*)ifa.data();
+    conn.field_mask                   = UCT_EP_IS_CONNECTED_FIELD_DEVICE_ADDR |
+                      UCT_EP_IS_CONNECTED_FIELD_IFACE_ADDR;
+    conn.device_addr = (uct_device_addr_t *)dev.data();
+    conn.iface_addr  = (uct_iface_addr_t *)ifa.data();
     EXPECT_TRUE(uct_ep_is_connected(ep, &conn));
     std::vector<uint8_t> a_ifa = a.iface_addr();
-    conn.iface_addr = (uct_iface_addr_t*)a_ifa.data();
+    conn.iface_addr            = (uct_iface_addr_t *)a_ifa.data();
     EXPECT_FALSE(uct_ep_is_connected(ep, &conn));
-    conn.iface_addr = (uct_iface_addr_t*)ifa.data();
-    conn.device_addr = (uct_device_addr_t*)other.data();
+    conn.iface_addr  = (uct_iface_addr_t *)ifa.data();
+    conn.device_addr = (uct_device_addr_t *)other.data();
     EXPECT_FALSE(uct_ep_is_connected(ep, &conn));
 }
 #endif
 
 /* A node that is registered but never answers its mailbox */
-class fake_node {
-public:
+class fake_node
+{
+  public:
     fake_node()
     {
         orc_client_params_t params = {};
-        params.field_mask = ORC_CLIENT_PARAM_FIELD_URL |
-                            ORC_CLIENT_PARAM_FIELD_JOB;
-        params.url        = uct_env::url().c_str();
-        params.job        = "uct-test";
+        params.field_mask =
+            ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_JOB;
+        params.url = uct_env::url().c_str();
+        params.job = "uct-test";
         EXPECT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
-        EXPECT_EQ(ORC_CL_OK, orc_client_register(client, "fake", getpid(),
-                                                 "{}", 30, &id));
+        EXPECT_EQ(ORC_CL_OK,
+                  orc_client_register(client, "fake", getpid(), "{}", 30, &id));
     }
-    ~fake_node() { orc_client_destroy(client); }
+    ~fake_node()
+    {
+        orc_client_destroy(client);
+    }
     /* the address of an iface of node `node` (node id, iface id 1) */
     static std::vector<uint8_t> iface_addr(uint64_t node)
     {
@@ -1405,9 +1437,12 @@ public:
         memcpy(addr.data() + 8, &iface_id, 4);
         return addr;
     }
-    std::vector<uint8_t> iface_addr() const { return iface_addr(id); }
+    std::vector<uint8_t> iface_addr() const
+    {
+        return iface_addr(id);
+    }
     orc_client_t *client = NULL;
-    uint64_t      id     = 0;
+    uint64_t id          = 0;
 };
 
 TEST_F(OrcUct, PairTimeoutFailsEpOnce)
@@ -1424,12 +1459,12 @@ TEST_F(OrcUct, PairTimeoutFailsEpOnce)
     uint64_t v = 1, got = 0;
     comp_t c;
     comp_init(&c);
-    EXPECT_EQ(UCS_INPROGRESS, uct_ep_get_bcopy(e, unpack_cb, &got, 8, 0, 0,
-                                               &c.uct));
+    EXPECT_EQ(UCS_INPROGRESS,
+              uct_ep_get_bcopy(e, unpack_cb, &got, 8, 0, 0, &c.uct));
     fill_until_no_resource(e, NULL, 0);
     pending_req r = {};
-    r.uct.func = pending_put;
-    r.ep       = e;
+    r.uct.func    = pending_put;
+    r.ep          = e;
     ASSERT_EQ(UCS_OK, uct_ep_pending_add(e, &r.uct, 0));
     ASSERT_TRUE(s.progress_until([&]() { return !s.errors.empty(); }, 10));
     EXPECT_EQ(1, c.done);
@@ -1496,8 +1531,8 @@ TEST_F(OrcUct, IfacesShareOneCoordinatorSession)
     orc_node_info_t *nodes;
     size_t count, ours = 0, ifaces = 0;
     uint64_t index;
-    orc_cl_status_t cl_status = orc_client_nodes_list(observer, 0, 0, &nodes,
-                                                      &count, &index);
+    orc_cl_status_t cl_status =
+        orc_client_nodes_list(observer, 0, 0, &nodes, &count, &index);
     orc_client_destroy(observer);
     ASSERT_EQ(ORC_CL_OK, cl_status);
     for (size_t i = 0; i < count; ++i) {
@@ -1600,7 +1635,7 @@ TEST(OrcUctConfig, SoftnicLogThroughUcx)
               uct_md_config_read(orc_component(), NULL, NULL, &md_config));
 
     const struct {
-        ucs_log_level_t     ucx;
+        ucs_log_level_t ucx;
         softnic_log_level_t soft;
     } follows[] = {
         {UCS_LOG_LEVEL_FATAL, SOFTNIC_LOG_NONE},
@@ -1612,7 +1647,7 @@ TEST(OrcUctConfig, SoftnicLogThroughUcx)
         {UCS_LOG_LEVEL_TRACE, SOFTNIC_LOG_DEBUG},
     };
     for (const auto &f : follows) {
-        log_capture      cap(f.ucx);
+        log_capture cap(f.ucx);
         orc_dev_config_t dev_config;
         dev_config_fn(md_config, &dev_config);
         EXPECT_EQ(f.soft, dev_config.soft.log_level)
@@ -1621,8 +1656,8 @@ TEST(OrcUctConfig, SoftnicLogThroughUcx)
 
     const struct {
         softnic_log_level_t soft;
-        const char         *name;
-        ucs_log_level_t     ucx;
+        const char *name;
+        ucs_log_level_t ucx;
     } maps[] = {
         {SOFTNIC_LOG_ERROR, "error", UCS_LOG_LEVEL_ERROR},
         {SOFTNIC_LOG_WARN, "warn", UCS_LOG_LEVEL_WARN},
@@ -1630,7 +1665,7 @@ TEST(OrcUctConfig, SoftnicLogThroughUcx)
         {SOFTNIC_LOG_DEBUG, "debug", UCS_LOG_LEVEL_DEBUG},
     };
     for (const auto &m : maps) {
-        log_capture      cap(UCS_LOG_LEVEL_TRACE);
+        log_capture cap(UCS_LOG_LEVEL_TRACE);
         orc_dev_config_t dev_config;
         dev_config_fn(md_config, &dev_config);
         ASSERT_TRUE(dev_config.soft.log_fn != NULL);
@@ -1657,9 +1692,11 @@ void PrintTo(const soft_knobs &k, std::ostream *os)
     *os << "NO_CMA=" << k.no_cma << " NO_RING=" << k.no_ring;
 }
 
-class OrcUctSoftKnobs : public OrcUct,
-                        public ::testing::WithParamInterface<soft_knobs> {
-protected:
+class OrcUctSoftKnobs :
+    public OrcUct,
+    public ::testing::WithParamInterface<soft_knobs>
+{
+  protected:
     void SetUp() override
     {
         const char *backend = getenv("UCX_ORC_BACKEND");
@@ -1667,10 +1704,10 @@ protected:
             GTEST_SKIP() << "the soft backend's settings; backend "
                          << (backend ? backend : "(unset)");
         }
-        m_cma.reset(new scoped_setenv("UCX_ORC_SOFT_NO_CMA",
-                                      GetParam().no_cma));
-        m_ring.reset(new scoped_setenv("UCX_ORC_SOFT_NO_RING",
-                                       GetParam().no_ring));
+        m_cma.reset(
+            new scoped_setenv("UCX_ORC_SOFT_NO_CMA", GetParam().no_cma));
+        m_ring.reset(
+            new scoped_setenv("UCX_ORC_SOFT_NO_RING", GetParam().no_ring));
         m_cap.reset(new log_capture(UCS_LOG_LEVEL_DEBUG));
         OrcUct::SetUp();
     }
@@ -1683,22 +1720,22 @@ protected:
     }
 
     std::unique_ptr<scoped_setenv> m_cma, m_ring;
-    std::unique_ptr<log_capture>   m_cap;
+    std::unique_ptr<log_capture> m_cap;
 };
 
 TEST_P(OrcUctSoftKnobs, PathAndLog)
 {
     entity::mem dst = b.alloc_mem(64);
-    uct_rkey_t  rkey = a.unpack_rkey(dst.rkey_buf);
-    uint64_t    value = 0x5eed;
+    uct_rkey_t rkey = a.unpack_rkey(dst.rkey_buf);
+    uint64_t value  = 0x5eed;
 
     /* a put, flushed: the QP's connection carried it */
     ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_put_short(ep, &value, sizeof(value),
-                                (uintptr_t)dst.ptr, rkey);
-    }));
+                  return uct_ep_put_short(ep, &value, sizeof(value),
+                                          (uintptr_t)dst.ptr, rkey);
+              }));
     flush_ep(a, ep);
-    EXPECT_EQ(value, *(uint64_t*)dst.ptr);
+    EXPECT_EQ(value, *(uint64_t *)dst.ptr);
 
     std::string prefix = "softnic soft_" + test_iface() + ": qp 0x";
     EXPECT_GE(m_cap->count(UCS_LOG_LEVEL_DEBUG,
@@ -1717,18 +1754,19 @@ INSTANTIATE_TEST_SUITE_P(
                       soft_knobs{"n", "y", "same host, CMA"},
                       soft_knobs{"y", "n", "TCP"}),
     [](const ::testing::TestParamInfo<soft_knobs> &info) {
-        return std::string("no_cma_") + info.param.no_cma + "_no_ring_" +
-               info.param.no_ring;
+    return std::string("no_cma_") + info.param.no_cma + "_no_ring_" +
+           info.param.no_ring;
     });
 
 /* ------------------------------------------------ multi-process tests */
 
-namespace {
+namespace
+{
 
 /* "node dev iface addr rkey" of a target child */
 struct target_info {
     std::vector<uint8_t> dev, iface, rkey;
-    uint64_t             addr;
+    uint64_t addr;
 };
 
 bool parse_target(const std::string &line, target_info *t)
@@ -1756,9 +1794,8 @@ std::string target_line(entity &e, entity::mem &m)
 {
     std::ostringstream out;
     out << "target " << hex(e.dev_addr().data(), e.dev_addr().size()) << " "
-        << hex(e.iface_addr().data(), e.iface_addr().size()) << " "
-        << std::hex << (uintptr_t)m.ptr << " "
-        << hex(m.rkey_buf.data(), m.rkey_buf.size());
+        << hex(e.iface_addr().data(), e.iface_addr().size()) << " " << std::hex
+        << (uintptr_t)m.ptr << " " << hex(m.rkey_buf.data(), m.rkey_buf.size());
     return out.str();
 }
 
@@ -1798,7 +1835,7 @@ TEST(OrcChild, Main)
     }
 
     if (!strcmp(role, "fadd") || !strcmp(role, "swap")) {
-        const bool swap = !strcmp(role, "swap");
+        const bool swap   = !strcmp(role, "swap");
         const uint64_t id = strtoull(getenv("ORC_UCT_CHILD_ID"), NULL, 0);
         char line[1024];
         ASSERT_TRUE(fgets(line, sizeof(line), stdin) != NULL);
@@ -1807,18 +1844,19 @@ TEST(OrcChild, Main)
         uct_ep_h ep;
         ASSERT_EQ(UCS_OK, e.create_ep(t.dev, t.iface, &ep));
         uct_rkey_t rkey = e.unpack_rkey(t.rkey);
-        const int n = atoi(getenv("ORC_UCT_CHILD_COUNT"));
+        const int n     = atoi(getenv("ORC_UCT_CHILD_COUNT"));
         std::vector<uint64_t> results(n);
         int done = 0, posted = 0;
         std::vector<comp_t> comps(n);
-        ASSERT_TRUE(e.progress_until([&]() {
+        ASSERT_TRUE(e.progress_until(
+            [&]() {
             while (posted < n) {
                 comp_init(&comps[posted]);
                 /* swap writes values unique to this child and op */
                 ucs_status_t s = uct_ep_atomic64_fetch(
-                        ep, swap ? UCT_ATOMIC_OP_SWAP : UCT_ATOMIC_OP_ADD,
-                        swap ? ((id << 32) | (uint64_t)(posted + 1)) : 1,
-                        &results[posted], t.addr, rkey, &comps[posted].uct);
+                    ep, swap ? UCT_ATOMIC_OP_SWAP : UCT_ATOMIC_OP_ADD,
+                    swap ? ((id << 32) | (uint64_t)(posted + 1)) : 1,
+                    &results[posted], t.addr, rkey, &comps[posted].uct);
                 if (s == UCS_ERR_NO_RESOURCE) {
                     break;
                 }
@@ -1830,7 +1868,8 @@ TEST(OrcChild, Main)
                 done += comps[i].done;
             }
             return done == n;
-        }, 60));
+            },
+            60));
         for (int i = 0; i < n; ++i) {
             ASSERT_EQ(UCS_OK, comps[i].status) << role << " " << i;
         }
@@ -1854,14 +1893,14 @@ TEST_F(OrcUct, PeerNeverProgresses)
 
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
-    uct_rkey_t rkey = a.unpack_rkey(t.rkey);
+    uct_rkey_t rkey   = a.unpack_rkey(t.rkey);
     entity::mem local = a.alloc_mem(1 << 20);
-    uct_iov_t iov = {local.ptr, 1 << 20, local.memh, 0, 1};
+    uct_iov_t iov     = {local.ptr, 1 << 20, local.memh, 0, 1};
     comp_t comp;
     comp_init(&comp);
     ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-        return uct_ep_get_zcopy(e, &iov, 1, t.addr, rkey, &comp.uct);
-    }));
+                  return uct_ep_get_zcopy(e, &iov, 1, t.addr, rkey, &comp.uct);
+              }));
     ASSERT_TRUE(a.progress_until([&]() { return comp.done > 0; }));
     ASSERT_EQ(UCS_OK, comp.status);
     std::vector<uint8_t> expect(1 << 20);
@@ -1880,16 +1919,17 @@ TEST_F(OrcUct, PeerKilledMidTransfer)
 
     uct_ep_h dead;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &dead));
-    uct_rkey_t rkey = a.unpack_rkey(t.rkey);
+    uct_rkey_t rkey   = a.unpack_rkey(t.rkey);
     entity::mem local = a.alloc_mem(1 << 20);
-    uct_iov_t iov = {local.ptr, 1 << 20, local.memh, 0, 1};
+    uct_iov_t iov     = {local.ptr, 1 << 20, local.memh, 0, 1};
 
     /* stream writes, kill the peer in the middle, keep streaming */
     int completed = 0, failed = 0, posted = 0;
     std::vector<comp_t> comps(4000);
-    bool killed = false;
+    bool killed       = false;
     ucs_status_t last = UCS_OK;
-    ASSERT_TRUE(a.progress_until([&]() {
+    ASSERT_TRUE(a.progress_until(
+        [&]() {
         if ((posted < (int)comps.size()) && a.errors.empty()) {
             comp_init(&comps[posted]);
             last = uct_ep_put_zcopy(dead, &iov, 1, t.addr, rkey,
@@ -1903,23 +1943,27 @@ TEST_F(OrcUct, PeerKilledMidTransfer)
             killed = true;
         }
         return !a.errors.empty();
-    }, 60));
+        },
+        60));
     EXPECT_TRUE(killed);
     /* everything posted completes, with an error after the kill */
-    ASSERT_TRUE(a.progress_until([&]() {
+    ASSERT_TRUE(a.progress_until(
+        [&]() {
         completed = failed = 0;
         for (int i = 0; i < posted; ++i) {
             completed += comps[i].done;
-            failed    += comps[i].done && (comps[i].status != UCS_OK);
+            failed += comps[i].done && (comps[i].status != UCS_OK);
         }
         return completed == posted;
-    }, 30));
+        },
+        30));
     a.progress(1000);
     ASSERT_EQ(1u, a.errors.size());
     EXPECT_EQ(dead, a.errors[0].ep);
     ucs_status_t st = a.errors[0].status;
     EXPECT_TRUE((st == UCS_ERR_ENDPOINT_TIMEOUT) ||
-                (st == UCS_ERR_CONNECTION_RESET)) << ucs_status_string(st);
+                (st == UCS_ERR_CONNECTION_RESET))
+        << ucs_status_string(st);
     /* sticky */
     uint64_t v = 1;
     EXPECT_EQ(st, uct_ep_put_short(dead, &v, 8, t.addr, rkey));
@@ -1927,19 +1971,19 @@ TEST_F(OrcUct, PeerKilledMidTransfer)
     EXPECT_EQ(st, uct_ep_am_short(dead, 1, 0, NULL, 0));
     EXPECT_EQ(st, uct_ep_flush(dead, 0, NULL));
     pending_req r = {};
-    r.uct.func = pending_put;
+    r.uct.func    = pending_put;
     EXPECT_EQ(st, uct_ep_pending_add(dead, &r.uct, 0));
     uct_ep_pending_purge(dead, pending_purge_cb, NULL);
     EXPECT_EQ(0, r.purged);
     /* the ep to b is fine */
-    entity::mem bm = b.alloc_mem(64);
+    entity::mem bm   = b.alloc_mem(64);
     uct_rkey_t brkey = a.unpack_rkey(bm.rkey_buf);
-    uint64_t w = 77;
+    uint64_t w       = 77;
     ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_put_short(ep, &w, 8, (uintptr_t)bm.ptr, brkey);
-    }));
+                  return uct_ep_put_short(ep, &w, 8, (uintptr_t)bm.ptr, brkey);
+              }));
     flush_ep(a, ep);
-    EXPECT_EQ(77u, *(uint64_t*)bm.ptr);
+    EXPECT_EQ(77u, *(uint64_t *)bm.ptr);
     EXPECT_EQ(1u, a.errors.size());
     b.free_mem(bm);
     a.free_mem(local);
@@ -1960,19 +2004,21 @@ TEST_F(OrcUct, EpCheckHealthyAndDeadPeer)
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey);
-    uint64_t v = 3;
+    uint64_t v      = 3;
     ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_put_short(e, &v, 8, t.addr, rkey);
-    }));
+                  return uct_ep_put_short(e, &v, 8, t.addr, rkey);
+              }));
     flush_ep(a, e);
     c.kill_now();
     EXPECT_EQ(137, c.wait_exit());
-    ASSERT_TRUE(a.progress_until([&]() {
+    ASSERT_TRUE(a.progress_until(
+        [&]() {
         ucs_status_t st = uct_ep_check(e, 0, NULL);
         EXPECT_TRUE((st == UCS_OK) || (st == UCS_ERR_NO_RESOURCE) ||
                     !a.errors.empty());
         return !a.errors.empty();
-    }, 30));
+        },
+        30));
     ASSERT_EQ(1u, a.errors.size());
     EXPECT_EQ(e, a.errors[0].ep);
 }
@@ -1991,9 +2037,8 @@ TEST_F(OrcUct, EventFdWakesOnReceive)
     struct pollfd pfd = {fd, POLLIN, 0};
     EXPECT_EQ(0, poll(&pfd, 1, 100)) << "woke up with nothing to do";
 
-    ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_am_short(ep, 3, 7, NULL, 0);
-    }));
+    ASSERT_EQ(UCS_OK,
+              retry([&]() { return uct_ep_am_short(ep, 3, 7, NULL, 0); }));
     pfd.revents = 0;
     EXPECT_EQ(1, poll(&pfd, 1, 10000)) << "no wakeup on receive";
     ASSERT_TRUE(b.progress_until([&]() { return rx.msgs.size() == 1; }));
@@ -2016,9 +2061,8 @@ TEST_F(OrcUct, ArmedIfaceStaysQuietWithNothingNew)
     ASSERT_EQ(UCS_OK, uct_iface_event_fd_get(s.iface(), &fd_s));
     ASSERT_EQ(UCS_OK, uct_iface_event_fd_get(r.iface(), &fd_r));
     auto arm = [](entity &e, unsigned events) {
-        return e.progress_until([&]() {
-            return uct_iface_event_arm(e.iface(), events) == UCS_OK;
-        });
+        return e.progress_until(
+            [&]() { return uct_iface_event_arm(e.iface(), events) == UCS_OK; });
     };
     auto quiet = [](int fd) {
         struct pollfd pfd = {fd, POLLIN, 0};
@@ -2061,14 +2105,15 @@ TEST_F(OrcUct, ArmedIfaceStaysQuietWithNothingNew)
     EXPECT_TRUE(quiet(fd_r)) << "a peer leaving woke the interface";
 }
 
-namespace {
+namespace
+{
 /* AM requests for the pending queue of an ep whose peer dies */
 struct dead_req {
     uct_pending_req_t uct;
-    uct_ep_h          ep;
-    int               calls;
-    int               purged;
-    ucs_status_t      status; /* of the last call's operation */
+    uct_ep_h ep;
+    int calls;
+    int purged;
+    ucs_status_t status; /* of the last call's operation */
 };
 
 ucs_status_t dead_req_send(uct_pending_req_t *self)
@@ -2099,9 +2144,8 @@ TEST_F(OrcUct, FailedPeerPendingQueueEmptiedCleanly)
     uct_ep_h dead;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &dead));
     /* paired; the target never progresses: its credits run out */
-    ASSERT_TRUE(a.progress_until([&]() {
-        return uct_ep_am_short(dead, 1, 0, NULL, 0) == UCS_OK;
-    }));
+    ASSERT_TRUE(a.progress_until(
+        [&]() { return uct_ep_am_short(dead, 1, 0, NULL, 0) == UCS_OK; }));
     for (int i = 0; uct_ep_am_short(dead, 1, 0, NULL, 0) == UCS_OK; ++i) {
         ASSERT_LT(i, 1000);
     }
@@ -2185,10 +2229,10 @@ TEST_F(OrcUct, OrcdGoneWhilePairingFailsEp)
 
     uint64_t v = 11;
     ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_put_short(ep, &v, 8, (uintptr_t)m.ptr, rkey);
-    }));
+                  return uct_ep_put_short(ep, &v, 8, (uintptr_t)m.ptr, rkey);
+              }));
     flush_ep(a, ep);
-    EXPECT_EQ(11u, *(uint64_t*)m.ptr);
+    EXPECT_EQ(11u, *(uint64_t *)m.ptr);
     EXPECT_TRUE(a.errors.empty());
     b.free_mem(m);
     uct_env::start_orcd(); /* for the next tests */
@@ -2219,10 +2263,10 @@ TEST_F(OrcUct, PeerLeaseExpiresWhileIdle)
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey);
-    uint64_t v = 5;
+    uint64_t v      = 5;
     ASSERT_EQ(UCS_OK, retry([&]() {
-        return uct_ep_put_short(e, &v, 8, t.addr, rkey);
-    }));
+                  return uct_ep_put_short(e, &v, 8, t.addr, rkey);
+              }));
     flush_ep(a, e);
 
     /* no traffic after the kill: the lease running out tells us */
@@ -2245,9 +2289,9 @@ static void run_atomic_children(const char *mode, int nproc, int count,
 {
     std::vector<std::unique_ptr<child>> children;
     for (int i = 0; i < nproc; ++i) {
-        children.emplace_back(new child(
-                mode, {"ORC_UCT_CHILD_COUNT=" + std::to_string(count),
-                       "ORC_UCT_CHILD_ID=" + std::to_string(i + 1)}));
+        children.emplace_back(
+            new child(mode, {"ORC_UCT_CHILD_COUNT=" + std::to_string(count),
+                             "ORC_UCT_CHILD_ID=" + std::to_string(i + 1)}));
         children.back()->write_line(info);
     }
     for (auto &c : children) {
@@ -2268,15 +2312,15 @@ static void run_atomic_children(const char *mode, int nproc, int count,
 TEST_F(OrcUct, AtomicsFromSeveralProcesses)
 {
     const int nproc = 3, count = 300;
-    entity::mem counter = a.alloc_mem(64);
-    *(uint64_t*)counter.ptr = 0;
-    std::string info = target_line(a, counter);
+    entity::mem counter      = a.alloc_mem(64);
+    *(uint64_t *)counter.ptr = 0;
+    std::string info         = target_line(a, counter);
 
     /* the target's agent pairs; atomics need no progress from us */
     std::multiset<uint64_t> seen;
-    ASSERT_NO_FATAL_FAILURE(run_atomic_children("fadd", nproc, count, info,
-                                                seen));
-    EXPECT_EQ((uint64_t)nproc * count, *(uint64_t*)counter.ptr);
+    ASSERT_NO_FATAL_FAILURE(
+        run_atomic_children("fadd", nproc, count, info, seen));
+    EXPECT_EQ((uint64_t)nproc * count, *(uint64_t *)counter.ptr);
     /* fetch-add results are exactly 0..N-1, each once */
     ASSERT_EQ((size_t)nproc * count, seen.size());
     uint64_t expect = 0;
@@ -2291,14 +2335,14 @@ TEST_F(OrcUct, SwapFromSeveralProcessesIsExact)
     /* every value written by a swap is returned by exactly one later swap,
      * or is the final value: no value lost, none returned twice */
     const int nproc = 3, count = 200;
-    entity::mem cell = a.alloc_mem(64);
-    *(uint64_t*)cell.ptr = 0;
-    std::string info = target_line(a, cell);
+    entity::mem cell      = a.alloc_mem(64);
+    *(uint64_t *)cell.ptr = 0;
+    std::string info      = target_line(a, cell);
 
     std::multiset<uint64_t> returned;
-    ASSERT_NO_FATAL_FAILURE(run_atomic_children("swap", nproc, count, info,
-                                                returned));
-    returned.insert(*(uint64_t*)cell.ptr);
+    ASSERT_NO_FATAL_FAILURE(
+        run_atomic_children("swap", nproc, count, info, returned));
+    returned.insert(*(uint64_t *)cell.ptr);
 
     std::multiset<uint64_t> written = {0};
     for (uint64_t id = 1; id <= (uint64_t)nproc; ++id) {
@@ -2314,15 +2358,15 @@ TEST(OrcUctConfig, JobNameCharacterSet)
 {
     uct_env::setup();
     /* 1..128 characters of [A-Za-z0-9._-] */
-    for (const std::string &job : {std::string("a.b_c-D9"),
-                                   std::string(128, 'j')}) {
+    for (const std::string &job :
+         {std::string("a.b_c-D9"), std::string(128, 'j')}) {
         scoped_setenv v("UCX_ORC_JOB", job);
         entity e;
         EXPECT_EQ(UCS_OK, e.open()) << job;
     }
-    for (const std::string &job : {std::string("bad job"), std::string("a/b"),
-                                   std::string("x\xc3\xa9"),
-                                   std::string(129, 'j')}) {
+    for (const std::string &job :
+         {std::string("bad job"), std::string("a/b"), std::string("x\xc3\xa9"),
+          std::string(129, 'j')}) {
         scoped_setenv v("UCX_ORC_JOB", job);
         log_capture log;
         entity e;
@@ -2347,7 +2391,7 @@ TEST(OrcUctConfig, CoordinatorRefusalSaysWhy)
         entity e;
         EXPECT_EQ(UCS_ERR_REJECTED, e.open());
         EXPECT_EQ(1u, log.warnings("HTTP 401 unauthorized: invalid token"))
-                << log.first_warning();
+            << log.first_warning();
     }
     {
         scoped_setenv token("UCX_ORC_TOKEN", "good-token-1234");
@@ -2355,4 +2399,3 @@ TEST(OrcUctConfig, CoordinatorRefusalSaysWhy)
         EXPECT_EQ(UCS_OK, e.open());
     }
 }
-

@@ -20,8 +20,8 @@ static const char *orc_dev_backend_names[] = {
 
 const char *orc_dev_backend_name(orc_dev_backend_t backend)
 {
-    if ((unsigned)backend >= sizeof(orc_dev_backend_names) /
-                             sizeof(orc_dev_backend_names[0])) {
+    if ((unsigned)backend >=
+        sizeof(orc_dev_backend_names) / sizeof(orc_dev_backend_names[0])) {
         return "unknown";
     }
     return orc_dev_backend_names[backend];
@@ -31,8 +31,9 @@ int orc_dev_backend_parse(const char *str, orc_dev_backend_t *backend_p)
 {
     unsigned i;
 
-    for (i = 0; i < sizeof(orc_dev_backend_names) /
-                    sizeof(orc_dev_backend_names[0]); ++i) {
+    for (i = 0;
+         i < sizeof(orc_dev_backend_names) / sizeof(orc_dev_backend_names[0]);
+         ++i) {
         if ((str != NULL) && !strcmp(str, orc_dev_backend_names[i])) {
             *backend_p = (orc_dev_backend_t)i;
             return 0;
@@ -54,9 +55,8 @@ static const orc_dev_ops_t *orc_dev_backend_ops(orc_dev_backend_t backend)
 }
 
 /* The backends in the order "auto" tries them: verbs devices first. */
-static const orc_dev_backend_t orc_dev_auto_order[] = {
-    ORC_DEV_BACKEND_VERBS, ORC_DEV_BACKEND_SOFT
-};
+static const orc_dev_backend_t orc_dev_auto_order[] = {ORC_DEV_BACKEND_VERBS,
+                                                       ORC_DEV_BACKEND_SOFT};
 
 int orc_dev_list(const orc_dev_config_t *config, orc_dev_info_t **list_p,
                  int *count_p)

@@ -59,23 +59,23 @@ typedef struct orc_dev_config {
     /* softnic's device configuration (softnic.h): soft.ifaces selects the
      * network interfaces ("lo,eth0"; NULL or "" = every interface that is
      * up with an IPv4 address), then its knobs and its log callback. */
-    softnic_config_t  soft;
+    softnic_config_t soft;
     /* verbs: GID table index used as the source GID of connections and
      * published in the packed address (RoCE: pick the RoCEv2 entry of the
      * wanted IP address). 0 when zero-initialised; at most 255. */
-    unsigned          verbs_gid_index;
+    unsigned verbs_gid_index;
 } orc_dev_config_t;
 
 #define ORC_DEV_NAME_MAX 64
 
 typedef struct orc_dev_info {
-    char              name[ORC_DEV_NAME_MAX]; /* "mlx5_0", "soft_lo" */
-    orc_dev_backend_t backend;                /* VERBS or SOFT, never AUTO */
-    uint8_t           num_ports;              /* ports are numbered from 1 */
+    char name[ORC_DEV_NAME_MAX]; /* "mlx5_0", "soft_lo" */
+    orc_dev_backend_t backend;   /* VERBS or SOFT, never AUTO */
+    uint8_t num_ports;           /* ports are numbered from 1 */
     /* the network interface, for topology lookups (orc_topo.h): soft, the
      * one the device runs on ("lo", "eth0"); verbs, the one of the source
      * GID of port 1 on RoCE ("" on InfiniBand) */
-    char              netdev[ORC_DEV_NAME_MAX];
+    char netdev[ORC_DEV_NAME_MAX];
 } orc_dev_info_t;
 
 /*
@@ -96,10 +96,10 @@ typedef struct orc_dev_ops orc_dev_ops_t;
 
 typedef struct orc_dev {
     const orc_dev_ops_t *ops;
-    orc_dev_backend_t    backend;
-    char                 name[ORC_DEV_NAME_MAX];
+    orc_dev_backend_t backend;
+    char name[ORC_DEV_NAME_MAX];
     /* orc_dev_info_t::netdev of the device, set by orc_dev_open() */
-    char                 netdev[ORC_DEV_NAME_MAX];
+    char netdev[ORC_DEV_NAME_MAX];
 } orc_dev_t;
 
 typedef struct orc_pd {
@@ -108,46 +108,46 @@ typedef struct orc_pd {
 
 typedef struct orc_mr {
     orc_pd_t *pd;
-    void     *addr;
-    size_t    length;
-    int       access; /* IBV_ACCESS_* */
-    uint32_t  lkey;
-    uint32_t  rkey;
+    void *addr;
+    size_t length;
+    int access; /* IBV_ACCESS_* */
+    uint32_t lkey;
+    uint32_t rkey;
 } orc_mr_t;
 
 typedef struct orc_comp_channel {
     orc_dev_t *dev;
-    int        fd; /* readable when a completion event is pending */
+    int fd; /* readable when a completion event is pending */
 } orc_comp_channel_t;
 
 typedef struct orc_cq {
-    orc_dev_t          *dev;
+    orc_dev_t *dev;
     orc_comp_channel_t *channel; /* may be NULL */
-    void               *cq_context;
-    int                 cqe;     /* actual capacity */
+    void *cq_context;
+    int cqe; /* actual capacity */
 } orc_cq_t;
 
 typedef struct orc_srq {
     orc_pd_t *pd;
-    void     *srq_context;
+    void *srq_context;
 } orc_srq_t;
 
 typedef struct orc_qp {
     orc_pd_t *pd;
-    void     *qp_context;
-    uint32_t  qp_num;
+    void *qp_context;
+    uint32_t qp_num;
 } orc_qp_t;
 
 /* struct ibv_qp_init_attr with orc handles in place of ibv ones. Only
  * IBV_QPT_RC is supported by both backends. */
 typedef struct orc_qp_init_attr {
-    void            *qp_context;
-    orc_cq_t        *send_cq;
-    orc_cq_t        *recv_cq;
-    orc_srq_t       *srq;        /* NULL: the QP has its own receive queue */
+    void *qp_context;
+    orc_cq_t *send_cq;
+    orc_cq_t *recv_cq;
+    orc_srq_t *srq; /* NULL: the QP has its own receive queue */
     struct ibv_qp_cap cap;
     enum ibv_qp_type qp_type;
-    int              sq_sig_all;
+    int sq_sig_all;
 } orc_qp_init_attr_t;
 
 /* Devices */
@@ -168,8 +168,7 @@ int orc_dev_query_gid(orc_dev_t *dev, uint8_t port_num, int index,
  * with EINVAL.
  */
 size_t orc_dev_addr_len(orc_dev_t *dev, uint8_t port_num);
-int orc_dev_addr_pack(orc_dev_t *dev, uint8_t port_num, void *buf,
-                      size_t len);
+int orc_dev_addr_pack(orc_dev_t *dev, uint8_t port_num, void *buf, size_t len);
 int orc_dev_addr_unpack(orc_dev_t *dev, uint8_t port_num, const void *buf,
                         size_t len, struct ibv_ah_attr *ah_attr);
 

@@ -45,15 +45,18 @@ static int orc_topo_load(orc_topo_source_t source, const char *arg,
      * (locality needs packages, NUMA nodes and PUs). hwloc's x86 backend
      * would rebind the loading thread to every CPU in turn to run cpuid
      * (25 ms of the ~50 ms a load takes here), for nothing sysfs lacks. */
-    if ((hwloc_topology_set_io_types_filter(
-                 topo->topology, HWLOC_TYPE_FILTER_KEEP_IMPORTANT) < 0) ||
-        (hwloc_topology_set_cache_types_filter(
-                 topo->topology, HWLOC_TYPE_FILTER_KEEP_NONE) < 0) ||
-        (hwloc_topology_set_icache_types_filter(
-                 topo->topology, HWLOC_TYPE_FILTER_KEEP_NONE) < 0) ||
-        (hwloc_topology_set_components(
-                 topo->topology, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
-                 "x86") < 0) ||
+    if ((hwloc_topology_set_io_types_filter(topo->topology,
+                                            HWLOC_TYPE_FILTER_KEEP_IMPORTANT) <
+         0) ||
+        (hwloc_topology_set_cache_types_filter(topo->topology,
+                                               HWLOC_TYPE_FILTER_KEEP_NONE) <
+         0) ||
+        (hwloc_topology_set_icache_types_filter(topo->topology,
+                                                HWLOC_TYPE_FILTER_KEEP_NONE) <
+         0) ||
+        (hwloc_topology_set_components(topo->topology,
+                                       HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
+                                       "x86") < 0) ||
         ((source != NULL) && (source(topo->topology, arg) < 0)) ||
         (hwloc_topology_load(topo->topology) < 0)) {
         err = errno ? errno : EINVAL;
@@ -87,8 +90,8 @@ void orc_topo_destroy(orc_topo_t *topo)
 /* The process's topology: written once under orc_topo_once, read-only
  * afterwards (pthread_once orders the write before every reader). */
 static pthread_once_t orc_topo_once = PTHREAD_ONCE_INIT;
-static orc_topo_t    *orc_topo_process;
-static int            orc_topo_process_err;
+static orc_topo_t *orc_topo_process;
+static int orc_topo_process_err;
 
 static void orc_topo_load_process(void)
 {
@@ -146,8 +149,7 @@ static hwloc_obj_t orc_topo_find_osdev(hwloc_topology_t topology,
 }
 
 void orc_topo_locate(const orc_topo_t *topo, orc_dev_backend_t backend,
-                     const char *name, const char *netdev,
-                     orc_topo_loc_t *loc)
+                     const char *name, const char *netdev, orc_topo_loc_t *loc)
 {
     hwloc_obj_t osdev, obj;
 
@@ -218,7 +220,7 @@ void orc_topo_sort(const orc_topo_t *topo, orc_dev_info_t *list, int count,
     if (sorted == NULL) {
         return; /* no memory: keep the order */
     }
-    remote = (char*)(sorted + count);
+    remote = (char *)(sorted + count);
 
     for (i = 0; i < count; ++i) {
         orc_topo_locate(topo, list[i].backend, list[i].name, list[i].netdev,
@@ -259,8 +261,7 @@ static void orc_topo_appendf(char *buf, size_t size, size_t *len_p,
     *len_p = size; /* full */
 }
 
-const char *orc_topo_loc_str(const orc_topo_loc_t *loc, char *buf,
-                             size_t size)
+const char *orc_topo_loc_str(const orc_topo_loc_t *loc, char *buf, size_t size)
 {
     hwloc_bitmap_t set;
     size_t len = 0;
@@ -290,15 +291,13 @@ const char *orc_topo_loc_str(const orc_topo_loc_t *loc, char *buf,
         hwloc_bitmap_list_asprintf(&cpus, set);
     }
     hwloc_bitmap_free(set);
-    orc_topo_appendf(buf, size, &len, "cpus %s",
-                     (cpus != NULL) ? cpus : "?");
+    orc_topo_appendf(buf, size, &len, "cpus %s", (cpus != NULL) ? cpus : "?");
     free(cpus);
     return buf;
 }
 
-const char *orc_topo_summary(const orc_topo_t *topo,
-                             const orc_dev_info_t *list, int count, char *buf,
-                             size_t size)
+const char *orc_topo_summary(const orc_topo_t *topo, const orc_dev_info_t *list,
+                             int count, char *buf, size_t size)
 {
     char loc_str[ORC_TOPO_SUMMARY_MAX];
     orc_topo_loc_t loc;

@@ -41,15 +41,15 @@ typedef struct orc_topo orc_topo_t;
 
 /* Where one device sits */
 typedef struct orc_topo_loc {
-    int       found;      /* hwloc knows the device: cpus is its locality */
-    int       has_pci;    /* the pci_* fields hold its PCI address */
-    uint16_t  pci_domain;
-    uint8_t   pci_bus;
-    uint8_t   pci_dev;
-    uint8_t   pci_func;
-    int       numa_node;  /* OS index of its NUMA node; -1 if unknown or
+    int found;   /* hwloc knows the device: cpus is its locality */
+    int has_pci; /* the pci_* fields hold its PCI address */
+    uint16_t pci_domain;
+    uint8_t pci_bus;
+    uint8_t pci_dev;
+    uint8_t pci_func;
+    int numa_node;  /* OS index of its NUMA node; -1 if unknown or
                              the locality spans several nodes */
-    cpu_set_t cpus;       /* CPUs local to the device (when found) */
+    cpu_set_t cpus; /* CPUs local to the device (when found) */
 } orc_topo_loc_t;
 
 /* A summary is at most this long, the terminating zero included */
@@ -78,8 +78,7 @@ int orc_topo_numa_count(const orc_topo_t *topo);
  * orc_dev_info_t / orc_dev_t. topo may be NULL (nothing is found).
  */
 void orc_topo_locate(const orc_topo_t *topo, orc_dev_backend_t backend,
-                     const char *name, const char *netdev,
-                     orc_topo_loc_t *loc);
+                     const char *name, const char *netdev, orc_topo_loc_t *loc);
 
 /* The CPUs the calling thread may run on (its binding). 0 or errno. */
 int orc_topo_thread_cpus(cpu_set_t *cpus);
@@ -95,8 +94,7 @@ void orc_topo_sort(const orc_topo_t *topo, orc_dev_info_t *list, int count,
 /* "pci 0000:03:00.0 numa 0 cpus 0-15", "pci 0000:03:00.0 cpus 0-31" (no
  * single NUMA node), "local numa 0 cpus 0-7" (known to hwloc, no PCI
  * device) or "unknown"; returns buf */
-const char *orc_topo_loc_str(const orc_topo_loc_t *loc, char *buf,
-                             size_t size);
+const char *orc_topo_loc_str(const orc_topo_loc_t *loc, char *buf, size_t size);
 
 /*
  * One line for humans and orcd: the NUMA node count, then each device with
@@ -106,9 +104,8 @@ const char *orc_topo_loc_str(const orc_topo_loc_t *loc, char *buf,
  * At most size - 1 characters; a summary that does not fit ends with "...".
  * Returns buf.
  */
-const char *orc_topo_summary(const orc_topo_t *topo,
-                             const orc_dev_info_t *list, int count, char *buf,
-                             size_t size);
+const char *orc_topo_summary(const orc_topo_t *topo, const orc_dev_info_t *list,
+                             int count, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

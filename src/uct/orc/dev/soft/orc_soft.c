@@ -25,41 +25,41 @@
 #include <string.h>
 
 typedef struct orc_soft_dev {
-    orc_dev_t      super;
+    orc_dev_t super;
     softnic_dev_t *nic;
 } orc_soft_dev_t;
 
 typedef struct orc_soft_pd {
-    orc_pd_t      super;
+    orc_pd_t super;
     softnic_pd_t *nic;
 } orc_soft_pd_t;
 
 typedef struct orc_soft_mr {
-    orc_mr_t      super;
+    orc_mr_t super;
     softnic_mr_t *nic;
 } orc_soft_mr_t;
 
 typedef struct orc_soft_channel {
-    orc_comp_channel_t      super;
+    orc_comp_channel_t super;
     softnic_comp_channel_t *nic;
 } orc_soft_channel_t;
 
 typedef struct orc_soft_cq {
-    orc_cq_t      super;
+    orc_cq_t super;
     softnic_cq_t *nic; /* nic->cq_context is this wrapper */
 } orc_soft_cq_t;
 
 typedef struct orc_soft_srq {
-    orc_srq_t      super;
+    orc_srq_t super;
     softnic_srq_t *nic;
 } orc_soft_srq_t;
 
 typedef struct orc_soft_qp {
-    orc_qp_t      super;
+    orc_qp_t super;
     softnic_qp_t *nic;
-    orc_cq_t     *send_cq;
-    orc_cq_t     *recv_cq;
-    orc_srq_t    *srq;
+    orc_cq_t *send_cq;
+    orc_cq_t *recv_cq;
+    orc_srq_t *srq;
 } orc_soft_qp_t;
 
 /* clang-format would take "(_ptr) - x" for a cast */
@@ -100,8 +100,8 @@ static int orc_soft_dev_list(const orc_dev_config_t *config,
                              orc_dev_info_t **list_p, int *count_p)
 {
     softnic_dev_info_t *nic_list;
-    orc_dev_info_t     *list;
-    int                 i, count, ret;
+    orc_dev_info_t *list;
+    int i, count, ret;
 
     ret = softnic_dev_list((config != NULL) ? &config->soft : NULL, &nic_list,
                            &count);
@@ -115,19 +115,19 @@ static int orc_soft_dev_list(const orc_dev_config_t *config,
     }
     for (i = 0; i < count; ++i) {
         snprintf(list[i].name, sizeof(list[i].name), "%s", nic_list[i].name);
-        list[i].backend = ORC_DEV_BACKEND_SOFT;
+        list[i].backend   = ORC_DEV_BACKEND_SOFT;
         list[i].num_ports = 1;
         snprintf(list[i].netdev, sizeof(list[i].netdev), "%s",
                  nic_list[i].ifname);
     }
     softnic_dev_list_free(nic_list);
-    *list_p = list;
+    *list_p  = list;
     *count_p = count;
     return 0;
 }
 
 static orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
-                                    const char             *name)
+                                    const char *name)
 {
     orc_soft_dev_t *dev = orc_soft_wrapper(sizeof(*dev));
 
@@ -138,7 +138,7 @@ static orc_dev_t *orc_soft_dev_open(const orc_dev_config_t *config,
     if (dev->nic == NULL) {
         return orc_soft_wrapper_failed(dev);
     }
-    dev->super.ops = &orc_dev_soft_ops;
+    dev->super.ops     = &orc_dev_soft_ops;
     dev->super.backend = ORC_DEV_BACKEND_SOFT;
     snprintf(dev->super.name, sizeof(dev->super.name), "%s", dev->nic->name);
     return &dev->super;
@@ -242,19 +242,19 @@ static orc_mr_t *orc_soft_mr_reg(orc_pd_t *pd, void *addr, size_t length,
     if (mr->nic == NULL) {
         return orc_soft_wrapper_failed(mr);
     }
-    mr->super.pd = pd;
-    mr->super.addr = mr->nic->addr;
+    mr->super.pd     = pd;
+    mr->super.addr   = mr->nic->addr;
     mr->super.length = mr->nic->length;
     mr->super.access = mr->nic->access;
-    mr->super.lkey = mr->nic->lkey;
-    mr->super.rkey = mr->nic->rkey;
+    mr->super.lkey   = mr->nic->lkey;
+    mr->super.rkey   = mr->nic->rkey;
     return &mr->super;
 }
 
 static int orc_soft_mr_dereg(orc_mr_t *orc_mr)
 {
     orc_soft_mr_t *mr = orc_soft_derived_of(orc_mr, orc_soft_mr_t);
-    int            ret = softnic_mr_dereg(mr->nic);
+    int ret           = softnic_mr_dereg(mr->nic);
 
     if (ret == 0) {
         free(mr);
@@ -274,7 +274,7 @@ static orc_comp_channel_t *orc_soft_channel_create(orc_dev_t *dev)
         return orc_soft_wrapper_failed(channel);
     }
     channel->super.dev = dev;
-    channel->super.fd = channel->nic->fd;
+    channel->super.fd  = channel->nic->fd;
     return &channel->super;
 }
 
@@ -293,7 +293,7 @@ static int orc_soft_channel_destroy(orc_comp_channel_t *orc_channel)
 static orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
                                     orc_comp_channel_t *orc_channel)
 {
-    orc_soft_cq_t          *cq = orc_soft_wrapper(sizeof(*cq));
+    orc_soft_cq_t *cq               = orc_soft_wrapper(sizeof(*cq));
     softnic_comp_channel_t *channel = NULL;
 
     if (cq == NULL) {
@@ -306,10 +306,10 @@ static orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
     if (cq->nic == NULL) {
         return orc_soft_wrapper_failed(cq);
     }
-    cq->super.dev = dev;
-    cq->super.channel = orc_channel;
+    cq->super.dev        = dev;
+    cq->super.channel    = orc_channel;
     cq->super.cq_context = cq_context;
-    cq->super.cqe = cq->nic->cqe;
+    cq->super.cqe        = cq->nic->cqe;
     return &cq->super;
 }
 
@@ -336,17 +336,17 @@ static int orc_soft_cq_req_notify(orc_cq_t *cq, int solicited_only)
 static int orc_soft_cq_get_event(orc_comp_channel_t *channel, orc_cq_t **cq_p,
                                  void **cq_context_p)
 {
-    void          *context;
+    void *context;
     orc_soft_cq_t *cq;
-    int            ret;
+    int ret;
 
     ret = softnic_cq_get_event(
         orc_soft_derived_of(channel, orc_soft_channel_t)->nic, &context);
     if (ret != 0) {
         return ret;
     }
-    cq = context;
-    *cq_p = &cq->super;
+    cq            = context;
+    *cq_p         = &cq->super;
     *cq_context_p = cq->super.cq_context;
     return 0;
 }
@@ -356,7 +356,7 @@ static void orc_soft_cq_ack_events(orc_cq_t *cq, unsigned int nevents)
     softnic_cq_ack_events(orc_soft_cq(cq), nevents);
 }
 
-static orc_srq_t *orc_soft_srq_create(orc_pd_t                 *pd,
+static orc_srq_t *orc_soft_srq_create(orc_pd_t *pd,
                                       struct ibv_srq_init_attr *attr)
 {
     orc_soft_srq_t *srq = orc_soft_wrapper(sizeof(*srq));
@@ -368,7 +368,7 @@ static orc_srq_t *orc_soft_srq_create(orc_pd_t                 *pd,
     if (srq->nic == NULL) {
         return orc_soft_wrapper_failed(srq);
     }
-    srq->super.pd = pd;
+    srq->super.pd          = pd;
     srq->super.srq_context = attr->srq_context;
     return &srq->super;
 }
@@ -398,7 +398,7 @@ static int orc_soft_same_dev(orc_dev_t *qp_dev, orc_dev_t *obj_dev)
 static orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
 {
     softnic_qp_init_attr_t nic_attr;
-    orc_soft_qp_t         *qp;
+    orc_soft_qp_t *qp;
 
     if ((attr->send_cq == NULL) || (attr->recv_cq == NULL) ||
         !orc_soft_same_dev(pd->dev, attr->send_cq->dev) ||
@@ -415,24 +415,24 @@ static orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
 
     memset(&nic_attr, 0, sizeof(nic_attr));
     nic_attr.qp_context = qp;
-    nic_attr.send_cq = orc_soft_cq(attr->send_cq);
-    nic_attr.recv_cq = orc_soft_cq(attr->recv_cq);
-    nic_attr.srq = (attr->srq == NULL) ? NULL : orc_soft_srq(attr->srq);
-    nic_attr.cap = attr->cap;
-    nic_attr.qp_type = attr->qp_type;
+    nic_attr.send_cq    = orc_soft_cq(attr->send_cq);
+    nic_attr.recv_cq    = orc_soft_cq(attr->recv_cq);
+    nic_attr.srq        = (attr->srq == NULL) ? NULL : orc_soft_srq(attr->srq);
+    nic_attr.cap        = attr->cap;
+    nic_attr.qp_type    = attr->qp_type;
     nic_attr.sq_sig_all = attr->sq_sig_all;
-    qp->nic = softnic_qp_create(orc_soft_pd(pd), &nic_attr);
+    qp->nic             = softnic_qp_create(orc_soft_pd(pd), &nic_attr);
     if (qp->nic == NULL) {
         return orc_soft_wrapper_failed(qp);
     }
 
-    attr->cap = nic_attr.cap;
-    qp->super.pd = pd;
+    attr->cap            = nic_attr.cap;
+    qp->super.pd         = pd;
     qp->super.qp_context = attr->qp_context;
-    qp->super.qp_num = qp->nic->qp_num;
-    qp->send_cq = attr->send_cq;
-    qp->recv_cq = attr->recv_cq;
-    qp->srq = attr->srq;
+    qp->super.qp_num     = qp->nic->qp_num;
+    qp->send_cq          = attr->send_cq;
+    qp->recv_cq          = attr->recv_cq;
+    qp->srq              = attr->srq;
     return &qp->super;
 }
 
@@ -445,9 +445,9 @@ static int orc_soft_qp_modify(orc_qp_t *qp, struct ibv_qp_attr *attr,
 static int orc_soft_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
                              int attr_mask, orc_qp_init_attr_t *init_attr)
 {
-    orc_soft_qp_t         *qp = orc_soft_derived_of(orc_qp, orc_soft_qp_t);
+    orc_soft_qp_t *qp = orc_soft_derived_of(orc_qp, orc_soft_qp_t);
     softnic_qp_init_attr_t nic_init;
-    int                    ret;
+    int ret;
 
     ret = softnic_qp_query(qp->nic, attr, attr_mask, &nic_init);
     if ((ret != 0) || (init_attr == NULL)) {
@@ -455,11 +455,11 @@ static int orc_soft_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
     }
     memset(init_attr, 0, sizeof(*init_attr));
     init_attr->qp_context = orc_qp->qp_context;
-    init_attr->send_cq = qp->send_cq;
-    init_attr->recv_cq = qp->recv_cq;
-    init_attr->srq = qp->srq;
-    init_attr->cap = nic_init.cap;
-    init_attr->qp_type = nic_init.qp_type;
+    init_attr->send_cq    = qp->send_cq;
+    init_attr->recv_cq    = qp->recv_cq;
+    init_attr->srq        = qp->srq;
+    init_attr->cap        = nic_init.cap;
+    init_attr->qp_type    = nic_init.qp_type;
     init_attr->sq_sig_all = nic_init.sq_sig_all;
     return 0;
 }
@@ -487,35 +487,35 @@ static int orc_soft_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,
 }
 
 const orc_dev_ops_t orc_dev_soft_ops = {
-    .size = sizeof(orc_dev_ops_t),
-    .list = orc_soft_dev_list,
-    .open = orc_soft_dev_open,
-    .close = orc_soft_dev_close,
-    .query = orc_soft_dev_query,
-    .query_port = orc_soft_dev_query_port,
-    .query_gid = orc_soft_dev_query_gid,
-    .addr_len = orc_soft_addr_len,
-    .addr_pack = orc_soft_addr_pack,
-    .addr_unpack = orc_soft_addr_unpack,
-    .pd_alloc = orc_soft_pd_alloc,
-    .pd_dealloc = orc_soft_pd_dealloc,
-    .mr_reg = orc_soft_mr_reg,
-    .mr_dereg = orc_soft_mr_dereg,
-    .comp_channel_create = orc_soft_channel_create,
+    .size                 = sizeof(orc_dev_ops_t),
+    .list                 = orc_soft_dev_list,
+    .open                 = orc_soft_dev_open,
+    .close                = orc_soft_dev_close,
+    .query                = orc_soft_dev_query,
+    .query_port           = orc_soft_dev_query_port,
+    .query_gid            = orc_soft_dev_query_gid,
+    .addr_len             = orc_soft_addr_len,
+    .addr_pack            = orc_soft_addr_pack,
+    .addr_unpack          = orc_soft_addr_unpack,
+    .pd_alloc             = orc_soft_pd_alloc,
+    .pd_dealloc           = orc_soft_pd_dealloc,
+    .mr_reg               = orc_soft_mr_reg,
+    .mr_dereg             = orc_soft_mr_dereg,
+    .comp_channel_create  = orc_soft_channel_create,
     .comp_channel_destroy = orc_soft_channel_destroy,
-    .cq_create = orc_soft_cq_create,
-    .cq_destroy = orc_soft_cq_destroy,
-    .cq_poll = orc_soft_cq_poll,
-    .cq_req_notify = orc_soft_cq_req_notify,
-    .cq_get_event = orc_soft_cq_get_event,
-    .cq_ack_events = orc_soft_cq_ack_events,
-    .srq_create = orc_soft_srq_create,
-    .srq_destroy = orc_soft_srq_destroy,
-    .post_srq_recv = orc_soft_post_srq_recv,
-    .qp_create = orc_soft_qp_create,
-    .qp_modify = orc_soft_qp_modify,
-    .qp_query = orc_soft_qp_query,
-    .qp_destroy = orc_soft_qp_destroy,
-    .post_send = orc_soft_post_send,
-    .post_recv = orc_soft_post_recv,
+    .cq_create            = orc_soft_cq_create,
+    .cq_destroy           = orc_soft_cq_destroy,
+    .cq_poll              = orc_soft_cq_poll,
+    .cq_req_notify        = orc_soft_cq_req_notify,
+    .cq_get_event         = orc_soft_cq_get_event,
+    .cq_ack_events        = orc_soft_cq_ack_events,
+    .srq_create           = orc_soft_srq_create,
+    .srq_destroy          = orc_soft_srq_destroy,
+    .post_srq_recv        = orc_soft_post_srq_recv,
+    .qp_create            = orc_soft_qp_create,
+    .qp_modify            = orc_soft_qp_modify,
+    .qp_query             = orc_soft_qp_query,
+    .qp_destroy           = orc_soft_qp_destroy,
+    .post_send            = orc_soft_post_send,
+    .post_recv            = orc_soft_post_recv,
 };

@@ -25,42 +25,42 @@
 #include <string.h>
 
 typedef struct orc_verbs_dev {
-    orc_dev_t           super;
+    orc_dev_t super;
     struct ibv_context *ctx;
-    uint8_t             gid_index; /* source GID index, from configuration */
+    uint8_t gid_index; /* source GID index, from configuration */
 } orc_verbs_dev_t;
 
 typedef struct orc_verbs_pd {
-    orc_pd_t       super;
+    orc_pd_t super;
     struct ibv_pd *pd;
 } orc_verbs_pd_t;
 
 typedef struct orc_verbs_mr {
-    orc_mr_t       super;
+    orc_mr_t super;
     struct ibv_mr *mr;
 } orc_verbs_mr_t;
 
 typedef struct orc_verbs_comp_channel {
-    orc_comp_channel_t       super;
+    orc_comp_channel_t super;
     struct ibv_comp_channel *channel;
 } orc_verbs_comp_channel_t;
 
 typedef struct orc_verbs_cq {
-    orc_cq_t       super;
+    orc_cq_t super;
     struct ibv_cq *cq; /* cq->cq_context is this wrapper */
 } orc_verbs_cq_t;
 
 typedef struct orc_verbs_srq {
-    orc_srq_t       super;
+    orc_srq_t super;
     struct ibv_srq *srq; /* srq->srq_context is this wrapper */
 } orc_verbs_srq_t;
 
 typedef struct orc_verbs_qp {
-    orc_qp_t       super;
+    orc_qp_t super;
     struct ibv_qp *qp; /* qp->qp_context is this wrapper */
-    orc_cq_t      *send_cq;
-    orc_cq_t      *recv_cq;
-    orc_srq_t     *srq;
+    orc_cq_t *send_cq;
+    orc_cq_t *recv_cq;
+    orc_srq_t *srq;
 } orc_verbs_qp_t;
 
 /* clang-format would take "(_ptr) - x" for a cast */
@@ -104,7 +104,7 @@ int orc_verbs_addr_encode(const orc_verbs_port_addr_t *addr, void *buf,
                           size_t len)
 {
     uint8_t *p = buf;
-    uint8_t  link_layer;
+    uint8_t link_layer;
     uint16_t lid_be;
 
     if (len < ORC_VERBS_ADDR_LEN) {
@@ -128,8 +128,8 @@ int orc_verbs_addr_encode(const orc_verbs_port_addr_t *addr, void *buf,
     }
 
     lid_be = htons(addr->lid);
-    p[0] = ORC_DEV_BACKEND_VERBS;
-    p[1] = link_layer;
+    p[0]   = ORC_DEV_BACKEND_VERBS;
+    p[1]   = link_layer;
     memcpy(p + 2, &lid_be, sizeof(lid_be));
     memcpy(p + 4, addr->gid.raw, sizeof(addr->gid.raw));
     return 0;
@@ -139,11 +139,11 @@ int orc_verbs_addr_decode(const void *buf, size_t len, uint8_t local_link_layer,
                           uint8_t port_num, uint8_t sgid_index,
                           struct ibv_ah_attr *ah_attr)
 {
-    const uint8_t     *p = buf;
+    const uint8_t *p = buf;
     struct ibv_ah_attr attr;
-    union ibv_gid      gid;
-    uint16_t           lid_be, lid;
-    uint8_t            link_layer;
+    union ibv_gid gid;
+    uint16_t lid_be, lid;
+    uint8_t link_layer;
 
     if ((buf == NULL) || (len < 1)) {
         return EINVAL;
@@ -180,14 +180,14 @@ int orc_verbs_addr_decode(const void *buf, size_t len, uint8_t local_link_layer,
     }
 
     memset(&attr, 0, sizeof(attr));
-    attr.dlid = lid;
+    attr.dlid     = lid;
     attr.port_num = port_num;
     if ((link_layer == IBV_LINK_LAYER_ETHERNET) ||
         !orc_verbs_gid_is_zero(&gid)) {
-        attr.is_global = 1;
-        attr.grh.dgid = gid;
+        attr.is_global      = 1;
+        attr.grh.dgid       = gid;
         attr.grh.sgid_index = sgid_index;
-        attr.grh.hop_limit = ORC_VERBS_ADDR_HOP_LIMIT;
+        attr.grh.hop_limit  = ORC_VERBS_ADDR_HOP_LIMIT;
     }
 
     *ah_attr = attr;
@@ -204,7 +204,7 @@ static void orc_verbs_gid_netdev(struct ibv_context *ctx, unsigned gid_index,
                                  char *netdev)
 {
     struct ibv_gid_entry entry;
-    char                 ifname[IF_NAMESIZE];
+    char ifname[IF_NAMESIZE];
 
     netdev[0] = '\0';
     if ((ibv_query_gid_ex(ctx, 1, gid_index, &entry, 0) == 0) &&
@@ -220,9 +220,9 @@ static int orc_verbs_dev_info(struct ibv_device *ib_dev, unsigned gid_index,
                               orc_dev_info_t *info)
 {
     struct ibv_device_attr dev_attr;
-    struct ibv_context    *ctx;
-    const char            *name;
-    int                    ret;
+    struct ibv_context *ctx;
+    const char *name;
+    int ret;
 
     name = ibv_get_device_name(ib_dev);
     if ((name == NULL) || (strlen(name) >= ORC_DEV_NAME_MAX)) {
@@ -248,15 +248,15 @@ static int orc_verbs_dev_list(const orc_dev_config_t *config,
                               orc_dev_info_t **list_p, int *count_p)
 {
     struct ibv_device **ib_list;
-    orc_dev_info_t     *list;
-    unsigned            gid_index;
-    int                 i, num, count, ret;
+    orc_dev_info_t *list;
+    unsigned gid_index;
+    int i, num, count, ret;
 
-    *list_p = NULL;
-    *count_p = 0;
+    *list_p   = NULL;
+    *count_p  = 0;
     gid_index = (config != NULL) ? config->verbs_gid_index : 0;
 
-    errno = 0;
+    errno   = 0;
     ib_list = ibv_get_device_list(&num);
     if (ib_list == NULL) {
         /* ENOSYS: the kernel has no RDMA support, so there are no devices */
@@ -286,7 +286,7 @@ static int orc_verbs_dev_list(const orc_dev_config_t *config,
     if (count == 0) {
         free(list);
     } else {
-        *list_p = list;
+        *list_p  = list;
         *count_p = count;
     }
     ret = 0;
@@ -297,14 +297,14 @@ out_free_ib_list:
 }
 
 static orc_dev_t *orc_verbs_dev_open(const orc_dev_config_t *config,
-                                     const char             *name)
+                                     const char *name)
 {
     static const orc_dev_config_t default_config;
-    struct ibv_device           **ib_list;
-    struct ibv_device            *ib_dev;
-    orc_verbs_dev_t              *dev;
-    const char                   *ib_name;
-    int                           i, num, err;
+    struct ibv_device **ib_list;
+    struct ibv_device *ib_dev;
+    orc_verbs_dev_t *dev;
+    const char *ib_name;
+    int i, num, err;
 
     if (config == NULL) {
         config = &default_config;
@@ -314,7 +314,7 @@ static orc_dev_t *orc_verbs_dev_open(const orc_dev_config_t *config,
         return NULL;
     }
 
-    errno = 0;
+    errno   = 0;
     ib_list = ibv_get_device_list(&num);
     if (ib_list == NULL) {
         errno = (errno == ENOSYS) ? ENODEV : ((errno > 0) ? errno : EIO);
@@ -340,14 +340,14 @@ static orc_dev_t *orc_verbs_dev_open(const orc_dev_config_t *config,
         goto err_free_ib_list;
     }
 
-    errno = 0;
+    errno    = 0;
     dev->ctx = ibv_open_device(ib_dev);
     if (dev->ctx == NULL) {
         err = (errno > 0) ? errno : ENODEV;
         goto err_free_dev;
     }
 
-    dev->super.ops = &orc_dev_verbs_ops;
+    dev->super.ops     = &orc_dev_verbs_ops;
     dev->super.backend = ORC_DEV_BACKEND_VERBS;
     strcpy(dev->super.name, name);
     dev->gid_index = (uint8_t)config->verbs_gid_index;
@@ -367,10 +367,10 @@ err_free_ib_list:
 static int orc_verbs_dev_close(orc_dev_t *orc_dev)
 {
     orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
-    int              ret;
+    int ret;
 
     errno = 0;
-    ret = orc_verbs_err(ibv_close_device(dev->ctx));
+    ret   = orc_verbs_err(ibv_close_device(dev->ctx));
     if (ret != 0) {
         return ret;
     }
@@ -414,10 +414,10 @@ static size_t orc_verbs_addr_len(orc_dev_t *orc_dev, uint8_t port_num)
 static int orc_verbs_addr_pack(orc_dev_t *orc_dev, uint8_t port_num, void *buf,
                                size_t len)
 {
-    orc_verbs_dev_t      *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
-    struct ibv_port_attr  port_attr;
+    orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
+    struct ibv_port_attr port_attr;
     orc_verbs_port_addr_t addr;
-    int                   ret;
+    int ret;
 
     ret = orc_verbs_dev_query_port(orc_dev, port_num, &port_attr);
     if (ret != 0) {
@@ -429,7 +429,7 @@ static int orc_verbs_addr_pack(orc_dev_t *orc_dev, uint8_t port_num, void *buf,
         return ret;
     }
 
-    addr.lid = port_attr.lid;
+    addr.lid        = port_attr.lid;
     addr.link_layer = port_attr.link_layer;
     return orc_verbs_addr_encode(&addr, buf, len);
 }
@@ -438,9 +438,9 @@ static int orc_verbs_addr_unpack(orc_dev_t *orc_dev, uint8_t port_num,
                                  const void *buf, size_t len,
                                  struct ibv_ah_attr *ah_attr)
 {
-    orc_verbs_dev_t     *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
+    orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
     struct ibv_port_attr port_attr;
-    int                  ret;
+    int ret;
 
     ret = orc_verbs_dev_query_port(orc_dev, port_num, &port_attr);
     if (ret != 0) {
@@ -454,8 +454,8 @@ static int orc_verbs_addr_unpack(orc_dev_t *orc_dev, uint8_t port_num,
 static orc_pd_t *orc_verbs_pd_alloc(orc_dev_t *orc_dev)
 {
     orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
-    orc_verbs_pd_t  *pd;
-    int              err;
+    orc_verbs_pd_t *pd;
+    int err;
 
     pd = calloc(1, sizeof(*pd));
     if (pd == NULL) {
@@ -463,7 +463,7 @@ static orc_pd_t *orc_verbs_pd_alloc(orc_dev_t *orc_dev)
         return NULL;
     }
 
-    errno = 0;
+    errno  = 0;
     pd->pd = ibv_alloc_pd(dev->ctx);
     if (pd->pd == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
@@ -479,10 +479,10 @@ static orc_pd_t *orc_verbs_pd_alloc(orc_dev_t *orc_dev)
 static int orc_verbs_pd_dealloc(orc_pd_t *orc_pd)
 {
     orc_verbs_pd_t *pd = orc_verbs_derived_of(orc_pd, orc_verbs_pd_t);
-    int             ret;
+    int ret;
 
     errno = 0;
-    ret = orc_verbs_err(ibv_dealloc_pd(pd->pd));
+    ret   = orc_verbs_err(ibv_dealloc_pd(pd->pd));
     if (ret != 0) {
         return ret;
     }
@@ -495,7 +495,7 @@ static orc_mr_t *orc_verbs_mr_reg(orc_pd_t *orc_pd, void *addr, size_t length,
 {
     orc_verbs_pd_t *pd = orc_verbs_derived_of(orc_pd, orc_verbs_pd_t);
     orc_verbs_mr_t *mr;
-    int             err;
+    int err;
 
     mr = calloc(1, sizeof(*mr));
     if (mr == NULL) {
@@ -503,7 +503,7 @@ static orc_mr_t *orc_verbs_mr_reg(orc_pd_t *orc_pd, void *addr, size_t length,
         return NULL;
     }
 
-    errno = 0;
+    errno  = 0;
     mr->mr = ibv_reg_mr(pd->pd, addr, length, access);
     if (mr->mr == NULL) {
         err = (errno > 0) ? errno : EINVAL;
@@ -512,22 +512,22 @@ static orc_mr_t *orc_verbs_mr_reg(orc_pd_t *orc_pd, void *addr, size_t length,
         return NULL;
     }
 
-    mr->super.pd = orc_pd;
-    mr->super.addr = mr->mr->addr;
+    mr->super.pd     = orc_pd;
+    mr->super.addr   = mr->mr->addr;
     mr->super.length = mr->mr->length;
     mr->super.access = access;
-    mr->super.lkey = mr->mr->lkey;
-    mr->super.rkey = mr->mr->rkey;
+    mr->super.lkey   = mr->mr->lkey;
+    mr->super.rkey   = mr->mr->rkey;
     return &mr->super;
 }
 
 static int orc_verbs_mr_dereg(orc_mr_t *orc_mr)
 {
     orc_verbs_mr_t *mr = orc_verbs_derived_of(orc_mr, orc_verbs_mr_t);
-    int             ret;
+    int ret;
 
     errno = 0;
-    ret = orc_verbs_err(ibv_dereg_mr(mr->mr));
+    ret   = orc_verbs_err(ibv_dereg_mr(mr->mr));
     if (ret != 0) {
         return ret;
     }
@@ -539,7 +539,7 @@ static orc_comp_channel_t *orc_verbs_comp_channel_create(orc_dev_t *orc_dev)
 {
     orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
     orc_verbs_comp_channel_t *channel;
-    int                       err;
+    int err;
 
     channel = calloc(1, sizeof(*channel));
     if (channel == NULL) {
@@ -547,7 +547,7 @@ static orc_comp_channel_t *orc_verbs_comp_channel_create(orc_dev_t *orc_dev)
         return NULL;
     }
 
-    errno = 0;
+    errno            = 0;
     channel->channel = ibv_create_comp_channel(dev->ctx);
     if (channel->channel == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
@@ -557,7 +557,7 @@ static orc_comp_channel_t *orc_verbs_comp_channel_create(orc_dev_t *orc_dev)
     }
 
     channel->super.dev = orc_dev;
-    channel->super.fd = channel->channel->fd;
+    channel->super.fd  = channel->channel->fd;
     return &channel->super;
 }
 
@@ -568,7 +568,7 @@ static int orc_verbs_comp_channel_destroy(orc_comp_channel_t *orc_channel)
     int ret;
 
     errno = 0;
-    ret = orc_verbs_err(ibv_destroy_comp_channel(channel->channel));
+    ret   = orc_verbs_err(ibv_destroy_comp_channel(channel->channel));
     if (ret != 0) {
         return ret; /* EBUSY while CQs still use it */
     }
@@ -577,13 +577,13 @@ static int orc_verbs_comp_channel_destroy(orc_comp_channel_t *orc_channel)
 }
 
 static orc_cq_t *orc_verbs_cq_create(orc_dev_t *orc_dev, int cqe,
-                                     void               *cq_context,
+                                     void *cq_context,
                                      orc_comp_channel_t *orc_channel)
 {
     orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
     struct ibv_comp_channel *ib_channel = NULL;
-    orc_verbs_cq_t          *cq;
-    int                      err;
+    orc_verbs_cq_t *cq;
+    int err;
 
     if (orc_channel != NULL) {
         if (orc_channel->dev != orc_dev) {
@@ -600,7 +600,7 @@ static orc_cq_t *orc_verbs_cq_create(orc_dev_t *orc_dev, int cqe,
         return NULL;
     }
 
-    errno = 0;
+    errno  = 0;
     cq->cq = ibv_create_cq(dev->ctx, cqe, cq, ib_channel, 0);
     if (cq->cq == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
@@ -609,20 +609,20 @@ static orc_cq_t *orc_verbs_cq_create(orc_dev_t *orc_dev, int cqe,
         return NULL;
     }
 
-    cq->super.dev = orc_dev;
-    cq->super.channel = orc_channel;
+    cq->super.dev        = orc_dev;
+    cq->super.channel    = orc_channel;
     cq->super.cq_context = cq_context;
-    cq->super.cqe = cq->cq->cqe;
+    cq->super.cqe        = cq->cq->cqe;
     return &cq->super;
 }
 
 static int orc_verbs_cq_destroy(orc_cq_t *orc_cq)
 {
     orc_verbs_cq_t *cq = orc_verbs_derived_of(orc_cq, orc_verbs_cq_t);
-    int             ret;
+    int ret;
 
     errno = 0;
-    ret = orc_verbs_err(ibv_destroy_cq(cq->cq));
+    ret   = orc_verbs_err(ibv_destroy_cq(cq->cq));
     if (ret != 0) {
         return ret;
     }
@@ -634,7 +634,7 @@ static int orc_verbs_cq_poll(orc_cq_t *orc_cq, int num_entries,
                              struct ibv_wc *wc)
 {
     orc_verbs_cq_t *cq = orc_verbs_derived_of(orc_cq, orc_verbs_cq_t);
-    int             ret;
+    int ret;
 
     ret = ibv_poll_cq(cq->cq, num_entries, wc);
     /* a provider's negative value is not an errno value */
@@ -654,20 +654,20 @@ static int orc_verbs_cq_get_event(orc_comp_channel_t *orc_channel,
 {
     orc_verbs_comp_channel_t *channel =
         orc_verbs_derived_of(orc_channel, orc_verbs_comp_channel_t);
-    struct ibv_cq  *ib_cq;
+    struct ibv_cq *ib_cq;
     orc_verbs_cq_t *cq;
-    void           *ib_cq_context;
-    int             ret;
+    void *ib_cq_context;
+    int ret;
 
     errno = 0;
-    ret = orc_verbs_err(
-        ibv_get_cq_event(channel->channel, &ib_cq, &ib_cq_context));
+    ret   = orc_verbs_err(
+          ibv_get_cq_event(channel->channel, &ib_cq, &ib_cq_context));
     if (ret != 0) {
         return ret; /* EAGAIN on a non-blocking channel without events */
     }
 
-    cq = ib_cq_context;
-    *cq_p = &cq->super;
+    cq            = ib_cq_context;
+    *cq_p         = &cq->super;
     *cq_context_p = cq->super.cq_context;
     return 0;
 }
@@ -679,13 +679,13 @@ static void orc_verbs_cq_ack_events(orc_cq_t *orc_cq, unsigned int nevents)
     ibv_ack_cq_events(cq->cq, nevents);
 }
 
-static orc_srq_t *orc_verbs_srq_create(orc_pd_t                 *orc_pd,
+static orc_srq_t *orc_verbs_srq_create(orc_pd_t *orc_pd,
                                        struct ibv_srq_init_attr *attr)
 {
-    orc_verbs_pd_t          *pd = orc_verbs_derived_of(orc_pd, orc_verbs_pd_t);
+    orc_verbs_pd_t *pd = orc_verbs_derived_of(orc_pd, orc_verbs_pd_t);
     struct ibv_srq_init_attr ib_attr;
-    orc_verbs_srq_t         *srq;
-    int                      err;
+    orc_verbs_srq_t *srq;
+    int err;
 
     srq = calloc(1, sizeof(*srq));
     if (srq == NULL) {
@@ -693,10 +693,10 @@ static orc_srq_t *orc_verbs_srq_create(orc_pd_t                 *orc_pd,
         return NULL;
     }
 
-    ib_attr = *attr;
+    ib_attr             = *attr;
     ib_attr.srq_context = srq;
 
-    errno = 0;
+    errno    = 0;
     srq->srq = ibv_create_srq(pd->pd, &ib_attr);
     if (srq->srq == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
@@ -705,8 +705,8 @@ static orc_srq_t *orc_verbs_srq_create(orc_pd_t                 *orc_pd,
         return NULL;
     }
 
-    attr->attr = ib_attr.attr; /* the actual sizes */
-    srq->super.pd = orc_pd;
+    attr->attr             = ib_attr.attr; /* the actual sizes */
+    srq->super.pd          = orc_pd;
     srq->super.srq_context = attr->srq_context;
     return &srq->super;
 }
@@ -714,10 +714,10 @@ static orc_srq_t *orc_verbs_srq_create(orc_pd_t                 *orc_pd,
 static int orc_verbs_srq_destroy(orc_srq_t *orc_srq)
 {
     orc_verbs_srq_t *srq = orc_verbs_derived_of(orc_srq, orc_verbs_srq_t);
-    int              ret;
+    int ret;
 
     errno = 0;
-    ret = orc_verbs_err(ibv_destroy_srq(srq->srq));
+    ret   = orc_verbs_err(ibv_destroy_srq(srq->srq));
     if (ret != 0) {
         return ret;
     }
@@ -742,10 +742,10 @@ static int orc_verbs_qp_check_dev(orc_dev_t *qp_dev, orc_dev_t *obj_dev)
 
 static orc_qp_t *orc_verbs_qp_create(orc_pd_t *orc_pd, orc_qp_init_attr_t *attr)
 {
-    orc_verbs_pd_t         *pd = orc_verbs_derived_of(orc_pd, orc_verbs_pd_t);
+    orc_verbs_pd_t *pd = orc_verbs_derived_of(orc_pd, orc_verbs_pd_t);
     struct ibv_qp_init_attr ib_attr;
-    orc_verbs_qp_t         *qp;
-    int                     err;
+    orc_verbs_qp_t *qp;
+    int err;
 
     if ((attr->qp_type != IBV_QPT_RC) || (attr->send_cq == NULL) ||
         (attr->recv_cq == NULL) ||
@@ -767,14 +767,14 @@ static orc_qp_t *orc_verbs_qp_create(orc_pd_t *orc_pd, orc_qp_init_attr_t *attr)
     ib_attr.qp_context = qp;
     ib_attr.send_cq = orc_verbs_derived_of(attr->send_cq, orc_verbs_cq_t)->cq;
     ib_attr.recv_cq = orc_verbs_derived_of(attr->recv_cq, orc_verbs_cq_t)->cq;
-    ib_attr.srq = (attr->srq == NULL)
-                      ? NULL
-                      : orc_verbs_derived_of(attr->srq, orc_verbs_srq_t)->srq;
-    ib_attr.cap = attr->cap;
+    ib_attr.srq     = (attr->srq == NULL)
+                          ? NULL
+                          : orc_verbs_derived_of(attr->srq, orc_verbs_srq_t)->srq;
+    ib_attr.cap     = attr->cap;
     ib_attr.qp_type = IBV_QPT_RC;
     ib_attr.sq_sig_all = attr->sq_sig_all;
 
-    errno = 0;
+    errno  = 0;
     qp->qp = ibv_create_qp(pd->pd, &ib_attr);
     if (qp->qp == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
@@ -783,13 +783,13 @@ static orc_qp_t *orc_verbs_qp_create(orc_pd_t *orc_pd, orc_qp_init_attr_t *attr)
         return NULL;
     }
 
-    attr->cap = ib_attr.cap; /* the actual sizes */
-    qp->super.pd = orc_pd;
+    attr->cap            = ib_attr.cap; /* the actual sizes */
+    qp->super.pd         = orc_pd;
     qp->super.qp_context = attr->qp_context;
-    qp->super.qp_num = qp->qp->qp_num;
-    qp->send_cq = attr->send_cq;
-    qp->recv_cq = attr->recv_cq;
-    qp->srq = attr->srq;
+    qp->super.qp_num     = qp->qp->qp_num;
+    qp->send_cq          = attr->send_cq;
+    qp->recv_cq          = attr->recv_cq;
+    qp->srq              = attr->srq;
     return &qp->super;
 }
 
@@ -805,24 +805,24 @@ static int orc_verbs_qp_modify(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
 static int orc_verbs_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
                               int attr_mask, orc_qp_init_attr_t *init_attr)
 {
-    orc_verbs_qp_t         *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
+    orc_verbs_qp_t *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
     struct ibv_qp_init_attr ib_init_attr;
-    int                     ret;
+    int ret;
 
     memset(&ib_init_attr, 0, sizeof(ib_init_attr));
     errno = 0;
-    ret = orc_verbs_err(ibv_query_qp(qp->qp, attr, attr_mask, &ib_init_attr));
+    ret   = orc_verbs_err(ibv_query_qp(qp->qp, attr, attr_mask, &ib_init_attr));
     if ((ret != 0) || (init_attr == NULL)) {
         return ret;
     }
 
     /* the ibv handles in ib_init_attr are ours, so map back from the wrapper */
     init_attr->qp_context = qp->super.qp_context;
-    init_attr->send_cq = qp->send_cq;
-    init_attr->recv_cq = qp->recv_cq;
-    init_attr->srq = qp->srq;
-    init_attr->cap = ib_init_attr.cap;
-    init_attr->qp_type = IBV_QPT_RC;
+    init_attr->send_cq    = qp->send_cq;
+    init_attr->recv_cq    = qp->recv_cq;
+    init_attr->srq        = qp->srq;
+    init_attr->cap        = ib_init_attr.cap;
+    init_attr->qp_type    = IBV_QPT_RC;
     init_attr->sq_sig_all = ib_init_attr.sq_sig_all;
     return 0;
 }
@@ -830,10 +830,10 @@ static int orc_verbs_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
 static int orc_verbs_qp_destroy(orc_qp_t *orc_qp)
 {
     orc_verbs_qp_t *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
-    int             ret;
+    int ret;
 
     errno = 0;
-    ret = orc_verbs_err(ibv_destroy_qp(qp->qp));
+    ret   = orc_verbs_err(ibv_destroy_qp(qp->qp));
     if (ret != 0) {
         return ret;
     }
@@ -860,35 +860,35 @@ static int orc_verbs_post_recv(orc_qp_t *orc_qp, struct ibv_recv_wr *wr,
 }
 
 const orc_dev_ops_t orc_dev_verbs_ops = {
-    .size = sizeof(orc_dev_ops_t),
-    .list = orc_verbs_dev_list,
-    .open = orc_verbs_dev_open,
-    .close = orc_verbs_dev_close,
-    .query = orc_verbs_dev_query,
-    .query_port = orc_verbs_dev_query_port,
-    .query_gid = orc_verbs_dev_query_gid,
-    .addr_len = orc_verbs_addr_len,
-    .addr_pack = orc_verbs_addr_pack,
-    .addr_unpack = orc_verbs_addr_unpack,
-    .pd_alloc = orc_verbs_pd_alloc,
-    .pd_dealloc = orc_verbs_pd_dealloc,
-    .mr_reg = orc_verbs_mr_reg,
-    .mr_dereg = orc_verbs_mr_dereg,
-    .comp_channel_create = orc_verbs_comp_channel_create,
+    .size                 = sizeof(orc_dev_ops_t),
+    .list                 = orc_verbs_dev_list,
+    .open                 = orc_verbs_dev_open,
+    .close                = orc_verbs_dev_close,
+    .query                = orc_verbs_dev_query,
+    .query_port           = orc_verbs_dev_query_port,
+    .query_gid            = orc_verbs_dev_query_gid,
+    .addr_len             = orc_verbs_addr_len,
+    .addr_pack            = orc_verbs_addr_pack,
+    .addr_unpack          = orc_verbs_addr_unpack,
+    .pd_alloc             = orc_verbs_pd_alloc,
+    .pd_dealloc           = orc_verbs_pd_dealloc,
+    .mr_reg               = orc_verbs_mr_reg,
+    .mr_dereg             = orc_verbs_mr_dereg,
+    .comp_channel_create  = orc_verbs_comp_channel_create,
     .comp_channel_destroy = orc_verbs_comp_channel_destroy,
-    .cq_create = orc_verbs_cq_create,
-    .cq_destroy = orc_verbs_cq_destroy,
-    .cq_poll = orc_verbs_cq_poll,
-    .cq_req_notify = orc_verbs_cq_req_notify,
-    .cq_get_event = orc_verbs_cq_get_event,
-    .cq_ack_events = orc_verbs_cq_ack_events,
-    .srq_create = orc_verbs_srq_create,
-    .srq_destroy = orc_verbs_srq_destroy,
-    .post_srq_recv = orc_verbs_post_srq_recv,
-    .qp_create = orc_verbs_qp_create,
-    .qp_modify = orc_verbs_qp_modify,
-    .qp_query = orc_verbs_qp_query,
-    .qp_destroy = orc_verbs_qp_destroy,
-    .post_send = orc_verbs_post_send,
-    .post_recv = orc_verbs_post_recv,
+    .cq_create            = orc_verbs_cq_create,
+    .cq_destroy           = orc_verbs_cq_destroy,
+    .cq_poll              = orc_verbs_cq_poll,
+    .cq_req_notify        = orc_verbs_cq_req_notify,
+    .cq_get_event         = orc_verbs_cq_get_event,
+    .cq_ack_events        = orc_verbs_cq_ack_events,
+    .srq_create           = orc_verbs_srq_create,
+    .srq_destroy          = orc_verbs_srq_destroy,
+    .post_srq_recv        = orc_verbs_post_srq_recv,
+    .qp_create            = orc_verbs_qp_create,
+    .qp_modify            = orc_verbs_qp_modify,
+    .qp_query             = orc_verbs_qp_query,
+    .qp_destroy           = orc_verbs_qp_destroy,
+    .post_send            = orc_verbs_post_send,
+    .post_recv            = orc_verbs_post_recv,
 };

@@ -33,8 +33,8 @@ extern "C" {
 /* What the packed address says about one port. */
 typedef struct orc_verbs_port_addr {
     union ibv_gid gid;
-    uint16_t      lid;
-    uint8_t       link_layer; /* IBV_LINK_LAYER_*; UNSPECIFIED means IB */
+    uint16_t lid;
+    uint8_t link_layer; /* IBV_LINK_LAYER_*; UNSPECIFIED means IB */
 } orc_verbs_port_addr_t;
 
 /*
