@@ -458,14 +458,18 @@ static int orc_store_etcd_lease_revoke(orc_store_t *store, uint64_t id,
 {
     orc_store_etcd_t *s = (orc_store_etcd_t *)store;
     json_t *reply;
+    uint64_t rev;
     int status;
 
     status = orc_store_etcd_lease_call(s, "/v3/lease/revoke", id, &reply);
     if (status != ORC_STORE_OK) {
         return status;
     }
+    rev = orc_etcd_get_u64(json_object_get(reply, "header"), "revision");
+    /* the revocation deleted the lease's keys: later reads see them gone */
+    orc_store_etcd_wrote(s, rev);
     if (rev_p != NULL) {
-        *rev_p = orc_etcd_get_u64(json_object_get(reply, "header"), "revision");
+        *rev_p = rev;
     }
     json_decref(reply);
     return ORC_STORE_OK;
