@@ -154,6 +154,34 @@ void sn_cq_del_qp(sn_cq_t *cq, sn_qp_t *qp)
     pthread_mutex_unlock(&cq->qps_lock);
 }
 
+void sn_cq_flush_batches(sn_cq_t *cq, int wait)
+{
+    sn_qp_t *qp;
+    int i;
+
+    pthread_mutex_lock(&cq->qps_lock);
+    for (i = 0; i < cq->nqps; ++i) {
+        qp = cq->qps[i];
+        /* unlocked peek: a batch started meanwhile is flushed by the next
+         * poll (or the service thread's timer pass) */
+        if (__atomic_load_n(&qp->cma_batch, __ATOMIC_RELAXED) == 0) {
+            continue;
+        }
+        if (wait) {
+            pthread_mutex_lock(&qp->lock);
+        } else if (pthread_mutex_trylock(&qp->lock) != 0) {
+            continue; /* its poster is at it: the next poll */
+        }
+        /* a polling loop that drains the CQ ends with one empty poll and
+         * goes on streaming: the second empty poll in a row is waiting */
+        if (wait || (++qp->batch_idle >= 2)) {
+            sn_qp_cma_flush(qp);
+        }
+        pthread_mutex_unlock(&qp->lock);
+    }
+    pthread_mutex_unlock(&cq->qps_lock);
+}
+
 void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
 {
     sn_channel_t *channel;
@@ -210,6 +238,10 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
          * so are the sockets of TCP connections while it keeps polling */
         sn_cq_ring_progress(scq);
         sn_svc_poll(sn_inst(cq->dev));
+        /* the application waits: what it streamed must be under way */
+        if (__atomic_load_n(&sn_inst(cq->dev)->num_batched, __ATOMIC_RELAXED)) {
+            sn_cq_flush_batches(scq, 0);
+        }
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
             /* a thread spinning on an empty CQ starves the service threads
              * (and same-host peers) that will fill it, when cores are
@@ -239,6 +271,11 @@ int softnic_cq_req_notify(softnic_cq_t *cq, int solicited_only)
 {
     sn_cq_t *scq = (sn_cq_t *)cq;
 
+    /* an application that arms its CQ is about to sleep: what it posted
+     * must be under way */
+    if (__atomic_load_n(&sn_inst(cq->dev)->num_batched, __ATOMIC_RELAXED)) {
+        sn_cq_flush_batches(scq, 1);
+    }
     pthread_mutex_lock(&scq->lock);
     scq->armed = solicited_only ? 2 : 1;
     pthread_mutex_unlock(&scq->lock);

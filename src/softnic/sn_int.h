@@ -42,6 +42,30 @@
  * If CMA fails with EPERM the QP falls back to TCP; ESRCH (peer gone)
  * completes the WR with IBV_WC_RETRY_EXC_ERR.
  *
+ * Same-host WRITE batches, as a NIC takes several doorbells in one go:
+ * consecutive WRITEs of at most SN_CMA_BATCH_LEN bytes, with nothing
+ * transmitted or in a ring ahead of them, are collected in the QP's batch
+ * (the WQEs [sq_tx, sq_tail)) and move in one process_vm_writev with one
+ * remote iovec per WRITE, in posting order, with the same QP, MR and
+ * deregistration checks per WRITE as a single one. A post list's WRITEs
+ * form one batch, executed before softnic_post_send() returns. Only while
+ * the application streams (its third post in a row, or later, that came
+ * within SN_BATCH_GAP_NS of the previous post's return) does the batch stay
+ * pending after the call, until: the second empty poll (the first may end
+ * a loop that drains the CQ between two posts) or an arming of any CQ of
+ * the QP (softnic_cq_poll, softnic_cq_req_notify: an application that
+ * waits for anything sees its WRITEs under way), a post that breaks the
+ * stream or anything but a WRITE that may join (the batch goes first, so
+ * nothing overtakes it and fences see it done), SN_CMA_BATCH WRITEs, a QP
+ * state change (to ERR: flushed with IBV_WC_WR_FLUSH_ERR, never executed),
+ * or the service thread's timer pass (~1 ms: batches stay pending only on
+ * QPs with a same-host ring, whose instance's service thread runs the
+ * timers every millisecond). The cost: the last WRITEs of a stream that is
+ * followed neither by a post nor by a CQ poll wait for that pass. A WRITE
+ * whose check fails completes with its error and the WRITEs behind it are
+ * flushed, as when they run one by one; a WRITE's completion never
+ * precedes its execution.
+ *
  * RC semantics kept: completions in posting order; a failed WR completes even
  * when unsignaled and moves the QP to ERR, every later WR is flushed
  * (IBV_WC_WR_FLUSH_ERR), posted receives of the QP's own RQ too (SRQ
@@ -122,6 +146,13 @@
 #define SN_MAX_RD_ATOMIC  16
 #define SN_CHUNK          (256 * 1024) /* READ response chunk */
 #define SN_KEY_INDEX_BITS 16
+
+/* Same-host WRITE batches (sn_qp_cma_flush): at most this many WQEs, each
+ * of at most SN_CMA_BATCH_LEN bytes, move in one process_vm_writev */
+#define SN_CMA_BATCH     64
+#define SN_CMA_BATCH_LEN 4096
+#define SN_BATCH_GAP_NS  1000 /* posts this close are a stream */
+#define SN_BATCH_STREAK  2    /* from the third post of a stream on */
 
 /* Host identity: equal on two instances <=> CMA and /dev/shm are usable. */
 typedef struct sn_host_id {
@@ -252,6 +283,10 @@ struct sn_inst {
                                           atomic */
     int busy_mr;        /* entry index the svc_lock holder
                                           is touching, or -1 */
+    int num_batched;    /* QPs with a same-host WRITE batch,
+                                          atomic (written under their QP
+                                          locks): pollers skip the search
+                                          while it is 0 */
 
     sn_conn_t *conns; /* service thread only */
     uint8_t *scratch; /* service thread only, CHUNK bytes */
@@ -393,6 +428,16 @@ struct sn_qp {
     int tx_blocked;    /* EPOLLOUT requested */
     int rd_atomic_out; /* READ/atomics SENT, not DONE */
     int sent_out;      /* WQEs SENT, not DONE */
+    /* same-host WRITE batch (see the header comment): the WQEs
+     * [sq_tx, sq_tx + cma_batch) == [sq_tx, sq_tail), QUEUED WRITEs
+     * (written atomically: CQ pollers peek at it without the lock);
+     * post_end_ns: when the QP's last softnic_post_send() returned;
+     * post_streak: posts in a row that came within SN_BATCH_GAP_NS of the
+     * previous one's return */
+    uint32_t cma_batch;
+    int batch_idle; /* empty CQ polls that saw it */
+    uint64_t post_end_ns;
+    int post_streak;
 
     /* retry state (RNR and not-ready NAKs) and the transport timer */
     int rewind_pending;     /* go back to rewind_to at the next
@@ -488,6 +533,12 @@ void sn_qp_to_error(sn_qp_t *qp);
 void sn_qp_tx(sn_qp_t *qp);
 /* QP lock held: emit the completions of DONE WQEs at the head, in order */
 void sn_qp_complete(sn_qp_t *qp);
+/* QP lock held: execute the QP's same-host WRITE batch (if any) and
+ * complete what it finished */
+void sn_qp_cma_flush(sn_qp_t *qp);
+/* A CQ is polled or armed: flush the WRITE batches of its QPs. wait: take
+ * every QP lock (else a QP whose lock is busy is left to the next poll). */
+void sn_cq_flush_batches(sn_cq_t *cq, int wait);
 /* QP lock held: the oldest unfinished WQE fails with status; the QP goes to
  * ERR when it completes */
 void sn_qp_fail_oldest(sn_qp_t *qp, enum ibv_wc_status status);

@@ -227,6 +227,21 @@ void sn_qp_fail_oldest(sn_qp_t *qp, enum ibv_wc_status status)
     }
 }
 
+/* The QP's WRITE batch now holds n WQEs; inst->num_batched counts the QPs
+ * with a batch */
+static void sn_qp_batch_set(sn_qp_t *qp, uint32_t n)
+{
+    sn_inst_t *inst = sn_qp_inst(qp);
+
+    if ((qp->cma_batch == 0) && (n > 0)) {
+        qp->batch_idle = 0;
+        __atomic_fetch_add(&inst->num_batched, 1, __ATOMIC_RELAXED);
+    } else if ((qp->cma_batch > 0) && (n == 0)) {
+        __atomic_fetch_sub(&inst->num_batched, 1, __ATOMIC_RELAXED);
+    }
+    __atomic_store_n(&qp->cma_batch, n, __ATOMIC_RELAXED);
+}
+
 /* Reset the retry/transmit state and the connection of the QP. */
 static void sn_qp_drop_conn(sn_qp_t *qp)
 {
@@ -242,6 +257,7 @@ static void sn_qp_drop_conn(sn_qp_t *qp)
     qp->ring_reaped     = 0;
     qp->ring_out        = 0;
     qp->ring_atomic_out = 0;
+    sn_qp_batch_set(qp, 0); /* its WQEs are flushed or reset by the caller */
     if (qp->conn_id != 0) {
         sn_svc_drop_conn(inst, qp->conn_id);
     }
@@ -357,6 +373,10 @@ void sn_qp_tx(sn_qp_t *qp)
     if (qp->conn_state != SN_CONN_READY) {
         return;
     }
+    if (qp->cma_batch > 0) {
+        sn_qp_cma_flush(qp); /* runs sn_qp_tx again for what is left */
+        return;
+    }
 
     for (;;) {
         if (qp->rewind_pending && (qp->tx_off == 0)) {
@@ -444,6 +464,12 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
     if (qp->state != IBV_QPS_RTS) {
         return 0;
     }
+    if (qp->cma_batch > 0) {
+        sn_qp_cma_flush(qp); /* nobody polled: the backstop */
+        if (qp->state != IBV_QPS_RTS) {
+            return 0;
+        }
+    }
     if (qp->hold_until_ns != 0) {
         if (now >= qp->hold_until_ns) {
             sn_qp_tx(qp);
@@ -510,76 +536,241 @@ static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe)
     return status;
 }
 
-static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe, int access)
+/* Drop the first n bytes of the iovec array (*iov, *cnt) */
+static void sn_iov_advance(struct iovec **iov, unsigned *cnt, size_t n)
 {
-    struct iovec local[SN_MAX_SGE], remote;
-    sn_mr_snap_t snap;
-    size_t done = 0, skip;
-    unsigned i, n, first;
-    ssize_t ret;
-
-    if (sn_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
-                    wqe->length, access, &snap) != 0) {
-        return IBV_WC_REM_ACCESS_ERR;
+    while ((*cnt > 0) && (n >= (*iov)->iov_len)) {
+        n -= (*iov)->iov_len;
+        ++*iov;
+        --*cnt;
     }
+    if (*cnt > 0) {
+        (*iov)->iov_base = (char *)(*iov)->iov_base + n;
+        (*iov)->iov_len -= n;
+    }
+}
+
+/* The local iovecs of a WRITE or READ, appended at local + *n */
+static void sn_wqe_local_iov(const sn_wqe_t *wqe, struct iovec *local,
+                             unsigned *n)
+{
+    unsigned i;
 
     if (wqe->is_inline) {
-        local[0].iov_base = (void *)wqe->inline_data;
-        local[0].iov_len  = wqe->length;
-        n                 = 1;
-    } else {
-        for (i = 0, n = 0; i < wqe->num_sge; ++i) {
-            if (wqe->sge[i].length > 0) {
-                local[n].iov_base = (void *)(uintptr_t)wqe->sge[i].addr;
-                local[n].iov_len  = wqe->sge[i].length;
-                ++n;
-            }
+        local[*n].iov_base = (void *)wqe->inline_data;
+        local[*n].iov_len  = wqe->length;
+        ++*n;
+        return;
+    }
+    for (i = 0; i < wqe->num_sge; ++i) {
+        if (wqe->sge[i].length > 0) {
+            local[*n].iov_base = (void *)(uintptr_t)wqe->sge[i].addr;
+            local[*n].iov_len  = wqe->sge[i].length;
+            ++*n;
         }
     }
+}
 
-    while (done < wqe->length) {
-        /* skip what was moved already (a partial transfer is rare) */
-        for (first = 0, skip = done; skip >= local[first].iov_len; ++first) {
-            skip -= local[first].iov_len;
-        }
-        local[first].iov_base = (char *)local[first].iov_base + skip;
-        local[first].iov_len -= skip;
-        remote.iov_base = (void *)(uintptr_t)(wqe->raddr + done);
-        remote.iov_len  = wqe->length - done;
+/* Move total bytes between the local and the remote iovecs (consumed) by
+ * CMA; *done_p: the bytes moved. Returns IBV_WC_SUCCESS, the status of the
+ * operation the copy stopped in, or -1 when CMA is not permitted. A partial
+ * transfer (rare) stops at a remote iovec that could not be accessed: the
+ * next call starts there and fails or goes on. */
+static int sn_qp_cma_rw(sn_qp_t *qp, int access, struct iovec *local,
+                        unsigned nlocal, struct iovec *remote, unsigned nremote,
+                        uint64_t total, uint64_t *done_p)
+{
+    ssize_t ret;
+
+    for (*done_p = 0; *done_p < total;) {
         if (access == IBV_ACCESS_REMOTE_WRITE) {
-            ret = process_vm_writev(qp->peer_pid, &local[first], n - first,
-                                    &remote, 1, 0);
+            ret = process_vm_writev(qp->peer_pid, local, nlocal, remote,
+                                    nremote, 0);
         } else {
-            ret = process_vm_readv(qp->peer_pid, &local[first], n - first,
-                                   &remote, 1, 0);
+            ret = process_vm_readv(qp->peer_pid, local, nlocal, remote, nremote,
+                                   0);
         }
-        local[first].iov_base = (char *)local[first].iov_base - skip;
-        local[first].iov_len += skip;
+        if ((ret < 0) && (errno == EINTR)) {
+            continue;
+        }
+        if ((ret < 0) && (errno == EPERM)) {
+            sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO,
+                   "qp 0x%x: CMA to pid %d "
+                   "not permitted, using TCP",
+                   qp->super.qp_num, (int)qp->peer_pid);
+            return -1;
+        }
         if (ret < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno == EPERM) {
-                sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO,
-                       "qp 0x%x: CMA to "
-                       "pid %d not permitted, using TCP",
-                       qp->super.qp_num, (int)qp->peer_pid);
-                return -1;
-            }
             return (errno == ESRCH) ? IBV_WC_RETRY_EXC_ERR
                                     : IBV_WC_REM_ACCESS_ERR;
         }
         if (ret == 0) {
             return IBV_WC_REM_ACCESS_ERR;
         }
-        done += ret;
+        *done_p += ret;
+        sn_iov_advance(&local, &nlocal, ret);
+        sn_iov_advance(&remote, &nremote, ret);
     }
+    return IBV_WC_SUCCESS;
+}
 
-    if ((access == IBV_ACCESS_REMOTE_READ) &&
+static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe, int access)
+{
+    struct iovec local[SN_MAX_SGE], remote;
+    sn_mr_snap_t snap;
+    unsigned n = 0;
+    uint64_t done;
+    int status;
+
+    if (sn_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
+                    wqe->length, access, &snap) != 0) {
+        return IBV_WC_REM_ACCESS_ERR;
+    }
+    sn_wqe_local_iov(wqe, local, &n);
+    remote.iov_base = (void *)(uintptr_t)wqe->raddr;
+    remote.iov_len  = wqe->length;
+    status = sn_qp_cma_rw(qp, access, local, n, &remote, 1, wqe->length, &done);
+    if ((status == IBV_WC_SUCCESS) && (access == IBV_ACCESS_REMOTE_READ) &&
         !sn_mr_still_valid(qp->peer_mrs, &snap)) {
         return IBV_WC_REM_ACCESS_ERR; /* deregistered during the copy */
     }
-    return IBV_WC_SUCCESS;
+    return status;
+}
+
+/* A batch being executed: its WRITEs that passed their checks (the first
+ * num of the batch), their entries entered, and the iovecs */
+typedef struct sn_cma_batch {
+    unsigned num;
+    sn_mr_entry_t *entry[SN_CMA_BATCH];
+    uint64_t end[SN_CMA_BATCH]; /* byte offset where WRITE i ends */
+    struct iovec local[SN_CMA_BATCH * SN_MAX_SGE];
+    struct iovec remote[SN_CMA_BATCH];
+    unsigned nlocal, nremote;
+    int status; /* of WRITE num, if it failed */
+} sn_cma_batch_t;
+
+/* Append the remote range of wqe; a range that continues the previous one
+ * extends it (the kernel pins pages per remote iovec: a stream of WRITEs
+ * to consecutive addresses costs as one) */
+static void sn_cma_batch_remote(sn_cma_batch_t *b, const sn_wqe_t *wqe)
+{
+    struct iovec *last;
+
+    if (b->nremote > 0) {
+        last = &b->remote[b->nremote - 1];
+        if ((uintptr_t)last->iov_base + last->iov_len == wqe->raddr) {
+            last->iov_len += wqe->length;
+            return;
+        }
+    }
+    b->remote[b->nremote].iov_base = (void *)(uintptr_t)wqe->raddr;
+    b->remote[b->nremote].iov_len  = wqe->length;
+    ++b->nremote;
+}
+
+/* Check and enter the batch's WRITEs in order, up to the first that fails
+ * its checks (b->status then says why) */
+static void sn_cma_batch_prepare(sn_qp_t *qp, sn_cma_batch_t *b)
+{
+    sn_mr_snap_t snap;
+    const sn_wqe_t *wqe;
+    uint64_t total = 0;
+
+    b->nlocal = b->nremote = 0;
+    b->status              = IBV_WC_SUCCESS;
+    if (!sn_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
+                            IBV_ACCESS_REMOTE_WRITE)) {
+        b->num    = 0;
+        b->status = IBV_WC_REM_ACCESS_ERR;
+        return;
+    }
+    for (b->num = 0; b->num < qp->cma_batch; ++b->num) {
+        wqe              = &qp->sq[(qp->sq_tx + b->num) % qp->sq_size];
+        b->entry[b->num] = NULL;
+        if (wqe->length > 0) {
+            /* counted in the entry's users before the check, as a single
+             * WRITE: the target's dereg waits for the whole batch */
+            b->entry[b->num] = sn_mr_enter(qp->peer_mrs, wqe->rkey);
+            if ((b->entry[b->num] == NULL) ||
+                (sn_mr_check(qp->peer_mrs, wqe->rkey, qp->peer_pdn, wqe->raddr,
+                             wqe->length, IBV_ACCESS_REMOTE_WRITE,
+                             &snap) != 0)) {
+                if (b->entry[b->num] != NULL) {
+                    sn_mr_leave(b->entry[b->num]);
+                }
+                b->status = IBV_WC_REM_ACCESS_ERR;
+                return;
+            }
+            sn_wqe_local_iov(wqe, b->local, &b->nlocal);
+            sn_cma_batch_remote(b, wqe);
+        }
+        total += wqe->length;
+        b->end[b->num] = total;
+    }
+}
+
+void sn_qp_cma_flush(sn_qp_t *qp)
+{
+    sn_cma_batch_t b;
+    sn_wqe_t *wqe;
+    uint64_t done;
+    unsigned i;
+    int status;
+
+    if (qp->cma_batch == 0) {
+        return;
+    }
+    sn_cma_batch_prepare(qp, &b);
+    status =
+        sn_qp_cma_rw(qp, IBV_ACCESS_REMOTE_WRITE, b.local, b.nlocal, b.remote,
+                     b.nremote, (b.num > 0) ? b.end[b.num - 1] : 0, &done);
+    for (i = 0; i < b.num; ++i) {
+        if (b.entry[i] != NULL) {
+            sn_mr_leave(b.entry[i]);
+        }
+    }
+    sn_qp_batch_set(qp, 0);
+
+    /* the WRITEs the copy finished completed; the one it stopped in, or
+     * the one that failed its checks, fails; those behind it stay queued
+     * and are flushed when the failure moves the QP to ERR */
+    for (i = 0; i < b.num; ++i) {
+        if (done < b.end[i]) {
+            break;
+        }
+        wqe         = &qp->sq[qp->sq_tx++ % qp->sq_size];
+        wqe->state  = SN_WQE_DONE;
+        wqe->status = IBV_WC_SUCCESS;
+    }
+    if (i < b.num) {
+        if (status < 0) {
+            qp->same_host = 0; /* the rest goes on TCP */
+        } else {
+            wqe         = &qp->sq[qp->sq_tx++ % qp->sq_size];
+            wqe->state  = SN_WQE_DONE;
+            wqe->status = status;
+        }
+    } else if (b.status != IBV_WC_SUCCESS) {
+        wqe         = &qp->sq[qp->sq_tx++ % qp->sq_size];
+        wqe->state  = SN_WQE_DONE;
+        wqe->status = b.status;
+    }
+    sn_qp_complete(qp);
+    if ((qp->state == IBV_QPS_RTS) && (qp->sq_tx != qp->sq_tail)) {
+        sn_qp_tx(qp); /* fell back to TCP */
+    }
+}
+
+/* QP lock held: may wqe (QUEUED, at sq_tail) join the QP's WRITE batch
+ * instead of being executed now? See the header comment. */
+static int sn_qp_may_batch(sn_qp_t *qp, const sn_wqe_t *wqe)
+{
+    return (wqe->opcode == IBV_WR_RDMA_WRITE) &&
+           (wqe->state == SN_WQE_QUEUED) && (wqe->length <= SN_CMA_BATCH_LEN) &&
+           qp->same_host && (qp->conn_state == SN_CONN_READY) &&
+           !qp->rewind_pending && (qp->sent_out == 0) && (qp->ring_out == 0) &&
+           (qp->cma_batch < SN_CMA_BATCH) &&
+           (qp->sq_tx + qp->cma_batch == qp->sq_tail);
 }
 
 /* ---- post send / recv -------------------------------------------------- */
@@ -692,6 +883,9 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
     int ret = 0;
 
     pthread_mutex_lock(&qp->lock);
+    qp->post_streak = (sn_now_ns() - qp->post_end_ns < SN_BATCH_GAP_NS)
+                          ? qp->post_streak + 1
+                          : 0;
     if (qp->ring_out > 0) {
         sn_ring_progress(qp, 0); /* frees the fast paths if consumed */
     }
@@ -722,6 +916,23 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
         if (qp->sq_head == qp->sq_tail) {
             qp->last_progress_ns = sn_stamp_ns();
         }
+        if (sn_qp_may_batch(qp, wqe)) {
+            ++qp->sq_tail;
+            sn_qp_batch_set(qp, qp->cma_batch + 1);
+            if (qp->cma_batch == SN_CMA_BATCH) {
+                sn_qp_cma_flush(qp);
+            }
+            continue;
+        }
+        if (qp->cma_batch > 0) {
+            sn_qp_cma_flush(qp); /* nothing overtakes the batch */
+            if (qp->state != IBV_QPS_RTS) {
+                /* a WRITE of the batch failed: this WR comes after it */
+                wqe->status = IBV_WC_WR_FLUSH_ERR;
+                sn_qp_push_send_wc(qp, wqe);
+                continue;
+            }
+        }
 
         /* same host, nothing outstanding: WRITE/READ right here */
         if ((wqe->state == SN_WQE_QUEUED) && qp->same_host &&
@@ -742,8 +953,14 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
     if (ret != 0) {
         *bad_wr = wr;
     }
-    sn_qp_tx(qp);
+    /* a batch waits for its flush only within a stream (see the header
+     * comment) */
+    if ((qp->cma_batch == 0) || (qp->post_streak < SN_BATCH_STREAK) ||
+        (qp->ring == NULL)) {
+        sn_qp_tx(qp); /* flushes the batch first */
+    }
     sn_qp_complete(qp);
+    qp->post_end_ns = sn_now_ns();
     pthread_mutex_unlock(&qp->lock);
     return ret;
 }

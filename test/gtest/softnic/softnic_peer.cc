@@ -559,6 +559,9 @@ std::string cmd_connect(const kv_t &kv)
  *      lkey= laddr= nsge= count= stride= rstride= siglast=]
  * count>1 posts a chain of count WRs (wr, wr+1, ...), local offset advancing
  * by stride and remote address by rstride; siglast=1 signals only the last.
+ * each=1 posts them one softnic_post_send() call each, back to back (a
+ * stream, as opposed to one post list); sendafter=1 then posts, right
+ * away, a signaled 8-byte SEND from the start of mr (wr = wr + count).
  */
 std::string cmd_post(const kv_t &kv)
 {
@@ -615,7 +618,27 @@ std::string cmd_post(const kv_t &kv)
     }
 
     ibv_send_wr *bad = NULL;
-    int ret          = softnic_post_send(qp, wrs.data(), &bad);
+    int ret          = 0;
+    if (num(kv, "each", 0)) {
+        for (size_t j = 0; (j < count) && (ret == 0); ++j) {
+            wrs[j].next = NULL;
+            ret         = softnic_post_send(qp, &wrs[j], &bad);
+        }
+    } else {
+        ret = softnic_post_send(qp, wrs.data(), &bad);
+    }
+    if ((ret == 0) && num(kv, "sendafter", 0)) {
+        ibv_sge sge = {m ? (uintptr_t)m->buf : 0, 8,
+                       (m && m->mr) ? m->mr->lkey : 0};
+        ibv_send_wr send;
+        memset(&send, 0, sizeof(send));
+        send.wr_id      = num(kv, "wr", 0) + count;
+        send.sg_list    = &sge;
+        send.num_sge    = 1;
+        send.opcode     = IBV_WR_SEND;
+        send.send_flags = IBV_SEND_SIGNALED;
+        ret             = softnic_post_send(qp, &send, &bad);
+    }
     if (ret) {
         return err(ret, "post_send") +
                fmt(" bad=%td", bad ? (bad - wrs.data()) : (ptrdiff_t)-1);

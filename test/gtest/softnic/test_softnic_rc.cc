@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 
+#include <chrono>
 #include <string>
 
 using namespace softnic_test;
@@ -110,6 +111,78 @@ TEST_P(softnic_rc, send_after_writes_sees_writes)
     ASSERT_EQ(1u, wcs.size());
     EXPECT_EQ(100u, wcs[0].wr_id);
     EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
+}
+
+/* Same host, WRITEs posted one call each in a tight loop are collected and
+ * move in one CMA call when the stream stops (sn_int.h); across hosts they
+ * simply go on TCP. The three tests below hold either way. */
+TEST_P(softnic_rc, streamed_writes_land_without_poll)
+{
+    /* then nothing: the initiator neither polls nor posts again (it is
+     * blocked in read()), yet the WRITEs land, as on a NIC */
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=16 seed=700"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags= wr=1 count=16 each=1 "
+                       "len=64 stride=64 rstride=64" +
+                       remote()));
+    bool landed = false;
+    auto t0     = std::chrono::steady_clock::now();
+    while (!landed &&
+           (std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10))) {
+        landed = m_b->cmd("check id=1 len=64 count=16 seed=700").ok;
+    }
+    EXPECT_TRUE(landed) << "16 streamed WRITEs not placed within 10 s of "
+                           "their posting";
+}
+
+TEST_P(softnic_rc, send_after_streamed_writes_sees_writes)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_b->cmd("mr id=2 len=4096"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=64 wr=77"));
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=16 seed=800"));
+    ASSERT_TRUE(m_b->send("poll cq=recv n=1 timeout=20000 check=1 id=1 "
+                          "len=64 count=16 stride=128 seed=800"));
+    /* the SEND follows the last WRITE's post at once, in the same stream */
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags= wr=1 count=16 each=1 "
+                       "sendafter=1 len=64 stride=64 rstride=128" +
+                       remote()));
+    reply_t r = m_b->recv();
+    ASSERT_TRUE(r.ok) << r.line;
+    ASSERT_EQ(1u, r.wcs.size()) << r.line;
+    EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[0].status);
+    EXPECT_EQ("ok", r.s("check"))
+        << "the SEND was received before the streamed WRITEs before it "
+           "were visible";
+    std::vector<wc_t> wcs = poll(*m_a, "send", 1);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ(17u, wcs[0].wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
+}
+
+TEST_P(softnic_rc, write_list_stops_at_failed_write)
+{
+    /* one post list; the third WRITE ends past the target region: the
+     * first two complete, the third fails, the fourth is flushed (never
+     * executed), in order */
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=4 seed=900"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=4 len=64 "
+                       "stride=64 rstride=" +
+                       std::to_string(BIG / 2 + 32) + remote()));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
+    ASSERT_EQ(4u, wcs.size());
+    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
+                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
+        EXPECT_EQ(want[i], wcs[i].status)
+            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
+    }
+    EXPECT_OK(m_b->cmd("check id=1 len=64 seed=900"));
+    EXPECT_OK(m_b->cmd("check id=1 off=" + std::to_string(BIG / 2 + 32) +
+                       " len=64 seed=901"));
+    EXPECT_OK(m_b->cmd("guardcheck id=1"));
 }
 
 TEST_P(softnic_rc, writes_to_one_address_last_wins)
