@@ -9,7 +9,7 @@ packages=(
     libucx-dev ucx-utils libibverbs-dev librdmacm-dev rdma-core
     libyaml-dev libhwloc-dev libgtest-dev
     libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libgnutls28-dev
-    etcd-server etcd-client
+    etcd-server etcd-client systemd
     iproute2 procps curl openssl
     gnuplot-nox
     python3 ibverbs-utils perftest
