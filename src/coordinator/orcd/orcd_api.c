@@ -646,6 +646,7 @@ int orcd_api_create(orcd_config_t *cfg, orc_store_t *store, orcd_api_t **api_p)
     for (i = 0; i < ORCD_COUNTER_LOCKS; ++i) {
         pthread_mutex_init(&api->counter_locks[i], NULL);
     }
+    pthread_mutex_init(&api->rid_lock, NULL);
     api->cfg   = cfg;
     api->store = store;
     *api_p     = api;
@@ -664,6 +665,7 @@ void orcd_api_destroy(orcd_api_t *api)
     for (i = 0; i < ORCD_COUNTER_LOCKS; ++i) {
         pthread_mutex_destroy(&api->counter_locks[i]);
     }
+    pthread_mutex_destroy(&api->rid_lock);
     pthread_rwlock_destroy(&api->cfg_lock);
     free(api);
 }
@@ -739,7 +741,6 @@ static int orcd_api_client_headers(const orcd_request_t *req, orcd_ctx_t *c)
 {
     const char *rid  = req->rid;
     uint64_t attempt = 1;
-    size_t len;
 
     if ((req->min_index_text != NULL) &&
         orc_util_parse_u64(req->min_index_text, &c->floor)) {
@@ -755,11 +756,7 @@ static int orcd_api_client_headers(const orcd_request_t *req, orcd_ctx_t *c)
         return -1;
     }
     c->attempt = (unsigned)attempt;
-    len        = (rid != NULL) ? strlen(rid) : 1;
-    if ((len == 0) || (len > ORCD_RID_MAX) ||
-        ((rid != NULL) &&
-         (strspn(rid, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                      "0123456789_-") != len))) {
+    if ((rid != NULL) && !orcd_rid_valid(rid)) {
         orcd_api_error(c->resp, 400, "bad_header",
                        "Idempotency-Key must be 1..%d characters of "
                        "A-Z a-z 0-9 _ -",

@@ -11,16 +11,23 @@
  *   /jobs/J/mbox/ID/m/SEQ       queued message {from, body}; lease
  *   /jobs/J/gone/ID             node deleted explicitly (404, not 410)
  *   /jobs/J/kv/KEY              kv value (JSON text); optional node lease
- *   /jobs/J/mbox/ID/ack         mailbox cursor: the last seq acknowledged;
- *                               lease
+ *   /jobs/J/rid/RID             what the POST with Idempotency-Key RID did:
+ *                               {"id", "ttl"} (registration; on the node's
+ *                               lease) or {"node", "seq"} (mailbox post; on
+ *                               the replica's rid lease, ORCD_RID_TTL)
+ *   /jobs/J/mbox/ID/ack         written by earlier orcd versions (the last
+ *                               acknowledged messages' request ids); read by
+ *                               nothing, accepted in a snapshot
  * Every node owns one lease; everything it published is attached to it, so
  * expiry or DELETE removes it all in one revision and watchers see it.
  *
  * Retried requests: a client that lost a POST's answer sends it again with
- * the same Idempotency-Key and X-Orc-Attempt > 1. Registrations and mailbox
- * messages keep the key ("rid", never shown), so the retry is answered with
- * what the first attempt did; a mailbox keeps its last ORCD_MBOX_KEEP
- * acknowledged messages for that.
+ * the same Idempotency-Key and X-Orc-Attempt > 1. The transaction that
+ * registers a node or stores a message also creates /rid/RID, on condition
+ * that it does not exist yet: of two attempts of one request, whatever the
+ * order their transactions reach the store in (an attempt may still be in
+ * flight in etcd when orcd gave up on it and the client retried), exactly
+ * one does the work and the other answers what /rid/RID says.
  */
 #ifndef ORCD_API_INT_H_
 #define ORCD_API_INT_H_
@@ -36,10 +43,10 @@
 #define ORCD_STATUS_SLOTS    16
 #define ORCD_LATENCY_SLOTS   15
 #define ORCD_TXN_RETRIES     64
-#define ORCD_MBOX_KEEP       16
 #define ORCD_RID_MAX         64
 #define ORCD_COUNTER_LOCKS   64
 #define ORCD_COUNTER_WAIT_MS 2000
+#define ORCD_RID_TTL         60 /* s; a post's /rid/ key lives >= half */
 
 /* Key classes counted by the store (orcd_key_class) */
 enum {
@@ -77,6 +84,11 @@ typedef struct orcd_metrics {
  * waited for at most ORCD_COUNTER_WAIT_MS (a holder stuck on an etcd
  * election must not queue every HTTP thread behind it: the waiters answer
  * 503 and their clients try another replica).
+ *
+ * rid_lease, rid_lease_ms: the lease a mailbox post's /rid/ key is put on
+ * (granted with ORCD_RID_TTL, replaced once ORCD_RID_TTL / 2 old, so a key
+ * lives between half and all of it), and when it was granted (monotonic
+ * ms); read and replaced under rid_lock, which is held across the grant.
  */
 struct orcd_api {
     pthread_rwlock_t cfg_lock;
@@ -84,6 +96,9 @@ struct orcd_api {
     orc_store_t *store;
     orcd_metrics_t metrics;
     pthread_mutex_t counter_locks[ORCD_COUNTER_LOCKS];
+    pthread_mutex_t rid_lock;
+    uint64_t rid_lease;
+    uint64_t rid_lease_ms;
 };
 
 /* One request being handled: what the route captured, and where to answer */
@@ -153,6 +168,30 @@ int orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes);
 /* The request is a retry of one whose answer was lost: its
  * Idempotency-Key, else NULL */
 const char *orcd_retry_rid(const orcd_ctx_t *c);
+
+/* ------------------------------------------ Idempotency-Keys (orcd_rid.c) */
+
+/* Characters of an Idempotency-Key */
+#define ORCD_RID_CHARS \
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+/* Is rid an Idempotency-Key: 1..ORCD_RID_MAX of ORCD_RID_CHARS? */
+int orcd_rid_valid(const char *rid);
+/* The compare and the put that make a write happen once per
+ * Idempotency-Key: /rid/RID must not exist, and is created with value (a
+ * JSON object) on lease. key: an ORCD_KEY_MAX buffer they point into. */
+void orcd_rid_txn(orcd_ctx_t *c, char *key, const char *value, uint64_t lease,
+                  orc_store_cmp_t *cmp, orc_store_op_t *op);
+/* What the request's Idempotency-Key did, read from the newest state (the
+ * client never saw the revision of the attempt that did it): 1 with *rec_p
+ * (a JSON object to decref) and *rev_p (its revision), 0 if nothing yet,
+ * -1 with the response filled */
+int orcd_rid_find(orcd_ctx_t *c, json_t **rec_p, uint64_t *rev_p);
+/* The lease of mailbox posts' /rid/ keys: ORC_STORE_OK and *lease_p, or the
+ * store's status. orcd_rid_lease_lost: a write on lease failed with ENOENT
+ * (the store lost it): the next call grants another. */
+int orcd_rid_lease(orcd_ctx_t *c, uint64_t *lease_p);
+void orcd_rid_lease_lost(orcd_ctx_t *c, uint64_t lease);
 
 /* ------------------------------------------------ request (orcd_api.c) */
 

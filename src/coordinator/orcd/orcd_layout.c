@@ -83,14 +83,14 @@ unsigned orcd_key_class(const char *key)
     return ORCD_CLASS_OTHER;
 }
 
-/* An ack record: "rid:seq" entries separated by single spaces */
+/* An ack record of an earlier orcd version: "rid:seq" entries separated
+ * by single spaces */
 static int orcd_layout_ack(const char *p)
 {
     size_t n;
 
     while (*p != '\0') {
-        n = strspn(p, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                      "0123456789_-");
+        n = strspn(p, ORCD_RID_CHARS);
         if ((n == 0) || (n > ORCD_RID_MAX) || (p[n] != ':')) {
             return -1;
         }
@@ -113,6 +113,13 @@ static int orcd_layout_key(const char *rest, const orc_store_kv_t *kv)
 
     if (!strcmp(rest, "/meta/ids")) {
         return (kv->value_len == 0) ? 0 : -1;
+    }
+    if (!strncmp(rest, "/rid/", 5)) {
+        if (!orcd_rid_valid(rest + 5) || orcd_layout_json(kv, 1, &o)) {
+            return -1;
+        }
+        json_decref(o);
+        return 0;
     }
     if (!strncmp(rest, "/gone/", 6)) {
         p = orcd_layout_id(rest + 6);

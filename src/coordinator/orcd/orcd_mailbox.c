@@ -2,10 +2,10 @@
  * orcd API: per-node mailboxes (post; receive with a cursor, blocking).
  *
  * Messages are /mbox/ID/m/SEQ, SEQ from the counter /mbox/ID/seq. A receive
- * with after=S acknowledges every message <= S: they are deleted, and the
- * request ids of the last ORCD_MBOX_KEEP acknowledged ones stay in
- * /mbox/ID/ack ("rid:seq rid:seq ..."), so that a retried post whose first
- * attempt was delivered and acknowledged meanwhile is still recognised.
+ * with after=S acknowledges every message <= S: they are deleted. A post
+ * with an Idempotency-Key leaves {"node", "seq"} in /rid/RID for
+ * ORCD_RID_TTL / 2 s at least (orcd_rid.c), so that a retried post is
+ * recognised, also once its first attempt was delivered and acknowledged.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -17,49 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The ack record of c->id's mailbox (text, "" if none) and its mod
- * revision (0 if none), read with the range flags given: malloc'ed, or NULL
- * with the response filled */
-static char *orcd_mbox_acked(orcd_ctx_t *c, unsigned flags, uint64_t *mod_rev_p)
-{
-    char key[ORCD_KEY_MAX], *text;
-    orc_store_range_result_t res;
-    int status;
-
-    *mod_rev_p = 0;
-    orcd_key(key, c, "/mbox/%020" PRIu64 "/ack", c->id);
-    status = orcd_range(c, key, NULL, flags, &res);
-    if (status != ORC_STORE_OK) {
-        orcd_resp_store_error(c->resp, status);
-        return NULL;
-    }
-    text = strdup((res.count > 0) ? res.kvs[0].value : "");
-    if (res.count > 0) {
-        *mod_rev_p = res.kvs[0].mod_rev;
-    }
-    orc_store_range_result_free(&res);
-    if (text == NULL) {
-        orcd_api_error(c->resp, 500, "internal", "out of memory");
-    }
-    return text;
-}
-
-/* The seq of rid in an ack record, or 0 */
-static uint64_t orcd_mbox_acked_seq(const char *acked, const char *rid)
-{
-    size_t len = strlen(rid);
-    const char *p;
-    uint64_t seq = 0;
-
-    for (p = acked; (p = strstr(p, rid)) != NULL; p += len) {
-        if (((p == acked) || (p[-1] == ' ')) && (p[len] == ':')) {
-            seq = strtoull(p + len + 1, NULL, 10);
-            break;
-        }
-    }
-    return seq;
-}
 
 /* The messages of c->id's mailbox from seq first on (keys only unless
  * values); -1 with the response filled */
@@ -88,55 +45,27 @@ static int orcd_mbox_range(orcd_ctx_t *c, uint64_t first, unsigned flags,
     return 0;
 }
 
-/* The seq of the pending message with rid, or 0; -1 on error (response
- * filled) */
-static int orcd_mbox_pending_seq(orcd_ctx_t *c, const char *rid,
-                                 uint64_t *seq_p)
+/* A post with this Idempotency-Key was made (by an earlier attempt):
+ * answer its seq. 1 answered, 0 not found, -1 with the response filled. */
+static int orcd_mbox_posted(orcd_ctx_t *c)
 {
-    orc_store_range_result_t res;
-    const char *r;
-    size_t i, plen;
-    json_t *m;
+    json_int_t node, seq;
+    uint64_t rev;
+    json_t *rec;
+    int found = orcd_rid_find(c, &rec, &rev);
 
-    *seq_p = 0;
-    if (orcd_mbox_range(c, 1, ORC_STORE_RANGE_LATEST, &res, &plen)) {
-        return -1;
+    if (found != 1) {
+        return found;
     }
-    for (i = 0; (*seq_p == 0) && (i < res.count); ++i) {
-        m = json_loadb(res.kvs[i].value, res.kvs[i].value_len, 0, NULL);
-        r = json_string_value(json_object_get(m, "rid"));
-        if ((r != NULL) && !strcmp(r, rid)) {
-            orc_util_parse_u64(res.kvs[i].key + plen, seq_p);
-        }
-        json_decref(m);
+    if (json_unpack(rec, "{s:I, s:I}", "node", &node, "seq", &seq) ||
+        ((uint64_t)node != c->id)) {
+        orcd_api_error(c->resp, 409, "conflict",
+                       "Idempotency-Key %s belongs to another request",
+                       c->req->rid);
+    } else {
+        orcd_resp_json(c->resp, 201, json_pack("{sI}", "seq", seq));
     }
-    orc_store_range_result_free(&res);
-    return 0;
-}
-
-/* A retried post whose message is in the mailbox, or was acknowledged
- * lately: answer its seq. 1 answered, 0 not found, -1 error. Read from the
- * newest state: the client never saw the revision of the first attempt
- * (its answer was lost), so its X-Orc-Min-Index does not cover it, and a
- * replica's cache may not have it yet. */
-static int orcd_mbox_posted(orcd_ctx_t *c, const char *rid)
-{
-    uint64_t seq, mod_rev;
-    char *acked;
-
-    acked = orcd_mbox_acked(c, ORC_STORE_RANGE_LATEST, &mod_rev);
-    if (acked == NULL) {
-        return -1;
-    }
-    seq = orcd_mbox_acked_seq(acked, rid);
-    free(acked);
-    if ((seq == 0) && orcd_mbox_pending_seq(c, rid, &seq)) {
-        return -1;
-    }
-    if (seq == 0) {
-        return 0;
-    }
-    orcd_resp_json(c->resp, 201, json_pack("{sI}", "seq", (json_int_t)seq));
+    json_decref(rec);
     return 1;
 }
 
@@ -157,12 +86,7 @@ static char *orcd_mbox_message(orcd_ctx_t *c)
                        "expected {\"from\": node id?, \"body\": {...}}");
         goto out_body;
     }
-    msg = json_pack("{sIsO}", "from", from, "body", payload);
-    if ((msg != NULL) && (c->req->rid != NULL) &&
-        json_object_set_new(msg, "rid", json_string(c->req->rid))) {
-        json_decref(msg);
-        msg = NULL;
-    }
+    msg   = json_pack("{sIsO}", "from", from, "body", payload);
     value = (msg != NULL) ? json_dumps(msg, JSON_COMPACT) : NULL;
     json_decref(msg);
     if (value == NULL) {
@@ -195,12 +119,21 @@ static int orcd_mbox_room(orcd_ctx_t *c)
     return orcd_quota(c, 1, strlen(c->job) + 80 + c->req->body_len);
 }
 
-/* Store the message under the next seq: the store's status, *seq_p */
+/* Store the message under the next seq, and the request's /rid/ key: the
+ * store's status, *seq_p; on ECOMPARE, tres->failed_cmp is 0 when another
+ * attempt of this request stored it first, 1 when the counter moved too
+ * often, 2 when the node is gone */
 static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
                            const char *value, uint64_t *seq_p,
                            orc_store_txn_result_t *tres)
 {
     char node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX], msg_key[ORCD_KEY_MAX];
+    char rid_key[ORCD_KEY_MAX], rid_value[96];
+    const size_t r = (c->req->rid != NULL) ? 1 : 0;
+    orc_store_cmp_t cmps[3];
+    orc_store_op_t ops[3];
+    uint64_t rid_lease  = 0;
+    int lease_lost_once = 0;
     orc_store_kv_t seq;
     pthread_mutex_t *lock;
     int status, attempt;
@@ -212,7 +145,10 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
         return ORC_STORE_EUNAVAIL;
     }
     for (attempt = 0; attempt < ORCD_TXN_RETRIES; ++attempt) {
-        status = orcd_get(c, seq_key, &seq);
+        status = r ? orcd_rid_lease(c, &rid_lease) : ORC_STORE_OK;
+        if (status == ORC_STORE_OK) {
+            status = orcd_get(c, seq_key, &seq);
+        }
         if (status != ORC_STORE_OK) {
             break;
         }
@@ -222,20 +158,36 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
         orc_store_kv_free(&seq);
         orcd_key(msg_key, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id,
                  *seq_p);
-        {
-            orc_store_cmp_t cmps[2] = {
-                {seq_key, ORC_STORE_CMP_VERSION, ORC_STORE_CMP_EQUAL, *seq_p},
-                {node_key, ORC_STORE_CMP_CREATE, ORC_STORE_CMP_EQUAL,
-                 node->create_rev},
-            };
-            orc_store_op_t ops[2] = {
-                {ORC_STORE_OP_PUT, seq_key, NULL, "", 0, node->lease},
-                {ORC_STORE_OP_PUT, msg_key, NULL, value, strlen(value),
-                 node->lease},
-            };
-            status = orcd_txn(c, cmps, 2, ops, 2, tres);
+        cmps[0] = (orc_store_cmp_t){seq_key, ORC_STORE_CMP_VERSION,
+                                    ORC_STORE_CMP_EQUAL, *seq_p};
+        cmps[1] = (orc_store_cmp_t){node_key, ORC_STORE_CMP_CREATE,
+                                    ORC_STORE_CMP_EQUAL, node->create_rev};
+        ops[0]  = (orc_store_op_t){ORC_STORE_OP_PUT, seq_key, NULL, "", 0,
+                                   node->lease};
+        ops[1]  = (orc_store_op_t){ORC_STORE_OP_PUT, msg_key,    NULL, value,
+                                   strlen(value),    node->lease};
+        if (r) {
+            /* the rid compare goes first: when it fails, it is the one
+             * failed_cmp names */
+            cmps[2] = cmps[1];
+            cmps[1] = cmps[0];
+            snprintf(rid_value, sizeof(rid_value),
+                     "{\"node\":%" PRIu64 ",\"seq\":%" PRIu64 "}", c->id,
+                     *seq_p);
+            orcd_rid_txn(c, rid_key, rid_value, rid_lease, &cmps[0], &ops[2]);
         }
-        if ((status != ORC_STORE_ECOMPARE) || (tres->failed_cmp != 0)) {
+        status = orcd_txn(c, cmps, 2 + r, ops, 2 + r, tres);
+        if ((status == ORC_STORE_ENOENT) && r && !lease_lost_once) {
+            /* the node's lease or the rid lease is gone: try once with a
+             * fresh rid lease before taking it for the node's */
+            orcd_rid_lease_lost(c, rid_lease);
+            lease_lost_once = 1;
+            continue;
+        }
+        if (status == ORC_STORE_ECOMPARE) {
+            tres->failed_cmp += 1 - r; /* as if the rid compare were there */
+        }
+        if ((status != ORC_STORE_ECOMPARE) || (tres->failed_cmp != 1)) {
             break;
         }
     }
@@ -245,7 +197,6 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
 
 void orcd_h_mailbox_post(orcd_ctx_t *c)
 {
-    const char *rid = orcd_retry_rid(c);
     orc_store_txn_result_t tres;
     orc_store_kv_t node;
     uint64_t seq = 0;
@@ -259,14 +210,18 @@ void orcd_h_mailbox_post(orcd_ctx_t *c)
     if (orcd_node_get(c, &node)) {
         goto out_value;
     }
-    if (((rid != NULL) && orcd_mbox_posted(c, rid)) || orcd_mbox_room(c)) {
+    if (((orcd_retry_rid(c) != NULL) && orcd_mbox_posted(c)) ||
+        orcd_mbox_room(c)) {
         goto out_node;
     }
     status = orcd_mbox_store(c, &node, value, &seq, &tres);
     if (status == ORC_STORE_OK) {
         orcd_resp_json(c->resp, 201, json_pack("{sI}", "seq", (json_int_t)seq));
+    } else if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 0) &&
+               (orcd_mbox_posted(c) != 0)) {
+        /* answered as the attempt that stored it (or the error filled) */
     } else if ((status == ORC_STORE_ENOENT) ||
-               ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 1))) {
+               ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 2))) {
         orcd_node_missing(c);
     } else if (status == ORC_STORE_ECOMPARE) {
         orcd_api_error(c->resp, 503, "busy", "too much contention, retry");
@@ -280,116 +235,51 @@ out_value:
     free(value);
 }
 
-/* The new ack record: "rid:seq" of the acknowledged messages that have a
- * rid, appended to the old record, the last ORCD_MBOX_KEEP of them kept */
-static char *orcd_mbox_ack_record(const char *old,
-                                  const orc_store_range_result_t *res,
-                                  size_t plen)
-{
-    orcd_buf_t b = {0};
-    const char *r, *p;
-    uint64_t seq;
-    size_t i, n = 0;
-    json_t *m;
-
-    b.cap  = strlen(old) + 128;
-    b.data = malloc(b.cap);
-    if (b.data == NULL) {
-        return NULL;
-    }
-    b.data[0] = '\0';
-    orcd_buf_printf(&b, "%s", old);
-    for (i = 0; i < res->count; ++i) {
-        m = json_loadb(res->kvs[i].value, res->kvs[i].value_len, 0, NULL);
-        r = json_string_value(json_object_get(m, "rid"));
-        if ((r != NULL) && !orc_util_parse_u64(res->kvs[i].key + plen, &seq)) {
-            orcd_buf_printf(&b, "%s%s:%" PRIu64, (b.len > 0) ? " " : "", r,
-                            seq);
-        }
-        json_decref(m);
-    }
-    if (b.failed) {
-        free(b.data);
-        return NULL;
-    }
-    for (p = b.data; *p != '\0'; ++p) {
-        n += (*p == ' ');
-    }
-    /* n + 1 entries: drop the oldest until ORCD_MBOX_KEEP are left */
-    for (; n + 1 > ORCD_MBOX_KEEP; --n) {
-        p = strchr(b.data, ' ');
-        memmove(b.data, p + 1, strlen(p + 1) + 1);
-    }
-    return b.data;
-}
-
-/* Acknowledge every message <= after: delete those this store shows and
- * keep their request ids. 0, or -1 with the response filled */
+/* Acknowledge every message <= after: delete those this store shows. 0,
+ * or -1 with the response filled */
 static int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node,
                          uint64_t after)
 {
-    char prefix[ORCD_KEY_MAX], ack_key[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX];
-    char upto[ORCD_KEY_MAX], *old, *record = NULL;
-    orc_store_op_t ops[2];
-    orc_store_cmp_t cmps[2];
+    char prefix[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], upto[ORCD_KEY_MAX];
     orc_store_range_result_t res;
     orc_store_txn_result_t tres;
-    uint64_t ack_rev;
+    orc_store_op_t op;
+    orc_store_cmp_t cmp;
+    size_t total;
     int status;
 
     orcd_key(prefix, c, "/mbox/%020" PRIu64 "/m/", c->id);
     orcd_key(upto, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id, after + 1);
-    status = orcd_range(c, prefix, upto, 0, &res);
+    status = orcd_range(c, prefix, upto, ORC_STORE_RANGE_COUNT_ONLY, &res);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         return -1;
     }
-    if (res.count == 0) {
-        orc_store_range_result_free(&res);
+    total = res.total;
+    orc_store_range_result_free(&res);
+    if (total == 0) {
         return 0; /* acknowledged before */
     }
-    old = orcd_mbox_acked(c, 0, &ack_rev);
-    if (old != NULL) {
-        record = orcd_mbox_ack_record(old, &res, strlen(prefix));
-        free(old);
-    }
-    if (record == NULL) {
-        orc_store_range_result_free(&res);
-        if (c->resp->status == 0) {
-            orcd_api_error(c->resp, 500, "internal", "out of memory");
-        }
-        return -1;
-    }
     /* one range: every message <= after was posted before the client saw
-     * after (seqs are taken in order), so the read above holds them all */
-    orcd_key(ack_key, c, "/mbox/%020" PRIu64 "/ack", c->id);
+     * after (seqs are taken in order) */
     orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
-    ops[0] =
-        (orc_store_op_t){ORC_STORE_OP_DELETE_RANGE, prefix, upto, NULL, 0, 0};
-    ops[1]  = (orc_store_op_t){ORC_STORE_OP_PUT, ack_key,        NULL,
-                               record,           strlen(record), node->lease};
-    cmps[0] = (orc_store_cmp_t){node_key, ORC_STORE_CMP_CREATE,
-                                ORC_STORE_CMP_EQUAL, node->create_rev};
-    cmps[1] = (orc_store_cmp_t){ack_key, ORC_STORE_CMP_MOD, ORC_STORE_CMP_EQUAL,
-                                ack_rev};
-    status  = orcd_txn(c, cmps, 2, ops, 2, &tres);
-    free(record);
-    orc_store_range_result_free(&res);
-    if ((status == ORC_STORE_ENOENT) ||
-        ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 0))) {
+    op  = (orc_store_op_t){ORC_STORE_OP_DELETE_RANGE, prefix, upto, NULL, 0, 0};
+    cmp = (orc_store_cmp_t){node_key, ORC_STORE_CMP_CREATE, ORC_STORE_CMP_EQUAL,
+                            node->create_rev};
+    status = orcd_txn(c, &cmp, 1, &op, 1, &tres);
+    if ((status == ORC_STORE_ENOENT) || (status == ORC_STORE_ECOMPARE)) {
         orcd_node_missing(c);
         return -1;
     }
-    /* ECOMPARE on the record: another receive acknowledged at the same
-     * time; what it left is deleted by the next one */
-    if ((status != ORC_STORE_OK) && (status != ORC_STORE_ECOMPARE)) {
+    if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         return -1;
     }
     return 0;
 }
 
-/* The messages of a range as the answer's list (without their rid) */
+/* The messages of a range as the answer's list (without the "rid" that
+ * messages stored by earlier orcd versions carry) */
 static json_t *orcd_mbox_list(const orc_store_range_result_t *res, size_t plen,
                               uint64_t *last_p)
 {

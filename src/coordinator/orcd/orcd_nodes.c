@@ -8,6 +8,7 @@
 #include "orcd_api_int.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -137,11 +138,6 @@ static json_t *orcd_register_record(orcd_ctx_t *c)
         json_pack("{sssIsosI}", "host", host, "pid", pid, "labels",
                   json_is_object(labels) ? json_incref(labels) : json_object(),
                   "ttl", ttl);
-    if ((rec != NULL) && (c->req->rid != NULL) &&
-        json_object_set_new(rec, "rid", json_string(c->req->rid))) {
-        json_decref(rec);
-        rec = NULL;
-    }
     if (rec == NULL) {
         orcd_api_error(c->resp, 500, "internal", "out of memory");
     }
@@ -150,62 +146,51 @@ out_body:
     return rec;
 }
 
-/* A retried registration that was done: answer as the first attempt did.
- * 1 answered, 0 not found, -1 with the response filled. Read from the
- * newest state (see orcd_mbox_posted). */
-static int orcd_register_done(orcd_ctx_t *c, const char *rid)
+/* A registration with this Idempotency-Key was made (by an earlier
+ * attempt): answer as it did. 1 answered, 0 not found, -1 with the
+ * response filled. */
+static int orcd_register_done(orcd_ctx_t *c)
 {
-    char prefix[ORCD_KEY_MAX], *end;
-    orc_store_range_result_t res;
-    json_t *o, *ttl;
-    const char *r;
-    size_t i, plen;
-    int found = 0, status;
+    json_int_t id, ttl;
+    uint64_t rev;
+    json_t *rec;
+    int found = orcd_rid_find(c, &rec, &rev);
 
-    orcd_key(prefix, c, "/nodes/");
-    plen = strlen(prefix);
-    end  = orc_store_prefix_end(prefix);
-    if (end == NULL) {
-        orcd_api_error(c->resp, 500, "internal", "out of memory");
-        return -1;
+    if (found != 1) {
+        return found;
     }
-    status = orcd_range(c, prefix, end, ORC_STORE_RANGE_LATEST, &res);
-    free(end);
-    if (status != ORC_STORE_OK) {
-        orcd_resp_store_error(c->resp, status);
-        return -1;
+    if (json_unpack(rec, "{s:I, s:I}", "id", &id, "ttl", &ttl)) {
+        orcd_api_error(c->resp, 409, "conflict",
+                       "Idempotency-Key %s belongs to another request",
+                       c->req->rid);
+    } else {
+        c->id = (uint64_t)id;
+        orcd_resp_json(c->resp, 201,
+                       json_pack("{sIsIsI}", "id", id, "ttl", ttl, "index",
+                                 (json_int_t)rev));
     }
-    for (i = 0; !found && (i < res.count); ++i) {
-        if ((strlen(res.kvs[i].key + plen) != 20) ||
-            orc_util_parse_u64(res.kvs[i].key + plen, &c->id)) {
-            continue;
-        }
-        o   = json_loadb(res.kvs[i].value, res.kvs[i].value_len, 0, NULL);
-        r   = json_string_value(json_object_get(o, "rid"));
-        ttl = json_object_get(o, "ttl");
-        if ((r != NULL) && !strcmp(r, rid)) {
-            found = 1;
-            orcd_resp_json(c->resp, 201,
-                           json_pack("{sIsOsI}", "id", (json_int_t)c->id, "ttl",
-                                     ttl, "index",
-                                     (json_int_t)res.kvs[i].mod_rev));
-        }
-        json_decref(o);
-    }
-    orc_store_range_result_free(&res);
-    return found;
+    json_decref(rec);
+    return 1;
 }
 
-/* Take the next node id and store the node: the store's status */
+/* Take the next node id and store the node (and the request's /rid/ key,
+ * on the node's lease): the store's status; on ECOMPARE, *rid_taken_p says
+ * whether another attempt of this request made it first */
 static int orcd_register_store(orcd_ctx_t *c, const char *value, uint64_t lease,
-                               orc_store_txn_result_t *tres)
+                               int64_t ttl, orc_store_txn_result_t *tres,
+                               int *rid_taken_p)
 {
     char ids_key[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX];
+    char rid_key[ORCD_KEY_MAX], rid_value[64];
+    const size_t r = (c->req->rid != NULL) ? 1 : 0; /* compares before ids */
+    orc_store_cmp_t cmps[2];
+    orc_store_op_t ops[4];
     pthread_mutex_t *lock;
     orc_store_kv_t kv;
     uint64_t version;
     int status = ORC_STORE_ECOMPARE, attempt;
 
+    *rid_taken_p = 0;
     orcd_key(ids_key, c, "/meta/ids");
     lock = orcd_counter_lock(c, 0);
     if (lock == NULL) {
@@ -226,33 +211,55 @@ static int orcd_register_store(orcd_ctx_t *c, const char *value, uint64_t lease,
         c->id = version + 1;
         orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
         orcd_key(seq_key, c, "/mbox/%020" PRIu64 "/seq", c->id);
-        {
-            orc_store_cmp_t cmp   = {ids_key, ORC_STORE_CMP_VERSION,
-                                     ORC_STORE_CMP_EQUAL, version};
-            orc_store_op_t ops[3] = {
-                {ORC_STORE_OP_PUT, ids_key, NULL, "", 0, 0},
-                {ORC_STORE_OP_PUT, node_key, NULL, value, strlen(value), lease},
-                {ORC_STORE_OP_PUT, seq_key, NULL, "", 0, lease},
-            };
-            status = orcd_txn(c, &cmp, 1, ops, 3, tres);
+        cmps[r] = (orc_store_cmp_t){ids_key, ORC_STORE_CMP_VERSION,
+                                    ORC_STORE_CMP_EQUAL, version};
+        ops[0]  = (orc_store_op_t){ORC_STORE_OP_PUT, ids_key, NULL, "", 0, 0};
+        ops[1]  = (orc_store_op_t){ORC_STORE_OP_PUT, node_key, NULL, value,
+                                   strlen(value),    lease};
+        ops[2] =
+            (orc_store_op_t){ORC_STORE_OP_PUT, seq_key, NULL, "", 0, lease};
+        if (r) {
+            snprintf(rid_value, sizeof(rid_value),
+                     "{\"id\":%" PRIu64 ",\"ttl\":%" PRId64 "}", c->id, ttl);
+            orcd_rid_txn(c, rid_key, rid_value, lease, &cmps[0], &ops[3]);
+        }
+        status = orcd_txn(c, cmps, 1 + r, ops, 3 + r, tres);
+        if ((status == ORC_STORE_ECOMPARE) && r && (tres->failed_cmp == 0)) {
+            *rid_taken_p = 1;
+            break;
         }
     }
     pthread_mutex_unlock(lock);
     return status;
 }
 
+/* The registration did not happen: say why (or, if another attempt of the
+ * request made it, answer as that one did) */
+static void orcd_register_failed(orcd_ctx_t *c, int status, int rid_taken)
+{
+    if (rid_taken && (orcd_register_done(c) != 0)) {
+        return;
+    }
+    if (status == ORC_STORE_ECOMPARE) {
+        orcd_api_error(c->resp, 503, "busy", "too much contention, retry");
+        c->resp->retry_after = 1;
+    } else {
+        orcd_resp_store_error(c->resp, status);
+    }
+}
+
 void orcd_h_register(orcd_ctx_t *c)
 {
-    const char *rid = orcd_retry_rid(c);
     orc_store_txn_result_t tres;
     char *value = NULL;
     int64_t granted;
     uint64_t lease;
+    int status, rid_taken = 0;
     json_t *rec;
-    int status;
 
     rec = orcd_register_record(c);
-    if ((rec == NULL) || ((rid != NULL) && orcd_register_done(c, rid)) ||
+    if ((rec == NULL) ||
+        ((orcd_retry_rid(c) != NULL) && orcd_register_done(c)) ||
         orcd_quota(c, 3, 3 * (strlen(c->job) + 40) + 256)) {
         json_decref(rec);
         return;
@@ -269,18 +276,18 @@ void orcd_h_register(orcd_ctx_t *c)
     if (!json_object_set_new(rec, "ttl", json_integer(granted))) {
         value = json_dumps(rec, JSON_COMPACT);
     }
-    status = (value != NULL) ? orcd_register_store(c, value, lease, &tres)
+    status = (value != NULL) ? orcd_register_store(c, value, lease, granted,
+                                                   &tres, &rid_taken)
                              : ORC_STORE_ENOMEM;
     if (status != ORC_STORE_OK) {
-        /* nothing of the node may stay behind (if this fails, the lease
-         * expires by itself) */
-        c->store->ops->lease_revoke(c->store, lease, NULL);
-        if (status == ORC_STORE_ECOMPARE) {
-            orcd_api_error(c->resp, 503, "busy", "too much contention, retry");
-            c->resp->retry_after = 1;
-        } else {
-            orcd_resp_store_error(c->resp, status);
+        /* nothing of the node may stay behind, but only a failure that is
+         * certain may take the lease: after EUNAVAIL the transaction may
+         * still be applied, and a retry of the request then answers with
+         * this node (unused, the lease expires by itself) */
+        if (status != ORC_STORE_EUNAVAIL) {
+            c->store->ops->lease_revoke(c->store, lease, NULL);
         }
+        orcd_register_failed(c, status, rid_taken);
         goto out_value;
     }
     orcd_debug("job %s: node %" PRIu64 " registered (ttl %lld)", c->job, c->id,

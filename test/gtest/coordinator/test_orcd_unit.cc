@@ -23,6 +23,7 @@ extern "C" {
 #include <condition_variable>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -1502,7 +1503,6 @@ TEST_F(router_test, retried_posts_are_answered_as_the_first_attempt)
     EXPECT_EQ(
         call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").jint("seq"),
         2);
-    /* only the last acknowledged ones are remembered */
     m_attempt = nullptr;
     for (int i = 0; i < 20; ++i) {
         std::string id = "m" + std::to_string(i);
@@ -1513,13 +1513,28 @@ TEST_F(router_test, retried_posts_are_answered_as_the_first_attempt)
     }
     m_rid = nullptr;
     call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "22"}});
-    orc_store_kv_t ack;
-    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/mbox/00000000000000000001/ack", 0,
-                            &ack, NULL),
+    /* what a key did is kept under /rid/: a registration's on its node's
+     * lease, a post's on a lease of its own (it must not grow with the
+     * node's life: it lives ORCD_RID_TTL at most) */
+    orc_store_kv_t node, rec;
+    int64_t ttl = 0;
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/nodes/00000000000000000001", 0,
+                            &node, NULL),
               ORC_STORE_OK);
-    EXPECT_EQ(std::count(ack.value, ack.value + ack.value_len, ' '), 15);
-    EXPECT_NE(strstr(ack.value, "m19:22"), nullptr) << ack.value;
-    orc_store_kv_free(&ack);
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/rid/reg-1", 0, &rec, NULL),
+              ORC_STORE_OK);
+    EXPECT_EQ(rec.lease, node.lease);
+    orc_store_kv_free(&rec);
+    ASSERT_EQ(orc_store_get(m_store, "/jobs/j/rid/m19", 0, &rec, NULL),
+              ORC_STORE_OK);
+    EXPECT_EQ(std::string(rec.value, rec.value_len), "{\"node\":1,\"seq\":22}");
+    EXPECT_NE(rec.lease, node.lease);
+    EXPECT_EQ(m_store->ops->lease_ttl(m_store, rec.lease, &ttl, NULL),
+              ORC_STORE_OK);
+    EXPECT_GT(ttl, 0);
+    EXPECT_LE(ttl, 60);
+    orc_store_kv_free(&rec);
+    orc_store_kv_free(&node);
     char err[256];
     EXPECT_EQ(orcd_api_check_store(m_store, err, sizeof(err)), 0) << err;
 
@@ -1549,6 +1564,149 @@ TEST_F(router_test, retried_posts_are_answered_as_the_first_attempt)
     m_attempt   = nullptr;
     m_min_index = "-1";
     EXPECT_EQ(call("GET", "/v1/jobs/j/nodes").status, 400u);
+}
+
+/*
+ * A store whose next transaction that puts a key containing `arm` is
+ * applied late, as etcd applies a transaction still in raft when orcd's
+ * call timed out: the call answers EUNAVAIL, lease revocations answer
+ * EUNAVAIL too while it is pending (etcd is out of this orcd's reach), and
+ * the transaction is applied just before the next one anybody makes (the
+ * retry's own). Swaps the store's ops table while it lives; one at a time.
+ */
+class late_txn
+{
+  public:
+    explicit late_txn(orc_store_t *store) : m_store(store), m_orig(store->ops)
+    {
+        m_ops              = *m_orig;
+        m_ops.txn          = txn;
+        m_ops.lease_revoke = lease_revoke;
+        s_self             = this;
+        m_store->ops       = &m_ops;
+    }
+    ~late_txn()
+    {
+        m_store->ops = m_orig;
+        s_self       = nullptr;
+    }
+    std::string arm;        /* hold the next transaction putting such a key */
+    int applied        = 0; /* held transactions applied, and their status: */
+    int applied_status = ORC_STORE_OK;
+
+  private:
+    const char *keep(const void *p, size_t len)
+    {
+        if (p == nullptr) {
+            return nullptr;
+        }
+        m_text.emplace_back(new std::string((const char *)p, len));
+        return m_text.back()->c_str();
+    }
+    void hold(const orc_store_cmp_t *cmps, size_t ncmp,
+              const orc_store_op_t *ops, size_t nops)
+    {
+        m_cmps.clear();
+        m_held.clear();
+        for (size_t i = 0; i < ncmp; ++i) {
+            m_cmps.push_back(cmps[i]);
+            m_cmps.back().key = keep(cmps[i].key, strlen(cmps[i].key));
+        }
+        for (size_t i = 0; i < nops; ++i) {
+            m_held.push_back(ops[i]);
+            m_held.back().key = keep(ops[i].key, strlen(ops[i].key));
+            m_held.back().range_end =
+                (ops[i].range_end != nullptr)
+                    ? keep(ops[i].range_end, strlen(ops[i].range_end))
+                    : nullptr;
+            m_held.back().value = keep(ops[i].value, ops[i].value_len);
+        }
+        m_holding = true;
+    }
+    static int txn(orc_store_t *store, const orc_store_cmp_t *cmps, size_t ncmp,
+                   const orc_store_op_t *ops, size_t nops,
+                   orc_store_txn_result_t *res)
+    {
+        late_txn *l = s_self;
+        if (l->m_holding) {
+            orc_store_txn_result_t r;
+            l->m_holding = false;
+            l->applied_status =
+                l->m_orig->txn(store, l->m_cmps.data(), l->m_cmps.size(),
+                               l->m_held.data(), l->m_held.size(), &r);
+            ++l->applied;
+        }
+        for (size_t i = 0; !l->arm.empty() && (i < nops); ++i) {
+            if ((ops[i].type == ORC_STORE_OP_PUT) &&
+                (strstr(ops[i].key, l->arm.c_str()) != nullptr)) {
+                l->arm.clear();
+                l->hold(cmps, ncmp, ops, nops);
+                memset(res, 0, sizeof(*res));
+                return ORC_STORE_EUNAVAIL;
+            }
+        }
+        return l->m_orig->txn(store, cmps, ncmp, ops, nops, res);
+    }
+    static int lease_revoke(orc_store_t *store, uint64_t id, uint64_t *rev_p)
+    {
+        return s_self->m_holding
+                   ? ORC_STORE_EUNAVAIL
+                   : s_self->m_orig->lease_revoke(store, id, rev_p);
+    }
+
+    static late_txn *s_self;
+    orc_store_t *m_store;
+    const orc_store_ops_t *m_orig;
+    orc_store_ops_t m_ops;
+    bool m_holding = false;
+    std::vector<std::unique_ptr<std::string>> m_text;
+    std::vector<orc_store_cmp_t> m_cmps;
+    std::vector<orc_store_op_t> m_held;
+};
+late_txn *late_txn::s_self = nullptr;
+
+/* A POST whose first attempt's transaction the store applied after orcd
+ * gave up on it, just before the retry's: one node, one message, and the
+ * retry answers what the first attempt did */
+TEST_F(router_test, retry_racing_its_late_first_attempt_is_made_once)
+{
+    late_txn late(m_store);
+    const std::string reg = "{\"host\":\"h\",\"pid\":1}";
+
+    late.arm = "/nodes/";
+    m_rid    = "reg-late";
+    EXPECT_EQ(call("POST", "/v1/jobs/j/nodes", reg).status, 503u);
+    m_attempt = "2";
+    result r  = call("POST", "/v1/jobs/j/nodes", reg);
+    EXPECT_EQ(late.applied, 1);
+    EXPECT_EQ(late.applied_status, ORC_STORE_OK); /* the first one's node */
+    EXPECT_EQ(r.status, 201u) << r.body;
+    EXPECT_EQ(r.jint("id"), 1);
+    m_rid = m_attempt = nullptr;
+    json_t *o =
+        json_loads(call("GET", "/v1/jobs/j/nodes").body.c_str(), 0, nullptr);
+    EXPECT_EQ(json_array_size(json_object_get(o, "nodes")), 1u);
+    json_decref(o);
+    /* its lease is alive: the retry's client keeps it */
+    EXPECT_EQ(call("PUT", "/v1/jobs/j/nodes/1/keepalive").status, 200u);
+
+    late.arm = "/m/";
+    m_rid    = "msg-late";
+    EXPECT_EQ(
+        call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}").status,
+        503u);
+    m_attempt = "2";
+    r         = call("POST", "/v1/jobs/j/nodes/1/mailbox", "{\"body\":{}}");
+    EXPECT_EQ(late.applied, 2);
+    EXPECT_EQ(late.applied_status, ORC_STORE_OK);
+    EXPECT_EQ(r.status, 201u) << r.body;
+    EXPECT_EQ(r.jint("seq"), 1);
+    m_rid = m_attempt = nullptr;
+    r = call("GET", "/v1/jobs/j/nodes/1/mailbox", "", {{"after", "0"}});
+    EXPECT_EQ(r.body, "{\"messages\":[{\"from\":0,\"body\":{},\"seq\":1}],"
+                      "\"last_seq\":1}");
+    char err[256];
+    EXPECT_EQ(orcd_api_check_store(m_store, err, sizeof(err)), 0) << err;
 }
 
 TEST_F(router_test, every_answer_has_an_index)
