@@ -535,12 +535,29 @@ void orcd_seen(orcd_ctx_t *c, uint64_t rev)
     }
 }
 
+/* ms one store call may take (store.etcd.timeout; 0 in memory) */
+static uint64_t orcd_call_ms(const orcd_config_t *cfg)
+{
+    return (cfg->store_backend == ORCD_STORE_ETCD)
+               ? (uint64_t)(cfg->etcd.timeout * 1000)
+               : 0;
+}
+
+int orcd_call_fits(const orcd_ctx_t *c)
+{
+    return orc_util_now_ms() + orcd_call_ms(c->cfg) <= c->deadline;
+}
+
 int orcd_range(orcd_ctx_t *c, const char *key, const char *range_end,
                unsigned flags, orc_store_range_result_t *res)
 {
-    int status =
-        c->store->ops->range(c->store, key, range_end, flags, 0, c->floor, res);
+    int status;
 
+    if (!orcd_call_fits(c)) {
+        return ORC_STORE_EUNAVAIL;
+    }
+    status =
+        c->store->ops->range(c->store, key, range_end, flags, 0, c->floor, res);
     if (status == ORC_STORE_OK) {
         orcd_seen(c, res->revision);
     }
@@ -550,8 +567,12 @@ int orcd_range(orcd_ctx_t *c, const char *key, const char *range_end,
 int orcd_get(orcd_ctx_t *c, const char *key, orc_store_kv_t *kv)
 {
     uint64_t rev = 0;
-    int status   = orc_store_get(c->store, key, c->floor, kv, &rev);
+    int status;
 
+    if (!orcd_call_fits(c)) {
+        return ORC_STORE_EUNAVAIL;
+    }
+    status = orc_store_get(c->store, key, c->floor, kv, &rev);
     orcd_seen(c, rev);
     return status;
 }
@@ -560,8 +581,13 @@ int orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
              const orc_store_op_t *ops, size_t nops,
              orc_store_txn_result_t *res)
 {
-    int status = c->store->ops->txn(c->store, cmps, ncmp, ops, nops, res);
+    int status;
 
+    if (!orcd_call_fits(c)) {
+        memset(res, 0, sizeof(*res));
+        return ORC_STORE_EUNAVAIL;
+    }
+    status = c->store->ops->txn(c->store, cmps, ncmp, ops, nops, res);
     if ((status == ORC_STORE_OK) || (status == ORC_STORE_ECOMPARE)) {
         /* later reads see this write, or what made the compare fail */
         orcd_seen(c, res->revision);
@@ -609,6 +635,7 @@ pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id)
 {
     uint64_t h     = 14695981039346656037ULL ^ id; /* FNV-1a over job and id */
     uint64_t until = orc_util_now_ms() + ORCD_COUNTER_WAIT_MS;
+    uint64_t last  = c->deadline - orcd_call_ms(c->cfg); /* a call after */
     pthread_mutex_t *lock;
     struct timespec ts;
     const char *p;
@@ -618,6 +645,7 @@ pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id)
     }
     h          = (h ^ (h >> 29)) * 1099511628211ULL;
     lock       = &c->api->counter_locks[(h >> 32) % ORCD_COUNTER_LOCKS];
+    until      = (until < last) ? until : last;
     ts.tv_sec  = (time_t)(until / 1000);
     ts.tv_nsec = (long)(until % 1000) * 1000000L;
     return (pthread_mutex_clocklock(lock, CLOCK_MONOTONIC, &ts) == 0) ? lock
@@ -801,7 +829,11 @@ void orcd_api_handle(orcd_api_t *api, const orcd_request_t *req,
     c.store = api->store;
     c.req   = req;
     c.resp  = resp;
-    e       = orcd_api_gate(api->cfg, req, &t, resp);
+    /* twice one call's time; none in memory (only the counter lock waits) */
+    c.deadline = (orcd_call_ms(c.cfg) > 0)
+                     ? orc_util_now_ms() + 2 * orcd_call_ms(c.cfg)
+                     : UINT64_MAX;
+    e          = orcd_api_gate(api->cfg, req, &t, resp);
     if (e == NULL) {
         goto out;
     }

@@ -114,6 +114,8 @@ typedef struct orcd_ctx {
     uint64_t floor;     /* reads at this revision or later */
     uint64_t rev;       /* newest revision seen (X-Orc-Index) */
     unsigned attempt;   /* X-Orc-Attempt, 1 if none */
+    uint64_t deadline;  /* monotonic ms: a write's store calls end by then
+                         * (orcd_call_fits) */
 } orcd_ctx_t;
 
 /* Handlers, one per (method, route) of the route table in orcd_api.c */
@@ -160,6 +162,14 @@ int orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
  * see struct orcd_api: the lock (to unlock), or NULL if it stayed taken for
  * ORCD_COUNTER_WAIT_MS */
 pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id);
+/* Is there time for one more store call before c->deadline? A request
+ * that writes (a registration, a post: several calls, a counter lock
+ * between them) is given 2 x store.etcd.timeout in all, so that it answers
+ * (503 if out of time) within the client's timeout however slow each call
+ * is, and the client can try another replica. A call is started only if
+ * it has its whole timeout before the deadline. Memory store: no deadline
+ * (calls take no time; the counter lock's wait is bounded). */
+int orcd_call_fits(const orcd_ctx_t *c);
 /* A write made outside those calls (a lease op) at revision rev */
 void orcd_seen(orcd_ctx_t *c, uint64_t rev);
 /* Room for keys more keys of bytes bytes in the job and in total? 0, or -1

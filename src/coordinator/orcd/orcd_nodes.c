@@ -264,10 +264,12 @@ void orcd_h_register(orcd_ctx_t *c)
         json_decref(rec);
         return;
     }
-    status = c->store->ops->lease_grant(c->store,
-                                        json_integer_value(
-                                            json_object_get(rec, "ttl")),
-                                        &lease, &granted);
+    status = orcd_call_fits(c)
+                 ? c->store->ops->lease_grant(c->store,
+                                              json_integer_value(
+                                                  json_object_get(rec, "ttl")),
+                                              &lease, &granted)
+                 : ORC_STORE_EUNAVAIL;
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
         goto out_rec;
@@ -283,8 +285,9 @@ void orcd_h_register(orcd_ctx_t *c)
         /* nothing of the node may stay behind, but only a failure that is
          * certain may take the lease: after EUNAVAIL the transaction may
          * still be applied, and a retry of the request then answers with
-         * this node (unused, the lease expires by itself) */
-        if (status != ORC_STORE_EUNAVAIL) {
+         * this node. Left alone (or out of time), the lease expires by
+         * itself. */
+        if ((status != ORC_STORE_EUNAVAIL) && orcd_call_fits(c)) {
             c->store->ops->lease_revoke(c->store, lease, NULL);
         }
         orcd_register_failed(c, status, rid_taken);

@@ -64,8 +64,10 @@ int orcd_rid_lease(orcd_ctx_t *c, uint64_t *lease_p)
     pthread_mutex_lock(&api->rid_lock);
     if ((api->rid_lease == 0) ||
         (now - api->rid_lease_ms >= ORCD_RID_TTL * 1000 / 2)) {
-        status            = c->store->ops->lease_grant(c->store, ORCD_RID_TTL,
-                                                       &api->rid_lease, &granted);
+        status            = !orcd_call_fits(c)
+                                ? ORC_STORE_EUNAVAIL
+                                : c->store->ops->lease_grant(c->store, ORCD_RID_TTL,
+                                                             &api->rid_lease, &granted);
         api->rid_lease_ms = now;
         if (status != ORC_STORE_OK) {
             api->rid_lease = 0;

@@ -26,6 +26,7 @@ extern "C" {
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace
@@ -1707,6 +1708,112 @@ TEST_F(router_test, retry_racing_its_late_first_attempt_is_made_once)
                       "\"last_seq\":1}");
     char err[256];
     EXPECT_EQ(orcd_api_check_store(m_store, err, sizeof(err)), 0) << err;
+}
+
+/*
+ * A store whose lease grants take grant_ms, and whose transactions that put
+ * a key containing `arm` wait until release() (a call etcd is slow to
+ * answer): swaps the store's ops table while it lives; one at a time.
+ */
+class slow_store
+{
+  public:
+    explicit slow_store(orc_store_t *store) : m_store(store), m_orig(store->ops)
+    {
+        m_ops             = *m_orig;
+        m_ops.lease_grant = lease_grant;
+        m_ops.txn         = txn;
+        s_self            = this;
+        m_store->ops      = &m_ops;
+    }
+    ~slow_store()
+    {
+        release();
+        m_store->ops = m_orig;
+        s_self       = nullptr;
+    }
+    /* until a transaction waits in the store (bounded) */
+    bool wait_blocked()
+    {
+        std::unique_lock<std::mutex> g(m_lock);
+        return m_cv.wait_for(g, std::chrono::seconds(30),
+                             [this] { return m_blocked > 0; });
+    }
+    void release()
+    {
+        std::lock_guard<std::mutex> g(m_lock);
+        m_released = true;
+        m_cv.notify_all();
+    }
+    unsigned grant_ms = 0;
+    std::string arm;
+
+  private:
+    static int lease_grant(orc_store_t *store, int64_t ttl, uint64_t *id_p,
+                           int64_t *granted_p)
+    {
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(s_self->grant_ms));
+        return s_self->m_orig->lease_grant(store, ttl, id_p, granted_p);
+    }
+    static int txn(orc_store_t *store, const orc_store_cmp_t *cmps, size_t ncmp,
+                   const orc_store_op_t *ops, size_t nops,
+                   orc_store_txn_result_t *res)
+    {
+        slow_store *s = s_self;
+        for (size_t i = 0; !s->arm.empty() && (i < nops); ++i) {
+            if (strstr(ops[i].key, s->arm.c_str()) != nullptr) {
+                std::unique_lock<std::mutex> g(s->m_lock);
+                ++s->m_blocked;
+                s->m_cv.notify_all();
+                s->m_cv.wait(g, [s] { return s->m_released; });
+                break;
+            }
+        }
+        return s->m_orig->txn(store, cmps, ncmp, ops, nops, res);
+    }
+
+    static slow_store *s_self;
+    orc_store_t *m_store;
+    const orc_store_ops_t *m_orig;
+    orc_store_ops_t m_ops;
+    std::mutex m_lock;
+    std::condition_variable m_cv;
+    int m_blocked   = 0;
+    bool m_released = false;
+};
+slow_store *slow_store::s_self = nullptr;
+
+/* A registration on etcd answers within one deadline, 2 x
+ * store.etcd.timeout, however its calls go: here a slow lease grant, then
+ * the job's id counter held by another registration whose transaction
+ * etcd is slow to answer. It answers 503 in time (the client then tries
+ * another replica), not after the lease grant plus the counter's whole
+ * wait (ORCD_COUNTER_WAIT_MS), past the client's own timeout. */
+TEST_F(router_test, a_slow_registration_answers_within_its_deadline)
+{
+    destroy();
+    make("store:\n  backend: etcd\n  etcd: {endpoints: [http://127.0.0.1:9], "
+         "timeout: 0.5}\n");
+    const std::string reg = "{\"host\":\"h\",\"pid\":1}";
+    slow_store slow(m_store);
+    slow.grant_ms = 300;
+    slow.arm      = "/nodes/";
+    result first;
+    std::thread holder([&] { first = call("POST", "/v1/jobs/j/nodes", reg); });
+    ASSERT_TRUE(slow.wait_blocked());
+    auto t0  = std::chrono::steady_clock::now();
+    result r = call("POST", "/v1/jobs/j/nodes", reg);
+    double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    EXPECT_EQ(r.status, 503u) << r.body;
+    EXPECT_EQ(r.retry_after, 1u);
+    EXPECT_LT(s, 1.0) << "answered after " << s << " s";
+    slow.release();
+    holder.join();
+    /* the holder's transaction started in its time: it completes */
+    EXPECT_EQ(first.status, 201u) << first.body;
 }
 
 TEST_F(router_test, every_answer_has_an_index)
