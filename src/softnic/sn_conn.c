@@ -336,7 +336,8 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
     free(conn);
 }
 
-/* An initiator connection died or misbehaved: fail the QP's oldest WR. */
+/* An initiator connection died, was refused or misbehaved: the QP's peer
+ * is silent from now on (sn_qp_peer_lost). */
 static void sn_conn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
 {
     sn_qp_t *qp = conn->qp;
@@ -345,20 +346,8 @@ static void sn_conn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
     if (qp->conn_id == conn->id) {
         sn_log(inst, SOFTNIC_LOG_INFO, "qp 0x%x: connection to qp 0x%x lost",
                qp->super.qp_num, qp->attr.dest_qp_num);
-        qp->conn_id    = 0;
-        qp->conn       = NULL;
-        qp->conn_fd    = -1;
-        qp->conn_state = SN_CONN_FAILED;
-        qp->tx_blocked = 0;
-        /* SENDs the target took from the same-host ring were executed:
-         * they complete as such before the first unfinished WR fails */
-        if ((qp->ring != NULL) && (qp->ring_out > 0)) {
-            sn_ring_progress(qp, 1);
-        }
-        if (qp->sq_head != qp->sq_tail) {
-            sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
-            sn_qp_complete(qp);
-        }
+        qp->conn_id = 0; /* closed right here */
+        sn_qp_peer_lost(qp, 1);
     }
     pthread_mutex_unlock(&qp->lock);
     sn_conn_close(inst, conn);

@@ -39,8 +39,8 @@
  * completions (atomic results are copied to the local buffer then).
  * Larger SENDs and WRITE_WITH_IMM use the connection; across hosts atomics
  * are executed by the target's service thread.
- * If CMA fails with EPERM the QP falls back to TCP; ESRCH (peer gone)
- * completes the WR with IBV_WC_RETRY_EXC_ERR.
+ * If CMA fails with EPERM the QP falls back to TCP; ESRCH (the peer's
+ * process is gone) makes the peer a dead one (below).
  *
  * Same-host WRITE batches, as a NIC takes several doorbells in one go:
  * consecutive WRITEs of at most SN_CMA_BATCH_LEN bytes, with nothing
@@ -78,19 +78,26 @@
  * than the receive, REM_OP_ERR for a receive with a bad lkey); the target QP
  * stays usable except for receive errors, which move it to ERR as in IB.
  *
- * Dead peer: a closed or reset connection fails the oldest outstanding WR
- * with IBV_WC_RETRY_EXC_ERR at once (the rest flush, as on hardware). A
- * silent peer (host unreachable): once a WR waits for an answer (or for the
- * connection) longer than T * (retry_cnt + 1), T = 4.096 us * 2^timeout but
- * at least 20 ms (software peers get descheduled), it fails the same way.
- * While the QP's connection is still being set up (no such step on
- * hardware) the budget is at least 5 s, and the QP's own budget starts once
- * the connection is up. timeout = 0 means infinite, as in the IB spec.
+ * Dead peer = silent peer, as on a NIC, which cannot tell a dead node from
+ * a slow one: a peer whose host does not answer, whose connection closed,
+ * was reset or refused, or whose process is gone (CMA ESRCH) gets nothing
+ * more; what it executed before completes as such (ACKed WRs, SENDs and
+ * atomics taken from the same-host ring), and once the oldest unfinished
+ * WR has waited for an answer (or for the connection) longer than
+ * T * (retry_cnt + 1) since the QP's last progress, T = 4.096 us *
+ * 2^timeout but at least 20 ms (software peers get descheduled), it fails
+ * with IBV_WC_RETRY_EXC_ERR (the rest flush, as on hardware). So two sides
+ * that each stop at their own count, with WRs still posted to the other,
+ * both end cleanly, as they do on hardware. While the QP's connection is
+ * still being set up (no such step on hardware) the budget is at least
+ * 5 s, and the QP's own budget starts once the connection is up.
+ * timeout = 0 means infinite, as in the IB spec: such a QP waits for a dead
+ * peer until the application moves it to ERR (which flushes) or destroys
+ * it, as it would on hardware.
  *
  * Wire protocol: see sn_wire.h. Every header field is validated; a bad
- * frame closes the connection (initiator side: the QP goes to ERR with
- * IBV_WC_RETRY_EXC_ERR / flush, like a dead peer; target side: the peer sees
- * a dead connection).
+ * frame closes the connection (initiator side: the peer is a dead one,
+ * see above; target side: the peer sees a dead connection).
  *
  * Memory-region deregistration guarantee: once softnic_mr_dereg() returned,
  * nothing touches the region any more, as with an HCA. Same-host initiators
@@ -101,7 +108,8 @@
  * process killed inside its copy is given up on after 2 s, with a log line).
  * A same-host READ that raced with dereg completes with REM_ACCESS_ERR; on
  * TCP a READ whose region goes away between two 256 KiB chunks is NAKed
- * (REM_ACCESS_ERR), within a chunk the connection is closed (RETRY_EXC_ERR).
+ * (REM_ACCESS_ERR), within a chunk the connection is closed (a dead peer:
+ * RETRY_EXC_ERR once the QP's budget runs out).
  *
  * Polling: softnic_cq_poll() on an empty CQ drives the same-host rings of the
  * CQ's QPs, and every 2048 empty polls in a row it calls sched_yield(), so a
@@ -477,10 +485,13 @@ enum {
 
 /* Instance helpers (sn_dev.c) */
 uint64_t sn_now_ns(void);
-/* Never earlier than sn_now_ns() at the time of the call and at most
- * one coarse clock tick (~1-4 ms) later, at a sixth of the cost: for the
- * per-operation "last progress" stamps, which only start a timeout budget
- * (so a budget may end up to one tick late, never early). */
+/* sn_now_ns() at the time of the call within a few ms, at a sixth of the
+ * cost: the coarse clock plus one of its ticks (~1-4 ms). The coarse clock
+ * lags by up to about a tick, more when the tick was deferred (tickless
+ * idle CPUs; 6 ms seen with a 4 ms tick), so a stamp is usually later than
+ * now, now and then a few ms earlier. For the per-operation "last
+ * progress" stamps, which only start a timeout budget of at least 20 ms per
+ * attempt: a budget may end a few ms late or early. */
 uint64_t sn_stamp_ns(void);
 /* A message of an instance, delivered per its config (softnic.h) */
 void sn_log(sn_inst_t *inst, softnic_log_level_t level, const char *fmt, ...)
@@ -542,6 +553,15 @@ void sn_cq_flush_batches(sn_cq_t *cq, int wait);
 /* QP lock held: the oldest unfinished WQE fails with status; the QP goes to
  * ERR when it completes */
 void sn_qp_fail_oldest(sn_qp_t *qp, enum ibv_wc_status status);
+/* QP lock held: the QP's connection is gone (closed, reset or refused by
+ * the peer, a bad frame, a failed send) or the peer's process is (CMA
+ * ESRCH): the peer is silent from now on, as a dead node is to a NIC.
+ * Nothing more is transmitted; what the target executed from the same-host
+ * ring completes as such; the transport timer (sn_qp_timers) fails the
+ * oldest unfinished WR once the QP's budget runs out. Drops the
+ * connection (by command) if the QP still names one. in_svc: called by
+ * the svc_lock holder. */
+void sn_qp_peer_lost(sn_qp_t *qp, int in_svc);
 /* QP lock held: lock the receive queue the QP consumes from and return it
  * (an SRQ's own lock; a plain RQ is under the QP lock already). QPs sharing
  * an SRQ are drained by different threads, so checking for a receive,

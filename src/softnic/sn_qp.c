@@ -242,6 +242,23 @@ static void sn_qp_batch_set(sn_qp_t *qp, uint32_t n)
     __atomic_store_n(&qp->cma_batch, n, __ATOMIC_RELAXED);
 }
 
+void sn_qp_peer_lost(sn_qp_t *qp, int in_svc)
+{
+    if (qp->conn_id != 0) {
+        sn_svc_drop_conn(sn_qp_inst(qp), qp->conn_id);
+    }
+    qp->conn_id    = 0;
+    qp->conn       = NULL;
+    qp->conn_fd    = -1;
+    qp->conn_state = SN_CONN_FAILED;
+    qp->tx_blocked = 0;
+    /* SENDs and atomics the target took from the same-host ring were
+     * executed: they complete as such (the ring stays mapped here) */
+    if ((qp->ring != NULL) && (qp->ring_out > 0)) {
+        sn_ring_progress(qp, in_svc);
+    }
+}
+
 /* Reset the retry/transmit state and the connection of the QP. */
 static void sn_qp_drop_conn(sn_qp_t *qp)
 {
@@ -310,15 +327,32 @@ void sn_qp_to_error(sn_qp_t *qp)
 
 /* ---- transmission ------------------------------------------------------ */
 
+/* sn_qp_cma: the CMA path is not usable (EPERM), or the peer process is
+ * gone (ESRCH) */
+#define SN_CMA_UNUSABLE  (-1)
+#define SN_CMA_PEER_GONE (-2)
+
 static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe);
 
+/* CMA found the peer's process gone: a dead peer (sn_qp_peer_lost) */
+static void sn_qp_peer_gone(sn_qp_t *qp)
+{
+    sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: peer process %d is gone",
+           qp->super.qp_num, (int)qp->peer_pid);
+    sn_qp_peer_lost(qp, 0);
+}
+
 /* Same host: run a WRITE/READ by CMA right now and mark it done; its
- * completion status, or -1 when the peer turned out not to be reachable by
- * CMA (the QP uses TCP from then on). */
+ * completion status, or -1 when it stays queued: the peer turned out not
+ * to be reachable by CMA (the QP uses TCP from then on), or its process
+ * is gone (the peer is silent from then on, sn_qp_peer_lost). */
 static int sn_qp_run_cma(sn_qp_t *qp, sn_wqe_t *wqe)
 {
     int status = sn_qp_cma(qp, wqe);
 
+    if (status == SN_CMA_PEER_GONE) {
+        sn_qp_peer_gone(qp);
+    }
     if (status < 0) {
         qp->same_host = 0;
         return -1;
@@ -363,15 +397,8 @@ void sn_qp_tx(sn_qp_t *qp)
     if (qp->state != IBV_QPS_RTS) {
         return;
     }
-    if (qp->conn_state == SN_CONN_FAILED) {
-        if (qp->sq_head != qp->sq_tail) {
-            sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
-            sn_qp_complete(qp);
-        }
-        return;
-    }
     if (qp->conn_state != SN_CONN_READY) {
-        return;
+        return; /* connecting, or the peer is silent (sn_qp_timers) */
     }
     if (qp->cma_batch > 0) {
         sn_qp_cma_flush(qp); /* runs sn_qp_tx again for what is left */
@@ -418,6 +445,9 @@ void sn_qp_tx(sn_qp_t *qp)
                         }
                         continue;
                     }
+                    if (qp->conn_state != SN_CONN_READY) {
+                        break; /* the peer process is gone */
+                    }
                 }
             }
             if (qp->ring_out > 0) {
@@ -433,7 +463,7 @@ void sn_qp_tx(sn_qp_t *qp)
         }
         ret = sn_wire_send_req(qp, wqe);
         if (ret < 0) {
-            return; /* the QP was moved to ERR */
+            break; /* the connection failed: the peer is silent */
         }
         if (ret == 0) {
             sn_svc_want_tx(qp);
@@ -479,7 +509,10 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
             next = qp->hold_until_ns;
         }
     }
-    if ((qp->sent_out > 0) || ((qp->conn_state == SN_CONN_CONNECTING) &&
+    /* waiting for answers, for the connection, or for a peer that is
+     * gone (silent: only the budget ends the wait, as on hardware) */
+    if ((qp->sent_out > 0) || (((qp->conn_state == SN_CONN_CONNECTING) ||
+                                (qp->conn_state == SN_CONN_FAILED)) &&
                                (qp->sq_head != qp->sq_tail))) {
         timeout = sn_qp_timeout_ns(qp);
         if (timeout != 0) {
@@ -509,7 +542,7 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
 /* ---- same-host fast path ----------------------------------------------- */
 
 /* QP lock held. Execute an RDMA WRITE/READ by one CMA call. Returns the
- * completion status, or -1 if the CMA path is not usable (EPERM). */
+ * completion status, or SN_CMA_UNUSABLE / SN_CMA_PEER_GONE. */
 static int sn_qp_cma_copy(sn_qp_t *qp, const sn_wqe_t *wqe, int access);
 
 static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe)
@@ -573,7 +606,8 @@ static void sn_wqe_local_iov(const sn_wqe_t *wqe, struct iovec *local,
 
 /* Move total bytes between the local and the remote iovecs (consumed) by
  * CMA; *done_p: the bytes moved. Returns IBV_WC_SUCCESS, the status of the
- * operation the copy stopped in, or -1 when CMA is not permitted. A partial
+ * operation the copy stopped in, SN_CMA_UNUSABLE when CMA is not permitted
+ * or SN_CMA_PEER_GONE when the peer's process is gone. A partial
  * transfer (rare) stops at a remote iovec that could not be accessed: the
  * next call starts there and fails or goes on. */
 static int sn_qp_cma_rw(sn_qp_t *qp, int access, struct iovec *local,
@@ -598,11 +632,10 @@ static int sn_qp_cma_rw(sn_qp_t *qp, int access, struct iovec *local,
                    "qp 0x%x: CMA to pid %d "
                    "not permitted, using TCP",
                    qp->super.qp_num, (int)qp->peer_pid);
-            return -1;
+            return SN_CMA_UNUSABLE;
         }
         if (ret < 0) {
-            return (errno == ESRCH) ? IBV_WC_RETRY_EXC_ERR
-                                    : IBV_WC_REM_ACCESS_ERR;
+            return (errno == ESRCH) ? SN_CMA_PEER_GONE : IBV_WC_REM_ACCESS_ERR;
         }
         if (ret == 0) {
             return IBV_WC_REM_ACCESS_ERR;
@@ -743,6 +776,9 @@ void sn_qp_cma_flush(sn_qp_t *qp)
         wqe->status = IBV_WC_SUCCESS;
     }
     if (i < b.num) {
+        if (status == SN_CMA_PEER_GONE) {
+            sn_qp_peer_gone(qp); /* the rest waits for the budget */
+        }
         if (status < 0) {
             qp->same_host = 0; /* the rest goes on TCP */
         } else {
@@ -1400,7 +1436,7 @@ int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
         ret            = sn_svc_connect(inst, qp);
         if (ret != 0) {
             qp->conn_state = SN_CONN_FAILED;
-            ret            = 0; /* surfaces as RETRY_EXC on the first WR */
+            ret = 0; /* a silent peer: the first WR fails (sn_qp_timers) */
         }
         goto out;
     }

@@ -72,18 +72,14 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_wqe_t *wqe,
     return n;
 }
 
-/* QP lock held: writing to the connection failed (errno) */
+/* QP lock held: writing to the connection failed (errno): the peer is
+ * silent from now on */
 static void sn_req_send_failed(sn_qp_t *qp)
 {
     sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO, "qp 0x%x: send failed: %m",
            qp->super.qp_num);
-    sn_svc_drop_conn(sn_qp_inst(qp), qp->conn_id);
-    qp->conn_id    = 0;
-    qp->conn       = NULL;
-    qp->conn_fd    = -1;
-    qp->conn_state = SN_CONN_FAILED;
-    sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
-    sn_qp_complete(qp);
+    qp->tx_off = 0; /* nothing more goes out */
+    sn_qp_peer_lost(qp, 0);
 }
 
 int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)

@@ -20,8 +20,9 @@
  * NAK keeps execution in posting order.
  *
  * Every header field is validated; a malformed frame, an unexpected response
- * or a lying length closes the connection (initiator side: the oldest WR
- * fails with IBV_WC_RETRY_EXC_ERR, the QP goes to ERR). Payload bytes are
+ * or a lying length closes the connection (initiator side: the peer is a
+ * dead one, sn_qp_peer_lost: the oldest WR fails with IBV_WC_RETRY_EXC_ERR
+ * when the QP's budget runs out, the QP goes to ERR). Payload bytes are
  * only ever written to ranges that passed the MR check, each syscall or copy
  * bracketed by sn_mr_busy_begin/end so deregistration takes effect.
  *

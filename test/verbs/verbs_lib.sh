@@ -267,11 +267,22 @@ snv_pair() {
             ;;
     esac
     if [ $status != 0 ]; then
-        echo "--- server:"; tail -n 15 "$snv_tmp/server.log" 2>/dev/null
-        echo "--- client:"; tail -n 15 "$snv_tmp/client.log" 2>/dev/null
+        snv_pair_report server
+        snv_pair_report client
         echo "server/client failed (status $status)" >&2
     fi
     return $status
+}
+
+# The end of a side's log, and its error lines wherever they are: a
+# program's stdout is block-buffered into the log, so what it printed to
+# stderr (the failed completion) may sit above the lines of the tail
+snv_pair_report() { # server|client
+    local log=$snv_tmp/$1.log
+    echo "--- $1 (last lines):"
+    tail -n 15 "$log" 2>/dev/null
+    echo "--- $1 (error lines):"
+    grep -n -i -E "fail|error|invalid|couldn't|cannot|unable|timed? ?out" "$log" 2>/dev/null | head -n 20
 }
 
 # snv_pair_same HOSTS CMD...: snv_pair of one command on both sides, on the

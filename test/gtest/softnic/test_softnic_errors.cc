@@ -1,8 +1,9 @@
 /*
  * softnic error semantics across two processes (same host and two hosts):
  * flushing in posting order once a QP is in ERR, and dead peers (killed
- * process, unreachable host) completing outstanding WRs with
- * IBV_WC_RETRY_EXC_ERR within a bound derived from timeout and retry_cnt.
+ * process, destroyed QP, unreachable host) completing outstanding WRs with
+ * IBV_WC_RETRY_EXC_ERR as a NIC does: once the QP's retry budget
+ * (timeout, retry_cnt) has run out, never before, and within a bound.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -10,6 +11,7 @@
 
 #include "softnic_harness.h"
 
+#include <chrono>
 #include <cmath>
 #include <string>
 
@@ -49,9 +51,40 @@ class softnic_errors : public softnic_topo
      * (with 2^12, 80 ms in all, a healthy WRITE failed there). */
     static const int DEAD_PEER_TIMEOUT = 16;
 
+    /* the options of a QP under test, whose peer dies */
+    static conn_opts dead_peer_opts()
+    {
+        conn_opts o;
+        o.timeout = DEAD_PEER_TIMEOUT;
+        o.retry   = 3;
+        return o;
+    }
+
     static double retry_bound_ms(const conn_opts &o)
     {
         return 4.096e-3 * std::pow(2.0, o.timeout) * (o.retry + 1);
+    }
+
+    static double now_ms()
+    {
+        return std::chrono::duration<double, std::milli>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+
+    /* softnic stamps a QP's progress with a coarse clock, which may lag a
+     * few ms (sn_stamp_ns) */
+    static constexpr double STAMP_SLACK_MS = 20;
+
+    /* A WR that waits for a dead peer fails once the QP's budget has run
+     * out since the QP last made progress, which it made at the earliest
+     * when its first WR was posted (at t0): a NIC cannot tell a dead peer
+     * from a slow one. (softnic's 20 ms floor per attempt only lengthens
+     * the budget.) */
+    void expect_not_before_budget(double t0, const conn_opts &o)
+    {
+        EXPECT_GE(now_ms() - t0, retry_bound_ms(o) - STAMP_SLACK_MS)
+            << "the WR failed before the QP's retry budget ran out";
     }
 
     void dead_peer(bool kill_process, bool delete_link);
@@ -132,10 +165,8 @@ TEST_P(softnic_errors, flush_srq_receives_stay_posted)
 
 void softnic_errors::dead_peer(bool kill_process, bool delete_link)
 {
-    conn_opts oa, ob;
-    oa.timeout = DEAD_PEER_TIMEOUT;
-    oa.retry   = 3;
-    ob.min_rnr = 1;
+    conn_opts oa = dead_peer_opts(), ob;
+    ob.min_rnr   = 1;
     /* Warm the path up first with default (long) timeouts: in a fresh
      * namespace the first TCP SYN can be lost (ARP, carrier), which the
      * short timeout of the QP under test would take for a dead peer. */
@@ -148,6 +179,7 @@ void softnic_errors::dead_peer(bool kill_process, bool delete_link)
     ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
 
     /* outstanding before the peer dies: a SEND stuck in RNR (rnr_retry 7) */
+    double t0 = now_ms();
     ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=2"));
     if (kill_process) {
         m_b->kill9();
@@ -168,6 +200,7 @@ void softnic_errors::dead_peer(bool kill_process, bool delete_link)
         << "outstanding WRs never completed: " << r.line;
     double ms = strtod(r.s("ms").c_str(), NULL);
     EXPECT_LE(ms, bound_ms) << "dead peer detected too late";
+    expect_not_before_budget(t0, oa);
     EXPECT_EQ(2u, r.wcs[0].wr_id);
     EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, r.wcs[0].status)
         << wc_status_name(r.wcs[0].status);
@@ -207,9 +240,7 @@ TEST_P(softnic_errors, dead_peer_host_unreachable_link_down)
  * the middle of a frame). */
 TEST_P(softnic_errors, dead_peer_mid_transfer)
 {
-    conn_opts oa;
-    oa.timeout = DEAD_PEER_TIMEOUT;
-    oa.retry   = 3;
+    conn_opts oa = dead_peer_opts();
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
     wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
     ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
@@ -259,15 +290,16 @@ TEST_P(softnic_errors, dead_peer_mid_transfer)
 TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
 {
     /* the peer dies while nothing is outstanding; the next WR fails */
-    conn_opts oa;
-    oa.timeout = DEAD_PEER_TIMEOUT;
-    oa.retry   = 3;
+    conn_opts oa = dead_peer_opts();
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
     /* the connection is up (the WRITE completed) before the peer dies */
     wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
     ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
     m_b->kill9();
     double bound_ms = 2 * retry_bound_ms(oa) + 5000;
+    /* same host: CMA finds the process gone (ESRCH), or the connection's
+     * end was seen first; both make the peer a silent one */
+    double t0 = now_ms();
     ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=1" + remote()));
     reply_t r = m_a->cmd("poll cq=send n=1 timeout=" +
                          std::to_string((int)bound_ms + 20000));
@@ -275,6 +307,50 @@ TEST_P(softnic_errors, dead_peer_idle_qp_then_post)
     EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, r.wcs[0].status)
         << wc_status_name(r.wcs[0].status);
     EXPECT_LE(strtod(r.s("ms").c_str(), NULL), bound_ms);
+    expect_not_before_budget(t0, oa);
+}
+
+/* The peer process lives on but destroys its QP, with SENDs of ours still
+ * coming: what it executed before completes successfully, in order, and
+ * the SEND it never took fails only when the budget has run out, as on a
+ * NIC (where a program's two sides each end at their own count while the
+ * other still has WRs posted to it: ibv_srq_pingpong). */
+TEST_P(softnic_errors, dead_peer_qp_destroyed)
+{
+    conn_opts oa = dead_peer_opts();
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=1 len=256 wr=10 count=4"));
+    double t0 = now_ms();
+    /* 1..4 are taken; 5 finds no receive (RNR, rnr_retry 7) */
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=1 flags=S count=5"));
+    std::vector<wc_t> rx = poll(*m_b, "recv", 4);
+    ASSERT_EQ(4u, rx.size());
+    ASSERT_OK(m_b->cmd("destroyqp qp=0"));
+
+    double bound_ms = 2 * retry_bound_ms(oa) + 5000;
+    reply_t r       = m_a->cmd("poll cq=send n=5 timeout=" +
+                               std::to_string((int)bound_ms + 20000));
+    ASSERT_TRUE(r.ok) << r.line;
+    ASSERT_EQ(5u, r.wcs.size()) << r.line;
+    EXPECT_LE(strtod(r.s("ms").c_str(), NULL), bound_ms)
+        << "dead peer detected too late";
+    expect_not_before_budget(t0, oa);
+    for (size_t i = 0; i < 4; ++i) {
+        EXPECT_EQ(i + 1, r.wcs[i].wr_id) << "posting order";
+        EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[i].status)
+            << "wr " << r.wcs[i].wr_id << ": "
+            << wc_status_name(r.wcs[i].status);
+    }
+    EXPECT_EQ(5u, r.wcs[4].wr_id);
+    EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, r.wcs[4].status)
+        << wc_status_name(r.wcs[4].status);
+    reply_t st = m_a->cmd("query qp=0");
+    EXPECT_EQ(IBV_QPS_ERR, (int)st.u("state")) << st.line;
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=6 flags=S"));
+    std::vector<wc_t> late = poll(*m_a, "send", 1);
+    ASSERT_EQ(1u, late.size());
+    EXPECT_EQ(IBV_WC_WR_FLUSH_ERR, late[0].status)
+        << wc_status_name(late[0].status);
 }
 
 TEST_P(softnic_errors, send_acked_before_target_exits)
