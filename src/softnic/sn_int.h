@@ -66,11 +66,15 @@
  * flushed, as when they run one by one; a WRITE's completion never
  * precedes its execution.
  *
- * RC semantics kept: completions in posting order; a failed WR completes even
- * when unsignaled and moves the QP to ERR, every later WR is flushed
- * (IBV_WC_WR_FLUSH_ERR), posted receives of the QP's own RQ too (SRQ
- * receives stay posted); IBV_SEND_FENCE holds a WR until earlier READs and
- * atomics completed; RNR NAK -> retry after the responder's min_rnr_timer,
+ * RC semantics kept: completions in posting order; on the same-host ring a
+ * SEND completes before what its peer sends after taking it, as on a NIC
+ * (sn_ring.c; on TCP the ACK leaves before the peer's application sees the
+ * message, but on its own connection: now and then the answer is read
+ * first); a failed WR completes even when unsignaled and moves the QP to
+ * ERR, every later WR is flushed (IBV_WC_WR_FLUSH_ERR), posted receives of
+ * the QP's own RQ too (SRQ receives stay posted); IBV_SEND_FENCE holds a
+ * WR until earlier READs and atomics completed; RNR NAK -> retry after the
+ * responder's min_rnr_timer,
  * IBV_WC_RNR_RETRY_EXC_ERR after rnr_retry retries (7 = forever); a target
  * QP not in RTR/RTS (or connected elsewhere) NAKs "not ready", retried
  * retry_cnt times. Access violations at the target NAK the WR

@@ -22,7 +22,11 @@
  *    then mark the slot DONE with a status;
  *  - the initiator reaps DONE slots in softnic_cq_poll() of its send CQ and in
  *    its service thread: the send completion is produced only after the
- *    data was placed (RC semantics).
+ *    data was placed (RC semantics). A QP reaps its own slots before it
+ *    consumes slots its peer posted after taking them (sn_ring_consume): a
+ *    SEND completes before the answer to it, as on a NIC, where the ACK
+ *    travels ahead of the peer's next request (programs that sleep on one
+ *    channel for both CQs take the first event after a SEND for its own).
  *
  * Memory ordering of a slot: the producer writes the payload and the header
  * fields, then state = POSTED (release), then head (release). The consumer
@@ -521,6 +525,13 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
     if (head - tail > SN_RING_SLOTS) {
         return; /* impossible: a broken producer; its WRs will time out */
+    }
+    /* the peer may have posted these after it took SENDs of ours (and
+     * its application saw them): those complete first. The acquire above
+     * makes every slot the peer marked DONE before it posted visible to
+     * the reap. */
+    if ((head != tail) && (qp->ring != NULL) && (qp->ring_out > 0)) {
+        sn_ring_reap(qp, in_svc);
     }
     for (; tail != head; ++tail) {
         slot = &ring->slot[tail % SN_RING_SLOTS];

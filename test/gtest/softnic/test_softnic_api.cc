@@ -23,8 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace softnic_test;
@@ -340,6 +342,108 @@ TEST_F(softnic_api, comp_channel_event_records)
     ASSERT_EQ(0, softnic_cq_get_event(m_channel, &ctx));
     EXPECT_EQ(&m_scq_ctx, ctx);
     softnic_cq_ack_events(m_scq, 1);
+}
+
+/* b answers every SEND it receives with a SEND of its own, at once, until
+ * n answers went out or stop is set (bounded: 10 s per message) */
+static void echo_sends(softnic_qp_t *b, softnic_cq_t *cq, uint64_t addr,
+                       uint32_t lkey, int n, const std::atomic<bool> *stop)
+{
+    ibv_sge sge    = {addr, 64, lkey};
+    ibv_send_wr wr = {}, *bad;
+    ibv_wc wc;
+
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode  = IBV_WR_SEND;
+    for (int i = 0; (i < n) && !*stop; ++i) {
+        int got = 0;
+        for (double end = now_ms() + 10000;
+             !got && !*stop && (now_ms() < end);) {
+            got = softnic_cq_poll(cq, 1, &wc);
+        }
+        if ((got != 1) || (wc.status != IBV_WC_SUCCESS) ||
+            (softnic_post_send(b, &wr, &bad) != 0)) {
+            return;
+        }
+    }
+}
+
+/* A SEND completes before anything its peer sent after receiving it: on
+ * a NIC the responder's ACK travels ahead of its next request. Programs
+ * that sleep on one channel for both CQs rely on it: perftest's latency
+ * tests with -e poll the send CQ once after the first event that follows
+ * a SEND. Here a sleeps on its channel and never polls (its service
+ * thread completes both directions, same-host ring) while b answers each
+ * SEND at once; the first event after each SEND must be the send CQ's. */
+class softnic_answer : public softnic_api
+{
+  protected:
+    void send_then_answer(const softnic_config_t &cfg);
+};
+
+void softnic_answer::send_then_answer(const softnic_config_t &cfg)
+{
+    const int n = 20;
+    ASSERT_NO_FATAL_FAILURE(open(cfg));
+    m_channel = softnic_comp_channel_create(m_dev);
+    ASSERT_NE(nullptr, m_channel) << strerror(errno);
+    ASSERT_NO_FATAL_FAILURE(connect(m_channel));
+
+    ibv_sge sge     = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+    ibv_recv_wr rwr = {}, *rbad;
+    rwr.sg_list     = &sge;
+    rwr.num_sge     = 1;
+    for (int i = 0; i < n; ++i) {
+        ASSERT_EQ(0, softnic_post_recv(m_a, &rwr, &rbad));
+        ASSERT_EQ(0, softnic_post_recv(m_b, &rwr, &rbad));
+    }
+    std::atomic<bool> stop(false);
+    std::thread echo(echo_sends, m_b, m_cq, (uintptr_t)m_buf.data() + 4096,
+                     m_mr->lkey, n, &stop);
+    struct joiner {
+        std::thread &t;
+        std::atomic<bool> &stop;
+        ~joiner()
+        {
+            stop = true;
+            t.join();
+        }
+    } join_echo{echo, stop};
+
+    ibv_send_wr wr = {}, *bad;
+    wr.sg_list     = &sge;
+    wr.num_sge     = 1;
+    wr.opcode      = IBV_WR_SEND;
+    wr.send_flags  = IBV_SEND_SIGNALED;
+    for (int i = 0; i < n; ++i) {
+        SCOPED_TRACE("SEND " + std::to_string(i));
+        ASSERT_EQ(0, softnic_cq_req_notify(m_scq, 0));
+        ASSERT_EQ(0, softnic_cq_req_notify(m_rcq, 0));
+        wr.wr_id = i;
+        ASSERT_EQ(0, softnic_post_send(m_a, &wr, &bad));
+        void *first = NULL, *second = NULL;
+        ASSERT_TRUE(fd_readable(m_channel->fd, 10000));
+        ASSERT_EQ(0, softnic_cq_get_event(m_channel, &first));
+        ASSERT_TRUE(fd_readable(m_channel->fd, 10000));
+        ASSERT_EQ(0, softnic_cq_get_event(m_channel, &second));
+        softnic_cq_ack_events(m_scq, 1);
+        softnic_cq_ack_events(m_rcq, 1);
+        EXPECT_EQ((void *)&m_scq_ctx, first)
+            << "the answer completed before the SEND it answers";
+        EXPECT_EQ((void *)&m_rcq_ctx, second);
+        ibv_wc wc;
+        ASSERT_EQ(1, softnic_cq_poll(m_scq, 1, &wc));
+        EXPECT_EQ((uint64_t)i, wc.wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << ibv_wc_status_str(wc.status);
+        ASSERT_EQ(1, softnic_cq_poll(m_rcq, 1, &wc));
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << ibv_wc_status_str(wc.status);
+    }
+}
+
+TEST_F(softnic_answer, send_completes_before_the_answer_to_it)
+{
+    send_then_answer(softnic_config_t());
 }
 
 /* solicited_only: only a solicited (or failed) completion fires */
