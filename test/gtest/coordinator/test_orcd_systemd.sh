@@ -60,11 +60,25 @@ if [ -z "${unitdir:-}" ] || [ "$unitdir" = no ]; then
     echo "SKIP: configured --without-systemdsystemunitdir: no units to install"
     exit 77
 fi
-# fresh /tmp and /usr/local; make install also puts the UCX module into
-# UCX's module directory: in this namespace, that is a copy
+# fresh /tmp and /usr/local; the source and build trees stay where they
+# are when they live there (a clone in /tmp): each is bound back from the
+# directory the fresh one hides, reached through a descriptor opened before
+# (fd 8 and 9; --no-canonicalize keeps mount from resolving it to the new
+# path). make install also puts the UCX module into UCX's module directory:
+# in this namespace, that is a copy.
+exec 8</tmp 9</usr/local
 for d in /tmp /usr/local; do
     mount -t tmpfs -o mode=1777 orc-test "$d" || { echo "FAIL: cannot mount a fresh $d"; exit 1; }
 done
+for tree in "$srcdir" "$builddir"; do
+    for d in /tmp:8 /usr/local:9; do
+        case "$tree" in "${d%:*}"/*) ;; *) continue ;; esac
+        mkdir -p "$tree" &&
+            mount --no-canonicalize --bind "/proc/$$/fd/${d#*:}/${tree#"${d%:*}"/}" "$tree" ||
+            { echo "FAIL: cannot keep $tree visible"; exit 1; }
+    done
+done
+exec 8<&- 9<&-
 if [ -d "$ucxmoddir" ]; then
     cp -a "$ucxmoddir" /tmp/ucx-modules &&
         mount --bind /tmp/ucx-modules "$ucxmoddir" ||
