@@ -62,13 +62,18 @@ class orcctl_test : public ::testing::TestWithParam<std::string>
         return doc;
     }
 
+    /*
+     * A node registered by `orcctl register` in the background. Its lease is
+     * long enough to outlive a slow keep-alive on a loaded machine: no test
+     * here waits for it to lapse.
+     */
     uint64_t register_bg(child *reg, const std::string &host,
                          const std::string &labels = "{\"role\":\"demo\"}")
     {
         EXPECT_TRUE(
             reg->start({builddir() + "/orcctl", "--url", m_orcd.url(), "--job",
                         "jobA", "--token", "orcctl-token-a-1", "--json",
-                        "register", host, "--ttl", "2", "--labels", labels}));
+                        "register", host, "--ttl", "30", "--labels", labels}));
         std::string line;
         EXPECT_TRUE(reg->read_line(&line, 10000));
         json_t *doc = parse(line);
@@ -190,9 +195,11 @@ TEST_P(orcctl_test, nodes_show_topology_summary)
     ASSERT_EQ(0, ctl({"nodes"}, &out));
     json_t *doc  = parse(out);
     json_t *node = json_array_get(json_object_get(doc, "nodes"), 0);
-    EXPECT_EQ(summary,
-              json_string_value(json_object_get(json_object_get(node, "labels"),
-                                                "topology")));
+    ASSERT_NE(nullptr, node) << out;
+    EXPECT_STREQ(summary.c_str(),
+                 json_string_value(
+                     json_object_get(json_object_get(node, "labels"),
+                                     "topology")));
     json_decref(doc);
 
     reg.signal(SIGINT);
