@@ -157,8 +157,13 @@ static void orc_etcd_handle_put(orc_etcd_t *etcd, CURL *curl, int reuse)
     }
 }
 
-/* Headers of a request: JSON, and the auth token if there is one */
-static struct curl_slist *orc_etcd_headers(orc_etcd_t *etcd)
+/* The path that gets a new auth token */
+static const char orc_etcd_auth_path[] = "/v3/auth/authenticate";
+
+/* Headers of a request to path: JSON, and the auth token if there is one,
+ * except when asking for a new token: etcd refuses that request when it
+ * carries an expired token */
+static struct curl_slist *orc_etcd_headers(orc_etcd_t *etcd, const char *path)
 {
     struct curl_slist *h, *n;
     char line[1024];
@@ -171,7 +176,7 @@ static struct curl_slist *orc_etcd_headers(orc_etcd_t *etcd)
     }
     h = n;
     pthread_rwlock_rdlock(&etcd->token_lock);
-    if (etcd->token != NULL) {
+    if ((etcd->token != NULL) && strcmp(path, orc_etcd_auth_path)) {
         snprintf(line, sizeof(line), "Authorization: %s", etcd->token);
         n = curl_slist_append(h, line);
         memset(line, 0, sizeof(line));
@@ -184,14 +189,21 @@ static struct curl_slist *orc_etcd_headers(orc_etcd_t *etcd)
     return n;
 }
 
+/* The message of an error answer of etcd ("" if it has none) */
+static const char *orc_etcd_reply_error(json_t *reply)
+{
+    const char *msg = json_string_value(json_object_get(reply, "error"));
+
+    return (msg != NULL) ? msg : "";
+}
+
 /* An error answer of etcd: what it means for the call */
 static orc_etcd_outcome_t orc_etcd_error_outcome(long http, json_t *reply,
                                                  int *status_p)
 {
-    const char *msg = json_string_value(json_object_get(reply, "error"));
+    const char *msg = orc_etcd_reply_error(reply);
     json_int_t code = json_integer_value(json_object_get(reply, "code"));
 
-    msg = (msg != NULL) ? msg : "";
     switch (code) {
     case 5: /* NotFound */
         *status_p = ORC_STORE_ENOENT;
@@ -223,16 +235,56 @@ static orc_etcd_outcome_t orc_etcd_error_outcome(long http, json_t *reply,
     }
 }
 
+/* Why a call to one endpoint did not get an answer, in words */
+typedef struct {
+    char text[256];
+} orc_etcd_reason_t;
+
+/* An answer that is not etcd's JSON (a proxy's, or etcd's gateway refusing
+ * the request before it reached etcd): its status and first line */
+static void orc_etcd_reason_http(orc_etcd_reason_t *reason, long http,
+                                 const orc_util_buf_t *buf)
+{
+    const char *body = (buf->data != NULL) ? buf->data : "";
+    int len          = (int)strcspn(body, "\r\n");
+
+    snprintf(reason->text, sizeof(reason->text),
+             "HTTP %ld, not etcd's JSON%s%.*s", http, (len > 0) ? ": " : "",
+             (len > 160) ? 160 : len, body);
+}
+
+/* A transfer that failed: curl's words. A TLS connection that breaks while
+ * orcd shows no certificate most likely met an etcd that requires one (with
+ * TLS 1.3 the refusal comes after the handshake, and curl may only see the
+ * connection close): say so. */
+static void orc_etcd_reason_curl(orc_etcd_reason_t *reason,
+                                 const orc_etcd_t *etcd, size_t ep, CURLcode rc,
+                                 const char *curl_err)
+{
+    int tls_broke = ((rc == CURLE_SSL_CONNECT_ERROR) ||
+                     (rc == CURLE_RECV_ERROR) || (rc == CURLE_SEND_ERROR)) &&
+                    !strncmp(etcd->endpoints[ep], "https://", 8);
+
+    snprintf(reason->text, sizeof(reason->text), "%s%s",
+             (curl_err[0] != '\0') ? curl_err : curl_easy_strerror(rc),
+             (tls_broke && (etcd->cert_file == NULL))
+                 ? " (does etcd require a client certificate? "
+                   "store.etcd.tls.cert and key)"
+                 : "");
+}
+
 /*
  * One POST to one endpoint, within timeout_ms. DONE with *status_p and
- * *reply_p (on ORC_STORE_OK), or how it failed; *reason_p names it.
+ * *reply_p (on ORC_STORE_OK), or how it failed; reason names it.
  */
 static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
                                         const char *path, const char *text,
                                         long timeout_ms, int *status_p,
-                                        json_t **reply_p, const char **reason_p)
+                                        json_t **reply_p,
+                                        orc_etcd_reason_t *reason)
 {
-    orc_util_buf_t buf = {.max = ORC_ETCD_REPLY_MAX};
+    orc_util_buf_t buf             = {.max = ORC_ETCD_REPLY_MAX};
+    char curl_err[CURL_ERROR_SIZE] = "";
     struct curl_slist *headers;
     orc_etcd_outcome_t out;
     char url[1024];
@@ -241,9 +293,9 @@ static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
     CURLcode rc;
     CURL *curl;
 
-    *reason_p = "out of memory";
-    curl      = orc_etcd_handle_get(etcd);
-    headers   = orc_etcd_headers(etcd);
+    snprintf(reason->text, sizeof(reason->text), "out of memory");
+    curl    = orc_etcd_handle_get(etcd);
+    headers = orc_etcd_headers(etcd, path);
     if ((curl == NULL) || (headers == NULL)) {
         curl_slist_free_all(headers);
         if (curl != NULL) {
@@ -259,16 +311,18 @@ static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      (curl_off_t)strlen(text));
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, curl_err);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS,
                      (timeout_ms > 0) ? timeout_ms : 1);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
                      (timeout_ms > 0) ? timeout_ms : 1);
     rc = curl_easy_perform(curl);
     curl_slist_free_all(headers);
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, NULL);
     if (rc != CURLE_OK) {
         orc_etcd_handle_put(etcd, curl, 0);
         free(buf.data);
-        *reason_p = curl_easy_strerror(rc);
+        orc_etcd_reason_curl(reason, etcd, ep, rc, curl_err);
         if ((rc == CURLE_COULDNT_CONNECT) ||
             (rc == CURLE_COULDNT_RESOLVE_HOST)) {
             return ORC_ETCD_REFUSED;
@@ -283,19 +337,21 @@ static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http);
     orc_etcd_handle_put(etcd, curl, 1);
     reply = json_loadb((buf.data != NULL) ? buf.data : "", buf.len, 0, NULL);
-    free(buf.data);
     if (!json_is_object(reply)) {
         json_decref(reply);
-        *reason_p = "not a JSON answer";
+        orc_etcd_reason_http(reason, http, &buf);
+        free(buf.data);
         return (http == 200) ? ORC_ETCD_UNCERTAIN : ORC_ETCD_REFUSED;
     }
+    free(buf.data);
     if (http == 200) {
         *status_p = ORC_STORE_OK;
         *reply_p  = reply;
         return ORC_ETCD_DONE;
     }
-    *reason_p = "etcd error";
-    out       = orc_etcd_error_outcome(http, reply, status_p);
+    snprintf(reason->text, sizeof(reason->text), "etcd: HTTP %ld: %s", http,
+             orc_etcd_reply_error(reply));
+    out = orc_etcd_error_outcome(http, reply, status_p);
     json_decref(reply);
     return out;
 }
@@ -304,7 +360,8 @@ static orc_etcd_outcome_t orc_etcd_post(orc_etcd_t *etcd, size_t ep,
 static int orc_etcd_authenticate(orc_etcd_t *etcd, size_t ep, char *err,
                                  size_t errlen)
 {
-    const char *reason = NULL, *token;
+    orc_etcd_reason_t reason = {""};
+    const char *token;
     json_t *body, *reply = NULL;
     orc_etcd_outcome_t out;
     char *text, *copy;
@@ -318,15 +375,15 @@ static int orc_etcd_authenticate(orc_etcd_t *etcd, size_t ep, char *err,
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    out = orc_etcd_post(etcd, ep, "/v3/auth/authenticate", text,
-                        etcd->timeout_ms, &status, &reply, &reason);
+    out = orc_etcd_post(etcd, ep, orc_etcd_auth_path, text, etcd->timeout_ms,
+                        &status, &reply, &reason);
     memset(text, 0, strlen(text));
     free(text);
     if ((out != ORC_ETCD_DONE) || (status != ORC_STORE_OK)) {
         snprintf(err, errlen, "%s: cannot authenticate user '%s'%s%s",
                  etcd->endpoints[ep], etcd->username,
                  (out != ORC_ETCD_DONE) ? ": " : " (wrong name or password?)",
-                 (out != ORC_ETCD_DONE) ? reason : "");
+                 (out != ORC_ETCD_DONE) ? reason.text : "");
         return -1;
     }
     token = json_string_value(json_object_get(reply, "token"));
@@ -360,11 +417,11 @@ void orc_etcd_next_endpoint(orc_etcd_t *etcd)
 int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
                   int idempotent, json_t **reply_p)
 {
-    uint64_t deadline = orc_util_now_ms() + etcd->timeout_ms, now;
-    size_t refused    = 0, ep, first;
-    unsigned backoff  = ORC_ETCD_BACKOFF_MS;
+    uint64_t deadline        = orc_util_now_ms() + etcd->timeout_ms, now;
+    size_t refused           = 0, ep, first;
+    unsigned backoff         = ORC_ETCD_BACKOFF_MS;
+    orc_etcd_reason_t reason = {""};
     orc_etcd_outcome_t out;
-    const char *reason = "";
     int status = ORC_STORE_EUNAVAIL, reauth = 0;
     char err[256], *text;
 
@@ -412,7 +469,7 @@ int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
     }
     status = ORC_STORE_EUNAVAIL;
     orc_store_log(ORC_STORE_LOG_DEBUG, "etcd %s: unavailable (%s)", path,
-                  reason);
+                  reason.text);
 out:
     free(text);
     return status;
@@ -502,7 +559,7 @@ int orc_etcd_stream(orc_etcd_t *etcd, const char *path, json_t *body,
     text = (body != NULL) ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     curl    = orc_etcd_handle_get(etcd);
-    headers = orc_etcd_headers(etcd);
+    headers = orc_etcd_headers(etcd, path);
     multi   = curl_multi_init();
     if ((text == NULL) || (curl == NULL) || (headers == NULL) ||
         (multi == NULL)) {
@@ -554,7 +611,7 @@ static char *orc_etcd_strdup(const char *s, int *failed)
 /* Does some endpoint answer (and take the user)? */
 static int orc_etcd_probe(orc_etcd_t *etcd, char *err, size_t errlen)
 {
-    const char *reason = "";
+    orc_etcd_reason_t reason = {""};
     orc_etcd_outcome_t out;
     json_t *reply = NULL;
     size_t i;
@@ -574,7 +631,7 @@ static int orc_etcd_probe(orc_etcd_t *etcd, char *err, size_t errlen)
         }
         snprintf(err, errlen, "%s: %s", etcd->endpoints[i],
                  (out == ORC_ETCD_DONE) ? orc_store_status_str(status)
-                                        : reason);
+                                        : reason.text);
     }
     return -1;
 }
