@@ -143,6 +143,7 @@
 
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -511,6 +512,88 @@ static inline void sn_event(const sn_inst_t *inst, enum ibv_event_type type,
 /* A message before an instance exists (dev "-"); config may be NULL */
 void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
                 const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/*
+ * Rule switches. A build leaves a rule out only when compiled with
+ * -DSN_MUTATE_NO_<RULE>: contrib/softnic-mutate does that, one rule at a
+ * time, in a scratch build tree, to show that some test fails without the
+ * rule (a test that passes either way tests nothing). No configure option
+ * defines them; a shipped build keeps every rule.
+ */
+#ifdef SN_MUTATE_NO_ACCESS /* MR and QP access rights (not bounds) */
+#define SN_RULE_ACCESS 0
+#else
+#define SN_RULE_ACCESS 1
+#endif
+#ifdef SN_MUTATE_NO_FENCE /* IBV_SEND_FENCE waits for READs/atomics */
+#define SN_RULE_FENCE 0
+#else
+#define SN_RULE_FENCE 1
+#endif
+#ifdef SN_MUTATE_NO_RNR /* RNR NAK retried (rnr_retry, timer) */
+#define SN_RULE_RNR 0
+#else
+#define SN_RULE_RNR 1
+#endif
+#ifdef SN_MUTATE_NO_FLUSH_ORDER /* flushed WRs complete in posting order */
+#define SN_RULE_FLUSH_ORDER 0
+#else
+#define SN_RULE_FLUSH_ORDER 1
+#endif
+#ifdef SN_MUTATE_NO_ATOMICITY /* atomics are one indivisible access */
+#define SN_RULE_ATOMICITY 0
+#else
+#define SN_RULE_ATOMICITY 1
+#endif
+#ifdef SN_MUTATE_NO_RKEY_INVAL /* a deregistered region's keys are dead */
+#define SN_RULE_RKEY_INVAL 0
+#else
+#define SN_RULE_RKEY_INVAL 1
+#endif
+#ifdef SN_MUTATE_NO_PSN_ORDER /* requests execute in sequence only */
+#define SN_RULE_PSN_ORDER 0
+#else
+#define SN_RULE_PSN_ORDER 1
+#endif
+#ifdef SN_MUTATE_NO_RETRY_BUDGET /* a dead peer: fail after the budget */
+#define SN_RULE_RETRY_BUDGET 0
+#else
+#define SN_RULE_RETRY_BUDGET 1
+#endif
+#ifdef SN_MUTATE_NO_ACK_FIRST /* ring: a SEND completes before its answer */
+#define SN_RULE_ACK_FIRST 0
+#else
+#define SN_RULE_ACK_FIRST 1
+#endif
+#ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
+#define SN_RULE_BATCH_FLUSH 0
+#else
+#define SN_RULE_BATCH_FLUSH 1
+#endif
+
+/* The target side of an atomic on 8 checked bytes: fetch-add (fadd) or
+ * compare-swap; returns the original value. Without the rule: a read and a
+ * write with a yield between them, the window the rule closes. */
+static inline uint64_t sn_atomic_exec(uint64_t *target, int fadd,
+                                      uint64_t compare_add, uint64_t swap)
+{
+    uint64_t value = compare_add;
+
+    if (!SN_RULE_ATOMICITY) {
+        value = __atomic_load_n(target, __ATOMIC_RELAXED);
+        sched_yield();
+        if (fadd || (value == compare_add)) {
+            __atomic_store_n(target, fadd ? value + compare_add : swap,
+                             __ATOMIC_RELAXED);
+        }
+    } else if (fadd) {
+        value = __atomic_fetch_add(target, compare_add, __ATOMIC_SEQ_CST);
+    } else {
+        __atomic_compare_exchange_n(target, &value, swap, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST);
+    }
+    return value;
+}
 
 /* MR table (sn_mr.c) */
 int sn_mr_table_init(sn_inst_t *inst);

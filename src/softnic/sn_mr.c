@@ -182,7 +182,7 @@ int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn, int access)
                                     __ATOMIC_ACQUIRE);
 
     return ((word >> 32) == qpn) &&
-           (((uint32_t)word & access) == (uint32_t)access);
+           (!SN_RULE_ACCESS || (((uint32_t)word & access) == (uint32_t)access));
 }
 
 int sn_mr_read(const sn_mr_entry_t *table, uint32_t key, sn_mr_snap_t *snap)
@@ -231,7 +231,7 @@ int sn_mr_check(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
     }
     if ((snap->pdn != pdn) || (addr < snap->addr) || (len > snap->length) ||
         (addr - snap->addr > snap->length - len) ||
-        ((snap->access & access) != (uint32_t)access)) {
+        (SN_RULE_ACCESS && ((snap->access & access) != (uint32_t)access))) {
         return -1;
     }
     return 0;
@@ -369,7 +369,9 @@ int softnic_mr_dereg(softnic_mr_t *mr)
     uint64_t start;
 
     pthread_mutex_lock(&inst->mr_lock);
-    sn_mr_entry_write(&inst->mrs[smr->index], 0, 0, 0, 0, 0);
+    if (SN_RULE_RKEY_INVAL) {
+        sn_mr_entry_write(&inst->mrs[smr->index], 0, 0, 0, 0, 0);
+    }
     pthread_mutex_unlock(&inst->mr_lock);
 
     /* the service thread may be inside one syscall/memcpy on this region,

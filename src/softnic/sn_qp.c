@@ -290,6 +290,28 @@ static void sn_qp_drop_conn(sn_qp_t *qp)
     }
 }
 
+/* Without the flush-order rule: what is outstanding completes newest first */
+static void sn_qp_mutate_flush_order(sn_qp_t *qp)
+{
+    sn_wqe_t tmp, *a, *b;
+    sn_recv_t rtmp;
+    uint32_t i, n;
+
+    for (i = 0, n = qp->sq_tail - qp->sq_head; i < n / 2; ++i) {
+        a   = &qp->sq[(qp->sq_head + i) % qp->sq_size];
+        b   = &qp->sq[(qp->sq_tail - 1 - i) % qp->sq_size];
+        tmp = *a;
+        *a  = *b;
+        *b  = tmp;
+    }
+    for (i = 0, n = qp->rq.count; i < n / 2; ++i) {
+        rtmp = qp->rq.ring[(qp->rq.head + i) % qp->rq.size];
+        qp->rq.ring[(qp->rq.head + i) % qp->rq.size] =
+            qp->rq.ring[(qp->rq.head + n - 1 - i) % qp->rq.size];
+        qp->rq.ring[(qp->rq.head + n - 1 - i) % qp->rq.size] = rtmp;
+    }
+}
+
 void sn_qp_to_error(sn_qp_t *qp)
 {
     int entering = (qp->state != IBV_QPS_ERR);
@@ -313,6 +335,9 @@ void sn_qp_to_error(sn_qp_t *qp)
     qp->rewind_pending = 0;
     qp->hold_until_ns  = 0;
     sn_qp_drop_conn(qp);
+    if (!SN_RULE_FLUSH_ORDER) {
+        sn_qp_mutate_flush_order(qp);
+    }
 
     while (sn_rq_pop(&qp->rq, &recv) == 0) {
         sn_qp_push_recv_flush(qp, recv.wr_id);
@@ -494,7 +519,7 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
     if (qp->state != IBV_QPS_RTS) {
         return 0;
     }
-    if (qp->cma_batch > 0) {
+    if (SN_RULE_BATCH_FLUSH && (qp->cma_batch > 0)) {
         sn_qp_cma_flush(qp); /* nobody polled: the backstop */
         if (qp->state != IBV_QPS_RTS) {
             return 0;
@@ -515,6 +540,9 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
                                 (qp->conn_state == SN_CONN_FAILED)) &&
                                (qp->sq_head != qp->sq_tail))) {
         timeout = sn_qp_timeout_ns(qp);
+        if (!SN_RULE_RETRY_BUDGET && (qp->conn_state == SN_CONN_FAILED)) {
+            timeout = 1; /* without the rule: a dead peer fails at once */
+        }
         if (timeout != 0) {
             timeout *= qp->attr.retry_cnt + 1;
             if ((qp->conn_state == SN_CONN_CONNECTING) &&
@@ -855,7 +883,7 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     wqe->status = IBV_WC_SUCCESS;
     wqe->signaled =
         qp->init_attr.sq_sig_all || (wr->send_flags & IBV_SEND_SIGNALED);
-    wqe->fence     = !!(wr->send_flags & IBV_SEND_FENCE);
+    wqe->fence     = SN_RULE_FENCE && (wr->send_flags & IBV_SEND_FENCE);
     wqe->solicited = !!(wr->send_flags & IBV_SEND_SOLICITED);
     wqe->num_sge   = wr->num_sge;
     wqe->length    = (uint32_t)length;

@@ -264,7 +264,8 @@ static void sn_req_on_nak(sn_qp_t *qp, sn_wqe_t *wqe, uint32_t index,
     switch (rsp->code) {
     case SN_NAK_RNR:
         ++qp->rnr_count;
-        if ((qp->attr.rnr_retry != 7) && (qp->rnr_count > qp->attr.rnr_retry)) {
+        if (!SN_RULE_RNR || ((qp->attr.rnr_retry != 7) &&
+                             (qp->rnr_count > qp->attr.rnr_retry))) {
             sn_req_finish(qp, wqe, IBV_WC_RNR_RETRY_EXC_ERR);
             break;
         }

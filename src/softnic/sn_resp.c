@@ -284,8 +284,9 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
  * behind that one is dropped (no answer) until the resend arrives */
 static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
 {
-    return (r->req->seq == r->conn->expected_seq) ? SN_RESP_CHECK_QP
-                                                  : SN_RESP_DONE;
+    return (!SN_RULE_PSN_ORDER || (r->req->seq == r->conn->expected_seq))
+               ? SN_RESP_CHECK_QP
+               : SN_RESP_DONE;
 }
 
 /* The QP takes requests in RTR and RTS, from its own peer only */
@@ -376,7 +377,7 @@ static sn_resp_state_t sn_resp_check_rkey(sn_resp_t *r)
         break;
     }
     if ((req->length > 0) &&
-        (!(r->qp->attr.qp_access_flags & access) ||
+        ((SN_RULE_ACCESS && !(r->qp->attr.qp_access_flags & access)) ||
          (sn_mr_check(r->inst->mrs, req->rkey, r->qp->pdn, req->raddr,
                       req->length, access, &r->snap) != 0))) {
         return sn_resp_access_error(r);
@@ -392,14 +393,8 @@ static sn_resp_state_t sn_resp_atomic(sn_resp_t *r)
     if (sn_mr_busy_begin(r->inst, &r->snap) != 0) {
         return sn_resp_access_error(r);
     }
-    if (r->req->op == SN_OP_FADD) {
-        r->value =
-            __atomic_fetch_add(target, r->req->compare_add, __ATOMIC_SEQ_CST);
-    } else {
-        r->value = r->req->compare_add;
-        __atomic_compare_exchange_n(target, &r->value, r->req->swap, 0,
-                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-    }
+    r->value = sn_atomic_exec(target, r->req->op == SN_OP_FADD,
+                              r->req->compare_add, r->req->swap);
     sn_mr_busy_end(r->inst);
     return SN_RESP_ATOMIC_REPLY;
 }

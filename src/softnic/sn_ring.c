@@ -361,13 +361,16 @@ uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
     uint32_t i, expected;
 
     if ((qp->ring == NULL) || (qp->ring_out == 0) ||
-        (qp->attr.rnr_retry == 7)) {
+        (SN_RULE_RNR && (qp->attr.rnr_retry == 7))) {
         return 0;
     }
-    limit = qp->last_progress_ns +
-            sn_rnr_timer_ns(
-                __atomic_load_n(&qp->ring->rnr_timer, __ATOMIC_RELAXED) & 31) *
-                (qp->attr.rnr_retry + 1);
+    limit = !SN_RULE_RNR
+                ? 0
+                : qp->last_progress_ns +
+                      sn_rnr_timer_ns(__atomic_load_n(&qp->ring->rnr_timer,
+                                                      __ATOMIC_RELAXED) &
+                                      31) *
+                          (qp->attr.rnr_retry + 1);
     if (now < limit) {
         return limit;
     }
@@ -477,7 +480,8 @@ static uint32_t sn_ring_atomic(sn_qp_t *qp, sn_ring_slot_t *slot,
     if (raddr & 7) {
         return IBV_WC_REM_INV_REQ_ERR;
     }
-    if (!(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_ATOMIC)) {
+    if (SN_RULE_ACCESS &&
+        !(qp->attr.qp_access_flags & IBV_ACCESS_REMOTE_ATOMIC)) {
         return IBV_WC_REM_ACCESS_ERR;
     }
     entry = sn_mr_enter(inst->mrs, rkey);
@@ -489,15 +493,8 @@ static uint32_t sn_ring_atomic(sn_qp_t *qp, sn_ring_slot_t *slot,
         sn_mr_leave(entry);
         return IBV_WC_REM_ACCESS_ERR;
     }
-    if (flags & SN_SLOT_F_FADD) {
-        value = __atomic_fetch_add((uint64_t *)(uintptr_t)raddr,
-                                   slot->compare_add, __ATOMIC_SEQ_CST);
-    } else {
-        value = slot->compare_add;
-        __atomic_compare_exchange_n((uint64_t *)(uintptr_t)raddr, &value,
-                                    slot->swap, 0, __ATOMIC_SEQ_CST,
-                                    __ATOMIC_SEQ_CST);
-    }
+    value = sn_atomic_exec((uint64_t *)(uintptr_t)raddr, flags & SN_SLOT_F_FADD,
+                           slot->compare_add, slot->swap);
     sn_mr_leave(entry);
     slot->result = value;
     return IBV_WC_SUCCESS;
@@ -530,7 +527,8 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
      * its application saw them): those complete first. The acquire above
      * makes every slot the peer marked DONE before it posted visible to
      * the reap. */
-    if ((head != tail) && (qp->ring != NULL) && (qp->ring_out > 0)) {
+    if (SN_RULE_ACK_FIRST && (head != tail) && (qp->ring != NULL) &&
+        (qp->ring_out > 0)) {
         sn_ring_reap(qp, in_svc);
     }
     for (; tail != head; ++tail) {

@@ -50,10 +50,16 @@ class softnic_atomic : public softnic_topo
         return m_rt.remote(off);
     }
 
-    /* Run "atomics" on every initiator concurrently with its own op. */
+    /* Run "atomics" on every initiator concurrently with its own op. The
+     * target polls its receive CQ meanwhile, as an application does: then
+     * its polling thread executes atomics (same host: of the rings it
+     * drives) while its service thread executes others. A SEND from the
+     * first initiator ends the poll. */
     std::vector<reply_t> run_all(const std::vector<std::string> &ops, int n)
     {
         std::vector<reply_t> replies;
+        EXPECT_OK(m_t->cmd("recv qp=0 mr=1 off=2048 len=64 wr=77"));
+        EXPECT_TRUE(m_t->send("poll cq=recv n=1 timeout=120000"));
         for (size_t i = 0; i < m_init.size(); ++i) {
             EXPECT_TRUE(m_init[i]->send("atomics qp=0 mr=1 op=" + ops[i] +
                                         " n=" + std::to_string(n) + remote()));
@@ -61,6 +67,9 @@ class softnic_atomic : public softnic_topo
         for (peer_proc *p : m_init) {
             replies.push_back(p->recv(120000));
         }
+        wc_t wc = post_wait(*m_init[0], "qp=0 op=SEND mr=1 len=8 wr=78");
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+        EXPECT_TRUE(m_t->recv(120000).ok) << "the target's poll";
         return replies;
     }
 

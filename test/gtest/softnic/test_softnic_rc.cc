@@ -205,7 +205,12 @@ TEST_P(softnic_rc, writes_to_one_address_last_wins)
         << "an earlier WRITE to the same address landed after the last one";
 }
 
-TEST_P(softnic_rc, fenced_write_after_read_reads_old_value)
+/* IBV_SEND_FENCE: a WRITE whose source is what a READ before it fetches
+ * waits for the READ's data, so it carries that data (without the fence
+ * it would gather its source while the READ is still in flight: on TCP
+ * the WRITE's frame follows the READ request at once). Same host, the READ
+ * runs by CMA before the post returns, so only two_hosts can tell. */
+TEST_P(softnic_rc, fenced_write_sends_what_read_fetched)
 {
     const size_t len = 1 << 20;
     std::string l    = std::to_string(len);
@@ -213,12 +218,14 @@ TEST_P(softnic_rc, fenced_write_after_read_reads_old_value)
     for (int rep = 0; rep < 5; ++rep) {
         std::string so = std::to_string(600 + 2 * rep);
         std::string sn = std::to_string(601 + 2 * rep);
+        /* remote [0, len): the data; local [0, len): stale until read */
         ASSERT_OK(m_b->cmd("fill id=1 len=" + l + " seed=" + so));
-        ASSERT_OK(m_a->cmd("fill id=1 off=" + l + " len=" + l + " seed=" + sn));
+        ASSERT_OK(m_b->cmd("fill id=1 off=" + l + " len=" + l + " seed=" + sn));
+        ASSERT_OK(m_a->cmd("fill id=1 len=" + l + " seed=" + sn));
         ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 off=0 len=" + l + " wr=1" +
                            remote()));
-        ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=SF off=" + l +
-                           " len=" + l + " wr=2" + remote()));
+        ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=SF off=0 len=" + l +
+                           " wr=2" + remote(len)));
         std::vector<wc_t> wcs = poll(*m_a, "send", 2);
         ASSERT_EQ(2u, wcs.size());
         EXPECT_EQ(1u, wcs[0].wr_id);
@@ -226,8 +233,9 @@ TEST_P(softnic_rc, fenced_write_after_read_reads_old_value)
         EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
         EXPECT_EQ(IBV_WC_SUCCESS, wcs[1].status);
         EXPECT_OK(m_a->cmd("check id=1 off=0 len=" + l + " seed=" + so))
-            << "READ returned data of the fenced WRITE posted after it";
-        EXPECT_OK(m_b->cmd("check id=1 len=" + l + " seed=" + sn));
+            << "the READ did not return the target's data";
+        EXPECT_OK(m_b->cmd("check id=1 off=" + l + " len=" + l + " seed=" + so))
+            << "the fenced WRITE did not wait for the READ before it";
     }
 }
 

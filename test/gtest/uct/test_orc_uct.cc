@@ -844,35 +844,84 @@ TEST_F(OrcUct, FlushCompletesAfterAllWrites)
     b.free_mem(dst);
 }
 
-TEST_F(OrcUct, FenceOrdersWriteAfterRead)
+/* uct_ep_fence between a get and a put whose source is the get's
+ * destination: the put carries what the get fetched (softnic holds the
+ * fenced WR until the READ completed; without that, on TCP the WRITE would
+ * gather its source while the READ is in flight), and the get does not see
+ * a put posted after the fence. Over each path softnic takes on one host:
+ * CMA (the READ completes before the post returns) and TCP. */
+class OrcUctFence :
+    public OrcUct,
+    public ::testing::WithParamInterface<const char *>
 {
-    entity::mem t     = b.alloc_mem(64);
-    entity::mem local = a.alloc_mem(64);
-    uct_rkey_t rkey   = a.unpack_rkey(t.rkey_buf);
+  protected:
+    void SetUp() override
+    {
+        m_cma.reset(new scoped_setenv("UCX_ORC_SOFT_NO_CMA", GetParam()));
+        OrcUct::SetUp();
+    }
+
+    void TearDown() override
+    {
+        m_cma.reset();
+    }
+
+    std::unique_ptr<scoped_setenv> m_cma;
+};
+
+TEST_P(OrcUctFence, WriteAfterReadCarriesWhatItRead)
+{
+    const size_t len    = 4096;
+    entity::mem src     = b.alloc_mem(len);
+    entity::mem dst     = b.alloc_mem(len);
+    entity::mem local   = a.alloc_mem(len);
+    uct_rkey_t src_rkey = a.unpack_rkey(src.rkey_buf);
+    uct_rkey_t dst_rkey = a.unpack_rkey(dst.rkey_buf);
 
     for (uint64_t round = 1; round <= 50; ++round) {
-        uint64_t newval    = round * 1000;
-        *(uint64_t *)t.ptr = round;
-        uct_iov_t iov      = {local.ptr, 8, local.memh, 0, 1};
-        comp_t c;
+        uint64_t newval = round * 1000;
+        memset(src.ptr, (int)round, len);
+        memset(dst.ptr, 0, len);
+        memset(local.ptr, 0, len);
+        uct_iov_t iov = {local.ptr, len, local.memh, 0, 1};
+        comp_t c, w;
         comp_init(&c);
+        comp_init(&w);
         ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-                      return uct_ep_get_zcopy(ep, &iov, 1, (uintptr_t)t.ptr,
-                                              rkey, &c.uct);
+                      return uct_ep_get_zcopy(ep, &iov, 1, (uintptr_t)src.ptr,
+                                              src_rkey, &c.uct);
                   }));
         ASSERT_EQ(UCS_OK, uct_ep_fence(ep, 0));
+        ucs_status_t status = retry([&]() {
+            return uct_ep_put_zcopy(ep, &iov, 1, (uintptr_t)dst.ptr, dst_rkey,
+                                    &w.uct);
+        });
+        ASSERT_TRUE((status == UCS_OK) || (status == UCS_INPROGRESS))
+            << ucs_status_string(status);
         ASSERT_EQ(UCS_OK, retry([&]() {
-                      return uct_ep_put_short(ep, &newval, 8, (uintptr_t)t.ptr,
-                                              rkey);
+                      return uct_ep_put_short(ep, &newval, 8,
+                                              (uintptr_t)src.ptr, src_rkey);
                   }));
         flush_ep(a, ep);
         ASSERT_EQ(1, c.done);
-        EXPECT_EQ(round, *(uint64_t *)local.ptr) << "the read saw the write";
-        EXPECT_EQ(newval, *(uint64_t *)t.ptr);
+        std::vector<uint8_t> before(len, (uint8_t)round);
+        EXPECT_EQ(0, memcmp(local.ptr, before.data(), len))
+            << "the get did not return the source as it was before the fence";
+        EXPECT_EQ(0, memcmp(local.ptr, dst.ptr, len))
+            << "round " << round << ": the put did not carry what the get "
+            << "before the fence fetched";
+        EXPECT_EQ(newval, *(uint64_t *)src.ptr);
     }
     a.free_mem(local);
-    b.free_mem(t);
+    b.free_mem(dst);
+    b.free_mem(src);
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    paths, OrcUctFence, ::testing::Values("n", "y"),
+    [](const ::testing::TestParamInfo<const char *> &info) {
+    return std::string("no_cma_") + info.param;
+    });
 
 /* A fence orders an atomic after a put and after other atomics (swaps, a
  * loop of compare-swaps, included), and a put or a get after an atomic:
