@@ -17,6 +17,10 @@
 # e.g. --stores memory,etcd1x1,etcd1x2,etcd3x1,etcd3x2. With more than one
 # store a summary follows: fetch and pairing at 64 clients per store, and
 # their ratio to the memory store of the same run (when it was measured).
+# Each etcd store also measures etcd's own write rate (64 puts at a time
+# through its JSON gateway, with curl) right after its run: a pairing round
+# trip is 4 etcd writes, so a quarter of that rate is the most pairings/s
+# orcd on that etcd can reach ("x etcd max" in the summary).
 # Options go to orcd_bench, e.g. --duration 2 --clients 1,64 --tests fetch.
 # ORCD_BENCH_ORCD_ARGS adds orcd options (e.g. "--config my.yaml"; the
 # etcd stores get a config of their own).
@@ -197,6 +201,36 @@ wrk_check() {
     wait "$reg" 2>/dev/null || true
 }
 
+# etcd_ceiling STORE: etcd's own write rate through its JSON gateway (the
+# API orcd speaks), 64 puts at a time, as the reference for what orcd on
+# etcd can do: every mailbox post and every acknowledgement is one etcd
+# write, so a pairing round trip (2 posts, 2 acknowledgements) costs 4.
+# Prints a line; the rate goes to $tmp/STORE.ceiling.
+etcd_ceiling() {
+    n=${ORCD_BENCH_ETCD_PUTS:-4000}
+    url=${etcd_urls%%,*}
+    i=0
+    while [ $i -lt "$n" ]; do
+        i=$((i + 1))
+        [ $i -gt 1 ] && echo next
+        printf 'url = "%s/v3/kv/put"\ndata = "{\\"key\\":\\"%s\\",\\"value\\":\\"eA==\\"}"\noutput = "/dev/null"\n' \
+            "$url" "$(printf '/orcd-bench-ref/%08d' $i | base64)"
+    done >"$tmp/puts.curl"
+    t0=$(date +%s.%N)
+    if ! curl -sSf --no-progress-meter --parallel --parallel-max 64 \
+            -K "$tmp/puts.curl" 2>"$tmp/puts.err"; then
+        echo "orcd-bench: $store: etcd reference: the puts failed:" \
+             "$(head -n 3 "$tmp/puts.err")" >&2
+        return 0
+    fi
+    t1=$(date +%s.%N)
+    awk -v n="$n" -v t0="$t0" -v t1="$t1" -v f="$tmp/$store.ceiling" 'BEGIN {
+        r = n / (t1 - t0); printf "%.0f\n", r > f
+        printf "etcd reference: %d puts through its JSON gateway, 64 at a time: " \
+               "%.0f/s; at 4 writes a pairing round trip: at most %.0f pairings/s\n",
+               n, r, r / 4 }'
+}
+
 rc=0
 nstores=0
 for store in $(echo "$stores" | tr , ' '); do
@@ -229,6 +263,8 @@ for store in $(echo "$stores" | tr , ' '); do
     [ $brc -eq 0 ] || rc=$brc
     if [ "$store" = memory ]; then
         wrk_check "$urls"
+    else
+        etcd_ceiling
     fi
     stop_all
     rm -rf "$tmp/etcd"
@@ -253,14 +289,16 @@ if [ $nstores -gt 1 ]; then
         }
         function ratio(x, m) { return (m > 0 && x != "") ? sprintf("%.2f", x / m) : "-" }
         BEGIN {
-            printf "%-10s %12s %9s %10s %12s %9s %10s\n", "store",
+            printf "%-10s %12s %9s %10s %12s %9s %10s %12s\n", "store",
                    "fetch/s", "p99 ms", "x memory", "pairing/s", "p99 ms",
-                   "x memory"
+                   "x memory", "x etcd max"
         }
         {
             cell(dir "/" $1 ".out", "endpoint fetch", 2)
             cell(dir "/" $1 ".out", "pairing round trip", 3)
             name[NR] = $1
+            ceil[NR] = ""
+            if ((getline c < (dir "/" $1 ".ceiling")) > 0) ceil[NR] = c / 4
             fv[NR] = v["endpoint fetch"]; fp[NR] = p["endpoint fetch"]
             pv[NR] = v["pairing round trip"]; pp[NR] = p["pairing round trip"]
             if ($1 == "memory") {
@@ -269,9 +307,9 @@ if [ $nstores -gt 1 ]; then
         }
         END {
             for (i = 1; i <= NR; ++i) {
-                printf "%-10s %12s %9s %10s %12s %9s %10s\n", name[i],
+                printf "%-10s %12s %9s %10s %12s %9s %10s %12s\n", name[i],
                        fv[i], fp[i], ratio(fv[i], mf), pv[i], pp[i],
-                       ratio(pv[i], mp)
+                       ratio(pv[i], mp), ratio(pv[i], ceil[i])
             }
         }'
 fi
