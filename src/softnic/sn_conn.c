@@ -448,6 +448,9 @@ static int sn_conn_on_hello(sn_inst_t *inst, sn_conn_t *conn,
     }
     pthread_mutex_lock(&inst->lock);
     qp = sn_qp_find(inst, le32toh(h->qpn_or_pdn));
+    if ((qp != NULL) && (qp->super.qp_type != IBV_QPT_RC)) {
+        qp = NULL; /* a UD QP takes no connection */
+    }
     if (qp != NULL) {
         pdn = qp->pdn;
     }

@@ -242,6 +242,7 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
         if (__atomic_load_n(&sn_inst(cq->dev)->num_batched, __ATOMIC_RELAXED)) {
             sn_cq_flush_batches(scq, 0);
         }
+        sn_ud_poll(sn_inst(cq->dev));
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
             /* a thread spinning on an empty CQ starves the service threads
              * (and same-host peers) that will fill it, when cores are

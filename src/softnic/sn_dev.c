@@ -343,6 +343,7 @@ softnic_dev_t *softnic_dev_open(const char *name,
     inst->pid       = getpid();
     inst->id        = __atomic_fetch_add(&sn_next_inst_id, 1, __ATOMIC_RELAXED);
     inst->listen_fd = -1;
+    inst->ud_fd     = -1;
     inst->epoll_fd  = -1;
     inst->cmd_fd    = -1;
     inst->busy_mr   = -1;

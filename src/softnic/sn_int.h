@@ -99,6 +99,10 @@
  * peer until the application moves it to ERR (which flushes) or destroys
  * it, as it would on hardware.
  *
+ * UD QPs carry datagrams on one UDP socket per instance, on the device's
+ * address and the listener's port number: sn_ud.c states that path's
+ * threads and locks.
+ *
  * Wire protocol: see sn_wire.h. Every header field is validated; a bad
  * frame closes the connection (initiator side: the peer is a dead one,
  * see above; target side: the peer sees a dead connection).
@@ -303,6 +307,16 @@ struct sn_inst {
 
     sn_conn_t *conns; /* service thread only */
     uint8_t *scratch; /* service thread only, CHUNK bytes */
+
+    /* UD (sn_ud.c). ud_fd: the UDP socket of the device's address and
+     * listener port, opened with the listener, immutable while open; any
+     * thread sends on it (one sendto per datagram), only the svc_lock
+     * holder receives from it into ud_rxbuf (svc_lock holder only).
+     * num_ud_qps (atomic): UD QPs of the instance; while there are any, an
+     * empty CQ poll also receives datagrams (sn_ud_poll). */
+    int ud_fd;
+    uint8_t *ud_rxbuf;
+    int num_ud_qps;
 };
 
 typedef struct sn_pd {
@@ -665,6 +679,13 @@ enum ibv_wc_status sn_qp_put_atomic_result(sn_qp_t *qp, const sn_wqe_t *wqe,
 int sn_rq_pop(sn_rq_t *rq, sn_recv_t *recv);
 /* QP lock held: take the next receive of the QP's RQ or SRQ */
 int sn_qp_pop_recv(sn_qp_t *qp, sn_recv_t *recv);
+/* QP lock held: place a message of len bytes into a receive's buffers;
+ * IBV_WC_LOC_LEN_ERR when they are too small, IBV_WC_LOC_PROT_ERR for a bad
+ * lkey. in_svc: on the svc_lock holder, which announces each region it
+ * writes (busy_mr) so that a deregistration waits for it. */
+enum ibv_wc_status sn_qp_place_recv(sn_qp_t *qp, const sn_recv_t *recv,
+                                    const uint8_t *data, uint32_t len,
+                                    int in_svc);
 /* per-attempt transport timeout, 0 = infinite */
 uint64_t sn_qp_timeout_ns(const sn_qp_t *qp);
 uint64_t sn_rnr_timer_ns(uint8_t timer);
@@ -704,6 +725,25 @@ void sn_ring_cancel(sn_qp_t *qp);
 uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now);
 /* cq_poll found nothing: drive ring progress of the CQ's QPs */
 void sn_cq_ring_progress(sn_cq_t *cq);
+
+/* UD QPs (sn_ud.c) */
+/* The UDP socket on the device's address and the port number of the bound
+ * TCP listener tcp_fd (inst->ud_fd); -1 with errno (EADDRINUSE: the port is
+ * taken for UDP) */
+int sn_ud_open(sn_inst_t *inst, int tcp_fd);
+void sn_ud_close(sn_inst_t *inst);
+/* svc_lock held: receive and deliver the datagrams waiting (bounded) */
+void sn_ud_rx(sn_inst_t *inst);
+/* cq_poll found nothing: receive datagrams on this thread when the
+ * instance has UD QPs and nobody else holds svc_lock */
+void sn_ud_poll(sn_inst_t *inst);
+/* The UD state machine (IB spec 11.2.5); -1 for an illegal transition */
+int sn_ud_trans(enum ibv_qp_state cur, enum ibv_qp_state next, int *req_p,
+                int *opt_p);
+int sn_ud_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
+                    struct ibv_send_wr **bad_wr);
+/* Is gid an IPv4-mapped GID (::ffff:a.b.c.d)? Its address in *ip if so */
+int sn_gid_ipv4(const union ibv_gid *gid, struct in_addr *ip);
 
 /* Service loop (sn_svc.c), connections (sn_conn.c), requester (sn_req.c) */
 int sn_svc_start(sn_inst_t *inst);

@@ -144,6 +144,47 @@ int sn_qp_pop_recv(sn_qp_t *qp, sn_recv_t *recv)
 
 /* ---- completions ------------------------------------------------------- */
 
+enum ibv_wc_status sn_qp_place_recv(sn_qp_t *qp, const sn_recv_t *recv,
+                                    const uint8_t *data, uint32_t len,
+                                    int in_svc)
+{
+    sn_inst_t *inst = sn_qp_inst(qp);
+    sn_mr_snap_t snap;
+    uint64_t room = 0, take;
+    uint32_t off  = 0;
+    int i;
+
+    for (i = 0; i < recv->num_sge; ++i) {
+        room += recv->sge[i].length;
+    }
+    if (room < len) {
+        return IBV_WC_LOC_LEN_ERR;
+    }
+    for (i = 0; (i < recv->num_sge) && (off < len); ++i) {
+        take = recv->sge[i].length;
+        if (take > len - off) {
+            take = len - off;
+        }
+        if (take == 0) {
+            continue;
+        }
+        if (sn_mr_check(inst->mrs, recv->sge[i].lkey, qp->pdn,
+                        recv->sge[i].addr, take, IBV_ACCESS_LOCAL_WRITE,
+                        &snap) != 0) {
+            return IBV_WC_LOC_PROT_ERR;
+        }
+        if (in_svc && (sn_mr_busy_begin(inst, &snap) != 0)) {
+            return IBV_WC_LOC_PROT_ERR;
+        }
+        memcpy((void *)(uintptr_t)recv->sge[i].addr, data + off, take);
+        if (in_svc) {
+            sn_mr_busy_end(inst);
+        }
+        off += take;
+    }
+    return IBV_WC_SUCCESS;
+}
+
 static enum ibv_wc_opcode sn_wc_opcode(uint8_t opcode)
 {
     switch (opcode) {
@@ -946,6 +987,9 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
     sn_wqe_t *wqe, flushed;
     int ret = 0;
 
+    if (qp->super.qp_type == IBV_QPT_UD) {
+        return sn_ud_post_send(qp, wr, bad_wr);
+    }
     pthread_mutex_lock(&qp->lock);
     qp->post_streak = (sn_now_ns() - qp->post_end_ns < SN_BATCH_GAP_NS)
                           ? qp->post_streak + 1
@@ -1087,9 +1131,9 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd, softnic_qp_init_attr_t *attr)
     struct ibv_qp_cap *cap = &attr->cap;
     uint32_t slot, gen, gen_bits;
 
-    if ((attr->qp_type != IBV_QPT_RC) || (attr->send_cq == NULL) ||
-        (attr->recv_cq == NULL) || (attr->send_cq->dev != pd->dev) ||
-        (attr->recv_cq->dev != pd->dev) ||
+    if (((attr->qp_type != IBV_QPT_RC) && (attr->qp_type != IBV_QPT_UD)) ||
+        (attr->send_cq == NULL) || (attr->recv_cq == NULL) ||
+        (attr->send_cq->dev != pd->dev) || (attr->recv_cq->dev != pd->dev) ||
         ((attr->srq != NULL) && (attr->srq->pd->dev != pd->dev)) ||
         (cap->max_send_wr > SN_MAX_QP_WR) || (cap->max_send_sge > SN_MAX_SGE) ||
         (cap->max_inline_data > SN_MAX_INLINE) ||
@@ -1166,6 +1210,9 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd, softnic_qp_init_attr_t *attr)
     qp->next  = inst->qps;
     inst->qps = qp;
     ++inst->num_qps;
+    if (qp->super.qp_type == IBV_QPT_UD) {
+        __atomic_fetch_add(&inst->num_ud_qps, 1, __ATOMIC_RELAXED);
+    }
     ++qp->send_cq->num_qps;
     ++qp->recv_cq->num_qps;
     if (qp->srq != NULL) {
@@ -1208,6 +1255,9 @@ int softnic_qp_destroy(softnic_qp_t *qp_h)
     sn_cq_del_qp(qp->recv_cq, qp);
     sn_qp_table_set(inst, qp->super.qp_num, 0); /* no access */
     --inst->num_qps;
+    if (qp->super.qp_type == IBV_QPT_UD) {
+        __atomic_fetch_sub(&inst->num_ud_qps, 1, __ATOMIC_RELAXED);
+    }
     --qp->send_cq->num_qps;
     --qp->recv_cq->num_qps;
     if (qp->srq != NULL) {
@@ -1397,6 +1447,7 @@ static void sn_qp_apply_attr(sn_qp_t *qp, const struct ibv_qp_attr *attr,
     SN_QP_SET(IBV_QP_RETRY_CNT, retry_cnt);
     SN_QP_SET(IBV_QP_RNR_RETRY, rnr_retry);
     SN_QP_SET(IBV_QP_PATH_MIG_STATE, path_mig_state);
+    SN_QP_SET(IBV_QP_QKEY, qkey);
     if (mask & IBV_QP_ALT_PATH) {
         qp->attr.alt_ah_attr    = attr->alt_ah_attr;
         qp->attr.alt_pkey_index = attr->alt_pkey_index;
@@ -1434,7 +1485,9 @@ int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
     pthread_mutex_lock(&qp->lock);
     next = (mask & IBV_QP_STATE) ? attr->qp_state : qp->state;
     if ((next > IBV_QPS_ERR) ||
-        (sn_qp_trans(qp->state, next, &req, &opt) != 0) ||
+        (((qp->super.qp_type == IBV_QPT_UD)
+              ? sn_ud_trans(qp->state, next, &req, &opt)
+              : sn_qp_trans(qp->state, next, &req, &opt)) != 0) ||
         ((mask & req) != req) || (mask & ~(req | opt)) ||
         (sn_qp_check_values(qp, attr, mask) != 0)) {
         ret = EINVAL;
@@ -1457,7 +1510,8 @@ int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
     if (mask & IBV_QP_ACCESS_FLAGS) {
         sn_qp_table_set(inst, qp->super.qp_num, qp->attr.qp_access_flags);
     }
-    if ((qp->state == IBV_QPS_INIT) && (next == IBV_QPS_RTR)) {
+    if ((qp->state == IBV_QPS_INIT) && (next == IBV_QPS_RTR) &&
+        (qp->super.qp_type == IBV_QPT_RC)) {
         /* the service thread connects; RTR does not wait for it */
         qp->state      = IBV_QPS_RTR;
         qp->conn_state = SN_CONN_CONNECTING;

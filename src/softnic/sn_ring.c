@@ -422,48 +422,6 @@ static void sn_ring_recv_wc(sn_qp_t *qp, uint64_t wr_id,
                (status == IBV_WC_SUCCESS) && (flags & SN_SLOT_F_SOLICITED));
 }
 
-/* Place a slot's payload into a receive. Returns the receive status. */
-static enum ibv_wc_status sn_ring_place(sn_qp_t *qp, const sn_recv_t *recv,
-                                        const uint8_t *data, uint32_t len,
-                                        int in_svc)
-{
-    sn_inst_t *inst = sn_qp_inst(qp);
-    sn_mr_snap_t snap;
-    uint64_t room = 0, take;
-    uint32_t off  = 0;
-    int i;
-
-    for (i = 0; i < recv->num_sge; ++i) {
-        room += recv->sge[i].length;
-    }
-    if (room < len) {
-        return IBV_WC_LOC_LEN_ERR;
-    }
-    for (i = 0; (i < recv->num_sge) && (off < len); ++i) {
-        take = recv->sge[i].length;
-        if (take > len - off) {
-            take = len - off;
-        }
-        if (take == 0) {
-            continue;
-        }
-        if (sn_mr_check(inst->mrs, recv->sge[i].lkey, qp->pdn,
-                        recv->sge[i].addr, take, IBV_ACCESS_LOCAL_WRITE,
-                        &snap) != 0) {
-            return IBV_WC_LOC_PROT_ERR;
-        }
-        if (in_svc && (sn_mr_busy_begin(inst, &snap) != 0)) {
-            return IBV_WC_LOC_PROT_ERR;
-        }
-        memcpy((void *)(uintptr_t)recv->sge[i].addr, data + off, take);
-        if (in_svc) {
-            sn_mr_busy_end(inst);
-        }
-        off += take;
-    }
-    return IBV_WC_SUCCESS;
-}
-
 /* QP lock held: execute an atomic slot on our memory, as the TCP path does:
  * the QP's and the MR's REMOTE_ATOMIC right, 8-byte alignment, a real
  * atomic instruction. The MR is entered (users count) so that a concurrent
@@ -593,7 +551,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
         }
         sn_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
         sn_qp_recv_unlock(qp);
-        status = sn_ring_place(qp, &recv, slot->data, len, in_svc);
+        status = sn_qp_place_recv(qp, &recv, slot->data, len, in_svc);
         if (status == IBV_WC_SUCCESS) {
             /* the sender sees the slot done before the receive completes
              * (as the TCP path sends its ACK first); the slot is the

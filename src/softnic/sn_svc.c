@@ -43,7 +43,7 @@ struct sn_cmd {
     int on_stack; /* FORGET: owned by the waiting caller */
 };
 
-static char sn_listen_tag, sn_cmd_tag;
+static char sn_listen_tag, sn_cmd_tag, sn_ud_tag;
 
 /* ---- commands ----------------------------------------------------------- */
 
@@ -228,6 +228,8 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
             sn_conn_accept(inst);
         } else if (events[i].data.ptr == &sn_cmd_tag) {
             sn_svc_commands(inst);
+        } else if (events[i].data.ptr == &sn_ud_tag) {
+            sn_ud_rx(inst);
         } else {
             conn = events[i].data.ptr;
             /* an earlier event of this batch may have closed it */
@@ -318,8 +320,9 @@ static void *sn_svc_thread(void *arg)
     return NULL;
 }
 
-/* A listening socket on addr (its port: 0 = any). */
-static int sn_svc_listen_on(struct sockaddr_in *addr)
+/* A listening socket on addr (its port: 0 = any), and the UD socket on the
+ * same port number (EADDRINUSE when UDP has it taken) */
+static int sn_svc_listen_on(sn_inst_t *inst, struct sockaddr_in *addr)
 {
     int fd, one = 1;
 
@@ -329,7 +332,7 @@ static int sn_svc_listen_on(struct sockaddr_in *addr)
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if ((bind(fd, (struct sockaddr *)addr, sizeof(*addr)) < 0) ||
-        (listen(fd, 128) < 0)) {
+        (listen(fd, 128) < 0) || (sn_ud_open(inst, fd) < 0)) {
         int err = errno;
         close(fd);
         errno = err;
@@ -346,14 +349,17 @@ static int sn_svc_listen(sn_inst_t *inst, struct sockaddr_in *addr)
     unsigned base = inst->config.qpn_port_base, off;
     int fd;
 
-    if (base == 0) {
-        return sn_svc_listen_on(addr);
+    for (off = 0; (base == 0) && (off < 64); ++off) {
+        fd = sn_svc_listen_on(inst, addr); /* an ephemeral port */
+        if ((fd >= 0) || (errno != EADDRINUSE)) {
+            return fd;
+        }
     }
     for (off = 0;
          (off < (1u << SOFTNIC_QPN_PORT_BITS)) && (base + off <= 65535);
          ++off) {
         addr->sin_port = htons(base + off);
-        fd             = sn_svc_listen_on(addr);
+        fd             = sn_svc_listen_on(inst, addr);
         if ((fd >= 0) || (errno != EADDRINUSE)) {
             return fd;
         }
@@ -382,6 +388,7 @@ static int sn_svc_open_listener(sn_inst_t *inst)
     if (getsockname(inst->listen_fd, (struct sockaddr *)&addr, &len) < 0) {
         ret = errno;
         close(inst->listen_fd);
+        sn_ud_close(inst);
         return ret;
     }
     inst->listen_port = ntohs(addr.sin_port);
@@ -412,6 +419,11 @@ static int sn_svc_open_epoll(sn_inst_t *inst)
     }
     ev.data.ptr = &sn_cmd_tag;
     if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->cmd_fd, &ev) < 0) {
+        ret = errno;
+        goto err_close_cmd;
+    }
+    ev.data.ptr = &sn_ud_tag;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->ud_fd, &ev) < 0) {
         ret = errno;
         goto err_close_cmd;
     }
@@ -452,6 +464,7 @@ err_close_epoll:
     close(inst->epoll_fd);
 err_close_listen:
     close(inst->listen_fd);
+    sn_ud_close(inst);
 err_free:
     free(inst->scratch);
     return ret;
@@ -472,5 +485,6 @@ void sn_svc_stop(sn_inst_t *inst)
     close(inst->cmd_fd);
     close(inst->epoll_fd);
     close(inst->listen_fd);
+    sn_ud_close(inst);
     free(inst->scratch);
 }

@@ -57,15 +57,31 @@
  * raises IBV_EVENT_QP_LAST_WQE_REACHED once (IB spec 10.3.1); a CQ that
  * overruns (completions lost) raises IBV_EVENT_CQ_ERR once.
  *
+ * UD QPs (qp_type IBV_QPT_UD), as RoCE v2 UD works: datagrams of at most
+ * the port's MTU (4096 bytes) travel in UDP datagrams between the devices'
+ * addresses, each device's UDP port being the number of its TCP listener's
+ * port. A UD QP goes RESET -> INIT (pkey_index, port, qkey) -> RTR -> RTS
+ * (sq_psn) and sends SEND / SEND_WITH_IMM to wr.ud.{ah, remote_qpn,
+ * remote_qkey}, where wr.ud.ah is a softnic_ah_t * (cast to struct ibv_ah *)
+ * of the QP's device; a remote_qkey with its top bit set means the QP's own
+ * qkey (IB spec 10.2.4). A send completes once the datagram left: UD is
+ * unreliable, so a datagram to a QPN that does not exist, to a QP whose
+ * qkey differs or that has no receive posted is dropped by the receiver
+ * and the sender never knows. A message longer than the MTU fails the post
+ * (EINVAL). The receiver places a 40-byte GRH at the start of the receive
+ * buffer, then the payload (byte_len = 40 + payload); as RoCE v2 over IPv4,
+ * the GRH area holds the IPv4 header of the datagram in its last 20 bytes
+ * (source and destination address at bytes 32 and 36), the first 20 bytes
+ * are zero, and the completion carries IBV_WC_GRH, src_qp, pkey_index 0 and
+ * sl = 2 (the "IPv4 L3 header" packet type that RoCE NICs report in sl and
+ * UCX reads). A receive too small for GRH + payload completes with
+ * IBV_WC_LOC_LEN_ERR and moves the QP to the error state (a completion
+ * error, IB spec 10.8.3).
+ *
  * Not here yet, and where it goes:
  *  - Port events (IBV_EVENT_PORT_ACTIVE / PORT_ERR on the interface's link
  *    changes): the port is always ACTIVE today.
- *  - UD QPs and address handles: qp_type IBV_QPT_UD in
- *    softnic_qp_init_attr_t, a softnic_ah_t created from a struct
- *    ibv_ah_attr, and post_send reading wr.ud.{ah, remote_qpn, remote_qkey}.
- *    Because struct ibv_send_wr names a struct ibv_ah *, the API will have to
- *    say how a caller's AH maps to softnic's (for instance: the caller
- *    passes softnic_ah_t pointers in wr.ud.ah).
+ *  - Multicast UD (attach_mcast): no multicast groups.
  */
 #ifndef SOFTNIC_H_
 #define SOFTNIC_H_
@@ -85,6 +101,10 @@ extern "C" {
 #define SOFTNIC_QPN_PORT_BITS  10
 #define SOFTNIC_QPN_PORT_SHIFT (24 - SOFTNIC_QPN_PORT_BITS)
 #define SOFTNIC_DEV_PREFIX     "soft_"
+/* UD: the GRH area at the start of every UD receive buffer, and the
+ * largest UD message (the port's active MTU) */
+#define SOFTNIC_GRH_LEN 40
+#define SOFTNIC_UD_MTU  4096
 
 /* ---- configuration and log ------------------------------------------ */
 
@@ -294,7 +314,8 @@ typedef struct softnic_qp {
     enum ibv_qp_type qp_type;
 } softnic_qp_t;
 
-/* struct ibv_qp_init_attr with softnic handles. qp_type: IBV_QPT_RC. */
+/* struct ibv_qp_init_attr with softnic handles. qp_type: IBV_QPT_RC or
+ * IBV_QPT_UD. */
 typedef struct softnic_qp_init_attr {
     void *qp_context;
     softnic_cq_t *send_cq;
@@ -306,8 +327,8 @@ typedef struct softnic_qp_init_attr {
 } softnic_qp_init_attr_t;
 
 softnic_qp_t *softnic_qp_create(softnic_pd_t *pd, softnic_qp_init_attr_t *attr);
-/* The RC state machine of the IB specification: required and allowed
- * attribute masks per transition; EINVAL changes nothing. */
+/* The RC and UD state machines of the IB specification: required and
+ * allowed attribute masks per transition; EINVAL changes nothing. */
 int softnic_qp_modify(softnic_qp_t *qp, struct ibv_qp_attr *attr,
                       int attr_mask);
 /* Every attribute is returned, whatever attr_mask says. */
@@ -318,6 +339,21 @@ int softnic_post_send(softnic_qp_t *qp, struct ibv_send_wr *wr,
                       struct ibv_send_wr **bad_wr);
 int softnic_post_recv(softnic_qp_t *qp, struct ibv_recv_wr *wr,
                       struct ibv_recv_wr **bad_wr);
+
+/* ---- address handles (UD) ---------------------------------------------- */
+
+typedef struct softnic_ah {
+    softnic_pd_t *pd;
+    struct ibv_ah_attr attr; /* as created */
+} softnic_ah_t;
+
+/* attr: is_global = 1, grh.dgid = the peer device's GID (IPv4-mapped),
+ * sgid_index 0, port_num 1 and, unless the device addresses QPs by QPN
+ * (config qpn_port_base), dlid = the peer device's port (what
+ * softnic_dev_addr_unpack() fills); EINVAL otherwise. */
+softnic_ah_t *softnic_ah_create(softnic_pd_t *pd,
+                                const struct ibv_ah_attr *attr);
+int softnic_ah_destroy(softnic_ah_t *ah);
 
 #ifdef __cplusplus
 }

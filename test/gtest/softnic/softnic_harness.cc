@@ -240,8 +240,10 @@ reply_t peer_proc::recv(int timeout_ms)
     for (const std::string &w : wcs) {
         wc_t wc;
         unsigned long long id;
-        if (sscanf(w.c_str(), "%llu:%d:%d:%u:%u:%u", &id, &wc.status,
-                   &wc.opcode, &wc.byte_len, &wc.imm, &wc.flags) == 6) {
+        wc.src_qp = 0;
+        if (sscanf(w.c_str(), "%llu:%d:%d:%u:%u:%u:%u", &id, &wc.status,
+                   &wc.opcode, &wc.byte_len, &wc.imm, &wc.flags,
+                   &wc.src_qp) >= 6) {
             wc.wr_id = id;
             r.wcs.push_back(wc);
         }
@@ -556,7 +558,7 @@ std::vector<wc_t> softnic_topo::poll(peer_proc &p, const char *cq, int n,
 wc_t softnic_topo::post_wait(peer_proc &p, const std::string &post_args,
                              int timeout_ms)
 {
-    wc_t none = {~0ull, -1, -1, 0, 0, 0};
+    wc_t none = {~0ull, -1, -1, 0, 0, 0, 0};
     reply_t r = p.cmd("post " + post_args);
     EXPECT_TRUE(r.ok) << p.name() << ": post " << post_args << ": " << r.line;
     if (!r.ok) {

@@ -44,6 +44,7 @@ struct wc_t {
     uint32_t byte_len;
     uint32_t imm; /* as stored in ibv_wc.imm_data (network order) */
     unsigned flags;
+    uint32_t src_qp;
 };
 
 struct reply_t {

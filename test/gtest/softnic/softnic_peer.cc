@@ -65,6 +65,7 @@ struct peer {
     softnic_srq_t *srq;
     std::map<int, peer_mr> mrs;
     std::map<int, softnic_qp_t *> qps;
+    std::map<std::string, softnic_ah_t *> ahs; /* UD: by packed address */
     std::string inbuf;
 };
 
@@ -189,9 +190,9 @@ softnic_qp_t *find_qp(const kv_t &kv)
 
 std::string wc_str(const ibv_wc &wc)
 {
-    return fmt("wc=%" PRIu64 ":%d:%d:%u:%u:%u", (uint64_t)wc.wr_id,
+    return fmt("wc=%" PRIu64 ":%d:%d:%u:%u:%u:%u", (uint64_t)wc.wr_id,
                (int)wc.status, (int)wc.opcode, wc.byte_len,
-               (unsigned)wc.imm_data, (unsigned)wc.wc_flags);
+               (unsigned)wc.imm_data, (unsigned)wc.wc_flags, wc.src_qp);
 }
 
 /* Poll until n completions or timeout; completions appended to out. */
@@ -486,6 +487,91 @@ std::string cmd_qp(const kv_t &kv)
         return err(ret, "addr_pack");
     }
     return fmt("OK qpn=%u addr=", qp->qp_num) + to_hex(addr, sizeof(addr));
+}
+
+/* udqp id= qkey= [srq=1]: a UD QP brought to RTS */
+std::string cmd_udqp(const kv_t &kv)
+{
+    softnic_qp_init_attr_t attr = {};
+    ibv_qp_attr a;
+    int ret;
+
+    attr.send_cq             = g_peer.scq;
+    attr.recv_cq             = g_peer.rcq;
+    attr.srq                 = num(kv, "srq", 0) ? g_peer.srq : NULL;
+    attr.cap.max_send_wr     = 512;
+    attr.cap.max_recv_wr     = attr.srq ? 0 : 512;
+    attr.cap.max_send_sge    = 2;
+    attr.cap.max_recv_sge    = 2;
+    attr.cap.max_inline_data = 64;
+    attr.qp_type             = IBV_QPT_UD;
+    softnic_qp_t *qp         = softnic_qp_create(g_peer.pd, &attr);
+    if (qp == NULL) {
+        return err(errno, "qp_create");
+    }
+    g_peer.qps[(int)num(kv, "id", 0)] = qp;
+    memset(&a, 0, sizeof(a));
+    a.qp_state = IBV_QPS_INIT;
+    a.port_num = 1;
+    a.qkey     = (uint32_t)num(kv, "qkey", 0x11111111);
+    ret        = softnic_qp_modify(qp, &a,
+                                   IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
+                                       IBV_QP_QKEY);
+    a.qp_state = IBV_QPS_RTR;
+    ret        = ret ?: softnic_qp_modify(qp, &a, IBV_QP_STATE);
+    a.qp_state = IBV_QPS_RTS;
+    ret        = ret ?: softnic_qp_modify(qp, &a, IBV_QP_STATE | IBV_QP_SQ_PSN);
+    if (ret) {
+        return err(ret, "modify");
+    }
+    uint8_t addr[SOFTNIC_ADDR_LEN];
+    ret = softnic_dev_addr_pack(g_peer.dev, addr, sizeof(addr));
+    if (ret) {
+        return err(ret, "addr_pack");
+    }
+    return fmt("OK qpn=%u addr=", qp->qp_num) + to_hex(addr, sizeof(addr));
+}
+
+/* udsend qp= addr= qpn= qkey= mr= off= len= wr= [imm=]: one signaled SEND
+ * (SEND_WITH_IMM with imm=) to QP qpn of the device at addr */
+std::string cmd_udsend(const kv_t &kv)
+{
+    softnic_qp_t *qp = find_qp(kv);
+    peer_mr *m       = find_mr(kv);
+    std::string key  = str(kv, "addr", "");
+    std::vector<uint8_t> addr;
+    ibv_ah_attr ah_attr;
+
+    if ((qp == NULL) || (m == NULL) || !from_hex(key, &addr)) {
+        return err(EINVAL, "udsend_args");
+    }
+    if (g_peer.ahs.count(key) == 0) {
+        int ret = softnic_dev_addr_unpack(g_peer.dev, addr.data(), addr.size(),
+                                          &ah_attr);
+        if (ret) {
+            return err(ret, "addr_unpack");
+        }
+        softnic_ah_t *ah = softnic_ah_create(g_peer.pd, &ah_attr);
+        if (ah == NULL) {
+            return err(errno, "ah_create");
+        }
+        g_peer.ahs[key] = ah;
+    }
+    ibv_sge sge          = {(uintptr_t)(m->buf + num(kv, "off", 0)),
+                            (uint32_t)num(kv, "len", 8), m->mr ? m->mr->lkey : 0};
+    ibv_send_wr wr       = {};
+    ibv_send_wr *bad     = NULL;
+    wr.wr_id             = num(kv, "wr", 0);
+    wr.sg_list           = &sge;
+    wr.num_sge           = 1;
+    wr.opcode            = has(kv, "imm") ? IBV_WR_SEND_WITH_IMM : IBV_WR_SEND;
+    wr.send_flags        = IBV_SEND_SIGNALED;
+    wr.imm_data          = htonl((uint32_t)num(kv, "imm", 0));
+    wr.wr.ud.ah          = (ibv_ah *)g_peer.ahs[key];
+    wr.wr.ud.remote_qpn  = (uint32_t)num(kv, "qpn", 0);
+    wr.wr.ud.remote_qkey = (uint32_t)num(kv, "qkey", 0x11111111);
+    int ret              = softnic_post_send(qp, &wr, &bad);
+    return ret ? err(ret, "post_send") : "OK";
 }
 
 std::string cmd_connect(const kv_t &kv)
@@ -1112,6 +1198,10 @@ std::string dispatch(const std::string &line, bool *quit)
         return cmd_qp(kv);
     if (cmd == "connect")
         return cmd_connect(kv);
+    if (cmd == "udqp")
+        return cmd_udqp(kv);
+    if (cmd == "udsend")
+        return cmd_udsend(kv);
     if (cmd == "post")
         return cmd_post(kv);
     if (cmd == "recv")
@@ -1164,6 +1254,9 @@ void cleanup()
 {
     for (auto &q : g_peer.qps) {
         softnic_qp_destroy(q.second);
+    }
+    for (auto &a : g_peer.ahs) {
+        softnic_ah_destroy(a.second);
     }
     if (g_peer.srq)
         softnic_srq_destroy(g_peer.srq);
