@@ -12,7 +12,7 @@
 # which time the side has ended too.
 . "$(dirname "$0")/verbs_lib.sh"
 
-snv_require ibv_rc_pingpong ibv_srq_pingpong ip ss python3
+snv_require ibv_rc_pingpong ibv_srq_pingpong ibv_ud_pingpong ip ss python3
 snv_require_plain_build
 snv_enter
 
@@ -37,5 +37,7 @@ for hosts in local netns; do
     snv_case "$hosts/rc_pingpong_events" pingpong $hosts ibv_rc_pingpong -c -e -s 4096 -n 100
     snv_case "$hosts/srq_pingpong" pingpong $hosts ibv_srq_pingpong -c -s 4096 -n 100
     snv_case "$hosts/srq_pingpong_events" pingpong $hosts ibv_srq_pingpong -c -e -s 4096 -n 50
+    snv_case "$hosts/ud_pingpong" pingpong $hosts ibv_ud_pingpong -s 2048 -n 500
+    snv_case "$hosts/ud_pingpong_events" pingpong $hosts ibv_ud_pingpong -e -s 1024 -n 200
 done
 snv_finish

@@ -20,8 +20,8 @@
  *
  * Objects. Every verbs object wraps the softnic object it stands for; the
  * verbs-visible numbers (QPN, lkey, rkey) are softnic's own, so completions
- * and wire addresses need no translation. Only RC QPs exist today; a UD QP
- * type plugs in at snv_qp_create() and snv_post_send().
+ * and wire addresses need no translation. RC and UD QPs; a UD send's
+ * address handle is translated to softnic's (snv_ud.c).
  *
  * Thread safety: libibverbs' contract (every verb may be called from any
  * thread; destroying an object in use is the caller's error). Shared
@@ -149,11 +149,12 @@ typedef struct snv_qp {
     uint32_t async_reported;
 } snv_qp_t;
 
-/* Address handles are the provider's own: softnic RC needs none (the route
- * is the RTR ah_attr); they are validated and kept for query. */
+/* An address handle: softnic's, which UD sends name, and the attributes as
+ * created */
 typedef struct snv_ah {
     struct ibv_ah ah;
     struct ibv_ah_attr attr;
+    softnic_ah_t *sah;
 } snv_ah_t;
 
 static inline snv_context_t *snv_ctx(struct ibv_context *context)
@@ -221,6 +222,10 @@ int snv_query_qp(struct ibv_qp *qp, struct ibv_qp_attr *attr, int attr_mask,
 int snv_destroy_qp(struct ibv_qp *qp);
 int snv_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr,
                   struct ibv_send_wr **bad_wr);
+
+/* snv_ud.c: UD sends */
+int snv_post_send_ud(snv_qp_t *qp, struct ibv_send_wr *wr,
+                     struct ibv_send_wr **bad_wr);
 int snv_post_recv(struct ibv_qp *qp, struct ibv_recv_wr *wr,
                   struct ibv_recv_wr **bad_wr);
 struct ibv_srq *snv_create_srq(struct ibv_pd *pd,

@@ -89,8 +89,8 @@ int snv_dereg_mr(struct verbs_mr *vmr)
 
 /*
  * An address handle names a destination port by GID (RoCE: the GRH is
- * mandatory). softnic routes on the destination GID alone, so the AH is
- * validated and kept; it reaches the wire through UD sends.
+ * mandatory): a softnic AH, which UD sends name (snv_ud.c), and the
+ * attributes as given, for query.
  */
 struct ibv_ah *snv_create_ah(struct ibv_pd *ibpd, struct ibv_ah_attr *attr)
 {
@@ -112,12 +112,22 @@ struct ibv_ah *snv_create_ah(struct ibv_pd *ibpd, struct ibv_ah_attr *attr)
     if (ah == NULL) {
         return NULL;
     }
+    ah->sah = softnic_ah_create(snv_of(ibpd, snv_pd_t, pd)->spd, attr);
+    if (ah->sah == NULL) {
+        ret = errno;
+        free(ah);
+        errno = ret;
+        return NULL;
+    }
     ah->attr = *attr;
     return &ah->ah;
 }
 
 int snv_destroy_ah(struct ibv_ah *ibah)
 {
-    free(snv_of(ibah, snv_ah_t, ah));
+    snv_ah_t *ah = snv_of(ibah, snv_ah_t, ah);
+
+    softnic_ah_destroy(ah->sah);
+    free(ah);
     return 0;
 }

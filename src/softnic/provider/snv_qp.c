@@ -81,7 +81,7 @@ static int snv_qp_objects_ok(struct ibv_context *context,
            ((attr->srq == NULL) || (attr->srq->context == context));
 }
 
-static struct ibv_qp *snv_qp_create_rc(struct ibv_context *context,
+static struct ibv_qp *snv_qp_create_sn(struct ibv_context *context,
                                        struct ibv_qp_init_attr_ex *attr)
 {
     snv_pd_t *pd                 = snv_of(attr->pd, snv_pd_t, pd);
@@ -92,7 +92,7 @@ static struct ibv_qp *snv_qp_create_rc(struct ibv_context *context,
         .srq     = (attr->srq != NULL) ? snv_of(attr->srq, snv_srq_t, srq)->ssrq
                                        : NULL,
         .cap     = attr->cap,
-        .qp_type = IBV_QPT_RC,
+        .qp_type = attr->qp_type,
         .sq_sig_all = attr->sq_sig_all,
     };
     struct ibv_qp *ibqp;
@@ -146,7 +146,8 @@ struct ibv_qp *snv_create_qp_ex(struct ibv_context *context,
     }
     switch (attr->qp_type) {
     case IBV_QPT_RC:
-        return snv_qp_create_rc(context, attr);
+    case IBV_QPT_UD:
+        return snv_qp_create_sn(context, attr);
     default:
         errno = EOPNOTSUPP;
         return NULL;
@@ -218,7 +219,12 @@ int snv_destroy_qp(struct ibv_qp *ibqp)
 int snv_post_send(struct ibv_qp *ibqp, struct ibv_send_wr *wr,
                   struct ibv_send_wr **bad_wr)
 {
-    return softnic_post_send(snv_of(ibqp, snv_qp_t, vqp.qp)->sqp, wr, bad_wr);
+    snv_qp_t *qp = snv_of(ibqp, snv_qp_t, vqp.qp);
+
+    if (ibqp->qp_type == IBV_QPT_UD) {
+        return snv_post_send_ud(qp, wr, bad_wr);
+    }
+    return softnic_post_send(qp->sqp, wr, bad_wr);
 }
 
 int snv_post_recv(struct ibv_qp *ibqp, struct ibv_recv_wr *wr,
