@@ -1,8 +1,10 @@
 #!/bin/bash
 # rdma-core's own examples (ibverbs-utils) on softnic, with their data
-# checks (-c validates the received buffer): ibv_rc_pingpong and
-# ibv_srq_pingpong (16 QPs on one SRQ), busy-polling and sleeping on
-# completion events (-e), on one host and across two namespace hosts.
+# checks (-c validates the received buffer): ibv_rc_pingpong,
+# ibv_srq_pingpong (16 QPs on one SRQ) and ibv_ud_pingpong (UD, GRH in
+# front of each receive; its -c checks the first byte of each page behind
+# the GRH), busy-polling and sleeping on completion events (-e), on one
+# host and across two namespace hosts.
 #
 # With several QPs each side of ibv_srq_pingpong may post up to q - 1 SENDs
 # beyond -n, which its peer never takes, and each side ends as soon as its
@@ -37,7 +39,7 @@ for hosts in local netns; do
     snv_case "$hosts/rc_pingpong_events" pingpong $hosts ibv_rc_pingpong -c -e -s 4096 -n 100
     snv_case "$hosts/srq_pingpong" pingpong $hosts ibv_srq_pingpong -c -s 4096 -n 100
     snv_case "$hosts/srq_pingpong_events" pingpong $hosts ibv_srq_pingpong -c -e -s 4096 -n 50
-    snv_case "$hosts/ud_pingpong" pingpong $hosts ibv_ud_pingpong -s 2048 -n 500
-    snv_case "$hosts/ud_pingpong_events" pingpong $hosts ibv_ud_pingpong -e -s 1024 -n 200
+    snv_case "$hosts/ud_pingpong" pingpong $hosts ibv_ud_pingpong -c -s 2048 -n 500
+    snv_case "$hosts/ud_pingpong_events" pingpong $hosts ibv_ud_pingpong -c -e -s 1024 -n 200
 done
 snv_finish

@@ -3,7 +3,8 @@
  * judges (perftest, UCX, rdma-core's examples) do not look: async events and
  * their acknowledgement, completion channels (events of a destroyed CQ are
  * dropped, as the kernel drops them), the verbs the provider refuses, and
- * softnic's rules seen through verbs (the state machine, remote access).
+ * softnic's rules seen through verbs (the state machine, remote access, UD's
+ * qkey, drop, MTU and receive-length rules).
  *
  * Run under contrib/softnic-run: without soft devices the binary runs itself
  * again under it (it needs root, as softnic-run does).
@@ -394,6 +395,184 @@ TEST_F(provider, rules_through_verbs)
     EXPECT_EQ(IBV_WC_REM_ACCESS_ERR, wc.status) << ibv_wc_status_str(wc.status);
     ASSERT_EQ(0, ibv_query_qp(a, &at, IBV_QP_STATE, &init));
     EXPECT_EQ(IBV_QPS_ERR, at.qp_state);
+}
+
+/* UD through verbs, as ibv_ud_pingpong and ud_verbs use it: an address
+ * handle to the device's own GID, qkey checks, the GRH in front of each
+ * receive. Silently dropped: a wrong qkey, a datagram with no receive
+ * posted (the send still succeeds); a message longer than the MTU fails
+ * the post; a receive too small for GRH + payload is LOC_LEN_ERR and puts
+ * the QP in ERR. A drop is shown by a later datagram of the same sender:
+ * one sender's datagrams arrive in order. */
+class provider_ud : public provider
+{
+  protected:
+    const uint32_t QKEY = 0x1ee7a330;
+
+    void SetUp() override
+    {
+        provider::SetUp();
+        if (HasFatalFailure()) {
+            return;
+        }
+        ibv_ah_attr aa   = {};
+        aa.is_global     = 1;
+        aa.grh.dgid      = m_gid;
+        aa.grh.hop_limit = 1;
+        aa.port_num      = 1;
+        m_ah             = ibv_create_ah(m_pd, &aa);
+        ASSERT_NE(nullptr, m_ah) << strerror(errno);
+    }
+
+    void TearDown() override
+    {
+        if (m_ah != NULL) {
+            EXPECT_EQ(0, ibv_destroy_ah(m_ah));
+        }
+        provider::TearDown();
+    }
+
+    ibv_qp *ud_qp()
+    {
+        ibv_qp_init_attr a = {};
+        a.send_cq = a.recv_cq = m_cq;
+        a.cap.max_send_wr = a.cap.max_recv_wr = 16;
+        a.cap.max_send_sge = a.cap.max_recv_sge = 1;
+        a.qp_type                               = IBV_QPT_UD;
+        ibv_qp *q                               = ibv_create_qp(m_pd, &a);
+        EXPECT_NE(nullptr, q) << strerror(errno);
+        if (q == NULL) {
+            return NULL;
+        }
+        m_qps.push_back(q);
+        ibv_qp_attr at = {};
+        at.qp_state    = IBV_QPS_INIT;
+        at.port_num    = 1;
+        at.qkey        = QKEY;
+        EXPECT_EQ(0, ibv_modify_qp(q, &at,
+                                   IBV_QP_STATE | IBV_QP_PKEY_INDEX |
+                                       IBV_QP_PORT | IBV_QP_QKEY));
+        EXPECT_EQ(0, to_state(q, IBV_QPS_RTR));
+        at          = {};
+        at.qp_state = IBV_QPS_RTS;
+        EXPECT_EQ(0, ibv_modify_qp(q, &at, IBV_QP_STATE | IBV_QP_SQ_PSN));
+        return q;
+    }
+
+    /* the bytes at off are the datagram of seed */
+    void fill(size_t off, size_t len, uint8_t seed)
+    {
+        memset(&m_buf[off], seed, len);
+    }
+
+    int post_recv(ibv_qp *q, uint64_t wr_id, size_t off, uint32_t len)
+    {
+        ibv_sge sge    = {(uintptr_t)&m_buf[off], len, m_mr->lkey};
+        ibv_recv_wr wr = {}, *bad;
+        wr.wr_id       = wr_id;
+        wr.sg_list     = &sge;
+        wr.num_sge     = 1;
+        return ibv_post_recv(q, &wr, &bad);
+    }
+
+    int send(ibv_qp *from, ibv_qp *to, uint64_t wr_id, size_t off, uint32_t len,
+             uint32_t qkey)
+    {
+        ibv_sge sge          = {(uintptr_t)&m_buf[off], len, m_mr->lkey};
+        ibv_send_wr wr       = {}, *bad;
+        wr.wr_id             = wr_id;
+        wr.sg_list           = &sge;
+        wr.num_sge           = 1;
+        wr.opcode            = IBV_WR_SEND;
+        wr.send_flags        = IBV_SEND_SIGNALED;
+        wr.wr.ud.ah          = m_ah;
+        wr.wr.ud.remote_qpn  = to->qp_num;
+        wr.wr.ud.remote_qkey = qkey;
+        return ibv_post_send(from, &wr, &bad);
+    }
+
+    /* n completions (any order), by wr_id */
+    std::vector<ibv_wc> wait_wcs(int n)
+    {
+        std::vector<ibv_wc> out;
+        ibv_wc wc;
+        while (((int)out.size() < n) && wait_wc(m_cq, &wc)) {
+            out.push_back(wc);
+        }
+        EXPECT_EQ(n, (int)out.size()) << "completions missing";
+        return out;
+    }
+
+    ibv_wc wc_of(const std::vector<ibv_wc> &wcs, uint64_t wr_id)
+    {
+        for (const ibv_wc &wc : wcs) {
+            if (wc.wr_id == wr_id) {
+                return wc;
+            }
+        }
+        ADD_FAILURE() << "no completion of wr_id " << wr_id;
+        ibv_wc none = {};
+        none.status = IBV_WC_GENERAL_ERR;
+        return none;
+    }
+
+    ibv_ah *m_ah = nullptr;
+};
+
+const size_t GRH = 40;
+
+TEST_F(provider_ud, rules_through_verbs)
+{
+    ibv_qp *a = ud_qp(), *b = ud_qp(), *marker = ud_qp();
+    ASSERT_TRUE(a && b && marker);
+    ASSERT_FALSE(HasFailure());
+    fill(0, 100, 1);
+    fill(100, 100, 2);
+    fill(200, 100, 3);
+    fill(300, 100, 4);
+
+    /* a wrong qkey: dropped; the right one arrives, behind the GRH */
+    ASSERT_EQ(0, post_recv(b, 10, 4096, GRH + 100));
+    ASSERT_EQ(0, send(a, b, 1, 0, 100, QKEY + 1));
+    ASSERT_EQ(0, send(a, b, 2, 100, 100, QKEY));
+    std::vector<ibv_wc> wcs = wait_wcs(3);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc_of(wcs, 1).status) << "a dropped send";
+    ibv_wc wc = wc_of(wcs, 10);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << ibv_wc_status_str(wc.status);
+    EXPECT_EQ(GRH + 100, wc.byte_len);
+    EXPECT_EQ(a->qp_num, wc.src_qp);
+    EXPECT_TRUE(wc.wc_flags & IBV_WC_GRH);
+    EXPECT_EQ(2, m_buf[4096 + GRH]) << "the wrong-qkey datagram arrived";
+
+    /* no receive posted at b: dropped (the marker's arrival shows it was
+     * seen); the next receive gets the next datagram */
+    ASSERT_EQ(0, post_recv(marker, 11, 5120, GRH + 100));
+    ASSERT_EQ(0, send(a, b, 3, 200, 100, QKEY));
+    ASSERT_EQ(0, send(a, marker, 4, 200, 100, QKEY));
+    wcs = wait_wcs(3);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc_of(wcs, 3).status);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc_of(wcs, 11).status);
+    ASSERT_EQ(0, post_recv(b, 12, 4096, GRH + 100));
+    ASSERT_EQ(0, send(a, b, 5, 300, 100, QKEY));
+    wcs = wait_wcs(2);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc_of(wcs, 12).status);
+    EXPECT_EQ(4, m_buf[4096 + GRH]) << "a datagram without a receive was kept";
+
+    /* longer than the 4096-byte MTU: the post fails */
+    EXPECT_EQ(EINVAL, send(a, b, 6, 0, 4097, QKEY));
+
+    /* room for the payload but not for the GRH: LOC_LEN_ERR, b in ERR */
+    ASSERT_EQ(0, post_recv(b, 13, 4096, GRH + 100 - 1));
+    ASSERT_EQ(0, send(a, b, 7, 0, 100, QKEY));
+    wcs = wait_wcs(2);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc_of(wcs, 7).status);
+    EXPECT_EQ(IBV_WC_LOC_LEN_ERR, wc_of(wcs, 13).status);
+    ibv_qp_attr at;
+    ibv_qp_init_attr init;
+    ASSERT_EQ(0, ibv_query_qp(b, &at, IBV_QP_STATE, &init));
+    EXPECT_EQ(IBV_QPS_ERR, at.qp_state);
+    ASSERT_EQ(0, ibv_query_qp(a, &at, IBV_QP_STATE, &init));
+    EXPECT_EQ(IBV_QPS_RTS, at.qp_state);
 }
 
 } /* namespace */

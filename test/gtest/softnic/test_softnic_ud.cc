@@ -329,6 +329,7 @@ TEST_F(softnic_ud, send_to_missing_qpn_completes)
     ASSERT_EQ(1u, wcs.size());
     EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
     EXPECT_EQ(IBV_WC_SEND, wcs[0].opcode);
+    EXPECT_EQ(IBV_QPS_RTS, state(s)) << "UD has no peer to lose";
 }
 
 TEST_F(softnic_ud, longer_than_mtu_fails_the_post)
@@ -413,20 +414,36 @@ TEST_F(softnic_ud, bad_lkey_is_local_protection_error)
 
 class softnic_ud_topo : public softnic_topo
 {
+  protected:
+    /* peers a and b, each with MR 1 (BUF bytes) and UD QP 1 (qkey QKEY);
+     * the QP replies (addr, qpn) in *qa and *qb */
+    void ud_peers(peer_proc **a, peer_proc **b, reply_t *qa, reply_t *qb)
+    {
+        *a = &spawn('a');
+        *b = &spawn('b');
+        ASSERT_FALSE(HasFailure());
+        reg_mr(**a, 1, BUF, "LW");
+        reg_mr(**b, 1, BUF, "LW");
+        ASSERT_FALSE(HasFailure());
+        *qa = (*a)->cmd("udqp id=1 qkey=" + std::to_string(QKEY));
+        *qb = (*b)->cmd("udqp id=1 qkey=" + std::to_string(QKEY));
+        ASSERT_TRUE(qa->ok && qb->ok) << qa->line << " / " << qb->line;
+    }
+
+    /* the udsend arguments that name the QP of reply q */
+    static std::string to(const reply_t &q)
+    {
+        return " addr=" + q.s("addr") + " qpn=" + std::to_string(q.u("qpn"));
+    }
 };
 
 TEST_P(softnic_ud_topo, datagrams_between_peers)
 {
-    peer_proc &a = spawn('a'), &b = spawn('b');
-    ASSERT_FALSE(HasFailure());
-    reg_mr(a, 1, BUF, "LW");
-    reg_mr(b, 1, BUF, "LW");
-    ASSERT_FALSE(HasFailure());
-    reply_t qa = a.cmd("udqp id=1 qkey=" + std::to_string(QKEY));
-    reply_t qb = b.cmd("udqp id=1 qkey=" + std::to_string(QKEY));
-    ASSERT_TRUE(qa.ok && qb.ok) << qa.line << " / " << qb.line;
-    const std::string to_b =
-        " addr=" + qb.s("addr") + " qpn=" + std::to_string(qb.u("qpn"));
+    peer_proc *pa, *pb;
+    reply_t qa, qb;
+    ASSERT_NO_FATAL_FAILURE(ud_peers(&pa, &pb, &qa, &qb));
+    peer_proc &a = *pa, &b = *pb;
+    const std::string to_b = to(qb);
 
     ASSERT_OK(a.cmd("fill id=1 len=2000 seed=5"));
     ASSERT_OK(a.cmd("fill id=1 off=2000 len=2000 seed=6"));
@@ -450,6 +467,43 @@ TEST_P(softnic_ud_topo, datagrams_between_peers)
     EXPECT_EQ(htonl(99), recvs[0].imm);
     EXPECT_OK(b.cmd("check id=1 off=40 len=2000 seed=6"))
         << "the receive holds the wrong-qkey datagram";
+}
+
+/* UD is unreliable: a dead peer is no error. Datagrams to a process that
+ * is gone are lost; each send completes successfully at once (no retry
+ * budget, unlike RC), and the QP stays in RTS and keeps working. */
+TEST_P(softnic_ud_topo, datagrams_to_a_dead_peer_are_lost)
+{
+    peer_proc *pa, *pb;
+    reply_t qa, qb;
+    ASSERT_NO_FATAL_FAILURE(ud_peers(&pa, &pb, &qa, &qb));
+    peer_proc &a = *pa, &b = *pb;
+    const std::string qkey = " qkey=" + std::to_string(QKEY);
+    const std::string to_b = qkey + to(qb), to_a = qkey + to(qa);
+
+    ASSERT_OK(b.cmd("recv qp=1 mr=1 off=0 len=4096 wr=70"));
+    ASSERT_OK(a.cmd("udsend qp=1 mr=1 off=0 len=1000 wr=1" + to_b));
+    ASSERT_EQ(1u, poll(b, "recv", 1).size()) << "b was reachable";
+    b.kill9();
+    for (int i = 0; i < 3; ++i) {
+        ASSERT_OK(a.cmd("udsend qp=1 mr=1 off=0 len=1000 wr=" +
+                        std::to_string(2 + i) + to_b));
+    }
+    std::vector<wc_t> sends = poll(a, "send", 4);
+    ASSERT_EQ(4u, sends.size());
+    for (const wc_t &wc : sends) {
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    }
+    reply_t st = a.cmd("query qp=1");
+    ASSERT_TRUE(st.ok) << st.line;
+    EXPECT_EQ((unsigned)IBV_QPS_RTS, st.u("state"));
+    /* and it still carries datagrams: one to itself */
+    ASSERT_OK(a.cmd("recv qp=1 mr=1 off=8192 len=4096 wr=80"));
+    ASSERT_OK(a.cmd("udsend qp=1 mr=1 off=0 len=500 wr=9" + to_a));
+    std::vector<wc_t> recvs = poll(a, "recv", 1);
+    ASSERT_EQ(1u, recvs.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, recvs[0].status);
+    EXPECT_EQ(80u, recvs[0].wr_id);
 }
 
 INSTANTIATE_TEST_SUITE_P(topo, softnic_ud_topo,
