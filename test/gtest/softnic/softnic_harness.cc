@@ -278,6 +278,13 @@ void peer_proc::freeze()
     }
 }
 
+void peer_proc::thaw()
+{
+    if (m_pid > 0) {
+        ::kill(m_pid, SIGCONT);
+    }
+}
+
 bool peer_proc::wait_exit(int timeout_ms)
 {
     double deadline = now_ms() + timeout_ms;

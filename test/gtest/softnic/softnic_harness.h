@@ -91,6 +91,8 @@ class peer_proc
     void kill9();
     /* SIGSTOP: the process stays alive but answers nothing (a hung host). */
     void freeze();
+    /* SIGCONT: a frozen process runs on (a descheduled one scheduled again). */
+    void thaw();
     /* Reap the process; returns false if it is still alive at the bound. */
     bool wait_exit(int timeout_ms);
     bool alive() const

@@ -353,6 +353,52 @@ TEST_P(softnic_errors, dead_peer_qp_destroyed)
         << wc_status_name(late[0].status);
 }
 
+/* A slow peer is not a dead one: with WRs outstanding the peer answers
+ * nothing for three of the QP's timeouts (its process is stopped, as a
+ * process descheduled on a loaded machine is), less than its whole budget
+ * (timeout * (retry_cnt + 1)); then it runs on and answers, and every WR
+ * completes successfully: a NIC retries a request whose answer is late
+ * and gives up only once its retries are spent. */
+TEST_P(softnic_errors, slow_peer_is_not_dead)
+{
+    conn_opts oa          = dead_peer_opts();
+    oa.timeout            = 17; /* 537 ms per attempt, 8 attempts: 4.3 s */
+    oa.retry              = 7;
+    const double T_ms     = retry_bound_ms(oa) / (oa.retry + 1);
+    const double stall_ms = 3 * T_ms;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=1 len=256 wr=10"));
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+
+    m_b->freeze();
+    double t0 = now_ms();
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=1"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=4096 wr=2" + remote()));
+    ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 len=4096 wr=3" + remote()));
+    usleep((useconds_t)(stall_ms * 1000));
+    m_b->thaw();
+    double stalled_ms = now_ms() - t0;
+
+    reply_t r = m_a->cmd("poll cq=send n=3 timeout=30000");
+    ASSERT_TRUE(r.ok) << r.line;
+    ASSERT_EQ(3u, r.wcs.size()) << r.line;
+    for (size_t i = 0; i < r.wcs.size(); ++i) {
+        EXPECT_EQ(i + 1, r.wcs[i].wr_id) << "posting order";
+        EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[i].status)
+            << "wr " << r.wcs[i].wr_id << " after the peer was silent for "
+            << stalled_ms << " ms (budget " << retry_bound_ms(oa)
+            << " ms): " << wc_status_name(r.wcs[i].status);
+    }
+    std::vector<wc_t> rx = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, rx.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, rx[0].status) << wc_status_name(rx[0].status);
+    reply_t st = m_a->cmd("query qp=0");
+    EXPECT_EQ(IBV_QPS_RTS, (int)st.u("state")) << st.line;
+    wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=4" + remote());
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+}
+
 TEST_P(softnic_errors, send_acked_before_target_exits)
 {
     /* A SEND whose receive completed at the target was acknowledged: the
