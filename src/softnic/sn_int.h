@@ -87,10 +87,15 @@
  * was reset or refused, or whose process is gone (CMA ESRCH) gets nothing
  * more; what it executed before completes as such (ACKed WRs, SENDs and
  * atomics taken from the same-host ring), and once the oldest unfinished
- * WR has waited for an answer (or for the connection) longer than
- * T * (retry_cnt + 1) since the QP's last progress, T = 4.096 us *
+ * WR has waited for an answer (or for the connection) through retry_cnt + 1
+ * attempts of T each since the QP's last progress, T = 4.096 us *
  * 2^timeout but at least 20 ms (software peers get descheduled), it fails
- * with IBV_WC_RETRY_EXC_ERR (the rest flush, as on hardware). So two sides
+ * with IBV_WC_RETRY_EXC_ERR (the rest flush, as on hardware). Any
+ * progress restarts the count. An attempt that ran out starts the
+ * next one when the service thread sees it, as a NIC's retransmission
+ * does: a QP whose own process or host was not scheduled for longer than
+ * the whole budget spends one attempt on that, not all of them, and reads
+ * the answers that arrived meanwhile. So two sides
  * that each stop at their own count, with WRs still posted to the other,
  * both end cleanly, as they do on hardware. While the QP's connection is
  * still being set up (no such step on hardware) the budget is at least
@@ -472,8 +477,13 @@ struct sn_qp {
     uint32_t rewind_to;     /* SQ counter */
     uint64_t hold_until_ns; /* no new frame before (0: none) */
     int rnr_count;
-    int retry_count;
+    int retry_count; /* not-ready NAKs in a row */
     uint64_t last_progress_ns;
+    /* the transport timer (sn_qp_timers): attempts that ran out since
+     * last_progress_ns was tmo_progress_ns, the current one's start */
+    uint64_t tmo_progress_ns;
+    uint64_t tmo_start_ns;
+    int tmo_count;
 
     /* initiator connection; conn_fd valid only when conn_state == READY */
     int conn_state; /* SN_CONN_* */

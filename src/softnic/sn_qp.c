@@ -585,23 +585,44 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
             timeout = 1; /* without the rule: a dead peer fails at once */
         }
         if (timeout != 0) {
-            timeout *= qp->attr.retry_cnt + 1;
-            if ((qp->conn_state == SN_CONN_CONNECTING) &&
-                (timeout < SN_CONNECT_BUDGET_NS)) {
+            if (qp->conn_state == SN_CONN_CONNECTING) {
                 /* setting up the connection (no such step on hardware)
-                 * gets a budget of its own; the QP's starts when it is up */
-                timeout = SN_CONNECT_BUDGET_NS;
+                 * gets a budget of its own, in one go; the QP's starts
+                 * when it is up */
+                timeout *= qp->attr.retry_cnt + 1;
+                if (timeout < SN_CONNECT_BUDGET_NS) {
+                    timeout = SN_CONNECT_BUDGET_NS;
+                }
             }
-            limit = qp->last_progress_ns + timeout;
-            if (now >= limit) {
+            if (qp->tmo_progress_ns != qp->last_progress_ns) {
+                /* progress since: the count starts over */
+                qp->tmo_progress_ns = qp->last_progress_ns;
+                qp->tmo_start_ns    = qp->last_progress_ns;
+                qp->tmo_count       = 0;
+            }
+            limit = qp->tmo_start_ns + timeout;
+            if (now < limit) {
+                if ((next == 0) || (limit < next)) {
+                    next = limit;
+                }
+            } else if ((qp->conn_state != SN_CONN_CONNECTING) &&
+                       (qp->tmo_count < qp->attr.retry_cnt)) {
+                /* one attempt ran out unanswered: as a NIC retransmits,
+                 * the next one gets a whole timeout from now, however
+                 * late this expiry is seen (this process, or the host,
+                 * was not scheduled: the answer may be waiting unread) */
+                ++qp->tmo_count;
+                qp->tmo_start_ns = now;
+                if ((next == 0) || (now + timeout < next)) {
+                    next = now + timeout;
+                }
+            } else {
                 sn_log(sn_qp_inst(qp), SOFTNIC_LOG_INFO,
                        "qp 0x%x: transport "
                        "retry counter exceeded",
                        qp->super.qp_num);
                 sn_qp_fail_oldest(qp, IBV_WC_RETRY_EXC_ERR);
                 sn_qp_complete(qp);
-            } else if ((next == 0) || (limit < next)) {
-                next = limit;
             }
         }
     }

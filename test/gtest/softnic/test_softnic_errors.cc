@@ -399,6 +399,50 @@ TEST_P(softnic_errors, slow_peer_is_not_dead)
     EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
 }
 
+/* The whole host stalls (both processes stopped, as when a loaded machine
+ * or its VM is not scheduled) for longer than the initiator's whole retry
+ * budget, with WRs outstanding that the peer has not answered yet. The
+ * initiator runs on first, the peer a moment later: an attempt ran out
+ * while nobody ran, and the peer answers within the next ones, so every WR
+ * completes successfully. A NIC's retry timer counts retransmissions the
+ * peer could answer, not wall time its own host spent stopped. */
+TEST_P(softnic_errors, stalled_host_is_not_a_dead_peer)
+{
+    conn_opts oa = dead_peer_opts();
+    oa.timeout   = 16; /* 268 ms per attempt, 8 attempts: 2.1 s */
+    oa.retry     = 7;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=1 len=256 wr=10"));
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=0" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+
+    m_b->freeze();
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=1"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=4096 wr=2" + remote()));
+    ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 len=4096 wr=3" + remote()));
+    m_a->freeze();
+    usleep((useconds_t)(1.5 * retry_bound_ms(oa) * 1000));
+    m_a->thaw();
+    /* the peer is still stopped for a part of one attempt */
+    usleep(100000);
+    m_b->thaw();
+
+    reply_t r = m_a->cmd("poll cq=send n=3 timeout=30000");
+    ASSERT_TRUE(r.ok) << r.line;
+    ASSERT_EQ(3u, r.wcs.size()) << r.line;
+    for (size_t i = 0; i < r.wcs.size(); ++i) {
+        EXPECT_EQ(i + 1, r.wcs[i].wr_id) << "posting order";
+        EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[i].status)
+            << "wr " << r.wcs[i].wr_id << ": "
+            << wc_status_name(r.wcs[i].status);
+    }
+    std::vector<wc_t> rx = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, rx.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, rx[0].status) << wc_status_name(rx[0].status);
+    reply_t st = m_a->cmd("query qp=0");
+    EXPECT_EQ(IBV_QPS_RTS, (int)st.u("state")) << st.line;
+}
+
 TEST_P(softnic_errors, send_acked_before_target_exits)
 {
     /* A SEND whose receive completed at the target was acknowledged: the
