@@ -151,6 +151,21 @@ void orcd_h_metrics(orcd_ctx_t *c)
                     atomic_load_explicit(&m->long_polls, memory_order_relaxed),
                     atomic_load_explicit(&m->long_polls_rejected,
                                          memory_order_relaxed));
+    orcd_buf_printf(&b,
+                    "# HELP orcd_store_txn_requests_total Transaction "
+                    "requests sent to etcd (each carries the store "
+                    "transactions made meanwhile).\n"
+                    "# TYPE orcd_store_txn_requests_total counter\n"
+                    "orcd_store_txn_requests_total %" PRIu64 "\n"
+                    "# HELP orcd_store_txns_total Store transactions those "
+                    "requests carried.\n"
+                    "# TYPE orcd_store_txns_total counter\n"
+                    "orcd_store_txns_total %" PRIu64 "\n"
+                    "# HELP orcd_store_txn_batch_max Most store transactions "
+                    "one request carried.\n"
+                    "# TYPE orcd_store_txn_batch_max gauge\n"
+                    "orcd_store_txn_batch_max %" PRIu64 "\n",
+                    stats.txn_batches, stats.txns_batched, stats.txn_batch_max);
     if (b.failed) {
         free(b.data);
         orcd_api_error(resp, 500, "internal", "out of memory");

@@ -414,10 +414,22 @@ void orc_etcd_next_endpoint(orc_etcd_t *etcd)
     atomic_fetch_add(&etcd->current, 1);
 }
 
+unsigned orc_etcd_timeout_ms(const orc_etcd_t *etcd)
+{
+    return etcd->timeout_ms;
+}
+
 int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
                   int idempotent, json_t **reply_p)
 {
-    uint64_t deadline        = orc_util_now_ms() + etcd->timeout_ms, now;
+    return orc_etcd_call_until(etcd, path, body, idempotent,
+                               orc_util_now_ms() + etcd->timeout_ms, reply_p);
+}
+
+int orc_etcd_call_until(orc_etcd_t *etcd, const char *path, json_t *body,
+                        int idempotent, uint64_t deadline, json_t **reply_p)
+{
+    uint64_t now;
     size_t refused           = 0, ep, first;
     unsigned backoff         = ORC_ETCD_BACKOFF_MS;
     orc_etcd_reason_t reason = {""};

@@ -52,6 +52,12 @@ void orc_etcd_close(orc_etcd_t *etcd);
  */
 int orc_etcd_call(orc_etcd_t *etcd, const char *path, json_t *body,
                   int idempotent, json_t **reply_p);
+/* The same, within the budget that ends at deadline (monotonic ms,
+ * orc_util_now_ms) instead of timeout_ms from now */
+int orc_etcd_call_until(orc_etcd_t *etcd, const char *path, json_t *body,
+                        int idempotent, uint64_t deadline, json_t **reply_p);
+/* The budget of one call (orc_etcd_params_t::timeout_ms, defaults applied) */
+unsigned orc_etcd_timeout_ms(const orc_etcd_t *etcd);
 
 /*
  * A streaming POST (the watch): on_message gets each JSON object etcd

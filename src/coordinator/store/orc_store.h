@@ -7,7 +7,8 @@
  *  - one store-wide revision, starting at 1; every transaction that writes
  *    something gets a revision above every earlier one, and all its writes
  *    carry it (memory: exactly the previous + 1; etcd: its own revision,
- *    which other users of the same etcd move too);
+ *    which other users of the same etcd move too, and which transactions
+ *    made at the same time may share: they go to etcd together);
  *  - per key: create_rev (revision that created it), mod_rev (revision of its
  *    last write), version (number of writes since creation, 1 after create;
  *    deleting resets, re-creating starts at 1 again), lease (0 = none);
@@ -163,6 +164,10 @@ typedef struct orc_store_stats {
                                 only (etcd: 0) */
     uint64_t watches;
     uint64_t class_keys[ORC_STORE_CLASSES];
+    uint64_t txn_batches;   /* etcd: txn requests sent (memory: 0) */
+    uint64_t txns_batched;  /* etcd: the store txns they carried */
+    uint64_t txn_batch_max; /* etcd: the most in one request */
+    uint64_t txns_waiting;  /* etcd: txns queued for the next request */
 } orc_store_stats_t;
 
 /*

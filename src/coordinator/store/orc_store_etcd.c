@@ -347,7 +347,7 @@ static int orc_store_etcd_txn(orc_store_t *store, const orc_store_cmp_t *cmps,
     if (body == NULL) {
         return ORC_STORE_ENOMEM;
     }
-    status = orc_etcd_call(s->etcd, "/v3/kv/txn", body, 0, &reply);
+    status = orc_store_etcd_batch_txn(s, body, cmps, ncmp, ops, nops, &reply);
     if (status != ORC_STORE_OK) {
         return status;
     }
@@ -535,6 +535,7 @@ static void orc_store_etcd_stats(orc_store_t *store, orc_store_stats_t *stats)
     orc_store_etcd_t *s = (orc_store_etcd_t *)store;
 
     s->cache->ops->stats(s->cache, stats);
+    orc_store_etcd_batch_stats(&s->batcher, stats);
 }
 
 static void orc_store_etcd_usage(orc_store_t *store, const char *group,
@@ -561,6 +562,7 @@ static void orc_store_etcd_close(orc_store_t *store)
     orc_store_etcd_watch_stop(s);
     orc_store_close(s->cache);
     orc_etcd_close(s->etcd);
+    orc_store_etcd_batch_fini(&s->batcher);
     free(s->prefix);
     free(s);
 }
@@ -603,6 +605,7 @@ int orc_store_etcd_open(const orc_store_etcd_params_t *params,
         snprintf(err, errlen, "out of memory");
         return ORC_STORE_ENOMEM;
     }
+    orc_store_etcd_batch_init(&s->batcher);
     s->super.ops = &orc_store_etcd_ops;
     s->plen      = strlen(prefix);
     s->cache_wait_ms =
@@ -626,6 +629,7 @@ err_cache:
 err_etcd:
     orc_etcd_close(s->etcd);
 err_free:
+    orc_store_etcd_batch_fini(&s->batcher);
     free(s->prefix);
     free(s);
     return ORC_STORE_EUNAVAIL;

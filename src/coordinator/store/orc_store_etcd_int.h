@@ -11,12 +11,39 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+/* Batches of txns on their way to etcd at once, at most: one being
+ * applied by etcd while the next one travels and is decoded */
+#define ORC_STORE_ETCD_TXN_INFLIGHT 2
+
+/* A txn waiting to go to etcd (orc_store_etcd_batch.c) */
+typedef struct orc_store_etcd_pending orc_store_etcd_pending_t;
+
+/*
+ * The batcher (orc_store_etcd_batch.c): txns of request threads queued to
+ * go to etcd together. Every field is under lock, and so are the queued
+ * txns' states; each caller sleeps on its own txn's condition (with lock)
+ * until its txn is answered or it is its turn to send a batch.
+ * queue: head..tail, oldest first, waiting txns not sent yet; inflight: batches
+ * on their way (at most ORC_STORE_ETCD_TXN_INFLIGHT); batches, txns, max:
+ * batches sent, the txns they carried, the largest.
+ */
+typedef struct orc_store_etcd_batcher {
+    pthread_mutex_t lock;
+    orc_store_etcd_pending_t *head, *tail;
+    size_t waiting;
+    unsigned inflight;
+    uint64_t batches;
+    uint64_t txns;
+    uint64_t max;
+} orc_store_etcd_batcher_t;
+
 /*
  * The store. Immutable after open, except: live (atomic: the watch is up,
  * written by the watch thread), stop (atomic: set by close), written
  * (atomic: the newest revision this store wrote at) and the watch
  * thread's own fields (wait_lock/wait_cond: its sleeps between attempts,
- * woken by close). The cache and the etcd client are thread-safe.
+ * woken by close), and the batcher (its own lock). The cache and the etcd
+ * client are thread-safe.
  */
 typedef struct orc_store_etcd {
     orc_store_t super;
@@ -32,6 +59,7 @@ typedef struct orc_store_etcd {
     int watcher_started;
     pthread_mutex_t wait_lock;
     pthread_cond_t wait_cond;
+    orc_store_etcd_batcher_t batcher;
 } orc_store_etcd_t;
 
 /* The etcd key of key (base64 JSON string), prefix added */
@@ -49,6 +77,22 @@ int orc_store_etcd_range_direct(orc_store_etcd_t *s, const char *key,
                                 const char *range_end, unsigned flags,
                                 size_t limit, orc_store_range_result_t *res,
                                 uint64_t *etcd_rev_p);
+
+/* The batcher. Its queue is empty when no txn call is running, as at
+ * close: every queued txn is its caller's, who waits in batch_txn. */
+void orc_store_etcd_batch_init(orc_store_etcd_batcher_t *b);
+void orc_store_etcd_batch_fini(orc_store_etcd_batcher_t *b);
+void orc_store_etcd_batch_stats(orc_store_etcd_batcher_t *b,
+                                orc_store_stats_t *stats);
+/* POST /v3/kv/txn body (a txn request for cmps and ops; reference stolen)
+ * together with other callers' txns, within etcd's call budget from now:
+ * the status orc_etcd_call() would give the txn alone, and on ORC_STORE_OK
+ * *reply_p shaped as that txn's own answer (header, succeeded, responses;
+ * json_decref it) */
+int orc_store_etcd_batch_txn(orc_store_etcd_t *s, json_t *body,
+                             const orc_store_cmp_t *cmps, size_t ncmp,
+                             const orc_store_op_t *ops, size_t nops,
+                             json_t **reply_p);
 
 /* The watch (orc_store_etcd_watch.c): load the cache, then keep it fed.
  * start: 0, or -1 with the reason in err (the first load failed). */

@@ -14,6 +14,7 @@ extern "C" {
 #include "etcd_test_util.h"
 
 #include <gtest/gtest.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <unistd.h>
 
@@ -438,7 +439,8 @@ TEST_P(store_test, watches)
 
 /* An etcd store on a private cluster (tests that stop members) */
 static orc_store_t *open_etcd_store(etcd_test::etcd_cluster &c,
-                                    unsigned timeout_ms, std::string *err)
+                                    unsigned timeout_ms, std::string *err,
+                                    const char *prefix = "/orc")
 {
     std::vector<std::string> eps = c.endpoints();
     std::vector<const char *> ptrs;
@@ -450,7 +452,7 @@ static orc_store_t *open_etcd_store(etcd_test::etcd_cluster &c,
     p.etcd.endpoints          = ptrs.data();
     p.etcd.nendpoints         = ptrs.size();
     p.etcd.timeout_ms         = timeout_ms;
-    p.prefix                  = "/orc";
+    p.prefix                  = prefix;
     char buf[512]             = "";
     orc_store_t *s            = nullptr;
     if (orc_store_etcd_open(&p, &s, buf, sizeof(buf)) != ORC_STORE_OK) {
@@ -561,6 +563,325 @@ TEST(store_etcd, leader_killed_mid_writes_loses_nothing)
     EXPECT_EQ(w.rev, last);
     printf("# %d puts retried after an uncertain outcome\n", retries);
     orc_store_close(s);
+}
+
+/* ------------------------------------------- the etcd store's batches */
+
+/* A store on the shared one-member etcd, under a prefix of its own */
+static orc_store_t *open_shared_etcd_store(unsigned timeout_ms,
+                                           std::string *err)
+{
+    etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, err);
+    std::string prefix         = etcd_test::unique_prefix("batch");
+    return (c != nullptr) ? open_etcd_store(*c, timeout_ms, err, prefix.c_str())
+                          : nullptr;
+}
+
+static orc_store_stats_t store_stats(orc_store_t *s)
+{
+    orc_store_stats_t st;
+    s->ops->stats(s, &st);
+    return st;
+}
+
+/* Wait (bounded) until `waiting` txns are queued for the next batch */
+static bool wait_queued(orc_store_t *s, uint64_t waiting, double timeout)
+{
+    double deadline = etcd_test::now_s() + timeout;
+    while (store_stats(s).txns_waiting < waiting) {
+        if (etcd_test::now_s() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
+/* Many threads, each its own keys, at once: the store sends them to etcd
+ * together, and each caller gets its own answer: its compare's outcome
+ * (half of them fail, the second compare, in the same batches as others'
+ * successes), its revision, its deleted count; every successful write is
+ * applied once */
+TEST(store_etcd_batch, concurrent_txns_each_get_their_own_answer)
+{
+    std::string why;
+    orc_store_t *s = open_shared_etcd_store(5000, &why);
+    ASSERT_NE(s, nullptr) << why;
+    const int threads = 24, rounds = 30;
+    std::atomic<int> wrong{0};
+    std::vector<std::string> errors(threads);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&, t] {
+            std::string k    = "/t/" + std::to_string(t) + "/k";
+            std::string n    = "/t/" + std::to_string(t) + "/n/";
+            uint64_t version = 0, last = 0;
+            for (int i = 0; i < rounds; ++i) {
+                bool fail               = ((i + t) % 2) == 1;
+                std::string put         = n + std::to_string(version);
+                std::string old         = n + std::to_string(version - 1);
+                orc_store_cmp_t cmps[2] = {{k.c_str(), ORC_STORE_CMP_VERSION,
+                                            ORC_STORE_CMP_EQUAL, version},
+                                           {k.c_str(), ORC_STORE_CMP_VERSION,
+                                            ORC_STORE_CMP_LESS,
+                                            fail ? version : version + 1}};
+                orc_store_op_t ops[3]   = {
+                      {ORC_STORE_OP_PUT, k.c_str(), NULL, "v", 1, 0},
+                      {ORC_STORE_OP_PUT, put.c_str(), NULL, "v", 1, 0},
+                      {ORC_STORE_OP_DELETE_RANGE, old.c_str(), NULL, NULL, 0, 0}};
+                orc_store_txn_result_t res;
+                int st = s->ops->txn(s, cmps, 2, ops, 3, &res);
+                std::string bad;
+                if (fail &&
+                    ((st != ORC_STORE_ECOMPARE) || (res.failed_cmp != 1))) {
+                    bad = "a failing txn got " + std::to_string(st) + "/" +
+                          std::to_string(res.failed_cmp);
+                } else if (!fail &&
+                           ((st != ORC_STORE_OK) || (res.revision <= last) ||
+                            (res.deleted != (version > 0 ? 1u : 0u)))) {
+                    bad = "a txn got " + std::to_string(st) + " rev " +
+                          std::to_string(res.revision) + " deleted " +
+                          std::to_string(res.deleted);
+                }
+                if (!bad.empty()) {
+                    ++wrong;
+                    errors[t] = bad;
+                    return;
+                }
+                if (!fail) {
+                    last = res.revision;
+                    ++version;
+                }
+            }
+        });
+    }
+    for (auto &t : ts) {
+        t.join();
+    }
+    for (int t = 0; t < threads; ++t) {
+        EXPECT_EQ(errors[t], "") << "thread " << t;
+    }
+    EXPECT_EQ(wrong.load(), 0);
+    /* every success applied once: version = successes, one /n/ key left */
+    uint64_t floor = 0;
+    for (int t = 0; t < threads; ++t) {
+        std::string k = "/t/" + std::to_string(t) + "/k";
+        std::string n = "/t/" + std::to_string(t) + "/n/";
+        orc_store_kv_t kv;
+        ASSERT_EQ(orc_store_get(s, k.c_str(), floor, &kv, NULL), ORC_STORE_OK);
+        EXPECT_EQ(kv.version, (uint64_t)rounds / 2) << k;
+        orc_store_kv_free(&kv);
+        char *end = orc_store_prefix_end(n.c_str());
+        orc_store_range_result_t res;
+        ASSERT_EQ(s->ops->range(s, n.c_str(), end, ORC_STORE_RANGE_COUNT_ONLY,
+                                0, 0, &res),
+                  ORC_STORE_OK);
+        EXPECT_EQ(res.total, 1u) << n;
+        orc_store_range_result_free(&res);
+        free(end);
+    }
+    orc_store_stats_t st = store_stats(s);
+    EXPECT_EQ(st.txns_batched, (uint64_t)threads * rounds);
+    /* they did go together: fewer requests than txns */
+    EXPECT_LT(st.txn_batches, st.txns_batched);
+    EXPECT_GT(st.txn_batch_max, 1u);
+    printf("# %" PRIu64 " txns in %" PRIu64 " requests, at most %" PRIu64
+           " in one\n",
+           st.txns_batched, st.txn_batches, st.txn_batch_max);
+    orc_store_close(s);
+}
+
+/* Txns on a common key never go in one batch (etcd would evaluate both
+ * compares before either write): every token is taken exactly once,
+ * although every thread tries to take every token at the same time, and
+ * every txn completes */
+TEST(store_etcd_batch, same_key_txns_are_never_in_one_batch)
+{
+    std::string why;
+    orc_store_t *s = open_shared_etcd_store(5000, &why);
+    ASSERT_NE(s, nullptr) << why;
+    const int threads = 16, tokens = 40;
+    uint64_t rev = 0;
+    for (int i = 0; i < tokens; ++i) {
+        std::string k = "/tok/" + std::to_string(i);
+        ASSERT_EQ(orc_store_put(s, k.c_str(), "t", 1, 0, &rev), ORC_STORE_OK);
+    }
+    std::vector<std::atomic<int>> taken(tokens);
+    std::atomic<int> errors{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&] {
+            for (int i = 0; i < tokens; ++i) {
+                std::string k       = "/tok/" + std::to_string(i);
+                orc_store_cmp_t cmp = {k.c_str(), ORC_STORE_CMP_VERSION,
+                                       ORC_STORE_CMP_GREATER, 0};
+                orc_store_op_t op   = {
+                      ORC_STORE_OP_DELETE_RANGE, k.c_str(), NULL, NULL, 0, 0};
+                orc_store_txn_result_t res;
+                int st = s->ops->txn(s, &cmp, 1, &op, 1, &res);
+                if (st == ORC_STORE_OK) {
+                    ++taken[i];
+                } else if (st != ORC_STORE_ECOMPARE) {
+                    ++errors;
+                }
+            }
+        });
+    }
+    for (auto &t : ts) {
+        t.join();
+    }
+    EXPECT_EQ(errors.load(), 0);
+    for (int i = 0; i < tokens; ++i) {
+        EXPECT_EQ(taken[i].load(), 1) << "token " << i;
+    }
+    orc_store_stats_t st = store_stats(s);
+    EXPECT_EQ(st.txns_batched, (uint64_t)tokens + threads * tokens);
+    EXPECT_EQ(st.txns_waiting, 0u);
+    orc_store_close(s);
+}
+
+/* A lone txn is sent at once: with etcd frozen (SIGSTOP), it is on its way
+ * while no other txn exists (nothing holds it back to wait for company) */
+TEST(store_etcd_batch, a_lone_txn_is_sent_at_once)
+{
+    std::string why;
+    ASSERT_TRUE(etcd_test::etcd_available()) << "etcd-server not installed";
+    etcd_test::etcd_cluster c(1);
+    ASSERT_TRUE(c.start(&why)) << why;
+    orc_store_t *s = open_etcd_store(c, 5000, &why);
+    ASSERT_NE(s, nullptr) << why;
+    orc_store_stats_t before = store_stats(s);
+    c.kill_member(0, SIGSTOP);
+    int status = -1;
+    std::thread t([&] { status = orc_store_put(s, "/lone", "1", 1, 0, NULL); });
+    double deadline = etcd_test::now_s() + 3;
+    while ((store_stats(s).txn_batches == before.txn_batches) &&
+           (etcd_test::now_s() < deadline)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    orc_store_stats_t st = store_stats(s);
+    EXPECT_EQ(st.txn_batches, before.txn_batches + 1);
+    EXPECT_EQ(st.txns_batched, before.txns_batched + 1);
+    EXPECT_EQ(st.txns_waiting, 0u);
+    c.kill_member(0, SIGCONT);
+    t.join();
+    EXPECT_EQ(status, ORC_STORE_OK);
+    orc_store_close(s);
+}
+
+/* A batch etcd refuses whole before applying anything (here: one txn puts
+ * on a lease that is gone) is sent again txn by txn: that txn gets
+ * ORC_STORE_ENOENT as it would alone, the others of its batch succeed */
+TEST(store_etcd_batch, a_refused_batch_is_sent_again_txn_by_txn)
+{
+    std::string why;
+    ASSERT_TRUE(etcd_test::etcd_available()) << "etcd-server not installed";
+    etcd_test::etcd_cluster c(1);
+    ASSERT_TRUE(c.start(&why)) << why;
+    orc_store_t *s = open_etcd_store(c, 5000, &why);
+    ASSERT_NE(s, nullptr) << why;
+    uint64_t gone;
+    ASSERT_EQ(s->ops->lease_grant(s, 60, &gone, NULL), ORC_STORE_OK);
+    ASSERT_EQ(s->ops->lease_revoke(s, gone, NULL), ORC_STORE_OK);
+    const int threads = 10;
+    std::vector<int> status(threads, -1);
+    c.kill_member(0, SIGSTOP);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&, t] {
+            std::string k = "/r/" + std::to_string(t);
+            status[t]     = orc_store_put(s, k.c_str(), "v", 1,
+                                      (t == threads - 1) ? gone : 0, NULL);
+        });
+        /* two batches on their way to the frozen etcd, then the others
+         * queue for one batch, the one on the lease that is gone last */
+        EXPECT_TRUE(wait_queued(s, (t < 2) ? 0 : t - 1, 10));
+    }
+    c.kill_member(0, SIGCONT);
+    for (auto &t : ts) {
+        t.join();
+    }
+    for (int t = 0; t < threads; ++t) {
+        EXPECT_EQ(status[t],
+                  (t == threads - 1) ? ORC_STORE_ENOENT : ORC_STORE_OK)
+            << "caller " << t;
+    }
+    EXPECT_GT(store_stats(s).txn_batch_max, 1u);
+    orc_store_close(s);
+}
+
+/* A batch that fails fails every caller in it, as each would have failed
+ * alone: etcd frozen while two batches are on their way and the others
+ * queue, then killed: every caller gets ORC_STORE_EUNAVAIL (uncertain: sent;
+ * refused: queued), within its budget; none hangs. */
+static std::vector<std::string> g_batch_log;
+static std::mutex g_batch_log_lock;
+
+static void batch_logger(orc_store_log_level_t, const char *fmt, va_list ap)
+{
+    char line[512];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    std::lock_guard<std::mutex> g(g_batch_log_lock);
+    g_batch_log.push_back(line);
+}
+
+TEST(store_etcd_batch, a_failed_batch_fails_every_caller)
+{
+    std::string why;
+    ASSERT_TRUE(etcd_test::etcd_available()) << "etcd-server not installed";
+    etcd_test::etcd_cluster c(1);
+    ASSERT_TRUE(c.start(&why)) << why;
+    const unsigned timeout_ms = 3000;
+    orc_store_set_logger(batch_logger); /* before the store, as it says */
+    orc_store_t *s = open_etcd_store(c, timeout_ms, &why);
+    ASSERT_NE(s, nullptr) << why;
+    ASSERT_EQ(orc_store_put(s, "/before", "1", 1, 0, NULL), ORC_STORE_OK);
+    const int threads = 12;
+    std::vector<int> status(threads, -1);
+    std::vector<double> took(threads, 0);
+    c.kill_member(0, SIGSTOP);
+    std::vector<std::thread> ts;
+    for (int t = 0; t < threads; ++t) {
+        ts.emplace_back([&, t] {
+            std::string k = "/f/" + std::to_string(t);
+            double t0     = etcd_test::now_s();
+            status[t]     = orc_store_put(s, k.c_str(), "v", 1, 0, NULL);
+            took[t]       = etcd_test::now_s() - t0;
+        });
+    }
+    /* two batches on their way to the frozen etcd, the rest queued */
+    EXPECT_TRUE(wait_queued(s, threads - 2, 10));
+    c.kill_member(0, SIGKILL);
+    for (auto &t : ts) {
+        t.join();
+    }
+    for (int t = 0; t < threads; ++t) {
+        EXPECT_EQ(status[t], ORC_STORE_EUNAVAIL) << "caller " << t;
+        /* queued for at most its budget, and then sent with what is left */
+        EXPECT_LT(took[t], timeout_ms / 1000.0 + 2) << "caller " << t;
+    }
+    orc_store_stats_t st = store_stats(s);
+    EXPECT_GT(st.txn_batch_max, 1u);
+    EXPECT_EQ(st.txns_waiting, 0u);
+    /* the reason is etcd's unavailability, as for a txn alone */
+    bool said = false;
+    std::lock_guard<std::mutex> g(g_batch_log_lock);
+    for (auto &l : g_batch_log) {
+        said |= (l.find("/v3/kv/txn: unavailable") != std::string::npos);
+    }
+    EXPECT_TRUE(said);
+    ASSERT_TRUE(c.restart(0)) << c.log(0);
+    uint64_t rev = 0;
+    double until = etcd_test::now_s() + 30;
+    int st2;
+    while (
+        ((st2 = orc_store_put(s, "/after", "1", 1, 0, &rev)) != ORC_STORE_OK) &&
+        (etcd_test::now_s() < until)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(st2, ORC_STORE_OK);
+    orc_store_close(s);
+    orc_store_set_logger(NULL);
 }
 
 TEST(store_memory, watch_history_compacted)
