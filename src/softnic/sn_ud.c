@@ -48,6 +48,24 @@
 #define SN_UD_RCVBUF      (4 << 20)
 #define SN_UD_WC_SL_IPV4  2 /* RoCE packet type "IPv4" in ibv_wc.sl */
 
+/*
+ * UD's rule switches. As with sn_int.h's, only a scratch build of
+ * contrib/softnic-mutate defines SN_MUTATE_NO_<RULE>, to show that a test
+ * fails without the rule; a shipped build keeps every rule (and, the
+ * switches being #ifdef blocks, is the code it would be without them):
+ *  UD_QKEY     a datagram whose qkey is not the QP's is dropped
+ *  UD_DROP     a datagram no receive is posted for is dropped, not kept
+ *  UD_MTU      a send longer than the MTU fails the post
+ *  UD_LEN_ERR  a receive too small for GRH + payload completes LOC_LEN_ERR
+ *  UD_GRH_LEN  a receive's byte_len counts the 40-byte GRH
+ *  UD_LOSS     a lost datagram is no error: the send succeeds, QP in RTS
+ */
+#ifndef SN_MUTATE_NO_UD_MTU
+#define SN_UD_MSG_MAX SOFTNIC_UD_MTU
+#else /* a frame still has a bound: twice the MTU */
+#define SN_UD_MSG_MAX (2 * SOFTNIC_UD_MTU)
+#endif
+
 /* A UD datagram's header, little-endian, followed by length payload bytes */
 typedef struct sn_ud_hdr {
     uint32_t magic;
@@ -64,7 +82,7 @@ typedef struct sn_ud_hdr {
     uint32_t length;
 } __attribute__((packed)) sn_ud_hdr_t;
 
-#define SN_UD_FRAME_MAX (sizeof(sn_ud_hdr_t) + SOFTNIC_UD_MTU)
+#define SN_UD_FRAME_MAX (sizeof(sn_ud_hdr_t) + SN_UD_MSG_MAX)
 
 typedef struct sn_ah {
     softnic_ah_t super;
@@ -135,6 +153,9 @@ int sn_ud_open(sn_inst_t *inst, int tcp_fd)
     if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0) {
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
     }
+#ifdef SN_MUTATE_NO_UD_LOSS /* ICMP errors reach the socket */
+    setsockopt(fd, IPPROTO_IP, IP_RECVERR, &(int){1}, sizeof(int));
+#endif
     if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
         int err = errno;
         close(fd);
@@ -233,8 +254,8 @@ static int sn_ud_check_wr(sn_qp_t *qp, const struct ibv_send_wr *wr,
     for (i = 0; i < wr->num_sge; ++i) {
         len += wr->sg_list[i].length;
     }
-    if ((len > SOFTNIC_UD_MTU) || ((wr->send_flags & IBV_SEND_INLINE) &&
-                                   (len > qp->init_attr.cap.max_inline_data))) {
+    if ((len > SN_UD_MSG_MAX) || ((wr->send_flags & IBV_SEND_INLINE) &&
+                                  (len > qp->init_attr.cap.max_inline_data))) {
         return EINVAL;
     }
     *len_p = (uint32_t)len;
@@ -276,6 +297,27 @@ static uint16_t sn_ud_dest_port(const sn_inst_t *inst, const softnic_ah_t *ah,
     return (uint16_t)(inst->config.qpn_port_base +
                       (qpn >> SOFTNIC_QPN_PORT_SHIFT));
 }
+
+#ifdef SN_MUTATE_NO_UD_LOSS
+/* Has the network reported a datagram of this socket undeliverable (an
+ * ICMP error, IP_RECVERR)? Consumes the reports. */
+static int sn_ud_reported_lost(int fd)
+{
+    char control[512];
+    struct msghdr msg;
+    int lost = 0;
+
+    for (;;) {
+        memset(&msg, 0, sizeof(msg));
+        msg.msg_control    = control;
+        msg.msg_controllen = sizeof(control);
+        if (recvmsg(fd, &msg, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) {
+            return lost;
+        }
+        lost = 1;
+    }
+}
+#endif
 
 /* QP lock held: build and send the datagram of a checked WR. A datagram
  * the network does not take is lost, as on a wire: still a success. */
@@ -319,6 +361,11 @@ sn_ud_transmit(sn_qp_t *qp, const struct ibv_send_wr *wr, uint32_t len)
         sn_log(inst, SOFTNIC_LOG_DEBUG, "UD datagram to %08x:%u lost: %m",
                ntohl(ah->ip.s_addr), ntohs(dst.sin_port));
     }
+#ifdef SN_MUTATE_NO_UD_LOSS /* a loss the network reports fails the WR */
+    if (sn_ud_reported_lost(inst->ud_fd)) {
+        return IBV_WC_RETRY_EXC_ERR;
+    }
+#endif
     return IBV_WC_SUCCESS;
 }
 
@@ -386,6 +433,41 @@ static void sn_ud_grh(const sn_inst_t *inst, const sn_ud_hdr_t *hdr,
     ip->check = (uint16_t)~sum;
 }
 
+#ifdef SN_MUTATE_NO_UD_DROP
+/* A datagram no receive waits for is kept: sent back to the device's own
+ * socket to come round again. Under the QP lock, so that a receive posted
+ * meanwhile is posted after the datagram was put back. Returns 1. */
+static int sn_ud_keep(sn_qp_t *qp, const sn_ud_hdr_t *hdr, uint8_t *msg)
+{
+    int fd         = sn_qp_inst(qp)->ud_fd;
+    uint8_t *frame = msg + SOFTNIC_GRH_LEN - sizeof(*hdr);
+    struct sockaddr_in self;
+    socklen_t len = sizeof(self);
+
+    _Static_assert(sizeof(*hdr) <= SOFTNIC_GRH_LEN, "header fits in GRH");
+    memcpy(frame, hdr, sizeof(*hdr));
+    if (getsockname(fd, (struct sockaddr *)&self, &len) == 0) {
+        sendto(fd, frame, sizeof(*hdr) + le32toh(hdr->length), 0,
+               (struct sockaddr *)&self, len);
+    }
+    return 1;
+}
+#endif
+
+#ifdef SN_MUTATE_NO_UD_LEN_ERR
+/* As much of len as the receive has room for */
+static uint32_t sn_ud_fit(const sn_recv_t *recv, uint32_t len)
+{
+    uint64_t room = 0;
+    int i;
+
+    for (i = 0; i < recv->num_sge; ++i) {
+        room += recv->sge[i].length;
+    }
+    return (room < len) ? (uint32_t)room : len;
+}
+#endif
+
 /* QP lock held: the datagram's receive completion (or its drop) */
 static void sn_ud_deliver(sn_qp_t *qp, const sn_ud_hdr_t *hdr, uint8_t *msg,
                           struct in_addr src)
@@ -395,17 +477,31 @@ static void sn_ud_deliver(sn_qp_t *qp, const sn_ud_hdr_t *hdr, uint8_t *msg,
     sn_recv_t recv;
 
     if (((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) ||
+#ifndef SN_MUTATE_NO_UD_QKEY
         (le32toh(hdr->qkey) != qp->attr.qkey) ||
+#endif
         (le16toh(hdr->pkey) != SN_UD_PKEY) ||
+#ifndef SN_MUTATE_NO_UD_DROP
         (sn_qp_pop_recv(qp, &recv) != 0)) {
+#else
+        ((sn_qp_pop_recv(qp, &recv) != 0) && sn_ud_keep(qp, hdr, msg))) {
+#endif
         return; /* silently dropped, as UD does */
     }
     sn_ud_grh(sn_qp_inst(qp), hdr, src, msg);
     memset(&wc, 0, sizeof(wc));
-    wc.wr_id    = recv.wr_id;
-    wc.status   = sn_qp_place_recv(qp, &recv, msg, len, 1);
-    wc.opcode   = IBV_WC_RECV;
+    wc.wr_id = recv.wr_id;
+#ifndef SN_MUTATE_NO_UD_LEN_ERR
+    wc.status = sn_qp_place_recv(qp, &recv, msg, len, 1);
+#else /* a receive too small takes what fits: success */
+    wc.status = sn_qp_place_recv(qp, &recv, msg, sn_ud_fit(&recv, len), 1);
+#endif
+    wc.opcode = IBV_WC_RECV;
+#ifndef SN_MUTATE_NO_UD_GRH_LEN
     wc.byte_len = len;
+#else /* the GRH left out of the receive's length */
+    wc.byte_len = len - SOFTNIC_GRH_LEN;
+#endif
     wc.qp_num   = qp->super.qp_num;
     wc.src_qp   = le32toh(hdr->src_qpn);
     wc.wc_flags = IBV_WC_GRH;
