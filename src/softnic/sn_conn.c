@@ -324,6 +324,9 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
     if (conn->tcp_data) {
         __atomic_fetch_sub(&inst->num_tcp_conns, 1, __ATOMIC_RELAXED);
     }
+    if (conn->held) {
+        --inst->num_held;
+    }
     if (conn->ring != NULL) {
         sn_ring_destroy(inst, conn->ring, conn->ring_id);
         __atomic_fetch_sub(&inst->num_rings, 1, __ATOMIC_RELAXED);
@@ -463,6 +466,12 @@ static int sn_conn_on_hello(sn_inst_t *inst, sn_conn_t *conn,
     conn->qp       = qp;
     conn->peer_qpn = le32toh(h->qpn_or_status) & 0xffffff;
     conn->state    = SN_CS_READY;
+    pthread_mutex_lock(&qp->lock);
+    if (qp->attr.dest_qp_num == conn->peer_qpn) {
+        /* the peer starts its sequence over */
+        __atomic_store_n(&qp->rx_acked, 0, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&qp->lock);
     sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connection from qp 0x%x",
            qp->super.qp_num, conn->peer_qpn);
     sn_hello_fill(inst, &ack, SN_HELLO_ACK, 0, pdn);
@@ -648,8 +657,33 @@ static int sn_conn_rx_hello(sn_inst_t *inst, sn_conn_t *conn)
     return sn_conn_on_hello_ack(inst, conn, &hello);
 }
 
+/* TGT: the responder holds the request whose header is in rbuf (sn_resp.c,
+ * check_acked): the connection is off the epoll set (its socket may hold
+ * more, or have hung up) until sn_conn_resume reads it again */
+static void sn_conn_hold(sn_inst_t *inst, sn_conn_t *conn)
+{
+    conn->held = 1;
+    ++inst->num_held;
+    epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, conn->fd, NULL);
+    conn->events = 0;
+}
+
+static void sn_conn_unhold(sn_inst_t *inst, sn_conn_t *conn)
+{
+    struct epoll_event ev;
+
+    conn->held = 0;
+    --inst->num_held;
+    memset(&ev, 0, sizeof(ev));
+    ev.events   = EPOLLIN;
+    ev.data.ptr = conn;
+    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, conn->fd, &ev) == 0) {
+        conn->events = EPOLLIN;
+    }
+}
+
 /* One frame, its header and then its payload, for the responder (TGT) or
- * the requester (INI): 1 done, 0 waiting for bytes, -1 fail */
+ * the requester (INI): 1 done, 0 waiting for bytes (or held), -1 fail */
 static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
 {
     uint32_t hdr_len =
@@ -667,6 +701,11 @@ static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
                                           : sn_req_on_rsp(inst, conn);
         if (ret < 0) {
             return -1;
+        }
+        if (ret > 0) {
+            conn->rpos -= hdr_len; /* still there: nothing was read since */
+            sn_conn_hold(inst, conn);
+            return 0;
         }
         conn->rx_state = SN_RX_PAYLOAD;
     }
@@ -700,7 +739,7 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
         if ((frames >= SN_FRAMES_PER_EV) && (conn->rpos == conn->rlen)) {
             return 0;
         }
-        if (conn->state == SN_CS_CLOSING) {
+        if ((conn->state == SN_CS_CLOSING) || conn->held) {
             return 0;
         }
         /* back-pressure: answer before reading more requests */
@@ -957,6 +996,25 @@ static void sn_conn_writable(sn_inst_t *inst, sn_conn_t *conn)
     /* requests may be waiting in rbuf already */
     if (sn_conn_rx(inst, conn) < 0) {
         sn_conn_fail(inst, conn);
+    }
+}
+
+void sn_conn_resume(sn_inst_t *inst)
+{
+    sn_conn_t *conn, *next;
+
+    if (inst->num_held == 0) {
+        return;
+    }
+    /* reading a connection closes at most that one */
+    for (conn = inst->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        if (conn->held) {
+            sn_conn_unhold(inst, conn);
+            if (sn_conn_rx(inst, conn) < 0) {
+                sn_conn_fail(inst, conn);
+            }
+        }
     }
 }
 

@@ -66,16 +66,19 @@
  * flushed, as when they run one by one; a WRITE's completion never
  * precedes its execution.
  *
- * RC semantics kept: completions in posting order; on the same-host ring a
- * SEND completes before what its peer sends after taking it, as on a NIC
- * (sn_ring.c; on TCP the ACK leaves before the peer's application sees the
- * message, but on its own connection: now and then the answer is read
- * first); a failed WR completes even when unsignaled and moves the QP to
- * ERR, every later WR is flushed (IBV_WC_WR_FLUSH_ERR), posted receives of
- * the QP's own RQ too (SRQ receives stay posted); IBV_SEND_FENCE holds a
- * WR until earlier READs and atomics completed; RNR NAK -> retry after the
- * responder's min_rnr_timer,
- * IBV_WC_RNR_RETRY_EXC_ERR after rnr_retry retries (7 = forever); a target
+ * RC semantics kept: completions in posting order; a SEND completes before
+ * what its peer sends after taking it, as on a NIC, where the ACK travels
+ * ahead on the one link: on the same-host ring the QP reaps its own slots
+ * before it consumes the peer's (sn_ring.c); on TCP, where the ACK and the
+ * answer come on two connections, the answer's frame says which of our
+ * requests were answered before it and waits until those answers were
+ * read (sn_wire.h) (a SEND on the same-host ring answered on TCP, or the
+ * reverse, is not ordered so); a failed WR completes even when unsignaled
+ * and moves the QP to ERR, every later WR is flushed (IBV_WC_WR_FLUSH_ERR),
+ * posted receives of the QP's own RQ too (SRQ receives stay posted);
+ * IBV_SEND_FENCE holds a WR until earlier READs and atomics completed; RNR
+ * NAK -> retry after the responder's min_rnr_timer, IBV_WC_RNR_RETRY_EXC_ERR
+ * after rnr_retry retries (7 = forever); a target
  * QP not in RTR/RTS (or connected elsewhere) NAKs "not ready", retried
  * retry_cnt times. Access violations at the target NAK the WR
  * (REM_ACCESS_ERR, REM_INV_REQ_ERR for misaligned atomics or a SEND longer
@@ -311,6 +314,7 @@ struct sn_inst {
                                           while it is 0 */
 
     sn_conn_t *conns; /* service thread only */
+    int num_held;     /* service thread only: conns holding a request */
     uint8_t *scratch; /* service thread only, CHUNK bytes */
 
     /* UD (sn_ud.c). ud_fd: the UDP socket of the device's address and
@@ -422,6 +426,8 @@ typedef struct sn_wqe {
     uint64_t compare_add;
     uint64_t swap;
     uint32_t done_bytes; /* READ: bytes received so far */
+    uint32_t acked;      /* the frame's `acked` (sn_wire.h), from rx_acked
+                            when the frame starts */
     uint8_t has_seq;     /* seq assigned (transmitted once) */
     struct ibv_sge sge[SN_MAX_SGE];
     uint8_t inline_data[SN_MAX_INLINE];
@@ -455,7 +461,13 @@ struct sn_qp {
     sn_wqe_t *sq;
     uint32_t sq_size;
     uint32_t sq_head, sq_tx, sq_tail;
-    uint32_t tx_seq;   /* next wire sequence to assign */
+    uint32_t tx_seq;  /* next wire sequence to assign */
+    uint32_t rsp_seq; /* every request below it has had its answer */
+    /* the peer's requests this QP has answered, their answers queued (its
+     * target connection's expected sequence): written by the svc_lock
+     * holder (release, the QP lock not needed), read under the QP lock
+     * (acquire) into each request frame (sn_wire.h) */
+    uint32_t rx_acked;
     uint32_t tx_off;   /* bytes of sq[sq_tx]'s frame sent */
     int tx_blocked;    /* EPOLLOUT requested */
     int rd_atomic_out; /* READ/atomics SENT, not DONE */
@@ -588,6 +600,11 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #define SN_RULE_ACK_FIRST 0
 #else
 #define SN_RULE_ACK_FIRST 1
+#endif
+#ifdef SN_MUTATE_NO_TCP_ACK_FIRST /* TCP: a SEND completes before its answer */
+#define SN_RULE_TCP_ACK_FIRST 0
+#else
+#define SN_RULE_TCP_ACK_FIRST 1
 #endif
 #ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
 #define SN_RULE_BATCH_FLUSH 0

@@ -523,6 +523,7 @@ void sn_qp_tx(sn_qp_t *qp)
                 wqe->seq     = qp->tx_seq++;
                 wqe->has_seq = 1;
             }
+            wqe->acked = __atomic_load_n(&qp->rx_acked, __ATOMIC_ACQUIRE);
             if (qp->sent_out == 0) {
                 qp->last_progress_ns = (now != 0) ? now : sn_now_ns();
             }
@@ -1485,6 +1486,7 @@ static void sn_qp_reset(sn_qp_t *qp)
     sn_qp_reset_attr(qp);
     qp->sq_head = qp->sq_tx = qp->sq_tail = 0;
     qp->tx_seq                            = 0;
+    qp->rsp_seq                           = 0;
     qp->tx_off                            = 0;
     qp->sent_out                          = 0;
     qp->rd_atomic_out                     = 0;
@@ -1494,6 +1496,7 @@ static void sn_qp_reset(sn_qp_t *qp)
     qp->retry_count                       = 0;
     qp->rq.head                           = 0;
     qp->rq.count                          = 0;
+    __atomic_store_n(&qp->rx_acked, 0, __ATOMIC_RELAXED);
 }
 
 int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)

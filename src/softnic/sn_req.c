@@ -47,6 +47,7 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_wqe_t *wqe,
     req->compare_add = htole64(wqe->compare_add);
     req->swap        = htole64(wqe->swap);
     req->imm         = wqe->imm;
+    req->acked       = htole32(wqe->acked);
 
     iov[n].iov_base = req;
     iov[n].iov_len  = sizeof(*req);
@@ -149,9 +150,13 @@ static int sn_req_is_atomic(uint8_t opcode)
            (opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
 }
 
-/* QP lock held */
+/* QP lock held: the WQE's answer is in (rsp_seq: the peer's requests
+ * that acknowledge it may be taken, sn_resp.c) */
 static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe, enum ibv_wc_status status)
 {
+    if ((int32_t)(wqe->seq + 1 - qp->rsp_seq) > 0) {
+        qp->rsp_seq = wqe->seq + 1;
+    }
     if (wqe->state == SN_WQE_SENT) {
         --qp->sent_out;
         if ((wqe->opcode == IBV_WR_RDMA_READ) ||

@@ -7,11 +7,13 @@
  * A request goes through a chain of steps, as in a NIC's receive path: each
  * step checks or does one thing and returns the next step (sn_resp_steps
  * below lists them with the QP lock each one runs under). When its header
- * arrives: check the header, the sequence, the QP; take a receive (SEND,
- * WRITE_IMM); check the SEND's length against it or the remote key and
- * access; execute (an atomic, the start of a READ, or a place for the
- * payload). When its payload is complete: check that the QP is still ready
- * and the payload was placed, acknowledge, complete the receive. A failed
+ * arrives: check the header, the sequence, that the answers to our
+ * requests it acknowledges were read (else it waits), the QP; take a
+ * receive (SEND, WRITE_IMM); check the SEND's length against it or the
+ * remote key and access; execute (an atomic, the start of a READ, or a
+ * place for the payload). When its payload is complete: check that the QP
+ * is still ready and the payload was placed, acknowledge, complete the
+ * receive. A failed
  * check answers with the NAK the initiator turns into its completion
  * status; an RNR or "not ready" NAK leaves the request to be resent, any
  * other answer counts it as executed (expected_seq).
@@ -33,6 +35,7 @@ typedef enum sn_resp_state {
     /* the request's header arrived */
     SN_RESP_CHECK_HEADER,
     SN_RESP_CHECK_SEQ,
+    SN_RESP_CHECK_ACKED,
     SN_RESP_CHECK_QP,
     SN_RESP_GET_RECV,
     SN_RESP_CHECK_LENGTH,
@@ -51,6 +54,7 @@ typedef enum sn_resp_state {
     SN_RESP_NAK,
     /* the end */
     SN_RESP_DONE,
+    SN_RESP_HOLD, /* not taken yet: read again when resumed */
     SN_RESP_CLOSE
 } sn_resp_state_t;
 
@@ -262,9 +266,10 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
     req->raddr       = le64toh(req->raddr);
     req->compare_add = le64toh(req->compare_add);
     req->swap        = le64toh(req->swap);
+    req->acked       = le32toh(req->acked);
     if ((req->op == 0) || (req->op >= SN_OP_LAST) ||
         (req->flags & ~SN_REQ_F_SOLICITED) || (req->reserved != 0) ||
-        (req->reserved2 != 0) || (req->length > SN_MAX_MSG) ||
+        (req->length > SN_MAX_MSG) ||
         (((req->op == SN_OP_CSWAP) || (req->op == SN_OP_FADD)) &&
          (req->length != 8))) {
         sn_log(r->inst, SOFTNIC_LOG_WARN,
@@ -285,8 +290,35 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
 static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
 {
     return (!SN_RULE_PSN_ORDER || (r->req->seq == r->conn->expected_seq))
-               ? SN_RESP_CHECK_QP
+               ? SN_RESP_CHECK_ACKED
                : SN_RESP_DONE;
+}
+
+/* What the peer sent after answering requests of ours comes after those
+ * answers, as on a NIC's one link (sn_wire.h): until our own connection
+ * has delivered them (rsp_seq), the request stays unread and the
+ * connection waits (sn_conn_resume). Only a QP that has a live connection
+ * of its own waits; a peer acknowledging more than was ever sent to it
+ * (tx_seq) lies: the connection closes. */
+static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
+{
+    sn_qp_t *qp    = r->qp;
+    uint32_t acked = r->req->acked;
+
+    if ((qp->state != IBV_QPS_RTS) || (qp->conn_state != SN_CONN_READY) ||
+        (qp->attr.dest_qp_num != r->conn->peer_qpn)) {
+        return SN_RESP_CHECK_QP;
+    }
+    if ((int32_t)(acked - qp->tx_seq) > 0) {
+        sn_log(r->inst, SOFTNIC_LOG_WARN,
+               "qp 0x%x: qp 0x%x acknowledges %u requests, %u were sent",
+               qp->super.qp_num, r->conn->peer_qpn, acked, qp->tx_seq);
+        return SN_RESP_CLOSE;
+    }
+    if (SN_RULE_TCP_ACK_FIRST && ((int32_t)(acked - qp->rsp_seq) > 0)) {
+        return SN_RESP_HOLD;
+    }
+    return SN_RESP_CHECK_QP;
 }
 
 /* The QP takes requests in RTR and RTS, from its own peer only */
@@ -439,11 +471,23 @@ static sn_resp_state_t sn_resp_wait_payload(sn_resp_t *r)
     return SN_RESP_DONE;
 }
 
+/* The request was executed: it counts, and once its answer is queued
+ * the QP's next request frames say so (sn_qp_t.rx_acked) */
+static void sn_resp_executed(sn_resp_t *r)
+{
+    ++r->conn->expected_seq;
+}
+
+static void sn_resp_answered(sn_resp_t *r)
+{
+    __atomic_store_n(&r->qp->rx_acked, r->conn->expected_seq, __ATOMIC_RELEASE);
+}
+
 static sn_resp_state_t sn_resp_read(sn_resp_t *r)
 {
     sn_conn_t *conn = r->conn;
 
-    ++conn->expected_seq; /* executed */
+    sn_resp_executed(r);
     conn->rd_active     = 1;
     conn->rd_seq        = r->req->seq;
     conn->rd_snap       = r->snap;
@@ -452,6 +496,7 @@ static sn_resp_state_t sn_resp_read(sn_resp_t *r)
     conn->rd_off        = 0;
     conn->rd_chunk_left = 0;
     r->ret              = sn_resp_read_pump(r->inst, conn);
+    sn_resp_answered(r); /* its data leaves ahead of later frames */
     return SN_RESP_DONE;
 }
 
@@ -460,12 +505,16 @@ static sn_resp_state_t sn_resp_read(sn_resp_t *r)
 static void sn_resp_answer(sn_resp_t *r, uint8_t type, uint8_t code,
                            uint64_t value)
 {
-    if ((type != SN_RSP_NAK) ||
-        ((code != SN_NAK_RNR) && (code != SN_NAK_NOT_READY))) {
-        ++r->conn->expected_seq;
+    int executed = (type != SN_RSP_NAK) ||
+                   ((code != SN_NAK_RNR) && (code != SN_NAK_NOT_READY));
+
+    if (executed) {
+        sn_resp_executed(r);
     }
     if (sn_resp_send(r->inst, r->conn, type, code, r->req->seq, value) != 0) {
         r->ret = -1;
+    } else if (executed) {
+        sn_resp_answered(r);
     }
 }
 
@@ -580,6 +629,7 @@ static const struct {
 } sn_resp_steps[] = {
     [SN_RESP_CHECK_HEADER]  = {sn_resp_check_header, SN_QP_UNLOCKED},
     [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq, SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_ACKED]   = {sn_resp_check_acked, SN_QP_LOCKED},
     [SN_RESP_CHECK_QP]      = {sn_resp_check_qp, SN_QP_LOCKED},
     [SN_RESP_GET_RECV]      = {sn_resp_get_recv, SN_QP_LOCKED},
     [SN_RESP_CHECK_LENGTH]  = {sn_resp_check_length, SN_QP_LOCKED},
@@ -609,7 +659,8 @@ static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
     r->qp_locked = (want == SN_QP_LOCKED);
 }
 
-/* Run the steps from first to the end; -1: close the connection */
+/* Run the steps from first to the end; -1: close the connection, 1: the
+ * request is held (not taken) */
 static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn, sn_resp_state_t state)
 {
     sn_resp_t r;
@@ -619,11 +670,15 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn, sn_resp_state_t state)
     r.conn = conn;
     r.qp   = conn->qp;
     r.req  = &conn->hdr.req;
-    while ((state != SN_RESP_DONE) && (state != SN_RESP_CLOSE)) {
+    while ((state != SN_RESP_DONE) && (state != SN_RESP_HOLD) &&
+           (state != SN_RESP_CLOSE)) {
         sn_resp_hold_qp(&r, sn_resp_steps[state].qp_lock);
         state = sn_resp_steps[state].fn(&r);
     }
     sn_resp_hold_qp(&r, SN_QP_UNLOCKED);
+    if (state == SN_RESP_HOLD) {
+        return 1;
+    }
     return (state == SN_RESP_CLOSE) ? -1 : r.ret;
 }
 

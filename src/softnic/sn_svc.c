@@ -238,6 +238,8 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
             }
         }
     }
+    /* answers read above may let held requests through */
+    sn_conn_resume(inst);
 }
 
 void sn_svc_poll(sn_inst_t *inst)
@@ -287,6 +289,7 @@ static void *sn_svc_thread(void *arg)
             next        = sn_svc_timers(inst);
             last_timers = now;
             sn_conn_timers(inst, now);
+            sn_conn_resume(inst); /* a QP left RTS, or lost its peer */
             pthread_mutex_unlock(&inst->svc_lock);
         }
         timeout_ms = SN_TICK_NS / 1000000;

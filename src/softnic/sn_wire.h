@@ -13,6 +13,16 @@
  * are followed by `length` payload bytes, at most SN_CHUNK).
  * All integers are little-endian.
  *
+ * A QP's two directions travel on two connections (its own initiator
+ * connection, and its peer's), so a request frame also carries `acked`:
+ * the sequence up to which (exclusive) the sending QP, as a responder, has
+ * answered the receiving QP's requests, its answers queued before the
+ * frame was built. The receiver holds the request (sn_resp.c,
+ * check_acked) until its own connection has delivered those answers: what
+ * the peer sends after taking a SEND of ours completes after that SEND, as
+ * on a NIC, where the ACK travels ahead on the one link. An `acked` beyond
+ * what the receiver ever sent is a malformed frame.
+ *
  * Requests carry a per-connection sequence number. The target executes only
  * the request with the expected sequence and silently drops (drains) any
  * other: after an RNR or "not ready" NAK the initiator rewinds and resends
@@ -43,7 +53,7 @@
 #include <stdint.h>
 
 #define SN_HELLO_MAGIC   0x4f524348u /* "ORCH" */
-#define SN_WIRE_VERSION  2
+#define SN_WIRE_VERSION  3
 #define SN_RBUF_SIZE     (64 * 1024)
 #define SN_DIRECT_MIN    (16 * 1024) /* recv straight into memory */
 #define SN_TICK_NS       (20ull * 1000 * 1000)
@@ -91,8 +101,8 @@ typedef struct sn_req {
     uint64_t raddr;
     uint64_t compare_add;
     uint64_t swap;
-    uint32_t imm; /* as in ibv_send_wr: network order, not swapped */
-    uint32_t reserved2;
+    uint32_t imm;   /* as in ibv_send_wr: network order, not swapped */
+    uint32_t acked; /* the peer's requests answered (see above) */
 } __attribute__((packed)) sn_req_t;
 
 /* response types */
@@ -186,6 +196,7 @@ struct sn_conn {
     uint32_t pay_left;
     sn_sink_t sink;
     int drop; /* TGT: request dropped or answered */
+    int held; /* TGT: the request in rbuf waits (sn_conn_resume) */
     /* TGT: SEND / WRITE_IMM being received */
     int have_recv;
     sn_recv_t recv;
@@ -236,8 +247,12 @@ void sn_conn_accept(sn_inst_t *inst);
 void sn_conn_timers(sn_inst_t *inst, uint64_t now);
 void sn_conn_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
 void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn, uint32_t events);
+/* Read the connections whose request was held again (after a batch of
+ * events, and at each timer pass) */
+void sn_conn_resume(sn_inst_t *inst);
 
 /* Responder (sn_resp.c) */
+/* -1: close, 0: taken, 1: held (the header stays to be read again) */
 int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn);
 int sn_resp_on_payload(sn_inst_t *inst, sn_conn_t *conn);
 int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn);

@@ -39,8 +39,7 @@ for hosts in local netns; do
     # atomics ("Events feature not available on WRITE verb"). ib_send_lat -e
     # sleeps on one channel for both CQs and, after a SEND, takes the first
     # event for its SEND's: it needs the SEND to complete before the answer
-    # to it, which softnic's same-host ring guarantees (on TCP the two come
-    # on two connections, read in the order they arrive)
+    # to it, which softnic guarantees as a NIC does (same-host ring and TCP)
     snv_case "$hosts/ib_send_bw_events"  perf $hosts ib_send_bw -e -n $iters -s 4096
     snv_case "$hosts/ib_read_bw_events"  perf $hosts ib_read_bw -e -n $iters -s 4096
     snv_case "$hosts/ib_send_lat_events" perf $hosts ib_send_lat -e -n $iters -s 8

@@ -62,6 +62,7 @@ struct peer {
     softnic_pd_t *pd;
     softnic_cq_t *scq;
     softnic_cq_t *rcq;
+    softnic_comp_channel_t *chan; /* of scq and rcq, with open channel=1 */
     softnic_srq_t *srq;
     std::map<int, peer_mr> mrs;
     std::map<int, softnic_qp_t *> qps;
@@ -245,7 +246,9 @@ void keep_log(void *arg, softnic_log_level_t level, const char *dev,
     pthread_mutex_unlock(&g_log_lock);
 }
 
-/* open [dev= ifaces= cqe= log=1]: log=1 keeps softnic's messages (connpath) */
+/* open [dev= ifaces= cqe= log=1 channel=1 no_cma=1 no_ring=1]: log=1 keeps
+ * softnic's messages (connpath); channel=1 puts both CQs on one completion
+ * channel */
 std::string cmd_open(const kv_t &kv)
 {
     softnic_config_t cfg = {};
@@ -260,6 +263,12 @@ std::string cmd_open(const kv_t &kv)
         return err(EINVAL, "config");
     }
     cfg.ifaces = ifaces.c_str();
+    if (num(kv, "no_cma", 0)) {
+        cfg.no_cma = 1;
+    }
+    if (num(kv, "no_ring", 0)) {
+        cfg.no_ring = 1;
+    }
     if (num(kv, "log", 0)) {
         cfg.log_level = SOFTNIC_LOG_DEBUG;
         cfg.log_fn    = keep_log;
@@ -272,8 +281,14 @@ std::string cmd_open(const kv_t &kv)
     if (g_peer.pd == NULL) {
         return err(errno, "pd_alloc");
     }
-    g_peer.scq = softnic_cq_create(g_peer.dev, cqe, NULL, NULL);
-    g_peer.rcq = softnic_cq_create(g_peer.dev, cqe, NULL, NULL);
+    if (num(kv, "channel", 0)) {
+        g_peer.chan = softnic_comp_channel_create(g_peer.dev);
+        if (g_peer.chan == NULL) {
+            return err(errno, "comp_channel_create");
+        }
+    }
+    g_peer.scq = softnic_cq_create(g_peer.dev, cqe, &g_peer.scq, g_peer.chan);
+    g_peer.rcq = softnic_cq_create(g_peer.dev, cqe, &g_peer.rcq, g_peer.chan);
     if ((g_peer.scq == NULL) || (g_peer.rcq == NULL)) {
         return err(errno, "cq_create");
     }
@@ -730,6 +745,111 @@ std::string cmd_post(const kv_t &kv)
                fmt(" bad=%td", bad ? (bad - wrs.data()) : (ptrdiff_t)-1);
     }
     return "OK";
+}
+
+/* The 8-byte SEND (signaled or not) or receive at the start of m */
+int post_one(softnic_qp_t *qp, peer_mr *m, bool send, bool signaled)
+{
+    ibv_sge sge = {(uintptr_t)m->buf, 8, m->mr->lkey};
+    ibv_send_wr swr, *sbad;
+    ibv_recv_wr rwr, *rbad;
+
+    if (!send) {
+        memset(&rwr, 0, sizeof(rwr));
+        rwr.sg_list = &sge;
+        rwr.num_sge = 1;
+        return softnic_post_recv(qp, &rwr, &rbad);
+    }
+    memset(&swr, 0, sizeof(swr));
+    swr.sg_list    = &sge;
+    swr.num_sge    = 1;
+    swr.opcode     = IBV_WR_SEND;
+    swr.send_flags = signaled ? IBV_SEND_SIGNALED : 0;
+    return softnic_post_send(qp, &swr, &sbad);
+}
+
+/* The next completion event on the channel (bounded): the CQ it names */
+softnic_cq_t *next_event(double timeout_ms)
+{
+    struct pollfd pfd = {g_peer.chan->fd, POLLIN, 0};
+    void *ctx         = NULL;
+
+    if ((poll(&pfd, 1, (int)timeout_ms) != 1) ||
+        (softnic_cq_get_event(g_peer.chan, &ctx) != 0)) {
+        return NULL;
+    }
+    softnic_cq_ack_events(*(softnic_cq_t **)ctx, 1);
+    return *(softnic_cq_t **)ctx;
+}
+
+/* One round of ask: a signaled SEND, then the two events it brings (its
+ * own completion, the answer's receive); 1 when the answer's came first,
+ * 0 when the SEND's, -1 on an error */
+int ask_once(softnic_qp_t *qp, peer_mr *m)
+{
+    softnic_cq_t *first, *second;
+    std::vector<ibv_wc> wcs;
+
+    if ((softnic_cq_req_notify(g_peer.scq, 0) != 0) ||
+        (softnic_cq_req_notify(g_peer.rcq, 0) != 0) ||
+        (post_one(qp, m, true, true) != 0)) {
+        return -1;
+    }
+    first  = next_event(10000);
+    second = next_event(10000);
+    if ((first == NULL) || (second == NULL) || (first == second) ||
+        (poll_n(g_peer.scq, 1, 10000, &wcs) != 1) ||
+        (poll_n(g_peer.rcq, 1, 10000, &wcs) != 1) ||
+        (wcs[0].status != IBV_WC_SUCCESS) ||
+        (wcs[1].status != IBV_WC_SUCCESS) ||
+        (post_one(qp, m, false, false) != 0)) {
+        return -1;
+    }
+    return first == g_peer.rcq;
+}
+
+/*
+ * pingpong qp= mr= n= role=ask|answer: n SENDs of 8 bytes each way, with
+ * n receives posted by the test beforehand (reposted here as consumed).
+ * answer: each receive is answered at once with an unsignaled SEND. ask
+ * (needs open channel=1): sleeps on the channel of both CQs, as perftest's
+ * latency tests with -e do: after each SEND, the first event must be the
+ * send CQ's; answer_first= counts the rounds where the answer's receive
+ * completed first.
+ */
+std::string cmd_pingpong(const kv_t &kv)
+{
+    softnic_qp_t *qp = find_qp(kv);
+    peer_mr *m       = find_mr(kv);
+    int n = (int)num(kv, "n", 1), answer_first = 0, i, ret;
+    bool ask = str(kv, "role", "") == "ask";
+    std::vector<ibv_wc> wcs;
+
+    if ((qp == NULL) || (m == NULL) || (m->mr == NULL) ||
+        (ask && (g_peer.chan == NULL))) {
+        return err(EINVAL, "pingpong_args");
+    }
+    for (i = 0; i < n; ++i) {
+        if (ask) {
+            ret = ask_once(qp, m);
+            if (ret < 0) {
+                break;
+            }
+            answer_first += ret;
+            continue;
+        }
+        wcs.clear();
+        if ((poll_n(g_peer.rcq, 1, 10000, &wcs) != 1) ||
+            (wcs[0].status != IBV_WC_SUCCESS) ||
+            (post_one(qp, m, false, false) != 0) ||
+            (post_one(qp, m, true, false) != 0)) {
+            break;
+        }
+    }
+    if (i < n) {
+        return err(EIO, "pingpong") + fmt(" round=%d", i);
+    }
+    return fmt("OK n=%d answer_first=%d", n, answer_first);
 }
 
 /* recv qp= mr= off= len= wr= [count= stride= srq=1] */
@@ -1204,6 +1324,8 @@ std::string dispatch(const std::string &line, bool *quit)
         return cmd_udsend(kv);
     if (cmd == "post")
         return cmd_post(kv);
+    if (cmd == "pingpong")
+        return cmd_pingpong(kv);
     if (cmd == "recv")
         return cmd_recv(kv);
     if (cmd == "poll")
@@ -1268,6 +1390,8 @@ void cleanup()
         softnic_cq_destroy(g_peer.scq);
     if (g_peer.rcq)
         softnic_cq_destroy(g_peer.rcq);
+    if (g_peer.chan)
+        softnic_comp_channel_destroy(g_peer.chan);
     if (g_peer.pd)
         softnic_pd_dealloc(g_peer.pd);
     if (g_peer.dev)

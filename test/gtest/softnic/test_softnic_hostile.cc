@@ -143,22 +143,22 @@ struct frame_t {
     }
 };
 
-/* Wire v2 of softnic (src/softnic): HELLO (72 bytes) and request header
- * (48 bytes). If the format changes these become malformed frames, still
- * hostile. */
+/* Wire v3 of softnic (src/softnic): HELLO (72 bytes) and request header
+ * (48 bytes, the last field: the requests of ours the sender acknowledges).
+ * If the format changes these become malformed frames, still hostile. */
 frame_t hello(uint32_t src_qpn, uint32_t dst_qpn)
 {
     frame_t f;
-    f.u32(0x4f524348u).u16(2).u16(1).u32(src_qpn).u32(dst_qpn);
+    f.u32(0x4f524348u).u16(3).u16(1).u32(src_qpn).u32(dst_qpn);
     return f.bytes(40, 0).u32(1).u32(0).u32(0).u32(0);
 }
 
 frame_t req(uint8_t op, uint32_t seq, uint32_t length, uint32_t rkey,
-            uint64_t raddr)
+            uint64_t raddr, uint32_t acked = 0)
 {
     frame_t f;
     f.u8(op).u8(0).u16(0).u32(seq).u32(length).u32(rkey).u64(raddr);
-    return f.u64(1).u64(0).u32(0).u32(0);
+    return f.u64(1).u64(0).u32(0).u32(acked);
 }
 
 enum {
@@ -221,6 +221,11 @@ TEST_P(softnic_hostile, crafted_frames)
                      hello(src, dst)
                          .append(req(OP_SEND, 0, 256 << 10, rkey, 0))
                          .bytes(256 << 10, 0xee)});
+    /* the target QP sent the initiator nothing: nothing to acknowledge */
+    cases.push_back({"acknowledges requests never sent",
+                     hello(src, dst)
+                         .append(req(OP_WRITE, 0, 64, rkey, base + 24576, 5))
+                         .bytes(64, 0xee)});
     cases.push_back(
         {"unknown opcode", hello(src, dst)
                                .append(req(200, 0, 64, rkey, scratch))
@@ -252,6 +257,8 @@ TEST_P(softnic_hostile, crafted_frames)
         ASSERT_TRUE(p.ok) << "target died after: " << c.first;
         EXPECT_OK(m_b->cmd("guardcheck id=1")) << "after: " << c.first;
     }
+    /* the lying WRITE was not executed */
+    EXPECT_OK(m_b->cmd("check id=1 off=24576 pos=20480 len=64 seed=20"));
     expect_survived();
 }
 
