@@ -631,25 +631,18 @@ int orcd_quota(orcd_ctx_t *c, uint64_t keys, uint64_t bytes)
     return 0;
 }
 
-pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id)
+orcd_counter_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id)
 {
-    uint64_t h     = 14695981039346656037ULL ^ id; /* FNV-1a over job and id */
     uint64_t until = orc_util_now_ms() + ORCD_COUNTER_WAIT_MS;
     uint64_t last  = c->deadline - orcd_call_ms(c->cfg); /* a call after */
-    pthread_mutex_t *lock;
-    struct timespec ts;
-    const char *p;
 
-    for (p = c->job; *p != '\0'; ++p) {
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
-    }
-    h          = (h ^ (h >> 29)) * 1099511628211ULL;
-    lock       = &c->api->counter_locks[(h >> 32) % ORCD_COUNTER_LOCKS];
-    until      = (until < last) ? until : last;
-    ts.tv_sec  = (time_t)(until / 1000);
-    ts.tv_nsec = (long)(until % 1000) * 1000000L;
-    return (pthread_mutex_clocklock(lock, CLOCK_MONOTONIC, &ts) == 0) ? lock
-                                                                      : NULL;
+    until = (until < last) ? until : last;
+    return orcd_counter_take(&c->api->counters, c->job, id, until);
+}
+
+void orcd_counter_unlock(orcd_ctx_t *c, orcd_counter_t *counter)
+{
+    orcd_counter_give(&c->api->counters, counter);
 }
 
 const char *orcd_retry_rid(const orcd_ctx_t *c)
@@ -662,7 +655,6 @@ const char *orcd_retry_rid(const orcd_ctx_t *c)
 int orcd_api_create(orcd_config_t *cfg, orc_store_t *store, orcd_api_t **api_p)
 {
     orcd_api_t *api = calloc(1, sizeof(*api));
-    size_t i;
 
     if (api == NULL) {
         return -1;
@@ -671,9 +663,7 @@ int orcd_api_create(orcd_config_t *cfg, orc_store_t *store, orcd_api_t **api_p)
         free(api);
         return -1;
     }
-    for (i = 0; i < ORCD_COUNTER_LOCKS; ++i) {
-        pthread_mutex_init(&api->counter_locks[i], NULL);
-    }
+    orcd_counters_init(&api->counters);
     pthread_mutex_init(&api->rid_lock, NULL);
     api->cfg   = cfg;
     api->store = store;
@@ -683,16 +673,12 @@ int orcd_api_create(orcd_config_t *cfg, orc_store_t *store, orcd_api_t **api_p)
 
 void orcd_api_destroy(orcd_api_t *api)
 {
-    size_t i;
-
     if (api == NULL) {
         return;
     }
     orcd_config_cleanup(api->cfg);
     free(api->cfg);
-    for (i = 0; i < ORCD_COUNTER_LOCKS; ++i) {
-        pthread_mutex_destroy(&api->counter_locks[i]);
-    }
+    orcd_counters_fini(&api->counters);
     pthread_mutex_destroy(&api->rid_lock);
     pthread_rwlock_destroy(&api->cfg_lock);
     free(api);

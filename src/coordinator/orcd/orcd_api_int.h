@@ -33,6 +33,7 @@
 #define ORCD_API_INT_H_
 
 #include "orcd_api.h"
+#include "orcd_counter.h"
 #include "coordinator/common/orc_util.h"
 
 #include <jansson.h>
@@ -44,7 +45,6 @@
 #define ORCD_LATENCY_SLOTS   15
 #define ORCD_TXN_RETRIES     64
 #define ORCD_RID_MAX         64
-#define ORCD_COUNTER_LOCKS   64
 #define ORCD_COUNTER_WAIT_MS 2000
 #define ORCD_RID_TTL         60 /* s; a post's /rid/ key lives >= half */
 
@@ -73,7 +73,7 @@ typedef struct orcd_metrics {
  * holds the read lock while it runs, so a configuration is freed only when
  * nothing uses it. metrics: atomics (see orcd_metrics_t).
  *
- * counter_locks: a request holds one (orcd_counter_lock) while it takes the
+ * counters: a request holds one (orcd_counter_lock) while it takes the
  * next value of a counter (a job's node ids, a mailbox's seq) by
  * compare-and-swap, so that this orcd's requests for one counter queue
  * instead of failing each other's compare: on etcd each try is a round
@@ -95,7 +95,7 @@ struct orcd_api {
     orcd_config_t *cfg;
     orc_store_t *store;
     orcd_metrics_t metrics;
-    pthread_mutex_t counter_locks[ORCD_COUNTER_LOCKS];
+    orcd_counters_t counters; /* its own lock (orcd_counter.h) */
     pthread_mutex_t rid_lock;
     uint64_t rid_lease;
     uint64_t rid_lease_ms;
@@ -159,9 +159,10 @@ int orcd_txn(orcd_ctx_t *c, const orc_store_cmp_t *cmps, size_t ncmp,
              const orc_store_op_t *ops, size_t nops,
              orc_store_txn_result_t *res);
 /* Take the lock of counter `id` of the request's job (0: its node ids),
- * see struct orcd_api: the lock (to unlock), or NULL if it stayed taken for
- * ORCD_COUNTER_WAIT_MS */
-pthread_mutex_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id);
+ * see struct orcd_api: the counter (to unlock), or NULL if it stayed taken
+ * for ORCD_COUNTER_WAIT_MS */
+orcd_counter_t *orcd_counter_lock(orcd_ctx_t *c, uint64_t id);
+void orcd_counter_unlock(orcd_ctx_t *c, orcd_counter_t *counter);
 /* Is there time for one more store call before c->deadline? A request
  * that writes (a registration, a post: several calls, a counter lock
  * between them) is given 2 x store.etcd.timeout in all, so that it answers

@@ -135,7 +135,7 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
     uint64_t rid_lease  = 0;
     int lease_lost_once = 0;
     orc_store_kv_t seq;
-    pthread_mutex_t *lock;
+    orcd_counter_t *lock;
     int status, attempt;
 
     orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
@@ -191,7 +191,7 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
             break;
         }
     }
-    pthread_mutex_unlock(lock);
+    orcd_counter_unlock(c, lock);
     return status;
 }
 

@@ -185,7 +185,7 @@ static int orcd_register_store(orcd_ctx_t *c, const char *value, uint64_t lease,
     const size_t r = (c->req->rid != NULL) ? 1 : 0; /* compares before ids */
     orc_store_cmp_t cmps[2];
     orc_store_op_t ops[4];
-    pthread_mutex_t *lock;
+    orcd_counter_t *lock;
     orc_store_kv_t kv;
     uint64_t version;
     int status = ORC_STORE_ECOMPARE, attempt;
@@ -229,7 +229,7 @@ static int orcd_register_store(orcd_ctx_t *c, const char *value, uint64_t lease,
             break;
         }
     }
-    pthread_mutex_unlock(lock);
+    orcd_counter_unlock(c, lock);
     return status;
 }
 

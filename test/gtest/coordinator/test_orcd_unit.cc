@@ -1,11 +1,13 @@
 /*
- * orcd unit tests: the store (etcd semantics), the YAML configuration loader
- * and the request router, all called directly (no sockets).
+ * orcd unit tests: the store (etcd semantics), the YAML configuration loader,
+ * the counter locks and the request router, all called directly (no
+ * sockets).
  */
 extern "C" {
 #include "coordinator/common/orc_util.h"
 #include "coordinator/orcd/orcd.h"
 #include "coordinator/orcd/orcd_api.h"
+#include "coordinator/orcd/orcd_counter.h"
 #include "coordinator/store/orc_store.h"
 #include "coordinator/store/orc_store_etcd.h"
 #include "coordinator/store/orc_store_replica.h"
@@ -1152,6 +1154,66 @@ TEST_F(config_test, http_threads_auto_is_half_the_cpus)
     orcd_config_cleanup(&m_cfg);
     ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
     EXPECT_NE(load("listen:\n  threads: 65\n"), "");
+}
+
+/* ------------------------------------------------------------ counters */
+
+/* Requests for different counters never wait for each other (a lock shared
+ * by two mailboxes made posts to one wait for the etcd round trips of posts
+ * to the other), and one counter is one lock */
+TEST(orcd_counter, different_counters_never_wait_for_each_other)
+{
+    std::vector<orcd_counter_t *> held;
+    orcd_counters_t t;
+    orcd_counter_t *c, *other;
+
+    orcd_counters_init(&t);
+    for (uint64_t id = 0; id < 3 * ORCD_COUNTER_BUCKETS; ++id) {
+        /* until 0: no wait at all */
+        c = orcd_counter_take(&t, "job-a", id, 0);
+        ASSERT_NE(c, nullptr) << "counter " << id << " waited for another";
+        held.push_back(c);
+    }
+    other = orcd_counter_take(&t, "job-b", 7, 0);
+    ASSERT_NE(other, nullptr) << "job-b's counter 7 waited for job-a's";
+    EXPECT_EQ(orcd_counters_entries(&t), held.size() + 1);
+
+    EXPECT_EQ(orcd_counter_take(&t, "job-a", 7, 0), nullptr);
+    EXPECT_EQ(orcd_counter_take(&t, "job-a", 7, orc_util_now_ms() + 20),
+              nullptr)
+        << "a taken counter was taken again";
+    for (auto h : held) {
+        orcd_counter_give(&t, h);
+    }
+    orcd_counter_give(&t, other);
+    EXPECT_EQ(orcd_counters_entries(&t), 0u) << "entries outlive their use";
+    orcd_counters_fini(&t);
+}
+
+TEST(orcd_counter, a_waiter_takes_the_counter_once_given)
+{
+    std::atomic<int> got{0};
+    orcd_counters_t t;
+    orcd_counter_t *c;
+
+    orcd_counters_init(&t);
+    c = orcd_counter_take(&t, "job", 5, 0);
+    ASSERT_NE(c, nullptr);
+    std::thread waiter([&] {
+        orcd_counter_t *w =
+            orcd_counter_take(&t, "job", 5, orc_util_now_ms() + 10000);
+        got = (w != nullptr) ? 1 : -1;
+        if (w != nullptr) {
+            orcd_counter_give(&t, w);
+        }
+    });
+    usleep(20000); /* most likely waiting by now (either way it must get it) */
+    EXPECT_EQ(got.load(), 0) << "taken while held";
+    orcd_counter_give(&t, c);
+    waiter.join();
+    EXPECT_EQ(got.load(), 1);
+    EXPECT_EQ(orcd_counters_entries(&t), 0u);
+    orcd_counters_fini(&t);
 }
 
 TEST_F(config_test, example_file_is_valid_and_matches_defaults)
