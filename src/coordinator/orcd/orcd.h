@@ -118,7 +118,12 @@ typedef struct orcd_config {
 
 /* Fill cfg with the embedded defaults. */
 int orcd_config_init_defaults(orcd_config_t *cfg);
-/* HTTP threads to run: listen.threads, or for 0 half the online CPUs (>= 1) */
+/* listen.threads at most, and its auto value on etcd */
+#define ORCD_THREADS_MAX  1024
+#define ORCD_THREADS_ETCD 128
+
+/* HTTP threads to run: listen.threads, or for 0 half the online CPUs (>= 1)
+ * on the memory store and ORCD_THREADS_ETCD on etcd */
 unsigned orcd_config_threads(const orcd_config_t *cfg);
 /*
  * Load a YAML file over the defaults in cfg. On error returns -1 and writes

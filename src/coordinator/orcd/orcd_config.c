@@ -489,7 +489,7 @@ static const orcd_key_t orcd_keys[] = {
     ORCD_KEY("listen", "address", ORCD_KEY_STRING, address, 0, 0),
     ORCD_KEY("listen", "port", ORCD_KEY_UINT, port, 0, 65535),
     ORCD_KEY("listen", "allow_remote", ORCD_KEY_BOOL, allow_remote, 0, 0),
-    ORCD_KEY("listen", "threads", ORCD_KEY_UINT, threads, 0, 64),
+    ORCD_KEY("listen", "threads", ORCD_KEY_UINT, threads, 0, ORCD_THREADS_MAX),
     ORCD_KEY("limits", "max_connections", ORCD_KEY_UINT, max_connections, 1,
              1000000),
     ORCD_KEY("limits", "max_connections_per_ip", ORCD_KEY_UINT,
@@ -983,9 +983,12 @@ unsigned orcd_config_threads(const orcd_config_t *cfg)
     if (cfg->threads > 0) {
         return cfg->threads;
     }
-    /* a request on etcd holds its thread for round trips to etcd */
+    /* a request on etcd holds its thread for round trips to etcd, and so
+     * does every other connection libmicrohttpd gave that thread: with 16
+     * threads at 64 pairing clients (128 connections) a woken long poll
+     * waited 15-25 ms for its thread (orcd-bench.sh, issue 9 sec. 5) */
     if (cfg->store_backend == ORCD_STORE_ETCD) {
-        return 16;
+        return ORCD_THREADS_ETCD;
     }
     /* half the CPUs: orcd shares its machine with the processes it pairs.
      * On 2 cores one thread gave a 64-client pairing p99 of 7.5 ms against

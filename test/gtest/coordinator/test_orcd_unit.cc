@@ -1153,7 +1153,30 @@ TEST_F(config_test, http_threads_auto_is_half_the_cpus)
     EXPECT_EQ(orcd_config_threads(&m_cfg), 3u);
     orcd_config_cleanup(&m_cfg);
     ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
-    EXPECT_NE(load("listen:\n  threads: 65\n"), "");
+    EXPECT_EQ(load("listen:\n  threads: 1024\n"), "");
+    EXPECT_EQ(orcd_config_threads(&m_cfg), 1024u);
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    EXPECT_NE(load("listen:\n  threads: 1025\n"), "");
+}
+
+/* on etcd a request holds its thread through its etcd round trips, and so
+ * does every connection libmicrohttpd gave that thread: one thread per
+ * connection of 64 pairing clients */
+TEST_F(config_test, http_threads_auto_on_etcd)
+{
+    EXPECT_EQ(load("store:\n  backend: etcd\n  etcd:\n"
+                   "    endpoints: [http://127.0.0.1:2379]\n"),
+              "");
+    EXPECT_EQ(m_cfg.threads, 0u);
+    EXPECT_EQ(orcd_config_threads(&m_cfg), (unsigned)ORCD_THREADS_ETCD);
+    EXPECT_GE(ORCD_THREADS_ETCD, 128);
+    orcd_config_cleanup(&m_cfg);
+    ASSERT_EQ(orcd_config_init_defaults(&m_cfg), 0);
+    EXPECT_EQ(load("listen:\n  threads: 2\nstore:\n  backend: etcd\n"
+                   "  etcd:\n    endpoints: [http://127.0.0.1:2379]\n"),
+              "");
+    EXPECT_EQ(orcd_config_threads(&m_cfg), 2u);
 }
 
 /* ------------------------------------------------------------ counters */
