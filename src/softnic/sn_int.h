@@ -79,8 +79,14 @@
  * IBV_SEND_FENCE holds a WR until earlier READs and atomics completed; RNR
  * NAK -> retry after the responder's min_rnr_timer, IBV_WC_RNR_RETRY_EXC_ERR
  * after rnr_retry retries (7 = forever); a target
- * QP not in RTR/RTS (or connected elsewhere) NAKs "not ready", retried
- * retry_cnt times. Access violations at the target NAK the WR
+ * QP in ERR executes and answers nothing on every path, as an IB responder
+ * in error drops the packets: the TCP responder drops the request (no ACK,
+ * no NAK), the same-host ring leaves its slots, the CMA path finds the QP's
+ * rights revoked (the QP table below) and sends the WR on TCP, so the
+ * initiator's transport timer fails it with IBV_WC_RETRY_EXC_ERR once its
+ * budget is spent (below); a target QP in RESET/INIT (or connected
+ * elsewhere) NAKs "not ready", retried retry_cnt times, each after the
+ * QP's timeout. Access violations at the target NAK the WR
  * (REM_ACCESS_ERR, REM_INV_REQ_ERR for misaligned atomics or a SEND longer
  * than the receive, REM_OP_ERR for a receive with a bad lkey); the target QP
  * stays usable except for receive errors, which move it to ERR as in IB.
@@ -93,7 +99,9 @@
  * WR has waited for an answer (or for the connection) through retry_cnt + 1
  * attempts of T each since the QP's last progress, T = 4.096 us *
  * 2^timeout but at least 20 ms (software peers get descheduled), it fails
- * with IBV_WC_RETRY_EXC_ERR (the rest flush, as on hardware). Any
+ * with IBV_WC_RETRY_EXC_ERR (the rest flush, as on hardware). A WR in
+ * the same-host ring waits for an answer too, unless the target's consumer
+ * waits for a receive for it (then the RNR timer bounds it). Any
  * progress restarts the count. An attempt that ran out starts the
  * next one when the service thread sees it, as a NIC's retransmission
  * does: a QP whose own process or host was not scheduled for longer than
@@ -222,11 +230,28 @@ typedef struct sn_mr_entry {
 
 /*
  * After the MR entries, the shared memory holds one 64-bit word per QP slot:
- * (qpn << 32) | qp_access_flags, 0 for a free slot. Written with one atomic
- * store by the owner (under the QP lock), read with one atomic load by
- * same-host initiators, so that the target QP's access flags are enforced on
- * the CMA path exactly as on the TCP path.
+ * (qpn << 32) | qp_access_flags, or (qpn << 32) | SN_QPT_ERR while the QP
+ * is in ERR, 0 for a free slot. Written with one atomic store (seq_cst) by
+ * the owner under the QP lock, read with one atomic load (acquire) by
+ * same-host initiators before every CMA WRITE/READ (and WRITE batch), so
+ * that the target QP's access flags and its ERR state are enforced on the
+ * CMA path exactly as on the TCP path.
+ * ERR revokes the rights at the transition: sn_qp_to_error() stores the ERR
+ * word before it flushes anything, so before softnic_qp_modify() (or the
+ * failure that moved the QP to ERR) returns. A CMA access whose load comes
+ * after that store executes nothing (the initiator sends the WR on TCP,
+ * where the responder drops it: RETRY_EXC_ERR after the initiator's retry
+ * budget). An access that loaded the word before the store was already
+ * executing at the transition, as a packet a NIC had begun to place: its
+ * copy may still finish after it (the transition does not wait for it, as
+ * deregistration waits for MR users).
  */
+#define SN_QPT_ERR 0x80000000u /* the QP is in ERR: nothing executes */
+enum {
+    SN_QPT_ALLOWED = 0, /* sn_qp_table_check: the QP grants the access */
+    SN_QPT_DENIED,      /* no such QP, or the right is missing */
+    SN_QPT_SILENT       /* the QP is in ERR: no execution, no answer */
+};
 
 /* A consistent copy of an entry. */
 typedef struct sn_mr_snap {
@@ -606,6 +631,21 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_TCP_ACK_FIRST 1
 #endif
+#ifdef SN_MUTATE_NO_ERR_SILENT /* ring: a target in ERR leaves the slots */
+#define SN_RULE_ERR_SILENT 0
+#else
+#define SN_RULE_ERR_SILENT 1
+#endif
+#ifdef SN_MUTATE_NO_TCP_ERR_SILENT /* TCP: a target in ERR answers nothing */
+#define SN_RULE_TCP_ERR_SILENT 0
+#else
+#define SN_RULE_TCP_ERR_SILENT 1
+#endif
+#ifdef SN_MUTATE_NO_CMA_ERR /* CMA: ERR revokes the target QP's rights */
+#define SN_RULE_CMA_ERR 0
+#else
+#define SN_RULE_CMA_ERR 1
+#endif
 #ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
 #define SN_RULE_BATCH_FLUSH 0
 #else
@@ -649,8 +689,8 @@ int sn_mr_check(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
 int sn_mr_busy_begin(sn_inst_t *inst, const sn_mr_snap_t *snap);
 void sn_mr_busy_end(sn_inst_t *inst);
 void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn, uint32_t access);
-/* Does QP qpn of the table's owner exist and grant access? */
-int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn, int access);
+/* Does QP qpn of the table's owner exist and grant access? SN_QPT_* */
+int sn_qp_table_check(const sn_mr_entry_t *table, uint32_t qpn, int access);
 sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid, uint32_t id);
 void sn_mr_table_unmap(const sn_mr_entry_t *table);
 /* same-host initiator: enter / leave an entry of a peer's table around a
@@ -748,6 +788,9 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap);
 void sn_ring_progress(sn_qp_t *qp, int in_svc);
 /* QP lock held: cancel outstanding ring SENDs (QP leaves RTS) */
 void sn_ring_cancel(sn_qp_t *qp);
+/* QP lock held: does a WR of ours wait in the ring for an answer the
+ * transport timer bounds (the consumer is not waiting for a receive)? */
+int sn_ring_awaits_answer(const sn_qp_t *qp);
 /* QP lock held: ring RNR timer; returns next deadline or 0 */
 uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now);
 /* cq_poll found nothing: drive ring progress of the CQ's QPs */

@@ -176,13 +176,20 @@ void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn, uint32_t access)
                      __ATOMIC_SEQ_CST);
 }
 
-int sn_qp_table_allows(const sn_mr_entry_t *table, uint32_t qpn, int access)
+int sn_qp_table_check(const sn_mr_entry_t *table, uint32_t qpn, int access)
 {
     uint64_t word = __atomic_load_n(&sn_qp_table(table)[qpn & (SN_MAX_QP - 1)],
                                     __ATOMIC_ACQUIRE);
 
-    return ((word >> 32) == qpn) &&
-           (!SN_RULE_ACCESS || (((uint32_t)word & access) == (uint32_t)access));
+    if ((word >> 32) != qpn) {
+        return SN_QPT_DENIED;
+    }
+    if ((uint32_t)word & SN_QPT_ERR) {
+        return SN_QPT_SILENT;
+    }
+    return (!SN_RULE_ACCESS || (((uint32_t)word & access) == (uint32_t)access))
+               ? SN_QPT_ALLOWED
+               : SN_QPT_DENIED;
 }
 
 int sn_mr_read(const sn_mr_entry_t *table, uint32_t key, sn_mr_snap_t *snap)

@@ -361,6 +361,11 @@ void sn_qp_to_error(sn_qp_t *qp)
     uint32_t i;
 
     qp->state = IBV_QPS_ERR;
+    /* same-host initiators execute nothing on it from now on (sn_int.h,
+     * the QP table); a UD QP is not in the table's use */
+    if (SN_RULE_CMA_ERR && (qp->super.qp_type == IBV_QPT_RC)) {
+        sn_qp_table_set(sn_qp_inst(qp), qp->super.qp_num, SN_QPT_ERR);
+    }
     sn_ring_cancel(qp);
     for (i = qp->sq_head; i != qp->sq_tail; ++i) {
         wqe = &qp->sq[i % qp->sq_size];
@@ -393,10 +398,12 @@ void sn_qp_to_error(sn_qp_t *qp)
 
 /* ---- transmission ------------------------------------------------------ */
 
-/* sn_qp_cma: the CMA path is not usable (EPERM), or the peer process is
- * gone (ESRCH) */
-#define SN_CMA_UNUSABLE  (-1)
-#define SN_CMA_PEER_GONE (-2)
+/* sn_qp_cma: the CMA path is not usable (EPERM), the peer process is
+ * gone (ESRCH), or the target QP is in ERR (its rights are revoked: the WR
+ * goes on TCP, where the responder drops it, as a NIC in error does) */
+#define SN_CMA_UNUSABLE   (-1)
+#define SN_CMA_PEER_GONE  (-2)
+#define SN_CMA_TARGET_ERR (-3)
 
 static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe);
 
@@ -409,13 +416,17 @@ static void sn_qp_peer_gone(sn_qp_t *qp)
 }
 
 /* Same host: run a WRITE/READ by CMA right now and mark it done; its
- * completion status, or -1 when it stays queued: the peer turned out not
- * to be reachable by CMA (the QP uses TCP from then on), or its process
- * is gone (the peer is silent from then on, sn_qp_peer_lost). */
+ * completion status, or -1 when it stays queued: the target QP is in ERR
+ * (this WR goes on TCP), the peer turned out not to be reachable by CMA
+ * (the QP uses TCP from then on), or its process is gone (the peer is
+ * silent from then on, sn_qp_peer_lost). */
 static int sn_qp_run_cma(sn_qp_t *qp, sn_wqe_t *wqe)
 {
     int status = sn_qp_cma(qp, wqe);
 
+    if (status == SN_CMA_TARGET_ERR) {
+        return -1;
+    }
     if (status == SN_CMA_PEER_GONE) {
         sn_qp_peer_gone(qp);
     }
@@ -578,9 +589,10 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
     }
     /* waiting for answers, for the connection, or for a peer that is
      * gone (silent: only the budget ends the wait, as on hardware) */
-    if ((qp->sent_out > 0) || (((qp->conn_state == SN_CONN_CONNECTING) ||
-                                (qp->conn_state == SN_CONN_FAILED)) &&
-                               (qp->sq_head != qp->sq_tail))) {
+    if ((qp->sent_out > 0) || sn_ring_awaits_answer(qp) ||
+        (((qp->conn_state == SN_CONN_CONNECTING) ||
+          (qp->conn_state == SN_CONN_FAILED)) &&
+         (qp->sq_head != qp->sq_tail))) {
         timeout = sn_qp_timeout_ns(qp);
         if (!SN_RULE_RETRY_BUDGET && (qp->conn_state == SN_CONN_FAILED)) {
             timeout = 1; /* without the rule: a dead peer fails at once */
@@ -646,8 +658,13 @@ static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe)
     if (wqe->length == 0) {
         return IBV_WC_SUCCESS;
     }
-    if (!sn_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num, access)) {
+    switch (sn_qp_table_check(qp->peer_mrs, qp->attr.dest_qp_num, access)) {
+    case SN_QPT_SILENT:
+        return SN_CMA_TARGET_ERR;
+    case SN_QPT_DENIED:
         return IBV_WC_REM_ACCESS_ERR;
+    default:
+        break;
     }
     /* counted in the entry's users before the check: the target's dereg
      * cannot return while this copy is in flight */
@@ -770,7 +787,7 @@ typedef struct sn_cma_batch {
     struct iovec local[SN_CMA_BATCH * SN_MAX_SGE];
     struct iovec remote[SN_CMA_BATCH];
     unsigned nlocal, nremote;
-    int status; /* of WRITE num, if it failed */
+    int status; /* of WRITE num, if it failed; SN_CMA_TARGET_ERR: none ran */
 } sn_cma_batch_t;
 
 /* Append the remote range of wqe; a range that continues the previous one
@@ -801,12 +818,18 @@ static void sn_cma_batch_prepare(sn_qp_t *qp, sn_cma_batch_t *b)
     uint64_t total = 0;
 
     b->nlocal = b->nremote = 0;
+    b->num                 = 0;
     b->status              = IBV_WC_SUCCESS;
-    if (!sn_qp_table_allows(qp->peer_mrs, qp->attr.dest_qp_num,
-                            IBV_ACCESS_REMOTE_WRITE)) {
-        b->num    = 0;
+    switch (sn_qp_table_check(qp->peer_mrs, qp->attr.dest_qp_num,
+                              IBV_ACCESS_REMOTE_WRITE)) {
+    case SN_QPT_SILENT:
+        b->status = SN_CMA_TARGET_ERR;
+        return;
+    case SN_QPT_DENIED:
         b->status = IBV_WC_REM_ACCESS_ERR;
         return;
+    default:
+        break;
     }
     for (b->num = 0; b->num < qp->cma_batch; ++b->num) {
         wqe              = &qp->sq[(qp->sq_tx + b->num) % qp->sq_size];
@@ -877,6 +900,8 @@ void sn_qp_cma_flush(sn_qp_t *qp)
             wqe->state  = SN_WQE_DONE;
             wqe->status = status;
         }
+    } else if (b.status == SN_CMA_TARGET_ERR) {
+        /* nothing executed: the WRITEs stay queued and go on TCP */
     } else if (b.status != IBV_WC_SUCCESS) {
         wqe         = &qp->sq[qp->sq_tx++ % qp->sq_size];
         wqe->state  = SN_WQE_DONE;

@@ -16,7 +16,10 @@
  * receive. A failed
  * check answers with the NAK the initiator turns into its completion
  * status; an RNR or "not ready" NAK leaves the request to be resent, any
- * other answer counts it as executed (expected_seq).
+ * other answer counts it as executed (expected_seq). A QP in ERR answers
+ * nothing, as an IB responder in error drops the packets: the request is
+ * dropped (not executed, not counted; those behind it fail the sequence
+ * check) and the initiator's transport timer ends the WR.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -46,6 +49,7 @@ typedef enum sn_resp_state {
     SN_RESP_ATOMIC_REPLY,
     /* its payload is complete */
     SN_RESP_PAYLOAD_DONE,
+    SN_RESP_CHECK_STATE,
     SN_RESP_CHECK_PLACED,
     SN_RESP_COMPLETE_RECV,
     /* answers */
@@ -321,9 +325,13 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
     return SN_RESP_CHECK_QP;
 }
 
-/* The QP takes requests in RTR and RTS, from its own peer only */
+/* The QP takes requests in RTR and RTS, from its own peer only; in ERR
+ * it drops them without an answer (the payload is drained) */
 static sn_resp_state_t sn_resp_check_qp(sn_resp_t *r)
 {
+    if (SN_RULE_TCP_ERR_SILENT && (r->qp->state == IBV_QPS_ERR)) {
+        return SN_RESP_DONE;
+    }
     if (((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) ||
         (r->qp->attr.dest_qp_num != r->conn->peer_qpn)) {
         return sn_resp_nak(r, SN_NAK_NOT_READY);
@@ -525,18 +533,10 @@ static sn_resp_state_t sn_resp_atomic_reply(sn_resp_t *r)
 }
 
 /* The payload is complete. Dropped requests and those answered at their
- * header are done; a receive completes next; a WRITE whose region went
- * away meanwhile is NAKed. */
+ * header are done; the others are looked at under the QP lock next. */
 static sn_resp_state_t sn_resp_payload_done(sn_resp_t *r)
 {
-    if (r->conn->drop) {
-        return SN_RESP_DONE;
-    }
-    if (r->conn->have_recv) {
-        return SN_RESP_CHECK_PLACED;
-    }
-    return r->conn->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
-                                : SN_RESP_ACK;
+    return r->conn->drop ? SN_RESP_DONE : SN_RESP_CHECK_STATE;
 }
 
 static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
@@ -558,6 +558,24 @@ static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
     }
     sn_cq_push(r->qp->recv_cq, &wc, solicited);
     r->conn->have_recv = 0;
+}
+
+/* A QP that went to ERR while the payload came answers nothing (its
+ * receive, taken at the header, is flushed); else a receive completes
+ * next; a WRITE whose region went away meanwhile is NAKed. */
+static sn_resp_state_t sn_resp_check_state(sn_resp_t *r)
+{
+    if (SN_RULE_TCP_ERR_SILENT && (r->qp->state == IBV_QPS_ERR)) {
+        if (r->conn->have_recv) {
+            sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
+        }
+        return SN_RESP_DONE;
+    }
+    if (r->conn->have_recv) {
+        return SN_RESP_CHECK_PLACED;
+    }
+    return r->conn->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
+                                : SN_RESP_ACK;
 }
 
 /* A receive completes on a QP still in RTR/RTS (else it is flushed and the
@@ -639,6 +657,7 @@ static const struct {
     [SN_RESP_READ]          = {sn_resp_read, SN_QP_UNLOCKED},
     [SN_RESP_ATOMIC_REPLY]  = {sn_resp_atomic_reply, SN_QP_UNLOCKED},
     [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done, SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_STATE]   = {sn_resp_check_state, SN_QP_LOCKED},
     [SN_RESP_CHECK_PLACED]  = {sn_resp_check_placed, SN_QP_LOCKED},
     [SN_RESP_COMPLETE_RECV] = {sn_resp_complete_recv, SN_QP_LOCKED},
     [SN_RESP_ACK]           = {sn_resp_ack, SN_QP_UNLOCKED},

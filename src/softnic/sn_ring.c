@@ -40,8 +40,13 @@
  * No posted receive: the slot stays POSTED and the consumer says so in
  * rnr_at; the initiator gives up after rnr_retry * the target's
  * min_rnr_timer (7 = never), completing the WR with
- * IBV_WC_RNR_RETRY_EXC_ERR. A target QP in ERR completes pending slots with
- * IBV_WC_RETRY_EXC_ERR (an IB responder in error drops the packets).
+ * IBV_WC_RNR_RETRY_EXC_ERR. A target QP in ERR leaves the slots as they
+ * are and says nothing (rnr_at 0), as an IB responder in error drops the
+ * packets without an ACK or a NAK: the initiator's transport timer fails
+ * the oldest with IBV_WC_RETRY_EXC_ERR once its retry budget is spent
+ * (sn_ring_awaits_answer, sn_qp_timers); with timeout 0 it waits until its
+ * application moves it to ERR. The initiator cancels the slots when it
+ * leaves RTS and drops the connection, which detaches the ring.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -353,6 +358,14 @@ void sn_ring_cancel(sn_qp_t *qp)
     }
 }
 
+int sn_ring_awaits_answer(const sn_qp_t *qp)
+{
+    /* rnr_at names a slot of this ring only: the consumer waits for a
+     * receive for one of our SENDs, which the RNR timer bounds */
+    return (qp->ring != NULL) && (qp->ring_out > 0) &&
+           (__atomic_load_n(&qp->ring->rnr_at, __ATOMIC_RELAXED) == 0);
+}
+
 uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
 {
     sn_ring_slot_t *slot;
@@ -489,9 +502,17 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
         (qp->ring_out > 0)) {
         sn_ring_reap(qp, in_svc);
     }
+    if (SN_RULE_ERR_SILENT && (qp->state == IBV_QPS_ERR)) {
+        /* a responder in error drops what comes: no answer, not even an
+         * RNR wait (the initiator's transport timer ends its WRs) */
+        if (__atomic_load_n(&ring->rnr_at, __ATOMIC_RELAXED) != 0) {
+            __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
+        }
+        return;
+    }
     for (; tail != head; ++tail) {
         slot = &ring->slot[tail % SN_RING_SLOTS];
-        if (qp->state == IBV_QPS_ERR) {
+        if (qp->state == IBV_QPS_ERR) { /* without the rule only */
             expected = SN_SLOT_POSTED;
             if (__atomic_compare_exchange_n(&slot->state, &expected,
                                             SN_SLOT_TAKEN, 0, __ATOMIC_ACQ_REL,

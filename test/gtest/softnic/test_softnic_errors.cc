@@ -1,9 +1,10 @@
 /*
  * softnic error semantics across two processes (same host and two hosts):
  * flushing in posting order once a QP is in ERR, and dead peers (killed
- * process, destroyed QP, unreachable host) completing outstanding WRs with
- * IBV_WC_RETRY_EXC_ERR as a NIC does: once the QP's retry budget
- * (timeout, retry_cnt) has run out, never before, and within a bound.
+ * process, destroyed QP, unreachable host) and target QPs in ERR
+ * completing outstanding WRs with IBV_WC_RETRY_EXC_ERR as a NIC does: once
+ * the QP's retry budget (timeout, retry_cnt) has run out, never before,
+ * and within a bound.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -88,6 +89,7 @@ class softnic_errors : public softnic_topo
     }
 
     void dead_peer(bool kill_process, bool delete_link);
+    void target_in_error(const std::string &open_args);
 
     peer_proc *m_a = nullptr, *m_b = nullptr;
     mr_t m_la, m_rb;
@@ -441,6 +443,173 @@ TEST_P(softnic_errors, stalled_host_is_not_a_dead_peer)
     EXPECT_EQ(IBV_WC_SUCCESS, rx[0].status) << wc_status_name(rx[0].status);
     reply_t st = m_a->cmd("query qp=0");
     EXPECT_EQ(IBV_QPS_RTS, (int)st.u("state")) << st.line;
+}
+
+/*
+ * A target QP in ERR executes and answers nothing, as an IB responder in
+ * error drops the packets: a SEND, WRITE, READ and fetch-add to it fail
+ * with IBV_WC_RETRY_EXC_ERR only once the initiator's whole retry budget,
+ * (retry_cnt + 1) * timeout, has run out (a "not ready" NAK would end it
+ * a timeout earlier), the WRs posted behind each are flushed in posting
+ * order, and neither side's memory changes. Each operation on a QP pair of
+ * its own, all four at once. open_args select the paths: on one host the
+ * ring (SEND, fetch-add) and CMA (WRITE, READ) unless no_ring / no_cma;
+ * across hosts TCP.
+ */
+void softnic_errors::target_in_error(const std::string &open_args)
+{
+    peer_proc &a = open_args.empty() ? *m_a : spawn('a', MNT_SAME, open_args);
+    peer_proc &b = open_args.empty() ? *m_b : spawn('b', MNT_SAME, open_args);
+    ASSERT_FALSE(HasFailure());
+    mr_t rb = m_rb;
+    if (!open_args.empty()) {
+        reg_mr(a, 1, 1 << 20);
+        rb = reg_mr(b, 1, 1 << 20);
+        ASSERT_FALSE(HasFailure());
+    }
+    const size_t span = 65536; /* each operation's part of both regions */
+    const char *ops[] = {"SEND", "WRITE", "READ", "FADD"};
+    const int nops    = 4;
+    conn_opts oa;
+    oa.timeout = 17; /* 537 ms per attempt: a NAK'd end is 537 ms early */
+    oa.retry   = 1;
+    /* warm the path up with default timeouts (see dead_peer) */
+    ASSERT_NO_FATAL_FAILURE(connect(a, 9, b, 9));
+    wc_t wc =
+        post_wait(a, "qp=9 op=WRITE mr=1 len=64 wr=1" + rb.remote(nops * span));
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    for (int k = 0; k < nops; ++k) {
+        std::string q = "qp=" + std::to_string(k);
+        ASSERT_NO_FATAL_FAILURE(connect(a, k, b, k, oa));
+        /* the connection and the same-host paths are up */
+        wc = post_wait(a, q + " op=WRITE mr=1 len=64 wr=900" +
+                              rb.remote(nops * span));
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    }
+    ASSERT_OK(a.cmd("fill id=1 off=0 len=" + std::to_string(nops * span) +
+                    " seed=55"));
+    ASSERT_OK(b.cmd("fill id=1 off=0 len=" + std::to_string(nops * span) +
+                    " seed=77"));
+    ASSERT_OK(b.cmd("recv qp=0 mr=1 off=0 len=256 wr=50"));
+    for (int k = 0; k < nops; ++k) {
+        ASSERT_OK(b.cmd("modify qp=" + std::to_string(k) + " state=ERR"));
+    }
+    /* B's receive was flushed by its QP's move to ERR */
+    std::vector<wc_t> rx = poll(b, "recv", 1);
+    ASSERT_EQ(1u, rx.size());
+    EXPECT_EQ(50u, rx[0].wr_id);
+    EXPECT_EQ(IBV_WC_WR_FLUSH_ERR, rx[0].status)
+        << wc_status_name(rx[0].status);
+
+    double t0 = now_ms();
+    for (int k = 0; k < nops; ++k) {
+        std::string q   = "qp=" + std::to_string(k);
+        std::string off = std::to_string(k * span);
+        std::string wr  = std::to_string(10 * k + 1);
+        ASSERT_OK(a.cmd("post " + q + " op=" + ops[k] + " mr=1 off=" + off +
+                        " len=" + (k == 3 ? "8" : "4096") + " wr=" + wr +
+                        rb.remote(k * span)));
+        /* behind it: an unsignaled WRITE and a SEND */
+        ASSERT_OK(a.cmd("post " + q + " op=WRITE mr=1 off=" + off +
+                        " len=64 flags= wr=" + std::to_string(10 * k + 2) +
+                        rb.remote(k * span + 8192)));
+        ASSERT_OK(a.cmd("post " + q + " op=SEND mr=1 off=" + off +
+                        " len=64 wr=" + std::to_string(10 * k + 3)));
+    }
+    /* nothing completes before the budget has run out */
+    double budget_ms    = retry_bound_ms(oa);
+    int quiet_ms        = (int)(budget_ms - STAMP_SLACK_MS - (now_ms() - t0));
+    std::vector<wc_t> s = poll(a, "send", 1, (quiet_ms > 0) ? quiet_ms : 0);
+    EXPECT_EQ(0u, s.size())
+        << "a WR completed after " << now_ms() - t0
+        << " ms, before the QP's retry budget of " << budget_ms
+        << " ms ran out: wr " << (s.empty() ? 0 : s[0].wr_id) << " "
+        << (s.empty() ? "" : wc_status_name(s[0].status));
+    double bound_ms = 2 * budget_ms + 5000;
+    reply_t r =
+        a.cmd("poll cq=send n=" + std::to_string(3 * nops - (int)s.size()) +
+                  " timeout=" + std::to_string((int)bound_ms),
+              (int)bound_ms + 10000);
+    ASSERT_TRUE(r.ok) << r.line;
+    s.insert(s.end(), r.wcs.begin(), r.wcs.end());
+    EXPECT_LE(now_ms() - t0, bound_ms) << "failed too late";
+    ASSERT_EQ((size_t)(3 * nops), s.size()) << r.line;
+    int next[nops] = {1, 1, 1, 1};
+    for (const wc_t &w : s) {
+        int k = (int)(w.wr_id / 10), i = (int)(w.wr_id % 10);
+        ASSERT_TRUE((k < nops) && (i >= 1) && (i <= 3)) << "wr " << w.wr_id;
+        SCOPED_TRACE(std::string(ops[k]) + ", wr " + std::to_string(w.wr_id));
+        EXPECT_EQ(next[k]++, i) << "posting order";
+        EXPECT_EQ((i == 1) ? IBV_WC_RETRY_EXC_ERR : IBV_WC_WR_FLUSH_ERR,
+                  w.status)
+            << wc_status_name(w.status);
+    }
+    for (int k = 0; k < nops; ++k) {
+        reply_t st = a.cmd("query qp=" + std::to_string(k));
+        EXPECT_EQ(IBV_QPS_ERR, (int)st.u("state")) << ops[k] << ": " << st.line;
+    }
+    /* nothing was placed, read, added or received */
+    EXPECT_OK(b.cmd("check id=1 off=0 len=" + std::to_string(nops * span) +
+                    " seed=77"))
+        << "the target's memory changed";
+    EXPECT_OK(a.cmd("check id=1 off=0 len=" + std::to_string(nops * span) +
+                    " seed=55"))
+        << "the initiator's memory changed (READ or fetch-add result)";
+    EXPECT_EQ(0u, poll(b, "recv", 1, 200).size());
+}
+
+/* one host: SEND and fetch-add on the ring, WRITE and READ by CMA; two
+ * hosts: TCP */
+TEST_P(softnic_errors, target_in_error_is_silent)
+{
+    target_in_error("");
+}
+
+/* one host: SEND and fetch-add on TCP, WRITE and READ by CMA */
+TEST_P(softnic_errors, target_in_error_is_silent_no_ring)
+{
+    if (two_hosts()) {
+        GTEST_SKIP() << "two hosts use TCP anyway";
+    }
+    target_in_error("no_ring=1");
+}
+
+/* one host: everything on TCP */
+TEST_P(softnic_errors, target_in_error_is_silent_no_cma)
+{
+    if (two_hosts()) {
+        GTEST_SKIP() << "two hosts use TCP anyway";
+    }
+    target_in_error("no_cma=1");
+}
+
+/* timeout 0 is infinite (IB spec): a WR to a target in ERR waits until
+ * the application moves its own QP to ERR, which flushes it */
+TEST_P(softnic_errors, target_in_error_infinite_timeout_waits)
+{
+    conn_opts oa;
+    oa.timeout = 0;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa));
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=1" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    ASSERT_OK(m_b->cmd("modify qp=0 state=ERR"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=2"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=3" + remote()));
+    ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 len=64 wr=4" + remote()));
+    /* longer than softnic's shortest budget (20 ms per attempt, 8) */
+    std::vector<wc_t> early = poll(*m_a, "send", 1, 1000);
+    EXPECT_EQ(0u, early.size())
+        << "a WR failed with timeout 0: "
+        << (early.empty() ? "" : wc_status_name(early[0].status));
+    ASSERT_OK(m_a->cmd("modify qp=0 state=ERR"));
+    std::vector<wc_t> s = poll(*m_a, "send", 3 - (int)early.size());
+    s.insert(s.begin(), early.begin(), early.end());
+    ASSERT_EQ(3u, s.size());
+    for (size_t i = 0; i < s.size(); ++i) {
+        EXPECT_EQ(i + 2, s[i].wr_id) << "posting order";
+        EXPECT_EQ(IBV_WC_WR_FLUSH_ERR, s[i].status)
+            << wc_status_name(s[i].status);
+    }
 }
 
 TEST_P(softnic_errors, send_acked_before_target_exits)
