@@ -36,16 +36,20 @@
 #include <jansson.h>
 #include <pthread.h>
 
-#define UCT_ORC_TL_NAME        "orc"
-#define UCT_ORC_CONFIG_PREFIX  "ORC_"
-#define UCT_ORC_MAX_SGE        8 /* cap on sges per work request */
+#define UCT_ORC_TL_NAME       "orc"
+#define UCT_ORC_CONFIG_PREFIX "ORC_"
+#define UCT_ORC_MAX_SGE       8 /* cap on sges per work request */
+#define UCT_ORC_MAX_INLINE_WR \
+    256                          /* cap on inline data of a WR: short
+                                      operations up to it take no op */
 #define UCT_ORC_AM_CREDITS_MIN 2 /* smallest AM window of a peer */
 #define UCT_ORC_PASSIVE_SQ_LEN \
-    16                            /* send queue of a passive QP (credit
+    16                              /* send queue of a passive QP (credit
                                           grants only) */
-#define UCT_ORC_EP_SENDQ_MAX   16 /* ops an ep accepts while pairing */
-#define UCT_ORC_MAX_CREDITS    UINT16_MAX
-#define UCT_ORC_SWAP_MAX_RETRY 100000 /* CAS attempts of one 64-bit swap */
+#define UCT_ORC_EP_SENDQ_MAX     16 /* ops an ep accepts while pairing */
+#define UCT_ORC_MAX_CREDITS      UINT16_MAX
+#define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
+#define UCT_ORC_IFACE_POLL_BATCH 16     /* completions taken per CQ poll */
 
 
 /* ------------------------------------------------------------------ md */
@@ -134,6 +138,7 @@ typedef struct uct_orc_iface_config {
     unsigned qp_timeout; /* IB encoding: 4.096us * 2^n */
     unsigned retry_count;
     unsigned rnr_retry;
+    unsigned tx_moderation;
 } uct_orc_iface_config_t;
 
 extern ucs_config_field_t uct_orc_iface_config_table[];
@@ -414,12 +419,16 @@ typedef enum uct_orc_op_type {
 } uct_orc_op_type_t;
 
 /*
- * One work request (or a flush marker). wr_id of the posted WR points here.
- * Posted ops of an ep sit in ep->txq in issue order; flush markers complete
- * when every op before them completed. Ops accepted before they can be
+ * What one work request (or a flush marker) needs when it completes. An
+ * ep's WRs are numbered (uct_orc_ep_t::tx_pi); an op posted for WR number sn
+ * is found in ep->tx_ops[sn & tx_ops_mask]. Short operations that need
+ * nothing at completion post their WR inline and take no op. Posted ops of
+ * an ep sit in ep->txq in issue order; they and their completion callbacks
+ * leave it in that order, and a flush marker leaves it once every WR
+ * posted before it (up to its sn) completed. Ops accepted before they can be
  * posted (ep pairing) wait in ep->sendq with their WR. When the ep is
- * destroyed with ops in flight, they are orphaned (ep = NULL) and freed when
- * their CQE arrives.
+ * destroyed, its QP goes first, then its ops (nothing touches their buffers
+ * any more); completions still in the CQ then find no ep and are dropped.
  */
 typedef struct uct_orc_op {
     ucs_queue_elem_t queue;
@@ -427,6 +436,9 @@ typedef struct uct_orc_op {
     uint8_t done;
     uint8_t queued; /* goes to ep->sendq, not posted yet */
     uint8_t fence;  /* post with IBV_SEND_FENCE */
+    uint8_t signal; /* post signaled (a flush marker follows it) */
+    int8_t status;  /* ucs_status_t it completed with (done ops, markers) */
+    uint16_t sn;    /* number of its WR; a marker's: the WR before it */
     uint32_t lkey;  /* of data[], bounce buffers only */
     uct_orc_ep_t *ep;
     uct_completion_t *comp;
@@ -451,6 +463,9 @@ typedef struct uct_orc_op {
     /* bounce buffers only: aligned, registered data */
     char data[] UCS_V_ALIGNED(64);
 } uct_orc_op_t;
+
+/* uct_orc_op_t::status holds a ucs_status_t */
+_Static_assert(UCS_ERR_LAST >= INT8_MIN, "a status fits in int8_t");
 
 /*
  * Receive descriptor posted to the SRQ. data[] holds
@@ -509,13 +524,23 @@ typedef struct uct_orc_iface {
     orc_cq_t *send_cq;
     orc_cq_t *recv_cq;
     orc_srq_t *srq;
-    ucs_mpool_t tx_mp;    /* bounce buffers (registered) */
-    ucs_mpool_t op_mp;    /* ops without data */
-    ucs_mpool_t rx_mp;    /* receive buffers (registered) */
-    unsigned rx_posted;   /* receive buffers in the SRQ */
-    unsigned tx_cq_avail; /* send CQ entries not in use */
+    ucs_mpool_t tx_mp;  /* bounce buffers (registered) */
+    ucs_mpool_t op_mp;  /* ops without data */
+    ucs_mpool_t rx_mp;  /* receive buffers (registered) */
+    unsigned rx_posted; /* receive buffers in the SRQ */
+    /* receive buffers to post again at the end of the poll, in one list */
+    uct_orc_rx_desc_t *rx_batch[UCT_ORC_IFACE_POLL_BATCH];
+    unsigned rx_batch_len;
+    unsigned tx_cq_avail; /* send CQ entries not in use: every posted
+                                          WR takes one (an unsignaled WR
+                                          that fails still completes) until a
+                                          completion covers it */
     unsigned tx_cq_len;   /* tx_cq_avail with nothing in
                                           flight */
+    unsigned tx_cq_held;  /* entries of WRs of destroyed eps: their
+                                          completions may still be in the CQ;
+                                          given back once a poll finds it
+                                          empty */
     int event_fd;         /* epoll: channel fd + agent fd */
     uint64_t node_id;     /* our process's node in orcd */
     uint32_t domain;      /* hash of coordinator URL and job */
@@ -544,6 +569,9 @@ typedef struct uct_orc_iface {
                                               AM descriptor of its payload
                                               (payload - rx_headroom) */
         size_t max_inline;
+        size_t max_inline_wr;   /* inline data a WR of our QPs may
+                                              carry (0: none) */
+        unsigned tx_moderation; /* a WR in this many is signaled */
         size_t max_iov;
         unsigned max_rd_atomic;
         int has_stash;
@@ -623,7 +651,16 @@ struct uct_orc_ep {
     uint32_t peer_iface;
     orc_qp_t *qp;
     unsigned sq_avail;
-    unsigned credits; /* AM sends allowed */
+    uint16_t tx_pi;        /* number of the last WR posted */
+    uint16_t tx_ci;        /* ... and of the last one completed: WRs
+                                 complete in order, and a completion (of a
+                                 signaled WR, or of any WR that failed)
+                                 completes every earlier one */
+    unsigned unsignaled;   /* WRs posted since the last signaled one */
+    uint16_t tx_ops_mask;  /* tx_ops has tx_ops_mask + 1 entries */
+    uct_orc_op_t **tx_ops; /* op of each WR in flight, by its number
+                                 (NULL: none) */
+    unsigned credits;      /* AM sends allowed */
     unsigned fence_beat;
     unsigned swaps;         /* swap ops posted, not done */
     int in_dispatch;        /* dispatching its pending queue */
@@ -695,7 +732,33 @@ int uct_orc_ep_is_peer(uct_ep_h tl_ep, const uct_device_addr_t *dev_addr,
 void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits);
 void uct_orc_ep_peer_left(uct_orc_ep_t *ep);
 void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status);
-void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status);
+/* wr_id of an ep's WR: its connection id (never reused in an iface) and
+ * its number, with bit 0 set (the op pointer of a credit grant has it
+ * clear) */
+#define UCT_ORC_WR_ID_EP 1
+static inline uint64_t uct_orc_wr_id(uint64_t conn_id, uint16_t sn)
+{
+    return (conn_id << 17) | ((uint64_t)sn << 1) | UCT_ORC_WR_ID_EP;
+}
+static inline uint64_t uct_orc_wr_id_conn(uint64_t wr_id)
+{
+    return wr_id >> 17;
+}
+static inline uint16_t uct_orc_wr_id_sn(uint64_t wr_id)
+{
+    return (uint16_t)(wr_id >> 1);
+}
+/* The completion of WR number sn of the ep (and of every WR before it) */
+void uct_orc_ep_tx_completed(uct_orc_ep_t *ep, uint16_t sn,
+                             enum ibv_wc_status wc_status);
+/* Signaled empty WRITEs behind the eps' unsignaled WRs (iface flush) */
+int uct_orc_ep_signal_tail(uct_orc_ep_t *ep);
+/* Whether the ep has WRs or ops in flight */
+static inline int uct_orc_ep_tx_busy(uct_orc_ep_t *ep)
+{
+    return (ep->tx_pi != ep->tx_ci) || !ucs_queue_is_empty(&ep->txq) ||
+           !ucs_queue_is_empty(&ep->sendq);
+}
 void uct_orc_ep_add_credits(uct_orc_ep_t *ep, unsigned credits);
 /* After the error handler of a failed ep: the requests still in its pending
  * queue run once (their operations fail with the ep's status) and leave it,

@@ -108,29 +108,35 @@ uct_orc_ep_get_op(uct_orc_iface_t *iface, ucs_mpool_t *mp, uint8_t type,
     op->done   = 0;
     op->queued = 0;
     op->fence  = 0;
+    op->signal = 0;
+    op->status = UCS_OK;
+    op->sn     = 0;
     op->comp   = comp;
     op->ep     = NULL;
     return op;
 }
 
-/* Post a WR for op; on success op joins the ep's tx queue (unless enqueue
- * is 0: a retried swap keeps its place) */
-static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
-                                    uct_orc_op_t *op, struct ibv_send_wr *wr,
-                                    int enqueue)
+/*
+ * Post wr as the ep's next WR (its number tx_pi + 1, in its wr_id); op, if
+ * not NULL, is what its completion needs. Signaled when asked, or when
+ * tx_moderation - 1 WRs went unsignaled before it, or when the send CQ runs
+ * low: only a signaled WR's completion (or a failure's) returns the send
+ * queue and CQ entries of the WRs before it.
+ */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_post_wr(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
+                   struct ibv_send_wr *wr, int signal)
 {
+    uint16_t sn = ep->tx_pi + 1;
     struct ibv_send_wr *bad_wr;
     int ret;
 
-    wr->wr_id = (uintptr_t)op;
+    signal = signal || (ep->unsignaled + 1 >= iface->config.tx_moderation) ||
+             (iface->tx_cq_avail <= iface->config.tx_moderation);
+    wr->wr_id = uct_orc_wr_id(ep->conn_id, sn);
     wr->next  = NULL;
-    wr->send_flags |= IBV_SEND_SIGNALED;
-    if (op->fence) {
-        wr->send_flags |= IBV_SEND_FENCE;
-    }
-    if (op->type == UCT_ORC_OP_AM) {
-        /* the receiver wakes for messages, not for credit grants */
-        wr->send_flags |= IBV_SEND_SOLICITED;
+    if (signal) {
+        wr->send_flags |= IBV_SEND_SIGNALED;
     }
 
     ret = orc_post_send(ep->qp, wr, &bad_wr);
@@ -140,8 +146,47 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
         return UCS_ERR_IO_ERROR;
     }
 
+    ep->tx_pi      = sn;
+    ep->unsignaled = signal ? 0 : (ep->unsignaled + 1);
     --ep->sq_avail;
     --iface->tx_cq_avail;
+    if (op != NULL) {
+        ep->tx_ops[sn & ep->tx_ops_mask] = op;
+    }
+    return UCS_OK;
+}
+
+/* Whether op's WR must be signaled: its completion has work to do (a
+ * callback, a result, another attempt), or a flush marker waits for it */
+static UCS_F_ALWAYS_INLINE int uct_orc_op_needs_signal(const uct_orc_op_t *op)
+{
+    return (op->comp != NULL) || op->signal ||
+           ((op->type != UCT_ORC_OP_PUT) && (op->type != UCT_ORC_OP_AM) &&
+            (op->type != UCT_ORC_OP_ATOMIC_POST));
+}
+
+/* Post a WR for op; on success op joins the ep's tx queue (unless enqueue
+ * is 0: a retried swap keeps its place) */
+static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                                    uct_orc_op_t *op, struct ibv_send_wr *wr,
+                                    int enqueue)
+{
+    ucs_status_t status;
+
+    if (op->fence) {
+        wr->send_flags |= IBV_SEND_FENCE;
+    }
+    if (op->type == UCT_ORC_OP_AM) {
+        /* the receiver wakes for messages, not for credit grants */
+        wr->send_flags |= IBV_SEND_SOLICITED;
+    }
+
+    status = uct_orc_ep_post_wr(ep, iface, op, wr, uct_orc_op_needs_signal(op));
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    op->sn = ep->tx_pi;
     op->ep = ep;
     if (enqueue) {
         ucs_queue_push(&ep->txq, &op->queue);
@@ -151,6 +196,21 @@ static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
             ++ep->swaps;
         }
     }
+    return UCS_OK;
+}
+
+/* An op of the given type taken from mp for an operation the ep admitted
+ * (queued: it waits in the send queue) */
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_op_take(
+    uct_orc_ep_t *ep, uct_orc_iface_t *iface, ucs_mpool_t *mp, uint8_t type,
+    uct_completion_t *comp, int queued, uct_orc_op_t **op_p)
+{
+    *op_p = uct_orc_ep_get_op(iface, mp, type, comp);
+    if (ucs_unlikely(*op_p == NULL)) {
+        return UCS_ERR_NO_RESOURCE;
+    }
+    (*op_p)->queued = queued;
+    (*op_p)->fence  = uct_orc_ep_take_fence(ep, iface);
     return UCS_OK;
 }
 
@@ -166,13 +226,51 @@ uct_orc_ep_op_start(uct_orc_ep_t *ep, uct_orc_iface_t *iface, ucs_mpool_t *mp,
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
-    *op_p = uct_orc_ep_get_op(iface, mp, type, comp);
-    if (ucs_unlikely(*op_p == NULL)) {
+    return uct_orc_ep_op_take(ep, iface, mp, type, comp, queued, op_p);
+}
+
+/*
+ * A short operation posted now, its data inline in the WR: no op, nothing
+ * to do at completion (the WR carries the data, the caller may reuse its
+ * buffer at once). wr holds the opcode and its remote part.
+ */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_post_inline(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                       struct ibv_send_wr *wr, const void *data, size_t length)
+{
+    struct ibv_sge sge;
+
+    sge.addr    = (uintptr_t)data;
+    sge.length  = length;
+    sge.lkey    = 0;
+    wr->sg_list = &sge;
+    wr->num_sge = (length > 0) ? 1 : 0;
+    wr->send_flags |= IBV_SEND_INLINE;
+    if (uct_orc_ep_take_fence(ep, iface)) {
+        wr->send_flags |= IBV_SEND_FENCE;
+    }
+    return uct_orc_ep_post_wr(ep, iface, NULL, wr, 0);
+}
+
+/* A signaled empty WRITE with nothing to do at completion: posted behind
+ * unsignaled WRs, its completion tells when they are done */
+static ucs_status_t uct_orc_ep_post_nop(uct_orc_ep_t *ep,
+                                        uct_orc_iface_t *iface)
+{
+    struct ibv_send_wr wr;
+    struct ibv_sge sge;
+
+    if (!uct_orc_ep_can_post(ep, iface, UCT_ORC_OP_PUT)) {
         return UCS_ERR_NO_RESOURCE;
     }
-    (*op_p)->queued = queued;
-    (*op_p)->fence  = uct_orc_ep_take_fence(ep, iface);
-    return UCS_OK;
+    memset(&sge, 0, sizeof(sge));
+    wr.sg_list             = &sge;
+    wr.num_sge             = 0;
+    wr.opcode              = IBV_WR_RDMA_WRITE;
+    wr.send_flags          = 0;
+    wr.wr.rdma.remote_addr = 0;
+    wr.wr.rdma.rkey        = 0;
+    return uct_orc_ep_post_wr(ep, iface, NULL, &wr, 1);
 }
 
 /* One sge over the first length bytes of op's registered buffer; returns
@@ -282,6 +380,18 @@ static size_t uct_orc_ep_iov_to_sge(const uct_iov_t *iov, size_t iovcnt,
     return total;
 }
 
+/* The bytes of iov, one after the other, at dest */
+static void uct_orc_ep_iov_copy(char *dest, const uct_iov_t *iov, size_t iovcnt)
+{
+    size_t i, len;
+
+    for (i = 0; i < iovcnt; ++i) {
+        len = uct_iov_get_length(&iov[i]);
+        memcpy(dest, iov[i].buffer, len);
+        dest += len;
+    }
+}
+
 /* ------------------------------------------------------------------- put */
 
 ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
@@ -290,13 +400,32 @@ ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    struct ibv_send_wr wr;
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
+    int queued = 0;
 
     UCT_CHECK_LENGTH(length, 0, iface->config.max_inline, "put_short");
-    status = uct_orc_ep_op_start(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL,
-                                 &op);
+    status = uct_orc_ep_admit(ep, iface, UCT_ORC_OP_PUT, &queued);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    if (ucs_likely(!queued && (length <= iface->config.max_inline_wr))) {
+        wr.opcode              = IBV_WR_RDMA_WRITE;
+        wr.send_flags          = 0;
+        wr.wr.rdma.remote_addr = remote_addr;
+        wr.wr.rdma.rkey        = (uint32_t)rkey;
+        status = uct_orc_ep_post_inline(ep, iface, &wr, buffer, length);
+        if (ucs_likely(status == UCS_OK)) {
+            UCT_TL_EP_STAT_OP(&ep->super, PUT, SHORT, length);
+        }
+        return status;
+    }
+
+    status = uct_orc_ep_op_take(ep, iface, &iface->tx_mp, UCT_ORC_OP_PUT, NULL,
+                                queued, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -430,15 +559,20 @@ ucs_status_t uct_orc_ep_get_zcopy(uct_ep_h tl_ep, const uct_iov_t *iov,
 
 /* -------------------------------------------------------------------- am */
 
+/* The op of an AM (queued: admitted to the send queue; -1: not admitted
+ * yet) with its wire header */
 static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_am_prepare(
     uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id, ucs_mpool_t *mp,
-    uct_completion_t *comp, uct_orc_op_t **op_p)
+    uct_completion_t *comp, int queued, uct_orc_op_t **op_p)
 {
     ucs_status_t status;
     uct_orc_hdr_t *hdr;
     uct_orc_op_t *op;
 
-    status = uct_orc_ep_op_start(ep, iface, mp, UCT_ORC_OP_AM, comp, &op);
+    status = (queued < 0)
+                 ? uct_orc_ep_op_start(ep, iface, mp, UCT_ORC_OP_AM, comp, &op)
+                 : uct_orc_ep_op_take(ep, iface, mp, UCT_ORC_OP_AM, comp,
+                                      queued, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -466,21 +600,69 @@ uct_orc_ep_am_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
     return uct_orc_ep_post_new(ep, iface, op, &wr);
 }
 
+/* A SEND of the wire header and the message in msg (its first
+ * sizeof(uct_orc_hdr_t) bytes are the header's place), posted now, inline */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_am_post_inline(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id,
+                          void *msg, size_t length)
+{
+    uct_orc_hdr_t *hdr = (uct_orc_hdr_t *)msg;
+    struct ibv_send_wr wr;
+    ucs_status_t status;
+
+    hdr->am_id    = id;
+    hdr->flags    = 0;
+    hdr->credits  = 0;
+    hdr->reserved = 0;
+    wr.opcode     = IBV_WR_SEND;
+    /* the receiver wakes for messages, not for credit grants */
+    wr.send_flags = IBV_SEND_SOLICITED;
+    status = uct_orc_ep_post_inline(ep, iface, &wr, msg, sizeof(*hdr) + length);
+    if (ucs_likely(status == UCS_OK)) {
+        --ep->credits;
+    }
+    return status;
+}
+
 ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
                                  const void *payload, unsigned length)
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    char msg[UCT_ORC_MAX_INLINE_WR];
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
+    int queued = 0;
+    size_t total;
 
     UCT_CHECK_AM_ID(id);
     UCT_CHECK_LENGTH(sizeof(header) + length, 0,
                      ucs_min(iface->config.max_inline,
                              iface->config.seg_size - sizeof(uct_orc_hdr_t)),
                      "am_short");
-    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, &op);
+    status = uct_orc_ep_admit(ep, iface, UCT_ORC_OP_AM, &queued);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    total = sizeof(uct_orc_hdr_t) + sizeof(header) + length;
+    if (ucs_likely(!queued && (total <= iface->config.max_inline_wr))) {
+        memcpy(msg + sizeof(uct_orc_hdr_t), &header, sizeof(header));
+        if (length > 0) {
+            memcpy(msg + sizeof(uct_orc_hdr_t) + sizeof(header), payload,
+                   length);
+        }
+        status = uct_orc_ep_am_post_inline(ep, iface, id, msg,
+                                           sizeof(header) + length);
+        if (ucs_likely(status == UCS_OK)) {
+            UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, sizeof(header) + length);
+        }
+        return status;
+    }
+
+    status =
+        uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, queued, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -508,30 +690,39 @@ ucs_status_t uct_orc_ep_am_short_iov(uct_ep_h tl_ep, uint8_t id,
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
     size_t length          = uct_iov_total_length(iov, iovcnt);
+    char msg[UCT_ORC_MAX_INLINE_WR];
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
+    int queued = 0;
 
     UCT_CHECK_AM_ID(id);
     UCT_CHECK_LENGTH(length, 0,
                      ucs_min(iface->config.max_inline,
                              iface->config.seg_size - sizeof(uct_orc_hdr_t)),
                      "am_short_iov");
-    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, &op);
+    status = uct_orc_ep_admit(ep, iface, UCT_ORC_OP_AM, &queued);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
 
-    {
-        char *p = op->data + sizeof(uct_orc_hdr_t);
-        size_t i, len;
-
-        for (i = 0; i < iovcnt; ++i) {
-            len = uct_iov_get_length(&iov[i]);
-            memcpy(p, iov[i].buffer, len);
-            p += len;
+    if (ucs_likely(!queued && (sizeof(uct_orc_hdr_t) + length <=
+                               iface->config.max_inline_wr))) {
+        uct_orc_ep_iov_copy(msg + sizeof(uct_orc_hdr_t), iov, iovcnt);
+        status = uct_orc_ep_am_post_inline(ep, iface, id, msg, length);
+        if (ucs_likely(status == UCS_OK)) {
+            UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, length);
         }
+        return status;
     }
+
+    status =
+        uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, queued, &op);
+    if (ucs_unlikely(status != UCS_OK)) {
+        return status;
+    }
+
+    uct_orc_ep_iov_copy(op->data + sizeof(uct_orc_hdr_t), iov, iovcnt);
     status =
         uct_orc_ep_am_post(ep, iface, op, &sge,
                            uct_orc_ep_op_sge(op, sizeof(uct_orc_hdr_t) + length,
@@ -554,7 +745,7 @@ ssize_t uct_orc_ep_am_bcopy(uct_ep_h tl_ep, uint8_t id,
     size_t length;
 
     UCT_CHECK_AM_ID(id);
-    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, &op);
+    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, NULL, -1, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -594,7 +785,7 @@ ucs_status_t uct_orc_ep_am_zcopy(uct_ep_h tl_ep, uint8_t id, const void *header,
     UCT_CHECK_LENGTH(header_length + uct_iov_total_length(iov, iovcnt), 0,
                      iface->config.seg_size - sizeof(uct_orc_hdr_t),
                      "am_zcopy");
-    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, comp, &op);
+    status = uct_orc_ep_am_prepare(ep, iface, id, &iface->tx_mp, comp, -1, &op);
     if (ucs_unlikely(status != UCS_OK)) {
         return status;
     }
@@ -714,10 +905,17 @@ ucs_status_t uct_orc_ep_atomic_cswap64(uct_ep_h tl_ep, uint64_t compare,
 
 /* ------------------------------------------------------------ completion */
 
+/* Whether WR number sn of the ep completed (WRs complete in order) */
+static UCS_F_ALWAYS_INLINE int uct_orc_ep_sn_done(const uct_orc_ep_t *ep,
+                                                  uint16_t sn)
+{
+    return (int16_t)(ep->tx_ci - sn) >= 0;
+}
+
 /*
- * Pop the completed ops and the flush markers they release from the head of
- * the tx queue. Flush markers move to *done: their callbacks run only after
- * the ep is no longer touched, because a callback may destroy it.
+ * Pop from the head of the tx queue the done ops and the flush markers whose
+ * WRs all completed. Those with a callback move to *done: callbacks run only
+ * after the ep is no longer touched, because a callback may destroy it.
  */
 static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep, ucs_queue_head_t *done)
 {
@@ -726,33 +924,54 @@ static void uct_orc_ep_txq_advance(uct_orc_ep_t *ep, ucs_queue_head_t *done)
     while (!ucs_queue_is_empty(&ep->txq)) {
         op = ucs_queue_head_elem_non_empty(&ep->txq, uct_orc_op_t, queue);
         if (op->type == UCT_ORC_OP_FLUSH) {
-            ucs_queue_pull_non_empty(&ep->txq);
-            ucs_queue_push(done, &op->queue);
-        } else if (op->done) {
-            ucs_queue_pull_non_empty(&ep->txq);
-            ucs_mpool_put(op);
-        } else {
+            if (!uct_orc_ep_sn_done(ep, op->sn)) {
+                break;
+            }
+            op->status = (ep->state == UCT_ORC_EP_FAILED) ? ep->status : UCS_OK;
+        } else if (!op->done) {
             break;
+        }
+        ucs_queue_pull_non_empty(&ep->txq);
+        if (op->comp != NULL) {
+            ucs_queue_push(done, &op->queue);
+        } else {
+            ucs_mpool_put(op);
         }
     }
 }
 
-/* Everything in the send queue moves to *done (the ep failed or goes) */
-static void uct_orc_ep_sendq_take(uct_orc_ep_t *ep, ucs_queue_head_t *done)
+/* Every op (and flush marker) of queue completes with status: to *done */
+static void uct_orc_ep_queue_take(ucs_queue_head_t *queue, ucs_status_t status,
+                                  ucs_queue_head_t *done)
 {
-    ucs_queue_splice(done, &ep->sendq);
+    uct_orc_op_t *op;
+
+    ucs_queue_for_each(op, queue, queue) {
+        op->status = status;
+    }
+    ucs_queue_splice(done, queue);
+}
+
+/* Everything in the send queue moves to *done with status (the ep failed
+ * or goes) */
+static void uct_orc_ep_sendq_take(uct_orc_ep_t *ep, ucs_status_t status,
+                                  ucs_queue_head_t *done)
+{
+    uct_orc_ep_queue_take(&ep->sendq, status, done);
     ep->sendq_len = 0;
 }
 
-/* Invoke the completions of the ops (and flush markers) in *done with
- * status, and free them */
-static void uct_orc_ep_complete(ucs_queue_head_t *done, ucs_status_t status)
+/* Invoke the completions of the ops (and flush markers) in *done, each with
+ * its status, and free them */
+static void uct_orc_ep_complete(ucs_queue_head_t *done)
 {
     uct_completion_t *comp;
+    ucs_status_t status;
     uct_orc_op_t *op;
 
     ucs_queue_for_each_extract(op, done, queue, 1) {
-        comp = op->comp;
+        comp   = op->comp;
+        status = (ucs_status_t)op->status;
         ucs_mpool_put(op);
         if (comp != NULL) {
             uct_invoke_completion(comp, status);
@@ -791,14 +1010,11 @@ static ucs_status_t uct_orc_ep_swap_attempted(uct_orc_ep_t *ep,
     return UCS_INPROGRESS;
 }
 
-void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
+/* The WR of op completed with status: the op's own work (its result), then
+ * it is done, unless it posted another attempt (a swap) */
+static void uct_orc_ep_op_done(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                               uct_orc_op_t *op, ucs_status_t status)
 {
-    uct_orc_ep_t *ep       = op->ep;
-    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    ucs_status_t flush_status;
-    ucs_queue_head_t done;
-    uct_completion_t *comp;
-
     if (status == UCS_OK) {
         switch (op->type) {
         case UCT_ORC_OP_GET_BCOPY:
@@ -821,20 +1037,65 @@ void uct_orc_ep_op_completed(uct_orc_op_t *op, ucs_status_t status)
     if (op->type == UCT_ORC_OP_SWAP) {
         --ep->swaps; /* a fence waiting for it may go */
     }
-    comp         = op->comp;
-    op->done     = 1;
-    flush_status = (ep->state == UCT_ORC_EP_FAILED) ? ep->status : UCS_OK;
+    op->status = status;
+    op->done   = 1;
+}
+
+static void uct_orc_ep_fail(uct_orc_ep_t *ep, ucs_status_t status,
+                            ucs_queue_head_t *done);
+
+/*
+ * WR number sn completed with wc_status, and with it every earlier WR not
+ * completed yet: RC completes in order, so those before it succeeded (a
+ * failed WR completes even when unsignaled, and every WR after it is
+ * flushed, each with its own completion). Each returns its send queue and
+ * CQ entries, and its op, if any, is done.
+ */
+void uct_orc_ep_tx_completed(uct_orc_ep_t *ep, uint16_t sn,
+                             enum ibv_wc_status wc_status)
+{
+    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
+    uint16_t count         = sn - ep->tx_ci;
+    uct_orc_op_t **slot;
+    ucs_queue_head_t done;
+    ucs_status_t status;
+    uct_orc_op_t *op;
+
+    if ((count == 0) || (count > (uint16_t)(ep->tx_pi - ep->tx_ci))) {
+        ucs_error("orc: ep %p qp 0x%x: completion of WR %u, outside %u..%u", ep,
+                  ep->qp->qp_num, sn, (uint16_t)(ep->tx_ci + 1), ep->tx_pi);
+        return;
+    }
+
+    status =
+        (wc_status == IBV_WC_SUCCESS) ? UCS_OK : uct_orc_wc_status(wc_status);
     ucs_queue_head_init(&done);
-    uct_orc_ep_txq_advance(ep, &done); /* may release op */
+    if ((status != UCS_OK) && (ep->state != UCT_ORC_EP_FAILED)) {
+        ucs_debug("orc: ep %p qp 0x%x: WR %u: %s", ep, ep->qp->qp_num, sn,
+                  ibv_wc_status_str(wc_status));
+        uct_orc_ep_fail(ep, status, &done);
+    }
+
+    /* one WR at a time: a swap's next attempt may take a freed entry */
+    while (ep->tx_ci != sn) {
+        ++ep->tx_ci;
+        ++ep->sq_avail;
+        ++iface->tx_cq_avail;
+        slot = &ep->tx_ops[ep->tx_ci & ep->tx_ops_mask];
+        op   = *slot;
+        if (op != NULL) {
+            *slot = NULL;
+            uct_orc_ep_op_done(ep, iface, op,
+                               (ep->tx_ci == sn) ? status : UCS_OK);
+        }
+    }
+
+    uct_orc_ep_txq_advance(ep, &done);
     if (uct_orc_ep_has_work(ep)) {
         uct_orc_iface_schedule_pending(iface, ep);
     }
-
     /* user callbacks last: they may destroy the ep */
-    if (comp != NULL) {
-        uct_invoke_completion(comp, status);
-    }
-    uct_orc_ep_complete(&done, flush_status);
+    uct_orc_ep_complete(&done);
 }
 
 /* ------------------------------------------------------- pending & flush */
@@ -928,6 +1189,8 @@ static ucs_status_t uct_orc_ep_sendq_post(uct_orc_ep_t *ep,
         }
         ucs_queue_pull_non_empty(&ep->sendq);
         if (op->type == UCT_ORC_OP_FLUSH) {
+            /* the op before it was posted signaled */
+            op->sn = ep->tx_pi;
             ucs_queue_push(&ep->txq, &op->queue);
             continue;
         }
@@ -956,9 +1219,10 @@ void uct_orc_ep_dispatch_pending(uct_orc_ep_t *ep)
     ucs_queue_head_init(&done);
     status = uct_orc_ep_sendq_post(ep, iface, &failed_op);
     if (status != UCS_OK) {
+        failed_op->status = status;
         ucs_queue_push(&done, &failed_op->queue);
         uct_orc_ep_set_failed(ep, status);
-        uct_orc_ep_complete(&done, status);
+        uct_orc_ep_complete(&done);
         return;
     }
     uct_orc_ep_txq_advance(ep, &done); /* markers the queue released */
@@ -977,7 +1241,7 @@ void uct_orc_ep_dispatch_pending(uct_orc_ep_t *ep)
     if (uct_orc_ep_has_work(ep) && (iface->tx_cq_avail == 0)) {
         uct_orc_iface_schedule_pending(iface, ep);
     }
-    uct_orc_ep_complete(&done, UCS_OK);
+    uct_orc_ep_complete(&done);
 }
 
 ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
@@ -997,8 +1261,19 @@ ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
     }
 
     if (!ucs_queue_is_empty(&ep->sendq)) {
+        /* its last element is an op, or a marker behind one: that op's WR
+         * will be signaled, its completion completes the markers */
+        op = ucs_queue_tail_elem_non_empty(&ep->sendq, uct_orc_op_t, queue);
+        if (op->type != UCT_ORC_OP_FLUSH) {
+            op->signal = 1;
+        }
         queue = &ep->sendq;
-    } else if (!ucs_queue_is_empty(&ep->txq)) {
+    } else if (uct_orc_ep_tx_busy(ep)) {
+        /* unsignaled WRs last: only a signaled one after them completes */
+        if ((ep->unsignaled > 0) &&
+            (uct_orc_ep_post_nop(ep, iface) != UCS_OK)) {
+            return UCS_ERR_NO_RESOURCE;
+        }
         queue = &ep->txq;
     } else {
         UCT_TL_EP_STAT_FLUSH(&ep->super);
@@ -1011,6 +1286,7 @@ ucs_status_t uct_orc_ep_flush(uct_ep_h tl_ep, unsigned flags,
             return UCS_ERR_NO_RESOURCE;
         }
         op->ep = ep;
+        op->sn = ep->tx_pi; /* in the send queue: set when it leaves it */
         ucs_queue_push(queue, &op->queue);
     }
     UCT_TL_EP_STAT_FLUSH_WAIT(&ep->super);
@@ -1094,15 +1370,26 @@ void uct_orc_ep_connected(uct_orc_ep_t *ep, unsigned credits)
     uct_orc_iface_schedule_pending(iface, ep);
 }
 
-void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
+/* Whether an iface flush waits for the ep; its unsignaled WRs, if last,
+ * get a signaled one behind them (when resources allow: the flush is asked
+ * again until it is done) */
+int uct_orc_ep_signal_tail(uct_orc_ep_t *ep)
 {
-    uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    ucs_queue_head_t done;
-
-    if (ep->state == UCT_ORC_EP_FAILED) {
-        return;
+    if ((ep->state == UCT_ORC_EP_FAILED) || !uct_orc_ep_tx_busy(ep)) {
+        return 0;
     }
+    if ((ep->state == UCT_ORC_EP_CONNECTED) && (ep->unsignaled > 0) &&
+        ucs_queue_is_empty(&ep->sendq)) {
+        (void)uct_orc_ep_post_nop(ep, uct_orc_ep_iface(ep));
+    }
+    return 1;
+}
 
+/* The ep fails with status: what never reached the QP (the send queue)
+ * moves to *done with it; ops in flight complete through the QP */
+static void uct_orc_ep_fail(uct_orc_ep_t *ep, ucs_status_t status,
+                            ucs_queue_head_t *done)
+{
     ucs_debug("orc: ep %p to node %" PRIu64 " failed: %s", ep, ep->peer_node,
               ucs_status_string(status));
     ep->state  = UCT_ORC_EP_FAILED;
@@ -1111,13 +1398,23 @@ void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
         ucs_list_del(&ep->pending_list);
         ep->in_pending_list = 0;
     }
-    /* flush markers with nothing before them complete now, and so does
+    uct_orc_ep_sendq_take(ep, status, done);
+    uct_orc_iface_ep_failed(uct_orc_ep_iface(ep), ep, status);
+}
+
+void uct_orc_ep_set_failed(uct_orc_ep_t *ep, ucs_status_t status)
+{
+    ucs_queue_head_t done;
+
+    if (ep->state == UCT_ORC_EP_FAILED) {
+        return;
+    }
+    /* flush markers whose WRs all completed complete now, and so does
      * everything that was never posted */
     ucs_queue_head_init(&done);
+    uct_orc_ep_fail(ep, status, &done);
     uct_orc_ep_txq_advance(ep, &done);
-    uct_orc_ep_sendq_take(ep, &done);
-    uct_orc_iface_ep_failed(iface, ep, status);
-    uct_orc_ep_complete(&done, status);
+    uct_orc_ep_complete(&done);
 }
 
 /*
@@ -1190,9 +1487,18 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     ucs_queue_head_init(&self->sendq);
     ucs_queue_head_init(&self->pending_q);
 
+    /* at most tx_queue_len WRs in flight, numbered modulo 2^16 */
+    self->tx_ops_mask = ucs_roundup_pow2(iface->config.tx_queue_len) - 1;
+    self->tx_ops =
+        ucs_calloc(self->tx_ops_mask + 1, sizeof(*self->tx_ops), "orc tx ops");
+    if (self->tx_ops == NULL) {
+        return UCS_ERR_NO_MEMORY;
+    }
+
     self->qp = uct_orc_agent_qp_create(&iface->agent, &psn);
     if (self->qp == NULL) {
-        return UCS_ERR_IO_ERROR;
+        status = UCS_ERR_IO_ERROR;
+        goto err_free_ops;
     }
 
     self->conn_id = ++iface->next_conn_id;
@@ -1231,12 +1537,15 @@ err_del_conn:
            kh_get(uct_orc_conn, &iface->conn_hash, self->conn_id));
 err_destroy_qp:
     orc_qp_destroy(self->qp);
+err_free_ops:
+    ucs_free(self->tx_ops);
     return status;
 }
 
 UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(self);
+    uint32_t qp_num        = self->qp->qp_num;
     ucs_queue_head_t canceled;
     uct_orc_op_t *op;
     khiter_t it;
@@ -1262,40 +1571,39 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
 
     /* never posted: they complete as canceled */
     ucs_queue_head_init(&canceled);
-    uct_orc_ep_sendq_take(self, &canceled);
-    uct_orc_ep_complete(&canceled, UCS_ERR_CANCELED);
+    uct_orc_ep_sendq_take(self, UCS_ERR_CANCELED, &canceled);
+    uct_orc_ep_complete(&canceled);
 
-    /* ops in flight are orphaned: their CQEs (if any) free them */
-    ucs_queue_for_each_extract(op, &self->txq, queue, 1) {
-        if (op->type == UCT_ORC_OP_FLUSH) {
-            uct_invoke_completion(op->comp, UCS_ERR_CANCELED);
-            ucs_mpool_put(op);
-        } else if (op->done) {
-            ucs_mpool_put(op);
-        } else {
-            /* like UCX's RC: outstanding operations complete as canceled */
-            if (op->comp != NULL) {
-                uct_invoke_completion(op->comp, UCS_ERR_CANCELED);
-            }
-            op->ep   = NULL;
-            op->comp = NULL;
-        }
-    }
-
+    /* completions still in the CQ find no ep from now on */
     it = kh_get(uct_orc_conn, &iface->conn_hash, self->conn_id);
     if (it != kh_end(&iface->conn_hash)) {
         kh_del(uct_orc_conn, &iface->conn_hash, it);
     }
-    it = kh_get(uct_orc_qp, &iface->qp_hash, self->qp->qp_num);
+    it = kh_get(uct_orc_qp, &iface->qp_hash, qp_num);
     if (it != kh_end(&iface->qp_hash)) {
         kh_del(uct_orc_qp, &iface->qp_hash, it);
     }
 
+    /* after this the device touches none of our ops' buffers, and adds no
+     * completion of ours to the CQ: the CQ entries of our WRs in flight come
+     * back once the CQ was found empty (those already in it are dropped) */
     ret = orc_qp_destroy(self->qp);
     if (ret != 0) {
-        ucs_warn("orc: failed to destroy qp 0x%x: %s", self->qp->qp_num,
-                 strerror(ret));
+        ucs_warn("orc: failed to destroy qp 0x%x: %s", qp_num, strerror(ret));
     }
+    iface->tx_cq_held += (uint16_t)(self->tx_pi - self->tx_ci);
+
+    /* like UCX's RC: outstanding operations complete as canceled (those
+     * done already, behind one that is not, with their own status) */
+    ucs_queue_head_init(&canceled);
+    ucs_queue_for_each_extract(op, &self->txq, queue, 1) {
+        if (!op->done) {
+            op->status = UCS_ERR_CANCELED;
+        }
+        ucs_queue_push(&canceled, &op->queue);
+    }
+    uct_orc_ep_complete(&canceled);
+    ucs_free(self->tx_ops);
 }
 
 UCS_CLASS_DEFINE(uct_orc_ep_t, uct_base_ep_t);

@@ -21,7 +21,6 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#define UCT_ORC_IFACE_POLL_BATCH 16
 
 ucs_config_field_t uct_orc_iface_config_table[] = {
     {"", "", NULL, ucs_offsetof(uct_orc_iface_config_t, super),
@@ -103,6 +102,14 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
     {"RNR_RETRY", "7",
      "Queue pair receiver-not-ready retries (0..7, 7 = infinite).",
      ucs_offsetof(uct_orc_iface_config_t, rnr_retry), UCS_CONFIG_TYPE_UINT},
+
+    {"TX_CQ_MODERATION", "64",
+     "Send completion moderation (1..1024): at most this many work requests\n"
+     "in a row go without a completion of their own; one completion then\n"
+     "retires them all. Operations that have work at completion (a callback,\n"
+     "a result) and the last request before a flush always get one. 1:\n"
+     "every request completes on its own. At most TX_QUEUE_LEN / 4 is used.",
+     ucs_offsetof(uct_orc_iface_config_t, tx_moderation), UCS_CONFIG_TYPE_UINT},
 
     {NULL},
 };
@@ -251,13 +258,53 @@ static UCS_F_ALWAYS_INLINE void *uct_orc_iface_rx_hdr(uct_orc_iface_t *iface,
                                          sizeof(uct_orc_hdr_t));
 }
 
+/* Post the receive buffers of iface->rx_batch to the SRQ, in one list */
+static ucs_status_t uct_orc_iface_post_recv_batch(uct_orc_iface_t *iface)
+{
+    struct ibv_recv_wr wr[UCT_ORC_IFACE_POLL_BATCH], *bad_wr;
+    struct ibv_sge sge[UCT_ORC_IFACE_POLL_BATCH];
+    unsigned i, n = iface->rx_batch_len;
+    uct_orc_rx_desc_t *desc;
+    int ret;
+
+    if (n == 0) {
+        return UCS_OK;
+    }
+    for (i = 0; i < n; ++i) {
+        desc          = iface->rx_batch[i];
+        sge[i].addr   = (uintptr_t)uct_orc_iface_rx_hdr(iface, desc);
+        sge[i].length = iface->config.seg_size;
+        sge[i].lkey   = desc->lkey;
+        wr[i].wr_id   = (uintptr_t)desc;
+        wr[i].next    = (i + 1 < n) ? &wr[i + 1] : NULL;
+        wr[i].sg_list = &sge[i];
+        wr[i].num_sge = 1;
+    }
+    iface->rx_batch_len = 0;
+
+    ret = orc_post_srq_recv(iface->srq, wr, &bad_wr);
+    if (ret == 0) {
+        iface->rx_posted += n;
+        return UCS_OK;
+    }
+    ucs_error("orc: failed to post a receive buffer: %s", strerror(ret));
+    for (i = 0; i < n; ++i) {
+        if (&wr[i] == bad_wr) {
+            break;
+        }
+        ++iface->rx_posted;
+    }
+    for (; i < n; ++i) {
+        ucs_mpool_put((void *)(uintptr_t)wr[i].wr_id);
+    }
+    return UCS_ERR_IO_ERROR;
+}
+
+/* A receive buffer (NULL: a fresh one) goes back to the SRQ, with the
+ * others of this poll (uct_orc_iface_post_recv_batch) */
 static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
                                             uct_orc_rx_desc_t *desc)
 {
-    struct ibv_recv_wr wr, *bad_wr;
-    struct ibv_sge sge;
-    int ret;
-
     if (desc == NULL) {
         desc = ucs_mpool_get(&iface->rx_mp);
         if (desc == NULL) {
@@ -266,22 +313,10 @@ static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
         }
     }
 
-    sge.addr   = (uintptr_t)uct_orc_iface_rx_hdr(iface, desc);
-    sge.length = iface->config.seg_size;
-    sge.lkey   = desc->lkey;
-    wr.wr_id   = (uintptr_t)desc;
-    wr.next    = NULL;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-
-    ret = orc_post_srq_recv(iface->srq, &wr, &bad_wr);
-    if (ret != 0) {
-        ucs_error("orc: failed to post a receive buffer: %s", strerror(ret));
-        ucs_mpool_put(desc);
-        return UCS_ERR_IO_ERROR;
+    iface->rx_batch[iface->rx_batch_len++] = desc;
+    if (iface->rx_batch_len == UCT_ORC_IFACE_POLL_BATCH) {
+        return uct_orc_iface_post_recv_batch(iface);
     }
-
-    ++iface->rx_posted;
     return UCS_OK;
 }
 
@@ -468,49 +503,39 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 
 static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 {
-    uct_orc_op_t *op = (uct_orc_op_t *)(uintptr_t)wc->wr_id;
     uct_orc_passive_t *passive;
-    ucs_status_t status;
+    uct_orc_op_t *op;
+    khiter_t it;
 
+    if (wc->wr_id & UCT_ORC_WR_ID_EP) {
+        it = kh_get(uct_orc_conn, &iface->conn_hash,
+                    uct_orc_wr_id_conn(wc->wr_id));
+        if (it != kh_end(&iface->conn_hash)) {
+            uct_orc_ep_tx_completed(kh_val(&iface->conn_hash, it),
+                                    uct_orc_wr_id_sn(wc->wr_id), wc->status);
+        }
+        /* else of an ep destroyed since: tx_cq_held has its entries */
+        return;
+    }
+
+    /* a credit grant of a passive QP */
+    op      = (uct_orc_op_t *)(uintptr_t)wc->wr_id;
+    passive = op->get.arg;
     ++iface->tx_cq_avail;
-    status =
-        (wc->status == IBV_WC_SUCCESS) ? UCS_OK : uct_orc_wc_status(wc->status);
-
-    if (op->type == UCT_ORC_OP_GRANT) {
-        passive = op->get.arg;
-        ++passive->sq_avail;
-        if (status != UCS_OK) {
-            ucs_debug("orc: credit grant on qp 0x%x failed: %s",
-                      passive->qp->qp_num, ibv_wc_status_str(wc->status));
-            passive->failed = 1;
-        }
-        ucs_mpool_put(op);
-        uct_orc_iface_passive_try_destroy(iface, passive);
-        return;
+    ++passive->sq_avail;
+    if (wc->status != IBV_WC_SUCCESS) {
+        ucs_debug("orc: credit grant on qp 0x%x failed: %s",
+                  passive->qp->qp_num, ibv_wc_status_str(wc->status));
+        passive->failed = 1;
     }
-
-    if (op->ep == NULL) {
-        /* the ep was destroyed with this op in flight */
-        ucs_mpool_put(op);
-        return;
-    }
-
-    ++op->ep->sq_avail;
-    if ((status != UCS_OK) && (op->ep->state != UCT_ORC_EP_FAILED)) {
-        ucs_debug("orc: ep %p qp 0x%x: %s", op->ep, op->ep->qp->qp_num,
-                  ibv_wc_status_str(wc->status));
-        uct_orc_ep_set_failed(op->ep, status);
-        if (op->ep == NULL) {
-            /* a flush callback destroyed the ep: op was orphaned */
-            ucs_mpool_put(op);
-            return;
-        }
-    }
-    uct_orc_ep_op_completed(op, status);
+    ucs_mpool_put(op);
+    uct_orc_iface_passive_try_destroy(iface, passive);
 }
 
 static unsigned uct_orc_iface_poll_cq(uct_orc_iface_t *iface, int is_send)
 {
+    /* held before the poll: a completion callback may destroy an ep */
+    unsigned held = iface->tx_cq_held;
     struct ibv_wc wc[UCT_ORC_IFACE_POLL_BATCH];
     int i, n;
 
@@ -528,6 +553,16 @@ static unsigned uct_orc_iface_poll_cq(uct_orc_iface_t *iface, int is_send)
         } else {
             uct_orc_iface_handle_rx(iface, &wc[i]);
         }
+    }
+    if (!is_send) {
+        uct_orc_iface_post_recv_batch(iface);
+    }
+
+    /* the CQ was empty: no completion of a WR of an ep destroyed before the
+     * poll is left in it */
+    if (is_send && (n < UCT_ORC_IFACE_POLL_BATCH) && (held > 0)) {
+        iface->tx_cq_avail += held;
+        iface->tx_cq_held -= held;
     }
     return n;
 }
@@ -764,6 +799,7 @@ static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
             uct_orc_iface_handle_tx(iface, &iface->stash_wc);
         } else {
             uct_orc_iface_handle_rx(iface, &iface->stash_wc);
+            uct_orc_iface_post_recv_batch(iface);
         }
         ++count;
     }
@@ -1022,18 +1058,18 @@ static ucs_status_t uct_orc_iface_flush(uct_iface_h tl_iface, unsigned flags,
 {
     uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
     uct_orc_ep_t *ep;
+    int busy = 0;
 
     if (comp != NULL) {
         return UCS_ERR_UNSUPPORTED;
     }
 
     ucs_list_for_each(ep, &iface->ep_list, list) {
-        if ((ep->state != UCT_ORC_EP_FAILED) &&
-            (!ucs_queue_is_empty(&ep->txq) ||
-             !ucs_queue_is_empty(&ep->sendq))) {
-            UCT_TL_IFACE_STAT_FLUSH_WAIT(&iface->super);
-            return UCS_INPROGRESS;
-        }
+        busy |= uct_orc_ep_signal_tail(ep);
+    }
+    if (busy) {
+        UCT_TL_IFACE_STAT_FLUSH_WAIT(&iface->super);
+        return UCS_INPROGRESS;
     }
     UCT_TL_IFACE_STAT_FLUSH(&iface->super);
     return UCS_OK;
@@ -1073,6 +1109,7 @@ uct_orc_iface_check_config(const uct_orc_iface_config_t *config)
     UCT_ORC_CHECK_RANGE(retry_count, "RETRY_COUNT", 0, 7);
     UCT_ORC_CHECK_RANGE(rnr_retry, "RNR_RETRY", 0, 7);
     UCT_ORC_CHECK_RANGE(lease_ttl, "LEASE_TTL", 1, 3600);
+    UCT_ORC_CHECK_RANGE(tx_moderation, "TX_CQ_MODERATION", 1, 1024);
 #undef UCT_ORC_CHECK_RANGE
 
     if (!(config->pair_timeout > 0)) {
@@ -1162,6 +1199,9 @@ uct_orc_iface_init_config(uct_orc_iface_t *iface,
     iface->config.rx_headroom =
         UCT_IFACE_PARAM_VALUE(params, rx_headroom, RX_HEADROOM, 0);
     iface->config.max_inline = config->max_inline;
+    /* every QP's send queue returns entries at least 4 times per round */
+    iface->config.tx_moderation =
+        ucs_max(1, ucs_min(config->tx_moderation, config->tx_queue_len / 4));
     iface->config.max_iov =
         ucs_max(2, ucs_min(UCT_ORC_MAX_SGE, md->dev_attr.max_sge));
     iface->config.max_rd_atomic =
@@ -1371,6 +1411,10 @@ static ucs_status_t uct_orc_iface_init_rx(uct_orc_iface_t *iface,
             goto err_destroy_srq;
         }
     }
+    status = uct_orc_iface_post_recv_batch(iface);
+    if (status != UCS_OK) {
+        goto err_destroy_srq;
+    }
     return UCS_OK;
 
 err_destroy_srq:
@@ -1388,6 +1432,40 @@ static void uct_orc_iface_cleanup_rx(uct_orc_iface_t *iface)
     orc_srq_destroy(iface->srq);
     orc_cq_destroy(iface->recv_cq);
     ucs_mpool_cleanup(&iface->rx_mp, 0);
+}
+
+/*
+ * The inline data the QPs take: what the longest short operation needs (the
+ * wire header and an AM's 64-bit header, then max_inline bytes), at most
+ * UCT_ORC_MAX_INLINE_WR, halved while the device refuses a QP with it (a
+ * test QP). Short operations that fit take no op.
+ */
+static size_t uct_orc_iface_probe_inline(uct_orc_iface_t *iface,
+                                         const struct ibv_qp_cap *cap)
+{
+    size_t want = ucs_min(iface->config.max_inline + sizeof(uct_orc_hdr_t) +
+                              sizeof(uint64_t),
+                          UCT_ORC_MAX_INLINE_WR);
+    orc_qp_init_attr_t init_attr;
+    orc_qp_t *qp;
+
+    for (; want > 0; want /= 2) {
+        memset(&init_attr, 0, sizeof(init_attr));
+        init_attr.send_cq             = iface->send_cq;
+        init_attr.recv_cq             = iface->recv_cq;
+        init_attr.srq                 = iface->srq;
+        init_attr.cap                 = *cap;
+        init_attr.cap.max_inline_data = want;
+        init_attr.qp_type             = IBV_QPT_RC;
+        qp = orc_qp_create(iface->md->pd, &init_attr);
+        if (qp != NULL) {
+            orc_qp_destroy(qp);
+            return want;
+        }
+    }
+    ucs_debug("orc: %s: no inline data: short operations use bounce buffers",
+              iface->md->dev->name);
+    return 0;
 }
 
 /* Step 5: the pairing agent (its event fd joins the wakeup set) */
@@ -1411,6 +1489,9 @@ uct_orc_iface_init_agent(uct_orc_iface_t *iface, const char *dev_name,
     params.qp_cap.max_send_sge    = iface->config.max_iov;
     params.qp_cap.max_recv_sge    = 1;
     params.qp_cap.max_inline_data = 0;
+    iface->config.max_inline_wr =
+        uct_orc_iface_probe_inline(iface, &params.qp_cap);
+    params.qp_cap.max_inline_data = iface->config.max_inline_wr;
     params.mtu                    = iface->port_attr.active_mtu;
     params.max_rd_atomic          = iface->config.max_rd_atomic;
     params.qp_timeout             = config->qp_timeout;

@@ -844,6 +844,93 @@ TEST_F(OrcUct, FlushCompletesAfterAllWrites)
     b.free_mem(dst);
 }
 
+/* Short puts carry no completion of their own (UCX_ORC_TX_CQ_MODERATION,
+ * default 64): an ep flush and an iface flush must still wait for every one
+ * of them, and complete */
+TEST_F(OrcUct, FlushWaitsForUnsignaledWrites)
+{
+    const int n     = 40; /* fewer than the moderation: none is signaled */
+    entity::mem dst = b.alloc_mem(2 * n * sizeof(uint64_t));
+    uct_rkey_t rkey = a.unpack_rkey(dst.rkey_buf);
+    memset(dst.ptr, 0, 2 * n * sizeof(uint64_t));
+
+    for (int round = 0; round < 2; ++round) {
+        uint64_t *remote = (uint64_t *)dst.ptr + round * n;
+        for (int i = 0; i < n; ++i) {
+            uint64_t v = (round + 1) * 1000 + i;
+            ASSERT_EQ(UCS_OK, retry([&]() {
+                          return uct_ep_put_short(ep, &v, sizeof(v),
+                                                  (uintptr_t)&remote[i], rkey);
+                      }));
+        }
+        if (round == 0) {
+            comp_t c;
+            comp_init(&c);
+            ucs_status_t st = uct_ep_flush(ep, 0, &c.uct);
+            ASSERT_TRUE((st == UCS_OK) || (st == UCS_INPROGRESS))
+                << ucs_status_string(st);
+            if (st == UCS_INPROGRESS) {
+                ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }))
+                    << "the ep flush never completed";
+                EXPECT_EQ(1, c.done);
+                EXPECT_EQ(UCS_OK, c.status);
+            }
+        } else {
+            ASSERT_TRUE(a.progress_until([&]() {
+                return uct_iface_flush(a.iface(), 0, NULL) == UCS_OK;
+            })) << "the iface flush never completed";
+        }
+        for (int i = 0; i < n; ++i) {
+            EXPECT_EQ((uint64_t)(round + 1) * 1000 + i, remote[i])
+                << "round " << round << " put " << i;
+        }
+    }
+    EXPECT_EQ(UCS_OK, uct_ep_flush(ep, 0, NULL));
+    b.free_mem(dst);
+}
+
+/* An ep destroyed with unsignaled WRs in flight: their send CQ entries come
+ * back (once the CQ was found empty), or the iface would run out of them
+ * (here 128 entries: TX_QUEUE_LEN 16, moderation 4) */
+TEST_F(OrcUct, EpsDestroyedWithWritesInFlightGiveBackCqEntries)
+{
+    scoped_setenv txq("UCX_ORC_TX_QUEUE_LEN", "16");
+    entity s;
+    ASSERT_EQ(UCS_OK, s.open());
+    entity::mem dst = b.alloc_mem(64);
+    uct_rkey_t rkey = s.unpack_rkey(dst.rkey_buf);
+
+    for (uint64_t i = 0; i < 50; ++i) {
+        uct_ep_h e = s.connect_and_wait(b);
+        ASSERT_TRUE(e != NULL) << "ep " << i;
+        for (uint64_t j = 0; j < 3; ++j) { /* 3 of 4: none signaled */
+            uint64_t v = i * 10 + j;
+            ASSERT_EQ(UCS_OK, retry([&]() {
+                          s.progress();
+                          return uct_ep_put_short(e, &v, sizeof(v),
+                                                  (uintptr_t)dst.ptr, rkey);
+                      }))
+                << "ep " << i << " put " << j;
+        }
+        s.destroy_ep(e);
+        s.progress(10);
+    }
+
+    /* a full send queue of WRs in flight at once: 16 CQ entries free */
+    uct_ep_h e = s.connect_and_wait(b);
+    ASSERT_TRUE(e != NULL);
+    ASSERT_TRUE(s.progress_until(
+        [&]() { return uct_iface_flush(s.iface(), 0, NULL) == UCS_OK; }));
+    for (uint64_t j = 0; j < 16; ++j) {
+        EXPECT_EQ(UCS_OK,
+                  uct_ep_put_short(e, &j, sizeof(j), (uintptr_t)dst.ptr, rkey))
+            << "put " << j << " of a full send queue";
+    }
+    flush_ep(s, e);
+    EXPECT_TRUE(s.errors.empty());
+    b.free_mem(dst);
+}
+
 /* uct_ep_fence between a get and a put whose source is the get's
  * destination: the put carries what the get fetched (softnic holds the
  * fenced WR until the READ completed; without that, on TCP the WRITE would
@@ -1631,6 +1718,11 @@ TEST(OrcUctConfig, InvalidValuesFailOpen)
         entity e;
         EXPECT_EQ(UCS_ERR_INVALID_PARAM, e.open());
     }
+    for (const char *m : {"0", "1025"}) {
+        scoped_setenv v("UCX_ORC_TX_CQ_MODERATION", m);
+        entity e;
+        EXPECT_EQ(UCS_ERR_INVALID_PARAM, e.open()) << m;
+    }
     {
         scoped_setenv v("UCX_ORC_COORDINATOR", "ftp://x");
         entity e;
@@ -2036,6 +2128,105 @@ TEST_F(OrcUct, PeerKilledMidTransfer)
     EXPECT_EQ(1u, a.errors.size());
     b.free_mem(bm);
     a.free_mem(local);
+}
+
+/* A peer dies under a stream of unsignaled work (short and bcopy puts)
+ * between signaled zcopy puts and flushes: every callback runs exactly
+ * once, those of the operations the QP flushed with an error, and the ep
+ * fails once */
+TEST_F(OrcUct, PeerKilledCompletesUnsignaledWorkOnce)
+{
+    child c("target");
+    target_info t;
+    ASSERT_TRUE(read_target(c, &t));
+
+    uct_ep_h dead;
+    ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &dead));
+    uct_rkey_t rkey   = a.unpack_rkey(t.rkey);
+    entity::mem local = a.alloc_mem(4096);
+    uct_iov_t iov     = {local.ptr, 4096, local.memh, 0, 1};
+    uint64_t v        = 5;
+    pack_arg pa       = {&v, sizeof(v)};
+
+    std::vector<comp_t> comps(3000);
+    int posted = 0, step = 0;
+    bool killed = false;
+    /* one step of the stream: 3 short puts, 2 bcopy puts (no completion of
+     * their own), then a zcopy put or a flush with a callback */
+    auto post_one = [&]() -> ucs_status_t {
+        int k = step % 6;
+        if (k < 3) {
+            return uct_ep_put_short(dead, &v, sizeof(v), t.addr + 8 * k, rkey);
+        } else if (k < 5) {
+            ssize_t r =
+                uct_ep_put_bcopy(dead, pack_cb, &pa, t.addr + 8 * k, rkey);
+            return (r >= 0) ? UCS_OK : (ucs_status_t)r;
+        }
+        comp_init(&comps[posted]);
+        ucs_status_t st = ((posted % 2) == 0)
+                              ? uct_ep_put_zcopy(dead, &iov, 1, t.addr + 4096,
+                                                 rkey, &comps[posted].uct)
+                              : uct_ep_flush(dead, 0, &comps[posted].uct);
+        if (st == UCS_INPROGRESS) {
+            ++posted;
+            return UCS_OK;
+        }
+        return st;
+    };
+    ASSERT_TRUE(a.progress_until(
+        [&]() {
+        if ((posted < (int)comps.size()) && a.errors.empty()) {
+            ucs_status_t st = post_one();
+            if (st == UCS_OK) {
+                ++step;
+            } else {
+                EXPECT_TRUE((st == UCS_ERR_NO_RESOURCE) || !a.errors.empty() ||
+                            killed)
+                    << ucs_status_string(st);
+            }
+        }
+        if (!killed && (posted >= 40)) {
+            c.kill_now();
+            killed = true;
+        }
+        return !a.errors.empty();
+        },
+        60));
+    ASSERT_TRUE(killed);
+    int completed = 0, failed = 0;
+    ASSERT_TRUE(a.progress_until(
+        [&]() {
+        completed = failed = 0;
+        for (int i = 0; i < posted; ++i) {
+            completed += (comps[i].done > 0);
+            failed += (comps[i].done > 0) && (comps[i].status != UCS_OK);
+        }
+        return completed == posted;
+        },
+        30))
+        << completed << " of " << posted << " callbacks ran";
+    a.progress(1000);
+    for (int i = 0; i < posted; ++i) {
+        EXPECT_EQ(1, comps[i].done) << "callback " << i;
+    }
+    EXPECT_GE(failed, 1);
+    ASSERT_EQ(1u, a.errors.size());
+    EXPECT_EQ(dead, a.errors[0].ep);
+    a.destroy_ep(dead);
+    /* nothing of it is left in flight; the ep to b still works */
+    EXPECT_TRUE(a.progress_until(
+        [&]() { return uct_iface_flush(a.iface(), 0, NULL) == UCS_OK; }));
+    entity::mem bm   = b.alloc_mem(64);
+    uct_rkey_t brkey = a.unpack_rkey(bm.rkey_buf);
+    uint64_t w       = 78;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+                  return uct_ep_put_short(ep, &w, 8, (uintptr_t)bm.ptr, brkey);
+              }));
+    flush_ep(a, ep);
+    EXPECT_EQ(78u, *(uint64_t *)bm.ptr);
+    b.free_mem(bm);
+    a.free_mem(local);
+    c.wait_exit();
 }
 
 TEST_F(OrcUct, EpCheckHealthyAndDeadPeer)
