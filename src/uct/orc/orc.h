@@ -50,6 +50,9 @@
 #define UCT_ORC_MAX_CREDITS      UINT16_MAX
 #define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
 #define UCT_ORC_IFACE_POLL_BATCH 16     /* completions taken per CQ poll */
+#define UCT_ORC_IFACE_TX_IDLE_POLL \
+    64 /* progress calls per send CQ poll with only
+          unsignaled WRs in flight */
 
 
 /* ------------------------------------------------------------------ md */
@@ -531,19 +534,24 @@ typedef struct uct_orc_iface {
     /* receive buffers to post again at the end of the poll, in one list */
     uct_orc_rx_desc_t *rx_batch[UCT_ORC_IFACE_POLL_BATCH];
     unsigned rx_batch_len;
-    unsigned tx_cq_avail; /* send CQ entries not in use: every posted
+    unsigned tx_cq_avail;   /* send CQ entries not in use: every posted
                                           WR takes one (an unsignaled WR
                                           that fails still completes) until a
                                           completion covers it */
-    unsigned tx_cq_len;   /* tx_cq_avail with nothing in
+    unsigned tx_cq_len;     /* tx_cq_avail with nothing in
                                           flight */
-    unsigned tx_cq_held;  /* entries of WRs of destroyed eps: their
+    unsigned tx_signaled;   /* eps with a signaled WR in flight, and
+                                          credit grants in flight: the send
+                                          CQ is polled while there are any */
+    unsigned tx_idle_polls; /* progress calls, for the occasional poll
+                                          that finds failed unsignaled WRs */
+    unsigned tx_cq_held;    /* entries of WRs of destroyed eps: their
                                           completions may still be in the CQ;
                                           given back once a poll finds it
                                           empty */
-    int event_fd;         /* epoll: channel fd + agent fd */
-    uint64_t node_id;     /* our process's node in orcd */
-    uint32_t domain;      /* hash of coordinator URL and job */
+    int event_fd;           /* epoll: channel fd + agent fd */
+    uint64_t node_id;       /* our process's node in orcd */
+    uint32_t domain;        /* hash of coordinator URL and job */
     uct_orc_agent_t agent;
     unsigned npassive; /* length of passive_list */
     uint64_t next_conn_id;
@@ -657,6 +665,9 @@ struct uct_orc_ep {
                                  signaled WR, or of any WR that failed)
                                  completes every earlier one */
     unsigned unsignaled;   /* WRs posted since the last signaled one */
+    uint16_t tx_sig_sn;    /* number of the last signaled WR */
+    uint8_t tx_sig_busy;   /* ... which is in flight (counted in
+                              iface->tx_signaled) */
     uint16_t tx_ops_mask;  /* tx_ops has tx_ops_mask + 1 entries */
     uct_orc_op_t **tx_ops; /* op of each WR in flight, by its number
                                  (NULL: none) */

@@ -146,8 +146,17 @@ uct_orc_ep_post_wr(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
         return UCS_ERR_IO_ERROR;
     }
 
-    ep->tx_pi      = sn;
-    ep->unsignaled = signal ? 0 : (ep->unsignaled + 1);
+    ep->tx_pi = sn;
+    if (signal) {
+        ep->unsignaled = 0;
+        ep->tx_sig_sn  = sn;
+        if (!ep->tx_sig_busy) {
+            ep->tx_sig_busy = 1;
+            ++iface->tx_signaled;
+        }
+    } else {
+        ++ep->unsignaled;
+    }
     --ep->sq_avail;
     --iface->tx_cq_avail;
     if (op != NULL) {
@@ -1089,6 +1098,10 @@ void uct_orc_ep_tx_completed(uct_orc_ep_t *ep, uint16_t sn,
                                (ep->tx_ci == sn) ? status : UCS_OK);
         }
     }
+    if (ep->tx_sig_busy && uct_orc_ep_sn_done(ep, ep->tx_sig_sn)) {
+        ep->tx_sig_busy = 0;
+        --iface->tx_signaled;
+    }
 
     uct_orc_ep_txq_advance(ep, &done);
     if (uct_orc_ep_has_work(ep)) {
@@ -1592,6 +1605,9 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
         ucs_warn("orc: failed to destroy qp 0x%x: %s", qp_num, strerror(ret));
     }
     iface->tx_cq_held += (uint16_t)(self->tx_pi - self->tx_ci);
+    if (self->tx_sig_busy) {
+        --iface->tx_signaled;
+    }
 
     /* like UCX's RC: outstanding operations complete as canceled (those
      * done already, behind one that is not, with their own status) */

@@ -415,6 +415,7 @@ static void uct_orc_iface_send_grant(uct_orc_iface_t *iface,
 
     --passive->sq_avail;
     --iface->tx_cq_avail;
+    ++iface->tx_signaled;
     passive->credits_out += credits;
 }
 
@@ -522,6 +523,7 @@ static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
     op      = (uct_orc_op_t *)(uintptr_t)wc->wr_id;
     passive = op->get.arg;
     ++iface->tx_cq_avail;
+    --iface->tx_signaled;
     ++passive->sq_avail;
     if (wc->status != IBV_WC_SUCCESS) {
         ucs_debug("orc: credit grant on qp 0x%x failed: %s",
@@ -804,10 +806,15 @@ static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
         ++count;
     }
     count += uct_orc_iface_poll_cq(iface, 0);
-    /* every send WR takes a tx_cq_avail slot: with none in flight the send
-     * CQ is empty, and an empty poll is not free (softnic progresses its
-     * same-host rings in it, and the receive CQ poll did that already) */
-    if (iface->tx_cq_avail < iface->tx_cq_len) {
+    /* the send CQ while a signaled WR or a credit grant is in flight, or
+     * completions of destroyed eps may be in it; with only unsignaled WRs
+     * in flight, once in UCT_ORC_IFACE_TX_IDLE_POLL times (for those that
+     * failed: a failed WR completes even when unsignaled); never with
+     * nothing in flight. An empty poll is not free: softnic progresses its
+     * same-host rings in it, and the receive CQ poll did that already. */
+    if ((iface->tx_signaled > 0) || (iface->tx_cq_held > 0) ||
+        ((iface->tx_cq_avail < iface->tx_cq_len) &&
+         ((++iface->tx_idle_polls % UCT_ORC_IFACE_TX_IDLE_POLL) == 0))) {
         count += uct_orc_iface_poll_cq(iface, 1);
     }
     count += uct_orc_iface_dispatch_pending(iface);
