@@ -2229,6 +2229,36 @@ TEST_F(OrcUct, PeerKilledCompletesUnsignaledWorkOnce)
     c.wait_exit();
 }
 
+/* Unsignaled WRs to a dead peer, then nothing more: their failure (a
+ * failed WR completes even when unsignaled) is still found and reported,
+ * though no signaled WR is in flight */
+TEST_F(OrcUct, DeadPeerUnderUnsignaledWritesIsReported)
+{
+    /* the child's lease outlives the test: only the QP tells */
+    scoped_setenv ttl("UCX_ORC_LEASE_TTL", "300");
+    child c("target");
+    target_info t;
+    ASSERT_TRUE(read_target(c, &t));
+    uct_ep_h e;
+    ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
+    uct_rkey_t rkey = a.unpack_rkey(t.rkey);
+    uint64_t v      = 3;
+    ASSERT_EQ(UCS_OK, retry([&]() {
+                  return uct_ep_put_short(e, &v, 8, t.addr, rkey);
+              }));
+    flush_ep(a, e);
+    c.kill_now();
+    EXPECT_EQ(137, c.wait_exit());
+
+    for (uint64_t i = 0; i < 3; ++i) { /* fewer than the moderation */
+        ASSERT_EQ(UCS_OK, uct_ep_put_short(e, &i, 8, t.addr, rkey));
+    }
+    ASSERT_TRUE(a.progress_until([&]() { return !a.errors.empty(); }, 25))
+        << "the failure of unsignaled WRs was never seen";
+    ASSERT_EQ(1u, a.errors.size());
+    EXPECT_EQ(e, a.errors[0].ep);
+}
+
 TEST_F(OrcUct, EpCheckHealthyAndDeadPeer)
 {
     /* a live peer: no error */
