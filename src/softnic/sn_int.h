@@ -641,6 +641,11 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_TCP_ERR_SILENT 1
 #endif
+#ifdef SN_MUTATE_NO_RNR_RENEW /* ring: an RNR wait renews the transport timer */
+#define SN_RULE_RNR_RENEW 0
+#else
+#define SN_RULE_RNR_RENEW 1
+#endif
 #ifdef SN_MUTATE_NO_CMA_ERR /* CMA: ERR revokes the target QP's rights */
 #define SN_RULE_CMA_ERR 0
 #else

@@ -638,7 +638,7 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
                 sn_qp_complete(qp);
             }
         }
-    } else if ((qp->ring != NULL) && (qp->ring_out > 0)) {
+    } else if (SN_RULE_RNR_RENEW && (qp->ring != NULL) && (qp->ring_out > 0)) {
         /* the target's ring consumer waits for a receive for our SEND:
          * as a NIC's RNR NAKs, that renews the transport timer */
         qp->tmo_progress_ns = qp->last_progress_ns;

@@ -583,6 +583,42 @@ TEST_P(softnic_errors, target_in_error_is_silent_no_cma)
     target_in_error("no_cma=1");
 }
 
+/* A SEND waits at the target for a receive (RNR, rnr_retry 7) for longer
+ * than the initiator's whole retry budget; then the target goes to ERR.
+ * The SEND fails only once the whole budget has run out since, as every
+ * RNR NAK restarts a NIC's transport timer (on one host the ring's wait
+ * for a receive stands for those NAKs). */
+TEST_P(softnic_errors, target_in_error_after_rnr_wait_gets_whole_budget)
+{
+    conn_opts oa, ob;
+    oa.timeout = 17; /* 537 ms per attempt, 2 attempts */
+    oa.retry   = 1;
+    ob.min_rnr = 14; /* 1.28 ms between RNR NAKs on TCP */
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, oa, ob));
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=1 len=64 wr=1" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=64 wr=2"));
+    double budget_ms    = retry_bound_ms(oa);
+    std::vector<wc_t> s = poll(*m_a, "send", 1, (int)(1.5 * budget_ms));
+    EXPECT_EQ(0u, s.size()) << "the SEND ended while waiting for a receive";
+    double t0 = now_ms();
+    ASSERT_OK(m_b->cmd("modify qp=0 state=ERR"));
+    int quiet_ms = (int)(budget_ms - STAMP_SLACK_MS - (now_ms() - t0));
+    s            = poll(*m_a, "send", 1, (quiet_ms > 0) ? quiet_ms : 0);
+    EXPECT_EQ(0u, s.size()) << "the SEND failed " << now_ms() - t0
+                            << " ms after its target went to ERR, before "
+                               "the QP's retry budget of "
+                            << budget_ms << " ms ran out";
+    if (s.empty()) {
+        double bound_ms = 2 * budget_ms + 5000;
+        s               = poll(*m_a, "send", 1, (int)bound_ms);
+        EXPECT_LE(now_ms() - t0, bound_ms) << "failed too late";
+    }
+    ASSERT_EQ(1u, s.size());
+    EXPECT_EQ(2u, s[0].wr_id);
+    EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, s[0].status) << wc_status_name(s[0].status);
+}
+
 /* timeout 0 is infinite (IB spec): a WR to a target in ERR waits until
  * the application moves its own QP to ERR, which flushes it */
 TEST_P(softnic_errors, target_in_error_infinite_timeout_waits)
