@@ -157,6 +157,17 @@ class OrcUct : public ::testing::Test
         ASSERT_EQ(UCS_OK, status);
     }
 
+    /* One 8-byte put through e, retried while e pairs, then flushed: e is
+     * paired and its path to the target works */
+    void put_paired(uct_ep_h e, uint64_t addr, uct_rkey_t rkey)
+    {
+        uint64_t v = 5;
+        ASSERT_EQ(UCS_OK, retry([&]() {
+                      return uct_ep_put_short(e, &v, 8, addr, rkey);
+                  }));
+        flush_ep(a, e);
+    }
+
     template<typename F> ucs_status_t retry(F op)
     {
         ucs_status_t status;
@@ -2242,11 +2253,7 @@ TEST_F(OrcUct, DeadPeerUnderUnsignaledWritesIsReported)
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey);
-    uint64_t v      = 3;
-    ASSERT_EQ(UCS_OK, retry([&]() {
-                  return uct_ep_put_short(e, &v, 8, t.addr, rkey);
-              }));
-    flush_ep(a, e);
+    ASSERT_NO_FATAL_FAILURE(put_paired(e, t.addr, rkey));
     c.kill_now();
     EXPECT_EQ(137, c.wait_exit());
 
@@ -2274,11 +2281,7 @@ TEST_F(OrcUct, EpCheckHealthyAndDeadPeer)
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey);
-    uint64_t v      = 3;
-    ASSERT_EQ(UCS_OK, retry([&]() {
-                  return uct_ep_put_short(e, &v, 8, t.addr, rkey);
-              }));
-    flush_ep(a, e);
+    ASSERT_NO_FATAL_FAILURE(put_paired(e, t.addr, rkey));
     c.kill_now();
     EXPECT_EQ(137, c.wait_exit());
     ASSERT_TRUE(a.progress_until(
@@ -2533,11 +2536,7 @@ TEST_F(OrcUct, PeerLeaseExpiresWhileIdle)
     uct_ep_h e;
     ASSERT_EQ(UCS_OK, a.create_ep(t.dev, t.iface, &e));
     uct_rkey_t rkey = a.unpack_rkey(t.rkey);
-    uint64_t v      = 5;
-    ASSERT_EQ(UCS_OK, retry([&]() {
-                  return uct_ep_put_short(e, &v, 8, t.addr, rkey);
-              }));
-    flush_ep(a, e);
+    ASSERT_NO_FATAL_FAILURE(put_paired(e, t.addr, rkey));
 
     /* no traffic after the kill: the lease running out tells us */
     c.kill_now();
@@ -2547,6 +2546,7 @@ TEST_F(OrcUct, PeerLeaseExpiresWhileIdle)
     ASSERT_EQ(1u, a.errors.size());
     EXPECT_EQ(e, a.errors[0].ep);
     EXPECT_EQ(UCS_ERR_CONNECTION_RESET, a.errors[0].status);
+    uint64_t v = 5;
     EXPECT_EQ(UCS_ERR_CONNECTION_RESET,
               uct_ep_put_short(e, &v, 8, t.addr, rkey));
 }
