@@ -72,8 +72,11 @@
  * before it consumes the peer's (sn_ring.c); on TCP, where the ACK and the
  * answer come on two connections, the answer's frame says which of our
  * requests were answered before it and waits until those answers were
- * read (sn_wire.h) (a SEND on the same-host ring answered on TCP, or the
- * reverse, is not ordered so); a failed WR completes even when unsignaled
+ * read (sn_wire.h); across the two paths (a SEND on the same-host ring
+ * answered on TCP, or the reverse) the TCP responder reaps the QP's own
+ * ring slots before it takes a SEND or WRITE_WITH_IMM, and a ring SEND
+ * slot carries the same `acked` as a frame and waits until those answers
+ * were read (sn_ring.c); a failed WR completes even when unsignaled
  * and moves the QP to ERR, every later WR is flushed (IBV_WC_WR_FLUSH_ERR),
  * posted receives of the QP's own RQ too (SRQ receives stay posted);
  * IBV_SEND_FENCE holds a WR until earlier READs and atomics completed; RNR
@@ -651,6 +654,16 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_CMA_ERR 1
 #endif
+#ifdef SN_MUTATE_NO_PATH_ORDER /* ring and TCP never both carry WRs */
+#define SN_RULE_PATH_ORDER 0
+#else
+#define SN_RULE_PATH_ORDER 1
+#endif
+#ifdef SN_MUTATE_NO_MIXED_ACK_FIRST /* ring/TCP: a SEND completes first */
+#define SN_RULE_MIXED_ACK_FIRST 0
+#else
+#define SN_RULE_MIXED_ACK_FIRST 1
+#endif
 #ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
 #define SN_RULE_BATCH_FLUSH 0
 #else
@@ -791,6 +804,9 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap);
 /* QP lock held: consume incoming ring SENDs / reap own ring completions.
  * in_svc: called by the service thread (then the busy marker is used). */
 void sn_ring_progress(sn_qp_t *qp, int in_svc);
+/* QP lock held: complete our ring SENDs (and atomics) the target is done
+ * with, in order; the WRs queued behind them go out */
+void sn_ring_reap(sn_qp_t *qp, int in_svc);
 /* QP lock held: cancel outstanding ring SENDs (QP leaves RTS) */
 void sn_ring_cancel(sn_qp_t *qp);
 /* QP lock held: does a WR of ours wait in the ring for an answer the

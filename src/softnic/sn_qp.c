@@ -506,11 +506,12 @@ void sn_qp_tx(sn_qp_t *qp)
             }
             /* same host and nothing outstanding on TCP: a queued SEND may
              * join the ring, a queued WRITE/READ runs by CMA right here */
-            if (qp->same_host && (qp->sent_out == 0) && !qp->rewind_pending) {
+            if (qp->same_host && (!SN_RULE_PATH_ORDER || (qp->sent_out == 0)) &&
+                !qp->rewind_pending) {
                 if (sn_ring_post(qp, qp->sq_tx, 0)) {
                     continue;
                 }
-                if ((qp->ring_out == 0) &&
+                if ((qp->sent_out == 0) && (qp->ring_out == 0) &&
                     ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
                      (wqe->opcode == IBV_WR_RDMA_READ))) {
                     status = sn_qp_run_cma(qp, wqe);
@@ -527,7 +528,7 @@ void sn_qp_tx(sn_qp_t *qp)
                     }
                 }
             }
-            if (qp->ring_out > 0) {
+            if (SN_RULE_PATH_ORDER && (qp->ring_out > 0)) {
                 break; /* ring SENDs first: sn_ring_reap resumes */
             }
             if (!wqe->has_seq) {

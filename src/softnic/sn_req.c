@@ -310,12 +310,23 @@ static int sn_req_dispatch(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
     }
 }
 
+/* QP lock held, svc_lock holder: answers were read (rsp_seq advanced from
+ * before): SENDs the peer posted to our same-host ring after answering
+ * them may be taken now (sn_ring.c waits for that) */
+static void sn_req_answers_read(sn_qp_t *qp, uint32_t before)
+{
+    if ((qp->rsp_seq != before) && (qp->rings != NULL) &&
+        (qp->state == IBV_QPS_RTS)) {
+        sn_ring_progress(qp, 1);
+    }
+}
+
 int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
 {
     sn_rsp_t *rsp = &conn->hdr.rsp;
     sn_qp_t *qp   = conn->qp;
     sn_wqe_t *wqe;
-    uint32_t index;
+    uint32_t index, before;
     int ret;
 
     memset(&conn->sink, 0, sizeof(conn->sink));
@@ -326,7 +337,8 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
     }
 
     pthread_mutex_lock(&qp->lock);
-    wqe = sn_req_wqe(qp, &index);
+    before = qp->rsp_seq;
+    wqe    = sn_req_wqe(qp, &index);
     if ((wqe == NULL) || (wqe->seq != rsp->seq)) {
         sn_log(inst, SOFTNIC_LOG_WARN, "qp 0x%x: unexpected response seq %u",
                qp->super.qp_num, rsp->seq);
@@ -337,6 +349,7 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
         if (ret == 0) {
             sn_qp_complete(qp);
             sn_qp_tx(qp);
+            sn_req_answers_read(qp, before);
         }
     }
     pthread_mutex_unlock(&qp->lock);
@@ -348,14 +361,15 @@ int sn_req_on_payload(sn_conn_t *conn)
     sn_rsp_t *rsp = &conn->hdr.rsp;
     sn_qp_t *qp   = conn->qp;
     sn_wqe_t *wqe;
-    uint32_t index;
+    uint32_t index, before;
 
     pthread_mutex_lock(&qp->lock);
     if (qp->conn_id != conn->id) {
         pthread_mutex_unlock(&qp->lock);
         return -1;
     }
-    wqe = sn_req_wqe(qp, &index);
+    before = qp->rsp_seq;
+    wqe    = sn_req_wqe(qp, &index);
     if ((wqe != NULL) && (index == conn->rd_index) && (wqe->seq == rsp->seq)) {
         if (conn->sink.failed) {
             sn_req_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
@@ -367,6 +381,7 @@ int sn_req_on_payload(sn_conn_t *conn)
         }
         sn_qp_complete(qp);
         sn_qp_tx(qp);
+        sn_req_answers_read(qp, before);
     }
     pthread_mutex_unlock(&qp->lock);
     return 0;

@@ -322,6 +322,13 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
     if (SN_RULE_TCP_ACK_FIRST && ((int32_t)(acked - qp->rsp_seq) > 0)) {
         return SN_RESP_HOLD;
     }
+    /* SENDs of ours in the same-host ring that the peer took before it
+     * sent this are done (the peer marks a slot done before its receive
+     * completes): they complete first */
+    if (SN_RULE_MIXED_ACK_FIRST && (qp->ring != NULL) && (qp->ring_out > 0) &&
+        sn_resp_needs_recv(r->req->op)) {
+        sn_ring_reap(qp, 1);
+    }
     return SN_RESP_CHECK_QP;
 }
 

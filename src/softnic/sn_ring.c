@@ -27,9 +27,16 @@
  *    SEND completes before the answer to it, as on a NIC, where the ACK
  *    travels ahead of the peer's next request (programs that sleep on one
  *    channel for both CQs take the first event after a SEND for its own).
+ *    Across paths: a SEND slot carries `acked`, the posting QP's rx_acked
+ *    (the answers it queued on TCP to our requests, sn_wire.h), and is
+ *    taken only once our QP has read those answers (sn_ring_answers_unread;
+ *    sn_req.c consumes again when they come); the TCP responder reaps our
+ *    slots before it takes a SEND (sn_resp.c).
  *
  * Memory ordering of a slot: the producer writes the payload and the header
- * fields, then state = POSTED (release), then head (release). The consumer
+ * fields (acked: rx_acked loaded with acquire, after the responder stored
+ * it with release before the receive it answers completed), then state =
+ * POSTED (release), then head (release). The consumer
  * reads head (acquire), moves state POSTED -> TAKEN with a CAS (the
  * initiator may instead move it POSTED -> CANCELLED when it gives up: RNR
  * retries exhausted, or its QP left RTS), writes status, state = DONE
@@ -89,7 +96,8 @@ typedef struct sn_ring_slot {
     uint64_t compare_add;
     uint64_t swap;
     uint64_t result;
-    uint32_t reserved[2];
+    uint32_t acked; /* SENDs: the initiator QP's rx_acked when posted */
+    uint32_t reserved;
     uint8_t data[SN_RING_DATA];
 } sn_ring_slot_t;
 
@@ -223,7 +231,7 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
         (!atomic && (wqe->length > SN_RING_DATA)) ||
         (wqe->fence && (qp->ring_atomic_out > 0)) ||
         (qp->conn_state != SN_CONN_READY) || (qp->sq_tx != index) ||
-        (qp->sent_out != 0) || qp->rewind_pending) {
+        (SN_RULE_PATH_ORDER && (qp->sent_out != 0)) || qp->rewind_pending) {
         return 0;
     }
     if (qp->ring_prod - qp->ring_reaped >= SN_RING_SLOTS) {
@@ -267,6 +275,9 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
     slot->flags  = ((wqe->opcode == IBV_WR_SEND_WITH_IMM) ? SN_SLOT_F_IMM : 0) |
                   (wqe->solicited ? SN_SLOT_F_SOLICITED : 0);
     slot->status = 0;
+    /* the answers our QP (as a responder) queued on TCP to the peer's
+     * requests: the peer takes this SEND only once it read them */
+    slot->acked = __atomic_load_n(&qp->rx_acked, __ATOMIC_ACQUIRE);
 publish:
     __atomic_store_n(&slot->state, SN_SLOT_POSTED, __ATOMIC_RELEASE);
     __atomic_store_n(&ring->head, qp->ring_prod + 1, __ATOMIC_RELEASE);
@@ -289,8 +300,7 @@ static int sn_ring_status_valid(uint32_t status)
            (status == IBV_WC_REM_ACCESS_ERR);
 }
 
-/* QP lock held: completions of our ring SENDs, in order */
-static void sn_ring_reap(sn_qp_t *qp, int in_svc)
+void sn_ring_reap(sn_qp_t *qp, int in_svc)
 {
     sn_ring_slot_t *slot;
     sn_wqe_t *wqe;
@@ -479,6 +489,24 @@ static void sn_ring_slot_done(struct sn_ring *ring, sn_ring_slot_t *slot,
     __atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
 }
 
+/* QP lock held: did the peer post this SEND after it answered TCP requests
+ * of ours whose answers we have not read yet (slot->acked beyond rsp_seq)?
+ * Then the slot waits: what the peer sends after taking a SEND of ours
+ * completes after that SEND, whichever path each took (the TCP responder's
+ * check_acked does the same for request frames; sn_req.c consumes the
+ * rings again once the answers are read). Only a QP with a live connection
+ * of its own waits; an acked beyond what we ever sent is a broken producer
+ * and is not waited on. */
+static int sn_ring_answers_unread(const sn_qp_t *qp, const sn_ring_slot_t *slot)
+{
+    uint32_t acked = slot->acked;
+
+    return SN_RULE_MIXED_ACK_FIRST && (qp->state == IBV_QPS_RTS) &&
+           (qp->conn_state == SN_CONN_READY) &&
+           ((int32_t)(acked - qp->rsp_seq) > 0) &&
+           ((int32_t)(acked - qp->tx_seq) <= 0);
+}
+
 static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
 {
     struct sn_ring *ring = att->ring;
@@ -542,6 +570,9 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
             sn_ring_slot_done(ring, slot, sn_ring_atomic(qp, slot, flags),
                               tail + 1);
             continue;
+        }
+        if (sn_ring_answers_unread(qp, slot)) {
+            return;
         }
         /* check for a receive, claim the slot and take the receive under
          * one lock: another thread may be draining a QP of the same SRQ */

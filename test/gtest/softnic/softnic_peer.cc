@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdarg>
 #include <cstdio>
@@ -747,10 +748,12 @@ std::string cmd_post(const kv_t &kv)
     return "OK";
 }
 
-/* The 8-byte SEND (signaled or not) or receive at the start of m */
-int post_one(softnic_qp_t *qp, peer_mr *m, bool send, bool signaled)
+/* The SEND of len bytes (signaled or not) or the receive of as many at the
+ * start of m */
+int post_one(softnic_qp_t *qp, peer_mr *m, bool send, bool signaled,
+             uint32_t len)
 {
-    ibv_sge sge = {(uintptr_t)m->buf, 8, m->mr->lkey};
+    ibv_sge sge = {(uintptr_t)m->buf, len, m->mr->lkey};
     ibv_send_wr swr, *sbad;
     ibv_recv_wr rwr, *rbad;
 
@@ -785,14 +788,14 @@ softnic_cq_t *next_event(double timeout_ms)
 /* One round of ask: a signaled SEND, then the two events it brings (its
  * own completion, the answer's receive); 1 when the answer's came first,
  * 0 when the SEND's, -1 on an error */
-int ask_once(softnic_qp_t *qp, peer_mr *m)
+int ask_once(softnic_qp_t *qp, peer_mr *m, uint32_t len, uint32_t recv_len)
 {
     softnic_cq_t *first, *second;
     std::vector<ibv_wc> wcs;
 
     if ((softnic_cq_req_notify(g_peer.scq, 0) != 0) ||
         (softnic_cq_req_notify(g_peer.rcq, 0) != 0) ||
-        (post_one(qp, m, true, true) != 0)) {
+        (post_one(qp, m, true, true, len) != 0)) {
         return -1;
     }
     first  = next_event(10000);
@@ -802,36 +805,83 @@ int ask_once(softnic_qp_t *qp, peer_mr *m)
         (poll_n(g_peer.rcq, 1, 10000, &wcs) != 1) ||
         (wcs[0].status != IBV_WC_SUCCESS) ||
         (wcs[1].status != IBV_WC_SUCCESS) ||
-        (post_one(qp, m, false, false) != 0)) {
+        (post_one(qp, m, false, false, recv_len) != 0)) {
         return -1;
     }
     return first == g_peer.rcq;
 }
 
+/* One completion of cq, if there is one: 1 (SUCCESS), 0 (none), -1 */
+int poll_ok(softnic_cq_t *cq)
+{
+    ibv_wc wc;
+    int ret = softnic_cq_poll(cq, 1, &wc);
+
+    return ((ret < 0) || ((ret == 1) && (wc.status != IBV_WC_SUCCESS))) ? -1
+                                                                        : ret;
+}
+
+/* ask_once, spinning on both CQs instead of sleeping: 1 only when the
+ * answer's receive was seen while the SEND's completion was not there
+ * after it (no false alarm from the order of the two polls) */
+int ask_spin_once(softnic_qp_t *qp, peer_mr *m, uint32_t len, uint32_t recv_len)
+{
+    double deadline = now_ms() + 10000;
+    int sent = 0, got = 0, first = 0;
+
+    if (post_one(qp, m, true, true, len) != 0) {
+        return -1;
+    }
+    while (!(sent && got)) {
+        if (!got && ((got = poll_ok(g_peer.rcq)) != 0)) {
+            if ((got < 0) || (!sent && ((sent = poll_ok(g_peer.scq)) < 0))) {
+                return -1;
+            }
+            first = !sent;
+        }
+        if (!sent && ((sent = poll_ok(g_peer.scq)) < 0)) {
+            return -1;
+        }
+        if (now_ms() > deadline) {
+            return -1;
+        }
+    }
+    return (post_one(qp, m, false, false, recv_len) != 0) ? -1 : first;
+}
+
 /*
- * pingpong qp= mr= n= role=ask|answer: n SENDs of 8 bytes each way, with
+ * pingpong qp= mr= n= role=ask|answer [ask_len= answer_len= spin=1]: n SENDs
+ * each way, of ask_len and answer_len bytes (8 each by default; the
+ * receives reposted here take the larger), with
  * n receives posted by the test beforehand (reposted here as consumed).
  * answer: each receive is answered at once with an unsignaled SEND. ask
  * (needs open channel=1): sleeps on the channel of both CQs, as perftest's
  * latency tests with -e do: after each SEND, the first event must be the
  * send CQ's; answer_first= counts the rounds where the answer's receive
- * completed first.
+ * completed first. spin=1: ask spins on both CQs instead (no channel
+ * needed).
  */
 std::string cmd_pingpong(const kv_t &kv)
 {
     softnic_qp_t *qp = find_qp(kv);
     peer_mr *m       = find_mr(kv);
     int n = (int)num(kv, "n", 1), answer_first = 0, i, ret;
-    bool ask = str(kv, "role", "") == "ask";
+    bool ask         = str(kv, "role", "") == "ask";
+    uint32_t ask_len = (uint32_t)num(kv, "ask_len", 8);
+    uint32_t ans_len = (uint32_t)num(kv, "answer_len", 8);
+    uint32_t rlen    = std::max(ask_len, ans_len);
     std::vector<ibv_wc> wcs;
 
-    if ((qp == NULL) || (m == NULL) || (m->mr == NULL) ||
-        (ask && (g_peer.chan == NULL))) {
+    bool spin = num(kv, "spin", 0) != 0;
+
+    if ((qp == NULL) || (m == NULL) || (m->mr == NULL) || (rlen > m->len) ||
+        (ask && !spin && (g_peer.chan == NULL))) {
         return err(EINVAL, "pingpong_args");
     }
     for (i = 0; i < n; ++i) {
         if (ask) {
-            ret = ask_once(qp, m);
+            ret = spin ? ask_spin_once(qp, m, ask_len, rlen)
+                       : ask_once(qp, m, ask_len, rlen);
             if (ret < 0) {
                 break;
             }
@@ -841,8 +891,8 @@ std::string cmd_pingpong(const kv_t &kv)
         wcs.clear();
         if ((poll_n(g_peer.rcq, 1, 10000, &wcs) != 1) ||
             (wcs[0].status != IBV_WC_SUCCESS) ||
-            (post_one(qp, m, false, false) != 0) ||
-            (post_one(qp, m, true, false) != 0)) {
+            (post_one(qp, m, false, false, rlen) != 0) ||
+            (post_one(qp, m, true, false, ans_len) != 0)) {
             break;
         }
     }

@@ -10,6 +10,7 @@
 #include "softnic_harness.h"
 
 #include <arpa/inet.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -318,6 +319,56 @@ TEST_P(softnic_rc, completions_in_posting_order)
     EXPECT_EQ((uint64_t)n / 5, m_b->cmd("get64 id=1 off=1048576").u("val"));
 }
 
+/* SENDs are received in posting order whichever path each takes: on one
+ * host SENDs of up to 8 KB use the shared-memory ring and larger ones TCP,
+ * as does WRITE_WITH_IMM; interleaved, each receive still gets the next
+ * message, whole. */
+TEST_P(softnic_rc, sends_over_ring_and_tcp_received_in_order)
+{
+    const size_t lens[] = {100, 20000, 3000, 8, 65536, 64, 8000, 9000};
+    const int n = 48, slot = 65536;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_b->cmd("mr id=2 len=" + std::to_string(n * slot)));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 wr=0 len=" + std::to_string(slot) +
+                       " stride=" + std::to_string(slot) +
+                       " count=" + std::to_string(n)));
+    for (int i = 0; i < n; ++i) {
+        std::string off = " off=" + std::to_string(i * slot);
+        std::string l   = " len=" + std::to_string(lens[i % 8]);
+        ASSERT_OK(m_a->cmd("fill id=1" + off + l +
+                           " seed=" + std::to_string(3000 + i)));
+    }
+    for (int i = 0; i < n; ++i) {
+        std::string off = " off=" + std::to_string(i * slot);
+        std::string l   = " len=" + std::to_string(lens[i % 8]);
+        /* every fifth a WRITE_WITH_IMM to the same offset at the target */
+        std::string op    = (i % 5 == 4) ? "WRITE_IMM imm=9" + remote(i * slot)
+                                         : std::string("SEND");
+        std::string flags = (i == n - 1) ? " flags=S" : " flags=";
+        ASSERT_OK(m_a->cmd("post qp=0 mr=1 op=" + op + off + l + flags +
+                           " wr=" + std::to_string(i)));
+    }
+    std::vector<wc_t> r = poll(*m_b, "recv", n);
+    ASSERT_EQ((size_t)n, r.size());
+    for (int i = 0; i < n; ++i) {
+        SCOPED_TRACE("receive " + std::to_string(i));
+        bool imm = (i % 5 == 4);
+        EXPECT_EQ((uint64_t)i, r[i].wr_id) << "receives consumed in order";
+        EXPECT_EQ(IBV_WC_SUCCESS, r[i].status) << wc_status_name(r[i].status);
+        EXPECT_EQ(imm ? IBV_WC_RECV_RDMA_WITH_IMM : IBV_WC_RECV, r[i].opcode);
+        EXPECT_EQ(lens[i % 8], r[i].byte_len)
+            << "the receive got another message";
+        std::string where = imm ? "id=1" : "id=2";
+        EXPECT_OK(m_b->cmd(
+            "check " + where + " off=" + std::to_string(i * slot) + " len=" +
+            std::to_string(lens[i % 8]) + " seed=" + std::to_string(3000 + i)));
+    }
+    std::vector<wc_t> s = poll(*m_a, "send", 1);
+    ASSERT_EQ(1u, s.size()) << "the last WR is signaled";
+    EXPECT_EQ((uint64_t)n - 1, s[0].wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, s[0].status) << wc_status_name(s[0].status);
+}
+
 void softnic_rc::send_recv(bool srq)
 {
     if (srq) {
@@ -535,23 +586,31 @@ TEST_P(softnic_rc, one_sided_target_blocked_or_busy)
 class softnic_rc_answer : public softnic_topo
 {
   protected:
-    void ask_and_answer(const std::string &open_args, int n);
+    void ask_and_answer(const std::string &open_args, int n, size_t ask_len = 8,
+                        size_t answer_len = 8, bool spin = false);
 };
 
-void softnic_rc_answer::ask_and_answer(const std::string &open_args, int n)
+void softnic_rc_answer::ask_and_answer(const std::string &open_args, int n,
+                                       size_t ask_len, size_t answer_len,
+                                       bool spin)
 {
-    peer_proc &a = spawn('a', MNT_SAME, "channel=1 " + open_args);
-    peer_proc &b = spawn('b', MNT_SAME, open_args);
+    const size_t len = std::max(ask_len, answer_len);
+    peer_proc &a     = spawn('a', MNT_SAME, "channel=1 " + open_args);
+    peer_proc &b     = spawn('b', MNT_SAME, open_args);
     ASSERT_FALSE(HasFailure());
-    reg_mr(a, 1, 4096);
-    reg_mr(b, 1, 4096);
+    reg_mr(a, 1, std::max(len, (size_t)4096));
+    reg_mr(b, 1, std::max(len, (size_t)4096));
     ASSERT_FALSE(HasFailure());
     ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0));
-    const std::string rq = "recv qp=0 mr=1 len=8 stride=0 count=" +
-                           std::to_string(std::min(n, 256));
+    const std::string rq =
+        "recv qp=0 mr=1 len=" + std::to_string(len) +
+        " stride=0 count=" + std::to_string(std::min(n, 256));
     ASSERT_OK(a.cmd(rq));
     ASSERT_OK(b.cmd(rq));
-    std::string args = "qp=0 mr=1 n=" + std::to_string(n);
+    std::string args = "qp=0 mr=1 n=" + std::to_string(n) +
+                       " ask_len=" + std::to_string(ask_len) +
+                       " answer_len=" + std::to_string(answer_len) +
+                       (spin ? " spin=1" : "");
     ASSERT_TRUE(b.send("pingpong role=answer " + args));
     reply_t ra = a.cmd("pingpong role=ask " + args, 120000);
     reply_t rb = b.recv(120000);
@@ -584,6 +643,66 @@ TEST_P(softnic_rc_answer, send_completes_before_the_answer_to_it_no_cma)
         GTEST_SKIP() << "two hosts use TCP anyway";
     }
     ask_and_answer("no_cma=1", 400);
+}
+
+/* Same host, the SEND on the ring (up to 8 KB) and the answer on TCP
+ * (larger), or the reverse: the SEND still completes first (two hosts:
+ * both on TCP, as above) */
+const size_t RING_MAX = 8000, TCP_MIN = 16384;
+
+TEST_P(softnic_rc_answer, ring_send_completes_before_tcp_answer)
+{
+    ask_and_answer("", 300, 8, TCP_MIN);
+}
+
+TEST_P(softnic_rc_answer, tcp_send_completes_before_ring_answer)
+{
+    ask_and_answer("", 300, TCP_MIN, RING_MAX);
+}
+
+/* The ACK of the asker's TCP SEND and the answer in its ring both wait
+ * when the asker runs again (the two processes are frozen in turn): its
+ * spinning poll could take the answer from the ring before its service
+ * thread reads the ACK; the SEND must still complete first. */
+TEST_P(softnic_rc_answer, tcp_send_completes_before_ring_answer_both_waiting)
+{
+    if (two_hosts()) {
+        GTEST_SKIP() << "no ring between two hosts";
+    }
+    const int rounds = 40;
+    peer_proc &a     = spawn('a');
+    peer_proc &b     = spawn('b');
+    ASSERT_FALSE(HasFailure());
+    reg_mr(a, 1, TCP_MIN);
+    reg_mr(b, 1, TCP_MIN);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0));
+    const std::string rq =
+        "recv qp=0 mr=1 stride=0 len=" + std::to_string(TCP_MIN) +
+        " count=" + std::to_string(rounds);
+    ASSERT_OK(a.cmd(rq));
+    ASSERT_OK(b.cmd(rq));
+    const std::string args = " qp=0 mr=1 ask_len=" + std::to_string(TCP_MIN) +
+                             " answer_len=" + std::to_string(RING_MAX);
+    ASSERT_TRUE(
+        b.send("pingpong role=answer n=" + std::to_string(rounds) + args));
+    uint64_t answer_first = 0;
+    for (int i = 0; i < rounds; ++i) {
+        b.freeze();
+        ASSERT_TRUE(a.send("pingpong role=ask spin=1 n=1" + args));
+        usleep(50000); /* a sent its SEND and spins on its CQs */
+        a.freeze();
+        b.thaw();
+        usleep(50000); /* b acknowledged it (unread) and answered */
+        a.thaw();
+        reply_t ra = a.recv(20000);
+        ASSERT_OK(ra) << "round " << i;
+        answer_first += ra.u("answer_first");
+    }
+    EXPECT_OK(b.recv(20000));
+    EXPECT_EQ(0u, answer_first)
+        << "in " << answer_first << " of " << rounds
+        << " rounds the answer completed before the SEND it answers";
 }
 
 INSTANTIATE_TEST_SUITE_P(topo, softnic_rc_answer,
