@@ -774,7 +774,13 @@ int orcd_server_start(orcd_api_t *api, const orcd_config_t *cfg,
     /* the logger must be the first option to catch every message */
     opts[nopt++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER,
                                            (intptr_t)orcd_http_mhd_log, NULL};
-    flags        = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+    /* poll(2), not epoll: libmicrohttpd 0.9.75's epoll loop, after a wait
+     * that returned exactly its 128 events, waits again with the timeout it
+     * computed before them (up to the idle timeout) while it holds those
+     * 128 requests: 128 connections sending at once (64 pairing clients)
+     * were not answered until a client gave up. Its poll loop waits once
+     * per round. */
+    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
             MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     if (cfg->tls_cert != NULL) {

@@ -1,7 +1,7 @@
 /*
  * orcd HTTP server: libmicrohttpd in front of the router (orcd_api.h).
  *
- * A pool of epoll threads serves all connections; blocking queries do not
+ * A pool of poll(2) threads serves all connections; blocking queries do not
  * hold a thread: their connection is suspended (MHD_suspend_connection) and
  * resumed by a store watch or, at the deadline, by the server's timer thread.
  */
