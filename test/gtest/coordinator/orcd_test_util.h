@@ -468,6 +468,37 @@ class http_client
         return r;
     }
 
+    /* The request as a client that follows orcd's Retry-After: a 503 (a
+     * store call that did not fit its time on a loaded machine) is sent
+     * again a second later (the Retry-After orcd sends), `tries` times in
+     * all at most (few: an orcd that keeps answering 503 must fail the test
+     * soon). With a rid, every attempt carries it as Idempotency-Key (and
+     * X-Orc-Attempt), so that orcd makes a POST once however often it is
+     * sent. */
+    http_result request_retried(const std::string &method,
+                                const std::string &url, const std::string *body,
+                                const std::string &rid = "", int tries = 3)
+    {
+        std::string saved = m_header;
+        http_result r;
+        for (int attempt = 1; attempt <= tries; ++attempt) {
+            m_header = saved;
+            if (!rid.empty()) {
+                m_header += (m_header.empty() ? "" : "\n") +
+                            ("Idempotency-Key: " + rid) +
+                            "\nX-Orc-Attempt: " + std::to_string(attempt);
+            }
+            r = request(method, url, body);
+            if ((r.status != 503) || (attempt == tries)) {
+                break;
+            }
+            struct pollfd none;
+            poll(&none, 0, 1000);
+        }
+        m_header = saved;
+        return r;
+    }
+
     http_result get(const std::string &url, double timeout = 30)
     {
         return request("GET", url, nullptr, timeout);

@@ -185,15 +185,21 @@ TEST_P(client_orcd, endpoint_put_get_and_errors)
 TEST_P(client_orcd, keepalive_keeps_node_past_ttl_and_deregister_removes)
 {
     uint64_t id, index;
-    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 2, &id));
+    /* TTL 3 s: keep-alives every second, each given a second. With 2 s
+     * (every 667 ms, each given 667 ms) two slow answers in a row at load
+     * 20 let the node expire after 3.4 s. Without renewal it is gone after
+     * 3 s, well inside the 6.75 s watched. */
+    const int ttl_s = 3, watch_ms = ttl_s * 2250;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_register(m_client, "h", 1, NULL, ttl_s, &id));
     ASSERT_TRUE(node_listed(m_client, id, &index));
 
     /* for 2.25 TTLs, block on the membership: the node never leaves */
     auto t0 = steady::now();
-    while (ms_since(t0) < 4500) {
+    while (ms_since(t0) < watch_ms) {
         orc_node_info_t *nodes;
         size_t count;
-        int left = 4500 - (int)ms_since(t0);
+        int left = watch_ms - (int)ms_since(t0);
         ASSERT_EQ(ORC_CL_OK,
                   orc_client_nodes_list(m_client, index, (left > 0) ? left : 1,
                                         &nodes, &count, &index));

@@ -6,6 +6,7 @@
 #include "orcd_test_util.h"
 
 #include <atomic>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -1336,6 +1337,8 @@ TEST_P(orcd_api, many_concurrent_clients)
     start();
     const int nthreads = 16, per_thread = 25;
     std::atomic<int> failures{0};
+    std::mutex first_lock;
+    std::string first_failure;
     http_client c;
     /* long leases: nothing keeps these nodes alive, and on a loaded
      * machine with the etcd store the test takes a while */
@@ -1347,37 +1350,56 @@ TEST_P(orcd_api, many_concurrent_clients)
     for (int t = 0; t < nthreads; ++t) {
         threads.emplace_back([&, t] {
             http_client h;
-            for (int i = 0; i < per_thread; ++i) {
-                http_result r =
-                    h.post(u("/v1/jobs/j/nodes"), "{\"host\":\"t\",\"ttl\":300,"
-                                                  "\"pid\":" +
-                                                      std::to_string(t) + "}");
-                if (r.status != 201) {
+            /* a 503 (a store call that did not fit its time: etcd on a
+             * loaded machine) is retried as its Retry-After says; POSTs
+             * with an Idempotency-Key, so that each is made once */
+            auto call = [&](const char *method, const std::string &url,
+                            const std::string &body, const std::string &rid,
+                            long want) {
+                http_result r = h.request_retried(method, u(url), &body, rid);
+                if (r.status != want) {
+                    std::lock_guard<std::mutex> g(first_lock);
+                    if (first_failure.empty()) {
+                        first_failure = std::string(method) + " " + url + ": " +
+                                        std::to_string(r.status) + " " + r.body;
+                    }
                     ++failures;
+                }
+                return r;
+            };
+            for (int i = 0; i < per_thread; ++i) {
+                std::string tag =
+                    "t" + std::to_string(t) + "-" + std::to_string(i);
+                http_result r = call("POST", "/v1/jobs/j/nodes",
+                                     "{\"host\":\"t\",\"ttl\":300,\"pid\":" +
+                                         std::to_string(t) + "}",
+                                     tag + "-reg", 201);
+                if (r.status != 201) {
                     continue;
                 }
                 long long id = r.jint("id");
                 ids[t].push_back(id);
                 std::string n = "/v1/jobs/j/nodes/" + std::to_string(id);
-                if (h.post(u(n + "/rdma/endpoint"),
-                           "{\"id\":" + std::to_string(id) + "}")
-                            .status != 201 ||
-                    h.put(u("/v1/jobs/j/kv/t" + std::to_string(t) + "/" +
-                            std::to_string(i)),
-                          "{\"value\":" + std::to_string(id) + "}")
-                            .status != 200 ||
-                    h.post(u(mb),
-                           "{\"from\":" + std::to_string(id) + ",\"body\":{}}")
-                            .status != 201) {
-                    ++failures;
+                if ((call("POST", n + "/rdma/endpoint",
+                          "{\"id\":" + std::to_string(id) + "}", "", 201)
+                         .status != 201) ||
+                    (call("PUT",
+                          "/v1/jobs/j/kv/t" + std::to_string(t) + "/" +
+                              std::to_string(i),
+                          "{\"value\":" + std::to_string(id) + "}", "", 200)
+                         .status != 200)) {
+                    continue;
                 }
+                call("POST", mb,
+                     "{\"from\":" + std::to_string(id) + ",\"body\":{}}",
+                     tag + "-msg", 201);
             }
         });
     }
     for (auto &t : threads) {
         t.join();
     }
-    EXPECT_EQ(failures.load(), 0);
+    EXPECT_EQ(failures.load(), 0) << "first: " << first_failure;
 
     /* every id unique, every node listed with its own endpoint */
     std::set<long long> all;
@@ -1444,13 +1466,39 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
     auto mbox = [&](long long id) {
         return u("/v1/jobs/p/nodes/" + std::to_string(id) + "/mailbox");
     };
+    std::mutex first_lock;
+    std::string first_failure;
+    auto fail = [&](const std::string &what, const http_result &r) {
+        std::lock_guard<std::mutex> g(first_lock);
+        if (first_failure.empty()) {
+            first_failure =
+                what + ": " + std::to_string(r.status) + " " + r.body;
+        }
+    };
+    /* post to id's mailbox; a 503 (a store call that did not fit its time:
+     * etcd on a loaded machine) is retried as its Retry-After says, with
+     * an Idempotency-Key: made once */
+    auto post = [&](http_client &h, long long id, long long from, long long n,
+                    const std::string &rid) -> bool {
+        std::string b = "{\"from\":" + std::to_string(from) +
+                        ",\"body\":{\"n\":" + std::to_string(n) + "}}";
+        http_result r = h.request_retried("POST", mbox(id), &b, rid);
+        if (r.status != 201) {
+            fail("POST " + std::to_string(id), r);
+        }
+        return r.status == 201;
+    };
     /* receive the next message on id's mailbox (cursor in *after) */
     auto recv = [&](http_client &h, long long id, unsigned long long *after,
                     long long *n) -> bool {
         for (int tries = 0; tries < 100; ++tries) {
-            http_result r = h.get(
-                mbox(id) + "?after=" + std::to_string(*after) + "&wait=10");
+            http_result r =
+                h.request_retried("GET",
+                                  mbox(id) + "?after=" +
+                                      std::to_string(*after) + "&wait=10",
+                                  nullptr);
             if (r.status != 200) {
+                fail("GET " + std::to_string(id), r);
                 return false;
             }
             json_t *o   = r.json();
@@ -1476,10 +1524,8 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
             for (int k = 0; k < rounds; ++k) {
                 long long n;
                 if (!recv(h, b[i], &after, &n) || n != k ||
-                    h.post(mbox(a[i]),
-                           "{\"from\":" + std::to_string(b[i]) +
-                               ",\"body\":{\"n\":" + std::to_string(n) + "}}")
-                            .status != 201) {
+                    !post(h, a[i], b[i], n,
+                          "b" + std::to_string(i) + "-" + std::to_string(k))) {
                     ++errors;
                     return;
                 }
@@ -1491,10 +1537,8 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
             unsigned long long after = 0;
             for (int k = 0; k < rounds; ++k) {
                 long long n;
-                if (h.post(mbox(b[i]),
-                           "{\"from\":" + std::to_string(a[i]) +
-                               ",\"body\":{\"n\":" + std::to_string(k) + "}}")
-                            .status != 201 ||
+                if (!post(h, b[i], a[i], k,
+                          "a" + std::to_string(i) + "-" + std::to_string(k)) ||
                     !recv(h, a[i], &after, &n) || n != k) {
                     ++errors;
                     return;
@@ -1506,7 +1550,7 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
     for (auto &t : threads) {
         t.join();
     }
-    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(errors.load(), 0) << "first: " << first_failure;
     EXPECT_EQ(done.load(), pairs * rounds);
     EXPECT_TRUE(wait_long_polls(0));
 }
