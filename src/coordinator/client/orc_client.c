@@ -819,6 +819,11 @@ static orc_cl_status_t orc_client_try(orc_client_t *client, size_t replica,
     }
     t->rc = orc_client_perform(client, conn, wait_ms > 0, &t->canceled);
     curl_easy_getinfo(curl, CURLINFO_CONNECT_TIME, &t->connect_s);
+    if (t->connect_s == 0) {
+        /* a reused connection has no connect time: it was connected if
+         * the request got as far as being sent */
+        curl_easy_getinfo(curl, CURLINFO_PRETRANSFER_TIME, &t->connect_s);
+    }
     if (t->rc == CURLE_OK) {
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &t->code);
     }

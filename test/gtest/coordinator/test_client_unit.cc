@@ -880,6 +880,57 @@ TEST(client_net, silent_server_times_out)
     close(fd);
 }
 
+/* A server that answers the first request of its one connection and then
+ * stays silent on it: a request that times out on that kept-alive
+ * connection was sent, so it is a timeout, not an unreachable coordinator
+ * (a reused connection has no connect time of its own) */
+TEST(client_net, timeout_on_a_reused_connection_is_a_timeout)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    struct sockaddr_in sin = {};
+    sin.sin_family         = AF_INET;
+    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
+    ASSERT_EQ(0, listen(fd, 16));
+    socklen_t len = sizeof(sin);
+    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
+    std::thread server([fd] {
+        int c = accept(fd, NULL, NULL);
+        std::string in;
+        char buf[4096];
+        ssize_t n;
+        while ((in.find("\r\n\r\n") == std::string::npos) &&
+               ((n = recv(c, buf, sizeof(buf), 0)) > 0)) {
+            in.append(buf, (size_t)n);
+        }
+        const char ok[] = "HTTP/1.1 200 OK\r\nContent-Type: "
+                          "application/json\r\nContent-Length: "
+                          "15\r\n\r\n{\"status\":\"ok\"}";
+        (void)!send(c, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
+        /* the second request: read, never answered, until the client
+         * closes */
+        while (recv(c, buf, sizeof(buf), 0) > 0) {
+        }
+        close(c);
+    });
+
+    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+    orc_client_params_t params = {};
+    params.field_mask =
+        ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
+    params.url        = url.c_str();
+    params.timeout_ms = 300;
+    orc_client_t *client;
+    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+    EXPECT_EQ(ORC_CL_OK, orc_client_health(client));
+    EXPECT_EQ(ORC_CL_ERR_TIMEOUT, orc_client_health(client))
+        << orc_client_last_error();
+    orc_client_destroy(client);
+    server.join();
+    close(fd);
+}
+
 /* one thread, one pooled handle: each request carries only its own method
  * and body, never the previous request's */
 TEST_F(client_unit, pooled_handle_switches_methods)
