@@ -317,8 +317,12 @@ void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id,
                           uint64_t peer_node, uint32_t peer_iface);
 /* Move all queued events to *queue (the caller frees them with ucs_free) */
 int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue);
-/* Whether events are waiting */
-int uct_orc_agent_has_events(uct_orc_agent_t *agent);
+/* Whether events are waiting: a lock-free peek (a stale zero is seen by the
+ * next progress), inline because every progress call asks */
+static inline int uct_orc_agent_has_events(uct_orc_agent_t *agent)
+{
+    return __atomic_load_n(&agent->nevents, __ATOMIC_ACQUIRE) != 0;
+}
 
 /* Called by the session threads, with the session lock held */
 void uct_orc_agent_handle_msg_locked(uct_orc_agent_t *agent, uint64_t from,
@@ -553,7 +557,9 @@ typedef struct uct_orc_iface {
     uint64_t node_id;       /* our process's node in orcd */
     uint32_t domain;        /* hash of coordinator URL and job */
     uct_orc_agent_t agent;
-    unsigned npassive; /* length of passive_list */
+    unsigned npassive;      /* length of passive_list */
+    unsigned credit_window; /* uct_orc_credit_window() of npassive
+                                          peers */
     uint64_t next_conn_id;
     khash_t(uct_orc_qp) qp_hash;
     khash_t(uct_orc_conn) conn_hash;
@@ -565,6 +571,13 @@ typedef struct uct_orc_iface {
                                              reported */
     uct_orc_ep_t *reporting_ep;    /* whose error handler runs now
                                              (NULL if it destroyed it) */
+    /* the owner (in qp_hash) of rx_last_qp_num, the QP of the last receive;
+     * NULL: none, or qp_hash changed since */
+    uct_orc_qp_owner_t *rx_last_owner;
+    uint32_t rx_last_qp_num;
+    /* the ep of the last send completion (NULL: none, or destroyed): the
+     * next one is most often its */
+    uct_orc_ep_t *tx_last_ep;
     unsigned fence_beat;
     struct {
         unsigned tx_queue_len;
@@ -591,6 +604,13 @@ typedef struct uct_orc_iface {
     int remote; /* the device is remote to the CPUs
                                           of the thread that opened us */
 } uct_orc_iface_t;
+
+/* Call before any change of iface->qp_hash: a kh_put may move its values,
+ * a kh_del frees one */
+static inline void uct_orc_iface_qp_hash_changed(uct_orc_iface_t *iface)
+{
+    iface->rx_last_owner = NULL;
+}
 
 /* Why a peer is not reachable, NULL if it is: it must be on the same
  * backend (a softnic QP cannot talk to an HCA) in the same coordinator

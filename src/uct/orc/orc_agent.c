@@ -799,12 +799,6 @@ void uct_orc_agent_cancel(uct_orc_agent_t *agent, uint64_t conn_id,
     pthread_mutex_unlock(uct_orc_session_lock(session));
 }
 
-int uct_orc_agent_has_events(uct_orc_agent_t *agent)
-{
-    /* A lock-free peek: a stale zero is seen by the next progress */
-    return __atomic_load_n(&agent->nevents, __ATOMIC_ACQUIRE) != 0;
-}
-
 int uct_orc_agent_poll(uct_orc_agent_t *agent, ucs_queue_head_t *queue)
 {
     pthread_mutex_t *lock =

@@ -176,9 +176,11 @@ static UCS_F_ALWAYS_INLINE int uct_orc_op_needs_signal(const uct_orc_op_t *op)
 
 /* Post a WR for op; on success op joins the ep's tx queue (unless enqueue
  * is 0: a retried swap keeps its place) */
-static ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
-                                    uct_orc_op_t *op, struct ibv_send_wr *wr,
-                                    int enqueue)
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_post(uct_orc_ep_t *ep,
+                                                        uct_orc_iface_t *iface,
+                                                        uct_orc_op_t *op,
+                                                        struct ibv_send_wr *wr,
+                                                        int enqueue)
 {
     ucs_status_t status;
 
@@ -1522,6 +1524,7 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     }
     kh_val(&iface->conn_hash, it) = self;
 
+    uct_orc_iface_qp_hash_changed(iface);
     it = kh_put(uct_orc_qp, &iface->qp_hash, self->qp->qp_num, &ret);
     if (ret < 0) {
         status = UCS_ERR_NO_MEMORY;
@@ -1543,6 +1546,7 @@ UCS_CLASS_INIT_FUNC(uct_orc_ep_t, const uct_ep_params_t *params)
     return UCS_OK;
 
 err_del_qp:
+    uct_orc_iface_qp_hash_changed(iface);
     kh_del(uct_orc_qp, &iface->qp_hash,
            kh_get(uct_orc_qp, &iface->qp_hash, self->qp->qp_num));
 err_del_conn:
@@ -1588,12 +1592,16 @@ UCS_CLASS_CLEANUP_FUNC(uct_orc_ep_t)
     uct_orc_ep_complete(&canceled);
 
     /* completions still in the CQ find no ep from now on */
+    if (iface->tx_last_ep == self) {
+        iface->tx_last_ep = NULL;
+    }
     it = kh_get(uct_orc_conn, &iface->conn_hash, self->conn_id);
     if (it != kh_end(&iface->conn_hash)) {
         kh_del(uct_orc_conn, &iface->conn_hash, it);
     }
     it = kh_get(uct_orc_qp, &iface->qp_hash, qp_num);
     if (it != kh_end(&iface->qp_hash)) {
+        uct_orc_iface_qp_hash_changed(iface);
         kh_del(uct_orc_qp, &iface->qp_hash, it);
     }
 

@@ -320,18 +320,38 @@ static ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
     return UCS_OK;
 }
 
-static uct_orc_qp_owner_t *uct_orc_iface_qp_owner(uct_orc_iface_t *iface,
-                                                  uint32_t qp_num)
+/* The owner of a QP, NULL if none; the last one found is kept (receives
+ * come in runs from the same QP) */
+static UCS_F_ALWAYS_INLINE uct_orc_qp_owner_t *
+uct_orc_iface_qp_owner(uct_orc_iface_t *iface, uint32_t qp_num)
 {
-    khiter_t it = kh_get(uct_orc_qp, &iface->qp_hash, qp_num);
+    khiter_t it;
 
-    return (it == kh_end(&iface->qp_hash)) ? NULL
-                                           : &kh_val(&iface->qp_hash, it);
+    if (ucs_likely((iface->rx_last_owner != NULL) &&
+                   (iface->rx_last_qp_num == qp_num))) {
+        return iface->rx_last_owner;
+    }
+    it = kh_get(uct_orc_qp, &iface->qp_hash, qp_num);
+    if (it == kh_end(&iface->qp_hash)) {
+        return NULL;
+    }
+    iface->rx_last_qp_num = qp_num;
+    iface->rx_last_owner  = &kh_val(&iface->qp_hash, it);
+    return iface->rx_last_owner;
 }
 
 static unsigned uct_orc_iface_drain_agent(uct_orc_iface_t *iface);
 static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
                                               uct_orc_passive_t *passive);
+
+/* The window of a peer now (uct_orc_credit_window()), kept in the iface:
+ * every received message asks for it, the peers change seldom */
+static void uct_orc_iface_set_credit_window(uct_orc_iface_t *iface)
+{
+    iface->credit_window =
+        uct_orc_credit_window(iface->config.rx_queue_len,
+                              iface->config.am_credits, iface->npassive);
+}
 
 /*
  * Credits a passive QP returns now: the peer's window (its share of the
@@ -342,9 +362,7 @@ static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
 static unsigned uct_orc_iface_grant_size(uct_orc_iface_t *iface,
                                          uct_orc_passive_t *passive)
 {
-    unsigned window =
-        uct_orc_credit_window(iface->config.rx_queue_len,
-                              iface->config.am_credits, iface->npassive);
+    unsigned window = iface->credit_window;
 
     if ((passive->credits_out >= window) ||
         ((window - passive->credits_out) < ucs_max(1, window / 2))) {
@@ -502,18 +520,36 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
     uct_orc_iface_send_grant(iface, passive);
 }
 
+/* The ep of a connection id, NULL if it was destroyed; the last one found
+ * is kept (an ep's cleanup forgets it) */
+static UCS_F_ALWAYS_INLINE uct_orc_ep_t *
+uct_orc_iface_tx_ep(uct_orc_iface_t *iface, uint64_t conn_id)
+{
+    khiter_t it;
+
+    if (ucs_likely((iface->tx_last_ep != NULL) &&
+                   (iface->tx_last_ep->conn_id == conn_id))) {
+        return iface->tx_last_ep;
+    }
+    it = kh_get(uct_orc_conn, &iface->conn_hash, conn_id);
+    if (it == kh_end(&iface->conn_hash)) {
+        return NULL;
+    }
+    iface->tx_last_ep = kh_val(&iface->conn_hash, it);
+    return iface->tx_last_ep;
+}
+
 static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
 {
     uct_orc_passive_t *passive;
     uct_orc_op_t *op;
-    khiter_t it;
+    uct_orc_ep_t *ep;
 
     if (wc->wr_id & UCT_ORC_WR_ID_EP) {
-        it = kh_get(uct_orc_conn, &iface->conn_hash,
-                    uct_orc_wr_id_conn(wc->wr_id));
-        if (it != kh_end(&iface->conn_hash)) {
-            uct_orc_ep_tx_completed(kh_val(&iface->conn_hash, it),
-                                    uct_orc_wr_id_sn(wc->wr_id), wc->status);
+        ep = uct_orc_iface_tx_ep(iface, uct_orc_wr_id_conn(wc->wr_id));
+        if (ep != NULL) {
+            uct_orc_ep_tx_completed(ep, uct_orc_wr_id_sn(wc->wr_id),
+                                    wc->status);
         }
         /* else of an ep destroyed since: tx_cq_held has its entries */
         return;
@@ -534,35 +570,57 @@ static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
     uct_orc_iface_passive_try_destroy(iface, passive);
 }
 
-static unsigned uct_orc_iface_poll_cq(uct_orc_iface_t *iface, int is_send)
+/* Take up to UCT_ORC_IFACE_POLL_BATCH completions of cq into wc; returns
+ * how many (0 on an error, which is logged) */
+static UCS_F_ALWAYS_INLINE int
+uct_orc_iface_poll_one(orc_cq_t *cq, const char *name, struct ibv_wc *wc)
+{
+    int n = orc_cq_poll(cq, UCT_ORC_IFACE_POLL_BATCH, wc);
+
+    if (ucs_unlikely(n < 0)) {
+        ucs_error("orc: failed to poll the %s completion queue: %s", name,
+                  strerror(-n));
+        return 0;
+    }
+    return n;
+}
+
+/* The receive CQ: messages and credit grants; their buffers go back to the
+ * SRQ in one list */
+static UCS_F_ALWAYS_INLINE unsigned
+uct_orc_iface_poll_rx(uct_orc_iface_t *iface)
+{
+    struct ibv_wc wc[UCT_ORC_IFACE_POLL_BATCH];
+    int i, n;
+
+    n = uct_orc_iface_poll_one(iface->recv_cq, "receive", wc);
+    for (i = 0; i < n; ++i) {
+        uct_orc_iface_handle_rx(iface, &wc[i]);
+    }
+    if (iface->rx_batch_len > 0) {
+        uct_orc_iface_post_recv_batch(iface);
+    }
+    return n;
+}
+
+/* The send CQ: completions of the eps' signaled (or failed) WRs and of
+ * credit grants */
+static UCS_F_ALWAYS_INLINE unsigned
+uct_orc_iface_poll_tx(uct_orc_iface_t *iface)
 {
     /* held before the poll: a completion callback may destroy an ep */
     unsigned held = iface->tx_cq_held;
     struct ibv_wc wc[UCT_ORC_IFACE_POLL_BATCH];
     int i, n;
 
-    n = orc_cq_poll(is_send ? iface->send_cq : iface->recv_cq,
-                    UCT_ORC_IFACE_POLL_BATCH, wc);
-    if (n < 0) {
-        ucs_error("orc: failed to poll the %s completion queue: %s",
-                  is_send ? "send" : "receive", strerror(-n));
-        return 0;
-    }
-
+    n = uct_orc_iface_poll_one(iface->send_cq, "send", wc);
     for (i = 0; i < n; ++i) {
-        if (is_send) {
-            uct_orc_iface_handle_tx(iface, &wc[i]);
-        } else {
-            uct_orc_iface_handle_rx(iface, &wc[i]);
-        }
-    }
-    if (!is_send) {
-        uct_orc_iface_post_recv_batch(iface);
+        uct_orc_iface_handle_tx(iface, &wc[i]);
     }
 
     /* the CQ was empty: no completion of a WR of an ep destroyed before the
      * poll is left in it */
-    if (is_send && (n < UCT_ORC_IFACE_POLL_BATCH) && (held > 0)) {
+    if ((n < UCT_ORC_IFACE_POLL_BATCH) && (held > 0)) {
         iface->tx_cq_avail += held;
         iface->tx_cq_held -= held;
     }
@@ -591,6 +649,7 @@ static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
     passive->credits_out  = ev->credits;
     passive->sq_avail     = UCT_ORC_PASSIVE_SQ_LEN;
 
+    uct_orc_iface_qp_hash_changed(iface);
     it = kh_put(uct_orc_qp, &iface->qp_hash, ev->qp->qp_num, &ret);
     if (ret < 0) {
         ucs_error("orc: no memory for the qp table");
@@ -601,6 +660,7 @@ static void uct_orc_iface_add_passive(uct_orc_iface_t *iface,
     owner->passive = passive;
     ucs_list_add_tail(&iface->passive_list, &passive->list);
     ++iface->npassive;
+    uct_orc_iface_set_credit_window(iface);
     ucs_debug("orc: qp 0x%x serves node %" PRIu64 " with %u credits",
               ev->qp->qp_num, ev->peer_node, ev->credits);
     return;
@@ -625,10 +685,12 @@ static void uct_orc_iface_passive_try_destroy(uct_orc_iface_t *iface,
 
     it = kh_get(uct_orc_qp, &iface->qp_hash, passive->qp->qp_num);
     if (it != kh_end(&iface->qp_hash)) {
+        uct_orc_iface_qp_hash_changed(iface);
         kh_del(uct_orc_qp, &iface->qp_hash, it);
     }
     ucs_list_del(&passive->list);
     --iface->npassive;
+    uct_orc_iface_set_credit_window(iface);
     if (passive->grant_queued) {
         ucs_list_del(&passive->grant_list);
     }
@@ -789,40 +851,68 @@ static void uct_orc_iface_report_failures(uct_orc_iface_t *iface)
     }
 }
 
+/* The completion event_arm took out of a CQ, handled now */
+static void uct_orc_iface_handle_stash(uct_orc_iface_t *iface)
+{
+    iface->config.has_stash = 0;
+    if (iface->stash_is_send) {
+        uct_orc_iface_handle_tx(iface, &iface->stash_wc);
+    } else {
+        uct_orc_iface_handle_rx(iface, &iface->stash_wc);
+        uct_orc_iface_post_recv_batch(iface);
+    }
+}
+
+/* What a progress call does after the CQs: queued credit grants, pending
+ * requests, failed eps' reports */
+static UCS_F_ALWAYS_INLINE unsigned
+uct_orc_iface_progress_rest(uct_orc_iface_t *iface)
+{
+    unsigned count = 0;
+
+    if (ucs_unlikely(!ucs_list_is_empty(&iface->grant_pending) ||
+                     !ucs_list_is_empty(&iface->pending_eps))) {
+        count += uct_orc_iface_dispatch_pending(iface);
+    }
+    if (ucs_unlikely(!ucs_list_is_empty(&iface->failed_eps))) {
+        uct_orc_iface_report_failures(iface);
+        ++count;
+    }
+    return count;
+}
+
+/*
+ * One progress call. Its common case, nothing but the CQs to look at, makes
+ * no function call besides the polls: it runs once per operation of a
+ * latency loop and a great many times while an application waits.
+ */
 static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
 {
     uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
-    unsigned count;
+    unsigned count         = 0;
+    int tx_due;
 
-    count = uct_orc_iface_drain_agent(iface);
-    if (iface->config.has_stash) {
-        iface->config.has_stash = 0;
-        if (iface->stash_is_send) {
-            uct_orc_iface_handle_tx(iface, &iface->stash_wc);
-        } else {
-            uct_orc_iface_handle_rx(iface, &iface->stash_wc);
-            uct_orc_iface_post_recv_batch(iface);
-        }
+    if (ucs_unlikely(uct_orc_agent_has_events(&iface->agent))) {
+        count += uct_orc_iface_drain_agent(iface);
+    }
+    if (ucs_unlikely(iface->config.has_stash)) {
+        uct_orc_iface_handle_stash(iface);
         ++count;
     }
-    count += uct_orc_iface_poll_cq(iface, 0);
-    /* the send CQ while a signaled WR or a credit grant is in flight, or
+    /* The send CQ while a signaled WR or a credit grant is in flight, or
      * completions of destroyed eps may be in it; with only unsignaled WRs
      * in flight, once in UCT_ORC_IFACE_TX_IDLE_POLL times (for those that
      * failed: a failed WR completes even when unsignaled); never with
      * nothing in flight. An empty poll is not free: softnic progresses its
      * same-host rings in it, and the receive CQ poll did that already. */
-    if ((iface->tx_signaled > 0) || (iface->tx_cq_held > 0) ||
-        ((iface->tx_cq_avail < iface->tx_cq_len) &&
-         ((++iface->tx_idle_polls % UCT_ORC_IFACE_TX_IDLE_POLL) == 0))) {
-        count += uct_orc_iface_poll_cq(iface, 1);
+    tx_due = (iface->tx_signaled > 0) || (iface->tx_cq_held > 0) ||
+             ((iface->tx_cq_avail < iface->tx_cq_len) &&
+              ((++iface->tx_idle_polls % UCT_ORC_IFACE_TX_IDLE_POLL) == 0));
+    count += uct_orc_iface_poll_rx(iface);
+    if (tx_due) {
+        count += uct_orc_iface_poll_tx(iface);
     }
-    count += uct_orc_iface_dispatch_pending(iface);
-    if (!ucs_list_is_empty(&iface->failed_eps)) {
-        uct_orc_iface_report_failures(iface);
-        ++count;
-    }
-    return count;
+    return count + uct_orc_iface_progress_rest(iface);
 }
 
 /* --------------------------------------------------------------- events */
@@ -1202,7 +1292,8 @@ uct_orc_iface_init_config(uct_orc_iface_t *iface,
     iface->config.tx_queue_len = config->tx_queue_len;
     iface->config.rx_queue_len = config->rx_queue_len;
     iface->config.am_credits   = config->am_credits;
-    iface->config.seg_size     = config->seg_size;
+    uct_orc_iface_set_credit_window(iface);
+    iface->config.seg_size = config->seg_size;
     iface->config.rx_headroom =
         UCT_IFACE_PARAM_VALUE(params, rx_headroom, RX_HEADROOM, 0);
     iface->config.max_inline = config->max_inline;

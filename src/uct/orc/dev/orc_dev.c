@@ -219,11 +219,6 @@ int orc_cq_destroy(orc_cq_t *cq)
     return cq->dev->ops->cq_destroy(cq);
 }
 
-int orc_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
-{
-    return cq->dev->ops->cq_poll(cq, num_entries, wc);
-}
-
 int orc_cq_req_notify(orc_cq_t *cq, int solicited_only)
 {
     return cq->dev->ops->cq_req_notify(cq, solicited_only);
@@ -250,12 +245,6 @@ int orc_srq_destroy(orc_srq_t *srq)
     return srq->pd->dev->ops->srq_destroy(srq);
 }
 
-int orc_post_srq_recv(orc_srq_t *srq, struct ibv_recv_wr *wr,
-                      struct ibv_recv_wr **bad_wr)
-{
-    return srq->pd->dev->ops->post_srq_recv(srq, wr, bad_wr);
-}
-
 orc_qp_t *orc_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
 {
     return pd->dev->ops->qp_create(pd, attr);
@@ -275,12 +264,6 @@ int orc_qp_query(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask,
 int orc_qp_destroy(orc_qp_t *qp)
 {
     return qp->pd->dev->ops->qp_destroy(qp);
-}
-
-int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
-                  struct ibv_send_wr **bad_wr)
-{
-    return qp->pd->dev->ops->post_send(qp, wr, bad_wr);
 }
 
 int orc_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,

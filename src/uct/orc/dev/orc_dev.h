@@ -184,7 +184,7 @@ int orc_comp_channel_destroy(orc_comp_channel_t *channel);
 orc_cq_t *orc_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
                         orc_comp_channel_t *channel);
 int orc_cq_destroy(orc_cq_t *cq);
-int orc_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc);
+static inline int orc_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc);
 int orc_cq_req_notify(orc_cq_t *cq, int solicited_only);
 /* Blocks unless the channel fd was made non-blocking (then EAGAIN). */
 int orc_cq_get_event(orc_comp_channel_t *channel, orc_cq_t **cq_p,
@@ -194,8 +194,8 @@ void orc_cq_ack_events(orc_cq_t *cq, unsigned int nevents);
 /* Shared receive queues */
 orc_srq_t *orc_srq_create(orc_pd_t *pd, struct ibv_srq_init_attr *attr);
 int orc_srq_destroy(orc_srq_t *srq);
-int orc_post_srq_recv(orc_srq_t *srq, struct ibv_recv_wr *wr,
-                      struct ibv_recv_wr **bad_wr);
+static inline int orc_post_srq_recv(orc_srq_t *srq, struct ibv_recv_wr *wr,
+                                    struct ibv_recv_wr **bad_wr);
 
 /* Queue pairs (RC) */
 orc_qp_t *orc_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr);
@@ -203,8 +203,8 @@ int orc_qp_modify(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask);
 int orc_qp_query(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask,
                  orc_qp_init_attr_t *init_attr);
 int orc_qp_destroy(orc_qp_t *qp);
-int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
-                  struct ibv_send_wr **bad_wr);
+static inline int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
+                                struct ibv_send_wr **bad_wr);
 int orc_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,
                   struct ibv_recv_wr **bad_wr);
 
@@ -264,6 +264,25 @@ struct orc_dev_ops {
 /* The two backends' tables (verbs/orc_verbs.c, soft/orc_soft.c). */
 extern const orc_dev_ops_t orc_dev_verbs_ops;
 extern const orc_dev_ops_t orc_dev_soft_ops;
+
+/* The data-path calls, inline: one indirect call into the backend, as
+ * libibverbs' own ibv_post_send() and ibv_poll_cq() make */
+static inline int orc_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
+{
+    return cq->dev->ops->cq_poll(cq, num_entries, wc);
+}
+
+static inline int orc_post_srq_recv(orc_srq_t *srq, struct ibv_recv_wr *wr,
+                                    struct ibv_recv_wr **bad_wr)
+{
+    return srq->pd->dev->ops->post_srq_recv(srq, wr, bad_wr);
+}
+
+static inline int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
+                                struct ibv_send_wr **bad_wr)
+{
+    return qp->pd->dev->ops->post_send(qp, wr, bad_wr);
+}
 
 #ifdef __cplusplus
 }
