@@ -549,6 +549,9 @@ typedef struct uct_orc_iface {
                                           CQ is polled while there are any */
     unsigned tx_idle_polls; /* progress calls, for the occasional poll
                                           that finds failed unsignaled WRs */
+    int rx_skipped;         /* the last progress call did not poll the
+                                          receive CQ (its send CQ poll found
+                                          completions) */
     unsigned tx_cq_held;    /* entries of WRs of destroyed eps: their
                                           completions may still be in the CQ;
                                           given back once a poll finds it

@@ -890,6 +890,7 @@ static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
 {
     uct_orc_iface_t *iface = ucs_derived_of(tl_iface, uct_orc_iface_t);
     unsigned count         = 0;
+    unsigned n;
     int tx_due;
 
     if (ucs_unlikely(uct_orc_agent_has_events(&iface->agent))) {
@@ -908,6 +909,18 @@ static unsigned uct_orc_iface_progress(uct_iface_h tl_iface)
     tx_due = (iface->tx_signaled > 0) || (iface->tx_cq_held > 0) ||
              ((iface->tx_cq_avail < iface->tx_cq_len) &&
               ((++iface->tx_idle_polls % UCT_ORC_IFACE_TX_IDLE_POLL) == 0));
+    /* A loop that waits for a completion (get, atomic, flush) finds it
+     * first: when the send CQ has some, the receive CQ waits for the next
+     * call, which polls it first. It is never skipped twice in a row. */
+    if (tx_due && !iface->rx_skipped) {
+        n = uct_orc_iface_poll_tx(iface);
+        if (n > 0) {
+            iface->rx_skipped = 1;
+            return count + n + uct_orc_iface_progress_rest(iface);
+        }
+        tx_due = 0; /* polled, empty */
+    }
+    iface->rx_skipped = 0;
     count += uct_orc_iface_poll_rx(iface);
     if (tx_due) {
         count += uct_orc_iface_poll_tx(iface);

@@ -394,6 +394,38 @@ TEST_F(OrcUct, GetBcopyZcopy)
     b.free_mem(src);
 }
 
+/* A loop that waits for each get's completion with one progress call does
+ * not starve receives: the send CQ is polled first while a signaled WR is in
+ * flight, and a call that found send completions leaves the receive CQ to
+ * the next call, never to the one after (rule: the receive CQ is never
+ * skipped twice in a row). Here a get completes at every call, so an AM
+ * the peer sent before the loop arrives within a few calls. */
+TEST_F(OrcUct, AmArrivesWhileGetsComplete)
+{
+    am_rx rx;
+    ASSERT_EQ(UCS_OK, uct_iface_set_am_handler(a.iface(), 3, am_cb, &rx, 0));
+    uct_ep_h back = b.connect_and_wait(a);
+    ASSERT_TRUE(back != NULL);
+    entity::mem src = b.alloc_mem(64);
+    uct_rkey_t rkey = a.unpack_rkey(src.rkey_buf);
+    ASSERT_EQ(UCS_OK, uct_ep_am_short(back, 3, 42, NULL, 0));
+
+    uint64_t value;
+    int calls = 0;
+    for (; (calls < 100) && rx.msgs.empty(); ++calls) {
+        comp_t c;
+        comp_init(&c);
+        ASSERT_EQ(UCS_INPROGRESS,
+                  uct_ep_get_bcopy(ep, unpack_cb, &value, sizeof(value),
+                                   (uintptr_t)src.ptr, rkey, &c.uct));
+        a.progress();
+        ASSERT_EQ(1, c.done) << "the get did not complete in its call";
+    }
+    EXPECT_EQ(1u, rx.msgs.size()) << "no receive in " << calls << " calls";
+    a.progress_until([&]() { return rx.msgs.size() == 1; });
+    b.free_mem(src);
+}
+
 TEST_F(OrcUct, ActiveMessages)
 {
     const uct_iface_attr_t &attr = a.attr();
