@@ -69,9 +69,10 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
      "wait in the receiver-not-ready retry (RNR_RETRY).",
      ucs_offsetof(uct_orc_iface_config_t, rx_queue_len), UCS_CONFIG_TYPE_UINT},
 
-    {"AM_CREDITS", "32",
+    {"AM_CREDITS", "128",
      "Active messages an endpoint may have in flight before the receiver\n"
-     "returns credits, with few peers (1..65535, at most RX_QUEUE_LEN).",
+     "returns credits, with few peers (1..65535; never more than\n"
+     "RX_QUEUE_LEN). The receiver returns them once half are used.",
      ucs_offsetof(uct_orc_iface_config_t, am_credits), UCS_CONFIG_TYPE_UINT},
 
     {"MAX_INLINE", "128",
@@ -1210,8 +1211,8 @@ uct_orc_iface_check_config(const uct_orc_iface_config_t *config)
 
     UCT_ORC_CHECK_RANGE(tx_queue_len, "TX_QUEUE_LEN", 1, 16384);
     UCT_ORC_CHECK_RANGE(rx_queue_len, "RX_QUEUE_LEN", 16, 65536);
-    UCT_ORC_CHECK_RANGE(am_credits, "AM_CREDITS", 1,
-                        ucs_min(UCT_ORC_MAX_CREDITS, config->rx_queue_len));
+    /* more than RX_QUEUE_LEN is no error: a window never exceeds it */
+    UCT_ORC_CHECK_RANGE(am_credits, "AM_CREDITS", 1, UCT_ORC_MAX_CREDITS);
     UCT_ORC_CHECK_RANGE(seg_size, "SEG_SIZE", 256, UCS_MBYTE);
     UCT_ORC_CHECK_RANGE(max_inline, "MAX_INLINE", 0,
                         config->seg_size - sizeof(uct_orc_hdr_t));
