@@ -101,13 +101,24 @@ static void sn_sink_advance(sn_sink_t *sink, uint64_t n)
     }
 }
 
+/* A responder's sink whose QP left RTR/RTS (ERR, or RESET after it)
+ * places nothing more: it fails, the rest of the payload is drained */
+static int sn_sink_stopped(sn_inst_t *inst, sn_sink_t *sink)
+{
+    if (SN_RULE_ERR_STOPS && (sink->qpn != 0) &&
+        !sn_qp_table_live(inst->mrs, sink->qpn)) {
+        sink->failed = 1;
+    }
+    return sink->failed;
+}
+
 /* Copy n buffered bytes into the sink (or drop them). */
 static void sn_sink_put(sn_inst_t *inst, sn_sink_t *sink, const uint8_t *data,
                         uint64_t n)
 {
     uint64_t take;
 
-    while ((n > 0) && !sink->failed && (sink->cur < sink->num)) {
+    while ((n > 0) && !sn_sink_stopped(inst, sink) && (sink->cur < sink->num)) {
         take = sink->seg[sink->cur].len - sink->cur_off;
         if (take > n) {
             take = n;
@@ -133,13 +144,16 @@ static ssize_t sn_sink_recv(sn_inst_t *inst, int fd, sn_sink_t *sink,
     uint64_t take;
     ssize_t ret;
 
-    if (sink->failed || (sink->cur >= sink->num)) {
+    if (sn_sink_stopped(inst, sink) || (sink->cur >= sink->num)) {
         take = (max < SN_CHUNK) ? max : SN_CHUNK;
         return recv(fd, inst->scratch, take, MSG_DONTWAIT);
     }
     take = sink->seg[sink->cur].len - sink->cur_off;
     if (take > max) {
         take = max;
+    }
+    if ((sink->qpn != 0) && (take > SN_CHUNK)) {
+        take = SN_CHUNK; /* the QP's state is looked at every chunk */
     }
     if (sn_mr_busy_begin(inst, &sink->seg[sink->cur].snap) != 0) {
         sink->failed = 1;

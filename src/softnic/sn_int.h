@@ -88,8 +88,12 @@
  * rights revoked (the QP table below) and sends the WR on TCP, so the
  * initiator's transport timer fails it with IBV_WC_RETRY_EXC_ERR once its
  * budget is spent (below); a target QP in RESET/INIT (or connected
- * elsewhere) NAKs "not ready", retried retry_cnt times, each after the
- * QP's timeout. Access violations at the target NAK the WR
+ * elsewhere) NAKs "not ready": softnic's stand-in for the packet an IB
+ * QP below RTR drops (IB has no such NAK), resent after the QP's timeout
+ * (20 ms with timeout 0) and failed by the same transport budget as a
+ * silent peer, counted from the first send (RETRY_EXC_ERR after
+ * (retry_cnt + 1) attempts; timeout 0: never); CMA finds no rights below
+ * RTR (the QP table) and sends the WR on TCP too. Access violations at the target NAK the WR
  * (REM_ACCESS_ERR, REM_INV_REQ_ERR for misaligned atomics or a SEND longer
  * than the receive, REM_OP_ERR for a receive with a bad lkey); the target QP
  * stays usable except for receive errors, which move it to ERR as in IB.
@@ -233,8 +237,9 @@ typedef struct sn_mr_entry {
 
 /*
  * After the MR entries, the shared memory holds one 64-bit word per QP slot:
- * (qpn << 32) | qp_access_flags, or (qpn << 32) | SN_QPT_ERR while the QP
- * is in ERR, 0 for a free slot. Written with one atomic store (seq_cst) by
+ * (qpn << 32) | qp_access_flags in RTR and RTS, (qpn << 32) | SN_QPT_ERR
+ * while the QP is in ERR, (qpn << 32) | SN_QPT_BELOW_RTR in RESET and
+ * INIT, 0 for a free slot. Written with one atomic store (seq_cst) by
  * the owner under the QP lock, read with one atomic load (acquire) by
  * same-host initiators before every CMA WRITE/READ (and WRITE batch), so
  * that the target QP's access flags and its ERR state are enforced on the
@@ -248,12 +253,24 @@ typedef struct sn_mr_entry {
  * executing at the transition, as a packet a NIC had begun to place: its
  * copy may still finish after it (the transition does not wait for it, as
  * deregistration waits for MR users).
+ * The TCP responder loads the same word (acquire) before each piece of a
+ * WRITE or SEND payload it places and each READ response chunk it sends
+ * (sn_qp_table_live): from the transition on it places and sends nothing
+ * more of a request it had begun (a NIC responder in error drops the
+ * packets still coming and stops answering); what it placed or sent
+ * before stays (at most one recv() or 256 KiB chunk after the store).
  */
 #define SN_QPT_ERR 0x80000000u /* the QP is in ERR: nothing executes */
+/* The QP is in RESET or INIT: it grants nothing yet (rights start at RTR,
+ * as on a NIC, whose QP below RTR takes no packet); a CMA WRITE/READ goes
+ * on TCP, whose responder NAKs it "not ready" (sn_req.c: retried, the
+ * transport budget decides) */
+#define SN_QPT_BELOW_RTR 0x40000000u
 enum {
     SN_QPT_ALLOWED = 0, /* sn_qp_table_check: the QP grants the access */
     SN_QPT_DENIED,      /* no such QP, or the right is missing */
-    SN_QPT_SILENT       /* the QP is in ERR: no execution, no answer */
+    SN_QPT_SILENT,      /* the QP is in ERR: no execution, no answer */
+    SN_QPT_NOT_READY    /* RESET/INIT: not ready for requests */
 };
 
 /* A consistent copy of an entry. */
@@ -664,6 +681,21 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_MIXED_ACK_FIRST 1
 #endif
+#ifdef SN_MUTATE_NO_ERR_STOPS /* ERR stops READ data and WRITE placing */
+#define SN_RULE_ERR_STOPS 0
+#else
+#define SN_RULE_ERR_STOPS 1
+#endif
+#ifdef SN_MUTATE_NO_CMA_RTR /* CMA: no rights before RTR */
+#define SN_RULE_CMA_RTR 0
+#else
+#define SN_RULE_CMA_RTR 1
+#endif
+#ifdef SN_MUTATE_NO_NR_BUDGET /* "not ready": the transport budget decides */
+#define SN_RULE_NR_BUDGET 0
+#else
+#define SN_RULE_NR_BUDGET 1
+#endif
 #ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
 #define SN_RULE_BATCH_FLUSH 0
 #else
@@ -709,6 +741,8 @@ void sn_mr_busy_end(sn_inst_t *inst);
 void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn, uint32_t access);
 /* Does QP qpn of the table's owner exist and grant access? SN_QPT_* */
 int sn_qp_table_check(const sn_mr_entry_t *table, uint32_t qpn, int access);
+/* Is QP qpn of the table's owner in RTR/RTS (not ERR, RESET, INIT)? */
+int sn_qp_table_live(const sn_mr_entry_t *table, uint32_t qpn);
 sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid, uint32_t id);
 void sn_mr_table_unmap(const sn_mr_entry_t *table);
 /* same-host initiator: enter / leave an entry of a peer's table around a

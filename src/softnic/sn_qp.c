@@ -400,7 +400,8 @@ void sn_qp_to_error(sn_qp_t *qp)
 
 /* sn_qp_cma: the CMA path is not usable (EPERM), the peer process is
  * gone (ESRCH), or the target QP is in ERR (its rights are revoked: the WR
- * goes on TCP, where the responder drops it, as a NIC in error does) */
+ * goes on TCP, where the responder drops it, as a NIC in error does) or
+ * below RTR (no rights yet: on TCP it is NAKed "not ready") */
 #define SN_CMA_UNUSABLE   (-1)
 #define SN_CMA_PEER_GONE  (-2)
 #define SN_CMA_TARGET_ERR (-3)
@@ -536,7 +537,10 @@ void sn_qp_tx(sn_qp_t *qp)
                 wqe->has_seq = 1;
             }
             wqe->acked = __atomic_load_n(&qp->rx_acked, __ATOMIC_ACQUIRE);
-            if (qp->sent_out == 0) {
+            if ((qp->sent_out == 0) &&
+                (!SN_RULE_NR_BUDGET || (qp->retry_count == 0))) {
+                /* waiting starts (a resend after "not ready" NAKs goes on
+                 * with the budget of the first send, sn_req.c) */
                 qp->last_progress_ns = (now != 0) ? now : sn_now_ns();
             }
         }
@@ -591,6 +595,7 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
     /* waiting for answers, for the connection, or for a peer that is
      * gone (silent: only the budget ends the wait, as on hardware) */
     if ((qp->sent_out > 0) || sn_ring_awaits_answer(qp) ||
+        (SN_RULE_NR_BUDGET && (qp->retry_count > 0)) ||
         (((qp->conn_state == SN_CONN_CONNECTING) ||
           (qp->conn_state == SN_CONN_FAILED)) &&
          (qp->sq_head != qp->sq_tail))) {
@@ -667,6 +672,7 @@ static int sn_qp_cma(sn_qp_t *qp, const sn_wqe_t *wqe)
     }
     switch (sn_qp_table_check(qp->peer_mrs, qp->attr.dest_qp_num, access)) {
     case SN_QPT_SILENT:
+    case SN_QPT_NOT_READY:
         return SN_CMA_TARGET_ERR;
     case SN_QPT_DENIED:
         return IBV_WC_REM_ACCESS_ERR;
@@ -830,6 +836,7 @@ static void sn_cma_batch_prepare(sn_qp_t *qp, sn_cma_batch_t *b)
     switch (sn_qp_table_check(qp->peer_mrs, qp->attr.dest_qp_num,
                               IBV_ACCESS_REMOTE_WRITE)) {
     case SN_QPT_SILENT:
+    case SN_QPT_NOT_READY:
         b->status = SN_CMA_TARGET_ERR;
         return;
     case SN_QPT_DENIED:
@@ -1251,7 +1258,7 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd, softnic_qp_init_attr_t *attr)
             (uint32_t)(inst->listen_port - inst->config.qpn_port_base)
             << SOFTNIC_QPN_PORT_SHIFT;
     }
-    sn_qp_table_set(inst, qp->super.qp_num, 0);
+    sn_qp_table_set(inst, qp->super.qp_num, SN_QPT_BELOW_RTR); /* RESET */
     if ((sn_cq_add_qp(qp->send_cq, qp) != 0) ||
         ((qp->recv_cq != qp->send_cq) &&
          (sn_cq_add_qp(qp->recv_cq, qp) != 0))) {
@@ -1511,6 +1518,20 @@ static void sn_qp_apply_attr(sn_qp_t *qp, const struct ibv_qp_attr *attr,
 #undef SN_QP_SET
 }
 
+/* QP lock held, the QP not in ERR (sn_qp_to_error stores that): its word in
+ * the shared QP table. Rights start at RTR, as on a NIC, whose QP takes
+ * no request below RTR; RESET and INIT grant nothing. */
+static void sn_qp_table_publish(sn_qp_t *qp)
+{
+    uint32_t word = qp->attr.qp_access_flags;
+
+    if (SN_RULE_CMA_RTR && (qp->state != IBV_QPS_RTR) &&
+        (qp->state != IBV_QPS_RTS) && (qp->state != IBV_QPS_SQD)) {
+        word = SN_QPT_BELOW_RTR;
+    }
+    sn_qp_table_set(sn_qp_inst(qp), qp->super.qp_num, word);
+}
+
 static void sn_qp_reset(sn_qp_t *qp)
 {
     sn_qp_drop_conn(qp);
@@ -1552,7 +1573,7 @@ int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
 
     if (next == IBV_QPS_RESET) {
         sn_qp_reset(qp);
-        sn_qp_table_set(inst, qp->super.qp_num, 0);
+        sn_qp_table_publish(qp);
         goto out;
     }
     if (next == IBV_QPS_ERR) {
@@ -1563,13 +1584,11 @@ int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
     }
 
     sn_qp_apply_attr(qp, attr, mask);
-    if (mask & IBV_QP_ACCESS_FLAGS) {
-        sn_qp_table_set(inst, qp->super.qp_num, qp->attr.qp_access_flags);
-    }
     if ((qp->state == IBV_QPS_INIT) && (next == IBV_QPS_RTR) &&
         (qp->super.qp_type == IBV_QPT_RC)) {
         /* the service thread connects; RTR does not wait for it */
-        qp->state      = IBV_QPS_RTR;
+        qp->state = IBV_QPS_RTR;
+        sn_qp_table_publish(qp); /* the rights, from RTR on */
         qp->conn_state = SN_CONN_CONNECTING;
         ret            = sn_svc_connect(inst, qp);
         if (ret != 0) {
@@ -1579,6 +1598,7 @@ int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)
         goto out;
     }
     qp->state = next;
+    sn_qp_table_publish(qp);
     sn_qp_tx(qp);
 
 out:

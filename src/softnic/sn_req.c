@@ -254,8 +254,12 @@ static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
 }
 
 /* QP lock held: RNR and "not ready" are retried from the NAKed WQE (after
- * the responder's RNR timer, or the QP's transport timeout) until the
- * QP's retry counts run out; the others fail the WQE */
+ * the responder's RNR timer, or the QP's transport timeout; 20 ms with
+ * timeout 0). RNR until rnr_retry runs out; "not ready" stands for the
+ * packet an IB QP below RTR drops, so it is no progress: the transport
+ * timer (sn_qp_timers) fails the WR once (retry_cnt + 1) timeouts have
+ * passed since its first send, never with timeout 0. The others fail the
+ * WQE. */
 static void sn_req_on_nak(sn_qp_t *qp, sn_wqe_t *wqe, uint32_t index,
                           const sn_rsp_t *rsp)
 {
@@ -268,6 +272,7 @@ static void sn_req_on_nak(sn_qp_t *qp, sn_wqe_t *wqe, uint32_t index,
 
     switch (rsp->code) {
     case SN_NAK_RNR:
+        qp->retry_count = 0; /* the target is ready */
         ++qp->rnr_count;
         if (!SN_RULE_RNR || ((qp->attr.rnr_retry != 7) &&
                              (qp->rnr_count > qp->attr.rnr_retry))) {
@@ -278,7 +283,7 @@ static void sn_req_on_nak(sn_qp_t *qp, sn_wqe_t *wqe, uint32_t index,
         break;
     case SN_NAK_NOT_READY:
         ++qp->retry_count;
-        if (qp->retry_count > qp->attr.retry_cnt) {
+        if (!SN_RULE_NR_BUDGET && (qp->retry_count > qp->attr.retry_cnt)) {
             sn_req_finish(qp, wqe, IBV_WC_RETRY_EXC_ERR);
             break;
         }
@@ -344,8 +349,11 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
                qp->super.qp_num, rsp->seq);
         ret = -1;
     } else {
-        qp->last_progress_ns = sn_stamp_ns();
-        ret                  = sn_req_dispatch(inst, conn, wqe, index);
+        if (!SN_RULE_NR_BUDGET || (rsp->type != SN_RSP_NAK) ||
+            (rsp->code != SN_NAK_NOT_READY)) {
+            qp->last_progress_ns = sn_stamp_ns(); /* else see sn_req_on_nak */
+        }
+        ret = sn_req_dispatch(inst, conn, wqe, index);
         if (ret == 0) {
             sn_qp_complete(qp);
             sn_qp_tx(qp);

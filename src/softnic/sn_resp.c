@@ -129,6 +129,15 @@ void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
  * 0 to wait for the socket (or when the READ ended in a NAK), -1 when the
  * connection is dead. */
 
+/* The target QP left RTR/RTS (ERR, or RESET after it) while its READ was
+ * answered: like a NIC responder in error, it sends no more of it (the
+ * initiator's transport timer ends the READ) */
+static int sn_resp_read_stopped(sn_inst_t *inst, const sn_conn_t *conn)
+{
+    return SN_RULE_ERR_STOPS &&
+           !sn_qp_table_live(inst->mrs, conn->qp->super.qp_num);
+}
+
 /* What an earlier frame left in obuf goes first */
 static int sn_resp_read_flush(sn_inst_t *inst, sn_conn_t *conn)
 {
@@ -152,6 +161,10 @@ static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
     sn_rsp_t rsp;
     ssize_t ret;
 
+    if (sn_resp_read_stopped(inst, conn)) {
+        conn->rd_active = 0; /* silent: no more data, no NAK */
+        return 0;
+    }
     if (chunk > SN_CHUNK) {
         chunk = SN_CHUNK;
     }
@@ -194,6 +207,13 @@ static int sn_resp_read_chunk_rest(sn_inst_t *inst, sn_conn_t *conn)
 {
     ssize_t ret;
 
+    if (sn_resp_read_stopped(inst, conn)) {
+        /* the frame cannot end honestly: the initiator sees the
+         * connection close, as silent as the QP */
+        sn_log(inst, SOFTNIC_LOG_INFO, "qp 0x%x: left RTS during a READ to it",
+               conn->qp->super.qp_num);
+        return -1;
+    }
     if (sn_mr_busy_begin(inst, &conn->rd_snap) != 0) {
         sn_log(inst, SOFTNIC_LOG_INFO,
                "qp 0x%x: region deregistered during a READ", conn->peer_qpn);
@@ -368,10 +388,13 @@ static sn_resp_state_t sn_resp_check_length(sn_resp_t *r)
     uint64_t room   = 0;
     int i;
 
-    if (((r->req->op != SN_OP_SEND) && (r->req->op != SN_OP_SEND_IMM)) ||
-        (sn_sink_from_sges(r->inst, &conn->sink, conn->recv.sge,
-                           conn->recv.num_sge, r->qp->pdn, 0,
-                           r->req->length) == 0)) {
+    if ((r->req->op != SN_OP_SEND) && (r->req->op != SN_OP_SEND_IMM)) {
+        return SN_RESP_CHECK_RKEY;
+    }
+    if (sn_sink_from_sges(r->inst, &conn->sink, conn->recv.sge,
+                          conn->recv.num_sge, r->qp->pdn, 0,
+                          r->req->length) == 0) {
+        conn->sink.qpn = r->qp->super.qp_num;
         return SN_RESP_CHECK_RKEY;
     }
     for (i = 0; i < conn->recv.num_sge; ++i) {
@@ -458,6 +481,7 @@ static void sn_resp_sink_region(sn_resp_t *r)
         sink->seg[0].len  = r->req->length;
         sink->seg[0].snap = r->snap;
     }
+    sink->qpn = r->qp->super.qp_num;
 }
 
 /* Atomics happen here; a WRITE's payload gets its place (a SEND's has it
@@ -580,6 +604,9 @@ static sn_resp_state_t sn_resp_check_state(sn_resp_t *r)
     }
     if (r->conn->have_recv) {
         return SN_RESP_CHECK_PLACED;
+    }
+    if ((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) {
+        return sn_resp_nak(r, SN_NAK_NOT_READY); /* reset meanwhile */
     }
     return r->conn->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
                                 : SN_RESP_ACK;

@@ -143,6 +143,8 @@ typedef struct sn_sink {
     int cur;
     uint64_t cur_off; /* offset in segment cur */
     int failed;       /* a region went away: discard the rest */
+    uint32_t qpn;     /* a responder's sink: its QP, whose ERR (or RESET)
+                         stops the placing (sn_qp_table_live); 0: none */
     struct {
         uint64_t addr;
         uint64_t len;

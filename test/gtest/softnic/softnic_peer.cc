@@ -613,6 +613,9 @@ std::string cmd_connect(const kv_t &kv)
     if (ret) {
         return err(ret, "modify_init");
     }
+    if (str(kv, "upto", "RTS") == "INIT") {
+        return "OK"; /* the QP stays in INIT */
+    }
 
     ret = softnic_dev_query_port(g_peer.dev, 1, &port);
     if (ret) {

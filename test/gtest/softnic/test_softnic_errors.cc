@@ -89,6 +89,8 @@ class softnic_errors : public softnic_topo
     }
 
     void dead_peer(bool kill_process, bool delete_link);
+    void transfer_at_error(bool write);
+    void target_not_ready(int timeout);
     void target_in_error(const std::string &open_args);
 
     peer_proc *m_a = nullptr, *m_b = nullptr;
@@ -456,6 +458,159 @@ TEST_P(softnic_errors, stalled_host_is_not_a_dead_peer)
  * ring (SEND, fetch-add) and CMA (WRITE, READ) unless no_ring / no_cma;
  * across hosts TCP.
  */
+/*
+ * A READ or WRITE that is under way when its target QP goes to ERR moves
+ * no more data: a NIC responder in error drops the WRITE's packets still
+ * coming and sends no more of the READ's response. b is frozen while the
+ * request arrives, then a while b starts on it (so that most of its 48 MB
+ * is still to come: the sockets hold about 10 MB in flight), then b goes
+ * to ERR. The WR ends with RETRY_EXC_ERR once a's budget has run out, and
+ * the last 8 MB of the destination never change. Over TCP (one host:
+ * no_cma).
+ */
+void softnic_errors::transfer_at_error(bool write)
+{
+    const std::string args = two_hosts() ? "" : "no_cma=1";
+    peer_proc &a           = args.empty() ? *m_a : spawn('a', MNT_SAME, args);
+    peer_proc &b           = args.empty() ? *m_b : spawn('b', MNT_SAME, args);
+    ASSERT_FALSE(HasFailure());
+    const size_t len = 48 << 20, tail = 8 << 20;
+    reg_mr(a, 2, len);
+    mr_t rb = reg_mr(b, 2, len);
+    ASSERT_FALSE(HasFailure());
+    conn_opts oa;
+    oa.timeout = 16; /* 268 ms per attempt */
+    oa.retry   = 1;
+    ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0, oa));
+    wc_t wc = post_wait(a, "qp=0 op=WRITE mr=2 len=64 wr=9" + rb.remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    ASSERT_OK(a.cmd("fill id=2 seed=11"));
+    ASSERT_OK(b.cmd("fill id=2 seed=22"));
+
+    b.freeze();
+    ASSERT_OK(a.cmd(std::string("post qp=0 mr=2 wr=1 op=") +
+                    (write ? "WRITE" : "READ") + " len=" + std::to_string(len) +
+                    rb.remote()));
+    usleep(30000); /* the request is in b's socket (a WRITE's first MBs) */
+    a.freeze();
+    b.thaw();
+    usleep(150000); /* b takes what is in flight and waits for a */
+    ASSERT_OK(b.cmd("modify qp=0 state=ERR"));
+    a.thaw();
+    std::vector<wc_t> wcs = poll(a, "send", 1, 10000);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, wcs[0].status)
+        << wc_status_name(wcs[0].status)
+        << ": the target went on with the transfer in ERR";
+    const std::string end = " off=" + std::to_string(len - tail) +
+                            " pos=" + std::to_string(len - tail) +
+                            " len=" + std::to_string(tail);
+    if (write) {
+        EXPECT_OK(b.cmd("check id=2 seed=22" + end))
+            << "the target placed a WRITE's payload while in ERR";
+    } else {
+        EXPECT_OK(a.cmd("check id=2 seed=11" + end))
+            << "the target sent READ data while in ERR";
+    }
+}
+
+TEST_P(softnic_errors, read_response_stops_when_target_goes_to_error)
+{
+    transfer_at_error(false);
+}
+
+TEST_P(softnic_errors, write_payload_not_placed_after_target_error)
+{
+    transfer_at_error(true);
+}
+
+/* Rights start at RTR, on the same-host CMA path as on TCP: a WRITE and a
+ * READ to a target QP still in INIT execute nothing (they go on TCP, whose
+ * responder NAKs them "not ready"; a is resending) and execute once the
+ * target reaches RTR. */
+TEST_P(softnic_errors, target_in_init_executes_nothing_until_rtr)
+{
+    if (two_hosts()) {
+        GTEST_SKIP() << "CMA is a same-host path";
+    }
+    qp_ep_t ea = create_qp(*m_a, 0), eb = create_qp(*m_b, 0);
+    ASSERT_FALSE(HasFailure());
+    conn_opts oa;
+    oa.timeout = 16; /* resent every 268 ms; 2.1 s in all */
+    ASSERT_OK(m_b->cmd("connect qp=0 upto=INIT addr=" + ea.addr +
+                       " qpn=" + std::to_string(ea.qpn)));
+    ASSERT_OK(m_a->cmd("connect qp=0 addr=" + eb.addr +
+                       " qpn=" + std::to_string(eb.qpn) + oa.str()));
+    ASSERT_OK(m_a->cmd("fill id=1 off=0 len=4096 seed=6"));
+    ASSERT_OK(m_a->cmd("fill id=1 off=65536 len=4096 seed=7"));
+    ASSERT_OK(m_b->cmd("fill id=1 off=0 len=4096 seed=5"));
+    ASSERT_OK(m_b->cmd("fill id=1 off=65536 len=4096 seed=8"));
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 len=4096 wr=1 flags=" + remote()));
+    ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 off=65536 len=4096 wr=2" +
+                       remote(65536)));
+    std::vector<wc_t> early = poll(*m_a, "send", 1, 150);
+    EXPECT_EQ(0u, early.size()) << "a WR completed while the target is in INIT";
+    EXPECT_OK(m_b->cmd("check id=1 off=0 len=4096 seed=5"))
+        << "a WRITE executed on a target in INIT";
+    EXPECT_OK(m_a->cmd("check id=1 off=65536 len=4096 seed=7"))
+        << "a READ executed on a target in INIT";
+
+    ASSERT_OK(m_b->cmd("connect qp=0 addr=" + ea.addr +
+                       " qpn=" + std::to_string(ea.qpn)));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 1, 5000);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ(2u, wcs[0].wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status) << wc_status_name(wcs[0].status);
+    EXPECT_OK(m_b->cmd("check id=1 off=0 len=4096 seed=6"));
+    EXPECT_OK(m_a->cmd("check id=1 off=65536 len=4096 seed=8"));
+}
+
+/*
+ * A target QP below RTR takes nothing: an IB QP in RESET or INIT drops
+ * what comes (IB has no "not ready" NAK), so the initiator's transport
+ * budget decides, as for a silent peer: RETRY_EXC_ERR once (retry_cnt + 1)
+ * attempts of T have run out since the first send, never before; with
+ * timeout 0 never (the WR waits until its QP goes to ERR). The target's
+ * QP stays in RESET.
+ */
+void softnic_errors::target_not_ready(int timeout)
+{
+    qp_ep_t ea = create_qp(*m_a, 0), eb = create_qp(*m_b, 0);
+    ASSERT_FALSE(HasFailure());
+    conn_opts oa;
+    oa.timeout = timeout;
+    oa.retry   = 1;
+    ASSERT_OK(m_a->cmd("connect qp=0 addr=" + eb.addr +
+                       " qpn=" + std::to_string(eb.qpn) + oa.str()));
+    double t0 = now_ms();
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 len=64 wr=1" + remote()));
+    if (timeout == 0) {
+        EXPECT_EQ(0u, poll(*m_a, "send", 1, 1500).size())
+            << "with timeout 0 (infinite) a WR failed";
+        ASSERT_OK(m_a->cmd("modify qp=0 state=ERR"));
+    }
+    std::vector<wc_t> wcs = poll(*m_a, "send", 1, 10000);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ(timeout ? IBV_WC_RETRY_EXC_ERR : IBV_WC_WR_FLUSH_ERR,
+              wcs[0].status)
+        << wc_status_name(wcs[0].status);
+    if (timeout != 0) {
+        expect_not_before_budget(t0, oa);
+    }
+    (void)ea;
+}
+
+TEST_P(softnic_errors, target_not_ready_gets_whole_budget)
+{
+    target_not_ready(16);
+}
+
+TEST_P(softnic_errors, target_not_ready_infinite_timeout_waits)
+{
+    target_not_ready(0);
+}
+
 void softnic_errors::target_in_error(const std::string &open_args)
 {
     peer_proc &a = open_args.empty() ? *m_a : spawn('a', MNT_SAME, open_args);
