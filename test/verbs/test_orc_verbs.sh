@@ -9,7 +9,6 @@
 . "$(dirname "$0")/verbs_lib.sh"
 
 snv_require ucx_perftest ip ss python3
-snv_require_plain_build
 
 uct_bin=$snv_builddir/test/gtest/uct/test_orc_uct
 lib=$snv_builddir/.libs/libuct_orc.so
@@ -23,6 +22,7 @@ uct_suite() {
     grep -E '^\[  (FAILED|  OK|PASSED) ' "$snv_tmp/uct.log" | tail -n 3
     if [ ! -s "$xml" ]; then
         tail -n 30 "$snv_tmp/uct.log"
+        snv_sanitizer_report "$snv_tmp/uct.log"
         echo "FAIL uct/test_orc_uct: died before its report (status $st)"
         snv_record FAIL "uct/test_orc_uct" "died before its report (status $st)"
         return
@@ -41,6 +41,7 @@ uct_suite() {
         snv_record "$st" "$name" "$( [ "$st" = FAIL ] && echo "see test_orc_uct's output above")"
     done
     [ $st = 0 ] || grep -B2 -A20 'Failure' "$snv_tmp/uct.log" | head -n 60
+    snv_sanitizer_report "$snv_tmp/uct.log"
 }
 
 perftest_verbs() {

@@ -6,7 +6,6 @@
 . "$(dirname "$0")/verbs_lib.sh"
 
 snv_require ibv_devices ibv_devinfo ip ss python3
-snv_require_plain_build
 
 # the GID and node GUID of an IPv4 address, as ibv_devinfo prints them
 gid_of() { echo "::ffff:$1"; }

@@ -8,7 +8,6 @@
 
 snv_require ib_write_bw ib_read_bw ib_send_bw ib_write_lat ib_read_lat \
     ib_send_lat ib_atomic_bw ib_atomic_lat ip ss python3
-snv_require_plain_build
 snv_enter
 
 iters=${SNV_PERFTEST_ITERS:-200}
@@ -24,7 +23,7 @@ perf() {
         { echo "$prog $*: no result line" >&2; return 1; }
 }
 
-for hosts in local netns; do
+for hosts in $snv_hosts; do
     [ $hosts = netns ] && snv_netns_up
     snv_case "$hosts/ib_write_bw"  perf $hosts ib_write_bw -n $iters -s 65536
     snv_case "$hosts/ib_read_bw"   perf $hosts ib_read_bw -n $iters -s 65536

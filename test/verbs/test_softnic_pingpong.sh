@@ -15,7 +15,6 @@
 . "$(dirname "$0")/verbs_lib.sh"
 
 snv_require ibv_rc_pingpong ibv_srq_pingpong ibv_ud_pingpong ip ss python3
-snv_require_plain_build
 snv_enter
 
 # pingpong HOSTS PROGRAM ARGS...: server and client agree, and both report
@@ -33,7 +32,7 @@ pingpong() {
         { echo "$prog $*: no transfer report" >&2; return 1; }
 }
 
-for hosts in local netns; do
+for hosts in $snv_hosts; do
     [ $hosts = netns ] && snv_netns_up
     snv_case "$hosts/rc_pingpong" pingpong $hosts ibv_rc_pingpong -c -s 65536 -n 200
     snv_case "$hosts/rc_pingpong_events" pingpong $hosts ibv_rc_pingpong -c -e -s 4096 -n 100

@@ -10,7 +10,6 @@
 . "$(dirname "$0")/verbs_lib.sh"
 
 snv_require ucx_info ucx_perftest ip ss python3
-snv_require_plain_build
 snv_enter
 
 iters=${SNV_UCX_ITERS:-100}
@@ -60,7 +59,7 @@ perf() {
     fi
 }
 
-for hosts in local netns; do
+for hosts in $snv_hosts; do
     [ $hosts = netns ] && snv_netns_up
     snv_case "$hosts/ucx_info_rc_ud_verbs" info $hosts
     rc="-x rc_verbs -d @DEV@:1"

@@ -22,6 +22,20 @@ snv_srcdir=${ORC_TOP_SRCDIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 snv_run=$snv_srcdir/contrib/softnic-run
 export ORC_BUILDDIR=$snv_builddir
 snv_name=$(basename "$0")
+# The topologies the pingpong, perftest and UCX scripts run: one host
+# (rings, CMA) and two network-namespace hosts (TCP). The sanitizer tree
+# runs the two hosts only (its Makefile sets SNV_HOSTS): instrumented
+# runs are slow, and the one-host paths are under the sanitizers already
+# in test_softnic, test_softnic_provider and test_orc_verbs.sh.
+snv_hosts=${SNV_HOSTS:-local netns}
+snv_bad_hosts() {
+    echo "SNV_HOSTS='$snv_hosts': expected 'local', 'netns' or both" >&2
+    exit 99
+}
+[ -n "${snv_hosts// /}" ] || snv_bad_hosts
+for _h in $snv_hosts; do
+    case "$_h" in local|netns) ;; *) snv_bad_hosts ;; esac
+done
 snv_tmp=$(mktemp -d /tmp/snv-test.XXXXXX)
 snv_results=$snv_tmp/results
 snv_nsa= snv_nsb= snv_ipa= snv_ipb= snv_netns_error=
@@ -97,8 +111,17 @@ snv_case() {
         77) echo "SKIP $name: $reason"; snv_record SKIP "$name" "$reason" ;;
         *)  echo "FAIL $name (status $status)"
             tail -n 40 "$log" | sed 's/^/    /'
+            snv_sanitizer_report "$log" | sed 's/^/    /'
             snv_record FAIL "$name" "$reason" ;;
     esac
+}
+
+# The whole report of a sanitizer in LOG, if one fired (its stack is what
+# tells where; a tail would cut it)
+snv_sanitizer_report() { # LOG
+    grep -q -E '^==[0-9]+==ERROR: |runtime error: ' "$1" 2>/dev/null || return 0
+    echo "--- sanitizer report in $(basename "$1"):"
+    sed -n -E '/^==[0-9]+==ERROR: |runtime error: /,/^==[0-9]+==ABORTING|^SUMMARY: /p' "$1"
 }
 
 # Exit status of the script: 0 if no case failed (and one ran)
@@ -134,15 +157,6 @@ snv_require() {
         command -v "$c" >/dev/null ||
             snv_skip_all "'$c' not found (contrib/install-deps.sh installs it)"
     done
-}
-
-# Skip the whole script in a sanitizer build: the provider then needs the
-# ASan runtime loaded first, which programs built without it (rdma-core's,
-# perftest's, UCX's) do not have, and in instrumented programs the
-# interposer softnic-run preloads comes before it.
-snv_require_plain_build() {
-    ! ldd "$snv_builddir/.libs/libsoftnic-rdmav34.so" | grep -q libasan ||
-        snv_skip_all "sanitizer build: the ASan runtime must be the first library of a process, and softnic-run preloads the interposer before it"
 }
 
 # Run the rest of the script under contrib/softnic-run (once)
@@ -281,6 +295,7 @@ snv_pair_report() { # server|client
     local log=$snv_tmp/$1.log
     echo "--- $1 (last lines):"
     tail -n 15 "$log" 2>/dev/null
+    snv_sanitizer_report "$log"
     echo "--- $1 (error lines):"
     grep -n -i -E "fail|error|invalid|couldn't|cannot|unable|timed? ?out" "$log" 2>/dev/null | head -n 20
 }
