@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -805,26 +806,50 @@ TEST_F(client_unit, lost_answer_is_retried_with_its_key)
     orc_client_destroy(c);
 }
 
-TEST(client_net, unreachable_is_fast)
+/* A TCP socket on an ephemeral loopback port, listening or only bound
+ * (a connect is then refused); *url is its http:// URL. -1 on failure. */
+static int loopback_socket(bool listening, std::string *url)
 {
-    /* a port bound but not listening: connection refused */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    ASSERT_GE(fd, 0);
+    int fd                 = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sin = {};
+    socklen_t len          = sizeof(sin);
     sin.sin_family         = AF_INET;
     sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
-    socklen_t len = sizeof(sin);
-    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
+    if ((fd < 0) || (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) ||
+        (listening && (listen(fd, 16) != 0)) ||
+        (getsockname(fd, (struct sockaddr *)&sin, &len) != 0)) {
+        ADD_FAILURE() << "loopback socket: " << strerror(errno);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    *url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+    return fd;
+}
 
-    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
+/* a client of URL alone (no job, no token), requests bounded by TIMEOUT_MS */
+static orc_client_t *url_client(const std::string &url, int timeout_ms)
+{
     orc_client_params_t params = {};
     params.field_mask =
         ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url        = url.c_str();
-    params.timeout_ms = 1000;
-    orc_client_t *client;
-    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+    params.url           = url.c_str();
+    params.timeout_ms    = timeout_ms;
+    orc_client_t *client = NULL;
+    EXPECT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+    return client;
+}
+
+TEST(client_net, unreachable_is_fast)
+{
+    /* a port bound but not listening: connection refused */
+    std::string url;
+    int fd = loopback_socket(false, &url);
+    ASSERT_GE(fd, 0);
+
+    orc_client_t *client = url_client(url, 1000);
+    ASSERT_NE(nullptr, client);
 
     auto start = steady::now();
     uint64_t id;
@@ -843,24 +868,12 @@ TEST(client_net, unreachable_is_fast)
 TEST(client_net, silent_server_times_out)
 {
     /* listening but never accepting: the connect succeeds, no reply comes */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    std::string url;
+    int fd = loopback_socket(true, &url);
     ASSERT_GE(fd, 0);
-    struct sockaddr_in sin = {};
-    sin.sin_family         = AF_INET;
-    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
-    ASSERT_EQ(0, listen(fd, 16));
-    socklen_t len = sizeof(sin);
-    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
 
-    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
-    orc_client_params_t params = {};
-    params.field_mask =
-        ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url        = url.c_str();
-    params.timeout_ms = 300;
-    orc_client_t *client;
-    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+    orc_client_t *client = url_client(url, 300);
+    ASSERT_NE(nullptr, client);
 
     auto start = steady::now();
     EXPECT_EQ(ORC_CL_ERR_TIMEOUT, orc_client_health(client));
@@ -886,15 +899,9 @@ TEST(client_net, silent_server_times_out)
  * (a reused connection has no connect time of its own) */
 TEST(client_net, timeout_on_a_reused_connection_is_a_timeout)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    std::string url;
+    int fd = loopback_socket(true, &url);
     ASSERT_GE(fd, 0);
-    struct sockaddr_in sin = {};
-    sin.sin_family         = AF_INET;
-    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
-    ASSERT_EQ(0, listen(fd, 16));
-    socklen_t len = sizeof(sin);
-    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
     std::thread server([fd] {
         int c = accept(fd, NULL, NULL);
         std::string in;
@@ -915,14 +922,8 @@ TEST(client_net, timeout_on_a_reused_connection_is_a_timeout)
         close(c);
     });
 
-    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
-    orc_client_params_t params = {};
-    params.field_mask =
-        ORC_CLIENT_PARAM_FIELD_URL | ORC_CLIENT_PARAM_FIELD_TIMEOUT;
-    params.url        = url.c_str();
-    params.timeout_ms = 300;
-    orc_client_t *client;
-    ASSERT_EQ(ORC_CL_OK, orc_client_create(&params, &client));
+    orc_client_t *client = url_client(url, 300);
+    ASSERT_NE(nullptr, client);
     EXPECT_EQ(ORC_CL_OK, orc_client_health(client));
     EXPECT_EQ(ORC_CL_ERR_TIMEOUT, orc_client_health(client))
         << orc_client_last_error();
@@ -974,16 +975,9 @@ TEST_F(client_unit, pooled_handle_switches_methods)
  * once; later waits end before they start; plain requests still work */
 TEST_F(client_unit, interrupt_ends_waits)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    std::string url;
+    int fd = loopback_socket(true, &url);
     ASSERT_GE(fd, 0);
-    struct sockaddr_in sin = {};
-    sin.sin_family         = AF_INET;
-    sin.sin_addr.s_addr    = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
-    ASSERT_EQ(0, listen(fd, 16));
-    socklen_t len = sizeof(sin);
-    ASSERT_EQ(0, getsockname(fd, (struct sockaddr *)&sin, &len));
-    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(sin.sin_port));
     orc_client_t *silent = make_client(url, 2000);
     ASSERT_NE(nullptr, silent);
 
