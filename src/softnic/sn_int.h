@@ -742,7 +742,10 @@ void sn_qp_table_set(sn_inst_t *inst, uint32_t qpn, uint32_t access);
 /* Does QP qpn of the table's owner exist and grant access? SN_QPT_* */
 int sn_qp_table_check(const sn_mr_entry_t *table, uint32_t qpn, int access);
 /* Is QP qpn of the table's owner in RTR/RTS (not ERR, RESET, INIT)? */
-int sn_qp_table_live(const sn_mr_entry_t *table, uint32_t qpn);
+static inline int sn_qp_table_live(const sn_mr_entry_t *table, uint32_t qpn)
+{
+    return sn_qp_table_check(table, qpn, 0) == SN_QPT_ALLOWED;
+}
 sn_mr_entry_t *sn_mr_table_map(uint64_t pid_ns, pid_t pid, uint32_t id);
 void sn_mr_table_unmap(const sn_mr_entry_t *table);
 /* same-host initiator: enter / leave an entry of a peer's table around a

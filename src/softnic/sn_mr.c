@@ -195,15 +195,6 @@ int sn_qp_table_check(const sn_mr_entry_t *table, uint32_t qpn, int access)
                : SN_QPT_DENIED;
 }
 
-int sn_qp_table_live(const sn_mr_entry_t *table, uint32_t qpn)
-{
-    uint64_t word = __atomic_load_n(&sn_qp_table(table)[qpn & (SN_MAX_QP - 1)],
-                                    __ATOMIC_ACQUIRE);
-
-    return ((word >> 32) == qpn) &&
-           !((uint32_t)word & (SN_QPT_ERR | SN_QPT_BELOW_RTR));
-}
-
 int sn_mr_read(const sn_mr_entry_t *table, uint32_t key, sn_mr_snap_t *snap)
 {
     uint32_t index = key & ((1u << SN_KEY_INDEX_BITS) - 1);
