@@ -360,6 +360,38 @@ void netns_pair::cleanup_stale()
     }
 }
 
+/* How long a namespace link may take to come up: usually well under a
+ * second, several at a load of 20 */
+static const int NETNS_LINK_UP_SEC = 30;
+
+/* Whether orc0 in namespace n is up (carrier and operational state UP)
+ * within sec seconds; *state is the last `ip link` line seen */
+static bool link_up_wait(const std::string &n, int sec, std::string *state)
+{
+    std::string cmd = "ip -n " + n + " -o link show orc0 2>&1";
+    double deadline = now_ms() + sec * 1e3;
+
+    do {
+        FILE *f         = popen(cmd.c_str(), "r");
+        char line[1024] = "";
+        if (f != NULL) {
+            if (fgets(line, sizeof(line), f) == NULL) {
+                line[0] = 0;
+            }
+            pclose(f);
+        }
+        line[strcspn(line, "\n")] = 0;
+        *state                    = line;
+        if ((strstr(line, "LOWER_UP") != NULL) &&
+            (strstr(line, "state UP") != NULL)) {
+            return true;
+        }
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    } while (now_ms() < deadline);
+    return false;
+}
+
 bool netns_pair::create(std::string *why)
 {
     std::string pid = std::to_string(getpid());
@@ -396,29 +428,16 @@ bool netns_pair::create(std::string *why)
             return false;
         }
     }
-    /* Wait (bounded) until the kernel reports both ends operational, so a
-     * test never starts on a link that is still coming up. */
+    /* Wait until the kernel reports both ends operational, so a test never
+     * starts on a link that is still coming up. Bounded by time, not by a
+     * number of looks: on a loaded host one look (an `ip` process) takes
+     * long, and the kernel's link watch that sets the state runs late. */
     for (char side : {'a', 'b'}) {
-        std::string cmd = "ip -n " + ns(side) + " -o link show orc0 2>&1";
-        bool up         = false;
-        for (int i = 0; (i < 500) && !up; ++i) {
-            FILE *f         = popen(cmd.c_str(), "r");
-            char line[1024] = "";
-            if (f != NULL) {
-                if (fgets(line, sizeof(line), f) == NULL) {
-                    line[0] = 0;
-                }
-                pclose(f);
-            }
-            up = (strstr(line, "LOWER_UP") != NULL) &&
-                 (strstr(line, "state UP") != NULL);
-            if (!up) {
-                struct timespec ts = {0, 10000000};
-                nanosleep(&ts, NULL);
-            }
-        }
-        if (!up) {
-            *why = "orc0 in " + ns(side) + " did not come up within 5 s";
+        std::string state;
+        if (!link_up_wait(ns(side), NETNS_LINK_UP_SEC, &state)) {
+            *why = "orc0 in " + ns(side) + " did not come up within " +
+                   std::to_string(NETNS_LINK_UP_SEC) + " s (last seen: " +
+                   (state.empty() ? std::string("nothing") : state) + ")";
             destroy();
             return false;
         }
