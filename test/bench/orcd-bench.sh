@@ -19,8 +19,9 @@
 # their ratio to the memory store of the same run (when it was measured).
 # Each etcd store also measures etcd's own write rate (64 puts at a time
 # through its JSON gateway, with curl) right after its run: a pairing round
-# trip is 4 etcd writes, so a quarter of that rate is the most pairings/s
-# orcd on that etcd can reach ("x etcd max" in the summary).
+# trip is 2 etcd writes (each post carries its poster's acknowledgement of
+# what it received), so half of that rate is the most pairings/s orcd on
+# that etcd can reach ("x etcd max" in the summary).
 # Options go to orcd_bench, e.g. --duration 2 --clients 1,64 --tests fetch.
 # ORCD_BENCH_ORCD_ARGS adds orcd options (e.g. "--config my.yaml"; the
 # etcd stores get a config of their own).
@@ -203,8 +204,8 @@ wrk_check() {
 
 # etcd_ceiling STORE: etcd's own write rate through its JSON gateway (the
 # API orcd speaks), 64 puts at a time, as the reference for what orcd on
-# etcd can do: every mailbox post and every acknowledgement is one etcd
-# write, so a pairing round trip (2 posts, 2 acknowledgements) costs 4.
+# etcd can do: every mailbox post is one etcd write that also deletes what
+# its poster received, so a pairing round trip (2 posts) costs 2.
 # Prints a line; the rate goes to $tmp/STORE.ceiling.
 etcd_ceiling() {
     n=${ORCD_BENCH_ETCD_PUTS:-4000}
@@ -227,8 +228,8 @@ etcd_ceiling() {
     awk -v n="$n" -v t0="$t0" -v t1="$t1" -v f="$tmp/$store.ceiling" 'BEGIN {
         r = n / (t1 - t0); printf "%.0f\n", r > f
         printf "etcd reference: %d puts through its JSON gateway, 64 at a time: " \
-               "%.0f/s; at 4 writes a pairing round trip: at most %.0f pairings/s\n",
-               n, r, r / 4 }'
+               "%.0f/s; at 2 writes a pairing round trip: at most %.0f pairings/s\n",
+               n, r, r / 2 }'
 }
 
 rc=0
@@ -298,7 +299,7 @@ if [ $nstores -gt 1 ]; then
             cell(dir "/" $1 ".out", "pairing round trip", 3)
             name[NR] = $1
             ceil[NR] = ""
-            if ((getline c < (dir "/" $1 ".ceiling")) > 0) ceil[NR] = c / 4
+            if ((getline c < (dir "/" $1 ".ceiling")) > 0) ceil[NR] = c / 2
             fv[NR] = v["endpoint fetch"]; fp[NR] = p["endpoint fetch"]
             pv[NR] = v["pairing round trip"]; pp[NR] = p["pairing round trip"]
             if ($1 == "memory") {

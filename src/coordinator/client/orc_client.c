@@ -43,15 +43,26 @@ static CURLcode orc_client_global_status     = CURLE_FAILED_INIT;
 
 /*
  * A node registered through this client, with its keep-alive thread.
- * Locking: `lost`, `stop`, `ttl_sec` and the list linkage are protected by
- * client->nodes_lock; `cond` is waited on with that lock held. `thread` is
- * written once by register and joined once by whoever unlinks the node
- * (deregister or destroy), outside the lock.
+ * Locking: `lost`, `stop`, `ttl_sec`, `read_seq`, `acked_seq` and the list
+ * linkage are protected by client->nodes_lock; `cond` is waited on with
+ * that lock held. `thread` is written once by register and joined once by
+ * whoever unlinks the node (deregister or destroy), outside the lock.
+ * `index` (the registration's, the create revision of the node's record;
+ * 0 if orcd did not say) is written before the node is linked.
+ *
+ * Mailbox acknowledgements: read_seq is the newest message of the node's
+ * mailbox that orc_client_mbox_recv() returned, acked_seq the newest known
+ * acknowledged (a recv's cursor, or an ack a send carried); a send from
+ * the node carries "ack" up to read_seq while read_seq > acked_seq, so
+ * that orcd deletes them in the post's own transaction.
  */
 typedef struct orc_client_node {
     struct orc_client_node *next;
     orc_client_t *client;
     uint64_t id;
+    uint64_t index;
+    uint64_t read_seq;
+    uint64_t acked_seq;
     unsigned ttl_sec;
     int lost;
     int stop;
@@ -1299,7 +1310,7 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
     char path[256], rid[33];
     orc_client_node_t *node;
     json_t *request, *labels, *reply = NULL;
-    uint64_t id, ttl;
+    uint64_t id, ttl, index;
     orc_cl_status_t status;
     pthread_condattr_t attr;
     const char *key;
@@ -1359,6 +1370,9 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
         json_decref(reply);
         return ORC_CL_ERR_PROTOCOL;
     }
+    if (!orc_client_get_uint(reply, "index", 1, &index)) {
+        index = 0; /* an older orcd: its posts carry no ack */
+    }
     json_decref(reply);
 
     node = calloc(1, sizeof(*node));
@@ -1370,6 +1384,7 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
 
     node->client  = client;
     node->id      = id;
+    node->index   = index;
     node->ttl_sec = (unsigned)ttl;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -1401,6 +1416,20 @@ err_delete:
     snprintf(path, sizeof(path), "/v1/jobs/%s/nodes/%" PRIu64, client->job, id);
     orc_client_http(client, "DELETE", path, NULL, 0, NULL, NULL);
     return status;
+}
+
+/* nodes_lock held: node_id if registered through this client, else NULL */
+static orc_client_node_t *orc_client_node_find(orc_client_t *client,
+                                               uint64_t node_id)
+{
+    orc_client_node_t *node;
+
+    for (node = client->nodes; node != NULL; node = node->next) {
+        if (node->id == node_id) {
+            return node;
+        }
+    }
+    return NULL;
 }
 
 /* Unlink a node and stop its keep-alive thread; NULL if not ours */
@@ -1450,19 +1479,15 @@ orc_cl_status_t orc_client_deregister(orc_client_t *client, uint64_t node_id)
 int orc_client_node_lost(orc_client_t *client, uint64_t node_id)
 {
     orc_client_node_t *node;
-    int lost = 0;
+    int lost;
 
     if (client == NULL) {
         return 0;
     }
 
     pthread_mutex_lock(&client->nodes_lock);
-    for (node = client->nodes; node != NULL; node = node->next) {
-        if (node->id == node_id) {
-            lost = node->lost;
-            break;
-        }
-    }
+    node = orc_client_node_find(client, node_id);
+    lost = (node != NULL) && node->lost;
     pthread_mutex_unlock(&client->nodes_lock);
     return lost;
 }
@@ -1762,6 +1787,47 @@ out:
 
 /* ------------------------------------------------------------------ mailbox */
 
+/* A recv of node_id's mailbox with cursor after returned messages up to
+ * last (after if none) */
+static void orc_client_mbox_read(orc_client_t *client, uint64_t node_id,
+                                 uint64_t after, uint64_t last)
+{
+    orc_client_node_t *node;
+
+    pthread_mutex_lock(&client->nodes_lock);
+    node = orc_client_node_find(client, node_id);
+    if (node != NULL) {
+        node->acked_seq = (after > node->acked_seq) ? after : node->acked_seq;
+        node->read_seq  = (last > node->read_seq) ? last : node->read_seq;
+    }
+    pthread_mutex_unlock(&client->nodes_lock);
+}
+
+/* Add to a post from node `from` the ack of what its recv returned and
+ * nothing acknowledged yet: *after_p (0: none added) */
+static void orc_client_mbox_ack_add(orc_client_t *client, uint64_t from,
+                                    json_t *request, uint64_t *after_p)
+{
+    orc_client_node_t *node;
+    uint64_t index = 0;
+
+    *after_p = 0;
+    pthread_mutex_lock(&client->nodes_lock);
+    node = orc_client_node_find(client, from);
+    if ((node != NULL) && (node->index > 0) &&
+        (node->read_seq > node->acked_seq)) {
+        *after_p = node->read_seq;
+        index    = node->index;
+    }
+    pthread_mutex_unlock(&client->nodes_lock);
+    if ((*after_p > 0) &&
+        json_object_set_new(request, "ack",
+                            json_pack("{sIsI}", "after", (json_int_t)*after_p,
+                                      "index", (json_int_t)index))) {
+        *after_p = 0;
+    }
+}
+
 orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
                                      uint64_t from, const char *body_json,
                                      uint64_t *seq_p)
@@ -1769,7 +1835,7 @@ orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
     char path[256], rid[33];
     orc_cl_status_t status;
     json_t *object, *request, *reply = NULL;
-    uint64_t seq;
+    uint64_t seq, ack = 0;
     char *body;
 
     if ((client == NULL) || (dst == 0)) {
@@ -1785,6 +1851,7 @@ orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
     request = json_pack("{s:o}", "body", object);
     if ((request != NULL) && (from != 0)) {
         json_object_set_new(request, "from", json_integer((json_int_t)from));
+        orc_client_mbox_ack_add(client, from, request, &ack);
     }
 
     status = orc_client_dump(request, &body);
@@ -1807,6 +1874,9 @@ orc_cl_status_t orc_client_mbox_send(orc_client_t *client, uint64_t dst,
         status = ORC_CL_ERR_PROTOCOL;
     } else if (seq_p != NULL) {
         *seq_p = seq;
+    }
+    if ((status == ORC_CL_OK) && (ack > 0)) {
+        orc_client_mbox_read(client, from, ack, 0); /* acknowledged */
     }
 
     json_decref(reply);
@@ -1915,6 +1985,7 @@ orc_cl_status_t orc_client_mbox_recv(orc_client_t *client, uint64_t node_id,
 
     *msgs_p  = msgs;
     *count_p = count;
+    orc_client_mbox_read(client, node_id, after, prev_seq);
 
 out:
     json_decref(reply);

@@ -137,6 +137,12 @@ void orc_client_nodes_free(orc_node_info_t *nodes, size_t count);
  * recv returns every message with seq > after (waiting up to wait_ms for the
  * first), which acknowledges every message <= after. A caller that retries
  * with the same cursor gets the same messages again: nothing is lost.
+ * For a node registered through this client, a message recv returned
+ * counts as read: the node's next send (from = that node) through this
+ * client acknowledges it too, in the post's own store write (one write less
+ * per message on etcd), so a retry with an older cursor after such a send
+ * no longer gets it. A message recv did not return is never acknowledged
+ * that way.
  */
 typedef struct orc_mbox_msg {
     uint64_t seq;

@@ -204,6 +204,38 @@ int orcd_rid_find(orcd_ctx_t *c, json_t **rec_p, uint64_t *rev_p);
 int orcd_rid_lease(orcd_ctx_t *c, uint64_t *lease_p);
 void orcd_rid_lease_lost(orcd_ctx_t *c, uint64_t lease);
 
+/* ------------------------------------ acknowledgements (orcd_mailbox_ack.c) */
+
+/* A post's acknowledgement of the poster's own mailbox ("ack" in its body):
+ * node is the post's "from", index the create revision of its record */
+typedef struct orcd_mbox_ack {
+    int given;  /* the post carried one */
+    int active; /* its delete goes into the post's transaction */
+    uint64_t node;
+    uint64_t after;
+    uint64_t index;
+    char node_key[ORCD_KEY_MAX];
+    char first[ORCD_KEY_MAX]; /* [first, upto): the messages <= after */
+    char upto[ORCD_KEY_MAX];
+} orcd_mbox_ack_t;
+
+/* A receive with after: acknowledge (delete) every message <= after of
+ * c->id's mailbox (node: its record) that the store still shows. 0, or -1
+ * with the response filled */
+int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node, uint64_t after);
+/* The post's "ack" (NULL: none) into *ack. 0, or -1 with a 400 filled */
+int orcd_mbox_ack_parse(orcd_ctx_t *c, json_t *ack_json, json_int_t from,
+                        orcd_mbox_ack_t *ack);
+/* Decide whether the ack joins the post's transaction (ack->active): the
+ * poster's node is the one registered at index, and messages <= after are
+ * left. 0, or -1 with the response filled (400 if after is past the last
+ * seq of the poster's mailbox) */
+int orcd_mbox_ack_prepare(orcd_ctx_t *c, orcd_mbox_ack_t *ack);
+/* The compare and the delete an active ack adds to the post's transaction
+ * (they point into ack) */
+void orcd_mbox_ack_txn(const orcd_mbox_ack_t *ack, orc_store_cmp_t *cmp,
+                       orc_store_op_t *op);
+
 /* ------------------------------------------------ request (orcd_api.c) */
 
 /* Value of query argument key ("" for "?key"), NULL if absent */

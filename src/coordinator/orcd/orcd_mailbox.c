@@ -2,7 +2,8 @@
  * orcd API: per-node mailboxes (post; receive with a cursor, blocking).
  *
  * Messages are /mbox/ID/m/SEQ, SEQ from the counter /mbox/ID/seq. A receive
- * with after=S acknowledges every message <= S: they are deleted. A post
+ * with after=S acknowledges every message <= S: they are deleted; so does a
+ * post from ID that carries "ack" (orcd_mailbox_ack.c). A post
  * with an Idempotency-Key leaves {"node", "seq"} in /rid/RID for
  * ORCD_RID_TTL / 2 s at least (orcd_rid.c), so that a retried post is
  * recognised, also once its first attempt was delivered and acknowledged.
@@ -69,10 +70,11 @@ static int orcd_mbox_posted(orcd_ctx_t *c)
     return 1;
 }
 
-/* The stored message of a post, or NULL with the response filled */
-static char *orcd_mbox_message(orcd_ctx_t *c)
+/* The stored message of a post (and its ack, if any), or NULL with the
+ * response filled */
+static char *orcd_mbox_message(orcd_ctx_t *c, orcd_mbox_ack_t *ack)
 {
-    json_t *body, *payload = NULL, *msg;
+    json_t *body, *payload = NULL, *ack_json = NULL, *msg;
     json_int_t from = 0;
     char *value     = NULL;
 
@@ -80,10 +82,15 @@ static char *orcd_mbox_message(orcd_ctx_t *c)
     if (body == NULL) {
         return NULL;
     }
-    if (json_unpack(body, "{s?I, s:o}", "from", &from, "body", &payload) ||
+    if (json_unpack(body, "{s?I, s:o, s?o}", "from", &from, "body", &payload,
+                    "ack", &ack_json) ||
         !json_is_object(payload) || (from < 0)) {
         orcd_api_error(c->resp, 400, "bad_field",
-                       "expected {\"from\": node id?, \"body\": {...}}");
+                       "expected {\"from\": node id?, \"body\": {...}, "
+                       "\"ack\": {...}?}");
+        goto out_body;
+    }
+    if (orcd_mbox_ack_parse(c, ack_json, from, ack)) {
         goto out_body;
     }
     msg   = json_pack("{sIsO}", "from", from, "body", payload);
@@ -119,19 +126,22 @@ static int orcd_mbox_room(orcd_ctx_t *c)
     return orcd_quota(c, 1, strlen(c->job) + 80 + c->req->body_len);
 }
 
-/* Store the message under the next seq, and the request's /rid/ key: the
- * store's status, *seq_p; on ECOMPARE, tres->failed_cmp is 0 when another
- * attempt of this request stored it first, 1 when the counter moved too
- * often, 2 when the node is gone */
+/* Store the message under the next seq, and the request's /rid/ key, and
+ * delete what an active ack acknowledges: the store's status, *seq_p; on
+ * ECOMPARE, tres->failed_cmp is 0 when another attempt of this request
+ * stored it first, 1 when the counter moved too often, 2 when the node is
+ * gone. An ack whose node changed meanwhile is left out (ack->active
+ * cleared) and the message stored without it. */
 static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
-                           const char *value, uint64_t *seq_p,
-                           orc_store_txn_result_t *tres)
+                           const char *value, orcd_mbox_ack_t *ack,
+                           uint64_t *seq_p, orc_store_txn_result_t *tres)
 {
     char node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX], msg_key[ORCD_KEY_MAX];
     char rid_key[ORCD_KEY_MAX], rid_value[96];
     const size_t r = (c->req->rid != NULL) ? 1 : 0;
-    orc_store_cmp_t cmps[3];
-    orc_store_op_t ops[3];
+    orc_store_cmp_t cmps[4];
+    orc_store_op_t ops[4];
+    size_t a;
     uint64_t rid_lease  = 0;
     int lease_lost_once = 0;
     orc_store_kv_t seq;
@@ -176,7 +186,11 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
                      *seq_p);
             orcd_rid_txn(c, rid_key, rid_value, rid_lease, &cmps[0], &ops[2]);
         }
-        status = orcd_txn(c, cmps, 2 + r, ops, 2 + r, tres);
+        a = ack->active ? 1 : 0; /* its compare is the last */
+        if (a) {
+            orcd_mbox_ack_txn(ack, &cmps[2 + r], &ops[2 + r]);
+        }
+        status = orcd_txn(c, cmps, 2 + r + a, ops, 2 + r + a, tres);
         if ((status == ORC_STORE_ENOENT) && r && !lease_lost_once) {
             /* the node's lease or the rid lease is gone: try once with a
              * fresh rid lease before taking it for the node's */
@@ -187,6 +201,10 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
         if (status == ORC_STORE_ECOMPARE) {
             tres->failed_cmp += 1 - r; /* as if the rid compare were there */
         }
+        if ((status == ORC_STORE_ECOMPARE) && (tres->failed_cmp == 3)) {
+            ack->active = 0; /* the poster's node changed: no ack */
+            continue;
+        }
         if ((status != ORC_STORE_ECOMPARE) || (tres->failed_cmp != 1)) {
             break;
         }
@@ -195,15 +213,32 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
     return status;
 }
 
+/* The answer to a stored post: its seq, and how many messages its ack
+ * deleted (when it carried one) */
+static void orcd_mbox_posted_now(orcd_ctx_t *c, uint64_t seq,
+                                 const orcd_mbox_ack_t *ack,
+                                 const orc_store_txn_result_t *tres)
+{
+    json_t *o = json_pack("{sI}", "seq", (json_int_t)seq);
+
+    if ((o != NULL) && ack->given) {
+        json_object_set_new(o, "acked",
+                            json_integer(ack->active ? (json_int_t)tres->deleted
+                                                     : 0));
+    }
+    orcd_resp_json(c->resp, 201, o);
+}
+
 void orcd_h_mailbox_post(orcd_ctx_t *c)
 {
     orc_store_txn_result_t tres;
+    orcd_mbox_ack_t ack;
     orc_store_kv_t node;
     uint64_t seq = 0;
     char *value;
     int status;
 
-    value = orcd_mbox_message(c);
+    value = orcd_mbox_message(c, &ack);
     if (value == NULL) {
         return;
     }
@@ -211,12 +246,12 @@ void orcd_h_mailbox_post(orcd_ctx_t *c)
         goto out_value;
     }
     if (((orcd_retry_rid(c) != NULL) && orcd_mbox_posted(c)) ||
-        orcd_mbox_room(c)) {
+        orcd_mbox_room(c) || orcd_mbox_ack_prepare(c, &ack)) {
         goto out_node;
     }
-    status = orcd_mbox_store(c, &node, value, &seq, &tres);
+    status = orcd_mbox_store(c, &node, value, &ack, &seq, &tres);
     if (status == ORC_STORE_OK) {
-        orcd_resp_json(c->resp, 201, json_pack("{sI}", "seq", (json_int_t)seq));
+        orcd_mbox_posted_now(c, seq, &ack, &tres);
     } else if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 0) &&
                (orcd_mbox_posted(c) != 0)) {
         /* answered as the attempt that stored it (or the error filled) */
@@ -233,49 +268,6 @@ out_node:
     orc_store_kv_free(&node);
 out_value:
     free(value);
-}
-
-/* Acknowledge every message <= after: delete those this store shows. 0,
- * or -1 with the response filled */
-static int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node,
-                         uint64_t after)
-{
-    char prefix[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], upto[ORCD_KEY_MAX];
-    orc_store_range_result_t res;
-    orc_store_txn_result_t tres;
-    orc_store_op_t op;
-    orc_store_cmp_t cmp;
-    size_t total;
-    int status;
-
-    orcd_key(prefix, c, "/mbox/%020" PRIu64 "/m/", c->id);
-    orcd_key(upto, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id, after + 1);
-    status = orcd_range(c, prefix, upto, ORC_STORE_RANGE_COUNT_ONLY, &res);
-    if (status != ORC_STORE_OK) {
-        orcd_resp_store_error(c->resp, status);
-        return -1;
-    }
-    total = res.total;
-    orc_store_range_result_free(&res);
-    if (total == 0) {
-        return 0; /* acknowledged before */
-    }
-    /* one range: every message <= after was posted before the client saw
-     * after (seqs are taken in order) */
-    orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
-    op  = (orc_store_op_t){ORC_STORE_OP_DELETE_RANGE, prefix, upto, NULL, 0, 0};
-    cmp = (orc_store_cmp_t){node_key, ORC_STORE_CMP_CREATE, ORC_STORE_CMP_EQUAL,
-                            node->create_rev};
-    status = orcd_txn(c, &cmp, 1, &op, 1, &tres);
-    if ((status == ORC_STORE_ENOENT) || (status == ORC_STORE_ECOMPARE)) {
-        orcd_node_missing(c);
-        return -1;
-    }
-    if (status != ORC_STORE_OK) {
-        orcd_resp_store_error(c->resp, status);
-        return -1;
-    }
-    return 0;
 }
 
 /* The messages of a range as the answer's list (without the "rid" that

@@ -460,6 +460,74 @@ TEST_P(client_orcd, mailbox_cursor_retry_and_ack)
               orc_client_mbox_send(m_client, b, a, big.c_str(), &seq));
 }
 
+/* The seqs a mailbox holds, read through a client that registered no
+ * node (so its reads acknowledge nothing) */
+static std::vector<uint64_t> held_seqs(orc_client_t *peek, uint64_t node)
+{
+    std::vector<uint64_t> seqs;
+    orc_mbox_msg_t *msgs;
+    size_t count;
+    EXPECT_EQ(ORC_CL_OK, orc_client_mbox_recv(peek, node, 0, 0, &msgs, &count))
+        << orc_client_last_error();
+    for (size_t i = 0; i < count; ++i) {
+        seqs.push_back(msgs[i].seq);
+    }
+    orc_client_mbox_free(msgs, count);
+    return seqs;
+}
+
+/*
+ * A send from a node registered through the client acknowledges what recv
+ * returned of that node's mailbox (orcd deletes it in the post's own
+ * transaction), never a message recv did not return; another node's send
+ * acknowledges nothing of it.
+ */
+TEST_P(client_orcd, a_send_acknowledges_what_recv_returned)
+{
+    uint64_t a, b, seq;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "a", 1, NULL, 0, &a));
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "b", 2, NULL, 0, &b));
+    orc_client_t *peek = m_orcd.client("jobA", TOKEN_A);
+    ASSERT_NE(nullptr, peek);
+
+    for (int i = 0; i < 3; ++i) {
+        ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, b, a, "{}", &seq));
+    }
+    orc_mbox_msg_t *msgs;
+    size_t count;
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, 0, 0, &msgs, &count));
+    ASSERT_EQ(3u, count);
+    orc_client_mbox_free(msgs, count);
+    /* a fourth arrives after the recv: unread */
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, b, a, "{}", &seq));
+    EXPECT_EQ(held_seqs(peek, b), (std::vector<uint64_t>{1, 2, 3, 4}));
+
+    /* a's send acknowledges nothing of b's; b's acknowledges 1..3 */
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, b, a, "{}", &seq));
+    EXPECT_EQ(held_seqs(peek, b), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, a, b, "{}", &seq));
+    EXPECT_EQ(held_seqs(peek, b), (std::vector<uint64_t>{4, 5}));
+
+    /* the next recv from the old cursor gets what is left, once */
+    ASSERT_EQ(ORC_CL_OK,
+              orc_client_mbox_recv(m_client, b, 3, 0, &msgs, &count));
+    ASSERT_EQ(2u, count);
+    EXPECT_EQ(4u, msgs[0].seq);
+    EXPECT_EQ(5u, msgs[1].seq);
+    orc_client_mbox_free(msgs, count);
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, a, b, "{}", &seq));
+    EXPECT_EQ(held_seqs(peek, b), (std::vector<uint64_t>{}));
+    /* a send without from, or from a node of another client: no ack */
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(m_client, b, 0, "{}", &seq));
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_recv(peek, b, 5, 0, &msgs, &count));
+    EXPECT_EQ(1u, count);
+    orc_client_mbox_free(msgs, count);
+    ASSERT_EQ(ORC_CL_OK, orc_client_mbox_send(peek, a, b, "{}", &seq));
+    EXPECT_EQ(held_seqs(peek, b), (std::vector<uint64_t>{6}));
+    orc_client_destroy(peek);
+}
+
 TEST_P(client_orcd, mailbox_full_is_busy)
 {
     uint64_t b, seq = 0;

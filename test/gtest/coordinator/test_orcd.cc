@@ -62,7 +62,9 @@ class orcd_daemon : public ::testing::Test
         return m_orcd.url(path);
     }
 
-    long long register_node(http_client &c, const std::string &job, int ttl = 0)
+    /* *index_p: the registration's index (the record's create revision) */
+    long long register_node(http_client &c, const std::string &job, int ttl = 0,
+                            long long *index_p = nullptr)
     {
         std::string body = "{\"host\":\"h1\",\"pid\":42";
         if (ttl > 0) {
@@ -71,6 +73,9 @@ class orcd_daemon : public ::testing::Test
         body += "}";
         http_result r = c.post(u("/v1/jobs/" + job + "/nodes"), body);
         EXPECT_EQ(r.status, 201) << r.body;
+        if (index_p != nullptr) {
+            *index_p = r.jint("index");
+        }
         return r.jint("id");
     }
 
@@ -747,6 +752,172 @@ TEST_P(orcd_api, one_receive_acknowledges_every_message_before_it)
     EXPECT_NE(metrics_with("orcd_mailbox_messages 0\n")
                   .find("orcd_mailbox_messages 0\n"),
               std::string::npos);
+}
+
+/* The seqs of the messages a mailbox holds (read with after=0: no ack) */
+static std::vector<long long> mailbox_seqs(http_client &c,
+                                           const std::string &url)
+{
+    std::vector<long long> seqs;
+    json_t *o = c.get(url + "?after=0").json();
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(o, "messages"), i, m)
+    {
+        seqs.push_back(json_integer_value(json_object_get(m, "seq")));
+    }
+    json_decref(o);
+    return seqs;
+}
+
+/* A post's body from node `from` with "ack": {"after", "index"} */
+static std::string post_with_ack(long long from, long long after,
+                                 long long index)
+{
+    return "{\"from\":" + std::to_string(from) +
+           ",\"body\":{},\"ack\":{\"after\":" + std::to_string(after) +
+           ",\"index\":" + std::to_string(index) + "}}";
+}
+
+/* A post that carries the poster's ack deletes exactly the acknowledged
+ * messages of the poster's own mailbox, in the post's own transaction, and
+ * nothing of another mailbox; the receive with that cursor then writes
+ * nothing */
+TEST_P(orcd_api, a_post_acknowledges_the_posters_own_mailbox)
+{
+    start();
+    http_client c;
+    long long ia, ib, ix;
+    long long a = register_node(c, "j", 0, &ia),
+              b = register_node(c, "j", 0, &ib),
+              x = register_node(c, "j", 0, &ix);
+    auto mb     = [&](long long id) {
+        return u("/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox");
+    };
+    for (int i = 0; i < 3; ++i) {
+        ASSERT_EQ(c.post(mb(a),
+                         "{\"from\":" + std::to_string(b) + ",\"body\":{}}")
+                      .status,
+                  201);
+        ASSERT_EQ(c.post(mb(b), "{\"body\":{}}").status, 201);
+        ASSERT_EQ(c.post(mb(x), "{\"body\":{}}").status, 201);
+    }
+    ASSERT_EQ(mailbox_seqs(c, mb(a)), (std::vector<long long>{1, 2, 3}));
+
+    /* a has read 1..2 (3 came later): its post to b acknowledges them */
+    http_result r = c.post(mb(b), post_with_ack(a, 2, ia));
+    ASSERT_EQ(r.status, 201) << r.body;
+    EXPECT_EQ(r.jint("seq"), 4);
+    EXPECT_EQ(r.jint("acked"), 2);
+    EXPECT_EQ(mailbox_seqs(c, mb(a)), (std::vector<long long>{3}));
+    EXPECT_EQ(mailbox_seqs(c, mb(b)), (std::vector<long long>{1, 2, 3, 4}));
+    EXPECT_EQ(mailbox_seqs(c, mb(x)), (std::vector<long long>{1, 2, 3}));
+
+    /* the receive with that cursor finds nothing to delete: no store write
+     * (memory: the revision stays; etcd: no transaction is sent) */
+    const std::string counter =
+        on_etcd() ? "orcd_store_txns_total " : "orcd_store_revision ";
+    auto writes = [&]() {
+        std::string m = metrics_with(counter);
+        size_t at     = m.find("\n" + counter);
+        return (at == std::string::npos)
+                   ? std::string("?")
+                   : m.substr(at, m.find('\n', at + 1) - at);
+    };
+    std::string before = writes();
+    r                  = c.get(mb(a) + "?after=2");
+    EXPECT_EQ(r.body, "{\"messages\":[{\"from\":" + std::to_string(b) +
+                          ",\"body\":{},\"seq\":3}],\"last_seq\":3}");
+    EXPECT_EQ(writes(), before);
+    /* acknowledged before: nothing more */
+    r = c.post(mb(b), post_with_ack(a, 2, ia));
+    EXPECT_EQ(r.jint("acked"), 0) << r.body;
+    /* its own mailbox too (a post to itself), and the GET still acks */
+    r = c.post(mb(x), post_with_ack(x, 1, ix));
+    EXPECT_EQ(r.jint("acked"), 1) << r.body;
+    EXPECT_EQ(mailbox_seqs(c, mb(x)), (std::vector<long long>{2, 3, 4}));
+    EXPECT_EQ(c.get(mb(x) + "?after=3").status, 200);
+    EXPECT_EQ(mailbox_seqs(c, mb(x)), (std::vector<long long>{4}));
+    /* a post without an ack answers as before */
+    EXPECT_EQ(c.post(mb(b), "{\"body\":{}}").body, "{\"seq\":6}");
+}
+
+/* An ack names the registration it acknowledges for: once the node's id
+ * belongs to another registration (orcd restarted without its state), an
+ * ack from the old one deletes nothing of the new node's mailbox */
+TEST_P(orcd_api, an_ack_for_an_id_registered_again_deletes_nothing)
+{
+    start();
+    http_client c;
+    long long old_index;
+    long long a = register_node(c, "j", 0, &old_index);
+    ASSERT_EQ(m_orcd.stop(), 0) << m_orcd.log();
+    /* orcd without its state (etcd: under a new prefix); a write first, so
+     * that the memory store's revisions differ from the first run's too */
+    m_prefix.clear();
+    start();
+    ASSERT_EQ(c.put(u("/v1/jobs/j/kv/first"), "{\"value\":1}").status, 200);
+    long long new_index, b_index;
+    ASSERT_EQ(register_node(c, "j", 0, &new_index), a);
+    ASSERT_NE(new_index, old_index);
+    long long b     = register_node(c, "j", 0, &b_index);
+    std::string mba = u("/v1/jobs/j/nodes/" + std::to_string(a) + "/mailbox");
+    std::string mbb = u("/v1/jobs/j/nodes/" + std::to_string(b) + "/mailbox");
+    for (int i = 0; i < 2; ++i) {
+        ASSERT_EQ(c.post(mba, "{\"body\":{}}").status, 201);
+    }
+    http_result r = c.post(mbb, post_with_ack(a, 2, old_index));
+    ASSERT_EQ(r.status, 201) << r.body;
+    EXPECT_EQ(r.jint("acked"), 0);
+    /* another node's index is not a's either */
+    r = c.post(mbb, post_with_ack(a, 2, b_index));
+    EXPECT_EQ(r.jint("acked"), 0) << r.body;
+    EXPECT_EQ(mailbox_seqs(c, mba), (std::vector<long long>{1, 2}));
+    /* the message itself was delivered */
+    EXPECT_EQ(mailbox_seqs(c, mbb), (std::vector<long long>{1, 2}));
+    r = c.post(mbb, post_with_ack(a, 2, new_index));
+    EXPECT_EQ(r.jint("acked"), 2) << r.body;
+    EXPECT_EQ(mailbox_seqs(c, mba), (std::vector<long long>{}));
+}
+
+/* An ack past the last message the poster's mailbox issued is refused
+ * (400, nothing posted, nothing deleted); malformed acks are 400 */
+TEST_P(orcd_api, an_ack_past_the_last_message_is_refused)
+{
+    start();
+    http_client c;
+    long long ia, ib;
+    long long a     = register_node(c, "j", 0, &ia),
+              b     = register_node(c, "j", 0, &ib);
+    std::string mba = u("/v1/jobs/j/nodes/" + std::to_string(a) + "/mailbox");
+    std::string mbb = u("/v1/jobs/j/nodes/" + std::to_string(b) + "/mailbox");
+    for (int i = 0; i < 2; ++i) {
+        ASSERT_EQ(c.post(mba, "{\"body\":{}}").status, 201);
+    }
+    http_result r = c.post(mbb, post_with_ack(a, 3, ia));
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_EQ(r.jstr("error"), "bad_field");
+    EXPECT_NE(r.jstr("detail").find("past the last message (seq 2)"),
+              std::string::npos)
+        << r.body;
+    EXPECT_EQ(mailbox_seqs(c, mba), (std::vector<long long>{1, 2}));
+    EXPECT_EQ(mailbox_seqs(c, mbb), (std::vector<long long>{}));
+    for (const char *bad :
+         {"{\"body\":{},\"ack\":{\"after\":1,\"index\":1}}", /* no from */
+          "{\"from\":1,\"body\":{},\"ack\":{\"after\":-1,\"index\":1}}",
+          "{\"from\":1,\"body\":{},\"ack\":{\"after\":1}}",
+          "{\"from\":1,\"body\":{},\"ack\":{\"after\":1,\"index\":0}}",
+          "{\"from\":1,\"body\":{},\"ack\":7}"}) {
+        r = c.post(mbb, bad);
+        EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+    }
+    EXPECT_EQ(mailbox_seqs(c, mba), (std::vector<long long>{1, 2}));
+    EXPECT_EQ(mailbox_seqs(c, mbb), (std::vector<long long>{}));
+    /* after 0 and null acknowledge nothing */
+    EXPECT_EQ(c.post(mbb, post_with_ack(a, 0, ia)).jint("acked"), 0);
+    EXPECT_EQ(c.post(mbb, "{\"from\":1,\"body\":{},\"ack\":null}").body,
+              "{\"seq\":2}");
+    EXPECT_EQ(mailbox_seqs(c, mba), (std::vector<long long>{1, 2}));
 }
 
 TEST_P(orcd_api, auth_isolation)
@@ -1456,12 +1627,12 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
     start();
     const int pairs = 16, rounds = 40;
     http_client c;
-    std::vector<long long> a(pairs), b(pairs);
+    std::vector<long long> a(pairs), b(pairs), ia(pairs), ib(pairs);
     /* nobody keeps these nodes alive: a TTL longer than the test, which
      * under ASan on a loaded machine outlasted the default 10 s (410) */
     for (int i = 0; i < pairs; ++i) {
-        a[i] = register_node(c, "p", 300);
-        b[i] = register_node(c, "p", 300);
+        a[i] = register_node(c, "p", 300, &ia[i]);
+        b[i] = register_node(c, "p", 300, &ib[i]);
     }
     auto mbox = [&](long long id) {
         return u("/v1/jobs/p/nodes/" + std::to_string(id) + "/mailbox");
@@ -1475,13 +1646,17 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
                 what + ": " + std::to_string(r.status) + " " + r.body;
         }
     };
-    /* post to id's mailbox; a 503 (a store call that did not fit its time:
-     * etcd on a loaded machine) is retried as its Retry-After says, with
-     * an Idempotency-Key: made once */
-    auto post = [&](http_client &h, long long id, long long from, long long n,
+    /* post to id's mailbox, acknowledging what `from` received (up to
+     * ack, registered at index) as liborcclient does; a 503 (a store call
+     * that did not fit its time: etcd on a loaded machine) is retried as
+     * its Retry-After says, with an Idempotency-Key: made once */
+    auto post = [&](http_client &h, long long id, long long from,
+                    long long index, unsigned long long ack, long long n,
                     const std::string &rid) -> bool {
         std::string b = "{\"from\":" + std::to_string(from) +
-                        ",\"body\":{\"n\":" + std::to_string(n) + "}}";
+                        ",\"body\":{\"n\":" + std::to_string(n) +
+                        "},\"ack\":{\"after\":" + std::to_string(ack) +
+                        ",\"index\":" + std::to_string(index) + "}}";
         http_result r = h.request_retried("POST", mbox(id), &b, rid);
         if (r.status != 201) {
             fail("POST " + std::to_string(id), r);
@@ -1524,7 +1699,7 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
             for (int k = 0; k < rounds; ++k) {
                 long long n;
                 if (!recv(h, b[i], &after, &n) || n != k ||
-                    !post(h, a[i], b[i], n,
+                    !post(h, a[i], b[i], ib[i], after, n,
                           "b" + std::to_string(i) + "-" + std::to_string(k))) {
                     ++errors;
                     return;
@@ -1537,7 +1712,7 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
             unsigned long long after = 0;
             for (int k = 0; k < rounds; ++k) {
                 long long n;
-                if (!post(h, b[i], a[i], k,
+                if (!post(h, b[i], a[i], ia[i], after, k,
                           "a" + std::to_string(i) + "-" + std::to_string(k)) ||
                     !recv(h, a[i], &after, &n) || n != k) {
                     ++errors;
@@ -1553,6 +1728,12 @@ TEST_P(orcd_api, concurrent_pairing_round_trips)
     EXPECT_EQ(errors.load(), 0) << "first: " << first_failure;
     EXPECT_EQ(done.load(), pairs * rounds);
     EXPECT_TRUE(wait_long_polls(0));
+    /* the posts acknowledged every message but each A's last reply */
+    for (int i = 0; i < pairs; ++i) {
+        EXPECT_EQ(mailbox_seqs(c, mbox(a[i])),
+                  (std::vector<long long>{rounds}));
+        EXPECT_EQ(mailbox_seqs(c, mbox(b[i])), (std::vector<long long>{}));
+    }
 }
 
 TEST_P(orcd_api, graceful_shutdown_with_long_poll)
