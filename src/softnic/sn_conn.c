@@ -598,6 +598,9 @@ static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
     if (conn->rlen - conn->rpos >= need) {
         return 1;
     }
+    if (conn->drained) {
+        return 0;
+    }
     if (conn->rpos > 0) {
         memmove(conn->rbuf, conn->rbuf + conn->rpos, conn->rlen - conn->rpos);
         conn->rlen -= conn->rpos;
@@ -613,6 +616,7 @@ static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
     if (ret < 0) {
         return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
     }
+    conn->drained = (ret < SN_RBUF_SIZE - conn->rlen);
     conn->rlen += ret;
     return (conn->rlen - conn->rpos >= need) ? 1 : 0;
 }
@@ -640,9 +644,13 @@ static int sn_conn_payload(sn_inst_t *inst, sn_conn_t *conn)
                 continue;
             }
         } else {
+            if (conn->drained) {
+                return 0;
+            }
             ret = recv(conn->fd, conn->rbuf, SN_RBUF_SIZE, MSG_DONTWAIT);
             if (ret > 0) {
-                conn->rlen = ret;
+                conn->rlen    = ret;
+                conn->drained = (ret < SN_RBUF_SIZE);
                 continue;
             }
         }
@@ -747,6 +755,7 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
 {
     int frames, ret;
 
+    conn->drained = 0;
     for (frames = 0;; ++frames) {
         /* yield to other connections only when nothing is buffered here:
          * bytes already in rbuf would never be announced by epoll again */

@@ -280,6 +280,7 @@ int softnic_cq_req_notify(softnic_cq_t *cq, int solicited_only)
     pthread_mutex_lock(&scq->lock);
     scq->armed = solicited_only ? 2 : 1;
     pthread_mutex_unlock(&scq->lock);
+    sn_svc_armed(sn_inst(cq->dev));
     return 0;
 }
 

@@ -345,6 +345,7 @@ softnic_dev_t *softnic_dev_open(const char *name,
     inst->listen_fd = -1;
     inst->ud_fd     = -1;
     inst->epoll_fd  = -1;
+    inst->idle_epfd = -1;
     inst->cmd_fd    = -1;
     inst->busy_mr   = -1;
     inst->next_pdn  = 1;

@@ -151,8 +151,19 @@
  * that spins on its CQ then moves the bytes itself, as a kernel-bypass NIC
  * driver would, instead of spinning beside a service thread that waits for
  * the kernel to wake it (2 cores: +25 % cross-host put_bw, half the 8-byte
- * latency). The service thread goes on serving the sockets too (whoever
- * gets to a ready socket first handles it) and alone runs the timers.
+ * latency). The service thread alone runs the timers, and stands back
+ * from the sockets while a thread keeps polling: once pollers stepped at
+ * least SN_STANDBY_STEPS times within a look (SN_LOOK_NS) and no CQ of
+ * the instance was armed meanwhile, it waits only for commands, new
+ * connections and datagrams (idle_epfd), waking every look, so that a
+ * message wakes nobody but the thread spinning for it (before, every
+ * message woke the service thread too, which then made the pollers keep
+ * off until it got the lock: a context switch per message in each
+ * process). It serves the sockets again (whoever gets to a ready socket
+ * first handles it) from the first look in which pollers stepped less,
+ * and at once when a CQ is armed (softnic_cq_req_notify: an application
+ * about to sleep), so a socket waits for nobody longer than about two
+ * looks, and only when its application stopped polling without arming.
  *
  * Configuration (softnic_config_t, copied at open): no_cma, no_ring and the
  * log (level, callback) are per instance; see softnic.h.
@@ -193,6 +204,11 @@
 #define SN_CMA_BATCH_LEN 4096
 #define SN_BATCH_GAP_NS  1000 /* posts this close are a stream */
 #define SN_BATCH_STREAK  2    /* from the third post of a stream on */
+
+/* The service thread stands back from the sockets (see "Polling" above)
+ * while pollers step this often per look */
+#define SN_STANDBY_STEPS 16
+#define SN_LOOK_NS       1000000ull
 
 /* Host identity: equal on two instances <=> CMA and /dev/shm are usable. */
 typedef struct sn_host_id {
@@ -306,8 +322,9 @@ struct sn_inst {
     uint32_t id; /* per-process instance number */
     uint16_t listen_port;
     int listen_fd;
-    int epoll_fd;
-    int cmd_fd; /* eventfd waking the service thread */
+    int epoll_fd;  /* the listener, cmd_fd, ud_fd and the connections */
+    int idle_epfd; /* the same without the connections */
+    int cmd_fd;    /* eventfd waking the service thread */
     pthread_t thread;
     int thread_started;
     int stopping; /* service thread: exit */
@@ -321,11 +338,21 @@ struct sn_inst {
      * be stale.
      * svc_want (atomic): the service thread waits for svc_lock, pollers
      * keep off. num_tcp_conns (atomic, written under svc_lock): ready
-     * connections carrying data on TCP; without any, pollers do not step. */
+     * connections carrying data on TCP; without any, pollers do not step.
+     * poll_steps (written under svc_lock, read atomically): pollers' steps,
+     * whether they found events or not. arm_gen (atomic add, seq_cst):
+     * arms of the instance's CQs. svc_standby (service thread writes,
+     * seq_cst): it waits on idle_epfd, not on the sockets; an armer that
+     * sees it set wakes the service thread (cmd_fd), and the service
+     * thread, after setting it, loads arm_gen again (seq_cst both sides:
+     * either the armer sees the flag or the service thread sees the arm). */
     pthread_mutex_t svc_lock;
     uint64_t svc_gen;
     int svc_want;
     int num_tcp_conns;
+    uint64_t poll_steps;
+    uint64_t arm_gen;
+    int svc_standby;
 
     pthread_mutex_t lock;
     sn_qp_t *qps;       /* all QPs of the instance */
@@ -696,6 +723,11 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_NR_BUDGET 1
 #endif
+#ifdef SN_MUTATE_NO_STANDBY_ENDS /* the service thread serves sockets again */
+#define SN_RULE_STANDBY_ENDS 0
+#else
+#define SN_RULE_STANDBY_ENDS 1
+#endif
 #ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
 #define SN_RULE_BATCH_FLUSH 0
 #else
@@ -889,6 +921,9 @@ void sn_svc_forget_qp(sn_inst_t *inst, sn_qp_t *qp);
 void sn_svc_drop_conn(sn_inst_t *inst, uint64_t conn_id);
 /* Wake the service thread (timers changed). */
 void sn_svc_wake(sn_inst_t *inst);
+/* A CQ of the instance is armed: its application is about to sleep, the
+ * service thread serves the sockets again (wakes it if it stood back). */
+void sn_svc_armed(sn_inst_t *inst);
 /* QP lock held: ask for EPOLLOUT on the QP's connection. */
 void sn_svc_want_tx(sn_qp_t *qp);
 /* QP lock held: write the request frame of wqe from qp->tx_off on.

@@ -79,6 +79,14 @@ void sn_svc_wake(sn_inst_t *inst)
     (void)ret;
 }
 
+void sn_svc_armed(sn_inst_t *inst)
+{
+    __atomic_add_fetch(&inst->arm_gen, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&inst->svc_standby, __ATOMIC_SEQ_CST)) {
+        sn_svc_wake(inst);
+    }
+}
+
 int sn_svc_connect(sn_inst_t *inst, sn_qp_t *qp)
 {
     struct sn_cmd *cmd = calloc(1, sizeof(*cmd));
@@ -254,6 +262,8 @@ void sn_svc_poll(sn_inst_t *inst)
     }
     if (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
         n = epoll_wait(inst->epoll_fd, events, 16, 0);
+        __atomic_store_n(&inst->poll_steps, inst->poll_steps + 1,
+                         __ATOMIC_RELAXED);
         if (n > 0) {
             sn_svc_dispatch(inst, events, n);
             /* after the step: events the service thread is holding may
@@ -274,13 +284,49 @@ static void sn_svc_lock(sn_inst_t *inst)
     __atomic_store_n(&inst->svc_want, 0, __ATOMIC_RELAXED);
 }
 
+/* What the service thread watches while a thread polls (sn_int.h,
+ * "Polling"): at each look, or at once after an arm */
+typedef struct sn_svc_look {
+    uint64_t at_ns;
+    uint64_t steps;
+    uint64_t arms;
+    int standby;
+} sn_svc_look_t;
+
+/* Stand back from the sockets, or serve them again; returns the epoll set
+ * to wait on */
+static int sn_svc_standby(sn_inst_t *inst, sn_svc_look_t *look, uint64_t now)
+{
+    uint64_t steps = __atomic_load_n(&inst->poll_steps, __ATOMIC_RELAXED);
+    uint64_t arms  = __atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST);
+
+    if ((arms == look->arms) && (now - look->at_ns < SN_LOOK_NS)) {
+        return look->standby ? inst->idle_epfd : inst->epoll_fd;
+    }
+    look->standby =
+        (!SN_RULE_STANDBY_ENDS && look->standby) ||
+        ((arms == look->arms) && (steps - look->steps >= SN_STANDBY_STEPS));
+    look->at_ns = now;
+    look->steps = steps;
+    __atomic_store_n(&inst->svc_standby, look->standby, __ATOMIC_SEQ_CST);
+    look->arms = __atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST);
+    if (look->standby && (look->arms != arms)) {
+        /* armed meanwhile: the armer may have missed the flag */
+        look->standby = 0;
+        __atomic_store_n(&inst->svc_standby, 0, __ATOMIC_SEQ_CST);
+    }
+    return look->standby ? inst->idle_epfd : inst->epoll_fd;
+}
+
 static void *sn_svc_thread(void *arg)
 {
     sn_inst_t *inst = arg;
     struct epoll_event events[64];
     uint64_t next = 0, now, last_timers = 0, gen;
-    int n, timeout_ms;
+    sn_svc_look_t look;
+    int n, timeout_ms, epfd;
 
+    memset(&look, 0, sizeof(look));
     while (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
         now = sn_now_ns();
         if ((now - last_timers >= 1000000ull) ||
@@ -304,8 +350,13 @@ static void *sn_svc_thread(void *arg)
             timeout_ms =
                 (next <= now) ? 0 : (int)((next - now + 999999) / 1000000);
         }
+        epfd = sn_svc_standby(inst, &look, now);
+        if ((epfd == inst->idle_epfd) &&
+            ((uint64_t)timeout_ms * 1000000ull > SN_LOOK_NS)) {
+            timeout_ms = (int)(SN_LOOK_NS / 1000000ull);
+        }
         gen = __atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE);
-        n   = epoll_wait(inst->epoll_fd, events, 64, timeout_ms);
+        n   = epoll_wait(epfd, events, 64, timeout_ms);
         if (n <= 0) {
             continue;
         }
@@ -313,7 +364,7 @@ static void *sn_svc_thread(void *arg)
         if (__atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE) != gen) {
             /* a poller ran meanwhile and may have closed connections
              * these events name: take fresh ones */
-            n = epoll_wait(inst->epoll_fd, events, 64, 0);
+            n = epoll_wait(epfd, events, 64, 0);
         }
         if (n > 0) {
             sn_svc_dispatch(inst, events, n);
@@ -398,42 +449,60 @@ static int sn_svc_open_listener(sn_inst_t *inst)
     return 0;
 }
 
-/* The epoll set watching the listener and the command eventfd */
+/* Add the listener, the command eventfd and the UD socket to epoll set
+ * epfd; 0 or an errno value */
+static int sn_svc_watch_own(sn_inst_t *inst, int epfd)
+{
+    static char *const tags[] = {&sn_listen_tag, &sn_cmd_tag, &sn_ud_tag};
+    const int fds[]           = {inst->listen_fd, inst->cmd_fd, inst->ud_fd};
+    struct epoll_event ev;
+    unsigned i;
+
+    for (i = 0; i < sizeof(fds) / sizeof(fds[0]); ++i) {
+        memset(&ev, 0, sizeof(ev));
+        ev.events   = EPOLLIN;
+        ev.data.ptr = tags[i];
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+            return errno;
+        }
+    }
+    return 0;
+}
+
+/* The epoll sets: epoll_fd watches the listener, the command eventfd, the
+ * UD socket and (later) the connections, idle_epfd all but the
+ * connections */
 static int sn_svc_open_epoll(sn_inst_t *inst)
 {
-    struct epoll_event ev;
     int ret;
 
     inst->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (inst->epoll_fd < 0) {
         return errno;
     }
-    inst->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (inst->cmd_fd < 0) {
+    inst->idle_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (inst->idle_epfd < 0) {
         ret = errno;
         goto err_close_epoll;
     }
-    memset(&ev, 0, sizeof(ev));
-    ev.events   = EPOLLIN;
-    ev.data.ptr = &sn_listen_tag;
-    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->listen_fd, &ev) < 0) {
+    inst->cmd_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (inst->cmd_fd < 0) {
         ret = errno;
-        goto err_close_cmd;
+        goto err_close_idle;
     }
-    ev.data.ptr = &sn_cmd_tag;
-    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->cmd_fd, &ev) < 0) {
-        ret = errno;
-        goto err_close_cmd;
+    ret = sn_svc_watch_own(inst, inst->epoll_fd);
+    if (ret == 0) {
+        ret = sn_svc_watch_own(inst, inst->idle_epfd);
     }
-    ev.data.ptr = &sn_ud_tag;
-    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, inst->ud_fd, &ev) < 0) {
-        ret = errno;
+    if (ret != 0) {
         goto err_close_cmd;
     }
     return 0;
 
 err_close_cmd:
     close(inst->cmd_fd);
+err_close_idle:
+    close(inst->idle_epfd);
 err_close_epoll:
     close(inst->epoll_fd);
     return ret;
@@ -464,6 +533,7 @@ int sn_svc_start(sn_inst_t *inst)
 
 err_close_epoll:
     close(inst->cmd_fd);
+    close(inst->idle_epfd);
     close(inst->epoll_fd);
 err_close_listen:
     close(inst->listen_fd);
@@ -486,6 +556,7 @@ void sn_svc_stop(sn_inst_t *inst)
     }
     pthread_mutex_unlock(&inst->svc_lock);
     close(inst->cmd_fd);
+    close(inst->idle_epfd);
     close(inst->epoll_fd);
     close(inst->listen_fd);
     sn_ud_close(inst);

@@ -190,6 +190,11 @@ struct sn_conn {
 
     uint8_t *rbuf;
     uint32_t rpos, rlen;
+    /* a recv() into rbuf during this sn_conn_rx() got less than it asked
+     * for: the socket was empty then, so none is tried again until the
+     * next read of the connection (epoll, level-triggered, says if more
+     * came): one recv() per arrival, not one more that finds nothing */
+    int drained;
     int rx_state;
     union {
         sn_req_t req;

@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -388,6 +389,71 @@ TEST_F(softnic_local, thread_safety_create_modify_destroy_while_posting)
 TEST_F(softnic_local_tcp, thread_safety_pollers_serve_while_qps_churn)
 {
     churn_while_posting();
+}
+
+/* While a thread keeps polling, the service thread leaves the sockets to
+ * it (sn_int.h, "Polling"); once nobody polls, it serves them again: a
+ * WRITE posted after a long spin on an empty CQ lands, and completes,
+ * while nobody polls. A service thread that went on standing back would
+ * leave the request unread for good. */
+TEST_F(softnic_local_tcp, service_thread_serves_again_when_polling_stops)
+{
+    const size_t len = 4096;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_mr_t *mr =
+        softnic_mr_reg(m_pd, buf.data(), buf.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    ASSERT_NE(nullptr, mr) << strerror(errno);
+    softnic_qp_t *a = tracked_qp(), *b = tracked_qp();
+    ASSERT_TRUE(a && b);
+    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
+
+    auto post_write = [&](uint64_t id) {
+        ibv_sge sge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        wr.wr_id       = id;
+        wr.sg_list     = &sge;
+        wr.num_sge     = 1;
+        wr.opcode      = IBV_WR_RDMA_WRITE;
+        wr.send_flags  = IBV_SEND_SIGNALED;
+        wr.wr.rdma.remote_addr = (uintptr_t)&buf[len];
+        wr.wr.rdma.rkey        = mr->rkey;
+        return softnic_post_send(a, &wr, &bad);
+    };
+    /* the connection up: one WRITE, polled for */
+    ASSERT_EQ(0, post_write(1));
+    ibv_wc wc;
+    int n          = 0;
+    double timeout = now_ms() + 10000;
+    while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
+    }
+    ASSERT_EQ(1, n);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
+
+    /* 100 ms of spinning on the empty CQ: the service thread stands back
+     * (thousands of steps per look) */
+    for (double end = now_ms() + 100; now_ms() < end;) {
+        ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+    }
+    for (size_t i = 0; i < len; ++i) {
+        buf[i] = pattern_byte(7, i);
+    }
+    ASSERT_EQ(0, post_write(2));
+    /* nobody polls: only the service thread reads the request and the ACK */
+    timeout = now_ms() + 10000;
+    while ((memcmp(buf.data(), &buf[len], len) != 0) && (now_ms() < timeout)) {
+        usleep(1000);
+    }
+    EXPECT_EQ(0, memcmp(buf.data(), &buf[len], len))
+        << "the WRITE was not placed with nobody polling";
+    timeout = now_ms() + 10000;
+    while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
+    }
+    ASSERT_EQ(1, n);
+    EXPECT_EQ(2u, wc.wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
 /* Several threads post on the same QP at once (verbs calls are
