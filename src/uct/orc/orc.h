@@ -657,6 +657,27 @@ void uct_orc_iface_schedule_pending(uct_orc_iface_t *iface, uct_orc_ep_t *ep);
 void uct_orc_iface_ep_failed(uct_orc_iface_t *iface, uct_orc_ep_t *ep,
                              ucs_status_t status);
 
+/*
+ * (orc_iface_progress.c) The data path, for the interface's life cycle in
+ * orc_iface.c. Hidden: not exported by the module, and called directly (no
+ * PLT) from the progress call, as when both halves were one file.
+ */
+#define UCT_ORC_IFACE_HIDDEN __attribute__((visibility("hidden")))
+/* Release of an AM descriptor the application kept (iface->release_desc) */
+UCT_ORC_IFACE_HIDDEN void uct_orc_iface_release_desc(uct_recv_desc_t *self,
+                                                     void *desc);
+/* A receive buffer (NULL: a fresh one) to the SRQ, posted in batches */
+UCT_ORC_IFACE_HIDDEN ucs_status_t
+uct_orc_iface_post_recv(uct_orc_iface_t *iface, uct_orc_rx_desc_t *desc);
+/* Post the batch uct_orc_iface_post_recv() has gathered */
+UCT_ORC_IFACE_HIDDEN ucs_status_t
+uct_orc_iface_post_recv_batch(uct_orc_iface_t *iface);
+/* Recompute iface->credit_window after iface->npassive changed */
+UCT_ORC_IFACE_HIDDEN void
+uct_orc_iface_set_credit_window(uct_orc_iface_t *iface);
+/* The interface's progress call (uct_iface_ops_t.iface_progress) */
+UCT_ORC_IFACE_HIDDEN unsigned uct_orc_iface_progress(uct_iface_h tl_iface);
+
 
 /* ----------------------------------------------------------------- ep */
 
