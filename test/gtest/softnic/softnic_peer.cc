@@ -69,6 +69,7 @@ struct peer {
     std::map<int, softnic_qp_t *> qps;
     std::map<std::string, softnic_ah_t *> ahs; /* UD: by packed address */
     std::string inbuf;
+    int raw_fd = -1; /* rawopen's connection, until rawclose */
 };
 
 peer g_peer;
@@ -1181,6 +1182,50 @@ int raw_connect(const std::string &host, unsigned port)
 
 int g_raw_timeouts;
 
+/* Send all of data (stops early when the other side closes on us) */
+size_t raw_send(int fd, const std::vector<uint8_t> &data)
+{
+    size_t sent = 0;
+    while (sent < data.size()) {
+        ssize_t r =
+            send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+        if (r <= 0) {
+            break;
+        }
+        sent += (size_t)r;
+    }
+    return sent;
+}
+
+/* Read until `want` bytes came (SIZE_MAX: until EOF), keeping the first
+ * `keep` of them in *got (if not NULL). Bounded by SO_RCVTIMEO and by
+ * count. Returns 1 at EOF, 0 when `want` came, -1 on timeout or error. */
+int raw_read(int fd, size_t want, size_t keep, std::vector<uint8_t> *got)
+{
+    char buf[4096];
+    size_t total = 0;
+    for (int i = 0; i < 4096; ++i) {
+        size_t ask = std::min(sizeof(buf), want - total);
+        ssize_t r  = recv(fd, buf, ask, 0);
+        if (r == 0) {
+            return 1;
+        }
+        if (r < 0) {
+            return -1;
+        }
+        for (ssize_t k = 0; (got != NULL) && (k < r) && (got->size() < keep);
+             ++k) {
+            got->push_back((uint8_t)buf[k]);
+        }
+        total += (size_t)r;
+        if (total == want) {
+            return 0;
+        }
+    }
+    errno = EMSGSIZE;
+    return -1;
+}
+
 /* Send bytes (ignoring a peer that closes on us), then close. If
  * wait_close, wait (bounded) for the other side to react first. */
 bool raw_session(const std::string &host, unsigned port,
@@ -1191,29 +1236,12 @@ bool raw_session(const std::string &host, unsigned port,
     if (fd < 0) {
         return false;
     }
-    size_t sent = 0;
-    while (sent < data.size()) {
-        ssize_t r =
-            send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
-        if (r <= 0) {
-            break;
-        }
-        sent += (size_t)r;
-    }
-    *sent_total += sent;
+    *sent_total += raw_send(fd, data);
     if (wait_close) {
         shutdown(fd, SHUT_WR);
-        char buf[4096];
-        /* bounded by SO_RCVTIMEO and by count */
-        for (int i = 0; i < 4096; ++i) {
-            ssize_t r = recv(fd, buf, sizeof(buf), 0);
-            if ((r < 0) && ((errno == EAGAIN) || (errno == EWOULDBLOCK))) {
-                ++g_raw_timeouts; /* the target kept the connection open */
-                break;
-            }
-            if (r <= 0) {
-                break;
-            }
+        if ((raw_read(fd, SIZE_MAX, 0, NULL) < 0) &&
+            ((errno == EAGAIN) || (errno == EWOULDBLOCK))) {
+            ++g_raw_timeouts; /* the target kept the connection open */
         }
     }
     close(fd);
@@ -1282,6 +1310,56 @@ std::string cmd_raw(const kv_t &kv)
     }
     return fmt("OK sessions=%d sent=%zu open_after_eof=%d ms=%.0f", sessions,
                sent, g_raw_timeouts, now_ms() - t0);
+}
+
+/*
+ * rawopen host= port= [data=hex] [expect=N]: a raw TCP connection that
+ * stays open (one at a time): send data, then read N bytes (bounded).
+ * Replies got_len= got= (the bytes read, hex).
+ * rawclose [data=hex]: send data on it, end our side, read (bounded) until
+ * the other side closes too, close. Replies got_len= got= eof=1|0.
+ * With them a test speaks the wire protocol step by step, and sees what the
+ * target answers (or not) between its steps.
+ */
+std::string raw_reply(int ret_eof, const std::vector<uint8_t> &got)
+{
+    return fmt("OK got_len=%zu eof=%d got=", got.size(), ret_eof == 1) +
+           to_hex(got.data(), got.size());
+}
+
+std::string cmd_rawopen(const kv_t &kv)
+{
+    std::vector<uint8_t> d, got;
+    size_t expect = (size_t)num(kv, "expect", 0);
+
+    if ((g_peer.raw_fd >= 0) || !from_hex(str(kv, "data", ""), &d)) {
+        return err(EINVAL, "rawopen_args");
+    }
+    g_peer.raw_fd =
+        raw_connect(str(kv, "host", "127.0.0.1"), (unsigned)num(kv, "port", 0));
+    if (g_peer.raw_fd < 0) {
+        return err(errno, "connect");
+    }
+    if (raw_send(g_peer.raw_fd, d) != d.size()) {
+        return err(EPIPE, "send");
+    }
+    int ret = (expect > 0) ? raw_read(g_peer.raw_fd, expect, expect, &got) : 0;
+    return raw_reply(ret, got);
+}
+
+std::string cmd_rawclose(const kv_t &kv)
+{
+    std::vector<uint8_t> d, got;
+
+    if ((g_peer.raw_fd < 0) || !from_hex(str(kv, "data", ""), &d)) {
+        return err(EINVAL, "rawclose_args");
+    }
+    raw_send(g_peer.raw_fd, d);
+    shutdown(g_peer.raw_fd, SHUT_WR);
+    int ret = raw_read(g_peer.raw_fd, SIZE_MAX, 65536, &got);
+    close(g_peer.raw_fd);
+    g_peer.raw_fd = -1;
+    return raw_reply(ret, got);
 }
 
 /*
@@ -1401,6 +1479,10 @@ std::string dispatch(const std::string &line, bool *quit)
         return cmd_connpath(kv);
     if (cmd == "raw")
         return cmd_raw(kv);
+    if (cmd == "rawopen")
+        return cmd_rawopen(kv);
+    if (cmd == "rawclose")
+        return cmd_rawclose(kv);
     if (cmd == "kill") {
         raise(SIGKILL);
     }
@@ -1433,6 +1515,8 @@ void cleanup()
     for (auto &a : g_peer.ahs) {
         softnic_ah_destroy(a.second);
     }
+    if (g_peer.raw_fd >= 0)
+        close(g_peer.raw_fd);
     if (g_peer.srq)
         softnic_srq_destroy(g_peer.srq);
     for (auto &m : g_peer.mrs) {

@@ -10,6 +10,7 @@
 
 #include "softnic_harness.h"
 
+#include <iostream>
 #include <string>
 
 using namespace softnic_test;
@@ -56,6 +57,19 @@ class softnic_hostile : public softnic_topo
             out.push_back(r.s(("l" + std::to_string(i)).c_str()));
         }
         return out;
+    }
+
+    /* " host=... port=..." of B's first TCP listener, for a raw command */
+    std::string target_addr()
+    {
+        std::vector<std::string> ls = listeners();
+        EXPECT_FALSE(ls.empty()) << "softnic has no TCP listener";
+        if (ls.empty()) {
+            return "";
+        }
+        std::string ip   = ls[0].substr(0, ls[0].find(':'));
+        std::string port = ls[0].substr(ls[0].find(':') + 1);
+        return " host=" + (ip == "0.0.0.0" ? ip_of('b') : ip) + " port=" + port;
     }
 
     void attack(const std::string &c)
@@ -168,6 +182,53 @@ enum {
     OP_FADD  = 7
 };
 
+/* What the target answers: HELLO_ACK (72 bytes, its status at offset 8)
+ * and responses (32 bytes: type, NAK code, rnr timer, reserved, seq) */
+const size_t HELLO_LEN = 72, RSP_LEN = 32;
+
+enum {
+    RSP_ACK = 1,
+    RSP_NAK = 2
+};
+
+uint32_t le32_at(const std::vector<uint8_t> &b, size_t off)
+{
+    return (uint32_t)b[off] | ((uint32_t)b[off + 1] << 8) |
+           ((uint32_t)b[off + 2] << 16) | ((uint32_t)b[off + 3] << 24);
+}
+
+/* The bytes a rawopen / rawclose read ("got=" of its reply) */
+std::vector<uint8_t> got_bytes(const reply_t &r)
+{
+    std::vector<uint8_t> b;
+    EXPECT_TRUE(r.ok) << r.line;
+    EXPECT_TRUE(from_hex(r.s("got"), &b)) << r.line;
+    return b;
+}
+
+/* got holds an accepting HELLO_ACK, then an ACK of request seq */
+void expect_hello_ack_then_ack(const std::vector<uint8_t> &got, uint32_t seq)
+{
+    ASSERT_EQ(HELLO_LEN + RSP_LEN, got.size())
+        << "the target did not answer the HELLO and the request: "
+        << to_hex(got.data(), got.size());
+    EXPECT_EQ(0u, le32_at(got, 8)) << "HELLO_ACK refused the connection";
+    EXPECT_EQ(RSP_ACK, got[HELLO_LEN])
+        << "response type (NAK code " << (int)got[HELLO_LEN + 1] << ")";
+    EXPECT_EQ(seq, le32_at(got, HELLO_LEN + 4));
+}
+
+/* A raw connection from a to addr (" host= port="), kept open, sending
+ * open (a HELLO, then one request): both must be answered, the request
+ * with an ACK */
+void raw_open_acked(peer_proc &a, const std::string &addr, const frame_t &open)
+{
+    reply_t r = a.cmd("rawopen" + addr +
+                      " expect=" + std::to_string(HELLO_LEN + RSP_LEN) +
+                      " data=" + to_hex(open.b.data(), open.b.size()));
+    ASSERT_NO_FATAL_FAILURE(expect_hello_ack_then_ack(got_bytes(r), 0));
+}
+
 /* Frames that know the wire format: unknown QPN, lying lengths, requests
  * out of range, requests with the wrong sequence, garbage after a valid
  * HELLO. None may crash the target or write outside its MR. */
@@ -236,18 +297,12 @@ TEST_P(softnic_hostile, crafted_frames)
     }
     cases.push_back({"garbage after hello", garbage});
 
-    std::string l    = ls[0];
-    std::string ip   = l.substr(0, l.find(':'));
-    std::string port = l.substr(l.find(':') + 1);
-    if (ip == "0.0.0.0") {
-        ip = ip_of('b');
-    }
+    std::string addr = target_addr();
     for (auto &c : cases) {
         SCOPED_TRACE(c.first);
-        reply_t r =
-            m_a->cmd("raw host=" + ip + " port=" + port + " case=hex data=" +
-                         to_hex(c.second.b.data(), c.second.b.size()),
-                     60000);
+        reply_t r = m_a->cmd("raw" + addr + " case=hex data=" +
+                                 to_hex(c.second.b.data(), c.second.b.size()),
+                             60000);
         EXPECT_TRUE(r.ok) << r.line;
         /* after our EOF the target must drop the connection, not keep a
          * half-read frame (and its buffers) forever */
@@ -339,6 +394,80 @@ TEST_P(softnic_hostile, oversized_frames)
 TEST_P(softnic_hostile, lying_length_fields)
 {
     attack("lying");
+}
+
+/* Over TCP a target QP in ERR answers nothing, as an IB responder in error
+ * drops what comes (sn_resp.c, check_qp; rule SN_RULE_TCP_ERR_SILENT). The
+ * "not ready" NAK that it would send instead ends the initiator's WR the
+ * same way (by the transport budget), so only the wire tells them apart: a
+ * raw initiator speaking as A's QP gets an ACK while B's QP is in RTS (the
+ * channel works), then, on the same connection once the QP is in ERR,
+ * nothing before the end of the stream. */
+TEST_P(softnic_hostile, target_in_error_is_silent_on_tcp)
+{
+    uint64_t scratch = m_rb.addr + 16384;
+    frame_t open     = hello(m_last_ea.qpn, m_last_eb.qpn)
+                       .append(req(OP_WRITE, 0, 64, m_rb.rkey, scratch))
+                       .bytes(64, 0xee);
+    ASSERT_NO_FATAL_FAILURE(raw_open_acked(*m_a, target_addr(), open));
+
+    ASSERT_OK(m_b->cmd("modify qp=0 state=ERR"));
+    frame_t late =
+        req(OP_WRITE, 1, 64, m_rb.rkey, scratch + 64).bytes(64, 0xdd);
+    reply_t r =
+        m_a->cmd("rawclose data=" + to_hex(late.b.data(), late.b.size()));
+    ASSERT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(0u, r.u("got_len"))
+        << "B's QP in ERR answered a request: " << r.s("got");
+    EXPECT_EQ(1u, r.u("eof")) << "B kept the connection open: " << r.line;
+    reply_t p = m_b->cmd("ping");
+    ASSERT_TRUE(p.ok) << p.line;
+}
+
+/* The same when the QP goes to ERR while a SEND's payload is arriving
+ * (sn_resp.c, check_state): the receive the SEND took at its header is
+ * flushed and nothing is answered. The SEND before it is answered (the
+ * channel works). */
+TEST_P(softnic_hostile, target_in_error_mid_send_is_silent_on_tcp)
+{
+    const uint32_t len = 4096, first = 1000;
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=1 off=16384 len=4096 wr=0 count=2"));
+    frame_t open = hello(m_last_ea.qpn, m_last_eb.qpn)
+                       .append(req(OP_SEND, 0, 64, 0, 0))
+                       .bytes(64, 0xee)
+                       .append(req(OP_SEND, 1, len, 0, 0))
+                       .bytes(first, 0xdd);
+    ASSERT_NO_FATAL_FAILURE(raw_open_acked(*m_a, target_addr(), open));
+    std::vector<wc_t> wcs = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, wcs.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status) << wc_status_name(wcs[0].status);
+
+    ASSERT_OK(m_b->cmd("modify qp=0 state=ERR"));
+    /* the second SEND took its receive when its header came (B reads the
+     * two frames in one pass, the ACK of the first is sent within it):
+     * the ERR transition has no receive of the queue left to flush. If B
+     * was slower than the test, the receive was flushed here instead and
+     * the header meets the QP in ERR: it must be silent all the same. */
+    wcs = poll(*m_b, "recv", 1, 0);
+    if (!wcs.empty()) {
+        std::cout << "[ NOTE     ] the QP went to ERR before the SEND's "
+                     "header was read\n";
+    }
+    frame_t rest;
+    rest.bytes(len - first, 0xdd);
+    reply_t r =
+        m_a->cmd("rawclose data=" + to_hex(rest.b.data(), rest.b.size()));
+    ASSERT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(0u, r.u("got_len"))
+        << "B's QP in ERR answered a SEND: " << r.s("got");
+    EXPECT_EQ(1u, r.u("eof")) << "B kept the connection open: " << r.line;
+    if (wcs.empty()) {
+        wcs = poll(*m_b, "recv", 1);
+    }
+    ASSERT_EQ(1u, wcs.size()) << "the second receive was not flushed";
+    EXPECT_EQ(1u, wcs[0].wr_id);
+    EXPECT_EQ(IBV_WC_WR_FLUSH_ERR, wcs[0].status)
+        << wc_status_name(wcs[0].status);
 }
 
 INSTANTIATE_TEST_SUITE_P(topo, softnic_hostile,
