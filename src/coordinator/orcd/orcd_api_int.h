@@ -227,8 +227,7 @@ int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node, uint64_t after);
 int orcd_mbox_ack_parse(orcd_ctx_t *c, json_t *ack_json, json_int_t from,
                         orcd_mbox_ack_t *ack);
 /* Decide whether the ack joins the post's transaction (ack->active): the
- * poster's node is the one registered at index, and messages <= after are
- * left. 0, or -1 with the response filled (400 if after is past the last
+ * poster's node is the one registered at index. 0, or -1 with the response filled (400 if after is past the last
  * seq of the poster's mailbox) */
 int orcd_mbox_ack_prepare(orcd_ctx_t *c, orcd_mbox_ack_t *ack);
 /* The compare and the delete an active ack adds to the post's transaction

@@ -25,17 +25,23 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The messages <= after of node's mailbox: [*first, *upto) into two
- * ORCD_KEY_MAX buffers; *count_p of them in the store. 0, or -1 with the
- * response filled. */
-static int orcd_mbox_acked_range(orcd_ctx_t *c, uint64_t node, uint64_t after,
-                                 char *first, char *upto, size_t *count_p)
+/* The keys of the messages <= after of node's mailbox: [first, upto), two
+ * ORCD_KEY_MAX buffers */
+static void orcd_mbox_acked_keys(orcd_ctx_t *c, uint64_t node, uint64_t after,
+                                 char *first, char *upto)
+{
+    orcd_key(first, c, "/mbox/%020" PRIu64 "/m/", node);
+    orcd_key(upto, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, node, after + 1);
+}
+
+/* How many of [first, upto) the store holds, into *count_p. 0, or -1 with
+ * the response filled. */
+static int orcd_mbox_acked_count(orcd_ctx_t *c, const char *first,
+                                 const char *upto, size_t *count_p)
 {
     orc_store_range_result_t res;
     int status;
 
-    orcd_key(first, c, "/mbox/%020" PRIu64 "/m/", node);
-    orcd_key(upto, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, node, after + 1);
     status = orcd_range(c, first, upto, ORC_STORE_RANGE_COUNT_ONLY, &res);
     if (status != ORC_STORE_OK) {
         orcd_resp_store_error(c->resp, status);
@@ -55,7 +61,8 @@ int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node, uint64_t after)
     size_t count;
     int status;
 
-    if (orcd_mbox_acked_range(c, c->id, after, first, upto, &count)) {
+    orcd_mbox_acked_keys(c, c->id, after, first, upto);
+    if (orcd_mbox_acked_count(c, first, upto, &count)) {
         return -1;
     }
     if (count == 0) {
@@ -150,7 +157,6 @@ static int orcd_mbox_ack_same_node(orcd_ctx_t *c, orcd_mbox_ack_t *ack)
 int orcd_mbox_ack_prepare(orcd_ctx_t *c, orcd_mbox_ack_t *ack)
 {
     uint64_t last;
-    size_t count;
     int same;
 
     ack->active = 0;
@@ -171,11 +177,10 @@ int orcd_mbox_ack_prepare(orcd_ctx_t *c, orcd_mbox_ack_t *ack)
                        ack->after, last, ack->node);
         return -1;
     }
-    if (orcd_mbox_acked_range(c, ack->node, ack->after, ack->first, ack->upto,
-                              &count)) {
-        return -1;
-    }
-    ack->active = (count > 0);
+    /* the delete joins a write the post makes anyway: no need to count
+     * what is left first (a delete of nothing deletes 0) */
+    orcd_mbox_acked_keys(c, ack->node, ack->after, ack->first, ack->upto);
+    ack->active = 1;
     return 0;
 }
 
