@@ -229,6 +229,17 @@ void raw_open_acked(peer_proc &a, const std::string &addr, const frame_t &open)
     ASSERT_NO_FATAL_FAILURE(expect_hello_ack_then_ack(got_bytes(r), 0));
 }
 
+/* Send rest on a's raw connection and end our side: the target must
+ * answer nothing (what: the request, for the message) and close */
+void raw_close_silent(peer_proc &a, const frame_t &rest, const char *what)
+{
+    reply_t r = a.cmd("rawclose data=" + to_hex(rest.b.data(), rest.b.size()));
+    ASSERT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(0u, r.u("got_len"))
+        << "B's QP in ERR answered " << what << ": " << r.s("got");
+    EXPECT_EQ(1u, r.u("eof")) << "B kept the connection open: " << r.line;
+}
+
 /* Frames that know the wire format: unknown QPN, lying lengths, requests
  * out of range, requests with the wrong sequence, garbage after a valid
  * HELLO. None may crash the target or write outside its MR. */
@@ -414,12 +425,7 @@ TEST_P(softnic_hostile, target_in_error_is_silent_on_tcp)
     ASSERT_OK(m_b->cmd("modify qp=0 state=ERR"));
     frame_t late =
         req(OP_WRITE, 1, 64, m_rb.rkey, scratch + 64).bytes(64, 0xdd);
-    reply_t r =
-        m_a->cmd("rawclose data=" + to_hex(late.b.data(), late.b.size()));
-    ASSERT_TRUE(r.ok) << r.line;
-    EXPECT_EQ(0u, r.u("got_len"))
-        << "B's QP in ERR answered a request: " << r.s("got");
-    EXPECT_EQ(1u, r.u("eof")) << "B kept the connection open: " << r.line;
+    ASSERT_NO_FATAL_FAILURE(raw_close_silent(*m_a, late, "a request"));
     reply_t p = m_b->cmd("ping");
     ASSERT_TRUE(p.ok) << p.line;
 }
@@ -455,12 +461,7 @@ TEST_P(softnic_hostile, target_in_error_mid_send_is_silent_on_tcp)
     }
     frame_t rest;
     rest.bytes(len - first, 0xdd);
-    reply_t r =
-        m_a->cmd("rawclose data=" + to_hex(rest.b.data(), rest.b.size()));
-    ASSERT_TRUE(r.ok) << r.line;
-    EXPECT_EQ(0u, r.u("got_len"))
-        << "B's QP in ERR answered a SEND: " << r.s("got");
-    EXPECT_EQ(1u, r.u("eof")) << "B kept the connection open: " << r.line;
+    ASSERT_NO_FATAL_FAILURE(raw_close_silent(*m_a, rest, "a SEND"));
     if (wcs.empty()) {
         wcs = poll(*m_b, "recv", 1);
     }
