@@ -173,8 +173,10 @@ void sn_cq_flush_batches(sn_cq_t *cq, int wait)
             continue; /* its poster is at it: the next poll */
         }
         /* a polling loop that drains the CQ ends with one empty poll and
-         * goes on streaming: the second empty poll in a row is waiting */
-        if (wait || (++qp->batch_idle >= 2)) {
+         * goes on streaming (a progress call may poll both CQs of the QP
+         * once): the second empty poll of one CQ with no WRITE posted
+         * since is waiting */
+        if (wait || (++qp->batch_idle[cq != qp->send_cq] >= 2)) {
             sn_qp_cma_flush(qp);
         }
         pthread_mutex_unlock(&qp->lock);

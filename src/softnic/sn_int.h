@@ -47,12 +47,20 @@
  * transmitted or in a ring ahead of them, are collected in the QP's batch
  * (the WQEs [sq_tx, sq_tail)) and move in one process_vm_writev with one
  * remote iovec per WRITE, in posting order, with the same QP, MR and
- * deregistration checks per WRITE as a single one. A post list's WRITEs
+ * deregistration checks per WRITE as a single one. A WRITE that passed
+ * its checks and writes exactly the bytes of the batch's WRITE before it
+ * takes that one's place in the copy (which would write those bytes and
+ * then the same ones over them: the target's pages are pinned once per
+ * remote iovec, the cost of a stream to one buffer); the WRITE it rewrote
+ * completes, in its turn, once the rewriting one's bytes are placed, and
+ * fails where that copy fails. A post list's WRITEs
  * form one batch, executed before softnic_post_send() returns. Only while
  * the application streams (its third post in a row, or later, that came
  * within SN_BATCH_GAP_NS of the previous post's return) does the batch stay
- * pending after the call, until: the second empty poll (the first may end
- * a loop that drains the CQ between two posts) or an arming of any CQ of
+ * pending after the call, until: the second empty poll of one of the QP's
+ * CQs with no WRITE joining the batch in between (the first may end a
+ * loop that drains the CQ between two posts; a progress call may poll
+ * both CQs once) or an arming of any CQ of
  * the QP (softnic_cq_poll, softnic_cq_req_notify: an application that
  * waits for anything sees its WRITEs under way), a post that breaks the
  * stream or anything but a WRITE that may join (the batch goes first, so
@@ -202,8 +210,12 @@
  * of at most SN_CMA_BATCH_LEN bytes, move in one process_vm_writev */
 #define SN_CMA_BATCH     64
 #define SN_CMA_BATCH_LEN 4096
-#define SN_BATCH_GAP_NS  1000 /* posts this close are a stream */
-#define SN_BATCH_STREAK  2    /* from the third post of a stream on */
+/* posts this close are a stream; a measurement build under valgrind, where
+ * every gap is ~50 times longer, may set it higher (-DSN_BATCH_GAP_NS=) */
+#ifndef SN_BATCH_GAP_NS
+#define SN_BATCH_GAP_NS 1000
+#endif
+#define SN_BATCH_STREAK 2 /* from the third post of a stream on */
 
 /* The service thread stands back from the sockets (see "Polling" above)
  * while pollers step this often per look */
@@ -549,9 +561,11 @@ struct sn_qp {
      * (written atomically: CQ pollers peek at it without the lock);
      * post_end_ns: when the QP's last softnic_post_send() returned;
      * post_streak: posts in a row that came within SN_BATCH_GAP_NS of the
-     * previous one's return */
+     * previous one's return; batch_idle: empty polls that saw the batch
+     * since the last WRITE joined it, of the send CQ [0] and of the
+     * receive CQ [1] (when it is another one) */
     uint32_t cma_batch;
-    int batch_idle; /* empty CQ polls that saw it */
+    int batch_idle[2];
     uint64_t post_end_ns;
     int post_streak;
 

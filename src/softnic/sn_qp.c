@@ -274,8 +274,10 @@ static void sn_qp_batch_set(sn_qp_t *qp, uint32_t n)
 {
     sn_inst_t *inst = sn_qp_inst(qp);
 
+    if (n > qp->cma_batch) { /* a WRITE joined: the polls count anew */
+        qp->batch_idle[0] = qp->batch_idle[1] = 0;
+    }
     if ((qp->cma_batch == 0) && (n > 0)) {
-        qp->batch_idle = 0;
         __atomic_fetch_add(&inst->num_batched, 1, __ATOMIC_RELAXED);
     } else if ((qp->cma_batch > 0) && (n == 0)) {
         __atomic_fetch_sub(&inst->num_batched, 1, __ATOMIC_RELAXED);
@@ -797,41 +799,75 @@ typedef struct sn_cma_batch {
     unsigned num;
     sn_mr_entry_t *entry[SN_CMA_BATCH];
     uint64_t end[SN_CMA_BATCH]; /* byte offset where WRITE i ends */
+    uint64_t rewritten;         /* bit i: WRITE i is not copied (below) */
     struct iovec local[SN_CMA_BATCH * SN_MAX_SGE];
     struct iovec remote[SN_CMA_BATCH];
     unsigned nlocal, nremote;
+    /* the last WRITE appended: where its local iovecs start, and whether
+     * its remote range extended the previous iovec */
+    unsigned last_local;
+    int last_extended;
     int status; /* of WRITE num, if it failed; SN_CMA_TARGET_ERR: none ran */
 } sn_cma_batch_t;
 
-/* Append the remote range of wqe; a range that continues the previous one
+/* Append the iovecs of wqe; a remote range that continues the previous one
  * extends it (the kernel pins pages per remote iovec: a stream of WRITEs
  * to consecutive addresses costs as one) */
-static void sn_cma_batch_remote(sn_cma_batch_t *b, const sn_wqe_t *wqe)
+static void sn_cma_batch_append(sn_cma_batch_t *b, const sn_wqe_t *wqe)
 {
     struct iovec *last;
 
+    b->last_local = b->nlocal;
+    sn_wqe_local_iov(wqe, b->local, &b->nlocal);
     if (b->nremote > 0) {
         last = &b->remote[b->nremote - 1];
         if ((uintptr_t)last->iov_base + last->iov_len == wqe->raddr) {
             last->iov_len += wqe->length;
+            b->last_extended = 1;
             return;
         }
     }
     b->remote[b->nremote].iov_base = (void *)(uintptr_t)wqe->raddr;
     b->remote[b->nremote].iov_len  = wqe->length;
     ++b->nremote;
+    b->last_extended = 0;
+}
+
+/* wqe passed its checks and writes exactly the bytes that prev, the
+ * batch's WRITE before it, writes: the one copy would write prev's bytes
+ * and then wqe's over them, so prev's iovecs leave the batch (the kernel
+ * pins the target's pages once per remote iovec, the cost of a stream of
+ * WRITEs to one buffer). prev completes when wqe's bytes are placed: its
+ * end becomes wqe's (sn_cma_batch_prepare). Returns prev's length. */
+static uint64_t sn_cma_batch_rewrite(sn_cma_batch_t *b, const sn_wqe_t *prev,
+                                     const sn_wqe_t *wqe)
+{
+    if ((prev->length == 0) || (prev->raddr != wqe->raddr) ||
+        (prev->length != wqe->length)) {
+        return 0;
+    }
+    b->nlocal = b->last_local;
+    if (b->last_extended) {
+        b->remote[b->nremote - 1].iov_len -= prev->length;
+    } else {
+        --b->nremote;
+    }
+    b->rewritten |= 1ull << (b->num - 1);
+    return prev->length;
 }
 
 /* Check and enter the batch's WRITEs in order, up to the first that fails
  * its checks (b->status then says why) */
 static void sn_cma_batch_prepare(sn_qp_t *qp, sn_cma_batch_t *b)
 {
+    const sn_wqe_t *wqe, *prev = NULL;
     sn_mr_snap_t snap;
-    const sn_wqe_t *wqe;
     uint64_t total = 0;
+    unsigned i;
 
     b->nlocal = b->nremote = 0;
     b->num                 = 0;
+    b->rewritten           = 0;
     b->status              = IBV_WC_SUCCESS;
     switch (sn_qp_table_check(qp->peer_mrs, qp->attr.dest_qp_num,
                               IBV_ACCESS_REMOTE_WRITE)) {
@@ -860,13 +896,22 @@ static void sn_cma_batch_prepare(sn_qp_t *qp, sn_cma_batch_t *b)
                     sn_mr_leave(b->entry[b->num]);
                 }
                 b->status = IBV_WC_REM_ACCESS_ERR;
-                return;
+                break;
             }
-            sn_wqe_local_iov(wqe, b->local, &b->nlocal);
-            sn_cma_batch_remote(b, wqe);
+            if (b->num > 0) {
+                total -= sn_cma_batch_rewrite(b, prev, wqe);
+            }
+            sn_cma_batch_append(b, wqe);
         }
         total += wqe->length;
         b->end[b->num] = total;
+        prev           = wqe;
+    }
+    /* a rewritten WRITE ends where the WRITE that rewrites it ends */
+    for (i = b->num; i-- > 0;) {
+        if (b->rewritten & (1ull << i)) {
+            b->end[i] = b->end[i + 1];
+        }
     }
 }
 

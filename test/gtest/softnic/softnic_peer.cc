@@ -668,6 +668,8 @@ std::string cmd_connect(const kv_t &kv)
  * each=1 posts them one softnic_post_send() call each, back to back (a
  * stream, as opposed to one post list); sendafter=1 then posts, right
  * away, a signaled 8-byte SEND from the start of mr (wr = wr + count).
+ * badrkey=K: the K-th WR (from 1) carries rkey with its top bit flipped,
+ * a key the target never issued.
  */
 std::string cmd_post(const kv_t &kv)
 {
@@ -719,6 +721,9 @@ std::string cmd_post(const kv_t &kv)
         } else {
             wr.wr.rdma.remote_addr = num(kv, "raddr", 0) + j * rstride;
             wr.wr.rdma.rkey        = (uint32_t)num(kv, "rkey", 0);
+            if (j + 1 == num(kv, "badrkey", 0)) {
+                wr.wr.rdma.rkey ^= 1u << 31;
+            }
         }
         wr.next = (j + 1 < count) ? &wrs[j + 1] : NULL;
     }

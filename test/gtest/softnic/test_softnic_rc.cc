@@ -207,6 +207,61 @@ TEST_P(softnic_rc, writes_to_one_address_last_wins)
         << "an earlier WRITE to the same address landed after the last one";
 }
 
+/* Same host, a batch's WRITE that the next one rewrites exactly is not
+ * copied (sn_int.h): the target holds the last one's bytes, and each
+ * completes, in order */
+TEST_P(softnic_rc, streamed_writes_to_one_address_last_wins)
+{
+    const int n = 16;
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    /* one WRITE first: the stream starts on a connection that is up */
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" + remote()));
+    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=16 seed=1000"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=16 each=1 "
+                       "len=64 stride=64 rstride=0" +
+                       remote()));
+    std::vector<wc_t> wcs = poll(*m_a, "send", n);
+    ASSERT_EQ((size_t)n, wcs.size());
+    for (int i = 0; i < n; ++i) {
+        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[i].status)
+            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
+    }
+    EXPECT_OK(
+        m_b->cmd("check id=1 len=64 seed=" + std::to_string(1000 + n - 1)))
+        << "the target does not hold the last WRITE's bytes";
+    EXPECT_OK(m_b->cmd("guardcheck id=1"));
+}
+
+/* ...and only a WRITE that passed its checks rewrites the one before it:
+ * the last of three WRITEs to one address has a key the target never
+ * issued, so the second one's bytes are the ones placed */
+TEST_P(softnic_rc, write_list_to_one_address_keeps_write_before_failed_one)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    /* one WRITE first: the list is posted on a connection that is up */
+    ASSERT_OK(
+        m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" + remote()));
+    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=3 seed=1100"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=3 len=64 "
+                       "stride=64 rstride=0 badrkey=3" +
+                       remote()));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 3);
+    ASSERT_EQ(3u, wcs.size());
+    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
+                                  IBV_WC_REM_ACCESS_ERR};
+    for (int i = 0; i < 3; ++i) {
+        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
+        EXPECT_EQ(want[i], wcs[i].status)
+            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
+    }
+    EXPECT_OK(m_b->cmd("check id=1 len=64 seed=1101"))
+        << "the second WRITE's bytes are not the ones placed";
+}
+
 /* IBV_SEND_FENCE: a WRITE whose source is what a READ before it fetches
  * waits for the READ's data, so it carries that data (without the fence
  * it would gather its source while the READ is still in flight: on TCP
