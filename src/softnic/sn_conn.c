@@ -178,6 +178,12 @@ static ssize_t sn_sink_recv(sn_inst_t *inst, int fd, sn_sink_t *sink,
 ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
                      const void *payload, size_t payload_len)
 {
+    return sn_conn_sendf(fd, hdr, hdr_len, payload, payload_len, 0);
+}
+
+ssize_t sn_conn_sendf(int fd, const void *hdr, size_t hdr_len,
+                      const void *payload, size_t payload_len, int flags)
+{
     struct iovec iov[2];
     struct msghdr msg;
     ssize_t ret;
@@ -197,7 +203,7 @@ ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
     msg.msg_iov    = iov;
     msg.msg_iovlen = n;
     do {
-        ret = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ret = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
     } while ((ret < 0) && (errno == EINTR));
     if (ret < 0) {
         return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
@@ -205,10 +211,25 @@ ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
     return ret;
 }
 
+void sn_conn_push(sn_conn_t *conn)
+{
+    int one = 1;
+
+    /* Linux sends what MSG_MORE held back when TCP_NODELAY is set (again) */
+    setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 /* Send data (header + optional payload) on a target connection; what the
  * socket does not take is copied to obuf. Returns 0 or -1 (dead). */
 int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
                 size_t hdr_len, const void *payload, size_t payload_len)
+{
+    return sn_conn_outf(inst, conn, hdr, hdr_len, payload, payload_len, 0);
+}
+
+int sn_conn_outf(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
+                 size_t hdr_len, const void *payload, size_t payload_len,
+                 int flags)
 {
     size_t total = hdr_len + payload_len, need;
     ssize_t ret  = 0;
@@ -216,7 +237,8 @@ int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
 
     if (conn->olen == conn->opos) {
         conn->opos = conn->olen = 0;
-        ret = sn_conn_send(conn->fd, hdr, hdr_len, payload, payload_len);
+        ret =
+            sn_conn_sendf(conn->fd, hdr, hdr_len, payload, payload_len, flags);
         if (ret < 0) {
             return -1;
         }
@@ -334,6 +356,11 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
             }
         }
         pthread_mutex_unlock(&conn->qp->lock);
+    }
+    if (conn->ack_owed) {
+        /* what was executed is acknowledged: QP destroyed, the instance
+         * closing (a dead connection just takes them along) */
+        (void)sn_resp_ack_flush(inst, conn);
     }
     if (conn->tcp_data) {
         __atomic_fetch_sub(&inst->num_tcp_conns, 1, __ATOMIC_RELAXED);
@@ -483,7 +510,8 @@ static int sn_conn_on_hello(sn_inst_t *inst, sn_conn_t *conn,
     pthread_mutex_lock(&qp->lock);
     if (qp->attr.dest_qp_num == conn->peer_qpn) {
         /* the peer starts its sequence over */
-        __atomic_store_n(&qp->rx_acked, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&qp->rx_ack, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&qp->ack_carried, 0, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&qp->lock);
     sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connection from qp 0x%x",
@@ -1037,6 +1065,25 @@ void sn_conn_resume(sn_inst_t *inst)
             if (sn_conn_rx(inst, conn) < 0) {
                 sn_conn_fail(inst, conn);
             }
+        }
+    }
+}
+
+void sn_conn_acks(sn_inst_t *inst, int force)
+{
+    sn_conn_t *conn, *next;
+    uint64_t now;
+
+    if (inst->num_ack_owed == 0) {
+        return;
+    }
+    now = sn_now_ns();
+    /* a failed send closes at most that connection */
+    for (conn = inst->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        if (((SN_RULE_ACK_BOUND && force) || sn_resp_ack_due(conn, now)) &&
+            (sn_resp_ack_flush(inst, conn) != 0)) {
+            sn_conn_close(inst, conn);
         }
     }
 }

@@ -80,8 +80,10 @@
  * ahead on the one link: on the same-host ring the QP reaps its own slots
  * before it consumes the peer's (sn_ring.c); on TCP, where the ACK and the
  * answer come on two connections, the answer's frame says which of our
- * requests were answered before it and waits until those answers were
- * read (sn_wire.h); across the two paths (a SEND on the same-host ring
+ * requests were answered before it and carries the ACKs that left in no
+ * frame yet, and waits until the others were read (sn_wire.h, "ACK
+ * coalescing" below); a target's ACK is in its socket before the receive
+ * completes and on the wire within a bound ("ACK coalescing"); across the two paths (a SEND on the same-host ring
  * answered on TCP, or the reverse) the TCP responder reaps the QP's own
  * ring slots before it takes a SEND or WRITE_WITH_IMM, and a ring SEND
  * slot carries the same `acked` as a frame and waits until those answers
@@ -174,6 +176,42 @@
  * about to sleep), so a socket waits for nobody longer than about two
  * looks, and only when its application stopped polling without arming.
  *
+ * ACK coalescing (TCP; rule switch SN_RULE_ACK_BOUND). The ACK of a WRITE,
+ * SEND or WRITE_WITH_IMM that a target executed is written into its
+ * connection's socket before the request's receive completes (before, not
+ * after: an application that ends the moment it sees the receive, even by
+ * _exit(), cannot take the ACK away from its sender: the kernel sends
+ * what the socket holds when the process ends). What changed is when it
+ * goes on the wire. In a step of a poller the service thread left the
+ * sockets to (see "Polling"), the ACK of a SEND or WRITE_WITH_IMM of at
+ * most SN_ACK_HOLD_LEN bytes (the kind its application may answer at
+ * once; a WRITE's sender, or a large SEND's, more likely waits for the
+ * completion) is written with MSG_MORE: held back
+ * in the socket, no segment. It is owed, and the QP's next request frame
+ * to the sender carries it (sn_wire.h: `ack_new`), so that an application
+ * answering a SEND at once sends one frame, and its peer reads one. An ACK
+ * still owed is pushed (TCP_NODELAY set again: one segment for all the
+ * ACKs the socket holds) once it is due: SN_ACK_MAX answers or
+ * SN_ACK_BYTES of payload owed, or owed for SN_ACK_DELAY_NS; checked at the
+ * end of every poller step and at each look of the service thread, so an
+ * ACK waits at most about SN_ACK_DELAY_NS while a thread polls and about a
+ * look (SN_LOOK_NS) after polling stops; at once when a CQ is armed (the
+ * service thread takes the sockets back and pushes what is owed). Any
+ * other frame on the connection (NAK, READ data, atomic answer, an ACK
+ * sent at once) pushes the held-back ACKs ahead of it, in order. Every
+ * other ACK is sent at once, as before: outside such steps (the service
+ * thread serving the sockets), for WRITEs and larger requests, and on a
+ * connection with a same-host SEND ring (whose slots carry no ACKs). The peer completes WRs at whichever comes first, the carried
+ * ACK or the frame; the other is a duplicate it ignores. A carried ACK
+ * that travels ahead of the answers sent before it would skip them: the
+ * request waits until those were read (check_acked), then the carried
+ * ACKs complete the WRs before anything of the request happens, so
+ * "a SEND completes before what its peer sends after taking it" holds
+ * as before. Without the rule (SN_MUTATE_NO_ACK_BOUND) an owed ACK is
+ * pushed only by a frame, by SN_ACK_MAX more, or by the kernel's ~200 ms
+ * cork limit: a sender whose target never answers runs out of its
+ * transport budget with the data delivered.
+ *
  * Configuration (softnic_config_t, copied at open): no_cma, no_ring and the
  * log (level, callback) are per instance; see softnic.h.
  *
@@ -222,6 +260,13 @@
  * while pollers step this often per look */
 #define SN_STANDBY_STEPS 16
 #define SN_LOOK_NS       1000000ull
+
+/* ACK coalescing (see "ACK coalescing" above): an owed ACK is due after
+ * this long, or after this many answers or payload bytes */
+#define SN_ACK_DELAY_NS 50000ull
+#define SN_ACK_MAX      16
+#define SN_ACK_BYTES    (64 * 1024)
+#define SN_ACK_HOLD_LEN 4096 /* larger requests are ACKed at once */
 
 /* Host identity: equal on two instances <=> CMA and /dev/shm are usable. */
 typedef struct sn_host_id {
@@ -399,6 +444,11 @@ struct sn_inst {
                                           while it is 0 */
 
     sn_conn_t *conns; /* service thread only */
+    int num_ack_owed; /* conns with ack_owed: written by the svc_lock
+                         holder, read atomically by the service thread */
+    int ack_hold;     /* svc_lock holder only: the step under way may hold
+                         ACKs back (a poller's, the service thread standing
+                         back from the sockets) */
     int num_held;     /* service thread only: conns holding a request */
     uint8_t *scratch; /* service thread only, CHUNK bytes */
 
@@ -511,9 +561,10 @@ typedef struct sn_wqe {
     uint64_t compare_add;
     uint64_t swap;
     uint32_t done_bytes; /* READ: bytes received so far */
-    uint32_t acked;      /* the frame's `acked` (sn_wire.h), from rx_acked
-                            when the frame starts */
-    uint8_t has_seq;     /* seq assigned (transmitted once) */
+    uint32_t acked;      /* the frame's `acked` and `ack_new` (sn_wire.h),
+                            from rx_ack when the frame starts */
+    uint16_t ack_new;
+    uint8_t has_seq; /* seq assigned (transmitted once) */
     struct ibv_sge sge[SN_MAX_SGE];
     uint8_t inline_data[SN_MAX_INLINE];
 } sn_wqe_t;
@@ -548,11 +599,19 @@ struct sn_qp {
     uint32_t sq_head, sq_tx, sq_tail;
     uint32_t tx_seq;  /* next wire sequence to assign */
     uint32_t rsp_seq; /* every request below it has had its answer */
-    /* the peer's requests this QP has answered, their answers queued (its
-     * target connection's expected sequence): written by the svc_lock
+    /* the peer's requests this QP has answered (low 32 bits: its target
+     * connection's expected sequence) and (high 32 bits) how many of them
+     * were answered in frames of that connection (the rest: coalesced
+     * ACKs, see "ACK coalescing"): one word written by the svc_lock
      * holder (release, the QP lock not needed), read under the QP lock
-     * (acquire) into each request frame (sn_wire.h) */
-    uint32_t rx_acked;
+     * (acquire) into each request frame (sn_wire.h: acked, ack_new) and
+     * ring SEND slot (the low half) */
+    uint64_t rx_ack;
+    /* the `acked` of the last request frame whose header went out with
+     * ACKs in it (ack_new > 0): written under the QP lock (release) by
+     * the thread writing the frame, read by the svc_lock holder
+     * (acquire), which then owes the peer no frame for those */
+    uint32_t ack_carried;
     uint32_t tx_off;   /* bytes of sq[sq_tx]'s frame sent */
     int tx_blocked;    /* EPOLLOUT requested */
     int rd_atomic_out; /* READ/atomics SENT, not DONE */
@@ -743,6 +802,11 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #define SN_RULE_STANDBY_ENDS 0
 #else
 #define SN_RULE_STANDBY_ENDS 1
+#endif
+#ifdef SN_MUTATE_NO_ACK_BOUND /* an owed ACK leaves without a frame back */
+#define SN_RULE_ACK_BOUND 0
+#else
+#define SN_RULE_ACK_BOUND 1
 #endif
 #ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
 #define SN_RULE_BATCH_FLUSH 0

@@ -467,6 +467,31 @@ static void sn_qp_apply_rewind(sn_qp_t *qp)
     qp->rewind_pending = 0;
 }
 
+/* QP lock held: the answers the frame of wqe reports (sn_wire.h): all the
+ * QP has given its peer, and of those the ACKs that left in no frame yet
+ * (neither on the target connection nor in an earlier request frame):
+ * this frame carries them. The svc_lock holder sends what it owes once
+ * SN_ACK_MAX answers or SN_ACK_BYTES wait (at the end of a step that took
+ * at most SN_FRAMES_PER_EV frames per connection), so the count stays far
+ * below ack_new's 16 bits. */
+static void sn_qp_frame_acks(sn_qp_t *qp, sn_wqe_t *wqe)
+{
+    uint64_t word  = __atomic_load_n(&qp->rx_ack, __ATOMIC_ACQUIRE);
+    uint32_t acked = (uint32_t)word, ahead = (uint32_t)(word >> 32);
+    uint32_t carried = qp->ack_carried, owed;
+
+    if (((int32_t)(carried - ahead) > 0) && ((int32_t)(carried - acked) <= 0)) {
+        ahead = carried;
+    }
+    owed = ((int32_t)(acked - ahead) > 0) ? acked - ahead : 0;
+    if (owed > 0xffff) { /* not reached, see above: report fewer */
+        owed  = 0xffff;
+        acked = ahead + owed;
+    }
+    wqe->acked   = acked;
+    wqe->ack_new = (uint16_t)owed;
+}
+
 void sn_qp_tx(sn_qp_t *qp)
 {
     int done_inline = 0;
@@ -538,7 +563,7 @@ void sn_qp_tx(sn_qp_t *qp)
                 wqe->seq     = qp->tx_seq++;
                 wqe->has_seq = 1;
             }
-            wqe->acked = __atomic_load_n(&qp->rx_acked, __ATOMIC_ACQUIRE);
+            sn_qp_frame_acks(qp, wqe);
             if ((qp->sent_out == 0) &&
                 (!SN_RULE_NR_BUDGET || (qp->retry_count == 0))) {
                 /* waiting starts (a resend after "not ready" NAKs goes on
@@ -1601,7 +1626,8 @@ static void sn_qp_reset(sn_qp_t *qp)
     qp->retry_count                       = 0;
     qp->rq.head                           = 0;
     qp->rq.count                          = 0;
-    __atomic_store_n(&qp->rx_acked, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&qp->rx_ack, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&qp->ack_carried, 0, __ATOMIC_RELAXED);
 }
 
 int softnic_qp_modify(softnic_qp_t *qp_h, struct ibv_qp_attr *attr, int mask)

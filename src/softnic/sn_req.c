@@ -48,6 +48,7 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_wqe_t *wqe,
     req->swap        = htole64(wqe->swap);
     req->imm         = wqe->imm;
     req->acked       = htole32(wqe->acked);
+    req->ack_new     = htole16(wqe->ack_new);
 
     iov[n].iov_base = req;
     iov[n].iov_len  = sizeof(*req);
@@ -112,6 +113,12 @@ int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
         }
         sn_req_send_failed(qp);
         return -1;
+    }
+    if ((wqe->ack_new > 0) && (qp->tx_off < sizeof(req)) &&
+        (qp->tx_off + (size_t)ret >= sizeof(req))) {
+        /* the ACKs in the header are on their way: the responder side
+         * owes no frame for them (sn_resp.c) */
+        __atomic_store_n(&qp->ack_carried, wqe->acked, __ATOMIC_RELEASE);
     }
     qp->tx_off += ret;
     return (qp->tx_off == total) ? 1 : 0;
@@ -303,8 +310,6 @@ static int sn_req_dispatch(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
     sn_rsp_t *rsp = &conn->hdr.rsp;
 
     switch (rsp->type) {
-    case SN_RSP_ACK:
-        return sn_req_on_ack(conn->qp, wqe);
     case SN_RSP_ATOMIC:
         return sn_req_on_atomic(conn->qp, wqe, rsp->value);
     case SN_RSP_READ_DATA:
@@ -326,6 +331,37 @@ static void sn_req_answers_read(sn_qp_t *qp, uint32_t before)
     }
 }
 
+int sn_req_acked(sn_qp_t *qp, uint32_t end)
+{
+    uint32_t before = qp->rsp_seq, i;
+    sn_wqe_t *wqe;
+
+    if ((int32_t)(end - qp->rsp_seq) <= 0) {
+        return 0; /* answered already: a duplicate */
+    }
+    for (i = qp->sq_head;
+         (i != qp->sq_tx) && ((int32_t)(end - qp->rsp_seq) > 0); ++i) {
+        wqe = &qp->sq[i % qp->sq_size];
+        if (wqe->state != SN_WQE_SENT) {
+            continue;
+        }
+        if (((int32_t)(wqe->seq - end) >= 0) || (sn_req_on_ack(qp, wqe) != 0)) {
+            break;
+        }
+    }
+    if ((int32_t)(end - qp->rsp_seq) > 0) {
+        sn_log(sn_qp_inst(qp), SOFTNIC_LOG_WARN,
+               "qp 0x%x: ACK up to %u does not fit the requests sent",
+               qp->super.qp_num, end);
+        return -1;
+    }
+    qp->last_progress_ns = sn_stamp_ns();
+    sn_qp_complete(qp);
+    sn_qp_tx(qp);
+    sn_req_answers_read(qp, before);
+    return 0;
+}
+
 int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
 {
     sn_rsp_t *rsp = &conn->hdr.rsp;
@@ -342,6 +378,11 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
     }
 
     pthread_mutex_lock(&qp->lock);
+    if (rsp->type == SN_RSP_ACK) { /* cumulative (sn_wire.h) */
+        ret = sn_req_acked(qp, rsp->seq + 1);
+        pthread_mutex_unlock(&qp->lock);
+        return ret;
+    }
     before = qp->rsp_seq;
     wqe    = sn_req_wqe(qp, &index);
     if ((wqe == NULL) || (wqe->seq != rsp->seq)) {

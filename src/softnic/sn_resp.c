@@ -12,8 +12,10 @@
  * receive (SEND, WRITE_IMM); check the SEND's length against it or the
  * remote key and access; execute (an atomic, the start of a READ, or a
  * place for the payload). When its payload is complete: check that the QP
- * is still ready and the payload was placed, acknowledge, complete the
- * receive. A failed
+ * is still ready and the payload was placed, acknowledge (the ACK is in
+ * the socket before the receive completes; in a poller's step it is held
+ * back there until the QP's next request frame carries it or it is due:
+ * sn_int.h, "ACK coalescing"), complete the receive. A failed
  * check answers with the NAK the initiator turns into its completion
  * status; an RNR or "not ready" NAK leaves the request to be resent, any
  * other answer counts it as executed (expected_seq). A QP in ERR answers
@@ -78,9 +80,35 @@ typedef struct sn_resp {
 
 /* ---- frames ------------------------------------------------------------ */
 
-/* One response frame (READ_DATA: see the READ pump) */
+/* Does an answer count its request as executed? All but an RNR or "not
+ * ready" NAK do (the initiator resends those) */
+static int sn_resp_is_executed(uint8_t type, uint8_t code)
+{
+    return (type != SN_RSP_NAK) ||
+           ((code != SN_NAK_RNR) && (code != SN_NAK_NOT_READY));
+}
+
+/* The QP's next request frames report conn's answers (sn_qp_t.rx_ack) */
+static void sn_resp_publish(sn_conn_t *conn)
+{
+    __atomic_store_n(&conn->qp->rx_ack,
+                     ((uint64_t)conn->ack_end << 32) | conn->expected_seq,
+                     __ATOMIC_RELEASE);
+}
+
+/* Answers below end left in frames of conn */
+static void sn_resp_framed(sn_conn_t *conn, uint32_t end)
+{
+    if ((int32_t)(end - conn->ack_end) > 0) {
+        conn->ack_end = end;
+    }
+}
+
+/* One response frame (READ_DATA: see the READ pump); flags: MSG_MORE for
+ * an ACK held back (see "ACK coalescing" in sn_int.h), else the frame
+ * goes out with the ACKs held back before it */
 static int sn_resp_send(sn_inst_t *inst, sn_conn_t *conn, uint8_t type,
-                        uint8_t code, uint32_t seq, uint64_t value)
+                        uint8_t code, uint32_t seq, uint64_t value, int flags)
 {
     sn_rsp_t rsp;
 
@@ -94,7 +122,118 @@ static int sn_resp_send(sn_inst_t *inst, sn_conn_t *conn, uint8_t type,
         rsp.rnr_timer = conn->qp->attr.min_rnr_timer;
         pthread_mutex_unlock(&conn->qp->lock);
     }
-    return sn_conn_out(inst, conn, &rsp, sizeof(rsp), NULL, 0);
+    if (sn_conn_outf(inst, conn, &rsp, sizeof(rsp), NULL, 0, flags) != 0) {
+        return -1;
+    }
+    if (flags == 0) {
+        sn_resp_framed(conn, sn_resp_is_executed(type, code) ? seq + 1 : seq);
+    }
+    return 0;
+}
+
+/* ---- coalesced ACKs (sn_int.h, "ACK coalescing") ------------------------ */
+
+/* conn's answers that left in no frame: neither on conn nor carried by a
+ * request frame of its QP (an `ack_carried` beyond what conn answered
+ * belongs to an earlier sequence of the peer's, and is no help) */
+static uint32_t sn_resp_acks_owed(const sn_conn_t *conn)
+{
+    uint32_t carried =
+        __atomic_load_n(&conn->qp->ack_carried, __ATOMIC_ACQUIRE);
+    uint32_t ahead = conn->ack_end;
+
+    if (((int32_t)(carried - ahead) > 0) &&
+        ((int32_t)(carried - conn->expected_seq) <= 0)) {
+        ahead = carried;
+    }
+    return ((int32_t)(conn->expected_seq - ahead) > 0)
+               ? conn->expected_seq - ahead
+               : 0;
+}
+
+static void sn_resp_ack_settled(sn_inst_t *inst, sn_conn_t *conn)
+{
+    if (conn->ack_owed) {
+        conn->ack_owed = 0;
+        __atomic_store_n(&inst->num_ack_owed, inst->num_ack_owed - 1,
+                         __ATOMIC_RELAXED);
+    }
+    conn->ack_bytes = 0;
+}
+
+/* Due: SN_ACK_MAX answers or SN_ACK_BYTES owed, or owed for
+ * SN_ACK_DELAY_NS; or nothing owed any more (carried: settled at once, so
+ * that the next ACK owed is timed from its own answer) */
+int sn_resp_ack_due(const sn_conn_t *conn, uint64_t now)
+{
+    uint32_t owed;
+
+    if (!conn->ack_owed) {
+        return 0;
+    }
+    owed = sn_resp_acks_owed(conn);
+    return (owed == 0) || (owed >= SN_ACK_MAX) ||
+           (conn->ack_bytes >= SN_ACK_BYTES) ||
+           (SN_RULE_ACK_BOUND && (now - conn->ack_since_ns >= SN_ACK_DELAY_NS));
+}
+
+int sn_resp_ack_flush(sn_inst_t *inst, sn_conn_t *conn)
+{
+    if (!conn->ack_owed) {
+        return 0;
+    }
+    sn_resp_ack_settled(inst, conn);
+    if (sn_resp_acks_owed(conn) == 0) {
+        return 0; /* a request frame carried them (the held-back bytes
+                     go with the next frame or segment: duplicates) */
+    }
+    if (conn->olen == conn->opos) {
+        sn_conn_push(conn); /* (obuf goes out without MSG_MORE) */
+    }
+    sn_resp_framed(conn, conn->expected_seq);
+    sn_resp_publish(conn);
+    return 0;
+}
+
+static int sn_resp_needs_recv(uint8_t op);
+
+/* May the ACK of r be held back? Only in a step of a poller the service
+ * thread left the sockets to (ack_hold: a frame the other way may come
+ * soon), only for a small request that completes a receive (its
+ * application may answer it at once; a WRITE's or a large SEND's sender
+ * more likely waits for the completion: its ACK goes at once), and not on
+ * a connection with a same-host SEND ring (whose slots carry no ACKs) */
+static int sn_resp_ack_may_hold(const sn_resp_t *r)
+{
+    return r->inst->ack_hold && (r->conn->ring == NULL) &&
+           sn_resp_needs_recv(r->req->op) &&
+           (r->req->length <= SN_ACK_HOLD_LEN);
+}
+
+/* A plain ACK: written before the receive completes, held back (MSG_MORE)
+ * until the QP's next request frame carries it, or pushed when due, in a
+ * step of a poller the service thread left the sockets to (ack_hold); else
+ * (nobody would carry it soon), and on a connection with a same-host SEND
+ * ring (whose slots carry no ACKs), it leaves at once */
+static int sn_resp_ack_owe(sn_resp_t *r)
+{
+    sn_conn_t *conn = r->conn;
+
+    if (!sn_resp_ack_may_hold(r)) {
+        return sn_resp_send(r->inst, conn, SN_RSP_ACK, 0, r->req->seq, 0, 0);
+    }
+    if (sn_resp_send(r->inst, conn, SN_RSP_ACK, 0, r->req->seq, 0, MSG_MORE) !=
+        0) {
+        return -1;
+    }
+    if (!conn->ack_owed) {
+        conn->ack_owed     = 1;
+        conn->ack_since_ns = sn_now_ns();
+        __atomic_store_n(&r->inst->num_ack_owed, r->inst->num_ack_owed + 1,
+                         __ATOMIC_RELAXED);
+    }
+    conn->ack_bytes += r->req->length;
+    return 0;
 }
 
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
@@ -176,7 +315,7 @@ static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
     if ((chunk > 0) && (sn_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
         conn->rd_active = 0;
         return sn_resp_send(inst, conn, SN_RSP_NAK, SN_NAK_REM_ACCESS,
-                            conn->rd_seq, 0);
+                            conn->rd_seq, 0, 0);
     }
     ret =
         sn_conn_send(conn->fd, &rsp, sizeof(rsp),
@@ -291,9 +430,9 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
     req->compare_add = le64toh(req->compare_add);
     req->swap        = le64toh(req->swap);
     req->acked       = le32toh(req->acked);
+    req->ack_new     = le16toh(req->ack_new);
     if ((req->op == 0) || (req->op >= SN_OP_LAST) ||
-        (req->flags & ~SN_REQ_F_SOLICITED) || (req->reserved != 0) ||
-        (req->length > SN_MAX_MSG) ||
+        (req->flags & ~SN_REQ_F_SOLICITED) || (req->length > SN_MAX_MSG) ||
         (((req->op == SN_OP_CSWAP) || (req->op == SN_OP_FADD)) &&
          (req->length != 8))) {
         sn_log(r->inst, SOFTNIC_LOG_WARN,
@@ -306,7 +445,7 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
     r->conn->pay_left  = sn_req_has_payload(req->op) ? req->length : 0;
     r->conn->have_recv = 0;
     r->conn->drop      = 1;
-    return SN_RESP_CHECK_SEQ;
+    return SN_RESP_CHECK_ACKED;
 }
 
 /* After a NAK the initiator resends from the NAKed request: what it sent
@@ -314,16 +453,20 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
 static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
 {
     return (!SN_RULE_PSN_ORDER || (r->req->seq == r->conn->expected_seq))
-               ? SN_RESP_CHECK_ACKED
+               ? SN_RESP_CHECK_QP
                : SN_RESP_DONE;
 }
 
 /* What the peer sent after answering requests of ours comes after those
  * answers, as on a NIC's one link (sn_wire.h): until our own connection
- * has delivered them (rsp_seq), the request stays unread and the
- * connection waits (sn_conn_resume). Only a QP that has a live connection
- * of its own waits; a peer acknowledging more than was ever sent to it
- * (tx_seq) lies: the connection closes. */
+ * has delivered the answers the frame does not carry (rsp_seq reaches
+ * acked - ack_new), the request stays unread and the connection waits
+ * (sn_conn_resume); then the ACKs it carries complete our WRITEs and
+ * SENDs below acked, before anything of the request happens. This comes
+ * before the sequence check: a request dropped for its sequence still
+ * carries its ACKs. Only a QP that has a live connection of its own
+ * waits; a peer acknowledging more than was ever sent to it (tx_seq), or
+ * carrying an ACK for a READ or an atomic, lies: the connection closes. */
 static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
 {
     sn_qp_t *qp    = r->qp;
@@ -331,7 +474,7 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
 
     if ((qp->state != IBV_QPS_RTS) || (qp->conn_state != SN_CONN_READY) ||
         (qp->attr.dest_qp_num != r->conn->peer_qpn)) {
-        return SN_RESP_CHECK_QP;
+        return SN_RESP_CHECK_SEQ;
     }
     if ((int32_t)(acked - qp->tx_seq) > 0) {
         sn_log(r->inst, SOFTNIC_LOG_WARN,
@@ -339,8 +482,16 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
                qp->super.qp_num, r->conn->peer_qpn, acked, qp->tx_seq);
         return SN_RESP_CLOSE;
     }
-    if (SN_RULE_TCP_ACK_FIRST && ((int32_t)(acked - qp->rsp_seq) > 0)) {
+    if (!SN_RULE_TCP_ACK_FIRST) {
+        r->conn->late_ack     = 1; /* without the rule: after the request */
+        r->conn->late_ack_end = acked;
+        return SN_RESP_CHECK_SEQ;
+    }
+    if ((int32_t)(acked - r->req->ack_new - qp->rsp_seq) > 0) {
         return SN_RESP_HOLD;
+    }
+    if (sn_req_acked(qp, acked) != 0) {
+        return SN_RESP_CLOSE;
     }
     /* SENDs of ours in the same-host ring that the peer took before it
      * sent this are done (the peer marks a slot done before its receive
@@ -349,7 +500,7 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
         sn_resp_needs_recv(r->req->op)) {
         sn_ring_reap(qp, 1);
     }
-    return SN_RESP_CHECK_QP;
+    return SN_RESP_CHECK_SEQ;
 }
 
 /* The QP takes requests in RTR and RTS, from its own peer only; in ERR
@@ -511,7 +662,7 @@ static sn_resp_state_t sn_resp_wait_payload(sn_resp_t *r)
 }
 
 /* The request was executed: it counts, and once its answer is queued
- * the QP's next request frames say so (sn_qp_t.rx_acked) */
+ * or owed the QP's next request frames say so (sn_qp_t.rx_ack) */
 static void sn_resp_executed(sn_resp_t *r)
 {
     ++r->conn->expected_seq;
@@ -519,14 +670,16 @@ static void sn_resp_executed(sn_resp_t *r)
 
 static void sn_resp_answered(sn_resp_t *r)
 {
-    __atomic_store_n(&r->qp->rx_acked, r->conn->expected_seq, __ATOMIC_RELEASE);
+    sn_resp_publish(r->conn);
 }
 
+/* The READ's data goes out with the ACKs held back before it */
 static sn_resp_state_t sn_resp_read(sn_resp_t *r)
 {
     sn_conn_t *conn = r->conn;
 
     sn_resp_executed(r);
+    sn_resp_framed(conn, conn->expected_seq);
     conn->rd_active     = 1;
     conn->rd_seq        = r->req->seq;
     conn->rd_snap       = r->snap;
@@ -544,13 +697,15 @@ static sn_resp_state_t sn_resp_read(sn_resp_t *r)
 static void sn_resp_answer(sn_resp_t *r, uint8_t type, uint8_t code,
                            uint64_t value)
 {
-    int executed = (type != SN_RSP_NAK) ||
-                   ((code != SN_NAK_RNR) && (code != SN_NAK_NOT_READY));
+    int executed = sn_resp_is_executed(type, code), ret;
 
     if (executed) {
         sn_resp_executed(r);
     }
-    if (sn_resp_send(r->inst, r->conn, type, code, r->req->seq, value) != 0) {
+    ret = (type == SN_RSP_ACK) ? sn_resp_ack_owe(r)
+                               : sn_resp_send(r->inst, r->conn, type, code,
+                                              r->req->seq, value, 0);
+    if (ret != 0) {
         r->ret = -1;
     } else if (executed) {
         sn_resp_answered(r);
@@ -628,9 +783,13 @@ static sn_resp_state_t sn_resp_check_placed(sn_resp_t *r)
     return SN_RESP_COMPLETE_RECV;
 }
 
-/* The ACK leaves before the receive completes: an application that ends
- * the moment it sees the receive cannot take the acknowledgement of what
- * was placed away from its sender */
+/* The ACK is in the socket before the receive completes: an application
+ * that ends the moment it sees the receive cannot take it away from its
+ * sender (the kernel sends what the socket holds). Held back there in a
+ * poller's step, it goes on the wire in the QP's next request frame to
+ * the sender or is pushed when due, within a bound (sn_int.h, "ACK
+ * coalescing"): an application that answers a SEND at once sends one
+ * frame, and its peer reads one. */
 static sn_resp_state_t sn_resp_complete_recv(sn_resp_t *r)
 {
     int imm = (r->req->op == SN_OP_WRITE_IMM) || (r->req->op == SN_OP_SEND_IMM);
@@ -680,7 +839,7 @@ static const struct {
     sn_resp_lock_t qp_lock; /* what the step runs under */
 } sn_resp_steps[] = {
     [SN_RESP_CHECK_HEADER]  = {sn_resp_check_header, SN_QP_UNLOCKED},
-    [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq, SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq, SN_QP_EITHER},
     [SN_RESP_CHECK_ACKED]   = {sn_resp_check_acked, SN_QP_LOCKED},
     [SN_RESP_CHECK_QP]      = {sn_resp_check_qp, SN_QP_LOCKED},
     [SN_RESP_GET_RECV]      = {sn_resp_get_recv, SN_QP_LOCKED},
@@ -714,8 +873,10 @@ static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
 
 /* Run the steps from first to the end; -1: close the connection, 1: the
  * request is held (not taken) */
-static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn, sn_resp_state_t state)
+static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
+                       const sn_resp_state_t first)
 {
+    sn_resp_state_t state = first;
     sn_resp_t r;
 
     memset(&r, 0, sizeof(r));
@@ -727,6 +888,14 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn, sn_resp_state_t state)
            (state != SN_RESP_CLOSE)) {
         sn_resp_hold_qp(&r, sn_resp_steps[state].qp_lock);
         state = sn_resp_steps[state].fn(&r);
+    }
+    if (conn->late_ack && (state == SN_RESP_DONE) &&
+        ((first == SN_RESP_PAYLOAD_DONE) || !sn_req_has_payload(r.req->op))) {
+        conn->late_ack = 0;
+        sn_resp_hold_qp(&r, SN_QP_LOCKED);
+        if (sn_req_acked(r.qp, conn->late_ack_end) != 0) {
+            state = SN_RESP_CLOSE;
+        }
     }
     sn_resp_hold_qp(&r, SN_QP_UNLOCKED);
     if (state == SN_RESP_HOLD) {

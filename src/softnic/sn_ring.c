@@ -27,14 +27,14 @@
  *    SEND completes before the answer to it, as on a NIC, where the ACK
  *    travels ahead of the peer's next request (programs that sleep on one
  *    channel for both CQs take the first event after a SEND for its own).
- *    Across paths: a SEND slot carries `acked`, the posting QP's rx_acked
+ *    Across paths: a SEND slot carries `acked`, the posting QP's rx_ack
  *    (the answers it queued on TCP to our requests, sn_wire.h), and is
  *    taken only once our QP has read those answers (sn_ring_answers_unread;
  *    sn_req.c consumes again when they come); the TCP responder reaps our
  *    slots before it takes a SEND (sn_resp.c).
  *
  * Memory ordering of a slot: the producer writes the payload and the header
- * fields (acked: rx_acked loaded with acquire, after the responder stored
+ * fields (acked: rx_ack loaded with acquire, after the responder stored
  * it with release before the receive it answers completed), then state =
  * POSTED (release), then head (release). The consumer
  * reads head (acquire), moves state POSTED -> TAKEN with a CAS (the
@@ -96,7 +96,7 @@ typedef struct sn_ring_slot {
     uint64_t compare_add;
     uint64_t swap;
     uint64_t result;
-    uint32_t acked; /* SENDs: the initiator QP's rx_acked when posted */
+    uint32_t acked; /* SENDs: the initiator QP's rx_ack when posted */
     uint32_t reserved;
     uint8_t data[SN_RING_DATA];
 } sn_ring_slot_t;
@@ -277,7 +277,7 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
     slot->status = 0;
     /* the answers our QP (as a responder) queued on TCP to the peer's
      * requests: the peer takes this SEND only once it read them */
-    slot->acked = __atomic_load_n(&qp->rx_acked, __ATOMIC_ACQUIRE);
+    slot->acked = (uint32_t)__atomic_load_n(&qp->rx_ack, __ATOMIC_ACQUIRE);
 publish:
     __atomic_store_n(&slot->state, SN_SLOT_POSTED, __ATOMIC_RELEASE);
     __atomic_store_n(&ring->head, qp->ring_prod + 1, __ATOMIC_RELEASE);

@@ -224,9 +224,20 @@ static uint64_t sn_svc_timers(sn_inst_t *inst)
     return next;
 }
 
-/* svc_lock held: handle a batch of epoll events */
+/* svc_lock held: the ACKs owed go when due (sn_int.h, "ACK coalescing"):
+ * all of them at the end of the service thread's pass, and of a poller's
+ * while the service thread serves the sockets too (pollers step rarely);
+ * those due at the end of a step of pollers it left the sockets to */
+static void sn_svc_acks(sn_inst_t *inst, int poller)
+{
+    sn_conn_acks(inst, !poller || !__atomic_load_n(&inst->svc_standby,
+                                                   __ATOMIC_RELAXED));
+}
+
+/* svc_lock held: handle a batch of epoll events (poller: on a polling
+ * thread) */
 static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
-                            int n)
+                            int n, int poller)
 {
     sn_conn_t *conn;
     int i;
@@ -248,6 +259,7 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
     }
     /* answers read above may let held requests through */
     sn_conn_resume(inst);
+    sn_svc_acks(inst, poller);
 }
 
 void sn_svc_poll(sn_inst_t *inst)
@@ -265,11 +277,16 @@ void sn_svc_poll(sn_inst_t *inst)
         __atomic_store_n(&inst->poll_steps, inst->poll_steps + 1,
                          __ATOMIC_RELAXED);
         if (n > 0) {
-            sn_svc_dispatch(inst, events, n);
+            inst->ack_hold =
+                __atomic_load_n(&inst->svc_standby, __ATOMIC_RELAXED);
+            sn_svc_dispatch(inst, events, n, 1);
+            inst->ack_hold = 0;
             /* after the step: events the service thread is holding may
              * name connections closed here */
             __atomic_store_n(&inst->svc_gen, inst->svc_gen + 1,
                              __ATOMIC_RELEASE);
+        } else {
+            sn_svc_acks(inst, 1);
         }
     }
     pthread_mutex_unlock(&inst->svc_lock);
@@ -338,6 +355,13 @@ static void *sn_svc_thread(void *arg)
             sn_conn_resume(inst); /* a QP left RTS, or lost its peer */
             pthread_mutex_unlock(&inst->svc_lock);
         }
+        if (__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) {
+            /* ACKs owed by pollers' steps: each look, those due (all, once
+             * the service thread serves the sockets again) */
+            sn_svc_lock(inst);
+            sn_conn_acks(inst, !look.standby);
+            pthread_mutex_unlock(&inst->svc_lock);
+        }
         timeout_ms = SN_TICK_NS / 1000000;
         if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
             /* consume SEND rings of a target that does not poll */
@@ -349,6 +373,9 @@ static void *sn_svc_thread(void *arg)
         if ((next != 0) && (next - now < SN_TICK_NS)) {
             timeout_ms =
                 (next <= now) ? 0 : (int)((next - now + 999999) / 1000000);
+        }
+        if (__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) {
+            timeout_ms = (timeout_ms > 1) ? 1 : timeout_ms;
         }
         epfd = sn_svc_standby(inst, &look, now);
         if ((epfd == inst->idle_epfd) &&
@@ -367,7 +394,7 @@ static void *sn_svc_thread(void *arg)
             n = epoll_wait(epfd, events, 64, 0);
         }
         if (n > 0) {
-            sn_svc_dispatch(inst, events, n);
+            sn_svc_dispatch(inst, events, n, 0);
         }
         pthread_mutex_unlock(&inst->svc_lock);
     }

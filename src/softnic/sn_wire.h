@@ -16,12 +16,19 @@
  * A QP's two directions travel on two connections (its own initiator
  * connection, and its peer's), so a request frame also carries `acked`:
  * the sequence up to which (exclusive) the sending QP, as a responder, has
- * answered the receiving QP's requests, its answers queued before the
- * frame was built. The receiver holds the request (sn_resp.c,
- * check_acked) until its own connection has delivered those answers: what
- * the peer sends after taking a SEND of ours completes after that SEND, as
- * on a NIC, where the ACK travels ahead on the one link. An `acked` beyond
- * what the receiver ever sent is a malformed frame.
+ * answered the receiving QP's requests, and `ack_new`: how many of the
+ * last of those answers are plain ACKs that went out in no frame before
+ * this one (coalesced, sn_resp.c): this frame carries them. The receiver
+ * holds the request (sn_resp.c, check_acked) until its own connection has
+ * delivered the answers below acked - ack_new, then completes its WRITEs
+ * and SENDs below `acked` as ACKed: what the peer sends after taking a
+ * SEND of ours completes after that SEND, as on a NIC, where the ACK
+ * travels ahead on the one link. An `acked` beyond what the receiver ever
+ * sent, or a carried ACK for anything but a WRITE or SEND, is a malformed
+ * frame. ACK frames are cumulative: an ACK of seq s answers every request
+ * up to s not answered yet (all of them plain ACKs, as the responder sends
+ * what it owes ahead of any other answer); one for requests already
+ * answered (the request frame carried it first) is a duplicate, ignored.
  *
  * Requests carry a per-connection sequence number. The target executes only
  * the request with the expected sequence and silently drops (drains) any
@@ -53,7 +60,7 @@
 #include <stdint.h>
 
 #define SN_HELLO_MAGIC   0x4f524348u /* "ORCH" */
-#define SN_WIRE_VERSION  3
+#define SN_WIRE_VERSION  4           /* 4: ack_new, cumulative ACKs */
 #define SN_RBUF_SIZE     (64 * 1024)
 #define SN_DIRECT_MIN    (16 * 1024) /* recv straight into memory */
 #define SN_TICK_NS       (20ull * 1000 * 1000)
@@ -94,7 +101,7 @@ enum {
 typedef struct sn_req {
     uint8_t op;
     uint8_t flags;
-    uint16_t reserved;
+    uint16_t ack_new; /* of `acked`, the last ones this frame carries */
     uint32_t seq;
     uint32_t length;
     uint32_t rkey;
@@ -203,6 +210,18 @@ struct sn_conn {
     uint32_t pay_left;
     sn_sink_t sink;
     int drop; /* TGT: request dropped or answered */
+    /* TGT: the answers [ack_end, expected_seq) are ACKs that left in no
+     * frame of this connection (coalesced, sn_resp.c); ack_owed: some may
+     * be owed still (counted in inst->num_ack_owed) since ack_since_ns,
+     * for ack_bytes of payload */
+    uint32_t ack_end;
+    int ack_owed;
+    uint64_t ack_since_ns;
+    uint64_t ack_bytes;
+    /* TGT, built without SN_RULE_TCP_ACK_FIRST only: the ACKs the request
+     * carries (up to late_ack_end) complete our WRs after the request */
+    int late_ack;
+    uint32_t late_ack_end;
     int held; /* TGT: the request in rbuf waits (sn_conn_resume) */
     /* TGT: SEND / WRITE_IMM being received */
     int have_recv;
@@ -248,6 +267,16 @@ ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
                      const void *payload, size_t payload_len);
 int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
                 size_t hdr_len, const void *payload, size_t payload_len);
+/* The same with send flags: MSG_MORE writes the bytes into the socket but
+ * holds them back (no segment) until the next send without it, a push
+ * (sn_conn_push), the close of the socket (also by the process's end),
+ * or the kernel's ~200 ms cork limit */
+ssize_t sn_conn_sendf(int fd, const void *hdr, size_t hdr_len,
+                      const void *payload, size_t payload_len, int flags);
+int sn_conn_outf(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
+                 size_t hdr_len, const void *payload, size_t payload_len,
+                 int flags);
+void sn_conn_push(sn_conn_t *conn);
 int sn_conn_flush(sn_conn_t *conn);
 void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn);
 void sn_conn_accept(sn_inst_t *inst);
@@ -257,16 +286,26 @@ void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn, uint32_t events);
 /* Read the connections whose request was held again (after a batch of
  * events, and at each timer pass) */
 void sn_conn_resume(sn_inst_t *inst);
+/* Send the ACKs the target connections owe: all (force), or those due */
+void sn_conn_acks(sn_inst_t *inst, int force);
 
 /* Responder (sn_resp.c) */
 /* -1: close, 0: taken, 1: held (the header stays to be read again) */
 int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn);
 int sn_resp_on_payload(sn_inst_t *inst, sn_conn_t *conn);
 int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn);
+/* The ACKs conn owes as one cumulative ACK frame, unless a request frame
+ * of its QP carried them; 0 or -1 (dead) */
+int sn_resp_ack_flush(sn_inst_t *inst, sn_conn_t *conn);
+/* Are conn's owed ACKs due (sn_int.h, "ACK coalescing")? */
+int sn_resp_ack_due(const sn_conn_t *conn, uint64_t now);
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv);
 
 /* Requester (sn_req.c) */
 int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn);
 int sn_req_on_payload(sn_conn_t *conn);
+/* QP lock held: the peer answered every request below end with an ACK;
+ * -1 when that cannot be (sn_req.c) */
+int sn_req_acked(sn_qp_t *qp, uint32_t end);
 
 #endif /* SN_WIRE_H_ */

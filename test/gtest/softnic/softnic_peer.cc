@@ -199,7 +199,10 @@ std::string wc_str(const ibv_wc &wc)
 }
 
 /* Poll until n completions or timeout; completions appended to out. */
-int poll_n(softnic_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out)
+/* spin: no backoff (a poller that keeps stepping, so that its service
+ * thread stands back from the sockets, sn_int.h "Polling") */
+int poll_n(softnic_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out,
+           bool spin = false)
 {
     double deadline = now_ms() + timeout_ms;
     ibv_wc wc[16];
@@ -221,7 +224,7 @@ int poll_n(softnic_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out)
         if (now_ms() > deadline) {
             break;
         }
-        if (++idle > 64) {
+        if ((++idle > 64) && !spin) {
             /* Backoff so that a few peers fit on two cores. */
             struct timespec ts = {0, 20000};
             nanosleep(&ts, NULL);
@@ -941,14 +944,15 @@ std::string cmd_recv(const kv_t &kv)
     return ret ? err(ret, "post_recv") : "OK";
 }
 
-/* poll cq=send|recv n= timeout= [then a "check" of id= off= len= seed=
- * count= stride= if check=1] */
+/* poll cq=send|recv n= timeout= [spin=1: no backoff] [then a "check" of
+ * id= off= len= seed= count= stride= if check=1] */
 std::string cmd_poll(const kv_t &kv)
 {
     std::vector<ibv_wc> wcs;
     double t0      = now_ms();
     int ret        = poll_n(cq_by_name(kv), (int)num(kv, "n", 1),
-                            (double)num(kv, "timeout", 10000), &wcs);
+                            (double)num(kv, "timeout", 10000), &wcs,
+                            num(kv, "spin", 0) != 0);
     double elapsed = now_ms() - t0;
     if (num(kv, "exit", 0)) {
         /* end the process the moment the completions are in: exit status

@@ -160,10 +160,12 @@ struct frame_t {
 /* Wire v3 of softnic (src/softnic): HELLO (72 bytes) and request header
  * (48 bytes, the last field: the requests of ours the sender acknowledges).
  * If the format changes these become malformed frames, still hostile. */
+const uint16_t WIRE_VERSION = 4; /* SN_WIRE_VERSION, sn_wire.h */
+
 frame_t hello(uint32_t src_qpn, uint32_t dst_qpn)
 {
     frame_t f;
-    f.u32(0x4f524348u).u16(3).u16(1).u32(src_qpn).u32(dst_qpn);
+    f.u32(0x4f524348u).u16(WIRE_VERSION).u16(1).u32(src_qpn).u32(dst_qpn);
     return f.bytes(40, 0).u32(1).u32(0).u32(0).u32(0);
 }
 

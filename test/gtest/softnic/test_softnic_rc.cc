@@ -760,6 +760,48 @@ TEST_P(softnic_rc_answer, tcp_send_completes_before_ring_answer_both_waiting)
         << " rounds the answer completed before the SEND it answers";
 }
 
+/* An ACK held back for a frame going the other way (rule ACK_BOUND,
+ * sn_int.h "ACK coalescing") still leaves when none comes: b spins on its
+ * receive CQ (so its service thread stands back and b's poller holds the
+ * ACK back) and never sends; a's SEND must complete, well within a
+ * transport budget of 3 attempts of 33.5 ms (without the rule the ACK
+ * waits in b's socket for the kernel's ~200 ms cork limit: RETRY_EXC_ERR).
+ * Same host: everything on TCP (no_cma), as between two hosts. */
+TEST_P(softnic_rc_answer, held_ack_leaves_without_an_answer)
+{
+    const std::string args = two_hosts() ? "" : "no_cma=1";
+    peer_proc &a           = spawn('a', MNT_SAME, args);
+    peer_proc &b           = spawn('b', MNT_SAME, args);
+    ASSERT_FALSE(HasFailure());
+    reg_mr(a, 1, 4096);
+    reg_mr(b, 1, 4096);
+    ASSERT_FALSE(HasFailure());
+    conn_opts oa;
+    oa.timeout = 13; /* 33.5 ms */
+    oa.retry   = 2;
+    ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0, oa));
+    for (int round = 0; round < 5; ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        ASSERT_OK(b.cmd("recv qp=0 mr=1 len=64 wr=7"));
+        ASSERT_TRUE(b.send("poll cq=recv n=2 spin=1 timeout=600"));
+        usleep(50000); /* b spins: its service thread stands back */
+        reply_t r =
+            a.cmd("post qp=0 op=SEND mr=1 len=64 wr=" + std::to_string(round));
+        ASSERT_OK(r);
+        r = a.cmd("poll cq=send n=1 timeout=2000");
+        ASSERT_EQ(1u, r.wcs.size()) << r.line;
+        EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[0].status)
+            << wc_status_name(r.wcs[0].status);
+        reply_t rb = b.recv(5000);
+        ASSERT_TRUE(rb.ok) << rb.line;
+        ASSERT_EQ(1u, rb.wcs.size()) << rb.line;
+        EXPECT_EQ(IBV_WC_SUCCESS, rb.wcs[0].status);
+        if (HasFailure()) {
+            break;
+        }
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(topo, softnic_rc_answer,
                          ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
                          topology_name);
