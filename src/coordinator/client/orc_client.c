@@ -1226,12 +1226,37 @@ orc_cl_status_t orc_client_keepalive(orc_client_t *client, uint64_t node_id)
     return orc_client_keepalive_once(client, node_id, 0, &ttl);
 }
 
+/*
+ * The time a keep-alive sent at now_ms may take: what is left of a lease of
+ * ttl s renewed at from_ms at the latest, so that a slow orcd is waited for
+ * as long as the lease allows (a stalled one must not hold us past it).
+ * With several replicas half of it: the other half is for the next
+ * replica, which the next attempt asks first. At least 1 ms.
+ */
+static int orc_client_keepalive_budget(const orc_client_t *client,
+                                       uint64_t from_ms, unsigned ttl,
+                                       uint64_t now_ms)
+{
+    uint64_t end = from_ms + (uint64_t)ttl * 1000;
+    uint64_t left;
+
+    left = (end > now_ms) ? end - now_ms : 1;
+    if (client->nurls > 1) {
+        left /= 2;
+    }
+    if (left > INT_MAX) {
+        left = INT_MAX;
+    }
+    return (left > 0) ? (int)left : 1;
+}
+
 static void *orc_client_keepalive_thread(void *arg)
 {
     orc_client_node_t *node = arg;
     orc_client_t *client    = node->client;
     uint64_t last_ok_ms     = orc_util_now_ms();
-    uint64_t interval_ms, deadline_ms, now_ms;
+    uint64_t lease_from_ms  = last_ok_ms;
+    uint64_t interval_ms, deadline_ms, now_ms, sent_ms;
     orc_cl_status_t status;
     int failing = 0;
     int timeout_ms;
@@ -1256,18 +1281,17 @@ static void *orc_client_keepalive_thread(void *arg)
             break;
         }
 
-        /* a stalled orcd must not hold us past the lease */
-        ttl        = node->ttl_sec;
-        timeout_ms = (int)((uint64_t)ttl * 1000 / 3);
-        if ((timeout_ms <= 0) || (timeout_ms > client->timeout_ms)) {
-            timeout_ms = client->timeout_ms;
-        }
+        ttl     = node->ttl_sec;
+        sent_ms = orc_util_now_ms();
+        timeout_ms =
+            orc_client_keepalive_budget(client, lease_from_ms, ttl, sent_ms);
         pthread_mutex_unlock(&client->nodes_lock);
         status = orc_client_keepalive_once(client, node->id, timeout_ms, &ttl);
         now_ms = orc_util_now_ms();
         pthread_mutex_lock(&client->nodes_lock);
 
         if (status == ORC_CL_OK) {
+            lease_from_ms = sent_ms; /* renewed after we sent it */
             if (failing) {
                 orc_client_log(client,
                                "node %" PRIu64 ": keep-alive "

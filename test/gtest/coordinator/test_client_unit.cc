@@ -42,6 +42,7 @@ struct fake_request {
 struct fake_reply {
     unsigned code; /* 0: close the connection without an answer */
     std::string body;
+    int delay_ms; /* answered this long after the request arrived */
 };
 
 /*
@@ -89,10 +90,11 @@ class fake_server
         return "http://127.0.0.1:" + std::to_string(m_port);
     }
 
-    void route(const std::string &key, unsigned code, const std::string &body)
+    void route(const std::string &key, unsigned code, const std::string &body,
+               int delay_ms = 0)
     {
         std::lock_guard<std::mutex> guard(m_lock);
-        m_routes[key] = fake_reply{code, body};
+        m_routes[key] = fake_reply{code, body, delay_ms};
     }
 
     std::vector<fake_request> requests()
@@ -200,8 +202,10 @@ class fake_server
         delete state;
         *con_cls = NULL;
 
-        fake_reply reply{404, "{\"error\":\"not_found\",\"detail\":\"no "
-                              "such route\"}"};
+        fake_reply reply{404,
+                         "{\"error\":\"not_found\",\"detail\":\"no "
+                         "such route\"}",
+                         0};
         {
             std::lock_guard<std::mutex> guard(self->m_lock);
             auto it = self->m_routes.find(req.method + " " + req.url);
@@ -211,6 +215,7 @@ class fake_server
             self->m_requests.push_back(req);
         }
         self->m_cond.notify_all();
+        std::this_thread::sleep_for(std::chrono::milliseconds(reply.delay_ms));
         if (reply.code == 0) {
             return MHD_NO; /* as a replica that died before answering */
         }
@@ -774,6 +779,32 @@ TEST_F(client_unit, keepalive_unreachable_marks_lost_after_ttl)
      * that had already passed), and not much after */
     EXPECT_GE(elapsed, 500);
     EXPECT_LE(elapsed, 4000);
+}
+
+/* A keep-alive answered later than a third of the TTL (and later than the
+ * client's request timeout) but within the lease renews it: an attempt may
+ * take what is left of the lease. TTL 6 s: the first keep-alive leaves at
+ * ~2 s with ~4 s of the lease left and is answered at ~5 s; bounded by
+ * TTL/3 it timed out at ~4 s and logged a failure (1 s either way) */
+TEST_F(client_unit, slow_keepalive_within_the_lease_renews_it)
+{
+    const std::string ka = "PUT /v1/jobs/jobA/nodes/9/keepalive";
+    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 9, \"ttl\": 6}");
+    m_server.route(ka, 200, "{\"id\": 9, \"ttl\": 6}", 3000);
+    m_server.route("DELETE /v1/jobs/jobA/nodes/9", 204, "");
+
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 6, &id));
+    ASSERT_TRUE(m_server.wait_count(ka, 1, 5000));
+    m_server.route(ka, 200, "{\"id\": 9, \"ttl\": 6}"); /* later: at once */
+    /* the next attempt: ~2 s after the slow one succeeded, or ~0.25 s after
+     * it failed */
+    ASSERT_TRUE(m_server.wait_count(ka, 2, 10000));
+    for (const auto &line : logs()) {
+        EXPECT_EQ(std::string::npos, line.find("keep-alive failed")) << line;
+    }
+    EXPECT_EQ(0, orc_client_node_lost(m_client, id));
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
 }
 
 /* A registration whose answer was lost (the replica closed the connection
