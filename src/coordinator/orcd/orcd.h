@@ -41,8 +41,9 @@ typedef enum orcd_store_backend {
 typedef struct orcd_etcd_config {
     char **endpoints; /* http[s]://host:port */
     size_t nendpoints;
-    char *prefix;   /* keys of this deployment: under it */
-    double timeout; /* s, one etcd call with its retries */
+    char *prefix;      /* keys of this deployment: under it */
+    double timeout;    /* s, one etcd call with its retries */
+    uint64_t pipeline; /* txn batches in flight at most (0: the store's) */
     char *username;
     char *password; /* or read from password_file */
     char *password_file;

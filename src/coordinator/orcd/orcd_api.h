@@ -117,6 +117,9 @@ void orcd_api_error(orcd_response_t *resp, unsigned status, const char *code,
 /* Account one finished request. */
 void orcd_api_record(orcd_api_t *api, orcd_route_t route, unsigned status,
                      double seconds);
+/* Account one woken blocking query: from its watch firing to its handler
+ * running again */
+void orcd_api_record_wake(orcd_api_t *api, double seconds);
 const char *orcd_route_name(orcd_route_t route);
 
 /* The class the store counts key in (orc_store_params_t::classify): node

@@ -63,6 +63,8 @@ typedef struct orcd_metrics {
     _Atomic uint64_t requests[ORCD_ROUTE_LAST][ORCD_STATUS_SLOTS];
     _Atomic uint64_t latency[ORCD_ROUTE_LAST][ORCD_LATENCY_SLOTS];
     _Atomic uint64_t latency_sum_us[ORCD_ROUTE_LAST];
+    _Atomic uint64_t wake[ORCD_LATENCY_SLOTS];
+    _Atomic uint64_t wake_sum_us;
     _Atomic int64_t connections;
     _Atomic int64_t long_polls;
     _Atomic uint64_t long_polls_rejected;

@@ -13,6 +13,7 @@
 
 #include "orcd.h"
 #include "coordinator/common/orc_util.h"
+#include "coordinator/store/orc_store_etcd.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -671,7 +672,7 @@ static int orcd_cfg_etcd(orcd_cfg_ctx_t *ctx, orcd_etcd_config_t *e,
         if (v->type != ORCD_YNODE_MAP) {
             orcd_cfg_error(ctx, v->line, v->column,
                            "store.etcd: expected a mapping (endpoints, "
-                           "prefix, timeout, username, password, "
+                           "prefix, timeout, pipeline, username, password, "
                            "password_file, tls)");
         }
         return -1;
@@ -692,6 +693,13 @@ static int orcd_cfg_etcd(orcd_cfg_ctx_t *ctx, orcd_etcd_config_t *e,
             }
             continue;
         }
+        if (!strcmp(k->value, "pipeline")) {
+            if (orcd_cfg_uint(ctx, val, path, 1, ORC_STORE_ETCD_PIPELINE_MAX, 0,
+                              &e->pipeline)) {
+                return -1;
+            }
+            continue;
+        }
         for (n = 0; n < sizeof(strings) / sizeof(strings[0]); ++n) {
             if (!strcmp(k->value, strings[n])) {
                 break;
@@ -706,7 +714,7 @@ static int orcd_cfg_etcd(orcd_cfg_ctx_t *ctx, orcd_etcd_config_t *e,
         if (strcmp(k->value, "tls")) {
             orcd_cfg_error(ctx, k->line, k->column,
                            "unknown key 'store.etcd.%.64s' (endpoints, "
-                           "prefix, timeout, username, password, "
+                           "prefix, timeout, pipeline, username, password, "
                            "password_file, tls)",
                            k->value);
             return -1;

@@ -67,6 +67,7 @@ struct orcd_req {
     unsigned status;
     orcd_route_t route;
     _Atomic int wstate;
+    _Atomic uint64_t fired_ns; /* when its watch fired (0: not yet) */
     uint64_t watch_id;
     int has_deadline;
     uint64_t deadline_ns;
@@ -167,6 +168,7 @@ static void orcd_http_watch_fired(void *arg, uint64_t rev)
     int expected  = ORCD_W_ARMING;
 
     (void)rev;
+    atomic_store(&r->fired_ns, orc_util_now_ns());
     if (atomic_compare_exchange_strong(&r->wstate, &expected, ORCD_W_FIRED)) {
         return; /* the handler has not suspended yet: it resumes itself */
     }
@@ -616,6 +618,7 @@ static enum MHD_Result orcd_http_handler(void *cls, struct MHD_Connection *conn,
 {
     orcd_req_t *r = *con_cls;
     orcd_response_t resp;
+    uint64_t fired;
     size_t size;
 
     (void)cls;
@@ -661,6 +664,11 @@ static enum MHD_Result orcd_http_handler(void *cls, struct MHD_Connection *conn,
      * deadline or shutdown */
     orcd_listen_request_received(r->srv->listen, r->conn);
     orcd_http_waiter_remove(r->srv, r);
+    fired = atomic_exchange(&r->fired_ns, 0);
+    if (fired != 0) {
+        orcd_api_record_wake(r->srv->api,
+                             (double)(orc_util_now_ns() - fired) / 1e9);
+    }
     return orcd_http_process(r, method, url);
 }
 

@@ -182,6 +182,7 @@ static int orcd_open_store(const orcd_config_t *cfg, orc_store_t **store_p)
     ep.etcd.username   = e->username;
     ep.etcd.password   = e->password;
     ep.etcd.timeout_ms = (unsigned)(e->timeout * 1000);
+    ep.pipeline        = (unsigned)e->pipeline;
     if (orc_store_etcd_open(&ep, store_p, err, sizeof(err)) != ORC_STORE_OK) {
         orcd_error("store.etcd: %s", err);
         return -1;
@@ -208,6 +209,7 @@ static void orcd_check_restart_keys(const orcd_config_t *cur, void *arg)
         (cur->store_backend != n->store_backend) ||
         strcmp(cur->etcd.prefix, n->etcd.prefix) ||
         (cur->etcd.nendpoints != n->etcd.nendpoints) ||
+        (cur->etcd.pipeline != n->etcd.pipeline) ||
         ((cur->tls_cert == NULL) != (n->tls_cert == NULL)) ||
         (cur->tls_cert && strcmp(cur->tls_cert, n->tls_cert))) {
         orcd_warn("reload: listen.*, tls.*, store.*, limits.max_connections, "

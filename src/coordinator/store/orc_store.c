@@ -40,6 +40,9 @@ void orc_store_log(orc_store_log_level_t level, const char *fmt, ...)
     va_end(ap);
 }
 
+const uint64_t orc_store_stage_bounds_us[ORC_STORE_STAGE_BUCKETS - 1] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000};
+
 const char *orc_store_status_str(int status)
 {
     switch (status) {

@@ -155,6 +155,29 @@ typedef struct orc_store_txn_result {
 /* Keys counted by class (orc_store_params_t::classify) */
 #define ORC_STORE_CLASSES 4
 
+/* Where a write's time goes on etcd (orc_store_stats_t::stages): */
+typedef enum orc_store_stage_id {
+    ORC_STORE_STAGE_QUEUE, /* a txn waited for its batch to leave */
+    ORC_STORE_STAGE_ETCD,  /* a batch's request to etcd, sent to answered */
+    ORC_STORE_STAGE_WATCH, /* a write answered to the cache at its
+                              revision (sampled: one write at a time; 0
+                              when the cache had it before the answer) */
+    ORC_STORE_STAGE_CACHE, /* a read waited for the cache to reach the
+                              revision it must show */
+    ORC_STORE_STAGES
+} orc_store_stage_id_t;
+
+/* Upper bounds (microseconds) of a stage's buckets; the last is +Inf */
+#define ORC_STORE_STAGE_BUCKETS 12
+extern const uint64_t orc_store_stage_bounds_us[ORC_STORE_STAGE_BUCKETS - 1];
+
+/* One stage's histogram: count, sum, and per bucket (not cumulative) */
+typedef struct orc_store_stage {
+    uint64_t count;
+    uint64_t sum_us;
+    uint64_t buckets[ORC_STORE_STAGE_BUCKETS];
+} orc_store_stage_t;
+
 typedef struct orc_store_stats {
     uint64_t revision;
     uint64_t keys;
@@ -164,10 +187,12 @@ typedef struct orc_store_stats {
                                 only (etcd: 0) */
     uint64_t watches;
     uint64_t class_keys[ORC_STORE_CLASSES];
-    uint64_t txn_batches;   /* etcd: txn requests sent (memory: 0) */
-    uint64_t txns_batched;  /* etcd: the store txns they carried */
-    uint64_t txn_batch_max; /* etcd: the most in one request */
-    uint64_t txns_waiting;  /* etcd: txns queued for the next request */
+    uint64_t txn_batches;      /* etcd: txn requests sent (memory: 0) */
+    uint64_t txns_batched;     /* etcd: the store txns they carried */
+    uint64_t txn_batch_max;    /* etcd: the most in one request */
+    uint64_t txns_waiting;     /* etcd: txns queued for the next request */
+    uint64_t txn_inflight_max; /* etcd: most requests on their way at once */
+    orc_store_stage_t stages[ORC_STORE_STAGES]; /* etcd (memory: 0) */
 } orc_store_stats_t;
 
 /*

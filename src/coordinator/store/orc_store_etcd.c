@@ -95,11 +95,75 @@ uint64_t orc_store_etcd_max_mod(json_t *kvs, uint64_t rev)
     return rev;
 }
 
+/* -------------------------------------------------------- stage timings */
+
+void orc_store_etcd_stage_add(orc_store_etcd_t *s, orc_store_stage_id_t id,
+                              uint64_t us)
+{
+    orc_store_etcd_stage_t *st = &s->stages[id];
+    size_t b;
+
+    for (b = 0; (b < ORC_STORE_STAGE_BUCKETS - 1) &&
+                (us > orc_store_stage_bounds_us[b]);
+         ++b) {
+    }
+    atomic_fetch_add_explicit(&st->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->sum_us, us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->buckets[b], 1, memory_order_relaxed);
+}
+
+/* A write answered at rev: time its way to the cache, unless another one
+ * is timed already (0 when the cache has it already) */
+static void orc_store_etcd_probe(orc_store_etcd_t *s, uint64_t rev)
+{
+    pthread_mutex_lock(&s->probe_lock);
+    if (s->probe_rev == 0) {
+        if (s->cache->ops->revision(s->cache) >= rev) {
+            orc_store_etcd_stage_add(s, ORC_STORE_STAGE_WATCH, 0);
+        } else {
+            s->probe_rev = rev;
+            s->probe_ns  = orc_util_now_ns();
+        }
+    }
+    pthread_mutex_unlock(&s->probe_lock);
+}
+
+void orc_store_etcd_probe_reached(orc_store_etcd_t *s, uint64_t rev)
+{
+    pthread_mutex_lock(&s->probe_lock);
+    if ((s->probe_rev != 0) && (rev >= s->probe_rev)) {
+        orc_store_etcd_stage_add(s, ORC_STORE_STAGE_WATCH,
+                                 (orc_util_now_ns() - s->probe_ns) / 1000);
+        s->probe_rev = 0;
+    }
+    pthread_mutex_unlock(&s->probe_lock);
+}
+
+static void orc_store_etcd_stages(orc_store_etcd_t *s, orc_store_stats_t *st)
+{
+    size_t i, b;
+
+    for (i = 0; i < ORC_STORE_STAGES; ++i) {
+        st->stages[i].count =
+            atomic_load_explicit(&s->stages[i].count, memory_order_relaxed);
+        st->stages[i].sum_us =
+            atomic_load_explicit(&s->stages[i].sum_us, memory_order_relaxed);
+        for (b = 0; b < ORC_STORE_STAGE_BUCKETS; ++b) {
+            st->stages[i].buckets[b] =
+                atomic_load_explicit(&s->stages[i].buckets[b],
+                                     memory_order_relaxed);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- writes */
+
 /* A write of this store happened at rev: later reads see it */
 static void orc_store_etcd_wrote(orc_store_etcd_t *s, uint64_t rev)
 {
     uint64_t cur = atomic_load(&s->written);
 
+    orc_store_etcd_probe(s, rev);
     while ((rev > cur) &&
            !atomic_compare_exchange_weak(&s->written, &cur, rev)) {
     }
@@ -168,6 +232,17 @@ int orc_store_etcd_range_direct(orc_store_etcd_t *s, const char *key,
     return ORC_STORE_OK;
 }
 
+/* Wait for the cache to reach rev (bounded): 1 reached, 0 not */
+static int orc_store_etcd_cache_at(orc_store_etcd_t *s, uint64_t rev)
+{
+    uint64_t t0 = orc_util_now_ns();
+    int reached = orc_store_mem_wait_rev(s->cache, rev, s->cache_wait_ms);
+
+    orc_store_etcd_stage_add(s, ORC_STORE_STAGE_CACHE,
+                             (orc_util_now_ns() - t0) / 1000);
+    return reached;
+}
+
 static int orc_store_etcd_range(orc_store_t *store, const char *key,
                                 const char *range_end, unsigned flags,
                                 size_t limit, uint64_t min_rev,
@@ -187,7 +262,7 @@ static int orc_store_etcd_range(orc_store_t *store, const char *key,
     written = atomic_load(&s->written);
     min_rev = (min_rev > written) ? min_rev : written;
     if (!(flags & ORC_STORE_RANGE_LATEST) && atomic_load(&s->live) &&
-        orc_store_mem_wait_rev(s->cache, min_rev, s->cache_wait_ms)) {
+        orc_store_etcd_cache_at(s, min_rev)) {
         status = s->cache->ops->range(s->cache, key, range_end, flags, limit, 0,
                                       result);
         /* the cache may not have a key another replica just wrote */
@@ -536,6 +611,7 @@ static void orc_store_etcd_stats(orc_store_t *store, orc_store_stats_t *stats)
 
     s->cache->ops->stats(s->cache, stats);
     orc_store_etcd_batch_stats(&s->batcher, stats);
+    orc_store_etcd_stages(s, stats);
 }
 
 static void orc_store_etcd_usage(orc_store_t *store, const char *group,
@@ -563,6 +639,7 @@ static void orc_store_etcd_close(orc_store_t *store)
     orc_store_close(s->cache);
     orc_etcd_close(s->etcd);
     orc_store_etcd_batch_fini(&s->batcher);
+    pthread_mutex_destroy(&s->probe_lock);
     free(s->prefix);
     free(s);
 }
@@ -605,7 +682,12 @@ int orc_store_etcd_open(const orc_store_etcd_params_t *params,
         snprintf(err, errlen, "out of memory");
         return ORC_STORE_ENOMEM;
     }
-    orc_store_etcd_batch_init(&s->batcher);
+    orc_store_etcd_batch_init(&s->batcher, ((params->pipeline > 0) &&
+                                            (params->pipeline <=
+                                             ORC_STORE_ETCD_PIPELINE_MAX))
+                                               ? params->pipeline
+                                               : ORC_STORE_ETCD_PIPELINE);
+    pthread_mutex_init(&s->probe_lock, NULL);
     s->super.ops = &orc_store_etcd_ops;
     s->plen      = strlen(prefix);
     s->cache_wait_ms =
@@ -630,6 +712,7 @@ err_etcd:
     orc_etcd_close(s->etcd);
 err_free:
     orc_store_etcd_batch_fini(&s->batcher);
+    pthread_mutex_destroy(&s->probe_lock);
     free(s->prefix);
     free(s);
     return ORC_STORE_EUNAVAIL;

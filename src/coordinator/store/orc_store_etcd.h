@@ -32,7 +32,14 @@ typedef struct orc_store_etcd_params {
     orc_etcd_params_t etcd;
     const char *prefix;     /* e.g. "/orc"; no trailing '/' */
     unsigned cache_wait_ms; /* 0: 1000 */
+    /* transaction batches on their way to etcd at once, at most (0:
+     * ORC_STORE_ETCD_PIPELINE); see orc_store_etcd_batch.c */
+    unsigned pipeline;
 } orc_store_etcd_params_t;
+
+/* Default and limit of orc_store_etcd_params_t::pipeline */
+#define ORC_STORE_ETCD_PIPELINE     2
+#define ORC_STORE_ETCD_PIPELINE_MAX 64
 
 /* Connect, load the cache and start the watch: ORC_STORE_OK, or an error
  * with the reason in err (no endpoint answers, authentication, ...) */

@@ -5,11 +5,17 @@
  * without compares, so that etcd proposes, commits and syncs them once.
  *
  * No timer and no thread of its own: a caller queues its txn and, while
- * fewer than ORC_STORE_ETCD_TXN_INFLIGHT batches are on their way, sends
- * what is queued at once (its own txn alone when nothing else waits: no
- * added latency). Otherwise it sleeps until a batch returns; the caller
- * whose batch returned, or the first one queued, then sends the next batch
- * with everything that waited meanwhile.
+ * fewer than the pipeline's depth of batches are on their way (the store's
+ * `pipeline` parameter), sends what is queued at once (its own txn alone
+ * when nothing else waits: no added latency). Otherwise it sleeps until a
+ * batch returns; the caller whose batch returned, or the first one queued,
+ * then sends the next batch with everything that waited meanwhile.
+ *
+ * etcd may apply batches on their way at the same time in either order:
+ * their txns are concurrent (no caller of one had its answer when the other
+ * was queued), so no write depends on one it may overtake; a write made
+ * after another's answer is queued after it, and gets a later revision.
+ * Each batch is one etcd txn: all of it or nothing, at one revision.
  *
  * A batch never holds two txns that touch a common key (compared, put or in
  * a deleted range): etcd evaluates every nested txn's compares before any
@@ -58,6 +64,7 @@ struct orc_store_etcd_pending {
     size_t width;      /* its widest list (etcd's count of a nested txn) */
     size_t bytes;      /* its size, about */
     uint64_t deadline; /* monotonic ms: answered by then */
+    uint64_t queued;   /* monotonic ns: when it was queued */
     pthread_cond_t cond;
     orc_store_etcd_pending_state_t state;
     int status;
@@ -65,9 +72,10 @@ struct orc_store_etcd_pending {
     orc_store_etcd_pending_t *prev, *next;
 };
 
-void orc_store_etcd_batch_init(orc_store_etcd_batcher_t *b)
+void orc_store_etcd_batch_init(orc_store_etcd_batcher_t *b, unsigned depth)
 {
     memset(b, 0, sizeof(*b));
+    b->depth = depth;
     pthread_mutex_init(&b->lock, NULL);
 }
 
@@ -80,10 +88,11 @@ void orc_store_etcd_batch_stats(orc_store_etcd_batcher_t *b,
                                 orc_store_stats_t *stats)
 {
     pthread_mutex_lock(&b->lock);
-    stats->txn_batches   = b->batches;
-    stats->txns_batched  = b->txns;
-    stats->txn_batch_max = b->max;
-    stats->txns_waiting  = b->waiting;
+    stats->txn_batches      = b->batches;
+    stats->txns_batched     = b->txns;
+    stats->txn_batch_max    = b->max;
+    stats->txns_waiting     = b->waiting;
+    stats->txn_inflight_max = b->inflight_max;
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -124,7 +133,7 @@ static void orc_store_etcd_unlink(orc_store_etcd_batcher_t *b,
  * send it */
 static void orc_store_etcd_kick(orc_store_etcd_batcher_t *b)
 {
-    if ((b->head != NULL) && (b->inflight < ORC_STORE_ETCD_TXN_INFLIGHT)) {
+    if ((b->head != NULL) && (b->inflight < b->depth)) {
         pthread_cond_signal(&b->head->cond);
     }
 }
@@ -235,10 +244,12 @@ static int orc_store_etcd_fits(orc_store_etcd_pending_t *const *batch, size_t n,
 /* Lock held: take the next batch out of the queue (oldest first; a txn
  * that does not fit waits for the next one). Txns past their deadline are
  * answered unavailable (never sent). The number taken. */
-static size_t orc_store_etcd_take(orc_store_etcd_batcher_t *b,
+static size_t orc_store_etcd_take(orc_store_etcd_t *s,
                                   orc_store_etcd_pending_t **batch)
 {
-    uint64_t now = orc_util_now_ms();
+    orc_store_etcd_batcher_t *b = &s->batcher;
+    uint64_t now_ns             = orc_util_now_ns();
+    uint64_t now                = now_ns / 1000000;
     size_t n = 0, width = 0, bytes = 0;
     orc_store_etcd_pending_t *p, *next;
 
@@ -251,7 +262,9 @@ static size_t orc_store_etcd_take(orc_store_etcd_batcher_t *b,
             orc_store_etcd_unlink(b, p);
             p->state   = ORC_STORE_ETCD_SENT;
             batch[n++] = p;
-            width      = (p->width > width) ? p->width : width;
+            orc_store_etcd_stage_add(s, ORC_STORE_STAGE_QUEUE,
+                                     (now_ns - p->queued) / 1000);
+            width = (p->width > width) ? p->width : width;
             bytes += p->bytes;
         }
     }
@@ -340,20 +353,26 @@ static void orc_store_etcd_lead(orc_store_etcd_t *s)
     orc_store_etcd_pending_t *batch[ORC_STORE_ETCD_TXN_OPS];
     orc_store_etcd_batcher_t *b = &s->batcher;
     json_t *reply               = NULL;
+    uint64_t t0;
     size_t n;
     int status;
 
-    n = orc_store_etcd_take(b, batch);
+    n = orc_store_etcd_take(s, batch);
     if (n == 0) {
         return;
     }
     ++b->inflight;
+    b->inflight_max =
+        (b->inflight > b->inflight_max) ? b->inflight : b->inflight_max;
     ++b->batches;
     b->txns += n;
     b->max = (n > b->max) ? n : b->max;
     orc_store_etcd_kick(b); /* txns that did not fit: another batch */
     pthread_mutex_unlock(&b->lock);
+    t0     = orc_util_now_ns();
     status = orc_store_etcd_send(s, batch, n, &reply);
+    orc_store_etcd_stage_add(s, ORC_STORE_STAGE_ETCD,
+                             (orc_util_now_ns() - t0) / 1000);
     pthread_mutex_lock(&b->lock);
     orc_store_etcd_answer(batch, n, status, reply);
     --b->inflight;
@@ -371,8 +390,7 @@ static void orc_store_etcd_wait(orc_store_etcd_t *s,
     ts.tv_nsec = (long)(p->deadline % 1000) * 1000000L;
     while ((p->state == ORC_STORE_ETCD_QUEUED) ||
            (p->state == ORC_STORE_ETCD_SENT)) {
-        if ((p->state == ORC_STORE_ETCD_QUEUED) &&
-            (b->inflight < ORC_STORE_ETCD_TXN_INFLIGHT)) {
+        if ((p->state == ORC_STORE_ETCD_QUEUED) && (b->inflight < b->depth)) {
             orc_store_etcd_lead(s);
         } else if (p->state == ORC_STORE_ETCD_SENT) {
             /* its batch's call ends by the batch's deadline, p's or
@@ -400,7 +418,8 @@ int orc_store_etcd_batch_txn(orc_store_etcd_t *s, json_t *body,
                                   .ops      = ops,
                                   .nops     = nops,
                                   .deadline = orc_util_now_ms() +
-                                              orc_etcd_timeout_ms(s->etcd)};
+                                              orc_etcd_timeout_ms(s->etcd),
+                                  .queued = orc_util_now_ns()};
     pthread_condattr_t attr;
 
     orc_store_etcd_measure(s, &p);

@@ -11,10 +11,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* Batches of txns on their way to etcd at once, at most: one being
- * applied by etcd while the next one travels and is decoded */
-#define ORC_STORE_ETCD_TXN_INFLIGHT 2
-
 /* A txn waiting to go to etcd (orc_store_etcd_batch.c) */
 typedef struct orc_store_etcd_pending orc_store_etcd_pending_t;
 
@@ -24,18 +20,28 @@ typedef struct orc_store_etcd_pending orc_store_etcd_pending_t;
  * txns' states; each caller sleeps on its own txn's condition (with lock)
  * until its txn is answered or it is its turn to send a batch.
  * queue: head..tail, oldest first, waiting txns not sent yet; inflight: batches
- * on their way (at most ORC_STORE_ETCD_TXN_INFLIGHT); batches, txns, max:
- * batches sent, the txns they carried, the largest.
+ * on their way (at most depth, set at init), inflight_max the most at once;
+ * batches, txns, max: batches sent, the txns they carried, the largest.
  */
 typedef struct orc_store_etcd_batcher {
     pthread_mutex_t lock;
     orc_store_etcd_pending_t *head, *tail;
     size_t waiting;
+    unsigned depth;
     unsigned inflight;
+    unsigned inflight_max;
     uint64_t batches;
     uint64_t txns;
     uint64_t max;
 } orc_store_etcd_batcher_t;
+
+/* A stage's histogram (orc_store_stats_t::stages): relaxed atomics, each
+ * counted on its own (a reader may see a count without its sum yet) */
+typedef struct orc_store_etcd_stage {
+    _Atomic uint64_t count;
+    _Atomic uint64_t sum_us;
+    _Atomic uint64_t buckets[ORC_STORE_STAGE_BUCKETS];
+} orc_store_etcd_stage_t;
 
 /*
  * The store. Immutable after open, except: live (atomic: the watch is up,
@@ -60,6 +66,12 @@ typedef struct orc_store_etcd {
     pthread_mutex_t wait_lock;
     pthread_cond_t wait_cond;
     orc_store_etcd_batcher_t batcher;
+    orc_store_etcd_stage_t stages[ORC_STORE_STAGES];
+    /* the write whose way to the cache is timed (ORC_STORE_STAGE_WATCH):
+     * its revision (0: none) and when it was answered; under probe_lock */
+    pthread_mutex_t probe_lock;
+    uint64_t probe_rev;
+    uint64_t probe_ns;
 } orc_store_etcd_t;
 
 /* The etcd key of key (base64 JSON string), prefix added */
@@ -78,9 +90,15 @@ int orc_store_etcd_range_direct(orc_store_etcd_t *s, const char *key,
                                 size_t limit, orc_store_range_result_t *res,
                                 uint64_t *etcd_rev_p);
 
+/* Count us microseconds in a stage */
+void orc_store_etcd_stage_add(orc_store_etcd_t *s, orc_store_stage_id_t id,
+                              uint64_t us);
+/* The cache reached rev: time the write probed, if rev shows it */
+void orc_store_etcd_probe_reached(orc_store_etcd_t *s, uint64_t rev);
+
 /* The batcher. Its queue is empty when no txn call is running, as at
  * close: every queued txn is its caller's, who waits in batch_txn. */
-void orc_store_etcd_batch_init(orc_store_etcd_batcher_t *b);
+void orc_store_etcd_batch_init(orc_store_etcd_batcher_t *b, unsigned depth);
 void orc_store_etcd_batch_fini(orc_store_etcd_batcher_t *b);
 void orc_store_etcd_batch_stats(orc_store_etcd_batcher_t *b,
                                 orc_store_stats_t *stats);

@@ -45,6 +45,7 @@ static int orc_store_etcd_load(orc_store_etcd_t *s)
     }
     status = orc_store_mem_reset(s->cache, rev, res.kvs, res.count);
     orc_store_range_result_free(&res);
+    orc_store_etcd_probe_reached(s, rev);
     return status;
 }
 
@@ -90,6 +91,7 @@ static int orc_store_etcd_apply(orc_store_etcd_t *s, json_t *events)
     if (n > 0) {
         status = orc_store_mem_apply(s->cache, rev, batch, n);
         orc_store_etcd_events_free(batch, n);
+        orc_store_etcd_probe_reached(s, rev);
     }
     return status;
 }

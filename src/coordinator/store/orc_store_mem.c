@@ -877,10 +877,12 @@ static void orc_store_mem_stats(orc_store_t *store, orc_store_stats_t *stats)
     stats->leases_expired = s->leases_expired;
     stats->watches        = s->nwatches;
     memcpy(stats->class_keys, s->class_keys, sizeof(stats->class_keys));
-    stats->txn_batches   = 0; /* applied where they are made */
-    stats->txns_batched  = 0;
-    stats->txn_batch_max = 0;
-    stats->txns_waiting  = 0;
+    stats->txn_batches      = 0; /* applied where they are made */
+    stats->txns_batched     = 0;
+    stats->txn_batch_max    = 0;
+    stats->txns_waiting     = 0;
+    stats->txn_inflight_max = 0;
+    memset(stats->stages, 0, sizeof(stats->stages)); /* etcd only */
     pthread_mutex_unlock(&s->lock);
 }
 

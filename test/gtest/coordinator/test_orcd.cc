@@ -842,6 +842,57 @@ TEST_P(orcd_api, a_post_acknowledges_the_posters_own_mailbox)
     EXPECT_EQ(c.post(mb(b), "{\"body\":{}}").body, "{\"seq\":6}");
 }
 
+/* /metrics says where a pairing's time goes: on etcd a write's wait for
+ * its batch, the batch's request, the write's way to the cache and reads'
+ * waits for the cache (the memory store has none of these: 0); on both the
+ * time from a long poll's watch firing to its handler running again */
+TEST_P(orcd_api, metrics_time_the_stages_of_a_pairing)
+{
+    start();
+    http_client c;
+    long long a = register_node(c, "j"), b = register_node(c, "j");
+    std::string mb = u("/v1/jobs/j/nodes/" + std::to_string(b) + "/mailbox");
+    std::thread poster([&] {
+        ASSERT_TRUE(wait_long_polls(1));
+        http_client c2;
+        EXPECT_EQ(c2.post(mb,
+                          "{\"from\":" + std::to_string(a) + ",\"body\":{}}")
+                      .status,
+                  201);
+    });
+    http_result r = c.get(mb + "?after=0&wait=20");
+    poster.join();
+    ASSERT_EQ(r.status, 200);
+    ASSERT_NE(r.body.find("\"seq\":1"), std::string::npos) << r.body;
+
+    /* a count of a histogram, -1 if absent */
+    auto count = [](const std::string &m, const std::string &name) {
+        size_t at = m.find("\n" + name + " ");
+        return (at == std::string::npos)
+                   ? -1LL
+                   : std::stoll(m.substr(at + name.size() + 2));
+    };
+    const std::string stage = "orcd_store_stage_seconds_count{stage=\"";
+    std::string m;
+    double deadline = now_s() + 10;
+    do { /* the watch stage counts once the cache applied the write */
+        m = metrics_with("orcd_long_poll_wake_seconds_count");
+    } while (on_etcd() && (count(m, stage + "watch\"}") < 1) &&
+             (now_s() < deadline));
+    for (const char *s : {"queue", "etcd", "watch", "cache"}) {
+        long long n = count(m, stage + s + "\"}");
+        if (on_etcd()) {
+            EXPECT_GE(n, 1) << s << "\n" << m;
+        } else {
+            EXPECT_EQ(n, 0) << s << "\n" << m;
+        }
+    }
+    EXPECT_GE(count(m, "orcd_long_poll_wake_seconds_count{}"), 1) << m;
+    EXPECT_NE(m.find("orcd_long_poll_wake_seconds_bucket{le=\"+Inf\"}"),
+              std::string::npos)
+        << m;
+}
+
 /* An ack names the registration it acknowledges for: once the node's id
  * belongs to another registration (orcd restarted without its state), an
  * ack from the old one deletes nothing of the new node's mailbox */

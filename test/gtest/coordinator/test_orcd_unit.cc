@@ -442,7 +442,8 @@ TEST_P(store_test, watches)
 /* An etcd store on a private cluster (tests that stop members) */
 static orc_store_t *open_etcd_store(etcd_test::etcd_cluster &c,
                                     unsigned timeout_ms, std::string *err,
-                                    const char *prefix = "/orc")
+                                    const char *prefix = "/orc",
+                                    unsigned pipeline  = 0)
 {
     std::vector<std::string> eps = c.endpoints();
     std::vector<const char *> ptrs;
@@ -455,6 +456,7 @@ static orc_store_t *open_etcd_store(etcd_test::etcd_cluster &c,
     p.etcd.nendpoints         = ptrs.size();
     p.etcd.timeout_ms         = timeout_ms;
     p.prefix                  = prefix;
+    p.pipeline                = pipeline;
     char buf[512]             = "";
     orc_store_t *s            = nullptr;
     if (orc_store_etcd_open(&p, &s, buf, sizeof(buf)) != ORC_STORE_OK) {
@@ -571,12 +573,14 @@ TEST(store_etcd, leader_killed_mid_writes_loses_nothing)
 
 /* A store on the shared one-member etcd, under a prefix of its own */
 static orc_store_t *open_shared_etcd_store(unsigned timeout_ms,
-                                           std::string *err)
+                                           std::string *err,
+                                           unsigned pipeline = 0)
 {
     etcd_test::etcd_cluster *c = etcd_test::shared_etcd(1, err);
     std::string prefix         = etcd_test::unique_prefix("batch");
-    return (c != nullptr) ? open_etcd_store(*c, timeout_ms, err, prefix.c_str())
-                          : nullptr;
+    return (c != nullptr)
+               ? open_etcd_store(*c, timeout_ms, err, prefix.c_str(), pipeline)
+               : nullptr;
 }
 
 static orc_store_stats_t store_stats(orc_store_t *s)
@@ -693,6 +697,52 @@ TEST(store_etcd_batch, concurrent_txns_each_get_their_own_answer)
     orc_store_close(s);
 }
 
+/* 24 threads writing at once: never more batches on their way than the
+ * pipeline's depth; with a depth of 1 each batch waits for the one before
+ * (so the queue fills and batches grow), with 4 several are on their way;
+ * every txn is applied, each thread's revisions rise */
+TEST(store_etcd_batch, the_pipeline_bounds_the_batches_in_flight)
+{
+    for (unsigned depth : {1u, 4u}) {
+        std::string why;
+        orc_store_t *s = open_shared_etcd_store(5000, &why, depth);
+        ASSERT_NE(s, nullptr) << why;
+        const int threads = 24, rounds = 20;
+        std::atomic<int> wrong{0};
+        std::vector<std::thread> ts;
+        for (int t = 0; t < threads; ++t) {
+            ts.emplace_back([&, t] {
+                std::string k = "/p/" + std::to_string(t);
+                uint64_t last = 0;
+                for (int i = 0; i < rounds; ++i) {
+                    orc_store_op_t op = {
+                        ORC_STORE_OP_PUT, k.c_str(), NULL, "v", 1, 0};
+                    orc_store_txn_result_t res;
+                    if ((s->ops->txn(s, NULL, 0, &op, 1, &res) !=
+                         ORC_STORE_OK) ||
+                        (res.revision <= last)) {
+                        ++wrong;
+                        return;
+                    }
+                    last = res.revision;
+                }
+            });
+        }
+        for (auto &t : ts) {
+            t.join();
+        }
+        EXPECT_EQ(wrong.load(), 0) << "depth " << depth;
+        orc_store_stats_t st = store_stats(s);
+        EXPECT_EQ(st.txns_batched, (uint64_t)threads * rounds);
+        EXPECT_GE(st.txn_inflight_max, 1u);
+        EXPECT_LE(st.txn_inflight_max, depth) << "depth " << depth;
+        printf("# depth %u: %" PRIu64 " txns in %" PRIu64
+               " requests, at most %" PRIu64 " on their way\n",
+               depth, st.txns_batched, st.txn_batches, st.txn_inflight_max);
+        orc_store_close(s);
+    }
+}
+
 /* Txns on a common key never go in one batch (etcd would evaluate both
  * compares before either write): every token is taken exactly once,
  * although every thread tries to take every token at the same time, and
@@ -780,7 +830,8 @@ TEST(store_etcd_batch, a_refused_batch_is_sent_again_txn_by_txn)
     ASSERT_TRUE(etcd_test::etcd_available()) << "etcd-server not installed";
     etcd_test::etcd_cluster c(1);
     ASSERT_TRUE(c.start(&why)) << why;
-    orc_store_t *s = open_etcd_store(c, 5000, &why);
+    /* two batches on their way at most */
+    orc_store_t *s = open_etcd_store(c, 5000, &why, "/orc", 2);
     ASSERT_NE(s, nullptr) << why;
     uint64_t gone;
     ASSERT_EQ(s->ops->lease_grant(s, 60, &gone, NULL), ORC_STORE_OK);
@@ -835,7 +886,8 @@ TEST(store_etcd_batch, a_failed_batch_fails_every_caller)
     ASSERT_TRUE(c.start(&why)) << why;
     const unsigned timeout_ms = 3000;
     orc_store_set_logger(batch_logger); /* before the store, as it says */
-    orc_store_t *s = open_etcd_store(c, timeout_ms, &why);
+    /* two batches on their way at most */
+    orc_store_t *s = open_etcd_store(c, timeout_ms, &why, "/orc", 2);
     ASSERT_NE(s, nullptr) << why;
     ASSERT_EQ(orc_store_put(s, "/before", "1", 1, 0, NULL), ORC_STORE_OK);
     const int threads = 12;
@@ -1415,6 +1467,7 @@ TEST_F(config_test, store_section)
                    "\"https://[::1]:2379,https://e3:2379\"]\n"
                    "    prefix: /orc/prod-1\n"
                    "    timeout: 2.5\n"
+                   "    pipeline: 3\n"
                    "    username: orcd\n"
                    "    password: secret-pw\n"
                    "    tls: {ca: /ca.pem, cert: /c.pem, key: /k.pem}\n"),
@@ -1426,6 +1479,7 @@ TEST_F(config_test, store_section)
     EXPECT_STREQ(m_cfg.etcd.endpoints[2], "https://e3:2379");
     EXPECT_STREQ(m_cfg.etcd.prefix, "/orc/prod-1");
     EXPECT_EQ(m_cfg.etcd.timeout, 2.5);
+    EXPECT_EQ(m_cfg.etcd.pipeline, 3u);
     EXPECT_STREQ(m_cfg.etcd.username, "orcd");
     EXPECT_STREQ(m_cfg.etcd.password, "secret-pw");
     EXPECT_STREQ(m_cfg.etcd.ca, "/ca.pem");
@@ -1452,6 +1506,8 @@ TEST_F(config_test, store_section)
         {"store: {etcd: {tls: {ca: /a, crt: /b}}}\n",
          "unknown key 'store.etcd.tls.crt'"},
         {"store: {etcd: {timeout: 0}}\n", "store.etcd.timeout: value 0"},
+        {"store: {etcd: {pipeline: 0}}\n", "store.etcd.pipeline: value 0"},
+        {"store: {etcd: {pipeline: 65}}\n", "store.etcd.pipeline: value 65"},
         {"store: {backend: etcd, etcd: {endpoints: http://a:1, prefix: "
          "orc}}\n",
          "store.etcd.prefix 'orc': 1..128 characters"},
