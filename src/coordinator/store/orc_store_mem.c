@@ -989,6 +989,17 @@ void orc_store_mem_clear(orc_store_mem_t *s)
     }
 }
 
+/* Lock held: the revision moved; wake the readers waiting (all of them,
+ * once the lowest one wanted is reached: those still short wait again and
+ * say so) */
+static void orc_store_mem_rev_reached(orc_store_mem_t *s)
+{
+    if (s->revision >= s->rev_wanted) {
+        s->rev_wanted = UINT64_MAX;
+        pthread_cond_broadcast(&s->rev_cond);
+    }
+}
+
 int orc_store_mem_apply(orc_store_t *store, uint64_t rev,
                         const orc_store_event_t *events, size_t count)
 {
@@ -1022,7 +1033,7 @@ int orc_store_mem_apply(orc_store_t *store, uint64_t rev,
     if (rev > s->revision) {
         s->revision = rev;
     }
-    pthread_cond_broadcast(&s->rev_cond);
+    orc_store_mem_rev_reached(s);
     pthread_mutex_unlock(&s->lock);
     return status;
 }
@@ -1066,7 +1077,8 @@ int orc_store_mem_reset(orc_store_t *store, uint64_t rev,
     s->revision      = rev;
     s->compacted_rev = rev; /* no history before it */
     orc_store_mem_fire_all(s, rev);
-    pthread_cond_broadcast(&s->rev_cond);
+    s->rev_wanted = 0; /* everyone looks again */
+    orc_store_mem_rev_reached(s);
     pthread_mutex_unlock(&s->lock);
     return status;
 }
@@ -1083,6 +1095,7 @@ int orc_store_mem_wait_rev(orc_store_t *store, uint64_t rev,
     ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
     pthread_mutex_lock(&s->lock);
     while ((s->revision < rev) && (orc_util_now_ms() < deadline)) {
+        s->rev_wanted = (rev < s->rev_wanted) ? rev : s->rev_wanted;
         pthread_cond_timedwait(&s->rev_cond, &s->lock, &ts);
     }
     reached = (s->revision >= rev);
@@ -1238,6 +1251,7 @@ static orc_store_mem_t *orc_store_mem_new(const orc_store_params_t *params)
     pthread_cond_init(&s->reaper_cond, &cattr);
     pthread_cond_init(&s->rev_cond, &cattr);
     pthread_condattr_destroy(&cattr);
+    s->rev_wanted = UINT64_MAX;
     return s;
 }
 

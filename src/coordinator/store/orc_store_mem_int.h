@@ -62,13 +62,15 @@ typedef struct orc_store_mem_watch {
  * Locking: every field below super is protected by lock, except reaper (set
  * once before the reaper thread starts), params and replica (constant). The
  * reaper thread waits on reaper_cond, replica readers on rev_cond, with lock
- * held.
+ * held; rev_wanted is the lowest revision a reader waits for (UINT64_MAX:
+ * none), so that a revision that satisfies nobody wakes nobody.
  */
 typedef struct orc_store_mem {
     orc_store_t super;
     pthread_mutex_t lock;
     pthread_cond_t reaper_cond;
     pthread_cond_t rev_cond;
+    uint64_t rev_wanted;
     pthread_t reaper;
     int reaper_started;
     int stopping;
