@@ -1021,6 +1021,16 @@ static ucs_status_t uct_orc_ep_swap_attempted(uct_orc_ep_t *ep,
     return UCS_INPROGRESS;
 }
 
+/* The result of a successful get or fetching atomic, to its destination */
+static UCS_F_ALWAYS_INLINE void uct_orc_ep_op_result(uct_orc_op_t *op)
+{
+    if (op->type == UCT_ORC_OP_GET_BCOPY) {
+        op->get.cb(op->get.arg, op->data, op->get.length);
+    } else if (op->type == UCT_ORC_OP_ATOMIC_FETCH) {
+        memcpy(op->atomic.result, op->data, sizeof(uint64_t));
+    }
+}
+
 /* The WR of op completed with status: the op's own work (its result), then
  * it is done, unless it posted another attempt (a swap) */
 static void uct_orc_ep_op_done(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
@@ -1029,10 +1039,8 @@ static void uct_orc_ep_op_done(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     if (status == UCS_OK) {
         switch (op->type) {
         case UCT_ORC_OP_GET_BCOPY:
-            op->get.cb(op->get.arg, op->data, op->get.length);
-            break;
         case UCT_ORC_OP_ATOMIC_FETCH:
-            memcpy(op->atomic.result, op->data, sizeof(uint64_t));
+            uct_orc_ep_op_result(op);
             break;
         case UCT_ORC_OP_SWAP:
             status = uct_orc_ep_swap_attempted(ep, iface, op);
@@ -1055,6 +1063,58 @@ static void uct_orc_ep_op_done(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
 static void uct_orc_ep_fail(uct_orc_ep_t *ep, ucs_status_t status,
                             ucs_queue_head_t *done);
 
+/* The last signaled WR completed: the send CQ need not be polled for it */
+static UCS_F_ALWAYS_INLINE void uct_orc_ep_sig_check(uct_orc_ep_t *ep,
+                                                     uct_orc_iface_t *iface)
+{
+    if (ep->tx_sig_busy && uct_orc_ep_sn_done(ep, ep->tx_sig_sn)) {
+        ep->tx_sig_busy = 0;
+        --iface->tx_signaled;
+    }
+}
+
+/*
+ * The common completion of a get, an atomic or a flush's last WR, what
+ * uct_orc_ep_tx_completed() does for it without its general bookkeeping:
+ * WR sn succeeded, it is the next WR to complete (no unsignaled one before
+ * it), and its op (not a swap: one may try again) is alone in the tx queue,
+ * so no other op and no flush marker is released with it. Returns 0,
+ * having done nothing, when it is not that case.
+ */
+static UCS_F_ALWAYS_INLINE int
+uct_orc_ep_tx_completed_one(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                            uint16_t sn)
+{
+    uct_orc_op_t **slot = &ep->tx_ops[sn & ep->tx_ops_mask];
+    uct_orc_op_t *op    = *slot;
+    uct_completion_t *comp;
+
+    /* an op in the slot: sn is in flight (completed WRs leave theirs NULL) */
+    if (((uint16_t)(ep->tx_ci + 1) != sn) || (op == NULL) ||
+        (op->type == UCT_ORC_OP_SWAP) || (ep->txq.head != &op->queue) ||
+        !ucs_queue_is_tail(&ep->txq, &op->queue)) {
+        return 0;
+    }
+
+    ep->tx_ci = sn;
+    ++ep->sq_avail;
+    ++iface->tx_cq_avail;
+    *slot = NULL;
+    uct_orc_ep_op_result(op);
+    uct_orc_ep_sig_check(ep, iface);
+    ucs_queue_head_init(&ep->txq);
+    if (uct_orc_ep_has_work(ep)) {
+        uct_orc_iface_schedule_pending(iface, ep);
+    }
+    /* the user callback last: it may destroy the ep */
+    comp = op->comp;
+    ucs_mpool_put_inline(op);
+    if (comp != NULL) {
+        uct_invoke_completion(comp, UCS_OK);
+    }
+    return 1;
+}
+
 /*
  * WR number sn completed with wc_status, and with it every earlier WR not
  * completed yet: RC completes in order, so those before it succeeded (a
@@ -1066,12 +1126,18 @@ void uct_orc_ep_tx_completed(uct_orc_ep_t *ep, uint16_t sn,
                              enum ibv_wc_status wc_status)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    uint16_t count         = sn - ep->tx_ci;
+    uint16_t count;
     uct_orc_op_t **slot;
     ucs_queue_head_t done;
     ucs_status_t status;
     uct_orc_op_t *op;
 
+    if (ucs_likely(wc_status == IBV_WC_SUCCESS) &&
+        uct_orc_ep_tx_completed_one(ep, iface, sn)) {
+        return;
+    }
+
+    count = sn - ep->tx_ci;
     if ((count == 0) || (count > (uint16_t)(ep->tx_pi - ep->tx_ci))) {
         ucs_error("orc: ep %p qp 0x%x: completion of WR %u, outside %u..%u", ep,
                   ep->qp->qp_num, sn, (uint16_t)(ep->tx_ci + 1), ep->tx_pi);
@@ -1100,10 +1166,7 @@ void uct_orc_ep_tx_completed(uct_orc_ep_t *ep, uint16_t sn,
                                (ep->tx_ci == sn) ? status : UCS_OK);
         }
     }
-    if (ep->tx_sig_busy && uct_orc_ep_sn_done(ep, ep->tx_sig_sn)) {
-        ep->tx_sig_busy = 0;
-        --iface->tx_signaled;
-    }
+    uct_orc_ep_sig_check(ep, iface);
 
     uct_orc_ep_txq_advance(ep, &done);
     if (uct_orc_ep_has_work(ep)) {
