@@ -29,6 +29,7 @@
 
 #include "softnic/softnic.h"
 
+#include <errno.h>
 #include <infiniband/verbs.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -120,22 +121,34 @@ typedef struct orc_comp_channel {
     int fd; /* readable when a completion event is pending */
 } orc_comp_channel_t;
 
+/*
+ * The data-path objects (CQ, SRQ, QP) also hold the backend's own object,
+ * exactly one of ibv (verbs backend) and nic (soft backend), set by the
+ * create call and never changed: the data-path calls below reach the
+ * backend through it, without a call in between.
+ */
 typedef struct orc_cq {
     orc_dev_t *dev;
     orc_comp_channel_t *channel; /* may be NULL */
     void *cq_context;
     int cqe; /* actual capacity */
+    struct ibv_cq *ibv;
+    softnic_cq_t *nic;
 } orc_cq_t;
 
 typedef struct orc_srq {
     orc_pd_t *pd;
     void *srq_context;
+    struct ibv_srq *ibv;
+    softnic_srq_t *nic;
 } orc_srq_t;
 
 typedef struct orc_qp {
     orc_pd_t *pd;
     void *qp_context;
     uint32_t qp_num;
+    struct ibv_qp *ibv;
+    softnic_qp_t *nic;
 } orc_qp_t;
 
 /* struct ibv_qp_init_attr with orc handles in place of ibv ones. Only
@@ -239,7 +252,6 @@ struct orc_dev_ops {
     orc_cq_t *(*cq_create)(orc_dev_t *dev, int cqe, void *cq_context,
                            orc_comp_channel_t *channel);
     int (*cq_destroy)(orc_cq_t *cq);
-    int (*cq_poll)(orc_cq_t *cq, int num_entries, struct ibv_wc *wc);
     int (*cq_req_notify)(orc_cq_t *cq, int solicited_only);
     int (*cq_get_event)(orc_comp_channel_t *channel, orc_cq_t **cq_p,
                         void **cq_context_p);
@@ -247,16 +259,12 @@ struct orc_dev_ops {
 
     orc_srq_t *(*srq_create)(orc_pd_t *pd, struct ibv_srq_init_attr *attr);
     int (*srq_destroy)(orc_srq_t *srq);
-    int (*post_srq_recv)(orc_srq_t *srq, struct ibv_recv_wr *wr,
-                         struct ibv_recv_wr **bad_wr);
 
     orc_qp_t *(*qp_create)(orc_pd_t *pd, orc_qp_init_attr_t *attr);
     int (*qp_modify)(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask);
     int (*qp_query)(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask,
                     orc_qp_init_attr_t *init_attr);
     int (*qp_destroy)(orc_qp_t *qp);
-    int (*post_send)(orc_qp_t *qp, struct ibv_send_wr *wr,
-                     struct ibv_send_wr **bad_wr);
     int (*post_recv)(orc_qp_t *qp, struct ibv_recv_wr *wr,
                      struct ibv_recv_wr **bad_wr);
 };
@@ -265,23 +273,54 @@ struct orc_dev_ops {
 extern const orc_dev_ops_t orc_dev_verbs_ops;
 extern const orc_dev_ops_t orc_dev_soft_ops;
 
-/* The data-path calls, inline: one indirect call into the backend, as
- * libibverbs' own ibv_post_send() and ibv_poll_cq() make */
+/* A libibverbs call's failure (not 0) as a positive errno value: some
+ * return -1 with errno set (cleared before the call), some providers a
+ * negative errno value (verbs/orc_verbs.c) */
+int orc_dev_verbs_err(int ret);
+
+/*
+ * The data-path calls, inline, straight into the backend's own object (the
+ * handles' ibv or nic): for verbs, libibverbs' inline call, which makes the
+ * one indirect call into its provider; for soft, softnic's call. No ops
+ * table and no wrapper in between: they run for every operation and every
+ * poll of a waiting loop.
+ */
 static inline int orc_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
 {
-    return cq->dev->ops->cq_poll(cq, num_entries, wc);
+    int ret;
+
+    if (cq->nic != NULL) {
+        return softnic_cq_poll(cq->nic, num_entries, wc);
+    }
+    ret = ibv_poll_cq(cq->ibv, num_entries, wc);
+    /* a provider's negative value is not an errno value */
+    return (ret < 0) ? -EIO : ret;
 }
 
 static inline int orc_post_srq_recv(orc_srq_t *srq, struct ibv_recv_wr *wr,
                                     struct ibv_recv_wr **bad_wr)
 {
-    return srq->pd->dev->ops->post_srq_recv(srq, wr, bad_wr);
+    int ret;
+
+    if (srq->nic != NULL) {
+        return softnic_post_srq_recv(srq->nic, wr, bad_wr);
+    }
+    errno = 0;
+    ret   = ibv_post_srq_recv(srq->ibv, wr, bad_wr);
+    return (ret == 0) ? 0 : orc_dev_verbs_err(ret);
 }
 
 static inline int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
                                 struct ibv_send_wr **bad_wr)
 {
-    return qp->pd->dev->ops->post_send(qp, wr, bad_wr);
+    int ret;
+
+    if (qp->nic != NULL) {
+        return softnic_post_send(qp->nic, wr, bad_wr);
+    }
+    errno = 0;
+    ret   = ibv_post_send(qp->ibv, wr, bad_wr);
+    return (ret == 0) ? 0 : orc_dev_verbs_err(ret);
 }
 
 #ifdef __cplusplus

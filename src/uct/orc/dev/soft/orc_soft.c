@@ -310,6 +310,7 @@ static orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
     cq->super.channel    = orc_channel;
     cq->super.cq_context = cq_context;
     cq->super.cqe        = cq->nic->cqe;
+    cq->super.nic        = cq->nic;
     return &cq->super;
 }
 
@@ -323,10 +324,6 @@ static int orc_soft_cq_destroy(orc_cq_t *orc_cq)
     return ret;
 }
 
-static int orc_soft_cq_poll(orc_cq_t *cq, int num_entries, struct ibv_wc *wc)
-{
-    return softnic_cq_poll(orc_soft_cq(cq), num_entries, wc);
-}
 
 static int orc_soft_cq_req_notify(orc_cq_t *cq, int solicited_only)
 {
@@ -370,6 +367,7 @@ static orc_srq_t *orc_soft_srq_create(orc_pd_t *pd,
     }
     srq->super.pd          = pd;
     srq->super.srq_context = attr->srq_context;
+    srq->super.nic         = srq->nic;
     return &srq->super;
 }
 
@@ -383,11 +381,6 @@ static int orc_soft_srq_destroy(orc_srq_t *orc_srq)
     return ret;
 }
 
-static int orc_soft_post_srq_recv(orc_srq_t *srq, struct ibv_recv_wr *wr,
-                                  struct ibv_recv_wr **bad_wr)
-{
-    return softnic_post_srq_recv(orc_soft_srq(srq), wr, bad_wr);
-}
 
 /* A CQ or SRQ handed to qp_create must be a soft object of the same device */
 static int orc_soft_same_dev(orc_dev_t *qp_dev, orc_dev_t *obj_dev)
@@ -430,6 +423,7 @@ static orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
     qp->super.pd         = pd;
     qp->super.qp_context = attr->qp_context;
     qp->super.qp_num     = qp->nic->qp_num;
+    qp->super.nic        = qp->nic;
     qp->send_cq          = attr->send_cq;
     qp->recv_cq          = attr->recv_cq;
     qp->srq              = attr->srq;
@@ -474,11 +468,6 @@ static int orc_soft_qp_destroy(orc_qp_t *orc_qp)
     return ret;
 }
 
-static int orc_soft_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
-                              struct ibv_send_wr **bad_wr)
-{
-    return softnic_post_send(orc_soft_qp(qp), wr, bad_wr);
-}
 
 static int orc_soft_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,
                               struct ibv_recv_wr **bad_wr)
@@ -505,17 +494,14 @@ const orc_dev_ops_t orc_dev_soft_ops = {
     .comp_channel_destroy = orc_soft_channel_destroy,
     .cq_create            = orc_soft_cq_create,
     .cq_destroy           = orc_soft_cq_destroy,
-    .cq_poll              = orc_soft_cq_poll,
     .cq_req_notify        = orc_soft_cq_req_notify,
     .cq_get_event         = orc_soft_cq_get_event,
     .cq_ack_events        = orc_soft_cq_ack_events,
     .srq_create           = orc_soft_srq_create,
     .srq_destroy          = orc_soft_srq_destroy,
-    .post_srq_recv        = orc_soft_post_srq_recv,
     .qp_create            = orc_soft_qp_create,
     .qp_modify            = orc_soft_qp_modify,
     .qp_query             = orc_soft_qp_query,
     .qp_destroy           = orc_soft_qp_destroy,
-    .post_send            = orc_soft_post_send,
     .post_recv            = orc_soft_post_recv,
 };

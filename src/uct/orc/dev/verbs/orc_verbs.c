@@ -75,7 +75,7 @@ typedef struct orc_verbs_qp {
  * a negative errno value. Normalise to the positive errno convention; callers
  * clear errno before a call that may return -1.
  */
-static int orc_verbs_err(int ret)
+int orc_dev_verbs_err(int ret)
 {
     if (ret == 0) {
         return 0;
@@ -370,7 +370,7 @@ static int orc_verbs_dev_close(orc_dev_t *orc_dev)
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(ibv_close_device(dev->ctx));
+    ret   = orc_dev_verbs_err(ibv_close_device(dev->ctx));
     if (ret != 0) {
         return ret;
     }
@@ -383,7 +383,7 @@ static int orc_verbs_dev_query(orc_dev_t *orc_dev, struct ibv_device_attr *attr)
     orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
 
     errno = 0;
-    return orc_verbs_err(ibv_query_device(dev->ctx, attr));
+    return orc_dev_verbs_err(ibv_query_device(dev->ctx, attr));
 }
 
 static int orc_verbs_dev_query_port(orc_dev_t *orc_dev, uint8_t port_num,
@@ -392,7 +392,7 @@ static int orc_verbs_dev_query_port(orc_dev_t *orc_dev, uint8_t port_num,
     orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
 
     errno = 0;
-    return orc_verbs_err(ibv_query_port(dev->ctx, port_num, attr));
+    return orc_dev_verbs_err(ibv_query_port(dev->ctx, port_num, attr));
 }
 
 static int orc_verbs_dev_query_gid(orc_dev_t *orc_dev, uint8_t port_num,
@@ -401,7 +401,7 @@ static int orc_verbs_dev_query_gid(orc_dev_t *orc_dev, uint8_t port_num,
     orc_verbs_dev_t *dev = orc_verbs_derived_of(orc_dev, orc_verbs_dev_t);
 
     errno = 0;
-    return orc_verbs_err(ibv_query_gid(dev->ctx, port_num, index, gid));
+    return orc_dev_verbs_err(ibv_query_gid(dev->ctx, port_num, index, gid));
 }
 
 static size_t orc_verbs_addr_len(orc_dev_t *orc_dev, uint8_t port_num)
@@ -482,7 +482,7 @@ static int orc_verbs_pd_dealloc(orc_pd_t *orc_pd)
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(ibv_dealloc_pd(pd->pd));
+    ret   = orc_dev_verbs_err(ibv_dealloc_pd(pd->pd));
     if (ret != 0) {
         return ret;
     }
@@ -527,7 +527,7 @@ static int orc_verbs_mr_dereg(orc_mr_t *orc_mr)
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(ibv_dereg_mr(mr->mr));
+    ret   = orc_dev_verbs_err(ibv_dereg_mr(mr->mr));
     if (ret != 0) {
         return ret;
     }
@@ -568,7 +568,7 @@ static int orc_verbs_comp_channel_destroy(orc_comp_channel_t *orc_channel)
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(ibv_destroy_comp_channel(channel->channel));
+    ret   = orc_dev_verbs_err(ibv_destroy_comp_channel(channel->channel));
     if (ret != 0) {
         return ret; /* EBUSY while CQs still use it */
     }
@@ -613,6 +613,7 @@ static orc_cq_t *orc_verbs_cq_create(orc_dev_t *orc_dev, int cqe,
     cq->super.channel    = orc_channel;
     cq->super.cq_context = cq_context;
     cq->super.cqe        = cq->cq->cqe;
+    cq->super.ibv        = cq->cq;
     return &cq->super;
 }
 
@@ -622,7 +623,7 @@ static int orc_verbs_cq_destroy(orc_cq_t *orc_cq)
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(ibv_destroy_cq(cq->cq));
+    ret   = orc_dev_verbs_err(ibv_destroy_cq(cq->cq));
     if (ret != 0) {
         return ret;
     }
@@ -630,23 +631,13 @@ static int orc_verbs_cq_destroy(orc_cq_t *orc_cq)
     return 0;
 }
 
-static int orc_verbs_cq_poll(orc_cq_t *orc_cq, int num_entries,
-                             struct ibv_wc *wc)
-{
-    orc_verbs_cq_t *cq = orc_verbs_derived_of(orc_cq, orc_verbs_cq_t);
-    int ret;
-
-    ret = ibv_poll_cq(cq->cq, num_entries, wc);
-    /* a provider's negative value is not an errno value */
-    return (ret < 0) ? -EIO : ret;
-}
 
 static int orc_verbs_cq_req_notify(orc_cq_t *orc_cq, int solicited_only)
 {
     orc_verbs_cq_t *cq = orc_verbs_derived_of(orc_cq, orc_verbs_cq_t);
 
     errno = 0;
-    return orc_verbs_err(ibv_req_notify_cq(cq->cq, solicited_only));
+    return orc_dev_verbs_err(ibv_req_notify_cq(cq->cq, solicited_only));
 }
 
 static int orc_verbs_cq_get_event(orc_comp_channel_t *orc_channel,
@@ -660,7 +651,7 @@ static int orc_verbs_cq_get_event(orc_comp_channel_t *orc_channel,
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(
+    ret   = orc_dev_verbs_err(
           ibv_get_cq_event(channel->channel, &ib_cq, &ib_cq_context));
     if (ret != 0) {
         return ret; /* EAGAIN on a non-blocking channel without events */
@@ -708,6 +699,7 @@ static orc_srq_t *orc_verbs_srq_create(orc_pd_t *orc_pd,
     attr->attr             = ib_attr.attr; /* the actual sizes */
     srq->super.pd          = orc_pd;
     srq->super.srq_context = attr->srq_context;
+    srq->super.ibv         = srq->srq;
     return &srq->super;
 }
 
@@ -717,7 +709,7 @@ static int orc_verbs_srq_destroy(orc_srq_t *orc_srq)
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(ibv_destroy_srq(srq->srq));
+    ret   = orc_dev_verbs_err(ibv_destroy_srq(srq->srq));
     if (ret != 0) {
         return ret;
     }
@@ -725,14 +717,6 @@ static int orc_verbs_srq_destroy(orc_srq_t *orc_srq)
     return 0;
 }
 
-static int orc_verbs_post_srq_recv(orc_srq_t *orc_srq, struct ibv_recv_wr *wr,
-                                   struct ibv_recv_wr **bad_wr)
-{
-    orc_verbs_srq_t *srq = orc_verbs_derived_of(orc_srq, orc_verbs_srq_t);
-
-    errno = 0;
-    return orc_verbs_err(ibv_post_srq_recv(srq->srq, wr, bad_wr));
-}
 
 /* A CQ or SRQ handed to qp_create must be a verbs object of the same device */
 static int orc_verbs_qp_check_dev(orc_dev_t *qp_dev, orc_dev_t *obj_dev)
@@ -787,6 +771,7 @@ static orc_qp_t *orc_verbs_qp_create(orc_pd_t *orc_pd, orc_qp_init_attr_t *attr)
     qp->super.pd         = orc_pd;
     qp->super.qp_context = attr->qp_context;
     qp->super.qp_num     = qp->qp->qp_num;
+    qp->super.ibv        = qp->qp;
     qp->send_cq          = attr->send_cq;
     qp->recv_cq          = attr->recv_cq;
     qp->srq              = attr->srq;
@@ -799,7 +784,7 @@ static int orc_verbs_qp_modify(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
     orc_verbs_qp_t *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
 
     errno = 0;
-    return orc_verbs_err(ibv_modify_qp(qp->qp, attr, attr_mask));
+    return orc_dev_verbs_err(ibv_modify_qp(qp->qp, attr, attr_mask));
 }
 
 static int orc_verbs_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
@@ -811,7 +796,8 @@ static int orc_verbs_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
 
     memset(&ib_init_attr, 0, sizeof(ib_init_attr));
     errno = 0;
-    ret   = orc_verbs_err(ibv_query_qp(qp->qp, attr, attr_mask, &ib_init_attr));
+    ret =
+        orc_dev_verbs_err(ibv_query_qp(qp->qp, attr, attr_mask, &ib_init_attr));
     if ((ret != 0) || (init_attr == NULL)) {
         return ret;
     }
@@ -833,7 +819,7 @@ static int orc_verbs_qp_destroy(orc_qp_t *orc_qp)
     int ret;
 
     errno = 0;
-    ret   = orc_verbs_err(ibv_destroy_qp(qp->qp));
+    ret   = orc_dev_verbs_err(ibv_destroy_qp(qp->qp));
     if (ret != 0) {
         return ret;
     }
@@ -841,14 +827,6 @@ static int orc_verbs_qp_destroy(orc_qp_t *orc_qp)
     return 0;
 }
 
-static int orc_verbs_post_send(orc_qp_t *orc_qp, struct ibv_send_wr *wr,
-                               struct ibv_send_wr **bad_wr)
-{
-    orc_verbs_qp_t *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
-
-    errno = 0;
-    return orc_verbs_err(ibv_post_send(qp->qp, wr, bad_wr));
-}
 
 static int orc_verbs_post_recv(orc_qp_t *orc_qp, struct ibv_recv_wr *wr,
                                struct ibv_recv_wr **bad_wr)
@@ -856,7 +834,7 @@ static int orc_verbs_post_recv(orc_qp_t *orc_qp, struct ibv_recv_wr *wr,
     orc_verbs_qp_t *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
 
     errno = 0;
-    return orc_verbs_err(ibv_post_recv(qp->qp, wr, bad_wr));
+    return orc_dev_verbs_err(ibv_post_recv(qp->qp, wr, bad_wr));
 }
 
 const orc_dev_ops_t orc_dev_verbs_ops = {
@@ -878,17 +856,14 @@ const orc_dev_ops_t orc_dev_verbs_ops = {
     .comp_channel_destroy = orc_verbs_comp_channel_destroy,
     .cq_create            = orc_verbs_cq_create,
     .cq_destroy           = orc_verbs_cq_destroy,
-    .cq_poll              = orc_verbs_cq_poll,
     .cq_req_notify        = orc_verbs_cq_req_notify,
     .cq_get_event         = orc_verbs_cq_get_event,
     .cq_ack_events        = orc_verbs_cq_ack_events,
     .srq_create           = orc_verbs_srq_create,
     .srq_destroy          = orc_verbs_srq_destroy,
-    .post_srq_recv        = orc_verbs_post_srq_recv,
     .qp_create            = orc_verbs_qp_create,
     .qp_modify            = orc_verbs_qp_modify,
     .qp_query             = orc_verbs_qp_query,
     .qp_destroy           = orc_verbs_qp_destroy,
-    .post_send            = orc_verbs_post_send,
     .post_recv            = orc_verbs_post_recv,
 };
