@@ -75,10 +75,9 @@ ucs_status_t uct_orc_iface_post_recv_batch(uct_orc_iface_t *iface)
     return UCS_ERR_IO_ERROR;
 }
 
-/* A receive buffer (NULL: a fresh one) goes back to the SRQ, with the
- * others of this poll (uct_orc_iface_post_recv_batch) */
-ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
-                                     uct_orc_rx_desc_t *desc)
+/* uct_orc_iface_post_recv(), inline for the receive path */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_iface_repost(uct_orc_iface_t *iface, uct_orc_rx_desc_t *desc)
 {
     if (desc == NULL) {
         desc = ucs_mpool_get(&iface->rx_mp);
@@ -93,6 +92,14 @@ ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
         return uct_orc_iface_post_recv_batch(iface);
     }
     return UCS_OK;
+}
+
+/* A receive buffer (NULL: a fresh one) goes back to the SRQ, with the
+ * others of this poll (uct_orc_iface_post_recv_batch) */
+ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
+                                     uct_orc_rx_desc_t *desc)
+{
+    return uct_orc_iface_repost(iface, desc);
 }
 
 /* The owner of a QP, NULL if none; the last one found is kept (receives
@@ -134,8 +141,8 @@ void uct_orc_iface_set_credit_window(uct_orc_iface_t *iface)
  * once that is at least half the window; 0 otherwise. A window that shrank
  * because more peers arrived is reached by returning less.
  */
-static unsigned uct_orc_iface_grant_size(uct_orc_iface_t *iface,
-                                         uct_orc_passive_t *passive)
+static UCS_F_ALWAYS_INLINE unsigned
+uct_orc_iface_grant_size(uct_orc_iface_t *iface, uct_orc_passive_t *passive)
 {
     unsigned window = iface->credit_window;
 
@@ -287,12 +294,15 @@ static void uct_orc_iface_handle_rx(uct_orc_iface_t *iface, struct ibv_wc *wc)
         uct_iface_invoke_am(&iface->super, hdr.am_id, payload,
                             wc->byte_len - sizeof(hdr), UCT_CB_PARAM_FLAG_DESC);
     /* The handler kept the buffer: post a fresh one, the SRQ stays full */
-    uct_orc_iface_post_recv(iface, (status == UCS_OK) ? desc : NULL);
+    uct_orc_iface_repost(iface, (status == UCS_OK) ? desc : NULL);
 
     if (passive->credits_out > 0) {
         --passive->credits_out;
     }
-    uct_orc_iface_send_grant(iface, passive);
+    /* most messages return no credit yet: no call for them */
+    if (uct_orc_iface_grant_size(iface, passive) > 0) {
+        uct_orc_iface_send_grant(iface, passive);
+    }
 }
 
 /* The ep of a connection id, NULL if it was destroyed; the last one found
@@ -314,25 +324,12 @@ uct_orc_iface_tx_ep(uct_orc_iface_t *iface, uint64_t conn_id)
     return iface->tx_last_ep;
 }
 
-static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
+/* The completion of a credit grant a passive QP sent */
+static void uct_orc_iface_grant_sent(uct_orc_iface_t *iface, struct ibv_wc *wc)
 {
-    uct_orc_passive_t *passive;
-    uct_orc_op_t *op;
-    uct_orc_ep_t *ep;
+    uct_orc_op_t *op           = (uct_orc_op_t *)(uintptr_t)wc->wr_id;
+    uct_orc_passive_t *passive = op->get.arg;
 
-    if (wc->wr_id & UCT_ORC_WR_ID_EP) {
-        ep = uct_orc_iface_tx_ep(iface, uct_orc_wr_id_conn(wc->wr_id));
-        if (ep != NULL) {
-            uct_orc_ep_tx_completed(ep, uct_orc_wr_id_sn(wc->wr_id),
-                                    wc->status);
-        }
-        /* else of an ep destroyed since: tx_cq_held has its entries */
-        return;
-    }
-
-    /* a credit grant of a passive QP */
-    op      = (uct_orc_op_t *)(uintptr_t)wc->wr_id;
-    passive = op->get.arg;
     ++iface->tx_cq_avail;
     --iface->tx_signaled;
     ++passive->sq_avail;
@@ -343,6 +340,24 @@ static void uct_orc_iface_handle_tx(uct_orc_iface_t *iface, struct ibv_wc *wc)
     }
     ucs_mpool_put(op);
     uct_orc_iface_passive_try_destroy(iface, passive);
+}
+
+/* A send CQ completion: of an ep's WR (in the poll loop of every get,
+ * atomic and flush: inline) or of a credit grant */
+static UCS_F_ALWAYS_INLINE void uct_orc_iface_handle_tx(uct_orc_iface_t *iface,
+                                                        struct ibv_wc *wc)
+{
+    uct_orc_ep_t *ep;
+
+    if (ucs_unlikely(!(wc->wr_id & UCT_ORC_WR_ID_EP))) {
+        uct_orc_iface_grant_sent(iface, wc);
+        return;
+    }
+    ep = uct_orc_iface_tx_ep(iface, uct_orc_wr_id_conn(wc->wr_id));
+    if (ep != NULL) {
+        uct_orc_ep_tx_completed(ep, uct_orc_wr_id_sn(wc->wr_id), wc->status);
+    }
+    /* else of an ep destroyed since: tx_cq_held has its entries */
 }
 
 /* Take up to UCT_ORC_IFACE_POLL_BATCH completions of cq into wc; returns
