@@ -108,6 +108,15 @@
  * (REM_ACCESS_ERR, REM_INV_REQ_ERR for misaligned atomics or a SEND longer
  * than the receive, REM_OP_ERR for a receive with a bad lkey); the target QP
  * stays usable except for receive errors, which move it to ERR as in IB.
+ * A NAK (but RNR and "not ready") ends the initiator's WR in error and
+ * its QP goes to ERR, flushing the WRs behind it: the target executes
+ * none of them, so a WR that completed with IBV_WC_WR_FLUSH_ERR never
+ * touched the target (an IB responder goes to ERR at such a NAK and
+ * executes nothing after it). On TCP, where those WRs may already be on
+ * the wire, the responder drops whatever the connection brings after the
+ * NAK, unanswered (rule switch SN_RULE_NAK_STOPS); a reconnected
+ * initiator QP comes on a new connection. Same host, CMA checks a WRITE
+ * or READ in the initiator before anything behind it runs.
  *
  * Dead peer = silent peer, as on a NIC, which cannot tell a dead node from
  * a slow one: a peer whose host does not answer, whose connection closed,
@@ -807,6 +816,11 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #define SN_RULE_ACK_BOUND 0
 #else
 #define SN_RULE_ACK_BOUND 1
+#endif
+#ifdef SN_MUTATE_NO_NAK_STOPS /* TCP: nothing executes behind a NAK */
+#define SN_RULE_NAK_STOPS 0
+#else
+#define SN_RULE_NAK_STOPS 1
 #endif
 #ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
 #define SN_RULE_BATCH_FLUSH 0

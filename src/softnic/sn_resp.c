@@ -18,10 +18,12 @@
  * sn_int.h, "ACK coalescing"), complete the receive. A failed
  * check answers with the NAK the initiator turns into its completion
  * status; an RNR or "not ready" NAK leaves the request to be resent, any
- * other answer counts it as executed (expected_seq). A QP in ERR answers
- * nothing, as an IB responder in error drops the packets: the request is
- * dropped (not executed, not counted; those behind it fail the sequence
- * check) and the initiator's transport timer ends the WR.
+ * other answer counts it as executed (expected_seq), and after such a NAK
+ * the connection executes nothing more (the initiator flushed it). A QP
+ * in ERR answers nothing, as an IB responder in error drops the packets:
+ * the request is dropped (not executed, not counted; those behind it
+ * fail the sequence check) and the initiator's transport timer ends the
+ * WR.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -117,6 +119,9 @@ static int sn_resp_send(sn_inst_t *inst, sn_conn_t *conn, uint8_t type,
     rsp.code  = code;
     rsp.seq   = htole32(seq);
     rsp.value = htole64(value);
+    if ((type == SN_RSP_NAK) && sn_resp_is_executed(type, code)) {
+        conn->nak_stopped = SN_RULE_NAK_STOPS;
+    }
     if ((type == SN_RSP_NAK) && (code == SN_NAK_RNR)) {
         pthread_mutex_lock(&conn->qp->lock);
         rsp.rnr_timer = conn->qp->attr.min_rnr_timer;
@@ -448,10 +453,17 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
     return SN_RESP_CHECK_ACKED;
 }
 
-/* After a NAK the initiator resends from the NAKed request: what it sent
- * behind that one is dropped (no answer) until the resend arrives */
+/* After an RNR or "not ready" NAK the initiator resends from the NAKed
+ * request: what it sent behind that one is dropped (no answer) until the
+ * resend arrives. After any other NAK it resends nothing (its QP is in
+ * ERR, the WRs behind the NAKed one flushed): everything behind it is
+ * dropped, so a flushed WR never touches the target, as on an IB
+ * responder, which goes to ERR at such a NAK */
 static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
 {
+    if (r->conn->nak_stopped) {
+        return SN_RESP_DONE;
+    }
     return (!SN_RULE_PSN_ORDER || (r->req->seq == r->conn->expected_seq))
                ? SN_RESP_CHECK_QP
                : SN_RESP_DONE;

@@ -210,6 +210,11 @@ struct sn_conn {
     uint32_t pay_left;
     sn_sink_t sink;
     int drop; /* TGT: request dropped or answered */
+    /* TGT: a NAK that ends the initiator's WR in error (all but RNR and
+     * "not ready") left: the initiator's QP is in ERR and flushes what it
+     * sent behind that request, so nothing more of this connection is
+     * executed (sn_resp.c, rule SN_RULE_NAK_STOPS) */
+    int nak_stopped;
     /* TGT: the answers [ack_end, expected_seq) are ACKs that left in no
      * frame of this connection (coalesced, sn_resp.c); ack_owed: some may
      * be owed still (counted in inst->num_ack_owed) since ack_since_ns,

@@ -262,6 +262,44 @@ TEST_P(softnic_rc, write_list_to_one_address_keeps_write_before_failed_one)
         << "the second WRITE's bytes are not the ones placed";
 }
 
+/* A WRITE flushed behind a NAKed one never touches the target: of four
+ * WRITEs in one list to four addresses, the third with a key the target
+ * never issued, the fourth completes with WR_FLUSH_ERR and its bytes at
+ * the target are the ones there before (on TCP it left on the wire right
+ * behind the third; the responder executes nothing after a NAK, rule
+ * SN_RULE_NAK_STOPS) */
+TEST_P(softnic_rc, write_after_naked_write_in_list_not_placed)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    /* one WRITE first: the list is posted on a connection that is up */
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" +
+                       remote(256)));
+    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    ASSERT_OK(m_b->cmd("fill id=1 len=64 count=4 seed=1200"));
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=4 seed=1300"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=4 len=64 "
+                       "stride=64 rstride=64 badrkey=3" +
+                       remote()));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
+    ASSERT_EQ(4u, wcs.size());
+    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
+                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
+        EXPECT_EQ(want[i], wcs[i].status)
+            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
+    }
+    EXPECT_OK(m_b->cmd("check id=1 len=64 count=2 seed=1300"))
+        << "the first two WRITEs' bytes are not placed";
+    EXPECT_OK(m_b->cmd("check id=1 off=128 len=64 seed=1202"))
+        << "the NAKed WRITE touched the target";
+    /* the flushed WRITE ran nowhere: the target must not hold its bytes,
+     * even after a while (on TCP it may still be on its way) */
+    usleep(50000);
+    EXPECT_OK(m_b->cmd("check id=1 off=192 len=64 seed=1203"))
+        << "the WRITE that completed with WR_FLUSH_ERR was placed";
+}
+
 /* IBV_SEND_FENCE: a WRITE whose source is what a READ before it fetches
  * waits for the READ's data, so it carries that data (without the fence
  * it would gather its source while the READ is still in flight: on TCP
