@@ -332,6 +332,13 @@ void softnic_local::churn_while_posting()
             ++posted;
         }
     });
+    /* the churn starts once the poster is posting (under load its thread
+     * may start late: the churn alone would then end before its first
+     * WRITE, and nothing would have posted beside it) */
+    for (double end = now_ms() + 10000;
+         (posted.load() == 0) && (errors.load() == 0) && (now_ms() < end);) {
+        std::this_thread::yield();
+    }
 
     std::vector<std::thread> workers;
     for (int t = 0; t < nthreads; ++t) {
