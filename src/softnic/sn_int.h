@@ -116,7 +116,11 @@
  * the wire, the responder drops whatever the connection brings after the
  * NAK, unanswered (rule switch SN_RULE_NAK_STOPS); a reconnected
  * initiator QP comes on a new connection. Same host, CMA checks a WRITE
- * or READ in the initiator before anything behind it runs.
+ * or READ in the initiator before anything behind it runs; on the
+ * shared-memory ring (SENDs, atomics) the target consumes no slot behind
+ * one it completed in error, and the initiator reaps nothing behind that
+ * slot (the same switch): its QP goes to ERR and flushes them, and a
+ * reconnected QP comes with a new ring.
  *
  * Dead peer = silent peer, as on a NIC, which cannot tell a dead node from
  * a slow one: a peer whose host does not answer, whose connection closed,
@@ -817,7 +821,7 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_ACK_BOUND 1
 #endif
-#ifdef SN_MUTATE_NO_NAK_STOPS /* TCP: nothing executes behind a NAK */
+#ifdef SN_MUTATE_NO_NAK_STOPS /* nothing executes behind a NAK/failed slot */
 #define SN_RULE_NAK_STOPS 0
 #else
 #define SN_RULE_NAK_STOPS 1
@@ -945,10 +949,17 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now);
 #define SN_RING_SLOTS 32
 #define SN_RING_DATA  (8192 - 64)
 
+/* A target QP's attachment to one initiator's ring (one per connection),
+ * read and written under the target QP's lock only */
 typedef struct sn_ring_att {
     struct sn_ring_att *next;
     struct sn_ring *ring;
     uint32_t src_qpn;
+    /* a slot of this ring failed at the target: the initiator's QP went
+     * to ERR and flushes what it posted behind it, so no later slot is
+     * consumed (rule SN_RULE_NAK_STOPS); a reconnected initiator QP comes
+     * on a new connection with a new ring */
+    int stopped;
 } sn_ring_att_t;
 
 /* Target side (service thread): create a ring for a same-host initiator;

@@ -47,13 +47,18 @@
  * No posted receive: the slot stays POSTED and the consumer says so in
  * rnr_at; the initiator gives up after rnr_retry * the target's
  * min_rnr_timer (7 = never), completing the WR with
- * IBV_WC_RNR_RETRY_EXC_ERR. A target QP in ERR leaves the slots as they
- * are and says nothing (rnr_at 0), as an IB responder in error drops the
- * packets without an ACK or a NAK: the initiator's transport timer fails
- * the oldest with IBV_WC_RETRY_EXC_ERR once its retry budget is spent
- * (sn_ring_awaits_answer, sn_qp_timers); with timeout 0 it waits until its
- * application moves it to ERR. The initiator cancels the slots when it
- * leaves RTS and drops the connection, which detaches the ring.
+ * IBV_WC_RNR_RETRY_EXC_ERR. A slot the target completes in error (an
+ * atomic it refuses, a receive error) stops the ring: the target consumes
+ * nothing behind it and the initiator reaps nothing behind it, its QP goes
+ * to ERR and flushes those WRs, as the TCP responder executes nothing after
+ * a NAK (rule SN_RULE_NAK_STOPS; a reconnect brings a new ring). A target
+ * QP in ERR leaves the slots as they are and says nothing (rnr_at 0), as
+ * an IB responder in error drops the packets without an ACK or a NAK: the
+ * initiator's transport timer fails the oldest with IBV_WC_RETRY_EXC_ERR
+ * once its retry budget is spent (sn_ring_awaits_answer, sn_qp_timers);
+ * with timeout 0 it waits until its application moves it to ERR. The
+ * initiator cancels the slots when it leaves RTS and drops the
+ * connection, which detaches the ring.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -332,6 +337,9 @@ void sn_ring_reap(sn_qp_t *qp, int in_svc)
         --qp->ring_out;
         ++qp->ring_reaped;
         progress = 1;
+        if (SN_RULE_NAK_STOPS && (status != IBV_WC_SUCCESS)) {
+            break; /* the QP goes to ERR: what is behind is flushed */
+        }
     }
     if (progress) {
         qp->last_progress_ns = sn_stamp_ns();
@@ -489,6 +497,21 @@ static void sn_ring_slot_done(struct sn_ring *ring, sn_ring_slot_t *slot,
     __atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
 }
 
+/* QP lock held: mark a slot the consumer took DONE with status; a failed
+ * slot ends the initiator's WR in error and its QP goes to ERR, flushing
+ * the slots behind it, so the ring is consumed no further (as the TCP
+ * responder stops after a NAK, rule SN_RULE_NAK_STOPS). Returns 1 when
+ * the ring stopped. */
+static int sn_ring_slot_finish(sn_ring_att_t *att, sn_ring_slot_t *slot,
+                               uint32_t status, uint64_t tail)
+{
+    sn_ring_slot_done(att->ring, slot, status, tail);
+    if (status != IBV_WC_SUCCESS) {
+        att->stopped = SN_RULE_NAK_STOPS;
+    }
+    return att->stopped;
+}
+
 /* QP lock held: did the peer post this SEND after it answered TCP requests
  * of ours whose answers we have not read yet (slot->acked beyond rsp_seq)?
  * Then the slot waits: what the peer sends after taking a SEND of ours
@@ -538,6 +561,9 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
         }
         return;
     }
+    if (att->stopped) {
+        return; /* a slot failed: the initiator flushes the rest */
+    }
     for (; tail != head; ++tail) {
         slot = &ring->slot[tail % SN_RING_SLOTS];
         if (qp->state == IBV_QPS_ERR) { /* without the rule only */
@@ -567,8 +593,10 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
                 }
                 return;
             }
-            sn_ring_slot_done(ring, slot, sn_ring_atomic(qp, slot, flags),
-                              tail + 1);
+            if (sn_ring_slot_finish(att, slot, sn_ring_atomic(qp, slot, flags),
+                                    tail + 1)) {
+                return;
+            }
             continue;
         }
         if (sn_ring_answers_unread(qp, slot)) {
@@ -598,7 +626,10 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
         len = slot->length;
         if (len > SN_RING_DATA) {
             sn_qp_recv_unlock(qp);
-            sn_ring_slot_done(ring, slot, IBV_WC_REM_INV_REQ_ERR, tail + 1);
+            if (sn_ring_slot_finish(att, slot, IBV_WC_REM_INV_REQ_ERR,
+                                    tail + 1)) {
+                return;
+            }
             continue;
         }
         sn_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
@@ -617,12 +648,15 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
         }
         /* receive error: completes in error, the responder QP goes to ERR */
         sn_ring_recv_wc(qp, recv.wr_id, status, 0, 0, 0, att->src_qpn);
-        sn_ring_slot_done(ring, slot,
-                          (status == IBV_WC_LOC_LEN_ERR)
-                              ? IBV_WC_REM_INV_REQ_ERR
-                              : IBV_WC_REM_OP_ERR,
-                          tail + 1);
+        (void)sn_ring_slot_finish(att, slot,
+                                  (status == IBV_WC_LOC_LEN_ERR)
+                                      ? IBV_WC_REM_INV_REQ_ERR
+                                      : IBV_WC_REM_OP_ERR,
+                                  tail + 1);
         sn_qp_to_error(qp);
+        if (att->stopped) {
+            return;
+        }
     }
 }
 

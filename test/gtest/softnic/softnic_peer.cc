@@ -721,6 +721,9 @@ std::string cmd_post(const kv_t &kv)
                                            ? num(kv, "add", 1)
                                            : num(kv, "cmp", 0);
             wr.wr.atomic.swap        = num(kv, "swap", 0);
+            if (j + 1 == num(kv, "badrkey", 0)) {
+                wr.wr.atomic.rkey ^= 1u << 31;
+            }
         } else {
             wr.wr.rdma.remote_addr = num(kv, "raddr", 0) + j * rstride;
             wr.wr.rdma.rkey        = (uint32_t)num(kv, "rkey", 0);

@@ -300,6 +300,91 @@ TEST_P(softnic_rc, write_after_naked_write_in_list_not_placed)
         << "the WRITE that completed with WR_FLUSH_ERR was placed";
 }
 
+/* ...and an atomic flushed behind a NAKed one is not executed either (same
+ * host they go through the shared-memory ring, where the target consumes
+ * no slot behind a failed one; across hosts on TCP) */
+TEST_P(softnic_rc, atomic_after_naked_atomic_in_list_not_executed)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" +
+                       remote(256)));
+    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    for (int i = 0; i < 4; ++i) {
+        ASSERT_OK(
+            m_b->cmd("set64 id=1 off=" + std::to_string(8 * i) + " val=10"));
+    }
+    ASSERT_OK(m_a->cmd("post qp=0 op=FADD mr=1 flags=S wr=1 count=4 len=8 "
+                       "stride=8 rstride=8 add=1 badrkey=3" +
+                       remote()));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
+    ASSERT_EQ(4u, wcs.size());
+    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
+                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
+        EXPECT_EQ(want[i], wcs[i].status)
+            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
+    }
+    usleep(50000); /* as above: a wrong execution may still be on its way */
+    const uint64_t after[] = {11, 11, 10, 10};
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ(after[i],
+                  m_b->cmd("get64 id=1 off=" + std::to_string(8 * i)).u("val"))
+            << "FADD " << i + 1;
+    }
+    /* reset and connected again, the QP's atomics execute (a new
+     * connection, a new ring: what stopped the old one is gone) */
+    ASSERT_OK(m_a->cmd("modify qp=0 state=RESET"));
+    ASSERT_OK(m_a->cmd("connect qp=0 addr=" + m_last_eb.addr +
+                       " qpn=" + std::to_string(m_last_eb.qpn)));
+    ASSERT_OK(m_a->cmd("post qp=0 op=FADD mr=1 flags=S wr=11 count=4 len=8 "
+                       "stride=8 rstride=8 add=1" +
+                       remote()));
+    wcs = poll(*m_a, "send", 4);
+    ASSERT_EQ(4u, wcs.size());
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ((uint64_t)i + 11, wcs[i].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[i].status)
+            << "after reconnect, WR " << i + 11 << ": "
+            << wc_status_name(wcs[i].status);
+        EXPECT_EQ(after[i] + 1,
+                  m_b->cmd("get64 id=1 off=" + std::to_string(8 * i)).u("val"))
+            << "after reconnect, FADD " << i + 1;
+    }
+}
+
+/* ...and a READ flushed behind a NAKed one fetches nothing: of four READs
+ * in one list, the third with a key the target never issued, the fourth
+ * completes with WR_FLUSH_ERR and its local bytes are the ones there
+ * before (same host CMA checks each READ in the initiator; across hosts
+ * the responder sends no data after the NAK, rule SN_RULE_NAK_STOPS) */
+TEST_P(softnic_rc, read_after_naked_read_in_list_not_fetched)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" +
+                       remote(256)));
+    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    ASSERT_OK(m_b->cmd("fill id=1 len=64 count=4 seed=1400"));
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=4 seed=1500"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 flags=S wr=1 count=4 len=64 "
+                       "stride=64 rstride=64 badrkey=3" +
+                       remote()));
+    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
+    ASSERT_EQ(4u, wcs.size());
+    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
+                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
+    for (int i = 0; i < 4; ++i) {
+        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
+        EXPECT_EQ(want[i], wcs[i].status)
+            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
+    }
+    EXPECT_OK(m_a->cmd("check id=1 len=64 count=2 seed=1400"))
+        << "the first two READs' bytes are not fetched";
+    usleep(50000); /* as above: a wrong answer may still be on its way */
+    EXPECT_OK(m_a->cmd("check id=1 off=128 len=64 count=2 seed=1502"))
+        << "the NAKed or the flushed READ wrote local memory";
+}
+
 /* IBV_SEND_FENCE: a WRITE whose source is what a READ before it fetches
  * waits for the READ's data, so it carries that data (without the fence
  * it would gather its source while the READ is still in flight: on TCP
