@@ -46,6 +46,29 @@ class softnic_rc : public softnic_topo
 
     void send_recv(bool srq);
 
+    /* connect QP 0 of a and b, and complete one WRITE to remote(off): what
+     * the test posts next finds the connection up */
+    void connect_up(uint64_t off = 0)
+    {
+        ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+        ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" +
+                           remote(off)));
+        ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    }
+
+    /* a's send CQ gives the list posted as WRs first, first + 1, ... in
+     * order, with the statuses in want */
+    void expect_list(const std::vector<ibv_wc_status> &want, uint64_t first = 1)
+    {
+        std::vector<wc_t> wcs = poll(*m_a, "send", want.size());
+        ASSERT_EQ(want.size(), wcs.size());
+        for (size_t i = 0; i < want.size(); ++i) {
+            EXPECT_EQ(first + i, wcs[i].wr_id);
+            EXPECT_EQ(want[i], wcs[i].status)
+                << "WR " << first + i << ": " << wc_status_name(wcs[i].status);
+        }
+    }
+
     peer_proc *m_a = nullptr, *m_b = nullptr;
     mr_t m_la, m_rb;
 };
@@ -172,15 +195,9 @@ TEST_P(softnic_rc, write_list_stops_at_failed_write)
     ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=4 len=64 "
                        "stride=64 rstride=" +
                        std::to_string(BIG / 2 + 32) + remote()));
-    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
-    ASSERT_EQ(4u, wcs.size());
-    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
-                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
-    for (int i = 0; i < 4; ++i) {
-        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
-        EXPECT_EQ(want[i], wcs[i].status)
-            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list({IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_REM_ACCESS_ERR,
+                     IBV_WC_WR_FLUSH_ERR}));
     EXPECT_OK(m_b->cmd("check id=1 len=64 seed=900"));
     EXPECT_OK(m_b->cmd("check id=1 off=" + std::to_string(BIG / 2 + 32) +
                        " len=64 seed=901"));
@@ -213,22 +230,14 @@ TEST_P(softnic_rc, writes_to_one_address_last_wins)
 TEST_P(softnic_rc, streamed_writes_to_one_address_last_wins)
 {
     const int n = 16;
-    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
-    /* one WRITE first: the stream starts on a connection that is up */
-    ASSERT_OK(
-        m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" + remote()));
-    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    /* the stream starts on a connection that is up */
+    ASSERT_NO_FATAL_FAILURE(connect_up());
     ASSERT_OK(m_a->cmd("fill id=1 len=64 count=16 seed=1000"));
     ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=16 each=1 "
                        "len=64 stride=64 rstride=0" +
                        remote()));
-    std::vector<wc_t> wcs = poll(*m_a, "send", n);
-    ASSERT_EQ((size_t)n, wcs.size());
-    for (int i = 0; i < n; ++i) {
-        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
-        EXPECT_EQ(IBV_WC_SUCCESS, wcs[i].status)
-            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list(std::vector<ibv_wc_status>(n, IBV_WC_SUCCESS)));
     EXPECT_OK(
         m_b->cmd("check id=1 len=64 seed=" + std::to_string(1000 + n - 1)))
         << "the target does not hold the last WRITE's bytes";
@@ -240,24 +249,14 @@ TEST_P(softnic_rc, streamed_writes_to_one_address_last_wins)
  * issued, so the second one's bytes are the ones placed */
 TEST_P(softnic_rc, write_list_to_one_address_keeps_write_before_failed_one)
 {
-    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
-    /* one WRITE first: the list is posted on a connection that is up */
-    ASSERT_OK(
-        m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" + remote()));
-    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    /* the list is posted on a connection that is up */
+    ASSERT_NO_FATAL_FAILURE(connect_up());
     ASSERT_OK(m_a->cmd("fill id=1 len=64 count=3 seed=1100"));
     ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=3 len=64 "
                        "stride=64 rstride=0 badrkey=3" +
                        remote()));
-    std::vector<wc_t> wcs = poll(*m_a, "send", 3);
-    ASSERT_EQ(3u, wcs.size());
-    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
-                                  IBV_WC_REM_ACCESS_ERR};
-    for (int i = 0; i < 3; ++i) {
-        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
-        EXPECT_EQ(want[i], wcs[i].status)
-            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list({IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_REM_ACCESS_ERR}));
     EXPECT_OK(m_b->cmd("check id=1 len=64 seed=1101"))
         << "the second WRITE's bytes are not the ones placed";
 }
@@ -270,25 +269,16 @@ TEST_P(softnic_rc, write_list_to_one_address_keeps_write_before_failed_one)
  * SN_RULE_NAK_STOPS) */
 TEST_P(softnic_rc, write_after_naked_write_in_list_not_placed)
 {
-    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
-    /* one WRITE first: the list is posted on a connection that is up */
-    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" +
-                       remote(256)));
-    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    /* the list is posted on a connection that is up */
+    ASSERT_NO_FATAL_FAILURE(connect_up(256));
     ASSERT_OK(m_b->cmd("fill id=1 len=64 count=4 seed=1200"));
     ASSERT_OK(m_a->cmd("fill id=1 len=64 count=4 seed=1300"));
     ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=1 count=4 len=64 "
                        "stride=64 rstride=64 badrkey=3" +
                        remote()));
-    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
-    ASSERT_EQ(4u, wcs.size());
-    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
-                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
-    for (int i = 0; i < 4; ++i) {
-        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
-        EXPECT_EQ(want[i], wcs[i].status)
-            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list({IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_REM_ACCESS_ERR,
+                     IBV_WC_WR_FLUSH_ERR}));
     EXPECT_OK(m_b->cmd("check id=1 len=64 count=2 seed=1300"))
         << "the first two WRITEs' bytes are not placed";
     EXPECT_OK(m_b->cmd("check id=1 off=128 len=64 seed=1202"))
@@ -305,10 +295,7 @@ TEST_P(softnic_rc, write_after_naked_write_in_list_not_placed)
  * no slot behind a failed one; across hosts on TCP) */
 TEST_P(softnic_rc, atomic_after_naked_atomic_in_list_not_executed)
 {
-    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
-    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" +
-                       remote(256)));
-    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    ASSERT_NO_FATAL_FAILURE(connect_up(256));
     for (int i = 0; i < 4; ++i) {
         ASSERT_OK(
             m_b->cmd("set64 id=1 off=" + std::to_string(8 * i) + " val=10"));
@@ -316,15 +303,9 @@ TEST_P(softnic_rc, atomic_after_naked_atomic_in_list_not_executed)
     ASSERT_OK(m_a->cmd("post qp=0 op=FADD mr=1 flags=S wr=1 count=4 len=8 "
                        "stride=8 rstride=8 add=1 badrkey=3" +
                        remote()));
-    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
-    ASSERT_EQ(4u, wcs.size());
-    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
-                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
-    for (int i = 0; i < 4; ++i) {
-        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
-        EXPECT_EQ(want[i], wcs[i].status)
-            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list({IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_REM_ACCESS_ERR,
+                     IBV_WC_WR_FLUSH_ERR}));
     usleep(50000); /* as above: a wrong execution may still be on its way */
     const uint64_t after[] = {11, 11, 10, 10};
     for (int i = 0; i < 4; ++i) {
@@ -340,13 +321,9 @@ TEST_P(softnic_rc, atomic_after_naked_atomic_in_list_not_executed)
     ASSERT_OK(m_a->cmd("post qp=0 op=FADD mr=1 flags=S wr=11 count=4 len=8 "
                        "stride=8 rstride=8 add=1" +
                        remote()));
-    wcs = poll(*m_a, "send", 4);
-    ASSERT_EQ(4u, wcs.size());
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list(std::vector<ibv_wc_status>(4, IBV_WC_SUCCESS), 11));
     for (int i = 0; i < 4; ++i) {
-        EXPECT_EQ((uint64_t)i + 11, wcs[i].wr_id);
-        EXPECT_EQ(IBV_WC_SUCCESS, wcs[i].status)
-            << "after reconnect, WR " << i + 11 << ": "
-            << wc_status_name(wcs[i].status);
         EXPECT_EQ(after[i] + 1,
                   m_b->cmd("get64 id=1 off=" + std::to_string(8 * i)).u("val"))
             << "after reconnect, FADD " << i + 1;
@@ -360,24 +337,15 @@ TEST_P(softnic_rc, atomic_after_naked_atomic_in_list_not_executed)
  * the responder sends no data after the NAK, rule SN_RULE_NAK_STOPS) */
 TEST_P(softnic_rc, read_after_naked_read_in_list_not_fetched)
 {
-    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
-    ASSERT_OK(m_a->cmd("post qp=0 op=WRITE mr=1 flags=S wr=100 len=64" +
-                       remote(256)));
-    ASSERT_EQ(1u, poll(*m_a, "send", 1).size());
+    ASSERT_NO_FATAL_FAILURE(connect_up(256));
     ASSERT_OK(m_b->cmd("fill id=1 len=64 count=4 seed=1400"));
     ASSERT_OK(m_a->cmd("fill id=1 len=64 count=4 seed=1500"));
     ASSERT_OK(m_a->cmd("post qp=0 op=READ mr=1 flags=S wr=1 count=4 len=64 "
                        "stride=64 rstride=64 badrkey=3" +
                        remote()));
-    std::vector<wc_t> wcs = poll(*m_a, "send", 4);
-    ASSERT_EQ(4u, wcs.size());
-    const ibv_wc_status want[] = {IBV_WC_SUCCESS, IBV_WC_SUCCESS,
-                                  IBV_WC_REM_ACCESS_ERR, IBV_WC_WR_FLUSH_ERR};
-    for (int i = 0; i < 4; ++i) {
-        EXPECT_EQ((uint64_t)i + 1, wcs[i].wr_id);
-        EXPECT_EQ(want[i], wcs[i].status)
-            << "WR " << i + 1 << ": " << wc_status_name(wcs[i].status);
-    }
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list({IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_REM_ACCESS_ERR,
+                     IBV_WC_WR_FLUSH_ERR}));
     EXPECT_OK(m_a->cmd("check id=1 len=64 count=2 seed=1400"))
         << "the first two READs' bytes are not fetched";
     usleep(50000); /* as above: a wrong answer may still be on its way */
