@@ -57,7 +57,8 @@
  * form one batch, executed before softnic_post_send() returns. Only while
  * the application streams (its third post in a row, or later, that came
  * within SN_BATCH_GAP_NS of the previous post's return, or of its start
- * if all it did was add WRITEs to the batch) does the batch stay
+ * if all it did was add WRITEs to the batch; a post with no WRITE that may
+ * join a batch ends the stream) does the batch stay
  * pending after the call, until: the second empty poll of one of the QP's
  * CQs with no WRITE joining the batch in between (the first may end a
  * loop that drains the CQ between two posts; a progress call may poll
@@ -633,7 +634,8 @@ struct sn_qp {
      * [sq_tx, sq_tx + cma_batch) == [sq_tx, sq_tail), QUEUED WRITEs
      * (written atomically: CQ pollers peek at it without the lock);
      * post_end_ns: when the QP's last softnic_post_send() returned (when
-     * it started, if all it did was add WRITEs to the batch);
+     * it started, if all it did was add WRITEs to the batch; 0 after a
+     * post with no WRITE for the batch);
      * post_streak: posts in a row that came within SN_BATCH_GAP_NS of the
      * previous one's return; batch_idle: empty polls that saw the batch
      * since the last WRITE joined it, of the send CQ [0] and of the

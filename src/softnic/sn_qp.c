@@ -1116,16 +1116,13 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
 {
     sn_qp_t *qp = (sn_qp_t *)qp_h;
     sn_wqe_t *wqe, flushed;
-    uint64_t start;
+    uint64_t start = 0; /* read at the first WRITE that may join the batch */
     int ret = 0, batched_only = 1;
 
     if (qp->super.qp_type == IBV_QPT_UD) {
         return sn_ud_post_send(qp, wr, bad_wr);
     }
     pthread_mutex_lock(&qp->lock);
-    start = sn_now_ns();
-    qp->post_streak =
-        (start - qp->post_end_ns < SN_BATCH_GAP_NS) ? qp->post_streak + 1 : 0;
     if (qp->ring_out > 0) {
         sn_ring_progress(qp, 0); /* frees the fast paths if consumed */
     }
@@ -1157,6 +1154,12 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
             qp->last_progress_ns = sn_stamp_ns();
         }
         if (sn_qp_may_batch(qp, wqe)) {
+            if (start == 0) {
+                start           = sn_now_ns();
+                qp->post_streak = (start - qp->post_end_ns < SN_BATCH_GAP_NS)
+                                      ? qp->post_streak + 1
+                                      : 0;
+            }
             ++qp->sq_tail;
             sn_qp_batch_set(qp, qp->cma_batch + 1);
             if (qp->cma_batch == SN_CMA_BATCH) {
@@ -1203,10 +1206,16 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
         batched_only = 0;
     }
     sn_qp_complete(qp);
-    /* a post that only added WRITEs to the batch took a fraction of the
-     * gap: its start stands for its return (one clock read, ~50 ns in a
-     * guest, per post of a stream) */
-    qp->post_end_ns = batched_only ? start : sn_now_ns();
+    if (start == 0) {
+        /* no WRITE for the batch: the stream, if any, ends here (and a
+         * SEND or READ reads no clock: ~50 ns each in a guest) */
+        qp->post_streak = 0;
+        qp->post_end_ns = 0;
+    } else {
+        /* a post that only added WRITEs to the batch took a fraction of
+         * the gap: its start stands for its return (one clock read) */
+        qp->post_end_ns = batched_only ? start : sn_now_ns();
+    }
     pthread_mutex_unlock(&qp->lock);
     return ret;
 }
