@@ -45,18 +45,15 @@ typedef struct orc_soft_channel {
 } orc_soft_channel_t;
 
 typedef struct orc_soft_cq {
-    orc_cq_t super;
-    softnic_cq_t *nic; /* nic->cq_context is this wrapper */
+    orc_cq_t super; /* super.nic->cq_context is this wrapper */
 } orc_soft_cq_t;
 
 typedef struct orc_soft_srq {
     orc_srq_t super;
-    softnic_srq_t *nic;
 } orc_soft_srq_t;
 
 typedef struct orc_soft_qp {
     orc_qp_t super;
-    softnic_qp_t *nic;
     orc_cq_t *send_cq;
     orc_cq_t *recv_cq;
     orc_srq_t *srq;
@@ -70,9 +67,9 @@ typedef struct orc_soft_qp {
 
 #define orc_soft_dev(_dev) orc_soft_derived_of(_dev, orc_soft_dev_t)->nic
 #define orc_soft_pd(_pd)   orc_soft_derived_of(_pd, orc_soft_pd_t)->nic
-#define orc_soft_cq(_cq)   orc_soft_derived_of(_cq, orc_soft_cq_t)->nic
-#define orc_soft_srq(_srq) orc_soft_derived_of(_srq, orc_soft_srq_t)->nic
-#define orc_soft_qp(_qp)   orc_soft_derived_of(_qp, orc_soft_qp_t)->nic
+#define orc_soft_cq(_cq)   ((_cq)->nic)
+#define orc_soft_srq(_srq) ((_srq)->nic)
+#define orc_soft_qp(_qp)   ((_qp)->nic)
 
 /* A wrapper of size bytes, or NULL with errno = ENOMEM */
 static void *orc_soft_wrapper(size_t size)
@@ -302,15 +299,14 @@ static orc_cq_t *orc_soft_cq_create(orc_dev_t *dev, int cqe, void *cq_context,
     if (orc_channel != NULL) {
         channel = orc_soft_derived_of(orc_channel, orc_soft_channel_t)->nic;
     }
-    cq->nic = softnic_cq_create(orc_soft_dev(dev), cqe, cq, channel);
-    if (cq->nic == NULL) {
+    cq->super.nic = softnic_cq_create(orc_soft_dev(dev), cqe, cq, channel);
+    if (cq->super.nic == NULL) {
         return orc_soft_wrapper_failed(cq);
     }
     cq->super.dev        = dev;
     cq->super.channel    = orc_channel;
     cq->super.cq_context = cq_context;
-    cq->super.cqe        = cq->nic->cqe;
-    cq->super.nic        = cq->nic;
+    cq->super.cqe        = cq->super.nic->cqe;
     return &cq->super;
 }
 
@@ -361,13 +357,12 @@ static orc_srq_t *orc_soft_srq_create(orc_pd_t *pd,
     if (srq == NULL) {
         return NULL;
     }
-    srq->nic = softnic_srq_create(orc_soft_pd(pd), attr);
-    if (srq->nic == NULL) {
+    srq->super.nic = softnic_srq_create(orc_soft_pd(pd), attr);
+    if (srq->super.nic == NULL) {
         return orc_soft_wrapper_failed(srq);
     }
     srq->super.pd          = pd;
     srq->super.srq_context = attr->srq_context;
-    srq->super.nic         = srq->nic;
     return &srq->super;
 }
 
@@ -414,16 +409,15 @@ static orc_qp_t *orc_soft_qp_create(orc_pd_t *pd, orc_qp_init_attr_t *attr)
     nic_attr.cap        = attr->cap;
     nic_attr.qp_type    = attr->qp_type;
     nic_attr.sq_sig_all = attr->sq_sig_all;
-    qp->nic             = softnic_qp_create(orc_soft_pd(pd), &nic_attr);
-    if (qp->nic == NULL) {
+    qp->super.nic       = softnic_qp_create(orc_soft_pd(pd), &nic_attr);
+    if (qp->super.nic == NULL) {
         return orc_soft_wrapper_failed(qp);
     }
 
     attr->cap            = nic_attr.cap;
     qp->super.pd         = pd;
     qp->super.qp_context = attr->qp_context;
-    qp->super.qp_num     = qp->nic->qp_num;
-    qp->super.nic        = qp->nic;
+    qp->super.qp_num     = qp->super.nic->qp_num;
     qp->send_cq          = attr->send_cq;
     qp->recv_cq          = attr->recv_cq;
     qp->srq              = attr->srq;
@@ -443,7 +437,7 @@ static int orc_soft_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
     softnic_qp_init_attr_t nic_init;
     int ret;
 
-    ret = softnic_qp_query(qp->nic, attr, attr_mask, &nic_init);
+    ret = softnic_qp_query(qp->super.nic, attr, attr_mask, &nic_init);
     if ((ret != 0) || (init_attr == NULL)) {
         return ret;
     }

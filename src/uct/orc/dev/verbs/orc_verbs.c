@@ -46,18 +46,15 @@ typedef struct orc_verbs_comp_channel {
 } orc_verbs_comp_channel_t;
 
 typedef struct orc_verbs_cq {
-    orc_cq_t super;
-    struct ibv_cq *cq; /* cq->cq_context is this wrapper */
+    orc_cq_t super; /* super.ibv->cq_context is this wrapper */
 } orc_verbs_cq_t;
 
 typedef struct orc_verbs_srq {
-    orc_srq_t super;
-    struct ibv_srq *srq; /* srq->srq_context is this wrapper */
+    orc_srq_t super; /* super.ibv->srq_context is this wrapper */
 } orc_verbs_srq_t;
 
 typedef struct orc_verbs_qp {
-    orc_qp_t super;
-    struct ibv_qp *qp; /* qp->qp_context is this wrapper */
+    orc_qp_t super; /* super.ibv->qp_context is this wrapper */
     orc_cq_t *send_cq;
     orc_cq_t *recv_cq;
     orc_srq_t *srq;
@@ -600,9 +597,9 @@ static orc_cq_t *orc_verbs_cq_create(orc_dev_t *orc_dev, int cqe,
         return NULL;
     }
 
-    errno  = 0;
-    cq->cq = ibv_create_cq(dev->ctx, cqe, cq, ib_channel, 0);
-    if (cq->cq == NULL) {
+    errno         = 0;
+    cq->super.ibv = ibv_create_cq(dev->ctx, cqe, cq, ib_channel, 0);
+    if (cq->super.ibv == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
         free(cq);
         errno = err;
@@ -612,8 +609,7 @@ static orc_cq_t *orc_verbs_cq_create(orc_dev_t *orc_dev, int cqe,
     cq->super.dev        = orc_dev;
     cq->super.channel    = orc_channel;
     cq->super.cq_context = cq_context;
-    cq->super.cqe        = cq->cq->cqe;
-    cq->super.ibv        = cq->cq;
+    cq->super.cqe        = cq->super.ibv->cqe;
     return &cq->super;
 }
 
@@ -623,7 +619,7 @@ static int orc_verbs_cq_destroy(orc_cq_t *orc_cq)
     int ret;
 
     errno = 0;
-    ret   = orc_dev_verbs_err(ibv_destroy_cq(cq->cq));
+    ret   = orc_dev_verbs_err(ibv_destroy_cq(cq->super.ibv));
     if (ret != 0) {
         return ret;
     }
@@ -637,7 +633,7 @@ static int orc_verbs_cq_req_notify(orc_cq_t *orc_cq, int solicited_only)
     orc_verbs_cq_t *cq = orc_verbs_derived_of(orc_cq, orc_verbs_cq_t);
 
     errno = 0;
-    return orc_dev_verbs_err(ibv_req_notify_cq(cq->cq, solicited_only));
+    return orc_dev_verbs_err(ibv_req_notify_cq(cq->super.ibv, solicited_only));
 }
 
 static int orc_verbs_cq_get_event(orc_comp_channel_t *orc_channel,
@@ -667,7 +663,7 @@ static void orc_verbs_cq_ack_events(orc_cq_t *orc_cq, unsigned int nevents)
 {
     orc_verbs_cq_t *cq = orc_verbs_derived_of(orc_cq, orc_verbs_cq_t);
 
-    ibv_ack_cq_events(cq->cq, nevents);
+    ibv_ack_cq_events(cq->super.ibv, nevents);
 }
 
 static orc_srq_t *orc_verbs_srq_create(orc_pd_t *orc_pd,
@@ -687,9 +683,9 @@ static orc_srq_t *orc_verbs_srq_create(orc_pd_t *orc_pd,
     ib_attr             = *attr;
     ib_attr.srq_context = srq;
 
-    errno    = 0;
-    srq->srq = ibv_create_srq(pd->pd, &ib_attr);
-    if (srq->srq == NULL) {
+    errno          = 0;
+    srq->super.ibv = ibv_create_srq(pd->pd, &ib_attr);
+    if (srq->super.ibv == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
         free(srq);
         errno = err;
@@ -699,7 +695,6 @@ static orc_srq_t *orc_verbs_srq_create(orc_pd_t *orc_pd,
     attr->attr             = ib_attr.attr; /* the actual sizes */
     srq->super.pd          = orc_pd;
     srq->super.srq_context = attr->srq_context;
-    srq->super.ibv         = srq->srq;
     return &srq->super;
 }
 
@@ -709,7 +704,7 @@ static int orc_verbs_srq_destroy(orc_srq_t *orc_srq)
     int ret;
 
     errno = 0;
-    ret   = orc_dev_verbs_err(ibv_destroy_srq(srq->srq));
+    ret   = orc_dev_verbs_err(ibv_destroy_srq(srq->super.ibv));
     if (ret != 0) {
         return ret;
     }
@@ -749,18 +744,16 @@ static orc_qp_t *orc_verbs_qp_create(orc_pd_t *orc_pd, orc_qp_init_attr_t *attr)
 
     memset(&ib_attr, 0, sizeof(ib_attr));
     ib_attr.qp_context = qp;
-    ib_attr.send_cq = orc_verbs_derived_of(attr->send_cq, orc_verbs_cq_t)->cq;
-    ib_attr.recv_cq = orc_verbs_derived_of(attr->recv_cq, orc_verbs_cq_t)->cq;
-    ib_attr.srq     = (attr->srq == NULL)
-                          ? NULL
-                          : orc_verbs_derived_of(attr->srq, orc_verbs_srq_t)->srq;
-    ib_attr.cap     = attr->cap;
-    ib_attr.qp_type = IBV_QPT_RC;
+    ib_attr.send_cq    = attr->send_cq->ibv;
+    ib_attr.recv_cq    = attr->recv_cq->ibv;
+    ib_attr.srq        = (attr->srq == NULL) ? NULL : attr->srq->ibv;
+    ib_attr.cap        = attr->cap;
+    ib_attr.qp_type    = IBV_QPT_RC;
     ib_attr.sq_sig_all = attr->sq_sig_all;
 
-    errno  = 0;
-    qp->qp = ibv_create_qp(pd->pd, &ib_attr);
-    if (qp->qp == NULL) {
+    errno         = 0;
+    qp->super.ibv = ibv_create_qp(pd->pd, &ib_attr);
+    if (qp->super.ibv == NULL) {
         err = (errno > 0) ? errno : ENOMEM;
         free(qp);
         errno = err;
@@ -770,8 +763,7 @@ static orc_qp_t *orc_verbs_qp_create(orc_pd_t *orc_pd, orc_qp_init_attr_t *attr)
     attr->cap            = ib_attr.cap; /* the actual sizes */
     qp->super.pd         = orc_pd;
     qp->super.qp_context = attr->qp_context;
-    qp->super.qp_num     = qp->qp->qp_num;
-    qp->super.ibv        = qp->qp;
+    qp->super.qp_num     = qp->super.ibv->qp_num;
     qp->send_cq          = attr->send_cq;
     qp->recv_cq          = attr->recv_cq;
     qp->srq              = attr->srq;
@@ -784,7 +776,7 @@ static int orc_verbs_qp_modify(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
     orc_verbs_qp_t *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
 
     errno = 0;
-    return orc_dev_verbs_err(ibv_modify_qp(qp->qp, attr, attr_mask));
+    return orc_dev_verbs_err(ibv_modify_qp(qp->super.ibv, attr, attr_mask));
 }
 
 static int orc_verbs_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
@@ -796,8 +788,8 @@ static int orc_verbs_qp_query(orc_qp_t *orc_qp, struct ibv_qp_attr *attr,
 
     memset(&ib_init_attr, 0, sizeof(ib_init_attr));
     errno = 0;
-    ret =
-        orc_dev_verbs_err(ibv_query_qp(qp->qp, attr, attr_mask, &ib_init_attr));
+    ret   = orc_dev_verbs_err(
+          ibv_query_qp(qp->super.ibv, attr, attr_mask, &ib_init_attr));
     if ((ret != 0) || (init_attr == NULL)) {
         return ret;
     }
@@ -819,7 +811,7 @@ static int orc_verbs_qp_destroy(orc_qp_t *orc_qp)
     int ret;
 
     errno = 0;
-    ret   = orc_dev_verbs_err(ibv_destroy_qp(qp->qp));
+    ret   = orc_dev_verbs_err(ibv_destroy_qp(qp->super.ibv));
     if (ret != 0) {
         return ret;
     }
@@ -834,7 +826,7 @@ static int orc_verbs_post_recv(orc_qp_t *orc_qp, struct ibv_recv_wr *wr,
     orc_verbs_qp_t *qp = orc_verbs_derived_of(orc_qp, orc_verbs_qp_t);
 
     errno = 0;
-    return orc_dev_verbs_err(ibv_post_recv(qp->qp, wr, bad_wr));
+    return orc_dev_verbs_err(ibv_post_recv(qp->super.ibv, wr, bad_wr));
 }
 
 const orc_dev_ops_t orc_dev_verbs_ops = {
