@@ -621,6 +621,7 @@ static int sn_conn_on_hello_ack(sn_inst_t *inst, sn_conn_t *conn,
  * 0 when the socket is empty, -1 on EOF/error. */
 static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
 {
+    uint32_t want;
     ssize_t ret;
 
     if (conn->rlen - conn->rpos >= need) {
@@ -634,9 +635,10 @@ static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
         conn->rlen -= conn->rpos;
         conn->rpos = 0;
     }
+    /* after a large payload, just the header (see hdr_alone) */
+    want = conn->hdr_alone ? need - conn->rlen : SN_RBUF_SIZE - conn->rlen;
     do {
-        ret = recv(conn->fd, conn->rbuf + conn->rlen, SN_RBUF_SIZE - conn->rlen,
-                   MSG_DONTWAIT);
+        ret = recv(conn->fd, conn->rbuf + conn->rlen, want, MSG_DONTWAIT);
     } while ((ret < 0) && (errno == EINTR));
     if (ret == 0) {
         return -1;
@@ -644,9 +646,13 @@ static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
     if (ret < 0) {
         return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
     }
-    conn->drained = (ret < SN_RBUF_SIZE - conn->rlen);
+    conn->drained = ((size_t)ret < want);
     conn->rlen += ret;
-    return (conn->rlen - conn->rpos >= need) ? 1 : 0;
+    if (conn->rlen - conn->rpos >= need) {
+        conn->hdr_alone = 0;
+        return 1;
+    }
+    return 0;
 }
 
 /* Consume payload bytes; returns 1 when complete, 0 when waiting, -1 dead */
@@ -669,6 +675,7 @@ static int sn_conn_payload(sn_inst_t *inst, sn_conn_t *conn)
             ret = sn_sink_recv(inst, conn->fd, &conn->sink, conn->pay_left);
             if (ret > 0) {
                 conn->pay_left -= ret;
+                conn->hdr_alone = 1;
                 continue;
             }
         } else {

@@ -202,6 +202,11 @@ struct sn_conn {
      * next read of the connection (epoll, level-triggered, says if more
      * came): one recv() per arrival, not one more that finds nothing */
     int drained;
+    /* the last payload went from the socket straight to memory (a large
+     * one, most likely followed by another: a READ's next chunk, the next
+     * large WRITE): the next header is read alone, so that no payload
+     * behind it lands in rbuf only to be copied out again */
+    int hdr_alone;
     int rx_state;
     union {
         sn_req_t req;
