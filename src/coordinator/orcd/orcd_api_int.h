@@ -221,9 +221,9 @@ typedef struct orcd_mbox_ack {
     char upto[ORCD_KEY_MAX];
 } orcd_mbox_ack_t;
 
-/* A receive with after: acknowledge (delete) every message <= after of
- * c->id's mailbox (node: its record) that the store still shows. 0, or -1
- * with the response filled */
+/* A receive with after, whose read of c->id's mailbox showed messages <=
+ * after: acknowledge (delete) them (node: its record). 0, or -1 with the
+ * response filled */
 int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node, uint64_t after);
 /* The post's "ack" (NULL: none) into *ack. 0, or -1 with a 400 filled */
 int orcd_mbox_ack_parse(orcd_ctx_t *c, json_t *ack_json, json_int_t from,

@@ -7,6 +7,14 @@
  * with an Idempotency-Key leaves {"node", "seq"} in /rid/RID for
  * ORCD_RID_TTL / 2 s at least (orcd_rid.c), so that a retried post is
  * recognised, also once its first attempt was delivered and acknowledged.
+ *
+ * Reads, each of which may wait for the etcd store's cache: a post reads
+ * the destination's node record, then (under the mailbox's counter lock)
+ * its messages' keys and counter in one range, the poster's record and
+ * counter when it carries an ack, and nothing more unless it loses a race
+ * for the seq; a receive reads the node record and the whole mailbox in one
+ * range (what it acknowledges and what it answers), and the mailbox again
+ * only after an ack of its own had something to delete.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -104,37 +112,71 @@ out_body:
     return value;
 }
 
-/* Is there room in the mailbox? 0, or -1 with the response filled */
-static int orcd_mbox_room(orcd_ctx_t *c)
-{
-    orc_store_range_result_t res;
+/* c->id's mailbox as a post sees it, in one read of its keys: how many
+ * messages it holds, and its counter's version (the next seq) */
+typedef struct orcd_mbox_state {
     size_t queued;
+    uint64_t version;
+} orcd_mbox_state_t;
 
-    if (orcd_mbox_range(c, 1, ORC_STORE_RANGE_COUNT_ONLY, &res, NULL)) {
-        return -1;
+/* Read c->id's mailbox: its messages and its counter, the key after them
+ * ("m/..." < "seq"). The store's status (ENOENT: no counter, the node is
+ * gone). */
+static int orcd_mbox_state(orcd_ctx_t *c, orcd_mbox_state_t *st)
+{
+    char from[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX], *end;
+    orc_store_range_result_t res;
+    const orc_store_kv_t *last;
+    int status;
+
+    orcd_key(from, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id, (uint64_t)1);
+    orcd_key(seq_key, c, "/mbox/%020" PRIu64 "/seq", c->id);
+    end = orc_store_prefix_end(seq_key);
+    if (end == NULL) {
+        return ORC_STORE_ENOMEM;
     }
-    queued = res.total;
+    status = orcd_range(c, from, end, ORC_STORE_RANGE_KEYS_ONLY, &res);
+    free(end);
+    if (status != ORC_STORE_OK) {
+        return status;
+    }
+    last = (res.count > 0) ? &res.kvs[res.count - 1] : NULL;
+    if ((last == NULL) || strcmp(last->key, seq_key)) {
+        status = ORC_STORE_ENOENT;
+    } else {
+        st->queued  = res.count - 1;
+        st->version = last->version;
+    }
     orc_store_range_result_free(&res);
-    if (queued >= c->cfg->mailbox_depth) {
+    return status;
+}
+
+/* Is there room in the mailbox? 0, or -1 with the response filled */
+static int orcd_mbox_room(orcd_ctx_t *c, const orcd_mbox_state_t *st)
+{
+    if (st->queued >= c->cfg->mailbox_depth) {
         orcd_api_error(c->resp, 429, "mailbox_full",
                        "mailbox of node %" PRIu64 " holds %zu messages (limit "
                        "%u)",
-                       c->id, queued, c->cfg->mailbox_depth);
+                       c->id, st->queued, c->cfg->mailbox_depth);
         c->resp->retry_after = 1;
         return -1;
     }
     return orcd_quota(c, 1, strlen(c->job) + 80 + c->req->body_len);
 }
 
-/* Store the message under the next seq, and the request's /rid/ key, and
+/* Store the message under the next seq (st: the mailbox as last read;
+ * read again after a lost race), and the request's /rid/ key, and
  * delete what an active ack acknowledges: the store's status, *seq_p; on
  * ECOMPARE, tres->failed_cmp is 0 when another attempt of this request
  * stored it first, 1 when the counter moved too often, 2 when the node is
  * gone. An ack whose node changed meanwhile is left out (ack->active
- * cleared) and the message stored without it. */
+ * cleared) and the message stored without it. The caller holds the
+ * mailbox's counter lock. */
 static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
                            const char *value, orcd_mbox_ack_t *ack,
-                           uint64_t *seq_p, orc_store_txn_result_t *tres)
+                           const orcd_mbox_state_t *st, uint64_t *seq_p,
+                           orc_store_txn_result_t *tres)
 {
     char node_key[ORCD_KEY_MAX], seq_key[ORCD_KEY_MAX], msg_key[ORCD_KEY_MAX];
     char rid_key[ORCD_KEY_MAX], rid_value[96];
@@ -145,27 +187,26 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
     uint64_t rid_lease  = 0;
     int lease_lost_once = 0;
     orc_store_kv_t seq;
-    orcd_counter_t *lock;
     int status, attempt;
 
     orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
     orcd_key(seq_key, c, "/mbox/%020" PRIu64 "/seq", c->id);
-    lock = orcd_counter_lock(c, c->id);
-    if (lock == NULL) {
-        return ORC_STORE_EUNAVAIL;
-    }
     for (attempt = 0; attempt < ORCD_TXN_RETRIES; ++attempt) {
         status = r ? orcd_rid_lease(c, &rid_lease) : ORC_STORE_OK;
-        if (status == ORC_STORE_OK) {
+        if ((status == ORC_STORE_OK) && (attempt == 0)) {
+            *seq_p = st->version;
+        } else if (status == ORC_STORE_OK) {
             status = orcd_get(c, seq_key, &seq);
+            if (status == ORC_STORE_OK) {
+                *seq_p = seq.version;
+                orc_store_kv_free(&seq);
+            }
         }
         if (status != ORC_STORE_OK) {
             break;
         }
         /* the message gets seq = version: the counter's version after this
          * put is version + 1, and last_seq = version - 1 */
-        *seq_p = seq.version;
-        orc_store_kv_free(&seq);
         orcd_key(msg_key, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, c->id,
                  *seq_p);
         cmps[0] = (orc_store_cmp_t){seq_key, ORC_STORE_CMP_VERSION,
@@ -209,7 +250,6 @@ static int orcd_mbox_store(orcd_ctx_t *c, const orc_store_kv_t *node,
             break;
         }
     }
-    orcd_counter_unlock(c, lock);
     return status;
 }
 
@@ -229,11 +269,33 @@ static void orcd_mbox_posted_now(orcd_ctx_t *c, uint64_t seq,
     orcd_resp_json(c->resp, 201, o);
 }
 
+/* Make the post, under the mailbox's counter lock: read the mailbox once,
+ * check its room and the ack, store. The store's status, or 1 with the
+ * response filled. */
+static int orcd_mbox_post_locked(orcd_ctx_t *c, const orc_store_kv_t *node,
+                                 const char *value, orcd_mbox_ack_t *ack,
+                                 uint64_t *seq_p, orc_store_txn_result_t *tres)
+{
+    orcd_mbox_state_t st;
+    int status;
+
+    memset(tres, 0, sizeof(*tres));
+    status = orcd_mbox_state(c, &st);
+    if (status != ORC_STORE_OK) {
+        return status;
+    }
+    if (orcd_mbox_room(c, &st) || orcd_mbox_ack_prepare(c, ack)) {
+        return 1;
+    }
+    return orcd_mbox_store(c, node, value, ack, &st, seq_p, tres);
+}
+
 void orcd_h_mailbox_post(orcd_ctx_t *c)
 {
     orc_store_txn_result_t tres;
     orcd_mbox_ack_t ack;
     orc_store_kv_t node;
+    orcd_counter_t *lock;
     uint64_t seq = 0;
     char *value;
     int status;
@@ -245,12 +307,19 @@ void orcd_h_mailbox_post(orcd_ctx_t *c)
     if (orcd_node_get(c, &node)) {
         goto out_value;
     }
-    if (((orcd_retry_rid(c) != NULL) && orcd_mbox_posted(c)) ||
-        orcd_mbox_room(c) || orcd_mbox_ack_prepare(c, &ack)) {
+    if ((orcd_retry_rid(c) != NULL) && orcd_mbox_posted(c)) {
         goto out_node;
     }
-    status = orcd_mbox_store(c, &node, value, &ack, &seq, &tres);
-    if (status == ORC_STORE_OK) {
+    lock   = orcd_counter_lock(c, c->id);
+    status = (lock != NULL)
+                 ? orcd_mbox_post_locked(c, &node, value, &ack, &seq, &tres)
+                 : ORC_STORE_EUNAVAIL;
+    if (lock != NULL) {
+        orcd_counter_unlock(c, lock);
+    }
+    if (status == 1) {
+        /* answered (room, quota or ack) */
+    } else if (status == ORC_STORE_OK) {
         orcd_mbox_posted_now(c, seq, &ack, &tres);
     } else if ((status == ORC_STORE_ECOMPARE) && (tres.failed_cmp == 0) &&
                (orcd_mbox_posted(c) != 0)) {
@@ -270,17 +339,29 @@ out_value:
     free(value);
 }
 
-/* The messages of a range as the answer's list (without the "rid" that
- * messages stored by earlier orcd versions carry) */
+/* Does the range hold a message <= after (its first, as keys sort by
+ * seq)? */
+static int orcd_mbox_holds_acked(const orc_store_range_result_t *res,
+                                 size_t plen, uint64_t after)
+{
+    uint64_t seq;
+
+    return (res->count > 0) &&
+           !orc_util_parse_u64(res->kvs[0].key + plen, &seq) && (seq <= after);
+}
+
+/* The messages > after of a range as the answer's list (without the "rid"
+ * that messages stored by earlier orcd versions carry) */
 static json_t *orcd_mbox_list(const orc_store_range_result_t *res, size_t plen,
-                              uint64_t *last_p)
+                              uint64_t after, uint64_t *last_p)
 {
     json_t *msgs = json_array(), *m;
     uint64_t seq;
     size_t i;
 
     for (i = 0; (msgs != NULL) && (i < res->count); ++i) {
-        if (orc_util_parse_u64(res->kvs[i].key + plen, &seq)) {
+        if (orc_util_parse_u64(res->kvs[i].key + plen, &seq) ||
+            (seq <= after)) {
             continue;
         }
         m = json_loadb(res->kvs[i].value, res->kvs[i].value_len, 0, NULL);
@@ -299,11 +380,39 @@ static json_t *orcd_mbox_list(const orc_store_range_result_t *res, size_t plen,
     return msgs;
 }
 
+/* The mailbox's messages > after into *res, once those <= after it still
+ * held are acknowledged: one read of the whole mailbox, and when it holds
+ * messages <= after, the ack's write and a read after it. 0, or -1 with
+ * the response filled. */
+static int orcd_mbox_receive(orcd_ctx_t *c, uint64_t after,
+                             orc_store_range_result_t *res, size_t *plen_p)
+{
+    orc_store_kv_t node;
+    int ret = -1;
+
+    if (orcd_node_get(c, &node)) {
+        return -1;
+    }
+    if (orcd_mbox_range(c, 1, 0, res, plen_p)) {
+        goto out;
+    }
+    if (orcd_mbox_holds_acked(res, *plen_p, after)) {
+        orc_store_range_result_free(res);
+        if (orcd_mbox_ack(c, &node, after) ||
+            orcd_mbox_range(c, after + 1, 0, res, plen_p)) {
+            goto out;
+        }
+    }
+    ret = 0;
+out:
+    orc_store_kv_free(&node);
+    return ret;
+}
+
 void orcd_h_mailbox_get(orcd_ctx_t *c)
 {
     char watch[ORCD_KEY_MAX], *watch_end;
     orc_store_range_result_t res;
-    orc_store_kv_t node;
     uint64_t after = 0, last;
     json_t *msgs;
     double wait;
@@ -316,17 +425,11 @@ void orcd_h_mailbox_get(orcd_ctx_t *c)
         orcd_api_error(c->resp, 400, "bad_query", "after is too large");
         return;
     }
-    if (orcd_node_get(c, &node)) {
+    if (orcd_mbox_receive(c, after, &res, &plen)) {
         return;
     }
-    if (((after > 0) && orcd_mbox_ack(c, &node, after)) ||
-        orcd_mbox_range(c, after + 1, 0, &res, &plen)) {
-        orc_store_kv_free(&node);
-        return;
-    }
-    orc_store_kv_free(&node);
     last = after;
-    msgs = orcd_mbox_list(&res, plen, &last);
+    msgs = orcd_mbox_list(&res, plen, after, &last);
     if (msgs == NULL) {
         orcd_api_error(c->resp, 500, "internal", "out of memory");
         goto out_res;
@@ -336,7 +439,7 @@ void orcd_h_mailbox_get(orcd_ctx_t *c)
                              (json_int_t)last));
     c->resp->has_index = 1;
     c->resp->index     = res.revision;
-    if (c->req->may_block && (res.count == 0) && (wait > 0) &&
+    if (c->req->may_block && (last == after) && (wait > 0) &&
         (c->resp->status == 200)) {
         /* wake on new messages and on the node's removal (its counter key
          * lives under the same prefix) */

@@ -2,7 +2,9 @@
  * orcd API: mailbox acknowledgements. Messages <= S of node F's mailbox are
  * deleted by
  *  - a receive with after=S (GET .../nodes/F/mailbox?after=S): its own
- *    transaction, when the store still shows such messages;
+ *    transaction, when the mailbox it read still holds such messages (the
+ *    receive reads the mailbox once, from its first message: what it
+ *    acknowledges and what it answers);
  *  - a post from F carrying "ack": {"after": S, "index": R} (POST
  *    .../nodes/N/mailbox with "from": F): the delete joins the post's own
  *    transaction, so that a pairing costs one store write per message and
@@ -34,40 +36,15 @@ static void orcd_mbox_acked_keys(orcd_ctx_t *c, uint64_t node, uint64_t after,
     orcd_key(upto, c, "/mbox/%020" PRIu64 "/m/%020" PRIu64, node, after + 1);
 }
 
-/* How many of [first, upto) the store holds, into *count_p. 0, or -1 with
- * the response filled. */
-static int orcd_mbox_acked_count(orcd_ctx_t *c, const char *first,
-                                 const char *upto, size_t *count_p)
-{
-    orc_store_range_result_t res;
-    int status;
-
-    status = orcd_range(c, first, upto, ORC_STORE_RANGE_COUNT_ONLY, &res);
-    if (status != ORC_STORE_OK) {
-        orcd_resp_store_error(c->resp, status);
-        return -1;
-    }
-    *count_p = res.total;
-    orc_store_range_result_free(&res);
-    return 0;
-}
-
 int orcd_mbox_ack(orcd_ctx_t *c, const orc_store_kv_t *node, uint64_t after)
 {
     char first[ORCD_KEY_MAX], node_key[ORCD_KEY_MAX], upto[ORCD_KEY_MAX];
     orc_store_txn_result_t tres;
     orc_store_op_t op;
     orc_store_cmp_t cmp;
-    size_t count;
     int status;
 
     orcd_mbox_acked_keys(c, c->id, after, first, upto);
-    if (orcd_mbox_acked_count(c, first, upto, &count)) {
-        return -1;
-    }
-    if (count == 0) {
-        return 0; /* acknowledged before */
-    }
     /* one range: every message <= after was posted before the client saw
      * after (seqs are taken in order) */
     orcd_key(node_key, c, "/nodes/%020" PRIu64, c->id);
