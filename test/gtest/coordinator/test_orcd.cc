@@ -893,6 +893,68 @@ TEST_P(orcd_api, metrics_time_the_stages_of_a_pairing)
         << m;
 }
 
+/* What a pairing's requests cost the etcd store (orcd_mailbox.c's header):
+ * a post is one write, and reads the destination's record and its mailbox
+ * (one range), plus the poster's record and counter when it carries an
+ * ack; a receive with nothing left to acknowledge writes nothing and reads
+ * the record and the mailbox (one range). Every read may wait for the
+ * cache: a read more per request is a context switch more per request. */
+TEST_P(orcd_api, a_post_is_one_write_and_a_receive_none)
+{
+    if (!on_etcd()) {
+        GTEST_SKIP() << "counts of the etcd store (memory: none)";
+    }
+    start();
+    http_client c;
+    long long ib;
+    long long a = register_node(c, "j"), b = register_node(c, "j", 0, &ib);
+    auto mbox = [&](long long id) {
+        return u("/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox");
+    };
+    /* {store txns, store reads} so far */
+    auto counts = [&]() {
+        std::string m = metrics_with("orcd_store_txns_total");
+        auto get      = [&](const std::string &name) {
+            size_t at = m.find("\n" + name + " ");
+            return (at == std::string::npos)
+                            ? -1LL
+                            : std::stoll(m.substr(at + name.size() + 2));
+        };
+        return std::make_pair(
+            get("orcd_store_txns_total"),
+            get("orcd_store_stage_seconds_count{stage=\"cache\"}"));
+    };
+    auto expect_cost = [&](std::pair<long long, long long> &last,
+                           long long writes, long long reads,
+                           const char *what) {
+        std::pair<long long, long long> now = counts();
+        EXPECT_EQ(now.first - last.first, writes) << what << ": writes";
+        EXPECT_EQ(now.second - last.second, reads) << what << ": reads";
+        last = now;
+    };
+    std::pair<long long, long long> last = counts();
+    ASSERT_GE(last.first, 0);
+
+    EXPECT_EQ(c.post(mbox(b),
+                     "{\"from\":" + std::to_string(a) + ",\"body\":{}}")
+                  .jint("seq"),
+              1);
+    expect_cost(last, 1, 2, "post");
+    EXPECT_EQ(c.get(mbox(b) + "?after=0").jint("last_seq"), 1);
+    expect_cost(last, 0, 2, "receive");
+    /* b answers a, acknowledging what it received */
+    EXPECT_EQ(c.post(mbox(a), "{\"from\":" + std::to_string(b) +
+                                  ",\"body\":{},\"ack\":{\"after\":1,"
+                                  "\"index\":" +
+                                  std::to_string(ib) + "}}")
+                  .body,
+              "{\"seq\":1,\"acked\":1}");
+    expect_cost(last, 1, 4, "post with an ack");
+    EXPECT_EQ(c.get(mbox(b) + "?after=1").body,
+              "{\"messages\":[],\"last_seq\":1}");
+    expect_cost(last, 0, 2, "receive, acknowledged before");
+}
+
 /* An ack names the registration it acknowledges for: once the node's id
  * belongs to another registration (orcd restarted without its state), an
  * ack from the old one deletes nothing of the new node's mailbox */
