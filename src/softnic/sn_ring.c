@@ -36,13 +36,16 @@
  * Memory ordering of a slot: the producer writes the payload and the header
  * fields (acked: rx_ack loaded with acquire, after the responder stored
  * it with release before the receive it answers completed), then state =
- * POSTED (release), then head (release). The consumer
- * reads head (acquire), moves state POSTED -> TAKEN with a CAS (the
+ * POSTED (release), then head (release; only a new ring's zero head is
+ * read, by sn_ring_map). The consumer reads the state of the slot at its
+ * tail (acquire: POSTED or CANCELLED is work, anything else the end of
+ * what was posted), moves state POSTED -> TAKEN with a CAS (the
  * initiator may instead move it POSTED -> CANCELLED when it gives up: RNR
  * retries exhausted, or its QP left RTS), writes status, state = DONE
  * (release), then tail. Both sides validate what they read: a slot length
- * larger than the slot, an impossible head or an unknown status is treated
- * as an error of that message, never trusted.
+ * larger than the slot or an unknown status is treated as an error of that
+ * message, never trusted, and a consumer pass takes at most the ring's
+ * size in slots.
  *
  * No posted receive: the slot stays POSTED and the consumer says so in
  * rnr_at; the initiator gives up after rnr_retry * the target's
@@ -68,6 +71,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +79,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SN_RING_MAGIC 0x52494e47u /* "RING" */
+#define SN_RING_MAGIC 0x52494e32u /* "RIN2": payload beside the state */
 
 enum {
     SN_SLOT_FREE = 0,
@@ -90,21 +94,35 @@ enum {
 #define SN_SLOT_F_FADD      0x4 /* 64-bit fetch-and-add, no payload */
 #define SN_SLOT_F_CSWAP     0x8 /* 64-bit compare-and-swap */
 
+/* One slot is 8 KiB. A SEND's payload starts right after the 24 bytes both
+ * kinds of slot use, so that a small message (up to 40 bytes: an 8-byte
+ * active message with orc's headers) shares its cache line with the state
+ * the two sides hand over: one line moves between the cores per message
+ * and per direction, not two. An atomic slot has no payload; its operands
+ * take the payload's place. */
 typedef struct sn_ring_slot {
     uint32_t state;
     uint32_t status; /* enum ibv_wc_status, valid when DONE */
     uint32_t length;
     uint32_t imm; /* network order, as in ibv_send_wr */
     uint32_t flags;
-    uint32_t rkey; /* atomics: target key, address, operands, result */
-    uint64_t raddr;
-    uint64_t compare_add;
-    uint64_t swap;
-    uint64_t result;
     uint32_t acked; /* SENDs: the initiator QP's rx_ack when posted */
-    uint32_t reserved;
-    uint8_t data[SN_RING_DATA];
+    union {
+        struct { /* atomics: target key, address, operands, result */
+            uint32_t rkey;
+            uint32_t reserved;
+            uint64_t raddr;
+            uint64_t compare_add;
+            uint64_t swap;
+            uint64_t result;
+        };
+        uint8_t data[8192 - 24]; /* SENDs: at most SN_RING_DATA bytes */
+    };
 } sn_ring_slot_t;
+
+_Static_assert(sizeof(sn_ring_slot_t) == 8192, "a ring slot is 8 KiB");
+_Static_assert(offsetof(sn_ring_slot_t, data) == 24,
+               "a small payload shares the slot state's cache line");
 
 struct sn_ring {
     uint32_t magic;
@@ -120,6 +138,9 @@ struct sn_ring {
     uint8_t pad2[56];
     sn_ring_slot_t slot[SN_RING_SLOTS];
 };
+
+_Static_assert(offsetof(struct sn_ring, slot) % 64 == 0,
+               "the slots start on a cache line");
 
 static uint32_t sn_ring_next_id = 1; /* atomic */
 
@@ -530,6 +551,23 @@ static int sn_ring_answers_unread(const sn_qp_t *qp, const sn_ring_slot_t *slot)
            ((int32_t)(acked - qp->tx_seq) <= 0);
 }
 
+/* Whether the initiator left something in this slot for the consumer: a
+ * SEND or atomic (POSTED) or a WR it gave up on (CANCELLED). Any other
+ * state is a slot the consumer is done with (or never saw): the end of
+ * what was posted. The acquire pairs with the producer's release of the
+ * state, after everything it wrote before. */
+static int sn_ring_slot_pending(const sn_ring_slot_t *slot)
+{
+    uint32_t state = __atomic_load_n(&slot->state, __ATOMIC_ACQUIRE);
+
+    return (state == SN_SLOT_POSTED) || (state == SN_SLOT_CANCELLED);
+}
+
+/* The consumer finds what was posted from the slots' states, not from the
+ * producer's head: it reads only the lines it must read anyway, and a small
+ * SEND costs one cache line moving to the consumer (the slot) and one
+ * moving back (the same slot, DONE), not two more for the head counter.
+ * Bounded by the ring's size per call. */
 static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
 {
     struct sn_ring *ring = att->ring;
@@ -537,20 +575,18 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     enum ibv_wc_status status;
     sn_rq_t *rq;
     sn_recv_t recv;
-    uint64_t head, tail;
+    uint64_t end, tail;
     uint32_t expected, len, flags, imm;
 
     tail = ring->tail;
-    head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
-    if (head - tail > SN_RING_SLOTS) {
-        return; /* impossible: a broken producer; its WRs will time out */
+    if (!sn_ring_slot_pending(&ring->slot[tail % SN_RING_SLOTS])) {
+        return;
     }
     /* the peer may have posted these after it took SENDs of ours (and
-     * its application saw them): those complete first. The acquire above
-     * makes every slot the peer marked DONE before it posted visible to
-     * the reap. */
-    if (SN_RULE_ACK_FIRST && (head != tail) && (qp->ring != NULL) &&
-        (qp->ring_out > 0)) {
+     * its application saw them): those complete first. The acquire of the
+     * slot's state makes every slot the peer marked DONE before it posted
+     * visible to the reap. */
+    if (SN_RULE_ACK_FIRST && (qp->ring != NULL) && (qp->ring_out > 0)) {
         sn_ring_reap(qp, in_svc);
     }
     if (SN_RULE_ERR_SILENT && (qp->state == IBV_QPS_ERR)) {
@@ -564,8 +600,11 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     if (att->stopped) {
         return; /* a slot failed: the initiator flushes the rest */
     }
-    for (; tail != head; ++tail) {
+    for (end = tail + SN_RING_SLOTS; tail != end; ++tail) {
         slot = &ring->slot[tail % SN_RING_SLOTS];
+        if (!sn_ring_slot_pending(slot)) {
+            return; /* the end of what was posted */
+        }
         if (qp->state == IBV_QPS_ERR) { /* without the rule only */
             expected = SN_SLOT_POSTED;
             if (__atomic_compare_exchange_n(&slot->state, &expected,
