@@ -390,7 +390,7 @@ static void sn_conn_ini_fail(sn_inst_t *inst, sn_conn_t *conn)
     if (qp->conn_id == conn->id) {
         sn_log(inst, SOFTNIC_LOG_INFO, "qp 0x%x: connection to qp 0x%x lost",
                qp->super.qp_num, qp->attr.dest_qp_num);
-        qp->conn_id = 0; /* closed right here */
+        __atomic_store_n(&qp->conn_id, 0, __ATOMIC_RELAXED); /* closed here */
         sn_qp_peer_lost(qp, 1);
     }
     pthread_mutex_unlock(&qp->lock);
@@ -785,8 +785,8 @@ static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
     return (ret < 0) ? -1 : 1;
 }
 
-/* Process input on a connection. Returns -1 when it must be failed. */
-static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
+/* One pass over the input of a connection */
+static int sn_conn_rx_pass(sn_inst_t *inst, sn_conn_t *conn)
 {
     int frames, ret;
 
@@ -821,6 +821,19 @@ static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
         }
     }
     return 0;
+}
+
+/* Process input on a connection; the receives its requests completed wait
+ * for one ACK, written when the pass ends (sn_resp_batch_end). Returns -1
+ * when it must be failed, 1 when it is gone. */
+static int sn_conn_rx(sn_inst_t *inst, sn_conn_t *conn)
+{
+    int ret = sn_conn_rx_pass(inst, conn);
+
+    if ((sn_resp_batch_end(inst) != 0) && (ret == 0)) {
+        ret = -1;
+    }
+    return ret;
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -966,8 +979,8 @@ void sn_conn_connect_qp(sn_inst_t *inst, sn_qp_t *qp)
     if ((qp->conn_state == SN_CONN_CONNECTING) && (qp->conn_id == 0)) {
         conn = sn_conn_open_ini(inst, qp);
         if (conn != NULL) {
-            qp->conn_id = conn->id;
-            qp->conn    = conn;
+            __atomic_store_n(&qp->conn_id, conn->id, __ATOMIC_RELAXED);
+            qp->conn = conn;
         } else {
             qp->conn_state = SN_CONN_FAILED;
             sn_qp_tx(qp); /* fails queued WRs, if any */
@@ -1101,10 +1114,10 @@ void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn, uint32_t events)
     int stale;
 
     if (conn->role == SN_ROLE_INI) {
-        qp = conn->qp;
-        pthread_mutex_lock(&qp->lock);
-        stale = (qp->conn_id != conn->id);
-        pthread_mutex_unlock(&qp->lock);
+        /* without the QP lock (sn_qp_t.conn_id): a poster holds it while
+         * it writes a frame, and this runs for every answer that comes */
+        qp    = conn->qp;
+        stale = (__atomic_load_n(&qp->conn_id, __ATOMIC_RELAXED) != conn->id);
         if (stale) {
             sn_conn_close(inst, conn);
             return;

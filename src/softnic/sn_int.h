@@ -195,8 +195,15 @@
  * connection's socket before the request's receive completes (before, not
  * after: an application that ends the moment it sees the receive, even by
  * _exit(), cannot take the ACK away from its sender: the kernel sends
- * what the socket holds when the process ends). What changed is when it
- * goes on the wire. In a step of a poller the service thread left the
+ * what the socket holds when the process ends). The receives of the
+ * small requests (SENDs and WRITE_WITH_IMMs of at most SN_ACK_HOLD_LEN
+ * bytes, on a connection without a same-host SEND ring) that one pass
+ * over what a connection's read returned completes wait for one
+ * cumulative ACK, written when the pass ends (or its SN_ACK_BATCH-th
+ * receive, or before anything else of the connection is answered, before
+ * another receive of the QP completes, and before ACKs the request frames
+ * carry complete our WRs); then they complete, in order. What changed is
+ * when the ACK goes on the wire. In a step of a poller the service thread left the
  * sockets to (see "Polling"), the ACK of a SEND or WRITE_WITH_IMM of at
  * most SN_ACK_HOLD_LEN bytes (the kind its application may answer at
  * once; a WRITE's sender, or a large SEND's, more likely waits for the
@@ -281,6 +288,7 @@
 #define SN_ACK_MAX      16
 #define SN_ACK_BYTES    (64 * 1024)
 #define SN_ACK_HOLD_LEN 4096 /* larger requests are ACKed at once */
+#define SN_ACK_BATCH    32   /* receives of one pass under one ACK */
 
 /* Host identity: equal on two instances <=> CMA and /dev/shm are usable. */
 typedef struct sn_host_id {
@@ -475,6 +483,19 @@ struct sn_inst {
     int ud_fd;
     uint8_t *ud_rxbuf;
     int num_ud_qps;
+    /* svc_lock holder only: the receives of the pass under way over one
+     * target connection's requests (sn_conn_rx) that wait for the pass's
+     * one ACK, written before they complete (sn_resp.c, "ACK coalescing"):
+     * requests first_seq .. first_seq + num - 1 of conn, executed, their
+     * completions in wc[] in order; empty (num 0) outside a pass */
+    struct {
+        sn_conn_t *conn;
+        int num;
+        uint32_t first_seq;
+        uint64_t bytes;
+        struct ibv_wc wc[SN_ACK_BATCH];
+        uint8_t solicited[SN_ACK_BATCH];
+    } ack_batch;
 };
 
 typedef struct sn_pd {
@@ -662,9 +683,12 @@ struct sn_qp {
     /* initiator connection; conn_fd valid only when conn_state == READY */
     int conn_state; /* SN_CONN_* */
     int conn_fd;
-    uint64_t conn_id; /* service thread's conn, 0: none */
-    sn_conn_t *conn;  /* valid while conn_id != 0 */
-    int same_host;    /* peer reachable by CMA */
+    /* service thread's conn, 0: none; written under the QP lock (atomic
+     * stores), read under it, or by the svc_lock holder without it
+     * (atomic load) to tell an event of a stale connection */
+    uint64_t conn_id;
+    sn_conn_t *conn; /* valid while conn_id != 0 */
+    int same_host;   /* peer reachable by CMA */
     pid_t peer_pid;
     uint32_t peer_pdn;
     sn_mr_entry_t *peer_mrs; /* peer's table (shared map) */

@@ -290,7 +290,7 @@ void sn_qp_peer_lost(sn_qp_t *qp, int in_svc)
     if (qp->conn_id != 0) {
         sn_svc_drop_conn(sn_qp_inst(qp), qp->conn_id);
     }
-    qp->conn_id    = 0;
+    __atomic_store_n(&qp->conn_id, 0, __ATOMIC_RELAXED);
     qp->conn       = NULL;
     qp->conn_fd    = -1;
     qp->conn_state = SN_CONN_FAILED;
@@ -321,7 +321,7 @@ static void sn_qp_drop_conn(sn_qp_t *qp)
     if (qp->conn_id != 0) {
         sn_svc_drop_conn(inst, qp->conn_id);
     }
-    qp->conn_id    = 0;
+    __atomic_store_n(&qp->conn_id, 0, __ATOMIC_RELAXED);
     qp->conn       = NULL;
     qp->conn_fd    = -1;
     qp->conn_state = SN_CONN_NONE;

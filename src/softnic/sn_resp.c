@@ -13,7 +13,9 @@
  * remote key and access; execute (an atomic, the start of a READ, or a
  * place for the payload). When its payload is complete: check that the QP
  * is still ready and the payload was placed, acknowledge (the ACK is in
- * the socket before the receive completes; in a poller's step it is held
+ * the socket before the receive completes; a small request's receive
+ * waits for the one ACK of the pass over what the read returned, see
+ * sn_resp_batch_flush; in a poller's step that ACK is held
  * back there until the QP's next request frame carries it or it is due:
  * sn_int.h, "ACK coalescing"), complete the receive. A failed
  * check answers with the NAK the initiator turns into its completion
@@ -202,43 +204,127 @@ int sn_resp_ack_flush(sn_inst_t *inst, sn_conn_t *conn)
 
 static int sn_resp_needs_recv(uint8_t op);
 
-/* May the ACK of r be held back? Only in a step of a poller the service
- * thread left the sockets to (ack_hold: a frame the other way may come
- * soon), only for a small request that completes a receive (its
- * application may answer it at once; a WRITE's or a large SEND's sender
- * more likely waits for the completion: its ACK goes at once), and not on
- * a connection with a same-host SEND ring (whose slots carry no ACKs) */
-static int sn_resp_ack_may_hold(const sn_resp_t *r)
+/* Does r's receive wait for the one ACK of its pass (inst->ack_batch)?
+ * Only a small request that completes a receive (its application may
+ * answer it at once; a WRITE's or a large SEND's sender more likely waits
+ * for the completion: its ACK goes at once), and not on a connection with
+ * a same-host SEND ring (whose slots carry no ACKs) */
+static int sn_resp_ack_batchable(const sn_resp_t *r)
 {
-    return r->inst->ack_hold && (r->conn->ring == NULL) &&
-           sn_resp_needs_recv(r->req->op) &&
+    return (r->conn->ring == NULL) && sn_resp_needs_recv(r->req->op) &&
            (r->req->length <= SN_ACK_HOLD_LEN);
 }
 
-/* A plain ACK: written before the receive completes, held back (MSG_MORE)
- * until the QP's next request frame carries it, or pushed when due, in a
- * step of a poller the service thread left the sockets to (ack_hold); else
- * (nobody would carry it soon), and on a connection with a same-host SEND
- * ring (whose slots carry no ACKs), it leaves at once */
-static int sn_resp_ack_owe(sn_resp_t *r)
+/* A plain ACK of the requests up to seq (cumulative), for bytes of
+ * payload: held back (MSG_MORE, hold: in a step of a poller the service
+ * thread left the sockets to) until the QP's next request frame carries
+ * it or it is due; it leaves at once when not held, or when what is owed
+ * with it is due already (one frame, no push) */
+static int sn_resp_ack_write(sn_inst_t *inst, sn_conn_t *conn, uint32_t seq,
+                             uint64_t bytes, int hold)
 {
-    sn_conn_t *conn = r->conn;
-
-    if (!sn_resp_ack_may_hold(r)) {
-        return sn_resp_send(r->inst, conn, SN_RSP_ACK, 0, r->req->seq, 0, 0);
+    if (hold && ((sn_resp_acks_owed(conn) >= SN_ACK_MAX) ||
+                 (conn->ack_bytes + bytes >= SN_ACK_BYTES))) {
+        hold = 0;
     }
-    if (sn_resp_send(r->inst, conn, SN_RSP_ACK, 0, r->req->seq, 0, MSG_MORE) !=
-        0) {
+    if (!hold) {
+        if (sn_resp_send(inst, conn, SN_RSP_ACK, 0, seq, 0, 0) != 0) {
+            return -1;
+        }
+        if (sn_resp_acks_owed(conn) == 0) {
+            sn_resp_ack_settled(inst, conn); /* the frame took them all */
+        }
+        return 0;
+    }
+    if (sn_resp_send(inst, conn, SN_RSP_ACK, 0, seq, 0, MSG_MORE) != 0) {
         return -1;
     }
     if (!conn->ack_owed) {
         conn->ack_owed     = 1;
         conn->ack_since_ns = sn_now_ns();
-        __atomic_store_n(&r->inst->num_ack_owed, r->inst->num_ack_owed + 1,
+        __atomic_store_n(&inst->num_ack_owed, inst->num_ack_owed + 1,
                          __ATOMIC_RELAXED);
     }
-    conn->ack_bytes += r->req->length;
+    conn->ack_bytes += bytes;
     return 0;
+}
+
+/* ---- the pass's one ACK (sn_int.h, "ACK coalescing") --------------------- */
+
+/* QP lock held (conn's target QP), svc_lock holder: the receives of the
+ * pass so far complete, after their one ACK is in the socket. A QP that
+ * left RTR/RTS since they were checked answers as check_state and
+ * check_placed do: the receives are flushed and the requests count as not
+ * executed (nothing behind them is answered: sn_resp_current), with a
+ * "not ready" NAK to the first, or nothing from a QP in ERR. 0, or -1
+ * when the answer found the connection dead. */
+static int sn_resp_batch_flush(sn_inst_t *inst)
+{
+    __typeof__(inst->ack_batch) *b = &inst->ack_batch;
+    sn_conn_t *conn                = b->conn;
+    sn_qp_t *qp                    = conn->qp;
+    int ready = (qp->state == IBV_QPS_RTR) || (qp->state == IBV_QPS_RTS);
+    int num = b->num, ret = 0, i;
+
+    if (num == 0) {
+        return 0;
+    }
+    b->num = 0;
+    if (ready) {
+        ret = sn_resp_ack_write(inst, conn, b->first_seq + num - 1, b->bytes,
+                                inst->ack_hold);
+        if (ret == 0) {
+            sn_resp_publish(conn);
+        }
+    } else {
+        conn->expected_seq = b->first_seq;
+        if (!SN_RULE_TCP_ERR_SILENT || (qp->state != IBV_QPS_ERR)) {
+            ret = sn_resp_send(inst, conn, SN_RSP_NAK, SN_NAK_NOT_READY,
+                               b->first_seq, 0, 0);
+        }
+    }
+    for (i = 0; i < num; ++i) {
+        if (!ready) {
+            b->wc[i].status   = IBV_WC_WR_FLUSH_ERR;
+            b->wc[i].opcode   = IBV_WC_RECV;
+            b->wc[i].byte_len = 0;
+            b->wc[i].wc_flags = 0;
+        }
+        sn_cq_push(qp->recv_cq, &b->wc[i], ready && b->solicited[i]);
+    }
+    b->bytes = 0;
+    return ret;
+}
+
+int sn_resp_batch_end(sn_inst_t *inst)
+{
+    sn_qp_t *qp;
+    int ret;
+
+    if (inst->ack_batch.num == 0) {
+        return 0;
+    }
+    qp = inst->ack_batch.conn->qp;
+    pthread_mutex_lock(&qp->lock);
+    ret = sn_resp_batch_flush(inst);
+    pthread_mutex_unlock(&qp->lock);
+    return ret;
+}
+
+/* QP lock held: the batch goes out before anything else of r's */
+static void sn_resp_batch_out(sn_resp_t *r)
+{
+    if ((r->inst->ack_batch.num > 0) && (sn_resp_batch_flush(r->inst) != 0)) {
+        r->ret = -1;
+    }
+}
+
+/* Is r still the request its connection expects? Not once the batch
+ * ahead of it was found not executed (sn_resp_batch_flush): the initiator
+ * resends from there, and r gets no answer */
+static int sn_resp_current(const sn_resp_t *r)
+{
+    return !SN_RULE_PSN_ORDER || (r->req->seq == r->conn->expected_seq);
 }
 
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
@@ -484,6 +570,9 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
     sn_qp_t *qp    = r->qp;
     uint32_t acked = r->req->acked;
 
+    if (!sn_resp_ack_batchable(r)) {
+        sn_resp_batch_out(r); /* r joins no batch: what is ahead goes */
+    }
     if ((qp->state != IBV_QPS_RTS) || (qp->conn_state != SN_CONN_READY) ||
         (qp->attr.dest_qp_num != r->conn->peer_qpn)) {
         return SN_RESP_CHECK_SEQ;
@@ -502,6 +591,9 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
     if ((int32_t)(acked - r->req->ack_new - qp->rsp_seq) > 0) {
         return SN_RESP_HOLD;
     }
+    if ((int32_t)(acked - qp->rsp_seq) > 0) {
+        sn_resp_batch_out(r); /* our receives complete before our WRs */
+    }
     if (sn_req_acked(qp, acked) != 0) {
         return SN_RESP_CLOSE;
     }
@@ -510,6 +602,7 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
      * completes): they complete first */
     if (SN_RULE_MIXED_ACK_FIRST && (qp->ring != NULL) && (qp->ring_out > 0) &&
         sn_resp_needs_recv(r->req->op)) {
+        sn_resp_batch_out(r);
         sn_ring_reap(qp, 1);
     }
     return SN_RESP_CHECK_SEQ;
@@ -690,6 +783,9 @@ static sn_resp_state_t sn_resp_read(sn_resp_t *r)
 {
     sn_conn_t *conn = r->conn;
 
+    if (!sn_resp_current(r)) {
+        return SN_RESP_DONE;
+    }
     sn_resp_executed(r);
     sn_resp_framed(conn, conn->expected_seq);
     conn->rd_active     = 1;
@@ -711,12 +807,16 @@ static void sn_resp_answer(sn_resp_t *r, uint8_t type, uint8_t code,
 {
     int executed = sn_resp_is_executed(type, code), ret;
 
+    if (!sn_resp_current(r)) {
+        return;
+    }
     if (executed) {
         sn_resp_executed(r);
     }
-    ret = (type == SN_RSP_ACK) ? sn_resp_ack_owe(r)
-                               : sn_resp_send(r->inst, r->conn, type, code,
-                                              r->req->seq, value, 0);
+    ret =
+        (type == SN_RSP_ACK)
+            ? sn_resp_ack_write(r->inst, r->conn, r->req->seq, 0, 0)
+            : sn_resp_send(r->inst, r->conn, type, code, r->req->seq, value, 0);
     if (ret != 0) {
         r->ret = -1;
     } else if (executed) {
@@ -737,25 +837,61 @@ static sn_resp_state_t sn_resp_payload_done(sn_resp_t *r)
     return r->conn->drop ? SN_RESP_DONE : SN_RESP_CHECK_STATE;
 }
 
+/* r's receive completion */
+static void sn_resp_recv_wc(const sn_resp_t *r, struct ibv_wc *wc,
+                            enum ibv_wc_status status,
+                            enum ibv_wc_opcode opcode, uint32_t byte_len,
+                            int with_imm)
+{
+    memset(wc, 0, sizeof(*wc));
+    wc->wr_id    = r->conn->recv.wr_id;
+    wc->status   = status;
+    wc->opcode   = opcode;
+    wc->byte_len = byte_len;
+    wc->qp_num   = r->qp->super.qp_num;
+    wc->src_qp   = r->conn->peer_qpn;
+    if (with_imm) {
+        wc->wc_flags = IBV_WC_WITH_IMM;
+        wc->imm_data = r->req->imm;
+    }
+}
+
+/* QP lock held: r's receive completes now, after the batch's */
 static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
                                  enum ibv_wc_opcode opcode, uint32_t byte_len,
                                  int with_imm, int solicited)
 {
     struct ibv_wc wc;
 
-    memset(&wc, 0, sizeof(wc));
-    wc.wr_id    = r->conn->recv.wr_id;
-    wc.status   = status;
-    wc.opcode   = opcode;
-    wc.byte_len = byte_len;
-    wc.qp_num   = r->qp->super.qp_num;
-    wc.src_qp   = r->conn->peer_qpn;
-    if (with_imm) {
-        wc.wc_flags = IBV_WC_WITH_IMM;
-        wc.imm_data = r->req->imm;
-    }
+    sn_resp_batch_out(r);
+    sn_resp_recv_wc(r, &wc, status, opcode, byte_len, with_imm);
     sn_cq_push(r->qp->recv_cq, &wc, solicited);
     r->conn->have_recv = 0;
+}
+
+/* QP lock held: r (executed, its payload placed) joins the pass's batch:
+ * its receive completes after the batch's one ACK (sn_resp_batch_flush) */
+static void sn_resp_batch_add(sn_resp_t *r, enum ibv_wc_opcode opcode,
+                              int with_imm, int solicited)
+{
+    __typeof__(r->inst->ack_batch) *b = &r->inst->ack_batch;
+
+    if ((b->num > 0) && (b->conn != r->conn)) {
+        sn_resp_batch_out(r); /* (passes end with their batch) */
+    }
+    if (b->num == 0) {
+        b->conn      = r->conn;
+        b->first_seq = r->req->seq;
+    }
+    sn_resp_executed(r);
+    sn_resp_recv_wc(r, &b->wc[b->num], IBV_WC_SUCCESS, opcode, r->req->length,
+                    with_imm);
+    b->solicited[b->num] = (uint8_t)solicited;
+    b->bytes += r->req->length;
+    r->conn->have_recv = 0;
+    if (++b->num == SN_ACK_BATCH) {
+        sn_resp_batch_out(r);
+    }
 }
 
 /* A QP that went to ERR while the payload came answers nothing (its
@@ -763,6 +899,15 @@ static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
  * next; a WRITE whose region went away meanwhile is NAKed. */
 static sn_resp_state_t sn_resp_check_state(sn_resp_t *r)
 {
+    if ((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) {
+        sn_resp_batch_out(r); /* may find the batch ahead not executed */
+    }
+    if (!sn_resp_current(r)) { /* behind requests not executed */
+        if (r->conn->have_recv) {
+            sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
+        }
+        return SN_RESP_DONE;
+    }
     if (SN_RULE_TCP_ERR_SILENT && (r->qp->state == IBV_QPS_ERR)) {
         if (r->conn->have_recv) {
             sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
@@ -797,22 +942,28 @@ static sn_resp_state_t sn_resp_check_placed(sn_resp_t *r)
 
 /* The ACK is in the socket before the receive completes: an application
  * that ends the moment it sees the receive cannot take it away from its
- * sender (the kernel sends what the socket holds). Held back there in a
- * poller's step, it goes on the wire in the QP's next request frame to
- * the sender or is pushed when due, within a bound (sn_int.h, "ACK
- * coalescing"): an application that answers a SEND at once sends one
- * frame, and its peer reads one. */
+ * sender (the kernel sends what the socket holds). A small request's
+ * receive waits for the one ACK of the pass over what the connection's
+ * read returned (sn_resp_batch_flush, at the latest when the pass ends);
+ * held back in the socket in a poller's step, that ACK goes on the wire
+ * in the QP's next request frame to the sender or is pushed when due,
+ * within a bound (sn_int.h, "ACK coalescing"): an application that
+ * answers a SEND at once sends one frame, and its peer reads one. */
 static sn_resp_state_t sn_resp_complete_recv(sn_resp_t *r)
 {
     int imm = (r->req->op == SN_OP_WRITE_IMM) || (r->req->op == SN_OP_SEND_IMM);
+    enum ibv_wc_opcode opcode = (r->req->op == SN_OP_WRITE_IMM)
+                                    ? IBV_WC_RECV_RDMA_WITH_IMM
+                                    : IBV_WC_RECV;
+    int solicited             = r->req->flags & SN_REQ_F_SOLICITED;
 
+    if (sn_resp_ack_batchable(r)) {
+        sn_resp_batch_add(r, opcode, imm, solicited);
+        return SN_RESP_DONE;
+    }
     sn_resp_answer(r, SN_RSP_ACK, 0, 0);
-    sn_resp_push_recv_wc(r, IBV_WC_SUCCESS,
-                         (r->req->op == SN_OP_WRITE_IMM)
-                             ? IBV_WC_RECV_RDMA_WITH_IMM
-                             : IBV_WC_RECV,
-                         r->req->length, imm,
-                         r->req->flags & SN_REQ_F_SOLICITED);
+    sn_resp_push_recv_wc(r, IBV_WC_SUCCESS, opcode, r->req->length, imm,
+                         solicited);
     return SN_RESP_DONE;
 }
 
@@ -849,25 +1000,26 @@ typedef enum {
 static const struct {
     sn_resp_state_t (*fn)(sn_resp_t *r);
     sn_resp_lock_t qp_lock; /* what the step runs under */
+    int answers;            /* sends a frame: the batch goes first */
 } sn_resp_steps[] = {
-    [SN_RESP_CHECK_HEADER]  = {sn_resp_check_header, SN_QP_UNLOCKED},
-    [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq, SN_QP_EITHER},
-    [SN_RESP_CHECK_ACKED]   = {sn_resp_check_acked, SN_QP_LOCKED},
-    [SN_RESP_CHECK_QP]      = {sn_resp_check_qp, SN_QP_LOCKED},
-    [SN_RESP_GET_RECV]      = {sn_resp_get_recv, SN_QP_LOCKED},
-    [SN_RESP_CHECK_LENGTH]  = {sn_resp_check_length, SN_QP_LOCKED},
-    [SN_RESP_CHECK_RKEY]    = {sn_resp_check_rkey, SN_QP_LOCKED},
-    [SN_RESP_EXECUTE]       = {sn_resp_execute, SN_QP_LOCKED},
-    [SN_RESP_WAIT_PAYLOAD]  = {sn_resp_wait_payload, SN_QP_EITHER},
-    [SN_RESP_READ]          = {sn_resp_read, SN_QP_UNLOCKED},
-    [SN_RESP_ATOMIC_REPLY]  = {sn_resp_atomic_reply, SN_QP_UNLOCKED},
-    [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done, SN_QP_UNLOCKED},
-    [SN_RESP_CHECK_STATE]   = {sn_resp_check_state, SN_QP_LOCKED},
-    [SN_RESP_CHECK_PLACED]  = {sn_resp_check_placed, SN_QP_LOCKED},
-    [SN_RESP_COMPLETE_RECV] = {sn_resp_complete_recv, SN_QP_LOCKED},
-    [SN_RESP_ACK]           = {sn_resp_ack, SN_QP_UNLOCKED},
-    [SN_RESP_RECV_ERROR]    = {sn_resp_recv_error, SN_QP_LOCKED},
-    [SN_RESP_NAK]           = {sn_resp_send_nak, SN_QP_UNLOCKED},
+    [SN_RESP_CHECK_HEADER]  = {sn_resp_check_header, SN_QP_UNLOCKED, 0},
+    [SN_RESP_CHECK_SEQ]     = {sn_resp_check_seq, SN_QP_EITHER, 0},
+    [SN_RESP_CHECK_ACKED]   = {sn_resp_check_acked, SN_QP_LOCKED, 0},
+    [SN_RESP_CHECK_QP]      = {sn_resp_check_qp, SN_QP_LOCKED, 0},
+    [SN_RESP_GET_RECV]      = {sn_resp_get_recv, SN_QP_LOCKED, 0},
+    [SN_RESP_CHECK_LENGTH]  = {sn_resp_check_length, SN_QP_LOCKED, 0},
+    [SN_RESP_CHECK_RKEY]    = {sn_resp_check_rkey, SN_QP_LOCKED, 0},
+    [SN_RESP_EXECUTE]       = {sn_resp_execute, SN_QP_LOCKED, 0},
+    [SN_RESP_WAIT_PAYLOAD]  = {sn_resp_wait_payload, SN_QP_EITHER, 0},
+    [SN_RESP_READ]          = {sn_resp_read, SN_QP_UNLOCKED, 1},
+    [SN_RESP_ATOMIC_REPLY]  = {sn_resp_atomic_reply, SN_QP_UNLOCKED, 1},
+    [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done, SN_QP_UNLOCKED, 0},
+    [SN_RESP_CHECK_STATE]   = {sn_resp_check_state, SN_QP_LOCKED, 0},
+    [SN_RESP_CHECK_PLACED]  = {sn_resp_check_placed, SN_QP_LOCKED, 0},
+    [SN_RESP_COMPLETE_RECV] = {sn_resp_complete_recv, SN_QP_LOCKED, 0},
+    [SN_RESP_ACK]           = {sn_resp_ack, SN_QP_UNLOCKED, 1},
+    [SN_RESP_RECV_ERROR]    = {sn_resp_recv_error, SN_QP_LOCKED, 0},
+    [SN_RESP_NAK]           = {sn_resp_send_nak, SN_QP_UNLOCKED, 1},
 };
 
 static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
@@ -898,6 +1050,10 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
     r.req  = &conn->hdr.req;
     while ((state != SN_RESP_DONE) && (state != SN_RESP_HOLD) &&
            (state != SN_RESP_CLOSE)) {
+        if (sn_resp_steps[state].answers && (inst->ack_batch.num > 0)) {
+            sn_resp_hold_qp(&r, SN_QP_LOCKED);
+            sn_resp_batch_out(&r);
+        }
         sn_resp_hold_qp(&r, sn_resp_steps[state].qp_lock);
         state = sn_resp_steps[state].fn(&r);
     }
@@ -905,6 +1061,7 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
         ((first == SN_RESP_PAYLOAD_DONE) || !sn_req_has_payload(r.req->op))) {
         conn->late_ack = 0;
         sn_resp_hold_qp(&r, SN_QP_LOCKED);
+        sn_resp_batch_out(&r); /* after the request's receive, too */
         if (sn_req_acked(r.qp, conn->late_ack_end) != 0) {
             state = SN_RESP_CLOSE;
         }

@@ -307,6 +307,10 @@ int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn);
 /* The ACKs conn owes as one cumulative ACK frame, unless a request frame
  * of its QP carried them; 0 or -1 (dead) */
 int sn_resp_ack_flush(sn_inst_t *inst, sn_conn_t *conn);
+/* The receives of the pass over a connection's requests complete, after
+ * their one ACK is in the socket (inst->ack_batch; at the end of each
+ * pass, sn_conn_rx); 0 or -1 (the connection is dead) */
+int sn_resp_batch_end(sn_inst_t *inst);
 /* Are conn's owed ACKs due (sn_int.h, "ACK coalescing")? */
 int sn_resp_ack_due(const sn_conn_t *conn, uint64_t now);
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv);

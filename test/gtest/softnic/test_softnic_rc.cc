@@ -893,6 +893,66 @@ TEST_P(softnic_rc_answer, held_ack_leaves_without_an_answer)
     }
 }
 
+/* The receives of requests that one read of the target returns wait for
+ * one ACK (sn_resp.c, the pass's batch) and still complete in posting
+ * order around a receive that completes by itself (a SEND of more than
+ * SN_ACK_HOLD_LEN), each with its own length and opcode, and every SEND
+ * completes. b is frozen while a's requests reach its socket, so that its
+ * first read returns them all. Same host: everything on TCP (no_cma). */
+TEST_P(softnic_rc_answer, receives_of_one_read_complete_in_order)
+{
+    const std::string args = two_hosts() ? "" : "no_cma=1";
+    peer_proc &a           = spawn('a', MNT_SAME, args);
+    peer_proc &b           = spawn('b', MNT_SAME, args);
+    ASSERT_FALSE(HasFailure());
+    reg_mr(a, 1, 65536);
+    mr_t rb = reg_mr(b, 1, 196608); /* receives, then the WRITE's place */
+    ASSERT_FALSE(HasFailure());
+    ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0));
+    ASSERT_OK(b.cmd("recv qp=0 mr=1 len=64 wr=100"));
+    wc_t up = post_wait(a, "qp=0 op=SEND mr=1 len=64 wr=100");
+    ASSERT_EQ(IBV_WC_SUCCESS, up.status) << wc_status_name(up.status);
+    ASSERT_EQ(1u, poll(b, "recv", 1).size());
+
+    const struct {
+        const char *op;
+        uint32_t len;
+    } reqs[]    = {{"SEND", 64},
+                   {"SEND", 8},
+                   {"SEND", 8192},
+                   {"SEND", 64},
+                   {"WRITE_IMM imm=7", 64},
+                   {"SEND", 16},
+                   {"SEND", 5000},
+                   {"SEND", 32}};
+    const int n = sizeof(reqs) / sizeof(reqs[0]);
+    ASSERT_OK(b.cmd("recv qp=0 mr=1 len=16384 wr=1 count=" + std::to_string(n) +
+                    " stride=16384"));
+    b.freeze();
+    for (int i = 0; i < n; ++i) {
+        ASSERT_OK(a.cmd(std::string("post qp=0 mr=1 op=") + reqs[i].op +
+                        " len=" + std::to_string(reqs[i].len) +
+                        " wr=" + std::to_string(i + 1) +
+                        ((i == 4) ? rb.remote(131072) : "")));
+    }
+    usleep(100000); /* the requests wait in b's socket */
+    b.thaw();
+    std::vector<wc_t> s = poll(a, "send", n);
+    ASSERT_EQ((size_t)n, s.size());
+    std::vector<wc_t> r = poll(b, "recv", n);
+    ASSERT_EQ((size_t)n, r.size());
+    for (int i = 0; i < n; ++i) {
+        SCOPED_TRACE("request " + std::to_string(i + 1));
+        EXPECT_EQ((uint64_t)i + 1, s[i].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, s[i].status) << wc_status_name(s[i].status);
+        EXPECT_EQ((uint64_t)i + 1, r[i].wr_id) << "receive order";
+        EXPECT_EQ(IBV_WC_SUCCESS, r[i].status) << wc_status_name(r[i].status);
+        EXPECT_EQ(reqs[i].len, r[i].byte_len);
+        EXPECT_EQ((i == 4) ? IBV_WC_RECV_RDMA_WITH_IMM : IBV_WC_RECV,
+                  r[i].opcode);
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(topo, softnic_rc_answer,
                          ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
                          topology_name);
