@@ -650,7 +650,11 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
             __atomic_store_n(&ring->rnr_at, tail + 1, __ATOMIC_RELAXED);
             return;
         }
-        __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
+        /* written only when it changes: the initiator reads this line on
+         * every poll while SENDs are out, and a store would move it here */
+        if (__atomic_load_n(&ring->rnr_at, __ATOMIC_RELAXED) != 0) {
+            __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
+        }
         expected = SN_SLOT_POSTED;
         if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN,
                                          0, __ATOMIC_ACQ_REL,
