@@ -1303,7 +1303,7 @@ static std::string healthz_on(int fd)
     return recv_until(fd, 10, "{\"status\":\"ok\"}");
 }
 
-TEST_F(orcd_daemon, connection_limits)
+TEST_F(orcd_daemon, connection_limits_idle)
 {
     start("limits: {max_connections: 8, max_connections_per_ip: 2, "
           "max_long_polls: 4, idle_timeout: 1}\n");
@@ -1327,9 +1327,18 @@ TEST_F(orcd_daemon, connection_limits)
         EXPECT_TRUE(closed);
         close(fd);
     }
+}
 
+/* Apart from the idle timeout above: a 1 s timeout can close a blocking
+ * query's connection before a loaded orcd has read its request */
+TEST_F(orcd_daemon, connection_limits_busy)
+{
+    start("limits: {max_connections: 8, max_connections_per_ip: 2, "
+          "max_long_polls: 4}\n");
     /* both connections of the address busy (blocking queries): a third
      * is answered 503 + Retry-After and closed, nothing waits */
+    bool closed;
+    int extra;
     http_client c;
     long long id   = register_node(c, "j");
     std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
