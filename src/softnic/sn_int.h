@@ -391,6 +391,22 @@ typedef struct sn_qp sn_qp_t;
  * MR table writers (reg/dereg) of this process. busy_mr is written only by
  * the service thread (seq_cst), read by dereg (see header comment).
  */
+/* The receives of the pass under way over one target connection's
+ * requests (sn_conn_rx) that wait for the pass's one ACK, written before
+ * they complete (sn_resp.c, "ACK coalescing"): requests first_seq ..
+ * first_seq + num - 1 of conn, executed, their completions in wc[] in
+ * order; empty (num 0) outside a pass. A pass reads one connection and
+ * sn_conn_rx ends every pass with sn_resp_batch_end: the batch never holds
+ * two connections' receives. */
+typedef struct sn_ack_batch {
+    sn_conn_t *conn;
+    int num;
+    uint32_t first_seq;
+    uint64_t bytes;
+    struct ibv_wc wc[SN_ACK_BATCH];
+    uint8_t solicited[SN_ACK_BATCH];
+} sn_ack_batch_t;
+
 struct sn_inst {
     softnic_dev_t super;
     softnic_config_t config; /* as opened, ifaces = NULL */
@@ -483,19 +499,7 @@ struct sn_inst {
     int ud_fd;
     uint8_t *ud_rxbuf;
     int num_ud_qps;
-    /* svc_lock holder only: the receives of the pass under way over one
-     * target connection's requests (sn_conn_rx) that wait for the pass's
-     * one ACK, written before they complete (sn_resp.c, "ACK coalescing"):
-     * requests first_seq .. first_seq + num - 1 of conn, executed, their
-     * completions in wc[] in order; empty (num 0) outside a pass */
-    struct {
-        sn_conn_t *conn;
-        int num;
-        uint32_t first_seq;
-        uint64_t bytes;
-        struct ibv_wc wc[SN_ACK_BATCH];
-        uint8_t solicited[SN_ACK_BATCH];
-    } ack_batch;
+    sn_ack_batch_t ack_batch; /* svc_lock holder only */
 };
 
 typedef struct sn_pd {

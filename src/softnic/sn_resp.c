@@ -260,9 +260,9 @@ static int sn_resp_ack_write(sn_inst_t *inst, sn_conn_t *conn, uint32_t seq,
  * when the answer found the connection dead. */
 static int sn_resp_batch_flush(sn_inst_t *inst)
 {
-    __typeof__(inst->ack_batch) *b = &inst->ack_batch;
-    sn_conn_t *conn                = b->conn;
-    sn_qp_t *qp                    = conn->qp;
+    sn_ack_batch_t *b = &inst->ack_batch;
+    sn_conn_t *conn   = b->conn;
+    sn_qp_t *qp       = conn->qp;
     int ready = (qp->state == IBV_QPS_RTR) || (qp->state == IBV_QPS_RTS);
     int num = b->num, ret = 0, i;
 
@@ -874,12 +874,9 @@ static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
 static void sn_resp_batch_add(sn_resp_t *r, enum ibv_wc_opcode opcode,
                               int with_imm, int solicited)
 {
-    __typeof__(r->inst->ack_batch) *b = &r->inst->ack_batch;
+    sn_ack_batch_t *b = &r->inst->ack_batch;
 
-    if ((b->num > 0) && (b->conn != r->conn)) {
-        sn_resp_batch_out(r); /* (passes end with their batch) */
-    }
-    if (b->num == 0) {
+    if (b->num == 0) { /* the batch is of r's connection (sn_ack_batch_t) */
         b->conn      = r->conn;
         b->first_seq = r->req->seq;
     }

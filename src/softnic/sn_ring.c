@@ -551,6 +551,16 @@ static int sn_ring_answers_unread(const sn_qp_t *qp, const sn_ring_slot_t *slot)
            ((int32_t)(acked - qp->tx_seq) <= 0);
 }
 
+/* The consumer no longer waits for a receive. Written only when it
+ * changes: the initiator reads this line on every poll while SENDs of its
+ * are out, and a store would move the line to the consumer's core. */
+static void sn_ring_rnr_clear(struct sn_ring *ring)
+{
+    if (__atomic_load_n(&ring->rnr_at, __ATOMIC_RELAXED) != 0) {
+        __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
+    }
+}
+
 /* Whether the initiator left something in this slot for the consumer: a
  * SEND or atomic (POSTED) or a WR it gave up on (CANCELLED). Any other
  * state is a slot the consumer is done with (or never saw): the end of
@@ -592,9 +602,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     if (SN_RULE_ERR_SILENT && (qp->state == IBV_QPS_ERR)) {
         /* a responder in error drops what comes: no answer, not even an
          * RNR wait (the initiator's transport timer ends its WRs) */
-        if (__atomic_load_n(&ring->rnr_at, __ATOMIC_RELAXED) != 0) {
-            __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
-        }
+        sn_ring_rnr_clear(ring);
         return;
     }
     if (att->stopped) {
@@ -650,11 +658,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
             __atomic_store_n(&ring->rnr_at, tail + 1, __ATOMIC_RELAXED);
             return;
         }
-        /* written only when it changes: the initiator reads this line on
-         * every poll while SENDs are out, and a store would move it here */
-        if (__atomic_load_n(&ring->rnr_at, __ATOMIC_RELAXED) != 0) {
-            __atomic_store_n(&ring->rnr_at, 0, __ATOMIC_RELAXED);
-        }
+        sn_ring_rnr_clear(ring);
         expected = SN_SLOT_POSTED;
         if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN,
                                          0, __ATOMIC_ACQ_REL,
