@@ -1111,10 +1111,11 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     return 0;
 }
 
-int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
-                      struct ibv_send_wr **bad_wr)
+/* softnic_post_send(); done_p (not NULL: one WR) as softnic_post_send_now()
+ * says */
+static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
+                        struct ibv_send_wr **bad_wr, int *done_p)
 {
-    sn_qp_t *qp = (sn_qp_t *)qp_h;
     sn_wqe_t *wqe, flushed;
     uint64_t start = 0; /* read at the first WRITE that may join the batch */
     int ret = 0, batched_only = 1;
@@ -1185,7 +1186,12 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
             (qp->conn_state == SN_CONN_READY) &&
             ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
              (wqe->opcode == IBV_WR_RDMA_READ))) {
-            sn_qp_run_cma(qp, wqe); /* -1: stays queued for TCP */
+            /* -1: stays queued for TCP */
+            if ((sn_qp_run_cma(qp, wqe) == IBV_WC_SUCCESS) &&
+                (done_p != NULL)) {
+                wqe->signaled = 0; /* the caller completes it: no entry */
+                *done_p       = 1;
+            }
         } else if (sn_ring_post(qp, qp->sq_tail, 1)) {
             ++qp->sq_tail;
             continue;
@@ -1218,6 +1224,23 @@ int softnic_post_send(softnic_qp_t *qp_h, struct ibv_send_wr *wr,
     }
     pthread_mutex_unlock(&qp->lock);
     return ret;
+}
+
+int softnic_post_send(softnic_qp_t *qp, struct ibv_send_wr *wr,
+                      struct ibv_send_wr **bad_wr)
+{
+    return sn_post_send((sn_qp_t *)qp, wr, bad_wr, NULL);
+}
+
+int softnic_post_send_now(softnic_qp_t *qp, struct ibv_send_wr *wr,
+                          struct ibv_send_wr **bad_wr, int *done_p)
+{
+    *done_p = 0;
+    if ((wr == NULL) || (wr->next != NULL)) {
+        *bad_wr = wr;
+        return EINVAL;
+    }
+    return sn_post_send((sn_qp_t *)qp, wr, bad_wr, done_p);
 }
 
 int softnic_post_recv(softnic_qp_t *qp_h, struct ibv_recv_wr *wr,

@@ -337,6 +337,15 @@ int softnic_qp_query(softnic_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask,
 int softnic_qp_destroy(softnic_qp_t *qp);
 int softnic_post_send(softnic_qp_t *qp, struct ibv_send_wr *wr,
                       struct ibv_send_wr **bad_wr);
+/* softnic_post_send() of one WR (wr->next NULL, else EINVAL) for a caller
+ * that takes a completion at once: *done_p is 1 when the WR is an RDMA
+ * WRITE or READ that finished successfully within this call (same host,
+ * nothing outstanding on the QP: one CMA copy), and then it produces no
+ * completion entry, signaled or not; the caller has its completion now.
+ * Otherwise *done_p is 0 and the WR completes as one softnic_post_send()
+ * posted (a failure too: an entry with its status, the QP in ERR). */
+int softnic_post_send_now(softnic_qp_t *qp, struct ibv_send_wr *wr,
+                          struct ibv_send_wr **bad_wr, int *done_p);
 int softnic_post_recv(softnic_qp_t *qp, struct ibv_recv_wr *wr,
                       struct ibv_recv_wr **bad_wr);
 

@@ -1241,6 +1241,145 @@ TEST(softnic_config, from_env_names_each_bad_variable)
     }
 }
 
+/* softnic_post_send_now(): one WR that finished within the call (same
+ * host, nothing outstanding: one CMA copy) is reported done and leaves no
+ * completion entry, signaled or not */
+TEST_F(softnic_api, post_send_now_finishes_a_cma_write_without_an_entry)
+{
+    ASSERT_NO_FATAL_FAILURE(open(softnic_config_t()));
+    ASSERT_NO_FATAL_FAILURE(connect());
+    /* larger than a WRITE that may wait in a batch (SN_CMA_BATCH_LEN) */
+    const size_t len = 6000;
+    std::vector<uint8_t> tbuf(2 * 8192, 0);
+    softnic_mr_t *tmr =
+        softnic_mr_reg(m_pd, tbuf.data(), tbuf.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+                           IBV_ACCESS_REMOTE_READ);
+    ASSERT_NE(nullptr, tmr) << strerror(errno);
+    ibv_wc wc;
+    ASSERT_EQ(0, post_write(1)); /* the QP's connection is up after it */
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << "status " << wc.status;
+
+    for (size_t i = 0; i < len; ++i) {
+        m_buf[i]       = (uint8_t)(i * 7 + 1);
+        tbuf[8192 + i] = (uint8_t)(i * 5 + 3);
+    }
+    ibv_sge sge    = {(uintptr_t)m_buf.data(), (uint32_t)len, m_mr->lkey};
+    ibv_send_wr wr = {}, *bad;
+    wr.wr_id       = 2;
+    wr.sg_list     = &sge;
+    wr.num_sge     = 1;
+    wr.opcode      = IBV_WR_RDMA_WRITE;
+    wr.send_flags  = IBV_SEND_SIGNALED;
+    wr.wr.rdma.remote_addr = (uintptr_t)tbuf.data();
+    wr.wr.rdma.rkey        = tmr->rkey;
+    int done               = -1;
+    ASSERT_EQ(0, softnic_post_send_now(m_a, &wr, &bad, &done));
+    EXPECT_EQ(1, done) << "a same-host WRITE on an idle QP";
+    EXPECT_EQ(0, memcmp(m_buf.data(), tbuf.data(), len))
+        << "placed when reported done";
+
+    /* a READ too, unsignaled */
+    wr.wr_id               = 3;
+    wr.opcode              = IBV_WR_RDMA_READ;
+    wr.send_flags          = 0;
+    wr.wr.rdma.remote_addr = (uintptr_t)tbuf.data() + 8192;
+    done                   = -1;
+    ASSERT_EQ(0, softnic_post_send_now(m_a, &wr, &bad, &done));
+    EXPECT_EQ(1, done) << "a same-host READ on an idle QP";
+    EXPECT_EQ(0, memcmp(m_buf.data(), tbuf.data() + 8192, len))
+        << "fetched when reported done";
+
+    for (int i = 0; i < 1000; ++i) {
+        ASSERT_EQ(0, softnic_cq_poll(m_scq, 1, &wc))
+            << "an entry for wr_id " << wc.wr_id << " reported done";
+    }
+    /* the next WR's entry is its own */
+    ASSERT_EQ(0, post_write(4));
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    EXPECT_EQ(4u, wc.wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << "status " << wc.status;
+
+    /* one WR only */
+    ibv_send_wr two[2] = {wr, wr};
+    two[0].next        = &two[1];
+    two[1].next        = NULL;
+    done               = -1;
+    EXPECT_EQ(EINVAL, softnic_post_send_now(m_a, two, &bad, &done));
+    EXPECT_EQ(0, done);
+    EXPECT_EQ(two, bad);
+    EXPECT_EQ(0, softnic_mr_dereg(tmr));
+}
+
+/* softnic_post_send_now(): a WR posted behind an outstanding one, or one that
+ * fails, is not reported done: it completes by its entry, in posting order
+ * (else the caller would see it complete before the WR ahead of it, or
+ * take a failed WRITE for a placed one) */
+TEST_F(softnic_api, post_send_now_leaves_waiting_and_failed_wrs_to_entries)
+{
+    ASSERT_NO_FATAL_FAILURE(open(softnic_config_t()));
+    ASSERT_NO_FATAL_FAILURE(connect());
+    const size_t len = 6000; /* a WRITE that would not wait in a batch */
+    std::vector<uint8_t> tbuf(8192, 0);
+    softnic_mr_t *tmr =
+        softnic_mr_reg(m_pd, tbuf.data(), tbuf.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    ASSERT_NE(nullptr, tmr) << strerror(errno);
+    ibv_wc wc;
+    ASSERT_EQ(0, post_write(1));
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << "status " << wc.status;
+
+    /* a SEND that waits for b's receive (RNR, retried forever) */
+    ibv_sge ssge   = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+    ibv_send_wr wr = {}, *bad;
+    wr.wr_id       = 2;
+    wr.sg_list     = &ssge;
+    wr.num_sge     = 1;
+    wr.opcode      = IBV_WR_SEND;
+    wr.send_flags  = IBV_SEND_SIGNALED;
+    ASSERT_EQ(0, softnic_post_send(m_a, &wr, &bad));
+    ibv_sge sge = {(uintptr_t)m_buf.data(), (uint32_t)len, m_mr->lkey};
+    wr.wr_id    = 3;
+    wr.sg_list  = &sge;
+    wr.opcode   = IBV_WR_RDMA_WRITE;
+    wr.wr.rdma.remote_addr = (uintptr_t)tbuf.data();
+    wr.wr.rdma.rkey        = tmr->rkey;
+    int done               = -1;
+    ASSERT_EQ(0, softnic_post_send_now(m_a, &wr, &bad, &done));
+    EXPECT_EQ(0, done) << "a WRITE behind a waiting SEND";
+    ibv_sge rsge    = {(uintptr_t)m_buf.data() + 2048, 64, m_mr->lkey};
+    ibv_recv_wr rwr = {}, *rbad;
+    rwr.wr_id       = 9;
+    rwr.sg_list     = &rsge;
+    rwr.num_sge     = 1;
+    ASSERT_EQ(0, softnic_post_recv(m_b, &rwr, &rbad));
+    for (uint64_t id : {2, 3}) {
+        ibv_wc bwc;
+        bool got = false;
+        for (double end = now_ms() + 10000; !got && (now_ms() < end);) {
+            softnic_cq_poll(m_cq, 1, &bwc); /* b takes the SEND */
+            got = softnic_cq_poll(m_scq, 1, &wc) == 1;
+        }
+        ASSERT_TRUE(got) << "no entry for wr_id " << id;
+        EXPECT_EQ(id, wc.wr_id) << "completions in posting order";
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << "status " << wc.status;
+    }
+
+    /* a WRITE its target refuses: an entry with the error, not "done" */
+    wr.wr_id        = 4;
+    wr.wr.rdma.rkey = tmr->rkey ^ 0x5a5a00;
+    done            = -1;
+    ASSERT_EQ(0, softnic_post_send_now(m_a, &wr, &bad, &done));
+    EXPECT_EQ(0, done) << "a failed WRITE";
+    ASSERT_TRUE(wait_wc(m_scq, &wc));
+    EXPECT_EQ(4u, wc.wr_id);
+    EXPECT_EQ(IBV_WC_REM_ACCESS_ERR, wc.status) << "status " << wc.status;
+    EXPECT_EQ(IBV_QPS_ERR, state(m_a));
+    EXPECT_EQ(0, softnic_mr_dereg(tmr));
+}
+
 /* A short error buffer gets a truncated, terminated message and nothing
  * beyond it is written; a zero-length one is not touched */
 TEST(softnic_config, short_error_buffer)
