@@ -429,7 +429,10 @@ typedef enum uct_orc_op_type {
  * What one work request (or a flush marker) needs when it completes. An
  * ep's WRs are numbered (uct_orc_ep_t::tx_pi); an op posted for WR number sn
  * is found in ep->tx_ops[sn & tx_ops_mask]. Short operations that need
- * nothing at completion post their WR inline and take no op. Posted ops of
+ * nothing at completion post their WR inline and take no op; a zero-copy
+ * WRITE or READ that the device finished within its post (softnic on one
+ * host, posted while ep->txq was empty) returns UCS_OK and leaves no op
+ * and no WR number behind (uct_orc_ep_post_rdma_now). Posted ops of
  * an ep sit in ep->txq in issue order; they and their completion callbacks
  * leave it in that order, and a flush marker leaves it once every WR
  * posted before it (up to its sn) completed. Ops accepted before they can be

@@ -117,34 +117,44 @@ uct_orc_ep_get_op(uct_orc_iface_t *iface, ucs_mpool_t *mp, uint8_t type,
 }
 
 /*
- * Post wr as the ep's next WR (its number tx_pi + 1, in its wr_id); op, if
- * not NULL, is what its completion needs. Signaled when asked, or when
- * tx_moderation - 1 WRs went unsignaled before it, or when the send CQ runs
- * low: only a signaled WR's completion (or a failure's) returns the send
- * queue and CQ entries of the WRs before it.
+ * wr as the ep's next WR (its number tx_pi + 1, in its wr_id); returns
+ * whether it is signaled: when asked, or when tx_moderation - 1 WRs went
+ * unsignaled before it, or when the send CQ runs low: only a signaled WR's
+ * completion (or a failure's) returns the send queue and CQ entries of the
+ * WRs before it.
  */
-static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_post_wr(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
-                   struct ibv_send_wr *wr, int signal)
+static UCS_F_ALWAYS_INLINE int uct_orc_ep_wr_prepare(uct_orc_ep_t *ep,
+                                                     uct_orc_iface_t *iface,
+                                                     struct ibv_send_wr *wr,
+                                                     int signal)
 {
-    uint16_t sn = ep->tx_pi + 1;
-    struct ibv_send_wr *bad_wr;
-    int ret;
-
     signal = signal || (ep->unsignaled + 1 >= iface->config.tx_moderation) ||
              (iface->tx_cq_avail <= iface->config.tx_moderation);
-    wr->wr_id = uct_orc_wr_id(ep->conn_id, sn);
+    wr->wr_id = uct_orc_wr_id(ep->conn_id, (uint16_t)(ep->tx_pi + 1));
     wr->next  = NULL;
     if (signal) {
         wr->send_flags |= IBV_SEND_SIGNALED;
     }
+    return signal;
+}
 
-    ret = orc_post_send(ep->qp, wr, &bad_wr);
-    if (ucs_unlikely(ret != 0)) {
-        ucs_error("orc: qp 0x%x: failed to post opcode %d: %s", ep->qp->qp_num,
-                  wr->opcode, strerror(ret));
-        return UCS_ERR_IO_ERROR;
-    }
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_post_failed(uct_orc_ep_t *ep, const struct ibv_send_wr *wr, int ret)
+{
+    ucs_error("orc: qp 0x%x: failed to post opcode %d: %s", ep->qp->qp_num,
+              wr->opcode, strerror(ret));
+    return UCS_ERR_IO_ERROR;
+}
+
+/* The WR uct_orc_ep_wr_prepare() numbered is posted: it takes a send queue
+ * and a CQ entry until a signaled completion returns them; op, if not
+ * NULL, is what its completion needs */
+static UCS_F_ALWAYS_INLINE void uct_orc_ep_wr_posted(uct_orc_ep_t *ep,
+                                                     uct_orc_iface_t *iface,
+                                                     uct_orc_op_t *op,
+                                                     int signal)
+{
+    uint16_t sn = ep->tx_pi + 1;
 
     ep->tx_pi = sn;
     if (signal) {
@@ -162,6 +172,23 @@ uct_orc_ep_post_wr(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
     if (op != NULL) {
         ep->tx_ops[sn & ep->tx_ops_mask] = op;
     }
+}
+
+/* Post wr as the ep's next WR (uct_orc_ep_wr_prepare); op, if not NULL, is
+ * what its completion needs */
+static UCS_F_ALWAYS_INLINE ucs_status_t
+uct_orc_ep_post_wr(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
+                   struct ibv_send_wr *wr, int signal)
+{
+    struct ibv_send_wr *bad_wr;
+    int ret;
+
+    signal = uct_orc_ep_wr_prepare(ep, iface, wr, signal);
+    ret    = orc_post_send(ep->qp, wr, &bad_wr);
+    if (ucs_unlikely(ret != 0)) {
+        return uct_orc_ep_post_failed(ep, wr, ret);
+    }
+    uct_orc_ep_wr_posted(ep, iface, op, signal);
     return UCS_OK;
 }
 
@@ -480,6 +507,45 @@ ssize_t uct_orc_ep_put_bcopy(uct_ep_h tl_ep, uct_pack_callback_t pack_cb,
     return length;
 }
 
+/*
+ * A zero-copy WRITE or READ with a completion callback, posted while
+ * nothing of the ep is outstanding: the device may finish it within the
+ * post (softnic on one host: one CMA copy). Then it took no send queue or
+ * CQ entry, op goes back to its pool and the operation returns UCS_OK
+ * (comp is not called: the caller has its completion). Otherwise it is an
+ * op of the tx queue as any other (UCS_INPROGRESS).
+ */
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_post_rdma_now(
+    uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
+    enum ibv_wr_opcode opcode, struct ibv_sge *sge, int num_sge,
+    uint64_t remote_addr, uct_rkey_t rkey)
+{
+    struct ibv_send_wr wr, *bad_wr;
+    int done, signal, ret;
+
+    wr.sg_list             = sge;
+    wr.num_sge             = num_sge;
+    wr.opcode              = opcode;
+    wr.send_flags          = op->fence ? IBV_SEND_FENCE : 0;
+    wr.wr.rdma.remote_addr = remote_addr;
+    wr.wr.rdma.rkey        = (uint32_t)rkey;
+    signal                 = uct_orc_ep_wr_prepare(ep, iface, &wr, 1);
+    ret                    = orc_post_send_now(ep->qp, &wr, &bad_wr, &done);
+    if (ucs_unlikely(ret != 0)) {
+        ucs_mpool_put_inline(op);
+        return uct_orc_ep_post_failed(ep, &wr, ret);
+    }
+    if (done) {
+        ucs_mpool_put_inline(op);
+        return UCS_OK;
+    }
+    uct_orc_ep_wr_posted(ep, iface, op, signal);
+    op->sn = ep->tx_pi;
+    op->ep = ep;
+    ucs_queue_push(&ep->txq, &op->queue);
+    return UCS_INPROGRESS;
+}
+
 static ucs_status_t uct_orc_ep_rdma_zcopy(uct_orc_ep_t *ep, int is_read,
                                           const uct_iov_t *iov, size_t iovcnt,
                                           uint64_t remote_addr, uct_rkey_t rkey,
@@ -502,6 +568,12 @@ static ucs_status_t uct_orc_ep_rdma_zcopy(uct_orc_ep_t *ep, int is_read,
     }
 
     uct_orc_ep_iov_to_sge(iov, iovcnt, sge, &num_sge);
+    if ((comp != NULL) && !op->queued && ucs_queue_is_empty(&ep->txq)) {
+        return uct_orc_ep_post_rdma_now(ep, iface, op,
+                                        is_read ? IBV_WR_RDMA_READ
+                                                : IBV_WR_RDMA_WRITE,
+                                        sge, num_sge, remote_addr, rkey);
+    }
     status =
         uct_orc_ep_post_rdma(ep, iface, op,
                              is_read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE,

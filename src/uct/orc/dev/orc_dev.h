@@ -218,6 +218,11 @@ int orc_qp_query(orc_qp_t *qp, struct ibv_qp_attr *attr, int attr_mask,
 int orc_qp_destroy(orc_qp_t *qp);
 static inline int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
                                 struct ibv_send_wr **bad_wr);
+/* orc_post_send() of one WR whose completion the caller takes at once if
+ * the device finished it within the call (*done_p 1: no completion entry
+ * comes, softnic_post_send_now()); a verbs device never does (*done_p 0) */
+static inline int orc_post_send_now(orc_qp_t *qp, struct ibv_send_wr *wr,
+                                    struct ibv_send_wr **bad_wr, int *done_p);
 int orc_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,
                   struct ibv_recv_wr **bad_wr);
 
@@ -321,6 +326,16 @@ static inline int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
     errno = 0;
     ret   = ibv_post_send(qp->ibv, wr, bad_wr);
     return (ret == 0) ? 0 : orc_dev_verbs_err(ret);
+}
+
+static inline int orc_post_send_now(orc_qp_t *qp, struct ibv_send_wr *wr,
+                                    struct ibv_send_wr **bad_wr, int *done_p)
+{
+    if (qp->nic != NULL) {
+        return softnic_post_send_now(qp->nic, wr, bad_wr, done_p);
+    }
+    *done_p = 0;
+    return orc_post_send(qp, wr, bad_wr);
 }
 
 #ifdef __cplusplus
