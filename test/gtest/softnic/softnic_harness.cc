@@ -581,6 +581,15 @@ std::vector<wc_t> softnic_topo::poll(peer_proc &p, const char *cq, int n,
     return r.wcs;
 }
 
+std::vector<wc_t> softnic_topo::poll_until(peer_proc &p, const char *cq, int n,
+                                           double until_ms)
+{
+    reply_t r = p.cmd(std::string("poll cq=") + cq + " n=" + std::to_string(n) +
+                      " until=" + std::to_string((uint64_t)until_ms));
+    EXPECT_TRUE(r.ok) << p.name() << ": " << r.line;
+    return r.wcs;
+}
+
 wc_t softnic_topo::post_wait(peer_proc &p, const std::string &post_args,
                              int timeout_ms)
 {

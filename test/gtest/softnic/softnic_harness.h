@@ -197,6 +197,11 @@ class softnic_topo : public ::testing::TestWithParam<topology_t>
                    int timeout_ms = 10000);
     std::vector<wc_t> poll(peer_proc &p, const char *cq, int n,
                            int timeout_ms = 10000);
+    /* poll, where no poll of p starts after until_ms (CLOCK_MONOTONIC, as
+     * std::chrono::steady_clock): a window that ends when it should also
+     * when the command or p's process runs late */
+    std::vector<wc_t> poll_until(peer_proc &p, const char *cq, int n,
+                                 double until_ms);
 
     /* the two QPs of the last connect() */
     qp_ep_t m_last_ea, m_last_eb;

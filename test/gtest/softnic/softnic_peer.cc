@@ -208,7 +208,12 @@ int poll_n(softnic_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out,
     ibv_wc wc[16];
     int got = 0, idle = 0;
 
-    while (got < n) {
+    for (bool first = true; got < n; first = false) {
+        /* no poll starts after the deadline (a process descheduled past
+         * it would otherwise report what completed after it) */
+        if (!first && (now_ms() > deadline)) {
+            break;
+        }
         int ret = softnic_cq_poll(cq, std::min(16, n - got), wc);
         if (ret < 0) {
             return ret;
@@ -220,9 +225,6 @@ int poll_n(softnic_cq_t *cq, int n, double timeout_ms, std::vector<ibv_wc> *out,
         if (ret > 0) {
             idle = 0;
             continue;
-        }
-        if (now_ms() > deadline) {
-            break;
         }
         if ((++idle > 64) && !spin) {
             /* Backoff so that a few peers fit on two cores. */
@@ -947,14 +949,18 @@ std::string cmd_recv(const kv_t &kv)
     return ret ? err(ret, "post_recv") : "OK";
 }
 
-/* poll cq=send|recv n= timeout= [spin=1: no backoff] [then a "check" of
- * id= off= len= seed= count= stride= if check=1] */
+/* poll cq=send|recv n= timeout= [until=: instead of timeout, the
+ * CLOCK_MONOTONIC ms after which no poll starts] [spin=1: no backoff]
+ * [then a "check" of id= off= len= seed= count= stride= if check=1] */
 std::string cmd_poll(const kv_t &kv)
 {
     std::vector<ibv_wc> wcs;
     double t0      = now_ms();
-    int ret        = poll_n(cq_by_name(kv), (int)num(kv, "n", 1),
-                            (double)num(kv, "timeout", 10000), &wcs,
+    double timeout = (double)num(kv, "timeout", 10000);
+    if (has(kv, "until")) {
+        timeout = std::max(0.0, (double)num(kv, "until", 0) - t0);
+    }
+    int ret        = poll_n(cq_by_name(kv), (int)num(kv, "n", 1), timeout, &wcs,
                             num(kv, "spin", 0) != 0);
     double elapsed = now_ms() - t0;
     if (num(kv, "exit", 0)) {

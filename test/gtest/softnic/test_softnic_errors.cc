@@ -672,9 +672,9 @@ void softnic_errors::target_in_error(const std::string &open_args)
                         " len=64 wr=" + std::to_string(10 * k + 3)));
     }
     /* nothing completes before the budget has run out */
-    double budget_ms    = retry_bound_ms(oa);
-    int quiet_ms        = (int)(budget_ms - STAMP_SLACK_MS - (now_ms() - t0));
-    std::vector<wc_t> s = poll(a, "send", 1, (quiet_ms > 0) ? quiet_ms : 0);
+    double budget_ms = retry_bound_ms(oa);
+    std::vector<wc_t> s =
+        poll_until(a, "send", 1, t0 + budget_ms - STAMP_SLACK_MS);
     EXPECT_EQ(0u, s.size())
         << "a WR completed after " << now_ms() - t0
         << " ms, before the QP's retry budget of " << budget_ms
@@ -758,8 +758,7 @@ TEST_P(softnic_errors, target_in_error_after_rnr_wait_gets_whole_budget)
     EXPECT_EQ(0u, s.size()) << "the SEND ended while waiting for a receive";
     double t0 = now_ms();
     ASSERT_OK(m_b->cmd("modify qp=0 state=ERR"));
-    int quiet_ms = (int)(budget_ms - STAMP_SLACK_MS - (now_ms() - t0));
-    s            = poll(*m_a, "send", 1, (quiet_ms > 0) ? quiet_ms : 0);
+    s = poll_until(*m_a, "send", 1, t0 + budget_ms - STAMP_SLACK_MS);
     EXPECT_EQ(0u, s.size()) << "the SEND failed " << now_ms() - t0
                             << " ms after its target went to ERR, before "
                                "the QP's retry budget of "
