@@ -345,6 +345,8 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
         (conn->have_recv || (conn->ring_att != NULL))) {
         sn_ring_att_t **pp;
 
+        /* the CQ polls' peek goes before the ring is unmapped below */
+        sn_cq_walks_lock(conn->qp);
         pthread_mutex_lock(&conn->qp->lock);
         if (conn->have_recv) {
             sn_resp_unpop_recv(conn->qp, &conn->recv);
@@ -356,6 +358,7 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
             }
         }
         pthread_mutex_unlock(&conn->qp->lock);
+        sn_cq_walks_unlock(conn->qp);
     }
     if (conn->ack_owed) {
         /* what was executed is acknowledged: QP destroyed, the instance
@@ -467,11 +470,13 @@ static void sn_conn_offer_ring(sn_inst_t *inst, sn_conn_t *conn,
     }
     conn->ring_att->ring    = conn->ring;
     conn->ring_att->src_qpn = conn->peer_qpn;
+    sn_cq_walks_lock(qp);
     pthread_mutex_lock(&qp->lock);
     sn_ring_set_rnr_timer(conn->ring, qp->attr.min_rnr_timer);
     conn->ring_att->next = qp->rings;
     qp->rings            = conn->ring_att;
     pthread_mutex_unlock(&qp->lock);
+    sn_cq_walks_unlock(qp);
     __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
     ack->ring_id    = htole32(conn->ring_id);
     ack->ring_slots = htole32(SN_RING_SLOTS);

@@ -154,6 +154,28 @@ void sn_cq_del_qp(sn_cq_t *cq, sn_qp_t *qp)
     pthread_mutex_unlock(&cq->qps_lock);
 }
 
+void sn_cq_walks_lock(sn_qp_t *qp)
+{
+    sn_cq_t *first = qp->send_cq, *second = qp->recv_cq;
+
+    if ((uintptr_t)first > (uintptr_t)second) {
+        first  = qp->recv_cq;
+        second = qp->send_cq;
+    }
+    pthread_mutex_lock(&first->qps_lock);
+    if (second != first) {
+        pthread_mutex_lock(&second->qps_lock);
+    }
+}
+
+void sn_cq_walks_unlock(sn_qp_t *qp)
+{
+    if (qp->recv_cq != qp->send_cq) {
+        pthread_mutex_unlock(&qp->recv_cq->qps_lock);
+    }
+    pthread_mutex_unlock(&qp->send_cq->qps_lock);
+}
+
 void sn_cq_flush_batches(sn_cq_t *cq, int wait)
 {
     sn_qp_t *qp;

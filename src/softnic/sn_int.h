@@ -701,9 +701,13 @@ struct sn_qp {
     struct sn_ring *ring; /* mapped ring, or NULL */
     uint64_t ring_prod;   /* slots produced */
     uint64_t ring_reaped; /* slots whose WQE completed */
-    int ring_out;         /* WQEs in state RING */
+    int ring_out;         /* WQEs in state RING; written under the QP
+                             lock, peeked at without it by a CQ poll (a
+                             stale value delays a reap by one poll) */
     int ring_atomic_out;  /* of which atomics (for FENCE) */
-    /* target side: rings of initiators sending to this QP */
+    /* target side: rings of initiators sending to this QP; the list
+     * changes under the QP lock and sn_cq_walks_lock(), so a CQ poll that
+     * holds its qps_lock may read it, and the rings it names stay mapped */
     struct sn_ring_att *rings;
 };
 
@@ -917,6 +921,11 @@ void sn_mr_leave(sn_mr_entry_t *entry);
 /* register / unregister a QP using the CQ (no QP lock held) */
 int sn_cq_add_qp(sn_cq_t *cq, sn_qp_t *qp);
 void sn_cq_del_qp(sn_cq_t *cq, sn_qp_t *qp);
+/* take / release the qps_lock of the QP's CQs (one lock when they are the
+ * same CQ, else in address order): what a CQ poll peeks at without the QP
+ * lock (sn_cq_ring_progress) changes only under them */
+void sn_cq_walks_lock(sn_qp_t *qp);
+void sn_cq_walks_unlock(sn_qp_t *qp);
 void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited);
 
 /* QP (sn_qp.c); "QP lock held" where noted */
