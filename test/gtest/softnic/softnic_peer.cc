@@ -828,12 +828,18 @@ int ask_once(softnic_qp_t *qp, peer_mr *m, uint32_t len, uint32_t recv_len)
     return first == g_peer.rcq;
 }
 
+/* The last completion in error that poll_ok() saw (for pingpong's error) */
+ibv_wc g_bad_wc = {};
+
 /* One completion of cq, if there is one: 1 (SUCCESS), 0 (none), -1 */
 int poll_ok(softnic_cq_t *cq)
 {
     ibv_wc wc;
     int ret = softnic_cq_poll(cq, 1, &wc);
 
+    if ((ret == 1) && (wc.status != IBV_WC_SUCCESS)) {
+        g_bad_wc = wc;
+    }
     return ((ret < 0) || ((ret == 1) && (wc.status != IBV_WC_SUCCESS))) ? -1
                                                                         : ret;
 }
@@ -914,7 +920,9 @@ std::string cmd_pingpong(const kv_t &kv)
         }
     }
     if (i < n) {
-        return err(EIO, "pingpong") + fmt(" round=%d", i);
+        return err(EIO, "pingpong") + fmt(" round=%d", i) +
+               ((g_bad_wc.status != IBV_WC_SUCCESS) ? " " + wc_str(g_bad_wc)
+                                                    : "");
     }
     return fmt("OK n=%d answer_first=%d", n, answer_first);
 }
