@@ -573,6 +573,15 @@ static int sn_ring_slot_pending(const sn_ring_slot_t *slot)
     return (state == SN_SLOT_POSTED) || (state == SN_SLOT_CANCELLED);
 }
 
+/* Whether the consumer has work at its tail (the tail is written by the
+ * consumer only; read atomically, as a CQ poll peeks at it unlocked) */
+static int sn_ring_tail_pending(const struct sn_ring *ring)
+{
+    uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
+
+    return sn_ring_slot_pending(&ring->slot[tail % SN_RING_SLOTS]);
+}
+
 /* The consumer finds what was posted from the slots' states, not from the
  * producer's head: it reads only the lines it must read anyway, and a small
  * SEND costs one cache line moving to the consumer (the slot) and one
@@ -588,8 +597,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     uint64_t end, tail;
     uint32_t expected, len, flags, imm;
 
-    tail = ring->tail;
-    if (!sn_ring_slot_pending(&ring->slot[tail % SN_RING_SLOTS])) {
+    if (!sn_ring_tail_pending(ring)) {
         return;
     }
     /* the peer may have posted these after it took SENDs of ours (and
@@ -608,7 +616,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     if (att->stopped) {
         return; /* a slot failed: the initiator flushes the rest */
     }
-    for (end = tail + SN_RING_SLOTS; tail != end; ++tail) {
+    for (tail = ring->tail, end = tail + SN_RING_SLOTS; tail != end; ++tail) {
         slot = &ring->slot[tail % SN_RING_SLOTS];
         if (!sn_ring_slot_pending(slot)) {
             return; /* the end of what was posted */
@@ -728,17 +736,13 @@ void sn_ring_progress(sn_qp_t *qp, int in_svc)
 static int sn_ring_has_work(const sn_qp_t *qp)
 {
     const sn_ring_att_t *att;
-    const struct sn_ring *ring;
-    uint64_t tail;
 
     if ((qp->ring != NULL) &&
         (__atomic_load_n(&qp->ring_out, __ATOMIC_RELAXED) > 0)) {
         return 1;
     }
     for (att = qp->rings; att != NULL; att = att->next) {
-        ring = att->ring;
-        tail = __atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
-        if (sn_ring_slot_pending(&ring->slot[tail % SN_RING_SLOTS])) {
+        if (sn_ring_tail_pending(att->ring)) {
             return 1;
         }
     }
