@@ -177,18 +177,29 @@
  * driver would, instead of spinning beside a service thread that waits for
  * the kernel to wake it (2 cores: +25 % cross-host put_bw, half the 8-byte
  * latency). The service thread alone runs the timers, and stands back
- * from the sockets while a thread keeps polling: once pollers stepped at
- * least SN_STANDBY_STEPS times within a look (SN_LOOK_NS) and no CQ of
- * the instance was armed meanwhile, it waits only for commands, new
- * connections and datagrams (idle_epfd), waking every look, so that a
- * message wakes nobody but the thread spinning for it (before, every
- * message woke the service thread too, which then made the pollers keep
- * off until it got the lock: a context switch per message in each
- * process). It serves the sockets again (whoever gets to a ready socket
- * first handles it) from the first look in which pollers stepped less,
- * and at once when a CQ is armed (softnic_cq_req_notify: an application
- * about to sleep), so a socket waits for nobody longer than about two
- * looks, and only when its application stopped polling without arming.
+ * from the sockets while a thread keeps polling: once, within a look
+ * (SN_LOOK_NS), pollers stepped at least once, pollers' steps and posts
+ * (softnic_post_send calls that queued WRs on an RC QP) came to at least
+ * SN_STANDBY_STEPS, and no CQ of the instance was armed meanwhile, it
+ * waits only for commands, new connections and datagrams (idle_epfd),
+ * waking every look, so that a message wakes nobody but the thread
+ * spinning for it (before, every message woke the service thread too,
+ * which then made the pollers keep off until it got the lock: a context
+ * switch per message in each process). Posts count because a streaming
+ * sender polls in bursts between runs of posts (when its send queue or
+ * its credits run out): counting its steps alone, the service thread
+ * served the sockets in the looks spent posting, woke for every ACK frame
+ * and took the QP lock the poster held across its socket write (a futex
+ * and a context switch every few messages on each side); now the
+ * sender's next poll step reads the ACK frames that came meanwhile,
+ * several with one read, as a NIC driver reaps completions when it is
+ * next called. Posts alone never keep it back (a poster reads no
+ * socket). It serves the sockets again (whoever gets to a ready socket
+ * first handles it) from the first look in which pollers did not step,
+ * or stepped and posted less, and at once when a CQ is armed
+ * (softnic_cq_req_notify: an application about to sleep), so a socket
+ * waits for nobody longer than about two looks, and only when its
+ * application stopped polling without arming.
  *
  * ACK coalescing (TCP; rule switch SN_RULE_ACK_BOUND). The ACK of a WRITE,
  * SEND or WRITE_WITH_IMM that a target executed is written into its
@@ -436,7 +447,9 @@ struct sn_inst {
      * keep off. num_tcp_conns (atomic, written under svc_lock): ready
      * connections carrying data on TCP; without any, pollers do not step.
      * poll_steps (written under svc_lock, read atomically): pollers' steps,
-     * whether they found events or not. arm_gen (atomic add, seq_cst):
+     * whether they found events or not. posts (atomic add by any poster,
+     * relaxed; read by the service thread): softnic_post_send calls that
+     * queued WRs on an RC QP (see "Polling"). arm_gen (atomic add, seq_cst):
      * arms of the instance's CQs. svc_standby (service thread writes,
      * seq_cst): it waits on idle_epfd, not on the sockets; an armer that
      * sees it set wakes the service thread (cmd_fd), and the service
@@ -447,6 +460,7 @@ struct sn_inst {
     int svc_want;
     int num_tcp_conns;
     uint64_t poll_steps;
+    uint64_t posts;
     uint64_t arm_gen;
     int svc_standby;
 

@@ -1116,6 +1116,7 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
 static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
                         struct ibv_send_wr **bad_wr, int *done_p)
 {
+    const struct ibv_send_wr *first = wr;
     sn_wqe_t *wqe, flushed;
     uint64_t start = 0; /* read at the first WRITE that may join the batch */
     int ret = 0, batched_only = 1;
@@ -1223,6 +1224,10 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
         qp->post_end_ns = batched_only ? start : sn_now_ns();
     }
     pthread_mutex_unlock(&qp->lock);
+    if (wr != first) {
+        /* the service thread counts posts as polling (sn_int.h) */
+        __atomic_fetch_add(&sn_qp_inst(qp)->posts, 1, __ATOMIC_RELAXED);
+    }
     return ret;
 }
 

@@ -306,15 +306,26 @@ static void sn_svc_lock(sn_inst_t *inst)
 typedef struct sn_svc_look {
     uint64_t at_ns;
     uint64_t steps;
+    uint64_t posts;
     uint64_t arms;
     int standby;
 } sn_svc_look_t;
+
+/* Within the look that ends: did a thread keep polling? It stepped, and
+ * its steps and posts came to SN_STANDBY_STEPS (sn_int.h, "Polling") */
+static int sn_svc_kept_polling(const sn_svc_look_t *look, uint64_t steps,
+                               uint64_t posts)
+{
+    return (steps != look->steps) &&
+           ((steps - look->steps) + (posts - look->posts) >= SN_STANDBY_STEPS);
+}
 
 /* Stand back from the sockets, or serve them again; returns the epoll set
  * to wait on */
 static int sn_svc_standby(sn_inst_t *inst, sn_svc_look_t *look, uint64_t now)
 {
     uint64_t steps = __atomic_load_n(&inst->poll_steps, __ATOMIC_RELAXED);
+    uint64_t posts = __atomic_load_n(&inst->posts, __ATOMIC_RELAXED);
     uint64_t arms  = __atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST);
 
     if ((arms == look->arms) && (now - look->at_ns < SN_LOOK_NS)) {
@@ -322,9 +333,10 @@ static int sn_svc_standby(sn_inst_t *inst, sn_svc_look_t *look, uint64_t now)
     }
     look->standby =
         (!SN_RULE_STANDBY_ENDS && look->standby) ||
-        ((arms == look->arms) && (steps - look->steps >= SN_STANDBY_STEPS));
+        ((arms == look->arms) && sn_svc_kept_polling(look, steps, posts));
     look->at_ns = now;
     look->steps = steps;
+    look->posts = posts;
     __atomic_store_n(&inst->svc_standby, look->standby, __ATOMIC_SEQ_CST);
     look->arms = __atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST);
     if (look->standby && (look->arms != arms)) {

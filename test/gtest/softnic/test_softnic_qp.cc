@@ -463,6 +463,87 @@ TEST_F(softnic_local_tcp, service_thread_serves_again_when_polling_stops)
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
+/* Posts count as polling for the service thread's standby (sn_int.h,
+ * "Polling"), but posts alone never keep it back: a poster reads no
+ * socket. After a long spin on an empty CQ (the service thread stands
+ * back), a thread posts WRITEs on a TCP QP for 300 ms, about one every
+ * 10 us, and never polls: only the service thread reads the requests and
+ * their ACKs, so the send queue (4096 WRs, full after about 50 ms without
+ * ACKs) keeps room and every post succeeds. A service thread that stood back
+ * while posts came would leave the ACKs unread until the queue filled. */
+TEST_F(softnic_local_tcp,
+       service_thread_serves_while_the_application_only_posts)
+{
+    const size_t len = 64;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_mr_t *mr =
+        softnic_mr_reg(m_pd, buf.data(), buf.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    ASSERT_NE(nullptr, mr) << strerror(errno);
+    softnic_qp_init_attr_t attr = {};
+    attr.send_cq                = m_cq;
+    attr.recv_cq                = m_cq;
+    attr.cap.max_send_wr        = 4096;
+    attr.cap.max_recv_wr        = 1;
+    attr.cap.max_send_sge       = 1;
+    attr.cap.max_recv_sge       = 1;
+    attr.qp_type                = IBV_QPT_RC;
+    softnic_qp_t *a             = softnic_qp_create(m_pd, &attr);
+    ASSERT_NE(nullptr, a) << strerror(errno);
+    m_qps.push_back(a);
+    softnic_qp_t *b = tracked_qp();
+    ASSERT_NE(nullptr, b);
+    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
+
+    auto post_write = [&](uint64_t id, int flags) {
+        ibv_sge sge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        wr.wr_id       = id;
+        wr.sg_list     = &sge;
+        wr.num_sge     = 1;
+        wr.opcode      = IBV_WR_RDMA_WRITE;
+        wr.send_flags  = flags;
+        wr.wr.rdma.remote_addr = (uintptr_t)&buf[len];
+        wr.wr.rdma.rkey        = mr->rkey;
+        return softnic_post_send(a, &wr, &bad);
+    };
+    /* the connection up: one WRITE, polled for */
+    ASSERT_EQ(0, post_write(1, IBV_SEND_SIGNALED));
+    ibv_wc wc;
+    int n          = 0;
+    double timeout = now_ms() + 10000;
+    while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
+    }
+    ASSERT_EQ(1, n);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
+
+    /* 100 ms of spinning on the empty CQ: the service thread stands back */
+    for (double end = now_ms() + 100; now_ms() < end;) {
+        ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+    }
+    /* posts only, one every 10 us, unsignaled: nothing enters the CQ */
+    int posted = 0, ret = 0;
+    for (double end = now_ms() + 300; (now_ms() < end) && (ret == 0);) {
+        ret = post_write(2, 0);
+        posted += (ret == 0);
+        for (double next = now_ms() + 0.01; now_ms() < next;) {
+        }
+    }
+    EXPECT_EQ(0, ret) << "post " << posted + 1 << " failed (" << strerror(ret)
+                      << "): the ACKs were not read";
+    /* the last one signaled: it completes after all the others */
+    ASSERT_EQ(0, post_write(3, IBV_SEND_SIGNALED));
+    timeout = now_ms() + 10000;
+    while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
+    }
+    ASSERT_EQ(1, n);
+    EXPECT_EQ(3u, wc.wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    EXPECT_GE(posted, 4096) << "too few posts to tell";
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
 /* Several threads post on the same QP at once (verbs calls are
  * thread-safe) while one thread polls: every WR completes once, and
  * every thread's data is placed. */
