@@ -39,6 +39,46 @@ class softnic_local_tcp : public softnic_local
     {
         return true;
     }
+
+    /* A WRITE of the first half of buf (len bytes, registered as mr) over
+     * its second half, through qp */
+    static int post_half_write(softnic_qp_t *qp, softnic_mr_t *mr,
+                               std::vector<uint8_t> &buf, uint64_t id,
+                               int flags)
+    {
+        size_t len     = buf.size() / 2;
+        ibv_sge sge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        wr.wr_id       = id;
+        wr.sg_list     = &sge;
+        wr.num_sge     = 1;
+        wr.opcode      = IBV_WR_RDMA_WRITE;
+        wr.send_flags  = flags;
+        wr.wr.rdma.remote_addr = (uintptr_t)&buf[len];
+        wr.wr.rdma.rkey        = mr->rkey;
+        return softnic_post_send(qp, &wr, &bad);
+    }
+
+    /* The connection of qp up (one signaled WRITE, polled for), then
+     * 100 ms of spinning on the empty CQ: the service thread stands back
+     * (sn_int.h, "Polling"; thousands of steps per look) */
+    void connect_then_spin(softnic_qp_t *qp, softnic_mr_t *mr,
+                           std::vector<uint8_t> &buf)
+    {
+        ibv_wc wc;
+        int n          = 0;
+        double timeout = now_ms() + 10000;
+
+        ASSERT_EQ(0, post_half_write(qp, mr, buf, 1, IBV_SEND_SIGNALED));
+        while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) &&
+               (now_ms() < timeout)) {
+        }
+        ASSERT_EQ(1, n);
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
+        for (double end = now_ms() + 100; now_ms() < end;) {
+            ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+        }
+    }
 };
 
 const char *state_name(int s)
@@ -416,39 +456,15 @@ TEST_F(softnic_local_tcp, service_thread_serves_again_when_polling_stops)
     ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
     ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
 
-    auto post_write = [&](uint64_t id) {
-        ibv_sge sge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id       = id;
-        wr.sg_list     = &sge;
-        wr.num_sge     = 1;
-        wr.opcode      = IBV_WR_RDMA_WRITE;
-        wr.send_flags  = IBV_SEND_SIGNALED;
-        wr.wr.rdma.remote_addr = (uintptr_t)&buf[len];
-        wr.wr.rdma.rkey        = mr->rkey;
-        return softnic_post_send(a, &wr, &bad);
-    };
-    /* the connection up: one WRITE, polled for */
-    ASSERT_EQ(0, post_write(1));
-    ibv_wc wc;
-    int n          = 0;
-    double timeout = now_ms() + 10000;
-    while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
-    }
-    ASSERT_EQ(1, n);
-    ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
-
-    /* 100 ms of spinning on the empty CQ: the service thread stands back
-     * (thousands of steps per look) */
-    for (double end = now_ms() + 100; now_ms() < end;) {
-        ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
-    }
+    ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
     for (size_t i = 0; i < len; ++i) {
         buf[i] = pattern_byte(7, i);
     }
-    ASSERT_EQ(0, post_write(2));
+    ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
     /* nobody polls: only the service thread reads the request and the ACK */
-    timeout = now_ms() + 10000;
+    ibv_wc wc;
+    int n          = 0;
+    double timeout = now_ms() + 10000;
     while ((memcmp(buf.data(), &buf[len], len) != 0) && (now_ms() < timeout)) {
         usleep(1000);
     }
@@ -496,36 +512,11 @@ TEST_F(softnic_local_tcp,
     ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
     ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
 
-    auto post_write = [&](uint64_t id, int flags) {
-        ibv_sge sge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id       = id;
-        wr.sg_list     = &sge;
-        wr.num_sge     = 1;
-        wr.opcode      = IBV_WR_RDMA_WRITE;
-        wr.send_flags  = flags;
-        wr.wr.rdma.remote_addr = (uintptr_t)&buf[len];
-        wr.wr.rdma.rkey        = mr->rkey;
-        return softnic_post_send(a, &wr, &bad);
-    };
-    /* the connection up: one WRITE, polled for */
-    ASSERT_EQ(0, post_write(1, IBV_SEND_SIGNALED));
-    ibv_wc wc;
-    int n          = 0;
-    double timeout = now_ms() + 10000;
-    while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
-    }
-    ASSERT_EQ(1, n);
-    ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
-
-    /* 100 ms of spinning on the empty CQ: the service thread stands back */
-    for (double end = now_ms() + 100; now_ms() < end;) {
-        ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
-    }
+    ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
     /* posts only, one every 10 us, unsignaled: nothing enters the CQ */
     int posted = 0, ret = 0;
     for (double end = now_ms() + 300; (now_ms() < end) && (ret == 0);) {
-        ret = post_write(2, 0);
+        ret = post_half_write(a, mr, buf, 2, 0);
         posted += (ret == 0);
         for (double next = now_ms() + 0.01; now_ms() < next;) {
         }
@@ -533,8 +524,10 @@ TEST_F(softnic_local_tcp,
     EXPECT_EQ(0, ret) << "post " << posted + 1 << " failed (" << strerror(ret)
                       << "): the ACKs were not read";
     /* the last one signaled: it completes after all the others */
-    ASSERT_EQ(0, post_write(3, IBV_SEND_SIGNALED));
-    timeout = now_ms() + 10000;
+    ASSERT_EQ(0, post_half_write(a, mr, buf, 3, IBV_SEND_SIGNALED));
+    ibv_wc wc;
+    int n          = 0;
+    double timeout = now_ms() + 10000;
     while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
     }
     ASSERT_EQ(1, n);
