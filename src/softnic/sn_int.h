@@ -449,7 +449,8 @@ struct sn_inst {
      * poll_steps (written under svc_lock, read atomically): pollers' steps,
      * whether they found events or not. posts (atomic add by any poster,
      * relaxed; read by the service thread): softnic_post_send calls that
-     * queued WRs on an RC QP (see "Polling"). arm_gen (atomic add, seq_cst):
+     * queued WRs on an RC QP while num_tcp_conns > 0 (see "Polling":
+     * without TCP connections pollers do not step and nothing stands back). arm_gen (atomic add, seq_cst):
      * arms of the instance's CQs. svc_standby (service thread writes,
      * seq_cst): it waits on idle_epfd, not on the sockets; an armer that
      * sees it set wakes the service thread (cmd_fd), and the service

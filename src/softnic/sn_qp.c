@@ -1224,8 +1224,10 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
         qp->post_end_ns = batched_only ? start : sn_now_ns();
     }
     pthread_mutex_unlock(&qp->lock);
-    if (wr != first) {
-        /* the service thread counts posts as polling (sn_int.h) */
+    if ((wr != first) &&
+        __atomic_load_n(&sn_qp_inst(qp)->num_tcp_conns, __ATOMIC_RELAXED)) {
+        /* the service thread counts posts as polling (sn_int.h); only
+         * with TCP connections, the one-host paths stay without the add */
         __atomic_fetch_add(&sn_qp_inst(qp)->posts, 1, __ATOMIC_RELAXED);
     }
     return ret;

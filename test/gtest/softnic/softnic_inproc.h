@@ -100,12 +100,13 @@ class softnic_inproc : public ::testing::Test
         m_qps.clear();
     }
 
-    softnic_qp_t *new_qp(softnic_cq_t *cq = NULL, softnic_cq_t *rcq = NULL)
+    softnic_qp_t *new_qp(softnic_cq_t *cq = NULL, softnic_cq_t *rcq = NULL,
+                         uint32_t max_send_wr = 64)
     {
         softnic_qp_init_attr_t attr = {};
         attr.send_cq                = cq ? cq : m_cq;
         attr.recv_cq                = rcq ? rcq : attr.send_cq;
-        attr.cap.max_send_wr        = 64;
+        attr.cap.max_send_wr        = max_send_wr;
         attr.cap.max_recv_wr        = 64;
         attr.cap.max_send_sge       = 1;
         attr.cap.max_recv_sge       = 1;
@@ -115,9 +116,10 @@ class softnic_inproc : public ::testing::Test
         return qp;
     }
 
-    softnic_qp_t *tracked_qp(softnic_cq_t *cq = NULL, softnic_cq_t *rcq = NULL)
+    softnic_qp_t *tracked_qp(softnic_cq_t *cq = NULL, softnic_cq_t *rcq = NULL,
+                             uint32_t max_send_wr = 64)
     {
-        softnic_qp_t *qp = new_qp(cq, rcq);
+        softnic_qp_t *qp = new_qp(cq, rcq, max_send_wr);
         if (qp)
             m_qps.push_back(qp);
         return qp;

@@ -829,7 +829,7 @@ int ask_once(softnic_qp_t *qp, peer_mr *m, uint32_t len, uint32_t recv_len)
 }
 
 /* The last completion in error that poll_ok() saw (for pingpong's error) */
-ibv_wc g_bad_wc = {};
+static ibv_wc g_bad_wc;
 
 /* One completion of cq, if there is one: 1 (SUCCESS), 0 (none), -1 */
 int poll_ok(softnic_cq_t *cq)
@@ -839,9 +839,9 @@ int poll_ok(softnic_cq_t *cq)
 
     if ((ret == 1) && (wc.status != IBV_WC_SUCCESS)) {
         g_bad_wc = wc;
+        return -1;
     }
-    return ((ret < 0) || ((ret == 1) && (wc.status != IBV_WC_SUCCESS))) ? -1
-                                                                        : ret;
+    return (ret < 0) ? -1 : ret;
 }
 
 /* ask_once, spinning on both CQs instead of sleeping: 1 only when the
@@ -896,6 +896,7 @@ std::string cmd_pingpong(const kv_t &kv)
     std::vector<ibv_wc> wcs;
 
     bool spin = num(kv, "spin", 0) != 0;
+    g_bad_wc  = ibv_wc{}; /* SUCCESS: none of this command's yet */
 
     if ((qp == NULL) || (m == NULL) || (m->mr == NULL) || (rlen > m->len) ||
         (ask && !spin && (g_peer.chan == NULL))) {

@@ -496,19 +496,8 @@ TEST_F(softnic_local_tcp,
         softnic_mr_reg(m_pd, buf.data(), buf.size(),
                        IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
     ASSERT_NE(nullptr, mr) << strerror(errno);
-    softnic_qp_init_attr_t attr = {};
-    attr.send_cq                = m_cq;
-    attr.recv_cq                = m_cq;
-    attr.cap.max_send_wr        = 4096;
-    attr.cap.max_recv_wr        = 1;
-    attr.cap.max_send_sge       = 1;
-    attr.cap.max_recv_sge       = 1;
-    attr.qp_type                = IBV_QPT_RC;
-    softnic_qp_t *a             = softnic_qp_create(m_pd, &attr);
-    ASSERT_NE(nullptr, a) << strerror(errno);
-    m_qps.push_back(a);
-    softnic_qp_t *b = tracked_qp();
-    ASSERT_NE(nullptr, b);
+    softnic_qp_t *a = tracked_qp(NULL, NULL, 4096), *b = tracked_qp();
+    ASSERT_TRUE(a && b);
     ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
     ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
 
