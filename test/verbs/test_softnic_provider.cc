@@ -20,7 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace
@@ -334,6 +337,185 @@ TEST_F(provider, completion_channel)
 
     EXPECT_EQ(0, ibv_destroy_qp(q2));
     EXPECT_EQ(0, ibv_destroy_cq(cq2));
+    EXPECT_EQ(0, ibv_destroy_comp_channel(ch));
+}
+
+void spin_us(double us)
+{
+    for (double end = now_ms() + us / 1e3; now_ms() < end;) {
+    }
+}
+
+/* The race rounds: fire an event on a new object and destroy the object at
+ * once, then wait for the reader; bounded in rounds and time. The test waits
+ * before its destroy and the reader before its read for delays that sweep
+ * their offsets over each other's (0 to 32 us, 0 to 48 us). */
+const int RACE_ROUNDS     = 100000;
+const double RACE_TIME_MS = 15000;
+
+double race_delay_us(int step, int steps)
+{
+    return (step % steps) * 0.5;
+}
+
+/*
+ * A thread that reads events off fd as UCX's async thread does (wait for the
+ * fd, read one, acknowledge it) while the test fires events and destroys
+ * their objects at once. read() reads one event and returns the object it
+ * names (NULL: none, the fd being non-blocking); ack() acknowledges it.
+ * verbs' contract: a destroy returns only once every event read of its
+ * object was acknowledged, so every object read must still be the live one
+ * (stale: an event read of an object whose destroy had returned).
+ * live, in_read and the counters are shared with the test's thread: atomics.
+ */
+class event_reader
+{
+  public:
+    event_reader(int fd, std::function<void *()> read,
+                 std::function<void()> ack) :
+        m_fd(fd),
+        m_read(read), m_ack(ack)
+    {
+        m_thread = std::thread([this] { loop(); });
+    }
+
+    ~event_reader()
+    {
+        m_stop = true;
+        m_thread.join();
+    }
+
+    void set_live(void *obj)
+    {
+        m_live = obj;
+    }
+
+    /* after a destroy: wait for a read that was under way to end (a read
+     * that began later finds the object's events dropped) */
+    bool settle()
+    {
+        for (double end = now_ms() + 10000; m_in_read;) {
+            if (now_ms() > end) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    int events() const
+    {
+        return m_events;
+    }
+    int stale() const
+    {
+        return m_stale;
+    }
+
+  private:
+    void loop()
+    {
+        while (!m_stop) {
+            if (!fd_readable(m_fd, 1)) {
+                continue;
+            }
+            m_in_read = true;
+            spin_us(race_delay_us(++m_wakes, 97));
+            void *obj = m_read();
+            if (obj != NULL) {
+                m_stale += (obj != m_live.load());
+                ++m_events;
+                m_ack();
+            }
+            m_in_read = false;
+        }
+    }
+
+    int m_fd;
+    std::function<void *()> m_read;
+    std::function<void()> m_ack;
+    std::atomic<void *> m_live{nullptr};
+    std::atomic<bool> m_in_read{false}, m_stop{false};
+    std::atomic<int> m_events{0}, m_stale{0};
+    int m_wakes = 0;
+    std::thread m_thread;
+};
+
+/* Async events read while their QP is destroyed: LAST_WQE_REACHED of a QP on
+ * an SRQ entering ERR, the QP destroyed at once (as UCX destroys its QPs). */
+TEST_F(provider, async_event_read_while_its_qp_is_destroyed)
+{
+    ibv_srq_init_attr sa = {};
+    sa.attr.max_wr       = 4;
+    sa.attr.max_sge      = 1;
+    ibv_srq *srq         = ibv_create_srq(m_pd, &sa);
+    ASSERT_NE(nullptr, srq);
+    set_nonblock(m_ctx->async_fd);
+    ibv_async_event ev;
+    int rounds = 0;
+    {
+        event_reader r(
+            m_ctx->async_fd,
+            [&]() -> void * {
+                return ibv_get_async_event(m_ctx, &ev) ? NULL : ev.element.qp;
+            },
+            [&] { ibv_ack_async_event(&ev); });
+        for (double end = now_ms() + RACE_TIME_MS;
+             (rounds < RACE_ROUNDS) && (now_ms() < end); ++rounds) {
+            ibv_qp *q = qp(NULL, srq, false);
+            ASSERT_NE(nullptr, q);
+            r.set_live(q);
+            ASSERT_EQ(0, to_state(q, IBV_QPS_ERR));
+            spin_us(race_delay_us(rounds, 65));
+            ASSERT_EQ(0, ibv_destroy_qp(q));
+            r.set_live(NULL);
+            ASSERT_TRUE(r.settle());
+        }
+        EXPECT_EQ(0, r.stale()) << "of " << r.events() << " events read in "
+                                << rounds << " rounds, named a QP whose "
+                                << "ibv_destroy_qp had returned";
+        EXPECT_GT(r.events(), 0) << "no event read: nothing raced";
+    }
+    EXPECT_EQ(0, ibv_destroy_srq(srq));
+}
+
+/* Completion events read while their CQ is destroyed: a flushed WR on an
+ * armed CQ, its QP and CQ destroyed at once. */
+TEST_F(provider, completion_event_read_while_its_cq_is_destroyed)
+{
+    ibv_comp_channel *ch = ibv_create_comp_channel(m_ctx);
+    ASSERT_NE(nullptr, ch);
+    set_nonblock(ch->fd);
+    ibv_cq *ecq = NULL;
+    void *ectx  = NULL;
+    int rounds  = 0;
+    {
+        event_reader r(
+            ch->fd,
+            [&]() -> void * {
+                return ibv_get_cq_event(ch, &ecq, &ectx) ? NULL : ecq;
+            },
+            [&] { ibv_ack_cq_events(ecq, 1); });
+        for (double end = now_ms() + RACE_TIME_MS;
+             (rounds < RACE_ROUNDS) && (now_ms() < end); ++rounds) {
+            ibv_cq *cq = ibv_create_cq(m_ctx, 4, NULL, ch, 0);
+            ASSERT_NE(nullptr, cq);
+            ibv_qp *q = qp(cq, NULL, false);
+            ASSERT_NE(nullptr, q);
+            ASSERT_EQ(0, to_state(q, IBV_QPS_ERR));
+            r.set_live(cq);
+            ASSERT_EQ(0, ibv_req_notify_cq(cq, 0));
+            ASSERT_EQ(0, post_write(q, rounds, m_mr->rkey)); /* flushed */
+            spin_us(race_delay_us(rounds, 65));
+            ASSERT_EQ(0, ibv_destroy_qp(q));
+            ASSERT_EQ(0, ibv_destroy_cq(cq));
+            r.set_live(NULL);
+            ASSERT_TRUE(r.settle());
+        }
+        EXPECT_EQ(0, r.stale()) << "of " << r.events() << " events read in "
+                                << rounds << " rounds, named a CQ whose "
+                                << "ibv_destroy_cq had returned";
+        EXPECT_GT(r.events(), 0) << "no event read: nothing raced";
+    }
     EXPECT_EQ(0, ibv_destroy_comp_channel(ch));
 }
 

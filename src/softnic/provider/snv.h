@@ -73,8 +73,12 @@ void snv_evq_cleanup(snv_evq_t *evq);
 /* queue a record; any thread, never blocks */
 int snv_evq_push(snv_evq_t *evq, uint32_t type, uint64_t element,
                  const void *owner);
+/* called with the queue's lock held on the record being taken, so that a
+ * drop of its owner (under the same lock) finds it either queued or seen */
+typedef void (*snv_evq_take_fn_t)(uint32_t type, uint64_t element);
 /* take the oldest record; blocks unless fd is non-blocking (then EAGAIN) */
-int snv_evq_pop(snv_evq_t *evq, uint32_t *type_p, uint64_t *element_p);
+int snv_evq_pop(snv_evq_t *evq, snv_evq_take_fn_t take, uint32_t *type_p,
+                uint64_t *element_p);
 /* drop the records of owner */
 void snv_evq_drop(snv_evq_t *evq, const void *owner);
 
@@ -89,7 +93,8 @@ typedef struct snv_device {
  * never reused, so that a completion or async event of a CQ destroyed
  * before it was read names no live CQ and is dropped, as the kernel drops
  * it: cq_lock protects cqs and next_cq_id (lock order: softnic's locks ->
- * cq_lock -> the event queue's lock).
+ * cq_lock -> the event queue's lock -> the mutex of an ibv_cq, ibv_qp or
+ * ibv_srq).
  */
 typedef struct snv_context {
     struct verbs_context vctx;

@@ -80,11 +80,15 @@ int snv_get_cq_event(struct ibv_comp_channel *channel, struct ibv_cq **cq_p,
         }
         pthread_mutex_lock(&ctx->cq_lock);
         cq = snv_cq_find_locked(ctx, (uintptr_t)record);
+        if (cq != NULL) {
+            /* counted before cq_lock is released: destroy takes the CQ out
+             * under cq_lock, then waits for the counted events' acks */
+            snv_cq_event(&cq->cq);
+        }
         pthread_mutex_unlock(&ctx->cq_lock);
     } while (cq == NULL); /* the event of a CQ destroyed meanwhile */
     *cq_p         = &cq->cq;
     *cq_context_p = cq->cq.cq_context;
-    snv_cq_event(&cq->cq);
     return 0;
 }
 

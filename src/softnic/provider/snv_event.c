@@ -76,7 +76,8 @@ int snv_evq_push(snv_evq_t *evq, uint32_t type, uint64_t element,
     return 0;
 }
 
-int snv_evq_pop(snv_evq_t *evq, uint32_t *type_p, uint64_t *element_p)
+int snv_evq_pop(snv_evq_t *evq, snv_evq_take_fn_t take, uint32_t *type_p,
+                uint64_t *element_p)
 {
     snv_ev_t *ev;
     uint64_t count;
@@ -98,6 +99,7 @@ int snv_evq_pop(snv_evq_t *evq, uint32_t *type_p, uint64_t *element_p)
             if (evq->head == NULL) {
                 evq->tail = &evq->head;
             }
+            take(ev->type, ev->element);
         } else if (evq->stale > 0) {
             --evq->stale; /* the count of a dropped record */
         }
@@ -165,37 +167,19 @@ void snv_async_event(snv_context_t *ctx, enum ibv_event_type type,
     }
 }
 
-/* count an event the application reads, under the object's mutex */
-static void snv_async_reported(pthread_mutex_t *mutex, uint32_t *reported)
-{
-    pthread_mutex_lock(mutex);
-    ++*reported;
-    pthread_mutex_unlock(mutex);
-}
+typedef enum {
+    SNV_ASYNC_PORT,
+    SNV_ASYNC_CQ,
+    SNV_ASYNC_QP,
+    SNV_ASYNC_SRQ
+} snv_async_kind_t;
 
-int snv_get_async_event(struct ibv_context *context,
-                        struct ibv_async_event *event)
+/* what an async event's element is */
+static snv_async_kind_t snv_async_kind(uint32_t type)
 {
-    snv_context_t *ctx = snv_ctx(context);
-    uint64_t element;
-    uint32_t type;
-    snv_qp_t *qp;
-    snv_cq_t *cq;
-    snv_srq_t *srq;
-    int ret;
-
-    ret = snv_evq_pop(&ctx->async, &type, &element);
-    if (ret != 0) {
-        errno = ret;
-        return -1;
-    }
-    event->event_type = type;
     switch (type) {
     case IBV_EVENT_CQ_ERR:
-        cq                = (snv_cq_t *)(uintptr_t)element;
-        event->element.cq = &cq->cq;
-        snv_async_reported(&cq->cq.mutex, &cq->async_reported);
-        break;
+        return SNV_ASYNC_CQ;
     case IBV_EVENT_QP_FATAL:
     case IBV_EVENT_QP_REQ_ERR:
     case IBV_EVENT_QP_ACCESS_ERR:
@@ -204,17 +188,81 @@ int snv_get_async_event(struct ibv_context *context,
     case IBV_EVENT_PATH_MIG:
     case IBV_EVENT_PATH_MIG_ERR:
     case IBV_EVENT_QP_LAST_WQE_REACHED:
-        qp                = (snv_qp_t *)(uintptr_t)element;
-        event->element.qp = &qp->vqp.qp;
-        snv_async_reported(&qp->vqp.qp.mutex, &qp->async_reported);
-        break;
+        return SNV_ASYNC_QP;
     case IBV_EVENT_SRQ_ERR:
     case IBV_EVENT_SRQ_LIMIT_REACHED:
-        srq                = (snv_srq_t *)(uintptr_t)element;
-        event->element.srq = &srq->srq;
+        return SNV_ASYNC_SRQ;
+    default:
+        return SNV_ASYNC_PORT;
+    }
+}
+
+/* count an event the application reads, under the object's mutex */
+static void snv_async_reported(pthread_mutex_t *mutex, uint32_t *reported)
+{
+    pthread_mutex_lock(mutex);
+    ++*reported;
+    pthread_mutex_unlock(mutex);
+}
+
+/*
+ * The event's object counts it as read while the event is taken from the
+ * queue (snv_evq_take_fn_t): a destroy drops the object's queued events,
+ * then waits until the read ones are acknowledged, so it can never free the
+ * object between the take and the count.
+ */
+static void snv_async_take(uint32_t type, uint64_t element)
+{
+    void *obj = (void *)(uintptr_t)element;
+    snv_cq_t *cq;
+    snv_qp_t *qp;
+    snv_srq_t *srq;
+
+    switch (snv_async_kind(type)) {
+    case SNV_ASYNC_CQ:
+        cq = obj;
+        snv_async_reported(&cq->cq.mutex, &cq->async_reported);
+        break;
+    case SNV_ASYNC_QP:
+        qp = obj;
+        snv_async_reported(&qp->vqp.qp.mutex, &qp->async_reported);
+        break;
+    case SNV_ASYNC_SRQ:
+        srq = obj;
         snv_async_reported(&srq->srq.mutex, &srq->async_reported);
         break;
-    default:
+    case SNV_ASYNC_PORT:
+        break;
+    }
+}
+
+int snv_get_async_event(struct ibv_context *context,
+                        struct ibv_async_event *event)
+{
+    snv_context_t *ctx = snv_ctx(context);
+    uint64_t element;
+    uint32_t type;
+    void *obj;
+    int ret;
+
+    ret = snv_evq_pop(&ctx->async, snv_async_take, &type, &element);
+    if (ret != 0) {
+        errno = ret;
+        return -1;
+    }
+    obj               = (void *)(uintptr_t)element;
+    event->event_type = type;
+    switch (snv_async_kind(type)) {
+    case SNV_ASYNC_CQ:
+        event->element.cq = &((snv_cq_t *)obj)->cq;
+        break;
+    case SNV_ASYNC_QP:
+        event->element.qp = &((snv_qp_t *)obj)->vqp.qp;
+        break;
+    case SNV_ASYNC_SRQ:
+        event->element.srq = &((snv_srq_t *)obj)->srq;
+        break;
+    case SNV_ASYNC_PORT:
         event->element.port_num = (int)element;
         break;
     }
