@@ -211,12 +211,17 @@ ssize_t sn_conn_sendf(int fd, const void *hdr, size_t hdr_len,
     return ret;
 }
 
-void sn_conn_push(sn_conn_t *conn)
+void sn_sock_push(int fd)
 {
     int one = 1;
 
     /* Linux sends what MSG_MORE held back when TCP_NODELAY is set (again) */
-    setsockopt(conn->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void sn_conn_push(sn_conn_t *conn)
+{
+    sn_sock_push(conn->fd);
 }
 
 /* Send data (header + optional payload) on a target connection; what the

@@ -287,6 +287,8 @@ int sn_conn_outf(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
                  size_t hdr_len, const void *payload, size_t payload_len,
                  int flags);
 void sn_conn_push(sn_conn_t *conn);
+/* Send what MSG_MORE held back in socket fd */
+void sn_sock_push(int fd);
 int sn_conn_flush(sn_conn_t *conn);
 void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn);
 void sn_conn_accept(sn_inst_t *inst);
