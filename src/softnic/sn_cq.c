@@ -176,6 +176,13 @@ void sn_cq_walks_unlock(sn_qp_t *qp)
     pthread_mutex_unlock(&qp->send_cq->qps_lock);
 }
 
+/* Has any QP of the instance a WRITE batch or request frames held back? */
+static int sn_cq_holds_writes(sn_inst_t *inst)
+{
+    return __atomic_load_n(&inst->num_batched, __ATOMIC_RELAXED) ||
+           __atomic_load_n(&inst->num_corked, __ATOMIC_RELAXED);
+}
+
 void sn_cq_flush_batches(sn_cq_t *cq, int wait)
 {
     sn_qp_t *qp;
@@ -186,7 +193,8 @@ void sn_cq_flush_batches(sn_cq_t *cq, int wait)
         qp = cq->qps[i];
         /* unlocked peek: a batch started meanwhile is flushed by the next
          * poll (or the service thread's timer pass) */
-        if (__atomic_load_n(&qp->cma_batch, __ATOMIC_RELAXED) == 0) {
+        if ((__atomic_load_n(&qp->cma_batch, __ATOMIC_RELAXED) == 0) &&
+            !__atomic_load_n(&qp->tx_corked, __ATOMIC_RELAXED)) {
             continue;
         }
         if (wait) {
@@ -200,6 +208,7 @@ void sn_cq_flush_batches(sn_cq_t *cq, int wait)
          * since is waiting */
         if (wait || (++qp->batch_idle[cq != qp->send_cq] >= 2)) {
             sn_qp_cma_flush(qp);
+            sn_req_push(qp);
         }
         pthread_mutex_unlock(&qp->lock);
     }
@@ -263,7 +272,7 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
         sn_cq_ring_progress(scq);
         sn_svc_poll(sn_inst(cq->dev));
         /* the application waits: what it streamed must be under way */
-        if (__atomic_load_n(&sn_inst(cq->dev)->num_batched, __ATOMIC_RELAXED)) {
+        if (sn_cq_holds_writes(sn_inst(cq->dev))) {
             sn_cq_flush_batches(scq, 0);
         }
         sn_ud_poll(sn_inst(cq->dev));
@@ -298,7 +307,7 @@ int softnic_cq_req_notify(softnic_cq_t *cq, int solicited_only)
 
     /* an application that arms its CQ is about to sleep: what it posted
      * must be under way */
-    if (__atomic_load_n(&sn_inst(cq->dev)->num_batched, __ATOMIC_RELAXED)) {
+    if (sn_cq_holds_writes(sn_inst(cq->dev))) {
         sn_cq_flush_batches(scq, 1);
     }
     pthread_mutex_lock(&scq->lock);

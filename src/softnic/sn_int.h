@@ -244,6 +244,24 @@
  * cork limit: a sender whose target never answers runs out of its
  * transport budget with the data delivered.
  *
+ * Request coalescing (TCP). While the application streams (its third post
+ * in a row, or later, that came within SN_BATCH_GAP_NS of the previous
+ * post's return, as for same-host WRITE batches), the posting thread writes
+ * the frames of small WRITEs and SENDs (at most SN_CORK_LEN bytes) that
+ * carry no ACKs with MSG_MORE: into the socket, in order, but held back (no
+ * segment) until a full segment's worth is there (or the kernel's TCP
+ * sends them as an ACK of the peer's comes in), as a NIC takes several
+ * doorbells in one go; per message the sender then makes no segment, and
+ * the target reads many requests per read and ACKs them with one frame.
+ * What is held back is pushed by any frame sent without MSG_MORE (a post
+ * that does not stream, a frame that carries ACKs, a large one, one the
+ * service thread resumes), by the second empty poll of one of the QP's
+ * CQs with no frame held back in between (as for a WRITE batch), by an
+ * arming of any CQ of the QP, and by the service thread's timer pass
+ * (~1 ms): the last requests of a stream that is followed neither by a
+ * post nor by a CQ poll wait for that pass. Nothing else changes: the
+ * frames are written in posting order, a WR completes at its answer.
+ *
  * Configuration (softnic_config_t, copied at open): no_cma, no_ring and the
  * log (level, callback) are per instance; see softnic.h.
  *
@@ -287,6 +305,9 @@
 #define SN_BATCH_GAP_NS 1000
 #endif
 #define SN_BATCH_STREAK 2 /* from the third post of a stream on */
+/* Request coalescing (see the header comment): frames of at most this many
+ * bytes may be held back */
+#define SN_CORK_LEN 4096
 
 /* The service thread stands back from the sockets (see "Polling" above)
  * while pollers step this often per look */
@@ -495,6 +516,9 @@ struct sn_inst {
                                           atomic (written under their QP
                                           locks): pollers skip the search
                                           while it is 0 */
+    int num_corked;     /* QPs with request frames held back
+                                          in their sockets (tx_corked), the
+                                          same way */
 
     sn_conn_t *conns; /* service thread only */
     int num_ack_owed; /* conns with ack_owed: written by the svc_lock
@@ -670,6 +694,19 @@ struct sn_qp {
     int tx_blocked;    /* EPOLLOUT requested */
     int rd_atomic_out; /* READ/atomics SENT, not DONE */
     int sent_out;      /* WQEs SENT, not DONE */
+    /* request coalescing (see the header comment): tx_streak posts in a
+     * row that came within SN_BATCH_GAP_NS of the previous one's return
+     * (tx_post_end_ns); tx_stream: the post under way streams, its small
+     * frames may be held back; tx_corked: frames of the QP wait in its
+     * socket for a push (written under the QP lock, atomically: CQ pollers
+     * peek at it without the lock; inst->num_corked counts such QPs); the
+     * empty polls that saw them are counted in batch_idle (a QP never has
+     * a same-host WRITE batch and held-back frames: one needs the peer on
+     * this host, the other on another) */
+    int tx_streak;
+    int tx_stream;
+    int tx_corked;
+    uint64_t tx_post_end_ns;
     /* same-host WRITE batch (see the header comment): the WQEs
      * [sq_tx, sq_tx + cma_batch) == [sq_tx, sq_tail), QUEUED WRITEs
      * (written atomically: CQ pollers peek at it without the lock);
@@ -875,7 +912,9 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_NAK_STOPS 1
 #endif
-#ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch runs unprompted */
+#ifdef SN_MUTATE_NO_BATCH_FLUSH /* a pending WRITE batch (or held-back
+                                  frames: "Request coalescing") runs
+                                  unprompted */
 #define SN_RULE_BATCH_FLUSH 0
 #else
 #define SN_RULE_BATCH_FLUSH 1
@@ -954,8 +993,9 @@ void sn_qp_complete(sn_qp_t *qp);
 /* QP lock held: execute the QP's same-host WRITE batch (if any) and
  * complete what it finished */
 void sn_qp_cma_flush(sn_qp_t *qp);
-/* A CQ is polled or armed: flush the WRITE batches of its QPs. wait: take
- * every QP lock (else a QP whose lock is busy is left to the next poll). */
+/* A CQ is polled or armed: flush the WRITE batches of its QPs and push the
+ * request frames they hold back. wait: take every QP lock (else a QP whose
+ * lock is busy is left to the next poll). */
 void sn_cq_flush_batches(sn_cq_t *cq, int wait);
 /* QP lock held: the oldest unfinished WQE fails with status; the QP goes to
  * ERR when it completes */
@@ -1085,6 +1125,10 @@ void sn_svc_wake(sn_inst_t *inst);
 void sn_svc_armed(sn_inst_t *inst);
 /* QP lock held: ask for EPOLLOUT on the QP's connection. */
 void sn_svc_want_tx(sn_qp_t *qp);
+/* QP lock held: frames of the QP are held back in its socket (corked) or
+ * not (sn_int.h, "Request coalescing"); push: send them (no-op if none) */
+void sn_req_set_corked(sn_qp_t *qp, int corked);
+void sn_req_push(sn_qp_t *qp);
 /* QP lock held: write the request frame of wqe from qp->tx_off on.
  * Returns 1 when the frame is complete, 0 when the socket is full (tx_off
  * advanced), -1 when the connection failed. */

@@ -291,6 +291,7 @@ void sn_qp_peer_lost(sn_qp_t *qp, int in_svc)
         sn_svc_drop_conn(sn_qp_inst(qp), qp->conn_id);
     }
     __atomic_store_n(&qp->conn_id, 0, __ATOMIC_RELAXED);
+    sn_req_set_corked(qp, 0); /* nothing more goes out */
     qp->conn       = NULL;
     qp->conn_fd    = -1;
     qp->conn_state = SN_CONN_FAILED;
@@ -322,6 +323,7 @@ static void sn_qp_drop_conn(sn_qp_t *qp)
         sn_svc_drop_conn(inst, qp->conn_id);
     }
     __atomic_store_n(&qp->conn_id, 0, __ATOMIC_RELAXED);
+    sn_req_set_corked(qp, 0); /* the socket is closed */
     qp->conn       = NULL;
     qp->conn_fd    = -1;
     qp->conn_state = SN_CONN_NONE;
@@ -609,6 +611,9 @@ uint64_t sn_qp_timers(sn_qp_t *qp, uint64_t now)
         if (qp->state != IBV_QPS_RTS) {
             return 0;
         }
+    }
+    if (SN_RULE_BATCH_FLUSH) {
+        sn_req_push(qp); /* the same for frames held back */
     }
     if (qp->hold_until_ns != 0) {
         if (now >= qp->hold_until_ns) {
@@ -1111,6 +1116,31 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     return 0;
 }
 
+/* QP lock held: a post starts on a QP whose requests go on TCP: does it
+ * stream (sn_int.h, "Request coalescing")? */
+static void sn_qp_stream_begin(sn_qp_t *qp)
+{
+    uint64_t now;
+
+    if (qp->same_host || (qp->conn_state != SN_CONN_READY)) {
+        return;
+    }
+    now = sn_now_ns();
+    qp->tx_streak =
+        (now - qp->tx_post_end_ns < SN_BATCH_GAP_NS) ? qp->tx_streak + 1 : 0;
+    qp->tx_stream = (qp->tx_streak >= SN_BATCH_STREAK);
+}
+
+/* QP lock held: the post returns (frames written outside a post are never
+ * held back) */
+static void sn_qp_stream_end(sn_qp_t *qp)
+{
+    qp->tx_stream = 0;
+    if (!qp->same_host && (qp->conn_state == SN_CONN_READY)) {
+        qp->tx_post_end_ns = sn_now_ns();
+    }
+}
+
 /* softnic_post_send(); done_p (not NULL: one WR) as softnic_post_send_now()
  * says */
 static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
@@ -1128,6 +1158,7 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
     if (qp->ring_out > 0) {
         sn_ring_progress(qp, 0); /* frees the fast paths if consumed */
     }
+    sn_qp_stream_begin(qp);
     for (; wr != NULL; wr = wr->next) {
         if (qp->state == IBV_QPS_ERR) {
             /* completes at once, flushed, in posting order */
@@ -1223,6 +1254,7 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
          * the gap: its start stands for its return (one clock read) */
         qp->post_end_ns = batched_only ? start : sn_now_ns();
     }
+    sn_qp_stream_end(qp);
     pthread_mutex_unlock(&qp->lock);
     if ((wr != first) &&
         __atomic_load_n(&sn_qp_inst(qp)->num_tcp_conns, __ATOMIC_RELAXED)) {

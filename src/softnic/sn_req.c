@@ -84,6 +84,36 @@ static void sn_req_send_failed(sn_qp_t *qp)
     sn_qp_peer_lost(qp, 0);
 }
 
+void sn_req_set_corked(sn_qp_t *qp, int corked)
+{
+    if (corked == qp->tx_corked) {
+        return;
+    }
+    __atomic_add_fetch(&sn_qp_inst(qp)->num_corked, corked ? 1 : -1,
+                       __ATOMIC_RELAXED);
+    __atomic_store_n(&qp->tx_corked, corked, __ATOMIC_RELAXED);
+}
+
+void sn_req_push(sn_qp_t *qp)
+{
+    if (qp->tx_corked) {
+        sn_sock_push(qp->conn_fd);
+        sn_req_set_corked(qp, 0);
+    }
+}
+
+/* May the frame of wqe (total bytes) be held back in the socket (sn_int.h,
+ * "Request coalescing")? A small WRITE or SEND of a streaming post that
+ * carries no ACKs (those leave within their own bound) */
+static int sn_req_may_cork(const sn_qp_t *qp, const sn_wqe_t *wqe, size_t total)
+{
+    return qp->tx_stream && (wqe->ack_new == 0) && (total <= SN_CORK_LEN) &&
+           ((wqe->opcode == IBV_WR_SEND) ||
+            (wqe->opcode == IBV_WR_SEND_WITH_IMM) ||
+            (wqe->opcode == IBV_WR_RDMA_WRITE) ||
+            (wqe->opcode == IBV_WR_RDMA_WRITE_WITH_IMM));
+}
+
 int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
 {
     struct iovec iov[SN_MAX_SGE + 1];
@@ -92,8 +122,10 @@ int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
     size_t skip = qp->tx_off, total;
     unsigned n, i;
     ssize_t ret;
+    int more;
 
-    n = sn_req_frame(&req, wqe, iov, &total);
+    n    = sn_req_frame(&req, wqe, iov, &total);
+    more = sn_req_may_cork(qp, wqe, total) ? MSG_MORE : 0;
     /* skip what an earlier call sent */
     for (i = 0; (i < n) && (skip >= iov[i].iov_len); ++i) {
         skip -= iov[i].iov_len;
@@ -105,7 +137,7 @@ int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
     msg.msg_iov    = &iov[i];
     msg.msg_iovlen = n - i;
     do {
-        ret = sendmsg(qp->conn_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ret = sendmsg(qp->conn_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | more);
     } while ((ret < 0) && (errno == EINTR));
     if (ret < 0) {
         if ((errno == EAGAIN) || (errno == EWOULDBLOCK)) {
@@ -113,6 +145,11 @@ int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
         }
         sn_req_send_failed(qp);
         return -1;
+    }
+    /* a send without MSG_MORE pushes what earlier ones held back */
+    sn_req_set_corked(qp, more != 0);
+    if (more) {
+        qp->batch_idle[0] = qp->batch_idle[1] = 0;
     }
     if ((wqe->ack_new > 0) && (qp->tx_off < sizeof(req)) &&
         (qp->tx_off + (size_t)ret >= sizeof(req))) {

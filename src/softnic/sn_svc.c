@@ -386,7 +386,9 @@ static void *sn_svc_thread(void *arg)
             timeout_ms =
                 (next <= now) ? 0 : (int)((next - now + 999999) / 1000000);
         }
-        if (__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) {
+        if ((__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) ||
+            (__atomic_load_n(&inst->num_corked, __ATOMIC_RELAXED) > 0)) {
+            /* owed ACKs and held-back requests: looked at every ms */
             timeout_ms = (timeout_ms > 1) ? 1 : timeout_ms;
         }
         epfd = sn_svc_standby(inst, &look, now);
