@@ -893,6 +893,54 @@ TEST_P(softnic_rc_answer, held_ack_leaves_without_an_answer)
     }
 }
 
+/* SENDs streamed on TCP are held back in the socket (sn_int.h, "Request
+ * coalescing") and still reach the target, in order, when the initiator
+ * then neither posts nor polls (it waits for its next command): the service
+ * thread's timer pass pushes them within about a ms. Without that push they
+ * wait in a's socket for a frame that never comes (or the kernel's ~200 ms
+ * cork limit), past b's 150 ms. Same host: everything on TCP (no_cma), as
+ * between two hosts. */
+TEST_P(softnic_rc_answer, streamed_sends_arrive_without_poll)
+{
+    const int n            = 16;
+    const std::string args = two_hosts() ? "" : "no_cma=1";
+    peer_proc &a           = spawn('a', MNT_SAME, args);
+    peer_proc &b           = spawn('b', MNT_SAME, args);
+    ASSERT_FALSE(HasFailure());
+    reg_mr(a, 1, 4096);
+    reg_mr(b, 1, 65536);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0));
+    ASSERT_OK(b.cmd("recv qp=0 mr=1 len=64 wr=100"));
+    wc_t up = post_wait(a, "qp=0 op=SEND mr=1 len=64 wr=100");
+    ASSERT_EQ(IBV_WC_SUCCESS, up.status) << wc_status_name(up.status);
+    ASSERT_EQ(1u, poll(b, "recv", 1).size());
+    for (int round = 0; round < 5; ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        ASSERT_OK(
+            b.cmd("recv qp=0 mr=1 len=64 wr=1 count=" + std::to_string(n)));
+        ASSERT_TRUE(
+            b.send("poll cq=recv spin=1 timeout=150 n=" + std::to_string(n)));
+        ASSERT_OK(a.cmd("post qp=0 op=SEND mr=1 len=64 wr=1 each=1 count=" +
+                        std::to_string(n)));
+        reply_t rb = b.recv(5000);
+        ASSERT_EQ((size_t)n, rb.wcs.size()) << rb.line;
+        for (int i = 0; i < n; ++i) {
+            EXPECT_EQ((uint64_t)i + 1, rb.wcs[i].wr_id) << "receive order";
+            EXPECT_EQ(IBV_WC_SUCCESS, rb.wcs[i].status);
+        }
+        std::vector<wc_t> s = poll(a, "send", n);
+        ASSERT_EQ((size_t)n, s.size());
+        for (int i = 0; i < n; ++i) {
+            EXPECT_EQ((uint64_t)i + 1, s[i].wr_id);
+            EXPECT_EQ(IBV_WC_SUCCESS, s[i].status);
+        }
+        if (HasFailure()) {
+            break;
+        }
+    }
+}
+
 /* The receives of requests that one read of the target returns wait for
  * one ACK (sn_resp.c, the pass's batch) and still complete in posting
  * order around a receive that completes by itself (a SEND of more than
