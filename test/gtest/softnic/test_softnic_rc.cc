@@ -734,7 +734,21 @@ class softnic_rc_answer : public softnic_topo
   protected:
     void ask_and_answer(const std::string &open_args, int n, size_t ask_len = 8,
                         size_t answer_len = 8, bool spin = false);
+    /* a and b with everything on TCP (no_cma on one host, as between two
+     * hosts), each with MR 1 of the length given */
+    void spawn_on_tcp(peer_proc **a, peer_proc **b, size_t a_len, size_t b_len);
 };
+
+void softnic_rc_answer::spawn_on_tcp(peer_proc **a, peer_proc **b, size_t a_len,
+                                     size_t b_len)
+{
+    const std::string args = two_hosts() ? "" : "no_cma=1";
+    *a                     = &spawn('a', MNT_SAME, args);
+    *b                     = &spawn('b', MNT_SAME, args);
+    ASSERT_FALSE(HasFailure());
+    reg_mr(**a, 1, a_len);
+    reg_mr(**b, 1, b_len);
+}
 
 void softnic_rc_answer::ask_and_answer(const std::string &open_args, int n,
                                        size_t ask_len, size_t answer_len,
@@ -860,13 +874,10 @@ TEST_P(softnic_rc_answer, tcp_send_completes_before_ring_answer_both_waiting)
  * Same host: everything on TCP (no_cma), as between two hosts. */
 TEST_P(softnic_rc_answer, held_ack_leaves_without_an_answer)
 {
-    const std::string args = two_hosts() ? "" : "no_cma=1";
-    peer_proc &a           = spawn('a', MNT_SAME, args);
-    peer_proc &b           = spawn('b', MNT_SAME, args);
+    peer_proc *pa = NULL, *pb = NULL;
+    ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, 4096, 4096));
     ASSERT_FALSE(HasFailure());
-    reg_mr(a, 1, 4096);
-    reg_mr(b, 1, 4096);
-    ASSERT_FALSE(HasFailure());
+    peer_proc &a = *pa, &b = *pb;
     conn_opts oa;
     oa.timeout = 13; /* 33.5 ms */
     oa.retry   = 2;
@@ -902,14 +913,11 @@ TEST_P(softnic_rc_answer, held_ack_leaves_without_an_answer)
  * between two hosts. */
 TEST_P(softnic_rc_answer, streamed_sends_arrive_without_poll)
 {
-    const int n            = 16;
-    const std::string args = two_hosts() ? "" : "no_cma=1";
-    peer_proc &a           = spawn('a', MNT_SAME, args);
-    peer_proc &b           = spawn('b', MNT_SAME, args);
+    const int n   = 16;
+    peer_proc *pa = NULL, *pb = NULL;
+    ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, 4096, 65536));
     ASSERT_FALSE(HasFailure());
-    reg_mr(a, 1, 4096);
-    reg_mr(b, 1, 65536);
-    ASSERT_FALSE(HasFailure());
+    peer_proc &a = *pa, &b = *pb;
     ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0));
     ASSERT_OK(b.cmd("recv qp=0 mr=1 len=64 wr=100"));
     wc_t up = post_wait(a, "qp=0 op=SEND mr=1 len=64 wr=100");
