@@ -440,6 +440,33 @@ class event_reader
     std::thread m_thread;
 };
 
+/* The race rounds against r (RACE_ROUNDS, for RACE_TIME_MS at most): make
+ * an object and set it live, fire its event, wait, destroy the object at
+ * once and wait for the reader; then no event read may have named an object
+ * whose destroy had returned (what: the kind, for the message) */
+void race(event_reader &r, const char *what, std::function<void *()> make,
+          std::function<int(void *, int)> fire,
+          std::function<int(void *)> destroy)
+{
+    int rounds = 0;
+
+    for (double end = now_ms() + RACE_TIME_MS;
+         (rounds < RACE_ROUNDS) && (now_ms() < end); ++rounds) {
+        void *obj = make();
+        ASSERT_NE(nullptr, obj);
+        r.set_live(obj);
+        ASSERT_EQ(0, fire(obj, rounds));
+        spin_us(race_delay_us(rounds, 65));
+        ASSERT_EQ(0, destroy(obj));
+        r.set_live(NULL);
+        ASSERT_TRUE(r.settle());
+    }
+    EXPECT_EQ(0, r.stale())
+        << "of " << r.events() << " events read in " << rounds
+        << " rounds, named " << what << " whose destroy had returned";
+    EXPECT_GT(r.events(), 0) << "no event read: nothing raced";
+}
+
 /* Async events read while their QP is destroyed: LAST_WQE_REACHED of a QP on
  * an SRQ entering ERR, the QP destroyed at once (as UCX destroys its QPs). */
 TEST_F(provider, async_event_read_while_its_qp_is_destroyed)
@@ -451,7 +478,6 @@ TEST_F(provider, async_event_read_while_its_qp_is_destroyed)
     ASSERT_NE(nullptr, srq);
     set_nonblock(m_ctx->async_fd);
     ibv_async_event ev;
-    int rounds = 0;
     {
         event_reader r(
             m_ctx->async_fd,
@@ -459,21 +485,10 @@ TEST_F(provider, async_event_read_while_its_qp_is_destroyed)
                 return ibv_get_async_event(m_ctx, &ev) ? NULL : ev.element.qp;
             },
             [&] { ibv_ack_async_event(&ev); });
-        for (double end = now_ms() + RACE_TIME_MS;
-             (rounds < RACE_ROUNDS) && (now_ms() < end); ++rounds) {
-            ibv_qp *q = qp(NULL, srq, false);
-            ASSERT_NE(nullptr, q);
-            r.set_live(q);
-            ASSERT_EQ(0, to_state(q, IBV_QPS_ERR));
-            spin_us(race_delay_us(rounds, 65));
-            ASSERT_EQ(0, ibv_destroy_qp(q));
-            r.set_live(NULL);
-            ASSERT_TRUE(r.settle());
-        }
-        EXPECT_EQ(0, r.stale()) << "of " << r.events() << " events read in "
-                                << rounds << " rounds, named a QP whose "
-                                << "ibv_destroy_qp had returned";
-        EXPECT_GT(r.events(), 0) << "no event read: nothing raced";
+        race(
+            r, "a QP", [&]() -> void * { return qp(NULL, srq, false); },
+            [&](void *q, int) { return to_state((ibv_qp *)q, IBV_QPS_ERR); },
+            [&](void *q) { return ibv_destroy_qp((ibv_qp *)q); });
     }
     EXPECT_EQ(0, ibv_destroy_srq(srq));
 }
@@ -487,7 +502,7 @@ TEST_F(provider, completion_event_read_while_its_cq_is_destroyed)
     set_nonblock(ch->fd);
     ibv_cq *ecq = NULL;
     void *ectx  = NULL;
-    int rounds  = 0;
+    ibv_qp *q   = NULL; /* the live CQ's */
     {
         event_reader r(
             ch->fd,
@@ -495,26 +510,21 @@ TEST_F(provider, completion_event_read_while_its_cq_is_destroyed)
                 return ibv_get_cq_event(ch, &ecq, &ectx) ? NULL : ecq;
             },
             [&] { ibv_ack_cq_events(ecq, 1); });
-        for (double end = now_ms() + RACE_TIME_MS;
-             (rounds < RACE_ROUNDS) && (now_ms() < end); ++rounds) {
-            ibv_cq *cq = ibv_create_cq(m_ctx, 4, NULL, ch, 0);
-            ASSERT_NE(nullptr, cq);
-            ibv_qp *q = qp(cq, NULL, false);
-            ASSERT_NE(nullptr, q);
-            ASSERT_EQ(0, to_state(q, IBV_QPS_ERR));
-            r.set_live(cq);
-            ASSERT_EQ(0, ibv_req_notify_cq(cq, 0));
-            ASSERT_EQ(0, post_write(q, rounds, m_mr->rkey)); /* flushed */
-            spin_us(race_delay_us(rounds, 65));
-            ASSERT_EQ(0, ibv_destroy_qp(q));
-            ASSERT_EQ(0, ibv_destroy_cq(cq));
-            r.set_live(NULL);
-            ASSERT_TRUE(r.settle());
-        }
-        EXPECT_EQ(0, r.stale()) << "of " << r.events() << " events read in "
-                                << rounds << " rounds, named a CQ whose "
-                                << "ibv_destroy_cq had returned";
-        EXPECT_GT(r.events(), 0) << "no event read: nothing raced";
+        race(
+            r, "a CQ",
+            [&]() -> void * {
+                ibv_cq *cq = ibv_create_cq(m_ctx, 4, NULL, ch, 0);
+                q          = (cq != NULL) ? qp(cq, NULL, false) : NULL;
+                return ((q != NULL) && !to_state(q, IBV_QPS_ERR)) ? cq : NULL;
+            },
+            [&](void *cq, int round) {
+            int ret = ibv_req_notify_cq((ibv_cq *)cq, 0);
+            return ret ? ret : post_write(q, round, m_mr->rkey); /* flushed */
+            },
+            [&](void *cq) {
+            int ret = ibv_destroy_qp(q);
+            return ret ? ret : ibv_destroy_cq((ibv_cq *)cq);
+        });
     }
     EXPECT_EQ(0, ibv_destroy_comp_channel(ch));
 }
