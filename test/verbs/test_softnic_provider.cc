@@ -112,6 +112,17 @@ class provider : public ::testing::Test
         return q;
     }
 
+    /* an SRQ of max_wr one-SGE receives */
+    ibv_srq *srq(uint32_t max_wr)
+    {
+        ibv_srq_init_attr sa = {};
+        sa.attr.max_wr       = max_wr;
+        sa.attr.max_sge      = 1;
+        ibv_srq *q           = ibv_create_srq(m_pd, &sa);
+        EXPECT_NE(nullptr, q) << strerror(errno);
+        return q;
+    }
+
     /* RESET -> INIT -> RTR -> RTS towards dest_qpn, the way verbs programs
      * do it on RoCE: GID and QPN only */
     void connect(ibv_qp *q, uint32_t dest_qpn, int access)
@@ -222,11 +233,8 @@ TEST_F(provider, async_last_wqe_reached)
     EXPECT_EQ(-1, ibv_get_async_event(m_ctx, &ev));
     EXPECT_EQ(EAGAIN, errno);
 
-    ibv_srq_init_attr sa = {};
-    sa.attr.max_wr       = 16;
-    sa.attr.max_sge      = 1;
-    ibv_srq *srq         = ibv_create_srq(m_pd, &sa);
-    ASSERT_NE(nullptr, srq) << strerror(errno);
+    ibv_srq *srq = this->srq(16);
+    ASSERT_NE(nullptr, srq);
     ibv_qp *a = qp(NULL, srq, false), *b = qp();
     ASSERT_TRUE(a && b);
     connect(a, b->qp_num, ALL_ACCESS);
@@ -250,10 +258,7 @@ TEST_F(provider, async_last_wqe_reached)
  * never reads a pointer to a freed QP. */
 TEST_F(provider, async_event_of_destroyed_qp_dropped)
 {
-    ibv_srq_init_attr sa = {};
-    sa.attr.max_wr       = 4;
-    sa.attr.max_sge      = 1;
-    ibv_srq *srq         = ibv_create_srq(m_pd, &sa);
+    ibv_srq *srq = this->srq(4);
     ASSERT_NE(nullptr, srq);
     ibv_qp *a = qp(NULL, srq, false);
     ASSERT_NE(nullptr, a);
@@ -471,10 +476,7 @@ void race(event_reader &r, const char *what, std::function<void *()> make,
  * an SRQ entering ERR, the QP destroyed at once (as UCX destroys its QPs). */
 TEST_F(provider, async_event_read_while_its_qp_is_destroyed)
 {
-    ibv_srq_init_attr sa = {};
-    sa.attr.max_wr       = 4;
-    sa.attr.max_sge      = 1;
-    ibv_srq *srq         = ibv_create_srq(m_pd, &sa);
+    ibv_srq *srq = this->srq(4);
     ASSERT_NE(nullptr, srq);
     set_nonblock(m_ctx->async_fd);
     ibv_async_event ev;
