@@ -23,6 +23,27 @@ count_xml() {
         END { if (open) tally(); printf "%d %d %d\n", p, f, s }' "$1"
 }
 
+# prints "  SUITE.CASE: its first failure's message" for each failed case
+# of one gtest XML report (one line each, at most 300 characters), so that
+# a log that keeps only the summary still names what failed and why
+failed_cases() {
+    awk '
+        function attr(a,   r) {
+            r = $0
+            if (!sub(".* " a "=\"", "", r)) return ""
+            sub("\".*", "", r)
+            return r
+        }
+        /<testcase / { name = attr("classname") "." attr("name"); told = 0 }
+        /<failure / && !told {
+            m = attr("message")
+            gsub("&#x0A;", " | ", m); gsub("&lt;", "<", m); gsub("&gt;", ">", m)
+            gsub("&quot;", "\"", m); gsub("&apos;", "\047", m); gsub("&amp;", "\\&", m)
+            print "  " name ": " substr(m, 1, 300)
+            told = 1
+        }' "$1"
+}
+
 for build in "$@"; do
     while IFS= read -r trs; do
         base=${trs%.trs}
@@ -35,7 +56,10 @@ for build in "$@"; do
             # teardown, leak report) is one more failure
             if [ "$result" = "FAIL" ] && [ "$f" = 0 ]; then f=1; fi
             passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
-            [ "$f" -gt 0 ] && echo "FAILED: $name ($f case(s))" >&2
+            if [ "$f" -gt 0 ]; then
+                echo "FAILED: $name ($f case(s))" >&2
+                failed_cases "$xml" >&2
+            fi
         else
             case "$result" in
                 PASS|XFAIL) passed=$((passed + 1)) ;;
