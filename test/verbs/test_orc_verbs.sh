@@ -8,7 +8,7 @@
 #    process under softnic-run in its own namespace.
 . "$(dirname "$0")/verbs_lib.sh"
 
-snv_require ucx_perftest ip ss python3
+snv_require ucx_perftest ip ss
 
 uct_bin=$snv_builddir/test/gtest/uct/test_orc_uct
 lib=$snv_builddir/.libs/libuct_orc.so

@@ -5,7 +5,7 @@
 # cannot work, --up/--down, nothing left behind.
 . "$(dirname "$0")/verbs_lib.sh"
 
-snv_require ibv_devices ibv_devinfo ip ss python3
+snv_require ibv_devices ibv_devinfo ip ss
 
 # the GID and node GUID of an IPv4 address, as ibv_devinfo prints them
 gid_of() { echo "::ffff:$1"; }
@@ -157,7 +157,8 @@ up_down() {
 two_runs_one_host() {
     local port
     command -v ibv_rc_pingpong >/dev/null || { echo "ibv_rc_pingpong not found" >&2; return 77; }
-    port=$(snv_free_port)
+    port_next || return 1
+    port=$port_seq
     # softnic's debug messages through libibverbs' provider log
     VERBS_LOG_LEVEL=4 VERBS_LOG_FILE=$snv_tmp/verbs.log \
         snv_pair runs "$port" ibv_rc_pingpong -d soft_lo -g 0 -p "$port" -n 20 -- \

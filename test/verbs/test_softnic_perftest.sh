@@ -7,7 +7,7 @@
 . "$(dirname "$0")/verbs_lib.sh"
 
 snv_require ib_write_bw ib_read_bw ib_send_bw ib_write_lat ib_read_lat \
-    ib_send_lat ib_atomic_bw ib_atomic_lat ip ss python3
+    ib_send_lat ib_atomic_bw ib_atomic_lat ip ss
 snv_enter
 
 iters=${SNV_PERFTEST_ITERS:-200}

@@ -14,7 +14,7 @@
 # which time the side has ended too.
 . "$(dirname "$0")/verbs_lib.sh"
 
-snv_require ibv_rc_pingpong ibv_srq_pingpong ibv_ud_pingpong ip ss python3
+snv_require ibv_rc_pingpong ibv_srq_pingpong ibv_ud_pingpong ip ss
 snv_enter
 
 # pingpong HOSTS PROGRAM ARGS...: server and client agree, and both report

@@ -9,7 +9,7 @@
 # not a benchmark.
 . "$(dirname "$0")/verbs_lib.sh"
 
-snv_require ucx_info ucx_perftest ip ss python3
+snv_require ucx_info ucx_perftest ip ss
 snv_enter
 
 iters=${SNV_UCX_ITERS:-100}

@@ -167,12 +167,8 @@ snv_enter() {
     exit $st
 }
 
-# A free TCP port on this host for a test program's own rendezvous. The
-# program binds it a moment later; another process taking it in between
-# shows as a failed case, never as a false pass.
-snv_free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("",0)); print(s.getsockname()[1])'
-}
+# Ports for the programs' own rendezvous: port_next (port_seq)
+. "$snv_srcdir/contrib/port-lib.sh"
 
 # ---- two hosts ----------------------------------------------------------------
 
@@ -305,11 +301,12 @@ snv_pair_report() { # server|client
 # free port: @DEV@ and @PORT@ in CMD become them, and the client gets the
 # server's address as its last argument.
 snv_pair_same() {
-    local hosts=$1 port dev=soft_lo cmd
+    local hosts=$1 dev=soft_lo cmd
+    local -a in=()
     shift
-    port=$(snv_free_port)
-    [ "$hosts" = netns ] && dev=soft_orc0
+    [ "$hosts" = netns ] && dev=soft_orc0 in=(ip netns exec "$snv_nsa")
+    port_next "${in[@]}" || return 1
     cmd=("${@//@DEV@/$dev}")
-    cmd=("${cmd[@]//@PORT@/$port}")
-    snv_pair "$hosts" "$port" "${cmd[@]}" -- "${cmd[@]}" @SERVER@
+    cmd=("${cmd[@]//@PORT@/$port_seq}")
+    snv_pair "$hosts" "$port_seq" "${cmd[@]}" -- "${cmd[@]}" @SERVER@
 }

@@ -46,16 +46,10 @@ if ldd "$lib" | grep -q libasan; then
     exit 77
 fi
 
-# a free loopback port (the kernel's choice, released at once)
-free_port() {
-    local port
-    for port in $(shuf -i 20000-59999 -n 50); do
-        ! ss -Htan "sport = :$port" | grep -q . && { echo "$port"; return; }
-    done
-    echo 0
-}
+# ports for etcd and the perftest pairs: port_next (port_seq)
+. "$(dirname "$0")/../../../contrib/port-lib.sh"
 
-eport=$(free_port) pport=$(free_port)
+port_next && eport=$port_seq && port_next && pport=$port_seq || exit 99
 "$etcd" --name m0 --data-dir "$tmp/etcd.data" \
     --listen-client-urls "http://127.0.0.1:$eport" \
     --advertise-client-urls "http://127.0.0.1:$eport" \
@@ -100,7 +94,8 @@ preload=$lib${LD_PRELOAD:+:$LD_PRELOAD}
 # start_pair NAME ITERS: a ucx_perftest server and client in the background
 start_pair() {
     local port
-    port=$(free_port)
+    port_next || return 1
+    port=$port_seq
     timeout 120 env LD_PRELOAD="$preload" "$perftest" -p "$port" \
         -x orc -d soft_lo:1 -t am_lat -n "$2" > "$tmp/$1.server" 2>&1 &
     eval "spid_$1=$!"

@@ -16,11 +16,8 @@ fail=${fail:-0}
 # perftest, and orc_env: how orc gets into it (and only into it)
 . "$(dirname "${BASH_SOURCE[0]}")/orc_ucx_env.sh"
 
-# perftest's own side channel: ports below the kernel's ephemeral range (no
-# connection of the test holds one), from a per-process start
-eph_low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
-[[ "$eph_low" =~ ^[0-9]+$ ]] && [ "$eph_low" -gt 12000 ] || eph_low=32768
-port_seq=$((10000 + $$ % (eph_low - 11000)))
+# perftest's own side channel: port_next (port_seq)
+. "$(dirname "${BASH_SOURCE[0]}")/../../../contrib/port-lib.sh"
 
 # run_once ARGS...: one server/client pair; 0 if the client reported its
 # final line. A port found taken (the server cannot bind) is skipped, at
@@ -29,7 +26,7 @@ port_seq=$((10000 + $$ % (eph_low - 11000)))
 run_once() {
     local attempt i spid
     for attempt in 1 2 3; do
-        port_seq=$((port_seq + 1))
+        port_next "${server_pre[@]}" || return 1
         "${server_pre[@]}" timeout 60 env "${orc_env[@]}" ${perftest_wrap:-} "$perftest" \
             -p "$port_seq" "$@" >"$tmp/server.log" 2>&1 &
         spid=$!
