@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -53,25 +54,48 @@ inline double now_s()
         .count();
 }
 
-/* A loopback port free right now (the kernel's choice) */
-inline unsigned free_port()
+/* Can a socket bind 127.0.0.1:port now (no SO_REUSEADDR: a socket of the
+ * port in TIME_WAIT counts as taken)? */
+inline bool port_bindable(unsigned port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sin;
-    socklen_t len = sizeof(sin);
-    unsigned port = 0;
+    bool ok;
 
     memset(&sin, 0, sizeof(sin));
     sin.sin_family      = AF_INET;
+    sin.sin_port        = htons(port);
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if ((fd >= 0) && (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0) &&
-        (getsockname(fd, (struct sockaddr *)&sin, &len) == 0)) {
-        port = ntohs(sin.sin_port);
-    }
+    ok = (fd >= 0) && (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) == 0);
     if (fd >= 0) {
         close(fd);
     }
-    return port;
+    return ok;
+}
+
+/* A loopback port free right now, or 0. From below the kernel's ephemeral
+ * range, as contrib/port-lib.sh takes the scripts' ports: no connection of
+ * the tests (libcurl's to orcd and etcd, orcd's own) can hold it, so a
+ * member restarted on its ports finds them free, and a connection to a
+ * port nobody listens on cannot meet itself (a loopback connect whose
+ * source port equals its destination port connects to itself). From a
+ * per-process start, so that test programs running at once differ. */
+inline unsigned free_port()
+{
+    static std::atomic<unsigned> next(0);
+    unsigned low = 32768, i, port;
+    std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+
+    if (!(range >> low) || (low <= 12000)) {
+        low = 32768;
+    }
+    for (i = 0; i < 200; ++i) {
+        port = 10000 + ((unsigned)getpid() + next++) % (low - 11000);
+        if (port_bindable(port)) {
+            return port;
+        }
+    }
+    return 0;
 }
 
 /* One request to etcd's own endpoints on loopback (libcurl): the body of a
