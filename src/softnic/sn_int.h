@@ -694,33 +694,36 @@ struct sn_qp {
     int tx_blocked;    /* EPOLLOUT requested */
     int rd_atomic_out; /* READ/atomics SENT, not DONE */
     int sent_out;      /* WQEs SENT, not DONE */
-    /* request coalescing (see the header comment): tx_streak posts in a
-     * row that came within SN_BATCH_GAP_NS of the previous one's return
-     * (tx_post_end_ns); tx_stream: the post under way streams, its small
-     * frames may be held back; tx_corked: frames of the QP wait in its
-     * socket for a push (written under the QP lock, atomically: CQ pollers
-     * peek at it without the lock; inst->num_corked counts such QPs); the
-     * empty polls that saw them are counted in batch_idle (a QP never has
-     * a same-host WRITE batch and held-back frames: one needs the peer on
-     * this host, the other on another) */
-    int tx_streak;
+    /* the application streams on the QP (see the header comment: same-host
+     * WRITE batches and request coalescing on TCP; a QP has at most one of
+     * them at a time, one needs the peer on this host, the other on
+     * another), posting thread, under the QP lock: post_streak: posts in a
+     * row that came within SN_BATCH_GAP_NS of the previous one's return,
+     * from SN_BATCH_STREAK on a stream; post_end_ns: when the last one
+     * returned (when it started, if all it did was add WRITEs to the
+     * batch). Posts that count: on a same-host QP those with a WRITE that
+     * may join the batch (read at the first such WRITE), on a QP whose
+     * requests go on TCP all made while it is connected (read at the
+     * post's start); any other post ends the stream (both 0, no clock
+     * read) */
+    uint64_t post_end_ns;
+    int post_streak;
+    /* request coalescing: tx_stream: the post under way streams on TCP,
+     * its small frames may be held back; tx_corked: frames of the QP wait
+     * in its socket for a push (written under the QP lock, atomically: CQ
+     * pollers peek at it without the lock; inst->num_corked counts such
+     * QPs); the empty polls that saw them are counted in batch_idle, as
+     * those that saw a batch */
     int tx_stream;
     int tx_corked;
-    uint64_t tx_post_end_ns;
     /* same-host WRITE batch (see the header comment): the WQEs
      * [sq_tx, sq_tx + cma_batch) == [sq_tx, sq_tail), QUEUED WRITEs
      * (written atomically: CQ pollers peek at it without the lock);
-     * post_end_ns: when the QP's last softnic_post_send() returned (when
-     * it started, if all it did was add WRITEs to the batch; 0 after a
-     * post with no WRITE for the batch);
-     * post_streak: posts in a row that came within SN_BATCH_GAP_NS of the
-     * previous one's return; batch_idle: empty polls that saw the batch
-     * since the last WRITE joined it, of the send CQ [0] and of the
-     * receive CQ [1] (when it is another one) */
+     * batch_idle: empty polls that saw the batch since the last WRITE
+     * joined it, of the send CQ [0] and of the receive CQ [1] (when it is
+     * another one) */
     uint32_t cma_batch;
     int batch_idle[2];
-    uint64_t post_end_ns;
-    int post_streak;
 
     /* retry state (RNR and not-ready NAKs) and the transport timer */
     int rewind_pending;     /* go back to rewind_to at the next

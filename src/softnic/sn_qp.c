@@ -1116,28 +1116,47 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     return 0;
 }
 
-/* QP lock held: a post starts on a QP whose requests go on TCP: does it
- * stream (sn_int.h, "Request coalescing")? */
-static void sn_qp_stream_begin(sn_qp_t *qp)
+/* QP lock held: a post that counts for the stream started at start (see
+ * sn_int.h, post_streak): does the application stream? */
+static int sn_qp_streak(sn_qp_t *qp, uint64_t start)
+{
+    qp->post_streak =
+        (start - qp->post_end_ns < SN_BATCH_GAP_NS) ? qp->post_streak + 1 : 0;
+    return qp->post_streak >= SN_BATCH_STREAK;
+}
+
+/* QP lock held: a post starts. On a QP whose requests go on TCP every post
+ * counts for the stream (sn_int.h, "Request coalescing"): returns the clock
+ * at its start; else 0 (a same-host QP counts its posts at their first
+ * WRITE that may join the batch, sn_qp_streak()) */
+static uint64_t sn_qp_stream_begin(sn_qp_t *qp)
 {
     uint64_t now;
 
     if (qp->same_host || (qp->conn_state != SN_CONN_READY)) {
-        return;
+        return 0;
     }
-    now = sn_now_ns();
-    qp->tx_streak =
-        (now - qp->tx_post_end_ns < SN_BATCH_GAP_NS) ? qp->tx_streak + 1 : 0;
-    qp->tx_stream = (qp->tx_streak >= SN_BATCH_STREAK);
+    now           = sn_now_ns();
+    qp->tx_stream = sn_qp_streak(qp, now);
+    return now;
 }
 
-/* QP lock held: the post returns (frames written outside a post are never
- * held back) */
-static void sn_qp_stream_end(sn_qp_t *qp)
+/* QP lock held: the post that read the clock at start (0: never) returns;
+ * batched_only: all it did was add WRITEs to the batch */
+static void sn_qp_stream_end(sn_qp_t *qp, uint64_t start, int batched_only)
 {
-    qp->tx_stream = 0;
-    if (!qp->same_host && (qp->conn_state == SN_CONN_READY)) {
-        qp->tx_post_end_ns = sn_now_ns();
+    qp->tx_stream = 0; /* frames written outside a post are never held back */
+    if (start == 0) {
+        /* it did not count (a same-host post with no WRITE for the batch,
+         * a post before the connection is up): the stream, if any, ends
+         * here (and a same-host SEND or READ reads no clock: ~50 ns each in
+         * a guest) */
+        qp->post_streak = 0;
+        qp->post_end_ns = 0;
+    } else {
+        /* a post that only added WRITEs to the batch took a fraction of
+         * the gap: its start stands for its return (one clock read) */
+        qp->post_end_ns = batched_only ? start : sn_now_ns();
     }
 }
 
@@ -1148,7 +1167,7 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
 {
     const struct ibv_send_wr *first = wr;
     sn_wqe_t *wqe, flushed;
-    uint64_t start = 0; /* read at the first WRITE that may join the batch */
+    uint64_t start; /* the clock when the post counted for the stream */
     int ret = 0, batched_only = 1;
 
     if (qp->super.qp_type == IBV_QPT_UD) {
@@ -1158,7 +1177,7 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
     if (qp->ring_out > 0) {
         sn_ring_progress(qp, 0); /* frees the fast paths if consumed */
     }
-    sn_qp_stream_begin(qp);
+    start = sn_qp_stream_begin(qp);
     for (; wr != NULL; wr = wr->next) {
         if (qp->state == IBV_QPS_ERR) {
             /* completes at once, flushed, in posting order */
@@ -1188,10 +1207,8 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
         }
         if (sn_qp_may_batch(qp, wqe)) {
             if (start == 0) {
-                start           = sn_now_ns();
-                qp->post_streak = (start - qp->post_end_ns < SN_BATCH_GAP_NS)
-                                      ? qp->post_streak + 1
-                                      : 0;
+                start = sn_now_ns();
+                sn_qp_streak(qp, start);
             }
             ++qp->sq_tail;
             sn_qp_batch_set(qp, qp->cma_batch + 1);
@@ -1244,17 +1261,7 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
         batched_only = 0;
     }
     sn_qp_complete(qp);
-    if (start == 0) {
-        /* no WRITE for the batch: the stream, if any, ends here (and a
-         * SEND or READ reads no clock: ~50 ns each in a guest) */
-        qp->post_streak = 0;
-        qp->post_end_ns = 0;
-    } else {
-        /* a post that only added WRITEs to the batch took a fraction of
-         * the gap: its start stands for its return (one clock read) */
-        qp->post_end_ns = batched_only ? start : sn_now_ns();
-    }
-    sn_qp_stream_end(qp);
+    sn_qp_stream_end(qp, start, batched_only);
     pthread_mutex_unlock(&qp->lock);
     if ((wr != first) &&
         __atomic_load_n(&sn_qp_inst(qp)->num_tcp_conns, __ATOMIC_RELAXED)) {
