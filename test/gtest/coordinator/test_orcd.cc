@@ -1339,7 +1339,14 @@ TEST_F(orcd_daemon, connection_limits_busy)
      * is answered 503 + Retry-After and closed, nothing waits */
     bool closed;
     int extra;
+    /* registered from 127.0.0.2: a keep-alive connection of 127.0.0.1
+     * would make three of that address once both waiters connect, and one
+     * is evictable only once orcd marked it idle, a moment after its
+     * client already has the answer (libmicrohttpd reports a request
+     * completed after sending its response): a waiter that connects in
+     * between is answered 503 */
     http_client c;
+    c.set_source("127.0.0.2");
     long long id   = register_node(c, "j");
     std::string mb = "/v1/jobs/j/nodes/" + std::to_string(id) + "/mailbox";
     std::vector<std::thread> waiters;
