@@ -21,7 +21,8 @@ port_next() {
         port_seq=$((port_seq + 1))
         [ "$port_seq" -lt "$port_eph_low" ] || port_seq=10000
         ! ss -tanH "sport = :$port_seq" | grep -q . &&
-            ! "$@" ss -tanH "sport = :$port_seq" | grep -q . && return 0
+            { [ $# = 0 ] || ! "$@" ss -tanH "sport = :$port_seq" | grep -q .; } &&
+            return 0
     done
     echo "no free TCP port below $port_eph_low after 100 tries" >&2
     return 1
