@@ -20,6 +20,7 @@
 #include <infiniband/verbs.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -202,6 +203,13 @@ class softnic_topo : public ::testing::TestWithParam<topology_t>
      * when the command or p's process runs late */
     std::vector<wc_t> poll_until(peer_proc &p, const char *cq, int n,
                                  double until_ms);
+    /* the clock of poll_until's until_ms, now, in ms */
+    static double now_ms()
+    {
+        return std::chrono::duration<double, std::milli>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
 
     /* the two QPs of the last connect() */
     qp_ep_t m_last_ea, m_last_eb;

@@ -675,6 +675,9 @@ std::string cmd_connect(const kv_t &kv)
  * away, a signaled 8-byte SEND from the start of mr (wr = wr + count).
  * badrkey=K: the K-th WR (from 1) carries rkey with its top bit flipped,
  * a key the target never issued.
+ * lead=N: N empty post lists (no WR) first, back to back with the posts
+ * that follow: they count for a stream (sn_int.h, "Request coalescing")
+ * and put nothing on the wire.
  */
 std::string cmd_post(const kv_t &kv)
 {
@@ -738,7 +741,12 @@ std::string cmd_post(const kv_t &kv)
 
     ibv_send_wr *bad = NULL;
     int ret          = 0;
-    if (num(kv, "each", 0)) {
+    for (size_t j = num(kv, "lead", 0); (j > 0) && (ret == 0); --j) {
+        ret = softnic_post_send(qp, NULL, &bad);
+    }
+    if (ret != 0) {
+        /* an empty list failed: reported below (bad=-1) */
+    } else if (num(kv, "each", 0)) {
         for (size_t j = 0; (j < count) && (ret == 0); ++j) {
             wrs[j].next = NULL;
             ret         = softnic_post_send(qp, &wrs[j], &bad);

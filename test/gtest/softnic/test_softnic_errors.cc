@@ -12,7 +12,6 @@
 
 #include "softnic_harness.h"
 
-#include <chrono>
 #include <cmath>
 #include <string>
 
@@ -64,13 +63,6 @@ class softnic_errors : public softnic_topo
     static double retry_bound_ms(const conn_opts &o)
     {
         return 4.096e-3 * std::pow(2.0, o.timeout) * (o.retry + 1);
-    }
-
-    static double now_ms()
-    {
-        return std::chrono::duration<double, std::milli>(
-                   std::chrono::steady_clock::now().time_since_epoch())
-            .count();
     }
 
     /* softnic stamps a QP's progress with a coarse clock, which may lag a
