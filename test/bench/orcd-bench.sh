@@ -1,8 +1,9 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # orcd benchmark (issue 3 §7, issue 9 §5): runs orcd_bench (endpoint fetch,
 # endpoint publish and a full pairing round trip at 1, 16 and 64 concurrent
 # clients, ~5 s per cell, with /healthz as the reference row) against orcd
-# on free loopback ports, prints the table with PASS/MISS against the goals,
+# on free loopback ports (etcd's from contrib/port-lib.sh, orcd's its own
+# --listen 127.0.0.1:0), prints the table with PASS/MISS against the goals,
 # and stops everything it started.
 #
 #   test/bench/orcd-bench.sh [BUILDDIR] [--stores LIST] [orcd_bench options...]
@@ -91,27 +92,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# A loopback TCP port nobody listens on (bounded tries)
-free_port() {
-    i=0
-    while [ $i -lt 100 ]; do
-        i=$((i + 1))
-        p=$(( ($(od -An -N2 -tu2 /dev/urandom) % 30000) + 20000 ))
-        if [ -z "$(ss -Htln "sport = :$p")" ]; then
-            echo "$p"
-            return 0
-        fi
-    done
-    echo "orcd-bench: no free port" >&2
-    return 1
-}
+# etcd's ports: port_next (port_seq), as in every script of the project
+. "$(dirname "$0")/../../contrib/port-lib.sh"
 
 # start_etcd M: M members in $tmp/etcd; their client URLs in $etcd_urls
 start_etcd() {
     m=$1
     cluster= ports= i=0
     while [ $i -lt "$m" ]; do
-        c=$(free_port) && p=$(free_port) || return 1
+        port_next && c=$port_seq && port_next && p=$port_seq || return 1
         ports="$ports $c:$p"
         cluster="$cluster${cluster:+,}m$i=http://127.0.0.1:$p"
         i=$((i + 1))
