@@ -246,7 +246,8 @@
  *
  * Request coalescing (TCP). While the application streams (its third post
  * in a row, or later, that came within SN_BATCH_GAP_NS of the previous
- * post's return, as for same-host WRITE batches), the posting thread writes
+ * post's return, as for same-host WRITE batches; every softnic_post_send()
+ * call counts, one of an empty list too), the posting thread writes
  * the frames of small WRITEs and SENDs (at most SN_CORK_LEN bytes) that
  * carry no ACKs with MSG_MORE: into the socket, in order, but held back (no
  * segment) until a full segment's worth is there (or the kernel's TCP
