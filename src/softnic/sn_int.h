@@ -221,7 +221,9 @@
  * completion) is written with MSG_MORE: held back
  * in the socket, no segment. It is owed, and the QP's next request frame
  * to the sender carries it (sn_wire.h: `ack_new`), so that an application
- * answering a SEND at once sends one frame, and its peer reads one. An ACK
+ * answering a SEND at once sends one frame, and its peer reads one (an
+ * ACK that joins owed ones already due leaves at once, without MSG_MORE:
+ * the step's end would push it anyway, with one more syscall). An ACK
  * still owed is pushed (TCP_NODELAY set again: one segment for all the
  * ACKs the socket holds) once it is due: SN_ACK_MAX answers or
  * SN_ACK_BYTES of payload owed, or owed for SN_ACK_DELAY_NS; checked at the
