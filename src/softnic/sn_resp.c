@@ -215,20 +215,19 @@ static int sn_resp_ack_batchable(const sn_resp_t *r)
            (r->req->length <= SN_ACK_HOLD_LEN);
 }
 
-/* Would what is owed on conn, with one more answer for bytes of payload,
- * be due at once (sn_resp_ack_due)? Then that answer's ACK goes without
- * MSG_MORE: the step's end would push it anyway, one setsockopt later.
- * An ACK still owed by an earlier step is due once SN_ACK_DELAY_NS old:
- * in a ping-pong whose peer answers on another QP, as orc's UCT endpoints
- * do, no request frame carries the ACKs, and at a round trip between
- * SN_ACK_DELAY_NS / 2 and SN_ACK_DELAY_NS that is every other request,
- * whose push came before the application's answer. */
+/* Would what is owed on conn, with the answer for bytes of payload just
+ * counted in expected_seq, be due at once (sn_resp_ack_due)? Then that
+ * answer's ACK goes without MSG_MORE: the step's end would push it anyway,
+ * one setsockopt later. An ACK still owed by an earlier step is due once
+ * SN_ACK_DELAY_NS old: in a ping-pong whose peer answers on another QP, as
+ * orc's UCT endpoints do, no request frame carries the ACKs, and at a
+ * round trip between SN_ACK_DELAY_NS / 2 and SN_ACK_DELAY_NS that is every
+ * other request, whose push came before the application's answer. */
 static int sn_resp_ack_due_with(const sn_conn_t *conn, uint64_t bytes)
 {
     return (sn_resp_acks_owed(conn) >= SN_ACK_MAX) ||
            (conn->ack_bytes + bytes >= SN_ACK_BYTES) ||
-           (SN_RULE_ACK_BOUND && conn->ack_owed &&
-            (sn_now_ns() - conn->ack_since_ns >= SN_ACK_DELAY_NS));
+           (conn->ack_owed && sn_resp_ack_due(conn, sn_now_ns()));
 }
 
 /* A plain ACK of the requests up to seq (cumulative), for bytes of

@@ -741,12 +741,13 @@ std::string cmd_post(const kv_t &kv)
 
     ibv_send_wr *bad = NULL;
     int ret          = 0;
-    for (size_t j = num(kv, "lead", 0); (j > 0) && (ret == 0); --j) {
+    for (size_t j = num(kv, "lead", 0); j > 0; --j) {
         ret = softnic_post_send(qp, NULL, &bad);
+        if (ret) {
+            return err(ret, "post_send (empty list)");
+        }
     }
-    if (ret != 0) {
-        /* an empty list failed: reported below (bad=-1) */
-    } else if (num(kv, "each", 0)) {
+    if (num(kv, "each", 0)) {
         for (size_t j = 0; (j < count) && (ret == 0); ++j) {
             wrs[j].next = NULL;
             ret         = softnic_post_send(qp, &wrs[j], &bad);
