@@ -163,8 +163,9 @@
  * then waits for both (one syscall at most; a user count left behind by a
  * process killed inside its copy is given up on after 2 s, with a log line).
  * A same-host READ that raced with dereg completes with REM_ACCESS_ERR; on
- * TCP a READ whose region goes away between two 256 KiB chunks is NAKed
- * (REM_ACCESS_ERR), within a chunk the connection is closed (a dead peer:
+ * TCP a READ whose region goes away between two READ_DATA frames
+ * (SN_READ_FRAME) is NAKed (REM_ACCESS_ERR), within a frame the
+ * connection is closed (a dead peer:
  * RETRY_EXC_ERR once the QP's budget runs out).
  *
  * Polling: softnic_cq_poll() on an empty CQ drives the same-host rings of the
@@ -295,8 +296,17 @@
 #define SN_MAX_CQE        (1 << 20)
 #define SN_MAX_MSG        (1u << 30)
 #define SN_MAX_RD_ATOMIC  16
-#define SN_CHUNK          (256 * 1024) /* READ response chunk */
 #define SN_KEY_INDEX_BITS 16
+
+/* A payload placed from TCP goes in pieces of at most SN_CHUNK bytes per
+ * recv() (the QP's state is looked at before each) and drains through a
+ * scratch buffer of that size; a READ response goes in READ_DATA frames of
+ * at most SN_READ_FRAME payload bytes, each offered to the socket in one
+ * sendmsg, as a WRITE's request frame is (one frame per READ of up to
+ * 1 MiB: every further frame is another send call, another header for
+ * the initiator to read, and a later start of the next READ) */
+#define SN_CHUNK      (256 * 1024)
+#define SN_READ_FRAME (1024 * 1024)
 
 /* Same-host WRITE batches (sn_qp_cma_flush): at most this many WQEs, each
  * of at most SN_CMA_BATCH_LEN bytes, move in one process_vm_writev */
@@ -385,11 +395,11 @@ typedef struct sn_mr_entry {
  * copy may still finish after it (the transition does not wait for it, as
  * deregistration waits for MR users).
  * The TCP responder loads the same word (acquire) before each piece of a
- * WRITE or SEND payload it places and each READ response chunk it sends
+ * WRITE or SEND payload it places and each READ response send call
  * (sn_qp_table_live): from the transition on it places and sends nothing
  * more of a request it had begun (a NIC responder in error drops the
  * packets still coming and stops answering); what it placed or sent
- * before stays (at most one recv() or 256 KiB chunk after the store).
+ * before stays (at most one recv() or READ send call after the store).
  */
 #define SN_QPT_ERR 0x80000000u /* the QP is in ERR: nothing executes */
 /* The QP is in RESET or INIT: it grants nothing yet (rights start at RTR,

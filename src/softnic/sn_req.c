@@ -233,7 +233,7 @@ static int sn_req_check_rsp(sn_inst_t *inst, sn_rsp_t *rsp)
         (rsp->reserved != 0) || (rsp->reserved2 != 0) ||
         ((rsp->type == SN_RSP_NAK) &&
          ((rsp->code == 0) || (rsp->code >= SN_NAK_LAST))) ||
-        (rsp->length > SN_CHUNK) ||
+        (rsp->length > SN_READ_FRAME) ||
         ((rsp->type != SN_RSP_READ_DATA) && (rsp->length != 0))) {
         sn_log(inst, SOFTNIC_LOG_WARN,
                "malformed response (type %u code %u length %u)", rsp->type,
@@ -267,7 +267,7 @@ static int sn_req_on_atomic(sn_qp_t *qp, sn_wqe_t *wqe, uint64_t value)
     return 0;
 }
 
-/* QP lock held: the next chunk of a READ, in order; its payload goes to the
+/* QP lock held: the next frame of a READ, in order; its payload goes to the
  * WQE's scatter list (a bad lkey there: received, discarded, and the WQE
  * fails with LOC_PROT_ERR when the payload is complete) */
 static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,

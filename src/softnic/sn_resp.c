@@ -1,7 +1,7 @@
 /*
  * softnic's responder (sn_wire.h): a target connection's requests, checked
  * against the target QP and the MR table and executed (WRITE and SEND
- * payloads placed, READs answered chunk by chunk, atomics), each answered
+ * payloads placed, READs answered frame by frame, atomics), each answered
  * in order with an ACK, a NAK, READ_DATA or an atomic's original value.
  *
  * A request goes through a chain of steps, as in a NIC's receive path: each
@@ -363,12 +363,12 @@ void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
 
 /* ---- READ --------------------------------------------------------------- */
 
-/* A READ is answered chunk by chunk (READ_DATA frames of up to SN_CHUNK
- * bytes) while the socket takes it. Payload bytes go from the registered
- * region straight to the socket, each send bracketed by busy_begin/end (no
- * copy, even when the socket is full). If the region is deregistered
- * between two chunks the READ is NAKed (REM_ACCESS); in the middle of a
- * chunk the frame cannot be finished honestly, so the connection is closed
+/* A READ is answered frame by frame (READ_DATA frames of up to
+ * SN_READ_FRAME bytes) while the socket takes it. Payload bytes go from the
+ * registered region straight to the socket, each send bracketed by
+ * busy_begin/end (no copy, even when the socket is full). If the region is
+ * deregistered between two frames the READ is NAKed (REM_ACCESS); in the
+ * middle of a frame it cannot be finished honestly, so the connection is closed
  * (the initiator sees a dead peer). The functions below return 1 to go on,
  * 0 to wait for the socket (or when the READ ended in a NAK), -1 when the
  * connection is dead. */
@@ -397,10 +397,10 @@ static int sn_resp_read_flush(sn_inst_t *inst, sn_conn_t *conn)
     return ret;
 }
 
-/* The next chunk: its header and as much payload as the socket takes */
-static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
+/* The next frame: its header and as much payload as the socket takes */
+static int sn_resp_read_frame(sn_inst_t *inst, sn_conn_t *conn)
 {
-    uint32_t chunk = conn->rd_total - conn->rd_off;
+    uint32_t frame = conn->rd_total - conn->rd_off;
     size_t payload_sent;
     sn_rsp_t rsp;
     ssize_t ret;
@@ -409,23 +409,23 @@ static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
         conn->rd_active = 0; /* silent: no more data, no NAK */
         return 0;
     }
-    if (chunk > SN_CHUNK) {
-        chunk = SN_CHUNK;
+    if (frame > SN_READ_FRAME) {
+        frame = SN_READ_FRAME;
     }
     memset(&rsp, 0, sizeof(rsp));
     rsp.type   = SN_RSP_READ_DATA;
     rsp.seq    = htole32(conn->rd_seq);
-    rsp.length = htole32(chunk);
+    rsp.length = htole32(frame);
     rsp.offset = htole32(conn->rd_off);
-    if ((chunk > 0) && (sn_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
+    if ((frame > 0) && (sn_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
         conn->rd_active = 0;
         return sn_resp_send(inst, conn, SN_RSP_NAK, SN_NAK_REM_ACCESS,
                             conn->rd_seq, 0, 0);
     }
     ret =
         sn_conn_send(conn->fd, &rsp, sizeof(rsp),
-                     (void *)(uintptr_t)(conn->rd_addr + conn->rd_off), chunk);
-    if (chunk > 0) {
+                     (void *)(uintptr_t)(conn->rd_addr + conn->rd_off), frame);
+    if (frame > 0) {
         sn_mr_busy_end(inst);
     }
     if (ret < 0) {
@@ -441,13 +441,13 @@ static int sn_resp_read_chunk(sn_inst_t *inst, sn_conn_t *conn)
     } else {
         payload_sent = ret - sizeof(rsp);
     }
-    conn->rd_chunk_left = chunk - payload_sent;
+    conn->rd_frame_left = frame - payload_sent;
     conn->rd_off += payload_sent;
     return 1;
 }
 
-/* The rest of the current chunk's payload */
-static int sn_resp_read_chunk_rest(sn_inst_t *inst, sn_conn_t *conn)
+/* The rest of the current frame's payload */
+static int sn_resp_read_frame_rest(sn_inst_t *inst, sn_conn_t *conn)
 {
     ssize_t ret;
 
@@ -465,7 +465,7 @@ static int sn_resp_read_chunk_rest(sn_inst_t *inst, sn_conn_t *conn)
     }
     ret = sn_conn_send(conn->fd, NULL, 0,
                        (void *)(uintptr_t)(conn->rd_addr + conn->rd_off),
-                       conn->rd_chunk_left);
+                       conn->rd_frame_left);
     sn_mr_busy_end(inst);
     if (ret <= 0) {
         if (ret == 0) {
@@ -473,7 +473,7 @@ static int sn_resp_read_chunk_rest(sn_inst_t *inst, sn_conn_t *conn)
         }
         return (int)ret;
     }
-    conn->rd_chunk_left -= ret;
+    conn->rd_frame_left -= ret;
     conn->rd_off += ret;
     return 1;
 }
@@ -487,14 +487,14 @@ int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn)
         if (ret <= 0) {
             return ret;
         }
-        ret = (conn->rd_chunk_left == 0) ? sn_resp_read_chunk(inst, conn)
-                                         : sn_resp_read_chunk_rest(inst, conn);
+        ret = (conn->rd_frame_left == 0) ? sn_resp_read_frame(inst, conn)
+                                         : sn_resp_read_frame_rest(inst, conn);
         if (ret <= 0) {
             return ret;
         }
-        if ((conn->rd_chunk_left == 0) && (conn->rd_off == conn->rd_total)) {
+        if ((conn->rd_frame_left == 0) && (conn->rd_off == conn->rd_total)) {
             conn->rd_active = 0; /* the last header may still be in obuf */
-        } else if ((conn->rd_chunk_left > 0) || (conn->olen > conn->opos)) {
+        } else if ((conn->rd_frame_left > 0) || (conn->olen > conn->opos)) {
             sn_conn_set_events(inst, conn, EPOLLOUT);
             return 0;
         }
@@ -808,7 +808,7 @@ static sn_resp_state_t sn_resp_read(sn_resp_t *r)
     conn->rd_addr       = r->req->raddr;
     conn->rd_total      = r->req->length;
     conn->rd_off        = 0;
-    conn->rd_chunk_left = 0;
+    conn->rd_frame_left = 0;
     r->ret              = sn_resp_read_pump(r->inst, conn);
     sn_resp_answered(r); /* its data leaves ahead of later frames */
     return SN_RESP_DONE;

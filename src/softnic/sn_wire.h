@@ -10,7 +10,7 @@
  * (sn_req_t, 48 bytes, followed by `length` payload
  * bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target answers each
  * in order with a response (sn_rsp_t, 32 bytes; READ_DATA responses
- * are followed by `length` payload bytes, at most SN_CHUNK).
+ * are followed by `length` payload bytes, at most SN_READ_FRAME).
  * All integers are little-endian.
  *
  * A QP's two directions travel on two connections (its own initiator
@@ -203,7 +203,7 @@ struct sn_conn {
      * came): one recv() per arrival, not one more that finds nothing */
     int drained;
     /* the last payload went from the socket straight to memory (a large
-     * one, most likely followed by another: a READ's next chunk, the next
+     * one, most likely followed by another: a READ's next frame, the next
      * large WRITE): the next header is read alone, so that no payload
      * behind it lands in rbuf only to be copied out again */
     int hdr_alone;
@@ -259,7 +259,7 @@ struct sn_conn {
     sn_mr_snap_t rd_snap;
     uint64_t rd_addr;
     uint32_t rd_total, rd_off; /* rd_off: payload bytes sent */
-    uint32_t rd_chunk_left;    /* of the current chunk */
+    uint32_t rd_frame_left;    /* of the current frame */
 };
 
 static inline int sn_req_has_payload(uint8_t op)
