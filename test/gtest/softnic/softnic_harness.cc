@@ -364,26 +364,43 @@ void netns_pair::cleanup_stale()
  * second, several at a load of 20 */
 static const int NETNS_LINK_UP_SEC = 30;
 
-/* Whether orc0 in namespace n is up (carrier and operational state UP)
- * within sec seconds; *state is the last `ip link` line seen */
-static bool link_up_wait(const std::string &n, int sec, std::string *state)
+/* One look at orc0 in namespace n: whether it is up (carrier and
+ * operational state UP); *state is every line `ip` printed. An error line
+ * can come before the link's own: `ip` names the veth's peer namespace by
+ * asking the kernel about each entry of /run/netns, and an entry that
+ * another process is adding or deleting at that moment is no namespace
+ * ("Peer netns reference is invalid"). */
+static bool link_up_now(const std::string &n, std::string *state)
 {
     std::string cmd = "ip -n " + n + " -o link show orc0 2>&1";
+    FILE *f         = popen(cmd.c_str(), "r");
+    char line[1024];
+    bool up = false;
+
+    state->clear();
+    if (f == NULL) {
+        return false;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n")] = 0;
+        *state += (state->empty() ? "" : " | ") + std::string(line);
+        if ((strstr(line, "LOWER_UP") != NULL) &&
+            (strstr(line, "state UP") != NULL)) {
+            up = true;
+        }
+    }
+    pclose(f);
+    return up;
+}
+
+/* Whether orc0 in namespace n is up within sec seconds; *state is what the
+ * last look saw */
+static bool link_up_wait(const std::string &n, int sec, std::string *state)
+{
     double deadline = now_ms() + sec * 1e3;
 
     do {
-        FILE *f         = popen(cmd.c_str(), "r");
-        char line[1024] = "";
-        if (f != NULL) {
-            if (fgets(line, sizeof(line), f) == NULL) {
-                line[0] = 0;
-            }
-            pclose(f);
-        }
-        line[strcspn(line, "\n")] = 0;
-        *state                    = line;
-        if ((strstr(line, "LOWER_UP") != NULL) &&
-            (strstr(line, "state UP") != NULL)) {
+        if (link_up_now(n, state)) {
             return true;
         }
         struct timespec ts = {0, 10000000};
