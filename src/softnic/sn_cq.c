@@ -215,14 +215,12 @@ void sn_cq_flush_batches(sn_cq_t *cq, int wait)
     pthread_mutex_unlock(&cq->qps_lock);
 }
 
-void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
+/* CQ lock held: the completion wc goes in, or the CQ overruns (logged and
+ * reported once); returns whether an armed CQ fires for it */
+static int sn_cq_put(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
 {
-    sn_channel_t *channel;
-    int notify      = 0;
-    uint64_t record = (uintptr_t)cq->super.cq_context;
-    ssize_t ret;
+    int tail;
 
-    pthread_mutex_lock(&cq->lock);
     if (cq->count == cq->size) {
         if (!cq->overrun) {
             sn_log(sn_inst(cq->super.dev), SOFTNIC_LOG_ERROR,
@@ -232,14 +230,33 @@ void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
         }
         __atomic_store_n(&cq->overrun, 1, __ATOMIC_RELAXED);
     } else {
-        cq->ring[(cq->head + cq->count) % cq->size] = *wc;
+        tail = cq->head + cq->count;
+        if (tail >= cq->size) {
+            tail -= cq->size;
+        }
+        cq->ring[tail] = *wc;
         __atomic_store_n(&cq->count, cq->count + 1, __ATOMIC_RELEASE);
     }
-    if ((cq->armed == 1) ||
-        ((cq->armed == 2) && (solicited || (wc->status != IBV_WC_SUCCESS)))) {
-        cq->armed = 0;
-        notify    = (cq->super.channel != NULL);
-        cq->events += notify;
+    return (cq->armed == 1) ||
+           ((cq->armed == 2) && (solicited || (wc->status != IBV_WC_SUCCESS)));
+}
+
+void sn_cq_push_n(sn_cq_t *cq, const struct ibv_wc *wc,
+                  const uint8_t *solicited, int n)
+{
+    sn_channel_t *channel;
+    int notify      = 0;
+    uint64_t record = (uintptr_t)cq->super.cq_context;
+    ssize_t ret;
+    int i;
+
+    pthread_mutex_lock(&cq->lock);
+    for (i = 0; i < n; ++i) {
+        if (sn_cq_put(cq, &wc[i], (solicited != NULL) && solicited[i])) {
+            cq->armed = 0; /* one event: it disarms the CQ */
+            notify    = (cq->super.channel != NULL);
+            cq->events += notify;
+        }
     }
     pthread_mutex_unlock(&cq->lock);
 
@@ -251,6 +268,13 @@ void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
         /* a full pipe still reads as pending: nothing is lost but the
          * record, which a reader of a full pipe has plenty of */
     }
+}
+
+void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
+{
+    uint8_t sol = (uint8_t)(solicited != 0);
+
+    sn_cq_push_n(cq, wc, &sol, 1);
 }
 
 int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
@@ -290,8 +314,10 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
     }
     pthread_mutex_lock(&scq->lock);
     for (n = 0; (n < num_entries) && (scq->count > 0); ++n) {
-        wc[n]     = scq->ring[scq->head];
-        scq->head = (scq->head + 1) % scq->size;
+        wc[n] = scq->ring[scq->head];
+        if (++scq->head == scq->size) {
+            scq->head = 0;
+        }
         __atomic_store_n(&scq->count, scq->count - 1, __ATOMIC_RELAXED);
     }
     if ((n == 0) && scq->overrun) {

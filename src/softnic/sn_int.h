@@ -996,6 +996,13 @@ void sn_cq_del_qp(sn_cq_t *cq, sn_qp_t *qp);
  * lock (sn_cq_ring_progress) changes only under them */
 void sn_cq_walks_lock(sn_qp_t *qp);
 void sn_cq_walks_unlock(sn_qp_t *qp);
+/* Complete wc[0..n-1] on cq, in order, under one hold of its lock (lock
+ * order above: taken under a QP or SRQ lock, never the other way round);
+ * solicited[i] (NULL: none is) marks those that fire a CQ armed for
+ * solicited events; an armed CQ fires at most once per call, as it
+ * disarms. sn_cq_push: the same for one completion. */
+void sn_cq_push_n(sn_cq_t *cq, const struct ibv_wc *wc,
+                  const uint8_t *solicited, int n);
 void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited);
 
 /* QP (sn_qp.c); "QP lock held" where noted */
@@ -1028,7 +1035,10 @@ void sn_qp_peer_lost(sn_qp_t *qp, int in_svc);
 /* QP lock held: lock the receive queue the QP consumes from and return it
  * (an SRQ's own lock; a plain RQ is under the QP lock already). QPs sharing
  * an SRQ are drained by different threads, so checking for a receive,
- * claiming the message it is for and popping it happen under one lock. */
+ * claiming the message it is for and popping it happen under one lock; the
+ * same-host ring holds it for a run of messages, placing each into its
+ * receive before it claims the next (sn_ring.c), and pushes their
+ * completions once it let the lock go. */
 sn_rq_t *sn_qp_recv_lock(sn_qp_t *qp);
 void sn_qp_recv_unlock(sn_qp_t *qp);
 /* QP lock held: write an atomic's original value into the WR's 8-byte local

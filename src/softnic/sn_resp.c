@@ -297,15 +297,13 @@ static int sn_resp_batch_flush(sn_inst_t *inst)
                                b->first_seq, 0, 0);
         }
     }
-    for (i = 0; i < num; ++i) {
-        if (!ready) {
-            b->wc[i].status   = IBV_WC_WR_FLUSH_ERR;
-            b->wc[i].opcode   = IBV_WC_RECV;
-            b->wc[i].byte_len = 0;
-            b->wc[i].wc_flags = 0;
-        }
-        sn_cq_push(qp->recv_cq, &b->wc[i], ready && b->solicited[i]);
+    for (i = 0; !ready && (i < num); ++i) {
+        b->wc[i].status   = IBV_WC_WR_FLUSH_ERR;
+        b->wc[i].opcode   = IBV_WC_RECV;
+        b->wc[i].byte_len = 0;
+        b->wc[i].wc_flags = 0;
     }
+    sn_cq_push_n(qp->recv_cq, b->wc, ready ? b->solicited : NULL, num);
     b->bytes = 0;
     return ret;
 }

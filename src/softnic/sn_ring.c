@@ -453,25 +453,52 @@ uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
 
 /* ---- target ------------------------------------------------------------ */
 
-static void sn_ring_recv_wc(sn_qp_t *qp, uint64_t wr_id,
-                            enum ibv_wc_status status, uint32_t len,
-                            uint32_t flags, uint32_t imm, uint32_t src_qpn)
-{
-    struct ibv_wc wc;
+/* A run of SEND slots taken one after the other under one hold of the
+ * receive queue's lock (sn_ring_take), then completed together
+ * (sn_ring_deliver): per message, no lock round trip of its own. Lives on
+ * the consumer's stack, under the QP lock. */
+typedef struct sn_ring_run {
+    uint64_t tail; /* the next slot to look at */
+    int n;         /* slots taken, in ring order */
+    sn_ring_slot_t *slot[SN_RING_SLOTS];
+    struct ibv_wc wc[SN_RING_SLOTS]; /* their receive completions */
+    uint8_t solicited[SN_RING_SLOTS];
+} sn_ring_run_t;
 
-    memset(&wc, 0, sizeof(wc));
-    wc.wr_id    = wr_id;
-    wc.status   = status;
-    wc.opcode   = IBV_WC_RECV;
-    wc.byte_len = len;
-    wc.qp_num   = qp->super.qp_num;
-    wc.src_qp   = src_qpn;
+/* What ended a run */
+enum {
+    SN_RUN_END,     /* nothing more to take now (the end of what was
+                        posted, a slot that waits for our answers to be
+                        read, the pass's bound) */
+    SN_RUN_ATOMIC,  /* an atomic slot, executed on its own */
+    SN_RUN_RNR,     /* no posted receive: the slot waits */
+    SN_RUN_BAD_LEN, /* the slot at tail, claimed, is longer than a slot */
+    SN_RUN_RECV_ERR /* the run's last receive failed (its slot: at tail) */
+};
+
+/* The receive completion of a message taken into the run; the slot's
+ * fields are read now, while it is still ours */
+static void sn_ring_run_add(sn_qp_t *qp, const sn_ring_att_t *att,
+                            sn_ring_run_t *run, const sn_recv_t *recv,
+                            sn_ring_slot_t *slot, enum ibv_wc_status status,
+                            uint32_t len)
+{
+    struct ibv_wc *wc = &run->wc[run->n];
+    uint32_t flags    = (status == IBV_WC_SUCCESS) ? slot->flags : 0;
+
+    memset(wc, 0, sizeof(*wc));
+    wc->wr_id    = recv->wr_id;
+    wc->status   = status;
+    wc->opcode   = IBV_WC_RECV;
+    wc->byte_len = (status == IBV_WC_SUCCESS) ? len : 0;
+    wc->qp_num   = qp->super.qp_num;
+    wc->src_qp   = att->src_qpn;
     if (flags & SN_SLOT_F_IMM) {
-        wc.wc_flags = IBV_WC_WITH_IMM;
-        wc.imm_data = imm;
+        wc->wc_flags = IBV_WC_WITH_IMM;
+        wc->imm_data = slot->imm;
     }
-    sn_cq_push(qp->recv_cq, &wc,
-               (status == IBV_WC_SUCCESS) && (flags & SN_SLOT_F_SOLICITED));
+    run->solicited[run->n] = (flags & SN_SLOT_F_SOLICITED) != 0;
+    run->slot[run->n++]    = slot;
 }
 
 /* QP lock held: execute an atomic slot on our memory, as the TCP path does:
@@ -582,20 +609,161 @@ static int sn_ring_tail_pending(const struct sn_ring *ring)
     return sn_ring_slot_pending(&ring->slot[tail % SN_RING_SLOTS]);
 }
 
+/* QP lock held, the receive queue's lock too (sn_qp_recv_lock: another
+ * thread may be draining a QP of the same SRQ, so checking for a receive,
+ * claiming the message it is for and taking it happen under one hold):
+ * take the SEND slots from run->tail on, in order, up to end at most,
+ * each into a receive of rq, placed there; the first that is not a SEND
+ * to take now, or whose receive failed, ends the run. */
+static int sn_ring_take_locked(sn_qp_t *qp, sn_ring_att_t *att, sn_rq_t *rq,
+                               sn_ring_run_t *run, uint64_t end, int in_svc)
+{
+    enum ibv_wc_status status;
+    sn_ring_slot_t *slot;
+    sn_recv_t recv;
+    uint32_t expected, len;
+    int cleared = 0;
+
+    for (; run->tail != end; ++run->tail) {
+        slot = &att->ring->slot[run->tail % SN_RING_SLOTS];
+        if (!sn_ring_slot_pending(slot)) {
+            return SN_RUN_END; /* the end of what was posted */
+        }
+        if (__atomic_load_n(&slot->flags, __ATOMIC_RELAXED) &
+            (SN_SLOT_F_FADD | SN_SLOT_F_CSWAP)) {
+            return SN_RUN_ATOMIC;
+        }
+        if (sn_ring_answers_unread(qp, slot)) {
+            return SN_RUN_END;
+        }
+        if (rq->count == 0) {
+            return SN_RUN_RNR;
+        }
+        if (!cleared) {
+            sn_ring_rnr_clear(att->ring);
+            cleared = 1;
+        }
+        expected = SN_SLOT_POSTED;
+        if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN,
+                                         0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE)) {
+            if (expected == SN_SLOT_CANCELLED) {
+                continue; /* passed over: the tail moves past it */
+            }
+            return SN_RUN_END; /* not posted yet (or garbage): stop here */
+        }
+        len = slot->length;
+        if (len > SN_RING_DATA) {
+            return SN_RUN_BAD_LEN;
+        }
+        sn_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
+        status = sn_qp_place_recv(qp, &recv, slot->data, len, in_svc);
+        sn_ring_run_add(qp, att, run, &recv, slot, status, len);
+        if (status != IBV_WC_SUCCESS) {
+            return SN_RUN_RECV_ERR;
+        }
+    }
+    return SN_RUN_END; /* the pass's bound */
+}
+
+/* QP lock held: the run's slots are the sender's again (DONE, the tail past
+ * them) before their receives complete (as the TCP path sends its ACK
+ * first), all in one CQ lock hold and in ring order. A failed last
+ * receive (failed = 1) completes too; its slot is left to the caller. */
+static void sn_ring_deliver(sn_qp_t *qp, sn_ring_att_t *att,
+                            const sn_ring_run_t *run, int failed)
+{
+    int i;
+
+    for (i = 0; i < run->n - failed; ++i) {
+        run->slot[i]->status = IBV_WC_SUCCESS;
+        __atomic_store_n(&run->slot[i]->state, SN_SLOT_DONE, __ATOMIC_RELEASE);
+    }
+    if (run->tail != att->ring->tail) {
+        __atomic_store_n(&att->ring->tail, run->tail, __ATOMIC_RELEASE);
+    }
+    if (run->n > 0) {
+        sn_cq_push_n(qp->recv_cq, run->wc, run->solicited, run->n);
+    }
+}
+
+/* QP lock held, the QP in RTR/RTS: consume a run of SEND slots from *tail_p
+ * on (up to end) and what ended it; *tail_p moves past what was consumed.
+ * Returns 1 when the caller goes on with the slot at *tail_p (an atomic,
+ * or the one behind a failed slot without SN_RULE_NAK_STOPS). */
+static int sn_ring_sends(sn_qp_t *qp, sn_ring_att_t *att, uint64_t *tail_p,
+                         uint64_t end, int in_svc)
+{
+    enum ibv_wc_status status;
+    sn_ring_run_t run;
+    sn_rq_t *rq;
+    int why;
+
+    run.tail = *tail_p;
+    run.n    = 0;
+    rq       = sn_qp_recv_lock(qp);
+    why      = sn_ring_take_locked(qp, att, rq, &run, end, in_svc);
+    sn_qp_recv_unlock(qp);
+    sn_ring_deliver(qp, att, &run, why == SN_RUN_RECV_ERR);
+    *tail_p = run.tail + ((why == SN_RUN_BAD_LEN) || (why == SN_RUN_RECV_ERR));
+    switch (why) {
+    case SN_RUN_ATOMIC:
+        return 1;
+    case SN_RUN_RNR:
+        /* the slot waits; tell the sender why */
+        __atomic_store_n(&att->ring->rnr_at, run.tail + 1, __ATOMIC_RELAXED);
+        return 0;
+    case SN_RUN_BAD_LEN:
+        return !sn_ring_slot_finish(att,
+                                    &att->ring->slot[run.tail % SN_RING_SLOTS],
+                                    IBV_WC_REM_INV_REQ_ERR, *tail_p);
+    case SN_RUN_RECV_ERR:
+        /* completed in error (in the run): the responder QP goes to ERR */
+        status = run.wc[run.n - 1].status;
+        (void)sn_ring_slot_finish(att, run.slot[run.n - 1],
+                                  (status == IBV_WC_LOC_LEN_ERR)
+                                      ? IBV_WC_REM_INV_REQ_ERR
+                                      : IBV_WC_REM_OP_ERR,
+                                  *tail_p);
+        sn_qp_to_error(qp);
+        return !att->stopped;
+    default:
+        return 0;
+    }
+}
+
+/* QP lock held, the QP in RTR/RTS: execute the atomic slot at tail (flags:
+ * its kind). Returns 1 when the caller goes on with the next slot. */
+static int sn_ring_atomic_slot(sn_qp_t *qp, sn_ring_att_t *att,
+                               sn_ring_slot_t *slot, uint32_t flags,
+                               uint64_t tail)
+{
+    uint32_t expected = SN_SLOT_POSTED;
+
+    if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (expected == SN_SLOT_CANCELLED) {
+            __atomic_store_n(&att->ring->tail, tail + 1, __ATOMIC_RELEASE);
+            return 1;
+        }
+        return 0;
+    }
+    return !sn_ring_slot_finish(att, slot, sn_ring_atomic(qp, slot, flags),
+                                tail + 1);
+}
+
 /* The consumer finds what was posted from the slots' states, not from the
  * producer's head: it reads only the lines it must read anyway, and a small
  * SEND costs one cache line moving to the consumer (the slot) and one
  * moving back (the same slot, DONE), not two more for the head counter.
- * Bounded by the ring's size per call. */
+ * Bounded by the ring's size per call. SENDs are taken in runs
+ * (sn_ring_sends); atomics, and slots met by a QP in ERR, one at a time. */
 static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
 {
     struct sn_ring *ring = att->ring;
     sn_ring_slot_t *slot;
-    enum ibv_wc_status status;
-    sn_rq_t *rq;
-    sn_recv_t recv;
     uint64_t end, tail;
-    uint32_t expected, len, flags, imm;
+    uint32_t expected, flags;
 
     if (!sn_ring_tail_pending(ring)) {
         return;
@@ -616,7 +784,9 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     if (att->stopped) {
         return; /* a slot failed: the initiator flushes the rest */
     }
-    for (tail = ring->tail, end = tail + SN_RING_SLOTS; tail != end; ++tail) {
+    tail = ring->tail;
+    end  = tail + SN_RING_SLOTS;
+    while (tail != end) {
         slot = &ring->slot[tail % SN_RING_SLOTS];
         if (!sn_ring_slot_pending(slot)) {
             return; /* the end of what was posted */
@@ -630,6 +800,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
             } else {
                 __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
             }
+            ++tail;
             continue;
         }
         if (((qp->state != IBV_QPS_RTR) && (qp->state != IBV_QPS_RTS)) ||
@@ -638,78 +809,11 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
         }
         flags = __atomic_load_n(&slot->flags, __ATOMIC_RELAXED);
         if (flags & (SN_SLOT_F_FADD | SN_SLOT_F_CSWAP)) {
-            expected = SN_SLOT_POSTED;
-            if (!__atomic_compare_exchange_n(&slot->state, &expected,
-                                             SN_SLOT_TAKEN, 0, __ATOMIC_ACQ_REL,
-                                             __ATOMIC_ACQUIRE)) {
-                if (expected == SN_SLOT_CANCELLED) {
-                    __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
-                    continue;
-                }
+            if (!sn_ring_atomic_slot(qp, att, slot, flags, tail)) {
                 return;
             }
-            if (sn_ring_slot_finish(att, slot, sn_ring_atomic(qp, slot, flags),
-                                    tail + 1)) {
-                return;
-            }
-            continue;
-        }
-        if (sn_ring_answers_unread(qp, slot)) {
-            return;
-        }
-        /* check for a receive, claim the slot and take the receive under
-         * one lock: another thread may be draining a QP of the same SRQ */
-        rq = sn_qp_recv_lock(qp);
-        if (rq->count == 0) {
-            sn_qp_recv_unlock(qp);
-            /* RNR: the slot waits; tell the sender why */
-            __atomic_store_n(&ring->rnr_at, tail + 1, __ATOMIC_RELAXED);
-            return;
-        }
-        sn_ring_rnr_clear(ring);
-        expected = SN_SLOT_POSTED;
-        if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN,
-                                         0, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_ACQUIRE)) {
-            sn_qp_recv_unlock(qp);
-            if (expected == SN_SLOT_CANCELLED) {
-                __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
-                continue;
-            }
-            return; /* not posted yet (or garbage): stop here */
-        }
-        len = slot->length;
-        if (len > SN_RING_DATA) {
-            sn_qp_recv_unlock(qp);
-            if (sn_ring_slot_finish(att, slot, IBV_WC_REM_INV_REQ_ERR,
-                                    tail + 1)) {
-                return;
-            }
-            continue;
-        }
-        sn_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
-        sn_qp_recv_unlock(qp);
-        status = sn_qp_place_recv(qp, &recv, slot->data, len, in_svc);
-        if (status == IBV_WC_SUCCESS) {
-            /* the sender sees the slot done before the receive completes
-             * (as the TCP path sends its ACK first); the slot is the
-             * sender's again then, so its fields are read before */
-            flags = slot->flags;
-            imm   = slot->imm;
-            sn_ring_slot_done(ring, slot, IBV_WC_SUCCESS, tail + 1);
-            sn_ring_recv_wc(qp, recv.wr_id, status, len, flags, imm,
-                            att->src_qpn);
-            continue;
-        }
-        /* receive error: completes in error, the responder QP goes to ERR */
-        sn_ring_recv_wc(qp, recv.wr_id, status, 0, 0, 0, att->src_qpn);
-        (void)sn_ring_slot_finish(att, slot,
-                                  (status == IBV_WC_LOC_LEN_ERR)
-                                      ? IBV_WC_REM_INV_REQ_ERR
-                                      : IBV_WC_REM_OP_ERR,
-                                  tail + 1);
-        sn_qp_to_error(qp);
-        if (att->stopped) {
+            ++tail;
+        } else if (!sn_ring_sends(qp, att, &tail, end, in_svc)) {
             return;
         }
     }
