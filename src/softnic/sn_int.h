@@ -968,6 +968,14 @@ int sn_mr_still_valid(const sn_mr_entry_t *table, const sn_mr_snap_t *snap);
 /* 0 or an ibv_wc_status: check [addr, addr+len) against key in table. */
 int sn_mr_check(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
                 uint64_t addr, uint64_t len, int access, sn_mr_snap_t *snap);
+/* sn_mr_check() where snap holds the entry an earlier check read (key 0:
+ * none): when it is key's and the entry's seq is still the one read, no
+ * writer came since and the copy is what a new read would give, so only
+ * the bounds and rights are checked (one load instead of a seqlock read);
+ * else the entry is read again into snap (key 0 when that fails). */
+int sn_mr_check_again(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
+                      uint64_t addr, uint64_t len, int access,
+                      sn_mr_snap_t *snap);
 /* Service thread: announce/stop touching a local MR; returns 0 if the entry
  * is still the one in snap (then the region may be touched until end). */
 int sn_mr_busy_begin(sn_inst_t *inst, const sn_mr_snap_t *snap);
@@ -1047,6 +1055,18 @@ void sn_qp_recv_unlock(sn_qp_t *qp);
  * that a deregistration waits for it. */
 enum ibv_wc_status sn_qp_put_atomic_result(sn_qp_t *qp, const sn_wqe_t *wqe,
                                            uint64_t value, int in_svc);
+/* Under sn_qp_recv_lock(), the queue not empty: take the next receive. The
+ * entry returned stays as it is while the lock is held (a post takes it). */
+static inline const sn_recv_t *sn_rq_take(sn_rq_t *rq)
+{
+    const sn_recv_t *recv = &rq->ring[rq->head];
+
+    if (++rq->head == rq->size) {
+        rq->head = 0;
+    }
+    --rq->count;
+    return recv;
+}
 /* Under sn_qp_recv_lock(): take the next receive; -1 when empty */
 int sn_rq_pop(sn_rq_t *rq, sn_recv_t *recv);
 /* QP lock held: take the next receive of the QP's RQ or SRQ */
@@ -1054,10 +1074,12 @@ int sn_qp_pop_recv(sn_qp_t *qp, sn_recv_t *recv);
 /* QP lock held: place a message of len bytes into a receive's buffers;
  * IBV_WC_LOC_LEN_ERR when they are too small, IBV_WC_LOC_PROT_ERR for a bad
  * lkey. in_svc: on the svc_lock holder, which announces each region it
- * writes (busy_mr) so that a deregistration waits for it. */
+ * writes (busy_mr) so that a deregistration waits for it. snap: the
+ * caller's copy of the region last checked (key 0: none; sn_mr_check_again),
+ * for a caller placing many messages in a row. */
 enum ibv_wc_status sn_qp_place_recv(sn_qp_t *qp, const sn_recv_t *recv,
                                     const uint8_t *data, uint32_t len,
-                                    int in_svc);
+                                    int in_svc, sn_mr_snap_t *snap);
 /* per-attempt transport timeout, 0 = infinite */
 uint64_t sn_qp_timeout_ns(const sn_qp_t *qp);
 uint64_t sn_rnr_timer_ns(uint8_t timer);

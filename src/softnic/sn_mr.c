@@ -233,18 +233,36 @@ int sn_mr_still_valid(const sn_mr_entry_t *table, const sn_mr_snap_t *snap)
     return __atomic_load_n(&table[index].seq, __ATOMIC_SEQ_CST) == snap->seq;
 }
 
+/* Does the region of snap hold [addr, addr+len) with the rights access? */
+static int sn_mr_snap_allows(const sn_mr_snap_t *snap, uint32_t pdn,
+                             uint64_t addr, uint64_t len, int access)
+{
+    return (snap->pdn == pdn) && (addr >= snap->addr) &&
+           (len <= snap->length) && (addr - snap->addr <= snap->length - len) &&
+           (!SN_RULE_ACCESS || ((snap->access & access) == (uint32_t)access));
+}
+
 int sn_mr_check(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
                 uint64_t addr, uint64_t len, int access, sn_mr_snap_t *snap)
 {
     if (sn_mr_read(table, key, snap) != 0) {
         return -1;
     }
-    if ((snap->pdn != pdn) || (addr < snap->addr) || (len > snap->length) ||
-        (addr - snap->addr > snap->length - len) ||
-        (SN_RULE_ACCESS && ((snap->access & access) != (uint32_t)access))) {
-        return -1;
+    return sn_mr_snap_allows(snap, pdn, addr, len, access) ? 0 : -1;
+}
+
+int sn_mr_check_again(const sn_mr_entry_t *table, uint32_t key, uint32_t pdn,
+                      uint64_t addr, uint64_t len, int access,
+                      sn_mr_snap_t *snap)
+{
+    if ((snap->key == 0) || (snap->key != key) ||
+        !sn_mr_still_valid(table, snap)) {
+        if (sn_mr_read(table, key, snap) != 0) {
+            snap->key = 0;
+            return -1;
+        }
     }
-    return 0;
+    return sn_mr_snap_allows(snap, pdn, addr, len, access) ? 0 : -1;
 }
 
 int sn_mr_busy_begin(sn_inst_t *inst, const sn_mr_snap_t *snap)

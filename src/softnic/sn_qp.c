@@ -89,9 +89,7 @@ int sn_rq_pop(sn_rq_t *rq, sn_recv_t *recv)
     if (rq->count == 0) {
         return -1;
     }
-    *recv    = rq->ring[rq->head];
-    rq->head = (rq->head + 1) % rq->size;
-    --rq->count;
+    *recv = *sn_rq_take(rq);
     return 0;
 }
 
@@ -146,12 +144,11 @@ int sn_qp_pop_recv(sn_qp_t *qp, sn_recv_t *recv)
 
 enum ibv_wc_status sn_qp_place_recv(sn_qp_t *qp, const sn_recv_t *recv,
                                     const uint8_t *data, uint32_t len,
-                                    int in_svc)
+                                    int in_svc, sn_mr_snap_t *snap)
 {
     sn_inst_t *inst = sn_qp_inst(qp);
-    sn_mr_snap_t snap;
-    uint64_t room = 0, take;
-    uint32_t off  = 0;
+    uint64_t room   = 0, take;
+    uint32_t off    = 0;
     int i;
 
     for (i = 0; i < recv->num_sge; ++i) {
@@ -168,12 +165,12 @@ enum ibv_wc_status sn_qp_place_recv(sn_qp_t *qp, const sn_recv_t *recv,
         if (take == 0) {
             continue;
         }
-        if (sn_mr_check(inst->mrs, recv->sge[i].lkey, qp->pdn,
-                        recv->sge[i].addr, take, IBV_ACCESS_LOCAL_WRITE,
-                        &snap) != 0) {
+        if (sn_mr_check_again(inst->mrs, recv->sge[i].lkey, qp->pdn,
+                              recv->sge[i].addr, take, IBV_ACCESS_LOCAL_WRITE,
+                              snap) != 0) {
             return IBV_WC_LOC_PROT_ERR;
         }
-        if (in_svc && (sn_mr_busy_begin(inst, &snap) != 0)) {
+        if (in_svc && (sn_mr_busy_begin(inst, snap) != 0)) {
             return IBV_WC_LOC_PROT_ERR;
         }
         memcpy((void *)(uintptr_t)recv->sge[i].addr, data + off, take);

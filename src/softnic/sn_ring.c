@@ -618,9 +618,10 @@ static int sn_ring_tail_pending(const struct sn_ring *ring)
 static int sn_ring_take_locked(sn_qp_t *qp, sn_ring_att_t *att, sn_rq_t *rq,
                                sn_ring_run_t *run, uint64_t end, int in_svc)
 {
+    sn_mr_snap_t snap = {.key = 0}; /* the region of the last placing */
+    const sn_recv_t *recv;
     enum ibv_wc_status status;
     sn_ring_slot_t *slot;
-    sn_recv_t recv;
     uint32_t expected, len;
     int cleared = 0;
 
@@ -656,9 +657,9 @@ static int sn_ring_take_locked(sn_qp_t *qp, sn_ring_att_t *att, sn_rq_t *rq,
         if (len > SN_RING_DATA) {
             return SN_RUN_BAD_LEN;
         }
-        sn_rq_pop(rq, &recv); /* cannot fail: count > 0 under the lock */
-        status = sn_qp_place_recv(qp, &recv, slot->data, len, in_svc);
-        sn_ring_run_add(qp, att, run, &recv, slot, status, len);
+        recv   = sn_rq_take(rq); /* count > 0 under the lock */
+        status = sn_qp_place_recv(qp, recv, slot->data, len, in_svc, &snap);
+        sn_ring_run_add(qp, att, run, recv, slot, status, len);
         if (status != IBV_WC_SUCCESS) {
             return SN_RUN_RECV_ERR;
         }

@@ -472,7 +472,8 @@ static uint32_t sn_ud_fit(const sn_recv_t *recv, uint32_t len)
 static void sn_ud_deliver(sn_qp_t *qp, const sn_ud_hdr_t *hdr, uint8_t *msg,
                           struct in_addr src)
 {
-    uint32_t len = SOFTNIC_GRH_LEN + le32toh(hdr->length);
+    uint32_t len      = SOFTNIC_GRH_LEN + le32toh(hdr->length);
+    sn_mr_snap_t snap = {.key = 0};
     struct ibv_wc wc;
     sn_recv_t recv;
 
@@ -492,9 +493,10 @@ static void sn_ud_deliver(sn_qp_t *qp, const sn_ud_hdr_t *hdr, uint8_t *msg,
     memset(&wc, 0, sizeof(wc));
     wc.wr_id = recv.wr_id;
 #ifndef SN_MUTATE_NO_UD_LEN_ERR
-    wc.status = sn_qp_place_recv(qp, &recv, msg, len, 1);
+    wc.status = sn_qp_place_recv(qp, &recv, msg, len, 1, &snap);
 #else /* a receive too small takes what fits: success */
-    wc.status = sn_qp_place_recv(qp, &recv, msg, sn_ud_fit(&recv, len), 1);
+    wc.status =
+        sn_qp_place_recv(qp, &recv, msg, sn_ud_fit(&recv, len), 1, &snap);
 #endif
     wc.opcode = IBV_WC_RECV;
 #ifndef SN_MUTATE_NO_UD_GRH_LEN
