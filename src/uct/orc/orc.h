@@ -717,7 +717,8 @@ struct uct_orc_ep {
                               iface->tx_signaled) */
     uint16_t tx_ops_mask;  /* tx_ops has tx_ops_mask + 1 entries */
     uct_orc_op_t **tx_ops; /* op of each WR in flight, by its number
-                                 (NULL: none) */
+                                 (NULL: none; every op found here is in
+                                 txq, so with txq empty all are NULL) */
     unsigned credits;      /* AM sends allowed */
     unsigned fence_beat;
     unsigned swaps;         /* swap ops posted, not done */

@@ -1187,6 +1187,44 @@ uct_orc_ep_tx_completed_one(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
     return 1;
 }
 
+/* Whether sn is a WR in flight: after tx_ci, at most tx_pi */
+static UCS_F_ALWAYS_INLINE int uct_orc_ep_sn_in_flight(const uct_orc_ep_t *ep,
+                                                       uint16_t sn)
+{
+    uint16_t count = sn - ep->tx_ci;
+
+    return (count != 0) && (count <= (uint16_t)(ep->tx_pi - ep->tx_ci));
+}
+
+/*
+ * The completion of a stream of short operations, what
+ * uct_orc_ep_tx_completed() does for it without its walk over the WRs: WR
+ * sn succeeded and the tx queue is empty, so no WR up to sn has an op (a
+ * posted op sits in the tx queue until its WR completed: these WRs were
+ * posted inline) and no flush marker waits. They only return their send
+ * queue and CQ entries, all at once. Returns 0, having done nothing, when it
+ * is not that case.
+ */
+static UCS_F_ALWAYS_INLINE int
+uct_orc_ep_tx_completed_inline(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
+                               uint16_t sn)
+{
+    uint16_t count = sn - ep->tx_ci;
+
+    if (!ucs_queue_is_empty(&ep->txq) || !uct_orc_ep_sn_in_flight(ep, sn)) {
+        return 0;
+    }
+
+    ep->tx_ci = sn;
+    ep->sq_avail += count;
+    iface->tx_cq_avail += count;
+    uct_orc_ep_sig_check(ep, iface);
+    if (uct_orc_ep_has_work(ep)) {
+        uct_orc_iface_schedule_pending(iface, ep);
+    }
+    return 1;
+}
+
 /*
  * WR number sn completed with wc_status, and with it every earlier WR not
  * completed yet: RC completes in order, so those before it succeeded (a
@@ -1198,19 +1236,18 @@ void uct_orc_ep_tx_completed(uct_orc_ep_t *ep, uint16_t sn,
                              enum ibv_wc_status wc_status)
 {
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    uint16_t count;
     uct_orc_op_t **slot;
     ucs_queue_head_t done;
     ucs_status_t status;
     uct_orc_op_t *op;
 
     if (ucs_likely(wc_status == IBV_WC_SUCCESS) &&
-        uct_orc_ep_tx_completed_one(ep, iface, sn)) {
+        (uct_orc_ep_tx_completed_one(ep, iface, sn) ||
+         uct_orc_ep_tx_completed_inline(ep, iface, sn))) {
         return;
     }
 
-    count = sn - ep->tx_ci;
-    if ((count == 0) || (count > (uint16_t)(ep->tx_pi - ep->tx_ci))) {
+    if (!uct_orc_ep_sn_in_flight(ep, sn)) {
         ucs_error("orc: ep %p qp 0x%x: completion of WR %u, outside %u..%u", ep,
                   ep->qp->qp_num, sn, (uint16_t)(ep->tx_ci + 1), ep->tx_pi);
         return;
