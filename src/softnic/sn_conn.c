@@ -340,6 +340,9 @@ void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn)
 {
     sn_conn_t **pp;
 
+    if (inst->hot_conn == conn) {
+        inst->hot_conn = NULL;
+    }
     for (pp = &inst->conns; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == conn) {
             *pp = conn->next;

@@ -177,7 +177,13 @@
  * that spins on its CQ then moves the bytes itself, as a kernel-bypass NIC
  * driver would, instead of spinning beside a service thread that waits for
  * the kernel to wake it (2 cores: +25 % cross-host put_bw, half the 8-byte
- * latency). The service thread alone runs the timers, and stands back
+ * latency). Such a step reads the *hot* connection, the target connection
+ * that last brought requests to a poller, without asking epoll first
+ * (one syscall, not two, for the request a ping-pong waits for), and asks
+ * epoll for all of the instance's sockets at every SN_HOT_EPOLL-th step,
+ * and at every step while no connection is hot (the others wait for
+ * pollers' steps up to SN_HOT_EPOLL - 1 recv calls longer). The
+ * service thread alone runs the timers, and stands back
  * from the sockets while a thread keeps polling: once, within a look
  * (SN_LOOK_NS), pollers stepped at least once, pollers' steps and posts
  * (softnic_post_send calls that queued WRs on an RC QP) came to at least
@@ -326,6 +332,9 @@
  * while pollers step this often per look */
 #define SN_STANDBY_STEPS 16
 #define SN_LOOK_NS       1000000ull
+/* A poller's step reads the hot connection at once (see "Polling"); every
+ * this many steps it asks epoll instead */
+#define SN_HOT_EPOLL 4
 
 /* ACK coalescing (see "ACK coalescing" above): an owed ACK is due after
  * this long, or after this many answers or payload bytes */
@@ -541,6 +550,9 @@ struct sn_inst {
                          back from the sockets) */
     int num_held;     /* service thread only: conns holding a request */
     uint8_t *scratch; /* service thread only, CHUNK bytes */
+    /* svc_lock holder only: the connection a poller's step reads without
+     * asking epoll ("Polling"), or NULL */
+    sn_conn_t *hot_conn;
 
     /* UD (sn_ud.c). ud_fd: the UDP socket of the device's address and
      * listener port, opened with the listener, immutable while open; any

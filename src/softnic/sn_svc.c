@@ -234,6 +234,15 @@ static void sn_svc_acks(sn_inst_t *inst, int poller)
                                                    __ATOMIC_RELAXED));
 }
 
+/* svc_lock held, a poller's step: a target connection that brings
+ * requests is the hot one (sn_int.h, "Polling") */
+static void sn_svc_hot(sn_inst_t *inst, sn_conn_t *conn, uint32_t events)
+{
+    if ((conn->role == SN_ROLE_TGT) && conn->tcp_data && (events & EPOLLIN)) {
+        inst->hot_conn = conn;
+    }
+}
+
 /* svc_lock held: handle a batch of epoll events (poller: on a polling
  * thread) */
 static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
@@ -253,6 +262,9 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
             conn = events[i].data.ptr;
             /* an earlier event of this batch may have closed it */
             if (sn_svc_conn_alive(inst, conn)) {
+                if (poller) {
+                    sn_svc_hot(inst, conn, events[i].events);
+                }
                 sn_conn_event(inst, conn, events[i].events);
             }
         }
@@ -260,6 +272,20 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
     /* answers read above may let held requests through */
     sn_conn_resume(inst);
     sn_svc_acks(inst, poller);
+}
+
+/* svc_lock held, a poller's step: its events. The hot connection's
+ * (sn_int.h, "Polling"), read without asking epoll, but at every
+ * SN_HOT_EPOLL-th step, which asks epoll for all of them */
+static int sn_svc_poll_events(sn_inst_t *inst, struct epoll_event *events,
+                              int max)
+{
+    if ((inst->hot_conn != NULL) && (inst->poll_steps % SN_HOT_EPOLL != 0)) {
+        events[0].events   = EPOLLIN;
+        events[0].data.ptr = inst->hot_conn;
+        return 1;
+    }
+    return epoll_wait(inst->epoll_fd, events, max, 0);
 }
 
 void sn_svc_poll(sn_inst_t *inst)
@@ -273,9 +299,9 @@ void sn_svc_poll(sn_inst_t *inst)
         return;
     }
     if (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
-        n = epoll_wait(inst->epoll_fd, events, 16, 0);
         __atomic_store_n(&inst->poll_steps, inst->poll_steps + 1,
                          __ATOMIC_RELAXED);
+        n = sn_svc_poll_events(inst, events, 16);
         if (n > 0) {
             inst->ack_hold =
                 __atomic_load_n(&inst->svc_standby, __ATOMIC_RELAXED);
