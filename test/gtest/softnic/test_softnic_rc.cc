@@ -766,6 +766,8 @@ class softnic_rc_answer : public softnic_topo
     /* one round of streamed_sends_arrive_without_poll; in_time: the round
      * told (b answered soon after its window's end, or got them all) */
     void stream_sends(peer_proc &a, peer_proc &b, bool *in_time);
+    /* one round of poller_reads_beside_the_hot_connection */
+    void sends_beside_the_hot_connection(peer_proc &a, peer_proc &b);
 };
 
 void softnic_rc_answer::spawn_on_tcp(peer_proc **a, peer_proc **b, size_t a_len,
@@ -930,6 +932,65 @@ TEST_P(softnic_rc_answer, held_ack_leaves_without_an_answer)
         if (HasFailure()) {
             break;
         }
+    }
+}
+
+/* A poller's step reads the hot connection (the target connection that
+ * last brought requests, sn_int.h "Polling") without asking epoll, and
+ * asks epoll at every few steps, so the instance's other connections are
+ * read too: b spins on its receive CQ (its service thread stands back from
+ * the sockets: only b's poller reads them) while a's SENDs come on QP 0,
+ * whose connection becomes the hot one, then on QP 1 alone. Each SEND
+ * must complete, within a transport budget of 3 attempts of 33.5 ms
+ * (were only the hot connection read, QP 1's requests would wait in b's
+ * socket until b stops polling: RETRY_EXC_ERR). Same host: everything on
+ * TCP (no_cma), as between two hosts. */
+TEST_P(softnic_rc_answer, poller_reads_beside_the_hot_connection)
+{
+    peer_proc *pa = NULL, *pb = NULL;
+    ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, 4096, 4096));
+    ASSERT_FALSE(HasFailure());
+    peer_proc &a = *pa, &b = *pb;
+    conn_opts oa;
+    oa.timeout = 13; /* 33.5 ms */
+    oa.retry   = 2;
+    for (int qp = 0; qp < 2; ++qp) {
+        ASSERT_NO_FATAL_FAILURE(connect(a, qp, b, qp, oa));
+    }
+    for (int round = 0; (round < 4) && !HasFailure(); ++round) {
+        SCOPED_TRACE("round " + std::to_string(round));
+        ASSERT_NO_FATAL_FAILURE(sends_beside_the_hot_connection(a, b));
+    }
+}
+
+/* one round of poller_reads_beside_the_hot_connection: n SENDs on QP 0,
+ * then n on QP 1 */
+void softnic_rc_answer::sends_beside_the_hot_connection(peer_proc &a,
+                                                        peer_proc &b)
+{
+    const int n = 16;
+    for (int qp = 0; qp < 2; ++qp) {
+        ASSERT_OK(b.cmd("recv qp=" + std::to_string(qp) +
+                        " mr=1 len=64 stride=0 wr=" + std::to_string(qp * n) +
+                        " count=" + std::to_string(n)));
+    }
+    ASSERT_TRUE(
+        b.send("poll cq=recv spin=1 timeout=10000 n=" + std::to_string(2 * n)));
+    usleep(50000); /* b spins: its service thread stands back */
+    for (int i = 0; i < 2 * n; ++i) {
+        SCOPED_TRACE("SEND " + std::to_string(i));
+        wc_t wc = post_wait(a,
+                            "qp=" + std::to_string(i / n) +
+                                " op=SEND mr=1 len=64 wr=" + std::to_string(i),
+                            2000);
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    }
+    reply_t rb = b.recv(20000);
+    ASSERT_TRUE(rb.ok) << rb.line;
+    ASSERT_EQ((size_t)(2 * n), rb.wcs.size()) << rb.line;
+    for (int i = 0; i < 2 * n; ++i) {
+        EXPECT_EQ((uint64_t)i, rb.wcs[i].wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, rb.wcs[i].status);
     }
 }
 
