@@ -813,7 +813,17 @@ class softnic_rc_answer : public softnic_topo
     void stream_sends(peer_proc &a, peer_proc &b, bool *in_time);
     /* one round of poller_reads_beside_the_hot_connection */
     void sends_beside_the_hot_connection(peer_proc &a, peer_proc &b);
+    /* a transport budget of 3 attempts of 33.5 ms */
+    static conn_opts short_budget();
 };
+
+conn_opts softnic_rc_answer::short_budget()
+{
+    conn_opts o;
+    o.timeout = 13; /* 33.5 ms */
+    o.retry   = 2;
+    return o;
+}
 
 void softnic_rc_answer::spawn_on_tcp(peer_proc **a, peer_proc **b, size_t a_len,
                                      size_t b_len)
@@ -954,9 +964,7 @@ TEST_P(softnic_rc_answer, held_ack_leaves_without_an_answer)
     ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, 4096, 4096));
     ASSERT_FALSE(HasFailure());
     peer_proc &a = *pa, &b = *pb;
-    conn_opts oa;
-    oa.timeout = 13; /* 33.5 ms */
-    oa.retry   = 2;
+    const conn_opts oa = short_budget();
     ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0, oa));
     for (int round = 0; round < 5; ++round) {
         SCOPED_TRACE("round " + std::to_string(round));
@@ -996,9 +1004,7 @@ TEST_P(softnic_rc_answer, poller_reads_beside_the_hot_connection)
     ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, 4096, 4096));
     ASSERT_FALSE(HasFailure());
     peer_proc &a = *pa, &b = *pb;
-    conn_opts oa;
-    oa.timeout = 13; /* 33.5 ms */
-    oa.retry   = 2;
+    const conn_opts oa = short_budget();
     for (int qp = 0; qp < 2; ++qp) {
         ASSERT_NO_FATAL_FAILURE(connect(a, qp, b, qp, oa));
     }
