@@ -1,7 +1,8 @@
 /*
  * Real etcd (Debian's etcd-server) for the tests: one member or a cluster,
  * on loopback ports chosen free at run time, each member in its own data
- * directory under one temporary directory removed at the end. Members are
+ * directory under one temporary directory (on /dev/shm when there is one)
+ * removed at the end. Members are
  * children that die with the test process (PR_SET_PDEATHSIG), also when it
  * crashes; the destructor kills and reaps them.
  *
@@ -161,9 +162,18 @@ class etcd_cluster
   public:
     explicit etcd_cluster(size_t members) : m_members(members)
     {
-        char tmpl[]   = "/tmp/orc-etcd-test.XXXXXX";
-        const char *d = mkdtemp(tmpl);
-        m_dir         = (d != NULL) ? d : "";
+        /* on tmpfs where there is one: etcd fsyncs every commit, and a disk
+         * busy with a build stalled a commit for seconds (a request of the
+         * tests timed out); the tests need no durability past a reboot */
+        struct stat st;
+        const char *base =
+            ((stat("/dev/shm", &st) == 0) && S_ISDIR(st.st_mode) &&
+             (access("/dev/shm", W_OK) == 0))
+                ? "/dev/shm"
+                : "/tmp";
+        std::string tmpl = std::string(base) + "/orc-etcd-test.XXXXXX";
+        const char *d    = mkdtemp(&tmpl[0]);
+        m_dir            = (d != NULL) ? d : "";
     }
     ~etcd_cluster()
     {

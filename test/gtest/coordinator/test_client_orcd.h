@@ -415,8 +415,10 @@ class orcd_child
         m_proc.signal(SIGCONT);
     }
 
+    /* A request's timeout covers orcd's worst case on etcd: a node's
+     * deletion is three store calls of store.etcd.timeout (2 s) each */
     orc_client_t *client(const char *job, const char *token = NULL,
-                         int timeout_ms = 3000)
+                         int timeout_ms = 8000)
     {
         orc_client_params_t params = {};
         params.field_mask          = ORC_CLIENT_PARAM_FIELD_URL |
