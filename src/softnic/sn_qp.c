@@ -62,9 +62,10 @@ static int sn_rq_init(sn_rq_t *rq, uint32_t size)
     return 0;
 }
 
-static int sn_rq_push(sn_rq_t *rq, const struct ibv_recv_wr *wr,
-                      uint32_t max_sge)
+static inline int sn_rq_push(sn_rq_t *rq, const struct ibv_recv_wr *wr,
+                             uint32_t max_sge)
 {
+    uint32_t index = rq->head + rq->count;
     sn_recv_t *recv;
 
     if ((wr->num_sge < 0) || ((uint32_t)wr->num_sge > max_sge) ||
@@ -74,10 +75,15 @@ static int sn_rq_push(sn_rq_t *rq, const struct ibv_recv_wr *wr,
     if (rq->count == rq->size) {
         return ENOMEM;
     }
-    recv          = &rq->ring[(rq->head + rq->count) % rq->size];
+    if (index >= rq->size) { /* head < size, count < size: no division */
+        index -= rq->size;
+    }
+    recv          = &rq->ring[index];
     recv->wr_id   = wr->wr_id;
     recv->num_sge = wr->num_sge;
-    if (wr->num_sge > 0) { /* sg_list may be NULL without entries */
+    if (wr->num_sge == 1) { /* the common case: no call to memcpy */
+        recv->sge[0] = wr->sg_list[0];
+    } else if (wr->num_sge > 0) { /* sg_list may be NULL without entries */
         memcpy(recv->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
     }
     ++rq->count;
