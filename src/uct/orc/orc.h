@@ -49,7 +49,7 @@
 #define UCT_ORC_EP_SENDQ_MAX     16 /* ops an ep accepts while pairing */
 #define UCT_ORC_MAX_CREDITS      UINT16_MAX
 #define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
-#define UCT_ORC_IFACE_POLL_BATCH 16     /* completions taken per CQ poll */
+#define UCT_ORC_IFACE_POLL_BATCH 32 /* completions per CQ poll: a ring run */
 #define UCT_ORC_IFACE_TX_IDLE_POLL \
     64 /* progress calls per send CQ poll with only
           unsignaled WRs in flight */
