@@ -777,6 +777,10 @@ static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
             sn_conn_hold(inst, conn);
             return 0;
         }
+        if ((conn->role == SN_ROLE_INI) &&
+            (conn->hdr.rsp.type == SN_RSP_READ_DATA)) {
+            sn_svc_hot(inst, conn); /* its READ's frames come next */
+        }
         conn->rx_state = SN_RX_PAYLOAD;
     }
 

@@ -177,8 +177,11 @@
  * that spins on its CQ then moves the bytes itself, as a kernel-bypass NIC
  * driver would, instead of spinning beside a service thread that waits for
  * the kernel to wake it (2 cores: +25 % cross-host put_bw, half the 8-byte
- * latency). Such a step reads the *hot* connection, the target connection
- * that last brought requests to a poller, without asking epoll first
+ * latency). Such a step reads the *hot* connection, the connection that
+ * last brought a poller requests (a target connection) or READ data (an
+ * initiator connection: a READ's later frames, and the next READ's, come
+ * there, while a target connection of the same process may bring the
+ * peer's rare requests), without asking epoll first
  * (one syscall, not two, for the request a ping-pong waits for), and asks
  * epoll for all of the instance's sockets at every SN_HOT_EPOLL-th step,
  * and at every step while no connection is hot (the others wait for
@@ -553,6 +556,8 @@ struct sn_inst {
     /* svc_lock holder only: the connection a poller's step reads without
      * asking epoll ("Polling"), or NULL */
     sn_conn_t *hot_conn;
+    int polling; /* svc_lock holder only: the step under way is a
+                    poller's (sn_svc_poll) */
 
     /* UD (sn_ud.c). ud_fd: the UDP socket of the device's address and
      * listener port, opened with the listener, immutable while open; any
@@ -1170,6 +1175,10 @@ int sn_svc_start(sn_inst_t *inst);
  * this thread if the instance has TCP data connections and nobody else is
  * running it */
 void sn_svc_poll(sn_inst_t *inst);
+/* svc_lock holder: conn brought what a poller waits for, requests (a
+ * target connection) or READ data (an initiator's): in a poller's step it
+ * becomes the hot connection ("Polling") */
+void sn_svc_hot(sn_inst_t *inst, sn_conn_t *conn);
 void sn_svc_stop(sn_inst_t *inst);
 /* Ask the service thread to connect qp (async). */
 int sn_svc_connect(sn_inst_t *inst, sn_qp_t *qp);

@@ -234,11 +234,9 @@ static void sn_svc_acks(sn_inst_t *inst, int poller)
                                                    __ATOMIC_RELAXED));
 }
 
-/* svc_lock held, a poller's step: a target connection that brings
- * requests is the hot one (sn_int.h, "Polling") */
-static void sn_svc_hot(sn_inst_t *inst, sn_conn_t *conn, uint32_t events)
+void sn_svc_hot(sn_inst_t *inst, sn_conn_t *conn)
 {
-    if ((conn->role == SN_ROLE_TGT) && conn->tcp_data && (events & EPOLLIN)) {
+    if (inst->polling && conn->tcp_data) {
         inst->hot_conn = conn;
     }
 }
@@ -262,8 +260,9 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
             conn = events[i].data.ptr;
             /* an earlier event of this batch may have closed it */
             if (sn_svc_conn_alive(inst, conn)) {
-                if (poller) {
-                    sn_svc_hot(inst, conn, events[i].events);
+                if ((conn->role == SN_ROLE_TGT) &&
+                    (events[i].events & EPOLLIN)) {
+                    sn_svc_hot(inst, conn);
                 }
                 sn_conn_event(inst, conn, events[i].events);
             }
@@ -305,7 +304,9 @@ void sn_svc_poll(sn_inst_t *inst)
         if (n > 0) {
             inst->ack_hold =
                 __atomic_load_n(&inst->svc_standby, __ATOMIC_RELAXED);
+            inst->polling = 1;
             sn_svc_dispatch(inst, events, n, 1);
+            inst->polling  = 0;
             inst->ack_hold = 0;
             /* after the step: events the service thread is holding may
              * name connections closed here */
