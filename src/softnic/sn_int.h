@@ -1061,9 +1061,10 @@ void sn_qp_peer_lost(sn_qp_t *qp, int in_svc);
  * (an SRQ's own lock; a plain RQ is under the QP lock already). QPs sharing
  * an SRQ are drained by different threads, so checking for a receive,
  * claiming the message it is for and popping it happen under one lock; the
- * same-host ring holds it for a run of messages, placing each into its
- * receive before it claims the next (sn_ring.c), and pushes their
- * completions once it let the lock go. */
+ * same-host ring holds it for a run of messages: it counts the receives,
+ * claims the slots of as many messages at once and places each into its
+ * receive (sn_ring.c), and pushes their completions once it let the lock
+ * go. */
 sn_rq_t *sn_qp_recv_lock(sn_qp_t *qp);
 void sn_qp_recv_unlock(sn_qp_t *qp);
 /* QP lock held: write an atomic's original value into the WR's 8-byte local

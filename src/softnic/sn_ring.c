@@ -18,9 +18,10 @@
  *  - the target consumes slots in order: in softnic_cq_poll() of its receive CQ
  *    (when that CQ is empty) and, so that a target that never polls still
  *    completes the sender's WR, in its service thread every millisecond.
- *    Consuming = take a posted receive, copy, push the receive completion,
- *    then mark the slot DONE with a status;
- *  - the initiator reaps DONE slots in softnic_cq_poll() of its send CQ and in
+ *    Consuming = claim a run of slots, take a posted receive for each and
+ *    copy, move the tail past them, then push the receive completions;
+ *  - the initiator reaps the slots the tail passed in softnic_cq_poll() of
+ *    its send CQ and in
  *    its service thread: the send completion is produced only after the
  *    data was placed (RC semantics). A QP reaps its own slots before it
  *    consumes slots its peer posted after taking them (sn_ring_consume): a
@@ -36,21 +37,36 @@
  * Memory ordering of a slot: the producer writes the payload and the header
  * fields (acked: rx_ack loaded with acquire, after the responder stored
  * it with release before the receive it answers completed), then state =
- * POSTED (release), then head (release; only a new ring's zero head is
- * read, by sn_ring_map). The consumer reads the state of the slot at its
- * tail (acquire: POSTED or CANCELLED is work, anything else the end of
- * what was posted), moves state POSTED -> TAKEN with a CAS (the
- * initiator may instead move it POSTED -> CANCELLED when it gives up: RNR
- * retries exhausted, or its QP left RTS), writes status, state = DONE
- * (release), then tail. Both sides validate what they read: a slot length
- * larger than the slot or an unknown status is treated as an error of that
- * message, never trusted, and a consumer pass takes at most the ring's
- * size in slots.
+ * POSTED with the slot's number (release), then head (release; only a new
+ * ring's zero head is read, by sn_ring_map). The consumer reads the state
+ * of the slot at its tail and on (acquire: POSTED with that slot's number
+ * is work, anything else the end of what was posted; the number tells an
+ * earlier lap's slot, which a consumer that took it without a word left
+ * POSTED). The consumer writes no slot it takes without a word: it
+ * claims a run (claim = the run's end), fences (sequentially consistent)
+ * and reads cancel_at; the initiator takes slots back when it gives up
+ * (RNR retries exhausted, or its QP left RTS) by storing cancel_at,
+ * fencing and reading claim, and a slot counts as taken back only when
+ * claim is not beyond it (else the consumer finishes it). Of two that
+ * race each sees the other's store or is seen by it, so no slot is both
+ * taken back and taken; a slot taken back stays so, with all behind it
+ * (the initiator's QP goes to ERR and the ring with its connection). The
+ * consumer then takes the run with plain loads, writes status (and an
+ * atomic's result) into a slot it finished otherwise than by a plain
+ * SEND success with state = DONE and the slot's number, moves the tail
+ * past the run (release) and lowers claim to the tail. The initiator
+ * reaps up to the tail (acquire): a slot it passed is a success unless
+ * it is DONE with that number (an atomic must be). Both sides validate
+ * what they read: a slot length larger than the slot, an unknown status
+ * or a tail beyond what was posted is treated as an error of that
+ * message (or as nothing done), never trusted, and a consumer pass takes
+ * at most the ring's size in slots.
  *
  * No posted receive: the slot stays POSTED and the consumer says so in
  * rnr_at; the initiator gives up after rnr_retry * the target's
- * min_rnr_timer (7 = never), completing the WR with
- * IBV_WC_RNR_RETRY_EXC_ERR. A slot the target completes in error (an
+ * min_rnr_timer (7 = never): it takes the slot back (unless the consumer
+ * claimed it meanwhile: then it looks again later) and completes the WR
+ * with IBV_WC_RNR_RETRY_EXC_ERR. A slot the target completes in error (an
  * atomic it refuses, a receive error) stops the ring: the target consumes
  * nothing behind it and the initiator reaps nothing behind it, its QP goes
  * to ERR and flushes those WRs, as the TCP responder executes nothing after
@@ -60,8 +76,8 @@
  * initiator's transport timer fails the oldest with IBV_WC_RETRY_EXC_ERR
  * once its retry budget is spent (sn_ring_awaits_answer, sn_qp_timers);
  * with timeout 0 it waits until its application moves it to ERR. The
- * initiator cancels the slots when it leaves RTS and drops the
- * connection, which detaches the ring.
+ * initiator takes back the slots it has not reaped when it leaves RTS and
+ * drops the connection, which detaches the ring.
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -79,15 +95,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SN_RING_MAGIC 0x52494e32u /* "RIN2": payload beside the state */
+#define SN_RING_MAGIC 0x52494e33u /* "RIN3": states carry the slot number */
 
+/* A slot's state: what it holds and the number of the slot it is
+ * (sn_slot_state): a slot taken without a word keeps the initiator's
+ * POSTED, so a state of an earlier lap must not read as new work */
 enum {
-    SN_SLOT_FREE = 0,
-    SN_SLOT_POSTED,
-    SN_SLOT_TAKEN,
-    SN_SLOT_DONE,
-    SN_SLOT_CANCELLED
+    SN_SLOT_POSTED = 1, /* by the initiator: a SEND or atomic to take */
+    SN_SLOT_DONE        /* by the consumer: status (and result) to read */
 };
+
+#define SN_SLOT_SEQ_SHIFT 2
+
+static uint32_t sn_slot_state(uint32_t kind, uint64_t seq)
+{
+    return kind | ((uint32_t)seq << SN_SLOT_SEQ_SHIFT);
+}
 
 #define SN_SLOT_F_IMM       0x1
 #define SN_SLOT_F_SOLICITED 0x2
@@ -134,8 +157,12 @@ struct sn_ring {
     uint8_t pad0[40];
     uint64_t head; /* produced, written by the initiator */
     uint8_t pad1[56];
-    uint64_t tail; /* consumed, written by the target */
-    uint8_t pad2[56];
+    uint64_t tail;  /* consumed, written by the target */
+    uint64_t claim; /* the target may be taking the slots below it */
+    uint8_t pad2[48];
+    uint64_t cancel_at; /* slot + 1 from which on the initiator took its
+                           WRs back, 0: none (sn_ring_take_back) */
+    uint8_t pad3[56];
     sn_ring_slot_t slot[SN_RING_SLOTS];
 };
 
@@ -281,7 +308,6 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
         slot->raddr       = wqe->raddr;
         slot->compare_add = wqe->compare_add;
         slot->swap        = wqe->swap;
-        slot->status      = 0;
         ++qp->ring_atomic_out;
         goto publish;
     }
@@ -300,12 +326,12 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
     slot->imm    = wqe->imm;
     slot->flags  = ((wqe->opcode == IBV_WR_SEND_WITH_IMM) ? SN_SLOT_F_IMM : 0) |
                   (wqe->solicited ? SN_SLOT_F_SOLICITED : 0);
-    slot->status = 0;
     /* the answers our QP (as a responder) queued on TCP to the peer's
      * requests: the peer takes this SEND only once it read them */
     slot->acked = (uint32_t)__atomic_load_n(&qp->rx_ack, __ATOMIC_ACQUIRE);
 publish:
-    __atomic_store_n(&slot->state, SN_SLOT_POSTED, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->state, sn_slot_state(SN_SLOT_POSTED, qp->ring_prod),
+                     __ATOMIC_RELEASE);
     __atomic_store_n(&ring->head, qp->ring_prod + 1, __ATOMIC_RELEASE);
 
     wqe->seq   = (uint32_t)qp->ring_prod;
@@ -326,28 +352,50 @@ static int sn_ring_status_valid(uint32_t status)
            (status == IBV_WC_REM_ACCESS_ERR);
 }
 
+/* The status of a slot the consumer is done with: what it wrote there
+ * (DONE), else success (a SEND taken without a word); an atomic always
+ * has its result written */
+static uint32_t sn_ring_slot_status(const sn_ring_slot_t *slot, uint32_t seq,
+                                    int atomic)
+{
+    uint32_t status;
+
+    if (__atomic_load_n(&slot->state, __ATOMIC_RELAXED) !=
+        sn_slot_state(SN_SLOT_DONE, seq)) {
+        return atomic ? IBV_WC_REM_OP_ERR : IBV_WC_SUCCESS;
+    }
+    status = slot->status;
+    return sn_ring_status_valid(status) ? status : IBV_WC_REM_OP_ERR;
+}
+
 void sn_ring_reap(sn_qp_t *qp, int in_svc)
 {
     sn_ring_slot_t *slot;
     sn_wqe_t *wqe;
     uint32_t i, status;
-    int progress = 0;
+    uint64_t tail;
+    int progress = 0, atomic;
 
+    /* the consumer moves the tail past the slots it is done with (acquire:
+     * a DONE slot's status and result, written before); a tail beyond
+     * what we posted is garbage and finishes nothing */
+    tail = __atomic_load_n(&qp->ring->tail, __ATOMIC_ACQUIRE);
+    if (tail - qp->ring_reaped > qp->ring_prod - qp->ring_reaped) {
+        return;
+    }
     for (i = qp->sq_head; (i != qp->sq_tx) && (qp->ring_out > 0); ++i) {
         wqe = &qp->sq[i % qp->sq_size];
         if (wqe->state != SN_WQE_RING) {
             continue;
         }
-        slot = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
-        if (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) != SN_SLOT_DONE) {
-            break;
+        if ((int32_t)((uint32_t)tail - wqe->seq) <= 0) {
+            break; /* not done yet */
         }
-        status = slot->status;
-        if (!sn_ring_status_valid(status)) {
-            status = IBV_WC_REM_OP_ERR;
-        }
-        if ((wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
-            (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP)) {
+        slot   = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
+        atomic = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
+                 (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP);
+        status = sn_ring_slot_status(slot, wqe->seq, atomic);
+        if (atomic) {
             --qp->ring_atomic_out;
             if (status == IBV_WC_SUCCESS) {
                 status = sn_qp_put_atomic_result(qp, wqe, slot->result, in_svc);
@@ -376,24 +424,31 @@ void sn_ring_reap(sn_qp_t *qp, int in_svc)
     }
 }
 
+/* Take the slots from seq on back from the consumer, unless it may be
+ * taking seq already (its claim is beyond seq): then the WRs stay its and
+ * 0 is returned. Each side stores, fences, then loads what the other
+ * stored (sn_ring_claim): of two that race, at least one sees the other,
+ * so no slot is both taken back and taken. */
+static int sn_ring_take_back(struct sn_ring *ring, uint64_t seq)
+{
+    __atomic_store_n(&ring->cancel_at, seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if ((int32_t)((uint32_t)__atomic_load_n(&ring->claim, __ATOMIC_RELAXED) -
+                  (uint32_t)seq) <= 0) {
+        return 1;
+    }
+    __atomic_store_n(&ring->cancel_at, 0, __ATOMIC_RELAXED);
+    return 0;
+}
+
 void sn_ring_cancel(sn_qp_t *qp)
 {
-    sn_ring_slot_t *slot;
-    sn_wqe_t *wqe;
-    uint32_t i, expected;
-
-    if (qp->ring == NULL) {
-        return;
-    }
-    for (i = qp->sq_head; i != qp->sq_tx; ++i) {
-        wqe = &qp->sq[i % qp->sq_size];
-        if (wqe->state == SN_WQE_RING) {
-            slot     = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
-            expected = SN_SLOT_POSTED;
-            __atomic_compare_exchange_n(&slot->state, &expected,
-                                        SN_SLOT_CANCELLED, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE);
-        }
+    /* every slot not reaped: those the consumer claimed it finishes, the
+     * rest it never takes (the connection and the ring go next) */
+    if ((qp->ring != NULL) && (qp->ring_out > 0)) {
+        __atomic_store_n(&qp->ring->cancel_at, qp->ring_reaped + 1,
+                         __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
     }
 }
 
@@ -407,10 +462,9 @@ int sn_ring_awaits_answer(const sn_qp_t *qp)
 
 uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
 {
-    sn_ring_slot_t *slot;
     sn_wqe_t *wqe;
     uint64_t limit;
-    uint32_t i, expected;
+    uint32_t i;
 
     if ((qp->ring == NULL) || (qp->ring_out == 0) ||
         (SN_RULE_RNR && (qp->attr.rnr_retry == 7))) {
@@ -431,15 +485,11 @@ uint64_t sn_ring_timers(sn_qp_t *qp, uint64_t now)
         if (wqe->state != SN_WQE_RING) {
             continue;
         }
-        slot = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
         if ((uint32_t)__atomic_load_n(&qp->ring->rnr_at, __ATOMIC_RELAXED) !=
             wqe->seq + 1) {
             break; /* pending, but not for lack of a receive */
         }
-        expected = SN_SLOT_POSTED;
-        if (__atomic_compare_exchange_n(&slot->state, &expected,
-                                        SN_SLOT_CANCELLED, 0, __ATOMIC_ACQ_REL,
-                                        __ATOMIC_ACQUIRE)) {
+        if (sn_ring_take_back(qp->ring, wqe->seq)) {
             wqe->state  = SN_WQE_DONE;
             wqe->status = IBV_WC_RNR_RETRY_EXC_ERR;
             --qp->ring_out;
@@ -537,12 +587,42 @@ static uint32_t sn_ring_atomic(sn_qp_t *qp, sn_ring_slot_t *slot,
     return IBV_WC_SUCCESS;
 }
 
+/* The slot at tail - 1 has a status for the initiator to read, and the
+ * tail moves past it */
 static void sn_ring_slot_done(struct sn_ring *ring, sn_ring_slot_t *slot,
                               uint32_t status, uint64_t tail)
 {
     slot->status = status;
-    __atomic_store_n(&slot->state, SN_SLOT_DONE, __ATOMIC_RELEASE);
+    __atomic_store_n(&slot->state, sn_slot_state(SN_SLOT_DONE, tail - 1),
+                     __ATOMIC_RELAXED);
     __atomic_store_n(&ring->tail, tail, __ATOMIC_RELEASE);
+}
+
+/* Whether the initiator took the slot seq back (sn_ring_take_back,
+ * sn_ring_cancel): it and every slot behind it are not the consumer's */
+static int sn_ring_taken_back(const struct sn_ring *ring, uint64_t seq)
+{
+    uint64_t at = __atomic_load_n(&ring->cancel_at, __ATOMIC_RELAXED);
+
+    return (at != 0) && ((int32_t)((uint32_t)seq - (uint32_t)(at - 1)) >= 0);
+}
+
+/* QP lock held: before it takes the n slots from tail on, the consumer
+ * says so (claim), then looks whether the initiator took some of them
+ * back (the other half of sn_ring_take_back). Returns how many it may
+ * take. */
+static uint64_t sn_ring_claim(struct sn_ring *ring, uint64_t tail, uint64_t n)
+{
+    uint64_t i;
+
+    __atomic_store_n(&ring->claim, tail + n, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    for (i = 0; (i < n) && !sn_ring_taken_back(ring, tail + i); ++i) {
+    }
+    if (i < n) {
+        __atomic_store_n(&ring->claim, tail + i, __ATOMIC_RELAXED);
+    }
+    return i;
 }
 
 /* QP lock held: mark a slot the consumer took DONE with status; a failed
@@ -588,33 +668,64 @@ static void sn_ring_rnr_clear(struct sn_ring *ring)
     }
 }
 
-/* Whether the initiator left something in this slot for the consumer: a
- * SEND or atomic (POSTED) or a WR it gave up on (CANCELLED). Any other
- * state is a slot the consumer is done with (or never saw): the end of
- * what was posted. The acquire pairs with the producer's release of the
- * state, after everything it wrote before. */
-static int sn_ring_slot_pending(const sn_ring_slot_t *slot)
+/* Whether the initiator left a SEND or atomic for the consumer in slot
+ * seq, this lap's (POSTED with its number), and has not taken it back.
+ * Anything else is a slot the consumer is done with (or never saw): the
+ * end of what was posted. The acquire pairs with the producer's release
+ * of the state, after everything it wrote before. */
+static int sn_ring_slot_pending(const struct sn_ring *ring, uint64_t seq)
 {
-    uint32_t state = __atomic_load_n(&slot->state, __ATOMIC_ACQUIRE);
+    const sn_ring_slot_t *slot = &ring->slot[seq % SN_RING_SLOTS];
 
-    return (state == SN_SLOT_POSTED) || (state == SN_SLOT_CANCELLED);
+    return (__atomic_load_n(&slot->state, __ATOMIC_ACQUIRE) ==
+            sn_slot_state(SN_SLOT_POSTED, seq)) &&
+           !sn_ring_taken_back(ring, seq);
 }
 
 /* Whether the consumer has work at its tail (the tail is written by the
  * consumer only; read atomically, as a CQ poll peeks at it unlocked) */
 static int sn_ring_tail_pending(const struct sn_ring *ring)
 {
-    uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_RELAXED);
+    return sn_ring_slot_pending(ring,
+                                __atomic_load_n(&ring->tail, __ATOMIC_RELAXED));
+}
 
-    return sn_ring_slot_pending(&ring->slot[tail % SN_RING_SLOTS]);
+/* QP lock held: how many slots from tail on (up to end) are SENDs to take
+ * now, at most avail (the receives there are); *why: what ends them */
+static uint64_t sn_ring_scan(const sn_qp_t *qp, const struct sn_ring *ring,
+                             uint64_t tail, uint64_t end, uint64_t avail,
+                             int *why)
+{
+    const sn_ring_slot_t *slot;
+    uint64_t seq;
+
+    *why = SN_RUN_END;
+    for (seq = tail; seq != end; ++seq) {
+        slot = &ring->slot[seq % SN_RING_SLOTS];
+        if (!sn_ring_slot_pending(ring, seq) ||
+            sn_ring_answers_unread(qp, slot)) {
+            break; /* the end of what was posted, or a SEND that waits */
+        }
+        if (__atomic_load_n(&slot->flags, __ATOMIC_RELAXED) &
+            (SN_SLOT_F_FADD | SN_SLOT_F_CSWAP)) {
+            *why = SN_RUN_ATOMIC;
+            break;
+        }
+        if (seq - tail == avail) {
+            *why = SN_RUN_RNR;
+            break;
+        }
+    }
+    return seq - tail;
 }
 
 /* QP lock held, the receive queue's lock too (sn_qp_recv_lock: another
- * thread may be draining a QP of the same SRQ, so checking for a receive,
- * claiming the message it is for and taking it happen under one hold):
- * take the SEND slots from run->tail on, in order, up to end at most,
- * each into a receive of rq, placed there; the first that is not a SEND
- * to take now, or whose receive failed, ends the run. */
+ * thread may be draining a QP of the same SRQ, so counting the receives,
+ * claiming the messages they are for and taking them happen under one
+ * hold): take the SEND slots from run->tail on, in order, up to end at
+ * most, each into a receive of rq, placed there; the first that is not a
+ * SEND to take now, or whose receive failed, ends the run. The slots are
+ * claimed once for the run (sn_ring_claim) and read with plain loads. */
 static int sn_ring_take_locked(sn_qp_t *qp, sn_ring_att_t *att, sn_rq_t *rq,
                                sn_ring_run_t *run, uint64_t end, int in_svc)
 {
@@ -622,64 +733,43 @@ static int sn_ring_take_locked(sn_qp_t *qp, sn_ring_att_t *att, sn_rq_t *rq,
     const sn_recv_t *recv;
     enum ibv_wc_status status;
     sn_ring_slot_t *slot;
-    uint32_t expected, len;
-    int cleared = 0;
+    uint64_t n, last;
+    uint32_t len;
+    int why;
 
-    for (; run->tail != end; ++run->tail) {
+    n = sn_ring_scan(qp, att->ring, run->tail, end, rq->count, &why);
+    if (n == 0) {
+        return why;
+    }
+    sn_ring_rnr_clear(att->ring);
+    last = run->tail + sn_ring_claim(att->ring, run->tail, n);
+    if (last != run->tail + n) {
+        why = SN_RUN_END; /* the initiator took the rest back */
+    }
+    for (; run->tail != last; ++run->tail) {
         slot = &att->ring->slot[run->tail % SN_RING_SLOTS];
-        if (!sn_ring_slot_pending(slot)) {
-            return SN_RUN_END; /* the end of what was posted */
-        }
-        if (__atomic_load_n(&slot->flags, __ATOMIC_RELAXED) &
-            (SN_SLOT_F_FADD | SN_SLOT_F_CSWAP)) {
-            return SN_RUN_ATOMIC;
-        }
-        if (sn_ring_answers_unread(qp, slot)) {
-            return SN_RUN_END;
-        }
-        if (rq->count == 0) {
-            return SN_RUN_RNR;
-        }
-        if (!cleared) {
-            sn_ring_rnr_clear(att->ring);
-            cleared = 1;
-        }
-        expected = SN_SLOT_POSTED;
-        if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN,
-                                         0, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_ACQUIRE)) {
-            if (expected == SN_SLOT_CANCELLED) {
-                continue; /* passed over: the tail moves past it */
-            }
-            return SN_RUN_END; /* not posted yet (or garbage): stop here */
-        }
-        len = slot->length;
+        len  = slot->length;
         if (len > SN_RING_DATA) {
             return SN_RUN_BAD_LEN;
         }
-        recv   = sn_rq_take(rq); /* count > 0 under the lock */
+        recv   = sn_rq_take(rq); /* scanned: count > 0 under the lock */
         status = sn_qp_place_recv(qp, recv, slot->data, len, in_svc, &snap);
         sn_ring_run_add(qp, att, run, recv, slot, status, len);
         if (status != IBV_WC_SUCCESS) {
             return SN_RUN_RECV_ERR;
         }
     }
-    return SN_RUN_END; /* the pass's bound */
+    return why;
 }
 
-/* QP lock held: the run's slots are the sender's again (DONE, the tail past
- * them) before their receives complete (as the TCP path sends its ACK
- * first), all in one CQ lock hold and in ring order. A failed last
- * receive (failed = 1) completes too; its slot is left to the caller. */
+/* QP lock held: the run's slots are the sender's again (the tail past
+ * them: taken without a word, a success) before their receives complete
+ * (as the TCP path sends its ACK first), all in one CQ lock hold and in
+ * ring order. A failed last receive completes too; its slot is left to
+ * the caller (run->tail is at it). */
 static void sn_ring_deliver(sn_qp_t *qp, sn_ring_att_t *att,
-                            const sn_ring_run_t *run, int failed)
+                            const sn_ring_run_t *run)
 {
-    int i;
-
-    for (i = 0; i < run->n - failed; ++i) {
-        run->slot[i]->status = IBV_WC_SUCCESS;
-        __atomic_store_n(&run->slot[i]->state, SN_SLOT_DONE, __ATOMIC_RELEASE);
-    }
     if (run->tail != att->ring->tail) {
         __atomic_store_n(&att->ring->tail, run->tail, __ATOMIC_RELEASE);
     }
@@ -705,8 +795,12 @@ static int sn_ring_sends(sn_qp_t *qp, sn_ring_att_t *att, uint64_t *tail_p,
     rq       = sn_qp_recv_lock(qp);
     why      = sn_ring_take_locked(qp, att, rq, &run, end, in_svc);
     sn_qp_recv_unlock(qp);
-    sn_ring_deliver(qp, att, &run, why == SN_RUN_RECV_ERR);
+    sn_ring_deliver(qp, att, &run);
     *tail_p = run.tail + ((why == SN_RUN_BAD_LEN) || (why == SN_RUN_RECV_ERR));
+    /* what was claimed and not taken is the initiator's to take back */
+    if (__atomic_load_n(&att->ring->claim, __ATOMIC_RELAXED) != *tail_p) {
+        __atomic_store_n(&att->ring->claim, *tail_p, __ATOMIC_RELAXED);
+    }
     switch (why) {
     case SN_RUN_ATOMIC:
         return 1;
@@ -739,15 +833,8 @@ static int sn_ring_atomic_slot(sn_qp_t *qp, sn_ring_att_t *att,
                                sn_ring_slot_t *slot, uint32_t flags,
                                uint64_t tail)
 {
-    uint32_t expected = SN_SLOT_POSTED;
-
-    if (!__atomic_compare_exchange_n(&slot->state, &expected, SN_SLOT_TAKEN, 0,
-                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        if (expected == SN_SLOT_CANCELLED) {
-            __atomic_store_n(&att->ring->tail, tail + 1, __ATOMIC_RELEASE);
-            return 1;
-        }
-        return 0;
+    if (sn_ring_claim(att->ring, tail, 1) == 0) {
+        return 0; /* taken back */
     }
     return !sn_ring_slot_finish(att, slot, sn_ring_atomic(qp, slot, flags),
                                 tail + 1);
@@ -764,7 +851,7 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     struct sn_ring *ring = att->ring;
     sn_ring_slot_t *slot;
     uint64_t end, tail;
-    uint32_t expected, flags;
+    uint32_t flags;
 
     if (!sn_ring_tail_pending(ring)) {
         return;
@@ -789,18 +876,14 @@ static void sn_ring_consume(sn_qp_t *qp, sn_ring_att_t *att, int in_svc)
     end  = tail + SN_RING_SLOTS;
     while (tail != end) {
         slot = &ring->slot[tail % SN_RING_SLOTS];
-        if (!sn_ring_slot_pending(slot)) {
+        if (!sn_ring_slot_pending(ring, tail)) {
             return; /* the end of what was posted */
         }
         if (qp->state == IBV_QPS_ERR) { /* without the rule only */
-            expected = SN_SLOT_POSTED;
-            if (__atomic_compare_exchange_n(&slot->state, &expected,
-                                            SN_SLOT_TAKEN, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE)) {
-                sn_ring_slot_done(ring, slot, IBV_WC_RETRY_EXC_ERR, tail + 1);
-            } else {
-                __atomic_store_n(&ring->tail, tail + 1, __ATOMIC_RELEASE);
+            if (sn_ring_claim(ring, tail, 1) == 0) {
+                return; /* taken back */
             }
+            sn_ring_slot_done(ring, slot, IBV_WC_RETRY_EXC_ERR, tail + 1);
             ++tail;
             continue;
         }
