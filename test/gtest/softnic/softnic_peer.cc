@@ -672,7 +672,8 @@ std::string cmd_connect(const kv_t &kv)
  * by stride and remote address by rstride; siglast=1 signals only the last.
  * each=1 posts them one softnic_post_send() call each, back to back (a
  * stream, as opposed to one post list); sendafter=1 then posts, right
- * away, a signaled 8-byte SEND from the start of mr (wr = wr + count).
+ * away, an 8-byte SEND from the start of mr (wr = wr + count) with the
+ * flags sendflags= (default S: signaled).
  * badrkey=K: the K-th WR (from 1) carries rkey with its top bit flipped,
  * a key the target never issued.
  * lead=N: N empty post lists (no WR) first, back to back with the posts
@@ -764,7 +765,7 @@ std::string cmd_post(const kv_t &kv)
         send.sg_list    = &sge;
         send.num_sge    = 1;
         send.opcode     = IBV_WR_SEND;
-        send.send_flags = IBV_SEND_SIGNALED;
+        send.send_flags = parse_send_flags(str(kv, "sendflags", "S"));
         ret             = softnic_post_send(qp, &send, &bad);
     }
     if (ret) {

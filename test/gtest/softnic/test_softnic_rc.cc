@@ -462,6 +462,35 @@ TEST_P(softnic_rc, fenced_write_sends_what_read_fetched)
     }
 }
 
+/* IBV_SEND_FENCE behind an atomic: a SEND whose source is the buffer a
+ * fetch-and-add before it returns the original value into carries that
+ * value. Same host, the atomic goes through the shared-memory ring and,
+ * without the fence, the SEND would be copied into the next slot at once,
+ * before the target's consumer ran the atomic; two hosts: TCP, as above. */
+TEST_P(softnic_rc, fenced_send_sends_what_atomic_fetched)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    for (int rep = 0; rep < 5; ++rep) {
+        const uint64_t old = 1000 + rep;
+        SCOPED_TRACE("rep " + std::to_string(rep));
+        ASSERT_OK(m_b->cmd("set64 id=1 off=8 val=" + std::to_string(old)));
+        ASSERT_OK(m_a->cmd("set64 id=1 off=0 val=7")); /* stale */
+        ASSERT_OK(m_b->cmd("recv qp=0 mr=1 off=64 len=8 wr=" +
+                           std::to_string(10 + rep)));
+        ASSERT_OK(m_a->cmd("post qp=0 op=FADD mr=1 len=8 add=1 wr=1 "
+                           "sendafter=1 sendflags=SF" +
+                           remote(8)));
+        std::vector<wc_t> wcs = poll(*m_a, "send", 2);
+        ASSERT_EQ(2u, wcs.size());
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[0].status);
+        EXPECT_EQ(IBV_WC_SUCCESS, wcs[1].status);
+        ASSERT_EQ(1u, poll(*m_b, "recv", 1).size());
+        EXPECT_EQ(old, m_a->cmd("get64 id=1 off=0").u("val"));
+        EXPECT_EQ(old, m_b->cmd("get64 id=1 off=64").u("val"))
+            << "the fenced SEND did not wait for the atomic before it";
+    }
+}
+
 /* Operations of one QP are placed in order, whichever path each takes
  * (same-host CMA, shared-memory ring, TCP): a READ sees the WRITEs posted
  * before it, including WRITEs queued behind an atomic or a SEND. */
