@@ -556,8 +556,8 @@ struct sn_inst {
     /* svc_lock holder only: the connection a poller's step reads without
      * asking epoll ("Polling"), or NULL */
     sn_conn_t *hot_conn;
-    int polling; /* svc_lock holder only: the step under way is a
-                    poller's (sn_svc_poll) */
+    int polling; /* svc_lock holder only: the events being handled are
+                    a poller's step's (sn_svc_dispatch, sn_svc_poll) */
 
     /* UD (sn_ud.c). ud_fd: the UDP socket of the device's address and
      * listener port, opened with the listener, immutable while open; any
@@ -952,6 +952,13 @@ void sn_log_cfg(const softnic_config_t *config, softnic_log_level_t level,
 #else
 #define SN_RULE_BATCH_FLUSH 1
 #endif
+
+/* Is opcode (enum ibv_wr_opcode) one of the two 64-bit atomics? */
+static inline int sn_opcode_is_atomic(int opcode)
+{
+    return (opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
+           (opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
+}
 
 /* The target side of an atomic on 8 checked bytes: fetch-add (fadd) or
  * compare-swap; returns the original value. Without the rule: a read and a

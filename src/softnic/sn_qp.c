@@ -450,8 +450,7 @@ static int sn_qp_run_cma(sn_qp_t *qp, sn_wqe_t *wqe)
 static int sn_wqe_is_rd_atomic(const sn_wqe_t *wqe)
 {
     return (wqe->opcode == IBV_WR_RDMA_READ) ||
-           (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
-           (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
+           sn_opcode_is_atomic(wqe->opcode);
 }
 
 static void sn_qp_apply_rewind(sn_qp_t *qp)
@@ -1068,8 +1067,7 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     wqe->num_sge   = wr->num_sge;
     wqe->length    = (uint32_t)length;
     wqe->imm       = wr->imm_data;
-    if ((wr->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
-        (wr->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD)) {
+    if (sn_opcode_is_atomic(wr->opcode)) {
         wqe->rkey        = wr->wr.atomic.rkey;
         wqe->raddr       = wr->wr.atomic.remote_addr;
         wqe->compare_add = wr->wr.atomic.compare_add;
@@ -1101,11 +1099,10 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     if (wr->num_sge > 0) { /* sg_list may be NULL without entries */
         memcpy(wqe->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
     }
-    local_access = ((wr->opcode == IBV_WR_RDMA_READ) ||
-                    (wr->opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
-                    (wr->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD))
-                       ? IBV_ACCESS_LOCAL_WRITE
-                       : 0;
+    local_access =
+        ((wr->opcode == IBV_WR_RDMA_READ) || sn_opcode_is_atomic(wr->opcode))
+            ? IBV_ACCESS_LOCAL_WRITE
+            : 0;
     for (i = 0; i < wr->num_sge; ++i) {
         if ((wr->sg_list[i].length > 0) &&
             (sn_mr_check(inst->mrs, wr->sg_list[i].lkey, qp->pdn,

@@ -188,12 +188,6 @@ static sn_wqe_t *sn_req_wqe(sn_qp_t *qp, uint32_t *index_p)
     return NULL;
 }
 
-static int sn_req_is_atomic(uint8_t opcode)
-{
-    return (opcode == IBV_WR_ATOMIC_CMP_AND_SWP) ||
-           (opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
-}
-
 /* QP lock held: the WQE's answer is in (rsp_seq: the peer's requests
  * that acknowledge it may be taken, sn_resp.c) */
 static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe, enum ibv_wc_status status)
@@ -204,7 +198,7 @@ static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe, enum ibv_wc_status status)
     if (wqe->state == SN_WQE_SENT) {
         --qp->sent_out;
         if ((wqe->opcode == IBV_WR_RDMA_READ) ||
-            sn_req_is_atomic(wqe->opcode)) {
+            sn_opcode_is_atomic(wqe->opcode)) {
             --qp->rd_atomic_out;
         }
     }
@@ -259,7 +253,7 @@ static int sn_req_on_ack(sn_qp_t *qp, sn_wqe_t *wqe)
 /* QP lock held: an atomic's original value */
 static int sn_req_on_atomic(sn_qp_t *qp, sn_wqe_t *wqe, uint64_t value)
 {
-    if (!sn_req_is_atomic(wqe->opcode)) {
+    if (!sn_opcode_is_atomic(wqe->opcode)) {
         return -1;
     }
     qp->rnr_count = qp->retry_count = 0;

@@ -275,8 +275,7 @@ int sn_ring_post(sn_qp_t *qp, uint32_t index, int may_reap)
     uint32_t off = 0;
     int i;
 
-    int atomic = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
-                 (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP);
+    int atomic = sn_opcode_is_atomic(wqe->opcode);
 
     if ((ring == NULL) || (wqe->state != SN_WQE_QUEUED) ||
         ((wqe->opcode != IBV_WR_SEND) &&
@@ -392,8 +391,7 @@ void sn_ring_reap(sn_qp_t *qp, int in_svc)
             break; /* not done yet */
         }
         slot   = &qp->ring->slot[wqe->seq % SN_RING_SLOTS];
-        atomic = (wqe->opcode == IBV_WR_ATOMIC_FETCH_AND_ADD) ||
-                 (wqe->opcode == IBV_WR_ATOMIC_CMP_AND_SWP);
+        atomic = sn_opcode_is_atomic(wqe->opcode);
         status = sn_ring_slot_status(slot, wqe->seq, atomic);
         if (atomic) {
             --qp->ring_atomic_out;

@@ -249,6 +249,7 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
     sn_conn_t *conn;
     int i;
 
+    inst->polling = poller;
     for (i = 0; i < n; ++i) {
         if (events[i].data.ptr == &sn_listen_tag) {
             sn_conn_accept(inst);
@@ -271,6 +272,7 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
     /* answers read above may let held requests through */
     sn_conn_resume(inst);
     sn_svc_acks(inst, poller);
+    inst->polling = 0;
 }
 
 /* svc_lock held, a poller's step: its events. The hot connection's
@@ -304,9 +306,7 @@ void sn_svc_poll(sn_inst_t *inst)
         if (n > 0) {
             inst->ack_hold =
                 __atomic_load_n(&inst->svc_standby, __ATOMIC_RELAXED);
-            inst->polling = 1;
             sn_svc_dispatch(inst, events, n, 1);
-            inst->polling  = 0;
             inst->ack_hold = 0;
             /* after the step: events the service thread is holding may
              * name connections closed here */
