@@ -60,7 +60,9 @@ void sn_svc_want_tx(sn_qp_t *qp)
 /* ---- sinks ------------------------------------------------------------- */
 
 /* Build a sink over [offset, offset + len) of a scatter list, checking every
- * segment against the local MR table (LOCAL_WRITE, pdn). Returns 0 or -1. */
+ * segment against the local MR table (LOCAL_WRITE, pdn; a segment's
+ * snapshot from an earlier sink stands while its entry is unchanged).
+ * Returns 0 or -1. */
 int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
                       const struct ibv_sge *sge, int num_sge, uint32_t pdn,
                       uint64_t offset, uint64_t len)
@@ -68,7 +70,7 @@ int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
     uint64_t take;
     int i;
 
-    memset(sink, 0, sizeof(*sink));
+    sn_sink_reset(sink, 0);
     for (i = 0; (i < num_sge) && (len > 0); ++i) {
         if (offset >= sge[i].length) {
             offset -= sge[i].length;
@@ -78,9 +80,9 @@ int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
         if (take > len) {
             take = len;
         }
-        if (sn_mr_check(inst->mrs, sge[i].lkey, pdn, sge[i].addr + offset, take,
-                        IBV_ACCESS_LOCAL_WRITE,
-                        &sink->seg[sink->num].snap) != 0) {
+        if (sn_mr_check_again(inst->mrs, sge[i].lkey, pdn, sge[i].addr + offset,
+                              take, IBV_ACCESS_LOCAL_WRITE,
+                              &sink->seg[sink->num].snap) != 0) {
             return -1;
         }
         sink->seg[sink->num].addr = sge[i].addr + offset;

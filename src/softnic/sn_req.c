@@ -284,9 +284,8 @@ static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
     conn->rd_index = index;
     if (sn_sink_from_sges(inst, &conn->sink, wqe->sge, wqe->num_sge, qp->pdn,
                           rsp->offset, rsp->length) != 0) {
-        memset(&conn->sink, 0, sizeof(conn->sink));
-        conn->sink.failed = 1;
-        conn->sink.num    = 1; /* marks "failed", see sn_req_on_payload */
+        sn_sink_reset(&conn->sink, 1);
+        conn->sink.num = 1; /* marks "failed", see sn_req_on_payload */
     }
     return 0;
 }
@@ -401,9 +400,8 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
     uint32_t index, before;
     int ret;
 
-    memset(&conn->sink, 0, sizeof(conn->sink));
-    conn->sink.failed = 1;
-    conn->pay_left    = 0;
+    sn_sink_reset(&conn->sink, 1);
+    conn->pay_left = 0;
     if (sn_req_check_rsp(inst, rsp) != 0) {
         return -1;
     }

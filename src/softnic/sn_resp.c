@@ -511,8 +511,7 @@ static sn_resp_state_t sn_resp_nak(sn_resp_t *r, uint8_t code)
 /* The payload is drained unless a step gives it a place */
 static void sn_resp_discard_payload(sn_conn_t *conn)
 {
-    memset(&conn->sink, 0, sizeof(conn->sink));
-    conn->sink.failed = 1;
+    sn_sink_reset(&conn->sink, 1);
 }
 
 static int sn_resp_needs_recv(uint8_t op)
@@ -742,7 +741,7 @@ static void sn_resp_sink_region(sn_resp_t *r)
 {
     sn_sink_t *sink = &r->conn->sink;
 
-    memset(sink, 0, sizeof(*sink));
+    sn_sink_reset(sink, 0);
     if (r->req->length > 0) {
         sink->num         = 1;
         sink->seg[0].addr = r->req->raddr;

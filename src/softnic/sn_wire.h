@@ -144,7 +144,9 @@ typedef struct sn_rsp {
 } __attribute__((packed)) sn_rsp_t;
 
 /* Where payload bytes go: up to SN_MAX_SGE checked local segments,
- * or nowhere (discard). */
+ * or nowhere (discard). Only the first num segments are read: a reset
+ * (sn_sink_reset) leaves the others, whose snapshots sn_sink_from_sges
+ * checks again (sn_mr_check_again) instead of reading the MR table. */
 typedef struct sn_sink {
     int num;
     int cur;
@@ -158,6 +160,17 @@ typedef struct sn_sink {
         sn_mr_snap_t snap;
     } seg[SN_MAX_SGE];
 } sn_sink_t;
+
+/* Empty the sink: nothing placed (failed: the payload is discarded), no
+ * QP; the segments stay as they were (above) */
+static inline void sn_sink_reset(sn_sink_t *sink, int failed)
+{
+    sink->num     = 0;
+    sink->cur     = 0;
+    sink->cur_off = 0;
+    sink->failed  = failed;
+    sink->qpn     = 0;
+}
 
 enum {
     SN_ROLE_INI = 1,
