@@ -454,7 +454,8 @@ typedef struct sn_qp sn_qp_t;
  * first_seq + num - 1 of conn, executed, their completions in wc[] in
  * order; empty (num 0) outside a pass. A pass reads one connection and
  * sn_conn_rx ends every pass with sn_resp_batch_end: the batch never holds
- * two connections' receives. */
+ * two connections' receives (the run of a payload after which the pass
+ * ends, sn_conn_spent, writes it already, under the QP lock it holds). */
 typedef struct sn_ack_batch {
     sn_conn_t *conn;
     int num;

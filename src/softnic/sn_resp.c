@@ -1074,6 +1074,12 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
             state = SN_RESP_CLOSE;
         }
     }
+    if (r.qp_locked && (state == SN_RESP_DONE) &&
+        (first == SN_RESP_PAYLOAD_DONE) && sn_conn_spent(conn)) {
+        /* the pass ends next: its one ACK goes now, under the lock held
+         * already, not under sn_resp_batch_end's own */
+        sn_resp_batch_out(&r);
+    }
     sn_resp_hold_qp(&r, SN_QP_UNLOCKED);
     if (state == SN_RESP_HOLD) {
         return 1;

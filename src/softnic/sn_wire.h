@@ -275,6 +275,13 @@ struct sn_conn {
     uint32_t rd_frame_left;    /* of the current frame */
 };
 
+/* Does the pass over conn's input (sn_conn_rx_pass) end at its next frame:
+ * nothing buffered, and a recv() of this pass found the socket empty? */
+static inline int sn_conn_spent(const sn_conn_t *conn)
+{
+    return (conn->rpos == conn->rlen) && conn->drained;
+}
+
 static inline int sn_req_has_payload(uint8_t op)
 {
     return (op == SN_OP_WRITE) || (op == SN_OP_WRITE_IMM) ||
