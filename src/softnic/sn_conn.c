@@ -670,19 +670,36 @@ static int sn_conn_fill(sn_conn_t *conn, uint32_t need)
     return 0;
 }
 
+/* take payload bytes buffered in rbuf */
+static void sn_conn_put_buffered(sn_inst_t *inst, sn_conn_t *conn,
+                                 uint32_t take)
+{
+    sn_sink_put(inst, &conn->sink, conn->rbuf + conn->rpos, take);
+    conn->rpos += take;
+    conn->pay_left -= take;
+}
+
+int sn_conn_take_payload(sn_inst_t *inst, sn_conn_t *conn, uint32_t max)
+{
+    if ((conn->pay_left > max) || (conn->rlen - conn->rpos < conn->pay_left)) {
+        return 0;
+    }
+    sn_conn_put_buffered(inst, conn, conn->pay_left);
+    return 1;
+}
+
 /* Consume payload bytes; returns 1 when complete, 0 when waiting, -1 dead */
 static int sn_conn_payload(sn_inst_t *inst, sn_conn_t *conn)
 {
-    uint32_t avail, take;
+    uint32_t avail;
     ssize_t ret;
 
     while (conn->pay_left > 0) {
         avail = conn->rlen - conn->rpos;
         if (avail > 0) {
-            take = (avail < conn->pay_left) ? avail : conn->pay_left;
-            sn_sink_put(inst, &conn->sink, conn->rbuf + conn->rpos, take);
-            conn->rpos += take;
-            conn->pay_left -= take;
+            sn_conn_put_buffered(inst, conn,
+                                 (avail < conn->pay_left) ? avail
+                                                          : conn->pay_left);
             continue;
         }
         conn->rpos = conn->rlen = 0;
@@ -774,10 +791,13 @@ static int sn_conn_rx_frame(sn_inst_t *inst, sn_conn_t *conn)
         if (ret < 0) {
             return -1;
         }
-        if (ret > 0) {
+        if (ret == 1) {
             conn->rpos -= hdr_len; /* still there: nothing was read since */
             sn_conn_hold(inst, conn);
             return 0;
+        }
+        if (ret == 2) {
+            return 1; /* its payload came with it */
         }
         if ((conn->role == SN_ROLE_INI) &&
             (conn->hdr.rsp.type == SN_RSP_READ_DATA)) {

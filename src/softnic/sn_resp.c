@@ -11,7 +11,8 @@
  * requests it acknowledges were read (else it waits), the QP; take a
  * receive (SEND, WRITE_IMM); check the SEND's length against it or the
  * remote key and access; execute (an atomic, the start of a READ, or a
- * place for the payload). When its payload is complete: check that the QP
+ * place for the payload, where a small payload read with the header goes
+ * at once, in the same run). When its payload is complete: check that the QP
  * is still ready and the payload was placed, acknowledge (the ACK is in
  * the socket before the receive completes; a small request's receive
  * waits for the one ACK of the pass over what the read returned, see
@@ -80,6 +81,7 @@ typedef struct sn_resp {
     uint8_t nak;                    /* SN_NAK_* to answer with */
     enum ibv_wc_status recv_status; /* a receive completing in error */
     uint64_t value;                 /* an atomic's original value */
+    int whole; /* the run took the payload with the header */
 } sn_resp_t;
 
 /* ---- frames ------------------------------------------------------------ */
@@ -770,11 +772,14 @@ static sn_resp_state_t sn_resp_execute(sn_resp_t *r)
     }
 }
 
-/* The payload comes next; the request is answered when it is complete */
+/* The payload comes next; the request is answered when it is complete.
+ * A small one read already is placed now, under the QP lock the header's
+ * steps hold: the request takes the lock once, not twice. */
 static sn_resp_state_t sn_resp_wait_payload(sn_resp_t *r)
 {
     r->conn->drop = 0;
-    return SN_RESP_DONE;
+    r->whole      = sn_conn_take_payload(r->inst, r->conn, SN_ACK_HOLD_LEN);
+    return r->whole ? SN_RESP_PAYLOAD_DONE : SN_RESP_DONE;
 }
 
 /* The request was executed: it counts, and once its answer is queued
@@ -1021,7 +1026,7 @@ static const struct {
     [SN_RESP_WAIT_PAYLOAD]  = {sn_resp_wait_payload, SN_QP_EITHER, 0},
     [SN_RESP_READ]          = {sn_resp_read, SN_QP_UNLOCKED, 1},
     [SN_RESP_ATOMIC_REPLY]  = {sn_resp_atomic_reply, SN_QP_UNLOCKED, 1},
-    [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done, SN_QP_UNLOCKED, 0},
+    [SN_RESP_PAYLOAD_DONE]  = {sn_resp_payload_done, SN_QP_EITHER, 0},
     [SN_RESP_CHECK_STATE]   = {sn_resp_check_state, SN_QP_LOCKED, 0},
     [SN_RESP_CHECK_PLACED]  = {sn_resp_check_placed, SN_QP_LOCKED, 0},
     [SN_RESP_COMPLETE_RECV] = {sn_resp_complete_recv, SN_QP_LOCKED, 0},
@@ -1049,6 +1054,7 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
                        const sn_resp_state_t first)
 {
     sn_resp_state_t state = first;
+    int frame_done;
     sn_resp_t r;
 
     memset(&r, 0, sizeof(r));
@@ -1065,8 +1071,9 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
         sn_resp_hold_qp(&r, sn_resp_steps[state].qp_lock);
         state = sn_resp_steps[state].fn(&r);
     }
+    frame_done = (first == SN_RESP_PAYLOAD_DONE) || r.whole;
     if (conn->late_ack && (state == SN_RESP_DONE) &&
-        ((first == SN_RESP_PAYLOAD_DONE) || !sn_req_has_payload(r.req->op))) {
+        (frame_done || !sn_req_has_payload(r.req->op))) {
         conn->late_ack = 0;
         sn_resp_hold_qp(&r, SN_QP_LOCKED);
         sn_resp_batch_out(&r); /* after the request's receive, too */
@@ -1074,8 +1081,8 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
             state = SN_RESP_CLOSE;
         }
     }
-    if (r.qp_locked && (state == SN_RESP_DONE) &&
-        (first == SN_RESP_PAYLOAD_DONE) && sn_conn_spent(conn)) {
+    if (r.qp_locked && (state == SN_RESP_DONE) && frame_done &&
+        sn_conn_spent(conn)) {
         /* the pass ends next: its one ACK goes now, under the lock held
          * already, not under sn_resp_batch_end's own */
         sn_resp_batch_out(&r);
@@ -1084,7 +1091,10 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
     if (state == SN_RESP_HOLD) {
         return 1;
     }
-    return (state == SN_RESP_CLOSE) ? -1 : r.ret;
+    if ((state == SN_RESP_CLOSE) || (r.ret != 0)) {
+        return -1;
+    }
+    return r.whole ? 2 : 0;
 }
 
 int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn)

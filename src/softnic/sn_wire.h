@@ -320,9 +320,14 @@ void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn, uint32_t events);
 void sn_conn_resume(sn_inst_t *inst);
 /* Send the ACKs the target connections owe: all (force), or those due */
 void sn_conn_acks(sn_inst_t *inst, int force);
+/* TGT, the request's header taken: when its whole payload, at most max
+ * bytes, is in rbuf already, it goes to the sink now (1), in the
+ * responder's run of the header; else (0) it is read as it comes */
+int sn_conn_take_payload(sn_inst_t *inst, sn_conn_t *conn, uint32_t max);
 
 /* Responder (sn_resp.c) */
-/* -1: close, 0: taken, 1: held (the header stays to be read again) */
+/* -1: close, 0: taken, 1: held (the header stays to be read again), 2:
+ * taken with its payload (sn_conn_take_payload) */
 int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn);
 int sn_resp_on_payload(sn_inst_t *inst, sn_conn_t *conn);
 int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn);
