@@ -258,6 +258,31 @@ TEST_P(softnic_access, zero_length_ignores_keys)
     EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
 }
 
+/* A receive whose region is deregistered after an earlier SEND landed in
+ * it (the target may keep that region's snapshot) takes nothing more: the
+ * next SEND completes LOC_PROT_ERR there and REM_OP_ERR here */
+TEST_P(softnic_access, send_into_receive_of_a_deregistered_region)
+{
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    mr_t t = reg_mr(*m_b, 20, 4096);
+    ASSERT_NE(0u, t.addr);
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=20 len=64 wr=60"));
+    wc_t wc = post_wait(*m_a, "qp=0 op=SEND mr=1 len=64 wr=1");
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    std::vector<wc_t> r = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, r.size());
+    ASSERT_EQ(IBV_WC_SUCCESS, r[0].status) << wc_status_name(r[0].status);
+
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=20 len=64 wr=61"));
+    ASSERT_OK(m_b->cmd("dereg id=20"));
+    wc = post_wait(*m_a, "qp=0 op=SEND mr=1 len=64 wr=2");
+    EXPECT_EQ(IBV_WC_REM_OP_ERR, wc.status) << wc_status_name(wc.status);
+    r = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, r.size());
+    EXPECT_EQ(61u, r[0].wr_id);
+    EXPECT_EQ(IBV_WC_LOC_PROT_ERR, r[0].status) << wc_status_name(r[0].status);
+}
+
 INSTANTIATE_TEST_SUITE_P(topo, softnic_access,
                          ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
                          topology_name);
