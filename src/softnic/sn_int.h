@@ -961,6 +961,13 @@ static inline int sn_opcode_is_atomic(int opcode)
            (opcode == IBV_WR_ATOMIC_FETCH_AND_ADD);
 }
 
+/* Is opcode (enum ibv_wr_opcode) a READ or an atomic: a WR that counts
+ * against max_rd_atomic (rd_atomic_out) and writes its local buffer? */
+static inline int sn_opcode_is_rd_atomic(int opcode)
+{
+    return (opcode == IBV_WR_RDMA_READ) || sn_opcode_is_atomic(opcode);
+}
+
 /* The target side of an atomic on 8 checked bytes: fetch-add (fadd) or
  * compare-swap; returns the original value. Without the rule: a read and a
  * write with a yield between them, the window the rule closes. */

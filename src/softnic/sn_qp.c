@@ -447,12 +447,6 @@ static int sn_qp_run_cma(sn_qp_t *qp, sn_wqe_t *wqe)
     return status;
 }
 
-static int sn_wqe_is_rd_atomic(const sn_wqe_t *wqe)
-{
-    return (wqe->opcode == IBV_WR_RDMA_READ) ||
-           sn_opcode_is_atomic(wqe->opcode);
-}
-
 static void sn_qp_apply_rewind(sn_qp_t *qp)
 {
     sn_wqe_t *wqe;
@@ -464,7 +458,7 @@ static void sn_qp_apply_rewind(sn_qp_t *qp)
             wqe->state      = SN_WQE_QUEUED;
             wqe->done_bytes = 0;
             --qp->sent_out;
-            qp->rd_atomic_out -= sn_wqe_is_rd_atomic(wqe);
+            qp->rd_atomic_out -= sn_opcode_is_rd_atomic(wqe->opcode);
         }
     }
     qp->sq_tx          = qp->rewind_to;
@@ -590,7 +584,7 @@ void sn_qp_tx(sn_qp_t *qp)
         }
         wqe->state = SN_WQE_SENT;
         ++qp->sent_out;
-        qp->rd_atomic_out += sn_wqe_is_rd_atomic(wqe);
+        qp->rd_atomic_out += sn_opcode_is_rd_atomic(wqe->opcode);
     }
     if (done_inline) {
         sn_qp_complete(qp);
@@ -1100,9 +1094,7 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
         memcpy(wqe->sge, wr->sg_list, sizeof(*wr->sg_list) * wr->num_sge);
     }
     local_access =
-        ((wr->opcode == IBV_WR_RDMA_READ) || sn_opcode_is_atomic(wr->opcode))
-            ? IBV_ACCESS_LOCAL_WRITE
-            : 0;
+        sn_opcode_is_rd_atomic(wr->opcode) ? IBV_ACCESS_LOCAL_WRITE : 0;
     for (i = 0; i < wr->num_sge; ++i) {
         if ((wr->sg_list[i].length > 0) &&
             (sn_mr_check(inst->mrs, wr->sg_list[i].lkey, qp->pdn,

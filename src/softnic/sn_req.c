@@ -197,8 +197,7 @@ static void sn_req_finish(sn_qp_t *qp, sn_wqe_t *wqe, enum ibv_wc_status status)
     }
     if (wqe->state == SN_WQE_SENT) {
         --qp->sent_out;
-        if ((wqe->opcode == IBV_WR_RDMA_READ) ||
-            sn_opcode_is_atomic(wqe->opcode)) {
+        if (sn_opcode_is_rd_atomic(wqe->opcode)) {
             --qp->rd_atomic_out;
         }
     }
