@@ -924,6 +924,57 @@ TEST_P(softnic_rc_answer, send_completes_before_the_answer_to_it_no_cma)
     ask_and_answer("no_cma=1", 400);
 }
 
+/* A SEND posted behind a READ still completes before the answer to it
+ * (rule SN_RULE_TCP_ACK_FIRST): b sends the READ's data and the SEND's
+ * ACK on one connection, its answer on another (today) or, once QPs share
+ * a stream, behind that ACK (the writer mark). The READ is unsignaled, so
+ * the SEND's completion also waits for the READ's data. The processes are
+ * frozen in turn (as in tcp_send_completes_before_ring_answer_both_waiting)
+ * so that the READ's data, the ACK and the answer all wait when a runs
+ * again, spinning on both CQs. The design's READ of 64 MiB is 1 MiB here:
+ * more than a's frozen socket takes stops b's reading before the SEND.
+ * Without the rule every run failed within 10 rounds: the answer is taken
+ * before the ACK and the READ's data, and the ACK it carries, applied then,
+ * closes the connection (it cannot end a READ), so the SEND never
+ * completes. Same host: everything on TCP (no_cma). */
+TEST_P(softnic_rc_answer, send_completes_before_the_answer_behind_a_read)
+{
+    const size_t read_len = 1 << 20;
+    const int rounds      = 20;
+    peer_proc *pa = NULL, *pb = NULL;
+    ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, 4096, 4096));
+    peer_proc &a = *pa, &b = *pb;
+    reg_mr(a, 2, read_len);
+    mr_t src = reg_mr(b, 2, read_len);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_NO_FATAL_FAILURE(connect(a, 0, b, 0));
+    const std::string rq   = "recv qp=0 mr=1 len=8 stride=0 count=1";
+    const std::string args = " qp=0 mr=1 n=";
+    ASSERT_OK(a.cmd(rq));
+    ASSERT_OK(b.cmd(rq));
+    ASSERT_TRUE(b.send("pingpong role=answer" + args + std::to_string(rounds)));
+    uint64_t answer_first = 0;
+    for (int i = 0; i < rounds; ++i) {
+        SCOPED_TRACE("round " + std::to_string(i));
+        b.freeze();
+        ASSERT_OK(a.cmd("post qp=0 op=READ mr=2 flags= wr=1 len=" +
+                        std::to_string(read_len) + src.remote()));
+        ASSERT_TRUE(a.send("pingpong role=ask spin=1" + args + "1"));
+        usleep(50000); /* the READ and the SEND wait in b's socket */
+        a.freeze();
+        b.thaw();
+        usleep(50000); /* b sent the READ's data, the ACK and its answer */
+        a.thaw();
+        reply_t ra = a.recv(20000);
+        ASSERT_OK(ra);
+        answer_first += ra.u("answer_first");
+    }
+    EXPECT_OK(b.recv());
+    EXPECT_EQ(0u, answer_first)
+        << "in " << answer_first << " of " << rounds
+        << " rounds the answer completed before the SEND it answers";
+}
+
 /* Same host, the SEND on the ring (up to 8 KB) and the answer on TCP
  * (larger), or the reverse: the SEND still completes first (two hosts:
  * both on TCP, as above) */
