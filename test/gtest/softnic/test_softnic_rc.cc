@@ -1262,11 +1262,172 @@ TEST_P(softnic_rc_answer, receives_of_one_read_complete_in_order)
     }
 }
 
+/* Traffic between two instances on TCP only (no_cma on one host), the
+ * case where QPs will share one stream (i18merge-design.md): these tests
+ * pin what must hold once they do. Today every QP has connections of its
+ * own, and they hold trivially. */
+class softnic_rc_tcp : public softnic_rc_answer
+{
+};
+
+/* Two busy peers do not deadlock: on QP pairs 0 and 1, each side posts,
+ * without polling in between, 4 READs of 4 MiB from the other, 4 WRITEs
+ * of 4 MiB to it and 64 SENDs of 64 KiB (the receives posted), then both
+ * poll. Everything completes SUCCESS within 20 s, with the right bytes.
+ * The design's 8 x 16 MiB are 4 x 4 MiB here (the test's run within 10 s
+ * on a loaded 2-core host): 16 MiB of READ data per QP is still many
+ * times a socket's buffers, so each side's output backs up while the
+ * other's requests keep coming. A transport timeout of 1 s per attempt:
+ * a stall under load is no deadlock. Once QPs share a stream, a reader
+ * that stops reading while its output is backed up deadlocks here (switch
+ * rx_always, step 5 of the design). */
+TEST_P(softnic_rc_tcp, bidirectional_bulk_does_not_deadlock)
+{
+    const size_t big = 4 << 20, small = 65536;
+    const int nbig = 4, nsmall = 64, nqp = 2;
+    peer_proc *pa = NULL, *pb = NULL;
+    /* MR 1: READ destination; 2: READ source and WRITE source (filled);
+     * 3: WRITE destination; 4: receives */
+    ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, nbig * big, nbig * big));
+    std::vector<peer_proc *> peers = {pa, pb};
+    mr_t src[2], dst[2];
+    for (int i = 0; i < 2; ++i) {
+        src[i] = reg_mr(*peers[i], 2, nbig * big);
+        dst[i] = reg_mr(*peers[i], 3, nbig * big);
+        reg_mr(*peers[i], 4, nsmall * small);
+        ASSERT_FALSE(HasFailure());
+        ASSERT_OK(peers[i]->cmd("fill id=2 seed=" + std::to_string(2000 + i)));
+    }
+    conn_opts o;
+    o.timeout = 18;
+    for (int q = 0; q < nqp; ++q) {
+        ASSERT_NO_FATAL_FAILURE(connect(*pa, q, *pb, q, o, o));
+    }
+    const std::string b = std::to_string(big), sm = std::to_string(small);
+    const std::string n = " count=" + std::to_string(nbig);
+    for (int i = 0; i < 2; ++i) {
+        for (int q = 0; q < nqp; ++q) {
+            ASSERT_OK(peers[i]->cmd(
+                "recv mr=4 len=" + sm + " qp=" + std::to_string(q) + " count=" +
+                std::to_string(nsmall) + " wr=" + std::to_string(1000 * q)));
+        }
+    }
+    /* each peer's posts name the other's regions: one line per peer */
+    for (int op = 0; op < 3; ++op) {
+        for (int q = 0; q < nqp; ++q) {
+            for (int i = 0; i < 2; ++i) {
+                const std::string wr =
+                    " wr=" + std::to_string(1000 * q + op * 100);
+                std::string line =
+                    (op == 0) ? "op=READ mr=1 len=" + b + n + " stride=" + b +
+                                    " rstride=" + b + src[1 - i].remote()
+                    : (op == 1)
+                        ? "op=WRITE mr=2 len=" + b + n + " stride=" + b +
+                              " rstride=" + b + dst[1 - i].remote()
+                        : "op=SEND mr=2 len=" + sm + " stride=" + sm +
+                              " count=" + std::to_string(nsmall);
+                ASSERT_TRUE(peers[i]->send("post qp=" + std::to_string(q) +
+                                           " " + line + wr));
+            }
+            for (peer_proc *p : peers) {
+                ASSERT_OK(p->recv());
+            }
+        }
+    }
+    const int nsend = nqp * (2 * nbig + nsmall), nrecv = nqp * nsmall;
+    for (peer_proc *p : peers) {
+        ASSERT_TRUE(
+            p->send("poll cq=send timeout=20000 n=" + std::to_string(nsend)));
+    }
+    for (peer_proc *p : peers) {
+        reply_t r = p->recv();
+        ASSERT_EQ((size_t)nsend, r.wcs.size())
+            << p->name() << ": not all WRs completed within 20 s: " << r.line;
+        for (const wc_t &wc : r.wcs) {
+            EXPECT_EQ(IBV_WC_SUCCESS, wc.status)
+                << p->name() << " wr " << wc.wr_id << ": "
+                << wc_status_name(wc.status);
+        }
+    }
+    for (int i = 0; i < 2; ++i) {
+        std::vector<wc_t> r = poll(*peers[i], "recv", nrecv, 20000);
+        ASSERT_EQ((size_t)nrecv, r.size());
+        const std::string other = std::to_string(2000 + 1 - i);
+        EXPECT_OK(peers[i]->cmd("check id=1 seed=" + other));
+        EXPECT_OK(peers[i]->cmd("check id=3 seed=" + other));
+    }
+}
+
+/* Many QPs between two instances all carry traffic both ways: on each of
+ * 64 QP pairs a WRITE of 64 KiB and a SEND of 64 B each way and a READ of
+ * 64 KiB by a; every WR completes SUCCESS, every byte lands where its QP
+ * put it. Once QPs share a stream (64 channels on one connection), the
+ * channels' ids, sequences and table must keep them apart (step 5 of the
+ * design). */
+TEST_P(softnic_rc_tcp, many_qps_between_two_instances)
+{
+    const int nqp    = 64;
+    const size_t len = 65536, n = nqp * len;
+    const std::string l = std::to_string(len);
+    peer_proc *pa = NULL, *pb = NULL;
+    /* MR 1: WRITE source; 2: WRITE destination, QP q's at q * len; 3:
+     * receives; 4: READ source (b) and destination (a), as 2 */
+    ASSERT_NO_FATAL_FAILURE(spawn_on_tcp(&pa, &pb, n, n));
+    std::vector<peer_proc *> peers = {pa, pb};
+    mr_t dst[2], rd[2];
+    for (int i = 0; i < 2; ++i) {
+        dst[i] = reg_mr(*peers[i], 2, n);
+        reg_mr(*peers[i], 3, nqp * 64);
+        rd[i] = reg_mr(*peers[i], 4, n);
+        ASSERT_FALSE(HasFailure());
+        ASSERT_OK(peers[i]->cmd("fill id=1 seed=" + std::to_string(3000 + i)));
+    }
+    ASSERT_OK(pb->cmd("fill id=4 seed=3002"));
+    for (int q = 0; q < nqp; ++q) {
+        ASSERT_NO_FATAL_FAILURE(connect(*pa, q, *pb, q));
+        for (peer_proc *p : peers) {
+            ASSERT_OK(p->cmd("recv mr=3 len=64 qp=" + std::to_string(q) +
+                             " off=" + std::to_string(64 * q) +
+                             " wr=" + std::to_string(q)));
+        }
+    }
+    for (int q = 0; q < nqp; ++q) {
+        const std::string qo = "post qp=" + std::to_string(q) +
+                               " off=" + std::to_string(q * len) +
+                               " wr=" + std::to_string(10 * q) + " len=";
+        for (int i = 0; i < 2; ++i) {
+            ASSERT_OK(peers[i]->cmd(qo + l + " op=WRITE mr=1" +
+                                    dst[1 - i].remote(q * len)));
+            ASSERT_OK(peers[i]->cmd(qo + "64 op=SEND mr=1"));
+        }
+        ASSERT_OK(pa->cmd(qo + l + " op=READ mr=4" + rd[1].remote(q * len)));
+    }
+    for (int i = 0; i < 2; ++i) {
+        const size_t nsend  = nqp * (i == 0 ? 3 : 2);
+        std::vector<wc_t> s = poll(*peers[i], "send", nsend);
+        ASSERT_EQ(nsend, s.size()) << peers[i]->name();
+        std::vector<wc_t> r = poll(*peers[i], "recv", nqp);
+        ASSERT_EQ((size_t)nqp, r.size()) << peers[i]->name();
+        s.insert(s.end(), r.begin(), r.end());
+        for (const wc_t &wc : s) {
+            EXPECT_EQ(IBV_WC_SUCCESS, wc.status)
+                << peers[i]->name() << " wr " << wc.wr_id << ": "
+                << wc_status_name(wc.status);
+        }
+        EXPECT_OK(peers[i]->cmd("check id=2 seed=" + std::to_string(3001 - i)));
+    }
+    EXPECT_OK(pa->cmd("check id=4 seed=3002"));
+}
+
 INSTANTIATE_TEST_SUITE_P(topo, softnic_rc_answer,
                          ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
                          topology_name);
 
 INSTANTIATE_TEST_SUITE_P(topo, softnic_rc,
+                         ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
+                         topology_name);
+
+INSTANTIATE_TEST_SUITE_P(topo, softnic_rc_tcp,
                          ::testing::Values(TOPO_SAME_HOST, TOPO_TWO_HOSTS),
                          topology_name);
 
