@@ -1116,7 +1116,6 @@ std::string cmd_atomics(const kv_t &kv)
     return cas ? fmt("OK tries=%" PRIu64, tries) : "OK vals=" + vals;
 }
 
-/* Local sockets in LISTEN state, from /proc/self/net/tcp and fd links. */
 /*
  * connpath qpn=N (a QPN of this peer; the device opened with log=1): the
  * path its connection took, from softnic's message "qp 0x..: connected to
@@ -1148,12 +1147,12 @@ std::string cmd_connpath(const kv_t &kv)
     return err(ENOENT, path.empty() ? "not_connected" : "unknown_path");
 }
 
-std::string cmd_listeners()
+/* The inodes of this process's sockets, from its fd links */
+bool socket_inodes(std::set<unsigned long> *inodes)
 {
-    std::set<unsigned long> inodes;
     DIR *d = opendir("/proc/self/fd");
     if (d == NULL) {
-        return err(errno, "opendir");
+        return false;
     }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -1166,11 +1165,22 @@ std::string cmd_listeners()
         link[l] = 0;
         unsigned long ino;
         if (sscanf(link, "socket:[%lu]", &ino) == 1) {
-            inodes.insert(ino);
+            inodes->insert(ino);
         }
     }
     closedir(d);
+    return true;
+}
 
+/* This process's TCP sockets in state st, from /proc/self/net/tcp (the
+ * network namespace's sockets: ours are told by their inodes): "OK" and
+ * " <key><i>=ip:port" (the local end) each, then " count=" */
+std::string tcp_sockets(unsigned st, const char *key)
+{
+    std::set<unsigned long> inodes;
+    if (!socket_inodes(&inodes)) {
+        return err(errno, "opendir");
+    }
     std::string out = "OK";
     FILE *f         = fopen("/proc/self/net/tcp", "r");
     if (f == NULL) {
@@ -1179,22 +1189,36 @@ std::string cmd_listeners()
     char line[512];
     int count = 0;
     while (fgets(line, sizeof(line), f)) {
-        unsigned ip, port, st;
+        unsigned ip, port, state;
         unsigned long ino;
         if (sscanf(line,
                    " %*d: %x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*u %lu",
-                   &ip, &port, &st, &ino) != 4) {
+                   &ip, &port, &state, &ino) != 4) {
             continue;
         }
-        if ((st != 0x0A) || !inodes.count(ino)) {
+        if ((state != st) || !inodes.count(ino)) {
             continue;
         }
         struct in_addr in;
         in.s_addr = ip;
-        out += fmt(" l%d=%s:%u", count++, inet_ntoa(in), port);
+        out += fmt(" %s%d=%s:%u", key, count++, inet_ntoa(in), port);
     }
     fclose(f);
     return out + fmt(" count=%d", count);
+}
+
+/* listeners: this process's TCP sockets in LISTEN state (l0=ip:port ...
+ * count=) */
+std::string cmd_listeners()
+{
+    return tcp_sockets(0x0A, "l");
+}
+
+/* tcpconns: this process's ESTABLISHED TCP connections (c0=ip:port, the
+ * local end, ... count=): the connections softnic keeps, and rawopen's */
+std::string cmd_tcpconns()
+{
+    return tcp_sockets(0x01, "c");
 }
 
 int raw_connect(const std::string &host, unsigned port)
@@ -1512,6 +1536,8 @@ std::string dispatch(const std::string &line, bool *quit)
         return cmd_atomics(kv);
     if (cmd == "listeners")
         return cmd_listeners();
+    if (cmd == "tcpconns")
+        return cmd_tcpconns();
     if (cmd == "connpath")
         return cmd_connpath(kv);
     if (cmd == "raw")
