@@ -232,6 +232,72 @@ TEST_P(softnic_errors, dead_peer_host_unreachable_link_down)
     dead_peer(false, false);
 }
 
+/* Losing the peer fails every QP to it, each by its own budget (rule
+ * SN_RULE_RETRY_BUDGET, as dead_peer_killed for one QP): three QPs to b
+ * with timeouts 14, 16 and 18 and retry counts 3, 3 and 1 (budgets of
+ * 4 x 67 ms, 4 x 268 ms and 2 x 1.07 s: the design's timeouts, the last
+ * QP's budget halved to keep the test within 10 s) each have a SEND
+ * waiting for a receive (RNR) and a WRITE and a READ behind it when b's
+ * process dies. Each QP's SEND ends RETRY_EXC_ERR no earlier
+ * than its own budget after its post and the WRITE and READ behind it
+ * follow (RETRY_EXC_ERR or WR_FLUSH_ERR), the QPs in the order of their
+ * budgets. Once QPs share a stream to b, its loss must keep each QP's
+ * budget: none may fail by another's. */
+TEST_P(softnic_errors, peer_loss_fails_every_qp)
+{
+    const int nqp = 3, timeouts[nqp] = {14, 16, 18}, retries[nqp] = {3, 3, 1};
+    conn_opts oa[nqp], ob;
+    ob.min_rnr = 1;
+    /* warm the path up (dead_peer) */
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 9, *m_b, 9));
+    wc_t wc = post_wait(*m_a, "qp=9 op=WRITE mr=1 len=64 wr=1" + remote());
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    for (int q = 0; q < nqp; ++q) {
+        oa[q].timeout = timeouts[q];
+        oa[q].retry   = retries[q];
+        ASSERT_NO_FATAL_FAILURE(connect(*m_a, q, *m_b, q, oa[q], ob));
+        wc = post_wait(*m_a, "qp=" + std::to_string(q) +
+                                 " op=WRITE mr=1 len=64 wr=1" + remote());
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    }
+    double t0[nqp];
+    for (int q = 0; q < nqp; ++q) {
+        t0[q] = now_ms();
+        ASSERT_OK(
+            m_a->cmd("post qp=" + std::to_string(q) +
+                     " op=SEND mr=1 len=64 wr=" + std::to_string(10 * q)));
+    }
+    m_b->kill9();
+    ASSERT_FALSE(m_b->alive());
+    for (int q = 0; q < nqp; ++q) {
+        const std::string qw = "qp=" + std::to_string(q) + " mr=1 len=4096 wr=";
+        ASSERT_OK(m_a->cmd("post " + qw + std::to_string(10 * q + 1) +
+                           " op=WRITE flags=" + remote()));
+        ASSERT_OK(m_a->cmd("post " + qw + std::to_string(10 * q + 2) +
+                           " op=READ" + remote()));
+    }
+    for (int q = 0; q < nqp; ++q) {
+        SCOPED_TRACE("qp " + std::to_string(q));
+        double bound_ms = 2 * retry_bound_ms(oa[q]) + 5000;
+        reply_t r       = m_a->cmd("poll cq=send n=3 timeout=" +
+                                   std::to_string((int)bound_ms + 20000));
+        ASSERT_EQ(3u, r.wcs.size()) << r.line;
+        expect_not_before_budget(t0[q], oa[q]);
+        EXPECT_LE(now_ms() - t0[q], bound_ms) << "dead peer detected too late";
+        EXPECT_EQ(10u * q, r.wcs[0].wr_id) << "QPs fail by their own budgets";
+        EXPECT_EQ(IBV_WC_RETRY_EXC_ERR, r.wcs[0].status)
+            << wc_status_name(r.wcs[0].status);
+        for (size_t i = 1; i < r.wcs.size(); ++i) {
+            EXPECT_EQ(10u * q + i, r.wcs[i].wr_id);
+            EXPECT_TRUE((r.wcs[i].status == IBV_WC_RETRY_EXC_ERR) ||
+                        (r.wcs[i].status == IBV_WC_WR_FLUSH_ERR))
+                << wc_status_name(r.wcs[i].status);
+        }
+        EXPECT_EQ(IBV_QPS_ERR,
+                  (int)m_a->cmd("query qp=" + std::to_string(q)).u("state"));
+    }
+}
+
 /* The peer dies while large WRITEs and READs are in flight (on TCP: in
  * the middle of a frame). */
 TEST_P(softnic_errors, dead_peer_mid_transfer)
