@@ -356,6 +356,53 @@ TEST_P(softnic_rc, atomic_after_naked_atomic_in_list_not_executed)
     }
 }
 
+/* A QP reconnects after a NAK took it to ERR: of four WRITEs in one list,
+ * the third NAKed (a key b never issued), the fourth is flushed and never
+ * touches b (rule SN_RULE_NAK_STOPS, as in
+ * write_after_naked_write_in_list_not_placed); then both QPs go to RESET
+ * and INIT->RTR->RTS again, to each other, and new WRITEs land both ways.
+ * b's QP is reset too (atomic_after_naked_atomic_in_list_not_executed
+ * reconnects a's alone): once QPs share a stream, both sides' channels of
+ * the pair close and open again on it, and what the old ones carried must
+ * not reach the new (step 5 of i18merge-design.md). Same host, CMA checks
+ * the NAKed WRITE in a before the fourth runs, so only two_hosts tells the
+ * rule; both run the reconnect. */
+TEST_P(softnic_rc, qp_reconnects_after_reset)
+{
+    const std::string list = "post qp=0 op=WRITE mr=1 flags=S count=4 len=64 "
+                             "stride=64 rstride=64";
+    ASSERT_NO_FATAL_FAILURE(connect_up(256));
+    ASSERT_OK(m_b->cmd("fill id=1 len=64 count=4 seed=1800"));
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=4 seed=1900"));
+    ASSERT_OK(m_a->cmd(list + " wr=1 badrkey=3" + remote()));
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list({IBV_WC_SUCCESS, IBV_WC_SUCCESS, IBV_WC_REM_ACCESS_ERR,
+                     IBV_WC_WR_FLUSH_ERR}));
+    usleep(50000); /* a wrong placing may still be on its way */
+    EXPECT_OK(m_b->cmd("check id=1 off=128 len=64 count=2 seed=1802"))
+        << "the NAKed or the flushed WRITE touched the target";
+
+    const qp_ep_t ea = m_last_ea, eb = m_last_eb;
+    ASSERT_OK(m_a->cmd("modify qp=0 state=RESET"));
+    ASSERT_OK(m_b->cmd("modify qp=0 state=RESET"));
+    ASSERT_OK(m_a->cmd("connect qp=0 addr=" + eb.addr +
+                       " qpn=" + std::to_string(eb.qpn)));
+    ASSERT_OK(m_b->cmd("connect qp=0 addr=" + ea.addr +
+                       " qpn=" + std::to_string(ea.qpn)));
+    ASSERT_OK(m_a->cmd("fill id=1 len=64 count=4 seed=2000"));
+    ASSERT_OK(m_a->cmd(list + " wr=11" + remote()));
+    ASSERT_NO_FATAL_FAILURE(
+        expect_list(std::vector<ibv_wc_status>(4, IBV_WC_SUCCESS), 11));
+    EXPECT_OK(m_b->cmd("check id=1 len=64 count=4 seed=2000"))
+        << "the WRITEs after the reconnect did not land";
+    ASSERT_OK(m_b->cmd("fill id=1 len=64 seed=2100"));
+    wc_t wc =
+        post_wait(*m_b, "qp=0 op=WRITE mr=1 wr=21 len=64" + m_la.remote());
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    EXPECT_OK(m_a->cmd("check id=1 len=64 seed=2100"))
+        << "b's WRITE after the reconnect did not land";
+}
+
 /* ...and a READ flushed behind a NAKed one fetches nothing: of four READs
  * in one list, the third with a key the target never issued, the fourth
  * completes with WR_FLUSH_ERR and its local bytes are the ones there
