@@ -2,7 +2,8 @@
  * softnic completion queues and completion channels.
  *
  * A CQ is a mutex-protected ring of struct ibv_wc (locking contract in
- * sn_int.h). A completion channel is a pipe: an armed CQ that receives a
+ * sn_int.h); what an empty poll's own step completes skips the ring and
+ * goes straight into the poll's array (sn_cq_taker_t). A completion channel is a pipe: an armed CQ that receives a
  * completion writes one 8-byte event record (its cq_context, see softnic.h)
  * into the pipe and disarms, so the channel fd is readable exactly while
  * events are pending, as with verbs.
@@ -215,13 +216,32 @@ void sn_cq_flush_batches(sn_cq_t *cq, int wait)
     pthread_mutex_unlock(&cq->qps_lock);
 }
 
-/* CQ lock held: the completion wc goes in, or the CQ overruns (logged and
- * reported once); returns whether an armed CQ fires for it */
-static int sn_cq_put(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
+/*
+ * The empty poll this thread runs now (softnic_cq_poll: its ring progress,
+ * step and batch flush), NULL cq if none: a completion this thread pushes
+ * into that CQ while the CQ is empty goes straight into the poll's wc array
+ * (see sn_cq_t). Thread-local: no other thread reads or writes it.
+ */
+typedef struct sn_cq_taker {
+    sn_cq_t *cq;
+    struct ibv_wc *wc;
+    int max; /* the poll's num_entries */
+    int n;   /* taken so far */
+} sn_cq_taker_t;
+
+static __thread sn_cq_taker_t sn_cq_taker;
+
+/* CQ lock held: the completion wc goes in (into the poll of taker if this
+ * thread runs an empty poll of cq and cq is empty), or the CQ overruns
+ * (logged and reported once); returns whether an armed CQ fires for it */
+static int sn_cq_put(sn_cq_t *cq, const struct ibv_wc *wc, int solicited,
+                     sn_cq_taker_t *taker)
 {
     int tail;
 
-    if (cq->count == cq->size) {
+    if ((taker->cq == cq) && (cq->count == 0) && (taker->n < taker->max)) {
+        taker->wc[taker->n++] = *wc; /* nothing is in the ring before it */
+    } else if (cq->count == cq->size) {
         if (!cq->overrun) {
             sn_log(sn_inst(cq->super.dev), SOFTNIC_LOG_ERROR,
                    "cq %p overrun (capacity %d)", (void *)cq, cq->size);
@@ -244,6 +264,7 @@ static int sn_cq_put(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
 void sn_cq_push_n(sn_cq_t *cq, const struct ibv_wc *wc,
                   const uint8_t *solicited, int n)
 {
+    sn_cq_taker_t *taker = &sn_cq_taker;
     sn_channel_t *channel;
     int notify      = 0;
     uint64_t record = (uintptr_t)cq->super.cq_context;
@@ -252,7 +273,7 @@ void sn_cq_push_n(sn_cq_t *cq, const struct ibv_wc *wc,
 
     pthread_mutex_lock(&cq->lock);
     for (i = 0; i < n; ++i) {
-        if (sn_cq_put(cq, &wc[i], (solicited != NULL) && solicited[i])) {
+        if (sn_cq_put(cq, &wc[i], (solicited != NULL) && solicited[i], taker)) {
             cq->armed = 0; /* one event: it disarms the CQ */
             notify    = (cq->super.channel != NULL);
             cq->events += notify;
@@ -277,6 +298,39 @@ void sn_cq_push(sn_cq_t *cq, const struct ibv_wc *wc, int solicited)
     sn_cq_push_n(cq, wc, &sol, 1);
 }
 
+/* An empty poll of scq: drive what fills it (see the header comment of
+ * sn_int.h, "Polling"); returns how many completions this thread pushed into
+ * it meanwhile straight into wc[0..num_entries-1] (sn_cq_taker_t) */
+static int sn_cq_poll_empty(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
+{
+    sn_cq_taker_t *taker = &sn_cq_taker;
+    sn_inst_t *inst      = sn_inst(scq->super.dev);
+    /* a poll inside a poll (from a log callback) takes nothing: the outer
+     * poll owns the hand-over */
+    int own = (taker->cq == NULL);
+
+    if (own) {
+        taker->cq  = scq;
+        taker->wc  = wc;
+        taker->max = num_entries;
+        taker->n   = 0;
+    }
+    /* same-host SEND rings are progressed by the polling thread, and so are
+     * the sockets of TCP connections while it keeps polling */
+    sn_cq_ring_progress(scq);
+    sn_svc_poll(inst);
+    /* the application waits: what it streamed must be under way */
+    if (sn_cq_holds_writes(inst)) {
+        sn_cq_flush_batches(scq, 0);
+    }
+    sn_ud_poll(inst);
+    if (!own) {
+        return 0;
+    }
+    taker->cq = NULL;
+    return taker->n;
+}
+
 int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
 {
     sn_cq_t *scq = (sn_cq_t *)cq;
@@ -291,15 +345,10 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
      * means "empty right now", as with a hardware CQ. */
     if ((__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) &&
         !__atomic_load_n(&scq->overrun, __ATOMIC_RELAXED)) {
-        /* same-host SEND rings are progressed by the polling thread, and
-         * so are the sockets of TCP connections while it keeps polling */
-        sn_cq_ring_progress(scq);
-        sn_svc_poll(sn_inst(cq->dev));
-        /* the application waits: what it streamed must be under way */
-        if (sn_cq_holds_writes(sn_inst(cq->dev))) {
-            sn_cq_flush_batches(scq, 0);
+        n = sn_cq_poll_empty(scq, num_entries, wc);
+        if (n > 0) {
+            return n; /* what the ring got after them: the next poll */
         }
-        sn_ud_poll(sn_inst(cq->dev));
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
             /* a thread spinning on an empty CQ starves the service threads
              * (and same-host peers) that will fill it, when cores are

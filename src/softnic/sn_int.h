@@ -597,6 +597,14 @@ typedef struct sn_channel {
  * Producers: posting threads and the service thread; consumer: cq_poll.
  * count and overrun are stored atomically (under the lock) so that cq_poll
  * may peek at them without the lock and return 0 for an empty CQ.
+ * A completion that a thread pushes into an empty CQ (count 0) while that
+ * thread runs an empty cq_poll of it (the poll's ring progress, step, batch
+ * flush: a ping-pong's request) goes, under the lock as any push, straight
+ * into that poll's wc array, which the poll returns; it never enters the
+ * ring, so the poll takes no lock for it. Order holds: nothing is in the
+ * ring before it, and what the ring gets after it is for the next poll.
+ * The poll's array is known to its own thread only (thread-local
+ * sn_cq_taker in sn_cq.c), so no other thread writes it.
  * Lock order: QP lock -> SRQ lock -> CQ lock.
  */
 typedef struct sn_cq {

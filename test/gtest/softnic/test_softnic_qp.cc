@@ -529,6 +529,63 @@ TEST_F(softnic_local_tcp,
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
+/* A completion that a poll's own step produces goes straight into the
+ * poll's array (sn_int.h, sn_cq_t), never more than the poll asked for:
+ * after the spin (the poller steps itself), 8 signaled WRITEs posted in one
+ * list are ACKed together, and the step that reads the ACK completes them
+ * all. Polls of 1 entry each return them one by one, in posting order, and
+ * the array's next entry stays untouched. A hand-over past num_entries
+ * writes it. */
+TEST_F(softnic_local_tcp, poll_takes_at_most_num_entries_from_its_own_step)
+{
+    const size_t len = 64;
+    const int num    = 8;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_mr_t *mr =
+        softnic_mr_reg(m_pd, buf.data(), buf.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    ASSERT_NE(nullptr, mr) << strerror(errno);
+    softnic_qp_t *a = tracked_qp(), *b = tracked_qp();
+    ASSERT_TRUE(a && b);
+    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
+    ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
+
+    ibv_sge sge = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
+    ibv_send_wr wr[num], *bad;
+    for (int i = 0; i < num; ++i) {
+        wr[i]                     = {};
+        wr[i].wr_id               = 10 + i;
+        wr[i].next                = (i + 1 < num) ? &wr[i + 1] : NULL;
+        wr[i].sg_list             = &sge;
+        wr[i].num_sge             = 1;
+        wr[i].opcode              = IBV_WR_RDMA_WRITE;
+        wr[i].send_flags          = IBV_SEND_SIGNALED;
+        wr[i].wr.rdma.remote_addr = (uintptr_t)&buf[len];
+        wr[i].wr.rdma.rkey        = mr->rkey;
+    }
+    ASSERT_EQ(0, softnic_post_send(a, wr, &bad));
+
+    ibv_wc wc[2], canary;
+    memset(&canary, 0xa5, sizeof(canary));
+    uint64_t next  = 10;
+    double timeout = now_ms() + 10000;
+    while ((next < 10u + num) && (now_ms() < timeout)) {
+        wc[1] = canary;
+        int n = softnic_cq_poll(m_cq, 1, wc);
+        ASSERT_LE(n, 1) << "more than num_entries";
+        ASSERT_EQ(0, memcmp(&wc[1], &canary, sizeof(canary)))
+            << "written past num_entries";
+        if (n == 1) {
+            EXPECT_EQ(next, wc[0].wr_id);
+            EXPECT_EQ(IBV_WC_SUCCESS, wc[0].status);
+            ++next;
+        }
+    }
+    EXPECT_EQ(10u + num, next);
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
 /* Several threads post on the same QP at once (verbs calls are
  * thread-safe) while one thread polls: every WR completes once, and
  * every thread's data is placed. */
