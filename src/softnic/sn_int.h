@@ -437,7 +437,8 @@ typedef struct sn_mr_snap {
 } sn_mr_snap_t;
 
 typedef struct sn_inst sn_inst_t;
-typedef struct sn_conn sn_conn_t;
+typedef struct sn_stream sn_stream_t;
+typedef struct sn_chan sn_chan_t;
 typedef struct sn_qp sn_qp_t;
 
 /*
@@ -449,15 +450,15 @@ typedef struct sn_qp sn_qp_t;
  * the service thread (seq_cst), read by dereg (see header comment).
  */
 /* The receives of the pass under way over one target connection's
- * requests (sn_conn_rx) that wait for the pass's one ACK, written before
+ * requests (sn_stream_rx) that wait for the pass's one ACK, written before
  * they complete (sn_resp.c, "ACK coalescing"): requests first_seq ..
- * first_seq + num - 1 of conn, executed, their completions in wc[] in
+ * first_seq + num - 1 of chan, executed, their completions in wc[] in
  * order; empty (num 0) outside a pass. A pass reads one connection and
- * sn_conn_rx ends every pass with sn_resp_batch_end: the batch never holds
+ * sn_stream_rx ends every pass with sn_resp_batch_end: the batch never holds
  * two connections' receives (the run of a payload after which the pass
- * ends, sn_conn_spent, writes it already, under the QP lock it holds). */
+ * ends, sn_stream_spent, writes it already, under the QP lock it holds). */
 typedef struct sn_ack_batch {
-    sn_conn_t *conn;
+    sn_chan_t *chan;
     int num;
     uint32_t first_seq;
     uint64_t bytes;
@@ -491,12 +492,12 @@ struct sn_inst {
      * so that the service thread knows when the events it waited for may
      * be stale.
      * svc_want (atomic): the service thread waits for svc_lock, pollers
-     * keep off. num_tcp_conns (atomic, written under svc_lock): ready
+     * keep off. num_tcp_streams (atomic, written under svc_lock): ready
      * connections carrying data on TCP; without any, pollers do not step.
      * poll_steps (written under svc_lock, read atomically): pollers' steps,
      * whether they found events or not. posts (atomic add by any poster,
      * relaxed; read by the service thread): softnic_post_send calls that
-     * queued WRs on an RC QP while num_tcp_conns > 0 (see "Polling":
+     * queued WRs on an RC QP while num_tcp_streams > 0 (see "Polling":
      * without TCP connections pollers do not step and nothing stands back). arm_gen (atomic add, seq_cst):
      * arms of the instance's CQs. svc_standby (service thread writes,
      * seq_cst): it waits on idle_epfd, not on the sockets; an armer that
@@ -506,7 +507,7 @@ struct sn_inst {
     pthread_mutex_t svc_lock;
     uint64_t svc_gen;
     int svc_want;
-    int num_tcp_conns;
+    int num_tcp_streams;
     uint64_t poll_steps;
     uint64_t posts;
     uint64_t arm_gen;
@@ -526,7 +527,7 @@ struct sn_inst {
     pthread_cond_t cmd_cond;
     uint64_t cmd_posted;
     uint64_t cmd_done;
-    uint64_t next_conn_id; /* service thread only */
+    uint64_t next_stream_id; /* service thread only */
 
     /* MR table */
     pthread_mutex_t mr_lock;
@@ -546,17 +547,17 @@ struct sn_inst {
                                           in their sockets (tx_corked), the
                                           same way */
 
-    sn_conn_t *conns; /* service thread only */
-    int num_ack_owed; /* conns with ack_owed: written by the svc_lock
+    sn_stream_t *streams; /* service thread only */
+    int num_ack_owed;     /* channels with ack_owed: written by the svc_lock
                          holder, read atomically by the service thread */
-    int ack_hold;     /* svc_lock holder only: the step under way may hold
+    int ack_hold;         /* svc_lock holder only: the step under way may hold
                          ACKs back (a poller's, the service thread standing
                          back from the sockets) */
-    int num_held;     /* service thread only: conns holding a request */
-    uint8_t *scratch; /* service thread only, CHUNK bytes */
+    int num_held;         /* service thread only: streams holding a request */
+    uint8_t *scratch;     /* service thread only, CHUNK bytes */
     /* svc_lock holder only: the connection a poller's step reads without
      * asking epoll ("Polling"), or NULL */
-    sn_conn_t *hot_conn;
+    sn_stream_t *hot_stream;
     int polling; /* svc_lock holder only: the events being handled are
                     a poller's step's (sn_svc_dispatch, sn_svc_poll) */
 
@@ -778,15 +779,17 @@ struct sn_qp {
     uint64_t tmo_start_ns;
     int tmo_count;
 
-    /* initiator connection; conn_fd valid only when conn_state == READY */
+    /* initiator connection: the stream that carries the QP's initiator
+     * channel (sn_wire.h); stream_fd (its socket) valid only when
+     * conn_state == READY */
     int conn_state; /* SN_CONN_* */
-    int conn_fd;
-    /* service thread's conn, 0: none; written under the QP lock (atomic
-     * stores), read under it, or by the svc_lock holder without it
-     * (atomic load) to tell an event of a stale connection */
-    uint64_t conn_id;
-    sn_conn_t *conn; /* valid while conn_id != 0 */
-    int same_host;   /* peer reachable by CMA */
+    int stream_fd;
+    /* the service thread's stream, 0: none; written under the QP lock
+     * (atomic stores), read under it, or by the svc_lock holder without it
+     * (atomic load) to tell an event of a stale stream */
+    uint64_t stream_id;
+    sn_stream_t *stream; /* valid while stream_id != 0 */
+    int same_host;       /* peer reachable by CMA */
     pid_t peer_pid;
     uint32_t peer_pdn;
     sn_mr_entry_t *peer_mrs; /* peer's table (shared map) */
@@ -1193,24 +1196,24 @@ int sn_ud_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
 /* Is gid an IPv4-mapped GID (::ffff:a.b.c.d)? Its address in *ip if so */
 int sn_gid_ipv4(const union ibv_gid *gid, struct in_addr *ip);
 
-/* Service loop (sn_svc.c), connections (sn_conn.c), requester (sn_req.c) */
+/* Service loop (sn_svc.c), streams (sn_stream.c), requester (sn_req.c) */
 int sn_svc_start(sn_inst_t *inst);
 /* cq_poll found nothing: run one non-blocking step of the service loop on
  * this thread if the instance has TCP data connections and nobody else is
  * running it */
 void sn_svc_poll(sn_inst_t *inst);
-/* svc_lock holder: conn brought what a poller waits for, requests (a
+/* svc_lock holder: stream brought what a poller waits for, requests (a
  * target connection) or READ data (an initiator's): in a poller's step it
  * becomes the hot connection ("Polling") */
-void sn_svc_hot(sn_inst_t *inst, sn_conn_t *conn);
+void sn_svc_hot(sn_inst_t *inst, sn_stream_t *stream);
 void sn_svc_stop(sn_inst_t *inst);
 /* Ask the service thread to connect qp (async). */
 int sn_svc_connect(sn_inst_t *inst, sn_qp_t *qp);
 /* Make the service thread drop every reference to qp; waits. Call without
  * holding any lock. */
 void sn_svc_forget_qp(sn_inst_t *inst, sn_qp_t *qp);
-/* Ask the service thread to close connection conn_id (async). */
-void sn_svc_drop_conn(sn_inst_t *inst, uint64_t conn_id);
+/* Ask the service thread to close stream stream_id (async). */
+void sn_svc_drop_stream(sn_inst_t *inst, uint64_t stream_id);
 /* Wake the service thread (timers changed). */
 void sn_svc_wake(sn_inst_t *inst);
 /* A CQ of the instance is armed: its application is about to sleep, the

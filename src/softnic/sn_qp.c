@@ -290,13 +290,13 @@ static void sn_qp_batch_set(sn_qp_t *qp, uint32_t n)
 
 void sn_qp_peer_lost(sn_qp_t *qp, int in_svc)
 {
-    if (qp->conn_id != 0) {
-        sn_svc_drop_conn(sn_qp_inst(qp), qp->conn_id);
+    if (qp->stream_id != 0) {
+        sn_svc_drop_stream(sn_qp_inst(qp), qp->stream_id);
     }
-    __atomic_store_n(&qp->conn_id, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&qp->stream_id, 0, __ATOMIC_RELAXED);
     sn_req_set_corked(qp, 0); /* nothing more goes out */
-    qp->conn       = NULL;
-    qp->conn_fd    = -1;
+    qp->stream     = NULL;
+    qp->stream_fd  = -1;
     qp->conn_state = SN_CONN_FAILED;
     qp->tx_blocked = 0;
     /* SENDs and atomics the target took from the same-host ring were
@@ -322,13 +322,13 @@ static void sn_qp_drop_conn(sn_qp_t *qp)
     qp->ring_out        = 0;
     qp->ring_atomic_out = 0;
     sn_qp_batch_set(qp, 0); /* its WQEs are flushed or reset by the caller */
-    if (qp->conn_id != 0) {
-        sn_svc_drop_conn(inst, qp->conn_id);
+    if (qp->stream_id != 0) {
+        sn_svc_drop_stream(inst, qp->stream_id);
     }
-    __atomic_store_n(&qp->conn_id, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&qp->stream_id, 0, __ATOMIC_RELAXED);
     sn_req_set_corked(qp, 0); /* the socket is closed */
-    qp->conn       = NULL;
-    qp->conn_fd    = -1;
+    qp->stream     = NULL;
+    qp->stream_fd  = -1;
     qp->conn_state = SN_CONN_NONE;
     qp->same_host  = 0;
     qp->tx_blocked = 0;
@@ -1256,7 +1256,7 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
     sn_qp_stream_end(qp, start, batched_only);
     pthread_mutex_unlock(&qp->lock);
     if ((wr != first) &&
-        __atomic_load_n(&sn_qp_inst(qp)->num_tcp_conns, __ATOMIC_RELAXED)) {
+        __atomic_load_n(&sn_qp_inst(qp)->num_tcp_streams, __ATOMIC_RELAXED)) {
         /* the service thread counts posts as polling (sn_int.h); only
          * with TCP connections, the one-host paths stay without the add */
         __atomic_fetch_add(&sn_qp_inst(qp)->posts, 1, __ATOMIC_RELAXED);
@@ -1374,12 +1374,12 @@ softnic_qp_t *softnic_qp_create(softnic_pd_t *pd, softnic_qp_init_attr_t *attr)
         qp->init_attr.cap.max_recv_wr  = 0;
         qp->init_attr.cap.max_recv_sge = 0;
     }
-    qp->pdn     = ((sn_pd_t *)pd)->pdn;
-    qp->send_cq = (sn_cq_t *)attr->send_cq;
-    qp->recv_cq = (sn_cq_t *)attr->recv_cq;
-    qp->srq     = (sn_srq_t *)attr->srq;
-    qp->state   = IBV_QPS_RESET;
-    qp->conn_fd = -1;
+    qp->pdn       = ((sn_pd_t *)pd)->pdn;
+    qp->send_cq   = (sn_cq_t *)attr->send_cq;
+    qp->recv_cq   = (sn_cq_t *)attr->recv_cq;
+    qp->srq       = (sn_srq_t *)attr->srq;
+    qp->state     = IBV_QPS_RESET;
+    qp->stream_fd = -1;
     sn_qp_reset_attr(qp);
 
     pthread_mutex_lock(&inst->lock);

@@ -97,7 +97,7 @@ void sn_req_set_corked(sn_qp_t *qp, int corked)
 void sn_req_push(sn_qp_t *qp)
 {
     if (qp->tx_corked) {
-        sn_sock_push(qp->conn_fd);
+        sn_sock_push(qp->stream_fd);
         sn_req_set_corked(qp, 0);
     }
 }
@@ -137,7 +137,7 @@ int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
     msg.msg_iov    = &iov[i];
     msg.msg_iovlen = n - i;
     do {
-        ret = sendmsg(qp->conn_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | more);
+        ret = sendmsg(qp->stream_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | more);
     } while ((ret < 0) && (errno == EINTR));
     if (ret < 0) {
         if ((errno == EAGAIN) || (errno == EWOULDBLOCK)) {
@@ -263,11 +263,12 @@ static int sn_req_on_atomic(sn_qp_t *qp, sn_wqe_t *wqe, uint64_t value)
 /* QP lock held: the next frame of a READ, in order; its payload goes to the
  * WQE's scatter list (a bad lkey there: received, discarded, and the WQE
  * fails with LOC_PROT_ERR when the payload is complete) */
-static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
+static int sn_req_on_read_data(sn_inst_t *inst, sn_chan_t *chan, sn_wqe_t *wqe,
                                uint32_t index)
 {
-    sn_rsp_t *rsp = &conn->hdr.rsp;
-    sn_qp_t *qp   = conn->qp;
+    sn_stream_t *stream = chan->stream;
+    sn_rsp_t *rsp       = &stream->hdr.rsp;
+    sn_qp_t *qp         = chan->qp;
 
     if ((wqe->opcode != IBV_WR_RDMA_READ) || (rsp->offset != wqe->done_bytes) ||
         (rsp->length > wqe->length - wqe->done_bytes) ||
@@ -279,12 +280,12 @@ static int sn_req_on_read_data(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
         sn_req_finish(qp, wqe, IBV_WC_SUCCESS);
         return 0;
     }
-    conn->pay_left = rsp->length;
-    conn->rd_index = index;
-    if (sn_sink_from_sges(inst, &conn->sink, wqe->sge, wqe->num_sge, qp->pdn,
+    stream->pay_left = rsp->length;
+    chan->rd_index   = index;
+    if (sn_sink_from_sges(inst, &stream->sink, wqe->sge, wqe->num_sge, qp->pdn,
                           rsp->offset, rsp->length) != 0) {
-        sn_sink_reset(&conn->sink, 1);
-        conn->sink.num = 1; /* marks "failed", see sn_req_on_payload */
+        sn_sink_reset(&stream->sink, 1);
+        stream->sink.num = 1; /* marks "failed", see sn_req_on_payload */
     }
     return 0;
 }
@@ -333,18 +334,18 @@ static void sn_req_on_nak(sn_qp_t *qp, sn_wqe_t *wqe, uint32_t index,
 }
 
 /* QP lock held: the response for wqe; -1 when it does not fit the WQE */
-static int sn_req_dispatch(sn_inst_t *inst, sn_conn_t *conn, sn_wqe_t *wqe,
+static int sn_req_dispatch(sn_inst_t *inst, sn_chan_t *chan, sn_wqe_t *wqe,
                            uint32_t index)
 {
-    sn_rsp_t *rsp = &conn->hdr.rsp;
+    sn_rsp_t *rsp = &chan->stream->hdr.rsp;
 
     switch (rsp->type) {
     case SN_RSP_ATOMIC:
-        return sn_req_on_atomic(conn->qp, wqe, rsp->value);
+        return sn_req_on_atomic(chan->qp, wqe, rsp->value);
     case SN_RSP_READ_DATA:
-        return sn_req_on_read_data(inst, conn, wqe, index);
+        return sn_req_on_read_data(inst, chan, wqe, index);
     default:
-        sn_req_on_nak(conn->qp, wqe, index, rsp);
+        sn_req_on_nak(chan->qp, wqe, index, rsp);
         return 0;
     }
 }
@@ -391,16 +392,17 @@ int sn_req_acked(sn_qp_t *qp, uint32_t end)
     return 0;
 }
 
-int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
+int sn_req_on_rsp(sn_inst_t *inst, sn_chan_t *chan)
 {
-    sn_rsp_t *rsp = &conn->hdr.rsp;
-    sn_qp_t *qp   = conn->qp;
+    sn_stream_t *stream = chan->stream;
+    sn_rsp_t *rsp       = &stream->hdr.rsp;
+    sn_qp_t *qp         = chan->qp;
     sn_wqe_t *wqe;
     uint32_t index, before;
     int ret;
 
-    sn_sink_reset(&conn->sink, 1);
-    conn->pay_left = 0;
+    sn_sink_reset(&stream->sink, 1);
+    stream->pay_left = 0;
     if (sn_req_check_rsp(inst, rsp) != 0) {
         return -1;
     }
@@ -422,7 +424,7 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
             (rsp->code != SN_NAK_NOT_READY)) {
             qp->last_progress_ns = sn_stamp_ns(); /* else see sn_req_on_nak */
         }
-        ret = sn_req_dispatch(inst, conn, wqe, index);
+        ret = sn_req_dispatch(inst, chan, wqe, index);
         if (ret == 0) {
             sn_qp_complete(qp);
             sn_qp_tx(qp);
@@ -433,22 +435,23 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn)
     return ret;
 }
 
-int sn_req_on_payload(sn_conn_t *conn)
+int sn_req_on_payload(sn_chan_t *chan)
 {
-    sn_rsp_t *rsp = &conn->hdr.rsp;
-    sn_qp_t *qp   = conn->qp;
+    sn_stream_t *stream = chan->stream;
+    sn_rsp_t *rsp       = &stream->hdr.rsp;
+    sn_qp_t *qp         = chan->qp;
     sn_wqe_t *wqe;
     uint32_t index, before;
 
     pthread_mutex_lock(&qp->lock);
-    if (qp->conn_id != conn->id) {
+    if (qp->stream_id != stream->id) {
         pthread_mutex_unlock(&qp->lock);
         return -1;
     }
     before = qp->rsp_seq;
     wqe    = sn_req_wqe(qp, &index);
-    if ((wqe != NULL) && (index == conn->rd_index) && (wqe->seq == rsp->seq)) {
-        if (conn->sink.failed) {
+    if ((wqe != NULL) && (index == chan->rd_index) && (wqe->seq == rsp->seq)) {
+        if (stream->sink.failed) {
             sn_req_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
         } else {
             wqe->done_bytes += rsp->length;

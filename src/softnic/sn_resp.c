@@ -72,13 +72,14 @@ typedef enum sn_resp_state {
 /* One request on its way through the steps */
 typedef struct sn_resp {
     sn_inst_t *inst;
-    sn_conn_t *conn;
-    sn_qp_t *qp;   /* the target QP */
-    sn_req_t *req; /* conn->hdr.req, host order once checked */
+    sn_chan_t *chan;     /* the target QP's channel */
+    sn_stream_t *stream; /* chan's stream: the request's header, payload */
+    sn_qp_t *qp;         /* the target QP */
+    sn_req_t *req;       /* stream->hdr.req, host order once checked */
     int qp_locked;
-    int ret;                        /* 0, or -1: an answer found conn dead */
-    sn_mr_snap_t snap;              /* the region the request touches */
-    uint8_t nak;                    /* SN_NAK_* to answer with */
+    int ret;           /* 0, or -1: an answer found the stream dead */
+    sn_mr_snap_t snap; /* the region the request touches */
+    uint8_t nak;       /* SN_NAK_* to answer with */
     enum ibv_wc_status recv_status; /* a receive completing in error */
     uint64_t value;                 /* an atomic's original value */
     int whole; /* the run took the payload with the header */
@@ -94,26 +95,26 @@ static int sn_resp_is_executed(uint8_t type, uint8_t code)
            ((code != SN_NAK_RNR) && (code != SN_NAK_NOT_READY));
 }
 
-/* The QP's next request frames report conn's answers (sn_qp_t.rx_ack) */
-static void sn_resp_publish(sn_conn_t *conn)
+/* The QP's next request frames report chan's answers (sn_qp_t.rx_ack) */
+static void sn_resp_publish(sn_chan_t *chan)
 {
-    __atomic_store_n(&conn->qp->rx_ack,
-                     ((uint64_t)conn->ack_end << 32) | conn->expected_seq,
+    __atomic_store_n(&chan->qp->rx_ack,
+                     ((uint64_t)chan->ack_end << 32) | chan->expected_seq,
                      __ATOMIC_RELEASE);
 }
 
-/* Answers below end left in frames of conn */
-static void sn_resp_framed(sn_conn_t *conn, uint32_t end)
+/* Answers below end left in frames of chan */
+static void sn_resp_framed(sn_chan_t *chan, uint32_t end)
 {
-    if ((int32_t)(end - conn->ack_end) > 0) {
-        conn->ack_end = end;
+    if ((int32_t)(end - chan->ack_end) > 0) {
+        chan->ack_end = end;
     }
 }
 
 /* One response frame (READ_DATA: see the READ pump); flags: MSG_MORE for
  * an ACK held back (see "ACK coalescing" in sn_int.h), else the frame
  * goes out with the ACKs held back before it */
-static int sn_resp_send(sn_inst_t *inst, sn_conn_t *conn, uint8_t type,
+static int sn_resp_send(sn_inst_t *inst, sn_chan_t *chan, uint8_t type,
                         uint8_t code, uint32_t seq, uint64_t value, int flags)
 {
     sn_rsp_t rsp;
@@ -124,83 +125,84 @@ static int sn_resp_send(sn_inst_t *inst, sn_conn_t *conn, uint8_t type,
     rsp.seq   = htole32(seq);
     rsp.value = htole64(value);
     if ((type == SN_RSP_NAK) && sn_resp_is_executed(type, code)) {
-        conn->nak_stopped = SN_RULE_NAK_STOPS;
+        chan->nak_stopped = SN_RULE_NAK_STOPS;
     }
     if ((type == SN_RSP_NAK) && (code == SN_NAK_RNR)) {
-        pthread_mutex_lock(&conn->qp->lock);
-        rsp.rnr_timer = conn->qp->attr.min_rnr_timer;
-        pthread_mutex_unlock(&conn->qp->lock);
+        pthread_mutex_lock(&chan->qp->lock);
+        rsp.rnr_timer = chan->qp->attr.min_rnr_timer;
+        pthread_mutex_unlock(&chan->qp->lock);
     }
-    if (sn_conn_outf(inst, conn, &rsp, sizeof(rsp), NULL, 0, flags) != 0) {
+    if (sn_stream_outf(inst, chan->stream, &rsp, sizeof(rsp), NULL, 0, flags) !=
+        0) {
         return -1;
     }
     if (flags == 0) {
-        sn_resp_framed(conn, sn_resp_is_executed(type, code) ? seq + 1 : seq);
+        sn_resp_framed(chan, sn_resp_is_executed(type, code) ? seq + 1 : seq);
     }
     return 0;
 }
 
 /* ---- coalesced ACKs (sn_int.h, "ACK coalescing") ------------------------ */
 
-/* conn's answers that left in no frame: neither on conn nor carried by a
- * request frame of its QP (an `ack_carried` beyond what conn answered
+/* chan's answers that left in no frame: neither on chan nor carried by a
+ * request frame of its QP (an `ack_carried` beyond what chan answered
  * belongs to an earlier sequence of the peer's, and is no help) */
-static uint32_t sn_resp_acks_owed(const sn_conn_t *conn)
+static uint32_t sn_resp_acks_owed(const sn_chan_t *chan)
 {
     uint32_t carried =
-        __atomic_load_n(&conn->qp->ack_carried, __ATOMIC_ACQUIRE);
-    uint32_t ahead = conn->ack_end;
+        __atomic_load_n(&chan->qp->ack_carried, __ATOMIC_ACQUIRE);
+    uint32_t ahead = chan->ack_end;
 
     if (((int32_t)(carried - ahead) > 0) &&
-        ((int32_t)(carried - conn->expected_seq) <= 0)) {
+        ((int32_t)(carried - chan->expected_seq) <= 0)) {
         ahead = carried;
     }
-    return ((int32_t)(conn->expected_seq - ahead) > 0)
-               ? conn->expected_seq - ahead
+    return ((int32_t)(chan->expected_seq - ahead) > 0)
+               ? chan->expected_seq - ahead
                : 0;
 }
 
-static void sn_resp_ack_settled(sn_inst_t *inst, sn_conn_t *conn)
+static void sn_resp_ack_settled(sn_inst_t *inst, sn_chan_t *chan)
 {
-    if (conn->ack_owed) {
-        conn->ack_owed = 0;
+    if (chan->ack_owed) {
+        chan->ack_owed = 0;
         __atomic_store_n(&inst->num_ack_owed, inst->num_ack_owed - 1,
                          __ATOMIC_RELAXED);
     }
-    conn->ack_bytes = 0;
+    chan->ack_bytes = 0;
 }
 
 /* Due: SN_ACK_MAX answers or SN_ACK_BYTES owed, or owed for
  * SN_ACK_DELAY_NS; or nothing owed any more (carried: settled at once, so
  * that the next ACK owed is timed from its own answer) */
-int sn_resp_ack_due(const sn_conn_t *conn, uint64_t now)
+int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now)
 {
     uint32_t owed;
 
-    if (!conn->ack_owed) {
+    if (!chan->ack_owed) {
         return 0;
     }
-    owed = sn_resp_acks_owed(conn);
+    owed = sn_resp_acks_owed(chan);
     return (owed == 0) || (owed >= SN_ACK_MAX) ||
-           (conn->ack_bytes >= SN_ACK_BYTES) ||
-           (SN_RULE_ACK_BOUND && (now - conn->ack_since_ns >= SN_ACK_DELAY_NS));
+           (chan->ack_bytes >= SN_ACK_BYTES) ||
+           (SN_RULE_ACK_BOUND && (now - chan->ack_since_ns >= SN_ACK_DELAY_NS));
 }
 
-int sn_resp_ack_flush(sn_inst_t *inst, sn_conn_t *conn)
+int sn_resp_ack_flush(sn_inst_t *inst, sn_chan_t *chan)
 {
-    if (!conn->ack_owed) {
+    if (!chan->ack_owed) {
         return 0;
     }
-    sn_resp_ack_settled(inst, conn);
-    if (sn_resp_acks_owed(conn) == 0) {
+    sn_resp_ack_settled(inst, chan);
+    if (sn_resp_acks_owed(chan) == 0) {
         return 0; /* a request frame carried them (the held-back bytes
                      go with the next frame or segment: duplicates) */
     }
-    if (conn->olen == conn->opos) {
-        sn_conn_push(conn); /* (obuf goes out without MSG_MORE) */
+    if (chan->stream->olen == chan->stream->opos) {
+        sn_stream_push(chan->stream); /* (obuf goes out without MSG_MORE) */
     }
-    sn_resp_framed(conn, conn->expected_seq);
-    sn_resp_publish(conn);
+    sn_resp_framed(chan, chan->expected_seq);
+    sn_resp_publish(chan);
     return 0;
 }
 
@@ -213,11 +215,11 @@ static int sn_resp_needs_recv(uint8_t op);
  * a same-host SEND ring (whose slots carry no ACKs) */
 static int sn_resp_ack_batchable(const sn_resp_t *r)
 {
-    return (r->conn->ring == NULL) && sn_resp_needs_recv(r->req->op) &&
+    return (r->chan->ring == NULL) && sn_resp_needs_recv(r->req->op) &&
            (r->req->length <= SN_ACK_HOLD_LEN);
 }
 
-/* Would what is owed on conn, with the answer for bytes of payload just
+/* Would what is owed on chan, with the answer for bytes of payload just
  * counted in expected_seq, be due at once (sn_resp_ack_due)? Then that
  * answer's ACK goes without MSG_MORE: the step's end would push it anyway,
  * one setsockopt later. An ACK still owed by an earlier step is due once
@@ -225,11 +227,11 @@ static int sn_resp_ack_batchable(const sn_resp_t *r)
  * orc's UCT endpoints do, no request frame carries the ACKs, and at a
  * round trip between SN_ACK_DELAY_NS / 2 and SN_ACK_DELAY_NS that is every
  * other request, whose push came before the application's answer. */
-static int sn_resp_ack_due_with(const sn_conn_t *conn, uint64_t bytes)
+static int sn_resp_ack_due_with(const sn_chan_t *chan, uint64_t bytes)
 {
-    return (sn_resp_acks_owed(conn) >= SN_ACK_MAX) ||
-           (conn->ack_bytes + bytes >= SN_ACK_BYTES) ||
-           (conn->ack_owed && sn_resp_ack_due(conn, sn_now_ns()));
+    return (sn_resp_acks_owed(chan) >= SN_ACK_MAX) ||
+           (chan->ack_bytes + bytes >= SN_ACK_BYTES) ||
+           (chan->ack_owed && sn_resp_ack_due(chan, sn_now_ns()));
 }
 
 /* A plain ACK of the requests up to seq (cumulative), for bytes of
@@ -237,37 +239,37 @@ static int sn_resp_ack_due_with(const sn_conn_t *conn, uint64_t bytes)
  * thread left the sockets to) until the QP's next request frame carries
  * it or it is due; it leaves at once when not held, or when what is owed
  * with it is due already (one frame, no push) */
-static int sn_resp_ack_write(sn_inst_t *inst, sn_conn_t *conn, uint32_t seq,
+static int sn_resp_ack_write(sn_inst_t *inst, sn_chan_t *chan, uint32_t seq,
                              uint64_t bytes, int hold)
 {
-    if (hold && sn_resp_ack_due_with(conn, bytes)) {
+    if (hold && sn_resp_ack_due_with(chan, bytes)) {
         hold = 0;
     }
     if (!hold) {
-        if (sn_resp_send(inst, conn, SN_RSP_ACK, 0, seq, 0, 0) != 0) {
+        if (sn_resp_send(inst, chan, SN_RSP_ACK, 0, seq, 0, 0) != 0) {
             return -1;
         }
-        if (sn_resp_acks_owed(conn) == 0) {
-            sn_resp_ack_settled(inst, conn); /* the frame took them all */
+        if (sn_resp_acks_owed(chan) == 0) {
+            sn_resp_ack_settled(inst, chan); /* the frame took them all */
         }
         return 0;
     }
-    if (sn_resp_send(inst, conn, SN_RSP_ACK, 0, seq, 0, MSG_MORE) != 0) {
+    if (sn_resp_send(inst, chan, SN_RSP_ACK, 0, seq, 0, MSG_MORE) != 0) {
         return -1;
     }
-    if (!conn->ack_owed) {
-        conn->ack_owed     = 1;
-        conn->ack_since_ns = sn_now_ns();
+    if (!chan->ack_owed) {
+        chan->ack_owed     = 1;
+        chan->ack_since_ns = sn_now_ns();
         __atomic_store_n(&inst->num_ack_owed, inst->num_ack_owed + 1,
                          __ATOMIC_RELAXED);
     }
-    conn->ack_bytes += bytes;
+    chan->ack_bytes += bytes;
     return 0;
 }
 
 /* ---- the pass's one ACK (sn_int.h, "ACK coalescing") --------------------- */
 
-/* QP lock held (conn's target QP), svc_lock holder: the receives of the
+/* QP lock held (chan's target QP), svc_lock holder: the receives of the
  * pass so far complete, after their one ACK is in the socket. A QP that
  * left RTR/RTS since they were checked answers as check_state and
  * check_placed do: the receives are flushed and the requests count as not
@@ -277,8 +279,8 @@ static int sn_resp_ack_write(sn_inst_t *inst, sn_conn_t *conn, uint32_t seq,
 static int sn_resp_batch_flush(sn_inst_t *inst)
 {
     sn_ack_batch_t *b = &inst->ack_batch;
-    sn_conn_t *conn   = b->conn;
-    sn_qp_t *qp       = conn->qp;
+    sn_chan_t *chan   = b->chan;
+    sn_qp_t *qp       = chan->qp;
     int ready = (qp->state == IBV_QPS_RTR) || (qp->state == IBV_QPS_RTS);
     int num = b->num, ret = 0, i;
 
@@ -287,15 +289,15 @@ static int sn_resp_batch_flush(sn_inst_t *inst)
     }
     b->num = 0;
     if (ready) {
-        ret = sn_resp_ack_write(inst, conn, b->first_seq + num - 1, b->bytes,
+        ret = sn_resp_ack_write(inst, chan, b->first_seq + num - 1, b->bytes,
                                 inst->ack_hold);
         if (ret == 0) {
-            sn_resp_publish(conn);
+            sn_resp_publish(chan);
         }
     } else {
-        conn->expected_seq = b->first_seq;
+        chan->expected_seq = b->first_seq;
         if (!SN_RULE_TCP_ERR_SILENT || (qp->state != IBV_QPS_ERR)) {
-            ret = sn_resp_send(inst, conn, SN_RSP_NAK, SN_NAK_NOT_READY,
+            ret = sn_resp_send(inst, chan, SN_RSP_NAK, SN_NAK_NOT_READY,
                                b->first_seq, 0, 0);
         }
     }
@@ -318,7 +320,7 @@ int sn_resp_batch_end(sn_inst_t *inst)
     if (inst->ack_batch.num == 0) {
         return 0;
     }
-    qp = inst->ack_batch.conn->qp;
+    qp = inst->ack_batch.chan->qp;
     pthread_mutex_lock(&qp->lock);
     ret = sn_resp_batch_flush(inst);
     pthread_mutex_unlock(&qp->lock);
@@ -338,7 +340,7 @@ static void sn_resp_batch_out(sn_resp_t *r)
  * resends from there, and r gets no answer */
 static int sn_resp_current(const sn_resp_t *r)
 {
-    return !SN_RULE_PSN_ORDER || (r->req->seq == r->conn->expected_seq);
+    return !SN_RULE_PSN_ORDER || (r->req->seq == r->chan->expected_seq);
 }
 
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
@@ -376,37 +378,37 @@ void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
 /* The target QP left RTR/RTS (ERR, or RESET after it) while its READ was
  * answered: like a NIC responder in error, it sends no more of it (the
  * initiator's transport timer ends the READ) */
-static int sn_resp_read_stopped(sn_inst_t *inst, const sn_conn_t *conn)
+static int sn_resp_read_stopped(sn_inst_t *inst, const sn_chan_t *chan)
 {
     return SN_RULE_ERR_STOPS &&
-           !sn_qp_table_live(inst->mrs, conn->qp->super.qp_num);
+           !sn_qp_table_live(inst->mrs, chan->qp->super.qp_num);
 }
 
-/* What an earlier frame left in obuf goes first */
-static int sn_resp_read_flush(sn_inst_t *inst, sn_conn_t *conn)
+/* What an earlier frame left in the stream's obuf goes first */
+static int sn_resp_read_flush(sn_inst_t *inst, sn_stream_t *stream)
 {
     int ret;
 
-    if (conn->olen == conn->opos) {
+    if (stream->olen == stream->opos) {
         return 1;
     }
-    ret = sn_conn_flush(conn);
+    ret = sn_stream_flush(stream);
     if (ret == 0) {
-        sn_conn_set_events(inst, conn, EPOLLOUT);
+        sn_stream_set_events(inst, stream, EPOLLOUT);
     }
     return ret;
 }
 
 /* The next frame: its header and as much payload as the socket takes */
-static int sn_resp_read_frame(sn_inst_t *inst, sn_conn_t *conn)
+static int sn_resp_read_frame(sn_inst_t *inst, sn_chan_t *chan)
 {
-    uint32_t frame = conn->rd_total - conn->rd_off;
+    uint32_t frame = chan->rd_total - chan->rd_off;
     size_t payload_sent;
     sn_rsp_t rsp;
     ssize_t ret;
 
-    if (sn_resp_read_stopped(inst, conn)) {
-        conn->rd_active = 0; /* silent: no more data, no NAK */
+    if (sn_resp_read_stopped(inst, chan)) {
+        chan->rd_active = 0; /* silent: no more data, no NAK */
         return 0;
     }
     if (frame > SN_READ_FRAME) {
@@ -414,17 +416,17 @@ static int sn_resp_read_frame(sn_inst_t *inst, sn_conn_t *conn)
     }
     memset(&rsp, 0, sizeof(rsp));
     rsp.type   = SN_RSP_READ_DATA;
-    rsp.seq    = htole32(conn->rd_seq);
+    rsp.seq    = htole32(chan->rd_seq);
     rsp.length = htole32(frame);
-    rsp.offset = htole32(conn->rd_off);
-    if ((frame > 0) && (sn_mr_busy_begin(inst, &conn->rd_snap) != 0)) {
-        conn->rd_active = 0;
-        return sn_resp_send(inst, conn, SN_RSP_NAK, SN_NAK_REM_ACCESS,
-                            conn->rd_seq, 0, 0);
+    rsp.offset = htole32(chan->rd_off);
+    if ((frame > 0) && (sn_mr_busy_begin(inst, &chan->rd_snap) != 0)) {
+        chan->rd_active = 0;
+        return sn_resp_send(inst, chan, SN_RSP_NAK, SN_NAK_REM_ACCESS,
+                            chan->rd_seq, 0, 0);
     }
-    ret =
-        sn_conn_send(conn->fd, &rsp, sizeof(rsp),
-                     (void *)(uintptr_t)(conn->rd_addr + conn->rd_off), frame);
+    ret = sn_stream_send(chan->stream->fd, &rsp, sizeof(rsp),
+                         (void *)(uintptr_t)(chan->rd_addr + chan->rd_off),
+                         frame);
     if (frame > 0) {
         sn_mr_busy_end(inst);
     }
@@ -433,69 +435,70 @@ static int sn_resp_read_frame(sn_inst_t *inst, sn_conn_t *conn)
     }
     if ((size_t)ret < sizeof(rsp)) {
         /* the header remainder waits in obuf (tiny copy) */
-        if (sn_conn_out(inst, conn, (uint8_t *)&rsp + ret, sizeof(rsp) - ret,
-                        NULL, 0) != 0) {
+        if (sn_stream_out(inst, chan->stream, (uint8_t *)&rsp + ret,
+                          sizeof(rsp) - ret, NULL, 0) != 0) {
             return -1;
         }
         payload_sent = 0;
     } else {
         payload_sent = ret - sizeof(rsp);
     }
-    conn->rd_frame_left = frame - payload_sent;
-    conn->rd_off += payload_sent;
+    chan->rd_frame_left = frame - payload_sent;
+    chan->rd_off += payload_sent;
     return 1;
 }
 
 /* The rest of the current frame's payload */
-static int sn_resp_read_frame_rest(sn_inst_t *inst, sn_conn_t *conn)
+static int sn_resp_read_frame_rest(sn_inst_t *inst, sn_chan_t *chan)
 {
     ssize_t ret;
 
-    if (sn_resp_read_stopped(inst, conn)) {
+    if (sn_resp_read_stopped(inst, chan)) {
         /* the frame cannot end honestly: the initiator sees the
          * connection close, as silent as the QP */
         sn_log(inst, SOFTNIC_LOG_INFO, "qp 0x%x: left RTS during a READ to it",
-               conn->qp->super.qp_num);
+               chan->qp->super.qp_num);
         return -1;
     }
-    if (sn_mr_busy_begin(inst, &conn->rd_snap) != 0) {
+    if (sn_mr_busy_begin(inst, &chan->rd_snap) != 0) {
         sn_log(inst, SOFTNIC_LOG_INFO,
-               "qp 0x%x: region deregistered during a READ", conn->peer_qpn);
+               "qp 0x%x: region deregistered during a READ", chan->peer_qpn);
         return -1;
     }
-    ret = sn_conn_send(conn->fd, NULL, 0,
-                       (void *)(uintptr_t)(conn->rd_addr + conn->rd_off),
-                       conn->rd_frame_left);
+    ret = sn_stream_send(chan->stream->fd, NULL, 0,
+                         (void *)(uintptr_t)(chan->rd_addr + chan->rd_off),
+                         chan->rd_frame_left);
     sn_mr_busy_end(inst);
     if (ret <= 0) {
         if (ret == 0) {
-            sn_conn_set_events(inst, conn, EPOLLOUT);
+            sn_stream_set_events(inst, chan->stream, EPOLLOUT);
         }
         return (int)ret;
     }
-    conn->rd_frame_left -= ret;
-    conn->rd_off += ret;
+    chan->rd_frame_left -= ret;
+    chan->rd_off += ret;
     return 1;
 }
 
-int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn)
+int sn_resp_read_pump(sn_inst_t *inst, sn_chan_t *chan)
 {
     int ret;
 
-    while (conn->rd_active) {
-        ret = sn_resp_read_flush(inst, conn);
+    while (chan->rd_active) {
+        ret = sn_resp_read_flush(inst, chan->stream);
         if (ret <= 0) {
             return ret;
         }
-        ret = (conn->rd_frame_left == 0) ? sn_resp_read_frame(inst, conn)
-                                         : sn_resp_read_frame_rest(inst, conn);
+        ret = (chan->rd_frame_left == 0) ? sn_resp_read_frame(inst, chan)
+                                         : sn_resp_read_frame_rest(inst, chan);
         if (ret <= 0) {
             return ret;
         }
-        if ((conn->rd_frame_left == 0) && (conn->rd_off == conn->rd_total)) {
-            conn->rd_active = 0; /* the last header may still be in obuf */
-        } else if ((conn->rd_frame_left > 0) || (conn->olen > conn->opos)) {
-            sn_conn_set_events(inst, conn, EPOLLOUT);
+        if ((chan->rd_frame_left == 0) && (chan->rd_off == chan->rd_total)) {
+            chan->rd_active = 0; /* the last header may still be in obuf */
+        } else if ((chan->rd_frame_left > 0) ||
+                   (chan->stream->olen > chan->stream->opos)) {
+            sn_stream_set_events(inst, chan->stream, EPOLLOUT);
             return 0;
         }
     }
@@ -511,9 +514,9 @@ static sn_resp_state_t sn_resp_nak(sn_resp_t *r, uint8_t code)
 }
 
 /* The payload is drained unless a step gives it a place */
-static void sn_resp_discard_payload(sn_conn_t *conn)
+static void sn_resp_discard_payload(sn_stream_t *stream)
 {
-    sn_sink_reset(&conn->sink, 1);
+    sn_sink_reset(&stream->sink, 1);
 }
 
 static int sn_resp_needs_recv(uint8_t op)
@@ -542,13 +545,13 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
         sn_log(r->inst, SOFTNIC_LOG_WARN,
                "malformed request (op %u flags 0x%x length %u) "
                "from qp 0x%x",
-               req->op, req->flags, req->length, r->conn->peer_qpn);
+               req->op, req->flags, req->length, r->chan->peer_qpn);
         return SN_RESP_CLOSE;
     }
-    sn_resp_discard_payload(r->conn);
-    r->conn->pay_left  = sn_req_has_payload(req->op) ? req->length : 0;
-    r->conn->have_recv = 0;
-    r->conn->drop      = 1;
+    sn_resp_discard_payload(r->stream);
+    r->stream->pay_left = sn_req_has_payload(req->op) ? req->length : 0;
+    r->chan->have_recv  = 0;
+    r->chan->drop       = 1;
     return SN_RESP_CHECK_ACKED;
 }
 
@@ -560,10 +563,10 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
  * responder, which goes to ERR at such a NAK */
 static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
 {
-    if (r->conn->nak_stopped) {
+    if (r->chan->nak_stopped) {
         return SN_RESP_DONE;
     }
-    return (!SN_RULE_PSN_ORDER || (r->req->seq == r->conn->expected_seq))
+    return (!SN_RULE_PSN_ORDER || (r->req->seq == r->chan->expected_seq))
                ? SN_RESP_CHECK_QP
                : SN_RESP_DONE;
 }
@@ -572,7 +575,7 @@ static sn_resp_state_t sn_resp_check_seq(sn_resp_t *r)
  * answers, as on a NIC's one link (sn_wire.h): until our own connection
  * has delivered the answers the frame does not carry (rsp_seq reaches
  * acked - ack_new), the request stays unread and the connection waits
- * (sn_conn_resume); then the ACKs it carries complete our WRITEs and
+ * (sn_stream_resume); then the ACKs it carries complete our WRITEs and
  * SENDs below acked, before anything of the request happens. This comes
  * before the sequence check: a request dropped for its sequence still
  * carries its ACKs. Only a QP that has a live connection of its own
@@ -587,18 +590,18 @@ static sn_resp_state_t sn_resp_check_acked(sn_resp_t *r)
         sn_resp_batch_out(r); /* r joins no batch: what is ahead goes */
     }
     if ((qp->state != IBV_QPS_RTS) || (qp->conn_state != SN_CONN_READY) ||
-        (qp->attr.dest_qp_num != r->conn->peer_qpn)) {
+        (qp->attr.dest_qp_num != r->chan->peer_qpn)) {
         return SN_RESP_CHECK_SEQ;
     }
     if ((int32_t)(acked - qp->tx_seq) > 0) {
         sn_log(r->inst, SOFTNIC_LOG_WARN,
                "qp 0x%x: qp 0x%x acknowledges %u requests, %u were sent",
-               qp->super.qp_num, r->conn->peer_qpn, acked, qp->tx_seq);
+               qp->super.qp_num, r->chan->peer_qpn, acked, qp->tx_seq);
         return SN_RESP_CLOSE;
     }
     if (!SN_RULE_TCP_ACK_FIRST) {
-        r->conn->late_ack     = 1; /* without the rule: after the request */
-        r->conn->late_ack_end = acked;
+        r->chan->late_ack     = 1; /* without the rule: after the request */
+        r->chan->late_ack_end = acked;
         return SN_RESP_CHECK_SEQ;
     }
     if ((int32_t)(acked - r->req->ack_new - qp->rsp_seq) > 0) {
@@ -629,7 +632,7 @@ static sn_resp_state_t sn_resp_check_qp(sn_resp_t *r)
         return SN_RESP_DONE;
     }
     if (((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) ||
-        (r->qp->attr.dest_qp_num != r->conn->peer_qpn)) {
+        (r->qp->attr.dest_qp_num != r->chan->peer_qpn)) {
         return sn_resp_nak(r, SN_NAK_NOT_READY);
     }
     return SN_RESP_GET_RECV;
@@ -641,10 +644,10 @@ static sn_resp_state_t sn_resp_get_recv(sn_resp_t *r)
     if (!sn_resp_needs_recv(r->req->op)) {
         return SN_RESP_CHECK_LENGTH;
     }
-    if (sn_qp_pop_recv(r->qp, &r->conn->recv) != 0) {
+    if (sn_qp_pop_recv(r->qp, &r->chan->recv) != 0) {
         return sn_resp_nak(r, SN_NAK_RNR);
     }
-    r->conn->have_recv = 1;
+    r->chan->have_recv = 1;
     return SN_RESP_CHECK_LENGTH;
 }
 
@@ -653,21 +656,21 @@ static sn_resp_state_t sn_resp_get_recv(sn_resp_t *r)
  * LOC_PROT_ERR here, REM_OP there) */
 static sn_resp_state_t sn_resp_check_length(sn_resp_t *r)
 {
-    sn_conn_t *conn = r->conn;
+    sn_chan_t *chan = r->chan;
     uint64_t room   = 0;
     int i;
 
     if ((r->req->op != SN_OP_SEND) && (r->req->op != SN_OP_SEND_IMM)) {
         return SN_RESP_CHECK_RKEY;
     }
-    if (sn_sink_from_sges(r->inst, &conn->sink, conn->recv.sge,
-                          conn->recv.num_sge, r->qp->pdn, 0,
+    if (sn_sink_from_sges(r->inst, &r->stream->sink, chan->recv.sge,
+                          chan->recv.num_sge, r->qp->pdn, 0,
                           r->req->length) == 0) {
-        conn->sink.qpn = r->qp->super.qp_num;
+        r->stream->sink.qpn = r->qp->super.qp_num;
         return SN_RESP_CHECK_RKEY;
     }
-    for (i = 0; i < conn->recv.num_sge; ++i) {
-        room += conn->recv.sge[i].length;
+    for (i = 0; i < chan->recv.num_sge; ++i) {
+        room += chan->recv.sge[i].length;
     }
     if (room < r->req->length) {
         r->recv_status = IBV_WC_LOC_LEN_ERR;
@@ -682,9 +685,9 @@ static sn_resp_state_t sn_resp_check_length(sn_resp_t *r)
 /* The request may not touch the region: a WRITE_IMM's receive goes back */
 static sn_resp_state_t sn_resp_access_error(sn_resp_t *r)
 {
-    if (r->conn->have_recv) {
-        sn_resp_unpop_recv(r->qp, &r->conn->recv);
-        r->conn->have_recv = 0;
+    if (r->chan->have_recv) {
+        sn_resp_unpop_recv(r->qp, &r->chan->recv);
+        r->chan->have_recv = 0;
     }
     return sn_resp_nak(r, SN_NAK_REM_ACCESS);
 }
@@ -741,7 +744,7 @@ static sn_resp_state_t sn_resp_atomic(sn_resp_t *r)
 /* WRITE, WRITE_IMM: the payload goes to the checked range */
 static void sn_resp_sink_region(sn_resp_t *r)
 {
-    sn_sink_t *sink = &r->conn->sink;
+    sn_sink_t *sink = &r->stream->sink;
 
     sn_sink_reset(sink, 0);
     if (r->req->length > 0) {
@@ -777,8 +780,8 @@ static sn_resp_state_t sn_resp_execute(sn_resp_t *r)
  * steps hold: the request takes the lock once, not twice. */
 static sn_resp_state_t sn_resp_wait_payload(sn_resp_t *r)
 {
-    r->conn->drop = 0;
-    r->whole      = sn_conn_take_payload(r->inst, r->conn, SN_ACK_HOLD_LEN);
+    r->chan->drop = 0;
+    r->whole      = sn_stream_take_payload(r->inst, r->stream, SN_ACK_HOLD_LEN);
     return r->whole ? SN_RESP_PAYLOAD_DONE : SN_RESP_DONE;
 }
 
@@ -786,32 +789,32 @@ static sn_resp_state_t sn_resp_wait_payload(sn_resp_t *r)
  * or owed the QP's next request frames say so (sn_qp_t.rx_ack) */
 static void sn_resp_executed(sn_resp_t *r)
 {
-    ++r->conn->expected_seq;
+    ++r->chan->expected_seq;
 }
 
 static void sn_resp_answered(sn_resp_t *r)
 {
-    sn_resp_publish(r->conn);
+    sn_resp_publish(r->chan);
 }
 
 /* The READ's data goes out with the ACKs held back before it */
 static sn_resp_state_t sn_resp_read(sn_resp_t *r)
 {
-    sn_conn_t *conn = r->conn;
+    sn_chan_t *chan = r->chan;
 
     if (!sn_resp_current(r)) {
         return SN_RESP_DONE;
     }
     sn_resp_executed(r);
-    sn_resp_framed(conn, conn->expected_seq);
-    conn->rd_active     = 1;
-    conn->rd_seq        = r->req->seq;
-    conn->rd_snap       = r->snap;
-    conn->rd_addr       = r->req->raddr;
-    conn->rd_total      = r->req->length;
-    conn->rd_off        = 0;
-    conn->rd_frame_left = 0;
-    r->ret              = sn_resp_read_pump(r->inst, conn);
+    sn_resp_framed(chan, chan->expected_seq);
+    chan->rd_active     = 1;
+    chan->rd_seq        = r->req->seq;
+    chan->rd_snap       = r->snap;
+    chan->rd_addr       = r->req->raddr;
+    chan->rd_total      = r->req->length;
+    chan->rd_off        = 0;
+    chan->rd_frame_left = 0;
+    r->ret              = sn_resp_read_pump(r->inst, chan);
     sn_resp_answered(r); /* its data leaves ahead of later frames */
     return SN_RESP_DONE;
 }
@@ -831,8 +834,8 @@ static void sn_resp_answer(sn_resp_t *r, uint8_t type, uint8_t code,
     }
     ret =
         (type == SN_RSP_ACK)
-            ? sn_resp_ack_write(r->inst, r->conn, r->req->seq, 0, 0)
-            : sn_resp_send(r->inst, r->conn, type, code, r->req->seq, value, 0);
+            ? sn_resp_ack_write(r->inst, r->chan, r->req->seq, 0, 0)
+            : sn_resp_send(r->inst, r->chan, type, code, r->req->seq, value, 0);
     if (ret != 0) {
         r->ret = -1;
     } else if (executed) {
@@ -850,7 +853,7 @@ static sn_resp_state_t sn_resp_atomic_reply(sn_resp_t *r)
  * header are done; the others are looked at under the QP lock next. */
 static sn_resp_state_t sn_resp_payload_done(sn_resp_t *r)
 {
-    return r->conn->drop ? SN_RESP_DONE : SN_RESP_CHECK_STATE;
+    return r->chan->drop ? SN_RESP_DONE : SN_RESP_CHECK_STATE;
 }
 
 /* r's receive completion */
@@ -860,12 +863,12 @@ static void sn_resp_recv_wc(const sn_resp_t *r, struct ibv_wc *wc,
                             int with_imm)
 {
     memset(wc, 0, sizeof(*wc));
-    wc->wr_id    = r->conn->recv.wr_id;
+    wc->wr_id    = r->chan->recv.wr_id;
     wc->status   = status;
     wc->opcode   = opcode;
     wc->byte_len = byte_len;
     wc->qp_num   = r->qp->super.qp_num;
-    wc->src_qp   = r->conn->peer_qpn;
+    wc->src_qp   = r->chan->peer_qpn;
     if (with_imm) {
         wc->wc_flags = IBV_WC_WITH_IMM;
         wc->imm_data = r->req->imm;
@@ -882,7 +885,7 @@ static void sn_resp_push_recv_wc(sn_resp_t *r, enum ibv_wc_status status,
     sn_resp_batch_out(r);
     sn_resp_recv_wc(r, &wc, status, opcode, byte_len, with_imm);
     sn_cq_push(r->qp->recv_cq, &wc, solicited);
-    r->conn->have_recv = 0;
+    r->chan->have_recv = 0;
 }
 
 /* QP lock held: r (executed, its payload placed) joins the pass's batch:
@@ -893,7 +896,7 @@ static void sn_resp_batch_add(sn_resp_t *r, enum ibv_wc_opcode opcode,
     sn_ack_batch_t *b = &r->inst->ack_batch;
 
     if (b->num == 0) { /* the batch is of r's connection (sn_ack_batch_t) */
-        b->conn      = r->conn;
+        b->chan      = r->chan;
         b->first_seq = r->req->seq;
     }
     sn_resp_executed(r);
@@ -901,7 +904,7 @@ static void sn_resp_batch_add(sn_resp_t *r, enum ibv_wc_opcode opcode,
                     with_imm);
     b->solicited[b->num] = (uint8_t)solicited;
     b->bytes += r->req->length;
-    r->conn->have_recv = 0;
+    r->chan->have_recv = 0;
     if (++b->num == SN_ACK_BATCH) {
         sn_resp_batch_out(r);
     }
@@ -916,25 +919,25 @@ static sn_resp_state_t sn_resp_check_state(sn_resp_t *r)
         sn_resp_batch_out(r); /* may find the batch ahead not executed */
     }
     if (!sn_resp_current(r)) { /* behind requests not executed */
-        if (r->conn->have_recv) {
+        if (r->chan->have_recv) {
             sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
         }
         return SN_RESP_DONE;
     }
     if (SN_RULE_TCP_ERR_SILENT && (r->qp->state == IBV_QPS_ERR)) {
-        if (r->conn->have_recv) {
+        if (r->chan->have_recv) {
             sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
         }
         return SN_RESP_DONE;
     }
-    if (r->conn->have_recv) {
+    if (r->chan->have_recv) {
         return SN_RESP_CHECK_PLACED;
     }
     if ((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) {
         return sn_resp_nak(r, SN_NAK_NOT_READY); /* reset meanwhile */
     }
-    return r->conn->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
-                                : SN_RESP_ACK;
+    return r->stream->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
+                                  : SN_RESP_ACK;
 }
 
 /* A receive completes on a QP still in RTR/RTS (else it is flushed and the
@@ -945,7 +948,7 @@ static sn_resp_state_t sn_resp_check_placed(sn_resp_t *r)
         sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
         return sn_resp_nak(r, SN_NAK_NOT_READY);
     }
-    if (r->conn->sink.failed) {
+    if (r->stream->sink.failed) {
         r->recv_status = IBV_WC_LOC_PROT_ERR;
         r->nak         = SN_NAK_REM_OP;
         return SN_RESP_RECV_ERROR;
@@ -991,7 +994,7 @@ static sn_resp_state_t sn_resp_ack(sn_resp_t *r)
 static sn_resp_state_t sn_resp_recv_error(sn_resp_t *r)
 {
     sn_resp_push_recv_wc(r, r->recv_status, IBV_WC_RECV, 0, 0, 0);
-    sn_resp_discard_payload(r->conn);
+    sn_resp_discard_payload(r->stream);
     sn_qp_to_error(r->qp);
     return SN_RESP_NAK;
 }
@@ -1050,7 +1053,7 @@ static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
 
 /* Run the steps from first to the end; -1: close the connection, 1: the
  * request is held (not taken) */
-static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
+static int sn_resp_run(sn_inst_t *inst, sn_chan_t *chan,
                        const sn_resp_state_t first)
 {
     sn_resp_state_t state = first;
@@ -1058,10 +1061,11 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
     sn_resp_t r;
 
     memset(&r, 0, sizeof(r));
-    r.inst = inst;
-    r.conn = conn;
-    r.qp   = conn->qp;
-    r.req  = &conn->hdr.req;
+    r.inst   = inst;
+    r.chan   = chan;
+    r.stream = chan->stream;
+    r.qp     = chan->qp;
+    r.req    = &r.stream->hdr.req;
     while ((state != SN_RESP_DONE) && (state != SN_RESP_HOLD) &&
            (state != SN_RESP_CLOSE)) {
         if (sn_resp_steps[state].answers && (inst->ack_batch.num > 0)) {
@@ -1072,17 +1076,17 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
         state = sn_resp_steps[state].fn(&r);
     }
     frame_done = (first == SN_RESP_PAYLOAD_DONE) || r.whole;
-    if (conn->late_ack && (state == SN_RESP_DONE) &&
+    if (chan->late_ack && (state == SN_RESP_DONE) &&
         (frame_done || !sn_req_has_payload(r.req->op))) {
-        conn->late_ack = 0;
+        chan->late_ack = 0;
         sn_resp_hold_qp(&r, SN_QP_LOCKED);
         sn_resp_batch_out(&r); /* after the request's receive, too */
-        if (sn_req_acked(r.qp, conn->late_ack_end) != 0) {
+        if (sn_req_acked(r.qp, chan->late_ack_end) != 0) {
             state = SN_RESP_CLOSE;
         }
     }
     if (r.qp_locked && (state == SN_RESP_DONE) && frame_done &&
-        sn_conn_spent(conn)) {
+        sn_stream_spent(r.stream)) {
         /* the pass ends next: its one ACK goes now, under the lock held
          * already, not under sn_resp_batch_end's own */
         sn_resp_batch_out(&r);
@@ -1097,12 +1101,12 @@ static int sn_resp_run(sn_inst_t *inst, sn_conn_t *conn,
     return r.whole ? 2 : 0;
 }
 
-int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn)
+int sn_resp_on_header(sn_inst_t *inst, sn_chan_t *chan)
 {
-    return sn_resp_run(inst, conn, SN_RESP_CHECK_HEADER);
+    return sn_resp_run(inst, chan, SN_RESP_CHECK_HEADER);
 }
 
-int sn_resp_on_payload(sn_inst_t *inst, sn_conn_t *conn)
+int sn_resp_on_payload(sn_inst_t *inst, sn_chan_t *chan)
 {
-    return sn_resp_run(inst, conn, SN_RESP_PAYLOAD_DONE);
+    return sn_resp_run(inst, chan, SN_RESP_PAYLOAD_DONE);
 }

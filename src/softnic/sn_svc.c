@@ -39,7 +39,7 @@ struct sn_cmd {
     struct sn_cmd *next;
     sn_cmd_type_t type;
     sn_qp_t *qp;
-    uint64_t conn_id;
+    uint64_t stream_id;
     int on_stack; /* FORGET: owned by the waiting caller */
 };
 
@@ -100,15 +100,15 @@ int sn_svc_connect(sn_inst_t *inst, sn_qp_t *qp)
     return 0;
 }
 
-void sn_svc_drop_conn(sn_inst_t *inst, uint64_t conn_id)
+void sn_svc_drop_stream(sn_inst_t *inst, uint64_t stream_id)
 {
     struct sn_cmd *cmd = calloc(1, sizeof(*cmd));
 
     /* without memory the connection lingers until the service thread
      * notices that its QP no longer lists it */
     if (cmd != NULL) {
-        cmd->type    = SN_CMD_DROP;
-        cmd->conn_id = conn_id;
+        cmd->type      = SN_CMD_DROP;
+        cmd->stream_id = stream_id;
         sn_svc_post(inst, cmd, NULL);
     }
 }
@@ -132,26 +132,26 @@ void sn_svc_forget_qp(sn_inst_t *inst, sn_qp_t *qp)
 
 static void sn_svc_run_cmd(sn_inst_t *inst, const struct sn_cmd *cmd)
 {
-    sn_conn_t *conn, *next;
+    sn_stream_t *stream, *next;
 
     switch (cmd->type) {
     case SN_CMD_CONNECT:
-        sn_conn_connect_qp(inst, cmd->qp);
+        sn_chan_connect_qp(inst, cmd->qp);
         break;
     case SN_CMD_DROP:
-        for (conn = inst->conns; conn != NULL; conn = conn->next) {
-            if (conn->id == cmd->conn_id) {
-                sn_conn_close(inst, conn);
+        for (stream = inst->streams; stream != NULL; stream = stream->next) {
+            if (stream->id == cmd->stream_id) {
+                sn_stream_close(inst, stream);
                 break;
             }
         }
         break;
     case SN_CMD_FORGET:
-        for (conn = inst->conns; conn != NULL; conn = next) {
-            next = conn->next;
-            if (conn->qp == cmd->qp) {
-                conn->have_recv = 0; /* the QP is going away */
-                sn_conn_close(inst, conn);
+        for (stream = inst->streams; stream != NULL; stream = next) {
+            next = stream->next;
+            if (stream->chan->qp == cmd->qp) {
+                stream->chan->have_recv = 0; /* the QP is going away */
+                sn_stream_close(inst, stream);
             }
         }
         break;
@@ -186,12 +186,12 @@ static void sn_svc_commands(sn_inst_t *inst)
     pthread_mutex_unlock(&inst->cmd_lock);
 }
 
-static int sn_svc_conn_alive(sn_inst_t *inst, sn_conn_t *conn)
+static int sn_svc_stream_alive(sn_inst_t *inst, sn_stream_t *stream)
 {
-    sn_conn_t *c;
+    sn_stream_t *c;
 
-    for (c = inst->conns; c != NULL; c = c->next) {
-        if (c == conn) {
+    for (c = inst->streams; c != NULL; c = c->next) {
+        if (c == stream) {
             return 1;
         }
     }
@@ -230,14 +230,14 @@ static uint64_t sn_svc_timers(sn_inst_t *inst)
  * those due at the end of a step of pollers it left the sockets to */
 static void sn_svc_acks(sn_inst_t *inst, int poller)
 {
-    sn_conn_acks(inst, !poller || !__atomic_load_n(&inst->svc_standby,
-                                                   __ATOMIC_RELAXED));
+    sn_stream_acks(inst, !poller || !__atomic_load_n(&inst->svc_standby,
+                                                     __ATOMIC_RELAXED));
 }
 
-void sn_svc_hot(sn_inst_t *inst, sn_conn_t *conn)
+void sn_svc_hot(sn_inst_t *inst, sn_stream_t *stream)
 {
-    if (inst->polling && conn->tcp_data) {
-        inst->hot_conn = conn;
+    if (inst->polling && stream->tcp_data) {
+        inst->hot_stream = stream;
     }
 }
 
@@ -246,31 +246,31 @@ void sn_svc_hot(sn_inst_t *inst, sn_conn_t *conn)
 static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
                             int n, int poller)
 {
-    sn_conn_t *conn;
+    sn_stream_t *stream;
     int i;
 
     inst->polling = poller;
     for (i = 0; i < n; ++i) {
         if (events[i].data.ptr == &sn_listen_tag) {
-            sn_conn_accept(inst);
+            sn_stream_accept(inst);
         } else if (events[i].data.ptr == &sn_cmd_tag) {
             sn_svc_commands(inst);
         } else if (events[i].data.ptr == &sn_ud_tag) {
             sn_ud_rx(inst);
         } else {
-            conn = events[i].data.ptr;
+            stream = events[i].data.ptr;
             /* an earlier event of this batch may have closed it */
-            if (sn_svc_conn_alive(inst, conn)) {
-                if ((conn->role == SN_ROLE_TGT) &&
+            if (sn_svc_stream_alive(inst, stream)) {
+                if ((stream->chan->role == SN_ROLE_TGT) &&
                     (events[i].events & EPOLLIN)) {
-                    sn_svc_hot(inst, conn);
+                    sn_svc_hot(inst, stream);
                 }
-                sn_conn_event(inst, conn, events[i].events);
+                sn_stream_event(inst, stream, events[i].events);
             }
         }
     }
     /* answers read above may let held requests through */
-    sn_conn_resume(inst);
+    sn_stream_resume(inst);
     sn_svc_acks(inst, poller);
     inst->polling = 0;
 }
@@ -281,9 +281,9 @@ static void sn_svc_dispatch(sn_inst_t *inst, const struct epoll_event *events,
 static int sn_svc_poll_events(sn_inst_t *inst, struct epoll_event *events,
                               int max)
 {
-    if ((inst->hot_conn != NULL) && (inst->poll_steps % SN_HOT_EPOLL != 0)) {
+    if ((inst->hot_stream != NULL) && (inst->poll_steps % SN_HOT_EPOLL != 0)) {
         events[0].events   = EPOLLIN;
-        events[0].data.ptr = inst->hot_conn;
+        events[0].data.ptr = inst->hot_stream;
         return 1;
     }
     return epoll_wait(inst->epoll_fd, events, max, 0);
@@ -294,7 +294,7 @@ void sn_svc_poll(sn_inst_t *inst)
     struct epoll_event events[16];
     int n;
 
-    if ((__atomic_load_n(&inst->num_tcp_conns, __ATOMIC_RELAXED) == 0) ||
+    if ((__atomic_load_n(&inst->num_tcp_streams, __ATOMIC_RELAXED) == 0) ||
         __atomic_load_n(&inst->svc_want, __ATOMIC_RELAXED) ||
         (pthread_mutex_trylock(&inst->svc_lock) != 0)) {
         return;
@@ -390,15 +390,15 @@ static void *sn_svc_thread(void *arg)
             sn_svc_lock(inst);
             next        = sn_svc_timers(inst);
             last_timers = now;
-            sn_conn_timers(inst, now);
-            sn_conn_resume(inst); /* a QP left RTS, or lost its peer */
+            sn_stream_timers(inst, now);
+            sn_stream_resume(inst); /* a QP left RTS, or lost its peer */
             pthread_mutex_unlock(&inst->svc_lock);
         }
         if (__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) {
             /* ACKs owed by pollers' steps: each look, those due (all, once
              * the service thread serves the sockets again) */
             sn_svc_lock(inst);
-            sn_conn_acks(inst, !look.standby);
+            sn_stream_acks(inst, !look.standby);
             pthread_mutex_unlock(&inst->svc_lock);
         }
         timeout_ms = SN_TICK_NS / 1000000;
@@ -619,8 +619,8 @@ void sn_svc_stop(sn_inst_t *inst)
         pthread_join(inst->thread, NULL);
     }
     pthread_mutex_lock(&inst->svc_lock); /* a late poller has left */
-    while (inst->conns != NULL) {
-        sn_conn_close(inst, inst->conns);
+    while (inst->streams != NULL) {
+        sn_stream_close(inst, inst->streams);
     }
     pthread_mutex_unlock(&inst->svc_lock);
     close(inst->cmd_fd);

@@ -1,10 +1,15 @@
 /*
  * softnic's wire protocol and its connections: what the service loop
- * (sn_svc.c), the connections (sn_conn.c), the responder (sn_resp.c) and
- * the requester (sn_req.c) share. Private to src/softnic.
+ * (sn_svc.c), the streams (sn_stream.c), the channels (sn_chan.c), the
+ * responder (sn_resp.c) and the requester (sn_req.c) share. Private to
+ * src/softnic.
  *
- * Connection = one TCP stream from an initiator QP to its destination QP's
- * softnic instance. After connect, the initiator sends HELLO and the target
+ * Connection = one TCP stream (sn_stream_t: the socket, its frame parser,
+ * its output, its events) from an initiator QP to its destination QP's
+ * softnic instance, carrying one channel (sn_chan_t: that pair of QPs, the
+ * initiator's end or the target's end, with the per-pair state: sequence,
+ * NAK stop, owed ACKs, the receive being filled, a READ being answered, a
+ * same-host ring). After connect, the initiator sends HELLO and the target
  * answers HELLO_ACK (sn_hello_t, 72 bytes each; a same-host target names a
  * SEND ring in it, see sn_ring.c). Then the initiator sends requests
  * (sn_req_t, 48 bytes, followed by `length` payload
@@ -30,7 +35,7 @@
  * what it owes ahead of any other answer); one for requests already
  * answered (the request frame carried it first) is a duplicate, ignored.
  *
- * Requests carry a per-connection sequence number. The target executes only
+ * Requests carry a per-channel sequence number. The target executes only
  * the request with the expected sequence and silently drops (drains) any
  * other: after an RNR or "not ready" NAK the initiator rewinds and resends
  * from the NAKed request (go-back-N, as IB does), so dropping what follows a
@@ -44,10 +49,10 @@
  * bracketed by sn_mr_busy_begin/end so deregistration takes effect.
  *
  * Threads: everything in these files except sn_wire_send_req (sn_req.c),
- * sn_svc_want_tx (sn_conn.c), the command posters (sn_svc.c) and
+ * sn_svc_want_tx (sn_stream.c), the command posters (sn_svc.c) and
  * sn_svc_start/stop runs under inst->svc_lock, on the service thread or on
  * a thread polling a CQ (sn_svc_poll); the lock holder alone owns the
- * connection objects (sn_conn_t). QP state is read and written under the
+ * streams and their channels (sn_stream_t, sn_chan_t). QP state is read and written under the
  * QP's lock, taken after svc_lock (sn_resp.c lists which responder step
  * holds it).
  */
@@ -190,29 +195,29 @@ enum {
 };
 
 /*
- * A connection. Owned by the svc_lock holder (the service thread or a
- * poller): only it reads or writes these fields and the inst->conns list,
- * except that an initiator QP's posting threads write to fd (under the QP
- * lock, once the QP lists the connection as READY, through qp->conn_fd)
- * and change its epoll registration (sn_svc_want_tx; conn->events stays the
- * owner's, which re-reads qp->tx_blocked under the QP lock).
+ * A stream: one TCP socket, its frame parser, its output and its epoll
+ * events. It carries exactly one channel (chan, from creation to close:
+ * the connecting end's INI channel, the accepting end's TGT channel).
+ * Owned by the svc_lock holder (the service thread or a poller): only it
+ * reads or writes these fields and the inst->streams list, except that an
+ * initiator QP's posting threads write to fd (under the QP lock, once the
+ * QP lists the stream as READY, through qp->stream_fd) and change its
+ * epoll registration (sn_svc_want_tx; stream->events stays the owner's,
+ * which re-reads qp->tx_blocked under the QP lock).
  */
-struct sn_conn {
-    sn_conn_t *next;
+struct sn_stream {
+    sn_stream_t *next;
     uint64_t id;
     int fd;
-    int role;
     int state;
-    uint32_t events;       /* current epoll interest */
-    sn_qp_t *qp;           /* INI: owner; TGT: the target QP */
-    uint32_t peer_qpn;     /* TGT: the initiator QPN */
-    uint32_t expected_seq; /* TGT */
+    uint32_t events; /* current epoll interest */
+    sn_chan_t *chan; /* its one channel, never NULL */
 
     uint8_t *rbuf;
     uint32_t rpos, rlen;
-    /* a recv() into rbuf during this sn_conn_rx() got less than it asked
+    /* a recv() into rbuf during this sn_stream_rx() got less than it asked
      * for: the socket was empty then, so none is tried again until the
-     * next read of the connection (epoll, level-triggered, says if more
+     * next read of the stream (epoll, level-triggered, says if more
      * came): one recv() per arrival, not one more that finds nothing */
     int drained;
     /* the last payload went from the socket straight to memory (a large
@@ -226,15 +231,39 @@ struct sn_conn {
         sn_rsp_t rsp;
     } hdr;
     uint32_t pay_left;
-    sn_sink_t sink;
-    int drop; /* TGT: request dropped or answered */
+    sn_sink_t sink; /* where the frame's payload goes */
+    int held;       /* TGT: the request in rbuf waits (sn_stream_resume) */
+
+    uint8_t *obuf;
+    uint32_t opos, olen, ocap;
+
+    /* INI: where to connect, and when the current attempt started */
+    struct sockaddr_in remote;
+    uint64_t connect_ns;
+
+    int tcp_data; /* counted in inst->num_tcp_streams */
+};
+
+/*
+ * A channel: one (initiator QP, target QP) pair on a stream (stream), the
+ * initiator's (INI) or the target's (TGT) end. Owned by the svc_lock
+ * holder, as its stream is; it lives as long as its stream.
+ */
+struct sn_chan {
+    sn_stream_t *stream;
+    int role;
+    sn_qp_t *qp;           /* INI: owner; TGT: the target QP (NULL until
+                              the HELLO names it) */
+    uint32_t peer_qpn;     /* TGT: the initiator QPN */
+    uint32_t expected_seq; /* TGT */
+    int drop;              /* TGT: request dropped or answered */
     /* TGT: a NAK that ends the initiator's WR in error (all but RNR and
      * "not ready") left: the initiator's QP is in ERR and flushes what it
-     * sent behind that request, so nothing more of this connection is
+     * sent behind that request, so nothing more of this channel is
      * executed (sn_resp.c, rule SN_RULE_NAK_STOPS) */
     int nak_stopped;
     /* TGT: the answers [ack_end, expected_seq) are ACKs that left in no
-     * frame of this connection (coalesced, sn_resp.c); ack_owed: some may
+     * frame of this channel (coalesced, sn_resp.c); ack_owed: some may
      * be owed still (counted in inst->num_ack_owed) since ack_since_ns,
      * for ack_bytes of payload */
     uint32_t ack_end;
@@ -245,23 +274,13 @@ struct sn_conn {
      * carries (up to late_ack_end) complete our WRs after the request */
     int late_ack;
     uint32_t late_ack_end;
-    int held; /* TGT: the request in rbuf waits (sn_conn_resume) */
     /* TGT: SEND / WRITE_IMM being received */
     int have_recv;
     sn_recv_t recv;
     /* INI: READ_DATA being received for WQE at SQ counter rd_index */
     uint32_t rd_index;
 
-    uint8_t *obuf;
-    uint32_t opos, olen, ocap;
-
-    /* INI: where to connect, and when the current attempt started */
-    struct sockaddr_in remote;
-    uint64_t connect_ns;
-
-    int tcp_data; /* counted in inst->num_tcp_conns */
-
-    /* TGT: same-host SEND ring attached to conn->qp */
+    /* TGT: same-host SEND ring attached to chan->qp */
     struct sn_ring *ring;
     uint32_t ring_id;
     sn_ring_att_t *ring_att;
@@ -275,11 +294,12 @@ struct sn_conn {
     uint32_t rd_frame_left;    /* of the current frame */
 };
 
-/* Does the pass over conn's input (sn_conn_rx_pass) end at its next frame:
- * nothing buffered, and a recv() of this pass found the socket empty? */
-static inline int sn_conn_spent(const sn_conn_t *conn)
+/* Does the pass over a stream's input (sn_stream_rx_pass) end at its next
+ * frame: nothing buffered, and a recv() of this pass found the socket
+ * empty? */
+static inline int sn_stream_spent(const sn_stream_t *stream)
 {
-    return (conn->rpos == conn->rlen) && conn->drained;
+    return (stream->rpos == stream->rlen) && stream->drained;
 }
 
 static inline int sn_req_has_payload(uint8_t op)
@@ -288,63 +308,86 @@ static inline int sn_req_has_payload(uint8_t op)
            (op == SN_OP_SEND) || (op == SN_OP_SEND_IMM);
 }
 
-/* Connections (sn_conn.c) */
-void sn_conn_set_events(sn_inst_t *inst, sn_conn_t *conn, uint32_t events);
+/* Streams (sn_stream.c) */
+void sn_stream_set_events(sn_inst_t *inst, sn_stream_t *stream,
+                          uint32_t events);
 int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
                       const struct ibv_sge *sge, int num_sge, uint32_t pdn,
                       uint64_t offset, uint64_t len);
-ssize_t sn_conn_send(int fd, const void *hdr, size_t hdr_len,
-                     const void *payload, size_t payload_len);
-int sn_conn_out(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
-                size_t hdr_len, const void *payload, size_t payload_len);
+ssize_t sn_stream_send(int fd, const void *hdr, size_t hdr_len,
+                       const void *payload, size_t payload_len);
+int sn_stream_out(sn_inst_t *inst, sn_stream_t *stream, const void *hdr,
+                  size_t hdr_len, const void *payload, size_t payload_len);
 /* The same with send flags: MSG_MORE writes the bytes into the socket but
  * holds them back (no segment) until the next send without it, a push
- * (sn_conn_push), the close of the socket (also by the process's end),
+ * (sn_stream_push), the close of the socket (also by the process's end),
  * or the kernel's ~200 ms cork limit */
-ssize_t sn_conn_sendf(int fd, const void *hdr, size_t hdr_len,
-                      const void *payload, size_t payload_len, int flags);
-int sn_conn_outf(sn_inst_t *inst, sn_conn_t *conn, const void *hdr,
-                 size_t hdr_len, const void *payload, size_t payload_len,
-                 int flags);
-void sn_conn_push(sn_conn_t *conn);
+ssize_t sn_stream_sendf(int fd, const void *hdr, size_t hdr_len,
+                        const void *payload, size_t payload_len, int flags);
+int sn_stream_outf(sn_inst_t *inst, sn_stream_t *stream, const void *hdr,
+                   size_t hdr_len, const void *payload, size_t payload_len,
+                   int flags);
+void sn_stream_push(sn_stream_t *stream);
 /* Send what MSG_MORE held back in socket fd */
 void sn_sock_push(int fd);
-int sn_conn_flush(sn_conn_t *conn);
-void sn_conn_close(sn_inst_t *inst, sn_conn_t *conn);
-void sn_conn_accept(sn_inst_t *inst);
-void sn_conn_timers(sn_inst_t *inst, uint64_t now);
-void sn_conn_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
-void sn_conn_event(sn_inst_t *inst, sn_conn_t *conn, uint32_t events);
-/* Read the connections whose request was held again (after a batch of
+int sn_stream_flush(sn_stream_t *stream);
+/* A stream connecting to remote, its one channel INI, the HELLO of len
+ * bytes waiting in its output until connect() completes; NULL on failure */
+sn_stream_t *sn_stream_open(sn_inst_t *inst, const struct sockaddr_in *remote,
+                            const void *hello, size_t len);
+/* Close the stream and its channel (sn_chan_close) */
+void sn_stream_close(sn_inst_t *inst, sn_stream_t *stream);
+/* The stream carries data on TCP: pollers may serve it */
+void sn_stream_count_tcp(sn_inst_t *inst, sn_stream_t *stream);
+void sn_stream_accept(sn_inst_t *inst);
+void sn_stream_timers(sn_inst_t *inst, uint64_t now);
+void sn_stream_event(sn_inst_t *inst, sn_stream_t *stream, uint32_t events);
+/* Read the streams whose request was held again (after a batch of
  * events, and at each timer pass) */
-void sn_conn_resume(sn_inst_t *inst);
-/* Send the ACKs the target connections owe: all (force), or those due */
-void sn_conn_acks(sn_inst_t *inst, int force);
+void sn_stream_resume(sn_inst_t *inst);
+/* Send the ACKs the target channels owe: all (force), or those due */
+void sn_stream_acks(sn_inst_t *inst, int force);
 /* TGT, the request's header taken: when its whole payload, at most max
  * bytes, is in rbuf already, it goes to the sink now (1), in the
  * responder's run of the header; else (0) it is read as it comes */
-int sn_conn_take_payload(sn_inst_t *inst, sn_conn_t *conn, uint32_t max);
+int sn_stream_take_payload(sn_inst_t *inst, sn_stream_t *stream, uint32_t max);
+
+/* Channels (sn_chan.c) */
+/* A channel of role for stream, no QP yet; NULL when out of memory */
+sn_chan_t *sn_chan_new(sn_stream_t *stream, int role);
+/* The channel ends with its stream: a TGT channel gives back the receive
+ * it took and detaches its ring, and sends the ACKs it owes; freed */
+void sn_chan_close(sn_inst_t *inst, sn_chan_t *chan);
+void sn_chan_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
+/* The HELLO (TGT) or HELLO_ACK (INI) of the stream's channel: 1 go on, 0
+ * the stream was stale (closed and freed), -1 fail it */
+int sn_chan_on_hello(sn_inst_t *inst, sn_chan_t *chan, const sn_hello_t *h);
+/* INI: the stream died, was refused or misbehaved: the QP's peer is silent
+ * from now on (sn_qp_peer_lost); the stream is closed */
+void sn_chan_ini_fail(sn_inst_t *inst, sn_chan_t *chan);
+/* INI, ready: the QP's requests go on; EPOLLOUT off once they all went */
+void sn_chan_ini_writable(sn_inst_t *inst, sn_chan_t *chan);
 
 /* Responder (sn_resp.c) */
 /* -1: close, 0: taken, 1: held (the header stays to be read again), 2:
- * taken with its payload (sn_conn_take_payload) */
-int sn_resp_on_header(sn_inst_t *inst, sn_conn_t *conn);
-int sn_resp_on_payload(sn_inst_t *inst, sn_conn_t *conn);
-int sn_resp_read_pump(sn_inst_t *inst, sn_conn_t *conn);
-/* The ACKs conn owes as one cumulative ACK frame, unless a request frame
+ * taken with its payload (sn_stream_take_payload) */
+int sn_resp_on_header(sn_inst_t *inst, sn_chan_t *chan);
+int sn_resp_on_payload(sn_inst_t *inst, sn_chan_t *chan);
+int sn_resp_read_pump(sn_inst_t *inst, sn_chan_t *chan);
+/* The ACKs chan owes as one cumulative ACK frame, unless a request frame
  * of its QP carried them; 0 or -1 (dead) */
-int sn_resp_ack_flush(sn_inst_t *inst, sn_conn_t *conn);
-/* The receives of the pass over a connection's requests complete, after
+int sn_resp_ack_flush(sn_inst_t *inst, sn_chan_t *chan);
+/* The receives of the pass over a channel's requests complete, after
  * their one ACK is in the socket (inst->ack_batch; at the end of each
- * pass, sn_conn_rx); 0 or -1 (the connection is dead) */
+ * pass, sn_stream_rx); 0 or -1 (the stream is dead) */
 int sn_resp_batch_end(sn_inst_t *inst);
-/* Are conn's owed ACKs due (sn_int.h, "ACK coalescing")? */
-int sn_resp_ack_due(const sn_conn_t *conn, uint64_t now);
+/* Are chan's owed ACKs due (sn_int.h, "ACK coalescing")? */
+int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now);
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv);
 
 /* Requester (sn_req.c) */
-int sn_req_on_rsp(sn_inst_t *inst, sn_conn_t *conn);
-int sn_req_on_payload(sn_conn_t *conn);
+int sn_req_on_rsp(sn_inst_t *inst, sn_chan_t *chan);
+int sn_req_on_payload(sn_chan_t *chan);
 /* QP lock held: the peer answered every request below end with an ACK;
  * -1 when that cannot be (sn_req.c) */
 int sn_req_acked(sn_qp_t *qp, uint32_t end);
