@@ -79,6 +79,34 @@ class softnic_local_tcp : public softnic_local
             ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
         }
     }
+
+    /* a -> b, two QPs of this instance on TCP, up and spun as above (the
+     * service thread stands back), buf registered as the returned region
+     * (NULL on failure, reported); a's send queue holds
+     * max_send_wr */
+    softnic_mr_t *spun_pair(std::vector<uint8_t> &buf, softnic_qp_t **a_p,
+                            uint32_t max_send_wr = 64)
+    {
+        softnic_mr_t *mr =
+            softnic_mr_reg(m_pd, buf.data(), buf.size(),
+                           IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+        EXPECT_NE(nullptr, mr) << strerror(errno);
+        softnic_qp_t *a = tracked_qp(NULL, NULL, max_send_wr);
+        softnic_qp_t *b = tracked_qp();
+        if ((mr == NULL) || (a == NULL) || (b == NULL)) {
+            ADD_FAILURE() << "no region or QP";
+            return NULL;
+        }
+        bring_to(a, IBV_QPS_RTS, b->qp_num);
+        if (!HasFatalFailure()) {
+            bring_to(b, IBV_QPS_RTS, a->qp_num);
+        }
+        if (!HasFatalFailure()) {
+            connect_then_spin(a, mr, buf);
+        }
+        *a_p = a;
+        return HasFatalFailure() ? NULL : mr;
+    }
 };
 
 const char *state_name(int s)
@@ -447,16 +475,9 @@ TEST_F(softnic_local_tcp, service_thread_serves_again_when_polling_stops)
 {
     const size_t len = 4096;
     std::vector<uint8_t> buf(2 * len, 0);
-    softnic_mr_t *mr =
-        softnic_mr_reg(m_pd, buf.data(), buf.size(),
-                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-    ASSERT_NE(nullptr, mr) << strerror(errno);
-    softnic_qp_t *a = tracked_qp(), *b = tracked_qp();
-    ASSERT_TRUE(a && b);
-    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
-    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
-
-    ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a);
+    ASSERT_NE(nullptr, mr);
     for (size_t i = 0; i < len; ++i) {
         buf[i] = pattern_byte(7, i);
     }
@@ -493,16 +514,9 @@ TEST_F(softnic_local_tcp,
 {
     const size_t len = 64;
     std::vector<uint8_t> buf(2 * len, 0);
-    softnic_mr_t *mr =
-        softnic_mr_reg(m_pd, buf.data(), buf.size(),
-                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-    ASSERT_NE(nullptr, mr) << strerror(errno);
-    softnic_qp_t *a = tracked_qp(NULL, NULL, 4096), *b = tracked_qp();
-    ASSERT_TRUE(a && b);
-    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
-    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
-
-    ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a, 4096);
+    ASSERT_NE(nullptr, mr);
     /* posts only, one every 10 us, unsignaled: nothing enters the CQ */
     const int want = 3 * 4096;
     int posted = 0, ret = 0;
@@ -541,15 +555,9 @@ TEST_F(softnic_local_tcp, poll_takes_at_most_num_entries_from_its_own_step)
     const size_t len = 64;
     const int num    = 8;
     std::vector<uint8_t> buf(2 * len, 0);
-    softnic_mr_t *mr =
-        softnic_mr_reg(m_pd, buf.data(), buf.size(),
-                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-    ASSERT_NE(nullptr, mr) << strerror(errno);
-    softnic_qp_t *a = tracked_qp(), *b = tracked_qp();
-    ASSERT_TRUE(a && b);
-    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
-    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
-    ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a);
+    ASSERT_NE(nullptr, mr);
 
     ibv_sge sge = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
     ibv_send_wr wr[num], *bad;
