@@ -302,6 +302,14 @@ int sn_stream_flush(sn_stream_t *stream)
 
 /* ---- streams ----------------------------------------------------------- */
 
+/* A stream that never went into the instance's list, freed */
+static void sn_stream_free(sn_stream_t *stream)
+{
+    free(stream->chan);
+    free(stream->rbuf);
+    free(stream);
+}
+
 static sn_stream_t *sn_stream_alloc(int role)
 {
     sn_stream_t *stream = calloc(1, sizeof(*stream));
@@ -312,9 +320,7 @@ static sn_stream_t *sn_stream_alloc(int role)
     stream->rbuf = malloc(SN_RBUF_SIZE);
     stream->chan = sn_chan_new(stream, role);
     if ((stream->rbuf == NULL) || (stream->chan == NULL)) {
-        free(stream->chan);
-        free(stream->rbuf);
-        free(stream);
+        sn_stream_free(stream);
         return NULL;
     }
     return stream;
@@ -341,9 +347,7 @@ static sn_stream_t *sn_stream_new(sn_inst_t *inst, int fd, int role,
     ev.data.ptr = stream;
     if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         sn_log(inst, SOFTNIC_LOG_ERROR, "epoll_ctl(ADD) failed: %m");
-        free(stream->chan);
-        free(stream->rbuf);
-        free(stream);
+        sn_stream_free(stream);
         return NULL;
     }
     stream->next  = inst->streams;
