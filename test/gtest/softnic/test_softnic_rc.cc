@@ -1407,10 +1407,12 @@ TEST_P(softnic_rc_tcp, bidirectional_bulk_does_not_deadlock)
 
 /* Many QPs between two instances all carry traffic both ways: on each of
  * 64 QP pairs a WRITE of 64 KiB and a SEND of 64 B each way and a READ of
- * 64 KiB by a; every WR completes SUCCESS, every byte lands where its QP
- * put it. Once QPs share a stream (64 channels on one connection), the
- * channels' ids, sequences and table must keep them apart (step 5 of the
- * design). */
+ * 64 KiB by a; every WR and every receive completes SUCCESS, and the
+ * WRITEs' and READs' bytes land at their QP's offset (the SENDs' bytes
+ * are not checked). A target that refuses channels past 48 per instance
+ * fails it. Once QPs share a stream (64 channels on one
+ * connection), the channels' ids, sequences and table must keep them apart
+ * (step 5 of the design). */
 TEST_P(softnic_rc_tcp, many_qps_between_two_instances)
 {
     const int nqp    = 64;
