@@ -594,6 +594,107 @@ TEST_F(softnic_local_tcp, poll_takes_at_most_num_entries_from_its_own_step)
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
+/* What a poll's own step completes goes straight into the poll's array
+ * only while the CQ's ring is empty (sn_int.h, sn_cq_t): another thread
+ * may push WR k of a QP into the ring after the poll found the CQ empty;
+ * if the poll's step then completes WR k + 1, k + 1 goes behind k. QP a
+ * sends into the same-host ring; its send CQ is m_cq, its receive CQ is
+ * rcq, which b (the target) uses for both. A thread polling rcq reaps a's
+ * slots (into m_cq's ring: it polls rcq, not m_cq) and consumes the next
+ * ones into b's receives, while this thread polls m_cq, one entry at a
+ * time, and reaps a's slots too, after passing 256 idle QPs of m_cq (its
+ * ring progress walks the CQ's QPs in creation order): the other thread's
+ * reap and consume fall between this poll's emptiness check and its reap
+ * in most runs within milliseconds, with the condition dropped. The sender
+ * keeps up to 3500 SENDs in flight (m_cq holds 4096), so it streams on
+ * while this thread is descheduled. Every completion of a comes out in
+ * posting order. Bounded: `total` SENDs or 3 s. */
+TEST_F(softnic_local, poll_takes_its_own_step_only_into_an_empty_cq)
+{
+    const int total = 2000000, in_flight = 3500, recvs = 4, idle = 256;
+    const size_t len = 8;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_mr_t *mr =
+        softnic_mr_reg(m_pd, buf.data(), buf.size(), IBV_ACCESS_LOCAL_WRITE);
+    ASSERT_NE(nullptr, mr) << strerror(errno);
+    softnic_cq_t *rcq = softnic_cq_create(m_dev, 4096, NULL, NULL);
+    ASSERT_NE(nullptr, rcq) << strerror(errno);
+    for (int i = 0; i < idle; ++i) {
+        ASSERT_NE(nullptr, tracked_qp());
+    }
+    softnic_qp_t *a = tracked_qp(m_cq, rcq), *b = tracked_qp(rcq, rcq);
+    ASSERT_TRUE(a && b);
+    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
+
+    ibv_sge ssge   = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
+    ibv_sge rsge   = {(uintptr_t)&buf[len], (uint32_t)len, mr->lkey};
+    auto post_recv = [&]() {
+        ibv_recv_wr wr = {}, *bad;
+        wr.sg_list     = &rsge;
+        wr.num_sge     = 1;
+        return softnic_post_recv(b, &wr, &bad);
+    };
+    for (int i = 0; i < recvs; ++i) {
+        ASSERT_EQ(0, post_recv());
+    }
+    /* Thread contract: done (completions of a seen so far, stored by this
+     * thread), stop and errors are atomics; the target thread alone posts
+     * on a and b and polls rcq, this thread alone polls m_cq. */
+    std::atomic<int> done(0), errors(0);
+    std::atomic<bool> stop(false);
+    std::thread target([&] {
+        int posted = 0;
+        ibv_wc wc;
+        while (!stop.load(std::memory_order_relaxed)) {
+            while ((posted < total) && (posted - done.load() < in_flight)) {
+                ibv_send_wr wr = {}, *bad;
+                wr.wr_id       = posted;
+                wr.sg_list     = &ssge;
+                wr.num_sge     = 1;
+                wr.opcode      = IBV_WR_SEND;
+                wr.send_flags  = IBV_SEND_SIGNALED;
+                int ret        = softnic_post_send(a, &wr, &bad);
+                if (ret == ENOMEM) {
+                    break; /* the send queue is full */
+                } else if (ret != 0) {
+                    ++errors;
+                    return;
+                }
+                ++posted;
+            }
+            int n = softnic_cq_poll(rcq, 1, &wc);
+            if ((n < 0) || ((n == 1) && ((wc.status != IBV_WC_SUCCESS) ||
+                                         (post_recv() != 0)))) {
+                ++errors;
+                return;
+            }
+        }
+    });
+
+    int next = 0, n = 0;
+    bool wrong = false;
+    ibv_wc wc  = {};
+    for (double end = now_ms() + 3000; (next < total) && (now_ms() < end) &&
+                                       (errors.load() == 0) && !wrong;) {
+        n     = softnic_cq_poll(m_cq, 1, &wc);
+        wrong = (n < 0) || ((n == 1) && ((wc.wr_id != (uint64_t)next) ||
+                                         (wc.status != IBV_WC_SUCCESS)));
+        next += (n == 1) && !wrong;
+        done.store(next);
+    }
+    stop = true;
+    target.join();
+    EXPECT_EQ(0, errors.load());
+    EXPECT_FALSE(wrong) << "poll returned " << n << ", WR " << wc.wr_id
+                        << " (status " << wc.status << ") where WR " << next
+                        << " was next";
+    EXPECT_GT(next, 1000) << "too few completions to tell";
+    destroy_qps();
+    EXPECT_EQ(0, softnic_cq_destroy(rcq));
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
 /* Several threads post on the same QP at once (verbs calls are
  * thread-safe) while one thread polls: every WR completes once, and
  * every thread's data is placed. */
