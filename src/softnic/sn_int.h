@@ -9,8 +9,8 @@
  * calling process: a service thread, a TCP listener bound to the interface's
  * IPv4 address (ephemeral port) and a shared-memory table
  * (/dev/shm/orc_soft.<pidns>.<pid>.<instance>, unlinked on close; tables of
- * dead processes are reaped at the next open) holding the MRs and the QPs'
- * access flags, readable by same-host peers.
+ * dead processes of the pid namespace are reaped at every open and close)
+ * holding the MRs and the QPs' access flags, readable by same-host peers.
  *
  * Every connected RC QP owns one outgoing TCP connection ("initiator
  * connection") to the softnic instance of its destination QP, opened by the

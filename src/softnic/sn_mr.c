@@ -33,7 +33,11 @@ static void sn_shm_name(char *buf, size_t size, uint64_t pid_ns, pid_t pid,
              (unsigned long long)pid_ns, (int)pid, id);
 }
 
-/* Remove tables left behind by killed processes of our pid namespace. */
+/* Remove tables (and rings) left behind by killed processes of our pid
+ * namespace: at every open and close of an instance, so that a process
+ * killed after the last open on its host leaves nothing once a peer that
+ * outlived it closes (a test run's last peer it kills, a job's crashed
+ * rank). */
 static void sn_shm_reap(uint64_t pid_ns)
 {
     unsigned long long ns;
@@ -120,6 +124,7 @@ void sn_mr_table_cleanup(sn_inst_t *inst)
     free(inst->qp_gen);
     munmap(inst->mrs, SN_MR_TABLE_SIZE);
     shm_unlink(inst->shm_name);
+    sn_shm_reap(le64toh(inst->host.pid_ns));
 }
 
 sn_mr_entry_t *sn_mr_enter(sn_mr_entry_t *table, uint32_t key)
