@@ -358,17 +358,31 @@ void uct_orc_agent_foreach_peer_locked(uct_orc_agent_t *agent,
 void uct_orc_agent_farewell_locked(uct_orc_agent_t *agent);
 
 /*
+ * Receive buffers the iface may hold back from its SRQ: the buffers AM
+ * handlers released go back in lists of this many (a poll's batch, at most
+ * a quarter of the queue), so a latency loop takes the SRQ's lock once per
+ * that many messages, not once per message. Fewer are held between two
+ * receive completions, and no credit stands for them.
+ */
+static inline unsigned uct_orc_rx_hold(unsigned rx_queue_len)
+{
+    return ucs_min(UCT_ORC_IFACE_POLL_BATCH, rx_queue_len / 4);
+}
+
+/*
  * AM credits a passive QP grants its peer: the receive buffers of the SRQ
- * shared out among the peers, at most am_credits and at least
- * UCT_ORC_AM_CREDITS_MIN (or am_credits if smaller): with more peers than
- * buffers the receiver-not-ready retry absorbs bursts; a peer is never
- * refused.
+ * less those the iface may hold back (uct_orc_rx_hold(): a grant never
+ * promises a buffer that is not posted), shared out among the peers, at
+ * most am_credits and at least UCT_ORC_AM_CREDITS_MIN (or am_credits if
+ * smaller): with more peers than buffers the receiver-not-ready retry
+ * absorbs bursts; a peer is never refused.
  */
 static inline unsigned uct_orc_credit_window(unsigned rx_queue_len,
                                              unsigned am_credits,
                                              unsigned npeers)
 {
-    unsigned share = rx_queue_len / ucs_max(1, npeers);
+    unsigned share =
+        (rx_queue_len - uct_orc_rx_hold(rx_queue_len)) / ucs_max(1, npeers);
 
     return ucs_max(ucs_min(UCT_ORC_AM_CREDITS_MIN, am_credits),
                    ucs_min(am_credits, share));
@@ -538,7 +552,9 @@ typedef struct uct_orc_iface {
     ucs_mpool_t op_mp;  /* ops without data */
     ucs_mpool_t rx_mp;  /* receive buffers (registered) */
     unsigned rx_posted; /* receive buffers in the SRQ */
-    /* receive buffers to post again at the end of the poll, in one list */
+    /* receive buffers released, not yet posted again: held back, across
+     * polls, until config.rx_hold are, then posted in one list; fewer than
+     * config.rx_hold between two receive completions */
     uct_orc_rx_desc_t *rx_batch[UCT_ORC_IFACE_POLL_BATCH];
     unsigned rx_batch_len;
     unsigned tx_cq_avail;   /* send CQ entries not in use: every posted
@@ -588,6 +604,7 @@ typedef struct uct_orc_iface {
     struct {
         unsigned tx_queue_len;
         unsigned rx_queue_len;
+        unsigned rx_hold; /* uct_orc_rx_hold() of rx_queue_len */
         unsigned am_credits;
         size_t seg_size;
         size_t rx_headroom;    /* user bytes before an AM payload */
@@ -669,10 +686,11 @@ void uct_orc_iface_ep_failed(uct_orc_iface_t *iface, uct_orc_ep_t *ep,
 /* Release of an AM descriptor the application kept (iface->release_desc) */
 UCT_ORC_IFACE_HIDDEN void uct_orc_iface_release_desc(uct_recv_desc_t *self,
                                                      void *desc);
-/* A receive buffer (NULL: a fresh one) to the SRQ, posted in batches */
+/* A receive buffer (NULL: a fresh one) to the SRQ, posted in lists of
+ * config.rx_hold */
 UCT_ORC_IFACE_HIDDEN ucs_status_t
 uct_orc_iface_post_recv(uct_orc_iface_t *iface, uct_orc_rx_desc_t *desc);
-/* Post the batch uct_orc_iface_post_recv() has gathered */
+/* Post what uct_orc_iface_post_recv() holds back, now */
 UCT_ORC_IFACE_HIDDEN ucs_status_t
 uct_orc_iface_post_recv_batch(uct_orc_iface_t *iface);
 /* Recompute iface->credit_window after iface->npassive changed */

@@ -67,10 +67,11 @@ ucs_config_field_t uct_orc_iface_config_table[] = {
 
     {"RX_QUEUE_LEN", "1024",
      "Receive buffers posted to the interface's shared receive queue\n"
-     "(16..65536). The endpoints peers open to this interface share them:\n"
-     "each may have RX_QUEUE_LEN / <number of endpoints> active messages in\n"
-     "flight, at most AM_CREDITS and at least 2; bursts beyond the buffers\n"
-     "wait in the receiver-not-ready retry (RNR_RETRY).",
+     "(16..65536). The endpoints peers open to this interface share them,\n"
+     "less the up to 32 (a quarter) released buffers it posts again in one\n"
+     "list: each may have that share of them active messages in flight, at\n"
+     "most AM_CREDITS and at least 2; bursts beyond the buffers wait in the\n"
+     "receiver-not-ready retry (RNR_RETRY).",
      ucs_offsetof(uct_orc_iface_config_t, rx_queue_len), UCS_CONFIG_TYPE_UINT},
 
     {"AM_CREDITS", "128",
@@ -618,6 +619,7 @@ uct_orc_iface_init_config(uct_orc_iface_t *iface,
 
     iface->config.tx_queue_len = config->tx_queue_len;
     iface->config.rx_queue_len = config->rx_queue_len;
+    iface->config.rx_hold      = uct_orc_rx_hold(config->rx_queue_len);
     iface->config.am_credits   = config->am_credits;
     uct_orc_iface_set_credit_window(iface);
     iface->config.seg_size = config->seg_size;
@@ -853,7 +855,10 @@ err_cleanup_mp:
 
 static void uct_orc_iface_cleanup_rx(uct_orc_iface_t *iface)
 {
-    /* the posted receive buffers die with the SRQ */
+    /* the posted receive buffers die with the SRQ, the held ones here */
+    while (iface->rx_batch_len > 0) {
+        ucs_mpool_put(iface->rx_batch[--iface->rx_batch_len]);
+    }
     orc_srq_destroy(iface->srq);
     orc_cq_destroy(iface->recv_cq);
     ucs_mpool_cleanup(&iface->rx_mp, 0);

@@ -33,7 +33,7 @@ static UCS_F_ALWAYS_INLINE void *uct_orc_iface_rx_hdr(uct_orc_iface_t *iface,
                                          sizeof(uct_orc_hdr_t));
 }
 
-/* Post the receive buffers of iface->rx_batch to the SRQ, in one list */
+/* Post the receive buffers held in iface->rx_batch to the SRQ, in one list */
 ucs_status_t uct_orc_iface_post_recv_batch(uct_orc_iface_t *iface)
 {
     struct ibv_recv_wr wr[UCT_ORC_IFACE_POLL_BATCH], *bad_wr;
@@ -88,14 +88,17 @@ uct_orc_iface_repost(uct_orc_iface_t *iface, uct_orc_rx_desc_t *desc)
     }
 
     iface->rx_batch[iface->rx_batch_len++] = desc;
-    if (iface->rx_batch_len == UCT_ORC_IFACE_POLL_BATCH) {
+    if (iface->rx_batch_len == iface->config.rx_hold) {
         return uct_orc_iface_post_recv_batch(iface);
     }
     return UCS_OK;
 }
 
-/* A receive buffer (NULL: a fresh one) goes back to the SRQ, with the
- * others of this poll (uct_orc_iface_post_recv_batch) */
+/* A receive buffer (NULL: a fresh one) goes back to the SRQ once
+ * config.rx_hold are held (uct_orc_iface_post_recv_batch), across polls.
+ * A grant comes after its message's buffer went here, so it finds fewer
+ * than rx_hold held: the credit window leaves out that many
+ * (uct_orc_credit_window), no credit stands for a held buffer. */
 ucs_status_t uct_orc_iface_post_recv(uct_orc_iface_t *iface,
                                      uct_orc_rx_desc_t *desc)
 {
@@ -376,8 +379,10 @@ uct_orc_iface_poll_one(orc_cq_t *cq, const char *name, struct ibv_wc *wc)
 }
 
 /* The receive CQ: messages and credit grants; their buffers go back to the
- * SRQ in one list. A poll takes as many as softnic's same-host ring
- * delivers in one run (SN_RING_SLOTS): one poll and one repost per run. */
+ * SRQ in lists of config.rx_hold, across polls. A poll takes as many as
+ * softnic's same-host ring delivers in one run (SN_RING_SLOTS): one poll
+ * and one repost per run; a latency loop reposts once per rx_hold
+ * messages. */
 static UCS_F_ALWAYS_INLINE unsigned
 uct_orc_iface_poll_rx(uct_orc_iface_t *iface)
 {
@@ -387,9 +392,6 @@ uct_orc_iface_poll_rx(uct_orc_iface_t *iface)
     n = uct_orc_iface_poll_one(iface->recv_cq, "receive", wc);
     for (i = 0; i < n; ++i) {
         uct_orc_iface_handle_rx(iface, &wc[i]);
-    }
-    if (iface->rx_batch_len > 0) {
-        uct_orc_iface_post_recv_batch(iface);
     }
     return n;
 }
@@ -650,7 +652,6 @@ static void uct_orc_iface_handle_stash(uct_orc_iface_t *iface)
         uct_orc_iface_handle_tx(iface, &iface->stash_wc);
     } else {
         uct_orc_iface_handle_rx(iface, &iface->stash_wc);
-        uct_orc_iface_post_recv_batch(iface);
     }
 }
 

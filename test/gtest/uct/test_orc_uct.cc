@@ -1562,6 +1562,57 @@ TEST_F(OrcUct, AmFlowControlSlowReceiver)
     }
 }
 
+/*
+ * A grant never promises a receive buffer the receiver holds back from its
+ * SRQ (released, not yet posted again): 16 buffers, of which the receiver
+ * may hold 4, and 15 credits asked for. Each round the sender spends its
+ * whole window while the receiver stands still but for one progress call,
+ * then the receiver takes the rest. Without RNR retry a message that finds
+ * no posted buffer fails the ep. With held buffers counted in the window
+ * (15), round 2 sends 14 into 13 posted buffers.
+ */
+TEST_F(OrcUct, AmWindowLeavesOutHeldBuffers)
+{
+    scoped_setenv rxq("UCX_ORC_RX_QUEUE_LEN", "16");
+    scoped_setenv rnr("UCX_ORC_RNR_RETRY", "0");
+    am_pair p("15");
+    ASSERT_TRUE(p.open());
+    entity &s = p.s, &r = p.r;
+    uint64_t seq = 0;
+    auto idle    = [](entity &e) {
+        double until = entity::now() + 0.05;
+        while (entity::now() < until) {
+            e.progress();
+        }
+    };
+
+    for (int round = 0; round < 6; ++round) {
+        /* the sender's window, once its grants are in */
+        ASSERT_TRUE(s.progress_until(
+            [&]() { return uct_ep_am_short(p.e, 1, seq, NULL, 0) == UCS_OK; }));
+        for (++seq; uct_ep_am_short(p.e, 1, seq, NULL, 0) == UCS_OK; ++seq) {
+            ASSERT_LT(seq, 1000u);
+        }
+        idle(s); /* the messages reach the receiver */
+        r.progress();
+        idle(s); /* a miss is reported */
+        ASSERT_TRUE(s.errors.empty()) << "round " << round << ": "
+                                      << ucs_status_string(s.errors[0].status);
+        ASSERT_TRUE(r.progress_until([&]() {
+            s.progress();
+            return (p.rx.msgs.size() == seq) || !s.errors.empty();
+        })) << "round "
+            << round;
+        ASSERT_TRUE(s.errors.empty()) << "round " << round;
+    }
+    for (uint64_t i = 0; i < seq; ++i) {
+        uint64_t got;
+        ASSERT_EQ(8u, p.rx.msgs[i].size());
+        memcpy(&got, p.rx.msgs[i].data(), 8);
+        ASSERT_EQ(i, got);
+    }
+}
+
 TEST_F(OrcUct, AmBothDirectionsNoDeadlock)
 {
     scoped_setenv credits("UCX_ORC_AM_CREDITS", "4");
