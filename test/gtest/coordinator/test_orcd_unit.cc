@@ -603,6 +603,20 @@ static bool wait_queued(orc_store_t *s, uint64_t waiting, double timeout)
     return true;
 }
 
+/* Wait (bounded) until the store has sent `batches` txn requests in all:
+ * a caller started after it cannot join the batch of the one before */
+static bool wait_sent(orc_store_t *s, uint64_t batches, double timeout)
+{
+    double deadline = etcd_test::now_s() + timeout;
+    while (store_stats(s).txn_batches < batches) {
+        if (etcd_test::now_s() > deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+}
+
 /* Many threads, each its own keys, at once: the store sends them to etcd
  * together, and each caller gets its own answer: its compare's outcome
  * (half of them fail, the second compare, in the same batches as others'
@@ -838,6 +852,7 @@ TEST(store_etcd_batch, a_refused_batch_is_sent_again_txn_by_txn)
     ASSERT_EQ(s->ops->lease_revoke(s, gone, NULL), ORC_STORE_OK);
     const int threads = 10;
     std::vector<int> status(threads, -1);
+    uint64_t sent = store_stats(s).txn_batches;
     c.kill_member(0, SIGSTOP);
     std::vector<std::thread> ts;
     for (int t = 0; t < threads; ++t) {
@@ -846,9 +861,12 @@ TEST(store_etcd_batch, a_refused_batch_is_sent_again_txn_by_txn)
             status[t]     = orc_store_put(s, k.c_str(), "v", 1,
                                       (t == threads - 1) ? gone : 0, NULL);
         });
-        /* two batches on their way to the frozen etcd, then the others
-         * queue for one batch, the one on the lease that is gone last */
-        EXPECT_TRUE(wait_queued(s, (t < 2) ? 0 : t - 1, 10));
+        /* two batches of one on their way to the frozen etcd (each sent
+         * before the next caller starts, or a slow sender takes two), then
+         * the others queue for one batch, the one on the lease that is gone
+         * last */
+        EXPECT_TRUE((t < 2) ? wait_sent(s, sent + t + 1, 10)
+                            : wait_queued(s, t - 1, 10));
     }
     c.kill_member(0, SIGCONT);
     for (auto &t : ts) {
@@ -893,6 +911,7 @@ TEST(store_etcd_batch, a_failed_batch_fails_every_caller)
     const int threads = 12;
     std::vector<int> status(threads, -1);
     std::vector<double> took(threads, 0);
+    uint64_t sent = store_stats(s).txn_batches;
     c.kill_member(0, SIGSTOP);
     std::vector<std::thread> ts;
     for (int t = 0; t < threads; ++t) {
@@ -902,6 +921,11 @@ TEST(store_etcd_batch, a_failed_batch_fails_every_caller)
             status[t]     = orc_store_put(s, k.c_str(), "v", 1, 0, NULL);
             took[t]       = etcd_test::now_s() - t0;
         });
+        /* the first two alone in their batches (each sent before the next
+         * caller starts, or a slow sender takes two) */
+        if (t < 2) {
+            EXPECT_TRUE(wait_sent(s, sent + t + 1, 10));
+        }
     }
     /* two batches on their way to the frozen etcd, the rest queued */
     EXPECT_TRUE(wait_queued(s, threads - 2, 10));
