@@ -591,10 +591,12 @@ static orc_store_stats_t store_stats(orc_store_t *s)
 }
 
 /* Wait (bounded) until `waiting` txns are queued for the next batch */
-static bool wait_queued(orc_store_t *s, uint64_t waiting, double timeout)
+/* Wait (bounded) until the store's stat `field` reaches n */
+static bool wait_stat(orc_store_t *s, uint64_t orc_store_stats_t::*field,
+                      uint64_t n, double timeout)
 {
     double deadline = etcd_test::now_s() + timeout;
-    while (store_stats(s).txns_waiting < waiting) {
+    while (store_stats(s).*field < n) {
         if (etcd_test::now_s() > deadline) {
             return false;
         }
@@ -603,18 +605,17 @@ static bool wait_queued(orc_store_t *s, uint64_t waiting, double timeout)
     return true;
 }
 
-/* Wait (bounded) until the store has sent `batches` txn requests in all:
- * a caller started after it cannot join the batch of the one before */
+/* ... until `waiting` txns are queued for the next request */
+static bool wait_queued(orc_store_t *s, uint64_t waiting, double timeout)
+{
+    return wait_stat(s, &orc_store_stats_t::txns_waiting, waiting, timeout);
+}
+
+/* ... until the store has sent `batches` txn requests in all: a caller
+ * started after it cannot join the batch of the one before */
 static bool wait_sent(orc_store_t *s, uint64_t batches, double timeout)
 {
-    double deadline = etcd_test::now_s() + timeout;
-    while (store_stats(s).txn_batches < batches) {
-        if (etcd_test::now_s() > deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return true;
+    return wait_stat(s, &orc_store_stats_t::txn_batches, batches, timeout);
 }
 
 /* Many threads, each its own keys, at once: the store sends them to etcd
