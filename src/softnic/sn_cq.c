@@ -21,8 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-/* empty polls in a row between two sched_yield() calls */
-#define SN_CQ_YIELD_POLLS 2048
+/* A polling thread calls sched_yield() once it has spun this long on empty
+ * CQs (see "Polling" in sn_int.h) */
+#define SN_CQ_YIELD_NS 600000ull
 
 softnic_comp_channel_t *softnic_comp_channel_create(softnic_dev_t *dev)
 {
@@ -331,14 +332,37 @@ static int sn_cq_poll_empty(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
     return taker->n;
 }
 
-int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
+/* When this thread's run of empty polls (of any CQ) began, or its last
+ * sched_yield() in that run; 0 = its last poll returned something.
+ * Thread-local, no lock. */
+static __thread uint64_t sn_cq_spin_since;
+
+/* After a poll that returned n: a thread spinning on empty CQs starves, when
+ * cores are scarce, the threads that will fill them (its service thread, a
+ * peer process on its CPU): it gives the CPU away every SN_CQ_YIELD_NS of
+ * empty polls in a row (see "Polling" in sn_int.h) */
+static void sn_cq_pace(int n)
 {
-    sn_cq_t *scq = (sn_cq_t *)cq;
+    uint64_t now;
+
+    if (n != 0) {
+        sn_cq_spin_since = 0;
+        return;
+    }
+    now = sn_now_ns();
+    if (sn_cq_spin_since == 0) {
+        sn_cq_spin_since = now;
+    } else if (now - sn_cq_spin_since >= SN_CQ_YIELD_NS) {
+        sn_cq_spin_since = now;
+        sched_yield();
+    }
+}
+
+/* softnic_cq_poll without the pacing */
+static int sn_cq_poll_n(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
+{
     int n;
 
-    if (num_entries < 0) {
-        return -EINVAL;
-    }
     /* an empty poll does not take the lock: a thread spinning on an empty
      * CQ must not make the producer (often the service thread) queue for it.
      * count and overrun are only written under the lock; a stale zero just
@@ -350,14 +374,6 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
             return n; /* what the ring got after them: the next poll */
         }
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
-            /* a thread spinning on an empty CQ starves the service threads
-             * (and same-host peers) that will fill it, when cores are
-             * scarce: give the CPU away now and then */
-            if (__atomic_add_fetch(&scq->empty_polls, 1, __ATOMIC_RELAXED) %
-                    SN_CQ_YIELD_POLLS ==
-                0) {
-                sched_yield();
-            }
             return 0;
         }
     }
@@ -373,6 +389,18 @@ int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
         n = -EOVERFLOW;
     }
     pthread_mutex_unlock(&scq->lock);
+    return n;
+}
+
+int softnic_cq_poll(softnic_cq_t *cq, int num_entries, struct ibv_wc *wc)
+{
+    int n;
+
+    if (num_entries < 0) {
+        return -EINVAL;
+    }
+    n = sn_cq_poll_n((sn_cq_t *)cq, num_entries, wc);
+    sn_cq_pace(n);
     return n;
 }
 

@@ -169,8 +169,20 @@
  * RETRY_EXC_ERR once the QP's budget runs out).
  *
  * Polling: softnic_cq_poll() on an empty CQ drives the same-host rings of the
- * CQ's QPs, and every 2048 empty polls in a row it calls sched_yield(), so a
- * spinning application does not starve the service threads it waits for.
+ * CQ's QPs. A thread that has polled its CQs (any of them) for
+ * SN_CQ_YIELD_NS (600 us) without getting anything calls sched_yield(), and
+ * again after each further SN_CQ_YIELD_NS; a poll that returns anything (a
+ * completion, an error) ends the run. The run is per thread and timed
+ * (sn_now_ns at each empty poll), so a thread polling two CQs in turn, or
+ * polls of any cost (a ring check, a socket step), yield alike. So a
+ * spinning application does not starve the threads it waits for when they
+ * share its CPU: its service thread, or the peer process of a ping-pong
+ * (UCX am_lat, both on one CPU: ~0.63 ms per round trip; it waited about a
+ * look, ~0.9 ms, with a yield every 2048th empty poll of a CQ). Not
+ * shorter: a yield lets any runnable task in, and with a yield after 64
+ * empty polls in a row, or after 200 us, two unpinned peers on a loaded
+ * host fell, in about half the rounds, into taking turns on one CPU
+ * (~130 or ~200 us per round trip instead of ~15 us).
  * While the instance has connections that carry data on TCP (other hosts,
  * or config no_cma), an empty poll also runs one step of the service loop
  * itself (sn_svc_poll: the ready sockets, without blocking): a thread
@@ -619,8 +631,7 @@ typedef struct sn_cq {
     int overrun;
     unsigned events; /* delivered events, under lock */
     unsigned acked;
-    int num_qps;          /* QPs using the CQ, under instance lock */
-    unsigned empty_polls; /* atomic, only a yield pacing counter */
+    int num_qps; /* QPs using the CQ, under instance lock */
     /* QPs using the CQ (send or recv), for poll-driven ring progress.
      * qps_lock protects qps/nqps; cq_poll holds it while it trylocks QPs.
      * Lock order: qps_lock -> QP lock -> SRQ lock -> CQ lock. */

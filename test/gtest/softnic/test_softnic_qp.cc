@@ -10,7 +10,10 @@
 #include "softnic_harness.h"
 #include "softnic_inproc.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +24,34 @@
 #include <vector>
 
 using namespace softnic_test;
+
+/* This thread's sched_yield() calls while yield_counting is set, and its
+ * CLOCK_MONOTONIC while fake_clock is set: fake_ns. Defined in the
+ * executable, they take the place of libc's for the softnic code linked into
+ * it, too. */
+static __thread bool yield_counting, fake_clock;
+static __thread int yield_count;
+static __thread uint64_t fake_ns;
+
+extern "C" int sched_yield(void) noexcept
+{
+    yield_count += yield_counting;
+    return (int)syscall(SYS_sched_yield);
+}
+
+extern "C" int clock_gettime(clockid_t id, struct timespec *ts) noexcept
+{
+    static auto real =
+        (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT,
+                                                     "clock_gettime");
+
+    if (!fake_clock || (id != CLOCK_MONOTONIC)) {
+        return real(id, ts);
+    }
+    ts->tv_sec  = fake_ns / 1000000000;
+    ts->tv_nsec = fake_ns % 1000000000;
+    return 0;
+}
 
 namespace
 {
@@ -693,6 +724,57 @@ TEST_F(softnic_local, poll_takes_its_own_step_only_into_an_empty_cq)
     destroy_qps();
     EXPECT_EQ(0, softnic_cq_destroy(rcq));
     EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
+/* sn_int.h, "Polling": a thread that has polled its CQs, any of them,
+ * for 600 us (SN_CQ_YIELD_NS) without getting anything yields, and again
+ * after each further 600 us; a poll that returns a completion ends the run.
+ * The completions are receives flushed by a QP moved to ERR, in rcq; the
+ * clock is this thread's fake one. */
+TEST_F(softnic_local, empty_polls_yield_every_600us_in_a_row_per_thread)
+{
+    const int flushed = 2;
+    const uint64_t us = 1000;
+    softnic_cq_t *rcq = softnic_cq_create(m_dev, 64, NULL, NULL);
+    ASSERT_NE(nullptr, rcq) << strerror(errno);
+    softnic_qp_t *qp = tracked_qp(m_cq, rcq);
+    ASSERT_NE(nullptr, qp);
+    ASSERT_NO_FATAL_FAILURE(bring_to(qp, IBV_QPS_INIT));
+    for (int i = 0; i < flushed; ++i) {
+        ibv_recv_wr wr = {}, *bad;
+        ASSERT_EQ(0, softnic_post_recv(qp, &wr, &bad));
+    }
+    ASSERT_EQ(0, modify(qp, IBV_QPS_ERR, IBV_QP_STATE));
+
+    ibv_wc wc;
+    /* one empty poll of cq at fake time t (us); the yields it made */
+    auto empty_poll_at = [&](softnic_cq_t *cq, uint64_t t) {
+        fake_ns        = 1000000 * us + t * us;
+        yield_count    = 0;
+        fake_clock     = true;
+        yield_counting = true;
+        int n          = softnic_cq_poll(cq, 1, &wc);
+        yield_counting = false;
+        fake_clock     = false;
+        EXPECT_EQ(0, n);
+        return yield_count;
+    };
+    ASSERT_EQ(1, softnic_cq_poll(rcq, 1, &wc)); /* no run yet */
+    EXPECT_EQ(0, empty_poll_at(m_cq, 0));       /* the run starts */
+    EXPECT_EQ(0, empty_poll_at(m_cq, 599));
+    ASSERT_EQ(1, softnic_cq_poll(rcq, 1, &wc)); /* the run ends */
+    EXPECT_EQ(0, empty_poll_at(m_cq, 700))
+        << "a completion did not end the run";
+    EXPECT_EQ(0, empty_poll_at(m_cq, 1299));
+    EXPECT_EQ(1, empty_poll_at(m_cq, 1300));
+    /* two CQs polled in turn (rcq is empty now): one run */
+    EXPECT_EQ(0, empty_poll_at(rcq, 1400));
+    EXPECT_EQ(0, empty_poll_at(m_cq, 1899));
+    EXPECT_EQ(1, empty_poll_at(rcq, 1900)) << "the run is not per thread";
+    EXPECT_EQ(0, empty_poll_at(m_cq, 2499));
+    EXPECT_EQ(1, empty_poll_at(m_cq, 2600));
+    destroy_qps();
+    EXPECT_EQ(0, softnic_cq_destroy(rcq));
 }
 
 /* Several threads post on the same QP at once (verbs calls are
