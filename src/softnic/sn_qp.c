@@ -1012,6 +1012,23 @@ static int sn_qp_may_batch(sn_qp_t *qp, const sn_wqe_t *wqe)
 
 /* ---- post send / recv -------------------------------------------------- */
 
+/* wqe's fields every send WQE sets (the inline and gather parts aside) */
+static void sn_wqe_init(sn_qp_t *qp, sn_wqe_t *wqe, uint64_t wr_id,
+                        enum ibv_wr_opcode opcode, unsigned send_flags,
+                        uint64_t length)
+{
+    memset(wqe, 0, offsetof(sn_wqe_t, sge));
+    wqe->wr_id  = wr_id;
+    wqe->opcode = opcode;
+    wqe->state  = SN_WQE_QUEUED;
+    wqe->status = IBV_WC_SUCCESS;
+    wqe->signaled =
+        qp->init_attr.sq_sig_all || (send_flags & IBV_SEND_SIGNALED);
+    wqe->fence     = SN_RULE_FENCE && (send_flags & IBV_SEND_FENCE);
+    wqe->solicited = !!(send_flags & IBV_SEND_SOLICITED);
+    wqe->length    = (uint32_t)length;
+}
+
 static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
                         sn_wqe_t *wqe)
 {
@@ -1049,18 +1066,9 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
         return EINVAL;
     }
 
-    memset(wqe, 0, offsetof(sn_wqe_t, sge));
-    wqe->wr_id  = wr->wr_id;
-    wqe->opcode = wr->opcode;
-    wqe->state  = SN_WQE_QUEUED;
-    wqe->status = IBV_WC_SUCCESS;
-    wqe->signaled =
-        qp->init_attr.sq_sig_all || (wr->send_flags & IBV_SEND_SIGNALED);
-    wqe->fence     = SN_RULE_FENCE && (wr->send_flags & IBV_SEND_FENCE);
-    wqe->solicited = !!(wr->send_flags & IBV_SEND_SOLICITED);
-    wqe->num_sge   = wr->num_sge;
-    wqe->length    = (uint32_t)length;
-    wqe->imm       = wr->imm_data;
+    sn_wqe_init(qp, wqe, wr->wr_id, wr->opcode, wr->send_flags, length);
+    wqe->num_sge = wr->num_sge;
+    wqe->imm     = wr->imm_data;
     if (sn_opcode_is_atomic(wr->opcode)) {
         wqe->rkey        = wr->wr.atomic.rkey;
         wqe->raddr       = wr->wr.atomic.remote_addr;
@@ -1108,6 +1116,32 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
     return 0;
 }
 
+/* The WQE of softnic_post_send_inline() (see softnic.h): EINVAL for
+ * another opcode or more than max_inline_data bytes */
+static int sn_wqe_build_inline(sn_qp_t *qp, const softnic_inline_wr_t *wr,
+                               sn_wqe_t *wqe)
+{
+    uint64_t length = (uint64_t)wr->hdr_len + wr->len;
+
+    if (((wr->opcode != IBV_WR_SEND) && (wr->opcode != IBV_WR_RDMA_WRITE)) ||
+        (length > qp->init_attr.cap.max_inline_data)) {
+        return EINVAL;
+    }
+    sn_wqe_init(qp, wqe, wr->wr_id, wr->opcode, wr->send_flags, length);
+    if (wr->opcode == IBV_WR_RDMA_WRITE) {
+        wqe->rkey  = wr->rkey;
+        wqe->raddr = wr->remote_addr;
+    }
+    if (wr->hdr_len > 0) { /* an empty part's address may be NULL */
+        memcpy(wqe->inline_data, wr->hdr, wr->hdr_len);
+    }
+    if (wr->len > 0) {
+        memcpy(wqe->inline_data + wr->hdr_len, wr->data, wr->len);
+    }
+    wqe->is_inline = 1;
+    return 0;
+}
+
 /* QP lock held: a post that counts for the stream started at start (see
  * sn_int.h, post_streak): does the application stream? */
 static int sn_qp_streak(sn_qp_t *qp, uint64_t start)
@@ -1152,115 +1186,159 @@ static void sn_qp_stream_end(sn_qp_t *qp, uint64_t start, int batched_only)
     }
 }
 
-/* softnic_post_send(); done_p (not NULL: one WR) as softnic_post_send_now()
- * says */
-static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
-                        struct ibv_send_wr **bad_wr, int *done_p)
-{
-    const struct ibv_send_wr *first = wr;
-    sn_wqe_t *wqe, flushed;
-    uint64_t start; /* the clock when the post counted for the stream */
-    int ret = 0, batched_only = 1;
+/* One post call on an RC QP, from sn_post_begin() to sn_post_end(): every
+ * send entry (softnic_post_send(), _now(), _inline()) queues its WQEs
+ * through sn_post_slot() and sn_post_wqe(), under the QP lock */
+typedef struct sn_post {
+    uint64_t start;   /* the clock when the post counted for the stream */
+    int batched_only; /* all it did was add WRITEs to the batch */
+    int *done_p;      /* softnic_post_send_now(), else NULL */
+    int posted;       /* WQEs queued or flushed */
+    sn_wqe_t flushed; /* the WQE of a post to a QP in ERR */
+} sn_post_t;
 
-    if (qp->super.qp_type == IBV_QPT_UD) {
-        return sn_ud_post_send(qp, wr, bad_wr);
-    }
+/* Takes the QP lock: a post starts */
+static void sn_post_begin(sn_qp_t *qp, sn_post_t *post, int *done_p)
+{
     pthread_mutex_lock(&qp->lock);
     if (qp->ring_out > 0) {
         sn_ring_progress(qp, 0); /* frees the fast paths if consumed */
     }
-    start = sn_qp_stream_begin(qp);
-    for (; wr != NULL; wr = wr->next) {
-        if (qp->state == IBV_QPS_ERR) {
-            /* completes at once, flushed, in posting order */
-            ret = sn_wqe_build(qp, wr, &flushed);
-            if (ret != 0) {
-                break;
-            }
-            flushed.status = IBV_WC_WR_FLUSH_ERR;
-            sn_qp_push_send_wc(qp, &flushed);
-            continue;
-        }
-        if (qp->state != IBV_QPS_RTS) {
-            ret = EINVAL;
-            break;
-        }
-        if (qp->sq_tail - qp->sq_head == qp->sq_size) {
-            ret = ENOMEM;
-            break;
-        }
-        wqe = &qp->sq[qp->sq_tail % qp->sq_size];
-        ret = sn_wqe_build(qp, wr, wqe);
-        if (ret != 0) {
-            break;
-        }
-        if (qp->sq_head == qp->sq_tail) {
-            qp->last_progress_ns = sn_stamp_ns();
-        }
-        if (sn_qp_may_batch(qp, wqe)) {
-            if (start == 0) {
-                start = sn_now_ns();
-                sn_qp_streak(qp, start);
-            }
-            ++qp->sq_tail;
-            sn_qp_batch_set(qp, qp->cma_batch + 1);
-            if (qp->cma_batch == SN_CMA_BATCH) {
-                sn_qp_cma_flush(qp);
-                batched_only = 0;
-            }
-            continue;
-        }
-        batched_only = 0;
-        if (qp->cma_batch > 0) {
-            sn_qp_cma_flush(qp); /* nothing overtakes the batch */
-            if (qp->state != IBV_QPS_RTS) {
-                /* a WRITE of the batch failed: this WR comes after it */
-                wqe->status = IBV_WC_WR_FLUSH_ERR;
-                sn_qp_push_send_wc(qp, wqe);
-                continue;
-            }
-        }
+    post->start        = sn_qp_stream_begin(qp);
+    post->batched_only = 1;
+    post->done_p       = done_p;
+    post->posted       = 0;
+}
 
-        /* same host, nothing outstanding: WRITE/READ right here */
-        if ((wqe->state == SN_WQE_QUEUED) && qp->same_host &&
-            (qp->sq_head == qp->sq_tail) && !qp->rewind_pending &&
-            (qp->conn_state == SN_CONN_READY) &&
-            ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
-             (wqe->opcode == IBV_WR_RDMA_READ))) {
-            /* -1: stays queued for TCP */
-            if ((sn_qp_run_cma(qp, wqe) == IBV_WC_SUCCESS) &&
-                (done_p != NULL)) {
-                wqe->signaled = 0; /* the caller completes it: no entry */
-                *done_p       = 1;
-            }
-        } else if (sn_ring_post(qp, qp->sq_tail, 1)) {
-            ++qp->sq_tail;
-            continue;
+/* QP lock held: where the post builds its next WQE: the send queue's tail
+ * slot, or post->flushed on a QP in ERR (it completes flushed, in posting
+ * order); NULL when the QP takes none: *ret is EINVAL (not RTS or ERR) or
+ * ENOMEM (the send queue is full) */
+static sn_wqe_t *sn_post_slot(sn_qp_t *qp, sn_post_t *post, int *ret)
+{
+    if (qp->state == IBV_QPS_ERR) {
+        return &post->flushed;
+    }
+    if (qp->state != IBV_QPS_RTS) {
+        *ret = EINVAL;
+        return NULL;
+    }
+    if (qp->sq_tail - qp->sq_head == qp->sq_size) {
+        *ret = ENOMEM;
+        return NULL;
+    }
+    return &qp->sq[qp->sq_tail % qp->sq_size];
+}
+
+/* QP lock held: wqe, built where sn_post_slot() said, is queued: it joins
+ * the WRITE batch, runs here (same host), goes into the ring or waits for
+ * TCP; or completes at once (flushed, a failed local check) */
+static void sn_post_wqe(sn_qp_t *qp, sn_post_t *post, sn_wqe_t *wqe)
+{
+    ++post->posted;
+    if (wqe == &post->flushed) {
+        wqe->status = IBV_WC_WR_FLUSH_ERR;
+        sn_qp_push_send_wc(qp, wqe);
+        return;
+    }
+    if (qp->sq_head == qp->sq_tail) {
+        qp->last_progress_ns = sn_stamp_ns();
+    }
+    if (sn_qp_may_batch(qp, wqe)) {
+        if (post->start == 0) {
+            post->start = sn_now_ns();
+            sn_qp_streak(qp, post->start);
         }
         ++qp->sq_tail;
-        if (qp->sq_head + 1 == qp->sq_tail) {
-            sn_qp_complete(qp);
+        sn_qp_batch_set(qp, qp->cma_batch + 1);
+        if (qp->cma_batch == SN_CMA_BATCH) {
+            sn_qp_cma_flush(qp);
+            post->batched_only = 0;
+        }
+        return;
+    }
+    post->batched_only = 0;
+    if (qp->cma_batch > 0) {
+        sn_qp_cma_flush(qp); /* nothing overtakes the batch */
+        if (qp->state != IBV_QPS_RTS) {
+            /* a WRITE of the batch failed: this WR comes after it */
+            wqe->status = IBV_WC_WR_FLUSH_ERR;
+            sn_qp_push_send_wc(qp, wqe);
+            return;
         }
     }
-    if (ret != 0) {
-        *bad_wr = wr;
+
+    /* same host, nothing outstanding: WRITE/READ right here */
+    if ((wqe->state == SN_WQE_QUEUED) && qp->same_host &&
+        (qp->sq_head == qp->sq_tail) && !qp->rewind_pending &&
+        (qp->conn_state == SN_CONN_READY) &&
+        ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
+         (wqe->opcode == IBV_WR_RDMA_READ))) {
+        /* -1: stays queued for TCP */
+        if ((sn_qp_run_cma(qp, wqe) == IBV_WC_SUCCESS) &&
+            (post->done_p != NULL)) {
+            wqe->signaled = 0; /* the caller completes it: no entry */
+            *post->done_p = 1;
+        }
+    } else if (sn_ring_post(qp, qp->sq_tail, 1)) {
+        ++qp->sq_tail;
+        return;
     }
+    ++qp->sq_tail;
+    if (qp->sq_head + 1 == qp->sq_tail) {
+        sn_qp_complete(qp);
+    }
+}
+
+/* QP lock held: the post ends (its WQEs go out), releases the lock */
+static void sn_post_end(sn_qp_t *qp, sn_post_t *post)
+{
     /* a batch waits for its flush only within a stream (see the header
      * comment) */
     if ((qp->cma_batch == 0) || (qp->post_streak < SN_BATCH_STREAK) ||
         (qp->ring == NULL)) {
         sn_qp_tx(qp); /* flushes the batch first */
-        batched_only = 0;
+        post->batched_only = 0;
     }
     sn_qp_complete(qp);
-    sn_qp_stream_end(qp, start, batched_only);
+    sn_qp_stream_end(qp, post->start, post->batched_only);
     pthread_mutex_unlock(&qp->lock);
-    if ((wr != first) &&
+    if ((post->posted > 0) &&
         __atomic_load_n(&sn_qp_inst(qp)->num_tcp_streams, __ATOMIC_RELAXED)) {
         /* the service thread counts posts as polling (sn_int.h); only
          * with TCP connections, the one-host paths stay without the add */
         __atomic_fetch_add(&sn_qp_inst(qp)->posts, 1, __ATOMIC_RELAXED);
     }
+}
+
+/* softnic_post_send(); done_p (not NULL: one WR) as softnic_post_send_now()
+ * says */
+static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
+                        struct ibv_send_wr **bad_wr, int *done_p)
+{
+    sn_post_t post;
+    sn_wqe_t *wqe;
+    int ret = 0;
+
+    if (qp->super.qp_type == IBV_QPT_UD) {
+        return sn_ud_post_send(qp, wr, bad_wr);
+    }
+    sn_post_begin(qp, &post, done_p);
+    for (; wr != NULL; wr = wr->next) {
+        wqe = sn_post_slot(qp, &post, &ret);
+        if (wqe == NULL) {
+            break;
+        }
+        ret = sn_wqe_build(qp, wr, wqe);
+        if (ret != 0) {
+            break;
+        }
+        sn_post_wqe(qp, &post, wqe);
+    }
+    if (ret != 0) {
+        *bad_wr = wr;
+    }
+    sn_post_end(qp, &post);
     return ret;
 }
 
@@ -1279,6 +1357,28 @@ int softnic_post_send_now(softnic_qp_t *qp, struct ibv_send_wr *wr,
         return EINVAL;
     }
     return sn_post_send((sn_qp_t *)qp, wr, bad_wr, done_p);
+}
+
+int softnic_post_send_inline(softnic_qp_t *qp_h, const softnic_inline_wr_t *wr)
+{
+    sn_qp_t *qp = (sn_qp_t *)qp_h;
+    sn_post_t post;
+    sn_wqe_t *wqe;
+    int ret = 0;
+
+    if (qp->super.qp_type != IBV_QPT_RC) {
+        return EINVAL;
+    }
+    sn_post_begin(qp, &post, NULL);
+    wqe = sn_post_slot(qp, &post, &ret);
+    if (wqe != NULL) {
+        ret = sn_wqe_build_inline(qp, wr, wqe);
+        if (ret == 0) {
+            sn_post_wqe(qp, &post, wqe);
+        }
+    }
+    sn_post_end(qp, &post);
+    return ret;
 }
 
 int softnic_post_recv(softnic_qp_t *qp_h, struct ibv_recv_wr *wr,

@@ -346,6 +346,28 @@ int softnic_post_send(softnic_qp_t *qp, struct ibv_send_wr *wr,
  * posted (a failure too: an entry with its status, the QP in ERR). */
 int softnic_post_send_now(softnic_qp_t *qp, struct ibv_send_wr *wr,
                           struct ibv_send_wr **bad_wr, int *done_p);
+/* One SEND or RDMA WRITE (opcode) whose data, hdr_len bytes at hdr then
+ * len bytes at data (either may be empty, its address then anything), is
+ * copied into the WQE as with IBV_SEND_INLINE: the caller may reuse both at
+ * once. send_flags: IBV_SEND_SIGNALED, _SOLICITED, _FENCE (INLINE is
+ * implied); remote_addr and rkey: the WRITE's target (unused by a SEND). */
+typedef struct softnic_inline_wr {
+    uint64_t wr_id;
+    enum ibv_wr_opcode opcode;
+    unsigned send_flags;
+    uint64_t remote_addr;
+    uint32_t rkey;
+    uint32_t hdr_len;
+    uint32_t len;
+    const void *hdr;
+    const void *data;
+} softnic_inline_wr_t;
+/* softnic_post_send() of wr as one inline WR, without building an
+ * ibv_send_wr: the same queue, order, completions and errors (a QP in ERR
+ * completes it with IBV_WC_WR_FLUSH_ERR). EINVAL (nothing posted) for
+ * another opcode, more than the QP's max_inline_data bytes, a QP neither in
+ * RTS nor ERR, or a UD QP; ENOMEM when the send queue is full. */
+int softnic_post_send_inline(softnic_qp_t *qp, const softnic_inline_wr_t *wr);
 int softnic_post_recv(softnic_qp_t *qp, struct ibv_recv_wr *wr,
                       struct ibv_recv_wr **bad_wr);
 

@@ -110,6 +110,7 @@ class softnic_inproc : public ::testing::Test
         attr.cap.max_recv_wr        = 64;
         attr.cap.max_send_sge       = 1;
         attr.cap.max_recv_sge       = 1;
+        attr.cap.max_inline_data    = m_max_inline;
         attr.qp_type                = IBV_QPT_RC;
         softnic_qp_t *qp            = softnic_qp_create(m_pd, &attr);
         EXPECT_NE(nullptr, qp) << strerror(errno);
@@ -183,9 +184,10 @@ class softnic_inproc : public ::testing::Test
         ASSERT_EQ(0, modify(qp, IBV_QPS_RTS, RTS_REQ, dest));
     }
 
-    softnic_dev_t *m_dev = nullptr;
-    softnic_pd_t *m_pd   = nullptr;
-    softnic_cq_t *m_cq   = nullptr;
+    softnic_dev_t *m_dev  = nullptr;
+    softnic_pd_t *m_pd    = nullptr;
+    softnic_cq_t *m_cq    = nullptr;
+    uint32_t m_max_inline = 0; /* max_inline_data of the QPs new_qp() makes */
     ibv_port_attr m_port;
     std::vector<uint8_t> m_addr;
     std::vector<softnic_qp_t *> m_qps;

@@ -1380,6 +1380,199 @@ TEST_F(softnic_api, post_send_now_leaves_waiting_and_failed_wrs_to_entries)
     EXPECT_EQ(0, softnic_mr_dereg(tmr));
 }
 
+/* softnic_post_send_inline() on two QPs of one instance with inline room */
+class softnic_inline : public softnic_api
+{
+  protected:
+    static constexpr uint32_t MAX_INLINE = 64;
+    static constexpr uint32_t MSG        = 16; /* bytes per message */
+
+    void connect_inline(const softnic_config_t &cfg)
+    {
+        m_max_inline = MAX_INLINE;
+        ASSERT_NO_FATAL_FAILURE(open(cfg));
+        ASSERT_NO_FATAL_FAILURE(connect());
+    }
+
+    /* a's signaled inline opcode of hdr_len bytes at hdr then len at data
+     * (a WRITE to raddr in m_buf) */
+    int post_inline(uint64_t wr_id, ibv_wr_opcode opcode, const void *hdr,
+                    uint32_t hdr_len, const void *data, uint32_t len,
+                    uint64_t raddr = 0)
+    {
+        softnic_inline_wr_t wr = {};
+        wr.wr_id               = wr_id;
+        wr.opcode              = opcode;
+        wr.send_flags          = IBV_SEND_SIGNALED;
+        wr.remote_addr         = raddr;
+        wr.rkey                = m_mr->rkey;
+        wr.hdr                 = hdr;
+        wr.hdr_len             = hdr_len;
+        wr.data                = data;
+        wr.len                 = len;
+        return softnic_post_send_inline(m_a, &wr);
+    }
+
+    /* a's signaled SEND of len bytes at m_buf[off], by softnic_post_send() */
+    int post_send_wr(uint64_t wr_id, size_t off, uint32_t len)
+    {
+        ibv_sge sge    = {(uintptr_t)m_buf.data() + off, len, m_mr->lkey};
+        ibv_send_wr wr = {}, *bad;
+        wr.wr_id       = wr_id;
+        wr.sg_list     = &sge;
+        wr.num_sge     = 1;
+        wr.opcode      = IBV_WR_SEND;
+        wr.send_flags  = IBV_SEND_SIGNALED;
+        return softnic_post_send(m_a, &wr, &bad);
+    }
+
+    /* n entries of cq, b's receive CQ polled meanwhile (bounded) */
+    std::vector<ibv_wc> poll_n(softnic_cq_t *cq, size_t n)
+    {
+        std::vector<ibv_wc> wcs;
+        ibv_wc wc;
+        for (double end = now_ms() + 10000;
+             (wcs.size() < n) && (now_ms() < end);) {
+            if ((cq != m_cq) && (softnic_cq_poll(m_cq, 1, &wc) == 1)) {
+                m_b_wcs.push_back(wc);
+            }
+            if (softnic_cq_poll(cq, 1, &wc) == 1) {
+                wcs.push_back(wc);
+            }
+        }
+        return wcs;
+    }
+
+    void in_posting_order(const softnic_config_t &cfg);
+
+    std::vector<ibv_wc> m_b_wcs; /* b's receives poll_n() took */
+};
+
+/* Messages 0..n-1 from a to b, MSG bytes each (byte k of message i:
+ * i * MSG + k): SENDs by softnic_post_send() (from m_buf[64 i]) and by
+ * softnic_post_send_inline() (header and data from two buffers), inline
+ * WRITEs (to m_buf[6144 + MSG i]), mixed on one QP: a's completions come in
+ * posting order, b receives the SENDs in posting order, each whole, and
+ * the WRITEs are placed */
+void softnic_inline::in_posting_order(const softnic_config_t &cfg)
+{
+    const int n = 48;
+    ASSERT_NO_FATAL_FAILURE(connect_inline(cfg));
+    std::vector<std::vector<uint8_t>> msgs(n, std::vector<uint8_t>(MSG));
+    std::vector<int> sends;
+    for (int i = 0; i < n; ++i) {
+        for (uint32_t k = 0; k < MSG; ++k) {
+            msgs[i][k] = (uint8_t)(i * MSG + k);
+        }
+        memcpy(&m_buf[64 * i], msgs[i].data(), MSG);
+    }
+    for (int i = 0; i < n; ++i) { /* b's receives at m_buf[4096 + 64 i] */
+        ibv_sge rsge    = {(uintptr_t)m_buf.data() + 4096 + 64 * i, 64,
+                           m_mr->lkey};
+        ibv_recv_wr rwr = {}, *rbad;
+        rwr.wr_id       = i;
+        rwr.sg_list     = &rsge;
+        rwr.num_sge     = 1;
+        ASSERT_EQ(0, softnic_post_recv(m_b, &rwr, &rbad));
+    }
+    for (int i = 0; i < n; ++i) {
+        const uint8_t *m = msgs[i].data();
+        int ret;
+        if (i % 4 == 3) {
+            ret = post_inline(i, IBV_WR_RDMA_WRITE, m, 5, m + 5, MSG - 5,
+                              (uintptr_t)m_buf.data() + 6144 + MSG * i);
+        } else {
+            sends.push_back(i);
+            ret = (i % 2 == 1)
+                      ? post_inline(i, IBV_WR_SEND, m, 5, m + 5, MSG - 5)
+                      : post_send_wr(i, 64 * i, MSG);
+        }
+        ASSERT_EQ(0, ret) << "message " << i << ": " << strerror(ret);
+    }
+    std::vector<ibv_wc> s = poll_n(m_scq, n);
+    ASSERT_EQ((size_t)n, s.size());
+    for (int i = 0; i < n; ++i) {
+        EXPECT_EQ((uint64_t)i, s[i].wr_id) << "completions in posting order";
+        EXPECT_EQ(IBV_WC_SUCCESS, s[i].status) << "status " << s[i].status;
+    }
+    std::vector<ibv_wc> r = poll_n(m_cq, sends.size() - m_b_wcs.size());
+    r.insert(r.begin(), m_b_wcs.begin(), m_b_wcs.end());
+    ASSERT_EQ(sends.size(), r.size());
+    for (size_t j = 0; j < r.size(); ++j) {
+        EXPECT_EQ(j, r[j].wr_id) << "receives in order";
+        EXPECT_EQ(IBV_WC_SUCCESS, r[j].status) << "status " << r[j].status;
+        EXPECT_EQ((uint32_t)MSG, r[j].byte_len);
+        EXPECT_EQ(0, memcmp(&m_buf[4096 + 64 * j], msgs[sends[j]].data(), MSG))
+            << "receive " << j << " holds message " << sends[j];
+    }
+    for (int i = 3; i < n; i += 4) {
+        EXPECT_EQ(0, memcmp(&m_buf[6144 + MSG * i], msgs[i].data(), MSG))
+            << "WRITE " << i << " placed";
+    }
+}
+
+TEST_F(softnic_inline, queues_in_posting_order_with_post_send)
+{
+    in_posting_order(softnic_config_t());
+}
+
+TEST_F(softnic_inline, queues_in_posting_order_with_post_send_on_tcp)
+{
+    softnic_config_t cfg = {};
+    cfg.no_cma           = 1;
+    cfg.no_ring          = 1;
+    in_posting_order(cfg);
+}
+
+/* On a QP in ERR the inline entry's WRs complete at once with
+ * IBV_WC_WR_FLUSH_ERR, in posting order with softnic_post_send()'s */
+TEST_F(softnic_inline, err_qp_completes_it_flushed)
+{
+    ASSERT_NO_FATAL_FAILURE(connect_inline(softnic_config_t()));
+    ASSERT_NO_FATAL_FAILURE(bring_to(m_a, IBV_QPS_ERR));
+    const uint8_t hdr[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    ASSERT_EQ(0, post_inline(1, IBV_WR_SEND, hdr, 8, m_buf.data(), 8));
+    ASSERT_EQ(0, post_send_wr(2, 0, 8));
+    ASSERT_EQ(0, post_inline(3, IBV_WR_RDMA_WRITE, NULL, 0, m_buf.data(), 8,
+                             (uintptr_t)m_buf.data() + 4096));
+    std::vector<ibv_wc> s = poll_n(m_scq, 3);
+    ASSERT_EQ(3u, s.size());
+    for (uint64_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(i + 1, s[i].wr_id) << "flushed in posting order";
+        EXPECT_EQ(IBV_WC_WR_FLUSH_ERR, s[i].status) << "status " << s[i].status;
+    }
+}
+
+/* More than max_inline_data bytes, a READ, or a QP not yet in RTS: EINVAL,
+ * nothing posted; max_inline_data bytes exactly go */
+TEST_F(softnic_inline, refuses_what_post_send_refuses)
+{
+    ASSERT_NO_FATAL_FAILURE(connect_inline(softnic_config_t()));
+    std::vector<uint8_t> data(MAX_INLINE, 0x5c);
+    const uint64_t raddr = (uintptr_t)m_buf.data() + 4096;
+    EXPECT_EQ(EINVAL, post_inline(1, IBV_WR_RDMA_WRITE, data.data(), 8,
+                                  data.data(), MAX_INLINE - 7, raddr));
+    EXPECT_EQ(EINVAL, post_inline(2, IBV_WR_RDMA_WRITE, NULL, 0, data.data(),
+                                  MAX_INLINE + 1, raddr));
+    EXPECT_EQ(EINVAL,
+              post_inline(3, IBV_WR_RDMA_READ, NULL, 0, data.data(), 8, raddr));
+    ASSERT_EQ(0, post_inline(4, IBV_WR_RDMA_WRITE, data.data(), 8, data.data(),
+                             MAX_INLINE - 8, raddr));
+    std::vector<ibv_wc> s = poll_n(m_scq, 1);
+    ASSERT_EQ(1u, s.size());
+    EXPECT_EQ(4u, s[0].wr_id) << "a refused WR left an entry";
+    EXPECT_EQ(IBV_WC_SUCCESS, s[0].status) << "status " << s[0].status;
+    EXPECT_EQ(0, memcmp(&m_buf[4096], data.data(), MAX_INLINE));
+    EXPECT_EQ(IBV_QPS_RTS, state(m_a));
+
+    softnic_qp_t *init = tracked_qp();
+    ASSERT_NE(nullptr, init);
+    ASSERT_NO_FATAL_FAILURE(bring_to(init, IBV_QPS_INIT));
+    softnic_inline_wr_t wr = {};
+    wr.opcode              = IBV_WR_SEND;
+    EXPECT_EQ(EINVAL, softnic_post_send_inline(init, &wr));
+}
+
 /* A short error buffer gets a truncated, terminated message and nothing
  * beyond it is written; a zero-length one is not touched */
 TEST(softnic_config, short_error_buffer)
