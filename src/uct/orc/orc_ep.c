@@ -117,36 +117,46 @@ uct_orc_ep_get_op(uct_orc_iface_t *iface, ucs_mpool_t *mp, uint8_t type,
 }
 
 /*
- * wr as the ep's next WR (its number tx_pi + 1, in its wr_id); returns
- * whether it is signaled: when asked, or when tx_moderation - 1 WRs went
- * unsignaled before it, or when the send CQ runs low: only a signaled WR's
- * completion (or a failure's) returns the send queue and CQ entries of the
- * WRs before it.
+ * The ep's next WR (its number tx_pi + 1, in *wr_id_p): returns whether it
+ * is signaled: when asked, or when tx_moderation - 1 WRs went unsignaled
+ * before it, or when the send CQ runs low: only a signaled WR's completion
+ * (or a failure's) returns the send queue and CQ entries of the WRs before
+ * it. The WR is posted with *wr_id_p, IBV_SEND_SIGNALED if signaled.
  */
+static UCS_F_ALWAYS_INLINE int uct_orc_ep_wr_next(uct_orc_ep_t *ep,
+                                                  uct_orc_iface_t *iface,
+                                                  int signal, uint64_t *wr_id_p)
+{
+    *wr_id_p = uct_orc_wr_id(ep->conn_id, (uint16_t)(ep->tx_pi + 1));
+    return signal || (ep->unsignaled + 1 >= iface->config.tx_moderation) ||
+           (iface->tx_cq_avail <= iface->config.tx_moderation);
+}
+
+/* wr as the ep's next WR (uct_orc_ep_wr_next); returns whether it is
+ * signaled */
 static UCS_F_ALWAYS_INLINE int uct_orc_ep_wr_prepare(uct_orc_ep_t *ep,
                                                      uct_orc_iface_t *iface,
                                                      struct ibv_send_wr *wr,
                                                      int signal)
 {
-    signal = signal || (ep->unsignaled + 1 >= iface->config.tx_moderation) ||
-             (iface->tx_cq_avail <= iface->config.tx_moderation);
-    wr->wr_id = uct_orc_wr_id(ep->conn_id, (uint16_t)(ep->tx_pi + 1));
-    wr->next  = NULL;
+    signal   = uct_orc_ep_wr_next(ep, iface, signal, &wr->wr_id);
+    wr->next = NULL;
     if (signal) {
         wr->send_flags |= IBV_SEND_SIGNALED;
     }
     return signal;
 }
 
-static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_post_failed(uct_orc_ep_t *ep, const struct ibv_send_wr *wr, int ret)
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_post_failed(uct_orc_ep_t *ep,
+                                                               int opcode,
+                                                               int ret)
 {
     ucs_error("orc: qp 0x%x: failed to post opcode %d: %s", ep->qp->qp_num,
-              wr->opcode, strerror(ret));
+              opcode, strerror(ret));
     return UCS_ERR_IO_ERROR;
 }
 
-/* The WR uct_orc_ep_wr_prepare() numbered is posted: it takes a send queue
+/* The WR uct_orc_ep_wr_next() numbered is posted: it takes a send queue
  * and a CQ entry until a signaled completion returns them; op, if not
  * NULL, is what its completion needs */
 static UCS_F_ALWAYS_INLINE void uct_orc_ep_wr_posted(uct_orc_ep_t *ep,
@@ -174,7 +184,7 @@ static UCS_F_ALWAYS_INLINE void uct_orc_ep_wr_posted(uct_orc_ep_t *ep,
     }
 }
 
-/* Post wr as the ep's next WR (uct_orc_ep_wr_prepare); op, if not NULL, is
+/* Post wr as the ep's next WR (uct_orc_ep_wr_next); op, if not NULL, is
  * what its completion needs */
 static UCS_F_ALWAYS_INLINE ucs_status_t
 uct_orc_ep_post_wr(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
@@ -186,7 +196,7 @@ uct_orc_ep_post_wr(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
     signal = uct_orc_ep_wr_prepare(ep, iface, wr, signal);
     ret    = orc_post_send(ep->qp, wr, &bad_wr);
     if (ucs_unlikely(ret != 0)) {
-        return uct_orc_ep_post_failed(ep, wr, ret);
+        return uct_orc_ep_post_failed(ep, wr->opcode, ret);
     }
     uct_orc_ep_wr_posted(ep, iface, op, signal);
     return UCS_OK;
@@ -268,26 +278,29 @@ uct_orc_ep_op_start(uct_orc_ep_t *ep, uct_orc_iface_t *iface, ucs_mpool_t *mp,
 }
 
 /*
- * A short operation posted now, its data inline in the WR: no op, nothing
- * to do at completion (the WR carries the data, the caller may reuse its
- * buffer at once). wr holds the opcode and its remote part.
+ * A short operation posted now as the ep's next WR, its data inline
+ * (orc_post_send_inline()): no op, nothing to do at completion (the WR
+ * carries the data, the caller may reuse its buffers at once). wr holds
+ * the opcode, its flags, remote part and data; its wr_id is set here.
  */
-static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_post_inline(uct_orc_ep_t *ep, uct_orc_iface_t *iface,
-                       struct ibv_send_wr *wr, const void *data, size_t length)
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_post_inline(
+    uct_orc_ep_t *ep, uct_orc_iface_t *iface, softnic_inline_wr_t *wr)
 {
-    struct ibv_sge sge;
+    int signal = uct_orc_ep_wr_next(ep, iface, 0, &wr->wr_id);
+    int ret;
 
-    sge.addr    = (uintptr_t)data;
-    sge.length  = length;
-    sge.lkey    = 0;
-    wr->sg_list = &sge;
-    wr->num_sge = (length > 0) ? 1 : 0;
-    wr->send_flags |= IBV_SEND_INLINE;
+    if (signal) {
+        wr->send_flags |= IBV_SEND_SIGNALED;
+    }
     if (uct_orc_ep_take_fence(ep, iface)) {
         wr->send_flags |= IBV_SEND_FENCE;
     }
-    return uct_orc_ep_post_wr(ep, iface, NULL, wr, 0);
+    ret = orc_post_send_inline(ep->qp, wr);
+    if (ucs_unlikely(ret != 0)) {
+        return uct_orc_ep_post_failed(ep, wr->opcode, ret);
+    }
+    uct_orc_ep_wr_posted(ep, iface, NULL, signal);
+    return UCS_OK;
 }
 
 /* A signaled empty WRITE with nothing to do at completion: posted behind
@@ -438,7 +451,7 @@ ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    struct ibv_send_wr wr;
+    softnic_inline_wr_t iwr;
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
@@ -451,11 +464,15 @@ ucs_status_t uct_orc_ep_put_short(uct_ep_h tl_ep, const void *buffer,
     }
 
     if (ucs_likely(!queued && (length <= iface->config.max_inline_wr))) {
-        wr.opcode              = IBV_WR_RDMA_WRITE;
-        wr.send_flags          = 0;
-        wr.wr.rdma.remote_addr = remote_addr;
-        wr.wr.rdma.rkey        = (uint32_t)rkey;
-        status = uct_orc_ep_post_inline(ep, iface, &wr, buffer, length);
+        iwr.opcode      = IBV_WR_RDMA_WRITE;
+        iwr.send_flags  = 0;
+        iwr.remote_addr = remote_addr;
+        iwr.rkey        = (uint32_t)rkey;
+        iwr.hdr_len     = 0;
+        iwr.len         = length;
+        iwr.hdr         = NULL;
+        iwr.data        = buffer;
+        status          = uct_orc_ep_post_inline(ep, iface, &iwr);
         if (ucs_likely(status == UCS_OK)) {
             UCT_TL_EP_STAT_OP(&ep->super, PUT, SHORT, length);
         }
@@ -533,7 +550,7 @@ static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_post_rdma_now(
     ret                    = orc_post_send_now(ep->qp, &wr, &bad_wr, &done);
     if (ucs_unlikely(ret != 0)) {
         ucs_mpool_put_inline(op);
-        return uct_orc_ep_post_failed(ep, &wr, ret);
+        return uct_orc_ep_post_failed(ep, wr.opcode, ret);
     }
     if (done) {
         ucs_mpool_put_inline(op);
@@ -683,24 +700,31 @@ uct_orc_ep_am_post(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uct_orc_op_t *op,
     return uct_orc_ep_post_new(ep, iface, op, &wr);
 }
 
-/* A SEND of the wire header and the message in msg (its first
- * sizeof(uct_orc_hdr_t) bytes are the header's place), posted now, inline */
-static UCS_F_ALWAYS_INLINE ucs_status_t
-uct_orc_ep_am_post_inline(uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id,
-                          void *msg, size_t length)
+/* A SEND posted now, inline: hdr_len bytes at hdr (their first
+ * sizeof(uct_orc_hdr_t) are the wire header's place), then length bytes at
+ * data */
+static UCS_F_ALWAYS_INLINE ucs_status_t uct_orc_ep_am_post_inline(
+    uct_orc_ep_t *ep, uct_orc_iface_t *iface, uint8_t id, void *hdr,
+    size_t hdr_len, const void *data, size_t length)
 {
-    uct_orc_hdr_t *hdr = (uct_orc_hdr_t *)msg;
-    struct ibv_send_wr wr;
+    uct_orc_hdr_t *orc_hdr = (uct_orc_hdr_t *)hdr;
+    softnic_inline_wr_t wr;
     ucs_status_t status;
 
-    hdr->am_id    = id;
-    hdr->flags    = 0;
-    hdr->credits  = 0;
-    hdr->reserved = 0;
-    wr.opcode     = IBV_WR_SEND;
+    orc_hdr->am_id    = id;
+    orc_hdr->flags    = 0;
+    orc_hdr->credits  = 0;
+    orc_hdr->reserved = 0;
+    wr.opcode         = IBV_WR_SEND;
     /* the receiver wakes for messages, not for credit grants */
-    wr.send_flags = IBV_SEND_SOLICITED;
-    status = uct_orc_ep_post_inline(ep, iface, &wr, msg, sizeof(*hdr) + length);
+    wr.send_flags  = IBV_SEND_SOLICITED;
+    wr.remote_addr = 0;
+    wr.rkey        = 0;
+    wr.hdr_len     = hdr_len;
+    wr.len         = length;
+    wr.hdr         = hdr;
+    wr.data        = data;
+    status         = uct_orc_ep_post_inline(ep, iface, &wr);
     if (ucs_likely(status == UCS_OK)) {
         --ep->credits;
     }
@@ -712,7 +736,7 @@ ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
 {
     uct_orc_ep_t *ep       = ucs_derived_of(tl_ep, uct_orc_ep_t);
     uct_orc_iface_t *iface = uct_orc_ep_iface(ep);
-    char msg[UCT_ORC_MAX_INLINE_WR];
+    char hdr[sizeof(uct_orc_hdr_t) + sizeof(header)];
     struct ibv_sge sge;
     ucs_status_t status;
     uct_orc_op_t *op;
@@ -731,13 +755,9 @@ ucs_status_t uct_orc_ep_am_short(uct_ep_h tl_ep, uint8_t id, uint64_t header,
 
     total = sizeof(uct_orc_hdr_t) + sizeof(header) + length;
     if (ucs_likely(!queued && (total <= iface->config.max_inline_wr))) {
-        memcpy(msg + sizeof(uct_orc_hdr_t), &header, sizeof(header));
-        if (length > 0) {
-            memcpy(msg + sizeof(uct_orc_hdr_t) + sizeof(header), payload,
-                   length);
-        }
-        status = uct_orc_ep_am_post_inline(ep, iface, id, msg,
-                                           sizeof(header) + length);
+        memcpy(hdr + sizeof(uct_orc_hdr_t), &header, sizeof(header));
+        status = uct_orc_ep_am_post_inline(ep, iface, id, hdr, sizeof(hdr),
+                                           payload, length);
         if (ucs_likely(status == UCS_OK)) {
             UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, sizeof(header) + length);
         }
@@ -792,7 +812,9 @@ ucs_status_t uct_orc_ep_am_short_iov(uct_ep_h tl_ep, uint8_t id,
     if (ucs_likely(!queued && (sizeof(uct_orc_hdr_t) + length <=
                                iface->config.max_inline_wr))) {
         uct_orc_ep_iov_copy(msg + sizeof(uct_orc_hdr_t), iov, iovcnt);
-        status = uct_orc_ep_am_post_inline(ep, iface, id, msg, length);
+        status =
+            uct_orc_ep_am_post_inline(ep, iface, id, msg,
+                                      sizeof(uct_orc_hdr_t) + length, NULL, 0);
         if (ucs_likely(status == UCS_OK)) {
             UCT_TL_EP_STAT_OP(&ep->super, AM, SHORT, length);
         }

@@ -223,6 +223,12 @@ static inline int orc_post_send(orc_qp_t *qp, struct ibv_send_wr *wr,
  * comes, softnic_post_send_now()); a verbs device never does (*done_p 0) */
 static inline int orc_post_send_now(orc_qp_t *qp, struct ibv_send_wr *wr,
                                     struct ibv_send_wr **bad_wr, int *done_p);
+/* One inline SEND or WRITE of wr's two parts (softnic_post_send_inline());
+ * on a verbs device one IBV_SEND_INLINE WR with a gather entry per
+ * non-empty part (the QP has at least 2): no copy of the data before the
+ * provider's */
+static inline int orc_post_send_inline(orc_qp_t *qp,
+                                       const softnic_inline_wr_t *wr);
 int orc_post_recv(orc_qp_t *qp, struct ibv_recv_wr *wr,
                   struct ibv_recv_wr **bad_wr);
 
@@ -336,6 +342,36 @@ static inline int orc_post_send_now(orc_qp_t *qp, struct ibv_send_wr *wr,
     }
     *done_p = 0;
     return orc_post_send(qp, wr, bad_wr);
+}
+
+static inline int orc_post_send_inline(orc_qp_t *qp,
+                                       const softnic_inline_wr_t *wr)
+{
+    struct ibv_send_wr vwr, *bad_wr;
+    struct ibv_sge sge[2];
+
+    if (qp->nic != NULL) {
+        return softnic_post_send_inline(qp->nic, wr);
+    }
+    vwr.wr_id               = wr->wr_id;
+    vwr.next                = NULL;
+    vwr.sg_list             = sge;
+    vwr.num_sge             = 0;
+    vwr.opcode              = wr->opcode;
+    vwr.send_flags          = wr->send_flags | IBV_SEND_INLINE;
+    vwr.wr.rdma.remote_addr = wr->remote_addr;
+    vwr.wr.rdma.rkey        = wr->rkey;
+    if (wr->hdr_len > 0) {
+        sge[vwr.num_sge].addr   = (uintptr_t)wr->hdr;
+        sge[vwr.num_sge].length = wr->hdr_len;
+        sge[vwr.num_sge++].lkey = 0;
+    }
+    if (wr->len > 0) {
+        sge[vwr.num_sge].addr   = (uintptr_t)wr->data;
+        sge[vwr.num_sge].length = wr->len;
+        sge[vwr.num_sge++].lkey = 0;
+    }
+    return orc_post_send(qp, &vwr, &bad_wr);
 }
 
 #ifdef __cplusplus
