@@ -307,6 +307,9 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* a function with two callers on a per-message path, inlined in both */
+#define SN_ALWAYS_INLINE inline __attribute__((always_inline))
+
 #define SN_ADDR_MAGIC     0x534f4643u /* "SOFC" */
 #define SN_MAX_MR         16384       /* entries in the MR table */
 #define SN_QP_INDEX_BITS  12

@@ -1118,8 +1118,8 @@ static int sn_wqe_build(sn_qp_t *qp, const struct ibv_send_wr *wr,
 
 /* The WQE of softnic_post_send_inline() (see softnic.h): EINVAL for
  * another opcode or more than max_inline_data bytes */
-static int sn_wqe_build_inline(sn_qp_t *qp, const softnic_inline_wr_t *wr,
-                               sn_wqe_t *wqe)
+static SN_ALWAYS_INLINE int
+sn_wqe_build_inline(sn_qp_t *qp, const softnic_inline_wr_t *wr, sn_wqe_t *wqe)
 {
     uint64_t length = (uint64_t)wr->hdr_len + wr->len;
 
@@ -1198,7 +1198,8 @@ typedef struct sn_post {
 } sn_post_t;
 
 /* Takes the QP lock: a post starts */
-static void sn_post_begin(sn_qp_t *qp, sn_post_t *post, int *done_p)
+static SN_ALWAYS_INLINE void sn_post_begin(sn_qp_t *qp, sn_post_t *post,
+                                           int *done_p)
 {
     pthread_mutex_lock(&qp->lock);
     if (qp->ring_out > 0) {
@@ -1214,7 +1215,8 @@ static void sn_post_begin(sn_qp_t *qp, sn_post_t *post, int *done_p)
  * slot, or post->flushed on a QP in ERR (it completes flushed, in posting
  * order); NULL when the QP takes none: *ret is EINVAL (not RTS or ERR) or
  * ENOMEM (the send queue is full) */
-static sn_wqe_t *sn_post_slot(sn_qp_t *qp, sn_post_t *post, int *ret)
+static SN_ALWAYS_INLINE sn_wqe_t *sn_post_slot(sn_qp_t *qp, sn_post_t *post,
+                                               int *ret)
 {
     if (qp->state == IBV_QPS_ERR) {
         return &post->flushed;
@@ -1233,7 +1235,8 @@ static sn_wqe_t *sn_post_slot(sn_qp_t *qp, sn_post_t *post, int *ret)
 /* QP lock held: wqe, built where sn_post_slot() said, is queued: it joins
  * the WRITE batch, runs here (same host), goes into the ring or waits for
  * TCP; or completes at once (flushed, a failed local check) */
-static void sn_post_wqe(sn_qp_t *qp, sn_post_t *post, sn_wqe_t *wqe)
+static SN_ALWAYS_INLINE void sn_post_wqe(sn_qp_t *qp, sn_post_t *post,
+                                         sn_wqe_t *wqe)
 {
     ++post->posted;
     if (wqe == &post->flushed) {
@@ -1291,7 +1294,7 @@ static void sn_post_wqe(sn_qp_t *qp, sn_post_t *post, sn_wqe_t *wqe)
 }
 
 /* QP lock held: the post ends (its WQEs go out), releases the lock */
-static void sn_post_end(sn_qp_t *qp, sn_post_t *post)
+static SN_ALWAYS_INLINE void sn_post_end(sn_qp_t *qp, sn_post_t *post)
 {
     /* a batch waits for its flush only within a stream (see the header
      * comment) */
