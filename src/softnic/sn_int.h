@@ -201,7 +201,8 @@
  * service thread alone runs the timers, and stands back
  * from the sockets while a thread keeps polling: once, within a look
  * (SN_LOOK_NS), pollers stepped at least once, pollers' steps and posts
- * (softnic_post_send calls that queued WRs on an RC QP) came to at least
+ * (softnic_post_send and _inline calls that queued WRs on an RC QP, one
+ * sn_post_begin() .. sn_post_end() each) came to at least
  * SN_STANDBY_STEPS, and no CQ of the instance was armed meanwhile, it
  * waits only for commands, new connections and datagrams (idle_epfd),
  * waking every look, so that a message wakes nobody but the thread
@@ -271,7 +272,8 @@
  * Request coalescing (TCP). While the application streams (its third post
  * in a row, or later, that came within SN_BATCH_GAP_NS of the previous
  * post's return, as for same-host WRITE batches; every softnic_post_send()
- * call counts, one of an empty list too), the posting thread writes
+ * or softnic_post_send_inline() call counts, one of an empty list too),
+ * the posting thread writes
  * the frames of small WRITEs and SENDs (at most SN_CORK_LEN bytes) that
  * carry no ACKs with MSG_MORE: into the socket, in order, but held back (no
  * segment) until a full segment's worth is there (or the kernel's TCP
@@ -511,7 +513,7 @@ struct sn_inst {
      * connections carrying data on TCP; without any, pollers do not step.
      * poll_steps (written under svc_lock, read atomically): pollers' steps,
      * whether they found events or not. posts (atomic add by any poster,
-     * relaxed; read by the service thread): softnic_post_send calls that
+     * relaxed; read by the service thread): post calls (sn_post_end) that
      * queued WRs on an RC QP while num_tcp_streams > 0 (see "Polling":
      * without TCP connections pollers do not step and nothing stands back). arm_gen (atomic add, seq_cst):
      * arms of the instance's CQs. svc_standby (service thread writes,
