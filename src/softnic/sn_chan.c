@@ -1,10 +1,11 @@
 /*
  * softnic's channels (sn_wire.h): one (initiator QP, target QP) pair on a
- * stream, one channel per stream. Opening one (the initiator's HELLO names
- * the QP pair; the target's HELLO_ACK accepts it or refuses it), the
+ * stream, one channel per stream. Opening one (the initiator's CHAN_OPEN
+ * names the QP pair; the target's CHAN_ACK accepts it or refuses it), the
  * same-host paths the handshake sets up (MR table, SEND ring), and its
  * close: what a target channel gives back, how an initiator channel's
- * loss fails its QP. The socket side is the stream's (sn_stream.c).
+ * loss fails its QP. The socket side, and the HELLO that names the
+ * instances, are the stream's (sn_stream.c).
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -28,6 +29,7 @@ sn_chan_t *sn_chan_new(sn_stream_t *stream, int role)
     if (chan != NULL) {
         chan->stream = stream;
         chan->role   = role;
+        chan->id     = SN_CHAN_ID_ONE;
     }
     return chan;
 }
@@ -90,40 +92,72 @@ void sn_chan_ini_fail(sn_inst_t *inst, sn_chan_t *chan)
     sn_stream_close(inst, stream);
 }
 
-/* ---- HELLO contents ----------------------------------------------------- */
+/* ---- channel frames ---------------------------------------------------- */
 
-static void sn_hello_fill(sn_inst_t *inst, sn_hello_t *h, uint16_t type,
-                          uint32_t a, uint32_t b)
+static void sn_chanf_fill(sn_chanf_t *f, uint8_t type, uint16_t status,
+                          uint32_t chan, uint32_t peer_chan)
 {
-    memset(h, 0, sizeof(*h));
-    h->magic         = htole32(SN_HELLO_MAGIC);
-    h->version       = htole16(SN_WIRE_VERSION);
-    h->type          = htole16(type);
-    h->qpn_or_status = htole32(a);
-    h->qpn_or_pdn    = htole32(b);
-    h->host          = inst->host;
-    h->pid           = htole32((uint32_t)inst->pid);
-    h->inst_id       = htole32(inst->id);
+    memset(f, 0, sizeof(*f));
+    f->type      = type;
+    f->status    = htole16(status);
+    f->chan      = htole32(chan);
+    f->peer_chan = htole32(peer_chan);
 }
 
-static int sn_hello_valid(const sn_hello_t *h, uint16_t type)
+/* Does the channel frame f (host order) hold what its type says, and
+ * zeros elsewhere? */
+static int sn_chanf_valid(const sn_chanf_t *f)
 {
-    return (le32toh(h->magic) == SN_HELLO_MAGIC) &&
-           (le16toh(h->version) == SN_WIRE_VERSION) &&
-           (le16toh(h->type) == type);
+    int no_ack_fields =
+        (f->pdn == 0) && (f->ring_id == 0) && (f->ring_slots == 0);
+    int no_qpns = (f->src_qpn == 0) && (f->dst_qpn == 0);
+
+    if (f->flags != 0) {
+        return 0;
+    }
+    switch (f->type) {
+    case SN_FRAME_CHAN_OPEN:
+        return (f->status == 0) && (f->peer_chan != 0) && no_ack_fields;
+    case SN_FRAME_CHAN_ACK: /* a refusal names no channel */
+        return no_qpns && ((f->status == 0) == (f->peer_chan != 0));
+    default: /* CLOSE */
+        return (f->status == 0) && (f->peer_chan == 0) && no_qpns &&
+               no_ack_fields;
+    }
+}
+
+/* The channel frame in the stream's hdr, in host order and checked: 0, or
+ * -1 for a malformed one (the stream closes) */
+static int sn_chanf_check(sn_inst_t *inst, sn_chanf_t *f)
+{
+    f->status     = le16toh(f->status);
+    f->peer_chan  = le32toh(f->peer_chan);
+    f->src_qpn    = le32toh(f->src_qpn);
+    f->dst_qpn    = le32toh(f->dst_qpn);
+    f->pdn        = le32toh(f->pdn);
+    f->ring_id    = le32toh(f->ring_id);
+    f->ring_slots = le32toh(f->ring_slots);
+    if (sn_chanf_valid(f)) {
+        return 0;
+    }
+    sn_log(inst, SOFTNIC_LOG_WARN,
+           "malformed channel frame (type 0x%x status %u)", f->type, f->status);
+    return -1;
 }
 
 /* ---- target side -------------------------------------------------------- */
 
-/* TGT: a HELLO for a QP that does not exist is refused (ENOENT); the
- * stream closes once the answer is out */
-static void sn_chan_refuse(sn_inst_t *inst, sn_chan_t *chan, uint32_t qpn)
+/* TGT: a CHAN_OPEN for a QP that does not exist is refused (CHAN_ACK
+ * ENOENT); the stream closes once the answer is out */
+static void sn_chan_refuse(sn_inst_t *inst, sn_chan_t *chan,
+                           const sn_chanf_t *open)
 {
     sn_stream_t *stream = chan->stream;
-    sn_hello_t ack;
+    sn_chanf_t ack;
 
-    sn_log(inst, SOFTNIC_LOG_INFO, "hello for unknown qp 0x%x", qpn);
-    sn_hello_fill(inst, &ack, SN_HELLO_ACK, ENOENT, 0);
+    sn_log(inst, SOFTNIC_LOG_INFO, "channel open for unknown qp 0x%x",
+           open->dst_qpn);
+    sn_chanf_fill(&ack, SN_FRAME_CHAN_ACK, ENOENT, open->peer_chan, 0);
     sn_stream_out(inst, stream, &ack, sizeof(ack), NULL, 0);
     stream->state = SN_CS_CLOSING;
     sn_stream_set_events(inst, stream, EPOLLOUT);
@@ -132,7 +166,7 @@ static void sn_chan_refuse(sn_inst_t *inst, sn_chan_t *chan, uint32_t qpn)
 /* TGT, same host: offer the initiator a shared-memory ring for its SENDs
  * (the ACK names it); without one, its SENDs stay on TCP */
 static void sn_chan_offer_ring(sn_inst_t *inst, sn_chan_t *chan,
-                               sn_hello_t *ack)
+                               sn_chanf_t *ack)
 {
     sn_qp_t *qp = chan->qp;
 
@@ -176,28 +210,27 @@ static sn_qp_t *sn_chan_find_qp(sn_inst_t *inst, uint32_t qpn, uint32_t *pdn)
     return qp;
 }
 
-/* TGT: a HELLO arrived. Returns -1 to close. */
+/* TGT: a CHAN_OPEN arrived (checked). Returns -1 to close. */
 static int sn_chan_on_open(sn_inst_t *inst, sn_chan_t *chan,
-                           const sn_hello_t *h)
+                           const sn_chanf_t *open)
 {
-    int same_host = !memcmp(&h->host, &inst->host, sizeof(h->host));
-    sn_hello_t ack;
+    sn_stream_t *stream = chan->stream;
+    int same_host =
+        !memcmp(&stream->peer_host, &inst->host, sizeof(inst->host));
+    sn_chanf_t ack;
     sn_qp_t *qp;
     uint32_t pdn = 0;
 
-    if (!sn_hello_valid(h, SN_HELLO)) {
-        sn_log(inst, SOFTNIC_LOG_WARN, "malformed hello");
-        return -1;
-    }
-    qp = sn_chan_find_qp(inst, le32toh(h->qpn_or_pdn), &pdn);
+    qp = sn_chan_find_qp(inst, open->dst_qpn, &pdn);
     if (qp == NULL) {
-        sn_chan_refuse(inst, chan, le32toh(h->qpn_or_pdn));
+        sn_chan_refuse(inst, chan, open);
         return 0;
     }
 
-    chan->qp            = qp;
-    chan->peer_qpn      = le32toh(h->qpn_or_status) & 0xffffff;
-    chan->stream->state = SN_CS_READY;
+    chan->qp        = qp;
+    chan->peer_qpn  = open->src_qpn & 0xffffff;
+    chan->peer_chan = open->peer_chan;
+    chan->ready     = 1;
     pthread_mutex_lock(&qp->lock);
     if (qp->attr.dest_qp_num == chan->peer_qpn) {
         /* the peer starts its sequence over */
@@ -207,43 +240,48 @@ static int sn_chan_on_open(sn_inst_t *inst, sn_chan_t *chan,
     pthread_mutex_unlock(&qp->lock);
     sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connection from qp 0x%x",
            qp->super.qp_num, chan->peer_qpn);
-    sn_hello_fill(inst, &ack, SN_HELLO_ACK, 0, pdn);
+    sn_chanf_fill(&ack, SN_FRAME_CHAN_ACK, 0, chan->peer_chan, chan->id);
+    ack.pdn = htole32(pdn);
     if (inst->config.no_cma || !same_host) {
-        sn_stream_count_tcp(inst, chan->stream);
+        sn_stream_count_tcp(inst, stream);
     } else if (!inst->config.no_ring) {
         sn_chan_offer_ring(inst, chan, &ack);
     }
-    return sn_stream_out(inst, chan->stream, &ack, sizeof(ack), NULL, 0);
+    return sn_stream_out(inst, stream, &ack, sizeof(ack), NULL, 0);
 }
 
 /* ---- initiator side ----------------------------------------------------- */
 
-/* INI: the same-host paths the target offers, mapped: its MR table (CMA)
- * and its SEND ring (NULL when not used). Returns whether CMA is used. */
-static int sn_chan_map_peer(sn_inst_t *inst, const sn_hello_t *h,
-                            sn_mr_entry_t **table_p, struct sn_ring **ring_p)
+/* INI: the same-host paths the target (the stream's peer) offers in its
+ * CHAN_ACK, mapped: its MR table (CMA) and its SEND ring (NULL when not
+ * used). Returns whether CMA is used. */
+static int sn_chan_map_peer(sn_inst_t *inst, const sn_stream_t *stream,
+                            const sn_chanf_t *ack, sn_mr_entry_t **table_p,
+                            struct sn_ring **ring_p)
 {
     int same_host =
-        !inst->config.no_cma && !memcmp(&h->host, &inst->host, sizeof(h->host));
+        !inst->config.no_cma &&
+        !memcmp(&stream->peer_host, &inst->host, sizeof(inst->host));
+    uint64_t pid_ns = le64toh(stream->peer_host.pid_ns);
 
     *table_p = NULL;
     *ring_p  = NULL;
     if (same_host) {
-        *table_p  = sn_mr_table_map(le64toh(h->host.pid_ns),
-                                    (pid_t)le32toh(h->pid), le32toh(h->inst_id));
+        *table_p =
+            sn_mr_table_map(pid_ns, stream->peer_pid, stream->peer_inst_id);
         same_host = (*table_p != NULL);
     }
-    if (same_host && !inst->config.no_ring && (le32toh(h->ring_id) != 0) &&
-        (le32toh(h->ring_slots) == SN_RING_SLOTS)) {
-        *ring_p = sn_ring_map(le64toh(h->host.pid_ns), (pid_t)le32toh(h->pid),
-                              le32toh(h->inst_id), le32toh(h->ring_id));
+    if (same_host && !inst->config.no_ring && (ack->ring_id != 0) &&
+        (ack->ring_slots == SN_RING_SLOTS)) {
+        *ring_p = sn_ring_map(pid_ns, stream->peer_pid, stream->peer_inst_id,
+                              ack->ring_id);
     }
     return same_host;
 }
 
 /* INI, QP lock held: the channel is up, the QP may transmit */
 static void sn_chan_ini_ready(sn_inst_t *inst, sn_chan_t *chan,
-                              const sn_hello_t *h, sn_mr_entry_t *table,
+                              const sn_chanf_t *ack, sn_mr_entry_t *table,
                               struct sn_ring *ring, int same_host)
 {
     sn_qp_t *qp = chan->qp;
@@ -256,16 +294,18 @@ static void sn_chan_ini_ready(sn_inst_t *inst, sn_chan_t *chan,
         qp->ring_atomic_out = 0;
         __atomic_fetch_add(&inst->num_rings, 1, __ATOMIC_RELAXED);
     }
-    chan->stream->state = SN_CS_READY;
-    qp->conn_state      = SN_CONN_READY;
+    chan->peer_chan = ack->peer_chan;
+    chan->ready     = 1;
+    qp->conn_state  = SN_CONN_READY;
     if (!same_host) {
         sn_stream_count_tcp(inst, chan->stream);
     }
     qp->stream_fd        = chan->stream->fd;
+    qp->chan_id          = ack->peer_chan;
     qp->same_host        = same_host;
     qp->peer_mrs         = table;
-    qp->peer_pid         = (pid_t)le32toh(h->pid);
-    qp->peer_pdn         = le32toh(h->qpn_or_pdn);
+    qp->peer_pid         = chan->stream->peer_pid;
+    qp->peer_pdn         = ack->pdn;
     qp->last_progress_ns = sn_now_ns(); /* the QP's budget starts now */
     sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connected to qp 0x%x (%s)",
            qp->super.qp_num, qp->attr.dest_qp_num,
@@ -275,22 +315,24 @@ static void sn_chan_ini_ready(sn_inst_t *inst, sn_chan_t *chan,
     sn_qp_tx(qp);
 }
 
-/* INI: the HELLO_ACK arrived. Returns 1 when the QP's channel is up,
- * -1 to fail it, 0 when the stream was stale (closed here). */
-static int sn_chan_on_ack(sn_inst_t *inst, sn_chan_t *chan, const sn_hello_t *h)
+/* INI: the CHAN_ACK arrived (checked). Returns 0 when the QP's channel is
+ * up, -1 to fail it (a stale stream, whose QP has moved on, just closes:
+ * sn_chan_ini_fail) */
+static int sn_chan_on_ack(sn_inst_t *inst, sn_chan_t *chan,
+                          const sn_chanf_t *ack)
 {
     sn_qp_t *qp = chan->qp;
     sn_mr_entry_t *table;
     struct sn_ring *ring;
     int same_host;
 
-    if (!sn_hello_valid(h, SN_HELLO_ACK) || (le32toh(h->qpn_or_status) != 0)) {
+    if (ack->status != 0) {
         sn_log(inst, SOFTNIC_LOG_INFO,
                "qp 0x%x: connection refused by the peer (%u)", qp->super.qp_num,
-               le32toh(h->qpn_or_status));
+               ack->status);
         return -1;
     }
-    same_host = sn_chan_map_peer(inst, h, &table, &ring);
+    same_host = sn_chan_map_peer(inst, chan->stream, ack, &table, &ring);
 
     pthread_mutex_lock(&qp->lock);
     if (qp->stream_id != chan->stream->id) {
@@ -299,29 +341,40 @@ static int sn_chan_on_ack(sn_inst_t *inst, sn_chan_t *chan, const sn_hello_t *h)
         if (ring != NULL) {
             sn_ring_unmap(ring);
         }
-        sn_stream_close(inst, chan->stream);
-        return 0;
+        return -1;
     }
-    sn_chan_ini_ready(inst, chan, h, table, ring, same_host);
+    sn_chan_ini_ready(inst, chan, ack, table, ring, same_host);
     pthread_mutex_unlock(&qp->lock);
-    return 1;
+    return 0;
 }
 
-int sn_chan_on_hello(sn_inst_t *inst, sn_chan_t *chan, const sn_hello_t *h)
+int sn_chan_on_frame(sn_inst_t *inst, sn_chan_t *chan)
 {
-    if (chan->role == SN_ROLE_TGT) {
-        return (sn_chan_on_open(inst, chan, h) < 0) ? -1 : 1;
+    sn_chanf_t *f = &chan->stream->hdr.chanf;
+
+    if (sn_chanf_check(inst, f) != 0) {
+        return -1;
     }
-    return sn_chan_on_ack(inst, chan, h);
+    switch (f->type) {
+    case SN_FRAME_CHAN_OPEN:
+        return sn_chan_on_open(inst, chan, f);
+    case SN_FRAME_CHAN_ACK:
+        return sn_chan_on_ack(inst, chan, f);
+    default: /* CLOSE: the channel ends, as its stream's end ends it */
+        sn_log(inst, SOFTNIC_LOG_DEBUG, "channel 0x%x closed by the peer",
+               chan->id);
+        return -1;
+    }
 }
 
 /* QP lock held: a stream to the QP's peer carrying its INI channel, its
- * HELLO waiting in the output until connect() completes; NULL on failure */
+ * HELLO and CHAN_OPEN waiting in the output until connect() completes;
+ * NULL on failure */
 static sn_stream_t *sn_chan_open_ini(sn_inst_t *inst, sn_qp_t *qp)
 {
     struct sockaddr_in remote;
     sn_stream_t *stream;
-    sn_hello_t hello;
+    sn_chanf_t open;
 
     memset(&remote, 0, sizeof(remote));
     remote.sin_family = AF_INET;
@@ -331,9 +384,11 @@ static sn_stream_t *sn_chan_open_ini(sn_inst_t *inst, sn_qp_t *qp)
                   : inst->config.qpn_port_base +
                         (qp->attr.dest_qp_num >> SOFTNIC_QPN_PORT_SHIFT));
     memcpy(&remote.sin_addr, &qp->attr.ah_attr.grh.dgid.raw[12], 4);
-    sn_hello_fill(inst, &hello, SN_HELLO, qp->super.qp_num,
-                  qp->attr.dest_qp_num);
-    stream = sn_stream_open(inst, &remote, &hello, sizeof(hello));
+    /* one channel per stream: the INI channel's id is known before */
+    sn_chanf_fill(&open, SN_FRAME_CHAN_OPEN, 0, 0, SN_CHAN_ID_ONE);
+    open.src_qpn = htole32(qp->super.qp_num);
+    open.dst_qpn = htole32(qp->attr.dest_qp_num);
+    stream       = sn_stream_open(inst, &remote, &open, sizeof(open));
     if (stream != NULL) {
         stream->chan->qp = qp;
     }

@@ -800,6 +800,8 @@ struct sn_qp {
      * conn_state == READY */
     int conn_state; /* SN_CONN_* */
     int stream_fd;
+    uint32_t chan_id; /* the target's id of the channel, in each request
+                         frame: valid as stream_fd */
     /* the service thread's stream, 0: none; written under the QP lock
      * (atomic stores), read under it, or by the svc_lock holder without it
      * (atomic load) to tell an event of a stale stream */

@@ -18,9 +18,9 @@
  * peer of a loaded machine; hardware has no such floor, softnic does. */
 #define SN_MIN_TIMEOUT_NS (20ull * 1000 * 1000)
 
-/* Time a WR may wait for its QP's connection to be set up (TCP handshake
- * and HELLO) before it fails with IBV_WC_RETRY_EXC_ERR, if the QP's own
- * timeout * (retry_cnt + 1) is shorter. */
+/* Time a WR may wait for its QP's connection to be set up (TCP handshake,
+ * HELLO and CHAN_OPEN) before it fails with IBV_WC_RETRY_EXC_ERR, if the
+ * QP's own timeout * (retry_cnt + 1) is shorter. */
 #define SN_CONNECT_BUDGET_NS (5ull * 1000 * 1000 * 1000)
 
 /* IB spec table 45 (RNR timer field), in microseconds */

@@ -32,8 +32,9 @@ static const uint8_t sn_req_ops[] = {
 /* The frame of wqe as iovecs: its header (filled into req), then the
  * payload of a WRITE or SEND (inline data or the gather list). Returns the
  * iovec count; *total_p = the frame's bytes. */
-static unsigned sn_req_frame(sn_req_t *req, const sn_wqe_t *wqe,
-                             struct iovec *iov, size_t *total_p)
+static unsigned sn_req_frame(sn_req_t *req, const sn_qp_t *qp,
+                             const sn_wqe_t *wqe, struct iovec *iov,
+                             size_t *total_p)
 {
     unsigned n = 0, i;
 
@@ -49,6 +50,7 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_wqe_t *wqe,
     req->imm         = wqe->imm;
     req->acked       = htole32(wqe->acked);
     req->ack_new     = htole16(wqe->ack_new);
+    req->chan        = htole32(qp->chan_id);
 
     iov[n].iov_base = req;
     iov[n].iov_len  = sizeof(*req);
@@ -124,7 +126,7 @@ int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
     ssize_t ret;
     int more;
 
-    n    = sn_req_frame(&req, wqe, iov, &total);
+    n    = sn_req_frame(&req, qp, wqe, iov, &total);
     more = sn_req_may_cork(qp, wqe, total) ? MSG_MORE : 0;
     /* skip what an earlier call sent */
     for (i = 0; (i < n) && (skip >= iov[i].iov_len); ++i) {
@@ -222,7 +224,7 @@ static int sn_req_check_rsp(sn_inst_t *inst, sn_rsp_t *rsp)
     rsp->length = le32toh(rsp->length);
     rsp->offset = le32toh(rsp->offset);
     rsp->value  = le64toh(rsp->value);
-    if ((rsp->type == 0) || (rsp->type >= SN_RSP_LAST) ||
+    if ((rsp->type < SN_RSP_ACK) || (rsp->type >= SN_RSP_LAST) ||
         (rsp->reserved != 0) || (rsp->reserved2 != 0) ||
         ((rsp->type == SN_RSP_NAK) &&
          ((rsp->code == 0) || (rsp->code >= SN_NAK_LAST))) ||

@@ -124,6 +124,7 @@ static int sn_resp_send(sn_inst_t *inst, sn_chan_t *chan, uint8_t type,
     rsp.code  = code;
     rsp.seq   = htole32(seq);
     rsp.value = htole64(value);
+    rsp.chan  = htole32(chan->peer_chan);
     if ((type == SN_RSP_NAK) && sn_resp_is_executed(type, code)) {
         chan->nak_stopped = SN_RULE_NAK_STOPS;
     }
@@ -419,6 +420,7 @@ static int sn_resp_read_frame(sn_inst_t *inst, sn_chan_t *chan)
     rsp.seq    = htole32(chan->rd_seq);
     rsp.length = htole32(frame);
     rsp.offset = htole32(chan->rd_off);
+    rsp.chan   = htole32(chan->peer_chan);
     if ((frame > 0) && (sn_mr_busy_begin(inst, &chan->rd_snap) != 0)) {
         chan->rd_active = 0;
         return sn_resp_send(inst, chan, SN_RSP_NAK, SN_NAK_REM_ACCESS,
@@ -539,7 +541,8 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
     req->acked       = le32toh(req->acked);
     req->ack_new     = le16toh(req->ack_new);
     if ((req->op == 0) || (req->op >= SN_OP_LAST) ||
-        (req->flags & ~SN_REQ_F_SOLICITED) || (req->length > SN_MAX_MSG) ||
+        (req->flags & ~SN_REQ_F_SOLICITED) || (req->reserved != 0) ||
+        (req->length > SN_MAX_MSG) ||
         (((req->op == SN_OP_CSWAP) || (req->op == SN_OP_FADD)) &&
          (req->length != 8))) {
         sn_log(r->inst, SOFTNIC_LOG_WARN,

@@ -4,7 +4,7 @@
  * When both ends of a connection are on the same host, the target's service
  * thread creates a single-producer/single-consumer ring in shared memory
  * (/dev/shm/orc_soft.<pidns>.<pid>.<inst>.r<id>; the initiator unlinks the
- * name once it has mapped it) and names it in the HELLO_ACK. SEND and
+ * name once it has mapped it) and names it in the CHAN_ACK. SEND and
  * SEND_WITH_IMM of up to SN_RING_DATA bytes and 64-bit atomics then
  * bypass the socket (an atomic slot carries key, address and operands, the
  * consumer executes it with a real atomic instruction and returns the old

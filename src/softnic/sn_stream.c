@@ -2,9 +2,9 @@
  * softnic's streams (sn_wire.h): the stream objects and their sockets,
  * accepting and connecting (with retries of a slow connect), the output
  * buffer, receiving frames and their payloads into checked memory
- * (sinks), and a stream's events, handing the HELLO to its channel
- * (sn_chan.c) and each frame to the responder (sn_resp.c) or the
- * requester (sn_req.c).
+ * (sinks), the HELLO (the instances' identities), and a stream's events:
+ * each frame, by its type byte, to the responder (sn_resp.c), the
+ * requester (sn_req.c) or the channel (sn_chan.c).
  */
 #ifdef HAVE_CONFIG_H
 #include "orc_config.h"
@@ -419,8 +419,11 @@ static int sn_stream_fill(sn_stream_t *stream, uint32_t need)
         stream->rpos = 0;
     }
     /* after a large payload, just the header (see hdr_alone) */
-    want =
-        stream->hdr_alone ? need - stream->rlen : SN_RBUF_SIZE - stream->rlen;
+    want = SN_RBUF_SIZE - stream->rlen;
+    if (stream->hdr_alone != 0) {
+        want = ((need > stream->hdr_alone) ? need : stream->hdr_alone) -
+               stream->rlen;
+    }
     do {
         ret = recv(stream->fd, stream->rbuf + stream->rlen, want, MSG_DONTWAIT);
     } while ((ret < 0) && (errno == EINTR));
@@ -479,7 +482,7 @@ static int sn_stream_payload(sn_inst_t *inst, sn_stream_t *stream)
                 sn_sink_recv(inst, stream->fd, &stream->sink, stream->pay_left);
             if (ret > 0) {
                 stream->pay_left -= ret;
-                stream->hdr_alone = 1;
+                stream->hdr_alone = stream->hdr_len;
                 continue;
             }
         } else {
@@ -504,15 +507,88 @@ static int sn_stream_payload(sn_inst_t *inst, sn_stream_t *stream)
     return 1;
 }
 
-/* The HELLO (TGT) or HELLO_ACK (INI) in rbuf, for the stream's channel:
- * 1 go on, 0 the stream was stale (closed and freed), -1 fail it */
+/* ---- HELLO: the instances' identities ---------------------------------- */
+
+static void sn_stream_hello_fill(sn_inst_t *inst, sn_hello_t *h, uint16_t type,
+                                 uint32_t status)
+{
+    memset(h, 0, sizeof(*h));
+    h->magic       = htole32(SN_HELLO_MAGIC);
+    h->version     = htole16(SN_WIRE_VERSION);
+    h->type        = htole16(type);
+    h->status      = htole32(status);
+    h->host        = inst->host;
+    h->pid         = htole32((uint32_t)inst->pid);
+    h->inst_id     = htole32(inst->id);
+    h->listen_ip   = inst->ip.s_addr;
+    h->listen_port = htons(inst->listen_port);
+}
+
+/* TGT: answer the HELLO with status; the stream closes once the answer
+ * is out unless status is 0 */
+static int sn_stream_hello_ack(sn_inst_t *inst, sn_stream_t *stream,
+                               uint32_t status)
+{
+    sn_hello_t ack;
+
+    sn_stream_hello_fill(inst, &ack, SN_HELLO_ACK, status);
+    if (status != 0) {
+        stream->state = SN_CS_CLOSING;
+        sn_stream_set_events(inst, stream, EPOLLOUT);
+    }
+    return sn_stream_out(inst, stream, &ack, sizeof(ack), NULL, 0);
+}
+
+/* A HELLO of another wire version: refused, with a WARN naming both */
+static int sn_stream_hello_version(sn_inst_t *inst, sn_stream_t *stream,
+                                   const sn_hello_t *h)
+{
+    sn_log(inst, SOFTNIC_LOG_WARN,
+           "peer speaks softnic wire version %u, this one %u: %s",
+           le16toh(h->version), SN_WIRE_VERSION,
+           (stream->chan->role == SN_ROLE_TGT) ? "refused" : "it refused us");
+    if ((stream->chan->role == SN_ROLE_TGT) &&
+        (sn_stream_hello_ack(inst, stream, EPROTONOSUPPORT) == 0)) {
+        return 1;
+    }
+    return -1;
+}
+
+/* The HELLO (TGT) or HELLO_ACK (INI) in rbuf: 1 go on (READY, or closing
+ * after a refusal), -1 fail the stream */
 static int sn_stream_rx_hello(sn_inst_t *inst, sn_stream_t *stream)
 {
-    sn_hello_t hello;
+    uint16_t type =
+        (stream->chan->role == SN_ROLE_TGT) ? SN_HELLO : SN_HELLO_ACK;
+    sn_hello_t h;
 
-    memcpy(&hello, stream->rbuf + stream->rpos, sizeof(hello));
-    stream->rpos += sizeof(hello);
-    return sn_chan_on_hello(inst, stream->chan, &hello);
+    memcpy(&h, stream->rbuf + stream->rpos, sizeof(h));
+    stream->rpos += sizeof(h);
+    /* magic and version first: they are where every version has them */
+    if ((le32toh(h.magic) == SN_HELLO_MAGIC) &&
+        (le16toh(h.version) != SN_WIRE_VERSION)) {
+        return sn_stream_hello_version(inst, stream, &h);
+    }
+    if ((le32toh(h.magic) != SN_HELLO_MAGIC) || (le16toh(h.type) != type) ||
+        (h.flags != 0)) {
+        sn_log(inst, SOFTNIC_LOG_WARN, "malformed hello");
+        return -1;
+    }
+    if ((type == SN_HELLO_ACK) && (le32toh(h.status) != 0)) {
+        sn_log(inst, SOFTNIC_LOG_INFO,
+               "qp 0x%x: connection refused by the "
+               "peer (%u)",
+               stream->chan->qp->super.qp_num, le32toh(h.status));
+        return -1;
+    }
+    stream->peer_host    = h.host;
+    stream->peer_pid     = (pid_t)le32toh(h.pid);
+    stream->peer_inst_id = le32toh(h.inst_id);
+    stream->state        = SN_CS_READY;
+    if ((type == SN_HELLO) && (sn_stream_hello_ack(inst, stream, 0) != 0)) {
+        return -1;
+    }
+    return 1;
 }
 
 /* TGT: the responder holds the request whose header is in rbuf (sn_resp.c,
@@ -540,37 +616,137 @@ static void sn_stream_unhold(sn_inst_t *inst, sn_stream_t *stream)
     }
 }
 
-/* One frame, its header and then its payload, for the responder (TGT) or
- * the requester (INI): 1 done, 0 waiting for bytes (or held), -1 fail */
-static int sn_stream_rx_frame(sn_inst_t *inst, sn_stream_t *stream)
+/* The role of the channel a frame of type goes to: requests and CHAN_OPEN
+ * the target's end, responses and CHAN_ACK the initiator's, CHAN_CLOSE
+ * either (the stream's); 0 for none (a HELLO after the HELLO) */
+static int sn_stream_frame_role(const sn_stream_t *stream, uint8_t type)
+{
+    if ((type < SN_OP_LAST) || (type == SN_FRAME_CHAN_OPEN)) {
+        return SN_ROLE_TGT;
+    }
+    if ((type < SN_RSP_LAST) || (type == SN_FRAME_CHAN_ACK)) {
+        return SN_ROLE_INI;
+    }
+    return (type == SN_FRAME_CHAN_CLOSE) ? stream->chan->role : 0;
+}
+
+/* The channel the frame in hdr names (sn_wire.h, "Channel ids"), or NULL:
+ * the frame is malformed. CHAN_OPEN names none (0) and CHAN_ACK the
+ * initiator's end: both find it not open yet; every other frame needs it
+ * open. One channel per stream: an id other than its id names a channel
+ * the stream does not carry. */
+static sn_chan_t *sn_stream_frame_chan(sn_inst_t *inst, sn_stream_t *stream)
 {
     sn_chan_t *chan = stream->chan;
-    uint32_t hdr_len =
-        (chan->role == SN_ROLE_TGT) ? sizeof(sn_req_t) : sizeof(sn_rsp_t);
+    uint8_t type    = stream->hdr.req.op;
+    int opening   = (type == SN_FRAME_CHAN_OPEN) || (type == SN_FRAME_CHAN_ACK);
+    uint32_t want = (type == SN_FRAME_CHAN_OPEN) ? 0 : chan->id;
+    uint32_t id;
+
+    if (type < SN_OP_LAST) {
+        id = stream->hdr.req.chan;
+    } else if (type < SN_RSP_LAST) {
+        id = stream->hdr.rsp.chan;
+    } else {
+        id = stream->hdr.chanf.chan;
+    }
+    id = le32toh(id);
+    if ((sn_stream_frame_role(stream, type) != chan->role) ||
+        (chan->ready == opening) || (id != want)) {
+        sn_log(inst, SOFTNIC_LOG_WARN,
+               "frame of type 0x%x for channel 0x%x: not one this stream "
+               "carries (0x%x, %s)",
+               type, id, chan->id, chan->ready ? "open" : "opening");
+        return NULL;
+    }
+    return chan;
+}
+
+/* The next frame's header from rbuf into hdr, its length from its type
+ * byte, its channel into cur_chan: 1 there, 0 waiting for bytes, -1 a
+ * malformed frame */
+static int sn_stream_rx_header(sn_inst_t *inst, sn_stream_t *stream)
+{
+    uint8_t type;
+    int ret;
+
+    ret = sn_stream_fill(stream, SN_FRAME_HDR_MIN);
+    if (ret <= 0) {
+        return ret;
+    }
+    type            = stream->rbuf[stream->rpos];
+    stream->hdr_len = sn_frame_hdr_len(type);
+    if ((stream->hdr_len == 0) || (stream->hdr_len > sizeof(stream->hdr))) {
+        sn_log(inst, SOFTNIC_LOG_WARN, "frame of unknown type 0x%x", type);
+        return -1; /* (a HELLO after the HELLO is one) */
+    }
+    ret = sn_stream_fill(stream, stream->hdr_len);
+    if (ret <= 0) {
+        return ret;
+    }
+    memcpy(&stream->hdr, stream->rbuf + stream->rpos, stream->hdr_len);
+    stream->cur_chan = sn_stream_frame_chan(inst, stream);
+    if (stream->cur_chan == NULL) {
+        return -1;
+    }
+    stream->rpos += stream->hdr_len;
+    return 1;
+}
+
+/* The handler of the frame in hdr, by its type: the responder's, the
+ * requester's or the channel's (as sn_resp_on_header) */
+static int sn_stream_on_header(sn_inst_t *inst, sn_stream_t *stream)
+{
+    uint8_t type = stream->hdr.req.op;
+
+    if (type < SN_OP_LAST) {
+        return sn_resp_on_header(inst, stream->cur_chan);
+    }
+    if (type < SN_RSP_LAST) {
+        return sn_req_on_rsp(inst, stream->cur_chan);
+    }
+    return sn_chan_on_frame(inst, stream->cur_chan);
+}
+
+/* The payload of the frame in hdr is in: its handler */
+static int sn_stream_on_payload(sn_inst_t *inst, sn_stream_t *stream)
+{
+    uint8_t type = stream->hdr.req.op;
+
+    if (sn_req_has_payload(type)) {
+        return sn_resp_on_payload(inst, stream->cur_chan);
+    }
+    if ((type == SN_RSP_READ_DATA) && (stream->hdr.rsp.length > 0)) {
+        return sn_req_on_payload(stream->cur_chan);
+    }
+    return 0;
+}
+
+/* One frame, its header and then its payload: 1 done, 0 waiting for bytes
+ * (or held), -1 fail */
+static int sn_stream_rx_frame(sn_inst_t *inst, sn_stream_t *stream)
+{
     int ret;
 
     if (stream->rx_state == SN_RX_HDR) {
-        ret = sn_stream_fill(stream, hdr_len);
+        ret = sn_stream_rx_header(inst, stream);
         if (ret <= 0) {
             return ret;
         }
-        memcpy(&stream->hdr, stream->rbuf + stream->rpos, hdr_len);
-        stream->rpos += hdr_len;
-        ret = (chan->role == SN_ROLE_TGT) ? sn_resp_on_header(inst, chan)
-                                          : sn_req_on_rsp(inst, chan);
+        ret = sn_stream_on_header(inst, stream);
         if (ret < 0) {
             return -1;
         }
         if (ret == 1) {
-            stream->rpos -= hdr_len; /* still there: nothing was read since */
+            /* still there: nothing was read since */
+            stream->rpos -= stream->hdr_len;
             sn_stream_hold(inst, stream);
             return 0;
         }
         if (ret == 2) {
             return 1; /* its payload came with it */
         }
-        if ((chan->role == SN_ROLE_INI) &&
-            (stream->hdr.rsp.type == SN_RSP_READ_DATA)) {
+        if (stream->hdr.rsp.type == SN_RSP_READ_DATA) {
             sn_svc_hot(inst, stream); /* its READ's frames come next */
         }
         stream->rx_state = SN_RX_PAYLOAD;
@@ -581,17 +757,7 @@ static int sn_stream_rx_frame(sn_inst_t *inst, sn_stream_t *stream)
         return ret;
     }
     stream->rx_state = SN_RX_HDR;
-    if (chan->role == SN_ROLE_TGT) {
-        ret = sn_req_has_payload(stream->hdr.req.op)
-                  ? sn_resp_on_payload(inst, chan)
-                  : 0;
-    } else {
-        ret = ((stream->hdr.rsp.type == SN_RSP_READ_DATA) &&
-               (stream->hdr.rsp.length > 0))
-                  ? sn_req_on_payload(chan)
-                  : 0;
-    }
-    return (ret < 0) ? -1 : 1;
+    return (sn_stream_on_payload(inst, stream) < 0) ? -1 : 1;
 }
 
 /* One pass over the input of a stream */
@@ -743,7 +909,7 @@ void sn_stream_timers(sn_inst_t *inst, uint64_t now)
 }
 
 sn_stream_t *sn_stream_open(sn_inst_t *inst, const struct sockaddr_in *remote,
-                            const void *hello, size_t len)
+                            const void *first, size_t len)
 {
     sn_stream_t *stream;
     int fd;
@@ -757,13 +923,14 @@ sn_stream_t *sn_stream_open(sn_inst_t *inst, const struct sockaddr_in *remote,
         close(fd);
         return NULL;
     }
-    stream->obuf = malloc(len);
+    stream->obuf = malloc(sizeof(sn_hello_t) + len);
     if (stream->obuf == NULL) {
         sn_stream_close(inst, stream);
         return NULL;
     }
-    memcpy(stream->obuf, hello, len);
-    stream->ocap = stream->olen = len;
+    sn_stream_hello_fill(inst, (sn_hello_t *)stream->obuf, SN_HELLO, 0);
+    memcpy(stream->obuf + sizeof(sn_hello_t), first, len);
+    stream->ocap = stream->olen = sizeof(sn_hello_t) + len;
     stream->state               = SN_CS_CONNECTING;
     stream->remote              = *remote;
     stream->connect_ns          = sn_now_ns();

@@ -9,13 +9,23 @@
  * softnic instance, carrying one channel (sn_chan_t: that pair of QPs, the
  * initiator's end or the target's end, with the per-pair state: sequence,
  * NAK stop, owed ACKs, the receive being filled, a READ being answered, a
- * same-host ring). After connect, the initiator sends HELLO and the target
- * answers HELLO_ACK (sn_hello_t, 72 bytes each; a same-host target names a
- * SEND ring in it, see sn_ring.c). Then the initiator sends requests
- * (sn_req_t, 48 bytes, followed by `length` payload
- * bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target answers each
- * in order with a response (sn_rsp_t, 32 bytes; READ_DATA responses
- * are followed by `length` payload bytes, at most SN_READ_FRAME).
+ * same-host ring). Wire version 5. Byte 0 of every frame is its type, and
+ * the type fixes the header's length (sn_frame_hdr_len; an unknown type is
+ * a malformed frame). After connect, the initiator sends HELLO and the
+ * target answers HELLO_ACK (sn_hello_t, 72 bytes each: the instances'
+ * identities; a HELLO of another version is answered EPROTONOSUPPORT and
+ * the stream closes). Then the initiator's CHAN_OPEN names the QP pair and
+ * the target's CHAN_ACK accepts it (a same-host target names a SEND ring
+ * in it, see sn_ring.c) or refuses it (sn_chanf_t, 32 bytes; the
+ * initiator sends its CHAN_OPEN behind its HELLO, without waiting). Then
+ * the initiator sends requests (sn_req_t, 56 bytes, followed by `length`
+ * payload bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target
+ * answers each in order with a response (sn_rsp_t, 32 bytes; READ_DATA
+ * responses are followed by `length` payload bytes, at most
+ * SN_READ_FRAME). Every frame after the HELLO names the receiver's id of
+ * its channel (see "Channel ids"): a frame naming a channel the stream
+ * does not carry, a request to the initiator's end or a response to the
+ * target's is malformed. A CHAN_CLOSE ends the channel and the stream.
  * All integers are little-endian.
  *
  * A QP's two directions travel on two connections (its own initiator
@@ -65,29 +75,69 @@
 #include <stdint.h>
 
 #define SN_HELLO_MAGIC   0x4f524348u /* "ORCH" */
-#define SN_WIRE_VERSION  4           /* 4: ack_new, cumulative ACKs */
+#define SN_WIRE_VERSION  5 /* 5: type byte, channel ids, CHAN_* frames */
 #define SN_RBUF_SIZE     (64 * 1024)
 #define SN_DIRECT_MIN    (16 * 1024) /* recv straight into memory */
 #define SN_TICK_NS       (20ull * 1000 * 1000)
 #define SN_FRAMES_PER_EV 64
 
+/* Frame types: byte 0 of every frame */
+enum {
+    /* requests (sn_req_t): the opcodes SN_OP_WRITE..SN_OP_FADD below */
+    SN_FRAME_RSP_FIRST = 0x11, /* responses (sn_rsp_t): SN_RSP_* below */
+    SN_FRAME_CHAN_OPEN = 0x21, /* channel frames (sn_chanf_t) */
+    SN_FRAME_CHAN_ACK,
+    SN_FRAME_CHAN_CLOSE,
+    SN_FRAME_HELLO = 0x48 /* 'H', byte 0 of SN_HELLO_MAGIC (sn_hello_t) */
+};
+
+/* sn_hello_t.type */
 enum {
     SN_HELLO     = 1,
     SN_HELLO_ACK = 2
 };
 
+/* The first frame of a stream each way: the instance's identity (a
+ * stream's, not a channel's). magic and version sit where every version
+ * had them, and status where v4 had its refusal, so that a peer of any
+ * version can read the refusal of its version (EPROTONOSUPPORT). */
 typedef struct sn_hello {
     uint32_t magic;
     uint16_t version;
-    uint16_t type;
-    uint32_t qpn_or_status; /* HELLO: src QPN; ACK: errno */
-    uint32_t qpn_or_pdn;    /* HELLO: dst QPN; ACK: PD of dst QP */
+    uint16_t type;   /* SN_HELLO, SN_HELLO_ACK */
+    uint32_t status; /* ACK: 0 or an errno; HELLO: 0 */
+    uint32_t flags;  /* 0 */
     sn_host_id_t host;
     uint32_t pid;
     uint32_t inst_id;
+    uint32_t listen_ip;   /* the sender's listener, network order */
+    uint16_t listen_port; /* network order */
+    uint16_t reserved;
+} __attribute__((packed)) sn_hello_t;
+
+/* Channel ids: the receiver's id of a channel, named in every frame but
+ * the HELLO; (generation << 16) | index in the stream's channels. A stream
+ * carries one channel (index 0, generation 1): its id is SN_CHAN_ID_ONE at
+ * both ends. 0 names no channel (a CHAN_OPEN's chan). */
+#define SN_CHAN_ID_ONE (1u << 16)
+
+/* Channel frames: OPEN (initiator to target: open a channel from QP
+ * src_qpn to QP dst_qpn; peer_chan: the initiator's id), ACK (status 0:
+ * peer_chan is the target's id, pdn its QP's PD, and a same-host SEND
+ * ring is named; ENOENT: no such RC QP), CLOSE (either side: the channel
+ * named is gone; the stream closes as well, one channel per stream) */
+typedef struct sn_chanf {
+    uint8_t type;
+    uint8_t flags; /* 0 */
+    uint16_t status;
+    uint32_t chan;       /* the receiver's id; 0 in OPEN */
+    uint32_t peer_chan;  /* the sender's id; 0 in CLOSE and a refusal */
+    uint32_t src_qpn;    /* OPEN */
+    uint32_t dst_qpn;    /* OPEN */
+    uint32_t pdn;        /* ACK */
     uint32_t ring_id;    /* ACK: same-host SEND ring, 0: none */
     uint32_t ring_slots; /* ACK: SN_RING_SLOTS */
-} __attribute__((packed)) sn_hello_t;
+} __attribute__((packed)) sn_chanf_t;
 
 /* request opcodes */
 enum {
@@ -103,6 +153,8 @@ enum {
 
 #define SN_REQ_F_SOLICITED 0x1
 
+/* 56 bytes while `acked` and `ack_new` are carried (the merged stream's
+ * step 6 drops them: 48 bytes) */
 typedef struct sn_req {
     uint8_t op;
     uint8_t flags;
@@ -115,11 +167,13 @@ typedef struct sn_req {
     uint64_t swap;
     uint32_t imm;   /* as in ibv_send_wr: network order, not swapped */
     uint32_t acked; /* the peer's requests answered (see above) */
+    uint32_t chan;  /* the target's channel id */
+    uint32_t reserved;
 } __attribute__((packed)) sn_req_t;
 
 /* response types */
 enum {
-    SN_RSP_ACK = 1,
+    SN_RSP_ACK = SN_FRAME_RSP_FIRST,
     SN_RSP_NAK,
     SN_RSP_READ_DATA,
     SN_RSP_ATOMIC,
@@ -145,8 +199,32 @@ typedef struct sn_rsp {
     uint32_t length; /* READ_DATA payload bytes */
     uint32_t offset; /* READ_DATA offset in the READ */
     uint64_t value;  /* ATOMIC: original value */
-    uint64_t reserved2;
+    uint32_t chan;   /* the initiator's channel id */
+    uint32_t reserved2;
 } __attribute__((packed)) sn_rsp_t;
+
+_Static_assert(sizeof(sn_hello_t) == 72, "HELLO keeps its size");
+_Static_assert(sizeof(sn_chanf_t) == 32, "channel frame");
+_Static_assert(sizeof(sn_req_t) == 56, "request header");
+_Static_assert(sizeof(sn_rsp_t) == 32, "response header");
+
+/* The shortest header after the HELLO */
+#define SN_FRAME_HDR_MIN sizeof(sn_rsp_t)
+
+/* The header length of a frame of type (byte 0); 0: no such type */
+static inline uint32_t sn_frame_hdr_len(uint8_t type)
+{
+    if ((type >= SN_OP_WRITE) && (type < SN_OP_LAST)) {
+        return sizeof(sn_req_t);
+    }
+    if ((type >= SN_RSP_ACK) && (type < SN_RSP_LAST)) {
+        return sizeof(sn_rsp_t);
+    }
+    if ((type >= SN_FRAME_CHAN_OPEN) && (type <= SN_FRAME_CHAN_CLOSE)) {
+        return sizeof(sn_chanf_t);
+    }
+    return (type == SN_FRAME_HELLO) ? sizeof(sn_hello_t) : 0;
+}
 
 /* Where payload bytes go: up to SN_MAX_SGE checked local segments,
  * or nowhere (discard). Only the first num segments are read: a reset
@@ -223,13 +301,17 @@ struct sn_stream {
     /* the last payload went from the socket straight to memory (a large
      * one, most likely followed by another: a READ's next frame, the next
      * large WRITE): the next header is read alone, so that no payload
-     * behind it lands in rbuf only to be copied out again */
-    int hdr_alone;
+     * behind it lands in rbuf only to be copied out again; the length
+     * read is that frame's header length (0: read what comes) */
+    uint32_t hdr_alone;
     int rx_state;
     union {
         sn_req_t req;
         sn_rsp_t rsp;
+        sn_chanf_t chanf;
     } hdr;
+    uint32_t hdr_len;    /* of the frame in hdr */
+    sn_chan_t *cur_chan; /* the channel the frame in hdr names */
     uint32_t pay_left;
     sn_sink_t sink; /* where the frame's payload goes */
     int held;       /* TGT: the request in rbuf waits (sn_stream_resume) */
@@ -240,6 +322,11 @@ struct sn_stream {
     /* INI: where to connect, and when the current attempt started */
     struct sockaddr_in remote;
     uint64_t connect_ns;
+
+    /* the peer instance, from its HELLO (READY) */
+    sn_host_id_t peer_host;
+    pid_t peer_pid;
+    uint32_t peer_inst_id;
 
     int tcp_data; /* counted in inst->num_tcp_streams */
 };
@@ -252,6 +339,9 @@ struct sn_stream {
 struct sn_chan {
     sn_stream_t *stream;
     int role;
+    uint32_t id;           /* ours, named by the peer's frames */
+    uint32_t peer_chan;    /* the peer's id, named in our frames */
+    int ready;             /* CHAN_ACK sent (TGT) or taken (INI) */
     sn_qp_t *qp;           /* INI: owner; TGT: the target QP (NULL until
                               the HELLO names it) */
     uint32_t peer_qpn;     /* TGT: the initiator QPN */
@@ -331,10 +421,11 @@ void sn_stream_push(sn_stream_t *stream);
 /* Send what MSG_MORE held back in socket fd */
 void sn_sock_push(int fd);
 int sn_stream_flush(sn_stream_t *stream);
-/* A stream connecting to remote, its one channel INI, the HELLO of len
- * bytes waiting in its output until connect() completes; NULL on failure */
+/* A stream connecting to remote, its one channel INI, its HELLO and then
+ * the len bytes of first (the channel's CHAN_OPEN) waiting in its output
+ * until connect() completes; NULL on failure */
 sn_stream_t *sn_stream_open(sn_inst_t *inst, const struct sockaddr_in *remote,
-                            const void *hello, size_t len);
+                            const void *first, size_t len);
 /* Close the stream and its channel (sn_chan_close) */
 void sn_stream_close(sn_inst_t *inst, sn_stream_t *stream);
 /* The stream carries data on TCP: pollers may serve it */
@@ -359,9 +450,10 @@ sn_chan_t *sn_chan_new(sn_stream_t *stream, int role);
  * it took and detaches its ring, and sends the ACKs it owes; freed */
 void sn_chan_close(sn_inst_t *inst, sn_chan_t *chan);
 void sn_chan_connect_qp(sn_inst_t *inst, sn_qp_t *qp);
-/* The HELLO (TGT) or HELLO_ACK (INI) of the stream's channel: 1 go on, 0
- * the stream was stale (closed and freed), -1 fail it */
-int sn_chan_on_hello(sn_inst_t *inst, sn_chan_t *chan, const sn_hello_t *h);
+/* The channel frame (CHAN_OPEN, CHAN_ACK, CHAN_CLOSE) in the stream's hdr,
+ * for chan (sn_stream.c checked that it names it): 0 taken, -1 fail the
+ * stream */
+int sn_chan_on_frame(sn_inst_t *inst, sn_chan_t *chan);
 /* INI: the stream died, was refused or misbehaved: the QP's peer is silent
  * from now on (sn_qp_peer_lost); the stream is closed */
 void sn_chan_ini_fail(sn_inst_t *inst, sn_chan_t *chan);

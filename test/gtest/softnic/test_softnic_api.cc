@@ -1007,7 +1007,8 @@ TEST_F(softnic_log_events, refused_connection_is_info)
     ASSERT_FALSE(HasFailure());
 
     char target[64], initiator[64];
-    snprintf(target, sizeof(target), "hello for unknown qp 0x%x", nobody);
+    snprintf(target, sizeof(target), "channel open for unknown qp 0x%x",
+             nobody);
     snprintf(initiator, sizeof(initiator),
              "qp 0x%x: connection refused by the peer (%d)", m_a->qp_num,
              ENOENT);

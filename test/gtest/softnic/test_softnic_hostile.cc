@@ -157,24 +157,50 @@ struct frame_t {
     }
 };
 
-/* Wire v3 of softnic (src/softnic): HELLO (72 bytes) and request header
- * (48 bytes, the last field: the requests of ours the sender acknowledges).
- * If the format changes these become malformed frames, still hostile. */
-const uint16_t WIRE_VERSION = 4; /* SN_WIRE_VERSION, sn_wire.h */
+/* Wire v5 of softnic (src/softnic/sn_wire.h): byte 0 of every frame is its
+ * type. HELLO (72 bytes, the instance), CHAN_OPEN (32 bytes, the QP pair),
+ * request header (56 bytes: its last fields the requests of ours the
+ * sender acknowledges, and the target's channel id). If the format changes
+ * these become malformed frames, still hostile. */
+const uint16_t WIRE_VERSION = 5; /* SN_WIRE_VERSION, sn_wire.h */
+const uint32_t MAGIC        = 0x4f524348u;
 
-frame_t hello(uint32_t src_qpn, uint32_t dst_qpn)
+/* Channel ids: one channel per stream, whose id is SN_CHAN_ID_ONE at both
+ * ends, so a raw initiator names the target's channel before its CHAN_ACK
+ * comes. INI_CHAN is the id our CHAN_OPEN gives ours. */
+const uint32_t TGT_CHAN = 1u << 16, INI_CHAN = 0x10007;
+
+enum {
+    CHAN_OPEN = 0x21,
+    CHAN_ACK  = 0x22
+};
+
+frame_t hello(uint16_t version = WIRE_VERSION)
 {
     frame_t f;
-    f.u32(0x4f524348u).u16(WIRE_VERSION).u16(1).u32(src_qpn).u32(dst_qpn);
-    return f.bytes(40, 0).u32(1).u32(0).u32(0).u32(0);
+    f.u32(MAGIC).u16(version).u16(1).u32(0).u32(0);
+    return f.bytes(40, 0).u32(1).u32(0).u32(0).u16(0).u16(0);
+}
+
+frame_t chan_open(uint32_t src_qpn, uint32_t dst_qpn)
+{
+    frame_t f;
+    f.u8(CHAN_OPEN).u8(0).u16(0).u32(0).u32(INI_CHAN).u32(src_qpn);
+    return f.u32(dst_qpn).u32(0).u32(0).u32(0);
+}
+
+/* A stream's first frames: HELLO, then a channel from src_qpn to dst_qpn */
+frame_t hello_open(uint32_t src_qpn, uint32_t dst_qpn)
+{
+    return hello().append(chan_open(src_qpn, dst_qpn));
 }
 
 frame_t req(uint8_t op, uint32_t seq, uint32_t length, uint32_t rkey,
-            uint64_t raddr, uint32_t acked = 0)
+            uint64_t raddr, uint32_t acked = 0, uint32_t chan = TGT_CHAN)
 {
     frame_t f;
     f.u8(op).u8(0).u16(0).u32(seq).u32(length).u32(rkey).u64(raddr);
-    return f.u64(1).u64(0).u32(0).u32(acked);
+    return f.u64(1).u64(0).u32(0).u32(acked).u32(chan).u32(0);
 }
 
 enum {
@@ -184,13 +210,16 @@ enum {
     OP_FADD  = 7
 };
 
-/* What the target answers: HELLO_ACK (72 bytes, its status at offset 8)
- * and responses (32 bytes: type, NAK code, rnr timer, reserved, seq) */
-const size_t HELLO_LEN = 72, RSP_LEN = 32;
+/* What the target answers: HELLO_ACK (72 bytes: its version at offset 4,
+ * its status at offset 8), CHAN_ACK (32 bytes: type, flags, status (2
+ * bytes), our id, its id) and responses (32 bytes: type, NAK code, rnr
+ * timer, reserved, seq) */
+const size_t HELLO_LEN = 72, CHANF_LEN = 32, RSP_LEN = 32;
+const size_t OPENED_LEN = HELLO_LEN + CHANF_LEN;
 
 enum {
-    RSP_ACK = 1,
-    RSP_NAK = 2
+    RSP_ACK = 0x11,
+    RSP_NAK = 0x12
 };
 
 uint32_t le32_at(const std::vector<uint8_t> &b, size_t off)
@@ -208,16 +237,33 @@ std::vector<uint8_t> got_bytes(const reply_t &r)
     return b;
 }
 
-/* got holds an accepting HELLO_ACK, then an ACK of request seq */
+/* got begins with an accepting HELLO_ACK and CHAN_ACK */
+void expect_opened(const std::vector<uint8_t> &got)
+{
+    ASSERT_LE(OPENED_LEN, got.size())
+        << "the target did not answer the HELLO and the CHAN_OPEN: "
+        << to_hex(got.data(), got.size());
+    EXPECT_EQ(0u, le32_at(got, 8)) << "HELLO_ACK refused the stream";
+    EXPECT_EQ(CHAN_ACK, got[HELLO_LEN]);
+    EXPECT_EQ(0u, got[HELLO_LEN + 2] | (got[HELLO_LEN + 3] << 8))
+        << "CHAN_ACK refused the channel";
+    EXPECT_EQ(INI_CHAN, le32_at(got, HELLO_LEN + 4));
+    EXPECT_EQ(TGT_CHAN, le32_at(got, HELLO_LEN + 8));
+}
+
+/* got holds an accepting HELLO_ACK and CHAN_ACK, then an ACK of request
+ * seq */
 void expect_hello_ack_then_ack(const std::vector<uint8_t> &got, uint32_t seq)
 {
-    ASSERT_EQ(HELLO_LEN + RSP_LEN, got.size())
-        << "the target did not answer the HELLO and the request: "
+    ASSERT_EQ(OPENED_LEN + RSP_LEN, got.size())
+        << "the target did not answer the HELLO, the CHAN_OPEN and the "
+           "request: "
         << to_hex(got.data(), got.size());
-    EXPECT_EQ(0u, le32_at(got, 8)) << "HELLO_ACK refused the connection";
-    EXPECT_EQ(RSP_ACK, got[HELLO_LEN])
-        << "response type (NAK code " << (int)got[HELLO_LEN + 1] << ")";
-    EXPECT_EQ(seq, le32_at(got, HELLO_LEN + 4));
+    ASSERT_NO_FATAL_FAILURE(expect_opened(got));
+    EXPECT_EQ(RSP_ACK, got[OPENED_LEN])
+        << "response type (NAK code " << (int)got[OPENED_LEN + 1] << ")";
+    EXPECT_EQ(seq, le32_at(got, OPENED_LEN + 4));
+    EXPECT_EQ(INI_CHAN, le32_at(got, OPENED_LEN + 24)) << "response's chan";
 }
 
 /* A raw connection from a to addr (" host= port="), kept open, sending
@@ -226,7 +272,7 @@ void expect_hello_ack_then_ack(const std::vector<uint8_t> &got, uint32_t seq)
 void raw_open_acked(peer_proc &a, const std::string &addr, const frame_t &open)
 {
     reply_t r = a.cmd("rawopen" + addr +
-                      " expect=" + std::to_string(HELLO_LEN + RSP_LEN) +
+                      " expect=" + std::to_string(OPENED_LEN + RSP_LEN) +
                       " data=" + to_hex(open.b.data(), open.b.size()));
     ASSERT_NO_FATAL_FAILURE(expect_hello_ack_then_ack(got_bytes(r), 0));
 }
@@ -253,58 +299,58 @@ TEST_P(softnic_hostile, crafted_frames)
     uint64_t base = m_rb.addr, scratch = base + 16384;
 
     std::vector<std::pair<std::string, frame_t>> cases;
-    cases.push_back({"unknown dst qpn", hello(src, 0xabcdef)});
+    cases.push_back({"unknown dst qpn", hello_open(src, 0xabcdef)});
     cases.push_back(
-        {"unknown src qpn", hello(0x123456, dst)
+        {"unknown src qpn", hello_open(0x123456, dst)
                                 .append(req(OP_WRITE, 0, 64, rkey, scratch))
                                 .bytes(64, 0xee)});
-    cases.push_back({"bad version",
-                     frame_t().u32(0x4f524348u).u16(99).u16(1).bytes(64, 0)});
+    cases.push_back({"bad version", hello(99)});
+    cases.push_back({"bad magic", frame_t().u32(MAGIC + 1).append(hello())});
     cases.push_back({"payload shorter than length",
-                     hello(src, dst)
+                     hello_open(src, dst)
                          .append(req(OP_WRITE, 0, 4096, rkey, scratch))
                          .bytes(100, 0xee)});
     cases.push_back(
         {"length beyond the MR end",
-         hello(src, dst)
+         hello_open(src, dst)
              .append(req(OP_WRITE, 0, 256 << 10, rkey, base + 65536 - 64))
              .bytes(256 << 10, 0xee)});
     cases.push_back({"length 4 GiB - 1",
-                     hello(src, dst)
+                     hello_open(src, dst)
                          .append(req(OP_WRITE, 0, 0xffffffffu, rkey, scratch))
                          .bytes(65536, 0xee)});
     cases.push_back(
-        {"address wraps", hello(src, dst)
+        {"address wraps", hello_open(src, dst)
                               .append(req(OP_WRITE, 0, 4096, rkey, ~0ull - 100))
                               .bytes(4096, 0xee)});
     cases.push_back(
         {"READ longer than the MR",
-         hello(src, dst).append(req(OP_READ, 0, 1 << 24, rkey, scratch))});
+         hello_open(src, dst).append(req(OP_READ, 0, 1 << 24, rkey, scratch))});
     cases.push_back({"atomic with length 4096",
-                     hello(src, dst)
+                     hello_open(src, dst)
                          .append(req(OP_FADD, 0, 4096, rkey, scratch))
                          .bytes(4096, 0xee)});
     cases.push_back(
         {"atomic beyond the MR end",
-         hello(src, dst).append(req(OP_FADD, 0, 8, rkey, base + 65536))});
+         hello_open(src, dst).append(req(OP_FADD, 0, 8, rkey, base + 65536))});
     cases.push_back(
-        {"wrong sequence", hello(src, dst)
+        {"wrong sequence", hello_open(src, dst)
                                .append(req(OP_WRITE, 77, 1000, rkey, base))
                                .bytes(1000, 0xee)});
     cases.push_back({"SEND without receive",
-                     hello(src, dst)
+                     hello_open(src, dst)
                          .append(req(OP_SEND, 0, 256 << 10, rkey, 0))
                          .bytes(256 << 10, 0xee)});
     /* the target QP sent the initiator nothing: nothing to acknowledge */
     cases.push_back({"acknowledges requests never sent",
-                     hello(src, dst)
+                     hello_open(src, dst)
                          .append(req(OP_WRITE, 0, 64, rkey, base + 24576, 5))
                          .bytes(64, 0xee)});
     cases.push_back(
-        {"unknown opcode", hello(src, dst)
+        {"unknown opcode", hello_open(src, dst)
                                .append(req(200, 0, 64, rkey, scratch))
                                .bytes(64, 0xee)});
-    frame_t garbage = hello(src, dst);
+    frame_t garbage = hello_open(src, dst);
     for (int i = 0; i < 4096; ++i) {
         garbage.u8((uint8_t)(i * 131 + 7));
     }
@@ -327,6 +373,105 @@ TEST_P(softnic_hostile, crafted_frames)
     }
     /* the lying WRITE was not executed */
     EXPECT_OK(m_b->cmd("check id=1 off=24576 pos=20480 len=64 seed=20"));
+    expect_survived();
+}
+
+/* rawopen of data from a to addr, reading up to expect bytes (or to the
+ * end of the stream), then rawclose: what the target answered, and
+ * *eof: whether it had closed the stream by then */
+std::vector<uint8_t> raw_exchange(peer_proc &a, const std::string &addr,
+                                  const frame_t &data, size_t expect, int *eof)
+{
+    reply_t r = a.cmd("rawopen" + addr + " expect=" + std::to_string(expect) +
+                      " data=" + to_hex(data.b.data(), data.b.size()));
+    std::vector<uint8_t> got = got_bytes(r);
+    *eof                     = (int)r.u("eof");
+    EXPECT_TRUE(a.cmd("rawclose").ok);
+    return got;
+}
+
+/* Frames that an open channel does not take (sn_stream.c,
+ * sn_stream_rx_header and sn_stream_frame_chan): each is malformed and
+ * closes the stream, so the valid WRITE behind it is neither executed nor
+ * answered: the target answers the HELLO and the CHAN_OPEN, then ends the
+ * stream. */
+TEST_P(softnic_hostile, frames_the_channel_does_not_take)
+{
+    uint32_t src = m_last_ea.qpn, dst = m_last_eb.qpn, rkey = m_rb.rkey;
+    uint64_t at = m_rb.addr + 24576 + 128; /* [24 KiB + 128, + 64) */
+    frame_t unknown, rsp;
+    unknown.u8(0x30).u8(0).u16(0).u32(TGT_CHAN).bytes(48, 0);
+    /* an ACK the target's QP would take as a duplicate (it sent nothing:
+     * ACK of seq -1), were it read as its initiator's */
+    rsp.u8(RSP_ACK).u8(0).u16(0).u32(0xffffffffu).u32(0).u32(0).u64(0);
+    rsp.u32(TGT_CHAN).u32(0);
+
+    std::vector<std::pair<std::string, frame_t>> cases;
+    cases.push_back({"unknown frame type", unknown});
+    cases.push_back({"response-typed frame to a target", rsp});
+    cases.push_back(
+        {"a channel the stream does not carry",
+         req(OP_WRITE, 0, 64, rkey, at, 0, TGT_CHAN + 1).bytes(64, 0xee)});
+    cases.push_back({"a second CHAN_OPEN", chan_open(src, dst)});
+
+    std::string addr = target_addr();
+    for (auto &c : cases) {
+        SCOPED_TRACE(c.first);
+        frame_t f = hello_open(src, dst)
+                        .append(c.second)
+                        .append(req(OP_WRITE, 0, 64, rkey, at))
+                        .bytes(64, 0xee);
+        int eof;
+        std::vector<uint8_t> got =
+            raw_exchange(*m_a, addr, f, OPENED_LEN + RSP_LEN, &eof);
+        ASSERT_NO_FATAL_FAILURE(expect_opened(got));
+        EXPECT_EQ(OPENED_LEN, got.size())
+            << "the stream took the frame: " << to_hex(got.data(), got.size());
+        EXPECT_EQ(1, eof) << "the target kept the stream open";
+    }
+    EXPECT_OK(m_b->cmd("check id=1 off=24704 pos=20608 len=64 seed=20"))
+        << "a WRITE behind a malformed frame was executed";
+    expect_survived();
+}
+
+/* A CHAN_OPEN for a QP the target does not have: the HELLO is accepted,
+ * the channel refused (CHAN_ACK ENOENT, naming no channel of the target),
+ * and the stream closes (one channel per stream) */
+TEST_P(softnic_hostile, channel_open_for_unknown_qp_is_refused)
+{
+    int eof;
+    std::vector<uint8_t> got =
+        raw_exchange(*m_a, target_addr(), hello_open(m_last_ea.qpn, 0xabcdef),
+                     OPENED_LEN + 1, &eof);
+    ASSERT_EQ(OPENED_LEN, got.size()) << to_hex(got.data(), got.size());
+    EXPECT_EQ(0u, le32_at(got, 8)) << "HELLO_ACK refused the stream";
+    EXPECT_EQ(CHAN_ACK, got[HELLO_LEN]);
+    EXPECT_EQ((unsigned)ENOENT, got[HELLO_LEN + 2] | (got[HELLO_LEN + 3] << 8))
+        << "CHAN_ACK's status";
+    EXPECT_EQ(INI_CHAN, le32_at(got, HELLO_LEN + 4));
+    EXPECT_EQ(0u, le32_at(got, HELLO_LEN + 8)) << "a refusal names a channel";
+    EXPECT_EQ(1, eof) << "the target kept the stream open";
+    expect_survived();
+}
+
+/* A HELLO of another wire version (v4's, with its per-QP fields; a v4
+ * initiator waits for the answer) is refused: HELLO_ACK with
+ * EPROTONOSUPPORT where v4 reads its status (offset 8), this end's version
+ * in it, and the stream closes */
+TEST_P(softnic_hostile, other_wire_version_is_refused)
+{
+    frame_t v4;
+    v4.u32(MAGIC).u16(4).u16(1).u32(m_last_ea.qpn).u32(m_last_eb.qpn);
+    v4.bytes(40, 0).u32(1).u32(0).u32(0).u32(0);
+    int eof;
+    std::vector<uint8_t> got =
+        raw_exchange(*m_a, target_addr(), v4, HELLO_LEN + 1, &eof);
+    ASSERT_EQ(HELLO_LEN, got.size()) << to_hex(got.data(), got.size());
+    EXPECT_EQ(MAGIC, le32_at(got, 0));
+    EXPECT_EQ(WIRE_VERSION, got[4] | (got[5] << 8));
+    EXPECT_EQ(2, got[6] | (got[7] << 8)) << "not a HELLO_ACK";
+    EXPECT_EQ((uint32_t)EPROTONOSUPPORT, le32_at(got, 8)) << "its status";
+    EXPECT_EQ(1, eof) << "the target kept the stream open";
     expect_survived();
 }
 
@@ -419,7 +564,7 @@ TEST_P(softnic_hostile, lying_length_fields)
 TEST_P(softnic_hostile, target_in_error_is_silent_on_tcp)
 {
     uint64_t scratch = m_rb.addr + 16384;
-    frame_t open     = hello(m_last_ea.qpn, m_last_eb.qpn)
+    frame_t open     = hello_open(m_last_ea.qpn, m_last_eb.qpn)
                        .append(req(OP_WRITE, 0, 64, m_rb.rkey, scratch))
                        .bytes(64, 0xee);
     ASSERT_NO_FATAL_FAILURE(raw_open_acked(*m_a, target_addr(), open));
@@ -440,7 +585,7 @@ TEST_P(softnic_hostile, target_in_error_mid_send_is_silent_on_tcp)
 {
     const uint32_t len = 4096, first = 1000;
     ASSERT_OK(m_b->cmd("recv qp=0 mr=1 off=16384 len=4096 wr=0 count=2"));
-    frame_t open = hello(m_last_ea.qpn, m_last_eb.qpn)
+    frame_t open = hello_open(m_last_ea.qpn, m_last_eb.qpn)
                        .append(req(OP_SEND, 0, 64, 0, 0))
                        .bytes(64, 0xee)
                        .append(req(OP_SEND, 1, len, 0, 0))
