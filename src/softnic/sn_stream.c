@@ -16,6 +16,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -616,93 +617,111 @@ static void sn_stream_unhold(sn_inst_t *inst, sn_stream_t *stream)
     }
 }
 
-/* The role of the channel a frame of type goes to: requests and CHAN_OPEN
- * the target's end, responses and CHAN_ACK the initiator's, CHAN_CLOSE
- * either (the stream's); 0 for none (a HELLO after the HELLO) */
-static int sn_stream_frame_role(const sn_stream_t *stream, uint8_t type)
+/* The channel a channel frame (CHAN_OPEN, CHAN_ACK, CHAN_CLOSE) in hdr
+ * names, id, is the stream's channel: OPEN goes to the target's end and
+ * names none (0), ACK to the initiator's end; both find it not open yet.
+ * CLOSE goes to either end, open. 1 yes, 0 the frame is malformed. */
+static int sn_stream_chanf_names(const sn_stream_t *stream, uint32_t id)
 {
-    if ((type < SN_OP_LAST) || (type == SN_FRAME_CHAN_OPEN)) {
-        return SN_ROLE_TGT;
+    const sn_chan_t *chan = stream->chan;
+
+    switch (stream->hdr.chanf.type) {
+    case SN_FRAME_CHAN_OPEN:
+        return (chan->role == SN_ROLE_TGT) && !chan->ready && (id == 0);
+    case SN_FRAME_CHAN_ACK:
+        return (chan->role == SN_ROLE_INI) && !chan->ready && (id == chan->id);
+    default: /* SN_FRAME_CHAN_CLOSE */
+        return chan->ready && (id == chan->id);
     }
-    if ((type < SN_RSP_LAST) || (type == SN_FRAME_CHAN_ACK)) {
-        return SN_ROLE_INI;
-    }
-    return (type == SN_FRAME_CHAN_CLOSE) ? stream->chan->role : 0;
 }
 
-/* The channel the frame in hdr names (sn_wire.h, "Channel ids"), or NULL:
- * the frame is malformed. CHAN_OPEN names none (0) and CHAN_ACK the
- * initiator's end: both find it not open yet; every other frame needs it
- * open. One channel per stream: an id other than its id names a channel
- * the stream does not carry. */
-static sn_chan_t *sn_stream_frame_chan(sn_inst_t *inst, sn_stream_t *stream)
+/* The header of kind (SN_ROLE_TGT: a request, SN_ROLE_INI: a response, 0:
+ * a channel frame), len bytes with the receiver's channel id at id_off,
+ * from rbuf into hdr, its channel into cur_chan (sn_wire.h, "Channel
+ * ids"): 1 there, 0 waiting for bytes, -1 a malformed frame. One channel
+ * per stream: a request or a response names it, open and of its role, by
+ * its id; any other id names a channel the stream does not carry. */
+static inline int sn_stream_rx_hdr(sn_inst_t *inst, sn_stream_t *stream,
+                                   int kind, uint32_t len, uint32_t id_off)
 {
     sn_chan_t *chan = stream->chan;
-    uint8_t type    = stream->hdr.req.op;
-    int opening   = (type == SN_FRAME_CHAN_OPEN) || (type == SN_FRAME_CHAN_ACK);
-    uint32_t want = (type == SN_FRAME_CHAN_OPEN) ? 0 : chan->id;
     uint32_t id;
+    int ret;
 
-    if (type < SN_OP_LAST) {
-        id = stream->hdr.req.chan;
-    } else if (type < SN_RSP_LAST) {
-        id = stream->hdr.rsp.chan;
-    } else {
-        id = stream->hdr.chanf.chan;
+    if (stream->rlen - stream->rpos < len) {
+        ret = sn_stream_fill(stream, len);
+        if (ret <= 0) {
+            return ret;
+        }
     }
+    memcpy(&stream->hdr, stream->rbuf + stream->rpos, len);
+    memcpy(&id, (const uint8_t *)&stream->hdr + id_off, sizeof(id));
     id = le32toh(id);
-    if ((sn_stream_frame_role(stream, type) != chan->role) ||
-        (chan->ready == opening) || (id != want)) {
+    if ((kind != 0) ? ((chan->role != kind) || !chan->ready || (id != chan->id))
+                    : !sn_stream_chanf_names(stream, id)) {
         sn_log(inst, SOFTNIC_LOG_WARN,
                "frame of type 0x%x for channel 0x%x: not one this stream "
                "carries (0x%x, %s)",
-               type, id, chan->id, chan->ready ? "open" : "opening");
-        return NULL;
-    }
-    return chan;
-}
-
-/* The next frame's header from rbuf into hdr, its length from its type
- * byte, its channel into cur_chan: 1 there, 0 waiting for bytes, -1 a
- * malformed frame */
-static int sn_stream_rx_header(sn_inst_t *inst, sn_stream_t *stream)
-{
-    uint8_t type;
-    int ret;
-
-    ret = sn_stream_fill(stream, SN_FRAME_HDR_MIN);
-    if (ret <= 0) {
-        return ret;
-    }
-    type            = stream->rbuf[stream->rpos];
-    stream->hdr_len = sn_frame_hdr_len(type);
-    if ((stream->hdr_len == 0) || (stream->hdr_len > sizeof(stream->hdr))) {
-        sn_log(inst, SOFTNIC_LOG_WARN, "frame of unknown type 0x%x", type);
-        return -1; /* (a HELLO after the HELLO is one) */
-    }
-    ret = sn_stream_fill(stream, stream->hdr_len);
-    if (ret <= 0) {
-        return ret;
-    }
-    memcpy(&stream->hdr, stream->rbuf + stream->rpos, stream->hdr_len);
-    stream->cur_chan = sn_stream_frame_chan(inst, stream);
-    if (stream->cur_chan == NULL) {
+               stream->hdr.req.op, id, chan->id,
+               chan->ready ? "open" : "opening");
         return -1;
     }
-    stream->rpos += stream->hdr_len;
+    stream->hdr_kind = kind;
+    stream->hdr_len  = len;
+    stream->cur_chan = chan;
+    stream->rpos += len;
     return 1;
 }
 
-/* The handler of the frame in hdr, by its type: the responder's, the
- * requester's or the channel's (as sn_resp_on_header) */
+/* The next frame's header: its type byte (byte 0) picks its length and
+ * its handler (sn_stream_rx_hdr). 1 there, 0 waiting for bytes, -1 a
+ * malformed frame. A header already buffered costs no sn_stream_fill. */
+static int sn_stream_rx_header(sn_inst_t *inst, sn_stream_t *stream)
+{
+    int ret;
+
+    if (stream->rlen - stream->rpos < SN_FRAME_HDR_MIN) {
+        ret = sn_stream_fill(stream, SN_FRAME_HDR_MIN);
+        if (ret <= 0) {
+            return ret;
+        }
+    }
+    switch (stream->rbuf[stream->rpos]) {
+    case SN_OP_WRITE:
+    case SN_OP_WRITE_IMM:
+    case SN_OP_SEND:
+    case SN_OP_SEND_IMM:
+    case SN_OP_READ:
+    case SN_OP_CSWAP:
+    case SN_OP_FADD:
+        return sn_stream_rx_hdr(inst, stream, SN_ROLE_TGT, sizeof(sn_req_t),
+                                offsetof(sn_req_t, chan));
+    case SN_RSP_ACK:
+    case SN_RSP_NAK:
+    case SN_RSP_READ_DATA:
+    case SN_RSP_ATOMIC:
+        return sn_stream_rx_hdr(inst, stream, SN_ROLE_INI, sizeof(sn_rsp_t),
+                                offsetof(sn_rsp_t, chan));
+    case SN_FRAME_CHAN_OPEN:
+    case SN_FRAME_CHAN_ACK:
+    case SN_FRAME_CHAN_CLOSE:
+        return sn_stream_rx_hdr(inst, stream, 0, sizeof(sn_chanf_t),
+                                offsetof(sn_chanf_t, chan));
+    default: /* (a HELLO after the HELLO is one) */
+        sn_log(inst, SOFTNIC_LOG_WARN, "frame of unknown type 0x%x",
+               stream->rbuf[stream->rpos]);
+        return -1;
+    }
+}
+
+/* The handler of the frame in hdr, by the kind its type picked: the
+ * responder's, the requester's or the channel's (as sn_resp_on_header) */
 static int sn_stream_on_header(sn_inst_t *inst, sn_stream_t *stream)
 {
-    uint8_t type = stream->hdr.req.op;
-
-    if (type < SN_OP_LAST) {
+    if (stream->hdr_kind == SN_ROLE_TGT) {
         return sn_resp_on_header(inst, stream->cur_chan);
     }
-    if (type < SN_RSP_LAST) {
+    if (stream->hdr_kind == SN_ROLE_INI) {
         return sn_req_on_rsp(inst, stream->cur_chan);
     }
     return sn_chan_on_frame(inst, stream->cur_chan);

@@ -10,8 +10,8 @@
  * initiator's end or the target's end, with the per-pair state: sequence,
  * NAK stop, owed ACKs, the receive being filled, a READ being answered, a
  * same-host ring). Wire version 5. Byte 0 of every frame is its type, and
- * the type fixes the header's length (sn_frame_hdr_len; an unknown type is
- * a malformed frame). After connect, the initiator sends HELLO and the
+ * the type fixes its header's length and handler (sn_stream_rx_header;
+ * unknown: malformed). After connect, the initiator sends HELLO and the
  * target answers HELLO_ACK (sn_hello_t, 72 bytes each: the instances'
  * identities; a HELLO of another version is answered EPROTONOSUPPORT and
  * the stream closes). Then the initiator's CHAN_OPEN names the QP pair and
@@ -211,21 +211,6 @@ _Static_assert(sizeof(sn_rsp_t) == 32, "response header");
 /* The shortest header after the HELLO */
 #define SN_FRAME_HDR_MIN sizeof(sn_rsp_t)
 
-/* The header length of a frame of type (byte 0); 0: no such type */
-static inline uint32_t sn_frame_hdr_len(uint8_t type)
-{
-    if ((type >= SN_OP_WRITE) && (type < SN_OP_LAST)) {
-        return sizeof(sn_req_t);
-    }
-    if ((type >= SN_RSP_ACK) && (type < SN_RSP_LAST)) {
-        return sizeof(sn_rsp_t);
-    }
-    if ((type >= SN_FRAME_CHAN_OPEN) && (type <= SN_FRAME_CHAN_CLOSE)) {
-        return sizeof(sn_chanf_t);
-    }
-    return (type == SN_FRAME_HELLO) ? sizeof(sn_hello_t) : 0;
-}
-
 /* Where payload bytes go: up to SN_MAX_SGE checked local segments,
  * or nowhere (discard). Only the first num segments are read: a reset
  * (sn_sink_reset) leaves the others, whose snapshots sn_sink_from_sges
@@ -311,6 +296,8 @@ struct sn_stream {
         sn_chanf_t chanf;
     } hdr;
     uint32_t hdr_len;    /* of the frame in hdr */
+    int hdr_kind;        /* its handler: SN_ROLE_TGT (a request), SN_ROLE_INI
+                            (a response), 0 (a channel frame) */
     sn_chan_t *cur_chan; /* the channel the frame in hdr names */
     uint32_t pay_left;
     sn_sink_t sink; /* where the frame's payload goes */
