@@ -105,7 +105,7 @@ static void sn_chanf_fill(sn_chanf_t *f, uint8_t type, uint16_t status,
 }
 
 /* Does the channel frame f (host order) hold what its type says, and
- * zeros elsewhere? */
+ * zeros elsewhere? (its type is a CHAN_* one: the parser's type switch) */
 static int sn_chanf_valid(const sn_chanf_t *f)
 {
     int no_ack_fields =

@@ -217,15 +217,15 @@ static void sn_req_rewind(sn_qp_t *qp, uint32_t index, uint64_t delay_ns)
     qp->hold_until_ns  = sn_now_ns() + delay_ns;
 }
 
-/* Byte order, then every field; -1 for a malformed response */
+/* Byte order, then every field; -1 for a malformed response (its type is
+ * one of SN_RSP_*: the parser's type switch, sn_stream.c) */
 static int sn_req_check_rsp(sn_inst_t *inst, sn_rsp_t *rsp)
 {
     rsp->seq    = le32toh(rsp->seq);
     rsp->length = le32toh(rsp->length);
     rsp->offset = le32toh(rsp->offset);
     rsp->value  = le64toh(rsp->value);
-    if ((rsp->type < SN_RSP_ACK) || (rsp->type >= SN_RSP_LAST) ||
-        (rsp->reserved != 0) || (rsp->reserved2 != 0) ||
+    if ((rsp->reserved != 0) || (rsp->reserved2 != 0) ||
         ((rsp->type == SN_RSP_NAK) &&
          ((rsp->code == 0) || (rsp->code >= SN_NAK_LAST))) ||
         (rsp->length > SN_READ_FRAME) ||

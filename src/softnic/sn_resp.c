@@ -527,7 +527,8 @@ static int sn_resp_needs_recv(uint8_t op)
            (op == SN_OP_WRITE_IMM);
 }
 
-/* Every field, in host order: a malformed request closes the connection */
+/* Every field, in host order: a malformed request closes the connection
+ * (its op is one of SN_OP_*: the parser's type switch, sn_stream.c) */
 static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
 {
     sn_req_t *req = r->req;
@@ -540,8 +541,7 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
     req->swap        = le64toh(req->swap);
     req->acked       = le32toh(req->acked);
     req->ack_new     = le16toh(req->ack_new);
-    if ((req->op == 0) || (req->op >= SN_OP_LAST) ||
-        (req->flags & ~SN_REQ_F_SOLICITED) || (req->reserved != 0) ||
+    if ((req->flags & ~SN_REQ_F_SOLICITED) || (req->reserved != 0) ||
         (req->length > SN_MAX_MSG) ||
         (((req->op == SN_OP_CSWAP) || (req->op == SN_OP_FADD)) &&
          (req->length != 8))) {

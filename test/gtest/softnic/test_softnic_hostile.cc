@@ -391,16 +391,17 @@ std::vector<uint8_t> raw_exchange(peer_proc &a, const std::string &addr,
 }
 
 /* Frames that an open channel does not take (sn_stream.c,
- * sn_stream_rx_header and sn_stream_frame_chan): each is malformed and
- * closes the stream, so the valid WRITE behind it is neither executed nor
+ * sn_stream_rx_header and sn_stream_rx_hdr): each is malformed and closes
+ * the stream, so the valid WRITE behind it is neither executed nor
  * answered: the target answers the HELLO and the CHAN_OPEN, then ends the
- * stream. */
+ * stream. Each fails on its own check: the unknown type is a request in
+ * all but its type byte (it names the target's channel where a request
+ * does), so that only the type switch refuses it. */
 TEST_P(softnic_hostile, frames_the_channel_does_not_take)
 {
     uint32_t src = m_last_ea.qpn, dst = m_last_eb.qpn, rkey = m_rb.rkey;
-    uint64_t at = m_rb.addr + 24576 + 128; /* [24 KiB + 128, + 64) */
-    frame_t unknown, rsp;
-    unknown.u8(0x30).u8(0).u16(0).u32(TGT_CHAN).bytes(48, 0);
+    uint64_t at     = m_rb.addr + 24576 + 128; /* [24 KiB + 128, + 64) */
+    frame_t unknown = req(0x30, 0, 0, rkey, at), rsp;
     /* an ACK the target's QP would take as a duplicate (it sent nothing:
      * ACK of seq -1), were it read as its initiator's */
     rsp.u8(RSP_ACK).u8(0).u16(0).u32(0xffffffffu).u32(0).u32(0).u64(0);
