@@ -400,16 +400,12 @@ void sn_stream_count_tcp(sn_inst_t *inst, sn_stream_t *stream)
 
 /* ---- receive path ------------------------------------------------------ */
 
-/* Make at least `need` bytes available in rbuf. Returns 1 when there,
- * 0 when the socket is empty, -1 on EOF/error. */
-static int sn_stream_fill(sn_stream_t *stream, uint32_t need)
+/* sn_stream_fill when fewer than `need` bytes are in rbuf: read more */
+static int sn_stream_fill_more(sn_stream_t *stream, uint32_t need)
 {
     uint32_t want;
     ssize_t ret;
 
-    if (stream->rlen - stream->rpos >= need) {
-        return 1;
-    }
     if (stream->drained) {
         return 0;
     }
@@ -441,6 +437,17 @@ static int sn_stream_fill(sn_stream_t *stream, uint32_t need)
         return 1;
     }
     return 0;
+}
+
+/* Make at least `need` bytes available in rbuf. Returns 1 when there,
+ * 0 when the socket is empty, -1 on EOF/error. Bytes already buffered
+ * cost no call (a frame's header behind the previous one). */
+static inline int sn_stream_fill(sn_stream_t *stream, uint32_t need)
+{
+    if (stream->rlen - stream->rpos >= need) {
+        return 1;
+    }
+    return sn_stream_fill_more(stream, need);
 }
 
 /* take payload bytes buffered in rbuf */
@@ -648,7 +655,7 @@ static inline int sn_stream_rx_hdr(sn_inst_t *inst, sn_stream_t *stream,
     uint32_t id;
     int ret;
 
-    if (stream->rlen - stream->rpos < len) {
+    if (len > SN_FRAME_HDR_MIN) { /* (sn_stream_rx_header has that many) */
         ret = sn_stream_fill(stream, len);
         if (ret <= 0) {
             return ret;
@@ -675,16 +682,14 @@ static inline int sn_stream_rx_hdr(sn_inst_t *inst, sn_stream_t *stream,
 
 /* The next frame's header: its type byte (byte 0) picks its length and
  * its handler (sn_stream_rx_hdr). 1 there, 0 waiting for bytes, -1 a
- * malformed frame. A header already buffered costs no sn_stream_fill. */
+ * malformed frame. */
 static int sn_stream_rx_header(sn_inst_t *inst, sn_stream_t *stream)
 {
     int ret;
 
-    if (stream->rlen - stream->rpos < SN_FRAME_HDR_MIN) {
-        ret = sn_stream_fill(stream, SN_FRAME_HDR_MIN);
-        if (ret <= 0) {
-            return ret;
-        }
+    ret = sn_stream_fill(stream, SN_FRAME_HDR_MIN);
+    if (ret <= 0) {
+        return ret;
     }
     switch (stream->rbuf[stream->rpos]) {
     case SN_OP_WRITE:
