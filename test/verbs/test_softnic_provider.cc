@@ -9,6 +9,8 @@
  * Run under contrib/softnic-run: without soft devices the binary runs itself
  * again under it (it needs root, as softnic-run does).
  */
+#include "gtest/softnic/send_wr.h"
+
 #include <gtest/gtest.h>
 #include <infiniband/verbs.h>
 
@@ -25,6 +27,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+using namespace softnic_test;
 
 namespace
 {
@@ -171,15 +175,11 @@ class provider : public ::testing::Test
 
     int post_write(ibv_qp *q, uint64_t wr_id, uint32_t rkey)
     {
-        ibv_sge sge            = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
-        ibv_send_wr wr         = {}, *bad;
-        wr.wr_id               = wr_id;
-        wr.sg_list             = &sge;
-        wr.num_sge             = 1;
-        wr.opcode              = IBV_WR_RDMA_WRITE;
-        wr.send_flags          = IBV_SEND_SIGNALED;
-        wr.wr.rdma.remote_addr = (uintptr_t)m_buf.data() + 4096;
-        wr.wr.rdma.rkey        = rkey;
+        ibv_sge sge = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+        ibv_send_wr wr =
+            rdma_wr(&sge, IBV_WR_RDMA_WRITE, wr_id, IBV_SEND_SIGNALED,
+                    (uintptr_t)m_buf.data() + 4096, rkey);
+        ibv_send_wr *bad;
         return ibv_post_send(q, &wr, &bad);
     }
 
@@ -672,16 +672,10 @@ class provider_ud : public provider
     int send(ibv_qp *from, ibv_qp *to, uint64_t wr_id, size_t off, uint32_t len,
              uint32_t qkey)
     {
-        ibv_sge sge          = {(uintptr_t)&m_buf[off], len, m_mr->lkey};
-        ibv_send_wr wr       = {}, *bad;
-        wr.wr_id             = wr_id;
-        wr.sg_list           = &sge;
-        wr.num_sge           = 1;
-        wr.opcode            = IBV_WR_SEND;
-        wr.send_flags        = IBV_SEND_SIGNALED;
-        wr.wr.ud.ah          = m_ah;
-        wr.wr.ud.remote_qpn  = to->qp_num;
-        wr.wr.ud.remote_qkey = qkey;
+        ibv_sge sge    = {(uintptr_t)&m_buf[off], len, m_mr->lkey};
+        ibv_send_wr wr = ud_wr(&sge, IBV_WR_SEND, wr_id, IBV_SEND_SIGNALED,
+                               m_ah, to->qp_num, qkey);
+        ibv_send_wr *bad;
         return ibv_post_send(from, &wr, &bad);
     }
 

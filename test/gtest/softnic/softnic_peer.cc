@@ -14,6 +14,7 @@
 #include "orc_config.h"
 #endif
 
+#include "send_wr.h"
 #include "softnic/softnic.h"
 #include "softnic_util.h"
 
@@ -387,16 +388,11 @@ std::string cmd_writeloop(const kv_t &kv)
     }
     while ((ok < n) && (status == IBV_WC_SUCCESS)) {
         ibv_sge sge = {(uintptr_t)m->buf, (uint32_t)len, m->mr->lkey};
-        ibv_send_wr wr, *bad;
-        memset(&wr, 0, sizeof(wr));
-        wr.wr_id               = ok;
-        wr.sg_list             = &sge;
-        wr.num_sge             = 1;
-        wr.opcode              = IBV_WR_RDMA_WRITE;
-        wr.send_flags          = IBV_SEND_SIGNALED;
-        wr.wr.rdma.remote_addr = num(kv, "raddr", 0);
-        wr.wr.rdma.rkey        = (uint32_t)num(kv, "rkey", 0);
-        int ret                = softnic_post_send(qp, &wr, &bad);
+        ibv_send_wr wr =
+            rdma_wr(&sge, IBV_WR_RDMA_WRITE, ok, IBV_SEND_SIGNALED,
+                    num(kv, "raddr", 0), (uint32_t)num(kv, "rkey", 0));
+        ibv_send_wr *bad;
+        int ret = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             return err(ret, "post_send");
         }
@@ -579,20 +575,16 @@ std::string cmd_udsend(const kv_t &kv)
         }
         g_peer.ahs[key] = ah;
     }
-    ibv_sge sge          = {(uintptr_t)(m->buf + num(kv, "off", 0)),
-                            (uint32_t)num(kv, "len", 8), m->mr ? m->mr->lkey : 0};
-    ibv_send_wr wr       = {};
-    ibv_send_wr *bad     = NULL;
-    wr.wr_id             = num(kv, "wr", 0);
-    wr.sg_list           = &sge;
-    wr.num_sge           = 1;
-    wr.opcode            = has(kv, "imm") ? IBV_WR_SEND_WITH_IMM : IBV_WR_SEND;
-    wr.send_flags        = IBV_SEND_SIGNALED;
-    wr.imm_data          = htonl((uint32_t)num(kv, "imm", 0));
-    wr.wr.ud.ah          = (ibv_ah *)g_peer.ahs[key];
-    wr.wr.ud.remote_qpn  = (uint32_t)num(kv, "qpn", 0);
-    wr.wr.ud.remote_qkey = (uint32_t)num(kv, "qkey", 0x11111111);
-    int ret              = softnic_post_send(qp, &wr, &bad);
+    ibv_sge sge = {(uintptr_t)(m->buf + num(kv, "off", 0)),
+                   (uint32_t)num(kv, "len", 8), m->mr ? m->mr->lkey : 0};
+    ibv_send_wr wr =
+        ud_wr(&sge, has(kv, "imm") ? IBV_WR_SEND_WITH_IMM : IBV_WR_SEND,
+              num(kv, "wr", 0), IBV_SEND_SIGNALED, (ibv_ah *)g_peer.ahs[key],
+              (uint32_t)num(kv, "qpn", 0),
+              (uint32_t)num(kv, "qkey", 0x11111111));
+    ibv_send_wr *bad = NULL;
+    wr.imm_data      = htonl((uint32_t)num(kv, "imm", 0));
+    int ret          = softnic_post_send(qp, &wr, &bad);
     return ret ? err(ret, "post_send") : "OK";
 }
 
@@ -759,14 +751,10 @@ std::string cmd_post(const kv_t &kv)
     if ((ret == 0) && num(kv, "sendafter", 0)) {
         ibv_sge sge = {m ? (uintptr_t)m->buf : 0, 8,
                        (m && m->mr) ? m->mr->lkey : 0};
-        ibv_send_wr send;
-        memset(&send, 0, sizeof(send));
-        send.wr_id      = num(kv, "wr", 0) + count;
-        send.sg_list    = &sge;
-        send.num_sge    = 1;
-        send.opcode     = IBV_WR_SEND;
-        send.send_flags = parse_send_flags(str(kv, "sendflags", "S"));
-        ret             = softnic_post_send(qp, &send, &bad);
+        ibv_send_wr send =
+            one_sge_wr(&sge, IBV_WR_SEND, num(kv, "wr", 0) + count,
+                       parse_send_flags(str(kv, "sendflags", "S")));
+        ret = softnic_post_send(qp, &send, &bad);
     }
     if (ret) {
         return err(ret, "post_send") +
@@ -781,7 +769,7 @@ int post_one(softnic_qp_t *qp, peer_mr *m, bool send, bool signaled,
              uint32_t len)
 {
     ibv_sge sge = {(uintptr_t)m->buf, len, m->mr->lkey};
-    ibv_send_wr swr, *sbad;
+    ibv_send_wr *sbad;
     ibv_recv_wr rwr, *rbad;
 
     if (!send) {
@@ -790,11 +778,8 @@ int post_one(softnic_qp_t *qp, peer_mr *m, bool send, bool signaled,
         rwr.num_sge = 1;
         return softnic_post_recv(qp, &rwr, &rbad);
     }
-    memset(&swr, 0, sizeof(swr));
-    swr.sg_list    = &sge;
-    swr.num_sge    = 1;
-    swr.opcode     = IBV_WR_SEND;
-    swr.send_flags = signaled ? IBV_SEND_SIGNALED : 0;
+    ibv_send_wr swr =
+        one_sge_wr(&sge, IBV_WR_SEND, 0, signaled ? IBV_SEND_SIGNALED : 0);
     return softnic_post_send(qp, &swr, &sbad);
 }
 
@@ -1075,15 +1060,12 @@ std::string cmd_atomics(const kv_t &kv)
         if ((now_ms() > deadline) || (tries > n * 1000)) {
             return fmt("ERR timeout done=%" PRIu64, done);
         }
-        ibv_sge sge = {(uintptr_t)res, 8, m->mr->lkey};
-        ibv_send_wr wr, *bad;
-        memset(&wr, 0, sizeof(wr));
-        wr.wr_id   = tries;
-        wr.sg_list = &sge;
-        wr.num_sge = 1;
-        wr.opcode =
-            cas ? IBV_WR_ATOMIC_CMP_AND_SWP : IBV_WR_ATOMIC_FETCH_AND_ADD;
-        wr.send_flags            = IBV_SEND_SIGNALED;
+        ibv_sge sge    = {(uintptr_t)res, 8, m->mr->lkey};
+        ibv_send_wr wr = one_sge_wr(&sge,
+                                    cas ? IBV_WR_ATOMIC_CMP_AND_SWP
+                                        : IBV_WR_ATOMIC_FETCH_AND_ADD,
+                                    tries, IBV_SEND_SIGNALED);
+        ibv_send_wr *bad;
         wr.wr.atomic.remote_addr = num(kv, "raddr", 0);
         wr.wr.atomic.rkey        = (uint32_t)num(kv, "rkey", 0);
         wr.wr.atomic.compare_add = cas ? guess : 1;

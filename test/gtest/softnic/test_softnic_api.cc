@@ -9,6 +9,7 @@
 #include "orc_config.h"
 #endif
 
+#include "send_wr.h"
 #include "softnic_inproc.h"
 
 #include <arpa/inet.h>
@@ -123,15 +124,11 @@ class softnic_api : public softnic_inproc
     /* One WRITE from a to the buffer's second half */
     int post_write(uint64_t wr_id)
     {
-        ibv_sge sge            = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
-        ibv_send_wr wr         = {}, *bad;
-        wr.wr_id               = wr_id;
-        wr.sg_list             = &sge;
-        wr.num_sge             = 1;
-        wr.opcode              = IBV_WR_RDMA_WRITE;
-        wr.send_flags          = IBV_SEND_SIGNALED;
-        wr.wr.rdma.remote_addr = (uintptr_t)m_buf.data() + 4096;
-        wr.wr.rdma.rkey        = m_mr->rkey;
+        ibv_sge sge = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
+        ibv_send_wr wr =
+            rdma_wr(&sge, IBV_WR_RDMA_WRITE, wr_id, IBV_SEND_SIGNALED,
+                    (uintptr_t)m_buf.data() + 4096, m_mr->rkey);
+        ibv_send_wr *bad;
         return softnic_post_send(m_a, &wr, &bad);
     }
 
@@ -148,12 +145,9 @@ class softnic_api : public softnic_inproc
             return ret;
         }
         ibv_sge sge    = {(uintptr_t)m_buf.data() + 4096, 64, m_mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id       = 8;
-        wr.sg_list     = &sge;
-        wr.num_sge     = 1;
-        wr.opcode      = IBV_WR_SEND;
-        wr.send_flags  = solicited ? IBV_SEND_SOLICITED : 0;
+        ibv_send_wr wr = one_sge_wr(&sge, IBV_WR_SEND, 8,
+                                    solicited ? IBV_SEND_SOLICITED : 0);
+        ibv_send_wr *bad;
         return softnic_post_send(m_b, &wr, &bad);
     }
 
@@ -350,12 +344,9 @@ static void echo_sends(softnic_qp_t *b, softnic_cq_t *cq, uint64_t addr,
                        uint32_t lkey, int n, const std::atomic<bool> *stop)
 {
     ibv_sge sge    = {addr, 64, lkey};
-    ibv_send_wr wr = {}, *bad;
+    ibv_send_wr wr = one_sge_wr(&sge, IBV_WR_SEND, 0, 0), *bad;
     ibv_wc wc;
 
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
-    wr.opcode  = IBV_WR_SEND;
     for (int i = 0; (i < n) && !*stop; ++i) {
         int got = 0;
         for (double end = now_ms() + 10000;
@@ -411,11 +402,7 @@ void softnic_answer::send_then_answer(const softnic_config_t &cfg)
         }
     } join_echo{echo, stop};
 
-    ibv_send_wr wr = {}, *bad;
-    wr.sg_list     = &sge;
-    wr.num_sge     = 1;
-    wr.opcode      = IBV_WR_SEND;
-    wr.send_flags  = IBV_SEND_SIGNALED;
+    ibv_send_wr wr = one_sge_wr(&sge, IBV_WR_SEND, 0, IBV_SEND_SIGNALED), *bad;
     for (int i = 0; i < n; ++i) {
         SCOPED_TRACE("SEND " + std::to_string(i));
         ASSERT_EQ(0, softnic_cq_req_notify(m_scq, 0));
@@ -546,11 +533,7 @@ TEST_F(softnic_api, async_events)
     ASSERT_NO_FATAL_FAILURE(bring_to(qb, IBV_QPS_RTS, qa->qp_num));
     uint64_t word  = 0;
     ibv_sge sge    = {(uintptr_t)&word, 8, 0x7fffff00u};
-    ibv_send_wr wr = {}, *bad;
-    wr.sg_list     = &sge;
-    wr.num_sge     = 1;
-    wr.opcode      = IBV_WR_SEND;
-    wr.send_flags  = IBV_SEND_SIGNALED;
+    ibv_send_wr wr = one_sge_wr(&sge, IBV_WR_SEND, 0, IBV_SEND_SIGNALED), *bad;
     ASSERT_EQ(0, softnic_post_send(qa, &wr, &bad));
     ibv_wc wc;
     int n = 0;
@@ -779,18 +762,15 @@ class softnic_qpn_addressing : public ::testing::Test
     /* a WRITE of 64 bytes of value from s's buffer into peer's */
     void write(side *s, const side &peer, uint8_t value)
     {
-        ibv_sge sge    = {(uintptr_t)s->buf.data(), 64, s->mr->lkey};
-        ibv_send_wr wr = {}, *bad;
+        ibv_sge sge = {(uintptr_t)s->buf.data(), 64, s->mr->lkey};
+        ibv_send_wr wr =
+            rdma_wr(&sge, IBV_WR_RDMA_WRITE, 0, IBV_SEND_SIGNALED,
+                    (uintptr_t)peer.buf.data() + 1024, peer.mr->rkey);
+        ibv_send_wr *bad;
         ibv_wc wc;
         int n = 0;
 
         memset(s->buf.data(), value, 64);
-        wr.sg_list             = &sge;
-        wr.num_sge             = 1;
-        wr.opcode              = IBV_WR_RDMA_WRITE;
-        wr.send_flags          = IBV_SEND_SIGNALED;
-        wr.wr.rdma.remote_addr = (uintptr_t)peer.buf.data() + 1024;
-        wr.wr.rdma.rkey        = peer.mr->rkey;
         ASSERT_EQ(0, softnic_post_send(s->qp, &wr, &bad));
         for (double end = now_ms() + 20000; (n == 0) && (now_ms() < end);) {
             n = softnic_cq_poll(s->cq, 1, &wc);
@@ -1267,15 +1247,10 @@ TEST_F(softnic_api, post_send_now_finishes_a_cma_write_without_an_entry)
         tbuf[8192 + i] = (uint8_t)(i * 5 + 3);
     }
     ibv_sge sge    = {(uintptr_t)m_buf.data(), (uint32_t)len, m_mr->lkey};
-    ibv_send_wr wr = {}, *bad;
-    wr.wr_id       = 2;
-    wr.sg_list     = &sge;
-    wr.num_sge     = 1;
-    wr.opcode      = IBV_WR_RDMA_WRITE;
-    wr.send_flags  = IBV_SEND_SIGNALED;
-    wr.wr.rdma.remote_addr = (uintptr_t)tbuf.data();
-    wr.wr.rdma.rkey        = tmr->rkey;
-    int done               = -1;
+    ibv_send_wr wr = rdma_wr(&sge, IBV_WR_RDMA_WRITE, 2, IBV_SEND_SIGNALED,
+                             (uintptr_t)tbuf.data(), tmr->rkey);
+    ibv_send_wr *bad;
+    int done = -1;
     ASSERT_EQ(0, softnic_post_send_now(m_a, &wr, &bad, &done));
     EXPECT_EQ(1, done) << "a same-host WRITE on an idle QP";
     EXPECT_EQ(0, memcmp(m_buf.data(), tbuf.data(), len))
@@ -1334,20 +1309,12 @@ TEST_F(softnic_api, post_send_now_leaves_waiting_and_failed_wrs_to_entries)
 
     /* a SEND that waits for b's receive (RNR, retried forever) */
     ibv_sge ssge   = {(uintptr_t)m_buf.data(), 64, m_mr->lkey};
-    ibv_send_wr wr = {}, *bad;
-    wr.wr_id       = 2;
-    wr.sg_list     = &ssge;
-    wr.num_sge     = 1;
-    wr.opcode      = IBV_WR_SEND;
-    wr.send_flags  = IBV_SEND_SIGNALED;
+    ibv_send_wr wr = one_sge_wr(&ssge, IBV_WR_SEND, 2, IBV_SEND_SIGNALED), *bad;
     ASSERT_EQ(0, softnic_post_send(m_a, &wr, &bad));
     ibv_sge sge = {(uintptr_t)m_buf.data(), (uint32_t)len, m_mr->lkey};
-    wr.wr_id    = 3;
-    wr.sg_list  = &sge;
-    wr.opcode   = IBV_WR_RDMA_WRITE;
-    wr.wr.rdma.remote_addr = (uintptr_t)tbuf.data();
-    wr.wr.rdma.rkey        = tmr->rkey;
-    int done               = -1;
+    wr          = rdma_wr(&sge, IBV_WR_RDMA_WRITE, 3, IBV_SEND_SIGNALED,
+                          (uintptr_t)tbuf.data(), tmr->rkey);
+    int done    = -1;
     ASSERT_EQ(0, softnic_post_send_now(m_a, &wr, &bad, &done));
     EXPECT_EQ(0, done) << "a WRITE behind a waiting SEND";
     ibv_sge rsge    = {(uintptr_t)m_buf.data() + 2048, 64, m_mr->lkey};
@@ -1417,13 +1384,10 @@ class softnic_inline : public softnic_api
     /* a's signaled SEND of len bytes at m_buf[off], by softnic_post_send() */
     int post_send_wr(uint64_t wr_id, size_t off, uint32_t len)
     {
-        ibv_sge sge    = {(uintptr_t)m_buf.data() + off, len, m_mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id       = wr_id;
-        wr.sg_list     = &sge;
-        wr.num_sge     = 1;
-        wr.opcode      = IBV_WR_SEND;
-        wr.send_flags  = IBV_SEND_SIGNALED;
+        ibv_sge sge = {(uintptr_t)m_buf.data() + off, len, m_mr->lkey};
+        ibv_send_wr wr =
+                        one_sge_wr(&sge, IBV_WR_SEND, wr_id, IBV_SEND_SIGNALED),
+                    *bad;
         return softnic_post_send(m_a, &wr, &bad);
     }
 

@@ -7,6 +7,7 @@
 #include "orc_config.h"
 #endif
 
+#include "send_wr.h"
 #include "softnic_harness.h"
 #include "softnic_inproc.h"
 
@@ -79,14 +80,9 @@ class softnic_local_tcp : public softnic_local
     {
         size_t len     = buf.size() / 2;
         ibv_sge sge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
-        ibv_send_wr wr = {}, *bad;
-        wr.wr_id       = id;
-        wr.sg_list     = &sge;
-        wr.num_sge     = 1;
-        wr.opcode      = IBV_WR_RDMA_WRITE;
-        wr.send_flags  = flags;
-        wr.wr.rdma.remote_addr = (uintptr_t)&buf[len];
-        wr.wr.rdma.rkey        = mr->rkey;
+        ibv_send_wr wr = rdma_wr(&sge, IBV_WR_RDMA_WRITE, id, flags,
+                                 (uintptr_t)&buf[len], mr->rkey);
+        ibv_send_wr *bad;
         return softnic_post_send(qp, &wr, &bad);
     }
 
@@ -376,16 +372,11 @@ void softnic_local::churn_while_posting()
         for (size_t i = 0; i < len; ++i) {
             src[i] = pattern_byte(seed, i);
         }
-        ibv_sge sge            = {(uintptr_t)src, (uint32_t)len, mr->lkey};
-        ibv_send_wr wr         = {}, *bad;
-        wr.wr_id               = seed;
-        wr.sg_list             = &sge;
-        wr.num_sge             = 1;
-        wr.opcode              = IBV_WR_RDMA_WRITE;
-        wr.send_flags          = IBV_SEND_SIGNALED;
-        wr.wr.rdma.remote_addr = (uintptr_t)dst;
-        wr.wr.rdma.rkey        = mr->rkey;
-        int ret                = softnic_post_send(qp, &wr, &bad);
+        ibv_sge sge    = {(uintptr_t)src, (uint32_t)len, mr->lkey};
+        ibv_send_wr wr = rdma_wr(&sge, IBV_WR_RDMA_WRITE, seed,
+                                 IBV_SEND_SIGNALED, (uintptr_t)dst, mr->rkey);
+        ibv_send_wr *bad;
+        int ret = softnic_post_send(qp, &wr, &bad);
         if (ret) {
             *msg = "post_send: " + std::string(strerror(ret));
             return false;
@@ -593,15 +584,9 @@ TEST_F(softnic_local_tcp, poll_takes_at_most_num_entries_from_its_own_step)
     ibv_sge sge = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
     ibv_send_wr wr[num], *bad;
     for (int i = 0; i < num; ++i) {
-        wr[i]                     = {};
-        wr[i].wr_id               = 10 + i;
-        wr[i].next                = (i + 1 < num) ? &wr[i + 1] : NULL;
-        wr[i].sg_list             = &sge;
-        wr[i].num_sge             = 1;
-        wr[i].opcode              = IBV_WR_RDMA_WRITE;
-        wr[i].send_flags          = IBV_SEND_SIGNALED;
-        wr[i].wr.rdma.remote_addr = (uintptr_t)&buf[len];
-        wr[i].wr.rdma.rkey        = mr->rkey;
+        wr[i]      = rdma_wr(&sge, IBV_WR_RDMA_WRITE, 10 + i, IBV_SEND_SIGNALED,
+                             (uintptr_t)&buf[len], mr->rkey);
+        wr[i].next = (i + 1 < num) ? &wr[i + 1] : NULL;
     }
     ASSERT_EQ(0, softnic_post_send(a, wr, &bad));
 
@@ -679,13 +664,10 @@ TEST_F(softnic_local, poll_takes_its_own_step_only_into_an_empty_cq)
         ibv_wc wc;
         while (!stop.load(std::memory_order_relaxed)) {
             while ((posted < total) && (posted - done.load() < in_flight)) {
-                ibv_send_wr wr = {}, *bad;
-                wr.wr_id       = posted;
-                wr.sg_list     = &ssge;
-                wr.num_sge     = 1;
-                wr.opcode      = IBV_WR_SEND;
-                wr.send_flags  = IBV_SEND_SIGNALED;
-                int ret        = softnic_post_send(a, &wr, &bad);
+                ibv_send_wr wr = one_sge_wr(&ssge, IBV_WR_SEND, posted,
+                                            IBV_SEND_SIGNALED),
+                            *bad;
+                int ret = softnic_post_send(a, &wr, &bad);
                 if (ret == ENOMEM) {
                     break; /* the send queue is full */
                 } else if (ret != 0) {
@@ -820,16 +802,13 @@ TEST_F(softnic_local, thread_safety_concurrent_post_same_qp)
     for (int t = 0; t < nthreads; ++t) {
         posters.emplace_back([&, t] {
             for (int i = 0; i < per_thread; ++i) {
-                ibv_sge sge    = {(uintptr_t)&buf[t * len], (uint32_t)len,
-                                  mr->lkey};
-                ibv_send_wr wr = {}, *bad;
-                wr.wr_id       = (uint64_t)t << 32 | (uint64_t)i;
-                wr.sg_list     = &sge;
-                wr.num_sge     = 1;
-                wr.opcode      = IBV_WR_RDMA_WRITE;
-                wr.send_flags  = IBV_SEND_SIGNALED;
-                wr.wr.rdma.remote_addr = (uintptr_t)&buf[(nthreads + t) * len];
-                wr.wr.rdma.rkey        = mr->rkey;
+                ibv_sge sge = {(uintptr_t)&buf[t * len], (uint32_t)len,
+                               mr->lkey};
+                ibv_send_wr wr =
+                    rdma_wr(&sge, IBV_WR_RDMA_WRITE,
+                            (uint64_t)t << 32 | (uint64_t)i, IBV_SEND_SIGNALED,
+                            (uintptr_t)&buf[(nthreads + t) * len], mr->rkey);
+                ibv_send_wr *bad;
                 if (softnic_post_send(a, &wr, &bad)) {
                     ++post_errors;
                 }

@@ -15,6 +15,7 @@
 #include "orc_config.h"
 #endif
 
+#include "send_wr.h"
 #include "softnic_harness.h"
 #include "softnic_inproc.h"
 
@@ -122,18 +123,12 @@ class softnic_ud : public softnic_inproc
     int send(softnic_qp_t *qp, uint32_t qpn, size_t off, uint32_t len,
              uint32_t qkey = QKEY, const uint32_t *imm = NULL)
     {
-        ibv_sge sge          = {(uintptr_t)&m_buf[off], len, m_mr->lkey};
-        ibv_send_wr wr       = {};
-        ibv_send_wr *bad     = NULL;
-        wr.wr_id             = 1000 + off;
-        wr.sg_list           = &sge;
-        wr.num_sge           = 1;
-        wr.opcode            = imm ? IBV_WR_SEND_WITH_IMM : IBV_WR_SEND;
-        wr.send_flags        = IBV_SEND_SIGNALED;
-        wr.imm_data          = imm ? htonl(*imm) : 0;
-        wr.wr.ud.ah          = (ibv_ah *)m_ah;
-        wr.wr.ud.remote_qpn  = qpn;
-        wr.wr.ud.remote_qkey = qkey;
+        ibv_sge sge = {(uintptr_t)&m_buf[off], len, m_mr->lkey};
+        ibv_send_wr wr =
+            ud_wr(&sge, imm ? IBV_WR_SEND_WITH_IMM : IBV_WR_SEND, 1000 + off,
+                  IBV_SEND_SIGNALED, (ibv_ah *)m_ah, qpn, qkey);
+        ibv_send_wr *bad = NULL;
+        wr.imm_data      = imm ? htonl(*imm) : 0;
         return softnic_post_send(qp, &wr, &bad);
     }
 
@@ -394,15 +389,10 @@ TEST_F(softnic_ud, bad_lkey_is_local_protection_error)
     softnic_qp_t *s = ud_qp();
     ASSERT_TRUE(s);
     ud_rts(s);
-    ibv_sge sge          = {(uintptr_t)&m_buf[0], 64, m_mr->lkey + 1};
-    ibv_send_wr wr       = {};
-    ibv_send_wr *bad     = NULL;
-    wr.sg_list           = &sge;
-    wr.num_sge           = 1;
-    wr.opcode            = IBV_WR_SEND;
-    wr.wr.ud.ah          = (ibv_ah *)m_ah;
-    wr.wr.ud.remote_qpn  = s->qp_num;
-    wr.wr.ud.remote_qkey = QKEY;
+    ibv_sge sge = {(uintptr_t)&m_buf[0], 64, m_mr->lkey + 1};
+    ibv_send_wr wr =
+        ud_wr(&sge, IBV_WR_SEND, 0, 0, (ibv_ah *)m_ah, s->qp_num, QKEY);
+    ibv_send_wr *bad = NULL;
     ASSERT_EQ(0, softnic_post_send(s, &wr, &bad));
     std::vector<ibv_wc> wcs = poll(1);
     ASSERT_EQ(1u, wcs.size());
