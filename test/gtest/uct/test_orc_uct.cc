@@ -184,6 +184,17 @@ class OrcUct : public ::testing::Test
             << "completion callbacks of an operation";
     }
 
+    /* op(completion) must stay in flight (UCS_INPROGRESS; retried while
+     * out of resources): waits for its completion, which must say UCS_OK */
+    template<typename F> void wait_in_flight(F op)
+    {
+        comp_t c;
+        comp_init(&c);
+        ASSERT_EQ(UCS_INPROGRESS, retry([&]() { return op(&c.uct); }));
+        ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+        ASSERT_EQ(UCS_OK, c.status);
+    }
+
     template<typename F> ucs_status_t retry(F op)
     {
         ucs_status_t status;
@@ -331,13 +342,9 @@ TEST_F(OrcUct, ZcopyIov)
         {(char *)src.ptr + 3000, 17, src.memh, 0, 1},
     };
     ASSERT_LE(4u, a.attr().cap.put.max_iov);
-    comp_t c;
-    comp_init(&c);
-    ucs_status_t status = retry([&]() {
-        return uct_ep_put_zcopy(ep, iov, 4, (uintptr_t)dst.ptr, rkey, &c.uct);
-    });
-    ASSERT_EQ(UCS_INPROGRESS, status);
-    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    ASSERT_NO_FATAL_FAILURE(wait_in_flight([&](uct_completion_t *c) {
+        return uct_ep_put_zcopy(ep, iov, 4, (uintptr_t)dst.ptr, rkey, c);
+    }));
     EXPECT_EQ(0, memcmp(src.ptr, dst.ptr, len));
 
     entity::mem back  = a.alloc_mem(len);
@@ -345,8 +352,9 @@ TEST_F(OrcUct, ZcopyIov)
         {back.ptr, 1234, back.memh, 0, 1},
         {(char *)back.ptr + 1234, len - 1234, back.memh, 0, 1},
     };
+    comp_t c;
     comp_init(&c);
-    status = retry([&]() {
+    ucs_status_t status = retry([&]() {
         return uct_ep_get_zcopy(ep, giov, 2, (uintptr_t)dst.ptr, rkey, &c.uct);
     });
     ASSERT_NO_FATAL_FAILURE(wait_zcopy(status, c));
@@ -839,7 +847,6 @@ TEST_F(OrcUct, Atomics)
     uct_rkey_t rkey = a.unpack_rkey(t.rkey_buf);
     uint64_t *val   = (uint64_t *)t.ptr;
     uint64_t result = 0;
-    comp_t c;
 
     *val = 100;
     ASSERT_EQ(UCS_OK, retry([&]() {
@@ -849,42 +856,30 @@ TEST_F(OrcUct, Atomics)
     flush_ep(a, ep);
     EXPECT_EQ(105u, *val);
 
-    comp_init(&c);
-    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-                  return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_ADD, 10,
-                                               &result, (uintptr_t)val, rkey,
-                                               &c.uct);
-              }));
-    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    auto fetch = [&](uct_atomic_op_t op, uint64_t value) {
+        return [&, op, value](uct_completion_t *c) {
+            return uct_ep_atomic64_fetch(ep, op, value, &result, (uintptr_t)val,
+                                         rkey, c);
+        };
+    };
+    ASSERT_NO_FATAL_FAILURE(wait_in_flight(fetch(UCT_ATOMIC_OP_ADD, 10)));
     EXPECT_EQ(105u, result);
     EXPECT_EQ(115u, *val);
-
-    comp_init(&c);
-    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-                  return uct_ep_atomic64_fetch(ep, UCT_ATOMIC_OP_SWAP, 7,
-                                               &result, (uintptr_t)val, rkey,
-                                               &c.uct);
-              }));
-    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
-    EXPECT_EQ(UCS_OK, c.status);
+    ASSERT_NO_FATAL_FAILURE(wait_in_flight(fetch(UCT_ATOMIC_OP_SWAP, 7)));
     EXPECT_EQ(115u, result);
     EXPECT_EQ(7u, *val);
 
     /* failing and succeeding compare-swap */
-    comp_init(&c);
-    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-                  return uct_ep_atomic_cswap64(ep, 8, 9, (uintptr_t)val, rkey,
-                                               &result, &c.uct);
-              }));
-    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    auto cswap = [&](uint64_t compare) {
+        return [&, compare](uct_completion_t *c) {
+            return uct_ep_atomic_cswap64(ep, compare, 9, (uintptr_t)val, rkey,
+                                         &result, c);
+        };
+    };
+    ASSERT_NO_FATAL_FAILURE(wait_in_flight(cswap(8)));
     EXPECT_EQ(7u, result);
     EXPECT_EQ(7u, *val);
-    comp_init(&c);
-    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-                  return uct_ep_atomic_cswap64(ep, 7, 9, (uintptr_t)val, rkey,
-                                               &result, &c.uct);
-              }));
-    ASSERT_TRUE(a.progress_until([&]() { return c.done > 0; }));
+    ASSERT_NO_FATAL_FAILURE(wait_in_flight(cswap(7)));
     EXPECT_EQ(7u, result);
     EXPECT_EQ(9u, *val);
 
@@ -2219,13 +2214,9 @@ TEST_F(OrcUct, PeerNeverProgresses)
     uct_rkey_t rkey   = a.unpack_rkey(t.rkey);
     entity::mem local = a.alloc_mem(1 << 20);
     uct_iov_t iov     = {local.ptr, 1 << 20, local.memh, 0, 1};
-    comp_t comp;
-    comp_init(&comp);
-    ASSERT_EQ(UCS_INPROGRESS, retry([&]() {
-                  return uct_ep_get_zcopy(e, &iov, 1, t.addr, rkey, &comp.uct);
-              }));
-    ASSERT_TRUE(a.progress_until([&]() { return comp.done > 0; }));
-    ASSERT_EQ(UCS_OK, comp.status);
+    ASSERT_NO_FATAL_FAILURE(wait_in_flight([&](uct_completion_t *comp) {
+        return uct_ep_get_zcopy(e, &iov, 1, t.addr, rkey, comp);
+    }));
     std::vector<uint8_t> expect(1 << 20);
     fill_pattern(expect.data(), expect.size(), 11);
     EXPECT_EQ(0, memcmp(expect.data(), local.ptr, expect.size()));
