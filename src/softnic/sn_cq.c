@@ -333,9 +333,15 @@ static int sn_cq_poll_empty(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
 }
 
 /* When this thread's run of empty polls (of any CQ) began, or its last
- * sched_yield() in that run; 0 = its last poll returned something.
+ * sched_yield() in that run; 0 = its last poll returned something, or a WR
+ * it posted completed within the post (sn_cq_run_end()).
  * Thread-local, no lock. */
 static __thread uint64_t sn_cq_spin_since;
+
+void sn_cq_run_end(void)
+{
+    sn_cq_spin_since = 0;
+}
 
 /* After a poll that returned n: a thread spinning on empty CQs starves, when
  * cores are scarce, the threads that will fill them (its service thread, a
@@ -346,7 +352,7 @@ static void sn_cq_pace(int n)
     uint64_t now;
 
     if (n != 0) {
-        sn_cq_spin_since = 0;
+        sn_cq_run_end();
         return;
     }
     now = sn_now_ns();

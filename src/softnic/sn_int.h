@@ -172,7 +172,12 @@
  * CQ's QPs. A thread that has polled its CQs (any of them) for
  * SN_CQ_YIELD_NS (600 us) without getting anything calls sched_yield(), and
  * again after each further SN_CQ_YIELD_NS; a poll that returns anything (a
- * completion, an error) ends the run. The run is per thread and timed
+ * completion, an error) ends the run, and so does a WR of the thread that
+ * completed within its post (softnic_post_send_now()'s done: the
+ * completion no CQ sees; a thread that puts and polls in turn, each put one
+ * CMA copy, is not waiting for anybody: with a yield every 600 us, one
+ * host put_bw 64 KiB gave its CPU away about once per 110 puts, to
+ * whatever else ran there). The run is per thread and timed
  * (sn_now_ns at each empty poll), so a thread polling two CQs in turn, or
  * polls of any cost (a ring check, a socket step), yield alike. So a
  * spinning application does not starve the threads it waits for when they
@@ -1089,6 +1094,9 @@ void sn_qp_cma_flush(sn_qp_t *qp);
  * request frames they hold back. wait: take every QP lock (else a QP whose
  * lock is busy is left to the next poll). */
 void sn_cq_flush_batches(sn_cq_t *cq, int wait);
+/* Any thread: a completion came to it (a poll returned it, or its WR
+ * completed within its post): its run of empty polls ends ("Polling") */
+void sn_cq_run_end(void);
 /* QP lock held: the oldest unfinished WQE fails with status; the QP goes to
  * ERR when it completes */
 void sn_qp_fail_oldest(sn_qp_t *qp, enum ibv_wc_status status);

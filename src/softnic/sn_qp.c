@@ -1354,12 +1354,20 @@ int softnic_post_send(softnic_qp_t *qp, struct ibv_send_wr *wr,
 int softnic_post_send_now(softnic_qp_t *qp, struct ibv_send_wr *wr,
                           struct ibv_send_wr **bad_wr, int *done_p)
 {
+    int ret;
+
     *done_p = 0;
     if ((wr == NULL) || (wr->next != NULL)) {
         *bad_wr = wr;
         return EINVAL;
     }
-    return sn_post_send((sn_qp_t *)qp, wr, bad_wr, done_p);
+    ret = sn_post_send((sn_qp_t *)qp, wr, bad_wr, done_p);
+    if (*done_p) {
+        /* its completion came within the post: as one that a poll returns,
+         * it ends the thread's run of empty polls (sn_int.h, "Polling") */
+        sn_cq_run_end();
+    }
+    return ret;
 }
 
 int softnic_post_send_inline(softnic_qp_t *qp_h, const softnic_inline_wr_t *wr)

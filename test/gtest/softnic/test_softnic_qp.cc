@@ -759,6 +759,67 @@ TEST_F(softnic_local, empty_polls_yield_every_600us_in_a_row_per_thread)
     EXPECT_EQ(0, softnic_cq_destroy(rcq));
 }
 
+/* A WR that completed within its post (softnic_post_send_now()'s done: a
+ * same-host WRITE on an idle QP, one CMA copy) ends the thread's run of
+ * empty polls as a completion that a poll returns does: a thread that puts
+ * and polls in turn waits for nobody and does not yield */
+TEST_F(softnic_local, a_wr_done_within_its_post_ends_the_run_of_empty_polls)
+{
+    const uint64_t us = 1000;
+    const size_t len  = 8192; /* larger than a WRITE that may wait in a batch */
+    std::vector<uint8_t> buf(2 * len, 1);
+    softnic_mr_t *mr =
+        softnic_mr_reg(m_pd, buf.data(), buf.size(),
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    ASSERT_NE(nullptr, mr) << strerror(errno);
+    softnic_qp_t *a = tracked_qp(), *b = tracked_qp();
+    ASSERT_TRUE(a && b);
+    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
+
+    ibv_sge sge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
+    ibv_send_wr wr = rdma_wr(&sge, IBV_WR_RDMA_WRITE, 0, IBV_SEND_SIGNALED,
+                             (uintptr_t)&buf[len], mr->rkey),
+                *bad;
+    ibv_wc wc;
+    int n           = 0;
+    double deadline = now_ms() + 10000;
+    /* the QP's connection up: its first WRITE completes */
+    ASSERT_EQ(0, softnic_post_send(a, &wr, &bad));
+    while ((n == 0) && (now_ms() < deadline)) {
+        n = softnic_cq_poll(m_cq, 1, &wc);
+    }
+    ASSERT_EQ(1, n);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
+
+    /* at fake time t (us): an empty poll (returns its yields), a post */
+    auto at = [&](uint64_t t) {
+        fake_ns    = 1000000 * us + t * us;
+        fake_clock = true;
+    };
+    auto empty_poll_at = [&](uint64_t t) {
+        at(t);
+        yield_count    = 0;
+        yield_counting = true;
+        EXPECT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+        yield_counting = false;
+        fake_clock     = false;
+        return yield_count;
+    };
+    EXPECT_EQ(0, empty_poll_at(0)); /* the run starts */
+    at(599);
+    int done = 0;
+    EXPECT_EQ(0, softnic_post_send_now(a, &wr, &bad, &done));
+    fake_clock = false;
+    ASSERT_EQ(1, done) << "a same-host WRITE on an idle QP";
+    EXPECT_EQ(0, empty_poll_at(700)) << "a WR done in its post did not end "
+                                        "the run";
+    EXPECT_EQ(0, empty_poll_at(1299));
+    EXPECT_EQ(1, empty_poll_at(1300)) << "the run did not start again";
+    destroy_qps();
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
 /* Several threads post on the same QP at once (verbs calls are
  * thread-safe) while one thread polls: every WR completes once, and
  * every thread's data is placed. */
