@@ -332,11 +332,13 @@ static int sn_cq_poll_empty(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
     return taker->n;
 }
 
-/* When this thread's run of empty polls (of any CQ) began, or its last
- * sched_yield() in that run; 0 = its last poll returned something, or a WR
- * it posted completed within the post (sn_cq_run_end()).
+/* When the timing of this thread's run of empty polls (of any CQ) began (its
+ * second poll), or its last sched_yield() in that run; 0 = its last poll
+ * returned something, or a WR it posted completed within the post
+ * (sn_cq_run_end()); SN_CQ_RUN_UNTIMED = the run has had one poll.
  * Thread-local, no lock. */
 static __thread uint64_t sn_cq_spin_since;
+#define SN_CQ_RUN_UNTIMED 1
 
 void sn_cq_run_end(void)
 {
@@ -355,8 +357,14 @@ static void sn_cq_pace(int n)
         sn_cq_run_end();
         return;
     }
-    now = sn_now_ns();
     if (sn_cq_spin_since == 0) {
+        /* no clock for a run's first poll: a thread that posts and polls in
+         * turn, each WR done within its post, reads none */
+        sn_cq_spin_since = SN_CQ_RUN_UNTIMED;
+        return;
+    }
+    now = sn_now_ns();
+    if (sn_cq_spin_since == SN_CQ_RUN_UNTIMED) {
         sn_cq_spin_since = now;
     } else if (now - sn_cq_spin_since >= SN_CQ_YIELD_NS) {
         sn_cq_spin_since = now;

@@ -178,8 +178,10 @@
  * CMA copy, is not waiting for anybody: with a yield every 600 us, one
  * host put_bw 64 KiB gave its CPU away about once per 110 puts, to
  * whatever else ran there). The run is per thread and timed
- * (sn_now_ns at each empty poll), so a thread polling two CQs in turn, or
- * polls of any cost (a ring check, a socket step), yield alike. So a
+ * (sn_now_ns at each empty poll but its first: the run counts from its
+ * second poll, and a thread that posts and polls in turn reads no clock),
+ * so a thread polling two CQs in turn, or polls of any cost (a ring check,
+ * a socket step), yield alike. So a
  * spinning application does not starve the threads it waits for when they
  * share its CPU: its service thread, or the peer process of a ping-pong
  * (UCX am_lat, both on one CPU: ~0.63 ms per round trip; it waited about a

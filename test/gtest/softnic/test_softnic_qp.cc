@@ -27,11 +27,11 @@
 using namespace softnic_test;
 
 /* This thread's sched_yield() calls while yield_counting is set, and its
- * CLOCK_MONOTONIC while fake_clock is set: fake_ns. Defined in the
- * executable, they take the place of libc's for the softnic code linked into
- * it, too. */
+ * CLOCK_MONOTONIC while fake_clock is set: fake_ns (clock_reads counts the
+ * reads). Defined in the executable, they take the place of libc's for the
+ * softnic code linked into it, too. */
 static __thread bool yield_counting, fake_clock;
-static __thread int yield_count;
+static __thread int yield_count, clock_reads;
 static __thread uint64_t fake_ns;
 
 extern "C" int sched_yield(void) noexcept
@@ -49,6 +49,7 @@ extern "C" int clock_gettime(clockid_t id, struct timespec *ts) noexcept
     if (!fake_clock || (id != CLOCK_MONOTONIC)) {
         return real(id, ts);
     }
+    ++clock_reads;
     ts->tv_sec  = fake_ns / 1000000000;
     ts->tv_nsec = fake_ns % 1000000000;
     return 0;
@@ -729,10 +730,12 @@ TEST_F(softnic_local, empty_polls_yield_every_600us_in_a_row_per_thread)
     ASSERT_EQ(0, modify(qp, IBV_QPS_ERR, IBV_QP_STATE));
 
     ibv_wc wc;
-    /* one empty poll of cq at fake time t (us); the yields it made */
+    /* one empty poll of cq at fake time t (us); the yields it made (and
+     * its clock reads in clock_reads) */
     auto empty_poll_at = [&](softnic_cq_t *cq, uint64_t t) {
         fake_ns        = 1000000 * us + t * us;
         yield_count    = 0;
+        clock_reads    = 0;
         fake_clock     = true;
         yield_counting = true;
         int n          = softnic_cq_poll(cq, 1, &wc);
@@ -743,10 +746,13 @@ TEST_F(softnic_local, empty_polls_yield_every_600us_in_a_row_per_thread)
     };
     ASSERT_EQ(1, softnic_cq_poll(rcq, 1, &wc)); /* no run yet */
     EXPECT_EQ(0, empty_poll_at(m_cq, 0));       /* the run starts */
+    EXPECT_EQ(0, clock_reads) << "a run's first poll read the clock";
+    EXPECT_EQ(0, empty_poll_at(m_cq, 0)); /* its second: the timing starts */
     EXPECT_EQ(0, empty_poll_at(m_cq, 599));
     ASSERT_EQ(1, softnic_cq_poll(rcq, 1, &wc)); /* the run ends */
     EXPECT_EQ(0, empty_poll_at(m_cq, 700))
         << "a completion did not end the run";
+    EXPECT_EQ(0, empty_poll_at(m_cq, 700));
     EXPECT_EQ(0, empty_poll_at(m_cq, 1299));
     EXPECT_EQ(1, empty_poll_at(m_cq, 1300));
     /* two CQs polled in turn (rcq is empty now): one run */
@@ -800,6 +806,7 @@ TEST_F(softnic_local, a_wr_done_within_its_post_ends_the_run_of_empty_polls)
     auto empty_poll_at = [&](uint64_t t) {
         at(t);
         yield_count    = 0;
+        clock_reads    = 0;
         yield_counting = true;
         EXPECT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
         yield_counting = false;
@@ -807,6 +814,7 @@ TEST_F(softnic_local, a_wr_done_within_its_post_ends_the_run_of_empty_polls)
         return yield_count;
     };
     EXPECT_EQ(0, empty_poll_at(0)); /* the run starts */
+    EXPECT_EQ(0, empty_poll_at(0)); /* its timing starts */
     at(599);
     int done = 0;
     EXPECT_EQ(0, softnic_post_send_now(a, &wr, &bad, &done));
@@ -814,6 +822,8 @@ TEST_F(softnic_local, a_wr_done_within_its_post_ends_the_run_of_empty_polls)
     ASSERT_EQ(1, done) << "a same-host WRITE on an idle QP";
     EXPECT_EQ(0, empty_poll_at(700)) << "a WR done in its post did not end "
                                         "the run";
+    EXPECT_EQ(0, clock_reads) << "the poll after a put read the clock";
+    EXPECT_EQ(0, empty_poll_at(700));
     EXPECT_EQ(0, empty_poll_at(1299));
     EXPECT_EQ(1, empty_poll_at(1300)) << "the run did not start again";
     destroy_qps();
