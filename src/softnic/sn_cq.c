@@ -332,18 +332,10 @@ static int sn_cq_poll_empty(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
     return taker->n;
 }
 
-/* When the timing of this thread's run of empty polls (of any CQ) began (its
- * second poll), or its last sched_yield() in that run; 0 = its last poll
- * returned something, or a WR it posted completed within the post
- * (sn_cq_run_end()); SN_CQ_RUN_UNTIMED = the run has had one poll.
- * Thread-local, no lock. */
-static __thread uint64_t sn_cq_spin_since;
+/* sn_int.h: this thread's run of empty polls; SN_CQ_RUN_UNTIMED = the run
+ * has had one poll */
+SN_TLS_IE uint64_t sn_cq_spin_since;
 #define SN_CQ_RUN_UNTIMED 1
-
-void sn_cq_run_end(void)
-{
-    sn_cq_spin_since = 0;
-}
 
 /* After a poll that returned n: a thread spinning on empty CQs starves, when
  * cores are scarce, the threads that will fill them (its service thread, a

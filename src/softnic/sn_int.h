@@ -1096,9 +1096,22 @@ void sn_qp_cma_flush(sn_qp_t *qp);
  * request frames they hold back. wait: take every QP lock (else a QP whose
  * lock is busy is left to the next poll). */
 void sn_cq_flush_batches(sn_cq_t *cq, int wait);
+/* Thread-local, initial-exec: one %fs-relative access, where the model of a
+ * shared library calls __tls_get_addr (~18 Ir); a dlopen()ed library takes
+ * it from the static TLS surplus, which has room for a few words */
+#define SN_TLS_IE \
+    __thread __attribute__((tls_model("initial-exec"), visibility("hidden")))
+/* When the timing of this thread's run of empty polls (of any CQ) began (its
+ * second poll), or its last sched_yield() in that run; 0 = none: its last
+ * poll returned something, or a WR it posted completed within the post
+ * ("Polling"). Thread-local (sn_cq.c), no lock. */
+extern SN_TLS_IE uint64_t sn_cq_spin_since;
 /* Any thread: a completion came to it (a poll returned it, or its WR
  * completed within its post): its run of empty polls ends ("Polling") */
-void sn_cq_run_end(void);
+static inline void sn_cq_run_end(void)
+{
+    sn_cq_spin_since = 0;
+}
 /* QP lock held: the oldest unfinished WQE fails with status; the QP goes to
  * ERR when it completes */
 void sn_qp_fail_oldest(sn_qp_t *qp, enum ibv_wc_status status);

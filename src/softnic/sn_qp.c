@@ -1282,6 +1282,10 @@ static SN_ALWAYS_INLINE void sn_post_wqe(sn_qp_t *qp, sn_post_t *post,
             (post->done_p != NULL)) {
             wqe->signaled = 0; /* the caller completes it: no entry */
             *post->done_p = 1;
+            /* its completion came within the post: as one that a poll
+             * returns, it ends the thread's run of empty polls (sn_int.h,
+             * "Polling") */
+            sn_cq_run_end();
         }
     } else if (sn_ring_post(qp, qp->sq_tail, 1)) {
         ++qp->sq_tail;
@@ -1354,20 +1358,12 @@ int softnic_post_send(softnic_qp_t *qp, struct ibv_send_wr *wr,
 int softnic_post_send_now(softnic_qp_t *qp, struct ibv_send_wr *wr,
                           struct ibv_send_wr **bad_wr, int *done_p)
 {
-    int ret;
-
     *done_p = 0;
     if ((wr == NULL) || (wr->next != NULL)) {
         *bad_wr = wr;
         return EINVAL;
     }
-    ret = sn_post_send((sn_qp_t *)qp, wr, bad_wr, done_p);
-    if (*done_p) {
-        /* its completion came within the post: as one that a poll returns,
-         * it ends the thread's run of empty polls (sn_int.h, "Polling") */
-        sn_cq_run_end();
-    }
-    return ret;
+    return sn_post_send((sn_qp_t *)qp, wr, bad_wr, done_p);
 }
 
 int softnic_post_send_inline(softnic_qp_t *qp_h, const softnic_inline_wr_t *wr)
