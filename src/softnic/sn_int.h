@@ -172,18 +172,17 @@
  * CQ's QPs. A thread that has polled its CQs (any of them) for
  * SN_CQ_YIELD_NS (600 us) without getting anything calls sched_yield(), and
  * again after each further SN_CQ_YIELD_NS; a poll that returns anything (a
- * completion, an error) ends the run, and so does a WR of the thread that
- * completed within its post (softnic_post_send_now()'s done: the
- * completion no CQ sees; a thread that puts and polls in turn, each put one
- * CMA copy, is not waiting for anybody: with a yield every 600 us, one
- * host put_bw 64 KiB gave its CPU away about once per 110 puts, to
- * whatever else ran there). The run is per thread and timed
- * (sn_now_ns at each empty poll but its first: the run counts from its
- * second poll, and a thread that posts and polls in turn reads no clock),
- * so a thread polling two CQs in turn, or polls of any cost (a ring check,
- * a socket step), yield alike. So a
- * spinning application does not starve the threads it waits for when they
- * share its CPU: its service thread, or the peer process of a ping-pong
+ * completion, an error) ends the run, and so does a WR the thread posted
+ * that completed within its post (softnic_post_send_now()'s done, the
+ * completion no CQ sees): a thread that puts and polls in turn, each put
+ * one CMA copy, waits for nobody (yielding every 600 us, one-host put_bw
+ * 64 KiB gave its CPU away about once per 110 puts). The run is per thread
+ * and timed from its second empty poll (sn_now_ns at each empty poll but
+ * the first, so a thread that posts and polls in turn reads no clock), so a
+ * thread polling two CQs in turn, or polls of any cost (a ring check, a
+ * socket step), yield alike. So a spinning application does not starve
+ * the threads it waits for when they share its CPU: its service thread, or
+ * the peer process of a ping-pong
  * (UCX am_lat, both on one CPU: ~0.63 ms per round trip; it waited about a
  * look, ~0.9 ms, with a yield every 2048th empty poll of a CQ). Not
  * shorter: a yield lets any runnable task in, and with a yield after 64
