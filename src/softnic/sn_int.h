@@ -164,7 +164,7 @@
  * process killed inside its copy is given up on after 2 s, with a log line).
  * A same-host READ that raced with dereg completes with REM_ACCESS_ERR; on
  * TCP a READ whose region goes away between two READ_DATA frames
- * (SN_READ_FRAME) is NAKed (REM_ACCESS_ERR), within a frame the
+ * (SN_FRAME_MAX) is NAKed (REM_ACCESS_ERR), within a frame the
  * connection is closed (a dead peer:
  * RETRY_EXC_ERR once the QP's budget runs out).
  *
@@ -333,12 +333,13 @@
 /* A payload placed from TCP goes in pieces of at most SN_CHUNK bytes per
  * recv() (the QP's state is looked at before each) and drains through a
  * scratch buffer of that size; a READ response goes in READ_DATA frames of
- * at most SN_READ_FRAME payload bytes, each offered to the socket in one
+ * at most SN_FRAME_MAX payload bytes, each offered to the socket in one
  * sendmsg, as a WRITE's request frame is (one frame per READ of up to
  * 1 MiB: every further frame is another send call, another header for
- * the initiator to read, and a later start of the next READ) */
-#define SN_CHUNK      (256 * 1024)
-#define SN_READ_FRAME (1024 * 1024)
+ * the initiator to read, and a later start of the next READ). SN_FRAME_MAX
+ * is the one bound on a frame's payload (sn_wire.h). */
+#define SN_CHUNK     (256 * 1024)
+#define SN_FRAME_MAX (1024 * 1024)
 
 /* Same-host WRITE batches (sn_qp_cma_flush): at most this many WQEs, each
  * of at most SN_CMA_BATCH_LEN bytes, move in one process_vm_writev */

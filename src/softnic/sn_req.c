@@ -228,7 +228,7 @@ static int sn_req_check_rsp(sn_inst_t *inst, sn_rsp_t *rsp)
     if ((rsp->reserved != 0) || (rsp->reserved2 != 0) ||
         ((rsp->type == SN_RSP_NAK) &&
          ((rsp->code == 0) || (rsp->code >= SN_NAK_LAST))) ||
-        (rsp->length > SN_READ_FRAME) ||
+        (rsp->length > SN_FRAME_MAX) ||
         ((rsp->type != SN_RSP_READ_DATA) && (rsp->length != 0))) {
         sn_log(inst, SOFTNIC_LOG_WARN,
                "malformed response (type %u code %u length %u)", rsp->type,

@@ -367,7 +367,7 @@ void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv)
 /* ---- READ --------------------------------------------------------------- */
 
 /* A READ is answered frame by frame (READ_DATA frames of up to
- * SN_READ_FRAME bytes) while the socket takes it. Payload bytes go from the
+ * SN_FRAME_MAX bytes) while the socket takes it. Payload bytes go from the
  * registered region straight to the socket, each send bracketed by
  * busy_begin/end (no copy, even when the socket is full). If the region is
  * deregistered between two frames the READ is NAKed (REM_ACCESS); in the
@@ -412,8 +412,8 @@ static int sn_resp_read_frame(sn_inst_t *inst, sn_chan_t *chan)
         chan->rd_active = 0; /* silent: no more data, no NAK */
         return 0;
     }
-    if (frame > SN_READ_FRAME) {
-        frame = SN_READ_FRAME;
+    if (frame > SN_FRAME_MAX) {
+        frame = SN_FRAME_MAX;
     }
     memset(&rsp, 0, sizeof(rsp));
     rsp.type   = SN_RSP_READ_DATA;

@@ -22,8 +22,8 @@
  * payload bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target
  * answers each in order with a response (sn_rsp_t, 32 bytes; READ_DATA
  * responses are followed by `length` payload bytes, at most
- * SN_READ_FRAME). Every frame after the HELLO names the receiver's id of
- * its channel (see "Channel ids"): a frame naming a channel the stream
+ * SN_FRAME_MAX, the bound of every frame's payload). Every frame after
+ * the HELLO names the receiver's id of its channel (see "Channel ids"): a frame naming a channel the stream
  * does not carry, a request to the initiator's end or a response to the
  * target's is malformed. A CHAN_CLOSE ends the channel and the stream.
  * All integers are little-endian.
