@@ -332,12 +332,15 @@
 
 /* A payload placed from TCP goes in pieces of at most SN_CHUNK bytes per
  * recv() (the QP's state is looked at before each) and drains through a
- * scratch buffer of that size; a READ response goes in READ_DATA frames of
- * at most SN_FRAME_MAX payload bytes, each offered to the socket in one
- * sendmsg, as a WRITE's request frame is (one frame per READ of up to
- * 1 MiB: every further frame is another send call, another header for
- * the initiator to read, and a later start of the next READ). SN_FRAME_MAX
- * is the one bound on a frame's payload (sn_wire.h). */
+ * scratch buffer of that size. SN_FRAME_MAX is the one bound on a frame's
+ * payload (sn_wire.h): a READ response goes in READ_DATA frames of at most
+ * that many bytes, each offered to the socket in one sendmsg (one frame
+ * per READ of up to 1 MiB: every further frame is another send call,
+ * another header for the initiator to read, and a later start of the next
+ * READ); a WRITE's or SEND's request frame carries at most that many, the
+ * rest follows in REQ_DATA frames right behind it, up to
+ * SN_REQ_SEND_FRAMES (8) frames per sendmsg (sn_req.c: a large WRITE costs
+ * no extra send call). */
 #define SN_CHUNK     (256 * 1024)
 #define SN_FRAME_MAX (1024 * 1024)
 
@@ -753,7 +756,7 @@ struct sn_qp {
      * the thread writing the frame, read by the svc_lock holder
      * (acquire), which then owes the peer no frame for those */
     uint32_t ack_carried;
-    uint32_t tx_off;   /* bytes of sq[sq_tx]'s frame sent */
+    uint32_t tx_off;   /* bytes of sq[sq_tx]'s frames sent */
     int tx_blocked;    /* EPOLLOUT requested */
     int rd_atomic_out; /* READ/atomics SENT, not DONE */
     int sent_out;      /* WQEs SENT, not DONE */
@@ -1266,8 +1269,9 @@ void sn_svc_want_tx(sn_qp_t *qp);
  * not (sn_int.h, "Request coalescing"); push: send them (no-op if none) */
 void sn_req_set_corked(sn_qp_t *qp, int corked);
 void sn_req_push(sn_qp_t *qp);
-/* QP lock held: write the request frame of wqe from qp->tx_off on.
- * Returns 1 when the frame is complete, 0 when the socket is full (tx_off
+/* QP lock held: write the request frame of wqe, and the REQ_DATA frames
+ * of a payload longer than SN_FRAME_MAX (sn_wire.h), from qp->tx_off on.
+ * Returns 1 when they are complete, 0 when the socket is full (tx_off
  * advanced), -1 when the connection failed. */
 int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe);
 

@@ -29,15 +29,9 @@ static const uint8_t sn_req_ops[] = {
     [IBV_WR_ATOMIC_FETCH_AND_ADD] = SN_OP_FADD,
 };
 
-/* The frame of wqe as iovecs: its header (filled into req), then the
- * payload of a WRITE or SEND (inline data or the gather list). Returns the
- * iovec count; *total_p = the frame's bytes. */
-static unsigned sn_req_frame(sn_req_t *req, const sn_qp_t *qp,
-                             const sn_wqe_t *wqe, struct iovec *iov,
-                             size_t *total_p)
+/* The request header of wqe (its `length`: the whole payload's) */
+static void sn_req_header(sn_req_t *req, const sn_qp_t *qp, const sn_wqe_t *wqe)
 {
-    unsigned n = 0, i;
-
     memset(req, 0, sizeof(*req));
     req->op          = sn_req_ops[wqe->opcode];
     req->flags       = wqe->solicited ? SN_REQ_F_SOLICITED : 0;
@@ -51,7 +45,19 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_qp_t *qp,
     req->acked       = htole32(wqe->acked);
     req->ack_new     = htole16(wqe->ack_new);
     req->chan        = htole32(qp->chan_id);
+}
 
+/* The frame of wqe as iovecs: its header (filled into req), then the
+ * payload of a WRITE or SEND of at most SN_FRAME_MAX bytes (inline data
+ * or the gather list). Returns the iovec count; *total_p = the frame's
+ * bytes. */
+static unsigned sn_req_frame(sn_req_t *req, const sn_qp_t *qp,
+                             const sn_wqe_t *wqe, struct iovec *iov,
+                             size_t *total_p)
+{
+    unsigned n = 0, i;
+
+    sn_req_header(req, qp, wqe);
     iov[n].iov_base = req;
     iov[n].iov_len  = sizeof(*req);
     ++n;
@@ -73,6 +79,126 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_qp_t *qp,
         }
     }
     *total_p += wqe->length;
+    return n;
+}
+
+/* ---- requests longer than a frame (sn_wire.h, REQ_DATA) ------------------ */
+
+/* A WRITE or SEND payload longer than SN_FRAME_MAX: the request frame
+ * carries its first SN_FRAME_MAX bytes, REQ_DATA frames the rest, right
+ * behind it; up to SN_REQ_SEND_FRAMES frames go in one sendmsg (a large
+ * WRITE costs no extra send call). qp->tx_off counts the bytes of them
+ * all. */
+#define SN_REQ_SEND_FRAMES 8
+#define SN_REQ_IOV         (SN_REQ_SEND_FRAMES * (SN_MAX_SGE + 1))
+
+static int sn_req_segmented(const sn_wqe_t *wqe)
+{
+    return (wqe->length > SN_FRAME_MAX) &&
+           ((wqe->opcode == IBV_WR_RDMA_WRITE) ||
+            (wqe->opcode == IBV_WR_RDMA_WRITE_WITH_IMM) ||
+            (wqe->opcode == IBV_WR_SEND) ||
+            (wqe->opcode == IBV_WR_SEND_WITH_IMM));
+}
+
+/* Where frame k (0: the request frame) starts in the request's wire
+ * bytes */
+static size_t sn_req_frame_start(uint32_t k)
+{
+    return (k == 0)
+               ? 0
+               : sizeof(sn_req_t) + SN_FRAME_MAX +
+                     (size_t)(k - 1) * (sizeof(sn_req_data_t) + SN_FRAME_MAX);
+}
+
+/* The payload bytes of frame k of a payload of length bytes */
+static uint32_t sn_req_frame_payload(uint32_t length, uint32_t k)
+{
+    uint64_t left = length - (uint64_t)k * SN_FRAME_MAX;
+
+    return (left < SN_FRAME_MAX) ? (uint32_t)left : SN_FRAME_MAX;
+}
+
+/* The frame tx_off is in */
+static uint32_t sn_req_frame_at(size_t tx_off)
+{
+    size_t first = sizeof(sn_req_t) + SN_FRAME_MAX;
+
+    return (tx_off < first)
+               ? 0
+               : 1 + (uint32_t)((tx_off - first) /
+                                (sizeof(sn_req_data_t) + SN_FRAME_MAX));
+}
+
+/* iovecs for [off, off + len) of wqe's gather list; their count */
+static unsigned sn_req_gather(const sn_wqe_t *wqe, uint64_t off, uint64_t len,
+                              struct iovec *iov)
+{
+    uint64_t take;
+    unsigned n = 0, i;
+
+    for (i = 0; (i < wqe->num_sge) && (len > 0); ++i) {
+        if (off >= wqe->sge[i].length) {
+            off -= wqe->sge[i].length;
+            continue;
+        }
+        take = wqe->sge[i].length - off;
+        if (take > len) {
+            take = len;
+        }
+        iov[n].iov_base = (void *)(uintptr_t)(wqe->sge[i].addr + off);
+        iov[n].iov_len  = take;
+        ++n;
+        len -= take;
+        off = 0;
+    }
+    return n;
+}
+
+/* The REQ_DATA header of frame k */
+static void sn_req_data_header(sn_req_data_t *d, const sn_qp_t *qp,
+                               const sn_wqe_t *wqe, uint32_t k)
+{
+    memset(d, 0, sizeof(*d));
+    d->type   = SN_FRAME_REQ_DATA;
+    d->seq    = htole32(wqe->seq);
+    d->length = htole32(sn_req_frame_payload(wqe->length, k));
+    d->offset = htole32(k * SN_FRAME_MAX);
+    d->chan   = htole32(qp->chan_id);
+}
+
+/* The frames of a segmented request from the one qp->tx_off is in, at
+ * most SN_REQ_SEND_FRAMES, as iovecs (headers filled into req and data);
+ * *start_p = where the first of them starts, *total_p = the wire bytes of
+ * the whole request. Returns the iovec count. */
+static unsigned sn_req_frames(sn_req_t *req, sn_req_data_t *data,
+                              const sn_qp_t *qp, const sn_wqe_t *wqe,
+                              struct iovec *iov, size_t *start_p,
+                              size_t *total_p)
+{
+    uint32_t num = (wqe->length + SN_FRAME_MAX - 1) / SN_FRAME_MAX;
+    uint32_t k   = sn_req_frame_at(qp->tx_off), end;
+    unsigned n   = 0;
+
+    *start_p = sn_req_frame_start(k);
+    *total_p = sn_req_frame_start(num - 1) + sizeof(sn_req_data_t) +
+               sn_req_frame_payload(wqe->length, num - 1);
+    end = (num - k > SN_REQ_SEND_FRAMES) ? k + SN_REQ_SEND_FRAMES : num;
+    do { /* (k < end: tx_off is below the request's end) */
+        if (k == 0) {
+            sn_req_header(req, qp, wqe);
+            iov[n].iov_base = req;
+            iov[n].iov_len  = sizeof(*req);
+        } else {
+            sn_req_data_header(data, qp, wqe, k);
+            iov[n].iov_base = data;
+            iov[n].iov_len  = sizeof(*data);
+        }
+        ++n;
+        n += sn_req_gather(wqe, (uint64_t)k * SN_FRAME_MAX,
+                           sn_req_frame_payload(wqe->length, k), &iov[n]);
+        ++data;
+    } while (++k < end);
     return n;
 }
 
@@ -118,16 +244,22 @@ static int sn_req_may_cork(const sn_qp_t *qp, const sn_wqe_t *wqe, size_t total)
 
 int sn_wire_send_req(sn_qp_t *qp, const sn_wqe_t *wqe)
 {
-    struct iovec iov[SN_MAX_SGE + 1];
+    struct iovec iov[SN_REQ_IOV];
+    sn_req_data_t data[SN_REQ_SEND_FRAMES];
     struct msghdr msg;
     sn_req_t req;
-    size_t skip = qp->tx_off, total;
+    size_t skip = qp->tx_off, total, start;
     unsigned n, i;
     ssize_t ret;
-    int more;
+    int more = 0;
 
-    n    = sn_req_frame(&req, qp, wqe, iov, &total);
-    more = sn_req_may_cork(qp, wqe, total) ? MSG_MORE : 0;
+    if (sn_req_segmented(wqe)) {
+        n = sn_req_frames(&req, data, qp, wqe, iov, &start, &total);
+        skip -= start;
+    } else {
+        n    = sn_req_frame(&req, qp, wqe, iov, &total);
+        more = sn_req_may_cork(qp, wqe, total) ? MSG_MORE : 0;
+    }
     /* skip what an earlier call sent */
     for (i = 0; (i < n) && (skip >= iov[i].iov_len); ++i) {
         skip -= iov[i].iov_len;
@@ -284,10 +416,10 @@ static int sn_req_on_read_data(sn_inst_t *inst, sn_chan_t *chan, sn_wqe_t *wqe,
     }
     stream->pay_left = rsp->length;
     chan->rd_index   = index;
-    if (sn_sink_from_sges(inst, &stream->sink, wqe->sge, wqe->num_sge, qp->pdn,
+    if (sn_sink_from_sges(inst, &chan->sink, wqe->sge, wqe->num_sge, qp->pdn,
                           rsp->offset, rsp->length) != 0) {
-        sn_sink_reset(&stream->sink, 1);
-        stream->sink.num = 1; /* marks "failed", see sn_req_on_payload */
+        sn_sink_reset(&chan->sink, 1);
+        chan->sink.num = 1; /* marks "failed", see sn_req_on_payload */
     }
     return 0;
 }
@@ -403,7 +535,7 @@ int sn_req_on_rsp(sn_inst_t *inst, sn_chan_t *chan)
     uint32_t index, before;
     int ret;
 
-    sn_sink_reset(&stream->sink, 1);
+    sn_sink_reset(&chan->sink, 1);
     stream->pay_left = 0;
     if (sn_req_check_rsp(inst, rsp) != 0) {
         return -1;
@@ -453,7 +585,7 @@ int sn_req_on_payload(sn_chan_t *chan)
     before = qp->rsp_seq;
     wqe    = sn_req_wqe(qp, &index);
     if ((wqe != NULL) && (index == chan->rd_index) && (wqe->seq == rsp->seq)) {
-        if (stream->sink.failed) {
+        if (chan->sink.failed) {
             sn_req_finish(qp, wqe, IBV_WC_LOC_PROT_ERR);
         } else {
             wqe->done_bytes += rsp->length;

@@ -12,7 +12,9 @@
  * receive (SEND, WRITE_IMM); check the SEND's length against it or the
  * remote key and access; execute (an atomic, the start of a READ, or a
  * place for the payload, where a small payload read with the header goes
- * at once, in the same run). When its payload is complete: check that the QP
+ * at once, in the same run). When its payload is complete (a payload
+ * longer than a frame: when its last REQ_DATA frame is in, sn_wire.h;
+ * the request waits on its channel meanwhile): check that the QP
  * is still ready and the payload was placed, acknowledge (the ACK is in
  * the socket before the receive completes; a small request's receive
  * waits for the one ACK of the pass over what the read returned, see
@@ -516,9 +518,9 @@ static sn_resp_state_t sn_resp_nak(sn_resp_t *r, uint8_t code)
 }
 
 /* The payload is drained unless a step gives it a place */
-static void sn_resp_discard_payload(sn_stream_t *stream)
+static void sn_resp_discard_payload(sn_chan_t *chan)
 {
-    sn_sink_reset(&stream->sink, 1);
+    sn_sink_reset(&chan->sink, 1);
 }
 
 static int sn_resp_needs_recv(uint8_t op)
@@ -551,7 +553,7 @@ static sn_resp_state_t sn_resp_check_header(sn_resp_t *r)
                req->op, req->flags, req->length, r->chan->peer_qpn);
         return SN_RESP_CLOSE;
     }
-    sn_resp_discard_payload(r->stream);
+    sn_resp_discard_payload(r->chan);
     r->stream->pay_left = sn_req_has_payload(req->op) ? req->length : 0;
     r->chan->have_recv  = 0;
     r->chan->drop       = 1;
@@ -666,10 +668,10 @@ static sn_resp_state_t sn_resp_check_length(sn_resp_t *r)
     if ((r->req->op != SN_OP_SEND) && (r->req->op != SN_OP_SEND_IMM)) {
         return SN_RESP_CHECK_RKEY;
     }
-    if (sn_sink_from_sges(r->inst, &r->stream->sink, chan->recv.sge,
+    if (sn_sink_from_sges(r->inst, &r->chan->sink, chan->recv.sge,
                           chan->recv.num_sge, r->qp->pdn, 0,
                           r->req->length) == 0) {
-        r->stream->sink.qpn = r->qp->super.qp_num;
+        r->chan->sink.qpn = r->qp->super.qp_num;
         return SN_RESP_CHECK_RKEY;
     }
     for (i = 0; i < chan->recv.num_sge; ++i) {
@@ -747,7 +749,7 @@ static sn_resp_state_t sn_resp_atomic(sn_resp_t *r)
 /* WRITE, WRITE_IMM: the payload goes to the checked range */
 static void sn_resp_sink_region(sn_resp_t *r)
 {
-    sn_sink_t *sink = &r->stream->sink;
+    sn_sink_t *sink = &r->chan->sink;
 
     sn_sink_reset(sink, 0);
     if (r->req->length > 0) {
@@ -939,8 +941,8 @@ static sn_resp_state_t sn_resp_check_state(sn_resp_t *r)
     if ((r->qp->state != IBV_QPS_RTR) && (r->qp->state != IBV_QPS_RTS)) {
         return sn_resp_nak(r, SN_NAK_NOT_READY); /* reset meanwhile */
     }
-    return r->stream->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
-                                  : SN_RESP_ACK;
+    return r->chan->sink.failed ? sn_resp_nak(r, SN_NAK_REM_ACCESS)
+                                : SN_RESP_ACK;
 }
 
 /* A receive completes on a QP still in RTR/RTS (else it is flushed and the
@@ -951,7 +953,7 @@ static sn_resp_state_t sn_resp_check_placed(sn_resp_t *r)
         sn_resp_push_recv_wc(r, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, 0, 0, 0);
         return sn_resp_nak(r, SN_NAK_NOT_READY);
     }
-    if (r->stream->sink.failed) {
+    if (r->chan->sink.failed) {
         r->recv_status = IBV_WC_LOC_PROT_ERR;
         r->nak         = SN_NAK_REM_OP;
         return SN_RESP_RECV_ERROR;
@@ -997,7 +999,7 @@ static sn_resp_state_t sn_resp_ack(sn_resp_t *r)
 static sn_resp_state_t sn_resp_recv_error(sn_resp_t *r)
 {
     sn_resp_push_recv_wc(r, r->recv_status, IBV_WC_RECV, 0, 0, 0);
-    sn_resp_discard_payload(r->stream);
+    sn_resp_discard_payload(r->chan);
     sn_qp_to_error(r->qp);
     return SN_RESP_NAK;
 }
@@ -1054,9 +1056,9 @@ static void sn_resp_hold_qp(sn_resp_t *r, sn_resp_lock_t want)
     r->qp_locked = (want == SN_QP_LOCKED);
 }
 
-/* Run the steps from first to the end; -1: close the connection, 1: the
- * request is held (not taken) */
-static int sn_resp_run(sn_inst_t *inst, sn_chan_t *chan,
+/* Run the steps of request req from first to the end; -1: close the
+ * connection, 1: the request is held (not taken) */
+static int sn_resp_run(sn_inst_t *inst, sn_chan_t *chan, sn_req_t *req,
                        const sn_resp_state_t first)
 {
     sn_resp_state_t state = first;
@@ -1068,7 +1070,7 @@ static int sn_resp_run(sn_inst_t *inst, sn_chan_t *chan,
     r.chan   = chan;
     r.stream = chan->stream;
     r.qp     = chan->qp;
-    r.req    = &r.stream->hdr.req;
+    r.req    = req;
     while ((state != SN_RESP_DONE) && (state != SN_RESP_HOLD) &&
            (state != SN_RESP_CLOSE)) {
         if (sn_resp_steps[state].answers && (inst->ack_batch.num > 0)) {
@@ -1104,12 +1106,97 @@ static int sn_resp_run(sn_inst_t *inst, sn_chan_t *chan,
     return r.whole ? 2 : 0;
 }
 
+/* ---- requests longer than a frame (sn_wire.h) --------------------------- */
+
+/* The request taken (its header's steps ran) has more payload than its
+ * frame carries: the rest comes in REQ_DATA frames, the request waits on
+ * the channel (its payload's sink is there already) */
+static void sn_resp_segment(sn_chan_t *chan)
+{
+    sn_stream_t *stream = chan->stream;
+
+    chan->msg        = stream->hdr.req;
+    chan->msg_left   = stream->pay_left - SN_FRAME_MAX;
+    chan->msg_off    = SN_FRAME_MAX;
+    stream->pay_left = SN_FRAME_MAX;
+}
+
 int sn_resp_on_header(sn_inst_t *inst, sn_chan_t *chan)
 {
-    return sn_resp_run(inst, chan, SN_RESP_CHECK_HEADER);
+    int ret;
+
+    if (chan->msg_left != 0) {
+        sn_log(inst, SOFTNIC_LOG_WARN,
+               "qp 0x%x: a request while %u bytes of request %u are due in "
+               "REQ_DATA frames",
+               chan->peer_qpn, chan->msg_left, chan->msg.seq);
+        return -1;
+    }
+    ret = sn_resp_run(inst, chan, &chan->stream->hdr.req, SN_RESP_CHECK_HEADER);
+    if ((ret == 0) && (chan->stream->pay_left > SN_FRAME_MAX)) {
+        sn_resp_segment(chan);
+    }
+    return ret;
+}
+
+/* Why the REQ_DATA frame d does not continue chan's request, or NULL */
+static const char *sn_resp_data_refusal(const sn_chan_t *chan,
+                                        const sn_req_data_t *d)
+{
+    if ((d->flags != 0) || (d->reserved != 0) || (d->reserved2 != 0) ||
+        (d->reserved3 != 0)) {
+        return "reserved fields set";
+    }
+    if (chan->msg_left == 0) {
+        return "no request in progress";
+    }
+    if (d->seq != chan->msg.seq) {
+        return "another request's";
+    }
+    if (d->offset != chan->msg_off) {
+        return "not at the offset due";
+    }
+    if (d->length > SN_FRAME_MAX) {
+        return "longer than a frame";
+    }
+    if (d->length > chan->msg_left) {
+        return "longer than what is due";
+    }
+    return NULL;
+}
+
+int sn_resp_on_data(sn_inst_t *inst, sn_chan_t *chan)
+{
+    sn_stream_t *stream = chan->stream;
+    sn_req_data_t *d    = &stream->hdr.data;
+    const char *why;
+
+    d->seq    = le32toh(d->seq);
+    d->length = le32toh(d->length);
+    d->offset = le32toh(d->offset);
+    why       = sn_resp_data_refusal(chan, d);
+    if (why != NULL) {
+        sn_log(inst, SOFTNIC_LOG_WARN,
+               "qp 0x%x: REQ_DATA (seq %u offset %u length %u): %s",
+               chan->peer_qpn, d->seq, d->offset, d->length, why);
+        return -1;
+    }
+    stream->pay_left = d->length;
+    chan->msg_left -= d->length;
+    chan->msg_off += d->length;
+    return 0;
 }
 
 int sn_resp_on_payload(sn_inst_t *inst, sn_chan_t *chan)
 {
-    return sn_resp_run(inst, chan, SN_RESP_PAYLOAD_DONE);
+    sn_stream_t *stream = chan->stream;
+
+    if (chan->msg_left != 0) {
+        return 0; /* REQ_DATA frames are due */
+    }
+    return sn_resp_run(inst, chan,
+                       (stream->hdr.req.op == SN_FRAME_REQ_DATA)
+                           ? &chan->msg
+                           : &stream->hdr.req,
+                       SN_RESP_PAYLOAD_DONE);
 }

@@ -454,7 +454,8 @@ static inline int sn_stream_fill(sn_stream_t *stream, uint32_t need)
 static void sn_stream_put_buffered(sn_inst_t *inst, sn_stream_t *stream,
                                    uint32_t take)
 {
-    sn_sink_put(inst, &stream->sink, stream->rbuf + stream->rpos, take);
+    sn_sink_put(inst, &stream->cur_chan->sink, stream->rbuf + stream->rpos,
+                take);
     stream->rpos += take;
     stream->pay_left -= take;
 }
@@ -486,8 +487,8 @@ static int sn_stream_payload(sn_inst_t *inst, sn_stream_t *stream)
         }
         stream->rpos = stream->rlen = 0;
         if (stream->pay_left >= SN_DIRECT_MIN) {
-            ret =
-                sn_sink_recv(inst, stream->fd, &stream->sink, stream->pay_left);
+            ret = sn_sink_recv(inst, stream->fd, &stream->cur_chan->sink,
+                               stream->pay_left);
             if (ret > 0) {
                 stream->pay_left -= ret;
                 stream->hdr_alone = stream->hdr_len;
@@ -701,6 +702,10 @@ static int sn_stream_rx_header(sn_inst_t *inst, sn_stream_t *stream)
     case SN_OP_FADD:
         return sn_stream_rx_hdr(inst, stream, SN_ROLE_TGT, sizeof(sn_req_t),
                                 offsetof(sn_req_t, chan));
+    case SN_FRAME_REQ_DATA:
+        return sn_stream_rx_hdr(inst, stream, SN_ROLE_TGT,
+                                sizeof(sn_req_data_t),
+                                offsetof(sn_req_data_t, chan));
     case SN_RSP_ACK:
     case SN_RSP_NAK:
     case SN_RSP_READ_DATA:
@@ -720,11 +725,14 @@ static int sn_stream_rx_header(sn_inst_t *inst, sn_stream_t *stream)
 }
 
 /* The handler of the frame in hdr, by the kind its type picked: the
- * responder's, the requester's or the channel's (as sn_resp_on_header) */
+ * responder's (a request, a REQ_DATA frame), the requester's or the
+ * channel's (as sn_resp_on_header) */
 static int sn_stream_on_header(sn_inst_t *inst, sn_stream_t *stream)
 {
     if (stream->hdr_kind == SN_ROLE_TGT) {
-        return sn_resp_on_header(inst, stream->cur_chan);
+        return (stream->hdr.req.op != SN_FRAME_REQ_DATA)
+                   ? sn_resp_on_header(inst, stream->cur_chan)
+                   : sn_resp_on_data(inst, stream->cur_chan);
     }
     if (stream->hdr_kind == SN_ROLE_INI) {
         return sn_req_on_rsp(inst, stream->cur_chan);
@@ -737,7 +745,7 @@ static int sn_stream_on_payload(sn_inst_t *inst, sn_stream_t *stream)
 {
     uint8_t type = stream->hdr.req.op;
 
-    if (sn_req_has_payload(type)) {
+    if (sn_req_has_payload(type) || (type == SN_FRAME_REQ_DATA)) {
         return sn_resp_on_payload(inst, stream->cur_chan);
     }
     if ((type == SN_RSP_READ_DATA) && (stream->hdr.rsp.length > 0)) {

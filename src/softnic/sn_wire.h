@@ -9,7 +9,7 @@
  * softnic instance, carrying one channel (sn_chan_t: that pair of QPs, the
  * initiator's end or the target's end, with the per-pair state: sequence,
  * NAK stop, owed ACKs, the receive being filled, a READ being answered, a
- * same-host ring). Wire version 5. Byte 0 of every frame is its type, and
+ * same-host ring). Wire version 6. Byte 0 of every frame is its type, and
  * the type fixes its header's length and handler (sn_stream_rx_header;
  * unknown: malformed). After connect, the initiator sends HELLO and the
  * target answers HELLO_ACK (sn_hello_t, 72 bytes each: the instances'
@@ -19,7 +19,8 @@
  * in it, see sn_ring.c) or refuses it (sn_chanf_t, 32 bytes; the
  * initiator sends its CHAN_OPEN behind its HELLO, without waiting). Then
  * the initiator sends requests (sn_req_t, 56 bytes, followed by `length`
- * payload bytes for WRITE, WRITE_IMM, SEND, SEND_IMM) and the target
+ * payload bytes for WRITE, WRITE_IMM, SEND, SEND_IMM, at most SN_FRAME_MAX
+ * of them: see below) and the target
  * answers each in order with a response (sn_rsp_t, 32 bytes; READ_DATA
  * responses are followed by `length` payload bytes, at most
  * SN_FRAME_MAX, the bound of every frame's payload). Every frame after
@@ -27,6 +28,22 @@
  * does not carry, a request to the initiator's end or a response to the
  * target's is malformed. A CHAN_CLOSE ends the channel and the stream.
  * All integers are little-endian.
+ *
+ * Requests longer than a frame: a WRITE, WRITE_IMM, SEND or SEND_IMM frame
+ * carries at most SN_FRAME_MAX payload bytes (its `length` is the whole
+ * payload's); the rest follows in REQ_DATA frames (sn_req_data_t, 32
+ * bytes, each followed by its `length` bytes, at most SN_FRAME_MAX, at
+ * `offset` in the payload), right behind it, in order, up to the
+ * payload's end. No frame is longer than SN_FRAME_MAX payload bytes, so
+ * once several channels share a stream, one channel's frame waits at
+ * most one frame of another's. The target keeps the request in progress
+ * (its header, where its payload goes, the bytes still due) on the
+ * channel; the request is answered once its last frame is in. A request
+ * that is dropped or NAKed (RNR included) at its header has its REQ_DATA
+ * frames drained. A REQ_DATA frame that does not continue its channel's
+ * request (none in progress, another sequence, another offset, longer
+ * than a frame or than what is left), or a request frame while REQ_DATA
+ * frames are due, is malformed: a WARN names which, the stream closes.
  *
  * A QP's two directions travel on two connections (its own initiator
  * connection, and its peer's), so a request frame also carries `acked`:
@@ -74,8 +91,10 @@
 #include <netinet/in.h>
 #include <stdint.h>
 
-#define SN_HELLO_MAGIC   0x4f524348u /* "ORCH" */
-#define SN_WIRE_VERSION  5 /* 5: type byte, channel ids, CHAN_* frames */
+#define SN_HELLO_MAGIC 0x4f524348u /* "ORCH" */
+#define SN_WIRE_VERSION \
+    6 /* 5: type byte, channel ids, CHAN_* frames;
+                              6: REQ_DATA */
 #define SN_RBUF_SIZE     (64 * 1024)
 #define SN_DIRECT_MIN    (16 * 1024) /* recv straight into memory */
 #define SN_TICK_NS       (20ull * 1000 * 1000)
@@ -84,6 +103,7 @@
 /* Frame types: byte 0 of every frame */
 enum {
     /* requests (sn_req_t): the opcodes SN_OP_WRITE..SN_OP_FADD below */
+    SN_FRAME_REQ_DATA  = 0x08, /* a request's payload (sn_req_data_t) */
     SN_FRAME_RSP_FIRST = 0x11, /* responses (sn_rsp_t): SN_RSP_* below */
     SN_FRAME_CHAN_OPEN = 0x21, /* channel frames (sn_chanf_t) */
     SN_FRAME_CHAN_ACK,
@@ -203,10 +223,28 @@ typedef struct sn_rsp {
     uint32_t reserved2;
 } __attribute__((packed)) sn_rsp_t;
 
+/* REQ_DATA: the next `length` bytes (at most SN_FRAME_MAX) of the payload
+ * of the request seq of channel chan, from `offset` on; follows the
+ * request frame (which carries the first SN_FRAME_MAX bytes of a longer
+ * payload) or the REQ_DATA frame before it, nothing of that channel in
+ * between (see "Requests longer than a frame" above) */
+typedef struct sn_req_data {
+    uint8_t type; /* SN_FRAME_REQ_DATA */
+    uint8_t flags;
+    uint16_t reserved;
+    uint32_t seq;
+    uint32_t length;
+    uint32_t offset;
+    uint64_t reserved2;
+    uint32_t chan; /* the target's channel id */
+    uint32_t reserved3;
+} __attribute__((packed)) sn_req_data_t;
+
 _Static_assert(sizeof(sn_hello_t) == 72, "HELLO keeps its size");
 _Static_assert(sizeof(sn_chanf_t) == 32, "channel frame");
 _Static_assert(sizeof(sn_req_t) == 56, "request header");
 _Static_assert(sizeof(sn_rsp_t) == 32, "response header");
+_Static_assert(sizeof(sn_req_data_t) == 32, "request data header");
 
 /* The shortest header after the HELLO */
 #define SN_FRAME_HDR_MIN sizeof(sn_rsp_t)
@@ -294,14 +332,14 @@ struct sn_stream {
         sn_req_t req;
         sn_rsp_t rsp;
         sn_chanf_t chanf;
+        sn_req_data_t data;
     } hdr;
     uint32_t hdr_len;    /* of the frame in hdr */
     int hdr_kind;        /* its handler: SN_ROLE_TGT (a request), SN_ROLE_INI
                             (a response), 0 (a channel frame) */
     sn_chan_t *cur_chan; /* the channel the frame in hdr names */
-    uint32_t pay_left;
-    sn_sink_t sink; /* where the frame's payload goes */
-    int held;       /* TGT: the request in rbuf waits (sn_stream_resume) */
+    uint32_t pay_left;   /* of the frame's payload (cur_chan->sink) */
+    int held;            /* TGT: the request in rbuf waits (sn_stream_resume) */
 
     uint8_t *obuf;
     uint32_t opos, olen, ocap;
@@ -351,6 +389,15 @@ struct sn_chan {
      * carries (up to late_ack_end) complete our WRs after the request */
     int late_ack;
     uint32_t late_ack_end;
+    /* where the payload of the frame being read goes: a READ_DATA frame's
+     * (INI), a request's and its REQ_DATA frames' (TGT) */
+    sn_sink_t sink;
+    /* TGT: the request whose REQ_DATA frames are due (msg_left > 0): its
+     * header (host order, checked), the payload bytes still due and the
+     * offset the next frame starts at */
+    sn_req_t msg;
+    uint32_t msg_left;
+    uint32_t msg_off;
     /* TGT: SEND / WRITE_IMM being received */
     int have_recv;
     sn_recv_t recv;
@@ -451,6 +498,12 @@ void sn_chan_ini_writable(sn_inst_t *inst, sn_chan_t *chan);
 /* -1: close, 0: taken, 1: held (the header stays to be read again), 2:
  * taken with its payload (sn_stream_take_payload) */
 int sn_resp_on_header(sn_inst_t *inst, sn_chan_t *chan);
+/* A REQ_DATA header: 0 taken (its payload is read next), -1 it does not
+ * continue chan's request (a WARN names why): close */
+int sn_resp_on_data(sn_inst_t *inst, sn_chan_t *chan);
+/* The payload of the frame in the stream's hdr is in: the request's
+ * (a request frame's, or its last REQ_DATA frame's) steps go on; 0 or
+ * -1 (close) */
 int sn_resp_on_payload(sn_inst_t *inst, sn_chan_t *chan);
 int sn_resp_read_pump(sn_inst_t *inst, sn_chan_t *chan);
 /* The ACKs chan owes as one cumulative ACK frame, unless a request frame

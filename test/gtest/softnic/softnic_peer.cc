@@ -125,6 +125,26 @@ std::string err(int e, const char *what)
     return fmt("ERR errno=%d what=%s", e, what);
 }
 
+/* pieces=L1,L2,...: a scatter/gather list of consecutive pieces of those
+ * lengths from buf (at most SN_MAX_SGE, 8), each with lkey; empty if the
+ * key is not given */
+std::vector<ibv_sge> parse_pieces(const std::string &s, uint8_t *buf,
+                                  uint32_t lkey)
+{
+    std::vector<ibv_sge> sges;
+    std::string tok;
+    std::istringstream in(s);
+    while (std::getline(in, tok, ',')) {
+        ibv_sge sge;
+        sge.addr   = (uintptr_t)buf;
+        sge.length = (uint32_t)strtoul(tok.c_str(), NULL, 0);
+        sge.lkey   = lkey;
+        buf += sge.length;
+        sges.push_back(sge);
+    }
+    return sges;
+}
+
 int parse_access(const std::string &s)
 {
     int access = 0;
@@ -487,8 +507,8 @@ std::string cmd_qp(const kv_t &kv)
     attr.srq                 = num(kv, "srq", 0) ? g_peer.srq : NULL;
     attr.cap.max_send_wr     = (uint32_t)num(kv, "sq", 512);
     attr.cap.max_recv_wr     = attr.srq ? 0 : (uint32_t)num(kv, "rq", 512);
-    attr.cap.max_send_sge    = 2;
-    attr.cap.max_recv_sge    = 2;
+    attr.cap.max_send_sge    = 8; /* SN_MAX_SGE: post's and recv's pieces= */
+    attr.cap.max_recv_sge    = 8;
     attr.cap.max_inline_data = 64;
     attr.qp_type             = IBV_QPT_RC;
     attr.sq_sig_all          = (int)num(kv, "sig_all", 0);
@@ -671,6 +691,8 @@ std::string cmd_connect(const kv_t &kv)
  * lead=N: N empty post lists (no WR) first, back to back with the posts
  * that follow: they count for a stream (sn_int.h, "Request coalescing")
  * and put nothing on the wire.
+ * pieces=L1,L2,...: (count=1) the gather list is consecutive pieces of
+ * those lengths from mr + off (len= is ignored).
  */
 std::string cmd_post(const kv_t &kv)
 {
@@ -730,6 +752,13 @@ std::string cmd_post(const kv_t &kv)
             }
         }
         wr.next = (j + 1 < count) ? &wrs[j + 1] : NULL;
+    }
+    std::vector<ibv_sge> pieces;
+    if (has(kv, "pieces") && (m != NULL) && (count == 1)) {
+        pieces         = parse_pieces(str(kv, "pieces", ""), m->buf + off,
+                              m->mr ? m->mr->lkey : 0);
+        wrs[0].sg_list = pieces.data();
+        wrs[0].num_sge = (int)pieces.size();
     }
 
     ibv_send_wr *bad = NULL;
@@ -923,7 +952,7 @@ std::string cmd_pingpong(const kv_t &kv)
     return fmt("OK n=%d answer_first=%d", n, answer_first);
 }
 
-/* recv qp= mr= off= len= wr= [count= stride= srq=1] */
+/* recv qp= mr= off= len= wr= [count= stride= srq=1 pieces=: as post's] */
 std::string cmd_recv(const kv_t &kv)
 {
     peer_mr *m       = find_mr(kv);
@@ -946,6 +975,13 @@ std::string cmd_recv(const kv_t &kv)
         wrs[j].sg_list = &sges[j];
         wrs[j].num_sge = 1;
         wrs[j].next    = (j + 1 < count) ? &wrs[j + 1] : NULL;
+    }
+    std::vector<ibv_sge> pieces;
+    if (has(kv, "pieces") && (count == 1)) {
+        pieces         = parse_pieces(str(kv, "pieces", ""), m->buf + off,
+                              m->mr ? m->mr->lkey : 0);
+        wrs[0].sg_list = pieces.data();
+        wrs[0].num_sge = (int)pieces.size();
     }
     ibv_recv_wr *bad = NULL;
     int ret = to_srq ? softnic_post_srq_recv(g_peer.srq, wrs.data(), &bad)

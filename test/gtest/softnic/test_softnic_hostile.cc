@@ -157,12 +157,13 @@ struct frame_t {
     }
 };
 
-/* Wire v5 of softnic (src/softnic/sn_wire.h): byte 0 of every frame is its
+/* Wire v6 of softnic (src/softnic/sn_wire.h): byte 0 of every frame is its
  * type. HELLO (72 bytes, the instance), CHAN_OPEN (32 bytes, the QP pair),
  * request header (56 bytes: its last fields the requests of ours the
- * sender acknowledges, and the target's channel id). If the format changes
- * these become malformed frames, still hostile. */
-const uint16_t WIRE_VERSION = 5; /* SN_WIRE_VERSION, sn_wire.h */
+ * sender acknowledges, and the target's channel id), REQ_DATA (32 bytes:
+ * more of a request's payload). If the format changes these become
+ * malformed frames, still hostile. */
+const uint16_t WIRE_VERSION = 6; /* SN_WIRE_VERSION, sn_wire.h */
 const uint32_t MAGIC        = 0x4f524348u;
 
 /* Channel ids: one channel per stream, whose id is SN_CHAN_ID_ONE at both
@@ -207,8 +208,21 @@ enum {
     OP_WRITE = 1,
     OP_SEND  = 3,
     OP_READ  = 5,
-    OP_FADD  = 7
+    OP_FADD  = 7,
+    REQ_DATA = 8
 };
+
+/* The most payload a frame carries (SN_FRAME_MAX, sn_int.h) */
+const uint32_t FRAME_MAX = 1 << 20;
+
+/* REQ_DATA: length more bytes of request seq's payload, from offset on */
+frame_t req_data(uint32_t seq, uint32_t offset, uint32_t length,
+                 uint8_t flags = 0)
+{
+    frame_t f;
+    f.u8(REQ_DATA).u8(flags).u16(0).u32(seq).u32(length).u32(offset);
+    return f.u64(0).u32(TGT_CHAN).u32(0);
+}
 
 /* What the target answers: HELLO_ACK (72 bytes: its version at offset 4,
  * its status at offset 8), CHAN_ACK (32 bytes: type, flags, status (2
@@ -380,10 +394,12 @@ TEST_P(softnic_hostile, crafted_frames)
  * end of the stream), then rawclose: what the target answered, and
  * *eof: whether it had closed the stream by then */
 std::vector<uint8_t> raw_exchange(peer_proc &a, const std::string &addr,
-                                  const frame_t &data, size_t expect, int *eof)
+                                  const frame_t &data, size_t expect, int *eof,
+                                  int timeout_ms = CMD_TIMEOUT_MS)
 {
     reply_t r = a.cmd("rawopen" + addr + " expect=" + std::to_string(expect) +
-                      " data=" + to_hex(data.b.data(), data.b.size()));
+                          " data=" + to_hex(data.b.data(), data.b.size()),
+                      timeout_ms);
     std::vector<uint8_t> got = got_bytes(r);
     *eof                     = (int)r.u("eof");
     EXPECT_TRUE(a.cmd("rawclose").ok);
@@ -432,6 +448,63 @@ TEST_P(softnic_hostile, frames_the_channel_does_not_take)
     }
     EXPECT_OK(m_b->cmd("check id=1 off=24704 pos=20608 len=64 seed=20"))
         << "a WRITE behind a malformed frame was executed";
+    expect_survived();
+}
+
+/* REQ_DATA frames that do not continue their channel's request
+ * (sn_resp.c, sn_resp_data_refusal), and a request while REQ_DATA frames
+ * are due (sn_resp_on_header): each closes the stream unanswered (nothing
+ * after the HELLO_ACK and CHAN_ACK). Each case fails on its own check
+ * alone: with that check gone the stream takes the frame and waits for
+ * more (it stays open), or, with no request in progress, answers. The
+ * large WRITE (seq 0, into B's region 2) sends its request frame whole
+ * (FRAME_MAX bytes), so that its REQ_DATA frames are due. */
+TEST_P(softnic_hostile, req_data_that_does_not_continue_its_request)
+{
+    uint32_t src = m_last_ea.qpn, dst = m_last_eb.qpn, rkey = m_rb.rkey;
+    uint64_t at = m_rb.addr + 24576 + 256; /* [24 KiB + 256, + 64) */
+    mr_t big    = reg_mr(*m_b, 2, 3 << 20);
+    ASSERT_FALSE(HasFailure());
+    auto large = [&](uint32_t len) {
+        return req(OP_WRITE, 0, len, big.rkey, big.addr).bytes(FRAME_MAX, 0xdd);
+    };
+    frame_t valid = req(OP_WRITE, 0, 64, rkey, at).bytes(64, 0xee);
+
+    std::vector<std::pair<std::string, frame_t>> cases;
+    cases.push_back(
+        {"no request in progress", req_data(0, 0, 0).append(valid)});
+    cases.push_back({"another request's",
+                     large(FRAME_MAX + 64).append(req_data(1, FRAME_MAX, 64))});
+    cases.push_back(
+        {"not at the offset due",
+         large(FRAME_MAX + 64).append(req_data(0, FRAME_MAX + 8, 56))});
+    cases.push_back({"longer than a frame",
+                     large(2 * FRAME_MAX + 64)
+                         .append(req_data(0, FRAME_MAX, FRAME_MAX + 64))});
+    cases.push_back(
+        {"longer than what is due",
+         large(FRAME_MAX + 64).append(req_data(0, FRAME_MAX, 128))});
+    cases.push_back(
+        {"a request while REQ_DATA frames are due",
+         large(FRAME_MAX + 64).append(req(OP_WRITE, 1, 64, rkey, at))});
+    cases.push_back(
+        {"reserved fields set",
+         large(FRAME_MAX + 64).append(req_data(0, FRAME_MAX, 64, 1))});
+
+    std::string addr = target_addr();
+    for (auto &c : cases) {
+        SCOPED_TRACE(c.first);
+        int eof;
+        std::vector<uint8_t> got =
+            raw_exchange(*m_a, addr, hello_open(src, dst).append(c.second),
+                         OPENED_LEN + RSP_LEN, &eof, 60000);
+        ASSERT_NO_FATAL_FAILURE(expect_opened(got));
+        EXPECT_EQ(OPENED_LEN, got.size())
+            << "the stream took the frame: " << to_hex(got.data(), got.size());
+        EXPECT_EQ(1, eof) << "the target kept the stream open";
+    }
+    EXPECT_OK(m_b->cmd("check id=1 off=24832 pos=20736 len=64 seed=20"))
+        << "a WRITE behind a REQ_DATA frame refused was executed";
     expect_survived();
 }
 

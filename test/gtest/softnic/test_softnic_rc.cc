@@ -800,30 +800,76 @@ TEST_P(softnic_rc, rnr_retry_then_receive_posted)
 
 /* Same with a 1 MiB SEND: every RNR round trip resends (or drains) the
  * payload; after the receive is posted the SEND must still finish promptly. */
+/* A SEND longer than a frame (3 MiB: on TCP its request frame and two
+ * REQ_DATA frames, sn_wire.h), RNR-NAKed at its header: its frames are
+ * drained, and it is resent whole once a receive is posted */
 TEST_P(softnic_rc, rnr_retry_large_send_then_receive_posted)
 {
     conn_opts ob;
     ob.min_rnr = 14; /* 0.24 ms */
     ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0, conn_opts(), ob));
-    ASSERT_OK(m_a->cmd("fill id=1 len=1048576 seed=801"));
-    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=1048576 wr=1"));
+    ASSERT_OK(m_a->cmd("fill id=1 len=3145728 seed=801"));
+    ASSERT_OK(m_a->cmd("post qp=0 op=SEND mr=1 len=3145728 wr=1"));
     std::vector<wc_t> wcs = poll(*m_a, "send", 1, 500);
     EXPECT_EQ(0u, wcs.size())
         << "completed without a receive, status "
         << (wcs.empty() ? "" : wc_status_name(wcs[0].status));
-    ASSERT_OK(m_b->cmd("mr id=2 len=1048576"));
-    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=1048576 wr=9"));
+    ASSERT_OK(m_b->cmd("mr id=2 len=3145728"));
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=2 len=3145728 wr=9"));
     reply_t r = m_a->cmd("poll cq=send n=1 timeout=10000");
     ASSERT_EQ(1u, r.wcs.size()) << r.line;
     EXPECT_EQ(IBV_WC_SUCCESS, r.wcs[0].status)
         << wc_status_name(r.wcs[0].status);
     EXPECT_LT(strtod(r.s("ms").c_str(), NULL), 2000.0)
-        << "a 1 MiB SEND took too long to complete once a receive was "
+        << "a 3 MiB SEND took too long to complete once a receive was "
            "posted";
     std::vector<wc_t> rr = poll(*m_b, "recv", 1);
     ASSERT_EQ(1u, rr.size());
-    EXPECT_EQ(1048576u, rr[0].byte_len);
-    EXPECT_OK(m_b->cmd("check id=2 len=1048576 seed=801"));
+    EXPECT_EQ(3145728u, rr[0].byte_len);
+    EXPECT_OK(m_b->cmd("check id=2 len=3145728 seed=801"));
+}
+
+/* " pieces=" of consecutive pieces of the lengths first (odd ones), the
+ * last piece making up total */
+std::string pieces(const std::vector<size_t> &first, size_t total)
+{
+    std::string out = " pieces=";
+    for (size_t len : first) {
+        out += std::to_string(len) + ",";
+        total -= len;
+    }
+    return out + std::to_string(total);
+}
+
+/* A WRITE and a SEND of 5 MiB + 3 bytes: on TCP the request frame and five
+ * REQ_DATA frames (SN_FRAME_MAX, 1 MiB, sn_wire.h), whose bounds fall
+ * inside gather and scatter pieces of odd lengths, arrive whole */
+TEST_P(softnic_rc, write_and_send_larger_than_a_frame)
+{
+    const size_t len     = (5 << 20) + 3;
+    const std::string ls = std::to_string(len);
+    std::string gather   = pieces({1000003, 7, 2097152, 1048573}, len);
+    reg_mr(*m_a, 3, 6 << 20);
+    mr_t lb = reg_mr(*m_b, 3, 6 << 20);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+
+    ASSERT_OK(m_a->cmd("fill id=3 len=" + ls + " seed=811"));
+    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=3 wr=1" + gather + lb.remote(),
+                        30000);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    EXPECT_OK(m_b->cmd("check id=3 len=" + ls + " seed=811"));
+
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=3 wr=9" +
+                       pieces({3, 1048579, 3145721, 1000001}, len)));
+    ASSERT_OK(m_a->cmd("fill id=3 len=" + ls + " seed=812"));
+    wc = post_wait(*m_a, "qp=0 op=SEND mr=3 wr=2" + gather, 30000);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    std::vector<wc_t> rr = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, rr.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, rr[0].status) << wc_status_name(rr[0].status);
+    EXPECT_EQ(len, rr[0].byte_len);
+    EXPECT_OK(m_b->cmd("check id=3 len=" + ls + " seed=812"));
 }
 
 /* One-sided: B never calls the library while A's READ/WRITE/atomics
