@@ -47,6 +47,31 @@ static void sn_req_header(sn_req_t *req, const sn_qp_t *qp, const sn_wqe_t *wqe)
     req->chan        = htole32(qp->chan_id);
 }
 
+/* iovecs for [off, off + len) of wqe's gather list; their count */
+static unsigned sn_req_gather(const sn_wqe_t *wqe, uint64_t off, uint64_t len,
+                              struct iovec *iov)
+{
+    uint64_t take;
+    unsigned n = 0, i;
+
+    for (i = 0; (i < wqe->num_sge) && (len > 0); ++i) {
+        if (off >= wqe->sge[i].length) {
+            off -= wqe->sge[i].length;
+            continue;
+        }
+        take = wqe->sge[i].length - off;
+        if (take > len) {
+            take = len;
+        }
+        iov[n].iov_base = (void *)(uintptr_t)(wqe->sge[i].addr + off);
+        iov[n].iov_len  = take;
+        ++n;
+        len -= take;
+        off = 0;
+    }
+    return n;
+}
+
 /* The frame of wqe as iovecs: its header (filled into req), then the
  * payload of a WRITE or SEND of at most SN_FRAME_MAX bytes (inline data
  * or the gather list). Returns the iovec count; *total_p = the frame's
@@ -55,7 +80,7 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_qp_t *qp,
                              const sn_wqe_t *wqe, struct iovec *iov,
                              size_t *total_p)
 {
-    unsigned n = 0, i;
+    unsigned n = 0;
 
     sn_req_header(req, qp, wqe);
     iov[n].iov_base = req;
@@ -70,13 +95,7 @@ static unsigned sn_req_frame(sn_req_t *req, const sn_qp_t *qp,
         iov[n].iov_len  = wqe->length;
         ++n;
     } else {
-        for (i = 0; i < wqe->num_sge; ++i) {
-            if (wqe->sge[i].length > 0) {
-                iov[n].iov_base = (void *)(uintptr_t)wqe->sge[i].addr;
-                iov[n].iov_len  = wqe->sge[i].length;
-                ++n;
-            }
-        }
+        n += sn_req_gather(wqe, 0, wqe->length, &iov[n]);
     }
     *total_p += wqe->length;
     return n;
@@ -128,31 +147,6 @@ static uint32_t sn_req_frame_at(size_t tx_off)
                ? 0
                : 1 + (uint32_t)((tx_off - first) /
                                 (sizeof(sn_req_data_t) + SN_FRAME_MAX));
-}
-
-/* iovecs for [off, off + len) of wqe's gather list; their count */
-static unsigned sn_req_gather(const sn_wqe_t *wqe, uint64_t off, uint64_t len,
-                              struct iovec *iov)
-{
-    uint64_t take;
-    unsigned n = 0, i;
-
-    for (i = 0; (i < wqe->num_sge) && (len > 0); ++i) {
-        if (off >= wqe->sge[i].length) {
-            off -= wqe->sge[i].length;
-            continue;
-        }
-        take = wqe->sge[i].length - off;
-        if (take > len) {
-            take = len;
-        }
-        iov[n].iov_base = (void *)(uintptr_t)(wqe->sge[i].addr + off);
-        iov[n].iov_len  = take;
-        ++n;
-        len -= take;
-        off = 0;
-    }
-    return n;
 }
 
 /* The REQ_DATA header of frame k */

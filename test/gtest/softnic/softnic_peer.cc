@@ -125,24 +125,25 @@ std::string err(int e, const char *what)
     return fmt("ERR errno=%d what=%s", e, what);
 }
 
-/* pieces=L1,L2,...: a scatter/gather list of consecutive pieces of those
- * lengths from buf (at most SN_MAX_SGE, 8), each with lkey; empty if the
- * key is not given */
-std::vector<ibv_sge> parse_pieces(const std::string &s, uint8_t *buf,
-                                  uint32_t lkey)
+/* pieces=L1,L2,... (post, recv with count=1): wr's scatter/gather list
+ * becomes consecutive pieces of those lengths from buf (at most
+ * SN_MAX_SGE, 8), each with lkey, kept in *sges */
+template<typename WR> void apply_pieces(const kv_t &kv, WR *wr, uint8_t *buf,
+                                        uint32_t lkey,
+                                        std::vector<ibv_sge> *sges)
 {
-    std::vector<ibv_sge> sges;
     std::string tok;
-    std::istringstream in(s);
+    std::istringstream in(str(kv, "pieces", ""));
     while (std::getline(in, tok, ',')) {
         ibv_sge sge;
         sge.addr   = (uintptr_t)buf;
         sge.length = (uint32_t)strtoul(tok.c_str(), NULL, 0);
         sge.lkey   = lkey;
         buf += sge.length;
-        sges.push_back(sge);
+        sges->push_back(sge);
     }
-    return sges;
+    wr->sg_list = sges->data();
+    wr->num_sge = (int)sges->size();
 }
 
 int parse_access(const std::string &s)
@@ -755,10 +756,8 @@ std::string cmd_post(const kv_t &kv)
     }
     std::vector<ibv_sge> pieces;
     if (has(kv, "pieces") && (m != NULL) && (count == 1)) {
-        pieces         = parse_pieces(str(kv, "pieces", ""), m->buf + off,
-                              m->mr ? m->mr->lkey : 0);
-        wrs[0].sg_list = pieces.data();
-        wrs[0].num_sge = (int)pieces.size();
+        apply_pieces(kv, &wrs[0], m->buf + off, m->mr ? m->mr->lkey : 0,
+                     &pieces);
     }
 
     ibv_send_wr *bad = NULL;
@@ -978,10 +977,8 @@ std::string cmd_recv(const kv_t &kv)
     }
     std::vector<ibv_sge> pieces;
     if (has(kv, "pieces") && (count == 1)) {
-        pieces         = parse_pieces(str(kv, "pieces", ""), m->buf + off,
-                              m->mr ? m->mr->lkey : 0);
-        wrs[0].sg_list = pieces.data();
-        wrs[0].num_sge = (int)pieces.size();
+        apply_pieces(kv, &wrs[0], m->buf + off, m->mr ? m->mr->lkey : 0,
+                     &pieces);
     }
     ibv_recv_wr *bad = NULL;
     int ret = to_srq ? softnic_post_srq_recv(g_peer.srq, wrs.data(), &bad)

@@ -798,11 +798,10 @@ TEST_P(softnic_rc, rnr_retry_then_receive_posted)
     EXPECT_OK(m_b->cmd("check id=2 len=512 seed=800"));
 }
 
-/* Same with a 1 MiB SEND: every RNR round trip resends (or drains) the
- * payload; after the receive is posted the SEND must still finish promptly. */
-/* A SEND longer than a frame (3 MiB: on TCP its request frame and two
- * REQ_DATA frames, sn_wire.h), RNR-NAKed at its header: its frames are
- * drained, and it is resent whole once a receive is posted */
+/* Same with a SEND longer than a frame (3 MiB: on TCP its request frame
+ * and two REQ_DATA frames, sn_wire.h): every RNR round trip resends (or
+ * drains) its frames; after the receive is posted the SEND must still be
+ * resent whole and finish promptly. */
 TEST_P(softnic_rc, rnr_retry_large_send_then_receive_posted)
 {
     conn_opts ob;
@@ -831,7 +830,7 @@ TEST_P(softnic_rc, rnr_retry_large_send_then_receive_posted)
 
 /* " pieces=" of consecutive pieces of the lengths first (odd ones), the
  * last piece making up total */
-std::string pieces(const std::vector<size_t> &first, size_t total)
+static std::string pieces(const std::vector<size_t> &first, size_t total)
 {
     std::string out = " pieces=";
     for (size_t len : first) {
