@@ -23,6 +23,18 @@ namespace
 
 const size_t BIG = 4 << 20;
 
+/* " pieces=" of consecutive pieces of the lengths first (odd ones), the
+ * last piece making up total */
+static std::string pieces(const std::vector<size_t> &first, size_t total)
+{
+    std::string out = " pieces=";
+    for (size_t len : first) {
+        out += std::to_string(len) + ",";
+        total -= len;
+    }
+    return out + std::to_string(total);
+}
+
 class softnic_rc : public softnic_topo
 {
   protected:
@@ -45,6 +57,8 @@ class softnic_rc : public softnic_topo
     }
 
     void send_recv(bool srq);
+    void write_and_send_in_pieces(size_t len, const std::vector<size_t> &gather,
+                                  const std::vector<size_t> &scatter);
 
     /* connect QP 0 of a and b, and complete one WRITE to remote(off): what
      * the test posts next finds the connection up */
@@ -828,16 +842,35 @@ TEST_P(softnic_rc, rnr_retry_large_send_then_receive_posted)
     EXPECT_OK(m_b->cmd("check id=2 len=3145728 seed=801"));
 }
 
-/* " pieces=" of consecutive pieces of the lengths first (odd ones), the
- * last piece making up total */
-static std::string pieces(const std::vector<size_t> &first, size_t total)
+/* a WRITE and then a SEND of len bytes from a's MR 3, gathered from pieces of
+ * the lengths gather (then the rest), into b's MR 3 (the SEND scattered into
+ * pieces of the lengths scatter, then the rest); both arrive whole */
+void softnic_rc::write_and_send_in_pieces(size_t len,
+                                          const std::vector<size_t> &gather,
+                                          const std::vector<size_t> &scatter)
 {
-    std::string out = " pieces=";
-    for (size_t len : first) {
-        out += std::to_string(len) + ",";
-        total -= len;
-    }
-    return out + std::to_string(total);
+    const std::string ls = std::to_string(len);
+    const std::string g  = pieces(gather, len);
+    reg_mr(*m_a, 3, len + 4096);
+    mr_t lb = reg_mr(*m_b, 3, len + 4096);
+    ASSERT_FALSE(HasFailure());
+    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+
+    ASSERT_OK(m_a->cmd("fill id=3 len=" + ls + " seed=811"));
+    wc_t wc =
+        post_wait(*m_a, "qp=0 op=WRITE mr=3 wr=1" + g + lb.remote(), 30000);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    EXPECT_OK(m_b->cmd("check id=3 len=" + ls + " seed=811"));
+
+    ASSERT_OK(m_b->cmd("recv qp=0 mr=3 wr=9" + pieces(scatter, len)));
+    ASSERT_OK(m_a->cmd("fill id=3 len=" + ls + " seed=812"));
+    wc = post_wait(*m_a, "qp=0 op=SEND mr=3 wr=2" + g, 30000);
+    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
+    std::vector<wc_t> rr = poll(*m_b, "recv", 1);
+    ASSERT_EQ(1u, rr.size());
+    EXPECT_EQ(IBV_WC_SUCCESS, rr[0].status) << wc_status_name(rr[0].status);
+    EXPECT_EQ(len, rr[0].byte_len);
+    EXPECT_OK(m_b->cmd("check id=3 len=" + ls + " seed=812"));
 }
 
 /* A WRITE and a SEND of 5 MiB + 3 bytes: on TCP the request frame and five
@@ -845,30 +878,15 @@ static std::string pieces(const std::vector<size_t> &first, size_t total)
  * inside gather and scatter pieces of odd lengths, arrive whole */
 TEST_P(softnic_rc, write_and_send_larger_than_a_frame)
 {
-    const size_t len     = (5 << 20) + 3;
-    const std::string ls = std::to_string(len);
-    std::string gather   = pieces({1000003, 7, 2097152, 1048573}, len);
-    reg_mr(*m_a, 3, 6 << 20);
-    mr_t lb = reg_mr(*m_b, 3, 6 << 20);
-    ASSERT_FALSE(HasFailure());
-    ASSERT_NO_FATAL_FAILURE(connect(*m_a, 0, *m_b, 0));
+    write_and_send_in_pieces((5 << 20) + 3, {1000003, 7, 2097152, 1048573},
+                             {3, 1048579, 3145721, 1000001});
+}
 
-    ASSERT_OK(m_a->cmd("fill id=3 len=" + ls + " seed=811"));
-    wc_t wc = post_wait(*m_a, "qp=0 op=WRITE mr=3 wr=1" + gather + lb.remote(),
-                        30000);
-    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
-    EXPECT_OK(m_b->cmd("check id=3 len=" + ls + " seed=811"));
-
-    ASSERT_OK(m_b->cmd("recv qp=0 mr=3 wr=9" +
-                       pieces({3, 1048579, 3145721, 1000001}, len)));
-    ASSERT_OK(m_a->cmd("fill id=3 len=" + ls + " seed=812"));
-    wc = post_wait(*m_a, "qp=0 op=SEND mr=3 wr=2" + gather, 30000);
-    ASSERT_EQ(IBV_WC_SUCCESS, wc.status) << wc_status_name(wc.status);
-    std::vector<wc_t> rr = poll(*m_b, "recv", 1);
-    ASSERT_EQ(1u, rr.size());
-    EXPECT_EQ(IBV_WC_SUCCESS, rr[0].status) << wc_status_name(rr[0].status);
-    EXPECT_EQ(len, rr[0].byte_len);
-    EXPECT_OK(m_b->cmd("check id=3 len=" + ls + " seed=812"));
+/* The same within one frame (on TCP the request frame's gather list, on one
+ * host the ring or CMA): 70001 bytes in pieces of odd lengths */
+TEST_P(softnic_rc, write_and_send_of_pieces_within_a_frame)
+{
+    write_and_send_in_pieces(70001, {1, 65535, 7}, {3, 4093, 60001});
 }
 
 /* One-sided: B never calls the library while A's READ/WRITE/atomics
