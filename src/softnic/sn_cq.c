@@ -380,6 +380,12 @@ static int sn_cq_poll_n(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
             return n; /* what the ring got after them: the next poll */
         }
         if (__atomic_load_n(&scq->count, __ATOMIC_ACQUIRE) == 0) {
+            /* posters read it (sn_qp_waited): no atomic add on this path */
+            __atomic_store_n(&scq->empty_polls,
+                             __atomic_load_n(&scq->empty_polls,
+                                             __ATOMIC_RELAXED) +
+                                 1,
+                             __ATOMIC_RELAXED);
             return 0;
         }
     }

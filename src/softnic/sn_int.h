@@ -58,7 +58,11 @@
  * the application streams (its third post in a row, or later, that came
  * within SN_BATCH_GAP_NS of the previous post's return, or of its start
  * if all it did was add WRITEs to the batch; a post with no WRITE that may
- * join a batch ends the stream) does the batch stay
+ * join a batch ends the stream, and so does one that comes after the
+ * second empty poll of one of the QP's CQs since the QP's previous such
+ * post: the application waited for something, as a ping-pong waits
+ * between its WRITEs, which then go at once, without reading the clock)
+ * does the batch stay
  * pending after the call, until: the second empty poll of one of the QP's
  * CQs with no WRITE joining the batch in between (the first may end a
  * loop that drains the CQ between two posts; a progress call may poll
@@ -653,6 +657,12 @@ typedef struct sn_cq {
     pthread_mutex_t qps_lock;
     sn_qp_t **qps;
     int nqps;
+    /* empty polls of the CQ so far (sn_cq_poll_n): a poster's sign that its
+     * application waited (sn_qp_waited). Written by the pollers, read by the
+     * posters of the CQ's QPs, both relaxed, no lock: an increment lost to
+     * a concurrent poller or a stale read only moves a stream's start by a
+     * post. */
+    uint32_t empty_polls;
 } sn_cq_t;
 
 /* A posted receive (RQ or SRQ). */
@@ -771,9 +781,14 @@ struct sn_qp {
      * may join the batch (read at the first such WRITE), on a QP whose
      * requests go on TCP all made while it is connected (read at the
      * post's start); any other post ends the stream (both 0, no clock
-     * read) */
+     * read), and so does a same-host post whose WRITE comes after a wait
+     * (polls_seen) */
     uint64_t post_end_ns;
     int post_streak;
+    /* the empty_polls of the send CQ [0] and of the receive CQ [1] at the
+     * last same-host post with a WRITE that may join the batch (posting
+     * thread, under the QP lock; sn_qp_waited) */
+    uint32_t polls_seen[2];
     /* request coalescing: tx_stream: the post under way streams on TCP,
      * its small frames may be held back; tx_corked: frames of the QP wait
      * in its socket for a push (written under the QP lock, atomically: CQ

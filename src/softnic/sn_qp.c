@@ -1151,6 +1151,11 @@ static int sn_qp_streak(sn_qp_t *qp, uint64_t start)
     return qp->post_streak >= SN_BATCH_STREAK;
 }
 
+/* sn_post_t.start of a same-host post whose first WRITE that may join the
+ * batch came after a wait (sn_qp_waited): it ends the stream, as a post
+ * that does not count, and reads no clock */
+#define SN_POST_WAITED 1
+
 /* QP lock held: a post starts. On a QP whose requests go on TCP every post
  * counts for the stream (sn_int.h, "Request coalescing"): returns the clock
  * at its start; else 0 (a same-host QP counts its posts at their first
@@ -1167,16 +1172,17 @@ static uint64_t sn_qp_stream_begin(sn_qp_t *qp)
     return now;
 }
 
-/* QP lock held: the post that read the clock at start (0: never) returns;
- * batched_only: all it did was add WRITEs to the batch */
+/* QP lock held: the post that read the clock at start (0: never,
+ * SN_POST_WAITED: it came after a wait) returns; batched_only: all it did
+ * was add WRITEs to the batch */
 static void sn_qp_stream_end(sn_qp_t *qp, uint64_t start, int batched_only)
 {
     qp->tx_stream = 0; /* frames written outside a post are never held back */
-    if (start == 0) {
+    if (start <= SN_POST_WAITED) {
         /* it did not count (a same-host post with no WRITE for the batch,
-         * a post before the connection is up): the stream, if any, ends
-         * here (and a same-host SEND or READ reads no clock: ~50 ns each in
-         * a guest) */
+         * a post before the connection is up) or came after a wait: the
+         * stream, if any, ends here (and a same-host SEND or READ, or a
+         * ping-pong's WRITE, reads no clock: ~50 ns each in a guest) */
         qp->post_streak = 0;
         qp->post_end_ns = 0;
     } else {
@@ -1186,20 +1192,53 @@ static void sn_qp_stream_end(sn_qp_t *qp, uint64_t start, int batched_only)
     }
 }
 
+/* QP lock held: has the application waited since the QP's previous post
+ * with a WRITE that may join the batch (the second empty poll of one of its
+ * CQs since; see the header comment)? */
+static SN_ALWAYS_INLINE int sn_qp_waited(sn_qp_t *qp)
+{
+    uint32_t polls[2];
+    int waited;
+
+    polls[0] = __atomic_load_n(&qp->send_cq->empty_polls, __ATOMIC_RELAXED);
+    polls[1] = __atomic_load_n(&qp->recv_cq->empty_polls, __ATOMIC_RELAXED);
+    waited   = (polls[0] - qp->polls_seen[0] >= 2) ||
+             (polls[1] - qp->polls_seen[1] >= 2);
+    qp->polls_seen[0] = polls[0];
+    qp->polls_seen[1] = polls[1];
+    return waited;
+}
+
 /* One post call on an RC QP, from sn_post_begin() to sn_post_end(): every
  * send entry (softnic_post_send(), _now(), _inline()) queues its WQEs
  * through sn_post_slot() and sn_post_wqe(), under the QP lock */
 typedef struct sn_post {
-    uint64_t start;   /* the clock when the post counted for the stream */
+    uint64_t start;   /* the clock when the post counted for the stream
+                         (SN_POST_WAITED: it starts a new one) */
     int batched_only; /* all it did was add WRITEs to the batch */
     int *done_p;      /* softnic_post_send_now(), else NULL */
+    int single;       /* the post has one WR */
     int posted;       /* WQEs queued or flushed */
     sn_wqe_t flushed; /* the WQE of a post to a QP in ERR */
 } sn_post_t;
 
+/* QP lock held: the post's first WRITE that may join the batch, on a
+ * same-host QP: the post counts for the stream from here (post->start), or,
+ * after a wait (sn_qp_waited), ends it (SN_POST_WAITED) */
+static SN_ALWAYS_INLINE void sn_qp_batch_streak(sn_qp_t *qp, sn_post_t *post)
+{
+    if (sn_qp_waited(qp)) {
+        qp->post_streak = 0;
+        post->start     = SN_POST_WAITED;
+        return;
+    }
+    post->start = sn_now_ns();
+    sn_qp_streak(qp, post->start);
+}
+
 /* Takes the QP lock: a post starts */
 static SN_ALWAYS_INLINE void sn_post_begin(sn_qp_t *qp, sn_post_t *post,
-                                           int *done_p)
+                                           int *done_p, int single)
 {
     pthread_mutex_lock(&qp->lock);
     if (qp->ring_out > 0) {
@@ -1208,6 +1247,7 @@ static SN_ALWAYS_INLINE void sn_post_begin(sn_qp_t *qp, sn_post_t *post,
     post->start        = sn_qp_stream_begin(qp);
     post->batched_only = 1;
     post->done_p       = done_p;
+    post->single       = single;
     post->posted       = 0;
 }
 
@@ -1232,6 +1272,20 @@ static SN_ALWAYS_INLINE sn_wqe_t *sn_post_slot(sn_qp_t *qp, sn_post_t *post,
     return &qp->sq[qp->sq_tail % qp->sq_size];
 }
 
+/* QP lock held: a WRITE that may join the batch counts for the stream
+ * (sn_qp_batch_streak); returns whether it runs now instead, as a READ
+ * does: the post's one WR, after a wait, with nothing before it (a batch
+ * of its own, flushed at the post's end, would do the same with more
+ * work) */
+static SN_ALWAYS_INLINE int sn_post_alone(sn_qp_t *qp, sn_post_t *post)
+{
+    if (post->start == 0) {
+        sn_qp_batch_streak(qp, post);
+    }
+    return post->single && (post->start == SN_POST_WAITED) &&
+           (qp->cma_batch == 0) && (qp->sq_head == qp->sq_tail);
+}
+
 /* QP lock held: wqe, built where sn_post_slot() said, is queued: it joins
  * the WRITE batch, runs here (same host), goes into the ring or waits for
  * TCP; or completes at once (flushed, a failed local check) */
@@ -1247,11 +1301,7 @@ static SN_ALWAYS_INLINE void sn_post_wqe(sn_qp_t *qp, sn_post_t *post,
     if (qp->sq_head == qp->sq_tail) {
         qp->last_progress_ns = sn_stamp_ns();
     }
-    if (sn_qp_may_batch(qp, wqe)) {
-        if (post->start == 0) {
-            post->start = sn_now_ns();
-            sn_qp_streak(qp, post->start);
-        }
+    if (sn_qp_may_batch(qp, wqe) && !sn_post_alone(qp, post)) {
         ++qp->sq_tail;
         sn_qp_batch_set(qp, qp->cma_batch + 1);
         if (qp->cma_batch == SN_CMA_BATCH) {
@@ -1330,7 +1380,7 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
     if (qp->super.qp_type == IBV_QPT_UD) {
         return sn_ud_post_send(qp, wr, bad_wr);
     }
-    sn_post_begin(qp, &post, done_p);
+    sn_post_begin(qp, &post, done_p, (wr != NULL) && (wr->next == NULL));
     for (; wr != NULL; wr = wr->next) {
         wqe = sn_post_slot(qp, &post, &ret);
         if (wqe == NULL) {
@@ -1376,7 +1426,7 @@ int softnic_post_send_inline(softnic_qp_t *qp_h, const softnic_inline_wr_t *wr)
     if (qp->super.qp_type != IBV_QPT_RC) {
         return EINVAL;
     }
-    sn_post_begin(qp, &post, NULL);
+    sn_post_begin(qp, &post, NULL, 1);
     wqe = sn_post_slot(qp, &post, &ret);
     if (wqe != NULL) {
         ret = sn_wqe_build_inline(qp, wr, wqe);

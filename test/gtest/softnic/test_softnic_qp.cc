@@ -830,6 +830,70 @@ TEST_F(softnic_local, a_wr_done_within_its_post_ends_the_run_of_empty_polls)
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
+/* sn_int.h, same-host WRITE batches: posts that come back to back stream
+ * (their WRITEs wait in the batch), but a post that comes after the second
+ * empty poll of one of the QP's CQs since the previous one starts a new
+ * stream: the application waited (a ping-pong), and its WRITE runs within
+ * the post, without a clock read. The clock stands still (fake): every post
+ * comes within SN_BATCH_GAP_NS of the one before. */
+TEST_F(softnic_local, a_write_after_a_wait_runs_within_its_post)
+{
+    const size_t len = 8, n = 5;
+    std::vector<uint64_t> src(n), dst(n, 0);
+    softnic_mr_t *lmr =
+        softnic_mr_reg(m_pd, src.data(), n * len, IBV_ACCESS_LOCAL_WRITE);
+    softnic_mr_t *rmr =
+        softnic_mr_reg(m_pd, dst.data(), n * len,
+                       IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    ASSERT_TRUE(lmr && rmr) << strerror(errno);
+    softnic_qp_t *a = tracked_qp(), *b = tracked_qp();
+    ASSERT_TRUE(a && b);
+    ASSERT_NO_FATAL_FAILURE(bring_to(a, IBV_QPS_RTS, b->qp_num));
+    ASSERT_NO_FATAL_FAILURE(bring_to(b, IBV_QPS_RTS, a->qp_num));
+    ibv_send_wr *bad;
+    ibv_wc wc;
+    /* WRITE i of src[i] to dst[i], unsignaled */
+    auto post = [&](size_t i) {
+        ibv_sge sge    = {(uintptr_t)&src[i], (uint32_t)len, lmr->lkey};
+        ibv_send_wr wr = rdma_wr(&sge, IBV_WR_RDMA_WRITE, i, 0,
+                                 (uintptr_t)&dst[i], rmr->rkey);
+        return softnic_post_send(a, &wr, &bad);
+    };
+    /* the QP's connection up: a first WRITE lands */
+    src[0]          = 1;
+    double deadline = now_ms() + 10000;
+    ASSERT_EQ(0, post(0));
+    while ((__atomic_load_n(&dst[0], __ATOMIC_ACQUIRE) != 1) &&
+           (now_ms() < deadline)) {
+        softnic_cq_poll(m_cq, 1, &wc);
+    }
+    ASSERT_EQ(1u, dst[0]);
+
+    fake_ns    = 1000000000;
+    fake_clock = true;
+    /* the first comes after the polls above: a stream begins after it, and
+     * from its third post on its WRITEs wait */
+    for (size_t i = 0; i < 4; ++i) {
+        src[i] = 10 + i;
+        ASSERT_EQ(0, post(i));
+    }
+    ASSERT_NE(13u, dst[3]) << "a streamed WRITE did not wait in the batch: "
+                              "nothing to tell a wait from";
+    EXPECT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+    EXPECT_EQ(0, softnic_cq_poll(m_cq, 1, &wc)); /* flushes the batch */
+    EXPECT_EQ(13u, dst[3]);
+    src[4]      = 14;
+    clock_reads = 0;
+    ASSERT_EQ(0, post(4));
+    EXPECT_EQ(0, clock_reads) << "the post after a wait read the clock";
+    fake_clock = false;
+    EXPECT_EQ(14u, dst[4]) << "a WRITE posted after a wait did not run "
+                              "within its post";
+    destroy_qps();
+    EXPECT_EQ(0, softnic_mr_dereg(lmr));
+    EXPECT_EQ(0, softnic_mr_dereg(rmr));
+}
+
 /* Several threads post on the same QP at once (verbs calls are
  * thread-safe) while one thread polls: every WR completes once, and
  * every thread's data is placed. */
