@@ -230,7 +230,8 @@ typedef struct sn_cq_taker {
     int n;   /* taken so far */
 } sn_cq_taker_t;
 
-static __thread sn_cq_taker_t sn_cq_taker;
+SN_TLS_IE sn_cq_taker_t sn_cq_taker; /* initial-exec: read at every empty
+                                       poll */
 
 /* CQ lock held: the completion wc goes in (into the poll of taker if this
  * thread runs an empty poll of cq and cq is empty), or the CQ overruns
