@@ -320,7 +320,9 @@ static int sn_cq_poll_empty(sn_cq_t *scq, int num_entries, struct ibv_wc *wc)
     /* same-host SEND rings are progressed by the polling thread, and so are
      * the sockets of TCP connections while it keeps polling */
     sn_cq_ring_progress(scq);
-    sn_svc_poll(inst);
+    if (sn_svc_poll(inst)) {
+        sn_cq_run_end(); /* the step moved data: this thread is not idle */
+    }
     /* the application waits: what it streamed must be under way */
     if (sn_cq_holds_writes(inst)) {
         sn_cq_flush_batches(scq, 0);

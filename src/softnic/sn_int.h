@@ -180,7 +180,12 @@
  * that completed within its post (softnic_post_send_now()'s done, the
  * completion no CQ sees): a thread that puts and polls in turn, each put
  * one CMA copy, waits for nobody (yielding every 600 us, one-host put_bw
- * 64 KiB gave its CPU away about once per 110 puts). The run is per thread
+ * 64 KiB gave its CPU away about once per 110 puts); and so does an empty
+ * poll whose step of the service loop (below) moved bytes on a connection
+ * (a recv that got some, a send the socket took: sn_io_moved): a thread
+ * that moves the data itself waits for nobody either (a two-host READ
+ * target, which gets no completions while its steps send the READ data,
+ * yielded 0.5 times per MiB of get_bw 1 MiB). The run is per thread
  * and timed from its second empty poll (sn_now_ns at each empty poll but
  * the first, so a thread that posts and polls in turn reads no clock), so a
  * thread polling two CQs in turn, or polls of any cost (a ring check, a
@@ -1259,8 +1264,20 @@ int sn_gid_ipv4(const union ibv_gid *gid, struct in_addr *ip);
 int sn_svc_start(sn_inst_t *inst);
 /* cq_poll found nothing: run one non-blocking step of the service loop on
  * this thread if the instance has TCP data connections and nobody else is
- * running it */
-void sn_svc_poll(sn_inst_t *inst);
+ * running it; nonzero when the step moved bytes (sn_io_moved). Without
+ * TCP data connections (one host) it is one load, no call. */
+int sn_svc_poll_step(sn_inst_t *inst);
+static inline int sn_svc_poll(sn_inst_t *inst)
+{
+    return (__atomic_load_n(&inst->num_tcp_streams, __ATOMIC_RELAXED) != 0) &&
+           sn_svc_poll_step(inst);
+}
+/* This thread's socket calls on softnic's connections took or gave bytes
+ * (a recv that got some, a send that the socket took) since it last cleared
+ * it: sn_svc_poll clears it before its step and reads it after, so that a
+ * poller whose step moved data is not idle ("Polling"). Thread-local, no
+ * lock. */
+extern SN_TLS_IE int sn_io_moved;
 /* svc_lock holder: stream brought what a poller waits for, requests (a
  * target connection) or READ data (an initiator's): in a poller's step it
  * becomes the hot connection ("Polling") */

@@ -211,6 +211,7 @@ ssize_t sn_stream_sendf(int fd, const void *hdr, size_t hdr_len,
     if (ret < 0) {
         return ((errno == EAGAIN) || (errno == EWOULDBLOCK)) ? 0 : -1;
     }
+    sn_io_moved = 1;
     return ret;
 }
 
@@ -432,6 +433,7 @@ static int sn_stream_fill_more(sn_stream_t *stream, uint32_t need)
     }
     stream->drained = ((size_t)ret < want);
     stream->rlen += ret;
+    sn_io_moved = 1;
     if (stream->rlen - stream->rpos >= need) {
         stream->hdr_alone = 0;
         return 1;
@@ -492,6 +494,7 @@ static int sn_stream_payload(sn_inst_t *inst, sn_stream_t *stream)
             if (ret > 0) {
                 stream->pay_left -= ret;
                 stream->hdr_alone = stream->hdr_len;
+                sn_io_moved       = 1;
                 continue;
             }
         } else {
@@ -502,6 +505,7 @@ static int sn_stream_payload(sn_inst_t *inst, sn_stream_t *stream)
             if (ret > 0) {
                 stream->rlen    = ret;
                 stream->drained = (ret < SN_RBUF_SIZE);
+                sn_io_moved     = 1;
                 continue;
             }
         }

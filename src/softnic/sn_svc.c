@@ -289,16 +289,18 @@ static int sn_svc_poll_events(sn_inst_t *inst, struct epoll_event *events,
     return epoll_wait(inst->epoll_fd, events, max, 0);
 }
 
-void sn_svc_poll(sn_inst_t *inst)
+SN_TLS_IE int sn_io_moved;
+
+int sn_svc_poll_step(sn_inst_t *inst)
 {
     struct epoll_event events[16];
     int n;
 
-    if ((__atomic_load_n(&inst->num_tcp_streams, __ATOMIC_RELAXED) == 0) ||
-        __atomic_load_n(&inst->svc_want, __ATOMIC_RELAXED) ||
+    if (__atomic_load_n(&inst->svc_want, __ATOMIC_RELAXED) ||
         (pthread_mutex_trylock(&inst->svc_lock) != 0)) {
-        return;
+        return 0;
     }
+    sn_io_moved = 0;
     if (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
         __atomic_store_n(&inst->poll_steps, inst->poll_steps + 1,
                          __ATOMIC_RELAXED);
@@ -317,6 +319,7 @@ void sn_svc_poll(sn_inst_t *inst)
         }
     }
     pthread_mutex_unlock(&inst->svc_lock);
+    return sn_io_moved;
 }
 
 /* The service thread takes svc_lock: pollers that spin on trylock would

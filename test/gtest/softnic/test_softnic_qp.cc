@@ -566,6 +566,73 @@ TEST_F(softnic_local_tcp,
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
+/* sn_int.h, "Polling": an empty poll whose step of the service loop moved
+ * bytes ends the thread's run of empty polls, as a completion does: a
+ * thread that moves the data itself is not idle. A try: 3 ms of spinning
+ * on the empty CQ (the service thread stands back, nothing moves), then,
+ * on this thread's fake clock, two empty polls at 0 us time the run, a
+ * WRITE posted at 599 us puts its bytes into the target connection, and
+ * the empty poll at 700 us, whose step reads them, does not yield. A try
+ * whose step was kept off (the service thread's timer pass held svc_lock,
+ * or it read the bytes first) moves nothing and yields: up to 50 tries.
+ * Then, with nothing moving, the run is timed again and yields after
+ * 600 us. */
+TEST_F(softnic_local_tcp, a_poll_whose_step_moved_bytes_ends_the_run)
+{
+    const size_t len  = 64 * 1024;
+    const uint64_t us = 1000;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a);
+    ASSERT_NE(nullptr, mr);
+    ibv_wc wc;
+    int n = 0;
+    /* one poll at fake time t (us): its yields; n its result */
+    auto poll_at = [&](uint64_t t) {
+        fake_ns        = 1000000 * us + t * us;
+        yield_count    = 0;
+        fake_clock     = true;
+        yield_counting = true;
+        n              = softnic_cq_poll(m_cq, 1, &wc);
+        yield_counting = false;
+        fake_clock     = false;
+        return yield_count;
+    };
+    auto wait_completion = [&]() {
+        for (double end = now_ms() + 10000; (n == 0) && (now_ms() < end);) {
+            n = softnic_cq_poll(m_cq, 1, &wc);
+        }
+        ASSERT_EQ(1, n);
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
+    };
+    int tries, moved = 0;
+    for (tries = 0; (tries < 50) && !moved; ++tries) {
+        for (double end = now_ms() + 3; now_ms() < end;) {
+            ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+        }
+        /* the spin's run was timed on the real clock, far from the fake
+         * one: it yields here, and is timed from fake 0 us on */
+        poll_at(0);
+        ASSERT_EQ(0, n);
+        EXPECT_EQ(0, poll_at(0));
+        ASSERT_EQ(0, n);
+        fake_ns    = 1000000 * us + 599 * us;
+        fake_clock = true;
+        ASSERT_EQ(0, post_half_write(a, mr, buf, 5, IBV_SEND_SIGNALED));
+        fake_clock = false;
+        moved      = (poll_at(700) == 0) && (n == 0);
+        ASSERT_NO_FATAL_FAILURE(wait_completion());
+    }
+    EXPECT_TRUE(moved) << "a step that read a WRITE's bytes yielded, " << tries
+                       << " tries";
+    /* nothing moves now: the run is timed again, and yields */
+    EXPECT_EQ(0, poll_at(1000));
+    EXPECT_EQ(0, poll_at(1000));
+    EXPECT_EQ(0, poll_at(1599));
+    EXPECT_EQ(1, poll_at(1600)) << "an idle run did not yield";
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
 /* A completion that a poll's own step produces goes straight into the
  * poll's array (sn_int.h, sn_cq_t), never more than the poll asked for:
  * after the spin (the poller steps itself), 8 signaled WRITEs posted in one
