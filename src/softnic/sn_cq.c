@@ -178,13 +178,6 @@ void sn_cq_walks_unlock(sn_qp_t *qp)
     pthread_mutex_unlock(&qp->send_cq->qps_lock);
 }
 
-/* Has any QP of the instance a WRITE batch or request frames held back? */
-static int sn_cq_holds_writes(sn_inst_t *inst)
-{
-    return __atomic_load_n(&inst->num_batched, __ATOMIC_RELAXED) ||
-           __atomic_load_n(&inst->num_corked, __ATOMIC_RELAXED);
-}
-
 void sn_cq_flush_batches(sn_cq_t *cq, int wait)
 {
     sn_qp_t *qp;

@@ -35,7 +35,9 @@
  * its softnic_cq_poll() (SENDs are placed, atomics executed with __atomic
  * builtins on the target memory, after the same QP/MR/alignment checks as
  * on TCP) or, when the target application does not poll, by its service
- * thread every millisecond; the sender's softnic_cq_poll() reaps the
+ * thread's timer pass every millisecond (see "Polling": every
+ * SN_RING_LOOK_NS while its application polls); the sender's
+ * softnic_cq_poll() reaps the
  * completions (atomic results are copied to the local buffer then).
  * Larger SENDs and WRITE_WITH_IMM use the connection; across hosts atomics
  * are executed by the target's service thread.
@@ -74,7 +76,8 @@
  * state change (to ERR: flushed with IBV_WC_WR_FLUSH_ERR, never executed),
  * or the service thread's timer pass (~1 ms: batches stay pending only on
  * QPs with a same-host ring, whose instance's service thread runs the
- * timers every millisecond). The cost: the last WRITEs of a stream that is
+ * timers every millisecond while a batch is pending). The cost: the last
+ * WRITEs of a stream that is
  * followed neither by a post nor by a CQ poll wait for that pass. A WRITE
  * whose check fails completes with its error and the WRITEs behind it are
  * flushed, as when they run one by one; a WRITE's completion never
@@ -238,6 +241,24 @@
  * (softnic_cq_req_notify: an application about to sleep), so a socket
  * waits for nobody longer than about two looks, and only when its
  * application stopped polling without arming.
+ * The same for the same-host rings: the service thread's timer pass
+ * (which consumes the rings of a target that does not poll, and runs the
+ * QPs' timers) comes every millisecond while the instance has rings, but
+ * every SN_RING_LOOK_NS (5 ms; "ring standby") once a pass found that
+ * pollers drove every ring it looked at since the pass before (an empty
+ * poll of one of each ring QP's CQs, whose ring progress drives the QP's
+ * rings; a QP whose lock a poster held counts), no CQ of the instance was
+ * armed meanwhile and no QP holds a WRITE batch or request frames back
+ * (the pass is their backstop: every millisecond while one waits). On a
+ * pinned one-host put_bw of 1 MiB the service thread had woken every
+ * millisecond, each time preempting the poster on its CPU within its CMA
+ * copy (~4 % of the bandwidth). An arm ends the ring standby at once
+ * (softnic_cq_req_notify wakes the service thread, with the same arm_gen
+ * handshake as above): an application about to sleep has its rings
+ * served at once. One that stops polling without arming has a SEND in
+ * its ring consumed within about two SN_RING_LOOK_NS, and the pass comes
+ * every millisecond again from the first pass that finds a ring QP whose
+ * CQs nobody polled.
  *
  * ACK coalescing (TCP; rule switch SN_RULE_ACK_BOUND). The ACK of a WRITE,
  * SEND or WRITE_WITH_IMM that a target executed is written into its
@@ -371,6 +392,9 @@
  * while pollers step this often per look */
 #define SN_STANDBY_STEPS 16
 #define SN_LOOK_NS       1000000ull
+/* The timer pass's pace while pollers drive every same-host ring of the
+ * instance (see "Polling"): instead of every millisecond */
+#define SN_RING_LOOK_NS 5000000ull
 /* A poller's step reads the hot connection at once (see "Polling"); every
  * this many steps it asks epoll instead */
 #define SN_HOT_EPOLL 4
@@ -539,7 +563,12 @@ struct sn_inst {
      * seq_cst): it waits on idle_epfd, not on the sockets; an armer that
      * sees it set wakes the service thread (cmd_fd), and the service
      * thread, after setting it, loads arm_gen again (seq_cst both sides:
-     * either the armer sees the flag or the service thread sees the arm). */
+     * either the armer sees the flag or the service thread sees the arm).
+     * ring_standby (service thread writes, seq_cst): its timer pass, which
+     * consumes the same-host rings of targets that do not poll, comes
+     * every SN_RING_LOOK_NS instead of every millisecond ("Polling"); an
+     * armer that sees it set wakes the service thread, with the same
+     * handshake on arm_gen. */
     pthread_mutex_t svc_lock;
     uint64_t svc_gen;
     int svc_want;
@@ -548,6 +577,7 @@ struct sn_inst {
     uint64_t posts;
     uint64_t arm_gen;
     int svc_standby;
+    int ring_standby;
 
     pthread_mutex_t lock;
     sn_qp_t *qps;       /* all QPs of the instance */
@@ -608,6 +638,13 @@ struct sn_inst {
     int num_ud_qps;
     sn_ack_batch_t ack_batch; /* svc_lock holder only */
 };
+
+/* Has any QP of the instance a WRITE batch or request frames held back? */
+static inline int sn_cq_holds_writes(sn_inst_t *inst)
+{
+    return __atomic_load_n(&inst->num_batched, __ATOMIC_RELAXED) ||
+           __atomic_load_n(&inst->num_corked, __ATOMIC_RELAXED);
+}
 
 typedef struct sn_pd {
     softnic_pd_t super;
@@ -794,6 +831,9 @@ struct sn_qp {
      * last same-host post with a WRITE that may join the batch (posting
      * thread, under the QP lock; sn_qp_waited) */
     uint32_t polls_seen[2];
+    /* the same at the service thread's last timer pass over the QP (under
+     * the QP lock; sn_svc_qp_driven): did a poller drive its rings since */
+    uint32_t svc_polls_seen[2];
     /* request coalescing: tx_stream: the post under way streams on TCP,
      * its small frames may be held back; tx_corked: frames of the QP wait
      * in its socket for a push (written under the QP lock, atomically: CQ

@@ -82,7 +82,8 @@ void sn_svc_wake(sn_inst_t *inst)
 void sn_svc_armed(sn_inst_t *inst)
 {
     __atomic_add_fetch(&inst->arm_gen, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&inst->svc_standby, __ATOMIC_SEQ_CST)) {
+    if (__atomic_load_n(&inst->svc_standby, __ATOMIC_SEQ_CST) ||
+        __atomic_load_n(&inst->ring_standby, __ATOMIC_SEQ_CST)) {
         sn_svc_wake(inst);
     }
 }
@@ -198,11 +199,32 @@ static int sn_svc_stream_alive(sn_inst_t *inst, sn_stream_t *stream)
     return 0;
 }
 
-static uint64_t sn_svc_timers(sn_inst_t *inst)
+/* QP lock held, the QP has a same-host ring: did a poller drive it since
+ * the last timer pass? An empty poll of one of its CQs ran its ring
+ * progress (sn_cq_ring_progress; a QP lock it missed is the next poll's) */
+static int sn_svc_qp_driven(sn_qp_t *qp)
+{
+    uint32_t polls[2];
+    int driven;
+
+    polls[0] = __atomic_load_n(&qp->send_cq->empty_polls, __ATOMIC_RELAXED);
+    polls[1] = __atomic_load_n(&qp->recv_cq->empty_polls, __ATOMIC_RELAXED);
+    driven   = (polls[0] != qp->svc_polls_seen[0]) ||
+             (polls[1] != qp->svc_polls_seen[1]);
+    qp->svc_polls_seen[0] = polls[0];
+    qp->svc_polls_seen[1] = polls[1];
+    return driven;
+}
+
+/* The timer pass; *driven_p: pollers drove every same-host ring it found
+ * since the pass before (a QP whose lock a poster holds counts: its
+ * thread is at it, and the QP is looked at again within 5 ms) */
+static uint64_t sn_svc_timers(sn_inst_t *inst, int *driven_p)
 {
     uint64_t now = sn_now_ns(), next = 0, t;
     sn_qp_t *qp;
 
+    *driven_p = 1;
     pthread_mutex_lock(&inst->lock);
     for (qp = inst->qps; qp != NULL; qp = qp->next) {
         /* never queue behind a posting thread (it would hand the lock over
@@ -211,6 +233,7 @@ static uint64_t sn_svc_timers(sn_inst_t *inst)
             t = now + 5000000ull;
         } else {
             if ((qp->rings != NULL) || (qp->ring != NULL)) {
+                *driven_p &= sn_svc_qp_driven(qp);
                 sn_ring_progress(qp, 1);
             }
             t = sn_qp_timers(qp, now);
@@ -377,25 +400,89 @@ static int sn_svc_standby(sn_inst_t *inst, sn_svc_look_t *look, uint64_t now)
     return look->standby ? inst->idle_epfd : inst->epoll_fd;
 }
 
+/* The timer pass's pace (sn_int.h, "Polling"): every millisecond, or
+ * every SN_RING_LOOK_NS (ring_standby) while pollers drive every ring
+ * (driven), no CQ was armed since the pass before and no QP holds a WRITE
+ * batch or request frames back (the pass is their backstop); returns the
+ * time to the next pass */
+static uint64_t sn_svc_ring_pace(sn_inst_t *inst, uint64_t *arms_p, int driven)
+{
+    uint64_t arms = __atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST);
+    int standby   = driven && (arms == *arms_p) &&
+                  (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) &&
+                  !sn_cq_holds_writes(inst);
+
+    __atomic_store_n(&inst->ring_standby, standby, __ATOMIC_SEQ_CST);
+    *arms_p = __atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST);
+    if (standby && (*arms_p != arms)) {
+        /* armed meanwhile: the armer may have missed the flag */
+        standby = 0;
+        __atomic_store_n(&inst->ring_standby, 0, __ATOMIC_SEQ_CST);
+    }
+    return standby ? SN_RING_LOOK_NS : 1000000ull;
+}
+
+/* Is the timer pass due? At its pace (every millisecond while a WRITE
+ * batch or request frames wait for it), at the timers' next deadline, and
+ * at once when a CQ was armed while the rings stood by */
+static int sn_svc_pass_due(sn_inst_t *inst, uint64_t now, uint64_t last,
+                           uint64_t pace, uint64_t next, uint64_t arms)
+{
+    if (sn_cq_holds_writes(inst)) {
+        pace = 1000000ull;
+    }
+    return (now - last >= pace) || ((next != 0) && (now >= next)) ||
+           ((pace != 1000000ull) &&
+            (__atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST) != arms));
+}
+
+/* How long the service thread may wait for events (ms); *next_p: the next
+ * timer pass (0: none due) */
+static int sn_svc_timeout(sn_inst_t *inst, uint64_t now, uint64_t pace,
+                          uint64_t *next_p)
+{
+    uint64_t next  = *next_p;
+    int timeout_ms = SN_TICK_NS / 1000000;
+
+    if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
+        /* consume SEND rings of a target that does not poll */
+        timeout_ms = (int)(pace / 1000000ull);
+        if ((next == 0) || (next > now + pace)) {
+            next = now + pace;
+        }
+    }
+    if ((next != 0) && (next - now < SN_TICK_NS)) {
+        timeout_ms = (next <= now) ? 0 : (int)((next - now + 999999) / 1000000);
+    }
+    if ((__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) ||
+        sn_cq_holds_writes(inst)) {
+        /* owed ACKs, held-back requests and WRITE batches: looked at every
+         * ms */
+        timeout_ms = (timeout_ms > 1) ? 1 : timeout_ms;
+    }
+    *next_p = next;
+    return timeout_ms;
+}
+
 static void *sn_svc_thread(void *arg)
 {
     sn_inst_t *inst = arg;
     struct epoll_event events[64];
-    uint64_t next = 0, now, last_timers = 0, gen;
+    uint64_t next = 0, now, last_timers = 0, gen, pace = 1000000ull, arms = 0;
     sn_svc_look_t look;
-    int n, timeout_ms, epfd;
+    int n, timeout_ms, epfd, driven;
 
     memset(&look, 0, sizeof(look));
     while (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
         now = sn_now_ns();
-        if ((now - last_timers >= 1000000ull) ||
-            ((next != 0) && (now >= next))) {
+        if (sn_svc_pass_due(inst, now, last_timers, pace, next, arms)) {
             sn_svc_lock(inst);
-            next        = sn_svc_timers(inst);
+            next        = sn_svc_timers(inst, &driven);
             last_timers = now;
             sn_stream_timers(inst, now);
             sn_stream_resume(inst); /* a QP left RTS, or lost its peer */
             pthread_mutex_unlock(&inst->svc_lock);
+            pace = sn_svc_ring_pace(inst, &arms, driven);
         }
         if (__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) {
             /* ACKs owed by pollers' steps: each look, those due (all, once
@@ -404,24 +491,8 @@ static void *sn_svc_thread(void *arg)
             sn_stream_acks(inst, !look.standby);
             pthread_mutex_unlock(&inst->svc_lock);
         }
-        timeout_ms = SN_TICK_NS / 1000000;
-        if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
-            /* consume SEND rings of a target that does not poll */
-            timeout_ms = 1;
-            if ((next == 0) || (next > now + 1000000ull)) {
-                next = now + 1000000ull;
-            }
-        }
-        if ((next != 0) && (next - now < SN_TICK_NS)) {
-            timeout_ms =
-                (next <= now) ? 0 : (int)((next - now + 999999) / 1000000);
-        }
-        if ((__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) ||
-            (__atomic_load_n(&inst->num_corked, __ATOMIC_RELAXED) > 0)) {
-            /* owed ACKs and held-back requests: looked at every ms */
-            timeout_ms = (timeout_ms > 1) ? 1 : timeout_ms;
-        }
-        epfd = sn_svc_standby(inst, &look, now);
+        timeout_ms = sn_svc_timeout(inst, now, pace, &next);
+        epfd       = sn_svc_standby(inst, &look, now);
         if ((epfd == inst->idle_epfd) &&
             ((uint64_t)timeout_ms * 1000000ull > SN_LOOK_NS)) {
             timeout_ms = (int)(SN_LOOK_NS / 1000000ull);

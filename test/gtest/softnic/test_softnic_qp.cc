@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <sched.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,23 +56,39 @@ extern "C" int clock_gettime(clockid_t id, struct timespec *ts) noexcept
     return 0;
 }
 
+/* The service thread's waits: the last epoll_wait with a timeout (pollers'
+ * steps ask with 0) took timeout_ms svc_wait_ms and returned svc_wait_ret;
+ * svc_waits counts those that returned. Read by the tests of the timer
+ * pass's pace, whose instance is the process's only one. */
+static std::atomic<int> svc_wait_ms{-1}, svc_wait_ret{-1};
+static std::atomic<unsigned> svc_waits{0};
+
+extern "C" int epoll_wait(int epfd, struct epoll_event *events, int max,
+                          int timeout_ms)
+{
+    static auto real = (int (*)(int, struct epoll_event *, int,
+                                int))dlsym(RTLD_NEXT, "epoll_wait");
+    int ret;
+
+    if (timeout_ms == 0) {
+        return real(epfd, events, max, timeout_ms);
+    }
+    svc_wait_ms  = timeout_ms;
+    ret          = real(epfd, events, max, timeout_ms);
+    svc_wait_ret = ret;
+    ++svc_waits;
+    return ret;
+}
+
 namespace
 {
 
-/* softnic_inproc with the churn test shared by two configurations */
+/* softnic_inproc with the churn test shared by two configurations, and a
+ * connected pair */
 class softnic_local : public softnic_inproc
 {
   protected:
     void churn_while_posting();
-};
-
-class softnic_local_tcp : public softnic_local
-{
-  protected:
-    bool tcp_only() const override
-    {
-        return true;
-    }
 
     /* A WRITE of the first half of buf (len bytes, registered as mr) over
      * its second half, through qp */
@@ -108,8 +125,8 @@ class softnic_local_tcp : public softnic_local
         }
     }
 
-    /* a -> b, two QPs of this instance on TCP, up and spun as above (the
-     * service thread stands back), buf registered as the returned region
+    /* a -> b, two QPs of this instance (on TCP in softnic_local_tcp), up
+     * and spun as above (the service thread stands back), buf registered as the returned region
      * (NULL on failure, reported); a's send queue holds
      * max_send_wr */
     softnic_mr_t *spun_pair(std::vector<uint8_t> &buf, softnic_qp_t **a_p,
@@ -134,6 +151,15 @@ class softnic_local_tcp : public softnic_local
         }
         *a_p = a;
         return HasFatalFailure() ? NULL : mr;
+    }
+};
+
+class softnic_local_tcp : public softnic_local
+{
+  protected:
+    bool tcp_only() const override
+    {
+        return true;
     }
 };
 
@@ -630,6 +656,64 @@ TEST_F(softnic_local_tcp, a_poll_whose_step_moved_bytes_ends_the_run)
     EXPECT_EQ(0, poll_at(1000));
     EXPECT_EQ(0, poll_at(1599));
     EXPECT_EQ(1, poll_at(1600)) << "an idle run did not yield";
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
+/* The timer pass's pace (sn_int.h, "Polling"): while a thread polls the
+ * CQ of a same-host pair (its polls drive the pair's rings) the service
+ * thread waits SN_RING_LOOK_NS (5 ms) between passes, not 1 ms; once
+ * nobody polls it consumes the rings every millisecond again. Read from
+ * the timeouts the service thread gives epoll_wait, not timed. */
+TEST_F(softnic_local, timer_pass_paces_with_the_pollers)
+{
+    std::vector<uint8_t> buf(128, 0);
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a);
+    ASSERT_NE(nullptr, mr);
+    ibv_wc wc;
+    for (double end = now_ms() + 30; now_ms() < end;) {
+        ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+    }
+    EXPECT_EQ(5, svc_wait_ms.load())
+        << "the service thread looked at the rings every " << svc_wait_ms
+        << " ms while a thread polled them";
+    unsigned waits = svc_waits;
+    for (double end = now_ms() + 10000;
+         ((svc_waits - waits < 8) || (svc_wait_ms != 1)) && (now_ms() < end);) {
+        usleep(1000);
+    }
+    EXPECT_EQ(1, svc_wait_ms.load())
+        << "nobody polls: the rings wait for the service thread's pass";
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
+/* An arm of a CQ wakes a service thread whose pass waits SN_RING_LOOK_NS
+ * (sn_int.h, "Polling"): the application is about to sleep, the rings are
+ * the service thread's at once. After a spin, the first wait of the service
+ * thread that ends after the arm ends by the wake (events), not by its
+ * timeout. Three tries: a wait may time out between the count and the
+ * arm. */
+TEST_F(softnic_local, an_arm_wakes_the_pacing_service_thread)
+{
+    std::vector<uint8_t> buf(128, 0);
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a);
+    ASSERT_NE(nullptr, mr);
+    ibv_wc wc;
+    int woken = 0;
+    for (int i = 0; (i < 3) && !woken; ++i) {
+        for (double end = now_ms() + 30; now_ms() < end;) {
+            ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
+        }
+        ASSERT_EQ(5, svc_wait_ms.load()) << "no pacing to wake from";
+        unsigned waits = svc_waits;
+        ASSERT_EQ(0, softnic_cq_req_notify(m_cq, 0));
+        for (double end = now_ms() + 10000;
+             (svc_waits == waits) && (now_ms() < end);) {
+        }
+        woken = (svc_wait_ret > 0);
+    }
+    EXPECT_TRUE(woken) << "the arm left the service thread asleep";
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
