@@ -1289,18 +1289,9 @@ static SN_ALWAYS_INLINE int sn_post_alone(sn_qp_t *qp, sn_post_t *post)
 /* QP lock held: wqe, built where sn_post_slot() said, is queued: it joins
  * the WRITE batch, runs here (same host), goes into the ring or waits for
  * TCP; or completes at once (flushed, a failed local check) */
-static SN_ALWAYS_INLINE void sn_post_wqe(sn_qp_t *qp, sn_post_t *post,
-                                         sn_wqe_t *wqe)
+static SN_ALWAYS_INLINE void sn_post_wqe_run(sn_qp_t *qp, sn_post_t *post,
+                                             sn_wqe_t *wqe)
 {
-    ++post->posted;
-    if (wqe == &post->flushed) {
-        wqe->status = IBV_WC_WR_FLUSH_ERR;
-        sn_qp_push_send_wc(qp, wqe);
-        return;
-    }
-    if (qp->sq_head == qp->sq_tail) {
-        qp->last_progress_ns = sn_stamp_ns();
-    }
     if (sn_qp_may_batch(qp, wqe) && !sn_post_alone(qp, post)) {
         ++qp->sq_tail;
         sn_qp_batch_set(qp, qp->cma_batch + 1);
@@ -1344,6 +1335,27 @@ static SN_ALWAYS_INLINE void sn_post_wqe(sn_qp_t *qp, sn_post_t *post,
     ++qp->sq_tail;
     if (qp->sq_head + 1 == qp->sq_tail) {
         sn_qp_complete(qp);
+    }
+}
+
+/* sn_post_wqe_run, and a WR that stays outstanding on a QP that had none
+ * starts the QP's transport budget (last_progress_ns, read by the timers
+ * under the QP lock this post holds): a WR that completed within its post
+ * (a same-host WRITE or READ run here) reads no clock */
+static SN_ALWAYS_INLINE void sn_post_wqe(sn_qp_t *qp, sn_post_t *post,
+                                         sn_wqe_t *wqe)
+{
+    int idle = (qp->sq_head == qp->sq_tail);
+
+    ++post->posted;
+    if (wqe == &post->flushed) {
+        wqe->status = IBV_WC_WR_FLUSH_ERR;
+        sn_qp_push_send_wc(qp, wqe);
+        return;
+    }
+    sn_post_wqe_run(qp, post, wqe);
+    if (idle && (qp->sq_head != qp->sq_tail)) {
+        qp->last_progress_ns = sn_stamp_ns();
     }
 }
 

@@ -29,10 +29,11 @@ using namespace softnic_test;
 
 /* This thread's sched_yield() calls while yield_counting is set, and its
  * CLOCK_MONOTONIC while fake_clock is set: fake_ns (clock_reads counts the
- * reads). Defined in the executable, they take the place of libc's for the
- * softnic code linked into it, too. */
+ * reads; coarse_reads those of CLOCK_MONOTONIC_COARSE, not faked). Defined
+ * in the executable, they take the place of libc's for the softnic code
+ * linked into it, too. */
 static __thread bool yield_counting, fake_clock;
-static __thread int yield_count, clock_reads;
+static __thread int yield_count, clock_reads, coarse_reads;
 static __thread uint64_t fake_ns;
 
 extern "C" int sched_yield(void) noexcept
@@ -47,6 +48,9 @@ extern "C" int clock_gettime(clockid_t id, struct timespec *ts) noexcept
         (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT,
                                                      "clock_gettime");
 
+    if (fake_clock && (id == CLOCK_MONOTONIC_COARSE)) {
+        ++coarse_reads;
+    }
     if (!fake_clock || (id != CLOCK_MONOTONIC)) {
         return real(id, ts);
     }
@@ -1033,10 +1037,13 @@ TEST_F(softnic_local, a_write_after_a_wait_runs_within_its_post)
     EXPECT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
     EXPECT_EQ(0, softnic_cq_poll(m_cq, 1, &wc)); /* flushes the batch */
     EXPECT_EQ(13u, dst[3]);
-    src[4]      = 14;
-    clock_reads = 0;
+    src[4]       = 14;
+    clock_reads  = 0;
+    coarse_reads = 0;
     ASSERT_EQ(0, post(4));
     EXPECT_EQ(0, clock_reads) << "the post after a wait read the clock";
+    EXPECT_EQ(0, coarse_reads) << "the WRITE done within its post started "
+                                  "the QP's transport budget";
     fake_clock = false;
     EXPECT_EQ(14u, dst[4]) << "a WRITE posted after a wait did not run "
                               "within its post";
