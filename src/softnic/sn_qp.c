@@ -1142,6 +1142,47 @@ sn_wqe_build_inline(sn_qp_t *qp, const softnic_inline_wr_t *wr, sn_wqe_t *wqe)
     return 0;
 }
 
+/* Whether sn_post_send() takes wr as softnic_post_send_inline() takes its
+ * pieces (sn_wqe_build_short()): an inline SEND or RDMA WRITE of one or two
+ * pieces, not all empty, within max_send_sge (put_short's and am_short's
+ * WR, one per post), for which sn_wqe_build() would build the same WQE by
+ * its general walk; it refuses it alike (EINVAL: more than max_inline_data
+ * bytes) */
+static SN_ALWAYS_INLINE int sn_wr_is_short(const sn_qp_t *qp,
+                                           const struct ibv_send_wr *wr)
+{
+    const struct ibv_sge *sg = wr->sg_list;
+
+    if (!(wr->send_flags & IBV_SEND_INLINE) ||
+        ((wr->opcode != IBV_WR_RDMA_WRITE) && (wr->opcode != IBV_WR_SEND)) ||
+        (wr->num_sge < 1) || (wr->num_sge > 2) ||
+        ((uint32_t)wr->num_sge > qp->init_attr.cap.max_send_sge) ||
+        (sg == NULL)) {
+        return 0;
+    }
+    return (sg[0].length > 0) || ((wr->num_sge == 2) && (sg[1].length > 0));
+}
+
+/* The WQE of wr (sn_wr_is_short()): its pieces as an inline WR's */
+static SN_ALWAYS_INLINE int
+sn_wqe_build_short(sn_qp_t *qp, const struct ibv_send_wr *wr, sn_wqe_t *wqe)
+{
+    const struct ibv_sge *sg = wr->sg_list;
+    int two                  = (wr->num_sge == 2);
+    softnic_inline_wr_t iwr;
+
+    iwr.wr_id       = wr->wr_id;
+    iwr.opcode      = wr->opcode;
+    iwr.send_flags  = wr->send_flags;
+    iwr.remote_addr = wr->wr.rdma.remote_addr;
+    iwr.rkey        = wr->wr.rdma.rkey;
+    iwr.hdr_len     = sg[0].length;
+    iwr.hdr         = (const void *)(uintptr_t)sg[0].addr;
+    iwr.len         = two ? sg[1].length : 0;
+    iwr.data        = two ? (const void *)(uintptr_t)sg[1].addr : NULL;
+    return sn_wqe_build_inline(qp, &iwr, wqe);
+}
+
 /* QP lock held: a post that counts for the stream started at start (see
  * sn_int.h, post_streak): does the application stream? */
 static int sn_qp_streak(sn_qp_t *qp, uint64_t start)
@@ -1398,7 +1439,8 @@ static int sn_post_send(sn_qp_t *qp, struct ibv_send_wr *wr,
         if (wqe == NULL) {
             break;
         }
-        ret = sn_wqe_build(qp, wr, wqe);
+        ret = sn_wr_is_short(qp, wr) ? sn_wqe_build_short(qp, wr, wqe)
+                                     : sn_wqe_build(qp, wr, wqe);
         if (ret != 0) {
             break;
         }

@@ -591,12 +591,11 @@ TEST_F(provider, rules_through_verbs)
     EXPECT_EQ(IBV_QPS_ERR, at.qp_state);
 }
 
-/* Inline SENDs and WRITEs of one or two pieces, alone in their post (the
- * provider takes them to softnic's inline entry): their bytes arrive in
- * order, and what the general entry refuses is refused the same way, with
+/* Inline SENDs and WRITEs of one or two pieces (softnic_post_send() builds
+ * them as its inline entry does, sn_wr_is_short()): their bytes arrive in
+ * order, and what the general walk refuses is refused the same way, with
  * bad_wr set and nothing completed: more pieces than max_send_sge, more
- * bytes than max_inline_data, an inline READ. A chain of two goes through
- * the general entry alike. */
+ * bytes than max_inline_data, an inline READ. A chain of two goes alike. */
 TEST_F(provider, inline_posts)
 {
     ibv_qp_init_attr ia = {};

@@ -152,7 +152,6 @@ typedef struct snv_qp {
     struct verbs_qp vqp;
     softnic_qp_t *sqp;
     uint32_t async_reported;
-    uint32_t max_send_sge; /* softnic's, as created (snv_post_send) */
 } snv_qp_t;
 
 /* An address handle: softnic's, which UD sends name, and the attributes as

@@ -110,8 +110,7 @@ static struct ibv_qp *snv_qp_create_sn(struct ibv_context *context,
         errno = err;
         return NULL;
     }
-    attr->cap        = sattr.cap; /* the actual capacities */
-    qp->max_send_sge = sattr.cap.max_send_sge;
+    attr->cap = sattr.cap; /* the actual capacities */
 
     ibqp                   = &qp->vqp.qp;
     ibqp->context          = context;
@@ -217,56 +216,6 @@ int snv_destroy_qp(struct ibv_qp *ibqp)
     return 0;
 }
 
-/*
- * Whether wr goes to softnic's inline entry: alone in its post, an inline
- * SEND or RDMA WRITE of one or two pieces, not all empty, that
- * softnic_post_send() would take as they are (at most max_send_sge of them,
- * a list to read). softnic_post_send_inline() builds the same WQE from the
- * pieces without walking an ibv_send_wr (UCX's put_short and am_short,
- * orc's inline WRITEs and SENDs: one such post per operation), and refuses
- * what softnic_post_send() refuses for such a WR (a QP not in RTS or ERR,
- * a full send queue, more than max_inline_data bytes). Anything else takes
- * the general entry.
- */
-static int snv_post_is_inline(const snv_qp_t *qp, const struct ibv_send_wr *wr)
-{
-    const struct ibv_sge *sg;
-
-    if ((wr == NULL) || (wr->next != NULL) ||
-        !(wr->send_flags & IBV_SEND_INLINE) ||
-        ((wr->opcode != IBV_WR_RDMA_WRITE) && (wr->opcode != IBV_WR_SEND)) ||
-        (wr->num_sge < 1) || (wr->num_sge > 2) ||
-        ((uint32_t)wr->num_sge > qp->max_send_sge) || (wr->sg_list == NULL)) {
-        return 0;
-    }
-    sg = wr->sg_list;
-    return (sg[0].length > 0) || ((wr->num_sge == 2) && (sg[1].length > 0));
-}
-
-/* wr (snv_post_is_inline()) through softnic's inline entry */
-static int snv_post_send_inline(snv_qp_t *qp, struct ibv_send_wr *wr,
-                                struct ibv_send_wr **bad_wr)
-{
-    const struct ibv_sge *sg = wr->sg_list;
-    softnic_inline_wr_t iwr;
-    int ret;
-
-    iwr.wr_id       = wr->wr_id;
-    iwr.opcode      = wr->opcode;
-    iwr.send_flags  = wr->send_flags;
-    iwr.remote_addr = wr->wr.rdma.remote_addr;
-    iwr.rkey        = wr->wr.rdma.rkey;
-    iwr.hdr_len     = sg[0].length;
-    iwr.hdr         = (const void *)(uintptr_t)sg[0].addr;
-    iwr.len         = (wr->num_sge == 2) ? sg[1].length : 0;
-    iwr.data = (wr->num_sge == 2) ? (const void *)(uintptr_t)sg[1].addr : NULL;
-    ret      = softnic_post_send_inline(qp->sqp, &iwr);
-    if (ret != 0) {
-        *bad_wr = wr;
-    }
-    return ret;
-}
-
 int snv_post_send(struct ibv_qp *ibqp, struct ibv_send_wr *wr,
                   struct ibv_send_wr **bad_wr)
 {
@@ -274,9 +223,6 @@ int snv_post_send(struct ibv_qp *ibqp, struct ibv_send_wr *wr,
 
     if (ibqp->qp_type == IBV_QPT_UD) {
         return snv_post_send_ud(qp, wr, bad_wr);
-    }
-    if (snv_post_is_inline(qp, wr)) {
-        return snv_post_send_inline(qp, wr, bad_wr);
     }
     return softnic_post_send(qp->sqp, wr, bad_wr);
 }
