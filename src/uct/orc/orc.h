@@ -50,6 +50,9 @@
 #define UCT_ORC_MAX_CREDITS      UINT16_MAX
 #define UCT_ORC_SWAP_MAX_RETRY   100000 /* CAS attempts of one 64-bit swap */
 #define UCT_ORC_IFACE_POLL_BATCH 32 /* completions per CQ poll: a ring run */
+#define UCT_ORC_IFACE_RX_SKIP_MAX \
+    3 /* progress calls in a row that may leave the receive CQ
+         unpolled, having found send completions */
 #define UCT_ORC_IFACE_TX_IDLE_POLL \
     64 /* progress calls per send CQ poll with only
           unsignaled WRs in flight */
@@ -568,9 +571,9 @@ typedef struct uct_orc_iface {
                                           CQ is polled while there are any */
     unsigned tx_idle_polls; /* progress calls, for the occasional poll
                                           that finds failed unsignaled WRs */
-    int rx_skipped;         /* the last progress call did not poll the
-                                          receive CQ (its send CQ poll found
-                                          completions) */
+    unsigned rx_skipped;    /* progress calls in a row that did not
+                                          poll the receive CQ (their send CQ
+                                          poll found completions) */
     unsigned tx_cq_held;    /* entries of WRs of destroyed eps: their
                                           completions may still be in the CQ;
                                           given back once a poll finds it
