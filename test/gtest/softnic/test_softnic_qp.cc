@@ -124,7 +124,15 @@ class softnic_local : public softnic_inproc
         }
         ASSERT_EQ(1, n);
         ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
-        for (double end = now_ms() + 100; now_ms() < end;) {
+        spin_empty(100);
+    }
+
+    /* ms of polls of the CQ, each finding it empty */
+    void spin_empty(double ms)
+    {
+        ibv_wc wc;
+
+        for (double end = now_ms() + ms; now_ms() < end;) {
             ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
         }
     }
@@ -637,9 +645,7 @@ TEST_F(softnic_local_tcp, a_poll_whose_step_moved_bytes_ends_the_run)
     };
     int tries, moved = 0;
     for (tries = 0; (tries < 50) && !moved; ++tries) {
-        for (double end = now_ms() + 3; now_ms() < end;) {
-            ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
-        }
+        ASSERT_NO_FATAL_FAILURE(spin_empty(3));
         /* the spin's run was timed on the real clock, far from the fake
          * one: it yields here, and is timed from fake 0 us on */
         poll_at(0);
@@ -674,10 +680,7 @@ TEST_F(softnic_local, timer_pass_paces_with_the_pollers)
     softnic_qp_t *a  = NULL;
     softnic_mr_t *mr = spun_pair(buf, &a);
     ASSERT_NE(nullptr, mr);
-    ibv_wc wc;
-    for (double end = now_ms() + 30; now_ms() < end;) {
-        ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
-    }
+    ASSERT_NO_FATAL_FAILURE(spin_empty(30));
     EXPECT_EQ(5, svc_wait_ms.load())
         << "the service thread looked at the rings every " << svc_wait_ms
         << " ms while a thread polled them";
@@ -703,12 +706,9 @@ TEST_F(softnic_local, an_arm_wakes_the_pacing_service_thread)
     softnic_qp_t *a  = NULL;
     softnic_mr_t *mr = spun_pair(buf, &a);
     ASSERT_NE(nullptr, mr);
-    ibv_wc wc;
     int woken = 0;
     for (int i = 0; (i < 3) && !woken; ++i) {
-        for (double end = now_ms() + 30; now_ms() < end;) {
-            ASSERT_EQ(0, softnic_cq_poll(m_cq, 1, &wc));
-        }
+        ASSERT_NO_FATAL_FAILURE(spin_empty(30));
         ASSERT_EQ(5, svc_wait_ms.load()) << "no pacing to wake from";
         unsigned waits = svc_waits;
         ASSERT_EQ(0, softnic_cq_req_notify(m_cq, 0));
