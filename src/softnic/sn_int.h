@@ -392,6 +392,9 @@
  * while pollers step this often per look */
 #define SN_STANDBY_STEPS 16
 #define SN_LOOK_NS       1000000ull
+/* The service thread's timer pass: every millisecond (see "Polling") */
+#define SN_PASS_NS   1000000ull
+#define SN_NS_PER_MS 1000000ull
 /* The timer pass's pace while pollers drive every same-host ring of the
  * instance (see "Polling"): instead of every millisecond */
 #define SN_RING_LOOK_NS 5000000ull

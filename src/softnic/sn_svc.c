@@ -419,7 +419,7 @@ static uint64_t sn_svc_ring_pace(sn_inst_t *inst, uint64_t *arms_p, int driven)
         standby = 0;
         __atomic_store_n(&inst->ring_standby, 0, __ATOMIC_SEQ_CST);
     }
-    return standby ? SN_RING_LOOK_NS : 1000000ull;
+    return standby ? SN_RING_LOOK_NS : SN_PASS_NS;
 }
 
 /* Is the timer pass due? At its pace (every millisecond while a WRITE
@@ -429,10 +429,10 @@ static int sn_svc_pass_due(sn_inst_t *inst, uint64_t now, uint64_t last,
                            uint64_t pace, uint64_t next, uint64_t arms)
 {
     if (sn_cq_holds_writes(inst)) {
-        pace = 1000000ull;
+        pace = SN_PASS_NS;
     }
     return (now - last >= pace) || ((next != 0) && (now >= next)) ||
-           ((pace != 1000000ull) &&
+           ((pace != SN_PASS_NS) &&
             (__atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST) != arms));
 }
 
@@ -442,17 +442,20 @@ static int sn_svc_timeout(sn_inst_t *inst, uint64_t now, uint64_t pace,
                           uint64_t *next_p)
 {
     uint64_t next  = *next_p;
-    int timeout_ms = SN_TICK_NS / 1000000;
+    int timeout_ms = SN_TICK_NS / SN_NS_PER_MS;
 
     if (__atomic_load_n(&inst->num_rings, __ATOMIC_RELAXED) > 0) {
         /* consume SEND rings of a target that does not poll */
-        timeout_ms = (int)(pace / 1000000ull);
+        timeout_ms = (int)(pace / SN_NS_PER_MS);
         if ((next == 0) || (next > now + pace)) {
             next = now + pace;
         }
     }
     if ((next != 0) && (next - now < SN_TICK_NS)) {
-        timeout_ms = (next <= now) ? 0 : (int)((next - now + 999999) / 1000000);
+        timeout_ms = 0;
+        if (next > now) { /* rounded up: the wait ends at the deadline */
+            timeout_ms = (int)((next - now + SN_NS_PER_MS - 1) / SN_NS_PER_MS);
+        }
     }
     if ((__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) ||
         sn_cq_holds_writes(inst)) {
@@ -468,7 +471,7 @@ static void *sn_svc_thread(void *arg)
 {
     sn_inst_t *inst = arg;
     struct epoll_event events[64];
-    uint64_t next = 0, now, last_timers = 0, gen, pace = 1000000ull, arms = 0;
+    uint64_t next = 0, now, last_timers = 0, gen, pace = SN_PASS_NS, arms = 0;
     sn_svc_look_t look;
     int n, timeout_ms, epfd, driven;
 
@@ -494,8 +497,8 @@ static void *sn_svc_thread(void *arg)
         timeout_ms = sn_svc_timeout(inst, now, pace, &next);
         epfd       = sn_svc_standby(inst, &look, now);
         if ((epfd == inst->idle_epfd) &&
-            ((uint64_t)timeout_ms * 1000000ull > SN_LOOK_NS)) {
-            timeout_ms = (int)(SN_LOOK_NS / 1000000ull);
+            ((uint64_t)timeout_ms * SN_NS_PER_MS > SN_LOOK_NS)) {
+            timeout_ms = (int)(SN_LOOK_NS / SN_NS_PER_MS);
         }
         gen = __atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE);
         n   = epoll_wait(epfd, events, 64, timeout_ms);
