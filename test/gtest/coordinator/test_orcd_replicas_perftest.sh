@@ -3,9 +3,15 @@
 # is SIGKILLed, and new endpoints still pair: a one-member etcd and two orcd
 # replicas on it (free loopback ports, a scratch directory removed at exit),
 # UCX_ORC_COORDINATOR listing both. A long ucx_perftest pair runs with
-# 2-second leases; the first replica is killed while it runs; the pair must
-# finish and report, and so must a new pair started after the kill (lease
-# keep-alives and pairing go to the second replica).
+# 3-second leases; the first replica is killed while it runs; the pair must
+# still be measuring after more than two TTLs and after a new pair started
+# after the kill has finished and reported (lease keep-alives and pairing
+# go to the second replica).
+#
+# Time limits: on a loaded machine (load 15 on two cores) an am_lat round
+# trip takes 2-7 ms instead of microseconds, so the new pair runs 2,000
+# iterations (about 15 s there), and the long pair's limit covers the
+# whole test: it must not end by its own timeout before it is checked.
 #
 # Needs: etcd (etcd-server), ucx_perftest (ucx-utils), the built module and
 # orcd.
@@ -91,19 +97,20 @@ export UCX_ORC_BACKEND=soft UCX_ORC_SOFT_IFACES=lo UCX_ORC_JOB=replicas
 export UCX_ORC_LEASE_TTL=3 UCX_WARN_UNUSED_ENV_VARS=n
 preload=$lib${LD_PRELOAD:+:$LD_PRELOAD}
 
-# start_pair NAME ITERS: a ucx_perftest server and client in the background
+# start_pair NAME ITERS LIMIT: a ucx_perftest server and client in the
+# background, each ended after LIMIT seconds
 start_pair() {
     local port
     port_next || return 1
     port=$port_seq
-    timeout 120 env LD_PRELOAD="$preload" "$perftest" -p "$port" \
+    timeout "$3" env LD_PRELOAD="$preload" "$perftest" -p "$port" \
         -x orc -d soft_lo:1 -t am_lat -n "$2" > "$tmp/$1.server" 2>&1 &
     eval "spid_$1=$!"
     for _ in $(seq 100); do
         ss -ltn 2>/dev/null | grep -q ":$port " && break
         sleep 0.1
     done
-    timeout 120 env LD_PRELOAD="$preload" "$perftest" 127.0.0.1 -p "$port" \
+    timeout "$3" env LD_PRELOAD="$preload" "$perftest" 127.0.0.1 -p "$port" \
         -x orc -d soft_lo:1 -t am_lat -n "$2" > "$tmp/$1.client" 2>&1 &
     eval "cpid_$1=$!"
 }
@@ -126,7 +133,7 @@ finish_pair() {
 }
 
 # a pair that runs until stopped (an iteration count it never reaches)
-start_pair running 2000000000
+start_pair running 2000000000 300
 # kill replica a once the pair is paired and measuring (progress lines)
 progress() { grep -c '^\[thread' "$tmp/running.client" 2>/dev/null; }
 for _ in $(seq 600); do
@@ -146,7 +153,7 @@ lines=$(progress)
 # more than two lease TTLs with replica b alone: keep-alives moved, or the
 # nodes expire; a new pair registers and pairs through b meanwhile
 sleep 7
-start_pair after 20000
+start_pair after 2000 120
 finish_pair after
 if kill -0 "$cpid_running" 2>/dev/null && kill -0 "$spid_running" 2>/dev/null &&
     [ "$(progress)" -gt "$lines" ]; then
