@@ -48,7 +48,9 @@ static CURLcode orc_client_global_status     = CURLE_FAILED_INIT;
  * that lock held. `thread` is written once by register and joined once by
  * whoever unlinks the node (deregister or destroy), outside the lock.
  * `index` (the registration's, the create revision of the node's record;
- * 0 if orcd did not say) is written before the node is linked.
+ * 0 if orcd did not say) and `granted_ms` (when the registration was sent:
+ * orcd granted the lease after that) are written before the node is
+ * linked.
  *
  * Mailbox acknowledgements: read_seq is the newest message of the node's
  * mailbox that orc_client_mbox_recv() returned, acked_seq the newest known
@@ -63,6 +65,7 @@ typedef struct orc_client_node {
     uint64_t index;
     uint64_t read_seq;
     uint64_t acked_seq;
+    uint64_t granted_ms;
     unsigned ttl_sec;
     int lost;
     int stop;
@@ -1227,20 +1230,44 @@ orc_cl_status_t orc_client_keepalive(orc_client_t *client, uint64_t node_id)
 }
 
 /*
- * The time a keep-alive sent at now_ms may take: what is left of a lease of
- * ttl s renewed at from_ms at the latest, so that a slow orcd is waited for
- * as long as the lease allows (a stalled one must not hold us past it).
- * With several replicas half of it: the other half is for the next
- * replica, which the next attempt asks first. At least 1 ms.
+ * One node's keep-alive schedule, owned by its thread (no other thread
+ * touches it).
+ *  - renewed_ms: when the last renewal was sent. orcd renewed the lease
+ *    after that, so it lasts at least until renewed_ms + TTL; the next
+ *    renewal is due a third of the TTL after it.
+ *  - alive_ms: until when the lease may still be alive: a TTL after the
+ *    last moment orcd may have renewed it, which is the answer of the last
+ *    renewal, or the moment we gave up early on an attempt that a replica
+ *    received but did not answer (with several replicas an attempt gets
+ *    half of what is left: orcd may have renewed the lease meanwhile).
+ *    Attempts go on until then; only past it (or on orcd's 404/410) is the
+ *    node lost, so the client does not stop renewing a lease that may be
+ *    alive. A single orcd is waited for until then, so a stalled one
+ *    makes the node lost a TTL after its last answer.
+ *  - due_ms: when the next attempt is due; failing: the last one failed;
+ *    logged_ms: when a late renewal was last logged.
+ */
+typedef struct orc_client_ka {
+    uint64_t renewed_ms;
+    uint64_t alive_ms;
+    uint64_t due_ms;
+    uint64_t logged_ms;
+    int failing;
+} orc_client_ka_t;
+
+/*
+ * The time an attempt sent at now_ms may take: until the lease is surely
+ * over (a slow orcd is waited for as long as the lease may last; a stalled
+ * one must not hold us past it). With several replicas half of it: the
+ * other half is for the next replica, which the next attempt asks first.
+ * At least 1 ms.
  */
 static int orc_client_keepalive_budget(const orc_client_t *client,
-                                       uint64_t from_ms, unsigned ttl,
+                                       const orc_client_ka_t *ka,
                                        uint64_t now_ms)
 {
-    uint64_t end = from_ms + (uint64_t)ttl * 1000;
-    uint64_t left;
+    uint64_t left = (ka->alive_ms > now_ms) ? ka->alive_ms - now_ms : 1;
 
-    left = (end > now_ms) ? end - now_ms : 1;
     if (client->nurls > 1) {
         left /= 2;
     }
@@ -1250,77 +1277,139 @@ static int orc_client_keepalive_budget(const orc_client_t *client,
     return (left > 0) ? (int)left : 1;
 }
 
+/* A third of the TTL after the last renewal was sent (not after it was
+ * answered: a slow answer must not push the next renewal towards the end
+ * of the lease); after a failure ORC_CLIENT_KA_RETRY_MS later */
+static void orc_client_keepalive_schedule(orc_client_ka_t *ka, unsigned ttl,
+                                          uint64_t now_ms)
+{
+    uint64_t interval_ms = (uint64_t)ttl * 1000 / 3;
+
+    if (interval_ms == 0) {
+        interval_ms = 1;
+    }
+    if (!ka->failing) {
+        ka->due_ms = ka->renewed_ms + interval_ms;
+    } else {
+        ka->due_ms = now_ms + ((interval_ms > ORC_CLIENT_KA_RETRY_MS)
+                                   ? ORC_CLIENT_KA_RETRY_MS
+                                   : interval_ms);
+    }
+}
+
+/* nodes_lock held. A renewal answered with less than a third of the
+ * TTL left of the lease it renewed (counted from the renewal before) is
+ * logged, at most once a TTL, with where the time went: in this thread (it
+ * sent late: starved) or in orcd (it answered late). */
+static void orc_client_keepalive_renewed(orc_client_node_t *node,
+                                         orc_client_ka_t *ka, uint64_t sent_ms,
+                                         uint64_t now_ms, unsigned ttl)
+{
+    uint64_t ttl_ms = (uint64_t)node->ttl_sec * 1000;
+    int64_t left    = (int64_t)(ka->renewed_ms + ttl_ms) - (int64_t)now_ms;
+
+    if ((left < (int64_t)ttl_ms / 3) &&
+        ((ka->logged_ms == 0) || (now_ms - ka->logged_ms >= ttl_ms))) {
+        orc_client_log(node->client,
+                       "node %" PRIu64 ": keep-alive renewed the lease with "
+                       "%" PRId64 " ms of its %u s left: sent %" PRId64
+                       " ms after it was due, answered in %" PRIu64 " ms",
+                       node->id, left, node->ttl_sec,
+                       (int64_t)sent_ms - (int64_t)ka->due_ms,
+                       now_ms - sent_ms);
+        ka->logged_ms = now_ms;
+    } else if (ka->failing) {
+        orc_client_log(node->client, "node %" PRIu64 ": keep-alive recovered",
+                       node->id);
+    }
+    ka->renewed_ms = sent_ms;
+    ka->alive_ms   = now_ms + (uint64_t)ttl * 1000;
+    ka->failing    = 0;
+    node->ttl_sec  = ttl;
+}
+
+/* nodes_lock held. A failed attempt: 0 if the lease is lost (orcd says so,
+ * or it is surely over), else 1 (the next attempt is scheduled). */
+static int orc_client_keepalive_failed(orc_client_node_t *node,
+                                       orc_client_ka_t *ka, uint64_t now_ms,
+                                       orc_cl_status_t status)
+{
+    orc_client_t *client = node->client;
+
+    if ((status == ORC_CL_ERR_GONE) || (status == ORC_CL_ERR_NOT_FOUND)) {
+        orc_client_log(client, "node %" PRIu64 ": lease lost: %s", node->id,
+                       orc_client_last_error());
+        return 0;
+    }
+    if ((status == ORC_CL_ERR_TIMEOUT) &&
+        (now_ms + ORC_CLIENT_KA_RETRY_MS <= ka->alive_ms)) {
+        /* given up early (half the time, for another replica), unanswered
+         * but received: orcd may have renewed the lease before */
+        ka->alive_ms = now_ms + (uint64_t)node->ttl_sec * 1000;
+    }
+    if (now_ms >= ka->alive_ms) {
+        orc_client_log(client,
+                       "node %" PRIu64 ": lease lost, no keep-alive "
+                       "succeeded for %u s: %s",
+                       node->id, node->ttl_sec, orc_client_last_error());
+        return 0;
+    }
+    if (!ka->failing) {
+        orc_client_log(client,
+                       "node %" PRIu64 ": keep-alive failed (%s), "
+                       "retrying: %s",
+                       node->id, orc_cl_status_str(status),
+                       orc_client_last_error());
+    }
+    ka->failing = 1;
+    orc_client_keepalive_schedule(ka, node->ttl_sec, now_ms);
+    return 1;
+}
+
+/* nodes_lock held (dropped during the request). One attempt: 0 if the
+ * lease is lost, else 1. */
+static int orc_client_keepalive_attempt(orc_client_node_t *node,
+                                        orc_client_ka_t *ka)
+{
+    orc_client_t *client = node->client;
+    unsigned ttl         = node->ttl_sec;
+    uint64_t sent_ms     = orc_util_now_ms();
+    int timeout_ms       = orc_client_keepalive_budget(client, ka, sent_ms);
+    orc_cl_status_t status;
+    uint64_t now_ms;
+
+    pthread_mutex_unlock(&client->nodes_lock);
+    status = orc_client_keepalive_once(client, node->id, timeout_ms, &ttl);
+    now_ms = orc_util_now_ms();
+    pthread_mutex_lock(&client->nodes_lock);
+    if (status != ORC_CL_OK) {
+        return orc_client_keepalive_failed(node, ka, now_ms, status);
+    }
+
+    orc_client_keepalive_renewed(node, ka, sent_ms, now_ms, ttl);
+    orc_client_keepalive_schedule(ka, node->ttl_sec, now_ms);
+    return 1;
+}
+
 static void *orc_client_keepalive_thread(void *arg)
 {
     orc_client_node_t *node = arg;
     orc_client_t *client    = node->client;
-    uint64_t last_ok_ms     = orc_util_now_ms();
-    uint64_t lease_from_ms  = last_ok_ms;
-    uint64_t interval_ms, deadline_ms, now_ms, sent_ms;
-    orc_cl_status_t status;
-    int failing = 0;
-    int timeout_ms;
-    unsigned ttl;
+    orc_client_ka_t ka      = {0};
 
     pthread_mutex_lock(&client->nodes_lock);
+    ka.renewed_ms = node->granted_ms;
+    ka.alive_ms   = orc_util_now_ms() + (uint64_t)node->ttl_sec * 1000;
+    orc_client_keepalive_schedule(&ka, node->ttl_sec, ka.renewed_ms);
     while (!node->stop) {
-        interval_ms = (uint64_t)node->ttl_sec * 1000 / 3;
-        if (interval_ms == 0) {
-            interval_ms = 1;
-        }
-        if (failing && (interval_ms > ORC_CLIENT_KA_RETRY_MS)) {
-            interval_ms = ORC_CLIENT_KA_RETRY_MS;
-        }
-
-        deadline_ms = orc_util_now_ms() + interval_ms;
-        while (!node->stop && (orc_util_now_ms() < deadline_ms)) {
+        if (orc_util_now_ms() < ka.due_ms) {
             orc_client_timedwait_ms(&node->cond, &client->nodes_lock,
-                                    deadline_ms);
+                                    ka.due_ms);
+            continue;
         }
-        if (node->stop) {
-            break;
-        }
-
-        ttl     = node->ttl_sec;
-        sent_ms = orc_util_now_ms();
-        timeout_ms =
-            orc_client_keepalive_budget(client, lease_from_ms, ttl, sent_ms);
-        pthread_mutex_unlock(&client->nodes_lock);
-        status = orc_client_keepalive_once(client, node->id, timeout_ms, &ttl);
-        now_ms = orc_util_now_ms();
-        pthread_mutex_lock(&client->nodes_lock);
-
-        if (status == ORC_CL_OK) {
-            lease_from_ms = sent_ms; /* renewed after we sent it */
-            if (failing) {
-                orc_client_log(client,
-                               "node %" PRIu64 ": keep-alive "
-                               "recovered",
-                               node->id);
-            }
-            failing       = 0;
-            last_ok_ms    = now_ms;
-            node->ttl_sec = ttl;
-        } else if ((status == ORC_CL_ERR_GONE) ||
-                   (status == ORC_CL_ERR_NOT_FOUND)) {
+        if (!orc_client_keepalive_attempt(node, &ka)) {
             node->lost = 1;
-            orc_client_log(client, "node %" PRIu64 ": lease lost: %s", node->id,
-                           orc_client_last_error());
             break;
-        } else if (now_ms - last_ok_ms >= (uint64_t)node->ttl_sec * 1000) {
-            node->lost = 1;
-            orc_client_log(client,
-                           "node %" PRIu64 ": lease lost, no "
-                           "keep-alive succeeded for %u s: %s",
-                           node->id, node->ttl_sec, orc_client_last_error());
-            break;
-        } else if (!failing) {
-            failing = 1;
-            orc_client_log(client,
-                           "node %" PRIu64 ": keep-alive failed "
-                           "(%s), retrying: %s",
-                           node->id, orc_cl_status_str(status),
-                           orc_client_last_error());
         }
     }
     pthread_mutex_unlock(&client->nodes_lock);
@@ -1334,7 +1423,7 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
     char path[256], rid[33];
     orc_client_node_t *node;
     json_t *request, *labels, *reply = NULL;
-    uint64_t id, ttl, index;
+    uint64_t id, ttl, index, sent_ms;
     orc_cl_status_t status;
     pthread_condattr_t attr;
     const char *key;
@@ -1381,8 +1470,9 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
 
     snprintf(path, sizeof(path), "/v1/jobs/%s/nodes", client->job);
     orc_client_new_rid(rid);
-    status = orc_client_http_rid(client, "POST", path, body, 0, 0, rid, NULL,
-                                 &reply);
+    sent_ms = orc_util_now_ms();
+    status  = orc_client_http_rid(client, "POST", path, body, 0, 0, rid, NULL,
+                                  &reply);
     free(body);
     if (status != ORC_CL_OK) {
         return status;
@@ -1406,10 +1496,11 @@ orc_cl_status_t orc_client_register(orc_client_t *client, const char *host,
         goto err_delete;
     }
 
-    node->client  = client;
-    node->id      = id;
-    node->index   = index;
-    node->ttl_sec = (unsigned)ttl;
+    node->client     = client;
+    node->id         = id;
+    node->index      = index;
+    node->granted_ms = sent_ms;
+    node->ttl_sec    = (unsigned)ttl;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&node->cond, &attr);

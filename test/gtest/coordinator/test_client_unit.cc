@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -34,9 +35,10 @@ struct fake_request {
     std::string method;
     std::string url; /* path and query */
     std::string body;
-    std::string auth;    /* Authorization header, "" if none */
-    std::string rid;     /* Idempotency-Key, "" if none */
-    std::string attempt; /* X-Orc-Attempt, "" if none */
+    std::string auth;      /* Authorization header, "" if none */
+    std::string rid;       /* Idempotency-Key, "" if none */
+    std::string attempt;   /* X-Orc-Attempt, "" if none */
+    steady::time_point at; /* when it arrived whole */
 };
 
 struct fake_reply {
@@ -198,7 +200,8 @@ class fake_server
                          state->body,
                          (auth != NULL) ? auth : "",
                          (rid != NULL) ? rid : "",
-                         (attempt != NULL) ? attempt : ""};
+                         (attempt != NULL) ? attempt : "",
+                         steady::now()};
         delete state;
         *con_cls = NULL;
 
@@ -291,6 +294,31 @@ class client_unit : public ::testing::Test
     std::mutex m_log_lock;
     std::vector<std::string> m_log;
 };
+
+/* The longest time a lease that each arrival of `key` renews (as orcd
+ * does, whatever becomes of the answer) went unrenewed from `from` until
+ * now, over the requests of several servers (replicas) */
+int64_t longest_unrenewed_ms(const std::vector<fake_server *> &servers,
+                             const std::string &key, steady::time_point from)
+{
+    std::vector<steady::time_point> at{from, steady::now()};
+    for (fake_server *server : servers) {
+        for (const fake_request &r : server->requests()) {
+            if (((r.method + " " + r.url) == key) && (r.at > from)) {
+                at.push_back(r.at);
+            }
+        }
+    }
+    std::sort(at.begin(), at.end());
+    int64_t longest = 0;
+    for (size_t i = 1; i < at.size(); ++i) {
+        longest = std::max<int64_t>(
+            longest, std::chrono::duration_cast<std::chrono::milliseconds>(
+                         at[i] - at[i - 1])
+                         .count());
+    }
+    return longest;
+}
 
 /* poll a condition, bounded */
 template<typename F> bool eventually(F cond, int timeout_ms)
@@ -797,14 +825,83 @@ TEST_F(client_unit, slow_keepalive_within_the_lease_renews_it)
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 6, &id));
     ASSERT_TRUE(m_server.wait_count(ka, 1, 5000));
     m_server.route(ka, 200, "{\"id\": 9, \"ttl\": 6}"); /* later: at once */
-    /* the next attempt: ~2 s after the slow one succeeded, or ~0.25 s after
-     * it failed */
+    /* the next attempt: at once (it was due 2 s after the slow one was
+     * sent), or ~0.25 s after it failed */
     ASSERT_TRUE(m_server.wait_count(ka, 2, 10000));
+    size_t late = 0;
     for (const auto &line : logs()) {
         EXPECT_EQ(std::string::npos, line.find("keep-alive failed")) << line;
+        /* answered with ~1 s of the lease left: said, with the time orcd
+         * took */
+        late += (line.find("renewed the lease") != std::string::npos) &&
+                (line.find("answered in 3") != std::string::npos);
     }
+    EXPECT_EQ(1u, late);
     EXPECT_EQ(0, orc_client_node_lost(m_client, id));
     ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
+}
+
+/* The next renewal is due a third of the TTL after the previous one was
+ * sent, not after it was answered. orcd renews a lease when the keep-alive
+ * arrives: with every answer taking 1.2 s of a 3 s TTL the lease goes
+ * ~1.2 s unrenewed at a time. Counted from the answers, each keep-alive
+ * arrived 2.2 s after the one before (and timed out with 0.8 s of the
+ * lease to go), so a thread starved for 0.8 s lost a live lease. */
+TEST_F(client_unit, slow_answers_do_not_delay_the_next_renewal)
+{
+    const std::string ka = "PUT /v1/jobs/jobA/nodes/10/keepalive";
+    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 10, \"ttl\": 3}");
+    m_server.route(ka, 200, "{\"id\": 10, \"ttl\": 3}", 1200);
+    m_server.route("DELETE /v1/jobs/jobA/nodes/10", 204, "");
+
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 3, &id));
+    auto from = steady::now();
+    ASSERT_TRUE(m_server.wait_count(ka, 5, 15000));
+    EXPECT_LT(longest_unrenewed_ms({&m_server}, ka, from), 1700);
+    EXPECT_EQ(0, orc_client_node_lost(m_client, id));
+    ASSERT_EQ(ORC_CL_OK, orc_client_deregister(m_client, id));
+}
+
+/* With several replicas an attempt may take half of what is left of the
+ * lease, so that the next one has time on another replica. When both
+ * answer later than that (1.2 s of a 3 s TTL), the first attempt is given
+ * up after 1 s, but its replica got it and renewed the lease: the client
+ * goes on renewing, and the next attempts (given half of a lease counted
+ * from the one given up) are answered. Counting only answers, the client
+ * gave its attempts less and less time and stopped a TTL after the
+ * registration, reporting lost a lease it had kept alive, which then
+ * lapsed. */
+TEST_F(client_unit, keepalives_go_on_while_every_replica_is_slow)
+{
+    const std::string ka = "PUT /v1/jobs/jobA/nodes/11/keepalive";
+    fake_server other;
+    ASSERT_TRUE(other.ok());
+    for (fake_server *server : {&m_server, &other}) {
+        server->route(ka, 200, "{\"id\": 11, \"ttl\": 3}", 1200);
+        server->route("DELETE /v1/jobs/jobA/nodes/11", 204, "");
+    }
+    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 11, \"ttl\": 3}");
+    orc_client_t *client =
+        make_client(m_server.url() + "," + other.url(), 2000);
+    ASSERT_NE(nullptr, client);
+
+    uint64_t id;
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(client, "h", 1, NULL, 3, &id));
+    auto from = steady::now();
+    /* 2.5 TTLs: the duration under test, not a synchronisation */
+    std::this_thread::sleep_for(std::chrono::milliseconds(7500));
+    EXPECT_LT(longest_unrenewed_ms({&m_server, &other}, ka, from), 2500);
+    EXPECT_EQ(0, orc_client_node_lost(client, id));
+    size_t recovered = 0;
+    for (const auto &line : logs()) {
+        EXPECT_EQ(std::string::npos, line.find("lost")) << line;
+        recovered += (line.find("renewed the lease") != std::string::npos) ||
+                     (line.find("recovered") != std::string::npos);
+    }
+    EXPECT_GE(recovered, 1u);
+    EXPECT_EQ(ORC_CL_OK, orc_client_deregister(client, id));
+    orc_client_destroy(client);
 }
 
 /* A registration whose answer was lost (the replica closed the connection
