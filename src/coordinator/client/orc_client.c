@@ -30,6 +30,9 @@
 #define ORC_CLIENT_REPLY_MAX          (64u * 1024 * 1024)
 #define ORC_CLIENT_POOL_MAX           256
 #define ORC_CLIENT_KA_RETRY_MS        250
+/* unanswered keep-alives keep a node's lease for alive this many TTLs
+ * after orcd's last answer at most (orc_client_ka_t) */
+#define ORC_CLIENT_KA_UNANSWERED_TTLS 2
 #define ORC_CLIENT_ERRBUF_LEN         512
 /* a wait that ended this long after it began was cut short by orcd's
  * max_wait: worth asking again for the rest */
@@ -1243,13 +1246,18 @@ orc_cl_status_t orc_client_keepalive(orc_client_t *client, uint64_t node_id)
  *    Attempts go on until then; only past it (or on orcd's 404/410) is the
  *    node lost, so the client does not stop renewing a lease that may be
  *    alive. A single orcd is waited for until then, so a stalled one
- *    makes the node lost a TTL after its last answer.
+ *    makes the node lost a TTL after its last answer; attempts given up
+ *    unanswered extend it to ORC_CLIENT_KA_UNANSWERED_TTLS TTLs after the
+ *    last answer at most, so replicas that all take requests and never
+ *    answer make the node lost too.
+ *  - answered_ms: when orcd last answered (the registration or a renewal).
  *  - due_ms: when the next attempt is due; failing: the last one failed;
  *    logged_ms: when a late renewal was last logged.
  */
 typedef struct orc_client_ka {
     uint64_t renewed_ms;
     uint64_t alive_ms;
+    uint64_t answered_ms;
     uint64_t due_ms;
     uint64_t logged_ms;
     int failing;
@@ -1322,10 +1330,11 @@ static void orc_client_keepalive_renewed(orc_client_node_t *node,
         orc_client_log(node->client, "node %" PRIu64 ": keep-alive recovered",
                        node->id);
     }
-    ka->renewed_ms = sent_ms;
-    ka->alive_ms   = now_ms + (uint64_t)ttl * 1000;
-    ka->failing    = 0;
-    node->ttl_sec  = ttl;
+    ka->renewed_ms  = sent_ms;
+    ka->alive_ms    = now_ms + (uint64_t)ttl * 1000;
+    ka->answered_ms = now_ms;
+    ka->failing     = 0;
+    node->ttl_sec   = ttl;
 }
 
 /* nodes_lock held. A failed attempt: 0 if the lease is lost (orcd says so,
@@ -1335,6 +1344,8 @@ static int orc_client_keepalive_failed(orc_client_node_t *node,
                                        orc_cl_status_t status)
 {
     orc_client_t *client = node->client;
+    uint64_t ttl_ms      = (uint64_t)node->ttl_sec * 1000;
+    uint64_t max_ms      = ORC_CLIENT_KA_UNANSWERED_TTLS * ttl_ms;
 
     if ((status == ORC_CL_ERR_GONE) || (status == ORC_CL_ERR_NOT_FOUND)) {
         orc_client_log(client, "node %" PRIu64 ": lease lost: %s", node->id,
@@ -1345,13 +1356,17 @@ static int orc_client_keepalive_failed(orc_client_node_t *node,
         (now_ms + ORC_CLIENT_KA_RETRY_MS <= ka->alive_ms)) {
         /* given up early (half the time, for another replica), unanswered
          * but received: orcd may have renewed the lease before */
-        ka->alive_ms = now_ms + (uint64_t)node->ttl_sec * 1000;
+        ka->alive_ms = now_ms + ttl_ms;
+        if (ka->alive_ms > ka->answered_ms + max_ms) {
+            ka->alive_ms = ka->answered_ms + max_ms;
+        }
     }
     if (now_ms >= ka->alive_ms) {
         orc_client_log(client,
                        "node %" PRIu64 ": lease lost, no keep-alive "
-                       "succeeded for %u s: %s",
-                       node->id, node->ttl_sec, orc_client_last_error());
+                       "answered for %" PRIu64 " ms (TTL %u s): %s",
+                       node->id, now_ms - ka->answered_ms, node->ttl_sec,
+                       orc_client_last_error());
         return 0;
     }
     if (!ka->failing) {
@@ -1398,8 +1413,9 @@ static void *orc_client_keepalive_thread(void *arg)
     orc_client_ka_t ka      = {0};
 
     pthread_mutex_lock(&client->nodes_lock);
-    ka.renewed_ms = node->granted_ms;
-    ka.alive_ms   = orc_util_now_ms() + (uint64_t)node->ttl_sec * 1000;
+    ka.renewed_ms  = node->granted_ms;
+    ka.answered_ms = orc_util_now_ms(); /* the registration's answer */
+    ka.alive_ms    = ka.answered_ms + (uint64_t)node->ttl_sec * 1000;
     orc_client_keepalive_schedule(&ka, node->ttl_sec, ka.renewed_ms);
     while (!node->stop) {
         if (orc_util_now_ms() < ka.due_ms) {

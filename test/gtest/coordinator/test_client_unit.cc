@@ -904,6 +904,45 @@ TEST_F(client_unit, keepalives_go_on_while_every_replica_is_slow)
     orc_client_destroy(client);
 }
 
+/* Unanswered keep-alives extend the time the client keeps a lease for
+ * alive (a replica may have renewed it), but not past two TTLs after orcd's
+ * last answer: replicas that all take requests and never answer make the
+ * node lost, not a client renewing forever without a word */
+TEST_F(client_unit, keepalives_no_replica_answers_mark_lost)
+{
+    const std::string ka = "PUT /v1/jobs/jobA/nodes/12/keepalive";
+    fake_server other;
+    ASSERT_TRUE(other.ok());
+    for (fake_server *server : {&m_server, &other}) {
+        server->route(ka, 200, "{\"id\": 12, \"ttl\": 1}", 2500);
+        server->route("DELETE /v1/jobs/jobA/nodes/12", 204, "");
+    }
+    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 12, \"ttl\": 1}");
+    orc_client_t *client =
+        make_client(m_server.url() + "," + other.url(), 2000);
+    ASSERT_NE(nullptr, client);
+
+    uint64_t id;
+    auto from = steady::now();
+    ASSERT_EQ(ORC_CL_OK, orc_client_register(client, "h", 1, NULL, 1, &id));
+    EXPECT_TRUE(
+        eventually([&] { return orc_client_node_lost(client, id); }, 6000));
+    auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       steady::now() - from)
+                       .count();
+    /* not before the lease may have lapsed (a TTL), by two TTLs after the
+     * registration's answer and the attempt then under way (half a TTL) */
+    EXPECT_GE(elapsed, 1000);
+    EXPECT_LE(elapsed, 3500);
+    bool logged = false;
+    for (const auto &line : logs()) {
+        logged |= (line.find("lease lost, no keep-alive answered") !=
+                   std::string::npos);
+    }
+    EXPECT_TRUE(logged);
+    orc_client_destroy(client);
+}
+
 /* A registration whose answer was lost (the replica closed the connection
  * after it took the request) is sent to the next replica with the same
  * Idempotency-Key and the next X-Orc-Attempt: orcd answers it as the first
