@@ -241,6 +241,16 @@
  * (softnic_cq_req_notify: an application about to sleep), so a socket
  * waits for nobody longer than about two looks, and only when its
  * application stopped polling without arming.
+ * Standing back, the service thread only tries svc_lock for its own work
+ * (the timer pass, its look at owed ACKs): a poller mid-step holds it,
+ * and waiting for it would keep the pollers off (svc_want) from the step's
+ * end until the kernel runs the woken service thread again, which on a
+ * CPU a poller spins on can be most of a time slice; a poller that waits
+ * SN_CQ_YIELD_NS then yields, and gets its CPU back a slice later
+ * (two-host am_lat on a loaded host: round trips of 0.5 ms or more, most
+ * with a yield, fell to about half). A pass it missed is tried again a
+ * look later, and one that is SN_PASS_LATE_NS late waits for the lock;
+ * the ACKs due are pushed at the end of the step it missed.
  * The same for the same-host rings: the service thread's timer pass
  * (which consumes the rings of a target that does not poll, and runs the
  * QPs' timers) comes every millisecond while the instance has rings, but
@@ -395,6 +405,9 @@
 /* The service thread's timer pass: every millisecond (see "Polling") */
 #define SN_PASS_NS   1000000ull
 #define SN_NS_PER_MS 1000000ull
+/* Standing back, the service thread tries svc_lock for its timer pass
+ * (see "Polling"); a pass this late waits for it */
+#define SN_PASS_LATE_NS (20 * SN_LOOK_NS)
 /* The timer pass's pace while pollers drive every same-host ring of the
  * instance (see "Polling"): instead of every millisecond */
 #define SN_RING_LOOK_NS 5000000ull
@@ -555,7 +568,8 @@ struct sn_inst {
      * so that the service thread knows when the events it waited for may
      * be stale.
      * svc_want (atomic): the service thread waits for svc_lock, pollers
-     * keep off. num_tcp_streams (atomic, written under svc_lock): ready
+     * keep off (standing back, it only tries: "Polling").
+     * num_tcp_streams (atomic, written under svc_lock): ready
      * connections carrying data on TCP; without any, pollers do not step.
      * poll_steps (written under svc_lock, read atomically): pollers' steps,
      * whether they found events or not. posts (atomic add by any poster,

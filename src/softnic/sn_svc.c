@@ -354,6 +354,21 @@ static void sn_svc_lock(sn_inst_t *inst)
     __atomic_store_n(&inst->svc_want, 0, __ATOMIC_RELAXED);
 }
 
+/* The service thread's own work under svc_lock while it stands back from
+ * the sockets (sn_int.h, "Polling"): a poller mid-step holds the lock, and
+ * waiting for it would keep the pollers off (svc_want) until the kernel
+ * runs the woken service thread again, on a CPU a poller spins on as much
+ * as a time slice later; so it only tries, unless the work is late (the
+ * timer pass: SN_PASS_LATE_NS since the last one). 1: svc_lock taken */
+static int sn_svc_lock_own(sn_inst_t *inst, int standby, int late)
+{
+    if (standby && !late) {
+        return pthread_mutex_trylock(&inst->svc_lock) == 0;
+    }
+    sn_svc_lock(inst);
+    return 1;
+}
+
 /* What the service thread watches while a thread polls (sn_int.h,
  * "Polling"): at each look, or at once after an arm */
 typedef struct sn_svc_look {
@@ -436,6 +451,22 @@ static int sn_svc_pass_due(sn_inst_t *inst, uint64_t now, uint64_t last,
             (__atomic_load_n(&inst->arm_gen, __ATOMIC_SEQ_CST) != arms));
 }
 
+/* The timer pass, at *last_p (the last one's time) on; 0: pollers had
+ * svc_lock (sn_svc_lock_own), the pass is tried again within a look */
+static int sn_svc_pass(sn_inst_t *inst, int standby, uint64_t now,
+                       uint64_t *last_p, uint64_t *next_p, int *driven_p)
+{
+    if (!sn_svc_lock_own(inst, standby, now - *last_p >= SN_PASS_LATE_NS)) {
+        return 0;
+    }
+    *next_p = sn_svc_timers(inst, driven_p);
+    *last_p = now;
+    sn_stream_timers(inst, now);
+    sn_stream_resume(inst); /* a QP left RTS, or lost its peer */
+    pthread_mutex_unlock(&inst->svc_lock);
+    return 1;
+}
+
 /* How long the service thread may wait for events (ms); *next_p: the next
  * timer pass (0: none due) */
 static int sn_svc_timeout(sn_inst_t *inst, uint64_t now, uint64_t pace,
@@ -473,31 +504,31 @@ static void *sn_svc_thread(void *arg)
     struct epoll_event events[64];
     uint64_t next = 0, now, last_timers = 0, gen, pace = SN_PASS_NS, arms = 0;
     sn_svc_look_t look;
-    int n, timeout_ms, epfd, driven;
+    int n, timeout_ms, epfd, driven, missed;
 
     memset(&look, 0, sizeof(look));
     while (!__atomic_load_n(&inst->stopping, __ATOMIC_ACQUIRE)) {
-        now = sn_now_ns();
+        now    = sn_now_ns();
+        missed = 0;
         if (sn_svc_pass_due(inst, now, last_timers, pace, next, arms)) {
-            sn_svc_lock(inst);
-            next        = sn_svc_timers(inst, &driven);
-            last_timers = now;
-            sn_stream_timers(inst, now);
-            sn_stream_resume(inst); /* a QP left RTS, or lost its peer */
-            pthread_mutex_unlock(&inst->svc_lock);
-            pace = sn_svc_ring_pace(inst, &arms, driven);
+            missed = !sn_svc_pass(inst, look.standby, now, &last_timers, &next,
+                                  &driven);
+            if (!missed) {
+                pace = sn_svc_ring_pace(inst, &arms, driven);
+            }
         }
-        if (__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) {
-            /* ACKs owed by pollers' steps: each look, those due (all, once
-             * the service thread serves the sockets again) */
-            sn_svc_lock(inst);
+        /* ACKs owed by pollers' steps: each look, those due (all, once the
+         * service thread serves the sockets again); a poller mid-step
+         * pushes those due at the step's end */
+        if ((__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) &&
+            sn_svc_lock_own(inst, look.standby, 0)) {
             sn_stream_acks(inst, !look.standby);
             pthread_mutex_unlock(&inst->svc_lock);
         }
         timeout_ms = sn_svc_timeout(inst, now, pace, &next);
         epfd       = sn_svc_standby(inst, &look, now);
-        if ((epfd == inst->idle_epfd) &&
-            ((uint64_t)timeout_ms * SN_NS_PER_MS > SN_LOOK_NS)) {
+        if (missed || ((epfd == inst->idle_epfd) &&
+                       ((uint64_t)timeout_ms * SN_NS_PER_MS > SN_LOOK_NS))) {
             timeout_ms = (int)(SN_LOOK_NS / SN_NS_PER_MS);
         }
         gen = __atomic_load_n(&inst->svc_gen, __ATOMIC_ACQUIRE);
