@@ -703,8 +703,8 @@ TEST_F(softnic_local_tcp, a_poll_whose_step_moved_bytes_ends_the_run)
  * (held_blocks: any thread's pthread_mutex_lock that found its mutex
  * locked during a held step; the poller holds svc_lock alone then). A
  * test thread kept off its CPU for a look on a loaded host ends the
- * standing back, and the pass after it waits, as it should: a few such
- * waits pass. */
+ * standing back, and the pass after it waits, as it should: up to 14 such
+ * waits pass (without the rule 48-50 of the 50 held steps block). */
 TEST_F(softnic_local_tcp, a_poller_mid_step_does_not_hold_the_service_thread)
 {
     std::vector<uint8_t> buf(128, 0);
@@ -723,7 +723,7 @@ TEST_F(softnic_local_tcp, a_poller_mid_step_does_not_hold_the_service_thread)
         ASSERT_NO_FATAL_FAILURE(spin_empty(1));
     }
     EXPECT_GE(svc_waits - waits, 20u) << "the service thread did not look";
-    EXPECT_LT(held_blocks.load(), 5u)
+    EXPECT_LT(held_blocks.load(), 15u)
         << held_blocks.load() << " waits: "
         << "the service thread waited for a poller's step to end";
     EXPECT_EQ(0, softnic_mr_dereg(mr));
