@@ -276,6 +276,23 @@ class client_unit : public ::testing::Test
         return client;
     }
 
+    /* A client of two replicas, m_server and `other`, that both answer node
+     * `id`'s keep-alives delay_ms after they arrive (lease: ttl s) and its
+     * DELETE at once; m_server takes its registration */
+    orc_client_t *slow_replicas(fake_server &other, unsigned id, unsigned ttl,
+                                int delay_ms)
+    {
+        const std::string node   = "/v1/jobs/jobA/nodes/" + std::to_string(id);
+        const std::string answer = "{\"id\": " + std::to_string(id) +
+                                   ", \"ttl\": " + std::to_string(ttl) + "}";
+        for (fake_server *server : {&m_server, &other}) {
+            server->route("PUT " + node + "/keepalive", 200, answer, delay_ms);
+            server->route("DELETE " + node, 204, "");
+        }
+        m_server.route("POST /v1/jobs/jobA/nodes", 201, answer);
+        return make_client(m_server.url() + "," + other.url(), 2000);
+    }
+
     static void log_cb(void *arg, const char *message)
     {
         client_unit *self = static_cast<client_unit *>(arg);
@@ -877,13 +894,7 @@ TEST_F(client_unit, keepalives_go_on_while_every_replica_is_slow)
     const std::string ka = "PUT /v1/jobs/jobA/nodes/11/keepalive";
     fake_server other;
     ASSERT_TRUE(other.ok());
-    for (fake_server *server : {&m_server, &other}) {
-        server->route(ka, 200, "{\"id\": 11, \"ttl\": 3}", 1200);
-        server->route("DELETE /v1/jobs/jobA/nodes/11", 204, "");
-    }
-    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 11, \"ttl\": 3}");
-    orc_client_t *client =
-        make_client(m_server.url() + "," + other.url(), 2000);
+    orc_client_t *client = slow_replicas(other, 11, 3, 1200);
     ASSERT_NE(nullptr, client);
 
     uint64_t id;
@@ -913,13 +924,7 @@ TEST_F(client_unit, keepalives_no_replica_answers_mark_lost)
     const std::string ka = "PUT /v1/jobs/jobA/nodes/12/keepalive";
     fake_server other;
     ASSERT_TRUE(other.ok());
-    for (fake_server *server : {&m_server, &other}) {
-        server->route(ka, 200, "{\"id\": 12, \"ttl\": 1}", 2500);
-        server->route("DELETE /v1/jobs/jobA/nodes/12", 204, "");
-    }
-    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 12, \"ttl\": 1}");
-    orc_client_t *client =
-        make_client(m_server.url() + "," + other.url(), 2000);
+    orc_client_t *client = slow_replicas(other, 12, 1, 2500);
     ASSERT_NE(nullptr, client);
 
     uint64_t id;
