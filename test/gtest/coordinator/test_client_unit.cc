@@ -276,20 +276,31 @@ class client_unit : public ::testing::Test
         return client;
     }
 
-    /* A client of two replicas, m_server and `other`, that both answer node
-     * `id`'s keep-alives delay_ms after they arrive (lease: ttl s) and its
-     * DELETE at once; m_server takes its registration */
-    orc_client_t *slow_replicas(fake_server &other, unsigned id, unsigned ttl,
-                                int delay_ms)
+    /* Node `id` (lease: ttl s) on m_server and, if given, on `other` too:
+     * its keep-alives answered delay_ms after they arrive, its DELETE at
+     * once; m_server takes its registration */
+    void slow_node(unsigned id, unsigned ttl, int delay_ms,
+                   fake_server *other = nullptr)
     {
         const std::string node   = "/v1/jobs/jobA/nodes/" + std::to_string(id);
         const std::string answer = "{\"id\": " + std::to_string(id) +
                                    ", \"ttl\": " + std::to_string(ttl) + "}";
-        for (fake_server *server : {&m_server, &other}) {
-            server->route("PUT " + node + "/keepalive", 200, answer, delay_ms);
-            server->route("DELETE " + node, 204, "");
+        for (fake_server *server : {&m_server, other}) {
+            if (server != nullptr) {
+                server->route("PUT " + node + "/keepalive", 200, answer,
+                              delay_ms);
+                server->route("DELETE " + node, 204, "");
+            }
         }
         m_server.route("POST /v1/jobs/jobA/nodes", 201, answer);
+    }
+
+    /* A client of two replicas, m_server and `other`, both serving node
+     * `id` as slow_node() says */
+    orc_client_t *slow_replicas(fake_server &other, unsigned id, unsigned ttl,
+                                int delay_ms)
+    {
+        slow_node(id, ttl, delay_ms, &other);
         return make_client(m_server.url() + "," + other.url(), 2000);
     }
 
@@ -834,9 +845,7 @@ TEST_F(client_unit, keepalive_unreachable_marks_lost_after_ttl)
 TEST_F(client_unit, slow_keepalive_within_the_lease_renews_it)
 {
     const std::string ka = "PUT /v1/jobs/jobA/nodes/9/keepalive";
-    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 9, \"ttl\": 6}");
-    m_server.route(ka, 200, "{\"id\": 9, \"ttl\": 6}", 3000);
-    m_server.route("DELETE /v1/jobs/jobA/nodes/9", 204, "");
+    slow_node(9, 6, 3000);
 
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 6, &id));
@@ -867,9 +876,7 @@ TEST_F(client_unit, slow_keepalive_within_the_lease_renews_it)
 TEST_F(client_unit, slow_answers_do_not_delay_the_next_renewal)
 {
     const std::string ka = "PUT /v1/jobs/jobA/nodes/10/keepalive";
-    m_server.route("POST /v1/jobs/jobA/nodes", 201, "{\"id\": 10, \"ttl\": 3}");
-    m_server.route(ka, 200, "{\"id\": 10, \"ttl\": 3}", 1200);
-    m_server.route("DELETE /v1/jobs/jobA/nodes/10", 204, "");
+    slow_node(10, 3, 1200);
 
     uint64_t id;
     ASSERT_EQ(ORC_CL_OK, orc_client_register(m_client, "h", 1, NULL, 3, &id));
@@ -921,7 +928,6 @@ TEST_F(client_unit, keepalives_go_on_while_every_replica_is_slow)
  * node lost, not a client renewing forever without a word */
 TEST_F(client_unit, keepalives_no_replica_answers_mark_lost)
 {
-    const std::string ka = "PUT /v1/jobs/jobA/nodes/12/keepalive";
     fake_server other;
     ASSERT_TRUE(other.ok());
     orc_client_t *client = slow_replicas(other, 12, 1, 2500);
