@@ -296,10 +296,18 @@
  * still owed is pushed (TCP_NODELAY set again: one segment for all the
  * ACKs the socket holds) once it is due: SN_ACK_MAX answers or
  * SN_ACK_BYTES of payload owed, or owed for SN_ACK_DELAY_NS; checked at the
- * end of every poller step and at each look of the service thread, so an
- * ACK waits at most about SN_ACK_DELAY_NS while a thread polls and about a
- * look (SN_LOOK_NS) after polling stops; at once when a CQ is armed (the
- * service thread takes the sockets back and pushes what is owed). Any
+ * end of every poller step and at each look of the service thread. Owed
+ * for SN_ACK_DELAY_NS only, it waits for a step that moves no bytes
+ * (sn_io_moved: its application waits for the peer then), or is
+ * SN_ACK_BUSY_NS old: a step that reads a request neither sends its ACK
+ * at once nor pushes because of age, so that the segment, and the peer's
+ * TCP processing of it that the send runs, does not come between the
+ * request's arrival and its receive's completion (two-host am_lat, the peer
+ * answering on another QP: that was every ~SN_ACK_DELAY_NS / round trip-th
+ * request on each side). So an ACK waits at most about SN_ACK_BUSY_NS
+ * while a thread polls and about a look (SN_LOOK_NS) after polling stops;
+ * at once when a CQ is armed (the service thread takes the sockets back
+ * and pushes what is owed). Any
  * other frame on the connection (NAK, READ data, atomic answer, an ACK
  * sent at once) pushes the held-back ACKs ahead of it, in order. Every
  * other ACK is sent at once, as before: outside such steps (the service
@@ -416,8 +424,10 @@
 #define SN_HOT_EPOLL 4
 
 /* ACK coalescing (see "ACK coalescing" above): an owed ACK is due after
- * this long, or after this many answers or payload bytes */
+ * this long (SN_ACK_BUSY_NS in steps that move bytes), or after this many
+ * answers or payload bytes */
 #define SN_ACK_DELAY_NS 50000ull
+#define SN_ACK_BUSY_NS  (2 * SN_ACK_DELAY_NS)
 #define SN_ACK_MAX      16
 #define SN_ACK_BYTES    (64 * 1024)
 #define SN_ACK_HOLD_LEN 4096 /* larger requests are ACKed at once */

@@ -176,9 +176,10 @@ static void sn_resp_ack_settled(sn_inst_t *inst, sn_chan_t *chan)
 }
 
 /* Due: SN_ACK_MAX answers or SN_ACK_BYTES owed, or owed for
- * SN_ACK_DELAY_NS; or nothing owed any more (carried: settled at once, so
- * that the next ACK owed is timed from its own answer) */
-int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now)
+ * SN_ACK_DELAY_NS (SN_ACK_BUSY_NS when busy: for a step that moves bytes);
+ * or nothing owed any more (carried: settled at once, so that the next ACK
+ * owed is timed from its own answer) */
+int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now, int busy)
 {
     uint32_t owed;
 
@@ -188,7 +189,8 @@ int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now)
     owed = sn_resp_acks_owed(chan);
     return (owed == 0) || (owed >= SN_ACK_MAX) ||
            (chan->ack_bytes >= SN_ACK_BYTES) ||
-           (SN_RULE_ACK_BOUND && (now - chan->ack_since_ns >= SN_ACK_DELAY_NS));
+           (SN_RULE_ACK_BOUND && (now - chan->ack_since_ns >=
+                                  (busy ? SN_ACK_BUSY_NS : SN_ACK_DELAY_NS)));
 }
 
 int sn_resp_ack_flush(sn_inst_t *inst, sn_chan_t *chan)
@@ -223,18 +225,19 @@ static int sn_resp_ack_batchable(const sn_resp_t *r)
 }
 
 /* Would what is owed on chan, with the answer for bytes of payload just
- * counted in expected_seq, be due at once (sn_resp_ack_due)? Then that
- * answer's ACK goes without MSG_MORE: the step's end would push it anyway,
- * one setsockopt later. An ACK still owed by an earlier step is due once
- * SN_ACK_DELAY_NS old: in a ping-pong whose peer answers on another QP, as
- * orc's UCT endpoints do, no request frame carries the ACKs, and at a
- * round trip between SN_ACK_DELAY_NS / 2 and SN_ACK_DELAY_NS that is every
- * other request, whose push came before the application's answer. */
+ * counted in expected_seq, be due at once (sn_resp_ack_due) in the step
+ * that read it? Then that answer's ACK goes without MSG_MORE: the step's
+ * end would push it anyway, one setsockopt later. An ACK still owed by an
+ * earlier step is due here once SN_ACK_BUSY_NS old; from SN_ACK_DELAY_NS
+ * on it waits for a step that moves nothing (sn_int.h, "ACK coalescing"):
+ * in a ping-pong whose peer answers on another QP, as orc's UCT endpoints
+ * do, no request frame carries the ACKs, and sent here the segment would
+ * delay the receive its application answers. */
 static int sn_resp_ack_due_with(const sn_chan_t *chan, uint64_t bytes)
 {
     return (sn_resp_acks_owed(chan) >= SN_ACK_MAX) ||
            (chan->ack_bytes + bytes >= SN_ACK_BYTES) ||
-           (chan->ack_owed && sn_resp_ack_due(chan, sn_now_ns()));
+           (chan->ack_owed && sn_resp_ack_due(chan, sn_now_ns(), 1));
 }
 
 /* A plain ACK of the requests up to seq (cumulative), for bytes of

@@ -1053,7 +1053,7 @@ void sn_stream_resume(sn_inst_t *inst)
     }
 }
 
-void sn_stream_acks(sn_inst_t *inst, int force)
+void sn_stream_acks(sn_inst_t *inst, int force, int busy)
 {
     sn_stream_t *stream, *next;
     uint64_t now;
@@ -1066,7 +1066,7 @@ void sn_stream_acks(sn_inst_t *inst, int force)
     for (stream = inst->streams; stream != NULL; stream = next) {
         next = stream->next;
         if (((SN_RULE_ACK_BOUND && force) ||
-             sn_resp_ack_due(stream->chan, now)) &&
+             sn_resp_ack_due(stream->chan, now, busy)) &&
             (sn_resp_ack_flush(inst, stream->chan) != 0)) {
             sn_stream_close(inst, stream);
         }

@@ -250,11 +250,14 @@ static uint64_t sn_svc_timers(sn_inst_t *inst, int *driven_p)
 /* svc_lock held: the ACKs owed go when due (sn_int.h, "ACK coalescing"):
  * all of them at the end of the service thread's pass, and of a poller's
  * while the service thread serves the sockets too (pollers step rarely);
- * those due at the end of a step of pollers it left the sockets to */
+ * those due at the end of a step of pollers it left the sockets to (a
+ * step that moved bytes is a busy one) */
 static void sn_svc_acks(sn_inst_t *inst, int poller)
 {
-    sn_stream_acks(inst, !poller || !__atomic_load_n(&inst->svc_standby,
-                                                     __ATOMIC_RELAXED));
+    sn_stream_acks(inst,
+                   !poller ||
+                       !__atomic_load_n(&inst->svc_standby, __ATOMIC_RELAXED),
+                   poller && sn_io_moved);
 }
 
 void sn_svc_hot(sn_inst_t *inst, sn_stream_t *stream)
@@ -522,7 +525,7 @@ static void *sn_svc_thread(void *arg)
          * pushes those due at the step's end */
         if ((__atomic_load_n(&inst->num_ack_owed, __ATOMIC_RELAXED) > 0) &&
             sn_svc_lock_own(inst, look.standby, 0)) {
-            sn_stream_acks(inst, !look.standby);
+            sn_stream_acks(inst, !look.standby, 0);
             pthread_mutex_unlock(&inst->svc_lock);
         }
         timeout_ms = sn_svc_timeout(inst, now, pace, &next);

@@ -471,7 +471,7 @@ void sn_stream_event(sn_inst_t *inst, sn_stream_t *stream, uint32_t events);
  * events, and at each timer pass) */
 void sn_stream_resume(sn_inst_t *inst);
 /* Send the ACKs the target channels owe: all (force), or those due */
-void sn_stream_acks(sn_inst_t *inst, int force);
+void sn_stream_acks(sn_inst_t *inst, int force, int busy);
 /* TGT, the request's header taken: when its whole payload, at most max
  * bytes, is in rbuf already, it goes to the sink now (1), in the
  * responder's run of the header; else (0) it is read as it comes */
@@ -514,7 +514,7 @@ int sn_resp_ack_flush(sn_inst_t *inst, sn_chan_t *chan);
  * pass, sn_stream_rx); 0 or -1 (the stream is dead) */
 int sn_resp_batch_end(sn_inst_t *inst);
 /* Are chan's owed ACKs due (sn_int.h, "ACK coalescing")? */
-int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now);
+int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now, int busy);
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv);
 
 /* Requester (sn_req.c) */

@@ -14,7 +14,10 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <sched.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,6 +109,55 @@ extern "C" int epoll_wait(int epfd, struct epoll_event *events, int max,
     svc_wait_ret = ret;
     ++svc_waits;
     return ret;
+}
+
+/* Answer frames and pushes (sn_int.h, "ACK coalescing") while acks_watched
+ * is set: a sendmsg shorter than a request frame's header is an answer (an
+ * ACK in these tests); this thread's are counted in acks_held when MSG_MORE
+ * holds them back and in acks_sent when they leave at once, its setsockopt
+ * TCP_NODELAY calls (what pushes held-back ACKs out) in pushes; any other
+ * thread's answers and pushes in other_acks. */
+static const size_t ANSWER_MAX = 48;
+static std::atomic<bool> acks_watched{false};
+static std::atomic<unsigned> other_acks{0};
+static __thread bool acks_mine;
+static __thread int acks_held, acks_sent, pushes;
+
+extern "C" ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    static auto real = (ssize_t(*)(int, const struct msghdr *,
+                                   int))dlsym(RTLD_NEXT, "sendmsg");
+    size_t len       = 0;
+
+    for (size_t i = 0; i < msg->msg_iovlen; ++i) {
+        len += msg->msg_iov[i].iov_len;
+    }
+    if (acks_watched && (len < ANSWER_MAX)) {
+        if (!acks_mine) {
+            ++other_acks;
+        } else if (flags & MSG_MORE) {
+            ++acks_held;
+        } else {
+            ++acks_sent;
+        }
+    }
+    return real(fd, msg, flags);
+}
+
+extern "C" int setsockopt(int fd, int level, int name, const void *val,
+                          socklen_t len) noexcept
+{
+    static auto real = (int (*)(int, int, int, const void *,
+                                socklen_t))dlsym(RTLD_NEXT, "setsockopt");
+
+    if (acks_watched && (level == IPPROTO_TCP) && (name == TCP_NODELAY)) {
+        if (acks_mine) {
+            ++pushes;
+        } else {
+            ++other_acks;
+        }
+    }
+    return real(fd, level, name, val, len);
 }
 
 namespace
@@ -726,6 +778,123 @@ TEST_F(softnic_local_tcp, a_poller_mid_step_does_not_hold_the_service_thread)
     EXPECT_LT(held_blocks.load(), 15u)
         << held_blocks.load() << " waits: "
         << "the service thread waited for a poller's step to end";
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
+/* sn_int.h, "ACK coalescing": an ACK a poller's step holds back, and that
+ * its age (SN_ACK_DELAY_NS) makes due while steps move bytes, waits for the
+ * first step that moves none (its application waits for the peer then),
+ * so that its segment is not sent between a request's arrival and its
+ * receive's completion; once SN_ACK_BUSY_NS old it leaves in any step.
+ * SENDs of 64 bytes a -> b on TCP, this thread posting and polling on its
+ * fake clock (the service thread stands back): SEND 1 at 0 us (its ACK
+ * held back: owed), SEND 2 at 60 us: the step that reads it holds its ACK
+ * back too and pushes nothing, the next step, which reads nothing, pushes;
+ * then again with SEND 2 at 100 us: its ACK leaves in the step that reads
+ * it. A try in which another thread sent an answer or pushed (the
+ * service thread's look), or SEND 1's ACK was not held back (the service
+ * thread served the sockets again), does not count: up to 50 tries. */
+TEST_F(softnic_local_tcp, a_due_ack_waits_for_a_step_that_moves_nothing)
+{
+    const size_t len  = 64;
+    const uint64_t us = 1000;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a);
+    ASSERT_NE(nullptr, mr);
+    softnic_qp_t *b = m_qps.back();
+    ibv_sge ssge    = {(uintptr_t)buf.data(), (uint32_t)len, mr->lkey};
+    ibv_sge rsge    = {(uintptr_t)&buf[len], (uint32_t)len, mr->lkey};
+    uint64_t base   = 0;
+    ibv_wc wc;
+    int sends_done = 0;
+    /* polls of m_cq, up to tries and 1 s, until one returns an entry: at
+     * fake time t (us), or on the real clock (t < 0); this thread's. a's
+     * SEND completions are counted in sends_done */
+    auto poll_at = [&](int64_t t, int tries) {
+        int n = 0;
+        for (double end = now_ms() + 1000;
+             (n == 0) && (tries-- > 0) && (now_ms() < end);) {
+            fake_ns    = base + t * us;
+            fake_clock = (t >= 0);
+            acks_mine  = true;
+            n          = softnic_cq_poll(m_cq, 1, &wc);
+            fake_clock = acks_mine = false;
+        }
+        if ((n == 1) && (wc.opcode == IBV_WC_SEND)) {
+            EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+            ++sends_done;
+        }
+        return n;
+    };
+    /* SEND id posted at t, then polled at t until b's receive completes
+     * (a's SENDs complete at ACKs: not before it while they are held back) */
+    auto send_at = [&](int64_t t, uint64_t id) {
+        ibv_recv_wr rwr = {}, *rbad;
+        rwr.sg_list     = &rsge;
+        rwr.num_sge     = 1;
+        ASSERT_EQ(0, softnic_post_recv(b, &rwr, &rbad));
+        ibv_send_wr wr = one_sge_wr(&ssge, IBV_WR_SEND, id, IBV_SEND_SIGNALED),
+                    *bad;
+        fake_ns    = base + t * us;
+        fake_clock = acks_mine = true;
+        ASSERT_EQ(0, softnic_post_send(a, &wr, &bad));
+        fake_clock = acks_mine = false;
+        do {
+            ASSERT_EQ(1, poll_at(t, 1 << 30))
+                << "SEND " << id << " not received";
+        } while (wc.opcode != IBV_WC_RECV);
+        ASSERT_EQ(IBV_WC_SUCCESS, wc.status);
+    };
+    /* a's two SENDs complete */
+    auto drain = [&]() {
+        for (double end = now_ms() + 10000;
+             (sends_done < 2) && (now_ms() < end);) {
+            poll_at(-1, 1);
+        }
+        ASSERT_EQ(2, sends_done) << "a SEND did not complete";
+    };
+    /* one try: SEND 1 at 0 and SEND 2 at gap us; valid: it counts; held2,
+     * sent2, pushed2: the answer frames and pushes of the step that read
+     * SEND 2, pushed_idle: the pushes of the steps after it */
+    int held2 = 0, sent2 = 0, pushed2 = 0, pushed_idle = 0;
+    bool valid   = false;
+    auto try_gap = [&](int64_t gap) {
+        ASSERT_NO_FATAL_FAILURE(spin_empty(5));
+        base       = (uint64_t)(now_ms() * 1e6);
+        sends_done = 0;
+        other_acks = 0;
+        acks_held = acks_sent = pushes = 0;
+        acks_watched                   = true;
+        ASSERT_NO_FATAL_FAILURE(send_at(0, 1));
+        valid     = (acks_held == 1) && (acks_sent == 0) && (pushes == 0);
+        acks_held = acks_sent = pushes = 0;
+        ASSERT_NO_FATAL_FAILURE(send_at(gap, 2));
+        held2   = acks_held;
+        sent2   = acks_sent;
+        pushed2 = pushes;
+        pushes  = 0;
+        poll_at(gap + 1, 16);
+        pushed_idle  = pushes;
+        acks_watched = false;
+        valid        = valid && (other_acks == 0);
+        ASSERT_NO_FATAL_FAILURE(drain());
+    };
+    int tries = 0;
+    for (valid = false; !valid && (tries < 50); ++tries) {
+        ASSERT_NO_FATAL_FAILURE(try_gap(60));
+    }
+    ASSERT_TRUE(valid) << "every try was disturbed";
+    EXPECT_EQ(0, sent2) << "a due ACK was sent in the step that read a request";
+    EXPECT_EQ(1, held2);
+    EXPECT_EQ(0, pushed2) << "a due ACK was pushed by a step that moved bytes";
+    EXPECT_GE(pushed_idle, 1) << "a step that moved nothing left a due ACK";
+    for (valid = false, tries = 0; !valid && (tries < 50); ++tries) {
+        ASSERT_NO_FATAL_FAILURE(try_gap(100));
+    }
+    ASSERT_TRUE(valid) << "every try was disturbed";
+    EXPECT_EQ(1, sent2 + pushed2)
+        << "an ACK SN_ACK_BUSY_NS old waited for a step that moves nothing";
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
