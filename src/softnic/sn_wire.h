@@ -470,7 +470,8 @@ void sn_stream_event(sn_inst_t *inst, sn_stream_t *stream, uint32_t events);
 /* Read the streams whose request was held again (after a batch of
  * events, and at each timer pass) */
 void sn_stream_resume(sn_inst_t *inst);
-/* Send the ACKs the target channels owe: all (force), or those due */
+/* Send the ACKs the target channels owe: all (force), or those due (busy:
+ * at the end of a poller's step that moved bytes) */
 void sn_stream_acks(sn_inst_t *inst, int force, int busy);
 /* TGT, the request's header taken: when its whole payload, at most max
  * bytes, is in rbuf already, it goes to the sink now (1), in the
@@ -513,7 +514,8 @@ int sn_resp_ack_flush(sn_inst_t *inst, sn_chan_t *chan);
  * their one ACK is in the socket (inst->ack_batch; at the end of each
  * pass, sn_stream_rx); 0 or -1 (the stream is dead) */
 int sn_resp_batch_end(sn_inst_t *inst);
-/* Are chan's owed ACKs due (sn_int.h, "ACK coalescing")? */
+/* Are chan's owed ACKs due (sn_int.h, "ACK coalescing")? busy: for a
+ * poller's step that moved bytes */
 int sn_resp_ack_due(const sn_chan_t *chan, uint64_t now, int busy);
 void sn_resp_unpop_recv(sn_qp_t *qp, const sn_recv_t *recv);
 
