@@ -7,14 +7,23 @@
  *   two namespaces plain TCP between the same two namespaces: a stream, and
  *                  the best 8-byte ping-pong this machine does (TCP_NODELAY
  *                  on both ends, both ends busy-polling non-blocking
- *                  sockets, as softnic's pollers do)
+ *                  sockets, as softnic's pollers do); and two floors of
+ *                  softnic's ping-pongs, plain TCP ping-pongs that do the
+ *                  one thing softnic cannot leave out: "+ ACK write" writes
+ *                  a 32-byte ACK (MSG_MORE) before each answer, as softnic
+ *                  puts each receive's ACK in its socket before the receive
+ *                  completes (sn_int.h, "ACK coalescing"); "woken reader"
+ *                  has each end's bytes read by a thread sleeping in
+ *                  epoll_wait that stores them where the main thread
+ *                  spins, as softnic's service thread places a WRITE for an
+ *                  application that spins on its memory
  *
  * Every figure is printed as a ratio against its reference, with the goals
- * (issues 2 and 12) marked PASS/MISS. The ping-pong rows mirror perftest's
- * ib_send_lat (both ends poll their CQ for the peer's SEND) and
- * ib_write_lat (both ends spin on their memory for the peer's WRITE, and
- * on their CQ for their own WRITE's completion); their figure is one way
- * (half the round trip). This is a benchmark, not a test: it always exits
+ * (issues 2 and 12) marked PASS/MISS; a row against a floor has no goal.
+ * The ping-pong rows mirror perftest's ib_send_lat (both ends poll their
+ * CQ for the peer's SEND) and ib_write_lat (both ends spin on their memory
+ * for the peer's WRITE, and on their CQ for their own WRITE's completion);
+ * their figure is one way (half the round trip). This is a benchmark, not a test: it always exits
  * 0 when it could measure (1 when it could not).
  *
  * Usage: softnic_bench [-d seconds] [-a netns -b netns [-i ip_b]]
@@ -36,12 +45,14 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -58,6 +69,7 @@
 #define BENCH_CQ_LEN     (2 * BENCH_RATE_DEPTH)
 #define BENCH_RECVS      4
 #define BENCH_ROUNDS     3
+#define BENCH_ACK_LEN    32 /* softnic's ACK frame (sn_rsp_t) */
 /* ping-pong area at the end of each buffer: the peer's WRITEs land at
  * BENCH_PP_DST, SENDs are received at BENCH_PP_RECV, own data at
  * BENCH_PP_SRC */
@@ -122,6 +134,8 @@ enum {
     R_TCP_64K,
     R_TCP_1M,
     R_TCP_RTT,
+    R_TCP_ACK_RTT,
+    R_TCP_WAKE_RTT,
     R_LAST
 };
 
@@ -154,8 +168,9 @@ static int bench_full_io(int fd, void *buf, size_t len, int do_write)
 }
 
 /* Like bench_full_io on a non-blocking socket, spinning (no sleep) until
- * done: the busy-polling end of a ping-pong. Gives up after 10 s. */
-static int bench_spin_io(int fd, void *buf, size_t len, int do_write)
+ * done: the busy-polling end of a ping-pong; more: a write with MSG_MORE.
+ * Gives up after 10 s. */
+static int bench_spin_io(int fd, void *buf, size_t len, int do_write, int more)
 {
     double deadline = bench_now() + 10;
     size_t done     = 0;
@@ -163,7 +178,7 @@ static int bench_spin_io(int fd, void *buf, size_t len, int do_write)
 
     while (done < len) {
         r = do_write ? send(fd, (char *)buf + done, len - done,
-                            MSG_DONTWAIT | MSG_NOSIGNAL)
+                            MSG_DONTWAIT | MSG_NOSIGNAL | (more ? MSG_MORE : 0))
                      : recv(fd, (char *)buf + done, len - done, MSG_DONTWAIT);
         if (r > 0) {
             done += (size_t)r;
@@ -655,7 +670,8 @@ static double bench_cma_rate(bench_ep_t *ep, const bench_info_t *peer)
 }
 
 /* A TCP_NODELAY connection to the sink at ip:port, told its mode ('S'
- * stream, 'P' ping-pong) in its first byte. Returns the fd, or -1. */
+ * stream, 'P', 'A' or 'W' ping-pong) in its first byte. Returns the fd,
+ * or -1. */
 static int bench_tcp_connect(const char *ip, uint16_t port, char mode)
 {
     struct sockaddr_in sa;
@@ -718,40 +734,163 @@ err:
     return -1;
 }
 
-/* Average microseconds of one 8-byte TCP round trip (ping-pong), both
- * ends busy-polling non-blocking sockets. */
-static double bench_tcp_rtt(const char *ip, uint16_t port)
-{
-    uint64_t msg = 0;
-    double t0    = 0;
-    int fd, i;
+/* ---- TCP ping-pongs: the reference ('P') and softnic's floors ('A', 'W') */
 
-    fd = bench_tcp_connect(ip, port, 'P');
-    if ((fd < 0) || (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
-        goto err;
+/* An 'A' ping-pong end's answer: the 32-byte ACK of the message it just
+ * read, written with MSG_MORE (held in the socket, as softnic holds a
+ * receive's ACK), then 8 bytes, whose segment takes the ACK along */
+static int bench_ack_answer(int fd, uint8_t *msg)
+{
+    return bench_spin_io(fd, msg, BENCH_ACK_LEN, 1, 1) ||
+           bench_spin_io(fd, msg + BENCH_ACK_LEN, 8, 1, 0);
+}
+
+/* The reader thread of a 'W' ping-pong end: sleeps in epoll_wait until the
+ * socket is readable, reads the peer's 8 bytes and stores them in value,
+ * where the end's main thread spins; at EOF, an error or 10 s without a
+ * message it sets done and ends. value and done are written by the reader
+ * only and read by the main thread (release / acquire); the main thread
+ * only sends on fd, the reader only reads. */
+typedef struct {
+    int fd;
+    uint64_t value;
+    int done;
+} bench_waker_t;
+
+static void *bench_waker(void *arg)
+{
+    bench_waker_t *w         = arg;
+    struct epoll_event event = {.events = EPOLLIN};
+    uint64_t msg;
+    int epfd = epoll_create1(0);
+
+    if ((epfd >= 0) && (epoll_ctl(epfd, EPOLL_CTL_ADD, w->fd, &event) == 0)) {
+        while ((epoll_wait(epfd, &event, 1, 10000) == 1) &&
+               !bench_spin_io(w->fd, &msg, sizeof(msg), 0, 0)) {
+            __atomic_store_n(&w->value, msg, __ATOMIC_RELEASE);
+        }
     }
-    for (i = 0; i < BENCH_LAT_WARMUP + BENCH_LAT_ITERS; ++i) {
-        if (i == BENCH_LAT_WARMUP) {
+    if (epfd >= 0) {
+        close(epfd);
+    }
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* A 'W' end's main thread: spin until the reader stored value (10 s) */
+static int bench_waker_spin(bench_waker_t *w, uint64_t value)
+{
+    double deadline = bench_now() + 10;
+
+    while (__atomic_load_n(&w->value, __ATOMIC_ACQUIRE) != value) {
+        if (__atomic_load_n(&w->done, __ATOMIC_ACQUIRE) ||
+            (bench_now() > deadline)) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The initiator's round trip i of a ping-pong of the given mode */
+static int bench_tcp_round_trip(int fd, char mode, uint8_t *msg,
+                                bench_waker_t *w, uint64_t i)
+{
+    switch (mode) {
+    case 'A':
+        return bench_ack_answer(fd, msg) ||
+               bench_spin_io(fd, msg, BENCH_ACK_LEN + 8, 0, 0);
+    case 'W':
+        return bench_spin_io(fd, &i, sizeof(i), 1, 0) || bench_waker_spin(w, i);
+    default:
+        return bench_spin_io(fd, msg, 8, 1, 0) ||
+               bench_spin_io(fd, msg, 8, 0, 0);
+    }
+}
+
+/* Average microseconds of one 8-byte TCP round trip: 'P' the reference,
+ * both ends busy-polling non-blocking sockets; 'A' the same, each message
+ * preceded by the ACK of the one before (bench_ack_answer); 'W' each end's
+ * bytes read by a woken thread (bench_waker). */
+static double bench_tcp_rtt(const char *ip, uint16_t port, char mode)
+{
+    uint8_t msg[BENCH_ACK_LEN + 8] = {0};
+    bench_waker_t w                = {.fd = -1};
+    double t0 = 0, ret = -1;
+    pthread_t reader;
+    int fd, started = 0, err = 0;
+    uint64_t i;
+
+    fd = bench_tcp_connect(ip, port, mode);
+    if ((fd < 0) || (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
+        goto out;
+    }
+    w.fd = fd;
+    if (mode == 'W') {
+        if (pthread_create(&reader, NULL, bench_waker, &w) != 0) {
+            goto out;
+        }
+        started = 1;
+    }
+    for (i = 1; !err && (i <= BENCH_LAT_WARMUP + BENCH_LAT_ITERS); ++i) {
+        if (i == BENCH_LAT_WARMUP + 1) {
             t0 = bench_now();
         }
-        if (bench_spin_io(fd, &msg, sizeof(msg), 1) ||
-            bench_spin_io(fd, &msg, sizeof(msg), 0)) {
-            fprintf(stderr, "tcp ping-pong: %m\n");
-            goto err;
+        err = bench_tcp_round_trip(fd, mode, msg, &w, i);
+    }
+    if (err) {
+        fprintf(stderr, "tcp ping-pong '%c': %m\n", mode);
+    } else {
+        ret = (bench_now() - t0) * 1e6 / BENCH_LAT_ITERS;
+    }
+
+out:
+    if (fd >= 0) {
+        shutdown(fd, SHUT_RDWR); /* ends the reader */
+    }
+    if (started) {
+        pthread_join(reader, NULL);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return ret;
+}
+
+/* The sink's end of a ping-pong of the given mode, until the initiator
+ * closes */
+static void bench_tcp_echo(int fd, char mode, uint8_t *msg)
+{
+    bench_waker_t w = {.fd = fd};
+    pthread_t reader;
+    uint64_t i;
+
+    switch (mode) {
+    case 'A':
+        while (!bench_spin_io(fd, msg, BENCH_ACK_LEN + 8, 0, 0) &&
+               !bench_ack_answer(fd, msg)) {
+        }
+        return;
+    case 'W':
+        if (pthread_create(&reader, NULL, bench_waker, &w) != 0) {
+            return;
+        }
+        for (i = 1; !bench_waker_spin(&w, i) &&
+                    !bench_spin_io(fd, &i, sizeof(i), 1, 0);
+             ++i) {
+        }
+        shutdown(fd, SHUT_RDWR);
+        pthread_join(reader, NULL);
+        return;
+    default:
+        while (!bench_spin_io(fd, msg, 8, 0, 0) &&
+               !bench_spin_io(fd, msg, 8, 1, 0)) {
         }
     }
-    close(fd);
-    return (bench_now() - t0) * 1e6 / BENCH_LAT_ITERS;
-
-err:
-    if (fd >= 0)
-        close(fd);
-    return -1;
 }
 
 /* Serve one TCP connection of the sink. The first byte says what the
- * client wants: 'S' a counted stream, 'P' an 8-byte echo (ping-pong,
- * busy-polled, TCP_NODELAY). */
+ * client wants: 'S' a counted stream, or a ping-pong (TCP_NODELAY,
+ * non-blocking): 'P', 'A' or 'W' (bench_tcp_rtt). */
 static void bench_tcp_serve(int fd)
 {
     static uint8_t buf[1 << 20];
@@ -762,12 +901,10 @@ static void bench_tcp_serve(int fd)
     if (bench_full_io(fd, buf, 1, 0)) {
         return;
     }
-    if (buf[0] == 'P') {
+    if ((buf[0] == 'P') || (buf[0] == 'A') || (buf[0] == 'W')) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
-            return;
-        }
-        while (!bench_spin_io(fd, buf, 8, 0) && !bench_spin_io(fd, buf, 8, 1)) {
+        if (fcntl(fd, F_SETFL, O_NONBLOCK) == 0) {
+            bench_tcp_echo(fd, (char)buf[0], buf);
         }
         return;
     }
@@ -942,7 +1079,11 @@ static int bench_initiator(int ctl, int out, const char *dev,
             bench_keep(&res[R_CMA_W_LAT], 0, bench_cma_lat(&ep, &peer, 1));
         } else {
             bench_keep(&res[R_TCP_RTT], 0,
-                       bench_tcp_rtt(tcp_ip, peer.tcp_port));
+                       bench_tcp_rtt(tcp_ip, peer.tcp_port, 'P'));
+            bench_keep(&res[R_TCP_ACK_RTT], 0,
+                       bench_tcp_rtt(tcp_ip, peer.tcp_port, 'A'));
+            bench_keep(&res[R_TCP_WAKE_RTT], 0,
+                       bench_tcp_rtt(tcp_ip, peer.tcp_port, 'W'));
             bench_keep(&res[R_NS_SEND_PP], 0,
                        bench_pingpong(&ep, &peer, ctl, BENCH_CMD_SEND_PP));
             bench_keep(&res[R_NS_WRITE_PP], 0,
@@ -1137,6 +1278,10 @@ int main(int argc, char **argv)
                   "TCP 8B pp busy", 0, 1.0, 0);
         bench_row("cross-ns WRITE 8B pp", res[R_NS_WRITE_PP],
                   res[R_TCP_RTT] / 2, "TCP 8B pp busy", 0, 1.0, 0);
+        bench_row("  SEND pp, its floor", res[R_NS_SEND_PP],
+                  res[R_TCP_ACK_RTT] / 2, "+ ACK write", 0, 0, 0);
+        bench_row("  WRITE pp, its floor", res[R_NS_WRITE_PP],
+                  res[R_TCP_WAKE_RTT] / 2, "woken reader", 0, 0, 0);
         bench_row("cross-ns WRITE 8B lat", res[R_NS_W_LAT], res[R_TCP_RTT],
                   "TCP 8B rtt busy", 0, 0, 0);
         bench_row("cross-ns READ 8B lat", res[R_NS_R_LAT], res[R_TCP_RTT],
