@@ -1,8 +1,9 @@
 #!/bin/sh
 # Run the softnic benchmark (issues 2 and 12): same host against raw CMA,
 # and, as root, across two network namespaces against a plain TCP stream, a
-# busy-polled TCP ping-pong and that ping-pong's two floors for softnic (an
-# ACK written before each answer; each message read by a woken thread).
+# busy-polled TCP ping-pong and that ping-pong's floors for softnic (an ACK
+# written before each answer, on one connection or two; each message read
+# by a woken thread).
 # The namespaces (orc-b-<pid>-a/-b, veth "orc0" on both sides,
 # 198.18.0.1/24 and 198.18.0.2/24) are created here and always removed.
 #

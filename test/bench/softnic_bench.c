@@ -12,11 +12,15 @@
  *                  one thing softnic cannot leave out: "+ ACK write" writes
  *                  a 32-byte ACK (MSG_MORE) before each answer, as softnic
  *                  puts each receive's ACK in its socket before the receive
- *                  completes (sn_int.h, "ACK coalescing"); "woken reader"
- *                  has each end's bytes read by a thread sleeping in
- *                  epoll_wait that stores them where the main thread
- *                  spins, as softnic's service thread places a WRITE for an
- *                  application that spins on its memory
+ *                  completes (sn_int.h, "ACK coalescing"), and "2 conns +
+ *                  ACK" does it with the request and the answer on two
+ *                  connections, one per direction, as softnic's QPs send
+ *                  today (each end writes the ACK into the connection the
+ *                  message came on, where it waits for a full segment);
+ *                  "woken reader" has each end's bytes read by a thread
+ *                  sleeping in epoll_wait that stores them where the main
+ *                  thread spins, as softnic's service thread places a WRITE
+ *                  for an application that spins on its memory
  *
  * Every figure is printed as a ratio against its reference, with the goals
  * (issues 2 and 12) marked PASS/MISS; a row against a floor has no goal.
@@ -45,6 +49,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -135,6 +140,7 @@ enum {
     R_TCP_1M,
     R_TCP_RTT,
     R_TCP_ACK_RTT,
+    R_TCP_ACK2_RTT,
     R_TCP_WAKE_RTT,
     R_LAST
 };
@@ -791,11 +797,33 @@ static int bench_waker_spin(bench_waker_t *w, uint64_t value)
     return 0;
 }
 
-/* The initiator's round trip i of a ping-pong of the given mode */
-static int bench_tcp_round_trip(int fd, char mode, uint8_t *msg,
+/* A 'D' ping-pong end's turn: the message read from in, its ACK written
+ * into in with MSG_MORE, the answer sent on out; at every 64th turn the
+ * ACKs the peer held in out are drained (they come a segment at a time) */
+static int bench_ack2_turn(int in, int out, uint8_t *msg, uint64_t turn)
+{
+    static uint8_t acks[1 << 16];
+
+    if (((turn % 64) == 0) &&
+        (recv(out, acks, sizeof(acks), MSG_DONTWAIT) < 0) &&
+        (errno != EAGAIN) && (errno != EWOULDBLOCK)) {
+        return -1;
+    }
+    return bench_spin_io(in, msg + BENCH_ACK_LEN, 8, 0, 0) ||
+           bench_spin_io(in, msg, BENCH_ACK_LEN, 1, 1) ||
+           bench_spin_io(out, msg + BENCH_ACK_LEN, 8, 1, 0);
+}
+
+/* The initiator's round trip i of a ping-pong of the given mode (fd2: a
+ * 'D' ping-pong's answer connection) */
+static int bench_tcp_round_trip(int fd, int fd2, char mode, uint8_t *msg,
                                 bench_waker_t *w, uint64_t i)
 {
     switch (mode) {
+    case 'D':
+        /* the first request goes without an answer before it */
+        return ((i == 1) && bench_spin_io(fd, msg + BENCH_ACK_LEN, 8, 1, 0)) ||
+               bench_ack2_turn(fd2, fd, msg, i);
     case 'A':
         return bench_ack_answer(fd, msg) ||
                bench_spin_io(fd, msg, BENCH_ACK_LEN + 8, 0, 0);
@@ -809,19 +837,25 @@ static int bench_tcp_round_trip(int fd, char mode, uint8_t *msg,
 
 /* Average microseconds of one 8-byte TCP round trip: 'P' the reference,
  * both ends busy-polling non-blocking sockets; 'A' the same, each message
- * preceded by the ACK of the one before (bench_ack_answer); 'W' each end's
- * bytes read by a woken thread (bench_waker). */
+ * preceded by the ACK of the one before (bench_ack_answer); 'D' requests
+ * and answers on two connections, each message's ACK held in the one it
+ * came on (bench_ack2_turn); 'W' each end's bytes read by a woken thread
+ * (bench_waker). */
 static double bench_tcp_rtt(const char *ip, uint16_t port, char mode)
 {
     uint8_t msg[BENCH_ACK_LEN + 8] = {0};
     bench_waker_t w                = {.fd = -1};
     double t0 = 0, ret = -1;
     pthread_t reader;
-    int fd, started = 0, err = 0;
+    int fd, fd2 = -1, started = 0, err = 0;
     uint64_t i;
 
     fd = bench_tcp_connect(ip, port, mode);
     if ((fd < 0) || (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
+        goto out;
+    }
+    if ((mode == 'D') && (((fd2 = bench_tcp_connect(ip, port, 'd')) < 0) ||
+                          (fcntl(fd2, F_SETFL, O_NONBLOCK) < 0))) {
         goto out;
     }
     w.fd = fd;
@@ -835,7 +869,7 @@ static double bench_tcp_rtt(const char *ip, uint16_t port, char mode)
         if (i == BENCH_LAT_WARMUP + 1) {
             t0 = bench_now();
         }
-        err = bench_tcp_round_trip(fd, mode, msg, &w, i);
+        err = bench_tcp_round_trip(fd, fd2, mode, msg, &w, i);
     }
     if (err) {
         fprintf(stderr, "tcp ping-pong '%c': %m\n", mode);
@@ -853,18 +887,52 @@ out:
     if (fd >= 0) {
         close(fd);
     }
+    if (fd2 >= 0) {
+        close(fd2);
+    }
     return ret;
 }
 
+/* A 'D' ping-pong's answer connection, which the initiator opens right
+ * after the request connection (10 s), TCP_NODELAY and non-blocking; or
+ * -1 */
+static int bench_tcp_accept_second(int lfd)
+{
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    int fd, one = 1;
+    char mode;
+
+    if ((poll(&pfd, 1, 10000) != 1) || ((fd = accept(lfd, NULL, NULL)) < 0)) {
+        return -1;
+    }
+    if (bench_full_io(fd, &mode, 1, 0) || (mode != 'd') ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
+        (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* The sink's end of a ping-pong of the given mode, until the initiator
- * closes */
-static void bench_tcp_echo(int fd, char mode, uint8_t *msg)
+ * closes (lfd: the listening socket, for a 'D' ping-pong's second
+ * connection) */
+static void bench_tcp_echo(int fd, int lfd, char mode, uint8_t *msg)
 {
     bench_waker_t w = {.fd = fd};
     pthread_t reader;
     uint64_t i;
+    int fd2;
 
     switch (mode) {
+    case 'D':
+        fd2 = bench_tcp_accept_second(lfd);
+        if (fd2 >= 0) {
+            for (i = 1; !bench_ack2_turn(fd, fd2, msg, i); ++i) {
+            }
+            close(fd2);
+        }
+        return;
     case 'A':
         while (!bench_spin_io(fd, msg, BENCH_ACK_LEN + 8, 0, 0) &&
                !bench_ack_answer(fd, msg)) {
@@ -888,10 +956,11 @@ static void bench_tcp_echo(int fd, char mode, uint8_t *msg)
     }
 }
 
-/* Serve one TCP connection of the sink. The first byte says what the
- * client wants: 'S' a counted stream, or a ping-pong (TCP_NODELAY,
- * non-blocking): 'P', 'A' or 'W' (bench_tcp_rtt). */
-static void bench_tcp_serve(int fd)
+/* Serve one TCP connection of the sink (lfd: its listening socket). The
+ * first byte says what the client wants: 'S' a counted stream, or a
+ * ping-pong (TCP_NODELAY, non-blocking): 'P', 'A', 'D' or 'W'
+ * (bench_tcp_rtt). */
+static void bench_tcp_serve(int fd, int lfd)
 {
     static uint8_t buf[1 << 20];
     uint64_t got;
@@ -901,10 +970,10 @@ static void bench_tcp_serve(int fd)
     if (bench_full_io(fd, buf, 1, 0)) {
         return;
     }
-    if ((buf[0] == 'P') || (buf[0] == 'A') || (buf[0] == 'W')) {
+    if (memchr("PADW", buf[0], 4) != NULL) {
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (fcntl(fd, F_SETFL, O_NONBLOCK) == 0) {
-            bench_tcp_echo(fd, (char)buf[0], buf);
+            bench_tcp_echo(fd, lfd, (char)buf[0], buf);
         }
         return;
     }
@@ -1018,7 +1087,7 @@ static int bench_target(int ctl, const char *dev, const char *ifaces,
             if (fd < 0) {
                 break;
             }
-            bench_tcp_serve(fd);
+            bench_tcp_serve(fd, lfd);
             close(fd);
         }
     }
@@ -1082,6 +1151,8 @@ static int bench_initiator(int ctl, int out, const char *dev,
                        bench_tcp_rtt(tcp_ip, peer.tcp_port, 'P'));
             bench_keep(&res[R_TCP_ACK_RTT], 0,
                        bench_tcp_rtt(tcp_ip, peer.tcp_port, 'A'));
+            bench_keep(&res[R_TCP_ACK2_RTT], 0,
+                       bench_tcp_rtt(tcp_ip, peer.tcp_port, 'D'));
             bench_keep(&res[R_TCP_WAKE_RTT], 0,
                        bench_tcp_rtt(tcp_ip, peer.tcp_port, 'W'));
             bench_keep(&res[R_NS_SEND_PP], 0,
@@ -1280,6 +1351,8 @@ int main(int argc, char **argv)
                   res[R_TCP_RTT] / 2, "TCP 8B pp busy", 0, 1.0, 0);
         bench_row("  SEND pp, its floor", res[R_NS_SEND_PP],
                   res[R_TCP_ACK_RTT] / 2, "+ ACK write", 0, 0, 0);
+        bench_row("  SEND pp, 2-conn floor", res[R_NS_SEND_PP],
+                  res[R_TCP_ACK2_RTT] / 2, "2 conns + ACK", 0, 0, 0);
         bench_row("  WRITE pp, its floor", res[R_NS_WRITE_PP],
                   res[R_TCP_WAKE_RTT] / 2, "woken reader", 0, 0, 0);
         bench_row("cross-ns WRITE 8B lat", res[R_NS_W_LAT], res[R_TCP_RTT],
