@@ -740,7 +740,7 @@ err:
     return -1;
 }
 
-/* ---- TCP ping-pongs: the reference ('P') and softnic's floors ('A', 'W') */
+/* ---- TCP ping-pongs: the reference ('P'), softnic's floors ('A', 'D', 'W') */
 
 /* An 'A' ping-pong end's answer: the 32-byte ACK of the message it just
  * read, written with MSG_MORE (held in the socket, as softnic holds a
@@ -893,21 +893,30 @@ out:
     return ret;
 }
 
+/* The sink's side of a ping-pong connection: TCP_NODELAY, non-blocking */
+static int bench_tcp_pingpong_fd(int fd)
+{
+    int one = 1;
+
+    return (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
+            (fcntl(fd, F_SETFL, O_NONBLOCK) < 0))
+               ? -1
+               : 0;
+}
+
 /* A 'D' ping-pong's answer connection, which the initiator opens right
- * after the request connection (10 s), TCP_NODELAY and non-blocking; or
- * -1 */
+ * after the request connection (10 s), ready for the ping-pong; or -1 */
 static int bench_tcp_accept_second(int lfd)
 {
     struct pollfd pfd = {.fd = lfd, .events = POLLIN};
-    int fd, one = 1;
     char mode;
+    int fd;
 
     if ((poll(&pfd, 1, 10000) != 1) || ((fd = accept(lfd, NULL, NULL)) < 0)) {
         return -1;
     }
     if (bench_full_io(fd, &mode, 1, 0) || (mode != 'd') ||
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) ||
-        (fcntl(fd, F_SETFL, O_NONBLOCK) < 0)) {
+        bench_tcp_pingpong_fd(fd)) {
         close(fd);
         return -1;
     }
@@ -965,14 +974,12 @@ static void bench_tcp_serve(int fd, int lfd)
     static uint8_t buf[1 << 20];
     uint64_t got;
     ssize_t r;
-    int one = 1;
 
     if (bench_full_io(fd, buf, 1, 0)) {
         return;
     }
     if (memchr("PADW", buf[0], 4) != NULL) {
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (fcntl(fd, F_SETFL, O_NONBLOCK) == 0) {
+        if (bench_tcp_pingpong_fd(fd) == 0) {
             bench_tcp_echo(fd, lfd, (char)buf[0], buf);
         }
         return;
