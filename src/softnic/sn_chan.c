@@ -240,6 +240,10 @@ static int sn_chan_on_open(sn_inst_t *inst, sn_chan_t *chan,
     pthread_mutex_unlock(&qp->lock);
     sn_log(inst, SOFTNIC_LOG_DEBUG, "qp 0x%x: connection from qp 0x%x",
            qp->super.qp_num, chan->peer_qpn);
+    /* a QP that takes no receives waits for nothing from its peer in a
+     * CQ: its requests are served even while the pollers keep the
+     * service thread back (sn_int.h, "Polling") */
+    sn_stream_set_quiet(inst, stream, !sn_qp_takes_recvs(qp));
     sn_chanf_fill(&ack, SN_FRAME_CHAN_ACK, 0, chan->peer_chan, chan->id);
     ack.pdn = htole32(pdn);
     if (inst->config.no_cma || !same_host) {

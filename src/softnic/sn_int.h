@@ -222,9 +222,10 @@
  * (softnic_post_send and _inline calls that queued WRs on an RC QP, one
  * sn_post_begin() .. sn_post_end() each) came to at least
  * SN_STANDBY_STEPS, and no CQ of the instance was armed meanwhile, it
- * waits only for commands, new connections and datagrams (idle_epfd),
- * waking every look, so that a message wakes nobody but the thread
- * spinning for it (before, every message woke the service thread too,
+ * waits only for commands, new connections, datagrams and the *quiet*
+ * connections (below; idle_epfd), waking every look, so that a message
+ * wakes nobody but the thread spinning for it (before, every message woke
+ * the service thread too,
  * which then made the pollers keep off until it got the lock: a context
  * switch per message in each process). Posts count because a streaming
  * sender polls in bursts between runs of posts (when its send queue or
@@ -241,6 +242,17 @@
  * (softnic_cq_req_notify: an application about to sleep), so a socket
  * waits for nobody longer than about two looks, and only when its
  * application stopped polling without arming.
+ * A quiet connection is the target connection of a QP that takes no
+ * receives (no SRQ, none posted ever: sn_qp_takes_recvs): nothing that
+ * comes there completes in a CQ, so no poller spins for it, but an
+ * application may spin on its memory for a WRITE, as ib_write_lat does
+ * between its own WRITEs' completions. The service thread serves those
+ * at once, standing back or not (whoever gets there first: a poller's
+ * step reads them too); left for a look, such a WRITE ping-pong took
+ * 105-115 us one way where a thread woken by epoll for each message takes
+ * 21-31 (softnic_bench, "WRITE pp, its floor"); served, 39-41. A
+ * connection stops being quiet at its first event after a receive was
+ * posted to its QP.
  * Standing back, the service thread only tries svc_lock for its own work
  * (the timer pass, its look at owed ACKs): a poller mid-step holds it,
  * and waiting for it would keep the pollers off (svc_want) from the step's
@@ -568,7 +580,7 @@ struct sn_inst {
     uint16_t listen_port;
     int listen_fd;
     int epoll_fd;  /* the listener, cmd_fd, ud_fd and the connections */
-    int idle_epfd; /* the same without the connections */
+    int idle_epfd; /* the same with the quiet connections only */
     int cmd_fd;    /* eventfd waking the service thread */
     pthread_t thread;
     int thread_started;
@@ -817,6 +829,10 @@ struct sn_qp {
     sn_cq_t *recv_cq;
     sn_srq_t *srq;
     sn_rq_t rq; /* own receive queue if srq == NULL */
+    /* a receive was posted to rq, ever (softnic_post_recv, under the QP
+     * lock; atomic store); read without the lock by the svc_lock holder
+     * (sn_qp_takes_recvs: a stale 0 keeps a stream quiet one event longer) */
+    int rq_used;
 
     /* Send queue: WQEs [sq_head, sq_tail) in posting order (free-running
      * counters, index % sq_size). [sq_head, sq_tx) are transmitted (SENT) or
@@ -1228,6 +1244,13 @@ void sn_qp_peer_lost(sn_qp_t *qp, int in_svc);
  * go. */
 sn_rq_t *sn_qp_recv_lock(sn_qp_t *qp);
 void sn_qp_recv_unlock(sn_qp_t *qp);
+/* Can a request to the QP complete in one of its CQs? Only a SEND or a
+ * WRITE_WITH_IMM, into a receive: an SRQ, or one posted ever (rq_used).
+ * Without the QP lock (see rq_used). */
+static inline int sn_qp_takes_recvs(const sn_qp_t *qp)
+{
+    return (qp->srq != NULL) || __atomic_load_n(&qp->rq_used, __ATOMIC_RELAXED);
+}
 /* QP lock held: write an atomic's original value into the WR's 8-byte local
  * buffer. IBV_WC_LOC_PROT_ERR when its MR no longer allows that. in_svc: on
  * the service thread, which announces the region it touches (busy_mr) so

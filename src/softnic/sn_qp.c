@@ -1517,6 +1517,7 @@ int softnic_post_recv(softnic_qp_t *qp_h, struct ibv_recv_wr *wr,
         if (ret != 0) {
             break;
         }
+        __atomic_store_n(&qp->rq_used, 1, __ATOMIC_RELAXED);
     }
     if (ret != 0) {
         *bad_wr = wr;

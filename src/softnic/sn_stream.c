@@ -26,18 +26,49 @@
 
 /* ---- epoll helpers ----------------------------------------------------- */
 
-void sn_stream_set_events(sn_inst_t *inst, sn_stream_t *stream, uint32_t events)
+/* epoll_ctl(op) of the stream's socket in the instance's set, and in the
+ * standby set too while the stream is a quiet one (sn_wire.h); returns
+ * the first's result */
+static int sn_stream_ctl(sn_inst_t *inst, sn_stream_t *stream, int op,
+                         uint32_t events)
 {
     struct epoll_event ev;
 
-    if (stream->events == events) {
-        return;
-    }
     memset(&ev, 0, sizeof(ev));
     ev.events   = events;
     ev.data.ptr = stream;
-    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_MOD, stream->fd, &ev) == 0) {
+    if (stream->quiet) {
+        (void)epoll_ctl(inst->idle_epfd, op, stream->fd, &ev);
+    }
+    return epoll_ctl(inst->epoll_fd, op, stream->fd, &ev);
+}
+
+void sn_stream_set_events(sn_inst_t *inst, sn_stream_t *stream, uint32_t events)
+{
+    if (stream->events == events) {
+        return;
+    }
+    if (sn_stream_ctl(inst, stream, EPOLL_CTL_MOD, events) == 0) {
         stream->events = events;
+    }
+}
+
+void sn_stream_set_quiet(sn_inst_t *inst, sn_stream_t *stream, int quiet)
+{
+    struct epoll_event ev;
+
+    if (stream->quiet == quiet) {
+        return;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.events     = stream->events;
+    ev.data.ptr   = stream;
+    stream->quiet = quiet;
+    if (!quiet) {
+        (void)epoll_ctl(inst->idle_epfd, EPOLL_CTL_DEL, stream->fd, NULL);
+    } else if (!stream->held && (epoll_ctl(inst->idle_epfd, EPOLL_CTL_ADD,
+                                           stream->fd, &ev) < 0)) {
+        stream->quiet = 0; /* pollers and the looks serve it, as others */
     }
 }
 
@@ -377,7 +408,7 @@ void sn_stream_close(sn_inst_t *inst, sn_stream_t *stream)
     if (stream->held) {
         --inst->num_held;
     }
-    epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, stream->fd, NULL);
+    sn_stream_ctl(inst, stream, EPOLL_CTL_DEL, 0);
     close(stream->fd);
     free(stream->rbuf);
     free(stream->obuf);
@@ -611,20 +642,15 @@ static void sn_stream_hold(sn_inst_t *inst, sn_stream_t *stream)
 {
     stream->held = 1;
     ++inst->num_held;
-    epoll_ctl(inst->epoll_fd, EPOLL_CTL_DEL, stream->fd, NULL);
+    sn_stream_ctl(inst, stream, EPOLL_CTL_DEL, 0);
     stream->events = 0;
 }
 
 static void sn_stream_unhold(sn_inst_t *inst, sn_stream_t *stream)
 {
-    struct epoll_event ev;
-
     stream->held = 0;
     --inst->num_held;
-    memset(&ev, 0, sizeof(ev));
-    ev.events   = EPOLLIN;
-    ev.data.ptr = stream;
-    if (epoll_ctl(inst->epoll_fd, EPOLL_CTL_ADD, stream->fd, &ev) == 0) {
+    if (sn_stream_ctl(inst, stream, EPOLL_CTL_ADD, EPOLLIN) == 0) {
         stream->events = EPOLLIN;
     }
 }
@@ -1088,6 +1114,8 @@ void sn_stream_event(sn_inst_t *inst, sn_stream_t *stream, uint32_t events)
             sn_stream_close(inst, stream);
             return;
         }
+    } else if (stream->quiet && sn_qp_takes_recvs(stream->chan->qp)) {
+        sn_stream_set_quiet(inst, stream, 0); /* a receive was posted */
     }
 
     if (events & EPOLLOUT) {

@@ -649,8 +649,8 @@ static int sn_svc_watch_own(sn_inst_t *inst, int epfd)
 }
 
 /* The epoll sets: epoll_fd watches the listener, the command eventfd, the
- * UD socket and (later) the connections, idle_epfd all but the
- * connections */
+ * UD socket and (later) the connections, idle_epfd the same but of the
+ * connections only the quiet ones (sn_int.h, "Polling") */
 static int sn_svc_open_epoll(sn_inst_t *inst)
 {
     int ret;

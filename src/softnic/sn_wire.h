@@ -340,6 +340,11 @@ struct sn_stream {
     sn_chan_t *cur_chan; /* the channel the frame in hdr names */
     uint32_t pay_left;   /* of the frame's payload (cur_chan->sink) */
     int held;            /* TGT: the request in rbuf waits (sn_stream_resume) */
+    /* TGT: the target QP takes no receives (sn_qp_takes_recvs), so nothing
+     * that comes here completes in a CQ, and no poller waits for it: the
+     * socket is in idle_epfd too, where a service thread that stands back
+     * still waits (sn_int.h, "Polling"); no more once the QP takes one */
+    int quiet;
 
     uint8_t *obuf;
     uint32_t opos, olen, ocap;
@@ -435,6 +440,8 @@ static inline int sn_req_has_payload(uint8_t op)
 /* Streams (sn_stream.c) */
 void sn_stream_set_events(sn_inst_t *inst, sn_stream_t *stream,
                           uint32_t events);
+/* TGT: the stream becomes a quiet one, or stops being one (see `quiet`) */
+void sn_stream_set_quiet(sn_inst_t *inst, sn_stream_t *stream, int quiet);
 int sn_sink_from_sges(sn_inst_t *inst, sn_sink_t *sink,
                       const struct ibv_sge *sge, int num_sge, uint32_t pdn,
                       uint64_t offset, uint64_t len);

@@ -26,7 +26,8 @@
  * (issues 2 and 12) marked PASS/MISS; a row against a floor has no goal.
  * The ping-pong rows mirror perftest's ib_send_lat (both ends poll their
  * CQ for the peer's SEND) and ib_write_lat (both ends spin on their memory
- * for the peer's WRITE, and on their CQ for their own WRITE's completion);
+ * for the peer's WRITE, and on their CQ for their own WRITE's completion;
+ * on QPs that never take a receive, as ib_write_lat's);
  * their figure is one way (half the round trip). This is a benchmark, not a test: it always exits
  * 0 when it could measure (1 when it could not).
  *
@@ -88,6 +89,7 @@ typedef struct bench_info {
     uint64_t addr;
     uint32_t rkey;
     uint32_t qpn;
+    uint32_t wqpn; /* of wqp */
     uint8_t dev_addr[SOFTNIC_ADDR_LEN];
     uint16_t tcp_port;
 } bench_info_t;
@@ -98,6 +100,10 @@ typedef struct bench_ep {
     softnic_cq_t *cq;
     softnic_mr_t *mr;
     softnic_qp_t *qp;
+    /* the WRITE ping-pong's QP, as ib_write_lat's: no receive is ever
+     * posted to it (so the peer's WRITEs wait for no look of its service
+     * thread: sn_int.h, "Polling") */
+    softnic_qp_t *wqp;
     uint8_t *buf;
     int sends_out;    /* signaled WRs not completed yet */
     int recvs_posted; /* receives not completed yet */
@@ -202,6 +208,8 @@ static void bench_ep_close(bench_ep_t *ep)
 {
     if (ep->qp != NULL)
         softnic_qp_destroy(ep->qp);
+    if (ep->wqp != NULL)
+        softnic_qp_destroy(ep->wqp);
     if (ep->mr != NULL)
         softnic_mr_dereg(ep->mr);
     if (ep->cq != NULL)
@@ -267,7 +275,8 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
     qp_attr.cap.max_inline_data = 64;
     qp_attr.qp_type             = IBV_QPT_RC;
     ep->qp                      = softnic_qp_create(ep->pd, &qp_attr);
-    if (ep->qp == NULL) {
+    ep->wqp = (ep->qp == NULL) ? NULL : softnic_qp_create(ep->pd, &qp_attr);
+    if (ep->wqp == NULL) {
         fprintf(stderr, "softnic_qp_create: %m\n");
         goto err_close;
     }
@@ -279,6 +288,7 @@ static int bench_ep_open(bench_ep_t *ep, const char *dev, const char *ifaces,
     info->addr = (uintptr_t)ep->buf;
     info->rkey = ep->mr->rkey;
     info->qpn  = ep->qp->qp_num;
+    info->wqpn = ep->wqp->qp_num;
     return 0;
 
 err_close:
@@ -286,7 +296,8 @@ err_close:
     return -1;
 }
 
-static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
+static int bench_qp_connect(bench_ep_t *ep, softnic_qp_t *qp,
+                            const bench_info_t *peer, uint32_t dest_qpn)
 {
     struct ibv_port_attr port;
     struct ibv_qp_attr a;
@@ -296,7 +307,7 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
     a.qp_state        = IBV_QPS_INIT;
     a.port_num        = 1;
     a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-    ret               = softnic_qp_modify(ep->qp, &a,
+    ret               = softnic_qp_modify(qp, &a,
                                           IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
                                               IBV_QP_ACCESS_FLAGS);
     if (ret == 0) {
@@ -310,10 +321,10 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
     if (ret == 0) {
         a.qp_state           = IBV_QPS_RTR;
         a.path_mtu           = port.active_mtu;
-        a.dest_qp_num        = peer->qpn;
+        a.dest_qp_num        = dest_qpn;
         a.max_dest_rd_atomic = BENCH_DEPTH;
         a.min_rnr_timer      = 12;
-        ret                  = softnic_qp_modify(ep->qp, &a,
+        ret                  = softnic_qp_modify(qp, &a,
                                                  IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
                                                      IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
                                                      IBV_QP_MAX_DEST_RD_ATOMIC |
@@ -328,7 +339,7 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
         a.retry_cnt     = 7;
         a.rnr_retry     = 7;
         a.max_rd_atomic = BENCH_DEPTH;
-        ret             = softnic_qp_modify(ep->qp, &a,
+        ret             = softnic_qp_modify(qp, &a,
                                             IBV_QP_STATE | IBV_QP_SQ_PSN | IBV_QP_TIMEOUT |
                                                 IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
                                                 IBV_QP_MAX_QP_RD_ATOMIC);
@@ -340,9 +351,15 @@ static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
     return 0;
 }
 
-static int bench_post_at(bench_ep_t *ep, const bench_info_t *peer,
-                         enum ibv_wr_opcode op, uint64_t offset, size_t size,
-                         unsigned flags)
+static int bench_ep_connect(bench_ep_t *ep, const bench_info_t *peer)
+{
+    return bench_qp_connect(ep, ep->qp, peer, peer->qpn) ||
+           bench_qp_connect(ep, ep->wqp, peer, peer->wqpn);
+}
+
+static int bench_post_at(bench_ep_t *ep, softnic_qp_t *qp,
+                         const bench_info_t *peer, enum ibv_wr_opcode op,
+                         uint64_t offset, size_t size, unsigned flags)
 {
     struct ibv_sge sge = {(uintptr_t)ep->buf + offset, (uint32_t)size,
                           ep->mr->lkey};
@@ -358,7 +375,7 @@ static int bench_post_at(bench_ep_t *ep, const bench_info_t *peer,
         wr.wr.rdma.remote_addr = peer->addr + offset;
         wr.wr.rdma.rkey        = peer->rkey;
     }
-    ret = softnic_post_send(ep->qp, &wr, &bad);
+    ret = softnic_post_send(qp, &wr, &bad);
     if (ret != 0) {
         fprintf(stderr, "softnic_post_send: %s\n", strerror(ret));
         return -1;
@@ -370,7 +387,7 @@ static int bench_post_at(bench_ep_t *ep, const bench_info_t *peer,
 static int bench_post(bench_ep_t *ep, const bench_info_t *peer,
                       enum ibv_wr_opcode op, size_t size)
 {
-    return bench_post_at(ep, peer, op, 0, size, 0);
+    return bench_post_at(ep, ep->qp, peer, op, 0, size, 0);
 }
 
 /* Keep BENCH_RECVS receives posted. */
@@ -474,7 +491,7 @@ static double bench_soft_stream(bench_ep_t *ep, const bench_info_t *peer,
 
     /* warmup */
     for (n = 0; n < 8; ++n) {
-        if (bench_post_at(ep, peer, op, 0, size, flags) ||
+        if (bench_post_at(ep, ep->qp, peer, op, 0, size, flags) ||
             bench_wait(ep, 0, 0)) {
             return -1;
         }
@@ -483,7 +500,7 @@ static double bench_soft_stream(bench_ep_t *ep, const bench_info_t *peer,
     end = t0 + bench_duration;
     do {
         while (ep->sends_out < depth) {
-            if (bench_post_at(ep, peer, op, 0, size, flags)) {
+            if (bench_post_at(ep, ep->qp, peer, op, 0, size, flags)) {
                 return -1;
             }
             ++posted;
@@ -535,7 +552,7 @@ static double bench_send_pp(bench_ep_t *ep, int initiator)
             (bench_wait(ep, BENCH_RATE_DEPTH, i + 1) || bench_post_recv(ep))) {
             return -1;
         }
-        if (bench_post_at(ep, NULL, IBV_WR_SEND, BENCH_PP_SRC, 8,
+        if (bench_post_at(ep, ep->qp, NULL, IBV_WR_SEND, BENCH_PP_SRC, 8,
                           IBV_SEND_INLINE)) {
             return -1;
         }
@@ -585,7 +602,7 @@ static double bench_write_pp(bench_ep_t *ep, const bench_info_t *peer,
             return -1;
         }
         *(volatile uint64_t *)(ep->buf + BENCH_PP_SRC) = i;
-        if (bench_post_at(ep, &to, IBV_WR_RDMA_WRITE, BENCH_PP_SRC, 8,
+        if (bench_post_at(ep, ep->wqp, &to, IBV_WR_RDMA_WRITE, BENCH_PP_SRC, 8,
                           IBV_SEND_INLINE) ||
             bench_wait(ep, 0, 0)) {
             return -1;

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -38,6 +39,13 @@ using namespace softnic_test;
 static __thread bool yield_counting, fake_clock;
 static __thread int yield_count, clock_reads, coarse_reads;
 static __thread uint64_t fake_ns;
+/* While svc_frozen_ns is not 0, a service thread's CLOCK_MONOTONIC stands
+ * at svc_frozen_ns, or at the last time it read if that was later: its
+ * look never ends (a service thread is a thread that waited in epoll_wait
+ * with a timeout: svc_thread, set by epoll_wait below) */
+static std::atomic<uint64_t> svc_frozen_ns{0};
+static __thread bool svc_thread;
+static __thread uint64_t svc_read_ns;
 
 extern "C" int sched_yield(void) noexcept
 {
@@ -53,6 +61,15 @@ extern "C" int clock_gettime(clockid_t id, struct timespec *ts) noexcept
 
     if (fake_clock && (id == CLOCK_MONOTONIC_COARSE)) {
         ++coarse_reads;
+    }
+    if (svc_thread && (id == CLOCK_MONOTONIC)) {
+        int ret         = real(id, ts);
+        uint64_t frozen = svc_frozen_ns.load();
+        svc_read_ns = (frozen == 0) ? ts->tv_sec * 1000000000ull + ts->tv_nsec
+                                    : std::max(frozen, svc_read_ns);
+        ts->tv_sec  = svc_read_ns / 1000000000;
+        ts->tv_nsec = svc_read_ns % 1000000000;
+        return ret;
     }
     if (!fake_clock || (id != CLOCK_MONOTONIC)) {
         return real(id, ts);
@@ -104,6 +121,7 @@ extern "C" int epoll_wait(int epfd, struct epoll_event *events, int max,
     if (timeout_ms == 0) {
         return real(epfd, events, max, timeout_ms);
     }
+    svc_thread   = true;
     svc_wait_ms  = timeout_ms;
     ret          = real(epfd, events, max, timeout_ms);
     svc_wait_ret = ret;
@@ -169,6 +187,7 @@ class softnic_local : public softnic_inproc
 {
   protected:
     void churn_while_posting();
+    void leaves_a_qp_that_takes_receives(bool recv_first);
 
     /* A WRITE of the first half of buf (len bytes, registered as mr) over
      * its second half, through qp */
@@ -218,7 +237,7 @@ class softnic_local : public softnic_inproc
      * (NULL on failure, reported); a's send queue holds
      * max_send_wr */
     softnic_mr_t *spun_pair(std::vector<uint8_t> &buf, softnic_qp_t **a_p,
-                            uint32_t max_send_wr = 64)
+                            uint32_t max_send_wr = 64, bool b_recv = false)
     {
         softnic_mr_t *mr =
             softnic_mr_reg(m_pd, buf.data(), buf.size(),
@@ -230,8 +249,16 @@ class softnic_local : public softnic_inproc
             ADD_FAILURE() << "no region or QP";
             return NULL;
         }
-        bring_to(a, IBV_QPS_RTS, b->qp_num);
+        if (b_recv) {
+            /* b takes a receive before a's connection comes */
+            bring_to(b, IBV_QPS_RTS, a->qp_num);
+            ibv_recv_wr rwr = {}, *bad;
+            EXPECT_EQ(0, softnic_post_recv(b, &rwr, &bad));
+        }
         if (!HasFatalFailure()) {
+            bring_to(a, IBV_QPS_RTS, b->qp_num);
+        }
+        if (!HasFatalFailure() && !b_recv) {
             bring_to(b, IBV_QPS_RTS, a->qp_num);
         }
         if (!HasFatalFailure()) {
@@ -635,6 +662,102 @@ TEST_F(softnic_local_tcp, service_thread_serves_again_when_polling_stops)
     EXPECT_EQ(2u, wc.wr_id);
     EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
     EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
+/* sn_int.h, "Polling": standing back, the service thread still serves the
+ * connections of QPs that take no receives (no SRQ, none ever posted):
+ * nothing that comes there completes in a CQ, so no poller waits for it,
+ * and an application may spin on its memory for it, as ib_write_lat does.
+ * After the spin (the service thread stands back), its clock stops: its
+ * look never ends, so it stands back for good. A WRITE a -> b, b without
+ * receives, nobody polling, is placed all the same; a service thread that
+ * left b's connection to the pollers would leave it unread. The converse
+ * below. */
+TEST_F(softnic_local_tcp, standing_back_serves_a_qp_that_takes_no_receives)
+{
+    const size_t len = 4096;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a);
+    ASSERT_NE(nullptr, mr);
+    for (size_t i = 0; i < len; ++i) {
+        buf[i] = pattern_byte(8, i);
+    }
+    svc_frozen_ns = (uint64_t)(now_ms() * 1e6);
+    ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
+    double timeout = now_ms() + 10000;
+    while ((memcmp(buf.data(), &buf[len], len) != 0) && (now_ms() < timeout)) {
+        usleep(1000);
+    }
+    svc_frozen_ns = 0;
+    EXPECT_EQ(0, memcmp(buf.data(), &buf[len], len))
+        << "a WRITE to a QP without receives waited for the pollers";
+    ibv_wc wc;
+    int n = 0;
+    for (timeout = now_ms() + 10000;
+         ((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout);) {
+    }
+    ASSERT_EQ(1, n);
+    EXPECT_EQ(2u, wc.wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
+/* The converse: a QP that takes receives may have a poller waiting for a
+ * SEND on its connection, which is left to the pollers while the service
+ * thread stands back (it would wake, and take a CPU from them, for every
+ * message). b takes a receive before a's connection comes (recv_first), or
+ * after it (then the first request b's connection brings after the
+ * receive, one WRITE polled for, ends its quiet). With the service
+ * thread's clock stopped, a WRITE a -> b stays unread for 300 ms; once the
+ * clock runs, the look ends (no poller stepped) and the service thread
+ * places it. */
+void softnic_local::leaves_a_qp_that_takes_receives(bool recv_first)
+{
+    const size_t len = 4096;
+    std::vector<uint8_t> buf(2 * len, 0);
+    softnic_qp_t *a  = NULL;
+    softnic_mr_t *mr = spun_pair(buf, &a, 64, recv_first);
+    ASSERT_NE(nullptr, mr);
+    if (!recv_first) {
+        ibv_recv_wr rwr = {}, *bad;
+        ASSERT_EQ(0, softnic_post_recv(m_qps.back(), &rwr, &bad)); /* b */
+        ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
+    }
+    for (size_t i = 0; i < len; ++i) {
+        buf[i] = pattern_byte(9, i);
+    }
+    svc_frozen_ns = (uint64_t)(now_ms() * 1e6);
+    ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
+    usleep(300000);
+    bool placed   = (memcmp(buf.data(), &buf[len], len) == 0);
+    svc_frozen_ns = 0;
+    EXPECT_FALSE(placed) << "the service thread served the connection of a "
+                            "QP that takes receives while standing back";
+    double timeout = now_ms() + 10000;
+    while ((memcmp(buf.data(), &buf[len], len) != 0) && (now_ms() < timeout)) {
+        usleep(1000);
+    }
+    EXPECT_EQ(0, memcmp(buf.data(), &buf[len], len));
+    ibv_wc wc;
+    int n = 0;
+    for (timeout = now_ms() + 10000;
+         ((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout);) {
+    }
+    ASSERT_EQ(1, n);
+    EXPECT_EQ(2u, wc.wr_id);
+    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    EXPECT_EQ(0, softnic_mr_dereg(mr));
+}
+
+TEST_F(softnic_local_tcp, standing_back_leaves_a_qp_that_takes_receives)
+{
+    leaves_a_qp_that_takes_receives(true);
+}
+
+TEST_F(softnic_local_tcp, standing_back_leaves_a_qp_that_took_a_receive_since)
+{
+    leaves_a_qp_that_takes_receives(false);
 }
 
 /* Posts count as polling for the service thread's standby (sn_int.h,
