@@ -203,6 +203,41 @@ class softnic_local : public softnic_inproc
         return softnic_post_send(qp, &wr, &bad);
     }
 
+    /* The first half of buf filled with pattern seed; then: is it
+     * written over the second half (a post_half_write placed) within
+     * ms? */
+    static void fill_half(std::vector<uint8_t> &buf, int seed)
+    {
+        for (size_t i = 0; i < buf.size() / 2; ++i) {
+            buf[i] = pattern_byte(seed, i);
+        }
+    }
+    static bool placed_within(const std::vector<uint8_t> &buf, double ms)
+    {
+        size_t len = buf.size() / 2;
+        for (double end = now_ms() + ms;; usleep(1000)) {
+            if (memcmp(buf.data(), &buf[len], len) == 0) {
+                return true;
+            }
+            if (now_ms() >= end) {
+                return false;
+            }
+        }
+    }
+
+    /* The next completion of m_cq (10 s of polls): wr_id's, successful */
+    void expect_completion(uint64_t wr_id)
+    {
+        ibv_wc wc;
+        int n = 0;
+        for (double end = now_ms() + 10000;
+             ((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < end);) {
+        }
+        ASSERT_EQ(1, n);
+        EXPECT_EQ(wr_id, wc.wr_id);
+        EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    }
+
     /* The connection of qp up (one signaled WRITE, polled for), then
      * 100 ms of spinning on the empty CQ: the service thread stands back
      * (sn_int.h, "Polling"; thousands of steps per look) */
@@ -637,30 +672,16 @@ TEST_F(softnic_local_tcp, thread_safety_pollers_serve_while_qps_churn)
  * leave the request unread for good. */
 TEST_F(softnic_local_tcp, service_thread_serves_again_when_polling_stops)
 {
-    const size_t len = 4096;
-    std::vector<uint8_t> buf(2 * len, 0);
+    std::vector<uint8_t> buf(2 * 4096, 0);
     softnic_qp_t *a  = NULL;
     softnic_mr_t *mr = spun_pair(buf, &a);
     ASSERT_NE(nullptr, mr);
-    for (size_t i = 0; i < len; ++i) {
-        buf[i] = pattern_byte(7, i);
-    }
+    fill_half(buf, 7);
     ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
     /* nobody polls: only the service thread reads the request and the ACK */
-    ibv_wc wc;
-    int n          = 0;
-    double timeout = now_ms() + 10000;
-    while ((memcmp(buf.data(), &buf[len], len) != 0) && (now_ms() < timeout)) {
-        usleep(1000);
-    }
-    EXPECT_EQ(0, memcmp(buf.data(), &buf[len], len))
+    EXPECT_TRUE(placed_within(buf, 10000))
         << "the WRITE was not placed with nobody polling";
-    timeout = now_ms() + 10000;
-    while (((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout)) {
-    }
-    ASSERT_EQ(1, n);
-    EXPECT_EQ(2u, wc.wr_id);
-    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    ASSERT_NO_FATAL_FAILURE(expect_completion(2));
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
@@ -675,31 +696,18 @@ TEST_F(softnic_local_tcp, service_thread_serves_again_when_polling_stops)
  * below. */
 TEST_F(softnic_local_tcp, standing_back_serves_a_qp_that_takes_no_receives)
 {
-    const size_t len = 4096;
-    std::vector<uint8_t> buf(2 * len, 0);
+    std::vector<uint8_t> buf(2 * 4096, 0);
     softnic_qp_t *a  = NULL;
     softnic_mr_t *mr = spun_pair(buf, &a);
     ASSERT_NE(nullptr, mr);
-    for (size_t i = 0; i < len; ++i) {
-        buf[i] = pattern_byte(8, i);
-    }
+    fill_half(buf, 8);
     svc_frozen_ns = (uint64_t)(now_ms() * 1e6);
     ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
-    double timeout = now_ms() + 10000;
-    while ((memcmp(buf.data(), &buf[len], len) != 0) && (now_ms() < timeout)) {
-        usleep(1000);
-    }
+    bool placed   = placed_within(buf, 10000);
     svc_frozen_ns = 0;
-    EXPECT_EQ(0, memcmp(buf.data(), &buf[len], len))
+    EXPECT_TRUE(placed)
         << "a WRITE to a QP without receives waited for the pollers";
-    ibv_wc wc;
-    int n = 0;
-    for (timeout = now_ms() + 10000;
-         ((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout);) {
-    }
-    ASSERT_EQ(1, n);
-    EXPECT_EQ(2u, wc.wr_id);
-    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    ASSERT_NO_FATAL_FAILURE(expect_completion(2));
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
@@ -714,8 +722,7 @@ TEST_F(softnic_local_tcp, standing_back_serves_a_qp_that_takes_no_receives)
  * places it. */
 void softnic_local::leaves_a_qp_that_takes_receives(bool recv_first)
 {
-    const size_t len = 4096;
-    std::vector<uint8_t> buf(2 * len, 0);
+    std::vector<uint8_t> buf(2 * 4096, 0);
     softnic_qp_t *a  = NULL;
     softnic_mr_t *mr = spun_pair(buf, &a, 64, recv_first);
     ASSERT_NE(nullptr, mr);
@@ -724,29 +731,16 @@ void softnic_local::leaves_a_qp_that_takes_receives(bool recv_first)
         ASSERT_EQ(0, softnic_post_recv(m_qps.back(), &rwr, &bad)); /* b */
         ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
     }
-    for (size_t i = 0; i < len; ++i) {
-        buf[i] = pattern_byte(9, i);
-    }
+    fill_half(buf, 9);
     svc_frozen_ns = (uint64_t)(now_ms() * 1e6);
     ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
     usleep(300000);
-    bool placed   = (memcmp(buf.data(), &buf[len], len) == 0);
+    bool placed   = placed_within(buf, 0);
     svc_frozen_ns = 0;
     EXPECT_FALSE(placed) << "the service thread served the connection of a "
                             "QP that takes receives while standing back";
-    double timeout = now_ms() + 10000;
-    while ((memcmp(buf.data(), &buf[len], len) != 0) && (now_ms() < timeout)) {
-        usleep(1000);
-    }
-    EXPECT_EQ(0, memcmp(buf.data(), &buf[len], len));
-    ibv_wc wc;
-    int n = 0;
-    for (timeout = now_ms() + 10000;
-         ((n = softnic_cq_poll(m_cq, 1, &wc)) == 0) && (now_ms() < timeout);) {
-    }
-    ASSERT_EQ(1, n);
-    EXPECT_EQ(2u, wc.wr_id);
-    EXPECT_EQ(IBV_WC_SUCCESS, wc.status);
+    EXPECT_TRUE(placed_within(buf, 10000));
+    ASSERT_NO_FATAL_FAILURE(expect_completion(2));
     EXPECT_EQ(0, softnic_mr_dereg(mr));
 }
 
