@@ -250,12 +250,11 @@
  * at once, standing back or not (whoever gets there first: a poller's
  * step reads them too); left for a look, such a WRITE ping-pong took
  * 105-115 us one way where a thread woken by epoll for each message takes
- * 21-31 (softnic_bench, "WRITE pp, its floor"); served, 39-41. The price:
- * where a poller reads such a connection itself (both ends of a
- * bidirectional ib_write_bw poll without pause) the service thread wakes
- * beside it for nothing, as before it stood back (~4 % of that 64-byte
- * rate). A connection stops being quiet at its first event after a
- * receive was posted to its QP.
+ * 21-31 (softnic_bench, "WRITE pp, its floor"); served, 39-41. Where
+ * pollers read such connections themselves (both ends of a bidirectional
+ * ib_write_bw poll without pause) the service thread seldom wakes for
+ * them: 6-147 times per 20000 64-byte WRITEs. A connection stops being
+ * quiet at its first event after a receive was posted to its QP.
  * Standing back, the service thread only tries svc_lock for its own work
  * (the timer pass, its look at owed ACKs): a poller mid-step holds it,
  * and waiting for it would keep the pollers off (svc_want) from the step's
