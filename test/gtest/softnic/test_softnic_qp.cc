@@ -47,6 +47,19 @@ static std::atomic<uint64_t> svc_frozen_ns{0};
 static __thread bool svc_thread;
 static __thread uint64_t svc_read_ns;
 
+/* The service threads' clock stopped for the object's life (a failed
+ * assertion inside its scope restarts it too) */
+struct svc_clock_stopped {
+    svc_clock_stopped()
+    {
+        svc_frozen_ns = (uint64_t)(now_ms() * 1e6);
+    }
+    ~svc_clock_stopped()
+    {
+        svc_frozen_ns = 0;
+    }
+};
+
 extern "C" int sched_yield(void) noexcept
 {
     yield_count += yield_counting;
@@ -701,10 +714,12 @@ TEST_F(softnic_local_tcp, standing_back_serves_a_qp_that_takes_no_receives)
     softnic_mr_t *mr = spun_pair(buf, &a);
     ASSERT_NE(nullptr, mr);
     fill_half(buf, 8);
-    svc_frozen_ns = (uint64_t)(now_ms() * 1e6);
-    ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
-    bool placed   = placed_within(buf, 10000);
-    svc_frozen_ns = 0;
+    bool placed;
+    {
+        svc_clock_stopped stop;
+        ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
+        placed = placed_within(buf, 10000);
+    }
     EXPECT_TRUE(placed)
         << "a WRITE to a QP without receives waited for the pollers";
     ASSERT_NO_FATAL_FAILURE(expect_completion(2));
@@ -732,11 +747,13 @@ void softnic_local::leaves_a_qp_that_takes_receives(bool recv_first)
         ASSERT_NO_FATAL_FAILURE(connect_then_spin(a, mr, buf));
     }
     fill_half(buf, 9);
-    svc_frozen_ns = (uint64_t)(now_ms() * 1e6);
-    ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
-    usleep(300000);
-    bool placed   = placed_within(buf, 0);
-    svc_frozen_ns = 0;
+    bool placed;
+    {
+        svc_clock_stopped stop;
+        ASSERT_EQ(0, post_half_write(a, mr, buf, 2, IBV_SEND_SIGNALED));
+        usleep(300000);
+        placed = placed_within(buf, 0);
+    }
     EXPECT_FALSE(placed) << "the service thread served the connection of a "
                             "QP that takes receives while standing back";
     EXPECT_TRUE(placed_within(buf, 10000));
